@@ -22,6 +22,23 @@ app = typer.Typer(
 )
 
 console = Console(stderr=False, highlight=False)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        from curate import __version__
+
+        typer.echo(f"curate {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True,
+                                 help="Show the version and exit."),
+) -> None:
+    """Clean facial-expression training data before and during metric-learning fine-tuning."""
+
 err_console = Console(stderr=True, highlight=False)
 
 F = TypeVar("F", bound=Callable[..., Any])

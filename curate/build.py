@@ -1,0 +1,103 @@
+"""``build_tuples``: ingest a dataset, sample tuples, write the manifests atomically."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+
+from curate.errors import CurateError
+from curate.ingest import DEFAULT_MAX_PIXELS, Progress, ingest
+from curate.io import fingerprint_table, run_record, write_json, write_parquet
+from curate.tuples import Kind, TupleStats, sample_tuples
+
+
+@dataclass
+class BuildResult:
+    """What ``build_tuples`` wrote and counted."""
+
+    out_dir: Path
+    images: pd.DataFrame
+    tuples: pd.DataFrame
+    stats: TupleStats
+    run: dict[str, Any]
+
+
+def build_tuples(
+    source: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    kind: Kind = "triplet",
+    per_anchor: int = 1,
+    max_tuples: int | None = None,
+    seed: int = 0,
+    balance_classes: bool = False,
+    positive_subject: Literal["any", "other"] = "any",
+    negative_subject: Literal["any", "same"] = "any",
+    path_column: str = "path",
+    label_column: str = "label",
+    split_column: str = "split",
+    subject_column: str = "subject",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    workers: int | None = None,
+    progress: Progress | None = None,
+) -> BuildResult:
+    """Validate every image of ``source`` and write ``images.parquet``, ``tuples.parquet``
+    and ``run.json`` into ``out``.
+
+    ``images.parquet`` is written even when no tuple can be built, so the statuses of
+    all images can be inspected; the error is raised afterwards.
+    """
+    started = time.time()
+    params = {
+        "source": str(Path(source).expanduser().resolve()), "kind": kind, "per_anchor": per_anchor,
+        "max_tuples": max_tuples, "seed": seed, "balance_classes": balance_classes,
+        "positive_subject": positive_subject, "negative_subject": negative_subject,
+        "path_column": path_column, "label_column": label_column, "split_column": split_column,
+        "subject_column": subject_column, "max_pixels": max_pixels,
+    }
+    out_dir = Path(out).expanduser()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CurateError(f"--out {out_dir} exists and is not a folder", hint="choose another --out")
+    images = ingest(source, path_column=path_column, label_column=label_column,
+                    split_column=split_column, subject_column=subject_column,
+                    max_pixels=max_pixels, workers=workers, progress=progress)
+    try:
+        tuples, stats = sample_tuples(
+            images, kind=kind, per_anchor=per_anchor, max_tuples=max_tuples, seed=seed,
+            balance_classes=balance_classes, positive_subject=positive_subject,
+            negative_subject=negative_subject,
+        )
+    except CurateError:
+        # Keep the statuses for inspection; drop outputs of an earlier run that would
+        # no longer match them.
+        write_parquet(images, out_dir / "images.parquet")
+        for stale in ("tuples.parquet", "run.json"):
+            (out_dir / stale).unlink(missing_ok=True)
+        raise
+    write_parquet(images, out_dir / "images.parquet")
+    write_parquet(tuples, out_dir / "tuples.parquet")
+    counts = {
+        "images": len(images),
+        "images_ok": int(images["status"].eq("ok").sum()),
+        "images_by_status": _status_counts(images),
+        "tuples": len(tuples),
+        **stats.to_dict(),
+    }
+    inputs = {
+        "source": params["source"],
+        "fingerprint": fingerprint_table(images, ["rel_path", "label", "split", "subject", "sha256", "status"]),
+    }
+    run = run_record("build-tuples", params, inputs=inputs, counts=counts, started=started)
+    write_json(run, out_dir / "run.json")
+    return BuildResult(out_dir=out_dir, images=images, tuples=tuples, stats=stats, run=run)
+
+
+def _status_counts(images: pd.DataFrame) -> dict[str, int]:
+    """Counts per status code; all ``duplicate_of:<id>`` rows count as ``duplicate_of``."""
+    codes = images["status"].str.split(":", n=1).str[0]
+    return {str(k): int(v) for k, v in codes.value_counts().sort_index().items()}

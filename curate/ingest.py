@@ -1,0 +1,368 @@
+"""Ingest: turn an image folder or a manifest into the validated images table.
+
+One row per input image, valid or not (columns documented in ``docs/tables.md``).
+Input is checked here, once; later stages trust the table.
+
+Label policy: labels are stripped of surrounding whitespace and lower-cased, so
+``" Happy"`` and ``"happy"`` are the same class. An empty label gives status
+``no_label``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+
+from curate.errors import CurateError
+
+IMAGE_COLUMNS = [
+    "image_id", "path", "rel_path", "label", "split", "subject",
+    "width", "height", "mode", "sha256", "status", "detail",
+]
+MANIFEST_SUFFIXES = {".csv", ".parquet", ".pq"}
+DEFAULT_MAX_PIXELS = 40_000_000  # 40 megapixels: far above any face crop, far below a bomb
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Validation:
+    """What decoding one file told us."""
+
+    width: int | None
+    height: int | None
+    mode: str | None
+    sha256: str | None
+    status: str
+    detail: str | None
+
+
+def ingest(
+    source: str | os.PathLike[str],
+    *,
+    path_column: str = "path",
+    label_column: str = "label",
+    split_column: str = "split",
+    subject_column: str = "subject",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    workers: int | None = None,
+    progress: Progress | None = None,
+) -> pd.DataFrame:
+    """Read ``source`` (folder or CSV/Parquet manifest) into the validated images table.
+
+    Every file found (folder) or row given (manifest) gets a row with a ``status``:
+    ``ok`` or a reason code, and a human-readable ``detail``.
+    """
+    entries = discover(
+        source, path_column=path_column, label_column=label_column,
+        split_column=split_column, subject_column=subject_column,
+    )
+    return validate(entries, max_pixels=max_pixels, workers=workers, progress=progress)
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+def discover(
+    source: str | os.PathLike[str],
+    *,
+    path_column: str = "path",
+    label_column: str = "label",
+    split_column: str = "split",
+    subject_column: str = "subject",
+) -> pd.DataFrame:
+    """List the input images without decoding them; statuses for rows that cannot be images."""
+    src = Path(source).expanduser()
+    if not src.exists():
+        raise CurateError(
+            f"source not found: {src}",
+            hint="pass an image folder (ROOT/<class>/<image> or ROOT/<split>/<class>/<image>) "
+            "or a CSV/Parquet manifest",
+        )
+    if src.is_dir():
+        df = _discover_folder(src)
+    elif src.suffix.lower() in MANIFEST_SUFFIXES:
+        df = _discover_manifest(src, path_column, label_column, split_column, subject_column)
+    else:
+        raise CurateError(
+            f"cannot read {src}: expected a folder, a .csv or a .parquet manifest",
+            hint="point SOURCE at the dataset folder or at its manifest",
+        )
+    df.insert(0, "image_id", np.arange(len(df), dtype=np.int64))
+    _mark_duplicate_rows(df)
+    return df
+
+
+def _is_hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def _discover_folder(root: Path) -> pd.DataFrame:
+    first = sorted(p for p in root.iterdir() if not _is_hidden(p.name))
+    dirs = [p for p in first if p.is_dir()]
+    if not dirs:
+        raise CurateError(
+            f"no class folders in {root}",
+            hint="lay images out as ROOT/<class>/<image> or ROOT/<split>/<class>/<image>",
+        )
+    split_layout = _looks_like_split_layout(dirs)
+    rows: list[dict[str, object]] = []
+    # Files beside the class (or split) folders have no label: record them, never drop them.
+    for f in (p for p in first if p.is_file()):
+        rows.append(_row(root, f, label=None, split=None, status="no_label",
+                         detail="file is not inside a class folder, so it has no label"))
+    for d in dirs:
+        if split_layout:
+            for f in sorted(p for p in d.iterdir() if not _is_hidden(p.name) and p.is_file()):
+                rows.append(_row(root, f, label=None, split=d.name, status="no_label",
+                                 detail="file is not inside a class folder, so it has no label"))
+            for cls in sorted(p for p in d.iterdir() if p.is_dir() and not _is_hidden(p.name)):
+                rows.extend(_rows_in_class(root, cls, split=d.name))
+        else:
+            rows.extend(_rows_in_class(root, d, split=None))
+    df = pd.DataFrame(rows, columns=["path", "rel_path", "label", "split", "subject", "status", "detail"])
+    if df.empty:
+        raise CurateError(f"no image files found under {root}",
+                          hint="check the folder; hidden files (starting with '.') are ignored")
+    return df
+
+
+def _looks_like_split_layout(dirs: list[Path]) -> bool:
+    """ROOT/<split>/<class>/<image>: every first-level folder holds only folders."""
+    for d in dirs:
+        children = [p for p in d.iterdir() if not _is_hidden(p.name)]
+        if not children or any(p.is_file() for p in children):
+            return False
+    return True
+
+
+def _rows_in_class(root: Path, cls_dir: Path, split: str | None) -> list[dict[str, object]]:
+    rows = []
+    label = _normalise_label(cls_dir.name)
+    for dirpath, dirnames, filenames in os.walk(cls_dir):
+        dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))
+        for name in sorted(filenames):
+            if not _is_hidden(name):
+                rows.append(_row(root, Path(dirpath) / name, label=label, split=split))
+    return rows
+
+
+def _row(root: Path, f: Path, *, label: str | None, split: str | None,
+         status: str | None = None, detail: str | None = None) -> dict[str, object]:
+    return {
+        "path": str(f.resolve()),
+        "rel_path": f.relative_to(root).as_posix(),
+        "label": label,
+        "split": split,
+        "subject": None,
+        "status": status,
+        "detail": detail,
+    }
+
+
+def _discover_manifest(manifest: Path, path_column: str, label_column: str,
+                       split_column: str, subject_column: str) -> pd.DataFrame:
+    table = _read_manifest(manifest)
+    found = ", ".join(map(str, table.columns)) or "(none)"
+    for col, option in ((path_column, "--path-column"), (label_column, "--label-column")):
+        if col not in table.columns:
+            raise CurateError(
+                f"manifest {manifest} has no column {col!r}; columns found: {found}",
+                hint=f"name the right column with {option} COLUMN",
+            )
+    base = manifest.parent.resolve()
+    raw_paths = table[path_column]
+    rel = raw_paths.astype("string").fillna("").str.strip()
+    resolved = [
+        str((base / p).resolve()) if p else "" for p in rel.tolist()
+    ]
+    labels = table[label_column].map(lambda v: None if _is_missing(v) else _normalise_label(str(v)))
+    df = pd.DataFrame({
+        "path": resolved,
+        "rel_path": rel.tolist(),
+        "label": labels.tolist(),
+        "split": _optional_str(table, split_column),
+        "subject": _optional_str(table, subject_column),
+        "status": None,
+        "detail": None,
+    })
+    empty_path = rel.eq("").to_numpy()
+    df.loc[empty_path, ["status", "detail"]] = ["missing", "the manifest row has an empty path"]
+    no_label = df["label"].isna().to_numpy() | df["label"].eq("").to_numpy()
+    df.loc[no_label & ~empty_path, "status"] = "no_label"
+    df.loc[no_label & ~empty_path, "detail"] = [
+        f"row {i + 2} of {manifest.name}: empty label in column {label_column!r}"
+        for i in np.flatnonzero(no_label & ~empty_path)
+    ]
+    df.loc[no_label, "label"] = None
+    known = {path_column, label_column, split_column, subject_column}
+    for col in table.columns:  # carry extra columns (e.g. a ground-truth label) through
+        if col not in known and col not in df.columns:
+            df[col] = table[col].to_numpy()
+    return df
+
+
+def _read_manifest(manifest: Path) -> pd.DataFrame:
+    try:
+        if manifest.suffix.lower() == ".csv":
+            return pd.read_csv(manifest, dtype=str, keep_default_na=False, na_values=[""])
+        return pd.read_parquet(manifest)
+    except Exception as exc:  # parser errors come in many types
+        raise CurateError(f"cannot read manifest {manifest}: {exc}",
+                          hint="check that it is a valid CSV (with a header row) or Parquet file") from exc
+
+
+def _optional_str(table: pd.DataFrame, column: str) -> list[str | None]:
+    if column not in table.columns:
+        return [None] * len(table)
+    return [None if _is_missing(v) else str(v).strip() or None for v in table[column].tolist()]
+
+
+def _is_missing(v: object) -> bool:
+    return v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA
+
+
+def _normalise_label(label: str) -> str:
+    return label.strip().lower()
+
+
+def _mark_duplicate_rows(df: pd.DataFrame) -> None:
+    """The same file listed twice keeps its first row; later rows say which one."""
+    pending = df["status"].isna() & df["path"].ne("")
+    dup = pending & df.duplicated("path", keep="first")
+    if not dup.any():
+        return
+    first_id = df[pending].drop_duplicates("path").set_index("path")["image_id"]
+    for i in np.flatnonzero(dup.to_numpy()):
+        df.at[i, "status"] = "duplicate_row"
+        df.at[i, "detail"] = f"the same file is listed again: first listed as image_id {first_id[df.at[i, 'path']]}"
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def validate(entries: pd.DataFrame, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+             workers: int | None = None, progress: Progress | None = None) -> pd.DataFrame:
+    """Decode every pending entry (in parallel), hash it, and mark content duplicates."""
+    df = entries.copy()
+    todo = np.flatnonzero(df["status"].isna().to_numpy())
+    paths = df["path"].to_numpy()[todo].tolist()
+    results = _validate_many(paths, max_pixels=max_pixels, workers=workers, progress=progress)
+    width = np.full(len(df), np.nan)
+    height = np.full(len(df), np.nan)
+    mode: list[str | None] = [None] * len(df)
+    sha: list[str | None] = [None] * len(df)
+    status = df["status"].astype(object).to_numpy(copy=True)
+    detail = df["detail"].astype(object).to_numpy(copy=True)
+    for i, r in zip(todo, results, strict=True):
+        width[i] = np.nan if r.width is None else r.width
+        height[i] = np.nan if r.height is None else r.height
+        mode[i], sha[i], status[i], detail[i] = r.mode, r.sha256, r.status, r.detail
+    df["width"] = pd.array(width, dtype="Int64")
+    df["height"] = pd.array(height, dtype="Int64")
+    df["mode"] = mode
+    df["sha256"] = sha
+    df["status"] = status
+    df["detail"] = detail
+    _mark_content_duplicates(df)
+    extra = [c for c in df.columns if c not in IMAGE_COLUMNS]
+    return df[IMAGE_COLUMNS + extra].reset_index(drop=True)
+
+
+def _mark_content_duplicates(df: pd.DataFrame) -> None:
+    """Byte-identical files: the first (lowest image_id) stays ok, the others point at it."""
+    ok = df["status"].eq("ok")
+    dup = ok & df.duplicated("sha256", keep="first")
+    if not dup.any():
+        return
+    first = df[ok].drop_duplicates("sha256").set_index("sha256")
+    for i in np.flatnonzero(dup.to_numpy()):
+        keeper = first.loc[df.at[i, "sha256"]]
+        df.at[i, "status"] = f"duplicate_of:{int(keeper['image_id'])}"
+        same = "same label" if keeper["label"] == df.at[i, "label"] else (
+            f"CONFLICTING label {keeper['label']!r} vs {df.at[i, 'label']!r}")
+        df.at[i, "detail"] = f"byte-identical to {keeper['rel_path']} ({same})"
+
+
+def _validate_many(paths: list[str], *, max_pixels: int, workers: int | None,
+                   progress: Progress | None) -> list[Validation]:
+    total = len(paths)
+    if progress:
+        progress(0, total)
+    n_workers = workers if workers is not None else min(os.cpu_count() or 1, 8)
+    if n_workers <= 1 or total < 256:
+        out = []
+        for k, p in enumerate(paths, 1):
+            out.append(validate_file(p, max_pixels))
+            if progress and (k % 256 == 0 or k == total):
+                progress(k, total)
+        return out
+    chunk = 512
+    chunks = [paths[i:i + chunk] for i in range(0, total, chunk)]
+    out = []
+    with ProcessPoolExecutor(max_workers=n_workers) as pool:
+        for part in pool.map(_validate_chunk, chunks, [max_pixels] * len(chunks)):
+            out.extend(part)
+            if progress:
+                progress(len(out), total)
+    return out
+
+
+def _validate_chunk(paths: list[str], max_pixels: int) -> list[Validation]:
+    return [validate_file(p, max_pixels) for p in paths]
+
+
+def validate_file(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Validation:
+    """Read, hash and fully decode one file; never raises for a bad file."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return Validation(None, None, None, None, "missing", f"file not found: {path}")
+    except IsADirectoryError:
+        return Validation(None, None, None, None, "not_an_image", "path is a folder, not a file")
+    except PermissionError:
+        return Validation(None, None, None, None, "unreadable",
+                          "permission denied: make the file readable (chmod +r)")
+    except OSError as exc:
+        return Validation(None, None, None, None, "unreadable", f"cannot read file: {exc}")
+    if not data:
+        return Validation(None, None, None, None, "empty_file", "the file is empty (0 bytes)")
+    digest = hashlib.sha256(data).hexdigest()
+    return _decode(path, data, digest, max_pixels)
+
+
+def _decode(path: str, data: bytes, digest: str, max_pixels: int) -> Validation:
+    import io
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                w, h = im.size
+                mode = im.mode
+                if w * h > max_pixels:
+                    return Validation(w, h, mode, digest, "too_large",
+                                      f"declared size {w}x{h} = {w * h:,} pixels exceeds the limit "
+                                      f"of {max_pixels:,} (decompression-bomb guard; raise --max-pixels)")
+                im.load()
+    except UnidentifiedImageError:
+        head = data[:16]
+        kind = "text" if all(32 <= b < 127 or b in (9, 10, 13) for b in head) else "binary"
+        return Validation(None, None, None, digest, "not_an_image",
+                          f"not a recognised image format ({kind} content)")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        return Validation(None, None, None, digest, "too_large", f"decompression-bomb guard: {exc}")
+    except (OSError, SyntaxError, ValueError) as exc:
+        return Validation(None, None, None, digest, "corrupt", f"cannot decode image: {exc}")
+    if w < 1 or h < 1:
+        return Validation(w, h, mode, digest, "corrupt", f"image has no pixels ({w}x{h})")
+    return Validation(w, h, mode, digest, "ok", None)
