@@ -1,0 +1,262 @@
+"""Load a backbone for embedding: a timm model as a feature extractor, with its weights.
+
+Weights are resolved in this order, and never downloaded:
+
+1. ``weights`` is ``"none"``: random weights (``random_weights=True``; the report says so).
+2. ``weights`` is a curate fine-tuning run folder (``config.json`` + ``model.safetensors``):
+   loaded with :func:`curate.train.model.load_run`.
+3. ``weights`` is a file: safetensors, or a torch checkpoint read with ``weights_only=True``
+   (a timm state dict; ``module.`` prefixes and classifier weights are dropped).
+4. no ``weights``: timm's pretrained weights, only if already in the local Hugging Face
+   (or torch hub) cache.
+5. otherwise a :class:`CurateError` listing the ways out.
+
+With no backbone name the bundled default model (``curate.models.default_model_dir()``)
+is used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from curate.errors import CurateError
+
+DATA_CONFIG_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
+_WAYS_OUT = (
+    "pass --weights FILE (a .safetensors or .pth timm checkpoint, or a curate fine-tuning run "
+    "folder); or --weights none for random weights (results are then meaningless); or "
+    "pre-populate the Hugging Face cache on a machine with network access "
+    "(huggingface-cli download {repo}); or bring your own embeddings with --embeddings FILE"
+)
+
+
+@dataclass
+class LoadedBackbone:
+    """A model ready to embed: ``model(x)`` returns one embedding row per image."""
+
+    model: nn.Module
+    data_config: dict[str, Any]
+    name: str
+    weights_source: str
+    weights_fingerprint: str
+    random_weights: bool
+    embed_dim: int
+    in_chans: int
+
+
+def load_backbone(name: str | None, weights: str | None = None, *, device: str = "cpu",
+                  seed: int = 0) -> LoadedBackbone:
+    """Create the backbone ``name`` (a timm model name) and resolve its weights (see module doc).
+
+    ``device`` is ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``. ``seed`` fixes the
+    random weights of ``weights="none"``. The model is returned in eval mode.
+    """
+    dev = resolve_device(device)
+    if name is None and weights is None:
+        loaded = _load_run(_default_model_dir(), None)
+    elif weights is not None and weights.lower() == "none":
+        if name is None:
+            raise CurateError("--weights none needs a backbone name",
+                              hint="pass --backbone NAME, for example --backbone resnet18")
+        loaded = _load_random(name, seed)
+    elif weights is not None and _is_run_dir(Path(weights)):
+        loaded = _load_run(Path(weights), name)
+    elif weights is not None and Path(weights).is_file() and _is_run_dir(Path(weights).parent) \
+            and Path(weights).name == "model.safetensors":
+        loaded = _load_run(Path(weights).parent, name)
+    elif weights is not None:
+        if name is None:
+            raise CurateError(f"--weights {weights} is a weight file; curate needs the architecture",
+                              hint="pass --backbone NAME (the timm model the checkpoint belongs to)")
+        loaded = _load_file(name, Path(weights))
+    else:
+        assert name is not None
+        loaded = _load_cached_pretrained(name)
+    loaded.model.to(dev).eval()
+    return loaded
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """``auto``/None -> CUDA when available, else CPU; an unavailable CUDA device is an error."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise CurateError(f"--device {device}: CUDA is not available on this machine",
+                          hint="use --device cpu (or --device auto)")
+    return dev
+
+
+def file_fingerprint(path: Path) -> str:
+    """sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _create(name: str, **kwargs: Any) -> nn.Module:
+    import timm
+
+    try:
+        return timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
+    except RuntimeError as exc:  # timm: "Unknown model (...)"
+        raise CurateError(f"unknown backbone {name!r}: {exc}",
+                          hint="use a timm model name, see timm.list_models()") from exc
+
+
+def _data_config(model: nn.Module) -> dict[str, Any]:
+    import timm.data
+
+    cfg = timm.data.resolve_model_data_config(model)
+    return {k: cfg[k] for k in DATA_CONFIG_KEYS if k in cfg}
+
+
+def _from_timm(model: nn.Module, name: str, source: str, fingerprint: str,
+               random_weights: bool) -> LoadedBackbone:
+    cfg = _data_config(model)
+    return LoadedBackbone(model=model, data_config=cfg, name=name, weights_source=source,
+                          weights_fingerprint=fingerprint, random_weights=random_weights,
+                          embed_dim=int(getattr(model, "num_features")),
+                          in_chans=int(cfg["input_size"][0]))
+
+
+def _load_random(name: str, seed: int) -> LoadedBackbone:
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        model = _create(name)
+    finally:
+        torch.random.set_rng_state(state)
+    return _from_timm(model, name, "random", f"random-seed{seed}", True)
+
+
+def _load_file(name: str, path: Path) -> LoadedBackbone:
+    if not path.exists():
+        raise CurateError(f"weights file not found: {path}",
+                          hint="check the path given to --weights, or use --weights none")
+    model = _create(name)
+    state = read_state_dict(path)
+    _load_into(model, state, path, name)
+    return _from_timm(model, name, f"file:{path.resolve()}", file_fingerprint(path), False)
+
+
+def _load_cached_pretrained(name: str) -> LoadedBackbone:
+    model = _create(name)
+    cfg = getattr(model, "pretrained_cfg", {}) or {}
+    found = _cached_weight_file(cfg)
+    if found is None:
+        repo = cfg.get("hf_hub_id") or f"timm/{name}"
+        raise CurateError(
+            f"no pretrained weights for {name!r} in the local cache (Hugging Face hub id {repo!r}); "
+            "curate never downloads weights at run time, and the hub is not reachable from here",
+            hint=_WAYS_OUT.format(repo=repo))
+    state = read_state_dict(found)
+    _load_into(model, state, found, name)
+    return _from_timm(model, name, f"pretrained-cache:{found}", file_fingerprint(found), False)
+
+
+def _cached_weight_file(cfg: dict[str, Any]) -> Path | None:
+    """The local file holding timm's pretrained weights, from the HF or torch hub cache; no network."""
+    repo = cfg.get("hf_hub_id")
+    if repo:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+        except ImportError:  # pragma: no cover - timm depends on huggingface_hub
+            try_to_load_from_cache = None
+        if try_to_load_from_cache is not None:
+            names = [cfg["hf_hub_filename"]] if cfg.get("hf_hub_filename") else []
+            for filename in [*names, "model.safetensors", "pytorch_model.bin"]:
+                hit = try_to_load_from_cache(repo, filename)
+                if isinstance(hit, str) and os.path.isfile(hit):
+                    return Path(hit)
+    url = cfg.get("url")
+    if url:
+        hub = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url.split("?")[0])
+        if hub.is_file():
+            return hub
+    return None
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of a safetensors file or a torch checkpoint (``weights_only=True``), cleaned.
+
+    Unwraps ``state_dict``/``model``/``state_dict_ema`` containers and strips
+    ``module.`` prefixes (DataParallel / DDP).
+    """
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            obj: Any = load_file(str(path))
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # many formats, many exception types
+        raise CurateError(f"cannot read weights {path}: {exc}",
+                          hint="pass a .safetensors file or a torch checkpoint of tensors") from exc
+    for key in ("state_dict", "model", "state_dict_ema", "model_ema"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CurateError(f"{path} does not hold a state dict of tensors",
+                          hint="save the model with torch.save(model.state_dict(), FILE)")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def _load_into(model: nn.Module, state: dict[str, torch.Tensor], path: Path, name: str) -> None:
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or wrong:
+        bad = (missing + wrong)[:5]
+        raise CurateError(
+            f"weights {path} do not fit backbone {name!r}: "
+            f"{len(missing)} missing and {len(wrong)} mis-shaped tensors (e.g. {', '.join(bad)})",
+            hint="pass the --backbone the checkpoint was trained with")
+    # keys the feature extractor lacks (classifier head, EMA extras) are dropped
+    model.load_state_dict({k: state[k] for k in own}, strict=True)
+
+
+def _is_run_dir(path: Path) -> bool:
+    return path.is_dir() and (path / "config.json").is_file() and (path / "model.safetensors").is_file()
+
+
+def _load_run(run_dir: Path, name: str | None) -> LoadedBackbone:
+    try:
+        from curate.train.model import load_run
+    except ImportError as exc:
+        raise CurateError(f"{run_dir} is a curate fine-tuning run, but curate.train is not available: {exc}",
+                          hint="install the full curate package") from exc
+    model, config = load_run(run_dir)
+    backbone = str(config.get("backbone", "unknown"))
+    if name is not None and name != backbone:
+        raise CurateError(f"--backbone {name} does not match the run {run_dir}, which was trained "
+                          f"from {backbone!r}", hint="drop --backbone when --weights is a run folder")
+    data_config = dict(config["data_config"])
+    in_chans = int(config.get("in_chans", data_config["input_size"][0]))
+    return LoadedBackbone(model=model, data_config=data_config, name=backbone,
+                          weights_source=f"run:{run_dir.resolve()}",
+                          weights_fingerprint=file_fingerprint(run_dir / "model.safetensors"),
+                          random_weights=False, embed_dim=int(config["embed_dim"]), in_chans=in_chans)
+
+
+def _default_model_dir() -> Path:
+    hint = "pass --backbone NAME and --weights FILE (or --weights none), or --embeddings FILE"
+    try:
+        from curate.models import default_model_dir
+    except ImportError:
+        raise CurateError("no bundled default model is installed", hint=hint) from None
+    path = Path(default_model_dir())
+    if not _is_run_dir(path):
+        raise CurateError(f"the bundled default model folder {path} is missing or incomplete",
+                          hint=hint)
+    return path

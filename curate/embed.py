@@ -1,0 +1,251 @@
+"""Embed images with a backbone: decode, preprocess, batched forward, and an on-disk cache.
+
+:func:`embed_batch` is a pure function over one batch of prepared tensors, so a
+distributed engine can map it. :func:`embed_images` adds decoding in parallel worker
+processes and a cache in ``cache_dir`` keyed by the image's sha256, the backbone, its
+weights fingerprint and the preprocessing. The cache is written in shards as the
+run goes, so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from curate.errors import CurateError
+from curate.io import atomic_path, write_json
+
+if TYPE_CHECKING:
+    from curate.backbone import LoadedBackbone
+
+Progress = Callable[[int, int], None]
+CACHE_VERSION = 1
+_TRANSFORM_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
+
+
+def load_image(path: str | os.PathLike[str], in_chans: int = 3) -> Image.Image:
+    """Decode an image and convert it to ``RGB`` (or ``L`` when ``in_chans == 1``).
+
+    Handles grayscale, palette, alpha (composited on white), 16-bit and 32-bit
+    integer, float and CMYK images, and applies the EXIF orientation.
+    """
+    try:
+        with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im)
+            im.load()
+    except Exception as exc:  # PIL raises many types for broken files
+        raise CurateError(f"cannot decode image {path}: {exc}",
+                          hint="re-run curate build-tuples, which marks unreadable images") from exc
+    im = _to_8bit(im)
+    if im.mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    if im.mode in ("RGBA", "LA", "PA"):
+        rgba = im.convert("RGBA")
+        back = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(back, rgba)
+    target = "L" if in_chans == 1 else "RGB"
+    return im if im.mode == target else im.convert(target)
+
+
+def _to_8bit(im: Image.Image) -> Image.Image:
+    if im.mode not in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        return im
+    arr = np.asarray(im).astype(np.float64)
+    if im.mode == "F":
+        lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+        arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
+    elif arr.max(initial=0) > 255:
+        arr = arr / 257.0  # 16-bit range -> 8-bit
+    return Image.fromarray(np.clip(np.nan_to_num(arr), 0, 255).astype(np.uint8), mode="L")
+
+
+def build_transform(data_config: dict[str, Any]) -> Callable[[Image.Image], torch.Tensor]:
+    """timm's evaluation preprocessing for ``data_config`` (resize, centre crop, normalise)."""
+    import timm.data
+
+    cfg = {k: data_config[k] for k in _TRANSFORM_KEYS if k in data_config}
+    if "input_size" in cfg:
+        cfg["input_size"] = tuple(cfg["input_size"])
+    for key in ("mean", "std"):
+        if key in cfg:
+            cfg[key] = tuple(cfg[key])
+    return timm.data.create_transform(**cfg, is_training=False)
+
+
+def embed_batch(model: torch.nn.Module, batch: torch.Tensor) -> np.ndarray:
+    """Embed one batch of prepared tensors; returns a float32 array (batch x dim).
+
+    Runs under ``torch.inference_mode``; on CUDA with channels-last memory and autocast.
+    """
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    with torch.inference_mode():
+        x = batch.to(device, non_blocking=True)
+        if device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cuda"):
+                out = model(x)
+        else:
+            out = model(x)
+        if isinstance(out, (tuple, list)):
+            out = out[0]
+        out = out.reshape(out.shape[0], -1)
+        return out.float().cpu().numpy()
+
+
+@dataclass
+class EmbedResult:
+    """Embeddings in input order, and where they came from."""
+
+    embeddings: np.ndarray
+    n_unique: int
+    n_cached: int
+    n_computed: int
+    cache_key: str
+
+
+def embed_images(paths: Sequence[str], sha256s: Sequence[str | None], loaded: LoadedBackbone, *,
+                 cache_dir: str | os.PathLike[str], batch_size: int = 64,
+                 workers: int | None = None, progress: Progress | None = None) -> np.ndarray:
+    """Embeddings (float32, one row per path) computed once per distinct image and cached.
+
+    ``progress(done, total)`` is called after every batch, with counts of distinct images.
+    """
+    return embed_images_result(paths, sha256s, loaded, cache_dir=cache_dir, batch_size=batch_size,
+                               workers=workers, progress=progress).embeddings
+
+
+def embed_images_result(paths: Sequence[str], sha256s: Sequence[str | None], loaded: LoadedBackbone,
+                        *, cache_dir: str | os.PathLike[str], batch_size: int = 64,
+                        workers: int | None = None, progress: Progress | None = None,
+                        shard_size: int = 2048) -> EmbedResult:
+    """Like :func:`embed_images`, returning counts of cached and computed images too."""
+    if len(paths) != len(sha256s):
+        raise CurateError(f"{len(paths)} paths but {len(sha256s)} sha256 values")
+    if batch_size < 1:
+        raise CurateError(f"--batch-size must be at least 1, got {batch_size}")
+    keys = [s if s else _file_sha256(p) for p, s in zip(paths, sha256s)]
+    first_path: dict[str, str] = {}
+    for p, k in zip(paths, keys):
+        first_path.setdefault(k, str(p))
+    key = cache_key(loaded)
+    shard_dir = Path(cache_dir) / key
+    cached = _read_shards(shard_dir)
+    todo = [k for k in first_path if k not in cached]
+    total, done = len(first_path), len(first_path) - len(todo)
+    if progress is not None:
+        progress(done, total)
+    if todo:
+        _write_meta(shard_dir, loaded)
+        pending_keys: list[str] = []
+        pending: list[np.ndarray] = []
+        for batch_keys, batch in _batches(todo, first_path, loaded, batch_size, workers):
+            out = embed_batch(loaded.model, batch)
+            pending_keys.extend(batch_keys)
+            pending.append(out)
+            cached.update(zip(batch_keys, out))
+            if len(pending_keys) >= shard_size:
+                _write_shard(shard_dir, pending_keys, pending)
+                pending_keys, pending = [], []
+            done += len(batch_keys)
+            if progress is not None:
+                progress(done, total)
+        if pending_keys:
+            _write_shard(shard_dir, pending_keys, pending)
+    dim = next(iter(cached.values())).shape[0] if cached else loaded.embed_dim
+    emb = np.empty((len(keys), dim), dtype=np.float32)
+    for row, k in enumerate(keys):
+        emb[row] = cached[k]
+    return EmbedResult(emb, total, total - len(todo), len(todo), key)
+
+
+def cache_key(loaded: LoadedBackbone) -> str:
+    """Hash of backbone name, weights fingerprint and preprocessing: one cache folder each."""
+    prep = {k: loaded.data_config.get(k) for k in _TRANSFORM_KEYS}
+    blob = json.dumps({"v": CACHE_VERSION, "backbone": loaded.name,
+                       "weights": loaded.weights_fingerprint, "in_chans": loaded.in_chans,
+                       "preprocessing": prep}, sort_keys=True, default=list)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+class _ImageDataset(torch.utils.data.Dataset):
+    def __init__(self, paths: list[str], in_chans: int, transform: Callable[..., torch.Tensor]):
+        self.paths, self.in_chans, self.transform = paths, in_chans, transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.transform(load_image(self.paths[i], self.in_chans))
+
+
+def default_workers(device_type: str) -> int:
+    """Decoding processes: most cores on CUDA; on CPU the forward needs the cores itself."""
+    ncpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return min(8, max(ncpu - 1, 0)) if device_type == "cuda" else min(4, ncpu // 4)
+
+
+def _batches(todo: list[str], first_path: dict[str, str], loaded: LoadedBackbone, batch_size: int,
+             workers: int | None):
+    param = next(loaded.model.parameters(), None)
+    device_type = param.device.type if param is not None else "cpu"
+    n_workers = default_workers(device_type) if workers is None else workers
+    ds = _ImageDataset([first_path[k] for k in todo], loaded.in_chans,
+                       build_transform(loaded.data_config))
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=batch_size, shuffle=False, num_workers=n_workers,
+        pin_memory=device_type == "cuda", prefetch_factor=4 if n_workers else None,
+        persistent_workers=False)
+    start = 0
+    for batch in loader:
+        yield todo[start:start + len(batch)], batch
+        start += len(batch)
+
+
+def _read_shards(shard_dir: Path) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    if not shard_dir.is_dir():
+        return out
+    for f in sorted(shard_dir.glob("shard-*.npz")):
+        try:
+            with np.load(f, allow_pickle=False) as z:
+                out.update(zip(z["sha256"].tolist(), z["embedding"]))
+        except (OSError, ValueError, KeyError):
+            f.unlink()  # a damaged shard is recomputed, never trusted
+    return out
+
+
+def _write_shard(shard_dir: Path, keys: list[str], arrays: list[np.ndarray]) -> None:
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    n = len(list(shard_dir.glob("shard-*.npz")))
+    path = shard_dir / f"shard-{n:06d}-{keys[0][:12]}.npz"
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, sha256=np.array(keys), embedding=np.concatenate(arrays).astype(np.float32))
+
+
+def _write_meta(shard_dir: Path, loaded: LoadedBackbone) -> None:
+    meta = shard_dir / "meta.json"
+    if not meta.exists():
+        write_json({"backbone": loaded.name, "weights_source": loaded.weights_source,
+                    "weights_fingerprint": loaded.weights_fingerprint,
+                    "data_config": loaded.data_config, "in_chans": loaded.in_chans}, meta)
+
+
+def _file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError as exc:
+        raise CurateError(f"cannot read image {path}: {exc}") from exc
+    return h.hexdigest()
