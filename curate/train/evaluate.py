@@ -1,0 +1,276 @@
+"""``curate evaluate`` and ``curate predict``: a fine-tuning run applied to images.
+
+:func:`evaluate` measures accuracy, per-class accuracy, macro F1 and the confusion
+matrix on a labelled split; :func:`predict` returns the predicted expression and the
+class probabilities of each image.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from curate.errors import CurateError
+from curate.io import read_parquet
+from curate.train.data import ImageStore, to_model_input
+from curate.train.model import EmbeddingNet, load_run
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
+BAD_STATUSES = ("missing", "unreadable", "empty_file", "not_an_image", "corrupt", "too_large", "no_label")
+
+Progress = Callable[[str, int, int], None]
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` is CUDA when available, else the CPU; anything else is passed to torch."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise CurateError(f"unknown device {device!r}", hint="use --device auto, cpu or cuda") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise CurateError("--device cuda was asked for, but no CUDA device is available",
+                          hint="use --device cpu (or auto)")
+    return dev
+
+
+@torch.inference_mode()
+def embed_and_classify(net: EmbeddingNet, store: ImageStore, rows: np.ndarray, data_config: dict[str, Any], *,
+                       device: torch.device, batch_size: int = 256, amp: bool = True,
+                       progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings ``[n, d]`` and class probabilities ``[n, C]`` (float32) of store rows."""
+    was_training = net.training
+    net.eval()
+    embs, probs = [], []
+    use_amp = amp and device.type == "cuda"
+    try:
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start:start + batch_size]
+            x = to_model_input(store.get(chunk).to(device, non_blocking=True), data_config)
+            if device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                emb = net(x)
+                logits = net.logits_from_embeddings(emb)
+            embs.append(emb.float().cpu().numpy())
+            probs.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
+            if progress is not None:
+                progress("predict", min(start + batch_size, len(rows)), len(rows))
+    finally:
+        net.train(was_training)
+    if not embs:
+        return np.zeros((0, net.embed_dim), np.float32), np.zeros((0, net.classifier.out_features), np.float32)
+    return np.concatenate(embs), np.concatenate(probs)
+
+
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
+    """Accuracy, macro F1, per-class accuracy (recall), precision, F1 and confusion matrix.
+
+    ``y_true`` and ``y_pred`` are class indices into ``classes``. Macro F1 averages the
+    F1 of the classes present in ``y_true`` or ``y_pred`` (as scikit-learn does with
+    ``labels`` unset); a class with no true and no predicted image is left out.
+    """
+    k = len(classes)
+    y_true = np.asarray(y_true, dtype=np.int64)
+    y_pred = np.asarray(y_pred, dtype=np.int64)
+    cm = np.zeros((k, k), dtype=np.int64)
+    np.add.at(cm, (y_true, y_pred), 1)
+    tp = np.diag(cm).astype(float)
+    support = cm.sum(axis=1).astype(float)
+    predicted = cm.sum(axis=0).astype(float)
+    recall = np.divide(tp, support, out=np.zeros(k), where=support > 0)
+    precision = np.divide(tp, predicted, out=np.zeros(k), where=predicted > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(k), where=(precision + recall) > 0)
+    present = (support > 0) | (predicted > 0)
+    n = int(len(y_true))
+    per_class = [
+        {"class": c, "n": int(support[i]), "accuracy": float(recall[i]) if support[i] else None,
+         "precision": float(precision[i]) if predicted[i] else None, "f1": float(f1[i])}
+        for i, c in enumerate(classes)
+    ]
+    return {
+        "n_images": n,
+        "accuracy": float(tp.sum() / n) if n else float("nan"),
+        "macro_f1": float(f1[present].mean()) if present.any() else float("nan"),
+        "per_class": per_class,
+        "classes": list(classes),
+        "confusion": cm.tolist(),
+    }
+
+
+# ----------------------------------------------------------------------------- evaluate
+
+@dataclass
+class EvaluationResult:
+    """What :func:`evaluate` measured; :meth:`to_dict` is its JSON."""
+
+    run: str
+    source: str
+    split: str | None
+    metrics: dict[str, Any]
+    predictions: pd.DataFrame = field(repr=False)
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data."""
+        return {"run": self.run, "source": self.source, "split": self.split, "skipped": self.skipped,
+                **self.metrics}
+
+
+def read_labelled_source(source: str | Path, *, split: str | None = None) -> pd.DataFrame:
+    """The labelled images of a folder, CSV/Parquet manifest or build-tuples folder.
+
+    Returns the ``ok`` rows of the images table (``path``, ``label``, ``split``, ...),
+    optionally restricted to ``split``. Images that are missing, unreadable or have no
+    label are a :class:`CurateError`.
+    """
+    src = Path(source)
+    if src.is_dir() and (src / "images.parquet").is_file():
+        images = read_parquet(src / "images.parquet", what="images table")
+    elif src.exists():
+        from curate.ingest import ingest
+
+        images = ingest(src)
+    else:
+        raise CurateError(f"evaluation source not found: {src}",
+                          hint="pass a class-per-folder image folder, a CSV/Parquet manifest, or a build-tuples folder")
+    if split is not None:
+        if "split" not in images.columns or not (images["split"] == split).any():
+            have = sorted(images["split"].dropna().unique()) if "split" in images.columns else []
+            raise CurateError(f"{src} has no images of split {split!r} (splits: {have or 'none'})",
+                              hint="pass --split with one of those, or leave it out")
+        images = images[images["split"] == split]
+    bad = images[images["status"].isin(BAD_STATUSES)]
+    if len(bad):
+        row = bad.iloc[0]
+        raise CurateError(f"{len(bad)} image(s) of {src} cannot be evaluated, e.g. {row['path']}: {row['status']}"
+                          + (f" ({row['detail']})" if isinstance(row.get("detail"), str) else ""),
+                          hint="fix or remove those files / manifest rows")
+    ok = images[images["status"] == "ok"].reset_index(drop=True)
+    if ok.empty:
+        raise CurateError(f"{src} holds no usable labelled image", hint="check the folder layout or the manifest")
+    return ok
+
+
+def evaluate(run: str | Path, source: str | Path, *, split: str | None = None, device: str = "auto",
+             batch_size: int = 256, skip_unknown_classes: bool = False,
+             progress: Progress | None = None) -> EvaluationResult:
+    """Evaluate a fine-tuning run on a labelled split.
+
+    A label in ``source`` that the run was not trained on is a :class:`CurateError`,
+    unless ``skip_unknown_classes`` (then those images are left out and counted).
+    """
+    net, cfg = load_run(run)
+    classes = list(cfg["classes"])
+    images = read_labelled_source(source, split=split)
+    labels = images["label"].astype(str)
+    unknown = labels[~labels.isin(classes)]
+    skipped: dict[str, int] = {}
+    if len(unknown):
+        counts = unknown.value_counts().to_dict()
+        if not skip_unknown_classes:
+            raise CurateError(
+                f"{source} has classes the run was not trained on: "
+                + ", ".join(f"{k!r} ({v} images)" for k, v in sorted(counts.items()))
+                + f"; the run knows {classes}",
+                hint="evaluate on a split with the training classes, or pass --skip-unknown-classes")
+        skipped = {f"unknown_class:{k}": int(v) for k, v in counts.items()}
+        images = images[labels.isin(classes)].reset_index(drop=True)
+        labels = images["label"].astype(str)
+    dev = resolve_device(device)
+    net = net.to(dev)
+    store = ImageStore(images["path"].tolist(), cfg["data_config"], progress=progress)
+    _, probs = embed_and_classify(net, store, np.arange(len(images)), cfg["data_config"], device=dev,
+                                  batch_size=batch_size, progress=progress)
+    index = {c: i for i, c in enumerate(classes)}
+    y_true = labels.map(index).to_numpy()
+    y_pred = probs.argmax(axis=1)
+    metrics = classification_metrics(y_true, y_pred, classes)
+    preds = pd.DataFrame({"path": images["path"], "label": labels, "prediction": [classes[i] for i in y_pred],
+                          "confidence": probs.max(axis=1).astype(np.float64)})
+    return EvaluationResult(run=str(run), source=str(source), split=split, metrics=metrics,
+                            predictions=preds, skipped=skipped)
+
+
+# ----------------------------------------------------------------------------- predict
+
+def expand_inputs(inputs: Sequence[str | Path]) -> list[str]:
+    """Image files named by paths, folders (searched recursively) and glob patterns, in order,
+    without repeats. A name that matches nothing is a :class:`CurateError`."""
+    out: list[str] = []
+    seen: set[str] = set()
+
+    def add(p: Path) -> None:
+        key = str(p.resolve())
+        if key not in seen:
+            seen.add(key)
+            out.append(str(p))
+
+    for item in inputs:
+        s = str(item)
+        p = Path(s).expanduser()
+        if p.is_dir():
+            files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
+                           and not any(part.startswith(".") for part in f.relative_to(p).parts))
+            if not files:
+                raise CurateError(f"folder {p} holds no image file", hint=f"image types: {' '.join(IMAGE_EXTENSIONS)}")
+            for f in files:
+                add(f)
+        elif p.is_file():
+            add(p)
+        elif glob.has_magic(s):
+            matches = sorted(m for m in glob.glob(os.path.expanduser(s), recursive=True) if Path(m).is_file())
+            if not matches:
+                raise CurateError(f"the pattern {s!r} matches no file", hint="check the pattern (quote it in the shell)")
+            for m in matches:
+                add(Path(m))
+        else:
+            raise CurateError(f"image not found: {s}", hint="pass image files, folders or glob patterns")
+    return out
+
+
+def predict(run: str | Path, inputs: Sequence[str | Path], *, device: str = "auto", batch_size: int = 256,
+            faces: bool = False, progress: Progress | None = None) -> pd.DataFrame:
+    """Predicted expression and class probabilities for each image.
+
+    Columns: ``path``, ``prediction``, ``confidence``, then ``p_<class>`` per class;
+    with ``faces=True`` also the face-screen columns of :mod:`curate.faces`.
+    """
+    net, cfg = load_run(run)
+    classes = list(cfg["classes"])
+    paths = expand_inputs(inputs)
+    dev = resolve_device(device)
+    store = ImageStore(paths, cfg["data_config"], progress=progress)
+    _, probs = embed_and_classify(net.to(dev), store, np.arange(len(paths)), cfg["data_config"], device=dev,
+                                  batch_size=batch_size, progress=progress)
+    table = pd.DataFrame({"path": paths, "prediction": [classes[i] for i in probs.argmax(axis=1)],
+                          "confidence": probs.max(axis=1).astype(np.float64)})
+    for i, c in enumerate(classes):
+        table[f"p_{c}"] = probs[:, i].astype(np.float64)
+    if faces:
+        table = table.merge(_face_columns(paths), on="path", how="left")
+    return table
+
+
+def _face_columns(paths: list[str]) -> pd.DataFrame:
+    try:
+        from curate.faces import analyze_faces  # type: ignore[attr-defined]
+    except ImportError as exc:
+        raise CurateError("the face screen is not available in this installation",
+                          hint="install the face extra (mediapipe), or leave out --faces") from exc
+    faces = analyze_faces(paths)
+    try:
+        from curate.screens.faces import screen_faces  # type: ignore[attr-defined]
+        faces = screen_faces(faces)
+    except ImportError:
+        pass
+    return faces

@@ -1,0 +1,516 @@
+"""``finetune``: metric-learning fine-tuning with the statistical boundary at every step.
+
+Each step forwards the unique images of a batch of tuples once, tests every tuple's
+distances against the boundary fitted with the current weights (see
+:mod:`curate.train.loss`), and trains on the kept tuples only (plus a classification
+loss so the network predicts expressions). The run is checkpointed and resumes after
+an interruption; with the same seed a CPU run is reproduced bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from curate.errors import CurateError
+from curate.io import atomic_path, fingerprint_table, read_parquet, run_record, write_json, write_parquet
+from curate.train.data import (
+    NO_AUGMENT,
+    Augment,
+    ImageStore,
+    TrainingData,
+    batch_members,
+    epoch_batches,
+    load_training_data,
+    step_generator,
+    to_model_input,
+)
+from curate.train.evaluate import classification_metrics, embed_and_classify, resolve_device
+from curate.train.loss import KINDS, MINING, InLoopScreen, ScreenSettings, mine_negatives, quadruplet_loss, triplet_loss
+from curate.train.model import (
+    EmbeddingNet,
+    build_net,
+    create_backbone,
+    is_run_dir,
+    load_run,
+    load_weights_file,
+    make_data_config,
+    run_config,
+    save_run,
+    save_weights,
+)
+
+TrainProgress = Callable[[str, int, int, dict[str, Any]], None]
+CKPT_DIR = "checkpoints"
+# settings that change the result; the others (device, workers, ...) may differ on resume
+_RUNTIME_ONLY = ("device", "workers", "preload_max_gb", "checkpoint_every", "eval_batch_size")
+
+
+@dataclass
+class FinetuneConfig:
+    """Settings of ``curate finetune`` (unset means the default shown)."""
+
+    backbone: str = "resnet18"
+    weights: str | None = None        # None: the backbone's pretrained weights; "none": random; a file or a RUN
+    in_chans: int | None = None       # None: from the weights, else 3
+    input_size: int | None = None     # None: the backbone's input size
+    embed_dim: int = 128
+    scale: float = 1.0
+    kind: str | None = None           # None: from the tuples
+    margin: float = 0.2
+    margin2: float = 0.1
+    ce_weight: float = 1.0
+    ce_on: str = "kept"               # "kept": images of kept tuples; "all": every image of the batch
+    mining: str = "none"
+    screen_every_step: bool = True
+    alpha_pos: float = 0.05
+    alpha_neg: float = 0.05
+    null: str = "effective"
+    center: bool = True
+    screen_window: int = 2048
+    screen_warmup_steps: int = 0
+    epochs: int = 10
+    max_steps: int | None = None
+    batch_tuples: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_share: float = 0.05
+    augment: bool = True
+    seed: int = 0
+    val_split: str | None = "val"
+    reset_head: bool = False
+    device: str = "auto"
+    amp: bool = True
+    workers: int = 4
+    preload_max_gb: float = 4.0
+    checkpoint_every: int = 200
+    eval_batch_size: int = 256
+
+    def check(self) -> None:
+        """Raise a :class:`CurateError` for settings out of range."""
+        if self.kind is not None and self.kind not in KINDS:
+            raise CurateError(f"unknown --kind {self.kind!r}", hint="use triplet or quadruplet")
+        if self.mining not in MINING:
+            raise CurateError(f"unknown --mining {self.mining!r}", hint=f"use one of {', '.join(MINING)}")
+        if self.ce_on not in ("kept", "all"):
+            raise CurateError(f"unknown --ce-on {self.ce_on!r}", hint="use kept or all")
+        for name in ("epochs", "batch_tuples", "embed_dim"):
+            if getattr(self, name) < 1:
+                raise CurateError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.batch_tuples < 2:
+            raise CurateError("--batch-tuples must be at least 2")
+        if not (self.scale > 0 and self.lr > 0 and self.ce_weight >= 0):
+            raise CurateError("--scale and --lr must be positive and --ce-weight not negative")
+        self.screen_settings().check()
+
+    def screen_settings(self) -> ScreenSettings:
+        """The in-loop boundary options."""
+        return ScreenSettings(alpha_pos=self.alpha_pos, alpha_neg=self.alpha_neg, null=self.null,
+                              center=self.center, window=self.screen_window,
+                              warmup_steps=self.screen_warmup_steps)
+
+
+@dataclass
+class FinetuneResult:
+    """What :func:`finetune` wrote and measured."""
+
+    run_dir: Path
+    metrics: pd.DataFrame
+    final: dict[str, Any]
+    config: dict[str, Any]
+    run: dict[str, Any]
+    resumed_from_step: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------- network init
+
+def init_network(cfg: FinetuneConfig, classes: list[str]) -> tuple[EmbeddingNet, dict[str, Any], str | None, str]:
+    """The network to fine-tune, its data config, where its weights came from, and its backbone name.
+
+    ``cfg.weights``: ``"none"`` (random), a fine-tuning RUN folder (its classes must
+    match the tuples' unless ``reset_head``), a weights file, or ``None`` for the
+    backbone's own weight resolution (:func:`curate.backbone.load_backbone`).
+    """
+    w = cfg.weights
+    if w is not None and is_run_dir(w):
+        net, rc = load_run(w)
+        if list(rc["classes"]) != list(classes):
+            if not cfg.reset_head:
+                raise CurateError(
+                    f"the TUPLES folder has the classes {classes}, but the weights in {w} were trained on "
+                    f"{list(rc['classes'])}: the tuples come from another dataset than the weights expect",
+                    hint="use tuples with the same classes, or pass --reset-head to train a new classification head")
+            net.classifier = nn.Linear(net.embed_dim, len(classes))
+        data_config = dict(rc["data_config"])
+        if cfg.input_size is not None:
+            data_config = {**data_config, "input_size": [int(rc["in_chans"]), cfg.input_size, cfg.input_size],
+                           "crop_pct": 1.0}
+        return net, data_config, str(Path(w).resolve()), str(rc["backbone"])
+    in_chans = cfg.in_chans or 3
+    if w is not None and w.lower() == "none":
+        body, source = create_backbone(cfg.backbone, in_chans), None
+    elif w is not None and Path(w).is_file() and Path(w).suffix == ".safetensors":
+        body = create_backbone(cfg.backbone, in_chans)
+        state = {k: v for k, v in load_weights_file(w).items() if not k.startswith(("fc.", "head.", "classifier."))}
+        try:
+            body.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise CurateError(f"weights file {w} does not fit backbone {cfg.backbone!r} "
+                              f"with {in_chans} input channels: {str(exc)[:300]}",
+                              hint="pass the matching --backbone / --in-chans") from exc
+        source = str(Path(w).resolve())
+    else:
+        try:
+            from curate.backbone import load_backbone
+        except ImportError as exc:  # pragma: no cover - the backbone module ships with `curate screen`
+            raise CurateError("pretrained weights need curate.backbone, which is not installed",
+                              hint="pass --weights none or a .safetensors file") from exc
+        loaded = load_backbone(cfg.backbone, w, device="cpu")
+        body, source = loaded.model, loaded.weights_source
+        in_chans = int(loaded.in_chans)
+        if cfg.in_chans is not None and cfg.in_chans != in_chans:
+            raise CurateError(f"--in-chans {cfg.in_chans} does not match the weights of {cfg.backbone!r} "
+                              f"({in_chans} channels)", hint=f"pass --in-chans {in_chans} or leave it out")
+    net = EmbeddingNet(body, int(body.num_features), cfg.embed_dim, len(classes), cfg.scale)
+    return net, make_data_config(body, in_chans, cfg.input_size), source, cfg.backbone
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def _fingerprint(cfg: FinetuneConfig, data: TrainingData) -> str:
+    settings = {k: v for k, v in asdict(cfg).items() if k not in _RUNTIME_ONLY}
+    cols = [c for c in ("tuple_id", *data.members) if c in data.tuples.columns]
+    return json.dumps({"settings": settings, "tuples": fingerprint_table(data.tuples, cols),
+                       "build_dir": str(data.build_dir)}, sort_keys=True)
+
+
+@dataclass
+class _State:
+    step: int = 0
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    drops: np.ndarray | None = None      # [n_tuples, 3]: seen, too_far, too_close
+
+
+def _save_checkpoint(run: Path, net: nn.Module, opt: torch.optim.Optimizer, sched: Any, screen: InLoopScreen,
+                     state: _State, fingerprint: str) -> None:
+    ck = run / CKPT_DIR
+    ck.mkdir(parents=True, exist_ok=True)
+    tag = f"step_{state.step:07d}"
+    save_weights(net, ck / f"{tag}.safetensors")
+    with atomic_path(ck / f"{tag}.state.pt") as tmp:
+        torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "screen": screen.state(),
+                    "drops": torch.from_numpy(state.drops)}, tmp)
+    write_parquet(pd.DataFrame(state.rows), ck / f"{tag}.metrics.parquet")
+    write_json({"step": state.step, "tag": tag, "fingerprint": fingerprint}, ck / "last.json")
+    for old in ck.glob("step_*"):
+        if not old.name.startswith(tag + "."):
+            old.unlink(missing_ok=True)
+
+
+def _load_checkpoint(run: Path, net: nn.Module, opt: torch.optim.Optimizer, sched: Any, screen: InLoopScreen,
+                     fingerprint: str, n_tuples: int) -> _State | None:
+    last = run / CKPT_DIR / "last.json"
+    if not last.is_file():
+        return None
+    try:
+        meta = json.loads(last.read_text())
+        tag = meta["tag"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise CurateError(f"corrupted checkpoint record {last}: {exc}",
+                          hint="pass --restart to discard the checkpoint and train from the start") from exc
+    if meta.get("fingerprint") != fingerprint:
+        raise CurateError(f"{run} holds a checkpoint of a run with other settings or other tuples",
+                          hint="use another --out, run the same command as before, or pass --restart")
+    ck = run / CKPT_DIR
+    weights = load_weights_file(ck / f"{tag}.safetensors")
+    try:
+        net.load_state_dict(weights, strict=True)
+        blob = torch.load(ck / f"{tag}.state.pt", weights_only=True, map_location="cpu")
+        opt.load_state_dict(blob["optimizer"])
+        sched.load_state_dict(blob["scheduler"])
+        screen.load_state(blob["screen"])
+        drops = blob["drops"].numpy().astype(np.int64)
+        rows = read_parquet(ck / f"{tag}.metrics.parquet", what="checkpoint metrics").to_dict("records")
+    except CurateError:
+        raise
+    except Exception as exc:  # torch/pickle raise many types for a damaged file
+        raise CurateError(f"corrupted checkpoint {ck / tag}: {str(exc)[:300]}",
+                          hint="pass --restart to discard the checkpoint and train from the start") from exc
+    if drops.shape != (n_tuples, 3):
+        raise CurateError(f"checkpoint {ck / tag} does not match the tuples", hint="pass --restart")
+    return _State(step=int(meta["step"]), rows=[{k: _plain(v) for k, v in r.items()} for r in rows], drops=drops)
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    return v.item() if hasattr(v, "item") else v
+
+
+# ----------------------------------------------------------------------------- one step
+
+@dataclass
+class _Batch:
+    x: torch.Tensor
+    labels: torch.Tensor
+    labels_np: np.ndarray
+    local: np.ndarray
+    rows: np.ndarray
+
+
+def _tuple_loss(kind: str, emb: torch.Tensor, local: torch.Tensor, cfg: FinetuneConfig) -> torch.Tensor:
+    a, p, n = local[:, 0], local[:, 1], local[:, 2]
+    if kind == "quadruplet":
+        return quadruplet_loss(emb, a, p, n, local[:, 3], cfg.margin, cfg.margin2)
+    return triplet_loss(emb, a, p, n, cfg.margin)
+
+
+def _lr_lambda(total: int, warmup_share: float) -> Callable[[int], float]:
+    warm = max(1, int(round(total * warmup_share)))
+
+    def f(step: int) -> float:
+        return min(1.0, (step + 1) / warm) * 0.5 * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
+
+    return f
+
+
+class _Trainer:
+    def __init__(self, cfg: FinetuneConfig, data: TrainingData, net: EmbeddingNet, data_config: dict[str, Any],
+                 store: ImageStore, member_rows: np.ndarray, label_codes: np.ndarray, val_rows: np.ndarray,
+                 device: torch.device) -> None:
+        self.cfg, self.data, self.net, self.data_config = cfg, data, net, data_config
+        self.store, self.member_rows, self.label_codes, self.val_rows = store, member_rows, label_codes, val_rows
+        self.device = device
+        self.kind = cfg.kind or data.kind
+        self.augment = Augment() if cfg.augment else NO_AUGMENT
+        self.amp = cfg.amp and device.type == "cuda"
+        self.screen = InLoopScreen(cfg.screen_settings(), net.embed_dim, net.scale)
+
+    def batch(self, tuple_rows: np.ndarray, step: int) -> _Batch:
+        rows, local = batch_members(self.member_rows[tuple_rows])
+        x = self.store.get(rows).to(self.device, non_blocking=True)
+        x = self.augment(x, step_generator(self.cfg.seed, step))
+        x = to_model_input(x, self.data_config)
+        if self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        labels_np = self.label_codes[rows]
+        return _Batch(x, torch.from_numpy(labels_np).to(self.device), labels_np, local, rows)
+
+    def step(self, b: _Batch, step: int) -> tuple[torch.Tensor, dict[str, Any], np.ndarray]:
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed * 7_777_777 + step)   # dropout / drop-path, reproducible per step
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            emb = self.net(b.x)
+        emb = emb.float()
+        t = len(b.local)
+        if cfg.screen_every_step:
+            res = self.screen(emb.detach().cpu().numpy(), b.labels_np, b.local, step=step, seed=cfg.seed)
+            keep, too_far, too_close, neg_ok = res.keep, res.too_far, res.too_close, res.neg_ok
+            info = {"screen_active": res.active, "d_null": res.d_null, "mu": res.mu, "sigma": res.sigma,
+                    "t_pos": res.t_pos, "t_neg": res.t_neg}
+        else:
+            keep, too_far, too_close = np.ones(t, bool), np.zeros(t, bool), np.zeros(t, bool)
+            neg_ok = np.ones(len(b.rows), bool)
+            info = {"screen_active": False, "d_null": None, "mu": None, "sigma": None, "t_pos": None, "t_neg": None}
+        all_dropped = not keep.any()
+        local = torch.from_numpy(b.local[keep]).to(self.device)
+        if cfg.mining != "none" and len(local):
+            mined = mine_negatives(emb, local[:, 0], local[:, 1], local[:, 2], b.labels,
+                                   torch.from_numpy(neg_ok).to(self.device), cfg.mining)
+            local = torch.cat([local[:, :2], mined.unsqueeze(1), local[:, 3:]], dim=1)
+        metric = _tuple_loss(self.kind, emb, local, cfg) if len(local) else emb.sum() * 0.0
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            logits = self.net.logits_from_embeddings(emb if cfg.ce_weight > 0 else emb.detach())
+        logits = logits.float()
+        if all_dropped or cfg.ce_on == "all":
+            ce_idx = torch.arange(len(b.rows), device=self.device)
+        else:
+            ce_idx = torch.from_numpy(np.unique(b.local[keep])).to(self.device)
+        ce = F.cross_entropy(logits[ce_idx], b.labels[ce_idx])
+        loss = metric + (cfg.ce_weight if cfg.ce_weight > 0 else 1.0) * ce
+        if not torch.isfinite(loss):
+            raise CurateError(f"the loss became {loss.item()} at step {step}",
+                              hint="lower --lr, or check the images for extreme values")
+        acc = (logits.argmax(1) == b.labels).float().mean().item()
+        row = {"n_tuples": t, "n_images": len(b.rows), "n_kept": int(keep.sum()),
+               "share_dropped": float(1 - keep.mean()), "share_too_far": float(too_far.mean()),
+               "share_too_close": float(too_close.mean()), "all_dropped": bool(all_dropped),
+               "metric_loss": float(metric.item()), "ce_loss": float(ce.item()), "train_accuracy": acc, **info}
+        drops = np.stack([np.ones(t, np.int64), too_far.astype(np.int64), too_close.astype(np.int64)], 1)
+        return loss, row, drops
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, Any]:
+        if len(self.val_rows) == 0:
+            return {}
+        _, probs = embed_and_classify(self.net, self.store, self.val_rows, self.data_config, device=self.device,
+                                      batch_size=self.cfg.eval_batch_size, amp=self.cfg.amp)
+        y = self.label_codes[self.val_rows]
+        m = classification_metrics(y, probs.argmax(1), self.data.classes)
+        val_loss = float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, None)).mean())
+        return {"val_loss": val_loss, "val_accuracy": m["accuracy"], "val_macro_f1": m["macro_f1"], "_metrics": m}
+
+
+# ----------------------------------------------------------------------------- finetune
+
+def finetune(source: str | Path, out: str | Path, config: FinetuneConfig | None = None, *,
+             restart: bool = False, progress: TrainProgress | None = None) -> FinetuneResult:
+    """Fine-tune an embedding network on the tuples of ``source`` and write the run to ``out``.
+
+    ``source`` is a build-tuples folder or a screen output folder (its ``kept.parquet``
+    is used). When ``out`` holds a checkpoint of the same settings and tuples the run
+    resumes from it (``restart=True`` discards it). ``progress(phase, done, total,
+    info)`` is called while images are decoded (``"decode"``), after each training step
+    (``"train"``, with the step's metrics) and after each validation (``"val"``); an
+    exception raised there (Ctrl-C) saves a checkpoint first.
+
+    Writes ``model.safetensors``, ``config.json``, ``metrics.parquet`` (one row per step,
+    ``phase`` = ``train``, and one per epoch, ``phase`` = ``val``), ``tuple_drops.parquet``
+    (per tuple: times seen and dropped by each sub-boundary), ``evaluation.json``,
+    ``report.html`` and ``run.json``.
+    """
+    started = time.time()
+    cfg = config or FinetuneConfig()
+    cfg.check()
+    run = Path(out).expanduser()
+    data = load_training_data(source, val_split=cfg.val_split)
+    kind = cfg.kind or data.kind
+    if kind == "quadruplet" and data.kind != "quadruplet":
+        raise CurateError(f"--kind quadruplet needs quadruplets, but {data.tuples_file} holds triplets",
+                          hint="build tuples with --kind quadruplet, or train with --kind triplet")
+    device = resolve_device(cfg.device)
+    net, data_config, pretrained_from, backbone = init_network(cfg, data.classes)
+    if cfg.weights is not None and is_run_dir(cfg.weights):
+        cfg = replace(cfg, backbone=backbone)
+
+    # every image the run touches, decoded once
+    members = data.tuples[data.members].to_numpy(dtype=np.int64)
+    ids = np.unique(np.concatenate([members.ravel(), data.val_images["image_id"].to_numpy(dtype=np.int64)]))
+    pos = {int(i): r for r, i in enumerate(ids)}
+    member_rows = np.vectorize(pos.__getitem__, otypes=[np.int64])(members) if members.size else members
+    class_index = {c: i for i, c in enumerate(data.classes)}
+    labels = data.images.loc[ids, "label"].astype(str)
+    label_codes = labels.map(class_index).fillna(-1).to_numpy(dtype=np.int64)
+    val_rows = np.array([pos[int(i)] for i in data.val_images["image_id"]], dtype=np.int64)
+    decode_cb = (lambda ph, d, t: progress(ph, d, t, {})) if progress else None
+    store = ImageStore(data.images.loc[ids, "path"].astype(str).tolist(), data_config,
+                       max_bytes=int(cfg.preload_max_gb * 1024**3), workers=cfg.workers, progress=decode_cb)
+
+    net = net.to(device)
+    if device.type == "cuda":
+        net = net.to(memory_format=torch.channels_last)
+    trainer = _Trainer(cfg, data, net, data_config, store, member_rows, label_codes, val_rows, device)
+    n_batches = len(epoch_batches(len(members), cfg.batch_tuples, cfg.seed, 0))
+    total = cfg.epochs * n_batches if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * n_batches)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(total, cfg.warmup_share))
+    fingerprint = _fingerprint(cfg, data)
+    if restart and (run / CKPT_DIR).exists():
+        for f in (run / CKPT_DIR).iterdir():
+            f.unlink()
+    state = _load_checkpoint(run, net, opt, sched, trainer.screen, fingerprint, len(members)) if not restart else None
+    resumed_from = state.step if state else 0
+    state = state or _State(drops=np.zeros((len(members), 3), np.int64))
+
+    notes: list[str] = []
+    in_update = False
+    saved_step = state.step
+    last_val: dict[str, Any] = {}
+    try:
+        net.train()
+        while state.step < total:
+            epoch, in_epoch = divmod(state.step, n_batches)
+            batches = epoch_batches(len(members), cfg.batch_tuples, cfg.seed, epoch)
+            tic = time.perf_counter()
+            b = trainer.batch(batches[in_epoch], state.step)
+            loss, row, drops = trainer.step(b, state.step)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            in_update = True
+            opt.step()
+            sched.step()
+            if cfg.screen_every_step:
+                trainer.screen.commit_pending()
+            np.add.at(state.drops, batches[in_epoch], drops)
+            row.update({"phase": "train", "epoch": epoch, "step": state.step, "loss": float(loss.item()),
+                        "lr": float(opt.param_groups[0]["lr"]),
+                        "images_per_s": len(b.rows) / max(time.perf_counter() - tic, 1e-9)})
+            if row["all_dropped"]:
+                notes.append(f"step {state.step}: the boundary dropped every tuple; trained on the classification loss only")
+            state.rows.append(row)
+            state.step += 1
+            in_update = False
+            if progress is not None:
+                progress("train", state.step, total, row)
+            end_of_epoch = state.step % n_batches == 0 or state.step == total
+            if end_of_epoch:
+                last_val = trainer.validate()
+                if last_val:
+                    vrow = {"phase": "val", "epoch": epoch, "step": state.step - 1,
+                            **{k: v for k, v in last_val.items() if not k.startswith("_")}}
+                    state.rows.append(vrow)
+                    if progress is not None:
+                        progress("val", epoch + 1, math.ceil(total / n_batches), vrow)
+            if end_of_epoch or (cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0):
+                _save_checkpoint(run, net, opt, sched, trainer.screen, state, fingerprint)
+                saved_step = state.step
+    except BaseException:
+        if not in_update and state.step > saved_step:
+            trainer.screen.discard_pending()
+            _save_checkpoint(run, net, opt, sched, trainer.screen, state, fingerprint)
+        raise
+
+    if not last_val and len(val_rows):
+        last_val = trainer.validate()
+    return _finish(run, cfg, data, net, data_config, pretrained_from, state, last_val, started, resumed_from,
+                   notes, source)
+
+
+def _finish(run: Path, cfg: FinetuneConfig, data: TrainingData, net: EmbeddingNet, data_config: dict[str, Any],
+            pretrained_from: str | None, state: _State, last_val: dict[str, Any], started: float,
+            resumed_from: int, notes: list[str], source: str | Path) -> FinetuneResult:
+    from curate.train.report import write_report
+
+    config = run_config(net, backbone=cfg.backbone, classes=data.classes, in_chans=int(data_config["input_size"][0]),
+                        data_config=data_config, pretrained_from=pretrained_from,
+                        extra={"kind": cfg.kind or data.kind, "seed": cfg.seed})
+    save_run(net, run, config)
+    metrics = pd.DataFrame(state.rows)
+    write_parquet(metrics, run / "metrics.parquet")
+    drops = pd.DataFrame({"tuple_id": data.tuples["tuple_id"].to_numpy() if "tuple_id" in data.tuples
+                          else np.arange(len(data.tuples)),
+                          "n_seen": state.drops[:, 0], "n_too_far": state.drops[:, 1],
+                          "n_too_close": state.drops[:, 2]})
+    write_parquet(drops, run / "tuple_drops.parquet")
+    final = last_val.get("_metrics", {})
+    write_json(final, run / "evaluation.json")
+    train = metrics[metrics["phase"] == "train"] if len(metrics) else metrics
+    counts = {
+        "tuples": len(data.tuples), "steps": int(state.step), "classes": len(data.classes),
+        "val_images": len(data.val_images),
+        "mean_share_dropped": float(train["share_dropped"].mean()) if len(train) else None,
+        "steps_all_dropped": int(train["all_dropped"].sum()) if len(train) else 0,
+        "val_accuracy": final.get("accuracy"), "val_macro_f1": final.get("macro_f1"),
+    }
+    params = {**asdict(cfg), "source": str(Path(source).resolve()), "build_dir": str(data.build_dir),
+              "kind": cfg.kind or data.kind, "resolved_data_config": data_config}
+    record = run_record("finetune", params, inputs={"tuples_file": str(data.tuples_file),
+                                                    "pretrained_from": pretrained_from},
+                        counts=counts, started=started)
+    record["resumed_from_step"] = resumed_from
+    write_json(record, run / "run.json")
+    write_report(run, metrics=metrics, final=final, config=config, record=record)
+    return FinetuneResult(run_dir=run, metrics=metrics, final=final, config=config, run=record,
+                          resumed_from_step=resumed_from, notes=notes)

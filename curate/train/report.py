@@ -1,0 +1,200 @@
+"""``RUN/report.html``: training curves, drop rate per step, confusion matrix, per-class accuracy.
+
+A single self-contained page: matplotlib figures are inlined as base64 PNG and every
+string that comes from the data is HTML-escaped.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from curate.io import write_text
+
+
+def _figure_png(fig: Any) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _img(b64: str, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}">'
+
+
+def _smooth(y: np.ndarray, n: int) -> np.ndarray:
+    if len(y) < 3 or n <= 1:
+        return y
+    n = min(n, len(y))
+    kernel = np.ones(n) / n
+    padded = np.concatenate([np.full(n - 1, y[0]), y])
+    return np.convolve(padded, kernel, mode="valid")
+
+
+def curves_figure(metrics: pd.DataFrame) -> str | None:
+    """Training loss and kept share per step; validation accuracy and macro F1 per epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = metrics[metrics["phase"] == "train"] if "phase" in metrics else metrics.iloc[0:0]
+    val = metrics[metrics["phase"] == "val"] if "phase" in metrics else metrics.iloc[0:0]
+    if train.empty:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    w = max(1, len(train) // 50)
+    steps = train["step"].to_numpy()
+    for col, lab in (("loss", "total loss"), ("metric_loss", "tuple loss"), ("ce_loss", "classification loss")):
+        if col in train:
+            axes[0].plot(steps, _smooth(train[col].to_numpy(float), w), label=lab)
+    if "val_loss" in val and val["val_loss"].notna().any():
+        axes[0].plot(val["step"], val["val_loss"], "o-", label="val classification loss")
+    axes[0].set_xlabel("step")
+    axes[0].set_title("losses (train smoothed)")
+    axes[0].legend(fontsize=8)
+    if "train_accuracy" in train:
+        axes[1].plot(steps, _smooth(train["train_accuracy"].to_numpy(float), w), label="train batch accuracy")
+    for col, lab in (("val_accuracy", "val accuracy"), ("val_macro_f1", "val macro F1")):
+        if col in val and val[col].notna().any():
+            axes[1].plot(val["step"], val[col], "o-", label=lab)
+    axes[1].set_ylim(0, 1)
+    axes[1].set_xlabel("step")
+    axes[1].set_title("accuracy")
+    axes[1].legend(fontsize=8)
+    return _figure_png(fig)
+
+
+def drops_figure(metrics: pd.DataFrame) -> str | None:
+    """Share of tuples dropped per step by each sub-boundary, and the effective dimension."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = metrics[metrics["phase"] == "train"] if "phase" in metrics else metrics.iloc[0:0]
+    if train.empty or "share_dropped" not in train:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
+    steps = train["step"].to_numpy()
+    w = max(1, len(train) // 50)
+    for col, lab in (("share_dropped", "dropped (any)"), ("share_too_far", "positive_too_far"),
+                     ("share_too_close", "negative_too_close")):
+        axes[0].plot(steps, _smooth(train[col].to_numpy(float), w), label=lab)
+    axes[0].set_ylim(0, 1)
+    axes[0].set_xlabel("step")
+    axes[0].set_title("share of batch tuples dropped by the in-loop boundary")
+    axes[0].legend(fontsize=8)
+    if "d_null" in train and pd.to_numeric(train["d_null"], errors="coerce").notna().any():
+        axes[1].plot(steps, pd.to_numeric(train["d_null"], errors="coerce"), label="d_null")
+        axes[1].set_title("null dimension of the window")
+        axes[1].set_xlabel("step")
+    else:
+        axes[1].axis("off")
+    return _figure_png(fig)
+
+
+def confusion_figure(final: Mapping[str, Any]) -> str | None:
+    """Row-normalised confusion matrix of the validation split."""
+    if not final.get("confusion"):
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = np.asarray(final["confusion"], dtype=float)
+    classes = list(final["classes"])
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * len(classes), 0.8 + 0.6 * len(classes)))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", fontsize=8,
+                    color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_title("validation confusion matrix (counts; colour = row share)")
+    return _figure_png(fig)
+
+
+def _fmt(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return html.escape(str(v))
+
+
+def _per_class_table(final: Mapping[str, Any]) -> str:
+    rows = final.get("per_class") or []
+    if not rows:
+        return "<p>No validation split: no per-class accuracy.</p>"
+    body = "".join(
+        f"<tr><td>{html.escape(str(r['class']))}</td><td>{r['n']}</td><td>{_fmt(r['accuracy'])}</td>"
+        f"<td>{_fmt(r.get('precision'))}</td><td>{_fmt(r['f1'])}</td></tr>" for r in rows)
+    return ("<table><tr><th>class</th><th>images</th><th>accuracy (recall)</th><th>precision</th><th>F1</th></tr>"
+            f"{body}</table>")
+
+
+def build_report(*, metrics: pd.DataFrame, final: Mapping[str, Any], config: Mapping[str, Any],
+                 record: Mapping[str, Any]) -> str:
+    """The report page as a string."""
+    train = metrics[metrics["phase"] == "train"] if "phase" in metrics else metrics
+    params = record.get("params", {})
+    counts = record.get("counts", {})
+    summary = [
+        ("backbone", config.get("backbone")), ("weights", config.get("pretrained_from") or "random initialisation"),
+        ("classes", ", ".join(map(str, config.get("classes", [])))),
+        ("tuples", counts.get("tuples")), ("steps", counts.get("steps")),
+        ("in-loop screening", "every step" if params.get("screen_every_step") else "off"),
+        ("null", params.get("null")), ("alpha_pos / alpha_neg", f"{params.get('alpha_pos')} / {params.get('alpha_neg')}"),
+        ("mean share dropped per step", counts.get("mean_share_dropped")),
+        ("steps where every tuple was dropped", counts.get("steps_all_dropped")),
+        ("validation accuracy", final.get("accuracy")), ("validation macro F1", final.get("macro_f1")),
+    ]
+    rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{_fmt(v)}</td></tr>" for k, v in summary)
+    warn = ""
+    if not config.get("pretrained_from"):
+        warn = '<p class="warn">This network started from random weights.</p>'
+    parts = []
+    for title, b64 in (("Curves", curves_figure(metrics)), ("In-loop screening", drops_figure(metrics)),
+                       ("Confusion matrix", confusion_figure(final))):
+        if b64:
+            parts.append(f"<h2>{html.escape(title)}</h2>{_img(b64, title)}")
+    all_dropped = int(train["all_dropped"].sum()) if "all_dropped" in train else 0
+    note = (f"<p>{all_dropped} step(s) dropped every tuple of the batch and trained on the classification "
+            "loss only.</p>") if all_dropped else ""
+    title = f"curate finetune: {config.get('backbone', '')}"
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;color:#222}}
+table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}}
+.warn{{color:#b00;font-weight:bold}}img{{max-width:100%}}</style></head>
+<body><h1>{html.escape(title)}</h1>{warn}
+<table>{rows}</table>{note}
+{''.join(parts)}
+<h2>Per-class accuracy (validation)</h2>{_per_class_table(final)}
+</body></html>
+"""
+
+
+def write_report(run: str | Path, *, metrics: pd.DataFrame, final: Mapping[str, Any], config: Mapping[str, Any],
+                 record: Mapping[str, Any]) -> Path:
+    """Write ``RUN/report.html``."""
+    path = Path(run) / "report.html"
+    write_text(build_report(metrics=metrics, final=final, config=config, record=record), path)
+    return path
