@@ -1,0 +1,26 @@
+"""``curate report DIR``: re-render the HTML screening report of a screen run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from curate.cli._app import app, console, handles_errors
+
+
+@app.command("report")
+@handles_errors
+def report(
+    screen_dir: Path = typer.Argument(..., help="Output folder of `curate screen` (holds scores.parquet)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Report file [default: DIR/report.html]."),
+    max_gallery: int = typer.Option(24, "--max-gallery", min=1,
+                                    help="Most items shown in each gallery; bounds the file size."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random face samples."),
+) -> None:
+    """Write a self-contained HTML report (no network, no script) of a screen run."""
+    from curate.report import write_report
+
+    path = write_report(screen_dir, out, max_gallery=max_gallery, seed=seed)
+    size = path.stat().st_size / 1e6
+    console.print(f"report written: {path} ({size:.2f} MB)", soft_wrap=True)

@@ -1,0 +1,205 @@
+"""Galleries of embedded thumbnails: abnormal tuples, suspect images, side and occluded faces.
+
+Each gallery is capped; the heading says how many items exist and how many are shown.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from curate.report.html import Markup, chips, esc, fmt_num, join, note, tag
+from curate.report.inputs import ScreenRun
+from curate.report.sensitivity import min_negative_distance
+from curate.report.thumbnails import Thumbnails
+
+PATH_CHARS = 40
+
+
+def _short(path: str) -> str:
+    return path if len(path) <= PATH_CHARS else "\u2026" + path[-(PATH_CHARS - 1):]
+
+
+def _image_info(run: ScreenRun, image_id: Any) -> tuple[str | None, str, str | None]:
+    """(path, shown path, label) of an image id, from the best table at hand."""
+    images = run.images
+    if images is None or image_id is None or (isinstance(image_id, float) and math.isnan(image_id)):
+        return None, f"image {image_id}", None
+    try:
+        row = images.loc[int(image_id)]
+    except (KeyError, ValueError, TypeError):
+        return None, f"image {image_id} (not in the image table)", None
+    if isinstance(row, pd.DataFrame):
+        row = row.iloc[0]
+    path = row.get("path")
+    shown = row.get("rel_path") if isinstance(row.get("rel_path"), str) else path
+    label = row.get("label") if isinstance(row.get("label"), str) else None
+    return (path if isinstance(path, str) else None), str(shown), label
+
+
+def thumb(thumbs: Thumbnails, path: str | None, *, caption: list[Any], title: str,
+          role: str | None = None) -> Markup:
+    """One thumbnail box: role, image (or why it is missing), caption lines."""
+    uri, why = thumbs.get(path) if path else (None, "no path known")
+    if uri:
+        img = Markup(f'<img src="{esc(uri)}" alt="{esc(title)}" title="{esc(title)}">')
+    else:
+        img = tag("div", why or "not shown", class_="missing", title=title)
+    head = tag("div", role, class_="role") if role else Markup("")
+    lines = join(tag("div", c, class_="path" if i == len(caption) - 1 else None)
+                 for i, c in enumerate(caption) if c is not None)
+    return Markup(f'<div class="thumb">{head}{img}{lines}</div>')
+
+
+def _severity(run: ScreenRun, code: str) -> np.ndarray:
+    """How far past its sub-boundary each tuple is, in null standard deviations."""
+    s = run.scores
+    b = run.boundary or {}
+    sigma = b.get("sigma") if isinstance(b.get("sigma"), (int, float)) and b.get("sigma") else 1.0
+    if code == "positive_too_far":
+        t = b.get("t_pos") if isinstance(b.get("t_pos"), (int, float)) else 0.0
+        return (s["d_ap"].to_numpy(dtype=float) - t) / sigma
+    t = b.get("t_neg") if isinstance(b.get("t_neg"), (int, float)) else 0.0
+    return (t - min_negative_distance(s)) / sigma
+
+
+def _top(mask: np.ndarray, score: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest ``score`` among ``mask``, largest first."""
+    idx = np.flatnonzero(mask)
+    if idx.size > k:
+        idx = idx[np.argpartition(-np.nan_to_num(score[idx], nan=-np.inf), k - 1)[:k]]
+    return idx[np.argsort(-np.nan_to_num(score[idx], nan=-np.inf), kind="stable")]
+
+
+MEMBERS = (("anchor", "anchor_label"), ("positive", "anchor_label"),
+           ("negative", "negative_label"), ("negative2", "negative2_label"))
+
+
+def _tuple_row(run: ScreenRun, thumbs: Thumbnails, row: pd.Series, severity: float) -> Markup:
+    b = run.boundary or {}
+    boxes = []
+    for role, label_col in MEMBERS:
+        if role not in row.index or pd.isna(row[role]):
+            continue
+        path, shown, img_label = _image_info(run, row[role])
+        label = row.get(label_col) if label_col in row.index else img_label
+        boxes.append(thumb(thumbs, path, role=role, title=shown,
+                           caption=[tag("b", label), _short(shown)]))
+    dists = []
+    for col, key, worse in (("d_ap", "t_pos", np.greater), ("d_an", "t_neg", np.less),
+                            ("d_an2", "t_neg", np.less), ("d_nn2", "t_neg", np.less)):
+        if col in row.index and pd.notna(row[col]):
+            t = b.get(key)
+            bad = isinstance(t, (int, float)) and bool(worse(row[col], t))
+            cls = ("c-positive_too_far" if key == "t_pos" else "c-negative_too_close") if bad else None
+            dists.append(join([f"{col} = ", tag("b" if bad else "span", f"{row[col]:.3f}", class_=cls)]))
+    tid = row.get("tuple_id", row.name)
+    meta = join([tag("div", f"tuple {tid}"), chips(row.get("reason")),
+                 join((Markup("<div>") + d + Markup("</div>") for d in dists)),
+                 tag("div", f"{severity:.1f} sigma past the boundary")])
+    return Markup(f'<div class="tuple"><div class="meta">{meta}</div>{join(boxes)}</div>')
+
+
+def tuple_gallery(run: ScreenRun, flags: pd.DataFrame, thumbs: Thumbnails, max_items: int) -> Markup:
+    """The most abnormal rejected tuples, one group per statistical reason."""
+    codes = [c for c in ("positive_too_far", "negative_too_close") if c in flags.columns]
+    if not codes:
+        return note("No tuple was rejected by the statistical boundary.")
+    per = max(1, max_items // len(codes))
+    parts = []
+    for code in codes:
+        mask = flags[code].to_numpy()
+        sev = _severity(run, code)
+        idx = _top(mask, sev, per)
+        total = int(mask.sum())
+        parts.append(tag("h4", join([chips(code), f" \u2014 the {idx.size:,} most abnormal of "
+                                     f"{total:,} tuples"])))
+        rows = run.scores.iloc[idx]
+        parts.append(join(_tuple_row(run, thumbs, r, float(sev[i]))
+                          for (_, r), i in zip(rows.iterrows(), idx)))
+    return join(parts)
+
+
+def suspect_gallery(run: ScreenRun, thumbs: Thumbnails, max_items: int) -> Markup:
+    """The images most often in rejected tuples."""
+    s = run.suspect
+    if s is None:
+        return note(run.notes.get("suspect", "images_suspect.parquet is missing"))
+    if "suspicion" not in s.columns:
+        return note("images_suspect.parquet has no `suspicion` column")
+    flagged = s[pd.to_numeric(s["suspicion"], errors="coerce").fillna(0) > 0]
+    order = flagged.sort_values(["suspicion"] + (["n_rejected"] if "n_rejected" in s else []),
+                                ascending=False, kind="stable")
+    top = order.head(max_items)
+    boxes = []
+    for _, r in top.iterrows():
+        path = r.get("path") if isinstance(r.get("path"), str) else None
+        if path is None and "image_id" in r.index:
+            path = _image_info(run, r["image_id"])[0]
+        shown = str(r.get("rel_path") if isinstance(r.get("rel_path"), str) else path)
+        counts = (f"{int(r['n_rejected'])} of {int(r['n_tuples'])} tuples rejected"
+                  if {"n_rejected", "n_tuples"} <= set(r.index) else "")
+        face = r.get("face_reason")
+        boxes.append(thumb(thumbs, path, title=shown, caption=[
+            tag("b", r.get("label")), f"suspicion {fmt_num(float(r['suspicion']), 2)}", counts,
+            chips(face) if isinstance(face, str) and face else None, _short(shown)]))
+    head = tag("p", f"Showing the {len(top):,} most suspect of {len(flagged):,} images that are "
+               f"in at least one rejected tuple ({len(s):,} images in tuples).")
+    return join([head, Markup('<div class="wall">'), join(boxes), Markup("</div>")])
+
+
+def _face_groups(run: ScreenRun) -> dict[str, pd.Series]:
+    f = run.faces if run.faces is not None else pd.DataFrame()
+    p = run.params
+    if "face_reason" in f.columns:
+        reason = f["face_reason"].astype("string").fillna("")
+        return {code: reason.str.contains(code, regex=False).to_numpy(dtype=bool)
+                for code in ("side_face", "occluded", "no_face")}
+    nan = pd.Series(np.nan, index=f.index)
+    yaw = pd.to_numeric(f["yaw"] if "yaw" in f else nan, errors="coerce").abs()
+    occ = pd.to_numeric(f["occlusion"] if "occlusion" in f else nan, errors="coerce")
+    found = f["face_found"].fillna(False).astype(bool) if "face_found" in f else None
+    groups = {}
+    if isinstance(p.get("max_yaw"), (int, float)):
+        groups["side_face"] = (yaw > p["max_yaw"]).to_numpy(dtype=bool)
+    if isinstance(p.get("max_occlusion"), (int, float)):
+        groups["occluded"] = (occ > p["max_occlusion"]).to_numpy(dtype=bool)
+    if found is not None:
+        groups["no_face"] = (~found).to_numpy(dtype=bool)
+    return groups
+
+
+def face_gallery(run: ScreenRun, thumbs: Thumbnails, max_items: int, seed: int) -> Markup:
+    """A random sample of side faces, occluded faces and images without a face."""
+    f = run.faces
+    if f is None:
+        return note(run.notes.get("faces", "faces.parquet is missing"))
+    rng = np.random.default_rng(seed)
+    per = max(1, max_items // 2)
+    parts = []
+    for code, mask in _face_groups(run).items():
+        idx = np.flatnonzero(mask)
+        total = idx.size
+        if total > per:
+            idx = np.sort(rng.choice(idx, size=per, replace=False))
+        parts.append(tag("h4", join([chips(code), f" \u2014 a random sample of {idx.size:,} "
+                                     f"of {total:,} images"])))
+        if not total:
+            continue
+        boxes = []
+        for _, r in f.iloc[idx].iterrows():
+            path = r.get("path") if isinstance(r.get("path"), str) else None
+            label = _image_info(run, r.get("image_id"))[2] if "image_id" in r.index else None
+            shown = str(path) if path else f"image {r.get('image_id')}"
+            yaw, occ = r.get("yaw"), r.get("occlusion")
+            desc = [f"yaw {yaw:.0f}\u00b0" if isinstance(yaw, float) and not math.isnan(yaw) else None,
+                    f"occlusion {occ:.2f}" if isinstance(occ, float) and not math.isnan(occ) else None,
+                    r.get("occlusion_region") if code == "occluded" else None]
+            boxes.append(thumb(thumbs, path, title=shown, caption=[
+                tag("b", label) if label else None, " \u00b7 ".join(d for d in desc if d) or None,
+                _short(shown)]))
+        parts.append(join([Markup('<div class="wall">'), join(boxes), Markup("</div>")]))
+    return join(parts) if parts else note("faces.parquet has no face verdicts to show.")

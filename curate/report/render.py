@@ -1,0 +1,379 @@
+"""Assemble the screening report from a screen output folder into one HTML file."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from curate.io import write_text
+from curate.report import figures
+from curate.report.alerts import alerts
+from curate.report.galleries import face_gallery, suspect_gallery, tuple_gallery
+from curate.report.html import (
+    Markup, banner, chip, esc, figure, fmt_int, fmt_num, fmt_pct, join, note, page, section,
+    table, tag,
+)
+from curate.report.inputs import ScreenRun, load_screen_dir
+from curate.report.palette import reason_color
+from curate.report.sensitivity import alpha_grid, sensitivity
+from curate.report.tables import counts_by_class, counts_by_reason, negative_confusion, reason_flags
+from curate.report.thumbnails import Thumbnails
+
+MAX_CLASSES = 60  # rows of the by-class table and chart
+MAX_CONFUSION = 25  # labels on each axis of the confusion table
+MAX_PARAM_CHARS = 300
+NAV = (("summary", "Summary"), ("boundary", "Boundary"), ("sensitivity", "Sensitivity"),
+       ("rejections", "Rejections"), ("faces", "Faces"), ("galleries", "Galleries"))
+
+
+def write_report(screen_dir: str | Path, out: str | Path | None = None, *, max_gallery: int = 24,
+                 seed: int = 0) -> Path:
+    """Render the HTML screening report of a ``curate screen`` output folder.
+
+    Parameters
+    ----------
+    screen_dir:
+        The ``--out`` folder of ``curate screen`` (needs ``scores.parquet``; the other
+        outputs are optional and their sections say so when they are missing).
+    out:
+        Where to write the report; default ``screen_dir/report.html``.
+    max_gallery:
+        Cap on the items of each gallery (tuples, suspect images, face samples), which
+        bounds the file size whatever the dataset size.
+    seed:
+        Seed of the random face samples; the same inputs and seed give the same bytes.
+
+    Returns the path written. The file is self-contained: figures and thumbnails are
+    inline ``data:`` URIs, the style is inline, and there is no script.
+    """
+    run = load_screen_dir(screen_dir)
+    target = Path(out) if out is not None else run.screen_dir / "report.html"
+    write_text(render_html(run, max_gallery=max_gallery, seed=seed), target)
+    return target
+
+
+def render_html(run: ScreenRun, *, max_gallery: int = 24, seed: int = 0) -> str:
+    """The report of a loaded screen run, as one HTML string."""
+    if max_gallery < 1:
+        raise ValueError("max_gallery must be at least 1")
+    flags = reason_flags(run.scores["reason"])
+    thumbs = Thumbnails()
+    left_out: list[str] = []
+    sections: list[Callable[[], Markup]] = [
+        lambda: _summary(run),
+        lambda: _boundary(run),
+        lambda: _sensitivity(run, flags),
+        lambda: _rejections(run, flags, left_out),
+        lambda: _faces(run),
+        lambda: _galleries(run, flags, thumbs, max_gallery, seed),
+    ]
+    body = [make() for make in sections]
+    if left_out:
+        body.append(section("left-out", "What this report leaves out",
+                            [tag("ul", join(tag("li", x) for x in left_out))]))
+    title = f"curate screening report \u2014 {_dataset(run)}"
+    header = Markup(f"<header><h1>{esc('curate screening report')}</h1>"
+                    f'<div class="sub">dataset: {esc(_dataset(run))}</div>'
+                    f'<div class="sub">screen output: {esc(run.screen_dir)}</div></header>')
+    footer = (f"Rendered by curate {_curate_version()} from {run.screen_dir.name}/; "
+              f"{thumbs.count} embedded thumbnails.")
+    return page(title, header, NAV, body, footer)
+
+
+def _curate_version() -> str:
+    from curate import __version__
+
+    return __version__
+
+
+def _dataset(run: ScreenRun) -> str:
+    for params in ((run.build_run or {}).get("params") or {}, run.params):
+        for key in ("source", "dataset", "build_dir"):
+            if isinstance(params.get(key), str) and params[key]:
+                return params[key]
+    return str(run.screen_dir)
+
+
+def _num(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+# ---------------------------------------------------------------- summary
+def _summary(run: ScreenRun) -> Markup:
+    s = run.scores
+    n = len(s)
+    kept = int(s["keep"].sum())
+    counts = (run.run or {}).get("counts") or {}
+    n_images = run.n_images_input or counts.get("images") or (
+        len(run.suspect) if run.suspect is not None else None)
+    cards = [("images", fmt_int(n_images) if n_images is not None else "n/a"),
+             ("tuples", fmt_int(n)),
+             (f"kept ({fmt_pct(kept / n if n else None)})", fmt_int(kept)),
+             (f"rejected ({fmt_pct((n - kept) / n if n else None)})", fmt_int(n - kept))]
+    body: list[Any] = [join(banner(a.text, a.level) for a in alerts(run))]
+    body.append(Markup('<div class="cards">') + join(
+        Markup(f"<div class=card><b>{esc(v)}</b><span>{esc(k)}</span></div>") for k, v in cards)
+        + Markup("</div>"))
+    p = run.params
+    b = run.boundary or {}
+    r = run.run or {}
+    key_rows = [
+        ("kind", "quadruplets" if run.is_quadruplet else "triplets"),
+        ("backbone", p.get("backbone", "n/a")),
+        ("weights", p.get("weights", "n/a")),
+        ("null", b.get("null", p.get("null", "n/a"))),
+        ("alpha_pos / alpha_neg", f"{b.get('alpha_pos', p.get('alpha_pos'))} / "
+                                  f"{b.get('alpha_neg', p.get('alpha_neg'))}"),
+        ("started", r.get("started_at", "n/a")),
+        ("run time", f"{r['seconds']:.1f} s" if _num(r.get("seconds")) is not None else "n/a"),
+        ("image table", run.images_origin or "none found"),
+    ]
+    body.append(table(["", ""], key_rows, cls="kv", numeric_from=9))
+    if "run" in run.notes:
+        body.append(note(run.notes["run"] + "; parameters and versions are unknown."))
+    if "images" in run.notes:
+        body.append(note(run.notes["images"]))
+    if p:
+        body.append(_details("All parameters", table(
+            ["parameter", "value"], [(k, _short_value(v)) for k, v in p.items()], cls="kv",
+            numeric_from=9)))
+    versions = r.get("versions") or {}
+    if versions:
+        body.append(_details("Versions", table(["package", "version"], versions.items(),
+                                               cls="kv", numeric_from=9)))
+    return section("summary", "Summary", body)
+
+
+def _short_value(v: Any) -> str:
+    text = v if isinstance(v, str) else json.dumps(v, default=str)
+    return text if len(text) <= MAX_PARAM_CHARS else text[:MAX_PARAM_CHARS] + " \u2026"
+
+
+def _details(summary: str, content: Markup) -> Markup:
+    return Markup(f"<details><summary>{esc(summary)}</summary>{content}</details>")
+
+
+# ---------------------------------------------------------------- boundary
+def _boundary(run: ScreenRun) -> Markup:
+    b = run.boundary
+    body: list[Any] = []
+    if b is None:
+        body.append(note(run.notes.get("boundary", "boundary.json is missing")
+                         + "; the thresholds and null curves cannot be drawn."))
+    body.append(figure(figures.boundary_figure(run.scores, b),
+                       "histograms of tuple distances with the boundary"))
+    if b is None:
+        return section("boundary", "The boundary", body)
+    body.append(tag("p", "Tuples whose anchor-positive distance lies right of T_pos are rejected as "
+                    "positive_too_far; tuples with a negative pair left of T_neg as "
+                    "negative_too_close."))
+    rows = [(k, fmt_num(b.get(k)) if not isinstance(b.get(k), str) else b.get(k))
+            for k in ("null", "s", "d", "d_null", "center", "mu", "sigma", "alpha_pos", "alpha_neg",
+                      "t_pos", "t_neg") if k in b]
+    body.append(table(["quantity", "value"], rows, cls="kv", numeric_from=9))
+    null_fig = figures.null_fit_figure(b)
+    body.append(tag("h3", "Which null fits?"))
+    if null_fig:
+        body.append(figure(null_fig, "random different-label pair distances with three null curves"))
+    if not b.get("random_pair_distances"):
+        body.append(note("boundary.json holds no random_pair_distances sample, so the histogram "
+                         "of random different-label pairs is empty."))
+    nulls = b.get("nulls") or {}
+    if "empirical" not in nulls:
+        body.append(note("No empirical null was fitted in this run."))
+    if nulls:
+        body.append(table(["null", "d_null", "mu", "sigma"],
+                          [(("\u2192 " if k == b.get("null") else "") + k, fmt_num(v.get("d_null")),
+                            fmt_num(v.get("mu")), fmt_num(v.get("sigma")))
+                           for k, v in nulls.items() if isinstance(v, dict)]))
+    body.append(tag("h3", "Calibration check"))
+    cal = b.get("calibration")
+    if isinstance(cal, dict) and cal:
+        n_pairs = cal.get("n_pairs")
+        body.append(tag("p", f"Share of {fmt_int(n_pairs) if n_pairs else 'the'} random "
+                        "different-label pairs the boundary calls abnormal, next to the nominal "
+                        "alpha. Close values mean the null fits."))
+        body.append(table(["side", "observed share", "nominal alpha"], [
+            ("above T_pos (would be positive_too_far)", fmt_pct(cal.get("share_above_t_pos"), 2),
+             fmt_pct(cal.get("nominal_alpha_pos", b.get("alpha_pos")), 2)),
+            ("below T_neg (would be negative_too_close)", fmt_pct(cal.get("share_below_t_neg"), 2),
+             fmt_pct(cal.get("nominal_alpha_neg", b.get("alpha_neg")), 2))]))
+    else:
+        body.append(note("boundary.json has no calibration check."))
+    return section("boundary", "The boundary", body)
+
+
+# ---------------------------------------------------------------- sensitivity
+def _sensitivity(run: ScreenRun, flags: pd.DataFrame) -> Markup:
+    b = run.boundary or {}
+    mu, sigma = _num(b.get("mu")), _num(b.get("sigma"))
+    if mu is None or sigma is None or sigma <= 0:
+        return section("sensitivity", "Sensitivity to alpha", [note(
+            "The boundary's mu and sigma are unknown (boundary.json missing or incomplete), "
+            "so the kept share cannot be recomputed for other alphas.")])
+    a_pos, a_neg = _num(b.get("alpha_pos")), _num(b.get("alpha_neg"))
+    alphas = np.asarray(alpha_grid([a_pos, a_neg]))
+    sens = sensitivity(run.scores, flags, mu, sigma, alphas, alphas)
+    body: list[Any] = [tag("p", "Share of tuples the screen would keep at other significance levels, "
+                           "from the same distances and the same null (mu = "
+                           f"{mu:.3f}, sigma = {sigma:.3f}); face screens held fixed"
+                           f" ({fmt_int(sens.n_face_rejected)} tuples rejected by them). "
+                           "Pick alpha here, then re-run with --alpha-pos / --alpha-neg.")]
+    i_pos = int(np.argmin(np.abs(alphas - a_pos))) if a_pos else None
+    i_neg = int(np.argmin(np.abs(alphas - a_neg))) if a_neg else None
+    along_pos = sens.kept_share[:, i_neg] if i_neg is not None else sens.kept_share.diagonal()
+    along_neg = sens.kept_share[i_pos, :] if i_pos is not None else sens.kept_share.diagonal()
+    body.append(figure(figures.sensitivity_figure(alphas, along_pos, along_neg, (a_pos, a_neg)),
+                       "kept share against alpha"))
+    actual = float(run.scores["keep"].mean()) if len(run.scores) else 0.0
+    if i_pos is not None and i_neg is not None:
+        recomputed = float(sens.kept_share[i_pos, i_neg])
+        if abs(recomputed - actual) > 0.005:
+            body.append(banner(
+                f"At the run's own alphas this table keeps {fmt_pct(recomputed, 2)} of tuples but the "
+                f"screen kept {fmt_pct(actual, 2)}: the screen used another rule than "
+                "T = mu \u00b1 z(1 - alpha) sigma on these distances, so read the table as a guide.",
+                "amber"))
+    head = Markup("<tr><th>alpha_pos \u2193 / alpha_neg \u2192</th>" + "".join(
+        f"<th class=num>{esc(_alpha(a))}</th>" for a in alphas) + "</tr>")
+    rows = []
+    for i, ap in enumerate(alphas):
+        cells = []
+        for j, _ in enumerate(alphas):
+            v = sens.kept_share[i, j]
+            own = i == i_pos and j == i_neg
+            style = f"background:{_heat(v)}" + (";outline:2px solid #000" if own else "")
+            cells.append(f'<td class="num heat" style="{style}">{esc(fmt_pct(v))}</td>')
+        rows.append(f"<tr><th>{esc(_alpha(ap))}</th>{''.join(cells)}</tr>")
+    body.append(Markup(f'<div class="grid"><table><thead>{head}</thead><tbody>{"".join(rows)}'
+                       "</tbody></table></div>"))
+    body.append(note("The outlined cell is this run's setting. Kept share = tuples kept / all "
+                     f"{fmt_int(sens.n_tuples)} tuples."))
+    return section("sensitivity", "Sensitivity to alpha", body)
+
+
+def _alpha(a: float) -> str:
+    return f"{a:g}"
+
+
+def _heat(share: float) -> str:
+    """White (all kept) to orange (none kept)."""
+    x = min(max(1.0 - float(share), 0.0), 1.0) ** 0.5
+    r, g, bl = 255, int(255 - 120 * x), int(255 - 200 * x)
+    return f"#{r:02x}{g:02x}{bl:02x}"
+
+
+# ---------------------------------------------------------------- rejections
+def _rejections(run: ScreenRun, flags: pd.DataFrame, left_out: list[str]) -> Markup:
+    s = run.scores
+    n = len(s)
+    rejected = n - int(s["keep"].sum())
+    body: list[Any] = [tag("p", f"{fmt_int(rejected)} of {fmt_int(n)} tuples rejected "
+                       f"({fmt_pct(rejected / n if n else None)}). A tuple with several reasons "
+                       "counts under each.")]
+    if not len(flags.columns):
+        body.append(note("No tuple was rejected."))
+        return section("rejections", "Rejections", body)
+    by_reason = counts_by_reason(flags, n)
+    body.append(tag("h3", "By reason"))
+    body.append(table(["reason", "tuples", "share of all tuples"],
+                      [(chip(r), fmt_int(t), fmt_pct(sh, 2)) for r, t, sh in by_reason.itertuples(
+                          index=False)]))
+    body.append(figure(figures.reason_bar_figure(by_reason), "tuples per reason"))
+    by_class = counts_by_class(s, flags)
+    shown = by_class
+    if len(by_class) > MAX_CLASSES:
+        shown = by_class.sort_values("rejected", ascending=False).head(MAX_CLASSES).sort_index()
+        left_out.append(f"The by-class table and chart show the {MAX_CLASSES} labels with most "
+                        f"rejections of {len(by_class):,} labels.")
+    codes = list(flags.columns)
+    body.append(tag("h3", "By class (anchor label)"))
+    body.append(table(
+        ["label", "tuples", "kept", "rejected", "rejected share", *[chip(c) for c in codes]],
+        [(lab, fmt_int(r["tuples"]), fmt_int(r["kept"]), fmt_int(r["rejected"]),
+          fmt_pct(r["rejected_share"]), *[fmt_int(r[c]) for c in codes])
+         for lab, r in shown.iterrows()]))
+    body.append(figure(figures.class_bar_figure(shown, codes), "rejected share per class and reason"))
+    body.append(_confusion(run, flags, left_out))
+    return section("rejections", "Rejections", body)
+
+
+def _confusion(run: ScreenRun, flags: pd.DataFrame, left_out: list[str]) -> Markup:
+    title = tag("h3", join(["Which expressions the data confuses: ", chip("negative_too_close"),
+                            " by label pair"]))
+    t_neg = _num((run.boundary or {}).get("t_neg"))
+    conf = negative_confusion(run.scores, flags, t_neg)
+    if conf is None:
+        return join([title, note("No tuple was rejected as negative_too_close (or the scores "
+                                 "carry no negative_label).")])
+    flagged, total = conf
+    if len(total.index) > MAX_CONFUSION or len(total.columns) > MAX_CONFUSION:
+        rows = flagged.sum(axis=1).sort_values(ascending=False).index[:MAX_CONFUSION]
+        cols = flagged.sum(axis=0).sort_values(ascending=False).index[:MAX_CONFUSION]
+        flagged, total = flagged.loc[sorted(rows), sorted(cols)], total.loc[sorted(rows), sorted(cols)]
+        left_out.append(f"The confusion table shows the {MAX_CONFUSION} labels with most "
+                        "negative_too_close pairs on each axis.")
+    color = reason_color("negative_too_close")
+    head = Markup("<tr><th>anchor \u2193 / negative \u2192</th>" + "".join(
+        f"<th class=num>{esc(c)}</th>" for c in flagged.columns) + "</tr>")
+    rows = []
+    for a in flagged.index:
+        cells = []
+        for c in flagged.columns:
+            k, t = int(flagged.at[a, c]), int(total.at[a, c])
+            share = k / t if t else 0.0
+            alpha = min(1.0, share * 4) if k else 0.0
+            text = f"{k:,} ({share:.0%})" if t else "\u2013"
+            cells.append(f'<td class="num heat" style="background:{color}{int(alpha * 200):02x}">'
+                         f"{esc(text)}</td>")
+        rows.append(f"<tr><th>{esc(a)}</th>{''.join(cells)}</tr>")
+    return join([title, tag("p", "Pairs closer than T_neg in rejected tuples; in brackets, their "
+                            "share of all tuples with that label pair. Dark cells are expressions "
+                            "the backbone cannot tell apart on this data, or labels that are mixed up."),
+                 Markup(f'<div class="grid"><table><thead>{head}</thead><tbody>{"".join(rows)}'
+                        "</tbody></table></div>")])
+
+
+# ---------------------------------------------------------------- faces
+def _faces(run: ScreenRun) -> Markup:
+    f = run.faces
+    if f is None:
+        return section("faces", "Faces", [note(run.notes.get("faces", "faces.parquet is missing")
+                                                + "; the side-face and occlusion screens did not run.")])
+    p = run.params
+    max_yaw, max_occ = _num(p.get("max_yaw")), _num(p.get("max_occlusion"))
+    found = f["face_found"].fillna(False).astype(bool) if "face_found" in f else None
+    rows = [("images analysed", fmt_int(len(f)))]
+    if found is not None:
+        rows.append(("face not found", f"{fmt_int((~found).sum())} ({fmt_pct((~found).mean())})"))
+    if "face_reason" in f:
+        reason = f["face_reason"].astype("string").fillna("")
+        for code in ("side_face", "occluded", "no_face"):
+            k = int(reason.str.contains(code, regex=False).sum())
+            rows.append((chip(code), f"{fmt_int(k)} ({fmt_pct(k / len(f) if len(f) else None)})"))
+    rows.append(("thresholds", f"|yaw| > {fmt_num(max_yaw, 3)}\u00b0 is a side face; occlusion > "
+                 f"{fmt_num(max_occ, 3)} is occluded"))
+    body: list[Any] = [table(["", "images"], rows, cls="kv")]
+    if max_yaw is None or max_occ is None:
+        body.append(note("run.json does not give max_yaw / max_occlusion, so thresholds are not drawn."))
+    body.append(figure(figures.faces_figure(f, max_yaw, max_occ), "yaw and occlusion histograms"))
+    return section("faces", "Faces", body)
+
+
+# ---------------------------------------------------------------- galleries
+def _galleries(run: ScreenRun, flags: pd.DataFrame, thumbs: Thumbnails, max_gallery: int,
+               seed: int) -> Markup:
+    body: list[Any] = []
+    if run.images is None:
+        body.append(note(run.notes.get("images", "no image table") + "."))
+    body += [tag("h3", "Most abnormal rejected tuples"),
+             tuple_gallery(run, flags, thumbs, max_gallery),
+             tag("h3", "Most suspect images"), suspect_gallery(run, thumbs, max_gallery),
+             tag("h3", "Side faces, occluded faces, no face"),
+             face_gallery(run, thumbs, max_gallery, seed)]
+    return section("galleries", "Galleries", body)

@@ -1,0 +1,455 @@
+"""Tests of the HTML screening report (curate.report) against a fabricated screen folder.
+
+``make_screen_dir`` writes what ``curate screen`` writes (contracts in docs/tables.md):
+tiny PNG faces drawn with PIL, the build folder's images.parquet, scores with planted
+distances, boundary.json, faces.parquet, images_suspect.parquet and run.json. The
+keep/reason columns follow the screen's rules, so the report's recomputations can be
+checked against them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image, ImageDraw
+from scipy.stats import norm
+
+from curate.errors import CurateError
+from curate.report import load_screen_dir, write_report
+from curate.report.alerts import calibration_misfit
+from curate.report.sensitivity import kept_share_grid, t_neg, t_pos
+from curate.report.tables import counts_by_class, negative_confusion, reason_flags
+from curate.report.thumbnails import Thumbnails
+
+LABELS = ["angry", "happy", "sad", "surprise", "neutral", "<script>alert(1)</script>"]
+EVIL_NAME = 'say "cheese" \'now\'.png'
+SECTIONS = ["Summary", "The boundary", "Sensitivity to alpha", "Rejections", "Faces", "Galleries"]
+
+
+# ----------------------------------------------------------------------------- fixture
+def _face(label_idx: int, size: int = 48) -> Image.Image:
+    im = Image.new("L", (size, size), 30)
+    d = ImageDraw.Draw(im)
+    d.ellipse((6, 4, size - 6, size - 2), fill=170)
+    d.ellipse((14, 16, 20, 22), fill=20)
+    d.ellipse((28, 16, 34, 22), fill=20)
+    curve = (label_idx % 3 - 1) * 5
+    d.line((16, 36 + curve, 24, 36 - curve, 32, 36 + curve), fill=40, width=2)
+    return im
+
+
+def make_screen_dir(root: Path, *, n_images: int = 36, n_tuples: int = 240, quadruplet: bool = False,
+                    faces: bool = True, random_weights: bool = False, misfit: bool = False,
+                    no_face_share: float = 0.05, write_images: bool = True, labels=LABELS,
+                    seed: int = 0) -> dict[str, Any]:
+    """Fabricate a build folder and a screen output folder under ``root``."""
+    rng = np.random.default_rng(seed)
+    build, screen, img_dir = root / "build", root / "screen", root / "images"
+    for p in (build, screen, img_dir):
+        p.mkdir(parents=True, exist_ok=True)
+    lab_idx = np.arange(n_images) % len(labels)
+    names = [f"img_{i:04d}.png" for i in range(n_images)]
+    names[1] = EVIL_NAME
+    paths = [str(img_dir / n) for n in names]
+    if write_images:
+        for i, p in enumerate(paths):
+            _face(int(lab_idx[i])).save(p)
+    images = pd.DataFrame({
+        "image_id": np.arange(n_images, dtype="int64"), "path": paths,
+        "rel_path": [f"images/{n}" for n in names], "label": [labels[k] for k in lab_idx],
+        "split": "train", "subject": None, "width": 48, "height": 48, "mode": "L",
+        "sha256": None, "status": "ok", "detail": None})
+    images.to_parquet(build / "images.parquet", index=False)
+    (build / "run.json").write_text(json.dumps({"params": {"source": str(img_dir)}}))
+
+    # tuples: anchor and positive share a label, negatives differ
+    by_label = {k: np.flatnonzero(lab_idx == k) for k in range(len(labels))}
+    a_lab = rng.integers(0, len(labels), n_tuples)
+    n_lab = (a_lab + rng.integers(1, len(labels), n_tuples)) % len(labels)
+    pick = lambda labs: np.array([rng.choice(by_label[k]) for k in labs])  # noqa: E731
+    t = pd.DataFrame({"tuple_id": np.arange(n_tuples), "anchor": pick(a_lab), "positive": pick(a_lab),
+                      "negative": pick(n_lab)})
+    t["anchor_label"] = [labels[k] for k in a_lab]
+    t["negative_label"] = [labels[k] for k in n_lab]
+    d_null = 6.0
+    mu, sigma = np.sqrt(2), 1 / np.sqrt(2 * d_null)
+    tp, tn = float(t_pos(mu, sigma, 0.05)), float(t_neg(mu, sigma, 0.05))
+    t["d_ap"] = rng.normal(0.9, 0.2, n_tuples).clip(0.05, 2)
+    t["d_an"] = rng.normal(1.45, 0.2, n_tuples).clip(0.05, 2)
+    t.loc[[0, 3, 4, 6], "d_ap"] = [1.99, 1.95, 1.93, 1.91]  # 0: the most abnormal positive pair
+    t.loc[[1, 5, 7], "d_an"] = [0.06, 0.5, 0.7]  # 1: the most abnormal negative pair
+    if quadruplet:
+        n2_lab = (n_lab + 1) % len(labels)
+        n2_lab = np.where(n2_lab == a_lab, (n2_lab + 1) % len(labels), n2_lab)
+        t.insert(4, "negative2", pick(n2_lab))
+        t["negative2_label"] = [labels[k] for k in n2_lab]
+        t["d_an2"] = rng.normal(1.45, 0.2, n_tuples).clip(0.05, 2)
+        t["d_nn2"] = rng.normal(1.45, 0.2, n_tuples).clip(0.05, 2)
+        t.loc[2, "d_nn2"] = 0.1
+    t["split"] = "train"
+
+    # faces
+    max_yaw, max_occ = 30.0, 0.5
+    fdf = pd.DataFrame({"image_id": images["image_id"], "path": paths})
+    found = rng.random(n_images) >= no_face_share
+    found[3] = False
+    yaw = np.where(found, rng.normal(0, 20, n_images), np.nan)
+    yaw[4] = 62.0
+    yaw[1] = -55.0  # the file name with quotes is a side face: it shows in the galleries
+    found[1] = True
+    occ = np.where(found, rng.beta(1.5, 6, n_images), np.nan)
+    occ[5] = 0.9
+    fdf["face_found"] = found
+    fdf["yaw"], fdf["pitch"], fdf["roll"] = yaw, np.where(found, 0.0, np.nan), np.where(found, 0.0, np.nan)
+    fdf["occlusion"] = occ
+    fdf["occlusion_region"] = np.where(occ > max_occ, "eyes", "none")
+    fdf["face_confidence"] = np.where(found, 0.9, 0.0)
+    fdf["detail"] = None
+    codes = [";".join(c for c, on in (("side_face", abs(y) > max_yaw), ("occluded", o > max_occ),
+                                      ("no_face", not f)) if on) or None
+             for y, o, f in zip(yaw, occ, found)]
+    fdf["face_reason"] = codes
+    fdf["face_reject"] = [c is not None for c in codes]
+
+    # verdicts, following the screen's rules
+    members = ["anchor", "positive", "negative"] + (["negative2"] if quadruplet else [])
+    neg_cols = ["d_an"] + (["d_an2", "d_nn2"] if quadruplet else [])
+    reasons = []
+    face_codes = dict(zip(fdf["image_id"], codes)) if faces else {}
+    for _, r in t.iterrows():
+        rs = []
+        if r["d_ap"] > tp:
+            rs.append("positive_too_far")
+        if min(r[c] for c in neg_cols) < tn:
+            rs.append("negative_too_close")
+        fc = set()
+        for m in members:
+            if face_codes.get(r[m]):
+                fc.update(face_codes[r[m]].split(";"))
+        rs += [c for c in ("side_face", "occluded", "no_face") if c in fc]
+        reasons.append(";".join(rs) or None)
+    t["reason"] = reasons
+    t["keep"] = t["reason"].isna()
+    t.to_parquet(screen / "scores.parquet", index=False)
+    cols = [c for c in t.columns if c not in ("d_ap", "d_an", "d_an2", "d_nn2", "keep", "reason")]
+    t.loc[t["keep"], cols].to_parquet(screen / "kept.parquet", index=False)
+    t.loc[~t["keep"], cols].to_parquet(screen / "rejected.parquet", index=False)
+    if faces:
+        fdf.to_parquet(screen / "faces.parquet", index=False)
+
+    # images_suspect
+    long = pd.concat([pd.DataFrame({"image_id": t[m], "rej": ~t["keep"]}) for m in members])
+    agg = long.groupby("image_id")["rej"].agg(["size", "sum"]).rename(
+        columns={"size": "n_tuples", "sum": "n_rejected"})
+    sus = images[["image_id", "path", "rel_path", "label", "split"]].merge(
+        agg, left_on="image_id", right_index=True)
+    sus["n_rejected"] = sus["n_rejected"].astype("int64")
+    sus["suspicion"] = sus["n_rejected"] / sus["n_tuples"]
+    if faces:
+        sus = sus.merge(fdf[["image_id", "face_found", "yaw", "occlusion", "face_reason"]], on="image_id")
+    sus = sus.sort_values("suspicion", ascending=False, kind="stable")
+    sus.to_parquet(screen / "images_suspect.parquet", index=False)
+
+    # boundary.json
+    rp = rng.normal(mu, sigma * (2.0 if misfit else 1.0), 2000)
+    share_above, share_below = float((rp > tp).mean()), float((rp < tn).mean())
+    boundary = {"s": 1.0, "d": 128, "center": True, "null": "effective", "d_null": d_null,
+                "mu": mu, "sigma": sigma, "alpha_pos": 0.05, "alpha_neg": 0.05,
+                "t_pos": tp, "t_neg": tn,
+                "nulls": {"theory": {"d_null": 128, "mu": mu, "sigma": 1 / np.sqrt(256)},
+                          "effective": {"d_null": d_null, "mu": mu, "sigma": sigma},
+                          "empirical": {"d_null": None, "mu": float(np.median(rp)),
+                                        "sigma": float(1.4826 * np.median(np.abs(rp - np.median(rp))))}},
+                "calibration": {"n_pairs": rp.size, "share_above_t_pos": share_above,
+                                "share_below_t_neg": share_below,
+                                "nominal_alpha_pos": 0.05, "nominal_alpha_neg": 0.05},
+                "random_pair_distances": [round(float(x), 4) for x in rp]}
+    (screen / "boundary.json").write_text(json.dumps(boundary))
+    params = {"build_dir": str(build), "backbone": "resnet18", "weights": "none" if random_weights
+              else "/models/fer.safetensors", "random_weights": random_weights, "null": "effective",
+              "alpha_pos": 0.05, "alpha_neg": 0.05, "max_yaw": max_yaw, "max_occlusion": max_occ,
+              "kind": "quadruplet" if quadruplet else "triplet"}
+    run = {"command": "screen", "params": params, "inputs": {"build_dir": str(build)},
+           "counts": {"images": n_images, "tuples": n_tuples},
+           "versions": {"curate": "0.1.0", "python": "3.11"},
+           "started_at": "2026-11-26T14:00:00+0000", "seconds": 12.5}
+    (screen / "run.json").write_text(json.dumps(run))
+    return {"screen": screen, "build": build, "scores": t, "faces": fdf, "t_pos": tp, "t_neg": tn,
+            "mu": mu, "sigma": sigma}
+
+
+# ----------------------------------------------------------------------------- HTML parsing
+class _Collect(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.text: list[str] = []
+        self._in: list[str] = []
+        self.headings: list[str] = []
+        self._heading: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+        if tag in ("h2", "h3", "h4"):
+            self._heading = []
+
+    def handle_endtag(self, tag):
+        if tag in ("h2", "h3", "h4") and self._heading is not None:
+            self.headings.append("".join(self._heading).strip())
+            self._heading = None
+
+    def handle_data(self, data):
+        self.text.append(data)
+        if self._heading is not None:
+            self._heading.append(data)
+
+
+def parse(html: str) -> _Collect:
+    p = _Collect()
+    p.feed(html)
+    p.close()
+    return p
+
+
+def external_references(html: str) -> list[str]:
+    """Every src/href/url() that is not an inline data: URI or a # anchor."""
+    p = parse(html)
+    refs = [v for _, attrs in p.tags for k, v in attrs.items()
+            if k in ("src", "href", "srcset", "poster", "action", "data", "background") and v]
+    refs += re.findall(r"url\(\s*['\"]?([^'\")]+)", html)
+    refs += re.findall(r"@import\s+['\"]?([^'\";]+)", html)
+    return [r for r in refs if not (r.startswith("data:") or r.startswith("#"))]
+
+
+@pytest.fixture(scope="module")
+def screen(tmp_path_factory) -> dict[str, Any]:
+    info = make_screen_dir(tmp_path_factory.mktemp("triplets"))
+    info["report"] = write_report(info["screen"])
+    info["html"] = info["report"].read_text(encoding="utf-8")
+    return info
+
+
+# ----------------------------------------------------------------------------- tests
+def test_report_written_with_every_section_and_counts(screen):
+    assert screen["report"] == screen["screen"] / "report.html"
+    p = parse(screen["html"])
+    for title in SECTIONS:
+        assert title in p.headings
+    s = screen["scores"]
+    kept, rejected = int(s["keep"].sum()), int((~s["keep"]).sum())
+    text = " ".join(p.text)
+    assert f"{rejected:,} of {len(s):,} tuples rejected" in text
+    assert f"{kept:,}" in text and "kept (" in text
+    # counts by reason in the table equal the planted verdicts
+    for code in ("positive_too_far", "negative_too_close", "side_face", "occluded", "no_face"):
+        n = int(s["reason"].fillna("").str.contains(code).sum())
+        assert n > 0, code
+        assert re.search(rf">{code}</span></td><td class=num>{n:,}</td>", screen["html"]), code
+
+
+def test_report_is_self_contained(screen):
+    html = screen["html"]
+    assert external_references(html) == []
+    p = parse(html)
+    imgs = [a["src"] for t, a in p.tags if t == "img"]
+    assert len(imgs) > 10 and all(src.startswith("data:image/") for src in imgs)
+    assert not any(t in ("script", "link", "iframe", "object", "embed") for t, _ in p.tags)
+    assert "http://" not in html and "https://" not in html
+    # the detector itself finds an external reference
+    assert external_references('<img src="http://x.invalid/a.png"><a href="#ok">') == [
+        "http://x.invalid/a.png"]
+    assert external_references("<div style=\"background:url('//cdn.invalid/a.png')\">") == [
+        "//cdn.invalid/a.png"]
+
+
+def test_data_strings_are_escaped(screen):
+    html = screen["html"]
+    p = parse(html)
+    assert not any(t == "script" for t, _ in p.tags)
+    assert "<script>alert(1)</script>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    text = "".join(p.text)
+    assert "<script>alert(1)</script>" in text  # shown as text, in tables and galleries
+    # the quoted file name is text, and no attribute was broken open
+    assert EVIL_NAME in text or "say &quot;cheese&quot;" in html
+    assert 'say "cheese"' not in re.sub(r">[^<]*<", "><", html)  # never raw inside a tag
+    titles = [a.get("title") for _, a in p.tags if a.get("title") and "cheese" in a.get("title")]
+    assert titles and all(tt.endswith(EVIL_NAME) for tt in titles)
+    assert not any(k in ("now'.png", "cheese\"") for _, a in p.tags for k in a)
+
+
+def test_galleries_show_the_most_abnormal_first_and_are_capped(tmp_path):
+    info = make_screen_dir(tmp_path)
+    out = write_report(info["screen"], tmp_path / "small.html", max_gallery=4)
+    html = out.read_text(encoding="utf-8")
+    s = info["scores"]
+    n_pos = int(s["reason"].fillna("").str.contains("positive_too_far").sum())
+    assert f"the 2 most abnormal of {n_pos:,} tuples" in html
+    first_tuple = re.search(r'<div class="tuple"><div class="meta"><div>tuple (\d+)</div>', html)
+    assert first_tuple and first_tuple.group(1) == "0"  # planted d_ap = 1.99
+    second_group = html.split("negative_too_close</span> \u2014 the")[1]
+    assert re.search(r"<div>tuple (\d+)</div>", second_group).group(1) == "1"  # planted d_an
+    n_sus = int((pd.read_parquet(info["screen"] / "images_suspect.parquet")["suspicion"] > 0).sum())
+    assert f"Showing the 4 most suspect of {n_sus:,} images" in html
+    # bounded: 2 groups x 2 tuples x 3 images + 4 suspect + 3 face groups x 2
+    thumbs = len(re.findall(r'<div class="thumb">', html))
+    assert thumbs <= 2 * 2 * 3 + 4 + 3 * 2
+    big = write_report(info["screen"], tmp_path / "big.html", max_gallery=24).read_text()
+    assert len(re.findall(r'<div class="thumb">', big)) > thumbs
+
+
+def test_sensitivity_grid_matches_brute_force():
+    rng = np.random.default_rng(1)
+    n = 500
+    d_ap, d_neg = rng.normal(1.0, 0.3, n), rng.normal(1.3, 0.3, n)
+    ok = rng.random(n) > 0.1
+    mu, sigma = 1.4, 0.25
+    alphas = [0.2, 0.001, 0.05, 0.01, 0.1]  # unsorted on purpose
+    grid = kept_share_grid(d_ap, d_neg, ok, mu, sigma, alphas, alphas[::-1])
+    for i, ap in enumerate(alphas):
+        for j, an in enumerate(alphas[::-1]):
+            tp = mu + norm.ppf(1 - ap) * sigma
+            tn = mu - norm.ppf(1 - an) * sigma
+            expected = sum(ok[k] and d_ap[k] <= tp and d_neg[k] >= tn for k in range(n)) / n
+            assert grid[i, j] == pytest.approx(expected)
+    # monotone: raising either alpha never keeps more
+    order = np.argsort(alphas)
+    g = kept_share_grid(d_ap, d_neg, ok, mu, sigma, np.array(alphas)[order], np.array(alphas)[order])
+    assert np.all(np.diff(g, axis=0) <= 1e-12) and np.all(np.diff(g, axis=1) <= 1e-12)
+
+
+def test_sensitivity_reproduces_the_screen_at_its_own_alphas(screen):
+    s = screen["scores"]
+    actual = f"{100 * s['keep'].mean():.1f}%"
+    cell = re.search(r'outline:2px solid #000">([^<]+)</td>', screen["html"])
+    assert cell and cell.group(1) == actual
+    assert "the screen used another rule" not in screen["html"]
+
+
+def test_tables_count_reasons_and_classes():
+    s = pd.DataFrame({"anchor_label": ["a", "a", "b", "b", "b"],
+                      "negative_label": ["b", "b", "a", "a", "a"],
+                      "keep": [True, False, False, False, True],
+                      "reason": [None, "positive_too_far;side_face", "negative_too_close",
+                                 "side_face", None],
+                      "d_an": [1.0, 1.0, 0.2, 1.0, 1.0]})
+    flags = reason_flags(s["reason"])
+    assert list(flags.columns) == ["positive_too_far", "negative_too_close", "side_face"]
+    assert flags.sum().tolist() == [1, 1, 2]
+    by = counts_by_class(s, flags)
+    assert by.loc["a", ["tuples", "kept", "rejected", "side_face"]].tolist() == [2, 1, 1, 1]
+    assert by.loc["b", "rejected_share"] == pytest.approx(2 / 3)
+    flagged, total = negative_confusion(s, flags, t_neg=0.5)
+    assert flagged.loc["b", "a"] == 1 and flagged.to_numpy().sum() == 1
+    assert total.loc["b", "a"] == 3 and total.loc["a", "b"] == 2
+
+
+def test_quadruplet_report_counts_every_negative_pair(tmp_path):
+    info = make_screen_dir(tmp_path, quadruplet=True)
+    run = load_screen_dir(info["screen"])
+    assert run.is_quadruplet
+    s = info["scores"]
+    flags = reason_flags(s["reason"])
+    flagged, _ = negative_confusion(s, flags, info["t_neg"])
+    tn = info["t_neg"]
+    close = s["reason"].fillna("").str.contains("negative_too_close")
+    expected = int(((s["d_an"] < tn) & close).sum() + ((s["d_an2"] < tn) & close).sum()
+                   + ((s["d_nn2"] < tn) & close).sum())
+    assert flagged.to_numpy().sum() == expected
+    row = s.loc[2]  # planted close negative-negative2 pair
+    assert flagged.loc[row["negative_label"], row["negative2_label"]] >= 1
+    html = write_report(info["screen"]).read_text()
+    assert "quadruplets" in html and "d_nn2 = " in html
+    assert '<div class="role">negative2</div>' in html
+    cell = re.search(r'outline:2px solid #000">([^<]+)</td>', html)
+    assert cell.group(1) == f"{100 * s['keep'].mean():.1f}%"
+
+
+def test_optional_inputs_missing_give_notes_not_crashes(tmp_path):
+    info = make_screen_dir(tmp_path, faces=False)
+    (info["build"] / "images.parquet").unlink()
+    (info["screen"] / "boundary.json").unlink()
+    html = write_report(info["screen"]).read_text()
+    assert "faces.parquet is missing" in html
+    assert "boundary.json is missing" in html
+    assert "cannot be recomputed for other alphas" in html
+    assert "image paths come from images_suspect.parquet" in html
+    # thumbnails still come from the suspect table's paths
+    assert html.count('<img src="data:image/png') > 0
+    assert "Summary" in parse(html).headings
+
+
+def test_no_image_table_at_all_skips_thumbnails_with_a_note(tmp_path):
+    info = make_screen_dir(tmp_path, faces=False, write_images=False)
+    (info["build"] / "images.parquet").unlink()
+    (info["screen"] / "images_suspect.parquet").unlink()
+    (info["screen"] / "run.json").unlink()
+    html = write_report(info["screen"]).read_text()
+    assert "no image table was found" in html
+    assert "run.json is missing" in html
+    assert "data:image/png" not in html and "data:image/jpeg" not in html
+
+
+def test_alerts_in_plain_words(tmp_path):
+    info = make_screen_dir(tmp_path / "a", random_weights=True, misfit=True, no_face_share=0.5)
+    html = write_report(info["screen"]).read_text()
+    assert '<div class="banner red">The backbone ran with RANDOM weights' in html
+    assert "The null does not fit this data" in html
+    assert re.search(r"No face was found in \d+ of 36 images", html)
+    clean = make_screen_dir(tmp_path / "b", no_face_share=0.0)
+    html = write_report(clean["screen"]).read_text()
+    assert 'class="banner' not in html
+    assert calibration_misfit(0.2, 0.05, 20000) and not calibration_misfit(0.055, 0.05, 20000)
+    assert not calibration_misfit(0.12, 0.05, 50)  # too few pairs to tell
+
+
+def test_same_inputs_same_bytes(screen, tmp_path):
+    again = write_report(screen["screen"], tmp_path / "again.html").read_text(encoding="utf-8")
+    assert again == screen["html"]
+
+
+def test_missing_scores_is_a_clear_error(tmp_path):
+    with pytest.raises(CurateError, match="scores.parquet not found") as exc:
+        write_report(tmp_path)
+    assert "curate screen" in exc.value.hint
+    pd.DataFrame({"d_ap": [1.0]}).to_parquet(tmp_path / "scores.parquet")
+    with pytest.raises(CurateError, match="lacks column"):
+        write_report(tmp_path)
+
+
+def test_thumbnails_of_odd_images(tmp_path):
+    Image.fromarray((np.arange(64 * 64).reshape(64, 64) * 16).astype(np.uint16)).save(tmp_path / "a.png")
+    Image.new("RGBA", (300, 200), (255, 0, 0, 128)).save(tmp_path / "b.png")
+    Image.new("CMYK", (40, 40), (0, 50, 50, 0)).save(tmp_path / "c.jpg")
+    (tmp_path / "d.jpg").write_bytes(b"\xff\xd8\xff not really")
+    th = Thumbnails(size=96)
+    for name in ("a.png", "b.png", "c.jpg"):
+        uri, why = th.get(str(tmp_path / name))
+        assert why is None and uri.startswith("data:image/")
+    uri, why = th.get(str(tmp_path / "d.jpg"))
+    assert uri is None and "image" in why
+    assert th.get(str(tmp_path / "nope.png")) == (None, "file not found")
+    assert th.count == 3
+
+
+def test_cli_report(screen, tmp_path):
+    from typer.testing import CliRunner
+
+    from curate.cli._app import app
+    import curate.cli.report  # noqa: F401  (registers the command)
+
+    out = tmp_path / "cli.html"
+    res = CliRunner().invoke(app, ["report", str(screen["screen"]), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert str(out) in res.output.replace("\n", "")
+    assert out.read_text(encoding="utf-8") == screen["html"]
+    res = CliRunner().invoke(app, ["report", str(tmp_path / "missing")])
+    assert res.exit_code == 2
+    assert "screen output folder not found" in res.output
