@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 # public name -> module that defines it
 _EXPORTS = {
     "CurateError": "curate.errors",
+    "make_example": "curate.synthetic",
     "build_tuples": "curate.build",
     "ingest": "curate.ingest",
     "sample_tuples": "curate.tuples",
