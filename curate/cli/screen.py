@@ -1,0 +1,147 @@
+"""``curate screen`` and ``curate export``: thin wrappers over :func:`curate.screen.screen`
+and :func:`curate.export.export`."""
+
+from __future__ import annotations
+
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from curate.cli._app import app, console, handles_errors
+from curate.export import FORMATS, export
+from curate.screen import ScreenResult, screen
+
+
+class NullOpt(str, Enum):
+    theory = "theory"
+    effective = "effective"
+    empirical = "empirical"
+
+
+class NoFaceOpt(str, Enum):
+    reject = "reject"
+    keep = "keep"
+
+
+class FormatOpt(str, Enum):
+    imagefolder = "imagefolder"
+    csv = "csv"
+    parquet = "parquet"
+
+
+assert {f.value for f in FormatOpt} == set(FORMATS)
+
+
+@app.command("screen")
+@handles_errors
+def screen_cmd(
+    build_dir: Annotated[Path, typer.Argument(help="Output folder of `curate build-tuples` (images.parquet, tuples.parquet).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (scores, kept/rejected tuples, suspect images, boundary, report).")],
+    backbone: Annotated[str | None, typer.Option(help="timm model name used as feature extractor (default: the bundled model).")] = None,
+    weights: Annotated[str | None, typer.Option(help="Weights: a .safetensors/.pth file, a curate fine-tuning run folder, or 'none' for random weights. Default: timm's pretrained weights from the local cache.")] = None,
+    embeddings: Annotated[Path | None, typer.Option(help="Parquet with image_id or path, and embedding (list of floats); no backbone is loaded.")] = None,
+    alpha_pos: Annotated[float, typer.Option(help="Significance level of the positive sub-boundary.")] = 0.05,
+    alpha_neg: Annotated[float, typer.Option(help="Significance level of the negative sub-boundary.")] = 0.05,
+    null: Annotated[NullOpt, typer.Option(help="Null dimension: theory (embedding dim), effective (participation ratio), empirical (fit to random different-label pairs).")] = NullOpt.effective,
+    no_center: Annotated[bool, typer.Option("--no-center", help="Do not subtract the dataset mean before normalising.")] = False,
+    scale: Annotated[float, typer.Option(help="Modulus s the embeddings are normalised to.")] = 1.0,
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 64,
+    workers: Annotated[int | None, typer.Option(help="Decoding processes (default: by device and CPU count).")] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
+    seed: Annotated[int, typer.Option(help="Seed of random pairs (and of random weights).")] = 0,
+    max_yaw: Annotated[float, typer.Option(help="Reject faces turned further than this many degrees (side_face).")] = 30.0,
+    max_occlusion: Annotated[float | None, typer.Option(help="Reject faces occluded above this share (default: the face screen's).")] = None,
+    no_face: Annotated[NoFaceOpt, typer.Option(help="What to do with images where no face is found.")] = NoFaceOpt.reject,
+    skip_face_screens: Annotated[bool, typer.Option("--skip-face-screens", help="Only apply the statistical boundary.")] = False,
+    face_model: Annotated[str | None, typer.Option(help="Face landmark model file (default: the packaged or cached one).")] = None,
+    report: Annotated[bool, typer.Option(help="Write report.html.")] = True,
+) -> None:
+    """Embed every image, apply the statistical boundary and face screens, and sort tuples into kept and rejected."""
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("[cyan]{task.fields[rate]}"), TimeRemainingColumn(), console=console,
+    ) as bar:
+        tasks: dict[str, tuple[int, float, int]] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                label = {"embed": "embedding images", "faces": "face screens"}.get(stage, stage)
+                tasks[stage] = (bar.add_task(label, total=total, rate=""), time.perf_counter(), done)
+            task, t0, first = tasks[stage]
+            dt = time.perf_counter() - t0
+            rate = f"{(done - first) / dt:,.1f} images/s" if dt > 0 and done > first else ""
+            bar.update(task, completed=done, total=total, rate=rate)
+
+        result = screen(
+            build_dir, out, backbone=backbone, weights=weights, embeddings=embeddings,
+            alpha_pos=alpha_pos, alpha_neg=alpha_neg, null=null.value, center=not no_center,
+            scale=scale, batch_size=batch_size, workers=workers, device=device, seed=seed,
+            max_yaw=max_yaw, max_occlusion=max_occlusion, no_face=no_face.value,
+            skip_face_screens=skip_face_screens, face_model=face_model, report=report,
+            progress=progress,
+        )
+    render_summary(result)
+
+
+def render_summary(result: ScreenResult) -> None:
+    """Kept and rejected tuples by reason, the boundary, and warnings."""
+    b = result.boundary
+    if result.random_weights:
+        console.print("[bold red]warning: the backbone has RANDOM weights (--weights none); "
+                      "distances and rejections are meaningless for real curation.[/]")
+    table = Table(title=f"{result.n_tuples:,} {result.kind}s screened", show_edge=False)
+    table.add_column("outcome")
+    table.add_column("tuples", justify="right")
+    table.add_column("share", justify="right")
+    share = lambda n: f"{n / result.n_tuples:.1%}" if result.n_tuples else "-"  # noqa: E731
+    table.add_row("[green]kept[/]", f"{result.n_kept:,}", share(result.n_kept))
+    table.add_row("[red]rejected[/]", f"{result.n_rejected:,}", share(result.n_rejected))
+    for reason, n in sorted(result.reasons.items(), key=lambda kv: -kv[1]):
+        table.add_row(f"  {escape(reason)}", f"{n:,}", share(n))
+    console.print(table)
+    d_null = f"{b.d_null:.1f}" if b.d_null is not None else "fitted"
+    console.print(
+        f"boundary ({b.null} null, d={b.d}, d_null={d_null}): mu={b.mu:.3f} sigma={b.sigma:.3f} "
+        f"T_pos={b.t_pos:.3f} T_neg={b.t_neg:.3f}")
+    cal = b.calibration
+    if cal.get("share_above_t_pos") is not None:
+        console.print(
+            f"calibration on {cal['n_pairs']:,} random {cal['pairs'].replace('_', '-')} pairs: "
+            f"{cal['share_above_t_pos']:.1%} above T_pos (nominal {b.alpha_pos:g}), "
+            f"{cal['share_below_t_neg']:.1%} below T_neg (nominal {b.alpha_neg:g})")
+    console.print(f"images: {result.n_images:,} ({result.n_embedded:,} embedded, "
+                  f"{result.n_cached:,} from cache) with {escape(result.backbone)} "
+                  f"[dim]({escape(result.weights_source)})[/]")
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {escape(note)}")
+    console.print(f"wrote {escape(str(result.out_dir))}/: scores.parquet, kept.parquet, "
+                  "rejected.parquet, images_suspect.parquet, boundary.json, run.json"
+                  + (", faces.parquet" if result.face_screens else "")
+                  + (", report.html" if result.report_path else ""))
+
+
+@app.command("export")
+@handles_errors
+def export_cmd(
+    screen_dir: Annotated[Path, typer.Argument(help="Output folder of `curate screen`.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the filtered dataset to (must be empty or absent).")],
+    max_suspicion: Annotated[float, typer.Option(help="Export images whose suspicion (share of their tuples rejected because of them) is below this.")] = 0.5,
+    format: Annotated[FormatOpt, typer.Option("--format", help="imagefolder (OUT/[split/]label/file), or a csv/parquet manifest.")] = FormatOpt.imagefolder,
+    copy: Annotated[bool, typer.Option("--copy", help="Copy files instead of symlinking them (imagefolder).")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace OUT when it holds an earlier curate export.")] = False,
+) -> None:
+    """Write the images that survive the screens as an ImageFolder or a manifest for other trainers."""
+    result = export(screen_dir, out, max_suspicion=max_suspicion, format=format.value, copy=copy,
+                    force=force)
+    console.print(f"exported [green]{result.n_exported:,}[/] images, left out "
+                  f"[red]{result.n_excluded:,}[/] ({result.n_suspect:,} with suspicion >= "
+                  f"{max_suspicion:g}, {result.n_face_rejected:,} rejected by a face screen)")
+    for label, n in sorted(result.per_label.items()):
+        console.print(f"  {escape(label)}: {n:,}")
+    console.print(f"wrote {escape(str(result.target))}")

@@ -1,0 +1,158 @@
+"""``export``: the images that survive the screens, for other trainers.
+
+Reads ``images_suspect.parquet`` of a ``curate screen`` folder and keeps the images
+that no face screen rejected and whose suspicion is below ``max_suspicion``. Writes
+them as an ImageFolder of symlinks or copies (``OUT/[split/]label/file``, which
+timm's ``train.py``, torchvision's ``ImageFolder`` and Hugging Face's ``imagefolder``
+read directly) or as a CSV / Parquet manifest (``OUT/manifest.csv|parquet``).
+
+The export is built in a temporary sibling folder and renamed into place, so OUT is
+either the complete export or untouched. ``OUT/export.json`` records the run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from curate.errors import CurateError
+from curate.io import read_parquet, run_record, write_json, write_parquet
+
+FORMATS = ("imagefolder", "csv", "parquet")
+MANIFEST_COLUMNS = ["image_id", "path", "rel_path", "label", "split", "suspicion"]
+NO_SPLIT = "unsplit"
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export` wrote."""
+
+    out_dir: Path
+    target: Path
+    n_exported: int
+    n_excluded: int
+    n_suspect: int
+    n_face_rejected: int
+    per_label: dict[str, int]
+    manifest: pd.DataFrame
+
+
+def export(screen_dir: str | os.PathLike[str], out: str | os.PathLike[str], *,
+           max_suspicion: float = 0.5, format: str = "imagefolder", copy: bool = False,
+           force: bool = False) -> ExportResult:
+    """Export the surviving images of ``screen_dir`` into ``out`` (see module doc).
+
+    ``out`` must be absent or empty; with ``force`` an earlier curate export there is
+    replaced (a non-empty folder that is not a curate export is never touched).
+    """
+    started = time.time()
+    if format not in FORMATS:
+        raise CurateError(f"unknown export format {format!r}", hint=f"use --format one of {', '.join(FORMATS)}")
+    if not 0 < max_suspicion <= 1:
+        raise CurateError(f"--max-suspicion must be in (0, 1], got {max_suspicion}",
+                          hint="for example --max-suspicion 0.5")
+    src = Path(screen_dir).expanduser()
+    target = Path(out).expanduser()
+    _check_target(target, force)
+    table = read_parquet(src / "images_suspect.parquet", what="suspect-images table")
+    suspect = table["suspicion"].to_numpy() >= max_suspicion
+    face_bad = _face_rejected(table)
+    keep = ~suspect & ~face_bad
+    manifest = table.loc[keep, [c for c in MANIFEST_COLUMNS if c in table.columns]]
+    manifest = manifest.sort_values("image_id", kind="mergesort").reset_index(drop=True)
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=_parent(target)))
+    try:
+        if format == "imagefolder":
+            manifest = _write_imagefolder(manifest, tmp, copy)
+        elif format == "csv":
+            manifest.to_csv(tmp / "manifest.csv", index=False)
+        else:
+            write_parquet(manifest, tmp / "manifest.parquet")
+        params = {"screen_dir": str(src.resolve()), "max_suspicion": max_suspicion,
+                  "format": format, "copy": copy, "force": force}
+        counts = {"images": len(table), "exported": int(keep.sum()), "excluded": int((~keep).sum()),
+                  "suspect": int(suspect.sum()), "face_rejected": int(face_bad.sum())}
+        write_json(run_record("export", params, inputs={"screen_dir": str(src.resolve())},
+                              counts=counts, started=started), tmp / "export.json")
+        if target.exists():
+            shutil.rmtree(target) if any(target.iterdir()) else target.rmdir()
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    per_label = {str(k): int(v) for k, v in manifest["label"].value_counts().sort_index().items()}
+    return ExportResult(out_dir=target, target=target, n_exported=int(keep.sum()),
+                        n_excluded=int((~keep).sum()), n_suspect=int(suspect.sum()),
+                        n_face_rejected=int(face_bad.sum()), per_label=per_label, manifest=manifest)
+
+
+def _check_target(target: Path, force: bool) -> None:
+    if target.exists() and not target.is_dir():
+        raise CurateError(f"--out {target} exists and is not a folder", hint="choose another --out")
+    if target.is_dir() and any(target.iterdir()):
+        if not force:
+            raise CurateError(f"--out {target} is not empty; curate export never overwrites it",
+                              hint="pass --force to replace an earlier export, or choose an empty folder")
+        if not (target / "export.json").is_file():
+            raise CurateError(f"--out {target} is not empty and does not hold a curate export "
+                              "(no export.json); --force only replaces earlier exports",
+                              hint="choose an empty or new folder")
+
+
+def _parent(target: Path) -> Path:
+    parent = target.resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    return parent
+
+
+def _face_rejected(table: pd.DataFrame) -> pd.Series:
+    if "face_reject" in table.columns:
+        return table["face_reject"].fillna(False).astype(bool).to_numpy()
+    if "face_reason" in table.columns:
+        return table["face_reason"].notna().to_numpy()
+    return pd.Series(False, index=table.index).to_numpy()
+
+
+def _write_imagefolder(manifest: pd.DataFrame, root: Path, copy: bool) -> pd.DataFrame:
+    """Link or copy each image to ``root/[split/]label/name``; adds the ``exported`` column."""
+    with_split = "split" in manifest.columns and manifest["split"].notna().any()
+    used: set[Path] = set()
+    written: list[str] = []
+    for row in manifest.itertuples(index=False):
+        folder = root
+        if with_split:
+            folder = folder / _safe(row.split if isinstance(row.split, str) else NO_SPLIT)
+        folder = folder / _safe(str(row.label))
+        name = Path(str(row.path)).name
+        dest = folder / name
+        if dest in used:  # same file name from two source folders
+            dest = folder / f"{row.image_id}_{name}"
+        used.add(dest)
+        folder.mkdir(parents=True, exist_ok=True)
+        source = Path(str(row.path))
+        if not source.exists():
+            raise CurateError(f"image {row.rel_path} is gone: {source}",
+                              hint="re-run curate build-tuples and curate screen on the current data")
+        if copy:
+            shutil.copy2(source, dest)
+        else:
+            os.symlink(source.resolve(), dest)
+        written.append(str(dest.relative_to(root)))
+    out = manifest.copy()
+    out["exported"] = written
+    return out
+
+
+def _safe(part: str) -> str:
+    cleaned = part.strip().replace(os.sep, "_").replace("\0", "")
+    if cleaned in ("", ".", ".."):
+        raise CurateError(f"label or split {part!r} cannot be a folder name",
+                          hint="use --format csv or --format parquet")
+    return cleaned

@@ -1,0 +1,265 @@
+"""Image loading, preprocessing, batched embedding, the cache, and weight resolution (no network)."""
+
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from curate.backbone import LoadedBackbone, load_backbone
+from curate.embed import build_transform, embed_batch, embed_images, embed_images_result, load_image
+from curate.errors import CurateError
+
+TINY = "test_resnet"  # a timm test model: 96-d features, built without any download
+
+
+def _png(path: Path, seed: int, size: int = 48) -> str:
+    arr = np.random.default_rng(seed).integers(0, 256, (size, size), dtype=np.uint8)
+    Image.fromarray(arr, "L").save(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def tiny() -> LoadedBackbone:
+    torch.set_num_threads(1)
+    return load_backbone(TINY, "none")
+
+
+# --- load_image -----------------------------------------------------------------------
+
+def test_load_image_converts_every_mode(tmp_path):
+    gray = tmp_path / "g.png"
+    Image.fromarray(np.full((5, 7), 100, np.uint8), "L").save(gray)
+    im = load_image(gray)
+    assert im.mode == "RGB" and im.size == (7, 5) and im.getpixel((0, 0)) == (100, 100, 100)
+    assert load_image(gray, in_chans=1).mode == "L"
+
+    deep = tmp_path / "deep.png"
+    Image.fromarray(np.full((4, 4), 65535, np.uint16)).save(deep)
+    assert load_image(deep, in_chans=1).getpixel((1, 1)) == 255
+
+    rgba = tmp_path / "a.png"
+    Image.new("RGBA", (3, 3), (0, 0, 0, 0)).save(rgba)  # fully transparent -> white
+    assert load_image(rgba).getpixel((0, 0)) == (255, 255, 255)
+
+    cmyk = tmp_path / "c.jpg"
+    Image.new("CMYK", (4, 4), (0, 255, 255, 0)).save(cmyk)
+    r, g, b = load_image(cmyk).getpixel((1, 1))
+    assert r > 200 and g < 60 and b < 60
+
+    pal = tmp_path / "p.png"
+    Image.new("RGB", (4, 4), (10, 200, 30)).convert("P").save(pal)
+    assert load_image(pal).mode == "RGB"
+
+
+def test_load_image_error_names_the_file(tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(CurateError, match="broken.png"):
+        load_image(bad)
+
+
+# --- preprocessing and one batch ---------------------------------------------------------
+
+def test_build_transform_handles_48px_grayscale(tmp_path, tiny):
+    t = build_transform(tiny.data_config)
+    x = t(load_image(_png(tmp_path / "x.png", 0)))
+    assert x.shape == (3, 160, 160) and x.dtype == torch.float32
+    one = dict(tiny.data_config, input_size=(1, 64, 64), mean=(0.5,), std=(0.25,))
+    y = build_transform(one)(load_image(_png(tmp_path / "y.png", 1), in_chans=1))
+    assert y.shape == (1, 64, 64)
+
+
+def test_embed_batch_is_float32_and_deterministic(tiny):
+    batch = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    a, b = embed_batch(tiny.model, batch), embed_batch(tiny.model, batch)
+    assert a.shape == (3, tiny.embed_dim) and a.dtype == np.float32
+    assert np.array_equal(a, b)
+    single = embed_batch(tiny.model, batch[1:2])
+    assert np.allclose(single[0], a[1], atol=1e-5)
+
+
+# --- weights resolution --------------------------------------------------------------------
+
+def test_random_weights_are_flagged_and_seeded():
+    a, b = load_backbone(TINY, "none", seed=3), load_backbone(TINY, "NONE", seed=3)
+    assert a.random_weights and a.weights_source == "random" and a.embed_dim == 96
+    assert all(torch.equal(x, y) for x, y in zip(a.model.parameters(), b.model.parameters()))
+
+
+def _saved_state(tmp_path: Path) -> tuple[dict[str, torch.Tensor], Path, Path]:
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(11)
+    full = timm.create_model(TINY, pretrained=False)  # with its classifier head
+    state = {k: v.clone() for k, v in full.state_dict().items()}
+    st = tmp_path / "w.safetensors"
+    save_file(state, str(st))
+    pth = tmp_path / "w.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}, "epoch": 3}, pth)
+    return state, st, pth
+
+
+def test_weights_file_safetensors_and_ddp_checkpoint(tmp_path):
+    state, st, pth = _saved_state(tmp_path)
+    for f in (st, pth):
+        lb = load_backbone(TINY, str(f))
+        assert not lb.random_weights and lb.weights_source.startswith("file:")
+        own = lb.model.state_dict()
+        assert "fc.weight" not in own  # classifier dropped: a feature extractor
+        assert all(torch.equal(own[k], state[k]) for k in own)
+    assert load_backbone(TINY, str(st)).weights_fingerprint != load_backbone(TINY, str(pth)).weights_fingerprint
+
+
+def test_weights_for_another_backbone_are_a_clear_error(tmp_path):
+    _, st, _ = _saved_state(tmp_path)
+    with pytest.raises(CurateError, match="do not fit backbone 'test_efficientnet'") as err:
+        load_backbone("test_efficientnet", str(st))
+    assert "--backbone" in str(err.value)
+    with pytest.raises(CurateError, match="weights file not found"):
+        load_backbone(TINY, str(tmp_path / "nope.safetensors"))
+    with pytest.raises(CurateError, match="needs the architecture"):
+        load_backbone(None, str(st))
+
+
+def test_pretrained_comes_from_the_local_cache_only(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    state, st, _ = _saved_state(tmp_path)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "torchhub"))
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda repo, name, **kw: None)
+    with pytest.raises(CurateError) as err:
+        load_backbone(TINY)  # nothing cached: fails at once, no network
+    msg = str(err.value)
+    for way in ("--weights FILE", "--weights none", "huggingface-cli download timm/test_resnet",
+                "--embeddings FILE"):
+        assert way in msg
+
+    seen = []
+
+    def cached(repo, name, **kw):
+        seen.append((repo, name))
+        return str(st) if name == "model.safetensors" else None
+
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", cached)
+    lb = load_backbone(TINY)
+    assert seen[0][0] == "timm/test_resnet.r160_in1k"
+    assert lb.weights_source == f"pretrained-cache:{st}" and not lb.random_weights
+    assert torch.equal(lb.model.state_dict()["conv1.0.weight"], state["conv1.0.weight"])
+
+
+def test_run_folder_is_loaded_with_load_run(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    (run / "model.safetensors").write_bytes(b"weights")
+    net = torch.nn.Linear(3, 2)
+    cfg = {"backbone": TINY, "embed_dim": 2, "in_chans": 1,
+           "data_config": {"input_size": [1, 48, 48], "mean": [0.5], "std": [0.5],
+                           "interpolation": "bilinear", "crop_pct": 1.0, "crop_mode": "center"}}
+    calls = []
+    fake = types.ModuleType("curate.train.model")
+    fake.load_run = lambda d: calls.append(Path(d)) or (net, cfg)
+    if "curate.train" not in sys.modules:
+        try:
+            import curate.train  # noqa: F401
+        except ImportError:
+            monkeypatch.setitem(sys.modules, "curate.train", types.ModuleType("curate.train"))
+    monkeypatch.setitem(sys.modules, "curate.train.model", fake)
+    lb = load_backbone(None, str(run))
+    assert calls == [run] and lb.model is net and lb.in_chans == 1 and lb.embed_dim == 2
+    assert lb.name == TINY and lb.weights_source.startswith("run:")
+    with pytest.raises(CurateError, match="does not match the run"):
+        load_backbone("resnet18", str(run))
+
+
+def test_no_backbone_and_no_default_model_is_a_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "curate.models", None)  # makes the import fail
+    with pytest.raises(CurateError, match="no bundled default model") as err:
+        load_backbone(None)
+    assert "--backbone" in str(err.value)
+
+
+# --- embed_images: dedup, cache, resume ---------------------------------------------------
+
+class _Counting(torch.nn.Module):
+    def __init__(self, inner: torch.nn.Module):
+        super().__init__()
+        self.inner, self.calls, self.images = inner, 0, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        self.images += x.shape[0]
+        return self.inner(x)
+
+
+def _counting(tiny: LoadedBackbone) -> LoadedBackbone:
+    small = dict(tiny.data_config, input_size=(3, 32, 32))
+    return LoadedBackbone(_Counting(tiny.model), small, tiny.name, tiny.weights_source,
+                          tiny.weights_fingerprint, True, tiny.embed_dim, 3)
+
+
+def test_each_distinct_image_is_embedded_once_and_cached(tmp_path, tiny):
+    paths = [_png(tmp_path / f"{i}.png", i) for i in range(5)]
+    shas = [f"sha{i}" for i in range(5)]
+    lb = _counting(tiny)
+    res = embed_images_result(paths + paths[:2], shas + shas[:2], lb, cache_dir=tmp_path / "c",
+                              batch_size=2, workers=0)
+    assert lb.model.images == 5 and res.n_computed == 5 and res.n_cached == 0
+    assert np.array_equal(res.embeddings[5], res.embeddings[0])
+    again = embed_images(paths, shas, lb, cache_dir=tmp_path / "c", batch_size=2, workers=0)
+    assert lb.model.images == 5  # nothing recomputed
+    assert np.array_equal(again, res.embeddings[:5])
+    direct = embed_batch(lb.model.inner, torch.stack(
+        [build_transform(lb.data_config)(load_image(p)) for p in paths]))
+    assert np.allclose(again, direct, atol=1e-5)
+
+
+def test_interrupted_run_resumes_from_the_cache(tmp_path, tiny):
+    paths = [_png(tmp_path / f"{i}.png", 100 + i) for i in range(10)]
+    shas = [f"h{i}" for i in range(10)]
+    lb = _counting(tiny)
+    ticks = []
+
+    def stop_after_two_batches(done: int, total: int) -> None:
+        ticks.append(done)
+        if done >= 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        embed_images_result(paths, shas, lb, cache_dir=tmp_path / "c", batch_size=2, workers=0,
+                            progress=stop_after_two_batches, shard_size=2)
+    assert lb.model.calls == 2
+    lb.model.calls = lb.model.images = 0
+    res = embed_images_result(paths, shas, lb, cache_dir=tmp_path / "c", batch_size=2, workers=0,
+                              shard_size=2)
+    assert (res.n_cached, res.n_computed) == (4, 6) and lb.model.images == 6
+    fresh = embed_images(paths, shas, _counting(tiny), cache_dir=tmp_path / "fresh", batch_size=10,
+                         workers=0)
+    assert np.allclose(res.embeddings, fresh, atol=1e-5)
+
+
+def test_cache_is_keyed_by_weights_and_preprocessing(tmp_path, tiny):
+    paths = [_png(tmp_path / f"{i}.png", i) for i in range(3)]
+    shas = ["a", "b", "c"]
+    lb = _counting(tiny)
+    embed_images(paths, shas, lb, cache_dir=tmp_path / "c", batch_size=4, workers=0)
+    other = LoadedBackbone(lb.model, dict(lb.data_config, input_size=(3, 48, 48)), lb.name,
+                           lb.weights_source, lb.weights_fingerprint, True, lb.embed_dim, 3)
+    embed_images(paths, shas, other, cache_dir=tmp_path / "c", batch_size=4, workers=0)
+    assert lb.model.images == 6
+    assert len([d for d in (tmp_path / "c").iterdir() if d.is_dir()]) == 2
+
+
+def test_worker_processes_give_the_same_embeddings(tmp_path, tiny):
+    paths = [_png(tmp_path / f"{i}.png", i) for i in range(6)]
+    lb = _counting(tiny)
+    a = embed_images(paths, [None] * 6, lb, cache_dir=tmp_path / "a", batch_size=4, workers=0)
+    b = embed_images(paths, [None] * 6, lb, cache_dir=tmp_path / "b", batch_size=4, workers=2)
+    assert np.allclose(a, b, atol=1e-6)
