@@ -18,6 +18,9 @@ _EXPORTS = {
     "build_tuples": "curate.build",
     "ingest": "curate.ingest",
     "sample_tuples": "curate.tuples",
+    "load_backbone": "curate.backbone",
+    "embed_images": "curate.embed",
+    "fit_boundary": "curate.screens.statistical",
 }
 
 
