@@ -247,8 +247,10 @@ def _embeddings_from_file(path: Path, used: pd.DataFrame) -> _Embedded:
     rows = table["embedding"].iloc[lookup.loc[want.to_numpy()].to_numpy()]
     lens = rows.map(len)
     if lens.nunique() != 1:
-        bad = used.loc[(lens != lens.iloc[0]).to_numpy(), "rel_path"].head(5).tolist()
-        raise CurateError(f"embeddings in {path} have different lengths ({sorted(set(lens))}), e.g. for {bad}")
+        common = int(lens.mode().iloc[0])
+        bad = used.loc[(lens != common).to_numpy(), "rel_path"].head(5).tolist()
+        raise CurateError(f"embeddings in {path} have different lengths ({sorted(set(lens))}); "
+                          f"not {common} long: {', '.join(bad)}", hint="give every image an embedding of the same length")
     emb = np.stack(rows.map(lambda v: np.asarray(v, dtype=np.float32)).to_numpy())
     finite = np.isfinite(emb).all(axis=1)
     if not finite.all():

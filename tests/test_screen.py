@@ -1,0 +1,281 @@
+"""`curate screen` end to end on tiny builds written by hand (planted mislabeled image, side face)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from curate.cli import app
+from curate.errors import CurateError
+from curate.screen import screen
+
+CLASSES = ("angry", "happy", "sad", "surprise")
+TUPLE_COLUMNS = ["tuple_id", "anchor", "positive", "negative", "anchor_label", "negative_label", "split"]
+
+
+def make_build(root: Path, *, per_class: int = 12, dim: int = 16, kind: str = "triplet",
+               per_anchor: int = 6, mislabeled: int | None = 5, seed: int = 0
+               ) -> tuple[Path, pd.DataFrame, np.ndarray]:
+    """A build folder (images.parquet, tuples.parquet, run.json) with clustered embeddings.
+
+    Image ``mislabeled`` carries the label of class 0 but sits in the cluster of class 1.
+    Returns the folder, the images table and the planted embeddings (row = image_id).
+    """
+    rng = np.random.default_rng(seed)
+    img_dir = root / "images"
+    centres = np.linalg.qr(rng.normal(size=(dim, len(CLASSES))))[0].T * 3.0
+    rows, emb = [], []
+    for c, label in enumerate(CLASSES):
+        for i in range(per_class):
+            image_id = len(rows)
+            path = img_dir / label / f"{i:03d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (12, 12), dtype=np.uint8), "L").save(path)
+            cluster = 1 if image_id == mislabeled else c
+            emb.append(centres[cluster] + 0.5 * rng.normal(size=dim))
+            rows.append({"image_id": image_id, "path": str(path.resolve()),
+                         "rel_path": f"{label}/{i:03d}.png", "label": label, "split": "train",
+                         "subject": None, "width": 12, "height": 12, "mode": "L",
+                         "sha256": f"{image_id:064x}", "status": "ok", "detail": None})
+    images = pd.DataFrame(rows)
+    labels = images["label"].to_numpy()
+    tuples = []
+    for a in images["image_id"]:
+        same = np.flatnonzero((labels == labels[a]) & (images["image_id"].to_numpy() != a))
+        other = np.flatnonzero(labels != labels[a])
+        for _ in range(per_anchor):
+            n, n2 = rng.choice(other, 2, replace=False)
+            t = {"anchor": a, "positive": int(rng.choice(same)), "negative": int(n),
+                 "anchor_label": labels[a], "negative_label": labels[n]}
+            if kind == "quadruplet":
+                t.update(negative2=int(n2), negative2_label=labels[n2])
+            tuples.append(t)
+    tdf = pd.DataFrame(tuples)
+    tdf.insert(0, "tuple_id", np.arange(len(tdf), dtype=np.int64))
+    tdf["split"] = "train"
+    build = root / "build"
+    build.mkdir(parents=True, exist_ok=True)
+    images.to_parquet(build / "images.parquet", index=False)
+    tdf.to_parquet(build / "tuples.parquet", index=False)
+    (build / "run.json").write_text(json.dumps({"command": "build-tuples", "params": {"kind": kind},
+                                                "inputs": {"fingerprint": "x"}}))
+    return build, images, np.array(emb)
+
+
+def write_embeddings(path: Path, images: pd.DataFrame, emb: np.ndarray, by: str = "image_id") -> Path:
+    pd.DataFrame({by: images[by], "embedding": [list(map(float, e)) for e in emb]}).to_parquet(path)
+    return path
+
+
+def _screen(build: Path, out: Path, emb_file: Path, **kw):
+    return screen(build, out, embeddings=emb_file, skip_face_screens=True, report=False, **kw)
+
+
+def test_planted_mislabeled_image_is_the_most_suspect(tmp_path):
+    build, images, emb = make_build(tmp_path)
+    res = _screen(build, tmp_path / "out", write_embeddings(tmp_path / "e.parquet", images, emb))
+    out = tmp_path / "out"
+    suspect = pd.read_parquet(out / "images_suspect.parquet")
+    assert suspect.loc[0, "image_id"] == 5 and suspect.loc[0, "rel_path"] == "angry/005.png"
+    assert suspect.loc[0, "suspicion"] > 0.2 and suspect.loc[0, "suspicion"] > 3 * suspect.loc[1, "suspicion"]
+    assert list(suspect.columns) == ["image_id", "path", "rel_path", "label", "split", "n_tuples",
+                                     "n_rejected", "suspicion"]
+    assert suspect["suspicion"].is_monotonic_decreasing
+
+    scores = pd.read_parquet(out / "scores.parquet")
+    tuples = pd.read_parquet(build / "tuples.parquet")
+    assert list(scores.columns) == TUPLE_COLUMNS + ["d_ap", "d_an", "keep", "reason"]
+    touches = scores[["anchor", "positive", "negative"]].eq(5).any(axis=1)
+    # the planted image sits in another class's cluster: its negatives of that class are too
+    # close; every rejected tuple contains it, and a fifth of its tuples are rejected
+    assert (~scores["keep"]).sum() >= 3 and touches[~scores["keep"]].all()
+    assert (~scores.loc[touches, "keep"]).mean() > 0.2
+    assert scores["reason"].isna().eq(scores["keep"]).all()
+
+    # brute-force distances and verdicts from the planted embeddings
+    b = json.loads((out / "boundary.json").read_text())
+    x = emb - emb.mean(0)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    d_ap = np.linalg.norm(x[scores["anchor"]] - x[scores["positive"]], axis=1)
+    d_an = np.linalg.norm(x[scores["anchor"]] - x[scores["negative"]], axis=1)
+    assert np.allclose(scores["d_ap"], d_ap, atol=1e-5) and np.allclose(scores["d_an"], d_an, atol=1e-5)
+    assert np.array_equal(scores["keep"], (d_ap <= b["t_pos"]) & (d_an >= b["t_neg"]))
+
+    kept, rejected = pd.read_parquet(out / "kept.parquet"), pd.read_parquet(out / "rejected.parquet")
+    assert list(kept.columns) == list(tuples.columns) == list(rejected.columns)
+    assert sorted(kept["tuple_id"].tolist() + rejected["tuple_id"].tolist()) == tuples["tuple_id"].tolist()
+    assert res.n_kept == len(kept) and res.n_rejected == len(rejected)
+
+    # suspicion counts by hand for the planted image
+    blamed = ((scores["anchor"] == 5) & ~scores["keep"]).sum() \
+        + ((scores["positive"] == 5) & (scores["d_ap"] > b["t_pos"])).sum() \
+        + ((scores["negative"] == 5) & (scores["d_an"] < b["t_neg"])).sum()
+    top = suspect.iloc[0]
+    assert top["n_rejected"] == blamed and top["n_tuples"] == touches.sum()
+
+    assert set(b) >= {"s", "d", "center", "null", "d_null", "mu", "sigma", "alpha_pos", "alpha_neg",
+                      "t_pos", "t_neg", "nulls", "calibration", "random_pair_distances"}
+    assert b["d"] == 16 and b["null"] == "effective" and set(b["nulls"]) == {"theory", "effective", "empirical"}
+    run = json.loads((out / "run.json").read_text())
+    assert run["command"] == "screen" and run["counts"]["kept"] == len(kept)
+    assert run["counts"]["rejected_by_reason"] == res.reasons
+    assert not (out / "faces.parquet").exists()
+
+
+def test_quadruplets_score_all_negative_pairs(tmp_path):
+    build, images, emb = make_build(tmp_path, kind="quadruplet", per_anchor=3)
+    _screen(build, tmp_path / "out", write_embeddings(tmp_path / "e.parquet", images, emb))
+    scores = pd.read_parquet(tmp_path / "out" / "scores.parquet")
+    b = json.loads((tmp_path / "out" / "boundary.json").read_text())
+    x = emb - emb.mean(0)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    d_an2 = np.linalg.norm(x[scores["anchor"]] - x[scores["negative2"]], axis=1)
+    d_nn2 = np.linalg.norm(x[scores["negative"]] - x[scores["negative2"]], axis=1)
+    assert np.allclose(scores["d_an2"], d_an2, atol=1e-5) and np.allclose(scores["d_nn2"], d_nn2, atol=1e-5)
+    close = scores[["d_an", "d_an2", "d_nn2"]].min(axis=1) < b["t_neg"]
+    assert close.any()
+    assert scores.loc[close, "reason"].str.contains("negative_too_close").all()
+    # a tuple whose only close pair is negative-negative2 (two images of the planted cluster)
+    only_nn2 = (scores["d_nn2"] < b["t_neg"]) & (scores["d_an"] >= b["t_neg"]) & (scores["d_an2"] >= b["t_neg"])
+    assert (~scores.loc[only_nn2, "keep"]).all()
+    assert "negative2" in pd.read_parquet(tmp_path / "out" / "kept.parquet").columns
+
+
+def test_raising_alpha_never_keeps_more_tuples_end_to_end(tmp_path):
+    build, images, emb = make_build(tmp_path)
+    f = write_embeddings(tmp_path / "e.parquet", images, emb)
+    kept = [_screen(build, tmp_path / f"o{a}", f, alpha_pos=a, alpha_neg=a).n_kept
+            for a in (0.01, 0.05, 0.2, 0.4)]
+    assert kept == sorted(kept, reverse=True) and kept[0] > kept[-1]
+
+
+def test_embeddings_by_path_and_missing_images_are_named(tmp_path):
+    build, images, emb = make_build(tmp_path)
+    by_path = write_embeddings(tmp_path / "p.parquet", images, emb, by="path")
+    a = _screen(build, tmp_path / "a", by_path)
+    b = _screen(build, tmp_path / "b", write_embeddings(tmp_path / "i.parquet", images, emb))
+    assert a.n_kept == b.n_kept
+    rel = pd.DataFrame({"path": images["rel_path"], "embedding": [list(e) for e in emb]})
+    rel.to_parquet(tmp_path / "r.parquet")
+    assert _screen(build, tmp_path / "c", tmp_path / "r.parquet").n_kept == b.n_kept
+
+    partial = write_embeddings(tmp_path / "m.parquet", images.drop(index=[7, 30]),
+                               np.delete(emb, [7, 30], axis=0))
+    with pytest.raises(CurateError, match="no embedding for 2 of the 48 images") as err:
+        _screen(build, tmp_path / "d", partial)
+    assert "angry/007.png" in str(err.value) and "sad/006.png" in str(err.value)
+
+    ragged = pd.DataFrame({"image_id": images["image_id"],
+                           "embedding": [list(e[: 16 if i else 15]) for i, e in enumerate(emb)]})
+    ragged.to_parquet(tmp_path / "x.parquet")
+    with pytest.raises(CurateError, match=r"different lengths .*angry/000.png"):
+        _screen(build, tmp_path / "e", tmp_path / "x.parquet")
+    pd.DataFrame({"id": [1], "vec": [[1.0]]}).to_parquet(tmp_path / "bad.parquet")
+    with pytest.raises(CurateError, match="needs an `embedding` column"):
+        _screen(build, tmp_path / "f", tmp_path / "bad.parquet")
+
+
+def test_backbone_path_embeds_once_and_reuses_the_cache(tmp_path):
+    import torch
+
+    torch.set_num_threads(1)
+    build, images, _ = make_build(tmp_path, per_class=3, per_anchor=2)
+    kw = dict(backbone="test_resnet", weights="none", skip_face_screens=True, report=False,
+              workers=0, batch_size=8)
+    first = screen(build, tmp_path / "out", **kw)
+    assert first.random_weights and first.n_embedded == 12 and first.n_cached == 0
+    assert first.boundary.d == 96
+    second = screen(build, tmp_path / "out", **kw)
+    assert second.n_embedded == 0 and second.n_cached == 12
+    a = pd.read_parquet(tmp_path / "out" / "scores.parquet")
+    assert np.isfinite(a["d_ap"]).all() and first.n_kept == second.n_kept
+    assert list((tmp_path / "out" / "embeddings").iterdir())
+
+
+def test_out_must_differ_from_build_and_build_must_exist(tmp_path):
+    build, images, emb = make_build(tmp_path, per_class=3, per_anchor=1)
+    f = write_embeddings(tmp_path / "e.parquet", images, emb)
+    with pytest.raises(CurateError, match="is the build folder itself"):
+        _screen(build, build, f)
+    with pytest.raises(CurateError, match="build folder not found"):
+        _screen(tmp_path / "nope", tmp_path / "o", f)
+    with pytest.raises(CurateError, match="unknown --null"):
+        _screen(build, tmp_path / "o", f, null="literal")
+
+
+def test_face_screens_reject_tuples_with_a_side_face(tmp_path, monkeypatch):
+    build, images, emb = make_build(tmp_path, mislabeled=None)
+    side = 20
+    seen = {}
+
+    def screen_faces(imgs, *, cache_dir, max_yaw=30.0, max_occlusion=0.5, no_face="reject",
+                     face_model=None, progress=None):
+        seen.update(n=len(imgs), max_yaw=max_yaw, max_occlusion=max_occlusion, cache_dir=cache_dir)
+        yaw = np.where(imgs["image_id"] == side, 55.0, 3.0)
+        reject = np.abs(yaw) > max_yaw
+        return pd.DataFrame({
+            "image_id": imgs["image_id"].to_numpy(), "path": imgs["path"].to_numpy(),
+            "face_found": True, "yaw": yaw, "pitch": 0.0, "roll": 0.0, "occlusion": 0.0,
+            "occlusion_region": "none", "face_confidence": 0.9, "detail": None,
+            "face_reject": reject, "face_reason": np.where(reject, "side_face", None)})
+
+    fake = types.ModuleType("curate.screens.faces")
+    fake.screen_faces = screen_faces
+    monkeypatch.setitem(sys.modules, "curate.screens.faces", fake)
+    res = screen(build, tmp_path / "out", embeddings=write_embeddings(tmp_path / "e.parquet", images, emb),
+                 report=False, max_yaw=40.0)
+    assert seen["n"] == 48 and seen["max_yaw"] == 40.0 and seen["max_occlusion"] == 0.5
+    out = tmp_path / "out"
+    scores = pd.read_parquet(out / "scores.parquet")
+    has_side = scores[["anchor", "positive", "negative"]].eq(side).any(axis=1)
+    assert has_side.any()
+    assert (~scores.loc[has_side, "keep"]).all()
+    assert scores.loc[has_side, "reason"].str.contains("side_face").all()
+    assert not scores.loc[~has_side, "reason"].fillna("").str.contains("side_face").any()
+    assert res.reasons["side_face"] == has_side.sum()
+    faces = pd.read_parquet(out / "faces.parquet")
+    assert len(faces) == 48 and faces.loc[faces["image_id"] == side, "face_reason"].item() == "side_face"
+    suspect = pd.read_parquet(out / "images_suspect.parquet")
+    top = suspect.iloc[0]
+    assert top["image_id"] == side and top["suspicion"] == 1.0 and top["face_reason"] == "side_face"
+    assert {"face_found", "yaw", "occlusion", "face_reject", "face_reason"} <= set(suspect.columns)
+    # the side face's tuple partners are not blamed for it
+    partner = scores.loc[has_side & (scores["anchor"] != side), "anchor"].iloc[0]
+    assert suspect.set_index("image_id").loc[partner, "suspicion"] < 1.0
+
+
+def test_missing_face_module_says_how_to_skip(tmp_path, monkeypatch):
+    build, images, emb = make_build(tmp_path, per_class=3, per_anchor=1)
+    monkeypatch.setitem(sys.modules, "curate.screens.faces", None)
+    with pytest.raises(CurateError) as err:
+        screen(build, tmp_path / "o", embeddings=write_embeddings(tmp_path / "e.parquet", images, emb),
+               report=False)
+    assert "--skip-face-screens" in str(err.value)
+
+
+def test_cli_screen_prints_summary_and_random_weight_warning(tmp_path):
+    build, images, emb = make_build(tmp_path)
+    f = write_embeddings(tmp_path / "e.parquet", images, emb)
+    runner = CliRunner()
+    r = runner.invoke(app, ["screen", str(build), "--out", str(tmp_path / "o"), "--embeddings", str(f),
+                            "--skip-face-screens", "--no-report", "--alpha-pos", "0.1"])
+    assert r.exit_code == 0, r.output
+    assert "kept" in r.output and "negative_too_close" in r.output and "calibration" in r.output
+    assert json.loads((tmp_path / "o" / "boundary.json").read_text())["alpha_pos"] == 0.1
+    bad = runner.invoke(app, ["screen", str(build), "--out", str(tmp_path / "o2"), "--embeddings",
+                              str(f), "--skip-face-screens", "--alpha-neg", "1.5", "--no-report"])
+    assert bad.exit_code == 2 and "alpha_neg must be strictly between 0 and 1" in bad.output
+    small, _, _ = make_build(tmp_path / "s", per_class=3, per_anchor=1)
+    rw = runner.invoke(app, ["screen", str(small), "--out", str(tmp_path / "o3"), "--backbone",
+                             "test_resnet", "--weights", "none", "--skip-face-screens", "--no-report",
+                             "--workers", "0", "--device", "cpu"])
+    assert rw.exit_code == 0, rw.output
+    assert "RANDOM weights" in rw.output
