@@ -131,8 +131,9 @@ def null_fit_figure(boundary: Mapping[str, Any]) -> str | None:
     x = np.linspace(lo, hi, 400)
     with _figure() as (fig, ax):
         if sample.size:
-            ax.hist(sample, bins=np.linspace(lo, hi, 60), density=True, color="#c7c7c7",
-                    label=f"random different-label pairs (n={sample.size:,})")
+            dens, edges = np.histogram(sample, bins=np.linspace(lo, hi, 60), density=True)
+            ax.stairs(dens, edges, fill=True, color="#c7c7c7",
+                      label=f"random different-label pairs (n={sample.size:,})")
         for name in ("theory", "effective", "empirical"):
             fit = nulls.get(name)
             if isinstance(fit, dict):
@@ -140,10 +141,8 @@ def null_fit_figure(boundary: Mapping[str, Any]) -> str | None:
                 _normal_curve(ax, x, fit, name + (" (used)" if used else ""),
                               NULL_COLORS[name], lw=2.4 if used else 1.4)
         _threshold_lines(ax, boundary)
-        top = ax.get_ylim()[1]
         if sample.size:  # the theory null can be a spike that hides the rest
-            dens, _ = np.histogram(sample, bins=np.linspace(lo, hi, 60), density=True)
-            ax.set_ylim(0, max(float(dens.max()) * 1.6, 1e-9) if dens.size else top)
+            ax.set_ylim(0, max(float(dens.max()) * 1.6, 1e-9))
         ax.set_xlabel("distance")
         ax.set_ylabel("density")
         ax.set_title("Which null fits the random pairs?")
@@ -177,7 +176,7 @@ def class_bar_figure(by_class: pd.DataFrame, codes: Sequence[str]) -> str:
         ax.set_yticks(y, labels)
         ax.set_xlabel("share of the label's tuples (a tuple with two reasons counts twice)")
         ax.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
-        ax.legend(loc="lower right", fontsize=8, frameon=False)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
         return to_data_uri(fig)
 
 
@@ -190,6 +189,8 @@ def sensitivity_figure(alphas: np.ndarray, along_pos: np.ndarray, along_neg: np.
         ax.plot(alphas, along_neg, marker="s", color=reason_color("negative_too_close"),
                 label=f"vary alpha_neg (alpha_pos = {nominal[0]})")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.set_xticks(alphas, [f"{a:g}" for a in alphas])  # plain text: mathtext is off
         ax.set_xlabel("alpha")
         ax.set_ylabel("tuples kept")
         ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
@@ -205,7 +206,7 @@ def faces_figure(faces: pd.DataFrame, max_yaw: float | None, max_occlusion: floa
         yaw = pd.to_numeric(faces.get("yaw"), errors="coerce").to_numpy(dtype=float) \
             if "yaw" in faces else np.array([])
         yaw = yaw[np.isfinite(yaw)]
-        ax_yaw.hist(yaw, bins=np.linspace(-90, 90, 61), color="#8fa8c8")
+        ax_yaw.stairs(*np.histogram(yaw, bins=np.linspace(-90, 90, 61)), fill=True, color="#8fa8c8")
         if max_yaw is not None:
             for s in (-1, 1):
                 ax_yaw.axvline(s * max_yaw, color=reason_color("side_face"), ls="--", lw=1.6,
@@ -217,7 +218,7 @@ def faces_figure(faces: pd.DataFrame, max_yaw: float | None, max_occlusion: floa
         occ = pd.to_numeric(faces.get("occlusion"), errors="coerce").to_numpy(dtype=float) \
             if "occlusion" in faces else np.array([])
         occ = occ[np.isfinite(occ)]
-        ax_occ.hist(occ, bins=np.linspace(0, 1, 51), color="#b9a3d0")
+        ax_occ.stairs(*np.histogram(occ, bins=np.linspace(0, 1, 51)), fill=True, color="#b9a3d0")
         if max_occlusion is not None:
             ax_occ.axvline(max_occlusion, color=reason_color("occluded"), ls="--", lw=1.6,
                            label=f"occlusion = {max_occlusion:g} (occluded)")

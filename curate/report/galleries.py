@@ -192,8 +192,12 @@ def face_gallery(run: ScreenRun, thumbs: Thumbnails, max_items: int, seed: int) 
         boxes = []
         for _, r in f.iloc[idx].iterrows():
             path = r.get("path") if isinstance(r.get("path"), str) else None
-            label = _image_info(run, r.get("image_id"))[2] if "image_id" in r.index else None
-            shown = str(path) if path else f"image {r.get('image_id')}"
+            label, shown = None, str(path) if path else f"image {r.get('image_id')}"
+            if "image_id" in r.index:
+                known_path, known_shown, label = _image_info(run, r.get("image_id"))
+                if known_path:
+                    shown = known_shown
+                    path = path or known_path
             yaw, occ = r.get("yaw"), r.get("occlusion")
             desc = [f"yaw {yaw:.0f}\u00b0" if isinstance(yaw, float) and not math.isnan(yaw) else None,
                     f"occlusion {occ:.2f}" if isinstance(occ, float) and not math.isnan(occ) else None,

@@ -16,7 +16,16 @@ from curate.report.palette import REASON_COLORS, reason_color
 
 
 class Markup(str):
-    """A string of trusted HTML, built by this package from escaped parts."""
+    """A string of trusted HTML, built by this package from escaped parts.
+
+    Adding anything to Markup escapes the other operand, so ``Markup + data`` stays safe.
+    """
+
+    def __add__(self, other: object) -> Markup:
+        return Markup(str.__add__(self, esc(other)))
+
+    def __radd__(self, other: object) -> Markup:
+        return Markup(str.__add__(esc(other), self))
 
 
 def esc(value: Any) -> Markup:
@@ -67,13 +76,13 @@ def table(header: Sequence[Any], rows: Iterable[Sequence[Any]], *, cls: str = ""
     """A table; columns from ``numeric_from`` on are right-aligned."""
     head = "".join(f"<th{' class=num' if i >= numeric_from else ''}>{esc(h)}</th>"
                    for i, h in enumerate(header))
+    thead = f"<thead><tr>{head}</tr></thead>" if any(str(h) for h in header) else ""
     body = []
     for row in rows:
         cells = "".join(f"<td{' class=num' if i >= numeric_from else ''}>{esc(c)}</td>"
                         for i, c in enumerate(row))
         body.append(f"<tr>{cells}</tr>")
-    return Markup(f'<table class="{esc(cls)}"><thead><tr>{head}</tr></thead>'
-                  f'<tbody>{"".join(body)}</tbody></table>')
+    return Markup(f'<table class="{esc(cls)}">{thead}<tbody>{"".join(body)}</tbody></table>')
 
 
 def chip(code: str) -> Markup:
@@ -137,7 +146,7 @@ img.fig{max-width:100%;height:auto;display:block;margin:6px 0}
 .chip{display:inline-block;color:#fff;border-radius:10px;padding:0 8px;margin:1px 2px;font-size:12px}
 .grid{overflow-x:auto}
 .tuple{display:flex;gap:10px;align-items:flex-start;border-bottom:1px solid #eee;padding:8px 0}
-.tuple .meta{min-width:180px;font-size:12px}
+.tuple .meta{flex:0 0 220px;font-size:12px}
 .thumb{width:112px;font-size:11px;text-align:center;overflow-wrap:anywhere}
 .thumb img,.thumb .missing{width:96px;height:96px;object-fit:contain;image-rendering:pixelated;
  background:#eee;border-radius:4px;display:block;margin:0 auto}

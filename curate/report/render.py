@@ -242,28 +242,34 @@ def _sensitivity(run: ScreenRun, flags: pd.DataFrame) -> Markup:
     head = Markup("<tr><th>alpha_pos \u2193 / alpha_neg \u2192</th>" + "".join(
         f"<th class=num>{esc(_alpha(a))}</th>" for a in alphas) + "</tr>")
     rows = []
+    lo, hi = float(sens.kept_share.min()), float(sens.kept_share.max())
     for i, ap in enumerate(alphas):
         cells = []
         for j, _ in enumerate(alphas):
             v = sens.kept_share[i, j]
             own = i == i_pos and j == i_neg
-            style = f"background:{_heat(v)}" + (";outline:2px solid #000" if own else "")
+            rel = (hi - v) / (hi - lo) if hi > lo else 0.0
+            style = f"background:{_heat(rel)}" + (";outline:2px solid #000" if own else "")
             cells.append(f'<td class="num heat" style="{style}">{esc(fmt_pct(v))}</td>')
         rows.append(f"<tr><th>{esc(_alpha(ap))}</th>{''.join(cells)}</tr>")
     body.append(Markup(f'<div class="grid"><table><thead>{head}</thead><tbody>{"".join(rows)}'
                        "</tbody></table></div>"))
     body.append(note("The outlined cell is this run's setting. Kept share = tuples kept / all "
-                     f"{fmt_int(sens.n_tuples)} tuples."))
+                     f"{fmt_int(sens.n_tuples)} tuples; darker cells keep fewer."))
     return section("sensitivity", "Sensitivity to alpha", body)
+
+
+def _g(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:g}"
 
 
 def _alpha(a: float) -> str:
     return f"{a:g}"
 
 
-def _heat(share: float) -> str:
-    """White (all kept) to orange (none kept)."""
-    x = min(max(1.0 - float(share), 0.0), 1.0) ** 0.5
+def _heat(x: float) -> str:
+    """White (0: keeps the most in the grid) to orange (1: keeps the least)."""
+    x = min(max(float(x), 0.0), 1.0)
     r, g, bl = 255, int(255 - 120 * x), int(255 - 200 * x)
     return f"#{r:02x}{g:02x}{bl:02x}"
 
@@ -356,8 +362,8 @@ def _faces(run: ScreenRun) -> Markup:
         for code in ("side_face", "occluded", "no_face"):
             k = int(reason.str.contains(code, regex=False).sum())
             rows.append((chip(code), f"{fmt_int(k)} ({fmt_pct(k / len(f) if len(f) else None)})"))
-    rows.append(("thresholds", f"|yaw| > {fmt_num(max_yaw, 3)}\u00b0 is a side face; occlusion > "
-                 f"{fmt_num(max_occ, 3)} is occluded"))
+    rows.append(("thresholds", f"|yaw| > {_g(max_yaw)}\u00b0 is a side face; occlusion > "
+                 f"{_g(max_occ)} is occluded"))
     body: list[Any] = [table(["", "images"], rows, cls="kv")]
     if max_yaw is None or max_occ is None:
         body.append(note("run.json does not give max_yaw / max_occlusion, so thresholds are not drawn."))
