@@ -1,0 +1,126 @@
+"""`curate export`: ImageFolder of symlinks or copies, CSV/Parquet manifests, never clobbering OUT."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from curate.cli import app
+from curate.errors import CurateError
+from curate.export import export
+
+
+def _screen_dir(tmp_path: Path) -> Path:
+    """A screen output folder with a hand-written images_suspect.parquet over real files.
+
+    Rows 0/1 (happy) and 3/4 (sad) share a file name from two source folders; row 2 is
+    a side face; rows 1 and 4 are at or above suspicion 0.5.
+    """
+    plan = [("happy", "a.png", 0.0, False), ("happy", "a.png", 0.6, False),
+            ("sad", "c.png", 0.1, True), ("sad", "b.png", 0.49, False), ("sad", "b.png", 0.5, False)]
+    rows = []
+    for i, (label, name, susp, face) in enumerate(plan):
+        src = tmp_path / "src" / f"dir{i % 2}" / name
+        src.parent.mkdir(parents=True, exist_ok=True)
+        src.write_bytes(b"png %d" % i)
+        rows.append({"image_id": i, "path": str(src), "rel_path": f"dir{i % 2}/{name}",
+                     "label": label, "split": "train", "n_tuples": 10, "n_rejected": int(susp * 10),
+                     "suspicion": susp, "face_found": True, "yaw": 50.0 if face else 1.0,
+                     "occlusion": 0.0, "face_reject": face,
+                     "face_reason": "side_face" if face else None})
+    d = tmp_path / "screen"
+    d.mkdir()
+    pd.DataFrame(rows).sort_values("suspicion", ascending=False).to_parquet(
+        d / "images_suspect.parquet", index=False)
+    return d
+
+
+def test_imagefolder_of_symlinks_keeps_survivors_only(tmp_path):
+    src = _screen_dir(tmp_path)
+    res = export(src, tmp_path / "out", max_suspicion=0.5)
+    # kept: 0 (happy, 0.0) and 3 (sad, 0.49); 1 and 4 too suspect, 2 a side face
+    assert res.n_exported == 2 and res.n_suspect == 2 and res.n_face_rejected == 1
+    assert res.per_label == {"happy": 1, "sad": 1}
+    files = sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*.png"))
+    assert files == ["train/happy/a.png", "train/sad/b.png"]
+    link = tmp_path / "out" / "train" / "sad" / "b.png"
+    assert link.is_symlink() and os.readlink(link) == str((tmp_path / "src" / "dir1" / "b.png").resolve())
+    assert link.read_bytes() == b"png 3"
+    record = json.loads((tmp_path / "out" / "export.json").read_text())
+    assert record["counts"]["exported"] == 2 and record["params"]["format"] == "imagefolder"
+
+
+def test_copy_and_name_collisions(tmp_path):
+    src = _screen_dir(tmp_path)
+    res = export(src, tmp_path / "out", max_suspicion=1.0, copy=True)
+    assert res.n_exported == 4  # everything but the side face
+    happy = tmp_path / "out" / "train" / "happy"
+    sad = tmp_path / "out" / "train" / "sad"
+    assert sorted(p.name for p in happy.iterdir()) == ["1_a.png", "a.png"]
+    assert sorted(p.name for p in sad.iterdir()) == ["4_b.png", "b.png"]
+    assert not any(p.is_symlink() for p in [*happy.iterdir(), *sad.iterdir()])
+    assert (happy / "1_a.png").read_bytes() == b"png 1" and (sad / "b.png").read_bytes() == b"png 3"
+    assert set(res.manifest["exported"]) == {"train/happy/a.png", "train/happy/1_a.png",
+                                            "train/sad/b.png", "train/sad/4_b.png"}
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_manifest_formats(tmp_path, fmt):
+    src = _screen_dir(tmp_path)
+    export(src, tmp_path / "out", max_suspicion=0.5, format=fmt)
+    f = tmp_path / "out" / f"manifest.{fmt}"
+    m = pd.read_csv(f) if fmt == "csv" else pd.read_parquet(f)
+    assert list(m.columns) == ["image_id", "path", "rel_path", "label", "split", "suspicion"]
+    assert m["image_id"].tolist() == [0, 3] and m["label"].tolist() == ["happy", "sad"]
+    assert all(Path(p).is_file() for p in m["path"])
+    assert not list((tmp_path / "out").rglob("*.png"))
+
+
+def test_never_overwrites_a_non_empty_out_without_force(tmp_path):
+    src = _screen_dir(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    with pytest.raises(CurateError, match="is not empty") as err:
+        export(src, out)
+    assert "--force" in str(err.value)
+    with pytest.raises(CurateError, match="does not hold a curate export"):
+        export(src, out, force=True)
+    assert (out / "precious.txt").read_text() == "keep me"
+
+    prev = tmp_path / "prev"
+    export(src, prev, max_suspicion=1.0)
+    with pytest.raises(CurateError, match="is not empty"):
+        export(src, prev, max_suspicion=0.5)
+    res = export(src, prev, max_suspicion=0.5, force=True)
+    assert res.n_exported == 2 and len(list(prev.rglob("*.png"))) == 2
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert export(src, empty).n_exported == 2
+
+
+def test_export_validates_options_and_inputs(tmp_path):
+    src = _screen_dir(tmp_path)
+    with pytest.raises(CurateError, match="unknown export format 'zip'"):
+        export(src, tmp_path / "o", format="zip")
+    with pytest.raises(CurateError, match="max-suspicion must be in"):
+        export(src, tmp_path / "o", max_suspicion=0)
+    with pytest.raises(CurateError, match="suspect-images table not found"):
+        export(tmp_path / "nothing", tmp_path / "o")
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_export(tmp_path):
+    src = _screen_dir(tmp_path)
+    r = CliRunner().invoke(app, ["export", str(src), "--out", str(tmp_path / "o"), "--format", "csv"])
+    assert r.exit_code == 0, r.output
+    assert "exported 2 images" in r.output and "happy: 1" in r.output
+    again = CliRunner().invoke(app, ["export", str(src), "--out", str(tmp_path / "o")])
+    assert again.exit_code == 2 and "--force" in again.output
+    assert np.array_equal(pd.read_csv(tmp_path / "o" / "manifest.csv")["image_id"], [0, 3])
