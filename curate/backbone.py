@@ -125,7 +125,7 @@ def _from_timm(model: nn.Module, name: str, source: str, fingerprint: str,
     cfg = _data_config(model)
     return LoadedBackbone(model=model, data_config=cfg, name=name, weights_source=source,
                           weights_fingerprint=fingerprint, random_weights=random_weights,
-                          embed_dim=int(getattr(model, "num_features")),
+                          embed_dim=int(model.num_features),
                           in_chans=int(cfg["input_size"][0]))
 
 

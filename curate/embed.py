@@ -133,9 +133,9 @@ def embed_images_result(paths: Sequence[str], sha256s: Sequence[str | None], loa
         raise CurateError(f"{len(paths)} paths but {len(sha256s)} sha256 values")
     if batch_size < 1:
         raise CurateError(f"--batch-size must be at least 1, got {batch_size}")
-    keys = [s if s else _file_sha256(p) for p, s in zip(paths, sha256s)]
+    keys = [s if s else _file_sha256(p) for p, s in zip(paths, sha256s, strict=True)]
     first_path: dict[str, str] = {}
-    for p, k in zip(paths, keys):
+    for p, k in zip(paths, keys, strict=True):
         first_path.setdefault(k, str(p))
     key = cache_key(loaded)
     shard_dir = Path(cache_dir) / key
@@ -152,7 +152,7 @@ def embed_images_result(paths: Sequence[str], sha256s: Sequence[str | None], loa
             out = embed_batch(loaded.model, batch)
             pending_keys.extend(batch_keys)
             pending.append(out)
-            cached.update(zip(batch_keys, out))
+            cached.update(zip(batch_keys, out, strict=True))
             if len(pending_keys) >= shard_size:
                 _write_shard(shard_dir, pending_keys, pending)
                 pending_keys, pending = [], []
@@ -218,7 +218,7 @@ def _read_shards(shard_dir: Path) -> dict[str, np.ndarray]:
     for f in sorted(shard_dir.glob("shard-*.npz")):
         try:
             with np.load(f, allow_pickle=False) as z:
-                out.update(zip(z["sha256"].tolist(), z["embedding"]))
+                out.update(zip(z["sha256"].tolist(), z["embedding"], strict=True))
         except (OSError, ValueError, KeyError):
             f.unlink()  # a damaged shard is recomputed, never trusted
     return out

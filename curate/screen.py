@@ -289,7 +289,7 @@ def _add_face_reasons(reason: np.ndarray, faces: pd.DataFrame, rows: dict[str, n
     by_row = faces.set_index("image_id").reindex(ids)
     face_codes = [
         set(str(r).split(";")) if rej and isinstance(r, str) and r else ({"face"} if rej else set())
-        for rej, r in zip(by_row["face_reject"].fillna(False).astype(bool), by_row["face_reason"])
+        for rej, r in zip(by_row["face_reject"].fillna(False).astype(bool), by_row["face_reason"], strict=True)
     ]
     rejected_rows = np.flatnonzero([bool(c) for c in face_codes])
     if rejected_rows.size == 0:

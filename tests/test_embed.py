@@ -89,7 +89,7 @@ def test_embed_batch_is_float32_and_deterministic(tiny):
 def test_random_weights_are_flagged_and_seeded():
     a, b = load_backbone(TINY, "none", seed=3), load_backbone(TINY, "NONE", seed=3)
     assert a.random_weights and a.weights_source == "random" and a.embed_dim == 96
-    assert all(torch.equal(x, y) for x, y in zip(a.model.parameters(), b.model.parameters()))
+    assert all(torch.equal(x, y) for x, y in zip(a.model.parameters(), b.model.parameters(), strict=True))
 
 
 def _saved_state(tmp_path: Path) -> tuple[dict[str, torch.Tensor], Path, Path]:

@@ -26,7 +26,7 @@ from curate.screens.statistical import (
 
 
 def _brute_distance(a: np.ndarray, b: np.ndarray) -> float:
-    return math.sqrt(sum((float(x) - float(y)) ** 2 for x, y in zip(a, b)))
+    return math.sqrt(sum((float(x) - float(y)) ** 2 for x, y in zip(a, b, strict=True)))
 
 
 def test_normalize_centres_and_scales_rows():
@@ -142,7 +142,7 @@ def test_fit_boundary_records_three_nulls_and_calibration_brute_force():
                      n_pairs=3000, seed=7)
     i, j, kind = random_pairs(400, labels, n_pairs=3000, seed=7)
     assert kind == "different_label" and len(i) == 3000 and np.all(labels[i] != labels[j])
-    dist = np.array([_brute_distance(emb[x], emb[y]) for x, y in zip(i, j)])
+    dist = np.array([_brute_distance(emb[x], emb[y]) for x, y in zip(i, j, strict=True)])
     med = float(np.median(dist))
     assert b.mu == pytest.approx(med, abs=1e-6)
     assert b.sigma == pytest.approx(1.4826 * np.median(np.abs(dist - med)), abs=1e-6)
