@@ -24,7 +24,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from curate.errors import CurateError
-from curate.io import atomic_path, fingerprint_table, read_parquet, run_record, write_json, write_parquet
+from curate.io import (
+    atomic_path,
+    fingerprint_table,
+    read_parquet,
+    run_record,
+    write_json,
+    write_parquet,
+)
 from curate.train.data import (
     NO_AUGMENT,
     Augment,
@@ -37,10 +44,17 @@ from curate.train.data import (
     to_model_input,
 )
 from curate.train.evaluate import classification_metrics, embed_and_classify, resolve_device
-from curate.train.loss import KINDS, MINING, InLoopScreen, ScreenSettings, mine_negatives, quadruplet_loss, triplet_loss
+from curate.train.loss import (
+    KINDS,
+    MINING,
+    InLoopScreen,
+    ScreenSettings,
+    mine_negatives,
+    quadruplet_loss,
+    triplet_loss,
+)
 from curate.train.model import (
     EmbeddingNet,
-    build_net,
     create_backbone,
     is_run_dir,
     load_run,
@@ -61,7 +75,7 @@ _RUNTIME_ONLY = ("device", "workers", "preload_max_gb", "checkpoint_every", "eva
 class FinetuneConfig:
     """Settings of ``curate finetune`` (unset means the default shown)."""
 
-    backbone: str = "resnet18"
+    backbone: str | None = None       # None: the bundled default model (then weights must be None)
     weights: str | None = None        # None: the backbone's pretrained weights; "none": random; a file or a RUN
     in_chans: int | None = None       # None: from the weights, else 3
     input_size: int | None = None     # None: the backbone's input size
@@ -144,6 +158,13 @@ def init_network(cfg: FinetuneConfig, classes: list[str]) -> tuple[EmbeddingNet,
     backbone's own weight resolution (:func:`curate.backbone.load_backbone`).
     """
     w = cfg.weights
+    if cfg.backbone is None and w is None:
+        from curate.backbone import _default_model_dir
+
+        w = str(_default_model_dir())
+    if cfg.backbone is None and not (w is not None and is_run_dir(w)):
+        raise CurateError("--weights other than a fine-tuning run needs --backbone NAME",
+                          hint="pass --backbone (a timm model name), for example --backbone resnet18")
     if w is not None and is_run_dir(w):
         net, rc = load_run(w)
         if list(rc["classes"]) != list(classes):
@@ -158,25 +179,13 @@ def init_network(cfg: FinetuneConfig, classes: list[str]) -> tuple[EmbeddingNet,
             data_config = {**data_config, "input_size": [int(rc["in_chans"]), cfg.input_size, cfg.input_size],
                            "crop_pct": 1.0}
         return net, data_config, str(Path(w).resolve()), str(rc["backbone"])
+    assert cfg.backbone is not None
     in_chans = cfg.in_chans or 3
     if w is not None and w.lower() == "none":
         body, source = create_backbone(cfg.backbone, in_chans), None
-    elif w is not None and Path(w).is_file() and Path(w).suffix == ".safetensors":
-        body = create_backbone(cfg.backbone, in_chans)
-        state = {k: v for k, v in load_weights_file(w).items() if not k.startswith(("fc.", "head.", "classifier."))}
-        try:
-            body.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            raise CurateError(f"weights file {w} does not fit backbone {cfg.backbone!r} "
-                              f"with {in_chans} input channels: {str(exc)[:300]}",
-                              hint="pass the matching --backbone / --in-chans") from exc
-        source = str(Path(w).resolve())
     else:
-        try:
-            from curate.backbone import load_backbone
-        except ImportError as exc:  # pragma: no cover - the backbone module ships with `curate screen`
-            raise CurateError("pretrained weights need curate.backbone, which is not installed",
-                              hint="pass --weights none or a .safetensors file") from exc
+        from curate.backbone import load_backbone
+
         loaded = load_backbone(cfg.backbone, w, device="cpu")
         body, source = loaded.model, loaded.weights_source
         in_chans = int(loaded.in_chans)
@@ -391,8 +400,10 @@ def finetune(source: str | Path, out: str | Path, config: FinetuneConfig | None 
         raise CurateError(f"--kind quadruplet needs quadruplets, but {data.tuples_file} holds triplets",
                           hint="build tuples with --kind quadruplet, or train with --kind triplet")
     device = resolve_device(cfg.device)
-    net, data_config, pretrained_from, backbone = init_network(cfg, data.classes)
-    if cfg.weights is not None and is_run_dir(cfg.weights):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)  # the random parts of the network's initialisation
+        net, data_config, pretrained_from, backbone = init_network(cfg, data.classes)
+    if backbone != cfg.backbone:
         cfg = replace(cfg, backbone=backbone)
 
     # every image the run touches, decoded once

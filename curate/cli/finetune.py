@@ -1,0 +1,228 @@
+"""``curate finetune``, ``curate evaluate`` and ``curate predict``: thin wrappers over :mod:`curate.train`."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from curate.cli._app import app, console, err_console, handles_errors
+
+
+class KindOpt(str, Enum):
+    triplet = "triplet"
+    quadruplet = "quadruplet"
+
+
+class NullOpt(str, Enum):
+    theory = "theory"
+    effective = "effective"
+    empirical = "empirical"
+
+
+class MiningOpt(str, Enum):
+    none = "none"
+    hard = "hard"
+    semihard = "semihard"
+
+
+class CeOn(str, Enum):
+    kept = "kept"
+    all = "all"
+
+
+def _bar() -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("[cyan]{task.fields[info]}"), TimeRemainingColumn(), console=console)
+
+
+@app.command("finetune")
+@handles_errors
+def finetune_cmd(
+    tuples: Annotated[Path, typer.Argument(help="build-tuples folder, or screen output folder (its kept.parquet is used).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: model.safetensors, config.json, metrics, report.")],
+    backbone: Annotated[str | None, typer.Option(help="timm model name (default: the bundled model).")] = None,
+    weights: Annotated[str | None, typer.Option(help="'none' (random), a weights file, a fine-tuning RUN folder; default: timm's cached pretrained weights.")] = None,
+    in_chans: Annotated[int | None, typer.Option(help="Input channels: 1 for grayscale, 3 for RGB (default: the weights', else 3).")] = None,
+    input_size: Annotated[int | None, typer.Option(help="Square input side in pixels, e.g. 48 (default: the backbone's).")] = None,
+    embed_dim: Annotated[int, typer.Option(help="Dimension of the embedding layer.")] = 128,
+    scale: Annotated[float, typer.Option(help="Modulus s of the embeddings.")] = 1.0,
+    kind: Annotated[KindOpt | None, typer.Option(help="Loss: triplet or quadruplet (default: the tuples' kind).")] = None,
+    margin: Annotated[float, typer.Option(help="Margin of the anchor-positive vs anchor-negative term.")] = 0.2,
+    margin2: Annotated[float, typer.Option(help="Quadruplet: margin of the anchor-positive vs negative-negative2 term.")] = 0.1,
+    ce_weight: Annotated[float, typer.Option(help="Weight of the classification loss on the embedding (0: head trained on detached embeddings).")] = 1.0,
+    ce_on: Annotated[CeOn, typer.Option(help="Images the classification loss uses: those of kept tuples, or all.")] = CeOn.kept,
+    mining: Annotated[MiningOpt, typer.Option(help="In-batch negative mining among images that pass the negative sub-boundary.")] = MiningOpt.none,
+    screen_every_step: Annotated[bool, typer.Option(help="Apply the statistical boundary to every batch.")] = True,
+    alpha_pos: Annotated[float, typer.Option(help="Significance level of the positive sub-boundary.")] = 0.05,
+    alpha_neg: Annotated[float, typer.Option(help="Significance level of the negative sub-boundary.")] = 0.05,
+    null: Annotated[NullOpt, typer.Option(help="Null dimension: theory (d), effective (participation ratio) or empirical.")] = NullOpt.effective,
+    center: Annotated[bool, typer.Option(help="Centre embeddings on the window mean before the boundary.")] = True,
+    screen_window: Annotated[int, typer.Option(help="Recent embeddings the in-loop boundary is fitted to.")] = 2048,
+    screen_warmup_steps: Annotated[int, typer.Option(help="Steps on every tuple before in-loop screening starts.")] = 0,
+    epochs: Annotated[int, typer.Option(help="Passes over the tuples.")] = 10,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps.")] = None,
+    batch_tuples: Annotated[int, typer.Option(help="Tuples per batch (their unique images are forwarded once).")] = 64,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, warm-up then cosine).")] = 1e-3,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 1e-4,
+    augment: Annotated[bool, typer.Option(help="Flip, small rotation/scale/shift, brightness/contrast (saturation for RGB).")] = True,
+    seed: Annotated[int, typer.Option(help="Seed: same seed and input, same run (bit for bit on CPU).")] = 0,
+    val_split: Annotated[str, typer.Option(help="Split of images.parquet measured after each epoch ('none' to skip).")] = "val",
+    reset_head: Annotated[bool, typer.Option(help="With --weights RUN of other classes: train a new classification head.")] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    amp: Annotated[bool, typer.Option(help="bfloat16 autocast on CUDA.")] = True,
+    checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints (also at each epoch end).")] = 200,
+    preload_max_gb: Annotated[float, typer.Option(help="Decode all images into memory when they fit this size.")] = 4.0,
+    restart: Annotated[bool, typer.Option(help="Discard a checkpoint in --out instead of resuming from it.")] = False,
+) -> None:
+    """Fine-tune an embedding network on tuples, screening every batch with the statistical boundary."""
+    from curate.train.loop import FinetuneConfig, finetune
+
+    cfg = FinetuneConfig(
+        backbone=backbone, weights=weights, in_chans=in_chans, input_size=input_size, embed_dim=embed_dim,
+        scale=scale, kind=kind.value if kind else None, margin=margin, margin2=margin2, ce_weight=ce_weight,
+        ce_on=ce_on.value, mining=mining.value, screen_every_step=screen_every_step, alpha_pos=alpha_pos,
+        alpha_neg=alpha_neg, null=null.value, center=center, screen_window=screen_window,
+        screen_warmup_steps=screen_warmup_steps, epochs=epochs, max_steps=max_steps, batch_tuples=batch_tuples,
+        lr=lr, weight_decay=weight_decay, augment=augment, seed=seed,
+        val_split=None if val_split.lower() == "none" else val_split, reset_head=reset_head, device=device,
+        amp=amp, checkpoint_every=checkpoint_every, preload_max_gb=preload_max_gb,
+    )
+    all_dropped = 0
+    try:
+        with _bar() as bar:
+            tasks: dict[str, Any] = {}
+            t0 = time.perf_counter()
+
+            def progress(phase: str, done: int, total: int, info: dict[str, Any]) -> None:
+                nonlocal all_dropped
+                if phase not in tasks:
+                    label = {"decode": "decoding images", "train": "training", "val": "epochs"}.get(phase, phase)
+                    tasks[phase] = bar.add_task(label, total=total, info="")
+                text = ""
+                if phase == "decode":
+                    dt = time.perf_counter() - t0
+                    text = f"{done / dt:,.0f} images/s" if dt > 0 else ""
+                elif phase == "train":
+                    all_dropped += bool(info.get("all_dropped"))
+                    text = (f"loss {info['loss']:.3f}  kept {1 - info['share_dropped']:.0%}  "
+                            f"{info['images_per_s']:,.0f} img/s")
+                elif phase == "val":
+                    text = f"val acc {info.get('val_accuracy', float('nan')):.3f}  F1 {info.get('val_macro_f1', float('nan')):.3f}"
+                bar.update(tasks[phase], completed=done, total=total, info=text)
+
+            result = finetune(tuples, out, cfg, restart=restart, progress=progress)
+    except KeyboardInterrupt:
+        err_console.print(f"[red]interrupted[/]: the last completed step is checkpointed in {escape(str(out))}; "
+                          "run the same command again to resume")
+        raise typer.Exit(code=130) from None
+    _render_finetune(result)
+
+
+def _render_finetune(result: Any) -> None:
+    counts = result.run["counts"]
+    if result.resumed_from_step:
+        console.print(f"resumed from step {result.resumed_from_step}")
+    if counts.get("steps_all_dropped"):
+        console.print(f"[yellow]{counts['steps_all_dropped']} step(s) dropped every tuple and trained on the "
+                      "classification loss only[/]")
+    table = Table(title=f"finetune: {escape(str(result.run_dir))}")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for key in ("tuples", "steps", "mean_share_dropped", "val_images", "val_accuracy", "val_macro_f1"):
+        v = counts.get(key)
+        table.add_row(key.replace("_", " "), "–" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v)))
+    console.print(table)
+    if not result.config.get("pretrained_from"):
+        console.print("[bold red]the network started from random weights[/]")
+    console.print(f"report: {escape(str(result.run_dir / 'report.html'))}")
+
+
+@app.command("evaluate")
+@handles_errors
+def evaluate_cmd(
+    run: Annotated[Path, typer.Argument(help="Fine-tuning run folder.")],
+    source: Annotated[Path, typer.Argument(help="Labelled images: class-per-folder, CSV/Parquet manifest, or build-tuples folder.")],
+    split: Annotated[str | None, typer.Option(help="Only images of this split (e.g. val).")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the metrics as JSON to this file ('-' for stdout).")] = None,
+    skip_unknown_classes: Annotated[bool, typer.Option(help="Leave out images of classes the run was not trained on.")] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 256,
+) -> None:
+    """Accuracy, per-class accuracy, macro F1 and confusion matrix of a run on a labelled split."""
+    from curate.io import write_json
+    from curate.train.evaluate import evaluate
+
+    result = evaluate(run, source, split=split, device=device, batch_size=batch_size,
+                      skip_unknown_classes=skip_unknown_classes)
+    data = result.to_dict()
+    if json_out is not None and str(json_out) == "-":
+        typer.echo(json.dumps(data, indent=2))
+        return
+    if json_out is not None:
+        write_json(data, json_out)
+    m = result.metrics
+    table = Table(title=f"{escape(str(run))} on {escape(str(source))}" + (f" ({escape(split)})" if split else ""))
+    for col in ("class", "images", "accuracy", "precision", "F1"):
+        table.add_column(col, justify="left" if col == "class" else "right")
+    for r in m["per_class"]:
+        table.add_row(escape(r["class"]), str(r["n"]), _f(r["accuracy"]), _f(r["precision"]), _f(r["f1"]))
+    table.add_section()
+    table.add_row("[bold]all[/]", str(m["n_images"]), f"[bold]{_f(m['accuracy'])}[/]", "",
+                  f"[bold]{_f(m['macro_f1'])}[/] (macro)")
+    console.print(table)
+    cm = Table(title="confusion matrix (rows: true, columns: predicted)")
+    cm.add_column("")
+    for c in m["classes"]:
+        cm.add_column(escape(c[:8]), justify="right")
+    for c, row in zip(m["classes"], m["confusion"], strict=True):
+        cm.add_row(escape(c), *map(str, row))
+    console.print(cm)
+    for k, v in result.skipped.items():
+        console.print(f"[yellow]skipped {v} image(s): {escape(k)}[/]")
+
+
+def _f(v: float | None) -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
+
+
+@app.command("predict")
+@handles_errors
+def predict_cmd(
+    run: Annotated[Path, typer.Argument(help="Fine-tuning run folder.")],
+    images: Annotated[list[str], typer.Argument(help="Image files, folders (recursive) or glob patterns.")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON records instead of a table.")] = False,
+    faces: Annotated[bool, typer.Option(help="Add the face-screen columns (pose, occlusion, verdict).")] = False,
+    top: Annotated[int, typer.Option(help="Class probabilities shown per image in the table.")] = 3,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 256,
+) -> None:
+    """Predicted expression and class probabilities for each image."""
+    from curate.train.evaluate import predict
+
+    table = predict(run, images, device=device, batch_size=batch_size, faces=faces)
+    if json_out:
+        typer.echo(table.to_json(orient="records", indent=2))
+        return
+    prob_cols = [c for c in table.columns if c.startswith("p_")]
+    out = Table(title=f"predictions of {escape(str(run))}")
+    out.add_column("image")
+    out.add_column("expression")
+    out.add_column(f"top {top} probabilities")
+    extra = [c for c in ("face_found", "yaw", "occlusion", "face_reason") if c in table.columns]
+    for c in extra:
+        out.add_column(c)
+    for _, r in table.iterrows():
+        probs = sorted(((r[c], c[2:]) for c in prob_cols), reverse=True)[:top]
+        out.add_row(escape(str(r["path"])), escape(str(r["prediction"])),
+                    ", ".join(f"{escape(name)} {p:.2f}" for p, name in probs),
+                    *[escape(str(r[c])) for c in extra])
+    console.print(out)

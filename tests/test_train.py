@@ -1,0 +1,481 @@
+"""Tests of curate finetune (curate.train): losses against brute force, the in-loop
+boundary against the formulas of issue 3, determinism, resume, run format, bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+from pathlib import Path
+from statistics import NormalDist
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from curate.errors import CurateError
+from curate.train.data import (
+    NO_AUGMENT,
+    Augment,
+    ImageStore,
+    batch_members,
+    epoch_batches,
+    load_training_data,
+    step_generator,
+    to_model_input,
+)
+from curate.train.loop import finetune
+from curate.train.loss import (
+    InLoopScreen,
+    ScreenSettings,
+    mine_negatives,
+    quadruplet_loss,
+    triplet_loss,
+)
+from curate.train.model import load_run
+
+torch.set_num_threads(1)  # 2 shared cores: threads only contend
+
+CLASSES = ("angry", "happy", "sad")
+SIZE = 16
+
+
+def draw(cls: int, rng: np.random.Generator) -> np.ndarray:
+    """A 16x16 grey pattern per class (stripes, bars, blob) plus noise."""
+    y, x = np.mgrid[0:SIZE, 0:SIZE]
+    if cls == 0:
+        img = 128 + 90 * np.sign(np.sin(y * 0.9 + rng.uniform(0, 3)))
+    elif cls == 1:
+        img = 128 + 90 * np.sign(np.sin(x * 0.9 + rng.uniform(0, 3)))
+    else:
+        cy, cx = rng.uniform(5, 11, 2)
+        img = np.where((y - cy) ** 2 + (x - cx) ** 2 < 16, 230, 30).astype(float)
+    img = img + rng.normal(0, 20, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def make_build(root: Path, *, per_class_train: int = 10, per_class_val: int = 4, quadruplets: bool = False,
+               seed: int = 0) -> Path:
+    """Write ``root/images/<split>/<class>/*.png`` and a build-tuples folder ``root/build``."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for split, n in (("train", per_class_train), ("val", per_class_val)):
+        for ci, cls in enumerate(CLASSES):
+            d = root / "images" / split / cls
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                p = d / f"{cls}_{i:03d}.png"
+                Image.fromarray(draw(ci, rng), mode="L").save(p)
+                rows.append({"path": str(p.resolve()), "rel_path": str(p.relative_to(root)), "label": cls,
+                             "split": split, "subject": None, "width": SIZE, "height": SIZE, "mode": "L",
+                             "sha256": hashlib.sha256(p.read_bytes()).hexdigest(), "status": "ok",
+                             "detail": None})
+    images = pd.DataFrame(rows)
+    images.insert(0, "image_id", np.arange(len(images), dtype=np.int64))
+    tuples = []
+    train = images[images["split"] == "train"]
+    for _, a in train.iterrows():
+        same = train[(train["label"] == a["label"]) & (train["image_id"] != a["image_id"])]
+        other = train[train["label"] != a["label"]]
+        pos = same.iloc[rng.integers(len(same))]
+        neg = other.iloc[rng.integers(len(other))]
+        t = {"anchor": a["image_id"], "positive": pos["image_id"], "negative": neg["image_id"]}
+        labels = {"anchor_label": a["label"], "negative_label": neg["label"]}
+        if quadruplets:
+            third = other[other["label"] != neg["label"]]
+            n2 = third.iloc[rng.integers(len(third))]
+            t["negative2"] = n2["image_id"]
+            labels["negative2_label"] = n2["label"]
+        tuples.append({**t, **labels, "split": "train"})
+    tdf = pd.DataFrame(tuples)
+    tdf.insert(0, "tuple_id", np.arange(len(tdf), dtype=np.int64))
+    for c in ("anchor", "positive", "negative", "negative2"):
+        if c in tdf:
+            tdf[c] = tdf[c].astype(np.int64)
+    build = root / "build"
+    build.mkdir(parents=True, exist_ok=True)
+    images.to_parquet(build / "images.parquet", index=False)
+    tdf.to_parquet(build / "tuples.parquet", index=False)
+    kind = "quadruplet" if quadruplets else "triplet"
+    (build / "run.json").write_text(json.dumps({"command": "build-tuples", "params": {"kind": kind}}))
+    return build
+
+
+def tiny_config(**overrides: object):  # -> FinetuneConfig
+    """Settings small enough for a test: a tiny timm CNN at 16x16, CPU, 2 epochs."""
+    from curate.train.loop import FinetuneConfig
+
+    base = dict(backbone="test_resnet", weights="none", in_chans=1, input_size=SIZE, embed_dim=16,
+                epochs=2, batch_tuples=8, device="cpu", seed=3, screen_window=64, checkpoint_every=0,
+                lr=3e-3, workers=1)
+    base.update(overrides)
+    return FinetuneConfig(**base)  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope="module")
+def build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_build(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="module")
+def trained(build: Path, tmp_path_factory: pytest.TempPathFactory):
+    run = tmp_path_factory.mktemp("runs") / "run"
+    return finetune(build, run, tiny_config())
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(run / "model.safetensors"))
+
+
+def _same_weights(a: Path, b: Path) -> bool:
+    wa, wb = _weights(a), _weights(b)
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def _comparable(metrics: pd.DataFrame) -> pd.DataFrame:
+    return metrics.drop(columns=["images_per_s"]).reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------- losses
+
+def test_quadruplet_loss_matches_brute_force_loop():
+    g = torch.Generator().manual_seed(0)
+    emb = torch.randn(12, 5, generator=g)
+    idx = torch.randint(0, 12, (4, 9), generator=g)
+    a, p, n, n2 = idx
+    got = quadruplet_loss(emb, a, p, n, n2, margin=0.5, margin2=0.2)
+    e = emb.tolist()
+
+    def d(u: int, v: int) -> float:
+        return math.sqrt(sum((x - y) ** 2 for x, y in zip(e[u], e[v], strict=True)))
+
+    total = 0.0
+    for i in range(9):
+
+        dap = d(int(a[i]), int(p[i]))
+        total += max(0.0, dap - d(int(a[i]), int(n[i])) + 0.5) + max(0.0, dap - d(int(n[i]), int(n2[i])) + 0.2)
+    assert got.item() == pytest.approx(total / 9, rel=1e-5)
+
+
+def test_triplet_loss_matches_brute_force_loop_and_has_gradients():
+    g = torch.Generator().manual_seed(1)
+    emb = torch.randn(10, 4, generator=g, requires_grad=True)
+    a, p, n = torch.tensor([0, 1, 2, 3]), torch.tensor([4, 5, 6, 7]), torch.tensor([8, 9, 0, 1])
+    got = triplet_loss(emb, a, p, n, margin=0.3)
+    e = emb.detach()
+    want = sum(max(0.0, (e[x] - e[y]).norm().item() - (e[x] - e[z]).norm().item() + 0.3)
+               for x, y, z in zip(a.tolist(), p.tolist(), n.tolist(), strict=True)) / 4
+    assert got.item() == pytest.approx(want, rel=1e-5)
+    got.backward()
+    assert emb.grad is not None and torch.isfinite(emb.grad).all() and emb.grad.abs().sum() > 0
+    assert triplet_loss(emb, a[:0], p[:0], n[:0], margin=0.3).item() == 0.0
+
+
+def test_hard_mining_picks_closest_allowed_other_label_negative():
+    g = torch.Generator().manual_seed(2)
+    emb = torch.randn(9, 3, generator=g)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2, 0, 1, 2])
+    allowed = torch.tensor([True] * 8 + [False])
+    a, p, n = torch.tensor([0, 2, 4]), torch.tensor([1, 3, 5]), torch.tensor([2, 0, 0])
+    got = mine_negatives(emb, a, p, n, labels, allowed, "hard")
+    for t in range(3):
+        cands = [j for j in range(9) if labels[j] != labels[a[t]] and allowed[j]]
+        best = min(cands, key=lambda j: ((emb[a[t]] - emb[j]).norm().item(), j))
+        assert got[t].item() == best
+    semi = mine_negatives(emb, a, p, n, labels, allowed, "semihard")
+    for t in range(3):
+        dap = (emb[a[t]] - emb[p[t]]).norm().item()
+        cands = [j for j in range(9) if labels[j] != labels[a[t]] and allowed[j]
+                 and (emb[a[t]] - emb[j]).norm().item() > dap]
+        want = min(cands, key=lambda j: (emb[a[t]] - emb[j]).norm().item()) if cands else n[t].item()
+        assert semi[t].item() == want
+
+
+# ----------------------------------------------------------------------------- in-loop boundary
+
+def _brute_boundary(window: np.ndarray, alpha_pos: float, alpha_neg: float, null: str):
+    centred = window - window.mean(axis=0)
+    unit = centred / np.linalg.norm(centred, axis=1, keepdims=True)
+    if null == "theory":
+        d_null = window.shape[1]
+    else:
+        ev = np.linalg.eigvalsh(np.cov(unit, rowvar=False))
+        d_null = ev.sum() ** 2 / (ev ** 2).sum()
+    mu, sigma = math.sqrt(2), 1 / math.sqrt(2 * d_null)
+    z = NormalDist()
+    return window.mean(axis=0), mu + z.inv_cdf(1 - alpha_pos) * sigma, mu - z.inv_cdf(1 - alpha_neg) * sigma, d_null
+
+
+@pytest.mark.parametrize("null", ["effective", "theory"])
+def test_in_loop_screen_matches_brute_force_boundary_on_planted_tuples(null: str):
+    rng = np.random.default_rng(0)
+    d = 16
+    centres = rng.normal(size=(10, d)) * 3
+    labels = np.repeat(np.arange(10), 10)
+    emb = (centres[labels] + rng.normal(size=(100, d)) * 0.5).astype(np.float32)
+    # plant a positive at the antipode of anchor 0 (a mislabelled positive) and a negative
+    # that is a near copy of anchor 5
+    emb = np.vstack([emb, 2 * emb.mean(axis=0) - emb[0], emb[5] + 0.01]).astype(np.float32)
+    labels = np.append(labels, [0, 3])
+    tuples = [(0, 1, 25), (21, 22, 45), (41, 42, 3), (0, 100, 50), (5, 6, 101)]
+    local = np.array(tuples)
+    screen = InLoopScreen(ScreenSettings(null=null, window=1000), dim=d, scale=1.0)
+    res = screen(emb, labels, local, step=0, seed=0)
+    mean, t_pos, t_neg, d_null = _brute_boundary(emb, 0.05, 0.05, null)
+    assert res.d_null == pytest.approx(d_null, rel=1e-4)
+    assert res.t_pos == pytest.approx(t_pos, rel=1e-5) and res.t_neg == pytest.approx(t_neg, rel=1e-5)
+    x = emb - mean
+    x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    for i, (a, p, n) in enumerate(tuples):
+        far = np.linalg.norm(x[a] - x[p]) > t_pos
+        close = np.linalg.norm(x[a] - x[n]) < t_neg
+        assert res.too_far[i] == far and res.too_close[i] == close and res.keep[i] == (not far and not close)
+    assert res.too_far[3] and res.too_close[4]          # the planted ones
+    assert res.keep[:3].all()                          # the clean ones
+
+
+def test_in_loop_screen_is_monotone_in_alpha_and_window_commits_only_on_request():
+    rng = np.random.default_rng(1)
+    emb = rng.normal(size=(40, 6)).astype(np.float32)
+    labels = rng.integers(0, 3, 40)
+    local = rng.integers(0, 40, size=(30, 3))
+    kept = []
+    for alpha in (0.01, 0.05, 0.2, 0.5):
+        screen = InLoopScreen(ScreenSettings(alpha_pos=alpha, alpha_neg=alpha), dim=6, scale=1.0)
+        kept.append(screen(emb, labels, local, step=0, seed=0).keep)
+        assert screen.window.shape[0] == 0
+        screen.commit_pending()
+        assert screen.window.shape == (40, 6)
+    for looser, stricter in zip(kept, kept[1:], strict=False):
+        assert not (stricter & ~looser).any()     # raising alpha never keeps a tuple more
+
+
+# ----------------------------------------------------------------------------- data
+
+def test_batches_cover_every_tuple_once_and_members_index_unique_images():
+    batches = epoch_batches(23, 5, seed=1, epoch=0)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(23))
+    assert [len(b) for b in batches] == [5, 5, 5, 5, 3]
+    assert all(np.array_equal(x, y) for x, y in zip(batches, epoch_batches(23, 5, seed=1, epoch=0), strict=True))
+    assert not np.array_equal(np.concatenate(batches), np.concatenate(epoch_batches(23, 5, seed=1, epoch=1)))
+    members = np.array([[4, 9, 4], [9, 2, 7]])
+    unique, local = batch_members(members)
+    assert unique.tolist() == [2, 4, 7, 9] and np.array_equal(unique[local], members)
+
+
+def test_augment_is_deterministic_bounded_and_off_when_disabled():
+    x = torch.randint(0, 256, (6, 3, 16, 16), dtype=torch.uint8)
+    a1 = Augment()(x, step_generator(0, 5))
+    a2 = Augment()(x, step_generator(0, 5))
+    a3 = Augment()(x, step_generator(0, 6))
+    assert torch.equal(a1, a2) and not torch.equal(a1, a3)
+    assert a1.min() >= 0 and a1.max() <= 1 and a1.shape == x.shape
+    assert torch.allclose(NO_AUGMENT(x, step_generator(0, 5)), x.float() / 255, atol=1e-6)
+
+
+def test_image_store_matches_the_screen_preprocessing(tmp_path: Path):
+    from PIL import Image
+
+    from curate.embed import build_transform, load_image
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(3):
+        p = tmp_path / f"im{i}.png"
+        Image.fromarray(rng.integers(0, 256, (30, 22, 3), dtype=np.uint8), "RGB").save(p)
+        paths.append(str(p))
+    cfg = {"input_size": [3, 16, 16], "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3],
+           "interpolation": "bicubic", "crop_pct": 0.875, "crop_mode": "center"}
+    for max_bytes in (10**9, 0):  # preloaded and decoded on demand
+        store = ImageStore(paths, cfg, max_bytes=max_bytes, workers=1)
+        got = to_model_input(store.get([2, 0]), cfg)
+        want = torch.stack([build_transform(cfg)(load_image(paths[i])) for i in (2, 0)])
+        assert store.preloaded == (max_bytes > 0)
+        assert torch.allclose(got, want, atol=1.01 / 255 / 0.2)  # 8-bit rounding of the stored pixels
+
+
+# ----------------------------------------------------------------------------- finetune
+
+def test_finetune_writes_a_loadable_run_with_normalised_embeddings(trained, build: Path):
+    run = trained.run_dir
+    for name in ("model.safetensors", "config.json", "metrics.parquet", "report.html", "run.json",
+                 "tuple_drops.parquet", "evaluation.json"):
+        assert (run / name).is_file(), name
+    net, cfg = load_run(run)
+    assert cfg["classes"] == list(CLASSES) and cfg["in_chans"] == 1 and cfg["embed_dim"] == 16
+    assert cfg["backbone"] == "test_resnet" and cfg["data_config"]["input_size"] == [1, SIZE, SIZE]
+    x = torch.randn(5, 1, SIZE, SIZE)
+    with torch.no_grad():
+        emb, logits = net(x), net.classify(x)
+    assert emb.shape == (5, 16) and torch.allclose(emb.norm(dim=1), torch.ones(5), atol=1e-5)
+    assert logits.shape == (5, 3)
+    m = trained.metrics
+    train, val = m[m["phase"] == "train"], m[m["phase"] == "val"]
+    n_tuples = len(pd.read_parquet(build / "tuples.parquet"))
+    assert len(train) == 2 * math.ceil(n_tuples / 8) and len(val) == 2
+    assert (train["n_kept"] <= train["n_tuples"]).all()
+    assert np.allclose(train["share_dropped"], 1 - train["n_kept"] / train["n_tuples"])
+    assert ((train["share_too_far"] + train["share_too_close"]) >= train["share_dropped"] - 1e-9).all()
+    assert train["screen_active"].all() and train["d_null"].gt(0).all()
+    assert (train["n_images"] <= 3 * train["n_tuples"]).all()
+    drops = pd.read_parquet(run / "tuple_drops.parquet")
+    assert drops["n_seen"].tolist() == [2] * n_tuples     # every tuple seen once per epoch
+    assert drops["n_too_far"].sum() == round((train["share_too_far"] * train["n_tuples"]).sum())
+    assert 0 <= val["val_accuracy"].iloc[-1] <= 1 and trained.final["n_images"] == 12
+    html = (run / "report.html").read_text()
+    assert "data:image/png;base64," in html and "Per-class accuracy" in html and "happy" in html
+
+
+def test_same_seed_gives_identical_metrics_and_weights(trained, build: Path, tmp_path: Path):
+    again = finetune(build, tmp_path / "again", tiny_config())
+    pd.testing.assert_frame_equal(_comparable(again.metrics), _comparable(trained.metrics))
+    assert _same_weights(again.run_dir, trained.run_dir)
+    other = finetune(build, tmp_path / "other", tiny_config(seed=4))
+    assert not _same_weights(other.run_dir, trained.run_dir)
+
+
+def test_interrupted_run_resumes_to_the_uninterrupted_result(trained, build: Path, tmp_path: Path):
+    run = tmp_path / "interrupted"
+
+    def stop_at_3(phase: str, done: int, total: int, info: dict) -> None:
+        if phase == "train" and done == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        finetune(build, run, tiny_config(), progress=stop_at_3)
+    assert json.loads((run / "checkpoints" / "last.json").read_text())["step"] == 3
+    assert not (run / "model.safetensors").exists()
+    resumed = finetune(build, run, tiny_config())
+    assert resumed.resumed_from_step == 3
+    pd.testing.assert_frame_equal(_comparable(resumed.metrics), _comparable(trained.metrics))
+    assert _same_weights(run, trained.run_dir)
+    with pytest.raises(CurateError, match="other settings"):
+        finetune(build, run, tiny_config(lr=1e-2))
+
+
+def test_batch_that_drops_everything_trains_on_classification_only(build: Path, tmp_path: Path):
+    res = finetune(build, tmp_path / "strict", tiny_config(alpha_pos=0.99, alpha_neg=0.99, epochs=1))
+    train = res.metrics[res.metrics["phase"] == "train"]
+    assert train["all_dropped"].any()
+    dropped = train[train["all_dropped"]]
+    assert (dropped["metric_loss"] == 0).all() and (dropped["ce_loss"] > 0).all()
+    assert any("classification loss only" in n for n in res.notes)
+    assert res.run["counts"]["steps_all_dropped"] == int(train["all_dropped"].sum())
+
+
+def test_no_screening_keeps_every_tuple_and_quadruplets_train_with_mining(tmp_path: Path):
+    qbuild = make_build(tmp_path / "q", quadruplets=True, per_class_train=6, per_class_val=2)
+    res = finetune(qbuild, tmp_path / "q_run", tiny_config(screen_every_step=False, mining="hard", epochs=1))
+    train = res.metrics[res.metrics["phase"] == "train"]
+    assert (train["share_dropped"] == 0).all() and train["metric_loss"].gt(0).any()
+    assert res.run["params"]["kind"] == "quadruplet"
+    res2 = finetune(qbuild, tmp_path / "q_run2", tiny_config(epochs=1, mining="semihard"))
+    assert res2.metrics["screen_active"].dropna().all()
+
+
+def test_screen_output_folder_is_used_through_kept_parquet(build: Path, tmp_path: Path):
+    screen_dir = tmp_path / "screen"
+    screen_dir.mkdir()
+    tuples = pd.read_parquet(build / "tuples.parquet")
+    tuples.iloc[:9].to_parquet(screen_dir / "kept.parquet", index=False)
+    (screen_dir / "run.json").write_text(json.dumps({"params": {"source": str(build)}}))
+    data = load_training_data(screen_dir)
+    assert len(data.tuples) == 9 and data.build_dir == build.resolve()
+    assert len(data.val_images) == 12 and data.classes == list(CLASSES)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+def test_empty_kept_set_is_a_clear_error(build: Path, tmp_path: Path):
+    screen_dir = tmp_path / "screen"
+    screen_dir.mkdir()
+    pd.read_parquet(build / "tuples.parquet").iloc[:0].to_parquet(screen_dir / "kept.parquet", index=False)
+    (screen_dir / "run.json").write_text(json.dumps({"params": {"build_dir": str(build)}}))
+    with pytest.raises(CurateError, match="kept set is empty"):
+        finetune(screen_dir, tmp_path / "run", tiny_config())
+
+
+def test_missing_image_is_a_clear_error(tmp_path: Path):
+    b = make_build(tmp_path / "m", per_class_train=4, per_class_val=1)
+    images = pd.read_parquet(b / "images.parquet")
+    Path(images["path"].iloc[2]).unlink()
+    with pytest.raises(CurateError, match=r"1 image file\(s\) are missing.*" + images["path"].iloc[2].split("/")[-1]):
+        finetune(b, tmp_path / "run", tiny_config())
+
+
+def test_tuples_of_another_dataset_than_the_weights_expect(trained, tmp_path: Path):
+    root = tmp_path / "other"
+    b = make_build(root, per_class_train=4, per_class_val=1)
+    for f in ("images.parquet", "tuples.parquet"):
+        t = pd.read_parquet(b / f)
+        for col in ("label", "anchor_label", "negative_label"):
+            if col in t:
+                t[col] = t[col].replace({"sad": "surprise"})
+        t.to_parquet(b / f, index=False)
+    with pytest.raises(CurateError, match=r"another dataset than the weights expect") as exc:
+        finetune(b, tmp_path / "run", tiny_config(weights=str(trained.run_dir), backbone=None))
+    assert "surprise" in str(exc.value) and "--reset-head" in str(exc.value)
+    res = finetune(b, tmp_path / "run2", tiny_config(weights=str(trained.run_dir), backbone=None, reset_head=True,
+                                                     epochs=1))
+    assert res.config["classes"] == ["angry", "happy", "surprise"]
+    assert res.config["pretrained_from"] == str(trained.run_dir.resolve())
+
+
+def test_corrupted_checkpoint_is_a_clear_error(trained, tmp_path: Path):
+    run = tmp_path / "copy"
+    shutil.copytree(trained.run_dir, run)
+    (run / "model.safetensors").write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(CurateError, match="corrupted checkpoint"):
+        load_run(run)
+    (run / "model.safetensors").unlink()
+    with pytest.raises(CurateError, match="weights file not found"):
+        load_run(run)
+    (run / "config.json").write_text("{not json")
+    with pytest.raises(CurateError, match="cannot read"):
+        load_run(run)
+
+
+def test_corrupted_resume_checkpoint_is_a_clear_error(trained, build: Path, tmp_path: Path):
+    run = tmp_path / "copy"
+    shutil.copytree(trained.run_dir, run)
+    for f in (run / "checkpoints").glob("*.state.pt"):
+        f.write_bytes(b"broken")
+    with pytest.raises(CurateError, match="corrupted checkpoint") as exc:
+        finetune(build, run, tiny_config())
+    assert "--restart" in str(exc.value)
+
+
+def test_cli_finetune_runs_and_reports_bad_input(build: Path, tmp_path: Path):
+    from curate.cli import app
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["finetune", str(build), "--out", str(tmp_path / "cli_run"), "--backbone", "test_resnet",
+                              "--weights", "none", "--in-chans", "1", "--input-size", "16", "--embed-dim", "8",
+                              "--epochs", "1", "--batch-tuples", "8", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert "val accuracy" in res.output and (tmp_path / "cli_run" / "model.safetensors").is_file()
+    bad = runner.invoke(app, ["finetune", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x"),
+                              "--backbone", "test_resnet", "--weights", "none"])
+    assert bad.exit_code == 2 and "TUPLES folder not found" in bad.output
+
+
+def test_report_escapes_data_strings():
+    from curate.train.report import build_report
+
+    metrics = pd.DataFrame([{"phase": "train", "step": 0, "epoch": 0, "loss": 1.0, "metric_loss": 0.5,
+                             "ce_loss": 0.5, "train_accuracy": 0.5, "share_dropped": 0.1, "share_too_far": 0.1,
+                             "share_too_close": 0.0, "d_null": 3.0, "all_dropped": False}])
+    final = {"classes": ["<script>x</script>", "b&c"], "confusion": [[1, 0], [0, 1]], "accuracy": 1.0,
+             "macro_f1": 1.0, "per_class": [{"class": "<script>x</script>", "n": 1, "accuracy": 1.0,
+                                             "precision": 1.0, "f1": 1.0}]}
+    page = build_report(metrics=metrics, final=final, config={"backbone": "<b>", "classes": final["classes"]},
+                        record={"params": {}, "counts": {}})
+    assert "<script>x" not in page and "&lt;script&gt;x&lt;/script&gt;" in page and "b&amp;c" in page
