@@ -58,9 +58,11 @@ def null_misfit(run: ScreenRun) -> Alert | None:
                        f"where {100 * nominal:.1f}% was expected")
     if not bad:
         return None
-    return Alert("red", f"The null does not fit this data ({b.get('null', 'null')} null): "
+    used = str(b.get("null", ""))
+    others = " or ".join(f"--null {n}" for n in ("effective", "empirical") if n != used)
+    return Alert("red", f"The null does not fit this data ({used or 'unknown'} null): "
                  + "; ".join(bad) + ". Rejection rates will not match alpha; "
-                 "try --null empirical or --null effective, or a backbone that knows faces.")
+                 f"try {others}, or a backbone that knows faces.")
 
 
 def faces_not_found(run: ScreenRun) -> Alert | None:
