@@ -21,6 +21,7 @@ _EXPORTS = {
     "load_backbone": "curate.backbone",
     "embed_images": "curate.embed",
     "fit_boundary": "curate.screens.statistical",
+    "write_report": "curate.report",
 }
 
 

@@ -13,5 +13,6 @@ from curate.cli._app import app, main  # noqa: F401
 from curate.cli import build  # noqa: E402,F401
 from curate.cli import screen  # noqa: E402,F401
 from curate.cli import example  # noqa: E402,F401
+from curate.cli import report  # noqa: E402,F401
 
 __all__ = ["app", "main"]
