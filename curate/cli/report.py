@@ -13,7 +13,7 @@ from curate.cli._app import app, console, handles_errors
 @handles_errors
 def report(
     screen_dir: Path = typer.Argument(..., help="Output folder of `curate screen` (holds scores.parquet)."),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Report file [default: DIR/report.html]."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Report file (default: DIR/report.html)."),
     max_gallery: int = typer.Option(24, "--max-gallery", min=1,
                                     help="Most items shown in each gallery; bounds the file size."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random face samples."),
