@@ -122,7 +122,7 @@ def make_screen_dir(root: Path, *, n_images: int = 36, n_tuples: int = 240, quad
     fdf["detail"] = None
     codes = [";".join(c for c, on in (("side_face", abs(y) > max_yaw), ("occluded", o > max_occ),
                                       ("no_face", not f)) if on) or None
-             for y, o, f in zip(yaw, occ, found)]
+             for y, o, f in zip(yaw, occ, found, strict=True)]
     fdf["face_reason"] = pd.Series(codes, dtype="string")
     fdf["face_reject"] = [c is not None for c in codes]
 
@@ -447,8 +447,8 @@ def test_thumbnails_of_odd_images(tmp_path):
 def test_cli_report(screen, tmp_path):
     from typer.testing import CliRunner
 
-    from curate.cli._app import app
     import curate.cli.report  # noqa: F401  (registers the command)
+    from curate.cli._app import app
 
     out = tmp_path / "cli.html"
     res = CliRunner().invoke(app, ["report", str(screen["screen"]), "--out", str(out)])

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-
 from test_report import SECTIONS, external_references, make_screen_dir, parse  # noqa: I001
 
 from curate.report import write_report

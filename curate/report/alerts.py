@@ -27,8 +27,10 @@ def _truthy(value: Any) -> bool:
 
 def random_weights(run: ScreenRun) -> Alert | None:
     p = run.params
+    inputs = (run.run or {}).get("inputs") or {}
     weights = p.get("weights")
-    if _truthy(p.get("random_weights")) or (isinstance(weights, str) and weights.lower() == "none"):
+    if (_truthy(p.get("random_weights")) or _truthy(inputs.get("random_weights"))
+            or (isinstance(weights, str) and weights.lower() == "none")):
         return Alert("red", "The backbone ran with RANDOM weights (--weights none). Its distances "
                      "say nothing about expressions: do not use these rejections to clean data.")
     return None

@@ -156,7 +156,7 @@ def reason_bar_figure(by_reason: pd.DataFrame) -> str:
         y = np.arange(len(by_reason))[::-1]
         ax.barh(y, by_reason["tuples"], color=[reason_color(r) for r in by_reason["reason"]])
         ax.set_yticks(y, list(by_reason["reason"]))
-        for yi, n, s in zip(y, by_reason["tuples"], by_reason["share"]):
+        for yi, n, s in zip(y, by_reason["tuples"], by_reason["share"], strict=True):
             ax.text(n, yi, f" {n:,} ({s:.1%})", va="center", fontsize=9)
         ax.set_xlabel("tuples")
         ax.margins(x=0.2)

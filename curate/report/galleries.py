@@ -98,7 +98,7 @@ def _tuple_row(run: ScreenRun, thumbs: Thumbnails, row: pd.Series, severity: flo
             dists.append(join([f"{col} = ", tag("b" if bad else "span", f"{row[col]:.3f}", class_=cls)]))
     tid = row.get("tuple_id", row.name)
     meta = join([tag("div", f"tuple {tid}"), chips(row.get("reason")),
-                 join((Markup("<div>") + d + Markup("</div>") for d in dists)),
+                 join(Markup("<div>") + d + Markup("</div>") for d in dists),
                  tag("div", f"{severity:.1f} sigma past the boundary")])
     return Markup(f'<div class="tuple"><div class="meta">{meta}</div>{join(boxes)}</div>')
 
@@ -118,8 +118,9 @@ def tuple_gallery(run: ScreenRun, flags: pd.DataFrame, thumbs: Thumbnails, max_i
         parts.append(tag("h4", join([chips(code), f" \u2014 the {idx.size:,} most abnormal of "
                                      f"{total:,} tuples"])))
         rows = run.scores.iloc[idx]
-        parts.append(join(_tuple_row(run, thumbs, r, float(sev[i]))
-                          for (_, r), i in zip(rows.iterrows(), idx)))
+        parts.append(Markup('<div class="tuples">') + join(
+            _tuple_row(run, thumbs, r, float(sev[i]))
+            for (_, r), i in zip(rows.iterrows(), idx, strict=True)) + Markup("</div>"))
     return join(parts)
 
 

@@ -146,8 +146,9 @@ img.fig{max-width:100%;height:auto;display:block;margin:6px 0}
 .chip{display:inline-block;color:#fff;border-radius:10px;padding:0 8px;margin:1px 2px;font-size:12px}
 .grid{overflow-x:auto}
 .tuple{display:flex;gap:10px;align-items:flex-start;border-bottom:1px solid #eee;padding:8px 0}
-.tuple .meta{flex:0 0 220px;font-size:12px}
-.thumb{width:112px;font-size:11px;text-align:center;overflow-wrap:anywhere}
+.tuples{display:grid;grid-template-columns:repeat(auto-fill,minmax(500px,1fr));column-gap:24px}
+.tuple .meta{flex:0 0 150px;font-size:12px}
+.thumb{width:104px;font-size:11px;text-align:center;overflow-wrap:anywhere}
 .thumb img,.thumb .missing{width:96px;height:96px;object-fit:contain;image-rendering:pixelated;
  background:#eee;border-radius:4px;display:block;margin:0 auto}
 .thumb .missing{display:flex;align-items:center;justify-content:center;color:#888;padding:4px}

@@ -15,8 +15,20 @@ from curate.report import figures
 from curate.report.alerts import alerts
 from curate.report.galleries import face_gallery, suspect_gallery, tuple_gallery
 from curate.report.html import (
-    Markup, banner, chip, esc, figure, fmt_int, fmt_num, fmt_pct, join, note, page, section,
-    table, tag,
+    Markup,
+    banner,
+    chip,
+    esc,
+    figure,
+    fmt_int,
+    fmt_num,
+    fmt_pct,
+    join,
+    note,
+    page,
+    section,
+    table,
+    tag,
 )
 from curate.report.inputs import ScreenRun, load_screen_dir
 from curate.report.palette import reason_color
