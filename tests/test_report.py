@@ -22,8 +22,8 @@ from PIL import Image, ImageDraw
 from scipy.stats import norm
 
 from curate.errors import CurateError
-from curate.report import load_screen_dir, write_report
-from curate.report.alerts import calibration_misfit
+from curate.report import load_screen_dir, render_html, write_report
+from curate.report.alerts import calibration_misfit, random_weights
 from curate.report.sensitivity import kept_share_grid, t_neg, t_pos
 from curate.report.tables import counts_by_class, negative_confusion, reason_flags
 from curate.report.thumbnails import Thumbnails
@@ -180,11 +180,13 @@ def make_screen_dir(root: Path, *, n_images: int = 36, n_tuples: int = 240, quad
                                 "nominal_alpha_pos": 0.05, "nominal_alpha_neg": 0.05},
                 "random_pair_distances": [round(float(x), 4) for x in rp]}
     (screen / "boundary.json").write_text(json.dumps(boundary))
+    # like curate screen: the --weights value in params, the outcome in inputs
     params = {"build_dir": str(build), "backbone": "resnet18", "weights": "none" if random_weights
-              else "/models/fer.safetensors", "random_weights": random_weights, "null": "effective",
+              else "/models/fer.safetensors", "null": "effective",
               "alpha_pos": 0.05, "alpha_neg": 0.05, "max_yaw": max_yaw, "max_occlusion": max_occ,
               "kind": "quadruplet" if quadruplet else "triplet"}
-    run = {"command": "screen", "params": params, "inputs": {"build_dir": str(build)},
+    run = {"command": "screen", "params": params,
+           "inputs": {"build_dir": str(build), "random_weights": random_weights},
            "counts": {"images": n_images, "tuples": n_tuples},
            "versions": {"curate": "0.1.0", "python": "3.11"},
            "started_at": "2026-11-26T14:00:00+0000", "seconds": 12.5}
@@ -412,6 +414,13 @@ def test_alerts_in_plain_words(tmp_path):
     assert "The null does not fit this data" in html
     assert re.search(r"No face was found in \d+ of 36 images", html)
     assert calibration_misfit(0.2, 0.05, 20000) and not calibration_misfit(0.055, 0.05, 20000)
+    run = load_screen_dir(info["screen"])
+    assert random_weights(run) is not None
+    run.run["inputs"]["random_weights"] = False
+    run.run["params"]["weights"] = None
+    assert random_weights(run) is None
+    run.run["params"]["random_weights"] = True
+    assert random_weights(run) is not None
     assert not calibration_misfit(0.12, 0.05, 50)  # too few pairs to tell
 
 
@@ -458,3 +467,15 @@ def test_cli_report(screen, tmp_path):
     res = CliRunner().invoke(app, ["report", str(tmp_path / "missing")])
     assert res.exit_code == 2
     assert "screen output folder not found" in res.output
+
+
+def test_boundary_without_empirical_null_or_pair_sample_says_so(screen):
+    run = load_screen_dir(screen["screen"])
+    run.boundary["nulls"].pop("empirical")
+    run.boundary.pop("random_pair_distances")
+    run.boundary.pop("calibration")
+    html = render_html(run)
+    assert "No empirical null was fitted in this run." in html
+    assert "holds no random_pair_distances sample" in html
+    assert "boundary.json has no calibration check." in html
+    assert "Summary" in parse(html).headings

@@ -123,7 +123,8 @@ def _summary(run: ScreenRun) -> Markup:
     counts = (run.run or {}).get("counts") or {}
     n_images = run.n_images_input or counts.get("images") or (
         len(run.suspect) if run.suspect is not None else None)
-    cards = [("images", fmt_int(n_images) if n_images is not None else "n/a"),
+    in_tuples = f" ({fmt_int(len(run.suspect))} in tuples)" if run.suspect is not None else ""
+    cards = [("images" + in_tuples, fmt_int(n_images) if n_images is not None else "n/a"),
              ("tuples", fmt_int(n)),
              (f"kept ({fmt_pct(kept / n if n else None)})", fmt_int(kept)),
              (f"rejected ({fmt_pct((n - kept) / n if n else None)})", fmt_int(n - kept))]
