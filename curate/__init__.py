@@ -21,7 +21,16 @@ _EXPORTS = {
     "load_backbone": "curate.backbone",
     "embed_images": "curate.embed",
     "fit_boundary": "curate.screens.statistical",
+    "finetune": "curate.train.loop",
+    "FinetuneConfig": "curate.train.loop",
+    "load_run": "curate.train.model",
+    "evaluate": "curate.train.evaluate",
+    "predict": "curate.train.evaluate",
     "write_report": "curate.report",
+    "analyze_faces": "curate.faces",
+    "resolve_face_model": "curate.faces",
+    "faces_for_source": "curate.faces",
+    "screen_faces": "curate.screens.faces",
 }
 
 

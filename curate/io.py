@@ -92,7 +92,9 @@ def _json_default(obj: Any) -> Any:
 
 def versions() -> dict[str, str]:
     """Versions of curate, Python and the libraries that shape results."""
-    out = {"curate": _version("curate"), "python": platform.python_version()}
+    from curate import __version__
+
+    out = {"curate": __version__, "python": platform.python_version()}
     for name in TRACKED_PACKAGES:
         v = _version(name)
         if v != "not installed":

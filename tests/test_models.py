@@ -1,0 +1,72 @@
+"""The bundled default backbone loads offline and gives expression-aware embeddings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from curate.cli import app
+from curate.models import default_model_dir, list_models
+from curate.train.model import load_run
+
+
+def test_bundled_model_files_and_size() -> None:
+    d = default_model_dir()
+    assert (d / "model.safetensors").stat().st_size <= 10_000_000
+    cfg = json.loads((d / "config.json").read_text())
+    assert cfg["backbone"] == "resnet10t" and cfg["embed_dim"] == 128
+    assert cfg["classes"] == ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
+    assert (d / "README.md").exists()
+
+
+def test_bundled_model_forward_pass() -> None:
+    net, cfg = load_run(default_model_dir())
+    net.eval()
+    x = torch.randn(4, *cfg["data_config"]["input_size"])
+    with torch.inference_mode():
+        emb = net(x)
+        logits = net.classify(x)
+    assert emb.shape == (4, 128)
+    np.testing.assert_allclose(emb.norm(dim=1).numpy(), cfg["scale"], rtol=1e-4)
+    assert logits.shape == (4, 7)
+    assert emb.dtype == torch.float32  # fp16 file, fp32 compute
+
+
+def test_bundled_model_recognises_real_expressions(shared_data: Path) -> None:
+    """On 20 real FER2013 val faces per class it is far above chance (1/7)."""
+    from curate.embed import load_image
+    from curate.train.data import to_model_input
+
+    net, cfg = load_run(default_model_dir())
+    net.eval()
+    size = cfg["data_config"]["input_size"][1:]
+    xs, ys = [], []
+    for k, cls in enumerate(cfg["classes"]):
+        for p in sorted((shared_data / "fer2013" / "val" / cls).iterdir())[:20]:
+            im = load_image(p, in_chans=1).resize(tuple(size[::-1]))
+            xs.append(torch.from_numpy(np.array(im, dtype=np.uint8))[None])
+            ys.append(k)
+    x = to_model_input(torch.stack(xs), cfg["data_config"])
+    with torch.inference_mode():
+        pred = net.classify(x).argmax(1).numpy()
+    assert (pred == np.array(ys)).mean() > 0.45
+
+
+def test_models_command_lists_bundled() -> None:
+    res = CliRunner().invoke(app, ["models"])
+    assert res.exit_code == 0, res.output
+    assert "fer_resnet10t" in res.output and "bundled" in res.output
+    assert any(e.kind == "bundled" for e in list_models())
+
+
+def test_default_backbone_used_when_none_given() -> None:
+    from curate.backbone import load_backbone
+
+    loaded = load_backbone(None)
+    assert loaded.embed_dim == 128 and not loaded.random_weights
+    assert "fer_resnet10t" in loaded.weights_source
