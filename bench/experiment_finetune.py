@@ -55,6 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--input-size", type=int, default=48)
     p.add_argument("--embed-dim", type=int, default=128)
     p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--logit-scale", type=float, default=16.0)
     p.add_argument("--noise", type=float, default=0.2, help="share of train images given a wrong label")
     p.add_argument("--alpha", type=float, default=0.05, help="alpha_pos = alpha_neg of both screens")
     p.add_argument("--null", default="effective")
@@ -112,7 +113,7 @@ def finetune_config(args: argparse.Namespace, **overrides: Any):
     from curate.train.loop import FinetuneConfig
 
     base = dict(backbone=args.backbone, weights="none", in_chans=args.in_chans, input_size=args.input_size,
-                embed_dim=args.embed_dim, epochs=args.epochs, batch_tuples=args.batch_tuples, lr=args.lr,
+                embed_dim=args.embed_dim, logit_scale=args.logit_scale, epochs=args.epochs, batch_tuples=args.batch_tuples, lr=args.lr,
                 alpha_pos=args.alpha, alpha_neg=args.alpha, null=args.null, seed=args.seed, device=args.device,
                 checkpoint_every=0, screen_warmup_steps=args.screen_warmup_steps)
     base.update(overrides)

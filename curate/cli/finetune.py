@@ -55,6 +55,7 @@ def finetune_cmd(
     input_size: Annotated[int | None, typer.Option(help="Square input side in pixels, e.g. 48 (default: the backbone's).")] = None,
     embed_dim: Annotated[int, typer.Option(help="Dimension of the embedding layer.")] = 128,
     scale: Annotated[float, typer.Option(help="Modulus s of the embeddings.")] = 1.0,
+    logit_scale: Annotated[float, typer.Option(help="Class logits = linear layer on the unit embedding times this factor.")] = 16.0,
     kind: Annotated[KindOpt | None, typer.Option(help="Loss: triplet or quadruplet (default: the tuples' kind).")] = None,
     margin: Annotated[float, typer.Option(help="Margin of the anchor-positive vs anchor-negative term.")] = 0.2,
     margin2: Annotated[float, typer.Option(help="Quadruplet: margin of the anchor-positive vs negative-negative2 term.")] = 0.1,
@@ -88,7 +89,7 @@ def finetune_cmd(
 
     cfg = FinetuneConfig(
         backbone=backbone, weights=weights, in_chans=in_chans, input_size=input_size, embed_dim=embed_dim,
-        scale=scale, kind=kind.value if kind else None, margin=margin, margin2=margin2, ce_weight=ce_weight,
+        scale=scale, logit_scale=logit_scale, kind=kind.value if kind else None, margin=margin, margin2=margin2, ce_weight=ce_weight,
         ce_on=ce_on.value, mining=mining.value, screen_every_step=screen_every_step, alpha_pos=alpha_pos,
         alpha_neg=alpha_neg, null=null.value, center=center, screen_window=screen_window,
         screen_warmup_steps=screen_warmup_steps, epochs=epochs, max_steps=max_steps, batch_tuples=batch_tuples,

@@ -262,15 +262,10 @@ def predict(run: str | Path, inputs: Sequence[str | Path], *, device: str = "aut
 
 
 def _face_columns(paths: list[str]) -> pd.DataFrame:
-    try:
-        from curate.faces import analyze_faces  # type: ignore[attr-defined]
-    except ImportError as exc:
-        raise CurateError("the face screen is not available in this installation",
-                          hint="install the face extra (mediapipe), or leave out --faces") from exc
-    faces = analyze_faces(paths)
-    try:
-        from curate.screens.faces import screen_faces  # type: ignore[attr-defined]
-        faces = screen_faces(faces)
-    except ImportError:
-        pass
-    return faces
+    """Face analysis and face-screen verdicts (the ``curate screen`` defaults) per path."""
+    from curate.faces import analyze_faces
+    from curate.screens.faces import face_verdicts
+
+    verdicts = face_verdicts(analyze_faces(paths))
+    verdicts["path"] = paths
+    return verdicts

@@ -54,6 +54,7 @@ from curate.train.loss import (
     triplet_loss,
 )
 from curate.train.model import (
+    DEFAULT_LOGIT_SCALE,
     EmbeddingNet,
     create_backbone,
     is_run_dir,
@@ -81,6 +82,7 @@ class FinetuneConfig:
     input_size: int | None = None     # None: the backbone's input size
     embed_dim: int = 128
     scale: float = 1.0
+    logit_scale: float = DEFAULT_LOGIT_SCALE   # logits = linear(unit embedding * logit_scale)
     kind: str | None = None           # None: from the tuples
     margin: float = 0.2
     margin2: float = 0.1
@@ -124,8 +126,8 @@ class FinetuneConfig:
                 raise CurateError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.batch_tuples < 2:
             raise CurateError("--batch-tuples must be at least 2")
-        if not (self.scale > 0 and self.lr > 0 and self.ce_weight >= 0):
-            raise CurateError("--scale and --lr must be positive and --ce-weight not negative")
+        if not (self.scale > 0 and self.lr > 0 and self.logit_scale > 0 and self.ce_weight >= 0):
+            raise CurateError("--scale, --logit-scale and --lr must be positive and --ce-weight not negative")
         self.screen_settings().check()
 
     def screen_settings(self) -> ScreenSettings:
@@ -192,7 +194,7 @@ def init_network(cfg: FinetuneConfig, classes: list[str]) -> tuple[EmbeddingNet,
         if cfg.in_chans is not None and cfg.in_chans != in_chans:
             raise CurateError(f"--in-chans {cfg.in_chans} does not match the weights of {cfg.backbone!r} "
                               f"({in_chans} channels)", hint=f"pass --in-chans {in_chans} or leave it out")
-    net = EmbeddingNet(body, int(body.num_features), cfg.embed_dim, len(classes), cfg.scale)
+    net = EmbeddingNet(body, int(body.num_features), cfg.embed_dim, len(classes), cfg.scale, cfg.logit_scale)
     return net, make_data_config(body, in_chans, cfg.input_size), source, cfg.backbone
 
 

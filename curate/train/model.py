@@ -25,6 +25,10 @@ from curate.io import atomic_path, write_json
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+# Logits are computed from unit-length embeddings multiplied by this factor (NormFace,
+# Wang et al. 2017): with unit features a plain linear layer starts with tiny logits and
+# learns slowly. Stored in config.json as ``logit_scale``.
+DEFAULT_LOGIT_SCALE = 16.0
 REQUIRED_KEYS = ("backbone", "embed_dim", "scale", "classes", "in_chans", "data_config")
 DATA_CONFIG_KEYS = ("input_size", "mean", "std", "interpolation", "crop_pct", "crop_mode")
 
@@ -37,12 +41,13 @@ class EmbeddingNet(nn.Module):
     """
 
     def __init__(self, backbone: nn.Module, feature_dim: int, embed_dim: int,
-                 n_classes: int, scale: float = 1.0) -> None:
+                 n_classes: int, scale: float = 1.0, logit_scale: float = DEFAULT_LOGIT_SCALE) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = nn.Linear(feature_dim, embed_dim)
         self.classifier = nn.Linear(embed_dim, max(n_classes, 1))
         self.scale = float(scale)
+        self.logit_scale = float(logit_scale)
         self.embed_dim = int(embed_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -51,8 +56,9 @@ class EmbeddingNet(nn.Module):
         return F.normalize(z.float(), dim=1) * self.scale
 
     def logits_from_embeddings(self, emb: torch.Tensor) -> torch.Tensor:
-        """Class logits of embeddings returned by :meth:`forward`."""
-        return self.classifier(emb / self.scale)
+        """Class logits of embeddings returned by :meth:`forward`: a linear layer on the
+        unit-length embedding times ``logit_scale``."""
+        return self.classifier(emb * (self.logit_scale / self.scale))
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits of a batch of images."""
@@ -101,10 +107,10 @@ def make_data_config(model: nn.Module, in_chans: int,
 
 
 def build_net(backbone: str, *, in_chans: int, embed_dim: int, classes: Sequence[str],
-              scale: float) -> EmbeddingNet:
+              scale: float, logit_scale: float = DEFAULT_LOGIT_SCALE) -> EmbeddingNet:
     """A randomly initialised :class:`EmbeddingNet` for a timm ``backbone``."""
     body = create_backbone(backbone, in_chans)
-    return EmbeddingNet(body, int(body.num_features), embed_dim, len(classes), scale)
+    return EmbeddingNet(body, int(body.num_features), embed_dim, len(classes), scale, logit_scale)
 
 
 def run_config(net: EmbeddingNet, *, backbone: str, classes: Sequence[str], in_chans: int,
@@ -116,6 +122,7 @@ def run_config(net: EmbeddingNet, *, backbone: str, classes: Sequence[str], in_c
         "backbone": backbone,
         "embed_dim": net.embed_dim,
         "scale": net.scale,
+        "logit_scale": net.logit_scale,
         "classes": list(classes),
         "in_chans": int(in_chans),
         "data_config": dict(data_config),
@@ -196,7 +203,8 @@ def load_run(run_dir: str | Path, *, device: str | torch.device = "cpu") -> tupl
     cfg = read_run_config(run)
     state = load_weights_file(run / MODEL_FILE)
     net = build_net(cfg["backbone"], in_chans=int(cfg["in_chans"]), embed_dim=int(cfg["embed_dim"]),
-                    classes=cfg["classes"], scale=float(cfg["scale"]))
+                    classes=cfg["classes"], scale=float(cfg["scale"]),
+                    logit_scale=float(cfg.get("logit_scale", 1.0)))  # runs before logit_scale existed used 1
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:
