@@ -84,14 +84,15 @@ def build_transform(data_config: dict[str, Any]) -> Callable[[Image.Image], torc
 def embed_batch(model: torch.nn.Module, batch: torch.Tensor) -> np.ndarray:
     """Embed one batch of prepared tensors; returns a float32 array (batch x dim).
 
-    Runs under ``torch.inference_mode``; on CUDA with channels-last memory and autocast.
+    Runs under ``torch.inference_mode`` with channels-last memory; on CUDA with autocast.
     """
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     with torch.inference_mode():
         x = batch.to(device, non_blocking=True)
-        if device.type == "cuda":
+        if x.ndim == 4:  # channels-last convolutions are faster on CUDA and on oneDNN CPUs
             x = x.contiguous(memory_format=torch.channels_last)
+        if device.type == "cuda":
             with torch.autocast("cuda"):
                 out = model(x)
         else:
