@@ -37,7 +37,7 @@ REGION_BOXES = {
     "mouth": (32, 42, 13, 35),
     "lower face": (30, 48, 4, 44),
 }
-REGION_MIN_COVER = {"eyes": 0.25, "nose": 0.3, "mouth": 0.3, "lower face": 0.3}
+REGION_MIN_COVER = {"eyes": 0.25, "nose": 0.3, "mouth": 0.3, "lower face": 0.15}
 EYES = F.TEMPLATE[:2]
 FACE_ELLIPSE = np.zeros((48, 48), np.float32)
 cv2.ellipse(FACE_ELLIPSE, (24, 26), (19, 23), 0, 0, 360, 1.0, -1)
@@ -67,11 +67,25 @@ def aligned_fer_faces(n: int, seed: int, cache: Path | None) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- occluders
+HI = 4  # occluder masks are drawn at 4x and averaged down, for smooth edges
+
+
+def _canvas() -> np.ndarray:
+    return np.zeros((48 * HI, 48 * HI), np.float32)
+
+
+def _down(mask: np.ndarray) -> np.ndarray:
+    return cv2.resize(mask, (48, 48), interpolation=cv2.INTER_AREA)
+
+
 def _ellipse(mask: np.ndarray, c: tuple[float, float], ax: tuple[float, float], ang: float,
              value: float = 1.0, thick: int = -1) -> None:
-    cv2.ellipse(mask, (int(round(c[0] * 4)), int(round(c[1] * 4))),
-                (max(1, int(round(ax[0] * 4))), max(1, int(round(ax[1] * 4)))), ang, 0, 360,
-                value, thick if thick < 0 else thick * 4, lineType=cv2.LINE_AA, shift=2)
+    """Draw in crop coordinates on a 48x48 mask or a :func:`_canvas` (sub-pixel precise)."""
+    f = 4 * mask.shape[0] / 48  # shift=2 adds two fractional bits
+    cv2.ellipse(mask, (int(round(c[0] * f)), int(round(c[1] * f))),
+                (max(1, int(round(ax[0] * f))), max(1, int(round(ax[1] * f)))), ang, 0, 360,
+                value, thick if thick < 0 else max(1, int(thick * mask.shape[0] / 48)),
+                lineType=cv2.LINE_8, shift=2)
 
 
 def _texture(rng: np.random.Generator, donors: np.ndarray, mean: float, spread: float) -> np.ndarray:
@@ -88,8 +102,8 @@ def _texture(rng: np.random.Generator, donors: np.ndarray, mean: float, spread: 
 def glasses(img: np.ndarray, rng: np.random.Generator, donors: np.ndarray) -> tuple[np.ndarray, list[str]]:
     """Eyeglasses (frames, sometimes tinted) or sunglasses over both eyes."""
     out = img.copy()
-    frame = np.zeros_like(img)
-    lens = np.zeros_like(img)
+    frame = _canvas()
+    lens = _canvas()
     ax = (rng.uniform(5.0, 7.8), rng.uniform(3.5, 5.5))
     dy = rng.uniform(-1.5, 1.5)
     ang = rng.uniform(-6, 6)
@@ -100,11 +114,13 @@ def glasses(img: np.ndarray, rng: np.random.Generator, donors: np.ndarray) -> tu
         _ellipse(frame, c, ax, ang, thick=thick)
     lx = EYES[0][0] + ax[0] - 1
     rx = EYES[1][0] - ax[0] + 1
-    cv2.line(frame, (int(lx), int(EYES[0][1] + dy - 1)), (int(rx), int(EYES[1][1] + dy - 1)), 1.0, thick)
+    y = (EYES[0][1] + dy - 1) * HI
+    cv2.line(frame, (int(lx * HI), int(y)), (int(rx * HI), int(y)), 1.0, thick * HI)
     for side in (0, 1):  # temples
         x0 = EYES[side][0] + (-ax[0] if side == 0 else ax[0])
         x1 = 0 if side == 0 else 47
-        cv2.line(frame, (int(x0), int(EYES[side][1] + dy - 1)), (x1, int(EYES[side][1] + dy - 2)), 1.0, thick)
+        cv2.line(frame, (int(x0 * HI), int(y)), (x1 * HI, int(y - HI)), 1.0, thick * HI)
+    frame, lens = np.clip(_down(frame) * rng.uniform(1.0, 1.6), 0, 1), _down(lens)
     kind = rng.random()
     if kind < 0.3:  # sunglasses: dark lenses
         tone = rng.uniform(5, 70)
@@ -120,35 +136,77 @@ def glasses(img: np.ndarray, rng: np.random.Generator, donors: np.ndarray) -> tu
     return out, ["eyes"]
 
 
+def _skin(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A 48x48 skin texture from the face's own cheeks and forehead, re-levelled."""
+    y0, x0 = int(rng.choice([2, 26])), int(rng.choice([8, 28]))
+    patch = img[y0:y0 + 12, x0:x0 + 12].astype(np.float32)
+    tile = np.tile(np.concatenate([patch, patch[:, ::-1]], axis=1), (4, 2))[:48, :48]
+    tile = cv2.GaussianBlur(tile, (0, 0), rng.uniform(0.8, 1.6))
+    level = float(np.percentile(img[14:40, 10:38], 70)) * rng.uniform(0.9, 1.25)
+    return np.clip(level + (tile - tile.mean()) * rng.uniform(0.5, 1.0), 0, 255)
+
+
+def _hand_mask(rng: np.random.Generator, base: tuple[float, float], angle: float,
+               scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """Palm behind ``base`` and 3-4 adjacent fingers pointing along ``angle``; (mask, seams)."""
+    mask = _canvas()
+    seams = _canvas()
+    ux, uy = math.cos(angle), math.sin(angle)
+    px, py = -uy, ux
+    width = rng.uniform(3.0, 4.5) * scale
+    n = int(rng.integers(3, 5))
+    palm = (base[0] - ux * 8 * scale, base[1] - uy * 8 * scale)
+    _ellipse(mask, palm, (10 * scale, width * n / 1.7), math.degrees(angle))
+    for k in range(n):
+        off = (k - (n - 1) / 2) * width
+        length = rng.uniform(11, 18) * scale * (0.8 if k in (0, n - 1) else 1.0)
+        c = (base[0] + px * off + ux * length / 2, base[1] + py * off + uy * length / 2)
+        _ellipse(mask, c, (length / 2 + 1.5, width / 2), math.degrees(angle))
+        _ellipse(seams, c, (length / 2 + 1.5, width / 2), math.degrees(angle), thick=1)
+    if rng.random() < 0.5:  # thumb
+        a = angle + rng.choice([-1, 1]) * rng.uniform(0.7, 1.2)
+        c = (palm[0] + math.cos(a) * 8 * scale, palm[1] + math.sin(a) * 8 * scale)
+        _ellipse(mask, c, (7 * scale, width / 2), math.degrees(a))
+    return mask, seams * mask  # at 4x: see hand()
+
+
 def hand(img: np.ndarray, rng: np.random.Generator, donors: np.ndarray) -> tuple[np.ndarray, list[str]]:
-    """A hand (palm and parallel fingers) cut from another face's skin, reaching into the face."""
-    mask = np.zeros_like(img)
-    edges = np.zeros_like(img)
-    target = (rng.uniform(8, 40), rng.uniform(16, 46))
-    a = rng.uniform(0, 2 * math.pi)
-    ux, uy = math.cos(a), math.sin(a)  # finger direction
-    px, py = -uy, ux  # across the fingers
-    scale = rng.uniform(0.8, 1.3)
-    width = rng.uniform(2.6, 3.6) * scale
-    n_fingers = int(rng.integers(2, 5))
-    length = rng.uniform(10, 16) * scale
-    base = (target[0] - ux * length, target[1] - uy * length)
-    palm = (base[0] - ux * 9 * scale, base[1] - uy * 9 * scale)
-    _ellipse(mask, palm, (11 * scale, 1.1 * width * n_fingers / 1.6), math.degrees(a))
-    for k in range(n_fingers):
-        off = (k - (n_fingers - 1) / 2) * width * 1.05
-        flen = length * rng.uniform(0.8, 1.1)
-        c = (base[0] + px * off + ux * flen / 2, base[1] + py * off + uy * flen / 2)
-        _ellipse(mask, c, (flen / 2 + 2, width / 2), math.degrees(a))
-        _ellipse(edges, c, (flen / 2 + 2, width / 2), math.degrees(a), thick=1)
-    skin = float(np.median(img[14:40, 10:38])) * rng.uniform(0.8, 1.25)
-    tex = _texture(rng, donors, skin, rng.uniform(4, 14))
-    shade = np.linspace(rng.uniform(0.8, 1.0), rng.uniform(1.0, 1.2), 48)[None, :]
-    if rng.random() < 0.5:
-        shade = shade.T
-    tex = tex * shade * (1 - rng.uniform(0.2, 0.45) * edges)
-    alpha = cv2.GaussianBlur(mask, (0, 0), 0.6)
-    return img * (1 - alpha) + tex * alpha, []
+    """One or two hands of the face's own skin: on the cheeks and jaw, or over the mouth."""
+    where = rng.choice(["side", "side", "mouth", "chin", "eye"])
+    scale = rng.uniform(0.85, 1.3)
+    if where == "side":
+        left = rng.random() < 0.5
+        base = (rng.uniform(-2, 8), rng.uniform(26, 42))
+        angle = -math.pi / 2 + rng.uniform(0.0, 0.7)  # up and inwards
+        if not left:
+            base, angle = (47 - base[0], base[1]), math.pi - angle
+        masks = [_hand_mask(rng, base, angle, scale)]
+        if rng.random() < 0.4:  # the other hand, mirrored
+            m, sm = masks[0]
+            masks.append((m[:, ::-1].copy(), sm[:, ::-1].copy()))
+    elif where == "mouth":
+        side = rng.choice([-1, 1])
+        base = (24 - side * rng.uniform(4, 12), rng.uniform(33, 41))
+        masks = [_hand_mask(rng, base, 0.0 if side > 0 else math.pi, scale)]
+    elif where == "chin":
+        base = (rng.uniform(14, 34), rng.uniform(40, 46))
+        masks = [_hand_mask(rng, base, -math.pi / 2 + rng.uniform(-0.5, 0.5), scale)]
+    else:
+        base = (rng.uniform(4, 44), rng.uniform(22, 30))
+        masks = [_hand_mask(rng, base, -math.pi / 2 + rng.uniform(-0.6, 0.6), scale)]
+    mask = np.clip(sum(m for m, _ in masks), 0, 1)
+    seams = np.clip(sum(sm for _, sm in masks), 0, 1)
+    # rounded fingers: bright along each finger's axis, dark in the seams between them
+    inside = (mask * (1 - seams) > 0.5).astype(np.uint8)
+    depth = cv2.distanceTransform(inside, cv2.DIST_L2, 3) / HI
+    relief = _down(np.clip(depth / 1.8, 0, 1))
+    alpha = cv2.GaussianBlur(_down(mask), (0, 0), 0.5)
+    tex = _skin(img, rng) * (rng.uniform(0.6, 0.8) + rng.uniform(0.2, 0.4) * relief)
+    shade = np.linspace(rng.uniform(0.85, 1.0), rng.uniform(1.0, 1.15), 48)
+    tex = tex * (shade[None, :] if rng.random() < 0.5 else shade[:, None])
+    shadow = np.clip(cv2.GaussianBlur(alpha, (0, 0), 2.0) - alpha, 0, 1)  # cast on the face
+    out = img * (1 - rng.uniform(0.1, 0.35) * shadow)
+    return out * (1 - alpha) + tex * alpha, []
 
 
 def hair(img: np.ndarray, rng: np.random.Generator, donors: np.ndarray) -> tuple[np.ndarray, list[str]]:
@@ -236,7 +294,8 @@ def thing(img: np.ndarray, rng: np.random.Generator, donors: np.ndarray) -> tupl
     return img * (1 - alpha) + tex * alpha, []
 
 
-OCCLUDERS = (glasses, hand, hand, hair, hat, face_mask, thing)
+# Mix: hands and eyeglasses are the commonest real occluders of in-the-wild faces.
+OCCLUDERS = (glasses, glasses, hand, hand, hand, hand, hair, hat, face_mask, thing)
 
 
 def occlude(img: np.ndarray, rng: np.random.Generator, donors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -254,7 +313,7 @@ def occlude(img: np.ndarray, rng: np.random.Generator, donors: np.ndarray) -> tu
         if name in forced or diff[y0:y1, x0:x1].mean() >= REGION_MIN_COVER[name]:
             targets[1 + k] = 1
     cover = (diff * FACE_ELLIPSE).sum() / FACE_ELLIPSE.sum()
-    targets[0] = 1.0 if (targets[1:].any() or cover >= 0.12) else 0.0
+    targets[0] = 1.0 if (targets[1:].any() or cover >= 0.08) else 0.0
     return np.clip(out, 0, 255), targets
 
 
@@ -340,7 +399,7 @@ def main() -> None:
             loss.backward()
             opt.step()
             sched.step()
-            total += float(loss) * len(x)
+            total += loss.item() * len(x)
         net.eval()
         with torch.inference_mode():
             pv = torch.sigmoid(net(torch.from_numpy(xv))).numpy()

@@ -570,6 +570,8 @@ def analyze_faces(paths: Sequence[str | os.PathLike[str]], sha256s: Sequence[str
     out["face_found"] = out["face_found"].astype(bool)
     for c in ("yaw", "pitch", "roll", "occlusion", "face_confidence"):
         out[c] = out[c].astype("float64")
+    for c in ("path", "occlusion_region", "detail"):  # same dtype whether any value is set
+        out[c] = out[c].astype("string")
     return out
 
 

@@ -90,27 +90,30 @@ def test_pose_from_identity_and_known_rotation():
 
 # --------------------------------------------------------------------------- occlusion
 def test_occluder_over_the_eyes_raises_occlusion(analyzer, fer_faces):
-    clean = _first(fer_faces, analyzer, lambda r: abs(r.yaw) < 15, n=5)
+    import cv2
+
+    clean = _first(fer_faces, analyzer, lambda r: abs(r.yaw) < 15, n=6)
     before, after = [], []
     for p in clean:
         rgb, gray = F.load_image(p)
         a = analyzer.find_face_in_array(rgb, gray)
         occ, _ = analyzer.occlusion_model.score(a.aligned)
         eyes = F.five_points(a.landmarks)[:2]
-        y = int(round(eyes[:, 1].mean()))
-        x0, x1 = int(eyes[0, 0]) - 8, int(eyes[1, 0]) + 8
+        r = 0.3 * float(np.linalg.norm(eyes[1] - eyes[0]))
         gray2 = gray.copy()
-        gray2[max(0, y - 5):y + 5, max(0, x0):x1] = 20  # a dark band: sunglasses
-        rgb2 = np.repeat(gray2[..., None], 3, axis=2)
-        b = analyzer.find_face_in_array(rgb2, gray2)
-        assert b.face_found, p.name
+        for ex, ey in eyes:  # dark lenses: sunglasses pasted over both eyes
+            cv2.ellipse(gray2, (int(ex), int(ey)), (int(r * 1.2), int(r)), 0, 0, 360, 25, -1)
+        b = analyzer.find_face_in_array(np.repeat(gray2[..., None], 3, axis=2), gray2)
+        if not b.face_found:  # heavy occlusion can hide the face: the no_face screen's job
+            continue
         occ2, region = analyzer.occlusion_model.score(b.aligned)
         before.append(occ)
         after.append(occ2)
         assert occ2 > occ, p.name
         if occ2 >= 0.5:
             assert region == "eyes", p.name
-    assert np.mean(before) < 0.4
+    assert len(after) >= 4
+    assert np.mean(before) < 0.3
     assert np.mean(after) > 0.6
 
 

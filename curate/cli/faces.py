@@ -52,7 +52,8 @@ def faces_cmd(
     t.add_row(f"{len(faces):,}", f"{int(found.sum()):,}", f"{int((~found).sum()):,}",
               f"{int((faces['yaw'].abs() > 30).sum()):,}", f"{int((faces['occlusion'] > 0.5).sum()):,}")
     console.print(t)
-    reasons = faces.loc[~found, "detail"].fillna("no face").str.split(":", n=1).str[0].value_counts()
+    details = faces.loc[~found, "detail"].astype("string").fillna("no face")
+    reasons = details.str.split(":", n=1).str[0].value_counts()
     for reason, n in reasons.items():
         console.print(f"  no face: {escape(str(reason))} ({n:,})")
     console.print(f"wrote {escape(str(result.out))} and {escape(str(result.run_json))}")

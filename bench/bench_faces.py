@@ -1,0 +1,122 @@
+"""Measure the face analysis on the face-conditions benchmark (1,760 in-the-wild faces).
+
+Prints: share of faces found; AUROC of |yaw| for ``yaw_over_30`` and ``yaw_over_45`` vs
+the unflagged faces; AUROC of ``occlusion`` for ``occluded`` vs unflagged, with
+precision and recall at the default threshold (and the best-F1 threshold, which is how
+``DEFAULT_MAX_OCCLUSION`` was chosen: the only number taken from this benchmark);
+what the screens reject per group at their defaults; images/s per core.
+
+Usage::
+
+    python bench/bench_faces.py [--data ../shared/data/face-conditions] [--workers 1]
+                                [--limit N] [--save results.parquet]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from curate.faces import analyze_faces
+from curate.screens import faces as S
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "face-conditions"
+FLAGS = ["yaw_over_30", "yaw_over_45", "occluded"]
+
+
+def auroc(y: np.ndarray, s: np.ndarray) -> float:
+    """Mann-Whitney AUROC with ties counted half."""
+    from scipy.stats import rankdata
+
+    y = np.asarray(y, bool)
+    r = rankdata(s)
+    n1, n0 = y.sum(), (~y).sum()
+    return float((r[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def cpu_seconds() -> float:
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def best_f1(y: np.ndarray, s: np.ndarray) -> tuple[float, float]:
+    best = (0.0, 0.5)
+    for t in np.round(np.arange(0.05, 0.96, 0.05), 2):
+        pred = s > t
+        tp = (pred & y).sum()
+        f1 = 2 * tp / max(pred.sum() + y.sum(), 1)
+        if f1 > best[0]:
+            best = (float(f1), float(t))
+    return best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--save", type=Path, default=None, help="write the per-image results here")
+    args = ap.parse_args()
+
+    labels = pd.read_csv(args.data / "labels.csv")
+    if args.limit:
+        labels = labels.sample(args.limit, random_state=0).sort_index()
+    paths = [str(args.data / p) for p in labels["path"]]
+    t0, c0 = time.perf_counter(), cpu_seconds()
+    with tempfile.TemporaryDirectory() as cache:  # fresh cache: time the real work
+        res = analyze_faces(paths, cache_dir=cache, workers=args.workers)
+    wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
+    d = pd.concat([labels.reset_index(drop=True), res.drop(columns="path")], axis=1)
+    if args.save:
+        d.to_parquet(args.save, index=False)
+
+    unflagged = (d[FLAGS].sum(axis=1) == 0).to_numpy()
+    found = d["face_found"].to_numpy()
+    print(f"face-conditions: {len(d)} faces, {unflagged.sum()} unflagged, "
+          + ", ".join(f"{f} {int(d[f].sum())}" for f in FLAGS))
+    print(f"faces found: {found.mean():.3f} overall, {found[unflagged].mean():.3f} unflagged, "
+          + ", ".join(f"{found[d[f] == 1].mean():.3f} {f}" for f in FLAGS))
+
+    yaw = d["yaw"].abs().to_numpy()
+    rot = np.degrees(np.arccos(np.cos(np.radians(d["yaw"])) * np.cos(np.radians(d["pitch"]))))
+    for flag, target in (("yaw_over_30", 0.95), ("yaw_over_45", 0.97)):
+        m = ((d[flag] == 1).to_numpy() | unflagged) & found
+        y = (d[flag] == 1).to_numpy()[m]
+        print(f"AUROC |yaw| {flag} vs unflagged (faces found, n={m.sum()}): {auroc(y, yaw[m]):.3f} "
+              f"(target {target}); head-rotation angle sqrt-combined with pitch: "
+              f"{auroc(y, rot[m]):.3f}; median |yaw| flagged {np.median(yaw[m][y]):.1f} vs "
+              f"unflagged {np.median(yaw[m][~y]):.1f}")
+
+    occ = d["occlusion"].to_numpy()
+    m = ((d["occluded"] == 1).to_numpy() | unflagged) & found
+    y = (d["occluded"] == 1).to_numpy()[m]
+    s = occ[m]
+    t = S.DEFAULT_MAX_OCCLUSION
+    pred = s > t
+    tp = (pred & y).sum()
+    print(f"AUROC occlusion occluded vs unflagged (faces found, n={m.sum()}, {y.sum()} occluded): "
+          f"{auroc(y, s):.3f} (target 0.85)")
+    print(f"at DEFAULT_MAX_OCCLUSION={t:g}: precision {tp / max(pred.sum(), 1):.3f}, "
+          f"recall {tp / max(y.sum(), 1):.3f}, flagged {pred.sum()}")
+    f1, t_best = best_f1(y, s)
+    print(f"best-F1 threshold on this benchmark: {t_best:g} (F1 {f1:.3f})")
+    regions = d.loc[m & (occ > t), "occlusion_region"].value_counts().to_dict()
+    print(f"occlusion_region of faces above the threshold: {regions}")
+
+    verdict = S.face_verdicts(res, max_yaw=S.DEFAULT_MAX_YAW, max_occlusion=t, no_face="reject")
+    rej = verdict["face_reject"].to_numpy()
+    groups = {"unflagged": unflagged, **{f: (d[f] == 1).to_numpy() for f in FLAGS}}
+    print("rejected by the face screens at defaults: "
+          + ", ".join(f"{k} {rej[g].mean():.3f}" for k, g in groups.items()))
+    print(f"speed: {len(d) / wall:.1f} images/s wall with {args.workers} worker(s); "
+          f"{len(d) / cpu:.1f} images/s per core (CPU time {cpu:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
