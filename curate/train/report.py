@@ -94,7 +94,9 @@ def drops_figure(metrics: pd.DataFrame) -> str | None:
         axes[0].plot(steps, _smooth(train[col].to_numpy(float), w), label=lab)
     axes[0].set_ylim(0, 1)
     axes[0].set_xlabel("step")
-    axes[0].set_title("share of batch tuples dropped by the in-loop boundary")
+    active = "screen_active" in train and train["screen_active"].fillna(False).astype(bool).any()
+    axes[0].set_title("share of batch tuples dropped by the in-loop boundary" if active
+                      else "in-loop screening was off: nothing dropped")
     axes[0].legend(fontsize=8)
     if "d_null" in train and pd.to_numeric(train["d_null"], errors="coerce").notna().any():
         axes[1].plot(steps, pd.to_numeric(train["d_null"], errors="coerce"), label="d_null")
