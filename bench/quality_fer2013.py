@@ -7,9 +7,10 @@ reports on the same embeddings:
 - the share of tuples rejected; precision and recall of the rejected tuples for
   containing a noisy image (and the share of tuples that contain one, the precision
   of rejecting at random);
-- the AUROC of the ``images_suspect`` ranking (``suspicion``) for the noisy images,
-  next to a plain k-nearest-neighbour label-disagreement baseline (share of an
-  image's k nearest neighbours, by cosine, whose observed label differs).
+- the AUROC of the ``images_suspect`` ranking for the noisy images (its
+  ``suspicion`` share, its file order, and its continuous ``mean_z``), next to a
+  plain k-nearest-neighbour label-disagreement baseline (share of an image's k
+  nearest neighbours, by cosine, whose observed label differs).
 
 The screen needs a backbone that knows faces: pass ``--weights`` (a curate
 fine-tuning run folder, or a weights file with ``--backbone``); without either, the
@@ -145,6 +146,8 @@ def main() -> None:
     suspect = pd.read_parquet(args.out / "screen" / "images_suspect.parquet")
     suspect["noisy"] = suspect["image_id"].isin(noisy_ids)
     auc_suspicion = auroc(suspect["suspicion"].to_numpy(), suspect["noisy"].to_numpy())
+    auc_order = auroc(-np.arange(len(suspect)), suspect["noisy"].to_numpy())  # the file's order
+    auc_mean_z = auroc(suspect["mean_z"].to_numpy(), suspect["noisy"].to_numpy())
 
     # the kNN baseline on the very embeddings the screen used (read back from its cache)
     loaded = load_backbone(args.backbone, args.weights, device=args.device, seed=args.seed)
@@ -163,7 +166,9 @@ def main() -> None:
         "rejected": res.n_rejected, "rejected_share": res.n_rejected / res.n_tuples,
         "reasons": res.reasons, "tuples_with_noisy_share": float(has_noisy.mean()),
         "precision_rejected_has_noisy": precision, "recall_noisy_tuples_rejected": recall,
-        "auroc_suspicion": auc_suspicion, "auroc_knn_disagreement": auc_knn, "k": args.k,
+        "auroc_suspicion": auc_suspicion, "auroc_images_suspect_order": auc_order,
+        "auroc_mean_z": auc_mean_z, "auroc_knn_disagreement": auc_knn, "k": args.k,
+        "per_anchor": args.per_anchor,
         "embeddings_recomputed_for_knn": emb.n_computed,
         "boundary": {"null": b.null, "d": b.d, "d_null": b.d_null, "mu": b.mu, "sigma": b.sigma,
                      "t_pos": b.t_pos, "t_neg": b.t_neg, "calibration": b.calibration},

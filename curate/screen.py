@@ -307,11 +307,15 @@ def _add_face_reasons(reason: np.ndarray, faces: pd.DataFrame, rows: dict[str, n
 
 def _suspect_images(used: pd.DataFrame, rows: dict[str, np.ndarray], dist: dict[str, np.ndarray],
                     b: Boundary, faces: pd.DataFrame | None) -> pd.DataFrame:
-    """Per image: tuples it is in, and tuples rejected because of a pair (or face) it belongs to."""
+    """Per image: tuples it is in, tuples rejected because of a pair (or face) it belongs to,
+    and ``mean_z``, the mean standardised distance of its pairs toward rejection."""
     fail = {"d_ap": dist["d_ap"] > b.t_pos}
+    # z toward rejection: positives are abnormal when far, negatives when close
+    z = {"d_ap": (dist["d_ap"] - b.mu) / b.sigma}
     for k in ("d_an", "d_an2", "d_nn2"):
         if k in dist:
             fail[k] = dist[k] < b.t_neg
+            z[k] = (b.mu - dist[k]) / b.sigma
     pairs_of = {"anchor": ("d_ap", "d_an", "d_an2"), "positive": ("d_ap",),
                 "negative": ("d_an", "d_nn2"), "negative2": ("d_an2", "d_nn2")}
     face_bad = np.zeros(len(used), dtype=bool)
@@ -321,23 +325,28 @@ def _suspect_images(used: pd.DataFrame, rows: dict[str, np.ndarray], dist: dict[
     n = len(used)
     n_tuples = np.zeros(n, dtype=np.int64)
     n_rejected = np.zeros(n, dtype=np.int64)
+    z_sum = np.zeros(n)
+    z_count = np.zeros(n)
     for role, r in rows.items():
         blamed = face_bad[r].copy()
         for k in pairs_of[role]:
             if k in fail:
                 blamed |= fail[k]
+                z_sum += np.bincount(r, weights=z[k], minlength=n)
+                z_count += np.bincount(r, minlength=n)
         n_tuples += np.bincount(r, minlength=n)
         n_rejected += np.bincount(r, weights=blamed, minlength=n).astype(np.int64)
     out = used[["image_id", "path", "rel_path", "label", "split"]].copy()
     out["n_tuples"] = n_tuples
     out["n_rejected"] = n_rejected
     out["suspicion"] = n_rejected / np.maximum(n_tuples, 1)
+    out["mean_z"] = z_sum / np.maximum(z_count, 1)
     if faces is not None:
         f = faces.set_index("image_id").reindex(used["image_id"])
         for col in FACE_COLUMNS:
             if col in f.columns:
                 out[col] = f[col].to_numpy()
-    out = out.sort_values(["suspicion", "n_rejected", "image_id"], ascending=[False, False, True],
+    out = out.sort_values(["suspicion", "mean_z", "image_id"], ascending=[False, False, True],
                           kind="mergesort")
     return out.reset_index(drop=True)
 

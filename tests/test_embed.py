@@ -263,3 +263,15 @@ def test_worker_processes_give_the_same_embeddings(tmp_path, tiny):
     a = embed_images(paths, [None] * 6, lb, cache_dir=tmp_path / "a", batch_size=4, workers=0)
     b = embed_images(paths, [None] * 6, lb, cache_dir=tmp_path / "b", batch_size=4, workers=2)
     assert np.allclose(a, b, atol=1e-6)
+
+
+def test_default_backbone_is_the_bundled_run(tmp_path):
+    models = pytest.importorskip("curate.models")
+    if not (Path(models.default_model_dir()) / "model.safetensors").is_file():
+        pytest.skip("no bundled default model in this checkout")
+    lb = load_backbone(None)
+    assert lb.weights_source.startswith("run:") and not lb.random_weights
+    assert (lb.in_chans, lb.embed_dim) == (1, 128)
+    paths = [_png(tmp_path / f"{i}.png", i) for i in range(3)]
+    emb = embed_images(paths, [None] * 3, lb, cache_dir=tmp_path / "c", workers=0)
+    assert emb.shape == (3, 128) and np.isfinite(emb).all()

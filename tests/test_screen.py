@@ -87,8 +87,12 @@ def test_planted_mislabeled_image_is_the_most_suspect(tmp_path):
     assert suspect.loc[0, "image_id"] == 5 and suspect.loc[0, "rel_path"] == "angry/005.png"
     assert suspect.loc[0, "suspicion"] > 0.2 and suspect.loc[0, "suspicion"] > 3 * suspect.loc[1, "suspicion"]
     assert list(suspect.columns) == ["image_id", "path", "rel_path", "label", "split", "n_tuples",
-                                     "n_rejected", "suspicion"]
+                                     "n_rejected", "suspicion", "mean_z"]
     assert suspect["suspicion"].is_monotonic_decreasing
+    # mean_z ranks the planted image first too, and breaks ties among the unsuspected
+    assert suspect.sort_values("mean_z", ascending=False)["image_id"].iloc[0] == 5
+    ties = suspect[suspect["suspicion"] == 0]
+    assert ties["mean_z"].is_monotonic_decreasing
 
     scores = pd.read_parquet(out / "scores.parquet")
     tuples = pd.read_parquet(build / "tuples.parquet")
@@ -120,6 +124,12 @@ def test_planted_mislabeled_image_is_the_most_suspect(tmp_path):
         + ((scores["negative"] == 5) & (scores["d_an"] < b["t_neg"])).sum()
     top = suspect.iloc[0]
     assert top["n_rejected"] == blamed and top["n_tuples"] == touches.sum()
+    # mean_z by hand: its positive pairs count (d - mu) / sigma, its negative pairs (mu - d) / sigma
+    z = pd.concat([(scores.loc[scores["anchor"] == 5, "d_ap"] - b["mu"]) / b["sigma"],
+                   (scores.loc[scores["positive"] == 5, "d_ap"] - b["mu"]) / b["sigma"],
+                   (b["mu"] - scores.loc[scores["anchor"] == 5, "d_an"]) / b["sigma"],
+                   (b["mu"] - scores.loc[scores["negative"] == 5, "d_an"]) / b["sigma"]])
+    assert top["mean_z"] == pytest.approx(z.mean())
 
     assert set(b) >= {"s", "d", "center", "null", "d_null", "mu", "sigma", "alpha_pos", "alpha_neg",
                       "t_pos", "t_neg", "nulls", "calibration", "random_pair_distances"}
