@@ -141,7 +141,7 @@ def export_cmd(
                     force=force)
     console.print(f"exported [green]{result.n_exported:,}[/] images, left out "
                   f"[red]{result.n_excluded:,}[/] ({result.n_suspect:,} with suspicion >= "
-                  f"{max_suspicion:g}, {result.n_face_rejected:,} rejected by a face screen)")
+                  f"{max_suspicion:g}, {result.n_face_rejected:,} rejected by a face screen; an image can be both)")
     for label, n in sorted(result.per_label.items()):
         console.print(f"  {escape(label)}: {n:,}")
     console.print(f"wrote {escape(str(result.target))}")
