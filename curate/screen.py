@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
 import time
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from curate.screens.statistical import (
     apply_boundary,
     fit_boundary,
     normalize,
+    thresholds,
     tuple_distances,
 )
 
@@ -89,6 +91,10 @@ def screen(build_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
     if out.resolve() == build.resolve():
         raise CurateError(f"--out {out} is the build folder itself; screening would overwrite its run.json",
                           hint="choose a separate --out folder")
+    thresholds(math.sqrt(2.0), 0.1, alpha_pos, alpha_neg)  # check the alphas before any work
+    if not (scale > 0 and math.isfinite(scale)):
+        raise CurateError(f"--scale must be a positive number, got {scale}", hint="use --scale 1.0")
+    faces_mod = None if skip_face_screens else _faces_module()
     images, tuples, build_run = _read_build(build)
     kind = "quadruplet" if "negative2" in tuples.columns else "triplet"
     roles = [r for r in ROLES if r in tuples.columns]
@@ -112,8 +118,8 @@ def screen(build_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
 
     faces = None
     notes: list[str] = []
-    if not skip_face_screens:
-        faces = _face_screens(used, out, max_yaw=max_yaw, max_occlusion=max_occlusion,
+    if faces_mod is not None:
+        faces = _face_screens(faces_mod, used, out, max_yaw=max_yaw, max_occlusion=max_occlusion,
                               no_face=no_face, face_model=face_model, progress=progress)
         reason = _add_face_reasons(reason, faces, rows, ids)
         keep = pd.isna(pd.Series(reason)).to_numpy()
@@ -260,16 +266,19 @@ def _embeddings_from_file(path: Path, used: pd.DataFrame) -> _Embedded:
                      False, 0, 0)
 
 
-def _face_screens(used: pd.DataFrame, out: Path, *, max_yaw: float, max_occlusion: float | None,
-                  no_face: str, face_model: str | None,
-                  progress: StageProgress | None) -> pd.DataFrame:
+def _faces_module() -> Any:
     try:
-        faces_mod = importlib.import_module("curate.screens.faces")
+        return importlib.import_module("curate.screens.faces")
     except ModuleNotFoundError as exc:
         if exc.name != "curate.screens.faces":
             raise
         raise CurateError("the face screens (curate.screens.faces) are not installed",
                           hint="pass --skip-face-screens to screen with the statistical boundary only") from exc
+
+
+def _face_screens(faces_mod: Any, used: pd.DataFrame, out: Path, *, max_yaw: float,
+                  max_occlusion: float | None, no_face: str, face_model: str | None,
+                  progress: StageProgress | None) -> pd.DataFrame:
     kwargs: dict[str, Any] = {"cache_dir": out / "faces_cache", "max_yaw": max_yaw,
                               "no_face": no_face, "face_model": face_model}
     if max_occlusion is not None:
