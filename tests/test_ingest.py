@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import face_png
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import face_png
 from curate.cli import app
 from curate.errors import CurateError
 from curate.ingest import ingest
@@ -45,7 +45,7 @@ def messy(tmp_path: Path) -> Path:
     (root / "happy" / "zero.jpg").write_bytes(b"")
     (root / "sad" / "text.jpg").write_text("this is not an image\n")
     face_png(root / "sad" / "alpha.png", 7, mode="RGBA")
-    Image.fromarray((np.arange(24 * 24, dtype=np.uint16).reshape(24, 24) * 100)).save(root / "happy" / "deep16.png")
+    Image.fromarray(np.arange(24 * 24, dtype=np.uint16).reshape(24, 24) * 100).save(root / "happy" / "deep16.png")
     Image.new("CMYK", (20, 20), (10, 20, 30, 40)).save(root / "sad" / "cmyk.jpg")
     _png_bomb(root / "happy" / "bomb.png")
     unreadable = face_png(root / "sad" / "locked.png", 8)

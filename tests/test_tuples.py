@@ -97,7 +97,7 @@ def test_rules_property(counts: list[int], per_anchor: int, seed: int, kind: str
 def test_seed_determinism_and_variation(tmp_path: Path, make_folder) -> None:
     root = make_folder({"happy": 8, "sad": 8, "angry": 8})
     a = build_tuples(root, tmp_path / "a", seed=3, workers=1)
-    b = build_tuples(root, tmp_path / "b", seed=3, workers=1)
+    build_tuples(root, tmp_path / "b", seed=3, workers=1)
     c = build_tuples(root, tmp_path / "c", seed=4, workers=1)
     assert (tmp_path / "a" / "tuples.parquet").read_bytes() == (tmp_path / "b" / "tuples.parquet").read_bytes()
     assert (tmp_path / "a" / "images.parquet").read_bytes() == (tmp_path / "b" / "images.parquet").read_bytes()
