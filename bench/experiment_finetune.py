@@ -23,6 +23,48 @@ on a GPU box::
 
 ``--max-train-images 0`` uses the whole train split. Results: a table on stdout and
 ``WORK/results.json``.
+
+Measured (2026-11-26, this project's shared 2-core CPU, one torch thread)::
+
+    python bench/experiment_finetune.py --backbone test_resnet --max-train-images 3000 \
+        --max-val-images 1000 --epochs 6 --batch-tuples 32 --lr 3e-3 --device cpu \
+        --conditions noisy,clean --work /tmp/exp_cpu            # 31 min
+
+``test_resnet`` is timm's 0.37 M-parameter ResNet, random init, 1 channel, 48x48; a
+stratified 3,000-image train sample (2,978 triplets after duplicates), 1,000 val images,
+6 epochs of 32 triplets (564 steps), seed 0, alpha 0.05, effective null.
+
+    condition  arm    val acc  macro F1  trained tuples  dropped / rejected
+    noisy      none   0.422    0.323     2978            -
+    noisy      once   0.418    0.329     2760            7.3% (precision 0.55, recall 0.08 for noisy tuples)
+    noisy      every  0.400    0.299     2978            10.7% per step (noisy 11.5%, clean 10.0%)
+    clean      none   0.454    0.361     2978            -
+    clean      once   0.431    0.346     2807            5.7%
+    clean      every  0.432    0.339     2978            10.6% per step
+
+Replicate with ``--seed 1 --conditions noisy --arms none,every`` (other sample, other
+noise): none 0.431 / 0.332, every 0.404 / 0.308. With ``--screen-warmup-steps 188``
+(screening from epoch 3): every 0.415 / 0.317, 6.4% dropped (noisy 7.2%, clean 5.7%).
+
+In-loop screening does not beat no screening under injected noise here; it costs 2-3
+points in both replicates. Why (numbers from ``screen_noisy/scores.parquet``, i.e. the
+arm-1 network, d_null 7.1, sigma 0.27, T_pos 1.85, T_neg 0.98):
+
+* the positive sub-boundary tests "farther than random different-label pairs"; a
+  mislabelled positive pair *is* such a pair (median d_ap 1.39 against 1.45 for random
+  pairs), so it is rejected about as often as the boundary's calibration rate: 0.6% of
+  noisy positive pairs against 0.2% of clean ones. In training, positive_too_far
+  dropped 0.3% of tuples;
+* almost all drops are negative_too_close: 16% of false negatives (negatives whose
+  true class is the anchor's) fall below T_neg, but so do 6% of true negatives, which
+  are twelve times more numerous. The drops hit noisy tuples at 11.5% against 10.0% for
+  clean ones, and the clean condition drops as much (10.6%) as the noisy one: the drop
+  rate follows the null's calibration, not the noise, and mostly removes hard true
+  negatives, the most informative triplets;
+* the classification loss still sees most noisy images (an image trains while any
+  tuple holding it is kept);
+* the CPU budget gives a weak embedding (42-45% accuracy): clean positive pairs (median
+  1.25) are barely closer than random pairs (1.45).
 """
 
 from __future__ import annotations
