@@ -379,6 +379,10 @@ def test_no_screening_keeps_every_tuple_and_quadruplets_train_with_mining(tmp_pa
     assert res.run["params"]["kind"] == "quadruplet"
     res2 = finetune(qbuild, tmp_path / "q_run2", tiny_config(epochs=1, mining="semihard"))
     assert res2.metrics["screen_active"].dropna().all()
+    # no classification loss on the embedding: the head is fitted on detached embeddings
+    res3 = finetune(qbuild, tmp_path / "q_run3", tiny_config(epochs=1, ce_weight=0.0, ce_on="all"))
+    t3 = res3.metrics[res3.metrics["phase"] == "train"]
+    assert np.allclose(t3["loss"], t3["metric_loss"] + t3["ce_loss"], atol=1e-5)
 
 
 def test_screen_output_folder_is_used_through_kept_parquet(build: Path, tmp_path: Path):
