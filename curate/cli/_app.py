@@ -57,7 +57,7 @@ def handles_errors(fn: F) -> F:
                 err_console.print(f"[yellow]fix:[/] {escape(exc.hint)}", soft_wrap=True)
             raise typer.Exit(code=2) from None
         except KeyboardInterrupt:
-            err_console.print("[red]interrupted[/]: no partial output was written")
+            err_console.print("[red]interrupted[/]: outputs are written atomically, so no half-written file was left")
             raise typer.Exit(code=130) from None
 
     return wrapper  # type: ignore[return-value]
