@@ -172,16 +172,16 @@ def _hand_mask(rng: np.random.Generator, base: tuple[float, float], angle: float
 
 def hand(img: np.ndarray, rng: np.random.Generator, donors: np.ndarray) -> tuple[np.ndarray, list[str]]:
     """One or two hands of the face's own skin: on the cheeks and jaw, or over the mouth."""
-    where = rng.choice(["side", "side", "mouth", "chin", "eye"])
-    scale = rng.uniform(0.85, 1.3)
-    if where == "side":
+    where = rng.choice(["side", "side", "side", "mouth", "chin", "eye"])
+    scale = rng.uniform(0.85, 1.5)
+    if where == "side":  # on the cheek, fingers up along the side of the face
         left = rng.random() < 0.5
-        base = (rng.uniform(-2, 8), rng.uniform(26, 42))
-        angle = -math.pi / 2 + rng.uniform(0.0, 0.7)  # up and inwards
+        base = (rng.uniform(-6, 8), rng.uniform(24, 44))
+        angle = -math.pi / 2 + rng.uniform(-0.1, 0.7)  # up and inwards
         if not left:
             base, angle = (47 - base[0], base[1]), math.pi - angle
         masks = [_hand_mask(rng, base, angle, scale)]
-        if rng.random() < 0.4:  # the other hand, mirrored
+        if rng.random() < 0.6:  # both hands, mirrored
             m, sm = masks[0]
             masks.append((m[:, ::-1].copy(), sm[:, ::-1].copy()))
     elif where == "mouth":
@@ -363,6 +363,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--crops-cache", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--clean-with", type=Path, default=None,
+                    help="weights of a previous fit: its occluded-looking faces leave the clean pool")
     args = ap.parse_args()
 
     import torch
@@ -371,6 +373,10 @@ def main() -> None:
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     crops = aligned_fer_faces(args.n_faces, args.seed, args.crops_cache)
+    if args.clean_with is not None:  # drop training faces a previous fit finds occluded
+        prev = F.OcclusionModel(args.clean_with).probabilities(crops)[:, 0]
+        print(f"--clean-with {args.clean_with}: dropping {(prev > 0.5).sum()} faces scored > 0.5")
+        crops = crops[prev <= 0.5]
     rng = np.random.default_rng(args.seed)
     order = rng.permutation(len(crops))
     n_val = len(crops) // 10

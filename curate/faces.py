@@ -357,6 +357,11 @@ def load_image(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
 # --------------------------------------------------------------------------- occlusion
 OCCLUSION_WEIGHTS = Path(__file__).resolve().parent / "models" / "faces" / "occlusion.safetensors"
 OCCLUSION_CHANNELS = (12, 24, 48)
+# Above this a face counts as occluded: the face screen's default and the point where
+# ``occlusion_region`` stops being ``none``. Chosen on face-conditions as the best-F1
+# threshold (occluded vs unflagged faces) among those rejecting at most 10% of unflagged
+# faces; the only number taken from that benchmark (bench/bench_faces.py, docs/faces.md).
+OCCLUSION_THRESHOLD = 0.2
 
 
 def build_occlusion_net() -> Any:
@@ -414,11 +419,11 @@ class OcclusionModel:
         """(occlusion in 0..1, region) for one aligned face.
 
         The region is the region head with the highest probability when the face looks
-        occluded (``occlusion >= 0.5``), else ``none``.
+        occluded (``occlusion > OCCLUSION_THRESHOLD``), else ``none``.
         """
         probs = self.probabilities(aligned[None])[0]
         occlusion = float(probs[0])
-        region = REGIONS[int(np.argmax(probs[1:]))] if occlusion >= 0.5 else "none"
+        region = REGIONS[int(np.argmax(probs[1:]))] if occlusion > OCCLUSION_THRESHOLD else "none"
         return occlusion, region
 
 
