@@ -317,7 +317,9 @@ def _add_face_reasons(reason: np.ndarray, faces: pd.DataFrame, rows: dict[str, n
 def _suspect_images(used: pd.DataFrame, rows: dict[str, np.ndarray], dist: dict[str, np.ndarray],
                     b: Boundary, faces: pd.DataFrame | None) -> pd.DataFrame:
     """Per image: tuples it is in, tuples rejected because of a pair (or face) it belongs to,
-    and ``mean_z``, the mean standardised distance of its pairs toward rejection."""
+    and ``mean_z``, the mean standardised distance of its pairs toward rejection.
+
+    Sorted most suspect first: face-rejected images, then by ``mean_z``, then ``suspicion``."""
     fail = {"d_ap": dist["d_ap"] > b.t_pos}
     # z toward rejection: positives are abnormal when far, negatives when close
     z = {"d_ap": (dist["d_ap"] - b.mu) / b.sigma}
@@ -355,9 +357,12 @@ def _suspect_images(used: pd.DataFrame, rows: dict[str, np.ndarray], dist: dict[
         for col in FACE_COLUMNS:
             if col in f.columns:
                 out[col] = f[col].to_numpy()
-    out = out.sort_values(["suspicion", "mean_z", "image_id"], ascending=[False, False, True],
-                          kind="mergesort")
-    return out.reset_index(drop=True)
+    # Most suspect first: unusable faces, then the finest label-consistency ranking.
+    # mean_z ranks noisy labels better than the coarse share (bench/quality_fer2013.py).
+    out["_face_bad"] = face_bad
+    out = out.sort_values(["_face_bad", "mean_z", "suspicion", "image_id"],
+                          ascending=[False, False, False, True], kind="mergesort")
+    return out.drop(columns="_face_bad").reset_index(drop=True)
 
 
 def _reason_counts(reason: pd.Series) -> dict[str, int]:
