@@ -433,13 +433,14 @@ _WORKER: FaceAnalyzer | None = None
 
 def _init_worker(model_path: str) -> None:
     global _WORKER
-    import atexit
+    from multiprocessing import util
 
     import torch
 
     torch.set_num_threads(1)
     _WORKER = FaceAnalyzer(Path(model_path), occlusion_model=OcclusionModel())
-    atexit.register(_WORKER.close)
+    # close while MediaPipe's dispatcher threads still run (a plain atexit hook is too late)
+    util.Finalize(_WORKER, _WORKER.close, exitpriority=10)
 
 
 def _analyze_in_worker(path: str) -> dict[str, Any]:

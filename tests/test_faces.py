@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import zipfile
 from pathlib import Path
 
@@ -319,3 +320,11 @@ def test_cli_faces_end_to_end(face_model, analyzer, fer_faces, tmp_path):
     assert ok.exit_code == 0, ok.output
     m = pd.read_parquet(tmp_path / "m.parquet")
     pd.testing.assert_frame_equal(m.drop(columns="image_id"), df.loc[:1].drop(columns="image_id"))
+
+
+def test_parallel_workers_match_one_process(face_model, analyzer, fer_faces):
+    paths = [str(p) for p in fer_faces[:4]]
+    seq = F.analyze_faces(paths, workers=1)
+    par = F.analyze_faces(paths, workers=2)
+    pd.testing.assert_frame_equal(seq, par)
+    assert F.default_workers(10) == 1 and F.default_workers(10_000) == min(8, os.cpu_count() or 1)
