@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -10,11 +9,10 @@ from typing import Annotated
 import pandas as pd
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from curate.build import BuildResult, build_tuples
-from curate.cli._app import app, console, handles_errors
+from curate.cli._app import app, console, handles_errors, rate_bar
 from curate.ingest import DEFAULT_MAX_PIXELS
 
 
@@ -53,18 +51,7 @@ def build_tuples_cmd(
     workers: Annotated[int | None, typer.Option(help="Processes for image validation (default: CPU count).")] = None,
 ) -> None:
     """Validate a labelled face-image dataset and sample triplets or quadruplets."""
-    with Progress(
-        TextColumn("[bold]validating images"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("[cyan]{task.fields[rate]}"), TimeRemainingColumn(), console=console,
-    ) as bar:
-        task = bar.add_task("validate", total=None, rate="")
-        t0 = time.perf_counter()
-
-        def progress(done: int, total: int) -> None:
-            dt = time.perf_counter() - t0
-            rate = f"{done / dt:,.0f} images/s" if dt > 0 and done else ""
-            bar.update(task, completed=done, total=total, rate=rate)
-
+    with rate_bar("validating images") as progress:
         result = build_tuples(
             source, out, kind=kind.value, per_anchor=per_anchor, max_tuples=max_tuples, seed=seed,
             balance_classes=balance_classes, positive_subject=positive_subject.value,

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from curate.cli._app import app, console, handles_errors
+from curate.cli._app import app, console, handles_errors, rate_bar
 
 
 @app.command("faces")
@@ -27,18 +25,7 @@ def faces_cmd(
     """Find each image's face: yaw, pitch, roll (degrees), occlusion (0-1) and its region."""
     from curate.faces import faces_for_source
 
-    with Progress(
-        TextColumn("[bold]analysing faces"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("[cyan]{task.fields[rate]}"), TimeRemainingColumn(), console=console,
-    ) as bar:
-        task = bar.add_task("faces", total=None, rate="")
-        t0 = time.perf_counter()
-
-        def progress(done: int, total: int) -> None:
-            dt = time.perf_counter() - t0
-            rate = f"{done / dt:,.0f} images/s" if dt > 0 and done else ""
-            bar.update(task, completed=done, total=total, rate=rate)
-
+    with rate_bar("analysing faces") as progress:
         result = faces_for_source(source, out, cache_dir=cache_dir, face_model=face_model,
                                   workers=workers, path_column=path_column, progress=progress)
     faces = result.faces
