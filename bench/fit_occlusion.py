@@ -15,12 +15,14 @@ Usage (about 12 minutes of training on one core, plus 8 minutes of landmarking):
 ``--clean-with W`` drops from the clean pool the training faces that an earlier fit W
 scores above 0.5 (real occlusions in FER2013 would otherwise be taught as clean).
 
-The shipped weights were made in two steps: a first fit with this script as of commit
-bc9308e (hands on one side only), then this version cleaned with it::
+The shipped weights were made in four runs (docs/faces.md, "Fitting the occlusion
+weights")::
 
     git show bc9308e:bench/fit_occlusion.py > bench/_first_fit.py
-    python bench/_first_fit.py --crops-cache /tmp/fer_aligned.npz --out /tmp/first.safetensors
-    python bench/fit_occlusion.py --crops-cache /tmp/fer_aligned.npz --clean-with /tmp/first.safetensors
+    python bench/_first_fit.py --crops-cache /tmp/fer_aligned.npz --out /tmp/w1.safetensors
+    python bench/fit_occlusion.py --crops-cache /tmp/fer_aligned.npz --clean-with /tmp/w1.safetensors --out /tmp/w2.safetensors
+    python bench/fit_occlusion.py --crops-cache /tmp/fer_aligned.npz --clean-with /tmp/w2.safetensors --pseudo-labels --out /tmp/w3.safetensors
+    python bench/fit_occlusion.py --crops-cache /tmp/fer_aligned.npz --clean-with /tmp/w3.safetensors --pseudo-labels
 
 Prints the held-out AUROC on synthetic occluders after every epoch.
 """
@@ -342,14 +344,21 @@ def jitter(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(out, 0, 255)
 
 
-def make_batch(crops: np.ndarray, idx: np.ndarray, rng: np.random.Generator,
-               donors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def make_batch(crops: np.ndarray, idx: np.ndarray, rng: np.random.Generator, donors: np.ndarray,
+               pseudo: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Half the faces get a synthetic occluder; with ``pseudo`` (real faces an earlier fit
+    finds occluded, and their targets) 40% synthetic and 10% pseudo-labelled real ones."""
     xs, ys = [], []
+    synthetic = 0.5 if pseudo is None else 0.4
     for i in idx:
         img = crops[i].astype(np.float32)
         y = np.zeros(1 + len(F.REGIONS), np.float32)
-        if rng.random() < 0.5:
+        u = rng.random()
+        if u < synthetic:
             img, y = occlude(img, rng, donors)
+        elif u < 0.5 and pseudo is not None:
+            k = rng.integers(len(pseudo[0]))
+            img, y = pseudo[0][k].astype(np.float32), pseudo[1][k]
         xs.append(jitter(img, rng))
         ys.append(y)
     return F.standardize_faces(np.stack(xs)), np.stack(ys)
@@ -375,6 +384,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--clean-with", type=Path, default=None,
                     help="weights of a previous fit: its occluded-looking faces leave the clean pool")
+    ap.add_argument("--pseudo-labels", action="store_true",
+                    help="with --clean-with: the previous fit's top 5%% become occluded examples")
     args = ap.parse_args()
 
     import torch
@@ -383,9 +394,16 @@ def main() -> None:
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     crops = aligned_fer_faces(args.n_faces, args.seed, args.crops_cache)
+    pseudo = None
     if args.clean_with is not None:  # drop training faces a previous fit finds occluded
-        prev = F.OcclusionModel(args.clean_with).probabilities(crops)[:, 0]
+        probs = F.OcclusionModel(args.clean_with).probabilities(crops)
+        prev = probs[:, 0]
         print(f"--clean-with {args.clean_with}: dropping {(prev > 0.5).sum()} faces scored > 0.5")
+        if args.pseudo_labels:  # its top 5% become real occluded examples (self-training)
+            top = prev >= np.quantile(prev, 0.95)
+            targets = np.concatenate([np.ones((top.sum(), 1)), probs[top, 1:] > 0.5], axis=1)
+            pseudo = (crops[top], targets.astype(np.float32))
+            print(f"pseudo-labelled occluded faces: {top.sum()} (score >= {prev[top].min():.3f})")
         crops = crops[prev <= 0.5]
     rng = np.random.default_rng(args.seed)
     order = rng.permutation(len(crops))
@@ -395,7 +413,7 @@ def main() -> None:
     print(f"{len(crops)} aligned FER2013 training faces: {len(train)} fit, {len(val)} held out")
 
     val_rng = np.random.default_rng(args.seed + 1)
-    xv, yv = make_batch(crops, val, val_rng, donors)
+    xv, yv = make_batch(crops, val, val_rng, donors, pseudo)
     net = F.build_occlusion_net()
     opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-4)
     batch = 128
@@ -408,7 +426,7 @@ def main() -> None:
         perm = rng.permutation(train)
         total = 0.0
         for b in range(0, len(perm), batch):
-            x, y = make_batch(crops, perm[b:b + batch], rng, donors)
+            x, y = make_batch(crops, perm[b:b + batch], rng, donors, pseudo)
             logits = net(torch.from_numpy(x))
             loss = loss_fn(logits, torch.from_numpy(y))
             opt.zero_grad()

@@ -361,7 +361,7 @@ OCCLUSION_CHANNELS = (12, 24, 48)
 # ``occlusion_region`` stops being ``none``. Chosen on face-conditions as the best-F1
 # threshold (occluded vs unflagged faces) among those rejecting at most 10% of unflagged
 # faces; the only number taken from that benchmark (bench/bench_faces.py, docs/faces.md).
-OCCLUSION_THRESHOLD = 0.2
+OCCLUSION_THRESHOLD = 0.32
 
 
 def build_occlusion_net() -> Any:
