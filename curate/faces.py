@@ -25,12 +25,14 @@ Method (details, conventions and measured numbers in ``docs/faces.md``):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
+import sys
 import urllib.request
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from importlib import util as importlib_util
@@ -431,6 +433,26 @@ class OcclusionModel:
 _WORKER: FaceAnalyzer | None = None
 
 
+@contextlib.contextmanager
+def quiet_native_stderr() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null while MediaPipe runs.
+
+    MediaPipe's C++ runtime writes a dozen W/I log lines per process straight to fd 2
+    (environment variables do not silence it). Failures of the analysis are not lost:
+    they are recorded in each row's ``detail``.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def _init_worker(model_path: str) -> None:
     global _WORKER
     from multiprocessing import util
@@ -438,6 +460,9 @@ def _init_worker(model_path: str) -> None:
     import torch
 
     torch.set_num_threads(1)
+    # this process only analyses faces, and its Python errors reach the parent pickled
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
     _WORKER = FaceAnalyzer(Path(model_path), occlusion_model=OcclusionModel())
     # close while MediaPipe's dispatcher threads still run (a plain atexit hook is too late)
     util.Finalize(_WORKER, _WORKER.close, exitpriority=10)
@@ -590,15 +615,16 @@ def _run(todo: dict[str, str], weight: dict[str, int], model_path: Path, workers
         return out
     n_workers = workers if workers is not None else default_workers(len(todo_paths))
     if n_workers <= 1:
-        analyzer = FaceAnalyzer(model_path, occlusion_model=OcclusionModel())
-        try:
-            for key, p in zip(keys, todo_paths, strict=True):
-                out[key] = _analyze_one(analyzer, p)
-                done += weight[key]
-                if progress is not None:
-                    progress(done, total)
-        finally:
-            analyzer.close()
+        with quiet_native_stderr():
+            analyzer = FaceAnalyzer(model_path, occlusion_model=OcclusionModel())
+            try:
+                for key, p in zip(keys, todo_paths, strict=True):
+                    out[key] = _analyze_one(analyzer, p)
+                    done += weight[key]
+                    if progress is not None:
+                        progress(done, total)
+            finally:
+                analyzer.close()
         return out
     import multiprocessing
 
