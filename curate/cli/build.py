@@ -13,12 +13,8 @@ from rich.table import Table
 
 from curate.build import BuildResult, build_tuples
 from curate.cli._app import app, console, handles_errors, rate_bar
+from curate.cli._choices import KindOpt
 from curate.ingest import DEFAULT_MAX_PIXELS
-
-
-class KindOpt(str, Enum):
-    triplet = "triplet"
-    quadruplet = "quadruplet"
 
 
 class PositiveSubject(str, Enum):

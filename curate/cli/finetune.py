@@ -15,17 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from curate.cli._app import app, console, err_console, handles_errors
-
-
-class KindOpt(str, Enum):
-    triplet = "triplet"
-    quadruplet = "quadruplet"
-
-
-class NullOpt(str, Enum):
-    theory = "theory"
-    effective = "effective"
-    empirical = "empirical"
+from curate.cli._choices import KindOpt, NullOpt
 
 
 class MiningOpt(str, Enum):

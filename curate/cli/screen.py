@@ -14,14 +14,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from curate.cli._app import app, console, handles_errors
+from curate.cli._choices import NullOpt
 from curate.export import FORMATS, export
 from curate.screen import ScreenResult, screen
-
-
-class NullOpt(str, Enum):
-    theory = "theory"
-    effective = "effective"
-    empirical = "empirical"
 
 
 class NoFaceOpt(str, Enum):
