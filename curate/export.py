@@ -1,7 +1,9 @@
 """``export``: the images that survive the screens, for other trainers.
 
 Reads ``images_suspect.parquet`` of a ``curate screen`` folder and keeps the images
-that no face screen rejected and whose suspicion is below ``max_suspicion``. Writes
+that no face screen rejected and whose suspicion is below ``max_suspicion``. Valid
+images of the build that are in no tuple were never screened: they are counted
+(``n_unscreened``) and exported only with ``include_unscreened``. Writes
 them as an ImageFolder of symlinks or copies (``OUT/[split/]label/file``, which
 timm's ``train.py``, torchvision's ``ImageFolder`` and Hugging Face's ``imagefolder``
 read directly) or as a CSV / Parquet manifest (``OUT/manifest.csv|parquet``).
@@ -39,13 +41,14 @@ class ExportResult:
     n_excluded: int
     n_suspect: int
     n_face_rejected: int
+    n_unscreened: int | None  # valid images in no tuple (None: build folder not found)
     per_label: dict[str, int]
     manifest: pd.DataFrame
 
 
 def export(screen_dir: str | os.PathLike[str], out: str | os.PathLike[str], *,
            max_suspicion: float = 0.5, format: str = "imagefolder", copy: bool = False,
-           force: bool = False) -> ExportResult:
+           force: bool = False, include_unscreened: bool = False) -> ExportResult:
     """Export the surviving images of ``screen_dir`` into ``out`` (see module doc).
 
     ``out`` must be absent or empty; with ``force`` an earlier curate export there is
@@ -65,6 +68,12 @@ def export(screen_dir: str | os.PathLike[str], out: str | os.PathLike[str], *,
     face_bad = _face_rejected(table)
     keep = ~suspect & ~face_bad
     manifest = table.loc[keep, [c for c in MANIFEST_COLUMNS if c in table.columns]]
+    unscreened = _unscreened_images(src, table)
+    if include_unscreened and unscreened is not None and len(unscreened):
+        manifest = pd.concat([manifest, unscreened[[c for c in MANIFEST_COLUMNS if c in unscreened.columns]]],
+                             ignore_index=True)
+    n_unscreened = None if unscreened is None else len(unscreened)
+    n_exported = len(manifest)
     manifest = manifest.sort_values("image_id", kind="mergesort").reset_index(drop=True)
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=_parent(target)))
@@ -76,9 +85,11 @@ def export(screen_dir: str | os.PathLike[str], out: str | os.PathLike[str], *,
         else:
             write_parquet(manifest, tmp / "manifest.parquet")
         params = {"screen_dir": str(src.resolve()), "max_suspicion": max_suspicion,
-                  "format": format, "copy": copy, "force": force}
-        counts = {"images": len(table), "exported": int(keep.sum()), "excluded": int((~keep).sum()),
-                  "suspect": int(suspect.sum()), "face_rejected": int(face_bad.sum())}
+                  "format": format, "copy": copy, "force": force,
+                  "include_unscreened": include_unscreened}
+        counts = {"images": len(table), "exported": n_exported, "excluded": int((~keep).sum()),
+                  "suspect": int(suspect.sum()), "face_rejected": int(face_bad.sum()),
+                  "unscreened": n_unscreened}
         write_json(run_record("export", params, inputs={"screen_dir": str(src.resolve())},
                               counts=counts, started=started), tmp / "export.json")
         if target.exists():
@@ -88,9 +99,27 @@ def export(screen_dir: str | os.PathLike[str], out: str | os.PathLike[str], *,
         if tmp.exists():
             shutil.rmtree(tmp)
     per_label = {str(k): int(v) for k, v in manifest["label"].value_counts().sort_index().items()}
-    return ExportResult(out_dir=target, target=target, n_exported=int(keep.sum()),
+    return ExportResult(out_dir=target, target=target, n_exported=n_exported,
                         n_excluded=int((~keep).sum()), n_suspect=int(suspect.sum()),
-                        n_face_rejected=int(face_bad.sum()), per_label=per_label, manifest=manifest)
+                        n_face_rejected=int(face_bad.sum()), n_unscreened=n_unscreened,
+                        per_label=per_label, manifest=manifest)
+
+
+def _unscreened_images(src: Path, table: pd.DataFrame) -> pd.DataFrame | None:
+    """Valid images of the build folder that are in no tuple (never screened)."""
+    import json
+
+    run = src / "run.json"
+    if not run.exists():
+        return None
+    build = json.loads(run.read_text()).get("params", {}).get("build_dir")
+    images_file = Path(build) / "images.parquet" if build else None
+    if images_file is None or not images_file.exists():
+        return None
+    images = read_parquet(images_file, what="images table")
+    ok = images[images["status"].eq("ok") & ~images["image_id"].isin(table["image_id"])].copy()
+    ok["suspicion"] = float("nan")
+    return ok
 
 
 def _check_target(target: Path, force: bool) -> None:

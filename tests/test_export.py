@@ -124,3 +124,24 @@ def test_cli_export(tmp_path):
     again = CliRunner().invoke(app, ["export", str(src), "--out", str(tmp_path / "o")])
     assert again.exit_code == 2 and "--force" in again.output
     assert np.array_equal(pd.read_csv(tmp_path / "o" / "manifest.csv")["image_id"], [0, 3])
+
+
+def test_valid_images_in_no_tuple_are_counted_and_exported_on_request(tmp_path):
+    src = _screen_dir(tmp_path)
+    suspect = pd.read_parquet(src / "images_suspect.parquet")
+    extra = tmp_path / "src" / "lonely.png"
+    extra.write_bytes(b"png lonely")
+    images = pd.concat([suspect[["image_id", "path", "rel_path", "label", "split"]].assign(status="ok"),
+                        pd.DataFrame([{"image_id": 9, "path": str(extra), "rel_path": "lonely.png",
+                                       "label": "sad", "split": "train", "status": "ok"},
+                                      {"image_id": 10, "path": str(extra), "rel_path": "bad.png",
+                                       "label": "sad", "split": "train", "status": "corrupt"}])])
+    build = tmp_path / "build"
+    build.mkdir()
+    images.to_parquet(build / "images.parquet", index=False)
+    (src / "run.json").write_text(json.dumps({"params": {"build_dir": str(build)}}))
+    res = export(src, tmp_path / "out", max_suspicion=0.5)
+    assert res.n_unscreened == 1 and res.n_exported == 2
+    res = export(src, tmp_path / "out2", max_suspicion=0.5, include_unscreened=True, format="csv")
+    assert res.n_exported == 3
+    assert 9 in pd.read_csv(tmp_path / "out2" / "manifest.csv")["image_id"].tolist()

@@ -130,13 +130,17 @@ def export_cmd(
     format: Annotated[FormatOpt, typer.Option("--format", help="imagefolder (OUT/[split/]label/file), or a csv/parquet manifest.")] = FormatOpt.imagefolder,
     copy: Annotated[bool, typer.Option("--copy", help="Copy files instead of symlinking them (imagefolder).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace OUT when it holds an earlier curate export.")] = False,
+    include_unscreened: Annotated[bool, typer.Option("--include-unscreened", help="Also export valid images that are in no tuple (never screened).")] = False,
 ) -> None:
     """Write the images that survive the screens as an ImageFolder or a manifest for other trainers."""
     result = export(screen_dir, out, max_suspicion=max_suspicion, format=format.value, copy=copy,
-                    force=force)
+                    force=force, include_unscreened=include_unscreened)
     console.print(f"exported [green]{result.n_exported:,}[/] images, left out "
                   f"[red]{result.n_excluded:,}[/] ({result.n_suspect:,} with suspicion >= "
                   f"{max_suspicion:g}, {result.n_face_rejected:,} rejected by a face screen; an image can be both)")
+    if result.n_unscreened:
+        how = "exported" if include_unscreened else "left out (--include-unscreened adds them)"
+        console.print(f"[yellow]{result.n_unscreened:,} valid image(s) are in no tuple, never screened: {how}[/]")
     for label, n in sorted(result.per_label.items()):
         console.print(f"  {escape(label)}: {n:,}")
     console.print(f"wrote {escape(str(result.target))}")
