@@ -60,7 +60,7 @@ def load_backbone(name: str | None, weights: str | None = None, *, device: str =
     """
     dev = resolve_device(device)
     if name is None and weights is None:
-        loaded = _load_run(_default_model_dir(), None)
+        loaded = _load_run(bundled_model_dir(), None)
     elif weights is not None and weights.lower() == "none":
         if name is None:
             raise CurateError("--weights none needs a backbone name",
@@ -249,7 +249,8 @@ def _load_run(run_dir: Path, name: str | None) -> LoadedBackbone:
                           random_weights=False, embed_dim=int(config["embed_dim"]), in_chans=in_chans)
 
 
-def _default_model_dir() -> Path:
+def bundled_model_dir() -> Path:
+    """The bundled default backbone's run folder, or a CurateError saying how to do without."""
     hint = "pass --backbone NAME and --weights FILE (or --weights none), or --embeddings FILE"
     try:
         from curate.models import default_model_dir

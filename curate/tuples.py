@@ -134,7 +134,9 @@ def _blocks(codes_sorted: np.ndarray, n_codes: int) -> _Blocks:
 
 def _draw_outside(rng: np.random.Generator, n: int, lo: np.ndarray, size: np.ndarray,
                   total: int | np.ndarray) -> np.ndarray:
-    """Uniform index in [0, total) excluding the block [lo, lo + size), per row."""
+    """Uniform index in [0, total) excluding the block [lo, lo + size), per row.
+
+    Rows where nothing is left outside the block get 0 (callers mask them out)."""
     u = (rng.random(n) * (total - size)).astype(np.int64)
     return u + (u >= lo) * size
 
@@ -238,9 +240,7 @@ def _positive_other_subject(rng: np.random.Generator, a_pos: np.ndarray, a_cls: 
     cs_start, cs_size = first[blk], sizes[blk]
     avail = cb.size[a_cls] - cs_size
     ok = avail > 0
-    local_lo = cs_start - cb.start[a_cls]
-    u = (rng.random(len(a_pos)) * np.maximum(avail, 1)).astype(np.int64)
-    u = u + (u >= local_lo) * cs_size
+    u = _draw_outside(rng, len(a_pos), cs_start - cb.start[a_cls], cs_size, cb.size[a_cls])
     chosen = np.where(ok, cb.start[a_cls] + u, fallback)
     return chosen, ok
 
@@ -258,9 +258,7 @@ def _negative_same_subject(rng: np.random.Generator, a_pos: np.ndarray, cls: np.
     sc_size = np.searchsorted(key, akey, side="right") - sc_first
     avail = s_size - sc_size
     ok = avail > 0
-    u = (rng.random(len(a_pos)) * np.maximum(avail, 1)).astype(np.int64)
-    local_lo = sc_first - s_first
-    u = u + (u >= local_lo) * sc_size
+    u = _draw_outside(rng, len(a_pos), sc_first - s_first, sc_size, s_size)
     idx = np.minimum(s_first + u, len(by_subject) - 1)
     chosen = np.where(ok, by_subject[idx], fallback)
     return chosen, ok

@@ -161,9 +161,9 @@ def init_network(cfg: FinetuneConfig, classes: list[str]) -> tuple[EmbeddingNet,
     """
     w = cfg.weights
     if cfg.backbone is None and w is None:
-        from curate.backbone import _default_model_dir
+        from curate.backbone import bundled_model_dir
 
-        w = str(_default_model_dir())
+        w = str(bundled_model_dir())
     if cfg.backbone is None and not (w is not None and is_run_dir(w)):
         raise CurateError("--weights other than a fine-tuning run needs --backbone NAME",
                           hint="pass --backbone (a timm model name), for example --backbone resnet18")
