@@ -5,7 +5,9 @@ the unflagged faces; AUROC of ``occlusion`` for ``occluded`` vs unflagged, with
 precision and recall at the default threshold, and the threshold rule behind
 ``DEFAULT_MAX_OCCLUSION`` (best F1 among thresholds that reject at most 10% of the
 unflagged faces: the only number taken from this benchmark);
-what the screens reject per group at their defaults; images/s per core.
+what the screens reject per group at their defaults; images/s per core; and the same
+scores against blind hand labels of 120 + 120 faces (``bench/audit/``, see
+``bench/audit/README.md``), which measure how noisy the benchmark's flags are.
 
 Usage::
 
@@ -28,6 +30,7 @@ from curate.faces import analyze_faces
 from curate.screens import faces as S
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "face-conditions"
+AUDIT = Path(__file__).resolve().parent / "audit"
 FLAGS = ["yaw_over_30", "yaw_over_45", "occluded"]
 
 
@@ -58,6 +61,38 @@ def choose_threshold(y: np.ndarray, s: np.ndarray, max_false_reject: float | Non
         if f1 > best[0]:
             best = (float(f1), float(t))
     return best
+
+
+def audits(d: pd.DataFrame) -> None:
+    """Print the scores and the benchmark's flags against the blind hand labels.
+
+    ``d``: labels.csv rows (``path`` relative to the data folder) with the analysis columns.
+    """
+    pose = pd.read_csv(AUDIT / "face_conditions_pose_audit.csv").merge(d, on="path")
+    occ = pd.read_csv(AUDIT / "face_conditions_occlusion_audit.csv").merge(d, on="path")
+    if pose.empty and occ.empty:  # a --limit sample without audited faces
+        return
+    group = np.where(pose["yaw_over_45"] == 1, "yaw_over_45",
+                     np.where(pose["yaw_over_30"] == 1, "yaw_over_30 only", "unflagged"))
+    table = pd.crosstab(pd.Series(group, name="flags"), pose["turned"].rename("hand label")).rename(
+        columns={0: "frontal", 1: "slightly turned", 2: "clearly turned"})
+    print(f"pose audit ({len(pose)} faces, blind hand labels), flag group x hand label:")
+    print(table.to_string())
+    f = pose[pose["face_found"]]
+    clear = f[f["turned"] != 1]
+    turned = (f["turned"] >= 1).to_numpy()
+    print(f"  AUROC |yaw| clearly turned vs frontal (n={len(clear)}): "
+          f"{auroc(clear['turned'] == 2, clear['yaw'].abs()):.3f}; any turn vs frontal "
+          f"(n={len(f)}): {auroc(turned, f['yaw'].abs()):.3f}")
+    print(f"  the flags as a score of any turn: yaw_over_30 {auroc(turned, f['yaw_over_30']):.3f}, "
+          f"yaw_over_45 {auroc(turned, f['yaw_over_45']):.3f}")
+    f = occ[occ["face_found"]]
+    hand = (f["occluded_by_eye"] == 1).to_numpy()
+    print(f"occlusion audit ({len(occ)} faces, blind hand labels): flag x hand label "
+          + str(pd.crosstab(occ["occluded"], occ["occluded_by_eye"]).to_dict("index")))
+    print(f"  AUROC occlusion vs hand label (n={len(f)}): {auroc(hand, f['occlusion']):.3f}; "
+          f"vs the flag on the same faces: {auroc(f['occluded'] == 1, f['occlusion']):.3f}; "
+          f"the flag as a score of the hand label: {auroc(hand, f['occluded']):.3f}")
 
 
 def main() -> None:
@@ -121,6 +156,7 @@ def main() -> None:
     groups = {"unflagged": unflagged, **{f: (d[f] == 1).to_numpy() for f in FLAGS}}
     print("rejected by the face screens at defaults: "
           + ", ".join(f"{k} {rej[g].mean():.3f}" for k, g in groups.items()))
+    audits(d)
     print(f"speed: {len(d) / wall:.1f} images/s wall with {args.workers} worker(s); "
           f"{len(d) / cpu:.1f} images/s per core (CPU time {cpu:.0f} s)")
 
