@@ -56,11 +56,14 @@ cv2.ellipse(FACE_ELLIPSE, (24, 26), (19, 23), 0, 0, 360, 1.0, -1)
 
 
 # ----------------------------------------------------------------------------- data
-def aligned_fer_faces(n: int, seed: int, cache: Path | None) -> np.ndarray:
-    """Aligned 48x48 crops of ``n`` seeded FER2013 training faces (faces found only)."""
+def aligned_fer_faces(n: int, seed: int, cache: Path | None) -> tuple[np.ndarray, np.ndarray]:
+    """Aligned 48x48 crops of ``n`` seeded FER2013 training faces (faces found only) and
+    their paths relative to the train folder (``happy/Training_123.jpg``)."""
     if cache is not None and cache.is_file():
         z = np.load(cache)
-        return z["crops"][z["found"]]
+        if "paths" in z:
+            return z["crops"][z["found"]], z["paths"][z["found"]]
+        print(f"{cache} has no paths (an older cache): landmarking again")
     paths = sorted(DATA.rglob("*.jpg"))
     idx = np.random.default_rng(seed).choice(len(paths), n, replace=False)
     analyzer = F.FaceAnalyzer(F.resolve_face_model())
@@ -73,9 +76,10 @@ def aligned_fer_faces(n: int, seed: int, cache: Path | None) -> np.ndarray:
     finally:
         analyzer.close()
     crops_a, found_a = np.stack(crops), np.array(found)
+    rel = np.array([paths[i].relative_to(DATA).as_posix() for i in sorted(idx)])
     if cache is not None:
-        np.savez_compressed(cache, crops=crops_a, found=found_a)
-    return crops_a[found_a]
+        np.savez_compressed(cache, crops=crops_a, found=found_a, paths=rel)
+    return crops_a[found_a], rel[found_a]
 
 
 # ----------------------------------------------------------------------------- occluders
@@ -374,6 +378,100 @@ def auroc(y: np.ndarray, s: np.ndarray) -> float:
     return float((r[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
+def fit_on_labels(args: argparse.Namespace, crops: np.ndarray, rel_paths: np.ndarray) -> None:
+    """Fine-tune ``--init`` on hand-labelled real faces (the last fitting stage).
+
+    Each batch of 128: ``--real-frac`` of it hand-labelled faces drawn half occluded, half
+    clean (jittered; only the "occluded" output is trained on them, as they carry no region
+    labels), the rest as in :func:`make_batch` (half with a synthetic occluder). The clean
+    pool is the unlabelled faces that ``--clean-with`` scores at most 0.5. With
+    ``--cv-fold K`` the labelled faces of fold K (of 5, seeded) are held out, and the
+    AUROC on them (all, and the randomly sampled ones) is printed after every epoch.
+    """
+    import pandas as pd
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    if args.init is None or args.clean_with is None:
+        raise SystemExit("--real-labels needs --init and --clean-with")
+    labels = pd.read_csv(args.real_labels)
+    where = {p: i for i, p in enumerate(rel_paths)}
+    missing = labels.loc[~labels["path"].isin(where), "path"]
+    if len(missing):
+        raise SystemExit(f"{len(missing)} labelled faces are not in the seeded sample with a face "
+                         f"found, e.g. {missing.iloc[0]}: use the --n-faces/--seed they came from")
+    labels["idx"] = labels["path"].map(where)
+    fold = np.random.default_rng(123).integers(0, 5, len(labels))
+    held = labels[fold == args.cv_fold] if args.cv_fold is not None else labels.iloc[:0]
+    train = labels[fold != args.cv_fold] if args.cv_fold is not None else labels
+    target = dict(zip(train["idx"], train["occluded"].astype(np.float32), strict=True))
+    pos = train.loc[train["occluded"] == 1, "idx"].to_numpy()
+    neg = train.loc[train["occluded"] == 0, "idx"].to_numpy()
+
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    prev = F.OcclusionModel(args.clean_with).probabilities(crops)[:, 0]
+    clean = np.flatnonzero((prev <= 0.5) & ~np.isin(np.arange(len(crops)), labels["idx"]))
+    donors = crops[clean]
+    print(f"{len(train)} labelled faces to fit ({len(pos)} occluded), {len(held)} held out; "
+          f"clean pool {len(clean)} of {len(crops)}")
+    net = F.build_occlusion_net()
+    net.load_state_dict(load_file(str(args.init)))
+    opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
+    batch = 128
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=args.lr, total_steps=args.epochs * math.ceil(len(clean) / batch))
+    bce = torch.nn.BCEWithLogitsLoss(reduction="none")
+    rng = np.random.default_rng(args.seed)
+    t0 = time.time()
+    for epoch in range(args.epochs):
+        net.train()
+        perm = rng.permutation(clean)
+        for b in range(0, len(perm), batch):
+            idx = perm[b:b + batch]
+            n_real = int(round(args.real_frac * len(idx)))
+            x, y = make_batch(crops, idx[n_real:], rng, donors)
+            weight = np.ones_like(y)
+            if n_real:
+                take = np.where(rng.random(n_real) < 0.5, rng.choice(pos, n_real), rng.choice(neg, n_real))
+                xr = np.stack([jitter(crops[i].astype(np.float32), rng) for i in take])
+                yr = np.zeros((n_real, y.shape[1]), np.float32)
+                yr[:, 0] = [target[i] for i in take]
+                wr = np.zeros_like(yr)
+                wr[:, 0] = 1.0
+                x = np.concatenate([F.standardize_faces(xr), x])
+                y, weight = np.concatenate([yr, y]), np.concatenate([wr, weight])
+            w = torch.from_numpy(weight)
+            loss = (bce(net(torch.from_numpy(x)), torch.from_numpy(y)) * w).sum() / w.sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+        msg = ""
+        if len(held):
+            net.eval()
+            with torch.inference_mode():
+                faces = crops[held["idx"].to_numpy()]
+                logits = net(torch.from_numpy(F.standardize_faces(faces)))
+                flipped = net(torch.from_numpy(F.standardize_faces(faces[:, :, ::-1].copy())))
+                s = 0.5 * (torch.sigmoid(logits) + torch.sigmoid(flipped)).numpy()[:, 0]
+            rnd = (held["sample"] == "random").to_numpy()
+            y_held = held["occluded"].to_numpy()
+            msg = (f" held-out AUROC {auroc(y_held, s):.4f} (randomly sampled faces "
+                   f"{auroc(y_held[rnd], s[rnd]):.4f}, n={rnd.sum()})")
+            if epoch == args.epochs - 1 and args.out:
+                pd.DataFrame({"path": held["path"], "occluded": y_held, "sample": held["sample"],
+                              "score": s}).to_csv(args.out.with_suffix(".heldout.csv"), index=False)
+        print(f"epoch {epoch + 1}/{args.epochs}{msg} ({time.time() - t0:.0f} s)", flush=True)
+    state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(args.out), metadata={
+        "fitted_by": "bench/fit_occlusion.py --real-labels", "seed": str(args.seed),
+        "labels": str(len(train)), "epochs": str(args.epochs), "real_frac": str(args.real_frac),
+        "analysis_version": F.ANALYSIS_VERSION})
+    print(f"wrote {args.out} ({args.out.stat().st_size / 1e3:.0f} kB)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n-faces", type=int, default=12000)
@@ -386,6 +484,15 @@ def main() -> None:
                     help="weights of a previous fit: its occluded-looking faces leave the clean pool")
     ap.add_argument("--pseudo-labels", action="store_true",
                     help="with --clean-with: the previous fit's top 5%% become occluded examples")
+    ap.add_argument("--real-labels", type=Path, default=None,
+                    help="hand labels (CSV: path relative to fer2013/train, occluded 0/1): "
+                         "fine-tune --init on them, mixed with synthetic occluders")
+    ap.add_argument("--init", type=Path, default=None, help="with --real-labels: starting weights")
+    ap.add_argument("--real-frac", type=float, default=0.85,
+                    help="with --real-labels: share of each batch drawn from the labelled faces")
+    ap.add_argument("--lr", type=float, default=1e-3, help="with --real-labels: peak learning rate")
+    ap.add_argument("--cv-fold", type=int, default=None,
+                    help="with --real-labels: hold out fold K of 5 (seeded) and print its AUROC")
     args = ap.parse_args()
 
     import torch
@@ -393,7 +500,10 @@ def main() -> None:
 
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
-    crops = aligned_fer_faces(args.n_faces, args.seed, args.crops_cache)
+    crops, rel_paths = aligned_fer_faces(args.n_faces, args.seed, args.crops_cache)
+    if args.real_labels is not None:
+        fit_on_labels(args, crops, rel_paths)
+        return
     pseudo = None
     if args.clean_with is not None:  # drop training faces a previous fit finds occluded
         probs = F.OcclusionModel(args.clean_with).probabilities(crops)
