@@ -16,6 +16,7 @@ from rich.table import Table
 from curate.cli._app import app, console, handles_errors
 from curate.cli._choices import NullOpt
 from curate.export import FORMATS, export
+from curate.faces import OCCLUSION_THRESHOLD
 from curate.screen import ScreenResult, screen
 
 
@@ -51,7 +52,7 @@ def screen_cmd(
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of random pairs (and of random weights).")] = 0,
     max_yaw: Annotated[float, typer.Option(help="Reject faces turned further than this many degrees (side_face).")] = 30.0,
-    max_occlusion: Annotated[float | None, typer.Option(help="Reject faces occluded above this share (default: the face screen's).")] = None,
+    max_occlusion: Annotated[float | None, typer.Option(help=f"Reject faces whose occlusion score (0-1) is above this; default {OCCLUSION_THRESHOLD} (docs/faces.md).")] = None,
     no_face: Annotated[NoFaceOpt, typer.Option(help="What to do with images where no face is found.")] = NoFaceOpt.reject,
     skip_face_screens: Annotated[bool, typer.Option("--skip-face-screens", help="Only apply the statistical boundary.")] = False,
     face_model: Annotated[str | None, typer.Option(help="Face landmark model file (default: the packaged or cached one).")] = None,
