@@ -33,6 +33,7 @@ import argparse
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -378,43 +379,28 @@ def auroc(y: np.ndarray, s: np.ndarray) -> float:
     return float((r[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
-def fit_on_labels(args: argparse.Namespace, crops: np.ndarray, rel_paths: np.ndarray) -> None:
-    """Fine-tune ``--init`` on hand-labelled real faces (the last fitting stage).
-
-    Each batch of 128: ``--real-frac`` of it hand-labelled faces drawn half occluded, half
-    clean (jittered; only the "occluded" output is trained on them, as they carry no region
-    labels), the rest as in :func:`make_batch` (half with a synthetic occluder). The clean
-    pool is the unlabelled faces that ``--clean-with`` scores at most 0.5. With
-    ``--cv-fold K`` the labelled faces of fold K (of 5, seeded) are held out, and the
-    AUROC on them (all, and the randomly sampled ones) is printed after every epoch.
-    """
-    import pandas as pd
+def _held_out_scores(net: Any, crops: np.ndarray, held: Any) -> np.ndarray:
+    """"Occluded" probabilities of the held-out labelled faces, mirror-averaged."""
     import torch
-    from safetensors.torch import load_file, save_file
 
-    if args.init is None or args.clean_with is None:
-        raise SystemExit("--real-labels needs --init and --clean-with")
-    labels = pd.read_csv(args.real_labels)
-    where = {p: i for i, p in enumerate(rel_paths)}
-    missing = labels.loc[~labels["path"].isin(where), "path"]
-    if len(missing):
-        raise SystemExit(f"{len(missing)} labelled faces are not in the seeded sample with a face "
-                         f"found, e.g. {missing.iloc[0]}: use the --n-faces/--seed they came from")
-    labels["idx"] = labels["path"].map(where)
-    fold = np.random.default_rng(123).integers(0, 5, len(labels))
-    held = labels[fold == args.cv_fold] if args.cv_fold is not None else labels.iloc[:0]
-    train = labels[fold != args.cv_fold] if args.cv_fold is not None else labels
-    target = dict(zip(train["idx"], train["occluded"].astype(np.float32), strict=True))
-    pos = train.loc[train["occluded"] == 1, "idx"].to_numpy()
-    neg = train.loc[train["occluded"] == 0, "idx"].to_numpy()
+    if not len(held):
+        return np.zeros(0)
+    net.eval()
+    faces = crops[held["idx"].to_numpy()]
+    with torch.inference_mode():
+        a = torch.sigmoid(net(torch.from_numpy(F.standardize_faces(faces))))
+        b = torch.sigmoid(net(torch.from_numpy(F.standardize_faces(faces[:, :, ::-1].copy()))))
+    return (0.5 * (a + b)).numpy()[:, 0]
 
-    torch.manual_seed(args.seed)
-    torch.set_num_threads(args.threads)
-    prev = F.OcclusionModel(args.clean_with).probabilities(crops)[:, 0]
-    clean = np.flatnonzero((prev <= 0.5) & ~np.isin(np.arange(len(crops)), labels["idx"]))
+
+def _fit_labelled(args: argparse.Namespace, seed: int, crops: np.ndarray, clean: np.ndarray,
+                  target: dict[int, float], pos: np.ndarray, neg: np.ndarray, held: Any) -> Any:
+    """One network of the labelled stage (see :func:`fit_on_labels`), from ``--init``."""
+    import torch
+    from safetensors.torch import load_file
+
+    torch.manual_seed(seed)
     donors = crops[clean]
-    print(f"{len(train)} labelled faces to fit ({len(pos)} occluded), {len(held)} held out; "
-          f"clean pool {len(clean)} of {len(crops)}")
     net = F.build_occlusion_net()
     net.load_state_dict(load_file(str(args.init)))
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
@@ -422,7 +408,7 @@ def fit_on_labels(args: argparse.Namespace, crops: np.ndarray, rel_paths: np.nda
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=args.lr, total_steps=args.epochs * math.ceil(len(clean) / batch))
     bce = torch.nn.BCEWithLogitsLoss(reduction="none")
-    rng = np.random.default_rng(args.seed)
+    rng = np.random.default_rng(seed)
     t0 = time.time()
     for epoch in range(args.epochs):
         net.train()
@@ -449,24 +435,67 @@ def fit_on_labels(args: argparse.Namespace, crops: np.ndarray, rel_paths: np.nda
             sched.step()
         msg = ""
         if len(held):
-            net.eval()
-            with torch.inference_mode():
-                faces = crops[held["idx"].to_numpy()]
-                logits = net(torch.from_numpy(F.standardize_faces(faces)))
-                flipped = net(torch.from_numpy(F.standardize_faces(faces[:, :, ::-1].copy())))
-                s = 0.5 * (torch.sigmoid(logits) + torch.sigmoid(flipped)).numpy()[:, 0]
+            s = _held_out_scores(net, crops, held)
             rnd = (held["sample"] == "random").to_numpy()
             y_held = held["occluded"].to_numpy()
             msg = (f" held-out AUROC {auroc(y_held, s):.4f} (randomly sampled faces "
                    f"{auroc(y_held[rnd], s[rnd]):.4f}, n={rnd.sum()})")
-            if epoch == args.epochs - 1 and args.out:
-                pd.DataFrame({"path": held["path"], "occluded": y_held, "sample": held["sample"],
-                              "score": s}).to_csv(args.out.with_suffix(".heldout.csv"), index=False)
-        print(f"epoch {epoch + 1}/{args.epochs}{msg} ({time.time() - t0:.0f} s)", flush=True)
-    state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
+        print(f"seed {seed} epoch {epoch + 1}/{args.epochs}{msg} ({time.time() - t0:.0f} s)", flush=True)
+    return net
+
+
+def fit_on_labels(args: argparse.Namespace, crops: np.ndarray, rel_paths: np.ndarray) -> None:
+    """Fine-tune ``--init`` on hand-labelled real faces (the last fitting stage).
+
+    Each batch of 128: ``--real-frac`` of it hand-labelled faces drawn half occluded, half
+    clean (jittered; only the "occluded" output is trained on them, as they carry no region
+    labels), the rest as in :func:`make_batch` (half with a synthetic occluder). The clean
+    pool is the unlabelled faces that ``--clean-with`` scores at most 0.5. With
+    ``--cv-fold K`` the labelled faces of fold K (of 5, seeded) are held out, and the
+    AUROC on them (all, and the randomly sampled ones) is printed after every epoch.
+    """
+    import pandas as pd
+    import torch
+    from safetensors.torch import save_file
+
+    if args.init is None or args.clean_with is None:
+        raise SystemExit("--real-labels needs --init and --clean-with")
+    labels = pd.read_csv(args.real_labels)
+    where = {p: i for i, p in enumerate(rel_paths)}
+    missing = labels.loc[~labels["path"].isin(where), "path"]
+    if len(missing):
+        raise SystemExit(f"{len(missing)} labelled faces are not in the seeded sample with a face "
+                         f"found, e.g. {missing.iloc[0]}: use the --n-faces/--seed they came from")
+    labels["idx"] = labels["path"].map(where)
+    fold = np.random.default_rng(123).integers(0, 5, len(labels))
+    held = labels[fold == args.cv_fold] if args.cv_fold is not None else labels.iloc[:0]
+    train = labels[fold != args.cv_fold] if args.cv_fold is not None else labels
+    target = dict(zip(train["idx"], train["occluded"].astype(np.float32), strict=True))
+    pos = train.loc[train["occluded"] == 1, "idx"].to_numpy()
+    neg = train.loc[train["occluded"] == 0, "idx"].to_numpy()
+
+    torch.set_num_threads(args.threads)
+    prev = F.OcclusionModel(args.clean_with).probabilities(crops)[:, 0]
+    clean = np.flatnonzero((prev <= 0.5) & ~np.isin(np.arange(len(crops)), labels["idx"]))
+    print(f"{len(train)} labelled faces to fit ({len(pos)} occluded), {len(held)} held out; "
+          f"clean pool {len(clean)} of {len(crops)}")
+    seeds = [int(x) for x in str(args.seeds).split(",")] if args.seeds else [args.seed]
+    states, held_scores = [], []
+    for seed in seeds:
+        net = _fit_labelled(args, seed, crops, clean, target, pos, neg, held)
+        states.append({k: v.detach().contiguous() for k, v in net.state_dict().items()})
+        held_scores.append(_held_out_scores(net, crops, held))
+    if len(held):
+        s = np.mean(held_scores, axis=0)  # the saved file's score: the members' mean
+        rnd = (held["sample"] == "random").to_numpy()
+        y_held = held["occluded"].to_numpy()
+        print(f"held-out AUROC of the {len(seeds)}-network file: {auroc(y_held, s):.4f} "
+              f"(randomly sampled faces {auroc(y_held[rnd], s[rnd]):.4f}, n={rnd.sum()})")
+        pd.DataFrame({"path": held["path"], "occluded": y_held, "sample": held["sample"],
+                      "score": s}).to_csv(args.out.with_suffix(".heldout.csv"), index=False)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(args.out), metadata={
-        "fitted_by": "bench/fit_occlusion.py --real-labels", "seed": str(args.seed),
+    save_file(F.join_members(states) if len(states) > 1 else states[0], str(args.out), metadata={
+        "fitted_by": "bench/fit_occlusion.py --real-labels", "seeds": ",".join(map(str, seeds)),
         "labels": str(len(train)), "epochs": str(args.epochs), "real_frac": str(args.real_frac),
         "analysis_version": F.ANALYSIS_VERSION})
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e3:.0f} kB)")
@@ -491,6 +520,9 @@ def main() -> None:
     ap.add_argument("--real-frac", type=float, default=0.85,
                     help="with --real-labels: share of each batch drawn from the labelled faces")
     ap.add_argument("--lr", type=float, default=1e-3, help="with --real-labels: peak learning rate")
+    ap.add_argument("--seeds", default=None,
+                    help="with --real-labels: comma-separated seeds; one network each, all "
+                         "saved in one file whose score is their mean (default: --seed alone)")
     ap.add_argument("--cv-fold", type=int, default=None,
                     help="with --real-labels: hold out fold K of 5 (seeded) and print its AUROC")
     args = ap.parse_args()

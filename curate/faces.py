@@ -361,9 +361,9 @@ OCCLUSION_WEIGHTS = Path(__file__).resolve().parent / "models" / "faces" / "occl
 OCCLUSION_CHANNELS = (12, 24, 48)
 # Above this a face counts as occluded: the face screen's default and the point where
 # ``occlusion_region`` stops being ``none``. Chosen without the face-conditions benchmark:
-# the best-F1 threshold on the 5-fold out-of-fold scores of the 2,240 randomly sampled,
+# the best-F1 threshold on the 5-fold out-of-fold scores of the 2,880 randomly sampled,
 # hand-labelled FER2013 training faces (bench/audit/, docs/faces.md).
-OCCLUSION_THRESHOLD = 0.35
+OCCLUSION_THRESHOLD = 0.42
 
 
 def build_occlusion_net() -> Any:
@@ -395,8 +395,28 @@ def standardize_faces(aligned: np.ndarray) -> np.ndarray:
     return ((x - mean) / np.maximum(std, 8.0))[:, None]
 
 
+def split_members(state: dict[str, Any]) -> list[dict[str, Any]]:
+    """The networks stored in one occlusion weights file.
+
+    A file holds one network (plain parameter names) or several, whose parameters are
+    prefixed ``member0.``, ``member1.``, ...; the score averages the members.
+    """
+    if not any(k.startswith("member") for k in state):
+        return [state]
+    members: dict[int, dict[str, Any]] = {}
+    for key, value in state.items():
+        head, _, name = key.partition(".")
+        members.setdefault(int(head.removeprefix("member")), {})[name] = value
+    return [members[i] for i in sorted(members)]
+
+
+def join_members(states: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Inverse of :func:`split_members`: one state dict for several networks."""
+    return {f"member{i}.{k}": v for i, st in enumerate(states) for k, v in st.items()}
+
+
 class OcclusionModel:
-    """The fitted occlusion network, run on aligned 48x48 faces (CPU, one thread)."""
+    """The fitted occlusion network(s), run on aligned 48x48 faces (CPU, one thread)."""
 
     def __init__(self, weights: Path = OCCLUSION_WEIGHTS) -> None:
         import torch
@@ -405,22 +425,25 @@ class OcclusionModel:
         if not weights.is_file():
             raise CurateError(f"occlusion weights not found: {weights}",
                               hint="reinstall curate, or run bench/fit_occlusion.py to refit them")
-        self.net = build_occlusion_net()
-        self.net.load_state_dict(load_file(str(weights)))
-        self.net.eval()
+        self.nets = []
+        for state in split_members(load_file(str(weights))):
+            net = build_occlusion_net()
+            net.load_state_dict(state)
+            self.nets.append(net.eval())
         self._torch = torch
 
     def probabilities(self, aligned: np.ndarray) -> np.ndarray:
         """Sigmoid outputs, shape (N, 5): occluded, then one column per region.
 
-        Each is the mean over the face and its mirror image (occlusion and the regions are
-        symmetric; averaging the two views steadies the score).
+        Each is the mean over the networks in the weights file and, for each, over the face
+        and its mirror image (occlusion and the regions are symmetric; averaging views and
+        networks steadies the score).
         """
         torch = self._torch
         faces = np.asarray(aligned).reshape(-1, ALIGN_SIZE, ALIGN_SIZE)
-        views = np.concatenate([faces, faces[:, :, ::-1]])
+        views = torch.from_numpy(standardize_faces(np.concatenate([faces, faces[:, :, ::-1]])))
         with torch.inference_mode():
-            probs = torch.sigmoid(self.net(torch.from_numpy(standardize_faces(views)))).numpy()
+            probs = np.mean([torch.sigmoid(net(views)).numpy() for net in self.nets], axis=0)
         return (0.5 * (probs[:len(faces)] + probs[len(faces):])).astype(np.float64)
 
     def score(self, aligned: np.ndarray) -> tuple[float, str]:

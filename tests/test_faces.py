@@ -133,6 +133,26 @@ def test_occlusion_scores_a_face_and_its_mirror_alike():
     assert np.allclose(model.probabilities(faces[0]), p[:1])  # one face without a batch axis
 
 
+def test_occlusion_weights_file_with_several_networks_averages_them(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    states = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        states.append({k: v.contiguous() for k, v in F.build_occlusion_net().state_dict().items()})
+    for i, st in enumerate(states):
+        save_file(st, str(tmp_path / f"one{i}.safetensors"))
+    save_file(F.join_members(states), str(tmp_path / "both.safetensors"))
+    assert [sorted(m) for m in F.split_members(F.join_members(states))] == [sorted(st) for st in states]
+    faces = np.random.default_rng(0).integers(0, 256, (4, 48, 48)).astype(np.uint8)
+    single = [F.OcclusionModel(tmp_path / f"one{i}.safetensors").probabilities(faces) for i in (0, 1)]
+    both = F.OcclusionModel(tmp_path / "both.safetensors")
+    assert len(both.nets) == 2
+    assert np.allclose(both.probabilities(faces), (single[0] + single[1]) / 2, atol=1e-6)
+    assert not np.allclose(single[0], single[1])
+
+
 def test_standardize_faces_is_per_image():
     x = np.stack([np.full((48, 48), 10, np.uint8), np.arange(48 * 48).reshape(48, 48) % 256])
     z = F.standardize_faces(x)
