@@ -380,17 +380,10 @@ def auroc(y: np.ndarray, s: np.ndarray) -> float:
 
 
 def _held_out_scores(net: Any, crops: np.ndarray, held: Any) -> np.ndarray:
-    """"Occluded" probabilities of the held-out labelled faces, mirror-averaged."""
-    import torch
-
+    """"Occluded" probabilities of the held-out labelled faces, as curate scores them."""
     if not len(held):
         return np.zeros(0)
-    net.eval()
-    faces = crops[held["idx"].to_numpy()]
-    with torch.inference_mode():
-        a = torch.sigmoid(net(torch.from_numpy(F.standardize_faces(faces))))
-        b = torch.sigmoid(net(torch.from_numpy(F.standardize_faces(faces[:, :, ::-1].copy()))))
-    return (0.5 * (a + b)).numpy()[:, 0]
+    return F.mean_probabilities([net.eval()], crops[held["idx"].to_numpy()])[:, 0]
 
 
 def _fit_labelled(args: argparse.Namespace, seed: int, crops: np.ndarray, clean: np.ndarray,
@@ -479,6 +472,11 @@ def fit_on_labels(args: argparse.Namespace, crops: np.ndarray, rel_paths: np.nda
     clean = np.flatnonzero((prev <= 0.5) & ~np.isin(np.arange(len(crops)), labels["idx"]))
     print(f"{len(train)} labelled faces to fit ({len(pos)} occluded), {len(held)} held out; "
           f"clean pool {len(clean)} of {len(crops)}")
+    base = F.OcclusionModel(args.init).probabilities(crops[labels["idx"].to_numpy()])[:, 0]
+    rnd = (labels["sample"] == "random").to_numpy()
+    print(f"--init on all {len(labels)} labelled faces (it was fitted on none of them): AUROC "
+          f"{auroc(labels['occluded'].to_numpy(), base):.4f} (randomly sampled faces "
+          f"{auroc(labels['occluded'].to_numpy()[rnd], base[rnd]):.4f}, n={rnd.sum()})")
     seeds = [int(x) for x in str(args.seeds).split(",")] if args.seeds else [args.seed]
     states, held_scores = [], []
     for seed in seeds:

@@ -415,11 +415,26 @@ def join_members(states: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return {f"member{i}.{k}": v for i, st in enumerate(states) for k, v in st.items()}
 
 
+def mean_probabilities(nets: Sequence[Any], aligned: np.ndarray) -> np.ndarray:
+    """Sigmoid outputs of occlusion networks in eval mode, shape (N, 5), for aligned faces.
+
+    Each is the mean over ``nets`` and, for each, over the face and its mirror image
+    (occlusion and the regions are symmetric; averaging views and networks steadies the
+    score).
+    """
+    import torch
+
+    faces = np.asarray(aligned).reshape(-1, ALIGN_SIZE, ALIGN_SIZE)
+    views = torch.from_numpy(standardize_faces(np.concatenate([faces, faces[:, :, ::-1]])))
+    with torch.inference_mode():
+        probs = np.mean([torch.sigmoid(net(views)).numpy() for net in nets], axis=0)
+    return (0.5 * (probs[:len(faces)] + probs[len(faces):])).astype(np.float64)
+
+
 class OcclusionModel:
     """The fitted occlusion network(s), run on aligned 48x48 faces (CPU, one thread)."""
 
     def __init__(self, weights: Path = OCCLUSION_WEIGHTS) -> None:
-        import torch
         from safetensors.torch import load_file
 
         if not weights.is_file():
@@ -430,21 +445,11 @@ class OcclusionModel:
             net = build_occlusion_net()
             net.load_state_dict(state)
             self.nets.append(net.eval())
-        self._torch = torch
 
     def probabilities(self, aligned: np.ndarray) -> np.ndarray:
-        """Sigmoid outputs, shape (N, 5): occluded, then one column per region.
-
-        Each is the mean over the networks in the weights file and, for each, over the face
-        and its mirror image (occlusion and the regions are symmetric; averaging views and
-        networks steadies the score).
-        """
-        torch = self._torch
-        faces = np.asarray(aligned).reshape(-1, ALIGN_SIZE, ALIGN_SIZE)
-        views = torch.from_numpy(standardize_faces(np.concatenate([faces, faces[:, :, ::-1]])))
-        with torch.inference_mode():
-            probs = np.mean([torch.sigmoid(net(views)).numpy() for net in self.nets], axis=0)
-        return (0.5 * (probs[:len(faces)] + probs[len(faces):])).astype(np.float64)
+        """Sigmoid outputs, shape (N, 5): occluded, then one column per region
+        (:func:`mean_probabilities` of the networks in the weights file)."""
+        return mean_probabilities(self.nets, aligned)
 
     def score(self, aligned: np.ndarray) -> tuple[float, str]:
         """(occlusion in 0..1, region) for one aligned face.
