@@ -43,18 +43,26 @@ def samples(labels: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return {"pose": pose, "occlusion": occ}
 
 
-def draw(sample: pd.DataFrame, data: Path, out: Path, name: str, per_sheet: int = 40) -> None:
+def contact_sheets(images: list[Path], out: Path, name: str, *, cols: int, rows: int,
+                   px: int, first_number: int = 0) -> int:
+    """Numbered sheets of ``cols`` x ``rows`` grey faces at ``px`` pixels, saved as
+    ``OUT/NAME_<k>.png``; face ``j`` is labelled ``first_number + j``. Returns the count."""
+    per_sheet = cols * rows
+    for first in range(0, len(images), per_sheet):
+        sheet = Image.new("L", (cols * px, rows * (px + 16)), 255)
+        pen = ImageDraw.Draw(sheet)
+        for i, j in enumerate(range(first, min(first + per_sheet, len(images)))):
+            x, y = (i % cols) * px, (i // cols) * (px + 16)
+            sheet.paste(Image.open(images[j]).convert("L").resize((px, px)), (x, y))
+            pen.text((x + px // 2 - 10, y + px + 1), str(first_number + j), fill=0)
+        sheet.save(out / f"{name}_{first // per_sheet:02d}.png")
+    return (len(images) + per_sheet - 1) // per_sheet
+
+
+def draw(sample: pd.DataFrame, data: Path, out: Path, name: str) -> None:
     """Sheets of 8 x 5 faces at 120 px, numbered; the key goes to ``NAME_key.csv``."""
     sample[["path"]].to_csv(out / f"{name}_key.csv", index_label="number")
-    for first in range(0, len(sample), per_sheet):
-        sheet = Image.new("L", (8 * 120, 5 * 136), 255)
-        pen = ImageDraw.Draw(sheet)
-        for i, j in enumerate(range(first, min(first + per_sheet, len(sample)))):
-            x, y = (i % 8) * 120, (i // 8) * 136
-            face = Image.open(data / sample.path[j]).convert("L").resize((120, 120))
-            sheet.paste(face, (x, y))
-            pen.text((x + 50, y + 121), str(j), fill=0)
-        sheet.save(out / f"{name}_{first // per_sheet}.png")
+    contact_sheets([data / p for p in sample["path"]], out, name, cols=8, rows=5, px=120)
 
 
 def main() -> None:

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from audit_sheets import contact_sheets
 from fit_occlusion import DATA, aligned_fer_faces
-from PIL import Image, ImageDraw
 
 from curate import faces as F
 
@@ -51,16 +51,8 @@ def draw(args: argparse.Namespace) -> None:
     pd.DataFrame({"number": np.arange(len(chosen)), "path": paths[chosen],
                   "sample": np.where(np.isin(chosen, rand), "random", "ranked")}).to_csv(
         args.out / "key.csv", index=False)
-    for first in range(0, len(chosen), 80):
-        sheet = Image.new("L", (10 * 96, 8 * 110), 255)
-        pen = ImageDraw.Draw(sheet)
-        for i, j in enumerate(range(first, min(first + 80, len(chosen)))):
-            x, y = (i % 10) * 96, (i // 10) * 110
-            sheet.paste(Image.open(DATA / paths[chosen[j]]).convert("L").resize((96, 96)), (x, y))
-            pen.text((x + 40, y + 97), str(j), fill=0)
-        sheet.save(args.out / f"sheet{first // 80:02d}.png")
-    print(f"wrote {len(chosen)} faces on {(len(chosen) + 79) // 80} sheets and key.csv to {args.out}")
-
+    n = contact_sheets([DATA / p for p in paths[chosen]], args.out, "sheet", cols=10, rows=8, px=96)
+    print(f"wrote {len(chosen)} faces on {n} sheets and key.csv to {args.out}")
 
 def merge(args: argparse.Namespace) -> None:
     key = pd.read_csv(args.key)
