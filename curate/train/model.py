@@ -11,7 +11,6 @@ use it.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -215,8 +214,3 @@ def load_run(run_dir: str | Path, *, device: str | torch.device = "cpu") -> tupl
         raise CurateError(f"{run / MODEL_FILE} holds NaN or infinite weights",
                           hint="the run diverged; lower --lr and re-run `curate finetune`")
     return net.to(device).eval(), cfg
-
-
-def n_parameters(net: nn.Module) -> int:
-    """Number of parameters of a module."""
-    return int(sum(math.prod(p.shape) for p in net.parameters()))
