@@ -1,7 +1,8 @@
 """``export``: the images that survive the screens, for other trainers.
 
 Reads ``images_suspect.parquet`` of a ``curate screen`` folder and keeps the images
-that no face screen rejected and whose suspicion is below ``max_suspicion``. Valid
+that no image screen rejected (the ``<prefix>_reject`` column of every registered image
+screen: ``face_reject``, ...) and whose suspicion is below ``max_suspicion``. Valid
 images of the build that are in no tuple were never screened: they are counted
 (``n_unscreened``) and exported only with ``include_unscreened``. Writes
 them as an ImageFolder of symlinks or copies (``OUT/[split/]label/file``, which
@@ -21,8 +22,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from curate import screens
 from curate.errors import CurateError
 from curate.io import read_parquet, run_record, write_json, write_parquet
 
@@ -41,6 +44,7 @@ class ExportResult:
     n_excluded: int
     n_suspect: int
     n_face_rejected: int
+    n_image_rejected: dict[str, int]  # images rejected by each image screen that ran
     n_unscreened: int | None  # valid images in no tuple (None: build folder not found)
     per_label: dict[str, int]
     manifest: pd.DataFrame
@@ -65,8 +69,10 @@ def export(screen_dir: str | os.PathLike[str], out: str | os.PathLike[str], *,
     _check_target(target, force)
     table = read_parquet(src / "images_suspect.parquet", what="suspect-images table")
     suspect = table["suspicion"].to_numpy() >= max_suspicion
-    face_bad = _face_rejected(table)
-    keep = ~suspect & ~face_bad
+    rejected_by = image_rejects(table)
+    image_bad = np.logical_or.reduce([*rejected_by.values(), np.zeros(len(table), dtype=bool)])
+    face_bad = rejected_by.get("faces", np.zeros(len(table), dtype=bool))
+    keep = ~suspect & ~image_bad
     manifest = table.loc[keep, [c for c in MANIFEST_COLUMNS if c in table.columns]]
     unscreened = _unscreened_images(src, table)
     if include_unscreened and unscreened is not None and len(unscreened):
@@ -89,6 +95,7 @@ def export(screen_dir: str | os.PathLike[str], out: str | os.PathLike[str], *,
                   "include_unscreened": include_unscreened}
         counts = {"images": len(table), "exported": n_exported, "excluded": int((~keep).sum()),
                   "suspect": int(suspect.sum()), "face_rejected": int(face_bad.sum()),
+                  "image_rejected_by_screen": {k: int(v.sum()) for k, v in rejected_by.items()},
                   "unscreened": n_unscreened}
         write_json(run_record("export", params, inputs={"screen_dir": str(src.resolve())},
                               counts=counts, started=started), tmp / "export.json")
@@ -101,7 +108,9 @@ def export(screen_dir: str | os.PathLike[str], out: str | os.PathLike[str], *,
     per_label = {str(k): int(v) for k, v in manifest["label"].value_counts().sort_index().items()}
     return ExportResult(out_dir=target, target=target, n_exported=n_exported,
                         n_excluded=int((~keep).sum()), n_suspect=int(suspect.sum()),
-                        n_face_rejected=int(face_bad.sum()), n_unscreened=n_unscreened,
+                        n_face_rejected=int(face_bad.sum()),
+                        n_image_rejected={k: int(v.sum()) for k, v in rejected_by.items()},
+                        n_unscreened=n_unscreened,
                         per_label=per_label, manifest=manifest)
 
 
@@ -141,12 +150,19 @@ def _parent(target: Path) -> Path:
     return parent
 
 
-def _face_rejected(table: pd.DataFrame) -> pd.Series:
-    if "face_reject" in table.columns:
-        return table["face_reject"].fillna(False).astype(bool).to_numpy()
-    if "face_reason" in table.columns:
-        return table["face_reason"].notna().to_numpy()
-    return pd.Series(False, index=table.index).to_numpy()
+def image_rejects(table: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Per registered image screen whose ``<prefix>_reject`` column is in ``table``: its
+    verdict (a ``<prefix>_reason`` column alone also counts, for older screen folders)."""
+    out = {}
+    for s in screens.registered():
+        if s.level != "image":
+            continue
+        _, reject_col, reason_col = s.columns()
+        if reject_col in table.columns:
+            out[s.name] = table[reject_col].fillna(False).astype(bool).to_numpy()
+        elif reason_col in table.columns:
+            out[s.name] = table[reason_col].notna().to_numpy()
+    return out
 
 
 def _write_imagefolder(manifest: pd.DataFrame, root: Path, copy: bool) -> pd.DataFrame:

@@ -4,12 +4,10 @@ boundary and the run record (see ``docs/tables.md``)."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,21 +15,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from curate import screens as registry
 from curate.errors import CurateError
 from curate.io import fingerprint_table, read_parquet, run_record, write_json, write_parquet
-from curate.screens.statistical import (
-    NULLS,
-    Boundary,
-    apply_boundary,
-    fit_boundary,
-    normalize,
-    thresholds,
-    tuple_distances,
-)
+from curate.report import write_report
+from curate.screens.base import ROLES, Screen, ScreenContext, ScreenOutput, StageProgress
+from curate.screens.statistical import Boundary, normalize
 
-StageProgress = Callable[[str, int, int], None]
-ROLES = ("anchor", "positive", "negative", "negative2")
-FACE_COLUMNS = ("face_found", "yaw", "occlusion", "face_reject", "face_reason")
+SUSPECT_BASE_COLUMNS = ["image_id", "path", "rel_path", "label", "split"]
 
 
 @dataclass
@@ -45,7 +36,7 @@ class ScreenResult:
     n_kept: int
     n_rejected: int
     reasons: dict[str, int]
-    boundary: Boundary
+    boundary: Boundary | None
     backbone: str
     weights_source: str
     random_weights: bool
@@ -53,6 +44,8 @@ class ScreenResult:
     n_cached: int
     face_screens: bool
     report_path: Path | None
+    screens_run: list[str] = field(default_factory=list)
+    outputs: dict[str, ScreenOutput] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     run: dict[str, Any] = field(default_factory=dict)
 
@@ -70,31 +63,34 @@ class _Embedded:
 
 def screen(build_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
            backbone: str | None = None, weights: str | None = None,
-           embeddings: str | os.PathLike[str] | None = None, alpha_pos: float = 0.05,
-           alpha_neg: float = 0.05, null: str = "effective", center: bool = True,
+           embeddings: str | os.PathLike[str] | None = None, center: bool = True,
            scale: float = 1.0, batch_size: int = 64, workers: int | None = None,
-           device: str = "cpu", seed: int = 0, max_yaw: float = 30.0,
-           max_occlusion: float | None = None, no_face: str = "reject",
-           skip_face_screens: bool = False, face_model: str | None = None,
-           report: bool = True, progress: StageProgress | None = None) -> ScreenResult:
+           device: str = "auto", seed: int = 0, report: bool = True,
+           progress: StageProgress | None = None, **options: Any) -> ScreenResult:
     """Screen every tuple of ``build_dir`` (a ``curate build-tuples`` folder) into ``out_dir``.
+
+    Runs every registered screen (:func:`curate.screens.registered`: image screens
+    first, then tuple screens). ``options`` are the screens' settings by name (for
+    example ``alpha_pos``, ``alpha_neg``, ``null``, ``max_yaw``, ``max_occlusion``,
+    ``no_face``, ``skip_face_screens``; :func:`curate.screens.defaults` lists them);
+    every one is checked before any work and recorded, resolved, in ``run.json``.
 
     Embeddings come from ``embeddings`` (a Parquet file) when given, else from the
     backbone (see :func:`curate.backbone.load_backbone`), cached in
-    ``out_dir/embeddings``. ``progress(stage, done, total)`` reports the ``embed``
-    and ``faces`` stages. ``report=False`` skips ``report.html``.
+    ``out_dir/embeddings``; they are centred (``center``) and normalised to the modulus
+    ``scale``. ``progress(stage, done, total)`` reports the ``embed`` and ``faces``
+    stages. ``report=False`` skips ``report.html``.
     """
     started = time.time()
-    if null not in NULLS:
-        raise CurateError(f"unknown --null {null!r}", hint=f"use one of {', '.join(NULLS)}")
+    settings = registry.resolve_settings(options)  # every option checked before any work
+    if not (isinstance(scale, (int, float)) and scale > 0 and math.isfinite(scale)):
+        raise CurateError(f"--scale must be a positive number, got {scale}", hint="use --scale 1.0")
+    settings.update(center=center, scale=float(scale), seed=seed)
     build, out = Path(build_dir).expanduser(), Path(out_dir).expanduser()
     if out.resolve() == build.resolve():
         raise CurateError(f"--out {out} is the build folder itself; screening would overwrite its run.json",
                           hint="choose a separate --out folder")
-    thresholds(math.sqrt(2.0), 0.1, alpha_pos, alpha_neg)  # check the alphas before any work
-    if not (scale > 0 and math.isfinite(scale)):
-        raise CurateError(f"--scale must be a positive number, got {scale}", hint="use --scale 1.0")
-    faces_mod = None if skip_face_screens else _faces_module()
+    active = [s for s in registry.registered() if s.enabled(settings)]
     images, tuples, build_run = _read_build(build)
     kind = "quadruplet" if "negative2" in tuples.columns else "triplet"
     roles = [r for r in ROLES if r in tuples.columns]
@@ -103,76 +99,211 @@ def screen(build_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
     used = images.set_index("image_id").loc[ids].reset_index()
     rows = {role: np.searchsorted(ids, tuples[role].to_numpy(np.int64)) for role in roles}
 
+    got: _Embedded | None = None
+    emb = None
     if embeddings is not None:
         got = _embeddings_from_file(Path(embeddings), used)
-    else:
+    elif any(s.needs_embeddings for s in active):
         got = _embed(used, out, backbone, weights, device, seed, batch_size, workers, progress)
+    if got is not None:
+        emb = normalize(got.emb, center=center, scale=scale)
 
-    emb = normalize(got.emb, center=center, scale=scale)
-    labels = used["label"].astype(str).to_numpy()
-    boundary = fit_boundary(emb, labels=labels, null=null, alpha_pos=alpha_pos,
-                            alpha_neg=alpha_neg, scale=scale, seed=seed, center=center)
-    dist = tuple_distances(emb, rows["anchor"], rows["positive"], rows["negative"],
-                           rows.get("negative2"))
-    keep, reason = apply_boundary(dist, boundary)
+    ctx = ScreenContext(images=used, tuples=tuples, rows=rows, settings=settings, out_dir=out,
+                        embeddings=emb, progress=progress)
+    for s in active:
+        result = s.run(ctx)
+        result.validate(s, ctx.n_rows(s.level))
+        ctx.results[s.name] = result
 
-    faces = None
-    notes: list[str] = []
-    if faces_mod is not None:
-        faces = _face_screens(faces_mod, used, out, max_yaw=max_yaw, max_occlusion=max_occlusion,
-                              no_face=no_face, face_model=face_model, progress=progress)
-        reason = _add_face_reasons(reason, faces, rows, ids)
-        keep = pd.isna(pd.Series(reason)).to_numpy()
-
+    keep, reason = tuple_verdicts(ctx, active)
     scores = tuples.copy()
-    for k, v in dist.items():
-        scores[k] = v
+    for s in active:
+        if s.level != "tuple":
+            continue
+        res = ctx.results[s.name]
+        if res.table is not None:
+            for col in res.table.columns:
+                scores[col] = res.table[col].to_numpy()
+        score_col, reject_col, reason_col = s.columns()
+        scores[score_col] = res.score
+        scores[reject_col] = res.reject
+        scores[reason_col] = pd.array(res.reason, dtype="string")
+    if any(s.level == "image" for s in active):
+        scores["member_reasons"] = pd.array(member_reasons(ctx, active), dtype="string")
     scores["keep"] = keep
     scores["reason"] = pd.array(reason, dtype="string")
-    suspect = _suspect_images(used, rows, dist, boundary, faces)
+    suspect = suspect_images(ctx, active, keep)
 
     write_parquet(scores, out / "scores.parquet")
     write_parquet(tuples[keep].reset_index(drop=True), out / "kept.parquet")
     write_parquet(tuples[~keep].reset_index(drop=True), out / "rejected.parquet")
     write_parquet(suspect, out / "images_suspect.parquet")
-    write_json(boundary.to_dict(), out / "boundary.json")
-    if faces is not None:
-        write_parquet(faces, out / "faces.parquet")
-    else:
-        (out / "faces.parquet").unlink(missing_ok=True)
+    written: set[str] = set()
+    for s in active:
+        for name, obj in s.outputs(ctx.results[s.name], ctx).items():
+            (write_parquet if isinstance(obj, pd.DataFrame) else write_json)(obj, out / name)
+            written.add(name)
+    for s in registry.registered():  # outputs of screens that did not run this time are stale
+        for name in s.files:
+            if name not in written:
+                (out / name).unlink(missing_ok=True)
 
+    boundary = _boundary_of(ctx)
     reasons = _reason_counts(scores["reason"])
+    faces_out = ctx.results.get("faces")
     params = {
-        "build_dir": str(build.resolve()), "backbone": got.backbone, "weights": weights,
+        "build_dir": str(build.resolve()),
+        "backbone": got.backbone if got is not None else backbone, "weights": weights,
         "embeddings": str(Path(embeddings).resolve()) if embeddings is not None else None,
-        "alpha_pos": alpha_pos, "alpha_neg": alpha_neg, "null": null, "center": center,
-        "scale": scale, "batch_size": batch_size, "workers": workers, "device": device,
-        "seed": seed, "skip_face_screens": skip_face_screens, "max_yaw": max_yaw,
-        "max_occlusion": max_occlusion, "no_face": no_face, "face_model": face_model,
-        "kind": kind,
+        "batch_size": batch_size, "workers": workers, "device": device,
+        **settings, "kind": kind, "screens": [s.name for s in active],
     }
     inputs = {
         "build_dir": str(build.resolve()),
         "build_fingerprint": (build_run.get("inputs") or {}).get("fingerprint"),
         "tuples_fingerprint": fingerprint_table(tuples),
-        "weights_source": got.weights_source, "weights_fingerprint": got.fingerprint,
-        "random_weights": got.random_weights,
+        "weights_source": got.weights_source if got else None,
+        "weights_fingerprint": got.fingerprint if got else None,
+        "random_weights": got.random_weights if got else False,
     }
     counts = {
-        "images": len(used), "embedded": got.n_computed, "embeddings_cached": got.n_cached,
+        "images": len(used), "embedded": got.n_computed if got else 0,
+        "embeddings_cached": got.n_cached if got else 0,
         "tuples": len(scores), "kept": int(keep.sum()), "rejected": int((~keep).sum()),
-        "rejected_by_reason": reasons, "face_rejected_images":
-            int(faces["face_reject"].sum()) if faces is not None else None,
+        "rejected_by_reason": reasons,
+        "rejected_images_by_screen": {s.name: int(ctx.results[s.name].reject.sum())
+                                      for s in active if s.level == "image"},
+        "face_rejected_images": int(faces_out.reject.sum()) if faces_out is not None else None,
     }
     run = run_record("screen", params, inputs=inputs, counts=counts, started=started)
     write_json(run, out / "run.json")
-    report_path = _write_report(out, notes) if report else None
-    return ScreenResult(out_dir=out, kind=kind, n_images=len(used), n_tuples=len(scores),
-                        n_kept=int(keep.sum()), n_rejected=int((~keep).sum()), reasons=reasons,
-                        boundary=boundary, backbone=got.backbone, weights_source=got.weights_source,
-                        random_weights=got.random_weights, n_embedded=got.n_computed,
-                        n_cached=got.n_cached, face_screens=faces is not None,
-                        report_path=report_path, notes=notes, run=run)
+    report_path = Path(write_report(out)) if report else None
+    return ScreenResult(
+        out_dir=out, kind=kind, n_images=len(used), n_tuples=len(scores), n_kept=int(keep.sum()),
+        n_rejected=int((~keep).sum()), reasons=reasons, boundary=boundary,
+        backbone=got.backbone if got else str(backbone),
+        weights_source=got.weights_source if got else "none",
+        random_weights=got.random_weights if got else False,
+        n_embedded=got.n_computed if got else 0, n_cached=got.n_cached if got else 0,
+        face_screens=faces_out is not None, report_path=report_path,
+        screens_run=[s.name for s in active], outputs=ctx.results, run=run)
+
+
+def tuple_verdicts(ctx: ScreenContext, active: list[Screen]) -> tuple[np.ndarray, np.ndarray]:
+    """Every tuple's ``keep`` and ``reason``: the codes of the tuple screens (in registry
+    order), then the codes of the image screens that rejected one of its members (sorted)."""
+    reason = np.full(len(ctx.tuples), None, dtype=object)
+    for s in active:
+        if s.level == "tuple":
+            res = ctx.results[s.name]
+            for t in np.flatnonzero(res.reject):
+                reason[t] = res.reason[t] if reason[t] is None else f"{reason[t]};{res.reason[t]}"
+    image_codes = _member_codes(ctx, active)
+    if image_codes is not None:
+        for t in np.flatnonzero([bool(c) for c in image_codes]):
+            base = [] if reason[t] is None else reason[t].split(";")
+            reason[t] = ";".join(base + sorted(image_codes[t] - set(base)))
+    keep = pd.isna(pd.Series(reason)).to_numpy()
+    return keep, reason
+
+
+def member_reasons(ctx: ScreenContext, active: list[Screen]) -> np.ndarray:
+    """Per tuple, which member an image screen rejected and why: ``;``-joined ``role:code``
+    (for example ``positive:occluded;negative:side_face``), None when no member was."""
+    per_image = _image_codes(ctx, active)
+    out = np.full(len(ctx.tuples), None, dtype=object)
+    if per_image is None:
+        return out
+    bad = {i: sorted(c) for i, c in enumerate(per_image) if c}
+    for role, r in ctx.rows.items():
+        for t in np.flatnonzero(np.isin(r, list(bad))):
+            part = ";".join(f"{role}:{code}" for code in bad[int(r[t])])
+            out[t] = part if out[t] is None else f"{out[t]};{part}"
+    return out
+
+
+def _image_codes(ctx: ScreenContext, active: list[Screen]) -> list[set[str]] | None:
+    """Per image row, the reason codes the image screens gave it (None: no image screen ran)."""
+    per_image: list[set[str]] | None = None
+    for s in active:
+        if s.level != "image":
+            continue
+        res = ctx.results[s.name]
+        codes = [set(r.split(";")) if rej else set() for rej, r in zip(res.reject, res.reason, strict=True)]
+        per_image = codes if per_image is None else [a | b for a, b in zip(per_image, codes, strict=True)]
+    return per_image
+
+
+def _member_codes(ctx: ScreenContext, active: list[Screen]) -> list[set[str]] | None:
+    """Per tuple, the reason codes image screens gave to any of its members."""
+    per_image = _image_codes(ctx, active)
+    if per_image is None or not any(per_image):
+        return None
+    bad = np.flatnonzero([bool(c) for c in per_image])
+    hit = np.zeros(len(ctx.tuples), dtype=bool)
+    for r in ctx.rows.values():
+        hit |= np.isin(r, bad)
+    out: list[set[str]] = [set() for _ in range(len(ctx.tuples))]
+    for t in np.flatnonzero(hit):
+        out[t] = set().union(*(per_image[r[t]] for r in ctx.rows.values()))
+    return out
+
+
+def suspect_images(ctx: ScreenContext, active: list[Screen], keep: np.ndarray) -> pd.DataFrame:
+    """``images_suspect.parquet``: per image, the tuples it is in, the tuples rejected because
+    of it (a failed pair it belongs to, or its own image-screen reject), ``suspicion`` (their
+    share), the per-image columns of the tuple screens (``mean_z``) and the summary columns
+    of the image screens (``face_reject``, ``yaw``, ...).
+
+    Sorted most suspect first: images rejected by an image screen, then by ``mean_z``,
+    then ``suspicion``."""
+    n = len(ctx.images)
+    image_bad = np.zeros(n, dtype=bool)
+    for s in active:
+        if s.level == "image":
+            image_bad |= ctx.results[s.name].reject
+    n_tuples = np.zeros(n, dtype=np.int64)
+    n_rejected = np.zeros(n, dtype=np.int64)
+    for role, r in ctx.rows.items():
+        blamed = image_bad[r].copy()
+        for s in active:
+            if s.level == "tuple":
+                res = ctx.results[s.name]
+                blamed |= res.blame[role] if res.blame is not None else res.reject
+        n_tuples += np.bincount(r, minlength=n)
+        n_rejected += np.bincount(r, weights=blamed, minlength=n).astype(np.int64)
+    out = ctx.images[SUSPECT_BASE_COLUMNS].copy()
+    out["n_tuples"] = n_tuples
+    out["n_rejected"] = n_rejected
+    out["suspicion"] = n_rejected / np.maximum(n_tuples, 1)
+    for s in active:
+        res = ctx.results[s.name]
+        if s.level == "tuple" and res.image_columns is not None:
+            for col in res.image_columns.columns:
+                out[col] = res.image_columns[col].to_numpy()
+    for s in active:
+        if s.level != "image":
+            continue
+        res = ctx.results[s.name]
+        score_col, reject_col, reason_col = s.columns()
+        out[score_col] = res.score
+        out[reject_col] = res.reject
+        out[reason_col] = pd.array(res.reason, dtype="object")
+        if res.table is not None:
+            for col in s.suspect_columns:
+                if col in res.table.columns and col not in out.columns:
+                    out[col] = res.table[col].to_numpy()
+    # Most suspect first: unusable images, then the finest label-consistency ranking.
+    # mean_z ranks noisy labels better than the coarse share (bench/quality_fer2013.py).
+    out["_image_bad"] = image_bad
+    order = ["_image_bad"] + (["mean_z"] if "mean_z" in out.columns else []) + ["suspicion", "image_id"]
+    out = out.sort_values(order, ascending=[False] * (len(order) - 1) + [True], kind="mergesort")
+    return out.drop(columns="_image_bad").reset_index(drop=True)
+
+
+def _boundary_of(ctx: ScreenContext) -> Boundary | None:
+    res = ctx.results.get("boundary")
+    return None if res is None else res.artifacts.get("boundary")
 
 
 def _read_build(build: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
@@ -266,120 +397,6 @@ def _embeddings_from_file(path: Path, used: pd.DataFrame) -> _Embedded:
                      False, 0, 0)
 
 
-def _faces_module() -> Any:
-    try:
-        return importlib.import_module("curate.screens.faces")
-    except ModuleNotFoundError as exc:
-        if exc.name != "curate.screens.faces":
-            raise
-        raise CurateError("the face screens (curate.screens.faces) are not installed",
-                          hint="pass --skip-face-screens to screen with the statistical boundary only") from exc
-
-
-def _face_screens(faces_mod: Any, used: pd.DataFrame, out: Path, *, max_yaw: float,
-                  max_occlusion: float | None, no_face: str, face_model: str | None,
-                  progress: StageProgress | None) -> pd.DataFrame:
-    kwargs: dict[str, Any] = {"cache_dir": out / "faces_cache", "max_yaw": max_yaw,
-                              "no_face": no_face, "face_model": face_model}
-    if max_occlusion is not None:
-        kwargs["max_occlusion"] = max_occlusion
-    if progress is not None:
-        kwargs["progress"] = lambda done, total: progress("faces", done, total)
-    faces = faces_mod.screen_faces(used, **kwargs)
-    missing = sorted({"image_id", "face_reject", "face_reason"} - set(faces.columns))
-    if missing:
-        raise CurateError(f"face screen returned no {', '.join(missing)} column")
-    return faces.reset_index(drop=True)
-
-
-def _add_face_reasons(reason: np.ndarray, faces: pd.DataFrame, rows: dict[str, np.ndarray],
-                      ids: np.ndarray) -> np.ndarray:
-    """Join the face reasons of every member image onto each tuple's statistical reasons."""
-    by_row = faces.set_index("image_id").reindex(ids)
-    face_codes = [
-        set(str(r).split(";")) if rej and isinstance(r, str) and r else ({"face"} if rej else set())
-        for rej, r in zip(by_row["face_reject"].fillna(False).astype(bool), by_row["face_reason"], strict=True)
-    ]
-    rejected_rows = np.flatnonzero([bool(c) for c in face_codes])
-    if rejected_rows.size == 0:
-        return reason
-    hit = np.zeros(len(reason), dtype=bool)
-    for r in rows.values():
-        hit |= np.isin(r, rejected_rows)
-    out = reason.copy()
-    for t in np.flatnonzero(hit):
-        codes = set().union(*(face_codes[r[t]] for r in rows.values()))
-        base = [] if out[t] is None else out[t].split(";")
-        out[t] = ";".join(base + sorted(codes - set(base)))
-    return out
-
-
-def _suspect_images(used: pd.DataFrame, rows: dict[str, np.ndarray], dist: dict[str, np.ndarray],
-                    b: Boundary, faces: pd.DataFrame | None) -> pd.DataFrame:
-    """Per image: tuples it is in, tuples rejected because of a pair (or face) it belongs to,
-    and ``mean_z``, the mean standardised distance of its pairs toward rejection.
-
-    Sorted most suspect first: face-rejected images, then by ``mean_z``, then ``suspicion``."""
-    fail = {"d_ap": dist["d_ap"] > b.t_pos}
-    # z toward rejection: positives are abnormal when far, negatives when close
-    z = {"d_ap": (dist["d_ap"] - b.mu) / b.sigma}
-    for k in ("d_an", "d_an2", "d_nn2"):
-        if k in dist:
-            fail[k] = dist[k] < b.t_neg
-            z[k] = (b.mu - dist[k]) / b.sigma
-    pairs_of = {"anchor": ("d_ap", "d_an", "d_an2"), "positive": ("d_ap",),
-                "negative": ("d_an", "d_nn2"), "negative2": ("d_an2", "d_nn2")}
-    face_bad = np.zeros(len(used), dtype=bool)
-    if faces is not None:
-        face_bad = faces.set_index("image_id").reindex(used["image_id"])["face_reject"] \
-            .fillna(False).astype(bool).to_numpy()
-    n = len(used)
-    n_tuples = np.zeros(n, dtype=np.int64)
-    n_rejected = np.zeros(n, dtype=np.int64)
-    z_sum = np.zeros(n)
-    z_count = np.zeros(n)
-    for role, r in rows.items():
-        blamed = face_bad[r].copy()
-        for k in pairs_of[role]:
-            if k in fail:
-                blamed |= fail[k]
-                z_sum += np.bincount(r, weights=z[k], minlength=n)
-                z_count += np.bincount(r, minlength=n)
-        n_tuples += np.bincount(r, minlength=n)
-        n_rejected += np.bincount(r, weights=blamed, minlength=n).astype(np.int64)
-    out = used[["image_id", "path", "rel_path", "label", "split"]].copy()
-    out["n_tuples"] = n_tuples
-    out["n_rejected"] = n_rejected
-    out["suspicion"] = n_rejected / np.maximum(n_tuples, 1)
-    out["mean_z"] = z_sum / np.maximum(z_count, 1)
-    if faces is not None:
-        f = faces.set_index("image_id").reindex(used["image_id"])
-        for col in FACE_COLUMNS:
-            if col in f.columns:
-                out[col] = f[col].to_numpy()
-    # Most suspect first: unusable faces, then the finest label-consistency ranking.
-    # mean_z ranks noisy labels better than the coarse share (bench/quality_fer2013.py).
-    out["_face_bad"] = face_bad
-    out = out.sort_values(["_face_bad", "mean_z", "suspicion", "image_id"],
-                          ascending=[False, False, False, True], kind="mergesort")
-    return out.drop(columns="_face_bad").reset_index(drop=True)
-
-
 def _reason_counts(reason: pd.Series) -> dict[str, int]:
     codes = reason.dropna().str.split(";").explode()
     return {str(k): int(v) for k, v in codes.value_counts().sort_index().items()}
-
-
-def _write_report(out: Path, notes: list[str]) -> Path | None:
-    try:
-        report = importlib.import_module("curate.report")
-    except ModuleNotFoundError as exc:
-        if exc.name != "curate.report":
-            raise
-        notes.append("report not written: curate.report is not installed")
-        return None
-    write_report = getattr(report, "write_report", None)
-    if write_report is None:
-        notes.append("report not written: curate.report has no write_report")
-        return None
-    return Path(write_report(out))

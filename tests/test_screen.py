@@ -3,76 +3,18 @@
 from __future__ import annotations
 
 import json
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
+from builders import TUPLE_COLUMNS, make_build, write_embeddings
 from typer.testing import CliRunner
 
 from curate.cli import app
 from curate.errors import CurateError
 from curate.screen import screen
-
-CLASSES = ("angry", "happy", "sad", "surprise")
-TUPLE_COLUMNS = ["tuple_id", "anchor", "positive", "negative", "anchor_label", "negative_label", "split"]
-
-
-def make_build(root: Path, *, per_class: int = 12, dim: int = 16, kind: str = "triplet",
-               per_anchor: int = 6, mislabeled: int | None = 5, seed: int = 0
-               ) -> tuple[Path, pd.DataFrame, np.ndarray]:
-    """A build folder (images.parquet, tuples.parquet, run.json) with clustered embeddings.
-
-    Image ``mislabeled`` carries the label of class 0 but sits in the cluster of class 1.
-    Returns the folder, the images table and the planted embeddings (row = image_id).
-    """
-    rng = np.random.default_rng(seed)
-    img_dir = root / "images"
-    centres = np.linalg.qr(rng.normal(size=(dim, len(CLASSES))))[0].T * 3.0
-    rows, emb = [], []
-    for c, label in enumerate(CLASSES):
-        for i in range(per_class):
-            image_id = len(rows)
-            path = img_dir / label / f"{i:03d}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(rng.integers(0, 256, (12, 12), dtype=np.uint8), "L").save(path)
-            cluster = 1 if image_id == mislabeled else c
-            emb.append(centres[cluster] + 0.5 * rng.normal(size=dim))
-            rows.append({"image_id": image_id, "path": str(path.resolve()),
-                         "rel_path": f"{label}/{i:03d}.png", "label": label, "split": "train",
-                         "subject": None, "width": 12, "height": 12, "mode": "L",
-                         "sha256": f"{image_id:064x}", "status": "ok", "detail": None})
-    images = pd.DataFrame(rows)
-    labels = images["label"].to_numpy()
-    tuples = []
-    for a in images["image_id"]:
-        same = np.flatnonzero((labels == labels[a]) & (images["image_id"].to_numpy() != a))
-        other = np.flatnonzero(labels != labels[a])
-        for _ in range(per_anchor):
-            n, n2 = rng.choice(other, 2, replace=False)
-            t = {"anchor": a, "positive": int(rng.choice(same)), "negative": int(n),
-                 "anchor_label": labels[a], "negative_label": labels[n]}
-            if kind == "quadruplet":
-                t.update(negative2=int(n2), negative2_label=labels[n2])
-            tuples.append(t)
-    tdf = pd.DataFrame(tuples)
-    tdf.insert(0, "tuple_id", np.arange(len(tdf), dtype=np.int64))
-    tdf["split"] = "train"
-    build = root / "build"
-    build.mkdir(parents=True, exist_ok=True)
-    images.to_parquet(build / "images.parquet", index=False)
-    tdf.to_parquet(build / "tuples.parquet", index=False)
-    (build / "run.json").write_text(json.dumps({"command": "build-tuples", "params": {"kind": kind},
-                                                "inputs": {"fingerprint": "x"}}))
-    return build, images, np.array(emb)
-
-
-def write_embeddings(path: Path, images: pd.DataFrame, emb: np.ndarray, by: str = "image_id") -> Path:
-    pd.DataFrame({by: images[by], "embedding": [list(map(float, e)) for e in emb]}).to_parquet(path)
-    return path
+from curate.screens import faces as face_screen_module
 
 
 def _screen(build: Path, out: Path, emb_file: Path, **kw):
@@ -94,7 +36,9 @@ def test_planted_mislabeled_image_is_the_most_suspect(tmp_path):
 
     scores = pd.read_parquet(out / "scores.parquet")
     tuples = pd.read_parquet(build / "tuples.parquet")
-    assert list(scores.columns) == TUPLE_COLUMNS + ["d_ap", "d_an", "keep", "reason"]
+    assert list(scores.columns) == TUPLE_COLUMNS + ["d_ap", "d_an", "boundary_score", "boundary_reject",
+                                                    "boundary_reason", "keep", "reason"]
+    assert scores["boundary_reject"].eq(~scores["keep"]).all()  # the only screen that ran
     touches = scores[["anchor", "positive", "negative"]].eq(5).any(axis=1)
     # the planted image sits in another class's cluster: its negatives of that class are too
     # close; every rejected tuple contains it, and a fifth of its tuples are rejected
@@ -235,12 +179,14 @@ def test_face_screens_reject_tuples_with_a_side_face(tmp_path, monkeypatch):
             "occlusion_region": "none", "face_confidence": 0.9, "detail": None,
             "face_reject": reject, "face_reason": np.where(reject, "side_face", None)})
 
-    fake = types.ModuleType("curate.screens.faces")
-    fake.screen_faces = screen_faces
-    monkeypatch.setitem(sys.modules, "curate.screens.faces", fake)
+    monkeypatch.setattr(face_screen_module, "screen_faces", screen_faces)
     res = screen(build, tmp_path / "out", embeddings=write_embeddings(tmp_path / "e.parquet", images, emb),
                  report=False, max_yaw=40.0)
-    assert seen["n"] == 48 and seen["max_yaw"] == 40.0 and seen["max_occlusion"] == 0.5
+    # the resolved default reaches the screen (and run.json), not None
+    assert seen["n"] == 48 and seen["max_yaw"] == 40.0
+    assert seen["max_occlusion"] == face_screen_module.DEFAULT_MAX_OCCLUSION
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["params"]["max_occlusion"] == \
+        face_screen_module.DEFAULT_MAX_OCCLUSION
     out = tmp_path / "out"
     scores = pd.read_parquet(out / "scores.parquet")
     has_side = scores[["anchor", "positive", "negative"]].eq(side).any(axis=1)
@@ -260,13 +206,22 @@ def test_face_screens_reject_tuples_with_a_side_face(tmp_path, monkeypatch):
     assert suspect.set_index("image_id").loc[partner, "suspicion"] < 1.0
 
 
-def test_missing_face_module_says_how_to_skip(tmp_path, monkeypatch):
+def test_skipped_face_screens_leave_no_face_outputs(tmp_path, monkeypatch):
     build, images, emb = make_build(tmp_path, per_class=3, per_anchor=1)
-    monkeypatch.setitem(sys.modules, "curate.screens.faces", None)
-    with pytest.raises(CurateError) as err:
-        screen(build, tmp_path / "o", embeddings=write_embeddings(tmp_path / "e.parquet", images, emb),
-               report=False)
-    assert "--skip-face-screens" in str(err.value)
+    f = write_embeddings(tmp_path / "e.parquet", images, emb)
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "faces.parquet").write_bytes(b"stale")  # from an earlier run with face screens
+
+    def boom(*a, **k):
+        raise AssertionError("the face screen ran although it was skipped")
+
+    monkeypatch.setattr(face_screen_module, "screen_faces", boom)
+    res = screen(build, out, embeddings=f, report=False, skip_face_screens=True)
+    assert res.screens_run == ["boundary"] and not res.face_screens
+    assert not (out / "faces.parquet").exists()
+    run = json.loads((out / "run.json").read_text())
+    assert run["params"]["screens"] == ["boundary"] and run["params"]["skip_face_screens"] is True
 
 
 def test_cli_screen_prints_summary_and_random_weight_warning(tmp_path):

@@ -3,6 +3,7 @@ and :func:`curate.export.export`."""
 
 from __future__ import annotations
 
+import json
 import time
 from enum import Enum
 from pathlib import Path
@@ -15,9 +16,14 @@ from rich.table import Table
 
 from curate.cli._app import app, console, handles_errors
 from curate.cli._choices import NullOpt
+from curate.errors import CurateError
 from curate.export import FORMATS, export
-from curate.faces import OCCLUSION_THRESHOLD
 from curate.screen import ScreenResult, screen
+from curate.screens import options as screen_options
+
+OPT = screen_options()  # defaults and help of every screen option come from the screens
+OPT_WITH_FLAG = ("alpha_pos", "alpha_neg", "null", "max_yaw", "max_occlusion", "no_face",
+                 "skip_face_screens", "face_model")
 
 
 class NoFaceOpt(str, Enum):
@@ -42,20 +48,21 @@ def screen_cmd(
     backbone: Annotated[str | None, typer.Option(help="timm model name used as feature extractor (default: the bundled model).")] = None,
     weights: Annotated[str | None, typer.Option(help="Weights: a .safetensors/.pth file, a curate fine-tuning run folder, or 'none' for random weights. Default: timm's pretrained weights from the local cache.")] = None,
     embeddings: Annotated[Path | None, typer.Option(help="Parquet with image_id or path, and embedding (list of floats); no backbone is loaded.")] = None,
-    alpha_pos: Annotated[float, typer.Option(help="Significance level of the positive sub-boundary.")] = 0.05,
-    alpha_neg: Annotated[float, typer.Option(help="Significance level of the negative sub-boundary.")] = 0.05,
-    null: Annotated[NullOpt, typer.Option(help="Null dimension: theory (embedding dim), effective (participation ratio), empirical (fit to random different-label pairs).")] = NullOpt.effective,
+    alpha_pos: Annotated[float, typer.Option(help=OPT["alpha_pos"].help)] = OPT["alpha_pos"].default,
+    alpha_neg: Annotated[float, typer.Option(help=OPT["alpha_neg"].help)] = OPT["alpha_neg"].default,
+    null: Annotated[NullOpt, typer.Option(help=OPT["null"].help)] = NullOpt(OPT["null"].default),
     no_center: Annotated[bool, typer.Option("--no-center", help="Do not subtract the dataset mean before normalising.")] = False,
     scale: Annotated[float, typer.Option(help="Modulus s the embeddings are normalised to.")] = 1.0,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 64,
     workers: Annotated[int | None, typer.Option(help="Decoding processes (default: by device and CPU count).")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of random pairs (and of random weights).")] = 0,
-    max_yaw: Annotated[float, typer.Option(help="Reject faces turned further than this many degrees (side_face).")] = 30.0,
-    max_occlusion: Annotated[float | None, typer.Option(help=f"Reject faces whose occlusion score (0-1) is above this; default {OCCLUSION_THRESHOLD} (docs/faces.md).")] = None,
-    no_face: Annotated[NoFaceOpt, typer.Option(help="What to do with images where no face is found.")] = NoFaceOpt.reject,
-    skip_face_screens: Annotated[bool, typer.Option("--skip-face-screens", help="Only apply the statistical boundary.")] = False,
-    face_model: Annotated[str | None, typer.Option(help="Face landmark model file (default: the packaged or cached one).")] = None,
+    max_yaw: Annotated[float, typer.Option(help=OPT["max_yaw"].help)] = OPT["max_yaw"].default,
+    max_occlusion: Annotated[float, typer.Option(help=OPT["max_occlusion"].help)] = OPT["max_occlusion"].default,
+    no_face: Annotated[NoFaceOpt, typer.Option(help=OPT["no_face"].help)] = NoFaceOpt(OPT["no_face"].default),
+    skip_face_screens: Annotated[bool, typer.Option("--skip-face-screens", help=OPT["skip_face_screens"].help)] = OPT["skip_face_screens"].default,
+    face_model: Annotated[str | None, typer.Option(help=OPT["face_model"].help)] = OPT["face_model"].default,
+    option: Annotated[list[str] | None, typer.Option("--option", help="NAME=VALUE for a screen option that has no flag of its own (plug-in screens; docs/screens.md). Repeatable.")] = None,
     report: Annotated[bool, typer.Option(help="Write report.html.")] = True,
 ) -> None:
     """Embed every image, apply the statistical boundary and face screens, and sort tuples into kept and rejected."""
@@ -80,9 +87,28 @@ def screen_cmd(
             scale=scale, batch_size=batch_size, workers=workers, device=device, seed=seed,
             max_yaw=max_yaw, max_occlusion=max_occlusion, no_face=no_face.value,
             skip_face_screens=skip_face_screens, face_model=face_model, report=report,
-            progress=progress,
+            progress=progress, **parse_options(option or []),
         )
     render_summary(result)
+
+
+def parse_options(pairs: list[str]) -> dict[str, object]:
+    """``NAME=VALUE`` pairs of ``--option``; values read as JSON when they parse (numbers,
+    true/false, null), else as text."""
+    out: dict[str, object] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or not name:
+            raise CurateError(f"--option {pair!r} is not NAME=VALUE", hint="for example --option min_side=24")
+        if name in OPT_WITH_FLAG:
+            raise CurateError(f"--option {name}=... duplicates a flag",
+                              hint=f"use --{name.replace('_', '-')} {text}")
+        try:
+            out[name] = json.loads(text)
+        except ValueError:
+            out[name] = text
+    return out
 
 
 def render_summary(result: ScreenResult) -> None:
@@ -138,7 +164,9 @@ def export_cmd(
                     force=force, include_unscreened=include_unscreened)
     console.print(f"exported [green]{result.n_exported:,}[/] images, left out "
                   f"[red]{result.n_excluded:,}[/] ({result.n_suspect:,} with suspicion >= "
-                  f"{max_suspicion:g}, {result.n_face_rejected:,} rejected by a face screen; an image can be both)")
+                  f"{max_suspicion:g}, "
+                  + "".join(f"{n:,} rejected by the {escape(name)} screen, " for name, n in result.n_image_rejected.items())
+                  + "an image can be counted twice)")
     if result.n_unscreened:
         how = "exported" if include_unscreened else "left out (--include-unscreened adds them)"
         console.print(f"[yellow]{result.n_unscreened:,} valid image(s) are in no tuple, never screened: {how}[/]")

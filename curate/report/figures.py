@@ -22,6 +22,8 @@ from matplotlib.figure import Figure  # noqa: E402
 from scipy.stats import norm  # noqa: E402
 
 from curate.report.palette import NULL_COLORS, PAIR_COLORS, reason_color  # noqa: E402
+from curate.screens.faces import OCCLUDED, SIDE_FACE  # noqa: E402
+from curate.screens.statistical import NEGATIVE_TOO_CLOSE, POSITIVE_TOO_FAR  # noqa: E402
 
 PAIR_NAMES = {"d_ap": "anchor-positive", "d_an": "anchor-negative",
               "d_an2": "anchor-negative2", "d_nn2": "negative-negative2"}
@@ -71,8 +73,8 @@ def _range(arrays: Sequence[np.ndarray], extra: Sequence[float]) -> tuple[float,
 
 
 def _threshold_lines(ax: Any, boundary: Mapping[str, Any]) -> None:
-    for key, code, name in (("t_pos", "positive_too_far", "T_pos"),
-                            ("t_neg", "negative_too_close", "T_neg")):
+    for key, code, name in (("t_pos", POSITIVE_TOO_FAR, "T_pos"),
+                            ("t_neg", NEGATIVE_TOO_CLOSE, "T_neg")):
         value = boundary.get(key)
         if isinstance(value, (int, float)) and np.isfinite(value):
             ax.axvline(value, color=reason_color(code), ls="--", lw=1.6,
@@ -184,9 +186,9 @@ def sensitivity_figure(alphas: np.ndarray, along_pos: np.ndarray, along_neg: np.
                        nominal: tuple[float | None, float | None]) -> str:
     """Kept share when one alpha moves and the other stays at the run's value."""
     with _figure(height=3.2) as (fig, ax):
-        ax.plot(alphas, along_pos, marker="o", color=reason_color("positive_too_far"),
+        ax.plot(alphas, along_pos, marker="o", color=reason_color(POSITIVE_TOO_FAR),
                 label=f"vary alpha_pos (alpha_neg = {nominal[1]})")
-        ax.plot(alphas, along_neg, marker="s", color=reason_color("negative_too_close"),
+        ax.plot(alphas, along_neg, marker="s", color=reason_color(NEGATIVE_TOO_CLOSE),
                 label=f"vary alpha_neg (alpha_pos = {nominal[0]})")
         ax.set_xscale("log")
         ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
@@ -209,8 +211,8 @@ def faces_figure(faces: pd.DataFrame, max_yaw: float | None, max_occlusion: floa
         ax_yaw.stairs(*np.histogram(yaw, bins=np.linspace(-90, 90, 61)), fill=True, color="#8fa8c8")
         if max_yaw is not None:
             for s in (-1, 1):
-                ax_yaw.axvline(s * max_yaw, color=reason_color("side_face"), ls="--", lw=1.6,
-                               label=f"|yaw| = {max_yaw:g} (side_face)" if s > 0 else None)
+                ax_yaw.axvline(s * max_yaw, color=reason_color(SIDE_FACE), ls="--", lw=1.6,
+                               label=f"|yaw| = {max_yaw:g} ({SIDE_FACE})" if s > 0 else None)
             ax_yaw.legend(fontsize=8, frameon=False)
         ax_yaw.set_xlabel("yaw (degrees)")
         ax_yaw.set_ylabel("images")
@@ -220,8 +222,8 @@ def faces_figure(faces: pd.DataFrame, max_yaw: float | None, max_occlusion: floa
         occ = occ[np.isfinite(occ)]
         ax_occ.stairs(*np.histogram(occ, bins=np.linspace(0, 1, 51)), fill=True, color="#b9a3d0")
         if max_occlusion is not None:
-            ax_occ.axvline(max_occlusion, color=reason_color("occluded"), ls="--", lw=1.6,
-                           label=f"occlusion = {max_occlusion:g} (occluded)")
+            ax_occ.axvline(max_occlusion, color=reason_color(OCCLUDED), ls="--", lw=1.6,
+                           label=f"occlusion = {max_occlusion:g} ({OCCLUDED})")
             ax_occ.legend(fontsize=8, frameon=False)
         ax_occ.set_xlabel("occlusion score (0 clear .. 1 covered)")
         ax_occ.set_title(f"Occlusion of {occ.size:,} faces")

@@ -1,4 +1,5 @@
-"""Galleries of embedded thumbnails: abnormal tuples, suspect images, side and occluded faces.
+"""Galleries of embedded thumbnails: abnormal tuples, suspect images, and the images each
+image screen rejected (side and occluded faces, ...).
 
 Each gallery is capped; the heading says how many items exist and how many are shown.
 """
@@ -11,10 +12,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from curate import screens
 from curate.report.html import Markup, chips, esc, fmt_num, join, note, tag
 from curate.report.inputs import ScreenRun
 from curate.report.sensitivity import min_negative_distance
 from curate.report.thumbnails import Thumbnails
+from curate.screens.base import Screen
+from curate.screens.statistical import POSITIVE_TOO_FAR
 
 PATH_CHARS = 40
 
@@ -59,7 +63,7 @@ def _severity(run: ScreenRun, code: str) -> np.ndarray:
     s = run.scores
     b = run.boundary or {}
     sigma = b.get("sigma") if isinstance(b.get("sigma"), (int, float)) and b.get("sigma") else 1.0
-    if code == "positive_too_far":
+    if code == POSITIVE_TOO_FAR:
         t = b.get("t_pos") if isinstance(b.get("t_pos"), (int, float)) else 0.0
         return (s["d_ap"].to_numpy(dtype=float) - t) / sigma
     t = b.get("t_neg") if isinstance(b.get("t_neg"), (int, float)) else 0.0
@@ -105,7 +109,7 @@ def _tuple_row(run: ScreenRun, thumbs: Thumbnails, row: pd.Series, severity: flo
 
 def tuple_gallery(run: ScreenRun, flags: pd.DataFrame, thumbs: Thumbnails, max_items: int) -> Markup:
     """The most abnormal rejected tuples, one group per statistical reason."""
-    codes = [c for c in ("positive_too_far", "negative_too_close") if c in flags.columns]
+    codes = [c for c in screens.get("boundary").codes if c in flags.columns]
     if not codes:
         return note("No tuple was rejected by the statistical boundary.")
     per = max(1, max_items // len(codes))
@@ -152,36 +156,33 @@ def suspect_gallery(run: ScreenRun, thumbs: Thumbnails, max_items: int) -> Marku
     return join([head, Markup('<div class="wall">'), join(boxes), Markup("</div>")])
 
 
-def _face_groups(run: ScreenRun) -> dict[str, pd.Series]:
-    f = run.faces if run.faces is not None else pd.DataFrame()
-    p = run.params
-    if "face_reason" in f.columns:
-        reason = f["face_reason"].astype("string").fillna("")
-        return {code: reason.str.contains(code, regex=False).to_numpy(dtype=bool)
-                for code in ("side_face", "occluded", "no_face")}
-    nan = pd.Series(np.nan, index=f.index)
-    yaw = pd.to_numeric(f["yaw"] if "yaw" in f else nan, errors="coerce").abs()
-    occ = pd.to_numeric(f["occlusion"] if "occlusion" in f else nan, errors="coerce")
-    found = f["face_found"].fillna(False).astype(bool) if "face_found" in f else None
-    groups = {}
-    if isinstance(p.get("max_yaw"), (int, float)):
-        groups["side_face"] = (yaw > p["max_yaw"]).to_numpy(dtype=bool)
-    if isinstance(p.get("max_occlusion"), (int, float)):
-        groups["occluded"] = (occ > p["max_occlusion"]).to_numpy(dtype=bool)
-    if found is not None:
-        groups["no_face"] = (~found).to_numpy(dtype=bool)
+def _image_screen_groups(run: ScreenRun) -> list[tuple[Screen, str, np.ndarray]]:
+    """(screen, reason code, mask over ``run.suspect``) for every registered image screen
+    whose verdict column is in ``images_suspect.parquet``. Verdicts are read, never recomputed."""
+    s = run.suspect
+    groups = []
+    for scr in screens.registered():
+        col = scr.columns()[2]
+        if scr.level != "image" or s is None or col not in s.columns:
+            continue
+        codes = s[col].astype("string").fillna("").str.split(";")
+        for code in scr.codes:
+            groups.append((scr, code, codes.map(lambda parts, c=code: c in parts).to_numpy(dtype=bool)))
     return groups
 
 
-def face_gallery(run: ScreenRun, thumbs: Thumbnails, max_items: int, seed: int) -> Markup:
-    """A random sample of side faces, occluded faces and images without a face."""
-    f = run.faces
-    if f is None:
-        return note(run.notes.get("faces", "faces.parquet is missing"))
+def image_screen_gallery(run: ScreenRun, thumbs: Thumbnails, max_items: int, seed: int) -> Markup:
+    """A random sample of the images each image screen rejected (side faces, occluded faces,
+    images without a face, ...), one group per reason."""
+    groups = _image_screen_groups(run)
+    if not groups:
+        return note(run.notes.get("faces", "faces.parquet is missing")
+                    if run.suspect is not None else run.notes.get("suspect", "images_suspect.parquet is missing"))
+    f = run.suspect
     rng = np.random.default_rng(seed)
     per = max(1, max_items // 2)
     parts = []
-    for code, mask in _face_groups(run).items():
+    for scr, code, mask in groups:
         idx = np.flatnonzero(mask)
         total = idx.size
         if total > per:
@@ -199,12 +200,8 @@ def face_gallery(run: ScreenRun, thumbs: Thumbnails, max_items: int, seed: int) 
                 if known_path:
                     shown = known_shown
                     path = path or known_path
-            yaw, occ = r.get("yaw"), r.get("occlusion")
-            desc = [f"yaw {yaw:.0f}\u00b0" if isinstance(yaw, float) and not math.isnan(yaw) else None,
-                    f"occlusion {occ:.2f}" if isinstance(occ, float) and not math.isnan(occ) else None,
-                    r.get("occlusion_region") if code == "occluded" else None]
+            desc = scr.caption(r.to_dict(), code)
             boxes.append(thumb(thumbs, path, title=shown, caption=[
-                tag("b", label) if label else None, " \u00b7 ".join(d for d in desc if d) or None,
-                _short(shown)]))
+                tag("b", label) if label else None, " \u00b7 ".join(desc) or None, _short(shown)]))
         parts.append(join([Markup('<div class="wall">'), join(boxes), Markup("</div>")]))
-    return join(parts) if parts else note("faces.parquet has no face verdicts to show.")
+    return join(parts)

@@ -12,7 +12,7 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from curate.report.palette import REASON_COLORS, reason_color
+from curate.report.palette import reason_color, reason_colors, reason_help
 
 
 class Markup(str):
@@ -87,7 +87,8 @@ def table(header: Sequence[Any], rows: Iterable[Sequence[Any]], *, cls: str = ""
 
 def chip(code: str) -> Markup:
     """A coloured label for a reason code."""
-    return Markup(f'<span class="chip" style="background:{reason_color(code)}">{esc(code)}</span>')
+    return Markup(f'<span class="chip" style="background:{reason_color(code)}" '
+                  f'title="{esc(reason_help(code))}">{esc(code)}</span>')
 
 
 def chips(reason: Any) -> Markup:
@@ -163,7 +164,7 @@ footer{color:#777;font-size:12px;text-align:center;padding:10px}
 
 def css() -> str:
     rules = [_CSS]
-    for code, color in REASON_COLORS.items():
+    for code, color in reason_colors().items():
         rules.append(f".c-{code}{{color:{color}}}")
     return "".join(rules)
 

@@ -10,10 +10,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from curate import screens
 from curate.io import write_text
 from curate.report import figures
 from curate.report.alerts import alerts
-from curate.report.galleries import face_gallery, suspect_gallery, tuple_gallery
+from curate.report.galleries import image_screen_gallery, suspect_gallery, tuple_gallery
 from curate.report.html import (
     Markup,
     banner,
@@ -35,6 +36,7 @@ from curate.report.palette import reason_color
 from curate.report.sensitivity import alpha_grid, sensitivity
 from curate.report.tables import counts_by_class, counts_by_reason, negative_confusion, reason_flags
 from curate.report.thumbnails import Thumbnails
+from curate.screens.statistical import NEGATIVE_TOO_CLOSE, POSITIVE_TOO_FAR
 
 MAX_CLASSES = 60  # rows of the by-class table and chart
 MAX_CONFUSION = 25  # labels on each axis of the confusion table
@@ -183,8 +185,8 @@ def _boundary(run: ScreenRun) -> Markup:
     if b is None:
         return section("boundary", "The boundary", body)
     body.append(tag("p", "Tuples whose anchor-positive distance lies right of T_pos are rejected as "
-                    "positive_too_far; tuples with a negative pair left of T_neg as "
-                    "negative_too_close."))
+                    f"{POSITIVE_TOO_FAR}; tuples with a negative pair left of T_neg as "
+                    f"{NEGATIVE_TOO_CLOSE}."))
     rows = [(k, fmt_num(b.get(k)) if not isinstance(b.get(k), str) else b.get(k))
             for k in ("null", "s", "d", "d_null", "center", "mu", "sigma", "alpha_pos", "alpha_neg",
                       "t_pos", "t_neg") if k in b]
@@ -212,9 +214,9 @@ def _boundary(run: ScreenRun) -> Markup:
                         "different-label pairs the boundary calls abnormal, next to the nominal "
                         "alpha. Close values mean the null fits."))
         body.append(table(["side", "observed share", "nominal alpha"], [
-            ("above T_pos (would be positive_too_far)", fmt_pct(cal.get("share_above_t_pos"), 2),
+            (f"above T_pos (would be {POSITIVE_TOO_FAR})", fmt_pct(cal.get("share_above_t_pos"), 2),
              fmt_pct(cal.get("nominal_alpha_pos", b.get("alpha_pos")), 2)),
-            ("below T_neg (would be negative_too_close)", fmt_pct(cal.get("share_below_t_neg"), 2),
+            (f"below T_neg (would be {NEGATIVE_TOO_CLOSE})", fmt_pct(cal.get("share_below_t_neg"), 2),
              fmt_pct(cal.get("nominal_alpha_neg", b.get("alpha_neg")), 2))]))
     else:
         body.append(note("boundary.json has no calibration check."))
@@ -234,8 +236,8 @@ def _sensitivity(run: ScreenRun, flags: pd.DataFrame) -> Markup:
     sens = sensitivity(run.scores, flags, mu, sigma, alphas, alphas)
     body: list[Any] = [tag("p", "Share of tuples the screen would keep at other significance levels, "
                            "from the same distances and the same null (mu = "
-                           f"{mu:.3f}, sigma = {sigma:.3f}); face screens held fixed"
-                           f" ({fmt_int(sens.n_face_rejected)} tuples rejected by them). "
+                           f"{mu:.3f}, sigma = {sigma:.3f}); the other screens held fixed"
+                           f" ({fmt_int(sens.n_other_rejected)} tuples rejected by them). "
                            "Pick alpha here, then re-run with --alpha-pos / --alpha-neg.")]
     i_pos = int(np.argmin(np.abs(alphas - a_pos))) if a_pos else None
     i_neg = int(np.argmin(np.abs(alphas - a_neg))) if a_neg else None
@@ -323,12 +325,12 @@ def _rejections(run: ScreenRun, flags: pd.DataFrame, left_out: list[str]) -> Mar
 
 
 def _confusion(run: ScreenRun, flags: pd.DataFrame, left_out: list[str]) -> Markup:
-    title = tag("h3", join(["Which expressions the data confuses: ", chip("negative_too_close"),
+    title = tag("h3", join(["Which expressions the data confuses: ", chip(NEGATIVE_TOO_CLOSE),
                             " by label pair"]))
     t_neg = _num((run.boundary or {}).get("t_neg"))
     conf = negative_confusion(run.scores, flags, t_neg)
     if conf is None:
-        return join([title, note("No tuple was rejected as negative_too_close (or the scores "
+        return join([title, note(f"No tuple was rejected as {NEGATIVE_TOO_CLOSE} (or the scores "
                                  "carry no negative_label).")])
     flagged, total = conf
     if len(total.index) > MAX_CONFUSION or len(total.columns) > MAX_CONFUSION:
@@ -336,8 +338,8 @@ def _confusion(run: ScreenRun, flags: pd.DataFrame, left_out: list[str]) -> Mark
         cols = flagged.sum(axis=0).sort_values(ascending=False).index[:MAX_CONFUSION]
         flagged, total = flagged.loc[sorted(rows), sorted(cols)], total.loc[sorted(rows), sorted(cols)]
         left_out.append(f"The confusion table shows the {MAX_CONFUSION} labels with most "
-                        "negative_too_close pairs on each axis.")
-    color = reason_color("negative_too_close")
+                        f"{NEGATIVE_TOO_CLOSE} pairs on each axis.")
+    color = reason_color(NEGATIVE_TOO_CLOSE)
     head = Markup("<tr><th>anchor \u2193 / negative \u2192</th>" + "".join(
         f"<th class=num>{esc(c)}</th>" for c in flagged.columns) + "</tr>")
     rows = []
@@ -372,7 +374,7 @@ def _faces(run: ScreenRun) -> Markup:
         rows.append(("face not found", f"{fmt_int((~found).sum())} ({fmt_pct((~found).mean())})"))
     if "face_reason" in f:
         reason = f["face_reason"].astype("string").fillna("")
-        for code in ("side_face", "occluded", "no_face"):
+        for code in screens.get("faces").codes:
             k = int(reason.str.contains(code, regex=False).sum())
             rows.append((chip(code), f"{fmt_int(k)} ({fmt_pct(k / len(f) if len(f) else None)})"))
     rows.append(("thresholds", f"|yaw| > {_g(max_yaw)}\u00b0 is a side face; occlusion > "
@@ -394,5 +396,5 @@ def _galleries(run: ScreenRun, flags: pd.DataFrame, thumbs: Thumbnails, max_gall
              tuple_gallery(run, flags, thumbs, max_gallery),
              tag("h3", "Most suspect images"), suspect_gallery(run, thumbs, max_gallery),
              tag("h3", "Side faces, occluded faces, no face"),
-             face_gallery(run, thumbs, max_gallery, seed)]
+             image_screen_gallery(run, thumbs, max_gallery, seed)]
     return section("galleries", "Galleries", body)

@@ -3,7 +3,7 @@
 The screen's boundary is T_pos = mu + z(1 - alpha_pos) sigma and
 T_neg = mu - z(1 - alpha_neg) sigma. A tuple is kept when its anchor-positive
 distance is at most T_pos, every negative pair distance is at least T_neg, and no
-face screen rejected it. Those three facts are all the grid needs: one pass over
+other screen rejected it. Those three facts are all the grid needs: one pass over
 the tuples bins them by threshold, and cumulative sums give every cell.
 """
 
@@ -16,8 +16,9 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
+from curate import screens
+
 DEFAULT_ALPHAS: tuple[float, ...] = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
-STATISTICAL_REASONS = ("positive_too_far", "negative_too_close")
 
 
 def t_pos(mu: float, sigma: float, alpha: float | np.ndarray) -> np.ndarray:
@@ -38,7 +39,7 @@ class Sensitivity:
     alphas_neg: np.ndarray
     kept_share: np.ndarray  # shape (len(alphas_pos), len(alphas_neg))
     n_tuples: int
-    n_face_rejected: int
+    n_other_rejected: int  # tuples rejected by other screens, whatever alpha
 
     def table(self) -> pd.DataFrame:
         return pd.DataFrame(self.kept_share, index=pd.Index(self.alphas_pos, name="alpha_pos"),
@@ -59,7 +60,7 @@ def kept_share_grid(d_ap: np.ndarray, d_neg_min: np.ndarray, other_ok: np.ndarra
                     alphas_neg: Sequence[float] = DEFAULT_ALPHAS) -> np.ndarray:
     """Share of tuples kept for every (alpha_pos, alpha_neg) pair.
 
-    ``other_ok`` is false for tuples a non-statistical screen (faces) rejected; they
+    ``other_ok`` is false for tuples another screen (faces, ...) rejected; they
     stay rejected whatever alpha is. Cost: O(n log k) for n tuples and k alphas.
     """
     d_ap = np.asarray(d_ap, dtype=float)
@@ -91,8 +92,9 @@ def kept_share_grid(d_ap: np.ndarray, d_neg_min: np.ndarray, other_ok: np.ndarra
 def sensitivity(scores: pd.DataFrame, flags: pd.DataFrame, mu: float, sigma: float,
                 alphas_pos: Sequence[float] = DEFAULT_ALPHAS,
                 alphas_neg: Sequence[float] = DEFAULT_ALPHAS) -> Sensitivity:
-    """The kept-share grid for a screen's scores, with the face verdicts held fixed."""
-    other = [c for c in flags.columns if c not in STATISTICAL_REASONS]
+    """The kept-share grid for a screen's scores, with every other screen's verdicts held fixed."""
+    boundary_codes = set(screens.get("boundary").codes)
+    other = [c for c in flags.columns if c not in boundary_codes]
     other_ok = ~flags[other].to_numpy().any(axis=1) if other else np.ones(len(scores), bool)
     grid = kept_share_grid(scores["d_ap"].to_numpy(dtype=float), min_negative_distance(scores),
                            other_ok, mu, sigma, alphas_pos, alphas_neg)

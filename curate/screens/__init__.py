@@ -1,44 +1,142 @@
-"""Screens: each decides, per tuple or per image, whether training data is abnormal.
+"""Screens: each decides, per image or per tuple, whether training data is abnormal.
 
-The registry maps a screen's name to the module that implements it and the reason
-codes it can write into ``scores.parquet``'s ``reason`` column. Modules are imported
-lazily (:func:`load_screen`), so a screen's heavy dependencies load only when it runs.
+Every screen is a :class:`~curate.screens.base.Screen` subclass registered here with
+:func:`register`. :func:`registered` lists them in run order (image screens first,
+then tuple screens, each in registration order); :func:`curate.screen.screen` runs
+them in one loop, and the report takes every reason's label and colour from
+:func:`reason`. Other packages add screens through the ``curate.screens`` entry-point
+group (each entry point names a Screen subclass).
+
+Built in: ``faces`` (image: ``side_face``, ``occluded``, ``no_face``) and ``boundary``
+(tuple: ``positive_too_far``, ``negative_too_close``). ``docs/screens.md`` shows how to
+add one.
 """
 
 from __future__ import annotations
 
-import importlib
-from dataclasses import dataclass
-from types import ModuleType
+from collections.abc import Mapping
+from importlib import metadata
+from typing import Any
 
 from curate.errors import CurateError
+from curate.screens.base import LEVELS, Option, Reason, Screen, ScreenContext, ScreenOutput
+
+ENTRY_POINT_GROUP = "curate.screens"
+_REGISTRY: dict[str, type[Screen]] = {}
+_PLUGINS_LOADED = False
 
 
-@dataclass(frozen=True)
-class ScreenInfo:
-    """A registered screen: where it lives, what it looks at, the reasons it writes."""
+def register(cls: type[Screen]) -> type[Screen]:
+    """Class decorator: add a screen to the registry (its name, codes and options must be new)."""
+    for attr in ("name", "level", "reasons", "summary"):
+        if not hasattr(cls, attr):
+            raise TypeError(f"screen {cls.__name__} must define {attr!r}")
+    if cls.level not in LEVELS:
+        raise TypeError(f"screen {cls.name!r}: level must be one of {LEVELS}, got {cls.level!r}")
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise TypeError(f"a screen named {cls.name!r} is already registered")
+    taken_codes = {r.code for s in _REGISTRY.values() if s is not cls for r in s.reasons}
+    taken_opts = {o.name for s in _REGISTRY.values() if s is not cls for o in s.options}
+    for r in cls.reasons:
+        if ";" in r.code or not r.code:
+            raise TypeError(f"screen {cls.name!r}: bad reason code {r.code!r}")
+        if r.code in taken_codes:
+            raise TypeError(f"screen {cls.name!r}: reason code {r.code!r} is taken")
+    for o in cls.options:
+        if o.name in taken_opts:
+            raise TypeError(f"screen {cls.name!r}: option {o.name!r} is taken by another screen")
+    _REGISTRY[cls.name] = cls
+    return cls
 
-    module: str
-    level: str  # "tuple" (distances of the tuple's pairs) or "image" (each member image)
-    reasons: tuple[str, ...]
-    summary: str
+
+def unregister(name: str) -> None:
+    """Remove a screen from the registry (tests and plug-in development)."""
+    _REGISTRY.pop(name, None)
 
 
-SCREENS: dict[str, ScreenInfo] = {
-    "statistical": ScreenInfo(
-        "curate.screens.statistical", "tuple", ("positive_too_far", "negative_too_close"),
-        "anchor-positive too far or a negative pair too close under the statistical null"),
-    "faces": ScreenInfo(
-        "curate.screens.faces", "image", ("side_face", "occluded", "no_face"),
-        "head turned beyond --max-yaw, face occluded, or no face found"),
-}
+def _load_plugins() -> None:
+    global _PLUGINS_LOADED
+    if _PLUGINS_LOADED:
+        return
+    _PLUGINS_LOADED = True
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        cls = ep.load()
+        if not (isinstance(cls, type) and issubclass(cls, Screen)):
+            raise CurateError(f"entry point {ep.name} = {ep.value} of group {ENTRY_POINT_GROUP} "
+                              "is not a curate Screen subclass",
+                              hint="point the entry point at a class decorated with curate.screens.register")
+        register(cls)
 
-REASON_CODES: tuple[str, ...] = tuple(code for info in SCREENS.values() for code in info.reasons)
+
+def registered() -> list[Screen]:
+    """One instance of every registered screen, in run order (image screens first)."""
+    _load_plugins()
+    screens = [cls() for cls in _REGISTRY.values()]
+    return [s for s in screens if s.level == "image"] + [s for s in screens if s.level == "tuple"]
 
 
-def load_screen(name: str) -> ModuleType:
-    """Import and return the module implementing the screen ``name``."""
-    info = SCREENS.get(name)
-    if info is None:
-        raise CurateError(f"unknown screen {name!r}", hint=f"known screens: {', '.join(SCREENS)}")
-    return importlib.import_module(info.module)
+def get(name: str) -> Screen:
+    """The registered screen called ``name``."""
+    for s in registered():
+        if s.name == name:
+            return s
+    raise CurateError(f"unknown screen {name!r}", hint=f"known screens: {', '.join(names())}")
+
+
+def names() -> list[str]:
+    """Names of the registered screens in run order."""
+    return [s.name for s in registered()]
+
+
+def reasons() -> list[Reason]:
+    """Every registered reason in the order of the ``reason`` columns and the report: the
+    tuple screens' codes, then the image screens' codes."""
+    screens = registered()
+    return [r for level in ("tuple", "image") for s in screens if s.level == level for r in s.reasons]
+
+
+def reason(code: str) -> Reason | None:
+    """The registered :class:`Reason` of ``code``, or None for a code no screen registers."""
+    return next((r for r in reasons() if r.code == code), None)
+
+
+def screen_of(code: str) -> Screen | None:
+    """The screen that writes reason ``code``."""
+    return next((s for s in registered() if code in s.codes), None)
+
+
+def options() -> dict[str, Option]:
+    """Every screen option by name."""
+    return {o.name: o for s in registered() for o in s.options}
+
+
+def defaults() -> dict[str, Any]:
+    """The default value of every screen option."""
+    return {name: o.default for name, o in options().items()}
+
+
+def resolve_settings(given: Mapping[str, Any]) -> dict[str, Any]:
+    """Every option's value to use: ``given`` over the defaults, each checked by its screen.
+
+    Raises :class:`CurateError` for an unknown option name or a bad value, before any
+    work is done.
+    """
+    known = options()
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise CurateError(f"unknown screen option(s) {', '.join(unknown)}",
+                          hint=f"known options: {', '.join(sorted(known))}")
+    merged = {**defaults(), **given}
+    out: dict[str, Any] = {}
+    for s in registered():
+        out.update(s.resolve(merged))
+    return out
+
+
+__all__ = ["ENTRY_POINT_GROUP", "Option", "Reason", "Screen", "ScreenContext", "ScreenOutput",
+           "defaults", "get", "names", "options", "reason", "reasons", "register", "registered",
+           "resolve_settings", "screen_of", "unregister"]
+
+# The built-in screens register themselves on import (kept last: they import this module).
+from curate.screens import boundary as _boundary  # noqa: E402,F401
+from curate.screens import faces as _faces  # noqa: E402,F401

@@ -1,6 +1,6 @@
 """Face screens: reject images whose face is turned aside, occluded, or not found.
 
-Per image (level ``image`` in :data:`curate.screens.SCREENS`):
+Per image (the ``faces`` screen, level ``image``):
 
 * ``side_face`` when ``|yaw| > max_yaw`` degrees;
 * ``occluded`` when ``occlusion > max_occlusion``;
@@ -23,6 +23,8 @@ import pandas as pd
 
 from curate.errors import CurateError
 from curate.faces import COLUMNS, OCCLUSION_THRESHOLD, analyze_faces
+from curate.screens import register
+from curate.screens.base import Option, Reason, Screen, ScreenContext, ScreenOutput, join_codes
 
 SIDE_FACE = "side_face"
 OCCLUDED = "occluded"
@@ -108,11 +110,109 @@ def face_verdicts(analysis: pd.DataFrame, *, max_yaw: float = DEFAULT_MAX_YAW,
     side = found & (np.abs(np.nan_to_num(yaw, nan=0.0)) > max_yaw)
     occluded = found & (np.nan_to_num(occ, nan=0.0) > max_occ)
     lost = ~found & (no_face == "reject")
-    reasons = [
-        ";".join(code for code, hit in ((SIDE_FACE, s), (OCCLUDED, o), (NO_FACE, n)) if hit) or None
-        for s, o, n in zip(side, occluded, lost, strict=True)
-    ]
+    reasons = join_codes([(SIDE_FACE, side), (OCCLUDED, occluded), (NO_FACE, lost)])
     out = analysis.copy()
     out["face_reject"] = side | occluded | lost
     out["face_reason"] = pd.Series(reasons, index=out.index, dtype="object")
     return out[[c for c in OUTPUT_COLUMNS if c in out.columns]]
+
+
+def face_score(faces: pd.DataFrame, *, max_yaw: float, max_occlusion: float) -> np.ndarray:
+    """How far each face is past its thresholds: ``max(|yaw| / max_yaw, occlusion / max_occlusion)``.
+
+    Above 1 means rejected as a side face or as occluded; NaN where no face was found.
+    """
+    yaw = np.abs(faces["yaw"].astype("float64").to_numpy()) / max_yaw
+    occ = faces["occlusion"].astype("float64").to_numpy() / max(max_occlusion, 1e-12)
+    with np.errstate(invalid="ignore"):
+        return np.fmax(yaw, occ)
+
+
+def _check_max_yaw(value: float) -> float:
+    check_thresholds(value, None, "reject")
+    return float(value)
+
+
+def _check_max_occlusion(value: float | None) -> float:
+    return check_thresholds(DEFAULT_MAX_YAW, value, "reject")
+
+
+def _check_no_face(value: str) -> str:
+    check_thresholds(DEFAULT_MAX_YAW, None, value)
+    return value
+
+
+def _check_face_model(value: object) -> str | None:
+    if value is not None and not isinstance(value, (str, os.PathLike)):
+        raise CurateError(f"face_model must be a file path, got {value!r}",
+                          hint="pass --face-model FILE (a face_landmarker.task), or leave it out")
+    return None if value is None else str(value)
+
+
+def _check_flag(name: str):
+    def check(value: object) -> bool:
+        if not isinstance(value, bool):
+            raise CurateError(f"{name} must be true or false, got {value!r}")
+        return value
+    return check
+
+
+@register
+class FaceScreen(Screen):
+    """Side faces, occluded faces and images without a face (:func:`screen_faces`)."""
+
+    name = "faces"
+    level = "image"
+    column_prefix = "face"
+    summary = "head turned beyond --max-yaw, face occluded, or no face found"
+    reasons = (
+        Reason(SIDE_FACE, "side face", "#ff7f0e",
+               "the head is turned further than --max-yaw degrees"),
+        Reason(OCCLUDED, "occluded", "#9467bd",
+               "the occlusion score is above --max-occlusion (hands, masks, sunglasses, ...)"),
+        Reason(NO_FACE, "no face", "#7f7f7f",
+               "the landmarker found no face (or the file could not be decoded); --no-face keep lets them pass"),
+    )
+    options = (
+        Option("max_yaw", DEFAULT_MAX_YAW, "Reject faces turned further than this many degrees (side_face).",
+               _check_max_yaw),
+        Option("max_occlusion", DEFAULT_MAX_OCCLUSION,
+               "Reject faces whose occlusion score (0-1) is above this (occluded; docs/faces.md).",
+               _check_max_occlusion),
+        Option("no_face", "reject", "What to do with images where no face is found: reject or keep.",
+               _check_no_face),
+        Option("face_model", None, "Face landmark model file (default: the packaged or cached one).",
+               _check_face_model),
+        Option("skip_face_screens", False, "Do not run the face screens.",
+               _check_flag("skip_face_screens")),
+    )
+    suspect_columns = ("face_found", "yaw", "occlusion", "occlusion_region", "face_reject", "face_reason")
+    files = ("faces.parquet",)
+
+    def enabled(self, settings) -> bool:
+        return not settings["skip_face_screens"]
+
+    def run(self, ctx: ScreenContext) -> ScreenOutput:
+        s = ctx.settings
+        progress = ctx.progress
+        faces = screen_faces(
+            ctx.images, cache_dir=ctx.out_dir / "faces_cache", max_yaw=s["max_yaw"],
+            max_occlusion=s["max_occlusion"], no_face=s["no_face"], face_model=s["face_model"],
+            progress=(lambda done, total: progress("faces", done, total)) if progress else None)
+        faces = faces.reset_index(drop=True)
+        if not np.array_equal(faces["image_id"].to_numpy(), ctx.images["image_id"].to_numpy()):
+            raise CurateError("the face screen returned rows out of order")
+        score = face_score(faces, max_yaw=s["max_yaw"], max_occlusion=s["max_occlusion"])
+        return ScreenOutput(score=score, reject=faces["face_reject"].to_numpy(dtype=bool),
+                            reason=faces["face_reason"].to_numpy(dtype=object), table=faces)
+
+    def caption(self, row, code: str) -> list[str]:
+        yaw, occ = row.get("yaw"), row.get("occlusion")
+        region = row.get("occlusion_region")
+        return [d for d in (
+            f"yaw {yaw:.0f}\u00b0" if isinstance(yaw, float) and not math.isnan(yaw) else None,
+            f"occlusion {occ:.2f}" if isinstance(occ, float) and not math.isnan(occ) else None,
+            region if code == OCCLUDED and isinstance(region, str) else None) if d]
+
+    def outputs(self, out: ScreenOutput, ctx: ScreenContext) -> dict[str, pd.DataFrame]:
+        return {"faces.parquet": out.table}

@@ -113,7 +113,7 @@ class ScreenSettings:
 
 
 @dataclass
-class ScreenResult:
+class BatchVerdict:
     """Verdict of the in-loop boundary on one batch."""
 
     keep: np.ndarray            # bool per tuple
@@ -167,7 +167,7 @@ class InLoopScreen:
         self._pending = None
 
     def __call__(self, emb: np.ndarray, labels: np.ndarray, local: np.ndarray, *, step: int,
-                 seed: int) -> ScreenResult:
+                 seed: int) -> BatchVerdict:
         """Screen the tuples of a batch.
 
         ``emb`` are the batch's unique-image embeddings (detached, ``[m, d]``), ``labels``
@@ -180,7 +180,7 @@ class InLoopScreen:
         t = local.shape[0]
         ones = np.ones(t, dtype=bool)
         if step < self.settings.warmup_steps or window.shape[0] < 2:
-            return ScreenResult(ones, ~ones, ~ones, np.ones(len(emb), bool), None,
+            return BatchVerdict(ones, ~ones, ~ones, np.ones(len(emb), bool), None,
                                 float("nan"), float("nan"), float("inf"), float("-inf"), False)
         s = self.settings
         mean = window.mean(axis=0) if s.center else None
@@ -198,7 +198,7 @@ class InLoopScreen:
         neg_ok = np.ones(len(emb), bool)
         close = dist["d_an"] < b.t_neg
         neg_ok[local[close, 2]] = False
-        return ScreenResult(keep, too_far, too_close, neg_ok, b.d_null, b.mu, b.sigma, b.t_pos, b.t_neg, True)
+        return BatchVerdict(keep, too_far, too_close, neg_ok, b.d_null, b.mu, b.sigma, b.t_pos, b.t_neg, True)
 
     @staticmethod
     def _too_close(dist: dict[str, np.ndarray], t_neg: float) -> np.ndarray:

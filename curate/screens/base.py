@@ -1,0 +1,236 @@
+"""The one shape every screen has.
+
+A screen looks at the images of a build (level ``image``: one verdict per image) or at
+its tuples (level ``tuple``: one verdict per tuple) and returns, per row, a score, a
+reject flag and a reason. It is a subclass of :class:`Screen` registered with
+:func:`curate.screens.register`; :func:`curate.screen.screen` runs the registered
+screens in order (image screens first), so adding a screen is one new module plus
+its test. ``docs/screens.md`` has a worked example.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import pandas as pd
+
+from curate.errors import CurateError
+
+Level = Literal["image", "tuple"]
+LEVELS: tuple[str, ...] = ("image", "tuple")
+ROLES: tuple[str, ...] = ("anchor", "positive", "negative", "negative2")
+StageProgress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class Reason:
+    """A reason code a screen writes into ``reason`` columns, and how the report shows it."""
+
+    code: str    # machine-readable, e.g. ``side_face``; never contains ``;``
+    label: str   # for people, e.g. ``side face``
+    color: str   # ``#rrggbb``, used by every figure and chip of the report
+    help: str    # one sentence: what it means and which option moves it
+
+
+@dataclass(frozen=True)
+class Option:
+    """A setting of a screen: its name (the CLI flag is ``--`` + name with dashes), the
+    default the library and the CLI use, a help line, and a check run before any work.
+
+    ``check(value)`` returns the value to use (for example a resolved default) or raises
+    :class:`CurateError` naming the value and the fix. ``None`` means no check.
+    """
+
+    name: str
+    default: Any
+    help: str
+    check: Callable[[Any], Any] | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+@dataclass
+class ScreenContext:
+    """What a screen sees: the images and tuples of the build, their embeddings, the
+    resolved settings of every screen, and the outputs of the screens that ran before.
+
+    ``images`` holds only the images that are in at least one tuple (rows of the
+    build's ``images.parquet``); ``rows[role]`` gives, for every tuple, the row of that
+    member in ``images``. ``embeddings`` (when the pipeline computed them) has one
+    normalised row per image row.
+    """
+
+    images: pd.DataFrame
+    tuples: pd.DataFrame
+    rows: dict[str, np.ndarray]
+    settings: Mapping[str, Any]
+    out_dir: Path
+    embeddings: np.ndarray | None = None
+    progress: StageProgress | None = None
+    results: dict[str, ScreenOutput] = field(default_factory=dict)
+
+    @property
+    def labels(self) -> np.ndarray:
+        """The label of every image row, as str."""
+        return self.images["label"].astype(str).to_numpy()
+
+    @property
+    def roles(self) -> list[str]:
+        """The member roles of the tuples (``negative2`` only for quadruplets)."""
+        return [r for r in ROLES if r in self.rows]
+
+    def n_rows(self, level: str) -> int:
+        return len(self.images) if level == "image" else len(self.tuples)
+
+
+@dataclass
+class ScreenOutput:
+    """The verdict of one screen, one entry per row of its level.
+
+    ``score`` is the screen's continuous measure (larger is worse; NaN where it could
+    not be measured), ``reject`` its verdict, ``reason`` None for a kept row or the
+    ``;``-joined codes of its :attr:`Screen.reasons`.
+
+    ``table`` holds further per-row columns worth keeping (the face screen's yaw and
+    occlusion, the boundary's distances). A tuple screen may say, per member role,
+    which members a rejection implicates (``blame``; default: all of them) and give
+    per-image summaries for ``images_suspect.parquet`` (``image_columns``, rows aligned
+    with the images). ``artifacts`` are JSON-ready results (the fitted boundary).
+    """
+
+    score: np.ndarray
+    reject: np.ndarray
+    reason: np.ndarray
+    table: pd.DataFrame | None = None
+    blame: dict[str, np.ndarray] | None = None
+    image_columns: pd.DataFrame | None = None
+    artifacts: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self, screen: Screen, n_rows: int) -> None:
+        """Raise when the output does not have the shape every screen promises."""
+        where = f"screen {screen.name!r}"
+        for name in ("score", "reject", "reason"):
+            arr = getattr(self, name)
+            if np.shape(arr) != (n_rows,):
+                raise CurateError(f"{where} returned {name} of shape {np.shape(arr)}, "
+                                  f"expected ({n_rows},) ({screen.level} rows)")
+        known = set(screen.codes)
+        has_reason = np.array([isinstance(r, str) and r != "" for r in self.reason], dtype=bool)
+        if not np.array_equal(has_reason, np.asarray(self.reject, dtype=bool)):
+            raise CurateError(f"{where} gave a reason to a kept row or none to a rejected row")
+        for r in set(self.reason[has_reason].tolist()):
+            unknown = set(r.split(";")) - known
+            if unknown:
+                raise CurateError(f"{where} wrote reason code(s) {sorted(unknown)} it does not register")
+        if self.table is not None and len(self.table) != n_rows:
+            raise CurateError(f"{where} returned a table of {len(self.table)} rows, expected {n_rows}")
+
+
+class Screen(ABC):
+    """Base class of every screen. Subclasses set the class attributes and :meth:`run`."""
+
+    name: ClassVar[str]
+    level: ClassVar[Level]
+    reasons: ClassVar[tuple[Reason, ...]]
+    summary: ClassVar[str]
+    options: ClassVar[tuple[Option, ...]] = ()
+    column_prefix: ClassVar[str | None] = None  # default: the name
+    needs_embeddings: ClassVar[bool] = False
+    # Columns of ``table`` carried into images_suspect.parquet (image screens).
+    suspect_columns: ClassVar[tuple[str, ...]] = ()
+    # Files this screen may write into the output folder (stale copies are removed
+    # when it does not run).
+    files: ClassVar[tuple[str, ...]] = ()
+
+    @property
+    def codes(self) -> tuple[str, ...]:
+        return tuple(r.code for r in self.reasons)
+
+    @property
+    def prefix(self) -> str:
+        return self.column_prefix or self.name
+
+    def columns(self) -> tuple[str, str, str]:
+        """The names of this screen's score, reject and reason columns."""
+        return f"{self.prefix}_score", f"{self.prefix}_reject", f"{self.prefix}_reason"
+
+    def enabled(self, settings: Mapping[str, Any]) -> bool:
+        """Whether the screen runs with these settings (default: always)."""
+        return True
+
+    def resolve(self, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """Check this screen's options in ``settings``; return their values to use."""
+        return {o.name: (o.check(settings[o.name]) if o.check else settings[o.name])
+                for o in self.options}
+
+    @abstractmethod
+    def run(self, ctx: ScreenContext) -> ScreenOutput:
+        """Judge every row of this screen's level."""
+
+    def caption(self, row: Mapping[str, Any], code: str) -> list[str]:
+        """Short facts about a rejected image for the report's gallery (image screens)."""
+        return []
+
+    def outputs(self, out: ScreenOutput, ctx: ScreenContext) -> dict[str, pd.DataFrame | dict[str, Any]]:
+        """Files to write into the output folder (name -> table or JSON object)."""
+        return {}
+
+
+# ----------------------------------------------------------------------------- helpers
+def join_codes(flags: Sequence[tuple[str, np.ndarray]]) -> np.ndarray:
+    """Per row, the ``;``-joined codes whose flag is set (None where none is), in the given order."""
+    if not flags:
+        return np.empty(0, dtype=object)
+    n = len(flags[0][1])
+    bits = np.zeros(n, dtype=np.int64)
+    for k, (_, hit) in enumerate(flags):
+        bits |= np.asarray(hit, dtype=bool).astype(np.int64) << k
+    table = {b: ";".join(code for k, (code, _) in enumerate(flags) if b >> k & 1) or None
+             for b in np.unique(bits).tolist()}
+    return np.array([table[b] for b in bits.tolist()], dtype=object)
+
+
+def check_number(name: str, *, low: float | None = None, high: float | None = None,
+                 low_open: bool = False, high_open: bool = False, example: Any = None,
+                 allow_none: bool = False) -> Callable[[Any], Any]:
+    """An :class:`Option` check: a finite number within the bounds."""
+
+    def check(value: Any) -> Any:
+        if value is None and allow_none:
+            return None
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if ok and low is not None:
+            ok = value > low if low_open else value >= low
+        if ok and high is not None:
+            ok = value < high if high_open else value <= high
+        if not ok:
+            lo = "" if low is None else ("(" if low_open else "[") + f"{low:g}"
+            hi = "" if high is None else f"{high:g}" + (")" if high_open else "]")
+            span = f"in {lo}, {hi}" if low is not None and high is not None else (
+                f"above {low:g}" if low is not None else f"at most {high:g}")
+            flag = "--" + name.replace("_", "-")
+            raise CurateError(f"{name} must be a number {span}, got {value!r}",
+                              hint=f"use for example {flag} {example}" if example is not None else None)
+        return float(value)
+
+    return check
+
+
+def check_choice(name: str, choices: Sequence[str]) -> Callable[[Any], Any]:
+    """An :class:`Option` check: one of ``choices``."""
+
+    def check(value: Any) -> Any:
+        if value not in choices:
+            raise CurateError(f"{name} must be one of {', '.join(choices)}, got {value!r}",
+                              hint=f"use --{name.replace('_', '-')} {choices[0]}")
+        return value
+
+    return check

@@ -1,0 +1,174 @@
+"""The screen registry: contract tests parametrised over every registered screen, the
+registry's own rules, and the worked example of docs/screens.md run end to end."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from builders import make_build, write_embeddings
+from typer.testing import CliRunner
+
+from curate import screens
+from curate.cli import app
+from curate.errors import CurateError
+from curate.export import export
+from curate.report import write_report
+from curate.screen import screen
+from curate.screens.base import Option, Reason, Screen, ScreenContext, ScreenOutput
+from curate.screens.statistical import normalize
+
+ROOT = Path(__file__).resolve().parents[1]
+ALL = screens.registered()
+IDS = [s.name for s in ALL]
+
+
+def _context(tmp_path: Path, **settings) -> ScreenContext:
+    build, images, emb = make_build(tmp_path, per_class=4, per_anchor=2)
+    tuples = pd.read_parquet(build / "tuples.parquet")
+    ids = images["image_id"].to_numpy()
+    rows = {r: np.searchsorted(ids, tuples[r].to_numpy()) for r in ("anchor", "positive", "negative")}
+    resolved = screens.resolve_settings(settings)
+    resolved.update(center=True, scale=1.0, seed=0)
+    return ScreenContext(images=images, tuples=tuples, rows=rows, settings=resolved,
+                         out_dir=tmp_path / "out", embeddings=normalize(emb))
+
+
+@pytest.mark.parametrize("scr", ALL, ids=IDS)
+def test_metadata_is_complete(scr: Screen) -> None:
+    assert re.fullmatch(r"[a-z][a-z0-9_]*", scr.name)
+    assert scr.level in ("image", "tuple") and scr.summary and scr.reasons
+    for r in scr.reasons:
+        assert re.fullmatch(r"[a-z][a-z0-9_]*", r.code), r.code
+        assert re.fullmatch(r"#[0-9a-f]{6}", r.color) and r.label and r.help
+        assert screens.reason(r.code) == r and screens.screen_of(r.code).name == scr.name
+    for o in scr.options:
+        assert re.fullmatch(r"[a-z][a-z0-9_]*", o.name) and o.help
+        assert o.flag == "--" + o.name.replace("_", "-")
+    assert set(scr.resolve(screens.defaults())) == {o.name for o in scr.options}
+
+
+@pytest.mark.parametrize("scr", ALL, ids=IDS)
+def test_checked_options_refuse_nonsense_with_a_curate_error(scr: Screen) -> None:
+    for o in scr.options:
+        if o.check is not None:
+            with pytest.raises(CurateError, match=o.name):
+                o.check(object())
+
+
+@pytest.mark.parametrize("scr", ALL, ids=IDS)
+def test_output_has_the_common_shape_and_is_deterministic(scr: Screen, tmp_path: Path) -> None:
+    ctx = _context(tmp_path, no_face="keep")
+    first = scr.run(ctx)
+    first.validate(scr, ctx.n_rows(scr.level))
+    assert first.reject.dtype == bool and np.asarray(first.score, dtype=float).shape == first.reject.shape
+    again = scr.run(_context(tmp_path / "again", no_face="keep"))
+    np.testing.assert_array_equal(first.reject, again.reject)
+    np.testing.assert_array_equal(np.asarray(first.score, float), np.asarray(again.score, float))
+    assert list(first.reason) == list(again.reason)
+    if scr.level == "tuple" and first.blame is not None:
+        assert set(first.blame) == set(ctx.roles)
+        for role, hit in first.blame.items():  # a blamed member belongs to a rejected tuple
+            assert not (hit & ~first.reject).any(), role
+
+
+def test_reason_codes_and_options_are_unique_across_screens() -> None:
+    codes = [r.code for r in screens.reasons()]
+    names = [o.name for s in ALL for o in s.options]
+    assert len(codes) == len(set(codes)) and len(names) == len(set(names))
+    # the report lists tuple screens' codes first, as the reason column does
+    levels = [screens.screen_of(c).level for c in codes]
+    assert levels == sorted(levels, key=lambda lv: lv != "tuple")
+
+
+def test_registry_refuses_clashes_and_unknown_options() -> None:
+    class Clash(Screen):
+        name = "clash"
+        level = "image"
+        summary = "x"
+        reasons = (Reason("side_face", "x", "#000000", "x"),)
+
+        def run(self, ctx):  # pragma: no cover - never runs
+            raise AssertionError
+
+    with pytest.raises(TypeError, match="side_face"):
+        screens.register(Clash)
+    Clash.reasons = (Reason("fine_code", "x", "#000000", "x"),)
+    Clash.options = (Option("max_yaw", 1, "x"),)
+    with pytest.raises(TypeError, match="max_yaw"):
+        screens.register(Clash)
+    assert "clash" not in screens.names()
+    with pytest.raises(CurateError, match="unknown screen option.*max_yw"):
+        screens.resolve_settings({"max_yw": 20})
+    with pytest.raises(CurateError, match="max_yaw must be"):
+        screens.resolve_settings({"max_yaw": -3})
+
+
+def test_validate_catches_a_screen_that_breaks_the_shape(tmp_path: Path) -> None:
+    scr = screens.get("boundary")
+    bad = ScreenOutput(score=np.zeros(3), reject=np.array([True, False, False]),
+                       reason=np.array([None, None, None], dtype=object))
+    with pytest.raises(CurateError, match="reason to a kept row or none to a rejected"):
+        bad.validate(scr, 3)
+    with pytest.raises(CurateError, match="shape"):
+        bad.validate(scr, 4)
+    odd = ScreenOutput(score=np.zeros(1), reject=np.array([True]), reason=np.array(["made_up"], dtype=object))
+    with pytest.raises(CurateError, match="made_up"):
+        odd.validate(scr, 1)
+
+
+def _docs_example() -> str:
+    text = (ROOT / "docs" / "screens.md").read_text()
+    return re.search(r"## Adding a screen.*?```python\n(.*?)```", text, re.S).group(1)
+
+
+@pytest.fixture
+def tiny_image_screen():
+    namespace: dict = {}
+    exec(compile(_docs_example(), "docs/screens.md", "exec"), namespace)  # noqa: S102
+    yield namespace["TinyImageScreen"]
+    screens.unregister("tiny_image")
+
+
+def test_worked_example_of_docs_plugs_in_everywhere(tmp_path: Path, tiny_image_screen) -> None:
+    build, images, emb = make_build(tmp_path)
+    small = [3, 17, 30]
+    images.loc[images["image_id"].isin(small), ["width", "height"]] = 8
+    images.to_parquet(build / "images.parquet", index=False)
+    f = write_embeddings(tmp_path / "e.parquet", images, emb)
+    out = tmp_path / "out"
+    res = screen(build, out, embeddings=f, skip_face_screens=True, report=False, min_side=10)
+    assert res.screens_run == ["tiny_image", "boundary"]
+    scores = pd.read_parquet(out / "scores.parquet")
+    has_small = scores[["anchor", "positive", "negative"]].isin(small).any(axis=1)
+    assert scores.loc[has_small, "reason"].str.contains("too_small").all()
+    assert not scores.loc[~has_small, "reason"].fillna("").str.contains("too_small").any()
+    assert (~scores.loc[has_small, "keep"]).all()
+    # which member caused it is named
+    first = scores[has_small].iloc[0]
+    role = next(r for r in ("anchor", "positive", "negative") if first[r] in small)
+    assert f"{role}:too_small" in first["member_reasons"]
+    suspect = pd.read_parquet(out / "images_suspect.parquet")
+    assert set(suspect.loc[suspect["tiny_image_reject"], "image_id"]) == set(small)
+    assert suspect.head(3)["image_id"].isin(small).all()  # image rejects sort first
+    run = json.loads((out / "run.json").read_text())
+    assert run["params"]["min_side"] == 10 and run["counts"]["rejected_images_by_screen"] == {"tiny_image": 3}
+    # the report shows the reason in its registered colour, with a gallery of the rejected images
+    html = write_report(out).read_text()
+    assert "#8c564b" in html and "too_small" in html and "a random sample of 3 of 3 images" in html
+    # export leaves the rejected images out
+    exp = export(out, tmp_path / "exp", format="csv", max_suspicion=1.0)
+    assert not set(exp.manifest["image_id"]) & set(small) and exp.n_image_rejected == {"tiny_image": 3}
+    # from the command line through --option; bad values are refused before any work
+    r = CliRunner().invoke(app, ["screen", str(build), "--out", str(tmp_path / "cli"), "--embeddings",
+                                 str(f), "--skip-face-screens", "--no-report", "--option", "min_side=10"])
+    assert r.exit_code == 0, r.output
+    assert "too_small" in r.output
+    r = CliRunner().invoke(app, ["screen", str(build), "--out", str(tmp_path / "cli2"), "--embeddings",
+                                 str(f), "--skip-face-screens", "--no-report", "--option", "min_side=-2"])
+    assert r.exit_code == 2 and "min_side must be a number" in r.output
+    assert not (tmp_path / "cli2").exists()
