@@ -25,13 +25,8 @@ import torch
 from PIL import Image
 
 from curate.backbone import load_backbone
-from curate.embed import (
-    build_transform,
-    default_workers,
-    embed_batch,
-    embed_images_result,
-    load_image,
-)
+from curate.embed import build_transform, default_workers, embed_batch, embed_images_result
+from curate.images import load_image
 
 
 def _images(args: argparse.Namespace, tmp: Path) -> list[str]:

@@ -152,7 +152,7 @@ def make_manifests(args: argparse.Namespace) -> dict[str, Path]:
 
 
 def finetune_config(args: argparse.Namespace, **overrides: Any):
-    from curate.train.loop import FinetuneConfig
+    from curate.train.config import FinetuneConfig
 
     base = dict(backbone=args.backbone, weights="none", in_chans=args.in_chans, input_size=args.input_size,
                 embed_dim=args.embed_dim, logit_scale=args.logit_scale, epochs=args.epochs, batch_tuples=args.batch_tuples, lr=args.lr,

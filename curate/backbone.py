@@ -4,7 +4,7 @@ Weights are resolved in this order, and never downloaded:
 
 1. ``weights`` is ``"none"``: random weights (``random_weights=True``; the report says so).
 2. ``weights`` is a curate fine-tuning run folder (``config.json`` + ``model.safetensors``):
-   loaded with :func:`curate.train.model.load_run`.
+   loaded with :func:`curate.runs.load_run`.
 3. ``weights`` is a file: safetensors, or a torch checkpoint read with ``weights_only=True``
    (a timm state dict; ``module.`` prefixes and classifier weights are dropped).
 4. no ``weights``: timm's pretrained weights, only if already in the local Hugging Face
@@ -17,7 +17,6 @@ is used.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +26,11 @@ import torch
 from torch import nn
 
 from curate.errors import CurateError
+from curate.io import file_sha256
+from curate.models import default_model_dir
+from curate.runs import DATA_CONFIG_KEYS, create_backbone, load_run
+from curate.sources import is_run_dir
 
-DATA_CONFIG_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
 _WAYS_OUT = (
     "pass --weights FILE (a .safetensors or .pth timm checkpoint, or a curate fine-tuning run "
     "folder); or --weights none for random weights (results are then meaningless); or "
@@ -66,9 +68,9 @@ def load_backbone(name: str | None, weights: str | None = None, *, device: str =
             raise CurateError("--weights none needs a backbone name",
                               hint="pass --backbone NAME, for example --backbone resnet18")
         loaded = _load_random(name, seed)
-    elif weights is not None and _is_run_dir(Path(weights)):
+    elif weights is not None and is_run_dir(weights):
         loaded = _load_run(Path(weights), name)
-    elif weights is not None and Path(weights).is_file() and _is_run_dir(Path(weights).parent) \
+    elif weights is not None and Path(weights).is_file() and is_run_dir(Path(weights).parent) \
             and Path(weights).name == "model.safetensors":
         loaded = _load_run(Path(weights).parent, name)
     elif weights is not None:
@@ -83,34 +85,18 @@ def load_backbone(name: str | None, weights: str | None = None, *, device: str =
     return loaded
 
 
-def resolve_device(device: str | None) -> torch.device:
-    """``auto``/None -> CUDA when available, else CPU; an unavailable CUDA device is an error."""
-    if device in (None, "auto"):
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``auto``/None -> CUDA when available, else CPU; an unknown or unavailable device is an error."""
+    if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise CurateError(f"unknown device {device!r}", hint="use --device auto, cpu or cuda") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise CurateError(f"--device {device}: CUDA is not available on this machine",
                           hint="use --device cpu (or --device auto)")
     return dev
-
-
-def file_fingerprint(path: Path) -> str:
-    """sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _create(name: str, **kwargs: Any) -> nn.Module:
-    import timm
-
-    try:
-        return timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
-    except RuntimeError as exc:  # timm: "Unknown model (...)"
-        raise CurateError(f"unknown backbone {name!r}: {exc}",
-                          hint="use a timm model name, see timm.list_models()") from exc
 
 
 def _data_config(model: nn.Module) -> dict[str, Any]:
@@ -133,7 +119,7 @@ def _load_random(name: str, seed: int) -> LoadedBackbone:
     state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
-        model = _create(name)
+        model = create_backbone(name)
     finally:
         torch.random.set_rng_state(state)
     return _from_timm(model, name, "random", f"random-seed{seed}", True)
@@ -143,14 +129,14 @@ def _load_file(name: str, path: Path) -> LoadedBackbone:
     if not path.exists():
         raise CurateError(f"weights file not found: {path}",
                           hint="check the path given to --weights, or use --weights none")
-    model = _create(name)
+    model = create_backbone(name)
     state = read_state_dict(path)
     _load_into(model, state, path, name)
-    return _from_timm(model, name, f"file:{path.resolve()}", file_fingerprint(path), False)
+    return _from_timm(model, name, f"file:{path.resolve()}", file_sha256(path), False)
 
 
 def _load_cached_pretrained(name: str) -> LoadedBackbone:
-    model = _create(name)
+    model = create_backbone(name)
     cfg = getattr(model, "pretrained_cfg", {}) or {}
     found = _cached_weight_file(cfg)
     if found is None:
@@ -161,23 +147,20 @@ def _load_cached_pretrained(name: str) -> LoadedBackbone:
             hint=_WAYS_OUT.format(repo=repo))
     state = read_state_dict(found)
     _load_into(model, state, found, name)
-    return _from_timm(model, name, f"pretrained-cache:{found}", file_fingerprint(found), False)
+    return _from_timm(model, name, f"pretrained-cache:{found}", file_sha256(found), False)
 
 
 def _cached_weight_file(cfg: dict[str, Any]) -> Path | None:
     """The local file holding timm's pretrained weights, from the HF or torch hub cache; no network."""
     repo = cfg.get("hf_hub_id")
     if repo:
-        try:
-            from huggingface_hub import try_to_load_from_cache
-        except ImportError:  # pragma: no cover - timm depends on huggingface_hub
-            try_to_load_from_cache = None
-        if try_to_load_from_cache is not None:
-            names = [cfg["hf_hub_filename"]] if cfg.get("hf_hub_filename") else []
-            for filename in [*names, "model.safetensors", "pytorch_model.bin"]:
-                hit = try_to_load_from_cache(repo, filename)
-                if isinstance(hit, str) and os.path.isfile(hit):
-                    return Path(hit)
+        from huggingface_hub import try_to_load_from_cache  # a dependency of timm
+
+        names = [cfg["hf_hub_filename"]] if cfg.get("hf_hub_filename") else []
+        for filename in [*names, "model.safetensors", "pytorch_model.bin"]:
+            hit = try_to_load_from_cache(repo, filename)
+            if isinstance(hit, str) and os.path.isfile(hit):
+                return Path(hit)
     url = cfg.get("url")
     if url:
         hub = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url.split("?")[0])
@@ -226,16 +209,7 @@ def _load_into(model: nn.Module, state: dict[str, torch.Tensor], path: Path, nam
     model.load_state_dict({k: state[k] for k in own}, strict=True)
 
 
-def _is_run_dir(path: Path) -> bool:
-    return path.is_dir() and (path / "config.json").is_file() and (path / "model.safetensors").is_file()
-
-
 def _load_run(run_dir: Path, name: str | None) -> LoadedBackbone:
-    try:
-        from curate.train.model import load_run
-    except ImportError as exc:
-        raise CurateError(f"{run_dir} is a curate fine-tuning run, but curate.train is not available: {exc}",
-                          hint="install the full curate package") from exc
     model, config = load_run(run_dir)
     backbone = str(config.get("backbone", "unknown"))
     if name is not None and name != backbone:
@@ -245,19 +219,15 @@ def _load_run(run_dir: Path, name: str | None) -> LoadedBackbone:
     in_chans = int(config.get("in_chans", data_config["input_size"][0]))
     return LoadedBackbone(model=model, data_config=data_config, name=backbone,
                           weights_source=f"run:{run_dir.resolve()}",
-                          weights_fingerprint=file_fingerprint(run_dir / "model.safetensors"),
+                          weights_fingerprint=file_sha256(run_dir / "model.safetensors"),
                           random_weights=False, embed_dim=int(config["embed_dim"]), in_chans=in_chans)
 
 
 def bundled_model_dir() -> Path:
     """The bundled default backbone's run folder, or a CurateError saying how to do without."""
     hint = "pass --backbone NAME and --weights FILE (or --weights none), or --embeddings FILE"
-    try:
-        from curate.models import default_model_dir
-    except ImportError:
-        raise CurateError("no bundled default model is installed", hint=hint) from None
     path = Path(default_model_dir())
-    if not _is_run_dir(path):
+    if not is_run_dir(path):
         raise CurateError(f"the bundled default model folder {path} is missing or incomplete",
                           hint=hint)
     return path

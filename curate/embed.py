@@ -19,60 +19,25 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
 from curate.errors import CurateError
-from curate.io import atomic_path, write_json
+from curate.images import load_image
+from curate.io import atomic_path, file_sha256, write_json
+from curate.runs import DATA_CONFIG_KEYS
 
 if TYPE_CHECKING:
     from curate.backbone import LoadedBackbone
 
 Progress = Callable[[int, int], None]
 CACHE_VERSION = 1
-_TRANSFORM_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
-
-
-def load_image(path: str | os.PathLike[str], in_chans: int = 3) -> Image.Image:
-    """Decode an image and convert it to ``RGB`` (or ``L`` when ``in_chans == 1``).
-
-    Handles grayscale, palette, alpha (composited on white), 16-bit and 32-bit
-    integer, float and CMYK images, and applies the EXIF orientation.
-    """
-    try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
-            im.load()
-    except Exception as exc:  # PIL raises many types for broken files
-        raise CurateError(f"cannot decode image {path}: {exc}",
-                          hint="re-run curate build-tuples, which marks unreadable images") from exc
-    im = _to_8bit(im)
-    if im.mode == "P":
-        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-    if im.mode in ("RGBA", "LA", "PA"):
-        rgba = im.convert("RGBA")
-        back = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        im = Image.alpha_composite(back, rgba)
-    target = "L" if in_chans == 1 else "RGB"
-    return im if im.mode == target else im.convert(target)
-
-
-def _to_8bit(im: Image.Image) -> Image.Image:
-    if im.mode not in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        return im
-    arr = np.asarray(im).astype(np.float64)
-    if im.mode == "F":
-        lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
-        arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
-    elif arr.max(initial=0) > 255:
-        arr = arr / 257.0  # 16-bit range -> 8-bit
-    return Image.fromarray(np.clip(np.nan_to_num(arr), 0, 255).astype(np.uint8), mode="L")
 
 
 def build_transform(data_config: dict[str, Any]) -> Callable[[Image.Image], torch.Tensor]:
     """timm's evaluation preprocessing for ``data_config`` (resize, centre crop, normalise)."""
     import timm.data
 
-    cfg = {k: data_config[k] for k in _TRANSFORM_KEYS if k in data_config}
+    cfg = {k: data_config[k] for k in DATA_CONFIG_KEYS if k in data_config}
     if "input_size" in cfg:
         cfg["input_size"] = tuple(cfg["input_size"])
     for key in ("mean", "std"):
@@ -134,7 +99,7 @@ def embed_images_result(paths: Sequence[str], sha256s: Sequence[str | None], loa
         raise CurateError(f"{len(paths)} paths but {len(sha256s)} sha256 values")
     if batch_size < 1:
         raise CurateError(f"--batch-size must be at least 1, got {batch_size}")
-    keys = [s if s else _file_sha256(p) for p, s in zip(paths, sha256s, strict=True)]
+    keys = [s if s else _sha256(p) for p, s in zip(paths, sha256s, strict=True)]
     first_path: dict[str, str] = {}
     for p, k in zip(paths, keys, strict=True):
         first_path.setdefault(k, str(p))
@@ -171,7 +136,7 @@ def embed_images_result(paths: Sequence[str], sha256s: Sequence[str | None], loa
 
 def cache_key(loaded: LoadedBackbone) -> str:
     """Hash of backbone name, weights fingerprint and preprocessing: one cache folder each."""
-    prep = {k: loaded.data_config.get(k) for k in _TRANSFORM_KEYS}
+    prep = {k: loaded.data_config.get(k) for k in DATA_CONFIG_KEYS}
     blob = json.dumps({"v": CACHE_VERSION, "backbone": loaded.name,
                        "weights": loaded.weights_fingerprint, "in_chans": loaded.in_chans,
                        "preprocessing": prep}, sort_keys=True, default=list)
@@ -280,12 +245,8 @@ def _write_meta(shard_dir: Path, loaded: LoadedBackbone) -> None:
                     "data_config": loaded.data_config, "in_chans": loaded.in_chans}, meta)
 
 
-def _file_sha256(path: str) -> str:
-    h = hashlib.sha256()
+def _sha256(path: str) -> str:
     try:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
+        return file_sha256(path)
     except OSError as exc:
         raise CurateError(f"cannot read image {path}: {exc}") from exc
-    return h.hexdigest()

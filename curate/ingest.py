@@ -19,15 +19,24 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
 
 from curate.errors import CurateError
+from curate.images import probe_image
+from curate.sources import (
+    class_folders,
+    is_hidden,
+    is_missing,
+    manifest_paths,
+    read_manifest,
+    require_columns,
+    source_kind,
+    walk_files,
+)
 
 IMAGE_COLUMNS = [
     "image_id", "path", "rel_path", "label", "split", "subject",
     "width", "height", "mode", "sha256", "status", "detail",
 ]
-MANIFEST_SUFFIXES = {".csv", ".parquet", ".pq"}
 DEFAULT_MAX_PIXELS = 40_000_000  # 40 megapixels: far above any face crop, far below a bomb
 
 Progress = Callable[[int, int], None]
@@ -81,33 +90,20 @@ def discover(
 ) -> pd.DataFrame:
     """List the input images without decoding them; statuses for rows that cannot be images."""
     src = Path(source).expanduser()
-    if not src.exists():
-        raise CurateError(
-            f"source not found: {src}",
-            hint="pass an image folder (ROOT/<class>/<image> or ROOT/<split>/<class>/<image>) "
-            "or a CSV/Parquet manifest",
-        )
-    if src.is_dir():
-        df = _discover_folder(src)
-    elif src.suffix.lower() in MANIFEST_SUFFIXES:
+    kind = source_kind(src, hint="pass an image folder (ROOT/<class>/<image> or "
+                                 "ROOT/<split>/<class>/<image>) or a CSV/Parquet manifest")
+    if kind == "manifest":
         df = _discover_manifest(src, path_column, label_column, split_column, subject_column)
-    else:
-        raise CurateError(
-            f"cannot read {src}: expected a folder, a .csv or a .parquet manifest",
-            hint="point SOURCE at the dataset folder or at its manifest",
-        )
+    else:  # any folder is read as a dataset laid out in class folders
+        df = _discover_folder(src)
     df.insert(0, "image_id", np.arange(len(df), dtype=np.int64))
     _mark_duplicate_rows(df)
     return df
 
 
-def _is_hidden(name: str) -> bool:
-    return name.startswith(".")
-
-
 def _discover_folder(root: Path) -> pd.DataFrame:
-    first = sorted(p for p in root.iterdir() if not _is_hidden(p.name))
-    dirs = [p for p in first if p.is_dir()]
+    first = sorted(p for p in root.iterdir() if not is_hidden(p.name))
+    dirs = class_folders(root)
     if not dirs:
         raise CurateError(
             f"no class folders in {root}",
@@ -121,10 +117,10 @@ def _discover_folder(root: Path) -> pd.DataFrame:
                          detail="file is not inside a class folder, so it has no label"))
     for d in dirs:
         if split_layout:
-            for f in sorted(p for p in d.iterdir() if not _is_hidden(p.name) and p.is_file()):
+            for f in sorted(p for p in d.iterdir() if not is_hidden(p.name) and p.is_file()):
                 rows.append(_row(root, f, label=None, split=d.name, status="no_label",
                                  detail="file is not inside a class folder, so it has no label"))
-            for cls in sorted(p for p in d.iterdir() if p.is_dir() and not _is_hidden(p.name)):
+            for cls in class_folders(d):
                 rows.extend(_rows_in_class(root, cls, split=d.name))
         else:
             rows.extend(_rows_in_class(root, d, split=None))
@@ -138,21 +134,15 @@ def _discover_folder(root: Path) -> pd.DataFrame:
 def _looks_like_split_layout(dirs: list[Path]) -> bool:
     """ROOT/<split>/<class>/<image>: every first-level folder holds only folders."""
     for d in dirs:
-        children = [p for p in d.iterdir() if not _is_hidden(p.name)]
+        children = [p for p in d.iterdir() if not is_hidden(p.name)]
         if not children or any(p.is_file() for p in children):
             return False
     return True
 
 
 def _rows_in_class(root: Path, cls_dir: Path, split: str | None) -> list[dict[str, object]]:
-    rows = []
     label = _normalise_label(cls_dir.name)
-    for dirpath, dirnames, filenames in os.walk(cls_dir):
-        dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))
-        for name in sorted(filenames):
-            if not _is_hidden(name):
-                rows.append(_row(root, Path(dirpath) / name, label=label, split=split))
-    return rows
+    return [_row(root, f, label=label, split=split) for f in walk_files(cls_dir)]
 
 
 def _row(root: Path, f: Path, *, label: str | None, split: str | None,
@@ -170,31 +160,20 @@ def _row(root: Path, f: Path, *, label: str | None, split: str | None,
 
 def _discover_manifest(manifest: Path, path_column: str, label_column: str,
                        split_column: str, subject_column: str) -> pd.DataFrame:
-    table = _read_manifest(manifest)
-    found = ", ".join(map(str, table.columns)) or "(none)"
-    for col, option in ((path_column, "--path-column"), (label_column, "--label-column")):
-        if col not in table.columns:
-            raise CurateError(
-                f"manifest {manifest} has no column {col!r}; columns found: {found}",
-                hint=f"name the right column with {option} COLUMN",
-            )
-    base = manifest.parent.resolve()
-    raw_paths = table[path_column]
-    rel = raw_paths.astype("string").fillna("").str.strip()
-    resolved = [
-        str((base / p).resolve()) if p else "" for p in rel.tolist()
-    ]
-    labels = table[label_column].map(lambda v: None if _is_missing(v) else _normalise_label(str(v)))
+    table = read_manifest(manifest)
+    require_columns(table, manifest, {path_column: "--path-column", label_column: "--label-column"})
+    rel, resolved = manifest_paths(table, path_column, manifest)
+    labels = table[label_column].map(lambda v: None if is_missing(v) else _normalise_label(str(v)))
     df = pd.DataFrame({
         "path": resolved,
-        "rel_path": rel.tolist(),
+        "rel_path": rel,
         "label": labels.tolist(),
         "split": _optional_str(table, split_column),
         "subject": _optional_str(table, subject_column),
         "status": None,
         "detail": None,
     })
-    empty_path = rel.eq("").to_numpy()
+    empty_path = np.array([not p for p in rel], dtype=bool)
     df.loc[empty_path, ["status", "detail"]] = ["missing", "the manifest row has an empty path"]
     no_label = df["label"].isna().to_numpy() | df["label"].eq("").to_numpy()
     df.loc[no_label & ~empty_path, "status"] = "no_label"
@@ -210,24 +189,10 @@ def _discover_manifest(manifest: Path, path_column: str, label_column: str,
     return df
 
 
-def _read_manifest(manifest: Path) -> pd.DataFrame:
-    try:
-        if manifest.suffix.lower() == ".csv":
-            return pd.read_csv(manifest, dtype=str, keep_default_na=False, na_values=[""])
-        return pd.read_parquet(manifest)
-    except Exception as exc:  # parser errors come in many types
-        raise CurateError(f"cannot read manifest {manifest}: {exc}",
-                          hint="check that it is a valid CSV (with a header row) or Parquet file") from exc
-
-
 def _optional_str(table: pd.DataFrame, column: str) -> list[str | None]:
     if column not in table.columns:
         return [None] * len(table)
-    return [None if _is_missing(v) else str(v).strip() or None for v in table[column].tolist()]
-
-
-def _is_missing(v: object) -> bool:
-    return v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA
+    return [None if is_missing(v) else str(v).strip() or None for v in table[column].tolist()]
 
 
 def _normalise_label(label: str) -> str:
@@ -335,34 +300,6 @@ def validate_file(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Validation
         return Validation(None, None, None, None, "unreadable", f"cannot read file: {exc}")
     if not data:
         return Validation(None, None, None, None, "empty_file", "the file is empty (0 bytes)")
-    digest = hashlib.sha256(data).hexdigest()
-    return _decode(path, data, digest, max_pixels)
-
-
-def _decode(path: str, data: bytes, digest: str, max_pixels: int) -> Validation:
-    import io
-    import warnings
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as im:
-                w, h = im.size
-                mode = im.mode
-                if w * h > max_pixels:
-                    return Validation(w, h, mode, digest, "too_large",
-                                      f"declared size {w}x{h} = {w * h:,} pixels exceeds the limit "
-                                      f"of {max_pixels:,} (decompression-bomb guard; raise --max-pixels)")
-                im.load()
-    except UnidentifiedImageError:
-        head = data[:16]
-        kind = "text" if all(32 <= b < 127 or b in (9, 10, 13) for b in head) else "binary"
-        return Validation(None, None, None, digest, "not_an_image",
-                          f"not a recognised image format ({kind} content)")
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        return Validation(None, None, None, digest, "too_large", f"decompression-bomb guard: {exc}")
-    except (OSError, SyntaxError, ValueError) as exc:
-        return Validation(None, None, None, digest, "corrupt", f"cannot decode image: {exc}")
-    if w < 1 or h < 1:
-        return Validation(w, h, mode, digest, "corrupt", f"image has no pixels ({w}x{h})")
-    return Validation(w, h, mode, digest, "ok", None)
+    digest = hashlib.sha256(data).hexdigest()  # the bytes are in memory for the decoder anyway
+    probe = probe_image(data, max_pixels)
+    return Validation(probe.width, probe.height, probe.mode, digest, probe.status, probe.detail)

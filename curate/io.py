@@ -1,4 +1,4 @@
-"""Atomic writes, run records and fingerprints shared by every stage.
+"""Atomic writes, run records and fingerprints (of tables and files) shared by every stage.
 
 Every output file is written to a temporary sibling and renamed into place, so an
 interrupted run never leaves a half-written file behind.
@@ -107,6 +107,15 @@ def _version(name: str) -> str:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
         return "not installed"
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """sha256 (hex) of a file's bytes, read in 1 MiB blocks; ``OSError`` when unreadable."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def fingerprint_table(df: pd.DataFrame, columns: list[str] | None = None) -> str:

@@ -354,7 +354,7 @@ def _embed(used: pd.DataFrame, out: Path, backbone: str | None, weights: str | N
 
 
 def _embeddings_from_file(path: Path, used: pd.DataFrame) -> _Embedded:
-    from curate.backbone import file_fingerprint
+    from curate.io import file_sha256
 
     table = read_parquet(path, what="embeddings file")
     if "embedding" not in table.columns or not ({"image_id", "path"} & set(table.columns)):
@@ -393,7 +393,7 @@ def _embeddings_from_file(path: Path, used: pd.DataFrame) -> _Embedded:
     if not finite.all():
         bad = used.loc[~finite, "rel_path"].head(5).tolist()
         raise CurateError(f"embeddings in {path} contain NaN or infinity for {bad}")
-    return _Embedded(emb, "embeddings-file", f"file:{path.resolve()}", file_fingerprint(path),
+    return _Embedded(emb, "embeddings-file", f"file:{path.resolve()}", file_sha256(path),
                      False, 0, 0)
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +10,9 @@ import torch
 from PIL import Image
 
 from curate.backbone import LoadedBackbone, load_backbone
-from curate.embed import build_transform, embed_batch, embed_images, embed_images_result, load_image
+from curate.embed import build_transform, embed_batch, embed_images, embed_images_result
 from curate.errors import CurateError
+from curate.images import load_image
 
 TINY = "test_resnet"  # a timm test model: 96-d features, built without any download
 
@@ -155,6 +154,8 @@ def test_pretrained_comes_from_the_local_cache_only(tmp_path, monkeypatch):
 
 
 def test_run_folder_is_loaded_with_load_run(tmp_path, monkeypatch):
+    import curate.backbone
+
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.json").write_text("{}")
@@ -164,14 +165,7 @@ def test_run_folder_is_loaded_with_load_run(tmp_path, monkeypatch):
            "data_config": {"input_size": [1, 48, 48], "mean": [0.5], "std": [0.5],
                            "interpolation": "bilinear", "crop_pct": 1.0, "crop_mode": "center"}}
     calls = []
-    fake = types.ModuleType("curate.train.model")
-    fake.load_run = lambda d: calls.append(Path(d)) or (net, cfg)
-    if "curate.train" not in sys.modules:
-        try:
-            import curate.train  # noqa: F401
-        except ImportError:
-            monkeypatch.setitem(sys.modules, "curate.train", types.ModuleType("curate.train"))
-    monkeypatch.setitem(sys.modules, "curate.train.model", fake)
+    monkeypatch.setattr(curate.backbone, "load_run", lambda d: calls.append(Path(d)) or (net, cfg))
     lb = load_backbone(None, str(run))
     assert calls == [run] and lb.model is net and lb.in_chans == 1 and lb.embed_dim == 2
     assert lb.name == TINY and lb.weights_source.startswith("run:")
@@ -179,9 +173,11 @@ def test_run_folder_is_loaded_with_load_run(tmp_path, monkeypatch):
         load_backbone("resnet18", str(run))
 
 
-def test_no_backbone_and_no_default_model_is_a_clear_error(monkeypatch):
-    monkeypatch.setitem(sys.modules, "curate.models", None)  # makes the import fail
-    with pytest.raises(CurateError, match="no bundled default model") as err:
+def test_no_backbone_and_no_default_model_is_a_clear_error(tmp_path, monkeypatch):
+    import curate.backbone
+
+    monkeypatch.setattr(curate.backbone, "default_model_dir", lambda: tmp_path / "not-installed")
+    with pytest.raises(CurateError, match="bundled default model") as err:
         load_backbone(None)
     assert "--backbone" in str(err.value)
 

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from curate.cli import app
 from curate.models import default_model_dir, list_models
-from curate.train.model import load_run
+from curate.runs import load_run
 
 
 def test_bundled_model_files_and_size() -> None:
@@ -38,7 +38,7 @@ def test_bundled_model_forward_pass() -> None:
 
 def test_bundled_model_recognises_real_expressions(shared_data: Path) -> None:
     """On 20 real FER2013 val faces per class it is far above chance (1/7)."""
-    from curate.embed import load_image
+    from curate.images import load_image
     from curate.train.data import to_model_input
 
     net, cfg = load_run(default_model_dir())

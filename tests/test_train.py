@@ -18,6 +18,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from curate.errors import CurateError
+from curate.runs import load_run
+from curate.train.config import ScreenSettings
 from curate.train.data import (
     NO_AUGMENT,
     Augment,
@@ -31,12 +33,10 @@ from curate.train.data import (
 from curate.train.loop import finetune
 from curate.train.loss import (
     InLoopScreen,
-    ScreenSettings,
     mine_negatives,
     quadruplet_loss,
     triplet_loss,
 )
-from curate.train.model import load_run
 
 torch.set_num_threads(1)  # 2 shared cores: threads only contend
 
@@ -107,7 +107,7 @@ def make_build(root: Path, *, per_class_train: int = 10, per_class_val: int = 4,
 
 def tiny_config(**overrides: object):  # -> FinetuneConfig
     """Settings small enough for a test: a tiny timm CNN at 16x16, CPU, 2 epochs."""
-    from curate.train.loop import FinetuneConfig
+    from curate.train.config import FinetuneConfig
 
     base = dict(backbone="test_resnet", weights="none", in_chans=1, input_size=SIZE, embed_dim=16,
                 epochs=2, batch_tuples=8, device="cpu", seed=3, screen_window=64, checkpoint_every=0,
@@ -284,7 +284,8 @@ def test_augment_is_deterministic_bounded_and_off_when_disabled():
 def test_image_store_matches_the_screen_preprocessing(tmp_path: Path):
     from PIL import Image
 
-    from curate.embed import build_transform, load_image
+    from curate.embed import build_transform
+    from curate.images import load_image
 
     rng = np.random.default_rng(0)
     paths = []

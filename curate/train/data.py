@@ -7,7 +7,6 @@ tuple indexes into the resulting embeddings.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +20,16 @@ import torch
 import torch.nn.functional as F
 
 from curate.errors import CurateError
+from curate.images import load_image
 from curate.io import read_parquet
+from curate.sources import (
+    BUILD_IMAGES_FILE,
+    BUILD_TUPLES_FILE,
+    RUN_JSON_FILE,
+    SCREEN_KEPT_FILE,
+    screen_build_dir,
+    source_kind,
+)
 
 MEMBER_COLUMNS = ("anchor", "positive", "negative", "negative2")
 VAL_SPLIT_NAMES = ("val", "valid", "validation")
@@ -49,48 +57,30 @@ class TrainingData:
         return list(MEMBER_COLUMNS[:4 if self.kind == "quadruplet" else 3])
 
 
-def _read_run_json(folder: Path) -> dict[str, Any]:
-    path = folder / "run.json"
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CurateError(f"cannot read {path}: {exc}", hint="re-run the stage that wrote it") from exc
-    return data if isinstance(data, dict) else {}
-
-
 def resolve_tuples_source(source: str | Path) -> tuple[Path, Path]:
     """The build-tuples folder and the tuples file of a TUPLES argument.
 
     ``source`` is a build-tuples folder (``tuples.parquet``) or a screen output folder
-    (``kept.parquet``, whose ``run.json`` names the build folder in ``params.source``
-    or ``params.build_dir``).
+    (``kept.parquet``, whose ``run.json`` names the build folder, see
+    :func:`curate.sources.screen_build_dir`).
     """
     src = Path(source)
+    hint = "pass the --out folder of `curate build-tuples` or `curate screen`"
     if not src.is_dir():
-        raise CurateError(f"TUPLES folder not found: {src}",
-                          hint="pass the --out folder of `curate build-tuples` or `curate screen`")
-    if (src / "kept.parquet").is_file():
-        run = _read_run_json(src)
-        params = run.get("params", {}) if isinstance(run.get("params"), dict) else {}
-        candidates = [params.get("build_dir"), params.get("source"), (run.get("inputs") or {}).get("build_dir")]
-        for cand in candidates:
-            if not cand:
-                continue
-            p = Path(str(cand))
-            p = p if p.is_absolute() else (src / p)
-            if (p / "images.parquet").is_file():
-                return p.resolve(), src / "kept.parquet"
-        if (src / "images.parquet").is_file():
-            return src, src / "kept.parquet"
-        raise CurateError(f"{src / 'kept.parquet'} found, but {src / 'run.json'} names no build-tuples folder "
-                          "with images.parquet (params.build_dir / params.source)",
+        raise CurateError(f"TUPLES folder not found: {src}", hint=hint)
+    kind = source_kind(src, hint=hint)
+    if kind == "screen":
+        build = screen_build_dir(src)
+        if build is not None:
+            return build, src / SCREEN_KEPT_FILE
+        if (src / BUILD_IMAGES_FILE).is_file():
+            return src, src / SCREEN_KEPT_FILE
+        raise CurateError(f"{src / SCREEN_KEPT_FILE} found, but {src / RUN_JSON_FILE} names no build-tuples "
+                          "folder with images.parquet (params.build_dir / params.source)",
                           hint="re-run `curate screen`, or pass the build-tuples folder itself")
-    if (src / "tuples.parquet").is_file():
-        return src, src / "tuples.parquet"
-    raise CurateError(f"{src} holds neither tuples.parquet nor kept.parquet",
-                      hint="pass the --out folder of `curate build-tuples` or `curate screen`")
+    if (src / BUILD_TUPLES_FILE).is_file():
+        return src, src / BUILD_TUPLES_FILE
+    raise CurateError(f"{src} holds neither tuples.parquet nor kept.parquet", hint=hint)
 
 
 def load_training_data(source: str | Path, *, val_split: str | None = "val",
@@ -160,20 +150,6 @@ def check_image_files(images: pd.DataFrame) -> None:
 
 # ----------------------------------------------------------------------------- images
 
-def _load_pil(path: str, in_chans: int) -> Any:
-    try:
-        from curate.embed import load_image  # the pipeline's own decoder, when present
-    except ImportError:  # pragma: no cover - curate.embed lands with `curate screen`
-        load_image = None
-    if load_image is not None:
-        return load_image(path, in_chans=in_chans)
-    from PIL import Image
-
-    with Image.open(path) as im:
-        im.load()
-        return im.convert("L" if in_chans == 1 else "RGB")
-
-
 def geometry_transform(data_config: dict[str, Any]) -> Callable[[Any], Any]:
     """timm's evaluation transform without ``ToTensor``/``Normalize``: PIL in, PIL out."""
     from timm.data import create_transform
@@ -193,14 +169,9 @@ def geometry_transform(data_config: dict[str, Any]) -> Callable[[Any], Any]:
 
 
 def decode_image(path: str, in_chans: int, geometry: Callable[[Any], Any]) -> np.ndarray:
-    """One image as a ``uint8`` array ``[C, H, W]`` at the model's input size."""
-    try:
-        img = geometry(_load_pil(path, in_chans))
-    except FileNotFoundError as exc:
-        raise CurateError(f"image file is missing: {path}", hint="restore it, or re-run `curate build-tuples`") from exc
-    except OSError as exc:
-        raise CurateError(f"cannot decode image {path}: {exc}", hint="re-run `curate build-tuples`") from exc
-    arr = np.asarray(img, dtype=np.uint8)
+    """One image as a ``uint8`` array ``[C, H, W]`` at the model's input size
+    (decoded by :func:`curate.images.load_image`, which names a file it cannot read)."""
+    arr = np.asarray(geometry(load_image(path, in_chans)), dtype=np.uint8)
     if arr.ndim == 2:
         arr = arr[:, :, None]
     arr = arr[:, :, :in_chans] if arr.shape[2] >= in_chans else np.repeat(arr[:, :, :1], in_chans, axis=2)

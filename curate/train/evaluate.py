@@ -18,29 +18,23 @@ import numpy as np
 import pandas as pd
 import torch
 
+from curate.backbone import resolve_device
 from curate.errors import CurateError
+from curate.ingest import ingest
 from curate.io import read_parquet
+from curate.runs import EmbeddingNet, load_run
+from curate.sources import (
+    BUILD_IMAGES_FILE,
+    IMAGE_SUFFIXES,
+    screen_build_dir,
+    source_kind,
+    walk_files,
+)
 from curate.train.data import ImageStore, to_model_input
-from curate.train.model import EmbeddingNet, load_run
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
 BAD_STATUSES = ("missing", "unreadable", "empty_file", "not_an_image", "corrupt", "too_large", "no_label")
 
 Progress = Callable[[str, int, int], None]
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` is CUDA when available, else the CPU; anything else is passed to torch."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as exc:
-        raise CurateError(f"unknown device {device!r}", hint="use --device auto, cpu or cuda") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise CurateError("--device cuda was asked for, but no CUDA device is available",
-                          hint="use --device cpu (or auto)")
-    return dev
 
 
 @torch.inference_mode()
@@ -127,22 +121,23 @@ class EvaluationResult:
 
 
 def read_labelled_source(source: str | Path, *, split: str | None = None) -> pd.DataFrame:
-    """The labelled images of a folder, CSV/Parquet manifest or build-tuples folder.
+    """The labelled images of a folder, CSV/Parquet manifest, build-tuples folder or screen
+    output folder (the images of the build it screened).
 
     Returns the ``ok`` rows of the images table (``path``, ``label``, ``split``, ...),
     optionally restricted to ``split``. Images that are missing, unreadable or have no
     label are a :class:`CurateError`.
     """
     src = Path(source)
-    if src.is_dir() and (src / "images.parquet").is_file():
-        images = read_parquet(src / "images.parquet", what="images table")
-    elif src.exists():
-        from curate.ingest import ingest
-
-        images = ingest(src)
+    hint = "pass a class-per-folder image folder, a CSV/Parquet manifest, or a build-tuples folder"
+    kind = source_kind(src, hint=hint)
+    build = screen_build_dir(src) if kind == "screen" else src if kind == "build" else None
+    if kind == "run" or (kind == "screen" and build is None):
+        raise CurateError(f"{src} is a curate {kind} folder, not labelled images", hint=hint)
+    if build is not None:
+        images = read_parquet(build / BUILD_IMAGES_FILE, what="images table")
     else:
-        raise CurateError(f"evaluation source not found: {src}",
-                          hint="pass a class-per-folder image folder, a CSV/Parquet manifest, or a build-tuples folder")
+        images = ingest(src)
     if split is not None:
         if "split" not in images.columns or not (images["split"] == split).any():
             have = sorted(images["split"].dropna().unique()) if "split" in images.columns else []
@@ -219,10 +214,9 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[str]:
         s = str(item)
         p = Path(s).expanduser()
         if p.is_dir():
-            files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
-                           and not any(part.startswith(".") for part in f.relative_to(p).parts))
+            files = walk_files(p, IMAGE_SUFFIXES)
             if not files:
-                raise CurateError(f"folder {p} holds no image file", hint=f"image types: {' '.join(IMAGE_EXTENSIONS)}")
+                raise CurateError(f"folder {p} holds no image file", hint=f"image types: {' '.join(IMAGE_SUFFIXES)}")
             for f in files:
                 add(f)
         elif p.is_file():

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from curate.backbone import bundled_model_dir, load_backbone, resolve_device
 from curate.errors import CurateError
 from curate.io import (
     atomic_path,
@@ -32,6 +33,18 @@ from curate.io import (
     write_json,
     write_parquet,
 )
+from curate.runs import (
+    EmbeddingNet,
+    create_backbone,
+    load_run,
+    load_weights_file,
+    make_data_config,
+    run_config,
+    save_run,
+    save_weights,
+)
+from curate.sources import is_run_dir
+from curate.train.config import FinetuneConfig
 from curate.train.data import (
     NO_AUGMENT,
     Augment,
@@ -43,98 +56,13 @@ from curate.train.data import (
     step_generator,
     to_model_input,
 )
-from curate.train.evaluate import classification_metrics, embed_and_classify, resolve_device
-from curate.train.loss import (
-    KINDS,
-    MINING,
-    InLoopScreen,
-    ScreenSettings,
-    mine_negatives,
-    quadruplet_loss,
-    triplet_loss,
-)
-from curate.train.model import (
-    DEFAULT_LOGIT_SCALE,
-    EmbeddingNet,
-    create_backbone,
-    is_run_dir,
-    load_run,
-    load_weights_file,
-    make_data_config,
-    run_config,
-    save_run,
-    save_weights,
-)
+from curate.train.evaluate import classification_metrics, embed_and_classify
+from curate.train.loss import InLoopScreen, mine_negatives, quadruplet_loss, triplet_loss
 
 TrainProgress = Callable[[str, int, int, dict[str, Any]], None]
 CKPT_DIR = "checkpoints"
 # settings that change the result; the others (device, workers, ...) may differ on resume
 _RUNTIME_ONLY = ("device", "workers", "preload_max_gb", "checkpoint_every", "eval_batch_size")
-
-
-@dataclass
-class FinetuneConfig:
-    """Settings of ``curate finetune`` (unset means the default shown)."""
-
-    backbone: str | None = None       # None: the bundled default model (then weights must be None)
-    weights: str | None = None        # None: the backbone's pretrained weights; "none": random; a file or a RUN
-    in_chans: int | None = None       # None: from the weights, else 3
-    input_size: int | None = None     # None: the backbone's input size
-    embed_dim: int = 128
-    scale: float = 1.0
-    logit_scale: float = DEFAULT_LOGIT_SCALE   # logits = linear(unit embedding * logit_scale)
-    kind: str | None = None           # None: from the tuples
-    margin: float = 0.2
-    margin2: float = 0.1
-    ce_weight: float = 1.0
-    ce_on: str = "kept"               # "kept": images of kept tuples; "all": every image of the batch
-    mining: str = "none"
-    screen_every_step: bool = True
-    alpha_pos: float = 0.05
-    alpha_neg: float = 0.05
-    null: str = "effective"
-    center: bool = True
-    screen_window: int = 2048
-    screen_warmup_steps: int = 0
-    epochs: int = 10
-    max_steps: int | None = None
-    batch_tuples: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    warmup_share: float = 0.05
-    augment: bool = True
-    seed: int = 0
-    val_split: str | None = "val"
-    reset_head: bool = False
-    device: str = "auto"
-    amp: bool = True
-    workers: int = 4
-    preload_max_gb: float = 4.0
-    checkpoint_every: int = 200
-    eval_batch_size: int = 256
-
-    def check(self) -> None:
-        """Raise a :class:`CurateError` for settings out of range."""
-        if self.kind is not None and self.kind not in KINDS:
-            raise CurateError(f"unknown --kind {self.kind!r}", hint="use triplet or quadruplet")
-        if self.mining not in MINING:
-            raise CurateError(f"unknown --mining {self.mining!r}", hint=f"use one of {', '.join(MINING)}")
-        if self.ce_on not in ("kept", "all"):
-            raise CurateError(f"unknown --ce-on {self.ce_on!r}", hint="use kept or all")
-        for name in ("epochs", "batch_tuples", "embed_dim"):
-            if getattr(self, name) < 1:
-                raise CurateError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if self.batch_tuples < 2:
-            raise CurateError("--batch-tuples must be at least 2")
-        if not (self.scale > 0 and self.lr > 0 and self.logit_scale > 0 and self.ce_weight >= 0):
-            raise CurateError("--scale, --logit-scale and --lr must be positive and --ce-weight not negative")
-        self.screen_settings().check()
-
-    def screen_settings(self) -> ScreenSettings:
-        """The in-loop boundary options."""
-        return ScreenSettings(alpha_pos=self.alpha_pos, alpha_neg=self.alpha_neg, null=self.null,
-                              center=self.center, window=self.screen_window,
-                              warmup_steps=self.screen_warmup_steps)
 
 
 @dataclass
@@ -161,8 +89,6 @@ def init_network(cfg: FinetuneConfig, classes: list[str]) -> tuple[EmbeddingNet,
     """
     w = cfg.weights
     if cfg.backbone is None and w is None:
-        from curate.backbone import bundled_model_dir
-
         w = str(bundled_model_dir())
     if cfg.backbone is None and not (w is not None and is_run_dir(w)):
         raise CurateError("--weights other than a fine-tuning run needs --backbone NAME",
@@ -186,8 +112,6 @@ def init_network(cfg: FinetuneConfig, classes: list[str]) -> tuple[EmbeddingNet,
     if w is not None and w.lower() == "none":
         body, source = create_backbone(cfg.backbone, in_chans), None
     else:
-        from curate.backbone import load_backbone
-
         loaded = load_backbone(cfg.backbone, w, device="cpu")
         body, source = loaded.model, loaded.weights_source
         in_chans = int(loaded.in_chans)

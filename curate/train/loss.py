@@ -17,10 +17,7 @@ import torch.nn.functional as F
 
 from curate.errors import CurateError
 from curate.screens import statistical as st
-
-KINDS = ("triplet", "quadruplet")
-MINING = ("none", "hard", "semihard")
-
+from curate.train.config import MINING, ScreenSettings
 
 # ----------------------------------------------------------------------------- losses
 
@@ -91,26 +88,6 @@ def mine_negatives(emb: torch.Tensor, a: torch.Tensor, p: torch.Tensor, n: torch
 
 
 # ----------------------------------------------------------------------------- in-loop screen
-
-@dataclass(frozen=True)
-class ScreenSettings:
-    """The boundary options of ``curate screen``, applied at every step."""
-
-    alpha_pos: float = 0.05
-    alpha_neg: float = 0.05
-    null: str = "effective"
-    center: bool = True
-    window: int = 2048          # recent embeddings the boundary is fitted to
-    warmup_steps: int = 0       # steps trained on every tuple before screening starts
-
-    def check(self) -> None:
-        """Raise a :class:`CurateError` for options out of range."""
-        if self.null not in st.NULLS:
-            raise CurateError(f"unknown null {self.null!r}", hint=f"use --null one of {', '.join(st.NULLS)}")
-        st.thresholds(1.0, 1.0, self.alpha_pos, self.alpha_neg)  # validates the alphas
-        if self.window < 2:
-            raise CurateError(f"--screen-window must be at least 2, got {self.window}")
-
 
 @dataclass
 class BatchVerdict:

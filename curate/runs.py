@@ -1,11 +1,14 @@
-"""The embedding network that ``curate finetune`` trains, and the run format it saves.
+"""The run format: the embedding network of a fine-tuning run, and how it is saved and read.
+
+Low in the flow on purpose: :mod:`curate.backbone` loads runs (``--weights RUN``, the
+bundled model) and :mod:`curate.train` writes them; both import this module.
 
 A run folder holds ``model.safetensors`` (the weights of :class:`EmbeddingNet`) and
 ``config.json`` with the keys ``backbone`` (timm name), ``embed_dim``, ``scale``,
 ``classes``, ``in_chans``, ``data_config`` (timm's ``input_size``, ``mean``, ``std``,
 ``interpolation``, ``crop_pct``, ``crop_mode``) and ``pretrained_from``.
 :func:`load_run` reads it back; ``curate screen --weights RUN`` and ``curate predict``
-use it.
+use it. Which folder is a run is decided by :func:`curate.sources.is_run_dir`.
 """
 
 from __future__ import annotations
@@ -21,26 +24,25 @@ from torch import nn
 
 from curate.errors import CurateError
 from curate.io import atomic_path, write_json
+from curate.sources import RUN_CONFIG_FILE as CONFIG_FILE
+from curate.sources import RUN_MODEL_FILE as MODEL_FILE
 
-MODEL_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
-# Logits are computed from unit-length embeddings multiplied by this factor (NormFace,
-# Wang et al. 2017): with unit features a plain linear layer starts with tiny logits and
-# learns slowly. Stored in config.json as ``logit_scale``.
-DEFAULT_LOGIT_SCALE = 16.0
 REQUIRED_KEYS = ("backbone", "embed_dim", "scale", "classes", "in_chans", "data_config")
-DATA_CONFIG_KEYS = ("input_size", "mean", "std", "interpolation", "crop_pct", "crop_mode")
+# timm's preprocessing keys: what a run's ``data_config`` holds and what the embedding cache keys on
+DATA_CONFIG_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
 
 
 class EmbeddingNet(nn.Module):
     """A timm backbone, a linear embedding head and a classification head.
 
     ``forward(x)`` returns L2-normalised embeddings scaled to the modulus ``scale``;
-    ``classify(x)`` returns class logits computed from those embeddings.
+    ``classify(x)`` returns class logits computed from those embeddings, a linear layer
+    on the unit-length embedding times ``logit_scale`` (default of ``curate finetune``:
+    :data:`curate.train.config.DEFAULT_LOGIT_SCALE`).
     """
 
     def __init__(self, backbone: nn.Module, feature_dim: int, embed_dim: int,
-                 n_classes: int, scale: float = 1.0, logit_scale: float = DEFAULT_LOGIT_SCALE) -> None:
+                 n_classes: int, scale: float, logit_scale: float) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = nn.Linear(feature_dim, embed_dim)
@@ -64,12 +66,14 @@ class EmbeddingNet(nn.Module):
         return self.logits_from_embeddings(self.forward(x))
 
 
-def create_backbone(name: str, in_chans: int) -> nn.Module:
-    """A timm feature extractor (``num_classes=0``, pooled features), randomly initialised."""
+def create_backbone(name: str, in_chans: int | None = None) -> nn.Module:
+    """A timm feature extractor (``num_classes=0``, pooled features), randomly initialised;
+    ``in_chans`` None keeps the model's own (3 for timm's models)."""
     import timm
 
+    extra = {} if in_chans is None else {"in_chans": in_chans}
     try:
-        return timm.create_model(name, pretrained=False, num_classes=0, in_chans=in_chans)
+        return timm.create_model(name, pretrained=False, num_classes=0, **extra)
     except RuntimeError as exc:  # timm raises RuntimeError for unknown names
         raise CurateError(f"unknown timm backbone {name!r}: {exc}",
                           hint="run `python -c 'import timm; print(timm.list_models())'` for names") from exc
@@ -106,7 +110,7 @@ def make_data_config(model: nn.Module, in_chans: int,
 
 
 def build_net(backbone: str, *, in_chans: int, embed_dim: int, classes: Sequence[str],
-              scale: float, logit_scale: float = DEFAULT_LOGIT_SCALE) -> EmbeddingNet:
+              scale: float, logit_scale: float) -> EmbeddingNet:
     """A randomly initialised :class:`EmbeddingNet` for a timm ``backbone``."""
     body = create_backbone(backbone, in_chans)
     return EmbeddingNet(body, int(body.num_features), embed_dim, len(classes), scale, logit_scale)
@@ -148,12 +152,6 @@ def save_run(net: EmbeddingNet, run_dir: str | Path, config: Mapping[str, Any]) 
     save_weights(net, run / MODEL_FILE)
     write_json(dict(config), run / CONFIG_FILE)
     return run
-
-
-def is_run_dir(path: str | Path) -> bool:
-    """True when ``path`` is a folder with a run's ``config.json`` and ``model.safetensors``."""
-    p = Path(path)
-    return p.is_dir() and (p / CONFIG_FILE).is_file() and (p / MODEL_FILE).is_file()
 
 
 def read_run_config(run_dir: str | Path) -> dict[str, Any]:

@@ -1,0 +1,108 @@
+"""Settings of ``curate finetune``: :class:`FinetuneConfig` and the in-loop boundary's
+:class:`ScreenSettings`.
+
+Free of torch, so the command line reads its defaults from here without loading it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from curate.errors import CurateError
+from curate.screens import statistical as st
+
+KINDS = ("triplet", "quadruplet")
+MINING = ("none", "hard", "semihard")
+CE_ON = ("kept", "all")
+# Logits are computed from unit-length embeddings multiplied by this factor (NormFace,
+# Wang et al. 2017): with unit features a plain linear layer starts with tiny logits and
+# learns slowly. Stored in config.json as ``logit_scale``.
+DEFAULT_LOGIT_SCALE = 16.0
+
+
+@dataclass(frozen=True)
+class ScreenSettings:
+    """The boundary options of ``curate screen``, applied at every step."""
+
+    alpha_pos: float = 0.05
+    alpha_neg: float = 0.05
+    null: str = "effective"
+    center: bool = True
+    window: int = 2048          # recent embeddings the boundary is fitted to
+    warmup_steps: int = 0       # steps trained on every tuple before screening starts
+
+    def check(self) -> None:
+        """Raise a :class:`CurateError` for options out of range."""
+        if self.null not in st.NULLS:
+            raise CurateError(f"unknown null {self.null!r}", hint=f"use --null one of {', '.join(st.NULLS)}")
+        st.thresholds(1.0, 1.0, self.alpha_pos, self.alpha_neg)  # validates the alphas
+        if self.window < 2:
+            raise CurateError(f"--screen-window must be at least 2, got {self.window}")
+
+
+_SCREEN = ScreenSettings()
+
+
+@dataclass
+class FinetuneConfig:
+    """Settings of ``curate finetune`` (unset means the default shown)."""
+
+    backbone: str | None = None       # None: the bundled default model (then weights must be None)
+    weights: str | None = None        # None: the backbone's pretrained weights; "none": random; a file or a RUN
+    in_chans: int | None = None       # None: from the weights, else 3
+    input_size: int | None = None     # None: the backbone's input size
+    embed_dim: int = 128
+    scale: float = 1.0
+    logit_scale: float = DEFAULT_LOGIT_SCALE   # logits = linear(unit embedding * logit_scale)
+    kind: str | None = None           # None: from the tuples
+    margin: float = 0.2
+    margin2: float = 0.1
+    ce_weight: float = 1.0
+    ce_on: str = "kept"               # "kept": images of kept tuples; "all": every image of the batch
+    mining: str = "none"
+    screen_every_step: bool = True
+    alpha_pos: float = _SCREEN.alpha_pos
+    alpha_neg: float = _SCREEN.alpha_neg
+    null: str = _SCREEN.null
+    center: bool = _SCREEN.center
+    screen_window: int = _SCREEN.window
+    screen_warmup_steps: int = _SCREEN.warmup_steps
+    epochs: int = 10
+    max_steps: int | None = None
+    batch_tuples: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_share: float = 0.05
+    augment: bool = True
+    seed: int = 0
+    val_split: str | None = "val"
+    reset_head: bool = False
+    device: str = "auto"
+    amp: bool = True
+    workers: int = 4
+    preload_max_gb: float = 4.0
+    checkpoint_every: int = 200
+    eval_batch_size: int = 256
+
+    def check(self) -> None:
+        """Raise a :class:`CurateError` for settings out of range."""
+        if self.kind is not None and self.kind not in KINDS:
+            raise CurateError(f"unknown --kind {self.kind!r}", hint="use triplet or quadruplet")
+        if self.mining not in MINING:
+            raise CurateError(f"unknown --mining {self.mining!r}", hint=f"use one of {', '.join(MINING)}")
+        if self.ce_on not in CE_ON:
+            raise CurateError(f"unknown --ce-on {self.ce_on!r}", hint="use kept or all")
+        for name in ("epochs", "batch_tuples", "embed_dim"):
+            if getattr(self, name) < 1:
+                raise CurateError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.batch_tuples < 2:
+            raise CurateError("--batch-tuples must be at least 2")
+        if not (self.scale > 0 and self.lr > 0 and self.logit_scale > 0 and self.ce_weight >= 0):
+            raise CurateError("--scale, --logit-scale and --lr must be positive and --ce-weight not negative")
+        self.screen_settings().check()
+
+    def screen_settings(self) -> ScreenSettings:
+        """The in-loop boundary options."""
+        return ScreenSettings(alpha_pos=self.alpha_pos, alpha_neg=self.alpha_neg, null=self.null,
+                              center=self.center, window=self.screen_window,
+                              warmup_steps=self.screen_warmup_steps)
