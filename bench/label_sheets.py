@@ -31,7 +31,7 @@ import pandas as pd
 from audit_sheets import contact_sheets
 from fit_occlusion import DATA, aligned_fer_faces
 
-from curate import faces as F
+from curate.faces.occlusion import OcclusionModel
 
 LABELS = Path(__file__).resolve().parent / "audit" / "fer2013_train_occlusion_labels.csv"
 
@@ -43,7 +43,7 @@ def draw(args: argparse.Namespace) -> None:
     rng = np.random.default_rng(args.seed)
     rand = rng.choice(free, args.random, replace=False)
     rest = np.setdiff1d(free, rand)
-    score = F.OcclusionModel().probabilities(crops[rest])[:, 0]
+    score = OcclusionModel().probabilities(crops[rest])[:, 0]
     ranked = rng.choice(rest[np.argsort(-score)][:1500], args.ranked, replace=False)
     chosen = np.concatenate([rand, ranked])
     rng.shuffle(chosen)

@@ -3,7 +3,7 @@
 Reads the ``FOLD.heldout.csv`` files that ``bench/fit_occlusion.py --real-labels
 --cv-fold K --out FOLD.safetensors`` writes (K = 0..4) and prints the out-of-fold AUROC
 (all labelled faces, and the randomly sampled ones), then the best-F1 threshold on the
-randomly sampled ones: the rule behind ``curate.faces.OCCLUSION_THRESHOLD``.
+randomly sampled ones: the rule behind ``curate.faces.occlusion.OCCLUSION_THRESHOLD``.
 
 Usage::
 

@@ -1,4 +1,4 @@
-"""Image loading, preprocessing, batched embedding, the cache, and weight resolution (no network)."""
+"""Preprocessing, batched embedding, the cache, and weight resolution (no network)."""
 
 from __future__ import annotations
 
@@ -27,40 +27,6 @@ def _png(path: Path, seed: int, size: int = 48) -> str:
 def tiny() -> LoadedBackbone:
     torch.set_num_threads(1)
     return load_backbone(TINY, "none")
-
-
-# --- load_image -----------------------------------------------------------------------
-
-def test_load_image_converts_every_mode(tmp_path):
-    gray = tmp_path / "g.png"
-    Image.fromarray(np.full((5, 7), 100, np.uint8), "L").save(gray)
-    im = load_image(gray)
-    assert im.mode == "RGB" and im.size == (7, 5) and im.getpixel((0, 0)) == (100, 100, 100)
-    assert load_image(gray, in_chans=1).mode == "L"
-
-    deep = tmp_path / "deep.png"
-    Image.fromarray(np.full((4, 4), 65535, np.uint16)).save(deep)
-    assert load_image(deep, in_chans=1).getpixel((1, 1)) == 255
-
-    rgba = tmp_path / "a.png"
-    Image.new("RGBA", (3, 3), (0, 0, 0, 0)).save(rgba)  # fully transparent -> white
-    assert load_image(rgba).getpixel((0, 0)) == (255, 255, 255)
-
-    cmyk = tmp_path / "c.jpg"
-    Image.new("CMYK", (4, 4), (0, 255, 255, 0)).save(cmyk)
-    r, g, b = load_image(cmyk).getpixel((1, 1))
-    assert r > 200 and g < 60 and b < 60
-
-    pal = tmp_path / "p.png"
-    Image.new("RGB", (4, 4), (10, 200, 30)).convert("P").save(pal)
-    assert load_image(pal).mode == "RGB"
-
-
-def test_load_image_error_names_the_file(tmp_path):
-    bad = tmp_path / "broken.png"
-    bad.write_bytes(b"not an image")
-    with pytest.raises(CurateError, match="broken.png"):
-        load_image(bad)
 
 
 # --- preprocessing and one batch ---------------------------------------------------------

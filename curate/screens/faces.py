@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 
 from curate.errors import CurateError
-from curate.faces import COLUMNS, OCCLUSION_THRESHOLD, analyze_faces
+from curate.faces.analyze import COLUMNS, analyze_faces
+from curate.faces.occlusion import OCCLUSION_THRESHOLD
 from curate.screens import register
 from curate.screens.base import Option, Reason, Screen, ScreenContext, ScreenOutput, join_codes
 

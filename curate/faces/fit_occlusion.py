@@ -1,0 +1,348 @@
+"""The recipe of the occlusion weights shipped in ``curate/models/faces/occlusion.safetensors``.
+
+Everything here is seeded: the same faces, labels, starting weights and seed give the
+same weights (on the CPU, with the same number of torch threads). ``bench/fit_occlusion.py``
+is the command line around it (it reads FER2013, caches the aligned faces and prints
+progress); ``docs/faces.md`` ("Fitting the occlusion weights") lists the runs.
+
+Data: aligned 48x48 crops (:func:`aligned_crops`) of a seeded sample of FER2013
+*training* faces (:func:`sample_images`); nothing here reads the face-conditions benchmark.
+
+* :func:`fit_synthetic` (stages 1-4): a network from scratch, half of every batch with
+  a synthetic occluder (:mod:`curate.faces.occluders`). ``clean_with`` (an earlier fit)
+  drops the faces it scores above 0.5 from the clean pool; with ``pseudo_labels`` its
+  top 5% become occluded examples (self-training). Stage 1 used
+  :data:`~curate.faces.occluders.FIRST_FIT_HANDS`.
+* :func:`fit_labelled` (stage 5, the shipped weights): the stage-4 weights
+  (``bench/audit/occlusion_stage4.safetensors``) fine-tuned on hand-labelled faces, one
+  network per seed; :func:`save_occlusion_weights` writes them into one file whose score
+  is their mean. ``cv_fold`` holds out one of :data:`N_FOLDS` seeded folds of the
+  labelled faces (:func:`cv_folds`), which then never enter training.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from curate.errors import CurateError
+from curate.faces import occluders
+from curate.faces.analyze import ANALYSIS_VERSION
+from curate.faces.landmarks import FaceAnalyzer, quiet_native_stderr
+from curate.faces.model_file import resolve_face_model
+from curate.faces.occlusion import (
+    REGIONS,
+    OcclusionModel,
+    build_occlusion_net,
+    mean_probabilities,
+    standardize_faces,
+)
+from curate.io import atomic_path
+
+BATCH = 128
+N_FOLDS = 5
+FOLD_SEED = 123
+CLEAN_MAX = 0.5      # faces an earlier fit scores above this leave the clean pool
+PSEUDO_SHARE = 0.05  # with pseudo labels: the earlier fit's top share become occluded examples
+
+# progress(event, info): "data" once (pool sizes), then "epoch" after every epoch
+FitProgress = Callable[[str, dict[str, Any]], None]
+
+
+# ----------------------------------------------------------------------------- data
+
+def sample_images(folder: Path, n: int, seed: int) -> list[Path]:
+    """``n`` of the ``*.jpg`` files under ``folder``, drawn with ``seed``, in sorted order."""
+    paths = sorted(folder.rglob("*.jpg"))
+    if n > len(paths):
+        raise CurateError(f"{folder} holds {len(paths)} .jpg files, fewer than the {n} asked for",
+                          hint="lower --n-faces")
+    idx = np.random.default_rng(seed).choice(len(paths), n, replace=False)
+    return [paths[i] for i in sorted(idx)]
+
+
+def aligned_crops(paths: Sequence[str | os.PathLike[str]],
+                  face_model: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(crops uint8 N x 48 x 48, found bool N): each file's face aligned as ``curate faces``
+    aligns it (zeros where no face is found)."""
+    with quiet_native_stderr():
+        analyzer = FaceAnalyzer(resolve_face_model(face_model))
+        try:
+            results = [analyzer.find_face(p) for p in paths]
+        finally:
+            analyzer.close()
+    crops = [r.aligned if r.aligned is not None else np.zeros((48, 48), np.uint8) for r in results]
+    return np.stack(crops), np.array([r.face_found for r in results], dtype=bool)
+
+
+def match_labels(labels: pd.DataFrame, rel_paths: Sequence[str]) -> pd.DataFrame:
+    """``labels`` (``path`` relative to the image folder, ``occluded`` 0/1, ``sample``) with
+    ``idx``, the row of each labelled face among the crops of ``rel_paths``."""
+    for col in ("path", "occluded", "sample"):
+        if col not in labels.columns:
+            raise CurateError(f"the hand labels lack the column {col!r}",
+                              hint="use bench/audit/fer2013_train_occlusion_labels.csv")
+    where = {str(p): i for i, p in enumerate(rel_paths)}
+    missing = labels.loc[~labels["path"].isin(where), "path"]
+    if len(missing):
+        raise CurateError(f"{len(missing)} labelled faces are not in the sample of faces with a face "
+                          f"found, e.g. {missing.iloc[0]}",
+                          hint="use the --n-faces/--seed the labels came from (12000, 0)")
+    out = labels.copy()
+    out["idx"] = out["path"].map(where).astype(np.int64)
+    return out
+
+
+def cv_folds(n: int, k: int = N_FOLDS, seed: int = FOLD_SEED) -> np.ndarray:
+    """The fold (0..k-1) of each of ``n`` labelled faces, seeded."""
+    return np.random.default_rng(seed).integers(0, k, n)
+
+
+def auroc(y: np.ndarray, s: np.ndarray) -> float:
+    """Area under the ROC curve of scores ``s`` for binary labels ``y`` (ties averaged)."""
+    from scipy.stats import rankdata
+
+    r = rankdata(s)
+    pos = np.asarray(y) == 1
+    n1, n0 = pos.sum(), (~pos).sum()
+    return float((r[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+# ----------------------------------------------------------------------------- stages 1-4
+
+@dataclass
+class SyntheticFit:
+    """What :func:`fit_synthetic` made."""
+
+    state: dict[str, Any]
+    n_faces: int                 # faces in the clean pool (fitted and held out)
+    n_dropped: int               # faces ``clean_with`` scored above 0.5
+    n_pseudo: int                # pseudo-labelled occluded faces
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def fit_synthetic(crops: np.ndarray, *, epochs: int = 12, seed: int = 0, lr: float = 3e-3,
+                  clean_with: Path | None = None, pseudo_labels: bool = False,
+                  hands: occluders.HandStyle = occluders.HANDS,
+                  progress: FitProgress | None = None) -> SyntheticFit:
+    """A network trained from scratch on ``crops`` with synthetic occluders (stages 1-4).
+
+    A tenth of the clean pool is held out; after every epoch the held-out synthetic
+    AUROC and region accuracy are reported through ``progress`` and kept in ``history``.
+    """
+    import torch
+
+    torch.manual_seed(seed)
+    pseudo = None
+    n_dropped, pseudo_min = 0, math.nan
+    if clean_with is not None:  # drop training faces a previous fit finds occluded
+        probs = OcclusionModel(clean_with).probabilities(crops)
+        prev = probs[:, 0]
+        n_dropped = int((prev > CLEAN_MAX).sum())
+        if pseudo_labels:  # its top 5% become real occluded examples (self-training)
+            top = prev >= np.quantile(prev, 1 - PSEUDO_SHARE)
+            targets = np.concatenate([np.ones((top.sum(), 1)), probs[top, 1:] > 0.5], axis=1)
+            pseudo = (crops[top], targets.astype(np.float32))
+            pseudo_min = float(prev[top].min())
+        crops = crops[prev <= CLEAN_MAX]
+    elif pseudo_labels:
+        raise CurateError("pseudo labels need clean_with (the earlier fit that provides them)",
+                          hint="pass --clean-with WEIGHTS with --pseudo-labels")
+    if len(crops) < 10:
+        raise CurateError(f"{len(crops)} faces left in the clean pool: no face left to fit on",
+                          hint="sample more faces (--n-faces), or use a cleaner --clean-with fit")
+    mix = occluders.occluder_mix(hands)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(crops))
+    n_val = len(crops) // 10
+    val, train = order[:n_val], order[n_val:]
+    donors = crops[train]
+    if progress is not None:
+        progress("data", {"n_faces": len(crops), "n_train": len(train), "n_val": len(val),
+                          "n_dropped": n_dropped, "n_pseudo": 0 if pseudo is None else len(pseudo[0]),
+                          "pseudo_min_score": pseudo_min})
+    xv, yv = occluders.make_batch(crops, val, np.random.default_rng(seed + 1), donors, pseudo, mix)
+    net = build_occlusion_net()
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * math.ceil(len(train) / BATCH))
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    history = []
+    t0 = time.time()
+    for epoch in range(epochs):
+        net.train()
+        perm = rng.permutation(train)
+        total = 0.0
+        for b in range(0, len(perm), BATCH):
+            x, y = occluders.make_batch(crops, perm[b:b + BATCH], rng, donors, pseudo, mix)
+            loss = loss_fn(net(torch.from_numpy(x)), torch.from_numpy(y))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * len(x)
+        net.eval()
+        with torch.inference_mode():
+            pv = torch.sigmoid(net(torch.from_numpy(xv))).numpy()
+        occluded = yv[:, 0] == 1
+        region_acc = np.mean([(pv[occluded, 1 + k] >= 0.5) == (yv[occluded, 1 + k] == 1)
+                              for k in range(len(REGIONS))])
+        info = {"epoch": epoch + 1, "epochs": epochs, "loss": total / max(len(perm), 1),
+                "auroc": auroc(yv[:, 0], pv[:, 0]) if 0 < occluded.sum() < len(yv) else math.nan,
+                "region_accuracy": float(region_acc), "seconds": time.time() - t0}
+        history.append(info)
+        if progress is not None:
+            progress("epoch", info)
+    state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
+    return SyntheticFit(state, len(crops), n_dropped, 0 if pseudo is None else len(pseudo[0]), history)
+
+
+# ----------------------------------------------------------------------------- stage 5
+
+@dataclass
+class LabelledFit:
+    """What :func:`fit_labelled` made."""
+
+    states: list[dict[str, Any]]   # one network per seed
+    seeds: list[int]
+    n_train: int                   # labelled faces fitted on
+    n_clean: int                   # unlabelled faces in the clean pool
+    baseline: pd.DataFrame         # every labelled face with ``score``, the starting weights' score
+    held_out: pd.DataFrame         # the held-out fold with ``score`` (the members' mean); empty without cv_fold
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def fit_labelled(crops: np.ndarray, labels: pd.DataFrame, *, init: Path, clean_with: Path,
+                 seeds: Sequence[int] = (0,), epochs: int = 6, lr: float = 1e-3, real_frac: float = 0.85,
+                 cv_fold: int | None = None, progress: FitProgress | None = None) -> LabelledFit:
+    """Fine-tune ``init`` on hand-labelled real faces, once per seed (stage 5).
+
+    ``labels`` has ``idx`` (row of ``crops``), ``occluded`` (0/1) and ``sample``
+    (``random`` for randomly sampled faces), see :func:`match_labels`. Each batch of 128:
+    ``real_frac`` of it labelled faces drawn half occluded, half clean (jittered; only the
+    "occluded" output is trained on them, as they carry no region labels), the rest as in
+    :func:`curate.faces.occluders.make_batch` (half with a synthetic occluder). The clean
+    pool is the unlabelled faces that ``clean_with`` scores at most 0.5. With ``cv_fold``
+    the labelled faces of that fold (:func:`cv_folds`) are held out: they are never drawn,
+    never in the clean pool and never a texture donor; their AUROC is reported after every
+    epoch.
+    """
+    if cv_fold is not None and not 0 <= cv_fold < N_FOLDS:
+        raise CurateError(f"cv_fold must be 0..{N_FOLDS - 1}, got {cv_fold}", hint="pass --cv-fold 0 to 4")
+    fold = cv_folds(len(labels))
+    held = labels[fold == cv_fold] if cv_fold is not None else labels.iloc[:0]
+    train = labels[fold != cv_fold] if cv_fold is not None else labels
+    target = dict(zip(train["idx"], train["occluded"].astype(np.float32), strict=True))
+    pos = train.loc[train["occluded"] == 1, "idx"].to_numpy()
+    neg = train.loc[train["occluded"] == 0, "idx"].to_numpy()
+    prev = OcclusionModel(clean_with).probabilities(crops)[:, 0]
+    clean = np.flatnonzero((prev <= CLEAN_MAX) & ~np.isin(np.arange(len(crops)), labels["idx"]))
+    if len(clean) == 0 or len(pos) == 0 or len(neg) == 0:
+        raise CurateError(f"nothing to fit on: {len(clean)} unlabelled clean faces, {len(pos)} occluded and "
+                          f"{len(neg)} clean labelled faces for training",
+                          hint="sample more faces, or label both occluded and clean faces")
+    baseline = labels.assign(score=OcclusionModel(init).probabilities(crops[labels["idx"].to_numpy()])[:, 0])
+    if progress is not None:
+        progress("data", {"n_train": len(train), "n_occluded": len(pos), "n_held_out": len(held),
+                          "n_clean": len(clean), "n_crops": len(crops), "baseline": baseline})
+    states, held_scores, history = [], [], []
+    for seed in seeds:
+        net = _fit_one_labelled(crops, clean, target, pos, neg, held, init=init, seed=int(seed),
+                                epochs=epochs, lr=lr, real_frac=real_frac, history=history,
+                                progress=progress)
+        states.append({k: v.detach().contiguous() for k, v in net.state_dict().items()})
+        held_scores.append(_held_out_scores(net, crops, held))
+    score = np.mean(held_scores, axis=0) if len(held) else np.zeros(0)
+    return LabelledFit(states, [int(s) for s in seeds], len(train), len(clean), baseline,
+                       held.assign(score=score), history)
+
+
+def _held_out_scores(net: Any, crops: np.ndarray, held: pd.DataFrame) -> np.ndarray:
+    """"Occluded" probabilities of the held-out labelled faces, as curate scores them."""
+    if not len(held):
+        return np.zeros(0)
+    return mean_probabilities([net.eval()], crops[held["idx"].to_numpy()])[:, 0]
+
+
+def held_out_aurocs(held: pd.DataFrame, score: np.ndarray) -> dict[str, Any]:
+    """AUROC of ``score`` on the held-out faces, all and the randomly sampled ones."""
+    rnd = (held["sample"] == "random").to_numpy()
+    y = held["occluded"].to_numpy()
+    return {"auroc": auroc(y, score), "auroc_random": auroc(y[rnd], score[rnd]), "n_random": int(rnd.sum())}
+
+
+def _fit_one_labelled(crops: np.ndarray, clean: np.ndarray, target: Mapping[int, float], pos: np.ndarray,
+                      neg: np.ndarray, held: pd.DataFrame, *, init: Path, seed: int, epochs: int, lr: float,
+                      real_frac: float, history: list[dict[str, Any]], progress: FitProgress | None) -> Any:
+    """One network of :func:`fit_labelled`."""
+    import torch
+    from safetensors.torch import load_file
+
+    torch.manual_seed(seed)
+    donors = crops[clean]
+    net = build_occlusion_net()
+    net.load_state_dict(load_file(str(init)))
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * math.ceil(len(clean) / BATCH))
+    bce = torch.nn.BCEWithLogitsLoss(reduction="none")
+    rng = np.random.default_rng(seed)
+    t0 = time.time()
+    for epoch in range(epochs):
+        net.train()
+        perm = rng.permutation(clean)
+        for b in range(0, len(perm), BATCH):
+            idx = perm[b:b + BATCH]
+            n_real = int(round(real_frac * len(idx)))
+            x, y = occluders.make_batch(crops, idx[n_real:], rng, donors)
+            weight = np.ones_like(y)
+            if n_real:
+                take = np.where(rng.random(n_real) < 0.5, rng.choice(pos, n_real), rng.choice(neg, n_real))
+                xr = np.stack([occluders.jitter(crops[i].astype(np.float32), rng) for i in take])
+                yr = np.zeros((n_real, y.shape[1]), np.float32)
+                yr[:, 0] = [target[i] for i in take]
+                wr = np.zeros_like(yr)
+                wr[:, 0] = 1.0
+                x = np.concatenate([standardize_faces(xr), x])
+                y, weight = np.concatenate([yr, y]), np.concatenate([wr, weight])
+            w = torch.from_numpy(weight)
+            loss = (bce(net(torch.from_numpy(x)), torch.from_numpy(y)) * w).sum() / w.sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+        info: dict[str, Any] = {"seed": seed, "epoch": epoch + 1, "epochs": epochs, "seconds": time.time() - t0}
+        if len(held):
+            info.update(held_out_aurocs(held, _held_out_scores(net, crops, held)))
+        history.append(info)
+        if progress is not None:
+            progress("epoch", info)
+    return net
+
+
+# ----------------------------------------------------------------------------- the weights file
+
+def join_members(states: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One state dict for several networks (the inverse of
+    :func:`curate.faces.occlusion.split_members`): ``member0.``, ``member1.``, ... prefixes."""
+    return {f"member{i}.{k}": v for i, st in enumerate(states) for k, v in st.items()}
+
+
+def save_occlusion_weights(states: Sequence[dict[str, Any]], path: str | os.PathLike[str],
+                           metadata: Mapping[str, str]) -> Path:
+    """Write one network (plain names) or several (joined) as safetensors, atomically;
+    ``analysis_version`` is added to ``metadata``. The file loads with
+    :class:`curate.faces.occlusion.OcclusionModel`."""
+    from safetensors.torch import save_file
+
+    out = Path(path)
+    tensors = join_members(states) if len(states) > 1 else dict(states[0])
+    with atomic_path(out) as tmp:
+        save_file(tensors, str(tmp), metadata={**dict(metadata), "analysis_version": ANALYSIS_VERSION})
+    return out

@@ -1,0 +1,88 @@
+"""Face geometry: the five alignment points, the 48x48 alignment, head pose from
+MediaPipe's transformation matrix, and the padding that lets the landmarker see tight crops."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+# Five landmarks (eye centres, nose tip, mouth corners), as MediaPipe mesh indices.
+LEFT_EYE = (33, 133, 159, 145)  # the eye on the image's left (the subject's right eye)
+RIGHT_EYE = (362, 263, 386, 374)
+NOSE_TIP = 1
+MOUTH = (61, 291)
+ALIGN_SIZE = 48
+# Where those five points sit in the 48x48 aligned crop; the mean positions on frontal
+# FER2013 training faces with |yaw| and |roll| under 10 degrees (298 of 600 sampled).
+TEMPLATE = np.array([[14.7, 18.2], [33.2, 18.2], [24.0, 29.4], [16.5, 37.2], [31.6, 37.2]],
+                    dtype=np.float32)
+
+
+def five_points(landmarks: np.ndarray) -> np.ndarray:
+    """The five alignment points (pixels, shape 5x2) from the 478x2 landmark array."""
+    return np.stack([
+        landmarks[list(LEFT_EYE)].mean(axis=0),
+        landmarks[list(RIGHT_EYE)].mean(axis=0),
+        landmarks[NOSE_TIP],
+        landmarks[MOUTH[0]],
+        landmarks[MOUTH[1]],
+    ]).astype(np.float32)
+
+
+def align_face(gray: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Warp ``gray`` so the five ``points`` land on :data:`TEMPLATE`; 48x48 uint8."""
+    import cv2
+
+    matrix, _ = cv2.estimateAffinePartial2D(points, TEMPLATE, method=cv2.LMEDS)
+    if matrix is None:  # degenerate points: fall back to a plain resize
+        return cv2.resize(gray, (ALIGN_SIZE, ALIGN_SIZE), interpolation=cv2.INTER_AREA)
+    return cv2.warpAffine(gray, matrix, (ALIGN_SIZE, ALIGN_SIZE), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+
+
+def pose_from_matrix(matrix: np.ndarray) -> tuple[float, float, float]:
+    """(yaw, pitch, roll) in degrees from MediaPipe's 4x4 facial transformation matrix.
+
+    The rotation is decomposed as ``R = Rz(roll) @ Ry(yaw) @ Rx(pitch)`` in the canonical
+    face frame, then signed so that yaw > 0 when the face turns to its own left, pitch > 0
+    when it looks up and roll > 0 when it tilts clockwise in the image.
+    """
+    rot = np.asarray(matrix, dtype=np.float64)[:3, :3]
+    rot = rot / np.linalg.norm(rot, axis=0, keepdims=True)  # drop any scale
+    sy = math.hypot(rot[0, 0], rot[1, 0])
+    pitch = math.degrees(math.atan2(rot[2, 1], rot[2, 2]))
+    yaw = math.degrees(math.atan2(-rot[2, 0], sy))
+    roll = math.degrees(math.atan2(rot[1, 0], rot[0, 0]))
+    return YAW_SIGN * yaw, PITCH_SIGN * pitch, ROLL_SIGN * roll
+
+
+# Signs that map MediaPipe's canonical frame to the documented conventions; checked by
+# tests/test_faces.py against landmark geometry (nose tip relative to the cheeks).
+YAW_SIGN = 1.0
+PITCH_SIGN = -1.0
+ROLL_SIGN = -1.0
+
+
+PAD_FRACTION = 0.5
+MIN_SIDE = 256
+
+
+def prepare_for_detection(rgb: np.ndarray) -> tuple[np.ndarray, int, float]:
+    """Pad with the median grey and upscale small images; return (image, pad, scale).
+
+    A pixel ``(x, y)`` of the prepared image is ``((x / scale) - pad, (y / scale) - pad)``
+    in the original image.
+    """
+    import cv2
+
+    h, w = rgb.shape[:2]
+    pad = int(round(PAD_FRACTION * max(h, w)))
+    fill = [int(v) for v in np.median(rgb.reshape(-1, 3), axis=0)]
+    padded = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=fill)
+    side = max(padded.shape[:2])
+    scale = MIN_SIDE / side if side < MIN_SIDE else 1.0
+    if scale != 1.0:
+        padded = cv2.resize(padded, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+    return np.ascontiguousarray(padded), pad, scale
+

@@ -1,0 +1,116 @@
+"""The occlusion network: small CNNs that read an aligned 48x48 face and say whether it is
+occluded, and where. Its weights ship in ``curate/models/faces/occlusion.safetensors``;
+:mod:`curate.faces.fit_occlusion` is the recipe that makes them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from curate.errors import CurateError
+from curate.faces.geometry import ALIGN_SIZE
+
+REGIONS = ("eyes", "nose", "mouth", "lower face")
+OCCLUSION_WEIGHTS = Path(__file__).resolve().parents[1] / "models" / "faces" / "occlusion.safetensors"
+OCCLUSION_CHANNELS = (12, 24, 48)
+# Above this a face counts as occluded: the face screen's default and the point where
+# ``occlusion_region`` stops being ``none``. Chosen without the face-conditions benchmark:
+# the best-F1 threshold on the 5-fold out-of-fold scores of the 2,880 randomly sampled,
+# hand-labelled FER2013 training faces (bench/audit/, docs/faces.md).
+OCCLUSION_THRESHOLD = 0.42
+
+
+def build_occlusion_net() -> Any:
+    """The occlusion network: three conv stages on a 48x48 aligned grey face.
+
+    Five logits: ``occluded`` and one per region of :data:`REGIONS`.
+    """
+    from torch import nn
+
+    layers: list[nn.Module] = []
+    c_in = 1
+    for c_out in OCCLUSION_CHANNELS:
+        layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
+                   nn.ReLU(inplace=True),
+                   nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
+                   nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+        c_in = c_out
+    layers += [nn.Conv2d(c_in, c_in, 3, padding=1), nn.ReLU(inplace=True),
+               nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2),
+               nn.Linear(c_in, 1 + len(REGIONS))]
+    return nn.Sequential(*layers)
+
+
+def standardize_faces(aligned: np.ndarray) -> np.ndarray:
+    """Per-image zero mean, unit variance: (N, 48, 48) uint8/float -> (N, 1, 48, 48) float32."""
+    x = np.asarray(aligned, dtype=np.float32).reshape(-1, ALIGN_SIZE, ALIGN_SIZE)
+    mean = x.mean(axis=(1, 2), keepdims=True)
+    std = x.std(axis=(1, 2), keepdims=True)
+    return ((x - mean) / np.maximum(std, 8.0))[:, None]
+
+
+def split_members(state: dict[str, Any]) -> list[dict[str, Any]]:
+    """The networks stored in one occlusion weights file.
+
+    A file holds one network (plain parameter names) or several, whose parameters are
+    prefixed ``member0.``, ``member1.``, ...; the score averages the members.
+    """
+    if not any(k.startswith("member") for k in state):
+        return [state]
+    members: dict[int, dict[str, Any]] = {}
+    for key, value in state.items():
+        head, _, name = key.partition(".")
+        members.setdefault(int(head.removeprefix("member")), {})[name] = value
+    return [members[i] for i in sorted(members)]
+
+
+
+def mean_probabilities(nets: Sequence[Any], aligned: np.ndarray) -> np.ndarray:
+    """Sigmoid outputs of occlusion networks in eval mode, shape (N, 5), for aligned faces.
+
+    Each is the mean over ``nets`` and, for each, over the face and its mirror image
+    (occlusion and the regions are symmetric; averaging views and networks steadies the
+    score).
+    """
+    import torch
+
+    faces = np.asarray(aligned).reshape(-1, ALIGN_SIZE, ALIGN_SIZE)
+    views = torch.from_numpy(standardize_faces(np.concatenate([faces, faces[:, :, ::-1]])))
+    with torch.inference_mode():
+        probs = np.mean([torch.sigmoid(net(views)).numpy() for net in nets], axis=0)
+    return (0.5 * (probs[:len(faces)] + probs[len(faces):])).astype(np.float64)
+
+
+class OcclusionModel:
+    """The fitted occlusion network(s), run on aligned 48x48 faces (CPU, one thread)."""
+
+    def __init__(self, weights: Path = OCCLUSION_WEIGHTS) -> None:
+        from safetensors.torch import load_file
+
+        if not weights.is_file():
+            raise CurateError(f"occlusion weights not found: {weights}",
+                              hint="reinstall curate, or refit them with bench/fit_occlusion.py (docs/faces.md)")
+        self.nets = []
+        for state in split_members(load_file(str(weights))):
+            net = build_occlusion_net()
+            net.load_state_dict(state)
+            self.nets.append(net.eval())
+
+    def probabilities(self, aligned: np.ndarray) -> np.ndarray:
+        """Sigmoid outputs, shape (N, 5): occluded, then one column per region
+        (:func:`mean_probabilities` of the networks in the weights file)."""
+        return mean_probabilities(self.nets, aligned)
+
+    def score(self, aligned: np.ndarray) -> tuple[float, str]:
+        """(occlusion in 0..1, region) for one aligned face.
+
+        The region is the region head with the highest probability when the face looks
+        occluded (``occlusion > OCCLUSION_THRESHOLD``), else ``none``.
+        """
+        probs = self.probabilities(aligned[None])[0]
+        occlusion = float(probs[0])
+        region = REGIONS[int(np.argmax(probs[1:]))] if occlusion > OCCLUSION_THRESHOLD else "none"
+        return occlusion, region

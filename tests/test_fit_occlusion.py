@@ -1,0 +1,152 @@
+"""The occlusion-weights recipe (curate.faces.fit_occlusion) on tiny data: seeded, loadable,
+and a cross-validation fold never trains on its held-out faces."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from curate.errors import CurateError
+from curate.faces import fit_occlusion as fit
+from curate.faces import occluders
+from curate.faces.occlusion import OcclusionModel, build_occlusion_net
+
+torch.set_num_threads(1)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _crops(n: int, seed: int = 0) -> np.ndarray:
+    """Distinct 48x48 grey 'faces': smooth random fields, no two alike."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    out = [cv2.GaussianBlur(rng.uniform(0, 255, (48, 48)).astype(np.float32), (0, 0), 2.0) for _ in range(n)]
+    return np.clip(np.stack(out) * 2 - 128, 0, 255).astype(np.uint8)
+
+
+def _save_net(path: Path, seed: int, occluded_bias: float | None = None) -> Path:
+    from safetensors.torch import save_file
+
+    torch.manual_seed(seed)
+    net = build_occlusion_net()
+    if occluded_bias is not None:  # a fit that calls every face clean
+        head = net[-1]
+        torch.nn.init.zeros_(head.weight)
+        torch.nn.init.constant_(head.bias, occluded_bias)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
+    return path
+
+
+def _labels(n: int) -> pd.DataFrame:
+    return pd.DataFrame({"path": [f"c/{i}.jpg" for i in range(n)], "occluded": [i % 2 for i in range(n)],
+                         "sample": ["random" if i % 3 else "ranked" for i in range(n)], "idx": np.arange(n)})
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_synthetic_fit_is_seeded_and_its_file_loads(tmp_path):
+    crops = _crops(60)
+    a = fit.fit_synthetic(crops, epochs=1, seed=3)
+    b = fit.fit_synthetic(crops, epochs=1, seed=3)
+    c = fit.fit_synthetic(crops, epochs=1, seed=4)
+    assert _same(a.state, b.state) and not _same(a.state, c.state)
+    assert a.n_faces == 60 and len(a.history) == 1 and a.history[0]["epoch"] == 1
+    path = fit.save_occlusion_weights([a.state], tmp_path / "w.safetensors", {"fitted_by": "test"})
+    model = OcclusionModel(path)
+    assert len(model.nets) == 1
+    assert _same(model.nets[0].state_dict(), a.state)
+    probs = model.probabilities(crops[:4])
+    assert probs.shape == (4, 5) and ((probs >= 0) & (probs <= 1)).all()
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        assert f.metadata()["fitted_by"] == "test" and f.metadata()["analysis_version"].startswith("faces-")
+
+
+def test_clean_with_drops_the_faces_an_earlier_fit_finds_occluded(tmp_path):
+    crops = _crops(40)
+    all_clean = _save_net(tmp_path / "clean.safetensors", 0, occluded_bias=-10.0)
+    all_occluded = _save_net(tmp_path / "occluded.safetensors", 0, occluded_bias=10.0)
+    kept = fit.fit_synthetic(crops, epochs=1, clean_with=all_clean)
+    assert kept.n_dropped == 0 and kept.n_faces == 40
+    with pytest.raises(CurateError, match="no face left"):
+        fit.fit_synthetic(crops, epochs=1, clean_with=all_occluded)
+    with pytest.raises(CurateError, match="clean_with"):
+        fit.fit_synthetic(crops, epochs=1, pseudo_labels=True)
+
+
+def test_labelled_fold_never_trains_on_its_held_out_faces(tmp_path, monkeypatch):
+    crops = _crops(90, seed=1)
+    labels = _labels(50)
+    init = _save_net(tmp_path / "init.safetensors", 1)
+    clean = _save_net(tmp_path / "clean.safetensors", 2, occluded_bias=-10.0)
+    fold = fit.cv_folds(len(labels))
+    held = set(labels.loc[fold == 2, "idx"])
+    train = set(labels.loc[fold != 2, "idx"])
+    assert held and train
+
+    jittered: list[np.ndarray] = []
+    batches: list[tuple[np.ndarray, np.ndarray]] = []
+    real_jitter, real_batch = occluders.jitter, occluders.make_batch
+
+    def spy_jitter(img, rng):
+        jittered.append(np.array(img, copy=True))
+        return real_jitter(img, rng)
+
+    def spy_batch(crops_, idx, rng, donors, *args, **kwargs):
+        batches.append((np.array(idx, copy=True), np.array(donors, copy=True)))
+        return real_batch(crops_, idx, rng, donors, *args, **kwargs)
+
+    monkeypatch.setattr(occluders, "jitter", spy_jitter)
+    monkeypatch.setattr(occluders, "make_batch", spy_batch)
+    res = fit.fit_labelled(crops, labels, init=init, clean_with=clean, seeds=(0,), epochs=2, cv_fold=2)
+
+    faces = {i: crops[i].astype(np.float32) for i in range(len(crops))}
+    seen = {i for img in jittered for i, f in faces.items() if np.array_equal(img, f)}
+    assert seen & train, "the spy must see the labelled faces that are trained on"
+    assert not seen & held
+    for idx, donors in batches:
+        assert not set(idx.tolist()) & (held | train)  # the clean pool holds no labelled face
+        assert not any(np.array_equal(d, crops[h]) for d in donors for h in held)
+    assert res.n_clean == len(crops) - len(labels) and res.n_train == len(train)
+    assert set(res.held_out["idx"]) == held
+    assert res.held_out["score"].between(0, 1).all()
+    assert len(res.history) == 2 and "auroc" in res.history[0]
+
+
+def test_labelled_fit_is_seeded_and_saves_one_file_of_members(tmp_path):
+    crops = _crops(70, seed=2)
+    labels = _labels(30)
+    init = _save_net(tmp_path / "init.safetensors", 1)
+    clean = _save_net(tmp_path / "clean.safetensors", 2, occluded_bias=-10.0)
+    a = fit.fit_labelled(crops, labels, init=init, clean_with=clean, seeds=(0, 1), epochs=1)
+    b = fit.fit_labelled(crops, labels, init=init, clean_with=clean, seeds=(0, 1), epochs=1)
+    assert all(_same(x, y) for x, y in zip(a.states, b.states, strict=True))
+    assert not _same(a.states[0], a.states[1])
+    assert a.held_out.empty and len(a.baseline) == 30
+    path = fit.save_occlusion_weights(a.states, tmp_path / "two.safetensors", {})
+    model = OcclusionModel(path)
+    assert len(model.nets) == 2
+    assert all(_same(n.state_dict(), s) for n, s in zip(model.nets, a.states, strict=True))
+
+
+def test_match_labels_names_faces_outside_the_sample():
+    labels = pd.DataFrame({"path": ["a/1.jpg", "b/2.jpg"], "occluded": [1, 0], "sample": "random"})
+    got = fit.match_labels(labels, ["b/2.jpg", "x/0.jpg", "a/1.jpg"])
+    assert got["idx"].tolist() == [2, 0]
+    with pytest.raises(CurateError, match="b/2.jpg"):
+        fit.match_labels(labels, ["a/1.jpg"])
+
+
+def test_fit_script_needs_an_explicit_out():
+    res = subprocess.run([sys.executable, str(ROOT / "bench" / "fit_occlusion.py"), "--epochs", "1"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert res.returncode == 2 and "--out" in res.stderr
