@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from curate.errors import CurateError
 
@@ -64,27 +61,6 @@ def handles_errors(fn: F) -> F:
             raise typer.Exit(code=130) from None
 
     return wrapper  # type: ignore[return-value]
-
-
-@contextlib.contextmanager
-def rate_bar(label: str, unit: str = "images") -> Iterator[Callable[[int, int], None]]:
-    """A progress bar with done/total, items per second and time left.
-
-    Yields the ``progress(done, total)`` callback that library functions accept.
-    """
-    with Progress(
-        TextColumn(f"[bold]{escape(label)}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("[cyan]{task.fields[rate]}"), TimeRemainingColumn(), console=console,
-    ) as bar:
-        task = bar.add_task(label, total=None, rate="")
-        t0 = time.perf_counter()
-
-        def progress(done: int, total: int) -> None:
-            dt = time.perf_counter() - t0
-            rate = f"{done / dt:,.0f} {unit}/s" if dt > 0 and done else ""
-            bar.update(task, completed=done, total=total, rate=rate)
-
-        yield progress
 
 
 def main() -> None:

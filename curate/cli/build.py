@@ -12,8 +12,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from curate.build import BuildResult, build_tuples
-from curate.cli._app import app, console, handles_errors, rate_bar
+from curate.cli._app import app, console, handles_errors
 from curate.cli._choices import KindOpt
+from curate.cli._progress import rate_bar
 from curate.ingest import DEFAULT_MAX_PIXELS
 
 

@@ -9,7 +9,10 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from curate.cli._app import app, console, handles_errors, rate_bar
+from curate.cli._app import app, console, handles_errors
+from curate.cli._progress import rate_bar
+from curate.faces.occlusion import OCCLUSION_THRESHOLD
+from curate.screens.faces import DEFAULT_MAX_YAW
 
 
 @app.command("faces")
@@ -34,10 +37,11 @@ def faces_cmd(
     t.add_column("images", justify="right")
     t.add_column("face found", justify="right", style="green")
     t.add_column("no face", justify="right", style="red")
-    t.add_column("|yaw| > 30", justify="right")
-    t.add_column("occlusion > 0.5", justify="right")
+    t.add_column(f"|yaw| > {DEFAULT_MAX_YAW:g}", justify="right")
+    t.add_column(f"occlusion > {OCCLUSION_THRESHOLD:g}", justify="right")
     t.add_row(f"{len(faces):,}", f"{int(found.sum()):,}", f"{int((~found).sum()):,}",
-              f"{int((faces['yaw'].abs() > 30).sum()):,}", f"{int((faces['occlusion'] > 0.5).sum()):,}")
+              f"{int((faces['yaw'].abs() > DEFAULT_MAX_YAW).sum()):,}",
+              f"{int((faces['occlusion'] > OCCLUSION_THRESHOLD).sum()):,}")
     console.print(t)
     details = faces.loc[~found, "detail"].astype("string").fillna("no face")
     reasons = details.str.split(":", n=1).str[0].value_counts()

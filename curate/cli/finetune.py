@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from curate.cli._app import app, console, err_console, handles_errors
 from curate.cli._choices import KindOpt, NullOpt
+from curate.cli._progress import stage_bars
+from curate.train.config import FinetuneConfig
+
+D = FinetuneConfig()  # every option's default is the library's
 
 
 class MiningOpt(str, Enum):
@@ -29,53 +31,48 @@ class CeOn(str, Enum):
     all = "all"
 
 
-def _bar() -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("[cyan]{task.fields[info]}"), TimeRemainingColumn(), console=console)
-
-
 @app.command("finetune")
 @handles_errors
 def finetune_cmd(
     tuples: Annotated[Path, typer.Argument(help="build-tuples folder, or screen output folder (its kept.parquet is used).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: model.safetensors, config.json, metrics, report.")],
-    backbone: Annotated[str | None, typer.Option(help="timm model name (default: the bundled model).")] = None,
-    weights: Annotated[str | None, typer.Option(help="'none' (random), a weights file, a fine-tuning RUN folder; default: timm's cached pretrained weights.")] = None,
-    in_chans: Annotated[int | None, typer.Option(help="Input channels: 1 for grayscale, 3 for RGB (default: the weights', else 3).")] = None,
-    input_size: Annotated[int | None, typer.Option(help="Square input side in pixels, e.g. 48 (default: the backbone's).")] = None,
-    embed_dim: Annotated[int, typer.Option(help="Dimension of the embedding layer.")] = 128,
-    scale: Annotated[float, typer.Option(help="Modulus s of the embeddings.")] = 1.0,
-    logit_scale: Annotated[float, typer.Option(help="Class logits = linear layer on the unit embedding times this factor.")] = 16.0,
-    kind: Annotated[KindOpt | None, typer.Option(help="Loss: triplet or quadruplet (default: the tuples' kind).")] = None,
-    margin: Annotated[float, typer.Option(help="Margin of the anchor-positive vs anchor-negative term.")] = 0.2,
-    margin2: Annotated[float, typer.Option(help="Quadruplet: margin of the anchor-positive vs negative-negative2 term.")] = 0.1,
-    ce_weight: Annotated[float, typer.Option(help="Weight of the classification loss on the embedding (0: head trained on detached embeddings).")] = 1.0,
-    ce_on: Annotated[CeOn, typer.Option(help="Images the classification loss uses: those of kept tuples, or all.")] = CeOn.kept,
-    mining: Annotated[MiningOpt, typer.Option(help="In-batch negative mining among images that pass the negative sub-boundary.")] = MiningOpt.none,
-    screen_every_step: Annotated[bool, typer.Option(help="Apply the statistical boundary to every batch.")] = True,
-    alpha_pos: Annotated[float, typer.Option(help="Significance level of the positive sub-boundary.")] = 0.05,
-    alpha_neg: Annotated[float, typer.Option(help="Significance level of the negative sub-boundary.")] = 0.05,
-    null: Annotated[NullOpt, typer.Option(help="Null dimension: theory (d), effective (participation ratio) or empirical.")] = NullOpt.effective,
-    center: Annotated[bool, typer.Option(help="Centre embeddings on the window mean before the boundary.")] = True,
-    screen_window: Annotated[int, typer.Option(help="Recent embeddings the in-loop boundary is fitted to.")] = 2048,
-    screen_warmup_steps: Annotated[int, typer.Option(help="Steps on every tuple before in-loop screening starts.")] = 0,
-    epochs: Annotated[int, typer.Option(help="Passes over the tuples.")] = 10,
-    max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps.")] = None,
-    batch_tuples: Annotated[int, typer.Option(help="Tuples per batch (their unique images are forwarded once).")] = 64,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, warm-up then cosine).")] = 1e-3,
-    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 1e-4,
-    augment: Annotated[bool, typer.Option(help="Flip, small rotation/scale/shift, brightness/contrast (saturation for RGB).")] = True,
-    seed: Annotated[int, typer.Option(help="Seed: same seed and input, same run (bit for bit on CPU).")] = 0,
-    val_split: Annotated[str, typer.Option(help="Split of images.parquet measured after each epoch ('none' to skip).")] = "val",
-    reset_head: Annotated[bool, typer.Option(help="With --weights RUN of other classes: train a new classification head.")] = False,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    amp: Annotated[bool, typer.Option(help="bfloat16 autocast on CUDA.")] = True,
-    checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints (also at each epoch end).")] = 200,
-    preload_max_gb: Annotated[float, typer.Option(help="Decode all images into memory when they fit this size.")] = 4.0,
+    backbone: Annotated[str | None, typer.Option(help="timm model name (default: the bundled model).")] = D.backbone,
+    weights: Annotated[str | None, typer.Option(help="'none' (random), a weights file, a fine-tuning RUN folder; default: timm's cached pretrained weights.")] = D.weights,
+    in_chans: Annotated[int | None, typer.Option(help="Input channels: 1 for grayscale, 3 for RGB (default: the weights', else 3).")] = D.in_chans,
+    input_size: Annotated[int | None, typer.Option(help="Square input side in pixels, e.g. 48 (default: the backbone's).")] = D.input_size,
+    embed_dim: Annotated[int, typer.Option(help="Dimension of the embedding layer.")] = D.embed_dim,
+    scale: Annotated[float, typer.Option(help="Modulus s of the embeddings.")] = D.scale,
+    logit_scale: Annotated[float, typer.Option(help="Class logits = linear layer on the unit embedding times this factor.")] = D.logit_scale,
+    kind: Annotated[KindOpt | None, typer.Option(help="Loss: triplet or quadruplet (default: the tuples' kind).")] = None if D.kind is None else KindOpt(D.kind),
+    margin: Annotated[float, typer.Option(help="Margin of the anchor-positive vs anchor-negative term.")] = D.margin,
+    margin2: Annotated[float, typer.Option(help="Quadruplet: margin of the anchor-positive vs negative-negative2 term.")] = D.margin2,
+    ce_weight: Annotated[float, typer.Option(help="Weight of the classification loss on the embedding (0: head trained on detached embeddings).")] = D.ce_weight,
+    ce_on: Annotated[CeOn, typer.Option(help="Images the classification loss uses: those of kept tuples, or all.")] = CeOn(D.ce_on),
+    mining: Annotated[MiningOpt, typer.Option(help="In-batch negative mining among images that pass the negative sub-boundary.")] = MiningOpt(D.mining),
+    screen_every_step: Annotated[bool, typer.Option(help="Apply the statistical boundary to every batch.")] = D.screen_every_step,
+    alpha_pos: Annotated[float, typer.Option(help="Significance level of the positive sub-boundary.")] = D.alpha_pos,
+    alpha_neg: Annotated[float, typer.Option(help="Significance level of the negative sub-boundary.")] = D.alpha_neg,
+    null: Annotated[NullOpt, typer.Option(help="Null dimension: theory (d), effective (participation ratio) or empirical.")] = NullOpt(D.null),
+    center: Annotated[bool, typer.Option(help="Centre embeddings on the window mean before the boundary.")] = D.center,
+    screen_window: Annotated[int, typer.Option(help="Recent embeddings the in-loop boundary is fitted to.")] = D.screen_window,
+    screen_warmup_steps: Annotated[int, typer.Option(help="Steps on every tuple before in-loop screening starts.")] = D.screen_warmup_steps,
+    epochs: Annotated[int, typer.Option(help="Passes over the tuples.")] = D.epochs,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps.")] = D.max_steps,
+    batch_tuples: Annotated[int, typer.Option(help="Tuples per batch (their unique images are forwarded once).")] = D.batch_tuples,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, warm-up then cosine).")] = D.lr,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = D.weight_decay,
+    augment: Annotated[bool, typer.Option(help="Flip, small rotation/scale/shift, brightness/contrast (saturation for RGB).")] = D.augment,
+    seed: Annotated[int, typer.Option(help="Seed: same seed and input, same run (bit for bit on CPU).")] = D.seed,
+    val_split: Annotated[str, typer.Option(help="Split of images.parquet measured after each epoch ('none' to skip).")] = D.val_split or "none",
+    reset_head: Annotated[bool, typer.Option(help="With --weights RUN of other classes: train a new classification head.")] = D.reset_head,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = D.device,
+    amp: Annotated[bool, typer.Option(help="bfloat16 autocast on CUDA.")] = D.amp,
+    checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints (also at each epoch end).")] = D.checkpoint_every,
+    preload_max_gb: Annotated[float, typer.Option(help="Decode all images into memory when they fit this size.")] = D.preload_max_gb,
     restart: Annotated[bool, typer.Option(help="Discard a checkpoint in --out instead of resuming from it.")] = False,
 ) -> None:
     """Fine-tune an embedding network on tuples, screening every batch with the statistical boundary."""
-    from curate.train.loop import FinetuneConfig, finetune
+    from curate.train.loop import finetune
 
     cfg = FinetuneConfig(
         backbone=backbone, weights=weights, in_chans=in_chans, input_size=input_size, embed_dim=embed_dim,
@@ -87,28 +84,17 @@ def finetune_cmd(
         val_split=None if val_split.lower() == "none" else val_split, reset_head=reset_head, device=device,
         amp=amp, checkpoint_every=checkpoint_every, preload_max_gb=preload_max_gb,
     )
-    all_dropped = 0
     try:
-        with _bar() as bar:
-            tasks: dict[str, Any] = {}
-            t0 = time.perf_counter()
+        with stage_bars({"decode": "decoding images", "train": "training", "val": "epochs"}) as bars:
 
             def progress(phase: str, done: int, total: int, info: dict[str, Any]) -> None:
-                nonlocal all_dropped
-                if phase not in tasks:
-                    label = {"decode": "decoding images", "train": "training", "val": "epochs"}.get(phase, phase)
-                    tasks[phase] = bar.add_task(label, total=total, info="")
-                text = ""
-                if phase == "decode":
-                    dt = time.perf_counter() - t0
-                    text = f"{done / dt:,.0f} images/s" if dt > 0 else ""
-                elif phase == "train":
-                    all_dropped += bool(info.get("all_dropped"))
+                text = None  # decoding: the rate
+                if phase == "train":
                     text = (f"loss {info['loss']:.3f}  kept {1 - info['share_dropped']:.0%}  "
                             f"{info['images_per_s']:,.0f} img/s")
                 elif phase == "val":
                     text = f"val acc {info.get('val_accuracy', float('nan')):.3f}  F1 {info.get('val_macro_f1', float('nan')):.3f}"
-                bar.update(tasks[phase], completed=done, total=total, info=text)
+                bars.update(phase, done, total, text)
 
             result = finetune(tuples, out, cfg, restart=restart, progress=progress)
     except KeyboardInterrupt:

@@ -3,19 +3,19 @@ and :func:`curate.export.export`."""
 
 from __future__ import annotations
 
+import inspect
 import json
-import time
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from curate.cli._app import app, console, handles_errors
 from curate.cli._choices import NullOpt
+from curate.cli._progress import stage_bars
 from curate.errors import CurateError
 from curate.export import FORMATS, export
 from curate.screen import ScreenResult, screen
@@ -39,6 +39,10 @@ class FormatOpt(str, Enum):
 
 assert {f.value for f in FormatOpt} == set(FORMATS)
 
+# the other options' defaults are the library functions' own
+_SCREEN = {n: p.default for n, p in inspect.signature(screen).parameters.items()}
+_EXPORT = {n: p.default for n, p in inspect.signature(export).parameters.items()}
+
 
 @app.command("screen")
 @handles_errors
@@ -51,43 +55,29 @@ def screen_cmd(
     alpha_pos: Annotated[float, typer.Option(help=OPT["alpha_pos"].help)] = OPT["alpha_pos"].default,
     alpha_neg: Annotated[float, typer.Option(help=OPT["alpha_neg"].help)] = OPT["alpha_neg"].default,
     null: Annotated[NullOpt, typer.Option(help=OPT["null"].help)] = NullOpt(OPT["null"].default),
-    no_center: Annotated[bool, typer.Option("--no-center", help="Do not subtract the dataset mean before normalising.")] = False,
-    scale: Annotated[float, typer.Option(help="Modulus s the embeddings are normalised to.")] = 1.0,
-    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 64,
+    no_center: Annotated[bool, typer.Option("--no-center", help="Do not subtract the dataset mean before normalising.")] = not _SCREEN["center"],
+    scale: Annotated[float, typer.Option(help="Modulus s the embeddings are normalised to.")] = _SCREEN["scale"],
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = _SCREEN["batch_size"],
     workers: Annotated[int | None, typer.Option(help="Decoding processes (default: by device and CPU count).")] = None,
-    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
-    seed: Annotated[int, typer.Option(help="Seed of random pairs (and of random weights).")] = 0,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = _SCREEN["device"],
+    seed: Annotated[int, typer.Option(help="Seed of random pairs (and of random weights).")] = _SCREEN["seed"],
     max_yaw: Annotated[float, typer.Option(help=OPT["max_yaw"].help)] = OPT["max_yaw"].default,
     max_occlusion: Annotated[float, typer.Option(help=OPT["max_occlusion"].help)] = OPT["max_occlusion"].default,
     no_face: Annotated[NoFaceOpt, typer.Option(help=OPT["no_face"].help)] = NoFaceOpt(OPT["no_face"].default),
     skip_face_screens: Annotated[bool, typer.Option("--skip-face-screens", help=OPT["skip_face_screens"].help)] = OPT["skip_face_screens"].default,
     face_model: Annotated[str | None, typer.Option(help=OPT["face_model"].help)] = OPT["face_model"].default,
     option: Annotated[list[str] | None, typer.Option("--option", help="NAME=VALUE for a screen option that has no flag of its own (plug-in screens; docs/screens.md). Repeatable.")] = None,
-    report: Annotated[bool, typer.Option(help="Write report.html.")] = True,
+    report: Annotated[bool, typer.Option(help="Write report.html.")] = _SCREEN["report"],
 ) -> None:
     """Embed every image, apply the statistical boundary and face screens, and sort tuples into kept and rejected."""
-    with Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("[cyan]{task.fields[rate]}"), TimeRemainingColumn(), console=console,
-    ) as bar:
-        tasks: dict[str, tuple[int, float, int]] = {}
-
-        def progress(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                label = {"embed": "embedding images", "faces": "face screens"}.get(stage, stage)
-                tasks[stage] = (bar.add_task(label, total=total, rate=""), time.perf_counter(), done)
-            task, t0, first = tasks[stage]
-            dt = time.perf_counter() - t0
-            rate = f"{(done - first) / dt:,.1f} images/s" if dt > 0 and done > first else ""
-            bar.update(task, completed=done, total=total, rate=rate)
-
+    with stage_bars({"embed": "embedding images", "faces": "face screens"}) as bars:
         result = screen(
             build_dir, out, backbone=backbone, weights=weights, embeddings=embeddings,
             alpha_pos=alpha_pos, alpha_neg=alpha_neg, null=null.value, center=not no_center,
             scale=scale, batch_size=batch_size, workers=workers, device=device, seed=seed,
             max_yaw=max_yaw, max_occlusion=max_occlusion, no_face=no_face.value,
             skip_face_screens=skip_face_screens, face_model=face_model, report=report,
-            progress=progress, **parse_options(option or []),
+            progress=bars.update, **parse_options(option or []),
         )
     render_summary(result)
 
@@ -153,8 +143,8 @@ def render_summary(result: ScreenResult) -> None:
 def export_cmd(
     screen_dir: Annotated[Path, typer.Argument(help="Output folder of `curate screen`.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the filtered dataset to (must be empty or absent).")],
-    max_suspicion: Annotated[float, typer.Option(help="Export images whose suspicion (share of their tuples rejected because of them) is below this.")] = 0.5,
-    format: Annotated[FormatOpt, typer.Option("--format", help="imagefolder (OUT/[split/]label/file), or a csv/parquet manifest.")] = FormatOpt.imagefolder,
+    max_suspicion: Annotated[float, typer.Option(help="Export images whose suspicion (share of their tuples rejected because of them) is below this.")] = _EXPORT["max_suspicion"],
+    format: Annotated[FormatOpt, typer.Option("--format", help="imagefolder (OUT/[split/]label/file), or a csv/parquet manifest.")] = FormatOpt(_EXPORT["format"]),
     copy: Annotated[bool, typer.Option("--copy", help="Copy files instead of symlinking them (imagefolder).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace OUT when it holds an earlier curate export.")] = False,
     include_unscreened: Annotated[bool, typer.Option("--include-unscreened", help="Also export valid images that are in no tuple (never screened).")] = False,
