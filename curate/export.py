@@ -28,6 +28,7 @@ import pandas as pd
 from curate import screens
 from curate.errors import CurateError
 from curate.io import read_parquet, run_record, write_json, write_parquet
+from curate.sources import BUILD_IMAGES_FILE, screen_build_dir
 
 FORMATS = ("imagefolder", "csv", "parquet")
 MANIFEST_COLUMNS = ["image_id", "path", "rel_path", "label", "split", "suspicion"]
@@ -116,16 +117,10 @@ def export(screen_dir: str | os.PathLike[str], out: str | os.PathLike[str], *,
 
 def _unscreened_images(src: Path, table: pd.DataFrame) -> pd.DataFrame | None:
     """Valid images of the build folder that are in no tuple (never screened)."""
-    import json
-
-    run = src / "run.json"
-    if not run.exists():
+    build = screen_build_dir(src)
+    if build is None:
         return None
-    build = json.loads(run.read_text()).get("params", {}).get("build_dir")
-    images_file = Path(build) / "images.parquet" if build else None
-    if images_file is None or not images_file.exists():
-        return None
-    images = read_parquet(images_file, what="images table")
+    images = read_parquet(build / BUILD_IMAGES_FILE, what="images table")
     ok = images[images["status"].eq("ok") & ~images["image_id"].isin(table["image_id"])].copy()
     ok["suspicion"] = float("nan")
     return ok
