@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from curate.embed import build_transform, split_transform
 from curate.errors import CurateError
 from curate.images import load_image
 from curate.io import read_parquet
@@ -151,21 +152,14 @@ def check_image_files(images: pd.DataFrame) -> None:
 # ----------------------------------------------------------------------------- images
 
 def geometry_transform(data_config: dict[str, Any]) -> Callable[[Any], Any]:
-    """timm's evaluation transform without ``ToTensor``/``Normalize``: PIL in, PIL out."""
-    from timm.data import create_transform
-
-    cfg = dict(data_config)
-    tf = create_transform(input_size=tuple(cfg["input_size"]), interpolation=cfg["interpolation"],
-                          mean=tuple(cfg["mean"]), std=tuple(cfg["std"]), crop_pct=cfg["crop_pct"],
-                          crop_mode=cfg["crop_mode"], is_training=False)
-    steps = [t for t in tf.transforms if type(t).__name__ not in ("ToTensor", "MaybeToTensor", "Normalize")]
-
-    def apply(img: Any) -> Any:
-        for t in steps:
-            img = t(img)
-        return img
-
-    return apply
+    """The embedder's evaluation transform (:func:`curate.embed.build_transform`) without
+    ``ToTensor``/``Normalize``: PIL in, PIL out (normalised per batch by :func:`to_model_input`)."""
+    tf = build_transform(data_config)
+    split = split_transform(tf)
+    if split is None:
+        raise CurateError(f"timm's transform for {data_config} does not end in ToTensor + Normalize",
+                          hint="use a data_config with input_size, mean, std, interpolation, crop_pct, crop_mode")
+    return split[0]
 
 
 def decode_image(path: str, in_chans: int, geometry: Callable[[Any], Any]) -> np.ndarray:
