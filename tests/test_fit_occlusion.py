@@ -150,3 +150,14 @@ def test_fit_script_needs_an_explicit_out():
     res = subprocess.run([sys.executable, str(ROOT / "bench" / "fit_occlusion.py"), "--epochs", "1"],
                          capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert res.returncode == 2 and "--out" in res.stderr
+
+
+def test_the_committed_stage4_weights_start_the_labelled_stage():
+    from curate.io import file_sha256
+
+    stage4 = ROOT / "bench" / "audit" / "occlusion_stage4.safetensors"
+    assert file_sha256(stage4) == "b53e65729a0ed0fe14fda9ff9b0192dcb4f0feda4122a02d844bcd3991496e00"
+    model = OcclusionModel(stage4)
+    assert len(model.nets) == 1
+    probs = model.probabilities(_crops(3))
+    assert probs.shape == (3, 5) and ((probs >= 0) & (probs <= 1)).all()
