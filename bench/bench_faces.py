@@ -27,21 +27,12 @@ import numpy as np
 import pandas as pd
 
 from curate.faces import analyze_faces
+from curate.faces.fit_occlusion import auroc
 from curate.screens import faces as S
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "face-conditions"
 AUDIT = Path(__file__).resolve().parent / "audit"
 FLAGS = ["yaw_over_30", "yaw_over_45", "occluded"]
-
-
-def auroc(y: np.ndarray, s: np.ndarray) -> float:
-    """Mann-Whitney AUROC with ties counted half."""
-    from scipy.stats import rankdata
-
-    y = np.asarray(y, bool)
-    r = rankdata(s)
-    n1, n0 = y.sum(), (~y).sum()
-    return float((r[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
 def cpu_seconds() -> float:

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from fit_occlusion import auroc
+
+from curate.faces.fit_occlusion import auroc
 
 
 def main() -> None:

@@ -107,12 +107,15 @@ def cv_folds(n: int, k: int = N_FOLDS, seed: int = FOLD_SEED) -> np.ndarray:
 
 
 def auroc(y: np.ndarray, s: np.ndarray) -> float:
-    """Area under the ROC curve of scores ``s`` for binary labels ``y`` (ties averaged)."""
+    """Area under the ROC curve of scores ``s`` for labels ``y`` (1 or True positive):
+    Mann-Whitney U with ties counted half; NaN without both classes."""
     from scipy.stats import rankdata
 
-    r = rankdata(s)
     pos = np.asarray(y) == 1
     n1, n0 = pos.sum(), (~pos).sum()
+    if n1 == 0 or n0 == 0:
+        return math.nan
+    r = rankdata(s)
     return float((r[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
@@ -195,7 +198,7 @@ def fit_synthetic(crops: np.ndarray, *, epochs: int = 12, seed: int = 0, lr: flo
         region_acc = np.mean([(pv[occluded, 1 + k] >= 0.5) == (yv[occluded, 1 + k] == 1)
                               for k in range(len(REGIONS))])
         info = {"epoch": epoch + 1, "epochs": epochs, "loss": total / max(len(perm), 1),
-                "auroc": auroc(yv[:, 0], pv[:, 0]) if 0 < occluded.sum() < len(yv) else math.nan,
+                "auroc": auroc(yv[:, 0], pv[:, 0]),
                 "region_accuracy": float(region_acc), "seconds": time.time() - t0}
         history.append(info)
         if progress is not None:

@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from curate.sources import RUN_CONFIG_FILE, RUN_MODEL_FILE, is_run_dir
+
 MODELS_DIR = Path(__file__).resolve().parent
 DEFAULT_MODEL = "fer_resnet10t"
 
@@ -34,12 +36,12 @@ def default_model_dir() -> Path:
 def bundled_models() -> list[ModelEntry]:
     """Every curate run folder shipped inside the package."""
     out = []
-    for cfg in sorted(MODELS_DIR.glob("*/config.json")):
+    for cfg in sorted(MODELS_DIR.glob(f"*/{RUN_CONFIG_FILE}")):
         folder = cfg.parent
-        if not (folder / "model.safetensors").exists():
+        if not is_run_dir(folder):
             continue
         conf = json.loads(cfg.read_text())
-        size = (folder / "model.safetensors").stat().st_size / 1e6
+        size = (folder / RUN_MODEL_FILE).stat().st_size / 1e6
         default = " (default)" if folder.name == DEFAULT_MODEL else ""
         detail = (f"{conf.get('backbone')} -> {conf.get('embed_dim')}-d embedding, input "
                   f"{'x'.join(map(str, conf.get('data_config', {}).get('input_size', [])))}, "
