@@ -153,6 +153,15 @@ def read_run_json(folder: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def images_build_dir(source: Path, kind: str) -> Path | None:
+    """The build-tuples folder whose ``images.parquet`` a source of ``kind`` stands for:
+    itself for a ``build``, the build it screened for a ``screen`` (None when its
+    ``run.json`` names none), None for every other kind."""
+    if kind == "build":
+        return source
+    return screen_build_dir(source) if kind == "screen" else None
+
+
 def screen_build_dir(folder: Path) -> Path | None:
     """The build-tuples folder a screen output folder was screened from, or None.
 

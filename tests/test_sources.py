@@ -106,3 +106,20 @@ def test_screen_build_dir_reads_the_run_record(tmp_path):
     (screen / "run.json").write_text("{not json")
     with pytest.raises(CurateError, match="cannot read"):
         screen_build_dir(screen)
+
+
+def test_a_screen_folder_stands_for_the_images_of_its_build(tmp_path):
+    build = tmp_path / "build"
+    build.mkdir()
+    pd.DataFrame({"image_id": [0, 1, 2], "path": ["/a.png", "/b.png", "/c.png"], "sha256": ["x", "y", "z"],
+                  "status": ["ok", "corrupt", "ok"]}).to_parquet(build / "images.parquet")
+    screen = tmp_path / "screen"
+    screen.mkdir()
+    (screen / "kept.parquet").write_bytes(b"")
+    (screen / "run.json").write_text(json.dumps({"params": {"build_dir": str(build)}}))
+    for src in (build, screen):
+        listed = source_images(src)
+        assert listed["image_id"].tolist() == [0, 2] and listed["sha256"].tolist() == ["x", "z"]
+    (screen / "run.json").write_text("{}")
+    with pytest.raises(CurateError, match="no source of images|not a source|build"):
+        source_images(screen)

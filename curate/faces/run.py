@@ -19,10 +19,10 @@ from curate.io import fingerprint_table, read_parquet, run_record, write_json, w
 from curate.sources import (
     BUILD_IMAGES_FILE,
     IMAGE_SUFFIXES,
+    images_build_dir,
     manifest_paths,
     read_manifest,
     require_columns,
-    screen_build_dir,
     source_kind,
     walk_files,
 )
@@ -42,10 +42,11 @@ def source_images(source: str | os.PathLike[str], *, path_column: str = "path") 
     src = Path(source).expanduser()
     kind = source_kind(src, hint="pass an image folder, a CSV/Parquet manifest with a path column, "
                                  "or a build-tuples output folder")
-    if kind == "run":
-        raise CurateError(f"{src} is a fine-tuning run, not a source of images",
+    build = images_build_dir(src, kind)
+    if kind == "run" or (kind == "screen" and build is None):
+        what = "a fine-tuning run" if kind == "run" else "a screen folder whose run.json names no build folder"
+        raise CurateError(f"{src} is {what}, not a source of images",
                           hint="pass an image folder, a manifest, or a build-tuples output folder")
-    build = screen_build_dir(src) if kind == "screen" else src if kind == "build" else None
     if build is not None:
         images = read_parquet(build / BUILD_IMAGES_FILE, what="images table")
         ok = images[images["status"] == "ok"]

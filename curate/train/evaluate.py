@@ -26,7 +26,7 @@ from curate.runs import EmbeddingNet, load_run
 from curate.sources import (
     BUILD_IMAGES_FILE,
     IMAGE_SUFFIXES,
-    screen_build_dir,
+    images_build_dir,
     source_kind,
     walk_files,
 )
@@ -131,7 +131,7 @@ def read_labelled_source(source: str | Path, *, split: str | None = None) -> pd.
     src = Path(source)
     hint = "pass a class-per-folder image folder, a CSV/Parquet manifest, or a build-tuples folder"
     kind = source_kind(src, hint=hint)
-    build = screen_build_dir(src) if kind == "screen" else src if kind == "build" else None
+    build = images_build_dir(src, kind)
     if kind == "run" or (kind == "screen" and build is None):
         raise CurateError(f"{src} is a curate {kind} folder, not labelled images", hint=hint)
     if build is not None:
