@@ -4,7 +4,6 @@ boundary and the run record (see ``docs/tables.md``)."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -16,9 +15,9 @@ import numpy as np
 import pandas as pd
 
 from curate import screens as registry
+from curate import sources
 from curate.errors import CurateError
 from curate.io import fingerprint_table, read_parquet, run_record, write_json, write_parquet
-from curate.report import write_report
 from curate.screens.base import ROLES, Screen, ScreenContext, ScreenOutput, StageProgress
 from curate.screens.statistical import Boundary, normalize
 
@@ -43,7 +42,6 @@ class ScreenResult:
     n_embedded: int
     n_cached: int
     face_screens: bool
-    report_path: Path | None
     screens_run: list[str] = field(default_factory=list)
     outputs: dict[str, ScreenOutput] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -65,8 +63,8 @@ def screen(build_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
            backbone: str | None = None, weights: str | None = None,
            embeddings: str | os.PathLike[str] | None = None, center: bool = True,
            scale: float = 1.0, batch_size: int = 64, workers: int | None = None,
-           device: str = "auto", seed: int = 0, report: bool = True,
-           progress: StageProgress | None = None, **options: Any) -> ScreenResult:
+           device: str = "auto", seed: int = 0, progress: StageProgress | None = None,
+           **options: Any) -> ScreenResult:
     """Screen every tuple of ``build_dir`` (a ``curate build-tuples`` folder) into ``out_dir``.
 
     Runs every registered screen (:func:`curate.screens.registered`: image screens
@@ -79,7 +77,8 @@ def screen(build_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
     backbone (see :func:`curate.backbone.load_backbone`), cached in
     ``out_dir/embeddings``; they are centred (``center``) and normalised to the modulus
     ``scale``. ``progress(stage, done, total)`` reports the ``embed`` and ``faces``
-    stages. ``report=False`` skips ``report.html``.
+    stages. The HTML report is a later stage: :func:`curate.report.write_report` (the
+    CLI runs it unless ``--no-report``).
     """
     started = time.time()
     settings = registry.resolve_settings(options)  # every option checked before any work
@@ -177,7 +176,6 @@ def screen(build_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
     }
     run = run_record("screen", params, inputs=inputs, counts=counts, started=started)
     write_json(run, out / "run.json")
-    report_path = Path(write_report(out)) if report else None
     return ScreenResult(
         out_dir=out, kind=kind, n_images=len(used), n_tuples=len(scores), n_kept=int(keep.sum()),
         n_rejected=int((~keep).sum()), reasons=reasons, boundary=boundary,
@@ -185,7 +183,7 @@ def screen(build_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
         weights_source=got.weights_source if got else "none",
         random_weights=got.random_weights if got else False,
         n_embedded=got.n_computed if got else 0, n_cached=got.n_cached if got else 0,
-        face_screens=faces_out is not None, report_path=report_path,
+        face_screens=faces_out is not None,
         screens_run=[s.name for s in active], outputs=ctx.results, run=run)
 
 
@@ -307,13 +305,24 @@ def _boundary_of(ctx: ScreenContext) -> Boundary | None:
 
 
 def _read_build(build: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    hint = "run `curate build-tuples SOURCE --out DIR` first and pass DIR"
     if not build.is_dir():
-        raise CurateError(f"build folder not found: {build}",
-                          hint="run `curate build-tuples SOURCE --out DIR` first and pass DIR")
+        raise CurateError(f"build folder not found: {build}", hint=hint)
+    kind = sources.source_kind(build, hint=hint)
+    if kind in ("labelled_folder", "image_folder"):
+        raise CurateError(f"{build} looks like an image folder, not the output of `curate build-tuples`",
+                          hint=f"run `curate build-tuples {build} --out BUILD` on it first, then "
+                               "`curate screen BUILD --out SCREEN`")
+    if kind == "screen":
+        found = sources.screen_build_dir(build)
+        raise CurateError(f"{build} is the output of `curate screen`, not of `curate build-tuples`",
+                          hint=f"pass its build folder{f' ({found})' if found else ''} instead")
+    if kind == "run":
+        raise CurateError(f"{build} is a fine-tuning run folder, not the output of `curate build-tuples`",
+                          hint="pass a build-tuples folder; use a run with --weights RUN")
     images = read_parquet(build / "images.parquet", what="images table")
     tuples = read_parquet(build / "tuples.parquet", what="tuples table")
-    run_path = build / "run.json"
-    build_run = json.loads(run_path.read_text()) if run_path.exists() else {}
+    build_run = sources.read_run_json(build)
     need_i = {"image_id", "path", "rel_path", "label", "split", "sha256", "status"}
     need_t = {"tuple_id", "anchor", "positive", "negative"}
     for name, df, need in (("images.parquet", images, need_i), ("tuples.parquet", tuples, need_t)):

@@ -18,7 +18,7 @@ from curate.screens import faces as face_screen_module
 
 
 def _screen(build: Path, out: Path, emb_file: Path, **kw):
-    return screen(build, out, embeddings=emb_file, skip_face_screens=True, report=False, **kw)
+    return screen(build, out, embeddings=emb_file, skip_face_screens=True, **kw)
 
 
 def test_planted_mislabeled_image_is_the_most_suspect(tmp_path):
@@ -140,7 +140,7 @@ def test_backbone_path_embeds_once_and_reuses_the_cache(tmp_path):
 
     torch.set_num_threads(1)
     build, images, _ = make_build(tmp_path, per_class=3, per_anchor=2)
-    kw = dict(backbone="test_resnet", weights="none", skip_face_screens=True, report=False,
+    kw = dict(backbone="test_resnet", weights="none", skip_face_screens=True,
               workers=0, batch_size=8)
     first = screen(build, tmp_path / "out", **kw)
     assert first.random_weights and first.n_embedded == 12 and first.n_cached == 0
@@ -180,8 +180,7 @@ def test_face_screens_reject_tuples_with_a_side_face(tmp_path, monkeypatch):
             "face_reject": reject, "face_reason": np.where(reject, "side_face", None)})
 
     monkeypatch.setattr(face_screen_module, "screen_faces", screen_faces)
-    res = screen(build, tmp_path / "out", embeddings=write_embeddings(tmp_path / "e.parquet", images, emb),
-                 report=False, max_yaw=40.0)
+    res = screen(build, tmp_path / "out", embeddings=write_embeddings(tmp_path / "e.parquet", images, emb), max_yaw=40.0)
     # the resolved default reaches the screen (and run.json), not None
     assert seen["n"] == 48 and seen["max_yaw"] == 40.0
     assert seen["max_occlusion"] == face_screen_module.DEFAULT_MAX_OCCLUSION
@@ -217,7 +216,7 @@ def test_skipped_face_screens_leave_no_face_outputs(tmp_path, monkeypatch):
         raise AssertionError("the face screen ran although it was skipped")
 
     monkeypatch.setattr(face_screen_module, "screen_faces", boom)
-    res = screen(build, out, embeddings=f, report=False, skip_face_screens=True)
+    res = screen(build, out, embeddings=f, skip_face_screens=True)
     assert res.screens_run == ["boundary"] and not res.face_screens
     assert not (out / "faces.parquet").exists()
     run = json.loads((out / "run.json").read_text())
@@ -242,3 +241,16 @@ def test_cli_screen_prints_summary_and_random_weight_warning(tmp_path):
                              "--workers", "0", "--device", "cpu"])
     assert rw.exit_code == 0, rw.output
     assert "RANDOM weights" in rw.output
+
+
+def test_screen_of_an_image_folder_or_a_screen_folder_says_what_to_pass(tmp_path, make_folder):
+    root = make_folder({"happy": 2, "sad": 2})
+    with pytest.raises(CurateError, match="looks like an image folder") as err:
+        screen(root, tmp_path / "o")
+    assert "curate build-tuples" in str(err.value)
+    build, images, emb = make_build(tmp_path, per_class=3, per_anchor=1)
+    f = write_embeddings(tmp_path / "e.parquet", images, emb)
+    _screen(build, tmp_path / "s", f)
+    with pytest.raises(CurateError, match="output of `curate screen`") as err:
+        screen(tmp_path / "s", tmp_path / "o2")
+    assert str(build.resolve()) in str(err.value)

@@ -141,7 +141,7 @@ def test_worked_example_of_docs_plugs_in_everywhere(tmp_path: Path, tiny_image_s
     images.to_parquet(build / "images.parquet", index=False)
     f = write_embeddings(tmp_path / "e.parquet", images, emb)
     out = tmp_path / "out"
-    res = screen(build, out, embeddings=f, skip_face_screens=True, report=False, min_side=10)
+    res = screen(build, out, embeddings=f, skip_face_screens=True, min_side=10)
     assert res.screens_run == ["tiny_image", "boundary"]
     scores = pd.read_parquet(out / "scores.parquet")
     has_small = scores[["anchor", "positive", "negative"]].isin(small).any(axis=1)

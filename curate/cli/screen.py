@@ -18,6 +18,7 @@ from curate.cli._choices import NullOpt
 from curate.cli._progress import stage_bars
 from curate.errors import CurateError
 from curate.export import FORMATS, export
+from curate.report import write_report
 from curate.screen import ScreenResult, screen
 from curate.screens import options as screen_options
 
@@ -67,7 +68,7 @@ def screen_cmd(
     skip_face_screens: Annotated[bool, typer.Option("--skip-face-screens", help=OPT["skip_face_screens"].help)] = OPT["skip_face_screens"].default,
     face_model: Annotated[str | None, typer.Option(help=OPT["face_model"].help)] = OPT["face_model"].default,
     option: Annotated[list[str] | None, typer.Option("--option", help="NAME=VALUE for a screen option that has no flag of its own (plug-in screens; docs/screens.md). Repeatable.")] = None,
-    report: Annotated[bool, typer.Option(help="Write report.html.")] = _SCREEN["report"],
+    report: Annotated[bool, typer.Option(help="Write report.html (curate report SCREEN_DIR writes it later).")] = True,
 ) -> None:
     """Embed every image, apply the statistical boundary and face screens, and sort tuples into kept and rejected."""
     with stage_bars({"embed": "embedding images", "faces": "face screens"}) as bars:
@@ -76,10 +77,11 @@ def screen_cmd(
             alpha_pos=alpha_pos, alpha_neg=alpha_neg, null=null.value, center=not no_center,
             scale=scale, batch_size=batch_size, workers=workers, device=device, seed=seed,
             max_yaw=max_yaw, max_occlusion=max_occlusion, no_face=no_face.value,
-            skip_face_screens=skip_face_screens, face_model=face_model, report=report,
+            skip_face_screens=skip_face_screens, face_model=face_model,
             progress=bars.update, **parse_options(option or []),
         )
-    render_summary(result)
+    report_path = write_report(result.out_dir) if report else None
+    render_summary(result, report_path)
 
 
 def parse_options(pairs: list[str]) -> dict[str, object]:
@@ -101,7 +103,7 @@ def parse_options(pairs: list[str]) -> dict[str, object]:
     return out
 
 
-def render_summary(result: ScreenResult) -> None:
+def render_summary(result: ScreenResult, report_path: Path | None = None) -> None:
     """Kept and rejected tuples by reason, the boundary, and warnings."""
     b = result.boundary
     if result.random_weights:
@@ -135,7 +137,7 @@ def render_summary(result: ScreenResult) -> None:
     console.print(f"wrote {escape(str(result.out_dir))}/: scores.parquet, kept.parquet, "
                   "rejected.parquet, images_suspect.parquet, boundary.json, run.json"
                   + (", faces.parquet" if result.face_screens else "")
-                  + (", report.html" if result.report_path else ""))
+                  + (", report.html" if report_path else ""))
 
 
 @app.command("export")

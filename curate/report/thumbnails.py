@@ -1,4 +1,5 @@
-"""Small embedded thumbnails: any image file -> a bounded ``data:`` URI."""
+"""Small embedded thumbnails: any image file -> a bounded ``data:`` URI, decoded by
+:mod:`curate.images` (the pixels every other stage sees)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import base64
 import io
 from pathlib import Path
 
-import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
+
+from curate.errors import CurateError
+from curate.images import load_image
 
 THUMB_SIZE = 96  # longest side in pixels; small faces are shown upscaled by CSS
 
@@ -34,35 +37,23 @@ class Thumbnails:
 
     def _encode(self, path: Path) -> tuple[str | None, str | None]:
         try:
-            with Image.open(path) as im:
-                im = ImageOps.exif_transpose(im)
-                small = _to_display(im, self.size)
-        except FileNotFoundError:
-            return None, "file not found"
-        except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
-            return None, f"not a readable image ({type(exc).__name__})"
-        except (OSError, ValueError, SyntaxError) as exc:  # truncated / corrupt files
-            return None, f"unreadable ({exc})"
+            small = load_image(path, 3 if _is_colour(path) else 1)
+        except CurateError as exc:  # the reason code the decoder gives: missing, unreadable, ...
+            code = exc.message.split(":", 1)[0]
+            return None, {"missing": "file not found"}.get(code, f"{code}: not a readable image")
+        small.thumbnail((self.size, self.size), Image.Resampling.LANCZOS)
         uri = _smallest_uri(small)
         self.bytes_total += len(uri)
         return uri, None
 
 
-def _to_display(im: Image.Image, size: int) -> Image.Image:
-    """8-bit L or RGB, longest side at most ``size``."""
-    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(im, dtype=np.float64)
-        lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
-        scaled = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
-        im = Image.fromarray(np.nan_to_num(scaled).astype(np.uint8), mode="L")
-    if im.mode in ("RGBA", "LA", "P", "PA"):
-        rgba = im.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        im = Image.alpha_composite(white, rgba).convert("RGB")
-    elif im.mode not in ("L", "RGB"):
-        im = im.convert("RGB")
-    im.thumbnail((size, size), Image.Resampling.LANCZOS)
-    return im
+def _is_colour(path: Path) -> bool:
+    """Whether the file holds colour (so the thumbnail keeps it); grey files stay grey."""
+    try:
+        with Image.open(path) as im:
+            return im.mode not in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):  # the decoder says why
+        return True
 
 
 def _smallest_uri(im: Image.Image) -> str:
