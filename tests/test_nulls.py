@@ -16,6 +16,7 @@ from curate.screens import nulls as nulls_mod
 from curate.screens.nulls import (
     apply_class_boundary,
     class_calibration,
+    class_pair_verdicts,
     class_verdicts,
     fit_class_boundary,
     fit_class_nulls,
@@ -175,6 +176,9 @@ def test_quadruplet_negative_pair_of_one_class_is_not_tested():
     dist = tuple_distances(x, np.array([0]), np.array([1]), np.array([30]), np.array([31]))
     far, close = class_verdicts(dist, nl, codes[[0]], codes[[30]], codes[[31]])  # n, n2 both k1
     assert not far[0] and not close[0]
+    fail, z = class_pair_verdicts(dist, nl, codes[[0]], codes[[30]], codes[[31]])
+    assert set(fail) == set(z) == {"d_ap", "d_an", "d_an2", "d_nn2"}
+    assert not fail["d_nn2"][0] and z["d_nn2"][0] == 0.0
 
 
 _A = st.floats(0.001, 0.499)

@@ -98,8 +98,7 @@ def class_distances(emb: np.ndarray, codes: np.ndarray, n_classes: int) -> np.nd
         raise CurateError(f"class codes must be {n} integers in 0..{n_classes - 1}")
     sq = np.einsum("ij,ij->i", x, x, dtype=np.float64)
     counts = np.bincount(codes, minlength=n_classes).astype(np.float64)
-    sums = np.zeros((n_classes, x.shape[1]))
-    np.add.at(sums, codes, x)
+    sums = _class_sums(x, codes, n_classes)
     sq_sums = np.bincount(codes, weights=sq, minlength=n_classes)
     out = np.empty((n, n_classes))
     for start in range(0, n, _CHUNK):
@@ -120,7 +119,7 @@ def class_distances(emb: np.ndarray, codes: np.ndarray, n_classes: int) -> np.nd
 
 def label_posteriors(emb: np.ndarray, labels: np.ndarray | pd.Series | list[Any], *,
                      tau: float | None = None, prior_floor: float = PRIOR_FLOOR,
-                     max_iter: int = 500, tol: float = 1e-7) -> tuple[pd.DataFrame, LabelModel]:
+                     max_iter: int = 2000, tol: float = 1e-8) -> tuple[pd.DataFrame, LabelModel]:
     """Per image (rows of ``emb``, normalised as for the boundary): how well it fits its label.
 
     Returns a table aligned with the rows, columns :data:`LABEL_COLUMNS` (see
@@ -161,23 +160,39 @@ def label_reject(verdicts: pd.DataFrame, alpha: float) -> np.ndarray:
     return verdicts["label_pvalue"].to_numpy(np.float64) < alpha
 
 
+def _class_sums(x: np.ndarray, codes: np.ndarray, n_classes: int) -> np.ndarray:
+    """``K x d`` float64 sums of the rows of each class (sorted once, summed in blocks)."""
+    order = np.argsort(codes, kind="stable")
+    counts = np.bincount(codes, minlength=n_classes)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    out = np.zeros((n_classes, x.shape[1]))
+    for c in np.flatnonzero(counts):
+        rows = order[starts[c]:starts[c] + counts[c]]
+        for b in range(0, rows.size, _CHUNK):
+            out[c] += x[rows[b:b + _CHUNK]].sum(axis=0, dtype=np.float64)
+    return out
+
+
 def _prior_em(evidence: np.ndarray, counts: np.ndarray, floor: float, max_iter: int,
               tol: float) -> tuple[np.ndarray, np.ndarray, int, bool]:
-    """Fixed point of ``pi_k <- mean_i p(k | x_i) (+ floor * n_k / N)``, renormalised."""
-    n = counts.sum()
-    base = counts / n
+    """Fixed point of ``pi_k <- mean_i p(k | x_i) + floor * n_k / N``, renormalised.
+
+    ``a = exp(evidence - row max)`` is computed once; an iteration is then two
+    matrix-vector products (``mean_i p_ik = pi_k mean_i a_ik / sum_l a_il pi_l``)."""
+    base = counts / counts.sum()
+    m = np.max(evidence, axis=1, keepdims=True)
+    a = np.exp(evidence - np.where(np.isfinite(m), m, 0.0))
     prior = base.copy()
-    log_post = _log_softmax(evidence + np.log(prior))
-    for it in range(1, max_iter + 1):
-        new = np.exp(log_post).mean(axis=0) + floor * base
+    converged, iterations = False, 0
+    while iterations < max_iter and not converged:
+        iterations += 1
+        new = (1.0 / (a @ prior)) @ a * (prior / a.shape[0]) + floor * base
         new /= new.sum()
-        done = float(np.abs(new - prior).max()) < tol
+        converged = float(np.abs(new - prior).max()) < tol
         prior = new
-        with np.errstate(divide="ignore"):
-            log_post = _log_softmax(evidence + np.log(prior))
-        if done:
-            return log_post, prior, it, True
-    return log_post, prior, max_iter, False
+    with np.errstate(divide="ignore"):
+        log_post = _log_softmax(evidence + np.log(prior))
+    return log_post, prior, iterations, converged
 
 
 def _log_softmax(z: np.ndarray) -> np.ndarray:

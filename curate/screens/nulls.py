@@ -180,23 +180,33 @@ def apply_class_boundary(dist: dict[str, np.ndarray], nulls: ClassNulls, anchor:
     return code == 0, table[code]
 
 
-def class_verdicts(dist: dict[str, np.ndarray], nulls: ClassNulls, anchor: np.ndarray,
-                   negative: np.ndarray, negative2: np.ndarray | None = None
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """``(too_far, too_close)`` per tuple: the positive and the negative sub-boundary failed.
-
-    A negative pair of two images with the same class (possible for ``negative``-``negative2``)
-    is not tested."""
+def class_pair_verdicts(dist: dict[str, np.ndarray], nulls: ClassNulls, anchor: np.ndarray,
+                        negative: np.ndarray, negative2: np.ndarray | None = None
+                        ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Per distance pair (``d_ap``, ``d_an``, ``d_an2``, ``d_nn2``): whether it fails its
+    class-aware sub-boundary, and its standardised distance toward rejection (the shape of
+    :func:`curate.screens.boundary.pair_verdicts`). A negative pair of two images of the
+    same class (possible for ``negative``-``negative2``) never fails and has z 0."""
     a = np.asarray(anchor, dtype=np.int64)
     n = np.asarray(negative, dtype=np.int64)
     t_pos, t_neg = nulls.t_pos, nulls.t_neg
-    too_far = np.asarray(dist["d_ap"]) > t_pos[a]
-    too_close = np.asarray(dist["d_an"]) < t_neg[a, n]
+    fail = {"d_ap": np.asarray(dist["d_ap"]) > t_pos[a],
+            "d_an": np.asarray(dist["d_an"]) < t_neg[a, n]}
+    z = tuple_z(dist, nulls, a, n, negative2)
     if negative2 is not None and "d_an2" in dist:
         n2 = np.asarray(negative2, dtype=np.int64)
-        too_close |= np.asarray(dist["d_an2"]) < t_neg[a, n2]
-        too_close |= np.asarray(dist["d_nn2"]) < t_neg[n, n2]
-    return too_far, too_close
+        fail["d_an2"] = np.asarray(dist["d_an2"]) < t_neg[a, n2]
+        fail["d_nn2"] = np.asarray(dist["d_nn2"]) < t_neg[n, n2]
+    return fail, z
+
+
+def class_verdicts(dist: dict[str, np.ndarray], nulls: ClassNulls, anchor: np.ndarray,
+                   negative: np.ndarray, negative2: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """``(too_far, too_close)`` per tuple: the positive and the negative sub-boundary failed."""
+    fail, _ = class_pair_verdicts(dist, nulls, anchor, negative, negative2)
+    too_close = np.logical_or.reduce([fail[k] for k in ("d_an", "d_an2", "d_nn2") if k in fail])
+    return fail["d_ap"], too_close
 
 
 def tuple_z(dist: dict[str, np.ndarray], nulls: ClassNulls, anchor: np.ndarray,
