@@ -180,7 +180,7 @@ def via_cli(df: pd.DataFrame, data: Path, split: str, out: Path, seed: int) -> n
     suspect = pd.read_parquet(out / f"{split}_screen" / "images_suspect.parquet")
     order = pd.Series(-np.arange(len(suspect), dtype=np.float64), index=suspect["path"].to_numpy())
     # images not in the table (duplicate copies build-tuples excluded) rank last
-    return order.reindex(df["path"]).fillna(-np.inf).to_numpy()
+    return order.reindex(df["path"]).fillna(-float(len(suspect))).to_numpy()
 
 
 def scores_for(df: pd.DataFrame, args: argparse.Namespace, split: str) -> dict[str, np.ndarray]:
