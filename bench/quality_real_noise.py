@@ -105,7 +105,7 @@ def _embed(df: pd.DataFrame, batch_size: int, cache: Path) -> tuple[list[np.ndar
 
     from curate.backbone import bundled_model_dir, load_backbone
     from curate.embed import embed_images_result
-    from curate.train.model import load_run
+    from curate.runs import load_run
 
     loaded = load_backbone(None, None)
     emb = embed_images_result(df["path"].tolist(), df["sha256"].tolist(), loaded, cache_dir=cache,
