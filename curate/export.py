@@ -2,7 +2,9 @@
 
 Reads ``images_suspect.parquet`` of a ``curate screen`` folder and keeps the images
 that no image screen rejected (the ``<prefix>_reject`` column of every registered image
-screen: ``face_reject``, ...) and whose suspicion is below ``max_suspicion``. Valid
+screen: ``face_reject``, ``label_reject``, ...) and, with ``max_suspicion``, whose label
+suspicion is below it; with ``relabel``, images whose only fault is their label are kept
+under their ``suggested_label``. Valid
 images of the build that are in no tuple were never screened: they are counted
 (``n_unscreened``) and exported only with ``include_unscreened``. Writes
 them as an ImageFolder of symlinks or copies (``OUT/[split/]label/file``, which
@@ -31,7 +33,7 @@ from curate.io import read_parquet, run_record, write_json, write_parquet
 from curate.sources import BUILD_IMAGES_FILE, screen_build_dir
 
 FORMATS = ("imagefolder", "csv", "parquet")
-MANIFEST_COLUMNS = ["image_id", "path", "rel_path", "label", "split", "suspicion"]
+MANIFEST_COLUMNS = ["image_id", "path", "rel_path", "label", "split", "suspicion", "suggested_label"]
 NO_SPLIT = "unsplit"
 
 
@@ -45,16 +47,24 @@ class ExportResult:
     n_excluded: int
     n_suspect: int
     n_face_rejected: int
-    n_image_rejected: dict[str, int]  # images rejected by each image screen that ran
+    n_image_rejected: dict[str, int]  # images left out because of each image screen
+    n_relabelled: int
     n_unscreened: int | None  # valid images in no tuple (None: build folder not found)
     per_label: dict[str, int]
     manifest: pd.DataFrame
 
 
 def export(screen_dir: str | os.PathLike[str], out: str | os.PathLike[str], *,
-           max_suspicion: float = 0.5, format: str = "imagefolder", copy: bool = False,
-           force: bool = False, include_unscreened: bool = False) -> ExportResult:
+           max_suspicion: float | None = None, relabel: bool = False,
+           format: str = "imagefolder", copy: bool = False, force: bool = False,
+           include_unscreened: bool = False) -> ExportResult:
     """Export the surviving images of ``screen_dir`` into ``out`` (see module doc).
+
+    Every image an image screen rejected is left out. ``max_suspicion`` also leaves out
+    images whose label ``suspicion`` (the label screen's probability that the label is
+    wrong) is at least this. With ``relabel`` the images the label screen rejected (and no
+    other screen) are exported under their ``suggested_label`` instead of being left out;
+    the manifest keeps the ``original_label``.
 
     ``out`` must be absent or empty; with ``force`` an earlier curate export there is
     replaced (a non-empty folder that is not a curate export is never touched).
@@ -62,19 +72,35 @@ def export(screen_dir: str | os.PathLike[str], out: str | os.PathLike[str], *,
     started = time.time()
     if format not in FORMATS:
         raise CurateError(f"unknown export format {format!r}", hint=f"use --format one of {', '.join(FORMATS)}")
-    if not 0 < max_suspicion <= 1:
+    if max_suspicion is not None and not 0 < max_suspicion <= 1:
         raise CurateError(f"--max-suspicion must be in (0, 1], got {max_suspicion}",
                           hint="for example --max-suspicion 0.5")
     src = Path(screen_dir).expanduser()
     target = Path(out).expanduser()
     _check_target(target, force)
     table = read_parquet(src / "images_suspect.parquet", what="suspect-images table")
-    suspect = table["suspicion"].to_numpy() >= max_suspicion
+    if (max_suspicion is not None or relabel) and "suspicion" not in table.columns:
+        raise CurateError(f"{src / 'images_suspect.parquet'} has no label suspicion (the label "
+                          "screen did not run)", hint="re-run curate screen without --skip-label-screen, "
+                          "or drop --max-suspicion / --relabel")
+    suspect = np.zeros(len(table), dtype=bool)
+    if max_suspicion is not None:
+        suspect = pd.to_numeric(table["suspicion"], errors="coerce").fillna(0).to_numpy() >= max_suspicion
     rejected_by = image_rejects(table)
+    relabelled = np.zeros(len(table), dtype=bool)
+    if relabel and "label" in rejected_by:
+        others = [v for k, v in rejected_by.items() if k != "label"]
+        relabelled = rejected_by["label"] & ~np.logical_or.reduce([*others, relabelled])
+        rejected_by = {**rejected_by, "label": rejected_by["label"] & ~relabelled}
     image_bad = np.logical_or.reduce([*rejected_by.values(), np.zeros(len(table), dtype=bool)])
     face_bad = rejected_by.get("faces", np.zeros(len(table), dtype=bool))
     keep = ~suspect & ~image_bad
-    manifest = table.loc[keep, [c for c in MANIFEST_COLUMNS if c in table.columns]]
+    table = table.copy()
+    if relabel:
+        table["original_label"] = table["label"]
+        table.loc[relabelled, "label"] = table.loc[relabelled, "suggested_label"]
+    cols = MANIFEST_COLUMNS + (["original_label"] if relabel else [])
+    manifest = table.loc[keep, [c for c in cols if c in table.columns]]
     unscreened = _unscreened_images(src, table)
     if include_unscreened and unscreened is not None and len(unscreened):
         manifest = pd.concat([manifest, unscreened[[c for c in MANIFEST_COLUMNS if c in unscreened.columns]]],
@@ -91,12 +117,13 @@ def export(screen_dir: str | os.PathLike[str], out: str | os.PathLike[str], *,
             manifest.to_csv(tmp / "manifest.csv", index=False)
         else:
             write_parquet(manifest, tmp / "manifest.parquet")
-        params = {"screen_dir": str(src.resolve()), "max_suspicion": max_suspicion,
+        params = {"screen_dir": str(src.resolve()), "max_suspicion": max_suspicion, "relabel": relabel,
                   "format": format, "copy": copy, "force": force,
                   "include_unscreened": include_unscreened}
         counts = {"images": len(table), "exported": n_exported, "excluded": int((~keep).sum()),
                   "suspect": int(suspect.sum()), "face_rejected": int(face_bad.sum()),
                   "image_rejected_by_screen": {k: int(v.sum()) for k, v in rejected_by.items()},
+                  "relabelled": int((relabelled & keep).sum()),
                   "unscreened": n_unscreened}
         write_json(run_record("export", params, inputs={"screen_dir": str(src.resolve())},
                               counts=counts, started=started), tmp / "export.json")
@@ -111,6 +138,7 @@ def export(screen_dir: str | os.PathLike[str], out: str | os.PathLike[str], *,
                         n_excluded=int((~keep).sum()), n_suspect=int(suspect.sum()),
                         n_face_rejected=int(face_bad.sum()),
                         n_image_rejected={k: int(v.sum()) for k, v in rejected_by.items()},
+                        n_relabelled=int((relabelled & keep).sum()),
                         n_unscreened=n_unscreened,
                         per_label=per_label, manifest=manifest)
 

@@ -20,6 +20,7 @@ from curate.errors import CurateError
 from curate.io import fingerprint_table, read_parquet, run_record, write_json, write_parquet
 from curate.screens.base import ROLES, Screen, ScreenContext, ScreenOutput, StageProgress
 from curate.screens.statistical import Boundary, normalize
+from curate.tuples import redraw_tuples
 
 SUSPECT_BASE_COLUMNS = ["image_id", "path", "rel_path", "label", "split"]
 
@@ -42,6 +43,8 @@ class ScreenResult:
     n_embedded: int
     n_cached: int
     face_screens: bool
+    n_redrawn: int = 0
+    boundary_record: dict[str, Any] | None = None
     screens_run: list[str] = field(default_factory=list)
     outputs: dict[str, ScreenOutput] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -63,8 +66,8 @@ def screen(build_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
            backbone: str | None = None, weights: str | None = None,
            embeddings: str | os.PathLike[str] | None = None, center: bool = True,
            scale: float = 1.0, batch_size: int = 64, workers: int | None = None,
-           device: str = "auto", seed: int = 0, progress: StageProgress | None = None,
-           **options: Any) -> ScreenResult:
+           device: str = "auto", seed: int = 0, redraw: bool = True,
+           progress: StageProgress | None = None, **options: Any) -> ScreenResult:
     """Screen every tuple of ``build_dir`` (a ``curate build-tuples`` folder) into ``out_dir``.
 
     Runs every registered screen (:func:`curate.screens.registered`: image screens
@@ -77,7 +80,13 @@ def screen(build_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
     backbone (see :func:`curate.backbone.load_backbone`), cached in
     ``out_dir/embeddings``; they are centred (``center``) and normalised to the modulus
     ``scale``. ``progress(stage, done, total)`` reports the ``embed`` and ``faces``
-    stages. The HTML report is a later stage: :func:`curate.report.write_report` (the
+    stages.
+
+    Images an image screen rejects leave the pool: with ``redraw`` every tuple that holds
+    one as its positive or negative is redrawn for the same anchor from the remaining
+    images (:func:`curate.tuples.redraw_tuples`), so one rejected face does not cost every
+    tuple it was drawn into; tuples anchored on a rejected image are rejected. The HTML
+    report is a later stage: :func:`curate.report.write_report` (the
     CLI runs it unless ``--no-report``).
     """
     started = time.time()
@@ -107,12 +116,18 @@ def screen(build_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
     if got is not None:
         emb = normalize(got.emb, center=center, scale=scale)
 
+    build_tuples = tuples
     ctx = ScreenContext(images=used, tuples=tuples, rows=rows, settings=settings, out_dir=out,
                         embeddings=emb, progress=progress)
-    for s in active:
-        result = s.run(ctx)
-        result.validate(s, ctx.n_rows(s.level))
-        ctx.results[s.name] = result
+    for level in ("image", "tuple"):
+        if level == "tuple":
+            redrawn = _redraw(ctx, active, build_run, seed) if redraw else None
+        for s in active:
+            if s.level == level:
+                result = s.run(ctx)
+                result.validate(s, ctx.n_rows(s.level))
+                ctx.results[s.name] = result
+    tuples = ctx.tuples
 
     keep, reason = tuple_verdicts(ctx, active)
     scores = tuples.copy()
@@ -129,6 +144,9 @@ def screen(build_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
         scores[reason_col] = pd.array(res.reason, dtype="string")
     if any(s.level == "image" for s in active):
         scores["member_reasons"] = pd.array(member_reasons(ctx, active), dtype="string")
+    if redrawn is not None:
+        scores["redrawn"] = redrawn.redrawn
+        scores["redrawn_members"] = pd.array(redrawn.members, dtype="string")
     scores["keep"] = keep
     scores["reason"] = pd.array(reason, dtype="string")
     suspect = suspect_images(ctx, active, keep)
@@ -154,13 +172,13 @@ def screen(build_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
         "build_dir": str(build.resolve()),
         "backbone": got.backbone if got is not None else backbone, "weights": weights,
         "embeddings": str(Path(embeddings).resolve()) if embeddings is not None else None,
-        "batch_size": batch_size, "workers": workers, "device": device,
+        "batch_size": batch_size, "workers": workers, "device": device, "redraw": redraw,
         **settings, "kind": kind, "screens": [s.name for s in active],
     }
     inputs = {
         "build_dir": str(build.resolve()),
         "build_fingerprint": (build_run.get("inputs") or {}).get("fingerprint"),
-        "tuples_fingerprint": fingerprint_table(tuples),
+        "tuples_fingerprint": fingerprint_table(build_tuples),
         "weights_source": got.weights_source if got else None,
         "weights_fingerprint": got.fingerprint if got else None,
         "random_weights": got.random_weights if got else False,
@@ -173,6 +191,8 @@ def screen(build_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
         "rejected_images_by_screen": {s.name: int(ctx.results[s.name].reject.sum())
                                       for s in active if s.level == "image"},
         "face_rejected_images": int(faces_out.reject.sum()) if faces_out is not None else None,
+        "tuples_redrawn": int(redrawn.redrawn.sum()) if redrawn is not None else 0,
+        "tuples_with_rejected_member": int(redrawn.n_lost) if redrawn is not None else None,
     }
     run = run_record("screen", params, inputs=inputs, counts=counts, started=started)
     write_json(run, out / "run.json")
@@ -184,7 +204,38 @@ def screen(build_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
         random_weights=got.random_weights if got else False,
         n_embedded=got.n_computed if got else 0, n_cached=got.n_cached if got else 0,
         face_screens=faces_out is not None,
-        screens_run=[s.name for s in active], outputs=ctx.results, run=run)
+        screens_run=[s.name for s in active], outputs=ctx.results, run=run,
+        n_redrawn=int(redrawn.redrawn.sum()) if redrawn is not None else 0,
+        boundary_record=(ctx.results["boundary"].artifacts.get("record")
+                         if "boundary" in ctx.results else None))
+
+
+@dataclass
+class _Redrawn:
+    redrawn: np.ndarray   # bool per tuple
+    members: np.ndarray   # for redrawn tuples: which members were replaced and why (role:code)
+    n_lost: int           # tuples that still hold a rejected image (anchor rejected, or no draw)
+
+
+def _redraw(ctx: ScreenContext, active: list[Screen], build_run: dict[str, Any],
+            seed: int) -> _Redrawn | None:
+    """Replace, in ``ctx``, the tuples whose positive or negative an image screen rejected."""
+    bad = np.zeros(len(ctx.images), dtype=bool)
+    for s in active:
+        if s.level == "image":
+            bad |= ctx.results[s.name].reject
+    if not bad.any():
+        return None
+    params = build_run.get("params") if isinstance(build_run.get("params"), dict) else {}
+    before = member_reasons(ctx, active)
+    ids = ctx.images["image_id"].to_numpy(np.int64)
+    done = redraw_tuples(ctx.tuples, ctx.images, ids[bad], seed=seed + 1,
+                         positive_subject=params.get("positive_subject", "any"),
+                         negative_subject=params.get("negative_subject", "any"))
+    ctx.tuples = done.tuples
+    ctx.rows = {r: np.searchsorted(ids, done.tuples[r].to_numpy(np.int64)) for r in ctx.rows}
+    return _Redrawn(done.redrawn, np.where(done.redrawn, before, None).astype(object),
+                    int(done.lost.sum()))
 
 
 def tuple_verdicts(ctx: ScreenContext, active: list[Screen]) -> tuple[np.ndarray, np.ndarray]:
@@ -248,13 +299,19 @@ def _member_codes(ctx: ScreenContext, active: list[Screen]) -> list[set[str]] | 
 
 
 def suspect_images(ctx: ScreenContext, active: list[Screen], keep: np.ndarray) -> pd.DataFrame:
-    """``images_suspect.parquet``: per image, the tuples it is in, the tuples rejected because
-    of it (a failed pair it belongs to, or its own image-screen reject), ``suspicion`` (their
-    share), the per-image columns of the tuple screens (``mean_z``) and the summary columns
-    of the image screens (``face_reject``, ``yaw``, ...).
+    """``images_suspect.parquet``: one row per image in a tuple, most suspect label first.
 
-    Sorted most suspect first: images rejected by an image screen, then by ``mean_z``,
-    then ``suspicion``."""
+    Columns: the image; the columns of the image screens (``<prefix>_score``, ``_reject``,
+    ``_reason`` and their ``suspect_columns``: the label screen's ``suggested_label``,
+    ``suspicion``, ``label_pvalue``, ...; the face screen's ``yaw``, ``occlusion``, ...); the
+    tuples it is in, the tuples rejected because of it (a failed pair it belongs to, or its
+    own image-screen reject) and their share ``rejected_share``; the tuple screens' per-image
+    columns (``mean_z``).
+
+    Sorted by the score of the screen that ranks images (the label screen's
+    ``suspicion_logit``, most suspect first, unscored last): the label ranking is its own
+    ranking, whatever the face and hygiene screens say. Without it: images rejected by an
+    image screen first, then ``mean_z``, then ``rejected_share``."""
     n = len(ctx.images)
     image_bad = np.zeros(n, dtype=bool)
     for s in active:
@@ -271,14 +328,6 @@ def suspect_images(ctx: ScreenContext, active: list[Screen], keep: np.ndarray) -
         n_tuples += np.bincount(r, minlength=n)
         n_rejected += np.bincount(r, weights=blamed, minlength=n).astype(np.int64)
     out = ctx.images[SUSPECT_BASE_COLUMNS].copy()
-    out["n_tuples"] = n_tuples
-    out["n_rejected"] = n_rejected
-    out["suspicion"] = n_rejected / np.maximum(n_tuples, 1)
-    for s in active:
-        res = ctx.results[s.name]
-        if s.level == "tuple" and res.image_columns is not None:
-            for col in res.image_columns.columns:
-                out[col] = res.image_columns[col].to_numpy()
     for s in active:
         if s.level != "image":
             continue
@@ -291,12 +340,25 @@ def suspect_images(ctx: ScreenContext, active: list[Screen], keep: np.ndarray) -
             for col in s.suspect_columns:
                 if col in res.table.columns and col not in out.columns:
                     out[col] = res.table[col].to_numpy()
-    # Most suspect first: unusable images, then the finest label-consistency ranking.
-    # mean_z ranks noisy labels better than the coarse share (bench/quality_fer2013.py).
-    out["_image_bad"] = image_bad
-    order = ["_image_bad"] + (["mean_z"] if "mean_z" in out.columns else []) + ["suspicion", "image_id"]
-    out = out.sort_values(order, ascending=[False] * (len(order) - 1) + [True], kind="mergesort")
-    return out.drop(columns="_image_bad").reset_index(drop=True)
+    out["n_tuples"] = n_tuples
+    out["n_rejected"] = n_rejected
+    out["rejected_share"] = n_rejected / np.maximum(n_tuples, 1)
+    for s in active:
+        res = ctx.results[s.name]
+        if s.level == "tuple" and res.image_columns is not None:
+            for col in res.image_columns.columns:
+                out[col] = res.image_columns[col].to_numpy()
+    ranker = next((s for s in active if s.ranks_images), None)
+    if ranker is not None:
+        key = np.nan_to_num(np.asarray(ctx.results[ranker.name].score, dtype=float), nan=-np.inf)
+        out["_key"] = key
+        order, ascending = ["_key", "image_id"], [False, True]
+    else:
+        out["_key"] = image_bad
+        order = ["_key"] + (["mean_z"] if "mean_z" in out.columns else []) + ["rejected_share", "image_id"]
+        ascending = [False] * (len(order) - 1) + [True]
+    out = out.sort_values(order, ascending=ascending, kind="mergesort")
+    return out.drop(columns="_key").reset_index(drop=True)
 
 
 def _boundary_of(ctx: ScreenContext) -> Boundary | None:

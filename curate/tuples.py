@@ -313,3 +313,62 @@ def _finish(out: pd.DataFrame, kind: str, stats: TupleStats, positive_subject: s
     cols.append("split")
     out["split"] = out["split"].astype(object)
     return out[cols]
+
+
+@dataclass
+class Redraw:
+    """What :func:`redraw_tuples` did."""
+
+    tuples: pd.DataFrame          # same rows and tuple_ids as the input, affected rows redrawn
+    redrawn: np.ndarray           # bool per row: its rejected members were replaced
+    lost: np.ndarray              # bool per row: it could not be redrawn (anchor rejected, or
+                                  # no replacement left); it keeps its members
+
+
+def redraw_tuples(tuples: pd.DataFrame, images: pd.DataFrame, rejected: np.ndarray, *,
+                  seed: int = 0, positive_subject: Literal["any", "other"] = "any",
+                  negative_subject: Literal["any", "same"] = "any") -> Redraw:
+    """Replace the tuples that hold a rejected image by tuples drawn from the other images.
+
+    A tuple whose positive or negative (or second negative) an image screen rejected is
+    redrawn for the same anchor, by the rules of :func:`sample_tuples`, from the images of
+    ``images`` (status ``ok``) whose ``image_id`` is not in ``rejected``; it keeps its
+    ``tuple_id``. A tuple whose anchor was rejected is not redrawn (the image is out of the
+    pool, and so are the tuples anchored on it). Same inputs and seed, same tuples.
+    """
+    rejected = np.asarray(rejected, dtype=np.int64)
+    roles = [r for r in ("anchor", "positive", "negative", "negative2") if r in tuples.columns]
+    kind: Kind = "quadruplet" if "negative2" in roles else "triplet"
+    hit = np.zeros(len(tuples), dtype=bool)
+    for r in roles:
+        hit |= np.isin(tuples[r].to_numpy(np.int64), rejected)
+    anchor_out = np.isin(tuples["anchor"].to_numpy(np.int64), rejected)
+    todo = hit & ~anchor_out
+    out = tuples.copy()
+    redrawn = np.zeros(len(tuples), dtype=bool)
+    if todo.any():
+        pool = images.loc[images["status"].eq("ok") & ~images["image_id"].isin(rejected),
+                          ["image_id", "label", "split"]].copy()
+        pool["subject"] = images.loc[pool.index, "subject"] if "subject" in images.columns else None
+        pool["status"] = "ok"
+        anchors = tuples.loc[todo, "anchor"].to_numpy(np.int64)
+        need = pd.Series(anchors).value_counts()
+        try:
+            fresh, _ = sample_tuples(pool, kind=kind, per_anchor=int(need.max()), seed=seed,
+                                     positive_subject=positive_subject, negative_subject=negative_subject)
+        except CurateError:  # too few images left to draw from: nothing is redrawn
+            fresh = pd.DataFrame(columns=tuples.columns)
+        fresh = fresh[fresh["anchor"].isin(need.index)]
+        # the k-th affected tuple of an anchor takes the anchor's k-th fresh tuple
+        fresh = fresh.assign(_k=fresh.groupby("anchor").cumcount())
+        rows = np.flatnonzero(todo)
+        slot = pd.DataFrame({"row": rows, "anchor": anchors,
+                             "_k": pd.Series(anchors).groupby(anchors).cumcount().to_numpy()})
+        matched = slot.merge(fresh, on=["anchor", "_k"], how="inner")
+        cols = [c for c in tuples.columns if c != "tuple_id" and c in matched.columns]
+        for c in cols:
+            values = out[c].to_numpy(dtype=object).copy()
+            values[matched["row"].to_numpy()] = matched[c].to_numpy(dtype=object)
+            out[c] = pd.Series(values, index=out.index).astype(tuples[c].dtype)
+        redrawn[matched["row"].to_numpy()] = True
+    return Redraw(tuples=out, redrawn=redrawn, lost=hit & ~redrawn)

@@ -102,7 +102,7 @@ def test_never_overwrites_a_non_empty_out_without_force(tmp_path):
     assert res.n_exported == 2 and len(list(prev.rglob("*.png"))) == 2
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert export(src, empty).n_exported == 2
+    assert export(src, empty, max_suspicion=0.5).n_exported == 2
 
 
 def test_export_validates_options_and_inputs(tmp_path):
@@ -118,7 +118,8 @@ def test_export_validates_options_and_inputs(tmp_path):
 
 def test_cli_export(tmp_path):
     src = _screen_dir(tmp_path)
-    r = CliRunner().invoke(app, ["export", str(src), "--out", str(tmp_path / "o"), "--format", "csv"])
+    r = CliRunner().invoke(app, ["export", str(src), "--out", str(tmp_path / "o"), "--format", "csv",
+                                 "--max-suspicion", "0.5"])
     assert r.exit_code == 0, r.output
     assert "exported 2 images" in r.output and "happy: 1" in r.output
     again = CliRunner().invoke(app, ["export", str(src), "--out", str(tmp_path / "o")])
@@ -145,3 +146,56 @@ def test_valid_images_in_no_tuple_are_counted_and_exported_on_request(tmp_path):
     res = export(src, tmp_path / "out2", max_suspicion=0.5, include_unscreened=True, format="csv")
     assert res.n_exported == 3
     assert 9 in pd.read_csv(tmp_path / "out2" / "manifest.csv")["image_id"].tolist()
+
+
+def _label_screen_dir(tmp_path: Path) -> Path:
+    """images_suspect.parquet as the label screen writes it: image 1 is a label suspect
+    (looks like sad), image 2 a label suspect AND a side face, image 3 fine."""
+    rows = []
+    for i, (label, lab_rej, face_rej, susp) in enumerate(
+            [("happy", False, False, 0.1), ("happy", True, False, 0.95), ("sad", True, True, 0.9),
+             ("sad", False, False, 0.3)]):
+        src = tmp_path / "src" / f"{i}.png"
+        src.parent.mkdir(parents=True, exist_ok=True)
+        src.write_bytes(b"png %d" % i)
+        rows.append({"image_id": i, "path": str(src), "rel_path": f"{i}.png", "label": label,
+                     "split": None, "suggested_label": "sad" if label == "happy" else "happy",
+                     "suspicion": susp, "label_reject": lab_rej,
+                     "label_reason": "label_suspect" if lab_rej else None,
+                     "face_reject": face_rej, "face_reason": "side_face" if face_rej else None})
+    d = tmp_path / "screen"
+    d.mkdir()
+    pd.DataFrame(rows).to_parquet(d / "images_suspect.parquet", index=False)
+    return d
+
+
+def test_default_export_leaves_out_every_image_screen_reject(tmp_path):
+    src = _label_screen_dir(tmp_path)
+    res = export(src, tmp_path / "out", format="csv")
+    assert res.manifest["image_id"].tolist() == [0, 3]
+    assert res.n_image_rejected == {"faces": 1, "label": 2} and res.n_relabelled == 0
+    # --max-suspicion also drops by the label suspicion
+    assert export(src, tmp_path / "o2", format="csv", max_suspicion=0.2).manifest["image_id"].tolist() == [0]
+
+
+def test_relabel_keeps_label_suspects_under_their_suggested_label(tmp_path):
+    src = _label_screen_dir(tmp_path)
+    res = export(src, tmp_path / "out", format="csv", relabel=True)
+    m = res.manifest.set_index("image_id")
+    # image 1 is relabelled; image 2 stays out (a side face too)
+    assert m.index.tolist() == [0, 1, 3] and res.n_relabelled == 1
+    assert m.loc[1, "label"] == "sad" and m.loc[1, "original_label"] == "happy"
+    assert m.loc[0, "label"] == m.loc[0, "original_label"] == "happy"
+    record = json.loads((tmp_path / "out" / "export.json").read_text())
+    assert record["params"]["relabel"] is True and record["counts"]["relabelled"] == 1
+    r = CliRunner().invoke(app, ["export", str(src), "--out", str(tmp_path / "cli"), "--format", "csv",
+                                 "--relabel"])
+    assert r.exit_code == 0 and "relabelled 1 image" in r.output
+
+
+def test_max_suspicion_needs_the_label_screen(tmp_path):
+    src = _screen_dir(tmp_path)
+    table = pd.read_parquet(src / "images_suspect.parquet").drop(columns="suspicion")
+    table.to_parquet(src / "images_suspect.parquet", index=False)
+    with pytest.raises(CurateError, match="label screen did not run"):
+        export(src, tmp_path / "o", relabel=True)

@@ -18,26 +18,61 @@ from curate.screens import faces as face_screen_module
 
 
 def _screen(build: Path, out: Path, emb_file: Path, **kw):
+    """The patent's boundary alone, with a global null (the tests of its math by hand)."""
+    kw = {"null": "effective", "skip_label_screen": True, **kw}
     return screen(build, out, embeddings=emb_file, skip_face_screens=True, **kw)
 
 
 def test_planted_mislabeled_image_is_the_most_suspect(tmp_path):
+    """Default settings: the label screen ranks the planted image first, suggests the class
+    whose cluster it sits in, rejects it, and its tuples are redrawn without it."""
+    build, images, emb = make_build(tmp_path)
+    res = screen(build, tmp_path / "out", embeddings=write_embeddings(tmp_path / "e.parquet", images, emb),
+                 skip_face_screens=True)
+    out = tmp_path / "out"
+    suspect = pd.read_parquet(out / "images_suspect.parquet")
+    top = suspect.iloc[0]
+    assert top["image_id"] == 5 and top["rel_path"] == "angry/005.png"
+    assert top["suggested_label"] == "happy" and top["label_reject"] and top["label_reason"] == "label_suspect"
+    assert top["suspicion"] > 0.9 and top["label_pvalue"] < 0.01
+    assert suspect["label_score"].is_monotonic_decreasing  # the label ranking, its own order
+    assert suspect.loc[suspect["image_id"] != 5, "label_pvalue"].min() > top["label_pvalue"]
+    assert {"suspicion", "label_pvalue", "suggested_label", "rejected_share", "mean_z"} <= set(suspect.columns)
+    scores = pd.read_parquet(out / "scores.parquet")
+    tuples = pd.read_parquet(build / "tuples.parquet")
+    # the image left the pool: tuples anchored on it are rejected for it, the others redrawn
+    anchored = scores["anchor"] == 5
+    assert (~scores.loc[anchored, "keep"]).all() and scores.loc[anchored, "reason"].str.contains("label_suspect").all()
+    others = scores[~anchored]
+    assert not others[["positive", "negative"]].eq(5).any(axis=None)
+    was = tuples[["positive", "negative"]].eq(5).any(axis=1) & (tuples["anchor"] != 5)
+    assert was.sum() > 0 and scores.loc[was.to_numpy(), "redrawn"].all()
+    assert scores.loc[was.to_numpy(), "redrawn_members"].str.contains(":label_suspect").all()
+    assert res.n_redrawn == int(was.sum()) == json.loads((out / "run.json").read_text())["counts"]["tuples_redrawn"]
+    assert scores["tuple_id"].tolist() == tuples["tuple_id"].tolist()
+    b = json.loads((out / "boundary.json").read_text())
+    assert b["null"] == "class_empirical" and b["label_model"]["classes"][0]["class"] == "angry"
+    assert [c["class"] for c in b["class_nulls"]["same"]] == ["angry", "happy", "sad", "surprise"]
+
+
+def test_global_null_reproduces_the_patent_boundary_by_hand(tmp_path):
     build, images, emb = make_build(tmp_path)
     res = _screen(build, tmp_path / "out", write_embeddings(tmp_path / "e.parquet", images, emb))
     out = tmp_path / "out"
     suspect = pd.read_parquet(out / "images_suspect.parquet")
     assert suspect.loc[0, "image_id"] == 5 and suspect.loc[0, "rel_path"] == "angry/005.png"
-    assert suspect.loc[0, "suspicion"] > 0.2 and suspect.loc[0, "suspicion"] > 3 * suspect.loc[1, "suspicion"]
+    assert suspect.loc[0, "rejected_share"] > 0.2
+    assert suspect.loc[0, "rejected_share"] > 3 * suspect.loc[1, "rejected_share"]
     assert list(suspect.columns) == ["image_id", "path", "rel_path", "label", "split", "n_tuples",
-                                     "n_rejected", "suspicion", "mean_z"]
-    # no face screens: ordered by mean_z, and the planted image also has the top share
+                                     "n_rejected", "rejected_share", "mean_z"]
+    # no image screens: ordered by mean_z, and the planted image also has the top share
     assert suspect["mean_z"].is_monotonic_decreasing
-    assert suspect.sort_values("suspicion", ascending=False, kind="mergesort")["image_id"].iloc[0] == 5
+    assert suspect.sort_values("rejected_share", ascending=False, kind="mergesort")["image_id"].iloc[0] == 5
 
     scores = pd.read_parquet(out / "scores.parquet")
     tuples = pd.read_parquet(build / "tuples.parquet")
-    assert list(scores.columns) == TUPLE_COLUMNS + ["d_ap", "d_an", "boundary_score", "boundary_reject",
-                                                    "boundary_reason", "keep", "reason"]
+    assert list(scores.columns) == TUPLE_COLUMNS + ["d_ap", "d_an", "z_ap", "z_neg", "boundary_score",
+                                                    "boundary_reject", "boundary_reason", "keep", "reason"]
     assert scores["boundary_reject"].eq(~scores["keep"]).all()  # the only screen that ran
     touches = scores[["anchor", "positive", "negative"]].eq(5).any(axis=1)
     # the planted image sits in another class's cluster: its negatives of that class are too
@@ -54,6 +89,8 @@ def test_planted_mislabeled_image_is_the_most_suspect(tmp_path):
     d_an = np.linalg.norm(x[scores["anchor"]] - x[scores["negative"]], axis=1)
     assert np.allclose(scores["d_ap"], d_ap, atol=1e-5) and np.allclose(scores["d_an"], d_an, atol=1e-5)
     assert np.array_equal(scores["keep"], (d_ap <= b["t_pos"]) & (d_an >= b["t_neg"]))
+    assert np.allclose(scores["z_ap"], (d_ap - b["mu"]) / b["sigma"], atol=1e-4)
+    assert np.allclose(scores["z_neg"], (b["mu"] - d_an) / b["sigma"], atol=1e-4)
 
     kept, rejected = pd.read_parquet(out / "kept.parquet"), pd.read_parquet(out / "rejected.parquet")
     assert list(kept.columns) == list(tuples.columns) == list(rejected.columns)
@@ -180,7 +217,8 @@ def test_face_screens_reject_tuples_with_a_side_face(tmp_path, monkeypatch):
             "face_reject": reject, "face_reason": np.where(reject, "side_face", None)})
 
     monkeypatch.setattr(face_screen_module, "screen_faces", screen_faces)
-    res = screen(build, tmp_path / "out", embeddings=write_embeddings(tmp_path / "e.parquet", images, emb), max_yaw=40.0)
+    res = screen(build, tmp_path / "out", embeddings=write_embeddings(tmp_path / "e.parquet", images, emb),
+                 max_yaw=40.0, null="effective", skip_label_screen=True, redraw=False)
     # the resolved default reaches the screen (and run.json), not None
     assert seen["n"] == 48 and seen["max_yaw"] == 40.0
     assert seen["max_occlusion"] == face_screen_module.DEFAULT_MAX_OCCLUSION
@@ -198,11 +236,11 @@ def test_face_screens_reject_tuples_with_a_side_face(tmp_path, monkeypatch):
     assert len(faces) == 48 and faces.loc[faces["image_id"] == side, "face_reason"].item() == "side_face"
     suspect = pd.read_parquet(out / "images_suspect.parquet")
     top = suspect.iloc[0]
-    assert top["image_id"] == side and top["suspicion"] == 1.0 and top["face_reason"] == "side_face"
+    assert top["image_id"] == side and top["rejected_share"] == 1.0 and top["face_reason"] == "side_face"
     assert {"face_found", "yaw", "occlusion", "face_reject", "face_reason"} <= set(suspect.columns)
     # the side face's tuple partners are not blamed for it
     partner = scores.loc[has_side & (scores["anchor"] != side), "anchor"].iloc[0]
-    assert suspect.set_index("image_id").loc[partner, "suspicion"] < 1.0
+    assert suspect.set_index("image_id").loc[partner, "rejected_share"] < 1.0
 
 
 def test_skipped_face_screens_leave_no_face_outputs(tmp_path, monkeypatch):
@@ -216,7 +254,7 @@ def test_skipped_face_screens_leave_no_face_outputs(tmp_path, monkeypatch):
         raise AssertionError("the face screen ran although it was skipped")
 
     monkeypatch.setattr(face_screen_module, "screen_faces", boom)
-    res = screen(build, out, embeddings=f, skip_face_screens=True)
+    res = screen(build, out, embeddings=f, skip_face_screens=True, skip_label_screen=True)
     assert res.screens_run == ["boundary"] and not res.face_screens
     assert not (out / "faces.parquet").exists()
     run = json.loads((out / "run.json").read_text())

@@ -141,17 +141,24 @@ def test_worked_example_of_docs_plugs_in_everywhere(tmp_path: Path, tiny_image_s
     images.to_parquet(build / "images.parquet", index=False)
     f = write_embeddings(tmp_path / "e.parquet", images, emb)
     out = tmp_path / "out"
-    res = screen(build, out, embeddings=f, skip_face_screens=True, min_side=10)
+    res = screen(build, out, embeddings=f, skip_face_screens=True, skip_label_screen=True, min_side=10)
     assert res.screens_run == ["tiny_image", "boundary"]
     scores = pd.read_parquet(out / "scores.parquet")
-    has_small = scores[["anchor", "positive", "negative"]].isin(small).any(axis=1)
-    assert scores.loc[has_small, "reason"].str.contains("too_small").all()
-    assert not scores.loc[~has_small, "reason"].fillna("").str.contains("too_small").any()
-    assert (~scores.loc[has_small, "keep"]).all()
-    # which member caused it is named
-    first = scores[has_small].iloc[0]
-    role = next(r for r in ("anchor", "positive", "negative") if first[r] in small)
-    assert f"{role}:too_small" in first["member_reasons"]
+    tuples = pd.read_parquet(build / "tuples.parquet")
+    # the small images left the pool: tuples anchored on one are rejected for it ...
+    anchored = scores["anchor"].isin(small)
+    assert anchored.any() and (~scores.loc[anchored, "keep"]).all()
+    assert scores.loc[anchored, "reason"].str.contains("too_small").all()
+    assert scores.loc[anchored, "member_reasons"].str.contains("anchor:too_small").all()
+    assert not scores.loc[~anchored, "reason"].fillna("").str.contains("too_small").any()
+    # ... and the others that held one as positive or negative were redrawn without it
+    held = tuples[["positive", "negative"]].isin(small).any(axis=1) & ~tuples["anchor"].isin(small)
+    assert held.any() and scores.loc[held.to_numpy(), "redrawn"].all()
+    assert not scores.loc[~anchored, ["positive", "negative"]].isin(small).any(axis=None)
+    first = scores[held.to_numpy()].iloc[0]
+    role = next(r for r in ("positive", "negative") if tuples.loc[first.name, r] in small)
+    assert f"{role}:too_small" in first["redrawn_members"]
+    assert res.n_redrawn == int(held.sum())
     suspect = pd.read_parquet(out / "images_suspect.parquet")
     assert set(suspect.loc[suspect["tiny_image_reject"], "image_id"]) == set(small)
     assert suspect.head(3)["image_id"].isin(small).all()  # image rejects sort first
@@ -161,7 +168,7 @@ def test_worked_example_of_docs_plugs_in_everywhere(tmp_path: Path, tiny_image_s
     html = write_report(out).read_text()
     assert "#8c564b" in html and "too_small" in html and "a random sample of 3 of 3 images" in html
     # export leaves the rejected images out
-    exp = export(out, tmp_path / "exp", format="csv", max_suspicion=1.0)
+    exp = export(out, tmp_path / "exp", format="csv")
     assert not set(exp.manifest["image_id"]) & set(small) and exp.n_image_rejected == {"tiny_image": 3}
     # from the command line through --option; bad values are refused before any work
     r = CliRunner().invoke(app, ["screen", str(build), "--out", str(tmp_path / "cli"), "--embeddings",

@@ -15,6 +15,8 @@ class KindOpt(str, Enum):
 class NullOpt(str, Enum):
     """How the null's dimension (or mean and spread) is chosen."""
 
+    class_empirical = "class_empirical"
+    class_ = "class"
     theory = "theory"
     effective = "effective"
     empirical = "empirical"

@@ -24,7 +24,8 @@ from curate.screens import options as screen_options
 
 OPT = screen_options()  # defaults and help of every screen option come from the screens
 OPT_WITH_FLAG = ("alpha_pos", "alpha_neg", "null", "max_yaw", "max_occlusion", "no_face",
-                 "skip_face_screens", "face_model")
+                 "skip_face_screens", "face_model", "alpha_label", "label_prior_floor",
+                 "skip_label_screen")
 
 
 class NoFaceOpt(str, Enum):
@@ -66,6 +67,10 @@ def screen_cmd(
     max_occlusion: Annotated[float, typer.Option(help=OPT["max_occlusion"].help)] = OPT["max_occlusion"].default,
     no_face: Annotated[NoFaceOpt, typer.Option(help=OPT["no_face"].help)] = NoFaceOpt(OPT["no_face"].default),
     skip_face_screens: Annotated[bool, typer.Option("--skip-face-screens", help=OPT["skip_face_screens"].help)] = OPT["skip_face_screens"].default,
+    alpha_label: Annotated[float, typer.Option(help=OPT["alpha_label"].help)] = OPT["alpha_label"].default,
+    label_prior_floor: Annotated[float, typer.Option(help=OPT["label_prior_floor"].help)] = OPT["label_prior_floor"].default,
+    skip_label_screen: Annotated[bool, typer.Option("--skip-label-screen", help=OPT["skip_label_screen"].help)] = OPT["skip_label_screen"].default,
+    redraw: Annotated[bool, typer.Option(help="Redraw tuples whose positive or negative an image screen rejected, from the remaining images.")] = _SCREEN["redraw"],
     face_model: Annotated[str | None, typer.Option(help=OPT["face_model"].help)] = OPT["face_model"].default,
     option: Annotated[list[str] | None, typer.Option("--option", help="NAME=VALUE for a screen option that has no flag of its own (plug-in screens; docs/screens.md). Repeatable.")] = None,
     report: Annotated[bool, typer.Option(help="Write report.html (curate report SCREEN_DIR writes it later).")] = True,
@@ -77,7 +82,8 @@ def screen_cmd(
             alpha_pos=alpha_pos, alpha_neg=alpha_neg, null=null.value, center=not no_center,
             scale=scale, batch_size=batch_size, workers=workers, device=device, seed=seed,
             max_yaw=max_yaw, max_occlusion=max_occlusion, no_face=no_face.value,
-            skip_face_screens=skip_face_screens, face_model=face_model,
+            skip_face_screens=skip_face_screens, face_model=face_model, alpha_label=alpha_label,
+            label_prior_floor=label_prior_floor, skip_label_screen=skip_label_screen, redraw=redraw,
             progress=bars.update, **parse_options(option or []),
         )
     report_path = write_report(result.out_dir) if report else None
@@ -119,16 +125,32 @@ def render_summary(result: ScreenResult, report_path: Path | None = None) -> Non
     for reason, n in sorted(result.reasons.items(), key=lambda kv: -kv[1]):
         table.add_row(f"  {escape(reason)}", f"{n:,}", share(n))
     console.print(table)
-    d_null = f"{b.d_null:.1f}" if b.d_null is not None else "fitted"
-    console.print(
-        f"boundary ({b.null} null, d={b.d}, d_null={d_null}): mu={b.mu:.3f} sigma={b.sigma:.3f} "
-        f"T_pos={b.t_pos:.3f} T_neg={b.t_neg:.3f}")
-    cal = b.calibration
+    rec = result.boundary_record or {}
+    if b is not None and rec.get("class_nulls"):
+        cn = rec["class_nulls"]
+        t_pos = [c["t_pos"] for c in cn["same"] if c["t_pos"] is not None]
+        t_neg = [c["t_neg"] for c in cn["pairs"] if c["t_neg"] is not None]
+        console.print(f"boundary ({rec['null']} null: {len(cn['same'])} classes, {len(cn['pairs'])} "
+                      f"class pairs): T_pos {min(t_pos):.3f}-{max(t_pos):.3f}, "
+                      f"T_neg {min(t_neg):.3f}-{max(t_neg):.3f}")
+    elif b is not None:
+        d_null = f"{b.d_null:.1f}" if b.d_null is not None else "fitted"
+        console.print(
+            f"boundary ({b.null} null, d={b.d}, d_null={d_null}): mu={b.mu:.3f} sigma={b.sigma:.3f} "
+            f"T_pos={b.t_pos:.3f} T_neg={b.t_neg:.3f}")
+    cal = rec.get("calibration") or {}
     if cal.get("share_above_t_pos") is not None:
         console.print(
             f"calibration on {cal['n_pairs']:,} random {cal['pairs'].replace('_', '-')} pairs: "
-            f"{cal['share_above_t_pos']:.1%} above T_pos (nominal {b.alpha_pos:g}), "
-            f"{cal['share_below_t_neg']:.1%} below T_neg (nominal {b.alpha_neg:g})")
+            f"{cal['share_above_t_pos']:.1%} above T_pos (nominal {cal['nominal_alpha_pos']:g}), "
+            f"{cal['share_below_t_neg']:.1%} below T_neg (nominal {cal['nominal_alpha_neg']:g})")
+    if result.n_redrawn:
+        console.print(f"redrew {result.n_redrawn:,} tuple(s) whose positive or negative an image "
+                      "screen rejected")
+    images_out = result.run.get("counts", {}).get("rejected_images_by_screen") or {}
+    if images_out:
+        console.print("images rejected: " + ", ".join(f"{escape(k)} {v:,}" for k, v in images_out.items())
+                      + f" of {result.n_images:,}")
     console.print(f"images: {result.n_images:,} ({result.n_embedded:,} embedded, "
                   f"{result.n_cached:,} from cache) with {escape(result.backbone)} "
                   f"[dim]({escape(result.weights_source)})[/]")
@@ -145,20 +167,24 @@ def render_summary(result: ScreenResult, report_path: Path | None = None) -> Non
 def export_cmd(
     screen_dir: Annotated[Path, typer.Argument(help="Output folder of `curate screen`.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the filtered dataset to (must be empty or absent).")],
-    max_suspicion: Annotated[float, typer.Option(help="Export images whose suspicion (share of their tuples rejected because of them) is below this.")] = _EXPORT["max_suspicion"],
+    max_suspicion: Annotated[float | None, typer.Option(help="Also leave out images whose label suspicion (probability that the label is wrong) is at least this.")] = _EXPORT["max_suspicion"],
+    relabel: Annotated[bool, typer.Option("--relabel", help="Export images whose only fault is their label under their suggested label (the manifest keeps original_label).")] = False,
     format: Annotated[FormatOpt, typer.Option("--format", help="imagefolder (OUT/[split/]label/file), or a csv/parquet manifest.")] = FormatOpt(_EXPORT["format"]),
     copy: Annotated[bool, typer.Option("--copy", help="Copy files instead of symlinking them (imagefolder).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace OUT when it holds an earlier curate export.")] = False,
     include_unscreened: Annotated[bool, typer.Option("--include-unscreened", help="Also export valid images that are in no tuple (never screened).")] = False,
 ) -> None:
     """Write the images that survive the screens as an ImageFolder or a manifest for other trainers."""
-    result = export(screen_dir, out, max_suspicion=max_suspicion, format=format.value, copy=copy,
-                    force=force, include_unscreened=include_unscreened)
-    console.print(f"exported [green]{result.n_exported:,}[/] images, left out "
-                  f"[red]{result.n_excluded:,}[/] ({result.n_suspect:,} with suspicion >= "
-                  f"{max_suspicion:g}, "
-                  + "".join(f"{n:,} rejected by the {escape(name)} screen, " for name, n in result.n_image_rejected.items())
-                  + "an image can be counted twice)")
+    result = export(screen_dir, out, max_suspicion=max_suspicion, relabel=relabel,
+                    format=format.value, copy=copy, force=force,
+                    include_unscreened=include_unscreened)
+    why = [f"{n:,} rejected by the {escape(name)} screen" for name, n in result.n_image_rejected.items()]
+    if max_suspicion is not None:
+        why.append(f"{result.n_suspect:,} with suspicion >= {max_suspicion:g}")
+    console.print(f"exported [green]{result.n_exported:,}[/] images, left out [red]{result.n_excluded:,}[/]"
+                  + (f" ({'; '.join(why)}; an image can be counted twice)" if why else ""))
+    if relabel:
+        console.print(f"relabelled {result.n_relabelled:,} image(s) to their suggested label")
     if result.n_unscreened:
         how = "exported" if include_unscreened else "left out (--include-unscreened adds them)"
         console.print(f"[yellow]{result.n_unscreened:,} valid image(s) are in no tuple, never screened: {how}[/]")

@@ -7,8 +7,8 @@ them in one loop, and the report takes every reason's label and colour from
 :func:`reason`. Other packages add screens through the ``curate.screens`` entry-point
 group (each entry point names a Screen subclass).
 
-Built in: ``faces`` (image: ``side_face``, ``occluded``, ``no_face``) and ``boundary``
-(tuple: ``positive_too_far``, ``negative_too_close``). ``docs/screens.md`` shows how to
+Built in: ``faces`` (image: ``side_face``, ``occluded``, ``no_face``), ``label`` (image:
+``label_suspect``) and ``boundary`` (tuple: ``positive_too_far``, ``negative_too_close``). ``docs/screens.md`` shows how to
 add one.
 """
 
@@ -140,3 +140,4 @@ __all__ = ["ENTRY_POINT_GROUP", "Option", "Reason", "Screen", "ScreenContext", "
 # The built-in screens register themselves on import (kept last: they import this module).
 from curate.screens import boundary as _boundary  # noqa: E402,F401
 from curate.screens import faces as _faces  # noqa: E402,F401
+from curate.screens import label as _label  # noqa: E402,F401

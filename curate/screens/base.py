@@ -144,6 +144,8 @@ class Screen(ABC):
     options: ClassVar[tuple[Option, ...]] = ()
     column_prefix: ClassVar[str | None] = None  # default: the name
     needs_embeddings: ClassVar[bool] = False
+    # The screen whose score orders images_suspect.parquet (the label screen); at most one.
+    ranks_images: ClassVar[bool] = False
     # Columns of ``table`` carried into images_suspect.parquet (image screens).
     suspect_columns: ClassVar[tuple[str, ...]] = ()
     # Files this screen may write into the output folder (stale copies are removed
