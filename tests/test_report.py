@@ -308,7 +308,8 @@ def test_galleries_show_the_most_abnormal_first_and_are_capped(screen, tmp_path)
     second_group = html.split("negative_too_close</span> \u2014 the")[1]
     assert re.search(r"<div>tuple (\d+)</div>", second_group).group(1) == "1"  # planted d_an
     n_sus = int((pd.read_parquet(info["screen"] / "images_suspect.parquet")["suspicion"] > 0).sum())
-    assert f"Showing the 4 most suspect of {n_sus:,} images" in html
+    # the fabricated run has no label screen: the fallback gallery of the most blamed images
+    assert f"Showing the 4 images most often in rejected tuples of {n_sus:,} images" in html
     # bounded: 2 groups x 2 tuples x 3 images + 4 suspect + 3 face groups x 2
     thumbs = len(re.findall(r'<div class="thumb">', html))
     assert thumbs <= 2 * 2 * 3 + 4 + 3 * 2
@@ -479,3 +480,30 @@ def test_boundary_without_empirical_null_or_pair_sample_says_so(screen):
     assert "holds no random_pair_distances sample" in html
     assert "boundary.json has no calibration check." in html
     assert "Summary" in parse(html).headings
+
+
+def test_report_of_a_default_screen_shows_class_nulls_label_suspects_and_calibration(tmp_path):
+    from builders import make_build, write_embeddings
+
+    from curate.screen import screen as run_screen
+
+    build, images, emb = make_build(tmp_path)
+    out = tmp_path / "out"
+    run_screen(build, out, embeddings=write_embeddings(tmp_path / "e.parquet", images, emb),
+               skip_face_screens=True)
+    html = write_report(out).read_text(encoding="utf-8")
+    text = " ".join(parse(html).text)
+    b = json.loads((out / "boundary.json").read_text())
+    assert "Same-class nulls and T_pos" in text and "Class-pair nulls: T_neg" in text
+    first = b["class_nulls"]["same"][0]
+    assert first["class"] == "angry" and f"{first['t_pos']:.3f}" in text
+    # calibration next to alpha, for the pairs the boundary should accept
+    acc = b["class_nulls"]["calibration"]["accepted_pairs"]
+    assert f"{100 * acc['share_above_t_pos']:.2f}%" in text
+    # the label gallery: labelled X, looks like Y, the planted image first
+    gallery = text.split("Label suspects")[1]
+    first_box = gallery.split("labelled")[1]
+    assert "angry" in first_box and "looks like happy" in first_box and "angry/005.png" in first_box
+    # the alpha grid is recomputed from the standardised distances: the run's cell matches
+    assert "the screen used another rule" not in text and "Sensitivity to alpha" in text
+    assert 'class="banner' not in html  # the class-aware null fits: no misfit warning

@@ -121,6 +121,41 @@ def boundary_figure(scores: pd.DataFrame, boundary: Mapping[str, Any] | None) ->
         return to_data_uri(fig)
 
 
+def z_figure(scores: pd.DataFrame, boundary: Mapping[str, Any]) -> str | None:
+    """Histograms of the standardised distances toward rejection (each pair against its own
+    class or class-pair null), with the standard normal and the two cut-offs z(1 - alpha)."""
+    if not {"z_ap", "z_neg"} <= set(scores.columns):
+        return None
+    data = {"z_ap": scores["z_ap"].to_numpy(dtype=float), "z_neg": scores["z_neg"].to_numpy(dtype=float)}
+    names = {"z_ap": "anchor-positive: (d - mu_aa) / sigma_aa",
+             "z_neg": "closest negative pair: (mu_ab - d) / sigma_ab"}
+    colors = {"z_ap": PAIR_COLORS["d_ap"], "z_neg": PAIR_COLORS["d_an"]}
+    cuts = []
+    for key, code, alpha in (("z_ap", POSITIVE_TOO_FAR, boundary.get("alpha_pos")),
+                             ("z_neg", NEGATIVE_TOO_CLOSE, boundary.get("alpha_neg"))):
+        if isinstance(alpha, (int, float)) and 0 < alpha < 1:
+            cuts.append((key, code, float(norm.isf(alpha)), alpha))
+    lo, hi = _range(list(data.values()), [c[2] for c in cuts])
+    edges = np.linspace(lo, hi, N_BINS + 1)
+    with _figure() as (fig, ax):
+        for key, v in data.items():
+            v = v[np.isfinite(v)]
+            if v.size:
+                dens, _ = np.histogram(v, bins=edges, density=True)
+                ax.stairs(dens, edges, fill=True, alpha=0.35, color=colors[key],
+                          label=f"{names[key]} (n={v.size:,})")
+        x = np.linspace(lo, hi, 400)
+        ax.plot(x, norm.pdf(x), color="#000000", lw=1.4, label="standard normal (the null)")
+        for _key, code, z, alpha in cuts:
+            ax.axvline(z, color=reason_color(code), ls="--", lw=1.6,
+                       label=f"{code}: z > {z:.2f} (alpha {alpha:g})")
+        ax.set_xlabel("standardised distance toward rejection")
+        ax.set_ylabel("density")
+        ax.set_title("Tuple pairs against their class-aware nulls")
+        ax.legend(loc="upper left", fontsize=8, frameon=False)
+        return to_data_uri(fig)
+
+
 def null_fit_figure(boundary: Mapping[str, Any]) -> str | None:
     """Random different-label pair distances with the theory, effective and empirical nulls."""
     sample = np.asarray([v for v in boundary.get("random_pair_distances") or []

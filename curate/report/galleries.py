@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.stats import norm
 
 from curate import screens
 from curate.report.html import Markup, chips, esc, fmt_num, join, note, tag
@@ -59,9 +60,13 @@ def thumb(thumbs: Thumbnails, path: str | None, *, caption: list[Any], title: st
 
 
 def _severity(run: ScreenRun, code: str) -> np.ndarray:
-    """How far past its sub-boundary each tuple is, in null standard deviations."""
+    """How far past its sub-boundary each tuple is, in standard deviations of its null."""
     s = run.scores
     b = run.boundary or {}
+    alpha = b.get("alpha_pos" if code == POSITIVE_TOO_FAR else "alpha_neg")
+    if {"z_ap", "z_neg"} <= set(s.columns) and isinstance(alpha, (int, float)) and 0 < alpha < 1:
+        z = s["z_ap" if code == POSITIVE_TOO_FAR else "z_neg"].to_numpy(dtype=float)
+        return z - float(norm.isf(alpha))
     sigma = b.get("sigma") if isinstance(b.get("sigma"), (int, float)) and b.get("sigma") else 1.0
     if code == POSITIVE_TOO_FAR:
         t = b.get("t_pos") if isinstance(b.get("t_pos"), (int, float)) else 0.0
@@ -129,31 +134,75 @@ def tuple_gallery(run: ScreenRun, flags: pd.DataFrame, thumbs: Thumbnails, max_i
 
 
 def suspect_gallery(run: ScreenRun, thumbs: Thumbnails, max_items: int) -> Markup:
-    """The images most often in rejected tuples."""
+    """The label suspects: "labelled X, looks like Y", most suspect first (the label screen's
+    ranking of ``images_suspect.parquet``). Without the label screen: the images most often in
+    rejected tuples."""
     s = run.suspect
     if s is None:
         return note(run.notes.get("suspect", "images_suspect.parquet is missing"))
-    if "suspicion" not in s.columns:
-        return note("images_suspect.parquet has no `suspicion` column")
-    flagged = s[pd.to_numeric(s["suspicion"], errors="coerce").fillna(0) > 0]
-    order = flagged.sort_values(["suspicion"] + (["n_rejected"] if "n_rejected" in s else []),
+    if "suggested_label" in s.columns and "label_score" in s.columns:
+        return _label_suspects(run, s, thumbs, max_items)
+    share = "rejected_share" if "rejected_share" in s.columns else "suspicion"
+    if share not in s.columns:
+        return note("images_suspect.parquet has no label verdicts and no `rejected_share` column")
+    flagged = s[pd.to_numeric(s[share], errors="coerce").fillna(0) > 0]
+    order = flagged.sort_values([share] + (["n_rejected"] if "n_rejected" in s else []),
                                 ascending=False, kind="stable")
     top = order.head(max_items)
     boxes = []
     for _, r in top.iterrows():
-        path = r.get("path") if isinstance(r.get("path"), str) else None
-        if path is None and "image_id" in r.index:
-            path = _image_info(run, r["image_id"])[0]
-        shown = str(r.get("rel_path") if isinstance(r.get("rel_path"), str) else path)
+        path, shown = _row_path(run, r)
         counts = (f"{int(r['n_rejected'])} of {int(r['n_tuples'])} tuples rejected"
                   if {"n_rejected", "n_tuples"} <= set(r.index) else "")
-        face = r.get("face_reason")
         boxes.append(thumb(thumbs, path, title=shown, caption=[
-            tag("b", r.get("label")), f"suspicion {fmt_num(float(r['suspicion']), 2)}", counts,
-            chips(face) if isinstance(face, str) and face else None, _short(shown)]))
-    head = tag("p", f"Showing the {len(top):,} most suspect of {len(flagged):,} images that are "
-               f"in at least one rejected tuple ({len(s):,} images in tuples).")
+            tag("b", r.get("label")), f"rejected share {fmt_num(float(r[share]), 2)}", counts,
+            _image_chips(r), _short(shown)]))
+    head = tag("p", f"The label screen did not run. Showing the {len(top):,} images most often in "
+               f"rejected tuples of {len(flagged):,} images that are in at least one rejected tuple "
+               f"({len(s):,} images in tuples).")
     return join([head, Markup('<div class="wall">'), join(boxes), Markup("</div>")])
+
+
+def _label_suspects(run: ScreenRun, s: pd.DataFrame, thumbs: Thumbnails, max_items: int) -> Markup:
+    score = pd.to_numeric(s["label_score"], errors="coerce")
+    order = s.assign(_k=score.fillna(-np.inf)).sort_values(["_k", "image_id"], ascending=[False, True],
+                                                          kind="stable")
+    rejected = order["label_reject"].fillna(False).astype(bool) if "label_reject" in order else None
+    top = order.head(max_items)
+    boxes = []
+    for _, r in top.iterrows():
+        path, shown = _row_path(run, r)
+        p, post = r.get("label_pvalue"), r.get("suspicion")
+        facts = " \u00b7 ".join(x for x in (
+            f"suspicion {fmt_num(float(post), 2)}" if isinstance(post, float) and not np.isnan(post) else None,
+            f"p = {float(p):.2g}" if isinstance(p, float) and not np.isnan(p) else None) if x)
+        boxes.append(thumb(thumbs, path, title=shown, caption=[
+            join(["labelled ", tag("b", r.get("label")), ", looks like ", tag("b", r.get("suggested_label"))]),
+            facts or None, _image_chips(r), _short(shown)]))
+    n_rej = int(rejected.sum()) if rejected is not None else 0
+    head = tag("p", f"The {len(top):,} images whose label fits worst, of {len(s):,} images in tuples; "
+               f"{n_rej:,} are rejected as label_suspect (label p-value below alpha_label). "
+               "Suspicion is the probability that the label is wrong; the suggested label is the "
+               "class the image fits best.")
+    return join([head, Markup('<div class="wall">'), join(boxes), Markup("</div>")])
+
+
+def _row_path(run: ScreenRun, r: pd.Series) -> tuple[str | None, str]:
+    path = r.get("path") if isinstance(r.get("path"), str) else None
+    if path is None and "image_id" in r.index:
+        path = _image_info(run, r["image_id"])[0]
+    shown = str(r.get("rel_path") if isinstance(r.get("rel_path"), str) else path)
+    return path, shown
+
+
+def _image_chips(r: pd.Series) -> Markup | None:
+    """Chips of the image-screen reasons of one images_suspect row."""
+    codes = []
+    for scr in screens.registered():
+        col = scr.columns()[2]
+        if scr.level == "image" and isinstance(r.get(col), str) and r.get(col):
+            codes.append(r.get(col))
+    return chips(";".join(codes)) if codes else None
 
 
 def _image_screen_groups(run: ScreenRun) -> list[tuple[Screen, str, np.ndarray]]:

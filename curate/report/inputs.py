@@ -20,7 +20,8 @@ from curate.io import read_parquet
 SCORE_COLUMNS = (
     "tuple_id", "anchor", "positive", "negative", "negative2",
     "anchor_label", "negative_label", "negative2_label", "split",
-    "d_ap", "d_an", "d_an2", "d_nn2", "keep", "reason",
+    "d_ap", "d_an", "d_an2", "d_nn2", "z_ap", "z_neg", "member_reasons", "redrawn",
+    "redrawn_members", "keep", "reason",
 )
 REQUIRED_SCORE_COLUMNS = ("d_ap", "d_an", "keep", "reason", "anchor_label")
 IMAGE_COLUMNS = ("image_id", "path", "rel_path", "label", "subject", "status")

@@ -33,7 +33,7 @@ from curate.report.html import (
 )
 from curate.report.inputs import ScreenRun, load_screen_dir
 from curate.report.palette import reason_color
-from curate.report.sensitivity import alpha_grid, sensitivity
+from curate.report.sensitivity import alpha_grid, sensitivity, sensitivity_z
 from curate.report.tables import counts_by_class, counts_by_reason, negative_confusion, reason_flags
 from curate.report.thumbnails import Thumbnails
 from curate.screens.statistical import NEGATIVE_TOO_CLOSE, POSITIVE_TOO_FAR
@@ -180,6 +180,8 @@ def _boundary(run: ScreenRun) -> Markup:
     if b is None:
         body.append(note(run.notes.get("boundary", "boundary.json is missing")
                          + "; the thresholds and null curves cannot be drawn."))
+    if b is not None and isinstance(b.get("class_nulls"), dict):
+        return section("boundary", "The boundary", body + _class_boundary(run, b))
     body.append(figure(figures.boundary_figure(run.scores, b),
                        "histograms of tuple distances with the boundary"))
     if b is None:
@@ -223,20 +225,95 @@ def _boundary(run: ScreenRun) -> Markup:
     return section("boundary", "The boundary", body)
 
 
+def _class_boundary(run: ScreenRun, b: dict[str, Any]) -> list[Any]:
+    """The class-aware boundary: its figure, every fitted null, and its calibration."""
+    cn = b["class_nulls"]
+    body: list[Any] = [tag("p", join([
+        f"Null: {b.get('null')}. Each anchor-positive distance is tested against the null of two "
+        "faces of the anchor's class (", chip(POSITIVE_TOO_FAR), " above its T_pos), each negative "
+        "pair against the null of its two classes (", chip(NEGATIVE_TOO_CLOSE), " below its T_neg). "
+        "The nulls are fitted to random pairs weighted by how well each image fits its label, so "
+        "the label noise being hunted does not pull them."]))]
+    z_fig = figures.z_figure(run.scores, b)
+    if z_fig:
+        body.append(figure(z_fig, "standardised tuple distances with the cut-offs"))
+    priors = {c.get("class"): c for c in ((b.get("label_model") or {}).get("classes") or [])}
+    n_all = sum(int(c.get("n_labelled") or 0) for c in priors.values()) or None
+    rows = []
+    for c in cn.get("same") or []:
+        p = priors.get(c.get("class"), {})
+        share = p.get("n_labelled") / n_all if n_all and p.get("n_labelled") is not None else None
+        rows.append((c.get("class"), fmt_int(p.get("n_labelled")), fmt_pct(share), fmt_pct(p.get("prior")),
+                     fmt_num(c.get("mu")), fmt_num(c.get("sigma")), fmt_num(c.get("t_pos")),
+                     fmt_int(c.get("n_pairs")) + (" (pooled)" if c.get("pooled") else "")))
+    body.append(tag("h3", "Same-class nulls and T_pos"))
+    body.append(table(["class", "labelled images", "labelled share", "estimated true share", "mu",
+                       "sigma", "T_pos", "pairs fitted"], rows))
+    body.append(note("The estimated true share is the class prior the label screen estimates (EM, "
+                     "floored at label_prior_floor times the labelled share): a class far below its "
+                     "labelled share holds many images that look like other classes."))
+    classes = list(cn.get("classes") or [])
+    t_neg = {tuple(p["classes"]): p.get("t_neg") for p in cn.get("pairs") or []}
+    if len(classes) <= MAX_CONFUSION:
+        head = Markup("<tr><th>T_neg</th>" + "".join(f"<th class=num>{esc(c)}</th>" for c in classes) + "</tr>")
+        cells = []
+        for a in classes:
+            row = []
+            for c in classes:
+                v = t_neg.get((a, c), t_neg.get((c, a)))
+                row.append(f"<td class=num>{esc(fmt_num(v) if v is not None else chr(8211))}</td>")
+            cells.append(f"<tr><th>{esc(a)}</th>{''.join(row)}</tr>")
+        body.append(tag("h3", "Class-pair nulls: T_neg"))
+        body.append(Markup(f'<div class="grid"><table><thead>{head}</thead><tbody>{"".join(cells)}'
+                           "</tbody></table></div>"))
+    body.append(tag("h3", "Calibration check"))
+    cal = b.get("calibration") or {}
+    acc = (cn.get("calibration") or {}).get("accepted_pairs") or {}
+    every = (cn.get("calibration") or {}).get("all_labelled_pairs") or {}
+    glob = cal.get("global_null") or {}
+    a_pos, a_neg = b.get("alpha_pos"), b.get("alpha_neg")
+    body.append(tag("p", "Share of fresh random pairs the boundary calls abnormal, next to the nominal "
+                    "alpha. The pairs it should accept are weighted by how well both images fit their "
+                    "labels; close to alpha means the nulls fit. All labelled pairs include the label "
+                    "noise, so they are rejected more often; the global null is shown for comparison."))
+    body.append(table(["pairs", "above T_pos", "alpha_pos", "below T_neg", "alpha_neg"], [
+        ("pairs the boundary should accept", fmt_pct(acc.get("share_above_t_pos"), 2), fmt_pct(a_pos, 2),
+         fmt_pct(acc.get("share_below_t_neg"), 2), fmt_pct(a_neg, 2)),
+        ("all labelled pairs", fmt_pct(every.get("share_above_t_pos"), 2), fmt_pct(a_pos, 2),
+         fmt_pct(every.get("share_below_t_neg"), 2), fmt_pct(a_neg, 2)),
+        ("global effective null, random different-label pairs",
+         fmt_pct(glob.get("share_above_t_pos"), 2), fmt_pct(a_pos, 2),
+         fmt_pct(glob.get("share_below_t_neg"), 2), fmt_pct(a_neg, 2)),
+    ]))
+    per_class = acc.get("per_class") or {}
+    if per_class:
+        body.append(_details("Per class: share of accepted same-class pairs above T_pos", table(
+            ["class", "above T_pos"], [(k, fmt_pct(v, 2)) for k, v in per_class.items()], cls="kv")))
+    null_fig = figures.null_fit_figure(b)
+    if null_fig:
+        body.append(tag("h3", "For comparison: the global nulls"))
+        body.append(figure(null_fig, "random different-label pair distances with three global null curves"))
+    return body
+
+
 # ---------------------------------------------------------------- sensitivity
 def _sensitivity(run: ScreenRun, flags: pd.DataFrame) -> Markup:
     b = run.boundary or {}
     mu, sigma = _num(b.get("mu")), _num(b.get("sigma"))
-    if mu is None or sigma is None or sigma <= 0:
-        return section("sensitivity", "Sensitivity to alpha", [note(
-            "The boundary's mu and sigma are unknown (boundary.json missing or incomplete), "
-            "so the kept share cannot be recomputed for other alphas.")])
     a_pos, a_neg = _num(b.get("alpha_pos")), _num(b.get("alpha_neg"))
     alphas = np.asarray(alpha_grid([a_pos, a_neg]))
-    sens = sensitivity(run.scores, flags, mu, sigma, alphas, alphas)
+    if {"z_ap", "z_neg"} <= set(run.scores.columns):
+        sens = sensitivity_z(run.scores, flags, alphas, alphas)
+        null_words = f"the same {b.get('null', '')} null".replace("  ", " ")
+    elif mu is not None and sigma is not None and sigma > 0:
+        sens = sensitivity(run.scores, flags, mu, sigma, alphas, alphas)
+        null_words = f"the same null (mu = {mu:.3f}, sigma = {sigma:.3f})"
+    else:
+        return section("sensitivity", "Sensitivity to alpha", [note(
+            "scores.parquet has no standardised distances (z_ap, z_neg) and the boundary's mu and "
+            "sigma are unknown, so the kept share cannot be recomputed for other alphas.")])
     body: list[Any] = [tag("p", "Share of tuples the screen would keep at other significance levels, "
-                           "from the same distances and the same null (mu = "
-                           f"{mu:.3f}, sigma = {sigma:.3f}); the other screens held fixed"
+                           f"from the same distances and {null_words}; the other screens held fixed"
                            f" ({fmt_int(sens.n_other_rejected)} tuples rejected by them). "
                            "Pick alpha here, then re-run with --alpha-pos / --alpha-neg.")]
     i_pos = int(np.argmin(np.abs(alphas - a_pos))) if a_pos else None
@@ -394,7 +471,7 @@ def _galleries(run: ScreenRun, flags: pd.DataFrame, thumbs: Thumbnails, max_gall
         body.append(note(run.notes.get("images", "no image table") + "."))
     body += [tag("h3", "Most abnormal rejected tuples"),
              tuple_gallery(run, flags, thumbs, max_gallery),
-             tag("h3", "Most suspect images"), suspect_gallery(run, thumbs, max_gallery),
-             tag("h3", "Side faces, occluded faces, no face"),
+             tag("h3", "Label suspects"), suspect_gallery(run, thumbs, max_gallery),
+             tag("h3", "Images the image screens rejected (side faces, occluded faces, ...)"),
              image_screen_gallery(run, thumbs, max_gallery, seed)]
     return section("galleries", "Galleries", body)

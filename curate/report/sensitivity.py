@@ -102,6 +102,23 @@ def sensitivity(scores: pd.DataFrame, flags: pd.DataFrame, mu: float, sigma: flo
                        len(scores), int((~other_ok).sum()))
 
 
+def sensitivity_z(scores: pd.DataFrame, flags: pd.DataFrame,
+                  alphas_pos: Sequence[float] = DEFAULT_ALPHAS,
+                  alphas_neg: Sequence[float] = DEFAULT_ALPHAS) -> Sensitivity:
+    """The kept-share grid from each tuple's standardised distances ``z_ap`` and ``z_neg``
+    (toward rejection, against the tuple's own class or class-pair null): a tuple is kept
+    at (alpha_pos, alpha_neg) when ``z_ap <= z(1 - alpha_pos)`` and ``z_neg <= z(1 - alpha_neg)``,
+    which is :func:`kept_share_grid` with ``mu = 0``, ``sigma = 1``."""
+    boundary_codes = set(screens.get("boundary").codes)
+    other = [c for c in flags.columns if c not in boundary_codes]
+    other_ok = ~flags[other].to_numpy().any(axis=1) if other else np.ones(len(scores), bool)
+    z_ap = scores["z_ap"].to_numpy(dtype=float)
+    z_neg = scores["z_neg"].to_numpy(dtype=float)
+    grid = kept_share_grid(z_ap, -z_neg, other_ok, 0.0, 1.0, alphas_pos, alphas_neg)
+    return Sensitivity(np.asarray(alphas_pos, float), np.asarray(alphas_neg, float), grid,
+                       len(scores), int((~other_ok).sum()))
+
+
 def alpha_grid(nominal: Sequence[float | None]) -> tuple[float, ...]:
     """The default alphas plus the run's own alphas, sorted."""
     extra = [float(a) for a in nominal if a is not None and 0 < float(a) < 1]
