@@ -19,6 +19,8 @@ from curate import sources
 from curate.errors import CurateError
 from curate.io import fingerprint_table, read_parquet, run_record, write_json, write_parquet
 from curate.screens.base import ROLES, Screen, ScreenContext, ScreenOutput, StageProgress
+from curate.screens.nulls import CLASS_NULLS
+from curate.screens.simulate import simulate_alpha
 from curate.screens.statistical import Boundary, normalize
 from curate.tuples import redraw_tuples
 
@@ -66,7 +68,7 @@ def screen(build_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
            backbone: str | None = None, weights: str | None = None,
            embeddings: str | os.PathLike[str] | None = None, center: bool = True,
            scale: float = 1.0, batch_size: int = 64, workers: int | None = None,
-           device: str = "auto", seed: int = 0, redraw: bool = True,
+           device: str = "auto", seed: int = 0, redraw: bool = True, calibrate: bool = False,
            progress: StageProgress | None = None, **options: Any) -> ScreenResult:
     """Screen every tuple of ``build_dir`` (a ``curate build-tuples`` folder) into ``out_dir``.
 
@@ -85,9 +87,13 @@ def screen(build_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
     Images an image screen rejects leave the pool: with ``redraw`` every tuple that holds
     one as its positive or negative is redrawn for the same anchor from the remaining
     images (:func:`curate.tuples.redraw_tuples`), so one rejected face does not cost every
-    tuple it was drawn into; tuples anchored on a rejected image are rejected. The HTML
-    report is a later stage: :func:`curate.report.write_report` (the
-    CLI runs it unless ``--no-report``).
+    tuple it was drawn into; tuples anchored on a rejected image are rejected.
+
+    With ``calibrate`` known noise is injected into a copy of the labels (symmetric and
+    class-dependent) and the precision and recall of every screen's rejections at several
+    alphas go to ``calibration.parquet`` (:func:`curate.screens.simulate.simulate_alpha`), so
+    alpha can be chosen from numbers. The HTML report is a later stage:
+    :func:`curate.report.write_report` (the CLI runs it unless ``--no-report``).
     """
     started = time.time()
     settings = registry.resolve_settings(options)  # every option checked before any work
@@ -165,6 +171,15 @@ def screen(build_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
             if name not in written:
                 (out / name).unlink(missing_ok=True)
 
+    if calibrate:
+        if emb is None:
+            raise CurateError("--calibrate needs embeddings", hint="do not skip the screens that embed")
+        null = settings["null"] if settings["null"] in CLASS_NULLS else "class_empirical"
+        write_parquet(simulate_alpha(emb, ctx.labels, null=null, scale=scale,
+                                     prior_floor=settings["label_prior_floor"], seed=seed),
+                      out / "calibration.parquet")
+    else:
+        (out / "calibration.parquet").unlink(missing_ok=True)
     boundary = _boundary_of(ctx)
     reasons = _reason_counts(scores["reason"])
     faces_out = ctx.results.get("faces")
@@ -173,6 +188,7 @@ def screen(build_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
         "backbone": got.backbone if got is not None else backbone, "weights": weights,
         "embeddings": str(Path(embeddings).resolve()) if embeddings is not None else None,
         "batch_size": batch_size, "workers": workers, "device": device, "redraw": redraw,
+        "calibrate": calibrate,
         **settings, "kind": kind, "screens": [s.name for s in active],
     }
     inputs = {

@@ -38,8 +38,8 @@ def test_simulation_finds_injected_noise_and_recall_grows_with_alpha():
     x, labels = _clusters(seed=3, adjacent=False)
     out = simulate_alpha(x, labels, alphas=(0.01, 0.05, 0.2), rate=0.15, seed=4)
     assert list(out.columns) == list(SIMULATION_COLUMNS)
-    assert set(out["screen"]) == {"image", "positive_too_far", "negative_too_close"}
-    img = out[(out["screen"] == "image") & (out["noise"] == "symmetric")].set_index("alpha")
+    assert set(out["screen"]) == {"label_suspect", "positive_too_far", "negative_too_close"}
+    img = out[(out["screen"] == "label_suspect") & (out["noise"] == "symmetric")].set_index("alpha")
     assert img.loc[0.01, "precision"] > 0.9                    # clean clusters: rejects are flips
     assert (img["precision"] > img["base_rate"]).all()
     for _, grp in out.groupby(["noise", "screen"]):
@@ -52,7 +52,7 @@ def test_simulation_finds_injected_noise_and_recall_grows_with_alpha():
 def test_alpha_of_one_half_runs_the_image_screen_only():
     x, labels = _clusters(seed=5)
     out = simulate_alpha(x, labels, alphas=(0.5,), noise=("symmetric",), rate=0.1)
-    assert out["screen"].tolist() == ["image"]
+    assert out["screen"].tolist() == ["label_suspect"]
 
 
 @pytest.mark.parametrize("kwargs,match", [

@@ -70,6 +70,7 @@ def screen_cmd(
     alpha_label: Annotated[float, typer.Option(help=OPT["alpha_label"].help)] = OPT["alpha_label"].default,
     label_prior_floor: Annotated[float, typer.Option(help=OPT["label_prior_floor"].help)] = OPT["label_prior_floor"].default,
     skip_label_screen: Annotated[bool, typer.Option("--skip-label-screen", help=OPT["skip_label_screen"].help)] = OPT["skip_label_screen"].default,
+    calibrate: Annotated[bool, typer.Option("--calibrate", help="Inject known label noise into a copy of the labels and write the precision and recall of every screen at several alphas (calibration.parquet, shown in the report).")] = _SCREEN["calibrate"],
     redraw: Annotated[bool, typer.Option(help="Redraw tuples whose positive or negative an image screen rejected, from the remaining images.")] = _SCREEN["redraw"],
     face_model: Annotated[str | None, typer.Option(help=OPT["face_model"].help)] = OPT["face_model"].default,
     option: Annotated[list[str] | None, typer.Option("--option", help="NAME=VALUE for a screen option that has no flag of its own (plug-in screens; docs/screens.md). Repeatable.")] = None,
@@ -84,6 +85,7 @@ def screen_cmd(
             max_yaw=max_yaw, max_occlusion=max_occlusion, no_face=no_face.value,
             skip_face_screens=skip_face_screens, face_model=face_model, alpha_label=alpha_label,
             label_prior_floor=label_prior_floor, skip_label_screen=skip_label_screen, redraw=redraw,
+            calibrate=calibrate,
             progress=bars.update, **parse_options(option or []),
         )
     report_path = write_report(result.out_dir) if report else None
@@ -159,6 +161,7 @@ def render_summary(result: ScreenResult, report_path: Path | None = None) -> Non
     console.print(f"wrote {escape(str(result.out_dir))}/: scores.parquet, kept.parquet, "
                   "rejected.parquet, images_suspect.parquet, boundary.json, run.json"
                   + (", faces.parquet" if result.face_screens else "")
+                  + (", calibration.parquet" if result.run["params"].get("calibrate") else "")
                   + (", report.html" if report_path else ""))
 
 

@@ -40,6 +40,7 @@ class ScreenRun:
     n_images_input: int | None = None  # rows of the build's images.parquet
     suspect: pd.DataFrame | None = None
     faces: pd.DataFrame | None = None
+    calibration: pd.DataFrame | None = None  # calibration.parquet (curate screen --calibrate)
     build_run: dict[str, Any] | None = None
     n_kept_file: int | None = None
     n_rejected_file: int | None = None
@@ -71,6 +72,8 @@ def load_screen_dir(screen_dir: str | Path) -> ScreenRun:
     out.boundary = _read_json(root / "boundary.json", out, "boundary")
     out.suspect = _read_optional(root / "images_suspect.parquet", out, "suspect")
     out.faces = _read_optional(root / "faces.parquet", out, "faces")
+    if (root / "calibration.parquet").exists():
+        out.calibration = _read_optional(root / "calibration.parquet", out, "calibration")
     out.n_kept_file = _row_count(root / "kept.parquet")
     out.n_rejected_file = _row_count(root / "rejected.parquet")
     _attach_images(out)

@@ -348,7 +348,35 @@ def _sensitivity(run: ScreenRun, flags: pd.DataFrame) -> Markup:
                        "</tbody></table></div>"))
     body.append(note("The outlined cell is this run's setting. Kept share = tuples kept / all "
                      f"{fmt_int(sens.n_tuples)} tuples; darker cells keep fewer."))
+    body.append(_simulation(run))
     return section("sensitivity", "Sensitivity to alpha", body)
+
+
+def _simulation(run: ScreenRun) -> Markup:
+    """The ``--calibrate`` tables: precision and recall of each screen at each alpha, for noise
+    injected into a copy of the labels."""
+    title = tag("h3", "Choosing alpha by simulation")
+    cal = run.calibration
+    if cal is None or not len(cal):
+        return join([title, note("Run `curate screen ... --calibrate` to inject known label noise "
+                                 "into a copy of the labels and see the precision and recall of "
+                                 "every screen at several alphas here.")])
+    parts = [title, tag("p", "A copy of the labels got known noise (symmetric: any other class; "
+                        "class: the most similar class), then every screen ran again. Precision: "
+                        "share of rejections that hold a flipped label; recall: share of flipped "
+                        "labels caught. The data's own label noise counts as clean here, so "
+                        "precision is a lower bound.")]
+    for (kind, rate), part in cal.groupby(["noise", "rate"], sort=False):
+        names = list(dict.fromkeys(part["screen"]))
+        head = ["alpha"] + [f"{n}: share / precision / recall" for n in names]
+        rows = []
+        for alpha, at in part.groupby("alpha", sort=True):
+            by = at.set_index("screen")
+            rows.append([_g(float(alpha))] + [
+                (f"{fmt_pct(by.at[n, 'share'])} / {fmt_pct(by.at[n, 'precision'])} / "
+                 f"{fmt_pct(by.at[n, 'recall'])}") if n in by.index else "\u2013" for n in names])
+        parts += [tag("h4", f"{kind} noise, rate {float(rate):g}"), table(head, rows)]
+    return join(parts)
 
 
 def _g(x: float | None) -> str:

@@ -45,7 +45,12 @@ from curate.screens import register
 from curate.screens.base import Option, Reason, Screen, ScreenContext, ScreenOutput
 
 LABEL_SUSPECT = "label_suspect"
-PRIOR_FLOOR = 0.01
+# Floor of the EM class priors, as a share of each class's labelled share. 0.01 ranks
+# FER2013's real noise best (dev AUROC 0.868 vs 0.852 at 0.1, bench/quality_real_noise.py),
+# because FER2013's fear and disgust hold far fewer true members than labels; below 0.1 a
+# backbone that cannot separate the classes (the cartoon example: AUROC 0.647 at 0.01, 0.701
+# at 0.1, 0.810 at 1) makes whole classes look mislabelled. docs/label.md has the table.
+PRIOR_FLOOR = 0.1
 _CHUNK = 65536
 LABEL_COLUMNS = ("label", "suggested_label", "label_posterior", "suggested_posterior",
                  "suspicion", "suspicion_logit", "label_pvalue", "label_rank", "distance_own",
@@ -265,11 +270,6 @@ def _as_matrix(emb: np.ndarray) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- the screen
 DEFAULT_ALPHA_LABEL = 0.01
-# The screen's default floor. 0.01 ranks FER2013's real noise best (dev AUROC 0.868 vs 0.852
-# at 0.1) because FER2013's fear and disgust hold far fewer true members than labels; below
-# 0.1 a backbone that cannot separate the classes (the cartoon example: AUROC 0.647 at 0.01,
-# 0.701 at 0.1) makes whole classes look mislabelled. docs/label.md has the table.
-DEFAULT_PRIOR_FLOOR = 0.1
 
 
 def _check_alpha_label(value: float) -> float:
@@ -283,7 +283,7 @@ def _check_prior_floor(value: float) -> float:
     if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
             and value >= 0):
         raise CurateError(f"label_prior_floor must be a non-negative number, got {value!r}",
-                          hint=f"use for example --label-prior-floor {DEFAULT_PRIOR_FLOOR:g} "
+                          hint=f"use for example --label-prior-floor {PRIOR_FLOOR:g} "
                                "(1 keeps the labelled class shares)")
     return float(value)
 
@@ -310,7 +310,7 @@ class LabelScreen(Screen):
         Option("alpha_label", DEFAULT_ALPHA_LABEL,
                "Reject an image's label when its label p-value is below this (label_suspect).",
                _check_alpha_label),
-        Option("label_prior_floor", DEFAULT_PRIOR_FLOOR,
+        Option("label_prior_floor", PRIOR_FLOOR,
                "Floor of the estimated class priors, as a share of each class's labelled share "
                "(lower: trust the embedding more about classes that are over-labelled).",
                _check_prior_floor),

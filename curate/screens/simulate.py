@@ -24,7 +24,13 @@ import numpy as np
 import pandas as pd
 
 from curate.errors import CurateError
-from curate.screens.label import PRIOR_FLOOR, encode_labels, label_posteriors, label_reject
+from curate.screens.label import (
+    LABEL_SUSPECT,
+    PRIOR_FLOOR,
+    encode_labels,
+    label_posteriors,
+    label_reject,
+)
 from curate.screens.nulls import class_verdicts, fit_class_nulls
 from curate.screens.statistical import tuple_distances
 from curate.tuples import sample_tuples
@@ -88,7 +94,7 @@ def simulate_alpha(emb: np.ndarray, labels: np.ndarray | pd.Series | list[Any], 
         bad_ap, bad_an = flipped[a] | flipped[pos], flipped[a] | flipped[neg]
         for alpha in alphas:
             base = {"noise": kind, "rate": rate, "alpha": float(alpha)}
-            rows.append({**base, "screen": "image", **_pr(label_reject(verdicts, alpha), flipped)})
+            rows.append({**base, "screen": LABEL_SUSPECT, **_pr(label_reject(verdicts, alpha), flipped)})
             if alpha >= 0.5:  # not a sub-boundary: the image screen only
                 continue
             nulls = fit_class_nulls(x, noisy, method=null, weights=weights, alpha_pos=alpha,
