@@ -176,7 +176,7 @@ def via_cli(df: pd.DataFrame, data: Path, split: str, out: Path, seed: int) -> n
     emb_file = out / f"{split}_embeddings.parquet"
     df[["path", "embedding"]].to_parquet(emb_file, index=False)
     build_tuples(data / "fer2013" / split, out / f"{split}_build", seed=seed)
-    screen(out / f"{split}_build", out / f"{split}_screen", embeddings=emb_file, seed=seed, report=False)
+    screen(out / f"{split}_build", out / f"{split}_screen", embeddings=emb_file, seed=seed)
     suspect = pd.read_parquet(out / f"{split}_screen" / "images_suspect.parquet")
     order = pd.Series(-np.arange(len(suspect), dtype=np.float64), index=suspect["path"].to_numpy())
     # images not in the table (duplicate copies build-tuples excluded) rank last
