@@ -217,6 +217,31 @@ def scores_for(df: pd.DataFrame, args: argparse.Namespace, split: str) -> dict[s
     return out
 
 
+def cli_boundary_report(df: pd.DataFrame, screen_dir: Path, build_dir: Path) -> None:
+    """The CLI run's tuple screens against the truth: precision and recall of
+    positive_too_far (anchor or positive truly mislabelled) and negative_too_close (anchor or
+    negative), and the calibration boundary.json records next to alpha."""
+    scores = pd.read_parquet(screen_dir / "scores.parquet")
+    images = pd.read_parquet(build_dir / "images.parquet")[["image_id", "path"]]
+    truth = df.set_index("path")[["mislabelled", "evaluable"]]
+    by_id = images.join(truth, on="path").set_index("image_id")
+    bad = by_id["mislabelled"].fillna(False).astype(bool)
+    known = by_id["evaluable"].fillna(False).astype(bool)
+    b = json.loads((screen_dir / "boundary.json").read_text())
+    print(f"\n== tuple screens of the CLI run ({len(scores):,} tuples, null {b['null']})")
+    for code, roles in (("positive_too_far", ("anchor", "positive")), ("negative_too_close", ("anchor", "negative"))):
+        ok = np.logical_and.reduce([known.loc[scores[r]].to_numpy() for r in roles])
+        has = np.logical_or.reduce([bad.loc[scores[r]].to_numpy() for r in roles])[ok]
+        fired = scores["boundary_reason"].fillna("").str.contains(code).to_numpy()[ok]
+        prec = has[fired].mean() if fired.any() else float("nan")
+        print(f"{code:20s} fires on {fired.mean():.1%} of {ok.sum():,} tuples with known members: "
+              f"precision {prec:.3f} (base rate {has.mean():.3f}), recall {fired[has].mean():.3f}")
+    cal = b.get("calibration") or {}
+    print(f"calibration ({cal.get('pairs')} pairs): {cal.get('share_above_t_pos'):.3f} above T_pos "
+          f"(alpha {cal.get('nominal_alpha_pos')}), {cal.get('share_below_t_neg'):.3f} below T_neg "
+          f"(alpha {cal.get('nominal_alpha_neg')})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DATA)
@@ -255,6 +280,8 @@ def main() -> None:
                   f"P@10% {cur['p10'] - cl[best]['p10']:+.3f}; vs max P@10% over cleanlab variants "
                   f"{cur['p10'] - max(v['p10'] for v in cl.values()):+.3f}")
             results[f"{split}/{half}"] = res
+        if args.via_cli:
+            cli_boundary_report(df, args.out / f"{split}_screen", args.out / f"{split}_build")
         print(f"seconds ({split}): curate label {float(scores['_seconds_curate_label'][0]):.2f}, "
               f"cleanlab probe+rank {float(scores['_seconds_cleanlab_probe_and_rank'][0]):.2f}")
     (args.out / "quality_real_noise.json").write_text(json.dumps(results, indent=2))
