@@ -1,0 +1,422 @@
+"""Does screening during fine-tuning help on REAL label noise? The five-arm experiment of issue 13.
+
+Train on FER2013 Training with its ORIGINAL labels (about a third of them disagree with
+the plurality of ten FERPlus annotators) and measure on FER2013 PublicTest (``val``)
+against the FERPlus plurality labels, and for reference against the original labels.
+Same backbone, budget and seeds in every arm; everything trains through the library's
+``finetune()`` (``curate finetune``), from random initialisation:
+
+1. ``none``     - no screening;
+2. ``once``     - screened once before training (``curate screen`` with the screener
+   network below, face screens off unless ``--once-faces``), trained on ``kept.parquet``;
+3. ``every``    - the statistical boundary at every step (``--every-null`` picks the null;
+   the class-aware one of issue 12 when it is there);
+4. ``cleanlab`` - the training images that cleanlab's ``find_label_issues`` flags on
+   5-fold out-of-fold probabilities of a linear probe (scikit-learn multinomial logistic
+   regression, C = 1) on the screener's embeddings are removed, then trained like arm 1;
+5. ``oracle``   - trained on the FERPlus plurality labels (the ceiling).
+
+The screener. Arms 2 and 4 decide what to remove with a network that has NOT seen the
+labels of the training images: the bundled backbone was trained on all of FER2013
+Training, so it has memorised those labels (cleanlab on its embeddings flags 0.2% of the
+training images). The screener is trained like arm 1 (seed 0) on the FER2013 Training
+images that are NOT in the experiment's subset (byte-copies of subset images left out),
+so arms 2 and 4 see the same out-of-sample embeddings, as a user with a backbone trained
+on other FER data would.
+
+Labels. FERPlus plurality over all ten vote categories; an image whose top category is
+contempt, unknown or not-a-face, or whose top vote is tied, or that has no FERPlus row,
+has no clean label: it is left out of the FERPlus evaluation (counted) and of the oracle
+arm's training. Evaluation images: PublicTest images with a clean label that are not
+byte-copies of any Training image (those are counted too); the original-label figure
+uses the same images. ``mislabelled`` (for the drop diagnostics) is the shared
+definition: the original label differs from ``plurality_label_8cls`` of the votes file
+(false for ties and images without votes).
+
+Drop diagnostics (arms 2 and 3): precision and recall of dropped/rejected training
+tuples for containing a truly mislabelled image (any member, and the anchor-positive
+pair), against the share of such tuples (what dropping at random would give):
+``lift`` = precision / that share; ``drop_rate_ratio`` = drop rate of tuples with a truly
+mislabelled image / drop rate of the others. Recall is the drop rate of the former.
+
+    python bench/experiment_real_noise.py --arms none,cleanlab,oracle --seeds 0,1,2 \
+        --max-train-images 10000 --epochs 10 --screener-epochs 6 --work /tmp/real_noise
+
+Results: ``WORK/results.json`` (one entry per arm and seed, written as runs finish; a
+re-run skips finished runs and resumes interrupted ones) and a mean +- sd table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+IMAGE_EXT = (".jpg", ".jpeg", ".png")
+FERPLUS_TO_FER = {"anger": "angry", "disgust": "disgust", "fear": "fear", "happiness": "happy",
+                  "neutral": "neutral", "sadness": "sad", "surprise": "surprise"}
+VOTE_CATEGORIES = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt",
+                   "unknown", "NF")
+ARMS = ("none", "once", "every", "cleanlab", "oracle")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data-root", type=Path, default=SHARED / "fer2013", help="folder with train/<class>/, val/<class>/")
+    p.add_argument("--votes", type=Path, default=SHARED / "ferplus" / "ferplus_votes_train_val.csv")
+    p.add_argument("--work", type=Path, default=Path("/tmp/curate_real_noise"), help="output folder")
+    p.add_argument("--arms", default="none,cleanlab,oracle", help=f"comma-separated, of {', '.join(ARMS)}")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--max-train-images", type=int, default=10000, help="stratified train subset (0: all)")
+    p.add_argument("--subset-seed", type=int, default=0, help="seed of the subset (the same for every arm and seed)")
+    p.add_argument("--per-anchor", type=int, default=1)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--screener-epochs", type=int, default=None, help="default: --epochs")
+    p.add_argument("--max-screener-images", type=int, default=0,
+                   help="stratified subset of the train images outside the subset for the screener (0: all)")
+    p.add_argument("--batch-tuples", type=int, default=64)
+    p.add_argument("--backbone", default="resnet10t")
+    p.add_argument("--input-size", type=int, default=48)
+    p.add_argument("--embed-dim", type=int, default=128)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--alpha", type=float, default=0.05, help="alpha_pos = alpha_neg of arms 2 and 3")
+    p.add_argument("--once-null", default="effective", help="null of arm 2's `curate screen`")
+    p.add_argument("--once-faces", action="store_true", help="arm 2: also apply the face screens")
+    p.add_argument("--every-null", default="effective", help="null of arm 3's in-loop boundary")
+    p.add_argument("--screen-warmup-steps", type=int, default=0, help="arm 3: steps before screening starts")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    return p.parse_args(argv)
+
+
+# ----------------------------------------------------------------------------- data
+
+def _sha256(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def load_table(data_root: Path, votes_csv: Path) -> pd.DataFrame:
+    """Every FER2013 train/val image with its original label, hash, FERPlus label and ``mislabelled``."""
+    rows = [{"path": str(f), "rel": f"{split}/{cls.name}/{f.name}", "split": split, "label": cls.name}
+            for split in ("train", "val") for cls in sorted((data_root / split).iterdir()) if cls.is_dir()
+            for f in sorted(cls.iterdir()) if f.suffix.lower() in IMAGE_EXT]
+    if not rows:
+        raise SystemExit(f"no images under {data_root}/train/<class>/")
+    df = pd.DataFrame(rows)
+    df["sha256"] = [_sha256(p) for p in df["path"]]
+    votes = pd.read_csv(votes_csv)
+    df = df.merge(votes, left_on="rel", right_on="path", how="left", suffixes=("", "_votes"))
+    v = df[[f"votes_{c}" for c in VOTE_CATEGORIES]].to_numpy(dtype=float)
+    has = ~np.isnan(v).any(axis=1)
+    v = np.nan_to_num(v, nan=-1.0)
+    top = v.max(axis=1)
+    tied = (v == top[:, None]).sum(axis=1) > 1
+    top_cat = np.array(VOTE_CATEGORIES, dtype=object)[v.argmax(axis=1)]
+    status = np.where(~has, "no_votes", np.where(tied, "tied", top_cat))
+    df["ferplus_status"] = [s if s not in FERPLUS_TO_FER else "ok" for s in status]
+    df["ferplus_label"] = [FERPLUS_TO_FER.get(s) if st == "ok" else None
+                           for s, st in zip(status, df["ferplus_status"], strict=True)]
+    orig8 = df["label"].map({v_: k for k, v_ in FERPLUS_TO_FER.items()})
+    plural8 = df["plurality_label_8cls"]
+    df["mislabelled"] = plural8.notna() & (orig8 != plural8)
+    return df[["path", "rel", "split", "label", "sha256", "ferplus_label", "ferplus_status", "mislabelled"]]
+
+
+def stratified_subset(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """A class-stratified random subset of about ``n`` rows (all rows when ``n`` <= 0)."""
+    if n <= 0 or n >= len(df):
+        return df
+    rng = np.random.default_rng(seed)
+    frac = n / len(df)
+    keep = [rng.choice(idx, max(1, int(round(len(idx) * frac))), replace=False)
+            for _, idx in sorted(df.groupby("label").indices.items())]
+    return df.iloc[np.sort(np.concatenate(keep))]
+
+
+def make_manifests(args: argparse.Namespace) -> dict[str, Any]:
+    """Write the manifests of every arm and the two evaluation manifests into WORK."""
+    work = args.work
+    work.mkdir(parents=True, exist_ok=True)
+    table = load_table(args.data_root, args.votes)
+    train, val = table[table["split"] == "train"], table[table["split"] == "val"]
+    subset = stratified_subset(train, args.max_train_images, args.subset_seed)
+    rest = train[~train.index.isin(subset.index) & ~train["sha256"].isin(subset["sha256"])]
+    rest = stratified_subset(rest, args.max_screener_images, args.subset_seed + 1)
+    cols = ["path", "label", "split", "ferplus_label", "mislabelled"]
+    m = {"orig": pd.concat([subset, val])[cols],
+         "oracle": pd.concat([subset[subset["ferplus_label"].notna()].assign(label=lambda d: d["ferplus_label"]),
+                              val])[cols],
+         "screener": pd.concat([rest, val])[cols]}
+    copies = val["sha256"].isin(train["sha256"])
+    ev = val[~copies & val["ferplus_label"].notna()]
+    m["eval_ferplus"] = ev.assign(label=ev["ferplus_label"])[["path", "label"]]
+    m["eval_orig"] = ev[["path", "label"]]
+    paths = {}
+    for name, frame in m.items():
+        paths[name] = work / f"{name}.csv"
+        frame.to_csv(paths[name], index=False)
+    info = {
+        "train_images": len(train), "subset_images": len(subset),
+        "subset_mislabelled_share": float(subset["mislabelled"].mean()),
+        "subset_with_clean_label": int(subset["ferplus_label"].notna().sum()),
+        "screener_images": len(rest), "val_images": len(val),
+        "val_copies_of_train": int(copies.sum()),
+        "val_left_out_by_ferplus_status": val[~copies]["ferplus_status"].value_counts().drop("ok").to_dict(),
+        "eval_images": len(ev), "eval_original_agrees_with_ferplus": float((ev["label"] == ev["ferplus_label"]).mean()),
+    }
+    (work / "data.json").write_text(json.dumps(info, indent=2))
+    return {"paths": paths, "info": info, "subset": subset}
+
+
+# ----------------------------------------------------------------------------- training
+
+def finetune_config(args: argparse.Namespace, seed: int, **overrides: Any):
+    from curate.train.loop import FinetuneConfig
+
+    base = dict(backbone=args.backbone, weights="none", in_chans=1, input_size=args.input_size,
+                embed_dim=args.embed_dim, epochs=args.epochs, batch_tuples=args.batch_tuples, lr=args.lr,
+                weight_decay=args.weight_decay, screen_every_step=False, alpha_pos=args.alpha,
+                alpha_neg=args.alpha, null=args.every_null, screen_warmup_steps=args.screen_warmup_steps,
+                seed=seed, device=args.device, workers=1, checkpoint_every=200)
+    base.update(overrides)
+    return FinetuneConfig(**base)
+
+
+def build(manifest: Path, out: Path, args: argparse.Namespace, seed: int) -> Path:
+    from curate.build import build_tuples
+
+    if not (out / "tuples.parquet").is_file():
+        build_tuples(manifest, out, per_anchor=args.per_anchor, seed=seed, workers=1)
+    return out
+
+
+def train(source: Path, out: Path, cfg: Any) -> Any:
+    from curate.train.loop import finetune
+
+    return finetune(source, out, cfg)  # resumes from a checkpoint of the same settings
+
+
+def evaluate_run(run: Path, paths: dict[str, Path], device: str) -> dict[str, Any]:
+    from curate.train.evaluate import evaluate
+
+    out = {}
+    for key in ("ferplus", "orig"):
+        r = evaluate(run, paths[f"eval_{key}"], device=device)
+        out[f"{key}_accuracy"] = r.metrics["accuracy"]
+        out[f"{key}_macro_f1"] = r.metrics["macro_f1"]
+        out[f"{key}_n"] = r.metrics["n_images"]
+    return out
+
+
+def screener_run(args: argparse.Namespace, paths: dict[str, Path]) -> Path:
+    """The network arms 2 and 4 screen with (trained on the train images outside the subset)."""
+    run = args.work / "screener"
+    if not (run / "model.safetensors").is_file():
+        b = build(paths["screener"], args.work / "builds" / "screener", args, 0)
+        train(b, run, finetune_config(args, 0, epochs=args.screener_epochs or args.epochs))
+    return run
+
+
+# ----------------------------------------------------------------------------- diagnostics
+
+def tuple_truth(build_dir: Path, tuples: pd.DataFrame) -> pd.DataFrame:
+    """Per tuple: any member truly mislabelled, anchor or positive truly mislabelled."""
+    images = pd.read_parquet(build_dir / "images.parquet").set_index("image_id")
+    bad = images["mislabelled"].astype(str).str.lower().isin(["true", "1"])
+    members = [c for c in ("anchor", "positive", "negative", "negative2") if c in tuples]
+    out = pd.DataFrame({"tuple_id": tuples["tuple_id"].to_numpy()})
+    out["bad_pos_pair"] = bad.loc[tuples["anchor"]].to_numpy() | bad.loc[tuples["positive"]].to_numpy()
+    out["bad_any"] = np.any([bad.loc[tuples[c]].to_numpy() for c in members], axis=0)
+    return out
+
+
+def _pr(dropped: np.ndarray, truth: np.ndarray, weight: np.ndarray | None = None) -> dict[str, float | None]:
+    """Precision/recall of drops (counts per tuple) for tuples with a truly mislabelled image."""
+    seen = np.ones(len(truth)) if weight is None else weight
+    tp = float(dropped[truth].sum())
+    base = float((seen * truth).sum() / seen.sum())
+    precision = tp / dropped.sum() if dropped.sum() else None
+    rate_bad = tp / seen[truth].sum() if seen[truth].sum() else None
+    rate_clean = float(dropped[~truth].sum() / seen[~truth].sum()) if seen[~truth].sum() else None
+    return {"precision": precision, "recall": rate_bad, "base_rate": base,
+            "lift": precision / base if precision is not None and base else None,
+            "drop_rate_ratio": rate_bad / rate_clean if rate_bad is not None and rate_clean else None,
+            "drop_share": float(dropped.sum() / seen.sum())}
+
+
+def screen_diagnostics(screen_dir: Path, build_dir: Path) -> dict[str, Any]:
+    """Arm 2: rejected share and precision/recall of the rejected training tuples."""
+    scores = pd.read_parquet(screen_dir / "scores.parquet")
+    scores = scores[scores["split"].fillna("") != "val"]
+    d = scores.merge(tuple_truth(build_dir, scores), on="tuple_id")
+    rej = (~d["keep"].astype(bool)).to_numpy().astype(float)
+    out: dict[str, Any] = {"tuples": len(d)}
+    for key in ("bad_any", "bad_pos_pair"):
+        out[key] = _pr(rej, d[key].to_numpy())
+    reasons = d.loc[rej > 0, "reason"].astype(str).str.split(";").explode().value_counts().to_dict()
+    out["reasons"] = {k: int(v) for k, v in reasons.items()}
+    b = json.loads((screen_dir / "boundary.json").read_text())
+    out["boundary"] = {k: b.get(k) for k in ("null", "d_null", "t_pos", "t_neg")}
+    return out
+
+
+def drop_diagnostics(run: Path, build_dir: Path) -> dict[str, Any]:
+    """Arm 3: precision/recall of the in-loop drops over the whole run (drops counted once per
+    time a tuple was seen, i.e. averaged over the epochs), and drop shares per epoch."""
+    drops = pd.read_parquet(run / "tuple_drops.parquet")
+    tuples = pd.read_parquet(build_dir / "tuples.parquet")
+    d = drops.merge(tuple_truth(build_dir, tuples), on="tuple_id")
+    dropped = np.minimum(d["n_too_far"] + d["n_too_close"], d["n_seen"]).to_numpy(dtype=float)
+    seen = d["n_seen"].to_numpy(dtype=float)
+    out: dict[str, Any] = {}
+    for key in ("bad_any", "bad_pos_pair"):
+        out[key] = _pr(dropped, d[key].to_numpy(), seen)
+    far = d["n_too_far"].to_numpy(dtype=float)
+    out["too_far_bad_pos_pair"] = _pr(far, d["bad_pos_pair"].to_numpy(), seen)
+    metrics = pd.read_parquet(run / "metrics.parquet")
+    tr = metrics[metrics["phase"] == "train"]
+    for col in ("share_dropped", "share_too_far", "share_too_close", "d_null"):
+        out[f"{col}_by_epoch"] = tr.groupby("epoch")[col].mean().round(4).tolist()
+    return out
+
+
+# ----------------------------------------------------------------------------- arms
+
+def run_arm(arm: str, seed: int, args: argparse.Namespace, prep: dict[str, Any]) -> dict[str, Any]:
+    from curate.screen import screen
+
+    paths = prep["paths"]
+    work = args.work
+    run = work / "runs" / f"{arm}_s{seed}"
+    extra: dict[str, Any] = {}
+    if arm in ("none", "every"):
+        b = build(paths["orig"], work / "builds" / f"orig_s{seed}", args, seed)
+        res = train(b, run, finetune_config(args, seed, screen_every_step=arm == "every"))
+        if arm == "every":
+            extra = drop_diagnostics(run, b)
+    elif arm == "oracle":
+        b = build(paths["oracle"], work / "builds" / f"oracle_s{seed}", args, seed)
+        res = train(b, run, finetune_config(args, seed))
+    elif arm == "once":
+        b = build(paths["orig"], work / "builds" / f"orig_s{seed}", args, seed)
+        sdir = work / "screens" / f"once_s{seed}"
+        if not (sdir / "kept.parquet").is_file():
+            screen(b, sdir, weights=str(screener_run(args, paths)), alpha_pos=args.alpha, alpha_neg=args.alpha,
+                   null=args.once_null, device=args.device, seed=seed, skip_face_screens=not args.once_faces,
+                   report=False, workers=1)
+        extra = screen_diagnostics(sdir, b)
+        res = train(sdir, run, finetune_config(args, seed))
+    elif arm == "cleanlab":
+        manifest, extra = cleanlab_manifest(args, paths)
+        b = build(manifest, work / "builds" / f"cleanlab_s{seed}", args, seed)
+        res = train(b, run, finetune_config(args, seed))
+    else:
+        raise SystemExit(f"unknown arm {arm!r}; use one of {', '.join(ARMS)}")
+    out = {"arm": arm, "seed": seed, "steps": res.run["counts"]["steps"], "tuples": res.run["counts"]["tuples"],
+           "mean_share_dropped": res.run["counts"]["mean_share_dropped"],
+           "val_accuracy_in_run": res.final.get("accuracy"), **evaluate_run(run, paths, args.device), **extra}
+    return out
+
+
+def cleanlab_manifest(args: argparse.Namespace, paths: dict[str, Path]) -> tuple[Path, dict[str, Any]]:
+    """Arm 4: the orig manifest without the training images cleanlab flags (computed once)."""
+    out = args.work / "cleanlab.csv"
+    info_file = args.work / "cleanlab.json"
+    if out.is_file() and info_file.is_file():
+        return out, json.loads(info_file.read_text())
+    from cleanlab.filter import find_label_issues  # AGPL-3.0: bench only
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    from curate.backbone import load_backbone
+    from curate.embed import embed_images
+
+    orig = pd.read_csv(paths["orig"])
+    tr = orig[orig["split"] == "train"].reset_index(drop=True)
+    loaded = load_backbone(None, str(screener_run(args, paths)), device=args.device)
+    emb = embed_images(tr["path"].tolist(), [_sha256(p) for p in tr["path"]], loaded,
+                       cache_dir=args.work / "emb_cache", workers=1)
+    emb = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    classes = sorted(tr["label"].unique())
+    y = tr["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    probs = cross_val_predict(LogisticRegression(max_iter=2000, C=1.0), emb, y,
+                              cv=StratifiedKFold(5, shuffle=True, random_state=0), method="predict_proba")
+    flagged = find_label_issues(y, probs)
+    truth = tr["mislabelled"].astype(bool).to_numpy()
+    info = {"probe": "5-fold OOF LogisticRegression(C=1) on the screener's unit embeddings",
+            "probe_oof_accuracy": float((probs.argmax(1) == y).mean()),
+            "flagged": int(flagged.sum()), "flagged_share": float(flagged.mean()),
+            "precision": float(truth[flagged].mean()) if flagged.any() else None,
+            "recall": float(flagged[truth].mean()), "base_rate": float(truth.mean())}
+    drop = set(tr.loc[flagged, "path"])
+    orig[~orig["path"].isin(drop)].to_csv(out, index=False)
+    info_file.write_text(json.dumps(info, indent=2))
+    return out, info
+
+
+# ----------------------------------------------------------------------------- main
+
+def _sd(a: np.ndarray) -> float:
+    return float(a.std(ddof=1)) if len(a) > 1 else float("nan")
+
+
+def summarise(results: dict[str, Any]) -> list[str]:
+    lines = ["arm       seeds  FERPlus acc (mean +- sd)  orig acc (mean +- sd)  FERPlus macro-F1  steps"]
+    by_arm: dict[str, list[dict[str, Any]]] = {}
+    for r in results["runs"].values():
+        by_arm.setdefault(r["arm"], []).append(r)
+    for arm in ARMS:
+        rs = by_arm.get(arm, [])
+        if not rs:
+            continue
+        f = np.array([r["ferplus_accuracy"] for r in rs])
+        o = np.array([r["orig_accuracy"] for r in rs])
+        m = np.array([r["ferplus_macro_f1"] for r in rs])
+        lines.append(f"{arm:9} {len(rs):5}  {f.mean():.4f} +- {_sd(f):.4f}        {o.mean():.4f} +- {_sd(o):.4f}"
+                     f"       {m.mean():.4f}           {rs[0]['steps']}")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not args.data_root.is_dir() or not args.votes.is_file():
+        print(f"FER2013 ({args.data_root}) or the FERPlus votes ({args.votes}) not found", file=sys.stderr)
+        return 2
+    import torch
+
+    torch.set_num_threads(args.threads)
+    prep = make_manifests(args)
+    print(json.dumps(prep["info"], indent=2), flush=True)
+    res_file = args.work / "results.json"
+    results = json.loads(res_file.read_text()) if res_file.is_file() else {"runs": {}}
+    results["args"] = {k: str(v) for k, v in vars(args).items()}
+    results["data"] = prep["info"]
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        for arm in args.arms.split(","):
+            key = f"{arm}/s{seed}"
+            if key in results["runs"]:
+                continue
+            t0, c0 = time.time(), time.process_time()
+            r = run_arm(arm, seed, args, prep)
+            r.update(wall_s=round(time.time() - t0, 1), cpu_s=round(time.process_time() - c0, 1))
+            results["runs"][key] = r
+            res_file.write_text(json.dumps(results, indent=2, default=str))
+            print(f"[{key}] FERPlus acc {r['ferplus_accuracy']:.4f}  orig acc {r['orig_accuracy']:.4f}  "
+                  f"({r['wall_s']:.0f} s wall, {r['cpu_s']:.0f} s CPU)", flush=True)
+    print("\n".join(summarise(results)))
+    print(f"\nresults: {res_file}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
