@@ -30,7 +30,7 @@ from curate.train.data import (
     step_generator,
     to_model_input,
 )
-from curate.train.loop import finetune
+from curate.train.loop import finetune, suspect_images
 from curate.train.loss import (
     InLoopScreen,
     mine_negatives,
@@ -256,6 +256,76 @@ def test_in_loop_screen_is_monotone_in_alpha_and_window_commits_only_on_request(
         assert screen.window.shape == (40, 6)
     for looser, stricter in zip(kept, kept[1:], strict=False):
         assert not (stricter & ~looser).any()     # raising alpha never keeps a tuple more
+
+
+def test_in_loop_class_aware_screen_is_the_screen_fit_and_flags_a_planted_mislabelled_positive():
+    from curate.screens import statistical as st
+    from curate.screens.nulls import fit_class_boundary
+
+    rng = np.random.default_rng(0)
+    d = 16
+    centres = rng.normal(size=(3, d)) * 3
+    labels = np.repeat(np.arange(3), 60)
+    emb = (centres[labels] + rng.normal(size=(180, d)) * 0.7).astype(np.float32)
+    # image 180 looks like class 2 but is labelled 0: a mislabelled image
+    emb = np.vstack([emb, centres[2] + rng.normal(size=d) * 0.7]).astype(np.float32)
+    labels = np.append(labels, 0)
+    same = [(i, i + 1, (i + 70) % 180) for i in range(0, 178, 3) if i // 60 == (i + 1) // 60]
+    tuples = np.array([(0, 180, 70), *same])
+    screen = InLoopScreen(ScreenSettings(null="class_empirical", window=1000), dim=d, scale=1.0)
+    res = screen(emb, labels, tuples, step=0, seed=0)
+    assert res.active and res.d_null is None and res.suspicion is not None
+    # the very fit of `curate screen` on the window (here the batch itself)
+    x = st.normalize(emb, center=True)
+    fit = fit_class_boundary(x, labels.astype(str), alpha_pos=0.05, alpha_neg=0.05, seed=0, pairs_per_class_pair=500)
+    codes = fit.nulls.codes(labels.astype(str))
+    for k, (a, p, n) in enumerate(tuples):
+        assert res.too_far[k] == (np.linalg.norm(x[a] - x[p]) > fit.nulls.t_pos[codes[a]])
+        assert res.too_close[k] == (np.linalg.norm(x[a] - x[n]) < fit.nulls.t_neg[codes[a], codes[n]])
+    assert res.too_far[0] and res.too_far[1:].mean() < 0.15     # the planted positive; few clean ones
+    assert res.suspicion[180] > 0.9 and res.suspicion[180] > np.nanmax(res.suspicion[:180])
+    assert res.t_pos == pytest.approx(float(np.mean(fit.nulls.t_pos)))
+
+
+def test_suspect_images_matches_a_brute_force_loop():
+    rng = np.random.default_rng(2)
+    history = np.column_stack([rng.uniform(0, 4, 50), rng.integers(0, 6, 50)]).astype(float)
+    history[:, 0] = np.minimum(history[:, 0], history[:, 1])        # a sum of values in [0, 1]
+    batch = np.where(rng.random(50) < 0.2, np.nan, rng.random(50))
+    got = suspect_images(history, batch, 0.5, 3)
+    for i in range(50):
+        total, visits = history[i]
+        if not np.isnan(batch[i]):
+            total, visits = total + batch[i], visits + 1
+        assert got[i] == (visits >= 3 and total / max(visits, 1) > 0.5)
+    assert not suspect_images(history, None, 0.5, 100).any()
+
+
+def test_excluding_suspects_records_them_and_leaves_them_out(build: Path, tmp_path: Path):
+    with pytest.raises(CurateError, match="class-aware null"):
+        tiny_config(exclude_suspects=True).check()
+    res = finetune(build, tmp_path / "ex", tiny_config(null="class_empirical", exclude_suspects=True,
+                                                       suspect_threshold=0.2, suspect_min_visits=1, epochs=2))
+    run = res.run_dir
+    sus = pd.read_parquet(run / "image_suspicion.parquet")
+    n_train = 3 * 10
+    assert len(sus) == n_train and sus["visits"].gt(0).all()
+    assert sus["mean_suspicion"].is_monotonic_decreasing
+    assert (sus["excluded"] == ((sus["mean_suspicion"] > 0.2) & (sus["visits"] >= 1))).all()
+    assert res.run["counts"]["images_excluded"] == int(sus["excluded"].sum())
+    by_epoch = pd.read_parquet(run / "tuple_drops_by_epoch.parquet")
+    drops = pd.read_parquet(run / "tuple_drops.parquet")
+    assert sorted(by_epoch["epoch"].unique()) <= [0, 1]
+    for col, flag in (("n_too_far", "positive_too_far"), ("n_too_close", "negative_too_close"),
+                      ("n_suspect", "suspect_member")):
+        assert drops[col].sum() == by_epoch[flag].sum()
+    train = res.metrics[res.metrics["phase"] == "train"]
+    assert np.allclose(1 - train["n_kept"] / train["n_tuples"], train["share_dropped"])
+    assert ((train["share_too_far"] + train["share_too_close"] + train["share_suspect"])
+            >= train["share_dropped"] - 1e-9).all()
+    # a tuple dropped as suspect has an excluded anchor or positive at the end of the run
+    if by_epoch["suspect_member"].any():
+        assert sus["excluded"].any()
 
 
 # ----------------------------------------------------------------------------- data

@@ -10,6 +10,9 @@ from dataclasses import dataclass
 
 from curate.errors import CurateError
 from curate.screens import statistical as st
+from curate.screens.nulls import CLASS_NULLS
+
+NULLS = (*st.NULLS, *CLASS_NULLS)   # global nulls, then the class-aware ones of ``curate screen``
 
 KINDS = ("triplet", "quadruplet")
 MINING = ("none", "hard", "semihard")
@@ -33,8 +36,8 @@ class ScreenSettings:
 
     def check(self) -> None:
         """Raise a :class:`CurateError` for options out of range."""
-        if self.null not in st.NULLS:
-            raise CurateError(f"unknown null {self.null!r}", hint=f"use --null one of {', '.join(st.NULLS)}")
+        if self.null not in NULLS:
+            raise CurateError(f"unknown null {self.null!r}", hint=f"use --null one of {', '.join(NULLS)}")
         st.thresholds(1.0, 1.0, self.alpha_pos, self.alpha_neg)  # validates the alphas
         if self.window < 2:
             raise CurateError(f"--screen-window must be at least 2, got {self.window}")
@@ -67,6 +70,9 @@ class FinetuneConfig:
     center: bool = _SCREEN.center
     screen_window: int = _SCREEN.window
     screen_warmup_steps: int = _SCREEN.warmup_steps
+    exclude_suspects: bool = False    # class-aware null: leave out images whose label stays suspect
+    suspect_threshold: float = 0.5    # ... when their mean suspicion (1 - p(label | x)) exceeds this
+    suspect_min_visits: int = 3       # ... over at least this many screened visits
     epochs: int = 10
     max_steps: int | None = None
     batch_tuples: int = 64
@@ -100,6 +106,17 @@ class FinetuneConfig:
         if not (self.scale > 0 and self.lr > 0 and self.logit_scale > 0 and self.ce_weight >= 0):
             raise CurateError("--scale, --logit-scale and --lr must be positive and --ce-weight not negative")
         self.screen_settings().check()
+        if self.exclude_suspects:
+            if not self.screen_every_step or self.null not in CLASS_NULLS:
+                raise CurateError("--exclude-suspects needs the in-loop screen with a class-aware null "
+                                  f"(--screen-every-step --null {CLASS_NULLS[-1]}), got "
+                                  f"{'--no-screen-every-step' if not self.screen_every_step else '--null ' + self.null}",
+                                  hint=f"pass --null {' or '.join(CLASS_NULLS)}, or drop --exclude-suspects")
+            if not 0 < self.suspect_threshold < 1:
+                raise CurateError(f"--suspect-threshold must be strictly between 0 and 1, got {self.suspect_threshold}",
+                                  hint="use for example --suspect-threshold 0.5")
+            if self.suspect_min_visits < 1:
+                raise CurateError(f"--suspect-min-visits must be at least 1, got {self.suspect_min_visits}")
 
     def screen_settings(self) -> ScreenSettings:
         """The in-loop boundary options."""

@@ -43,6 +43,7 @@ from curate.runs import (
     save_run,
     save_weights,
 )
+from curate.screens.nulls import CLASS_NULLS
 from curate.sources import is_run_dir
 from curate.train.config import FinetuneConfig
 from curate.train.data import (
@@ -131,11 +132,23 @@ def _fingerprint(cfg: FinetuneConfig, data: TrainingData) -> str:
                        "build_dir": str(data.build_dir)}, sort_keys=True)
 
 
+# bits of a tuple's verdict in one epoch (``_State.epoch_drops``)
+TOO_FAR, TOO_CLOSE, SUSPECT = 1, 2, 4
+DROP_COLUMNS = ("n_seen", "n_too_far", "n_too_close", "n_suspect")
+
+
 @dataclass
 class _State:
     step: int = 0
     rows: list[dict[str, Any]] = field(default_factory=list)
-    drops: np.ndarray | None = None      # [n_tuples, 3]: seen, too_far, too_close
+    drops: np.ndarray | None = None        # [n_tuples, 4]: seen, too_far, too_close, suspect member
+    epoch_drops: np.ndarray | None = None  # [epochs, n_tuples] uint8: TOO_FAR | TOO_CLOSE | SUSPECT bits
+    suspicion: np.ndarray | None = None    # [n_store_rows, 2]: sum of label suspicion, screened visits
+
+    @classmethod
+    def new(cls, n_tuples: int, epochs: int, n_images: int) -> _State:
+        return cls(drops=np.zeros((n_tuples, len(DROP_COLUMNS)), np.int64),
+                   epoch_drops=np.zeros((epochs, n_tuples), np.uint8), suspicion=np.zeros((n_images, 2)))
 
 
 def _save_checkpoint(run: Path, net: nn.Module, opt: torch.optim.Optimizer, sched: Any, screen: InLoopScreen,
@@ -146,7 +159,8 @@ def _save_checkpoint(run: Path, net: nn.Module, opt: torch.optim.Optimizer, sche
     save_weights(net, ck / f"{tag}.safetensors")
     with atomic_path(ck / f"{tag}.state.pt") as tmp:
         torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "screen": screen.state(),
-                    "drops": torch.from_numpy(state.drops)}, tmp)
+                    "drops": torch.from_numpy(state.drops), "epoch_drops": torch.from_numpy(state.epoch_drops),
+                    "suspicion": torch.from_numpy(state.suspicion)}, tmp)
     write_parquet(pd.DataFrame(state.rows), ck / f"{tag}.metrics.parquet")
     write_json({"step": state.step, "tag": tag, "fingerprint": fingerprint}, ck / "last.json")
     for old in ck.glob("step_*"):
@@ -155,7 +169,7 @@ def _save_checkpoint(run: Path, net: nn.Module, opt: torch.optim.Optimizer, sche
 
 
 def _load_checkpoint(run: Path, net: nn.Module, opt: torch.optim.Optimizer, sched: Any, screen: InLoopScreen,
-                     fingerprint: str, n_tuples: int) -> _State | None:
+                     fingerprint: str, fresh: _State) -> _State | None:
     last = run / CKPT_DIR / "last.json"
     if not last.is_file():
         return None
@@ -176,16 +190,18 @@ def _load_checkpoint(run: Path, net: nn.Module, opt: torch.optim.Optimizer, sche
         opt.load_state_dict(blob["optimizer"])
         sched.load_state_dict(blob["scheduler"])
         screen.load_state(blob["screen"])
-        drops = blob["drops"].numpy().astype(np.int64)
+        arrays = {k: blob[k].numpy() for k in ("drops", "epoch_drops", "suspicion")}
         rows = read_parquet(ck / f"{tag}.metrics.parquet", what="checkpoint metrics").to_dict("records")
     except CurateError:
         raise
     except Exception as exc:  # torch/pickle raise many types for a damaged file
         raise CurateError(f"corrupted checkpoint {ck / tag}: {str(exc)[:300]}",
                           hint="pass --restart to discard the checkpoint and train from the start") from exc
-    if drops.shape != (n_tuples, 3):
-        raise CurateError(f"checkpoint {ck / tag} does not match the tuples", hint="pass --restart")
-    return _State(step=int(meta["step"]), rows=[{k: _plain(v) for k, v in r.items()} for r in rows], drops=drops)
+    for k, v in arrays.items():
+        if v.shape != getattr(fresh, k).shape:
+            raise CurateError(f"checkpoint {ck / tag} does not match the tuples ({k} {v.shape})", hint="pass --restart")
+    return _State(step=int(meta["step"]), rows=[{k: _plain(v) for k, v in r.items()} for r in rows],
+                  **{k: v.astype(getattr(fresh, k).dtype) for k, v in arrays.items()})
 
 
 def _plain(v: Any) -> Any:
@@ -243,22 +259,34 @@ class _Trainer:
         labels_np = self.label_codes[rows]
         return _Batch(x, torch.from_numpy(labels_np).to(self.device), labels_np, local, rows)
 
-    def step(self, b: _Batch, step: int) -> tuple[torch.Tensor, dict[str, Any], np.ndarray]:
+    def step(self, b: _Batch, step: int, suspicion: np.ndarray
+             ) -> tuple[torch.Tensor, dict[str, Any], np.ndarray, np.ndarray | None]:
+        """Loss, metrics row, per-tuple drop counts ``[t, 4]`` and the batch images' label
+        suspicion (``None`` unless a class-aware null screened the batch). ``suspicion`` is the
+        run's ``[n_images, 2]`` sum/visits before this step (read only)."""
         cfg = self.cfg
         torch.manual_seed(cfg.seed * 7_777_777 + step)   # dropout / drop-path, reproducible per step
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             emb = self.net(b.x)
         emb = emb.float()
         t = len(b.local)
+        batch_suspicion = None
         if cfg.screen_every_step:
             res = self.screen(emb.detach().cpu().numpy(), b.labels_np, b.local, step=step, seed=cfg.seed)
             keep, too_far, too_close, neg_ok = res.keep, res.too_far, res.too_close, res.neg_ok
+            batch_suspicion = res.suspicion
             info = {"screen_active": res.active, "d_null": res.d_null, "mu": res.mu, "sigma": res.sigma,
                     "t_pos": res.t_pos, "t_neg": res.t_neg}
         else:
             keep, too_far, too_close = np.ones(t, bool), np.zeros(t, bool), np.zeros(t, bool)
             neg_ok = np.ones(len(b.rows), bool)
             info = {"screen_active": False, "d_null": None, "mu": None, "sigma": None, "t_pos": None, "t_neg": None}
+        excluded = np.zeros(len(b.rows), bool)
+        if cfg.exclude_suspects and batch_suspicion is not None:
+            excluded = suspect_images(suspicion[b.rows], batch_suspicion, cfg.suspect_threshold,
+                                      cfg.suspect_min_visits)
+        suspect = excluded[b.local[:, 0]] | excluded[b.local[:, 1]]
+        keep = keep & ~suspect
         all_dropped = not keep.any()
         local = torch.from_numpy(b.local[keep]).to(self.device)
         if cfg.mining != "none" and len(local):
@@ -269,10 +297,11 @@ class _Trainer:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             logits = self.net.logits_from_embeddings(emb if cfg.ce_weight > 0 else emb.detach())
         logits = logits.float()
-        if all_dropped or cfg.ce_on == "all":
-            ce_idx = torch.arange(len(b.rows), device=self.device)
-        else:
-            ce_idx = torch.from_numpy(np.unique(b.local[keep])).to(self.device)
+        ce_rows = np.arange(len(b.rows)) if all_dropped or cfg.ce_on == "all" else np.unique(b.local[keep])
+        if excluded[ce_rows].all():   # nothing but suspects left: train the head on the batch as given
+            ce_rows = np.arange(len(b.rows))
+        ce_idx = torch.from_numpy(ce_rows[~excluded[ce_rows]] if (~excluded[ce_rows]).any() else ce_rows)
+        ce_idx = ce_idx.to(self.device)
         ce = F.cross_entropy(logits[ce_idx], b.labels[ce_idx])
         loss = metric + (cfg.ce_weight if cfg.ce_weight > 0 else 1.0) * ce
         if not torch.isfinite(loss):
@@ -281,10 +310,11 @@ class _Trainer:
         acc = (logits.argmax(1) == b.labels).float().mean().item()
         row = {"n_tuples": t, "n_images": len(b.rows), "n_kept": int(keep.sum()),
                "share_dropped": float(1 - keep.mean()), "share_too_far": float(too_far.mean()),
-               "share_too_close": float(too_close.mean()), "all_dropped": bool(all_dropped),
+               "share_too_close": float(too_close.mean()), "share_suspect": float(suspect.mean()),
+               "images_excluded": int(excluded.sum()), "all_dropped": bool(all_dropped),
                "metric_loss": float(metric.item()), "ce_loss": float(ce.item()), "train_accuracy": acc, **info}
-        drops = np.stack([np.ones(t, np.int64), too_far.astype(np.int64), too_close.astype(np.int64)], 1)
-        return loss, row, drops
+        drops = np.stack([np.ones(t, np.int64), too_far, too_close, suspect], 1).astype(np.int64)
+        return loss, row, drops, batch_suspicion
 
     @torch.no_grad()
     def validate(self) -> dict[str, Any]:
@@ -357,9 +387,10 @@ def finetune(source: str | Path, out: str | Path, config: FinetuneConfig | None 
     if restart and (run / CKPT_DIR).exists():
         for f in (run / CKPT_DIR).iterdir():
             f.unlink()
-    state = _load_checkpoint(run, net, opt, sched, trainer.screen, fingerprint, len(members)) if not restart else None
+    fresh = _State.new(len(members), math.ceil(total / n_batches), len(ids))
+    state = _load_checkpoint(run, net, opt, sched, trainer.screen, fingerprint, fresh) if not restart else None
     resumed_from = state.step if state else 0
-    state = state or _State(drops=np.zeros((len(members), 3), np.int64))
+    state = state or fresh
 
     notes: list[str] = []
     in_update = False
@@ -372,7 +403,7 @@ def finetune(source: str | Path, out: str | Path, config: FinetuneConfig | None 
             batches = epoch_batches(len(members), cfg.batch_tuples, cfg.seed, epoch)
             tic = time.perf_counter()
             b = trainer.batch(batches[in_epoch], state.step)
-            loss, row, drops = trainer.step(b, state.step)
+            loss, row, drops, susp = trainer.step(b, state.step, state.suspicion)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             in_update = True
@@ -381,6 +412,12 @@ def finetune(source: str | Path, out: str | Path, config: FinetuneConfig | None 
             if cfg.screen_every_step:
                 trainer.screen.commit_pending()
             np.add.at(state.drops, batches[in_epoch], drops)
+            state.epoch_drops[epoch, batches[in_epoch]] = (TOO_FAR * drops[:, 1] + TOO_CLOSE * drops[:, 2]
+                                                           + SUSPECT * drops[:, 3]).astype(np.uint8)
+            if susp is not None:
+                seen = np.isfinite(susp)
+                np.add.at(state.suspicion, (b.rows[seen], 0), susp[seen])
+                np.add.at(state.suspicion, (b.rows[seen], 1), 1.0)
             row.update({"phase": "train", "epoch": epoch, "step": state.step, "loss": float(loss.item()),
                         "lr": float(opt.param_groups[0]["lr"]),
                         "images_per_s": len(b.rows) / max(time.perf_counter() - tic, 1e-9)})
@@ -412,12 +449,12 @@ def finetune(source: str | Path, out: str | Path, config: FinetuneConfig | None 
     if not last_val and len(val_rows):
         last_val = trainer.validate()
     return _finish(run, cfg, data, net, data_config, pretrained_from, state, last_val, started, resumed_from,
-                   notes, source)
+                   notes, source, ids)
 
 
 def _finish(run: Path, cfg: FinetuneConfig, data: TrainingData, net: EmbeddingNet, data_config: dict[str, Any],
             pretrained_from: str | None, state: _State, last_val: dict[str, Any], started: float,
-            resumed_from: int, notes: list[str], source: str | Path) -> FinetuneResult:
+            resumed_from: int, notes: list[str], source: str | Path, ids: np.ndarray) -> FinetuneResult:
     from curate.train.report import write_report
 
     config = run_config(net, backbone=cfg.backbone, classes=data.classes, in_chans=int(data_config["input_size"][0]),
@@ -426,11 +463,12 @@ def _finish(run: Path, cfg: FinetuneConfig, data: TrainingData, net: EmbeddingNe
     save_run(net, run, config)
     metrics = pd.DataFrame(state.rows)
     write_parquet(metrics, run / "metrics.parquet")
-    drops = pd.DataFrame({"tuple_id": data.tuples["tuple_id"].to_numpy() if "tuple_id" in data.tuples
-                          else np.arange(len(data.tuples)),
-                          "n_seen": state.drops[:, 0], "n_too_far": state.drops[:, 1],
-                          "n_too_close": state.drops[:, 2]})
+    tuple_ids = data.tuples["tuple_id"].to_numpy() if "tuple_id" in data.tuples else np.arange(len(data.tuples))
+    drops = pd.DataFrame({"tuple_id": tuple_ids, **{c: state.drops[:, i] for i, c in enumerate(DROP_COLUMNS)}})
     write_parquet(drops, run / "tuple_drops.parquet")
+    write_parquet(epoch_drop_table(state.epoch_drops, tuple_ids), run / "tuple_drops_by_epoch.parquet")
+    if cfg.screen_every_step and cfg.null in CLASS_NULLS:
+        write_parquet(image_suspicion_table(state.suspicion, ids, data, cfg), run / "image_suspicion.parquet")
     final = last_val.get("_metrics", {})
     write_json(final, run / "evaluation.json")
     train = metrics[metrics["phase"] == "train"] if len(metrics) else metrics
@@ -439,6 +477,8 @@ def _finish(run: Path, cfg: FinetuneConfig, data: TrainingData, net: EmbeddingNe
         "val_images": len(data.val_images),
         "mean_share_dropped": float(train["share_dropped"].mean()) if len(train) else None,
         "steps_all_dropped": int(train["all_dropped"].sum()) if len(train) else 0,
+        "images_excluded": int(suspect_images(state.suspicion, None, cfg.suspect_threshold,
+                                              cfg.suspect_min_visits).sum()) if cfg.exclude_suspects else 0,
         "val_accuracy": final.get("accuracy"), "val_macro_f1": final.get("macro_f1"),
     }
     params = {**asdict(cfg), "source": str(Path(source).resolve()), "build_dir": str(data.build_dir),
@@ -451,3 +491,43 @@ def _finish(run: Path, cfg: FinetuneConfig, data: TrainingData, net: EmbeddingNe
     write_report(run, metrics=metrics, final=final, config=config, record=record)
     return FinetuneResult(run_dir=run, metrics=metrics, final=final, config=config, run=record,
                           resumed_from_step=resumed_from, notes=notes)
+
+
+# ----------------------------------------------------------------------------- image suspicion
+
+def suspect_images(history: np.ndarray, batch: np.ndarray | None, threshold: float, min_visits: int) -> np.ndarray:
+    """Bool per image: its mean label suspicion over its screened visits exceeds ``threshold``
+    after at least ``min_visits`` of them.
+
+    ``history`` is ``[n, 2]`` (sum of suspicion, visits) before this step; ``batch`` (``[n]``,
+    ``nan`` = not scored) adds this step's suspicion, so an image can be excluded at the very
+    visit that makes its record persistent.
+    """
+    total, visits = history[:, 0].copy(), history[:, 1].copy()
+    if batch is not None:
+        seen = np.isfinite(batch)
+        total[seen] += batch[seen]
+        visits[seen] += 1
+    return (visits >= min_visits) & (total > threshold * np.maximum(visits, 1))
+
+
+def epoch_drop_table(epoch_drops: np.ndarray, tuple_ids: np.ndarray) -> pd.DataFrame:
+    """``tuple_drops_by_epoch.parquet``: one row per epoch and dropped tuple."""
+    epoch, row = np.nonzero(epoch_drops)
+    bits = epoch_drops[epoch, row]
+    return pd.DataFrame({"epoch": epoch.astype(np.int64), "tuple_id": tuple_ids[row],
+                         "positive_too_far": (bits & TOO_FAR) > 0, "negative_too_close": (bits & TOO_CLOSE) > 0,
+                         "suspect_member": (bits & SUSPECT) > 0})
+
+
+def image_suspicion_table(suspicion: np.ndarray, ids: np.ndarray, data: TrainingData,
+                          cfg: FinetuneConfig) -> pd.DataFrame:
+    """``image_suspicion.parquet``: per training image, its in-loop label suspicion record."""
+    visits = suspicion[:, 1]
+    seen = visits > 0
+    mean = np.divide(suspicion[:, 0], visits, out=np.full(len(visits), np.nan), where=seen)
+    excluded = suspect_images(suspicion, None, cfg.suspect_threshold, cfg.suspect_min_visits) & cfg.exclude_suspects
+    table = pd.DataFrame({"image_id": ids[seen], "label": data.images.loc[ids[seen], "label"].astype(str).to_numpy(),
+                          "visits": visits[seen].astype(np.int64), "mean_suspicion": mean[seen],
+                          "excluded": excluded[seen]})
+    return table.sort_values(["mean_suspicion", "image_id"], ascending=[False, True]).reset_index(drop=True)

@@ -2,9 +2,13 @@
 
 At every step the embeddings of the batch (detached) are centred on the mean of a
 running window of recent embeddings, normalised to the modulus ``s``, and each tuple's
-distances are tested against the boundary of ``curate screen``
-(:mod:`curate.screens.statistical`), fitted to that window with the current weights.
-Only the kept tuples contribute to the metric loss.
+distances are tested against the boundary of ``curate screen``, fitted to that window with
+the current weights: one global null (:mod:`curate.screens.statistical`) or the class-aware
+nulls (:func:`curate.screens.nulls.fit_class_boundary`: one null per class for the positive
+pair, one per class pair for the negatives, weighted by the image verdicts of
+:mod:`curate.screens.label`). Only the kept tuples contribute to the metric loss. With a
+class-aware null each batch image also gets its label suspicion against the window's
+classes (``BatchVerdict.suspicion``), which the training loop may accumulate per image.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import torch.nn.functional as F
 
 from curate.errors import CurateError
 from curate.screens import statistical as st
+from curate.screens.nulls import CLASS_NULLS, class_verdicts, fit_class_boundary
 from curate.train.config import MINING, ScreenSettings
 
 # ----------------------------------------------------------------------------- losses
@@ -100,9 +105,10 @@ class BatchVerdict:
     d_null: float | None
     mu: float
     sigma: float
-    t_pos: float
-    t_neg: float
+    t_pos: float                # class-aware nulls: the mean of the per-class T_pos
+    t_neg: float                # class-aware nulls: the mean of the per-class-pair T_neg
     active: bool
+    suspicion: np.ndarray | None = None   # per batch image, class-aware nulls only: 1 - p(label | x)
 
 
 class InLoopScreen:
@@ -162,6 +168,8 @@ class InLoopScreen:
         s = self.settings
         mean = window.mean(axis=0) if s.center else None
         win = st.normalize(window, center=s.center, scale=self.scale, mean=mean)
+        if s.null in CLASS_NULLS:
+            return self._class_aware(win, window_labels, len(emb), local, seed * 100_003 + step)
         b = st.fit_boundary(win, labels=window_labels, null=s.null, alpha_pos=s.alpha_pos,
                             alpha_neg=s.alpha_neg, scale=self.scale, seed=seed * 100_003 + step,
                             n_pairs=2000, center=s.center)
@@ -176,6 +184,28 @@ class InLoopScreen:
         close = dist["d_an"] < b.t_neg
         neg_ok[local[close, 2]] = False
         return BatchVerdict(keep, too_far, too_close, neg_ok, b.d_null, b.mu, b.sigma, b.t_pos, b.t_neg, True)
+
+    def _class_aware(self, win: np.ndarray, window_labels: np.ndarray, m: int, local: np.ndarray,
+                     seed: int) -> BatchVerdict:
+        """The class-aware boundary fitted to the normalised window, whose last ``m`` rows
+        are the batch (``m`` <= window size: the batch never outgrows the window)."""
+        s = self.settings
+        names = window_labels.astype(str)
+        fit = fit_class_boundary(win, names, null=s.null, alpha_pos=s.alpha_pos, alpha_neg=s.alpha_neg,
+                                 scale=self.scale, seed=seed, pairs_per_class_pair=500)
+        x, batch_names = win[-m:], names[-m:]
+        codes = fit.nulls.codes(batch_names)
+        cols = [local[:, i] for i in range(local.shape[1])]
+        dist = st.tuple_distances(x, *cols, workers=1)
+        n2 = codes[local[:, 3]] if local.shape[1] > 3 else None
+        too_far, too_close = class_verdicts(dist, fit.nulls, codes[local[:, 0]], codes[local[:, 2]], n2)
+        neg_ok = np.ones(m, bool)
+        neg_ok[local[dist["d_an"] < fit.nulls.t_neg[codes[local[:, 0]], codes[local[:, 2]]], 2]] = False
+        t_neg = fit.nulls.t_neg[np.triu_indices(len(fit.nulls.classes), 1)]
+        suspicion = fit.verdicts["suspicion"].to_numpy(np.float64)[-m:]
+        return BatchVerdict(~(too_far | too_close), too_far, too_close, neg_ok, None, float("nan"),
+                            float("nan"), float(np.mean(fit.nulls.t_pos)), float(np.mean(t_neg)), True,
+                            suspicion)
 
     @staticmethod
     def _too_close(dist: dict[str, np.ndarray], t_neg: float) -> np.ndarray:
