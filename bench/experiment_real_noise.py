@@ -94,6 +94,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--once-faces", action="store_true", help="arm 2: also apply the face screens")
     p.add_argument("--every-null", default="effective", help="null of arm 3's in-loop boundary")
     p.add_argument("--screen-warmup-steps", type=int, default=0, help="arm 3: steps before screening starts")
+    p.add_argument("--every-exclude-suspects", action="store_true",
+                   help="arm 3: also leave out images whose in-loop label suspicion stays high")
+    p.add_argument("--suspect-share", type=float, default=None, help="arm 3 (default: finetune's)")
+    p.add_argument("--suspect-min-visits", type=int, default=None, help="arm 3 (default: finetune's)")
+    p.add_argument("--tag", default="", help="suffix of the run names and result keys of this invocation's arms")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     return p.parse_args(argv)
@@ -271,22 +276,47 @@ def screen_diagnostics(screen_dir: Path, build_dir: Path) -> dict[str, Any]:
 
 
 def drop_diagnostics(run: Path, build_dir: Path) -> dict[str, Any]:
-    """Arm 3: precision/recall of the in-loop drops over the whole run (drops counted once per
-    time a tuple was seen, i.e. averaged over the epochs), and drop shares per epoch."""
-    drops = pd.read_parquet(run / "tuple_drops.parquet")
+    """Arm 3: precision/recall of the in-loop drops per epoch (``tuple_drops_by_epoch.parquet``:
+    every training tuple is seen once per epoch) and over the whole run (drops counted per
+    epoch), overall and per reason; drop shares per epoch; the images it excluded."""
     tuples = pd.read_parquet(build_dir / "tuples.parquet")
-    d = drops.merge(tuple_truth(build_dir, tuples), on="tuple_id")
-    dropped = np.minimum(d["n_too_far"] + d["n_too_close"], d["n_seen"]).to_numpy(dtype=float)
-    seen = d["n_seen"].to_numpy(dtype=float)
-    out: dict[str, Any] = {}
-    for key in ("bad_any", "bad_pos_pair"):
-        out[key] = _pr(dropped, d[key].to_numpy(), seen)
-    far = d["n_too_far"].to_numpy(dtype=float)
-    out["too_far_bad_pos_pair"] = _pr(far, d["bad_pos_pair"].to_numpy(), seen)
+    truth = tuple_truth(build_dir, tuples[tuples["split"].fillna("") != "val"])
+    by_epoch = pd.read_parquet(run / "tuple_drops_by_epoch.parquet")
+    epochs = int(pd.read_parquet(run / "metrics.parquet")["epoch"].max()) + 1
+    reasons = {"any": ["positive_too_far", "negative_too_close", "suspect_member"],
+               "positive_too_far": ["positive_too_far"], "negative_too_close": ["negative_too_close"],
+               "suspect_member": ["suspect_member"]}
+    out: dict[str, Any] = {"per_epoch": []}
+    total = {r: np.zeros(len(truth)) for r in reasons}
+    for e in range(epochs):
+        ep = truth[["tuple_id"]].merge(by_epoch[by_epoch["epoch"] == e], on="tuple_id", how="left")
+        row: dict[str, Any] = {"epoch": e}
+        for r, cols in reasons.items():
+            dropped = ep[cols].fillna(False).astype(bool).any(axis=1).to_numpy()
+            total[r] += dropped
+            row[r] = {k: _pr(dropped.astype(float), truth[k].to_numpy()) for k in ("bad_any", "bad_pos_pair")}
+        out["per_epoch"].append(row)
+    seen = np.full(len(truth), float(epochs))
+    out["run"] = {r: {k: _pr(total[r], truth[k].to_numpy(), seen) for k in ("bad_any", "bad_pos_pair")}
+                  for r in reasons}
     metrics = pd.read_parquet(run / "metrics.parquet")
     tr = metrics[metrics["phase"] == "train"]
-    for col in ("share_dropped", "share_too_far", "share_too_close", "d_null"):
-        out[f"{col}_by_epoch"] = tr.groupby("epoch")[col].mean().round(4).tolist()
+    for col in ("share_dropped", "share_too_far", "share_too_close", "share_suspect", "images_excluded"):
+        if col in tr:
+            out[f"{col}_by_epoch"] = tr.groupby("epoch")[col].mean().round(4).tolist()
+    sus_file = run / "image_suspicion.parquet"
+    if sus_file.is_file():
+        sus = pd.read_parquet(sus_file)
+        images = pd.read_parquet(build_dir / "images.parquet").set_index("image_id")
+        bad = images.loc[sus["image_id"], "mislabelled"].astype(str).str.lower().eq("true").to_numpy()
+        ex = sus["excluded"].to_numpy(bool)
+        from sklearn.metrics import roc_auc_score
+
+        out["images"] = {"scored": len(sus), "excluded": int(ex.sum()),
+                         "excluded_precision": float(bad[ex].mean()) if ex.any() else None,
+                         "excluded_recall": float(ex[bad].mean()) if bad.any() else None,
+                         "base_rate": float(bad.mean()),
+                         "auroc_mean_suspicion": float(roc_auc_score(bad, sus["mean_suspicion"]))}
     return out
 
 
@@ -297,11 +327,15 @@ def run_arm(arm: str, seed: int, args: argparse.Namespace, prep: dict[str, Any])
 
     paths = prep["paths"]
     work = args.work
-    run = work / "runs" / f"{arm}_s{seed}"
+    run = work / "runs" / f"{arm}{args.tag}_s{seed}"
     extra: dict[str, Any] = {}
     if arm in ("none", "every"):
         b = build(paths["orig"], work / "builds" / f"orig_s{seed}", args, seed)
-        res = train(b, run, finetune_config(args, seed, screen_every_step=arm == "every"))
+        every = {} if arm != "every" else {k: v for k, v in (
+            ("screen_every_step", True), ("exclude_suspects", args.every_exclude_suspects),
+            ("suspect_share", args.suspect_share), ("suspect_min_visits", args.suspect_min_visits))
+            if v is not None}
+        res = train(b, run, finetune_config(args, seed, **every))
         if arm == "every":
             extra = drop_diagnostics(run, b)
     elif arm == "oracle":
@@ -322,7 +356,7 @@ def run_arm(arm: str, seed: int, args: argparse.Namespace, prep: dict[str, Any])
         res = train(b, run, finetune_config(args, seed))
     else:
         raise SystemExit(f"unknown arm {arm!r}; use one of {', '.join(ARMS)}")
-    out = {"arm": arm, "seed": seed, "steps": res.run["counts"]["steps"], "tuples": res.run["counts"]["tuples"],
+    out = {"arm": arm + args.tag, "seed": seed, "steps": res.run["counts"]["steps"], "tuples": res.run["counts"]["tuples"],
            "mean_share_dropped": res.run["counts"]["mean_share_dropped"],
            "val_accuracy_in_run": res.final.get("accuracy"), **evaluate_run(run, paths, args.device), **extra}
     return out
@@ -371,18 +405,16 @@ def _sd(a: np.ndarray) -> float:
 
 
 def summarise(results: dict[str, Any]) -> list[str]:
-    lines = ["arm       seeds  FERPlus acc (mean +- sd)  orig acc (mean +- sd)  FERPlus macro-F1  steps"]
+    lines = ["arm            seeds  FERPlus acc (mean +- sd)  orig acc (mean +- sd)  FERPlus macro-F1  steps"]
     by_arm: dict[str, list[dict[str, Any]]] = {}
     for r in results["runs"].values():
         by_arm.setdefault(r["arm"], []).append(r)
-    for arm in ARMS:
-        rs = by_arm.get(arm, [])
-        if not rs:
-            continue
+    for arm in sorted(by_arm, key=lambda a: (next((i for i, x in enumerate(ARMS) if a.startswith(x)), 9), a)):
+        rs = by_arm[arm]
         f = np.array([r["ferplus_accuracy"] for r in rs])
         o = np.array([r["orig_accuracy"] for r in rs])
         m = np.array([r["ferplus_macro_f1"] for r in rs])
-        lines.append(f"{arm:9} {len(rs):5}  {f.mean():.4f} +- {_sd(f):.4f}        {o.mean():.4f} +- {_sd(o):.4f}"
+        lines.append(f"{arm:14} {len(rs):5}  {f.mean():.4f} +- {_sd(f):.4f}        {o.mean():.4f} +- {_sd(o):.4f}"
                      f"       {m.mean():.4f}           {rs[0]['steps']}")
     return lines
 
@@ -403,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     results["data"] = prep["info"]
     for seed in [int(s) for s in args.seeds.split(",")]:
         for arm in args.arms.split(","):
-            key = f"{arm}/s{seed}"
+            key = f"{arm}{args.tag}/s{seed}"
             if key in results["runs"]:
                 continue
             t0, c0 = time.time(), time.process_time()

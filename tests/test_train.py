@@ -30,7 +30,7 @@ from curate.train.data import (
     step_generator,
     to_model_input,
 )
-from curate.train.loop import finetune, suspect_images
+from curate.train.loop import finetune, suspect_images, suspicion_cut
 from curate.train.loss import (
     InLoopScreen,
     mine_negatives,
@@ -287,31 +287,39 @@ def test_in_loop_class_aware_screen_is_the_screen_fit_and_flags_a_planted_mislab
     assert res.t_pos == pytest.approx(float(np.mean(fit.nulls.t_pos)))
 
 
-def test_suspect_images_matches_a_brute_force_loop():
+def test_suspect_images_match_a_brute_force_loop():
     rng = np.random.default_rng(2)
     history = np.column_stack([rng.uniform(0, 4, 50), rng.integers(0, 6, 50)]).astype(float)
     history[:, 0] = np.minimum(history[:, 0], history[:, 1])        # a sum of values in [0, 1]
     batch = np.where(rng.random(50) < 0.2, np.nan, rng.random(50))
-    got = suspect_images(history, batch, 0.5, 3)
+    eligible = history[:, 1] >= 3
+    means = sorted(history[eligible, 0] / history[eligible, 1])
+    cut = suspicion_cut(history, 0.25, 3)
+    assert cut == means[len(means) - round(0.25 * len(means))]
+    assert sum(m >= cut for m in means) == round(0.25 * len(means))   # no ties in random data
+    got = suspect_images(history, batch, cut, 3)
     for i in range(50):
         total, visits = history[i]
         if not np.isnan(batch[i]):
             total, visits = total + batch[i], visits + 1
-        assert got[i] == (visits >= 3 and total / max(visits, 1) > 0.5)
-    assert not suspect_images(history, None, 0.5, 100).any()
+        assert got[i] == (visits >= 3 and total / max(visits, 1) >= cut)
+    assert suspicion_cut(history, 0.25, 100) == math.inf
+    assert not suspect_images(history, None, math.inf, 1).any()
 
 
 def test_excluding_suspects_records_them_and_leaves_them_out(build: Path, tmp_path: Path):
     with pytest.raises(CurateError, match="class-aware null"):
         tiny_config(exclude_suspects=True).check()
     res = finetune(build, tmp_path / "ex", tiny_config(null="class_empirical", exclude_suspects=True,
-                                                       suspect_threshold=0.2, suspect_min_visits=1, epochs=2))
+                                                       suspect_share=0.25, suspect_min_visits=2, epochs=2))
     run = res.run_dir
     sus = pd.read_parquet(run / "image_suspicion.parquet")
     n_train = 3 * 10
     assert len(sus) == n_train and sus["visits"].gt(0).all()
     assert sus["mean_suspicion"].is_monotonic_decreasing
-    assert (sus["excluded"] == ((sus["mean_suspicion"] > 0.2) & (sus["visits"] >= 1))).all()
+    eligible = sus[sus["visits"] >= 2]
+    assert sus["excluded"].sum() == round(0.25 * len(eligible)) > 0       # the most suspect quarter
+    assert eligible["excluded"].tolist() == sorted(eligible["excluded"].tolist(), reverse=True)
     assert res.run["counts"]["images_excluded"] == int(sus["excluded"].sum())
     by_epoch = pd.read_parquet(run / "tuple_drops_by_epoch.parquet")
     drops = pd.read_parquet(run / "tuple_drops.parquet")

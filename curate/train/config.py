@@ -70,9 +70,9 @@ class FinetuneConfig:
     center: bool = _SCREEN.center
     screen_window: int = _SCREEN.window
     screen_warmup_steps: int = _SCREEN.warmup_steps
-    exclude_suspects: bool = False    # class-aware null: leave out images whose label stays suspect
-    suspect_threshold: float = 0.5    # ... when their mean suspicion (1 - p(label | x)) exceeds this
-    suspect_min_visits: int = 3       # ... over at least this many screened visits
+    exclude_suspects: bool = False    # class-aware null: leave out the images whose label stays most suspect:
+    suspect_share: float = 0.2        # ... this share of the images screened at least suspect_min_visits
+    suspect_min_visits: int = 3       # ... times, ranked by their mean suspicion (1 - p(label | x))
     epochs: int = 10
     max_steps: int | None = None
     batch_tuples: int = 64
@@ -112,9 +112,9 @@ class FinetuneConfig:
                                   f"(--screen-every-step --null {CLASS_NULLS[-1]}), got "
                                   f"{'--no-screen-every-step' if not self.screen_every_step else '--null ' + self.null}",
                                   hint=f"pass --null {' or '.join(CLASS_NULLS)}, or drop --exclude-suspects")
-            if not 0 < self.suspect_threshold < 1:
-                raise CurateError(f"--suspect-threshold must be strictly between 0 and 1, got {self.suspect_threshold}",
-                                  hint="use for example --suspect-threshold 0.5")
+            if not 0 < self.suspect_share < 1:
+                raise CurateError(f"--suspect-share must be strictly between 0 and 1, got {self.suspect_share}",
+                                  hint="use for example --suspect-share 0.2 (about the share of wrong labels you expect)")
             if self.suspect_min_visits < 1:
                 raise CurateError(f"--suspect-min-visits must be at least 1, got {self.suspect_min_visits}")
 

@@ -283,8 +283,8 @@ class _Trainer:
             info = {"screen_active": False, "d_null": None, "mu": None, "sigma": None, "t_pos": None, "t_neg": None}
         excluded = np.zeros(len(b.rows), bool)
         if cfg.exclude_suspects and batch_suspicion is not None:
-            excluded = suspect_images(suspicion[b.rows], batch_suspicion, cfg.suspect_threshold,
-                                      cfg.suspect_min_visits)
+            cut = suspicion_cut(suspicion, cfg.suspect_share, cfg.suspect_min_visits)
+            excluded = suspect_images(suspicion[b.rows], batch_suspicion, cut, cfg.suspect_min_visits)
         suspect = excluded[b.local[:, 0]] | excluded[b.local[:, 1]]
         keep = keep & ~suspect
         all_dropped = not keep.any()
@@ -477,8 +477,7 @@ def _finish(run: Path, cfg: FinetuneConfig, data: TrainingData, net: EmbeddingNe
         "val_images": len(data.val_images),
         "mean_share_dropped": float(train["share_dropped"].mean()) if len(train) else None,
         "steps_all_dropped": int(train["all_dropped"].sum()) if len(train) else 0,
-        "images_excluded": int(suspect_images(state.suspicion, None, cfg.suspect_threshold,
-                                              cfg.suspect_min_visits).sum()) if cfg.exclude_suspects else 0,
+        "images_excluded": int(_final_suspects(state.suspicion, cfg).sum()),
         "val_accuracy": final.get("accuracy"), "val_macro_f1": final.get("macro_f1"),
     }
     params = {**asdict(cfg), "source": str(Path(source).resolve()), "build_dir": str(data.build_dir),
@@ -495,20 +494,40 @@ def _finish(run: Path, cfg: FinetuneConfig, data: TrainingData, net: EmbeddingNe
 
 # ----------------------------------------------------------------------------- image suspicion
 
-def suspect_images(history: np.ndarray, batch: np.ndarray | None, threshold: float, min_visits: int) -> np.ndarray:
-    """Bool per image: its mean label suspicion over its screened visits exceeds ``threshold``
-    after at least ``min_visits`` of them.
+def suspicion_cut(history: np.ndarray, share: float, min_visits: int) -> float:
+    """The mean suspicion at or above which an image is among the ``share`` most suspect of the
+    images screened at least ``min_visits`` times (``inf`` when none has been).
+
+    ``history`` is ``[n, 2]``: sum of label suspicion, screened visits, per image."""
+    visits = history[:, 1]
+    ok = visits >= min_visits
+    if not ok.any():
+        return math.inf
+    mean = history[ok, 0] / visits[ok]
+    k = max(1, int(round(share * mean.size)))
+    return float(np.partition(mean, mean.size - k)[mean.size - k])
+
+
+def suspect_images(history: np.ndarray, batch: np.ndarray | None, cut: float, min_visits: int) -> np.ndarray:
+    """Bool per image: screened at least ``min_visits`` times and its mean suspicion is at least ``cut``.
 
     ``history`` is ``[n, 2]`` (sum of suspicion, visits) before this step; ``batch`` (``[n]``,
     ``nan`` = not scored) adds this step's suspicion, so an image can be excluded at the very
-    visit that makes its record persistent.
+    visit that makes its record long enough.
     """
     total, visits = history[:, 0].copy(), history[:, 1].copy()
     if batch is not None:
         seen = np.isfinite(batch)
         total[seen] += batch[seen]
         visits[seen] += 1
-    return (visits >= min_visits) & (total > threshold * np.maximum(visits, 1))
+    return (visits >= min_visits) & (total >= cut * np.maximum(visits, 1))
+
+
+def _final_suspects(suspicion: np.ndarray, cfg: FinetuneConfig) -> np.ndarray:
+    if not cfg.exclude_suspects:
+        return np.zeros(len(suspicion), bool)
+    return suspect_images(suspicion, None, suspicion_cut(suspicion, cfg.suspect_share, cfg.suspect_min_visits),
+                          cfg.suspect_min_visits)
 
 
 def epoch_drop_table(epoch_drops: np.ndarray, tuple_ids: np.ndarray) -> pd.DataFrame:
@@ -526,7 +545,7 @@ def image_suspicion_table(suspicion: np.ndarray, ids: np.ndarray, data: Training
     visits = suspicion[:, 1]
     seen = visits > 0
     mean = np.divide(suspicion[:, 0], visits, out=np.full(len(visits), np.nan), where=seen)
-    excluded = suspect_images(suspicion, None, cfg.suspect_threshold, cfg.suspect_min_visits) & cfg.exclude_suspects
+    excluded = _final_suspects(suspicion, cfg)
     table = pd.DataFrame({"image_id": ids[seen], "label": data.images.loc[ids[seen], "label"].astype(str).to_numpy(),
                           "visits": visits[seen].astype(np.int64), "mean_suspicion": mean[seen],
                           "excluded": excluded[seen]})
