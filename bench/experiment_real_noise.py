@@ -90,7 +90,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--alpha", type=float, default=0.05, help="alpha_pos = alpha_neg of arms 2 and 3")
-    p.add_argument("--once-null", default="effective", help="null of arm 2's `curate screen`")
+    p.add_argument("--once-null", default="class_empirical", help="null of arm 2's `curate screen`")
     p.add_argument("--once-faces", action="store_true", help="arm 2: also apply the face screens")
     p.add_argument("--every-null", default="effective", help="null of arm 3's in-loop boundary")
     p.add_argument("--screen-warmup-steps", type=int, default=0, help="arm 3: steps before screening starts")
@@ -270,8 +270,15 @@ def screen_diagnostics(screen_dir: Path, build_dir: Path) -> dict[str, Any]:
         out[key] = _pr(rej, d[key].to_numpy())
     reasons = d.loc[rej > 0, "reason"].astype(str).str.split(";").explode().value_counts().to_dict()
     out["reasons"] = {k: int(v) for k, v in reasons.items()}
-    b = json.loads((screen_dir / "boundary.json").read_text())
-    out["boundary"] = {k: b.get(k) for k in ("null", "d_null", "t_pos", "t_neg")}
+    sus = pd.read_parquet(screen_dir / "images_suspect.parquet")
+    sus = sus[sus["split"].fillna("") != "val"]
+    if "label_reject" in sus:
+        images = pd.read_parquet(build_dir / "images.parquet").set_index("image_id")
+        bad = images.loc[sus["image_id"], "mislabelled"].astype(str).str.lower().eq("true").to_numpy()
+        rej = sus["label_reject"].fillna(False).to_numpy(bool)
+        out["label_screen_images"] = {"scored": len(sus), "rejected": int(rej.sum()),
+                                      "precision": float(bad[rej].mean()) if rej.any() else None,
+                                      "recall": float(rej[bad].mean()), "base_rate": float(bad.mean())}
     return out
 
 
@@ -343,11 +350,11 @@ def run_arm(arm: str, seed: int, args: argparse.Namespace, prep: dict[str, Any])
         res = train(b, run, finetune_config(args, seed))
     elif arm == "once":
         b = build(paths["orig"], work / "builds" / f"orig_s{seed}", args, seed)
-        sdir = work / "screens" / f"once_s{seed}"
+        sdir = work / "screens" / f"once{args.tag}_s{seed}"
         if not (sdir / "kept.parquet").is_file():
-            screen(b, sdir, weights=str(screener_run(args, paths)), alpha_pos=args.alpha, alpha_neg=args.alpha,
-                   null=args.once_null, device=args.device, seed=seed, skip_face_screens=not args.once_faces,
-                   report=False, workers=1)
+            screen(b, sdir, weights=str(screener_run(args, paths)), device=args.device, seed=seed, workers=1,
+                   alpha_pos=args.alpha, alpha_neg=args.alpha, null=args.once_null,
+                   skip_face_screens=not args.once_faces)
         extra = screen_diagnostics(sdir, b)
         res = train(sdir, run, finetune_config(args, seed))
     elif arm == "cleanlab":
