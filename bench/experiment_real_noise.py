@@ -49,7 +49,6 @@ re-run skips finished runs and resumes interrupted ones) and a mean +- sd table.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import time
@@ -58,14 +57,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from ferplus import SHARED, load_table, sha256_of
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
-IMAGE_EXT = (".jpg", ".jpeg", ".png")
-FERPLUS_TO_FER = {"anger": "angry", "disgust": "disgust", "fear": "fear", "happiness": "happy",
-                  "neutral": "neutral", "sadness": "sad", "surprise": "surprise"}
-VOTE_CATEGORIES = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt",
-                   "unknown", "NF")
 ARMS = ("none", "once", "every", "cleanlab", "oracle")
 
 
@@ -105,37 +98,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # ----------------------------------------------------------------------------- data
-
-def _sha256(path: str) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def load_table(data_root: Path, votes_csv: Path) -> pd.DataFrame:
-    """Every FER2013 train/val image with its original label, hash, FERPlus label and ``mislabelled``."""
-    rows = [{"path": str(f), "rel": f"{split}/{cls.name}/{f.name}", "split": split, "label": cls.name}
-            for split in ("train", "val") for cls in sorted((data_root / split).iterdir()) if cls.is_dir()
-            for f in sorted(cls.iterdir()) if f.suffix.lower() in IMAGE_EXT]
-    if not rows:
-        raise SystemExit(f"no images under {data_root}/train/<class>/")
-    df = pd.DataFrame(rows)
-    df["sha256"] = [_sha256(p) for p in df["path"]]
-    votes = pd.read_csv(votes_csv)
-    df = df.merge(votes, left_on="rel", right_on="path", how="left", suffixes=("", "_votes"))
-    v = df[[f"votes_{c}" for c in VOTE_CATEGORIES]].to_numpy(dtype=float)
-    has = ~np.isnan(v).any(axis=1)
-    v = np.nan_to_num(v, nan=-1.0)
-    top = v.max(axis=1)
-    tied = (v == top[:, None]).sum(axis=1) > 1
-    top_cat = np.array(VOTE_CATEGORIES, dtype=object)[v.argmax(axis=1)]
-    status = np.where(~has, "no_votes", np.where(tied, "tied", top_cat))
-    df["ferplus_status"] = [s if s not in FERPLUS_TO_FER else "ok" for s in status]
-    df["ferplus_label"] = [FERPLUS_TO_FER.get(s) if st == "ok" else None
-                           for s, st in zip(status, df["ferplus_status"], strict=True)]
-    orig8 = df["label"].map({v_: k for k, v_ in FERPLUS_TO_FER.items()})
-    plural8 = df["plurality_label_8cls"]
-    df["mislabelled"] = plural8.notna() & (orig8 != plural8)
-    return df[["path", "rel", "split", "label", "sha256", "ferplus_label", "ferplus_status", "mislabelled"]]
-
 
 def stratified_subset(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
     """A class-stratified random subset of about ``n`` rows (all rows when ``n`` <= 0)."""
@@ -385,7 +347,7 @@ def cleanlab_manifest(args: argparse.Namespace, paths: dict[str, Path]) -> tuple
     orig = pd.read_csv(paths["orig"])
     tr = orig[orig["split"] == "train"].reset_index(drop=True)
     loaded = load_backbone(None, str(screener_run(args, paths)), device=args.device)
-    emb = embed_images(tr["path"].tolist(), [_sha256(p) for p in tr["path"]], loaded,
+    emb = embed_images(tr["path"].tolist(), [sha256_of(p) for p in tr["path"]], loaded,
                        cache_dir=args.work / "emb_cache", workers=1)
     emb = emb / np.linalg.norm(emb, axis=1, keepdims=True)
     classes = sorted(tr["label"].unique())
