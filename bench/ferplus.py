@@ -12,6 +12,7 @@ votes would train on; images without a clean label are left out and counted)::
 
     python bench/ferplus.py manifest --out runs/ferplus/manifest.csv
     curate build-tuples runs/ferplus/manifest.csv --out runs/ferplus/tuples
+    curate finetune runs/ferplus/tuples --soft-label-prefix soft_ ...   # or train on the plurality label
 """
 
 from __future__ import annotations
@@ -69,13 +70,18 @@ def load_table(data_root: Path, votes_csv: Path) -> pd.DataFrame:
 
 
 def write_manifest(out: Path, data_root: Path, votes_csv: Path) -> dict[str, int]:
-    """``path,label,split,original_label`` with the FERPlus label of every train and val image
-    that has one; returns the counts of the images left out, by reason and split."""
+    """``path,label,split,original_label,soft_<class>...`` with the FERPlus label of every train
+    and val image that has one and its votes for the seven FER2013 classes (``curate finetune
+    --soft-label-prefix soft_``; contempt, unknown and not-a-face votes dropped); returns the
+    counts of the images left out, by reason and split."""
     table = load_table(data_root, votes_csv)
     ok = table["ferplus_label"].notna()
     m = table[ok].assign(original_label=lambda d: d["label"], label=lambda d: d["ferplus_label"])
+    soft = [f"soft_{fer}" for fer in FERPLUS_TO_FER.values()]
+    for plus, fer in FERPLUS_TO_FER.items():
+        m[f"soft_{fer}"] = m[f"votes_{plus}"].astype(int)
     out.parent.mkdir(parents=True, exist_ok=True)
-    m[["path", "label", "split", "original_label"]].to_csv(out, index=False)
+    m[["path", "label", "split", "original_label", *soft]].to_csv(out, index=False)
     left = table[~ok].groupby(["split", "ferplus_status"]).size()
     return {f"{s}/{r}": int(n) for (s, r), n in left.items()}
 

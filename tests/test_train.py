@@ -464,6 +464,31 @@ def test_no_screening_keeps_every_tuple_and_quadruplets_train_with_mining(tmp_pa
     assert np.allclose(t3["loss"], t3["metric_loss"] + t3["ce_loss"], atol=1e-5)
 
 
+def test_soft_labels_of_one_hot_votes_train_like_the_labels_and_bad_votes_are_clear_errors(
+        trained, build: Path, tmp_path: Path):
+    soft = tmp_path / "soft"
+    shutil.copytree(build, soft)
+    images = pd.read_parquet(soft / "images.parquet")
+    for c in CLASSES:
+        images[f"votes_{c}"] = (images["label"] == c).astype(float) * 10
+    images.to_parquet(soft / "images.parquet", index=False)
+    res = finetune(soft, tmp_path / "soft_run", tiny_config(soft_label_prefix="votes_"))
+    a, b = _comparable(res.metrics), _comparable(trained.metrics)
+    assert np.allclose(a["ce_loss"].dropna(), b["ce_loss"].dropna(), rtol=1e-4, atol=1e-5)
+    # votes that disagree with the label change the classification loss
+    images.loc[images["split"] == "train", "votes_sad"] += 5.0
+    images.to_parquet(soft / "images.parquet", index=False)
+    other = finetune(soft, tmp_path / "soft_run2", tiny_config(soft_label_prefix="votes_", epochs=1))
+    first = other.metrics[other.metrics["phase"] == "train"]["ce_loss"].iloc[0]
+    assert first != pytest.approx(b[b["phase"] == "train"]["ce_loss"].iloc[0], rel=1e-3)
+    with pytest.raises(CurateError, match="lacks the columns .*soft_angry"):
+        finetune(soft, tmp_path / "soft_run3", tiny_config(soft_label_prefix="soft_", epochs=1))
+    images.loc[images.index[0], [f"votes_{c}" for c in CLASSES]] = 0.0
+    images.to_parquet(soft / "images.parquet", index=False)
+    with pytest.raises(CurateError, match="positive sum, e.g. image_id 0"):
+        finetune(soft, tmp_path / "soft_run4", tiny_config(soft_label_prefix="votes_", epochs=1))
+
+
 def test_screen_output_folder_is_used_through_kept_parquet(build: Path, tmp_path: Path):
     screen_dir = tmp_path / "screen"
     screen_dir.mkdir()

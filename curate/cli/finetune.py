@@ -48,6 +48,7 @@ def finetune_cmd(
     margin2: Annotated[float, typer.Option(help="Quadruplet: margin of the anchor-positive vs negative-negative2 term.")] = D.margin2,
     ce_weight: Annotated[float, typer.Option(help="Weight of the classification loss on the embedding (0: head trained on detached embeddings).")] = D.ce_weight,
     ce_on: Annotated[CeOn, typer.Option(help="Images the classification loss uses: those of kept tuples, or all.")] = CeOn(D.ce_on),
+    soft_label_prefix: Annotated[str | None, typer.Option(help="Soft targets of the classification loss from the manifest columns PREFIX<class> (e.g. annotator votes; each row is normalised); tuples still use the label.")] = D.soft_label_prefix,
     mining: Annotated[MiningOpt, typer.Option(help="In-batch negative mining among images that pass the negative sub-boundary.")] = MiningOpt(D.mining),
     screen_every_step: Annotated[bool, typer.Option(help="Apply the statistical boundary to every batch.")] = D.screen_every_step,
     alpha_pos: Annotated[float, typer.Option(help="Significance level of the positive sub-boundary.")] = D.alpha_pos,
@@ -80,7 +81,7 @@ def finetune_cmd(
     cfg = FinetuneConfig(
         backbone=backbone, weights=weights, in_chans=in_chans, input_size=input_size, embed_dim=embed_dim,
         scale=scale, logit_scale=logit_scale, kind=kind.value if kind else None, margin=margin, margin2=margin2, ce_weight=ce_weight,
-        ce_on=ce_on.value, mining=mining.value, screen_every_step=screen_every_step, alpha_pos=alpha_pos,
+        ce_on=ce_on.value, soft_label_prefix=soft_label_prefix, mining=mining.value, screen_every_step=screen_every_step, alpha_pos=alpha_pos,
         alpha_neg=alpha_neg, null=null.value, center=center, screen_window=screen_window,
         screen_warmup_steps=screen_warmup_steps, exclude_suspects=exclude_suspects, suspect_share=suspect_share,
         suspect_min_visits=suspect_min_visits, epochs=epochs, max_steps=max_steps, batch_tuples=batch_tuples,

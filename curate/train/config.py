@@ -62,6 +62,7 @@ class FinetuneConfig:
     margin2: float = 0.1
     ce_weight: float = 1.0
     ce_on: str = "kept"               # "kept": images of kept tuples; "all": every image of the batch
+    soft_label_prefix: str | None = None   # images.parquet columns <prefix><class>: soft targets of the CE
     mining: str = "none"
     screen_every_step: bool = True
     alpha_pos: float = _SCREEN.alpha_pos
@@ -96,6 +97,8 @@ class FinetuneConfig:
             raise CurateError(f"unknown --kind {self.kind!r}", hint="use triplet or quadruplet")
         if self.mining not in MINING:
             raise CurateError(f"unknown --mining {self.mining!r}", hint=f"use one of {', '.join(MINING)}")
+        if self.soft_label_prefix is not None and not self.soft_label_prefix.strip():
+            raise CurateError("--soft-label-prefix must not be empty", hint="for example --soft-label-prefix soft_")
         if self.ce_on not in CE_ON:
             raise CurateError(f"unknown --ce-on {self.ce_on!r}", hint="use kept or all")
         for name in ("epochs", "batch_tuples", "embed_dim"):

@@ -243,6 +243,7 @@ class _Trainer:
                  device: torch.device) -> None:
         self.cfg, self.data, self.net, self.data_config = cfg, data, net, data_config
         self.store, self.member_rows, self.label_codes, self.val_rows = store, member_rows, label_codes, val_rows
+        self.soft_targets: torch.Tensor | None = None   # [n_images, K] rows summing to 1, or None
         self.device = device
         self.kind = cfg.kind or data.kind
         self.augment = Augment() if cfg.augment else NO_AUGMENT
@@ -302,7 +303,11 @@ class _Trainer:
             ce_rows = np.arange(len(b.rows))
         ce_idx = torch.from_numpy(ce_rows[~excluded[ce_rows]] if (~excluded[ce_rows]).any() else ce_rows)
         ce_idx = ce_idx.to(self.device)
-        ce = F.cross_entropy(logits[ce_idx], b.labels[ce_idx])
+        if self.soft_targets is None:
+            ce = F.cross_entropy(logits[ce_idx], b.labels[ce_idx])
+        else:
+            target = self.soft_targets[torch.from_numpy(b.rows)].to(self.device)[ce_idx]
+            ce = -(target * F.log_softmax(logits[ce_idx], dim=1)).sum(dim=1).mean()
         loss = metric + (cfg.ce_weight if cfg.ce_weight > 0 else 1.0) * ce
         if not torch.isfinite(loss):
             raise CurateError(f"the loss became {loss.item()} at step {step}",
@@ -379,6 +384,11 @@ def finetune(source: str | Path, out: str | Path, config: FinetuneConfig | None 
     if device.type == "cuda":
         net = net.to(memory_format=torch.channels_last)
     trainer = _Trainer(cfg, data, net, data_config, store, member_rows, label_codes, val_rows, device)
+    if cfg.soft_label_prefix is not None:
+        train_ids = ids[np.isin(ids, members)]
+        trainer.soft_targets = torch.zeros((len(ids), len(data.classes)))
+        trainer.soft_targets[np.searchsorted(ids, train_ids)] = torch.from_numpy(
+            soft_targets(data, train_ids, cfg.soft_label_prefix))
     n_batches = len(epoch_batches(len(members), cfg.batch_tuples, cfg.seed, 0))
     total = cfg.epochs * n_batches if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * n_batches)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -528,6 +538,29 @@ def _final_suspects(suspicion: np.ndarray, cfg: FinetuneConfig) -> np.ndarray:
         return np.zeros(len(suspicion), bool)
     return suspect_images(suspicion, None, suspicion_cut(suspicion, cfg.suspect_share, cfg.suspect_min_visits),
                           cfg.suspect_min_visits)
+
+
+def soft_targets(data: TrainingData, ids: np.ndarray, prefix: str) -> np.ndarray:
+    """``[len(ids), K]`` float32 targets of the classification loss: the images' ``<prefix><class>``
+    columns of ``images.parquet`` (for example annotator votes), each row divided by its sum.
+    Missing columns, negative or non-numeric values and all-zero rows are a :class:`CurateError`."""
+    cols = [f"{prefix}{c}" for c in data.classes]
+    missing = [c for c in cols if c not in data.images.columns]
+    if missing:
+        raise CurateError(f"--soft-label-prefix {prefix!r}: {data.build_dir / 'images.parquet'} lacks the columns "
+                          f"{missing} (one per class: {cols})",
+                          hint="add them to the manifest given to `curate build-tuples`, or drop --soft-label-prefix")
+    table = data.images.loc[ids, cols].apply(pd.to_numeric, errors="coerce")
+    values = table.to_numpy(np.float64)
+    sums = values.sum(axis=1)
+    bad = ~np.isfinite(values).all(axis=1) | (values < 0).any(axis=1) | ~(sums > 0)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise CurateError(f"soft labels of {int(bad.sum())} training image(s) are not non-negative numbers with a "
+                          f"positive sum, e.g. image_id {int(ids[i])} {data.images.loc[ids[i], 'path']}: "
+                          f"{dict(zip(cols, table.iloc[i].tolist(), strict=True))}",
+                          hint=f"fix the {prefix}* columns of the manifest, or drop --soft-label-prefix")
+    return (values / sums[:, None]).astype(np.float32)
 
 
 def epoch_drop_table(epoch_drops: np.ndarray, tuple_ids: np.ndarray) -> pd.DataFrame:
