@@ -41,7 +41,9 @@ def load_table(data_root: Path, votes_csv: Path) -> pd.DataFrame:
     """Every FER2013 train/val image: ``path``, ``rel``, ``split``, ``label`` (original),
     ``sha256``, ``ferplus_label`` (None without a clean label), ``ferplus_status`` (``ok``,
     ``tied``, ``no_votes``, ``contempt``, ``unknown``, ``NF``), ``mislabelled`` and the
-    ``votes_<category>`` columns."""
+    ``votes_<category>`` columns. The votes file lists ``train/angry/Training_15784307.jpg``
+    twice (identical rows), so that image has two rows here; the real-noise experiment's
+    subset was drawn from this table, so it stays as it is (the manifest writer drops the copy)."""
     rows = [{"path": str(f), "rel": f"{split}/{cls.name}/{f.name}", "split": split, "label": cls.name}
             for split in ("train", "val") for cls in sorted((data_root / split).iterdir()) if cls.is_dir()
             for f in sorted(cls.iterdir()) if f.suffix.lower() in IMAGE_EXT]
@@ -74,7 +76,7 @@ def write_manifest(out: Path, data_root: Path, votes_csv: Path) -> dict[str, int
     and val image that has one and its votes for the seven FER2013 classes (``curate finetune
     --soft-label-prefix soft_``; contempt, unknown and not-a-face votes dropped); returns the
     counts of the images left out, by reason and split."""
-    table = load_table(data_root, votes_csv)
+    table = load_table(data_root, votes_csv).drop_duplicates("path")
     ok = table["ferplus_label"].notna()
     m = table[ok].assign(original_label=lambda d: d["label"], label=lambda d: d["ferplus_label"])
     soft = [f"soft_{fer}" for fer in FERPLUS_TO_FER.values()]
