@@ -32,8 +32,24 @@ per job:
 
 from __future__ import annotations
 
-from curate.faces.analyze import analyze_faces
-from curate.faces.model_file import resolve_face_model
-from curate.faces.run import faces_for_source
+from typing import Any
 
 __all__ = ["analyze_faces", "faces_for_source", "resolve_face_model"]
+
+
+def __getattr__(name: str) -> Any:
+    """The public functions, imported on first use: the worker processes that find faces
+    import ``curate.faces.landmarks`` and need neither pandas nor the rest."""
+    if name == "analyze_faces":
+        from curate.faces.analyze import analyze_faces
+
+        return analyze_faces
+    if name == "resolve_face_model":
+        from curate.faces.model_file import resolve_face_model
+
+        return resolve_face_model
+    if name == "faces_for_source":
+        from curate.faces.run import faces_for_source
+
+        return faces_for_source
+    raise AttributeError(f"module 'curate.faces' has no attribute {name!r}")

@@ -8,8 +8,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Sequence
 from importlib import util as importlib_util
 from pathlib import Path
 from typing import Any
@@ -17,13 +16,7 @@ from typing import Any
 import pandas as pd
 
 from curate.errors import CurateError
-from curate.faces.landmarks import (
-    FaceAnalyzer,
-    FaceFinder,
-    FaceResult,
-    face_rows,
-    quiet_native_stderr,
-)
+from curate.faces.landmarks import face_rows, find_faces
 from curate.faces.model_file import resolve_face_model
 from curate.faces.occlusion import OCCLUSION_WEIGHTS, OcclusionModel
 from curate.io import file_sha256, write_parquet
@@ -42,9 +35,6 @@ ProgressFn = Callable[[int, int], None]
 # (curate.faces.litert, the default where it is installed); "tasks" runs MediaPipe's Tasks
 # FaceLandmarker (the reference). They agree to about 0.01 degrees (docs/faces.md, "Speed").
 BACKENDS = ("litert", "tasks")
-BATCH = 64  # most images per task sent to a worker (and per occlusion batch)
-
-_WORKER: FaceFinder | None = None
 
 
 def default_backend() -> str:
@@ -161,7 +151,7 @@ def _run(todo: dict[str, str], weight: dict[str, int], model_path: Path, backend
     n_workers = workers if workers is not None else default_workers(len(todo_paths))
     occlusion = OcclusionModel()
     start = 0
-    with contextlib.closing(_found_faces(todo_paths, model_path, backend, n_workers)) as batches:
+    with contextlib.closing(find_faces(todo_paths, model_path, backend, n_workers)) as batches:
         for found in batches:
             batch = slice(start, start + len(found))
             for key, row in zip(keys[batch], face_rows(todo_paths[batch], found, occlusion), strict=True):
@@ -171,67 +161,6 @@ def _run(todo: dict[str, str], weight: dict[str, int], model_path: Path, backend
             if progress is not None:
                 progress(done, total)
     return out
-
-
-def _found_faces(paths: list[str], model_path: Path, backend: str,
-                 n_workers: int) -> Iterator[list[FaceResult]]:
-    """The faces of ``paths``, a batch at a time, in order: in this process or in
-    ``n_workers`` spawned processes."""
-    size = max(1, min(BATCH, len(paths) // (n_workers * 4)))
-    batches = [paths[i:i + size] for i in range(0, len(paths), size)]
-    if n_workers <= 1:
-        with quiet_native_stderr():
-            finder = _finder(backend, model_path)
-            try:
-                for batch in batches:
-                    yield [_find_one(finder, p) for p in batch]
-            finally:
-                finder.close()
-        return
-    import multiprocessing
-
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=_init_worker,
-                             initargs=(backend, str(model_path))) as pool:
-        yield from pool.map(_find_in_worker, batches)
-
-
-def _finder(backend: str, model_path: Path) -> FaceFinder:
-    if backend == "litert":
-        from curate.faces.litert import LiteFaceFinder
-
-        return LiteFaceFinder(model_path)
-    return FaceAnalyzer(model_path)
-
-
-# --------------------------------------------------------------------------- workers
-def _init_worker(backend: str, model_path: str) -> None:
-    global _WORKER
-    from multiprocessing import util
-
-    # this process only finds faces, and its Python errors reach the parent pickled
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    _WORKER = _finder(backend, Path(model_path))
-    # close while MediaPipe's dispatcher threads still run (a plain atexit hook is too late)
-    util.Finalize(_WORKER, _WORKER.close, exitpriority=10)
-
-
-def _find_in_worker(paths: list[str]) -> list[FaceResult]:
-    assert _WORKER is not None, "worker not initialised"
-    found = [_find_one(_WORKER, p) for p in paths]
-    for f in found:
-        f.landmarks = None  # not needed by the rows: less to send back
-    return found
-
-
-def _find_one(finder: FaceFinder, path: str) -> FaceResult:
-    import cv2
-
-    try:
-        return finder.find_face(path)
-    except (RuntimeError, ValueError, OSError, cv2.error) as exc:  # recorded, not hidden
-        return FaceResult(False, f"analysis_failed: {type(exc).__name__}: {exc}")
 
 
 # --------------------------------------------------------------------------- cache

@@ -11,6 +11,7 @@ import os
 import sys
 import zipfile
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -149,6 +150,75 @@ def face_rows(paths: Sequence[str], found: Sequence[FaceResult],
                      "roll": f.roll, "occlusion": occlusion, "occlusion_region": region,
                      "face_confidence": f.face_confidence, "detail": f.detail})
     return rows
+
+
+# --------------------------------------------------------------------------- many images
+BATCH = 64  # most images per task sent to a worker (and so per occlusion batch)
+
+_WORKER: FaceFinder | None = None
+
+
+def find_faces(paths: list[str], model_path: Path, backend: str,
+               n_workers: int) -> Iterator[list[FaceResult]]:
+    """The faces of ``paths``, a batch of at most :data:`BATCH` at a time, in order: in this
+    process (``n_workers <= 1``) or in ``n_workers`` spawned processes. ``backend``:
+    ``litert`` or ``tasks`` (:data:`curate.faces.analyze.BACKENDS`)."""
+    size = max(1, min(BATCH, len(paths) // (n_workers * 4)))
+    batches = [paths[i:i + size] for i in range(0, len(paths), size)]
+    if n_workers <= 1:
+        with quiet_native_stderr():
+            finder = make_finder(backend, model_path)
+            try:
+                for batch in batches:
+                    yield [_find_one(finder, p) for p in batch]
+            finally:
+                finder.close()
+        return
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=_init_worker,
+                             initargs=(backend, str(model_path))) as pool:
+        yield from pool.map(_find_in_worker, batches)
+
+
+def make_finder(backend: str, model_path: Path) -> FaceFinder:
+    """The face finder of ``backend`` on the model file ``model_path``."""
+    if backend == "litert":
+        from curate.faces.litert import LiteFaceFinder
+
+        return LiteFaceFinder(model_path)
+    return FaceAnalyzer(model_path)
+
+
+# --------------------------------------------------------------------------- workers
+def _init_worker(backend: str, model_path: str) -> None:
+    global _WORKER
+    from multiprocessing import util
+
+    # this process only finds faces, and its Python errors reach the parent pickled
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    _WORKER = make_finder(backend, Path(model_path))
+    # close while MediaPipe's dispatcher threads still run (a plain atexit hook is too late)
+    util.Finalize(_WORKER, _WORKER.close, exitpriority=10)
+
+
+def _find_in_worker(paths: list[str]) -> list[FaceResult]:
+    assert _WORKER is not None, "worker not initialised"
+    found = [_find_one(_WORKER, p) for p in paths]
+    for f in found:
+        f.landmarks = None  # not needed by the rows: less to send back
+    return found
+
+
+def _find_one(finder: FaceFinder, path: str) -> FaceResult:
+    import cv2
+
+    try:
+        return finder.find_face(path)
+    except (RuntimeError, ValueError, OSError, cv2.error) as exc:  # recorded, not hidden
+        return FaceResult(False, f"analysis_failed: {type(exc).__name__}: {exc}")
 
 
 @contextlib.contextmanager
