@@ -17,6 +17,7 @@ Usage::
 
     python bench/bench_faces_speed.py [--n-fer 2000] [--face-conditions 1760] [--workers 2]
                                       [--backends tasks,litert] [--repeat 1] [--seed 0]
+                                      [--save DIR]
 """
 
 from __future__ import annotations
@@ -63,8 +64,10 @@ def agreement(ref, other) -> list[str]:
     return lines
 
 
-def run_set(name: str, paths: list[str], backends: list[str], workers: int, repeat: int) -> None:
-    """Time every backend on ``paths`` and print speeds, ratios and agreement."""
+def run_set(name: str, paths: list[str], backends: list[str], workers: int, repeat: int,
+            save: Path | None) -> None:
+    """Time every backend on ``paths`` and print speeds, ratios and agreement; with ``save``,
+    write each backend's table to ``save/<set>.<backend>.parquet``."""
     print(f"\n{name}: {len(paths)} images, {workers} worker(s)")
     best: dict[str, tuple[float, float]] = {}
     tables = {}
@@ -75,6 +78,10 @@ def run_set(name: str, paths: list[str], backends: list[str], workers: int, repe
             prev = best.get(backend, (float("inf"), float("inf")))
             best[backend] = (min(prev[0], cpu), min(prev[1], wall))
     base = backends[0]
+    if save is not None:
+        save.mkdir(parents=True, exist_ok=True)
+        for backend, table in tables.items():
+            table.to_parquet(save / f"{name.replace(' ', '_')}.{backend}.parquet", index=False)
     for backend in backends:
         cpu, wall = best[backend]
         print(f"  {backend:7s} {len(paths) / cpu:6.1f} images/s per core (CPU {cpu:6.1f} s)  "
@@ -97,6 +104,7 @@ def main() -> None:
     ap.add_argument("--backends", default="tasks,litert", help="the first is the baseline")
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--save", type=Path, default=None, help="folder for the per-backend tables")
     args = ap.parse_args()
 
     import numpy as np
@@ -123,7 +131,7 @@ def main() -> None:
         labels = labels.sample(n, random_state=args.seed).sort_index()
         sets.append(("face-conditions", [str(folder / p) for p in labels["path"]]))
     for name, paths in sets:
-        run_set(name, paths, backends, args.workers, args.repeat)
+        run_set(name, paths, backends, args.workers, args.repeat, args.save)
 
 
 if __name__ == "__main__":
