@@ -4,12 +4,14 @@ faces."""
 
 from __future__ import annotations
 
+import json
 import math
 import struct
 import zipfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -343,3 +345,30 @@ def test_litert_backend_on_files_that_are_not_faces(face_model, tmp_path):
     assert df["detail"].tolist()[:2] == ["no face found by the landmarker"] * 2
     assert df["detail"][2].startswith("unreadable:") and df["detail"][3].startswith("missing:")
     assert df["yaw"].isna().all() and df["occlusion"].isna().all()
+
+
+def test_cli_faces_backend_option(face_model, shared_data, tmp_path):
+    pytest.importorskip("ai_edge_litert")
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i, p in enumerate(sorted((shared_data / "fer2013" / "val" / "happy").glob("*.jpg"))[:3]):
+        (folder / f"f{i}.jpg").write_bytes(p.read_bytes())
+    tables = {}
+    for backend in ("tasks", "litert"):
+        out = tmp_path / backend / "faces.parquet"
+        result = CliRunner().invoke(app, ["faces", str(folder), "--out", str(out), "--workers", "1",
+                                          "--backend", backend])
+        assert result.exit_code == 0, result.output
+        record = json.loads(out.with_suffix(".run.json").read_text())
+        assert record["params"]["backend"] == backend
+        assert "ai-edge-litert" in record["versions"]
+        tables[backend] = pd.read_parquet(out)
+    assert tables["tasks"]["face_found"].tolist() == tables["litert"]["face_found"].tolist()
+    assert np.abs(tables["tasks"]["yaw"] - tables["litert"]["yaw"]).max() < 0.5
+    bad = CliRunner().invoke(app, ["faces", str(folder), "--out", str(tmp_path / "x.parquet"),
+                                   "--backend", "gpu"])
+    assert bad.exit_code == 2 and "unknown face backend" in bad.output
