@@ -53,6 +53,8 @@ FOV_DEGREES = 63.0  # FaceGeometryEnvGeneratorCalculator's perspective camera
 NEAR = 1.0
 # logit of the lowest score that can matter, with a margin for float rounding
 MIN_LOGIT = math.log(MIN_SCORE / (1.0 - MIN_SCORE)) - 1e-4
+EXACT_CROPS_ABOVE = 512  # images this large get the float64 crop maps (float32 would round)
+MAP_CACHE = 32  # image sizes whose detector crop maps are kept
 
 
 # --------------------------------------------------------------------------- the bundle
@@ -350,6 +352,8 @@ class LiteLandmarker:
         side = float(max(w, h))  # keep_aspect_ratio: the whole image, letterboxed
         maps = self._detector_maps.get((h, w))
         if maps is None:  # the same for every image of this size
+            if len(self._detector_maps) >= MAP_CACHE:
+                self._detector_maps.pop(next(iter(self._detector_maps)))
             maps = self._detector_maps[(h, w)] = warp_maps((0.5 * w, 0.5 * h, side, side, 0.0),
                                                            DETECTOR_SIZE)
         tile = crop(image, maps, replicate=False)
@@ -407,7 +411,8 @@ class LiteLandmarker:
         angle -= 2 * math.pi * math.floor((angle + math.pi) / (2 * math.pi))
         roi = (0.5 * float(box[0] + box[2]) * w, 0.5 * float(box[1] + box[3]) * h,
                ROI_SCALE * float(box[2] - box[0]) * w, ROI_SCALE * float(box[3] - box[1]) * h, angle)
-        tile = crop(image, affine_maps(roi, LANDMARKS_SIZE), replicate=True)
+        maps = (warp_maps if max(h, w) > EXACT_CROPS_ABOVE else affine_maps)(roi, LANDMARKS_SIZE)
+        tile = crop(image, maps, replicate=True)
         _set_image(self.landmarker, self._lmk_in, tile, 1.0 / 255.0, 0.0)  # [0, 1]
         self.landmarker.invoke()
         presence = float(self.landmarker.get_tensor(self._lmk_presence).ravel()[0])
