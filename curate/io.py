@@ -25,7 +25,7 @@ from curate.errors import CurateError
 
 TRACKED_PACKAGES = (
     "numpy", "pandas", "pyarrow", "pillow", "torch", "torchvision", "timm", "scipy",
-    "typer", "rich", "matplotlib", "safetensors", "mediapipe",
+    "typer", "rich", "matplotlib", "safetensors", "mediapipe", "ai-edge-litert",
 )
 
 

@@ -203,11 +203,11 @@ def test_cache_hit_on_second_call(face_model, analyzer, fer_faces, tmp_path, mon
     assert calls[0] == (0, 4) and calls[-1] == (4, 4)
     assert len(list((tmp_path / "faces").rglob("part-*.parquet"))) == 1
 
-    class Boom:
-        def __init__(self, *a, **k):
-            raise AssertionError("the analyzer must not run on a cache hit")
+    def boom(*a, **k):
+        raise AssertionError("no face may be looked for on a cache hit")
 
-    monkeypatch.setattr(A, "FaceAnalyzer", Boom)
+    monkeypatch.setattr(A, "find_faces", boom)
+    monkeypatch.setattr(A, "OcclusionModel", boom)
     calls.clear()
     second = A.analyze_faces(paths, cache_dir=tmp_path, workers=1,
                              progress=lambda d, t: calls.append((d, t)))

@@ -24,13 +24,15 @@ def faces_cmd(
     cache_dir: Annotated[Path | None, typer.Option(help="Cache of analyses by image hash (default: faces_cache beside --out).")] = None,
     workers: Annotated[int | None, typer.Option(help="Processes (default: one per core, at most 8).")] = None,
     path_column: Annotated[str, typer.Option(help="Manifest column holding image paths.")] = "path",
+    backend: Annotated[str | None, typer.Option(help="How faces are found: litert (the .task bundle's models run directly; default where ai-edge-litert is installed) or tasks (MediaPipe's Tasks API, the reference).")] = None,
 ) -> None:
     """Find each image's face: yaw, pitch, roll (degrees), occlusion (0-1) and its region."""
     from curate.faces import faces_for_source
 
     with rate_bar("analysing faces") as progress:
         result = faces_for_source(source, out, cache_dir=cache_dir, face_model=face_model,
-                                  workers=workers, path_column=path_column, progress=progress)
+                                  workers=workers, path_column=path_column, progress=progress,
+                                  backend=backend)
     faces = result.faces
     found = faces["face_found"]
     t = Table(title="faces", title_justify="left")

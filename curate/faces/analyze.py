@@ -1,18 +1,22 @@
-"""``analyze_faces``: every image's face in worker processes, cached by content hash."""
+"""``analyze_faces``: every image's face in worker processes, cached by content hash.
+
+Workers find the faces (a landmarker per process: :data:`BACKENDS`); this process scores
+occlusion on each batch of aligned faces they send back, so workers never load torch."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from importlib import util as importlib_util
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from curate.errors import CurateError
-from curate.faces.landmarks import FaceAnalyzer, FaceResult, quiet_native_stderr
+from curate.faces.landmarks import face_rows, find_faces
 from curate.faces.model_file import resolve_face_model
 from curate.faces.occlusion import OCCLUSION_WEIGHTS, OcclusionModel
 from curate.io import file_sha256, write_parquet
@@ -27,7 +31,27 @@ COLUMNS = ["path", "face_found", "yaw", "pitch", "roll", "occlusion", "occlusion
 
 ProgressFn = Callable[[int, int], None]
 
-_WORKER: FaceAnalyzer | None = None
+# How faces are found: "litert" runs the .task bundle's models directly with ai-edge-litert
+# (curate.faces.litert, the default where it is installed); "tasks" runs MediaPipe's Tasks
+# FaceLandmarker (the reference). They agree to about 0.01 degrees (docs/faces.md, "Speed").
+BACKENDS = ("litert", "tasks")
+
+
+def default_backend() -> str:
+    """``litert`` when ``ai-edge-litert`` is installed, else ``tasks``."""
+    return "litert" if importlib_util.find_spec("ai_edge_litert") is not None else "tasks"
+
+
+def resolve_backend(backend: str | None) -> str:
+    """``backend`` checked (one of :data:`BACKENDS`, its package installed), or the default."""
+    if backend is None:
+        return default_backend()
+    if backend not in BACKENDS:
+        raise CurateError(f"unknown face backend {backend!r}", hint=f"use one of {', '.join(BACKENDS)}")
+    if backend == "litert" and importlib_util.find_spec("ai_edge_litert") is None:
+        raise CurateError("the litert face backend needs the ai-edge-litert package",
+                          hint="pip install ai-edge-litert, or use the tasks backend")
+    return backend
 
 
 def default_workers(n_images: int) -> int:
@@ -37,7 +61,8 @@ def default_workers(n_images: int) -> int:
 
 def analyze_faces(paths: Sequence[str | os.PathLike[str]], sha256s: Sequence[str | None] | None = None,
                   *, cache_dir: str | os.PathLike[str] | None = None, face_model: str | None = None,
-                  workers: int | None = None, progress: ProgressFn | None = None) -> pd.DataFrame:
+                  workers: int | None = None, progress: ProgressFn | None = None,
+                  backend: str | None = None) -> pd.DataFrame:
     """Analyse faces in image files: one row per path, in input order.
 
     Parameters
@@ -49,14 +74,17 @@ def analyze_faces(paths: Sequence[str | os.PathLike[str]], sha256s: Sequence[str
         ones are computed. They key the cache.
     cache_dir:
         Folder for the cache (``<cache_dir>/faces/<key>/part-*.parquet``); ``None`` for
-        no cache. The key covers :data:`ANALYSIS_VERSION`, the landmarker file and the
-        occlusion weights, so a change of either recomputes.
+        no cache. The key covers :data:`ANALYSIS_VERSION`, the backend, the landmarker
+        file and the occlusion weights, so a change of any of them recomputes.
     face_model:
         Explicit ``face_landmarker.task``; see :func:`resolve_face_model`.
     workers:
         Processes; default :func:`default_workers`. ``1`` runs in this process.
     progress:
-        Called as ``progress(done, total)`` after each image (cached ones count at once).
+        Called as ``progress(done, total)`` after each batch of images (cached ones count
+        at once).
+    backend:
+        One of :data:`BACKENDS`; default :func:`default_backend`.
 
     Returns
     -------
@@ -74,8 +102,10 @@ def analyze_faces(paths: Sequence[str | os.PathLike[str]], sha256s: Sequence[str
     # unknown hashes are computed; a file that cannot be read keeps None (not cached)
     hashes: list[str | None] = [str(h) if isinstance(h, str) and h else _sha256(p)
                                 for p, h in zip(path_list, given, strict=True)]
+    backend = resolve_backend(backend)
     model_path = resolve_face_model(face_model)
-    folder = Path(cache_dir) / "faces" / cache_key(model_path) if cache_dir is not None else None
+    folder = (Path(cache_dir) / "faces" / cache_key(model_path, backend)
+              if cache_dir is not None else None)
     cached = _read_cache(folder) if folder is not None and folder.is_dir() else {}
 
     # one analysis per distinct content; files without a hash are analysed by path
@@ -90,7 +120,7 @@ def analyze_faces(paths: Sequence[str | os.PathLike[str]], sha256s: Sequence[str
     done = total - sum(weight.values())
     if progress is not None:
         progress(done, total)
-    fresh = _run(todo, weight, model_path, workers, progress, done, total)
+    fresh = _run(todo, weight, model_path, backend, workers, progress, done, total)
     results = {**cached, **fresh}
     if folder is not None:
         _write_cache(folder, {k: v for k, v in fresh.items() if not k.startswith("path:")})
@@ -110,69 +140,27 @@ def analyze_faces(paths: Sequence[str | os.PathLike[str]], sha256s: Sequence[str
     return out
 
 
-def _run(todo: dict[str, str], weight: dict[str, int], model_path: Path, workers: int | None,
-         progress: ProgressFn | None, done: int, total: int) -> dict[str, dict[str, Any]]:
+def _run(todo: dict[str, str], weight: dict[str, int], model_path: Path, backend: str,
+         workers: int | None, progress: ProgressFn | None, done: int,
+         total: int) -> dict[str, dict[str, Any]]:
     """Analyse the files in ``todo`` (key -> path); return rows by key."""
     keys, todo_paths = list(todo), list(todo.values())
     out: dict[str, dict[str, Any]] = {}
     if not todo_paths:
         return out
     n_workers = workers if workers is not None else default_workers(len(todo_paths))
-    if n_workers <= 1:
-        with quiet_native_stderr():
-            analyzer = FaceAnalyzer(model_path, occlusion_model=OcclusionModel())
-            try:
-                for key, p in zip(keys, todo_paths, strict=True):
-                    out[key] = _analyze_one(analyzer, p)
-                    done += weight[key]
-                    if progress is not None:
-                        progress(done, total)
-            finally:
-                analyzer.close()
-        return out
-    import multiprocessing
-
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=_init_worker,
-                             initargs=(str(model_path),)) as pool:
-        chunk = max(1, min(64, len(todo_paths) // (n_workers * 4)))
-        for key, row in zip(keys, pool.map(_analyze_in_worker, todo_paths, chunksize=chunk), strict=True):
-            out[key] = row
-            done += weight[key]
+    occlusion = OcclusionModel()
+    start = 0
+    with contextlib.closing(find_faces(todo_paths, model_path, backend, n_workers)) as batches:
+        for found in batches:
+            batch = slice(start, start + len(found))
+            for key, row in zip(keys[batch], face_rows(todo_paths[batch], found, occlusion), strict=True):
+                out[key] = row
+                done += weight[key]
+            start += len(found)
             if progress is not None:
                 progress(done, total)
     return out
-
-
-# --------------------------------------------------------------------------- workers
-def _init_worker(model_path: str) -> None:
-    global _WORKER
-    from multiprocessing import util
-
-    import torch
-
-    torch.set_num_threads(1)
-    # this process only analyses faces, and its Python errors reach the parent pickled
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    _WORKER = FaceAnalyzer(Path(model_path), occlusion_model=OcclusionModel())
-    # close while MediaPipe's dispatcher threads still run (a plain atexit hook is too late)
-    util.Finalize(_WORKER, _WORKER.close, exitpriority=10)
-
-
-def _analyze_in_worker(path: str) -> dict[str, Any]:
-    assert _WORKER is not None, "worker not initialised"
-    return _analyze_one(_WORKER, path)
-
-
-def _analyze_one(analyzer: FaceAnalyzer, path: str) -> dict[str, Any]:
-    import cv2
-
-    try:
-        return analyzer.analyze(path)
-    except (RuntimeError, ValueError, OSError, cv2.error) as exc:  # recorded, not hidden
-        found = FaceResult(False, f"analysis_failed: {type(exc).__name__}: {exc}")
-        return analyzer.row(path, found)
 
 
 # --------------------------------------------------------------------------- cache
@@ -184,9 +172,9 @@ def _sha256(path: str) -> str | None:
         return None
 
 
-def cache_key(model_path: Path) -> str:
-    """Cache namespace: analysis version, landmarker model file and occlusion weights."""
-    h = hashlib.sha256(ANALYSIS_VERSION.encode())
+def cache_key(model_path: Path, backend: str) -> str:
+    """Cache namespace: analysis version, backend, landmarker model file and occlusion weights."""
+    h = hashlib.sha256(f"{ANALYSIS_VERSION}:{backend}".encode())
     for f in (model_path, OCCLUSION_WEIGHTS):
         h.update(bytes.fromhex(file_sha256(f)) if f.is_file() else b"-")
     return h.hexdigest()[:16]

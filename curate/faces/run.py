@@ -12,7 +12,13 @@ import numpy as np
 import pandas as pd
 
 from curate.errors import CurateError
-from curate.faces.analyze import ANALYSIS_VERSION, ProgressFn, analyze_faces, cache_key
+from curate.faces.analyze import (
+    ANALYSIS_VERSION,
+    ProgressFn,
+    analyze_faces,
+    cache_key,
+    resolve_backend,
+)
 from curate.faces.model_file import resolve_face_model
 from curate.ingest import ingest
 from curate.io import fingerprint_table, read_parquet, run_record, write_json, write_parquet
@@ -83,30 +89,33 @@ class FacesRun:
 def faces_for_source(source: str | os.PathLike[str], out: str | os.PathLike[str], *,
                      cache_dir: str | os.PathLike[str] | None = None, face_model: str | None = None,
                      workers: int | None = None, path_column: str = "path",
-                     progress: ProgressFn | None = None) -> FacesRun:
+                     progress: ProgressFn | None = None, backend: str | None = None) -> FacesRun:
     """Analyse every image of ``source`` and write ``out`` (Parquet) and ``<out>.run.json``.
 
     Rows: ``image_id`` (position in the source's canonical order, or the build's
     ``image_id``), then :data:`curate.faces.analyze.COLUMNS`. ``cache_dir`` defaults to
-    ``faces_cache`` beside ``out``.
+    ``faces_cache`` beside ``out``; ``backend`` as :func:`~curate.faces.analyze.analyze_faces`.
     """
     started = time.time()
     out_path = Path(out)
     if out_path.suffix.lower() not in {".parquet", ".pq"}:
         raise CurateError(f"--out must be a .parquet file, got {out_path}",
                           hint="for example --out faces.parquet")
+    backend = resolve_backend(backend)
     images = source_images(source, path_column=path_column)
     cache = Path(cache_dir) if cache_dir is not None else out_path.parent / "faces_cache"
     faces = analyze_faces(images["path"].tolist(), images["sha256"].tolist(), cache_dir=cache,
-                          face_model=face_model, workers=workers, progress=progress)
+                          face_model=face_model, workers=workers, progress=progress,
+                          backend=backend)
     faces.insert(0, "image_id", images["image_id"].to_numpy(dtype=np.int64))
     write_parquet(faces, out_path)
     model = resolve_face_model(face_model)
     record = run_record(
         "faces", {"source": str(source), "cache_dir": str(cache), "face_model": str(model),
-                  "workers": workers, "path_column": path_column,
+                  "workers": workers, "path_column": path_column, "backend": backend,
                   "analysis_version": ANALYSIS_VERSION},
-        inputs={"images": fingerprint_table(images, ["path"]), "cache_key": cache_key(model)},
+        inputs={"images": fingerprint_table(images, ["path"]),
+                "cache_key": cache_key(model, backend)},
         counts={"images": len(faces), "face_found": int(faces["face_found"].sum()),
                 "no_face": int((~faces["face_found"]).sum())},
         started=started)
