@@ -18,7 +18,6 @@ from curate.cli._choices import NullOpt
 from curate.cli._progress import stage_bars
 from curate.errors import CurateError
 from curate.export import FORMATS, export
-from curate.report import write_report
 from curate.screen import ScreenResult, screen
 from curate.screens import options as screen_options
 
@@ -88,6 +87,8 @@ def screen_cmd(
             calibrate=calibrate,
             progress=bars.update, **parse_options(option or []),
         )
+    from curate.report import write_report  # matplotlib: only when a report is written
+
     report_path = write_report(result.out_dir) if report else None
     render_summary(result, report_path)
 
