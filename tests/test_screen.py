@@ -249,12 +249,13 @@ def test_skipped_face_screens_leave_no_face_outputs(tmp_path, monkeypatch):
     out = tmp_path / "o"
     out.mkdir()
     (out / "faces.parquet").write_bytes(b"stale")  # from an earlier run with face screens
+    (out / "run.json").write_text(json.dumps({"command": "screen", "params": {"skip_face_screens": False}}))
 
     def boom(*a, **k):
         raise AssertionError("the face screen ran although it was skipped")
 
     monkeypatch.setattr(face_screen_module, "screen_faces", boom)
-    res = screen(build, out, embeddings=f, skip_face_screens=True, skip_label_screen=True)
+    res = screen(build, out, embeddings=f, skip_face_screens=True, skip_label_screen=True, force=True)
     assert res.screens_run == ["boundary"] and not res.face_screens
     assert not (out / "faces.parquet").exists()
     run = json.loads((out / "run.json").read_text())

@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
-from curate.cli._app import app, console, handles_errors
+from curate.cli._app import FORCE_HELP, app, console, handles_errors, safe
 from curate.cli._choices import NullOpt
 from curate.cli._progress import stage_bars
 from curate.errors import CurateError
@@ -74,6 +73,7 @@ def screen_cmd(
     face_model: Annotated[str | None, typer.Option(help=OPT["face_model"].help)] = OPT["face_model"].default,
     option: Annotated[list[str] | None, typer.Option("--option", help="NAME=VALUE for a screen option that has no flag of its own (plug-in screens; docs/screens.md). Repeatable.")] = None,
     report: Annotated[bool, typer.Option(help="Write report.html (curate report SCREEN_DIR writes it later).")] = True,
+    force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,
 ) -> None:
     """Embed every image, apply the statistical boundary and face screens, and sort tuples into kept and rejected."""
     with stage_bars({"embed": "embedding images", "faces": "face screens"}) as bars:
@@ -84,7 +84,7 @@ def screen_cmd(
             max_yaw=max_yaw, max_occlusion=max_occlusion, no_face=no_face.value,
             skip_face_screens=skip_face_screens, face_model=face_model, alpha_label=alpha_label,
             label_prior_floor=label_prior_floor, skip_label_screen=skip_label_screen, redraw=redraw,
-            calibrate=calibrate,
+            calibrate=calibrate, force=force,
             progress=bars.update, **parse_options(option or []),
         )
     from curate.report import write_report  # matplotlib: only when a report is written
@@ -126,7 +126,7 @@ def render_summary(result: ScreenResult, report_path: Path | None = None) -> Non
     table.add_row("[green]kept[/]", f"{result.n_kept:,}", share(result.n_kept))
     table.add_row("[red]rejected[/]", f"{result.n_rejected:,}", share(result.n_rejected))
     for reason, n in sorted(result.reasons.items(), key=lambda kv: -kv[1]):
-        table.add_row(f"  {escape(reason)}", f"{n:,}", share(n))
+        table.add_row(f"  {safe(reason)}", f"{n:,}", share(n))
     console.print(table)
     rec = result.boundary_record or {}
     if b is not None and rec.get("class_nulls"):
@@ -152,14 +152,14 @@ def render_summary(result: ScreenResult, report_path: Path | None = None) -> Non
                       "screen rejected")
     images_out = result.run.get("counts", {}).get("rejected_images_by_screen") or {}
     if images_out:
-        console.print("images rejected: " + ", ".join(f"{escape(k)} {v:,}" for k, v in images_out.items())
+        console.print("images rejected: " + ", ".join(f"{safe(k)} {v:,}" for k, v in images_out.items())
                       + f" of {result.n_images:,}")
     console.print(f"images: {result.n_images:,} ({result.n_embedded:,} embedded, "
-                  f"{result.n_cached:,} from cache) with {escape(result.backbone)} "
-                  f"[dim]({escape(result.weights_source)})[/]")
+                  f"{result.n_cached:,} from cache) with {safe(result.backbone)} "
+                  f"[dim]({safe(result.weights_source)})[/]")
     for note in result.notes:
-        console.print(f"[yellow]note:[/] {escape(note)}")
-    console.print(f"wrote {escape(str(result.out_dir))}/: scores.parquet, kept.parquet, "
+        console.print(f"[yellow]note:[/] {safe(note)}")
+    console.print(f"wrote {safe(str(result.out_dir))}/: scores.parquet, kept.parquet, "
                   "rejected.parquet, images_suspect.parquet, boundary.json, run.json"
                   + (", faces.parquet" if result.face_screens else "")
                   + (", calibration.parquet" if result.run["params"].get("calibrate") else "")
@@ -170,19 +170,19 @@ def render_summary(result: ScreenResult, report_path: Path | None = None) -> Non
 @handles_errors
 def export_cmd(
     screen_dir: Annotated[Path, typer.Argument(help="Output folder of `curate screen`.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the filtered dataset to (must be empty or absent).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the filtered dataset to: new, empty, or an earlier export.")],
     max_suspicion: Annotated[float | None, typer.Option(help="Also leave out images whose label suspicion (probability that the label is wrong) is at least this.")] = _EXPORT["max_suspicion"],
     relabel: Annotated[bool, typer.Option("--relabel", help="Export images whose only fault is their label under their suggested label (the manifest keeps original_label).")] = False,
     format: Annotated[FormatOpt, typer.Option("--format", help="imagefolder (OUT/[split/]label/file), or a csv/parquet manifest.")] = FormatOpt(_EXPORT["format"]),
     copy: Annotated[bool, typer.Option("--copy", help="Copy files instead of symlinking them (imagefolder).")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Replace OUT when it holds an earlier curate export.")] = False,
+    force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,
     include_unscreened: Annotated[bool, typer.Option("--include-unscreened", help="Also export valid images that are in no tuple (never screened).")] = False,
 ) -> None:
     """Write the images that survive the screens as an ImageFolder or a manifest for other trainers."""
     result = export(screen_dir, out, max_suspicion=max_suspicion, relabel=relabel,
                     format=format.value, copy=copy, force=force,
                     include_unscreened=include_unscreened)
-    why = [f"{n:,} rejected by the {escape(name)} screen" for name, n in result.n_image_rejected.items()]
+    why = [f"{n:,} rejected by the {safe(name)} screen" for name, n in result.n_image_rejected.items()]
     if max_suspicion is not None:
         why.append(f"{result.n_suspect:,} with suspicion >= {max_suspicion:g}")
     console.print(f"exported [green]{result.n_exported:,}[/] images, left out [red]{result.n_excluded:,}[/]"
@@ -193,5 +193,8 @@ def export_cmd(
         how = "exported" if include_unscreened else "left out (--include-unscreened adds them)"
         console.print(f"[yellow]{result.n_unscreened:,} valid image(s) are in no tuple, never screened: {how}[/]")
     for label, n in sorted(result.per_label.items()):
-        console.print(f"  {escape(label)}: {n:,}")
-    console.print(f"wrote {escape(str(result.target))}")
+        folder = result.folders.get("label", {}).get(label, label)
+        console.print(f"  {safe(label)}: {n:,}" + (f" (folder {safe(folder)})" if folder != label else ""))
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {safe(note)}")
+    console.print(f"wrote {safe(str(result.target))}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -11,7 +12,9 @@ import numpy as np
 import pandas as pd
 
 from curate import screens
+from curate.errors import CurateError
 from curate.io import write_text
+from curate.outdir import locked, require_complete
 from curate.report import figures
 from curate.report.alerts import alerts
 from curate.report.galleries import image_screen_gallery, suspect_gallery, tuple_gallery
@@ -65,9 +68,15 @@ def write_report(screen_dir: str | Path, out: str | Path | None = None, *, max_g
     Returns the path written. The file is self-contained: figures and thumbnails are
     inline ``data:`` URIs, the style is inline, and there is no script.
     """
+    require_complete(Path(screen_dir), what="screen folder")  # a killed screen's files do not belong together
     run = load_screen_dir(screen_dir)
     target = Path(out) if out is not None else run.screen_dir / "report.html"
-    write_text(render_html(run, max_gallery=max_gallery, seed=seed), target)
+    if target.is_dir():
+        raise CurateError(f"--out {target} is a folder; the report is one file",
+                          hint="name a file, for example --out report.html")
+    inside = target.resolve().parent == run.screen_dir.resolve()
+    with locked(run.screen_dir, "report") if inside else contextlib.nullcontext():
+        write_text(render_html(run, max_gallery=max_gallery, seed=seed), target)
     return target
 
 
