@@ -28,8 +28,8 @@ from torch import nn
 from curate.errors import CurateError
 from curate.io import file_sha256
 from curate.models import default_model_dir
-from curate.runs import DATA_CONFIG_KEYS, create_backbone, load_run
-from curate.sources import is_run_dir
+from curate.runs import DATA_CONFIG_KEYS, create_backbone, load_run, torch_load
+from curate.sources import is_run_dir, run_dir_problem
 
 _WAYS_OUT = (
     "pass --weights FILE (a .safetensors or .pth timm checkpoint, or a curate fine-tuning run "
@@ -73,6 +73,10 @@ def load_backbone(name: str | None, weights: str | None = None, *, device: str =
     elif weights is not None and Path(weights).is_file() and is_run_dir(Path(weights).parent) \
             and Path(weights).name == "model.safetensors":
         loaded = _load_run(Path(weights).parent, name)
+    elif weights is not None and Path(weights).is_dir():
+        raise CurateError(f"--weights {weights} is a folder but not a curate fine-tuning run: "
+                          f"{run_dir_problem(weights)}",
+                          hint="pass a run folder (config.json and model.safetensors), or a weights file")
     elif weights is not None:
         if name is None:
             raise CurateError(f"--weights {weights} is a weight file; curate needs the architecture",
@@ -175,16 +179,18 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     Unwraps ``state_dict``/``model``/``state_dict_ema`` containers and strips
     ``module.`` prefixes (DataParallel / DDP).
     """
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    if not path.is_file():  # a FIFO or a device would block or never end
+        raise CurateError(f"weights {path} is not a regular file", hint="pass a .safetensors or .pth file")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
 
+        try:
             obj: Any = load_file(str(path))
-        else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # many formats, many exception types
-        raise CurateError(f"cannot read weights {path}: {exc}",
-                          hint="pass a .safetensors file or a torch checkpoint of tensors") from exc
+        except Exception as exc:  # safetensors raises several types
+            raise CurateError(f"cannot read weights {path}: {exc}",
+                              hint="pass a .safetensors file or a torch checkpoint of tensors") from exc
+    else:
+        obj = torch_load(path)
     for key in ("state_dict", "model", "state_dict_ema", "model_ema"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -216,7 +222,7 @@ def _load_run(run_dir: Path, name: str | None) -> LoadedBackbone:
         raise CurateError(f"--backbone {name} does not match the run {run_dir}, which was trained "
                           f"from {backbone!r}", hint="drop --backbone when --weights is a run folder")
     data_config = dict(config["data_config"])
-    in_chans = int(config.get("in_chans", data_config["input_size"][0]))
+    in_chans = config["in_chans"]
     return LoadedBackbone(model=model, data_config=data_config, name=backbone,
                           weights_source=f"run:{run_dir.resolve()}",
                           weights_fingerprint=file_sha256(run_dir / "model.safetensors"),
