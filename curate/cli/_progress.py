@@ -7,10 +7,9 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator, Mapping
 
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from curate.cli._app import console
+from curate.cli._app import console, safe
 
 
 class StageBars:
@@ -25,7 +24,7 @@ class StageBars:
         per second since the stage's first report, so items counted at once, such as
         cached ones, do not inflate it)."""
         if stage not in self._tasks:
-            label = escape(self._labels.get(stage, stage))
+            label = safe(self._labels.get(stage, stage))
             self._tasks[stage] = (self._bar.add_task(label, total=total, info=""), time.perf_counter(), done)
         task, t0, first = self._tasks[stage]
         if text is None:

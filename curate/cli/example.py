@@ -7,9 +7,8 @@ from typing import Annotated
 
 import pandas as pd
 import typer
-from rich.markup import escape
 
-from curate.cli._app import app, console, handles_errors
+from curate.cli._app import app, console, handles_errors, safe
 from curate.synthetic import make_example
 
 
@@ -32,11 +31,11 @@ def example_cmd(
     m = pd.read_csv(manifest_path)
     console.print(
         f"[bold green]wrote[/] {len(m):,} synthetic {size}x{size} faces "
-        f"({m['true_label'].nunique()} expressions, {m['subject'].nunique()} subjects) to {escape(str(out))}"
+        f"({m['true_label'].nunique()} expressions, {m['subject'].nunique()} subjects) to {safe(str(out))}"
     )
     console.print(
         f"  planted: {int(m['is_noisy'].sum())} wrong labels, {int(m['is_side_face'].sum())} side faces, "
         f"{int(m['is_occluded'].sum())} occluded faces, {int(m['is_duplicate'].sum())} duplicate files"
     )
-    console.print(f"  manifest: {escape(str(manifest_path))} (ground truth in columns true_label, is_noisy, ...)")
-    console.print(f"next: curate build-tuples {escape(str(manifest_path))} --out {escape(str(Path(out) / 'build'))}")
+    console.print(f"  manifest: {safe(str(manifest_path))} (ground truth in columns true_label, is_noisy, ...)")
+    console.print(f"next: curate build-tuples {safe(str(manifest_path))} --out {safe(str(Path(out) / 'build'))}")

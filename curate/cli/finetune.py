@@ -9,10 +9,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
-from curate.cli._app import app, console, err_console, handles_errors
+from curate.cli._app import FORCE_HELP, app, console, err_console, handles_errors, safe
 from curate.cli._choices import KindOpt, NullOpt
 from curate.cli._progress import stage_bars
 from curate.train.config import FinetuneConfig
@@ -70,6 +69,7 @@ def finetune_cmd(
     checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints (also at each epoch end).")] = D.checkpoint_every,
     preload_max_gb: Annotated[float, typer.Option(help="Decode all images into memory when they fit this size.")] = D.preload_max_gb,
     restart: Annotated[bool, typer.Option(help="Discard a checkpoint in --out instead of resuming from it.")] = False,
+    force: Annotated[bool, typer.Option("--force", help=FORCE_HELP + " Its checkpoints are discarded.")] = False,
 ) -> None:
     """Fine-tune an embedding network on tuples, screening every batch with the statistical boundary."""
     from curate.train.loop import finetune
@@ -96,9 +96,9 @@ def finetune_cmd(
                     text = f"val acc {info.get('val_accuracy', float('nan')):.3f}  F1 {info.get('val_macro_f1', float('nan')):.3f}"
                 bars.update(phase, done, total, text)
 
-            result = finetune(tuples, out, cfg, restart=restart, progress=progress)
+            result = finetune(tuples, out, cfg, restart=restart, force=force, progress=progress)
     except KeyboardInterrupt:
-        err_console.print(f"[red]interrupted[/]: the last completed step is checkpointed in {escape(str(out))}; "
+        err_console.print(f"[red]interrupted[/]: the last completed step is checkpointed in {safe(str(out))}; "
                           "run the same command again to resume")
         raise typer.Exit(code=130) from None
     _render_finetune(result)
@@ -106,12 +106,15 @@ def finetune_cmd(
 
 def _render_finetune(result: Any) -> None:
     counts = result.run["counts"]
+    for note in result.notes[:1]:
+        if note.startswith("replaced"):
+            console.print(f"[yellow]note:[/] {safe(note)}")
     if result.resumed_from_step:
         console.print(f"resumed from step {result.resumed_from_step}")
     if counts.get("steps_all_dropped"):
         console.print(f"[yellow]{counts['steps_all_dropped']} step(s) dropped every tuple and trained on the "
                       "classification loss only[/]")
-    table = Table(title=f"finetune: {escape(str(result.run_dir))}")
+    table = Table(title=f"finetune: {safe(str(result.run_dir))}")
     table.add_column("measure")
     table.add_column("value", justify="right")
     for key in ("tuples", "steps", "mean_share_dropped", "val_images", "val_accuracy", "val_macro_f1"):
@@ -120,7 +123,7 @@ def _render_finetune(result: Any) -> None:
     console.print(table)
     if not result.config.get("pretrained_from"):
         console.print("[bold red]the network started from random weights[/]")
-    console.print(f"report: {escape(str(result.run_dir / 'report.html'))}")
+    console.print(f"report: {safe(str(result.run_dir / 'report.html'))}")
 
 
 @app.command("evaluate")
@@ -147,11 +150,11 @@ def evaluate_cmd(
     if json_out is not None:
         write_json(data, json_out)
     m = result.metrics
-    table = Table(title=f"{escape(str(run))} on {escape(str(source))}" + (f" ({escape(split)})" if split else ""))
+    table = Table(title=f"{safe(str(run))} on {safe(str(source))}" + (f" ({safe(split)})" if split else ""))
     for col in ("class", "images", "accuracy", "precision", "F1"):
         table.add_column(col, justify="left" if col == "class" else "right")
     for r in m["per_class"]:
-        table.add_row(escape(r["class"]), str(r["n"]), _f(r["accuracy"]), _f(r["precision"]), _f(r["f1"]))
+        table.add_row(safe(r["class"]), str(r["n"]), _f(r["accuracy"]), _f(r["precision"]), _f(r["f1"]))
     table.add_section()
     table.add_row("[bold]all[/]", str(m["n_images"]), f"[bold]{_f(m['accuracy'])}[/]", "",
                   f"[bold]{_f(m['macro_f1'])}[/] (macro)")
@@ -159,12 +162,12 @@ def evaluate_cmd(
     cm = Table(title="confusion matrix (rows: true, columns: predicted)")
     cm.add_column("")
     for c in m["classes"]:
-        cm.add_column(escape(c[:8]), justify="right")
+        cm.add_column(safe(c[:8]), justify="right")
     for c, row in zip(m["classes"], m["confusion"], strict=True):
-        cm.add_row(escape(c), *map(str, row))
+        cm.add_row(safe(c), *map(str, row))
     console.print(cm)
     for k, v in result.skipped.items():
-        console.print(f"[yellow]skipped {v} image(s): {escape(k)}[/]")
+        console.print(f"[yellow]skipped {v} image(s): {safe(k)}[/]")
 
 
 def _f(v: float | None) -> str:
@@ -190,7 +193,7 @@ def predict_cmd(
         typer.echo(table.to_json(orient="records", indent=2))
         return
     prob_cols = [c for c in table.columns if c.startswith("p_")]
-    out = Table(title=f"predictions of {escape(str(run))}")
+    out = Table(title=f"predictions of {safe(str(run))}")
     out.add_column("image")
     out.add_column("expression")
     out.add_column(f"top {top} probabilities")
@@ -198,8 +201,15 @@ def predict_cmd(
     for c in extra:
         out.add_column(c)
     for _, r in table.iterrows():
+        if r["status"] != "ok":
+            out.add_row(safe(str(r["path"])), f"[red]{safe(r['status'])}[/]", safe(str(r["detail"])),
+                        *[safe(str(r[c])) for c in extra])
+            continue
         probs = sorted(((r[c], c[2:]) for c in prob_cols), reverse=True)[:top]
-        out.add_row(escape(str(r["path"])), escape(str(r["prediction"])),
-                    ", ".join(f"{escape(name)} {p:.2f}" for p, name in probs),
-                    *[escape(str(r[c])) for c in extra])
+        out.add_row(safe(str(r["path"])), safe(str(r["prediction"])),
+                    ", ".join(f"{safe(name)} {p:.2f}" for p, name in probs),
+                    *[safe(str(r[c])) for c in extra])
     console.print(out)
+    n_bad = int((table["status"] != "ok").sum())
+    if n_bad:
+        console.print(f"[yellow]{n_bad:,} of {len(table):,} image(s) could not be read: no prediction[/]")

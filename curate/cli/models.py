@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from rich.markup import escape
 from rich.table import Table
 
-from curate.cli._app import app, console, handles_errors
+from curate.cli._app import app, console, handles_errors, safe
 from curate.models import list_models
 
 
@@ -18,7 +17,7 @@ def models_cmd() -> None:
     for col in ("name", "kind", "detail", "location"):
         t.add_column(col)
     for e in entries:
-        t.add_row(escape(e.name), e.kind, escape(e.detail), escape(e.location))
+        t.add_row(safe(e.name), e.kind, safe(e.detail), safe(e.location))
     console.print(t)
     if not any(e.kind == "hf-cache" for e in entries):
         console.print("no timm weights in the local Hugging Face cache; "

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from curate.cli._app import app, console, handles_errors
+from curate.cli._app import app, console, handles_errors, safe
 
 
 @app.command("report")
@@ -23,4 +23,4 @@ def report(
 
     path = write_report(screen_dir, out, max_gallery=max_gallery, seed=seed)
     size = path.stat().st_size / 1e6
-    console.print(f"report written: {path} ({size:.2f} MB)", soft_wrap=True)
+    console.print(f"report written: {safe(path)} ({size:.2f} MB)", soft_wrap=True)
