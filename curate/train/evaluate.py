@@ -20,8 +20,9 @@ import torch
 
 from curate.backbone import resolve_device
 from curate.errors import CurateError
-from curate.ingest import ingest
+from curate.ingest import ingest, validate_file
 from curate.io import read_parquet
+from curate.outdir import require_complete
 from curate.runs import EmbeddingNet, load_run
 from curate.sources import (
     BUILD_IMAGES_FILE,
@@ -32,7 +33,8 @@ from curate.sources import (
 )
 from curate.train.data import ImageStore, to_model_input
 
-BAD_STATUSES = ("missing", "unreadable", "empty_file", "not_an_image", "corrupt", "too_large", "no_label")
+BAD_STATUSES = ("missing", "unreadable", "empty_file", "not_an_image", "corrupt", "too_large", "no_label",
+                "not_a_file", "bad_name")
 
 Progress = Callable[[str, int, int], None]
 
@@ -135,6 +137,7 @@ def read_labelled_source(source: str | Path, *, split: str | None = None) -> pd.
     if kind == "run" or (kind == "screen" and build is None):
         raise CurateError(f"{src} is a curate {kind} folder, not labelled images", hint=hint)
     if build is not None:
+        require_complete(build, what="build folder")
         images = read_parquet(build / BUILD_IMAGES_FILE, what="images table")
     else:
         images = ingest(src)
@@ -219,8 +222,8 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[str]:
                 raise CurateError(f"folder {p} holds no image file", hint=f"image types: {' '.join(IMAGE_SUFFIXES)}")
             for f in files:
                 add(f)
-        elif p.is_file():
-            add(p)
+        elif p.is_file() or (os.path.lexists(p) and not p.is_dir()):
+            add(p)  # a FIFO, a device or a broken link is listed too: predict records why it cannot be read
         elif glob.has_magic(s):
             matches = sorted(m for m in glob.glob(os.path.expanduser(s), recursive=True) if Path(m).is_file())
             if not matches:
@@ -236,18 +239,28 @@ def predict(run: str | Path, inputs: Sequence[str | Path], *, device: str = "aut
             faces: bool = False, progress: Progress | None = None) -> pd.DataFrame:
     """Predicted expression and class probabilities for each image.
 
-    Columns: ``path``, ``prediction``, ``confidence``, then ``p_<class>`` per class;
-    with ``faces=True`` also the face-screen columns of :mod:`curate.faces`.
+    Columns: ``path``, ``status`` (``ok`` or the reason code of ``images.parquet``:
+    ``missing``, ``not_a_file``, ``corrupt``, ...), ``detail``, ``prediction``,
+    ``confidence``, then ``p_<class>`` per class; an image that cannot be read keeps its
+    row with its status and no prediction, and the others are predicted. With
+    ``faces=True`` also the face-screen columns of :mod:`curate.faces`.
     """
     net, cfg = load_run(run)
     classes = list(cfg["classes"])
     paths = expand_inputs(inputs)
+    checks = [validate_file(p) for p in paths]  # a truncated or unreadable file is recorded, not fatal
+    ok = np.array([c.status == "ok" for c in checks], dtype=bool)
     dev = resolve_device(device)
-    store = ImageStore(paths, cfg["data_config"], progress=progress)
-    _, probs = embed_and_classify(net.to(dev), store, np.arange(len(paths)), cfg["data_config"], device=dev,
-                                  batch_size=batch_size, progress=progress)
-    table = pd.DataFrame({"path": paths, "prediction": [classes[i] for i in probs.argmax(axis=1)],
-                          "confidence": probs.max(axis=1).astype(np.float64)})
+    store = ImageStore([p for p, good in zip(paths, ok, strict=True) if good], cfg["data_config"], progress=progress)
+    _, probs_ok = embed_and_classify(net.to(dev), store, np.arange(int(ok.sum())), cfg["data_config"], device=dev,
+                                     batch_size=batch_size, progress=progress)
+    probs = np.full((len(paths), len(classes)), np.nan)
+    probs[ok] = probs_ok
+    best = np.where(ok, np.nan_to_num(probs, nan=-1.0).argmax(axis=1), -1)
+    table = pd.DataFrame({"path": paths, "status": [c.status for c in checks],
+                          "detail": pd.Series([c.detail for c in checks], dtype="object"),
+                          "prediction": pd.Series([classes[i] if i >= 0 else None for i in best], dtype="object"),
+                          "confidence": np.where(ok, np.nan_to_num(probs, nan=0.0).max(axis=1), np.nan)})
     for i, c in enumerate(classes):
         table[f"p_{c}"] = probs[:, i].astype(np.float64)
     if faces:
