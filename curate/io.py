@@ -12,11 +12,12 @@ import hashlib
 import json
 import os
 import platform
+import re
 import stat
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -71,17 +72,22 @@ def current_umask() -> int:
     return mask
 
 
-def remove_stale_tmp(folder: str | os.PathLike[str]) -> list[Path]:
+_TMP_NAME = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}" + re.escape(TMP_SUFFIX))
+
+
+def remove_stale_tmp(folder: str | os.PathLike[str], names: Iterable[str] | None = None) -> list[Path]:
     """Remove the temporary files that :func:`atomic_path` left in ``folder`` when its
-    process was killed (``.<name>.<random>.tmp``); returns them. Call it only while
-    holding the folder's lock (:mod:`curate.outdir`), so no live writer owns them."""
-    removed = []
+    process was killed (``.<name>.<8 random characters>.tmp``; only for the target
+    ``names`` when given); returns them. Call it only while holding the folder's lock
+    (:mod:`curate.outdir`), so no live writer owns them."""
+    removed: list[Path] = []
     d = Path(folder)
     if not d.is_dir():
         return removed
+    wanted = None if names is None else set(names)
     for p in d.iterdir():
-        if p.name.startswith(".") and p.name.endswith(TMP_SUFFIX) and p.name.count(".") >= 3 \
-                and (p.is_file() or p.is_symlink()):
+        m = _TMP_NAME.fullmatch(p.name)
+        if m and (wanted is None or m.group("name") in wanted) and (p.is_file() or p.is_symlink()):
             p.unlink(missing_ok=True)
             removed.append(p)
     return removed

@@ -142,7 +142,7 @@ def claim_file(out: str | os.PathLike[str], command: str, *, settings: Mapping[s
                                   f"(no {record_path.name} of a {command} run beside it); curate never replaces it",
                                   hint="choose a new file name for --out")
         _compare(claim, previous, force)
-        remove_stale_tmp(target.parent)
+        remove_stale_tmp(target.parent, names=(target.name, record_path.name))
         with _running(claim):
             claim.replaced = _delete_owned(target.parent, [target.name], keep=record_path.name)
             yield claim
@@ -354,7 +354,7 @@ def _record(path: Path) -> dict[str, Any]:
 
 
 def _is_tmp(name: str) -> bool:
-    return name.startswith(".") and name.endswith(TMP_SUFFIX)
+    return name.startswith(".") and name.endswith(TMP_SUFFIX)  # an atomic write's (see remove_stale_tmp)
 
 
 def _real(p: Path) -> Path:

@@ -566,12 +566,14 @@ def test_15_stale_temporary_files_of_a_killed_write_are_removed(train_build: Pat
                                                                 tmp_path: Path) -> None:
     run = tmp_path / "run"
     shutil.copytree(uninterrupted.run_dir, run)
-    stale = run / "checkpoints" / ".step_0000006.safetensors.x8k2p1.tmp"
+    stale = run / "checkpoints" / ".step_0000006.safetensors.x8k2p1q_.tmp"
     stale.write_bytes(b"\0" * 4096)
-    top = run / ".metrics.parquet.a1b2c3.tmp"
+    top = run / ".metrics.parquet.a1b2c3d4.tmp"
     top.write_bytes(b"\0")
+    other = run / ".my.notes.tmp"  # not the name of an atomic write: not curate's to remove
+    other.write_text("mine")
     loop.finetune(train_build, run, tiny_config())
-    assert not stale.exists() and not top.exists()
+    assert not stale.exists() and not top.exists() and other.read_text() == "mine"
 
 
 # ============================================================================ 16. no tracebacks
@@ -674,7 +676,7 @@ def test_17_pickle_rejection_never_advises_weights_only_false(tmp_path: Path) ->
 
     f = tmp_path / "evil.pth"
     with open(f, "wb") as fh:
-        pickle.dump({"w": Evil()}, fh)
+        pickle.dump({"w": Evil()}, fh, protocol=2)
     with pytest.raises(CurateError, match="refused to load .*can run code") as err:
         read_state_dict(f)
     assert "weights_only=False" not in str(err.value) and "will likely succeed" not in str(err.value)
