@@ -94,6 +94,9 @@ def _decoded(path: str | os.PathLike[str]) -> Image.Image:
         with Image.open(io.BytesIO(data)) as im:
             im = ImageOps.exif_transpose(im)
             im.load()
+    except UnidentifiedImageError as exc:  # its text names the in-memory buffer: say it plainly
+        raise CurateError(f"unreadable: cannot decode image {p}: not a recognised image format",
+                          hint=_HINT) from exc
     except Exception as exc:  # Pillow raises many types for broken files
         raise CurateError(f"unreadable: cannot decode image {p}: {exc}", hint=_HINT) from exc
     im = _to_8bit(im)
