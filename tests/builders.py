@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from curate.io import file_sha256
+
 CLASSES = ("angry", "happy", "sad", "surprise")
 TUPLE_COLUMNS = ["tuple_id", "anchor", "positive", "negative", "anchor_label", "negative_label", "split"]
 
@@ -36,7 +38,7 @@ def make_build(root: Path, *, per_class: int = 12, dim: int = 16, kind: str = "t
             rows.append({"image_id": image_id, "path": str(path.resolve()),
                          "rel_path": f"{label}/{i:03d}.png", "label": label, "split": "train",
                          "subject": None, "width": 12, "height": 12, "mode": "L",
-                         "sha256": f"{image_id:064x}", "status": "ok", "detail": None})
+                         "sha256": file_sha256(path), "status": "ok", "detail": None})
     images = pd.DataFrame(rows)
     labels = images["label"].to_numpy()
     tuples = []

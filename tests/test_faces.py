@@ -201,7 +201,7 @@ def test_cache_hit_on_second_call(face_model, analyzer, fer_faces, tmp_path, mon
     first = A.analyze_faces(paths, cache_dir=tmp_path, workers=1,
                             progress=lambda d, t: calls.append((d, t)))
     assert calls[0] == (0, 4) and calls[-1] == (4, 4)
-    assert len(list((tmp_path / "faces").rglob("part-*.parquet"))) == 1
+    assert len(list((tmp_path / "faces").rglob("shard-*.parquet"))) == 1
 
     def boom(*a, **k):
         raise AssertionError("no face may be looked for on a cache hit")
@@ -214,6 +214,29 @@ def test_cache_hit_on_second_call(face_model, analyzer, fer_faces, tmp_path, mon
     assert calls == [(4, 4)]
     pd.testing.assert_frame_equal(first, second)
     assert first.loc[0, "yaw"] == first.loc[3, "yaw"]
+
+
+def test_interrupted_analysis_keeps_the_faces_done(face_model, analyzer, fer_faces, tmp_path):
+    """Issue 16 item 14: the face cache was written only at the end of the run."""
+    paths = [str(p) for p in fer_faces[:5]]
+
+    def stop_after_two(done: int, total: int) -> None:
+        if done >= 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        A.analyze_faces(paths, cache_dir=tmp_path, workers=1, progress=stop_after_two)
+    calls: list[int] = []
+    A.analyze_faces(paths, cache_dir=tmp_path, workers=1, progress=lambda d, t: calls.append(d))
+    assert calls[0] == 2  # the two faces analysed before Ctrl-C came from the cache
+
+
+def test_cache_reads_the_same_rows_as_a_fresh_analysis(face_model, analyzer, fer_faces, tmp_path):
+    paths = [str(p) for p in fer_faces[:3]]
+    fresh = A.analyze_faces(paths, cache_dir="none", workers=1)
+    A.analyze_faces(paths, cache_dir=tmp_path, workers=1, shard_seconds=0.0)  # one shard per face
+    assert len(list(tmp_path.rglob("shard-*.parquet"))) == 3
+    pd.testing.assert_frame_equal(A.analyze_faces(paths, cache_dir=tmp_path, workers=1), fresh)
 
 
 # --------------------------------------------------------------------------- model file

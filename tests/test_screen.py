@@ -186,7 +186,9 @@ def test_backbone_path_embeds_once_and_reuses_the_cache(tmp_path):
     assert second.n_embedded == 0 and second.n_cached == 12
     a = pd.read_parquet(tmp_path / "out" / "scores.parquet")
     assert np.isfinite(a["d_ap"]).all() and first.n_kept == second.n_kept
-    assert list((tmp_path / "out" / "embeddings").iterdir())
+    assert not (tmp_path / "out" / "embeddings").exists()  # the shared cache holds them
+    third = screen(build, tmp_path / "other-out", **kw)  # another --out: the same cache
+    assert third.n_embedded == 0 and third.n_cached == 12
 
 
 def test_out_must_differ_from_build_and_build_must_exist(tmp_path):

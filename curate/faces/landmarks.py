@@ -196,6 +196,9 @@ def _init_worker(backend: str, model_path: str) -> None:
     global _WORKER
     from multiprocessing import util
 
+    from curate.workers import exit_with_parent
+
+    exit_with_parent()  # a parent killed by SIGKILL leaves no worker behind
     # this process only finds faces, and its Python errors reach the parent pickled
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from curate.cache import OFF, resolve_cache_dir
 from curate.errors import CurateError
 from curate.faces.analyze import (
     ANALYSIS_VERSION,
@@ -110,8 +111,9 @@ def faces_for_source(source: str | os.PathLike[str], out: str | os.PathLike[str]
     """Analyse every image of ``source`` and write ``out`` (Parquet) and ``<out>.run.json``.
 
     Rows: ``image_id`` (position in the source's canonical order, or the build's
-    ``image_id``), then :data:`curate.faces.analyze.COLUMNS`. ``cache_dir`` defaults to
-    ``faces_cache`` beside ``out``; ``backend`` as :func:`~curate.faces.analyze.analyze_faces`.
+    ``image_id``), then :data:`curate.faces.analyze.COLUMNS`. ``cache_dir`` is the
+    shared cache (:func:`curate.cache.resolve_cache_dir`: None for the default,
+    ``"none"`` for none); ``backend`` as :func:`~curate.faces.analyze.analyze_faces`.
     ``out`` follows :func:`curate.outdir.claim_file`: a new file, or the output of an
     earlier ``curate faces`` (other settings need ``force``); the record is written last
     and says whether the run completed.
@@ -128,11 +130,13 @@ def faces_for_source(source: str | os.PathLike[str], out: str | os.PathLike[str]
                 "backend": backend, "analysis_version": ANALYSIS_VERSION}
     with claim_file(out_path, "faces", settings=settings, inputs=[source], force=force) as claim:
         out_path = claim.path
-        cache = Path(cache_dir) if cache_dir is not None else out_path.parent / "faces_cache"
-        faces = _analyze(images, cache, face_model, workers, progress, backend)
+        cache = resolve_cache_dir(cache_dir)
+        faces = _analyze(images, cache if cache is not None else OFF, face_model, workers,
+                         progress, backend)
         write_parquet(faces, out_path)
         record = run_record(
-            "faces", {"source": str(source), "cache_dir": str(cache), "face_model": str(model),
+            "faces", {"source": str(source), "cache_dir": str(cache) if cache is not None else OFF,
+                      "face_model": str(model),
                       "workers": workers, "path_column": path_column, "backend": backend,
                       "analysis_version": ANALYSIS_VERSION},
             inputs={"images": fingerprint_table(images, ["path"]),
@@ -144,7 +148,7 @@ def faces_for_source(source: str | os.PathLike[str], out: str | os.PathLike[str]
     return FacesRun(faces, out_path, run_json, notes=[claim.note] if claim.note else [])
 
 
-def _analyze(images: pd.DataFrame, cache: Path, face_model: str | None, workers: int | None,
+def _analyze(images: pd.DataFrame, cache: Path | str, face_model: str | None, workers: int | None,
              progress: ProgressFn | None, backend: str) -> pd.DataFrame:
     """The face rows of ``images``; entries that cannot be read (``problem``) are not
     opened: their row says why."""

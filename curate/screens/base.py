@@ -65,7 +65,8 @@ class ScreenContext:
     ``images`` holds only the images that are in at least one tuple (rows of the
     build's ``images.parquet``); ``rows[role]`` gives, for every tuple, the row of that
     member in ``images``. ``embeddings`` (when the pipeline computed them) has one
-    normalised row per image row.
+    normalised row per image row. ``cache_dir`` is the shared cache root
+    (:mod:`curate.cache`) a screen may keep expensive per-image work in, or None.
     """
 
     images: pd.DataFrame
@@ -76,6 +77,7 @@ class ScreenContext:
     embeddings: np.ndarray | None = None
     progress: StageProgress | None = None
     results: dict[str, ScreenOutput] = field(default_factory=dict)
+    cache_dir: Path | None = None  # the shared cache (curate.cache); None: no cache
 
     @property
     def labels(self) -> np.ndarray:

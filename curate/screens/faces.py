@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from curate.cache import OFF
 from curate.errors import CurateError
 from curate.faces.analyze import COLUMNS, analyze_faces
 from curate.faces.occlusion import OCCLUSION_THRESHOLD
@@ -197,7 +198,8 @@ class FaceScreen(Screen):
         s = ctx.settings
         progress = ctx.progress
         faces = screen_faces(
-            ctx.images, cache_dir=ctx.out_dir / "faces_cache", max_yaw=s["max_yaw"],
+            ctx.images, cache_dir=ctx.cache_dir if ctx.cache_dir is not None else OFF,
+            max_yaw=s["max_yaw"],
             max_occlusion=s["max_occlusion"], no_face=s["no_face"], face_model=s["face_model"],
             progress=(lambda done, total: progress("faces", done, total)) if progress else None)
         faces = faces.reset_index(drop=True)
