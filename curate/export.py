@@ -9,7 +9,11 @@ images of the build that are in no tuple were never screened: they are counted
 (``n_unscreened``) and exported only with ``include_unscreened``. Writes
 them as an ImageFolder of symlinks or copies (``OUT/[split/]label/file``, which
 timm's ``train.py``, torchvision's ``ImageFolder`` and Hugging Face's ``imagefolder``
-read directly) or as a CSV / Parquet manifest (``OUT/manifest.csv|parquet``).
+read directly) or as a CSV / Parquet manifest (``OUT/manifest.csv|parquet``). The
+``hf`` format writes every screened image, kept or not, as a Hugging Face ``datasets``
+``imagefolder`` with the screening columns in ``OUT/<split>/metadata.parquet``
+(:func:`hf_columns`), which ``datasets.load_dataset`` reads offline; ``datasets`` is
+not needed to write it.
 
 Folder names are the labels and splits themselves where they are plain text; any other
 character (``/``, ``\\``, NUL, control characters, ``%``, and a leading ``.``, which
@@ -27,6 +31,7 @@ whether the export completed.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 import unicodedata
@@ -38,11 +43,18 @@ import pandas as pd
 
 from curate import screens
 from curate.errors import CurateError
-from curate.io import atomic_path, read_json_file, read_parquet, run_record, write_parquet
-from curate.outdir import claim_folder, require_complete
+from curate.io import (
+    atomic_path,
+    read_json_file,
+    read_parquet,
+    run_record,
+    write_parquet,
+    write_text,
+)
+from curate.outdir import Claim, claim_folder, require_complete
 from curate.sources import BUILD_IMAGES_FILE, screen_build_dir
 
-FORMATS = ("imagefolder", "csv", "parquet")
+FORMATS = ("imagefolder", "csv", "parquet", "hf")
 MANIFEST_COLUMNS = ["image_id", "path", "rel_path", "label", "split", "suspicion", "suggested_label"]
 NO_SPLIT = "unsplit"
 RECORD = "export.json"
@@ -50,6 +62,26 @@ MANIFESTS = ("manifest.csv", "manifest.parquet")
 # kept as they are in folder and file names; every other character is %XX-encoded
 _PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 -_+,=@()[]{}!~&;#$'")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+HF_DEFAULT_SPLIT = "train"  # --format hf: the split of images without one
+HIGH_SUSPICION = "high_suspicion"  # --format hf: reason code for suspicion >= --max-suspicion
+HF_METADATA = "metadata.parquet"  # one of the metadata files datasets' imagefolder reads
+HF_CARD = """---
+configs:
+- config_name: default
+  data_files:
+{configs}
+---
+# Screened by curate
+
+Written by `curate export --format hf`. Every screened image is here with its verdict:
+`kept` (what the other export formats write), `reasons` (a list of codes: the image
+screens that rejected it, and `{high}` when its label suspicion reached
+`--max-suspicion`; empty when kept) and, where the label screen ran, `suspicion` (the
+probability that the label is wrong) and `suggested_label`. Load it with
+`datasets.load_dataset("imagefolder", data_dir=THIS_FOLDER)` or
+`datasets.load_dataset(THIS_FOLDER)`, and keep the clean part with
+`ds.filter(lambda r: r["kept"])`.
+"""
 
 
 @dataclass
@@ -117,11 +149,16 @@ def export(screen_dir: str | os.PathLike[str], out: str | os.PathLike[str], *,
         table["original_label"] = table["label"]
         table.loc[relabelled, "label"] = table.loc[relabelled, "suggested_label"]
     cols = MANIFEST_COLUMNS + (["original_label"] if relabel else [])
-    manifest = table.loc[keep, [c for c in cols if c in table.columns]]
+    if format == "hf":  # every screened image, with its verdict in the screening columns
+        manifest = hf_columns(table, [c for c in cols if c in table.columns], keep, suspect, rejected_by)
+    else:
+        manifest = table.loc[keep, [c for c in cols if c in table.columns]]
     unscreened = _unscreened_images(src, table)
     if include_unscreened and unscreened is not None and len(unscreened):
-        manifest = pd.concat([manifest, unscreened[[c for c in MANIFEST_COLUMNS if c in unscreened.columns]]],
-                             ignore_index=True)
+        extra = unscreened[[c for c in MANIFEST_COLUMNS if c in unscreened.columns]]
+        if format == "hf":
+            extra = extra.assign(kept=True, reasons="")
+        manifest = pd.concat([manifest, extra], ignore_index=True)
     n_unscreened = None if unscreened is None else len(unscreened)
     n_exported = len(manifest)
     manifest = manifest.sort_values("image_id", kind="mergesort").reset_index(drop=True)
@@ -138,6 +175,8 @@ def export(screen_dir: str | os.PathLike[str], out: str | os.PathLike[str], *,
             files = manifest["exported"].tolist()
             claim.will_write(files)
             _write_imagefolder(manifest, target, copy)
+        elif format == "hf":
+            manifest, folders, files = _write_hf(manifest, target, copy, claim)
         elif format == "csv":
             files = ["manifest.csv"]
             with atomic_path(target / "manifest.csv") as tmp:
@@ -277,3 +316,62 @@ def _write_imagefolder(manifest: pd.DataFrame, root: Path, copy: bool) -> None:
             shutil.copy2(source, dest)
         else:
             os.symlink(source.resolve(), dest)
+
+
+def hf_columns(table: pd.DataFrame, columns: list[str], keep: np.ndarray, suspect: np.ndarray,
+               rejected_by: dict[str, np.ndarray]) -> pd.DataFrame:
+    """The rows of ``--format hf``: every screened image with ``columns`` of ``table``,
+    ``kept`` (what the other formats export) and ``reasons`` (``;``-joined here, a list
+    in the dataset: the codes of the image screens that rejected it, and
+    :data:`HIGH_SUSPICION` when its label suspicion is at least ``max_suspicion``; empty
+    when kept)."""
+    out = table[columns].copy()
+    out["kept"] = keep
+    codes: list[list[str]] = [[] for _ in range(len(out))]
+    for s in screens.registered():
+        col = s.columns()[2]
+        if s.level == "image" and col in table.columns and s.name in rejected_by:
+            for i in np.flatnonzero(rejected_by[s.name]):
+                r = table[col].iloc[i]
+                codes[i] += r.split(";") if isinstance(r, str) and r else [s.codes[0]]
+    for i in np.flatnonzero(suspect):
+        codes[i].append(HIGH_SUSPICION)
+    out["reasons"] = [";".join(c) for c in codes]
+    return out
+
+
+def _write_hf(manifest: pd.DataFrame, root: Path, copy: bool,
+              claim: Claim) -> tuple[pd.DataFrame, dict[str, dict[str, str]], list[str]]:
+    """A Hugging Face ``imagefolder`` dataset: ``root/<split>/<label>/<file>`` (links or
+    copies, named as :func:`plan_imagefolder` names them), one
+    ``root/<split>/metadata.parquet`` per split (``file_name`` relative to it, then the
+    columns of :func:`hf_columns`, ``reasons`` as a list of codes; Parquet keeps the
+    types, so ``kept`` is a bool and ``reasons`` a list of strings even when every image
+    passed) and a ``README.md`` whose ``configs`` name the splits, so
+    ``datasets.load_dataset(str(root))`` reads it offline. Images without a split go to
+    ``train``; in other split names every character but letters, digits and ``_``
+    becomes ``_`` (a split name of ``datasets``). Returns the placed rows, the folder
+    names and the files written."""
+    split = manifest["split"] if "split" in manifest.columns else pd.Series(None, index=manifest.index)
+    names = split.map(lambda v: re.sub(r"\W", "_", v) if isinstance(v, str) and v.strip() else HF_DEFAULT_SPLIT)
+    merged = pd.DataFrame({"split": split.astype("string"), "name": names}).drop_duplicates()
+    clash = merged[merged["name"].duplicated(keep=False)]
+    if len(clash):
+        raise CurateError(f"the splits {sorted(clash['split'].dropna().astype(str))} would share the "
+                          f"dataset split {clash['name'].iloc[0]!r}", hint="rename them, or use --format parquet")
+    placed, folders = plan_imagefolder(manifest.assign(split=names.to_numpy()), root)
+    placed["split"] = manifest["split"].to_numpy() if "split" in manifest.columns else None
+    splits = sorted(names.unique())
+    files = [*placed["exported"], *[f"{n}/{HF_METADATA}" for n in splits], "README.md"]
+    claim.will_write(files)
+    _write_imagefolder(placed, root, copy)
+    configs = []
+    for name in splits:
+        rows = placed[(names == name).to_numpy()]
+        meta = rows.drop(columns=["path", "rel_path", "exported", "split"], errors="ignore")
+        meta.insert(0, "file_name", [Path(e).relative_to(name).as_posix() for e in rows["exported"]])
+        meta["reasons"] = [r.split(";") if r else [] for r in meta["reasons"]]
+        write_parquet(meta, root / name / HF_METADATA)
+        configs.append(f"  - split: {name}\n    path: \"{name}/**\"")
+    write_text(HF_CARD.format(configs="\n".join(configs), high=HIGH_SUSPICION), root / "README.md")
+    return placed, folders, files

@@ -16,6 +16,8 @@ from curate.cli._choices import KindOpt
 from curate.cli._progress import rate_bar
 from curate.images import DEFAULT_MAX_PIXELS
 
+MAX_CONFLICTS = 10  # duplicates with another label named one by one
+
 
 class PositiveSubject(str, Enum):
     any = "any"
@@ -27,10 +29,10 @@ class NegativeSubject(str, Enum):
     same = "same"
 
 
-@app.command("build-tuples")
+@app.command("build-tuples", short_help="Validate a labelled image set; sample triplets/quadruplets.")
 @handles_errors
 def build_tuples_cmd(
-    source: Annotated[Path, typer.Argument(help="Image folder (ROOT/<class>/<img> or ROOT/<split>/<class>/<img>) or CSV/Parquet manifest.")],
+    source: Annotated[Path, typer.Argument(metavar="SOURCE", help="Image folder (ROOT/<class>/<img> or ROOT/<split>/<class>/<img>) or CSV/Parquet manifest.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for images.parquet, tuples.parquet, run.json.")],
     kind: Annotated[KindOpt, typer.Option(help="Tuple kind.")] = KindOpt.triplet,
     per_anchor: Annotated[int, typer.Option(help="Tuples per anchor image.")] = 1,
@@ -83,9 +85,16 @@ def render_summary(result: BuildResult) -> None:
                 console.print(f"    {safe(str(r['rel_path']))}: {safe(str(r['detail']))}")
             if len(group) > 3:
                 console.print(f"    ... and {len(group) - 3:,} more")
-        conflicts = bad["detail"].astype(str).str.contains("CONFLICTING label").sum()
-        if conflicts:
-            console.print(f"  [yellow]{conflicts:,} duplicate(s) carry a different label than their original[/]")
+        conflicts = bad[bad["detail"].astype(str).str.contains("CONFLICTING label")]
+        if len(conflicts):
+            console.print(f"  [yellow]{len(conflicts):,} duplicate(s) carry a different label than their "
+                          "original (only the original takes part in tuples):[/]")
+            for _, r in conflicts.head(MAX_CONFLICTS).iterrows():
+                console.print(f"    {safe(str(r['rel_path']))} ({safe(str(r['label']))}): "
+                              f"{safe(str(r['detail']))}")
+            if len(conflicts) > MAX_CONFLICTS:
+                console.print(f"    ... and {len(conflicts) - MAX_CONFLICTS:,} more (status duplicate_of:* "
+                              "in images.parquet)")
     for name, why in result.stats.classes_without_anchors.items():
         console.print(f"[yellow]no anchors[/] for class {safe(name)}: {safe(why)}")
     for name, why in result.stats.splits_skipped.items():

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from curate.cli._app import FORCE_HELP, app, console, handles_errors, safe
+from curate.cli._app import CACHE_DIR_HELP, FORCE_HELP, app, console, handles_errors, safe
 from curate.cli._choices import NullOpt
 from curate.cli._progress import stage_bars
 from curate.errors import CurateError
@@ -35,6 +35,7 @@ class FormatOpt(str, Enum):
     imagefolder = "imagefolder"
     csv = "csv"
     parquet = "parquet"
+    hf = "hf"
 
 
 assert {f.value for f in FormatOpt} == set(FORMATS)
@@ -44,13 +45,13 @@ _SCREEN = {n: p.default for n, p in inspect.signature(screen).parameters.items()
 _EXPORT = {n: p.default for n, p in inspect.signature(export).parameters.items()}
 
 
-@app.command("screen")
+@app.command("screen", short_help="Embed, screen every tuple, sort into kept and rejected.")
 @handles_errors
 def screen_cmd(
-    build_dir: Annotated[Path, typer.Argument(help="Output folder of `curate build-tuples` (images.parquet, tuples.parquet).")],
+    build_dir: Annotated[Path, typer.Argument(metavar="BUILD_DIR", help="Output folder of `curate build-tuples` (images.parquet, tuples.parquet).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (scores, kept/rejected tuples, suspect images, boundary, report).")],
     backbone: Annotated[str | None, typer.Option(help="timm model name used as feature extractor (default: the bundled model).")] = None,
-    weights: Annotated[str | None, typer.Option(help="Weights: a .safetensors/.pth file, a curate fine-tuning run folder, or 'none' for random weights. Default: timm's pretrained weights from the local cache.")] = None,
+    weights: Annotated[str | None, typer.Option(help="Weights: a .safetensors/.pth file, a curate fine-tuning run folder, a model name that `curate models` lists, or 'none' for random weights. Default: timm's pretrained weights from the local cache.")] = None,
     embeddings: Annotated[Path | None, typer.Option(help="Parquet with image_id or path, and embedding (list of floats); no backbone is loaded.")] = None,
     alpha_pos: Annotated[float, typer.Option(help=OPT["alpha_pos"].help)] = OPT["alpha_pos"].default,
     alpha_neg: Annotated[float, typer.Option(help=OPT["alpha_neg"].help)] = OPT["alpha_neg"].default,
@@ -61,6 +62,7 @@ def screen_cmd(
     workers: Annotated[int | None, typer.Option(help="Decoding processes (default: by device and CPU count).")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = _SCREEN["device"],
     seed: Annotated[int, typer.Option(help="Seed of random pairs (and of random weights).")] = _SCREEN["seed"],
+    cache_dir: Annotated[str | None, typer.Option(metavar="DIR", help=CACHE_DIR_HELP)] = None,
     max_yaw: Annotated[float, typer.Option(help=OPT["max_yaw"].help)] = OPT["max_yaw"].default,
     max_occlusion: Annotated[float, typer.Option(help=OPT["max_occlusion"].help)] = OPT["max_occlusion"].default,
     no_face: Annotated[NoFaceOpt, typer.Option(help=OPT["no_face"].help)] = NoFaceOpt(OPT["no_face"].default),
@@ -81,7 +83,7 @@ def screen_cmd(
             build_dir, out, backbone=backbone, weights=weights, embeddings=embeddings,
             alpha_pos=alpha_pos, alpha_neg=alpha_neg, null=null.value, center=not no_center,
             scale=scale, batch_size=batch_size, workers=workers, device=device, seed=seed,
-            max_yaw=max_yaw, max_occlusion=max_occlusion, no_face=no_face.value,
+            cache_dir=cache_dir, max_yaw=max_yaw, max_occlusion=max_occlusion, no_face=no_face.value,
             skip_face_screens=skip_face_screens, face_model=face_model, alpha_label=alpha_label,
             label_prior_floor=label_prior_floor, skip_label_screen=skip_label_screen, redraw=redraw,
             calibrate=calibrate, force=force,
@@ -161,19 +163,20 @@ def render_summary(result: ScreenResult, report_path: Path | None = None) -> Non
         console.print(f"[yellow]note:[/] {safe(note)}")
     console.print(f"wrote {safe(str(result.out_dir))}/: scores.parquet, kept.parquet, "
                   "rejected.parquet, images_suspect.parquet, boundary.json, run.json"
+                  + (", embeddings.parquet" if result.embeddings_file else "")
                   + (", faces.parquet" if result.face_screens else "")
                   + (", calibration.parquet" if result.run["params"].get("calibrate") else "")
                   + (", report.html" if report_path else ""))
 
 
-@app.command("export")
+@app.command("export", short_help="Export the surviving images for other trainers.")
 @handles_errors
 def export_cmd(
-    screen_dir: Annotated[Path, typer.Argument(help="Output folder of `curate screen`.")],
+    screen_dir: Annotated[Path, typer.Argument(metavar="SCREEN_DIR", help="Output folder of `curate screen`.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the filtered dataset to: new, empty, or an earlier export.")],
     max_suspicion: Annotated[float | None, typer.Option(help="Also leave out images whose label suspicion (probability that the label is wrong) is at least this.")] = _EXPORT["max_suspicion"],
     relabel: Annotated[bool, typer.Option("--relabel", help="Export images whose only fault is their label under their suggested label (the manifest keeps original_label).")] = False,
-    format: Annotated[FormatOpt, typer.Option("--format", help="imagefolder (OUT/[split/]label/file), or a csv/parquet manifest.")] = FormatOpt(_EXPORT["format"]),
+    format: Annotated[FormatOpt, typer.Option("--format", help="imagefolder (OUT/[split/]label/file), a csv/parquet manifest, or hf: a Hugging Face `datasets` imagefolder of every screened image with the columns kept, reasons, suspicion and suggested_label.")] = FormatOpt(_EXPORT["format"]),
     copy: Annotated[bool, typer.Option("--copy", help="Copy files instead of symlinking them (imagefolder).")] = False,
     force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,
     include_unscreened: Annotated[bool, typer.Option("--include-unscreened", help="Also export valid images that are in no tuple (never screened).")] = False,
@@ -182,6 +185,12 @@ def export_cmd(
     result = export(screen_dir, out, max_suspicion=max_suspicion, relabel=relabel,
                     format=format.value, copy=copy, force=force,
                     include_unscreened=include_unscreened)
+    if format is FormatOpt.hf:
+        kept = int(result.manifest["kept"].sum())
+        console.print(f"wrote [green]{result.n_exported:,}[/] images as a Hugging Face dataset: "
+                      f"{kept:,} with kept=True, {result.n_exported - kept:,} with kept=False and their reasons")
+        console.print(f"load it with datasets.load_dataset({str(result.target)!r})")
+        return
     why = [f"{n:,} rejected by the {safe(name)} screen" for name, n in result.n_image_rejected.items()]
     if max_suspicion is not None:
         why.append(f"{result.n_suspect:,} with suspicion >= {max_suspicion:g}")

@@ -149,7 +149,7 @@ def _summary(run: ScreenRun) -> Markup:
     key_rows = [
         ("kind", "quadruplets" if run.is_quadruplet else "triplets"),
         ("backbone", p.get("backbone", "n/a")),
-        ("weights", p.get("weights", "n/a")),
+        ("weights", weights_text(run)),
         ("null", b.get("null", p.get("null", "n/a"))),
         ("alpha_pos / alpha_neg", f"{b.get('alpha_pos', p.get('alpha_pos'))} / "
                                   f"{b.get('alpha_neg', p.get('alpha_neg'))}"),
@@ -171,6 +171,30 @@ def _summary(run: ScreenRun) -> Markup:
         body.append(_details("Versions", table(["package", "version"], versions.items(),
                                                cls="kv", numeric_from=9)))
     return section("summary", "Summary", body)
+
+
+def weights_text(run: ScreenRun) -> str:
+    """Where the embeddings came from, in words: the bundled model by name, a run folder,
+    a weights file, random weights or an embeddings file, with the weights' sha256."""
+    from curate.models import bundled_models
+
+    inputs = (run.run or {}).get("inputs") or {}
+    source = inputs.get("weights_source") or run.params.get("weights")
+    if not isinstance(source, str) or not source:
+        return "n/a"
+    kind, _, where = source.partition(":")
+    bundled = {str(Path(m.location).resolve()): m.name for m in bundled_models()}
+    if kind == "run" and str(Path(where).resolve()) in bundled:
+        text = f"bundled model {bundled[str(Path(where).resolve())]} ({where})"
+    elif run.params.get("embeddings"):
+        text = f"none: embeddings read from {run.params['embeddings']}"
+    elif kind == "random":
+        text = "random (--weights none)"
+    else:
+        text = {"run": "fine-tuning run", "file": "file", "pretrained-cache": "timm cache"}.get(kind, kind) \
+            + (f" {where}" if where else "")
+    fp = inputs.get("weights_fingerprint")
+    return text + (f", sha256 {fp[:12]}\u2026" if isinstance(fp, str) and len(fp) == 64 else "")
 
 
 def _short_value(v: Any) -> str:
