@@ -102,3 +102,14 @@ def test_report_is_readable_by_others(tmp_path):
     finally:
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_null_banner_of_a_class_null_only_offers_checked_alternatives(tmp_path):
+    rng = np.random.default_rng(1)
+    bimodal = np.concatenate([rng.normal(0.8, 0.05, 2500), rng.normal(1.6, 0.05, 2500)])
+    fits = {"theory": (1.414, 0.06), "effective": (1.414, 0.15), "empirical": (1.2, 0.4)}
+    b = _boundary(bimodal, "effective", fits)
+    b["null"] = "class_empirical"  # a class-aware null is not among the global fits
+    alert = null_misfit(_run(tmp_path, b))
+    assert alert is not None and "None of the global nulls fits" in alert.text
+    assert "--null" not in alert.text.split("expected")[-1]  # no untested null recommended

@@ -65,15 +65,20 @@ def null_misfit(run: ScreenRun) -> Alert | None:
         return None
     used = str(b.get("null", ""))
     fitting = [name for name in fitting_nulls(b) if name != used]
-    if fitting:
+    ranking = ("Read the rejections as a ranking: choose alpha by the share of tuples to keep in "
+               "the Sensitivity section, or use a backbone that separates these expressions "
+               "better (curate finetune).")
+    if used in (b.get("nulls") or {}):  # a global null: every alternative was checked
         advice = (f"--null {' or --null '.join(fitting)} fits these distances (checked on the "
-                  "random-pair sample in boundary.json): re-run with it.")
-    else:
-        advice = ("No null fits these distances (checked on the random-pair sample in "
+                  "random-pair sample in boundary.json): re-run with it." if fitting else
+                  "No null fits these distances (checked on the random-pair sample in "
                   "boundary.json), so no --null setting will make the rejection rates match "
-                  "alpha. Read the rejections as a ranking: choose alpha by the share of tuples "
-                  "to keep in the Sensitivity section, or use a backbone that separates these "
-                  "expressions better (curate finetune).")
+                  "alpha. " + ranking)
+    else:  # a class-aware null: only the global ones can be checked from the stored sample
+        advice = (f"Of the global nulls, --null {' or --null '.join(fitting)} fits the random "
+                  "different-label pairs stored in boundary.json: try it." if fitting else
+                  "None of the global nulls fits the random different-label pairs stored in "
+                  "boundary.json either. " + ranking)
     return Alert("red", f"The null does not fit this data ({used or 'unknown'} null): "
                  + "; ".join(bad) + ". Rejection rates will not match alpha. " + advice)
 
