@@ -21,6 +21,7 @@ import numpy as np
 from curate.errors import CurateError
 from curate.faces.geometry import align_face, five_points, pose_from_matrix, prepare_for_detection
 from curate.images import load_arrays
+from curate.workers import exit_with_parent
 
 
 @dataclass
@@ -195,8 +196,6 @@ def make_finder(backend: str, model_path: Path) -> FaceFinder:
 def _init_worker(backend: str, model_path: str) -> None:
     global _WORKER
     from multiprocessing import util
-
-    from curate.workers import exit_with_parent
 
     exit_with_parent()  # a parent killed by SIGKILL leaves no worker behind
     # this process only finds faces, and its Python errors reach the parent pickled
