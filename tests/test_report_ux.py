@@ -48,7 +48,7 @@ def test_tuple_gallery_says_which_member_a_face_reason_belongs_to(tmp_path):
                       html, re.S)
     assert block, "tuple 0 is not in the gallery"
     text = block.group(0)
-    assert re.search(r">occluded</span> negative", text)  # the reason names the member
+    assert re.search(r"<div>negative: <span class=\"chip\"[^>]*>occluded</span></div>", text)
     boxes = re.findall(r'<div class="thumb"><div class="role">(\w+)</div>(.*?)</div></div>', text, re.S)
     by_role = dict(boxes)
     assert ">occluded</span>" in by_role["negative"]

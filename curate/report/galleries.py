@@ -100,13 +100,13 @@ def member_codes(member_reasons: Any) -> dict[str, list[str]]:
 
 
 def _tuple_chips(reason: Any, by_member: dict[str, list[str]]) -> Markup:
-    """The tuple's reasons: a tuple screen's codes as chips, an image screen's code with
-    the member it was given to (``occluded: negative``)."""
+    """The tuple's reasons: a tuple screen's codes as chips, then one line per member an
+    image screen rejected, naming it (``negative: occluded``)."""
     member = {c for codes in by_member.values() for c in codes}
     own = [c for c in str(reason).split(";") if c and c not in member] if isinstance(reason, str) else []
-    parts = [chip(c) for c in own]
+    parts = [tag("div", join(chip(c) for c in own))] if own else []
     for role, codes in by_member.items():
-        parts += [join([chip(c), f" {role}"]) for c in codes]
+        parts.append(tag("div", join([f"{role}: ", *[chip(c) for c in codes]])))
     return join(parts) if parts else chips(reason)
 
 
