@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from curate.cli._app import app, console, handles_errors, safe
 from curate.models import list_models
 
