@@ -261,3 +261,25 @@ def test_face_space_score_matches_formula_and_ranks_non_faces_high():
     assert s[0] == pytest.approx(ref, rel=1e-4)
     assert s[-1] == nf.BLANK_SCORE
     assert s[300:306].min() > np.quantile(s[:300], 0.99)
+
+
+def test_not_face_score_is_the_max_robust_z_and_flags_flat_images():
+    faces = _textures(200, seed=11) + np.random.default_rng(11).normal(0, 3, (200, 48, 48))
+    icons = np.full((4, 48, 48), 200.0)
+    icons[:, 16:32, 10:38] = 60.0
+    thumbs = np.concatenate([faces, icons]).astype(np.float32)
+    feats = nf.not_face_features(thumbs)
+    flat = feats["flat"]
+    t = thumbs[200]
+    loop = np.mean([abs(t[y, x + 1] - t[y, x]) < 2 and abs(t[y + 1, x] - t[y, x]) < 2
+                    for y in range(47) for x in range(47)])
+    assert flat[200] == pytest.approx(loop)
+
+    def z(v):
+        med = np.median(v)
+        return (v - med) / (1.4826 * np.median(np.abs(v - med)))
+
+    ref = np.maximum.reduce([z(flat), -z(feats["entropy"]), z(feats["face_space"])])
+    score = nf.not_face_score(feats)
+    assert np.allclose(score, ref)
+    assert score[200:].min() > nf.DEFAULT_MAX_SCORE > np.quantile(score[:200], 0.99)

@@ -14,8 +14,8 @@ Three steps, none of which builds an N x N matrix:
    keeps its ``k`` most similar index vectors above ``min_sim``
    (:func:`curate.hygiene.search.cell_join`).
 2. **Pixel check** (:func:`pixel_similarity`). For every candidate pair, the central 80 %
-   of one image (16 x 16, standardised) is matched against a bank of 381 windows of the
-   other (relative scales 1 to 0.8, positions on a grid of 4 % of the side), as is and
+   of one image (12 x 12, standardised) is matched against a bank of 285 windows of the
+   other (relative scales 1 to 0.8, positions on a grid of at most 5 % of the side), as is and
    mirrored, both ways round; the score is the best normalised cross-correlation. Copies
    score near 1; different photos of one person lower (``docs/hygiene.md`` gives the
    measured distributions and the threshold :data:`DEFAULT_MIN_PIXEL_SIM`).
@@ -53,11 +53,11 @@ CANDIDATE_WINDOWS: tuple[Window, ...] = (
 PROJECTION_DIMS = 32
 WHITEN_POWER = 0.5
 DEFAULT_K = 3
-DEFAULT_MIN_CANDIDATE_SIM = 0.6
-VERIFY_SIZE = 16
+DEFAULT_MIN_CANDIDATE_SIM = 0.7
+VERIFY_SIZE = 12
 VERIFY_REGION = 0.8
 VERIFY_SCALES = (1.0, 0.95, 0.9, 0.85, 0.8)
-VERIFY_STEP = 0.04
+VERIFY_STEP = 0.025
 DEFAULT_MIN_PIXEL_SIM = 0.90
 
 NEAR_DUPLICATE = "near_duplicate"
