@@ -157,7 +157,7 @@ def planted(args) -> None:
         related[b].add(a)
     copy_of = {n0 + j: int(s) for j, s in enumerate(src)}
     involving = cand[(cand.b >= n0)]
-    for thr in sorted({nd.DEFAULT_MIN_PIXEL_SIM, 0.85, 0.9, 0.92, 0.94, 0.95, 0.96}):
+    for thr in sorted({nd.DEFAULT_MIN_PIXEL_SIM, 0.94, 0.95, 0.96, 0.97, 0.98}):
         rep = involving[involving.pixel_sim >= thr]
         ok_pairs = 0
         found = np.zeros(len(src), bool)
@@ -177,6 +177,27 @@ def planted(args) -> None:
             print("  recall by condition:", per.round(3).to_dict())
     print(f"candidates {len(cand)} pairs for {len(allt)} images; candidate stage {t_cand:.1f}s, "
           f"with pixel check {t_all:.1f}s")
+    cand.to_parquet(args.cache / "fer_planted_pairs.parquet")
+    # the real data: pairs among the FER2013 images themselves (same run)
+    fer["width"], fer["height"] = 48, 48
+    base = cand[cand.b < n0]
+    for thr in (0.95, 0.96, nd.DEFAULT_MIN_PIXEL_SIM, 0.98):
+        per_image, pairs = nd.group_pairs(fer, base, min_pixel_sim=thr)
+        ident = sha[pairs.image_id_a.to_numpy()] == sha[pairs.image_id_b.to_numpy()]
+        cross = pairs.cross_split.to_numpy()
+        print(f"FER2013 train+val at pixel_sim >= {thr}: {len(pairs)} confirmed pairs "
+              f"({ident.sum()} byte-identical, {(~ident).sum()} near), "
+              f"{per_image.near_duplicate_group.max() + 1} groups holding {(per_image.near_duplicate_group >= 0).sum()} "
+              f"images, {per_image.near_duplicate_of.notna().sum()} near_duplicate_of; cross-split pairs "
+              f"{cross.sum()} ({(cross & ~ident).sum()} not byte-identical), val images leaking "
+              f"{pairs[cross].image_id_b.nunique()}")
+        if thr == nd.DEFAULT_MIN_PIXEL_SIM and args.sheet:
+            near = pairs[~ident].sample(min(100, int((~ident).sum())), random_state=0).reset_index(drop=True)
+            args.sheet.mkdir(parents=True, exist_ok=True)
+            near.assign(path_a=fer.rel.to_numpy()[near.image_id_a], path_b=fer.rel.to_numpy()[near.image_id_b]) \
+                .to_csv(args.sheet / "pairs_key.csv", index_label="number")
+            pair_sheets(near, fer, args.sheet)
+            print(f"  wrote sheets of 100 random confirmed near (not byte-identical) pairs to {args.sheet}")
 
 
 # ----------------------------------------------------------------------------- real
@@ -270,37 +291,41 @@ def ckplus(args) -> None:
 # ----------------------------------------------------------------------------- scale
 
 
-def synthetic_images(n: int, rng: np.random.Generator) -> np.ndarray:
-    """Smooth random 48 x 48 fields around a shared mean pattern (face-like statistics)."""
-    base = rng.normal(size=(6, 6))
-    low = base[None] + 0.8 * rng.normal(size=(n, 6, 6))
-    up = np.kron(low, np.ones((8, 8)))
-    from scipy.ndimage import uniform_filter
-    return uniform_filter(up, size=(1, 7, 7), mode="nearest").astype(np.float32) * 40 + 128
+def synthetic_descriptors(n: int, n_planted: int, d: int = nd.PROJECTION_DIMS, seed: int = 0):
+    """Projected descriptors as the candidate stage sees them: index ``(n, 2, d)`` (frame and
+    mirror) and queries ``(n, 6, d)`` (windows), unit norm. Images are drawn around 1,000
+    cluster centres; an image's windows and mirror lie at cosine ~0.83 from its frame. The
+    last ``n_planted`` images are copies: their frame is a random window of image ``i``
+    (``i < n_planted``) plus noise (cosine ~0.98)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(1000, d)).astype(np.float32)
+    index = np.empty((n, 2, d), np.float32)
+    queries = np.empty((n, len(nd.CANDIDATE_WINDOWS), d), np.float32)
+    for s in range(0, n, 100_000):
+        m = min(100_000, n - s)
+        c = centres[rng.integers(0, 1000, m)] + 1.2 * rng.normal(size=(m, d)).astype(np.float32)
+        c /= np.linalg.norm(c, axis=1, keepdims=True)
+        index[s:s + m, 0] = c
+        index[s:s + m, 1] = c + 0.12 * rng.normal(size=(m, d))
+        queries[s:s + m] = c[:, None] + 0.12 * rng.normal(size=(m, queries.shape[1], d))
+        queries[s:s + m, 0] = c
+    pick = rng.integers(0, queries.shape[1], n_planted)
+    copy = queries[np.arange(n_planted), pick] + 0.03 * rng.normal(size=(n_planted, d))
+    index[n - n_planted:, 0] = copy
+    index[n - n_planted:, 1] = copy + 0.12 * rng.normal(size=(n_planted, d))
+    queries[n - n_planted:] = copy[:, None] + 0.12 * rng.normal(size=(n_planted, queries.shape[1], d))
+    queries[n - n_planted:, 0] = copy
+    index /= np.linalg.norm(index, axis=2, keepdims=True)
+    queries /= np.linalg.norm(queries, axis=2, keepdims=True)
+    return index, queries
 
 
 def scale(args) -> None:
     n, sub = args.n, args.subset
-    rng = np.random.default_rng(0)
-    t0 = time.time()
     n_planted = n // 100
-    descs = []
-    chunk = 50_000
-    for s in range(0, n, chunk):
-        m = min(chunk, n - s)
-        imgs = synthetic_images(m, rng)
-        descs.append(nd.candidate_descriptors(imgs))
-    desc = np.concatenate(descs)
-    # plant near copies: image i (i < n_planted) gets a shifted, brightened, re-noised copy at n - n_planted + i
+    t0 = time.time()
+    index, queries = synthetic_descriptors(n, n_planted)
     src = np.arange(n_planted)
-    imgs = synthetic_images(n_planted, np.random.default_rng(1))
-    copies = np.stack([np.roll(a, 1, axis=1) * 1.1 + 5 + np.random.default_rng(i).normal(0, 2, a.shape)
-                       for i, a in enumerate(imgs)]).astype(np.float32)
-    desc[:n_planted] = nd.candidate_descriptors(imgs)
-    desc[n - n_planted:] = nd.candidate_descriptors(copies)
-    proj = nd.fit_projection(desc[:, 0])
-    index, queries = nd.index_and_queries(desc, proj)
-    del desc
     t_desc = time.time() - t0
     t = time.time()
     cells = {"points_per_cell": args.points_per_cell, "spill": args.spill, "query_spill": args.query_spill}
@@ -313,7 +338,8 @@ def scale(args) -> None:
     print(f"cell join settings {cells}")
     print(f"{n:,} images x {queries.shape[1]} query windows x {index.shape[1]} orientations, d={index.shape[2]}: "
           f"cell join {t_join:.1f}s ({len(cand):,} matches), planted-pair recall {rec:.4f}, "
-          f"descriptors {t_desc:.1f}s, peak RSS {peak:.2f} GiB")
+          f"synthetic data {t_desc:.1f}s, peak RSS {peak:.2f} GiB (index + queries "
+          f"{(index.nbytes + queries.nbytes) / 2**30:.2f} GiB)")
     t = time.time()
     ex = brute_join(index[:sub], queries[:sub], k=nd.DEFAULT_K, min_sim=nd.DEFAULT_MIN_CANDIDATE_SIM)
     t_brute = time.time() - t
@@ -349,27 +375,34 @@ def notface(args) -> None:
     thumbs = thumbs_of(fer.path.tolist(), args.cache, "fer_thumbs")
     ck = pd.read_csv(args.data / "ckplus48" / "manifest.csv")
     ckt = thumbs_of([str(args.data / "ckplus48" / p) for p in ck.path], args.cache, "ck_thumbs")
-    model = nf.fit_face_space(nf.face_vectors(thumbs))
-    s = model.score(nf.face_vectors(thumbs))
-    s_ck_own = nf.not_face_scores(ckt)
-    s_ck_fer = model.score(nf.face_vectors(ckt))
+    feats = nf.not_face_features(thumbs)
+    s = nf.not_face_score(feats)
+    s_ck = nf.not_face_score(nf.not_face_features(ckt))
     kept = fer.in_ferplus.to_numpy()
-    print(f"hand labels of the {(~kept).sum()} FERPlus-dropped files: {fer.hand.value_counts().to_dict()}")
-    for half in ("tune", "report", "all"):
-        m = (fer.hand == "not_face").to_numpy()
-        if half != "all":
-            m &= fer.tune.to_numpy() == (half == "tune")
-        y = np.r_[np.ones(m.sum()), np.zeros(kept.sum())]
-        auc = roc_auc_score(y, np.r_[s[m], s[kept]])
-        flagged = (s[m] > nf.DEFAULT_MAX_SCORE).mean()
-        print(f"  {half:6s} half: {m.sum()} not-a-face; AUROC vs {kept.sum()} FERPlus-kept {auc:.4f}; "
-              f"flagged at {nf.DEFAULT_MAX_SCORE}: {flagged:.3f}")
-    for lab in ("unusable_face", "fine"):
-        m = (fer.hand == lab).to_numpy()
-        print(f"  {lab}: {m.sum()}, flagged {(s[m] > nf.DEFAULT_MAX_SCORE).mean():.3f}")
-    print(f"  flag rate at {nf.DEFAULT_MAX_SCORE}: FERPlus-kept {(s[kept] > nf.DEFAULT_MAX_SCORE).mean():.4f}; "
-          f"CK+ (model fitted on CK+) {(s_ck_own > nf.DEFAULT_MAX_SCORE).mean():.4f}, "
-          f"(model fitted on FER2013) {(s_ck_fer > nf.DEFAULT_MAX_SCORE).mean():.4f}")
+    tune = fer.tune.to_numpy()
+    notf = (fer.hand == "not_face").to_numpy()
+    print(f"hand labels of the {(~kept).sum()} FERPlus-dropped files: {fer.hand.value_counts().to_dict()}; "
+          f"tune half (sha256 first hex digit even): {(notf & tune).sum()} not-a-face, report half "
+          f"{(notf & ~tune).sum()}")
+
+    def auroc(score, pos, neg):
+        return roc_auc_score(np.r_[np.ones(pos.sum()), np.zeros(neg.sum())], np.r_[score[pos], score[neg]])
+
+    signals = {"not_face_score (max robust z)": s, "flat share": feats["flat"],
+               "-grey entropy": -feats["entropy"], "log face-space distance": feats["face_space"]}
+    for name, sc in signals.items():
+        print(f"  AUROC not-a-face vs FERPlus-kept, {name}: tune {auroc(sc, notf & tune, kept):.4f}, "
+              f"report {auroc(sc, notf & ~tune, kept):.4f}, all {auroc(sc, notf, kept):.4f}")
+    # threshold rule, on the tune half only: most not-a-face recall with <= 0.5 % of kept faces flagged
+    grid = np.arange(2.0, 30.0, 0.5)
+    ok = [(t, (s[notf & tune] > t).mean()) for t in grid if (s[kept & tune] > t).mean() <= 0.005]
+    rule = max(ok, key=lambda p: (p[1], -p[0]))[0]
+    print(f"  tune-half rule -> threshold {rule} (shipped DEFAULT_MAX_SCORE {nf.DEFAULT_MAX_SCORE})")
+    t = nf.DEFAULT_MAX_SCORE
+    print(f"  at {t}: flagged FERPlus-kept {(s[kept] > t).mean():.4f} (tune {(s[kept & tune] > t).mean():.4f}, "
+          f"report {(s[kept & ~tune] > t).mean():.4f}), CK+ {(s_ck > t).mean():.4f}; not-a-face recall tune "
+          f"{(s[notf & tune] > t).mean():.3f}, report {(s[notf & ~tune] > t).mean():.3f}; unusable faces "
+          f"{(s[(fer.hand == 'unusable_face').to_numpy()] > t).mean():.3f}, fine {(s[(fer.hand == 'fine').to_numpy()] > t).mean():.3f}")
 
 
 def quality(args) -> None:

@@ -58,7 +58,7 @@ VERIFY_SIZE = 12
 VERIFY_REGION = 0.8
 VERIFY_SCALES = (1.0, 0.95, 0.9, 0.85, 0.8)
 VERIFY_STEP = 0.025
-DEFAULT_MIN_PIXEL_SIM = 0.90
+DEFAULT_MIN_PIXEL_SIM = 0.975
 
 NEAR_DUPLICATE = "near_duplicate"
 SAME_SEQUENCE = "same_sequence"
@@ -161,7 +161,9 @@ def pixel_similarity(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *,
                      block: int = 256) -> np.ndarray:
     """Best normalised cross-correlation of each pair ``(a[i], b[i])`` after alignment.
 
-    Symmetric in ``a`` and ``b`` and invariant to mirroring, brightness and contrast.
+    The central region of one image against the window bank of the other at
+    :data:`VERIFY_SIZE`, both ways round, as is and mirrored. Symmetric in ``a`` and ``b``
+    and invariant to mirroring, brightness and contrast.
     """
     _check_thumbs(thumbs)
     a = np.asarray(a, np.int64)
@@ -170,21 +172,19 @@ def pixel_similarity(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *,
         raise CurateError(f"pair arrays differ in length: {a.shape} vs {b.shape}")
     windows = verify_windows()
     centre = windows.index((VERIFY_REGION, 0.5, 0.5))
-    best = np.full(len(a), -1.0, np.float32)
+    best = np.full(len(a), -np.inf, np.float32)
     for big, small in ((a, b), (b, a)):
         order = np.argsort(big, kind="stable")
         uniq = np.unique(big)
         for s in range(0, len(uniq), block):
             ids = uniq[s:s + block]
-            bank = _bank(thumbs[ids], windows)  # (m, W, 256)
+            bank = _bank(thumbs[ids], windows)  # (m, W, d)
             sel = order[np.isin(big[order], ids)]
             pos = np.searchsorted(ids, big[sel])
             target = standardize(resample(thumbs[small[sel]], [windows[centre]], VERIFY_SIZE))[:, 0]
-            flipped = mirror_grid(target, VERIFY_SIZE)
-            sims = np.maximum(np.einsum("pwd,pd->pw", bank[pos], target).max(1),
-                              np.einsum("pwd,pd->pw", bank[pos], flipped).max(1))
-            best[sel] = np.maximum(best[sel], sims)
-    return best
+            for t in (target, mirror_grid(target, VERIFY_SIZE)):
+                best[sel] = np.maximum(best[sel], np.einsum("pwd,pd->pw", bank[pos], t).max(1))
+    return np.maximum(best, -1.0)
 
 
 # ----------------------------------------------------------------------------- groups
