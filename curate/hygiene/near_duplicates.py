@@ -16,7 +16,9 @@ Three steps, none of which builds an N x N matrix:
 2. **Pixel check** (:func:`pixel_similarity`). For every candidate pair, the central 80 %
    of one image (12 x 12, standardised) is matched against a bank of 285 windows of the
    other (relative scales 1 to 0.8, positions on a grid of at most 5 % of the side), as is and
-   mirrored, both ways round; the score is the best normalised cross-correlation. Copies
+   mirrored, both ways round; pairs scoring at least 0.85 are refined around their best
+   window (3 scales x 3 x 3 positions at a third of the grid spacing); the score is the best
+   normalised cross-correlation. Copies
    score near 1; different photos of one person lower (``docs/hygiene.md`` gives the
    measured distributions and the threshold :data:`DEFAULT_MIN_PIXEL_SIM`).
 3. **Groups** (:func:`group_pairs`): connected components of the confirmed pairs; in each
@@ -40,6 +42,7 @@ from curate.hygiene.search import Candidates, cell_join
 from curate.hygiene.windows import (
     FULL,
     Window,
+    area_matrices,
     mirror_grid,
     resample,
     standardize,
@@ -57,7 +60,9 @@ DEFAULT_MIN_CANDIDATE_SIM = 0.7
 VERIFY_SIZE = 12
 VERIFY_REGION = 0.8
 VERIFY_SCALES = (1.0, 0.95, 0.9, 0.85, 0.8)
-VERIFY_STEP = 0.025
+VERIFY_STEP = 0.05
+VERIFY_SCALE_STEP = 0.05
+REFINE_FROM = 0.85
 DEFAULT_MIN_PIXEL_SIM = 0.975
 
 NEAR_DUPLICATE = "near_duplicate"
@@ -161,9 +166,11 @@ def pixel_similarity(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *,
                      block: int = 256) -> np.ndarray:
     """Best normalised cross-correlation of each pair ``(a[i], b[i])`` after alignment.
 
-    The central region of one image against the window bank of the other at
-    :data:`VERIFY_SIZE`, both ways round, as is and mirrored. Symmetric in ``a`` and ``b``
-    and invariant to mirroring, brightness and contrast.
+    Coarse: the central region of one image against the window bank of the other
+    (:func:`verify_windows`), both ways round, as is and mirrored. Fine: around the best
+    coarse window, 3 scales x 3 x 3 positions at a third of the coarse spacing
+    (:func:`_refine`). Symmetric in ``a`` and ``b``; invariant to mirroring, brightness and
+    contrast.
     """
     _check_thumbs(thumbs)
     a = np.asarray(a, np.int64)
@@ -173,7 +180,8 @@ def pixel_similarity(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *,
     windows = verify_windows()
     centre = windows.index((VERIFY_REGION, 0.5, 0.5))
     best = np.full(len(a), -np.inf, np.float32)
-    for big, small in ((a, b), (b, a)):
+    how = np.zeros((len(a), 3), np.int64)  # direction, mirrored, window of the best match
+    for direction, (big, small) in enumerate(((a, b), (b, a))):
         order = np.argsort(big, kind="stable")
         uniq = np.unique(big)
         for s in range(0, len(uniq), block):
@@ -182,9 +190,51 @@ def pixel_similarity(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *,
             sel = order[np.isin(big[order], ids)]
             pos = np.searchsorted(ids, big[sel])
             target = standardize(resample(thumbs[small[sel]], [windows[centre]], VERIFY_SIZE))[:, 0]
-            for t in (target, mirror_grid(target, VERIFY_SIZE)):
-                best[sel] = np.maximum(best[sel], np.einsum("pwd,pd->pw", bank[pos], t).max(1))
+            for mirrored, t in enumerate((target, mirror_grid(target, VERIFY_SIZE))):
+                sims = np.einsum("pwd,pd->pw", bank[pos], t)
+                arg = sims.argmax(1)
+                top = sims[np.arange(len(sel)), arg]
+                better = top > best[sel]
+                best[sel[better]] = top[better]
+                how[sel[better]] = np.stack([np.full(better.sum(), direction),
+                                             np.full(better.sum(), mirrored), arg[better]], 1)
+    refine = best >= REFINE_FROM
+    if refine.any():
+        best[refine] = np.maximum(best[refine], _refine(thumbs, a[refine], b[refine], how[refine],
+                                                        windows))
     return np.maximum(best, -1.0)
+
+
+def _refine(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, how: np.ndarray,
+            windows: list[Window], chunk: int = 512) -> np.ndarray:
+    """Best correlation over 27 windows around each pair's best coarse window."""
+    h = thumbs.shape[1]
+    wins = np.array(windows)[how[:, 2]]  # (P, 3): side, fx, fy
+    side, x0, y0 = wins[:, 0], wins[:, 1] * (1 - wins[:, 0]), wins[:, 2] * (1 - wins[:, 0])
+    step = VERIFY_STEP / 3
+    out = np.full(len(a), -1.0, np.float32)
+    centre = resample(thumbs, [(VERIFY_REGION, 0.5, 0.5)], VERIFY_SIZE)  # cheap at 12 x 12
+    for s in range(0, len(a), chunk):
+        sl = slice(s, s + chunk)
+        big = np.where(how[sl, 0] == 0, a[sl], b[sl])
+        small = np.where(how[sl, 0] == 0, b[sl], a[sl])
+        tgt = standardize(centre[small, 0])
+        flip = how[sl, 1] == 1
+        tgt[flip] = mirror_grid(tgt[flip], VERIFY_SIZE)
+        best = np.full(len(big), -1.0, np.float32)
+        for ds in (-VERIFY_SCALE_STEP / 2, 0.0, VERIFY_SCALE_STEP / 2):
+            sd = np.clip(side[sl] * (1 + ds), 0.05, 1.0)
+            for dy in (-step, 0.0, step):
+                ys = np.clip(y0[sl] + dy - (sd - side[sl]) / 2, 0, 1 - sd) * h
+                ry = area_matrices(h, ys, sd * h, VERIFY_SIZE)
+                rows = np.einsum("pky,pyx->pkx", ry, thumbs[big])
+                for dx in (-step, 0.0, step):
+                    xs = np.clip(x0[sl] + dx - (sd - side[sl]) / 2, 0, 1 - sd) * h
+                    rx = area_matrices(h, xs, sd * h, VERIFY_SIZE)
+                    win = standardize(np.einsum("pkx,plx->pkl", rows, rx).reshape(len(big), -1))
+                    best = np.maximum(best, (win * tgt).sum(1))
+        out[sl] = best
+    return out
 
 
 # ----------------------------------------------------------------------------- groups

@@ -89,11 +89,26 @@ def _assemble(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], w: int, o:
     return Candidates(qrow // w, (qrow % w).astype(np.int16), irow // o, (irow % o).astype(np.int8), sim)
 
 
+def _mask_self(sims: np.ndarray, row_owner: np.ndarray, col_owner: np.ndarray) -> None:
+    """Set ``sims[i, j] = -inf`` where row ``i`` and column ``j`` belong to one image
+    (``col_owner`` sorted ascending, as for unique index entries)."""
+    lo = np.searchsorted(col_owner, row_owner, side="left")
+    hi = np.searchsorted(col_owner, row_owner, side="right")
+    width = hi - lo
+    if not width.any():
+        return
+    r = np.repeat(np.arange(len(row_owner)), width)
+    c = np.repeat(lo, width) + (np.arange(width.sum()) - np.repeat(np.cumsum(width) - width, width))
+    sims[r, c] = -np.inf
+
+
 def _dedupe(c: Candidates) -> Candidates:
     """One row per (query, index entry): a query visiting two cells can meet one twice."""
-    key = np.stack([c.query_image, c.query_window.astype(np.int64), c.index_image,
-                    c.index_orientation.astype(np.int64)], 1)
-    _, first = np.unique(key, axis=0, return_index=True)
+    n_w = int(c.query_window.max(initial=0)) + 1
+    n_o = int(c.index_orientation.max(initial=0)) + 1
+    n_i = int(max(c.query_image.max(initial=0), c.index_image.max(initial=0))) + 1
+    key = ((c.query_image * n_w + c.query_window) * n_i + c.index_image) * n_o + c.index_orientation
+    _, first = np.unique(key, return_index=True)
     first = np.sort(first)
     return Candidates(c.query_image[first], c.query_window[first], c.index_image[first],
                       c.index_orientation[first], c.sim[first])
@@ -206,7 +221,7 @@ def cell_join(index: np.ndarray, queries: np.ndarray, *, k: int, min_sim: float,
         entries = np.unique(ientry[is_:ie])
         rows = np.unique(qorder[qs:qe])
         sims = flat_q[rows] @ flat_index[entries].T
-        sims[(entries // owner_o)[None, :] == (rows // owner_w)[:, None]] = -np.inf
+        _mask_self(sims, rows // owner_w, entries // owner_o)
         parts.append(_top_k(rows, entries, sims, k, min_sim))
         if progress is not None:
             progress(c + 1, total)

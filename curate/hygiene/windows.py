@@ -39,6 +39,18 @@ def area_matrix(n_in: int, start: float, length: float, n_out: int) -> np.ndarra
     return (overlap / total).astype(np.float32)
 
 
+def area_matrices(n_in: int, starts: np.ndarray, lengths: np.ndarray, n_out: int) -> np.ndarray:
+    """Vectorised :func:`area_matrix`: ``(K, n_out, n_in)`` for ``K`` (start, length) pairs."""
+    starts = np.asarray(starts, np.float64)[:, None]
+    lengths = np.asarray(lengths, np.float64)[:, None]
+    edges = starts + np.arange(n_out + 1)[None, :] * (lengths / n_out)  # (K, n_out + 1)
+    lo = np.clip(edges[:, :-1], 0, n_in)[..., None]
+    hi = np.clip(edges[:, 1:], 0, n_in)[..., None]
+    pix = np.arange(n_in)[None, None, :]
+    overlap = np.clip(np.minimum(hi, pix + 1) - np.maximum(lo, pix), 0.0, None)
+    return (overlap / np.maximum(overlap.sum(2, keepdims=True), 1e-12)).astype(np.float32)
+
+
 def window_operators(height: int, width: int, window: Window, size: int) -> tuple[np.ndarray, np.ndarray]:
     """``(Ry, Rx)`` such that ``Ry @ image @ Rx.T`` is the window resampled to ``size x size``."""
     scale, fx, fy = window
