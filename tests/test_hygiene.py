@@ -177,18 +177,21 @@ def test_group_pairs_keeps_largest_then_lowest_id_and_same_sequence_stays_apart(
         "split": ["train", "train", "train", "val", "train", "train"],
         "width": [48, 96, 96, 48, 48, 48], "height": [48, 96, 96, 48, 48, 48],
         "sequence": [None, None, None, None, "S1", "S1"],
+        "subject": [None, None, None, None, "P", "P"],
     })
-    pairs = pd.DataFrame({"a": [0, 1, 2, 4, 0], "b": [1, 2, 3, 5, 4],
-                          "candidate_sim": 0.9, "pixel_sim": [0.99, 0.97, 0.95, 0.99, 0.5]})
+    images.loc[6] = [16, "train", 48, 48, "S2", "P"]
+    pairs = pd.DataFrame({"a": [0, 1, 2, 4, 0, 4], "b": [1, 2, 3, 5, 4, 6],
+                          "candidate_sim": 0.9, "pixel_sim": [0.99, 0.97, 0.95, 0.99, 0.5, 0.98]})
     per_image, conf = nd.group_pairs(images, pairs, min_pixel_sim=0.9)
     # brute force: component {0,1,2,3}; in train 1 and 2 are largest, 11 < 12 -> keep 11
-    assert per_image.near_duplicate_group.tolist() == [0, 0, 0, 0, -1, -1]
+    assert per_image.near_duplicate_group.tolist() == [0, 0, 0, 0, -1, -1, -1]
     assert per_image.near_duplicate_of.tolist()[:4] == [11, pd.NA, 11, pd.NA]
-    assert per_image.near_duplicate_leak.tolist() == [True] * 4 + [False] * 2
-    assert conf.relation.tolist() == ["near_duplicate"] * 3 + ["same_sequence"]
-    assert conf.cross_split.tolist() == [False, False, True, False]
-    assert per_image.same_sequence_of.tolist()[4:] == [15, 14]
+    assert per_image.near_duplicate_leak.tolist() == [True] * 4 + [False] * 3
+    assert conf.relation.tolist() == ["near_duplicate"] * 3 + ["same_sequence", "same_subject"]
+    assert conf.cross_split.tolist() == [False, False, True, False, False]
+    assert per_image.same_sequence_of.tolist()[4:] == [15, 14, pd.NA]
     assert np.allclose(per_image.near_duplicate_score[:4], [0.99, 0.99, 0.97, 0.95])
+    assert per_image.near_duplicate_score[4:].isna().all()
 
 
 def test_near_duplicate_inputs_are_checked():
@@ -283,3 +286,23 @@ def test_not_face_score_is_the_max_robust_z_and_flags_flat_images():
     score = nf.not_face_score(feats)
     assert np.allclose(score, ref)
     assert score[200:].min() > nf.DEFAULT_MAX_SCORE > np.quantile(score[:200], 0.99)
+
+
+@pytest.mark.slow
+def test_ckplus_frames_of_one_sequence_are_same_sequence_not_merged(shared_data):
+    from curate.embed import load_image
+
+    ck = pd.read_csv(shared_data / "ckplus48" / "manifest.csv")
+    thumbs = np.stack([thumbnail(np.asarray(load_image(shared_data / "ckplus48" / p, in_chans=1), np.float32))
+                       for p in ck.path])
+    ck.insert(0, "image_id", np.arange(len(ck)))
+    per_image, pairs = nd.near_duplicates(thumbs, ck)
+    seq = pairs[pairs.relation == nd.SAME_SEQUENCE]
+    assert (ck.sequence.to_numpy()[seq.image_id_a] == ck.sequence.to_numpy()[seq.image_id_b]).all()
+    assert len(seq) >= 0.9 * ck.groupby("sequence").size().map(lambda n: n * (n - 1) // 2).sum()
+    assert (pairs.group[pairs.relation == nd.SAME_SEQUENCE] == -1).all()
+    # other photos of one person are same_subject, never merged; two people never confirmed
+    assert (pairs.relation != nd.NEAR_DUPLICATE).all()
+    subject = ck.subject.to_numpy()
+    assert (subject[pairs.image_id_a] == subject[pairs.image_id_b]).all()
+    assert (per_image.near_duplicate_group == -1).all()

@@ -25,7 +25,8 @@ Three steps, none of which builds an N x N matrix:
    split the image with the largest source size (then the lowest ``image_id``) is kept and
    the others are ``near_duplicate_of:<kept image_id>``; a group that spans splits is
    **leakage**, and its cross-split pairs are listed. Pairs of frames of one sequence (equal
-   ``sequence`` values) are reported as ``same_sequence`` and never merged.
+   ``sequence`` values) are reported as ``same_sequence``, other pairs of one person (equal
+   ``subject``) as ``same_subject``; neither is merged.
 """
 
 from __future__ import annotations
@@ -63,10 +64,11 @@ VERIFY_SCALES = (1.0, 0.95, 0.9, 0.85, 0.8)
 VERIFY_STEP = 0.05
 VERIFY_SCALE_STEP = 0.05
 REFINE_FROM = 0.85
-DEFAULT_MIN_PIXEL_SIM = 0.975
+DEFAULT_MIN_PIXEL_SIM = 0.97
 
 NEAR_DUPLICATE = "near_duplicate"
 SAME_SEQUENCE = "same_sequence"
+SAME_SUBJECT = "same_subject"
 
 
 # ----------------------------------------------------------------------------- descriptors
@@ -267,8 +269,8 @@ def group_pairs(images: pd.DataFrame, pairs: pd.DataFrame, *,
         a member in another split), ``same_sequence_of`` (Int64 image_id of a confirmed
         partner in the same sequence, else null).
         ``confirmed_pairs``: ``image_id_a``, ``image_id_b``, ``split_a``, ``split_b``,
-        ``candidate_sim``, ``pixel_sim``, ``relation`` (``near_duplicate`` or
-        ``same_sequence``), ``cross_split`` (bool), ``group``.
+        ``candidate_sim``, ``pixel_sim``, ``relation`` (``near_duplicate``,
+        ``same_sequence`` or ``same_subject``), ``cross_split`` (bool), ``group``.
     """
     for col in ("a", "b", "pixel_sim"):
         if col not in pairs.columns:
@@ -277,6 +279,7 @@ def group_pairs(images: pd.DataFrame, pairs: pd.DataFrame, *,
     ids = images["image_id"].to_numpy(np.int64)
     split = _column(images, "split")
     seq = _column(images, "sequence")
+    subj = _column(images, "subject")
     area = (pd.to_numeric(images["width"], errors="coerce").fillna(0).to_numpy()
             * pd.to_numeric(images["height"], errors="coerce").fillna(0).to_numpy()) \
         if {"width", "height"} <= set(images.columns) else np.zeros(n)
@@ -284,8 +287,9 @@ def group_pairs(images: pd.DataFrame, pairs: pd.DataFrame, *,
     a = conf["a"].to_numpy(np.int64)
     b = conf["b"].to_numpy(np.int64)
     same_seq = (seq[a] == seq[b]) & pd.notna(seq[a]) & pd.notna(seq[b])
-    relation = np.where(same_seq, SAME_SEQUENCE, NEAR_DUPLICATE)
-    dup = ~same_seq
+    same_subj = ~same_seq & (subj[a] == subj[b]) & pd.notna(subj[a]) & pd.notna(subj[b])
+    relation = np.where(same_seq, SAME_SEQUENCE, np.where(same_subj, SAME_SUBJECT, NEAR_DUPLICATE))
+    dup = ~same_seq & ~same_subj
     comp = _components(n, a[dup], b[dup])
     size = np.bincount(comp, minlength=n)
     group = np.where(size[comp] > 1, comp, -1)
