@@ -9,7 +9,7 @@ docs/hygiene.md; each subcommand states what it measures.
     python bench/bench_hygiene.py quality   # quality flag rates
 
 Data: ``../shared/data`` beside the checkout (``--data``). Thumbnails are decoded once with
-``curate.embed.load_image`` and cached under ``--cache`` (default /tmp/curate-hygiene).
+``curate.images.load_image`` and cached under ``--cache`` (default /tmp/curate-hygiene).
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from curate.embed import load_image
 from curate.hygiene import near_duplicates as nd
 from curate.hygiene import not_face as nf
 from curate.hygiene import quality as q
 from curate.hygiene.search import brute_join, cell_join
 from curate.hygiene.windows import thumbnail
+from curate.images import load_image
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 AUDIT = Path(__file__).resolve().parent / "audit" / "fer2013_ferplus_dropped_labels.csv"

@@ -290,7 +290,7 @@ def test_not_face_score_is_the_max_robust_z_and_flags_flat_images():
 
 @pytest.mark.slow
 def test_ckplus_frames_of_one_sequence_are_same_sequence_not_merged(shared_data):
-    from curate.embed import load_image
+    from curate.images import load_image
 
     ck = pd.read_csv(shared_data / "ckplus48" / "manifest.csv")
     thumbs = np.stack([thumbnail(np.asarray(load_image(shared_data / "ckplus48" / p, in_chans=1), np.float32))
