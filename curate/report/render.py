@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from curate import screens
 from curate.errors import CurateError
@@ -36,7 +37,7 @@ from curate.report.html import (
 )
 from curate.report.inputs import ScreenRun, load_screen_dir
 from curate.report.palette import reason_color
-from curate.report.sensitivity import alpha_grid, sensitivity, sensitivity_z
+from curate.report.sensitivity import alpha_grid, face_sensitivity, sensitivity, sensitivity_z
 from curate.report.tables import counts_by_class, counts_by_reason, negative_confusion, reason_flags
 from curate.report.thumbnails import Thumbnails
 from curate.screens.statistical import NEGATIVE_TOO_CLOSE, POSITIVE_TOO_FAR
@@ -521,7 +522,45 @@ def _faces(run: ScreenRun) -> Markup:
     if max_yaw is None or max_occ is None:
         body.append(note("run.json does not give max_yaw / max_occlusion, so thresholds are not drawn."))
     body.append(figure(figures.faces_figure(f, max_yaw, max_occ), "yaw and occlusion histograms"))
+    if max_yaw is not None and max_occ is not None and {"yaw", "occlusion", "face_found"} <= set(f.columns):
+        body.append(_face_sensitivity(run, f, max_yaw, max_occ))
     return section("faces", "Faces", body)
+
+
+def _face_sensitivity(run: ScreenRun, f: pd.DataFrame, max_yaw: float, max_occ: float) -> Markup:
+    tuples = _build_tuples(run)
+    sens = face_sensitivity(f, tuples, max_yaw=max_yaw, max_occlusion=max_occ,
+                            no_face=str(run.params.get("no_face", "reject")))
+    with_tuples = tuples is not None
+    head = ["--max-yaw", "--max-occlusion", "images rejected"] + (["tuples holding one"] if with_tuples else [])
+    rows = []
+    for r in sens.rows:
+        own = r["max_yaw"] == max_yaw and r["max_occlusion"] == max_occ
+        mark = (lambda x: tag("b", x)) if own else (lambda x: x)
+        rows.append([mark(_g(float(r["max_yaw"]))), mark(_g(float(r["max_occlusion"]))),
+                     mark(fmt_pct(float(r["images"])))] +
+                    ([mark(fmt_pct(float(r["tuples"])))] if with_tuples else []))
+    return join([tag("h3", "Sensitivity to the face thresholds"), tag("p", (
+        "Share of the images the face screens would reject at other thresholds (one moves, the "
+        "other stays at this run's value, in bold), by the screen's own rule"
+        + (", and share of the build's tuples that hold at least one of them (they are redrawn, "
+           "or rejected when the image is their anchor)" if with_tuples else "")
+        + ". Pick thresholds here, then re-run with --max-yaw / --max-occlusion; the analyses "
+        "come from the cache.")), table(head, rows)])
+
+
+def _build_tuples(run: ScreenRun) -> pd.DataFrame | None:
+    """The build's tuples.parquet (before any redraw), when the image table was found beside it."""
+    if not run.images_origin:
+        return None
+    path = Path(run.images_origin).parent / "tuples.parquet"
+    if not path.is_file():
+        return None
+    try:
+        return pd.read_parquet(path, columns=[c for c in ("anchor", "positive", "negative", "negative2")
+                                              if c in pq.read_schema(path).names])
+    except (OSError, ValueError):
+        return None
 
 
 # ---------------------------------------------------------------- galleries
