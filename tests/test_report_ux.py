@@ -38,8 +38,9 @@ def test_tuple_gallery_says_which_member_a_face_reason_belongs_to(tmp_path):
     info = make_screen_dir(tmp_path)
     scores_path = info["screen"] / "scores.parquet"
     scores = pd.read_parquet(scores_path)
-    scores["member_reasons"] = pd.array([None] * len(scores), dtype="string")
-    # tuple 0 is the most abnormal positive pair; its negative is also an occluded face
+    # every tuple holds a rejected member (so the gallery cannot prefer clean tuples); tuple 0
+    # is the most abnormal positive pair and its negative an occluded face
+    scores["member_reasons"] = pd.array(["anchor:no_face"] * len(scores), dtype="string")
     scores.loc[0, "reason"] = "positive_too_far;occluded"
     scores.loc[0, "member_reasons"] = "negative:occluded"
     scores.to_parquet(scores_path, index=False)
@@ -113,3 +114,17 @@ def test_null_banner_of_a_class_null_only_offers_checked_alternatives(tmp_path):
     alert = null_misfit(_run(tmp_path, b))
     assert alert is not None and "None of the global nulls fits" in alert.text
     assert "--null" not in alert.text.split("expected")[-1]  # no untested null recommended
+
+
+def test_tuple_gallery_prefers_tuples_whose_members_passed_the_image_screens(tmp_path):
+    info = make_screen_dir(tmp_path)
+    scores_path = info["screen"] / "scores.parquet"
+    scores = pd.read_parquet(scores_path)
+    scores["member_reasons"] = pd.array([None] * len(scores), dtype="string")
+    scores.loc[0, "reason"] = "positive_too_far;occluded"  # the most abnormal positive pair ...
+    scores.loc[0, "member_reasons"] = "negative:occluded"  # ... holds an occluded negative
+    scores.to_parquet(scores_path, index=False)
+    html = write_report(info["screen"]).read_text()
+    n_pos = int(scores["reason"].fillna("").str.contains("positive_too_far").sum())
+    assert f"of {n_pos:,} tuples ({n_pos - 1:,} of them with every member passing the image screens)" in html
+    assert not re.search(r'<div class="meta"><div>tuple 0</div>', html)

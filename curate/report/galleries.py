@@ -144,14 +144,20 @@ def tuple_gallery(run: ScreenRun, flags: pd.DataFrame, thumbs: Thumbnails, max_i
     if not codes:
         return note("No tuple was rejected by the statistical boundary.")
     per = max(1, max_items // len(codes))
+    # tuples whose members all passed the image screens show what the boundary alone finds
+    clean = (run.scores["member_reasons"].isna().to_numpy() if "member_reasons" in run.scores.columns
+             else np.ones(len(run.scores), dtype=bool))
     parts = []
     for code in codes:
         mask = flags[code].to_numpy()
         sev = _severity(run, code)
-        idx = _top(mask, sev, per)
+        pick = mask & clean if (mask & clean).any() else mask
+        idx = _top(pick, sev, per)
         total = int(mask.sum())
+        among = (f" ({int(pick.sum()):,} of them with every member passing the image screens)"
+                 if pick is not mask else "")
         parts.append(tag("h4", join([chips(code), f" \u2014 the {idx.size:,} most abnormal of "
-                                     f"{total:,} tuples"])))
+                                     f"{total:,} tuples{among}"])))
         rows = run.scores.iloc[idx]
         parts.append(Markup('<div class="tuples">') + join(
             _tuple_row(run, thumbs, r, float(sev[i]))
