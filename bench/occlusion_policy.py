@@ -67,7 +67,7 @@ def ferplus_table(data: Path, cache_dir: Path) -> tuple[pd.DataFrame, np.ndarray
 
     from curate.backbone import bundled_model_dir, load_backbone
     from curate.embed import embed_images_result
-    from curate.train.model import load_run
+    from curate.runs import load_run
 
     votes = pd.read_csv(data / "ferplus" / "ferplus_votes_train_val.csv").rename(columns={"path": "rel"})
     votes = votes[votes["n_votes"] > 0].reset_index(drop=True)
@@ -132,7 +132,7 @@ def main() -> None:
     table, emb = ferplus_table(args.data, args.cache_dir)
     labels = pd.read_csv(AUDIT / "fer2013_train_occlusion_labels.csv").fillna({"kind": ""})
     labels["rel"] = "train/" + labels["path"]
-    labels["cover"] = [cover_group(k if o == 1 or k else "") for o, k in zip(labels["occluded"], labels["kind"])]
+    labels["cover"] = [cover_group(k if o == 1 or k else "") for o, k in zip(labels["occluded"], labels["kind"], strict=True)]
     print_groups("FER2013 training faces with occlusion hand labels, by kind of cover", labels, table, emb, "cover")
     audit = pd.read_csv(AUDIT / "face_audit.csv").fillna({"cover": ""})
     audit = audit[audit["source"] == "fer2013/val"].copy()
