@@ -15,7 +15,7 @@ Analyses (fresh cache, timed) face-conditions (1,760 in-the-wild faces), all of
   and share flagged of ``fer2013/val`` at several ``--max-occlusion`` values;
 - defaults: the share of ``fer2013/val`` images the face screens flag at their defaults,
   against the share the blind audit finds truly unusable (clearly turned, occluded by the
-  policy, or not a face);
+  policy, or not a face), and on a grid of ``--max-yaw`` x ``--max-occlusion``;
 - the first two blind audits of face-conditions (``bench/audit/README.md``).
 
 Dev figures helped choose things (thresholds, recipe); holdout figures did not.
@@ -173,6 +173,18 @@ def defaults_vs_audit(val: pd.DataFrame, a: pd.DataFrame) -> None:
           f"recall {np.sum(w * au_flag * bad) / np.sum(w * bad):.3f} of the unusable ones")
 
 
+def sensitivity(val: pd.DataFrame) -> None:
+    """Share of fer2013/val images the face screens flag (no_face included) on a grid of
+    --max-yaw x --max-occlusion: the image half of the report's face-threshold table."""
+    yaws = sorted({15.0, 20.0, 25.0, 30.0, S.DEFAULT_MAX_YAW})
+    occs = sorted({0.3, 0.4, 0.5, 0.6, 0.7, S.DEFAULT_MAX_OCCLUSION})
+    print("share of fer2013/val images flagged (rows --max-yaw, columns --max-occlusion; no_face rejected):")
+    print("         " + "".join(f"{o:>8.2f}" for o in occs))
+    for y in yaws:
+        row = [S.face_verdicts(val, max_yaw=y, max_occlusion=o, no_face="reject")["face_reject"].mean() for o in occs]
+        print(f"  {y:5.0f}  " + "".join(f"{r:8.3f}" for r in row))
+
+
 def first_audits(d: pd.DataFrame) -> None:
     """The first blind audits of face-conditions (120 + 120 faces), as before."""
     pose = pd.read_csv(AUDIT / "face_conditions_pose_audit.csv").merge(d, on="path")
@@ -223,6 +235,7 @@ def main() -> None:
     audit_occlusion(a)
     print()
     defaults_vs_audit(val, a)
+    sensitivity(val)
     print()
     first_audits(d)
     print(f"speed (face-conditions): {len(fc) / wall:.1f} images/s wall with {args.workers} worker(s); "

@@ -70,9 +70,11 @@ def _texture(rng: np.random.Generator, donors: np.ndarray, mean: float, spread: 
 DARK_LENSES = "dark lenses"  # glasses() says so when it painted sunglasses (not a region)
 
 
-def glasses(img: np.ndarray, rng: np.random.Generator, donors: np.ndarray) -> tuple[np.ndarray, list[str]]:
+def glasses(img: np.ndarray, rng: np.random.Generator, donors: np.ndarray,
+            dark: bool | None = None) -> tuple[np.ndarray, list[str]]:
     """Eyeglasses (frames, sometimes tinted) or sunglasses over both eyes; the returned
-    tags are ``eyes`` (and :data:`DARK_LENSES` for sunglasses)."""
+    tags are ``eyes`` (and :data:`DARK_LENSES` for sunglasses). ``dark`` forces dark
+    lenses (True) or see-through ones (False); the random draws are the same either way."""
     out = img.copy()
     frame = _canvas()
     lens = _canvas()
@@ -94,6 +96,8 @@ def glasses(img: np.ndarray, rng: np.random.Generator, donors: np.ndarray) -> tu
         cv2.line(frame, (int(x0 * HI), int(y)), (x1 * HI, int(y - HI)), 1.0, thick * HI)
     frame, lens = np.clip(_down(frame) * rng.uniform(1.0, 1.6), 0, 1), _down(lens)
     kind = rng.random()
+    if dark is not None:
+        kind = 0.15 if dark else 0.3 + 0.7 * kind
     if kind < 0.3:  # sunglasses: dark lenses
         tone = rng.uniform(5, 70)
         out = out * (1 - lens) + lens * (tone + rng.normal(0, 4, img.shape))
@@ -358,11 +362,17 @@ def make_batch(crops: np.ndarray, idx: np.ndarray, rng: np.random.Generator, don
     return standardize_faces(np.stack(xs)), np.stack(ys)
 
 
+def sunglasses(img: np.ndarray, rng: np.random.Generator, donors: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """:func:`glasses` with dark lenses."""
+    return glasses(img, rng, donors, dark=True)
+
+
 def labelled_stage_mix(hands: HandStyle = HANDS) -> tuple[Occluder, ...]:
     """The occluders of the labelled stage: :func:`occluder_mix` without hats (a hat is
     not occluded by the occlusion policy unless it hides the eyes, which the painted hat
-    does not say)."""
-    return tuple(fn for fn in occluder_mix(hands) if fn is not hat)
+    does not say), plus two draws of :func:`sunglasses`, so that the clear-glasses output
+    learns dark lenses apart (real sunglasses are rare among the hand labels)."""
+    return (*(fn for fn in occluder_mix(hands) if fn is not hat), sunglasses, sunglasses)
 
 
 def covered_targets(img: np.ndarray, rng: np.random.Generator, donors: np.ndarray,
@@ -373,7 +383,7 @@ def covered_targets(img: np.ndarray, rng: np.random.Generator, donors: np.ndarra
     fn = mix[rng.integers(len(mix))]
     out, tags = fn(img.astype(np.float32), rng, donors)
     targets = np.zeros(2, np.float32)
-    if fn is glasses:
+    if "eyes" in tags:  # glasses of any kind
         targets[0] = 1.0
         targets[1] = 0.0 if DARK_LENSES in tags else 1.0
     else:
