@@ -207,7 +207,7 @@ def _read_shard(path: Path) -> dict[str, dict[str, Any]]:
 def _write_shard(path: Path, keys: list[str], rows: list[dict[str, Any]]) -> None:
     df = pd.DataFrame([{"sha256": sha, **{k: v for k, v in r.items() if k not in ("path", "sha256")}}
                        for sha, r in zip(keys, rows, strict=True)])
-    for c in ("occlusion_region", "detail"):  # same schema whether any value is set
+    for c in ("detail",):  # same schema whether any value is set
         if c in df.columns:
             df[c] = df[c].astype("string")
     df.to_parquet(path, index=False)
