@@ -113,17 +113,16 @@ def test_occluder_over_the_eyes_raises_occlusion(analyzer, fer_faces):
         b = analyzer.find_face_in_array(np.repeat(gray2[..., None], 3, axis=2), gray2)
         if not b.face_found:  # heavy occlusion can hide the face: the no_face screen's job
             continue
-        occ2, region = analyzer.occlusion_model.score(b.aligned)
-        before.append(occ)
-        after.append(occ2)
-        assert occ2 > occ, p.name
-        if occ2 >= 0.5:
-            assert region == "eyes", p.name
-    assert len(after) >= 4
-    # the median: the sample's first frontal face (PublicTest_10014592) really is occluded,
-    # glasses and a hand at the eye, and scores high before any occluder is pasted
-    assert np.median(before) < 0.3
-    assert np.mean(after) > 0.6
+        occ2, covered = analyzer.occlusion_model.score(b.aligned)
+        assert occ2 <= covered + 1e-9, p.name
+        if occ < 0.3:  # a face the model calls clean: dark lenses (occluded by the policy) raise it
+            assert occ2 > occ, p.name
+            before.append(occ)
+            after.append(occ2)
+    # the sample's first frontal face (PublicTest_10014592) really is occluded, glasses and a
+    # hand at the eye, and scores high before any occluder is pasted: it is not among these
+    assert len(after) >= 3
+    assert np.mean(after) - np.mean(before) > 0.25
 
 
 def test_occlusion_scores_a_face_and_its_mirror_alike():
@@ -134,7 +133,7 @@ def test_occlusion_scores_a_face_and_its_mirror_alike():
     faces = rng.integers(0, 256, (3, 48, 48)).astype(np.uint8)
     faces[0, 10:25, :24] = 10  # one-sided, so the face and its mirror differ
     p, q = model.probabilities(faces), model.probabilities(faces[:, :, ::-1])
-    assert p.shape == (3, 5) and ((p >= 0) & (p <= 1)).all()
+    assert p.shape == (3, len(O.OUTPUTS)) and ((p >= 0) & (p <= 1)).all()
     assert np.allclose(p, q, atol=1e-6)
     assert np.allclose(model.probabilities(faces[0]), p[:1])  # one face without a batch axis
 
@@ -303,10 +302,10 @@ def _planted() -> pd.DataFrame:
     return pd.DataFrame({
         "path": [f"/x/{i}.png" for i in range(6)],
         "face_found": [True, True, True, True, False, True],
-        "yaw": [5.0, -31.0, 29.9, 40.0, np.nan, 0.0],
+        "yaw": [5.0, -S.DEFAULT_MAX_YAW - 1, S.DEFAULT_MAX_YAW - 0.1, 40.0, np.nan, 0.0],
         "pitch": 0.0, "roll": 0.0,
         "occlusion": [0.1, 0.2, 0.9, 0.95, np.nan, S.DEFAULT_MAX_OCCLUSION],
-        "occlusion_region": ["none", "none", "eyes", "mouth", None, "none"],
+        "occlusion_any": [0.2, 0.3, 0.9, 0.95, np.nan, 0.9],
         "face_confidence": 0.9,
         "detail": [None, None, None, None, "no face found by the landmarker", None],
     })

@@ -32,7 +32,7 @@ def screened(tmp_path, monkeypatch):
         return pd.DataFrame({
             "image_id": imgs["image_id"].to_numpy(), "path": imgs["path"].to_numpy(),
             "face_found": True, "yaw": yaw, "pitch": 0.0, "roll": 0.0, "occlusion": 0.0,
-            "occlusion_region": "none", "face_confidence": 0.9, "detail": None,
+            "occlusion_any": 0.1, "face_confidence": 0.9, "detail": None,
             "face_reject": reject, "face_reason": np.where(reject, "side_face", None)})
 
     monkeypatch.setattr(face_screen_module, "screen_faces", screen_faces)

@@ -117,7 +117,7 @@ def make_screen_dir(root: Path, *, n_images: int = 36, n_tuples: int = 240, quad
     fdf["face_found"] = found
     fdf["yaw"], fdf["pitch"], fdf["roll"] = yaw, np.where(found, 0.0, np.nan), np.where(found, 0.0, np.nan)
     fdf["occlusion"] = occ
-    fdf["occlusion_region"] = np.where(occ > max_occ, "eyes", "none")
+    fdf["occlusion_any"] = np.maximum(occ, 0.3)
     fdf["face_confidence"] = np.where(found, 0.9, 0.0)
     fdf["detail"] = None
     codes = [";".join(c for c, on in (("side_face", abs(y) > max_yaw), ("occluded", o > max_occ),

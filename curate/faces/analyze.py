@@ -24,10 +24,12 @@ from curate.io import file_sha256
 
 # Bump when anything that changes a row changes: it is part of the cache key.
 # 2: occlusion averaged over the face and its mirror image; 3: decoded by curate.images
-# (alpha on white, 16-bit scaled, grey by Pillow's luma: the embedder's pixels)
-ANALYSIS_VERSION = "faces-3"
+# (alpha on white, 16-bit scaled, grey by Pillow's luma: the embedder's pixels); 4:
+# ``occlusion`` by the occlusion policy (clear glasses alone do not count), ``occlusion_any``
+# replaces ``occlusion_region``
+ANALYSIS_VERSION = "faces-4"
 
-COLUMNS = ["path", "face_found", "yaw", "pitch", "roll", "occlusion", "occlusion_region",
+COLUMNS = ["path", "face_found", "yaw", "pitch", "roll", "occlusion", "occlusion_any",
            "face_confidence", "detail"]
 
 ProgressFn = Callable[[int, int], None]
@@ -98,9 +100,11 @@ def analyze_faces(paths: Sequence[str | os.PathLike[str]], sha256s: Sequence[str
     -------
     pandas.DataFrame
         Columns :data:`COLUMNS`: ``path``, ``face_found``, ``yaw``, ``pitch``, ``roll``
-        (degrees, NaN without a face), ``occlusion`` (0..1, NaN without a face),
-        ``occlusion_region``, ``face_confidence`` (detector score, 0 when nothing was
-        detected) and ``detail`` (why no face was analysed, else None).
+        (degrees, NaN without a face), ``occlusion`` (0..1: occluded for expression
+        recognition, clear glasses alone do not count; NaN without a face),
+        ``occlusion_any`` (0..1: anything over the face, clear glasses included),
+        ``face_confidence`` (detector score, 0 when nothing was detected) and ``detail``
+        (why no face was analysed, else None).
     """
     path_list = [str(p) for p in paths]
     given = list(sha256s) if sha256s is not None else [None] * len(path_list)
@@ -149,9 +153,9 @@ def analyze_faces(paths: Sequence[str | os.PathLike[str]], sha256s: Sequence[str
         rows.append(rec)
     out = pd.DataFrame(rows, columns=COLUMNS)
     out["face_found"] = out["face_found"].astype(bool)
-    for c in ("yaw", "pitch", "roll", "occlusion", "face_confidence"):
+    for c in ("yaw", "pitch", "roll", "occlusion", "occlusion_any", "face_confidence"):
         out[c] = out[c].astype("float64")
-    for c in ("path", "occlusion_region", "detail"):  # same dtype whether any value is set
+    for c in ("path", "detail"):  # same dtype whether any value is set
         out[c] = out[c].astype("string")
     return out
 
@@ -203,7 +207,7 @@ def _read_shard(path: Path) -> dict[str, dict[str, Any]]:
 def _write_shard(path: Path, keys: list[str], rows: list[dict[str, Any]]) -> None:
     df = pd.DataFrame([{"sha256": sha, **{k: v for k, v in r.items() if k not in ("path", "sha256")}}
                        for sha, r in zip(keys, rows, strict=True)])
-    for c in ("occlusion_region", "detail"):  # same schema whether any value is set
+    for c in ("detail",):  # same schema whether any value is set
         if c in df.columns:
             df[c] = df[c].astype("string")
     df.to_parquet(path, index=False)

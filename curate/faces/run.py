@@ -163,7 +163,7 @@ def _analyze(images: pd.DataFrame, cache: Path | str, face_model: str | None, wo
         rows.index = np.flatnonzero(bad)
         faces = pd.concat([faces, rows.reindex(columns=faces.columns)]).sort_index().reset_index(drop=True)
         faces["face_found"] = faces["face_found"].astype(bool)
-        for c in ("path", "occlusion_region", "detail"):
+        for c in ("path", "detail"):
             faces[c] = faces[c].astype("string")
     faces.insert(0, "image_id", images["image_id"].to_numpy(dtype=np.int64))
     return faces
