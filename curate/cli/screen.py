@@ -23,7 +23,8 @@ from curate.screens import options as screen_options
 OPT = screen_options()  # defaults and help of every screen option come from the screens
 OPT_WITH_FLAG = ("alpha_pos", "alpha_neg", "null", "max_yaw", "max_occlusion", "no_face",
                  "skip_face_screens", "face_model", "alpha_label", "label_prior_floor",
-                 "skip_label_screen")
+                 "skip_label_screen", "min_pixel_sim", "max_not_face", "skip_quality_screen",
+                 "skip_not_face_screen", "skip_near_duplicate_screen")
 
 
 class NoFaceOpt(str, Enum):
@@ -70,6 +71,11 @@ def screen_cmd(
     alpha_label: Annotated[float, typer.Option(help=OPT["alpha_label"].help)] = OPT["alpha_label"].default,
     label_prior_floor: Annotated[float, typer.Option(help=OPT["label_prior_floor"].help)] = OPT["label_prior_floor"].default,
     skip_label_screen: Annotated[bool, typer.Option("--skip-label-screen", help=OPT["skip_label_screen"].help)] = OPT["skip_label_screen"].default,
+    min_pixel_sim: Annotated[float, typer.Option(help=OPT["min_pixel_sim"].help)] = OPT["min_pixel_sim"].default,
+    skip_near_duplicate_screen: Annotated[bool, typer.Option("--skip-near-duplicate-screen", help=OPT["skip_near_duplicate_screen"].help)] = OPT["skip_near_duplicate_screen"].default,
+    max_not_face: Annotated[float, typer.Option(help=OPT["max_not_face"].help)] = OPT["max_not_face"].default,
+    skip_not_face_screen: Annotated[bool, typer.Option("--skip-not-face-screen", help=OPT["skip_not_face_screen"].help)] = OPT["skip_not_face_screen"].default,
+    skip_quality_screen: Annotated[bool, typer.Option("--skip-quality-screen", help=OPT["skip_quality_screen"].help + " Its thresholds: --option quality_min_edges=4 etc. (docs/hygiene.md).")] = OPT["skip_quality_screen"].default,
     calibrate: Annotated[bool, typer.Option("--calibrate", help="Inject known label noise into a copy of the labels and write the precision and recall of every screen at several alphas (calibration.parquet, shown in the report).")] = _SCREEN["calibrate"],
     redraw: Annotated[bool, typer.Option(help="Redraw tuples whose positive or negative an image screen rejected, from the remaining images.")] = _SCREEN["redraw"],
     face_model: Annotated[str | None, typer.Option(help=OPT["face_model"].help)] = OPT["face_model"].default,
@@ -78,14 +84,18 @@ def screen_cmd(
     force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,
 ) -> None:
     """Embed every image, apply the statistical boundary and face screens, and sort tuples into kept and rejected."""
-    with stage_bars({"embed": "embedding images", "faces": "face screens"}) as bars:
+    with stage_bars({"embed": "embedding images", "faces": "face screens",
+                     "hygiene": "decoding for the hygiene screens"}) as bars:
         result = screen(
             build_dir, out, backbone=backbone, weights=weights, embeddings=embeddings,
             alpha_pos=alpha_pos, alpha_neg=alpha_neg, null=null.value, center=not no_center,
             scale=scale, batch_size=batch_size, workers=workers, device=device, seed=seed,
             cache_dir=cache_dir, max_yaw=max_yaw, max_occlusion=max_occlusion, no_face=no_face.value,
             skip_face_screens=skip_face_screens, face_model=face_model, alpha_label=alpha_label,
-            label_prior_floor=label_prior_floor, skip_label_screen=skip_label_screen, redraw=redraw,
+            label_prior_floor=label_prior_floor, skip_label_screen=skip_label_screen,
+            min_pixel_sim=min_pixel_sim, skip_near_duplicate_screen=skip_near_duplicate_screen,
+            max_not_face=max_not_face, skip_not_face_screen=skip_not_face_screen,
+            skip_quality_screen=skip_quality_screen, redraw=redraw,
             calibrate=calibrate, force=force,
             progress=bars.update, **parse_options(option or []),
         )
