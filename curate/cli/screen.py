@@ -16,7 +16,7 @@ from curate.cli._app import CACHE_DIR_HELP, FORCE_HELP, app, console, handles_er
 from curate.cli._choices import NullOpt
 from curate.cli._progress import stage_bars
 from curate.errors import CurateError
-from curate.export import FORMATS, export
+from curate.export import FORMATS, ExportResult, export
 from curate.screen import ScreenResult, screen
 from curate.screens import options as screen_options
 
@@ -30,6 +30,12 @@ OPT_WITH_FLAG = ("alpha_pos", "alpha_neg", "null", "max_yaw", "max_occlusion", "
 class NoFaceOpt(str, Enum):
     reject = "reject"
     keep = "keep"
+
+
+class DropLeakedOpt(str, Enum):
+    none = "none"
+    test = "test"
+    train = "train"
 
 
 class FormatOpt(str, Enum):
@@ -190,16 +196,18 @@ def export_cmd(
     copy: Annotated[bool, typer.Option("--copy", help="Copy files instead of symlinking them (imagefolder).")] = False,
     force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,
     include_unscreened: Annotated[bool, typer.Option("--include-unscreened", help="Also export valid images that are in no tuple (never screened).")] = False,
+    drop_leaked: Annotated[DropLeakedOpt, typer.Option("--drop-leaked", help="Near-duplicates in two splits (leakage): test leaves out the copies outside the training split (named train/training), train the copies in it, none keeps both.")] = DropLeakedOpt(_EXPORT["drop_leaked"]),
 ) -> None:
     """Write the images that survive the screens as an ImageFolder or a manifest for other trainers."""
     result = export(screen_dir, out, max_suspicion=max_suspicion, relabel=relabel,
                     format=format.value, copy=copy, force=force,
-                    include_unscreened=include_unscreened)
+                    include_unscreened=include_unscreened, drop_leaked=drop_leaked.value)
     if format is FormatOpt.hf:
         kept = int(result.manifest["kept"].sum())
         console.print(f"wrote [green]{result.n_exported:,}[/] images as a Hugging Face dataset: "
                       f"{kept:,} with kept=True, {result.n_exported - kept:,} with kept=False and their reasons")
         console.print(f"load it with datasets.load_dataset({str(result.target)!r})")
+        _print_leak(result, drop_leaked.value)
         return
     why = [f"{n:,} rejected by the {safe(name)} screen" for name, n in result.n_image_rejected.items()]
     if max_suspicion is not None:
@@ -208,6 +216,7 @@ def export_cmd(
                   + (f" ({'; '.join(why)}; an image can be counted twice)" if why else ""))
     if relabel:
         console.print(f"relabelled {result.n_relabelled:,} image(s) to their suggested label")
+    _print_leak(result, drop_leaked.value)
     if result.n_unscreened:
         how = "exported" if include_unscreened else "left out (--include-unscreened adds them)"
         console.print(f"[yellow]{result.n_unscreened:,} valid image(s) are in no tuple, never screened: {how}[/]")
@@ -217,3 +226,14 @@ def export_cmd(
     for note in result.notes:
         console.print(f"[yellow]note:[/] {safe(note)}")
     console.print(f"wrote {safe(str(result.target))}")
+
+
+def _print_leak(result: ExportResult, drop_leaked: str) -> None:
+    """The export summary's line on leakage (near-duplicates exported in two splits)."""
+    if result.n_dropped_leaked:
+        console.print(f"left out {result.n_dropped_leaked:,} image(s) with a near-duplicate in another "
+                      f"split (--drop-leaked {drop_leaked})")
+    if result.n_leaked:
+        console.print(f"[yellow]leakage: {result.n_leaked:,} exported image(s) have a near-duplicate exported in "
+                      "another split[/]" + ("; --drop-leaked test leaves the evaluation copies out"
+                                            if drop_leaked == "none" else ""))

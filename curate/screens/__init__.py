@@ -144,6 +144,10 @@ __all__ = ["ENTRY_POINT_GROUP", "Option", "Reason", "Screen", "ScreenContext", "
 from curate.screens import boundary as _boundary  # noqa: E402,F401
 from curate.screens import faces as _faces  # noqa: E402,F401
 from curate.screens import label as _label  # noqa: E402,F401
-from curate.screens import quality as _quality  # noqa: E402,F401
 from curate.screens import not_face as _not_face  # noqa: E402,F401
-from curate.screens import near_duplicates as _near_duplicates  # noqa: E402,F401  (after the others: docs)
+from curate.screens import quality as _quality  # noqa: E402,F401
+
+# isort: split
+# Registered last of the built-in image screens, so it runs after them and keeps, of a
+# group of copies, one that they passed (curate.screens.near_duplicates).
+from curate.screens import near_duplicates as _near_duplicates  # noqa: E402,F401

@@ -20,12 +20,12 @@ reported there too and never rejected.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from curate.hygiene import near_duplicates as nd
+from curate.hygiene.leakage import leakage_summary
 from curate.hygiene.thumbnails import decoded_for
 from curate.screens import register
 from curate.screens.base import (
@@ -40,20 +40,6 @@ from curate.screens.base import (
 
 PAIRS_FILE = "near_duplicates.parquet"
 PER_IMAGE = ("near_duplicate_of", "near_duplicate_group", "near_duplicate_leak", "same_sequence_of")
-
-
-def leakage_counts(pairs: pd.DataFrame) -> dict[str, Any]:
-    """Cross-split near-duplicate pairs and, per split, how many of its images have a copy
-    in another split (JSON-ready; ``pairs`` as :func:`~curate.hygiene.near_duplicates.group_pairs`
-    returns them)."""
-    cross = pairs[pairs["cross_split"].to_numpy(bool) & (pairs["relation"] == nd.NEAR_DUPLICATE).to_numpy()]
-    per_split: dict[str, set[int]] = {}
-    for side in ("a", "b"):
-        for split, ids in cross.groupby(cross[f"split_{side}"].astype(object).fillna("(none)"))[f"image_id_{side}"]:
-            per_split.setdefault(str(split), set()).update(int(i) for i in ids)
-    other = pairs[pairs["cross_split"].to_numpy(bool) & (pairs["relation"] != nd.NEAR_DUPLICATE).to_numpy()]
-    return {"cross_split_pairs": len(cross), "images_with_copy_in_other_split": {
-        k: len(v) for k, v in sorted(per_split.items())}, "cross_split_same_person_pairs": len(other)}
 
 
 @register
@@ -93,7 +79,7 @@ class NearDuplicateScreen(Screen):
         return ScreenOutput(score=per_image["near_duplicate_score"].to_numpy(np.float64), reject=reject,
                             reason=np.where(reject, nd.NEAR_DUPLICATE, None).astype(object), table=table,
                             artifacts={"pairs": pairs, "groups": int(per_image["near_duplicate_group"].max()) + 1,
-                                       **leakage_counts(pairs)})
+                                       **leakage_summary(pairs)})
 
     def outputs(self, out: ScreenOutput, ctx: ScreenContext) -> dict[str, pd.DataFrame]:
         return {PAIRS_FILE: out.artifacts["pairs"]}
