@@ -64,6 +64,9 @@ _PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01234567
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 HF_DEFAULT_SPLIT = "train"  # --format hf: the split of images without one
 HIGH_SUSPICION = "high_suspicion"  # --format hf: reason code for suspicion >= --max-suspicion
+LEAKED = "leaked"  # --format hf: reason code of an image --drop-leaked left out
+DROP_LEAKED = ("none", "test", "train")
+TRAINING_SPLITS = ("train", "training")  # split names --drop-leaked takes for the training side
 HF_METADATA = "metadata.parquet"  # one of the metadata files datasets' imagefolder reads
 HF_CARD = """---
 configs:
@@ -101,12 +104,14 @@ class ExportResult:
     manifest: pd.DataFrame
     folders: dict[str, dict[str, str]] = field(default_factory=dict)  # label/split -> folder name
     notes: list[str] = field(default_factory=list)
+    n_leaked: int | None = None  # exported images with a near-duplicate exported in another split (None: not screened)
+    n_dropped_leaked: int = 0  # images drop_leaked left out
 
 
 def export(screen_dir: str | os.PathLike[str], out: str | os.PathLike[str], *,
            max_suspicion: float | None = None, relabel: bool = False,
            format: str = "imagefolder", copy: bool = False, force: bool = False,
-           include_unscreened: bool = False) -> ExportResult:
+           include_unscreened: bool = False, drop_leaked: str = "none") -> ExportResult:
     """Export the surviving images of ``screen_dir`` into ``out`` (see module doc).
 
     Every image an image screen rejected is left out. ``max_suspicion`` also leaves out
@@ -115,6 +120,12 @@ def export(screen_dir: str | os.PathLike[str], out: str | os.PathLike[str], *,
     other screen) are exported under their ``suggested_label`` instead of being left out;
     the manifest keeps the ``original_label``.
 
+    Leakage: an exported image whose near-duplicate group (``near_duplicate_group``, from
+    the near-duplicate screen) has another exported member in another split leaks. They are
+    counted (``n_leaked``: those still exported) and, with ``drop_leaked="test"``, left out where they are not in
+    the training split (the split named ``train`` or ``training``), or with ``"train"``
+    left out where they are in it (:func:`leaked_images`).
+
     ``out`` must be new, empty, or an earlier export: the same settings re-export, other
     settings need ``force``; only the files an earlier export wrote are replaced (a
     folder that holds anything but a curate export is never touched).
@@ -122,6 +133,9 @@ def export(screen_dir: str | os.PathLike[str], out: str | os.PathLike[str], *,
     started = time.time()
     if format not in FORMATS:
         raise CurateError(f"unknown export format {format!r}", hint=f"use --format one of {', '.join(FORMATS)}")
+    if drop_leaked not in DROP_LEAKED:
+        raise CurateError(f"--drop-leaked must be one of {', '.join(DROP_LEAKED)}, got {drop_leaked!r}",
+                          hint="use --drop-leaked test (leave the evaluation copies out) or none")
     if max_suspicion is not None and not 0 < max_suspicion <= 1:
         raise CurateError(f"--max-suspicion must be in (0, 1], got {max_suspicion}",
                           hint="for example --max-suspicion 0.5")
@@ -144,13 +158,18 @@ def export(screen_dir: str | os.PathLike[str], out: str | os.PathLike[str], *,
     image_bad = np.logical_or.reduce([*rejected_by.values(), np.zeros(len(table), dtype=bool)])
     face_bad = rejected_by.get("faces", np.zeros(len(table), dtype=bool))
     keep = ~suspect & ~image_bad
+    leaked = leaked_images(table, keep)
+    dropped = _drop_leaked(table, leaked, drop_leaked, src)
+    keep &= ~dropped
+    leaked = leaked_images(table, keep)  # what still leaks in the export
     table = table.copy()
     if relabel:
         table["original_label"] = table["label"]
         table.loc[relabelled, "label"] = table.loc[relabelled, "suggested_label"]
     cols = MANIFEST_COLUMNS + (["original_label"] if relabel else [])
     if format == "hf":  # every screened image, with its verdict in the screening columns
-        manifest = hf_columns(table, [c for c in cols if c in table.columns], keep, suspect, rejected_by)
+        manifest = hf_columns(table, [c for c in cols if c in table.columns], keep, suspect, rejected_by,
+                              dropped)
     else:
         manifest = table.loc[keep, [c for c in cols if c in table.columns]]
     unscreened = _unscreened_images(src, table)
@@ -165,7 +184,8 @@ def export(screen_dir: str | os.PathLike[str], out: str | os.PathLike[str], *,
 
     _refuse_unlisted_export(Path(out).expanduser())
     settings = {"screen_dir": str(src.resolve()), "max_suspicion": max_suspicion, "relabel": relabel,
-                "format": format, "copy": copy, "include_unscreened": include_unscreened}
+                "format": format, "copy": copy, "include_unscreened": include_unscreened,
+                "drop_leaked": drop_leaked}
     folders: dict[str, dict[str, str]] = {}
     with claim_folder(out, "export", settings=settings, inputs=[src, screen_build_dir(src)], force=force,
                       owned=MANIFESTS) as claim:
@@ -188,7 +208,8 @@ def export(screen_dir: str | os.PathLike[str], out: str | os.PathLike[str], *,
         counts = {"images": len(table), "exported": n_exported, "excluded": int((~keep).sum()),
                   "suspect": int(suspect.sum()), "face_rejected": int(face_bad.sum()),
                   "image_rejected_by_screen": {k: int(v.sum()) for k, v in rejected_by.items()},
-                  "relabelled": int((relabelled & keep).sum()), "unscreened": n_unscreened}
+                  "relabelled": int((relabelled & keep).sum()), "unscreened": n_unscreened,
+                  "leaked": None if leaked is None else int(leaked.sum()), "dropped_leaked": int(dropped.sum())}
         claim.finish(run_record("export", params, inputs={"screen_dir": str(src.resolve())},
                                 counts=counts, started=started), files=files, folders=folders)
     per_label = {str(k): int(v) for k, v in manifest["label"].value_counts().sort_index().items()}
@@ -197,6 +218,7 @@ def export(screen_dir: str | os.PathLike[str], out: str | os.PathLike[str], *,
                         n_face_rejected=int(face_bad.sum()),
                         n_image_rejected={k: int(v.sum()) for k, v in rejected_by.items()},
                         n_relabelled=int((relabelled & keep).sum()), n_unscreened=n_unscreened, per_label=per_label, manifest=manifest,
+                        n_leaked=None if leaked is None else int(leaked.sum()), n_dropped_leaked=int(dropped.sum()),
                         folders=folders, notes=[claim.note] if claim.note else [])
 
 
@@ -272,6 +294,40 @@ def image_rejects(table: pd.DataFrame) -> dict[str, np.ndarray]:
     return out
 
 
+def leaked_images(table: pd.DataFrame, keep: np.ndarray) -> np.ndarray | None:
+    """Per row of ``images_suspect.parquet``: a kept image whose near-duplicate group has
+    another kept member in another split. None when the near-duplicate screen did not run."""
+    if "near_duplicate_group" not in table.columns:
+        return None
+    group = pd.to_numeric(table["near_duplicate_group"], errors="coerce").fillna(-1).to_numpy(np.int64)
+    split = table["split"].astype(object).fillna("\0").to_numpy() if "split" in table.columns \
+        else np.full(len(table), "\0", dtype=object)
+    live = keep & (group >= 0)
+    n_splits = pd.Series(split[live]).groupby(group[live]).nunique()
+    out = np.zeros(len(table), bool)
+    out[live] = n_splits.reindex(group[live]).to_numpy() > 1
+    return out
+
+
+def _drop_leaked(table: pd.DataFrame, leaked: np.ndarray | None, side: str, src: Path) -> np.ndarray:
+    """The rows ``--drop-leaked side`` leaves out (see :func:`export`)."""
+    none = np.zeros(len(table), bool)
+    if side == "none":
+        return none
+    if leaked is None:
+        raise CurateError(f"{src} has no near-duplicate verdicts (the near-duplicate screen did not run)",
+                          hint="re-run curate screen without --skip-near-duplicate-screen, or leave out --drop-leaked")
+    split = table["split"].astype("string") if "split" in table.columns else pd.Series(pd.NA, index=table.index)
+    names = sorted(str(v) for v in split.dropna().unique())
+    training = [n for n in names if n.strip().lower() in TRAINING_SPLITS]
+    if leaked.any() and len(training) != 1:
+        raise CurateError(f"--drop-leaked {side} needs one training split named {' or '.join(TRAINING_SPLITS)}; "
+                          f"the splits are {', '.join(names) or '(none)'}",
+                          hint="rename the training split in the manifest, or leave out --drop-leaked")
+    in_train = (split == training[0]).fillna(False).to_numpy(bool) if training else none
+    return leaked & (~in_train if side == "test" else in_train)
+
+
 def plan_imagefolder(manifest: pd.DataFrame, root: Path) -> tuple[pd.DataFrame, dict[str, dict[str, str]]]:
     """Where each image goes, ``[split/]label/name`` (the ``exported`` column), and the
     label and split folder names (:func:`folder_name`). A file name taken by an earlier
@@ -319,12 +375,12 @@ def _write_imagefolder(manifest: pd.DataFrame, root: Path, copy: bool) -> None:
 
 
 def hf_columns(table: pd.DataFrame, columns: list[str], keep: np.ndarray, suspect: np.ndarray,
-               rejected_by: dict[str, np.ndarray]) -> pd.DataFrame:
+               rejected_by: dict[str, np.ndarray], dropped: np.ndarray | None = None) -> pd.DataFrame:
     """The rows of ``--format hf``: every screened image with ``columns`` of ``table``,
     ``kept`` (what the other formats export) and ``reasons`` (``;``-joined here, a list
     in the dataset: the codes of the image screens that rejected it, and
-    :data:`HIGH_SUSPICION` when its label suspicion is at least ``max_suspicion``; empty
-    when kept)."""
+    :data:`HIGH_SUSPICION` when its label suspicion is at least ``max_suspicion``,
+    :data:`LEAKED` when ``--drop-leaked`` left it out; empty when kept)."""
     out = table[columns].copy()
     out["kept"] = keep
     codes: list[list[str]] = [[] for _ in range(len(out))]
@@ -336,6 +392,8 @@ def hf_columns(table: pd.DataFrame, columns: list[str], keep: np.ndarray, suspec
                 codes[i] += r.split(";") if isinstance(r, str) and r else [s.codes[0]]
     for i in np.flatnonzero(suspect):
         codes[i].append(HIGH_SUSPICION)
+    for i in np.flatnonzero(dropped if dropped is not None else []):
+        codes[i].append(LEAKED)
     out["reasons"] = [";".join(c) for c in codes]
     return out
 

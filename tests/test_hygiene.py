@@ -190,8 +190,12 @@ def test_group_pairs_keeps_largest_then_lowest_id_and_same_sequence_stays_apart(
     assert conf.relation.tolist() == ["near_duplicate"] * 3 + ["same_sequence", "same_subject"]
     assert conf.cross_split.tolist() == [False, False, True, False, False]
     assert per_image.same_sequence_of.tolist()[4:] == [15, 14, pd.NA]
-    assert np.allclose(per_image.near_duplicate_score[:4], [0.99, 0.99, 0.97, 0.95])
-    assert per_image.near_duplicate_score[4:].isna().all()
+    assert np.allclose(per_image.near_duplicate_score[:5], [0.99, 0.99, 0.97, 0.95, 0.5])
+    assert per_image.near_duplicate_score[5:].isna().all()  # only partners of its own sequence/subject
+    # an image another screen rejected is kept last: prefer 12 over 11 (same size)
+    prefer = np.array([True, False, True, True, True, True, True])
+    per_image, _ = nd.group_pairs(images, pairs, min_pixel_sim=0.9, prefer=prefer)
+    assert per_image.near_duplicate_of.tolist()[:4] == [12, 12, pd.NA, pd.NA]
 
 
 def test_near_duplicate_inputs_are_checked():

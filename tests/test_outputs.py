@@ -121,7 +121,7 @@ def test_export_hf_loads_back_with_datasets_and_carries_the_verdicts(screened):
         assert np.allclose(rows["suspicion"], suspect.loc[rows.index, "suspicion"])
         assert (rows["label"] == suspect.loc[rows.index, "label"]).all()
         first = train[0]
-        assert first["image"].size == (12, 12)
+        assert first["image"].size == (24, 24)
 
 
 def test_export_hf_keeps_suggested_labels_when_a_screen_wrote_them(screened):

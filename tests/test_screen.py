@@ -16,10 +16,12 @@ from curate.errors import CurateError
 from curate.screen import screen
 from curate.screens import faces as face_screen_module
 
+NO_HYGIENE = {"skip_quality_screen": True, "skip_not_face_screen": True, "skip_near_duplicate_screen": True}
+
 
 def _screen(build: Path, out: Path, emb_file: Path, **kw):
     """The patent's boundary alone, with a global null (the tests of its math by hand)."""
-    kw = {"null": "effective", "skip_label_screen": True, **kw}
+    kw = {"null": "effective", "skip_label_screen": True, **NO_HYGIENE, **kw}
     return screen(build, out, embeddings=emb_file, skip_face_screens=True, **kw)
 
 
@@ -257,7 +259,8 @@ def test_skipped_face_screens_leave_no_face_outputs(tmp_path, monkeypatch):
         raise AssertionError("the face screen ran although it was skipped")
 
     monkeypatch.setattr(face_screen_module, "screen_faces", boom)
-    res = screen(build, out, embeddings=f, skip_face_screens=True, skip_label_screen=True, force=True)
+    res = screen(build, out, embeddings=f, skip_face_screens=True, skip_label_screen=True, force=True,
+                 **NO_HYGIENE)
     assert res.screens_run == ["boundary"] and not res.face_screens
     assert not (out / "faces.parquet").exists()
     run = json.loads((out / "run.json").read_text())

@@ -16,19 +16,26 @@ from curate.cli._app import CACHE_DIR_HELP, FORCE_HELP, app, console, handles_er
 from curate.cli._choices import NullOpt
 from curate.cli._progress import stage_bars
 from curate.errors import CurateError
-from curate.export import FORMATS, export
+from curate.export import FORMATS, ExportResult, export
 from curate.screen import ScreenResult, screen
 from curate.screens import options as screen_options
 
 OPT = screen_options()  # defaults and help of every screen option come from the screens
 OPT_WITH_FLAG = ("alpha_pos", "alpha_neg", "null", "max_yaw", "max_occlusion", "no_face",
                  "skip_face_screens", "face_model", "alpha_label", "label_prior_floor",
-                 "skip_label_screen")
+                 "skip_label_screen", "min_pixel_sim", "max_not_face", "skip_quality_screen",
+                 "skip_not_face_screen", "skip_near_duplicate_screen")
 
 
 class NoFaceOpt(str, Enum):
     reject = "reject"
     keep = "keep"
+
+
+class DropLeakedOpt(str, Enum):
+    none = "none"
+    test = "test"
+    train = "train"
 
 
 class FormatOpt(str, Enum):
@@ -70,6 +77,11 @@ def screen_cmd(
     alpha_label: Annotated[float, typer.Option(help=OPT["alpha_label"].help)] = OPT["alpha_label"].default,
     label_prior_floor: Annotated[float, typer.Option(help=OPT["label_prior_floor"].help)] = OPT["label_prior_floor"].default,
     skip_label_screen: Annotated[bool, typer.Option("--skip-label-screen", help=OPT["skip_label_screen"].help)] = OPT["skip_label_screen"].default,
+    min_pixel_sim: Annotated[float, typer.Option(help=OPT["min_pixel_sim"].help)] = OPT["min_pixel_sim"].default,
+    skip_near_duplicate_screen: Annotated[bool, typer.Option("--skip-near-duplicate-screen", help=OPT["skip_near_duplicate_screen"].help)] = OPT["skip_near_duplicate_screen"].default,
+    max_not_face: Annotated[float, typer.Option(help=OPT["max_not_face"].help)] = OPT["max_not_face"].default,
+    skip_not_face_screen: Annotated[bool, typer.Option("--skip-not-face-screen", help=OPT["skip_not_face_screen"].help)] = OPT["skip_not_face_screen"].default,
+    skip_quality_screen: Annotated[bool, typer.Option("--skip-quality-screen", help=OPT["skip_quality_screen"].help + " Its thresholds: --option quality_min_edges=4 etc. (docs/hygiene.md).")] = OPT["skip_quality_screen"].default,
     calibrate: Annotated[bool, typer.Option("--calibrate", help="Inject known label noise into a copy of the labels and write the precision and recall of every screen at several alphas (calibration.parquet, shown in the report).")] = _SCREEN["calibrate"],
     redraw: Annotated[bool, typer.Option(help="Redraw tuples whose positive or negative an image screen rejected, from the remaining images.")] = _SCREEN["redraw"],
     face_model: Annotated[str | None, typer.Option(help=OPT["face_model"].help)] = OPT["face_model"].default,
@@ -78,14 +90,18 @@ def screen_cmd(
     force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,
 ) -> None:
     """Embed every image, apply the statistical boundary and face screens, and sort tuples into kept and rejected."""
-    with stage_bars({"embed": "embedding images", "faces": "face screens"}) as bars:
+    with stage_bars({"embed": "embedding images", "faces": "face screens",
+                     "hygiene": "decoding for the hygiene screens"}) as bars:
         result = screen(
             build_dir, out, backbone=backbone, weights=weights, embeddings=embeddings,
             alpha_pos=alpha_pos, alpha_neg=alpha_neg, null=null.value, center=not no_center,
             scale=scale, batch_size=batch_size, workers=workers, device=device, seed=seed,
             cache_dir=cache_dir, max_yaw=max_yaw, max_occlusion=max_occlusion, no_face=no_face.value,
             skip_face_screens=skip_face_screens, face_model=face_model, alpha_label=alpha_label,
-            label_prior_floor=label_prior_floor, skip_label_screen=skip_label_screen, redraw=redraw,
+            label_prior_floor=label_prior_floor, skip_label_screen=skip_label_screen,
+            min_pixel_sim=min_pixel_sim, skip_near_duplicate_screen=skip_near_duplicate_screen,
+            max_not_face=max_not_face, skip_not_face_screen=skip_not_face_screen,
+            skip_quality_screen=skip_quality_screen, redraw=redraw,
             calibrate=calibrate, force=force,
             progress=bars.update, **parse_options(option or []),
         )
@@ -180,16 +196,18 @@ def export_cmd(
     copy: Annotated[bool, typer.Option("--copy", help="Copy files instead of symlinking them (imagefolder).")] = False,
     force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,
     include_unscreened: Annotated[bool, typer.Option("--include-unscreened", help="Also export valid images that are in no tuple (never screened).")] = False,
+    drop_leaked: Annotated[DropLeakedOpt, typer.Option("--drop-leaked", help="Near-duplicates in two splits (leakage): test leaves out the copies outside the training split (named train/training), train the copies in it, none keeps both.")] = DropLeakedOpt(_EXPORT["drop_leaked"]),
 ) -> None:
     """Write the images that survive the screens as an ImageFolder or a manifest for other trainers."""
     result = export(screen_dir, out, max_suspicion=max_suspicion, relabel=relabel,
                     format=format.value, copy=copy, force=force,
-                    include_unscreened=include_unscreened)
+                    include_unscreened=include_unscreened, drop_leaked=drop_leaked.value)
     if format is FormatOpt.hf:
         kept = int(result.manifest["kept"].sum())
         console.print(f"wrote [green]{result.n_exported:,}[/] images as a Hugging Face dataset: "
                       f"{kept:,} with kept=True, {result.n_exported - kept:,} with kept=False and their reasons")
         console.print(f"load it with datasets.load_dataset({str(result.target)!r})")
+        _print_leak(result, drop_leaked.value)
         return
     why = [f"{n:,} rejected by the {safe(name)} screen" for name, n in result.n_image_rejected.items()]
     if max_suspicion is not None:
@@ -198,6 +216,7 @@ def export_cmd(
                   + (f" ({'; '.join(why)}; an image can be counted twice)" if why else ""))
     if relabel:
         console.print(f"relabelled {result.n_relabelled:,} image(s) to their suggested label")
+    _print_leak(result, drop_leaked.value)
     if result.n_unscreened:
         how = "exported" if include_unscreened else "left out (--include-unscreened adds them)"
         console.print(f"[yellow]{result.n_unscreened:,} valid image(s) are in no tuple, never screened: {how}[/]")
@@ -207,3 +226,14 @@ def export_cmd(
     for note in result.notes:
         console.print(f"[yellow]note:[/] {safe(note)}")
     console.print(f"wrote {safe(str(result.target))}")
+
+
+def _print_leak(result: ExportResult, drop_leaked: str) -> None:
+    """The export summary's line on leakage (near-duplicates exported in two splits)."""
+    if result.n_dropped_leaked:
+        console.print(f"left out {result.n_dropped_leaked:,} image(s) with a near-duplicate in another "
+                      f"split (--drop-leaked {drop_leaked})")
+    if result.n_leaked:
+        console.print(f"[yellow]leakage: {result.n_leaked:,} exported image(s) have a near-duplicate exported in "
+                      "another split[/]" + ("; --drop-leaked test leaves the evaluation copies out"
+                                            if drop_leaked == "none" else ""))

@@ -24,7 +24,8 @@ Three steps, none of which builds an N x N matrix:
 3. **Groups** (:func:`group_pairs`): connected components of the confirmed pairs; in each
    split the image with the largest source size (then the lowest ``image_id``) is kept and
    the others are ``near_duplicate_of:<kept image_id>``; a group that spans splits is
-   **leakage**, and its cross-split pairs are listed. Pairs of frames of one sequence (equal
+   **leakage**, and its cross-split pairs are listed. (With ``prefer``, e.g. the images no
+   earlier screen rejected, preferred images are kept first.) Pairs of frames of one sequence (equal
    ``sequence`` values) are reported as ``same_sequence``, other pairs of one person (equal
    ``subject``) as ``same_subject``; neither is merged.
 """
@@ -126,14 +127,14 @@ def index_and_queries(desc: np.ndarray, projection: Projection) -> tuple[np.ndar
 
 def find_candidates(desc: np.ndarray, *, k: int = DEFAULT_K,
                     min_sim: float = DEFAULT_MIN_CANDIDATE_SIM, seed: int = 0,
-                    projection: Projection | None = None) -> pd.DataFrame:
+                    projection: Projection | None = None, search: dict | None = None) -> pd.DataFrame:
     """Unordered candidate pairs ``a < b`` (rows of ``desc``) with their best ``candidate_sim``."""
     if len(desc) < 2:
         return pd.DataFrame({"a": np.empty(0, np.int64), "b": np.empty(0, np.int64),
                              "candidate_sim": np.empty(0, np.float32)})
     projection = projection or fit_projection(desc[:, 0], seed=seed)
     index, queries = index_and_queries(desc, projection)
-    return unordered_pairs(cell_join(index, queries, k=k, min_sim=min_sim, seed=seed))
+    return unordered_pairs(cell_join(index, queries, k=k, min_sim=min_sim, seed=seed, **(search or {})))
 
 
 def unordered_pairs(c: Candidates) -> pd.DataFrame:
@@ -160,8 +161,16 @@ def verify_windows() -> list[Window]:
     return out
 
 
-def _bank(thumbs: np.ndarray, windows: list[Window]) -> np.ndarray:
-    return standardize(resample(thumbs, windows, VERIFY_SIZE))
+def _bank(thumbs: np.ndarray, windows: list[Window]) -> tuple[np.ndarray, np.ndarray]:
+    """The windows of each image, unstandardised, and ``1 / |window - its mean|`` (0 for a
+    constant window). Against a zero-mean target ``t`` the correlation of window ``x`` is
+    ``(x @ t) * inv_norm``: the mean drops out, so the bank is never standardised."""
+    raw = resample(thumbs, windows, VERIFY_SIZE)
+    d = raw.shape[-1]
+    ss = np.einsum("mwd,mwd->mw", raw, raw) - raw.sum(-1) ** 2 / d
+    norm = np.sqrt(np.maximum(ss, 0.0))
+    inv = np.where(norm > 1e-6, 1.0 / np.maximum(norm, 1e-6), 0.0).astype(np.float32)
+    return raw, inv
 
 
 def pixel_similarity(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *,
@@ -180,26 +189,42 @@ def pixel_similarity(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *,
     if a.shape != b.shape:
         raise CurateError(f"pair arrays differ in length: {a.shape} vs {b.shape}")
     windows = verify_windows()
-    centre = windows.index((VERIFY_REGION, 0.5, 0.5))
-    best = np.full(len(a), -np.inf, np.float32)
-    how = np.zeros((len(a), 3), np.int64)  # direction, mirrored, window of the best match
-    for direction, (big, small) in enumerate(((a, b), (b, a))):
-        order = np.argsort(big, kind="stable")
-        uniq = np.unique(big)
-        for s in range(0, len(uniq), block):
-            ids = uniq[s:s + block]
-            bank = _bank(thumbs[ids], windows)  # (m, W, d)
-            sel = order[np.isin(big[order], ids)]
-            pos = np.searchsorted(ids, big[sel])
-            target = standardize(resample(thumbs[small[sel]], [windows[centre]], VERIFY_SIZE))[:, 0]
-            for mirrored, t in enumerate((target, mirror_grid(target, VERIFY_SIZE))):
-                sims = np.einsum("pwd,pd->pw", bank[pos], t)
-                arg = sims.argmax(1)
-                top = sims[np.arange(len(sel)), arg]
-                better = top > best[sel]
-                best[sel[better]] = top[better]
-                how[sel[better]] = np.stack([np.full(better.sum(), direction),
-                                             np.full(better.sum(), mirrored), arg[better]], 1)
+    n_pairs = len(a)
+    # every pair twice: direction 0 matches b's centre against a's bank, direction 1 the reverse
+    big, small = np.concatenate([a, b]), np.concatenate([b, a])
+    pair = np.tile(np.arange(n_pairs), 2)
+    order = np.argsort(big, kind="stable")
+    big, small, pair = big[order], small[order], pair[order]
+    direction = (order >= n_pairs).astype(np.int64)
+    involved, small_row = np.unique(small, return_inverse=True)
+    target = standardize(resample(thumbs[involved], [(VERIFY_REGION, 0.5, 0.5)], VERIFY_SIZE))[:, 0]
+    target = np.concatenate([target, mirror_grid(target, VERIFY_SIZE)])  # rows + len(involved): mirrored
+    uniq, start = np.unique(big, return_index=True)
+    stop = np.append(start[1:], len(big))
+    top = np.empty((2, len(big)), np.float32)  # per entry, as is and mirrored: best coarse score ...
+    arg = np.empty((2, len(big)), np.int64)  # ... and its window
+    for s0 in range(0, len(uniq), block):
+        bank, inv = _bank(thumbs[uniq[s0:s0 + block]], windows)  # (m, W, d), each image's bank once
+        for j in range(len(bank)):
+            rows = slice(start[s0 + j], stop[s0 + j])
+            t = small_row[rows]
+            sims = bank[j] @ target[np.concatenate([t, t + len(involved)])].T  # (W, 2k)
+            sims *= inv[j][:, None]
+            k = len(t)
+            best_w = sims.argmax(0)
+            arg[:, rows] = best_w.reshape(2, k)
+            top[:, rows] = sims[best_w, np.arange(2 * k)].reshape(2, k)
+    # per pair, the best of its four (direction, mirrored) matches; ties to the first of
+    # (0, as is), (0, mirrored), (1, as is), (1, mirrored)
+    combo = np.stack([direction * 2, direction * 2 + 1])  # (2, entries)
+    flat_pair = np.tile(pair, 2)
+    flat_top, flat_combo, flat_arg = top.ravel(), combo.ravel(), arg.ravel()
+    pick = np.lexsort((flat_combo, -flat_top, flat_pair))
+    first = pick[np.r_[True, flat_pair[pick][1:] != flat_pair[pick][:-1]]] if len(pick) else pick
+    best = np.full(n_pairs, -np.inf, np.float32)
+    how = np.zeros((n_pairs, 3), np.int64)  # direction, mirrored, window of the best match
+    best[flat_pair[first]] = flat_top[first]
+    how[flat_pair[first]] = np.stack([flat_combo[first] // 2, flat_combo[first] % 2, flat_arg[first]], 1)
     refine = best >= REFINE_FROM
     if refine.any():
         best[refine] = np.maximum(best[refine], _refine(thumbs, a[refine], b[refine], how[refine],
@@ -248,29 +273,39 @@ def _components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def group_pairs(images: pd.DataFrame, pairs: pd.DataFrame, *,
-                min_pixel_sim: float = DEFAULT_MIN_PIXEL_SIM) -> tuple[pd.DataFrame, pd.DataFrame]:
+                min_pixel_sim: float = DEFAULT_MIN_PIXEL_SIM,
+                prefer: np.ndarray | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Turn scored pairs into groups, kept representatives and leakage.
 
     Parameters
     ----------
     images:
         One row per image, in the row order the pairs refer to, with ``image_id`` and
-        optional ``split``, ``sequence``, ``width``, ``height``.
+        optional ``split``, ``sequence``, ``subject``, ``label``, ``width``, ``height``.
     pairs:
-        ``a``, ``b`` (row positions), ``candidate_sim``, ``pixel_sim``.
+        ``a``, ``b`` (row positions), ``candidate_sim``, ``pixel_sim``: every scored
+        candidate pair; those at or above ``min_pixel_sim`` are confirmed.
+    prefer:
+        Optional bool per image: in each group and split, preferred images are kept before
+        the others (the near-duplicate screen prefers images no earlier screen rejected).
 
     Returns
     -------
     (per_image, confirmed_pairs)
         ``per_image`` (aligned with ``images``): ``near_duplicate_group`` (int64, -1 when
         none), ``near_duplicate_of`` (Int64 image_id of the kept image of its group in its
-        split, null for kept or ungrouped images), ``near_duplicate_score`` (best pixel_sim
-        to a confirmed partner, NaN when none), ``near_duplicate_leak`` (bool: its group has
-        a member in another split), ``same_sequence_of`` (Int64 image_id of a confirmed
-        partner in the same sequence, else null).
+        split, null for kept or ungrouped images), ``near_duplicate_score`` (best
+        ``pixel_sim`` to any scored partner that is not of its sequence or subject,
+        confirmed or not; NaN when it has none), ``near_duplicate_leak`` (bool: its group
+        has a member in another split), ``same_sequence_of`` (Int64 image_id of a
+        confirmed partner in the same sequence, else null).
         ``confirmed_pairs``: ``image_id_a``, ``image_id_b``, ``split_a``, ``split_b``,
-        ``candidate_sim``, ``pixel_sim``, ``relation`` (``near_duplicate``,
-        ``same_sequence`` or ``same_subject``), ``cross_split`` (bool), ``group``.
+        ``label_a``, ``label_b``, ``candidate_sim``, ``pixel_sim``, ``relation``
+        (``near_duplicate``, ``same_sequence`` or ``same_subject``), ``cross_split``
+        (bool), ``group``.
+
+    Within a group and split the image kept is the first by: preferred, the largest
+    source (``width * height``), the lowest ``image_id``.
     """
     for col in ("a", "b", "pixel_sim"):
         if col not in pairs.columns:
@@ -280,40 +315,49 @@ def group_pairs(images: pd.DataFrame, pairs: pd.DataFrame, *,
     split = _column(images, "split")
     seq = _column(images, "sequence")
     subj = _column(images, "subject")
+    label = _column(images, "label")
     area = (pd.to_numeric(images["width"], errors="coerce").fillna(0).to_numpy()
             * pd.to_numeric(images["height"], errors="coerce").fillna(0).to_numpy()) \
         if {"width", "height"} <= set(images.columns) else np.zeros(n)
-    conf = pairs[pairs["pixel_sim"] >= min_pixel_sim].reset_index(drop=True)
+    pref = np.zeros(n, bool) if prefer is None else np.asarray(prefer, bool)
+    if pref.shape != (n,):
+        raise CurateError(f"prefer has {pref.size} entries for {n} images")
+    pa = pairs["a"].to_numpy(np.int64)
+    pb = pairs["b"].to_numpy(np.int64)
+    all_sim = pairs["pixel_sim"].to_numpy(np.float64)
+    all_related = _related(seq, pa, pb) | _related(subj, pa, pb)
+    score = np.full(n, np.nan)
+    for rows in (pa[~all_related], pb[~all_related]):
+        np.fmax.at(score, rows, all_sim[~all_related])
+    conf = pairs[all_sim >= min_pixel_sim].reset_index(drop=True)
     a = conf["a"].to_numpy(np.int64)
     b = conf["b"].to_numpy(np.int64)
-    same_seq = (seq[a] == seq[b]) & pd.notna(seq[a]) & pd.notna(seq[b])
-    same_subj = ~same_seq & (subj[a] == subj[b]) & pd.notna(subj[a]) & pd.notna(subj[b])
+    same_seq = _related(seq, a, b)
+    same_subj = ~same_seq & _related(subj, a, b)
     relation = np.where(same_seq, SAME_SEQUENCE, np.where(same_subj, SAME_SUBJECT, NEAR_DUPLICATE))
     dup = ~same_seq & ~same_subj
     comp = _components(n, a[dup], b[dup])
     size = np.bincount(comp, minlength=n)
-    group = np.where(size[comp] > 1, comp, -1)
-    # renumber groups 0.. in order of their first image
-    uniq, first = np.unique(group[group >= 0], return_index=True)
-    rank = {g: i for i, g in enumerate(uniq[np.argsort(first)])}
-    group = np.array([rank.get(g, -1) for g in group], np.int64)
+    grouped = size[comp] > 1
+    # groups numbered 0.. in order of their first image
+    _, first = np.unique(comp[grouped], return_index=True)
+    first_row = np.flatnonzero(grouped)[first]
+    number = np.full(n, -1, np.int64)
+    number[comp[first_row]] = np.argsort(np.argsort(first_row))
+    group = np.where(grouped, number[comp], -1)
+    split_key = pd.Series(split, dtype=object).fillna("\0").to_numpy()
     near_of = pd.array([pd.NA] * n, dtype="Int64")
     leak = np.zeros(n, bool)
-    frame = pd.DataFrame({"row": np.arange(n), "group": group, "split": split,
-                          "area": area, "image_id": ids})
-    grouped = frame[frame.group >= 0]
-    for _, members in grouped.groupby("group", sort=True):
-        splits = members["split"].fillna("\0").unique()
-        if len(splits) > 1:
-            leak[members["row"].to_numpy()] = True
-        for _, part in members.groupby(members["split"].fillna("\0"), sort=False):
-            keep = part.sort_values(["area", "image_id"], ascending=[False, True]).iloc[0]
-            others = part["row"].to_numpy()[part["row"].to_numpy() != keep["row"]]
-            near_of[others] = int(keep["image_id"])
-    score = np.full(n, np.nan)
-    ps = conf["pixel_sim"].to_numpy(float)
-    for rows in (a[dup], b[dup]):
-        np.fmax.at(score, rows, ps[dup])
+    rows = np.flatnonzero(group >= 0)
+    if rows.size:
+        frame = pd.DataFrame({"row": rows, "group": group[rows], "split": split_key[rows],
+                              "pref": pref[rows], "area": area[rows], "image_id": ids[rows]})
+        leak[rows] = frame.groupby("group")["split"].transform("nunique").to_numpy() > 1
+        frame = frame.sort_values(["group", "split", "pref", "area", "image_id"],
+                                  ascending=[True, True, False, False, True], kind="mergesort")
+        kept = frame.groupby(["group", "split"], sort=False)["image_id"].transform("first").to_numpy()
+        member = frame["image_id"].to_numpy() != kept
+        near_of[frame["row"].to_numpy()[member]] = kept[member]
     seq_of = pd.array([pd.NA] * n, dtype="Int64")
     seq_of[b[same_seq]] = ids[a[same_seq]]
     seq_of[a[same_seq]] = ids[b[same_seq]]
@@ -327,15 +371,23 @@ def group_pairs(images: pd.DataFrame, pairs: pd.DataFrame, *,
     out = pd.DataFrame({
         "image_id_a": ids[a], "image_id_b": ids[b],
         "split_a": split[a], "split_b": split[b],
+        "label_a": label[a], "label_b": label[b],
         "candidate_sim": conf["candidate_sim"].to_numpy(np.float32) if "candidate_sim" in conf
         else np.full(len(conf), np.nan, np.float32),
-        "pixel_sim": ps.astype(np.float32),
+        "pixel_sim": conf["pixel_sim"].to_numpy(np.float32),
         "relation": relation,
-        "cross_split": (pd.Series(split[a]).fillna("\0").to_numpy()
-                        != pd.Series(split[b]).fillna("\0").to_numpy()),
+        "cross_split": split_key[a] != split_key[b],
         "group": np.where(dup, group[a], -1),
     })
+    for col in ("split_a", "split_b", "label_a", "label_b", "relation"):
+        out[col] = out[col].astype("string")
     return per_image, out
+
+
+def _related(values: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairs whose two images share a known (non-null) value of ``values``."""
+    va, vb = values[a], values[b]
+    return pd.notna(va) & pd.notna(vb) & (va == vb)
 
 
 def _column(images: pd.DataFrame, name: str) -> np.ndarray:
@@ -346,11 +398,21 @@ def _column(images: pd.DataFrame, name: str) -> np.ndarray:
 
 def near_duplicates(thumbs: np.ndarray, images: pd.DataFrame, *, k: int = DEFAULT_K,
                     min_candidate_sim: float = DEFAULT_MIN_CANDIDATE_SIM,
-                    min_pixel_sim: float = DEFAULT_MIN_PIXEL_SIM,
-                    seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Candidates, pixel check and groups in one call (see :func:`group_pairs` for outputs)."""
+                    min_pixel_sim: float = DEFAULT_MIN_PIXEL_SIM, prefer: np.ndarray | None = None,
+                    cross_split_only: bool = False, seed: int = 0,
+                    search: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Candidates, pixel check and groups in one call (see :func:`group_pairs` for outputs).
+
+    ``cross_split_only`` pixel-checks only candidate pairs whose images sit in different
+    splits (the leakage check of ``curate build-tuples``: groups within a split are then
+    not formed). ``search`` passes settings to :func:`curate.hygiene.search.cell_join`.
+    """
     if len(thumbs) != len(images):
         raise CurateError(f"{len(thumbs)} thumbnails for {len(images)} images")
-    cand = find_candidates(candidate_descriptors(thumbs), k=k, min_sim=min_candidate_sim, seed=seed)
+    cand = find_candidates(candidate_descriptors(thumbs), k=k, min_sim=min_candidate_sim, seed=seed,
+                           search=search)
+    if cross_split_only:
+        split = pd.Series(_column(images, "split"), dtype=object).fillna("\0").to_numpy()
+        cand = cand[split[cand["a"].to_numpy()] != split[cand["b"].to_numpy()]].reset_index(drop=True)
     cand["pixel_sim"] = pixel_similarity(thumbs, cand["a"].to_numpy(), cand["b"].to_numpy())
-    return group_pairs(images, cand, min_pixel_sim=min_pixel_sim)
+    return group_pairs(images, cand, min_pixel_sim=min_pixel_sim, prefer=prefer)

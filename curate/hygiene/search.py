@@ -23,6 +23,8 @@ import numpy as np
 
 from curate.errors import CurateError
 
+ROW_BLOCK = 256  # query rows per matrix product: the similarity block stays in cache
+
 
 @dataclass(frozen=True)
 class Candidates:
@@ -66,16 +68,25 @@ def brute_join(index: np.ndarray, queries: np.ndarray, *, k: int, min_sim: float
 
 def _top_k(rows: np.ndarray, cols: np.ndarray, sims: np.ndarray, k: int,
            min_sim: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    kk = min(k, sims.shape[1])
-    if kk == 0:
+    """Per row of ``sims``, its ``k`` largest entries at or above ``min_sim``.
+
+    Threshold first, then rank only the survivors: near-duplicate candidates are rare, so
+    one comparison pass over ``sims`` replaces a partial sort of every row (which cost
+    ~85 % of the join's time)."""
+    flat = np.flatnonzero(sims >= min_sim)  # 1-d: far faster than a 2-d nonzero
+    if flat.size == 0 or k <= 0:
         e = np.empty(0, np.int64)
         return e, e, np.empty(0, np.float32)
-    part = np.argpartition(-sims, kk - 1, axis=1)[:, :kk] if kk < sims.shape[1] else \
-        np.broadcast_to(np.arange(sims.shape[1]), sims.shape)
-    top = np.take_along_axis(sims, part, 1)
-    keep = top >= min_sim
-    r = np.broadcast_to(rows[:, None], part.shape)[keep]
-    return r, cols[part[keep]], top[keep].astype(np.float32)
+    r, c = np.divmod(flat, sims.shape[1])
+    v = sims.reshape(-1)[flat]
+    counts = np.bincount(r, minlength=sims.shape[0])
+    if counts.max() > k:
+        order = np.lexsort((-v, r))  # row-major already; within a row by similarity, descending
+        r, c, v = r[order], c[order], v[order]
+        rank = np.arange(r.size) - np.repeat(np.cumsum(counts) - counts, counts)
+        keep = rank < k
+        r, c, v = r[keep], c[keep], v[keep]
+    return rows[r], cols[c], v.astype(np.float32)
 
 
 def _assemble(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], w: int, o: int) -> Candidates:
@@ -212,17 +223,21 @@ def cell_join(index: np.ndarray, queries: np.ndarray, *, k: int, min_sim: float,
     total = int(tree.offsets[-1])
     ib = np.searchsorted(icell, np.arange(total + 1))
     qb = np.searchsorted(qcell_sorted, np.arange(total + 1))
-    owner_w, owner_o = w, o
+    buffer = np.empty(ROW_BLOCK * max(1, int(np.diff(ib).max(initial=1))), np.float32)
     parts = []
     for c in range(total):
         qs, qe, is_, ie = qb[c], qb[c + 1], ib[c], ib[c + 1]
         if qe == qs or ie == is_:
             continue
         entries = np.unique(ientry[is_:ie])
-        rows = np.unique(qorder[qs:qe])
-        sims = flat_q[rows] @ flat_index[entries].T
-        _mask_self(sims, rows // owner_w, entries // owner_o)
-        parts.append(_top_k(rows, entries, sims, k, min_sim))
+        block = np.ascontiguousarray(flat_index[entries].T)
+        rows_all = np.unique(qorder[qs:qe])
+        for r0 in range(0, len(rows_all), ROW_BLOCK):  # blocks that stay in cache
+            rows = rows_all[r0:r0 + ROW_BLOCK]
+            sims = buffer[:len(rows) * len(entries)].reshape(len(rows), len(entries))
+            np.matmul(flat_q[rows], block, out=sims)
+            _mask_self(sims, rows // w, entries // o)
+            parts.append(_top_k(rows, entries, sims, k, min_sim))
         if progress is not None:
             progress(c + 1, total)
     return _dedupe(_assemble(parts, w, o))

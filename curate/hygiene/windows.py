@@ -10,6 +10,7 @@ resampling is linear, exact and separable: ``out = Ry @ image @ Rx.T``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 
@@ -51,8 +52,10 @@ def area_matrices(n_in: int, starts: np.ndarray, lengths: np.ndarray, n_out: int
     return (overlap / np.maximum(overlap.sum(2, keepdims=True), 1e-12)).astype(np.float32)
 
 
+@lru_cache(maxsize=4096)
 def window_operators(height: int, width: int, window: Window, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(Ry, Rx)`` such that ``Ry @ image @ Rx.T`` is the window resampled to ``size x size``."""
+    """``(Ry, Rx)`` such that ``Ry @ image @ Rx.T`` is the window resampled to ``size x size``
+    (cached: the same few windows are resampled again and again; do not modify them)."""
     scale, fx, fy = window
     if not 0 < scale <= 1 or not 0 <= fx <= 1 or not 0 <= fy <= 1:
         raise CurateError(f"window {window} must have 0 < scale <= 1 and 0 <= fx, fy <= 1")
@@ -101,7 +104,14 @@ def thumbnail(gray: np.ndarray, size: int = 48) -> np.ndarray:
     if gray.ndim != 2 or gray.size == 0:
         raise CurateError(f"expected a 2-D grey image, got shape {gray.shape}")
     h, w = gray.shape
-    return area_matrix(h, 0, h, size) @ gray @ area_matrix(w, 0, w, size).T
+    if (h, w) == (size, size):
+        return gray.copy()  # the area operator of a side onto itself is the identity
+    return _whole(h, size) @ gray @ _whole(w, size).T
+
+
+@lru_cache(maxsize=256)
+def _whole(n_in: int, n_out: int) -> np.ndarray:
+    return area_matrix(n_in, 0, n_in, n_out)
 
 
 def mirror_grid(x: np.ndarray, size: int) -> np.ndarray:

@@ -36,6 +36,7 @@ from curate.report.html import (
     tag,
 )
 from curate.report.inputs import ScreenRun, load_screen_dir
+from curate.report.leakage import leakage_section
 from curate.report.palette import reason_color
 from curate.report.sensitivity import alpha_grid, face_sensitivity, sensitivity, sensitivity_z
 from curate.report.tables import counts_by_class, counts_by_reason, negative_confusion, reason_flags
@@ -46,7 +47,7 @@ MAX_CLASSES = 60  # rows of the by-class table and chart
 MAX_CONFUSION = 25  # labels on each axis of the confusion table
 MAX_PARAM_CHARS = 300
 NAV = (("summary", "Summary"), ("boundary", "Boundary"), ("sensitivity", "Sensitivity"),
-       ("rejections", "Rejections"), ("faces", "Faces"), ("galleries", "Galleries"))
+       ("rejections", "Rejections"), ("faces", "Faces"), ("leakage", "Leakage"), ("galleries", "Galleries"))
 
 
 def write_report(screen_dir: str | Path, out: str | Path | None = None, *, max_gallery: int = 24,
@@ -94,6 +95,7 @@ def render_html(run: ScreenRun, *, max_gallery: int = 24, seed: int = 0) -> str:
         lambda: _sensitivity(run, flags),
         lambda: _rejections(run, flags, left_out),
         lambda: _faces(run),
+        lambda: leakage_section(run, thumbs, max_gallery, seed),
         lambda: _galleries(run, flags, thumbs, max_gallery, seed),
     ]
     body = [make() for make in sections]
