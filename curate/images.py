@@ -25,7 +25,11 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from curate.errors import CurateError
+from curate.io import FileTooLarge, NotARegularFile, read_capped
 
+DEFAULT_MAX_PIXELS = 40_000_000  # 40 megapixels: far above any face crop, far below a bomb
+# Bump when the pixels of any file change: the embedding cache keys on it (docs/cache.md).
+DECODER_VERSION = 1
 _DEEP_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 _ALPHA_MODES = ("RGBA", "LA", "PA")
 _HINT = "re-run curate build-tuples, which marks unreadable images"
@@ -38,7 +42,8 @@ def load_image(path: str | os.PathLike[str], in_chans: int = 3) -> Image.Image:
     ------
     CurateError
         When the file cannot be decoded; the message starts with the reason code
-        ``missing``, ``empty_file`` or ``unreadable`` and names the file.
+        ``missing``, ``not_a_file``, ``too_large``, ``empty_file`` or ``unreadable`` and
+        names the file.
     """
     im = _decoded(path)
     target = "L" if in_chans == 1 else "RGB"
@@ -55,21 +60,46 @@ def load_arrays(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
         np.asarray(grey, dtype=np.uint8))
 
 
+def max_file_bytes(max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
+    """The most bytes an image file may have: 16 bytes per allowed pixel (four 32-bit
+    channels, uncompressed) plus 16 MiB of metadata. Reads stop there, so a huge file
+    cannot exhaust memory."""
+    return 16 * int(max_pixels) + 16 * 2**20
+
+
+def read_image_file(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
+    """The bytes of an image file: a regular file only (a FIFO or a device never blocks or
+    streams), at most :func:`max_file_bytes`. Raises ``OSError`` subclasses:
+    ``FileNotFoundError``, ``IsADirectoryError``, ``NotARegularFile``, ``FileTooLarge``."""
+    return read_capped(path, max_file_bytes(max_pixels))
+
+
 def _decoded(path: str | os.PathLike[str]) -> Image.Image:
     """The file decoded, oriented, 8-bit and without alpha (mode ``L``, ``RGB`` or another
     colour mode such as ``CMYK`` that converts directly)."""
     p = Path(path)
     try:
-        with Image.open(p) as im:
-            im = ImageOps.exif_transpose(im)
-            im.load()
+        data = read_image_file(p)
     except FileNotFoundError as exc:
         raise CurateError(f"missing: {p} does not exist", hint=_HINT) from exc
     except IsADirectoryError as exc:
         raise CurateError(f"missing: {p} is a folder, not a file", hint=_HINT) from exc
+    except NotARegularFile as exc:
+        raise CurateError(f"not_a_file: {exc.strerror}", hint=_HINT) from exc
+    except FileTooLarge as exc:
+        raise CurateError(f"too_large: {exc.strerror}", hint=_HINT) from exc
+    except OSError as exc:
+        raise CurateError(f"unreadable: cannot read {p}: {exc.strerror or exc}", hint=_HINT) from exc
+    if not data:
+        raise CurateError(f"empty_file: {p} has 0 bytes", hint=_HINT)
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im = ImageOps.exif_transpose(im)
+            im.load()
+    except UnidentifiedImageError as exc:  # its text names the in-memory buffer: say it plainly
+        raise CurateError(f"unreadable: cannot decode image {p}: not a recognised image format",
+                          hint=_HINT) from exc
     except Exception as exc:  # Pillow raises many types for broken files
-        if p.is_file() and p.stat().st_size == 0:
-            raise CurateError(f"empty_file: {p} has 0 bytes", hint=_HINT) from exc
         raise CurateError(f"unreadable: cannot decode image {p}: {exc}", hint=_HINT) from exc
     im = _to_8bit(im)
     if im.mode == "P":

@@ -4,8 +4,14 @@ One row per input image, valid or not (columns documented in ``docs/tables.md``)
 Input is checked here, once; later stages trust the table.
 
 Label policy: labels are stripped of surrounding whitespace and lower-cased, so
-``" Happy"`` and ``"happy"`` are the same class. An empty label gives status
-``no_label``.
+``" Happy"`` and ``"happy"`` are the same class. An empty label, and in a manifest the
+texts ``NaN``, ``None``, ``NA``, ``N/A``, ``null`` (any case;
+:func:`curate.sources.is_missing_label`), give status ``no_label``.
+
+Only regular files are read, at most :func:`curate.images.max_file_bytes` bytes each: a
+FIFO, a device, a socket or a link loop gets status ``not_a_file`` and a name that is
+not valid UTF-8 status ``bad_name``, so no input can block ingest or exhaust memory,
+and every entry found has a row.
 """
 
 from __future__ import annotations
@@ -21,24 +27,30 @@ import numpy as np
 import pandas as pd
 
 from curate.errors import CurateError
-from curate.images import probe_image
+from curate.images import DEFAULT_MAX_PIXELS, max_file_bytes, probe_image, read_image_file
+from curate.io import FileTooLarge, NotARegularFile
 from curate.sources import (
-    class_folders,
+    Entry,
+    absolute,
+    bad_path_rows,
+    display_path,
+    entry_problem,
+    has_bad_name,
     is_hidden,
     is_missing,
+    is_missing_label,
     manifest_paths,
     read_manifest,
     require_columns,
+    row_ref,
     source_kind,
-    walk_files,
+    walk_entries,
 )
 
 IMAGE_COLUMNS = [
     "image_id", "path", "rel_path", "label", "split", "subject",
     "width", "height", "mode", "sha256", "status", "detail",
 ]
-DEFAULT_MAX_PIXELS = 40_000_000  # 40 megapixels: far above any face crop, far below a bomb
-
 Progress = Callable[[int, int], None]
 
 
@@ -102,8 +114,8 @@ def discover(
 
 
 def _discover_folder(root: Path) -> pd.DataFrame:
-    first = sorted(p for p in root.iterdir() if not is_hidden(p.name))
-    dirs = class_folders(root)
+    top = _entries(root)
+    dirs = [e.path for e in top if e.status is None and e.path.is_dir()]
     if not dirs:
         raise CurateError(
             f"no class folders in {root}",
@@ -111,16 +123,14 @@ def _discover_folder(root: Path) -> pd.DataFrame:
         )
     split_layout = _looks_like_split_layout(dirs)
     rows: list[dict[str, object]] = []
-    # Files beside the class (or split) folders have no label: record them, never drop them.
-    for f in (p for p in first if p.is_file()):
-        rows.append(_row(root, f, label=None, split=None, status="no_label",
-                         detail="file is not inside a class folder, so it has no label"))
+    # Entries beside the class (or split) folders have no label: record them, never drop them.
+    rows.extend(_unlabelled(root, [e for e in top if e.path not in dirs], split=None))
     for d in dirs:
         if split_layout:
-            for f in sorted(p for p in d.iterdir() if not is_hidden(p.name) and p.is_file()):
-                rows.append(_row(root, f, label=None, split=d.name, status="no_label",
-                                 detail="file is not inside a class folder, so it has no label"))
-            for cls in class_folders(d):
+            inner = _entries(d)
+            classes = [e.path for e in inner if e.status is None and e.path.is_dir()]
+            rows.extend(_unlabelled(root, [e for e in inner if e.path not in classes], split=d.name))
+            for cls in classes:
                 rows.extend(_rows_in_class(root, cls, split=d.name))
         else:
             rows.extend(_rows_in_class(root, d, split=None))
@@ -129,6 +139,19 @@ def _discover_folder(root: Path) -> pd.DataFrame:
         raise CurateError(f"no image files found under {root}",
                           hint="check the folder; hidden files (starting with '.') are ignored")
     return df
+
+
+def _entries(folder: Path) -> list[Entry]:
+    """The visible entries of one folder (not recursive), sorted, each with its problem."""
+    return [Entry(p, *(entry_problem(p) or (None, None)))
+            for p in sorted(folder.iterdir()) if not is_hidden(p.name)]
+
+
+def _unlabelled(root: Path, entries: list[Entry], split: str | None) -> list[dict[str, object]]:
+    why = "not inside a class folder, so it has no label"
+    return [_row(root, e.path, label=None, split=split, status=e.status or "no_label",
+                 detail=e.detail or f"{'folder' if e.path.is_dir() else 'file'} is {why}")
+            for e in entries]
 
 
 def _looks_like_split_layout(dirs: list[Path]) -> bool:
@@ -141,17 +164,20 @@ def _looks_like_split_layout(dirs: list[Path]) -> bool:
 
 
 def _rows_in_class(root: Path, cls_dir: Path, split: str | None) -> list[dict[str, object]]:
-    label = _normalise_label(cls_dir.name)
-    return [_row(root, f, label=label, split=split) for f in walk_files(cls_dir)]
+    label = _normalise_label(display_path(cls_dir.name))
+    return [_row(root, e.path, label=label, split=split, status=e.status, detail=e.detail)
+            for e in walk_entries(cls_dir)]
 
 
 def _row(root: Path, f: Path, *, label: str | None, split: str | None,
          status: str | None = None, detail: str | None = None) -> dict[str, object]:
+    if has_bad_name(f) and status is None:
+        status, detail = entry_problem(f) or ("bad_name", "the name is not valid UTF-8")
     return {
-        "path": str(f.resolve()),
-        "rel_path": f.relative_to(root).as_posix(),
+        "path": display_path(absolute(f)),
+        "rel_path": display_path(os.path.relpath(f, root)).replace(os.sep, "/"),
         "label": label,
-        "split": split,
+        "split": None if split is None else display_path(split),
         "subject": None,
         "status": status,
         "detail": detail,
@@ -163,7 +189,7 @@ def _discover_manifest(manifest: Path, path_column: str, label_column: str,
     table = read_manifest(manifest)
     require_columns(table, manifest, {path_column: "--path-column", label_column: "--label-column"})
     rel, resolved = manifest_paths(table, path_column, manifest)
-    labels = table[label_column].map(lambda v: None if is_missing(v) else _normalise_label(str(v)))
+    labels = table[label_column].map(lambda v: None if is_missing_label(v) else _normalise_label(str(v)))
     df = pd.DataFrame({
         "path": resolved,
         "rel_path": rel,
@@ -174,13 +200,17 @@ def _discover_manifest(manifest: Path, path_column: str, label_column: str,
         "detail": None,
     })
     empty_path = np.array([not p for p in rel], dtype=bool)
-    df.loc[empty_path, ["status", "detail"]] = ["missing", "the manifest row has an empty path"]
+    for i in np.flatnonzero(empty_path):
+        df.loc[i, ["status", "detail"]] = ["missing", f"{row_ref(manifest, i)}: the path is empty"]
     no_label = df["label"].isna().to_numpy() | df["label"].eq("").to_numpy()
-    df.loc[no_label & ~empty_path, "status"] = "no_label"
-    df.loc[no_label & ~empty_path, "detail"] = [
-        f"row {i + 2} of {manifest.name}: empty label in column {label_column!r}"
-        for i in np.flatnonzero(no_label & ~empty_path)
-    ]
+    raw = table[label_column].tolist()
+    for i in np.flatnonzero(no_label & ~empty_path):
+        what = "empty label" if is_missing(raw[i]) or not str(raw[i]).strip() else \
+            f"label {str(raw[i]).strip()!r}, which stands for a missing value"
+        df.loc[i, ["status", "detail"]] = ["no_label", f"{row_ref(manifest, i)}: {what} in column {label_column!r}"]
+    for i in bad_path_rows(table, path_column):
+        df.loc[i, ["status", "detail"]] = ["bad_name", f"{row_ref(manifest, i)}: the path is not valid UTF-8 "
+                                                       "(shown with \\x escapes)"]
     df.loc[no_label, "label"] = None
     known = {path_column, label_column, split_column, subject_column}
     for col in table.columns:  # carry extra columns (e.g. a ground-truth label) through
@@ -192,7 +222,7 @@ def _discover_manifest(manifest: Path, path_column: str, label_column: str,
 def _optional_str(table: pd.DataFrame, column: str) -> list[str | None]:
     if column not in table.columns:
         return [None] * len(table)
-    return [None if is_missing(v) else str(v).strip() or None for v in table[column].tolist()]
+    return [None if is_missing(v) else display_path(str(v)).strip() or None for v in table[column].tolist()]
 
 
 def _normalise_label(label: str) -> str:
@@ -286,13 +316,20 @@ def _validate_chunk(paths: list[str], max_pixels: int) -> list[Validation]:
 
 
 def validate_file(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Validation:
-    """Read, hash and fully decode one file; never raises for a bad file."""
+    """Read, hash and fully decode one file; never raises for a bad file, never blocks
+    (only regular files are read) and reads at most :func:`curate.images.max_file_bytes`."""
     try:
-        data = Path(path).read_bytes()
+        data = read_image_file(path, max_pixels)
     except FileNotFoundError:
         return Validation(None, None, None, None, "missing", f"file not found: {path}")
     except IsADirectoryError:
         return Validation(None, None, None, None, "not_an_image", "path is a folder, not a file")
+    except NotARegularFile as exc:
+        return Validation(None, None, None, None, "not_a_file", f"{exc.strerror}: curate reads regular files only")
+    except FileTooLarge as exc:
+        return Validation(None, None, None, None, "too_large",
+                          f"the file has {exc.size:,} bytes, more than the limit of {max_file_bytes(max_pixels):,} "
+                          "(16 bytes per allowed pixel; raise --max-pixels)")
     except PermissionError:
         return Validation(None, None, None, None, "unreadable",
                           "permission denied: make the file readable (chmod +r)")

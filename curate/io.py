@@ -7,14 +7,17 @@ interrupted run never leaves a half-written file behind.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import platform
+import re
+import stat
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -25,27 +28,154 @@ from curate.errors import CurateError
 
 TRACKED_PACKAGES = (
     "numpy", "pandas", "pyarrow", "pillow", "torch", "torchvision", "timm", "scipy",
-    "typer", "rich", "matplotlib", "safetensors", "mediapipe",
+    "typer", "rich", "matplotlib", "safetensors", "mediapipe", "ai-edge-litert",
 )
+
+
+TMP_SUFFIX = ".tmp"  # atomic_path's temporary files are named .<target name>.<random>.tmp
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` on success.
 
-    On any exception the temporary file is removed and ``path`` is left untouched.
+    On any exception the temporary file is removed and ``path`` is left untouched. The
+    file gets the permissions of a new file under the process's umask (``mkstemp``
+    alone would leave it readable by its owner only). A temporary file left by a killed
+    process is removed by :func:`remove_stale_tmp` when the next run claims the folder.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TMP_SUFFIX, dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, target)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def current_umask() -> int:
+    """The process's umask (read from ``/proc`` where it can be, so it is never changed)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_TMP_NAME = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}" + re.escape(TMP_SUFFIX))
+
+
+def remove_stale_tmp(folder: str | os.PathLike[str], names: Iterable[str] | None = None) -> list[Path]:
+    """Remove the temporary files that :func:`atomic_path` left in ``folder`` when its
+    process was killed (``.<name>.<8 random characters>.tmp``; only for the target
+    ``names`` when given); returns them. Call it only while holding the folder's lock
+    (:mod:`curate.outdir`), so no live writer owns them."""
+    removed: list[Path] = []
+    d = Path(folder)
+    if not d.is_dir():
+        return removed
+    wanted = None if names is None else set(names)
+    for p in d.iterdir():
+        m = _TMP_NAME.fullmatch(p.name)
+        if m and (wanted is None or m.group("name") in wanted) and (p.is_file() or p.is_symlink()):
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
+# ----------------------------------------------------------------------------- reading files
+
+class NotARegularFile(OSError):
+    """A path that is a FIFO, a device, a socket or a symbolic-link loop: curate reads
+    only regular files, so such a path can never block a read or stream without end."""
+
+
+class FileTooLarge(OSError):
+    """A file larger than the reader's byte limit."""
+
+    def __init__(self, path: str | os.PathLike[str], size: int, limit: int) -> None:
+        super().__init__(errno.EFBIG, f"{os.fspath(path)} has {size:,} bytes, more than the limit of {limit:,}")
+        self.size, self.limit = size, limit
+
+
+def describe_mode(mode: int) -> str:
+    """What a ``stat`` mode is, in words (``a FIFO (named pipe)``, ``a character device``, ...)."""
+    for test, words in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                        (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                        (stat.S_ISSOCK, "a socket"), (stat.S_ISREG, "a regular file")):
+        if test(mode):
+            return words
+    return "not a regular file"
+
+
+def open_regular(path: str | os.PathLike[str]) -> Any:
+    """Open a regular file for binary reading, never blocking.
+
+    The file is checked before and after opening (without blocking, so a FIFO cannot
+    hang the open), so a path swapped for a FIFO in between is refused too. Raises
+    ``FileNotFoundError``, ``IsADirectoryError``, :class:`NotARegularFile` (FIFO,
+    device, socket, symbolic-link loop) or another ``OSError``.
+    """
+    name = os.fspath(path)
+    try:
+        st = os.stat(name)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise NotARegularFile(errno.ELOOP, f"{name} is a symbolic link loop") from None
+        raise
+    _require_regular(name, st.st_mode)
+    fd = os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        _require_regular(name, os.fstat(fd).st_mode)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _require_regular(name: str, mode: int) -> None:
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, f"{name} is a folder, not a file")
+    if not stat.S_ISREG(mode):
+        raise NotARegularFile(errno.EINVAL, f"{name} is {describe_mode(mode)}, not a regular file")
+
+
+def read_capped(path: str | os.PathLike[str], max_bytes: int) -> bytes:
+    """The bytes of a regular file (:func:`open_regular`), at most ``max_bytes`` of them;
+    :class:`FileTooLarge` for a larger file (checked before reading, and while reading
+    for a file that grows)."""
+    with open_regular(path) as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > max_bytes:
+            raise FileTooLarge(path, size, max_bytes)
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise FileTooLarge(path, len(data), max_bytes)
+    return data
+
+
+def read_json_file(path: str | os.PathLike[str], *, what: str, hint: str,
+                   max_bytes: int = 64 * 2**20) -> Any:
+    """A small JSON file (a config, a run record) read safely: a missing, non-regular,
+    oversized, non-UTF-8 or malformed file is a :class:`CurateError` naming it."""
+    p = Path(path)
+    try:
+        text = read_capped(p, max_bytes).decode("utf-8")
+        return json.loads(text)
+    except FileNotFoundError as exc:
+        raise CurateError(f"{what} not found: {p}", hint=hint) from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CurateError(f"cannot read {what} {p}: {exc}", hint=hint) from exc
 
 
 def write_parquet(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
@@ -70,10 +200,16 @@ def write_text(text: str, path: str | os.PathLike[str]) -> Path:
 
 
 def read_parquet(path: str | os.PathLike[str], *, what: str = "table") -> pd.DataFrame:
-    """Read a Parquet file, turning a missing or broken file into a :class:`CurateError`."""
+    """Read a Parquet file, turning a missing, non-regular or broken file into a :class:`CurateError`."""
     p = Path(path)
     if not p.exists():
         raise CurateError(f"{what} not found: {p}", hint="check the path, or run the stage that writes it")
+    try:
+        if not p.is_dir():  # a folder is a partitioned dataset; a FIFO or a device would block
+            open_regular(p).close()
+    except OSError as exc:
+        raise CurateError(f"cannot read {what} {p}: {exc.strerror or exc}",
+                          hint="pass a regular Parquet file") from exc
     try:
         return pd.read_parquet(p)
     except Exception as exc:  # pyarrow raises several types for broken files
@@ -110,9 +246,10 @@ def _version(name: str) -> str:
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
-    """sha256 (hex) of a file's bytes, read in 1 MiB blocks; ``OSError`` when unreadable."""
+    """sha256 (hex) of a regular file's bytes, read in 1 MiB blocks; ``OSError`` when
+    unreadable or not a regular file (:func:`open_regular`)."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()

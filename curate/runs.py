@@ -13,7 +13,9 @@ use it. Which folder is a run is decided by :func:`curate.sources.is_run_dir`.
 
 from __future__ import annotations
 
-import json
+import math
+import pickle
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,13 +25,26 @@ import torch.nn.functional as F
 from torch import nn
 
 from curate.errors import CurateError
-from curate.io import atomic_path, write_json
+from curate.io import atomic_path, read_json_file, write_json
 from curate.sources import RUN_CONFIG_FILE as CONFIG_FILE
 from curate.sources import RUN_MODEL_FILE as MODEL_FILE
 
 REQUIRED_KEYS = ("backbone", "embed_dim", "scale", "classes", "in_chans", "data_config")
 # timm's preprocessing keys: what a run's ``data_config`` holds and what the embedding cache keys on
 DATA_CONFIG_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
+FORMAT = "curate-finetune-run/1"
+# what a run folder may ask for: a run folder can come from anyone, so every value is checked
+MAX_EMBED_DIM = 65_536
+MAX_INPUT_SIDE = 4_096
+MAX_IN_CHANS = 16
+MAX_CLASSES = 100_000
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
+CROP_MODES = ("center", "squash", "border")
+# a timm model name, optionally with a pretrained tag (resnet18, vit_small_patch16_224.augreg_in21k);
+# never a source prefix (hf-hub:, local-dir:, timm:) or a path, which make timm fetch code or weights
+TIMM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)?")
+_UNTRUSTED_HINT = ("this config.json was not written by `curate finetune` or was edited; use a run folder you "
+                   "trust, or re-run `curate finetune`")
 
 
 class EmbeddingNet(nn.Module):
@@ -66,11 +81,29 @@ class EmbeddingNet(nn.Module):
         return self.logits_from_embeddings(self.forward(x))
 
 
+def check_backbone_name(name: object, where: str = "--backbone") -> str:
+    """``name`` when it is a plain timm model name; a :class:`CurateError` otherwise.
+
+    timm reads ``hf-hub:ORG/NAME`` and ``local-dir:PATH`` as places to load a model's
+    config and weights from: curate never lets a name reach the network or another
+    folder, whether it comes from the command line or from a run's ``config.json``.
+    """
+    if isinstance(name, str) and TIMM_NAME.fullmatch(name):
+        return name
+    text = repr(name) if not isinstance(name, str) else repr(name[:200])
+    why = ("a timm source prefix (hf-hub:, local-dir:, ...), which would load the model from the network or "
+           "another folder" if isinstance(name, str) and ":" in name else "not a timm model name")
+    raise CurateError(f"{where}: {text} is {why}; curate accepts plain timm model names only "
+                      "(letters, digits, _ and -, an optional .tag)",
+                      hint="pass a model name such as resnet18, and the weights with --weights FILE")
+
+
 def create_backbone(name: str, in_chans: int | None = None) -> nn.Module:
     """A timm feature extractor (``num_classes=0``, pooled features), randomly initialised;
     ``in_chans`` None keeps the model's own (3 for timm's models)."""
     import timm
 
+    check_backbone_name(name)
     extra = {} if in_chans is None else {"in_chans": in_chans}
     try:
         return timm.create_model(name, pretrained=False, num_classes=0, **extra)
@@ -121,7 +154,7 @@ def run_config(net: EmbeddingNet, *, backbone: str, classes: Sequence[str], in_c
                extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The ``config.json`` of a run."""
     cfg: dict[str, Any] = {
-        "format": "curate-finetune-run/1",
+        "format": FORMAT,
         "backbone": backbone,
         "embed_dim": net.embed_dim,
         "scale": net.scale,
@@ -155,25 +188,106 @@ def save_run(net: EmbeddingNet, run_dir: str | Path, config: Mapping[str, Any]) 
 
 
 def read_run_config(run_dir: str | Path) -> dict[str, Any]:
-    """Read and check a run's ``config.json``."""
+    """Read and check a run's ``config.json``: every value (:func:`check_run_config`)."""
     run = Path(run_dir)
     cfg_path = run / CONFIG_FILE
     if not run.is_dir():
         raise CurateError(f"run folder not found: {run}", hint="pass the --out folder of `curate finetune`")
-    if not cfg_path.is_file():
+    if not cfg_path.exists() and not cfg_path.is_symlink():
         raise CurateError(f"{cfg_path} is missing: {run} is not a curate fine-tuning run",
                           hint="pass the --out folder of a finished `curate finetune`")
-    try:
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CurateError(f"cannot read {cfg_path}: {exc}", hint="re-run `curate finetune`") from exc
+    cfg = read_json_file(cfg_path, what="run config", hint="re-run `curate finetune`", max_bytes=16 * 2**20)
     if not isinstance(cfg, dict):
         raise CurateError(f"{cfg_path} does not hold a JSON object", hint="re-run `curate finetune`")
+    data_config = cfg.get("data_config")
     missing = [k for k in REQUIRED_KEYS if k not in cfg]
-    missing += [f"data_config.{k}" for k in DATA_CONFIG_KEYS if k not in (cfg.get("data_config") or {})]
+    missing += [f"data_config.{k}" for k in DATA_CONFIG_KEYS
+                if not isinstance(data_config, dict) or k not in data_config]
     if missing:
         raise CurateError(f"{cfg_path} lacks the keys {', '.join(missing)}", hint="re-run `curate finetune`")
+    check_run_config(cfg, cfg_path)
     return cfg
+
+
+def check_run_config(cfg: Mapping[str, Any], where: str | Path = CONFIG_FILE) -> None:
+    """Raise a :class:`CurateError` naming the first value of a run config that is of the
+    wrong type or out of range (a run folder may come from anyone: nothing it says is
+    used unchecked)."""
+    def bad(key: str, want: str) -> CurateError:
+        value = cfg.get(key) if "." not in key else (cfg.get("data_config") or {}).get(key.split(".", 1)[1])
+        shown = repr(value)
+        return CurateError(f"{where}: {key} must be {want}, got {shown[:200]}", hint=_UNTRUSTED_HINT)
+
+    fmt = cfg.get("format", FORMAT)
+    if fmt != FORMAT:
+        raise bad("format", f"{FORMAT!r} (a run of another or a newer curate)")
+    check_backbone_name(cfg["backbone"], f"{where}: backbone")
+    if not _is_int(cfg["embed_dim"], 1, MAX_EMBED_DIM):
+        raise bad("embed_dim", f"a whole number from 1 to {MAX_EMBED_DIM:,}")
+    for key in ("scale", "logit_scale"):
+        if key in cfg and not _is_positive(cfg[key]):
+            raise bad(key, "a positive finite number")
+    in_chans = cfg["in_chans"]
+    if not _is_int(in_chans, 1, MAX_IN_CHANS):
+        raise bad("in_chans", f"a whole number from 1 to {MAX_IN_CHANS} (1: grey, 3: RGB)")
+    classes = cfg["classes"]
+    if not (isinstance(classes, list) and 1 <= len(classes) <= MAX_CLASSES
+            and all(isinstance(c, str) and c for c in classes) and len(set(classes)) == len(classes)):
+        raise bad("classes", f"a list of 1 to {MAX_CLASSES:,} different, non-empty class names")
+    if "kind" in cfg and cfg["kind"] not in ("triplet", "quadruplet"):
+        raise bad("kind", "'triplet' or 'quadruplet'")
+    if cfg.get("pretrained_from") is not None and not isinstance(cfg["pretrained_from"], str):
+        raise bad("pretrained_from", "a path or null")
+    dc = cfg["data_config"]
+    size = dc["input_size"]
+    if not (isinstance(size, list) and len(size) == 3 and all(_is_int(v, 1, MAX_INPUT_SIDE) for v in size)
+            and size[0] == in_chans):
+        raise bad("data_config.input_size", f"[in_chans ({in_chans}), height, width], sides from 1 to "
+                                            f"{MAX_INPUT_SIDE:,} pixels")
+    for key in ("mean", "std"):
+        vals = dc[key]
+        if not (isinstance(vals, list) and len(vals) == in_chans and all(_is_finite(v) for v in vals)):
+            raise bad(f"data_config.{key}", f"a list of {in_chans} finite number(s), one per input channel")
+    if not all(_is_positive(v) for v in dc["std"]):
+        raise bad("data_config.std", "positive (an image is divided by it)")
+    if dc["interpolation"] not in INTERPOLATIONS:
+        raise bad("data_config.interpolation", f"one of {', '.join(INTERPOLATIONS)}")
+    if not (_is_finite(dc["crop_pct"]) and 0.1 <= dc["crop_pct"] <= 2.0):
+        raise bad("data_config.crop_pct", "a number from 0.1 to 2")
+    if dc["crop_mode"] not in CROP_MODES:
+        raise bad("data_config.crop_mode", f"one of {', '.join(CROP_MODES)}")
+
+
+def _is_int(v: object, lo: int, hi: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
+def _is_finite(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _is_positive(v: object) -> bool:
+    return _is_finite(v) and v > 0  # type: ignore[operator]
+
+
+def torch_load(path: str | Path) -> Any:
+    """A torch checkpoint read with ``weights_only=True`` (tensors and plain containers only).
+
+    A file that holds other Python objects is refused with a message that never suggests
+    ``weights_only=False``: unpickling an untrusted file can run any code.
+    """
+    p = Path(path)
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CurateError(f"refused to load {p}: it holds Python objects other than tensors, and unpickling those "
+                          "can run code; curate reads torch checkpoints with weights_only=True only",
+                          hint="pass a .safetensors file, or convert the checkpoint on a machine where you trust "
+                               "its origin") from exc
+    except Exception as exc:  # torch raises many types for a damaged file
+        first = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        raise CurateError(f"cannot read {p}: {first}",
+                          hint="pass a .safetensors file or a torch checkpoint of tensors") from exc
 
 
 def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
@@ -181,6 +295,8 @@ def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     p = Path(path)
+    if p.exists() and not p.is_file():
+        raise CurateError(f"weights file {p} is not a regular file", hint="pass the right folder")
     if not p.is_file():
         raise CurateError(f"weights file not found: {p}", hint="re-run `curate finetune`, or pass the right folder")
     try:
@@ -199,7 +315,7 @@ def load_run(run_dir: str | Path, *, device: str | torch.device = "cpu") -> tupl
     run = Path(run_dir)
     cfg = read_run_config(run)
     state = load_weights_file(run / MODEL_FILE)
-    net = build_net(cfg["backbone"], in_chans=int(cfg["in_chans"]), embed_dim=int(cfg["embed_dim"]),
+    net = build_net(cfg["backbone"], in_chans=cfg["in_chans"], embed_dim=cfg["embed_dim"],
                     classes=cfg["classes"], scale=float(cfg["scale"]),
                     logit_scale=float(cfg.get("logit_scale", 1.0)))  # runs before logit_scale existed used 1
     try:

@@ -16,8 +16,10 @@ import pandas as pd
 
 from curate import screens as registry
 from curate import sources
+from curate.cache import OFF, resolve_cache_dir
 from curate.errors import CurateError
 from curate.io import fingerprint_table, read_parquet, run_record, write_json, write_parquet
+from curate.outdir import Claim, claim_folder, require_complete
 from curate.screens.base import ROLES, Screen, ScreenContext, ScreenOutput, StageProgress
 from curate.screens.nulls import CLASS_NULLS
 from curate.screens.simulate import simulate_alpha
@@ -25,6 +27,7 @@ from curate.screens.statistical import Boundary, normalize
 from curate.tuples import redraw_tuples
 
 SUSPECT_BASE_COLUMNS = ["image_id", "path", "rel_path", "label", "split"]
+EMBEDDINGS_FILE = "embeddings.parquet"
 
 
 @dataclass
@@ -51,6 +54,7 @@ class ScreenResult:
     outputs: dict[str, ScreenOutput] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     run: dict[str, Any] = field(default_factory=dict)
+    embeddings_file: Path | None = None  # embeddings.parquet, when embeddings were used
 
 
 @dataclass
@@ -69,6 +73,7 @@ def screen(build_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
            embeddings: str | os.PathLike[str] | None = None, center: bool = True,
            scale: float = 1.0, batch_size: int = 64, workers: int | None = None,
            device: str = "auto", seed: int = 0, redraw: bool = True, calibrate: bool = False,
+           force: bool = False, cache_dir: str | os.PathLike[str] | None = None,
            progress: StageProgress | None = None, **options: Any) -> ScreenResult:
     """Screen every tuple of ``build_dir`` (a ``curate build-tuples`` folder) into ``out_dir``.
 
@@ -79,10 +84,13 @@ def screen(build_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
     every one is checked before any work and recorded, resolved, in ``run.json``.
 
     Embeddings come from ``embeddings`` (a Parquet file) when given, else from the
-    backbone (see :func:`curate.backbone.load_backbone`), cached in
-    ``out_dir/embeddings``; they are centred (``center``) and normalised to the modulus
-    ``scale``. ``progress(stage, done, total)`` reports the ``embed`` and ``faces``
-    stages.
+    backbone (see :func:`curate.backbone.load_backbone`); they are written to
+    ``out_dir/embeddings.parquet`` as computed, then centred (``center``) and normalised
+    to the modulus ``scale``. Embeddings and face analyses are kept in the shared cache
+    ``cache_dir`` (:func:`curate.cache.resolve_cache_dir`: None for the default user
+    cache, ``"none"`` for no cache; ``docs/cache.md``), so another screen of the same
+    images with other thresholds reuses them. ``progress(stage, done, total)`` reports
+    the ``embed`` and ``faces`` stages.
 
     Images an image screen rejects leave the pool: with ``redraw`` every tuple that holds
     one as its positive or negative is redrawn for the same anchor from the remaining
@@ -94,18 +102,53 @@ def screen(build_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
     alphas go to ``calibration.parquet`` (:func:`curate.screens.simulate.simulate_alpha`), so
     alpha can be chosen from numbers. The HTML report is a later stage:
     :func:`curate.report.write_report` (the CLI runs it unless ``--no-report``).
+
+    ``out_dir`` follows :mod:`curate.outdir`: new, empty, or a previous screen run (the
+    same settings re-run; other settings need ``force``, and the result's ``notes`` say
+    what was replaced). The caches live outside it (``cache_dir``);
+    ``run.json`` is written last and says whether the run completed.
     """
     started = time.time()
     settings = registry.resolve_settings(options)  # every option checked before any work
     if not (isinstance(scale, (int, float)) and scale > 0 and math.isfinite(scale)):
         raise CurateError(f"--scale must be a positive number, got {scale}", hint="use --scale 1.0")
     settings.update(center=center, scale=float(scale), seed=seed)
-    build, out = Path(build_dir).expanduser(), Path(out_dir).expanduser()
-    if out.resolve() == build.resolve():
-        raise CurateError(f"--out {out} is the build folder itself; screening would overwrite its run.json",
+    build = Path(build_dir).expanduser()
+    cache_root = resolve_cache_dir(cache_dir)
+    if Path(os.path.abspath(Path(out_dir).expanduser())) == Path(os.path.abspath(build)):
+        raise CurateError(f"--out {out_dir} is the build folder itself; screening would overwrite its run.json",
                           hint="choose a separate --out folder")
     active = [s for s in registry.registered() if s.enabled(settings)]
     images, tuples, build_run = _read_build(build)
+    claimed = {"build_dir": str(build.resolve()), "backbone": backbone, "weights": sources.path_setting(weights),
+               "embeddings": None if embeddings is None else str(Path(embeddings).expanduser().resolve()),
+               "redraw": redraw, "calibrate": calibrate, **settings}
+    with claim_folder(out_dir, "screen", settings=claimed, inputs=[build, embeddings], force=force,
+                      owned=output_files()) as claim:
+        return _screen_into(claim, build, images, tuples, build_run, active, settings, backbone=backbone,
+                            weights=weights, embeddings=embeddings, center=center, scale=scale,
+                            batch_size=batch_size, workers=workers, device=device, seed=seed, redraw=redraw,
+                            calibrate=calibrate, cache_root=cache_root, progress=progress,
+                            started=started)
+
+
+def output_files() -> list[str]:
+    """The files a screen run writes into its folder (the report's included): a new run
+    into the folder deletes them first (:mod:`curate.outdir`)."""
+    names = ["scores.parquet", "kept.parquet", "rejected.parquet", "images_suspect.parquet", "run.json",
+             "calibration.parquet", "report.html", EMBEDDINGS_FILE]
+    for s in registry.registered():
+        names.extend(n for n in s.files if n not in names)
+    return names
+
+
+def _screen_into(claim: Claim, build: Path, images: pd.DataFrame, tuples: pd.DataFrame,
+                 build_run: dict[str, Any], active: list[Screen], settings: dict[str, Any], *,
+                 backbone: str | None, weights: str | None, embeddings: str | os.PathLike[str] | None,
+                 center: bool, scale: float, batch_size: int, workers: int | None, device: str, seed: int,
+                 redraw: bool, calibrate: bool, cache_root: Path | None, progress: StageProgress | None,
+                 started: float) -> ScreenResult:
+    out = claim.path
     kind = "quadruplet" if "negative2" in tuples.columns else "triplet"
     roles = [r for r in ROLES if r in tuples.columns]
 
@@ -118,13 +161,13 @@ def screen(build_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
     if embeddings is not None:
         got = _embeddings_from_file(Path(embeddings), used)
     elif any(s.needs_embeddings for s in active):
-        got = _embed(used, out, backbone, weights, device, seed, batch_size, workers, progress)
+        got = _embed(used, cache_root, backbone, weights, device, seed, batch_size, workers, progress)
     if got is not None:
         emb = normalize(got.emb, center=center, scale=scale)
 
     build_tuples = tuples
     ctx = ScreenContext(images=used, tuples=tuples, rows=rows, settings=settings, out_dir=out,
-                        embeddings=emb, progress=progress)
+                        embeddings=emb, progress=progress, cache_dir=cache_root)
     for level in ("image", "tuple"):
         if level == "tuple":
             redrawn = _redraw(ctx, active, build_run, seed) if redraw else None
@@ -161,15 +204,11 @@ def screen(build_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
     write_parquet(tuples[keep].reset_index(drop=True), out / "kept.parquet")
     write_parquet(tuples[~keep].reset_index(drop=True), out / "rejected.parquet")
     write_parquet(suspect, out / "images_suspect.parquet")
-    written: set[str] = set()
-    for s in active:
+    if got is not None:
+        write_embeddings_table(used, got.emb, out / EMBEDDINGS_FILE)
+    for s in active:  # the outputs of screens that did not run are gone: the claim removed them
         for name, obj in s.outputs(ctx.results[s.name], ctx).items():
             (write_parquet if isinstance(obj, pd.DataFrame) else write_json)(obj, out / name)
-            written.add(name)
-    for s in registry.registered():  # outputs of screens that did not run this time are stale
-        for name in s.files:
-            if name not in written:
-                (out / name).unlink(missing_ok=True)
 
     if calibrate:
         if emb is None:
@@ -178,8 +217,6 @@ def screen(build_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
         write_parquet(simulate_alpha(emb, ctx.labels, null=null, scale=scale,
                                      prior_floor=settings["label_prior_floor"], seed=seed),
                       out / "calibration.parquet")
-    else:
-        (out / "calibration.parquet").unlink(missing_ok=True)
     boundary = _boundary_of(ctx)
     reasons = _reason_counts(scores["reason"])
     faces_out = ctx.results.get("faces")
@@ -189,6 +226,7 @@ def screen(build_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
         "embeddings": str(Path(embeddings).resolve()) if embeddings is not None else None,
         "batch_size": batch_size, "workers": workers, "device": device, "redraw": redraw,
         "calibrate": calibrate,
+        "cache_dir": str(cache_root) if cache_root is not None else OFF,
         **settings, "kind": kind, "screens": [s.name for s in active],
     }
     inputs = {
@@ -211,7 +249,7 @@ def screen(build_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
         "tuples_with_rejected_member": int(redrawn.n_lost) if redrawn is not None else None,
     }
     run = run_record("screen", params, inputs=inputs, counts=counts, started=started)
-    write_json(run, out / "run.json")
+    claim.finish(run)
     return ScreenResult(
         out_dir=out, kind=kind, n_images=len(used), n_tuples=len(scores), n_kept=int(keep.sum()),
         n_rejected=int((~keep).sum()), reasons=reasons, boundary=boundary,
@@ -223,7 +261,9 @@ def screen(build_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
         screens_run=[s.name for s in active], outputs=ctx.results, run=run,
         n_redrawn=int(redrawn.redrawn.sum()) if redrawn is not None else 0,
         boundary_record=(ctx.results["boundary"].artifacts.get("record")
-                         if "boundary" in ctx.results else None))
+                         if "boundary" in ctx.results else None),
+        notes=[claim.note] if claim.note else [],
+        embeddings_file=out / EMBEDDINGS_FILE if got is not None else None)
 
 
 @dataclass
@@ -398,6 +438,7 @@ def _read_build(build: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]
     if kind == "run":
         raise CurateError(f"{build} is a fine-tuning run folder, not the output of `curate build-tuples`",
                           hint="pass a build-tuples folder; use a run with --weights RUN")
+    require_complete(build, what="build folder")
     images = read_parquet(build / "images.parquet", what="images table")
     tuples = read_parquet(build / "tuples.parquet", what="tuples table")
     build_run = sources.read_run_json(build)
@@ -425,8 +466,8 @@ def _read_build(build: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]
     return images, tuples, build_run
 
 
-def _embed(used: pd.DataFrame, out: Path, backbone: str | None, weights: str | None, device: str,
-           seed: int, batch_size: int, workers: int | None,
+def _embed(used: pd.DataFrame, cache_root: Path | None, backbone: str | None, weights: str | None,
+           device: str, seed: int, batch_size: int, workers: int | None,
            progress: StageProgress | None) -> _Embedded:
     from curate.backbone import load_backbone
     from curate.embed import embed_images_result
@@ -434,8 +475,8 @@ def _embed(used: pd.DataFrame, out: Path, backbone: str | None, weights: str | N
     loaded = load_backbone(backbone, weights, device=device, seed=seed)
     cb = (lambda done, total: progress("embed", done, total)) if progress else None
     res = embed_images_result(used["path"].tolist(), used["sha256"].tolist(), loaded,
-                              cache_dir=out / "embeddings", batch_size=batch_size,
-                              workers=workers, progress=cb)
+                              cache_dir=cache_root if cache_root is not None else OFF,
+                              batch_size=batch_size, workers=workers, progress=cb)
     return _Embedded(res.embeddings, loaded.name, loaded.weights_source, loaded.weights_fingerprint,
                      loaded.random_weights, res.n_computed, res.n_cached)
 
@@ -468,20 +509,60 @@ def _embeddings_from_file(path: Path, used: pd.DataFrame) -> _Embedded:
         raise CurateError(f"{path} has no embedding for {len(missing)} of the {len(used)} images in the "
                           f"tuples, e.g. {', '.join(missing.head(10).astype(str))}",
                           hint=f"embed every image of images.parquet; match them by {key}")
-    rows = table["embedding"].iloc[lookup.loc[want.to_numpy()].to_numpy()]
+    rows = table["embedding"].iloc[lookup.loc[want.to_numpy()].to_numpy()].map(_as_vector)
+    not_vector = rows.isna().to_numpy()
+    if not_vector.any():
+        bad = used.loc[not_vector, "rel_path"].head(5).tolist()
+        first = table["embedding"].iloc[lookup.loc[want.to_numpy()].to_numpy()[np.flatnonzero(not_vector)[0]]]
+        raise CurateError(f"embeddings in {path} are not lists of numbers for {len(bad)} image(s), e.g. {bad} "
+                          f"(got {type(first).__name__} {str(first)[:60]!r})",
+                          hint="write each embedding as a list of floats (Parquet list<float>)")
     lens = rows.map(len)
     if lens.nunique() != 1:
         common = int(lens.mode().iloc[0])
         bad = used.loc[(lens != common).to_numpy(), "rel_path"].head(5).tolist()
         raise CurateError(f"embeddings in {path} have different lengths ({sorted(set(lens))}); "
                           f"not {common} long: {', '.join(bad)}", hint="give every image an embedding of the same length")
-    emb = np.stack(rows.map(lambda v: np.asarray(v, dtype=np.float32)).to_numpy())
+    emb = np.stack(rows.to_numpy())
     finite = np.isfinite(emb).all(axis=1)
     if not finite.all():
         bad = used.loc[~finite, "rel_path"].head(5).tolist()
         raise CurateError(f"embeddings in {path} contain NaN or infinity for {bad}")
     return _Embedded(emb, "embeddings-file", f"file:{path.resolve()}", file_sha256(path),
                      False, 0, 0)
+
+
+def _as_vector(v: Any) -> np.ndarray | None:
+    """An embedding cell as a 1-d float32 array, or None when it is not a list of numbers
+    (None, text, nested lists, booleans)."""
+    if not isinstance(v, (list, tuple, np.ndarray)):
+        return None
+    arr = np.asarray(v)
+    if arr.ndim != 1 or arr.size == 0 or arr.dtype.kind not in "fiu":
+        return None
+    return arr.astype(np.float32)
+
+
+def write_embeddings_table(images: pd.DataFrame, emb: np.ndarray, path: Path) -> Path:
+    """``embeddings.parquet``: ``image_id``, ``path``, ``label`` and ``embedding``, a
+    fixed-size list of float32 (Arrow ``fixed_size_list<float>[d]``), one row per image
+    in the tuples, as the backbone (or ``--embeddings``) gave them, before centring."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from curate.io import atomic_path
+
+    vectors = np.ascontiguousarray(emb, dtype=np.float32)
+    table = pa.table({
+        "image_id": pa.array(images["image_id"].to_numpy(np.int64)),
+        "path": pa.array(images["path"].astype(str).tolist(), pa.string()),
+        "label": pa.array(images["label"].astype("string").tolist(), pa.string()),
+        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)),
+                                                       vectors.shape[1]),
+    })
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+    return path
 
 
 def _reason_counts(reason: pd.Series) -> dict[str, int]:

@@ -21,14 +21,24 @@ value is. The kinds, tried in this order:
     a CSV or Parquet file with one row per image.
 
 Missing values in a manifest: an empty CSV cell, a null Parquet value, ``None`` and NaN
-are missing (:func:`is_missing`); any text, ``"NA"`` included, is a value.
+are missing (:func:`is_missing`); any text, ``"NA"`` included, is a value, except in the
+label column, where the texts of :data:`MISSING_LABEL_TEXTS` (``NaN``, ``None``, ``NA``,
+``N/A``, ``null``, ``<NA>``, any case) are missing labels too (:func:`is_missing_label`):
+spreadsheets and pandas write them for empty cells, and they are never expressions.
+
+Folder walks (:func:`walk_entries`) list every entry, not only the readable ones: a
+FIFO, a device, a broken link, a link loop or a name that is not valid UTF-8 comes
+back with a reason, so the stages record it instead of hanging on it or dropping it.
+Linked folders are followed, each real folder once.
 """
 
 from __future__ import annotations
 
-import json
+import errno
 import os
+import stat
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 from curate.errors import CurateError
+from curate.io import describe_mode, open_regular, read_json_file
 
 MANIFEST_SUFFIXES = (".csv", ".parquet", ".pq")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
@@ -49,6 +60,7 @@ RUN_CONFIG_FILE = "config.json"
 RUN_MODEL_FILE = "model.safetensors"
 
 KINDS = ("run", "screen", "build", "labelled_folder", "image_folder", "manifest")
+MISSING_LABEL_TEXTS = frozenset({"nan", "none", "na", "n/a", "null", "<na>"})
 
 
 def source_kind(source: str | os.PathLike[str], *, hint: str) -> str:
@@ -69,6 +81,11 @@ def source_kind(source: str | os.PathLike[str], *, hint: str) -> str:
             return "build"
         return "labelled_folder" if class_folders(src) else "image_folder"
     if src.suffix.lower() in MANIFEST_SUFFIXES:
+        try:
+            open_regular(src).close()
+        except OSError as exc:
+            raise CurateError(f"cannot read manifest {src}: {exc.strerror or exc}",
+                              hint="pass a regular CSV or Parquet file") from exc
         return "manifest"
     raise CurateError(f"cannot read {src}: expected a folder, a .csv or a .parquet manifest",
                       hint="point SOURCE at the image folder or at its manifest")
@@ -78,6 +95,22 @@ def is_run_dir(path: str | os.PathLike[str]) -> bool:
     """True when ``path`` is a folder with a run's ``config.json`` and ``model.safetensors``."""
     p = Path(path)
     return p.is_dir() and (p / RUN_CONFIG_FILE).is_file() and (p / RUN_MODEL_FILE).is_file()
+
+
+def run_dir_problem(path: str | os.PathLike[str]) -> str:
+    """Why the folder ``path`` is not a fine-tuning run, in words (for error messages)."""
+    p = Path(path)
+    for name in (RUN_CONFIG_FILE, RUN_MODEL_FILE):
+        f = p / name
+        try:
+            st = os.stat(f)
+        except FileNotFoundError:
+            return f"it has no {name}"
+        except OSError as exc:
+            return f"{name} cannot be read ({exc.strerror or exc})"
+        if not stat.S_ISREG(st.st_mode):
+            return f"its {name} is {describe_mode(st.st_mode)}, not a regular file"
+    return "it holds config.json and model.safetensors"
 
 
 def is_hidden(name: str) -> bool:
@@ -90,17 +123,126 @@ def class_folders(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and not is_hidden(p.name))
 
 
-def walk_files(root: Path, suffixes: Iterable[str] | None = None) -> list[Path]:
-    """Files under ``root``, in sorted walk order (a folder's files, then its sub-folders),
-    skipping hidden names; only those ending in ``suffixes`` (any case) when given."""
+@dataclass(frozen=True)
+class Entry:
+    """One entry of a folder walk: ``status`` None for a regular file (or a link to one),
+    else the images-table reason code (``missing``, ``not_a_file``, ``bad_name``) and a
+    ``detail`` in words."""
+
+    path: Path
+    status: str | None = None
+    detail: str | None = None
+
+
+def has_bad_name(path: str | os.PathLike[str]) -> bool:
+    """True when the path is not valid UTF-8 (Python holds such bytes as surrogates), so it
+    cannot be stored in a table."""
+    try:
+        os.fspath(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def display_path(path: str | os.PathLike[str]) -> str:
+    """The path as text that can be stored and printed: bytes that are not UTF-8 become
+    ``\\xNN`` escapes (the file cannot be opened by this name; see :func:`has_bad_name`)."""
+    return os.fsencode(os.fspath(path)).decode("utf-8", "backslashreplace")
+
+
+def absolute(path: str | os.PathLike[str]) -> str:
+    """The absolute path with links resolved where they resolve; a link loop or a broken
+    link keeps its own absolute name (``Path.resolve`` raises for a loop)."""
+    try:
+        return str(Path(path).resolve())
+    except (OSError, RuntimeError):
+        return os.path.abspath(path)
+
+
+def path_setting(value: str | None) -> str | None:
+    """A setting that may name a file or folder (``--weights``): an existing path resolved,
+    so two spellings of one file are one setting; anything else (``none``, a name) as is."""
+    if value is None or value.lower() == "none" or not Path(value).expanduser().exists():
+        return value
+    return absolute(Path(value).expanduser())
+
+
+def entry_problem(path: Path) -> tuple[str, str] | None:
+    """(status, detail) when ``path`` is no regular file to read (for :class:`Entry`)."""
+    if has_bad_name(path):
+        return ("bad_name", f"the name {display_path(path.name)!r} is not valid UTF-8 "
+                            "(shown with \\x escapes): rename the file")
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        target = os.readlink(path) if path.is_symlink() else "?"
+        return ("missing", f"broken symbolic link to {display_path(target)}")
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return ("not_a_file", "a symbolic link loop (the link leads back to itself)")
+        return ("unreadable", f"cannot stat the file: {exc.strerror or exc}")
+    if stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode):
+        return None
+    return ("not_a_file", f"{describe_mode(st.st_mode)}, not a regular file")
+
+
+def walk_entries(root: Path, suffixes: Iterable[str] | None = None) -> list[Entry]:
+    """Every non-hidden entry under ``root`` that is not a folder, in sorted walk order (a
+    folder's entries, then its sub-folders); only names ending in ``suffixes`` (any case)
+    when given.
+
+    Linked folders are followed; a real folder is read once, and a link that leads to a
+    folder already read (a loop, or a second link) is an entry of status ``not_a_file``.
+    Regular files and links to them have status None; every other entry says what it is
+    (see :func:`entry_problem`)."""
     keep = None if suffixes is None else {s.lower() for s in suffixes}
-    out = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not is_hidden(d))
-        for name in sorted(filenames):
-            if not is_hidden(name) and (keep is None or Path(name).suffix.lower() in keep):
-                out.append(Path(dirpath) / name)
+    out: list[Entry] = []
+    seen: set[tuple[int, int]] = set()
+
+    def visit(folder: Path) -> None:
+        st = os.stat(folder)
+        seen.add((st.st_dev, st.st_ino))
+        try:
+            names = sorted(os.listdir(folder))
+        except OSError as exc:
+            out.append(Entry(folder, "unreadable", f"cannot list the folder: {exc.strerror or exc}"))
+            return
+        subfolders = []
+        for name in names:
+            if is_hidden(name):
+                continue
+            p = folder / name
+            problem = entry_problem(p)
+            if problem is None and p.is_dir():
+                st = os.stat(p)
+                if (st.st_dev, st.st_ino) in seen:
+                    out.append(Entry(p, "not_a_file", f"a link to the folder {display_path(absolute(p))}, "
+                                                      "which is read already (a loop or a second link)"))
+                else:
+                    subfolders.append(p)
+                continue
+            if _suffix_kept(name, keep):
+                out.append(Entry(p, *(problem or (None, None))))
+        for sub in subfolders:
+            st = os.stat(sub)
+            if (st.st_dev, st.st_ino) in seen:  # reached twice within this folder's links
+                out.append(Entry(sub, "not_a_file", f"a link to the folder {display_path(absolute(sub))}, "
+                                                    "which is read already (a loop or a second link)"))
+                continue
+            visit(sub)
+
+    visit(root)
     return out
+
+
+def _suffix_kept(name: str, keep: set[str] | None) -> bool:
+    return keep is None or Path(display_path(name)).suffix.lower() in keep
+
+
+def walk_files(root: Path, suffixes: Iterable[str] | None = None) -> list[Path]:
+    """The paths of :func:`walk_entries` (every entry, readable or not: reading one that is
+    not a regular file fails with a reason instead of blocking)."""
+    return [e.path for e in walk_entries(root, suffixes)]
 
 
 # ----------------------------------------------------------------------------- manifests
@@ -108,6 +250,7 @@ def walk_files(root: Path, suffixes: Iterable[str] | None = None) -> list[Path]:
 def read_manifest(manifest: Path) -> pd.DataFrame:
     """A CSV (every cell text, empty cells missing) or Parquet manifest as a table."""
     try:
+        open_regular(manifest).close()  # a FIFO named *.csv would block the reader
         if manifest.suffix.lower() == ".csv":
             return pd.read_csv(manifest, dtype=str, keep_default_na=False, na_values=[""])
         return pd.read_parquet(manifest)
@@ -121,22 +264,83 @@ def is_missing(v: object) -> bool:
     return v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA
 
 
+def is_missing_label(v: object) -> bool:
+    """A missing label: a missing value (:func:`is_missing`), blank text, or one of the
+    texts of :data:`MISSING_LABEL_TEXTS` (``NaN``, ``None``, ``NA``, ... any case)."""
+    if is_missing(v):
+        return True
+    text = str(v).strip()
+    return not text or text.lower() in MISSING_LABEL_TEXTS
+
+
+def row_ref(manifest: Path, i: int) -> str:
+    """Where row ``i`` (0-based, in table order) of a manifest is, as its user finds it:
+    ``line N of x.csv`` (the header is line 1) or ``row i of x.parquet (counted from 0)``."""
+    if manifest.suffix.lower() == ".csv":
+        return f"line {i + 2} of {manifest.name}"
+    return f"row {i} of {manifest.name} (counted from 0)"
+
+
 def require_columns(table: pd.DataFrame, manifest: Path, options: Mapping[str, str]) -> None:
     """Raise a :class:`CurateError` naming the first column of ``options`` (column -> the
-    option that names it) that ``table`` lacks, and the columns it has."""
+    option that names it) that ``table`` lacks, and the columns it has; a CSV read as one
+    column whose name holds another delimiter (``;``, tab, ``|``) says so."""
     found = ", ".join(map(str, table.columns)) or "(none)"
     for col, option in options.items():
         if col not in table.columns:
+            delim = _other_delimiter(table, manifest)
+            if delim is not None:
+                raise CurateError(
+                    f"manifest {manifest} has one column {str(table.columns[0])!r}: its fields look separated "
+                    f"by {delim!r}, and curate reads comma-separated CSV",
+                    hint=f"save it with commas, e.g. python -c \"import pandas as pd; pd.read_csv('{manifest}', "
+                         f"sep='{delim}', dtype=str).to_csv('fixed.csv', index=False)\"")
             raise CurateError(f"manifest {manifest} has no column {col!r}; columns found: {found}",
                               hint=f"name the right column with {option} COLUMN")
 
 
+def _other_delimiter(table: pd.DataFrame, manifest: Path) -> str | None:
+    if manifest.suffix.lower() != ".csv" or len(table.columns) != 1:
+        return None
+    header = str(table.columns[0])
+    for delim in (";", "\t", "|"):
+        if delim in header:
+            return "\\t" if delim == "\t" else delim
+    return None
+
+
 def manifest_paths(table: pd.DataFrame, column: str, manifest: Path) -> tuple[list[str], list[str]]:
     """The paths of a manifest column: (as written, stripped; resolved against the
-    manifest's folder). A missing or blank path is ``""`` in both."""
-    rel = table[column].astype("string").fillna("").str.strip().tolist()
+    manifest's folder). A missing or blank path is ``""`` in both. A Parquet path stored
+    as bytes is decoded as UTF-8; bytes that are not UTF-8 keep ``\\xNN`` escapes in the
+    first list and are ``""`` in the second (see :func:`bad_path_rows`)."""
+    rel = [_path_text(v) for v in table[column].tolist()]
     base = manifest.parent.resolve()
-    return rel, [str((base / p).resolve()) if p else "" for p in rel]
+    return rel, [absolute(base / p) if p and not _is_bad_text(v) else ""
+                 for p, v in zip(rel, table[column].tolist(), strict=True)]
+
+
+def bad_path_rows(table: pd.DataFrame, column: str) -> list[int]:
+    """Rows whose path is bytes that are not UTF-8 (status ``bad_name``)."""
+    return [i for i, v in enumerate(table[column].tolist()) if _is_bad_text(v)]
+
+
+def _is_bad_text(v: object) -> bool:
+    if isinstance(v, (bytes, bytearray)):
+        try:
+            bytes(v).decode("utf-8")
+        except UnicodeDecodeError:
+            return True
+        return False
+    return isinstance(v, str) and has_bad_name(v)
+
+
+def _path_text(v: object) -> str:
+    if is_missing(v):
+        return ""
+    if isinstance(v, (bytes, bytearray)):
+        return bytes(v).decode("utf-8", "backslashreplace").strip()
+    return display_path(str(v)).strip()
 
 
 # ----------------------------------------------------------------------------- curate's folders
@@ -144,12 +348,9 @@ def manifest_paths(table: pd.DataFrame, column: str, manifest: Path) -> tuple[li
 def read_run_json(folder: Path) -> dict[str, Any]:
     """A stage's ``run.json`` in ``folder`` (empty when there is none)."""
     path = folder / RUN_JSON_FILE
-    if not path.is_file():
+    if not os.path.lexists(path):
         return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CurateError(f"cannot read {path}: {exc}", hint="re-run the stage that wrote it") from exc
+    data = read_json_file(path, what="run record", hint="re-run the stage that wrote it")
     return data if isinstance(data, dict) else {}
 
 

@@ -87,19 +87,21 @@ def test_never_overwrites_a_non_empty_out_without_force(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "precious.txt").write_text("keep me")
-    with pytest.raises(CurateError, match="is not empty") as err:
-        export(src, out)
-    assert "--force" in str(err.value)
-    with pytest.raises(CurateError, match="does not hold a curate export"):
-        export(src, out, force=True)
-    assert (out / "precious.txt").read_text() == "keep me"
+    for force in (False, True):  # a folder curate did not make is never written, --force or not
+        with pytest.raises(CurateError, match="is not empty .*holds no curate run"):
+            export(src, out, force=force)
+    assert sorted(p.name for p in out.iterdir()) == [".curate.lock", "precious.txt"]
 
     prev = tmp_path / "prev"
     export(src, prev, max_suspicion=1.0)
-    with pytest.raises(CurateError, match="is not empty"):
+    with pytest.raises(CurateError, match=r"other settings \(max_suspicion: 1.0 -> 0.5\)") as err:
         export(src, prev, max_suspicion=0.5)
+    assert "--force" in str(err.value)
     res = export(src, prev, max_suspicion=0.5, force=True)
     assert res.n_exported == 2 and len(list(prev.rglob("*.png"))) == 2
+    assert "replaced the previous export run" in res.notes[0] and "max_suspicion 1.0 -> 0.5" in res.notes[0]
+    again = export(src, prev, max_suspicion=0.5)  # the same settings re-export without --force
+    assert again.n_exported == 2 and "same settings" in again.notes[0]
     empty = tmp_path / "empty"
     empty.mkdir()
     assert export(src, empty, max_suspicion=0.5).n_exported == 2

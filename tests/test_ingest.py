@@ -95,14 +95,16 @@ def test_unreadable_permissions_recorded(tmp_path: Path, monkeypatch: pytest.Mon
 
     f = face_png(tmp_path / "x.png", 1)
     if os.geteuid() == 0:  # root reads mode-000 files, so make the read fail like it would for a user
-        real = Path.read_bytes
+        import curate.ingest
 
-        def deny(self: Path) -> bytes:
-            if self == f:
-                raise PermissionError(13, "Permission denied", str(self))
-            return real(self)
+        real = curate.ingest.read_image_file
 
-        monkeypatch.setattr(Path, "read_bytes", deny)
+        def deny(path: str, max_pixels: int) -> bytes:
+            if Path(path) == f:
+                raise PermissionError(13, "Permission denied", str(path))
+            return real(path, max_pixels)
+
+        monkeypatch.setattr(curate.ingest, "read_image_file", deny)
     else:
         os.chmod(f, 0)
     res = validate_file(str(f))

@@ -1,9 +1,13 @@
-"""The Typer application object, the console, and the error handling shared by commands."""
+"""The Typer application object, the console, the error handling shared by commands, and
+:func:`safe`, which every command passes the data it prints through."""
 
 from __future__ import annotations
 
 import functools
+import os
+import signal
 import sys
+import unicodedata
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -13,13 +17,20 @@ from rich.markup import escape
 
 from curate.errors import CurateError
 
+# Plain (click) help: at 80 columns it keeps option names whole, wraps help text in a
+# wide column and shows on/off flags without a value (rich's panels did neither).
 app = typer.Typer(
     name="curate",
     help="Clean facial-expression training data before and during metric-learning fine-tuning.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
+
+CACHE_DIR_HELP = ("Shared cache of embeddings and face analyses, keyed by image content "
+                  "(default: $CURATE_CACHE, else $XDG_CACHE_HOME/curate or ~/.cache/curate; "
+                  "'none' for no cache; docs/cache.md).")
 
 console = Console(stderr=False, highlight=False)
 
@@ -41,6 +52,35 @@ def _root(
 
 err_console = Console(stderr=True, highlight=False)
 
+FORCE_HELP = ("Replace a previous run of this command in --out that had other settings (the same settings "
+              "re-run without it). Never needed for a new or empty folder; a folder holding anything else is "
+              "never written.")
+
+# characters a terminal acts on: C0/C1 controls (ESC starts colour, cursor, OSC-8 link and
+# title sequences), DEL, and the Unicode format characters that reorder or hide text
+_SHOWN_AS_IS = {"\n"}
+
+
+def safe(value: object, *, newlines: bool = False) -> str:
+    """``value`` as text that is printed exactly as it reads: every control character
+    (ESC, CR, BEL, backspace, DEL, C1, and Unicode format characters such as bidi
+    overrides) becomes a visible ``\\xNN`` / ``\\uNNNN`` escape, and rich markup is
+    escaped. Labels, file names, paths and messages from data go through it before they
+    reach the terminal; ``newlines=True`` keeps line breaks (multi-line messages)."""
+    text = str(value)
+    out = []
+    for ch in text:
+        if (ch in _SHOWN_AS_IS and newlines) or not _acts_on_terminal(ch):
+            out.append(ch)
+        else:
+            code = ord(ch)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+    return escape("".join(out))
+
+
+def _acts_on_terminal(ch: str) -> bool:
+    return unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp")
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -52,9 +92,9 @@ def handles_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except CurateError as exc:
-            err_console.print(f"[bold red]error:[/] {escape(exc.message)}", markup=True, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {safe(exc.message, newlines=True)}", markup=True, soft_wrap=True)
             if exc.hint:
-                err_console.print(f"[yellow]fix:[/] {escape(exc.hint)}", soft_wrap=True)
+                err_console.print(f"[yellow]fix:[/] {safe(exc.hint, newlines=True)}", soft_wrap=True)
             raise typer.Exit(code=2) from None
         except KeyboardInterrupt:
             err_console.print("[red]interrupted[/]: outputs are written atomically, so no half-written file was left")
@@ -64,8 +104,26 @@ def handles_errors(fn: F) -> F:
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app(prog_name="curate")
+    """Console-script entry point.
+
+    Once the command is done, Ctrl-C (while worker pools and the interpreter shut down)
+    ends the process at once with exit code 130, instead of Python's "Exception ignored
+    in atexit callback" and exit code 0; every output is written by then.
+    """
+    try:
+        app(prog_name="curate")
+    finally:
+        signal.signal(signal.SIGINT, _interrupted_at_exit)
+
+
+def _interrupted_at_exit(signum: int, frame: object) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os.write(2, b"interrupted while shutting down; every output was already written\n")
+    os._exit(130)
 
 
 if __name__ == "__main__":  # pragma: no cover

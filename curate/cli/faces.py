@@ -6,31 +6,33 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
-from curate.cli._app import app, console, handles_errors
+from curate.cli._app import CACHE_DIR_HELP, FORCE_HELP, app, console, handles_errors, safe
 from curate.cli._progress import rate_bar
 from curate.faces.occlusion import OCCLUSION_THRESHOLD
 from curate.screens.faces import DEFAULT_MAX_YAW
 
 
-@app.command("faces")
+@app.command("faces", short_help="Head pose and occlusion of every image's face.")
 @handles_errors
 def faces_cmd(
-    source: Annotated[Path, typer.Argument(help="Image folder, CSV/Parquet manifest with a path column, or a build-tuples output folder (has images.parquet).")],
+    source: Annotated[Path, typer.Argument(metavar="SOURCE", help="Image folder, CSV/Parquet manifest with a path column, or a build-tuples output folder (has images.parquet).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output Parquet file: one row per image (see docs/faces.md).")],
     face_model: Annotated[str | None, typer.Option(help="MediaPipe face_landmarker.task (default: $CURATE_FACE_MODEL, the user cache, or a packaged copy).")] = None,
-    cache_dir: Annotated[Path | None, typer.Option(help="Cache of analyses by image hash (default: faces_cache beside --out).")] = None,
+    cache_dir: Annotated[str | None, typer.Option(metavar="DIR", help=CACHE_DIR_HELP)] = None,
     workers: Annotated[int | None, typer.Option(help="Processes (default: one per core, at most 8).")] = None,
     path_column: Annotated[str, typer.Option(help="Manifest column holding image paths.")] = "path",
+    backend: Annotated[str | None, typer.Option(help="How faces are found: litert (the .task bundle's models run directly; default where ai-edge-litert is installed) or tasks (MediaPipe's Tasks API, the reference).")] = None,
+    force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,
 ) -> None:
     """Find each image's face: yaw, pitch, roll (degrees), occlusion (0-1) and its region."""
     from curate.faces import faces_for_source
 
     with rate_bar("analysing faces") as progress:
         result = faces_for_source(source, out, cache_dir=cache_dir, face_model=face_model,
-                                  workers=workers, path_column=path_column, progress=progress)
+                                  workers=workers, path_column=path_column, force=force,
+                                  progress=progress, backend=backend)
     faces = result.faces
     found = faces["face_found"]
     t = Table(title="faces", title_justify="left")
@@ -46,5 +48,7 @@ def faces_cmd(
     details = faces.loc[~found, "detail"].astype("string").fillna("no face")
     reasons = details.str.split(":", n=1).str[0].value_counts()
     for reason, n in reasons.items():
-        console.print(f"  no face: {escape(str(reason))} ({n:,})")
-    console.print(f"wrote {escape(str(result.out))} and {escape(str(result.run_json))}")
+        console.print(f"  no face: {safe(str(reason))} ({n:,})")
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {safe(note)}")
+    console.print(f"wrote {safe(str(result.out))} and {safe(str(result.run_json))}")

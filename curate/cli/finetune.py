@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
+from rich import box
 from rich.table import Table
 
-from curate.cli._app import app, console, err_console, handles_errors
+from curate.cli._app import FORCE_HELP, app, console, err_console, handles_errors, safe
 from curate.cli._choices import KindOpt, NullOpt
 from curate.cli._progress import stage_bars
 from curate.train.config import FinetuneConfig
@@ -31,13 +32,13 @@ class CeOn(str, Enum):
     all = "all"
 
 
-@app.command("finetune")
+@app.command("finetune", short_help="Fine-tune on tuples, screening every batch.")
 @handles_errors
 def finetune_cmd(
-    tuples: Annotated[Path, typer.Argument(help="build-tuples folder, or screen output folder (its kept.parquet is used).")],
+    tuples: Annotated[Path, typer.Argument(metavar="TUPLES", help="build-tuples folder, or screen output folder (its kept.parquet is used).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: model.safetensors, config.json, metrics, report.")],
     backbone: Annotated[str | None, typer.Option(help="timm model name (default: the bundled model).")] = D.backbone,
-    weights: Annotated[str | None, typer.Option(help="'none' (random), a weights file, a fine-tuning RUN folder; default: timm's cached pretrained weights.")] = D.weights,
+    weights: Annotated[str | None, typer.Option(help="'none' (random), a weights file, a fine-tuning RUN folder, or a model name that `curate models` lists; default: timm's cached pretrained weights.")] = D.weights,
     in_chans: Annotated[int | None, typer.Option(help="Input channels: 1 for grayscale, 3 for RGB (default: the weights', else 3).")] = D.in_chans,
     input_size: Annotated[int | None, typer.Option(help="Square input side in pixels, e.g. 48 (default: the backbone's).")] = D.input_size,
     embed_dim: Annotated[int, typer.Option(help="Dimension of the embedding layer.")] = D.embed_dim,
@@ -74,6 +75,7 @@ def finetune_cmd(
     checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints (also at each epoch end).")] = D.checkpoint_every,
     preload_max_gb: Annotated[float, typer.Option(help="Decode all images into memory when they fit this size.")] = D.preload_max_gb,
     restart: Annotated[bool, typer.Option(help="Discard a checkpoint in --out instead of resuming from it.")] = False,
+    force: Annotated[bool, typer.Option("--force", help=FORCE_HELP + " Its checkpoints are discarded.")] = False,
 ) -> None:
     """Fine-tune an embedding network on tuples, screening every batch with the statistical boundary."""
     from curate.train.loop import finetune
@@ -101,9 +103,9 @@ def finetune_cmd(
                     text = f"val acc {info.get('val_accuracy', float('nan')):.3f}  F1 {info.get('val_macro_f1', float('nan')):.3f}"
                 bars.update(phase, done, total, text)
 
-            result = finetune(tuples, out, cfg, restart=restart, progress=progress)
+            result = finetune(tuples, out, cfg, restart=restart, force=force, progress=progress)
     except KeyboardInterrupt:
-        err_console.print(f"[red]interrupted[/]: the last completed step is checkpointed in {escape(str(out))}; "
+        err_console.print(f"[red]interrupted[/]: the last completed step is checkpointed in {safe(str(out))}; "
                           "run the same command again to resume")
         raise typer.Exit(code=130) from None
     _render_finetune(result)
@@ -111,12 +113,15 @@ def finetune_cmd(
 
 def _render_finetune(result: Any) -> None:
     counts = result.run["counts"]
+    for note in result.notes[:1]:
+        if note.startswith("replaced"):
+            console.print(f"[yellow]note:[/] {safe(note)}")
     if result.resumed_from_step:
         console.print(f"resumed from step {result.resumed_from_step}")
     if counts.get("steps_all_dropped"):
         console.print(f"[yellow]{counts['steps_all_dropped']} step(s) dropped every tuple and trained on the "
                       "classification loss only[/]")
-    table = Table(title=f"finetune: {escape(str(result.run_dir))}")
+    table = Table(title=f"finetune: {safe(str(result.run_dir))}")
     table.add_column("measure")
     table.add_column("value", justify="right")
     for key in ("tuples", "steps", "mean_share_dropped", "val_images", "val_accuracy", "val_macro_f1"):
@@ -125,14 +130,14 @@ def _render_finetune(result: Any) -> None:
     console.print(table)
     if not result.config.get("pretrained_from"):
         console.print("[bold red]the network started from random weights[/]")
-    console.print(f"report: {escape(str(result.run_dir / 'report.html'))}")
+    console.print(f"report: {safe(str(result.run_dir / 'report.html'))}")
 
 
-@app.command("evaluate")
+@app.command("evaluate", short_help="Accuracy, macro F1 and confusion matrix of a run.")
 @handles_errors
 def evaluate_cmd(
-    run: Annotated[Path, typer.Argument(help="Fine-tuning run folder.")],
-    source: Annotated[Path, typer.Argument(help="Labelled images: class-per-folder, CSV/Parquet manifest, or build-tuples folder.")],
+    run: Annotated[Path, typer.Argument(metavar="RUN", help="Fine-tuning run folder, or a model name that `curate models` lists (fer_resnet10t).")],
+    source: Annotated[Path, typer.Argument(metavar="SOURCE", help="Labelled images: class-per-folder, CSV/Parquet manifest, or build-tuples folder.")],
     split: Annotated[str | None, typer.Option(help="Only images of this split (e.g. val).")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the metrics as JSON to this file ('-' for stdout).")] = None,
     skip_unknown_classes: Annotated[bool, typer.Option(help="Leave out images of classes the run was not trained on.")] = False,
@@ -141,7 +146,7 @@ def evaluate_cmd(
 ) -> None:
     """Accuracy, per-class accuracy, macro F1 and confusion matrix of a run on a labelled split."""
     from curate.io import write_json
-    from curate.train.evaluate import evaluate
+    from curate.train.evaluate import DUPLICATES_SKIPPED, evaluate
 
     result = evaluate(run, source, split=split, device=device, batch_size=batch_size,
                       skip_unknown_classes=skip_unknown_classes)
@@ -152,11 +157,11 @@ def evaluate_cmd(
     if json_out is not None:
         write_json(data, json_out)
     m = result.metrics
-    table = Table(title=f"{escape(str(run))} on {escape(str(source))}" + (f" ({escape(split)})" if split else ""))
+    table = Table(title=f"{safe(str(run))} on {safe(str(source))}" + (f" ({safe(split)})" if split else ""))
     for col in ("class", "images", "accuracy", "precision", "F1"):
         table.add_column(col, justify="left" if col == "class" else "right")
     for r in m["per_class"]:
-        table.add_row(escape(r["class"]), str(r["n"]), _f(r["accuracy"]), _f(r["precision"]), _f(r["f1"]))
+        table.add_row(safe(r["class"]), str(r["n"]), _f(r["accuracy"]), _f(r["precision"]), _f(r["f1"]))
     table.add_section()
     table.add_row("[bold]all[/]", str(m["n_images"]), f"[bold]{_f(m['accuracy'])}[/]", "",
                   f"[bold]{_f(m['macro_f1'])}[/] (macro)")
@@ -164,23 +169,27 @@ def evaluate_cmd(
     cm = Table(title="confusion matrix (rows: true, columns: predicted)")
     cm.add_column("")
     for c in m["classes"]:
-        cm.add_column(escape(c[:8]), justify="right")
+        cm.add_column(safe(c[:8]), justify="right")
     for c, row in zip(m["classes"], m["confusion"], strict=True):
-        cm.add_row(escape(c), *map(str, row))
+        cm.add_row(safe(c), *map(str, row))
     console.print(cm)
     for k, v in result.skipped.items():
-        console.print(f"[yellow]skipped {v} image(s): {escape(k)}[/]")
+        if k == DUPLICATES_SKIPPED:
+            console.print(f"[yellow]left out {v:,} duplicate(s): byte-identical copies (or repeated "
+                          "manifest rows) of images that were evaluated once[/]")
+        else:
+            console.print(f"[yellow]skipped {v:,} image(s): {safe(k)}[/]")
 
 
 def _f(v: float | None) -> str:
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
 
 
-@app.command("predict")
+@app.command("predict", short_help="Predicted expression and probabilities per image.")
 @handles_errors
 def predict_cmd(
-    run: Annotated[Path, typer.Argument(help="Fine-tuning run folder.")],
-    images: Annotated[list[str], typer.Argument(help="Image files, folders (recursive) or glob patterns.")],
+    run: Annotated[Path, typer.Argument(metavar="RUN", help="Fine-tuning run folder, or a model name that `curate models` lists (fer_resnet10t).")],
+    images: Annotated[list[str], typer.Argument(metavar="IMAGE", help="Image files, folders (recursive) or glob patterns.")],
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON records instead of a table.")] = False,
     faces: Annotated[bool, typer.Option(help="Add the face-screen columns (pose, occlusion, verdict).")] = False,
     top: Annotated[int, typer.Option(help="Class probabilities shown per image in the table.")] = 3,
@@ -195,16 +204,44 @@ def predict_cmd(
         typer.echo(table.to_json(orient="records", indent=2))
         return
     prob_cols = [c for c in table.columns if c.startswith("p_")]
-    out = Table(title=f"predictions of {escape(str(run))}")
-    out.add_column("image")
-    out.add_column("expression")
-    out.add_column(f"top {top} probabilities")
+    paths = [str(p) for p in table["path"]]
+    base = _common_folder(paths)
+    where = f" (paths under {base}{os.sep})" if base else ""
+    out = Table(title=f"predictions of {safe(str(run))}{safe(where)}", title_justify="left",
+                box=box.SIMPLE_HEAD, pad_edge=False)
+    # paths fold onto more lines rather than being cut, so rows stay distinguishable
+    out.add_column("image", overflow="fold", ratio=3)
+    out.add_column("expression", no_wrap=True)
+    out.add_column(f"top {top} probabilities", ratio=2)
     extra = [c for c in ("face_found", "yaw", "occlusion", "face_reason") if c in table.columns]
     for c in extra:
-        out.add_column(c)
-    for _, r in table.iterrows():
+        out.add_column(c, overflow="fold")
+    for path, (_, r) in zip(paths, table.iterrows(), strict=True):
+        shown = os.path.relpath(path, base) if base else path
+        if r["status"] != "ok":
+            out.add_row(safe(shown), f"[red]{safe(r['status'])}[/]", safe(str(r["detail"])),
+                        *[safe(_cell(r[c])) for c in extra])
+            continue
         probs = sorted(((r[c], c[2:]) for c in prob_cols), reverse=True)[:top]
-        out.add_row(escape(str(r["path"])), escape(str(r["prediction"])),
-                    ", ".join(f"{escape(name)} {p:.2f}" for p, name in probs),
-                    *[escape(str(r[c])) for c in extra])
+        out.add_row(safe(shown), safe(str(r["prediction"])),
+                    " ".join(f"{safe(name)} {p:.2f}" for p, name in probs),
+                    *[safe(_cell(r[c])) for c in extra])
     console.print(out)
+    n_bad = int((table["status"] != "ok").sum())
+    if n_bad:
+        console.print(f"[yellow]{n_bad:,} of {len(table):,} image(s) could not be read: no prediction[/]")
+
+
+def _common_folder(paths: list[str]) -> str:
+    """The deepest folder holding every path ('' for one path or none in common)."""
+    if len(paths) < 2:
+        return ""
+    try:
+        base = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in paths])
+    except ValueError:  # mixed drives or relative and absolute
+        return ""
+    return "" if base in ("", os.sep) else base
+
+
+def _cell(v: Any) -> str:
+    return f"{v:.2f}" if isinstance(v, float) and not math.isnan(v) else str(v)

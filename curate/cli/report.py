@@ -6,13 +6,13 @@ from pathlib import Path
 
 import typer
 
-from curate.cli._app import app, console, handles_errors
+from curate.cli._app import app, console, handles_errors, safe
 
 
-@app.command("report")
+@app.command("report", short_help="Re-render the HTML report of a screen run.")
 @handles_errors
 def report(
-    screen_dir: Path = typer.Argument(..., help="Output folder of `curate screen` (holds scores.parquet)."),
+    screen_dir: Path = typer.Argument(..., metavar="SCREEN_DIR", help="Output folder of `curate screen` (holds scores.parquet)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Report file (default: DIR/report.html)."),
     max_gallery: int = typer.Option(24, "--max-gallery", min=1,
                                     help="Most items shown in each gallery; bounds the file size."),
@@ -23,4 +23,4 @@ def report(
 
     path = write_report(screen_dir, out, max_gallery=max_gallery, seed=seed)
     size = path.stat().st_size / 1e6
-    console.print(f"report written: {path} ({size:.2f} MB)", soft_wrap=True)
+    console.print(f"report written: {safe(path)} ({size:.2f} MB)", soft_wrap=True)

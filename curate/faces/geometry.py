@@ -71,6 +71,7 @@ MIN_SIDE = 256
 def prepare_for_detection(rgb: np.ndarray) -> tuple[np.ndarray, int, float]:
     """Pad with the median grey and upscale small images; return (image, pad, scale).
 
+    ``rgb`` is H x W x 3, or H x W for a grey image (each channel of the RGB result alike).
     A pixel ``(x, y)`` of the prepared image is ``((x / scale) - pad, (y / scale) - pad)``
     in the original image.
     """
@@ -78,7 +79,8 @@ def prepare_for_detection(rgb: np.ndarray) -> tuple[np.ndarray, int, float]:
 
     h, w = rgb.shape[:2]
     pad = int(round(PAD_FRACTION * max(h, w)))
-    fill = [int(v) for v in np.median(rgb.reshape(-1, 3), axis=0)]
+    channels = rgb.shape[2] if rgb.ndim == 3 else 1
+    fill = [int(v) for v in np.median(rgb.reshape(-1, channels), axis=0)]
     padded = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=fill)
     side = max(padded.shape[:2])
     scale = MIN_SIDE / side if side < MIN_SIDE else 1.0

@@ -1,6 +1,7 @@
 """Faces found by MediaPipe: the landmarker's 478 points and pose, the BlazeFace
 detector's confidence, the aligned crop, and one output row per image (scored by the
-occlusion model)."""
+occlusion model, a batch at a time). :class:`FaceAnalyzer` runs MediaPipe's Tasks API;
+:mod:`curate.faces.litert` the same models without it, faster."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import math
 import os
 import sys
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ import numpy as np
 from curate.errors import CurateError
 from curate.faces.geometry import align_face, five_points, pose_from_matrix, prepare_for_detection
 from curate.images import load_arrays
+from curate.workers import exit_with_parent
 
 
 @dataclass
@@ -35,8 +38,46 @@ class FaceResult:
     landmarks: np.ndarray | None = None  # 478x2 pixels of the original image
 
 
-class FaceAnalyzer:
-    """MediaPipe landmarker + detector + occlusion model for one process.
+def found_face(points: np.ndarray, matrix: np.ndarray, confidence: float,
+               prepared_shape: tuple[int, ...], pad: int, scale: float,
+               gray: np.ndarray) -> FaceResult:
+    """The :class:`FaceResult` of a face the landmarker found.
+
+    ``points``: its 478 landmarks normalised to the prepared image (x and y first);
+    ``matrix``: the facial transformation matrix; ``prepared_shape``, ``pad``, ``scale``:
+    what :func:`~curate.faces.geometry.prepare_for_detection` did to the image ``gray``.
+    """
+    h, w = prepared_shape[:2]
+    marks = (np.asarray(points, dtype=np.float64)[:, :2] * (w, h)).astype(np.float32) / scale - pad
+    yaw, pitch, roll = pose_from_matrix(matrix)
+    aligned = align_face(gray, five_points(marks))
+    return FaceResult(True, None, yaw, pitch, roll, float(confidence), aligned, marks)
+
+
+class FaceFinder:
+    """Finds the face of one image: decoding here, the landmarker in the subclass
+    (:class:`FaceAnalyzer` on MediaPipe Tasks, :class:`curate.faces.litert.LiteFaceFinder`
+    on the bare models)."""
+
+    def close(self) -> None:
+        """Release the landmarker."""
+
+    def find_face(self, path: str | os.PathLike[str]) -> FaceResult:
+        """Landmarks, pose, detector score and aligned crop for one image file."""
+        try:
+            rgb, gray = load_arrays(path)  # the embedder's pixels (curate.images)
+        except CurateError as exc:
+            return FaceResult(False, exc.message)
+        return self.find_face_in_array(rgb, gray)
+
+    def find_face_in_array(self, rgb: np.ndarray, gray: np.ndarray) -> FaceResult:
+        """As :meth:`find_face`, for an already decoded image (RGB uint8 and its grey)."""
+        raise NotImplementedError
+
+
+class FaceAnalyzer(FaceFinder):
+    """MediaPipe Tasks landmarker + detector (+ an occlusion model) for one process: the
+    reference implementation, and the fallback where ``ai-edge-litert`` is not installed.
 
     Not thread-safe; create one per worker process.
     """
@@ -70,14 +111,6 @@ class FaceAnalyzer:
         self.landmarker.close()
         self.detector.close()
 
-    def find_face(self, path: str | os.PathLike[str]) -> FaceResult:
-        """Landmarks, pose, detector score and aligned crop for one image file."""
-        try:
-            rgb, gray = load_arrays(path)  # the embedder's pixels (curate.images)
-        except CurateError as exc:
-            return FaceResult(False, exc.message)
-        return self.find_face_in_array(rgb, gray)
-
     def find_face_in_array(self, rgb: np.ndarray, gray: np.ndarray) -> FaceResult:
         """As :meth:`find_face`, for an already decoded image (RGB uint8 and its grey)."""
         prepared, pad, scale = prepare_for_detection(rgb)
@@ -88,34 +121,106 @@ class FaceAnalyzer:
         if not result.face_landmarks:
             return FaceResult(False, "no face found by the landmarker",
                               face_confidence=float(confidence))
-        h, w = prepared.shape[:2]
-        marks = np.array([[p.x * w, p.y * h] for p in result.face_landmarks[0]], dtype=np.float32)
-        marks = marks / scale - pad
-        yaw, pitch, roll = pose_from_matrix(np.asarray(result.facial_transformation_matrixes[0]))
-        aligned = align_face(gray, five_points(marks))
-        return FaceResult(True, None, yaw, pitch, roll, float(confidence), aligned, marks)
+        points = np.array([[p.x, p.y] for p in result.face_landmarks[0]])
+        return found_face(points, np.asarray(result.facial_transformation_matrixes[0]), confidence,
+                          prepared.shape, pad, scale, gray)
 
     def analyze(self, path: str | os.PathLike[str]) -> dict[str, Any]:
         """One output row (without ``image_id``) for one image file."""
-        found = self.find_face(path)
-        return self.row(str(path), found)
+        return self.row(str(path), self.find_face(path))
 
     def row(self, path: str, found: FaceResult) -> dict[str, Any]:
         """Turn a :class:`FaceResult` into an output row, scoring occlusion."""
-        occlusion, region = math.nan, None
-        if found.face_found and found.aligned is not None and self.occlusion_model is not None:
-            occlusion, region = self.occlusion_model.score(found.aligned)
-        return {
-            "path": path,
-            "face_found": found.face_found,
-            "yaw": found.yaw,
-            "pitch": found.pitch,
-            "roll": found.roll,
-            "occlusion": occlusion,
-            "occlusion_region": region,
-            "face_confidence": found.face_confidence,
-            "detail": found.detail,
-        }
+        return face_rows([path], [found], self.occlusion_model)[0]
+
+
+def face_rows(paths: Sequence[str], found: Sequence[FaceResult],
+              occlusion_model: Any | None) -> list[dict[str, Any]]:
+    """Output rows (without ``image_id``) for faces found in ``paths``; the occlusion model
+    (:class:`~curate.faces.occlusion.OcclusionModel`, or None for no score) reads all
+    aligned faces in one batch."""
+    with_face = [i for i, f in enumerate(found) if f.face_found and f.aligned is not None]
+    scores: dict[int, tuple[float, float]] = {}
+    if occlusion_model is not None and with_face:
+        batch = np.stack([found[i].aligned for i in with_face])  # type: ignore[misc]
+        scores = dict(zip(with_face, occlusion_model.scores(batch), strict=True))
+    rows = []
+    for i, (path, f) in enumerate(zip(paths, found, strict=True)):
+        occlusion, covered = scores.get(i, (math.nan, math.nan))
+        rows.append({"path": path, "face_found": f.face_found, "yaw": f.yaw, "pitch": f.pitch,
+                     "roll": f.roll, "occlusion": occlusion, "occlusion_any": covered,
+                     "face_confidence": f.face_confidence, "detail": f.detail})
+    return rows
+
+
+# --------------------------------------------------------------------------- many images
+BATCH = 64  # most images per task sent to a worker (and so per occlusion batch)
+
+_WORKER: FaceFinder | None = None
+
+
+def find_faces(paths: list[str], model_path: Path, backend: str,
+               n_workers: int) -> Iterator[list[FaceResult]]:
+    """The faces of ``paths``, a batch of at most :data:`BATCH` at a time, in order: in this
+    process (``n_workers <= 1``) or in ``n_workers`` spawned processes. ``backend``:
+    ``litert`` or ``tasks`` (:data:`curate.faces.analyze.BACKENDS`)."""
+    size = max(1, min(BATCH, len(paths) // (n_workers * 4)))
+    batches = [paths[i:i + size] for i in range(0, len(paths), size)]
+    if n_workers <= 1:
+        with quiet_native_stderr():
+            finder = make_finder(backend, model_path)
+            try:
+                for batch in batches:
+                    yield [_find_one(finder, p) for p in batch]
+            finally:
+                finder.close()
+        return
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=_init_worker,
+                             initargs=(backend, str(model_path))) as pool:
+        yield from pool.map(_find_in_worker, batches)
+
+
+def make_finder(backend: str, model_path: Path) -> FaceFinder:
+    """The face finder of ``backend`` on the model file ``model_path``."""
+    if backend == "litert":
+        from curate.faces.litert import LiteFaceFinder
+
+        return LiteFaceFinder(model_path)
+    return FaceAnalyzer(model_path)
+
+
+# --------------------------------------------------------------------------- workers
+def _init_worker(backend: str, model_path: str) -> None:
+    global _WORKER
+    from multiprocessing import util
+
+    exit_with_parent()  # a parent killed by SIGKILL leaves no worker behind
+    # this process only finds faces, and its Python errors reach the parent pickled
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    _WORKER = make_finder(backend, Path(model_path))
+    # close while MediaPipe's dispatcher threads still run (a plain atexit hook is too late)
+    util.Finalize(_WORKER, _WORKER.close, exitpriority=10)
+
+
+def _find_in_worker(paths: list[str]) -> list[FaceResult]:
+    assert _WORKER is not None, "worker not initialised"
+    found = [_find_one(_WORKER, p) for p in paths]
+    for f in found:
+        f.landmarks = None  # not needed by the rows: less to send back
+    return found
+
+
+def _find_one(finder: FaceFinder, path: str) -> FaceResult:
+    import cv2
+
+    try:
+        return finder.find_face(path)
+    except (RuntimeError, ValueError, OSError, cv2.error) as exc:  # recorded, not hidden
+        return FaceResult(False, f"analysis_failed: {type(exc).__name__}: {exc}")
 
 
 @contextlib.contextmanager

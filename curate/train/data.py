@@ -23,6 +23,7 @@ from curate.embed import build_transform, split_transform
 from curate.errors import CurateError
 from curate.images import load_image
 from curate.io import read_parquet
+from curate.outdir import require_complete
 from curate.sources import (
     BUILD_IMAGES_FILE,
     BUILD_TUPLES_FILE,
@@ -48,9 +49,10 @@ class TrainingData:
     kind: str                       # "triplet" or "quadruplet"
     classes: list[str]
     val_images: pd.DataFrame        # labelled images of the validation split (may be empty)
-    build_dir: Path
+    build_dir: Path                 # resolved
     tuples_file: Path
     extra: dict[str, Any] = field(default_factory=dict)
+    build_dir_as_given: Path | None = None  # as the TUPLES argument spelled it (keys older checkpoints)
 
     @property
     def members(self) -> list[str]:
@@ -65,14 +67,16 @@ def resolve_tuples_source(source: str | Path) -> tuple[Path, Path]:
     (``kept.parquet``, whose ``run.json`` names the build folder, see
     :func:`curate.sources.screen_build_dir`).
     """
-    src = Path(source)
+    src = Path(source).expanduser()
     hint = "pass the --out folder of `curate build-tuples` or `curate screen`"
     if not src.is_dir():
         raise CurateError(f"TUPLES folder not found: {src}", hint=hint)
+    require_complete(src, what="TUPLES folder")  # a killed run's files do not belong together
     kind = source_kind(src, hint=hint)
     if kind == "screen":
         build = screen_build_dir(src)
         if build is not None:
+            require_complete(build, what="build folder")
             return build, src / SCREEN_KEPT_FILE
         if (src / BUILD_IMAGES_FILE).is_file():
             return src, src / SCREEN_KEPT_FILE
@@ -93,7 +97,8 @@ def load_training_data(source: str | Path, *, val_split: str | None = "val",
     an empty tuple set, tuples naming unknown or unusable images, missing image files,
     and validation classes that no training tuple has.
     """
-    build_dir, tuples_file = resolve_tuples_source(source)
+    given, tuples_file = resolve_tuples_source(source)
+    build_dir = given.resolve()
     images = read_parquet(build_dir / "images.parquet", what="images table")
     tuples = read_parquet(tuples_file, what="tuples table")
     for col in ("image_id", "path", "label", "status"):
@@ -138,7 +143,7 @@ def load_training_data(source: str | Path, *, val_split: str | None = "val",
     if check_files:
         check_image_files(pd.concat([used, val_images]))
     return TrainingData(images=images, tuples=tuples, kind=kind, classes=classes, val_images=val_images,
-                        build_dir=build_dir, tuples_file=tuples_file)
+                        build_dir=build_dir, tuples_file=tuples_file, build_dir_as_given=given)
 
 
 def check_image_files(images: pd.DataFrame) -> None:

@@ -27,12 +27,16 @@ from curate.backbone import bundled_model_dir, load_backbone, resolve_device
 from curate.errors import CurateError
 from curate.io import (
     atomic_path,
+    file_sha256,
     fingerprint_table,
+    read_json_file,
     read_parquet,
     run_record,
     write_json,
     write_parquet,
 )
+from curate.models import resolve_weights
+from curate.outdir import Claim, claim_folder
 from curate.runs import (
     EmbeddingNet,
     create_backbone,
@@ -42,9 +46,10 @@ from curate.runs import (
     run_config,
     save_run,
     save_weights,
+    torch_load,
 )
 from curate.screens.nulls import CLASS_NULLS
-from curate.sources import is_run_dir
+from curate.sources import is_run_dir, path_setting
 from curate.train.config import FinetuneConfig
 from curate.train.data import (
     NO_AUGMENT,
@@ -62,8 +67,11 @@ from curate.train.loss import InLoopScreen, mine_negatives, quadruplet_loss, tri
 
 TrainProgress = Callable[[str, int, int, dict[str, Any]], None]
 CKPT_DIR = "checkpoints"
+CKPT_FORMAT = 2  # 2: last.json holds the sha256 of every checkpoint file (format 1 had none)
 # settings that change the result; the others (device, workers, ...) may differ on resume
 _RUNTIME_ONLY = ("device", "workers", "preload_max_gb", "checkpoint_every", "eval_batch_size")
+RUN_OUTPUTS = ("model.safetensors", "config.json", "metrics.parquet", "tuple_drops.parquet", "evaluation.json",
+               "report.html", "run.json")
 
 
 @dataclass
@@ -88,7 +96,9 @@ def init_network(cfg: FinetuneConfig, classes: list[str]) -> tuple[EmbeddingNet,
     match the tuples' unless ``reset_head``), a weights file, or ``None`` for the
     backbone's own weight resolution (:func:`curate.backbone.load_backbone`).
     """
-    w = cfg.weights
+    backbone, w = resolve_weights(cfg.weights, cfg.backbone)  # model names `curate models` lists
+    if backbone != cfg.backbone:
+        cfg = replace(cfg, backbone=backbone)
     if cfg.backbone is None and w is None:
         w = str(bundled_model_dir())
     if cfg.backbone is None and not (w is not None and is_run_dir(w)):
@@ -125,11 +135,20 @@ def init_network(cfg: FinetuneConfig, classes: list[str]) -> tuple[EmbeddingNet,
 
 # ----------------------------------------------------------------------------- checkpoints
 
-def _fingerprint(cfg: FinetuneConfig, data: TrainingData) -> str:
+def _fingerprint(cfg: FinetuneConfig, data: TrainingData, build_dir: Path | None = None) -> str:
+    """What a checkpoint must match to be resumed: the settings, the tuples and the build
+    folder (paths resolved, so ``../ex/tuples`` and its absolute spelling are one run)."""
     settings = {k: v for k, v in asdict(cfg).items() if k not in _RUNTIME_ONLY}
     cols = [c for c in ("tuple_id", *data.members) if c in data.tuples.columns]
     return json.dumps({"settings": settings, "tuples": fingerprint_table(data.tuples, cols),
-                       "build_dir": str(data.build_dir)}, sort_keys=True)
+                       "build_dir": str(build_dir if build_dir is not None else data.build_dir)}, sort_keys=True)
+
+
+def run_settings(cfg: FinetuneConfig, source: str | Path) -> dict[str, Any]:
+    """The settings a run folder is claimed with (:mod:`curate.outdir`): those that change
+    the result, and the resolved source."""
+    settings = {k: v for k, v in asdict(cfg).items() if k not in _RUNTIME_ONLY}
+    return {**settings, "source": str(Path(source).expanduser().resolve())}
 
 
 # bits of a tuple's verdict in one epoch (``_State.epoch_drops``)
@@ -162,46 +181,94 @@ def _save_checkpoint(run: Path, net: nn.Module, opt: torch.optim.Optimizer, sche
                     "drops": torch.from_numpy(state.drops), "epoch_drops": torch.from_numpy(state.epoch_drops),
                     "suspicion": torch.from_numpy(state.suspicion)}, tmp)
     write_parquet(pd.DataFrame(state.rows), ck / f"{tag}.metrics.parquet")
-    write_json({"step": state.step, "tag": tag, "fingerprint": fingerprint}, ck / "last.json")
+    files = {name: file_sha256(ck / name) for name in _checkpoint_files(tag)}
+    write_json({"format": CKPT_FORMAT, "step": state.step, "tag": tag, "fingerprint": fingerprint,
+                "sha256": files}, ck / "last.json")
     for old in ck.glob("step_*"):
         if not old.name.startswith(tag + "."):
             old.unlink(missing_ok=True)
 
 
+def _checkpoint_files(tag: str) -> tuple[str, str, str]:
+    return f"{tag}.safetensors", f"{tag}.state.pt", f"{tag}.metrics.parquet"
+
+
 def _load_checkpoint(run: Path, net: nn.Module, opt: torch.optim.Optimizer, sched: Any, screen: InLoopScreen,
-                     fingerprint: str, fresh: _State) -> _State | None:
+                     fingerprints: tuple[str, ...], fresh: _State, total: int) -> _State | None:
+    """The checkpoint of ``run``, checked before anything is loaded: ``last.json`` names a
+    step within the run and its own files, every file has the sha256 it was written with
+    (checkpoints of format 1 had none), its arrays have the shapes of ``fresh`` (the state
+    of a new run on the same tuples), and the metrics agree with the step."""
     last = run / CKPT_DIR / "last.json"
-    if not last.is_file():
+    if not last.exists():
         return None
-    try:
-        meta = json.loads(last.read_text())
-        tag = meta["tag"]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise CurateError(f"corrupted checkpoint record {last}: {exc}",
-                          hint="pass --restart to discard the checkpoint and train from the start") from exc
-    if meta.get("fingerprint") != fingerprint:
+    hint = "pass --restart to discard the checkpoint and train from the start"
+    meta = read_json_file(last, what="checkpoint record", hint=hint, max_bytes=2**20)
+    step = meta.get("step") if isinstance(meta, dict) else None
+    if not (isinstance(step, int) and not isinstance(step, bool) and 0 < step <= total):
+        raise CurateError(f"corrupted checkpoint record {last}: step must be a whole number from 1 to the run's "
+                          f"{total:,} steps, got {step!r}", hint=hint)
+    tag = f"step_{step:07d}"
+    if meta.get("tag") != tag:
+        raise CurateError(f"corrupted checkpoint record {last}: tag {meta.get('tag')!r} does not match step {step}",
+                          hint=hint)
+    if meta.get("fingerprint") not in fingerprints:
         raise CurateError(f"{run} holds a checkpoint of a run with other settings or other tuples",
                           hint="use another --out, run the same command as before, or pass --restart")
     ck = run / CKPT_DIR
+    sums = meta.get("sha256")
+    if not (meta.get("format") is None and sums is None):  # format 1 (no checksums) resumes unchecked
+        for name in _checkpoint_files(tag):
+            want = sums.get(name) if isinstance(sums, dict) else None
+            try:
+                got = file_sha256(ck / name)
+            except OSError as exc:
+                raise CurateError(f"corrupted checkpoint {ck / name}: {exc.strerror or exc}", hint=hint) from exc
+            if got != want:
+                raise CurateError(f"corrupted checkpoint {ck / name}: its sha256 differs from the one recorded "
+                                  "when it was written (the file was damaged or changed)", hint=hint)
     weights = load_weights_file(ck / f"{tag}.safetensors")
     try:
         net.load_state_dict(weights, strict=True)
-        blob = torch.load(ck / f"{tag}.state.pt", weights_only=True, map_location="cpu")
+        blob = torch_load(ck / f"{tag}.state.pt")
         opt.load_state_dict(blob["optimizer"])
         sched.load_state_dict(blob["scheduler"])
         screen.load_state(blob["screen"])
         arrays = {k: blob[k].numpy() for k in ("drops", "epoch_drops", "suspicion")}
         rows = read_parquet(ck / f"{tag}.metrics.parquet", what="checkpoint metrics").to_dict("records")
-    except CurateError:
-        raise
-    except Exception as exc:  # torch/pickle raise many types for a damaged file
-        raise CurateError(f"corrupted checkpoint {ck / tag}: {str(exc)[:300]}",
-                          hint="pass --restart to discard the checkpoint and train from the start") from exc
+    except CurateError as exc:
+        raise CurateError(f"corrupted checkpoint {ck / tag}: {exc.message}", hint=hint) from exc
+    except Exception as exc:  # torch raises many types for a damaged file
+        raise CurateError(f"corrupted checkpoint {ck / tag}: {str(exc).splitlines()[0][:300] if str(exc) else exc!r}",
+                          hint=hint) from exc
     for k, v in arrays.items():
         if v.shape != getattr(fresh, k).shape:
             raise CurateError(f"checkpoint {ck / tag} does not match the tuples ({k} {v.shape})", hint="pass --restart")
-    return _State(step=int(meta["step"]), rows=[{k: _plain(v) for k, v in r.items()} for r in rows],
+    n_train = sum(1 for r in rows if r.get("phase") == "train")
+    if n_train != step:
+        raise CurateError(f"corrupted checkpoint {ck / tag}: its metrics hold {n_train} training steps, "
+                          f"its record says {step}", hint=hint)
+    return _State(step=step, rows=[{k: _plain(v) for k, v in r.items()} for r in rows],
                   **{k: v.astype(getattr(fresh, k).dtype) for k, v in arrays.items()})
+
+
+def _buffers(net: nn.Module) -> dict[str, torch.Tensor]:
+    """Copies of the network's buffers (BatchNorm running statistics)."""
+    return {k: v.detach().clone() for k, v in net.named_buffers()}
+
+
+def _restore_buffers(net: nn.Module, saved: dict[str, torch.Tensor]) -> None:
+    with torch.no_grad():
+        for k, v in net.named_buffers():
+            v.copy_(saved[k])
+
+
+def _val_row_missing(state: _State, n_batches: int, total: int) -> bool:
+    """True when the last completed step ended an epoch and that epoch's validation row is
+    missing (the run was interrupted while validating)."""
+    if state.step == 0 or not (state.step % n_batches == 0 or state.step == total):
+        return False
+    return not any(r.get("phase") == "val" and r.get("step") == state.step - 1 for r in state.rows)
 
 
 def _plain(v: Any) -> Any:
@@ -336,7 +403,7 @@ class _Trainer:
 # ----------------------------------------------------------------------------- finetune
 
 def finetune(source: str | Path, out: str | Path, config: FinetuneConfig | None = None, *,
-             restart: bool = False, progress: TrainProgress | None = None) -> FinetuneResult:
+             restart: bool = False, force: bool = False, progress: TrainProgress | None = None) -> FinetuneResult:
     """Fine-tune an embedding network on the tuples of ``source`` and write the run to ``out``.
 
     ``source`` is a build-tuples folder or a screen output folder (its ``kept.parquet``
@@ -344,7 +411,13 @@ def finetune(source: str | Path, out: str | Path, config: FinetuneConfig | None 
     resumes from it (``restart=True`` discards it). ``progress(phase, done, total,
     info)`` is called while images are decoded (``"decode"``), after each training step
     (``"train"``, with the step's metrics) and after each validation (``"val"``); an
-    exception raised there (Ctrl-C) saves a checkpoint first.
+    exception raised there (Ctrl-C) saves a checkpoint first; Ctrl-C in the middle of a
+    step saves the state before that step (the BatchNorm statistics its forward pass
+    moved are restored), so a resumed run equals an uninterrupted one bit for bit.
+
+    ``out`` follows :mod:`curate.outdir`: new, empty, or a run of ``curate finetune``;
+    a run with other settings is replaced only with ``force`` (its checkpoints too).
+    Checkpoints carry the sha256 of their files and are checked before resuming.
 
     Writes ``model.safetensors``, ``config.json``, ``metrics.parquet`` (one row per step,
     ``phase`` = ``train``, and one per epoch, ``phase`` = ``val``), ``tuple_drops.parquet``
@@ -354,18 +427,30 @@ def finetune(source: str | Path, out: str | Path, config: FinetuneConfig | None 
     started = time.time()
     cfg = config or FinetuneConfig()
     cfg.check()
-    run = Path(out).expanduser()
+    given = cfg
+    cfg = replace(cfg, weights=path_setting(cfg.weights))
     data = load_training_data(source, val_split=cfg.val_split)
     kind = cfg.kind or data.kind
     if kind == "quadruplet" and data.kind != "quadruplet":
         raise CurateError(f"--kind quadruplet needs quadruplets, but {data.tuples_file} holds triplets",
                           hint="build tuples with --kind quadruplet, or train with --kind triplet")
     device = resolve_device(cfg.device)
+    weights_run = cfg.weights if cfg.weights is not None and is_run_dir(cfg.weights) else None
+    with claim_folder(out, "finetune", settings=run_settings(cfg, source), force=force,
+                      inputs=[source, data.build_dir, weights_run], owned=RUN_OUTPUTS, owned_dirs=(CKPT_DIR,),
+                      scratch=(CKPT_DIR,)) as claim:
+        return _train(claim, cfg, given, data, device, source, restart, progress, started)
+
+
+def _train(claim: Claim, cfg: FinetuneConfig, given: FinetuneConfig, data: TrainingData, device: torch.device,
+           source: str | Path, restart: bool, progress: TrainProgress | None, started: float) -> FinetuneResult:
+    run = claim.path
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)  # the random parts of the network's initialisation
         net, data_config, pretrained_from, backbone = init_network(cfg, data.classes)
     if backbone != cfg.backbone:
         cfg = replace(cfg, backbone=backbone)
+        given = replace(given, backbone=backbone)
 
     # every image the run touches, decoded once
     members = data.tuples[data.members].to_numpy(dtype=np.int64)
@@ -394,24 +479,31 @@ def finetune(source: str | Path, out: str | Path, config: FinetuneConfig | None 
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(total, cfg.warmup_share))
     fingerprint = _fingerprint(cfg, data)
+    # a checkpoint of an earlier curate keyed the paths as they were typed: still resumable
+    legacy = _fingerprint(given, data, build_dir=data.build_dir_as_given)
     if restart and (run / CKPT_DIR).exists():
         for f in (run / CKPT_DIR).iterdir():
             f.unlink()
     fresh = _State.new(len(members), math.ceil(total / n_batches), len(ids))
-    state = _load_checkpoint(run, net, opt, sched, trainer.screen, fingerprint, fresh) if not restart else None
+    state = None if restart else _load_checkpoint(run, net, opt, sched, trainer.screen, (fingerprint, legacy),
+                                                  fresh, total)
     resumed_from = state.step if state else 0
     state = state or fresh
 
-    notes: list[str] = []
+    notes: list[str] = [claim.note] if claim.note else []
     in_update = False
+    before_step: dict[str, torch.Tensor] | None = None  # buffers before the step now in its forward pass
     saved_step = state.step
     last_val: dict[str, Any] = {}
     try:
+        if _val_row_missing(state, n_batches, total) and len(val_rows):
+            last_val = _validate(trainer, state, (state.step - 1) // n_batches, n_batches, total, progress)
         net.train()
         while state.step < total:
             epoch, in_epoch = divmod(state.step, n_batches)
             batches = epoch_batches(len(members), cfg.batch_tuples, cfg.seed, epoch)
             tic = time.perf_counter()
+            before_step = _buffers(net)
             b = trainer.batch(batches[in_epoch], state.step)
             loss, row, drops, susp = trainer.step(b, state.step, state.suspicion)
             opt.zero_grad(set_to_none=True)
@@ -435,38 +527,49 @@ def finetune(source: str | Path, out: str | Path, config: FinetuneConfig | None 
                 notes.append(f"step {state.step}: the boundary dropped every tuple; trained on the classification loss only")
             state.rows.append(row)
             state.step += 1
+            before_step = None
             in_update = False
             if progress is not None:
                 progress("train", state.step, total, row)
             end_of_epoch = state.step % n_batches == 0 or state.step == total
             if end_of_epoch:
-                last_val = trainer.validate()
-                if last_val:
-                    vrow = {"phase": "val", "epoch": epoch, "step": state.step - 1,
-                            **{k: v for k, v in last_val.items() if not k.startswith("_")}}
-                    state.rows.append(vrow)
-                    if progress is not None:
-                        progress("val", epoch + 1, math.ceil(total / n_batches), vrow)
+                last_val = _validate(trainer, state, epoch, n_batches, total, progress)
             if end_of_epoch or (cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0):
                 _save_checkpoint(run, net, opt, sched, trainer.screen, state, fingerprint)
                 saved_step = state.step
     except BaseException:
         if not in_update and state.step > saved_step:
+            if before_step is not None:  # the interrupted forward pass moved the BatchNorm statistics
+                _restore_buffers(net, before_step)
             trainer.screen.discard_pending()
             _save_checkpoint(run, net, opt, sched, trainer.screen, state, fingerprint)
         raise
 
     if not last_val and len(val_rows):
         last_val = trainer.validate()
-    return _finish(run, cfg, data, net, data_config, pretrained_from, state, last_val, started, resumed_from,
+    return _finish(claim, cfg, data, net, data_config, pretrained_from, state, last_val, started, resumed_from,
                    notes, source, ids)
 
 
-def _finish(run: Path, cfg: FinetuneConfig, data: TrainingData, net: EmbeddingNet, data_config: dict[str, Any],
+def _validate(trainer: _Trainer, state: _State, epoch: int, n_batches: int, total: int,
+              progress: TrainProgress | None) -> dict[str, Any]:
+    """The end-of-epoch validation, its row added to the metrics."""
+    last_val = trainer.validate()
+    if last_val:
+        vrow = {"phase": "val", "epoch": epoch, "step": state.step - 1,
+                **{k: v for k, v in last_val.items() if not k.startswith("_")}}
+        state.rows.append(vrow)
+        if progress is not None:
+            progress("val", epoch + 1, math.ceil(total / n_batches), vrow)
+    return last_val
+
+
+def _finish(claim: Claim, cfg: FinetuneConfig, data: TrainingData, net: EmbeddingNet, data_config: dict[str, Any],
             pretrained_from: str | None, state: _State, last_val: dict[str, Any], started: float,
             resumed_from: int, notes: list[str], source: str | Path, ids: np.ndarray) -> FinetuneResult:
     from curate.train.report import write_report
 
+    run = claim.path
     config = run_config(net, backbone=cfg.backbone, classes=data.classes, in_chans=int(data_config["input_size"][0]),
                         data_config=data_config, pretrained_from=pretrained_from,
                         extra={"kind": cfg.kind or data.kind, "seed": cfg.seed})
@@ -496,8 +599,8 @@ def _finish(run: Path, cfg: FinetuneConfig, data: TrainingData, net: EmbeddingNe
                                                     "pretrained_from": pretrained_from},
                         counts=counts, started=started)
     record["resumed_from_step"] = resumed_from
-    write_json(record, run / "run.json")
     write_report(run, metrics=metrics, final=final, config=config, record=record)
+    claim.finish(record)  # last: the run is complete
     return FinetuneResult(run_dir=run, metrics=metrics, final=final, config=config, run=record,
                           resumed_from_step=resumed_from, notes=notes)
 

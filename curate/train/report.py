@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from curate.io import write_text
+from curate.report.html import CSP  # the screen report's policy: no network, no script
 
 
 def _figure_png(fig: Any) -> str:
@@ -182,7 +183,8 @@ def build_report(*, metrics: pd.DataFrame, final: Mapping[str, Any], config: Map
             "loss only.</p>") if all_dropped else ""
     title = f"curate finetune: {config.get('backbone', '')}"
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{CSP}"><title>{html.escape(title)}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;color:#222}}
 table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}}
 .warn{{color:#b00;font-weight:bold}}img{{max-width:100%}}</style></head>

@@ -1,0 +1,446 @@
+"""MediaPipe's face landmarker on the bare models of its ``.task`` bundle, run with LiteRT.
+
+The Tasks ``FaceLandmarker`` (:mod:`curate.faces.landmarks`) spends most of its time
+outside the two networks: a graph scheduler, a second BlazeFace run for the detector score,
+a blendshapes network whose output is thrown away. :class:`LiteLandmarker` runs the same
+``face_detector.tflite`` and ``face_landmarks_detector.tflite`` with ``ai-edge-litert`` (one
+thread) and re-implements the graph around them from MediaPipe's source, step by step:
+
+* BlazeFace on the whole image, letterboxed to 128x128 (``ImageToTensorCalculator``,
+  values in [-1, 1]), its 896 SSD anchors decoded (``TensorsToDetectionsCalculator``);
+  ``face_confidence`` is the top score of those at or above 0.05 (the separate
+  ``FaceDetector`` of the Tasks path), the face is the first output of weighted
+  non-maximum suppression (IoU 0.5) of those at or above 0.5;
+* the face rectangle, turned by the angle of the eye keypoints and enlarged 1.5 times
+  (``DetectionsToRectsCalculator``, ``RectTransformationCalculator``), is cut out at
+  256x256 (values in [0, 1]) for the landmark network, whose presence score must exceed
+  0.5; its 478 points are projected back into the image (``LandmarkProjectionCalculator``);
+* the facial transformation matrix is the geometry pipeline's
+  (``face_geometry/libs/geometry_pipeline.cc``): the first 468 points in a perspective
+  camera (63 degree vertical field of view), two passes of scale estimation, then weighted
+  orthogonal Procrustes against the canonical face of the bundle's
+  ``geometry_pipeline_metadata_landmarks.binarypb``.
+
+Crops are cut with the fixed-point sampling of OpenCV 4's ``warpPerspective``, which
+MediaPipe is built with (OpenCV 5's samples differently). On face crops the results agree
+with the Tasks path to about 0.01 degrees (``docs/faces.md``, "Speed").
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from curate.faces.geometry import prepare_for_detection
+from curate.faces.landmarks import FaceFinder, FaceResult, found_face
+
+DETECTOR_SIZE = 128
+LANDMARKS_SIZE = 256
+N_LANDMARKS = 478
+N_MESH = 468  # the geometry pipeline reads the mesh without the iris points
+MIN_DETECTION = 0.5  # FaceLandmarkerOptions.min_face_detection_confidence
+MIN_PRESENCE = 0.5  # FaceLandmarkerOptions.min_face_presence_confidence
+MIN_SCORE = 0.05  # the FaceDetector that reports face_confidence
+NMS_IOU = 0.5  # FaceDetectorGraphOptions.min_suppression_threshold (its default)
+ROI_SCALE = 1.5
+FOV_DEGREES = 63.0  # FaceGeometryEnvGeneratorCalculator's perspective camera
+NEAR = 1.0
+# logit of the lowest score that can matter, with a margin for float rounding
+MIN_LOGIT = math.log(MIN_SCORE / (1.0 - MIN_SCORE)) - 1e-4
+EXACT_CROPS_ABOVE = 512  # images this large get the float64 crop maps (float32 would round)
+MAP_CACHE = 32  # image sizes whose detector crop maps are kept
+
+
+# --------------------------------------------------------------------------- the bundle
+def _varint(buf: bytes, i: int) -> tuple[int, int]:
+    shift = value = 0
+    while True:
+        byte = buf[i]
+        i += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, i
+        shift += 7
+
+
+def _fields(buf: bytes) -> Iterator[tuple[int, int, int | bytes]]:
+    """(field number, wire type, value) of a serialised protobuf message, in order."""
+    i = 0
+    while i < len(buf):
+        key, i = _varint(buf, i)
+        wire = key & 7
+        value: int | bytes
+        if wire == 0:
+            value, i = _varint(buf, i)
+        elif wire == 1:
+            value, i = buf[i:i + 8], i + 8
+        elif wire == 2:
+            n, i = _varint(buf, i)
+            value, i = buf[i:i + n], i + n
+        elif wire == 5:
+            value, i = buf[i:i + 4], i + 4
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+        yield key >> 3, wire, value
+
+
+def read_geometry_metadata(buf: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """The canonical face (3 x 468, centimetres) and the Procrustes weight of each point
+    from the bytes of ``geometry_pipeline_metadata_landmarks.binarypb``.
+
+    The message is ``GeometryPipelineMetadata`` (``face_geometry/proto/``): field 1 the
+    canonical ``Mesh3d`` (vertex buffer of x, y, z, u, v per vertex in field 3), field 2
+    the weighted landmark references (id, weight), field 3 the input source.
+    """
+    mesh, basis, source = b"", [], 0
+    for field, _, value in _fields(buf):
+        if field == 1 and isinstance(value, bytes):
+            mesh = value
+        elif field == 2 and isinstance(value, bytes):
+            ref = {f: v for f, _, v in _fields(value)}
+            weight = ref.get(2, b"\0\0\0\0")
+            basis.append((int(ref.get(1, 0)), struct.unpack("<f", weight)[0]))  # type: ignore[arg-type]
+        elif field == 3 and isinstance(value, int):
+            source = value
+    if source not in (0, 1):  # DEFAULT, FACE_LANDMARK_PIPELINE
+        raise ValueError(f"geometry metadata is for input source {source}, not landmarks")
+    floats = []
+    for field, _, value in _fields(mesh):
+        if field == 1 and value != 0:
+            raise ValueError(f"canonical mesh has vertex type {value}, expected VERTEX_PT")
+        if field == 3 and isinstance(value, bytes):  # packed floats
+            floats.append(np.frombuffer(value, dtype="<f4"))
+    if not floats or not basis:
+        raise ValueError("geometry metadata holds no canonical mesh or no landmark weights")
+    vertices = np.concatenate(floats).reshape(-1, 5)[:, :3].T.astype(np.float64)
+    weights = np.zeros(vertices.shape[1])
+    for landmark, weight in basis:
+        weights[landmark] = weight
+    return vertices, weights
+
+
+def ssd_anchors() -> np.ndarray:
+    """Centres (896 x 2) of the short-range BlazeFace anchors (``SsdAnchorsCalculator``:
+    4 layers, strides 8, 16, 16, 16, two anchors per layer and cell, fixed size 1)."""
+    strides = (8, 16, 16, 16)
+    out = []
+    layer = 0
+    while layer < len(strides):
+        last = layer
+        while last < len(strides) and strides[last] == strides[layer]:
+            last += 1
+        cells = math.ceil(DETECTOR_SIZE / strides[layer])
+        grid = (np.arange(cells, dtype=np.float32) + 0.5) / cells
+        yy, xx = np.meshgrid(grid, grid, indexing="ij")
+        out.append(np.repeat(np.stack([xx.ravel(), yy.ravel()], axis=1), 2 * (last - layer), axis=0))
+        layer = last
+    return np.concatenate(out)
+
+
+# --------------------------------------------------------------------------- crops
+Roi = tuple[float, float, float, float, float]  # centre x, centre y, width, height (px), radians
+
+
+def _box_points(roi: Roi) -> np.ndarray:
+    """Corners of a rotated rectangle in ``cv::RotatedRect::points`` order (for rotation 0:
+    bottom-left, top-left, top-right, bottom-right)."""
+    cx, cy, w, h, rotation = roi
+    b, a = math.cos(rotation) * 0.5, math.sin(rotation) * 0.5
+    p0 = (cx - a * h - b * w, cy + b * h - a * w)
+    p1 = (cx + a * h - b * w, cy - b * h - a * w)
+    return np.array([p0, p1, (2 * cx - p0[0], 2 * cy - p0[1]), (2 * cx - p1[0], 2 * cy - p1[1])],
+                    dtype=np.float32)
+
+
+def _inverse_warp(roi: Roi, size: int) -> np.ndarray:
+    """The 3x3 map from the ``size`` x ``size`` crop back to the image, as
+    ``ImageToTensorCalculator`` (``getPerspectiveTransform``) and ``warpPerspective``
+    (``invert``, LU) compute it."""
+    import cv2
+
+    dst = np.array([[0, size], [0, 0], [size, 0], [size, size]], dtype=np.float32)
+    _, inverse = cv2.invert(cv2.getPerspectiveTransform(_box_points(roi), dst), flags=cv2.DECOMP_LU)
+    return inverse
+
+
+def _fixed_maps(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``cv2.remap`` maps from source coordinates in 1/32 pixel (int32 arrays)."""
+    xy = np.empty((*x.shape, 2), dtype=np.int16)
+    np.right_shift(x, 5, out=xy[..., 0], casting="unsafe")
+    np.right_shift(y, 5, out=xy[..., 1], casting="unsafe")
+    return xy, ((y & 31) << 5 | (x & 31)).astype(np.uint16)
+
+
+def warp_maps(roi: Roi, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fixed-point maps of the crop of ``roi`` exactly as OpenCV 4's ``warpPerspective``
+    makes them (``WarpPerspectiveInvoker``): per row ``X0 = M1 y + M2``, per pixel
+    ``X = cvRound((X0 + M0 x) * 32 / W)``, in that order, rounding half to even.
+
+    MediaPipe's crops come from OpenCV 4; OpenCV 5's ``warpPerspective`` samples
+    differently (one grey level off on about 4% of the pixels of a rotated face crop).
+    """
+    m = _inverse_warp(roi, size).ravel()
+    ax = np.arange(size, dtype=np.float64)
+    w = (m[7] * ax + m[8])[:, None] + m[6] * ax[None, :]
+    w = np.divide(32.0, w, out=np.zeros_like(w), where=w != 0)
+    x = ((m[1] * ax + m[2])[:, None] + m[0] * ax[None, :]) * w
+    y = ((m[4] * ax + m[5])[:, None] + m[3] * ax[None, :]) * w
+    return _fixed_maps(np.rint(x).astype(np.int32), np.rint(y).astype(np.int32))
+
+
+def affine_maps(roi: Roi, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """As :func:`warp_maps`, several times faster, for a rotated rectangle (an affine warp:
+    the perspective row of the matrix is 0, 0, 1 up to rounding): float32 coordinates
+    rounded by ``cv2.convertMaps``. The two differ only near rounding ties (about 1e-4 of
+    the pixels of a rotated face crop, by 1/32 pixel)."""
+    import cv2
+
+    m = _inverse_warp(roi, size)
+    m = m / float(m[2, 2])
+    ax = np.arange(size, dtype=np.float64)
+    x = np.add.outer((m[0, 1] * ax + m[0, 2]).astype(np.float32), (m[0, 0] * ax).astype(np.float32))
+    y = np.add.outer((m[1, 1] * ax + m[1, 2]).astype(np.float32), (m[1, 0] * ax).astype(np.float32))
+    return cv2.convertMaps(x, y, cv2.CV_16SC2)
+
+
+def crop(image: np.ndarray, maps: tuple[np.ndarray, np.ndarray], *, replicate: bool) -> np.ndarray:
+    """The crop of ``image`` (H x W x 3 or H x W) given by fixed-point ``maps`` (bilinear),
+    uint8; outside the image the border is repeated (``replicate``) or black."""
+    import cv2
+
+    border = cv2.BORDER_REPLICATE if replicate else cv2.BORDER_CONSTANT
+    return cv2.remap(image, maps[0], maps[1], cv2.INTER_LINEAR, borderMode=border, borderValue=0)
+
+
+def roi_to_image(roi: Roi, width: int, height: int) -> np.ndarray:
+    """2x3 map from crop-normalised to image-normalised coordinates
+    (``GetRotatedSubRectToRectTransformMatrix``)."""
+    cx, cy, a, b, rotation = roi
+    c, d = math.cos(rotation), math.sin(rotation)
+    return np.array([[a * c / width, -b * d / width, (-0.5 * a * c + 0.5 * b * d + cx) / width],
+                     [a * d / height, b * c / height, (-0.5 * b * c - 0.5 * a * d + cy) / height]])
+
+
+# --------------------------------------------------------------------------- geometry pipeline
+class WeightedProcrustes:
+    """Weighted orthogonal Procrustes with scale from a fixed 3 x N ``source`` (MediaPipe's
+    ``FloatPrecisionProcrustesSolver``): :meth:`solve` gives the 4x4 similarity ``M``
+    (rotation, scale, translation) minimising ``sum_i w_i |M source_i - target_i|^2``."""
+
+    def __init__(self, source: np.ndarray, weights: np.ndarray) -> None:
+        used = np.flatnonzero(weights > 0)  # points of weight 0 add nothing to any sum
+        self.used = used
+        self.sqrt_weights = np.sqrt(np.asarray(weights, dtype=np.float64)[used])
+        self.total = float(np.dot(self.sqrt_weights, self.sqrt_weights))
+        self.weighted = np.asarray(source, dtype=np.float64)[:, used] * self.sqrt_weights
+        centre = (self.weighted * self.sqrt_weights).sum(axis=1, keepdims=True) / self.total
+        self.centred = self.weighted - centre * self.sqrt_weights
+        self.spread = float((self.centred * self.weighted).sum())
+
+    def solve(self, target: np.ndarray) -> np.ndarray:
+        """``M`` for a 3 x N ``target`` (all N points, or only those of :attr:`used`)."""
+        if target.shape[1] != self.used.size:
+            target = target[:, self.used]
+        wt = target * self.sqrt_weights
+        u, _, vt = np.linalg.svd(wt @ self.centred.T)
+        rotation = u @ vt
+        if np.linalg.det(rotation) < 0:  # det(U) det(V^T) < 0: flip U's last column
+            u[:, 2] *= -1
+            rotation = u @ vt
+        scale = float(((rotation @ self.centred) * wt).sum()) / self.spread
+        out = np.eye(4)
+        out[:3, :3] = scale * rotation
+        out[:3, 3] = ((wt - scale * rotation @ self.weighted) * self.sqrt_weights).sum(axis=1) / self.total
+        return out
+
+
+class FaceGeometry:
+    """The geometry pipeline for landmarks: screen points to metric space, then the facial
+    transformation matrix (the canonical face's pose in the camera frame)."""
+
+    def __init__(self, canonical: np.ndarray, weights: np.ndarray) -> None:
+        self.procrustes = WeightedProcrustes(canonical, weights)
+
+    def matrix(self, landmarks: np.ndarray, width: int, height: int) -> np.ndarray:
+        """4x4 transformation matrix from normalised landmarks (x, y in 0..1 of a
+        ``width`` x ``height`` image, z in image widths; the first 468 are used)."""
+        height_at_near = 2.0 * NEAR * math.tan(0.5 * math.radians(FOV_DEGREES))
+        width_at_near = width * height_at_near / height
+        points = landmarks[:N_MESH]
+        depth_offset = float(points[:, 2].mean()) * width_at_near
+        points = points[self.procrustes.used].T
+        screen = np.stack([(points[0] - 0.5) * width_at_near,  # ProjectXY, origin top left
+                           (0.5 - points[1]) * height_at_near,
+                           points[2] * width_at_near])
+
+        def metric(scale: float) -> np.ndarray:  # MoveAndRescaleZ, UnprojectXY, ChangeHandedness
+            z = (screen[2] - depth_offset + NEAR) / scale
+            return np.stack([screen[0] * z / NEAR, screen[1] * z / NEAR, -z])
+
+        def estimate_scale(points: np.ndarray) -> float:
+            return float(np.linalg.norm(self.procrustes.solve(points)[:3, 0]))
+
+        first = estimate_scale(screen * np.array([[1.0], [1.0], [-1.0]]))
+        second = estimate_scale(metric(first))
+        return self.procrustes.solve(metric(first * second))
+
+
+# --------------------------------------------------------------------------- the landmarker
+def _set_image(interpreter, index: int, tile: np.ndarray, scale: float, offset: float) -> None:
+    """Write ``tile * scale + offset`` (float32; a grey tile into all three channels) into
+    the model's input tensor in place."""
+    import cv2
+
+    view = interpreter.tensor(index)()[0]
+    rgb = tile if tile.ndim == 3 else cv2.cvtColor(tile, cv2.COLOR_GRAY2RGB)
+    np.multiply(rgb, np.float32(scale), out=view, casting="unsafe")
+    if offset:
+        view += np.float32(offset)
+    del view  # no reference to the buffer may outlive the call (LiteRT's rule)
+
+
+@dataclass
+class LiteFace:
+    """What the landmarker graph finds in one image."""
+
+    confidence: float  # top BlazeFace score at or above 0.05, else 0
+    landmarks: np.ndarray | None  # 478 x 3, image-normalised (None: no face)
+    matrix: np.ndarray | None  # 4x4 facial transformation matrix
+
+
+class LiteLandmarker:
+    """``FaceDetector`` score + ``FaceLandmarker`` (IMAGE mode, one face, transformation
+    matrix) on the bare models of a ``face_landmarker.task`` bundle, one thread.
+
+    Not thread-safe; create one per process.
+    """
+
+    def __init__(self, model_path: str | Path, *, threads: int = 1) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        with zipfile.ZipFile(model_path) as bundle:
+            detector = bundle.read("face_detector.tflite")
+            landmarks = bundle.read("face_landmarks_detector.tflite")
+            geometry = bundle.read("geometry_pipeline_metadata_landmarks.binarypb")
+        self.detector = Interpreter(model_content=detector, num_threads=threads)
+        self.detector.allocate_tensors()
+        self.landmarker = Interpreter(model_content=landmarks, num_threads=threads)
+        self.landmarker.allocate_tensors()
+        self._det_in = self.detector.get_input_details()[0]["index"]
+        outs = {d["name"]: d["index"] for d in self.detector.get_output_details()}
+        self._det_boxes, self._det_scores = outs["regressors"], outs["classificators"]
+        self._lmk_in = self.landmarker.get_input_details()[0]["index"]
+        # the graph reads output 0 (478 x 3 points) and output 1 (face presence logit)
+        by_size = {int(np.prod(d["shape"])): d["index"] for d in self.landmarker.get_output_details()
+                   if d["name"] in ("Identity", "Identity_1")}
+        self._lmk_points, self._lmk_presence = by_size[N_LANDMARKS * 3], by_size[1]
+        self.anchors = ssd_anchors()
+        self.geometry = FaceGeometry(*read_geometry_metadata(geometry))
+        self._detector_maps: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+
+    def detections(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """BlazeFace on an RGB (or grey, as :meth:`find`) uint8 image: the boxes (N x 4: xmin, ymin, xmax, ymax),
+        keypoints (N x 6 x 2) and scores (N) of the anchors scoring at least 0.05, in
+        image-normalised coordinates."""
+        h, w = image.shape[:2]
+        side = float(max(w, h))  # keep_aspect_ratio: the whole image, letterboxed
+        maps = self._detector_maps.get((h, w))
+        if maps is None:  # the same for every image of this size
+            if len(self._detector_maps) >= MAP_CACHE:
+                self._detector_maps.pop(next(iter(self._detector_maps)))
+            maps = self._detector_maps[(h, w)] = warp_maps((0.5 * w, 0.5 * h, side, side, 0.0),
+                                                           DETECTOR_SIZE)
+        tile = crop(image, maps, replicate=False)
+        _set_image(self.detector, self._det_in, tile, 2.0 / 255.0, -1.0)  # [-1, 1]
+        self.detector.invoke()
+        raw = self.detector.get_tensor(self._det_boxes)[0]
+        logits = self.detector.get_tensor(self._det_scores)[0, :, 0]
+        keep = np.flatnonzero((logits >= MIN_LOGIT) & (raw[:, 2] >= 0) & (raw[:, 3] >= 0))
+        raw, anchors = raw[keep], self.anchors[keep]
+        logits = np.clip(logits[keep].astype(np.float64), -100.0, 100.0)
+        scores = (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+        centre = raw[:, :2] / DETECTOR_SIZE + anchors
+        half = raw[:, 2:4] / (2 * DETECTOR_SIZE)
+        # crop-normalised -> image-normalised: the crop is a square of side max(w, h)
+        scale = np.array([side / w, side / h], dtype=np.float32)
+        shift = 0.5 - 0.5 * scale
+        boxes = np.concatenate([(centre - half) * scale + shift, (centre + half) * scale + shift], axis=1)
+        keypoints = (raw[:, 4:16].reshape(-1, 6, 2) / DETECTOR_SIZE + anchors[:, None]) * scale + shift
+        return boxes, keypoints, scores
+
+    @staticmethod
+    def top_face(boxes: np.ndarray, keypoints: np.ndarray,
+                 scores: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """Box and keypoints of the first output of weighted non-maximum suppression
+        (IoU above 0.5) among scores of at least 0.5: the score-weighted mean of the top
+        detection and those overlapping it. None when no score reaches 0.5."""
+        keep = np.flatnonzero(scores >= MIN_DETECTION)
+        if keep.size == 0:
+            return None
+        top = keep[np.argmax(scores[keep])]
+        b, t = boxes[keep], boxes[top]
+        iw = np.minimum(b[:, 2], t[2]) - np.maximum(b[:, 0], t[0])
+        ih = np.minimum(b[:, 3], t[3]) - np.maximum(b[:, 1], t[1])
+        inter = np.where((iw > 0) & (ih > 0), iw * ih, 0.0)
+        union = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) + (t[2] - t[0]) * (t[3] - t[1]) - inter
+        iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+        members = keep[iou > NMS_IOU]
+        weight = scores[members] / scores[members].sum()
+        return weight @ boxes[members], np.tensordot(weight, keypoints[members], axes=1)
+
+    def find(self, image: np.ndarray) -> LiteFace:
+        """Face, landmarks and transformation matrix in an RGB uint8 image, or a grey one
+        (H x W) standing for RGB with three equal channels, already padded and upscaled by
+        :func:`~curate.faces.geometry.prepare_for_detection`."""
+        h, w = image.shape[:2]
+        boxes, keypoints, scores = self.detections(image)
+        confidence = float(scores.max()) if scores.size else 0.0
+        top = self.top_face(boxes, keypoints, scores)
+        if top is None:
+            return LiteFace(confidence, None, None)
+        box, points = top
+        # the face rectangle, turned so that the eye keypoints 0 -> 1 lie horizontal
+        (x0, y0), (x1, y1) = points[0] * (w, h), points[1] * (w, h)
+        angle = -math.atan2(-(y1 - y0), x1 - x0)
+        angle -= 2 * math.pi * math.floor((angle + math.pi) / (2 * math.pi))
+        roi = (0.5 * float(box[0] + box[2]) * w, 0.5 * float(box[1] + box[3]) * h,
+               ROI_SCALE * float(box[2] - box[0]) * w, ROI_SCALE * float(box[3] - box[1]) * h, angle)
+        maps = (warp_maps if max(h, w) > EXACT_CROPS_ABOVE else affine_maps)(roi, LANDMARKS_SIZE)
+        tile = crop(image, maps, replicate=True)
+        _set_image(self.landmarker, self._lmk_in, tile, 1.0 / 255.0, 0.0)  # [0, 1]
+        self.landmarker.invoke()
+        presence = float(self.landmarker.get_tensor(self._lmk_presence).ravel()[0])
+        if not 1.0 / (1.0 + math.exp(-max(presence, -700.0))) > MIN_PRESENCE:
+            return LiteFace(confidence, None, None)
+        raw = self.landmarker.get_tensor(self._lmk_points).reshape(N_LANDMARKS, 3) / LANDMARKS_SIZE
+        to_image = roi_to_image(roi, w, h)
+        landmarks = np.empty((N_LANDMARKS, 3))
+        landmarks[:, :2] = raw[:, :2] @ to_image[:, :2].T + to_image[:, 2]
+        landmarks[:, 2] = raw[:, 2] * math.hypot(to_image[0, 0], to_image[1, 0])
+        return LiteFace(confidence, landmarks, self.geometry.matrix(landmarks, w, h))
+
+
+class LiteFaceFinder(FaceFinder):
+    """:class:`~curate.faces.landmarks.FaceFinder` on :class:`LiteLandmarker`: the same
+    :class:`~curate.faces.landmarks.FaceResult` as the Tasks path's ``FaceAnalyzer``."""
+
+    def __init__(self, model_path: str | Path) -> None:
+        self.landmarker = LiteLandmarker(model_path)
+
+    def find_face_in_array(self, rgb: np.ndarray, gray: np.ndarray) -> FaceResult:
+        """As :meth:`find_face`, for an already decoded image (RGB uint8 and its grey)."""
+        grey = rgb.ndim == 3 and bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
+        # a grey picture is padded, upscaled and cropped once instead of three times alike
+        prepared, pad, scale = prepare_for_detection(np.ascontiguousarray(rgb[..., 0]) if grey else rgb)
+        face = self.landmarker.find(prepared)
+        if face.landmarks is None or face.matrix is None:
+            return FaceResult(False, "no face found by the landmarker",
+                              face_confidence=face.confidence)
+        return found_face(face.landmarks, face.matrix, face.confidence, prepared.shape, pad, scale,
+                          gray)
