@@ -42,6 +42,10 @@ mislabelled image / drop rate of the others. Recall is the drop rate of the form
     python bench/experiment_real_noise.py --arms none,cleanlab,oracle --seeds 0,1,2 \
         --max-train-images 10000 --epochs 10 --screener-epochs 6 --work /tmp/real_noise
 
+A reduced experiment on a subset of that subset reuses its screener (copy WORK/screener):
+``--outer-subset 10000 --max-train-images 4000`` draws the 4,000 images from the same
+10,000, and the screener manifest is unchanged.
+
 Results: ``WORK/results.json`` (one entry per arm and seed, written as runs finish; a
 re-run skips finished runs and resumes interrupted ones) and a mean +- sd table.
 """
@@ -71,6 +75,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--max-train-images", type=int, default=10000, help="stratified train subset (0: all)")
     p.add_argument("--subset-seed", type=int, default=0, help="seed of the subset (the same for every arm and seed)")
+    p.add_argument("--outer-subset", type=int, default=0,
+                   help="draw the subset from this stratified outer subset (same seed); the screener trains on the "
+                        "train images outside the OUTER subset, so a screener of a run with --max-train-images "
+                        "OUTER stays out-of-sample for a reduced experiment (0: no outer subset)")
     p.add_argument("--per-anchor", type=int, default=1)
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--screener-epochs", type=int, default=None, help="default: --epochs")
@@ -116,8 +124,10 @@ def make_manifests(args: argparse.Namespace) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
     table = load_table(args.data_root, args.votes)
     train, val = table[table["split"] == "train"], table[table["split"] == "val"]
-    subset = stratified_subset(train, args.max_train_images, args.subset_seed)
-    rest = train[~train.index.isin(subset.index) & ~train["sha256"].isin(subset["sha256"])]
+    outer = stratified_subset(train, args.outer_subset, args.subset_seed) if args.outer_subset > 0 else train
+    subset = stratified_subset(outer, args.max_train_images, args.subset_seed)
+    held = outer if args.outer_subset > 0 else subset  # the screener never sees these labels
+    rest = train[~train.index.isin(held.index) & ~train["sha256"].isin(held["sha256"])]
     rest = stratified_subset(rest, args.max_screener_images, args.subset_seed + 1)
     cols = ["path", "label", "split", "ferplus_label", "mislabelled"]
     m = {"orig": pd.concat([subset, val])[cols],
@@ -133,7 +143,8 @@ def make_manifests(args: argparse.Namespace) -> dict[str, Any]:
         paths[name] = work / f"{name}.csv"
         frame.to_csv(paths[name], index=False)
     info = {
-        "train_images": len(train), "subset_images": len(subset),
+        "train_images": len(train), "outer_subset_images": len(outer) if args.outer_subset > 0 else None,
+        "subset_images": len(subset),
         "subset_mislabelled_share": float(subset["mislabelled"].mean()),
         "subset_with_clean_label": int(subset["ferplus_label"].notna().sum()),
         "screener_images": len(rest), "val_images": len(val),
