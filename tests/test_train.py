@@ -336,6 +336,58 @@ def test_excluding_suspects_records_them_and_leaves_them_out(build: Path, tmp_pa
         assert sus["excluded"].any()
 
 
+
+def test_an_image_the_screen_keeps_calling_suspect_leaves_both_losses(build: Path, tmp_path: Path, monkeypatch):
+    """Plant the suspicion: the screen calls every image labelled angry (code 0) suspect and no
+    other. Once such an image has its visits, no tuple with it as anchor or positive reaches
+    the metric loss and it never reaches the classification loss; the other images do."""
+    from dataclasses import replace
+
+    import torch.nn.functional as F
+
+    from curate.train import loop
+    from curate.train.loss import InLoopScreen
+
+    real_screen, real_ce = InLoopScreen.__call__, F.cross_entropy
+    seen_labels: list[np.ndarray] = []
+
+    def planted(self, emb, labels, local, **kw):
+        return replace(real_screen(self, emb, labels, local, **kw), suspicion=(labels == 0).astype(float))
+
+    def spy(logits, target, *a, **kw):
+        seen_labels.append(target.cpu().numpy())
+        return real_ce(logits, target, *a, **kw)
+
+    monkeypatch.setattr(InLoopScreen, "__call__", planted)
+    monkeypatch.setattr(loop.F, "cross_entropy", spy)
+    res = finetune(build, tmp_path / "planted", tiny_config(null="class_empirical", exclude_suspects=True,
+                                                            suspect_share=0.2, suspect_min_visits=2, epochs=3))
+    sus = pd.read_parquet(res.run_dir / "image_suspicion.parquet")
+    images = pd.read_parquet(build / "images.parquet").set_index("image_id")
+    angry = images.loc[sus["image_id"], "label"].eq("angry").to_numpy()
+    assert sus["excluded"].to_numpy().tolist() == angry.tolist()      # ties at the top: all angry, nothing else
+    by_epoch = pd.read_parquet(res.run_dir / "tuple_drops_by_epoch.parquet")
+    tuples = pd.read_parquet(build / "tuples.parquet")
+    tuples = tuples[tuples["split"].fillna("") != "val"].set_index("tuple_id")
+    flags = ["positive_too_far", "negative_too_close", "suspect_member"]
+    last = (by_epoch[by_epoch["epoch"] == 2].set_index("tuple_id")[flags]   # rows only for dropped tuples
+            .reindex(tuples.index, fill_value=False).astype(bool))
+    anchor_angry = images.loc[tuples["anchor"], "label"].eq("angry").to_numpy()
+    assert anchor_angry.any() and not anchor_angry.all()
+    assert last["suspect_member"].to_numpy().tolist() == anchor_angry.tolist()  # anchor and positive share a label
+    train = res.metrics[res.metrics["phase"] == "train"]
+    assert len(seen_labels) == len(train)                              # one classification loss per step
+    steps_per_epoch = len(train) // 3
+    late = seen_labels[2 * steps_per_epoch:3 * steps_per_epoch]      # the last epoch's classification targets
+    assert len(late) == steps_per_epoch and all(len(t) and not (t == 0).any() for t in late)
+    assert any((t == 1).any() for t in late) and any((t == 2).any() for t in late)
+    assert (train["images_excluded"].iloc[2 * steps_per_epoch:] > 0).all()
+    # the metric loss of the last epoch saw exactly the tuples neither the boundary nor the suspects dropped
+    kept = ~last.any(axis=1)
+    assert train["n_kept"].iloc[2 * steps_per_epoch:].sum() == kept.sum() < (~last["positive_too_far"]
+                                                                            & ~last["negative_too_close"]).sum()
+
+
 # ----------------------------------------------------------------------------- data
 
 def test_batches_cover_every_tuple_once_and_members_index_unique_images():
