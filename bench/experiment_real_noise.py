@@ -99,6 +99,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="arm 3: also leave out images whose in-loop label suspicion stays high")
     p.add_argument("--suspect-share", type=float, default=None, help="arm 3 (default: finetune's)")
     p.add_argument("--suspect-min-visits", type=int, default=None, help="arm 3 (default: finetune's)")
+    p.add_argument("--suspect-global", action="store_true",
+                   help="arm 3: rank the suspects over all images, not within each label (finetune's default)")
     p.add_argument("--tag", default="", help="suffix of the run names and result keys of this invocation's arms")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -313,7 +315,8 @@ def run_arm(arm: str, seed: int, args: argparse.Namespace, prep: dict[str, Any])
         b = build(paths["orig"], work / "builds" / f"orig_s{seed}", args, seed)
         every = {} if arm != "every" else {k: v for k, v in (
             ("screen_every_step", True), ("exclude_suspects", args.every_exclude_suspects),
-            ("suspect_share", args.suspect_share), ("suspect_min_visits", args.suspect_min_visits))
+            ("suspect_share", args.suspect_share), ("suspect_min_visits", args.suspect_min_visits),
+            ("suspect_per_class", False if args.suspect_global else None))
             if v is not None}
         res = train(b, run, finetune_config(args, seed, **every))
         if arm == "every":

@@ -304,14 +304,24 @@ def test_suspect_images_match_a_brute_force_loop():
             total, visits = total + batch[i], visits + 1
         assert got[i] == (visits >= 3 and total / max(visits, 1) >= cut)
     assert suspicion_cut(history, 0.25, 100) == math.inf
+    groups = rng.integers(0, 3, 50)
+    per = suspicion_cut(history, 0.25, 3, groups)
+    for g in range(3):
+        assert np.all(per[groups == g] == suspicion_cut(history[groups == g], 0.25, 3))
+    got = suspect_images(history, batch, per, 3)
+    for i in range(50):
+        total, visits = history[i]
+        if not np.isnan(batch[i]):
+            total, visits = total + batch[i], visits + 1
+        assert got[i] == (visits >= 3 and total / max(visits, 1) >= per[i])
     assert not suspect_images(history, None, math.inf, 1).any()
 
 
 def test_excluding_suspects_records_them_and_leaves_them_out(build: Path, tmp_path: Path):
     with pytest.raises(CurateError, match="class-aware null"):
         tiny_config(exclude_suspects=True).check()
-    res = finetune(build, tmp_path / "ex", tiny_config(null="class_empirical", exclude_suspects=True,
-                                                       suspect_share=0.25, suspect_min_visits=2, epochs=2))
+    res = finetune(build, tmp_path / "ex", tiny_config(null="class_empirical", exclude_suspects=True, suspect_share=0.25,
+                                                       suspect_min_visits=2, suspect_per_class=False, epochs=2))
     run = res.run_dir
     sus = pd.read_parquet(run / "image_suspicion.parquet")
     n_train = 3 * 10
@@ -338,8 +348,8 @@ def test_excluding_suspects_records_them_and_leaves_them_out(build: Path, tmp_pa
 
 
 def test_an_image_the_screen_keeps_calling_suspect_leaves_both_losses(build: Path, tmp_path: Path, monkeypatch):
-    """Plant the suspicion: the screen calls every image labelled angry (code 0) suspect and no
-    other. Once such an image has its visits, no tuple with it as anchor or positive reaches
+    """Plant the suspicion (global rank): the screen calls every image labelled angry (code 0)
+    suspect and no other. Once such an image has its visits, no tuple with it as anchor or positive reaches
     the metric loss and it never reaches the classification loss; the other images do."""
     from dataclasses import replace
 
@@ -361,7 +371,8 @@ def test_an_image_the_screen_keeps_calling_suspect_leaves_both_losses(build: Pat
     monkeypatch.setattr(InLoopScreen, "__call__", planted)
     monkeypatch.setattr(loop.F, "cross_entropy", spy)
     res = finetune(build, tmp_path / "planted", tiny_config(null="class_empirical", exclude_suspects=True,
-                                                            suspect_share=0.2, suspect_min_visits=2, epochs=3))
+                                                            suspect_share=0.2, suspect_min_visits=2,
+                                                            suspect_per_class=False, epochs=3))
     sus = pd.read_parquet(res.run_dir / "image_suspicion.parquet")
     images = pd.read_parquet(build / "images.parquet").set_index("image_id")
     angry = images.loc[sus["image_id"], "label"].eq("angry").to_numpy()
@@ -386,6 +397,40 @@ def test_an_image_the_screen_keeps_calling_suspect_leaves_both_losses(build: Pat
     kept = ~last.any(axis=1)
     assert train["n_kept"].iloc[2 * steps_per_epoch:].sum() == kept.sum() < (~last["positive_too_far"]
                                                                             & ~last["negative_too_close"]).sum()
+
+
+
+def test_per_class_rank_leaves_out_the_share_of_every_class_never_a_whole_class(build: Path, tmp_path: Path,
+                                                                                 monkeypatch):
+    """Plant a suspicion far higher for one class (as FER2013's hard classes get): the global
+    rank leaves out that whole class, the per-class rank (the default) the most suspect
+    quarter of every class."""
+    from dataclasses import replace
+
+    from curate.train.loss import InLoopScreen
+
+    real_screen = InLoopScreen.__call__
+
+    def planted(self, emb, labels, local, *, step, seed):
+        noise = np.random.default_rng(step).random(len(labels)) * 0.1       # no ties
+        return replace(real_screen(self, emb, labels, local, step=step, seed=seed),
+                       suspicion=np.where(labels == 0, 0.8, 0.2) + noise)
+
+    monkeypatch.setattr(InLoopScreen, "__call__", planted)
+    images = pd.read_parquet(build / "images.parquet").set_index("image_id")
+    share = {}
+    for per_class in (True, False):
+        res = finetune(build, tmp_path / f"pc{per_class}", tiny_config(
+            null="class_empirical", exclude_suspects=True, suspect_share=0.25, suspect_min_visits=2,
+            suspect_per_class=per_class, epochs=2))
+        sus = pd.read_parquet(res.run_dir / "image_suspicion.parquet")
+        sus = sus[sus["visits"] >= 2].assign(label=lambda d: images.loc[d["image_id"], "label"].to_numpy())
+        share[per_class] = sus.groupby("label")["excluded"].agg(["sum", "size"])
+    for label, row in share[True].iterrows():
+        assert row["sum"] == max(1, round(0.25 * row["size"])) < row["size"], label
+    glob = share[False]
+    assert glob.loc["angry", "sum"] == min(glob.loc["angry", "size"], max(1, round(0.25 * glob["size"].sum())))
+    assert glob.drop("angry")["sum"].sum() == 0
 
 
 # ----------------------------------------------------------------------------- data

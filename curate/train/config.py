@@ -74,6 +74,7 @@ class FinetuneConfig:
     exclude_suspects: bool = False    # class-aware null: leave out the images whose label stays most suspect:
     suspect_share: float = 0.2        # ... this share of the images screened at least suspect_min_visits
     suspect_min_visits: int = 3       # ... times, ranked by their mean suspicion (1 - p(label | x))
+    suspect_per_class: bool = True    # ... ranked within each label (a global rank left out whole hard classes)
     epochs: int = 10
     max_steps: int | None = None
     batch_tuples: int = 64

@@ -351,8 +351,10 @@ class _Trainer:
             info = {"screen_active": False, "d_null": None, "mu": None, "sigma": None, "t_pos": None, "t_neg": None}
         excluded = np.zeros(len(b.rows), bool)
         if cfg.exclude_suspects and batch_suspicion is not None:
-            cut = suspicion_cut(suspicion, cfg.suspect_share, cfg.suspect_min_visits)
-            excluded = suspect_images(suspicion[b.rows], batch_suspicion, cut, cfg.suspect_min_visits)
+            cut = suspicion_cut(suspicion, cfg.suspect_share, cfg.suspect_min_visits,
+                                self.label_codes if cfg.suspect_per_class else None)
+            excluded = suspect_images(suspicion[b.rows], batch_suspicion,
+                                      cut[b.rows] if isinstance(cut, np.ndarray) else cut, cfg.suspect_min_visits)
         suspect = excluded[b.local[:, 0]] | excluded[b.local[:, 1]]
         keep = keep & ~suspect
         all_dropped = not keep.any()
@@ -457,9 +459,7 @@ def _train(claim: Claim, cfg: FinetuneConfig, given: FinetuneConfig, data: Train
     ids = np.unique(np.concatenate([members.ravel(), data.val_images["image_id"].to_numpy(dtype=np.int64)]))
     pos = {int(i): r for r, i in enumerate(ids)}
     member_rows = np.vectorize(pos.__getitem__, otypes=[np.int64])(members) if members.size else members
-    class_index = {c: i for i, c in enumerate(data.classes)}
-    labels = data.images.loc[ids, "label"].astype(str)
-    label_codes = labels.map(class_index).fillna(-1).to_numpy(dtype=np.int64)
+    label_codes = _label_codes(data, ids)
     val_rows = np.array([pos[int(i)] for i in data.val_images["image_id"]], dtype=np.int64)
     decode_cb = (lambda ph, d, t: progress(ph, d, t, {})) if progress else None
     store = ImageStore(data.images.loc[ids, "path"].astype(str).tolist(), data_config,
@@ -590,7 +590,7 @@ def _finish(claim: Claim, cfg: FinetuneConfig, data: TrainingData, net: Embeddin
         "val_images": len(data.val_images),
         "mean_share_dropped": float(train["share_dropped"].mean()) if len(train) else None,
         "steps_all_dropped": int(train["all_dropped"].sum()) if len(train) else 0,
-        "images_excluded": int(_final_suspects(state.suspicion, cfg).sum()),
+        "images_excluded": int(_final_suspects(state.suspicion, cfg, _label_codes(data, ids)).sum()),
         "val_accuracy": final.get("accuracy"), "val_macro_f1": final.get("macro_f1"),
     }
     params = {**asdict(cfg), "source": str(Path(source).resolve()), "build_dir": str(data.build_dir),
@@ -607,11 +607,20 @@ def _finish(claim: Claim, cfg: FinetuneConfig, data: TrainingData, net: Embeddin
 
 # ----------------------------------------------------------------------------- image suspicion
 
-def suspicion_cut(history: np.ndarray, share: float, min_visits: int) -> float:
+def suspicion_cut(history: np.ndarray, share: float, min_visits: int,
+                  groups: np.ndarray | None = None) -> float | np.ndarray:
     """The mean suspicion at or above which an image is among the ``share`` most suspect of the
     images screened at least ``min_visits`` times (``inf`` when none has been).
 
-    ``history`` is ``[n, 2]``: sum of label suspicion, screened visits, per image."""
+    ``history`` is ``[n, 2]``: sum of label suspicion, screened visits, per image. With
+    ``groups`` (``[n]``, e.g. label codes) the rank is taken within each group and the result
+    is each image's cut, ``[n]``."""
+    if groups is not None:
+        cuts = np.full(len(history), math.inf)
+        for g in np.unique(groups):
+            at = groups == g
+            cuts[at] = suspicion_cut(history[at], share, min_visits)
+        return cuts
     visits = history[:, 1]
     ok = visits >= min_visits
     if not ok.any():
@@ -621,8 +630,10 @@ def suspicion_cut(history: np.ndarray, share: float, min_visits: int) -> float:
     return float(np.partition(mean, mean.size - k)[mean.size - k])
 
 
-def suspect_images(history: np.ndarray, batch: np.ndarray | None, cut: float, min_visits: int) -> np.ndarray:
-    """Bool per image: screened at least ``min_visits`` times and its mean suspicion is at least ``cut``.
+def suspect_images(history: np.ndarray, batch: np.ndarray | None, cut: float | np.ndarray,
+                   min_visits: int) -> np.ndarray:
+    """Bool per image: screened at least ``min_visits`` times and its mean suspicion is at least
+    ``cut`` (one value, or one per image).
 
     ``history`` is ``[n, 2]`` (sum of suspicion, visits) before this step; ``batch`` (``[n]``,
     ``nan`` = not scored) adds this step's suspicion, so an image can be excluded at the very
@@ -636,11 +647,18 @@ def suspect_images(history: np.ndarray, batch: np.ndarray | None, cut: float, mi
     return (visits >= min_visits) & (total >= cut * np.maximum(visits, 1))
 
 
-def _final_suspects(suspicion: np.ndarray, cfg: FinetuneConfig) -> np.ndarray:
+def _label_codes(data: TrainingData, ids: np.ndarray) -> np.ndarray:
+    """Class index of each image of ``ids`` (-1: a label outside the classes)."""
+    class_index = {c: i for i, c in enumerate(data.classes)}
+    return data.images.loc[ids, "label"].astype(str).map(class_index).fillna(-1).to_numpy(dtype=np.int64)
+
+
+def _final_suspects(suspicion: np.ndarray, cfg: FinetuneConfig, label_codes: np.ndarray) -> np.ndarray:
     if not cfg.exclude_suspects:
         return np.zeros(len(suspicion), bool)
-    return suspect_images(suspicion, None, suspicion_cut(suspicion, cfg.suspect_share, cfg.suspect_min_visits),
-                          cfg.suspect_min_visits)
+    cut = suspicion_cut(suspicion, cfg.suspect_share, cfg.suspect_min_visits,
+                        label_codes if cfg.suspect_per_class else None)
+    return suspect_images(suspicion, None, cut, cfg.suspect_min_visits)
 
 
 def soft_targets(data: TrainingData, ids: np.ndarray, prefix: str) -> np.ndarray:
@@ -681,7 +699,7 @@ def image_suspicion_table(suspicion: np.ndarray, ids: np.ndarray, data: Training
     visits = suspicion[:, 1]
     seen = visits > 0
     mean = np.divide(suspicion[:, 0], visits, out=np.full(len(visits), np.nan), where=seen)
-    excluded = _final_suspects(suspicion, cfg)
+    excluded = _final_suspects(suspicion, cfg, _label_codes(data, ids))
     table = pd.DataFrame({"image_id": ids[seen], "label": data.images.loc[ids[seen], "label"].astype(str).to_numpy(),
                           "visits": visits[seen].astype(np.int64), "mean_suspicion": mean[seen],
                           "excluded": excluded[seen]})
