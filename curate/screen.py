@@ -17,7 +17,15 @@ import pandas as pd
 from curate import screens as registry
 from curate import sources
 from curate.errors import CurateError
-from curate.io import fingerprint_table, read_parquet, run_record, write_json, write_parquet
+from curate.io import (
+    fingerprint_table,
+    read_parquet,
+    read_parquet_arrow,
+    read_parquet_schema,
+    run_record,
+    write_json,
+    write_parquet,
+)
 from curate.outdir import Claim, claim_folder, require_complete
 from curate.screens.base import ROLES, Screen, ScreenContext, ScreenOutput, StageProgress
 from curate.screens.nulls import CLASS_NULLS
@@ -470,11 +478,13 @@ def _embed(used: pd.DataFrame, out: Path, backbone: str | None, weights: str | N
 def _embeddings_from_file(path: Path, used: pd.DataFrame) -> _Embedded:
     from curate.io import file_sha256
 
-    table = read_parquet(path, what="embeddings file")
-    if "embedding" not in table.columns or not ({"image_id", "path"} & set(table.columns)):
+    names = read_parquet_schema(path, what="embeddings file").names
+    if "embedding" not in names or not ({"image_id", "path"} & set(names)):
         raise CurateError(f"{path} needs an `embedding` column and an `image_id` or `path` column; "
-                          f"it has {', '.join(map(str, table.columns))}",
+                          f"it has {', '.join(map(str, names))}",
                           hint="write one row per image: image_id (or path) and embedding (list of floats)")
+    # the keys first; the embeddings column-wise by Arrow (a million rows in a second)
+    table = read_parquet(path, what="embeddings file", columns=["image_id" if "image_id" in names else "path"])
     if "image_id" in table.columns:
         key, want = "image_id", used["image_id"]
         got_keys = table["image_id"].astype("int64")
@@ -495,11 +505,47 @@ def _embeddings_from_file(path: Path, used: pd.DataFrame) -> _Embedded:
         raise CurateError(f"{path} has no embedding for {len(missing)} of the {len(used)} images in the "
                           f"tuples, e.g. {', '.join(missing.head(10).astype(str))}",
                           hint=f"embed every image of images.parquet; match them by {key}")
-    rows = table["embedding"].iloc[lookup.loc[want.to_numpy()].to_numpy()].map(_as_vector)
+    selected = lookup.loc[want.to_numpy()].to_numpy()
+    emb = _embedding_matrix(path, selected)
+    if emb is None:  # not one length of lists of numbers: find and name the bad cells
+        emb = _embedding_rows(path, used, selected)
+    finite = np.isfinite(emb).all(axis=1)
+    if not finite.all():
+        bad = used.loc[~finite, "rel_path"].head(5).tolist()
+        raise CurateError(f"embeddings in {path} contain NaN or infinity for {bad}")
+    return _Embedded(emb, "embeddings-file", f"file:{path.resolve()}", file_sha256(path),
+                     False, 0, 0)
+
+
+def _embedding_matrix(path: Path, rows: np.ndarray) -> np.ndarray | None:
+    """Rows ``rows`` of the ``embedding`` column as a float32 matrix, read column-wise by
+    Arrow (no Python object per row); None unless every one of them is a non-empty list of
+    numbers and all have one length."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    col = read_parquet_arrow(path, what="embeddings file", columns=["embedding"]).column("embedding")
+    arr = col.combine_chunks().take(pa.array(rows, type=pa.int64()))
+    listy = pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type) or pa.types.is_fixed_size_list(arr.type)
+    if not listy or not (pa.types.is_floating(arr.type.value_type) or pa.types.is_integer(arr.type.value_type)):
+        return None
+    lengths = pc.list_value_length(arr).to_numpy(zero_copy_only=False)
+    if len(arr) == 0 or arr.null_count or pc.list_flatten(arr).null_count or lengths[0] == 0 \
+            or np.any(lengths != lengths[0]):
+        return None
+    values = pc.list_flatten(arr).to_numpy(zero_copy_only=False)
+    return np.ascontiguousarray(values.reshape(len(arr), int(lengths[0])), dtype=np.float32)
+
+
+def _embedding_rows(path: Path, used: pd.DataFrame, selected: np.ndarray) -> np.ndarray:
+    """The embeddings cell by cell, raising a :class:`CurateError` that names the images whose
+    cell is not a list of numbers, or not as long as the others."""
+    table = read_parquet(path, what="embeddings file", columns=["embedding"])
+    rows = table["embedding"].iloc[selected].map(_as_vector)
     not_vector = rows.isna().to_numpy()
     if not_vector.any():
         bad = used.loc[not_vector, "rel_path"].head(5).tolist()
-        first = table["embedding"].iloc[lookup.loc[want.to_numpy()].to_numpy()[np.flatnonzero(not_vector)[0]]]
+        first = table["embedding"].iloc[selected[np.flatnonzero(not_vector)[0]]]
         raise CurateError(f"embeddings in {path} are not lists of numbers for {len(bad)} image(s), e.g. {bad} "
                           f"(got {type(first).__name__} {str(first)[:60]!r})",
                           hint="write each embedding as a list of floats (Parquet list<float>)")
@@ -509,13 +555,7 @@ def _embeddings_from_file(path: Path, used: pd.DataFrame) -> _Embedded:
         bad = used.loc[(lens != common).to_numpy(), "rel_path"].head(5).tolist()
         raise CurateError(f"embeddings in {path} have different lengths ({sorted(set(lens))}); "
                           f"not {common} long: {', '.join(bad)}", hint="give every image an embedding of the same length")
-    emb = np.stack(rows.to_numpy())
-    finite = np.isfinite(emb).all(axis=1)
-    if not finite.all():
-        bad = used.loc[~finite, "rel_path"].head(5).tolist()
-        raise CurateError(f"embeddings in {path} contain NaN or infinity for {bad}")
-    return _Embedded(emb, "embeddings-file", f"file:{path.resolve()}", file_sha256(path),
-                     False, 0, 0)
+    return np.stack(rows.to_numpy())
 
 
 def _as_vector(v: Any) -> np.ndarray | None:

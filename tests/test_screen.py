@@ -293,3 +293,17 @@ def test_screen_of_an_image_folder_or_a_screen_folder_says_what_to_pass(tmp_path
     with pytest.raises(CurateError, match="output of `curate screen`") as err:
         screen(tmp_path / "s", tmp_path / "o2")
     assert str(build.resolve()) in str(err.value)
+
+
+def test_embeddings_file_read_column_wise_still_names_cells_that_are_not_lists(tmp_path):
+    build, images, emb = make_build(tmp_path)
+    ref = _screen(build, tmp_path / "ref", write_embeddings(tmp_path / "e.parquet", images, emb))
+    # an extra image outside the tuples without an embedding is not used, so it does not matter
+    extra = pd.DataFrame({"image_id": [*images["image_id"], 9999],
+                          "embedding": [list(map(float, e)) for e in emb] + [None]})
+    extra.to_parquet(tmp_path / "n.parquet")
+    assert _screen(build, tmp_path / "n", tmp_path / "n.parquet").n_kept == ref.n_kept
+    pd.DataFrame({"image_id": images["image_id"], "embedding": ["x"] * len(images)}).to_parquet(
+        tmp_path / "s.parquet")
+    with pytest.raises(CurateError, match="are not lists of numbers for 5 image"):
+        _screen(build, tmp_path / "s", tmp_path / "s.parquet")
