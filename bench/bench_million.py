@@ -17,7 +17,8 @@ has wrong labels to find), for ``curate screen --embeddings FILE
 
 Each stage runs as its own ``python -m curate`` process; the bench prints its wall time,
 CPU time (user + system, including its worker processes) and peak RSS (the largest
-single process, from ``wait4``), and the growth from the smallest to the largest size:
+single process, from ``wait4``; the bench process itself stays small, since a child's
+peak starts at its parent's), and the growth from the smallest to the largest size:
 linear means x10 for x10 images. CPU time is the measure to read on a shared machine.
 """
 
@@ -110,14 +111,21 @@ def main() -> None:
     ap.add_argument("--per-anchor", type=int, default=3)
     ap.add_argument("--work", type=Path, default=Path("/work/research/scale/million"))
     ap.add_argument("--workers", type=int, default=None, help="ingest processes (default: curate's)")
+    ap.add_argument("--make-data", nargs=2, metavar=("N", "DIR"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.make_data:
+        make_dataset(Path(args.make_data[1]), int(args.make_data[0]))
+        return
 
     base = run_stage(["--help"])  # the interpreter with curate's command line loaded
     results: dict[int, dict[str, dict[str, float]]] = {}
     for n in args.sizes:
         root = args.work / f"n{n}"
         t = time.perf_counter()
-        manifest, emb_file = make_dataset(root / "data", n)
+        # in a child process: a child's peak RSS starts at its parent's (Linux keeps the
+        # high-water mark across fork and exec), so this process stays small
+        subprocess.run([sys.executable, __file__, "--make-data", str(n), str(root / "data")], check=True)
+        manifest, emb_file = root / "data" / "manifest.csv", root / "data" / "embeddings.parquet"
         print(f"{n:,} images: dataset ready in {time.perf_counter() - t:.0f} s ({root / 'data'})", flush=True)
         build, scr, exp = root / "build", root / "screen", root / "export"
         for d in (build, scr, exp):
