@@ -12,10 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -31,6 +31,15 @@ if TYPE_CHECKING:
 
 Progress = Callable[[int, int], None]
 CACHE_VERSION = 1
+
+
+class Engine(Protocol):
+    """Runs the per-image work of :func:`embed_images_result` somewhere else (a cluster)."""
+
+    def describe(self) -> str: ...
+
+    def embed(self, keys: list[str], paths: list[str], loaded: LoadedBackbone,
+              batch_size: int) -> Iterator[tuple[list[str], np.ndarray]]: ...
 
 
 def build_transform(data_config: dict[str, Any]) -> Callable[[Image.Image], torch.Tensor]:
@@ -93,8 +102,14 @@ def embed_images(paths: Sequence[str], sha256s: Sequence[str | None], loaded: Lo
 def embed_images_result(paths: Sequence[str], sha256s: Sequence[str | None], loaded: LoadedBackbone,
                         *, cache_dir: str | os.PathLike[str], batch_size: int = 64,
                         workers: int | None = None, progress: Progress | None = None,
-                        shard_size: int = 2048) -> EmbedResult:
-    """Like :func:`embed_images`, returning counts of cached and computed images too."""
+                        shard_size: int = 2048, engine: Engine | None = None) -> EmbedResult:
+    """Like :func:`embed_images`, returning counts of cached and computed images too.
+
+    ``engine`` computes the images missing from the cache elsewhere (for example
+    :class:`curate.distributed.RayEngine`: ``engine.embed(keys, paths, loaded,
+    batch_size)`` yields ``(keys, embeddings)`` batches in any order, each computed by
+    :func:`prepare_batch` and :func:`embed_batch`); they are cached here as they arrive.
+    """
     if len(paths) != len(sha256s):
         raise CurateError(f"{len(paths)} paths but {len(sha256s)} sha256 values")
     if batch_size < 1:
@@ -114,8 +129,10 @@ def embed_images_result(paths: Sequence[str], sha256s: Sequence[str | None], loa
         _write_meta(shard_dir, loaded)
         pending_keys: list[str] = []
         pending: list[np.ndarray] = []
-        for batch_keys, batch in _batches(todo, first_path, loaded, batch_size, workers):
-            out = embed_batch(loaded.model, batch)
+        computed = (((k, embed_batch(loaded.model, b)) for k, b in
+                     _batches(todo, first_path, loaded, batch_size, workers)) if engine is None
+                    else engine.embed(todo, [first_path[k] for k in todo], loaded, batch_size))
+        for batch_keys, out in computed:
             pending_keys.extend(batch_keys)
             pending.append(out)
             cached.update(zip(batch_keys, out, strict=True))
@@ -195,16 +212,29 @@ def default_workers(device_type: str) -> int:
     return min(8, max(ncpu - 1, 0)) if device_type == "cuda" else min(4, ncpu // 2)
 
 
+def prepare_batch(paths: Sequence[str], loaded: LoadedBackbone,
+                  device: torch.device | None = None) -> torch.Tensor:
+    """Decode and preprocess image files into one batch for :func:`embed_batch`: the
+    pixels the local loader of :func:`embed_images` produces (same decoder, same transform)."""
+    ds, split = _dataset([str(p) for p in paths], loaded)
+    batch = torch.stack([ds[i] for i in range(len(ds))])
+    return normalize_uint8_batch(batch, split[1], split[2], device) if split is not None else batch
+
+
+def _dataset(files: list[str], loaded: LoadedBackbone) -> tuple[_ImageDataset, Any]:
+    transform = build_transform(loaded.data_config)
+    split = split_transform(transform)
+    ds = (_ImageDataset(files, loaded.in_chans, split[0]) if split is not None
+          else _FullTransformDataset(files, loaded.in_chans, transform))
+    return ds, split
+
+
 def _batches(todo: list[str], first_path: dict[str, str], loaded: LoadedBackbone, batch_size: int,
              workers: int | None):
     param = next(loaded.model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     n_workers = default_workers(device.type) if workers is None else workers
-    transform = build_transform(loaded.data_config)
-    split = split_transform(transform)
-    files = [first_path[k] for k in todo]
-    ds = (_ImageDataset(files, loaded.in_chans, split[0]) if split is not None
-          else _FullTransformDataset(files, loaded.in_chans, transform))
+    ds, split = _dataset([first_path[k] for k in todo], loaded)
     loader = torch.utils.data.DataLoader(
         ds, batch_size=batch_size, shuffle=False, num_workers=n_workers,
         pin_memory=device.type == "cuda", prefetch_factor=4 if n_workers else None)

@@ -9,7 +9,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -32,6 +32,9 @@ from curate.screens.nulls import CLASS_NULLS
 from curate.screens.simulate import simulate_alpha
 from curate.screens.statistical import Boundary, normalize
 from curate.tuples import redraw_tuples
+
+if TYPE_CHECKING:
+    from curate.distributed import RayEngine as Engine
 
 SUSPECT_BASE_COLUMNS = ["image_id", "path", "rel_path", "label", "split"]
 
@@ -78,7 +81,8 @@ def screen(build_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
            embeddings: str | os.PathLike[str] | None = None, center: bool = True,
            scale: float = 1.0, batch_size: int = 64, workers: int | None = None,
            device: str = "auto", seed: int = 0, redraw: bool = True, calibrate: bool = False,
-           force: bool = False, progress: StageProgress | None = None, **options: Any) -> ScreenResult:
+           force: bool = False, progress: StageProgress | None = None, engine: Engine | None = None,
+           **options: Any) -> ScreenResult:
     """Screen every tuple of ``build_dir`` (a ``curate build-tuples`` folder) into ``out_dir``.
 
     Runs every registered screen (:func:`curate.screens.registered`: image screens
@@ -91,7 +95,9 @@ def screen(build_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
     backbone (see :func:`curate.backbone.load_backbone`), cached in
     ``out_dir/embeddings``; they are centred (``center``) and normalised to the modulus
     ``scale``. ``progress(stage, done, total)`` reports the ``embed`` and ``faces``
-    stages.
+    stages. ``engine`` runs those per-image stages elsewhere, writing the same caches
+    (:class:`curate.distributed.RayEngine`; None: this machine); it is no setting of the
+    run (the results are the same), so a re-run with or without it needs no ``force``.
 
     Images an image screen rejects leave the pool: with ``redraw`` every tuple that holds
     one as its positive or negative is redrawn for the same anchor from the remaining
@@ -128,7 +134,7 @@ def screen(build_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
         return _screen_into(claim, build, images, tuples, build_run, active, settings, backbone=backbone,
                             weights=weights, embeddings=embeddings, center=center, scale=scale,
                             batch_size=batch_size, workers=workers, device=device, seed=seed, redraw=redraw,
-                            calibrate=calibrate, progress=progress, started=started)
+                            calibrate=calibrate, progress=progress, started=started, engine=engine)
 
 
 def output_files() -> list[str]:
@@ -145,7 +151,8 @@ def _screen_into(claim: Claim, build: Path, images: pd.DataFrame, tuples: pd.Dat
                  build_run: dict[str, Any], active: list[Screen], settings: dict[str, Any], *,
                  backbone: str | None, weights: str | None, embeddings: str | os.PathLike[str] | None,
                  center: bool, scale: float, batch_size: int, workers: int | None, device: str, seed: int,
-                 redraw: bool, calibrate: bool, progress: StageProgress | None, started: float) -> ScreenResult:
+                 redraw: bool, calibrate: bool, progress: StageProgress | None, started: float,
+                 engine: Engine | None = None) -> ScreenResult:
     out = claim.path
     kind = "quadruplet" if "negative2" in tuples.columns else "triplet"
     roles = [r for r in ROLES if r in tuples.columns]
@@ -159,13 +166,13 @@ def _screen_into(claim: Claim, build: Path, images: pd.DataFrame, tuples: pd.Dat
     if embeddings is not None:
         got = _embeddings_from_file(Path(embeddings), used)
     elif any(s.needs_embeddings for s in active):
-        got = _embed(used, out, backbone, weights, device, seed, batch_size, workers, progress)
+        got = _embed(used, out, backbone, weights, device, seed, batch_size, workers, progress, engine)
     if got is not None:
         emb = normalize(got.emb, center=center, scale=scale)
 
     build_tuples = tuples
     ctx = ScreenContext(images=used, tuples=tuples, rows=rows, settings=settings, out_dir=out,
-                        embeddings=emb, progress=progress)
+                        embeddings=emb, progress=progress, engine=engine)
     for level in ("image", "tuple"):
         if level == "tuple":
             redrawn = _redraw(ctx, active, build_run, seed) if redraw else None
@@ -221,6 +228,7 @@ def _screen_into(claim: Claim, build: Path, images: pd.DataFrame, tuples: pd.Dat
         "backbone": got.backbone if got is not None else backbone, "weights": weights,
         "embeddings": str(Path(embeddings).resolve()) if embeddings is not None else None,
         "batch_size": batch_size, "workers": workers, "device": device, "redraw": redraw,
+        "engine": engine.describe() if engine is not None else None,
         "calibrate": calibrate,
         **settings, "kind": kind, "screens": [s.name for s in active],
     }
@@ -462,15 +470,16 @@ def _read_build(build: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]
 
 def _embed(used: pd.DataFrame, out: Path, backbone: str | None, weights: str | None, device: str,
            seed: int, batch_size: int, workers: int | None,
-           progress: StageProgress | None) -> _Embedded:
+           progress: StageProgress | None, engine: Engine | None) -> _Embedded:
     from curate.backbone import load_backbone
     from curate.embed import embed_images_result
 
-    loaded = load_backbone(backbone, weights, device=device, seed=seed)
+    # with an engine the model only travels from here to its workers (their device)
+    loaded = load_backbone(backbone, weights, device="cpu" if engine is not None else device, seed=seed)
     cb = (lambda done, total: progress("embed", done, total)) if progress else None
     res = embed_images_result(used["path"].tolist(), used["sha256"].tolist(), loaded,
                               cache_dir=out / "embeddings", batch_size=batch_size,
-                              workers=workers, progress=cb)
+                              workers=workers, progress=cb, engine=engine)
     return _Embedded(res.embeddings, loaded.name, loaded.weights_source, loaded.weights_fingerprint,
                      loaded.random_weights, res.n_computed, res.n_cached)
 

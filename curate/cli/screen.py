@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 
 from curate.cli._app import FORCE_HELP, app, console, handles_errors, safe
-from curate.cli._choices import NullOpt
+from curate.cli._choices import RAY_ACTORS_HELP, RAY_HELP, NullOpt, ray_engine
 from curate.cli._progress import stage_bars
 from curate.errors import CurateError
 from curate.export import FORMATS, export
@@ -73,6 +73,8 @@ def screen_cmd(
     face_model: Annotated[str | None, typer.Option(help=OPT["face_model"].help)] = OPT["face_model"].default,
     option: Annotated[list[str] | None, typer.Option("--option", help="NAME=VALUE for a screen option that has no flag of its own (plug-in screens; docs/screens.md). Repeatable.")] = None,
     report: Annotated[bool, typer.Option(help="Write report.html (curate report SCREEN_DIR writes it later).")] = True,
+    ray: Annotated[str | None, typer.Option("--ray", help=RAY_HELP)] = None,
+    ray_actors: Annotated[int | None, typer.Option(help=RAY_ACTORS_HELP)] = None,
     force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,
 ) -> None:
     """Embed every image, apply the statistical boundary and face screens, and sort tuples into kept and rejected."""
@@ -84,7 +86,7 @@ def screen_cmd(
             max_yaw=max_yaw, max_occlusion=max_occlusion, no_face=no_face.value,
             skip_face_screens=skip_face_screens, face_model=face_model, alpha_label=alpha_label,
             label_prior_floor=label_prior_floor, skip_label_screen=skip_label_screen, redraw=redraw,
-            calibrate=calibrate, force=force,
+            calibrate=calibrate, force=force, engine=ray_engine(ray, ray_actors, device),
             progress=bars.update, **parse_options(option or []),
         )
     from curate.report import write_report  # matplotlib: only when a report is written

@@ -8,10 +8,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from importlib import util as importlib_util
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pandas as pd
 
@@ -30,6 +30,15 @@ COLUMNS = ["path", "face_found", "yaw", "pitch", "roll", "occlusion", "occlusion
            "face_confidence", "detail"]
 
 ProgressFn = Callable[[int, int], None]
+
+
+class Engine(Protocol):
+    """Runs the analyses of :func:`analyze_faces` somewhere else (a cluster)."""
+
+    def describe(self) -> str: ...
+
+    def analyze_faces(self, keys: list[str], paths: list[str], model_path: Path,
+                      backend: str) -> Iterator[list[tuple[str, dict[str, Any]]]]: ...
 
 # How faces are found: "litert" runs the .task bundle's models directly with ai-edge-litert
 # (curate.faces.litert, the default where it is installed); "tasks" runs MediaPipe's Tasks
@@ -62,7 +71,7 @@ def default_workers(n_images: int) -> int:
 def analyze_faces(paths: Sequence[str | os.PathLike[str]], sha256s: Sequence[str | None] | None = None,
                   *, cache_dir: str | os.PathLike[str] | None = None, face_model: str | None = None,
                   workers: int | None = None, progress: ProgressFn | None = None,
-                  backend: str | None = None) -> pd.DataFrame:
+                  backend: str | None = None, engine: Engine | None = None) -> pd.DataFrame:
     """Analyse faces in image files: one row per path, in input order.
 
     Parameters
@@ -85,6 +94,12 @@ def analyze_faces(paths: Sequence[str | os.PathLike[str]], sha256s: Sequence[str
         at once).
     backend:
         One of :data:`BACKENDS`; default :func:`default_backend`.
+    engine:
+        Runs the analyses elsewhere (:class:`curate.distributed.RayEngine`):
+        ``engine.analyze_faces(keys, paths, model_path, backend)`` yields lists of
+        ``(key, row)`` made by :func:`~curate.faces.landmarks.find_one` and
+        :func:`~curate.faces.landmarks.face_rows`, in any order; they are cached as they
+        arrive, so an interrupted run resumes. ``None``: worker processes here.
 
     Returns
     -------
@@ -120,10 +135,13 @@ def analyze_faces(paths: Sequence[str | os.PathLike[str]], sha256s: Sequence[str
     done = total - sum(weight.values())
     if progress is not None:
         progress(done, total)
-    fresh = _run(todo, weight, model_path, backend, workers, progress, done, total)
+    if engine is None:
+        fresh = _run(todo, weight, model_path, backend, workers, progress, done, total)
+        if folder is not None:
+            _write_cache(folder, {k: v for k, v in fresh.items() if not k.startswith("path:")})
+    else:
+        fresh = _run_on(engine, todo, weight, model_path, backend, folder, progress, done, total)
     results = {**cached, **fresh}
-    if folder is not None:
-        _write_cache(folder, {k: v for k, v in fresh.items() if not k.startswith("path:")})
 
     rows = []
     for p, key in zip(path_list, keys, strict=True):
@@ -160,6 +178,30 @@ def _run(todo: dict[str, str], weight: dict[str, int], model_path: Path, backend
             start += len(found)
             if progress is not None:
                 progress(done, total)
+    return out
+
+
+def _run_on(engine: Engine, todo: dict[str, str], weight: dict[str, int], model_path: Path, backend: str,
+            folder: Path | None, progress: ProgressFn | None, done: int, total: int,
+            part_size: int = 2048) -> dict[str, dict[str, Any]]:
+    """Analyse ``todo`` on ``engine``, caching parts of ``part_size`` rows as they arrive."""
+    out: dict[str, dict[str, Any]] = {}
+    pending: dict[str, dict[str, Any]] = {}
+    if not todo:
+        return out
+    for part in engine.analyze_faces(list(todo), list(todo.values()), model_path, backend):
+        for key, row in part:
+            out[key] = row
+            done += weight[key]
+            if not key.startswith("path:"):
+                pending[key] = row
+        if folder is not None and len(pending) >= part_size:
+            _write_cache(folder, pending)
+            pending = {}
+        if progress is not None:
+            progress(done, total)
+    if folder is not None:
+        _write_cache(folder, pending)
     return out
 
 

@@ -170,7 +170,7 @@ def find_faces(paths: list[str], model_path: Path, backend: str,
             finder = make_finder(backend, model_path)
             try:
                 for batch in batches:
-                    yield [_find_one(finder, p) for p in batch]
+                    yield [find_one(finder, p) for p in batch]
             finally:
                 finder.close()
         return
@@ -206,13 +206,15 @@ def _init_worker(backend: str, model_path: str) -> None:
 
 def _find_in_worker(paths: list[str]) -> list[FaceResult]:
     assert _WORKER is not None, "worker not initialised"
-    found = [_find_one(_WORKER, p) for p in paths]
+    found = [find_one(_WORKER, p) for p in paths]
     for f in found:
         f.landmarks = None  # not needed by the rows: less to send back
     return found
 
 
-def _find_one(finder: FaceFinder, path: str) -> FaceResult:
+def find_one(finder: FaceFinder, path: str) -> FaceResult:
+    """The face in one file; a failed analysis is a result that says why (never raises for
+    a bad image). Local workers and the Ray actors (:mod:`curate.distributed`) call it."""
     import cv2
 
     try:

@@ -65,7 +65,8 @@ class ScreenContext:
     ``images`` holds only the images that are in at least one tuple (rows of the
     build's ``images.parquet``); ``rows[role]`` gives, for every tuple, the row of that
     member in ``images``. ``embeddings`` (when the pipeline computed them) has one
-    normalised row per image row.
+    normalised row per image row. ``engine``, when set, runs per-image work elsewhere
+    (:class:`curate.distributed.RayEngine`); None: this machine.
     """
 
     images: pd.DataFrame
@@ -76,6 +77,7 @@ class ScreenContext:
     embeddings: np.ndarray | None = None
     progress: StageProgress | None = None
     results: dict[str, ScreenOutput] = field(default_factory=dict)
+    engine: Any = None
 
     @property
     def labels(self) -> np.ndarray:
