@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -84,10 +86,15 @@ def finetune_cmd(
         val_split=None if val_split.lower() == "none" else val_split, reset_head=reset_head, device=device,
         amp=amp, checkpoint_every=checkpoint_every, preload_max_gb=preload_max_gb,
     )
+    main = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 draws bars and reports
+    bar_ctx = stage_bars({"decode": "decoding images", "train": "training", "val": "epochs"}) if main \
+        else contextlib.nullcontext(None)
     try:
-        with stage_bars({"decode": "decoding images", "train": "training", "val": "epochs"}) as bars:
+        with bar_ctx as bars:
 
             def progress(phase: str, done: int, total: int, info: dict[str, Any]) -> None:
+                if bars is None:
+                    return
                 text = None  # decoding: the rate
                 if phase == "train":
                     text = (f"loss {info['loss']:.3f}  kept {1 - info['share_dropped']:.0%}  "
@@ -105,6 +112,8 @@ def finetune_cmd(
 
 
 def _render_finetune(result: Any) -> None:
+    if not result.is_main:  # torchrun: rank 0 reports
+        return
     counts = result.run["counts"]
     for note in result.notes[:1]:
         if note.startswith("replaced"):
