@@ -65,7 +65,7 @@ def embed_batch(model: torch.nn.Module, batch: torch.Tensor) -> np.ndarray:
     with torch.inference_mode():
         x = batch.to(device, non_blocking=True)
         if x.ndim == 4:  # channels-last convolutions are faster on CUDA and on oneDNN CPUs
-            x = x.contiguous(memory_format=torch.channels_last)
+            x = channels_last(x)
         if device.type == "cuda":
             with torch.autocast("cuda"):
                 out = model(x)
@@ -75,6 +75,18 @@ def embed_batch(model: torch.nn.Module, batch: torch.Tensor) -> np.ndarray:
             out = out[0]
         out = out.reshape(out.shape[0], -1)
         return out.float().cpu().numpy()
+
+
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """``x`` (N x C x H x W) laid out channels-last, so convolutions run channels-last.
+
+    ``x.contiguous(memory_format=torch.channels_last)`` leaves a one-channel NCHW tensor
+    as it is (it counts as channels-last contiguous already), and torch then runs the
+    network in NCHW; strides taken from an N x H x W x C tensor are unambiguous."""
+    if x.stride(1) == 1 and x.is_contiguous(memory_format=torch.channels_last):
+        return x
+    n, c, h, w = x.shape
+    return x.new_empty((n, h, w, c)).copy_(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
 @dataclass
