@@ -206,8 +206,8 @@ def test_face_screens_reject_tuples_with_a_side_face(tmp_path, monkeypatch):
     seen = {}
 
     def screen_faces(imgs, *, cache_dir, max_yaw=30.0, max_occlusion=0.5, no_face="reject",
-                     face_model=None, progress=None):
-        seen.update(n=len(imgs), max_yaw=max_yaw, max_occlusion=max_occlusion, cache_dir=cache_dir)
+                     face_model=None, progress=None, engine=None):
+        seen.update(n=len(imgs), engine=engine, max_yaw=max_yaw, max_occlusion=max_occlusion, cache_dir=cache_dir)
         yaw = np.where(imgs["image_id"] == side, 55.0, 3.0)
         reject = np.abs(yaw) > max_yaw
         return pd.DataFrame({
@@ -222,6 +222,7 @@ def test_face_screens_reject_tuples_with_a_side_face(tmp_path, monkeypatch):
     # the resolved default reaches the screen (and run.json), not None
     assert seen["n"] == 48 and seen["max_yaw"] == 40.0
     assert seen["max_occlusion"] == face_screen_module.DEFAULT_MAX_OCCLUSION
+    assert seen["engine"] is None  # no --ray: faces analysed on this machine
     assert json.loads((tmp_path / "out" / "run.json").read_text())["params"]["max_occlusion"] == \
         face_screen_module.DEFAULT_MAX_OCCLUSION
     out = tmp_path / "out"
