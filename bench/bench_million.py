@@ -128,8 +128,8 @@ def main() -> None:
         manifest, emb_file = root / "data" / "manifest.csv", root / "data" / "embeddings.parquet"
         print(f"{n:,} images: dataset ready in {time.perf_counter() - t:.0f} s ({root / 'data'})", flush=True)
         build, scr, exp = root / "build", root / "screen", root / "export"
-        for d in (build, scr, exp):
-            shutil.rmtree(d, ignore_errors=True)
+        for d in (build, scr, exp):  # rm is much quicker than shutil.rmtree on a million links
+            subprocess.run(["rm", "-rf", str(d)], check=True)
         workers = [] if args.workers is None else ["--workers", str(args.workers)]
         stages = {
             "build-tuples": ["build-tuples", str(manifest), "--out", str(build), "--per-anchor",
