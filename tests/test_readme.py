@@ -70,3 +70,23 @@ def test_every_command_has_help(command: str) -> None:
     res = CliRunner().invoke(app, [command, "--help"])
     assert res.exit_code == 0, res.output
     assert len(res.output) > 200
+
+
+def test_scaling_commands_use_real_options() -> None:
+    """The commands of the README's scaling section name options their commands have."""
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+
+    part = README.split("## One machine, one GPU, a Ray cluster, several GPUs")[1].split("\n## ")[0]
+    block = re.search(r"```bash\n(.*?)```", part, re.S).group(1)
+    commands = [re.sub(r"^torchrun .*?-m curate ", "curate ", line) for line in block.splitlines()
+                if line.startswith(("curate ", "torchrun "))]
+    assert len(commands) >= 6 and any("--ray" in c for c in commands)
+    runner = CliRunner()
+    for cmd in commands:
+        sub = cmd.split()[1]
+        res = runner.invoke(app, [sub, "--help"], env={"COLUMNS": "300"})
+        assert res.exit_code == 0, res.output
+        for flag in re.findall(r"(?<=\s)--[a-z][a-z0-9-]*", cmd):
+            assert flag in res.output, f"README: `{cmd}` uses {flag}, which `curate {sub}` lacks"

@@ -73,7 +73,11 @@ def finetune_cmd(
     restart: Annotated[bool, typer.Option(help="Discard a checkpoint in --out instead of resuming from it.")] = False,
     force: Annotated[bool, typer.Option("--force", help=FORCE_HELP + " Its checkpoints are discarded.")] = False,
 ) -> None:
-    """Fine-tune an embedding network on tuples, screening every batch with the statistical boundary."""
+    """Fine-tune an embedding network on tuples, screening every batch with the statistical boundary.
+
+    On several GPUs (or CPU processes): torchrun --nproc-per-node N -m curate finetune ...
+    (each process forwards its share of every batch; same result as one process).
+    """
     from curate.train.loop import finetune
 
     cfg = FinetuneConfig(
