@@ -1,18 +1,28 @@
-"""Measure the face analysis on the face-conditions benchmark (1,760 in-the-wild faces).
+"""Measure the face screens against every hand label we have, dev and holdout side by side.
 
-Prints: share of faces found; AUROC of |yaw| for ``yaw_over_30`` and ``yaw_over_45`` vs
-the unflagged faces; AUROC of ``occlusion`` for ``occluded`` vs unflagged, with
-precision and recall at the default threshold (``DEFAULT_MAX_OCCLUSION``, chosen on
-hand-labelled FER2013 training faces, not here), and for comparison the thresholds this
-benchmark would pick;
-what the screens reject per group at their defaults; images/s per core; and the same
-scores against blind hand labels of 120 + 120 faces (``bench/audit/``, see
-``bench/audit/README.md``), which measure how noisy the benchmark's flags are.
+Analyses (fresh cache, timed) face-conditions (1,760 in-the-wild faces), all of
+``fer2013/val`` (3,589) and the hand-labelled FER2013 training faces of the holdout part
+(``bench/holdout.py``), then prints:
+
+- faces found, and images/s per core (face-conditions);
+- pose: the ``--max-yaw`` rule on the blind face audit (``bench/yaw_threshold.py``):
+  recall of clearly turned faces and the share of frontal faces rejected, per set and
+  threshold; the benchmark's own yaw flags for reference;
+- occlusion: AUROC of ``occlusion_any`` against face-conditions' ``occluded`` flag (the
+  benchmark's definition: glasses count), of ``occlusion`` against the occlusion policy
+  (clear glasses alone do not count) and of ``occlusion_any`` against anything-over-the-face
+  on the face audit, and both on the FER2013 hand labels' holdout part; precision, recall
+  and share flagged of ``fer2013/val`` at several ``--max-occlusion`` values;
+- defaults: the share of ``fer2013/val`` images the face screens flag at their defaults,
+  against the share the blind audit finds truly unusable (clearly turned, occluded by the
+  policy, or not a face), and on a grid of ``--max-yaw`` x ``--max-occlusion``;
+- the first two blind audits of face-conditions (``bench/audit/README.md``).
+
+Dev figures helped choose things (thresholds, recipe); holdout figures did not.
 
 Usage::
 
-    python bench/bench_faces.py [--data ../shared/data/face-conditions] [--workers 1]
-                                [--limit N] [--save results.parquet]
+    python bench/bench_faces.py [--data ../shared/data] [--workers 2] [--save DIR]
 """
 
 from __future__ import annotations
@@ -25,14 +35,20 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from holdout import SHARES, is_holdout
+from yaw_threshold import audit_table
+from yaw_threshold import report as pose_report
 
 from curate.faces import analyze_faces
 from curate.faces.fit_occlusion import auroc
 from curate.screens import faces as S
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "face-conditions"
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 AUDIT = Path(__file__).resolve().parent / "audit"
 FLAGS = ["yaw_over_30", "yaw_over_45", "occluded"]
+POLICY = {"hand", "hand_edge", "sunglasses", "mask", "hair", "other"}  # occluded for expression recognition
+ANY_COVER = POLICY | {"clear_glasses"}
+PARTS = ("dev", "holdout")
 
 
 def cpu_seconds() -> float:
@@ -40,129 +56,190 @@ def cpu_seconds() -> float:
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def choose_threshold(y: np.ndarray, s: np.ndarray, max_false_reject: float | None) -> tuple[float, float]:
-    """(F1, threshold) maximising F1 on a 0.01 grid, optionally among thresholds that
-    reject at most ``max_false_reject`` of the negatives."""
-    best = (0.0, 0.5)
-    for t in np.round(np.arange(0.01, 1.0, 0.01), 2):
-        pred = s > t
-        if max_false_reject is not None and (pred & ~y).sum() > max_false_reject * (~y).sum():
-            continue
-        f1 = 2 * (pred & y).sum() / max(pred.sum() + y.sum(), 1)
-        if f1 > best[0]:
-            best = (float(f1), float(t))
-    return best
+def kinds(cover: str) -> set[str]:
+    return {k for k in str(cover).split(";") if k}
 
 
-def audits(d: pd.DataFrame) -> None:
-    """Print the scores and the benchmark's flags against the blind hand labels.
+def side(fmt: str, values: dict[str, object]) -> str:
+    """``dev X | holdout Y``."""
+    return " | ".join(f"{p} {fmt.format(values[p])}" for p in PARTS)
 
-    ``d``: labels.csv rows (``path`` relative to the data folder) with the analysis columns.
-    """
+
+def analyse(paths: list[str], cache: str, workers: int) -> pd.DataFrame:
+    return analyze_faces(paths, cache_dir=cache, workers=workers)
+
+
+# ----------------------------------------------------------------------------- face-conditions
+def face_conditions(d: pd.DataFrame) -> None:
+    """``d``: labels.csv rows with the analysis and ``holdout``."""
+    unflagged = (d[FLAGS].sum(axis=1) == 0).to_numpy()
+    found = d["face_found"].to_numpy()
+    print(f"face-conditions: {len(d)} faces ({int(d['holdout'].sum())} holdout), {unflagged.sum()} unflagged, "
+          + ", ".join(f"{f} {int(d[f].sum())}" for f in FLAGS))
+    print(f"  faces found: {found.mean():.3f} overall, {found[unflagged].mean():.3f} unflagged, "
+          + ", ".join(f"{found[d[f] == 1].mean():.3f} {f}" for f in FLAGS))
+    yaw = d["yaw"].abs().to_numpy()
+    for flag in ("yaw_over_30", "yaw_over_45"):  # reference only: the flags disagree with the pictures
+        vals = {}
+        for p in PARTS:
+            m = ((d[flag] == 1).to_numpy() | unflagged) & found & (d["holdout"] == (p == "holdout")).to_numpy()
+            vals[p] = auroc((d[flag] == 1).to_numpy()[m], yaw[m])
+        print(f"  AUROC |yaw| {flag} vs unflagged (the benchmark's pose flags): {side('{:.3f}', vals)}")
+    vals, n = {}, {}
+    for p in PARTS:
+        m = ((d["occluded"] == 1).to_numpy() | unflagged) & found & (d["holdout"] == (p == "holdout")).to_numpy()
+        vals[p] = auroc((d["occluded"] == 1).to_numpy()[m], d["occlusion_any"].to_numpy()[m])
+        n[p] = f"{m.sum()}, {int(d['occluded'].to_numpy()[m].sum())} occluded"
+        vals[p + " policy"] = auroc((d["occluded"] == 1).to_numpy()[m], d["occlusion"].to_numpy()[m])
+    print(f"  AUROC occlusion_any, occluded vs unflagged (target 0.85): {side('{:.3f}', vals)}  (n {side('{}', n)})")
+    print(f"  the same with occlusion (clear glasses discounted; the flag counts glasses): "
+          f"dev {vals['dev policy']:.3f} | holdout {vals['holdout policy']:.3f}")
+    verdict = S.face_verdicts(d, max_yaw=S.DEFAULT_MAX_YAW, max_occlusion=S.DEFAULT_MAX_OCCLUSION, no_face="reject")
+    rej = verdict["face_reject"].to_numpy()
+    groups = {"unflagged": unflagged, **{f: (d[f] == 1).to_numpy() for f in FLAGS}}
+    print("  rejected by the face screens at defaults: " + ", ".join(f"{k} {rej[g].mean():.3f}" for k, g in groups.items()))
+
+
+# ----------------------------------------------------------------------------- hand labels
+def fer_holdout(labels: pd.DataFrame) -> None:
+    """The holdout hand labels of FER2013 training faces (never fitted on), with the analysis."""
+    f = labels[labels["face_found"]]
+    rnd = (f["sample"] == "random").to_numpy()
+    old = f["occluded"].to_numpy() == 1
+    policy = np.array([bool(kinds(k) & POLICY) for k in f["kind"]]) & old
+    print(f"FER2013 hand labels, holdout part ({len(labels)} faces, {len(f)} with a face found, "
+          f"{rnd.sum()} randomly sampled): AUROC occlusion_any vs occluded {auroc(old, f['occlusion_any']):.3f} "
+          f"(random {auroc(old[rnd], f['occlusion_any'].to_numpy()[rnd]):.3f}); occlusion vs the policy "
+          f"{auroc(policy, f['occlusion']):.3f} (random {auroc(policy[rnd], f['occlusion'].to_numpy()[rnd]):.3f})")
+
+
+def audit_occlusion(a: pd.DataFrame) -> None:
+    """``a``: :func:`yaw_threshold.audit_table` (face audit with analyses and weights)."""
+    a = a.assign(policy=[bool(kinds(c) & POLICY) for c in a["cover"]],
+                 covered=[bool(kinds(c) & ANY_COVER) for c in a["cover"]])
+    vals = {}
+    for p in PARTS:
+        f = a[a["face_found"] & (a["holdout"] == (p == "holdout"))]
+        vals[p] = (f"{auroc(f['policy'].to_numpy(), f['occlusion']):.3f} (n {len(f)}, {int(f['policy'].sum())} occluded) / "
+                   f"{auroc(f['covered'].to_numpy(), f['occlusion_any']):.3f}")
+    print("face audit (blind): AUROC occlusion vs the policy / occlusion_any vs anything over the face: "
+          + side("{}", vals))
+    print("  fer2013/val (stratum-weighted), --max-occlusion:  precision / recall of the policy, share of "
+          "faces flagged   [dev | holdout]")
+    val = a[(a["source"] == "fer2013/val") & a["face_found"]]
+    for t in sorted({0.3, 0.4, 0.5, 0.6, 0.7, S.DEFAULT_MAX_OCCLUSION}):
+        cells = []
+        for p in PARTS:
+            v = val[val["holdout"] == (p == "holdout")]
+            flag = (v["occlusion"] > t).to_numpy()
+            w, y = v["w"].to_numpy(), v["policy"].to_numpy()
+            prec = (w * flag * y).sum() / max((w * flag).sum(), 1e-9)
+            rec = (w * flag * y).sum() / max((w * y).sum(), 1e-9)
+            cells.append(f"{prec:.3f} / {rec:.3f}, {(w * flag).sum() / w.sum():.3f}")
+        mark = "  <- default" if t == S.DEFAULT_MAX_OCCLUSION else ""
+        print(f"  {t:5.2f}   " + " | ".join(cells) + mark)
+
+
+def defaults_vs_audit(val: pd.DataFrame, a: pd.DataFrame) -> None:
+    """Share of all fer2013/val images the face screens flag at defaults vs the audit's unusable share."""
+    v = S.face_verdicts(val, max_yaw=S.DEFAULT_MAX_YAW, max_occlusion=S.DEFAULT_MAX_OCCLUSION, no_face="reject")
+    reason = v["face_reason"].fillna("")
+    share = {code: reason.str.contains(code).mean() for code in (S.SIDE_FACE, S.OCCLUDED, S.NO_FACE)}
+    print(f"fer2013/val at the defaults (--max-yaw {S.DEFAULT_MAX_YAW:g}, --max-occlusion "
+          f"{S.DEFAULT_MAX_OCCLUSION:g}, --no-face reject): {v['face_reject'].mean():.3f} of {len(v)} images "
+          f"flagged (side_face {share[S.SIDE_FACE]:.3f}, occluded {share[S.OCCLUDED]:.3f}, "
+          f"no_face {share[S.NO_FACE]:.3f}); without no_face "
+          f"{(reason.str.contains(S.SIDE_FACE) | reason.str.contains(S.OCCLUDED)).mean():.3f}")
+    au = a[a["source"] == "fer2013/val"]
+    au = au.assign(turned=au["pose"] == 2, occ=[bool(kinds(c) & POLICY) for c in au["cover"]],
+                   notface=au["cover"].str.contains("not_a_face"))
+    cells = {}
+    for p in ("dev", "holdout", "all"):
+        d = au if p == "all" else au[au["holdout"] == (p == "holdout")]
+        w = d["w"].to_numpy()
+
+        def share_of(x: pd.Series, w: np.ndarray = w) -> float:
+            return float(np.average(x.to_numpy(), weights=w))
+
+        cells[p] = (f"{share_of(d['turned'] | d['occ'] | d['notface']):.3f} (clearly turned {share_of(d['turned']):.3f}, "
+                    f"occluded by the policy {share_of(d['occ']):.3f}, not a face {share_of(d['notface']):.3f}; n {len(d)})")
+    print("  the blind audit's truly unusable share of fer2013/val: " + " | ".join(f"{p} {c}" for p, c in cells.items()))
+    flagged = S.face_verdicts(a, max_yaw=S.DEFAULT_MAX_YAW,
+                              max_occlusion=S.DEFAULT_MAX_OCCLUSION, no_face="reject")["face_reject"].to_numpy()
+    au_flag = flagged[(a["source"] == "fer2013/val").to_numpy()]
+    bad = (au["turned"] | au["occ"] | au["notface"]).to_numpy()
+    w = au["w"].to_numpy()
+    print(f"  on the audited fer2013/val faces (weighted): precision {np.sum(w * au_flag * bad) / np.sum(w * au_flag):.3f}, "
+          f"recall {np.sum(w * au_flag * bad) / np.sum(w * bad):.3f} of the unusable ones")
+
+
+def sensitivity(val: pd.DataFrame) -> None:
+    """Share of fer2013/val images the face screens flag (no_face included) on a grid of
+    --max-yaw x --max-occlusion: the image half of the report's face-threshold table."""
+    yaws = sorted({15.0, 20.0, 25.0, 30.0, S.DEFAULT_MAX_YAW})
+    occs = sorted({0.3, 0.4, 0.5, 0.6, 0.7, S.DEFAULT_MAX_OCCLUSION})
+    print("share of fer2013/val images flagged (rows --max-yaw, columns --max-occlusion; no_face rejected):")
+    print("         " + "".join(f"{o:>8.2f}" for o in occs))
+    for y in yaws:
+        row = [S.face_verdicts(val, max_yaw=y, max_occlusion=o, no_face="reject")["face_reject"].mean() for o in occs]
+        print(f"  {y:5.0f}  " + "".join(f"{r:8.3f}" for r in row))
+
+
+def first_audits(d: pd.DataFrame) -> None:
+    """The first blind audits of face-conditions (120 + 120 faces), as before."""
     pose = pd.read_csv(AUDIT / "face_conditions_pose_audit.csv").merge(d, on="path")
     occ = pd.read_csv(AUDIT / "face_conditions_occlusion_audit.csv").merge(d, on="path")
-    if pose.empty and occ.empty:  # a --limit sample without audited faces
-        return
-    group = np.where(pose["yaw_over_45"] == 1, "yaw_over_45",
-                     np.where(pose["yaw_over_30"] == 1, "yaw_over_30 only", "unflagged"))
-    table = pd.crosstab(pd.Series(group, name="flags"), pose["turned"].rename("hand label")).rename(
-        columns={0: "frontal", 1: "slightly turned", 2: "clearly turned"})
-    print(f"pose audit ({len(pose)} faces, blind hand labels), flag group x hand label:")
-    print(table.to_string())
     f = pose[pose["face_found"]]
     clear = f[f["turned"] != 1]
-    turned = (f["turned"] >= 1).to_numpy()
-    print(f"  AUROC |yaw| clearly turned vs frontal (n={len(clear)}): "
-          f"{auroc(clear['turned'] == 2, clear['yaw'].abs()):.3f}; any turn vs frontal "
-          f"(n={len(f)}): {auroc(turned, f['yaw'].abs()):.3f}")
-    print(f"  the flags as a score of any turn: yaw_over_30 {auroc(turned, f['yaw_over_30']):.3f}, "
-          f"yaw_over_45 {auroc(turned, f['yaw_over_45']):.3f}")
-    unflagged = pose["yaw_over_30"] == 0
-    ceiling = []
-    for flag in ("yaw_over_30", "yaw_over_45"):
-        m = (pose[flag] == 1) | unflagged
-        ceiling.append(f"{flag} {auroc(pose.loc[m, flag] == 1, pose.loc[m, 'turned']):.3f}")
-    print("  the hand label (0/1/2) as a score of flagged vs unflagged, i.e. what a yaw that "
-          "matches the eye would reach: " + ", ".join(ceiling))
+    print(f"first pose audit ({len(pose)} face-conditions faces): AUROC |yaw| clearly turned vs frontal "
+          f"{auroc((clear['turned'] == 2).to_numpy(), clear['yaw'].abs()):.3f} (n={len(clear)}); the flags as a "
+          f"score of any turn: yaw_over_30 {auroc((f['turned'] >= 1).to_numpy(), f['yaw_over_30']):.3f}, "
+          f"yaw_over_45 {auroc((f['turned'] >= 1).to_numpy(), f['yaw_over_45']):.3f}")
     f = occ[occ["face_found"]]
     hand = (f["occluded_by_eye"] == 1).to_numpy()
-    print(f"occlusion audit ({len(occ)} faces, blind hand labels): flag x hand label "
-          + str(pd.crosstab(occ["occluded"], occ["occluded_by_eye"]).to_dict("index")))
-    print(f"  AUROC occlusion vs hand label (n={len(f)}): {auroc(hand, f['occlusion']):.3f}; "
-          f"vs the flag on the same faces: {auroc(f['occluded'] == 1, f['occlusion']):.3f}; "
-          f"the flag as a score of the hand label: {auroc(hand, f['occluded']):.3f}")
+    print(f"first occlusion audit ({len(occ)} faces; glasses count): AUROC occlusion_any vs the hand label "
+          f"{auroc(hand, f['occlusion_any']):.3f}; the flag as a score of the hand label {auroc(hand, f['occluded']):.3f}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--limit", type=int, default=None)
-    ap.add_argument("--save", type=Path, default=None, help="write the per-image results here")
+    ap.add_argument("--save", type=Path, default=None, help="folder for the per-image analyses (parquet)")
     args = ap.parse_args()
 
-    labels = pd.read_csv(args.data / "labels.csv")
-    if args.limit:
-        labels = labels.sample(args.limit, random_state=0).sort_index()
-    paths = [str(args.data / p) for p in labels["path"]]
-    t0, c0 = time.perf_counter(), cpu_seconds()
+    fc_labels = pd.read_csv(args.data / "face-conditions" / "labels.csv")
+    val_paths = sorted(str(p) for p in (args.data / "fer2013" / "val").rglob("*.jpg"))
+    hand = pd.read_csv(AUDIT / "fer2013_train_occlusion_labels.csv").fillna({"kind": ""})
+    hand = hand[is_holdout(hand["path"], SHARES["fer2013_train_labels"])].reset_index(drop=True)
     with tempfile.TemporaryDirectory() as cache:  # fresh cache: time the real work
-        res = analyze_faces(paths, cache_dir=cache, workers=args.workers)
-    wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
-    d = pd.concat([labels.reset_index(drop=True), res.drop(columns="path")], axis=1)
+        t0, c0 = time.perf_counter(), cpu_seconds()
+        fc = analyse([str(args.data / "face-conditions" / p) for p in fc_labels["path"]], cache, args.workers)
+        wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
+        val = analyse(val_paths, cache, args.workers)
+        train = analyse([str(args.data / "fer2013" / "train" / p) for p in hand["path"]], cache, args.workers)
     if args.save:
-        d.to_parquet(args.save, index=False)
+        args.save.mkdir(parents=True, exist_ok=True)
+        for name, t in (("face_conditions", fc), ("fer2013_val", val), ("fer2013_train_holdout_labels", train)):
+            t.to_parquet(args.save / f"faces_{name}.parquet", index=False)
 
-    unflagged = (d[FLAGS].sum(axis=1) == 0).to_numpy()
-    found = d["face_found"].to_numpy()
-    print(f"face-conditions: {len(d)} faces, {unflagged.sum()} unflagged, "
-          + ", ".join(f"{f} {int(d[f].sum())}" for f in FLAGS))
-    print(f"faces found: {found.mean():.3f} overall, {found[unflagged].mean():.3f} unflagged, "
-          + ", ".join(f"{found[d[f] == 1].mean():.3f} {f}" for f in FLAGS))
-
-    yaw = d["yaw"].abs().to_numpy()
-    rot = np.degrees(np.arccos(np.cos(np.radians(d["yaw"])) * np.cos(np.radians(d["pitch"]))))
-    for flag, target in (("yaw_over_30", 0.95), ("yaw_over_45", 0.97)):
-        m = ((d[flag] == 1).to_numpy() | unflagged) & found
-        y = (d[flag] == 1).to_numpy()[m]
-        print(f"AUROC |yaw| {flag} vs unflagged (faces found, n={m.sum()}): {auroc(y, yaw[m]):.3f} "
-              f"(target {target}); head-rotation angle sqrt-combined with pitch: "
-              f"{auroc(y, rot[m]):.3f}; median |yaw| flagged {np.median(yaw[m][y]):.1f} vs "
-              f"unflagged {np.median(yaw[m][~y]):.1f}")
-
-    occ = d["occlusion"].to_numpy()
-    m = ((d["occluded"] == 1).to_numpy() | unflagged) & found
-    y = (d["occluded"] == 1).to_numpy()[m]
-    s = occ[m]
-    t = S.DEFAULT_MAX_OCCLUSION
-    pred = s > t
-    tp = (pred & y).sum()
-    print(f"AUROC occlusion occluded vs unflagged (faces found, n={m.sum()}, {y.sum()} occluded): "
-          f"{auroc(y, s):.3f} (target 0.85)")
-    print(f"at DEFAULT_MAX_OCCLUSION={t:g}: precision {tp / max(pred.sum(), 1):.3f}, "
-          f"recall {tp / max(y.sum(), 1):.3f}, flagged {pred.sum()}")
-    print(f"unflagged faces above it: {(pred & ~y).mean() / max((~y).mean(), 1e-9):.3f}")
-    f1, t_any = choose_threshold(y, s, None)
-    f1_10, t_10 = choose_threshold(y, s, 0.10)
-    print(f"best-F1 threshold: {t_any:g} (F1 {f1:.3f}); best-F1 threshold rejecting at most 10% "
-          f"of unflagged faces: {t_10:g} (F1 {f1_10:.3f}); neither is used for the default")
-    print("threshold  precision  recall  F1     unflagged rejected")
-    for tt in (0.2, 0.35, 0.42, 0.5, 0.7):
-        p = s > tt
-        tp_t = (p & y).sum()
-        print(f"{tt:9.2f}  {tp_t / max(p.sum(), 1):9.3f}  {tp_t / max(y.sum(), 1):6.3f}  "
-              f"{2 * tp_t / max(p.sum() + y.sum(), 1):.3f}  {(p & ~y).sum() / max((~y).sum(), 1):.3f}")
-    regions = d.loc[m & (occ > t), "occlusion_region"].value_counts().to_dict()
-    print(f"occlusion_region of faces above the threshold: {regions}")
-
-    verdict = S.face_verdicts(res, max_yaw=S.DEFAULT_MAX_YAW, max_occlusion=t, no_face="reject")
-    rej = verdict["face_reject"].to_numpy()
-    groups = {"unflagged": unflagged, **{f: (d[f] == 1).to_numpy() for f in FLAGS}}
-    print("rejected by the face screens at defaults: "
-          + ", ".join(f"{k} {rej[g].mean():.3f}" for k, g in groups.items()))
-    audits(d)
-    print(f"speed: {len(d) / wall:.1f} images/s wall with {args.workers} worker(s); "
-          f"{len(d) / cpu:.1f} images/s per core (CPU time {cpu:.0f} s)")
+    d = pd.concat([fc_labels, fc.drop(columns="path")], axis=1)
+    d["holdout"] = is_holdout(d["path"], SHARES["face-conditions"])
+    face_conditions(d)
+    print(f"fer2013/val: faces found {val['face_found'].mean():.3f} of {len(val)}")
+    print()
+    a = audit_table(val, fc, args.data)
+    pose_report(a, S.DEFAULT_MAX_YAW)
+    print()
+    fer_holdout(pd.concat([hand, train.drop(columns="path")], axis=1))
+    audit_occlusion(a)
+    print()
+    defaults_vs_audit(val, a)
+    sensitivity(val)
+    print()
+    first_audits(d)
+    print(f"speed (face-conditions): {len(fc) / wall:.1f} images/s wall with {args.workers} worker(s); "
+          f"{len(fc) / cpu:.1f} images/s per core (CPU time {cpu:.0f} s)")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,12 @@ file holds one 128-d float32 row per image (class centre plus noise), keyed by
 has wrong labels to find), for ``curate screen --embeddings FILE
 --skip-face-screens``. Files are written once per size under ``--work`` and reused.
 
+The per-image stages that decode every image again are off, as the face screens are:
+build-tuples' leakage check (``--no-leakage-check``) and the hygiene screens
+(``--skip-near-duplicate-screen --skip-not-face-screen --skip-quality-screen``). Like
+embedding and face analysis they cost per image, not per tuple; the near-duplicate
+search has its own scale bench (``bench/bench_hygiene.py scale``, ``docs/hygiene.md``).
+
 Each stage runs as its own ``python -m curate`` process; the bench prints its wall time,
 CPU time (user + system, including its worker processes) and peak RSS (the largest
 single process, from ``wait4``; the bench process itself stays small, since a child's
@@ -133,9 +139,10 @@ def main() -> None:
         workers = [] if args.workers is None else ["--workers", str(args.workers)]
         stages = {
             "build-tuples": ["build-tuples", str(manifest), "--out", str(build), "--per-anchor",
-                             str(args.per_anchor), "--seed", "0", *workers],
+                             str(args.per_anchor), "--seed", "0", "--no-leakage-check", *workers],
             "screen": ["screen", str(build), "--out", str(scr), "--embeddings", str(emb_file),
-                       "--skip-face-screens", "--no-report"],
+                       "--skip-face-screens", "--skip-near-duplicate-screen", "--skip-not-face-screen",
+                       "--skip-quality-screen", "--no-report"],
             "report": ["report", str(scr)],
             "export": ["export", str(scr), "--out", str(exp)],
         }

@@ -33,9 +33,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from holdout import kept_out_of_fitting
 
 from curate.faces import fit_occlusion as fit
 from curate.faces.occluders import FIRST_FIT_HANDS, HANDS
+from curate.faces.occlusion import OUTPUTS
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fer2013" / "train"
 STAGE4 = Path(__file__).resolve().parent / "audit" / "occlusion_stage4.safetensors"
@@ -72,7 +74,8 @@ def _synthetic_progress(event: str, info: dict[str, Any]) -> None:
 
 def _labelled_progress(event: str, info: dict[str, Any]) -> None:
     if event == "data":
-        print(f"{info['n_train']} labelled faces to fit ({info['n_occluded']} occluded), {info['n_held_out']} "
+        print(f"{info['n_train']} labelled faces to fit ({info['n_occluded']} occluded, "
+              f"{info['n_glasses_only']} of them by clear glasses only), {info['n_held_out']} "
               f"held out; clean pool {info['n_clean']} of {info['n_crops']}")
         base = info["baseline"]
         a = fit.held_out_aurocs(base, base["score"].to_numpy())
@@ -116,6 +119,9 @@ def main() -> None:
                          "saved in one file whose score is their mean (default: --seed alone)")
     ap.add_argument("--cv-fold", type=int, default=None,
                     help="with --real-labels: hold out fold K of 5 (seeded) and print its AUROC")
+    ap.add_argument("--dev-only", action="store_true",
+                    help="with --real-labels: fit on the dev part only: leave out the holdout labels "
+                         "and every copy of a holdout face (bench/holdout.py)")
     args = ap.parse_args()
 
     import torch
@@ -125,19 +131,30 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if args.real_labels is not None:
         labels = fit.match_labels(pd.read_csv(args.real_labels), rel_paths)
+        exclude: list[int] = []
+        if args.dev_only:
+            kept_out = kept_out_of_fitting()
+            n_all = len(labels)
+            labels = labels[~labels["path"].isin(kept_out)].reset_index(drop=True)
+            exclude = [i for i, p in enumerate(rel_paths) if p in kept_out]
+            print(f"--dev-only: {n_all - len(labels)} holdout labels (or copies of holdout faces) left out, "
+                  f"{len(exclude)} faces kept out of the clean pool")
         seeds = [int(x) for x in str(args.seeds).split(",")] if args.seeds else [args.seed]
         result = fit.fit_labelled(crops, labels, init=args.init, clean_with=args.clean_with or args.init,
                                   seeds=seeds, epochs=args.epochs, lr=args.lr or 1e-3,
-                                  real_frac=args.real_frac, cv_fold=args.cv_fold, progress=_labelled_progress)
+                                  real_frac=args.real_frac, cv_fold=args.cv_fold, exclude=exclude,
+                                  progress=_labelled_progress)
         held = result.held_out
         if len(held):
             a = fit.held_out_aurocs(held, held["score"].to_numpy())
             print(f"held-out AUROC of the {len(seeds)}-network file: {a['auroc']:.4f} "
                   f"(randomly sampled faces {a['auroc_random']:.4f}, n={a['n_random']})")
-            held[["path", "occluded", "sample", "score"]].to_csv(args.out.with_suffix(".heldout.csv"), index=False)
+            held[["path", "occluded", "kind", "sample", "score", "occlusion"]].to_csv(
+                args.out.with_suffix(".heldout.csv"), index=False)
         fit.save_occlusion_weights(result.states, args.out, {
             "fitted_by": "bench/fit_occlusion.py --real-labels", "seeds": ",".join(map(str, seeds)),
-            "labels": str(result.n_train), "epochs": str(args.epochs), "real_frac": str(args.real_frac)})
+            "labels": str(result.n_train), "epochs": str(args.epochs), "real_frac": str(args.real_frac),
+            "dev_only": str(bool(args.dev_only)), "outputs": ",".join(OUTPUTS)})
     else:
         result = fit.fit_synthetic(crops, epochs=args.epochs, seed=args.seed, lr=args.lr or 3e-3,
                                    clean_with=args.clean_with, pseudo_labels=args.pseudo_labels,

@@ -113,9 +113,7 @@ def main() -> None:
                     help="write the manifests (and train_half_a.csv with --split-half), then stop")
     args = ap.parse_args()
 
-    from curate.backbone import load_backbone
     from curate.build import build_tuples
-    from curate.embed import embed_images_result
     from curate.screen import screen
 
     t0 = time.time()
@@ -149,13 +147,10 @@ def main() -> None:
     auc_order = auroc(-np.arange(len(suspect)), suspect["noisy"].to_numpy())  # the file's order
     auc_mean_z = auroc(suspect["mean_z"].to_numpy(), suspect["noisy"].to_numpy())
 
-    # the kNN baseline on the very embeddings the screen used (read back from its cache)
-    loaded = load_backbone(args.backbone, args.weights, device=args.device, seed=args.seed)
-    emb = embed_images_result(suspect["path"].tolist(),
-                              images.set_index("image_id").loc[suspect["image_id"], "sha256"].tolist(),
-                              loaded, cache_dir=args.out / "screen" / "embeddings",
-                              batch_size=args.batch_size, workers=args.workers)
-    knn = knn_disagreement(emb.embeddings, suspect["label"].astype(str).to_numpy(), args.k)
+    # the kNN baseline on the very embeddings the screen used (its embeddings.parquet)
+    table = pd.read_parquet(args.out / "screen" / "embeddings.parquet").set_index("image_id")
+    emb = np.stack(table.loc[suspect["image_id"], "embedding"].to_numpy())
+    knn = knn_disagreement(emb, suspect["label"].astype(str).to_numpy(), args.k)
     auc_knn = auroc(knn, suspect["noisy"].to_numpy())
 
     b = res.boundary

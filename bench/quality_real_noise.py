@@ -34,12 +34,16 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quality_fer2013 import knn_disagreement  # noqa: E402  (the injected-noise bench's baseline)
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 CLASSES = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
@@ -118,18 +122,6 @@ def _embed(df: pd.DataFrame, batch_size: int, cache: Path) -> tuple[list[np.ndar
     return list(emb), list(probs)
 
 
-def knn_disagreement(x: np.ndarray, codes: np.ndarray, k: int, block: int = 1024) -> np.ndarray:
-    x = x.astype(np.float32)
-    out = np.empty(len(x))
-    for s in range(0, len(x), block):
-        sims = x[s:s + block] @ x.T
-        rows = np.arange(sims.shape[0])
-        sims[rows, s + rows] = -np.inf
-        nn = np.argpartition(-sims, k, axis=1)[:, :k]
-        out[s:s + block] = (codes[nn] != codes[s:s + block, None]).mean(axis=1)
-    return out
-
-
 def oof_probe(x: np.ndarray, codes: np.ndarray, seed: int) -> np.ndarray:
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold
@@ -204,7 +196,7 @@ def scores_for(df: pd.DataFrame, args: argparse.Namespace, split: str) -> dict[s
     if args.via_cli:
         out["curate CLI defaults (file order)"] = via_cli(df, args.data, split, args.out, args.seed)
     for k in (10, 50):
-        out[f"kNN k={k}"] = knn_disagreement(x, codes, k)
+        out[f"kNN k={k}"] = knn_disagreement(raw, labels, k)  # centres and normalises like x
     t = time.perf_counter()
     probs = {"probe OOF": oof_probe(x, codes, args.seed),
              "head": np.stack(df["head_probs"].to_numpy()).astype(np.float64)}

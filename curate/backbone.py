@@ -3,7 +3,8 @@
 Weights are resolved in this order, and never downloaded:
 
 1. ``weights`` is ``"none"``: random weights (``random_weights=True``; the report says so).
-2. ``weights`` is a curate fine-tuning run folder (``config.json`` + ``model.safetensors``):
+2. ``weights`` is a curate fine-tuning run folder (``config.json`` + ``model.safetensors``)
+   or the name of a bundled model (``fer_resnet10t``, :func:`curate.models.resolve_weights`):
    loaded with :func:`curate.runs.load_run`.
 3. ``weights`` is a file: safetensors, or a torch checkpoint read with ``weights_only=True``
    (a timm state dict; ``module.`` prefixes and classifier weights are dropped).
@@ -18,7 +19,7 @@ is used.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,12 @@ from torch import nn
 
 from curate.errors import CurateError
 from curate.io import file_sha256
-from curate.models import default_model_dir
+from curate.models import default_model_dir, resolve_weights
 from curate.runs import DATA_CONFIG_KEYS, create_backbone, load_run, torch_load
 from curate.sources import is_run_dir, run_dir_problem
+
+# config.json keys of a run that change its embeddings besides the weights and data_config
+RUN_VECTOR_KEYS = ("backbone", "embed_dim", "scale", "in_chans")
 
 _WAYS_OUT = (
     "pass --weights FILE (a .safetensors or .pth timm checkpoint, or a curate fine-tuning run "
@@ -51,6 +55,9 @@ class LoadedBackbone:
     random_weights: bool
     embed_dim: int
     in_chans: int
+    # settings outside the weights file that change a vector (a run's scale, embed_dim, ...):
+    # part of the embedding cache key (curate.embed.cache_settings)
+    vector_settings: dict[str, Any] = field(default_factory=dict)
 
 
 def load_backbone(name: str | None, weights: str | None = None, *, device: str = "cpu",
@@ -61,6 +68,7 @@ def load_backbone(name: str | None, weights: str | None = None, *, device: str =
     random weights of ``weights="none"``. The model is returned in eval mode.
     """
     dev = resolve_device(device)
+    name, weights = resolve_weights(weights, name)  # a name `curate models` lists works as --weights
     if name is None and weights is None:
         loaded = _load_run(bundled_model_dir(), None)
     elif weights is not None and weights.lower() == "none":
@@ -226,7 +234,8 @@ def _load_run(run_dir: Path, name: str | None) -> LoadedBackbone:
     return LoadedBackbone(model=model, data_config=data_config, name=backbone,
                           weights_source=f"run:{run_dir.resolve()}",
                           weights_fingerprint=file_sha256(run_dir / "model.safetensors"),
-                          random_weights=False, embed_dim=int(config["embed_dim"]), in_chans=in_chans)
+                          random_weights=False, embed_dim=int(config["embed_dim"]), in_chans=in_chans,
+                          vector_settings={k: config.get(k) for k in RUN_VECTOR_KEYS})
 
 
 def bundled_model_dir() -> Path:

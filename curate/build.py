@@ -11,6 +11,7 @@ from typing import Any, Literal
 import pandas as pd
 
 from curate.errors import CurateError
+from curate.hygiene.leakage import cross_split_pairs, leakage_summary
 from curate.images import DEFAULT_MAX_PIXELS
 from curate.ingest import Progress, ingest
 from curate.io import fingerprint_table, run_record, write_parquet
@@ -30,6 +31,7 @@ class BuildResult:
     stats: TupleStats
     run: dict[str, Any]
     notes: list[str] = field(default_factory=list)
+    leakage: pd.DataFrame | None = None  # cross-split near-duplicate pairs (check_leakage)
 
 
 def build_tuples(
@@ -48,9 +50,11 @@ def build_tuples(
     split_column: str = "split",
     subject_column: str = "subject",
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    check_leakage: bool = True,
     workers: int | None = None,
     force: bool = False,
     progress: Progress | None = None,
+    leakage_progress: Progress | None = None,
 ) -> BuildResult:
     """Validate every image of ``source`` and write ``images.parquet``, ``tuples.parquet``
     and ``run.json`` into ``out``.
@@ -60,6 +64,12 @@ def build_tuples(
     run completed. ``images.parquet`` is written even when no tuple can be built, so the
     statuses of all images can be inspected; the error is raised afterwards (the record
     then says ``failed``).
+
+    With ``check_leakage`` and images in two or more splits, the valid images are searched
+    for near-duplicates across splits (:func:`curate.hygiene.leakage.cross_split_pairs`;
+    ``leakage_progress`` reports its decoding); the result's ``leakage`` holds the pairs and
+    ``run.json``'s ``counts.leakage`` their counts and a few examples. ``curate screen``
+    finds them again and lists them in its report.
     """
     started = time.time()
     params = {
@@ -67,15 +77,16 @@ def build_tuples(
         "max_tuples": max_tuples, "seed": seed, "balance_classes": balance_classes,
         "positive_subject": positive_subject, "negative_subject": negative_subject,
         "path_column": path_column, "label_column": label_column, "split_column": split_column,
-        "subject_column": subject_column, "max_pixels": max_pixels,
+        "subject_column": subject_column, "max_pixels": max_pixels, "check_leakage": check_leakage,
     }
     with claim_folder(out, "build-tuples", settings=params, inputs=[source], force=force,
                       owned=OUTPUTS) as claim:
-        return _build(claim.path, source, params, claim, started, workers, progress)
+        return _build(claim.path, source, params, claim, started, workers, progress, leakage_progress)
 
 
 def _build(out_dir: Path, source: str | os.PathLike[str], params: dict[str, Any], claim: Any,
-           started: float, workers: int | None, progress: Progress | None) -> BuildResult:
+           started: float, workers: int | None, progress: Progress | None,
+           leakage_progress: Progress | None) -> BuildResult:
     images = ingest(source, path_column=params["path_column"], label_column=params["label_column"],
                     split_column=params["split_column"], subject_column=params["subject_column"],
                     max_pixels=params["max_pixels"], workers=workers, progress=progress)
@@ -92,12 +103,14 @@ def _build(out_dir: Path, source: str | os.PathLike[str], params: dict[str, Any]
         raise
     write_parquet(images, out_dir / "images.parquet")
     write_parquet(tuples, out_dir / "tuples.parquet")
+    leakage = cross_split_pairs(images, progress=leakage_progress) if params["check_leakage"] else None
     counts = {
         "images": len(images),
         "images_ok": int(images["status"].eq("ok").sum()),
         "images_by_status": _status_counts(images),
         "tuples": len(tuples),
         **stats.to_dict(),
+        "leakage": leakage_summary(leakage) if leakage is not None else None,
     }
     inputs = {
         "source": params["source"],
@@ -106,7 +119,7 @@ def _build(out_dir: Path, source: str | os.PathLike[str], params: dict[str, Any]
     run = run_record("build-tuples", params, inputs=inputs, counts=counts, started=started)
     claim.finish(run)
     return BuildResult(out_dir=out_dir, images=images, tuples=tuples, stats=stats, run=run,
-                       notes=[claim.note] if claim.note else [])
+                       notes=[claim.note] if claim.note else [], leakage=leakage)
 
 
 def _status_counts(images: pd.DataFrame) -> dict[str, int]:

@@ -60,6 +60,11 @@ class RayEngine:
         """How the run record names this engine."""
         return f"ray:{self.address}"
 
+    def embeds_on_cuda(self) -> bool:
+        """Whether the embedding actors run on GPUs (then with CUDA autocast, which is
+        part of the embedding cache key: :func:`curate.embed.cache_settings`)."""
+        return bool(self._actors(self._connect())[1])
+
     # ------------------------------------------------------------------ stages
     def embed(self, keys: list[str], paths: list[str], loaded: LoadedBackbone,
               batch_size: int) -> Iterator[tuple[list[str], np.ndarray]]:
@@ -181,7 +186,7 @@ def _plain_row(rec: dict[str, Any], columns: list[str]) -> dict[str, Any]:
         v = rec.get(c)
         if c == "face_found":
             out[c] = bool(v)
-        elif c in ("path", "occlusion_region", "detail"):
+        elif c in ("path", "detail"):
             out[c] = None if v is None or (not isinstance(v, str) and pd.isna(v)) else str(v)
         else:
             out[c] = float(v) if v is not None and not pd.isna(v) else float("nan")

@@ -3,14 +3,13 @@
 :func:`embed_batch` is a pure function over one batch of prepared tensors, so a
 distributed engine can map it. :func:`embed_images` adds decoding in parallel worker
 processes and a cache in ``cache_dir`` keyed by the image's sha256, the backbone, its
-weights fingerprint and the preprocessing. The cache is written in shards as the
-run goes, so an interrupted run resumes where it stopped.
+weights fingerprint, the model settings and the preprocessing (:mod:`curate.cache`;
+``docs/cache.md``). The cache is written in shards as the run goes, so an
+interrupted run resumes where it stopped.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -21,22 +20,27 @@ import numpy as np
 import torch
 from PIL import Image
 
+from curate import cache
 from curate.errors import CurateError
-from curate.images import load_image
-from curate.io import atomic_path, file_sha256, write_json
+from curate.images import DECODER_VERSION, load_image
 from curate.runs import DATA_CONFIG_KEYS
 
 if TYPE_CHECKING:
     from curate.backbone import LoadedBackbone
 
 Progress = Callable[[int, int], None]
-CACHE_VERSION = 1
+# 2: the shared cache (curate.cache), keyed also by the model settings, decoder and precision
+CACHE_VERSION = 2
+CACHE_KIND = "embeddings"
+SHARD_SUFFIX = ".npz"
 
 
 class Engine(Protocol):
     """Runs the per-image work of :func:`embed_images_result` somewhere else (a cluster)."""
 
     def describe(self) -> str: ...
+
+    def embeds_on_cuda(self) -> bool: ...
 
     def embed(self, keys: list[str], paths: list[str], loaded: LoadedBackbone,
               batch_size: int) -> Iterator[tuple[list[str], np.ndarray]]: ...
@@ -98,24 +102,34 @@ class EmbedResult:
     n_cached: int
     n_computed: int
     cache_key: str
+    cache_dir: Path | None = None  # the namespace folder, None without a cache
 
 
 def embed_images(paths: Sequence[str], sha256s: Sequence[str | None], loaded: LoadedBackbone, *,
-                 cache_dir: str | os.PathLike[str], batch_size: int = 64,
+                 cache_dir: str | os.PathLike[str] | None = None, batch_size: int = 64,
                  workers: int | None = None, progress: Progress | None = None) -> np.ndarray:
     """Embeddings (float32, one row per path) computed once per distinct image and cached.
 
-    ``progress(done, total)`` is called after every batch, with counts of distinct images.
+    ``cache_dir`` is the shared cache root (:func:`curate.cache.resolve_cache_dir`: None
+    for the default, ``"none"`` for no cache). ``progress(done, total)`` is called after
+    every batch, with counts of distinct images.
     """
     return embed_images_result(paths, sha256s, loaded, cache_dir=cache_dir, batch_size=batch_size,
                                workers=workers, progress=progress).embeddings
 
 
 def embed_images_result(paths: Sequence[str], sha256s: Sequence[str | None], loaded: LoadedBackbone,
-                        *, cache_dir: str | os.PathLike[str], batch_size: int = 64,
+                        *, cache_dir: str | os.PathLike[str] | None = None, batch_size: int = 64,
                         workers: int | None = None, progress: Progress | None = None,
-                        shard_size: int = 2048, engine: Engine | None = None) -> EmbedResult:
+                        shard_size: int = cache.SHARD_ITEMS,
+                        shard_seconds: float = cache.SHARD_SECONDS,
+                        engine: Engine | None = None) -> EmbedResult:
     """Like :func:`embed_images`, returning counts of cached and computed images too.
+
+    Every file is hashed first (:func:`curate.cache.content_hashes`): a file whose bytes
+    differ from its recorded ``sha256s`` is a :class:`CurateError`. New embeddings are
+    written to the cache every ``shard_size`` images or ``shard_seconds`` seconds, and
+    when the run stops; non-finite ones are never cached (they are an error).
 
     ``engine`` computes the images missing from the cache elsewhere (for example
     :class:`curate.distributed.RayEngine`: ``engine.embed(keys, paths, loaded,
@@ -126,50 +140,84 @@ def embed_images_result(paths: Sequence[str], sha256s: Sequence[str | None], loa
         raise CurateError(f"{len(paths)} paths but {len(sha256s)} sha256 values")
     if batch_size < 1:
         raise CurateError(f"--batch-size must be at least 1, got {batch_size}")
-    keys = [s if s else _sha256(p) for p, s in zip(paths, sha256s, strict=True)]
+    now = cache.content_hashes(paths, sha256s)
+    unreadable = [p for p, h in zip(paths, now, strict=True) if h is None]
+    if unreadable:
+        raise CurateError(f"cannot read {len(unreadable):,} image(s), e.g. {unreadable[0]}",
+                          hint="check that the files exist and are readable, then re-run "
+                               "`curate build-tuples`")
+    keys = [str(h) for h in now]
     first_path: dict[str, str] = {}
     for p, k in zip(paths, keys, strict=True):
         first_path.setdefault(k, str(p))
-    key = cache_key(loaded)
-    shard_dir = Path(cache_dir) / key
-    cached = _read_shards(shard_dir)
+    on_cuda = engine.embeds_on_cuda() if engine is not None else None
+    settings = cache_settings(loaded, on_cuda=on_cuda)
+    key = cache.namespace(CACHE_KIND, settings)
+    root = cache.resolve_cache_dir(cache_dir)
+    folder = cache.namespace_dir(root, CACHE_KIND, key, settings) if root else None
+    cached = (cache.read_shards(folder, SHARD_SUFFIX, _read_shard, set(first_path))
+              if folder is not None else {})
     todo = [k for k in first_path if k not in cached]
     total, done = len(first_path), len(first_path) - len(todo)
     if progress is not None:
         progress(done, total)
     if todo:
-        _write_meta(shard_dir, loaded)
-        pending_keys: list[str] = []
-        pending: list[np.ndarray] = []
-        computed = (((k, embed_batch(loaded.model, b)) for k, b in
-                     _batches(todo, first_path, loaded, batch_size, workers)) if engine is None
-                    else engine.embed(todo, [first_path[k] for k in todo], loaded, batch_size))
-        for batch_keys, out in computed:
-            pending_keys.extend(batch_keys)
-            pending.append(out)
-            cached.update(zip(batch_keys, out, strict=True))
-            if len(pending_keys) >= shard_size:
-                _write_shard(shard_dir, pending_keys, pending)
-                pending_keys, pending = [], []
-            done += len(batch_keys)
-            if progress is not None:
-                progress(done, total)
-        if pending_keys:
-            _write_shard(shard_dir, pending_keys, pending)
+        writer = (cache.ShardWriter(folder, SHARD_SUFFIX, _write_shard, max_items=shard_size,
+                                    max_seconds=shard_seconds) if folder is not None else None)
+        try:
+            computed = (((k, embed_batch(loaded.model, b)) for k, b in
+                         _batches(todo, first_path, loaded, batch_size, workers)) if engine is None
+                        else engine.embed(todo, [first_path[k] for k in todo], loaded, batch_size))
+            for batch_keys, out in computed:
+                finite = np.isfinite(out).all(axis=1)
+                if writer is not None:
+                    writer.add([k for k, f in zip(batch_keys, finite, strict=True) if f], out[finite])
+                if not finite.all():
+                    bad = [first_path[k] for k, f in zip(batch_keys, finite, strict=True) if not f]
+                    raise CurateError(
+                        f"the backbone {loaded.name} ({loaded.weights_source}) returned NaN or infinite "
+                        f"embeddings for {len(bad)} of {len(batch_keys)} images of a batch, e.g. {bad[0]}; "
+                        "they were not cached",
+                        hint="check the weights and the run's config.json (scale, mean, std); "
+                             "a diverged fine-tuning run gives NaN")
+                cached.update(zip(batch_keys, out, strict=True))
+                done += len(batch_keys)
+                if progress is not None:
+                    progress(done, total)
+        finally:
+            if writer is not None:
+                writer.close()
+        if folder is not None:
+            cache.compact(folder, SHARD_SUFFIX, _read_shard, _write_shard)
     dim = next(iter(cached.values())).shape[0] if cached else loaded.embed_dim
     emb = np.empty((len(keys), dim), dtype=np.float32)
     for row, k in enumerate(keys):
         emb[row] = cached[k]
-    return EmbedResult(emb, total, total - len(todo), len(todo), key)
+    return EmbedResult(emb, total, total - len(todo), len(todo), key, folder)
+
+
+def cache_settings(loaded: LoadedBackbone, *, on_cuda: bool | None = None) -> dict[str, Any]:
+    """Everything that changes an embedding: the cache key is a hash of it (``docs/cache.md``).
+
+    The backbone name, the weights' sha256, the input channels, the preprocessing, the
+    model settings outside the weights file (a run's ``scale``, ``embed_dim``, ...), the
+    decoder version and the arithmetic (float32, or float16 autocast on CUDA). ``on_cuda``:
+    whether the forward runs on CUDA (None: where ``loaded.model`` is; an engine's
+    actors say for themselves).
+    """
+    prep = {k: loaded.data_config.get(k) for k in DATA_CONFIG_KEYS}
+    if on_cuda is None:
+        param = next(loaded.model.parameters(), None)
+        on_cuda = param is not None and param.device.type == "cuda"
+    return {"v": CACHE_VERSION, "backbone": loaded.name, "weights": loaded.weights_fingerprint,
+            "in_chans": loaded.in_chans, "preprocessing": prep,
+            "model": dict(sorted(loaded.vector_settings.items())), "decoder": DECODER_VERSION,
+            "precision": "cuda-autocast-float16" if on_cuda else "float32"}
 
 
 def cache_key(loaded: LoadedBackbone) -> str:
-    """Hash of backbone name, weights fingerprint and preprocessing: one cache folder each."""
-    prep = {k: loaded.data_config.get(k) for k in DATA_CONFIG_KEYS}
-    blob = json.dumps({"v": CACHE_VERSION, "backbone": loaded.name,
-                       "weights": loaded.weights_fingerprint, "in_chans": loaded.in_chans,
-                       "preprocessing": prep}, sort_keys=True, default=list)
-    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+    """The cache namespace of a backbone: a hash of :func:`cache_settings`."""
+    return cache.namespace(CACHE_KIND, cache_settings(loaded))
 
 
 class _ImageDataset(torch.utils.data.Dataset):
@@ -258,37 +306,11 @@ def _batches(todo: list[str], first_path: dict[str, str], loaded: LoadedBackbone
         start += len(batch)
 
 
-def _read_shards(shard_dir: Path) -> dict[str, np.ndarray]:
-    out: dict[str, np.ndarray] = {}
-    if not shard_dir.is_dir():
-        return out
-    for f in sorted(shard_dir.glob("shard-*.npz")):
-        try:
-            with np.load(f, allow_pickle=False) as z:
-                out.update(zip(z["sha256"].tolist(), z["embedding"], strict=True))
-        except (OSError, ValueError, KeyError):
-            f.unlink()  # a damaged shard is recomputed, never trusted
-    return out
+def _read_shard(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as z:
+        return dict(zip(z["sha256"].tolist(), z["embedding"], strict=True))
 
 
-def _write_shard(shard_dir: Path, keys: list[str], arrays: list[np.ndarray]) -> None:
-    shard_dir.mkdir(parents=True, exist_ok=True)
-    n = len(list(shard_dir.glob("shard-*.npz")))
-    path = shard_dir / f"shard-{n:06d}-{keys[0][:12]}.npz"
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, sha256=np.array(keys), embedding=np.concatenate(arrays).astype(np.float32))
-
-
-def _write_meta(shard_dir: Path, loaded: LoadedBackbone) -> None:
-    meta = shard_dir / "meta.json"
-    if not meta.exists():
-        write_json({"backbone": loaded.name, "weights_source": loaded.weights_source,
-                    "weights_fingerprint": loaded.weights_fingerprint,
-                    "data_config": loaded.data_config, "in_chans": loaded.in_chans}, meta)
-
-
-def _sha256(path: str) -> str:
-    try:
-        return file_sha256(path)
-    except OSError as exc:
-        raise CurateError(f"cannot read image {path}: {exc}") from exc
+def _write_shard(path: Path, keys: list[str], arrays: list[np.ndarray]) -> None:
+    with open(path, "wb") as fh:
+        np.savez(fh, sha256=np.array(keys), embedding=np.asarray(arrays, dtype=np.float32))

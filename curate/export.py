@@ -9,7 +9,11 @@ images of the build that are in no tuple were never screened: they are counted
 (``n_unscreened``) and exported only with ``include_unscreened``. Writes
 them as an ImageFolder of symlinks or copies (``OUT/[split/]label/file``, which
 timm's ``train.py``, torchvision's ``ImageFolder`` and Hugging Face's ``imagefolder``
-read directly) or as a CSV / Parquet manifest (``OUT/manifest.csv|parquet``).
+read directly) or as a CSV / Parquet manifest (``OUT/manifest.csv|parquet``). The
+``hf`` format writes every screened image, kept or not, as a Hugging Face ``datasets``
+``imagefolder`` with the screening columns in ``OUT/<split>/metadata.parquet``
+(:func:`hf_columns`), which ``datasets.load_dataset`` reads offline; ``datasets`` is
+not needed to write it.
 
 Folder names are the labels and splits themselves where they are plain text; any other
 character (``/``, ``\\``, NUL, control characters, ``%``, and a leading ``.``, which
@@ -39,11 +43,18 @@ import pandas as pd
 
 from curate import screens
 from curate.errors import CurateError
-from curate.io import atomic_path, read_json_file, read_parquet, run_record, write_parquet
-from curate.outdir import claim_folder, require_complete
+from curate.io import (
+    atomic_path,
+    read_json_file,
+    read_parquet,
+    run_record,
+    write_parquet,
+    write_text,
+)
+from curate.outdir import Claim, claim_folder, require_complete
 from curate.sources import BUILD_IMAGES_FILE, screen_build_dir
 
-FORMATS = ("imagefolder", "csv", "parquet")
+FORMATS = ("imagefolder", "csv", "parquet", "hf")
 MANIFEST_COLUMNS = ["image_id", "path", "rel_path", "label", "split", "suspicion", "suggested_label"]
 NO_SPLIT = "unsplit"
 RECORD = "export.json"
@@ -52,6 +63,29 @@ MANIFESTS = ("manifest.csv", "manifest.parquet")
 _PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 -_+,=@()[]{}!~&;#$'")
 _PLAIN_NAME = re.compile("[" + re.escape("".join(sorted(_PLAIN))) + "][" + re.escape("".join(sorted(_PLAIN | {"."}))) + "]*")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+HF_DEFAULT_SPLIT = "train"  # --format hf: the split of images without one
+HIGH_SUSPICION = "high_suspicion"  # --format hf: reason code for suspicion >= --max-suspicion
+LEAKED = "leaked"  # --format hf: reason code of an image --drop-leaked left out
+DROP_LEAKED = ("none", "test", "train")
+TRAINING_SPLITS = ("train", "training")  # split names --drop-leaked takes for the training side
+HF_METADATA = "metadata.parquet"  # one of the metadata files datasets' imagefolder reads
+HF_CARD = """---
+configs:
+- config_name: default
+  data_files:
+{configs}
+---
+# Screened by curate
+
+Written by `curate export --format hf`. Every screened image is here with its verdict:
+`kept` (what the other export formats write), `reasons` (a list of codes: the image
+screens that rejected it, and `{high}` when its label suspicion reached
+`--max-suspicion`; empty when kept) and, where the label screen ran, `suspicion` (the
+probability that the label is wrong) and `suggested_label`. Load it with
+`datasets.load_dataset("imagefolder", data_dir=THIS_FOLDER)` or
+`datasets.load_dataset(THIS_FOLDER)`, and keep the clean part with
+`ds.filter(lambda r: r["kept"])`.
+"""
 
 
 @dataclass
@@ -71,12 +105,14 @@ class ExportResult:
     manifest: pd.DataFrame
     folders: dict[str, dict[str, str]] = field(default_factory=dict)  # label/split -> folder name
     notes: list[str] = field(default_factory=list)
+    n_leaked: int | None = None  # exported images with a near-duplicate exported in another split (None: not screened)
+    n_dropped_leaked: int = 0  # images drop_leaked left out
 
 
 def export(screen_dir: str | os.PathLike[str], out: str | os.PathLike[str], *,
            max_suspicion: float | None = None, relabel: bool = False,
            format: str = "imagefolder", copy: bool = False, force: bool = False,
-           include_unscreened: bool = False) -> ExportResult:
+           include_unscreened: bool = False, drop_leaked: str = "none") -> ExportResult:
     """Export the surviving images of ``screen_dir`` into ``out`` (see module doc).
 
     Every image an image screen rejected is left out. ``max_suspicion`` also leaves out
@@ -85,6 +121,12 @@ def export(screen_dir: str | os.PathLike[str], out: str | os.PathLike[str], *,
     other screen) are exported under their ``suggested_label`` instead of being left out;
     the manifest keeps the ``original_label``.
 
+    Leakage: an exported image whose near-duplicate group (``near_duplicate_group``, from
+    the near-duplicate screen) has another exported member in another split leaks. They are
+    counted (``n_leaked``: those still exported) and, with ``drop_leaked="test"``, left out where they are not in
+    the training split (the split named ``train`` or ``training``), or with ``"train"``
+    left out where they are in it (:func:`leaked_images`).
+
     ``out`` must be new, empty, or an earlier export: the same settings re-export, other
     settings need ``force``; only the files an earlier export wrote are replaced (a
     folder that holds anything but a curate export is never touched).
@@ -92,6 +134,9 @@ def export(screen_dir: str | os.PathLike[str], out: str | os.PathLike[str], *,
     started = time.time()
     if format not in FORMATS:
         raise CurateError(f"unknown export format {format!r}", hint=f"use --format one of {', '.join(FORMATS)}")
+    if drop_leaked not in DROP_LEAKED:
+        raise CurateError(f"--drop-leaked must be one of {', '.join(DROP_LEAKED)}, got {drop_leaked!r}",
+                          hint="use --drop-leaked test (leave the evaluation copies out) or none")
     if max_suspicion is not None and not 0 < max_suspicion <= 1:
         raise CurateError(f"--max-suspicion must be in (0, 1], got {max_suspicion}",
                           hint="for example --max-suspicion 0.5")
@@ -114,23 +159,34 @@ def export(screen_dir: str | os.PathLike[str], out: str | os.PathLike[str], *,
     image_bad = np.logical_or.reduce([*rejected_by.values(), np.zeros(len(table), dtype=bool)])
     face_bad = rejected_by.get("faces", np.zeros(len(table), dtype=bool))
     keep = ~suspect & ~image_bad
+    leaked = leaked_images(table, keep)
+    dropped = _drop_leaked(table, leaked, drop_leaked, src)
+    keep &= ~dropped
+    leaked = leaked_images(table, keep)  # what still leaks in the export
     table = table.copy()
     if relabel:
         table["original_label"] = table["label"]
         table.loc[relabelled, "label"] = table.loc[relabelled, "suggested_label"]
     cols = MANIFEST_COLUMNS + (["original_label"] if relabel else [])
-    manifest = table.loc[keep, [c for c in cols if c in table.columns]]
+    if format == "hf":  # every screened image, with its verdict in the screening columns
+        manifest = hf_columns(table, [c for c in cols if c in table.columns], keep, suspect, rejected_by,
+                              dropped)
+    else:
+        manifest = table.loc[keep, [c for c in cols if c in table.columns]]
     unscreened = _unscreened_images(src, table)
     if include_unscreened and unscreened is not None and len(unscreened):
-        manifest = pd.concat([manifest, unscreened[[c for c in MANIFEST_COLUMNS if c in unscreened.columns]]],
-                             ignore_index=True)
+        extra = unscreened[[c for c in MANIFEST_COLUMNS if c in unscreened.columns]]
+        if format == "hf":
+            extra = extra.assign(kept=True, reasons="")
+        manifest = pd.concat([manifest, extra], ignore_index=True)
     n_unscreened = None if unscreened is None else len(unscreened)
     n_exported = len(manifest)
     manifest = manifest.sort_values("image_id", kind="mergesort").reset_index(drop=True)
 
     _refuse_unlisted_export(Path(out).expanduser())
     settings = {"screen_dir": str(src.resolve()), "max_suspicion": max_suspicion, "relabel": relabel,
-                "format": format, "copy": copy, "include_unscreened": include_unscreened}
+                "format": format, "copy": copy, "include_unscreened": include_unscreened,
+                "drop_leaked": drop_leaked}
     folders: dict[str, dict[str, str]] = {}
     with claim_folder(out, "export", settings=settings, inputs=[src, screen_build_dir(src)], force=force,
                       owned=MANIFESTS) as claim:
@@ -140,6 +196,8 @@ def export(screen_dir: str | os.PathLike[str], out: str | os.PathLike[str], *,
             files = manifest["exported"].tolist()
             claim.will_write(files)
             _write_imagefolder(manifest, target, copy)
+        elif format == "hf":
+            manifest, folders, files = _write_hf(manifest, target, copy, claim)
         elif format == "csv":
             files = ["manifest.csv"]
             with atomic_path(target / "manifest.csv") as tmp:
@@ -151,7 +209,8 @@ def export(screen_dir: str | os.PathLike[str], out: str | os.PathLike[str], *,
         counts = {"images": len(table), "exported": n_exported, "excluded": int((~keep).sum()),
                   "suspect": int(suspect.sum()), "face_rejected": int(face_bad.sum()),
                   "image_rejected_by_screen": {k: int(v.sum()) for k, v in rejected_by.items()},
-                  "relabelled": int((relabelled & keep).sum()), "unscreened": n_unscreened}
+                  "relabelled": int((relabelled & keep).sum()), "unscreened": n_unscreened,
+                  "leaked": None if leaked is None else int(leaked.sum()), "dropped_leaked": int(dropped.sum())}
         claim.finish(run_record("export", params, inputs={"screen_dir": str(src.resolve())},
                                 counts=counts, started=started), files=files, folders=folders)
     per_label = {str(k): int(v) for k, v in manifest["label"].value_counts().sort_index().items()}
@@ -160,6 +219,7 @@ def export(screen_dir: str | os.PathLike[str], out: str | os.PathLike[str], *,
                         n_face_rejected=int(face_bad.sum()),
                         n_image_rejected={k: int(v.sum()) for k, v in rejected_by.items()},
                         n_relabelled=int((relabelled & keep).sum()), n_unscreened=n_unscreened, per_label=per_label, manifest=manifest,
+                        n_leaked=None if leaked is None else int(leaked.sum()), n_dropped_leaked=int(dropped.sum()),
                         folders=folders, notes=[claim.note] if claim.note else [])
 
 
@@ -237,6 +297,40 @@ def image_rejects(table: pd.DataFrame) -> dict[str, np.ndarray]:
     return out
 
 
+def leaked_images(table: pd.DataFrame, keep: np.ndarray) -> np.ndarray | None:
+    """Per row of ``images_suspect.parquet``: a kept image whose near-duplicate group has
+    another kept member in another split. None when the near-duplicate screen did not run."""
+    if "near_duplicate_group" not in table.columns:
+        return None
+    group = pd.to_numeric(table["near_duplicate_group"], errors="coerce").fillna(-1).to_numpy(np.int64)
+    split = table["split"].astype(object).fillna("\0").to_numpy() if "split" in table.columns \
+        else np.full(len(table), "\0", dtype=object)
+    live = keep & (group >= 0)
+    n_splits = pd.Series(split[live]).groupby(group[live]).nunique()
+    out = np.zeros(len(table), bool)
+    out[live] = n_splits.reindex(group[live]).to_numpy() > 1
+    return out
+
+
+def _drop_leaked(table: pd.DataFrame, leaked: np.ndarray | None, side: str, src: Path) -> np.ndarray:
+    """The rows ``--drop-leaked side`` leaves out (see :func:`export`)."""
+    none = np.zeros(len(table), bool)
+    if side == "none":
+        return none
+    if leaked is None:
+        raise CurateError(f"{src} has no near-duplicate verdicts (the near-duplicate screen did not run)",
+                          hint="re-run curate screen without --skip-near-duplicate-screen, or leave out --drop-leaked")
+    split = table["split"].astype("string") if "split" in table.columns else pd.Series(pd.NA, index=table.index)
+    names = sorted(str(v) for v in split.dropna().unique())
+    training = [n for n in names if n.strip().lower() in TRAINING_SPLITS]
+    if leaked.any() and len(training) != 1:
+        raise CurateError(f"--drop-leaked {side} needs one training split named {' or '.join(TRAINING_SPLITS)}; "
+                          f"the splits are {', '.join(names) or '(none)'}",
+                          hint="rename the training split in the manifest, or leave out --drop-leaked")
+    in_train = (split == training[0]).fillna(False).to_numpy(bool) if training else none
+    return leaked & (~in_train if side == "test" else in_train)
+
+
 def plan_imagefolder(manifest: pd.DataFrame, root: Path) -> tuple[pd.DataFrame, dict[str, dict[str, str]]]:
     """Where each image goes, ``[split/]label/name`` (the ``exported`` column), and the
     label and split folder names (:func:`folder_name`). A file name taken by an earlier
@@ -302,3 +396,64 @@ def _write_imagefolder(manifest: pd.DataFrame, root: Path, copy: bool) -> None:
             shutil.copy2(path, os.path.join(base, dest))
         else:
             os.symlink(path, os.path.join(base, dest))
+
+
+def hf_columns(table: pd.DataFrame, columns: list[str], keep: np.ndarray, suspect: np.ndarray,
+               rejected_by: dict[str, np.ndarray], dropped: np.ndarray | None = None) -> pd.DataFrame:
+    """The rows of ``--format hf``: every screened image with ``columns`` of ``table``,
+    ``kept`` (what the other formats export) and ``reasons`` (``;``-joined here, a list
+    in the dataset: the codes of the image screens that rejected it, and
+    :data:`HIGH_SUSPICION` when its label suspicion is at least ``max_suspicion``,
+    :data:`LEAKED` when ``--drop-leaked`` left it out; empty when kept)."""
+    out = table[columns].copy()
+    out["kept"] = keep
+    codes: list[list[str]] = [[] for _ in range(len(out))]
+    for s in screens.registered():
+        col = s.columns()[2]
+        if s.level == "image" and col in table.columns and s.name in rejected_by:
+            for i in np.flatnonzero(rejected_by[s.name]):
+                r = table[col].iloc[i]
+                codes[i] += r.split(";") if isinstance(r, str) and r else [s.codes[0]]
+    for i in np.flatnonzero(suspect):
+        codes[i].append(HIGH_SUSPICION)
+    for i in np.flatnonzero(dropped if dropped is not None else []):
+        codes[i].append(LEAKED)
+    out["reasons"] = [";".join(c) for c in codes]
+    return out
+
+
+def _write_hf(manifest: pd.DataFrame, root: Path, copy: bool,
+              claim: Claim) -> tuple[pd.DataFrame, dict[str, dict[str, str]], list[str]]:
+    """A Hugging Face ``imagefolder`` dataset: ``root/<split>/<label>/<file>`` (links or
+    copies, named as :func:`plan_imagefolder` names them), one
+    ``root/<split>/metadata.parquet`` per split (``file_name`` relative to it, then the
+    columns of :func:`hf_columns`, ``reasons`` as a list of codes; Parquet keeps the
+    types, so ``kept`` is a bool and ``reasons`` a list of strings even when every image
+    passed) and a ``README.md`` whose ``configs`` name the splits, so
+    ``datasets.load_dataset(str(root))`` reads it offline. Images without a split go to
+    ``train``; in other split names every character but letters, digits and ``_``
+    becomes ``_`` (a split name of ``datasets``). Returns the placed rows, the folder
+    names and the files written."""
+    split = manifest["split"] if "split" in manifest.columns else pd.Series(None, index=manifest.index)
+    names = split.map(lambda v: re.sub(r"\W", "_", v) if isinstance(v, str) and v.strip() else HF_DEFAULT_SPLIT)
+    merged = pd.DataFrame({"split": split.astype("string"), "name": names}).drop_duplicates()
+    clash = merged[merged["name"].duplicated(keep=False)]
+    if len(clash):
+        raise CurateError(f"the splits {sorted(clash['split'].dropna().astype(str))} would share the "
+                          f"dataset split {clash['name'].iloc[0]!r}", hint="rename them, or use --format parquet")
+    placed, folders = plan_imagefolder(manifest.assign(split=names.to_numpy()), root)
+    placed["split"] = manifest["split"].to_numpy() if "split" in manifest.columns else None
+    splits = sorted(names.unique())
+    files = [*placed["exported"], *[f"{n}/{HF_METADATA}" for n in splits], "README.md"]
+    claim.will_write(files)
+    _write_imagefolder(placed, root, copy)
+    configs = []
+    for name in splits:
+        rows = placed[(names == name).to_numpy()]
+        meta = rows.drop(columns=["path", "rel_path", "exported", "split"], errors="ignore")
+        meta.insert(0, "file_name", [Path(e).relative_to(name).as_posix() for e in rows["exported"]])
+        meta["reasons"] = [r.split(";") if r else [] for r in meta["reasons"]]
+        write_parquet(meta, root / name / HF_METADATA)
+        configs.append(f"  - split: {name}\n    path: \"{name}/**\"")
+    write_text(HF_CARD.format(configs="\n".join(configs), high=HIGH_SUSPICION), root / "README.md")
+    return placed, folders, files

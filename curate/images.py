@@ -28,6 +28,8 @@ from curate.errors import CurateError
 from curate.io import FileTooLarge, NotARegularFile, read_capped
 
 DEFAULT_MAX_PIXELS = 40_000_000  # 40 megapixels: far above any face crop, far below a bomb
+# Bump when the pixels of any file change: the embedding cache keys on it (docs/cache.md).
+DECODER_VERSION = 1
 _DEEP_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 _ALPHA_MODES = ("RGBA", "LA", "PA")
 _HINT = "re-run curate build-tuples, which marks unreadable images"

@@ -16,6 +16,7 @@ import pandas as pd
 
 from curate import screens as registry
 from curate import sources
+from curate.cache import OFF, resolve_cache_dir
 from curate.errors import CurateError
 from curate.io import (
     fingerprint_table,
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from curate.distributed import RayEngine as Engine
 
 SUSPECT_BASE_COLUMNS = ["image_id", "path", "rel_path", "label", "split"]
+EMBEDDINGS_FILE = "embeddings.parquet"
 
 
 @dataclass
@@ -63,6 +65,7 @@ class ScreenResult:
     outputs: dict[str, ScreenOutput] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     run: dict[str, Any] = field(default_factory=dict)
+    embeddings_file: Path | None = None  # embeddings.parquet, when embeddings were used
 
 
 @dataclass
@@ -81,7 +84,8 @@ def screen(build_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
            embeddings: str | os.PathLike[str] | None = None, center: bool = True,
            scale: float = 1.0, batch_size: int = 64, workers: int | None = None,
            device: str = "auto", seed: int = 0, redraw: bool = True, calibrate: bool = False,
-           force: bool = False, progress: StageProgress | None = None, engine: Engine | None = None,
+           force: bool = False, cache_dir: str | os.PathLike[str] | None = None,
+           progress: StageProgress | None = None, engine: Engine | None = None,
            **options: Any) -> ScreenResult:
     """Screen every tuple of ``build_dir`` (a ``curate build-tuples`` folder) into ``out_dir``.
 
@@ -92,12 +96,16 @@ def screen(build_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
     every one is checked before any work and recorded, resolved, in ``run.json``.
 
     Embeddings come from ``embeddings`` (a Parquet file) when given, else from the
-    backbone (see :func:`curate.backbone.load_backbone`), cached in
-    ``out_dir/embeddings``; they are centred (``center``) and normalised to the modulus
-    ``scale``. ``progress(stage, done, total)`` reports the ``embed`` and ``faces``
-    stages. ``engine`` runs those per-image stages elsewhere, writing the same caches
-    (:class:`curate.distributed.RayEngine`; None: this machine); it is no setting of the
-    run (the results are the same), so a re-run with or without it needs no ``force``.
+    backbone (see :func:`curate.backbone.load_backbone`); they are written to
+    ``out_dir/embeddings.parquet`` as computed, then centred (``center``) and normalised
+    to the modulus ``scale``. Embeddings and face analyses are kept in the shared cache
+    ``cache_dir`` (:func:`curate.cache.resolve_cache_dir`: None for the default user
+    cache, ``"none"`` for no cache; ``docs/cache.md``), so another screen of the same
+    images with other thresholds reuses them. ``progress(stage, done, total)`` reports
+    the ``embed`` and ``faces`` stages. ``engine`` runs those per-image stages elsewhere,
+    writing the same caches (:class:`curate.distributed.RayEngine`; None: this machine);
+    it is no setting of the run (the results are the same), so a re-run with or without
+    it needs no ``force``.
 
     Images an image screen rejects leave the pool: with ``redraw`` every tuple that holds
     one as its positive or negative is redrawn for the same anchor from the remaining
@@ -112,7 +120,7 @@ def screen(build_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
 
     ``out_dir`` follows :mod:`curate.outdir`: new, empty, or a previous screen run (the
     same settings re-run; other settings need ``force``, and the result's ``notes`` say
-    what was replaced). The caches (``embeddings/``, ``faces_cache/``) are kept;
+    what was replaced). The caches live outside it (``cache_dir``);
     ``run.json`` is written last and says whether the run completed.
     """
     started = time.time()
@@ -121,6 +129,7 @@ def screen(build_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
         raise CurateError(f"--scale must be a positive number, got {scale}", hint="use --scale 1.0")
     settings.update(center=center, scale=float(scale), seed=seed)
     build = Path(build_dir).expanduser()
+    cache_root = resolve_cache_dir(cache_dir)
     if Path(os.path.abspath(Path(out_dir).expanduser())) == Path(os.path.abspath(build)):
         raise CurateError(f"--out {out_dir} is the build folder itself; screening would overwrite its run.json",
                           hint="choose a separate --out folder")
@@ -134,14 +143,15 @@ def screen(build_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
         return _screen_into(claim, build, images, tuples, build_run, active, settings, backbone=backbone,
                             weights=weights, embeddings=embeddings, center=center, scale=scale,
                             batch_size=batch_size, workers=workers, device=device, seed=seed, redraw=redraw,
-                            calibrate=calibrate, progress=progress, started=started, engine=engine)
+                            calibrate=calibrate, cache_root=cache_root, progress=progress,
+                            started=started, engine=engine)
 
 
 def output_files() -> list[str]:
     """The files a screen run writes into its folder (the report's included): a new run
-    into the folder deletes them first (:mod:`curate.outdir`); the caches stay."""
+    into the folder deletes them first (:mod:`curate.outdir`)."""
     names = ["scores.parquet", "kept.parquet", "rejected.parquet", "images_suspect.parquet", "run.json",
-             "calibration.parquet", "report.html"]
+             "calibration.parquet", "report.html", EMBEDDINGS_FILE]
     for s in registry.registered():
         names.extend(n for n in s.files if n not in names)
     return names
@@ -151,8 +161,8 @@ def _screen_into(claim: Claim, build: Path, images: pd.DataFrame, tuples: pd.Dat
                  build_run: dict[str, Any], active: list[Screen], settings: dict[str, Any], *,
                  backbone: str | None, weights: str | None, embeddings: str | os.PathLike[str] | None,
                  center: bool, scale: float, batch_size: int, workers: int | None, device: str, seed: int,
-                 redraw: bool, calibrate: bool, progress: StageProgress | None, started: float,
-                 engine: Engine | None = None) -> ScreenResult:
+                 redraw: bool, calibrate: bool, cache_root: Path | None, progress: StageProgress | None,
+                 started: float, engine: Engine | None = None) -> ScreenResult:
     out = claim.path
     kind = "quadruplet" if "negative2" in tuples.columns else "triplet"
     roles = [r for r in ROLES if r in tuples.columns]
@@ -166,13 +176,14 @@ def _screen_into(claim: Claim, build: Path, images: pd.DataFrame, tuples: pd.Dat
     if embeddings is not None:
         got = _embeddings_from_file(Path(embeddings), used)
     elif any(s.needs_embeddings for s in active):
-        got = _embed(used, out, backbone, weights, device, seed, batch_size, workers, progress, engine)
+        got = _embed(used, cache_root, backbone, weights, device, seed, batch_size, workers, progress,
+                     engine)
     if got is not None:
         emb = normalize(got.emb, center=center, scale=scale)
 
     build_tuples = tuples
     ctx = ScreenContext(images=used, tuples=tuples, rows=rows, settings=settings, out_dir=out,
-                        embeddings=emb, progress=progress, engine=engine)
+                        embeddings=emb, progress=progress, cache_dir=cache_root, engine=engine)
     for level in ("image", "tuple"):
         if level == "tuple":
             redrawn = _redraw(ctx, active, build_run, seed) if redraw else None
@@ -209,6 +220,8 @@ def _screen_into(claim: Claim, build: Path, images: pd.DataFrame, tuples: pd.Dat
     write_parquet(tuples[keep].reset_index(drop=True), out / "kept.parquet")
     write_parquet(tuples[~keep].reset_index(drop=True), out / "rejected.parquet")
     write_parquet(suspect, out / "images_suspect.parquet")
+    if got is not None:
+        write_embeddings_table(used, got.emb, out / EMBEDDINGS_FILE)
     for s in active:  # the outputs of screens that did not run are gone: the claim removed them
         for name, obj in s.outputs(ctx.results[s.name], ctx).items():
             (write_parquet if isinstance(obj, pd.DataFrame) else write_json)(obj, out / name)
@@ -230,6 +243,7 @@ def _screen_into(claim: Claim, build: Path, images: pd.DataFrame, tuples: pd.Dat
         "batch_size": batch_size, "workers": workers, "device": device, "redraw": redraw,
         "engine": engine.describe() if engine is not None else None,
         "calibrate": calibrate,
+        "cache_dir": str(cache_root) if cache_root is not None else OFF,
         **settings, "kind": kind, "screens": [s.name for s in active],
     }
     inputs = {
@@ -265,7 +279,8 @@ def _screen_into(claim: Claim, build: Path, images: pd.DataFrame, tuples: pd.Dat
         n_redrawn=int(redrawn.redrawn.sum()) if redrawn is not None else 0,
         boundary_record=(ctx.results["boundary"].artifacts.get("record")
                          if "boundary" in ctx.results else None),
-        notes=[claim.note] if claim.note else [])
+        notes=[claim.note] if claim.note else [],
+        embeddings_file=out / EMBEDDINGS_FILE if got is not None else None)
 
 
 @dataclass
@@ -468,8 +483,8 @@ def _read_build(build: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]
     return images, tuples, build_run
 
 
-def _embed(used: pd.DataFrame, out: Path, backbone: str | None, weights: str | None, device: str,
-           seed: int, batch_size: int, workers: int | None,
+def _embed(used: pd.DataFrame, cache_root: Path | None, backbone: str | None, weights: str | None,
+           device: str, seed: int, batch_size: int, workers: int | None,
            progress: StageProgress | None, engine: Engine | None) -> _Embedded:
     from curate.backbone import load_backbone
     from curate.embed import embed_images_result
@@ -478,8 +493,8 @@ def _embed(used: pd.DataFrame, out: Path, backbone: str | None, weights: str | N
     loaded = load_backbone(backbone, weights, device="cpu" if engine is not None else device, seed=seed)
     cb = (lambda done, total: progress("embed", done, total)) if progress else None
     res = embed_images_result(used["path"].tolist(), used["sha256"].tolist(), loaded,
-                              cache_dir=out / "embeddings", batch_size=batch_size,
-                              workers=workers, progress=cb, engine=engine)
+                              cache_dir=cache_root if cache_root is not None else OFF,
+                              batch_size=batch_size, workers=workers, progress=cb, engine=engine)
     return _Embedded(res.embeddings, loaded.name, loaded.weights_source, loaded.weights_fingerprint,
                      loaded.random_weights, res.n_computed, res.n_cached)
 
@@ -576,6 +591,28 @@ def _as_vector(v: Any) -> np.ndarray | None:
     if arr.ndim != 1 or arr.size == 0 or arr.dtype.kind not in "fiu":
         return None
     return arr.astype(np.float32)
+
+
+def write_embeddings_table(images: pd.DataFrame, emb: np.ndarray, path: Path) -> Path:
+    """``embeddings.parquet``: ``image_id``, ``path``, ``label`` and ``embedding``, a
+    fixed-size list of float32 (Arrow ``fixed_size_list<float>[d]``), one row per image
+    in the tuples, as the backbone (or ``--embeddings``) gave them, before centring."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from curate.io import atomic_path
+
+    vectors = np.ascontiguousarray(emb, dtype=np.float32)
+    table = pa.table({
+        "image_id": pa.array(images["image_id"].to_numpy(np.int64)),
+        "path": pa.array(images["path"].astype(str).tolist(), pa.string()),
+        "label": pa.array(images["label"].astype("string").tolist(), pa.string()),
+        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)),
+                                                       vectors.shape[1]),
+    })
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+    return path
 
 
 def _reason_counts(reason: pd.Series) -> dict[str, int]:

@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from curate.io import file_sha256
+
 CLASSES = ("angry", "happy", "sad", "surprise")
 TUPLE_COLUMNS = ["tuple_id", "anchor", "positive", "negative", "anchor_label", "negative_label", "split"]
 
@@ -30,13 +32,14 @@ def make_build(root: Path, *, per_class: int = 12, dim: int = 16, kind: str = "t
             image_id = len(rows)
             path = img_dir / label / f"{i:03d}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(rng.integers(0, 256, (12, 12), dtype=np.uint8), "L").save(path)
+            noise = rng.integers(0, 256, (12, 12), dtype=np.uint8)  # 24 x 24: not `too_small`
+            Image.fromarray(noise.repeat(2, 0).repeat(2, 1), "L").save(path)
             cluster = 1 if image_id == mislabeled else c
             emb.append(centres[cluster] + 0.5 * rng.normal(size=dim))
             rows.append({"image_id": image_id, "path": str(path.resolve()),
                          "rel_path": f"{label}/{i:03d}.png", "label": label, "split": "train",
-                         "subject": None, "width": 12, "height": 12, "mode": "L",
-                         "sha256": f"{image_id:064x}", "status": "ok", "detail": None})
+                         "subject": None, "width": 24, "height": 24, "mode": "L",
+                         "sha256": file_sha256(path), "status": "ok", "detail": None})
     images = pd.DataFrame(rows)
     labels = images["label"].to_numpy()
     tuples = []

@@ -11,6 +11,14 @@ from PIL import Image
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own shared cache (curate.cache), never the user's ~/.cache/curate,
+    and its own Hugging Face datasets cache."""
+    monkeypatch.setenv("CURATE_CACHE", str(tmp_path_factory.mktemp("curate-cache")))
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path_factory.mktemp("hf-datasets")))
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """``../shared/data`` beside the checkout; skips the test when it is absent."""

@@ -30,8 +30,9 @@ def local_ray():
     ray.shutdown()
 
 
-def _cached(out: Path) -> dict[str, np.ndarray]:
-    shards = sorted((out / "embeddings").glob("*/shard-*.npz"))
+def _cached(root: Path) -> dict[str, np.ndarray]:
+    """Every embedding in the shared cache ``root`` (curate.cache), by image sha256."""
+    shards = sorted((root / "embeddings").glob("*/shard-*.npz"))
     got: dict[str, np.ndarray] = {}
     for f in shards:
         with np.load(f) as z:
@@ -41,13 +42,16 @@ def _cached(out: Path) -> dict[str, np.ndarray]:
 
 def test_ray_screen_writes_the_local_cache_and_the_local_verdicts(tmp_path, local_ray):
     build, images, _ = make_build(tmp_path)
-    screen(build, tmp_path / "local", skip_face_screens=True, device="cpu")
+    screen(build, tmp_path / "local", skip_face_screens=True, device="cpu", cache_dir=tmp_path / "cl")
     remote = screen(build, tmp_path / "ray", skip_face_screens=True, device="cpu",
-                    engine=RayEngine(actors=1))  # one actor: the fast smoke test
+                    cache_dir=tmp_path / "cr", engine=RayEngine(actors=1))  # one actor: the fast smoke test
     assert remote.n_embedded == len(images) and remote.n_cached == 0
-    a, b = _cached(tmp_path / "local"), _cached(tmp_path / "ray")
+    a, b = _cached(tmp_path / "cl"), _cached(tmp_path / "cr")
     assert set(a) == set(b) == set(images["sha256"])
     assert max(float(np.abs(a[k] - b[k]).max()) for k in a) < 1e-5
+    # the same cache namespace: the Ray run's key is the local CPU run's key
+    assert [p.name for p in (tmp_path / "cl" / "embeddings").iterdir()] == \
+        [p.name for p in (tmp_path / "cr" / "embeddings").iterdir()]
     sa = pd.read_parquet(tmp_path / "local" / "scores.parquet")
     sb = pd.read_parquet(tmp_path / "ray" / "scores.parquet")
     assert sa["keep"].tolist() == sb["keep"].tolist()
@@ -55,7 +59,7 @@ def test_ray_screen_writes_the_local_cache_and_the_local_verdicts(tmp_path, loca
     assert np.allclose(sa["d_ap"], sb["d_ap"], atol=1e-5)
     assert remote.run["params"]["engine"] == "ray:auto"
     # the Ray run's cache is the local path's cache: a local re-run computes nothing
-    again = screen(build, tmp_path / "ray", skip_face_screens=True, device="cpu")
+    again = screen(build, tmp_path / "ray", skip_face_screens=True, device="cpu", cache_dir=tmp_path / "cr")
     assert again.n_embedded == 0 and again.n_cached == len(images)
 
 
@@ -77,7 +81,7 @@ def test_an_interrupted_ray_run_resumes_from_the_cache(tmp_path, local_ray):
     with pytest.raises(KeyboardInterrupt):
         embed_images_result(paths, keys, loaded, cache_dir=tmp_path / "c", batch_size=8,
                             shard_size=8, engine=_Interrupted(actors=2))
-    shards = list((tmp_path / "c" / cache_key(loaded)).glob("shard-*.npz"))
+    shards = list((tmp_path / "c" / "embeddings" / cache_key(loaded)).glob("shard-*.npz"))
     assert shards, "what arrived before the interruption is cached"
     resumed = embed_images_result(paths, keys, loaded, cache_dir=tmp_path / "c", batch_size=8,
                                   engine=RayEngine(actors=2))
@@ -94,13 +98,13 @@ def test_ray_face_screens_match_the_local_path(tmp_path, local_ray):
     manifest = make_example(tmp_path / "data", per_class=10)
     build = build_tuples(manifest, tmp_path / "build", per_anchor=1, seed=0).out_dir
     opts = {"max_occlusion": 0.8, "no_face": "keep", "device": "cpu"}
-    local = screen(build, tmp_path / "local", **opts)
-    remote = screen(build, tmp_path / "ray", engine=RayEngine(actors=2), **opts)
+    local = screen(build, tmp_path / "local", cache_dir=tmp_path / "cl", **opts)
+    remote = screen(build, tmp_path / "ray", cache_dir=tmp_path / "cr", engine=RayEngine(actors=2), **opts)
     fa = pd.read_parquet(tmp_path / "local" / "faces.parquet")
     fb = pd.read_parquet(tmp_path / "ray" / "faces.parquet")
     pd.testing.assert_frame_equal(fa, fb)
     assert local.reasons == remote.reasons and local.n_kept == remote.n_kept
-    assert list((tmp_path / "ray" / "faces_cache" / "faces").glob("*/part-*.parquet"))
+    assert list((tmp_path / "cr" / "faces").glob("*/shard-*.parquet"))
 
 
 def test_ray_engine_errors_name_the_fix(local_ray):

@@ -13,6 +13,7 @@ from curate.backbone import LoadedBackbone, load_backbone
 from curate.embed import build_transform, embed_batch, embed_images, embed_images_result
 from curate.errors import CurateError
 from curate.images import load_image
+from curate.io import file_sha256
 
 TINY = "test_resnet"  # a timm test model: 96-d features, built without any download
 
@@ -169,7 +170,7 @@ def _counting(tiny: LoadedBackbone) -> LoadedBackbone:
 
 def test_each_distinct_image_is_embedded_once_and_cached(tmp_path, tiny):
     paths = [_png(tmp_path / f"{i}.png", i) for i in range(5)]
-    shas = [f"sha{i}" for i in range(5)]
+    shas = [file_sha256(p) for p in paths]
     lb = _counting(tiny)
     res = embed_images_result(paths + paths[:2], shas + shas[:2], lb, cache_dir=tmp_path / "c",
                               batch_size=2, workers=0)
@@ -185,7 +186,7 @@ def test_each_distinct_image_is_embedded_once_and_cached(tmp_path, tiny):
 
 def test_interrupted_run_resumes_from_the_cache(tmp_path, tiny):
     paths = [_png(tmp_path / f"{i}.png", 100 + i) for i in range(10)]
-    shas = [f"h{i}" for i in range(10)]
+    shas = [file_sha256(p) for p in paths]
     lb = _counting(tiny)
     ticks = []
 
@@ -209,14 +210,14 @@ def test_interrupted_run_resumes_from_the_cache(tmp_path, tiny):
 
 def test_cache_is_keyed_by_weights_and_preprocessing(tmp_path, tiny):
     paths = [_png(tmp_path / f"{i}.png", i) for i in range(3)]
-    shas = ["a", "b", "c"]
+    shas = [None] * 3
     lb = _counting(tiny)
     embed_images(paths, shas, lb, cache_dir=tmp_path / "c", batch_size=4, workers=0)
     other = LoadedBackbone(lb.model, dict(lb.data_config, input_size=(3, 48, 48)), lb.name,
                            lb.weights_source, lb.weights_fingerprint, True, lb.embed_dim, 3)
     embed_images(paths, shas, other, cache_dir=tmp_path / "c", batch_size=4, workers=0)
     assert lb.model.images == 6
-    assert len([d for d in (tmp_path / "c").iterdir() if d.is_dir()]) == 2
+    assert len([d for d in (tmp_path / "c" / "embeddings").iterdir() if d.is_dir()]) == 2
 
 
 def test_worker_processes_give_the_same_embeddings(tmp_path, tiny):

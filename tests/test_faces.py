@@ -113,17 +113,16 @@ def test_occluder_over_the_eyes_raises_occlusion(analyzer, fer_faces):
         b = analyzer.find_face_in_array(np.repeat(gray2[..., None], 3, axis=2), gray2)
         if not b.face_found:  # heavy occlusion can hide the face: the no_face screen's job
             continue
-        occ2, region = analyzer.occlusion_model.score(b.aligned)
-        before.append(occ)
-        after.append(occ2)
-        assert occ2 > occ, p.name
-        if occ2 >= 0.5:
-            assert region == "eyes", p.name
-    assert len(after) >= 4
-    # the median: the sample's first frontal face (PublicTest_10014592) really is occluded,
-    # glasses and a hand at the eye, and scores high before any occluder is pasted
-    assert np.median(before) < 0.3
-    assert np.mean(after) > 0.6
+        occ2, covered = analyzer.occlusion_model.score(b.aligned)
+        assert occ2 <= covered + 1e-9, p.name
+        if occ < 0.3:  # a face the model calls clean: dark lenses (occluded by the policy) raise it
+            assert occ2 > occ, p.name
+            before.append(occ)
+            after.append(occ2)
+    # the sample's first frontal face (PublicTest_10014592) really is occluded, glasses and a
+    # hand at the eye, and scores high before any occluder is pasted: it is not among these
+    assert len(after) >= 3
+    assert np.mean(after) - np.mean(before) > 0.25
 
 
 def test_occlusion_scores_a_face_and_its_mirror_alike():
@@ -134,7 +133,7 @@ def test_occlusion_scores_a_face_and_its_mirror_alike():
     faces = rng.integers(0, 256, (3, 48, 48)).astype(np.uint8)
     faces[0, 10:25, :24] = 10  # one-sided, so the face and its mirror differ
     p, q = model.probabilities(faces), model.probabilities(faces[:, :, ::-1])
-    assert p.shape == (3, 5) and ((p >= 0) & (p <= 1)).all()
+    assert p.shape == (3, len(O.OUTPUTS)) and ((p >= 0) & (p <= 1)).all()
     assert np.allclose(p, q, atol=1e-6)
     assert np.allclose(model.probabilities(faces[0]), p[:1])  # one face without a batch axis
 
@@ -201,7 +200,7 @@ def test_cache_hit_on_second_call(face_model, analyzer, fer_faces, tmp_path, mon
     first = A.analyze_faces(paths, cache_dir=tmp_path, workers=1,
                             progress=lambda d, t: calls.append((d, t)))
     assert calls[0] == (0, 4) and calls[-1] == (4, 4)
-    assert len(list((tmp_path / "faces").rglob("part-*.parquet"))) == 1
+    assert len(list((tmp_path / "faces").rglob("shard-*.parquet"))) == 1
 
     def boom(*a, **k):
         raise AssertionError("no face may be looked for on a cache hit")
@@ -214,6 +213,29 @@ def test_cache_hit_on_second_call(face_model, analyzer, fer_faces, tmp_path, mon
     assert calls == [(4, 4)]
     pd.testing.assert_frame_equal(first, second)
     assert first.loc[0, "yaw"] == first.loc[3, "yaw"]
+
+
+def test_interrupted_analysis_keeps_the_faces_done(face_model, analyzer, fer_faces, tmp_path):
+    """Issue 16 item 14: the face cache was written only at the end of the run."""
+    paths = [str(p) for p in fer_faces[:5]]
+
+    def stop_after_two(done: int, total: int) -> None:
+        if done >= 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        A.analyze_faces(paths, cache_dir=tmp_path, workers=1, progress=stop_after_two)
+    calls: list[int] = []
+    A.analyze_faces(paths, cache_dir=tmp_path, workers=1, progress=lambda d, t: calls.append(d))
+    assert calls[0] == 2  # the two faces analysed before Ctrl-C came from the cache
+
+
+def test_cache_reads_the_same_rows_as_a_fresh_analysis(face_model, analyzer, fer_faces, tmp_path):
+    paths = [str(p) for p in fer_faces[:3]]
+    fresh = A.analyze_faces(paths, cache_dir="none", workers=1)
+    A.analyze_faces(paths, cache_dir=tmp_path, workers=1, shard_seconds=0.0)  # one shard per face
+    assert len(list(tmp_path.rglob("shard-*.parquet"))) == 3
+    pd.testing.assert_frame_equal(A.analyze_faces(paths, cache_dir=tmp_path, workers=1), fresh)
 
 
 # --------------------------------------------------------------------------- model file
@@ -280,10 +302,10 @@ def _planted() -> pd.DataFrame:
     return pd.DataFrame({
         "path": [f"/x/{i}.png" for i in range(6)],
         "face_found": [True, True, True, True, False, True],
-        "yaw": [5.0, -31.0, 29.9, 40.0, np.nan, 0.0],
+        "yaw": [5.0, -S.DEFAULT_MAX_YAW - 1, S.DEFAULT_MAX_YAW - 0.1, 40.0, np.nan, 0.0],
         "pitch": 0.0, "roll": 0.0,
         "occlusion": [0.1, 0.2, 0.9, 0.95, np.nan, S.DEFAULT_MAX_OCCLUSION],
-        "occlusion_region": ["none", "none", "eyes", "mouth", None, "none"],
+        "occlusion_any": [0.2, 0.3, 0.9, 0.95, np.nan, 0.9],
         "face_confidence": 0.9,
         "detail": [None, None, None, None, "no face found by the landmarker", None],
     })

@@ -95,7 +95,7 @@ def test_labelled_fold_never_trains_on_its_held_out_faces(tmp_path, monkeypatch)
 
     jittered: list[np.ndarray] = []
     batches: list[tuple[np.ndarray, np.ndarray]] = []
-    real_jitter, real_batch = occluders.jitter, occluders.make_batch
+    real_jitter, real_batch = occluders.jitter, occluders.labelled_stage_batch
 
     def spy_jitter(img, rng):
         jittered.append(np.array(img, copy=True))
@@ -106,13 +106,14 @@ def test_labelled_fold_never_trains_on_its_held_out_faces(tmp_path, monkeypatch)
         return real_batch(crops_, idx, rng, donors, *args, **kwargs)
 
     monkeypatch.setattr(occluders, "jitter", spy_jitter)
-    monkeypatch.setattr(occluders, "make_batch", spy_batch)
+    monkeypatch.setattr(occluders, "labelled_stage_batch", spy_batch)
     res = fit.fit_labelled(crops, labels, init=init, clean_with=clean, seeds=(0,), epochs=2, cv_fold=2)
 
     faces = {i: crops[i].astype(np.float32) for i in range(len(crops))}
     seen = {i for img in jittered for i, f in faces.items() if np.array_equal(img, f)}
     assert seen & train, "the spy must see the labelled faces that are trained on"
     assert not seen & held
+    assert batches, "the spy must see the synthetic part of the batches"
     for idx, donors in batches:
         assert not set(idx.tolist()) & (held | train)  # the clean pool holds no labelled face
         assert not any(np.array_equal(d, crops[h]) for d in donors for h in held)
@@ -161,3 +162,95 @@ def test_the_committed_stage4_weights_start_the_labelled_stage():
     assert len(model.nets) == 1
     probs = model.probabilities(_crops(3))
     assert probs.shape == (3, 5) and ((probs >= 0) & (probs <= 1)).all()
+
+
+# --------------------------------------------------------------------------- the two outputs
+
+def test_glasses_only_reads_the_kind_of_cover():
+    assert fit.glasses_only("clear_glasses") and fit.glasses_only("clear_glasses;hat")
+    for kind in ("", "none", "hand", "hand;clear_glasses", "sunglasses", "clear_glasses;other", None, float("nan")):
+        assert not fit.glasses_only(kind), kind
+
+
+def test_covered_scores_discount_clear_glasses_only():
+    from curate.faces.occlusion import covered_scores
+
+    two = np.array([[0.9, 0.0], [0.9, 1.0], [0.8, 0.5], [0.1, 0.9]])
+    occlusion, covered = covered_scores(two)
+    assert np.allclose(covered, two[:, 0]) and np.allclose(occlusion, [0.9, 0.0, 0.4, 0.01])
+    five = np.array([[0.7, 0.1, 0.2, 0.3, 0.4]])  # a synthetic-stage network has no glasses output
+    assert covered_scores(five)[0] == pytest.approx([0.7]) and covered_scores(five)[1] == pytest.approx([0.7])
+
+
+def test_labelled_stage_synthetic_targets():
+    crops = _crops(8, seed=5).astype(np.float32)
+    rng = np.random.default_rng(0)
+    seen = {"dark": 0, "clear": 0}
+    for _ in range(200):
+        out, y = occluders.covered_targets(crops[0], rng, crops, (occluders.glasses,))
+        assert y[0] == 1 and out.shape == (48, 48)
+        seen["clear" if y[1] == 1 else "dark"] += 1
+    assert seen["dark"] and seen["clear"]  # sunglasses are covered, not "clear glasses only"
+    for _ in range(20):
+        _, y = occluders.covered_targets(crops[0], rng, crops, (occluders.sunglasses,))
+        assert y.tolist() == [1.0, 0.0]
+    mix = occluders.labelled_stage_mix()
+    assert occluders.hat not in mix and mix.count(occluders.sunglasses) == 2
+    for _ in range(50):
+        _, y = occluders.covered_targets(crops[1], rng, crops, (occluders.face_mask,))
+        assert y[1] == 0
+    x, y = occluders.labelled_stage_batch(crops, np.arange(8), np.random.default_rng(1), crops,
+                                          occluders.labelled_stage_mix())
+    assert x.shape == (8, 1, 48, 48) and y.shape == (8, 2)
+
+
+def test_labelled_fit_makes_two_outputs_from_the_first_two_of_init(tmp_path):
+    from safetensors.torch import load_file
+
+    crops = _crops(70, seed=3)
+    labels = _labels(30).assign(kind=["clear_glasses" if i % 4 == 1 else ("hand" if i % 2 else "") for i in range(30)])
+    init = _save_net(tmp_path / "init.safetensors", 1)
+    clean = _save_net(tmp_path / "clean.safetensors", 2, occluded_bias=-10.0)
+    start = fit._start_from(init)
+    full = build_occlusion_net()
+    full.load_state_dict(load_file(str(init)))
+    two = build_occlusion_net(2)
+    two.load_state_dict(start)
+    x = torch.randn(3, 1, 48, 48)
+    with torch.no_grad():
+        assert torch.allclose(two.eval()(x), full.eval()(x)[:, :2])
+    res = fit.fit_labelled(crops, labels, init=init, clean_with=clean, seeds=(0,), epochs=1, cv_fold=0)
+    model = OcclusionModel(fit.save_occlusion_weights(res.states, tmp_path / "w.safetensors", {}))
+    assert model.probabilities(crops[:4]).shape == (4, 2)
+    assert all(o <= c + 1e-12 for o, c in model.scores(crops[:4]))
+    assert {"score", "occlusion"} <= set(res.held_out.columns)
+
+
+def test_excluded_faces_never_enter_the_clean_pool(tmp_path, monkeypatch):
+    crops = _crops(80, seed=4)
+    labels = _labels(20)
+    init = _save_net(tmp_path / "init.safetensors", 1)
+    clean = _save_net(tmp_path / "clean.safetensors", 2, occluded_bias=-10.0)
+    exclude = list(range(60, 80))
+    batches = []
+    real = occluders.labelled_stage_batch
+
+    def spy(crops_, idx, rng, donors, *args, **kwargs):
+        batches.append((np.array(idx, copy=True), np.array(donors, copy=True)))
+        return real(crops_, idx, rng, donors, *args, **kwargs)
+
+    monkeypatch.setattr(occluders, "labelled_stage_batch", spy)
+    res = fit.fit_labelled(crops, labels, init=init, clean_with=clean, seeds=(0,), epochs=1, exclude=exclude)
+    assert res.n_clean == 80 - 20 - 20
+    for idx, donors in batches:
+        assert not set(idx.tolist()) & set(exclude)
+        assert not any(np.array_equal(d, crops[e]) for d in donors for e in exclude)
+
+
+def test_a_weights_file_of_mixed_networks_is_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    states = [{k: v.contiguous() for k, v in build_occlusion_net(n).state_dict().items()} for n in (2, 5)]
+    save_file(fit.join_members(states), str(tmp_path / "mixed.safetensors"))
+    with pytest.raises(CurateError, match="outputs"):
+        OcclusionModel(tmp_path / "mixed.safetensors")

@@ -117,7 +117,7 @@ def make_screen_dir(root: Path, *, n_images: int = 36, n_tuples: int = 240, quad
     fdf["face_found"] = found
     fdf["yaw"], fdf["pitch"], fdf["roll"] = yaw, np.where(found, 0.0, np.nan), np.where(found, 0.0, np.nan)
     fdf["occlusion"] = occ
-    fdf["occlusion_region"] = np.where(occ > max_occ, "eyes", "none")
+    fdf["occlusion_any"] = np.maximum(occ, 0.3)
     fdf["face_confidence"] = np.where(found, 0.9, 0.0)
     fdf["detail"] = None
     codes = [";".join(c for c, on in (("side_face", abs(y) > max_yaw), ("occluded", o > max_occ),
@@ -507,3 +507,22 @@ def test_report_of_a_default_screen_shows_class_nulls_label_suspects_and_calibra
     # the alpha grid is recomputed from the standardised distances: the run's cell matches
     assert "the screen used another rule" not in text and "Sensitivity to alpha" in text
     assert 'class="banner' not in html  # the class-aware null fits: no misfit warning
+
+
+def test_face_sensitivity_matches_a_brute_force_count():
+    from curate.report.sensitivity import face_sensitivity
+
+    rng = np.random.default_rng(3)
+    n = 60
+    faces = pd.DataFrame({"image_id": np.arange(n), "face_found": rng.random(n) > 0.1,
+                          "yaw": rng.normal(0, 25, n), "occlusion": rng.random(n)})
+    faces.loc[~faces["face_found"], ["yaw", "occlusion"]] = np.nan
+    tuples = pd.DataFrame({r: rng.integers(0, n, 200) for r in ("anchor", "positive", "negative")})
+    sens = face_sensitivity(faces, tuples, max_yaw=30.0, max_occlusion=0.5, no_face="reject")
+    for row in sens.rows:
+        y, o = row["max_yaw"], row["max_occlusion"]
+        bad = (~faces["face_found"]) | (faces["yaw"].abs() > y) | (faces["occlusion"] > o)
+        flagged = set(faces.loc[bad, "image_id"])
+        assert row["images"] == pytest.approx(bad.mean())
+        assert row["tuples"] == pytest.approx(tuples.isin(flagged).any(axis=1).mean())
+    assert {(r["max_yaw"], r["max_occlusion"]) for r in sens.rows} >= {(30.0, 0.5), (20.0, 0.5), (30.0, 0.8)}

@@ -16,10 +16,12 @@ from curate.errors import CurateError
 from curate.screen import screen
 from curate.screens import faces as face_screen_module
 
+NO_HYGIENE = {"skip_quality_screen": True, "skip_not_face_screen": True, "skip_near_duplicate_screen": True}
+
 
 def _screen(build: Path, out: Path, emb_file: Path, **kw):
     """The patent's boundary alone, with a global null (the tests of its math by hand)."""
-    kw = {"null": "effective", "skip_label_screen": True, **kw}
+    kw = {"null": "effective", "skip_label_screen": True, **NO_HYGIENE, **kw}
     return screen(build, out, embeddings=emb_file, skip_face_screens=True, **kw)
 
 
@@ -186,7 +188,9 @@ def test_backbone_path_embeds_once_and_reuses_the_cache(tmp_path):
     assert second.n_embedded == 0 and second.n_cached == 12
     a = pd.read_parquet(tmp_path / "out" / "scores.parquet")
     assert np.isfinite(a["d_ap"]).all() and first.n_kept == second.n_kept
-    assert list((tmp_path / "out" / "embeddings").iterdir())
+    assert not (tmp_path / "out" / "embeddings").exists()  # the shared cache holds them
+    third = screen(build, tmp_path / "other-out", **kw)  # another --out: the same cache
+    assert third.n_embedded == 0 and third.n_cached == 12
 
 
 def test_out_must_differ_from_build_and_build_must_exist(tmp_path):
@@ -213,7 +217,7 @@ def test_face_screens_reject_tuples_with_a_side_face(tmp_path, monkeypatch):
         return pd.DataFrame({
             "image_id": imgs["image_id"].to_numpy(), "path": imgs["path"].to_numpy(),
             "face_found": True, "yaw": yaw, "pitch": 0.0, "roll": 0.0, "occlusion": 0.0,
-            "occlusion_region": "none", "face_confidence": 0.9, "detail": None,
+            "occlusion_any": 0.1, "face_confidence": 0.9, "detail": None,
             "face_reject": reject, "face_reason": np.where(reject, "side_face", None)})
 
     monkeypatch.setattr(face_screen_module, "screen_faces", screen_faces)
@@ -256,7 +260,8 @@ def test_skipped_face_screens_leave_no_face_outputs(tmp_path, monkeypatch):
         raise AssertionError("the face screen ran although it was skipped")
 
     monkeypatch.setattr(face_screen_module, "screen_faces", boom)
-    res = screen(build, out, embeddings=f, skip_face_screens=True, skip_label_screen=True, force=True)
+    res = screen(build, out, embeddings=f, skip_face_screens=True, skip_label_screen=True, force=True,
+                 **NO_HYGIENE)
     assert res.screens_run == ["boundary"] and not res.face_screens
     assert not (out / "faces.parquet").exists()
     run = json.loads((out / "run.json").read_text())

@@ -23,6 +23,8 @@ from curate.screens.base import Option, Reason, Screen, ScreenContext, ScreenOut
 from curate.screens.statistical import normalize
 
 ROOT = Path(__file__).resolve().parents[1]
+NO_HYGIENE = {"skip_quality_screen": True, "skip_not_face_screen": True, "skip_near_duplicate_screen": True}
+NO_HYGIENE_FLAGS = ["--skip-quality-screen", "--skip-not-face-screen", "--skip-near-duplicate-screen"]
 ALL = screens.registered()
 IDS = [s.name for s in ALL]
 
@@ -127,55 +129,57 @@ def _docs_example() -> str:
 
 
 @pytest.fixture
-def tiny_image_screen():
+def large_image_screen():
     namespace: dict = {}
     exec(compile(_docs_example(), "docs/screens.md", "exec"), namespace)  # noqa: S102
-    yield namespace["TinyImageScreen"]
-    screens.unregister("tiny_image")
+    yield namespace["LargeImageScreen"]
+    screens.unregister("large_image")
 
 
-def test_worked_example_of_docs_plugs_in_everywhere(tmp_path: Path, tiny_image_screen) -> None:
+def test_worked_example_of_docs_plugs_in_everywhere(tmp_path: Path, large_image_screen) -> None:
     build, images, emb = make_build(tmp_path)
-    small = [3, 17, 30]
-    images.loc[images["image_id"].isin(small), ["width", "height"]] = 8
+    small = [3, 17, 30]  # the images the screen rejects
+    images.loc[images["image_id"].isin(small), ["width", "height"]] = 5000
     images.to_parquet(build / "images.parquet", index=False)
     f = write_embeddings(tmp_path / "e.parquet", images, emb)
     out = tmp_path / "out"
-    res = screen(build, out, embeddings=f, skip_face_screens=True, skip_label_screen=True, min_side=10)
-    assert res.screens_run == ["tiny_image", "boundary"]
+    res = screen(build, out, embeddings=f, skip_face_screens=True, skip_label_screen=True, max_side=4000,
+                 **NO_HYGIENE)
+    assert res.screens_run == ["large_image", "boundary"]
     scores = pd.read_parquet(out / "scores.parquet")
     tuples = pd.read_parquet(build / "tuples.parquet")
     # the small images left the pool: tuples anchored on one are rejected for it ...
     anchored = scores["anchor"].isin(small)
     assert anchored.any() and (~scores.loc[anchored, "keep"]).all()
-    assert scores.loc[anchored, "reason"].str.contains("too_small").all()
-    assert scores.loc[anchored, "member_reasons"].str.contains("anchor:too_small").all()
-    assert not scores.loc[~anchored, "reason"].fillna("").str.contains("too_small").any()
+    assert scores.loc[anchored, "reason"].str.contains("oversized").all()
+    assert scores.loc[anchored, "member_reasons"].str.contains("anchor:oversized").all()
+    assert not scores.loc[~anchored, "reason"].fillna("").str.contains("oversized").any()
     # ... and the others that held one as positive or negative were redrawn without it
     held = tuples[["positive", "negative"]].isin(small).any(axis=1) & ~tuples["anchor"].isin(small)
     assert held.any() and scores.loc[held.to_numpy(), "redrawn"].all()
     assert not scores.loc[~anchored, ["positive", "negative"]].isin(small).any(axis=None)
     first = scores[held.to_numpy()].iloc[0]
     role = next(r for r in ("positive", "negative") if tuples.loc[first.name, r] in small)
-    assert f"{role}:too_small" in first["redrawn_members"]
+    assert f"{role}:oversized" in first["redrawn_members"]
     assert res.n_redrawn == int(held.sum())
     suspect = pd.read_parquet(out / "images_suspect.parquet")
-    assert set(suspect.loc[suspect["tiny_image_reject"], "image_id"]) == set(small)
+    assert set(suspect.loc[suspect["large_image_reject"], "image_id"]) == set(small)
     assert suspect.head(3)["image_id"].isin(small).all()  # image rejects sort first
     run = json.loads((out / "run.json").read_text())
-    assert run["params"]["min_side"] == 10 and run["counts"]["rejected_images_by_screen"] == {"tiny_image": 3}
+    assert run["params"]["max_side"] == 4000 and run["counts"]["rejected_images_by_screen"] == {"large_image": 3}
     # the report shows the reason in its registered colour, with a gallery of the rejected images
     html = write_report(out).read_text()
-    assert "#8c564b" in html and "too_small" in html and "a random sample of 3 of 3 images" in html
+    assert "#8c564b" in html and "oversized" in html and "a random sample of 3 of 3 images" in html
     # export leaves the rejected images out
     exp = export(out, tmp_path / "exp", format="csv")
-    assert not set(exp.manifest["image_id"]) & set(small) and exp.n_image_rejected == {"tiny_image": 3}
+    assert not set(exp.manifest["image_id"]) & set(small) and exp.n_image_rejected == {"large_image": 3}
     # from the command line through --option; bad values are refused before any work
     r = CliRunner().invoke(app, ["screen", str(build), "--out", str(tmp_path / "cli"), "--embeddings",
-                                 str(f), "--skip-face-screens", "--no-report", "--option", "min_side=10"])
+                                 str(f), "--skip-face-screens", *NO_HYGIENE_FLAGS, "--no-report", "--option",
+                                 "max_side=4000"])
     assert r.exit_code == 0, r.output
-    assert "too_small" in r.output
+    assert "oversized" in r.output
     r = CliRunner().invoke(app, ["screen", str(build), "--out", str(tmp_path / "cli2"), "--embeddings",
-                                 str(f), "--skip-face-screens", "--no-report", "--option", "min_side=-2"])
-    assert r.exit_code == 2 and "min_side must be a number" in r.output
+                                 str(f), "--skip-face-screens", "--no-report", "--option", "max_side=-2"])
+    assert r.exit_code == 2 and "max_side must be a number" in r.output
     assert not (tmp_path / "cli2").exists()

@@ -17,13 +17,20 @@ from rich.markup import escape
 
 from curate.errors import CurateError
 
+# Plain (click) help: at 80 columns it keeps option names whole, wraps help text in a
+# wide column and shows on/off flags without a value (rich's panels did neither).
 app = typer.Typer(
     name="curate",
     help="Clean facial-expression training data before and during metric-learning fine-tuning.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
+
+CACHE_DIR_HELP = ("Shared cache of embeddings and face analyses, keyed by image content "
+                  "(default: $CURATE_CACHE, else $XDG_CACHE_HOME/curate or ~/.cache/curate; "
+                  "'none' for no cache; docs/cache.md).")
 
 console = Console(stderr=False, highlight=False)
 

@@ -11,11 +11,24 @@ import typer
 from curate.cli._app import app, console, handles_errors, safe
 from curate.synthetic import make_example
 
+# The quickstart's settings (examples/quickstart.sh; tests/test_cli_ux.py keeps them equal).
+BUILD_ARGS = "--per-anchor 3 --seed 0"
+SCREEN_ARGS = "--alpha-pos 0.05 --alpha-neg 0.05 --max-occlusion 0.8 --no-face keep"
 
-@app.command("example")
+
+def next_commands(out: Path, manifest: Path) -> list[str]:
+    """The quickstart's next two commands for an example drawn into ``out``: the build and
+    screen folders beside it, as ``examples/quickstart.sh`` lays them out."""
+    root = Path(out).parent
+    tuples, screen = root / "tuples", root / "screen"
+    return [f"next: curate build-tuples {manifest} --out {tuples} {BUILD_ARGS}",
+            f"then: curate screen {tuples} --out {screen} {SCREEN_ARGS}"]
+
+
+@app.command("example", short_help="Draw a small SYNTHETIC dataset with planted label noise.")
 @handles_errors
 def example_cmd(
-    out: Annotated[Path, typer.Argument(help="Folder to write (absent, empty, or an earlier example, which is replaced).")],
+    out: Annotated[Path, typer.Argument(metavar="OUT", help="Folder to write (absent, empty, or an earlier example, which is replaced).")],
     per_class: Annotated[int, typer.Option(help="Drawn images per expression.")] = 40,
     noise: Annotated[float, typer.Option(help="Share of each class given a wrong observed label.")] = 0.15,
     seed: Annotated[int, typer.Option(help="Random seed: the same seed writes byte-identical files.")] = 0,
@@ -38,4 +51,5 @@ def example_cmd(
         f"{int(m['is_occluded'].sum())} occluded faces, {int(m['is_duplicate'].sum())} duplicate files"
     )
     console.print(f"  manifest: {safe(str(manifest_path))} (ground truth in columns true_label, is_noisy, ...)")
-    console.print(f"next: curate build-tuples {safe(str(manifest_path))} --out {safe(str(Path(out) / 'build'))}")
+    for line in next_commands(out, manifest_path):
+        console.print(safe(line), soft_wrap=True)

@@ -8,20 +8,20 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from curate.cli._app import FORCE_HELP, app, console, handles_errors, safe
+from curate.cli._app import CACHE_DIR_HELP, FORCE_HELP, app, console, handles_errors, safe
 from curate.cli._choices import RAY_ACTORS_HELP, RAY_HELP, ray_engine
 from curate.cli._progress import rate_bar
 from curate.faces.occlusion import OCCLUSION_THRESHOLD
 from curate.screens.faces import DEFAULT_MAX_YAW
 
 
-@app.command("faces")
+@app.command("faces", short_help="Head pose and occlusion of every image's face.")
 @handles_errors
 def faces_cmd(
-    source: Annotated[Path, typer.Argument(help="Image folder, CSV/Parquet manifest with a path column, or a build-tuples output folder (has images.parquet).")],
+    source: Annotated[Path, typer.Argument(metavar="SOURCE", help="Image folder, CSV/Parquet manifest with a path column, or a build-tuples output folder (has images.parquet).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output Parquet file: one row per image (see docs/faces.md).")],
     face_model: Annotated[str | None, typer.Option(help="MediaPipe face_landmarker.task (default: $CURATE_FACE_MODEL, the user cache, or a packaged copy).")] = None,
-    cache_dir: Annotated[Path | None, typer.Option(help="Cache of analyses by image hash (default: faces_cache beside --out).")] = None,
+    cache_dir: Annotated[str | None, typer.Option(metavar="DIR", help=CACHE_DIR_HELP)] = None,
     workers: Annotated[int | None, typer.Option(help="Processes (default: one per core, at most 8).")] = None,
     path_column: Annotated[str, typer.Option(help="Manifest column holding image paths.")] = "path",
     backend: Annotated[str | None, typer.Option(help="How faces are found: litert (the .task bundle's models run directly; default where ai-edge-litert is installed) or tasks (MediaPipe's Tasks API, the reference).")] = None,

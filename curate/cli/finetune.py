@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.table import Table
 
 from curate.cli._app import FORCE_HELP, app, console, err_console, handles_errors, safe
@@ -32,13 +33,13 @@ class CeOn(str, Enum):
     all = "all"
 
 
-@app.command("finetune")
+@app.command("finetune", short_help="Fine-tune on tuples, screening every batch.")
 @handles_errors
 def finetune_cmd(
-    tuples: Annotated[Path, typer.Argument(help="build-tuples folder, or screen output folder (its kept.parquet is used).")],
+    tuples: Annotated[Path, typer.Argument(metavar="TUPLES", help="build-tuples folder, or screen output folder (its kept.parquet is used).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: model.safetensors, config.json, metrics, report.")],
     backbone: Annotated[str | None, typer.Option(help="timm model name (default: the bundled model).")] = D.backbone,
-    weights: Annotated[str | None, typer.Option(help="'none' (random), a weights file, a fine-tuning RUN folder; default: timm's cached pretrained weights.")] = D.weights,
+    weights: Annotated[str | None, typer.Option(help="'none' (random), a weights file, a fine-tuning RUN folder, or a model name that `curate models` lists; default: timm's cached pretrained weights.")] = D.weights,
     in_chans: Annotated[int | None, typer.Option(help="Input channels: 1 for grayscale, 3 for RGB (default: the weights', else 3).")] = D.in_chans,
     input_size: Annotated[int | None, typer.Option(help="Square input side in pixels, e.g. 48 (default: the backbone's).")] = D.input_size,
     embed_dim: Annotated[int, typer.Option(help="Dimension of the embedding layer.")] = D.embed_dim,
@@ -139,11 +140,11 @@ def _render_finetune(result: Any) -> None:
     console.print(f"report: {safe(str(result.run_dir / 'report.html'))}")
 
 
-@app.command("evaluate")
+@app.command("evaluate", short_help="Accuracy, macro F1 and confusion matrix of a run.")
 @handles_errors
 def evaluate_cmd(
-    run: Annotated[Path, typer.Argument(help="Fine-tuning run folder.")],
-    source: Annotated[Path, typer.Argument(help="Labelled images: class-per-folder, CSV/Parquet manifest, or build-tuples folder.")],
+    run: Annotated[Path, typer.Argument(metavar="RUN", help="Fine-tuning run folder, or a model name that `curate models` lists (fer_resnet10t).")],
+    source: Annotated[Path, typer.Argument(metavar="SOURCE", help="Labelled images: class-per-folder, CSV/Parquet manifest, or build-tuples folder.")],
     split: Annotated[str | None, typer.Option(help="Only images of this split (e.g. val).")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the metrics as JSON to this file ('-' for stdout).")] = None,
     skip_unknown_classes: Annotated[bool, typer.Option(help="Leave out images of classes the run was not trained on.")] = False,
@@ -152,7 +153,7 @@ def evaluate_cmd(
 ) -> None:
     """Accuracy, per-class accuracy, macro F1 and confusion matrix of a run on a labelled split."""
     from curate.io import write_json
-    from curate.train.evaluate import evaluate
+    from curate.train.evaluate import DUPLICATES_SKIPPED, evaluate
 
     result = evaluate(run, source, split=split, device=device, batch_size=batch_size,
                       skip_unknown_classes=skip_unknown_classes)
@@ -180,18 +181,22 @@ def evaluate_cmd(
         cm.add_row(safe(c), *map(str, row))
     console.print(cm)
     for k, v in result.skipped.items():
-        console.print(f"[yellow]skipped {v} image(s): {safe(k)}[/]")
+        if k == DUPLICATES_SKIPPED:
+            console.print(f"[yellow]left out {v:,} duplicate(s): byte-identical copies (or repeated "
+                          "manifest rows) of images that were evaluated once[/]")
+        else:
+            console.print(f"[yellow]skipped {v:,} image(s): {safe(k)}[/]")
 
 
 def _f(v: float | None) -> str:
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
 
 
-@app.command("predict")
+@app.command("predict", short_help="Predicted expression and probabilities per image.")
 @handles_errors
 def predict_cmd(
-    run: Annotated[Path, typer.Argument(help="Fine-tuning run folder.")],
-    images: Annotated[list[str], typer.Argument(help="Image files, folders (recursive) or glob patterns.")],
+    run: Annotated[Path, typer.Argument(metavar="RUN", help="Fine-tuning run folder, or a model name that `curate models` lists (fer_resnet10t).")],
+    images: Annotated[list[str], typer.Argument(metavar="IMAGE", help="Image files, folders (recursive) or glob patterns.")],
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON records instead of a table.")] = False,
     faces: Annotated[bool, typer.Option(help="Add the face-screen columns (pose, occlusion, verdict).")] = False,
     top: Annotated[int, typer.Option(help="Class probabilities shown per image in the table.")] = 3,
@@ -206,23 +211,44 @@ def predict_cmd(
         typer.echo(table.to_json(orient="records", indent=2))
         return
     prob_cols = [c for c in table.columns if c.startswith("p_")]
-    out = Table(title=f"predictions of {safe(str(run))}")
-    out.add_column("image")
-    out.add_column("expression")
-    out.add_column(f"top {top} probabilities")
+    paths = [str(p) for p in table["path"]]
+    base = _common_folder(paths)
+    where = f" (paths under {base}{os.sep})" if base else ""
+    out = Table(title=f"predictions of {safe(str(run))}{safe(where)}", title_justify="left",
+                box=box.SIMPLE_HEAD, pad_edge=False)
+    # paths fold onto more lines rather than being cut, so rows stay distinguishable
+    out.add_column("image", overflow="fold", ratio=3)
+    out.add_column("expression", no_wrap=True)
+    out.add_column(f"top {top} probabilities", ratio=2)
     extra = [c for c in ("face_found", "yaw", "occlusion", "face_reason") if c in table.columns]
     for c in extra:
-        out.add_column(c)
-    for _, r in table.iterrows():
+        out.add_column(c, overflow="fold")
+    for path, (_, r) in zip(paths, table.iterrows(), strict=True):
+        shown = os.path.relpath(path, base) if base else path
         if r["status"] != "ok":
-            out.add_row(safe(str(r["path"])), f"[red]{safe(r['status'])}[/]", safe(str(r["detail"])),
-                        *[safe(str(r[c])) for c in extra])
+            out.add_row(safe(shown), f"[red]{safe(r['status'])}[/]", safe(str(r["detail"])),
+                        *[safe(_cell(r[c])) for c in extra])
             continue
         probs = sorted(((r[c], c[2:]) for c in prob_cols), reverse=True)[:top]
-        out.add_row(safe(str(r["path"])), safe(str(r["prediction"])),
-                    ", ".join(f"{safe(name)} {p:.2f}" for p, name in probs),
-                    *[safe(str(r[c])) for c in extra])
+        out.add_row(safe(shown), safe(str(r["prediction"])),
+                    " ".join(f"{safe(name)} {p:.2f}" for p, name in probs),
+                    *[safe(_cell(r[c])) for c in extra])
     console.print(out)
     n_bad = int((table["status"] != "ok").sum())
     if n_bad:
         console.print(f"[yellow]{n_bad:,} of {len(table):,} image(s) could not be read: no prediction[/]")
+
+
+def _common_folder(paths: list[str]) -> str:
+    """The deepest folder holding every path ('' for one path or none in common)."""
+    if len(paths) < 2:
+        return ""
+    try:
+        base = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in paths])
+    except ValueError:  # mixed drives or relative and absolute
+        return ""
+    return "" if base in ("", os.sep) else base
+
+
+def _cell(v: Any) -> str:
+    return f"{v:.2f}" if isinstance(v, float) and not math.isnan(v) else str(v)

@@ -9,10 +9,10 @@ import typer
 from curate.cli._app import app, console, handles_errors, safe
 
 
-@app.command("report")
+@app.command("report", short_help="Re-render the HTML report of a screen run.")
 @handles_errors
 def report(
-    screen_dir: Path = typer.Argument(..., help="Output folder of `curate screen` (holds scores.parquet)."),
+    screen_dir: Path = typer.Argument(..., metavar="SCREEN_DIR", help="Output folder of `curate screen` (holds scores.parquet)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Report file (default: DIR/report.html)."),
     max_gallery: int = typer.Option(24, "--max-gallery", min=1,
                                     help="Most items shown in each gallery; bounds the file size."),

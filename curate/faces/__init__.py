@@ -1,8 +1,9 @@
 """Face analysis: head pose and occlusion per image, offline, cached by image hash.
 
 One row per image: ``face_found``, ``yaw``/``pitch``/``roll`` (degrees), ``occlusion``
-(0..1), ``occlusion_region``, ``face_confidence`` and a ``detail`` text explaining a
-missing face or an unreadable file. The screen in :mod:`curate.screens.faces` turns
+(0..1, occluded for expression recognition: clear glasses alone do not count),
+``occlusion_any`` (0..1, anything over the face), ``face_confidence`` and a ``detail``
+text explaining a missing face or an unreadable file. The screen in :mod:`curate.screens.faces` turns
 these numbers into verdicts.
 
 Method (details, conventions and measured numbers in ``docs/faces.md``), one module
@@ -26,8 +27,8 @@ per job:
   shoulder (clockwise in the image).
 * The face is aligned to a 48x48 template with five landmarks, and small convolutional
   networks (:mod:`~curate.faces.occlusion`; weights in ``curate/models/faces/``, made by
-  the recipe in :mod:`~curate.faces.fit_occlusion`) give ``occlusion`` and the most
-  likely occluded region.
+  the recipe in :mod:`~curate.faces.fit_occlusion`) say whether something covers it and
+  whether that is only a pair of clear glasses.
 * :func:`analyze_faces` (:mod:`~curate.faces.analyze`) finds faces in worker processes
   (:func:`~curate.faces.landmarks.find_faces`), scores occlusion a batch at a time and
   keeps a cache; :func:`faces_for_source` (:mod:`~curate.faces.run`) is ``curate faces``.

@@ -1,4 +1,5 @@
-"""``analyze_faces``: every image's face in worker processes, cached by content hash.
+"""``analyze_faces``: every image's face in worker processes, cached by content hash in the
+shared cache (:mod:`curate.cache`, ``docs/cache.md``).
 
 Workers find the faces (a landmarker per process: :data:`BACKENDS`); this process scores
 occlusion on each batch of aligned faces they send back, so workers never load torch."""
@@ -6,7 +7,6 @@ occlusion on each batch of aligned faces they send back, so workers never load t
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 from collections.abc import Callable, Iterator, Sequence
 from importlib import util as importlib_util
@@ -15,21 +15,26 @@ from typing import Any, Protocol
 
 import pandas as pd
 
+from curate import cache
 from curate.errors import CurateError
 from curate.faces.landmarks import face_rows, find_faces
 from curate.faces.model_file import resolve_face_model
 from curate.faces.occlusion import OCCLUSION_WEIGHTS, OcclusionModel
-from curate.io import file_sha256, write_parquet
+from curate.io import file_sha256
 
 # Bump when anything that changes a row changes: it is part of the cache key.
 # 2: occlusion averaged over the face and its mirror image; 3: decoded by curate.images
-# (alpha on white, 16-bit scaled, grey by Pillow's luma: the embedder's pixels)
-ANALYSIS_VERSION = "faces-3"
+# (alpha on white, 16-bit scaled, grey by Pillow's luma: the embedder's pixels); 4:
+# ``occlusion`` by the occlusion policy (clear glasses alone do not count), ``occlusion_any``
+# replaces ``occlusion_region``
+ANALYSIS_VERSION = "faces-4"
 
-COLUMNS = ["path", "face_found", "yaw", "pitch", "roll", "occlusion", "occlusion_region",
+COLUMNS = ["path", "face_found", "yaw", "pitch", "roll", "occlusion", "occlusion_any",
            "face_confidence", "detail"]
 
 ProgressFn = Callable[[int, int], None]
+CACHE_KIND = "faces"
+SHARD_SUFFIX = ".parquet"
 
 
 class Engine(Protocol):
@@ -71,7 +76,8 @@ def default_workers(n_images: int) -> int:
 def analyze_faces(paths: Sequence[str | os.PathLike[str]], sha256s: Sequence[str | None] | None = None,
                   *, cache_dir: str | os.PathLike[str] | None = None, face_model: str | None = None,
                   workers: int | None = None, progress: ProgressFn | None = None,
-                  backend: str | None = None, engine: Engine | None = None) -> pd.DataFrame:
+                  backend: str | None = None, shard_size: int = cache.SHARD_ITEMS,
+                  shard_seconds: float = cache.SHARD_SECONDS, engine: Engine | None = None) -> pd.DataFrame:
     """Analyse faces in image files: one row per path, in input order.
 
     Parameters
@@ -79,12 +85,16 @@ def analyze_faces(paths: Sequence[str | os.PathLike[str]], sha256s: Sequence[str
     paths:
         Image files (any format Pillow reads, grey or colour, any size).
     sha256s:
-        Content hashes of the files, when already known (``images.parquet``); missing
-        ones are computed. They key the cache.
+        Content hashes of the files as recorded (``images.parquet``), or None. Every
+        file is hashed afresh; one whose bytes changed is a :class:`CurateError`. The
+        hashes key the cache.
     cache_dir:
-        Folder for the cache (``<cache_dir>/faces/<key>/part-*.parquet``); ``None`` for
-        no cache. The key covers :data:`ANALYSIS_VERSION`, the backend, the landmarker
-        file and the occlusion weights, so a change of any of them recomputes.
+        The shared cache root (:func:`curate.cache.resolve_cache_dir`: None for the
+        default, ``"none"`` for no cache); analyses go to
+        ``<cache_dir>/faces/<key>/shard-*.parquet`` as they are made (every
+        ``shard_size`` images or ``shard_seconds`` seconds, and when the run stops). The
+        key covers :data:`ANALYSIS_VERSION`, the backend, the landmarker file and the
+        occlusion weights, so a change of any of them recomputes.
     face_model:
         Explicit ``face_landmarker.task``; see :func:`resolve_face_model`.
     workers:
@@ -105,26 +115,30 @@ def analyze_faces(paths: Sequence[str | os.PathLike[str]], sha256s: Sequence[str
     -------
     pandas.DataFrame
         Columns :data:`COLUMNS`: ``path``, ``face_found``, ``yaw``, ``pitch``, ``roll``
-        (degrees, NaN without a face), ``occlusion`` (0..1, NaN without a face),
-        ``occlusion_region``, ``face_confidence`` (detector score, 0 when nothing was
-        detected) and ``detail`` (why no face was analysed, else None).
+        (degrees, NaN without a face), ``occlusion`` (0..1: occluded for expression
+        recognition, clear glasses alone do not count; NaN without a face),
+        ``occlusion_any`` (0..1: anything over the face, clear glasses included),
+        ``face_confidence`` (detector score, 0 when nothing was detected) and ``detail``
+        (why no face was analysed, else None).
     """
     path_list = [str(p) for p in paths]
     given = list(sha256s) if sha256s is not None else [None] * len(path_list)
     if len(given) != len(path_list):
         raise CurateError(f"{len(given)} sha256 values for {len(path_list)} paths",
                           hint="pass one sha256 per path, or none")
-    # unknown hashes are computed; a file that cannot be read keeps None (not cached)
-    hashes: list[str | None] = [str(h) if isinstance(h, str) and h else _sha256(p)
-                                for p, h in zip(path_list, given, strict=True)]
+    # every file hashed now (a changed file is an error); an unreadable one keeps None
+    hashes = cache.content_hashes(path_list, given)
     backend = resolve_backend(backend)
     model_path = resolve_face_model(face_model)
-    folder = (Path(cache_dir) / "faces" / cache_key(model_path, backend)
-              if cache_dir is not None else None)
-    cached = _read_cache(folder) if folder is not None and folder.is_dir() else {}
+    root = cache.resolve_cache_dir(cache_dir)
+    folder = (cache.namespace_dir(root, CACHE_KIND, cache_key(model_path, backend),
+                                  cache_settings(model_path, backend))
+              if root is not None else None)
 
     # one analysis per distinct content; files without a hash are analysed by path
     keys = [h if h is not None else f"path:{p}" for p, h in zip(path_list, hashes, strict=True)]
+    cached = (cache.read_shards(folder, SHARD_SUFFIX, _read_shard, set(keys))
+              if folder is not None else {})
     todo: dict[str, str] = {}
     weight: dict[str, int] = {}  # input rows each analysis stands for
     for p, key in zip(path_list, keys, strict=True):
@@ -135,12 +149,17 @@ def analyze_faces(paths: Sequence[str | os.PathLike[str]], sha256s: Sequence[str
     done = total - sum(weight.values())
     if progress is not None:
         progress(done, total)
-    if engine is None:
-        fresh = _run(todo, weight, model_path, backend, workers, progress, done, total)
-        if folder is not None:
-            _write_cache(folder, {k: v for k, v in fresh.items() if not k.startswith("path:")})
-    else:
-        fresh = _run_on(engine, todo, weight, model_path, backend, folder, progress, done, total)
+    writer = (cache.ShardWriter(folder, SHARD_SUFFIX, _write_shard, max_items=shard_size,
+                                max_seconds=shard_seconds) if folder is not None else None)
+    try:
+        fresh = (_run(todo, weight, model_path, backend, workers, progress, done, total, writer)
+                 if engine is None else
+                 _run_on(engine, todo, weight, model_path, backend, progress, done, total, writer))
+    finally:
+        if writer is not None:
+            writer.close()
+    if folder is not None:
+        cache.compact(folder, SHARD_SUFFIX, _read_shard, _write_shard)
     results = {**cached, **fresh}
 
     rows = []
@@ -151,17 +170,18 @@ def analyze_faces(paths: Sequence[str | os.PathLike[str]], sha256s: Sequence[str
         rows.append(rec)
     out = pd.DataFrame(rows, columns=COLUMNS)
     out["face_found"] = out["face_found"].astype(bool)
-    for c in ("yaw", "pitch", "roll", "occlusion", "face_confidence"):
+    for c in ("yaw", "pitch", "roll", "occlusion", "occlusion_any", "face_confidence"):
         out[c] = out[c].astype("float64")
-    for c in ("path", "occlusion_region", "detail"):  # same dtype whether any value is set
+    for c in ("path", "detail"):  # same dtype whether any value is set
         out[c] = out[c].astype("string")
     return out
 
 
 def _run(todo: dict[str, str], weight: dict[str, int], model_path: Path, backend: str,
-         workers: int | None, progress: ProgressFn | None, done: int,
-         total: int) -> dict[str, dict[str, Any]]:
-    """Analyse the files in ``todo`` (key -> path); return rows by key."""
+         workers: int | None, progress: ProgressFn | None, done: int, total: int,
+         writer: cache.ShardWriter[dict[str, Any]] | None) -> dict[str, dict[str, Any]]:
+    """Analyse the files in ``todo`` (key -> path); return rows by key. Each batch of rows
+    goes to ``writer`` (the cache) as it arrives, except rows of files without a hash."""
     keys, todo_paths = list(todo), list(todo.values())
     out: dict[str, dict[str, Any]] = {}
     if not todo_paths:
@@ -175,6 +195,8 @@ def _run(todo: dict[str, str], weight: dict[str, int], model_path: Path, backend
             for key, row in zip(keys[batch], face_rows(todo_paths[batch], found, occlusion), strict=True):
                 out[key] = row
                 done += weight[key]
+                if writer is not None and not key.startswith("path:"):
+                    writer.add([key], [row])
             start += len(found)
             if progress is not None:
                 progress(done, total)
@@ -182,62 +204,46 @@ def _run(todo: dict[str, str], weight: dict[str, int], model_path: Path, backend
 
 
 def _run_on(engine: Engine, todo: dict[str, str], weight: dict[str, int], model_path: Path, backend: str,
-            folder: Path | None, progress: ProgressFn | None, done: int, total: int,
-            part_size: int = 2048) -> dict[str, dict[str, Any]]:
-    """Analyse ``todo`` on ``engine``, caching parts of ``part_size`` rows as they arrive."""
+            progress: ProgressFn | None, done: int, total: int,
+            writer: cache.ShardWriter[dict[str, Any]] | None) -> dict[str, dict[str, Any]]:
+    """Analyse ``todo`` on ``engine``; each part of rows goes to ``writer`` (the cache) as
+    it arrives, except rows of files without a hash (as :func:`_run`)."""
     out: dict[str, dict[str, Any]] = {}
-    pending: dict[str, dict[str, Any]] = {}
     if not todo:
         return out
     for part in engine.analyze_faces(list(todo), list(todo.values()), model_path, backend):
         for key, row in part:
             out[key] = row
             done += weight[key]
-            if not key.startswith("path:"):
-                pending[key] = row
-        if folder is not None and len(pending) >= part_size:
-            _write_cache(folder, pending)
-            pending = {}
+            if writer is not None and not key.startswith("path:"):
+                writer.add([key], [row])
         if progress is not None:
             progress(done, total)
-    if folder is not None:
-        _write_cache(folder, pending)
     return out
 
 
 # --------------------------------------------------------------------------- cache
-def _sha256(path: str) -> str | None:
-    """sha256 of the file bytes, or None when the file cannot be read (then not cached)."""
-    try:
-        return file_sha256(path)
-    except OSError:
-        return None
+def cache_settings(model_path: Path, backend: str) -> dict[str, str]:
+    """Everything that changes an analysis: the analysis version, the backend and the
+    sha256 of the landmarker model file and of the occlusion weights (``docs/cache.md``)."""
+    files = {"landmarker": model_path, "occlusion_weights": OCCLUSION_WEIGHTS}
+    return {"analysis_version": ANALYSIS_VERSION, "backend": backend,
+            **{k: file_sha256(f) if f.is_file() else "-" for k, f in files.items()}}
 
 
 def cache_key(model_path: Path, backend: str) -> str:
-    """Cache namespace: analysis version, backend, landmarker model file and occlusion weights."""
-    h = hashlib.sha256(f"{ANALYSIS_VERSION}:{backend}".encode())
-    for f in (model_path, OCCLUSION_WEIGHTS):
-        h.update(bytes.fromhex(file_sha256(f)) if f.is_file() else b"-")
-    return h.hexdigest()[:16]
+    """The cache namespace of the face analysis: a hash of :func:`cache_settings`."""
+    return cache.namespace(CACHE_KIND, cache_settings(model_path, backend))
 
 
-def _read_cache(folder: Path) -> dict[str, dict[str, Any]]:
-    rows: dict[str, dict[str, Any]] = {}
-    for part in sorted(folder.glob("part-*.parquet")):
-        try:
-            df = pd.read_parquet(part)
-        except (OSError, ValueError):  # a broken shard is recomputed, not trusted
-            continue
-        for rec in df.to_dict("records"):
-            rows[rec["sha256"]] = rec
-    return rows
+def _read_shard(path: Path) -> dict[str, dict[str, Any]]:
+    return {rec["sha256"]: rec for rec in pd.read_parquet(path).to_dict("records")}
 
 
-def _write_cache(folder: Path, rows: dict[str, dict[str, Any]]) -> None:
-    if not rows:
-        return
-    df = pd.DataFrame([{"sha256": sha, **{k: v for k, v in r.items() if k != "path"}}
-                       for sha, r in rows.items()])
-    name = hashlib.sha256("".join(sorted(rows)).encode()).hexdigest()[:16]
-    write_parquet(df, folder / f"part-{name}.parquet")
+def _write_shard(path: Path, keys: list[str], rows: list[dict[str, Any]]) -> None:
+    df = pd.DataFrame([{"sha256": sha, **{k: v for k, v in r.items() if k not in ("path", "sha256")}}
+                       for sha, r in zip(keys, rows, strict=True)])
+    for c in ("detail",):  # same schema whether any value is set
+        if c in df.columns:
+            df[c] = df[c].astype("string")
+    df.to_parquet(path, index=False)

@@ -14,8 +14,8 @@ Data: aligned 48x48 crops (:func:`aligned_crops`) of a seeded sample of FER2013
   top 5% become occluded examples (self-training). Stage 1 used
   :data:`~curate.faces.occluders.FIRST_FIT_HANDS`.
 * :func:`fit_labelled` (stage 5, the shipped weights): the stage-4 weights
-  (``bench/audit/occlusion_stage4.safetensors``) fine-tuned on hand-labelled faces, one
-  network per seed; :func:`save_occlusion_weights` writes them into one file whose score
+  (``bench/audit/occlusion_stage4.safetensors``) fine-tuned on hand-labelled faces into
+  networks of two outputs (covered, clear glasses only), one network per seed; :func:`save_occlusion_weights` writes them into one file whose score
   is their mean. ``cv_fold`` holds out one of :data:`N_FOLDS` seeded folds of the
   labelled faces (:func:`cv_folds`), which then never enter training.
 """
@@ -39,10 +39,13 @@ from curate.faces.analyze import ANALYSIS_VERSION
 from curate.faces.landmarks import FaceAnalyzer, quiet_native_stderr
 from curate.faces.model_file import resolve_face_model
 from curate.faces.occlusion import (
+    OUTPUTS,
     REGIONS,
     OcclusionModel,
     build_occlusion_net,
+    covered_scores,
     mean_probabilities,
+    split_members,
     standardize_faces,
 )
 from curate.io import atomic_path
@@ -222,49 +225,90 @@ class LabelledFit:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
+GLASSES_ONLY_KINDS = {"clear_glasses", "hat"}  # kinds whose faces are "clear glasses only" when glasses are among them
+SHARE_COVERED, SHARE_GLASSES_ONLY = 0.37, 0.13   # of the labelled part of a batch; the rest uncovered
+GLASSES_WEIGHT = 0.5                             # loss weight of the clear-glasses output
+
+
+# The occlusion policy (docs/faces.md): the kinds of cover that make a face occluded for
+# expression recognition. Clear glasses and hats above the brows do not.
+OCCLUDED_KINDS = frozenset({"hand", "hand_edge", "sunglasses", "mask", "hair", "other"})
+
+
+def occluded_by_policy(occluded: object, kind: object) -> bool:
+    """Whether a hand-labelled face is occluded by the policy: one of its kinds of cover is
+    in :data:`OCCLUDED_KINDS` (faces without a ``kind`` keep their ``occluded`` label)."""
+    kinds = {k for k in str(kind).split(";") if k} if isinstance(kind, str) else set()
+    if not kinds:
+        return bool(occluded == 1)
+    return bool(kinds & OCCLUDED_KINDS)
+
+
+def glasses_only(kind: object) -> bool:
+    """Whether a ``kind`` value (``;``-joined kinds of cover, bench/audit/README.md) says
+    that clear glasses are all that covers the face (a hat above them aside)."""
+    kinds = {k for k in str(kind).split(";") if k} if isinstance(kind, str) else set()
+    return "clear_glasses" in kinds and kinds <= GLASSES_ONLY_KINDS
+
+
 def fit_labelled(crops: np.ndarray, labels: pd.DataFrame, *, init: Path, clean_with: Path,
                  seeds: Sequence[int] = (0,), epochs: int = 6, lr: float = 1e-3, real_frac: float = 0.85,
-                 cv_fold: int | None = None, progress: FitProgress | None = None) -> LabelledFit:
+                 cv_fold: int | None = None, exclude: Sequence[int] = (),
+                 progress: FitProgress | None = None) -> LabelledFit:
     """Fine-tune ``init`` on hand-labelled real faces, once per seed (stage 5).
 
-    ``labels`` has ``idx`` (row of ``crops``), ``occluded`` (0/1) and ``sample``
-    (``random`` for randomly sampled faces), see :func:`match_labels`. Each batch of 128:
-    ``real_frac`` of it labelled faces drawn half occluded, half clean (jittered; only the
-    "occluded" output is trained on them, as they carry no region labels), the rest as in
-    :func:`curate.faces.occluders.make_batch` (half with a synthetic occluder). The clean
-    pool is the unlabelled faces that ``clean_with`` scores at most 0.5. With ``cv_fold``
-    the labelled faces of that fold (:func:`cv_folds`) are held out: they are never drawn,
-    never in the clean pool and never a texture donor; their AUROC is reported after every
-    epoch.
+    ``labels`` has ``idx`` (row of ``crops``), ``occluded`` (0/1: anything over the face
+    but a hat), ``kind`` (what covers it, ``;``-joined; may be empty) and ``sample``
+    (``random`` for randomly sampled faces), see :func:`match_labels`. The networks have
+    the two outputs of :data:`curate.faces.occlusion.OUTPUTS`; they start from ``init``'s
+    layers (its first two outputs when it has more). Each batch of 128: ``real_frac`` of
+    it labelled faces, drawn 37% covered by something other than clear glasses alone, 13%
+    clear glasses only (:func:`glasses_only`) and 50% uncovered, jittered, with targets
+    ``occluded`` and clear-glasses-only (weight :data:`GLASSES_WEIGHT`); the rest as in
+    :func:`curate.faces.occluders.labelled_stage_batch` (half with a synthetic occluder, no
+    hats). The clean pool is the unlabelled faces that ``clean_with`` scores at most 0.5,
+    less ``exclude`` (rows that fitting must never see, e.g. copies of holdout faces).
+    With ``cv_fold`` the labelled faces of that fold (:func:`cv_folds`) are held out: they
+    are never drawn, never in the clean pool and never a texture donor; their AUROC (of
+    ``occluded``) is reported after every epoch.
     """
     if cv_fold is not None and not 0 <= cv_fold < N_FOLDS:
         raise CurateError(f"cv_fold must be 0..{N_FOLDS - 1}, got {cv_fold}", hint="pass --cv-fold 0 to 4")
+    if "kind" not in labels.columns:
+        labels = labels.assign(kind="")
     fold = cv_folds(len(labels))
     held = labels[fold == cv_fold] if cv_fold is not None else labels.iloc[:0]
     train = labels[fold != cv_fold] if cv_fold is not None else labels
-    target = dict(zip(train["idx"], train["occluded"].astype(np.float32), strict=True))
-    pos = train.loc[train["occluded"] == 1, "idx"].to_numpy()
-    neg = train.loc[train["occluded"] == 0, "idx"].to_numpy()
+    gonly = train["kind"].map(glasses_only).to_numpy() & (train["occluded"] == 1).to_numpy()
+    target = {int(i): np.array([o, g], np.float32)
+              for i, o, g in zip(train["idx"], train["occluded"].astype(np.float32), gonly, strict=True)}
+    groups = (train.loc[(train["occluded"] == 1).to_numpy() & ~gonly, "idx"].to_numpy(),
+              train.loc[gonly, "idx"].to_numpy(), train.loc[train["occluded"] == 0, "idx"].to_numpy())
     prev = OcclusionModel(clean_with).probabilities(crops)[:, 0]
-    clean = np.flatnonzero((prev <= CLEAN_MAX) & ~np.isin(np.arange(len(crops)), labels["idx"]))
-    if len(clean) == 0 or len(pos) == 0 or len(neg) == 0:
-        raise CurateError(f"nothing to fit on: {len(clean)} unlabelled clean faces, {len(pos)} occluded and "
-                          f"{len(neg)} clean labelled faces for training",
+    banned = np.isin(np.arange(len(crops)), np.concatenate([labels["idx"].to_numpy(), np.asarray(exclude, int)]))
+    clean = np.flatnonzero((prev <= CLEAN_MAX) & ~banned)
+    if len(clean) == 0 or len(groups[0]) + len(groups[1]) == 0 or len(groups[2]) == 0:
+        raise CurateError(f"nothing to fit on: {len(clean)} unlabelled clean faces, "
+                          f"{len(groups[0]) + len(groups[1])} occluded and {len(groups[2])} clean "
+                          "labelled faces for training",
                           hint="sample more faces, or label both occluded and clean faces")
     baseline = labels.assign(score=OcclusionModel(init).probabilities(crops[labels["idx"].to_numpy()])[:, 0])
     if progress is not None:
-        progress("data", {"n_train": len(train), "n_occluded": len(pos), "n_held_out": len(held),
+        progress("data", {"n_train": len(train), "n_occluded": len(groups[0]) + len(groups[1]),
+                          "n_glasses_only": len(groups[1]), "n_held_out": len(held),
                           "n_clean": len(clean), "n_crops": len(crops), "baseline": baseline})
     states, held_scores, history = [], [], []
     for seed in seeds:
-        net = _fit_one_labelled(crops, clean, target, pos, neg, held, init=init, seed=int(seed),
+        net = _fit_one_labelled(crops, clean, target, groups, held, init=init, seed=int(seed),
                                 epochs=epochs, lr=lr, real_frac=real_frac, history=history,
                                 progress=progress)
         states.append({k: v.detach().contiguous() for k, v in net.state_dict().items()})
-        held_scores.append(_held_out_scores(net, crops, held))
-    score = np.mean(held_scores, axis=0) if len(held) else np.zeros(0)
+        held_scores.append(mean_probabilities([net.eval()], crops[held["idx"].to_numpy()])
+                           if len(held) else np.zeros((0, len(OUTPUTS))))
+    probs = np.mean(held_scores, axis=0) if len(held) else np.zeros((0, len(OUTPUTS)))
+    occlusion, covered = covered_scores(probs)
     return LabelledFit(states, [int(s) for s in seeds], len(train), len(clean), baseline,
-                       held.assign(score=score), history)
+                       held.assign(score=covered, occlusion=occlusion), history)
 
 
 def _held_out_scores(net: Any, crops: np.ndarray, held: pd.DataFrame) -> np.ndarray:
@@ -281,20 +325,39 @@ def held_out_aurocs(held: pd.DataFrame, score: np.ndarray) -> dict[str, Any]:
     return {"auroc": auroc(y, score), "auroc_random": auroc(y[rnd], score[rnd]), "n_random": int(rnd.sum())}
 
 
-def _fit_one_labelled(crops: np.ndarray, clean: np.ndarray, target: Mapping[int, float], pos: np.ndarray,
-                      neg: np.ndarray, held: pd.DataFrame, *, init: Path, seed: int, epochs: int, lr: float,
-                      real_frac: float, history: list[dict[str, Any]], progress: FitProgress | None) -> Any:
+def _start_from(init: Path) -> dict[str, Any]:
+    """``init``'s (first) network as a state dict of the two-output shipped network: its
+    last layer keeps the rows of the first two outputs."""
+    from safetensors.torch import load_file
+
+    state = split_members(load_file(str(init)))[0]
+    last = max((k for k in state if k.endswith(".weight")), key=lambda k: int(k.split(".")[0]))
+    bias = last.removesuffix("weight") + "bias"
+    return {**state, last: state[last][:len(OUTPUTS)].clone(), bias: state[bias][:len(OUTPUTS)].clone()}
+
+
+def _fit_one_labelled(crops: np.ndarray, clean: np.ndarray, target: Mapping[int, np.ndarray],
+                      groups: tuple[np.ndarray, np.ndarray, np.ndarray], held: pd.DataFrame, *, init: Path,
+                      seed: int, epochs: int, lr: float, real_frac: float, history: list[dict[str, Any]],
+                      progress: FitProgress | None) -> Any:
     """One network of :func:`fit_labelled`."""
     import torch
-    from safetensors.torch import load_file
 
     torch.manual_seed(seed)
     donors = crops[clean]
-    net = build_occlusion_net()
-    net.load_state_dict(load_file(str(init)))
+    mix = occluders.labelled_stage_mix()
+    net = build_occlusion_net(len(OUTPUTS))
+    net.load_state_dict(_start_from(init))
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * math.ceil(len(clean) / BATCH))
     bce = torch.nn.BCEWithLogitsLoss(reduction="none")
+    covered, gonly, bare = groups
+    shares = np.array([SHARE_COVERED, SHARE_GLASSES_ONLY, 1 - SHARE_COVERED - SHARE_GLASSES_ONLY])
+    if not len(gonly):  # no clear-glasses-only face labelled: half covered, half bare
+        shares = np.array([0.5, 0.0, 0.5])
+    if not len(covered):
+        shares = np.array([0.0, 0.5, 0.5])
+    pools = [g if len(g) else bare for g in groups]
     rng = np.random.default_rng(seed)
     t0 = time.time()
     for epoch in range(epochs):
@@ -303,18 +366,15 @@ def _fit_one_labelled(crops: np.ndarray, clean: np.ndarray, target: Mapping[int,
         for b in range(0, len(perm), BATCH):
             idx = perm[b:b + BATCH]
             n_real = int(round(real_frac * len(idx)))
-            x, y = occluders.make_batch(crops, idx[n_real:], rng, donors)
-            weight = np.ones_like(y)
+            x, y = occluders.labelled_stage_batch(crops, idx[n_real:], rng, donors, mix)
             if n_real:
-                take = np.where(rng.random(n_real) < 0.5, rng.choice(pos, n_real), rng.choice(neg, n_real))
+                group = rng.choice(3, n_real, p=shares)
+                take = np.array([rng.choice(pools[g]) for g in group])
                 xr = np.stack([occluders.jitter(crops[i].astype(np.float32), rng) for i in take])
-                yr = np.zeros((n_real, y.shape[1]), np.float32)
-                yr[:, 0] = [target[i] for i in take]
-                wr = np.zeros_like(yr)
-                wr[:, 0] = 1.0
                 x = np.concatenate([standardize_faces(xr), x])
-                y, weight = np.concatenate([yr, y]), np.concatenate([wr, weight])
-            w = torch.from_numpy(weight)
+                y = np.concatenate([np.stack([target[int(i)] for i in take]), y])
+            w = torch.ones(y.shape)
+            w[:, 1] = GLASSES_WEIGHT
             loss = (bce(net(torch.from_numpy(x)), torch.from_numpy(y)) * w).sum() / w.sum()
             opt.zero_grad()
             loss.backward()

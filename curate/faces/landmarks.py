@@ -21,6 +21,7 @@ import numpy as np
 from curate.errors import CurateError
 from curate.faces.geometry import align_face, five_points, pose_from_matrix, prepare_for_detection
 from curate.images import load_arrays
+from curate.workers import exit_with_parent
 
 
 @dataclass
@@ -139,15 +140,15 @@ def face_rows(paths: Sequence[str], found: Sequence[FaceResult],
     (:class:`~curate.faces.occlusion.OcclusionModel`, or None for no score) reads all
     aligned faces in one batch."""
     with_face = [i for i, f in enumerate(found) if f.face_found and f.aligned is not None]
-    scores: dict[int, tuple[float, str | None]] = {}
+    scores: dict[int, tuple[float, float]] = {}
     if occlusion_model is not None and with_face:
         batch = np.stack([found[i].aligned for i in with_face])  # type: ignore[misc]
         scores = dict(zip(with_face, occlusion_model.scores(batch), strict=True))
     rows = []
     for i, (path, f) in enumerate(zip(paths, found, strict=True)):
-        occlusion, region = scores.get(i, (math.nan, None))
+        occlusion, covered = scores.get(i, (math.nan, math.nan))
         rows.append({"path": path, "face_found": f.face_found, "yaw": f.yaw, "pitch": f.pitch,
-                     "roll": f.roll, "occlusion": occlusion, "occlusion_region": region,
+                     "roll": f.roll, "occlusion": occlusion, "occlusion_any": covered,
                      "face_confidence": f.face_confidence, "detail": f.detail})
     return rows
 
@@ -196,6 +197,7 @@ def _init_worker(backend: str, model_path: str) -> None:
     global _WORKER
     from multiprocessing import util
 
+    exit_with_parent()  # a parent killed by SIGKILL leaves no worker behind
     # this process only finds faces, and its Python errors reach the parent pickled
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)

@@ -67,8 +67,14 @@ def _texture(rng: np.random.Generator, donors: np.ndarray, mean: float, spread: 
     return np.clip(mean + spread * d, 0, 255)
 
 
-def glasses(img: np.ndarray, rng: np.random.Generator, donors: np.ndarray) -> tuple[np.ndarray, list[str]]:
-    """Eyeglasses (frames, sometimes tinted) or sunglasses over both eyes."""
+DARK_LENSES = "dark lenses"  # glasses() says so when it painted sunglasses (not a region)
+
+
+def glasses(img: np.ndarray, rng: np.random.Generator, donors: np.ndarray,
+            dark: bool | None = None) -> tuple[np.ndarray, list[str]]:
+    """Eyeglasses (frames, sometimes tinted) or sunglasses over both eyes; the returned
+    tags are ``eyes`` (and :data:`DARK_LENSES` for sunglasses). ``dark`` forces dark
+    lenses (True) or see-through ones (False); the random draws are the same either way."""
     out = img.copy()
     frame = _canvas()
     lens = _canvas()
@@ -90,6 +96,8 @@ def glasses(img: np.ndarray, rng: np.random.Generator, donors: np.ndarray) -> tu
         cv2.line(frame, (int(x0 * HI), int(y)), (x1 * HI, int(y - HI)), 1.0, thick * HI)
     frame, lens = np.clip(_down(frame) * rng.uniform(1.0, 1.6), 0, 1), _down(lens)
     kind = rng.random()
+    if dark is not None:
+        kind = 0.15 if dark else 0.3 + 0.7 * kind
     if kind < 0.3:  # sunglasses: dark lenses
         tone = rng.uniform(5, 70)
         out = out * (1 - lens) + lens * (tone + rng.normal(0, 4, img.shape))
@@ -101,7 +109,7 @@ def glasses(img: np.ndarray, rng: np.random.Generator, donors: np.ndarray) -> tu
         out = out + g * lens * rng.uniform(40, 120)
     frame_tone = rng.uniform(0, 60) if rng.random() < 0.85 else rng.uniform(170, 250)
     out = out * (1 - frame) + frame * frame_tone
-    return out, ["eyes"]
+    return out, ["eyes", DARK_LENSES] if kind < 0.3 else ["eyes"]
 
 
 def _skin(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -349,6 +357,51 @@ def make_batch(crops: np.ndarray, idx: np.ndarray, rng: np.random.Generator, don
         elif u < 0.5 and pseudo is not None:
             k = rng.integers(len(pseudo[0]))
             img, y = pseudo[0][k].astype(np.float32), pseudo[1][k]
+        xs.append(jitter(img, rng))
+        ys.append(y)
+    return standardize_faces(np.stack(xs)), np.stack(ys)
+
+
+def sunglasses(img: np.ndarray, rng: np.random.Generator, donors: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """:func:`glasses` with dark lenses."""
+    return glasses(img, rng, donors, dark=True)
+
+
+def labelled_stage_mix(hands: HandStyle = HANDS) -> tuple[Occluder, ...]:
+    """The occluders of the labelled stage: :func:`occluder_mix` without hats (a hat is
+    not occluded by the occlusion policy unless it hides the eyes, which the painted hat
+    does not say), plus two draws of :func:`sunglasses`, so that the clear-glasses output
+    learns dark lenses apart (real sunglasses are rare among the hand labels)."""
+    return (*(fn for fn in occluder_mix(hands) if fn is not hat), sunglasses, sunglasses)
+
+
+def covered_targets(img: np.ndarray, rng: np.random.Generator, donors: np.ndarray,
+                    mix: Sequence[Occluder]) -> tuple[np.ndarray, np.ndarray]:
+    """One synthetic occluder and the two targets of the shipped networks
+    (:data:`curate.faces.occlusion.OUTPUTS`): covered (glasses always; anything else when it
+    changes 8% of the face ellipse), and clear glasses only (glasses without dark lenses)."""
+    fn = mix[rng.integers(len(mix))]
+    out, tags = fn(img.astype(np.float32), rng, donors)
+    targets = np.zeros(2, np.float32)
+    if "eyes" in tags:  # glasses of any kind
+        targets[0] = 1.0
+        targets[1] = 0.0 if DARK_LENSES in tags else 1.0
+    else:
+        diff = (np.abs(out - img) > 12).astype(np.float32)
+        targets[0] = 1.0 if (diff * FACE_ELLIPSE).sum() / FACE_ELLIPSE.sum() >= 0.08 else 0.0
+    return np.clip(out, 0, 255), targets
+
+
+def labelled_stage_batch(crops: np.ndarray, idx: np.ndarray, rng: np.random.Generator,
+                         donors: np.ndarray, mix: Sequence[Occluder]) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs (standardised) and the two targets for the synthetic part of a labelled-stage
+    batch: half the faces ``idx`` get an occluder (:func:`covered_targets`), all jittered."""
+    xs, ys = [], []
+    for i in idx:
+        img = crops[i].astype(np.float32)
+        y = np.zeros(2, np.float32)
+        if rng.random() < 0.5:
+            img, y = covered_targets(img, rng, donors, mix)
         xs.append(jitter(img, rng))
         ys.append(y)
     return standardize_faces(np.stack(xs)), np.stack(ys)

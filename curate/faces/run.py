@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from curate.cache import OFF, resolve_cache_dir
 from curate.errors import CurateError
 from curate.faces.analyze import (
     ANALYSIS_VERSION,
@@ -112,8 +113,9 @@ def faces_for_source(source: str | os.PathLike[str], out: str | os.PathLike[str]
     """Analyse every image of ``source`` and write ``out`` (Parquet) and ``<out>.run.json``.
 
     Rows: ``image_id`` (position in the source's canonical order, or the build's
-    ``image_id``), then :data:`curate.faces.analyze.COLUMNS`. ``cache_dir`` defaults to
-    ``faces_cache`` beside ``out``; ``backend`` as :func:`~curate.faces.analyze.analyze_faces`.
+    ``image_id``), then :data:`curate.faces.analyze.COLUMNS`. ``cache_dir`` is the
+    shared cache (:func:`curate.cache.resolve_cache_dir`: None for the default,
+    ``"none"`` for none); ``backend`` as :func:`~curate.faces.analyze.analyze_faces`.
     ``out`` follows :func:`curate.outdir.claim_file`: a new file, or the output of an
     earlier ``curate faces`` (other settings need ``force``); the record is written last
     and says whether the run completed. ``engine`` runs the analyses elsewhere
@@ -132,11 +134,13 @@ def faces_for_source(source: str | os.PathLike[str], out: str | os.PathLike[str]
                 "backend": backend, "analysis_version": ANALYSIS_VERSION}
     with claim_file(out_path, "faces", settings=settings, inputs=[source], force=force) as claim:
         out_path = claim.path
-        cache = Path(cache_dir) if cache_dir is not None else out_path.parent / "faces_cache"
-        faces = _analyze(images, cache, face_model, workers, progress, backend, engine)
+        cache = resolve_cache_dir(cache_dir)
+        faces = _analyze(images, cache if cache is not None else OFF, face_model, workers,
+                         progress, backend, engine)
         write_parquet(faces, out_path)
         record = run_record(
-            "faces", {"source": str(source), "cache_dir": str(cache), "face_model": str(model),
+            "faces", {"source": str(source), "cache_dir": str(cache) if cache is not None else OFF,
+                      "face_model": str(model),
                       "workers": workers, "path_column": path_column, "backend": backend,
                       "engine": engine.describe() if engine is not None else None,
                       "analysis_version": ANALYSIS_VERSION},
@@ -149,7 +153,7 @@ def faces_for_source(source: str | os.PathLike[str], out: str | os.PathLike[str]
     return FacesRun(faces, out_path, run_json, notes=[claim.note] if claim.note else [])
 
 
-def _analyze(images: pd.DataFrame, cache: Path, face_model: str | None, workers: int | None,
+def _analyze(images: pd.DataFrame, cache: Path | str, face_model: str | None, workers: int | None,
              progress: ProgressFn | None, backend: str, engine: Engine | None = None) -> pd.DataFrame:
     """The face rows of ``images``; entries that cannot be read (``problem``) are not
     opened: their row says why."""
@@ -165,7 +169,7 @@ def _analyze(images: pd.DataFrame, cache: Path, face_model: str | None, workers:
         rows.index = np.flatnonzero(bad)
         faces = pd.concat([faces, rows.reindex(columns=faces.columns)]).sort_index().reset_index(drop=True)
         faces["face_found"] = faces["face_found"].astype(bool)
-        for c in ("path", "occlusion_region", "detail"):
+        for c in ("path", "detail"):
             faces[c] = faces[c].astype("string")
     faces.insert(0, "image_id", images["image_id"].to_numpy(dtype=np.int64))
     return faces

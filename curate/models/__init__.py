@@ -69,3 +69,61 @@ def cached_timm_models() -> list[ModelEntry]:
 def list_models() -> list[ModelEntry]:
     """Bundled backbones first, then timm weights found in the local cache."""
     return bundled_models() + cached_timm_models()
+
+
+def find_model(name: str) -> ModelEntry | None:
+    """The model :func:`list_models` lists under ``name`` (bundled first), or None."""
+    return next((e for e in list_models() if e.name == name), None)
+
+
+def _names_hint(what: str) -> str:
+    names = ", ".join(e.name for e in list_models()) or "none found"
+    return f"pass {what}, or a model name that `curate models` lists ({names})"
+
+
+def resolve_run(value: str | os.PathLike[str]) -> Path:
+    """A fine-tuning run folder from a path or a bundled model's name (``fer_resnet10t``).
+
+    An existing path wins over a name. A timm backbone from the local cache has no
+    expression head, so its name is a :class:`~curate.errors.CurateError` here.
+    """
+    from curate.errors import CurateError
+
+    p = Path(value).expanduser()
+    if p.exists():
+        return p
+    entry = find_model(str(value))
+    if entry is not None and entry.kind == "bundled":
+        return Path(entry.location)
+    if entry is not None:
+        raise CurateError(f"{value} is a timm backbone ({entry.detail}) without an expression head; "
+                          "this command needs a fine-tuning run",
+                          hint=_names_hint("the --out folder of `curate finetune`"))
+    raise CurateError(f"run folder not found: {value}",
+                      hint=_names_hint("the --out folder of `curate finetune`"))
+
+
+def resolve_weights(weights: str | None, backbone: str | None) -> tuple[str | None, str | None]:
+    """``(backbone, weights)`` with a model name in ``weights`` resolved.
+
+    An existing path and ``none`` are kept; the name of a bundled model becomes its run
+    folder; the name of a timm model in the local cache becomes ``backbone`` with its
+    cached weights (``weights`` None). Anything else is a
+    :class:`~curate.errors.CurateError` naming the choices.
+    """
+    from curate.errors import CurateError
+
+    if weights is None or weights.lower() == "none" or Path(weights).expanduser().exists():
+        return backbone, weights
+    entry = find_model(weights)
+    if entry is None:
+        raise CurateError(f"weights file not found: {weights} (and no model has that name)",
+                          hint=_names_hint("a .safetensors/.pth file, a fine-tuning run folder, "
+                                           "'none'"))
+    if entry.kind == "bundled":
+        return backbone, entry.location
+    if backbone is not None and backbone != entry.name:
+        raise CurateError(f"--weights {weights} are the cached weights of {entry.name}, "
+                          f"not of --backbone {backbone}",
+                          hint=f"drop --backbone, or pass --backbone {entry.name}")
+    return entry.name, None

@@ -6,7 +6,10 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from curate.report.inputs import ScreenRun
+from curate.screens.statistical import thresholds
 
 # More than this share of analysed images without a face is worth a warning.
 MAX_NO_FACE_SHARE = 0.10
@@ -61,10 +64,43 @@ def null_misfit(run: ScreenRun) -> Alert | None:
     if not bad:
         return None
     used = str(b.get("null", ""))
-    others = " or ".join(f"--null {n}" for n in ("effective", "empirical") if n != used)
+    fitting = [name for name in fitting_nulls(b) if name != used]
+    ranking = ("Read the rejections as a ranking: choose alpha by the share of tuples to keep in "
+               "the Sensitivity section, or use a backbone that separates these expressions "
+               "better (curate finetune).")
+    if used in (b.get("nulls") or {}):  # a global null: every alternative was checked
+        advice = (f"--null {' or --null '.join(fitting)} fits these distances (checked on the "
+                  "random-pair sample in boundary.json): re-run with it." if fitting else
+                  "No null fits these distances (checked on the random-pair sample in "
+                  "boundary.json), so no --null setting will make the rejection rates match "
+                  "alpha. " + ranking)
+    else:  # a class-aware null: only the global ones can be checked from the stored sample
+        advice = (f"Of the global nulls, --null {' or --null '.join(fitting)} fits the random "
+                  "different-label pairs stored in boundary.json: try it." if fitting else
+                  "None of the global nulls fits the random different-label pairs stored in "
+                  "boundary.json either. " + ranking)
     return Alert("red", f"The null does not fit this data ({used or 'unknown'} null): "
-                 + "; ".join(bad) + ". Rejection rates will not match alpha; "
-                 f"try {others}, or a backbone that knows faces.")
+                 + "; ".join(bad) + ". Rejection rates will not match alpha. " + advice)
+
+
+def fitting_nulls(b: dict[str, Any]) -> list[str]:
+    """The nulls of ``boundary.json`` whose thresholds, at the run's alphas, cut the stored
+    random-pair sample close to alpha on both sides (the calibration test, per null)."""
+    sample = np.asarray(b.get("random_pair_distances") or [], dtype=float)
+    a_pos, a_neg = b.get("alpha_pos"), b.get("alpha_neg")
+    if sample.size < 100 or not all(isinstance(a, (int, float)) and 0 < a < 1 for a in (a_pos, a_neg)):
+        return []
+    out = []
+    for name, fit in (b.get("nulls") or {}).items():
+        mu, sigma = (fit or {}).get("mu"), (fit or {}).get("sigma")
+        if not (isinstance(mu, (int, float)) and isinstance(sigma, (int, float)) and sigma > 0):
+            continue
+        t_pos, t_neg = thresholds(float(mu), float(sigma), a_pos, a_neg)
+        above, below = float(np.mean(sample > t_pos)), float(np.mean(sample < t_neg))
+        if not (calibration_misfit(above, a_pos, sample.size)
+                or calibration_misfit(below, a_neg, sample.size)):
+            out.append(str(name))
+    return out
 
 
 def faces_not_found(run: ScreenRun) -> Alert | None:

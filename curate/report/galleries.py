@@ -14,7 +14,7 @@ import pandas as pd
 from scipy.stats import norm
 
 from curate import screens
-from curate.report.html import Markup, chips, esc, fmt_num, join, note, tag
+from curate.report.html import Markup, chip, chips, esc, fmt_num, join, note, tag
 from curate.report.inputs import ScreenRun
 from curate.report.sensitivity import min_negative_distance
 from curate.report.thumbnails import Thumbnails
@@ -87,16 +87,42 @@ MEMBERS = (("anchor", "anchor_label"), ("positive", "anchor_label"),
            ("negative", "negative_label"), ("negative2", "negative2_label"))
 
 
+def member_codes(member_reasons: Any) -> dict[str, list[str]]:
+    """``scores.parquet``'s ``member_reasons`` (``role:code;role:code``) as role -> codes."""
+    out: dict[str, list[str]] = {}
+    if not isinstance(member_reasons, str):
+        return out
+    for part in member_reasons.split(";"):
+        role, sep, code = part.strip().partition(":")
+        if sep and code:
+            out.setdefault(role, []).append(code)
+    return out
+
+
+def _tuple_chips(reason: Any, by_member: dict[str, list[str]]) -> Markup:
+    """The tuple's reasons: a tuple screen's codes as chips, then one line per member an
+    image screen rejected, naming it (``negative: occluded``)."""
+    member = {c for codes in by_member.values() for c in codes}
+    own = [c for c in str(reason).split(";") if c and c not in member] if isinstance(reason, str) else []
+    parts = [tag("div", join(chip(c) for c in own))] if own else []
+    for role, codes in by_member.items():
+        parts.append(tag("div", join([f"{role}: ", *[chip(c) for c in codes]])))
+    return join(parts) if parts else chips(reason)
+
+
 def _tuple_row(run: ScreenRun, thumbs: Thumbnails, row: pd.Series, severity: float) -> Markup:
     b = run.boundary or {}
+    by_member = member_codes(row.get("member_reasons"))
     boxes = []
     for role, label_col in MEMBERS:
         if role not in row.index or pd.isna(row[role]):
             continue
         path, shown, img_label = _image_info(run, row[role])
         label = row.get(label_col) if label_col in row.index else img_label
+        codes = by_member.get(role)
         boxes.append(thumb(thumbs, path, role=role, title=shown,
-                           caption=[tag("b", label), _short(shown)]))
+                           caption=[tag("b", label), join(chip(c) for c in codes) if codes else None,
+                                    _short(shown)]))
     dists = []
     for col, key, worse in (("d_ap", "t_pos", np.greater), ("d_an", "t_neg", np.less),
                             ("d_an2", "t_neg", np.less), ("d_nn2", "t_neg", np.less)):
@@ -106,7 +132,7 @@ def _tuple_row(run: ScreenRun, thumbs: Thumbnails, row: pd.Series, severity: flo
             cls = ("c-positive_too_far" if key == "t_pos" else "c-negative_too_close") if bad else None
             dists.append(join([f"{col} = ", tag("b" if bad else "span", f"{row[col]:.3f}", class_=cls)]))
     tid = row.get("tuple_id", row.name)
-    meta = join([tag("div", f"tuple {tid}"), chips(row.get("reason")),
+    meta = join([tag("div", f"tuple {tid}"), _tuple_chips(row.get("reason"), by_member),
                  join(Markup("<div>") + d + Markup("</div>") for d in dists),
                  tag("div", f"{severity:.1f} sigma past the boundary")])
     return Markup(f'<div class="tuple"><div class="meta">{meta}</div>{join(boxes)}</div>')
@@ -118,14 +144,20 @@ def tuple_gallery(run: ScreenRun, flags: pd.DataFrame, thumbs: Thumbnails, max_i
     if not codes:
         return note("No tuple was rejected by the statistical boundary.")
     per = max(1, max_items // len(codes))
+    # tuples whose members all passed the image screens show what the boundary alone finds
+    clean = (run.scores["member_reasons"].isna().to_numpy() if "member_reasons" in run.scores.columns
+             else np.ones(len(run.scores), dtype=bool))
     parts = []
     for code in codes:
         mask = flags[code].to_numpy()
         sev = _severity(run, code)
-        idx = _top(mask, sev, per)
+        pick = mask & clean if (mask & clean).any() else mask
+        idx = _top(pick, sev, per)
         total = int(mask.sum())
+        among = (f" ({int(pick.sum()):,} of them with every member passing the image screens)"
+                 if pick is not mask else "")
         parts.append(tag("h4", join([chips(code), f" \u2014 the {idx.size:,} most abnormal of "
-                                     f"{total:,} tuples"])))
+                                     f"{total:,} tuples{among}"])))
         rows = run.scores.iloc[idx]
         parts.append(Markup('<div class="tuples">') + join(
             _tuple_row(run, thumbs, r, float(sev[i]))

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from curate import screens
 from curate.errors import CurateError
@@ -35,8 +36,9 @@ from curate.report.html import (
     tag,
 )
 from curate.report.inputs import ScreenRun, load_screen_dir
+from curate.report.leakage import leakage_section
 from curate.report.palette import reason_color
-from curate.report.sensitivity import alpha_grid, sensitivity, sensitivity_z
+from curate.report.sensitivity import alpha_grid, face_sensitivity, sensitivity, sensitivity_z
 from curate.report.tables import counts_by_class, counts_by_reason, negative_confusion, reason_flags
 from curate.report.thumbnails import Thumbnails
 from curate.screens.statistical import NEGATIVE_TOO_CLOSE, POSITIVE_TOO_FAR
@@ -45,7 +47,7 @@ MAX_CLASSES = 60  # rows of the by-class table and chart
 MAX_CONFUSION = 25  # labels on each axis of the confusion table
 MAX_PARAM_CHARS = 300
 NAV = (("summary", "Summary"), ("boundary", "Boundary"), ("sensitivity", "Sensitivity"),
-       ("rejections", "Rejections"), ("faces", "Faces"), ("galleries", "Galleries"))
+       ("rejections", "Rejections"), ("faces", "Faces"), ("leakage", "Leakage"), ("galleries", "Galleries"))
 
 
 def write_report(screen_dir: str | Path, out: str | Path | None = None, *, max_gallery: int = 24,
@@ -93,6 +95,7 @@ def render_html(run: ScreenRun, *, max_gallery: int = 24, seed: int = 0) -> str:
         lambda: _sensitivity(run, flags),
         lambda: _rejections(run, flags, left_out),
         lambda: _faces(run),
+        lambda: leakage_section(run, thumbs, max_gallery, seed),
         lambda: _galleries(run, flags, thumbs, max_gallery, seed),
     ]
     body = [make() for make in sections]
@@ -149,7 +152,7 @@ def _summary(run: ScreenRun) -> Markup:
     key_rows = [
         ("kind", "quadruplets" if run.is_quadruplet else "triplets"),
         ("backbone", p.get("backbone", "n/a")),
-        ("weights", p.get("weights", "n/a")),
+        ("weights", weights_text(run)),
         ("null", b.get("null", p.get("null", "n/a"))),
         ("alpha_pos / alpha_neg", f"{b.get('alpha_pos', p.get('alpha_pos'))} / "
                                   f"{b.get('alpha_neg', p.get('alpha_neg'))}"),
@@ -171,6 +174,30 @@ def _summary(run: ScreenRun) -> Markup:
         body.append(_details("Versions", table(["package", "version"], versions.items(),
                                                cls="kv", numeric_from=9)))
     return section("summary", "Summary", body)
+
+
+def weights_text(run: ScreenRun) -> str:
+    """Where the embeddings came from, in words: the bundled model by name, a run folder,
+    a weights file, random weights or an embeddings file, with the weights' sha256."""
+    from curate.models import bundled_models
+
+    inputs = (run.run or {}).get("inputs") or {}
+    source = inputs.get("weights_source") or run.params.get("weights")
+    if not isinstance(source, str) or not source:
+        return "n/a"
+    kind, _, where = source.partition(":")
+    bundled = {str(Path(m.location).resolve()): m.name for m in bundled_models()}
+    if kind == "run" and str(Path(where).resolve()) in bundled:
+        text = f"bundled model {bundled[str(Path(where).resolve())]} ({where})"
+    elif run.params.get("embeddings"):
+        text = f"none: embeddings read from {run.params['embeddings']}"
+    elif kind == "random":
+        text = "random (--weights none)"
+    else:
+        text = {"run": "fine-tuning run", "file": "file", "pretrained-cache": "timm cache"}.get(kind, kind) \
+            + (f" {where}" if where else "")
+    fp = inputs.get("weights_fingerprint")
+    return text + (f", sha256 {fp[:12]}\u2026" if isinstance(fp, str) and len(fp) == 64 else "")
 
 
 def _short_value(v: Any) -> str:
@@ -497,7 +524,45 @@ def _faces(run: ScreenRun) -> Markup:
     if max_yaw is None or max_occ is None:
         body.append(note("run.json does not give max_yaw / max_occlusion, so thresholds are not drawn."))
     body.append(figure(figures.faces_figure(f, max_yaw, max_occ), "yaw and occlusion histograms"))
+    if max_yaw is not None and max_occ is not None and {"yaw", "occlusion", "face_found"} <= set(f.columns):
+        body.append(_face_sensitivity(run, f, max_yaw, max_occ))
     return section("faces", "Faces", body)
+
+
+def _face_sensitivity(run: ScreenRun, f: pd.DataFrame, max_yaw: float, max_occ: float) -> Markup:
+    tuples = _build_tuples(run)
+    sens = face_sensitivity(f, tuples, max_yaw=max_yaw, max_occlusion=max_occ,
+                            no_face=str(run.params.get("no_face", "reject")))
+    with_tuples = tuples is not None
+    head = ["--max-yaw", "--max-occlusion", "images rejected"] + (["tuples holding one"] if with_tuples else [])
+    rows = []
+    for r in sens.rows:
+        own = r["max_yaw"] == max_yaw and r["max_occlusion"] == max_occ
+        mark = (lambda x: tag("b", x)) if own else (lambda x: x)
+        rows.append([mark(_g(float(r["max_yaw"]))), mark(_g(float(r["max_occlusion"]))),
+                     mark(fmt_pct(float(r["images"])))] +
+                    ([mark(fmt_pct(float(r["tuples"])))] if with_tuples else []))
+    return join([tag("h3", "Sensitivity to the face thresholds"), tag("p", (
+        "Share of the images the face screens would reject at other thresholds (one moves, the "
+        "other stays at this run's value, in bold), by the screen's own rule"
+        + (", and share of the build's tuples that hold at least one of them (they are redrawn, "
+           "or rejected when the image is their anchor)" if with_tuples else "")
+        + ". Pick thresholds here, then re-run with --max-yaw / --max-occlusion; the analyses "
+        "come from the cache.")), table(head, rows)])
+
+
+def _build_tuples(run: ScreenRun) -> pd.DataFrame | None:
+    """The build's tuples.parquet (before any redraw), when the image table was found beside it."""
+    if not run.images_origin:
+        return None
+    path = Path(run.images_origin).parent / "tuples.parquet"
+    if not path.is_file():
+        return None
+    try:
+        return pd.read_parquet(path, columns=[c for c in ("anchor", "positive", "negative", "negative2")
+                                              if c in pq.read_schema(path).names])
+    except (OSError, ValueError):
+        return None
 
 
 # ---------------------------------------------------------------- galleries

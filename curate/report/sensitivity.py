@@ -119,6 +119,43 @@ def sensitivity_z(scores: pd.DataFrame, flags: pd.DataFrame,
                        len(scores), int((~other_ok).sum()))
 
 
+YAW_GRID: tuple[float, ...] = (15, 20, 25, 30, 35, 40, 45, 60)
+OCCLUSION_GRID: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+@dataclass
+class FaceSensitivity:
+    """Images the face screens reject, and tuples that hold one, at other thresholds."""
+
+    rows: list[dict[str, float | str]]  # setting, max_yaw, max_occlusion, images, tuples
+    n_images: int
+    n_tuples: int
+
+
+def face_sensitivity(faces: pd.DataFrame, tuples: pd.DataFrame | None, *, max_yaw: float,
+                     max_occlusion: float, no_face: str) -> FaceSensitivity:
+    """Share of images the face screens reject (by the screen's own rule,
+    :func:`curate.screens.faces.face_verdicts`) and share of ``tuples`` (the build's, before
+    any redraw) holding at least one such image, when one threshold moves and the other stays."""
+    from curate.screens.faces import face_verdicts
+
+    ids = faces["image_id"].to_numpy(np.int64)
+    members = [c for c in ("anchor", "positive", "negative", "negative2")
+               if tuples is not None and c in tuples.columns]
+    rows = []
+    settings = sorted({(float(y), float(max_occlusion)) for y in (*YAW_GRID, max_yaw)}) + \
+        sorted({(float(max_yaw), float(o)) for o in (*OCCLUSION_GRID, max_occlusion)} - {(max_yaw, max_occlusion)})
+    for y, o in settings:
+        bad = face_verdicts(faces, max_yaw=y, max_occlusion=o, no_face=no_face)["face_reject"].to_numpy(bool)
+        row: dict[str, float | str] = {"max_yaw": y, "max_occlusion": o, "images": float(bad.mean()) if len(bad) else 0.0}
+        if members:
+            flagged = ids[bad]
+            hit = np.logical_or.reduce([np.isin(tuples[c].to_numpy(np.int64), flagged) for c in members])
+            row["tuples"] = float(hit.mean()) if len(hit) else 0.0
+        rows.append(row)
+    return FaceSensitivity(rows, len(faces), 0 if tuples is None else len(tuples))
+
+
 def alpha_grid(nominal: Sequence[float | None]) -> tuple[float, ...]:
     """The default alphas plus the run's own alphas, sorted."""
     extra = [float(a) for a in nominal if a is not None and 0 < float(a) < 1]

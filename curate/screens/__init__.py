@@ -8,8 +8,11 @@ them in one loop, and the report takes every reason's label and colour from
 group (each entry point names a Screen subclass).
 
 Built in: ``faces`` (image: ``side_face``, ``occluded``, ``no_face``), ``label`` (image:
-``label_suspect``) and ``boundary`` (tuple: ``positive_too_far``, ``negative_too_close``). ``docs/screens.md`` shows how to
-add one.
+``label_suspect``), the hygiene screens ``quality`` (image: ``blank``, ``too_dark``,
+``too_bright``, ``blurry``, ``odd_aspect``, ``too_small``), ``not_face`` (image:
+``not_a_face``) and ``near_duplicates`` (image: ``near_duplicate``; registered last among
+the image screens, it keeps the copy the others passed), and ``boundary`` (tuple:
+``positive_too_far``, ``negative_too_close``). ``docs/screens.md`` shows how to add one.
 """
 
 from __future__ import annotations
@@ -141,3 +144,10 @@ __all__ = ["ENTRY_POINT_GROUP", "Option", "Reason", "Screen", "ScreenContext", "
 from curate.screens import boundary as _boundary  # noqa: E402,F401
 from curate.screens import faces as _faces  # noqa: E402,F401
 from curate.screens import label as _label  # noqa: E402,F401
+from curate.screens import not_face as _not_face  # noqa: E402,F401
+from curate.screens import quality as _quality  # noqa: E402,F401
+
+# isort: split
+# Registered last of the built-in image screens, so it runs after them and keeps, of a
+# group of copies, one that they passed (curate.screens.near_duplicates).
+from curate.screens import near_duplicates as _near_duplicates  # noqa: E402,F401

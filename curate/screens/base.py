@@ -65,8 +65,11 @@ class ScreenContext:
     ``images`` holds only the images that are in at least one tuple (rows of the
     build's ``images.parquet``); ``rows[role]`` gives, for every tuple, the row of that
     member in ``images``. ``embeddings`` (when the pipeline computed them) has one
-    normalised row per image row. ``engine``, when set, runs per-image work elsewhere
-    (:class:`curate.distributed.RayEngine`); None: this machine.
+    normalised row per image row. ``cache_dir`` is the shared cache root
+    (:mod:`curate.cache`) a screen may keep expensive per-image work in, or None.
+    ``shared`` is per-run scratch for work several screens need (decoded thumbnails).
+    ``engine``, when set, runs per-image work elsewhere (:class:`curate.distributed.RayEngine`);
+    None: this machine.
     """
 
     images: pd.DataFrame
@@ -77,6 +80,10 @@ class ScreenContext:
     embeddings: np.ndarray | None = None
     progress: StageProgress | None = None
     results: dict[str, ScreenOutput] = field(default_factory=dict)
+    cache_dir: Path | None = None  # the shared cache (curate.cache); None: no cache
+    # Per-run scratch the screens share, e.g. the hygiene screens' decoded thumbnails
+    # (curate.hygiene.thumbnails, keyed by sha256); gone when the run ends.
+    shared: dict[str, Any] = field(default_factory=dict)
     engine: Any = None
 
     @property
@@ -224,6 +231,18 @@ def check_number(name: str, *, low: float | None = None, high: float | None = No
             raise CurateError(f"{name} must be a number {span}, got {value!r}",
                               hint=f"use for example {flag} {example}" if example is not None else None)
         return float(value)
+
+    return check
+
+
+def check_flag(name: str) -> Callable[[Any], Any]:
+    """An :class:`Option` check: ``True`` or ``False``."""
+
+    def check(value: Any) -> Any:
+        if not isinstance(value, bool):
+            raise CurateError(f"{name} must be true or false, got {value!r}",
+                              hint=f"use --{name.replace('_', '-')} (a flag) or --option {name}=true")
+        return value
 
     return check
 

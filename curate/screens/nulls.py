@@ -50,6 +50,7 @@ CLASS_NULLS = ("class", "class_empirical")
 PAIRS_PER_CLASS_PAIR = 2000
 MAX_PAIRS = 2_000_000
 MIN_PAIRS = 30
+_MIN_SIGMA = 1e-12
 
 
 @dataclass(frozen=True)
@@ -372,6 +373,10 @@ def _empirical_nulls(x: np.ndarray, codes: np.ndarray, k: int, w: np.ndarray, al
             s = (_wquantile(d[sel], pw[sel], 1 - alpha_pos) - med) / z_pos
         else:
             s = (med - _wquantile(d[sel], pw[sel], alpha_neg)) / z_neg
+        # the tail quantile can equal the median (ties, alpha near 0.5): keep the threshold at
+        # that quantile with a vanishing sigma rather than fall back on the pooled null, so
+        # the verdicts stay monotone in alpha
+        s = max(s, _MIN_SIGMA)
         mu[ca, cb] = mu[cb, ca] = med
         sigma[ca, cb] = sigma[cb, ca] = s
         n_pairs[ca, cb] = n_pairs[cb, ca] = sel.size
@@ -383,7 +388,7 @@ def _empirical_nulls(x: np.ndarray, codes: np.ndarray, k: int, w: np.ndarray, al
         pooled[flag] = None
         if sel.size and pw[sel].sum() > 0:
             med = _wquantile(d[sel], pw[sel], 0.5)
-            pooled[flag] = (med, abs(_wquantile(d[sel], pw[sel], q) - med) / z)
+            pooled[flag] = (med, max(abs(_wquantile(d[sel], pw[sel], q) - med) / z, _MIN_SIGMA))
     return mu, sigma, n_pairs, pooled
 
 

@@ -22,6 +22,7 @@ from curate.backbone import resolve_device
 from curate.errors import CurateError
 from curate.ingest import ingest, validate_file
 from curate.io import read_parquet
+from curate.models import resolve_run
 from curate.outdir import require_complete
 from curate.runs import EmbeddingNet, load_run
 from curate.sources import (
@@ -33,6 +34,7 @@ from curate.sources import (
 )
 from curate.train.data import ImageStore, to_model_input
 
+DUPLICATES_SKIPPED = "duplicate"  # key of EvaluationResult.skipped: copies evaluated once
 BAD_STATUSES = ("missing", "unreadable", "empty_file", "not_an_image", "corrupt", "too_large", "no_label",
                 "not_a_file", "bad_name")
 
@@ -122,13 +124,14 @@ class EvaluationResult:
                 **self.metrics}
 
 
-def read_labelled_source(source: str | Path, *, split: str | None = None) -> pd.DataFrame:
+def read_labelled_source(source: str | Path, *, split: str | None = None) -> tuple[pd.DataFrame, int]:
     """The labelled images of a folder, CSV/Parquet manifest, build-tuples folder or screen
     output folder (the images of the build it screened).
 
     Returns the ``ok`` rows of the images table (``path``, ``label``, ``split``, ...),
-    optionally restricted to ``split``. Images that are missing, unreadable or have no
-    label are a :class:`CurateError`.
+    optionally restricted to ``split``, and the number of rows left out as duplicates
+    (a byte-identical copy or a repeated manifest row is evaluated once). Images that
+    are missing, unreadable or have no label are a :class:`CurateError`.
     """
     src = Path(source)
     hint = "pass a class-per-folder image folder, a CSV/Parquet manifest, or a build-tuples folder"
@@ -156,23 +159,28 @@ def read_labelled_source(source: str | Path, *, split: str | None = None) -> pd.
     ok = images[images["status"] == "ok"].reset_index(drop=True)
     if ok.empty:
         raise CurateError(f"{src} holds no usable labelled image", hint="check the folder layout or the manifest")
-    return ok
+    status = images["status"].astype(str)
+    return ok, int((status.str.startswith("duplicate_of:") | status.eq("duplicate_row")).sum())
 
 
 def evaluate(run: str | Path, source: str | Path, *, split: str | None = None, device: str = "auto",
              batch_size: int = 256, skip_unknown_classes: bool = False,
              progress: Progress | None = None) -> EvaluationResult:
-    """Evaluate a fine-tuning run on a labelled split.
+    """Evaluate a fine-tuning run (a run folder, or a bundled model's name) on a labelled split.
 
     A label in ``source`` that the run was not trained on is a :class:`CurateError`,
     unless ``skip_unknown_classes`` (then those images are left out and counted).
+    Duplicates (byte-identical copies, repeated manifest rows) are evaluated once and
+    counted in ``skipped["duplicate"]``.
     """
-    net, cfg = load_run(run)
+    net, cfg = load_run(resolve_run(run))
     classes = list(cfg["classes"])
-    images = read_labelled_source(source, split=split)
+    images, n_dup = read_labelled_source(source, split=split)
+    skipped: dict[str, int] = {}
+    if n_dup:
+        skipped[DUPLICATES_SKIPPED] = n_dup
     labels = images["label"].astype(str)
     unknown = labels[~labels.isin(classes)]
-    skipped: dict[str, int] = {}
     if len(unknown):
         counts = unknown.value_counts().to_dict()
         if not skip_unknown_classes:
@@ -181,7 +189,7 @@ def evaluate(run: str | Path, source: str | Path, *, split: str | None = None, d
                 + ", ".join(f"{k!r} ({v} images)" for k, v in sorted(counts.items()))
                 + f"; the run knows {classes}",
                 hint="evaluate on a split with the training classes, or pass --skip-unknown-classes")
-        skipped = {f"unknown_class:{k}": int(v) for k, v in counts.items()}
+        skipped.update({f"unknown_class:{k}": int(v) for k, v in counts.items()})
         images = images[labels.isin(classes)].reset_index(drop=True)
         labels = images["label"].astype(str)
     dev = resolve_device(device)
@@ -245,7 +253,7 @@ def predict(run: str | Path, inputs: Sequence[str | Path], *, device: str = "aut
     row with its status and no prediction, and the others are predicted. With
     ``faces=True`` also the face-screen columns of :mod:`curate.faces`.
     """
-    net, cfg = load_run(run)
+    net, cfg = load_run(resolve_run(run))
     classes = list(cfg["classes"])
     paths = expand_inputs(inputs)
     checks = [validate_file(p) for p in paths]  # a truncated or unreadable file is recorded, not fatal

@@ -36,6 +36,7 @@ from curate.io import (
     write_json,
     write_parquet,
 )
+from curate.models import resolve_weights
 from curate.outdir import Claim, claim_folder
 from curate.runs import (
     EmbeddingNet,
@@ -97,7 +98,9 @@ def init_network(cfg: FinetuneConfig, classes: list[str]) -> tuple[EmbeddingNet,
     match the tuples' unless ``reset_head``), a weights file, or ``None`` for the
     backbone's own weight resolution (:func:`curate.backbone.load_backbone`).
     """
-    w = cfg.weights
+    backbone, w = resolve_weights(cfg.weights, cfg.backbone)  # model names `curate models` lists
+    if backbone != cfg.backbone:
+        cfg = replace(cfg, backbone=backbone)
     if cfg.backbone is None and w is None:
         w = str(bundled_model_dir())
     if cfg.backbone is None and not (w is not None and is_run_dir(w)):

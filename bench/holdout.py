@@ -1,0 +1,71 @@
+"""The dev / holdout split of every labelled face set used to tune the face screens.
+
+A face is in the HOLDOUT part when the first 8 hex digits of the SHA-256 of its file
+name (the base name, e.g. ``fer0032220.png`` or ``Training_10118481.jpg``, UTF-8), read
+as an integer and divided by 2**32, fall below the set's share:
+
+| set | holdout share |
+|---|---|
+| face-conditions (``../shared/data/face-conditions``) | 0.5 |
+| hand labels of FER2013 training faces (``bench/audit/fer2013_train_occlusion_labels.csv``) | 0.3 |
+| blind pose audit (``bench/audit/pose_audit.csv``), every source | 0.5 |
+
+Nothing in the holdout parts is used to fit or choose anything (weights, thresholds,
+recipes); they are only measured. A training face that is a near-duplicate of a holdout
+face (FER2013 holds the same face under several names: mean absolute grey difference
+below 4 on the 48x48 image) is dropped from training as well; see
+``bench/audit/README.md``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+SHARES = {"face-conditions": 0.5, "fer2013_train_labels": 0.3, "pose_audit": 0.5}
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def split_key(name: str) -> float:
+    """The face's position in [0, 1): SHA-256 of its base file name, first 32 bits."""
+    base = PurePosixPath(str(name).replace("\\", "/")).name
+    return int(hashlib.sha256(base.encode("utf-8")).hexdigest()[:8], 16) / 2**32
+
+
+def is_holdout(names: Iterable[str], share: float) -> np.ndarray:
+    """Boolean array: which ``names`` fall in the holdout part of a set with ``share``."""
+    return np.array([split_key(n) < share for n in names], dtype=bool)
+
+
+AUDIT = Path(__file__).resolve().parent / "audit"
+
+
+def holdout_faces() -> set[str]:
+    """Every holdout face, as a path relative to the data folder
+    (``face-conditions/images/...``, ``fer2013/train/...``)."""
+    import pandas as pd
+
+    labels = pd.read_csv(AUDIT / "fer2013_train_occlusion_labels.csv")
+    train = {"fer2013/train/" + p for p in labels.loc[is_holdout(labels["path"], SHARES["fer2013_train_labels"]), "path"]}
+    fc = pd.read_csv(DATA / "face-conditions" / "labels.csv")["path"]
+    return train | {"face-conditions/" + p for p in fc[is_holdout(fc, SHARES["face-conditions"])]}
+
+
+def kept_out_of_fitting() -> set[str]:
+    """FER2013 training faces (paths relative to ``fer2013/train``) that fitting must not
+    see: the holdout hand labels and every near-duplicate of a holdout face
+    (``bench/audit/near_duplicates.csv``, followed transitively)."""
+    import pandas as pd
+
+    out = holdout_faces()
+    pairs = pd.read_csv(AUDIT / "near_duplicates.csv")
+    grew = True
+    while grew:
+        hit = pairs["a"].isin(out) | pairs["b"].isin(out)
+        new = set(pairs.loc[hit, "a"]) | set(pairs.loc[hit, "b"])
+        grew = not new <= out
+        out |= new
+    return {p.removeprefix("fer2013/train/") for p in out if p.startswith("fer2013/train/")}

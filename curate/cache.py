@@ -1,0 +1,253 @@
+"""The shared content-addressed cache of embeddings and face analyses (``docs/cache.md``).
+
+One folder serves every command and every output folder, so a second ``curate screen``
+of the same images with other thresholds reuses the first one's work:
+
+``<root>/embeddings/<key>/shard-*.npz``
+    backbone embeddings, ``key`` from :func:`namespace` over everything that changes a
+    vector (:func:`curate.embed.cache_key`);
+``<root>/faces/<key>/shard-*.parquet``
+    face analyses (:func:`curate.faces.analyze.cache_key`).
+
+Inside a namespace an entry is addressed by the sha256 of the image file's bytes,
+computed afresh by :func:`content_hashes` before any entry is read or written (a file
+changed since ``build-tuples`` hashed it is an error, never a stale hit). Shards are
+written atomically by a :class:`ShardWriter` as a run goes (every ``max_items`` entries
+or ``max_seconds``, and when the run stops, Ctrl-C included), so a killed run loses at
+most a few seconds of work. Shard names are hashes of their keys, so concurrent runs
+never overwrite each other's shards; a damaged shard is deleted and recomputed.
+
+The root is :func:`resolve_cache_dir`: ``--cache-dir``, else ``$CURATE_CACHE``, else
+``$XDG_CACHE_HOME/curate``, else ``~/.cache/curate``; ``none`` turns the cache off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from curate.errors import CurateError
+from curate.io import atomic_path, file_sha256, write_json
+
+ENV_VAR = "CURATE_CACHE"
+OFF = "none"  # --cache-dir none / CURATE_CACHE=none: no cache
+SHARD_ITEMS = 2048  # a shard is written at least every this many entries ...
+SHARD_SECONDS = 10.0  # ... and at least this often while entries arrive
+COMPACT_AT = 64  # more shards than this in a namespace are merged into one
+
+V = TypeVar("V")
+
+
+def default_cache_dir() -> Path:
+    """``$CURATE_CACHE`` (not ``none``), else ``$XDG_CACHE_HOME/curate``, else ``~/.cache/curate``."""
+    env = os.environ.get(ENV_VAR, "").strip()
+    if env and env.lower() != OFF:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "curate"
+
+
+def resolve_cache_dir(cache_dir: str | os.PathLike[str] | None) -> Path | None:
+    """The cache root to use: ``cache_dir`` when given, else :func:`default_cache_dir`;
+    None when caching is off (``cache_dir`` or ``$CURATE_CACHE`` is ``none``).
+
+    The folder is created here; one that cannot be created is a :class:`CurateError`.
+    """
+    if cache_dir is None:
+        if os.environ.get(ENV_VAR, "").strip().lower() == OFF:
+            return None
+        root = default_cache_dir()
+        where = f"the default cache folder {root}"
+    elif str(cache_dir).strip().lower() == OFF:
+        return None
+    else:
+        root = Path(cache_dir).expanduser()
+        where = f"--cache-dir {root}"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CurateError(f"cannot create {where}: {exc.strerror or exc}",
+                          hint=f"pass --cache-dir DIR (or set {ENV_VAR}) to a writable folder, "
+                               "or --cache-dir none to run without a cache") from exc
+    if not root.is_dir():
+        raise CurateError(f"{where} is not a folder", hint="pass --cache-dir DIR, a folder")
+    return root.resolve()
+
+
+def namespace(kind: str, settings: Mapping[str, Any]) -> str:
+    """The key of a namespace: 20 hex digits of a sha256 over ``kind`` and ``settings``
+    (JSON, sorted keys). Every setting that changes an entry must be in ``settings``."""
+    blob = json.dumps({"kind": kind, **settings}, sort_keys=True, default=list)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def namespace_dir(root: Path, kind: str, key: str, settings: Mapping[str, Any]) -> Path:
+    """``root/kind/key``, created, with ``meta.json`` recording ``settings`` (for people)."""
+    folder = root / kind / key
+    folder.mkdir(parents=True, exist_ok=True)
+    meta = folder / "meta.json"
+    if not meta.exists():
+        write_json({"kind": kind, "key": key, "settings": dict(settings)}, meta)
+    return folder
+
+
+# ----------------------------------------------------------------------------- content hashes
+_HASHES: dict[tuple[str, int, int, int, int], str] = {}  # (path, dev, inode, size, mtime_ns) -> sha256
+
+
+def content_hashes(paths: Sequence[str | os.PathLike[str]],
+                   recorded: Sequence[str | None] | None = None, *,
+                   workers: int = 8) -> list[str | None]:
+    """The sha256 of every file's bytes now (None for a file that cannot be read).
+
+    ``recorded`` are the hashes a table holds (``images.parquet``'s ``sha256``); a file
+    whose bytes no longer match is a :class:`CurateError` naming it, so a cache is never
+    read or written under a stale hash. Hashes are remembered for the life of the
+    process while a file's size and modification time stay the same.
+    """
+    items = [str(p) for p in paths]
+    if recorded is not None and len(recorded) != len(items):
+        raise CurateError(f"{len(recorded)} sha256 values for {len(items)} paths",
+                          hint="pass one sha256 per path, or none")
+    if len(items) > 64 and workers > 1:
+        with ThreadPoolExecutor(workers) as pool:
+            now = list(pool.map(_hash_now, items, chunksize=64))
+    else:
+        now = [_hash_now(p) for p in items]
+    if recorded is not None:
+        changed = [(p, r, h) for p, r, h in zip(items, recorded, now, strict=True)
+                   if isinstance(r, str) and r and h is not None and h != r]
+        if changed:
+            p, r, h = changed[0]
+            raise CurateError(
+                f"{len(changed):,} image(s) changed since their sha256 was recorded, e.g. {p} "
+                f"(recorded {r[:12]}..., now {h[:12]}...)",
+                hint="re-run `curate build-tuples` on the source so images.parquet matches the "
+                     "files (cached results are keyed by the files' bytes)")
+    return now
+
+
+def _hash_now(path: str) -> str | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    memo = (path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    hit = _HASHES.get(memo)
+    if hit is None:
+        try:
+            hit = file_sha256(path)
+        except OSError:
+            return None
+        _HASHES[memo] = hit
+    return hit
+
+
+# ----------------------------------------------------------------------------- shards
+ReadShard = Callable[[Path], dict[str, V]]
+WriteShard = Callable[[Path, list[str], list[V]], None]
+
+
+class ShardWriter(Generic[V]):
+    """Buffers ``(key, value)`` entries and writes them as one shard file each time
+    ``max_items`` entries are pending or ``max_seconds`` passed since the last write,
+    and on :meth:`close` (a ``with`` block closes it, also when it ends by an error or
+    Ctrl-C). ``write(path, keys, values)`` writes one shard; it is given a temporary
+    path that is renamed into place, so a shard is never seen half-written.
+    """
+
+    def __init__(self, folder: Path, suffix: str, write: WriteShard, *,
+                 max_items: int = SHARD_ITEMS, max_seconds: float = SHARD_SECONDS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.folder, self.suffix, self._write = folder, suffix, write
+        self.max_items, self.max_seconds, self._clock = max_items, max_seconds, clock
+        self._keys: list[str] = []
+        self._values: list[V] = []
+        self._last = clock()
+        self.written: list[Path] = []
+
+    def add(self, keys: Iterable[str], values: Iterable[V]) -> None:
+        """Queue entries; writes a shard when enough are pending or enough time passed."""
+        self._keys.extend(keys)
+        self._values.extend(values)
+        if len(self._keys) >= self.max_items or self._clock() - self._last >= self.max_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the pending entries (if any) as one shard."""
+        self._last = self._clock()
+        if not self._keys:
+            return
+        keys, values = self._keys, self._values
+        self._keys, self._values = [], []
+        path = self.folder / f"shard-{_digest(keys)}{self.suffix}"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            self._write(tmp, keys, values)
+        self.written.append(path)
+
+    def close(self) -> None:
+        self.flush()
+
+    def __enter__(self) -> ShardWriter[V]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_shards(folder: Path, suffix: str, read: ReadShard[V],
+                wanted: set[str] | None = None) -> dict[str, V]:
+    """Every entry of the shards in ``folder`` (only the ``wanted`` keys when given).
+
+    A shard that cannot be read is deleted: its entries are recomputed, never trusted.
+    """
+    out: dict[str, V] = {}
+    if not folder.is_dir():
+        return out
+    for f in sorted(folder.glob(f"shard-*{suffix}")):
+        try:
+            entries = read(f)
+        except Exception:  # npz and Parquet readers raise many types for a damaged file
+            f.unlink(missing_ok=True)
+            continue
+        if wanted is None:
+            out.update(entries)
+        else:
+            out.update((k, v) for k, v in entries.items() if k in wanted)
+    return out
+
+
+def compact(folder: Path, suffix: str, read: ReadShard[V], write: WriteShard[V], *,
+            at: int = COMPACT_AT) -> bool:
+    """Merge the shards of ``folder`` into one when there are more than ``at``; True when
+    it did. The merged shard is written before the old ones are removed, so a reader at
+    any moment sees every entry (some twice)."""
+    shards = sorted(folder.glob(f"shard-*{suffix}"))
+    if len(shards) <= at:
+        return False
+    entries = read_shards(folder, suffix, read)
+    if not entries:
+        return False
+    writer: ShardWriter[V] = ShardWriter(folder, suffix, write, max_items=len(entries) + 1,
+                                         max_seconds=float("inf"))
+    writer.add(entries.keys(), entries.values())
+    writer.close()
+    for f in shards:
+        if f not in writer.written:
+            f.unlink(missing_ok=True)
+    return True
+
+
+def _digest(keys: list[str]) -> str:
+    h = hashlib.sha256()
+    for k in keys:
+        h.update(k.encode())
+        h.update(b"\n")
+    return h.hexdigest()[:20]
