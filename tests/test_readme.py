@@ -79,7 +79,7 @@ def test_scaling_commands_use_real_options() -> None:
     from curate.cli import app
 
     part = README.split("## One machine, one GPU, a Ray cluster, several GPUs")[1].split("\n## ")[0]
-    block = re.search(r"```bash\n(.*?)```", part, re.S).group(1)
+    block = re.search(r"```bash\n(.*?)```", part, re.S).group(1).replace("\\\n", " ")  # continued lines
     commands = [re.sub(r"^torchrun .*?-m curate ", "curate ", line) for line in block.splitlines()
                 if line.startswith(("curate ", "torchrun "))]
     assert len(commands) >= 6 and any("--ray" in c for c in commands)
