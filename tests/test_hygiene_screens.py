@@ -237,3 +237,21 @@ def test_near_duplicates_runs_after_every_other_builtin_image_screen() -> None:
 
     image = [s.name for s in screens.registered() if s.level == "image"]
     assert image[-1] == "near_duplicates" and {"faces", "label", "quality", "not_face"} <= set(image[:-1])
+
+
+def test_report_counts_same_sequence_pairs_apart_from_copies(tmp_path) -> None:
+    # CK+-like: frames of one sequence are confirmed by the pixel check but are not copies;
+    # the section must not call them "pairs of the same photo".
+    from types import SimpleNamespace
+
+    from curate.report.leakage import leakage_section
+    pairs = pd.DataFrame({
+        "image_id_a": [0, 1, 4], "image_id_b": [1, 2, 5],
+        "split_a": pd.array(["all"] * 3, dtype="string"), "split_b": pd.array(["all"] * 3, dtype="string"),
+        "candidate_sim": np.float32(0.9), "pixel_sim": np.float32([0.99, 0.995, 0.98]),
+        "relation": ["same_sequence", "same_sequence", "near_duplicate"],
+        "cross_split": False, "group": [-1, -1, 0]})
+    pairs.to_parquet(tmp_path / "near_duplicates.parquet")
+    html = str(leakage_section(SimpleNamespace(screen_dir=tmp_path, suspect=None), None, 12, 0))
+    assert "1 confirmed pairs of the same photo (1 within a split" in html
+    assert "2 further confirmed pairs are frames of one sequence" in html
