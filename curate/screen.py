@@ -395,7 +395,7 @@ def suspect_images(ctx: ScreenContext, active: list[Screen], keep: np.ndarray) -
         if res.table is not None:
             for col in s.suspect_columns:
                 if col in res.table.columns and col not in out.columns:
-                    out[col] = res.table[col].to_numpy()
+                    out[col] = res.table[col].array  # by position; keeps nullable dtypes (Int64 ids)
     out["n_tuples"] = n_tuples
     out["n_rejected"] = n_rejected
     out["rejected_share"] = n_rejected / np.maximum(n_tuples, 1)

@@ -143,6 +143,8 @@ def test_each_hygiene_screen_rejects_exactly_what_was_planted(screened) -> None:
     # within its split the copy goes, its source stays; across splits both stay (leakage)
     assert _rejected(s, "near_duplicate_reject") == {"train/happy/zz_copy.png"}
     assert s.loc["train/happy/zz_copy.png", "near_duplicate_of"] == screened["id"]("train/happy/000.png")
+    # image ids stay integers (nullable), never floats
+    assert s["near_duplicate_of"].dtype == "Int64" and s["same_sequence_of"].dtype == "Int64"
     assert not s.loc[["test/sad/zz_leak.png", "train/sad/003.png"], "near_duplicate_reject"].any()
     assert s.loc[["test/sad/zz_leak.png", "train/sad/003.png"], "near_duplicate_leak"].all()
     assert s["near_duplicate_leak"].sum() == 2
