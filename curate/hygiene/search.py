@@ -129,6 +129,17 @@ def _dedupe(c: Candidates) -> Candidates:
                       c.index_orientation[first], c.sim[first])
 
 
+def _by_cell(cells: np.ndarray, n_cells: int) -> np.ndarray:
+    """Stable order of entries by cell id (a radix sort when the ids fit 16 bits)."""
+    key = cells.astype(np.uint16) if n_cells <= np.iinfo(np.uint16).max else cells
+    return np.argsort(key, kind="stable")
+
+
+def _unique_sorted(x: np.ndarray) -> np.ndarray:
+    """``np.unique`` of an ascending array (no sort)."""
+    return x[np.r_[True, x[1:] != x[:-1]]] if len(x) else x
+
+
 def _top_k_per_query(c: Candidates, k: int, n_windows: int) -> Candidates:
     """Each query's ``k`` most similar matches over all the cells it visited (ties: the
     earlier match); only queries with more than ``k`` matches are ranked."""
@@ -258,12 +269,12 @@ def cell_join(index: np.ndarray, queries: np.ndarray, *, k: int, min_sim: float,
     qentry = np.repeat(np.arange(n * w), query_spill)
     ientry = np.repeat(np.arange(n * o), spill)
     icell = icell.ravel()
-    iorder = np.argsort(icell, kind="stable")
-    ientry, icell = ientry[iorder], icell[iorder]
-    qorder = np.argsort(qcell, kind="stable")
+    total = int(tree.offsets[-1])
+    iorder = _by_cell(icell, total)
+    ientry, icell = ientry[iorder], icell[iorder]  # within a cell, entries stay ascending
+    qorder = _by_cell(qcell, total)
     qcell_sorted = qcell[qorder]
     qorder = qentry[qorder]
-    total = int(tree.offsets[-1])
     ib = np.searchsorted(icell, np.arange(total + 1))
     qb = np.searchsorted(qcell_sorted, np.arange(total + 1))
     buffer = np.empty(ROW_BLOCK * max(1, int(np.diff(ib).max(initial=1))), np.float32)
@@ -272,9 +283,9 @@ def cell_join(index: np.ndarray, queries: np.ndarray, *, k: int, min_sim: float,
         qs, qe, is_, ie = qb[c], qb[c + 1], ib[c], ib[c + 1]
         if qe == qs or ie == is_:
             continue
-        entries = np.unique(ientry[is_:ie])
+        entries = _unique_sorted(ientry[is_:ie])
         block = np.ascontiguousarray(flat_index[entries].T)
-        rows_all = np.unique(qorder[qs:qe])
+        rows_all = _unique_sorted(qorder[qs:qe])
         for r0 in range(0, len(rows_all), ROW_BLOCK):  # blocks that stay in cache
             rows = rows_all[r0:r0 + ROW_BLOCK]
             sims = buffer[:len(rows) * len(entries)].reshape(len(rows), len(entries))
