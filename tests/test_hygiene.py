@@ -330,3 +330,13 @@ def test_ckplus_frames_of_one_sequence_are_same_sequence_not_merged(shared_data)
     subject = ck.subject.to_numpy()
     assert (subject[pairs.image_id_a] == subject[pairs.image_id_b]).all()
     assert (per_image.near_duplicate_group == -1).all()
+
+
+def test_cell_order_is_the_stable_order_whatever_the_id_width():
+    from curate.hygiene.search import _by_cell, _unique_sorted
+    cells = np.random.default_rng(5).integers(0, 300, 5000)
+    want = np.argsort(cells, kind="stable")
+    assert np.array_equal(_by_cell(cells, 300), want)  # 16-bit radix path
+    assert np.array_equal(_by_cell(cells + 70_000, 70_300), want)  # wide ids
+    x = np.sort(np.random.default_rng(6).integers(0, 50, 200))
+    assert np.array_equal(_unique_sorted(x), np.unique(x)) and len(_unique_sorted(x[:0])) == 0
