@@ -109,7 +109,9 @@ class ScreenOutput:
     occlusion, the boundary's distances). A tuple screen may say, per member role,
     which members a rejection implicates (``blame``; default: all of them) and give
     per-image summaries for ``images_suspect.parquet`` (``image_columns``, rows aligned
-    with the images). ``artifacts`` are JSON-ready results (the fitted boundary).
+    with the images). ``artifacts`` are JSON-ready results (the fitted boundary);
+    ``artifacts["notes"]``, a list of sentences, is shown to the user after the run
+    (what a screen did that the user should know, e.g. a cap that acted).
     """
 
     score: np.ndarray
