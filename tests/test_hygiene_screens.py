@@ -237,3 +237,15 @@ def test_near_duplicates_runs_after_every_other_builtin_image_screen() -> None:
 
     image = [s.name for s in screens.registered() if s.level == "image"]
     assert image[-1] == "near_duplicates" and {"faces", "label", "quality", "not_face"} <= set(image[:-1])
+
+
+def test_report_lists_reasons_without_images_once_instead_of_empty_galleries(screened) -> None:
+    html = write_report(screened["out"]).read_text()
+    suspect = pd.read_parquet(screened["out"] / "images_suspect.parquet")
+    reasons = ";".join(suspect["quality_reason"].dropna())
+    unused = [c for c in ("too_bright", "blurry", "odd_aspect", "too_small") if c not in reasons]
+    assert unused, "the fixture should leave some quality reasons unused"
+    assert "a random sample of 0 of 0" not in html
+    line = html.split("No image rejected as ")[1].split("</p>")[0]
+    for code in unused:
+        assert f">{code}</span>" in line

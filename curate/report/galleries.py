@@ -262,16 +262,17 @@ def image_screen_gallery(run: ScreenRun, thumbs: Thumbnails, max_items: int, see
     f = run.suspect
     rng = np.random.default_rng(seed)
     per = max(1, max_items // 2)
-    parts = []
+    parts, empty = [], []
     for scr, code, mask in groups:
         idx = np.flatnonzero(mask)
         total = idx.size
+        if not total:  # listed once below, not as an empty gallery each
+            empty.append(code)
+            continue
         if total > per:
             idx = np.sort(rng.choice(idx, size=per, replace=False))
         parts.append(tag("h4", join([chips(code), f" \u2014 a random sample of {idx.size:,} "
                                      f"of {total:,} images"])))
-        if not total:
-            continue
         boxes = []
         for _, r in f.iloc[idx].iterrows():
             path = r.get("path") if isinstance(r.get("path"), str) else None
@@ -285,4 +286,6 @@ def image_screen_gallery(run: ScreenRun, thumbs: Thumbnails, max_items: int, see
             boxes.append(thumb(thumbs, path, title=shown, caption=[
                 tag("b", label) if label else None, " \u00b7 ".join(desc) or None, _short(shown)]))
         parts.append(join([Markup('<div class="wall">'), join(boxes), Markup("</div>")]))
+    if empty:
+        parts.append(tag("p", join(["No image rejected as ", join([chips(c) for c in empty]), "."])))
     return join(parts)
