@@ -184,6 +184,8 @@ def test_report_shows_the_leak_and_a_gallery_per_reason(screened) -> None:
     for code in ("blank", "not_a_face", "near_duplicate"):
         assert f">{code}</span> \u2014 a random sample of" in html, code
     assert "copy of image" in html  # the near-duplicate caption names the kept image
+    gallery = html.split("near_duplicate</span> \u2014 a random sample of")[1].split("<h4")[0]
+    assert '<div class="role">rejected</div>' in gallery and '<div class="role">kept</div>' in gallery
 
 
 def test_export_states_the_leak_and_drops_one_side_on_request(screened, tmp_path) -> None:

@@ -189,6 +189,11 @@ class Screen(ABC):
         """Short facts about a rejected image for the report's gallery (image screens)."""
         return []
 
+    def partner(self, row: Mapping[str, Any], code: str) -> Any:
+        """The ``image_id`` the report's gallery shows next to a rejected image (a
+        near-duplicate's kept copy), or None."""
+        return None
+
     def outputs(self, out: ScreenOutput, ctx: ScreenContext) -> dict[str, pd.DataFrame | dict[str, Any]]:
         """Files to write into the output folder (name -> table or JSON object)."""
         return {}
