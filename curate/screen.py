@@ -262,7 +262,8 @@ def _screen_into(claim: Claim, build: Path, images: pd.DataFrame, tuples: pd.Dat
         n_redrawn=int(redrawn.redrawn.sum()) if redrawn is not None else 0,
         boundary_record=(ctx.results["boundary"].artifacts.get("record")
                          if "boundary" in ctx.results else None),
-        notes=[claim.note] if claim.note else [],
+        notes=([claim.note] if claim.note else [])
+        + [n for res in ctx.results.values() for n in res.artifacts.get("notes", [])],
         embeddings_file=out / EMBEDDINGS_FILE if got is not None else None)
 
 

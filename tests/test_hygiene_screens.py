@@ -186,6 +186,8 @@ def test_report_shows_the_leak_and_a_gallery_per_reason(screened) -> None:
     for code in ("blank", "not_a_face", "near_duplicate"):
         assert f">{code}</span> \u2014 a random sample of" in html, code
     assert "copy of image" in html  # the near-duplicate caption names the kept image
+    gallery = html.split("near_duplicate</span> \u2014 a random sample of")[1].split("<h4")[0]
+    assert '<div class="role">rejected</div>' in gallery and '<div class="role">kept</div>' in gallery
 
 
 def test_export_states_the_leak_and_drops_one_side_on_request(screened, tmp_path) -> None:
@@ -239,6 +241,18 @@ def test_near_duplicates_runs_after_every_other_builtin_image_screen() -> None:
 
     image = [s.name for s in screens.registered() if s.level == "image"]
     assert image[-1] == "near_duplicates" and {"faces", "label", "quality", "not_face"} <= set(image[:-1])
+
+
+def test_report_lists_reasons_without_images_once_instead_of_empty_galleries(screened) -> None:
+    html = write_report(screened["out"]).read_text()
+    suspect = pd.read_parquet(screened["out"] / "images_suspect.parquet")
+    reasons = ";".join(suspect["quality_reason"].dropna())
+    unused = [c for c in ("too_bright", "blurry", "odd_aspect", "too_small") if c not in reasons]
+    assert unused, "the fixture should leave some quality reasons unused"
+    assert "a random sample of 0 of 0" not in html
+    line = html.split("No image rejected as ")[1].split("</p>")[0]
+    for code in unused:
+        assert f">{code}</span>" in line
 
 
 def test_report_counts_same_sequence_pairs_apart_from_copies(tmp_path) -> None:
