@@ -279,7 +279,8 @@ def _screen_into(claim: Claim, build: Path, images: pd.DataFrame, tuples: pd.Dat
         n_redrawn=int(redrawn.redrawn.sum()) if redrawn is not None else 0,
         boundary_record=(ctx.results["boundary"].artifacts.get("record")
                          if "boundary" in ctx.results else None),
-        notes=[claim.note] if claim.note else [],
+        notes=([claim.note] if claim.note else [])
+        + [n for res in ctx.results.values() for n in res.artifacts.get("notes", [])],
         embeddings_file=out / EMBEDDINGS_FILE if got is not None else None)
 
 
@@ -412,7 +413,7 @@ def suspect_images(ctx: ScreenContext, active: list[Screen], keep: np.ndarray) -
         if res.table is not None:
             for col in s.suspect_columns:
                 if col in res.table.columns and col not in out.columns:
-                    out[col] = res.table[col].to_numpy()
+                    out[col] = res.table[col].array  # by position; keeps nullable dtypes (Int64 ids)
     out["n_tuples"] = n_tuples
     out["n_rejected"] = n_rejected
     out["rejected_share"] = n_rejected / np.maximum(n_tuples, 1)

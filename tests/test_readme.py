@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -49,6 +50,12 @@ def test_main_job_runs_and_matches_readme_commands(tmp_path: Path) -> None:
     assert 0.0 < (~scores["keep"]).mean() < 0.5
     html = (out / "screen" / "report.html").read_text()
     assert "<html" in html.lower() and "negative_too_close" in html
+    # the outcome table the README shows is the one this run prints
+    counts = json.loads((out / "screen" / "run.json").read_text())["counts"]
+    shown = dict(re.findall(r"^ +(\w+) +│ +(\d+) │", README.split("## What the main job does")[1], re.M))
+    actual = {"kept": counts["kept"], "rejected": counts["rejected"], **counts["rejected_by_reason"]}
+    assert {k: int(v) for k, v in shown.items()} == {k: v for k, v in actual.items() if v}, \
+        "README's outcome table of the main job is out of date"
 
 
 def test_python_example_runs(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from curate.screens import options as screen_options
 OPT = screen_options()  # defaults and help of every screen option come from the screens
 OPT_WITH_FLAG = ("alpha_pos", "alpha_neg", "null", "max_yaw", "max_occlusion", "no_face",
                  "skip_face_screens", "face_model", "alpha_label", "label_prior_floor",
+                 "label_max_class_share",
                  "skip_label_screen", "min_pixel_sim", "max_not_face", "skip_quality_screen",
                  "skip_not_face_screen", "skip_near_duplicate_screen")
 
@@ -76,6 +77,7 @@ def screen_cmd(
     skip_face_screens: Annotated[bool, typer.Option("--skip-face-screens", help=OPT["skip_face_screens"].help)] = OPT["skip_face_screens"].default,
     alpha_label: Annotated[float, typer.Option(help=OPT["alpha_label"].help)] = OPT["alpha_label"].default,
     label_prior_floor: Annotated[float, typer.Option(help=OPT["label_prior_floor"].help)] = OPT["label_prior_floor"].default,
+    label_max_class_share: Annotated[float, typer.Option(help=OPT["label_max_class_share"].help)] = OPT["label_max_class_share"].default,
     skip_label_screen: Annotated[bool, typer.Option("--skip-label-screen", help=OPT["skip_label_screen"].help)] = OPT["skip_label_screen"].default,
     min_pixel_sim: Annotated[float, typer.Option(help=OPT["min_pixel_sim"].help)] = OPT["min_pixel_sim"].default,
     skip_near_duplicate_screen: Annotated[bool, typer.Option("--skip-near-duplicate-screen", help=OPT["skip_near_duplicate_screen"].help)] = OPT["skip_near_duplicate_screen"].default,
@@ -100,7 +102,8 @@ def screen_cmd(
             scale=scale, batch_size=batch_size, workers=workers, device=device, seed=seed,
             cache_dir=cache_dir, max_yaw=max_yaw, max_occlusion=max_occlusion, no_face=no_face.value,
             skip_face_screens=skip_face_screens, face_model=face_model, alpha_label=alpha_label,
-            label_prior_floor=label_prior_floor, skip_label_screen=skip_label_screen,
+            label_prior_floor=label_prior_floor, label_max_class_share=label_max_class_share,
+            skip_label_screen=skip_label_screen,
             min_pixel_sim=min_pixel_sim, skip_near_duplicate_screen=skip_near_duplicate_screen,
             max_not_face=max_not_face, skip_not_face_screen=skip_not_face_screen,
             skip_quality_screen=skip_quality_screen, redraw=redraw,

@@ -98,7 +98,7 @@ def analyze_faces(paths: Sequence[str | os.PathLike[str]], sha256s: Sequence[str
     face_model:
         Explicit ``face_landmarker.task``; see :func:`resolve_face_model`.
     workers:
-        Processes; default :func:`default_workers`. ``1`` runs in this process.
+        Processes; default :func:`default_workers`. ``0`` or ``1`` runs in this process.
     progress:
         Called as ``progress(done, total)`` after each batch of images (cached ones count
         at once).
@@ -129,6 +129,9 @@ def analyze_faces(paths: Sequence[str | os.PathLike[str]], sha256s: Sequence[str
     # every file hashed now (a changed file is an error); an unreadable one keeps None
     hashes = cache.content_hashes(path_list, given)
     backend = resolve_backend(backend)
+    if workers is not None and workers < 0:
+        raise CurateError(f"workers must be 0 or more, got {workers}",
+                          hint="0 or 1 analyse in this process; omit it for one process per core")
     model_path = resolve_face_model(face_model)
     root = cache.resolve_cache_dir(cache_dir)
     folder = (cache.namespace_dir(root, CACHE_KIND, cache_key(model_path, backend),

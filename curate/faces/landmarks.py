@@ -164,7 +164,7 @@ def find_faces(paths: list[str], model_path: Path, backend: str,
     """The faces of ``paths``, a batch of at most :data:`BATCH` at a time, in order: in this
     process (``n_workers <= 1``) or in ``n_workers`` spawned processes. ``backend``:
     ``litert`` or ``tasks`` (:data:`curate.faces.analyze.BACKENDS`)."""
-    size = max(1, min(BATCH, len(paths) // (n_workers * 4)))
+    size = max(1, min(BATCH, len(paths) // (max(n_workers, 1) * 4)))
     batches = [paths[i:i + size] for i in range(0, len(paths), size)]
     if n_workers <= 1:
         with quiet_native_stderr():

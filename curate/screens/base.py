@@ -112,7 +112,9 @@ class ScreenOutput:
     occlusion, the boundary's distances). A tuple screen may say, per member role,
     which members a rejection implicates (``blame``; default: all of them) and give
     per-image summaries for ``images_suspect.parquet`` (``image_columns``, rows aligned
-    with the images). ``artifacts`` are JSON-ready results (the fitted boundary).
+    with the images). ``artifacts`` are JSON-ready results (the fitted boundary);
+    ``artifacts["notes"]``, a list of sentences, is shown to the user after the run
+    (what a screen did that the user should know, e.g. a cap that acted).
     """
 
     score: np.ndarray
@@ -189,6 +191,11 @@ class Screen(ABC):
     def caption(self, row: Mapping[str, Any], code: str) -> list[str]:
         """Short facts about a rejected image for the report's gallery (image screens)."""
         return []
+
+    def partner(self, row: Mapping[str, Any], code: str) -> Any:
+        """The ``image_id`` the report's gallery shows next to a rejected image (a
+        near-duplicate's kept copy), or None."""
+        return None
 
     def outputs(self, out: ScreenOutput, ctx: ScreenContext) -> dict[str, pd.DataFrame | dict[str, Any]]:
         """Files to write into the output folder (name -> table or JSON object)."""
