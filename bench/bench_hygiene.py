@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import resource
 import time
 from pathlib import Path
@@ -27,6 +28,7 @@ from PIL import Image
 from curate.hygiene import near_duplicates as nd
 from curate.hygiene import not_face as nf
 from curate.hygiene import quality as q
+from curate.hygiene import search
 from curate.hygiene.search import brute_join, cell_join
 from curate.hygiene.windows import thumbnail
 from curate.images import load_image
@@ -321,37 +323,42 @@ def synthetic_descriptors(n: int, n_planted: int, d: int = nd.PROJECTION_DIMS, s
 
 
 def scale(args) -> None:
+    """The candidate search at ``--n`` images against brute force on a ``--subset`` of the same
+    data, both timed in this run (wall and this process's CPU time, with the machine's load:
+    the development machine is shared)."""
     n, sub = args.n, args.subset
     n_planted = n // 100
     t0 = time.time()
     index, queries = synthetic_descriptors(n, n_planted)
     src = np.arange(n_planted)
     t_desc = time.time() - t0
-    t = time.time()
+    load0 = os.getloadavg()[0]
+    t, c = time.time(), time.process_time()
     cells = {"points_per_cell": args.points_per_cell, "spill": args.spill, "query_spill": args.query_spill}
     cand = cell_join(index, queries, k=nd.DEFAULT_K, min_sim=nd.DEFAULT_MIN_CANDIDATE_SIM, **cells)
-    t_join = time.time() - t
+    t_join, c_join = time.time() - t, time.process_time() - c
     pairs = set(zip(np.minimum(cand.query_image, cand.index_image).tolist(),
                     np.maximum(cand.query_image, cand.index_image).tolist(), strict=True))
     rec = np.mean([(int(i), n - n_planted + int(i)) in pairs for i in src])
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 / 1024
-    print(f"cell join settings {cells}")
+    print(f"cell join settings {cells}; threads: OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
     print(f"{n:,} images x {queries.shape[1]} query windows x {index.shape[1]} orientations, d={index.shape[2]}: "
-          f"cell join {t_join:.1f}s ({len(cand):,} matches), planted-pair recall {rec:.4f}, "
+          f"cell join {t_join:.1f}s wall, {c_join:.1f}s CPU (load average {load0:.1f} -> "
+          f"{os.getloadavg()[0]:.1f}; {len(cand):,} matches), planted-pair recall {rec:.4f}, "
           f"synthetic data {t_desc:.1f}s, peak RSS {peak:.2f} GiB (index + queries "
           f"{(index.nbytes + queries.nbytes) / 2**30:.2f} GiB)")
-    t = time.time()
+    t, c = time.time(), time.process_time()
     ex = brute_join(index[:sub], queries[:sub], k=nd.DEFAULT_K, min_sim=nd.DEFAULT_MIN_CANDIDATE_SIM)
-    t_brute = time.time() - t
+    t_brute, c_brute = time.time() - t, time.process_time() - c
     t = time.time()
     ap = cell_join(index[:sub], queries[:sub], k=nd.DEFAULT_K, min_sim=nd.DEFAULT_MIN_CANDIDATE_SIM, **cells)
     t_cell_sub = time.time() - t
-    est = t_brute * (n / sub) ** 2
+    est, est_cpu = t_brute * (n / sub) ** 2, c_brute * (n / sub) ** 2
     agree = len({(a, b) for a, b in zip(ap.query_image, ap.index_image, strict=True)}
                 & {(a, b) for a, b in zip(ex.query_image, ex.index_image, strict=True)}) / max(1, len(ex))
-    print(f"brute force on a {sub:,} subset: {t_brute:.1f}s (cell join on it {t_cell_sub:.1f}s, "
-          f"{agree:.3f} of brute-force matches found) -> {est:,.0f}s extrapolated to {n:,} (quadratic); "
-          f"ratio brute/cell at {n:,}: {est / t_join:,.0f}x")
+    print(f"brute force on a {sub:,} subset: {t_brute:.1f}s wall, {c_brute:.1f}s CPU (cell join on it "
+          f"{t_cell_sub:.1f}s, {agree:.3f} of brute-force matches found) -> {est:,.0f}s wall extrapolated to "
+          f"{n:,} (quadratic); ratio brute/cell at {n:,}: {est / t_join:,.0f}x wall, {est_cpu / c_join:,.0f}x CPU")
 
 
 # ----------------------------------------------------------------------------- not a face, quality
@@ -429,9 +436,9 @@ def main() -> None:
     ap.add_argument("--sheet", type=Path, default=None)
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--subset", type=int, default=20_000)
-    ap.add_argument("--points-per-cell", type=int, default=1024)
-    ap.add_argument("--spill", type=int, default=3)
-    ap.add_argument("--query-spill", type=int, default=2)
+    ap.add_argument("--points-per-cell", type=int, default=search.POINTS_PER_CELL)
+    ap.add_argument("--spill", type=int, default=search.SPILL)
+    ap.add_argument("--query-spill", type=int, default=search.QUERY_SPILL)
     args = ap.parse_args()
     globals()[args.what](args)
 

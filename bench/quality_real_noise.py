@@ -234,6 +234,28 @@ def cli_boundary_report(df: pd.DataFrame, screen_dir: Path, build_dir: Path) -> 
           f"(alpha {cal.get('nominal_alpha_neg')})")
 
 
+def cli_label_report(df: pd.DataFrame, screen_dir: Path) -> None:
+    """The CLI run's label screen against the truth, per half: images rejected
+    (``label_suspect``), their precision and recall for truly mislabelled images, the
+    rejected share of each labelled class, and the classes its per-class cap acted on."""
+    suspect = pd.read_parquet(screen_dir / "images_suspect.parquet")[["path", "label_reject"]]
+    t = df[["path", "label", "half", "mislabelled", "evaluable"]].merge(suspect, on="path", how="inner")
+    rej = t["label_reject"].fillna(False).astype(bool).to_numpy()
+    bad, known = t["mislabelled"].to_numpy(bool), t["evaluable"].to_numpy(bool)
+    print(f"\n== label screen of the CLI run ({rej.sum():,} of {len(t):,} images label_suspect)")
+    for half in sorted(t["half"].unique()):
+        h = (t["half"] == half).to_numpy()
+        m = h & known
+        share = pd.Series(rej[h]).groupby(t["label"].to_numpy()[h]).mean()
+        print(f"{half:8s}: rejected {rej[h].sum():,}, precision {bad[rej & m].mean():.3f} (base rate "
+              f"{bad[m].mean():.3f}), recall {rej[bad & m].mean():.3f}; rejected share by class "
+              + ", ".join(f"{k} {v:.0%}" for k, v in share.items()))
+    capped = (json.loads((screen_dir / "boundary.json").read_text()).get("label_model") or {}).get("capped_classes")
+    for c in capped or []:
+        print(f"  per-class cap acted on {c['class']}: {c['would_reject']} of {c['n_images']} below "
+              f"alpha_label, {c['rejected']} rejected")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DATA)
@@ -274,6 +296,7 @@ def main() -> None:
             results[f"{split}/{half}"] = res
         if args.via_cli:
             cli_boundary_report(df, args.out / f"{split}_screen", args.out / f"{split}_build")
+            cli_label_report(df, args.out / f"{split}_screen")
         print(f"seconds ({split}): curate label {float(scores['_seconds_curate_label'][0]):.2f}, "
               f"cleanlab probe+rank {float(scores['_seconds_cleanlab_probe_and_rank'][0]):.2f}")
     (args.out / "quality_real_noise.json").write_text(json.dumps(results, indent=2))

@@ -11,10 +11,10 @@ interrupted run resumes where it stopped.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -33,6 +33,17 @@ Progress = Callable[[int, int], None]
 CACHE_VERSION = 2
 CACHE_KIND = "embeddings"
 SHARD_SUFFIX = ".npz"
+
+
+class Engine(Protocol):
+    """Runs the per-image work of :func:`embed_images_result` somewhere else (a cluster)."""
+
+    def describe(self) -> str: ...
+
+    def embeds_on_cuda(self) -> bool: ...
+
+    def embed(self, keys: list[str], paths: list[str], loaded: LoadedBackbone,
+              batch_size: int) -> Iterator[tuple[list[str], np.ndarray]]: ...
 
 
 def build_transform(data_config: dict[str, Any]) -> Callable[[Image.Image], torch.Tensor]:
@@ -58,7 +69,7 @@ def embed_batch(model: torch.nn.Module, batch: torch.Tensor) -> np.ndarray:
     with torch.inference_mode():
         x = batch.to(device, non_blocking=True)
         if x.ndim == 4:  # channels-last convolutions are faster on CUDA and on oneDNN CPUs
-            x = x.contiguous(memory_format=torch.channels_last)
+            x = channels_last(x)
         if device.type == "cuda":
             with torch.autocast("cuda"):
                 out = model(x)
@@ -68,6 +79,18 @@ def embed_batch(model: torch.nn.Module, batch: torch.Tensor) -> np.ndarray:
             out = out[0]
         out = out.reshape(out.shape[0], -1)
         return out.float().cpu().numpy()
+
+
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """``x`` (N x C x H x W) laid out channels-last, so convolutions run channels-last.
+
+    ``x.contiguous(memory_format=torch.channels_last)`` leaves a one-channel NCHW tensor
+    as it is (it counts as channels-last contiguous already), and torch then runs the
+    network in NCHW; strides taken from an N x H x W x C tensor are unambiguous."""
+    if x.stride(1) == 1 and x.is_contiguous(memory_format=torch.channels_last):
+        return x
+    n, c, h, w = x.shape
+    return x.new_empty((n, h, w, c)).copy_(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
 @dataclass
@@ -99,13 +122,19 @@ def embed_images_result(paths: Sequence[str], sha256s: Sequence[str | None], loa
                         *, cache_dir: str | os.PathLike[str] | None = None, batch_size: int = 64,
                         workers: int | None = None, progress: Progress | None = None,
                         shard_size: int = cache.SHARD_ITEMS,
-                        shard_seconds: float = cache.SHARD_SECONDS) -> EmbedResult:
+                        shard_seconds: float = cache.SHARD_SECONDS,
+                        engine: Engine | None = None) -> EmbedResult:
     """Like :func:`embed_images`, returning counts of cached and computed images too.
 
     Every file is hashed first (:func:`curate.cache.content_hashes`): a file whose bytes
     differ from its recorded ``sha256s`` is a :class:`CurateError`. New embeddings are
     written to the cache every ``shard_size`` images or ``shard_seconds`` seconds, and
     when the run stops; non-finite ones are never cached (they are an error).
+
+    ``engine`` computes the images missing from the cache elsewhere (for example
+    :class:`curate.distributed.RayEngine`: ``engine.embed(keys, paths, loaded,
+    batch_size)`` yields ``(keys, embeddings)`` batches in any order, each computed by
+    :func:`prepare_batch` and :func:`embed_batch`); they are cached here as they arrive.
     """
     if len(paths) != len(sha256s):
         raise CurateError(f"{len(paths)} paths but {len(sha256s)} sha256 values")
@@ -121,9 +150,11 @@ def embed_images_result(paths: Sequence[str], sha256s: Sequence[str | None], loa
     first_path: dict[str, str] = {}
     for p, k in zip(paths, keys, strict=True):
         first_path.setdefault(k, str(p))
-    key = cache_key(loaded)
+    on_cuda = engine.embeds_on_cuda() if engine is not None else None
+    settings = cache_settings(loaded, on_cuda=on_cuda)
+    key = cache.namespace(CACHE_KIND, settings)
     root = cache.resolve_cache_dir(cache_dir)
-    folder = cache.namespace_dir(root, CACHE_KIND, key, cache_settings(loaded)) if root else None
+    folder = cache.namespace_dir(root, CACHE_KIND, key, settings) if root else None
     cached = (cache.read_shards(folder, SHARD_SUFFIX, _read_shard, set(first_path))
               if folder is not None else {})
     todo = [k for k in first_path if k not in cached]
@@ -134,8 +165,10 @@ def embed_images_result(paths: Sequence[str], sha256s: Sequence[str | None], loa
         writer = (cache.ShardWriter(folder, SHARD_SUFFIX, _write_shard, max_items=shard_size,
                                     max_seconds=shard_seconds) if folder is not None else None)
         try:
-            for batch_keys, batch in _batches(todo, first_path, loaded, batch_size, workers):
-                out = embed_batch(loaded.model, batch)
+            computed = (((k, embed_batch(loaded.model, b)) for k, b in
+                         _batches(todo, first_path, loaded, batch_size, workers)) if engine is None
+                        else engine.embed(todo, [first_path[k] for k in todo], loaded, batch_size))
+            for batch_keys, out in computed:
                 finite = np.isfinite(out).all(axis=1)
                 if writer is not None:
                     writer.add([k for k, f in zip(batch_keys, finite, strict=True) if f], out[finite])
@@ -163,16 +196,19 @@ def embed_images_result(paths: Sequence[str], sha256s: Sequence[str | None], loa
     return EmbedResult(emb, total, total - len(todo), len(todo), key, folder)
 
 
-def cache_settings(loaded: LoadedBackbone) -> dict[str, Any]:
+def cache_settings(loaded: LoadedBackbone, *, on_cuda: bool | None = None) -> dict[str, Any]:
     """Everything that changes an embedding: the cache key is a hash of it (``docs/cache.md``).
 
     The backbone name, the weights' sha256, the input channels, the preprocessing, the
     model settings outside the weights file (a run's ``scale``, ``embed_dim``, ...), the
-    decoder version and the arithmetic (float32, or float16 autocast on CUDA).
+    decoder version and the arithmetic (float32, or float16 autocast on CUDA). ``on_cuda``:
+    whether the forward runs on CUDA (None: where ``loaded.model`` is; an engine's
+    actors say for themselves).
     """
     prep = {k: loaded.data_config.get(k) for k in DATA_CONFIG_KEYS}
-    param = next(loaded.model.parameters(), None)
-    on_cuda = param is not None and param.device.type == "cuda"
+    if on_cuda is None:
+        param = next(loaded.model.parameters(), None)
+        on_cuda = param is not None and param.device.type == "cuda"
     return {"v": CACHE_VERSION, "backbone": loaded.name, "weights": loaded.weights_fingerprint,
             "in_chans": loaded.in_chans, "preprocessing": prep,
             "model": dict(sorted(loaded.vector_settings.items())), "decoder": DECODER_VERSION,
@@ -236,16 +272,29 @@ def default_workers(device_type: str) -> int:
     return min(8, max(ncpu - 1, 0)) if device_type == "cuda" else min(4, ncpu // 2)
 
 
+def prepare_batch(paths: Sequence[str], loaded: LoadedBackbone,
+                  device: torch.device | None = None) -> torch.Tensor:
+    """Decode and preprocess image files into one batch for :func:`embed_batch`: the
+    pixels the local loader of :func:`embed_images` produces (same decoder, same transform)."""
+    ds, split = _dataset([str(p) for p in paths], loaded)
+    batch = torch.stack([ds[i] for i in range(len(ds))])
+    return normalize_uint8_batch(batch, split[1], split[2], device) if split is not None else batch
+
+
+def _dataset(files: list[str], loaded: LoadedBackbone) -> tuple[_ImageDataset, Any]:
+    transform = build_transform(loaded.data_config)
+    split = split_transform(transform)
+    ds = (_ImageDataset(files, loaded.in_chans, split[0]) if split is not None
+          else _FullTransformDataset(files, loaded.in_chans, transform))
+    return ds, split
+
+
 def _batches(todo: list[str], first_path: dict[str, str], loaded: LoadedBackbone, batch_size: int,
              workers: int | None):
     param = next(loaded.model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     n_workers = default_workers(device.type) if workers is None else workers
-    transform = build_transform(loaded.data_config)
-    split = split_transform(transform)
-    files = [first_path[k] for k in todo]
-    ds = (_ImageDataset(files, loaded.in_chans, split[0]) if split is not None
-          else _FullTransformDataset(files, loaded.in_chans, transform))
+    ds, split = _dataset([first_path[k] for k in todo], loaded)
     loader = torch.utils.data.DataLoader(
         ds, batch_size=batch_size, shuffle=False, num_workers=n_workers,
         pin_memory=device.type == "cuda", prefetch_factor=4 if n_workers else None)

@@ -42,6 +42,7 @@ from curate.sources import (
     manifest_paths,
     read_manifest,
     require_columns,
+    resolve_paths,
     row_ref,
     source_kind,
     walk_entries,
@@ -165,16 +166,19 @@ def _looks_like_split_layout(dirs: list[Path]) -> bool:
 
 def _rows_in_class(root: Path, cls_dir: Path, split: str | None) -> list[dict[str, object]]:
     label = _normalise_label(display_path(cls_dir.name))
-    return [_row(root, e.path, label=label, split=split, status=e.status, detail=e.detail)
-            for e in walk_entries(cls_dir)]
+    entries = walk_entries(cls_dir)
+    resolved = resolve_paths([str(e.path) for e in entries])  # each folder resolved once
+    return [_row(root, e.path, label=label, split=split, status=e.status, detail=e.detail, resolved=r)
+            for e, r in zip(entries, resolved, strict=True)]
 
 
 def _row(root: Path, f: Path, *, label: str | None, split: str | None,
-         status: str | None = None, detail: str | None = None) -> dict[str, object]:
+         status: str | None = None, detail: str | None = None,
+         resolved: str | None = None) -> dict[str, object]:
     if has_bad_name(f) and status is None:
         status, detail = entry_problem(f) or ("bad_name", "the name is not valid UTF-8")
     return {
-        "path": display_path(absolute(f)),
+        "path": display_path(resolved if resolved is not None else absolute(f)),
         "rel_path": display_path(os.path.relpath(f, root)).replace(os.sep, "/"),
         "label": label,
         "split": None if split is None else display_path(split),

@@ -9,7 +9,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -18,13 +18,24 @@ from curate import screens as registry
 from curate import sources
 from curate.cache import OFF, resolve_cache_dir
 from curate.errors import CurateError
-from curate.io import fingerprint_table, read_parquet, run_record, write_json, write_parquet
+from curate.io import (
+    fingerprint_table,
+    read_parquet,
+    read_parquet_arrow,
+    read_parquet_schema,
+    run_record,
+    write_json,
+    write_parquet,
+)
 from curate.outdir import Claim, claim_folder, require_complete
 from curate.screens.base import ROLES, Screen, ScreenContext, ScreenOutput, StageProgress
 from curate.screens.nulls import CLASS_NULLS
 from curate.screens.simulate import simulate_alpha
 from curate.screens.statistical import Boundary, normalize
 from curate.tuples import redraw_tuples
+
+if TYPE_CHECKING:
+    from curate.distributed import RayEngine as Engine
 
 SUSPECT_BASE_COLUMNS = ["image_id", "path", "rel_path", "label", "split"]
 EMBEDDINGS_FILE = "embeddings.parquet"
@@ -74,7 +85,8 @@ def screen(build_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
            scale: float = 1.0, batch_size: int = 64, workers: int | None = None,
            device: str = "auto", seed: int = 0, redraw: bool = True, calibrate: bool = False,
            force: bool = False, cache_dir: str | os.PathLike[str] | None = None,
-           progress: StageProgress | None = None, **options: Any) -> ScreenResult:
+           progress: StageProgress | None = None, engine: Engine | None = None,
+           **options: Any) -> ScreenResult:
     """Screen every tuple of ``build_dir`` (a ``curate build-tuples`` folder) into ``out_dir``.
 
     Runs every registered screen (:func:`curate.screens.registered`: image screens
@@ -90,7 +102,10 @@ def screen(build_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
     ``cache_dir`` (:func:`curate.cache.resolve_cache_dir`: None for the default user
     cache, ``"none"`` for no cache; ``docs/cache.md``), so another screen of the same
     images with other thresholds reuses them. ``progress(stage, done, total)`` reports
-    the ``embed`` and ``faces`` stages.
+    the ``embed`` and ``faces`` stages. ``engine`` runs those per-image stages elsewhere,
+    writing the same caches (:class:`curate.distributed.RayEngine`; None: this machine);
+    it is no setting of the run (the results are the same), so a re-run with or without
+    it needs no ``force``.
 
     Images an image screen rejects leave the pool: with ``redraw`` every tuple that holds
     one as its positive or negative is redrawn for the same anchor from the remaining
@@ -129,7 +144,7 @@ def screen(build_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
                             weights=weights, embeddings=embeddings, center=center, scale=scale,
                             batch_size=batch_size, workers=workers, device=device, seed=seed, redraw=redraw,
                             calibrate=calibrate, cache_root=cache_root, progress=progress,
-                            started=started)
+                            started=started, engine=engine)
 
 
 def output_files() -> list[str]:
@@ -147,7 +162,7 @@ def _screen_into(claim: Claim, build: Path, images: pd.DataFrame, tuples: pd.Dat
                  backbone: str | None, weights: str | None, embeddings: str | os.PathLike[str] | None,
                  center: bool, scale: float, batch_size: int, workers: int | None, device: str, seed: int,
                  redraw: bool, calibrate: bool, cache_root: Path | None, progress: StageProgress | None,
-                 started: float) -> ScreenResult:
+                 started: float, engine: Engine | None = None) -> ScreenResult:
     out = claim.path
     kind = "quadruplet" if "negative2" in tuples.columns else "triplet"
     roles = [r for r in ROLES if r in tuples.columns]
@@ -161,13 +176,14 @@ def _screen_into(claim: Claim, build: Path, images: pd.DataFrame, tuples: pd.Dat
     if embeddings is not None:
         got = _embeddings_from_file(Path(embeddings), used)
     elif any(s.needs_embeddings for s in active):
-        got = _embed(used, cache_root, backbone, weights, device, seed, batch_size, workers, progress)
+        got = _embed(used, cache_root, backbone, weights, device, seed, batch_size, workers, progress,
+                     engine)
     if got is not None:
         emb = normalize(got.emb, center=center, scale=scale)
 
     build_tuples = tuples
     ctx = ScreenContext(images=used, tuples=tuples, rows=rows, settings=settings, out_dir=out,
-                        embeddings=emb, progress=progress, cache_dir=cache_root)
+                        embeddings=emb, progress=progress, cache_dir=cache_root, engine=engine)
     for level in ("image", "tuple"):
         if level == "tuple":
             redrawn = _redraw(ctx, active, build_run, seed) if redraw else None
@@ -225,6 +241,7 @@ def _screen_into(claim: Claim, build: Path, images: pd.DataFrame, tuples: pd.Dat
         "backbone": got.backbone if got is not None else backbone, "weights": weights,
         "embeddings": str(Path(embeddings).resolve()) if embeddings is not None else None,
         "batch_size": batch_size, "workers": workers, "device": device, "redraw": redraw,
+        "engine": engine.describe() if engine is not None else None,
         "calibrate": calibrate,
         "cache_dir": str(cache_root) if cache_root is not None else OFF,
         **settings, "kind": kind, "screens": [s.name for s in active],
@@ -262,7 +279,8 @@ def _screen_into(claim: Claim, build: Path, images: pd.DataFrame, tuples: pd.Dat
         n_redrawn=int(redrawn.redrawn.sum()) if redrawn is not None else 0,
         boundary_record=(ctx.results["boundary"].artifacts.get("record")
                          if "boundary" in ctx.results else None),
-        notes=[claim.note] if claim.note else [],
+        notes=([claim.note] if claim.note else [])
+        + [n for res in ctx.results.values() for n in res.artifacts.get("notes", [])],
         embeddings_file=out / EMBEDDINGS_FILE if got is not None else None)
 
 
@@ -395,7 +413,7 @@ def suspect_images(ctx: ScreenContext, active: list[Screen], keep: np.ndarray) -
         if res.table is not None:
             for col in s.suspect_columns:
                 if col in res.table.columns and col not in out.columns:
-                    out[col] = res.table[col].to_numpy()
+                    out[col] = res.table[col].array  # by position; keeps nullable dtypes (Int64 ids)
     out["n_tuples"] = n_tuples
     out["n_rejected"] = n_rejected
     out["rejected_share"] = n_rejected / np.maximum(n_tuples, 1)
@@ -468,15 +486,16 @@ def _read_build(build: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]
 
 def _embed(used: pd.DataFrame, cache_root: Path | None, backbone: str | None, weights: str | None,
            device: str, seed: int, batch_size: int, workers: int | None,
-           progress: StageProgress | None) -> _Embedded:
+           progress: StageProgress | None, engine: Engine | None) -> _Embedded:
     from curate.backbone import load_backbone
     from curate.embed import embed_images_result
 
-    loaded = load_backbone(backbone, weights, device=device, seed=seed)
+    # with an engine the model only travels from here to its workers (their device)
+    loaded = load_backbone(backbone, weights, device="cpu" if engine is not None else device, seed=seed)
     cb = (lambda done, total: progress("embed", done, total)) if progress else None
     res = embed_images_result(used["path"].tolist(), used["sha256"].tolist(), loaded,
                               cache_dir=cache_root if cache_root is not None else OFF,
-                              batch_size=batch_size, workers=workers, progress=cb)
+                              batch_size=batch_size, workers=workers, progress=cb, engine=engine)
     return _Embedded(res.embeddings, loaded.name, loaded.weights_source, loaded.weights_fingerprint,
                      loaded.random_weights, res.n_computed, res.n_cached)
 
@@ -484,11 +503,13 @@ def _embed(used: pd.DataFrame, cache_root: Path | None, backbone: str | None, we
 def _embeddings_from_file(path: Path, used: pd.DataFrame) -> _Embedded:
     from curate.io import file_sha256
 
-    table = read_parquet(path, what="embeddings file")
-    if "embedding" not in table.columns or not ({"image_id", "path"} & set(table.columns)):
+    names = read_parquet_schema(path, what="embeddings file").names
+    if "embedding" not in names or not ({"image_id", "path"} & set(names)):
         raise CurateError(f"{path} needs an `embedding` column and an `image_id` or `path` column; "
-                          f"it has {', '.join(map(str, table.columns))}",
+                          f"it has {', '.join(map(str, names))}",
                           hint="write one row per image: image_id (or path) and embedding (list of floats)")
+    # the keys first; the embeddings column-wise by Arrow (a million rows in a second)
+    table = read_parquet(path, what="embeddings file", columns=["image_id" if "image_id" in names else "path"])
     if "image_id" in table.columns:
         key, want = "image_id", used["image_id"]
         got_keys = table["image_id"].astype("int64")
@@ -509,11 +530,47 @@ def _embeddings_from_file(path: Path, used: pd.DataFrame) -> _Embedded:
         raise CurateError(f"{path} has no embedding for {len(missing)} of the {len(used)} images in the "
                           f"tuples, e.g. {', '.join(missing.head(10).astype(str))}",
                           hint=f"embed every image of images.parquet; match them by {key}")
-    rows = table["embedding"].iloc[lookup.loc[want.to_numpy()].to_numpy()].map(_as_vector)
+    selected = lookup.loc[want.to_numpy()].to_numpy()
+    emb = _embedding_matrix(path, selected)
+    if emb is None:  # not one length of lists of numbers: find and name the bad cells
+        emb = _embedding_rows(path, used, selected)
+    finite = np.isfinite(emb).all(axis=1)
+    if not finite.all():
+        bad = used.loc[~finite, "rel_path"].head(5).tolist()
+        raise CurateError(f"embeddings in {path} contain NaN or infinity for {bad}")
+    return _Embedded(emb, "embeddings-file", f"file:{path.resolve()}", file_sha256(path),
+                     False, 0, 0)
+
+
+def _embedding_matrix(path: Path, rows: np.ndarray) -> np.ndarray | None:
+    """Rows ``rows`` of the ``embedding`` column as a float32 matrix, read column-wise by
+    Arrow (no Python object per row); None unless every one of them is a non-empty list of
+    numbers and all have one length."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    col = read_parquet_arrow(path, what="embeddings file", columns=["embedding"]).column("embedding")
+    arr = col.combine_chunks().take(pa.array(rows, type=pa.int64()))
+    listy = pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type) or pa.types.is_fixed_size_list(arr.type)
+    if not listy or not (pa.types.is_floating(arr.type.value_type) or pa.types.is_integer(arr.type.value_type)):
+        return None
+    lengths = pc.list_value_length(arr).to_numpy(zero_copy_only=False)
+    if len(arr) == 0 or arr.null_count or pc.list_flatten(arr).null_count or lengths[0] == 0 \
+            or np.any(lengths != lengths[0]):
+        return None
+    values = pc.list_flatten(arr).to_numpy(zero_copy_only=False)
+    return np.ascontiguousarray(values.reshape(len(arr), int(lengths[0])), dtype=np.float32)
+
+
+def _embedding_rows(path: Path, used: pd.DataFrame, selected: np.ndarray) -> np.ndarray:
+    """The embeddings cell by cell, raising a :class:`CurateError` that names the images whose
+    cell is not a list of numbers, or not as long as the others."""
+    table = read_parquet(path, what="embeddings file", columns=["embedding"])
+    rows = table["embedding"].iloc[selected].map(_as_vector)
     not_vector = rows.isna().to_numpy()
     if not_vector.any():
         bad = used.loc[not_vector, "rel_path"].head(5).tolist()
-        first = table["embedding"].iloc[lookup.loc[want.to_numpy()].to_numpy()[np.flatnonzero(not_vector)[0]]]
+        first = table["embedding"].iloc[selected[np.flatnonzero(not_vector)[0]]]
         raise CurateError(f"embeddings in {path} are not lists of numbers for {len(bad)} image(s), e.g. {bad} "
                           f"(got {type(first).__name__} {str(first)[:60]!r})",
                           hint="write each embedding as a list of floats (Parquet list<float>)")
@@ -523,13 +580,7 @@ def _embeddings_from_file(path: Path, used: pd.DataFrame) -> _Embedded:
         bad = used.loc[(lens != common).to_numpy(), "rel_path"].head(5).tolist()
         raise CurateError(f"embeddings in {path} have different lengths ({sorted(set(lens))}); "
                           f"not {common} long: {', '.join(bad)}", hint="give every image an embedding of the same length")
-    emb = np.stack(rows.to_numpy())
-    finite = np.isfinite(emb).all(axis=1)
-    if not finite.all():
-        bad = used.loc[~finite, "rel_path"].head(5).tolist()
-        raise CurateError(f"embeddings in {path} contain NaN or infinity for {bad}")
-    return _Embedded(emb, "embeddings-file", f"file:{path.resolve()}", file_sha256(path),
-                     False, 0, 0)
+    return np.stack(rows.to_numpy())
 
 
 def _as_vector(v: Any) -> np.ndarray | None:

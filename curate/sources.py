@@ -315,9 +315,31 @@ def manifest_paths(table: pd.DataFrame, column: str, manifest: Path) -> tuple[li
     as bytes is decoded as UTF-8; bytes that are not UTF-8 keep ``\\xNN`` escapes in the
     first list and are ``""`` in the second (see :func:`bad_path_rows`)."""
     rel = [_path_text(v) for v in table[column].tolist()]
-    base = manifest.parent.resolve()
-    return rel, [absolute(base / p) if p and not _is_bad_text(v) else ""
-                 for p, v in zip(rel, table[column].tolist(), strict=True)]
+    base = str(manifest.parent.resolve())
+    return rel, resolve_paths([os.path.join(base, p) if p and not _is_bad_text(v) else ""
+                               for p, v in zip(rel, table[column].tolist(), strict=True)])
+
+
+def resolve_paths(paths: Iterable[str]) -> list[str]:
+    """:func:`absolute` of each path (``""`` stays ``""``), resolving each folder once: a
+    file's own name is followed only when it is a symbolic link (one ``lstat`` per file
+    instead of one per path component: a million paths in seconds)."""
+    folders: dict[str, str] = {}
+    out = []
+    for p in paths:
+        if not p:
+            out.append("")
+            continue
+        head, tail = os.path.split(p)
+        if tail in ("", ".", "..") or not head:
+            out.append(absolute(p))
+            continue
+        real = folders.get(head)
+        if real is None:
+            real = folders[head] = absolute(head)
+        full = os.path.join(real, tail)
+        out.append(absolute(p) if os.path.islink(full) else full)  # a link: the full rule
+    return out
 
 
 def bad_path_rows(table: pd.DataFrame, column: str) -> list[int]:

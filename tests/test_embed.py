@@ -238,3 +238,17 @@ def test_default_backbone_is_the_bundled_run(tmp_path):
     paths = [_png(tmp_path / f"{i}.png", i) for i in range(3)]
     emb = embed_images(paths, [None] * 3, lb, cache_dir=tmp_path / "c", workers=0)
     assert emb.shape == (3, 128) and np.isfinite(emb).all()
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_channels_last_lays_out_one_channel_batches_too(channels):
+    import torch
+
+    from curate.embed import channels_last
+
+    x = torch.arange(2 * channels * 5 * 4, dtype=torch.float32).reshape(2, channels, 5, 4)
+    y = channels_last(x)
+    assert torch.equal(x, y) and y.stride(1) == 1  # NCHW in, NHWC memory out
+    conv = torch.nn.Conv2d(channels, 8, 3)
+    assert conv(y).is_contiguous(memory_format=torch.channels_last)
+    assert channels_last(y) is y

@@ -391,3 +391,12 @@ def test_parallel_workers_match_one_process(face_model, analyzer, fer_faces):
     par = A.analyze_faces(paths, workers=2)
     pd.testing.assert_frame_equal(seq, par)
     assert A.default_workers(10) == 1 and A.default_workers(10_000) == min(8, os.cpu_count() or 1)
+
+
+def test_zero_workers_means_this_process(face_model, analyzer, fer_faces):
+    """--workers 0 runs in this process (as for the embedder), like 1; a negative count is an error."""
+    paths = [str(p) for p in fer_faces[:2]]
+    pd.testing.assert_frame_equal(A.analyze_faces(paths, workers=0, cache_dir="none"),
+                                  A.analyze_faces(paths, workers=1, cache_dir="none"))
+    with pytest.raises(CurateError, match="workers"):
+        A.analyze_faces(paths, workers=-1, cache_dir="none")

@@ -728,3 +728,36 @@ def test_19_outputs_follow_the_umask_and_the_finetune_report_has_the_csp(tmp_pat
     html = (uninterrupted.run_dir / "report.html").read_text()
     assert f'<meta http-equiv="Content-Security-Policy" content="{CSP}">' in html
     assert "<script" not in html.lower()
+
+
+def test_read_capped_allocates_what_the_file_holds_and_still_caps_a_growing_file(tmp_path: Path,
+                                                                               monkeypatch) -> None:
+    """A 90-byte image under a 656 MB cap (ingest's) must not allocate the cap per file
+    (``BufferedReader.read(n)`` allocates n bytes first: a million files paid for it), and
+    a file that grows after its size was taken is still read whole, up to the cap."""
+    import tracemalloc
+
+    from curate import io as cio
+
+    small = tmp_path / "small.png"
+    small.write_bytes(b"x" * 90)
+    tracemalloc.start()
+    try:
+        assert cio.read_capped(small, 2**30) == b"x" * 90
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20, f"read_capped of 90 bytes allocated {peak:,} bytes"
+
+    real_fstat = cio.os.fstat
+
+    def stale(fd):  # the size as it was before the file grew
+        st = real_fstat(fd)
+        return os.stat_result((st.st_mode, *st[1:6], 10, *st[7:]))
+
+    grown = tmp_path / "grown.bin"
+    grown.write_bytes(b"y" * 5000)
+    monkeypatch.setattr(cio.os, "fstat", stale)
+    assert cio.read_capped(grown, 5000) == b"y" * 5000
+    with pytest.raises(cio.FileTooLarge):
+        cio.read_capped(grown, 4999)

@@ -134,6 +134,26 @@ def test_cell_join_finds_planted_close_pairs_like_brute_force():
     assert len(_as_set(approx) & _as_set(exact)) >= 0.97 * len(exact)
 
 
+def test_cell_join_keeps_each_querys_top_k_over_all_its_cells():
+    # A query that visits three cells must keep its k best matches over all of them, as
+    # brute force does, not k per cell (which would send up to 3 k pairs to the pixel check).
+    rng = np.random.default_rng(4)
+    x = standardize(rng.normal(size=(2000, 8)).astype(np.float32))
+    index, queries = x[:, None, :], x[:, None, :]
+    got = cell_join(index, queries, k=2, min_sim=0.0, points_per_cell=32, spill=3, query_spill=3)
+    per_query = np.bincount(got.query_image, minlength=len(x))
+    assert per_query.max() == 2
+    exact = brute_join(index, queries, k=2, min_sim=0.0)
+    best = np.full(len(x), -np.inf)
+    np.maximum.at(best, exact.query_image, exact.sim)
+    kept = np.full(len(x), -np.inf)
+    np.maximum.at(kept, got.query_image, got.sim)
+    # the cells see only part of the index: a kept match is never better than brute force's best
+    assert np.all(kept <= best + 1e-5)
+    # and a query keeps its best matches, not whatever its last cell offered
+    assert len(_as_set(got) & _as_set(exact)) >= 0.9 * len(exact)
+
+
 # ----------------------------------------------------------------------------- near duplicates
 
 
@@ -310,3 +330,13 @@ def test_ckplus_frames_of_one_sequence_are_same_sequence_not_merged(shared_data)
     subject = ck.subject.to_numpy()
     assert (subject[pairs.image_id_a] == subject[pairs.image_id_b]).all()
     assert (per_image.near_duplicate_group == -1).all()
+
+
+def test_cell_order_is_the_stable_order_whatever_the_id_width():
+    from curate.hygiene.search import _by_cell, _unique_sorted
+    cells = np.random.default_rng(5).integers(0, 300, 5000)
+    want = np.argsort(cells, kind="stable")
+    assert np.array_equal(_by_cell(cells, 300), want)  # 16-bit radix path
+    assert np.array_equal(_by_cell(cells + 70_000, 70_300), want)  # wide ids
+    x = np.sort(np.random.default_rng(6).integers(0, 50, 200))
+    assert np.array_equal(_unique_sorted(x), np.unique(x)) and len(_unique_sorted(x[:0])) == 0

@@ -143,6 +143,8 @@ def test_each_hygiene_screen_rejects_exactly_what_was_planted(screened) -> None:
     # within its split the copy goes, its source stays; across splits both stay (leakage)
     assert _rejected(s, "near_duplicate_reject") == {"train/happy/zz_copy.png"}
     assert s.loc["train/happy/zz_copy.png", "near_duplicate_of"] == screened["id"]("train/happy/000.png")
+    # image ids stay integers (nullable), never floats
+    assert s["near_duplicate_of"].dtype == "Int64" and s["same_sequence_of"].dtype == "Int64"
     assert not s.loc[["test/sad/zz_leak.png", "train/sad/003.png"], "near_duplicate_reject"].any()
     assert s.loc[["test/sad/zz_leak.png", "train/sad/003.png"], "near_duplicate_leak"].all()
     assert s["near_duplicate_leak"].sum() == 2
@@ -184,6 +186,8 @@ def test_report_shows_the_leak_and_a_gallery_per_reason(screened) -> None:
     for code in ("blank", "not_a_face", "near_duplicate"):
         assert f">{code}</span> \u2014 a random sample of" in html, code
     assert "copy of image" in html  # the near-duplicate caption names the kept image
+    gallery = html.split("near_duplicate</span> \u2014 a random sample of")[1].split("<h4")[0]
+    assert '<div class="role">rejected</div>' in gallery and '<div class="role">kept</div>' in gallery
 
 
 def test_export_states_the_leak_and_drops_one_side_on_request(screened, tmp_path) -> None:
@@ -237,3 +241,33 @@ def test_near_duplicates_runs_after_every_other_builtin_image_screen() -> None:
 
     image = [s.name for s in screens.registered() if s.level == "image"]
     assert image[-1] == "near_duplicates" and {"faces", "label", "quality", "not_face"} <= set(image[:-1])
+
+
+def test_report_lists_reasons_without_images_once_instead_of_empty_galleries(screened) -> None:
+    html = write_report(screened["out"]).read_text()
+    suspect = pd.read_parquet(screened["out"] / "images_suspect.parquet")
+    reasons = ";".join(suspect["quality_reason"].dropna())
+    unused = [c for c in ("too_bright", "blurry", "odd_aspect", "too_small") if c not in reasons]
+    assert unused, "the fixture should leave some quality reasons unused"
+    assert "a random sample of 0 of 0" not in html
+    line = html.split("No image rejected as ")[1].split("</p>")[0]
+    for code in unused:
+        assert f">{code}</span>" in line
+
+
+def test_report_counts_same_sequence_pairs_apart_from_copies(tmp_path) -> None:
+    # CK+-like: frames of one sequence are confirmed by the pixel check but are not copies;
+    # the section must not call them "pairs of the same photo".
+    from types import SimpleNamespace
+
+    from curate.report.leakage import leakage_section
+    pairs = pd.DataFrame({
+        "image_id_a": [0, 1, 4], "image_id_b": [1, 2, 5],
+        "split_a": pd.array(["all"] * 3, dtype="string"), "split_b": pd.array(["all"] * 3, dtype="string"),
+        "candidate_sim": np.float32(0.9), "pixel_sim": np.float32([0.99, 0.995, 0.98]),
+        "relation": ["same_sequence", "same_sequence", "near_duplicate"],
+        "cross_split": False, "group": [-1, -1, 0]})
+    pairs.to_parquet(tmp_path / "near_duplicates.parquet")
+    html = str(leakage_section(SimpleNamespace(screen_dir=tmp_path, suspect=None), None, 12, 0))
+    assert "1 confirmed pairs of the same photo (1 within a split" in html
+    assert "2 further confirmed pairs are frames of one sequence" in html

@@ -176,3 +176,29 @@ def test_the_package_never_imports_cleanlab():
     root = Path(label_mod.__file__).resolve().parents[1]
     hits = [str(p.relative_to(root)) for p in root.rglob("*.py") if "cleanlab" in p.read_text()]
     assert hits == [], f"cleanlab (AGPL-3.0) is referenced in the package: {hits}"
+
+
+def test_the_per_class_cap_keeps_a_class_from_vanishing_and_keeps_its_most_suspect_rejected():
+    rng = np.random.default_rng(4)
+    x, labels = _clusters(n_per=40, k=2, spread=0.2, seed=4)
+    mixed = x[rng.choice(len(x), 20)] + 0.05 * rng.normal(size=(20, x.shape[1]))
+    x = normalize(np.concatenate([x, mixed]))
+    labels = np.concatenate([labels, np.full(20, "mixed")])
+    v, _ = label_posteriors(x, labels)
+    uncapped = label_reject(v, 0.5)
+    mixed_rows = np.flatnonzero(labels == "mixed")
+    assert uncapped[mixed_rows].sum() > 10          # without a cap most of the class goes
+    capped, acted = label_mod.cap_per_class(uncapped, v, 0.5)
+    assert capped[mixed_rows].sum() == 10
+    worst = mixed_rows[np.argsort(-v["suspicion_logit"].to_numpy()[mixed_rows], kind="stable")[:10]]
+    assert capped[worst].all()
+    assert (capped <= uncapped).all()               # the cap only ever keeps
+    assert {"class": "mixed", "n_images": 20, "would_reject": int(uncapped[mixed_rows].sum()),
+            "rejected": 10} in acted
+    for c in acted:                                 # every class it acted on keeps half
+        rows = labels == c["class"]
+        assert capped[rows].sum() == c["rejected"] == c["n_images"] // 2 < c["would_reject"] == uncapped[rows].sum()
+    same, none = label_mod.cap_per_class(uncapped, v, 1.0)
+    assert (same == uncapped).all() and none == []
+    with pytest.raises(CurateError, match="max_share"):
+        label_mod.cap_per_class(uncapped, v, 0.0)

@@ -26,7 +26,7 @@ def screened(tmp_path, monkeypatch):
     build, images, emb = make_build(tmp_path)
 
     def screen_faces(imgs, *, cache_dir, max_yaw=30.0, max_occlusion=0.5, no_face="reject",
-                     face_model=None, progress=None):
+                     face_model=None, progress=None, engine=None):
         yaw = np.where(imgs["image_id"] == SIDE, 55.0, 3.0)
         reject = np.abs(yaw) > max_yaw
         return pd.DataFrame({

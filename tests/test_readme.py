@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -49,6 +50,12 @@ def test_main_job_runs_and_matches_readme_commands(tmp_path: Path) -> None:
     assert 0.0 < (~scores["keep"]).mean() < 0.5
     html = (out / "screen" / "report.html").read_text()
     assert "<html" in html.lower() and "negative_too_close" in html
+    # the outcome table the README shows is the one this run prints
+    counts = json.loads((out / "screen" / "run.json").read_text())["counts"]
+    shown = dict(re.findall(r"^ +(\w+) +│ +(\d+) │", README.split("## What the main job does")[1], re.M))
+    actual = {"kept": counts["kept"], "rejected": counts["rejected"], **counts["rejected_by_reason"]}
+    assert {k: int(v) for k, v in shown.items()} == {k: v for k, v in actual.items() if v}, \
+        "README's outcome table of the main job is out of date"
 
 
 def test_python_example_runs(tmp_path: Path) -> None:
@@ -70,3 +77,23 @@ def test_every_command_has_help(command: str) -> None:
     res = CliRunner().invoke(app, [command, "--help"])
     assert res.exit_code == 0, res.output
     assert len(res.output) > 200
+
+
+def test_scaling_commands_use_real_options() -> None:
+    """The commands of the README's scaling section name options their commands have."""
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+
+    part = README.split("## One machine, one GPU, a Ray cluster, several GPUs")[1].split("\n## ")[0]
+    block = re.search(r"```bash\n(.*?)```", part, re.S).group(1).replace("\\\n", " ")  # continued lines
+    commands = [re.sub(r"^torchrun .*?-m curate ", "curate ", line) for line in block.splitlines()
+                if line.startswith(("curate ", "torchrun "))]
+    assert len(commands) >= 6 and any("--ray" in c for c in commands)
+    runner = CliRunner()
+    for cmd in commands:
+        sub = cmd.split()[1]
+        res = runner.invoke(app, [sub, "--help"], env={"COLUMNS": "300"})
+        assert res.exit_code == 0, res.output
+        for flag in re.findall(r"(?<=\s)--[a-z][a-z0-9-]*", cmd):
+            assert flag in res.output, f"README: `{cmd}` uses {flag}, which `curate {sub}` lacks"

@@ -210,8 +210,8 @@ def test_face_screens_reject_tuples_with_a_side_face(tmp_path, monkeypatch):
     seen = {}
 
     def screen_faces(imgs, *, cache_dir, max_yaw=30.0, max_occlusion=0.5, no_face="reject",
-                     face_model=None, progress=None):
-        seen.update(n=len(imgs), max_yaw=max_yaw, max_occlusion=max_occlusion, cache_dir=cache_dir)
+                     face_model=None, progress=None, engine=None):
+        seen.update(n=len(imgs), engine=engine, max_yaw=max_yaw, max_occlusion=max_occlusion, cache_dir=cache_dir)
         yaw = np.where(imgs["image_id"] == side, 55.0, 3.0)
         reject = np.abs(yaw) > max_yaw
         return pd.DataFrame({
@@ -226,6 +226,7 @@ def test_face_screens_reject_tuples_with_a_side_face(tmp_path, monkeypatch):
     # the resolved default reaches the screen (and run.json), not None
     assert seen["n"] == 48 and seen["max_yaw"] == 40.0
     assert seen["max_occlusion"] == face_screen_module.DEFAULT_MAX_OCCLUSION
+    assert seen["engine"] is None  # no --ray: faces analysed on this machine
     assert json.loads((tmp_path / "out" / "run.json").read_text())["params"]["max_occlusion"] == \
         face_screen_module.DEFAULT_MAX_OCCLUSION
     out = tmp_path / "out"
@@ -298,3 +299,17 @@ def test_screen_of_an_image_folder_or_a_screen_folder_says_what_to_pass(tmp_path
     with pytest.raises(CurateError, match="output of `curate screen`") as err:
         screen(tmp_path / "s", tmp_path / "o2")
     assert str(build.resolve()) in str(err.value)
+
+
+def test_embeddings_file_read_column_wise_still_names_cells_that_are_not_lists(tmp_path):
+    build, images, emb = make_build(tmp_path)
+    ref = _screen(build, tmp_path / "ref", write_embeddings(tmp_path / "e.parquet", images, emb))
+    # an extra image outside the tuples without an embedding is not used, so it does not matter
+    extra = pd.DataFrame({"image_id": [*images["image_id"], 9999],
+                          "embedding": [list(map(float, e)) for e in emb] + [None]})
+    extra.to_parquet(tmp_path / "n.parquet")
+    assert _screen(build, tmp_path / "n", tmp_path / "n.parquet").n_kept == ref.n_kept
+    pd.DataFrame({"image_id": images["image_id"], "embedding": ["x"] * len(images)}).to_parquet(
+        tmp_path / "s.parquet")
+    with pytest.raises(CurateError, match="are not lists of numbers for 5 image"):
+        _screen(build, tmp_path / "s", tmp_path / "s.parquet")

@@ -14,8 +14,10 @@ from curate.errors import CurateError
 from curate.faces.run import source_images
 from curate.ingest import ingest
 from curate.sources import (
+    absolute,
     is_missing,
     read_manifest,
+    resolve_paths,
     screen_build_dir,
     source_kind,
     walk_files,
@@ -123,3 +125,21 @@ def test_a_screen_folder_stands_for_the_images_of_its_build(tmp_path):
     (screen / "run.json").write_text("{}")
     with pytest.raises(CurateError, match="no source of images|not a source|build"):
         source_images(screen)
+
+
+def test_resolve_paths_equals_absolute_path_by_path(tmp_path):
+    real = tmp_path / "real"
+    (real / "sub").mkdir(parents=True)
+    (real / "a.png").write_bytes(b"x")
+    (real / "sub" / "b.png").write_bytes(b"y")
+    (tmp_path / "linkdir").symlink_to(real, target_is_directory=True)
+    (tmp_path / "linkfile.png").symlink_to(real / "sub" / "b.png")
+    (real / "rel_link.png").symlink_to("sub/b.png")
+    (real / "broken.png").symlink_to(real / "gone.png")
+    (real / "loop.png").symlink_to(real / "loop.png")
+    cases = [str(real / "a.png"), str(tmp_path / "linkdir" / "a.png"), str(tmp_path / "linkfile.png"),
+             str(real / "rel_link.png"), str(tmp_path / "linkdir" / "sub" / ".." / "a.png"),
+             str(tmp_path / "linkdir" / "missing.png"), str(tmp_path / "nowhere" / "x.png"),
+             str(tmp_path / "linkdir" / "sub" / ".."), str(tmp_path / "linkdir" / "."), "", "a.png",
+             str(tmp_path / "linkdir" / "broken.png"), str(tmp_path / "linkdir" / "loop.png")]
+    assert resolve_paths(cases) == [absolute(p) if p else "" for p in cases]

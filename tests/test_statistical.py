@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from scipy.stats import norm
 
 from curate.errors import CurateError
+from curate.screens import fused
 from curate.screens.statistical import (
     Boundary,
     apply_boundary,
@@ -81,14 +82,20 @@ def test_thresholds_reject_alpha_outside_open_unit_interval(alpha):
         thresholds(1.4, 0.1, alpha, 0.05)
 
 
+needs_numba = pytest.mark.skipif(not fused.available(), reason="numba is not installed (curate[fast])")
+KERNEL_PARAMS = ["numpy", pytest.param("fused", marks=needs_numba)]
+
+
+@pytest.mark.parametrize("kernel", KERNEL_PARAMS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("workers", [1, 3])
-def test_tuple_distances_match_a_python_loop(workers):
+def test_tuple_distances_match_a_python_loop(workers, dtype, kernel):
     rng = np.random.default_rng(2)
-    emb = normalize(rng.normal(size=(30, 7)))
+    emb = normalize(rng.normal(size=(30, 7)).astype(dtype))
     t = 9000  # more than one chunk
     a, p, n, n2 = (rng.integers(0, 30, t) for _ in range(4))
     p[:5] = a[:5]  # identical rows: exactly zero
-    got = tuple_distances(emb, a, p, n, n2, workers=workers)
+    got = tuple_distances(emb, a, p, n, n2, workers=workers, kernel=kernel)
     assert set(got) == {"d_ap", "d_an", "d_an2", "d_nn2"}
     for k in list(range(40)) + [4095, 4096, 8999]:
         assert got["d_ap"][k] == pytest.approx(_brute_distance(emb[a[k]], emb[p[k]]), abs=1e-5)
@@ -96,9 +103,44 @@ def test_tuple_distances_match_a_python_loop(workers):
         assert got["d_an2"][k] == pytest.approx(_brute_distance(emb[a[k]], emb[n2[k]]), abs=1e-5)
         assert got["d_nn2"][k] == pytest.approx(_brute_distance(emb[n[k]], emb[n2[k]]), abs=1e-5)
     assert np.all(got["d_ap"][:5] == 0.0)
-    triplet = tuple_distances(emb, a, p, n)
+    triplet = tuple_distances(emb, a, p, n, kernel=kernel)
     assert set(triplet) == {"d_ap", "d_an"}
     assert np.allclose(triplet["d_an"], got["d_an"])
+
+
+@needs_numba
+def test_fused_and_numpy_kernels_agree_on_strided_columns_and_auto_picks_fused(monkeypatch):
+    rng = np.random.default_rng(3)
+    emb = normalize(rng.normal(size=(500, 16)).astype(np.float32))
+    members = rng.integers(0, 500, size=(4000, 4))  # columns of a 2-D array are strided views
+    cols = [members[:, i] for i in range(4)]
+    a = tuple_distances(emb, *cols, kernel="fused")
+    b = tuple_distances(emb, *cols, kernel="numpy")
+    for k in b:
+        assert np.abs(a[k] - b[k]).max() < 1e-6
+    calls = []
+    real = fused.fused_chunk
+    monkeypatch.setattr(fused, "fused_chunk", lambda *args: calls.append(1) or real(*args))
+    monkeypatch.setattr(fused, "MIN_TUPLES", 4000)
+    tuple_distances(emb, *cols[:3])
+    assert calls, "auto picks the fused kernel from MIN_TUPLES tuples on"
+    calls.clear()
+    tuple_distances(emb, *(c[:3999] for c in cols[:3]))
+    assert not calls, "and the numpy kernel below"
+
+
+def test_fused_kernel_without_numba_names_the_extra(monkeypatch):
+    monkeypatch.setattr(fused, "available", lambda: False)
+    fused._kernels.cache_clear()
+    emb = np.eye(3)
+    with pytest.raises(CurateError, match="needs numba") as err:
+        tuple_distances(emb, [0], [1], [2], kernel="fused")
+    assert "curate[fast]" in err.value.hint
+    fused._kernels.cache_clear()
+    monkeypatch.setattr(fused, "MIN_TUPLES", 1)
+    assert tuple_distances(emb, [0], [1], [2])["d_ap"][0] == pytest.approx(math.sqrt(2))  # auto: numpy
+    with pytest.raises(CurateError, match="unknown distance kernel"):
+        tuple_distances(emb, [0], [1], [2], kernel="gpu")
 
 
 def test_tuple_distances_validate_indices():

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from curate.cli._app import CACHE_DIR_HELP, FORCE_HELP, app, console, handles_errors, safe
+from curate.cli._choices import RAY_ACTORS_HELP, RAY_HELP, ray_engine
 from curate.cli._progress import rate_bar
 from curate.faces.occlusion import OCCLUSION_THRESHOLD
 from curate.screens.faces import DEFAULT_MAX_YAW
@@ -25,6 +26,8 @@ def faces_cmd(
     path_column: Annotated[str, typer.Option(help="Manifest column holding image paths.")] = "path",
     backend: Annotated[str | None, typer.Option(help="How faces are found: litert (the .task bundle's models run directly; default where ai-edge-litert is installed) or tasks (MediaPipe's Tasks API, the reference).")] = None,
     force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,
+    ray: Annotated[str | None, typer.Option("--ray", help=RAY_HELP)] = None,
+    ray_actors: Annotated[int | None, typer.Option(help=RAY_ACTORS_HELP)] = None,
 ) -> None:
     """Find each image's face: yaw, pitch, roll (degrees), occlusion (0-1) and its region."""
     from curate.faces import faces_for_source
@@ -32,7 +35,7 @@ def faces_cmd(
     with rate_bar("analysing faces") as progress:
         result = faces_for_source(source, out, cache_dir=cache_dir, face_model=face_model,
                                   workers=workers, path_column=path_column, force=force,
-                                  progress=progress, backend=backend)
+                                  progress=progress, backend=backend, engine=ray_engine(ray, ray_actors))
     faces = result.faces
     found = faces["face_found"]
     t = Table(title="faces", title_justify="left")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -78,7 +79,11 @@ def finetune_cmd(
     restart: Annotated[bool, typer.Option(help="Discard a checkpoint in --out instead of resuming from it.")] = False,
     force: Annotated[bool, typer.Option("--force", help=FORCE_HELP + " Its checkpoints are discarded.")] = False,
 ) -> None:
-    """Fine-tune an embedding network on tuples, screening every batch with the statistical boundary."""
+    """Fine-tune an embedding network on tuples, screening every batch with the statistical boundary.
+
+    On several GPUs (or CPU processes): torchrun --nproc-per-node N -m curate finetune ...
+    (each process forwards its share of every batch; same result as one process).
+    """
     from curate.train.loop import finetune
 
     cfg = FinetuneConfig(
@@ -92,10 +97,15 @@ def finetune_cmd(
         val_split=None if val_split.lower() == "none" else val_split, reset_head=reset_head, device=device,
         amp=amp, checkpoint_every=checkpoint_every, preload_max_gb=preload_max_gb,
     )
+    main = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 draws bars and reports
+    bar_ctx = stage_bars({"decode": "decoding images", "train": "training", "val": "epochs"}) if main \
+        else contextlib.nullcontext(None)
     try:
-        with stage_bars({"decode": "decoding images", "train": "training", "val": "epochs"}) as bars:
+        with bar_ctx as bars:
 
             def progress(phase: str, done: int, total: int, info: dict[str, Any]) -> None:
+                if bars is None:
+                    return
                 text = None  # decoding: the rate
                 if phase == "train":
                     text = (f"loss {info['loss']:.3f}  kept {1 - info['share_dropped']:.0%}  "
@@ -113,6 +123,8 @@ def finetune_cmd(
 
 
 def _render_finetune(result: Any) -> None:
+    if not result.is_main:  # torchrun: rank 0 reports
+        return
     counts = result.run["counts"]
     for note in result.notes[:1]:
         if note.startswith("replaced"):

@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 
 from curate.cli._app import CACHE_DIR_HELP, FORCE_HELP, app, console, handles_errors, safe
-from curate.cli._choices import NullOpt
+from curate.cli._choices import RAY_ACTORS_HELP, RAY_HELP, NullOpt, ray_engine
 from curate.cli._progress import stage_bars
 from curate.errors import CurateError
 from curate.export import FORMATS, ExportResult, export
@@ -23,6 +23,7 @@ from curate.screens import options as screen_options
 OPT = screen_options()  # defaults and help of every screen option come from the screens
 OPT_WITH_FLAG = ("alpha_pos", "alpha_neg", "null", "max_yaw", "max_occlusion", "no_face",
                  "skip_face_screens", "face_model", "alpha_label", "label_prior_floor",
+                 "label_max_class_share",
                  "skip_label_screen", "min_pixel_sim", "max_not_face", "skip_quality_screen",
                  "skip_not_face_screen", "skip_near_duplicate_screen")
 
@@ -76,6 +77,7 @@ def screen_cmd(
     skip_face_screens: Annotated[bool, typer.Option("--skip-face-screens", help=OPT["skip_face_screens"].help)] = OPT["skip_face_screens"].default,
     alpha_label: Annotated[float, typer.Option(help=OPT["alpha_label"].help)] = OPT["alpha_label"].default,
     label_prior_floor: Annotated[float, typer.Option(help=OPT["label_prior_floor"].help)] = OPT["label_prior_floor"].default,
+    label_max_class_share: Annotated[float, typer.Option(help=OPT["label_max_class_share"].help)] = OPT["label_max_class_share"].default,
     skip_label_screen: Annotated[bool, typer.Option("--skip-label-screen", help=OPT["skip_label_screen"].help)] = OPT["skip_label_screen"].default,
     min_pixel_sim: Annotated[float, typer.Option(help=OPT["min_pixel_sim"].help)] = OPT["min_pixel_sim"].default,
     skip_near_duplicate_screen: Annotated[bool, typer.Option("--skip-near-duplicate-screen", help=OPT["skip_near_duplicate_screen"].help)] = OPT["skip_near_duplicate_screen"].default,
@@ -87,6 +89,8 @@ def screen_cmd(
     face_model: Annotated[str | None, typer.Option(help=OPT["face_model"].help)] = OPT["face_model"].default,
     option: Annotated[list[str] | None, typer.Option("--option", help="NAME=VALUE for a screen option that has no flag of its own (plug-in screens; docs/screens.md). Repeatable.")] = None,
     report: Annotated[bool, typer.Option(help="Write report.html (curate report SCREEN_DIR writes it later).")] = True,
+    ray: Annotated[str | None, typer.Option("--ray", help=RAY_HELP)] = None,
+    ray_actors: Annotated[int | None, typer.Option(help=RAY_ACTORS_HELP)] = None,
     force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,
 ) -> None:
     """Embed every image, apply the statistical boundary and face screens, and sort tuples into kept and rejected."""
@@ -98,11 +102,12 @@ def screen_cmd(
             scale=scale, batch_size=batch_size, workers=workers, device=device, seed=seed,
             cache_dir=cache_dir, max_yaw=max_yaw, max_occlusion=max_occlusion, no_face=no_face.value,
             skip_face_screens=skip_face_screens, face_model=face_model, alpha_label=alpha_label,
-            label_prior_floor=label_prior_floor, skip_label_screen=skip_label_screen,
+            label_prior_floor=label_prior_floor, label_max_class_share=label_max_class_share,
+            skip_label_screen=skip_label_screen,
             min_pixel_sim=min_pixel_sim, skip_near_duplicate_screen=skip_near_duplicate_screen,
             max_not_face=max_not_face, skip_not_face_screen=skip_not_face_screen,
             skip_quality_screen=skip_quality_screen, redraw=redraw,
-            calibrate=calibrate, force=force,
+            calibrate=calibrate, force=force, engine=ray_engine(ray, ray_actors, device),
             progress=bars.update, **parse_options(option or []),
         )
     from curate.report import write_report  # matplotlib: only when a report is written

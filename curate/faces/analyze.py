@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from importlib import util as importlib_util
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pandas as pd
 
@@ -35,6 +35,15 @@ COLUMNS = ["path", "face_found", "yaw", "pitch", "roll", "occlusion", "occlusion
 ProgressFn = Callable[[int, int], None]
 CACHE_KIND = "faces"
 SHARD_SUFFIX = ".parquet"
+
+
+class Engine(Protocol):
+    """Runs the analyses of :func:`analyze_faces` somewhere else (a cluster)."""
+
+    def describe(self) -> str: ...
+
+    def analyze_faces(self, keys: list[str], paths: list[str], model_path: Path,
+                      backend: str) -> Iterator[list[tuple[str, dict[str, Any]]]]: ...
 
 # How faces are found: "litert" runs the .task bundle's models directly with ai-edge-litert
 # (curate.faces.litert, the default where it is installed); "tasks" runs MediaPipe's Tasks
@@ -68,7 +77,7 @@ def analyze_faces(paths: Sequence[str | os.PathLike[str]], sha256s: Sequence[str
                   *, cache_dir: str | os.PathLike[str] | None = None, face_model: str | None = None,
                   workers: int | None = None, progress: ProgressFn | None = None,
                   backend: str | None = None, shard_size: int = cache.SHARD_ITEMS,
-                  shard_seconds: float = cache.SHARD_SECONDS) -> pd.DataFrame:
+                  shard_seconds: float = cache.SHARD_SECONDS, engine: Engine | None = None) -> pd.DataFrame:
     """Analyse faces in image files: one row per path, in input order.
 
     Parameters
@@ -89,12 +98,18 @@ def analyze_faces(paths: Sequence[str | os.PathLike[str]], sha256s: Sequence[str
     face_model:
         Explicit ``face_landmarker.task``; see :func:`resolve_face_model`.
     workers:
-        Processes; default :func:`default_workers`. ``1`` runs in this process.
+        Processes; default :func:`default_workers`. ``0`` or ``1`` runs in this process.
     progress:
         Called as ``progress(done, total)`` after each batch of images (cached ones count
         at once).
     backend:
         One of :data:`BACKENDS`; default :func:`default_backend`.
+    engine:
+        Runs the analyses elsewhere (:class:`curate.distributed.RayEngine`):
+        ``engine.analyze_faces(keys, paths, model_path, backend)`` yields lists of
+        ``(key, row)`` made by :func:`~curate.faces.landmarks.find_one` and
+        :func:`~curate.faces.landmarks.face_rows`, in any order; they are cached as they
+        arrive, so an interrupted run resumes. ``None``: worker processes here.
 
     Returns
     -------
@@ -114,6 +129,9 @@ def analyze_faces(paths: Sequence[str | os.PathLike[str]], sha256s: Sequence[str
     # every file hashed now (a changed file is an error); an unreadable one keeps None
     hashes = cache.content_hashes(path_list, given)
     backend = resolve_backend(backend)
+    if workers is not None and workers < 0:
+        raise CurateError(f"workers must be 0 or more, got {workers}",
+                          hint="0 or 1 analyse in this process; omit it for one process per core")
     model_path = resolve_face_model(face_model)
     root = cache.resolve_cache_dir(cache_dir)
     folder = (cache.namespace_dir(root, CACHE_KIND, cache_key(model_path, backend),
@@ -137,7 +155,9 @@ def analyze_faces(paths: Sequence[str | os.PathLike[str]], sha256s: Sequence[str
     writer = (cache.ShardWriter(folder, SHARD_SUFFIX, _write_shard, max_items=shard_size,
                                 max_seconds=shard_seconds) if folder is not None else None)
     try:
-        fresh = _run(todo, weight, model_path, backend, workers, progress, done, total, writer)
+        fresh = (_run(todo, weight, model_path, backend, workers, progress, done, total, writer)
+                 if engine is None else
+                 _run_on(engine, todo, weight, model_path, backend, progress, done, total, writer))
     finally:
         if writer is not None:
             writer.close()
@@ -183,6 +203,25 @@ def _run(todo: dict[str, str], weight: dict[str, int], model_path: Path, backend
             start += len(found)
             if progress is not None:
                 progress(done, total)
+    return out
+
+
+def _run_on(engine: Engine, todo: dict[str, str], weight: dict[str, int], model_path: Path, backend: str,
+            progress: ProgressFn | None, done: int, total: int,
+            writer: cache.ShardWriter[dict[str, Any]] | None) -> dict[str, dict[str, Any]]:
+    """Analyse ``todo`` on ``engine``; each part of rows goes to ``writer`` (the cache) as
+    it arrives, except rows of files without a hash (as :func:`_run`)."""
+    out: dict[str, dict[str, Any]] = {}
+    if not todo:
+        return out
+    for part in engine.analyze_faces(list(todo), list(todo.values()), model_path, backend):
+        for key, row in part:
+            out[key] = row
+            done += weight[key]
+            if writer is not None and not key.startswith("path:"):
+                writer.add([key], [row])
+        if progress is not None:
+            progress(done, total)
     return out
 
 

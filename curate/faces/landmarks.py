@@ -164,14 +164,14 @@ def find_faces(paths: list[str], model_path: Path, backend: str,
     """The faces of ``paths``, a batch of at most :data:`BATCH` at a time, in order: in this
     process (``n_workers <= 1``) or in ``n_workers`` spawned processes. ``backend``:
     ``litert`` or ``tasks`` (:data:`curate.faces.analyze.BACKENDS`)."""
-    size = max(1, min(BATCH, len(paths) // (n_workers * 4)))
+    size = max(1, min(BATCH, len(paths) // (max(n_workers, 1) * 4)))
     batches = [paths[i:i + size] for i in range(0, len(paths), size)]
     if n_workers <= 1:
         with quiet_native_stderr():
             finder = make_finder(backend, model_path)
             try:
                 for batch in batches:
-                    yield [_find_one(finder, p) for p in batch]
+                    yield [find_one(finder, p) for p in batch]
             finally:
                 finder.close()
         return
@@ -208,13 +208,15 @@ def _init_worker(backend: str, model_path: str) -> None:
 
 def _find_in_worker(paths: list[str]) -> list[FaceResult]:
     assert _WORKER is not None, "worker not initialised"
-    found = [_find_one(_WORKER, p) for p in paths]
+    found = [find_one(_WORKER, p) for p in paths]
     for f in found:
         f.landmarks = None  # not needed by the rows: less to send back
     return found
 
 
-def _find_one(finder: FaceFinder, path: str) -> FaceResult:
+def find_one(finder: FaceFinder, path: str) -> FaceResult:
+    """The face in one file; a failed analysis is a result that says why (never raises for
+    a bad image). Local workers and the Ray actors (:mod:`curate.distributed`) call it."""
     import cv2
 
     try:

@@ -15,6 +15,7 @@ from curate.cache import OFF, resolve_cache_dir
 from curate.errors import CurateError
 from curate.faces.analyze import (
     ANALYSIS_VERSION,
+    Engine,
     ProgressFn,
     analyze_faces,
     cache_key,
@@ -107,7 +108,8 @@ class FacesRun:
 def faces_for_source(source: str | os.PathLike[str], out: str | os.PathLike[str], *,
                      cache_dir: str | os.PathLike[str] | None = None, face_model: str | None = None,
                      workers: int | None = None, path_column: str = "path", force: bool = False,
-                     progress: ProgressFn | None = None, backend: str | None = None) -> FacesRun:
+                     progress: ProgressFn | None = None, backend: str | None = None,
+                     engine: Engine | None = None) -> FacesRun:
     """Analyse every image of ``source`` and write ``out`` (Parquet) and ``<out>.run.json``.
 
     Rows: ``image_id`` (position in the source's canonical order, or the build's
@@ -116,7 +118,9 @@ def faces_for_source(source: str | os.PathLike[str], out: str | os.PathLike[str]
     ``"none"`` for none); ``backend`` as :func:`~curate.faces.analyze.analyze_faces`.
     ``out`` follows :func:`curate.outdir.claim_file`: a new file, or the output of an
     earlier ``curate faces`` (other settings need ``force``); the record is written last
-    and says whether the run completed.
+    and says whether the run completed. ``engine`` runs the analyses elsewhere
+    (:class:`curate.distributed.RayEngine`), writing the same cache; it is no setting of
+    the run (the rows are the same).
     """
     started = time.time()
     out_path = Path(out).expanduser()
@@ -132,12 +136,13 @@ def faces_for_source(source: str | os.PathLike[str], out: str | os.PathLike[str]
         out_path = claim.path
         cache = resolve_cache_dir(cache_dir)
         faces = _analyze(images, cache if cache is not None else OFF, face_model, workers,
-                         progress, backend)
+                         progress, backend, engine)
         write_parquet(faces, out_path)
         record = run_record(
             "faces", {"source": str(source), "cache_dir": str(cache) if cache is not None else OFF,
                       "face_model": str(model),
                       "workers": workers, "path_column": path_column, "backend": backend,
+                      "engine": engine.describe() if engine is not None else None,
                       "analysis_version": ANALYSIS_VERSION},
             inputs={"images": fingerprint_table(images, ["path"]),
                     "cache_key": cache_key(model, backend)},
@@ -149,13 +154,14 @@ def faces_for_source(source: str | os.PathLike[str], out: str | os.PathLike[str]
 
 
 def _analyze(images: pd.DataFrame, cache: Path | str, face_model: str | None, workers: int | None,
-             progress: ProgressFn | None, backend: str) -> pd.DataFrame:
+             progress: ProgressFn | None, backend: str, engine: Engine | None = None) -> pd.DataFrame:
     """The face rows of ``images``; entries that cannot be read (``problem``) are not
     opened: their row says why."""
     bad = images["problem"].notna().to_numpy() if "problem" in images.columns else np.zeros(len(images), bool)
     good = images[~bad]
     faces = analyze_faces(good["path"].tolist(), good["sha256"].tolist(), cache_dir=cache,
-                          face_model=face_model, workers=workers, progress=progress, backend=backend)
+                          face_model=face_model, workers=workers, progress=progress, backend=backend,
+                          engine=engine)
     if bad.any():
         rows = pd.DataFrame({"path": images.loc[bad, "path"].to_numpy(), "face_found": False,
                              "face_confidence": 0.0, "detail": images.loc[bad, "problem"].to_numpy()})

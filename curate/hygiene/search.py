@@ -9,8 +9,8 @@ space into cells; each query goes to its nearest cell, each index vector to its 
 cells (``spill`` of them, so close pairs across a cell border still meet; queries to
 ``query_spill`` cells), and each cell is one matrix product of its queries with its index
 vectors. Work is about ``n_queries * n_index * spill * query_spill / n_cells`` dot products
-instead of ``n_queries * n_index``. A query that visits two cells keeps the top ``k`` of
-each (at most ``2 k`` matches).
+instead of ``n_queries * n_index``. A query that visits several cells keeps its top ``k``
+over all of them, as :func:`brute_join` does.
 :func:`brute_join` is the exact reference (blocked, for tests and small data).
 """
 
@@ -24,6 +24,10 @@ import numpy as np
 from curate.errors import CurateError
 
 ROW_BLOCK = 256  # query rows per matrix product: the similarity block stays in cache
+# cell_join's defaults (docs/hygiene.md: candidate recall on planted FER copies, time at 1M)
+POINTS_PER_CELL = 256
+SPILL = 3
+QUERY_SPILL = 3
 
 
 @dataclass(frozen=True)
@@ -125,6 +129,37 @@ def _dedupe(c: Candidates) -> Candidates:
                       c.index_orientation[first], c.sim[first])
 
 
+def _by_cell(cells: np.ndarray, n_cells: int) -> np.ndarray:
+    """Stable order of entries by cell id (a radix sort when the ids fit 16 bits)."""
+    key = cells.astype(np.uint16) if n_cells <= np.iinfo(np.uint16).max else cells
+    return np.argsort(key, kind="stable")
+
+
+def _unique_sorted(x: np.ndarray) -> np.ndarray:
+    """``np.unique`` of an ascending array (no sort)."""
+    return x[np.r_[True, x[1:] != x[:-1]]] if len(x) else x
+
+
+def _top_k_per_query(c: Candidates, k: int, n_windows: int) -> Candidates:
+    """Each query's ``k`` most similar matches over all the cells it visited (ties: the
+    earlier match); only queries with more than ``k`` matches are ranked."""
+    q = c.query_image * n_windows + c.query_window
+    if len(q) == 0:
+        return c
+    over = np.flatnonzero(np.bincount(q)[q] > k)
+    if over.size == 0:
+        return c
+    order = over[np.lexsort((-c.sim[over], q[over]))]
+    qs = q[order]
+    start = np.flatnonzero(np.r_[True, qs[1:] != qs[:-1]])
+    rank = np.arange(qs.size) - np.repeat(start, np.diff(np.r_[start, qs.size]))
+    keep = np.ones(len(q), bool)
+    keep[over] = False
+    keep[order[rank < k]] = True
+    return Candidates(c.query_image[keep], c.query_window[keep], c.index_image[keep],
+                      c.index_orientation[keep], c.sim[keep])
+
+
 def spherical_kmeans(x: np.ndarray, k: int, *, iters: int = 10, seed: int = 0) -> np.ndarray:
     """``k`` unit-norm centroids of unit-norm rows ``x`` (Lloyd on the cosine)."""
     rng = np.random.default_rng(seed)
@@ -164,23 +199,41 @@ class CellTree:
         out = np.empty((len(x), spill), np.int64)
         for s in range(0, len(x), chunk):
             xs = x[s:s + chunk]
-            cs = xs @ self.coarse.T
-            order = np.argsort(-cs, axis=1)[:, :2] if cs.shape[1] > 1 else np.zeros((len(xs), 2), np.int64)
-            best = order[:, 0]
+            best, second = _top2(xs @ self.coarse.T)
             res = np.empty((len(xs), 3), np.int64)
-            for c in np.unique(best):
-                m = best == c
-                fs = xs[m] @ self.fine[c].T
-                o2 = np.argsort(-fs, axis=1)[:, :2]
-                res[m, 0] = off[c] + o2[:, 0]
-                res[m, 1] = off[c] + (o2[:, 1] if fs.shape[1] > 1 else o2[:, 0])
+            for c, m in _members(best, len(self.coarse)):
+                f1, f2 = _top2(xs[m] @ self.fine[c].T)
+                res[m, 0] = off[c] + f1
+                res[m, 1] = off[c] + f2
             if spill == 3:
-                second = order[:, 1]
-                for c in np.unique(second):
-                    m = second == c
+                for c, m in _members(second, len(self.coarse)):
                     res[m, 2] = off[c] + np.argmax(xs[m] @ self.fine[c].T, axis=1)
             out[s:s + chunk] = res[:, :spill]
         return out
+
+
+def _top2(sims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the column of the largest and of the second largest entry (the largest
+    again when there is one column); no full sort."""
+    rows = np.arange(len(sims))
+    first = np.argmax(sims, axis=1)
+    if sims.shape[1] < 2:
+        return first, first
+    held = sims[rows, first].copy()
+    sims[rows, first] = -np.inf
+    second = np.argmax(sims, axis=1)
+    sims[rows, first] = held
+    return first, second
+
+
+def _members(label: np.ndarray, n_labels: int):
+    """``(label value, row indices)`` for each value present, rows ascending (one sort
+    instead of a boolean mask per value)."""
+    order = np.argsort(label, kind="stable")
+    bounds = np.searchsorted(label[order], np.arange(n_labels + 1))
+    for c in range(n_labels):
+        if bounds[c + 1] > bounds[c]:
+            yield c, order[bounds[c]:bounds[c + 1]]
 
 
 def fit_cells(x: np.ndarray, n_cells: int, *, sample: int = 50_000, seed: int = 0) -> CellTree:
@@ -202,7 +255,8 @@ def fit_cells(x: np.ndarray, n_cells: int, *, sample: int = 50_000, seed: int = 
 
 
 def cell_join(index: np.ndarray, queries: np.ndarray, *, k: int, min_sim: float,
-              points_per_cell: int = 1024, spill: int = 3, query_spill: int = 2, seed: int = 0,
+              points_per_cell: int = POINTS_PER_CELL, spill: int = SPILL, query_spill: int = QUERY_SPILL,
+              seed: int = 0,
               progress=None) -> Candidates:
     """Approximate :func:`brute_join` through a cell partition (see module docstring)."""
     n, o, w, d = _check(index, queries)
@@ -215,12 +269,12 @@ def cell_join(index: np.ndarray, queries: np.ndarray, *, k: int, min_sim: float,
     qentry = np.repeat(np.arange(n * w), query_spill)
     ientry = np.repeat(np.arange(n * o), spill)
     icell = icell.ravel()
-    iorder = np.argsort(icell, kind="stable")
-    ientry, icell = ientry[iorder], icell[iorder]
-    qorder = np.argsort(qcell, kind="stable")
+    total = int(tree.offsets[-1])
+    iorder = _by_cell(icell, total)
+    ientry, icell = ientry[iorder], icell[iorder]  # within a cell, entries stay ascending
+    qorder = _by_cell(qcell, total)
     qcell_sorted = qcell[qorder]
     qorder = qentry[qorder]
-    total = int(tree.offsets[-1])
     ib = np.searchsorted(icell, np.arange(total + 1))
     qb = np.searchsorted(qcell_sorted, np.arange(total + 1))
     buffer = np.empty(ROW_BLOCK * max(1, int(np.diff(ib).max(initial=1))), np.float32)
@@ -229,9 +283,9 @@ def cell_join(index: np.ndarray, queries: np.ndarray, *, k: int, min_sim: float,
         qs, qe, is_, ie = qb[c], qb[c + 1], ib[c], ib[c + 1]
         if qe == qs or ie == is_:
             continue
-        entries = np.unique(ientry[is_:ie])
+        entries = _unique_sorted(ientry[is_:ie])
         block = np.ascontiguousarray(flat_index[entries].T)
-        rows_all = np.unique(qorder[qs:qe])
+        rows_all = _unique_sorted(qorder[qs:qe])
         for r0 in range(0, len(rows_all), ROW_BLOCK):  # blocks that stay in cache
             rows = rows_all[r0:r0 + ROW_BLOCK]
             sims = buffer[:len(rows) * len(entries)].reshape(len(rows), len(entries))
@@ -240,4 +294,4 @@ def cell_join(index: np.ndarray, queries: np.ndarray, *, k: int, min_sim: float,
             parts.append(_top_k(rows, entries, sims, k, min_sim))
         if progress is not None:
             progress(c + 1, total)
-    return _dedupe(_assemble(parts, w, o))
+    return _top_k_per_query(_dedupe(_assemble(parts, w, o)), k, w)

@@ -262,16 +262,17 @@ def image_screen_gallery(run: ScreenRun, thumbs: Thumbnails, max_items: int, see
     f = run.suspect
     rng = np.random.default_rng(seed)
     per = max(1, max_items // 2)
-    parts = []
+    parts, empty = [], []
     for scr, code, mask in groups:
         idx = np.flatnonzero(mask)
         total = idx.size
+        if not total:  # listed once below, not as an empty gallery each
+            empty.append(code)
+            continue
         if total > per:
             idx = np.sort(rng.choice(idx, size=per, replace=False))
         parts.append(tag("h4", join([chips(code), f" \u2014 a random sample of {idx.size:,} "
                                      f"of {total:,} images"])))
-        if not total:
-            continue
         boxes = []
         for _, r in f.iloc[idx].iterrows():
             path = r.get("path") if isinstance(r.get("path"), str) else None
@@ -282,7 +283,16 @@ def image_screen_gallery(run: ScreenRun, thumbs: Thumbnails, max_items: int, see
                     shown = known_shown
                     path = path or known_path
             desc = scr.caption(r.to_dict(), code)
-            boxes.append(thumb(thumbs, path, title=shown, caption=[
-                tag("b", label) if label else None, " \u00b7 ".join(desc) or None, _short(shown)]))
+            other = scr.partner(r.to_dict(), code)
+            box = thumb(thumbs, path, title=shown, role="rejected" if other is not None else None,
+                        caption=[tag("b", label) if label else None, " \u00b7 ".join(desc) or None,
+                                 _short(shown)])
+            if other is not None:  # e.g. the copy a near-duplicate gave way to, beside it
+                o_path, o_shown, o_label = _image_info(run, other)
+                box = join([Markup('<div class="pair">'), box, thumb(thumbs, o_path, title=o_shown, role="kept", caption=[
+                    tag("b", o_label) if o_label else None, f"image {other}", _short(o_shown)]), Markup("</div>")])
+            boxes.append(box)
         parts.append(join([Markup('<div class="wall">'), join(boxes), Markup("</div>")]))
+    if empty:
+        parts.append(tag("p", join(["No image rejected as ", join([chips(c) for c in empty]), "."])))
     return join(parts)

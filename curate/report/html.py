@@ -156,6 +156,7 @@ img.fig{max-width:100%;height:auto;display:block;margin:6px 0}
 .thumb .role{font-weight:600;color:#333}
 .thumb .path{color:#666}
 .wall{display:flex;flex-wrap:wrap;gap:10px}
+.pair{display:flex;gap:4px;padding:2px;border:1px dashed #ccc;border-radius:6px}
 td.heat{min-width:64px}
 details summary{cursor:pointer;color:#22517f}
 footer{color:#777;font-size:12px;text-align:center;padding:10px}

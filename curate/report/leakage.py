@@ -38,14 +38,18 @@ def leakage_section(run: ScreenRun, thumbs: Thumbnails, max_items: int, seed: in
         return section("leakage", TITLE, [note(exc.message)])
     cross = pairs[pairs["cross_split"].astype(bool).to_numpy()]
     near = cross[(cross["relation"] == NEAR_DUPLICATE).to_numpy(bool)]
-    within = pairs[~pairs["cross_split"].astype(bool).to_numpy()
-                   & (pairs["relation"] == NEAR_DUPLICATE).to_numpy(bool)]
+    is_near = (pairs["relation"] == NEAR_DUPLICATE).to_numpy(bool)
+    within = pairs[~pairs["cross_split"].astype(bool).to_numpy() & is_near]
+    related = int((~is_near).sum())
     body: list[Any] = [tag("p", join([
-        f"{fmt_int(len(pairs))} confirmed pairs of the same photo ({fmt_int(len(within))} within a split, "
-        "where all but one image of each group is rejected as ", chip(NEAR_DUPLICATE),
+        f"{fmt_int(int(is_near.sum()))} confirmed pairs of the same photo ({fmt_int(len(within))} within a "
+        "split, where all but one image of each group is rejected as ", chip(NEAR_DUPLICATE),
         f"; {fmt_int(len(near))} across splits). A photo in two splits is leakage: the model is "
         "evaluated on what it was trained on. Both copies are kept; "
-        "`curate export --drop-leaked test` leaves out the ones outside the training split."]))]
+        "`curate export --drop-leaked test` leaves out the ones outside the training split.",
+        (f" {fmt_int(related)} further confirmed pairs are frames of one sequence or photos of one "
+         f"subject (same_sequence / same_subject; {fmt_int(len(cross) - len(near))} across splits): "
+         "listed in near_duplicates.parquet, never rejected.") if related else ""]))]
     if not len(cross):
         splits = pairs[["split_a", "split_b"]].stack().dropna().nunique() if len(pairs) else 0
         body.append(note("No image has a near-duplicate in another split"

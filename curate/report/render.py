@@ -288,6 +288,14 @@ def _class_boundary(run: ScreenRun, b: dict[str, Any]) -> list[Any]:
     body.append(note("The estimated true share is the class prior the label screen estimates (EM, "
                      "floored at label_prior_floor times the labelled share): a class far below its "
                      "labelled share holds many images that look like other classes."))
+    capped = (b.get("label_model") or {}).get("capped_classes") or []
+    if capped:
+        body.append(note("The label screen's per-class cap (label_max_class_share) acted on "
+                         + "; ".join(f"{c.get('class')}: {fmt_int(c.get('would_reject'))} of its "
+                                     f"{fmt_int(c.get('n_images'))} images have label p-values below "
+                                     f"alpha_label, only the {fmt_int(c.get('rejected'))} most suspect "
+                                     "are rejected" for c in capped)
+                         + ", so no class vanishes from the data."))
     classes = list(cn.get("classes") or [])
     t_neg = {tuple(p["classes"]): p.get("t_neg") for p in cn.get("pairs") or []}
     if len(classes) <= MAX_CONFUSION:

@@ -68,6 +68,8 @@ class ScreenContext:
     normalised row per image row. ``cache_dir`` is the shared cache root
     (:mod:`curate.cache`) a screen may keep expensive per-image work in, or None.
     ``shared`` is per-run scratch for work several screens need (decoded thumbnails).
+    ``engine``, when set, runs per-image work elsewhere (:class:`curate.distributed.RayEngine`);
+    None: this machine.
     """
 
     images: pd.DataFrame
@@ -82,6 +84,7 @@ class ScreenContext:
     # Per-run scratch the screens share, e.g. the hygiene screens' decoded thumbnails
     # (curate.hygiene.thumbnails, keyed by sha256); gone when the run ends.
     shared: dict[str, Any] = field(default_factory=dict)
+    engine: Any = None
 
     @property
     def labels(self) -> np.ndarray:
@@ -109,7 +112,9 @@ class ScreenOutput:
     occlusion, the boundary's distances). A tuple screen may say, per member role,
     which members a rejection implicates (``blame``; default: all of them) and give
     per-image summaries for ``images_suspect.parquet`` (``image_columns``, rows aligned
-    with the images). ``artifacts`` are JSON-ready results (the fitted boundary).
+    with the images). ``artifacts`` are JSON-ready results (the fitted boundary);
+    ``artifacts["notes"]``, a list of sentences, is shown to the user after the run
+    (what a screen did that the user should know, e.g. a cap that acted).
     """
 
     score: np.ndarray
@@ -186,6 +191,11 @@ class Screen(ABC):
     def caption(self, row: Mapping[str, Any], code: str) -> list[str]:
         """Short facts about a rejected image for the report's gallery (image screens)."""
         return []
+
+    def partner(self, row: Mapping[str, Any], code: str) -> Any:
+        """The ``image_id`` the report's gallery shows next to a rejected image (a
+        near-duplicate's kept copy), or None."""
+        return None
 
     def outputs(self, out: ScreenOutput, ctx: ScreenContext) -> dict[str, pd.DataFrame | dict[str, Any]]:
         """Files to write into the output folder (name -> table or JSON object)."""

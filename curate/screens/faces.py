@@ -17,6 +17,7 @@ import math
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -50,7 +51,7 @@ def screen_faces(images: pd.DataFrame, *, cache_dir: str | os.PathLike[str] | Pa
                  max_yaw: float = DEFAULT_MAX_YAW, max_occlusion: float | None = None,
                  no_face: str = "reject", face_model: str | None = None,
                  progress: Callable[[int, int], None] | None = None,
-                 workers: int | None = None) -> pd.DataFrame:
+                 workers: int | None = None, engine: Any = None) -> pd.DataFrame:
     """Analyse every image's face and give the face screens' verdict.
 
     Parameters
@@ -67,7 +68,7 @@ def screen_faces(images: pd.DataFrame, *, cache_dir: str | os.PathLike[str] | Pa
         :data:`DEFAULT_MAX_OCCLUSION`.
     no_face:
         ``"reject"`` (reason ``no_face``) or ``"keep"`` images without a face.
-    face_model, progress, workers:
+    face_model, progress, workers, engine:
         Passed to :func:`curate.faces.analyze_faces`.
 
     Returns
@@ -83,7 +84,7 @@ def screen_faces(images: pd.DataFrame, *, cache_dir: str | os.PathLike[str] | Pa
     max_occ = check_thresholds(max_yaw, max_occlusion, no_face)
     analysis = analyze_faces(images["path"].tolist(), images["sha256"].tolist(),
                              cache_dir=cache_dir, face_model=face_model, workers=workers,
-                             progress=progress)
+                             progress=progress, engine=engine)
     analysis.insert(0, "image_id", images["image_id"].to_numpy(dtype=np.int64))
     return face_verdicts(analysis, max_yaw=max_yaw, max_occlusion=max_occ, no_face=no_face)
 
@@ -206,7 +207,8 @@ class FaceScreen(Screen):
             ctx.images, cache_dir=ctx.cache_dir if ctx.cache_dir is not None else OFF,
             max_yaw=s["max_yaw"],
             max_occlusion=s["max_occlusion"], no_face=s["no_face"], face_model=s["face_model"],
-            progress=(lambda done, total: progress("faces", done, total)) if progress else None)
+            progress=(lambda done, total: progress("faces", done, total)) if progress else None,
+            engine=ctx.engine)
         faces = faces.reset_index(drop=True)
         if not np.array_equal(faces["image_id"].to_numpy(), ctx.images["image_id"].to_numpy()):
             raise CurateError("the face screen returned rows out of order")

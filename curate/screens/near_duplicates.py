@@ -84,6 +84,10 @@ class NearDuplicateScreen(Screen):
     def outputs(self, out: ScreenOutput, ctx: ScreenContext) -> dict[str, pd.DataFrame]:
         return {PAIRS_FILE: out.artifacts["pairs"]}
 
+    def partner(self, row, code: str):
+        of = row.get("near_duplicate_of")
+        return None if of is None or pd.isna(of) else int(of)
+
     def caption(self, row, code: str) -> list[str]:
         of, s = row.get("near_duplicate_of"), row.get("near_duplicate_score")
         return [d for d in (f"copy of image {int(of)}" if of is not None and not pd.isna(of) else None,

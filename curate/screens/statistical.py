@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from curate.errors import CurateError
+from curate.screens import fused
 
 NULLS = ("theory", "effective", "empirical")
 POSITIVE_TOO_FAR = "positive_too_far"
@@ -36,6 +37,7 @@ NEGATIVE_TOO_CLOSE = "negative_too_close"
 MAD_TO_SIGMA = 1.4826
 RANDOM_PAIR_SAMPLE = 5000
 _CHUNK = 1024
+KERNELS = ("auto", "fused", "numpy")
 
 
 def normalize(x: np.ndarray, *, center: bool = True, scale: float = 1.0,
@@ -220,13 +222,18 @@ def pair_distances(emb: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
 
 def tuple_distances(emb: np.ndarray, anchor: np.ndarray, positive: np.ndarray,
                     negative: np.ndarray, negative2: np.ndarray | None = None,
-                    *, workers: int | None = None) -> dict[str, np.ndarray]:
+                    *, workers: int | None = None, kernel: str = "auto") -> dict[str, np.ndarray]:
     """Distances of every tuple, from index arrays into the rows of ``emb``.
 
     Returns float64 arrays ``d_ap`` and ``d_an`` (and ``d_an2``, ``d_nn2`` when
-    ``negative2`` is given). Works in chunks of a few thousand tuples on a small
-    thread pool; memory is O(number of tuples), never O(N^2).
+    ``negative2`` is given). Works in chunks on a small thread pool; memory is
+    O(number of tuples), never O(N^2). ``kernel``: ``"fused"`` (one pass over the
+    tuples, :mod:`curate.screens.fused`, needs numba), ``"numpy"`` (gathers the rows
+    chunk by chunk, then dot products), or ``"auto"``: fused from
+    :data:`curate.screens.fused.MIN_TUPLES` tuples on when numba is installed.
     """
+    if kernel not in KERNELS:
+        raise CurateError(f"unknown distance kernel {kernel!r}", hint=f"use one of {', '.join(KERNELS)}")
     e = _as_float_matrix(emb, "embeddings")
     idx = {"anchor": anchor, "positive": positive, "negative": negative}
     if negative2 is not None:
@@ -236,10 +243,21 @@ def tuple_distances(emb: np.ndarray, anchor: np.ndarray, positive: np.ndarray,
     if len(lengths) != 1:
         raise CurateError(f"index arrays have different lengths: { {k: v.size for k, v in cols.items()} }")
     t = lengths.pop()
+    names = ["d_ap", "d_an"] + (["d_an2", "d_nn2"] if negative2 is not None else [])
+    if kernel == "fused" or (kernel == "auto" and t >= fused.MIN_TUPLES and fused.available()):
+        e = np.ascontiguousarray(e)
+        cols = {k: np.ascontiguousarray(v) for k, v in cols.items()}
+        out = {k: np.empty(t, dtype=np.float64) for k in names}
+        chunk = max(_CHUNK, -(-t // 64))  # no temporaries: few large chunks
+
+        def fused_work(start: int) -> None:
+            fused.fused_chunk(e, cols, out, slice(start, min(start + chunk, t)))
+
+        _run_chunks(fused_work, range(0, t, chunk), workers)
+        return out
     sq = np.einsum("ij,ij->i", e, e, dtype=np.float64)
     # normalised rows all have the modulus s: then |a - b|^2 = 2 s^2 - 2 a.b needs no norms
     const = float(sq.mean()) if np.ptp(sq) <= 1e-5 * max(float(sq.max()), 1e-30) else None
-    names = ["d_ap", "d_an"] + (["d_an2", "d_nn2"] if negative2 is not None else [])
     out = {k: np.empty(t, dtype=np.float64) for k in names}
     pairs = [("d_ap", "anchor", "positive"), ("d_an", "anchor", "negative"),
              ("d_an2", "anchor", "negative2"), ("d_nn2", "negative", "negative2")][: len(names)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -62,6 +63,7 @@ from curate.train.data import (
     step_generator,
     to_model_input,
 )
+from curate.train.distributed import SINGLE, Parallel, from_env, sync_batchnorm
 from curate.train.evaluate import classification_metrics, embed_and_classify
 from curate.train.loss import InLoopScreen, mine_negatives, quadruplet_loss, triplet_loss
 
@@ -85,6 +87,7 @@ class FinetuneResult:
     run: dict[str, Any]
     resumed_from_step: int = 0
     notes: list[str] = field(default_factory=list)
+    is_main: bool = True  # False on torchrun ranks other than 0, which write nothing
 
 
 # ----------------------------------------------------------------------------- network init
@@ -307,8 +310,9 @@ def _lr_lambda(total: int, warmup_share: float) -> Callable[[int], float]:
 class _Trainer:
     def __init__(self, cfg: FinetuneConfig, data: TrainingData, net: EmbeddingNet, data_config: dict[str, Any],
                  store: ImageStore, member_rows: np.ndarray, label_codes: np.ndarray, val_rows: np.ndarray,
-                 device: torch.device) -> None:
+                 device: torch.device, par: Parallel = SINGLE) -> None:
         self.cfg, self.data, self.net, self.data_config = cfg, data, net, data_config
+        self.par = par
         self.store, self.member_rows, self.label_codes, self.val_rows = store, member_rows, label_codes, val_rows
         self.soft_targets: torch.Tensor | None = None   # [n_images, K] rows summing to 1, or None
         self.device = device
@@ -316,6 +320,7 @@ class _Trainer:
         self.augment = Augment() if cfg.augment else NO_AUGMENT
         self.amp = cfg.amp and device.type == "cuda"
         self.screen = InLoopScreen(cfg.screen_settings(), net.embed_dim, net.scale)
+        self.params = list(net.parameters())
 
     def batch(self, tuple_rows: np.ndarray, step: int) -> _Batch:
         rows, local = batch_members(self.member_rows[tuple_rows])
@@ -335,7 +340,7 @@ class _Trainer:
         cfg = self.cfg
         torch.manual_seed(cfg.seed * 7_777_777 + step)   # dropout / drop-path, reproducible per step
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            emb = self.net(b.x)
+            emb = self.par.forward(self.net, b.x)  # under torchrun: this rank's shard, all-gathered
         emb = emb.float()
         t = len(b.local)
         batch_suspicion = None
@@ -425,6 +430,10 @@ def finetune(source: str | Path, out: str | Path, config: FinetuneConfig | None 
     ``phase`` = ``train``, and one per epoch, ``phase`` = ``val``), ``tuple_drops.parquet``
     (per tuple: times seen and dropped by each sub-boundary), ``evaluation.json``,
     ``report.html`` and ``run.json``.
+
+    Under ``torchrun`` (:mod:`curate.train.distributed`) every rank runs this function on
+    its shard of each batch; ``progress`` is called on every rank; rank 0 claims and
+    writes the run, the other ranks return a result with ``is_main`` false.
     """
     started = time.time()
     cfg = config or FinetuneConfig()
@@ -436,16 +445,28 @@ def finetune(source: str | Path, out: str | Path, config: FinetuneConfig | None 
     if kind == "quadruplet" and data.kind != "quadruplet":
         raise CurateError(f"--kind quadruplet needs quadruplets, but {data.tuples_file} holds triplets",
                           hint="build tuples with --kind quadruplet, or train with --kind triplet")
-    device = resolve_device(cfg.device)
+    par, device = from_env(resolve_device(cfg.device))  # torchrun: this rank and its device
+    if not par.is_main:  # the other ranks write nothing; they resume from rank 0's checkpoints
+        return _train(_Unclaimed(Path(os.path.abspath(Path(out).expanduser()))), cfg, given, data, device,
+                      source, restart, progress, started, par)
     weights_run = cfg.weights if cfg.weights is not None and is_run_dir(cfg.weights) else None
     with claim_folder(out, "finetune", settings=run_settings(cfg, source), force=force,
                       inputs=[source, data.build_dir, weights_run], owned=RUN_OUTPUTS, owned_dirs=(CKPT_DIR,),
                       scratch=(CKPT_DIR,)) as claim:
-        return _train(claim, cfg, given, data, device, source, restart, progress, started)
+        return _train(claim, cfg, given, data, device, source, restart, progress, started, par)
 
 
-def _train(claim: Claim, cfg: FinetuneConfig, given: FinetuneConfig, data: TrainingData, device: torch.device,
-           source: str | Path, restart: bool, progress: TrainProgress | None, started: float) -> FinetuneResult:
+@dataclass
+class _Unclaimed:
+    """The run folder as a torchrun rank other than 0 sees it: read, never written."""
+
+    path: Path
+    note: str | None = None
+
+
+def _train(claim: Claim | _Unclaimed, cfg: FinetuneConfig, given: FinetuneConfig, data: TrainingData,
+           device: torch.device, source: str | Path, restart: bool, progress: TrainProgress | None,
+           started: float, par: Parallel = SINGLE) -> FinetuneResult:
     run = claim.path
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)  # the random parts of the network's initialisation
@@ -465,10 +486,13 @@ def _train(claim: Claim, cfg: FinetuneConfig, given: FinetuneConfig, data: Train
     store = ImageStore(data.images.loc[ids, "path"].astype(str).tolist(), data_config,
                        max_bytes=int(cfg.preload_max_gb * 1024**3), workers=cfg.workers, progress=decode_cb)
 
+    if par.enabled:
+        net = sync_batchnorm(net)  # statistics of the global batch, as in one process
     net = net.to(device)
     if device.type == "cuda":
         net = net.to(memory_format=torch.channels_last)
-    trainer = _Trainer(cfg, data, net, data_config, store, member_rows, label_codes, val_rows, device)
+    par.broadcast_from_main(net)
+    trainer = _Trainer(cfg, data, net, data_config, store, member_rows, label_codes, val_rows, device, par)
     if cfg.soft_label_prefix is not None:
         train_ids = ids[np.isin(ids, members)]
         trainer.soft_targets = torch.zeros((len(ids), len(data.classes)))
@@ -481,10 +505,11 @@ def _train(claim: Claim, cfg: FinetuneConfig, given: FinetuneConfig, data: Train
     fingerprint = _fingerprint(cfg, data)
     # a checkpoint of an earlier curate keyed the paths as they were typed: still resumable
     legacy = _fingerprint(given, data, build_dir=data.build_dir_as_given)
-    if restart and (run / CKPT_DIR).exists():
+    if restart and par.is_main and (run / CKPT_DIR).exists():
         for f in (run / CKPT_DIR).iterdir():
             f.unlink()
     fresh = _State.new(len(members), math.ceil(total / n_batches), len(ids))
+    par.barrier()  # rank 0 has claimed the folder (and cleared it): every rank reads the same checkpoint
     state = None if restart else _load_checkpoint(run, net, opt, sched, trainer.screen, (fingerprint, legacy),
                                                   fresh, total)
     resumed_from = state.step if state else 0
@@ -496,7 +521,7 @@ def _train(claim: Claim, cfg: FinetuneConfig, given: FinetuneConfig, data: Train
     saved_step = state.step
     last_val: dict[str, Any] = {}
     try:
-        if _val_row_missing(state, n_batches, total) and len(val_rows):
+        if par.is_main and _val_row_missing(state, n_batches, total) and len(val_rows):
             last_val = _validate(trainer, state, (state.step - 1) // n_batches, n_batches, total, progress)
         net.train()
         while state.step < total:
@@ -508,6 +533,7 @@ def _train(claim: Claim, cfg: FinetuneConfig, given: FinetuneConfig, data: Train
             loss, row, drops, susp = trainer.step(b, state.step, state.suspicion)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            par.average_gradients(trainer.params)
             in_update = True
             opt.step()
             sched.step()
@@ -532,19 +558,23 @@ def _train(claim: Claim, cfg: FinetuneConfig, given: FinetuneConfig, data: Train
             if progress is not None:
                 progress("train", state.step, total, row)
             end_of_epoch = state.step % n_batches == 0 or state.step == total
-            if end_of_epoch:
+            if end_of_epoch and par.is_main:
                 last_val = _validate(trainer, state, epoch, n_batches, total, progress)
             if end_of_epoch or (cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0):
-                _save_checkpoint(run, net, opt, sched, trainer.screen, state, fingerprint)
+                if par.is_main:
+                    _save_checkpoint(run, net, opt, sched, trainer.screen, state, fingerprint)
                 saved_step = state.step
     except BaseException:
-        if not in_update and state.step > saved_step:
+        if not in_update and state.step > saved_step and par.is_main:
             if before_step is not None:  # the interrupted forward pass moved the BatchNorm statistics
                 _restore_buffers(net, before_step)
             trainer.screen.discard_pending()
             _save_checkpoint(run, net, opt, sched, trainer.screen, state, fingerprint)
         raise
 
+    if not par.is_main:
+        return FinetuneResult(run_dir=run, metrics=pd.DataFrame(state.rows), final={}, config={}, run={},
+                              resumed_from_step=resumed_from, notes=notes, is_main=False)
     if not last_val and len(val_rows):
         last_val = trainer.validate()
     return _finish(claim, cfg, data, net, data_config, pretrained_from, state, last_val, started, resumed_from,
