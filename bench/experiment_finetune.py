@@ -110,15 +110,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _sample(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
-    """A class-stratified random subsample of about ``n`` rows (all rows when ``n`` <= 0)."""
+def stratified_subset(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """A class-stratified random subset of about ``n`` rows, index kept (all rows when
+    ``n`` <= 0)."""
     if n <= 0 or n >= len(df):
         return df
     rng = np.random.default_rng(seed)
     frac = n / len(df)
     keep = [rng.choice(idx, max(1, int(round(len(idx) * frac))), replace=False)
             for _, idx in sorted(df.groupby("label").indices.items())]
-    return df.iloc[np.sort(np.concatenate(keep))].reset_index(drop=True)
+    return df.iloc[np.sort(np.concatenate(keep))]
 
 
 def list_split(root: Path, split: str) -> pd.DataFrame:
@@ -132,8 +133,10 @@ def list_split(root: Path, split: str) -> pd.DataFrame:
 
 def make_manifests(args: argparse.Namespace) -> dict[str, Path]:
     """Write ``clean.csv`` and ``noisy.csv`` (train subsample + val) with ``true_label``/``is_noisy``."""
-    train = _sample(list_split(args.data_root, "train"), args.max_train_images, args.seed)
-    val = _sample(list_split(args.data_root, "val"), args.max_val_images, args.seed)
+    train = stratified_subset(list_split(args.data_root, "train"), args.max_train_images,
+                              args.seed).reset_index(drop=True)
+    val = stratified_subset(list_split(args.data_root, "val"), args.max_val_images,
+                            args.seed).reset_index(drop=True)
     classes = sorted(train["label"].unique())
     rng = np.random.default_rng(args.seed + 1)
     noisy = train.copy()

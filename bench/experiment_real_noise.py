@@ -61,6 +61,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from experiment_finetune import stratified_subset
 from ferplus import SHARED, load_table, sha256_of
 
 ARMS = ("none", "once", "every", "cleanlab", "oracle")
@@ -108,17 +109,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # ----------------------------------------------------------------------------- data
-
-def stratified_subset(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
-    """A class-stratified random subset of about ``n`` rows (all rows when ``n`` <= 0)."""
-    if n <= 0 or n >= len(df):
-        return df
-    rng = np.random.default_rng(seed)
-    frac = n / len(df)
-    keep = [rng.choice(idx, max(1, int(round(len(idx) * frac))), replace=False)
-            for _, idx in sorted(df.groupby("label").indices.items())]
-    return df.iloc[np.sort(np.concatenate(keep))]
-
 
 def make_manifests(args: argparse.Namespace) -> dict[str, Any]:
     """Write the manifests of every arm and the two evaluation manifests into WORK."""

@@ -68,3 +68,24 @@ def make_build(root: Path, *, per_class: int = 12, dim: int = 16, kind: str = "t
 def write_embeddings(path: Path, images: pd.DataFrame, emb: np.ndarray, by: str = "image_id") -> Path:
     pd.DataFrame({by: images[by], "embedding": [list(map(float, e)) for e in emb]}).to_parquet(path)
     return path
+
+
+def fake_screen_faces(side: int, seen: dict | None = None):
+    """A stand-in for ``curate.screens.faces.screen_faces``: image ``side`` is turned 55
+    degrees, every other face is frontal and clear. ``seen`` records the arguments of the
+    last call."""
+
+    def screen_faces(imgs, *, cache_dir, max_yaw=30.0, max_occlusion=0.5, no_face="reject",
+                     face_model=None, progress=None, engine=None):
+        if seen is not None:
+            seen.update(n=len(imgs), engine=engine, max_yaw=max_yaw, max_occlusion=max_occlusion,
+                        cache_dir=cache_dir)
+        yaw = np.where(imgs["image_id"] == side, 55.0, 3.0)
+        reject = np.abs(yaw) > max_yaw
+        return pd.DataFrame({
+            "image_id": imgs["image_id"].to_numpy(), "path": imgs["path"].to_numpy(),
+            "face_found": True, "yaw": yaw, "pitch": 0.0, "roll": 0.0, "occlusion": 0.0,
+            "occlusion_any": 0.1, "face_confidence": 0.9, "detail": None,
+            "face_reject": reject, "face_reason": np.where(reject, "side_face", None)})
+
+    return screen_faces

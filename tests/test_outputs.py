@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from builders import make_build, write_embeddings
+from builders import fake_screen_faces, make_build, write_embeddings
 from typer.testing import CliRunner
 
 from curate.cli import app
@@ -25,17 +25,7 @@ SIDE = 7  # the planted side face
 def screened(tmp_path, monkeypatch):
     build, images, emb = make_build(tmp_path)
 
-    def screen_faces(imgs, *, cache_dir, max_yaw=30.0, max_occlusion=0.5, no_face="reject",
-                     face_model=None, progress=None, engine=None):
-        yaw = np.where(imgs["image_id"] == SIDE, 55.0, 3.0)
-        reject = np.abs(yaw) > max_yaw
-        return pd.DataFrame({
-            "image_id": imgs["image_id"].to_numpy(), "path": imgs["path"].to_numpy(),
-            "face_found": True, "yaw": yaw, "pitch": 0.0, "roll": 0.0, "occlusion": 0.0,
-            "occlusion_any": 0.1, "face_confidence": 0.9, "detail": None,
-            "face_reject": reject, "face_reason": np.where(reject, "side_face", None)})
-
-    monkeypatch.setattr(face_screen_module, "screen_faces", screen_faces)
+    monkeypatch.setattr(face_screen_module, "screen_faces", fake_screen_faces(SIDE))
     out = tmp_path / "screen"
     screen(build, out, embeddings=write_embeddings(tmp_path / "e.parquet", images, emb))
     return {"build": build, "images": images, "emb": emb, "out": out, "tmp": tmp_path}

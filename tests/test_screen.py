@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from builders import TUPLE_COLUMNS, make_build, write_embeddings
+from builders import TUPLE_COLUMNS, fake_screen_faces, make_build, write_embeddings
 from typer.testing import CliRunner
 
 from curate.cli import app
@@ -209,18 +209,7 @@ def test_face_screens_reject_tuples_with_a_side_face(tmp_path, monkeypatch):
     side = 20
     seen = {}
 
-    def screen_faces(imgs, *, cache_dir, max_yaw=30.0, max_occlusion=0.5, no_face="reject",
-                     face_model=None, progress=None, engine=None):
-        seen.update(n=len(imgs), engine=engine, max_yaw=max_yaw, max_occlusion=max_occlusion, cache_dir=cache_dir)
-        yaw = np.where(imgs["image_id"] == side, 55.0, 3.0)
-        reject = np.abs(yaw) > max_yaw
-        return pd.DataFrame({
-            "image_id": imgs["image_id"].to_numpy(), "path": imgs["path"].to_numpy(),
-            "face_found": True, "yaw": yaw, "pitch": 0.0, "roll": 0.0, "occlusion": 0.0,
-            "occlusion_any": 0.1, "face_confidence": 0.9, "detail": None,
-            "face_reject": reject, "face_reason": np.where(reject, "side_face", None)})
-
-    monkeypatch.setattr(face_screen_module, "screen_faces", screen_faces)
+    monkeypatch.setattr(face_screen_module, "screen_faces", fake_screen_faces(side, seen))
     res = screen(build, tmp_path / "out", embeddings=write_embeddings(tmp_path / "e.parquet", images, emb),
                  max_yaw=40.0, null="effective", skip_label_screen=True, redraw=False)
     # the resolved default reaches the screen (and run.json), not None
