@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import time
 import unicodedata
 from dataclasses import dataclass, field
@@ -44,7 +43,10 @@ import pandas as pd
 from curate import screens
 from curate.errors import CurateError
 from curate.io import (
+    LinkInOutput,
     atomic_path,
+    copy_new_file,
+    make_folders,
     read_json_file,
     read_parquet,
     run_record,
@@ -69,6 +71,10 @@ LEAKED = "leaked"  # --format hf: reason code of an image --drop-leaked left out
 DROP_LEAKED = ("none", "test", "train")
 TRAINING_SPLITS = ("train", "training")  # split names --drop-leaked takes for the training side
 HF_METADATA = "metadata.parquet"  # one of the metadata files datasets' imagefolder reads
+# names export writes itself (and datasets reads) beside label and split folders: a label or
+# split of that name gets its first character %XX-encoded (still reversed by unquote)
+RESERVED_NAMES = frozenset(n.lower() for n in (RECORD, *MANIFESTS, "README.md", HF_METADATA, "metadata.csv",
+                                                "metadata.jsonl", "run.json"))
 HF_CARD = """---
 configs:
 - config_name: default
@@ -256,6 +262,15 @@ def folder_name(part: str) -> str:
     return name
 
 
+def unreserved(name: str) -> str:
+    """``name``, or with its first character ``%XX``-encoded when it is one of the files
+    export writes itself (:data:`RESERVED_NAMES`: ``export.json``, ``metadata.parquet``,
+    ...), so a label never takes the place of export's own files."""
+    if name.lower() not in RESERVED_NAMES:
+        return name
+    return "".join(f"%{b:02X}" for b in name[0].encode("utf-8")) + name[1:]
+
+
 def _unscreened_images(src: Path, table: pd.DataFrame) -> pd.DataFrame | None:
     """Valid images of the build folder that are in no tuple (never screened)."""
     build = screen_build_dir(src)
@@ -339,14 +354,14 @@ def plan_imagefolder(manifest: pd.DataFrame, root: Path) -> tuple[pd.DataFrame, 
     String paths and one listing of ``root`` (not one ``lstat`` per image) keep a million
     images to seconds."""
     with_split = "split" in manifest.columns and manifest["split"].notna().any()
-    labels = {str(v): folder_name(str(v)) for v in manifest["label"].unique()}
+    labels = {str(v): unreserved(folder_name(str(v))) for v in manifest["label"].unique()}
     splits: dict[str, str] = {}
     if with_split:
         named = {str(v) for v in manifest["split"].dropna().unique()}
         if NO_SPLIT in named and manifest["split"].isna().any():
             raise CurateError(f"the split {NO_SPLIT!r} is also the folder for images without a split",
                               hint="rename that split, or use --format csv or --format parquet")
-        splits = {v: folder_name(v) for v in sorted(named)}
+        splits = {v: unreserved(folder_name(v)) for v in sorted(named)}
     taken = _entries_under(root)
     used: set[str] = set()
     written: list[str] = []
@@ -383,19 +398,27 @@ def _write_imagefolder(manifest: pd.DataFrame, root: Path, copy: bool) -> None:
     folder. The links point at the images' paths as recorded (ingest resolved them)."""
     base = str(root)
     made: set[str] = set()
-    for dest, path, rel_path in zip(manifest["exported"].tolist(), manifest["path"].astype(str).tolist(),
-                                    manifest["rel_path"].tolist(), strict=True):
-        folder = dest.rpartition("/")[0]
-        if folder not in made:
-            os.makedirs(os.path.join(base, folder), exist_ok=True)
-            made.add(folder)
-        if not os.path.isfile(path):
-            raise CurateError(f"image {rel_path} is gone: {path}",
-                              hint="re-run curate build-tuples and curate screen on the current data")
-        if copy:
-            shutil.copy2(path, os.path.join(base, dest))
-        else:
-            os.symlink(path, os.path.join(base, dest))
+    try:
+        for dest, path, rel_path in zip(manifest["exported"].tolist(), manifest["path"].astype(str).tolist(),
+                                        manifest["rel_path"].tolist(), strict=True):
+            folder = dest.rpartition("/")[0]
+            if folder not in made:
+                make_folders(base, folder)  # never through a link: nothing is written outside root
+                made.add(folder)
+            if not os.path.isfile(path):
+                raise CurateError(f"image {rel_path} is gone: {path}",
+                                  hint="re-run curate build-tuples and curate screen on the current data")
+            if copy:
+                copy_new_file(path, os.path.join(base, dest))
+            else:
+                os.symlink(path, os.path.join(base, dest))
+    except LinkInOutput as exc:
+        raise CurateError(f"{exc.strerror} inside --out {root}; curate never writes through a link, so nothing "
+                          "was written outside --out", hint="remove it (or choose another --out), then export "
+                                                            "again") from None
+    except FileExistsError as exc:
+        raise CurateError(f"{exc.filename} appeared inside --out {root} while exporting",
+                          hint="run the export again; keep other programs out of --out meanwhile") from None
 
 
 def hf_columns(table: pd.DataFrame, columns: list[str], keep: np.ndarray, suspect: np.ndarray,

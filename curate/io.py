@@ -46,6 +46,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    if os.path.isdir(target) and not os.path.islink(target):
+        raise IsADirectoryError(errno.EISDIR, f"{target} is a folder, not a file")
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TMP_SUFFIX, dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
@@ -91,6 +93,84 @@ def remove_stale_tmp(folder: str | os.PathLike[str], names: Iterable[str] | None
             p.unlink(missing_ok=True)
             removed.append(p)
     return removed
+
+
+# ----------------------------------------------------------------------------- writing safely
+#
+# The one way curate opens a file for writing: atomic_path (a new temporary file made with
+# O_EXCL, renamed over the target: a link at the target is replaced, never followed), and
+# for the few files written in place (a lock, an export's copies) open_new_file and
+# open_lock_file below, which never follow a link. Folders inside an output are made by
+# make_folders, which never goes through a link either.
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+
+class LinkInOutput(OSError):
+    """A symbolic link (or a hard-linked file) where curate writes: it is never followed."""
+
+
+def open_lock_file(path: str | os.PathLike[str]) -> int:
+    """A file descriptor of the lock file ``path`` (created when missing), opened for
+    reading and writing without following a link. :class:`LinkInOutput` when ``path``
+    is a symbolic link, has other hard links, or is not a regular file: writing the lock
+    there would write into another file."""
+    name = os.fspath(path)
+    try:
+        fd = os.open(name, os.O_RDWR | os.O_CREAT | _NOFOLLOW | _CLOEXEC | getattr(os, "O_NONBLOCK", 0),
+                     0o666 & ~current_umask())
+    except OSError as exc:
+        if exc.errno == errno.ELOOP or os.path.islink(name):
+            raise LinkInOutput(errno.ELOOP, f"{name} is a symbolic link") from None
+        raise
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
+        os.close(fd)
+        why = "has other hard links" if stat.S_ISREG(st.st_mode) else f"is {describe_mode(st.st_mode)}"
+        raise LinkInOutput(errno.EINVAL, f"{name} {why}")
+    return fd
+
+
+def open_new_file(path: str | os.PathLike[str]) -> Any:
+    """``path`` created for binary writing; it must not exist (``FileExistsError``, also
+    for a link there, which is never followed)."""
+    fd = os.open(os.fspath(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC,
+                 0o666 & ~current_umask())
+    return os.fdopen(fd, "wb")
+
+
+def copy_new_file(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> None:
+    """Copy the regular file ``src`` to the new file ``dest`` (:func:`open_new_file`),
+    with ``src``'s modification time."""
+    import shutil
+
+    with open_regular(src) as fin, open_new_file(dest) as fout:
+        shutil.copyfileobj(fin, fout, 1 << 20)
+        st = os.fstat(fin.fileno())
+    os.utime(dest, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+
+
+def make_folders(root: str | os.PathLike[str], rel: str) -> str:
+    """Make the folder ``root/rel`` (``/``-separated, relative) one part at a time, never
+    going through a link: a part that is a symbolic link, or not a folder, is a
+    :class:`LinkInOutput` naming it. Returns the folder's path."""
+    path = os.fspath(root)
+    for part in (p for p in rel.split("/") if p and p != "."):
+        if part == "..":
+            raise LinkInOutput(errno.EINVAL, f"{rel} leaves {root}")
+        path = os.path.join(path, part)
+        try:
+            os.mkdir(path)
+            continue
+        except FileExistsError:
+            pass
+        st = os.lstat(path)
+        if stat.S_ISLNK(st.st_mode):
+            raise LinkInOutput(errno.ELOOP, f"{path} is a symbolic link")
+        if not stat.S_ISDIR(st.st_mode):
+            raise LinkInOutput(errno.ENOTDIR, f"{path} is {describe_mode(st.st_mode)}, not a folder")
+    return path
 
 
 # ----------------------------------------------------------------------------- reading files
@@ -168,17 +248,65 @@ def read_capped(path: str | os.PathLike[str], max_bytes: int) -> bytes:
     return data
 
 
+MAX_JSON_DEPTH = 64  # nesting of arrays and objects in any JSON file curate reads
+
+
+class JSONTooDeep(ValueError):
+    """JSON nested deeper than :data:`MAX_JSON_DEPTH`."""
+
+
+def json_depth(text: str | bytes) -> int:
+    """The deepest nesting of arrays and objects in a JSON text (brackets inside
+    strings do not count), in linear time without recursion."""
+    import numpy as np
+
+    raw = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+    if not any(b in raw for b in (b"[", b"{")):
+        return 0
+    b = np.frombuffer(raw, dtype=np.uint8)
+    quote = b == ord('"')
+    if quote.any():  # drop quotes that a backslash escapes (an odd run of backslashes before them)
+        backslash = (b == ord("\\")).astype(np.int64)
+        run = np.zeros(len(b), np.int64)  # backslashes ending at each position
+        idx = np.flatnonzero(backslash)
+        if len(idx):
+            starts = np.r_[True, np.diff(idx) > 1]
+            group_start = np.maximum.accumulate(np.where(starts, idx, 0))
+            run[idx] = idx - group_start + 1
+        before = np.r_[0, run[:-1]]
+        quote &= (before % 2) == 0
+    in_string = (np.cumsum(quote) % 2).astype(bool) & ~quote
+    step = np.zeros(len(b), np.int64)
+    step[(b == ord("[")) | (b == ord("{"))] = 1
+    step[(b == ord("]")) | (b == ord("}"))] = -1
+    step[in_string] = 0
+    return int(np.cumsum(step).max(initial=0))
+
+
+def loads_json(text: str | bytes, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """``json.loads`` bounded in nesting (:class:`JSONTooDeep`), so no JSON text can
+    exhaust the stack."""
+    depth = json_depth(text)
+    if depth > max_depth:
+        raise JSONTooDeep(f"nested {depth} levels deep, more than the limit of {max_depth}")
+    try:
+        return json.loads(text)
+    except RecursionError:  # pragma: no cover - the depth check comes first
+        raise JSONTooDeep(f"nested more than {max_depth} levels deep") from None
+
+
 def read_json_file(path: str | os.PathLike[str], *, what: str, hint: str,
-                   max_bytes: int = 64 * 2**20) -> Any:
+                   max_bytes: int = 64 * 2**20, max_depth: int = MAX_JSON_DEPTH) -> Any:
     """A small JSON file (a config, a run record) read safely: a missing, non-regular,
-    oversized, non-UTF-8 or malformed file is a :class:`CurateError` naming it."""
+    oversized (``max_bytes``), too deeply nested (``max_depth``), non-UTF-8 or malformed
+    file is a :class:`CurateError` naming it. Every JSON file curate reads comes here."""
     p = Path(path)
     try:
         text = read_capped(p, max_bytes).decode("utf-8")
-        return json.loads(text)
+        return loads_json(text, max_depth=max_depth)
     except FileNotFoundError as exc:
         raise CurateError(f"{what} not found: {p}", hint=hint) from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # JSONDecodeError, UnicodeDecodeError, JSONTooDeep are ValueErrors
         raise CurateError(f"cannot read {what} {p}: {exc}", hint=hint) from exc
 
 

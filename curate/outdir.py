@@ -39,7 +39,15 @@ from pathlib import Path
 from typing import Any
 
 from curate.errors import CurateError
-from curate.io import TMP_SUFFIX, current_umask, read_json_file, remove_stale_tmp, write_json
+from curate.io import (
+    TMP_SUFFIX,
+    LinkInOutput,
+    open_lock_file,
+    open_regular,
+    read_json_file,
+    remove_stale_tmp,
+    write_json,
+)
 from curate.sources import absolute
 
 if os.name == "posix":  # the lock is POSIX flock; elsewhere runs are not locked
@@ -181,6 +189,65 @@ def locked(folder: str | os.PathLike[str], command: str) -> Iterator[None]:
         yield
 
 
+def check_output_file(out: str | os.PathLike[str], *, option: str, what: str,
+                      inputs: Iterable[str | os.PathLike[str] | None] = (), force: bool = False,
+                      ours: Any = None) -> Path:
+    """The policy for a single output file that carries no run record of its own (the
+    report of ``curate report --out``, the metrics of ``curate evaluate --json``).
+
+    Refused, ``force`` or not: a folder, ``/``, one of the command's ``inputs`` (a file,
+    or any existing file inside an input folder that ``ours`` does not recognise as an
+    earlier output of this command). An existing file that ``ours(path)`` does not
+    recognise needs ``force``; a symbolic link there is replaced, never followed (the
+    write is atomic). Returns the absolute path to write.
+    """
+    target = Path(os.path.abspath(Path(out).expanduser()))
+    if target.is_dir() and not target.is_symlink():
+        raise CurateError(f"{option} {target} is a folder; {what} is one file",
+                          hint=f"name a file, for example {option} {target / _example_name(target, what)}")
+    parent = _real(target.parent)
+    if parent == Path(parent.anchor):
+        raise CurateError(f"{option} {target} is in the root folder {parent.anchor}; curate never writes there",
+                          hint=f"choose a file in another folder for {option}")
+    if not os.path.lexists(target):
+        return target
+    is_link = target.is_symlink()
+    real = _real(target)
+    mine = not is_link and ours is not None and _is_ours(ours, target)
+    for given in inputs:
+        if given is None:
+            continue
+        src = _real(Path(given).expanduser())
+        if real == src:
+            raise CurateError(f"{option} {target} is this command's input {given}; writing {what} there would "
+                              "overwrite it", hint=f"choose another file for {option}")
+        if not mine and (src == parent or src in parent.parents):
+            raise CurateError(f"{option} {target} is a file inside this command's input {given}; writing {what} "
+                              "there would overwrite it", hint=f"choose a new file for {option}")
+    if not mine and not force:
+        kind = "a symbolic link" if is_link else f"not {what} written by curate"
+        raise CurateError(f"{option} {target} exists and is {kind}; curate does not replace it without asking",
+                          hint=f"pass --force to replace it, or choose a new file for {option}")
+    return target
+
+
+def _is_ours(ours: Any, path: Path) -> bool:
+    try:
+        return bool(ours(path))
+    except (OSError, ValueError, CurateError):
+        return False
+
+
+def _example_name(folder: Path, what: str) -> str:
+    return "report.html" if "report" in what else "metrics.json"
+
+
+def head_bytes(path: Path, n: int = 4096) -> bytes:
+    """The first ``n`` bytes of a regular file (``OSError`` for anything else)."""
+    with open_regular(path) as f:
+        return f.read(n)
+
+
 # ----------------------------------------------------------------------------- the policy
 
 def _check_target(out: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str] | None],
@@ -305,7 +372,12 @@ def _locked(lock_path: Path, target: Path, command: str) -> Iterator[Any]:
     if fcntl is None:  # pragma: no cover
         yield None
         return
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666 & ~current_umask())
+    try:
+        fd = open_lock_file(lock_path)
+    except LinkInOutput as exc:
+        raise CurateError(f"the lock file {exc.strerror}; curate never writes through a link, so it did not "
+                          f"take the lock of --out {target}",
+                          hint=f"delete {lock_path} (curate makes a new one), or choose another --out") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -330,9 +402,13 @@ def _lock_holder(fd: int) -> str:
 
 
 def _lock_held(lock_path: Path) -> bool:
-    if fcntl is None or not lock_path.is_file():  # pragma: no cover
+    if fcntl is None or lock_path.is_symlink() or not lock_path.is_file():  # pragma: no cover
         return False
-    fd = os.open(lock_path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        fd = os.open(lock_path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+                     | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return False
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:

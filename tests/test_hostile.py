@@ -761,3 +761,78 @@ def test_read_capped_allocates_what_the_file_holds_and_still_caps_a_growing_file
     assert cio.read_capped(grown, 5000) == b"y" * 5000
     with pytest.raises(cio.FileTooLarge):
         cio.read_capped(grown, 4999)
+
+
+# ============================================================================ round three (issue 27)
+# Test names start with test_r3_<item of issue 27>.
+
+def test_r3_1_the_lock_is_never_followed_through_a_link(tmp_path: Path) -> None:
+    from curate.outdir import claim_file
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("victim")
+    out = tmp_path / "out"
+    out.mkdir()
+    os.symlink(victim, out / ".curate.lock")
+    with pytest.raises(CurateError, match="lock file .* is a symbolic link") as err:
+        with claim_folder(out, "build-tuples", settings={}):
+            pass
+    assert "delete" in (err.value.hint or "")
+    (out / ".curate.lock").unlink()
+    os.link(victim, out / ".curate.lock")  # a hard link: O_NOFOLLOW alone would not see it
+    with pytest.raises(CurateError, match="has other hard links"):
+        with claim_folder(out, "build-tuples", settings={}):
+            pass
+    d = tmp_path / "d"
+    d.mkdir()
+    os.symlink(victim, d / ".faces.parquet.lock")
+    with pytest.raises(CurateError, match="symbolic link"):
+        with claim_file(d / "faces.parquet", "faces", settings={}):
+            pass
+    os.symlink(tmp_path / "nowhere", out / "dangling")
+    assert victim.read_text() == "victim" and not (tmp_path / "nowhere").exists()
+
+
+def test_r3_2_export_never_writes_through_a_linked_folder_inside_out(tmp_path: Path) -> None:
+    _, screen_dir = _export_source(tmp_path, ["happy", "sad", "sad"])
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    export(screen_dir, out)
+    elsewhere.mkdir()
+    shutil.rmtree(out / "train")
+    os.symlink(elsewhere, out / "train")
+    for copy in (True, False):
+        with pytest.raises(CurateError, match=r"train is a symbolic link inside --out"):
+            export(screen_dir, out, copy=copy, force=True)
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_r3_3_report_out_never_replaces_an_input_or_a_foreign_file(tmp_path: Path, screened) -> None:
+    from curate.report import write_report
+
+    _, out, _ = screened
+    before = (out / "scores.parquet").read_bytes()
+    for force in (False, True):
+        with pytest.raises(CurateError, match="inside this command's input"):
+            write_report(out, out / "scores.parquet", force=force)
+    assert (out / "scores.parquet").read_bytes() == before
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes")
+    res = _cli("report", out, "--out", notes)
+    assert res.exit_code == 2 and "--force" in res.output and notes.read_text() == "my notes"
+    write_report(out, notes, force=True)
+    assert notes.read_text().startswith("<!DOCTYPE html>")
+    write_report(out, notes)  # its own earlier report is replaced without asking
+    write_report(out)
+    write_report(out)
+
+
+def test_r3_4_evaluate_json_never_replaces_its_input_or_a_foreign_file(tmp_path: Path) -> None:
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,label\nnothing.png,happy\n")
+    res = _cli("evaluate", "fer_resnet10t", manifest, "--json", manifest)
+    assert res.exit_code == 2 and "is this command's input" in res.output
+    assert manifest.read_text() == "path,label\nnothing.png,happy\n"
+    other = tmp_path / "other.json"
+    other.write_text('{"mine": 1}')
+    res = _cli("evaluate", "fer_resnet10t", manifest, "--json", other)
+    assert res.exit_code == 2 and "--force" in res.output and other.read_text() == '{"mine": 1}'

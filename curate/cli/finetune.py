@@ -156,10 +156,17 @@ def evaluate_cmd(
     skip_unknown_classes: Annotated[bool, typer.Option(help="Leave out images of classes the run was not trained on.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 256,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --json file that is not curate's "
+                                        "metrics (an input is never replaced).")] = False,
 ) -> None:
     """Accuracy, per-class accuracy, macro F1 and confusion matrix of a run on a labelled split."""
     from curate.io import write_json
+    from curate.outdir import check_output_file
     from curate.train.evaluate import DUPLICATES_SKIPPED, evaluate
+
+    if json_out is not None and str(json_out) != "-":  # checked before the work, so a bad --json fails fast
+        json_out = check_output_file(json_out, option="--json", what="the metrics", inputs=[run, source],
+                                     force=force, ours=_is_metrics_json)
 
     result = evaluate(run, source, split=split, device=device, batch_size=batch_size,
                       skip_unknown_classes=skip_unknown_classes)
@@ -192,6 +199,14 @@ def evaluate_cmd(
                           "manifest rows) of images that were evaluated once[/]")
         else:
             console.print(f"[yellow]skipped {v:,} image(s): {safe(k)}[/]")
+
+
+def _is_metrics_json(path: Path) -> bool:
+    """Whether ``path`` holds metrics an earlier ``curate evaluate --json`` wrote."""
+    from curate.io import read_json_file
+
+    data = read_json_file(path, what="metrics", hint="", max_bytes=64 * 2**20)
+    return isinstance(data, dict) and {"run", "source", "accuracy", "confusion"} <= data.keys()
 
 
 def _f(v: float | None) -> str:

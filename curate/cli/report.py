@@ -17,10 +17,12 @@ def report(
     max_gallery: int = typer.Option(24, "--max-gallery", min=1,
                                     help="Most items shown in each gallery; bounds the file size."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random face samples."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out file that is not a curate "
+                               "report (a file of SCREEN_DIR is never replaced)."),
 ) -> None:
     """Write a self-contained HTML report (no network, no script) of a screen run."""
     from curate.report import write_report
 
-    path = write_report(screen_dir, out, max_gallery=max_gallery, seed=seed)
+    path = write_report(screen_dir, out, max_gallery=max_gallery, seed=seed, force=force)
     size = path.stat().st_size / 1e6
     console.print(f"report written: {safe(path)} ({size:.2f} MB)", soft_wrap=True)

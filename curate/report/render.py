@@ -13,13 +13,13 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from curate import screens
-from curate.errors import CurateError
 from curate.io import write_text
-from curate.outdir import locked, require_complete
+from curate.outdir import check_output_file, head_bytes, locked, require_complete
 from curate.report import figures
 from curate.report.alerts import alerts
 from curate.report.galleries import image_screen_gallery, suspect_gallery, tuple_gallery
 from curate.report.html import (
+    CSP,
     Markup,
     banner,
     chip,
@@ -51,7 +51,7 @@ NAV = (("summary", "Summary"), ("boundary", "Boundary"), ("sensitivity", "Sensit
 
 
 def write_report(screen_dir: str | Path, out: str | Path | None = None, *, max_gallery: int = 24,
-                 seed: int = 0) -> Path:
+                 seed: int = 0, force: bool = False) -> Path:
     """Render the HTML screening report of a ``curate screen`` output folder.
 
     Parameters
@@ -66,20 +66,27 @@ def write_report(screen_dir: str | Path, out: str | Path | None = None, *, max_g
         bounds the file size whatever the dataset size.
     seed:
         Seed of the random face samples; the same inputs and seed give the same bytes.
+    force:
+        Replace an existing ``out`` that is not a curate report (a file of the screen
+        folder is never replaced: :func:`curate.outdir.check_output_file`).
 
     Returns the path written. The file is self-contained: figures and thumbnails are
     inline ``data:`` URIs, the style is inline, and there is no script.
     """
     require_complete(Path(screen_dir), what="screen folder")  # a killed screen's files do not belong together
     run = load_screen_dir(screen_dir)
-    target = Path(out) if out is not None else run.screen_dir / "report.html"
-    if target.is_dir():
-        raise CurateError(f"--out {target} is a folder; the report is one file",
-                          hint="name a file, for example --out report.html")
+    target = check_output_file(out if out is not None else run.screen_dir / "report.html", option="--out",
+                               what="a report", inputs=[run.screen_dir], force=force, ours=is_curate_report)
     inside = target.resolve().parent == run.screen_dir.resolve()
     with locked(run.screen_dir, "report") if inside else contextlib.nullcontext():
         write_text(render_html(run, max_gallery=max_gallery, seed=seed), target)
     return target
+
+
+def is_curate_report(path: Path) -> bool:
+    """Whether ``path`` is an HTML report curate wrote (its doctype and its CSP head it)."""
+    head = head_bytes(path)
+    return head.startswith(b"<!DOCTYPE html>") and CSP.encode() in head
 
 
 def render_html(run: ScreenRun, *, max_gallery: int = 24, seed: int = 0) -> str:
