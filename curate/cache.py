@@ -15,7 +15,13 @@ changed since ``build-tuples`` hashed it is an error, never a stale hit). Shards
 written atomically by a :class:`ShardWriter` as a run goes (every ``max_items`` entries
 or ``max_seconds``, and when the run stops, Ctrl-C included), so a killed run loses at
 most a few seconds of work. Shard names are hashes of their keys, so concurrent runs
-never overwrite each other's shards; a damaged shard is deleted and recomputed.
+never overwrite each other's shards.
+
+Every shard is checked before any entry of it is used: its name ends with the first 16
+hex digits of the sha256 of its bytes (``shard-<keys>-<bytes>``; shards of earlier
+versions have none), and its entries are validated by the reader (an embedding's shape,
+dtype and finiteness, a face row's columns and ranges). A damaged shard is a cache miss
+with a :class:`DamagedShardWarning`: it is deleted, its entries are recomputed, never used.
 
 The root is :func:`resolve_cache_dir`: ``--cache-dir``, else ``$CURATE_CACHE``, else
 ``$XDG_CACHE_HOME/curate``, else ``~/.cache/curate``; ``none`` turns the cache off.
@@ -26,14 +32,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from curate.errors import CurateError
-from curate.io import atomic_path, file_sha256, write_json
+from curate.io import TMP_SUFFIX, current_umask, file_sha256, write_json
 
 ENV_VAR = "CURATE_CACHE"
 OFF = "none"  # --cache-dir none / CURATE_CACHE=none: no cache
@@ -151,6 +160,18 @@ def _hash_now(path: str) -> str | None:
 
 # ----------------------------------------------------------------------------- shards
 ReadShard = Callable[[Path], dict[str, V]]
+CHECK_DIGITS = 16  # hex digits of the sha256 of a shard's bytes, at the end of its name
+_SHARD_NAME = re.compile(rf"shard-(?P<keys>[0-9a-f]{{20}})(?:-(?P<check>[0-9a-f]{{{CHECK_DIGITS}}}))?")
+
+
+class DamagedShardWarning(UserWarning):
+    """A cache shard failed its check (bytes or entries): it was deleted and its entries
+    are recomputed."""
+
+
+class DamagedShard(ValueError):
+    """Raised by a shard reader for a shard whose entries are not what it writes."""
+
 WriteShard = Callable[[Path, list[str], list[V]], None]
 
 
@@ -186,10 +207,18 @@ class ShardWriter(Generic[V]):
             return
         keys, values = self._keys, self._values
         self._keys, self._values = [], []
-        path = self.folder / f"shard-{_digest(keys)}{self.suffix}"
         self.folder.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
+        stem = f"shard-{_digest(keys)}"
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{stem}{self.suffix}.", suffix=TMP_SUFFIX, dir=self.folder)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
             self._write(tmp, keys, values)
+            path = self.folder / f"{stem}-{file_sha256(tmp)[:CHECK_DIGITS]}{self.suffix}"
+            os.chmod(tmp, 0o666 & ~current_umask())
+            os.replace(tmp, path)  # the name carries the checksum, so a shard is never seen half-written
+        finally:
+            tmp.unlink(missing_ok=True)
         self.written.append(path)
 
     def close(self) -> None:
@@ -206,15 +235,24 @@ def read_shards(folder: Path, suffix: str, read: ReadShard[V],
                 wanted: set[str] | None = None) -> dict[str, V]:
     """Every entry of the shards in ``folder`` (only the ``wanted`` keys when given).
 
-    A shard that cannot be read is deleted: its entries are recomputed, never trusted.
+    A shard whose bytes do not match the checksum in its name, that cannot be read, or
+    whose reader finds entries it would not have written (:class:`DamagedShard`) is
+    deleted with a :class:`DamagedShardWarning`: its entries are recomputed, never used.
     """
     out: dict[str, V] = {}
     if not folder.is_dir():
         return out
     for f in sorted(folder.glob(f"shard-*{suffix}")):
-        try:
-            entries = read(f)
-        except Exception:  # npz and Parquet readers raise many types for a damaged file
+        why = shard_damage(f, suffix)
+        entries: dict[str, V] = {}
+        if why is None:
+            try:
+                entries = read(f)
+            except Exception as exc:  # npz and Parquet readers raise many types for a damaged file
+                why = f"{type(exc).__name__}: {str(exc)[:200]}"
+        if why is not None:
+            warnings.warn(f"damaged cache shard {f} ({why}): deleted, its entries are recomputed",
+                          DamagedShardWarning, stacklevel=2)
             f.unlink(missing_ok=True)
             continue
         if wanted is None:
@@ -222,6 +260,23 @@ def read_shards(folder: Path, suffix: str, read: ReadShard[V],
         else:
             out.update((k, v) for k, v in entries.items() if k in wanted)
     return out
+
+
+def shard_damage(path: Path, suffix: str) -> str | None:
+    """Why the bytes of the shard ``path`` cannot be trusted (a name curate never writes,
+    not a regular file, a checksum that does not match), or None."""
+    m = _SHARD_NAME.fullmatch(path.name[: len(path.name) - len(suffix)])
+    if m is None:
+        return "not a shard name curate writes"
+    if path.is_symlink() or not path.is_file():
+        return "not a regular file"
+    if m.group("check") is None:
+        return None  # written by an earlier curate: the reader's validation alone
+    try:
+        actual = file_sha256(path)[:CHECK_DIGITS]
+    except OSError as exc:
+        return f"unreadable: {exc.strerror or exc}"
+    return None if actual == m.group("check") else f"checksum {actual} does not match its name"
 
 
 def compact(folder: Path, suffix: str, read: ReadShard[V], write: WriteShard[V], *,

@@ -10,6 +10,7 @@ interrupted run resumes where it stopped.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -155,8 +156,8 @@ def embed_images_result(paths: Sequence[str], sha256s: Sequence[str | None], loa
     key = cache.namespace(CACHE_KIND, settings)
     root = cache.resolve_cache_dir(cache_dir)
     folder = cache.namespace_dir(root, CACHE_KIND, key, settings) if root else None
-    cached = (cache.read_shards(folder, SHARD_SUFFIX, _read_shard, set(first_path))
-              if folder is not None else {})
+    cached = (cache.read_shards(folder, SHARD_SUFFIX, functools.partial(_read_shard, dim=loaded.embed_dim),
+                                set(first_path)) if folder is not None else {})
     todo = [k for k in first_path if k not in cached]
     total, done = len(first_path), len(first_path) - len(todo)
     if progress is not None:
@@ -306,9 +307,21 @@ def _batches(todo: list[str], first_path: dict[str, str], loaded: LoadedBackbone
         start += len(batch)
 
 
-def _read_shard(path: Path) -> dict[str, np.ndarray]:
+def _read_shard(path: Path, dim: int | None = None) -> dict[str, np.ndarray]:
+    """The entries of an embedding shard, validated (:class:`curate.cache.DamagedShard`):
+    a 2-D float32 array of finite values, ``dim`` wide when given, one row per sha256 key."""
     with np.load(path, allow_pickle=False) as z:
-        return dict(zip(z["sha256"].tolist(), z["embedding"], strict=True))
+        keys, emb = z["sha256"], z["embedding"]
+        if keys.ndim != 1 or emb.ndim != 2 or len(keys) != len(emb) or emb.dtype != np.float32:
+            raise cache.DamagedShard(f"{len(keys)} keys for embeddings of shape {emb.shape} and type {emb.dtype}")
+        if dim is not None and emb.shape[1] != dim:
+            raise cache.DamagedShard(f"embeddings of {emb.shape[1]} dimensions, the backbone gives {dim}")
+        if not np.isfinite(emb).all():
+            raise cache.DamagedShard("NaN or infinite embeddings")
+        names = keys.tolist()
+        if not all(isinstance(k, str) and len(k) == 64 for k in names):
+            raise cache.DamagedShard("keys that are not sha256 digests")
+        return dict(zip(names, emb, strict=True))
 
 
 def _write_shard(path: Path, keys: list[str], arrays: list[np.ndarray]) -> None:

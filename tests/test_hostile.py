@@ -836,3 +836,51 @@ def test_r3_4_evaluate_json_never_replaces_its_input_or_a_foreign_file(tmp_path:
     other.write_text('{"mine": 1}')
     res = _cli("evaluate", "fer_resnet10t", manifest, "--json", other)
     assert res.exit_code == 2 and "--force" in res.output and other.read_text() == '{"mine": 1}'
+
+
+def test_r3_5_a_damaged_cache_shard_is_a_miss_with_a_warning_never_used(tmp_path: Path) -> None:
+    from curate import cache
+    from curate.backbone import load_backbone
+    from curate.embed import embed_images_result
+    from curate.faces import analyze
+
+    paths = [str(face_png(tmp_path / "img" / f"{i}.png", i)) for i in range(3)]
+    lb = load_backbone("test_resnet", "none")
+    root = tmp_path / "cache"
+    first = embed_images_result(paths, [None] * 3, lb, cache_dir=root, workers=0)
+    (shard,) = root.rglob("shard-*.npz")
+    assert cache.shard_damage(shard, ".npz") is None
+    keys = np.load(shard)["sha256"]
+    planted = {  # the same keys: wrong dimensions (checksummed name), NaN and wrong dimensions (an older name)
+        shard: np.zeros((3, first.embeddings.shape[1] + 1), np.float32),
+        shard.with_name("shard-" + "0" * 20 + ".npz"): np.full((3, first.embeddings.shape[1]), np.nan, np.float32),
+        shard.with_name("shard-" + "1" * 20 + ".npz"): np.ones((3, 7), np.float32),
+    }
+    for bad, emb in planted.items():
+        for p in root.rglob("shard-*.npz"):
+            p.unlink()
+        with open(bad, "wb") as fh:
+            np.savez(fh, sha256=keys, embedding=emb)
+        with pytest.warns(cache.DamagedShardWarning, match="damaged cache shard"):
+            again = embed_images_result(paths, [None] * 3, lb, cache_dir=root, workers=0)
+        assert again.n_computed == 3 and np.array_equal(again.embeddings, first.embeddings)
+        for p in root.rglob("shard-*.npz"):  # only the recomputed shard is left
+            assert cache.shard_damage(p, ".npz") is None and np.array_equal(np.load(p)["embedding"],
+                                                                            first.embeddings)
+    # a face-analysis shard: flipped bytes (checksum) and an impossible occlusion (validation)
+    ns = tmp_path / "faces"
+    row = {"face_found": True, "yaw": 1.0, "pitch": 2.0, "roll": 3.0, "occlusion": 0.1, "occlusion_any": 0.2,
+           "face_confidence": 0.9, "detail": None}
+    with cache.ShardWriter(ns, ".parquet", analyze._write_shard) as w:
+        w.add(["a" * 64], [row])
+    (good,) = ns.glob("shard-*.parquet")
+    assert cache.read_shards(ns, ".parquet", analyze._read_shard)["a" * 64]["occlusion"] == 0.1
+    data = bytearray(good.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    good.write_bytes(bytes(data))
+    with pytest.warns(cache.DamagedShardWarning, match="checksum"):
+        assert cache.read_shards(ns, ".parquet", analyze._read_shard) == {}
+    legacy = ns / ("shard-" + "2" * 20 + ".parquet")
+    analyze._write_shard(legacy, ["b" * 64], [{**row, "occlusion": 2.9e182}])
+    with pytest.warns(cache.DamagedShardWarning, match="occlusion values outside"):
+        assert cache.read_shards(ns, ".parquet", analyze._read_shard) == {}

@@ -13,6 +13,7 @@ from importlib import util as importlib_util
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import pandas as pd
 
 from curate import cache
@@ -239,8 +240,28 @@ def cache_key(model_path: Path, backend: str) -> str:
     return cache.namespace(CACHE_KIND, cache_settings(model_path, backend))
 
 
+_BOUNDS = {"yaw": 180.0, "pitch": 180.0, "roll": 180.0}  # degrees; the scores below are in [0, 1]
+_UNIT = ("occlusion", "occlusion_any", "face_confidence")
+
+
 def _read_shard(path: Path) -> dict[str, dict[str, Any]]:
-    return {rec["sha256"]: rec for rec in pd.read_parquet(path).to_dict("records")}
+    """The rows of a face-analysis shard, validated (:class:`curate.cache.DamagedShard`):
+    every column :func:`_write_shard` writes, angles within +-180 degrees, scores in
+    [0, 1] (NaN where there is no face), sha256 keys."""
+    df = pd.read_parquet(path)
+    missing = [c for c in ["sha256", *COLUMNS[1:]] if c not in df.columns]
+    if missing:
+        raise cache.DamagedShard(f"no column {missing[0]}")
+    if not df["sha256"].map(lambda k: isinstance(k, str) and len(k) == 64).all():
+        raise cache.DamagedShard("keys that are not sha256 digests")
+    if df["face_found"].dtype != bool:
+        raise cache.DamagedShard(f"face_found of type {df['face_found'].dtype}")
+    for c in (*_BOUNDS, *_UNIT):
+        v = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=float)
+        lo, hi = (-_BOUNDS[c], _BOUNDS[c]) if c in _BOUNDS else (0.0, 1.0)
+        if ((v < lo) | (v > hi) | np.isinf(v)).any() or (np.isnan(v) & df[c].notna().to_numpy()).any():
+            raise cache.DamagedShard(f"{c} values outside [{lo:g}, {hi:g}]")
+    return {rec["sha256"]: rec for rec in df.to_dict("records")}
 
 
 def _write_shard(path: Path, keys: list[str], rows: list[dict[str, Any]]) -> None:
