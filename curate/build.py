@@ -15,6 +15,7 @@ from curate.hygiene.leakage import cross_split_pairs, leakage_summary
 from curate.images import DEFAULT_MAX_PIXELS
 from curate.ingest import Progress, ingest
 from curate.io import fingerprint_table, run_record, write_parquet
+from curate.limits import seed_value, whole_number
 from curate.outdir import claim_folder
 from curate.tuples import Kind, TupleStats, sample_tuples
 
@@ -72,6 +73,10 @@ def build_tuples(
     finds them again and lists them in its report.
     """
     started = time.time()
+    seed = seed_value(seed)
+    whole_number(per_anchor, "--per-anchor", lo=1)
+    if workers is not None:
+        whole_number(workers, "--workers", lo=0)
     params = {
         "source": str(Path(source).expanduser().resolve()), "kind": kind, "per_anchor": per_anchor,
         "max_tuples": max_tuples, "seed": seed, "balance_classes": balance_classes,
@@ -116,10 +121,13 @@ def _build(out_dir: Path, source: str | os.PathLike[str], params: dict[str, Any]
         "source": params["source"],
         "fingerprint": fingerprint_table(images, ["rel_path", "label", "split", "subject", "sha256", "status"]),
     }
+    notes = [*([claim.note] if claim.note else []), *images.attrs.get("notes", [])]
     run = run_record("build-tuples", params, inputs=inputs, counts=counts, started=started)
+    if notes:
+        run["notes"] = notes
     claim.finish(run)
     return BuildResult(out_dir=out_dir, images=images, tuples=tuples, stats=stats, run=run,
-                       notes=[claim.note] if claim.note else [], leakage=leakage)
+                       notes=notes, leakage=leakage)
 
 
 def _status_counts(images: pd.DataFrame) -> dict[str, int]:

@@ -41,8 +41,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from curate.errors import CurateError
-from curate.io import TMP_SUFFIX, current_umask, file_sha256, write_json
+from curate.errors import CurateError, CurateWarning
+from curate.io import DISK_ERRNOS, TMP_SUFFIX, current_umask, file_sha256, write_json
 
 ENV_VAR = "CURATE_CACHE"
 OFF = "none"  # --cache-dir none / CURATE_CACHE=none: no cache
@@ -78,6 +78,11 @@ def resolve_cache_dir(cache_dir: str | os.PathLike[str] | None) -> Path | None:
     else:
         root = Path(cache_dir).expanduser()
         where = f"--cache-dir {root}"
+    real = Path(os.path.realpath(root))
+    if real == Path(real.anchor):
+        raise CurateError(f"{where} is the root folder {real.anchor}; curate never writes its cache there",
+                          hint=f"pass --cache-dir DIR with a folder of its own (default: {default_cache_dir()}), "
+                               "or --cache-dir none")
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -96,14 +101,33 @@ def namespace(kind: str, settings: Mapping[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def namespace_dir(root: Path, kind: str, key: str, settings: Mapping[str, Any]) -> Path:
-    """``root/kind/key``, created, with ``meta.json`` recording ``settings`` (for people)."""
+def namespace_dir(root: Path, kind: str, key: str, settings: Mapping[str, Any]) -> Path | None:
+    """``root/kind/key``, created, with ``meta.json`` recording ``settings`` (for people);
+    None, with a :class:`CacheOffWarning`, when the disk refuses (full, read-only, no
+    permission): the run goes on without the cache."""
     folder = root / kind / key
-    folder.mkdir(parents=True, exist_ok=True)
-    meta = folder / "meta.json"
-    if not meta.exists():
-        write_json({"kind": kind, "key": key, "settings": dict(settings)}, meta)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        meta = folder / "meta.json"
+        if not meta.exists():
+            write_json({"kind": kind, "key": key, "settings": dict(settings)}, meta)
+    except (OSError, CurateError) as exc:
+        if isinstance(exc, OSError) and exc.errno not in DISK_ERRNOS:
+            raise
+        _cache_off(folder, exc)
+        return None
     return folder
+
+
+class CacheOffWarning(CurateWarning):
+    """The cache folder could not be written (full, read-only, no permission): the run
+    goes on without caching."""
+
+
+def _cache_off(where: Path, exc: BaseException) -> None:
+    why = exc.message if isinstance(exc, CurateError) else (exc.strerror or str(exc))
+    warnings.warn(f"cannot write the cache {where} ({why}): going on without caching; free space or pass "
+                  "--cache-dir DIR (a writable folder) or --cache-dir none", CacheOffWarning, stacklevel=3)
 
 
 # ----------------------------------------------------------------------------- content hashes
@@ -164,7 +188,7 @@ CHECK_DIGITS = 16  # hex digits of the sha256 of a shard's bytes, at the end of 
 _SHARD_NAME = re.compile(rf"shard-(?P<keys>[0-9a-f]{{20}})(?:-(?P<check>[0-9a-f]{{{CHECK_DIGITS}}}))?")
 
 
-class DamagedShardWarning(UserWarning):
+class DamagedShardWarning(CurateWarning):
     """A cache shard failed its check (bytes or entries): it was deleted and its entries
     are recomputed."""
 
@@ -192,6 +216,7 @@ class ShardWriter(Generic[V]):
         self._values: list[V] = []
         self._last = clock()
         self.written: list[Path] = []
+        self.off = False  # set when the disk refused a shard: nothing more is written
 
     def add(self, keys: Iterable[str], values: Iterable[V]) -> None:
         """Queue entries; writes a shard when enough are pending or enough time passed."""
@@ -207,6 +232,17 @@ class ShardWriter(Generic[V]):
             return
         keys, values = self._keys, self._values
         self._keys, self._values = [], []
+        if self.off:
+            return
+        try:
+            self.written.append(self._write_shard(keys, values))
+        except OSError as exc:
+            if exc.errno not in DISK_ERRNOS:
+                raise
+            self.off = True  # a full or read-only cache: the run goes on without it
+            _cache_off(self.folder, exc)
+
+    def _write_shard(self, keys: list[str], values: list[V]) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)
         stem = f"shard-{_digest(keys)}"
         fd, tmp_name = tempfile.mkstemp(prefix=f".{stem}{self.suffix}.", suffix=TMP_SUFFIX, dir=self.folder)
@@ -219,7 +255,7 @@ class ShardWriter(Generic[V]):
             os.replace(tmp, path)  # the name carries the checksum, so a shard is never seen half-written
         finally:
             tmp.unlink(missing_ok=True)
-        self.written.append(path)
+        return path
 
     def close(self) -> None:
         self.flush()
@@ -294,6 +330,8 @@ def compact(folder: Path, suffix: str, read: ReadShard[V], write: WriteShard[V],
                                          max_seconds=float("inf"))
     writer.add(entries.keys(), entries.values())
     writer.close()
+    if writer.off or not writer.written:  # the merged shard was not written: keep the old ones
+        return False
     for f in shards:
         if f not in writer.written:
             f.unlink(missing_ok=True)

@@ -24,6 +24,7 @@ from PIL import Image
 from curate import cache
 from curate.errors import CurateError
 from curate.images import DECODER_VERSION, load_image
+from curate.limits import workers_for
 from curate.runs import DATA_CONFIG_KEYS
 
 if TYPE_CHECKING:
@@ -294,7 +295,8 @@ def _batches(todo: list[str], first_path: dict[str, str], loaded: LoadedBackbone
              workers: int | None):
     param = next(loaded.model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
-    n_workers = default_workers(device.type) if workers is None else workers
+    n_workers = default_workers(device.type) if workers is None else \
+        workers_for(workers, -(-len(todo) // max(batch_size, 1)))  # at most the CPUs and the batches
     ds, split = _dataset([first_path[k] for k in todo], loaded)
     loader = torch.utils.data.DataLoader(
         ds, batch_size=batch_size, shuffle=False, num_workers=n_workers,

@@ -27,3 +27,8 @@ class CurateError(Exception):
         if self.hint:
             return f"{self.message}\nFix: {self.hint}"
         return self.message
+
+
+class CurateWarning(UserWarning):
+    """Something the user should know that did not stop the run (a damaged cache shard
+    recomputed, a worker count capped, ...). The CLI prints it as a yellow ``warning:`` line."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import unicodedata
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -29,14 +30,17 @@ import pandas as pd
 from curate.errors import CurateError
 from curate.images import DEFAULT_MAX_PIXELS, max_file_bytes, probe_image, read_image_file
 from curate.io import FileTooLarge, NotARegularFile
+from curate.limits import workers_for
 from curate.sources import (
     Entry,
     absolute,
     bad_path_rows,
     display_path,
     entry_problem,
+    folder_layout,
     has_bad_name,
     is_hidden,
+    is_junk,
     is_missing,
     is_missing_label,
     manifest_paths,
@@ -115,37 +119,48 @@ def discover(
 
 
 def _discover_folder(root: Path) -> pd.DataFrame:
-    top = _entries(root)
+    junk: list[Path] = []
+    top = _entries(root, junk)
     dirs = [e.path for e in top if e.status is None and e.path.is_dir()]
     if not dirs:
         raise CurateError(
             f"no class folders in {root}",
             hint="lay images out as ROOT/<class>/<image> or ROOT/<split>/<class>/<image>",
         )
-    split_layout = _looks_like_split_layout(dirs)
+    layout = folder_layout(root, dirs)  # an error for a folder that mixes the two layouts
+    split_layout = layout.kind == "split"
     rows: list[dict[str, object]] = []
     # Entries beside the class (or split) folders have no label: record them, never drop them.
     rows.extend(_unlabelled(root, [e for e in top if e.path not in dirs], split=None))
     for d in dirs:
         if split_layout:
-            inner = _entries(d)
+            inner = _entries(d, junk)
             classes = [e.path for e in inner if e.status is None and e.path.is_dir()]
             rows.extend(_unlabelled(root, [e for e in inner if e.path not in classes], split=d.name))
             for cls in classes:
-                rows.extend(_rows_in_class(root, cls, split=d.name))
+                rows.extend(_rows_in_class(root, cls, split=d.name, junk=junk))
         else:
-            rows.extend(_rows_in_class(root, d, split=None))
+            rows.extend(_rows_in_class(root, d, split=None, junk=junk))
     df = pd.DataFrame(rows, columns=["path", "rel_path", "label", "split", "subject", "status", "detail"])
     if df.empty:
         raise CurateError(f"no image files found under {root}",
                           hint="check the folder; hidden files (starting with '.') are ignored")
+    layout.junk = sorted(set(junk))
+    df.attrs["notes"] = layout.notes()
     return df
 
 
-def _entries(folder: Path) -> list[Entry]:
-    """The visible entries of one folder (not recursive), sorted, each with its problem."""
-    return [Entry(p, *(entry_problem(p) or (None, None)))
-            for p in sorted(folder.iterdir()) if not is_hidden(p.name)]
+def _entries(folder: Path, junk: list[Path] | None = None) -> list[Entry]:
+    """The visible entries of one folder (not recursive), sorted, each with its problem;
+    junk files (:func:`curate.sources.is_junk`) are left out (and added to ``junk``)."""
+    out = []
+    for p in sorted(folder.iterdir()):
+        if is_junk(p.name):
+            if junk is not None and not is_hidden(p.name):
+                junk.append(p)
+            continue
+        out.append(Entry(p, *(entry_problem(p) or (None, None))))
+    return out
 
 
 def _unlabelled(root: Path, entries: list[Entry], split: str | None) -> list[dict[str, object]]:
@@ -155,18 +170,10 @@ def _unlabelled(root: Path, entries: list[Entry], split: str | None) -> list[dic
             for e in entries]
 
 
-def _looks_like_split_layout(dirs: list[Path]) -> bool:
-    """ROOT/<split>/<class>/<image>: every first-level folder holds only folders."""
-    for d in dirs:
-        children = [p for p in d.iterdir() if not is_hidden(p.name)]
-        if not children or any(p.is_file() for p in children):
-            return False
-    return True
-
-
-def _rows_in_class(root: Path, cls_dir: Path, split: str | None) -> list[dict[str, object]]:
+def _rows_in_class(root: Path, cls_dir: Path, split: str | None,
+                   junk: list[Path] | None = None) -> list[dict[str, object]]:
     label = _normalise_label(display_path(cls_dir.name))
-    entries = walk_entries(cls_dir)
+    entries = walk_entries(cls_dir, junk=junk)
     resolved = resolve_paths([str(e.path) for e in entries])  # each folder resolved once
     return [_row(root, e.path, label=label, split=split, status=e.status, detail=e.detail, resolved=r)
             for e, r in zip(entries, resolved, strict=True)]
@@ -193,6 +200,7 @@ def _discover_manifest(manifest: Path, path_column: str, label_column: str,
     table = read_manifest(manifest)
     require_columns(table, manifest, {path_column: "--path-column", label_column: "--label-column"})
     rel, resolved = manifest_paths(table, path_column, manifest)
+    _refuse_list_labels(table, label_column, manifest)
     labels = table[label_column].map(lambda v: None if is_missing_label(v) else _normalise_label(str(v)))
     df = pd.DataFrame({
         "path": resolved,
@@ -217,10 +225,35 @@ def _discover_manifest(manifest: Path, path_column: str, label_column: str,
                                                        "(shown with \\x escapes)"]
     df.loc[no_label, "label"] = None
     known = {path_column, label_column, split_column, subject_column}
+    renamed = []
     for col in table.columns:  # carry extra columns (e.g. a ground-truth label) through
-        if col not in known and col not in df.columns:
-            df[col] = table[col].to_numpy()
+        if col in known:
+            continue
+        name = str(col)
+        while name in df.columns or name in RESERVED_COLUMNS:  # curate's own column: the user's keeps a prefix
+            name = USER_PREFIX + name
+        if name != col:
+            renamed.append(f"{col} -> {name}")
+        df[name] = table[col].to_numpy()
+    if renamed:
+        df.attrs["notes"] = [f"manifest columns named like curate's own were kept under a prefix: "
+                             f"{', '.join(renamed[:6])}" + (", ..." if len(renamed) > 6 else "")]
     return df
+
+
+USER_PREFIX = "user_"  # the prefix of a manifest column named like a column curate writes
+# columns curate writes into the images table (IMAGE_COLUMNS) and later tables
+RESERVED_COLUMNS = frozenset({*IMAGE_COLUMNS, "duplicate_of", "exported", "kept", "reasons", "suspicion",
+                              "suggested_label", "original_label"})
+
+
+def _refuse_list_labels(table: pd.DataFrame, label_column: str, manifest: Path) -> None:
+    """A label that is a list, an array or a mapping (Parquet list columns) names no class."""
+    for i, v in enumerate(table[label_column].tolist()):
+        if isinstance(v, (list, tuple, dict, set, np.ndarray)):
+            raise CurateError(f"{row_ref(manifest, i)}: the label in column {label_column!r} is a list "
+                              f"({str(v)[:60]}), not one class name; curate reads one label per image", hint="write one class name per row (for several labels per image, "
+                                                      "pick one, or add one row per label)")
 
 
 def _optional_str(table: pd.DataFrame, column: str) -> list[str | None]:
@@ -230,7 +263,9 @@ def _optional_str(table: pd.DataFrame, column: str) -> list[str | None]:
 
 
 def _normalise_label(label: str) -> str:
-    return label.strip().lower()
+    """Labels compare as written by people: spaces around them, case and the Unicode form
+    (NFC: an accent as one character or as a combining mark) do not matter."""
+    return unicodedata.normalize("NFC", label.strip().lower())
 
 
 def _mark_duplicate_rows(df: pd.DataFrame) -> None:
@@ -273,7 +308,9 @@ def validate(entries: pd.DataFrame, *, max_pixels: int = DEFAULT_MAX_PIXELS,
     df["detail"] = detail
     _mark_content_duplicates(df)
     extra = [c for c in df.columns if c not in IMAGE_COLUMNS]
-    return df[IMAGE_COLUMNS + extra].reset_index(drop=True)
+    out = df[IMAGE_COLUMNS + extra].reset_index(drop=True)
+    out.attrs["notes"] = list(entries.attrs.get("notes", []))  # what discovery ignored or renamed
+    return out
 
 
 def _mark_content_duplicates(df: pd.DataFrame) -> None:
@@ -296,7 +333,7 @@ def _validate_many(paths: list[str], *, max_pixels: int, workers: int | None,
     total = len(paths)
     if progress:
         progress(0, total)
-    n_workers = workers if workers is not None else min(os.cpu_count() or 1, 8)
+    n_workers = workers_for(workers, max(1, -(-total // 512))) if workers is not None else min(os.cpu_count() or 1, 8)
     if n_workers <= 1 or total < 256:
         out = []
         for k, p in enumerate(paths, 1):

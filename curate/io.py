@@ -45,19 +45,44 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     process is removed by :func:`remove_stale_tmp` when the next run claims the folder.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     if os.path.isdir(target) and not os.path.islink(target):
         raise IsADirectoryError(errno.EISDIR, f"{target} is a folder, not a file")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TMP_SUFFIX, dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TMP_SUFFIX, dir=target.parent)
+    except OSError as exc:
+        raise disk_error(target, exc) if exc.errno in DISK_ERRNOS else exc from exc
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
         os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, target)
+    except OSError as exc:
+        # a full or read-only disk while writing; no permission on this file (not on an input read meanwhile)
+        if exc.errno in FULL_ERRNOS or (exc.errno in DISK_ERRNOS and exc.filename in (None, tmp_name, str(target))):
+            raise disk_error(target, exc) from exc
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+FULL_ERRNOS = frozenset(e for e in (errno.ENOSPC, getattr(errno, "EDQUOT", None), errno.EROFS) if e is not None)
+DISK_ERRNOS = FULL_ERRNOS | {errno.EACCES, errno.EPERM}
+
+
+def disk_error(path: str | os.PathLike[str], exc: OSError) -> CurateError:
+    """The :class:`CurateError` for a write that the disk refused (full, read-only, no
+    permission), naming the file and the fix."""
+    why = {errno.ENOSPC: "the disk is full", errno.EROFS: "the file system is read-only",
+           errno.EACCES: "permission denied", errno.EPERM: "permission denied"}.get(
+        exc.errno or 0, exc.strerror or str(exc))
+    if getattr(errno, "EDQUOT", None) == exc.errno:
+        why = "the disk quota is used up"
+    return CurateError(f"cannot write {os.fspath(path)}: {why} ({exc.strerror or exc})",
+                       hint="free space or choose a writable place: another --out (and --cache-dir DIR, or "
+                            "--cache-dir none for no cache)")
 
 
 def current_umask() -> int:
@@ -216,11 +241,30 @@ def open_regular(path: str | os.PathLike[str]) -> Any:
     _require_regular(name, st.st_mode)
     fd = os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     try:
-        _require_regular(name, os.fstat(fd).st_mode)
+        st = os.fstat(fd)
+        _require_regular(name, st.st_mode)
+        if st.st_dev in _kernel_file_systems():
+            raise NotARegularFile(errno.EINVAL, f"{name} is a file of the kernel (/proc, /sys), not data")
         return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
         raise
+
+
+_KERNEL_DEVS: set[int] | None = None
+
+
+def _kernel_file_systems() -> set[int]:
+    """The devices of ``/proc`` and ``/sys``: their "regular" files (``/proc/self/pagemap``,
+    ``/proc/kcore``) report a size of 0 or a huge one and are never data to read."""
+    global _KERNEL_DEVS
+    if _KERNEL_DEVS is None:
+        devs = set()
+        for root in ("/proc", "/sys"):
+            with contextlib.suppress(OSError):
+                devs.add(os.stat(root).st_dev)
+        _KERNEL_DEVS = devs
+    return _KERNEL_DEVS
 
 
 def _require_regular(name: str, mode: int) -> None:

@@ -40,8 +40,10 @@ from typing import Any
 
 from curate.errors import CurateError
 from curate.io import (
+    DISK_ERRNOS,
     TMP_SUFFIX,
     LinkInOutput,
+    disk_error,
     open_lock_file,
     open_regular,
     read_json_file,
@@ -117,7 +119,7 @@ def claim_folder(out: str | os.PathLike[str], command: str, *, settings: Mapping
     """
     folder = _check_target(out, inputs, is_file=False)
     record_path = folder / RECORD_FILES[command]
-    folder.mkdir(parents=True, exist_ok=True)
+    _mkdir(folder)
     with _locked(folder / LOCK_FILE, folder, command) as lock:
         claim = Claim(folder, command, record_path, _plain(settings), _lock=lock)
         others = [p for p in folder.iterdir() if p.name != LOCK_FILE and not _is_tmp(p.name)]
@@ -139,7 +141,7 @@ def claim_file(out: str | os.PathLike[str], command: str, *, settings: Mapping[s
     """Claim the output file ``out`` (and its record ``<stem>.run.json``) for ``command``."""
     target = _check_target(out, inputs, is_file=True)
     record_path = target.with_suffix(".run.json")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    _mkdir(target.parent)
     with _locked(target.parent / f".{target.name}.lock", target, command) as lock:
         claim = Claim(target, command, record_path, _plain(settings), _lock=lock)
         previous = None
@@ -374,7 +376,9 @@ def _locked(lock_path: Path, target: Path, command: str) -> Iterator[Any]:
         return
     try:
         fd = open_lock_file(lock_path)
-    except LinkInOutput as exc:
+    except OSError as exc:
+        if not isinstance(exc, LinkInOutput):
+            raise disk_error(lock_path, exc) if exc.errno in DISK_ERRNOS else exc from exc
         raise CurateError(f"the lock file {exc.strerror}; curate never writes through a link, so it did not "
                           f"take the lock of --out {target}",
                           hint=f"delete {lock_path} (curate makes a new one), or choose another --out") from None
@@ -427,6 +431,13 @@ def _record(path: Path) -> dict[str, Any]:
         raise CurateError(f"run record {path} does not hold a JSON object",
                           hint="delete it, or choose another --out")
     return rec
+
+
+def _mkdir(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise disk_error(folder, exc) if exc.errno in DISK_ERRNOS else exc from exc
 
 
 def _is_tmp(name: str) -> bool:

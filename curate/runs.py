@@ -35,9 +35,13 @@ DATA_CONFIG_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "c
 FORMAT = "curate-finetune-run/1"
 # what a run folder may ask for: a run folder can come from anyone, so every value is checked
 MAX_EMBED_DIM = 65_536
-MAX_INPUT_SIDE = 4_096
+MAX_INPUT_SIDE = 1_024  # pixels; expression models read 48 to 260
 MAX_IN_CHANS = 16
 MAX_CLASSES = 100_000
+MAX_HEAD_PARAMS = 2**27  # embed_dim x (classes + backbone features): 512 MiB of float32 weights
+MAX_FEATURES = 8_192  # the widest backbone feature vector assumed in that estimate
+MAX_BACKBONE_NAME = 128  # characters
+MAX_SCALE = 1e4  # scale and logit_scale: beyond this, float32 logits and distances overflow
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
 CROP_MODES = ("center", "squash", "border")
 # a timm model name, optionally with a pretrained tag (resnet18, vit_small_patch16_224.augreg_in21k);
@@ -88,6 +92,10 @@ def check_backbone_name(name: object, where: str = "--backbone") -> str:
     config and weights from: curate never lets a name reach the network or another
     folder, whether it comes from the command line or from a run's ``config.json``.
     """
+    if isinstance(name, str) and len(name) > MAX_BACKBONE_NAME:
+        raise CurateError(f"{where}: a backbone name of {len(name):,} characters ({name[:40]!r}...) is longer than "
+                          f"any timm model name (at most {MAX_BACKBONE_NAME})",
+                          hint="pass a model name such as resnet18 (`curate models` lists them)")
     if isinstance(name, str) and TIMM_NAME.fullmatch(name):
         return name
     text = repr(name) if not isinstance(name, str) else repr(name[:200])
@@ -225,8 +233,8 @@ def check_run_config(cfg: Mapping[str, Any], where: str | Path = CONFIG_FILE) ->
     if not _is_int(cfg["embed_dim"], 1, MAX_EMBED_DIM):
         raise bad("embed_dim", f"a whole number from 1 to {MAX_EMBED_DIM:,}")
     for key in ("scale", "logit_scale"):
-        if key in cfg and not _is_positive(cfg[key]):
-            raise bad(key, "a positive finite number")
+        if key in cfg and not (_is_positive(cfg[key]) and cfg[key] <= MAX_SCALE):
+            raise bad(key, f"a positive finite number of at most {MAX_SCALE:g}")
     in_chans = cfg["in_chans"]
     if not _is_int(in_chans, 1, MAX_IN_CHANS):
         raise bad("in_chans", f"a whole number from 1 to {MAX_IN_CHANS} (1: grey, 3: RGB)")
@@ -234,6 +242,11 @@ def check_run_config(cfg: Mapping[str, Any], where: str | Path = CONFIG_FILE) ->
     if not (isinstance(classes, list) and 1 <= len(classes) <= MAX_CLASSES
             and all(isinstance(c, str) and c for c in classes) and len(set(classes)) == len(classes)):
         raise bad("classes", f"a list of 1 to {MAX_CLASSES:,} different, non-empty class names")
+    head = cfg["embed_dim"] * (len(classes) + MAX_FEATURES)
+    if head > MAX_HEAD_PARAMS:
+        raise CurateError(f"{where}: embed_dim {cfg['embed_dim']:,} with {len(classes):,} classes asks for heads of "
+                          f"about {head * 4 / 2**30:,.1f} GiB (at most {MAX_HEAD_PARAMS * 4 / 2**30:g} GiB)",
+                          hint=_UNTRUSTED_HINT)
     if "kind" in cfg and cfg["kind"] not in ("triplet", "quadruplet"):
         raise bad("kind", "'triplet' or 'quadruplet'")
     if cfg.get("pretrained_from") is not None and not isinstance(cfg["pretrained_from"], str):

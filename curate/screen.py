@@ -27,6 +27,7 @@ from curate.io import (
     write_json,
     write_parquet,
 )
+from curate.limits import seed_value, whole_number
 from curate.outdir import Claim, claim_folder, require_complete
 from curate.screens.base import ROLES, Screen, ScreenContext, ScreenOutput, StageProgress
 from curate.screens.nulls import CLASS_NULLS
@@ -127,6 +128,10 @@ def screen(build_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
     settings = registry.resolve_settings(options)  # every option checked before any work
     if not (isinstance(scale, (int, float)) and scale > 0 and math.isfinite(scale)):
         raise CurateError(f"--scale must be a positive number, got {scale}", hint="use --scale 1.0")
+    seed = seed_value(seed)
+    batch_size = whole_number(batch_size, "--batch-size", lo=1, hi=65_536)
+    if workers is not None:
+        whole_number(workers, "--workers", lo=0)
     settings.update(center=center, scale=float(scale), seed=seed)
     build = Path(build_dir).expanduser()
     cache_root = resolve_cache_dir(cache_dir)
@@ -443,7 +448,7 @@ def _boundary_of(ctx: ScreenContext) -> Boundary | None:
 def _read_build(build: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     hint = "run `curate build-tuples SOURCE --out DIR` first and pass DIR"
     if not build.is_dir():
-        raise CurateError(f"build folder not found: {build}", hint=hint)
+        raise CurateError(f"build folder not found: {build}", hint=sources.not_found_hint(str(build), hint))
     kind = sources.source_kind(build, hint=hint)
     if kind in ("labelled_folder", "image_folder"):
         raise CurateError(f"{build} looks like an image folder, not the output of `curate build-tuples`",

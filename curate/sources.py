@@ -29,14 +29,24 @@ spreadsheets and pandas write them for empty cells, and they are never expressio
 Folder walks (:func:`walk_entries`) list every entry, not only the readable ones: a
 FIFO, a device, a broken link, a link loop or a name that is not valid UTF-8 comes
 back with a reason, so the stages record it instead of hanging on it or dropping it.
-Linked folders are followed, each real folder once.
+Linked folders are followed, each real folder once, except a link to a folder that holds
+the dataset itself (``/``, a parent: the walk would never end) or to a pseudo file system
+(``/proc``, ``/sys``, ``/dev``), which is recorded with status ``not_a_file``. Files that
+operating systems leave in folders (:data:`JUNK_NAMES`: ``Thumbs.db``, ``desktop.ini``,
+``.DS_Store``, ...) and hidden files are never read and never change how a folder is read.
+
+How a folder is read (class folders, or split folders of class folders) is decided by
+:func:`folder_layout`, which says why; a folder that mixes both layouts is an error naming
+the paths and the fix.
 """
 
 from __future__ import annotations
 
+import csv
 import errno
 import os
 import stat
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +70,13 @@ RUN_CONFIG_FILE = "config.json"
 RUN_MODEL_FILE = "model.safetensors"
 
 KINDS = ("run", "screen", "build", "labelled_folder", "image_folder", "manifest")
+# files that file managers and operating systems leave in folders: never images, never labels
+JUNK_NAMES = frozenset({"thumbs.db", "ehthumbs.db", "ehthumbs_vista.db", "desktop.ini", ".ds_store",
+                        "icon\r", ".directory", "$recycle.bin", "system volume information", "__macosx"})
+# folder names that mean a split of the data, not a class
+SPLIT_NAMES = frozenset({"train", "training", "val", "valid", "validation", "dev", "test", "testing",
+                         "publictest", "privatetest", "holdout"})
+PSEUDO_FILE_SYSTEMS = ("/proc", "/sys", "/dev", "/run")
 MISSING_LABEL_TEXTS = frozenset({"nan", "none", "na", "n/a", "null", "<na>"})
 
 
@@ -71,7 +88,7 @@ def source_kind(source: str | os.PathLike[str], *, hint: str) -> str:
     """
     src = Path(source).expanduser()
     if not src.exists():
-        raise CurateError(f"source not found: {src}", hint=hint)
+        raise CurateError(f"source not found: {src}", hint=not_found_hint(str(source), hint))
     if src.is_dir():
         if is_run_dir(src):
             return "run"
@@ -89,6 +106,20 @@ def source_kind(source: str | os.PathLike[str], *, hint: str) -> str:
         return "manifest"
     raise CurateError(f"cannot read {src}: expected a folder, a .csv or a .parquet manifest",
                       hint="point SOURCE at the image folder or at its manifest")
+
+
+def not_found_hint(given: str, hint: str) -> str:
+    """The fix for a path that does not exist: ``hint``, or what the text looks like (a
+    URL, which curate never downloads; a ``~user`` that names no user; a path whose
+    ``~`` a shell did not expand because it was quoted or not at the start)."""
+    text = str(given).strip()
+    if "://" in text[:16] or text.lower().startswith(("www.", "hf://", "s3://", "gs://")):
+        return "it looks like a URL: curate reads local files only; download it first and pass the local path"
+    if text.startswith("~") and os.path.expanduser(text) == text:
+        return f"{text.split('/')[0]} names no user on this machine: write the folder out in full"
+    if "~" in text and not text.startswith("~"):
+        return f"'~' is expanded only at the start of a path: write the path out in full ({hint})"
+    return hint
 
 
 def is_run_dir(path: str | os.PathLike[str]) -> bool:
@@ -118,9 +149,87 @@ def is_hidden(name: str) -> bool:
     return name.startswith(".")
 
 
+def is_junk(name: str) -> bool:
+    """A hidden file or one that operating systems leave in folders (:data:`JUNK_NAMES`)."""
+    return is_hidden(name) or name.lower() in JUNK_NAMES
+
+
 def class_folders(root: Path) -> list[Path]:
     """The visible sub-folders of ``root``, sorted (class or split folders)."""
-    return sorted(p for p in root.iterdir() if p.is_dir() and not is_hidden(p.name))
+    return sorted(p for p in root.iterdir() if p.is_dir() and not is_junk(p.name))
+
+
+@dataclass
+class Layout:
+    """How :func:`folder_layout` reads a folder: ``split`` (``ROOT/<split>/<class>/<image>``)
+    or ``class`` (``ROOT/<class>/<image>``), why, and the junk files it ignored."""
+
+    kind: str
+    why: str
+    junk: list[Path]
+
+    def notes(self) -> list[str]:
+        if not self.junk:
+            return []
+        names = sorted({p.name for p in self.junk})
+        return [f"ignored {len(self.junk):,} file(s) that operating systems leave in folders "
+                f"({', '.join(display_path(n) for n in names[:4])}), e.g. {display_path(self.junk[0])}"]
+
+
+def folder_layout(root: Path, dirs: list[Path]) -> Layout:
+    """Decide whether the first-level folders ``dirs`` of ``root`` are split folders (each
+    holds only class folders) or class folders (each holds images), ignoring junk files.
+
+    A mix is a :class:`CurateError` that names the paths and the fix: images directly in
+    a folder named like a split, or beside sub-folders named like classes (a half-moved
+    folder), and split-like folders beside class folders when their names say so.
+    """
+    junk: list[Path] = []
+    images: dict[Path, list[str]] = {}
+    subs: dict[Path, list[str]] = {}
+    for d in dirs:
+        imgs, folders = [], []
+        for name in sorted(os.listdir(d)):
+            if is_junk(name):
+                if not is_hidden(name):
+                    junk.append(d / name)
+                continue
+            p = d / name
+            if p.is_dir():
+                folders.append(name)
+            elif Path(name).suffix.lower() in IMAGE_SUFFIXES:
+                imgs.append(name)
+        images[d], subs[d] = imgs, folders
+    split_like = [d for d in dirs if subs[d] and not images[d]]
+    class_like = [d for d in dirs if images[d]]
+    top_names = {_key(d.name) for d in dirs}
+    inner_names = {_key(n) for d in split_like for n in subs[d]}
+    for d in class_like:  # images beside folders: a split folder with stray images, or a half-moved class
+        shared = sorted(n for n in subs[d] if _key(n) in top_names | inner_names)
+        if subs[d] and (_key(d.name) in SPLIT_NAMES or shared):
+            raise CurateError(
+                f"mixed folder layout: {display_path(d)} holds images directly (e.g. {display_path(images[d][0])}) "
+                f"beside folders ({', '.join(display_path(n) for n in (shared or subs[d])[:4])}), so it is neither "
+                "a class folder nor a split folder of class folders",
+                hint=f"move the images of {display_path(d)} into the class folder they belong to "
+                     f"({display_path(d)}/<class>/), or the folders out of it")
+    if split_like and class_like:
+        named = [d for d in split_like if _key(d.name) in SPLIT_NAMES or {_key(n) for n in subs[d]} & top_names]
+        if named:
+            d = named[0]
+            raise CurateError(
+                f"mixed folder layout: {display_path(d)} holds only folders ({', '.join(subs[d][:4])}), like a "
+                f"split folder of ROOT/<split>/<class>/<image>, but {display_path(class_like[0])} holds images "
+                "directly, like a class folder of ROOT/<class>/<image>",
+                hint="use one layout: move every class folder into a split folder (ROOT/<split>/<class>/), or "
+                     f"move the class folders out of {display_path(d)} (ROOT/<class>/)")
+    if dirs and len(split_like) == len(dirs):
+        return Layout("split", "every first-level folder holds only folders: ROOT/<split>/<class>/<image>", junk)
+    return Layout("class", "first-level folders hold images: ROOT/<class>/<image>", junk)
+
+
+def _key(name: str) -> str:
+    return unicodedata.normalize("NFC", name).strip().lower()
 
 
 @dataclass(frozen=True)
@@ -186,7 +295,8 @@ def entry_problem(path: Path) -> tuple[str, str] | None:
     return ("not_a_file", f"{describe_mode(st.st_mode)}, not a regular file")
 
 
-def walk_entries(root: Path, suffixes: Iterable[str] | None = None) -> list[Entry]:
+def walk_entries(root: Path, suffixes: Iterable[str] | None = None,
+                 junk: list[Path] | None = None) -> list[Entry]:
     """Every non-hidden entry under ``root`` that is not a folder, in sorted walk order (a
     folder's entries, then its sub-folders); only names ending in ``suffixes`` (any case)
     when given.
@@ -194,10 +304,13 @@ def walk_entries(root: Path, suffixes: Iterable[str] | None = None) -> list[Entr
     Linked folders are followed; a real folder is read once, and a link that leads to a
     folder already read (a loop, or a second link) is an entry of status ``not_a_file``.
     Regular files and links to them have status None; every other entry says what it is
-    (see :func:`entry_problem`)."""
+    (see :func:`entry_problem`). A link to a folder that holds ``root`` (``/``, a parent)
+    or to a pseudo file system (``/proc``, ...) is not followed (``not_a_file``). Junk
+    files (:func:`is_junk`) are left out, and appended to ``junk`` when it is given."""
     keep = None if suffixes is None else {s.lower() for s in suffixes}
     out: list[Entry] = []
     seen: set[tuple[int, int]] = set()
+    real_root = Path(absolute(root))
 
     def visit(folder: Path) -> None:
         st = os.stat(folder)
@@ -209,13 +322,18 @@ def walk_entries(root: Path, suffixes: Iterable[str] | None = None) -> list[Entr
             return
         subfolders = []
         for name in names:
-            if is_hidden(name):
+            if is_junk(name):
+                if junk is not None and not is_hidden(name):
+                    junk.append(folder / name)
                 continue
             p = folder / name
             problem = entry_problem(p)
             if problem is None and p.is_dir():
                 st = os.stat(p)
-                if (st.st_dev, st.st_ino) in seen:
+                outside = _unwalkable_link(p, real_root)
+                if outside:
+                    out.append(Entry(p, "not_a_file", outside))
+                elif (st.st_dev, st.st_ino) in seen:
                     out.append(Entry(p, "not_a_file", f"a link to the folder {display_path(absolute(p))}, "
                                                       "which is read already (a loop or a second link)"))
                 else:
@@ -235,6 +353,21 @@ def walk_entries(root: Path, suffixes: Iterable[str] | None = None) -> list[Entr
     return out
 
 
+def _unwalkable_link(p: Path, real_root: Path) -> str | None:
+    """Why the linked folder ``p`` is not walked (it holds the dataset, or is a pseudo
+    file system), or None."""
+    if not p.is_symlink():
+        return None
+    target = Path(absolute(p))
+    if target == real_root or target in real_root.parents:
+        return (f"a link to the folder {display_path(target)}, which holds the dataset itself: not followed "
+                "(the walk would never end)")
+    for pseudo in PSEUDO_FILE_SYSTEMS:
+        if target == Path(pseudo) or Path(pseudo) in target.parents:
+            return f"a link to {display_path(target)}, a system folder: not followed"
+    return None
+
+
 def _suffix_kept(name: str, keep: set[str] | None) -> bool:
     return keep is None or Path(display_path(name)).suffix.lower() in keep
 
@@ -248,15 +381,27 @@ def walk_files(root: Path, suffixes: Iterable[str] | None = None) -> list[Path]:
 # ----------------------------------------------------------------------------- manifests
 
 def read_manifest(manifest: Path) -> pd.DataFrame:
-    """A CSV (every cell text, empty cells missing) or Parquet manifest as a table."""
+    """A CSV (every cell text, empty cells missing) or Parquet manifest as a table. A
+    column name given twice is a :class:`CurateError` naming it (pandas would rename the
+    second ``label`` to ``label.1`` and read the first)."""
     try:
-        open_regular(manifest).close()  # a FIFO named *.csv would block the reader
+        with open_regular(manifest) as f:  # a FIFO named *.csv would block the reader
+            head = f.readline(1 << 20)
         if manifest.suffix.lower() == ".csv":
-            return pd.read_csv(manifest, dtype=str, keep_default_na=False, na_values=[""])
-        return pd.read_parquet(manifest)
+            columns = next(csv.reader([head.decode("utf-8-sig", "replace")]), [])
+            table = pd.read_csv(manifest, dtype=str, keep_default_na=False, na_values=[""])
+        else:
+            table = pd.read_parquet(manifest)
+            columns = [str(c) for c in table.columns]
     except Exception as exc:  # parser errors come in many types
         raise CurateError(f"cannot read manifest {manifest}: {exc}",
                           hint="check that it is a valid CSV (with a header row) or Parquet file") from exc
+    twice = sorted({c for c in columns if columns.count(c) > 1})
+    if twice:
+        raise CurateError(f"manifest {manifest} has the column {twice[0]!r} more than once "
+                          f"({', '.join(repr(c) for c in twice)}); curate cannot tell which one you mean",
+                          hint="rename or delete the extra column in the header row")
+    return table
 
 
 def is_missing(v: object) -> bool:

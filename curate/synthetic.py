@@ -17,7 +17,6 @@ The same seed gives byte-identical files and manifest.
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import time
@@ -30,7 +29,7 @@ import pandas as pd
 from PIL import Image, ImageDraw
 
 from curate.errors import CurateError
-from curate.io import run_record, write_json, write_text
+from curate.io import loads_json, read_capped, run_record, write_json, write_text
 
 DEFAULT_CLASSES = ("angry", "happy", "neutral", "sad", "surprise", "fear")
 _SUPERSAMPLE = 4  # faces are drawn this many times larger, then reduced (anti-aliasing)
@@ -229,8 +228,8 @@ def _prepare_out_dir(out: Path) -> None:
         return
     record = out / "run.json"
     try:
-        previous = json.loads(record.read_text()).get("command") if record.is_file() else None
-    except (OSError, ValueError):
+        previous = loads_json(read_capped(record, 2**20)).get("command") if record.is_file() else None
+    except (OSError, ValueError, AttributeError):
         previous = None
     if previous != "example":
         raise CurateError(f"output folder {out} is not empty and does not hold an earlier example",

@@ -22,8 +22,10 @@ import numpy as np
 import pandas as pd
 
 from curate.errors import CurateError
+from curate.limits import check_memory, seed_value, whole_number
 
 Kind = Literal["triplet", "quadruplet"]
+BYTES_PER_TUPLE = 400  # peak bytes per tuple while sampling (index arrays, the table, its Parquet copy)
 NO_SPLIT = "\x00none"  # group key for images without a split
 
 
@@ -64,6 +66,7 @@ def sample_tuples(
     Same input and seed give identical tuples.
     """
     _check_options(images, kind, per_anchor, max_tuples, positive_subject, negative_subject)
+    seed = seed_value(seed)
     ok = images.loc[images["status"].eq("ok"), ["image_id", "label", "split", "subject"]]
     if ok["label"].nunique() < 2:
         found = sorted(ok["label"].unique().tolist())
@@ -100,10 +103,13 @@ def _check_options(images: pd.DataFrame, kind: str, per_anchor: int, max_tuples:
                    positive_subject: str, negative_subject: str) -> None:
     if kind not in ("triplet", "quadruplet"):
         raise CurateError(f"unknown tuple kind {kind!r}", hint="use --kind triplet or --kind quadruplet")
-    if per_anchor < 1:
-        raise CurateError(f"--per-anchor must be at least 1, got {per_anchor}")
-    if max_tuples is not None and max_tuples < 1:
-        raise CurateError(f"--max-tuples must be at least 1, got {max_tuples}")
+    whole_number(per_anchor, "--per-anchor", lo=1)
+    if max_tuples is not None:
+        whole_number(max_tuples, "--max-tuples", lo=1)
+    n_ok = int(images["status"].eq("ok").sum()) if "status" in images.columns else len(images)
+    n = n_ok * per_anchor
+    check_memory(n * BYTES_PER_TUPLE, f"--per-anchor {per_anchor:,} ({n:,} tuples of {n_ok:,} images)",
+                 hint="lower --per-anchor (1 to 10 is usual), or pass --max-tuples")
     if positive_subject not in ("any", "other"):
         raise CurateError(f"--positive-subject must be 'any' or 'other', got {positive_subject!r}")
     if negative_subject not in ("any", "same"):

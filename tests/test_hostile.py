@@ -884,3 +884,247 @@ def test_r3_5_a_damaged_cache_shard_is_a_miss_with_a_warning_never_used(tmp_path
     analyze._write_shard(legacy, ["b" * 64], [{**row, "occlusion": 2.9e182}])
     with pytest.warns(cache.DamagedShardWarning, match="occlusion values outside"):
         assert cache.read_shards(ns, ".parquet", analyze._read_shard) == {}
+
+
+def _images(root: Path, rels: list[str]) -> None:
+    for i, rel in enumerate(rels):
+        face_png(root / rel, i)
+
+
+def test_r3_6_one_layout_detector_ignores_junk_and_names_a_mixed_layout(tmp_path: Path) -> None:
+    from curate.ingest import discover
+
+    split = tmp_path / "split"
+    _images(split, [f"{s}/{c}/{i}.png" for s in ("train", "val") for c in ("happy", "sad") for i in range(2)])
+    (split / "val" / "Thumbs.db").write_bytes(b"junk")
+    (split / "train" / "happy" / "desktop.ini").write_text("[.ShellClassInfo]")
+    (split / ".DS_Store").write_bytes(b"junk")
+    table = discover(split)
+    assert set(table["label"]) == {"happy", "sad"} and set(table["split"]) == {"train", "val"}
+    assert len(table) == 8 and "Thumbs.db" in table.attrs["notes"][0] and "2 file(s)" in table.attrs["notes"][0]
+    half = tmp_path / "half"  # a class layout with a half-moved split folder
+    _images(half, ["happy/0.png", "sad/0.png", "train/happy/1.png"])
+    with pytest.raises(CurateError, match=r"mixed folder layout: .*train holds only folders") as err:
+        discover(half)
+    assert "move every class folder into a split folder" in (err.value.hint or "")
+    stray = tmp_path / "stray"  # an image directly in a split folder beside its class folders
+    _images(stray, ["train/happy/0.png", "train/sad/0.png", "train/x.png", "val/happy/1.png", "val/sad/1.png"])
+    res = _cli("build-tuples", stray, "--out", tmp_path / "o")
+    assert res.exit_code == 2 and "train holds images directly (e.g. x.png)" in res.output
+    nested = tmp_path / "nested"  # a class folder with sub-folders stays a class folder
+    _images(nested, ["happy/a/0.png", "happy/b/1.png", "sad/2.png"])
+    assert dict(zip(discover(nested)["rel_path"], discover(nested)["label"], strict=True)) == {
+        "happy/a/0.png": "happy", "happy/b/1.png": "happy", "sad/2.png": "sad"}
+
+
+def test_r3_7_links_to_the_root_are_not_walked_and_predict_takes_one_path(tmp_path: Path) -> None:
+    from curate.ingest import discover
+    from curate.train.evaluate import expand_inputs
+
+    data = tmp_path / "data"
+    _images(data, ["happy/0.png", "sad/1.png"])
+    os.symlink("/", data / "happy" / "everything")
+    os.symlink(data, data / "sad" / "up")
+    os.symlink("/proc/self", data / "sad" / "proc")
+    table = discover(data).set_index("rel_path")
+    assert len(table) == 5
+    assert table.loc["happy/everything", "status"] == "not_a_file"
+    assert "holds the dataset itself" in table.loc["sad/up", "detail"]
+    assert "system folder" in table.loc["sad/proc", "detail"]
+    one = str(data / "happy" / "0.png")
+    assert expand_inputs(one) == [one] and expand_inputs(Path(one)) == [one]
+    res = _cli("predict", "fer_resnet10t", "https://example.com/a.png")
+    assert res.exit_code == 2 and "looks like a URL" in res.output and "download it first" in res.output
+    res = _cli("build-tuples", "~no_such_user_xyz/data", "--out", tmp_path / "o")
+    assert res.exit_code == 2 and "names no user" in res.output
+
+
+def test_r3_10_deeply_nested_json_is_a_clear_error_in_every_record(tmp_path: Path, screened) -> None:
+    from curate.io import json_depth, loads_json, read_json_file
+    from curate.runs import read_run_config
+
+    deep = "[" * 100_000 + "]" * 100_000
+    assert json_depth(deep) == 100_000 and json_depth('{"a": "[[[", "b": [1, {"c": "\\"]"}]}') == 3
+    with pytest.raises(ValueError, match="nested 100000 levels deep"):
+        loads_json(deep)
+    f = tmp_path / "deep.json"
+    f.write_text('{"a": ' + deep + "}")
+    with pytest.raises(CurateError, match="levels deep"):
+        read_json_file(f, what="record", hint="x")
+    run = _run_folder(tmp_path)
+    (run / "config.json").write_text('{"a": ' + deep + "}")
+    with pytest.raises(CurateError, match="levels deep"):
+        read_run_config(run)
+    build, out, emb = screened
+    (out / "run.json").write_text('{"command": "screen", "x": ' + deep + "}")
+    res = _cli("report", out)
+    assert res.exit_code == 2 and "levels deep" in res.output
+    res = _cli("screen", build, "--out", out, "--embeddings", emb, "--skip-face-screens")
+    assert res.exit_code == 2 and "levels deep" in res.output
+
+
+@pytest.mark.parametrize(("changes", "words"), [
+    ({"embed_dim": 65536, "classes": [f"c{i}" for i in range(100_000)]}, "asks for heads of about"),
+    ({"input_size": [1, 4096, 4096]}, "input_size must be"),
+    ({"backbone": "resnet" * 10_000}, "longer than any timm model name"),
+    ({"logit_scale": 1e300}, "logit_scale must be a positive finite number of at most"),
+    ({"scale": 1e300}, "scale must be a positive finite number of at most"),
+])
+def test_r3_8_a_run_config_cannot_ask_for_more_than_the_limits(tmp_path: Path, changes: dict, words: str) -> None:
+    from curate.runs import load_run
+
+    run = _run_folder(tmp_path, **changes)
+    with pytest.raises(CurateError, match=words):
+        load_run(run)
+
+
+def test_r3_8_and_14_finetune_numbers_are_checked_before_any_work(tmp_path: Path) -> None:
+    from curate.train.config import FinetuneConfig
+
+    for kw, words in (({"input_size": 100_000}, "--input-size must be a whole number from 8 to 1,024"),
+                      ({"input_size": 0}, "--input-size must be"),
+                      ({"weight_decay": float("nan")}, "--weight-decay must be a finite number"),
+                      ({"seed": -1}, "--seed must be a whole number from 0"),
+                      ({"seed": None}, "--seed must be a whole number"),
+                      ({"workers": -1}, "--workers must be a whole number of at least 0"),
+                      ({"epochs": 2.5}, "--epochs must be a whole number")):
+        with pytest.raises(CurateError, match=words):
+            FinetuneConfig(**kw).check()
+    res = _cli("finetune", tmp_path / "nothing", "--out", tmp_path / "run", "--input-size", "100000")
+    assert res.exit_code == 2 and "--input-size" in res.output
+
+
+def test_r3_13_and_14_counts_seeds_and_alphas_are_messages_not_tracebacks(tmp_path: Path, screened) -> None:
+    from curate.limits import cap_workers, cpu_count
+    from curate.screens.statistical import thresholds
+
+    build, out, emb = screened
+    src = build.parent / "images"
+    for args, words in ((["--workers", "-1"], "--workers must be a whole number of at least 0"),
+                        (["--seed", "-1"], "--seed must be a whole number from 0"),
+                        (["--per-anchor", "1000000000"], "would need about")):
+        res = _cli("build-tuples", src, "--out", tmp_path / "b", *args)
+        assert res.exit_code == 2 and words in res.output, res.output
+    with pytest.raises(CurateError, match="--per-anchor must be a whole number"):
+        build_tuples(src, tmp_path / "b2", per_anchor=2.5)
+    with pytest.raises(CurateError, match="--seed must be a whole number"):
+        build_tuples(src, tmp_path / "b3", seed=None)
+    t_pos, _ = thresholds(0.0, 1.0, 1e-300, 0.05)
+    assert 36 < t_pos < 38  # z(1 - 1e-300), where 1 - 1e-300 rounds to 1
+    res = _cli("screen", build, "--out", tmp_path / "s", "--embeddings", emb, "--skip-face-screens",
+               "--alpha-pos", "1e-300", "--no-report")
+    assert res.exit_code == 0, res.output
+    for cmd in (["predict", "fer_resnet10t", str(next(src.rglob("*.png")))], ["evaluate", "fer_resnet10t", str(build)]):
+        res = _cli(*cmd, "--batch-size", "0")
+        assert res.exit_code == 2 and "--batch-size must be a whole number from 1" in res.output
+    assert cap_workers(100, 56) == (min(cpu_count(), 56), f"--workers 100 capped at {min(cpu_count(), 56)} "
+                                    f"({cpu_count()} CPU(s))")
+    assert cap_workers(2, 1)[0] == 1 and cap_workers(0, 10) == (0, None)
+
+
+def test_r3_9_full_or_read_only_disks_are_messages_and_the_cache_is_optional(tmp_path: Path, screened,
+                                                                            monkeypatch) -> None:
+    import errno
+    import tempfile
+
+    from curate import cache
+    from curate.backbone import load_backbone
+    from curate.embed import embed_images_result
+
+    build, _, emb = screened
+    full, ro, cache_root = tmp_path / "full", tmp_path / "ro", tmp_path / "cache"
+    real_mkstemp, real_mkdir = tempfile.mkstemp, Path.mkdir
+
+    def mkstemp(*a, dir=None, **k):
+        if str(dir).startswith((str(full), str(cache_root / "embeddings"))):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_mkstemp(*a, dir=dir, **k)
+
+    def mkdir(self, *a, **k):
+        if str(self).startswith(str(ro)):
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return real_mkdir(self, *a, **k)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    res = _cli("screen", build, "--out", full, "--embeddings", emb, "--skip-face-screens", "--no-report")
+    assert res.exit_code == 2 and "the disk is full" in res.output and "--cache-dir" in res.output, res.output
+    res = _cli("build-tuples", build.parent / "images", "--out", ro)
+    assert res.exit_code == 2 and "read-only" in res.output, res.output
+    paths = [str(p) for p in sorted((build.parent / "images").rglob("*.png"))[:3]]
+    with pytest.warns(cache.CacheOffWarning, match="going on without caching"):
+        got = embed_images_result(paths, [None] * 3, load_backbone("test_resnet", "none"), cache_dir=cache_root,
+                                  workers=0)
+    assert got.embeddings.shape[0] == 3 and np.isfinite(got.embeddings).all()
+    with pytest.raises(CurateError, match="root folder"):
+        cache.resolve_cache_dir("/")
+
+
+def test_r3_12_manifest_columns_are_never_silently_mangled(tmp_path: Path) -> None:
+    from curate.ingest import discover
+
+    imgs = [str(face_png(tmp_path / "img" / f"{i}.png", i)) for i in range(3)]
+    dup = tmp_path / "dup.csv"
+    dup.write_text(f"path,label,label\n{imgs[0]},happy,sad\n")
+    with pytest.raises(CurateError, match="has the column 'label' more than once"):
+        discover(dup)
+    lists = tmp_path / "lists.parquet"
+    pd.DataFrame({"path": imgs[:2], "label": [["angry", "sad"], ["happy"]]}).to_parquet(lists)
+    with pytest.raises(CurateError, match=r"row 0 of lists.parquet .*: the label in column 'label' is a list"):
+        discover(lists)
+    own = tmp_path / "own.csv"
+    pd.DataFrame({"path": imgs, "label": ["caf\u00e9", "cafe\u0301", "happy"], "width": ["w1", "w2", "w3"],
+                  "status": ["mine"] * 3, "sha256": ["x"] * 3, "notes": ["a", "b", "c"]}).to_csv(own, index=False)
+    table = ingest(own, workers=1)
+    assert table["user_width"].tolist() == ["w1", "w2", "w3"] and table["user_status"].tolist() == ["mine"] * 3
+    assert table["user_sha256"].tolist() == ["x"] * 3 and table["notes"].tolist() == ["a", "b", "c"]
+    assert table["status"].tolist() == ["ok"] * 3 and table["width"].notna().all()
+    assert "width -> user_width" in table.attrs["notes"][0]
+    assert table["label"].tolist()[:2] == ["caf\u00e9", "caf\u00e9"]  # NFC and NFD: one class
+
+
+def test_r3_11_labels_named_like_exports_own_files_never_take_their_place(tmp_path: Path) -> None:
+    from urllib.parse import unquote
+
+    _, screen_dir = _export_source(tmp_path, ["export.json", "metadata.parquet", "README.md", "happy"], split=None)
+    res = export(screen_dir, tmp_path / "img", max_suspicion=1.0)
+    rec = json.loads((tmp_path / "img" / "export.json").read_text())
+    assert rec["state"] == "complete" and res.n_exported == 4
+    folders = rec["folders"]["label"]
+    assert folders["export.json"] == "%65xport.json" and unquote(folders["export.json"]) == "export.json"
+    assert (tmp_path / "img" / "%65xport.json").is_dir() and folders["happy"] == "happy"
+    hf = export(screen_dir, tmp_path / "hf", format="hf")
+    meta = pd.read_parquet(tmp_path / "hf" / "train" / "metadata.parquet")
+    assert len(meta) == 4 and hf.n_exported == 4 and (tmp_path / "hf" / "train" / "%6Detadata.parquet").is_dir()
+    again = export(screen_dir, tmp_path / "hf", format="hf")  # re-run: the same folders, nothing broken
+    assert again.n_exported == 4
+
+
+def test_r3_15_warnings_are_escaped_plotting_stays_in_the_cache_and_cache_dir_root_is_refused(
+        tmp_path: Path, screened, monkeypatch, capsys) -> None:
+    import warnings
+
+    from curate.cli import _app
+
+    monkeypatch.delenv("MPLCONFIGDIR", raising=False)
+    monkeypatch.setenv("CURATE_CACHE", str(tmp_path / "c"))
+    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)
+    build, out, emb = screened
+    res = _cli("screen", build, "--out", tmp_path / "s", "--embeddings", emb, "--cache-dir", "/", "--no-report")
+    assert res.exit_code == 2 and "root folder" in res.output
+    assert os.environ["MPLCONFIGDIR"] == str(tmp_path / "c" / "matplotlib")
+    _app._show_warning("Glyph 27 (\x1b[2J) missing from font", UserWarning, "/x/font.py", 3)
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\\x1b[2J" in err
+
+
+def test_r3_13_a_link_to_a_kernel_file_is_never_read(tmp_path: Path) -> None:
+    from curate.io import NotARegularFile, read_capped
+
+    with pytest.raises(NotARegularFile, match="file of the kernel"):
+        read_capped("/proc/self/pagemap", 2**30)
+    _images(tmp_path / "d", ["happy/0.png", "sad/1.png"])
+    os.symlink("/proc/self/pagemap", tmp_path / "d" / "happy" / "pagemap.png")
+    table = ingest(tmp_path / "d", workers=1).set_index("rel_path")
+    assert table.loc["happy/pagemap.png", "status"] == "not_a_file"
+    assert "kernel" in table.loc["happy/pagemap.png", "detail"]

@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import signal
 import sys
 import unicodedata
+import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from curate.errors import CurateError
+from curate.errors import CurateError, CurateWarning
 
 # Plain (click) help: at 80 columns it keeps option names whole, wraps help text in a
 # wide column and shows on/off flags without a value (rich's panels did neither).
@@ -89,18 +92,75 @@ def handles_errors(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        warnings.showwarning = _show_warning  # warnings carry data (labels, paths): printed through safe()
+        os.environ.setdefault("MPLCONFIGDIR", _matplotlib_dir())
         try:
+            kwargs = {k: _path_argument(v) for k, v in kwargs.items()}
             return fn(*args, **kwargs)
         except CurateError as exc:
             err_console.print(f"[bold red]error:[/] {safe(exc.message, newlines=True)}", markup=True, soft_wrap=True)
             if exc.hint:
                 err_console.print(f"[yellow]fix:[/] {safe(exc.hint, newlines=True)}", soft_wrap=True)
             raise typer.Exit(code=2) from None
+        except OSError as exc:
+            from curate.io import DISK_ERRNOS, disk_error
+
+            if exc.errno not in DISK_ERRNOS:
+                raise
+            err = disk_error(exc.filename or "a file", exc)
+            err_console.print(f"[bold red]error:[/] {safe(err.message)}", soft_wrap=True)
+            err_console.print(f"[yellow]fix:[/] {safe(err.hint)}", soft_wrap=True)
+            raise typer.Exit(code=2) from None
         except KeyboardInterrupt:
             err_console.print("[red]interrupted[/]: outputs are written atomically, so no half-written file was left")
             raise typer.Exit(code=130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """Print a warning with its control characters escaped (a label with ESC in a
+    plotting library's "glyph missing" warning must not reach the terminal raw); curate's
+    own warnings as a yellow ``warning:`` line."""
+    text = safe(str(message), newlines=True)
+    if issubclass(category, CurateWarning):
+        err_console.print(f"[yellow]warning:[/] {text}", soft_wrap=True)
+    else:
+        err_console.print(f"{safe(os.path.basename(filename))}:{lineno}: {category.__name__}: {text}", soft_wrap=True)
+
+
+def _matplotlib_dir() -> str:
+    """Where matplotlib keeps its font cache and settings when ``$MPLCONFIGDIR`` is unset:
+    inside curate's cache folder (docs/cache.md), never elsewhere in the user's home."""
+    from curate.cache import default_cache_dir
+
+    return str(default_cache_dir() / "matplotlib")
+
+
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]{1,15}:/")
+
+
+def _path_argument(value: Any) -> Any:
+    """A path argument as the command reads it: ``~`` and ``~user`` expanded (also when the
+    shell did not, because the path was quoted); a ``~user`` that names no user, or a URL
+    given as a path, is a :class:`CurateError` (curate reads local files only)."""
+    if isinstance(value, list):
+        return [_path_argument(v) for v in value]
+    if not isinstance(value, (str, Path)):
+        return value
+    text = str(value)
+    if isinstance(value, Path) and _URL.match(text) and not Path(text).exists():
+        url = _URL.sub(lambda m: m.group(0) + "/", text, count=1)
+        raise CurateError(f"{url} looks like a URL; curate reads local files only",
+                          hint="download it first, then pass the local file or folder")
+    if text.startswith("~"):
+        expanded = os.path.expanduser(text)
+        if expanded == text:
+            raise CurateError(f"{text}: {text.split('/')[0]} names no user on this machine, so '~' cannot "
+                              "be expanded", hint="write the path out in full")
+        return type(value)(expanded) if isinstance(value, Path) else expanded
+    return value
 
 
 def main() -> None:

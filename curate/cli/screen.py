@@ -4,7 +4,6 @@ and :func:`curate.export.export`."""
 from __future__ import annotations
 
 import inspect
-import json
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -17,6 +16,7 @@ from curate.cli._choices import RAY_ACTORS_HELP, RAY_HELP, NullOpt, ray_engine
 from curate.cli._progress import stage_bars
 from curate.errors import CurateError
 from curate.export import FORMATS, ExportResult, export
+from curate.io import loads_json
 from curate.screen import ScreenResult, screen
 from curate.screens import options as screen_options
 
@@ -129,7 +129,7 @@ def parse_options(pairs: list[str]) -> dict[str, object]:
             raise CurateError(f"--option {name}=... duplicates a flag",
                               hint=f"use --{name.replace('_', '-')} {text}")
         try:
-            out[name] = json.loads(text)
+            out[name] = loads_json(text)
         except ValueError:
             out[name] = text
     return out

@@ -22,6 +22,7 @@ from curate.faces.landmarks import face_rows, find_faces
 from curate.faces.model_file import resolve_face_model
 from curate.faces.occlusion import OCCLUSION_WEIGHTS, OcclusionModel
 from curate.io import file_sha256
+from curate.limits import workers_for
 
 # Bump when anything that changes a row changes: it is part of the cache key.
 # 2: occlusion averaged over the face and its mirror image; 3: decoded by curate.images
@@ -130,9 +131,7 @@ def analyze_faces(paths: Sequence[str | os.PathLike[str]], sha256s: Sequence[str
     # every file hashed now (a changed file is an error); an unreadable one keeps None
     hashes = cache.content_hashes(path_list, given)
     backend = resolve_backend(backend)
-    if workers is not None and workers < 0:
-        raise CurateError(f"workers must be 0 or more, got {workers}",
-                          hint="0 or 1 analyse in this process; omit it for one process per core")
+    workers = workers_for(workers, len(path_list))  # 0 or more, at most the CPUs and the images
     model_path = resolve_face_model(face_model)
     root = cache.resolve_cache_dir(cache_dir)
     folder = (cache.namespace_dir(root, CACHE_KIND, cache_key(model_path, backend),

@@ -99,8 +99,10 @@ def resolve_run(value: str | os.PathLike[str]) -> Path:
         raise CurateError(f"{value} is a timm backbone ({entry.detail}) without an expression head; "
                           "this command needs a fine-tuning run",
                           hint=_names_hint("the --out folder of `curate finetune`"))
+    from curate.sources import not_found_hint
+
     raise CurateError(f"run folder not found: {value}",
-                      hint=_names_hint("the --out folder of `curate finetune`"))
+                      hint=not_found_hint(str(value), _names_hint("the --out folder of `curate finetune`")))
 
 
 def resolve_weights(weights: str | None, backbone: str | None) -> tuple[str | None, str | None]:
@@ -117,9 +119,11 @@ def resolve_weights(weights: str | None, backbone: str | None) -> tuple[str | No
         return backbone, weights
     entry = find_model(weights)
     if entry is None:
+        from curate.sources import not_found_hint
+
         raise CurateError(f"weights file not found: {weights} (and no model has that name)",
-                          hint=_names_hint("a .safetensors/.pth file, a fine-tuning run folder, "
-                                           "'none'"))
+                          hint=not_found_hint(weights, _names_hint("a .safetensors/.pth file, a fine-tuning run "
+                                                                   "folder, 'none'")))
     if entry.kind == "bundled":
         return backbone, entry.location
     if backbone is not None and backbone != entry.name:

@@ -6,7 +6,6 @@ records a plain note and the report renders that section with the note instead.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from curate.errors import CurateError
-from curate.io import read_parquet
+from curate.io import loads_json, read_capped, read_parquet
+
+JSON_BYTES = 64 * 2**20  # the most bytes of a JSON file of the screen folder read
 
 SCORE_COLUMNS = (
     "tuple_id", "anchor", "positive", "negative", "negative2",
@@ -103,7 +104,7 @@ def _read_json(path: Path, out: ScreenRun, section: str) -> dict[str, Any] | Non
         out.notes[section] = f"{path.name} is missing from {path.parent}"
         return None
     try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
+        obj = loads_json(read_capped(path, JSON_BYTES))
     except (OSError, ValueError) as exc:
         out.notes[section] = f"{path.name} could not be read: {exc}"
         return None
@@ -162,7 +163,7 @@ def _attach_images(out: ScreenRun) -> None:
         run_json = cand.parent / "run.json"
         if run_json.exists():
             try:
-                out.build_run = json.loads(run_json.read_text(encoding="utf-8"))
+                out.build_run = loads_json(read_capped(run_json, JSON_BYTES))
             except (OSError, ValueError):
                 out.build_run = None
         return

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -44,7 +43,12 @@ import pandas as pd
 
 from curate.errors import CurateError
 from curate.screens.label import PRIOR_FLOOR, encode_labels, label_posteriors
-from curate.screens.statistical import NEGATIVE_TOO_CLOSE, POSITIVE_TOO_FAR, pair_distances
+from curate.screens.statistical import (
+    NEGATIVE_TOO_CLOSE,
+    POSITIVE_TOO_FAR,
+    pair_distances,
+    upper_quantile,
+)
 
 CLASS_NULLS = ("class", "class_empirical")
 PAIRS_PER_CLASS_PAIR = 2000
@@ -73,13 +77,13 @@ class ClassNulls:
     @property
     def t_pos(self) -> np.ndarray:
         """``T_pos`` per class (length ``K``)."""
-        z = NormalDist().inv_cdf(1 - self.alpha_pos)
+        z = upper_quantile(self.alpha_pos)
         return np.diag(self.mu) + z * np.diag(self.sigma)
 
     @property
     def t_neg(self) -> np.ndarray:
         """``T_neg`` per class pair (``K x K``, symmetric; the diagonal is ``-inf``: never tested)."""
-        z = NormalDist().inv_cdf(1 - self.alpha_neg)
+        z = upper_quantile(self.alpha_neg)
         t = self.mu - z * self.sigma
         np.fill_diagonal(t, -np.inf)
         return t
@@ -355,8 +359,8 @@ def _empirical_nulls(x: np.ndarray, codes: np.ndarray, k: int, w: np.ndarray, al
     i, j, a, b = stratified_pairs(codes, k, per_pair, np.random.default_rng(seed))
     d = pair_distances(x, i, j)
     pw = w[i] * w[j]
-    z_pos = NormalDist().inv_cdf(1 - alpha_pos)
-    z_neg = NormalDist().inv_cdf(1 - alpha_neg)
+    z_pos = upper_quantile(alpha_pos)
+    z_neg = upper_quantile(alpha_neg)
     mu = np.full((k, k), np.nan)
     sigma = np.full((k, k), np.nan)
     n_pairs = np.zeros((k, k), dtype=np.int64)

@@ -98,8 +98,14 @@ def thresholds(mu: float, sigma: float, alpha_pos: float, alpha_neg: float) -> t
         if not 0 < alpha < 1:
             raise CurateError(f"{name} must be strictly between 0 and 1, got {alpha!r}",
                               hint=f"use for example --{name.replace('_', '-')} 0.05")
+    return mu + upper_quantile(alpha_pos) * sigma, mu - upper_quantile(alpha_neg) * sigma
+
+
+def upper_quantile(alpha: float) -> float:
+    """z(1 - alpha); for an alpha so small that 1 - alpha rounds to 1, -z(alpha) (the same
+    number, by symmetry)."""
     z = NormalDist()
-    return mu + z.inv_cdf(1 - alpha_pos) * sigma, mu - z.inv_cdf(1 - alpha_neg) * sigma
+    return z.inv_cdf(1 - alpha) if 1 - alpha < 1 else -z.inv_cdf(alpha)
 
 
 @dataclass(frozen=True)

@@ -94,6 +94,7 @@ class FinetuneConfig:
 
     def check(self) -> None:
         """Raise a :class:`CurateError` for settings out of range."""
+        check_numbers(self)
         if self.kind is not None and self.kind not in KINDS:
             raise CurateError(f"unknown --kind {self.kind!r}", hint="use triplet or quadruplet")
         if self.mining not in MINING:
@@ -127,3 +128,42 @@ class FinetuneConfig:
         return ScreenSettings(alpha_pos=self.alpha_pos, alpha_neg=self.alpha_neg, null=self.null,
                               center=self.center, window=self.screen_window,
                               warmup_steps=self.screen_warmup_steps)
+
+
+def check_numbers(cfg: FinetuneConfig) -> None:
+    """Type, range and resource checks of the numeric settings (:mod:`curate.limits`): a
+    fraction where a whole number is needed, NaN, a negative count, a seed out of range
+    or an input size whose batches would not fit in memory is a :class:`CurateError`."""
+    from curate.limits import check_memory, real_number, seed_value, whole_number
+    from curate.runs import MAX_EMBED_DIM, MAX_INPUT_SIDE, MAX_SCALE
+
+    seed_value(cfg.seed)
+    whole_number(cfg.epochs, "--epochs", lo=1)
+    whole_number(cfg.batch_tuples, "--batch-tuples", lo=2, hi=1 << 16)
+    whole_number(cfg.embed_dim, "--embed-dim", lo=1, hi=MAX_EMBED_DIM)
+    whole_number(cfg.workers, "--workers", lo=0)
+    whole_number(cfg.checkpoint_every, "--checkpoint-every", lo=0)  # 0: at epoch ends only
+    whole_number(cfg.eval_batch_size, "--eval-batch-size", lo=1, hi=1 << 16)
+    if cfg.max_steps is not None:
+        whole_number(cfg.max_steps, "--max-steps", lo=1)
+    if cfg.in_chans is not None:
+        whole_number(cfg.in_chans, "--in-chans", lo=1, hi=16)
+    for name in ("lr", "scale", "logit_scale"):
+        real_number(getattr(cfg, name), "--" + name.replace("_", "-"), lo=0, lo_open=True,
+                    hi=MAX_SCALE if name != "lr" else 10.0)
+    real_number(cfg.weight_decay, "--weight-decay", lo=0, hi=10.0, hint="pass for example --weight-decay 1e-4")
+    real_number(cfg.ce_weight, "--ce-weight", lo=0)
+    real_number(cfg.margin, "--margin", lo=0)
+    real_number(cfg.margin2, "--margin2", lo=0)
+    real_number(cfg.warmup_share, "--warmup-share", lo=0, hi=1)
+    real_number(cfg.preload_max_gb, "--preload-max-gb", lo=0)
+    if cfg.input_size is not None:
+        side = whole_number(cfg.input_size, "--input-size", lo=8, hi=MAX_INPUT_SIDE,
+                            hint=f"pass --input-size N with N from 8 to {MAX_INPUT_SIDE} pixels (48 for FER2013)")
+        images = cfg.batch_tuples * 4
+        check_memory(images * 3 * side * side * 4 * ACTIVATIONS_PER_PIXEL,
+                     f"--input-size {side} with --batch-tuples {cfg.batch_tuples} ({images:,} images a step)",
+                     hint="lower --input-size or --batch-tuples")
+
+
+ACTIVATIONS_PER_PIXEL = 16  # float32 activations kept for the backward pass, per input value (a rough lower bound)

@@ -22,6 +22,7 @@ from curate.backbone import resolve_device
 from curate.errors import CurateError
 from curate.ingest import ingest, validate_file
 from curate.io import read_parquet
+from curate.limits import whole_number
 from curate.models import resolve_run
 from curate.outdir import require_complete
 from curate.runs import EmbeddingNet, load_run
@@ -29,11 +30,13 @@ from curate.sources import (
     BUILD_IMAGES_FILE,
     IMAGE_SUFFIXES,
     images_build_dir,
+    not_found_hint,
     source_kind,
     walk_files,
 )
 from curate.train.data import ImageStore, to_model_input
 
+MAX_BATCH = 65_536  # images per forward pass
 DUPLICATES_SKIPPED = "duplicate"  # key of EvaluationResult.skipped: copies evaluated once
 BAD_STATUSES = ("missing", "unreadable", "empty_file", "not_an_image", "corrupt", "too_large", "no_label",
                 "not_a_file", "bad_name")
@@ -173,6 +176,7 @@ def evaluate(run: str | Path, source: str | Path, *, split: str | None = None, d
     Duplicates (byte-identical copies, repeated manifest rows) are evaluated once and
     counted in ``skipped["duplicate"]``.
     """
+    batch_size = whole_number(batch_size, "--batch-size", lo=1, hi=MAX_BATCH)
     net, cfg = load_run(resolve_run(run))
     classes = list(cfg["classes"])
     images, n_dup = read_labelled_source(source, split=split)
@@ -211,7 +215,10 @@ def evaluate(run: str | Path, source: str | Path, *, split: str | None = None, d
 
 def expand_inputs(inputs: Sequence[str | Path]) -> list[str]:
     """Image files named by paths, folders (searched recursively) and glob patterns, in order,
-    without repeats. A name that matches nothing is a :class:`CurateError`."""
+    without repeats. A name that matches nothing is a :class:`CurateError`. One path
+    given as a string (or ``Path``) is one input, never a sequence of characters."""
+    if isinstance(inputs, (str, bytes, os.PathLike)):
+        inputs = [os.fsdecode(inputs)]
     out: list[str] = []
     seen: set[str] = set()
 
@@ -239,7 +246,7 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[str]:
             for m in matches:
                 add(Path(m))
         else:
-            raise CurateError(f"image not found: {s}", hint="pass image files, folders or glob patterns")
+            raise CurateError(f"image not found: {s}", hint=not_found_hint(s, "pass image files, folders or glob patterns"))
     return out
 
 
@@ -253,6 +260,7 @@ def predict(run: str | Path, inputs: Sequence[str | Path], *, device: str = "aut
     row with its status and no prediction, and the others are predicted. With
     ``faces=True`` also the face-screen columns of :mod:`curate.faces`.
     """
+    batch_size = whole_number(batch_size, "--batch-size", lo=1, hi=MAX_BATCH)
     net, cfg = load_run(resolve_run(run))
     classes = list(cfg["classes"])
     paths = expand_inputs(inputs)
