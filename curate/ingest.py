@@ -333,7 +333,7 @@ def _validate_many(paths: list[str], *, max_pixels: int, workers: int | None,
     total = len(paths)
     if progress:
         progress(0, total)
-    n_workers = workers_for(workers, max(1, -(-total // 512))) if workers is not None else min(os.cpu_count() or 1, 8)
+    n_workers = workers_for(workers, max(total, 1)) if workers is not None else min(os.cpu_count() or 1, 8)
     if n_workers <= 1 or total < 256:
         out = []
         for k, p in enumerate(paths, 1):

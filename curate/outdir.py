@@ -122,6 +122,11 @@ def claim_folder(out: str | os.PathLike[str], command: str, *, settings: Mapping
     _mkdir(folder)
     with _locked(folder / LOCK_FILE, folder, command) as lock:
         claim = Claim(folder, command, record_path, _plain(settings), _lock=lock)
+        for sub in dict.fromkeys([*owned_dirs, *scratch]):  # folders the run writes into: never a link
+            if (folder / sub).is_symlink():
+                raise CurateError(f"{folder / sub} is a symbolic link inside --out; curate never writes through a "
+                                  "link, so nothing was written", hint="remove the link (curate makes the folder), "
+                                                                       "or choose another --out")
         others = [p for p in folder.iterdir() if p.name != LOCK_FILE and not _is_tmp(p.name)]
         previous = _previous_run(folder, command, others)
         _compare(claim, previous, force)

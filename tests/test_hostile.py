@@ -804,6 +804,13 @@ def test_r3_2_export_never_writes_through_a_linked_folder_inside_out(tmp_path: P
         with pytest.raises(CurateError, match=r"train is a symbolic link inside --out"):
             export(screen_dir, out, copy=copy, force=True)
     assert list(elsewhere.iterdir()) == []
+    run = tmp_path / "run"  # a folder the run writes into (finetune's checkpoints/) as a link
+    run.mkdir()
+    os.symlink(elsewhere, run / "checkpoints")
+    with pytest.raises(CurateError, match="checkpoints is a symbolic link inside --out"):
+        with claim_folder(run, "finetune", settings={}, owned_dirs=("checkpoints",), scratch=("checkpoints",)):
+            pass
+    assert list(elsewhere.iterdir()) == []
 
 
 def test_r3_3_report_out_never_replaces_an_input_or_a_foreign_file(tmp_path: Path, screened) -> None:
