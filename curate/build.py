@@ -75,6 +75,10 @@ def build_tuples(
     started = time.time()
     seed = seed_value(seed)
     whole_number(per_anchor, "--per-anchor", lo=1)
+    whole_number(max_pixels, "--max-pixels", lo=1, hint="pass --max-pixels N with N at least 1 (the largest image "
+                                                         "allowed, in pixels; the default allows 40 megapixels)")
+    if max_tuples is not None:
+        whole_number(max_tuples, "--max-tuples", lo=1)
     if workers is not None:
         whole_number(workers, "--workers", lo=0)
     params = {

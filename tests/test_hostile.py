@@ -1135,3 +1135,12 @@ def test_r3_13_a_link_to_a_kernel_file_is_never_read(tmp_path: Path) -> None:
     table = ingest(tmp_path / "d", workers=1).set_index("rel_path")
     assert table.loc["happy/pagemap.png", "status"] == "not_a_file"
     assert "kernel" in table.loc["happy/pagemap.png", "detail"]
+
+
+def test_r3_14_report_and_build_numbers_are_checked(tmp_path: Path, screened) -> None:
+    build, out, _ = screened
+    res = _cli("report", out, "--seed", "-1")
+    assert res.exit_code == 2 and "--seed must be a whole number from 0" in res.output
+    res = _cli("build-tuples", build.parent / "images", "--out", tmp_path / "b", "--max-pixels", "0")
+    assert res.exit_code == 2 and "--max-pixels must be a whole number of at least 1" in res.output
+    assert not (tmp_path / "b").exists()  # refused before the output folder is claimed

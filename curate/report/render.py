@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 
 from curate import screens
 from curate.io import write_text
+from curate.limits import seed_value, whole_number
 from curate.outdir import check_output_file, head_bytes, locked, require_complete
 from curate.report import figures
 from curate.report.alerts import alerts
@@ -73,6 +74,8 @@ def write_report(screen_dir: str | Path, out: str | Path | None = None, *, max_g
     Returns the path written. The file is self-contained: figures and thumbnails are
     inline ``data:`` URIs, the style is inline, and there is no script.
     """
+    seed = seed_value(seed)
+    max_gallery = whole_number(max_gallery, "--max-gallery", lo=1, hi=10_000)
     require_complete(Path(screen_dir), what="screen folder")  # a killed screen's files do not belong together
     run = load_screen_dir(screen_dir)
     target = check_output_file(out if out is not None else run.screen_dir / "report.html", option="--out",
