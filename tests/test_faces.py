@@ -188,7 +188,7 @@ def test_non_face_and_corrupt_files(face_model, analyzer, tmp_path):
     assert not df["face_found"].any()
     assert df["yaw"].isna().all() and df["occlusion"].isna().all()
     details = df.set_index(df["path"].map(lambda s: Path(s).name))["detail"]
-    assert details["noise.png"] == "no face found by the landmarker"
+    assert details["noise.png"].startswith("no face found by the landmarker: no face detected")
     assert details["corrupt.png"].startswith("unreadable:")
     assert details["empty.jpg"].startswith("empty_file:")
     assert details["missing.png"].startswith("missing:")
