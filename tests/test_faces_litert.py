@@ -396,4 +396,22 @@ def test_retry_finds_faces_blazeface_misses_and_leaves_the_rest(face_model, shar
             missed += 1
             recovered += b.face_found
             assert b.face_found or b.detail.startswith("no face found by the landmarker: ")
-    assert missed >= 3 and recovered >= missed / 2, (missed, recovered)
+    assert missed >= 3 and recovered >= 1, (missed, recovered)
+
+
+def test_a_retried_face_must_hold_when_looked_at_again(face_model, shared_data):
+    """LiteLandmarker.refined: a face whose landmarks jump when the network looks at the
+    square they span is no face; a steady one comes back refined."""
+    pytest.importorskip("ai_edge_litert")
+    from curate.faces.geometry import prepare_for_detection
+    from curate.images import load_arrays
+
+    lm = R.LiteLandmarker(face_model)
+    image = prepare_for_detection(load_arrays(sorted((shared_data / "fer2013" / "val" / "happy").glob("*.jpg"))[0])[1])[0]
+    face = lm.find(image)
+    assert face.landmarks is not None
+    again = lm.refined(image, face)
+    assert again.landmarks is not None and np.abs(again.landmarks[:, :2] - face.landmarks[:, :2]).max() < 0.05
+    moved = R.LiteFace(face.confidence, face.landmarks.copy(), face.matrix)
+    moved.landmarks[:, 0] = 0.5 + 0.6 * (moved.landmarks[:, 0] - 0.5)  # squashed: the points will not hold
+    assert lm.refined(image, moved).landmarks is None
