@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from holdout import kept_out_of_fitting
+from holdout import holdout_subjects, kept_out_of_fitting
 
 from curate.faces import fit_occlusion as fit
 from curate.faces.occluders import FIRST_FIT_HANDS, HANDS
@@ -57,6 +57,17 @@ def aligned_fer_faces(n: int, seed: int, cache: Path | None, data: Path = DATA) 
     if cache is not None:
         np.savez_compressed(cache, crops=crops, found=found, paths=rel)
     return crops[found], rel[found]
+
+
+def posed_bare(folder: Path) -> tuple[np.ndarray, list[str]]:
+    """Aligned faces and expression labels of the dev performers of a taiwanese-posed
+    folder (all frontal and uncovered; the holdout performers never enter fitting)."""
+    manifest = pd.read_csv(folder / "manifest.csv")
+    dev = manifest[~manifest["subject"].isin(holdout_subjects(manifest["subject"]))]
+    crops, found = fit.aligned_crops([folder / p for p in dev["path"]])
+    print(f"--posed-bare: {int(found.sum())} faces of {dev['subject'].nunique()} dev performers "
+          f"({', '.join(sorted(dev['subject'].unique()))})")
+    return crops[found], dev["label"].to_numpy()[found].tolist()
 
 
 def _synthetic_progress(event: str, info: dict[str, Any]) -> None:
@@ -122,6 +133,12 @@ def main() -> None:
     ap.add_argument("--dev-only", action="store_true",
                     help="with --real-labels: fit on the dev part only: leave out the holdout labels "
                          "and every copy of a holdout face (bench/holdout.py)")
+    ap.add_argument("--balance-classes", action="store_true",
+                    help="with --real-labels: draw the uncovered labelled faces with every expression "
+                         "class (the FER2013 folder) equally likely")
+    ap.add_argument("--posed-bare", type=Path, default=None,
+                    help="with --real-labels: a taiwanese-posed folder (manifest.csv): the aligned faces "
+                         "of its DEV performers (bench/holdout.py) join the uncovered faces")
     args = ap.parse_args()
 
     import torch
@@ -140,9 +157,12 @@ def main() -> None:
             print(f"--dev-only: {n_all - len(labels)} holdout labels (or copies of holdout faces) left out, "
                   f"{len(exclude)} faces kept out of the clean pool")
         seeds = [int(x) for x in str(args.seeds).split(",")] if args.seeds else [args.seed]
+        classes = [p.split("/")[0] for p in rel_paths] if args.balance_classes else None
+        extra, extra_classes = posed_bare(args.posed_bare) if args.posed_bare else (None, None)
         result = fit.fit_labelled(crops, labels, init=args.init, clean_with=args.clean_with or args.init,
                                   seeds=seeds, epochs=args.epochs, lr=args.lr or 1e-3,
                                   real_frac=args.real_frac, cv_fold=args.cv_fold, exclude=exclude,
+                                  classes=classes, extra_bare=extra, extra_classes=extra_classes,
                                   progress=_labelled_progress)
         held = result.held_out
         if len(held):
@@ -154,7 +174,9 @@ def main() -> None:
         fit.save_occlusion_weights(result.states, args.out, {
             "fitted_by": "bench/fit_occlusion.py --real-labels", "seeds": ",".join(map(str, seeds)),
             "labels": str(result.n_train), "epochs": str(args.epochs), "real_frac": str(args.real_frac),
-            "dev_only": str(bool(args.dev_only)), "outputs": ",".join(OUTPUTS)})
+            "dev_only": str(bool(args.dev_only)), "outputs": ",".join(OUTPUTS),
+            "balance_classes": str(bool(args.balance_classes)),
+            "posed_bare": "dev performers" if args.posed_bare else "none"})
     else:
         result = fit.fit_synthetic(crops, epochs=args.epochs, seed=args.seed, lr=args.lr or 3e-3,
                                    clean_with=args.clean_with, pseudo_labels=args.pseudo_labels,

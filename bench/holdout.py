@@ -9,6 +9,8 @@ as an integer and divided by 2**32, fall below the set's share:
 | face-conditions (``../shared/data/face-conditions``) | 0.5 |
 | hand labels of FER2013 training faces (``bench/audit/fer2013_train_occlusion_labels.csv``) | 0.3 |
 | blind pose audit (``bench/audit/pose_audit.csv``), every source | 0.5 |
+| ``fer2013/val`` images (the same rule as the audit's ``fer2013/val`` faces) | 0.5 |
+| taiwanese-posed performers (``subject``, by :func:`holdout_subjects`) | half |
 
 Nothing in the holdout parts is used to fit or choose anything (weights, thresholds,
 recipes); they are only measured. A training face that is a near-duplicate of a holdout
@@ -25,7 +27,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-SHARES = {"face-conditions": 0.5, "fer2013_train_labels": 0.3, "pose_audit": 0.5}
+SHARES = {"face-conditions": 0.5, "fer2013_train_labels": 0.3, "pose_audit": 0.5, "fer2013_val": 0.5}
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
@@ -38,6 +40,14 @@ def split_key(name: str) -> float:
 def is_holdout(names: Iterable[str], share: float) -> np.ndarray:
     """Boolean array: which ``names`` fall in the holdout part of a set with ``share``."""
     return np.array([split_key(n) < share for n in names], dtype=bool)
+
+
+def holdout_subjects(subjects: Iterable[str]) -> set[str]:
+    """The holdout half of a set split by person (taiwanese-posed's ``subject``): the
+    ``ceil(n / 2)`` distinct subjects with the lowest :func:`split_key` of their name.
+    (The plain 0.5 share would split its 14 performers 9 / 5.)"""
+    names = sorted(set(subjects), key=split_key)
+    return set(names[:(len(names) + 1) // 2])
 
 
 AUDIT = Path(__file__).resolve().parent / "audit"

@@ -188,7 +188,7 @@ def test_non_face_and_corrupt_files(face_model, analyzer, tmp_path):
     assert not df["face_found"].any()
     assert df["yaw"].isna().all() and df["occlusion"].isna().all()
     details = df.set_index(df["path"].map(lambda s: Path(s).name))["detail"]
-    assert details["noise.png"] == "no face found by the landmarker"
+    assert details["noise.png"].startswith("no face found by the landmarker: no face detected")
     assert details["corrupt.png"].startswith("unreadable:")
     assert details["empty.jpg"].startswith("empty_file:")
     assert details["missing.png"].startswith("missing:")
@@ -400,3 +400,16 @@ def test_zero_workers_means_this_process(face_model, analyzer, fer_faces):
                                   A.analyze_faces(paths, workers=1, cache_dir="none"))
     with pytest.raises(CurateError, match="workers"):
         A.analyze_faces(paths, workers=-1, cache_dir="none")
+
+
+def test_rejects_by_class_counts_each_reason_per_label():
+    from curate.screens.faces import REJECTS_BY_CLASS_COLUMNS, rejects_by_class
+
+    faces = pd.DataFrame({"face_reject": [True, False, True, True, False],
+                          "face_reason": ["occluded", None, "side_face;occluded", "no_face", None]})
+    t = rejects_by_class(faces, ["angry", "angry", "happy", "angry", "happy"]).set_index("label")
+    assert list(t.reset_index().columns) == REJECTS_BY_CLASS_COLUMNS
+    assert t.index.tolist() == ["angry", "happy", "all"]
+    assert t.loc["angry", ["images", "rejected", "side_face", "occluded", "no_face"]].tolist() == [3, 2, 0, 1, 1]
+    assert t.loc["happy", ["images", "rejected", "side_face", "occluded"]].tolist() == [2, 1, 1, 1]
+    assert t.loc["all", "rejected"] == 3 and t.loc["all", "share"] == pytest.approx(0.6)

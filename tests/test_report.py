@@ -526,3 +526,20 @@ def test_face_sensitivity_matches_a_brute_force_count():
         assert row["images"] == pytest.approx(bad.mean())
         assert row["tuples"] == pytest.approx(tuples.isin(flagged).any(axis=1).mean())
     assert {(r["max_yaw"], r["max_occlusion"]) for r in sens.rows} >= {(30.0, 0.5), (20.0, 0.5), (30.0, 0.8)}
+
+
+def test_faces_section_tables_rejections_per_class(tmp_path):
+    """The faces section counts face-rejected images per expression class, by reason."""
+    from html import escape
+
+    from curate.screens.faces import rejects_by_class
+
+    info = make_screen_dir(tmp_path)
+    f = info["faces"]
+    labels = pd.read_parquet(info["build"] / "images.parquet").set_index("image_id")["label"]
+    by_class = rejects_by_class(f, labels.reindex(f["image_id"]).to_numpy())
+    html = write_report(info["screen"]).read_text()
+    assert "Face-rejected images per expression class" in html
+    for r in by_class.itertuples():  # labels escaped (one of them is a script tag)
+        assert f"<td>{escape(r.label)}</td><td class=num>{r.images}</td>" in html
+    assert by_class.iloc[-1]["label"] == "all" and by_class.iloc[-1]["rejected"] == int(f["face_reject"].sum())

@@ -228,6 +228,11 @@ def test_face_screens_reject_tuples_with_a_side_face(tmp_path, monkeypatch):
     assert res.reasons["side_face"] == has_side.sum()
     faces = pd.read_parquet(out / "faces.parquet")
     assert len(faces) == 48 and faces.loc[faces["image_id"] == side, "face_reason"].item() == "side_face"
+    by_class = res.outputs["faces"].artifacts["rejects_by_class"]  # shown in the CLI summary
+    side_label = images.loc[images["image_id"] == side, "label"].item()
+    assert {r["label"]: r["side_face"] for r in by_class}[side_label] == 1
+    assert by_class[-1] == {"label": "all", "images": 48, "rejected": 1, "share": 1 / 48,
+                            "side_face": 1, "occluded": 0, "no_face": 0}
     suspect = pd.read_parquet(out / "images_suspect.parquet")
     top = suspect.iloc[0]
     assert top["image_id"] == side and top["rejected_share"] == 1.0 and top["face_reason"] == "side_face"

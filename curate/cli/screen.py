@@ -177,6 +177,10 @@ def render_summary(result: ScreenResult, report_path: Path | None = None) -> Non
     if images_out:
         console.print("images rejected: " + ", ".join(f"{safe(k)} {v:,}" for k, v in images_out.items())
                       + f" of {result.n_images:,}")
+    faces_out = result.outputs.get("faces")
+    by_class = faces_out.artifacts.get("rejects_by_class") if faces_out is not None else None
+    if by_class:
+        render_face_rejects(by_class)
     console.print(f"images: {result.n_images:,} ({result.n_embedded:,} embedded, "
                   f"{result.n_cached:,} from cache) with {safe(result.backbone)} "
                   f"[dim]({safe(result.weights_source)})[/]")
@@ -188,6 +192,20 @@ def render_summary(result: ScreenResult, report_path: Path | None = None) -> Non
                   + (", faces.parquet" if result.face_screens else "")
                   + (", calibration.parquet" if result.run["params"].get("calibrate") else "")
                   + (", report.html" if report_path else ""))
+
+
+def render_face_rejects(rows: list[dict]) -> None:
+    """The face screens' rejections per expression class (``rejects_by_class``)."""
+    table = Table(title="face-rejected images by class", show_edge=False)
+    for col, justify in (("class", "left"), ("images", "right"), ("rejected", "right"),
+                         ("share", "right"), ("side_face", "right"), ("occluded", "right"),
+                         ("no_face", "right")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for r in rows:
+        table.add_row(safe(str(r["label"])), f"{r['images']:,}", f"{r['rejected']:,}",
+                      f"{r['share']:.1%}" if r["images"] else "-",
+                      *(f"{r[c]:,}" for c in ("side_face", "occluded", "no_face")))
+    console.print(table)
 
 
 @app.command("export", short_help="Export the surviving images for other trainers.")

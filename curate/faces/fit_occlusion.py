@@ -254,6 +254,8 @@ def glasses_only(kind: object) -> bool:
 def fit_labelled(crops: np.ndarray, labels: pd.DataFrame, *, init: Path, clean_with: Path,
                  seeds: Sequence[int] = (0,), epochs: int = 6, lr: float = 1e-3, real_frac: float = 0.85,
                  cv_fold: int | None = None, exclude: Sequence[int] = (),
+                 classes: Sequence[str] | None = None, extra_bare: np.ndarray | None = None,
+                 extra_classes: Sequence[str] | None = None,
                  progress: FitProgress | None = None) -> LabelledFit:
     """Fine-tune ``init`` on hand-labelled real faces, once per seed (stage 5).
 
@@ -271,7 +273,25 @@ def fit_labelled(crops: np.ndarray, labels: pd.DataFrame, *, init: Path, clean_w
     With ``cv_fold`` the labelled faces of that fold (:func:`cv_folds`) are held out: they
     are never drawn, never in the clean pool and never a texture donor; their AUROC (of
     ``occluded``) is reported after every epoch.
+
+    Expression balance (the fix for intense expressions read as occlusion): with
+    ``classes`` (the expression class of each row of ``crops``) the uncovered labelled
+    faces are drawn with every expression class equally likely, so intense, rarer
+    expressions (disgust, anger, fear) are as common among the uncovered examples as
+    neutral and happy ones; ``extra_bare`` (M x 48 x 48 aligned faces known to be
+    uncovered, e.g. posed expressions of studio portraits, with ``extra_classes``) join
+    the uncovered labelled faces and the clean pool (so they also carry synthetic
+    occluders: their look alone says nothing).
     """
+    if extra_bare is not None and len(extra_bare):
+        n0 = len(crops)
+        crops = np.concatenate([crops, np.asarray(extra_bare, dtype=crops.dtype)])
+        extra = pd.DataFrame({"idx": np.arange(n0, len(crops)), "occluded": 0, "kind": "",
+                              "sample": "extra", "path": [f"extra/{i}" for i in range(len(extra_bare))]})
+        if classes is not None:
+            classes = [*classes, *(extra_classes if extra_classes is not None else ["extra"] * len(extra_bare))]
+    else:
+        extra = None
     if cv_fold is not None and not 0 <= cv_fold < N_FOLDS:
         raise CurateError(f"cv_fold must be 0..{N_FOLDS - 1}, got {cv_fold}", hint="pass --cv-fold 0 to 4")
     if "kind" not in labels.columns:
@@ -279,6 +299,10 @@ def fit_labelled(crops: np.ndarray, labels: pd.DataFrame, *, init: Path, clean_w
     fold = cv_folds(len(labels))
     held = labels[fold == cv_fold] if cv_fold is not None else labels.iloc[:0]
     train = labels[fold != cv_fold] if cv_fold is not None else labels
+    if extra is not None:  # never held out: not hand labels
+        train = pd.concat([train, extra.reindex(columns=train.columns)], ignore_index=True)
+        train["occluded"] = train["occluded"].astype(int)
+        train["kind"] = train["kind"].fillna("")
     gonly = train["kind"].map(glasses_only).to_numpy() & (train["occluded"] == 1).to_numpy()
     target = {int(i): np.array([o, g], np.float32)
               for i, o, g in zip(train["idx"], train["occluded"].astype(np.float32), gonly, strict=True)}
@@ -287,6 +311,13 @@ def fit_labelled(crops: np.ndarray, labels: pd.DataFrame, *, init: Path, clean_w
     prev = OcclusionModel(clean_with).probabilities(crops)[:, 0]
     banned = np.isin(np.arange(len(crops)), np.concatenate([labels["idx"].to_numpy(), np.asarray(exclude, int)]))
     clean = np.flatnonzero((prev <= CLEAN_MAX) & ~banned)
+    if extra is not None:
+        clean = np.union1d(clean, extra["idx"].to_numpy())
+    bare_p = None
+    if classes is not None:  # each expression class equally likely among the uncovered draws
+        bare_cls = pd.Series(np.asarray(classes, dtype=object)[groups[2]])
+        bare_p = 1.0 / bare_cls.map(bare_cls.value_counts()).to_numpy(dtype=np.float64)
+        bare_p /= bare_p.sum()
     if len(clean) == 0 or len(groups[0]) + len(groups[1]) == 0 or len(groups[2]) == 0:
         raise CurateError(f"nothing to fit on: {len(clean)} unlabelled clean faces, "
                           f"{len(groups[0]) + len(groups[1])} occluded and {len(groups[2])} clean "
@@ -301,7 +332,7 @@ def fit_labelled(crops: np.ndarray, labels: pd.DataFrame, *, init: Path, clean_w
     for seed in seeds:
         net = _fit_one_labelled(crops, clean, target, groups, held, init=init, seed=int(seed),
                                 epochs=epochs, lr=lr, real_frac=real_frac, history=history,
-                                progress=progress)
+                                progress=progress, bare_p=bare_p)
         states.append({k: v.detach().contiguous() for k, v in net.state_dict().items()})
         held_scores.append(mean_probabilities([net.eval()], crops[held["idx"].to_numpy()])
                            if len(held) else np.zeros((0, len(OUTPUTS))))
@@ -339,7 +370,7 @@ def _start_from(init: Path) -> dict[str, Any]:
 def _fit_one_labelled(crops: np.ndarray, clean: np.ndarray, target: Mapping[int, np.ndarray],
                       groups: tuple[np.ndarray, np.ndarray, np.ndarray], held: pd.DataFrame, *, init: Path,
                       seed: int, epochs: int, lr: float, real_frac: float, history: list[dict[str, Any]],
-                      progress: FitProgress | None) -> Any:
+                      progress: FitProgress | None, bare_p: np.ndarray | None = None) -> Any:
     """One network of :func:`fit_labelled`."""
     import torch
 
@@ -369,7 +400,7 @@ def _fit_one_labelled(crops: np.ndarray, clean: np.ndarray, target: Mapping[int,
             x, y = occluders.labelled_stage_batch(crops, idx[n_real:], rng, donors, mix)
             if n_real:
                 group = rng.choice(3, n_real, p=shares)
-                take = np.array([rng.choice(pools[g]) for g in group])
+                take = np.array([rng.choice(pools[g], p=bare_p if g == 2 else None) for g in group])
                 xr = np.stack([occluders.jitter(crops[i].astype(np.float32), rng) for i in take])
                 x = np.concatenate([standardize_faces(xr), x])
                 y = np.concatenate([np.stack([target[int(i)] for i in take]), y])

@@ -54,6 +54,24 @@ def found_face(points: np.ndarray, matrix: np.ndarray, confidence: float,
     return FaceResult(True, None, yaw, pitch, roll, float(confidence), aligned, marks)
 
 
+NO_FACE = "no face found by the landmarker"
+# BlazeFace scores at or above this are a face to its detector (min_face_detection_confidence)
+FACE_LIKE = 0.5
+
+
+def no_face_detail(confidence: float) -> str:
+    """``detail`` of an image where no face was found, saying what a curator can do: below
+    BlazeFace's own threshold (:data:`FACE_LIKE`) most such pictures are not faces at all
+    (or too dark, blurred or cut off: drop them); above it a face was detected whose
+    landmarks could not be placed (a profile, or a face covered or tilted far: look at it,
+    or keep such images with ``--no-face keep``)."""
+    if confidence < FACE_LIKE:
+        return (f"{NO_FACE}: no face detected (score {confidence:.2f}; not a face, "
+                "or one too dark, blurred or cut off)")
+    return (f"{NO_FACE}: a face detected (score {confidence:.2f}) without landmarks "
+            "(a profile, or a face covered or tilted far)")
+
+
 class FaceFinder:
     """Finds the face of one image: decoding here, the landmarker in the subclass
     (:class:`FaceAnalyzer` on MediaPipe Tasks, :class:`curate.faces.litert.LiteFaceFinder`
@@ -119,8 +137,7 @@ class FaceAnalyzer(FaceFinder):
         confidence = max((d.categories[0].score for d in detections if d.categories), default=0.0)
         result = self.landmarker.detect(image)
         if not result.face_landmarks:
-            return FaceResult(False, "no face found by the landmarker",
-                              face_confidence=float(confidence))
+            return FaceResult(False, no_face_detail(float(confidence)), face_confidence=float(confidence))
         points = np.array([[p.x, p.y] for p in result.face_landmarks[0]])
         return found_face(points, np.asarray(result.facial_transformation_matrixes[0]), confidence,
                           prepared.shape, pad, scale, gray)

@@ -102,13 +102,15 @@ def covered_scores(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def mean_probabilities(nets: Sequence[Any], aligned: np.ndarray, *,
-                       channels_last: bool = False, chunk: int = 1024) -> np.ndarray:
+                       channels_last: bool = False, chunk: int = 1024, mirror: bool = True) -> np.ndarray:
     """Sigmoid outputs of occlusion networks in eval mode, shape (N, outputs), for aligned faces,
     ``chunk`` faces at a time (memory stays small for any N).
 
     Each is the mean over ``nets`` and, for each, over the face and its mirror image
     (occlusion and the regions are symmetric; averaging views and networks steadies the
     score). ``channels_last`` hands the networks NHWC input (for :func:`inference_copy`).
+    ``mirror=False``: the face alone (networks fitted on randomly mirrored faces need no
+    mirror view; half the work).
     """
     import torch
 
@@ -116,12 +118,12 @@ def mean_probabilities(nets: Sequence[Any], aligned: np.ndarray, *,
     out = []
     for i in range(0, max(len(faces), 1), chunk):
         part = faces[i:i + chunk]
-        views = torch.from_numpy(standardize_faces(np.concatenate([part, part[:, :, ::-1]])))
+        views = torch.from_numpy(standardize_faces(np.concatenate([part, part[:, :, ::-1]]) if mirror else part))
         if channels_last:
             views = views.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             probs = np.mean([torch.sigmoid(net(views)).numpy() for net in nets], axis=0)
-        out.append(0.5 * (probs[:len(part)] + probs[len(part):]))
+        out.append(0.5 * (probs[:len(part)] + probs[len(part):]) if mirror else probs)
     return np.concatenate(out).astype(np.float64)
 
 
@@ -163,6 +165,12 @@ class OcclusionModel:
         if not weights.is_file():
             raise CurateError(f"occlusion weights not found: {weights}",
                               hint="reinstall curate, or refit them with bench/fit_occlusion.py (docs/faces.md)")
+        from safetensors import safe_open
+
+        with safe_open(str(weights), framework="pt") as f:
+            meta = f.metadata() or {}
+        # weights say how they are scored: "mirror": "false" scores the face alone
+        self.mirror = meta.get("mirror", "true") != "false"
         self.nets = []
         members = split_members(load_file(str(weights)))
         outputs = {n_outputs(state) for state in members}
@@ -186,7 +194,7 @@ class OcclusionModel:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # small batches: more threads only spin, the more so when busy
         try:
-            return mean_probabilities(self._inference, aligned, channels_last=True)
+            return mean_probabilities(self._inference, aligned, channels_last=True, mirror=self.mirror)
         finally:
             torch.set_num_threads(threads)
 

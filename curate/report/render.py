@@ -42,6 +42,7 @@ from curate.report.palette import reason_color
 from curate.report.sensitivity import alpha_grid, face_sensitivity, sensitivity, sensitivity_z
 from curate.report.tables import counts_by_class, counts_by_reason, negative_confusion, reason_flags
 from curate.report.thumbnails import Thumbnails
+from curate.screens.faces import rejects_by_class
 from curate.screens.statistical import NEGATIVE_TOO_CLOSE, POSITIVE_TOO_FAR
 
 MAX_CLASSES = 60  # rows of the by-class table and chart
@@ -539,6 +540,17 @@ def _faces(run: ScreenRun) -> Markup:
     rows.append(("thresholds", f"|yaw| > {_g(max_yaw)}\u00b0 is a side face; occlusion > "
                  f"{_g(max_occ)} is occluded"))
     body: list[Any] = [table(["", "images"], rows, cls="kv")]
+    labels = (run.images["label"].reindex(f["image_id"]).to_numpy()
+              if run.images is not None and "label" in run.images and "image_id" in f else None)
+    if labels is not None and {"face_reject", "face_reason"} <= set(f.columns):
+        by_class = rejects_by_class(f, labels)
+        body.append(tag("p", "Face-rejected images per expression class: a screen that rejects "
+                             "one expression more than the others biases the data against it."))
+        body.append(table(["class", "images", "rejected", "share", chip("side_face"), chip("occluded"),
+                           chip("no_face")],
+                          [(r.label, fmt_int(r.images), fmt_int(r.rejected), fmt_pct(r.share),
+                            fmt_int(r.side_face), fmt_int(r.occluded), fmt_int(r.no_face))
+                           for r in by_class.itertuples()]))
     if max_yaw is None or max_occ is None:
         body.append(note("run.json does not give max_yaw / max_occlusion, so thresholds are not drawn."))
     body.append(figure(figures.faces_figure(f, max_yaw, max_occ), "yaw and occlusion histograms"))

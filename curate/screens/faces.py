@@ -125,6 +125,32 @@ def face_verdicts(analysis: pd.DataFrame, *, max_yaw: float = DEFAULT_MAX_YAW,
     return out[[c for c in OUTPUT_COLUMNS if c in out.columns]]
 
 
+REJECTS_BY_CLASS_COLUMNS = ["label", "images", "rejected", "share", SIDE_FACE, OCCLUDED, NO_FACE]
+
+
+def rejects_by_class(faces: pd.DataFrame, labels: Any) -> pd.DataFrame:
+    """Face rejections per expression class, so a bias shows at once (a screen that
+    rejects grimaces as occluded, say): one row per label in sorted order, then ``all``.
+
+    ``faces``: :func:`face_verdicts` rows (``face_reject``, ``face_reason``); ``labels``:
+    one label per row. Columns :data:`REJECTS_BY_CLASS_COLUMNS`: ``images``, ``rejected``
+    (face-rejected images), ``share`` (rejected / images) and, per reason, the images
+    rejected for it (an image can have several reasons).
+    """
+    reason = faces["face_reason"].astype("string").fillna("").to_numpy()
+    df = pd.DataFrame({"label": pd.Series(labels, dtype="string").fillna("(none)").to_numpy(),
+                       "rejected": faces["face_reject"].fillna(False).astype(bool).to_numpy()})
+    for code in (SIDE_FACE, OCCLUDED, NO_FACE):
+        df[code] = [code in r.split(";") for r in reason]
+    rows = []
+    for label, g in [*sorted(df.groupby("label", sort=True)), ("all", df)]:
+        n = len(g)
+        rows.append({"label": label, "images": n, "rejected": int(g["rejected"].sum()),
+                     "share": float(g["rejected"].mean()) if n else float("nan"),
+                     **{c: int(g[c].sum()) for c in (SIDE_FACE, OCCLUDED, NO_FACE)}})
+    return pd.DataFrame(rows, columns=REJECTS_BY_CLASS_COLUMNS)
+
+
 def face_score(faces: pd.DataFrame, *, max_yaw: float, max_occlusion: float) -> np.ndarray:
     """How far each face is past its thresholds: ``max(|yaw| / max_yaw, occlusion / max_occlusion)``.
 
@@ -213,8 +239,12 @@ class FaceScreen(Screen):
         if not np.array_equal(faces["image_id"].to_numpy(), ctx.images["image_id"].to_numpy()):
             raise CurateError("the face screen returned rows out of order")
         score = face_score(faces, max_yaw=s["max_yaw"], max_occlusion=s["max_occlusion"])
+        artifacts: dict[str, Any] = {}
+        if "label" in ctx.images.columns:  # JSON-ready, for the CLI summary
+            artifacts["rejects_by_class"] = rejects_by_class(faces, ctx.images["label"]).to_dict("records")
         return ScreenOutput(score=score, reject=faces["face_reject"].to_numpy(dtype=bool),
-                            reason=faces["face_reason"].to_numpy(dtype=object), table=faces)
+                            reason=faces["face_reason"].to_numpy(dtype=object), table=faces,
+                            artifacts=artifacts)
 
     def caption(self, row, code: str) -> list[str]:
         yaw, occ = row.get("yaw"), row.get("occlusion")
