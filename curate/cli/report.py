@@ -9,7 +9,7 @@ import typer
 from curate.cli._app import app, console, handles_errors, safe
 
 
-@app.command("report", short_help="Re-render the HTML report of a screen run.")
+@app.command("report", short_help="Re-render the HTML report (and review view) of a screen run.")
 @handles_errors
 def report(
     screen_dir: Path = typer.Argument(..., metavar="SCREEN_DIR", help="Output folder of `curate screen` (holds scores.parquet)."),
@@ -17,10 +17,17 @@ def report(
     max_gallery: int = typer.Option(24, "--max-gallery", min=1,
                                     help="Most items shown in each gallery; bounds the file size."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random face samples."),
+    decisions: Path | None = typer.Option(None, "--decisions", metavar="FILE",
+                                          help="A decisions.csv downloaded from the review view: load it, to go on reviewing."),
+    max_thumbnails: int = typer.Option(20_000, "--max-thumbnails", min=0,
+                                       help="Most thumbnails in the review view (the images the screens reject or suspect)."),
 ) -> None:
-    """Write a self-contained HTML report (no network, no script) of a screen run."""
+    """Write a self-contained HTML report of a screen run: no network, and one inline script
+    (the review view, allowed by its hash) in which a curator keeps, drops or relabels images
+    and downloads the decisions for `curate export --decisions`."""
     from curate.report import write_report
 
-    path = write_report(screen_dir, out, max_gallery=max_gallery, seed=seed)
+    path = write_report(screen_dir, out, max_gallery=max_gallery, seed=seed, decisions=decisions,
+                        max_thumbnails=max_thumbnails)
     size = path.stat().st_size / 1e6
     console.print(f"report written: {safe(path)} ({size:.2f} MB)", soft_wrap=True)
