@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from review_driver import needs_browser, open_browser, wait_file, wait_ready
@@ -19,7 +20,7 @@ from typer.testing import CliRunner
 
 from curate.cli import app
 from curate.errors import CurateError
-from curate.export import export
+from curate.export import export, image_rejects
 from curate.report import load_screen_dir, write_report
 from curate.report.review import REVIEW_SUSPICION, review_table
 
@@ -121,19 +122,18 @@ def test_example_decisions_round_trip_through_export(example, tmp_path):
     assert res.loc[back["image_id"], "label"] == back["label"]
 
 
-@pytest.mark.browser
-@needs_browser
-def test_review_in_chromium_then_export(example, tmp_path):
+def review_round_trip(screen: Path, tmp_path: Path) -> None:
     """Relabel by keyboard (r: the suggested label) and by mouse (any class from the card's
     list), keep by keyboard, drop by mouse; reload (the decisions persist); download
-    decisions.csv; export with it; re-render with `curate report --decisions`."""
+    decisions.csv; export with it and check the ImageFolder; re-render with `curate report
+    --decisions` and check a fresh browser shows them."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
-    report = write_report(example, tmp_path / "report.html")
+    report = write_report(screen, tmp_path / "report.html")
     downloads = tmp_path / "downloads"
     downloads.mkdir()
-    s = pd.read_parquet(example / "images_suspect.parquet").set_index("image_id")
+    s = pd.read_parquet(screen / "images_suspect.parquet").set_index("image_id")
     driver = open_browser(downloads)
     try:
         driver.get(report.as_uri())
@@ -142,7 +142,8 @@ def test_review_in_chromium_then_export(example, tmp_path):
         assert errors == [], errors  # no CSP violation, no script error
         cards = driver.find_elements(By.CSS_SELECTOR, ".rv-card")
         ids = [int(c.get_attribute("data-id")) for c in cards[:4]]
-        flagged = s[s["label_reject"] | s["face_reject"] | (s["suspicion"] >= REVIEW_SUSPICION)]
+        rejected = np.logical_or.reduce(list(image_rejects(s).values()))
+        flagged = s[rejected | (s["suspicion"] >= REVIEW_SUSPICION).to_numpy()]
         expect = flagged.assign(i=flagged.index).sort_values(["suspicion", "i"], ascending=[False, True])
         assert ids == expect.index[:4].tolist()  # most suspect first
         progress = driver.find_element(By.ID, "rv-progress").text
@@ -179,21 +180,21 @@ def test_review_in_chromium_then_export(example, tmp_path):
     assert got.loc[ids[1], "path"] == s.loc[ids[1], "path"]
     assert abs(got.loc[ids[1], "suspicion"] - s.loc[ids[1], "suspicion"]) < 1e-3
 
-    base = export(example, tmp_path / "base", format="csv").manifest.set_index("image_id")
-    r = CliRunner().invoke(app, ["export", str(example), "--out", str(tmp_path / "clean"), "--decisions", str(csv)])
+    base = export(screen, tmp_path / "base", format="csv").manifest.set_index("image_id")
+    r = CliRunner().invoke(app, ["export", str(screen), "--out", str(tmp_path / "clean"), "--decisions", str(csv)])
     assert r.exit_code == 0, r.output
     clean = tmp_path / "clean"  # an ImageFolder of links: label folder -> the image it points at
-    exported = {str(Path(os.readlink(p)).resolve()): p.parent.name for p in clean.rglob("*.png")}
+    exported = {str(Path(os.readlink(p)).resolve()): p.parent.name for p in clean.rglob("*") if p.is_symlink()}
     for i, label in ((ids[0], s.loc[ids[0], "suggested_label"]), (ids[1], s.loc[ids[1], "label"]),
                      (ids[3], other)):
         assert exported[str(Path(s.loc[i, "path"]).resolve())] == label
     assert str(Path(s.loc[ids[2], "path"]).resolve()) not in exported
     assert len(exported) == len(set(base.index) - {ids[2]} | {ids[0], ids[1], ids[3]})
-    record = json.loads((tmp_path / "clean" / "export.json").read_text())
+    record = json.loads((clean / "export.json").read_text())
     assert record["counts"]["decisions"]["relabel"] == 2 and record["counts"]["decisions"]["drop"] == 1
 
     # the decisions loaded into a fresh report, in a fresh browser
-    again = write_report(example, tmp_path / "again.html", decisions=csv)
+    again = write_report(screen, tmp_path / "again.html", decisions=csv)
     driver = open_browser(downloads)
     try:
         driver.get(again.as_uri())
@@ -201,3 +202,23 @@ def test_review_in_chromium_then_export(example, tmp_path):
         assert "decisions in all: 1 keep, 1 drop, 2 relabel" in driver.find_element(By.ID, "rv-progress").text
     finally:
         driver.quit()
+
+
+@pytest.mark.browser
+@needs_browser
+def test_review_in_chromium_then_export(example, tmp_path):
+    review_round_trip(example, tmp_path)
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+@needs_browser
+def test_review_in_chromium_then_export_on_fer2013_val(shared_data, tmp_path):
+    """The same round trip on real data: FER2013 PublicTest, built and screened with the
+    defaults (embeddings and face analyses come from the shared cache after a first run)."""
+    from curate.build import build_tuples
+    from curate.screen import screen as run_screen
+
+    build_tuples(shared_data / "fer2013" / "val", tmp_path / "tuples", per_anchor=3, seed=0)
+    run_screen(tmp_path / "tuples", tmp_path / "screen")
+    review_round_trip(tmp_path / "screen", tmp_path)

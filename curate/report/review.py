@@ -38,10 +38,10 @@ from curate.report.inputs import ScreenRun
 from curate.report.palette import reason_colors
 from curate.report.thumbnails import Thumbnails
 
-REVIEW_SUSPICION = 0.5  # kept images at or above this suspicion get a thumbnail too
+REVIEW_SUSPICION = 0.9  # kept images at or above this label suspicion get a thumbnail too
 MAX_THUMBNAILS = 20_000
 THUMB_SIZE = 64
-JPEG_QUALITY = 80
+JPEG_QUALITY = 70  # a 48x48 FER2013 face: ~970 bytes as a data: URI
 KEYS = (("k", "keep"), ("d", "drop"), ("r", "relabel to the chosen label (the suggested one first)"),
         ("1-9", "relabel to class 1-9"), ("u", "undo the decision"),
         ("\u2192 / j, \u2190", "next / previous image"), ("\u2193 \u2191", "next / previous row"))
