@@ -39,7 +39,7 @@ from review_driver import missing, open_browser, wait_ready  # noqa: E402
 from test_report import _face, make_screen_dir  # noqa: E402
 
 from curate.report import write_report  # noqa: E402
-from curate.report.review import MAX_THUMBNAILS, REVIEW_SUSPICION  # noqa: E402
+from curate.report.review import MAX_THUMBNAILS, thumbnail_rows  # noqa: E402
 
 EXPRESSIONS = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
 RATES = {"label": 0.073, "face": 0.30, "near_duplicate": 0.029, "suspicion_ge_0.9": 0.115}
@@ -52,6 +52,7 @@ def fabricate(root: Path, n: int, seed: int = 0) -> Path:
                            seed=seed)
     screen = info["screen"]
     s = pd.read_parquet(screen / "images_suspect.parquet").sort_values("image_id").reset_index(drop=True)
+    n = len(s)  # the images in at least one tuple
     label_rej = rng.random(n) < RATES["label"]
     high = label_rej | (rng.random(n) < (RATES["suspicion_ge_0.9"] - RATES["label"]) / (1 - RATES["label"]))
     s["suspicion"] = np.where(high, rng.uniform(0.9, 1.0, n), rng.uniform(0.0, 0.9, n))
@@ -67,8 +68,8 @@ def fabricate(root: Path, n: int, seed: int = 0) -> Path:
     s["near_duplicate_reject"] = dup
     s["near_duplicate_reason"] = pd.Series(np.where(dup, "near_duplicate", None), dtype="string")
     s.to_parquet(screen / "images_suspect.parquet", index=False)
-    flagged = np.flatnonzero(label_rej | face | dup | (s["suspicion"].to_numpy() >= REVIEW_SUSPICION))
-    for i in flagged[:MAX_THUMBNAILS]:  # the report embeds at most MAX_THUMBNAILS, rejected first
+    table = s.assign(rejected=label_rej | face | dup)
+    for i in thumbnail_rows(table, MAX_THUMBNAILS):  # the images the report will embed
         im = np.asarray(_face(int(lab[i])), dtype=float) + rng.normal(0, 14, (48, 48))
         Path(s["path"].iat[i]).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(im.clip(0, 255).astype(np.uint8)).save(s["path"].iat[i])

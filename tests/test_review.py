@@ -149,7 +149,7 @@ def review_round_trip(screen: Path, tmp_path: Path) -> None:
         progress = driver.find_element(By.ID, "rv-progress").text
         assert progress.startswith(f"0 of {len(flagged)} reviewed")
         lst = driver.find_element(By.ID, "rv-list")
-        lst.click()
+        driver.execute_script("arguments[0].focus()", lst)  # a click would pick the card under it
         lst.send_keys("r")  # card 0: relabel to the suggested label
         lst.send_keys("k")  # card 1: keep
         drop = driver.find_element(By.CSS_SELECTOR, '.rv-card[data-pos="2"] button[data-act="drop"]')
@@ -208,6 +208,25 @@ def review_round_trip(screen: Path, tmp_path: Path) -> None:
 @needs_browser
 def test_review_in_chromium_then_export(example, tmp_path):
     review_round_trip(example, tmp_path)
+
+
+def test_readme_review_loop_is_true(example):
+    """The README's loop uses real options, and its progress line counts this example."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Review in the browser, then export")[1].split("\n## ")[0]
+    block = section.split("```bash")[1].split("```")[0]
+    for line in block.splitlines():
+        if line.startswith("curate "):
+            words = line.split("#")[0].split()
+            help_text = CliRunner().invoke(app, [words[1], "--help"], terminal_width=200).output
+            for opt in (w for w in words if w.startswith("--")):
+                assert opt in help_text, (line, opt)
+        elif line.startswith("bash "):
+            assert (ROOT / line.split()[1]).is_file()
+    shown = int(re.search(r'"\d+ of (\d+) reviewed"', section).group(1))
+    s = pd.read_parquet(example / "images_suspect.parquet")
+    rejected = np.logical_or.reduce(list(image_rejects(s).values()))
+    assert shown == int((rejected | (s["suspicion"] >= REVIEW_SUSPICION).to_numpy()).sum())
 
 
 @pytest.mark.browser

@@ -164,6 +164,7 @@ details summary{cursor:pointer;color:#22517f}
 footer{color:#777;font-size:12px;text-align:center;padding:10px}
 kbd{border:1px solid #bbb;border-bottom-width:2px;border-radius:3px;padding:0 4px;font-size:12px;background:#fafafa}
 .keys{font-size:12px;color:#444}
+code{white-space:nowrap;font-size:13px}
 .rv-bar{display:flex;flex-wrap:wrap;gap:8px 14px;align-items:center;margin:8px 0;font-size:13px}
 .rv-bar select,.rv-bar input{font-size:13px;max-width:220px}
 .rv-progress{font-weight:600;margin:4px 0}
@@ -171,7 +172,7 @@ kbd{border:1px solid #bbb;border-bottom-width:2px;border-radius:3px;padding:0 4p
  border-radius:6px;background:#fafbfc;outline:none}
 .rv-list:focus{border-color:#22517f}
 .rv-spacer{position:relative}
-.rv-card{position:absolute;width:204px;height:218px;margin:4px;padding:6px;background:#fff;
+.rv-card{position:absolute;width:220px;height:236px;margin:4px;padding:6px;background:#fff;
  border:2px solid #e1e4e8;border-radius:6px;font-size:12px;overflow:hidden}
 .rv-card.rv-cur{box-shadow:0 0 0 3px #22517f}
 .rv-card.rv-keep{border-color:#2ca02c}.rv-card.rv-drop{border-color:#d62728;background:#fdf0f0}
@@ -182,7 +183,9 @@ kbd{border:1px solid #bbb;border-bottom-width:2px;border-radius:3px;padding:0 4p
  justify-content:center;text-align:center;border-radius:4px;font-size:11px}
 .rv-path{color:#666;white-space:nowrap;overflow:hidden}
 .rv-chips{height:20px;overflow:hidden}
-.rv-acts{display:flex;gap:3px;margin-top:3px}.rv-acts select{max-width:72px;font-size:11px}
+.rv-card>div{white-space:nowrap;overflow:hidden;text-overflow:ellipsis;height:17px}
+.rv-card>div.rv-img{height:98px}.rv-card>div.rv-acts{height:24px}.rv-id{color:#555}
+.rv-acts{display:flex;gap:3px;margin-top:3px}.rv-acts select{max-width:80px;font-size:11px}
 .rv-acts button{font-size:11px;padding:1px 4px}
 .rv-state{font-weight:600;color:#22517f}
 """

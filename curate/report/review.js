@@ -3,7 +3,7 @@
 // as a property, never parsed as markup.
 (function () {
   "use strict";
-  var CARD_W = 212, CARD_H = 226, OVERSCAN = 2, PATH_CHARS = 32;
+  var CARD_W = 228, CARD_H = 244, OVERSCAN = 2, PATH_CHARS = 28;
   var dataEl = document.getElementById("rv-data");
   var listEl = document.getElementById("rv-list");
   if (!dataEl || !listEl) { return; }
@@ -158,16 +158,15 @@
       pic.appendChild(el("span", "missing", "no thumbnail: kept by the screens"));
     }
     box.appendChild(pic);
-    var l1 = el("div", null, "#" + id + " labelled ");
+    box.appendChild(el("div", "rv-id", "#" + id + " \u00b7 suspicion " + fmt(D.suspicion[i])));
+    var l1 = el("div", null, "labelled ");
     l1.appendChild(el("b", null, D.classes[D.label[i]]));
     box.appendChild(l1);
     var l2 = el("div");
     if (D.suggested[i] >= 0) {
       l2.appendChild(document.createTextNode("looks like "));
       l2.appendChild(el("b", null, D.classes[D.suggested[i]]));
-      l2.appendChild(document.createTextNode(" \u00b7 "));
     }
-    l2.appendChild(document.createTextNode("suspicion " + fmt(D.suspicion[i])));
     box.appendChild(l2);
     var chips = el("div", "rv-chips");
     (D.reason[i] ? codesOf[D.reason[i] - 1] : ["kept"]).forEach(function (c) { chips.appendChild(chip(c)); });

@@ -174,12 +174,13 @@ def review_section(run: ScreenRun, decisions: Decisions | None, max_thumbnails: 
                         "images); changes made here are saved in this browser.", class_="note")]
               if decisions is not None else [])
     body = [
-        tag("p", f"Decide per image: keep (export it even though a screen rejects it), drop (leave it "
-                 f"out) or relabel (export it under another class). {len(table):,} screened images; "
-                 f"thumbnails are embedded for the {len(uris):,} that an image screen rejects or whose label "
-                 f"suspicion is at least {REVIEW_SUSPICION:g}, the others are listed without a picture. "
-                 "Decisions are saved in this browser (for this run) and download as decisions.csv, "
-                 "which `curate export SCREEN_DIR --decisions decisions.csv` applies."),
+        tag("p", join([
+            f"Decide per image: keep (export it even though a screen rejects it), drop (leave it "
+            f"out) or relabel (export it under another class). {len(table):,} screened images; "
+            f"thumbnails are embedded for the {len(uris):,} that an image screen rejects or whose label "
+            f"suspicion is at least {REVIEW_SUSPICION:g}, the others are listed without a picture. "
+            "Decisions are saved in this browser (for this run) and download as decisions.csv, which ",
+            tag("code", "curate export SCREEN_DIR --decisions decisions.csv"), " applies."])),
         *loaded,
         Markup('<p class="keys">') + keys + Markup("</p>"),
         Markup('<noscript><p class="note">The review needs JavaScript; the rest of the report does not.'
