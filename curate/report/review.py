@@ -91,7 +91,7 @@ def review_table(run: ScreenRun) -> pd.DataFrame | None:
     out = pd.DataFrame({
         "image_id": s["image_id"].astype("int64"),
         "path": [p if isinstance(p, str) else "" for p in path],
-        "label": s["label"].astype(object).map(lambda v: "" if v is None or v is pd.NA else str(v)),
+        "label": s["label"].astype(object).map(lambda v: v if isinstance(v, str) else ""),
         "suggested_label": (s["suggested_label"].astype(object).map(lambda v: v if isinstance(v, str) else None)
                             if "suggested_label" in s.columns else None),
         "suspicion": pd.to_numeric(s["suspicion"], errors="coerce") if "suspicion" in s.columns else np.nan,
