@@ -141,3 +141,14 @@ def test_cli_export_with_decisions(tmp_path):
     bad = _write(tmp_path, "7,,keep,,,\n", "bad.csv")
     r = CliRunner().invoke(app, ["export", str(src), "--out", str(tmp_path / "o2"), "--decisions", str(bad)])
     assert r.exit_code == 2 and "image_id 7 is not an image of this screen run" in r.output
+
+
+def test_hf_export_marks_the_curators_decisions(tmp_path):
+    src = _label_screen_dir(tmp_path)
+    dec = _write(tmp_path, "2,,keep,,,\n0,,drop,,,\n1,,relabel,sad,,\n")
+    m = export(src, tmp_path / "hf", format="hf", decisions=dec).manifest.set_index("image_id")
+    assert m["kept"].to_dict() == {0: False, 1: True, 2: True, 3: True}
+    assert m["decision"].to_dict() == {0: "drop", 1: "relabel", 2: "keep", 3: ""}
+    assert m.loc[1, "label"] == "sad" and m.loc[1, "original_label"] == "happy"
+    meta = pd.read_parquet(tmp_path / "hf" / "train" / "metadata.parquet")
+    assert set(meta.columns) >= {"decision", "original_label", "kept"}

@@ -241,3 +241,31 @@ def test_review_in_chromium_then_export_on_fer2013_val(shared_data, tmp_path):
     build_tuples(shared_data / "fer2013" / "val", tmp_path / "tuples", per_anchor=3, seed=0)
     run_screen(tmp_path / "tuples", tmp_path / "screen")
     review_round_trip(tmp_path / "screen", tmp_path)
+
+
+@pytest.mark.browser
+@needs_browser
+def test_csp_runs_the_hashed_script_and_nothing_else(fabricated, tmp_path):
+    """A script added to the report (or an edited review script) does not run: the page's
+    policy allows exactly the review script's sha256."""
+    from selenium.webdriver.common.by import By
+
+    html = write_report(fabricated, tmp_path / "r.html").read_text(encoding="utf-8")
+    planted = tmp_path / "planted.html"
+    planted.write_text(html.replace("</footer>", "</footer><script>document.title = 'pwned';</script>"),
+                       encoding="utf-8")
+    edited = tmp_path / "edited.html"
+    edited.write_text(html.replace('listEl.dataset.ready = "1";', 'listEl.dataset.ready = "2";'), encoding="utf-8")
+    driver = open_browser(tmp_path)
+    try:
+        driver.get(planted.as_uri())
+        wait_ready(driver)  # the review script still runs
+        assert driver.title != "pwned"
+        assert any("Content Security Policy" in e["message"] for e in driver.get_log("browser"))
+        assert "<script>alert(1)</script>" in driver.find_element(By.ID, "rv-list").text or \
+            "<script>alert(1)</script>" in driver.execute_script(
+                "return Array.from(document.querySelectorAll('.rv-card b')).map(b => b.textContent).join('|')")
+        driver.get(edited.as_uri())
+        assert driver.execute_script("return document.getElementById('rv-list').dataset.ready") is None
+    finally:
+        driver.quit()
