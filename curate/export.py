@@ -201,6 +201,10 @@ def export(screen_dir: str | os.PathLike[str], out: str | os.PathLike[str], *,
         extra = unscreened[[c for c in MANIFEST_COLUMNS if c in unscreened.columns]]
         if format == "hf":
             extra = extra.assign(kept=True, reasons="")
+        if "original_label" in manifest.columns:
+            extra = extra.assign(original_label=extra["label"])
+        if "decision" in manifest.columns:
+            extra = extra.assign(decision="")
         manifest = pd.concat([manifest, extra], ignore_index=True)
     n_unscreened = None if unscreened is None else len(unscreened)
     n_exported = len(manifest)
