@@ -47,6 +47,7 @@ def test_review_data_lists_every_screened_image_with_thumbnails_for_the_flagged(
     assert d["rejected"] == rejected.astype(int).tolist()
     flagged = rejected | (s["suspicion"].to_numpy() >= REVIEW_SUSPICION)
     assert [t >= 0 for t in d["thumb"]] == flagged.tolist() and len(thumbs) == int(flagged.sum())
+    assert d["flagged"] == flagged.astype(int).tolist()
     paths = [d["dirs"][k] + n for k, n in zip(d["dir"], d["name"], strict=True)]
     assert paths == s["path"].tolist()
     # the reason of a rejected image is the screens' code, never recomputed

@@ -41,7 +41,7 @@
   codesOf.forEach(function (cs) { cs.forEach(function (c) { if (allCodes.indexOf(c) < 0) { allCodes.push(c); } }); });
   allCodes.sort();
   function susp(i) { var s = D.suspicion[i]; return s === null ? -1 : s; }
-  function flagged(i) { return D.rejected[i] === 1 || susp(i) >= D.review_suspicion; }
+  function flagged(i) { return D.flagged[i] === 1; }
   function path(i) { return D.dirs[D.dir[i]] + D.name[i]; }
   function verdict(i) { return D.reason[i] ? D.reasons[D.reason[i] - 1] : "kept"; }
   function fmt(x) { return x === null ? "n/a" : x.toFixed(2); }

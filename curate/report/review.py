@@ -137,7 +137,8 @@ def review_payload(run: ScreenRun, table: pd.DataFrame, decisions: Decisions | N
     if decisions is not None:
         for image_id, d, lab in decisions.table.itertuples(index=False):
             initial[str(int(image_id))] = [d, cls[lab]] if d == "relabel" else [d]
-    n_flagged = int((table["rejected"] | (table["suspicion"].fillna(-1) >= REVIEW_SUSPICION)).sum())
+    flagged = (table["rejected"] | (table["suspicion"].fillna(-1) >= REVIEW_SUSPICION)).to_numpy(bool)
+    n_flagged = int(flagged.sum())
     payload = {
         "run": run_fingerprint(run) + ":" + (decisions.sha256[:12] if decisions is not None else "none"),
         "classes": classes, "reasons": reasons,
@@ -149,6 +150,7 @@ def review_payload(run: ScreenRun, table: pd.DataFrame, decisions: Decisions | N
         "suggested": [cls.get(v, -1) if isinstance(v, str) else -1 for v in table["suggested_label"]],
         "suspicion": [None if math.isnan(x) else round(float(x), 4) for x in susp],
         "rejected": table["rejected"].astype(int).tolist(),
+        "flagged": flagged.astype(int).tolist(),  # to review: rejected, or suspicion >= REVIEW_SUSPICION
         "reason": [rsn.get(r, 0) for r in table["reason"]],
         "thumb": thumb_of.tolist(),
         "decisions": initial,
