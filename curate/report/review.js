@@ -237,6 +237,7 @@
     var k = Number(e.target.closest(".rv-card").dataset.pos);
     cur = k;
     decide(k, "relabel", Number(e.target.value));
+    listEl.focus({ preventScroll: true });  // the keys work again at once
     draw();
   });
   document.addEventListener("keydown", function (e) {
