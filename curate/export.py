@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from curate import screens
+from curate.decisions import Decisions, read_decisions
 from curate.errors import CurateError
 from curate.io import (
     LinkInOutput,
@@ -113,12 +114,14 @@ class ExportResult:
     notes: list[str] = field(default_factory=list)
     n_leaked: int | None = None  # exported images with a near-duplicate exported in another split (None: not screened)
     n_dropped_leaked: int = 0  # images drop_leaked left out
+    decisions: dict[str, int] | None = None  # counts per curator decision (None: no --decisions)
 
 
 def export(screen_dir: str | os.PathLike[str], out: str | os.PathLike[str], *,
            max_suspicion: float | None = None, relabel: bool = False,
            format: str = "imagefolder", copy: bool = False, force: bool = False,
-           include_unscreened: bool = False, drop_leaked: str = "none") -> ExportResult:
+           include_unscreened: bool = False, drop_leaked: str = "none",
+           decisions: str | os.PathLike[str] | None = None) -> ExportResult:
     """Export the surviving images of ``screen_dir`` into ``out`` (see module doc).
 
     Every image an image screen rejected is left out. ``max_suspicion`` also leaves out
@@ -132,6 +135,13 @@ def export(screen_dir: str | os.PathLike[str], out: str | os.PathLike[str], *,
     counted (``n_leaked``: those still exported) and, with ``drop_leaked="test"``, left out where they are not in
     the training split (the split named ``train`` or ``training``), or with ``"train"``
     left out where they are in it (:func:`leaked_images`).
+
+    ``decisions``: a curator's ``decisions.csv`` (the report's review view downloads it;
+    :func:`curate.decisions.read_decisions` checks it): ``keep`` exports an image whatever
+    the screens and ``max_suspicion`` said, ``drop`` leaves it out, ``relabel`` exports it
+    under the new label (the manifest keeps ``original_label`` and gains ``decision``);
+    every other image follows the screens. ``drop_leaked`` still applies afterwards. The
+    file's sha256 and the counts per decision go into ``export.json``.
 
     ``out`` must be new, empty, or an earlier export: the same settings re-export, other
     settings need ``force``; only the files an earlier export wrote are replaced (a
@@ -165,15 +175,28 @@ def export(screen_dir: str | os.PathLike[str], out: str | os.PathLike[str], *,
     image_bad = np.logical_or.reduce([*rejected_by.values(), np.zeros(len(table), dtype=bool)])
     face_bad = rejected_by.get("faces", np.zeros(len(table), dtype=bool))
     keep = ~suspect & ~image_bad
+    review = read_decisions(decisions, table) if decisions is not None else None
+    decided = _decision_column(table, review)
+    if review is not None:
+        keep = (keep | np.isin(decided, ("keep", "relabel"))) & (decided != "drop")
     leaked = leaked_images(table, keep)
     dropped = _drop_leaked(table, leaked, drop_leaked, src)
     keep &= ~dropped
     leaked = leaked_images(table, keep)  # what still leaks in the export
     table = table.copy()
-    if relabel:
+    if relabel or review is not None:
         table["original_label"] = table["label"]
-        table.loc[relabelled, "label"] = table.loc[relabelled, "suggested_label"]
-    cols = MANIFEST_COLUMNS + (["original_label"] if relabel else [])
+    if relabel:
+        table.loc[relabelled & (decided == ""), "label"] = table.loc[relabelled & (decided == ""), "suggested_label"]
+    if review is not None:
+        relabels = review.relabels()
+        table["label"] = table["label"].astype(object)
+        for i in np.flatnonzero(decided == "relabel"):
+            table.iat[i, table.columns.get_loc("label")] = relabels[int(table["image_id"].iat[i])]
+        table["decision"] = decided
+        relabelled = (relabelled & (decided == "")) | (decided == "relabel")
+    cols = MANIFEST_COLUMNS + (["original_label"] if relabel or review is not None else []) \
+        + (["decision"] if review is not None else [])
     if format == "hf":  # every screened image, with its verdict in the screening columns
         manifest = hf_columns(table, [c for c in cols if c in table.columns], keep, suspect, rejected_by,
                               dropped)
@@ -184,6 +207,10 @@ def export(screen_dir: str | os.PathLike[str], out: str | os.PathLike[str], *,
         extra = unscreened[[c for c in MANIFEST_COLUMNS if c in unscreened.columns]]
         if format == "hf":
             extra = extra.assign(kept=True, reasons="")
+        if "original_label" in manifest.columns:
+            extra = extra.assign(original_label=extra["label"])
+        if "decision" in manifest.columns:
+            extra = extra.assign(decision="")
         manifest = pd.concat([manifest, extra], ignore_index=True)
     n_unscreened = None if unscreened is None else len(unscreened)
     n_exported = len(manifest)
@@ -192,7 +219,8 @@ def export(screen_dir: str | os.PathLike[str], out: str | os.PathLike[str], *,
     _refuse_unlisted_export(Path(out).expanduser())
     settings = {"screen_dir": str(src.resolve()), "max_suspicion": max_suspicion, "relabel": relabel,
                 "format": format, "copy": copy, "include_unscreened": include_unscreened,
-                "drop_leaked": drop_leaked}
+                "drop_leaked": drop_leaked, "decisions": None if review is None else review.source,
+                "decisions_sha256": None if review is None else review.sha256}
     folders: dict[str, dict[str, str]] = {}
     with claim_folder(out, "export", settings=settings, inputs=[src, screen_build_dir(src)], force=force,
                       owned=MANIFESTS) as claim:
@@ -217,7 +245,14 @@ def export(screen_dir: str | os.PathLike[str], out: str | os.PathLike[str], *,
                   "image_rejected_by_screen": {k: int(v.sum()) for k, v in rejected_by.items()},
                   "relabelled": int((relabelled & keep).sum()), "unscreened": n_unscreened,
                   "leaked": None if leaked is None else int(leaked.sum()), "dropped_leaked": int(dropped.sum())}
-        claim.finish(run_record("export", params, inputs={"screen_dir": str(src.resolve())},
+        inputs = {"screen_dir": str(src.resolve())}
+        if review is not None:
+            screens_kept = ~suspect & ~image_bad
+            counts["decisions"] = {**review.counts,
+                                   "kept_against_screens": int(((decided == "keep") & ~screens_kept).sum()),
+                                   "dropped_against_screens": int(((decided == "drop") & screens_kept).sum())}
+            inputs |= {"decisions": str(Path(review.source).resolve()), "decisions_sha256": review.sha256}
+        claim.finish(run_record("export", params, inputs=inputs,
                                 counts=counts, started=started), files=files, folders=folders)
     per_label = {str(k): int(v) for k, v in manifest["label"].value_counts().sort_index().items()}
     return ExportResult(out_dir=target, target=target, n_exported=n_exported,
@@ -226,7 +261,17 @@ def export(screen_dir: str | os.PathLike[str], out: str | os.PathLike[str], *,
                         n_image_rejected={k: int(v.sum()) for k, v in rejected_by.items()},
                         n_relabelled=int((relabelled & keep).sum()), n_unscreened=n_unscreened, per_label=per_label, manifest=manifest,
                         n_leaked=None if leaked is None else int(leaked.sum()), n_dropped_leaked=int(dropped.sum()),
-                        folders=folders, notes=[claim.note] if claim.note else [])
+                        folders=folders, notes=[claim.note] if claim.note else [],
+                        decisions=counts.get("decisions"))
+
+
+def _decision_column(table: pd.DataFrame, review: Decisions | None) -> np.ndarray:
+    """Per row of ``table``: the curator's decision (``keep``, ``drop``, ``relabel``) or ``""``."""
+    out = np.full(len(table), "", dtype=object)
+    if review is not None:
+        by_id = dict(zip(review.table["image_id"].tolist(), review.table["decision"].tolist(), strict=True))
+        out[:] = [by_id.get(int(i), "") for i in table["image_id"].tolist()]
+    return out
 
 
 def csv_safe(table: pd.DataFrame) -> pd.DataFrame:

@@ -9,6 +9,8 @@ checked against them.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import re
 from html.parser import HTMLParser
@@ -238,6 +240,30 @@ def external_references(html: str) -> list[str]:
     return [r for r in refs if not (r.startswith("data:") or r.startswith("#"))]
 
 
+def check_scripts(html: str) -> None:
+    """The only scripts are the review's: one inline script allowed by its sha256 in the
+    Content-Security-Policy (no 'unsafe-inline'), and JSON data blocks in which no ``<``
+    can end the block; nothing else in the page can run."""
+    policy = re.search(r'<meta http-equiv="Content-Security-Policy" content="([^"]*)">', html).group(1)
+    assert "unsafe-inline" not in policy.split("script-src")[-1] and "unsafe-eval" not in policy
+    assert policy.startswith("default-src 'none'; img-src data:;")
+    p = parse(html)
+    scripts = [a for t, a in p.tags if t == "script"]
+    code = [a for a in scripts if "type" not in a]
+    data = [a for a in scripts if a.get("type") == "application/json"]
+    assert len(code) == 1 and len(data) == 2 and len(scripts) == 3
+    bodies = re.findall(r"<script([^>]*)>(.*?)</script>", html, flags=re.S)
+    for attrs, body in bodies:
+        if "application/json" in attrs:
+            assert "<" not in body and ">" not in body
+            json.loads(body)
+        else:
+            digest = base64.b64encode(hashlib.sha256(body.encode("utf-8")).digest()).decode()
+            assert f"script-src 'sha256-{digest}'" in policy
+            assert "innerHTML" not in body and "insertAdjacentHTML" not in body and "eval(" not in body
+    assert not any(k.startswith("on") for _, a in p.tags for k in a)  # no inline event handlers
+
+
 @pytest.fixture(scope="module")
 def screen(tmp_path_factory) -> dict[str, Any]:
     info = make_screen_dir(tmp_path_factory.mktemp("triplets"))
@@ -271,7 +297,10 @@ def test_report_is_self_contained(screen):
     p = parse(html)
     imgs = [a["src"] for t, a in p.tags if t == "img"]
     assert len(imgs) > 10 and all(src.startswith("data:image/") for src in imgs)
-    assert not any(t in ("script", "link", "iframe", "object", "embed") for t, _ in p.tags)
+    assert not any(t in ("link", "iframe", "object", "embed") for t, _ in p.tags)
+    check_scripts(html)
+    review = json.loads(re.search(r'id="rv-thumbs">(.*?)</script>', html).group(1))
+    assert review and all(u.startswith("data:image/jpeg;base64,") for u in review)
     assert "http://" not in html and "https://" not in html
     # the detector itself finds an external reference
     assert external_references('<img src="http://x.invalid/a.png"><a href="#ok">') == [
@@ -283,11 +312,13 @@ def test_report_is_self_contained(screen):
 def test_data_strings_are_escaped(screen):
     html = screen["html"]
     p = parse(html)
-    assert not any(t == "script" for t, _ in p.tags)
+    check_scripts(html)
     assert "<script>alert(1)</script>" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
-    text = "".join(p.text)
+    text = "".join(t for t in p.text if not t.startswith("{") and not t.startswith("["))
     assert "<script>alert(1)</script>" in text  # shown as text, in tables and galleries
+    # in the review data the label is JSON text, its < and > escaped
+    assert "\\u003cscript\\u003ealert(1)\\u003c/script\\u003e" in html
     # the quoted file name is text, and no attribute was broken open
     assert EVIL_NAME in text or "say &quot;cheese&quot;" in html
     assert 'say "cheese"' not in re.sub(r">[^<]*<", "><", html)  # never raw inside a tag

@@ -9,7 +9,7 @@ import typer
 from curate.cli._app import app, console, handles_errors, safe
 
 
-@app.command("report", short_help="Re-render the HTML report of a screen run.")
+@app.command("report", short_help="Re-render the HTML report (and review view) of a screen run.")
 @handles_errors
 def report(
     screen_dir: Path = typer.Argument(..., metavar="SCREEN_DIR", help="Output folder of `curate screen` (holds scores.parquet)."),
@@ -19,10 +19,17 @@ def report(
     seed: int = typer.Option(0, "--seed", help="Seed of the random face samples."),
     force: bool = typer.Option(False, "--force", help="Replace an existing --out file that is not a curate "
                                "report (a file of SCREEN_DIR is never replaced)."),
+    decisions: Path | None = typer.Option(None, "--decisions", metavar="FILE",
+                                          help="A decisions.csv downloaded from the review view: load it, to go on reviewing."),
+    max_thumbnails: int = typer.Option(20_000, "--max-thumbnails", min=0,
+                                       help="Most thumbnails in the review view (the images the screens reject or suspect)."),
 ) -> None:
-    """Write a self-contained HTML report (no network, no script) of a screen run."""
+    """Write a self-contained HTML report of a screen run: no network, and one inline script
+    (the review view, allowed by its hash) in which a curator keeps, drops or relabels images
+    and downloads the decisions for `curate export --decisions`."""
     from curate.report import write_report
 
-    path = write_report(screen_dir, out, max_gallery=max_gallery, seed=seed, force=force)
+    path = write_report(screen_dir, out, max_gallery=max_gallery, seed=seed, decisions=decisions,
+                        max_thumbnails=max_thumbnails, force=force)
     size = path.stat().st_size / 1e6
     console.print(f"report written: {safe(path)} ({size:.2f} MB)", soft_wrap=True)

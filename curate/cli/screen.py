@@ -220,11 +220,12 @@ def export_cmd(
     force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,
     include_unscreened: Annotated[bool, typer.Option("--include-unscreened", help="Also export valid images that are in no tuple (never screened).")] = False,
     drop_leaked: Annotated[DropLeakedOpt, typer.Option("--drop-leaked", help="Near-duplicates in two splits (leakage): test leaves out the copies outside the training split (named train/training), train the copies in it, none keeps both.")] = DropLeakedOpt(_EXPORT["drop_leaked"]),
+    decisions: Annotated[Path | None, typer.Option("--decisions", metavar="FILE", help="A curator's decisions.csv from the report's review view: keep puts a rejected image back, drop leaves an image out, relabel exports it under the new label (original_label kept); the other images follow the screens.")] = None,
 ) -> None:
     """Write the images that survive the screens as an ImageFolder or a manifest for other trainers."""
     result = export(screen_dir, out, max_suspicion=max_suspicion, relabel=relabel,
                     format=format.value, copy=copy, force=force,
-                    include_unscreened=include_unscreened, drop_leaked=drop_leaked.value)
+                    include_unscreened=include_unscreened, drop_leaked=drop_leaked.value, decisions=decisions)
     if format is FormatOpt.hf:
         kept = int(result.manifest["kept"].sum())
         console.print(f"wrote [green]{result.n_exported:,}[/] images as a Hugging Face dataset: "
@@ -239,6 +240,10 @@ def export_cmd(
                   + (f" ({'; '.join(why)}; an image can be counted twice)" if why else ""))
     if relabel:
         console.print(f"relabelled {result.n_relabelled:,} image(s) to their suggested label")
+    if result.decisions:
+        d = result.decisions
+        console.print(f"curator's decisions: {d['keep']:,} keep ({d['kept_against_screens']:,} of them rejected by "
+                      f"the screens), {d['drop']:,} drop, {d['relabel']:,} relabel")
     _print_leak(result, drop_leaked.value)
     if result.n_unscreened:
         how = "exported" if include_unscreened else "left out (--include-unscreened adds them)"

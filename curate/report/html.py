@@ -7,6 +7,8 @@ can tell markup from data and never escapes twice or forgets to escape.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
 import math
 from collections.abc import Iterable, Sequence
@@ -160,6 +162,32 @@ img.fig{max-width:100%;height:auto;display:block;margin:6px 0}
 td.heat{min-width:64px}
 details summary{cursor:pointer;color:#22517f}
 footer{color:#777;font-size:12px;text-align:center;padding:10px}
+kbd{border:1px solid #bbb;border-bottom-width:2px;border-radius:3px;padding:0 4px;font-size:12px;background:#fafafa}
+.keys{font-size:12px;color:#444}
+code{white-space:nowrap;font-size:13px}
+.rv-bar{display:flex;flex-wrap:wrap;gap:8px 14px;align-items:center;margin:8px 0;font-size:13px}
+.rv-bar select,.rv-bar input{font-size:13px;max-width:220px}
+.rv-progress{font-weight:600;margin:4px 0}
+.rv-list{position:relative;height:70vh;min-height:320px;overflow-y:auto;border:1px solid #dde1e6;
+ border-radius:6px;background:#fafbfc;outline:none}
+.rv-list:focus{border-color:#22517f}
+.rv-spacer{position:relative}
+.rv-card{position:absolute;width:220px;height:236px;margin:4px;padding:6px;background:#fff;
+ border:2px solid #e1e4e8;border-radius:6px;font-size:12px;overflow:hidden}
+.rv-card.rv-cur{box-shadow:0 0 0 3px #22517f}
+.rv-card.rv-keep{border-color:#2ca02c}.rv-card.rv-drop{border-color:#d62728;background:#fdf0f0}
+.rv-card.rv-relabel{border-color:#1f77b4;background:#eef5fb}
+.rv-img{height:96px;display:flex;justify-content:center}
+.rv-img img{width:96px;height:96px;object-fit:contain;image-rendering:pixelated;background:#eee;border-radius:4px}
+.rv-img .missing{width:96px;height:96px;background:#f0f0f0;color:#888;display:flex;align-items:center;
+ justify-content:center;text-align:center;border-radius:4px;font-size:11px}
+.rv-path{color:#666;white-space:nowrap;overflow:hidden}
+.rv-chips{height:20px;overflow:hidden}
+.rv-card>div{white-space:nowrap;overflow:hidden;text-overflow:ellipsis;height:17px}
+.rv-card>div.rv-img{height:98px}.rv-card>div.rv-acts{height:24px}.rv-id{color:#555}
+.rv-acts{display:flex;gap:3px;margin-top:3px}.rv-acts select{max-width:80px;font-size:11px}
+.rv-acts button{font-size:11px;padding:1px 4px}
+.rv-state{font-weight:600;color:#22517f}
 """
 
 
@@ -174,15 +202,35 @@ def css() -> str:
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
 
+def script_hash(source: str) -> str:
+    """The CSP source that allows exactly this inline script: ``'sha256-<base64>'``."""
+    return "'sha256-" + base64.b64encode(hashlib.sha256(source.encode("utf-8")).digest()).decode("ascii") + "'"
+
+
+def csp(script_hashes: Sequence[str] = ()) -> str:
+    """:data:`CSP`, plus ``script-src`` allowing exactly the inline scripts of these hashes
+    (``'sha256-...'``); never ``'unsafe-inline'``."""
+    if not script_hashes:
+        return CSP
+    if any(not (h.startswith("'sha256-") and h.endswith("'")) for h in script_hashes):
+        raise ValueError("scripts are allowed by their sha256 only")
+    return f"{CSP}; script-src {' '.join(script_hashes)}"
+
+
 def page(title: str, header: Markup, nav: Sequence[tuple[str, str]], body: Sequence[Markup],
-         footer: str) -> str:
-    """The whole document."""
+         footer: str, scripts: Sequence[str] = ()) -> str:
+    """The whole document. ``scripts`` are inlined at the end of the body and allowed by
+    their sha256 in the Content-Security-Policy (nothing else can run)."""
+    if any("</script" in s.lower() for s in scripts):
+        raise ValueError("an inline script cannot contain </script")
     links = join(Markup(f'<a href="#{esc(a)}">{esc(t)}</a>') for a, t in nav)
+    policy = csp([script_hash(s) for s in scripts])
+    tail = "".join(f"<script>{s}</script>" for s in scripts)
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
+        f'<meta http-equiv="Content-Security-Policy" content="{policy}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{esc(title)}</title><style>{css()}</style></head><body>"
         f"{header}<nav>{links}</nav><main>{join(body)}</main>"
-        f"<footer>{esc(footer)}</footer></body></html>\n"
+        f"<footer>{esc(footer)}</footer>{tail}</body></html>\n"
     )

@@ -13,6 +13,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from curate import screens
+from curate.decisions import Decisions, read_decisions
+from curate.errors import CurateError
 from curate.io import write_text
 from curate.limits import seed_value, whole_number
 from curate.outdir import check_output_file, head_bytes, locked, require_complete
@@ -39,6 +41,7 @@ from curate.report.html import (
 from curate.report.inputs import ScreenRun, load_screen_dir
 from curate.report.leakage import leakage_section
 from curate.report.palette import reason_color
+from curate.report.review import MAX_THUMBNAILS, review_section
 from curate.report.sensitivity import alpha_grid, face_sensitivity, sensitivity, sensitivity_z
 from curate.report.tables import counts_by_class, counts_by_reason, negative_confusion, reason_flags
 from curate.report.thumbnails import Thumbnails
@@ -48,12 +51,13 @@ from curate.screens.statistical import NEGATIVE_TOO_CLOSE, POSITIVE_TOO_FAR
 MAX_CLASSES = 60  # rows of the by-class table and chart
 MAX_CONFUSION = 25  # labels on each axis of the confusion table
 MAX_PARAM_CHARS = 300
-NAV = (("summary", "Summary"), ("boundary", "Boundary"), ("sensitivity", "Sensitivity"),
+NAV = (("summary", "Summary"), ("review", "Review"), ("boundary", "Boundary"), ("sensitivity", "Sensitivity"),
        ("rejections", "Rejections"), ("faces", "Faces"), ("leakage", "Leakage"), ("galleries", "Galleries"))
 
 
 def write_report(screen_dir: str | Path, out: str | Path | None = None, *, max_gallery: int = 24,
-                 seed: int = 0, force: bool = False) -> Path:
+                 seed: int = 0, decisions: str | Path | None = None,
+                 max_thumbnails: int = MAX_THUMBNAILS, force: bool = False) -> Path:
     """Render the HTML screening report of a ``curate screen`` output folder.
 
     Parameters
@@ -68,22 +72,35 @@ def write_report(screen_dir: str | Path, out: str | Path | None = None, *, max_g
         bounds the file size whatever the dataset size.
     seed:
         Seed of the random face samples; the same inputs and seed give the same bytes.
+    decisions:
+        A curator's ``decisions.csv`` (checked by :func:`curate.decisions.read_decisions`)
+        to load into the review view.
+    max_thumbnails:
+        Cap on the thumbnails of the review view (images the screens reject or suspect).
     force:
         Replace an existing ``out`` that is not a curate report (a file of the screen
         folder is never replaced: :func:`curate.outdir.check_output_file`).
 
     Returns the path written. The file is self-contained: figures and thumbnails are
-    inline ``data:`` URIs, the style is inline, and there is no script.
+    inline ``data:`` URIs, the style is inline, and the one script (the review view) is
+    inline and allowed by its sha256 in the Content-Security-Policy.
     """
     seed = seed_value(seed)
     max_gallery = whole_number(max_gallery, "--max-gallery", lo=1, hi=10_000)
     require_complete(Path(screen_dir), what="screen folder")  # a killed screen's files do not belong together
     run = load_screen_dir(screen_dir)
+    review = None
+    if decisions is not None:
+        if run.suspect is None:
+            raise CurateError(f"{run.screen_dir} has no images_suspect.parquet, so there is nothing to review",
+                              hint="re-run curate screen, or leave out --decisions")
+        review = read_decisions(decisions, run.suspect)
     target = check_output_file(out if out is not None else run.screen_dir / "report.html", option="--out",
                                what="a report", inputs=[run.screen_dir], force=force, ours=is_curate_report)
     inside = target.resolve().parent == run.screen_dir.resolve()
     with locked(run.screen_dir, "report") if inside else contextlib.nullcontext():
-        write_text(render_html(run, max_gallery=max_gallery, seed=seed), target)
+        write_text(render_html(run, max_gallery=max_gallery, seed=seed, decisions=review,
+                               max_thumbnails=max_thumbnails), target)
     return target
 
 
@@ -93,15 +110,20 @@ def is_curate_report(path: Path) -> bool:
     return head.startswith(b"<!DOCTYPE html>") and CSP.encode() in head
 
 
-def render_html(run: ScreenRun, *, max_gallery: int = 24, seed: int = 0) -> str:
+def render_html(run: ScreenRun, *, max_gallery: int = 24, seed: int = 0, decisions: Decisions | None = None,
+                max_thumbnails: int = MAX_THUMBNAILS) -> str:
     """The report of a loaded screen run, as one HTML string."""
     if max_gallery < 1:
         raise ValueError("max_gallery must be at least 1")
+    if max_thumbnails < 0:
+        raise ValueError("max_thumbnails must be at least 0")
     flags = reason_flags(run.scores["reason"])
     thumbs = Thumbnails()
     left_out: list[str] = []
+    review, script, n_review_thumbs = review_section(run, decisions, max_thumbnails, left_out)
     sections: list[Callable[[], Markup]] = [
         lambda: _summary(run),
+        lambda: review,
         lambda: _boundary(run),
         lambda: _sensitivity(run, flags),
         lambda: _rejections(run, flags, left_out),
@@ -118,8 +140,8 @@ def render_html(run: ScreenRun, *, max_gallery: int = 24, seed: int = 0) -> str:
                     f'<div class="sub">dataset: {esc(_dataset(run))}</div>'
                     f'<div class="sub">screen output: {esc(run.screen_dir)}</div></header>')
     footer = (f"Rendered by curate {_curate_version()} from {run.screen_dir.name}/; "
-              f"{thumbs.count} embedded thumbnails.")
-    return page(title, header, NAV, body, footer)
+              f"{thumbs.count} embedded thumbnails in the galleries, {n_review_thumbs} in the review.")
+    return page(title, header, NAV, body, footer, scripts=[script] if script else [])
 
 
 def _curate_version() -> str:

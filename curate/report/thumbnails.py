@@ -18,8 +18,9 @@ THUMB_SIZE = 96  # longest side in pixels; small faces are shown upscaled by CSS
 class Thumbnails:
     """Encode each image once; remember why an image could not be shown."""
 
-    def __init__(self, size: int = THUMB_SIZE) -> None:
+    def __init__(self, size: int = THUMB_SIZE, jpeg_quality: int | None = None) -> None:
         self.size = size
+        self.jpeg_quality = jpeg_quality  # set: always JPEG at this quality (smaller files)
         self._cache: dict[str, tuple[str | None, str | None]] = {}
         self.bytes_total = 0
 
@@ -42,7 +43,7 @@ class Thumbnails:
             code = exc.message.split(":", 1)[0]
             return None, {"missing": "file not found"}.get(code, f"{code}: not a readable image")
         small.thumbnail((self.size, self.size), Image.Resampling.LANCZOS)
-        uri = _smallest_uri(small)
+        uri = _jpeg_uri(small, self.jpeg_quality) if self.jpeg_quality else _smallest_uri(small)
         self.bytes_total += len(uri)
         return uri, None
 
@@ -54,6 +55,12 @@ def _is_colour(path: Path) -> bool:
             return im.mode not in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):  # the decoder says why
         return True
+
+
+def _jpeg_uri(im: Image.Image, quality: int) -> str:
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=quality, optimize=True)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def _smallest_uri(im: Image.Image) -> str:
