@@ -1160,3 +1160,17 @@ def test_r3_8_and_13_memory_estimates_refuse_before_allocating(monkeypatch) -> N
 
     with pytest.raises(CurateError, match=r"--per-anchor 1,000,000,000 \(4,000,000,000 tuples"):
         sample_tuples(images, per_anchor=10**9)
+
+
+def test_r3_15_occlusion_scores_do_not_depend_on_the_batch_so_a_resumed_run_is_bit_identical() -> None:
+    from curate.faces.occlusion import OcclusionModel
+
+    model = OcclusionModel()
+    faces = np.random.default_rng(0).random((21, 48, 48)).astype(np.float32)
+    whole = model.probabilities(faces)
+    parts = np.concatenate([model.probabilities(faces[:5]), model.probabilities(faces[5:13]),
+                            model.probabilities(faces[13:])])  # a run stopped after 5 faces, resumed
+    assert np.array_equal(whole, parts)
+    order = np.random.default_rng(1).permutation(21)
+    assert np.array_equal(model.probabilities(faces[order]), whole[order])
+    assert model.scores(faces[:1]) == [model.score(faces[0])]
