@@ -129,6 +129,8 @@ def _build(out_dir: Path, source: str | os.PathLike[str], params: dict[str, Any]
     run = run_record("build-tuples", params, inputs=inputs, counts=counts, started=started)
     if notes:
         run["notes"] = notes
+    if "layout" in images.attrs:
+        run["layout"] = images.attrs["layout"]  # how the folder was read, and why
     claim.finish(run)
     return BuildResult(out_dir=out_dir, images=images, tuples=tuples, stats=stats, run=run,
                        notes=notes, leakage=leakage)

@@ -147,6 +147,7 @@ def _discover_folder(root: Path) -> pd.DataFrame:
                           hint="check the folder; hidden files (starting with '.') are ignored")
     layout.junk = sorted(set(junk))
     df.attrs["notes"] = layout.notes()
+    df.attrs["layout"] = f"{layout.kind}: {layout.why}"
     return df
 
 
@@ -310,6 +311,8 @@ def validate(entries: pd.DataFrame, *, max_pixels: int = DEFAULT_MAX_PIXELS,
     extra = [c for c in df.columns if c not in IMAGE_COLUMNS]
     out = df[IMAGE_COLUMNS + extra].reset_index(drop=True)
     out.attrs["notes"] = list(entries.attrs.get("notes", []))  # what discovery ignored or renamed
+    if "layout" in entries.attrs:
+        out.attrs["layout"] = entries.attrs["layout"]  # how a folder was read, and why
     return out
 
 

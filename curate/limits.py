@@ -126,6 +126,17 @@ def check_memory(nbytes: float, what: str, *, hint: str, share: float = 0.8) -> 
                           f"{_gib(have)} available", hint=hint)
 
 
+ACTIVATIONS_PER_VALUE = 16  # float32 activations per input value of a CNN batch (a rough lower bound)
+
+
+def check_batch_memory(images: int, input_size: Any, what: str, *, hint: str) -> None:
+    """:func:`check_memory` for a batch of ``images`` network inputs of ``input_size``
+    (``[channels, height, width]``, or one side for 3-channel squares)."""
+    shape = [3, int(input_size), int(input_size)] if isinstance(input_size, int) else [int(v) for v in input_size]
+    values = images * math.prod(shape)
+    check_memory(values * 4 * ACTIVATIONS_PER_VALUE, what, hint=hint)
+
+
 def _gib(n: float) -> str:
     return f"{n / 2**30:,.1f} GiB" if n >= 2**30 else f"{n / 2**20:,.0f} MiB"
 

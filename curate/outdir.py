@@ -44,6 +44,7 @@ from curate.io import (
     TMP_SUFFIX,
     LinkInOutput,
     disk_error,
+    loads_json,
     open_lock_file,
     open_regular,
     read_json_file,
@@ -404,7 +405,7 @@ def _locked(lock_path: Path, target: Path, command: str) -> Iterator[Any]:
 
 def _lock_holder(fd: int) -> str:
     try:
-        info = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        info = loads_json(os.pread(fd, 4096, 0) or b"{}")
         return f" (`curate {info['command']}`, pid {int(info['pid'])})"
     except (OSError, ValueError, KeyError, TypeError):
         return ""

@@ -909,6 +909,7 @@ def test_r3_6_one_layout_detector_ignores_junk_and_names_a_mixed_layout(tmp_path
     table = discover(split)
     assert set(table["label"]) == {"happy", "sad"} and set(table["split"]) == {"train", "val"}
     assert len(table) == 8 and "Thumbs.db" in table.attrs["notes"][0] and "2 file(s)" in table.attrs["notes"][0]
+    assert table.attrs["layout"].startswith("split: every first-level folder holds only folders")
     half = tmp_path / "half"  # a class layout with a half-moved split folder
     _images(half, ["happy/0.png", "sad/0.png", "train/happy/1.png"])
     with pytest.raises(CurateError, match=r"mixed folder layout: .*train holds only folders") as err:
@@ -1144,3 +1145,32 @@ def test_r3_14_report_and_build_numbers_are_checked(tmp_path: Path, screened) ->
     res = _cli("build-tuples", build.parent / "images", "--out", tmp_path / "b", "--max-pixels", "0")
     assert res.exit_code == 2 and "--max-pixels must be a whole number of at least 1" in res.output
     assert not (tmp_path / "b").exists()  # refused before the output folder is claimed
+
+
+def test_r3_8_and_13_memory_estimates_refuse_before_allocating(monkeypatch) -> None:
+    from curate import limits
+
+    monkeypatch.setattr(limits, "available_memory", lambda: 8 * 2**30)
+    limits.check_batch_memory(256, [1, 48, 48], "a batch", hint="x")  # 36 MiB: fine
+    with pytest.raises(CurateError, match=r"a batch would need about 48.0 GiB of memory; this machine has 8.0 GiB"):
+        limits.check_batch_memory(256, [3, 1024, 1024], "a batch", hint="lower --batch-size")
+    images = pd.DataFrame({"image_id": range(4), "label": ["a", "a", "b", "b"], "split": None, "subject": None,
+                           "status": "ok"})
+    from curate.tuples import sample_tuples
+
+    with pytest.raises(CurateError, match=r"--per-anchor 1,000,000,000 \(4,000,000,000 tuples"):
+        sample_tuples(images, per_anchor=10**9)
+
+
+def test_r3_15_occlusion_scores_do_not_depend_on_the_batch_so_a_resumed_run_is_bit_identical() -> None:
+    from curate.faces.occlusion import OcclusionModel
+
+    model = OcclusionModel()
+    faces = np.random.default_rng(0).random((21, 48, 48)).astype(np.float32)
+    whole = model.probabilities(faces)
+    parts = np.concatenate([model.probabilities(faces[:5]), model.probabilities(faces[5:13]),
+                            model.probabilities(faces[13:])])  # a run stopped after 5 faces, resumed
+    assert np.array_equal(whole, parts)
+    order = np.random.default_rng(1).permutation(21)
+    assert np.array_equal(model.probabilities(faces[order]), whole[order])
+    assert model.scores(faces[:1]) == [model.score(faces[0])]

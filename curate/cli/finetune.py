@@ -220,7 +220,7 @@ def predict_cmd(
     images: Annotated[list[str], typer.Argument(metavar="IMAGE", help="Image files, folders (recursive) or glob patterns.")],
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON records instead of a table.")] = False,
     faces: Annotated[bool, typer.Option(help="Add the face-screen columns (pose, occlusion, verdict).")] = False,
-    top: Annotated[int, typer.Option(help="Class probabilities shown per image in the table.")] = 3,
+    top: Annotated[int, typer.Option(min=1, help="Class probabilities shown per image in the table.")] = 3,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 256,
 ) -> None:

@@ -24,6 +24,8 @@ import numpy as np
 from curate.errors import CurateError
 from curate.faces.geometry import ALIGN_SIZE
 
+SCORE_CHUNK = 8  # faces per forward pass of the occlusion networks: a fixed shape, bit-identical scores
+
 # Outputs of the networks of the synthetic stages (1-4): occluded, then one per region.
 REGIONS = ("eyes", "nose", "mouth", "lower face")
 # Outputs of the shipped networks (the labelled stage): anything over the face, and clear
@@ -188,13 +190,23 @@ class OcclusionModel:
         """Sigmoid outputs, shape (N, outputs): :data:`OUTPUTS` for the shipped networks,
         occluded and one column per region for the synthetic stages
         (:func:`mean_probabilities` of the networks in the weights file, run as their
-        :func:`inference_copy`, on one torch thread)."""
+        :func:`inference_copy`, on one torch thread).
+
+        Faces are scored in chunks of exactly :data:`SCORE_CHUNK` (the last one padded),
+        so a face's scores depend on its pixels only, bit for bit, never on which faces
+        share its batch: a run resumed after Ctrl-C scores like an uninterrupted one."""
         import torch
 
+        faces = np.asarray(aligned).reshape(-1, ALIGN_SIZE, ALIGN_SIZE)
+        n = len(faces)
+        pad = (-n) % SCORE_CHUNK
+        if pad:
+            faces = np.concatenate([faces, np.zeros((pad, ALIGN_SIZE, ALIGN_SIZE), dtype=faces.dtype)])
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # small batches: more threads only spin, the more so when busy
         try:
-            return mean_probabilities(self._inference, aligned, channels_last=True, mirror=self.mirror)
+            return mean_probabilities(self._inference, faces, channels_last=True, chunk=SCORE_CHUNK,
+                                      mirror=self.mirror)[:n]
         finally:
             torch.set_num_threads(threads)
 

@@ -134,7 +134,7 @@ def check_numbers(cfg: FinetuneConfig) -> None:
     """Type, range and resource checks of the numeric settings (:mod:`curate.limits`): a
     fraction where a whole number is needed, NaN, a negative count, a seed out of range
     or an input size whose batches would not fit in memory is a :class:`CurateError`."""
-    from curate.limits import check_memory, real_number, seed_value, whole_number
+    from curate.limits import check_batch_memory, real_number, seed_value, whole_number
     from curate.runs import MAX_EMBED_DIM, MAX_INPUT_SIDE, MAX_SCALE
 
     seed_value(cfg.seed)
@@ -161,9 +161,5 @@ def check_numbers(cfg: FinetuneConfig) -> None:
         side = whole_number(cfg.input_size, "--input-size", lo=8, hi=MAX_INPUT_SIDE,
                             hint=f"pass --input-size N with N from 8 to {MAX_INPUT_SIDE} pixels (48 for FER2013)")
         images = cfg.batch_tuples * 4
-        check_memory(images * 3 * side * side * 4 * ACTIVATIONS_PER_PIXEL,
-                     f"--input-size {side} with --batch-tuples {cfg.batch_tuples} ({images:,} images a step)",
-                     hint="lower --input-size or --batch-tuples")
-
-
-ACTIVATIONS_PER_PIXEL = 16  # float32 activations kept for the backward pass, per input value (a rough lower bound)
+        check_batch_memory(images, side, f"--input-size {side} with --batch-tuples {cfg.batch_tuples} "
+                                         f"({images:,} images a step)", hint="lower --input-size or --batch-tuples")

@@ -22,7 +22,7 @@ from curate.backbone import resolve_device
 from curate.errors import CurateError
 from curate.ingest import ingest, validate_file
 from curate.io import read_parquet
-from curate.limits import whole_number
+from curate.limits import check_batch_memory, whole_number
 from curate.models import resolve_run
 from curate.outdir import require_complete
 from curate.runs import EmbeddingNet, load_run
@@ -180,6 +180,7 @@ def evaluate(run: str | Path, source: str | Path, *, split: str | None = None, d
     net, cfg = load_run(resolve_run(run))
     classes = list(cfg["classes"])
     images, n_dup = read_labelled_source(source, split=split)
+    _check_batch(batch_size, len(images), cfg)
     skipped: dict[str, int] = {}
     if n_dup:
         skipped[DUPLICATES_SKIPPED] = n_dup
@@ -212,6 +213,14 @@ def evaluate(run: str | Path, source: str | Path, *, split: str | None = None, d
 
 
 # ----------------------------------------------------------------------------- predict
+
+def _check_batch(batch_size: int, n_images: int, cfg: dict[str, Any]) -> None:
+    """Refuse a batch (``--batch-size``, at most the images to do) whose inputs and
+    activations would not fit in memory at the run's input size."""
+    size = cfg["data_config"]["input_size"]
+    check_batch_memory(min(batch_size, max(n_images, 1)), size,
+                       f"--batch-size {batch_size} at the run's input size {size}", hint="lower --batch-size")
+
 
 def expand_inputs(inputs: Sequence[str | Path]) -> list[str]:
     """Image files named by paths, folders (searched recursively) and glob patterns, in order,
@@ -264,6 +273,7 @@ def predict(run: str | Path, inputs: Sequence[str | Path], *, device: str = "aut
     net, cfg = load_run(resolve_run(run))
     classes = list(cfg["classes"])
     paths = expand_inputs(inputs)
+    _check_batch(batch_size, len(paths), cfg)
     checks = [validate_file(p) for p in paths]  # a truncated or unreadable file is recorded, not fatal
     ok = np.array([c.status == "ok" for c in checks], dtype=bool)
     dev = resolve_device(device)
