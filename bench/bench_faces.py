@@ -16,7 +16,13 @@ Analyses (fresh cache, timed) face-conditions (1,760 in-the-wild faces), all of
 - defaults: the share of ``fer2013/val`` images the face screens flag at their defaults,
   against the share the blind audit finds truly unusable (clearly turned, occluded by the
   policy, or not a face), and on a grid of ``--max-yaw`` x ``--max-occlusion``;
-- the first two blind audits of face-conditions (``bench/audit/README.md``).
+- the first two blind audits of face-conditions (``bench/audit/README.md``);
+- the colour studio portraits of ``taiwanese-posed`` (all frontal and uncovered, so every
+  rejection is wrong): the share face-rejected per expression class, dev and holdout
+  performers (``holdout_subjects``);
+- ``no_face`` among the ``fer2013/val`` images FERPlus kept as faces (a row in its votes,
+  plurality not ``NF``), dev and holdout (the file-name rule, share 0.5), with the reasons
+  the misses get.
 
 Dev figures helped choose things (thresholds, recipe); holdout figures did not.
 
@@ -35,8 +41,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from holdout import SHARES, is_holdout
-from yaw_threshold import audit_table
+from holdout import SHARES, holdout_subjects, is_holdout
+from yaw_threshold import audit_table, first_pose_audit
 from yaw_threshold import report as pose_report
 
 from curate.faces import analyze_faces
@@ -201,6 +207,42 @@ def first_audits(d: pd.DataFrame) -> None:
           f"{auroc(hand, f['occlusion_any']):.3f}; the flag as a score of the hand label {auroc(hand, f['occluded']):.3f}")
 
 
+def colour_set(tw: pd.DataFrame) -> None:
+    """``tw``: taiwanese-posed manifest rows with the analysis. All frontal and uncovered:
+    every face rejection is a wrong one. Target: at most 0.5% overall, 1% per class."""
+    v = S.face_verdicts(tw, max_yaw=S.DEFAULT_MAX_YAW, max_occlusion=S.DEFAULT_MAX_OCCLUSION, no_face="reject")
+    hold = tw["subject"].isin(holdout_subjects(tw["subject"])).to_numpy()
+    print(f"taiwanese-posed colour portraits (all frontal, uncovered; {len(tw)} images, holdout performers "
+          f"{', '.join(sorted(holdout_subjects(tw['subject'])))}): face-rejected (side_face / occluded / no_face)")
+    for p in PARTS:
+        m = hold if p == "holdout" else ~hold
+        t = S.rejects_by_class(v[m], tw["label"].to_numpy()[m])
+        cells = [f"{r.label} {r.share:.3f} ({r.side_face}/{r.occluded}/{r.no_face} of {r.images})"
+                 for r in t.itertuples()]
+        print(f"  {p}: " + ", ".join(cells))
+    occ = tw["occlusion"].to_numpy()
+    print("  median occlusion by class: " + ", ".join(
+        f"{k} {np.nanmedian(occ[(tw['label'] == k).to_numpy()]):.3f}" for k in sorted(tw["label"].unique())))
+
+
+def ferplus_no_face(val: pd.DataFrame, data: Path) -> None:
+    """``no_face`` among the fer2013/val images FERPlus kept as faces. Target: at most 1%."""
+    votes = pd.read_csv(data / "ferplus" / "ferplus_votes_train_val.csv")
+    kept = set(votes.loc[votes["plurality_label_8cls"] != "NF", "path"])
+    rel = [Path(p).resolve().relative_to((data / "fer2013").resolve()).as_posix() for p in val["path"]]
+    is_kept = np.array([r in kept for r in rel])
+    hold = is_holdout(rel, SHARES["fer2013_val"])
+    cells = {}
+    for p in PARTS:
+        m = is_kept & (hold if p == "holdout" else ~hold)
+        lost = m & ~val["face_found"].to_numpy()
+        cells[p] = f"{lost.sum()} of {m.sum()} ({lost.sum() / max(m.sum(), 1):.4f})"
+    print("fer2013/val images FERPlus kept as faces, rejected as no_face: " + side("{}", cells))
+    lost = is_kept & ~val["face_found"].to_numpy()
+    why = val.loc[lost, "detail"].astype("string").str.extract(r"^[^:]*: ([^(]*)")[0].str.strip()
+    print("  why: " + ", ".join(f"{k} {n}" for k, n in why.value_counts().items()))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DATA)
@@ -212,24 +254,31 @@ def main() -> None:
     val_paths = sorted(str(p) for p in (args.data / "fer2013" / "val").rglob("*.jpg"))
     hand = pd.read_csv(AUDIT / "fer2013_train_occlusion_labels.csv").fillna({"kind": ""})
     hand = hand[is_holdout(hand["path"], SHARES["fer2013_train_labels"])].reset_index(drop=True)
+    tw_manifest = pd.read_csv(args.data / "taiwanese-posed" / "manifest.csv")
     with tempfile.TemporaryDirectory() as cache:  # fresh cache: time the real work
         t0, c0 = time.perf_counter(), cpu_seconds()
         fc = analyse([str(args.data / "face-conditions" / p) for p in fc_labels["path"]], cache, args.workers)
         wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
         val = analyse(val_paths, cache, args.workers)
         train = analyse([str(args.data / "fer2013" / "train" / p) for p in hand["path"]], cache, args.workers)
+        tw = analyse([str(args.data / "taiwanese-posed" / p) for p in tw_manifest["path"]], cache, args.workers)
     if args.save:
         args.save.mkdir(parents=True, exist_ok=True)
-        for name, t in (("face_conditions", fc), ("fer2013_val", val), ("fer2013_train_holdout_labels", train)):
+        for name, t in (("face_conditions", fc), ("fer2013_val", val), ("fer2013_train_holdout_labels", train),
+                        ("taiwanese_posed", tw)):
             t.to_parquet(args.save / f"faces_{name}.parquet", index=False)
 
     d = pd.concat([fc_labels, fc.drop(columns="path")], axis=1)
     d["holdout"] = is_holdout(d["path"], SHARES["face-conditions"])
     face_conditions(d)
     print(f"fer2013/val: faces found {val['face_found'].mean():.3f} of {len(val)}")
+    ferplus_no_face(val, args.data)
+    print()
+    colour_set(pd.concat([tw_manifest, tw.drop(columns="path")], axis=1))
     print()
     a = audit_table(val, fc, args.data)
     pose_report(a, S.DEFAULT_MAX_YAW)
+    first_pose_audit(fc, S.DEFAULT_MAX_YAW, args.data)
     print()
     fer_holdout(pd.concat([hand, train.drop(columns="path")], axis=1))
     audit_occlusion(a)

@@ -157,6 +157,31 @@ def report(a: pd.DataFrame, default: float) -> None:
                   + "   " + " | ".join(f"{x['ambiguous']:.3f}" for x in r) + mark)
 
 
+def first_pose_audit(fc_faces: pd.DataFrame, default: float, data: Path = DATA) -> None:
+    """The first blind pose audit (``face_conditions_pose_audit.csv``: 120 face-conditions
+    faces, 0 frontal / 1 slightly turned / 2 clearly turned), the second audit the side-face
+    rule must satisfy: recall of the clearly turned faces and frontal faces rejected at
+    several thresholds, dev and holdout (face-conditions' rule, unweighted)."""
+    p = pd.read_csv(AUDIT / "face_conditions_pose_audit.csv")
+    faces = fc_faces.assign(path=[Path(x).resolve().relative_to((data / "face-conditions").resolve()).as_posix()
+                                  for x in fc_faces["path"]])
+    p = p.merge(faces, on="path", how="left", validate="one_to_one")
+    p["face_found"] = p["face_found"].fillna(False).astype(bool)
+    hold = is_holdout(p["path"], SHARES["face-conditions"])
+    print("first pose audit (face-conditions, 120 faces): |yaw| >   recall clearly turned (with no_face)   "
+          "frontal rejected   [dev | holdout]")
+    for thr in sorted({*THRESHOLDS, default}):
+        cells = []
+        for part in (False, True):
+            d = p[hold == part]
+            side = d["face_found"] & (d["yaw"].abs() > thr)
+            t2, t0 = d["turned"] == 2, d["turned"] == 0
+            cells.append((f"{side[t2 & d['face_found']].mean():.3f} ({side[t2].mean():.3f}, n {int(t2.sum())})",
+                          f"{side[t0].mean():.3f} (n {int(t0.sum())})"))
+        mark = " <- default" if thr == default else ""
+        print(f"  {thr:5g}   " + " | ".join(c[0] for c in cells) + "   " + " | ".join(c[1] for c in cells) + mark)
+
+
 def main() -> None:
     from curate.screens.faces import DEFAULT_MAX_YAW
 
@@ -165,8 +190,10 @@ def main() -> None:
     ap.add_argument("--fc-faces", type=Path, required=True, help="curate faces table of face-conditions")
     ap.add_argument("--data", type=Path, default=DATA)
     args = ap.parse_args()
-    a = audit_table(pd.read_parquet(args.val_faces), pd.read_parquet(args.fc_faces), args.data)
+    fc = pd.read_parquet(args.fc_faces)
+    a = audit_table(pd.read_parquet(args.val_faces), fc, args.data)
     report(a, DEFAULT_MAX_YAW)
+    first_pose_audit(fc, DEFAULT_MAX_YAW, args.data)
 
 
 if __name__ == "__main__":

@@ -413,3 +413,22 @@ def test_rejects_by_class_counts_each_reason_per_label():
     assert t.loc["angry", ["images", "rejected", "side_face", "occluded", "no_face"]].tolist() == [3, 2, 0, 1, 1]
     assert t.loc["happy", ["images", "rejected", "side_face", "occluded"]].tolist() == [2, 1, 1, 1]
     assert t.loc["all", "rejected"] == 3 and t.loc["all", "share"] == pytest.approx(0.6)
+
+
+def test_calibrated_yaw_adds_the_noses_place_between_the_cheeks():
+    """calibrated_yaw = a * matrix yaw + b * cheek_offset; the offset is measured along the
+    eye line (a tilted head reads the same) and flips sign with the image."""
+    marks = np.zeros((478, 2))
+    marks[list(G.LEFT_EYE)] = (40, 50)
+    marks[list(G.RIGHT_EYE)] = (60, 50)
+    marks[G.CHEEKS[0]], marks[G.CHEEKS[1]] = (30, 55), (70, 55)
+    marks[G.NOSE_TIP] = (60, 62)  # half-way from the middle to the right cheek
+    assert G.cheek_offset(marks) == pytest.approx(0.5)
+    mirrored = marks * (-1, 1) + (100, 0)
+    mirrored[list(G.LEFT_EYE)], mirrored[list(G.RIGHT_EYE)] = mirrored[list(G.RIGHT_EYE)].copy(), mirrored[list(G.LEFT_EYE)].copy()
+    mirrored[G.CHEEKS[0]], mirrored[G.CHEEKS[1]] = mirrored[G.CHEEKS[1]].copy(), mirrored[G.CHEEKS[0]].copy()
+    assert G.cheek_offset(mirrored) == pytest.approx(-0.5)
+    t = np.radians(30)
+    rot = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    assert G.cheek_offset(marks @ rot.T) == pytest.approx(0.5)
+    assert G.calibrated_yaw(10.0, marks) == pytest.approx(G.YAW_FROM_MATRIX * 10 + G.YAW_FROM_CHEEKS * 0.5)

@@ -254,3 +254,37 @@ def test_a_weights_file_of_mixed_networks_is_refused(tmp_path):
     save_file(fit.join_members(states), str(tmp_path / "mixed.safetensors"))
     with pytest.raises(CurateError, match="outputs"):
         OcclusionModel(tmp_path / "mixed.safetensors")
+
+
+def test_extra_uncovered_faces_and_balanced_classes(tmp_path, monkeypatch):
+    """extra_bare faces are trained on as uncovered and join the clean pool; with classes
+    the uncovered labelled faces are drawn with each class equally likely."""
+    crops = _crops(70, seed=5)
+    labels = _labels(30)
+    extra = _crops(10, seed=6)
+    init = _save_net(tmp_path / "init.safetensors", 1)
+    clean = _save_net(tmp_path / "clean.safetensors", 2, occluded_bias=-10.0)
+    # one rare class among the uncovered labelled faces: a few of them, the rest "common"
+    bare = labels.loc[labels["occluded"] == 0, "idx"].to_numpy()
+    classes = np.array(["common"] * len(crops), dtype=object)
+    classes[bare[:2]] = "rare"
+    jittered: list[np.ndarray] = []
+    real_jitter = occluders.jitter
+
+    def spy_jitter(img, rng):
+        jittered.append(np.array(img, copy=True))
+        return real_jitter(img, rng)
+
+    monkeypatch.setattr(occluders, "jitter", spy_jitter)
+    res = fit.fit_labelled(crops, labels, init=init, clean_with=clean, seeds=(0,), epochs=3,
+                           classes=classes.tolist(), extra_bare=extra, extra_classes=["posed"] * len(extra))
+    assert res.n_clean == len(crops) - len(labels) + len(extra)
+    assert res.n_train == len(labels) + len(extra)
+    seen = jittered
+    rare = sum(any(np.array_equal(s, crops[i].astype(np.float32)) for i in bare[:2]) for s in seen)
+    common = sum(any(np.array_equal(s, crops[i].astype(np.float32)) for i in bare[2:]) for s in seen)
+    posed = sum(any(np.array_equal(s, e.astype(np.float32)) for e in extra) for s in seen)
+    assert posed > 0
+    # three classes drawn alike: the 2 rare faces make about a third of the uncovered draws
+    # (unbalanced: 2 of 25 faces, 8%)
+    assert rare / (rare + common + posed) > 0.2, (rare, common, posed)

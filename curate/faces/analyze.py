@@ -28,8 +28,9 @@ from curate.limits import workers_for
 # 2: occlusion averaged over the face and its mirror image; 3: decoded by curate.images
 # (alpha on white, 16-bit scaled, grey by Pillow's luma: the embedder's pixels); 4:
 # ``occlusion`` by the occlusion policy (clear glasses alone do not count), ``occlusion_any``
-# replaces ``occlusion_region``
-ANALYSIS_VERSION = "faces-4"
+# replaces ``occlusion_region``; 5: ``yaw`` calibrated from the matrix and the landmarks
+# (geometry.calibrated_yaw), faces BlazeFace misses looked for again (litert retry)
+ANALYSIS_VERSION = "faces-5"
 
 COLUMNS = ["path", "face_found", "yaw", "pitch", "roll", "occlusion", "occlusion_any",
            "face_confidence", "detail"]

@@ -64,6 +64,39 @@ PITCH_SIGN = -1.0
 ROLL_SIGN = -1.0
 
 
+# Landmarks at the outer cheeks (the face contour at eye height), left then right in the image.
+CHEEKS = (234, 454)
+# The calibrated yaw (:func:`calibrated_yaw`): degrees of the matrix's yaw and of the nose's
+# offset between the cheeks (fraction of the half-width). Fitted by bench/yaw_calibration.py
+# on the dev parts of both blind pose audits (an ordinal fit, classes weighted alike, with the
+# audits' own boundaries: frontal below 15 degrees, clearly turned above 30).
+YAW_FROM_MATRIX = 0.2618
+YAW_FROM_CHEEKS = 28.66
+
+
+def cheek_offset(landmarks: np.ndarray) -> float:
+    """Where the nose tip sits between the outer cheeks along the eye line: 0 in the middle,
+    +-1 at a cheek, beyond for a profile; positive when it sits right of the middle in the
+    image (the face turned to its own left). ``landmarks``: 478 x 2 (or x 3) pixels."""
+    pts = np.asarray(landmarks, dtype=np.float64)[:, :2]
+    eye_l, eye_r = pts[list(LEFT_EYE)].mean(axis=0), pts[list(RIGHT_EYE)].mean(axis=0)
+    axis = eye_r - eye_l
+    norm = float(np.hypot(*axis))
+    if norm == 0:
+        return 0.0
+    axis /= norm
+    nose, left, right = pts[NOSE_TIP] @ axis, pts[CHEEKS[0]] @ axis, pts[CHEEKS[1]] @ axis
+    half = (right - left) / 2
+    return float((nose - (left + right) / 2) / half) if half > 0 else 0.0
+
+
+def calibrated_yaw(matrix_yaw: float, landmarks: np.ndarray) -> float:
+    """Yaw in the degrees of two blind pose audits: ``YAW_FROM_MATRIX * matrix_yaw +
+    YAW_FROM_CHEEKS * cheek_offset``. The matrix alone reads three-quarter views low on small
+    crops; the nose's place between the cheeks carries most of the turn (docs/faces.md)."""
+    return float(YAW_FROM_MATRIX * matrix_yaw + YAW_FROM_CHEEKS * cheek_offset(landmarks))
+
+
 PAD_FRACTION = 0.5
 MIN_SIDE = 256
 

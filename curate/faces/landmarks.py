@@ -19,7 +19,13 @@ from typing import Any
 import numpy as np
 
 from curate.errors import CurateError
-from curate.faces.geometry import align_face, five_points, pose_from_matrix, prepare_for_detection
+from curate.faces.geometry import (
+    align_face,
+    calibrated_yaw,
+    five_points,
+    pose_from_matrix,
+    prepare_for_detection,
+)
 from curate.images import load_arrays
 from curate.workers import exit_with_parent
 
@@ -36,6 +42,7 @@ class FaceResult:
     face_confidence: float = 0.0
     aligned: np.ndarray | None = None  # 48x48 uint8 aligned face
     landmarks: np.ndarray | None = None  # 478x2 pixels of the original image
+    matrix_yaw: float = math.nan  # the transformation matrix's yaw alone (yaw is calibrated)
 
 
 def found_face(points: np.ndarray, matrix: np.ndarray, confidence: float,
@@ -49,9 +56,10 @@ def found_face(points: np.ndarray, matrix: np.ndarray, confidence: float,
     """
     h, w = prepared_shape[:2]
     marks = (np.asarray(points, dtype=np.float64)[:, :2] * (w, h)).astype(np.float32) / scale - pad
-    yaw, pitch, roll = pose_from_matrix(matrix)
+    matrix_yaw, pitch, roll = pose_from_matrix(matrix)
     aligned = align_face(gray, five_points(marks))
-    return FaceResult(True, None, yaw, pitch, roll, float(confidence), aligned, marks)
+    return FaceResult(True, None, calibrated_yaw(matrix_yaw, marks), pitch, roll, float(confidence), aligned,
+                      marks, matrix_yaw)
 
 
 NO_FACE = "no face found by the landmarker"
