@@ -17,6 +17,7 @@ from curate.cli._choices import RAY_ACTORS_HELP, RAY_HELP, NullOpt, ray_engine
 from curate.cli._progress import stage_bars
 from curate.errors import CurateError
 from curate.export import FORMATS, ExportResult, export
+from curate.representations import choices as representation_choices
 from curate.screen import ScreenResult, screen
 from curate.screens import options as screen_options
 
@@ -61,6 +62,8 @@ def screen_cmd(
     backbone: Annotated[str | None, typer.Option(help="timm model name used as feature extractor (default: the bundled model).")] = None,
     weights: Annotated[str | None, typer.Option(help="Weights: a .safetensors/.pth file, a curate fine-tuning run folder, a model name that `curate models` lists, or 'none' for random weights. Default: timm's pretrained weights from the local cache.")] = None,
     embeddings: Annotated[Path | None, typer.Option(help="Parquet with image_id or path, and embedding (list of floats); no backbone is loaded.")] = None,
+    representation: Annotated[str, typer.Option(metavar="|".join(representation_choices()), help="The space the label verdicts are made in: backbone (the embedding), blendshapes (the face's 52 blendshape scores), combined, or auto: measure each on the dataset's labels by a cross-validated probe and use the best (docs/representations.md).")] = _SCREEN["representation"],
+    framing: Annotated[str, typer.Option(metavar="auto|face|full", help="What the backbone sees: face cut out from its landmarks, the full picture, or auto: the face when faces fill under 80% of the picture.")] = _SCREEN["framing"],
     alpha_pos: Annotated[float, typer.Option(help=OPT["alpha_pos"].help)] = OPT["alpha_pos"].default,
     alpha_neg: Annotated[float, typer.Option(help=OPT["alpha_neg"].help)] = OPT["alpha_neg"].default,
     null: Annotated[NullOpt, typer.Option(help=OPT["null"].help)] = NullOpt(OPT["null"].default),
@@ -98,6 +101,7 @@ def screen_cmd(
                      "hygiene": "decoding for the hygiene screens"}) as bars:
         result = screen(
             build_dir, out, backbone=backbone, weights=weights, embeddings=embeddings,
+            representation=representation, framing=framing,
             alpha_pos=alpha_pos, alpha_neg=alpha_neg, null=null.value, center=not no_center,
             scale=scale, batch_size=batch_size, workers=workers, device=device, seed=seed,
             cache_dir=cache_dir, max_yaw=max_yaw, max_occlusion=max_occlusion, no_face=no_face.value,
@@ -180,8 +184,12 @@ def render_summary(result: ScreenResult, report_path: Path | None = None) -> Non
     console.print(f"images: {result.n_images:,} ({result.n_embedded:,} embedded, "
                   f"{result.n_cached:,} from cache) with {safe(result.backbone)} "
                   f"[dim]({safe(result.weights_source)})[/]")
+    rep = result.run.get("params", {}).get("representation") or {}
+    if rep.get("summary"):
+        console.print(f"representation: {safe(rep['summary'])}")
     for note in result.notes:
-        console.print(f"[yellow]note:[/] {safe(note)}")
+        if not note.startswith("representation: "):
+            console.print(f"[yellow]note:[/] {safe(note)}")
     console.print(f"wrote {safe(str(result.out_dir))}/: scores.parquet, kept.parquet, "
                   "rejected.parquet, images_suspect.parquet, boundary.json, run.json"
                   + (", embeddings.parquet" if result.embeddings_file else "")
@@ -228,8 +236,12 @@ def export_cmd(
     for label, n in sorted(result.per_label.items()):
         folder = result.folders.get("label", {}).get(label, label)
         console.print(f"  {safe(label)}: {n:,}" + (f" (folder {safe(folder)})" if folder != label else ""))
+    rep = result.run.get("params", {}).get("representation") or {}
+    if rep.get("summary"):
+        console.print(f"representation: {safe(rep['summary'])}")
     for note in result.notes:
-        console.print(f"[yellow]note:[/] {safe(note)}")
+        if not note.startswith("representation: "):
+            console.print(f"[yellow]note:[/] {safe(note)}")
     console.print(f"wrote {safe(str(result.target))}")
 
 
