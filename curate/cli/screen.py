@@ -204,7 +204,9 @@ def export_cmd(
     screen_dir: Annotated[Path, typer.Argument(metavar="SCREEN_DIR", help="Output folder of `curate screen`.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the filtered dataset to: new, empty, or an earlier export.")],
     max_suspicion: Annotated[float | None, typer.Option(help="Also leave out images whose label suspicion (probability that the label is wrong) is at least this.")] = _EXPORT["max_suspicion"],
-    relabel: Annotated[bool, typer.Option("--relabel", help="Export images whose only fault is their label under their suggested label (the manifest keeps original_label).")] = False,
+    relabel: Annotated[bool, typer.Option("--relabel", help="Export images whose only fault is their label under their suggested label when its confidence is at least --relabel-confidence (the manifest keeps original_label).")] = False,
+    relabel_confidence: Annotated[float, typer.Option(help="With --relabel: relabel only suspects whose suggested_confidence is at least this (docs/label.md).")] = _EXPORT["relabel_confidence"],
+    relabel_rest: Annotated[str, typer.Option(metavar="reject|keep", help="With --relabel: label suspects below --relabel-confidence stay left out (reject) or are kept under their own label (keep).")] = _EXPORT["relabel_rest"],
     format: Annotated[FormatOpt, typer.Option("--format", help="imagefolder (OUT/[split/]label/file), a csv/parquet manifest, or hf: a Hugging Face `datasets` imagefolder of every screened image with the columns kept, reasons, suspicion and suggested_label.")] = FormatOpt(_EXPORT["format"]),
     copy: Annotated[bool, typer.Option("--copy", help="Copy files instead of symlinking them (imagefolder).")] = False,
     force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,
@@ -212,7 +214,8 @@ def export_cmd(
     drop_leaked: Annotated[DropLeakedOpt, typer.Option("--drop-leaked", help="Near-duplicates in two splits (leakage): test leaves out the copies outside the training split (named train/training), train the copies in it, none keeps both.")] = DropLeakedOpt(_EXPORT["drop_leaked"]),
 ) -> None:
     """Write the images that survive the screens as an ImageFolder or a manifest for other trainers."""
-    result = export(screen_dir, out, max_suspicion=max_suspicion, relabel=relabel,
+    result = export(screen_dir, out, max_suspicion=max_suspicion, relabel=relabel, relabel_confidence=relabel_confidence,
+                    relabel_rest=relabel_rest,
                     format=format.value, copy=copy, force=force,
                     include_unscreened=include_unscreened, drop_leaked=drop_leaked.value)
     if format is FormatOpt.hf:
@@ -228,7 +231,9 @@ def export_cmd(
     console.print(f"exported [green]{result.n_exported:,}[/] images, left out [red]{result.n_excluded:,}[/]"
                   + (f" ({'; '.join(why)}; an image can be counted twice)" if why else ""))
     if relabel:
-        console.print(f"relabelled {result.n_relabelled:,} image(s) to their suggested label")
+        console.print(f"relabelled {result.n_relabelled:,} image(s) to their suggested label (suggested_confidence "
+                      f">= {relabel_confidence:g}); label suspects below it: "
+                      + ("kept under their own label" if relabel_rest == "keep" else "left out"))
     _print_leak(result, drop_leaked.value)
     if result.n_unscreened:
         how = "exported" if include_unscreened else "left out (--include-unscreened adds them)"
@@ -236,12 +241,8 @@ def export_cmd(
     for label, n in sorted(result.per_label.items()):
         folder = result.folders.get("label", {}).get(label, label)
         console.print(f"  {safe(label)}: {n:,}" + (f" (folder {safe(folder)})" if folder != label else ""))
-    rep = result.run.get("params", {}).get("representation") or {}
-    if rep.get("summary"):
-        console.print(f"representation: {safe(rep['summary'])}")
     for note in result.notes:
-        if not note.startswith("representation: "):
-            console.print(f"[yellow]note:[/] {safe(note)}")
+        console.print(f"[yellow]note:[/] {safe(note)}")
     console.print(f"wrote {safe(str(result.target))}")
 
 
