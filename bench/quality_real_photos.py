@@ -6,7 +6,7 @@ Two data sets, each with an independent truth about its labels:
   performers posing seven expressions; truth: about 100 observers' label. An image is a
   disagreement when its label is not neutral and the observers read another expression
   (observers had no neutral option, so neutral images are left out of the metrics but
-  stay in the data). The performers are split into DEV and HOLDOUT halves
+  stay in the data, and a suggested ``neutral`` cannot be judged). The performers are split into DEV and HOLDOUT halves
   (:func:`holdout.taiwanese_holdout_subjects`, fixed before any tuning); each half is
   built and screened on its own, as a user would screen a new data set.
 - FER2013 PublicTest (``fer2013/val``) with the FERPlus plurality as truth, split into dev
@@ -128,8 +128,10 @@ def suggestions_by_confidence(suspect: pd.DataFrame, right: np.ndarray, judged: 
 
 
 def relabel_default(screen_dir: Path, out: Path, truth_label: pd.Series, judged_paths: set[str],
-                    halves: pd.Series | None = None) -> dict:
-    """export --relabel with its defaults: the share of images relabelled and how many got the truth."""
+                    halves: pd.Series | None = None, unjudged_labels: tuple[str, ...] = ()) -> dict:
+    """export --relabel with its defaults: the share of images relabelled and how many got
+    the truth (among relabelled images in ``judged_paths`` whose new label is not one of
+    ``unjudged_labels``, labels the truth cannot give)."""
     from curate.export import export
 
     res = export(screen_dir, out, relabel=True, format="parquet", force=True)
@@ -142,7 +144,7 @@ def relabel_default(screen_dir: Path, out: Path, truth_label: pd.Series, judged_
                   for h in sorted(halves.unique())}
     report = {}
     for g, (tot, r) in groups.items():
-        judged = r[r["path"].isin(judged_paths)]
+        judged = r[r["path"].isin(judged_paths) & ~r["label"].isin(unjudged_labels)]
         right = (judged["label"].map(lambda s: TO_FERPLUS.get(s, s)) == judged["path"].map(truth_label)).to_numpy()
         report[g] = {"images": len(tot), "relabelled": len(r), "share": round(len(r) / max(len(tot), 1), 4),
                      "with_truth": len(judged), "right": round(float(right.mean()), 3) if len(judged) else None}
@@ -177,7 +179,8 @@ def taiwanese(args: argparse.Namespace, results: dict) -> None:
         right = (suspect["suggested_label"] == s_obs).to_numpy()
         sugg = suggestions_by_confidence(suspect, right, judged)
         judged_paths = set(sub.loc[sub["label"] != "neutral", "path"])
-        relabel = relabel_default(out / "screen", out / "export", obs["observer_label"], judged_paths)
+        relabel = relabel_default(out / "screen", out / "export", obs["observer_label"], judged_paths,
+                                  unjudged_labels=("neutral",))
         print("suggestions (label suspects with a non-neutral label and suggestion) by confidence: " + "; ".join(
             f">={r['confidence_at_least']}: {r['right']} of {r['with_truth']}" for r in sugg), flush=True)
         print(f"export --relabel (defaults): {relabel}", flush=True)
