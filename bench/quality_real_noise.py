@@ -81,7 +81,8 @@ def load_images(data: Path, split: str, embeddings: Path | None, batch_size: int
     files = sorted((data / "fer2013" / split).glob("*/*.jpg"))
     if not files:
         raise SystemExit(f"no images under {data / 'fer2013' / split}")
-    df = pd.DataFrame({"path": [str(p.resolve()) for p in files],  # as build-tuples records them "rel": [f"{split}/{p.parent.name}/{p.name}" for p in files],
+    # paths resolved, as build-tuples records them
+    df = pd.DataFrame({"path": [str(p.resolve()) for p in files], "rel": [f"{split}/{p.parent.name}/{p.name}" for p in files],
                        "label": [p.parent.name for p in files]})
     df["sha256"] = [hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in df["path"]]
     if split == "val":
