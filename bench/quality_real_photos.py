@@ -55,11 +55,16 @@ REPRESENTATIONS = (("backbone (whole picture)", "backbone", "full"), ("backbone 
 CONFIDENCE_BINS = (0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
-def screen_default(source: Path, out: Path, seed: int) -> tuple[pd.DataFrame, dict, float]:
-    """build-tuples + screen with default settings; images_suspect.parquet, run.json and seconds."""
+def screen_default(source: Path, out: Path, seed: int, reuse: bool = False) -> tuple[pd.DataFrame, dict, float]:
+    """build-tuples + screen with default settings; images_suspect.parquet, run.json and
+    seconds (with ``reuse``, a completed earlier screen in ``out`` is read back)."""
     from curate.build import build_tuples
     from curate.screen import screen
 
+    done = out / "screen" / "run.json"
+    if reuse and done.exists() and json.loads(done.read_text()).get("state") == "complete":
+        run = json.loads(done.read_text())
+        return pd.read_parquet(out / "screen" / "images_suspect.parquet"), run, float(run.get("seconds") or 0)
     build_tuples(source, out / "build", seed=seed, force=True)
     t = time.perf_counter()
     screen(out / "build", out / "screen", seed=seed, force=True)
@@ -161,7 +166,7 @@ def taiwanese(args: argparse.Namespace, results: dict) -> None:
         out = args.out / f"taiwanese_{part}"
         out.mkdir(parents=True, exist_ok=True)
         sub.to_csv(out / "manifest.csv", index=False)
-        suspect, run, seconds = screen_default(out / "manifest.csv", out, args.seed)
+        suspect, run, seconds = screen_default(out / "manifest.csv", out, args.seed, args.reuse_screens)
         images = pd.read_parquet(out / "build" / "images.parquet")
         images = images[images["status"] == "ok"].reset_index(drop=True)
         obs = sub.set_index("path")
@@ -194,14 +199,14 @@ def fer2013(args: argparse.Namespace, results: dict) -> None:
     split = args.data / "fer2013" / "val"
     out = args.out / "fer2013_val"
     out.mkdir(parents=True, exist_ok=True)
-    suspect, run, seconds = screen_default(split, out, args.seed)
+    suspect, run, seconds = screen_default(split, out, args.seed, args.reuse_screens)
     images = pd.read_parquet(out / "build" / "images.parquet")
     images = images[images["status"] == "ok"].reset_index(drop=True)
     images["half"] = np.where([int(hashlib.sha256(Path(p).read_bytes()).hexdigest()[:8], 16) % 2 == 0
                                for p in images["path"]], "dev", "holdout")
     votes = pd.read_csv(args.data / "ferplus" / "ferplus_votes_train_val.csv")
     rel = images["path"].map(lambda p: "val/" + "/".join(Path(p).parts[-2:]))
-    plur = rel.map(votes.set_index("path")["plurality_label_8cls"])
+    plur = rel.map(votes.drop_duplicates("path").set_index("path")["plurality_label_8cls"])
     evaluable = plur.notna().to_numpy()
     truth = (evaluable & (images["label"].map(lambda s: TO_FERPLUS.get(s, s)) != plur)).to_numpy()
     rank = rank_of(suspect, images["path"])
@@ -280,6 +285,8 @@ def main() -> None:
     ap.add_argument("--sets", default="taiwanese,speed,fer2013",
                     help="parts to run: taiwanese, speed (needs taiwanese's build), fer2013")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--reuse-screens", action="store_true",
+                    help="read back the default screens a previous run left in --out")
     ap.add_argument("--out", type=Path, default=Path("/tmp/curate_quality_real_photos"))
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
