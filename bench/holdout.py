@@ -79,3 +79,13 @@ def kept_out_of_fitting() -> set[str]:
         grew = not new <= out
         out |= new
     return {p.removeprefix("fer2013/train/") for p in out if p.startswith("fer2013/train/")}
+
+
+# taiwanese-posed (../shared/data/taiwanese-posed, 14 performers): the representation work
+# (bench/quality_real_photos.py) tunes on the DEV performers only and reports the HOLDOUT
+# performers apart. Fixed before any tuning: the seven performers whose SHA-256 of the
+# subject name (``P01``, UTF-8) sorts first are the holdout part.
+def taiwanese_holdout_subjects(subjects: Iterable[str]) -> set[str]:
+    """The holdout half of the performers ``subjects`` (the first half by SHA-256 of the name)."""
+    names = sorted(set(subjects), key=lambda s: hashlib.sha256(str(s).encode("utf-8")).hexdigest())
+    return set(names[: len(names) // 2])

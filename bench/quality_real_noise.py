@@ -81,7 +81,8 @@ def load_images(data: Path, split: str, embeddings: Path | None, batch_size: int
     files = sorted((data / "fer2013" / split).glob("*/*.jpg"))
     if not files:
         raise SystemExit(f"no images under {data / 'fer2013' / split}")
-    df = pd.DataFrame({"path": [str(p) for p in files], "rel": [f"{split}/{p.parent.name}/{p.name}" for p in files],
+    # paths resolved, as build-tuples records them
+    df = pd.DataFrame({"path": [str(p.resolve()) for p in files], "rel": [f"{split}/{p.parent.name}/{p.name}" for p in files],
                        "label": [p.parent.name for p in files]})
     df["sha256"] = [hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in df["path"]]
     if split == "val":
@@ -159,16 +160,25 @@ def tuple_mean_z(x: np.ndarray, labels: np.ndarray, null: str, seed: int) -> np.
     return total / np.maximum(count, 1)
 
 
-def via_cli(df: pd.DataFrame, data: Path, split: str, out: Path, seed: int) -> np.ndarray:
-    """Rank by the order of images_suspect.parquet after build-tuples + screen with default settings
-    (embeddings passed as a file so the run uses the same vectors)."""
+def via_cli(df: pd.DataFrame, data: Path, split: str, out: Path, seed: int,
+            embeddings: Path | None = None) -> np.ndarray:
+    """Rank by the order of images_suspect.parquet after build-tuples + screen with default settings.
+
+    With the bundled backbone (no ``--embeddings``) the screen runs as a user's would: the
+    default representation (``--representation auto``, which measures the backbone, the
+    blendshapes and both on the split's labels and uses the best; run.json records it).
+    With ``--embeddings`` those vectors are passed as a file."""
     from curate.build import build_tuples
     from curate.screen import screen
 
-    emb_file = out / f"{split}_embeddings.parquet"
-    df[["path", "embedding"]].to_parquet(emb_file, index=False)
-    build_tuples(data / "fer2013" / split, out / f"{split}_build", seed=seed)
-    screen(out / f"{split}_build", out / f"{split}_screen", embeddings=emb_file, seed=seed)
+    emb_file = None
+    if embeddings is not None:
+        emb_file = out / f"{split}_embeddings.parquet"
+        df[["path", "embedding"]].to_parquet(emb_file, index=False)
+    build_tuples(data / "fer2013" / split, out / f"{split}_build", seed=seed, force=True)
+    screen(out / f"{split}_build", out / f"{split}_screen", embeddings=emb_file, seed=seed, force=True)
+    rep = (json.loads((out / f"{split}_screen" / "run.json").read_text())["params"].get("representation") or {})
+    print(f"CLI screen representation: {rep.get('summary') or rep.get('used')}")
     suspect = pd.read_parquet(out / f"{split}_screen" / "images_suspect.parquet")
     order = pd.Series(-np.arange(len(suspect), dtype=np.float64), index=suspect["path"].to_numpy())
     # images not in the table (duplicate copies build-tuples excluded) rank last
@@ -194,7 +204,8 @@ def scores_for(df: pd.DataFrame, args: argparse.Namespace, split: str) -> dict[s
     for null in NULL_NAMES:
         out[f"curate tuples/{null} mean_z"] = tuple_mean_z(x, labels, null, args.seed)
     if args.via_cli:
-        out["curate CLI defaults (file order)"] = via_cli(df, args.data, split, args.out, args.seed)
+        out["curate CLI defaults (file order)"] = via_cli(df, args.data, split, args.out, args.seed,
+                                                          args.embeddings)
     for k in (10, 50):
         out[f"kNN k={k}"] = knn_disagreement(raw, labels, k)  # centres and normalises like x
     t = time.perf_counter()

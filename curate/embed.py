@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from curate.backbone import LoadedBackbone
 
 Progress = Callable[[int, int], None]
+Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels of the decoded image
 # 2: the shared cache (curate.cache), keyed also by the model settings, decoder and precision
 CACHE_VERSION = 2
 CACHE_KIND = "embeddings"
@@ -125,7 +126,8 @@ def embed_images_result(paths: Sequence[str], sha256s: Sequence[str | None], loa
                         workers: int | None = None, progress: Progress | None = None,
                         shard_size: int = cache.SHARD_ITEMS,
                         shard_seconds: float = cache.SHARD_SECONDS,
-                        engine: Engine | None = None) -> EmbedResult:
+                        engine: Engine | None = None,
+                        boxes: Sequence[Box | None] | None = None) -> EmbedResult:
     """Like :func:`embed_images`, returning counts of cached and computed images too.
 
     Every file is hashed first (:func:`curate.cache.content_hashes`): a file whose bytes
@@ -137,6 +139,12 @@ def embed_images_result(paths: Sequence[str], sha256s: Sequence[str | None], loa
     :class:`curate.distributed.RayEngine`: ``engine.embed(keys, paths, loaded,
     batch_size)`` yields ``(keys, embeddings)`` batches in any order, each computed by
     :func:`prepare_batch` and :func:`embed_batch`); they are cached here as they arrive.
+
+    ``boxes`` (one per path, or None) frames the images: the backbone sees the pixels of
+    the box ``(x0, y0, x1, y1)`` of the decoded image (black outside it; a row without a
+    box sees the whole image), cached under the image's sha256 and its box
+    (:mod:`curate.representations.framing` makes them from the face landmarks). Framed
+    images are embedded here, not on an ``engine``.
     """
     if len(paths) != len(sha256s):
         raise CurateError(f"{len(paths)} paths but {len(sha256s)} sha256 values")
@@ -149,6 +157,15 @@ def embed_images_result(paths: Sequence[str], sha256s: Sequence[str | None], loa
                           hint="check that the files exist and are readable, then re-run "
                                "`curate build-tuples`")
     keys = [str(h) for h in now]
+    box_of: dict[str, Box] = {}
+    if boxes is not None:
+        if len(boxes) != len(paths):
+            raise CurateError(f"{len(boxes)} boxes for {len(paths)} paths")
+        engine = None
+        for row, b in enumerate(boxes):
+            if b is not None:
+                keys[row] = box_key(keys[row], b)
+                box_of[keys[row]] = tuple(float(v) for v in b)  # type: ignore[assignment]
     first_path: dict[str, str] = {}
     for p, k in zip(paths, keys, strict=True):
         first_path.setdefault(k, str(p))
@@ -168,7 +185,7 @@ def embed_images_result(paths: Sequence[str], sha256s: Sequence[str | None], loa
                                     max_seconds=shard_seconds) if folder is not None else None)
         try:
             computed = (((k, embed_batch(loaded.model, b)) for k, b in
-                         _batches(todo, first_path, loaded, batch_size, workers)) if engine is None
+                         _batches(todo, first_path, loaded, batch_size, workers, box_of)) if engine is None
                         else engine.embed(todo, [first_path[k] for k in todo], loaded, batch_size))
             for batch_keys, out in computed:
                 finite = np.isfinite(out).all(axis=1)
@@ -230,14 +247,22 @@ class _ImageDataset(torch.utils.data.Dataset):
     times smaller to ship from worker processes; so that part runs once per batch.
     """
 
-    def __init__(self, paths: list[str], in_chans: int, geometry: Callable[[Image.Image], Any]):
+    def __init__(self, paths: list[str], in_chans: int, geometry: Callable[[Image.Image], Any],
+                 boxes: list[Box | None] | None = None):
         self.paths, self.in_chans, self.geometry = paths, in_chans, geometry
+        self.boxes = boxes
 
     def __len__(self) -> int:
         return len(self.paths)
 
+    def image(self, i: int) -> Image.Image:
+        """The decoded image ``i``, cut to its box when it has one."""
+        im = load_image(self.paths[i], self.in_chans)
+        box = self.boxes[i] if self.boxes is not None else None
+        return im if box is None else im.crop(tuple(int(round(v)) for v in box))
+
     def __getitem__(self, i: int) -> torch.Tensor:
-        arr = np.asarray(self.geometry(load_image(self.paths[i], self.in_chans)), dtype=np.uint8)
+        arr = np.asarray(self.geometry(self.image(i)), dtype=np.uint8)
         return torch.from_numpy(arr.reshape(arr.shape[0], arr.shape[1], -1).copy())
 
 
@@ -245,7 +270,7 @@ class _FullTransformDataset(_ImageDataset):
     """Fallback for transforms that do not end in ToTensor + Normalize: float tensors per image."""
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        return self.geometry(load_image(self.paths[i], self.in_chans))
+        return self.geometry(self.image(i))
 
 
 def split_transform(transform: Any) -> tuple[Callable[[Image.Image], Any], torch.Tensor, torch.Tensor] | None:
@@ -283,21 +308,28 @@ def prepare_batch(paths: Sequence[str], loaded: LoadedBackbone,
     return normalize_uint8_batch(batch, split[1], split[2], device) if split is not None else batch
 
 
-def _dataset(files: list[str], loaded: LoadedBackbone) -> tuple[_ImageDataset, Any]:
+def box_key(sha256: str, box: Box) -> str:
+    """The cache key of an image seen through ``box``: its sha256 and the box's pixels."""
+    return sha256 + "@" + ",".join(str(int(round(v))) for v in box)
+
+
+def _dataset(files: list[str], loaded: LoadedBackbone,
+             boxes: list[Box | None] | None = None) -> tuple[_ImageDataset, Any]:
     transform = build_transform(loaded.data_config)
     split = split_transform(transform)
-    ds = (_ImageDataset(files, loaded.in_chans, split[0]) if split is not None
-          else _FullTransformDataset(files, loaded.in_chans, transform))
+    ds = (_ImageDataset(files, loaded.in_chans, split[0], boxes) if split is not None
+          else _FullTransformDataset(files, loaded.in_chans, transform, boxes))
     return ds, split
 
 
 def _batches(todo: list[str], first_path: dict[str, str], loaded: LoadedBackbone, batch_size: int,
-             workers: int | None):
+             workers: int | None, box_of: dict[str, Box] | None = None):
     param = next(loaded.model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     n_workers = default_workers(device.type) if workers is None else \
         workers_for(workers, -(-len(todo) // max(batch_size, 1)))  # at most the CPUs and the batches
-    ds, split = _dataset([first_path[k] for k in todo], loaded)
+    ds, split = _dataset([first_path[k] for k in todo], loaded,
+                         [box_of.get(k) for k in todo] if box_of else None)
     loader = torch.utils.data.DataLoader(
         ds, batch_size=batch_size, shuffle=False, num_workers=n_workers,
         pin_memory=device.type == "cuda", prefetch_factor=4 if n_workers else None)

@@ -87,6 +87,7 @@ def screen(build_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
            device: str = "auto", seed: int = 0, redraw: bool = True, calibrate: bool = False,
            force: bool = False, cache_dir: str | os.PathLike[str] | None = None,
            progress: StageProgress | None = None, engine: Engine | None = None,
+           representation: str = "auto", framing: str = "auto",
            **options: Any) -> ScreenResult:
     """Screen every tuple of ``build_dir`` (a ``curate build-tuples`` folder) into ``out_dir``.
 
@@ -97,7 +98,12 @@ def screen(build_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
     every one is checked before any work and recorded, resolved, in ``run.json``.
 
     Embeddings come from ``embeddings`` (a Parquet file) when given, else from the
-    backbone (see :func:`curate.backbone.load_backbone`); they are written to
+    representation ``representation`` (:mod:`curate.representations`: ``backbone``, the
+    embedding of the backbone, see :func:`curate.backbone.load_backbone`, with faces
+    framed from their landmarks per ``framing``; ``blendshapes``, the face's 52 blendshape
+    scores; ``combined``; or ``auto``, the default: each measured on the dataset's own
+    labels by a cross-validated probe and the best used,
+    :func:`curate.representations.choose.represent`); they are written to
     ``out_dir/embeddings.parquet`` as computed, then centred (``center``) and normalised
     to the modulus ``scale``. Embeddings and face analyses are kept in the shared cache
     ``cache_dir`` (:func:`curate.cache.resolve_cache_dir`: None for the default user
@@ -133,6 +139,13 @@ def screen(build_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
     if workers is not None:
         whole_number(workers, "--workers", lo=0)
     settings.update(center=center, scale=float(scale), seed=seed)
+    from curate.representations import choices as representation_choices
+    from curate.representations.framing import check_framing
+
+    if representation not in representation_choices():
+        raise CurateError(f"unknown representation {representation!r}",
+                          hint=f"use --representation {' | '.join(representation_choices())}")
+    check_framing(framing)
     build = Path(build_dir).expanduser()
     cache_root = resolve_cache_dir(cache_dir)
     if Path(os.path.abspath(Path(out_dir).expanduser())) == Path(os.path.abspath(build)):
@@ -142,14 +155,16 @@ def screen(build_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
     images, tuples, build_run = _read_build(build)
     claimed = {"build_dir": str(build.resolve()), "backbone": backbone, "weights": sources.path_setting(weights),
                "embeddings": None if embeddings is None else str(Path(embeddings).expanduser().resolve()),
-               "redraw": redraw, "calibrate": calibrate, **settings}
+               "redraw": redraw, "calibrate": calibrate, "representation": representation,
+               "framing": framing, **settings}
     with claim_folder(out_dir, "screen", settings=claimed, inputs=[build, embeddings], force=force,
                       owned=output_files()) as claim:
         return _screen_into(claim, build, images, tuples, build_run, active, settings, backbone=backbone,
                             weights=weights, embeddings=embeddings, center=center, scale=scale,
                             batch_size=batch_size, workers=workers, device=device, seed=seed, redraw=redraw,
                             calibrate=calibrate, cache_root=cache_root, progress=progress,
-                            started=started, engine=engine)
+                            started=started, engine=engine, representation=representation,
+                            framing=framing)
 
 
 def output_files() -> list[str]:
@@ -167,7 +182,8 @@ def _screen_into(claim: Claim, build: Path, images: pd.DataFrame, tuples: pd.Dat
                  backbone: str | None, weights: str | None, embeddings: str | os.PathLike[str] | None,
                  center: bool, scale: float, batch_size: int, workers: int | None, device: str, seed: int,
                  redraw: bool, calibrate: bool, cache_root: Path | None, progress: StageProgress | None,
-                 started: float, engine: Engine | None = None) -> ScreenResult:
+                 started: float, engine: Engine | None = None, representation: str = "auto",
+                 framing: str = "auto") -> ScreenResult:
     out = claim.path
     kind = "quadruplet" if "negative2" in tuples.columns else "triplet"
     roles = [r for r in ROLES if r in tuples.columns]
@@ -177,18 +193,21 @@ def _screen_into(claim: Claim, build: Path, images: pd.DataFrame, tuples: pd.Dat
     rows = {role: np.searchsorted(ids, tuples[role].to_numpy(np.int64)) for role in roles}
 
     got: _Embedded | None = None
+    chosen = None
     emb = None
     if embeddings is not None:
         got = _embeddings_from_file(Path(embeddings), used)
     elif any(s.needs_embeddings for s in active):
-        got = _embed(used, cache_root, backbone, weights, device, seed, batch_size, workers, progress,
-                     engine)
+        got, chosen = _represent(used, cache_root, representation, framing, backbone, weights, device, seed,
+                                 batch_size, workers, progress, engine, settings)
     if got is not None:
         emb = normalize(got.emb, center=center, scale=scale)
 
     build_tuples = tuples
     ctx = ScreenContext(images=used, tuples=tuples, rows=rows, settings=settings, out_dir=out,
                         embeddings=emb, progress=progress, cache_dir=cache_root, engine=engine)
+    if chosen is not None and chosen.probe is not None:
+        ctx.shared["probe"] = chosen.probe  # the label screen's suggested_confidence
     for level in ("image", "tuple"):
         if level == "tuple":
             redrawn = _redraw(ctx, active, build_run, seed) if redraw else None
@@ -226,7 +245,9 @@ def _screen_into(claim: Claim, build: Path, images: pd.DataFrame, tuples: pd.Dat
     write_parquet(tuples[~keep].reset_index(drop=True), out / "rejected.parquet")
     write_parquet(suspect, out / "images_suspect.parquet")
     if got is not None:
-        write_embeddings_table(used, got.emb, out / EMBEDDINGS_FILE)
+        write_embeddings_table(used, got.emb, out / EMBEDDINGS_FILE,
+                               representation=chosen.name if chosen is not None else got.backbone,
+                               missing_reason=chosen.features.missing_reason if chosen is not None else None)
     for s in active:  # the outputs of screens that did not run are gone: the claim removed them
         for name, obj in s.outputs(ctx.results[s.name], ctx).items():
             (write_parquet if isinstance(obj, pd.DataFrame) else write_json)(obj, out / name)
@@ -249,6 +270,10 @@ def _screen_into(claim: Claim, build: Path, images: pd.DataFrame, tuples: pd.Dat
         "engine": engine.describe() if engine is not None else None,
         "calibrate": calibrate,
         "cache_dir": str(cache_root) if cache_root is not None else OFF,
+        "representation": (chosen.record() if chosen is not None else
+                           {"setting": representation, "used": "embeddings-file" if embeddings is not None
+                            else None}),
+        "framing": framing,
         **settings, "kind": kind, "screens": [s.name for s in active],
     }
     inputs = {
@@ -268,6 +293,7 @@ def _screen_into(claim: Claim, build: Path, images: pd.DataFrame, tuples: pd.Dat
                                       for s in active if s.level == "image"},
         "face_rejected_images": int(faces_out.reject.sum()) if faces_out is not None else None,
         "tuples_redrawn": int(redrawn.redrawn.sum()) if redrawn is not None else 0,
+        "images_without_representation": int(chosen.features.missing.sum()) if chosen is not None else 0,
         "tuples_with_rejected_member": int(redrawn.n_lost) if redrawn is not None else None,
     }
     run = run_record("screen", params, inputs=inputs, counts=counts, started=started)
@@ -285,6 +311,7 @@ def _screen_into(claim: Claim, build: Path, images: pd.DataFrame, tuples: pd.Dat
         boundary_record=(ctx.results["boundary"].artifacts.get("record")
                          if "boundary" in ctx.results else None),
         notes=([claim.note] if claim.note else [])
+        + ([f"representation: {chosen.sentence}"] + chosen.features.notes if chosen is not None else [])
         + [n for res in ctx.results.values() for n in res.artifacts.get("notes", [])],
         embeddings_file=out / EMBEDDINGS_FILE if got is not None else None)
 
@@ -489,20 +516,24 @@ def _read_build(build: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]
     return images, tuples, build_run
 
 
-def _embed(used: pd.DataFrame, cache_root: Path | None, backbone: str | None, weights: str | None,
-           device: str, seed: int, batch_size: int, workers: int | None,
-           progress: StageProgress | None, engine: Engine | None) -> _Embedded:
-    from curate.backbone import load_backbone
-    from curate.embed import embed_images_result
+def _represent(used: pd.DataFrame, cache_root: Path | None, representation: str, framing: str,
+               backbone: str | None, weights: str | None, device: str, seed: int, batch_size: int,
+               workers: int | None, progress: StageProgress | None, engine: Engine | None,
+               settings: dict[str, Any]) -> tuple[_Embedded, Any]:
+    from curate.representations.base import RepresentationContext
+    from curate.representations.choose import represent
 
-    # with an engine the model only travels from here to its workers (their device)
-    loaded = load_backbone(backbone, weights, device="cpu" if engine is not None else device, seed=seed)
-    cb = (lambda done, total: progress("embed", done, total)) if progress else None
-    res = embed_images_result(used["path"].tolist(), used["sha256"].tolist(), loaded,
-                              cache_dir=cache_root if cache_root is not None else OFF,
-                              batch_size=batch_size, workers=workers, progress=cb, engine=engine)
-    return _Embedded(res.embeddings, loaded.name, loaded.weights_source, loaded.weights_fingerprint,
-                     loaded.random_weights, res.n_computed, res.n_cached)
+    ctx = RepresentationContext(
+        images=used, cache_dir=cache_root, progress=progress, engine=engine,
+        settings={"backbone": backbone, "weights": weights, "device": device, "seed": seed,
+                  "batch_size": batch_size, "workers": workers, "framing": framing,
+                  "face_model": settings.get("face_model")})
+    chosen = represent(ctx, representation, seed=seed)
+    back = ctx.shared.get("backbone")
+    f = chosen.features
+    name = back.details["backbone"] if back is not None else f.name
+    return _Embedded(f.vectors, name, f.weights_source or f.name, f.weights_fingerprint or "-",
+                     f.random_weights, f.n_computed, f.n_cached), chosen
 
 
 def _embeddings_from_file(path: Path, used: pd.DataFrame) -> _Embedded:
@@ -599,10 +630,15 @@ def _as_vector(v: Any) -> np.ndarray | None:
     return arr.astype(np.float32)
 
 
-def write_embeddings_table(images: pd.DataFrame, emb: np.ndarray, path: Path) -> Path:
+def write_embeddings_table(images: pd.DataFrame, emb: np.ndarray, path: Path, *,
+                           representation: str | None = None,
+                           missing_reason: list[str | None] | None = None) -> Path:
     """``embeddings.parquet``: ``image_id``, ``path``, ``label`` and ``embedding``, a
     fixed-size list of float32 (Arrow ``fixed_size_list<float>[d]``), one row per image
-    in the tuples, as the backbone (or ``--embeddings``) gave them, before centring."""
+    in the tuples, as the representation (or ``--embeddings``) gave them, before centring;
+    ``representation``, the representation that made them (also in the file's metadata,
+    key ``curate.representation``), and ``missing_reason``, why an image has no vector of
+    its own (a face without landmarks has no blendshapes: it holds the others' mean), else null."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -615,7 +651,11 @@ def write_embeddings_table(images: pd.DataFrame, emb: np.ndarray, path: Path) ->
         "label": pa.array(images["label"].astype("string").tolist(), pa.string()),
         "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)),
                                                        vectors.shape[1]),
+        "representation": pa.array([representation] * len(images), pa.string()),
+        "missing_reason": pa.array(missing_reason if missing_reason is not None else [None] * len(images),
+                                   pa.string()),
     })
+    table = table.replace_schema_metadata({"curate.representation": representation or ""})
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
     return path

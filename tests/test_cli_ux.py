@@ -205,10 +205,11 @@ def test_screen_options_are_checked_before_any_work(tmp_path, monkeypatch) -> No
     def no_work(*a, **k):
         raise AssertionError("embedding started before the options were checked")
 
-    monkeypatch.setattr(screen_module, "_embed", no_work)
+    monkeypatch.setattr(screen_module, "_represent", no_work)
     for flag, value, match in (("--max-occlusion", "1.5", "max_occlusion"),
                                ("--max-yaw", "-3", "max_yaw"), ("--alpha-pos", "5", "alpha_pos"),
-                               ("--scale", "0", "--scale")):
+                               ("--scale", "0", "--scale"), ("--representation", "pixels", "representation"),
+                               ("--framing", "tight", "framing")):
         res = _invoke("screen", str(build), "--out", str(tmp_path / "o"), flag, value, "--no-report")
         assert res.exit_code == 2 and match in res.output, res.output
     assert not (tmp_path / "o").exists()

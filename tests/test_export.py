@@ -162,7 +162,8 @@ def _label_screen_dir(tmp_path: Path) -> Path:
         src.write_bytes(b"png %d" % i)
         rows.append({"image_id": i, "path": str(src), "rel_path": f"{i}.png", "label": label,
                      "split": None, "suggested_label": "sad" if label == "happy" else "happy",
-                     "suspicion": susp, "label_reject": lab_rej,
+                     "suspicion": susp, "suggested_confidence": 0.9 if lab_rej else 0.2,
+                     "label_reject": lab_rej,
                      "label_reason": "label_suspect" if lab_rej else None,
                      "face_reject": face_rej, "face_reason": "side_face" if face_rej else None})
     d = tmp_path / "screen"
@@ -193,6 +194,39 @@ def test_relabel_keeps_label_suspects_under_their_suggested_label(tmp_path):
     r = CliRunner().invoke(app, ["export", str(src), "--out", str(tmp_path / "cli"), "--format", "csv",
                                  "--relabel"])
     assert r.exit_code == 0 and "relabelled 1 image" in r.output
+
+
+def test_relabel_only_above_the_confidence_gate(tmp_path):
+    src = _label_screen_dir(tmp_path)
+    table = pd.read_parquet(src / "images_suspect.parquet")
+    table.loc[table["image_id"] == 1, "suggested_confidence"] = 0.5  # below the default gate
+    table.to_parquet(src / "images_suspect.parquet", index=False)
+    res = export(src, tmp_path / "out", format="csv", relabel=True)
+    assert res.n_relabelled == 0 and res.manifest["image_id"].tolist() == [0, 3]  # image 1 stays out
+    kept = export(src, tmp_path / "keep", format="csv", relabel=True, relabel_rest="keep").manifest
+    assert kept["image_id"].tolist() == [0, 1, 3]
+    assert kept.set_index("image_id").loc[1, "label"] == "happy"  # kept under its own label
+    low = export(src, tmp_path / "low", format="csv", relabel=True, relabel_confidence=0.5)
+    assert low.n_relabelled == 1 and low.manifest.set_index("image_id").loc[1, "label"] == "sad"
+    record = json.loads((tmp_path / "low" / "export.json").read_text())
+    assert record["params"]["relabel_confidence"] == 0.5
+    with pytest.raises(CurateError, match="relabel-confidence"):
+        export(src, tmp_path / "bad", relabel=True, relabel_confidence=1.5)
+    with pytest.raises(CurateError, match="relabel-rest"):
+        export(src, tmp_path / "bad", relabel=True, relabel_rest="maybe")
+
+
+def test_relabel_gate_matches_a_brute_force_reference():
+    from curate.export import relabel_gate
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        n = int(rng.integers(1, 40))
+        label_only = rng.random(n) < 0.5
+        conf = rng.choice([np.nan, 0.0, 0.3, 0.7, 0.70000001, 1.0], n)
+        t = float(rng.choice([0.0, 0.3, 0.7, 1.0]))
+        want = [bool(lo) and c == c and c >= t for lo, c in zip(label_only, conf, strict=True)]
+        assert relabel_gate(label_only, conf, t).tolist() == want
 
 
 def test_max_suspicion_needs_the_label_screen(tmp_path):

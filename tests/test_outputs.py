@@ -35,7 +35,7 @@ def screened(tmp_path, monkeypatch):
 def test_embeddings_parquet_is_a_fixed_size_float32_list(screened):
     path = screened["out"] / "embeddings.parquet"
     schema = pq.read_schema(path)
-    assert schema.names == ["image_id", "path", "label", "embedding"]
+    assert schema.names == ["image_id", "path", "label", "embedding", "representation", "missing_reason"]
     assert schema.field("embedding").type == pa.list_(pa.float32(), 16)  # fixed size 16
     df = pd.read_parquet(path)
     images, emb = screened["images"], screened["emb"]

@@ -17,6 +17,7 @@ from curate.cli._progress import stage_bars
 from curate.errors import CurateError
 from curate.export import FORMATS, ExportResult, export
 from curate.io import loads_json
+from curate.representations import choices as representation_choices
 from curate.screen import ScreenResult, screen
 from curate.screens import options as screen_options
 
@@ -61,6 +62,8 @@ def screen_cmd(
     backbone: Annotated[str | None, typer.Option(help="timm model name used as feature extractor (default: the bundled model).")] = None,
     weights: Annotated[str | None, typer.Option(help="Weights: a .safetensors/.pth file, a curate fine-tuning run folder, a model name that `curate models` lists, or 'none' for random weights. Default: timm's pretrained weights from the local cache.")] = None,
     embeddings: Annotated[Path | None, typer.Option(help="Parquet with image_id or path, and embedding (list of floats); no backbone is loaded.")] = None,
+    representation: Annotated[str, typer.Option(metavar="|".join(representation_choices()), help="The space the label verdicts are made in: backbone (the embedding), blendshapes (the face's 52 blendshape scores), combined, or auto: measure each on the dataset's labels by a cross-validated probe and use the best (docs/representations.md).")] = _SCREEN["representation"],
+    framing: Annotated[str, typer.Option(metavar="auto|face|full", help="What the backbone sees: face cut out from its landmarks, the full picture, or auto: the face when faces fill under 80% of the picture.")] = _SCREEN["framing"],
     alpha_pos: Annotated[float, typer.Option(help=OPT["alpha_pos"].help)] = OPT["alpha_pos"].default,
     alpha_neg: Annotated[float, typer.Option(help=OPT["alpha_neg"].help)] = OPT["alpha_neg"].default,
     null: Annotated[NullOpt, typer.Option(help=OPT["null"].help)] = NullOpt(OPT["null"].default),
@@ -98,6 +101,7 @@ def screen_cmd(
                      "hygiene": "decoding for the hygiene screens"}) as bars:
         result = screen(
             build_dir, out, backbone=backbone, weights=weights, embeddings=embeddings,
+            representation=representation, framing=framing,
             alpha_pos=alpha_pos, alpha_neg=alpha_neg, null=null.value, center=not no_center,
             scale=scale, batch_size=batch_size, workers=workers, device=device, seed=seed,
             cache_dir=cache_dir, max_yaw=max_yaw, max_occlusion=max_occlusion, no_face=no_face.value,
@@ -184,8 +188,12 @@ def render_summary(result: ScreenResult, report_path: Path | None = None) -> Non
     console.print(f"images: {result.n_images:,} ({result.n_embedded:,} embedded, "
                   f"{result.n_cached:,} from cache) with {safe(result.backbone)} "
                   f"[dim]({safe(result.weights_source)})[/]")
+    rep = result.run.get("params", {}).get("representation") or {}
+    if rep.get("summary"):
+        console.print(f"representation: {safe(rep['summary'])}")
     for note in result.notes:
-        console.print(f"[yellow]note:[/] {safe(note)}")
+        if not note.startswith("representation: "):
+            console.print(f"[yellow]note:[/] {safe(note)}")
     console.print(f"wrote {safe(str(result.out_dir))}/: scores.parquet, kept.parquet, "
                   "rejected.parquet, images_suspect.parquet, boundary.json, run.json"
                   + (", embeddings.parquet" if result.embeddings_file else "")
@@ -214,7 +222,9 @@ def export_cmd(
     screen_dir: Annotated[Path, typer.Argument(metavar="SCREEN_DIR", help="Output folder of `curate screen`.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the filtered dataset to: new, empty, or an earlier export.")],
     max_suspicion: Annotated[float | None, typer.Option(help="Also leave out images whose label suspicion (probability that the label is wrong) is at least this.")] = _EXPORT["max_suspicion"],
-    relabel: Annotated[bool, typer.Option("--relabel", help="Export images whose only fault is their label under their suggested label (the manifest keeps original_label).")] = False,
+    relabel: Annotated[bool, typer.Option("--relabel", help="Export images whose only fault is their label under their suggested label when its confidence is at least --relabel-confidence (the manifest keeps original_label).")] = False,
+    relabel_confidence: Annotated[float, typer.Option(help="With --relabel: relabel only suspects whose suggested_confidence is at least this (docs/label.md).")] = _EXPORT["relabel_confidence"],
+    relabel_rest: Annotated[str, typer.Option(metavar="reject|keep", help="With --relabel: label suspects below --relabel-confidence stay left out (reject) or are kept under their own label (keep).")] = _EXPORT["relabel_rest"],
     format: Annotated[FormatOpt, typer.Option("--format", help="imagefolder (OUT/[split/]label/file), a csv/parquet manifest, or hf: a Hugging Face `datasets` imagefolder of every screened image with the columns kept, reasons, suspicion and suggested_label.")] = FormatOpt(_EXPORT["format"]),
     copy: Annotated[bool, typer.Option("--copy", help="Copy files instead of symlinking them (imagefolder).")] = False,
     force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,
@@ -223,7 +233,8 @@ def export_cmd(
     decisions: Annotated[Path | None, typer.Option("--decisions", metavar="FILE", help="A curator's decisions.csv from the report's review view: keep puts a rejected image back, drop leaves an image out, relabel exports it under the new label (original_label kept); the other images follow the screens.")] = None,
 ) -> None:
     """Write the images that survive the screens as an ImageFolder or a manifest for other trainers."""
-    result = export(screen_dir, out, max_suspicion=max_suspicion, relabel=relabel,
+    result = export(screen_dir, out, max_suspicion=max_suspicion, relabel=relabel, relabel_confidence=relabel_confidence,
+                    relabel_rest=relabel_rest,
                     format=format.value, copy=copy, force=force,
                     include_unscreened=include_unscreened, drop_leaked=drop_leaked.value, decisions=decisions)
     if format is FormatOpt.hf:
@@ -239,7 +250,9 @@ def export_cmd(
     console.print(f"exported [green]{result.n_exported:,}[/] images, left out [red]{result.n_excluded:,}[/]"
                   + (f" ({'; '.join(why)}; an image can be counted twice)" if why else ""))
     if relabel:
-        console.print(f"relabelled {result.n_relabelled:,} image(s) to their suggested label")
+        console.print(f"relabelled {result.n_relabelled:,} image(s) to their suggested label (suggested_confidence "
+                      f">= {relabel_confidence:g}); label suspects below it: "
+                      + ("kept under their own label" if relabel_rest == "keep" else "left out"))
     if result.decisions:
         d = result.decisions
         console.print(f"curator's decisions: {d['keep']:,} keep ({d['kept_against_screens']:,} of them rejected by "

@@ -38,6 +38,12 @@ COLUMNS = ["path", "face_found", "yaw", "pitch", "roll", "occlusion", "occlusion
 ProgressFn = Callable[[int, int], None]
 CACHE_KIND = "faces"
 SHARD_SUFFIX = ".parquet"
+# MediaPipe's 52 face blendshape scores and the landmarks' box, made in the same pass as the
+# analysis when asked for (``blendshapes=True``) and cached in a namespace of their own, so
+# the face analyses cached without them stay valid. Bump when they change.
+BLENDSHAPES_KIND = "face_blendshapes"
+BLENDSHAPES_VERSION = "blendshapes-1"
+BLENDSHAPE_COLUMNS = ["blendshapes", "face_box"]
 
 
 class Engine(Protocol):
@@ -80,7 +86,8 @@ def analyze_faces(paths: Sequence[str | os.PathLike[str]], sha256s: Sequence[str
                   *, cache_dir: str | os.PathLike[str] | None = None, face_model: str | None = None,
                   workers: int | None = None, progress: ProgressFn | None = None,
                   backend: str | None = None, shard_size: int = cache.SHARD_ITEMS,
-                  shard_seconds: float = cache.SHARD_SECONDS, engine: Engine | None = None) -> pd.DataFrame:
+                  shard_seconds: float = cache.SHARD_SECONDS, engine: Engine | None = None,
+                  blendshapes: bool = False) -> pd.DataFrame:
     """Analyse faces in image files: one row per path, in input order.
 
     Parameters
@@ -113,6 +120,12 @@ def analyze_faces(paths: Sequence[str | os.PathLike[str]], sha256s: Sequence[str
         ``(key, row)`` made by :func:`~curate.faces.landmarks.find_one` and
         :func:`~curate.faces.landmarks.face_rows`, in any order; they are cached as they
         arrive, so an interrupted run resumes. ``None``: worker processes here.
+    blendshapes:
+        Also return MediaPipe's 52 face blendshape scores of every found face
+        (:data:`~curate.faces.landmarks.BLENDSHAPE_NAMES`) and the box of its landmarks,
+        made in the same landmarker pass and cached in their own namespace
+        (:data:`BLENDSHAPES_KIND`); images analysed before without them are analysed again
+        once. With an ``engine`` they are made here.
 
     Returns
     -------
@@ -122,7 +135,10 @@ def analyze_faces(paths: Sequence[str | os.PathLike[str]], sha256s: Sequence[str
         recognition, clear glasses alone do not count; NaN without a face),
         ``occlusion_any`` (0..1: anything over the face, clear glasses included),
         ``face_confidence`` (detector score, 0 when nothing was detected) and ``detail``
-        (why no face was analysed, else None).
+        (why no face was analysed, else None). With ``blendshapes`` also
+        :data:`BLENDSHAPE_COLUMNS`: ``blendshapes`` (52 float32 scores, None without a
+        face: ``detail`` says why) and ``face_box`` (x0, y0, x1, y1 of the landmarks in
+        pixels of the image, None without a face).
     """
     path_list = [str(p) for p in paths]
     given = list(sha256s) if sha256s is not None else [None] * len(path_list)
@@ -139,40 +155,69 @@ def analyze_faces(paths: Sequence[str | os.PathLike[str]], sha256s: Sequence[str
                                   cache_settings(model_path, backend))
               if root is not None else None)
 
+    bs_folder = (cache.namespace_dir(root, BLENDSHAPES_KIND, blendshapes_cache_key(model_path, backend),
+                                     blendshapes_cache_settings(model_path, backend))
+                 if root is not None and blendshapes else None)
+
     # one analysis per distinct content; files without a hash are analysed by path
     keys = [h if h is not None else f"path:{p}" for p, h in zip(path_list, hashes, strict=True)]
     cached = (cache.read_shards(folder, SHARD_SUFFIX, _read_shard, set(keys))
               if folder is not None else {})
+    bs_cached = (cache.read_shards(bs_folder, SHARD_SUFFIX, _read_bs_shard, set(keys))
+                 if bs_folder is not None else {})
     todo: dict[str, str] = {}
+    bs_todo: dict[str, str] = {}
     weight: dict[str, int] = {}  # input rows each analysis stands for
     for p, key in zip(path_list, keys, strict=True):
-        if key not in cached:
+        if key not in cached or (blendshapes and key not in bs_cached and engine is None):
             todo.setdefault(key, p)
             weight[key] = weight.get(key, 0) + 1
+        elif blendshapes and key not in bs_cached:
+            bs_todo.setdefault(key, p)
     total = len(path_list)
     done = total - sum(weight.values())
     if progress is not None:
         progress(done, total)
     writer = (cache.ShardWriter(folder, SHARD_SUFFIX, _write_shard, max_items=shard_size,
                                 max_seconds=shard_seconds) if folder is not None else None)
+    bs_writer = (cache.ShardWriter(bs_folder, SHARD_SUFFIX, _write_bs_shard, max_items=shard_size,
+                                   max_seconds=shard_seconds) if bs_folder is not None else None)
+    fresh_bs: dict[str, dict[str, Any]] = {}
     try:
-        fresh = (_run(todo, weight, model_path, backend, workers, progress, done, total, writer)
-                 if engine is None else
-                 _run_on(engine, todo, weight, model_path, backend, progress, done, total, writer))
+        if engine is None:
+            fresh = _run(todo, weight, model_path, backend, workers, progress, done, total, writer,
+                         bs_writer=bs_writer, bs_out=fresh_bs if blendshapes else None,
+                         skip_rows=set(cached))
+        else:
+            fresh = _run_on(engine, todo, weight, model_path, backend, progress, done, total, writer)
+            if blendshapes:  # the engine's rows carry no blendshapes: made here
+                bs_todo.update({k: p for k, p in todo.items() if k not in bs_cached})
+                _run(bs_todo, dict.fromkeys(bs_todo, 0), model_path, backend, workers, None, 0, 0, None,
+                     bs_writer=bs_writer, bs_out=fresh_bs, skip_rows=set(bs_todo))
     finally:
         if writer is not None:
             writer.close()
+        if bs_writer is not None:
+            bs_writer.close()
     if folder is not None:
         cache.compact(folder, SHARD_SUFFIX, _read_shard, _write_shard)
+    if bs_folder is not None:
+        cache.compact(bs_folder, SHARD_SUFFIX, _read_bs_shard, _write_bs_shard)
     results = {**cached, **fresh}
+    bs_results = {**bs_cached, **fresh_bs}
 
     rows = []
     for p, key in zip(path_list, keys, strict=True):
         rec = dict(results[key])
         rec.pop("sha256", None)
         rec["path"] = p
+        if blendshapes:
+            extra = bs_results[key]
+            rec["blendshapes"] = (None if extra.get("blendshapes") is None
+                                  else np.asarray(extra["blendshapes"], dtype=np.float32))
+            rec["face_box"] = None if extra.get("box") is None else tuple(float(v) for v in extra["box"])
         rows.append(rec)
-    out = pd.DataFrame(rows, columns=COLUMNS)
+    out = pd.DataFrame(rows, columns=COLUMNS + (BLENDSHAPE_COLUMNS if blendshapes else []))
     out["face_found"] = out["face_found"].astype(bool)
     for c in ("yaw", "pitch", "roll", "occlusion", "occlusion_any", "face_confidence"):
         out[c] = out[c].astype("float64")
@@ -183,9 +228,14 @@ def analyze_faces(paths: Sequence[str | os.PathLike[str]], sha256s: Sequence[str
 
 def _run(todo: dict[str, str], weight: dict[str, int], model_path: Path, backend: str,
          workers: int | None, progress: ProgressFn | None, done: int, total: int,
-         writer: cache.ShardWriter[dict[str, Any]] | None) -> dict[str, dict[str, Any]]:
+         writer: cache.ShardWriter[dict[str, Any]] | None, *,
+         bs_writer: cache.ShardWriter[dict[str, Any]] | None = None,
+         bs_out: dict[str, dict[str, Any]] | None = None,
+         skip_rows: set[str] = frozenset()) -> dict[str, dict[str, Any]]:  # type: ignore[assignment]
     """Analyse the files in ``todo`` (key -> path); return rows by key. Each batch of rows
-    goes to ``writer`` (the cache) as it arrives, except rows of files without a hash."""
+    goes to ``writer`` (the cache) as it arrives, except rows of files without a hash and
+    rows of ``skip_rows`` (cached already). With ``bs_out`` the faces' blendshapes and boxes
+    go into it (and to ``bs_writer``) by key as well."""
     keys, todo_paths = list(todo), list(todo.values())
     out: dict[str, dict[str, Any]] = {}
     if not todo_paths:
@@ -193,14 +243,21 @@ def _run(todo: dict[str, str], weight: dict[str, int], model_path: Path, backend
     n_workers = workers if workers is not None else default_workers(len(todo_paths))
     occlusion = OcclusionModel()
     start = 0
-    with contextlib.closing(find_faces(todo_paths, model_path, backend, n_workers)) as batches:
+    with contextlib.closing(find_faces(todo_paths, model_path, backend, n_workers,
+                                       blendshapes=bs_out is not None)) as batches:
         for found in batches:
             batch = slice(start, start + len(found))
-            for key, row in zip(keys[batch], face_rows(todo_paths[batch], found, occlusion), strict=True):
+            for key, row, f in zip(keys[batch], face_rows(todo_paths[batch], found, occlusion), found,
+                                   strict=True):
                 out[key] = row
                 done += weight[key]
-                if writer is not None and not key.startswith("path:"):
+                if writer is not None and not key.startswith("path:") and key not in skip_rows:
                     writer.add([key], [row])
+                if bs_out is not None:
+                    extra = blendshape_row(f)
+                    bs_out[key] = extra
+                    if bs_writer is not None and not key.startswith("path:"):
+                        bs_writer.add([key], [extra])
             start += len(found)
             if progress is not None:
                 progress(done, total)
@@ -226,7 +283,51 @@ def _run_on(engine: Engine, todo: dict[str, str], weight: dict[str, int], model_
     return out
 
 
+def blendshape_row(found: Any) -> dict[str, Any]:
+    """The blendshapes entry of one :class:`~curate.faces.landmarks.FaceResult`: its 52
+    scores and landmark box (None without a face), and why there are none."""
+    bs = getattr(found, "blendshapes", None)
+    box = getattr(found, "box", None)
+    detail = None
+    if bs is None:
+        detail = found.detail or ("no face found by the landmarker" if not found.face_found
+                                  else "the landmarker gave no blendshapes")
+    return {"blendshapes": None if bs is None else [float(v) for v in bs],
+            "box": None if box is None or bs is None else [float(v) for v in box], "detail": detail}
+
+
 # --------------------------------------------------------------------------- cache
+def blendshapes_cache_settings(model_path: Path, backend: str) -> dict[str, str]:
+    """Everything that changes a blendshapes entry: their version, the backend and the
+    landmarker model file's sha256."""
+    return {"blendshapes_version": BLENDSHAPES_VERSION, "backend": backend,
+            "landmarker": file_sha256(model_path) if model_path.is_file() else "-"}
+
+
+def blendshapes_cache_key(model_path: Path, backend: str) -> str:
+    """The cache namespace of the blendshapes: a hash of :func:`blendshapes_cache_settings`."""
+    return cache.namespace(BLENDSHAPES_KIND, blendshapes_cache_settings(model_path, backend))
+
+
+def _read_bs_shard(path: Path) -> dict[str, dict[str, Any]]:
+    table = pd.read_parquet(path)
+    return {sha: {"blendshapes": None if bs is None else list(bs), "box": None if box is None else list(box),
+                  "detail": None if pd.isna(d) else str(d)}
+            for sha, bs, box, d in zip(table["sha256"], table["blendshapes"], table["box"], table["detail"],
+                                       strict=True)}
+
+
+def _write_bs_shard(path: Path, keys: list[str], rows: list[dict[str, Any]]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({"sha256": pa.array(keys, pa.string()),
+                      "blendshapes": pa.array([r["blendshapes"] for r in rows], pa.list_(pa.float32())),
+                      "box": pa.array([r["box"] for r in rows], pa.list_(pa.float32())),
+                      "detail": pa.array([r["detail"] for r in rows], pa.string())})
+    pq.write_table(table, path)
+
+
 def cache_settings(model_path: Path, backend: str) -> dict[str, str]:
     """Everything that changes an analysis: the analysis version, the backend and the
     sha256 of the landmarker model file and of the occlusion weights (``docs/cache.md``)."""

@@ -43,6 +43,32 @@ class FaceResult:
     aligned: np.ndarray | None = None  # 48x48 uint8 aligned face
     landmarks: np.ndarray | None = None  # 478x2 pixels of the original image
     matrix_yaw: float = math.nan  # the transformation matrix's yaw alone (yaw is calibrated)
+    blendshapes: np.ndarray | None = None  # 52 scores (BLENDSHAPE_NAMES) when asked for
+    box: tuple[float, float, float, float] | None = None  # landmarks' x0, y0, x1, y1 (pixels)
+
+
+# MediaPipe's face blendshapes (``FaceBlendshapesGraph``, face_blendshapes_graph.cc): the
+# 146 landmarks its model reads (kLandmarksSubsetIdxs) and its 52 outputs in order.
+BLENDSHAPE_LANDMARKS = (
+    0, 1, 4, 5, 6, 7, 8, 10, 13, 14, 17, 21, 33, 37, 39, 40, 46, 52, 53, 54, 55, 58, 61, 63, 65,
+    66, 67, 70, 78, 80, 81, 82, 84, 87, 88, 91, 93, 95, 103, 105, 107, 109, 127, 132, 133, 136,
+    144, 145, 146, 148, 149, 150, 152, 153, 154, 155, 157, 158, 159, 160, 161, 162, 163, 168, 172,
+    173, 176, 178, 181, 185, 191, 195, 197, 234, 246, 249, 251, 263, 267, 269, 270, 276, 282, 283,
+    284, 285, 288, 291, 293, 295, 296, 297, 300, 308, 310, 311, 312, 314, 317, 318, 321, 323, 324,
+    332, 334, 336, 338, 356, 361, 362, 365, 373, 374, 375, 377, 378, 379, 380, 381, 382, 384, 385,
+    386, 387, 388, 389, 390, 397, 398, 400, 402, 405, 409, 415, 454, 466, 468, 469, 470, 471, 472,
+    473, 474, 475, 476, 477)
+BLENDSHAPE_NAMES = (
+    "_neutral", "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft", "browOuterUpRight",
+    "cheekPuff", "cheekSquintLeft", "cheekSquintRight", "eyeBlinkLeft", "eyeBlinkRight",
+    "eyeLookDownLeft", "eyeLookDownRight", "eyeLookInLeft", "eyeLookInRight", "eyeLookOutLeft",
+    "eyeLookOutRight", "eyeLookUpLeft", "eyeLookUpRight", "eyeSquintLeft", "eyeSquintRight",
+    "eyeWideLeft", "eyeWideRight", "jawForward", "jawLeft", "jawOpen", "jawRight", "mouthClose",
+    "mouthDimpleLeft", "mouthDimpleRight", "mouthFrownLeft", "mouthFrownRight", "mouthFunnel",
+    "mouthLeft", "mouthLowerDownLeft", "mouthLowerDownRight", "mouthPressLeft", "mouthPressRight",
+    "mouthPucker", "mouthRight", "mouthRollLower", "mouthRollUpper", "mouthShrugLower",
+    "mouthShrugUpper", "mouthSmileLeft", "mouthSmileRight", "mouthStretchLeft", "mouthStretchRight",
+    "mouthUpperUpLeft", "mouthUpperUpRight", "noseSneerLeft", "noseSneerRight")
 
 
 def found_face(points: np.ndarray, matrix: np.ndarray, confidence: float,
@@ -108,7 +134,8 @@ class FaceAnalyzer(FaceFinder):
     Not thread-safe; create one per worker process.
     """
 
-    def __init__(self, model_path: Path, *, occlusion_model: Any | None = None) -> None:
+    def __init__(self, model_path: Path, *, occlusion_model: Any | None = None,
+                 blendshapes: bool = False) -> None:
         import mediapipe as mp
         from mediapipe.tasks.python import vision
         from mediapipe.tasks.python.core.base_options import BaseOptions
@@ -120,7 +147,7 @@ class FaceAnalyzer(FaceFinder):
             num_faces=1,
             min_face_detection_confidence=0.5,
             min_face_presence_confidence=0.5,
-            output_face_blendshapes=False,
+            output_face_blendshapes=blendshapes,
             output_facial_transformation_matrixes=True,
         ))
         with zipfile.ZipFile(model_path) as bundle:
@@ -147,8 +174,11 @@ class FaceAnalyzer(FaceFinder):
         if not result.face_landmarks:
             return FaceResult(False, no_face_detail(float(confidence)), face_confidence=float(confidence))
         points = np.array([[p.x, p.y] for p in result.face_landmarks[0]])
-        return found_face(points, np.asarray(result.facial_transformation_matrixes[0]), confidence,
-                          prepared.shape, pad, scale, gray)
+        found = found_face(points, np.asarray(result.facial_transformation_matrixes[0]), confidence,
+                           prepared.shape, pad, scale, gray)
+        if result.face_blendshapes:
+            found.blendshapes = np.array([c.score for c in result.face_blendshapes[0]], dtype=np.float32)
+        return found
 
     def analyze(self, path: str | os.PathLike[str]) -> dict[str, Any]:
         """One output row (without ``image_id``) for one image file."""
@@ -185,15 +215,16 @@ _WORKER: FaceFinder | None = None
 
 
 def find_faces(paths: list[str], model_path: Path, backend: str,
-               n_workers: int) -> Iterator[list[FaceResult]]:
+               n_workers: int, *, blendshapes: bool = False) -> Iterator[list[FaceResult]]:
     """The faces of ``paths``, a batch of at most :data:`BATCH` at a time, in order: in this
     process (``n_workers <= 1``) or in ``n_workers`` spawned processes. ``backend``:
-    ``litert`` or ``tasks`` (:data:`curate.faces.analyze.BACKENDS`)."""
+    ``litert`` or ``tasks`` (:data:`curate.faces.analyze.BACKENDS`); with ``blendshapes``
+    every found face carries its 52 blendshape scores."""
     size = max(1, min(BATCH, len(paths) // (max(n_workers, 1) * 4)))
     batches = [paths[i:i + size] for i in range(0, len(paths), size)]
     if n_workers <= 1:
         with quiet_native_stderr():
-            finder = make_finder(backend, model_path)
+            finder = make_finder(backend, model_path, blendshapes=blendshapes)
             try:
                 for batch in batches:
                     yield [find_one(finder, p) for p in batch]
@@ -204,21 +235,22 @@ def find_faces(paths: list[str], model_path: Path, backend: str,
 
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=_init_worker,
-                             initargs=(backend, str(model_path))) as pool:
+                             initargs=(backend, str(model_path), blendshapes)) as pool:
         yield from pool.map(_find_in_worker, batches)
 
 
-def make_finder(backend: str, model_path: Path) -> FaceFinder:
-    """The face finder of ``backend`` on the model file ``model_path``."""
+def make_finder(backend: str, model_path: Path, *, blendshapes: bool = False) -> FaceFinder:
+    """The face finder of ``backend`` on the model file ``model_path`` (with ``blendshapes``:
+    one that scores them too)."""
     if backend == "litert":
         from curate.faces.litert import LiteFaceFinder
 
-        return LiteFaceFinder(model_path)
-    return FaceAnalyzer(model_path)
+        return LiteFaceFinder(model_path, blendshapes=blendshapes)
+    return FaceAnalyzer(model_path, blendshapes=blendshapes)
 
 
 # --------------------------------------------------------------------------- workers
-def _init_worker(backend: str, model_path: str) -> None:
+def _init_worker(backend: str, model_path: str, blendshapes: bool = False) -> None:
     global _WORKER
     from multiprocessing import util
 
@@ -226,7 +258,7 @@ def _init_worker(backend: str, model_path: str) -> None:
     # this process only finds faces, and its Python errors reach the parent pickled
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
-    _WORKER = make_finder(backend, Path(model_path))
+    _WORKER = make_finder(backend, Path(model_path), blendshapes=blendshapes)
     # close while MediaPipe's dispatcher threads still run (a plain atexit hook is too late)
     util.Finalize(_WORKER, _WORKER.close, exitpriority=10)
 
@@ -245,9 +277,13 @@ def find_one(finder: FaceFinder, path: str) -> FaceResult:
     import cv2
 
     try:
-        return finder.find_face(path)
+        found = finder.find_face(path)
     except (RuntimeError, ValueError, OSError, cv2.error) as exc:  # recorded, not hidden
         return FaceResult(False, f"analysis_failed: {type(exc).__name__}: {exc}")
+    if found.landmarks is not None and found.box is None:
+        lo, hi = found.landmarks.min(axis=0), found.landmarks.max(axis=0)
+        found.box = (float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1]))
+    return found
 
 
 @contextlib.contextmanager

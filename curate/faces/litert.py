@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from curate.faces.geometry import prepare_for_detection
-from curate.faces.landmarks import FaceFinder, FaceResult, found_face, no_face_detail
+from curate.faces.landmarks import BLENDSHAPE_LANDMARKS, FaceFinder, FaceResult, found_face, no_face_detail
 
 DETECTOR_SIZE = 128
 LANDMARKS_SIZE = 256
@@ -328,22 +328,34 @@ class LiteFace:
     confidence: float  # top BlazeFace score at or above 0.05, else 0
     landmarks: np.ndarray | None  # 478 x 3, image-normalised (None: no face)
     matrix: np.ndarray | None  # 4x4 facial transformation matrix
+    blendshapes: np.ndarray | None = None  # 52 scores (BLENDSHAPE_NAMES), when asked for
 
 
 class LiteLandmarker:
     """``FaceDetector`` score + ``FaceLandmarker`` (IMAGE mode, one face, transformation
     matrix) on the bare models of a ``face_landmarker.task`` bundle, one thread.
 
+    With ``blendshapes`` it also runs the bundle's ``face_blendshapes.tflite`` on the 146
+    landmarks MediaPipe's ``FaceBlendshapesGraph`` selects (:data:`BLENDSHAPE_LANDMARKS`,
+    in pixels of the image the landmarker saw), as ``output_face_blendshapes`` does.
+
     Not thread-safe; create one per process.
     """
 
-    def __init__(self, model_path: str | Path, *, threads: int = 1) -> None:
+    def __init__(self, model_path: str | Path, *, threads: int = 1, blendshapes: bool = False) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
         with zipfile.ZipFile(model_path) as bundle:
             detector = bundle.read("face_detector.tflite")
             landmarks = bundle.read("face_landmarks_detector.tflite")
             geometry = bundle.read("geometry_pipeline_metadata_landmarks.binarypb")
+            shapes = bundle.read("face_blendshapes.tflite") if blendshapes else None
+        self.blendshaper = None
+        if shapes is not None:
+            self.blendshaper = Interpreter(model_content=shapes, num_threads=threads)
+            self.blendshaper.allocate_tensors()
+            self._bs_in = self.blendshaper.get_input_details()[0]["index"]
+            self._bs_out = self.blendshaper.get_output_details()[0]["index"]
         self.detector = Interpreter(model_content=detector, num_threads=threads)
         self.detector.allocate_tensors()
         self.landmarker = Interpreter(model_content=landmarks, num_threads=threads)
@@ -445,7 +457,18 @@ class LiteLandmarker:
         landmarks = np.empty((N_LANDMARKS, 3))
         landmarks[:, :2] = raw[:, :2] @ to_image[:, :2].T + to_image[:, 2]
         landmarks[:, 2] = raw[:, 2] * math.hypot(to_image[0, 0], to_image[1, 0])
-        return LiteFace(confidence, landmarks, self.geometry.matrix(landmarks, w, h))
+        return LiteFace(confidence, landmarks, self.geometry.matrix(landmarks, w, h),
+                        self.blendshapes(landmarks, w, h) if self.blendshaper is not None else None)
+
+    def blendshapes(self, landmarks: np.ndarray, width: int, height: int) -> np.ndarray:
+        """The 52 blendshape scores (:data:`BLENDSHAPE_NAMES`) of image-normalised
+        ``landmarks`` (478 x 2 or 3) of a ``width`` x ``height`` image
+        (``LandmarksToTensorCalculator``: x and y of the subset, in pixels)."""
+        assert self.blendshaper is not None, "created without blendshapes"
+        points = np.asarray(landmarks, dtype=np.float64)[list(BLENDSHAPE_LANDMARKS), :2] * (width, height)
+        self.blendshaper.set_tensor(self._bs_in, points.astype(np.float32)[None])
+        self.blendshaper.invoke()
+        return np.array(self.blendshaper.get_tensor(self._bs_out), dtype=np.float32).reshape(-1)
 
     def retry(self, image: np.ndarray, centre: tuple[float, float], side: float,
               confidence: float) -> LiteFace:
@@ -478,10 +501,11 @@ class LiteLandmarker:
 
 class LiteFaceFinder(FaceFinder):
     """:class:`~curate.faces.landmarks.FaceFinder` on :class:`LiteLandmarker`: the same
-    :class:`~curate.faces.landmarks.FaceResult` as the Tasks path's ``FaceAnalyzer``."""
+    :class:`~curate.faces.landmarks.FaceResult` as the Tasks path's ``FaceAnalyzer``
+    (with ``blendshapes``, its ``blendshapes`` too)."""
 
-    def __init__(self, model_path: str | Path, *, retry: bool = True) -> None:
-        self.landmarker = LiteLandmarker(model_path)
+    def __init__(self, model_path: str | Path, *, retry: bool = True, blendshapes: bool = False) -> None:
+        self.landmarker = LiteLandmarker(model_path, blendshapes=blendshapes)
         self.retry = retry  # look again where BlazeFace finds nothing (LiteLandmarker.retry)
 
     def find_face_in_array(self, rgb: np.ndarray, gray: np.ndarray) -> FaceResult:
@@ -496,5 +520,7 @@ class LiteFaceFinder(FaceFinder):
                                          max(h, w) * scale, face.confidence)
         if face.landmarks is None or face.matrix is None:
             return FaceResult(False, no_face_detail(face.confidence), face_confidence=face.confidence)
-        return found_face(face.landmarks, face.matrix, face.confidence, prepared.shape, pad, scale,
-                          gray)
+        found = found_face(face.landmarks, face.matrix, face.confidence, prepared.shape, pad, scale,
+                           gray)
+        found.blendshapes = face.blendshapes
+        return found

@@ -144,6 +144,21 @@ def render_html(run: ScreenRun, *, max_gallery: int = 24, seed: int = 0, decisio
     return page(title, header, NAV, body, footer, scripts=[script] if script else [])
 
 
+def _representation_text(rep: Any) -> str:
+    """The representation line: the probe measures and the choice (``run.json``'s
+    ``params.representation``), the face framing, or n/a for runs made before it."""
+    if not isinstance(rep, dict):
+        return "n/a"
+    text = str(rep.get("summary") or rep.get("used") or "n/a")
+    framing = ((rep.get("details") or {}).get("framing") or {}).get("used")
+    if framing == "face":
+        text += "; faces framed from their landmarks for the backbone"
+    missing = rep.get("images_missing")
+    if missing:
+        text += f"; {missing:,} images without blendshapes (no face landmarks)"
+    return text
+
+
 def _curate_version() -> str:
     from curate import __version__
 
@@ -185,6 +200,7 @@ def _summary(run: ScreenRun) -> Markup:
     key_rows = [
         ("kind", "quadruplets" if run.is_quadruplet else "triplets"),
         ("backbone", p.get("backbone", "n/a")),
+        ("representation", _representation_text(p.get("representation"))),
         ("weights", weights_text(run)),
         ("null", b.get("null", p.get("null", "n/a"))),
         ("alpha_pos / alpha_neg", f"{b.get('alpha_pos', p.get('alpha_pos'))} / "

@@ -303,6 +303,28 @@ def _as_matrix(emb: np.ndarray) -> np.ndarray:
     return arr
 
 
+# ----------------------------------------------------------------------------- suggestions
+def suggested_confidence(ctx: ScreenContext, suggested: np.ndarray) -> np.ndarray:
+    """Per image, the probability that ``suggested`` is its class: the out-of-fold
+    probability a cross-validated linear probe on the representation gives that class
+    (:func:`curate.representations.probe.probe`, folds grouped by ``subject`` when the
+    images have one; the run's own probe when the representation stage made one). The
+    probe never saw the image's own label, so the number is not its label's echo;
+    ``curate export --relabel`` relabels only above ``--relabel-confidence``."""
+    from curate.representations.probe import probe
+
+    pr = ctx.shared.get("probe")
+    if pr is None:
+        groups = ctx.images["subject"].to_numpy() if "subject" in ctx.images.columns else None
+        if groups is not None and pd.isna(groups).all():
+            groups = None
+        pr = probe(ctx.embeddings, ctx.labels, groups=groups, seed=int(ctx.settings.get("seed", 0)))
+    col = {c: i for i, c in enumerate(pr.classes)}
+    idx = np.array([col.get(str(s), -1) for s in suggested])
+    out = np.where(idx >= 0, pr.probabilities[np.arange(len(idx)), np.maximum(idx, 0)], 0.0)
+    return out.astype(np.float64)
+
+
 # ----------------------------------------------------------------------------- the screen
 DEFAULT_ALPHA_LABEL = 0.01
 
@@ -355,8 +377,9 @@ class LabelScreen(Screen):
                check_number("label_max_class_share", low=0, high=1, low_open=True, example=MAX_CLASS_SHARE)),
         Option("skip_label_screen", False, "Do not run the image-level label screen.", _check_flag),
     )
-    suspect_columns = ("suggested_label", "suspicion", "label_posterior", "suggested_posterior",
-                       "label_pvalue", "label_rank", "distance_own", "distance_suggested")
+    suspect_columns = ("suggested_label", "suggested_confidence", "suspicion", "label_posterior",
+                       "suggested_posterior", "label_pvalue", "label_rank", "distance_own",
+                       "distance_suggested")
 
     def enabled(self, settings) -> bool:
         return not settings["skip_label_screen"]
@@ -370,6 +393,7 @@ class LabelScreen(Screen):
                                        ctx.settings["label_max_class_share"])
         reason = np.where(reject, LABEL_SUSPECT, None).astype(object)
         score = table["suspicion_logit"].to_numpy(np.float64)
+        table["suggested_confidence"] = suggested_confidence(ctx, table["suggested_label"].to_numpy())
         notes = [f"label screen: {c['would_reject']:,} of the {c['n_images']:,} images labelled "
                  f"{c['class']} have label p-values below {ctx.settings['alpha_label']:g}; only the "
                  f"{c['rejected']:,} most suspect are rejected (--label-max-class-share "

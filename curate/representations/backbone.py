@@ -1,0 +1,56 @@
+"""``backbone``: the embedding of a timm model (the bundled ``fer_resnet10t`` by default,
+any timm model with ``--backbone`` / ``--weights``, :func:`curate.backbone.load_backbone`),
+with the face framed from its landmarks when faces fill only part of the pictures
+(:mod:`curate.representations.framing`)."""
+
+from __future__ import annotations
+
+from curate.cache import OFF
+from curate.representations import register
+from curate.representations.base import Features, Representation, RepresentationContext
+
+
+@register
+class Backbone(Representation):
+    """The backbone's embedding of every image (cached, :mod:`curate.embed`)."""
+
+    name = "backbone"
+    summary = "the embedding of a timm backbone (the bundled one by default), faces framed when small"
+
+    def compute(self, ctx: RepresentationContext) -> Features:
+        if "backbone" in ctx.shared:
+            return ctx.shared["backbone"]
+        import numpy as np
+
+        from curate.backbone import load_backbone
+        from curate.embed import embed_images_result
+
+        s = ctx.settings
+        boxes, framing = None, {"setting": s.get("framing", "full"), "used": "full"}
+        if s.get("framing", "full") != "full":
+            from curate.representations.faces import face_analysis
+            from curate.representations.framing import decide
+
+            boxes, framing = decide(s["framing"], face_analysis(ctx), ctx.images)
+        engine = ctx.engine
+        loaded = load_backbone(s.get("backbone"), s.get("weights"),
+                               device="cpu" if engine is not None else s.get("device", "auto"),
+                               seed=s.get("seed", 0))
+        progress = ctx.progress
+        res = embed_images_result(ctx.images["path"].tolist(), ctx.images["sha256"].tolist(), loaded,
+                                  cache_dir=ctx.cache_dir if ctx.cache_dir is not None else OFF,
+                                  batch_size=s.get("batch_size", 64), workers=s.get("workers"),
+                                  progress=(lambda d, t: progress("embed", d, t)) if progress else None,
+                                  engine=engine, boxes=boxes)
+        n = len(ctx.images)
+        missing = np.zeros(n, dtype=bool)
+        feats = Features(self.name, res.embeddings, missing, [None] * n,
+                         details={"backbone": loaded.name, "dim": int(res.embeddings.shape[1]),
+                                  "framing": framing},
+                         weights_source=loaded.weights_source, weights_fingerprint=loaded.weights_fingerprint,
+                         random_weights=loaded.random_weights, n_computed=res.n_computed, n_cached=res.n_cached)
+        if framing.get("used") == "face":
+            feats.notes.append(f"backbone: faces cover {framing['median_face_share']:.0%} of the picture's side "
+                               f"(median); the backbone saw them cut out from their landmarks (--framing)")
+        ctx.shared["backbone"] = feats
+        return feats
