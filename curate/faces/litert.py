@@ -38,7 +38,13 @@ from pathlib import Path
 import numpy as np
 
 from curate.faces.geometry import prepare_for_detection
-from curate.faces.landmarks import BLENDSHAPE_LANDMARKS, FaceFinder, FaceResult, found_face, no_face_detail
+from curate.faces.landmarks import (
+    BLENDSHAPE_LANDMARKS,
+    FaceFinder,
+    FaceResult,
+    found_face,
+    no_face_detail,
+)
 
 DETECTOR_SIZE = 128
 LANDMARKS_SIZE = 256
