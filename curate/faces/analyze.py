@@ -228,10 +228,14 @@ def _run_on(engine: Engine, todo: dict[str, str], weight: dict[str, int], model_
 
 # --------------------------------------------------------------------------- cache
 def cache_settings(model_path: Path, backend: str) -> dict[str, str]:
-    """Everything that changes an analysis: the analysis version, the backend and the
-    sha256 of the landmarker model file and of the occlusion weights (``docs/cache.md``)."""
+    """Everything that changes an analysis: the analysis version, the backend, the
+    occlusion networks' precision (bfloat16 where the CPU has it) and the sha256 of the
+    landmarker model file and of the occlusion weights (``docs/cache.md``)."""
+    from curate.faces.occlusion import bf16_supported
+
     files = {"landmarker": model_path, "occlusion_weights": OCCLUSION_WEIGHTS}
     return {"analysis_version": ANALYSIS_VERSION, "backend": backend,
+            "occlusion_precision": "bfloat16" if bf16_supported() else "float32",
             **{k: file_sha256(f) if f.is_file() else "-" for k, f in files.items()}}
 
 
