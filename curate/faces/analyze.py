@@ -27,8 +27,9 @@ from curate.io import file_sha256
 # (alpha on white, 16-bit scaled, grey by Pillow's luma: the embedder's pixels); 4:
 # ``occlusion`` by the occlusion policy (clear glasses alone do not count), ``occlusion_any``
 # replaces ``occlusion_region``; 5: ``yaw`` calibrated from the matrix and the landmarks
-# (geometry.calibrated_yaw), faces BlazeFace misses looked for again (litert retry)
-ANALYSIS_VERSION = "faces-5"
+# (geometry.calibrated_yaw), faces BlazeFace misses looked for again (litert retry); 6:
+# the retry on two squares, trying the next where a face does not hold
+ANALYSIS_VERSION = "faces-6"
 
 COLUMNS = ["path", "face_found", "yaw", "pitch", "roll", "occlusion", "occlusion_any",
            "face_confidence", "detail"]
