@@ -42,7 +42,7 @@ def timed(paths: list[str], backend: str, workers: int):
     from curate.faces.analyze import analyze_faces
 
     c0, t0 = cpu_seconds(), time.perf_counter()
-    faces = analyze_faces(paths, workers=workers, backend=backend)
+    faces = analyze_faces(paths, workers=workers, backend=backend, cache_dir="none")  # never the shared cache
     return faces, cpu_seconds() - c0, time.perf_counter() - t0
 
 

@@ -432,3 +432,14 @@ def test_calibrated_yaw_adds_the_noses_place_between_the_cheeks():
     rot = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
     assert G.cheek_offset(marks @ rot.T) == pytest.approx(0.5)
     assert G.calibrated_yaw(10.0, marks) == pytest.approx(G.YAW_FROM_MATRIX * 10 + G.YAW_FROM_CHEEKS * 0.5)
+
+
+def test_occlusion_in_bfloat16_stays_close_to_float32():
+    from curate.faces import occlusion as O
+
+    model = O.OcclusionModel()
+    faces = np.random.default_rng(0).integers(0, 256, (16, 48, 48)).astype(np.uint8)
+    full = O.mean_probabilities(model._inference, faces, channels_last=True)
+    half = O.mean_probabilities(model._inference, faces, channels_last=True, bf16=True)
+    assert half.shape == full.shape and np.abs(half - full).max() < 0.02
+    assert isinstance(O.bf16_supported(), bool)

@@ -29,8 +29,9 @@ from curate.limits import workers_for
 # (alpha on white, 16-bit scaled, grey by Pillow's luma: the embedder's pixels); 4:
 # ``occlusion`` by the occlusion policy (clear glasses alone do not count), ``occlusion_any``
 # replaces ``occlusion_region``; 5: ``yaw`` calibrated from the matrix and the landmarks
-# (geometry.calibrated_yaw), faces BlazeFace misses looked for again (litert retry)
-ANALYSIS_VERSION = "faces-5"
+# (geometry.calibrated_yaw), faces BlazeFace misses looked for again (litert retry); 6:
+# the retry on two squares, trying the next where a face does not hold
+ANALYSIS_VERSION = "faces-6"
 
 COLUMNS = ["path", "face_found", "yaw", "pitch", "roll", "occlusion", "occlusion_any",
            "face_confidence", "detail"]
@@ -329,10 +330,14 @@ def _write_bs_shard(path: Path, keys: list[str], rows: list[dict[str, Any]]) -> 
 
 
 def cache_settings(model_path: Path, backend: str) -> dict[str, str]:
-    """Everything that changes an analysis: the analysis version, the backend and the
-    sha256 of the landmarker model file and of the occlusion weights (``docs/cache.md``)."""
+    """Everything that changes an analysis: the analysis version, the backend, the
+    occlusion networks' precision (bfloat16 where the CPU has it) and the sha256 of the
+    landmarker model file and of the occlusion weights (``docs/cache.md``)."""
+    from curate.faces.occlusion import bf16_supported
+
     files = {"landmarker": model_path, "occlusion_weights": OCCLUSION_WEIGHTS}
     return {"analysis_version": ANALYSIS_VERSION, "backend": backend,
+            "occlusion_precision": "bfloat16" if bf16_supported() else "float32",
             **{k: file_sha256(f) if f.is_file() else "-" for k, f in files.items()}}
 
 

@@ -63,10 +63,11 @@ EXACT_CROPS_ABOVE = 512  # images this large get the float64 crop maps (float32 
 MAP_CACHE = 32  # image sizes whose detector crop maps are kept
 # Where the landmark network looks again when BlazeFace finds no face (or the landmarks
 # fail): squares around the whole picture, (side / the picture's longer side, degrees of
-# rotation), tried in order until the face presence score passes MIN_PRESENCE. BlazeFace
+# rotation), tried in order until a face is found that holds (RETRY_MAX_SHIFT). BlazeFace
 # misses turned, tilted and partly covered faces that fill a tight crop (48 px FER2013);
-# the landmark network finds most of them when it is shown the whole crop. Chosen on the
-# dev half of fer2013/val's misses (docs/faces.md, "Faces BlazeFace misses").
+# the landmark network finds many of them when it is shown the whole crop. The two squares
+# that gave the most faces that hold on the dev half of fer2013/val's misses (of 15 tried:
+# 0.8, 1 and 1.25 times, turned 0, +-20 or +-40 degrees; docs/faces.md).
 # Only where BlazeFace's top score reaches RETRY_MIN_SCORE: below it lie mostly pictures
 # that are no face at all (FERPlus's dropped files: median 0.18; missed real faces: 0.71).
 RETRY_MIN_SCORE = 0.2
@@ -76,7 +77,7 @@ RETRY_MIN_SCORE = 0.2
 # the refined points are the result. Faces found at the first look move 0.7% (median),
 # turned faces found only on retry 6.5%, with yaw estimates that miss most of the turn.
 RETRY_MAX_SHIFT = 0.03
-RETRY_ROIS = ((1.0, 0.0), (1.0, 20.0), (1.0, -20.0), (0.8, 0.0), (1.25, 0.0), (1.25, 40.0), (1.25, -40.0))
+RETRY_ROIS = ((1.25, 0.0), (1.0, 0.0))
 
 
 # --------------------------------------------------------------------------- the bundle
@@ -480,13 +481,15 @@ class LiteLandmarker:
               confidence: float) -> LiteFace:
         """The landmark network on the squares :data:`RETRY_ROIS` around a picture of
         longer side ``side`` centred at ``centre`` in the prepared ``image``: the first face
-        whose presence passes, if it holds (:meth:`refined`), else no face. For a picture
+        whose presence passes and that holds (:meth:`refined`), else no face. For a picture
         where :meth:`find` found none."""
         for k, degrees in RETRY_ROIS:
             face = self.landmarks_in(image, (centre[0], centre[1], k * side, k * side, math.radians(degrees)),
                                      confidence)
             if face.landmarks is not None:
-                return self.refined(image, face)
+                face = self.refined(image, face)
+                if face.landmarks is not None:
+                    return face
         return LiteFace(confidence, None, None)
 
     def refined(self, image: np.ndarray, face: LiteFace) -> LiteFace:

@@ -103,8 +103,19 @@ def covered_scores(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return covered, covered
 
 
+def bf16_supported() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX), where
+    :class:`OcclusionModel` runs its networks in bfloat16 (twice as fast)."""
+    import torch
+
+    check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool((check is not None and check()) or (amx is not None and amx()))
+
+
 def mean_probabilities(nets: Sequence[Any], aligned: np.ndarray, *,
-                       channels_last: bool = False, chunk: int = 1024, mirror: bool = True) -> np.ndarray:
+                       channels_last: bool = False, chunk: int = 1024, mirror: bool = True,
+                       bf16: bool = False) -> np.ndarray:
     """Sigmoid outputs of occlusion networks in eval mode, shape (N, outputs), for aligned faces,
     ``chunk`` faces at a time (memory stays small for any N).
 
@@ -112,7 +123,8 @@ def mean_probabilities(nets: Sequence[Any], aligned: np.ndarray, *,
     (occlusion and the regions are symmetric; averaging views and networks steadies the
     score). ``channels_last`` hands the networks NHWC input (for :func:`inference_copy`).
     ``mirror=False``: the face alone (networks fitted on randomly mirrored faces need no
-    mirror view; half the work).
+    mirror view; half the work). ``bf16``: the networks run under bfloat16 autocast (on a
+    CPU with native bfloat16 twice as fast; probabilities within about 0.006 of float32).
     """
     import torch
 
@@ -123,8 +135,8 @@ def mean_probabilities(nets: Sequence[Any], aligned: np.ndarray, *,
         views = torch.from_numpy(standardize_faces(np.concatenate([part, part[:, :, ::-1]]) if mirror else part))
         if channels_last:
             views = views.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode():
-            probs = np.mean([torch.sigmoid(net(views)).numpy() for net in nets], axis=0)
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            probs = np.mean([torch.sigmoid(net(views)).float().numpy() for net in nets], axis=0)
         out.append(0.5 * (probs[:len(part)] + probs[len(part):]) if mirror else probs)
     return np.concatenate(out).astype(np.float64)
 
@@ -185,6 +197,7 @@ class OcclusionModel:
             net.load_state_dict(state)
             self.nets.append(net.eval())
         self._inference = [inference_copy(net) for net in self.nets]
+        self.bf16 = bf16_supported()  # part of the face cache key (curate.faces.analyze)
 
     def probabilities(self, aligned: np.ndarray) -> np.ndarray:
         """Sigmoid outputs, shape (N, outputs): :data:`OUTPUTS` for the shipped networks,
@@ -206,7 +219,7 @@ class OcclusionModel:
         torch.set_num_threads(1)  # small batches: more threads only spin, the more so when busy
         try:
             return mean_probabilities(self._inference, faces, channels_last=True, chunk=SCORE_CHUNK,
-                                      mirror=self.mirror)[:n]
+                                      mirror=self.mirror, bf16=self.bf16)[:n]
         finally:
             torch.set_num_threads(threads)
 
