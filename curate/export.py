@@ -111,9 +111,9 @@ class ExportResult:
 
 # ``--relabel`` relabels a label suspect only when the suggested label's confidence
 # (``suggested_confidence``: the out-of-fold probability of a cross-validated probe) is at
-# least this: the highest floor that still relabels 3% of the images of FER2013 PublicTest's
-# dev half (3.0%, 72% of them get FERPlus's plurality; at 0.7: 2.1%, 70%; holdout at 0.6:
-# 2.8%, 54%). bench/quality_real_photos.py; docs/label.md "Suggested labels".
+# least this: the highest floor that still relabels about 3% of the images of FER2013
+# PublicTest's dev half (3.0%, 71% of them get FERPlus's plurality; holdout: 2.8%, 54%).
+# bench/quality_real_photos.py; docs/label.md "Suggested labels".
 RELABEL_CONFIDENCE = 0.6
 RELABEL_REST = ("reject", "keep")
 
