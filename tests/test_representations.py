@@ -209,3 +209,27 @@ def test_litert_blendshapes_match_mediapipe_tasks(shared_data, tmp_path):
     for a, b in zip(lite["blendshapes"], tasks["blendshapes"], strict=True):
         assert a.shape == (len(BLENDSHAPE_NAMES),) and np.abs(a - b).max() < 0.01
     assert all(box is not None and box[2] > box[0] for box in lite["face_box"])
+
+
+def test_probe_probabilities_are_calibrated_by_a_temperature():
+    """Overconfident probabilities get a temperature above 1, which lowers their negative
+    log-likelihood; calibrated ones keep about 1."""
+    from curate.representations.probe import fit_temperature, with_temperature
+
+    rng = np.random.default_rng(0)
+    n, k = 4000, 4
+    codes = rng.integers(0, k, n)
+    right = rng.random(n) < 0.6  # the top class is right 60% of the time ...
+    top = np.where(right, codes, (codes + rng.integers(1, k, n)) % k)
+    over = np.full((n, k), 0.02 / (k - 1))
+    over[np.arange(n), top] = 0.98  # ... but claims 98%
+    t = fit_temperature(over, codes)
+    cal = with_temperature(over, t)
+    assert t > 1.5 and abs(cal.max(axis=1).mean() - 0.6) < 0.03
+    nll = lambda p: -np.log(p[np.arange(n), codes]).mean()  # noqa: E731
+    assert nll(cal) < nll(over)
+    honest = np.full((n, k), 0.4 / (k - 1))
+    honest[np.arange(n), top] = 0.6
+    assert abs(fit_temperature(honest, codes) - 1.0) < 0.1
+    images, signal, _ = _planted()
+    assert "temperature" in probe(signal, images["label"].to_numpy()).to_dict()

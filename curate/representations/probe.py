@@ -8,6 +8,12 @@ it) and, per image, the out-of-fold class probabilities. Folds are grouped by
 sit on both sides of a fold; else stratified by label. At most ``max_images`` images
 (a stratified random subset) are probed; the rest are scored by the probe fitted on
 all of them, so every image gets held-out probabilities.
+
+The probabilities are then calibrated against the labels by one temperature ``T``
+(``softmax(log p / T)``), the one that minimises the negative log-likelihood of the
+out-of-fold probabilities of the probed images: a probe on few images and many features is
+overconfident (on the 629 taiwanese-posed portraits, blendshapes: scores of 0.97 are right
+0.73 of the time before). ``T`` is recorded (``temperature``).
 """
 
 from __future__ import annotations
@@ -34,11 +40,12 @@ class ProbeResult:
     folds: int
     grouped: bool
     n_probed: int
+    temperature: float = 1.0
 
     def to_dict(self) -> dict[str, object]:
         return {"balanced_accuracy": round(self.balanced_accuracy, 4), "accuracy": round(self.accuracy, 4),
                 "folds": self.folds, "grouped_by": "subject" if self.grouped else None,
-                "images": self.n_probed}
+                "images": self.n_probed, "temperature": round(self.temperature, 3)}
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, n_classes: int, *, l2: float = PROBE_L2,
@@ -138,8 +145,31 @@ def _probe(x: np.ndarray, labels: np.ndarray, groups: np.ndarray | None, k: int,
         probs[rest] = fit_logistic(x[probed], codes[probed], n_classes, seed=seed)(x[rest])
     hit = probs[probed].argmax(axis=1) == codes[probed]
     recalls = [hit[codes[probed] == c].mean() for c in range(n_classes) if (codes[probed] == c).any()]
-    return ProbeResult(float(np.mean(recalls)), float(hit.mean()), probs, tuple(map(str, classes)), k,
-                       bool(grouped), int(probed.size))
+    t = fit_temperature(probs[probed], codes[probed])
+    return ProbeResult(float(np.mean(recalls)), float(hit.mean()), with_temperature(probs, t),
+                       tuple(map(str, classes)), k, bool(grouped), int(probed.size), t)
+
+
+def with_temperature(probs: np.ndarray, t: float) -> np.ndarray:
+    """``softmax(log probs / t)`` per row."""
+    logp = np.log(np.clip(probs, 1e-300, None)) / t
+    logp -= logp.max(axis=1, keepdims=True)
+    out = np.exp(logp)
+    return out / out.sum(axis=1, keepdims=True)
+
+
+def fit_temperature(probs: np.ndarray, codes: np.ndarray) -> float:
+    """The temperature in [0.05, 20] that minimises the negative log-likelihood of
+    ``codes`` under :func:`with_temperature` of ``probs``."""
+    from scipy.optimize import minimize_scalar
+
+    rows = np.arange(len(codes))
+
+    def nll(log_t: float) -> float:
+        return float(-np.log(with_temperature(probs, float(np.exp(log_t)))[rows, codes] + 1e-300).mean())
+
+    res = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
+    return float(np.exp(res.x))
 
 
 def _one_blas_thread():
