@@ -456,6 +456,44 @@ def test_augment_is_deterministic_bounded_and_off_when_disabled():
     assert torch.allclose(NO_AUGMENT(x, step_generator(0, 5)), x.float() / 255, atol=1e-6)
 
 
+def test_photos_augment_jitters_colour_before_grey_and_zooms_in_and_out():
+    from dataclasses import replace
+
+    from curate.train.data import AUGMENTS, PHOTOS_AUGMENT
+
+    assert AUGMENTS["light"] == Augment() and AUGMENTS["photos"] is PHOTOS_AUGMENT
+    g = torch.Generator().manual_seed(0)
+    grey = torch.randint(0, 256, (8, 1, 24, 24), dtype=torch.uint8, generator=g)
+    colour = torch.randint(0, 256, (8, 3, 24, 24), dtype=torch.uint8, generator=g)
+    to_grey = replace(PHOTOS_AUGMENT, grey=True)
+    out = to_grey(colour, step_generator(1, 2))
+    assert out.shape == (8, 1, 24, 24) and out.min() >= 0 and out.max() <= 1
+    assert torch.equal(out, to_grey(colour, step_generator(1, 2)))
+    # a grey image stored as three equal channels gets the same geometry and brightness: the
+    # colour jitter does nothing to it, so grey and colour storage train alike on grey data
+    assert torch.allclose(to_grey(grey.expand(-1, 3, -1, -1), step_generator(1, 2)),
+                          to_grey(grey, step_generator(1, 2)), atol=1e-5)
+    # the colour jitter acts before the conversion: the same colours, other grey values than
+    # converting first (saturation and hue change the luma of coloured pixels)
+    no_colour = replace(to_grey, saturation=0.0, hue=0.0)
+    assert (out - no_colour(colour, step_generator(1, 2))).abs().max() > 0.05
+    # hue rotation alone keeps the luma and changes the colour
+    hue_only = replace(NO_AUGMENT, hue=0.25)
+    h = hue_only(colour, step_generator(1, 2))
+    luma = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    x = colour.float() / 255
+    inside = ((h > 0.001) & (h < 0.999)).all(1, keepdim=True)   # not clipped
+    assert torch.allclose(((h * luma).sum(1, keepdim=True))[inside], ((x * luma).sum(1, keepdim=True))[inside],
+                          atol=1e-4)
+    assert (h - x).abs().max() > 0.1
+    # zoom below 1 frames the face more loosely (a centred bright square shrinks), above 1 crops
+    square = torch.zeros((1, 1, 32, 32), dtype=torch.uint8)
+    square[..., 8:24, 8:24] = 255
+    area = {z: float(replace(NO_AUGMENT, zoom=(z, z))(square, step_generator(0, 0)).gt(0.5).float().mean())
+            for z in (0.75, 1.0, 1.2)}
+    assert area[0.75] < area[1.0] < area[1.2] and abs(area[1.0] - 0.25) < 0.01
+
+
 def test_image_store_matches_the_screen_preprocessing(tmp_path: Path):
     from PIL import Image
 
@@ -476,6 +514,37 @@ def test_image_store_matches_the_screen_preprocessing(tmp_path: Path):
         want = torch.stack([build_transform(cfg)(load_image(paths[i])) for i in (2, 0)])
         assert store.preloaded == (max_bytes > 0)
         assert torch.allclose(got, want, atol=1.01 / 255 / 0.2)  # 8-bit rounding of the stored pixels
+
+
+    # a colour store of a grey model: get() is the grey store's pixels exactly, colour=True the RGB ones
+    grey_cfg = {**cfg, "input_size": [1, 16, 16], "mean": [0.45], "std": [0.25]}
+    for max_bytes in (10**9, 0):
+        plain = ImageStore(paths, grey_cfg, max_bytes=max_bytes, workers=1)
+        both = ImageStore(paths, grey_cfg, max_bytes=max_bytes, workers=1, colour=True)
+        rgb = ImageStore(paths, cfg | {"input_size": [3, 16, 16]}, max_bytes=max_bytes, workers=1)
+        assert both.colour and not plain.colour and both.shape == (4, 16, 16)
+        assert torch.equal(both.get([2, 0]), plain.get([2, 0])) and both.get([1]).shape == (1, 1, 16, 16)
+        assert torch.equal(both.get([2, 0], colour=True), rgb.get([2, 0]))
+
+
+def test_finetune_with_photos_augment_trains_a_grey_net_from_colour_pixels(build: Path, tmp_path: Path,
+                                                                         monkeypatch):
+    from curate.train import data as train_data
+
+    seen = []
+    real = train_data.Augment.__call__
+
+    def spy(self, x, generator):
+        out = real(self, x, generator)
+        seen.append((x.shape[1], out.shape[1], self.grey))
+        return out
+
+    monkeypatch.setattr(train_data.Augment, "__call__", spy)
+    res = finetune(build, tmp_path / "photos", tiny_config(epochs=1, augment_kind="photos"))
+    assert seen and all(s == (3, 1, True) for s in seen)
+    assert res.config["in_chans"] == 1 and res.run["params"]["augment_kind"] == "photos"
+    with pytest.raises(CurateError, match="unknown --augment-kind"):
+        finetune(build, tmp_path / "bad", tiny_config(augment_kind="heavy"))
 
 
 # ----------------------------------------------------------------------------- finetune

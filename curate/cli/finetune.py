@@ -28,6 +28,11 @@ class MiningOpt(str, Enum):
     semihard = "semihard"
 
 
+class AugmentKind(str, Enum):
+    light = "light"
+    photos = "photos"
+
+
 class CeOn(str, Enum):
     kept = "kept"
     all = "all"
@@ -69,6 +74,7 @@ def finetune_cmd(
     lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, warm-up then cosine).")] = D.lr,
     weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = D.weight_decay,
     augment: Annotated[bool, typer.Option(help="Flip, small rotation/scale/shift, brightness/contrast (saturation for RGB).")] = D.augment,
+    augment_kind: Annotated[AugmentKind, typer.Option(help="light; or photos: for colour photos and looser framing (zoom 0.75-1.2, shift 10 %, rotation 15 degrees, stronger brightness/contrast, saturation and hue jitter before the grey conversion).")] = AugmentKind(D.augment_kind),
     seed: Annotated[int, typer.Option(help="Seed: same seed and input, same run (bit for bit on CPU).")] = D.seed,
     val_split: Annotated[str, typer.Option(help="Split of images.parquet measured after each epoch ('none' to skip).")] = D.val_split or "none",
     reset_head: Annotated[bool, typer.Option(help="Train a new classification head even when --weights RUN has the tuples' classes (with other classes a new head is always trained, with a note).")] = D.reset_head,
@@ -93,7 +99,7 @@ def finetune_cmd(
         alpha_neg=alpha_neg, null=null.value, center=center, screen_window=screen_window,
         screen_warmup_steps=screen_warmup_steps, exclude_suspects=exclude_suspects, suspect_share=suspect_share,
         suspect_min_visits=suspect_min_visits, suspect_per_class=suspect_per_class, epochs=epochs, max_steps=max_steps, batch_tuples=batch_tuples,
-        lr=lr, weight_decay=weight_decay, augment=augment, seed=seed,
+        lr=lr, weight_decay=weight_decay, augment=augment, augment_kind=augment_kind.value, seed=seed,
         val_split=None if val_split.lower() == "none" else val_split, reset_head=reset_head, device=device,
         amp=amp, checkpoint_every=checkpoint_every, preload_max_gb=preload_max_gb,
     )

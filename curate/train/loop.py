@@ -53,8 +53,8 @@ from curate.screens.nulls import CLASS_NULLS
 from curate.sources import is_run_dir, path_setting
 from curate.train.config import FinetuneConfig
 from curate.train.data import (
+    AUGMENTS,
     NO_AUGMENT,
-    Augment,
     ImageStore,
     TrainingData,
     batch_members,
@@ -143,16 +143,25 @@ def init_network(cfg: FinetuneConfig, classes: list[str], notes: list[str] | Non
 def _fingerprint(cfg: FinetuneConfig, data: TrainingData, build_dir: Path | None = None) -> str:
     """What a checkpoint must match to be resumed: the settings, the tuples and the build
     folder (paths resolved, so ``../ex/tuples`` and its absolute spelling are one run)."""
-    settings = {k: v for k, v in asdict(cfg).items() if k not in _RUNTIME_ONLY}
+    settings = _result_settings(cfg)
     cols = [c for c in ("tuple_id", *data.members) if c in data.tuples.columns]
     return json.dumps({"settings": settings, "tuples": fingerprint_table(data.tuples, cols),
                        "build_dir": str(build_dir if build_dir is not None else data.build_dir)}, sort_keys=True)
 
 
+def _result_settings(cfg: FinetuneConfig) -> dict[str, Any]:
+    """The settings that change the result; a newer setting at its default is left out, so
+    the checkpoints and run folders of an earlier curate stay resumable."""
+    settings = {k: v for k, v in asdict(cfg).items() if k not in _RUNTIME_ONLY}
+    if settings.get("augment_kind") == "light":
+        del settings["augment_kind"]
+    return settings
+
+
 def run_settings(cfg: FinetuneConfig, source: str | Path) -> dict[str, Any]:
     """The settings a run folder is claimed with (:mod:`curate.outdir`): those that change
     the result, and the resolved source."""
-    settings = {k: v for k, v in asdict(cfg).items() if k not in _RUNTIME_ONLY}
+    settings = _result_settings(cfg)
     return {**settings, "source": str(Path(source).expanduser().resolve())}
 
 
@@ -319,7 +328,10 @@ class _Trainer:
         self.soft_targets: torch.Tensor | None = None   # [n_images, K] rows summing to 1, or None
         self.device = device
         self.kind = cfg.kind or data.kind
-        self.augment = Augment() if cfg.augment else NO_AUGMENT
+        self.augment = AUGMENTS[cfg.augment_kind] if cfg.augment else NO_AUGMENT
+        self.colour = bool(store.colour)   # RGB pixels jittered, then made grey (augment "photos", grey model)
+        if self.colour:
+            self.augment = replace(self.augment, grey=True)
         self.amp, self.precision = autocast_precision(device, cfg.amp)
         if self.amp and device.type == "cpu":
             hazard = bf16_cpu_hazard(net, data_config)
@@ -330,7 +342,7 @@ class _Trainer:
 
     def batch(self, tuple_rows: np.ndarray, step: int) -> _Batch:
         rows, local = batch_members(self.member_rows[tuple_rows])
-        x = self.store.get(rows).to(self.device, non_blocking=True)
+        x = self.store.get(rows, colour=self.colour).to(self.device, non_blocking=True)
         x = self.augment(x, step_generator(self.cfg.seed, step))
         x = to_model_input(x, self.data_config)
         if self.device.type == "cuda":
@@ -520,7 +532,8 @@ def _train(claim: Claim | _Unclaimed, cfg: FinetuneConfig, given: FinetuneConfig
     val_rows = np.array([pos[int(i)] for i in data.val_images["image_id"]], dtype=np.int64)
     decode_cb = (lambda ph, d, t: progress(ph, d, t, {})) if progress else None
     store = ImageStore(data.images.loc[ids, "path"].astype(str).tolist(), data_config,
-                       max_bytes=int(cfg.preload_max_gb * 1024**3), workers=cfg.workers, progress=decode_cb)
+                       max_bytes=int(cfg.preload_max_gb * 1024**3), workers=cfg.workers, progress=decode_cb,
+                       colour=cfg.augment and cfg.augment_kind == "photos")
 
     if par.enabled:
         net = sync_batchnorm(net)  # statistics of the global batch, as in one process
