@@ -47,3 +47,8 @@ $CURATE finetune "$TRAIN_ON" --out "$RUN" --weights fer_resnet10t --input-size "
   --checkpoint-every 20 --val-split val
 # 5. measure (FERPlus plurality on PublicTest, colour probe), beside the bundled network
 $PYTHON bench/measure_backbone.py "$RUN" fer_resnet10t --json "$OUT/measures.json"
+# 6. the bundled copy (float16 weights) and its measures
+if [ -n "${PACKAGE:-}" ]; then
+  $PYTHON bench/package_model.py "$RUN" "$PACKAGE"
+  $PYTHON bench/measure_backbone.py "$PACKAGE" --json "$OUT/measures_packaged.json"
+fi
