@@ -88,15 +88,56 @@ def write_manifest(out: Path, data_root: Path, votes_csv: Path) -> dict[str, int
     return {f"{s}/{r}": int(n) for (s, r), n in left.items()}
 
 
+def write_soft_manifest(out: Path, data_root: Path, votes_csv: Path) -> dict[str, int]:
+    """The training manifest of the bundled ``fer_resnet18_ferplus`` (issue 24):
+    ``path,label,split,original_label,ferplus_status,soft_<class>...``.
+
+    Soft targets: the votes for the seven FER2013 classes; contempt, unknown and not-a-face
+    votes are dropped (the network has no such class) and ``curate finetune`` normalises
+    each row. Training images (``train``) keep every image with at least one vote for the
+    seven classes, also those whose plurality is tied or is contempt/unknown/not-a-face
+    (their soft targets still say something); their ``label`` (what the tuples and the
+    per-epoch accuracy use) is the plurality of the seven classes, a tie broken towards
+    the original label when it is among the tied classes, else the first tied class in
+    ``FERPLUS_TO_FER`` order. Validation images (``val``, PublicTest) keep the evaluation
+    convention of :func:`load_table`: only images with a clean FERPlus label, which is
+    their ``label``. Left out, counted: images without a FERPlus row, training images
+    with no vote for the seven classes, validation images without a clean label."""
+    table = load_table(data_root, votes_csv).drop_duplicates("path").reset_index(drop=True)
+    plus = list(FERPLUS_TO_FER)
+    votes = table[[f"votes_{c}" for c in plus]].to_numpy(dtype=float)
+    has = ~np.isnan(votes).any(axis=1)
+    votes = np.nan_to_num(votes)
+    top = votes.max(axis=1, keepdims=True)
+    tied = (votes == top) & (top > 0)
+    orig = table["label"].map({fer: i for i, fer in enumerate(FERPLUS_TO_FER.values())}).to_numpy()
+    pick = np.where(tied[np.arange(len(table)), orig], orig, tied.argmax(axis=1))
+    fer = np.array(list(FERPLUS_TO_FER.values()), dtype=object)
+    train = (table["split"] == "train") & has & (votes.sum(axis=1) > 0)
+    val = (table["split"] == "val") & table["ferplus_label"].notna()
+    m = table.assign(original_label=table["label"],
+                     label=np.where(table["split"] == "train", fer[pick], table["ferplus_label"]))
+    for i, f in enumerate(FERPLUS_TO_FER.values()):
+        m[f"soft_{f}"] = votes[:, i].astype(int)
+    keep = train | val
+    out.parent.mkdir(parents=True, exist_ok=True)
+    m[keep][["path", "label", "split", "original_label", "ferplus_status",
+             *[f"soft_{f}" for f in FERPLUS_TO_FER.values()]]].to_csv(out, index=False)
+    left = table[~keep].groupby(["split", "ferplus_status"]).size()
+    return {f"{s}/{r}": int(n) for (s, r), n in left.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     mp = sub.add_parser("manifest", help="write a build-tuples manifest with the FERPlus labels")
-    mp.add_argument("--out", type=Path, required=True)
-    mp.add_argument("--data-root", type=Path, default=SHARED / "fer2013")
-    mp.add_argument("--votes", type=Path, default=SHARED / "ferplus" / "ferplus_votes_train_val.csv")
+    sp = sub.add_parser("soft-manifest", help="write the training manifest of issue 24 (soft vote targets)")
+    for q in (mp, sp):
+        q.add_argument("--out", type=Path, required=True)
+        q.add_argument("--data-root", type=Path, default=SHARED / "fer2013")
+        q.add_argument("--votes", type=Path, default=SHARED / "ferplus" / "ferplus_votes_train_val.csv")
     args = p.parse_args(argv)
-    left = write_manifest(args.out, args.data_root, args.votes)
+    left = (write_manifest if args.cmd == "manifest" else write_soft_manifest)(args.out, args.data_root, args.votes)
     print(f"wrote {args.out}; left out (no clean FERPlus label): {left}")
     return 0
 

@@ -105,17 +105,21 @@ def load_images(data: Path, split: str, embeddings: Path | None, batch_size: int
     return df
 
 
+WEIGHTS: str | None = None   # --weights: a run folder or bundled model name (None: the default)
+
+
 def _embed(df: pd.DataFrame, batch_size: int, cache: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
     import torch
 
     from curate.backbone import bundled_model_dir, load_backbone
     from curate.embed import embed_images_result
+    from curate.models import resolve_run
     from curate.runs import load_run
 
-    loaded = load_backbone(None, None)
+    loaded = load_backbone(None, WEIGHTS)
     emb = embed_images_result(df["path"].tolist(), df["sha256"].tolist(), loaded, cache_dir=cache,
                               batch_size=batch_size).embeddings
-    net, cfg = load_run(bundled_model_dir())
+    net, cfg = load_run(bundled_model_dir() if WEIGHTS is None else resolve_run(WEIGHTS))
     if tuple(cfg["classes"]) != CLASSES:
         raise SystemExit(f"bundled head classes {cfg['classes']} are not {CLASSES}")
     with torch.no_grad():
@@ -276,9 +280,13 @@ def main() -> None:
     ap.add_argument("--via-cli", action="store_true",
                     help="also rank by curate build-tuples + screen with default settings")
     ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--weights", default=None,
+                    help="network to embed with: a fine-tuning run or a bundled model's name (default: the default)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("/tmp/curate_quality_real_noise"))
     args = ap.parse_args()
+    global WEIGHTS
+    WEIGHTS = args.weights
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict[str, dict[str, float]]] = {}
     for split in args.splits.split(","):

@@ -456,6 +456,44 @@ def test_augment_is_deterministic_bounded_and_off_when_disabled():
     assert torch.allclose(NO_AUGMENT(x, step_generator(0, 5)), x.float() / 255, atol=1e-6)
 
 
+def test_photos_augment_jitters_colour_before_grey_and_zooms_in_and_out():
+    from dataclasses import replace
+
+    from curate.train.data import AUGMENTS, PHOTOS_AUGMENT
+
+    assert AUGMENTS["light"] == Augment() and AUGMENTS["photos"] is PHOTOS_AUGMENT
+    g = torch.Generator().manual_seed(0)
+    grey = torch.randint(0, 256, (8, 1, 24, 24), dtype=torch.uint8, generator=g)
+    colour = torch.randint(0, 256, (8, 3, 24, 24), dtype=torch.uint8, generator=g)
+    to_grey = replace(PHOTOS_AUGMENT, grey=True)
+    out = to_grey(colour, step_generator(1, 2))
+    assert out.shape == (8, 1, 24, 24) and out.min() >= 0 and out.max() <= 1
+    assert torch.equal(out, to_grey(colour, step_generator(1, 2)))
+    # a grey image stored as three equal channels gets the same geometry and brightness: the
+    # colour jitter does nothing to it, so grey and colour storage train alike on grey data
+    assert torch.allclose(to_grey(grey.expand(-1, 3, -1, -1), step_generator(1, 2)),
+                          to_grey(grey, step_generator(1, 2)), atol=1e-5)
+    # the colour jitter acts before the conversion: the same colours, other grey values than
+    # converting first (saturation and hue change the luma of coloured pixels)
+    no_colour = replace(to_grey, saturation=0.0, hue=0.0)
+    assert (out - no_colour(colour, step_generator(1, 2))).abs().max() > 0.05
+    # hue rotation alone keeps the luma and changes the colour
+    hue_only = replace(NO_AUGMENT, hue=0.25)
+    h = hue_only(colour, step_generator(1, 2))
+    luma = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    x = colour.float() / 255
+    inside = ((h > 0.001) & (h < 0.999)).all(1, keepdim=True)   # not clipped
+    assert torch.allclose(((h * luma).sum(1, keepdim=True))[inside], ((x * luma).sum(1, keepdim=True))[inside],
+                          atol=1e-4)
+    assert (h - x).abs().max() > 0.1
+    # zoom below 1 frames the face more loosely (a centred bright square shrinks), above 1 crops
+    square = torch.zeros((1, 1, 32, 32), dtype=torch.uint8)
+    square[..., 8:24, 8:24] = 255
+    area = {z: float(replace(NO_AUGMENT, zoom=(z, z))(square, step_generator(0, 0)).gt(0.5).float().mean())
+            for z in (0.75, 1.0, 1.2)}
+    assert area[0.75] < area[1.0] < area[1.2] and abs(area[1.0] - 0.25) < 0.01
+
+
 def test_image_store_matches_the_screen_preprocessing(tmp_path: Path):
     from PIL import Image
 
@@ -476,6 +514,37 @@ def test_image_store_matches_the_screen_preprocessing(tmp_path: Path):
         want = torch.stack([build_transform(cfg)(load_image(paths[i])) for i in (2, 0)])
         assert store.preloaded == (max_bytes > 0)
         assert torch.allclose(got, want, atol=1.01 / 255 / 0.2)  # 8-bit rounding of the stored pixels
+
+
+    # a colour store of a grey model: get() is the grey store's pixels exactly, colour=True the RGB ones
+    grey_cfg = {**cfg, "input_size": [1, 16, 16], "mean": [0.45], "std": [0.25]}
+    for max_bytes in (10**9, 0):
+        plain = ImageStore(paths, grey_cfg, max_bytes=max_bytes, workers=1)
+        both = ImageStore(paths, grey_cfg, max_bytes=max_bytes, workers=1, colour=True)
+        rgb = ImageStore(paths, cfg | {"input_size": [3, 16, 16]}, max_bytes=max_bytes, workers=1)
+        assert both.colour and not plain.colour and both.shape == (4, 16, 16)
+        assert torch.equal(both.get([2, 0]), plain.get([2, 0])) and both.get([1]).shape == (1, 1, 16, 16)
+        assert torch.equal(both.get([2, 0], colour=True), rgb.get([2, 0]))
+
+
+def test_finetune_with_photos_augment_trains_a_grey_net_from_colour_pixels(build: Path, tmp_path: Path,
+                                                                         monkeypatch):
+    from curate.train import data as train_data
+
+    seen = []
+    real = train_data.Augment.__call__
+
+    def spy(self, x, generator):
+        out = real(self, x, generator)
+        seen.append((x.shape[1], out.shape[1], self.grey))
+        return out
+
+    monkeypatch.setattr(train_data.Augment, "__call__", spy)
+    res = finetune(build, tmp_path / "photos", tiny_config(epochs=1, augment_kind="photos"))
+    assert seen and all(s == (3, 1, True) for s in seen)
+    assert res.config["in_chans"] == 1 and res.run["params"]["augment_kind"] == "photos"
+    with pytest.raises(CurateError, match="unknown --augment-kind"):
+        finetune(build, tmp_path / "bad", tiny_config(augment_kind="heavy"))
 
 
 # ----------------------------------------------------------------------------- finetune
@@ -625,13 +694,54 @@ def test_tuples_of_another_dataset_than_the_weights_expect(trained, tmp_path: Pa
             if col in t:
                 t[col] = t[col].replace({"sad": "surprise"})
         t.to_parquet(b / f, index=False)
-    with pytest.raises(CurateError, match=r"another dataset than the weights expect") as exc:
-        finetune(b, tmp_path / "run", tiny_config(weights=str(trained.run_dir), backbone=None))
-    assert "surprise" in str(exc.value) and "--reset-head" in str(exc.value)
-    res = finetune(b, tmp_path / "run2", tiny_config(weights=str(trained.run_dir), backbone=None, reset_head=True,
-                                                     epochs=1))
+    # transfer by default: the embedding network is kept, a new head is trained, with a note
+    res = finetune(b, tmp_path / "run", tiny_config(weights=str(trained.run_dir), backbone=None, epochs=1))
     assert res.config["classes"] == ["angry", "happy", "surprise"]
     assert res.config["pretrained_from"] == str(trained.run_dir.resolve())
+    head_notes = [n for n in res.notes if n.startswith("new classification head")]
+    assert len(head_notes) == 1 and "surprise" in head_notes[0] and "sad" in head_notes[0]
+    assert head_notes[0] in json.loads((res.run_dir / "run.json").read_text())["notes"]
+    # the transferred body is the trained one: before any step its embeddings equal the source run's
+    from curate.runs import load_run
+    from curate.train.loop import init_network
+
+    src, _ = load_run(trained.run_dir)
+    net, _, _, _ = init_network(tiny_config(weights=str(trained.run_dir), backbone=None), ["angry", "happy", "surprise"])
+    x = torch.rand(3, 1, SIZE, SIZE)
+    src.eval()
+    net.eval()
+    assert torch.equal(src(x), net(x)) and net.classifier.out_features == 3
+    # same classes: the head is kept unless --reset-head
+    same, _, _, _ = init_network(tiny_config(weights=str(trained.run_dir), backbone=None), list(trained.config["classes"]))
+    assert torch.equal(same.classifier.weight, src.classifier.weight)
+    reset, _, _, _ = init_network(tiny_config(weights=str(trained.run_dir), backbone=None, reset_head=True),
+                                  list(trained.config["classes"]))
+    assert not torch.equal(reset.classifier.weight, src.classifier.weight)
+
+
+def test_amp_uses_bf16_on_a_cpu_that_has_it_and_records_the_precision(build: Path, tmp_path: Path, monkeypatch):
+    from curate.backbone import CPU_BF16_ENV, autocast_precision
+
+    cpu = torch.device("cpu")
+    monkeypatch.setenv(CPU_BF16_ENV, "1")
+    assert autocast_precision(cpu, True)[0] and not autocast_precision(cpu, False)[0]
+    big = {"epochs": 1, "input_size": 2 * SIZE}   # at 16 px the net's last stage is 1x1: see below
+    on = finetune(build, tmp_path / "on", tiny_config(amp=True, **big))
+    assert "bfloat16" in json.loads((on.run_dir / "run.json").read_text())["precision"]
+    # at 16 px a strided convolution sees 1x1 maps, where oneDNN's bf16 weight gradient is garbage
+    small = finetune(build, tmp_path / "small", tiny_config(epochs=1, amp=True))
+    assert "1-pixel maps" in small.run["precision"] and small.run["precision"] in small.notes
+    monkeypatch.setenv(CPU_BF16_ENV, "0")
+    enabled, why = autocast_precision(cpu, True)
+    assert not enabled and "lacks native bfloat16" in why
+    off = finetune(build, tmp_path / "off", tiny_config(amp=True, **big))
+    record = json.loads((off.run_dir / "run.json").read_text())
+    assert record["precision"] == why and why in off.notes
+    fp32 = finetune(build, tmp_path / "fp32", tiny_config(amp=False, **big))
+    # bf16 really ran: the weights differ from float32's, and the "off" run equals float32 exactly
+    assert _same_weights(off.run_dir, fp32.run_dir)
+    assert not _same_weights(on.run_dir, fp32.run_dir)
+    assert autocast_precision(torch.device("cuda"), True)[0]
 
 
 def test_corrupted_checkpoint_is_a_clear_error(trained, tmp_path: Path):

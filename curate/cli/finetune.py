@@ -28,6 +28,11 @@ class MiningOpt(str, Enum):
     semihard = "semihard"
 
 
+class AugmentKind(str, Enum):
+    light = "light"
+    photos = "photos"
+
+
 class CeOn(str, Enum):
     kept = "kept"
     all = "all"
@@ -69,11 +74,12 @@ def finetune_cmd(
     lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, warm-up then cosine).")] = D.lr,
     weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = D.weight_decay,
     augment: Annotated[bool, typer.Option(help="Flip, small rotation/scale/shift, brightness/contrast (saturation for RGB).")] = D.augment,
+    augment_kind: Annotated[AugmentKind, typer.Option(help="light; or photos: for colour photos and looser framing (zoom 0.75-1.2, shift 10 %, rotation 15 degrees, stronger brightness/contrast, saturation and hue jitter before the grey conversion).")] = AugmentKind(D.augment_kind),
     seed: Annotated[int, typer.Option(help="Seed: same seed and input, same run (bit for bit on CPU).")] = D.seed,
     val_split: Annotated[str, typer.Option(help="Split of images.parquet measured after each epoch ('none' to skip).")] = D.val_split or "none",
-    reset_head: Annotated[bool, typer.Option(help="With --weights RUN of other classes: train a new classification head.")] = D.reset_head,
+    reset_head: Annotated[bool, typer.Option(help="Train a new classification head even when --weights RUN has the tuples' classes (with other classes a new head is always trained, with a note).")] = D.reset_head,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = D.device,
-    amp: Annotated[bool, typer.Option(help="bfloat16 autocast on CUDA.")] = D.amp,
+    amp: Annotated[bool, typer.Option(help="bfloat16 autocast on CUDA, and on CPUs with native bfloat16 (AVX-512 BF16, AMX, Arm BF16; off with a note elsewhere); run.json records the precision.")] = D.amp,
     checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints (also at each epoch end).")] = D.checkpoint_every,
     preload_max_gb: Annotated[float, typer.Option(help="Decode all images into memory when they fit this size.")] = D.preload_max_gb,
     restart: Annotated[bool, typer.Option(help="Discard a checkpoint in --out instead of resuming from it.")] = False,
@@ -93,7 +99,7 @@ def finetune_cmd(
         alpha_neg=alpha_neg, null=null.value, center=center, screen_window=screen_window,
         screen_warmup_steps=screen_warmup_steps, exclude_suspects=exclude_suspects, suspect_share=suspect_share,
         suspect_min_visits=suspect_min_visits, suspect_per_class=suspect_per_class, epochs=epochs, max_steps=max_steps, batch_tuples=batch_tuples,
-        lr=lr, weight_decay=weight_decay, augment=augment, seed=seed,
+        lr=lr, weight_decay=weight_decay, augment=augment, augment_kind=augment_kind.value, seed=seed,
         val_split=None if val_split.lower() == "none" else val_split, reset_head=reset_head, device=device,
         amp=amp, checkpoint_every=checkpoint_every, preload_max_gb=preload_max_gb,
     )
@@ -126,9 +132,10 @@ def _render_finetune(result: Any) -> None:
     if not result.is_main:  # torchrun: rank 0 reports
         return
     counts = result.run["counts"]
-    for note in result.notes[:1]:
-        if note.startswith("replaced"):
+    for note in result.notes:
+        if not note.startswith("step "):  # the folder replaced, a new head, --amp off on this CPU
             console.print(f"[yellow]note:[/] {safe(note)}")
+    console.print(f"precision: {safe(str(result.run.get('precision', 'float32')))}")
     if result.resumed_from_step:
         console.print(f"resumed from step {result.resumed_from_step}")
     if counts.get("steps_all_dropped"):
@@ -158,6 +165,7 @@ def evaluate_cmd(
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 256,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing --json file that is not curate's "
                                         "metrics (an input is never replaced).")] = False,
+    amp: Annotated[bool | None, typer.Option("--amp/--no-amp", help="bfloat16 autocast (faster; on the CPU only where it has native bfloat16). Default: on CUDA only, float32 on the CPU.", show_default=False)] = None,
 ) -> None:
     """Accuracy, per-class accuracy, macro F1 and confusion matrix of a run on a labelled split."""
     from curate.io import write_json
@@ -169,7 +177,7 @@ def evaluate_cmd(
                                      force=force, ours=_is_metrics_json)
 
     result = evaluate(run, source, split=split, device=device, batch_size=batch_size,
-                      skip_unknown_classes=skip_unknown_classes)
+                      skip_unknown_classes=skip_unknown_classes, amp=amp)
     data = result.to_dict()
     if json_out is not None and str(json_out) == "-":
         typer.echo(json.dumps(data, indent=2))
@@ -223,11 +231,12 @@ def predict_cmd(
     top: Annotated[int, typer.Option(min=1, help="Class probabilities shown per image in the table.")] = 3,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 256,
+    amp: Annotated[bool | None, typer.Option("--amp/--no-amp", help="bfloat16 autocast (faster; on the CPU only where it has native bfloat16). Default: on CUDA only, float32 on the CPU.", show_default=False)] = None,
 ) -> None:
     """Predicted expression and class probabilities for each image."""
     from curate.train.evaluate import predict
 
-    table = predict(run, images, device=device, batch_size=batch_size, faces=faces)
+    table = predict(run, images, device=device, batch_size=batch_size, faces=faces, amp=amp)
     if json_out:
         typer.echo(table.to_json(orient="records", indent=2))
         return

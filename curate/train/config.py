@@ -17,6 +17,7 @@ NULLS = (*st.NULLS, *CLASS_NULLS)   # global nulls, then the class-aware ones of
 KINDS = ("triplet", "quadruplet")
 MINING = ("none", "hard", "semihard")
 CE_ON = ("kept", "all")
+AUGMENT_KINDS = ("light", "photos")   # curate.train.data.AUGMENTS
 # Logits are computed from unit-length embeddings multiplied by this factor (NormFace,
 # Wang et al. 2017): with unit features a plain linear layer starts with tiny logits and
 # learns slowly. Stored in config.json as ``logit_scale``.
@@ -82,6 +83,7 @@ class FinetuneConfig:
     weight_decay: float = 1e-4
     warmup_share: float = 0.05
     augment: bool = True
+    augment_kind: str = "light"       # "light", or "photos": stronger zoom/shift, colour jitter before grey
     seed: int = 0
     val_split: str | None = "val"
     reset_head: bool = False
@@ -101,6 +103,8 @@ class FinetuneConfig:
             raise CurateError(f"unknown --mining {self.mining!r}", hint=f"use one of {', '.join(MINING)}")
         if self.soft_label_prefix is not None and not self.soft_label_prefix.strip():
             raise CurateError("--soft-label-prefix must not be empty", hint="for example --soft-label-prefix soft_")
+        if self.augment_kind not in AUGMENT_KINDS:
+            raise CurateError(f"unknown --augment-kind {self.augment_kind!r}", hint=f"use one of {', '.join(AUGMENT_KINDS)}")
         if self.ce_on not in CE_ON:
             raise CurateError(f"unknown --ce-on {self.ce_on!r}", hint="use kept or all")
         for name in ("epochs", "batch_tuples", "embed_dim"):

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from curate.embed import build_transform, split_transform
 from curate.errors import CurateError
-from curate.images import load_image
+from curate.images import load_arrays, load_image
 from curate.io import read_parquet
 from curate.outdir import require_complete
 from curate.sources import (
@@ -177,19 +177,35 @@ def decode_image(path: str, in_chans: int, geometry: Callable[[Any], Any]) -> np
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
+def decode_colour_and_grey(path: str, geometry: Callable[[Any], Any]) -> np.ndarray:
+    """One image as ``uint8`` ``[4, H, W]``: its RGB channels, then the grey channel exactly as
+    :func:`decode_image` makes it for a one-channel model (each resized from its own decode)."""
+    rgb, grey = load_arrays(path)
+    from PIL import Image
+
+    c = np.asarray(geometry(Image.fromarray(rgb, "RGB")), dtype=np.uint8).transpose(2, 0, 1)
+    g = np.asarray(geometry(Image.fromarray(grey, "L")), dtype=np.uint8)
+    return np.ascontiguousarray(np.concatenate([c, g[None]], 0))
+
+
 class ImageStore:
     """Decoded images at the model's input size, addressed by row number.
 
     Images are decoded once into a ``uint8`` tensor when they fit ``max_bytes``;
-    otherwise each request decodes its images on a thread pool.
+    otherwise each request decodes its images on a thread pool. With ``colour`` a
+    one-channel model's store also keeps the RGB pixels, for augmentation that jitters
+    colours before the grey conversion (``get(rows, colour=True)``); ``get(rows)`` is the
+    grey image as without it.
     """
 
     def __init__(self, paths: Sequence[str], data_config: dict[str, Any], *,
                  max_bytes: int = DEFAULT_PRELOAD_BYTES, workers: int = 4,
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None, colour: bool = False) -> None:
         self.paths = [str(p) for p in paths]
         self.in_chans = int(data_config["input_size"][0])
-        self.shape = tuple(int(s) for s in data_config["input_size"])
+        self.colour = bool(colour) and self.in_chans == 1
+        shape = [int(s) for s in data_config["input_size"]]
+        self.shape = tuple([4, *shape[1:]] if self.colour else shape)
         self._geometry = geometry_transform(data_config)
         self.workers = max(1, int(workers))
         need = len(self.paths) * math.prod(self.shape)
@@ -203,6 +219,8 @@ class ImageStore:
 
     def _decode(self, rows: Sequence[int]) -> list[np.ndarray]:
         def one(i: int) -> np.ndarray:
+            if self.colour:
+                return decode_colour_and_grey(self.paths[i], self._geometry)
             return decode_image(self.paths[i], self.in_chans, self._geometry)
 
         if len(rows) < 16 or self.workers == 1:
@@ -220,12 +238,17 @@ class ImageStore:
                 progress("decode", start + len(rows), len(self.paths))
         return out
 
-    def get(self, rows: np.ndarray | Sequence[int]) -> torch.Tensor:
-        """The images of ``rows`` as a ``uint8`` tensor ``[B, C, H, W]``."""
+    def get(self, rows: np.ndarray | Sequence[int], *, colour: bool = False) -> torch.Tensor:
+        """The images of ``rows`` as a ``uint8`` tensor ``[B, C, H, W]`` (``C`` the model's
+        channels; 3 with ``colour`` from a colour store)."""
         idx = np.asarray(rows, dtype=np.int64)
         if self._data is not None:
-            return self._data[torch.from_numpy(idx)]
-        return torch.from_numpy(np.stack(self._decode(idx.tolist())))
+            x = self._data[torch.from_numpy(idx)]
+        else:
+            x = torch.from_numpy(np.stack(self._decode(idx.tolist())))
+        if not self.colour:
+            return x
+        return x[:, :3] if colour else x[:, 3:]
 
 
 def to_model_input(x: torch.Tensor, data_config: dict[str, Any]) -> torch.Tensor:
@@ -241,8 +264,13 @@ def to_model_input(x: torch.Tensor, data_config: dict[str, Any]) -> torch.Tensor
 
 @dataclass(frozen=True)
 class Augment:
-    """Light augmentation: horizontal flip, small rotation/scale/shift, brightness and
-    contrast (and saturation for RGB). Strength 0 turns it off."""
+    """Augmentation on the training device: horizontal flip, rotation, zoom (scale and
+    crop, or a looser framing when zooming out) and shift, brightness and contrast, and for
+    colour batches saturation and hue jitter, then (``grey``) the conversion to grey, so a
+    grey network learns from the jittered colours. Strength 0 turns a part off.
+
+    ``zoom`` (min, max) overrides ``scale``'s ``[1 - scale, 1 + scale]``: above 1 the
+    face fills more of the input (a crop), below 1 less (a looser framing)."""
 
     flip: float = 0.5
     degrees: float = 10.0
@@ -251,12 +279,18 @@ class Augment:
     brightness: float = 0.2
     contrast: float = 0.2
     saturation: float = 0.2
+    hue: float = 0.0                            # max hue rotation, in turns (0.05 = 18 degrees)
+    zoom: tuple[float, float] | None = None
+    grey: bool = False                          # colour in, grey out (ITU-R 601 weights, after the jitter)
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Augment a ``uint8`` batch ``[B, C, H, W]``; returns floats in ``[0, 1]``.
+        """Augment a ``uint8`` batch ``[B, C, H, W]``; returns floats in ``[0, 1]``
+        (one channel when ``grey`` and C is 3).
 
         Random numbers come from ``generator`` (on the CPU), so the result is the same
-        for the same generator state whatever the device.
+        for the same generator state whatever the device. The numbers are drawn in the
+        same order for grey and colour batches, so a grey image gets the same geometry
+        and brightness in either layout.
         """
         b = x.shape[0]
         dev = x.device
@@ -267,13 +301,15 @@ class Augment:
 
         flip = (torch.rand(b, generator=generator) < self.flip).to(dev)
         angle = uniform(-self.degrees, self.degrees) * (math.pi / 180.0)
-        zoom = uniform(1.0 - self.scale, 1.0 + self.scale)
+        lo, hi = self.zoom if self.zoom is not None else (1.0 - self.scale, 1.0 + self.scale)
+        zoom = uniform(lo, hi)
         tx, ty = uniform(-self.translate, self.translate), uniform(-self.translate, self.translate)
         bright = uniform(1.0 - self.brightness, 1.0 + self.brightness)
         contrast = uniform(1.0 - self.contrast, 1.0 + self.contrast)
         sat = uniform(1.0 - self.saturation, 1.0 + self.saturation)
+        hue = uniform(-self.hue, self.hue) * (2 * math.pi) if self.hue else None
         x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
-        if self.degrees or self.scale or self.translate:
+        if self.degrees or self.scale or self.translate or self.zoom is not None:
             cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
             theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
             grid = F.affine_grid(theta, list(x.shape), align_corners=False)
@@ -281,13 +317,35 @@ class Augment:
         x = x * bright.view(-1, 1, 1, 1)
         mean = x.mean(dim=(1, 2, 3), keepdim=True)
         x = (x - mean) * contrast.view(-1, 1, 1, 1) + mean
+        if x.shape[1] == 3 and hue is not None:
+            x = _rotate_hue(x, hue)
         if x.shape[1] == 3 and self.saturation:
             grey = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
             x = (x - grey) * sat.view(-1, 1, 1, 1) + grey
-        return x.clamp_(0.0, 1.0)
+        x = x.clamp_(0.0, 1.0)
+        if self.grey and x.shape[1] == 3:
+            x = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
+        return x
+
+
+def _rotate_hue(x: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
+    """Rotate the hue of RGB images ``[B, 3, H, W]`` by ``angle`` (radians, ``[B]``) about
+    the grey axis (in YIQ: luma kept, the chroma plane rotated)."""
+    to_yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]],
+                          dtype=x.dtype, device=x.device)
+    yiq = torch.einsum("ij,bjhw->bihw", to_yiq, x)
+    c, s = torch.cos(angle).view(-1, 1, 1), torch.sin(angle).view(-1, 1, 1)
+    i, q = yiq[:, 1], yiq[:, 2]
+    yiq = torch.stack([yiq[:, 0], c * i - s * q, s * i + c * q], 1)
+    return torch.einsum("ij,bjhw->bihw", torch.linalg.inv(to_yiq), yiq)
 
 
 NO_AUGMENT = Augment(flip=0.0, degrees=0.0, scale=0.0, translate=0.0, brightness=0.0, contrast=0.0, saturation=0.0)
+# --augment-kind photos: prepares a network trained on face crops for colour photos and looser
+# framing (stronger zoom in and out, shift and rotation, colour jitter before the grey conversion)
+PHOTOS_AUGMENT = Augment(degrees=15.0, translate=0.1, zoom=(0.75, 1.2), brightness=0.3, contrast=0.3,
+                         saturation=0.5, hue=0.05)
+AUGMENTS = {"light": Augment(), "photos": PHOTOS_AUGMENT}
 
 
 # ----------------------------------------------------------------------------- batches

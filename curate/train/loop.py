@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from curate.backbone import bundled_model_dir, load_backbone, resolve_device
+from curate.backbone import autocast_precision, bundled_model_dir, load_backbone, resolve_device
 from curate.errors import CurateError
 from curate.io import (
     atomic_path,
@@ -53,8 +53,8 @@ from curate.screens.nulls import CLASS_NULLS
 from curate.sources import is_run_dir, path_setting
 from curate.train.config import FinetuneConfig
 from curate.train.data import (
+    AUGMENTS,
     NO_AUGMENT,
-    Augment,
     ImageStore,
     TrainingData,
     batch_members,
@@ -92,12 +92,15 @@ class FinetuneResult:
 
 # ----------------------------------------------------------------------------- network init
 
-def init_network(cfg: FinetuneConfig, classes: list[str]) -> tuple[EmbeddingNet, dict[str, Any], str | None, str]:
+def init_network(cfg: FinetuneConfig, classes: list[str], notes: list[str] | None = None,
+                 ) -> tuple[EmbeddingNet, dict[str, Any], str | None, str]:
     """The network to fine-tune, its data config, where its weights came from, and its backbone name.
 
-    ``cfg.weights``: ``"none"`` (random), a fine-tuning RUN folder (its classes must
-    match the tuples' unless ``reset_head``), a weights file, or ``None`` for the
-    backbone's own weight resolution (:func:`curate.backbone.load_backbone`).
+    ``cfg.weights``: ``"none"`` (random), a fine-tuning RUN folder, a weights file, or
+    ``None`` for the backbone's own weight resolution (:func:`curate.backbone.load_backbone`).
+    A RUN (or bundled model) trained on other classes than the tuples' is transferred: its
+    embedding network is kept and a new classification head is trained, with a note added to
+    ``notes``; ``reset_head`` trains a new head even when the classes match.
     """
     backbone, w = resolve_weights(cfg.weights, cfg.backbone)  # model names `curate models` lists
     if backbone != cfg.backbone:
@@ -109,12 +112,11 @@ def init_network(cfg: FinetuneConfig, classes: list[str]) -> tuple[EmbeddingNet,
                           hint="pass --backbone (a timm model name), for example --backbone resnet18")
     if w is not None and is_run_dir(w):
         net, rc = load_run(w)
-        if list(rc["classes"]) != list(classes):
-            if not cfg.reset_head:
-                raise CurateError(
-                    f"the TUPLES folder has the classes {classes}, but the weights in {w} were trained on "
-                    f"{list(rc['classes'])}: the tuples come from another dataset than the weights expect",
-                    hint="use tuples with the same classes, or pass --reset-head to train a new classification head")
+        if list(rc["classes"]) != list(classes) or cfg.reset_head:
+            if list(rc["classes"]) != list(classes) and notes is not None:
+                notes.append(f"new classification head: the weights {w} were trained on {list(rc['classes'])}, "
+                             f"the tuples have {list(classes)}; the embedding network is transferred and a "
+                             "new head for the tuples' classes is trained from scratch")
             net.classifier = nn.Linear(net.embed_dim, len(classes))
         data_config = dict(rc["data_config"])
         if cfg.input_size is not None:
@@ -141,16 +143,25 @@ def init_network(cfg: FinetuneConfig, classes: list[str]) -> tuple[EmbeddingNet,
 def _fingerprint(cfg: FinetuneConfig, data: TrainingData, build_dir: Path | None = None) -> str:
     """What a checkpoint must match to be resumed: the settings, the tuples and the build
     folder (paths resolved, so ``../ex/tuples`` and its absolute spelling are one run)."""
-    settings = {k: v for k, v in asdict(cfg).items() if k not in _RUNTIME_ONLY}
+    settings = _result_settings(cfg)
     cols = [c for c in ("tuple_id", *data.members) if c in data.tuples.columns]
     return json.dumps({"settings": settings, "tuples": fingerprint_table(data.tuples, cols),
                        "build_dir": str(build_dir if build_dir is not None else data.build_dir)}, sort_keys=True)
 
 
+def _result_settings(cfg: FinetuneConfig) -> dict[str, Any]:
+    """The settings that change the result; a newer setting at its default is left out, so
+    the checkpoints and run folders of an earlier curate stay resumable."""
+    settings = {k: v for k, v in asdict(cfg).items() if k not in _RUNTIME_ONLY}
+    if settings.get("augment_kind") == "light":
+        del settings["augment_kind"]
+    return settings
+
+
 def run_settings(cfg: FinetuneConfig, source: str | Path) -> dict[str, Any]:
     """The settings a run folder is claimed with (:mod:`curate.outdir`): those that change
     the result, and the resolved source."""
-    settings = {k: v for k, v in asdict(cfg).items() if k not in _RUNTIME_ONLY}
+    settings = _result_settings(cfg)
     return {**settings, "source": str(Path(source).expanduser().resolve())}
 
 
@@ -317,14 +328,21 @@ class _Trainer:
         self.soft_targets: torch.Tensor | None = None   # [n_images, K] rows summing to 1, or None
         self.device = device
         self.kind = cfg.kind or data.kind
-        self.augment = Augment() if cfg.augment else NO_AUGMENT
-        self.amp = cfg.amp and device.type == "cuda"
+        self.augment = AUGMENTS[cfg.augment_kind] if cfg.augment else NO_AUGMENT
+        self.colour = bool(store.colour)   # RGB pixels jittered, then made grey (augment "photos", grey model)
+        if self.colour:
+            self.augment = replace(self.augment, grey=True)
+        self.amp, self.precision = autocast_precision(device, cfg.amp)
+        if self.amp and device.type == "cpu":
+            hazard = bf16_cpu_hazard(net, data_config)
+            if hazard is not None:
+                self.amp, self.precision = False, hazard
         self.screen = InLoopScreen(cfg.screen_settings(), net.embed_dim, net.scale)
         self.params = list(net.parameters())
 
     def batch(self, tuple_rows: np.ndarray, step: int) -> _Batch:
         rows, local = batch_members(self.member_rows[tuple_rows])
-        x = self.store.get(rows).to(self.device, non_blocking=True)
+        x = self.store.get(rows, colour=self.colour).to(self.device, non_blocking=True)
         x = self.augment(x, step_generator(self.cfg.seed, step))
         x = to_model_input(x, self.data_config)
         if self.device.type == "cuda":
@@ -400,11 +418,40 @@ class _Trainer:
         if len(self.val_rows) == 0:
             return {}
         _, probs = embed_and_classify(self.net, self.store, self.val_rows, self.data_config, device=self.device,
-                                      batch_size=self.cfg.eval_batch_size, amp=self.cfg.amp)
+                                      batch_size=self.cfg.eval_batch_size, amp=self.amp)
         y = self.label_codes[self.val_rows]
         m = classification_metrics(y, probs.argmax(1), self.data.classes)
         val_loss = float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, None)).mean())
         return {"val_loss": val_loss, "val_accuracy": m["accuracy"], "val_macro_f1": m["macro_f1"], "_metrics": m}
+
+
+def bf16_cpu_hazard(net: nn.Module, data_config: dict[str, Any]) -> str | None:
+    """Why bfloat16 autocast must stay off on the CPU for ``net`` at its input size, or None.
+
+    oneDNN's bfloat16 weight gradient of a strided convolution whose input is 1 pixel high
+    or wide is garbage (huge or NaN values; torch 2.14, measured against float32): a
+    ResNet at 16 px reaches its last stage at 1x1. One forward pass with hooks finds such
+    a convolution."""
+    hits: list[str] = []
+    hooks = [m.register_forward_pre_hook(
+        lambda mod, inp, name=name: hits.append(name) if any(
+            inp[0].shape[-2 + i] == 1 and mod.stride[i] > 1 for i in (0, 1)) else None)
+        for name, m in net.named_modules() if isinstance(m, nn.Conv2d)]
+    was_training = net.training
+    try:
+        net.eval()
+        param = next(net.parameters())
+        with torch.no_grad():
+            net(torch.zeros((2, *[int(v) for v in data_config["input_size"]]), device=param.device))
+    finally:
+        for h in hooks:
+            h.remove()
+        net.train(was_training)
+    if not hits:
+        return None
+    side = data_config["input_size"][-1]
+    return (f"float32: --amp is off because at {side} px the strided convolution {hits[0]} sees 1-pixel maps, "
+            "where bfloat16 weight gradients on the CPU are wrong (oneDNN); a larger --input-size allows it")
 
 
 # ----------------------------------------------------------------------------- finetune
@@ -468,9 +515,10 @@ def _train(claim: Claim | _Unclaimed, cfg: FinetuneConfig, given: FinetuneConfig
            device: torch.device, source: str | Path, restart: bool, progress: TrainProgress | None,
            started: float, par: Parallel = SINGLE) -> FinetuneResult:
     run = claim.path
+    notes: list[str] = [claim.note] if claim.note else []
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)  # the random parts of the network's initialisation
-        net, data_config, pretrained_from, backbone = init_network(cfg, data.classes)
+        net, data_config, pretrained_from, backbone = init_network(cfg, data.classes, notes)
     if backbone != cfg.backbone:
         cfg = replace(cfg, backbone=backbone)
         given = replace(given, backbone=backbone)
@@ -484,7 +532,8 @@ def _train(claim: Claim | _Unclaimed, cfg: FinetuneConfig, given: FinetuneConfig
     val_rows = np.array([pos[int(i)] for i in data.val_images["image_id"]], dtype=np.int64)
     decode_cb = (lambda ph, d, t: progress(ph, d, t, {})) if progress else None
     store = ImageStore(data.images.loc[ids, "path"].astype(str).tolist(), data_config,
-                       max_bytes=int(cfg.preload_max_gb * 1024**3), workers=cfg.workers, progress=decode_cb)
+                       max_bytes=int(cfg.preload_max_gb * 1024**3), workers=cfg.workers, progress=decode_cb,
+                       colour=cfg.augment and cfg.augment_kind == "photos")
 
     if par.enabled:
         net = sync_batchnorm(net)  # statistics of the global batch, as in one process
@@ -515,7 +564,8 @@ def _train(claim: Claim | _Unclaimed, cfg: FinetuneConfig, given: FinetuneConfig
     resumed_from = state.step if state else 0
     state = state or fresh
 
-    notes: list[str] = [claim.note] if claim.note else []
+    if cfg.amp and not trainer.amp:
+        notes.append(trainer.precision)
     in_update = False
     before_step: dict[str, torch.Tensor] | None = None  # buffers before the step now in its forward pass
     saved_step = state.step
@@ -578,7 +628,7 @@ def _train(claim: Claim | _Unclaimed, cfg: FinetuneConfig, given: FinetuneConfig
     if not last_val and len(val_rows):
         last_val = trainer.validate()
     return _finish(claim, cfg, data, net, data_config, pretrained_from, state, last_val, started, resumed_from,
-                   notes, source, ids)
+                   notes, source, ids, trainer.precision)
 
 
 def _validate(trainer: _Trainer, state: _State, epoch: int, n_batches: int, total: int,
@@ -596,7 +646,8 @@ def _validate(trainer: _Trainer, state: _State, epoch: int, n_batches: int, tota
 
 def _finish(claim: Claim, cfg: FinetuneConfig, data: TrainingData, net: EmbeddingNet, data_config: dict[str, Any],
             pretrained_from: str | None, state: _State, last_val: dict[str, Any], started: float,
-            resumed_from: int, notes: list[str], source: str | Path, ids: np.ndarray) -> FinetuneResult:
+            resumed_from: int, notes: list[str], source: str | Path, ids: np.ndarray,
+            precision: str = "float32") -> FinetuneResult:
     from curate.train.report import write_report
 
     run = claim.path
@@ -629,6 +680,8 @@ def _finish(claim: Claim, cfg: FinetuneConfig, data: TrainingData, net: Embeddin
                                                     "pretrained_from": pretrained_from},
                         counts=counts, started=started)
     record["resumed_from_step"] = resumed_from
+    record["precision"] = precision
+    record["notes"] = notes[:20]
     write_report(run, metrics=metrics, final=final, config=config, record=record)
     claim.finish(record)  # last: the run is complete
     return FinetuneResult(run_dir=run, metrics=metrics, final=final, config=config, run=record,

@@ -1,0 +1,120 @@
+"""Measures of a bundled network or fine-tuning run (issue 24): FERPlus-plurality accuracy on
+FER2013 PublicTest, and a performer-grouped linear probe on the colour photos.
+
+    python bench/measure_backbone.py RUN_OR_MODEL [RUN_OR_MODEL ...] [--json OUT.json]
+
+For each network, in one run (so the bundled ``fer_resnet10t`` can be measured beside a
+new one on the same machine and code):
+
+1. ``ferplus``: ``curate evaluate`` (float32) on FER2013 PublicTest (``fer2013/val``) with
+   the FERPlus plurality labels (the convention of ``bench/ferplus.py``: plurality over all
+   ten vote categories; images whose top vote is tied or is contempt, unknown or not-a-face,
+   and images without votes, have no label and are left out, counted). Accuracy and macro
+   F1 on all such images (``all``; byte-identical copies within PublicTest evaluated once),
+   on those that are not byte-copies of a FER2013 Training image (``held_out``), and on
+   the ``dev`` / ``holdout`` halves of ``held_out`` by ``bench/holdout.py``'s file-name
+   hash (share 0.5).
+2. ``colour_probe``: embeddings (``curate.embed``, the network's own preprocessing, whole
+   256x256 photo) of ``taiwanese-posed``; a standardised multinomial logistic regression
+   (scikit-learn, C = 1) on the posed label, leave-one-performer-out (14 folds); accuracy
+   and macro F1 of the out-of-fold predictions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ferplus import SHARED, load_table  # noqa: E402
+from holdout import is_holdout  # noqa: E402
+
+
+def ferplus_eval(run: str, table: pd.DataFrame, train_hashes: set[str], tmp: Path) -> dict:
+    from curate.train.evaluate import classification_metrics, evaluate
+
+    val = table[(table["split"] == "val")].drop_duplicates("path")
+    ok = val[val["ferplus_label"].notna()]
+    manifest = tmp / "ferplus_val.csv"
+    ok.assign(label=ok["ferplus_label"])[["path", "label"]].to_csv(manifest, index=False)
+    res = evaluate(run, manifest, device="cpu")
+    preds = res.predictions.assign(path=lambda d: d["path"].astype(str))
+    preds = preds.merge(ok[["path", "sha256"]], on="path", how="left")
+    classes = list(res.metrics["classes"])
+    idx = {c: i for i, c in enumerate(classes)}
+
+    def measure(d: pd.DataFrame) -> dict:
+        m = classification_metrics(d["label"].map(idx).to_numpy(), d["prediction"].map(idx).to_numpy(), classes)
+        return {"images": int(len(d)), "accuracy": round(float(m["accuracy"]), 4),
+                "macro_f1": round(float(m["macro_f1"]), 4)}
+
+    held = preds[~preds["sha256"].isin(train_hashes)]
+    hold = is_holdout(held["path"].tolist(), 0.5)
+    return {"all": measure(preds), "held_out": measure(held), "dev": measure(held[~hold]),
+            "holdout": measure(held[hold]),
+            "left_out_no_label": val[val["ferplus_label"].isna()]["ferplus_status"].value_counts().to_dict(),
+            "duplicates_in_val_evaluated_once": int(res.skipped.get("duplicate", 0))}
+
+
+def colour_probe(run: str, root: Path) -> dict:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score, f1_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from curate.backbone import load_backbone
+    from curate.embed import embed_images
+
+    m = pd.read_csv(root / "manifest.csv")
+    paths = [str(root / p) for p in m["path"]]
+    loaded = load_backbone(None, run, device="cpu")
+    emb = embed_images(paths, [None] * len(paths), loaded, cache_dir="none", workers=0)
+    y, groups = m["label"].to_numpy(), m["subject"].to_numpy()
+    pred = np.empty(len(y), dtype=object)
+    for s in np.unique(groups):
+        test = groups == s
+        clf = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))
+        clf.fit(emb[~test], y[~test])
+        pred[test] = clf.predict(emb[test])
+    return {"images": int(len(y)), "performers": int(len(np.unique(groups))),
+            "accuracy": round(float(accuracy_score(y, pred)), 4),
+            "macro_f1": round(float(f1_score(y, pred, average="macro")), 4)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("runs", nargs="+")
+    p.add_argument("--data", type=Path, default=SHARED)
+    p.add_argument("--skip-ferplus", action="store_true")
+    p.add_argument("--skip-probe", action="store_true")
+    p.add_argument("--json", type=Path)
+    args = p.parse_args()
+    import torch
+
+    torch.set_num_threads(2)
+    out = {}
+    table = None if args.skip_ferplus else load_table(args.data / "fer2013", args.data / "ferplus" /
+                                                      "ferplus_votes_train_val.csv")
+    train_hashes = set() if table is None else set(table.loc[table["split"] == "train", "sha256"])
+    with tempfile.TemporaryDirectory() as d:
+        for run in args.runs:
+            r: dict = {}
+            if table is not None:
+                r["ferplus_publictest"] = ferplus_eval(run, table, train_hashes, Path(d))
+            if not args.skip_probe:
+                r["colour_probe"] = colour_probe(run, args.data / "taiwanese-posed")
+            out[run] = r
+            print(run, json.dumps(r, indent=1), flush=True)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(out, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
