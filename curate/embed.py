@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -308,6 +309,10 @@ def prepare_batch(paths: Sequence[str], loaded: LoadedBackbone,
     return normalize_uint8_batch(batch, split[1], split[2], device) if split is not None else batch
 
 
+# a cache entry's key: the image's sha256, or what box_key makes of it and a crop box
+_ENTRY_KEY = re.compile(r"[0-9a-f]{64}(@-?[0-9]+,-?[0-9]+,-?[0-9]+,-?[0-9]+)?")
+
+
 def box_key(sha256: str, box: Box) -> str:
     """The cache key of an image seen through ``box``: its sha256 and the box's pixels."""
     return sha256 + "@" + ",".join(str(int(round(v))) for v in box)
@@ -353,8 +358,8 @@ def _read_shard(path: Path, dim: int | None = None) -> dict[str, np.ndarray]:
         if not np.isfinite(emb).all():
             raise cache.DamagedShard("NaN or infinite embeddings")
         names = keys.tolist()
-        if not all(isinstance(k, str) and len(k) == 64 for k in names):
-            raise cache.DamagedShard("keys that are not sha256 digests")
+        if not all(isinstance(k, str) and _ENTRY_KEY.fullmatch(k) for k in names):
+            raise cache.DamagedShard("keys that are neither sha256 digests nor box keys (box_key)")
         return dict(zip(names, emb, strict=True))
 
 

@@ -184,6 +184,27 @@ def test_each_distinct_image_is_embedded_once_and_cached(tmp_path, tiny):
     assert np.allclose(again, direct, atol=1e-5)
 
 
+def test_embeddings_of_framed_faces_are_cached_and_read_back(tmp_path, tiny):
+    """A face seen through a crop box is cached under ``sha256@box``: the second run reads
+    it back (the shard check must accept those keys, not delete the shard as damaged)."""
+    import warnings
+
+    from curate.cache import DamagedShardWarning
+
+    paths = [_png(tmp_path / f"{i}.png", i) for i in range(3)]
+    shas = [file_sha256(p) for p in paths]
+    boxes = [(2.0, 2.0, 14.0, 14.0), None, (0.0, 1.0, 10.0, 12.0)]
+    lb = _counting(tiny)
+    first = embed_images_result(paths, shas, lb, cache_dir=tmp_path / "c", batch_size=2, workers=0, boxes=boxes)
+    assert lb.model.images == 3 and first.n_computed == 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DamagedShardWarning)
+        again = embed_images_result(paths, shas, lb, cache_dir=tmp_path / "c", batch_size=2, workers=0,
+                                    boxes=boxes)
+    assert lb.model.images == 3 and again.n_cached == 3  # nothing recomputed
+    assert np.array_equal(again.embeddings, first.embeddings)
+
+
 def test_interrupted_run_resumes_from_the_cache(tmp_path, tiny):
     paths = [_png(tmp_path / f"{i}.png", 100 + i) for i in range(10)]
     shas = [file_sha256(p) for p in paths]

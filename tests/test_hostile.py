@@ -893,6 +893,28 @@ def test_r3_5_a_damaged_cache_shard_is_a_miss_with_a_warning_never_used(tmp_path
         assert cache.read_shards(ns, ".parquet", analyze._read_shard) == {}
 
 
+
+def test_r3_5_a_blendshape_shard_with_impossible_entries_is_a_miss(tmp_path: Path) -> None:
+    """The blendshapes' own cache namespace is validated like the face analyses': 52 scores
+    in [0, 1] (or none), a finite box of four numbers, sha256 keys."""
+    from curate import cache
+    from curate.faces import analyze
+
+    ns = tmp_path / "face_blendshapes"
+    row = {"blendshapes": [0.5] * 52, "box": [1.0, 2.0, 30.0, 40.0], "detail": None}
+    with cache.ShardWriter(ns, ".parquet", analyze._write_bs_shard) as w:
+        w.add(["a" * 64, "b" * 64], [row, {"blendshapes": None, "box": None, "detail": "no face"}])
+    got = cache.read_shards(ns, ".parquet", analyze._read_bs_shard)
+    assert got["a" * 64]["blendshapes"] == [0.5] * 52 and got["b" * 64]["blendshapes"] is None
+    for bad in ({**row, "blendshapes": [0.5] * 51}, {**row, "blendshapes": [2.9e182] * 52},
+                {**row, "blendshapes": [float("nan")] * 52}, {**row, "box": [1.0, 2.0, float("inf"), 4.0]}):
+        for p in ns.glob("shard-*"):
+            p.unlink()
+        with cache.ShardWriter(ns, ".parquet", analyze._write_bs_shard) as w:
+            w.add(["c" * 64], [bad])
+        with pytest.warns(cache.DamagedShardWarning, match="damaged cache shard"):
+            assert cache.read_shards(ns, ".parquet", analyze._read_bs_shard) == {}
+
 def _images(root: Path, rels: list[str]) -> None:
     for i, rel in enumerate(rels):
         face_png(root / rel, i)

@@ -18,7 +18,7 @@ import pandas as pd
 
 from curate import cache
 from curate.errors import CurateError
-from curate.faces.landmarks import face_rows, find_faces
+from curate.faces.landmarks import BLENDSHAPE_NAMES, face_rows, find_faces
 from curate.faces.model_file import resolve_face_model
 from curate.faces.occlusion import OCCLUSION_WEIGHTS, OcclusionModel
 from curate.io import file_sha256
@@ -311,7 +311,21 @@ def blendshapes_cache_key(model_path: Path, backend: str) -> str:
 
 
 def _read_bs_shard(path: Path) -> dict[str, dict[str, Any]]:
+    """The rows of a blendshapes shard, validated (:class:`curate.cache.DamagedShard`):
+    sha256 keys, 52 scores in [0, 1] or none, a box of four finite numbers or none."""
     table = pd.read_parquet(path)
+    missing = [c for c in ("sha256", "blendshapes", "box", "detail") if c not in table.columns]
+    if missing:
+        raise cache.DamagedShard(f"no column {missing[0]}")
+    if not table["sha256"].map(lambda k: isinstance(k, str) and len(k) == 64).all():
+        raise cache.DamagedShard("keys that are not sha256 digests")
+    for column, size, lo, hi in (("blendshapes", len(BLENDSHAPE_NAMES), 0.0, 1.0), ("box", 4, -np.inf, np.inf)):
+        for v in table[column]:
+            if v is None:
+                continue
+            a = np.asarray(v, dtype=float)
+            if a.shape != (size,) or not np.isfinite(a).all() or (a < lo).any() or (a > hi).any():
+                raise cache.DamagedShard(f"{column} entries that are not {size} finite numbers in [{lo:g}, {hi:g}]")
     return {sha: {"blendshapes": None if bs is None else list(bs), "box": None if box is None else list(box),
                   "detail": None if pd.isna(d) else str(d)}
             for sha, bs, box, d in zip(table["sha256"], table["blendshapes"], table["box"], table["detail"],
