@@ -31,7 +31,7 @@ from holdout import is_holdout
 from scipy.optimize import minimize
 
 from curate.faces.fit_occlusion import auroc
-from curate.faces.geometry import cheek_offset
+from curate.faces.geometry import YAW_FROM_CHEEKS, YAW_FROM_MATRIX, cheek_offset
 from curate.faces.litert import LiteFaceFinder
 from curate.faces.model_file import resolve_face_model
 from curate.images import load_arrays
@@ -92,7 +92,9 @@ def main() -> None:
     print(f"fit on {len(dev)} dev faces found: yaw = {ka:.4f} * matrix_yaw + {kb:.2f} * cheek_offset "
           f"(logistic scale {tau:.2f} degrees)")
     yaws = {"matrix yaw": a["matrix_yaw"].to_numpy(),
-            "calibrated": (ka * a["matrix_yaw"] + kb * a["cheek"]).to_numpy()}
+            "calibrated, this fit": (ka * a["matrix_yaw"] + kb * a["cheek"]).to_numpy(),
+            f"calibrated, in use ({YAW_FROM_MATRIX} * matrix_yaw + {YAW_FROM_CHEEKS} * cheek_offset)":
+                (YAW_FROM_MATRIX * a["matrix_yaw"] + YAW_FROM_CHEEKS * a["cheek"]).to_numpy()}
     for name, yaw in yaws.items():
         print(f"{name}:")
         for audit in ("face audit", "first pose audit"):
@@ -106,12 +108,12 @@ def main() -> None:
                 print("    " + "  ".join(
                     "|yaw|>{}: recall {:.2f} (of all, no_face as missed: {:.2f}), frontal {:.3f}".format(t, *rates(d, y, t))
                     for t in THRESHOLDS))
-    cal = yaws["calibrated"]
+    cal = list(yaws.values())[-1]
     ok = [t for t in range(5, 50, 5)
           if all(rates(a[(a["audit"] == au).to_numpy() & ~a["holdout"].to_numpy()],
                        cal[(a["audit"] == au).to_numpy() & ~a["holdout"].to_numpy()], t)[0] >= MIN_RECALL
                  for au in ("face audit", "first pose audit"))]
-    print(f"default rule (largest multiple of 5 with dev recall >= {MIN_RECALL} on both audits): "
+    print(f"default rule, yaw in use (largest multiple of 5 with dev recall >= {MIN_RECALL} on both audits): "
           f"{max(ok) if ok else 'none'}")
 
 

@@ -307,3 +307,19 @@ def test_embeddings_file_read_column_wise_still_names_cells_that_are_not_lists(t
         tmp_path / "s.parquet")
     with pytest.raises(CurateError, match="are not lists of numbers for 5 image"):
         _screen(build, tmp_path / "s", tmp_path / "s.parquet")
+
+
+def test_cli_screen_prints_face_rejections_per_class(tmp_path, monkeypatch):
+    build, images, emb = make_build(tmp_path, mislabeled=None)
+    f = write_embeddings(tmp_path / "e.parquet", images, emb)
+    side = 20
+    monkeypatch.setattr(face_screen_module, "screen_faces", fake_screen_faces(side))
+    r = CliRunner().invoke(app, ["screen", str(build), "--out", str(tmp_path / "o"), "--embeddings", str(f),
+                                 "--max-yaw", "40", "--skip-label-screen", "--no-report"])
+    assert r.exit_code == 0, r.output
+    assert "face-rejected images by class" in r.output
+    side_label = images.loc[images["image_id"] == side, "label"].item()
+    row = next(line for line in r.output.splitlines() if line.strip().startswith(side_label))
+    n = int((images["label"] == side_label).sum())
+    cells = [c.strip() for c in row.split("\u2502")]
+    assert cells[1:] == [str(n), "1", f"{1 / n:.1%}", "1", "0", "0"], row
