@@ -94,6 +94,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--input-size", type=int, default=48)
     p.add_argument("--embed-dim", type=int, default=128)
     p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--screener-lr", type=float, default=2e-3, help="batch-hard arms: the screener's learning rate")
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--alpha", type=float, default=0.05, help="alpha_pos = alpha_neg of arms 2 and 3")
     p.add_argument("--once-null", default="class_empirical", help="null of arm 2's `curate screen`")
@@ -115,6 +116,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--mined-null", default="class", help="null of the boundary on the mined triplets")
     g.add_argument("--results-csv", type=Path, default=REPO / "bench" / "results" / "real_noise_mining.csv",
                    help="one row per finished batch-hard run, appended (the queue skips runs already in it)")
+    g.add_argument("--init", default="base", choices=("base", "none"),
+                   help="base: every arm fine-tunes the screener network (classification only on train images "
+                        "outside the subset, so it has not seen the subset's labels); none: random init")
     g.add_argument("--max-minutes", type=float, default=0,
                    help="start no new run after this many minutes (0: no limit); a re-run resumes the queue")
     p.add_argument("--device", default="cpu")
@@ -413,7 +417,7 @@ def mining_manifest(paths: dict[str, Path], name: str, args: argparse.Namespace)
     return out
 
 
-def mining_config(args: argparse.Namespace, seed: int, steps: int, **overrides: Any):
+def mining_config(args: argparse.Namespace, seed: int, steps: int | None, **overrides: Any):
     from curate.train.loop import FinetuneConfig
 
     base = dict(backbone=args.backbone, weights="none", in_chans=1, input_size=args.input_size,
@@ -427,14 +431,34 @@ def mining_config(args: argparse.Namespace, seed: int, steps: int, **overrides: 
     return FinetuneConfig(**base)
 
 
-def mining_screener(args: argparse.Namespace, paths: dict[str, Path], steps: int) -> Path:
+def mining_screener(args: argparse.Namespace, paths: dict[str, Path], steps: int | None = None) -> Path:
     """The network arms 6 and 7 screen with: arm 1's settings (classification only) on train
     images outside the subset, so it has not seen the subset's labels."""
     run = args.work / "screener_bh"
     if not (run / "model.safetensors").is_file():
         b = build(mining_manifest(paths, "screener", args), args.work / "builds" / "screener_bh", args, 0)
-        train(b, run, mining_config(args, 0, steps, metric_weight=0.0, epochs=args.screener_epochs or args.epochs))
+        train(b, run, mining_config(args, 0, None, metric_weight=0.0, epochs=args.screener_epochs or args.epochs,
+                                    lr=args.screener_lr))
     return run
+
+
+def evaluate_once(run: Path, paths: dict[str, Path], device: str) -> dict[str, Any]:
+    """:func:`evaluate_run` with one forward pass: FERPlus metrics from ``curate evaluate``, the
+    original-label figures from the same predictions."""
+    import os
+
+    from sklearn.metrics import f1_score
+
+    from curate.train.evaluate import evaluate
+
+    r = evaluate(run, paths["eval_ferplus"], device=device)
+    orig = pd.read_csv(paths["eval_orig"]).rename(columns={"label": "orig"})
+    key = lambda d: d.assign(path=[os.path.realpath(p) for p in d["path"]])  # noqa: E731
+    preds = key(r.predictions).merge(key(orig), on="path")
+    return {"ferplus_accuracy": r.metrics["accuracy"], "ferplus_macro_f1": r.metrics["macro_f1"],
+            "ferplus_n": r.metrics["n_images"], "orig_accuracy": float((preds["prediction"] == preds["orig"]).mean()),
+            "orig_macro_f1": float(f1_score(preds["orig"], preds["prediction"], average="macro")),
+            "orig_n": len(preds)}
 
 
 def mined_diagnostics(run: Path, build_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -513,11 +537,13 @@ def run_mining_arm(arm: str, seed: int, args: argparse.Namespace, prep: dict[str
         source = build(mining_manifest(paths, "oracle", args), work / "builds" / f"oracle_train_s{seed}", args, seed)
     else:
         raise SystemExit(f"unknown arm {arm!r}; use one of {', '.join(ALL_ARMS)}")
+    if args.init == "base":
+        over = {"weights": str(mining_screener(args, paths)), **over}
     res = train(source, run, mining_config(args, seed, steps, **over))
     counts = res.run["counts"]
     row: dict[str, Any] = {"arm": arm + args.tag, "seed": seed, "steps": counts["steps"],
                            "face_rejected_images": counts.get("face_rejected_images"),
-                           "mean_share_dropped": counts["mean_share_dropped"], **evaluate_run(run, paths, args.device)}
+                           "mean_share_dropped": counts["mean_share_dropped"], **evaluate_once(run, paths, args.device)}
     mined, per_epoch = mined_diagnostics(run, orig if source == orig or arm.startswith("full") else source)
     row.update({k: mined[k] for k in ("mined", "discarded", "mined_bad_any", "discarded_bad_any", "ratio_bad_any",
                                       "mined_bad_positive", "discarded_bad_positive", "ratio_bad_positive",
