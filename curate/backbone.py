@@ -111,6 +111,50 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     return dev
 
 
+CPU_BF16_ENV = "CURATE_CPU_BF16"   # "0"/"1" overrides the detection (tests, other CPUs)
+
+
+def cpu_bf16_supported() -> bool:
+    """Whether this CPU computes bfloat16 natively (x86 AVX-512 BF16 or AMX, Arm BF16), so
+    bfloat16 autocast speeds the network up; elsewhere oneDNN emulates it and it is slower.
+
+    Read from ``/proc/cpuinfo``'s flags (Linux); unknown elsewhere: False. The environment
+    variable ``CURATE_CPU_BF16`` (``0`` or ``1``) overrides the detection.
+    """
+    forced = os.environ.get(CPU_BF16_ENV, "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return False
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):
+            flags = set(value.split())
+            return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"}) and bool(torch.backends.mkldnn.is_available())
+    return False
+
+
+def autocast_precision(device: torch.device, amp: bool) -> tuple[bool, str]:
+    """``(enabled, description)`` of bfloat16 autocast for ``--amp`` on ``device``.
+
+    On CUDA it is always used; on the CPU only where :func:`cpu_bf16_supported` (where the
+    CPU lacks native bfloat16, autocast would make training slower, so it stays off and
+    the description says why). The description is what runs record as their ``precision``.
+    """
+    if not amp:
+        return False, "float32 (--no-amp)"
+    if device.type == "cuda":
+        return True, "bfloat16 autocast (CUDA)"
+    if device.type == "cpu":
+        if cpu_bf16_supported():
+            return True, "bfloat16 autocast (CPU with native bfloat16)"
+        return False, ("float32: --amp is off on this CPU, which lacks native bfloat16 "
+                       "(AVX-512 BF16, AMX or Arm BF16), where autocast would be slower")
+    return False, f"float32 (no autocast on {device.type})"
+
+
 def _data_config(model: nn.Module) -> dict[str, Any]:
     import timm.data
 

@@ -625,13 +625,54 @@ def test_tuples_of_another_dataset_than_the_weights_expect(trained, tmp_path: Pa
             if col in t:
                 t[col] = t[col].replace({"sad": "surprise"})
         t.to_parquet(b / f, index=False)
-    with pytest.raises(CurateError, match=r"another dataset than the weights expect") as exc:
-        finetune(b, tmp_path / "run", tiny_config(weights=str(trained.run_dir), backbone=None))
-    assert "surprise" in str(exc.value) and "--reset-head" in str(exc.value)
-    res = finetune(b, tmp_path / "run2", tiny_config(weights=str(trained.run_dir), backbone=None, reset_head=True,
-                                                     epochs=1))
+    # transfer by default: the embedding network is kept, a new head is trained, with a note
+    res = finetune(b, tmp_path / "run", tiny_config(weights=str(trained.run_dir), backbone=None, epochs=1))
     assert res.config["classes"] == ["angry", "happy", "surprise"]
     assert res.config["pretrained_from"] == str(trained.run_dir.resolve())
+    head_notes = [n for n in res.notes if n.startswith("new classification head")]
+    assert len(head_notes) == 1 and "surprise" in head_notes[0] and "sad" in head_notes[0]
+    assert head_notes[0] in json.loads((res.run_dir / "run.json").read_text())["notes"]
+    # the transferred body is the trained one: before any step its embeddings equal the source run's
+    from curate.runs import load_run
+    from curate.train.loop import init_network
+
+    src, _ = load_run(trained.run_dir)
+    net, _, _, _ = init_network(tiny_config(weights=str(trained.run_dir), backbone=None), ["angry", "happy", "surprise"])
+    x = torch.rand(3, 1, SIZE, SIZE)
+    src.eval()
+    net.eval()
+    assert torch.equal(src(x), net(x)) and net.classifier.out_features == 3
+    # same classes: the head is kept unless --reset-head
+    same, _, _, _ = init_network(tiny_config(weights=str(trained.run_dir), backbone=None), list(trained.config["classes"]))
+    assert torch.equal(same.classifier.weight, src.classifier.weight)
+    reset, _, _, _ = init_network(tiny_config(weights=str(trained.run_dir), backbone=None, reset_head=True),
+                                  list(trained.config["classes"]))
+    assert not torch.equal(reset.classifier.weight, src.classifier.weight)
+
+
+def test_amp_uses_bf16_on_a_cpu_that_has_it_and_records_the_precision(build: Path, tmp_path: Path, monkeypatch):
+    from curate.backbone import CPU_BF16_ENV, autocast_precision
+
+    cpu = torch.device("cpu")
+    monkeypatch.setenv(CPU_BF16_ENV, "1")
+    assert autocast_precision(cpu, True)[0] and not autocast_precision(cpu, False)[0]
+    big = {"epochs": 1, "input_size": 2 * SIZE}   # at 16 px the net's last stage is 1x1: see below
+    on = finetune(build, tmp_path / "on", tiny_config(amp=True, **big))
+    assert "bfloat16" in json.loads((on.run_dir / "run.json").read_text())["precision"]
+    # at 16 px a strided convolution sees 1x1 maps, where oneDNN's bf16 weight gradient is garbage
+    small = finetune(build, tmp_path / "small", tiny_config(epochs=1, amp=True))
+    assert "1-pixel maps" in small.run["precision"] and small.run["precision"] in small.notes
+    monkeypatch.setenv(CPU_BF16_ENV, "0")
+    enabled, why = autocast_precision(cpu, True)
+    assert not enabled and "lacks native bfloat16" in why
+    off = finetune(build, tmp_path / "off", tiny_config(amp=True, **big))
+    record = json.loads((off.run_dir / "run.json").read_text())
+    assert record["precision"] == why and why in off.notes
+    fp32 = finetune(build, tmp_path / "fp32", tiny_config(amp=False, **big))
+    # bf16 really ran: the weights differ from float32's, and the "off" run equals float32 exactly
+    assert _same_weights(off.run_dir, fp32.run_dir)
+    assert not _same_weights(on.run_dir, fp32.run_dir)
+    assert autocast_precision(torch.device("cuda"), True)[0]
 
 
 def test_corrupted_checkpoint_is_a_clear_error(trained, tmp_path: Path):

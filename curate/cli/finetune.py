@@ -84,9 +84,9 @@ def finetune_cmd(
     augment: Annotated[bool, typer.Option(help="Flip, small rotation/scale/shift, brightness/contrast (saturation for RGB).")] = D.augment,
     seed: Annotated[int, typer.Option(help="Seed: same seed and input, same run (bit for bit on CPU).")] = D.seed,
     val_split: Annotated[str, typer.Option(help="Split of images.parquet measured after each epoch ('none' to skip).")] = D.val_split or "none",
-    reset_head: Annotated[bool, typer.Option(help="With --weights RUN of other classes: train a new classification head.")] = D.reset_head,
+    reset_head: Annotated[bool, typer.Option(help="Train a new classification head even when --weights RUN has the tuples' classes (with other classes a new head is always trained, with a note).")] = D.reset_head,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = D.device,
-    amp: Annotated[bool, typer.Option(help="bfloat16 autocast on CUDA.")] = D.amp,
+    amp: Annotated[bool, typer.Option(help="bfloat16 autocast on CUDA, and on CPUs with native bfloat16 (AVX-512 BF16, AMX, Arm BF16; off with a note elsewhere); run.json records the precision.")] = D.amp,
     checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints (also at each epoch end).")] = D.checkpoint_every,
     preload_max_gb: Annotated[float, typer.Option(help="Decode all images into memory when they fit this size.")] = D.preload_max_gb,
     restart: Annotated[bool, typer.Option(help="Discard a checkpoint in --out instead of resuming from it.")] = False,
@@ -141,9 +141,10 @@ def _render_finetune(result: Any) -> None:
     if not result.is_main:  # torchrun: rank 0 reports
         return
     counts = result.run["counts"]
-    for note in result.notes[:1]:
-        if note.startswith("replaced"):
+    for note in result.notes:
+        if not note.startswith("step "):  # the folder replaced, a new head, --amp off on this CPU
             console.print(f"[yellow]note:[/] {safe(note)}")
+    console.print(f"precision: {safe(str(result.run.get('precision', 'float32')))}")
     if result.resumed_from_step:
         console.print(f"resumed from step {result.resumed_from_step}")
     if counts.get("steps_all_dropped"):
@@ -171,13 +172,14 @@ def evaluate_cmd(
     skip_unknown_classes: Annotated[bool, typer.Option(help="Leave out images of classes the run was not trained on.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 256,
+    amp: Annotated[bool | None, typer.Option("--amp/--no-amp", help="bfloat16 autocast (faster; on the CPU only where it has native bfloat16). Default: on CUDA only, float32 on the CPU.", show_default=False)] = None,
 ) -> None:
     """Accuracy, per-class accuracy, macro F1 and confusion matrix of a run on a labelled split."""
     from curate.io import write_json
     from curate.train.evaluate import DUPLICATES_SKIPPED, evaluate
 
     result = evaluate(run, source, split=split, device=device, batch_size=batch_size,
-                      skip_unknown_classes=skip_unknown_classes)
+                      skip_unknown_classes=skip_unknown_classes, amp=amp)
     data = result.to_dict()
     if json_out is not None and str(json_out) == "-":
         typer.echo(json.dumps(data, indent=2))
@@ -223,11 +225,12 @@ def predict_cmd(
     top: Annotated[int, typer.Option(help="Class probabilities shown per image in the table.")] = 3,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 256,
+    amp: Annotated[bool | None, typer.Option("--amp/--no-amp", help="bfloat16 autocast (faster; on the CPU only where it has native bfloat16). Default: on CUDA only, float32 on the CPU.", show_default=False)] = None,
 ) -> None:
     """Predicted expression and class probabilities for each image."""
     from curate.train.evaluate import predict
 
-    table = predict(run, images, device=device, batch_size=batch_size, faces=faces)
+    table = predict(run, images, device=device, batch_size=batch_size, faces=faces, amp=amp)
     if json_out:
         typer.echo(table.to_json(orient="records", indent=2))
         return

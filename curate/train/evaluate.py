@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from curate.backbone import resolve_device
+from curate.backbone import autocast_precision, resolve_device
 from curate.errors import CurateError
 from curate.ingest import ingest, validate_file
 from curate.io import read_parquet
@@ -43,13 +43,16 @@ Progress = Callable[[str, int, int], None]
 
 @torch.inference_mode()
 def embed_and_classify(net: EmbeddingNet, store: ImageStore, rows: np.ndarray, data_config: dict[str, Any], *,
-                       device: torch.device, batch_size: int = 256, amp: bool = True,
+                       device: torch.device, batch_size: int = 256, amp: bool | None = True,
                        progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Embeddings ``[n, d]`` and class probabilities ``[n, C]`` (float32) of store rows."""
+    """Embeddings ``[n, d]`` and class probabilities ``[n, C]`` (float32) of store rows.
+
+    ``amp``: bfloat16 autocast where :func:`curate.backbone.autocast_precision` allows it
+    (CUDA, or a CPU with native bfloat16); None: on CUDA only (float32 on every CPU)."""
     was_training = net.training
     net.eval()
     embs, probs = [], []
-    use_amp = amp and device.type == "cuda"
+    use_amp = autocast_precision(device, device.type == "cuda" if amp is None else amp)[0]
     try:
         for start in range(0, len(rows), batch_size):
             chunk = rows[start:start + batch_size]
@@ -117,11 +120,12 @@ class EvaluationResult:
     metrics: dict[str, Any]
     predictions: pd.DataFrame = field(repr=False)
     skipped: dict[str, int] = field(default_factory=dict)
+    precision: str = "float32"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data."""
         return {"run": self.run, "source": self.source, "split": self.split, "skipped": self.skipped,
-                **self.metrics}
+                "precision": self.precision, **self.metrics}
 
 
 def read_labelled_source(source: str | Path, *, split: str | None = None) -> tuple[pd.DataFrame, int]:
@@ -164,14 +168,16 @@ def read_labelled_source(source: str | Path, *, split: str | None = None) -> tup
 
 
 def evaluate(run: str | Path, source: str | Path, *, split: str | None = None, device: str = "auto",
-             batch_size: int = 256, skip_unknown_classes: bool = False,
+             batch_size: int = 256, skip_unknown_classes: bool = False, amp: bool | None = None,
              progress: Progress | None = None) -> EvaluationResult:
     """Evaluate a fine-tuning run (a run folder, or a bundled model's name) on a labelled split.
 
     A label in ``source`` that the run was not trained on is a :class:`CurateError`,
     unless ``skip_unknown_classes`` (then those images are left out and counted).
     Duplicates (byte-identical copies, repeated manifest rows) are evaluated once and
-    counted in ``skipped["duplicate"]``.
+    counted in ``skipped["duplicate"]``. ``amp``: bfloat16 autocast where the device supports
+    it (:func:`curate.backbone.autocast_precision`); None (default): on CUDA only, so CPU
+    figures are float32 and reproducible on every CPU.
     """
     net, cfg = load_run(resolve_run(run))
     classes = list(cfg["classes"])
@@ -195,8 +201,9 @@ def evaluate(run: str | Path, source: str | Path, *, split: str | None = None, d
     dev = resolve_device(device)
     net = net.to(dev)
     store = ImageStore(images["path"].tolist(), cfg["data_config"], progress=progress)
+    use_amp, precision = autocast_precision(dev, dev.type == "cuda" if amp is None else amp)
     _, probs = embed_and_classify(net, store, np.arange(len(images)), cfg["data_config"], device=dev,
-                                  batch_size=batch_size, progress=progress)
+                                  batch_size=batch_size, amp=use_amp, progress=progress)
     index = {c: i for i, c in enumerate(classes)}
     y_true = labels.map(index).to_numpy()
     y_pred = probs.argmax(axis=1)
@@ -204,7 +211,7 @@ def evaluate(run: str | Path, source: str | Path, *, split: str | None = None, d
     preds = pd.DataFrame({"path": images["path"], "label": labels, "prediction": [classes[i] for i in y_pred],
                           "confidence": probs.max(axis=1).astype(np.float64)})
     return EvaluationResult(run=str(run), source=str(source), split=split, metrics=metrics,
-                            predictions=preds, skipped=skipped)
+                            predictions=preds, skipped=skipped, precision=precision)
 
 
 # ----------------------------------------------------------------------------- predict
@@ -244,12 +251,12 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[str]:
 
 
 def predict(run: str | Path, inputs: Sequence[str | Path], *, device: str = "auto", batch_size: int = 256,
-            faces: bool = False, progress: Progress | None = None) -> pd.DataFrame:
+            faces: bool = False, amp: bool | None = None, progress: Progress | None = None) -> pd.DataFrame:
     """Predicted expression and class probabilities for each image.
 
     Columns: ``path``, ``status`` (``ok`` or the reason code of ``images.parquet``:
     ``missing``, ``not_a_file``, ``corrupt``, ...), ``detail``, ``prediction``,
-    ``confidence``, then ``p_<class>`` per class; an image that cannot be read keeps its
+    ``confidence``, then ``p_<class>`` per class (``amp`` as in :func:`evaluate`); an image that cannot be read keeps its
     row with its status and no prediction, and the others are predicted. With
     ``faces=True`` also the face-screen columns of :mod:`curate.faces`.
     """
@@ -261,7 +268,7 @@ def predict(run: str | Path, inputs: Sequence[str | Path], *, device: str = "aut
     dev = resolve_device(device)
     store = ImageStore([p for p, good in zip(paths, ok, strict=True) if good], cfg["data_config"], progress=progress)
     _, probs_ok = embed_and_classify(net.to(dev), store, np.arange(int(ok.sum())), cfg["data_config"], device=dev,
-                                     batch_size=batch_size, progress=progress)
+                                     batch_size=batch_size, amp=amp, progress=progress)
     probs = np.full((len(paths), len(classes)), np.nan)
     probs[ok] = probs_ok
     best = np.where(ok, np.nan_to_num(probs, nan=-1.0).argmax(axis=1), -1)

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from curate.backbone import bundled_model_dir, load_backbone, resolve_device
+from curate.backbone import autocast_precision, bundled_model_dir, load_backbone, resolve_device
 from curate.errors import CurateError
 from curate.io import (
     atomic_path,
@@ -102,12 +102,15 @@ class FinetuneResult:
 
 # ----------------------------------------------------------------------------- network init
 
-def init_network(cfg: FinetuneConfig, classes: list[str]) -> tuple[EmbeddingNet, dict[str, Any], str | None, str]:
+def init_network(cfg: FinetuneConfig, classes: list[str], notes: list[str] | None = None,
+                 ) -> tuple[EmbeddingNet, dict[str, Any], str | None, str]:
     """The network to fine-tune, its data config, where its weights came from, and its backbone name.
 
-    ``cfg.weights``: ``"none"`` (random), a fine-tuning RUN folder (its classes must
-    match the tuples' unless ``reset_head``), a weights file, or ``None`` for the
-    backbone's own weight resolution (:func:`curate.backbone.load_backbone`).
+    ``cfg.weights``: ``"none"`` (random), a fine-tuning RUN folder, a weights file, or
+    ``None`` for the backbone's own weight resolution (:func:`curate.backbone.load_backbone`).
+    A RUN (or bundled model) trained on other classes than the tuples' is transferred: its
+    embedding network is kept and a new classification head is trained, with a note added to
+    ``notes``; ``reset_head`` trains a new head even when the classes match.
     """
     backbone, w = resolve_weights(cfg.weights, cfg.backbone)  # model names `curate models` lists
     if backbone != cfg.backbone:
@@ -119,12 +122,11 @@ def init_network(cfg: FinetuneConfig, classes: list[str]) -> tuple[EmbeddingNet,
                           hint="pass --backbone (a timm model name), for example --backbone resnet18")
     if w is not None and is_run_dir(w):
         net, rc = load_run(w)
-        if list(rc["classes"]) != list(classes):
-            if not cfg.reset_head:
-                raise CurateError(
-                    f"the TUPLES folder has the classes {classes}, but the weights in {w} were trained on "
-                    f"{list(rc['classes'])}: the tuples come from another dataset than the weights expect",
-                    hint="use tuples with the same classes, or pass --reset-head to train a new classification head")
+        if list(rc["classes"]) != list(classes) or cfg.reset_head:
+            if list(rc["classes"]) != list(classes) and notes is not None:
+                notes.append(f"new classification head: the weights {w} were trained on {list(rc['classes'])}, "
+                             f"the tuples have {list(classes)}; the embedding network is transferred and a "
+                             "new head for the tuples' classes is trained from scratch")
             net.classifier = nn.Linear(net.embed_dim, len(classes))
         data_config = dict(rc["data_config"])
         if cfg.input_size is not None:
@@ -340,7 +342,11 @@ class _Trainer:
         self.device = device
         self.kind = cfg.kind or data.kind
         self.augment = Augment() if cfg.augment else NO_AUGMENT
-        self.amp = cfg.amp and device.type == "cuda"
+        self.amp, self.precision = autocast_precision(device, cfg.amp)
+        if self.amp and device.type == "cpu":
+            hazard = bf16_cpu_hazard(net, data_config)
+            if hazard is not None:
+                self.amp, self.precision = False, hazard
         settings = cfg.screen_settings()
         self.sampler: ClassBalancedSampler | None = None   # batch-hard mining: set by _train
         self.pool = np.zeros(0, np.int64)                  # ... the store rows it samples from
@@ -504,11 +510,40 @@ class _Trainer:
         if len(self.val_rows) == 0:
             return {}
         _, probs = embed_and_classify(self.net, self.store, self.val_rows, self.data_config, device=self.device,
-                                      batch_size=self.cfg.eval_batch_size, amp=self.cfg.amp)
+                                      batch_size=self.cfg.eval_batch_size, amp=self.amp)
         y = self.label_codes[self.val_rows]
         m = classification_metrics(y, probs.argmax(1), self.data.classes)
         val_loss = float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, None)).mean())
         return {"val_loss": val_loss, "val_accuracy": m["accuracy"], "val_macro_f1": m["macro_f1"], "_metrics": m}
+
+
+def bf16_cpu_hazard(net: nn.Module, data_config: dict[str, Any]) -> str | None:
+    """Why bfloat16 autocast must stay off on the CPU for ``net`` at its input size, or None.
+
+    oneDNN's bfloat16 weight gradient of a strided convolution whose input is 1 pixel high
+    or wide is garbage (huge or NaN values; torch 2.14, measured against float32): a
+    ResNet at 16 px reaches its last stage at 1x1. One forward pass with hooks finds such
+    a convolution."""
+    hits: list[str] = []
+    hooks = [m.register_forward_pre_hook(
+        lambda mod, inp, name=name: hits.append(name) if any(
+            inp[0].shape[-2 + i] == 1 and mod.stride[i] > 1 for i in (0, 1)) else None)
+        for name, m in net.named_modules() if isinstance(m, nn.Conv2d)]
+    was_training = net.training
+    try:
+        net.eval()
+        param = next(net.parameters())
+        with torch.no_grad():
+            net(torch.zeros((2, *[int(v) for v in data_config["input_size"]]), device=param.device))
+    finally:
+        for h in hooks:
+            h.remove()
+        net.train(was_training)
+    if not hits:
+        return None
+    side = data_config["input_size"][-1]
+    return (f"float32: --amp is off because at {side} px the strided convolution {hits[0]} sees 1-pixel maps, "
+            "where bfloat16 weight gradients on the CPU are wrong (oneDNN); a larger --input-size allows it")
 
 
 # ----------------------------------------------------------------------------- finetune
@@ -574,9 +609,10 @@ def _train(claim: Claim | _Unclaimed, cfg: FinetuneConfig, given: FinetuneConfig
            device: torch.device, source: str | Path, restart: bool, progress: TrainProgress | None,
            started: float, par: Parallel = SINGLE) -> FinetuneResult:
     run = claim.path
+    notes: list[str] = [claim.note] if claim.note else []
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)  # the random parts of the network's initialisation
-        net, data_config, pretrained_from, backbone = init_network(cfg, data.classes)
+        net, data_config, pretrained_from, backbone = init_network(cfg, data.classes, notes)
     if backbone != cfg.backbone:
         cfg = replace(cfg, backbone=backbone)
         given = replace(given, backbone=backbone)
@@ -630,7 +666,8 @@ def _train(claim: Claim | _Unclaimed, cfg: FinetuneConfig, given: FinetuneConfig
     resumed_from = state.step if state else 0
     state = state or fresh
 
-    notes: list[str] = [claim.note] if claim.note else []
+    if cfg.amp and not trainer.amp:
+        notes.append(trainer.precision)
     in_update = False
     before_step: dict[str, torch.Tensor] | None = None  # buffers before the step now in its forward pass
     saved_step = state.step
@@ -707,7 +744,7 @@ def _train(claim: Claim | _Unclaimed, cfg: FinetuneConfig, given: FinetuneConfig
     if not last_val and len(val_rows):
         last_val = trainer.validate()
     return _finish(claim, cfg, data, net, data_config, pretrained_from, state, last_val, started, resumed_from,
-                   notes, source, ids)
+                   notes, source, ids, trainer.precision)
 
 
 def _validate(trainer: _Trainer, state: _State, epoch: int, n_batches: int, total: int,
@@ -725,7 +762,8 @@ def _validate(trainer: _Trainer, state: _State, epoch: int, n_batches: int, tota
 
 def _finish(claim: Claim, cfg: FinetuneConfig, data: TrainingData, net: EmbeddingNet, data_config: dict[str, Any],
             pretrained_from: str | None, state: _State, last_val: dict[str, Any], started: float,
-            resumed_from: int, notes: list[str], source: str | Path, ids: np.ndarray) -> FinetuneResult:
+            resumed_from: int, notes: list[str], source: str | Path, ids: np.ndarray,
+            precision: str = "float32") -> FinetuneResult:
     from curate.train.report import write_report
 
     run = claim.path
@@ -766,6 +804,8 @@ def _finish(claim: Claim, cfg: FinetuneConfig, data: TrainingData, net: Embeddin
                                                     "pretrained_from": pretrained_from},
                         counts=counts, started=started)
     record["resumed_from_step"] = resumed_from
+    record["precision"] = precision
+    record["notes"] = notes[:20]
     write_report(run, metrics=metrics, final=final, config=config, record=record)
     claim.finish(record)  # last: the run is complete
     return FinetuneResult(run_dir=run, metrics=metrics, final=final, config=config, run=record,
