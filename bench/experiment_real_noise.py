@@ -67,7 +67,9 @@ from ferplus import SHARED, load_table, sha256_of
 ARMS = ("none", "once", "every", "cleanlab", "oracle")
 # the eight arms of issue 25 (batch-hard mining, outlier suppression, class-pair margins): see run_mining_arm
 MINING_ARMS = ("ce", "bh", "bh_boundary", "bh_margins", "full", "full_once", "bh_cleanlab", "ferplus")
-ALL_ARMS = ARMS + MINING_ARMS + ("bh_omargins",)
+# ablations: the face screens alone (before the classification-only and the batch-hard arm), order-aware margins
+EXTRA_MINING_ARMS = ("bh_faces", "ce_faces", "bh_omargins")
+ALL_ARMS = ARMS + MINING_ARMS + EXTRA_MINING_ARMS
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -404,7 +406,10 @@ the same steps per epoch, epochs, backbone, input size and seeds; evaluated afte
 5. ``full``        = 3 + 4, the images the face screens of ``curate screen`` reject left out first;
 6. ``full_once``   = 5 trained on the kept tuples of that ``curate screen`` (screened once);
 7. ``bh_cleanlab`` = 2 after cleanlab's removals (5-fold linear probe on the screener's embeddings);
-8. ``ferplus``     = 2 on the FERPlus plurality labels (the ceiling).
+8. ``ferplus``     = 2 on the FERPlus plurality labels (the ceiling);
+
+and the ablations ``bh_faces`` (= 2 with the face screens first) and ``ce_faces`` (= 1 with the
+face screens first), ``bh_omargins`` (= 4 with order-aware margins).
 """
 
 
@@ -522,6 +527,10 @@ def run_mining_arm(arm: str, seed: int, args: argparse.Namespace, prep: dict[str
         over = margins
     elif arm == "bh_omargins":
         over = {"margin_mode": "ordered-pair"}
+    elif arm == "bh_faces":
+        over = {"face_screen": str(screened())}
+    elif arm == "ce_faces":
+        over = {"metric_weight": 0.0, "face_screen": str(screened())}
     elif arm in ("full", "full_once"):
         sdir = screened()
         over = {**boundary, **margins, "face_screen": str(sdir)}
@@ -649,8 +658,8 @@ def main(argv: list[str] | None = None) -> int:
     results["args"] = {k: str(v) for k, v in vars(args).items()}
     results["data"] = prep["info"]
     arms = args.arms.split(",")
-    if any(a in MINING_ARMS or a == "bh_omargins" for a in arms):
-        if not all(a in MINING_ARMS or a == "bh_omargins" for a in arms):
+    if any(a in MINING_ARMS + EXTRA_MINING_ARMS for a in arms):
+        if not all(a in MINING_ARMS + EXTRA_MINING_ARMS for a in arms):
             raise SystemExit(f"run the batch-hard arms ({', '.join(MINING_ARMS)}) apart from the others")
         print("\n".join(mining_queue(args, prep)))
         print(f"\nresults: {args.results_csv}")
