@@ -48,6 +48,27 @@ A reduced experiment on a subset of that subset reuses its screener (copy WORK/s
 
 Results: ``WORK/results.json`` (one entry per arm and seed, written as runs finish; a
 re-run skips finished runs and resumes interrupted ones) and a mean +- sd table.
+
+The batch-hard experiment of issue 25 (arms ``ce``, ``bh``, ``bh_boundary``, ``bh_margins``,
+``full``, ``full_once``, ``bh_cleanlab``, ``ferplus``; see ``MINING_DOC`` below) is a resumable
+queue: seeds outermost, each finished run appended to ``bench/results/real_noise_mining.csv``
+(per-epoch shares of mislabelled images among the mined and the discarded triplets in
+``real_noise_mining_epochs.csv``); a re-run skips the runs in the file. Sized for the shared
+2-core CPU (bf16 autocast, about 100 images/s): a stratified 3,001-image subset of FER2013
+Training (32.9% mislabelled by the FERPlus votes), resnet10t at 48 px, P = 4 classes x K = 24
+images, 32 steps per epoch (the subset / 96) in every arm, 3 epochs, lr 1e-3, seeds 0-2. Every
+arm WARM-STARTS from one base network (``--init base``): resnet10t trained with the
+classification loss only, 4 epochs, on 8,001 Training images outside the subset (byte-copies
+of subset images left out), so it has not seen the subset's labels; a random init needs some
+40,000 image passes per run to get anywhere, the bundled network has memorised all Training
+labels. The same base network is the screener of arms 6 and 7. Evaluation: FERPlus-labelled
+PublicTest (3,113 images), once after training::
+
+    cd bench && PYTHONPATH=.. nice -n 10 python experiment_real_noise.py \
+        --arms ce,bh,bh_boundary,bh_margins,full,full_once,bh_cleanlab,ferplus --seeds 0,1,2 \
+        --max-train-images 3000 --max-screener-images 8000 --screener-epochs 4 --epochs 3 --lr 1e-3 \
+        --init base --mined-null class_empirical --margin-mode class-pair --threads 1 --max-minutes 72 \
+        --work /work/scratch/mining/exp
 """
 
 from __future__ import annotations
