@@ -48,6 +48,27 @@ A reduced experiment on a subset of that subset reuses its screener (copy WORK/s
 
 Results: ``WORK/results.json`` (one entry per arm and seed, written as runs finish; a
 re-run skips finished runs and resumes interrupted ones) and a mean +- sd table.
+
+The batch-hard experiment of issue 25 (arms ``ce``, ``bh``, ``bh_boundary``, ``bh_margins``,
+``full``, ``full_once``, ``bh_cleanlab``, ``ferplus``; see ``MINING_DOC`` below) is a resumable
+queue: seeds outermost, each finished run appended to ``bench/results/real_noise_mining.csv``
+(per-epoch shares of mislabelled images among the mined and the discarded triplets in
+``real_noise_mining_epochs.csv``); a re-run skips the runs in the file. Sized for the shared
+2-core CPU (bf16 autocast, about 100 images/s): a stratified 3,001-image subset of FER2013
+Training (32.9% mislabelled by the FERPlus votes), resnet10t at 48 px, P = 4 classes x K = 24
+images, 32 steps per epoch (the subset / 96) in every arm, 3 epochs, lr 1e-3, seeds 0-2. Every
+arm WARM-STARTS from one base network (``--init base``): resnet10t trained with the
+classification loss only, 4 epochs, on 8,001 Training images outside the subset (byte-copies
+of subset images left out), so it has not seen the subset's labels; a random init needs some
+40,000 image passes per run to get anywhere, the bundled network has memorised all Training
+labels. The same base network is the screener of arms 6 and 7. Evaluation: FERPlus-labelled
+PublicTest (3,113 images), once after training::
+
+    cd bench && PYTHONPATH=.. nice -n 10 python experiment_real_noise.py \
+        --arms ce,bh,bh_boundary,bh_margins,full,full_once,bh_cleanlab,ferplus --seeds 0,1,2 \
+        --max-train-images 3000 --max-screener-images 8000 --screener-epochs 4 --epochs 3 --lr 1e-3 \
+        --init base --mined-null class_empirical --margin-mode class-pair --threads 1 --max-minutes 72 \
+        --work /work/scratch/mining/exp
 """
 
 from __future__ import annotations
@@ -65,6 +86,12 @@ from experiment_finetune import stratified_subset
 from ferplus import SHARED, load_table, sha256_of
 
 ARMS = ("none", "once", "every", "cleanlab", "oracle")
+# the eight arms of issue 25 (batch-hard mining, outlier suppression, class-pair margins): see run_mining_arm
+MINING_ARMS = ("ce", "bh", "bh_boundary", "bh_margins", "full", "full_once", "bh_cleanlab", "ferplus")
+# ablations: the face screens alone (before the classification-only and the batch-hard arm), order-aware margins
+EXTRA_MINING_ARMS = ("bh_faces", "ce_faces", "bh_omargins")
+ALL_ARMS = ARMS + MINING_ARMS + EXTRA_MINING_ARMS
+REPO = Path(__file__).resolve().parents[1]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -90,6 +117,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--input-size", type=int, default=48)
     p.add_argument("--embed-dim", type=int, default=128)
     p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--screener-lr", type=float, default=2e-3, help="batch-hard arms: the screener's learning rate")
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--alpha", type=float, default=0.05, help="alpha_pos = alpha_neg of arms 2 and 3")
     p.add_argument("--once-null", default="class_empirical", help="null of arm 2's `curate screen`")
@@ -103,6 +131,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--suspect-global", action="store_true",
                    help="arm 3: rank the suspects over all images, not within each label (finetune's default)")
     p.add_argument("--tag", default="", help="suffix of the run names and result keys of this invocation's arms")
+    g = p.add_argument_group("batch-hard arms (issue 25)")
+    g.add_argument("--classes-per-batch", type=int, default=4, help="P")
+    g.add_argument("--images-per-class", type=int, default=24, help="K")
+    g.add_argument("--margin", type=float, default=0.2)
+    g.add_argument("--margin-mode", default="class-pair", help="of the margin arms: class-pair or ordered-pair")
+    g.add_argument("--mined-null", default="class", help="null of the boundary on the mined triplets")
+    g.add_argument("--results-csv", type=Path, default=REPO / "bench" / "results" / "real_noise_mining.csv",
+                   help="one row per finished batch-hard run, appended (the queue skips runs already in it)")
+    g.add_argument("--init", default="base", choices=("base", "none"),
+                   help="base: every arm fine-tunes the screener network (classification only on train images "
+                        "outside the subset, so it has not seen the subset's labels); none: random init")
+    g.add_argument("--max-minutes", type=float, default=0,
+                   help="start no new run after this many minutes (0: no limit); a re-run resumes the queue")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     return p.parse_args(argv)
@@ -335,10 +376,12 @@ def run_arm(arm: str, seed: int, args: argparse.Namespace, prep: dict[str, Any])
     return out
 
 
-def cleanlab_manifest(args: argparse.Namespace, paths: dict[str, Path]) -> tuple[Path, dict[str, Any]]:
-    """Arm 4: the orig manifest without the training images cleanlab flags (computed once)."""
-    out = args.work / "cleanlab.csv"
-    info_file = args.work / "cleanlab.json"
+def cleanlab_manifest(args: argparse.Namespace, paths: dict[str, Path], screener: Path | None = None,
+                      name: str = "cleanlab") -> tuple[Path, dict[str, Any]]:
+    """Arm 4: the orig manifest without the training images cleanlab flags (computed once),
+    on the embeddings of ``screener`` (default: :func:`screener_run`)."""
+    out = args.work / f"{name}.csv"
+    info_file = args.work / f"{name}.json"
     if out.is_file() and info_file.is_file():
         return out, json.loads(info_file.read_text())
     from cleanlab.filter import find_label_issues  # AGPL-3.0: bench only
@@ -350,7 +393,7 @@ def cleanlab_manifest(args: argparse.Namespace, paths: dict[str, Path]) -> tuple
 
     orig = pd.read_csv(paths["orig"])
     tr = orig[orig["split"] == "train"].reset_index(drop=True)
-    loaded = load_backbone(None, str(screener_run(args, paths)), device=args.device)
+    loaded = load_backbone(None, str(screener or screener_run(args, paths)), device=args.device)
     emb = embed_images(tr["path"].tolist(), [sha256_of(p) for p in tr["path"]], loaded,
                        cache_dir=args.work / "emb_cache", workers=1)
     emb = emb / np.linalg.norm(emb, axis=1, keepdims=True)
@@ -369,6 +412,235 @@ def cleanlab_manifest(args: argparse.Namespace, paths: dict[str, Path]) -> tuple
     orig[~orig["path"].isin(drop)].to_csv(out, index=False)
     info_file.write_text(json.dumps(info, indent=2))
     return out, info
+
+
+# ----------------------------------------------------------------------------- batch-hard arms (issue 25)
+
+MINING_DOC = """The batch-hard experiment (issue 25), arms (all: batch-hard P x K class-balanced batches,
+the same steps per epoch, epochs, backbone, input size and seeds; evaluated after the last epoch):
+
+1. ``ce``          classification only (the triplet loss weighted 0);
+2. ``bh``          + batch-hard triplet loss (one global margin);
+3. ``bh_boundary`` = 2 + the boundary on the mined triplets every step (``--mined-null``, alphas of
+                   the hardest of K - 1 / (P - 1) K draws);
+4. ``bh_margins``  = 2 + class-pair margins (``--margin-mode``);
+5. ``full``        = 3 + 4, the images the face screens of ``curate screen`` reject left out first;
+6. ``full_once``   = 5 trained on the kept tuples of that ``curate screen`` (screened once);
+7. ``bh_cleanlab`` = 2 after cleanlab's removals (5-fold linear probe on the screener's embeddings);
+8. ``ferplus``     = 2 on the FERPlus plurality labels (the ceiling);
+
+and the ablations ``bh_faces`` (= 2 with the face screens first) and ``ce_faces`` (= 1 with the
+face screens first), ``bh_omargins`` (= 4 with order-aware margins).
+"""
+
+
+def mining_manifest(paths: dict[str, Path], name: str, args: argparse.Namespace) -> Path:
+    """The train rows of a manifest (no per-epoch validation: arms are evaluated once, after training)."""
+    out = args.work / f"{name}_train.csv"
+    if not out.is_file():
+        m = pd.read_csv(paths[name] if name in paths else args.work / f"{name}.csv")
+        m[m["split"] == "train"].to_csv(out, index=False)
+    return out
+
+
+def mining_config(args: argparse.Namespace, seed: int, steps: int | None, **overrides: Any):
+    from curate.train.loop import FinetuneConfig
+
+    base = dict(backbone=args.backbone, weights="none", in_chans=1, input_size=args.input_size,
+                embed_dim=args.embed_dim, epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay,
+                mining="batch-hard", classes_per_batch=args.classes_per_batch,
+                images_per_class=args.images_per_class, steps_per_epoch=steps, margin=args.margin,
+                screen_every_step=False, null=args.mined_null, alpha_pos=args.alpha, alpha_neg=args.alpha,
+                screen_warmup_steps=args.screen_warmup_steps, seed=seed, device=args.device, workers=1,
+                checkpoint_every=100)
+    base.update(overrides)
+    return FinetuneConfig(**base)
+
+
+def mining_screener(args: argparse.Namespace, paths: dict[str, Path], steps: int | None = None) -> Path:
+    """The network arms 6 and 7 screen with: arm 1's settings (classification only) on train
+    images outside the subset, so it has not seen the subset's labels."""
+    run = args.work / "screener_bh"
+    if not (run / "model.safetensors").is_file():
+        b = build(mining_manifest(paths, "screener", args), args.work / "builds" / "screener_bh", args, 0)
+        train(b, run, mining_config(args, 0, None, metric_weight=0.0, epochs=args.screener_epochs or args.epochs,
+                                    lr=args.screener_lr))
+    return run
+
+
+def evaluate_once(run: Path, paths: dict[str, Path], device: str) -> dict[str, Any]:
+    """:func:`evaluate_run` with one forward pass: FERPlus metrics from ``curate evaluate``, the
+    original-label figures from the same predictions."""
+    import os
+
+    from sklearn.metrics import f1_score
+
+    from curate.train.evaluate import evaluate
+
+    r = evaluate(run, paths["eval_ferplus"], device=device)
+    orig = pd.read_csv(paths["eval_orig"]).rename(columns={"label": "orig"})
+    key = lambda d: d.assign(path=[os.path.realpath(p) for p in d["path"]])  # noqa: E731
+    preds = key(r.predictions).merge(key(orig), on="path")
+    return {"ferplus_accuracy": r.metrics["accuracy"], "ferplus_macro_f1": r.metrics["macro_f1"],
+            "ferplus_n": r.metrics["n_images"], "orig_accuracy": float((preds["prediction"] == preds["orig"]).mean()),
+            "orig_macro_f1": float(f1_score(preds["orig"], preds["prediction"], average="macro")),
+            "orig_n": len(preds)}
+
+
+def mined_diagnostics(run: Path, build_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Per epoch and overall: how often the mined triplets and the discarded ones hold a truly
+    mislabelled image (FERPlus votes), by member."""
+    mined = pd.read_parquet(run / "mined_triplets.parquet")
+    images = pd.read_parquet(build_dir / "images.parquet").set_index("image_id")
+    bad = images["mislabelled"].astype(str).str.lower().isin(["true", "1"])
+    for role in ("anchor", "positive", "negative"):
+        mined[f"bad_{role}"] = bad.loc[mined[role]].to_numpy()
+    mined["bad_any"] = mined[["bad_anchor", "bad_positive", "bad_negative"]].any(axis=1)
+    mined["discarded"] = ~mined["kept"]
+
+    def summary(d: pd.DataFrame) -> dict[str, Any]:
+        disc = d[d["discarded"]]
+        out: dict[str, Any] = {"mined": len(d), "discarded": len(disc), "discarded_share": len(disc) / max(len(d), 1),
+                               "too_far": int(d["positive_too_far"].sum()),
+                               "too_close": int(d["negative_too_close"].sum())}
+        for k in ("bad_any", "bad_anchor", "bad_positive", "bad_negative"):
+            base = float(d[k].mean()) if len(d) else float("nan")
+            share = float(disc[k].mean()) if len(disc) else float("nan")
+            out[f"mined_{k}"], out[f"discarded_{k}"] = base, share
+            out[f"ratio_{k}"] = share / base if len(disc) and base > 0 else float("nan")
+        far, close = d[d["positive_too_far"]], d[d["negative_too_close"]]
+        out["too_far_bad_positive"] = float(far["bad_positive"].mean()) if len(far) else float("nan")
+        out["too_close_bad_negative"] = float(close["bad_negative"].mean()) if len(close) else float("nan")
+        return out
+
+    per_epoch = [{"epoch": int(e), **summary(g)} for e, g in mined.groupby("epoch")]
+    return summary(mined), per_epoch
+
+
+def run_mining_arm(arm: str, seed: int, args: argparse.Namespace, prep: dict[str, Any], steps: int
+                   ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One batch-hard arm and seed: its result row and its per-epoch mined-triplet rows."""
+    from curate.screen import screen
+
+    paths = prep["paths"]
+    work = args.work
+    run = work / "runs" / f"{arm}{args.tag}_s{seed}"
+    orig = build(mining_manifest(paths, "orig", args), work / "builds" / f"orig_train_s{seed}", args, seed)
+
+    def screened() -> Path:   # `curate screen` with the face screens on, with the screener network
+        sdir = work / "screens" / f"bh_once_s{seed}"
+        if not (sdir / "kept.parquet").is_file():
+            screen(orig, sdir, weights=str(mining_screener(args, paths, steps)), device=args.device, seed=seed,
+                   workers=1, alpha_pos=args.alpha, alpha_neg=args.alpha, null=args.once_null,
+                   skip_face_screens=False)
+        return sdir
+
+    margins = {"margin_mode": args.margin_mode}
+    boundary = {"screen_every_step": True}
+    source, extra, over = orig, {}, {}
+    if arm == "ce":
+        over = {"metric_weight": 0.0}
+    elif arm == "bh":
+        pass
+    elif arm == "bh_boundary":
+        over = boundary
+    elif arm == "bh_margins":
+        over = margins
+    elif arm == "bh_omargins":
+        over = {"margin_mode": "ordered-pair"}
+    elif arm == "bh_faces":
+        over = {"face_screen": str(screened())}
+    elif arm == "ce_faces":
+        over = {"metric_weight": 0.0, "face_screen": str(screened())}
+    elif arm in ("full", "full_once"):
+        sdir = screened()
+        over = {**boundary, **margins, "face_screen": str(sdir)}
+        if arm == "full_once":
+            source = sdir
+            extra = {k: v for k, v in screen_diagnostics(sdir, orig).items() if k in ("bad_any", "label_screen_images")}
+    elif arm == "bh_cleanlab":
+        manifest, extra = cleanlab_manifest(args, paths, screener=mining_screener(args, paths, steps),
+                                            name="cleanlab_bh")
+        source = build(mining_manifest({"cleanlab_bh": manifest}, "cleanlab_bh", args),
+                       work / "builds" / f"cleanlab_bh_s{seed}", args, seed)
+    elif arm == "ferplus":
+        source = build(mining_manifest(paths, "oracle", args), work / "builds" / f"oracle_train_s{seed}", args, seed)
+    else:
+        raise SystemExit(f"unknown arm {arm!r}; use one of {', '.join(ALL_ARMS)}")
+    if args.init == "base":
+        over = {"weights": str(mining_screener(args, paths)), **over}
+    res = train(source, run, mining_config(args, seed, steps, **over))
+    counts = res.run["counts"]
+    row: dict[str, Any] = {"arm": arm + args.tag, "seed": seed, "steps": counts["steps"],
+                           "face_rejected_images": counts.get("face_rejected_images"),
+                           "mean_share_dropped": counts["mean_share_dropped"], **evaluate_once(run, paths, args.device)}
+    mined, per_epoch = mined_diagnostics(run, orig if source == orig or arm.startswith("full") else source)
+    row.update({k: mined[k] for k in ("mined", "discarded", "mined_bad_any", "discarded_bad_any", "ratio_bad_any",
+                                      "mined_bad_positive", "discarded_bad_positive", "ratio_bad_positive",
+                                      "too_far_bad_positive", "too_close_bad_negative")})
+    for k, v in extra.items():
+        if isinstance(v, dict):
+            row.update({f"{k}_{kk}": vv for kk, vv in v.items() if not isinstance(vv, dict)})
+        elif not isinstance(v, (list, tuple)):
+            row[k] = v
+    epochs = [{"arm": arm + args.tag, "seed": seed, **r} for r in per_epoch]
+    return row, epochs
+
+
+def mining_queue(args: argparse.Namespace, prep: dict[str, Any]) -> list[str]:
+    """Run the batch-hard arms, seeds outermost (partial results stay balanced), appending
+    each finished run to ``--results-csv`` (and its per-epoch mined-triplet shares to
+    ``*_epochs.csv``); runs already in the file are skipped."""
+    import math
+
+    csv = args.results_csv
+    csv.parent.mkdir(parents=True, exist_ok=True)
+    epochs_csv = csv.with_name(csv.stem + "_epochs.csv")
+    done = pd.read_csv(csv) if csv.is_file() else pd.DataFrame(columns=["arm", "seed"])
+    finished = {(str(a), int(s)) for a, s in zip(done["arm"], done["seed"], strict=True)}
+    n_train = len(prep["subset"])
+    steps = max(1, math.ceil(n_train / (args.classes_per_batch * args.images_per_class)))
+    arms = [a for a in args.arms.split(",") if a]
+    t_start = time.time()
+    for seed in [int(x) for x in args.seeds.split(",")]:
+        for arm in arms:
+            if (arm + args.tag, seed) in finished:
+                continue
+            if args.max_minutes and (time.time() - t_start) / 60 > args.max_minutes:
+                print(f"--max-minutes {args.max_minutes} reached: stopping before {arm}/s{seed}", flush=True)
+                return summarise_mining(csv)
+            t0 = time.time()
+            row, epochs = run_mining_arm(arm, seed, args, prep, steps)
+            row.update(wall_s=round(time.time() - t0, 1), train_images=n_train, steps_per_epoch=steps,
+                       epochs=args.epochs, backbone=args.backbone, input_size=args.input_size,
+                       p=args.classes_per_batch, k=args.images_per_class, margin=args.margin,
+                       margin_mode=args.margin_mode, mined_null=args.mined_null, alpha=args.alpha,
+                       finished_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+            for frame, path in ((pd.DataFrame([row]), csv), (pd.DataFrame(epochs), epochs_csv)):
+                if path.is_file():
+                    frame = pd.concat([pd.read_csv(path), frame], ignore_index=True)
+                frame.to_csv(path, index=False)
+            print(f"[{arm}{args.tag}/s{seed}] FERPlus acc {row['ferplus_accuracy']:.4f}  F1 {row['ferplus_macro_f1']:.4f}  "
+                  f"discarded {row['discarded']}/{row['mined']}  ({row['wall_s']:.0f} s)", flush=True)
+    return summarise_mining(csv)
+
+
+def summarise_mining(csv: Path) -> list[str]:
+    """Mean +- sd per arm of the results file, in the issue's arm order."""
+    if not csv.is_file():
+        return ["no results yet"]
+    d = pd.read_csv(csv)
+    lines = ["arm             seeds  FERPlus acc (mean +- sd)  FERPlus macro-F1 (mean +- sd)  orig acc  "
+             "discarded share  mislabelled: discarded / mined (any member)"]
+    order = {a: i for i, a in enumerate(ALL_ARMS)}
+    for arm, g in sorted(d.groupby("arm"), key=lambda kv: (order.get(kv[0].split("_t")[0], 99), kv[0])):
+        f, m, o = g["ferplus_accuracy"], g["ferplus_macro_f1"], g["orig_accuracy"]
+        disc = (g["discarded"] / g["mined"]).mean()
+        ratio = f"{g['discarded_bad_any'].mean():.3f} / {g['mined_bad_any'].mean():.3f}" if disc > 0 else "-"
+        lines.append(f"{arm:15} {len(g):5}  {f.mean():.4f} +- {f.std(ddof=1) if len(g) > 1 else float('nan'):.4f}"
+                     f"          {m.mean():.4f} +- {m.std(ddof=1) if len(g) > 1 else float('nan'):.4f}"
+                     f"            {o.mean():.4f}    {disc:.3f}            {ratio}")
+    return lines
 
 
 # ----------------------------------------------------------------------------- main
@@ -406,8 +678,15 @@ def main(argv: list[str] | None = None) -> int:
     results = json.loads(res_file.read_text()) if res_file.is_file() else {"runs": {}}
     results["args"] = {k: str(v) for k, v in vars(args).items()}
     results["data"] = prep["info"]
+    arms = args.arms.split(",")
+    if any(a in MINING_ARMS + EXTRA_MINING_ARMS for a in arms):
+        if not all(a in MINING_ARMS + EXTRA_MINING_ARMS for a in arms):
+            raise SystemExit(f"run the batch-hard arms ({', '.join(MINING_ARMS)}) apart from the others")
+        print("\n".join(mining_queue(args, prep)))
+        print(f"\nresults: {args.results_csv}")
+        return 0
     for seed in [int(s) for s in args.seeds.split(",")]:
-        for arm in args.arms.split(","):
+        for arm in arms:
             key = f"{arm}{args.tag}/s{seed}"
             if key in results["runs"]:
                 continue

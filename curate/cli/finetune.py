@@ -26,6 +26,13 @@ class MiningOpt(str, Enum):
     none = "none"
     hard = "hard"
     semihard = "semihard"
+    batch_hard = "batch-hard"
+
+
+class MarginMode(str, Enum):
+    global_ = "global"
+    class_pair = "class-pair"
+    ordered_pair = "ordered-pair"
 
 
 class AugmentKind(str, Enum):
@@ -56,7 +63,13 @@ def finetune_cmd(
     ce_weight: Annotated[float, typer.Option(help="Weight of the classification loss on the embedding (0: head trained on detached embeddings).")] = D.ce_weight,
     ce_on: Annotated[CeOn, typer.Option(help="Images the classification loss uses: those of kept tuples, or all.")] = CeOn(D.ce_on),
     soft_label_prefix: Annotated[str | None, typer.Option(help="Soft targets of the classification loss from the manifest columns PREFIX<class> (e.g. annotator votes; each row is normalised); tuples still use the label.")] = D.soft_label_prefix,
-    mining: Annotated[MiningOpt, typer.Option(help="In-batch negative mining among images that pass the negative sub-boundary.")] = MiningOpt(D.mining),
+    mining: Annotated[MiningOpt, typer.Option(help="none/hard/semihard: pre-sampled tuples (hard, semihard: in-batch negative mining among images that pass the negative sub-boundary); batch-hard: class-balanced batches of --classes-per-batch x --images-per-class images, each image's hardest positive and negative, the boundary on the mined triplets.")] = MiningOpt(D.mining),
+    classes_per_batch: Annotated[int, typer.Option(help="Batch-hard: classes per batch (P).")] = D.classes_per_batch,
+    images_per_class: Annotated[int, typer.Option(help="Batch-hard: images per class per batch (K).")] = D.images_per_class,
+    steps_per_epoch: Annotated[int | None, typer.Option(help="Batch-hard: steps per epoch (default: training images / (P x K)).")] = D.steps_per_epoch,
+    margin_mode: Annotated[MarginMode, typer.Option(help="Batch-hard: global (one --margin), class-pair (one per pair of classes) or ordered-pair (one per anchor class and negative class), adapted from the class-pair distance nulls.")] = MarginMode(D.margin_mode),
+    metric_weight: Annotated[float, typer.Option(help="Weight of the triplet/quadruplet loss (0: classification only).")] = D.metric_weight,
+    face_screen: Annotated[str | None, typer.Option(help="A `curate screen` folder with the face screens on: the images they rejected (large head pose, occlusion, no face) are left out before training.")] = D.face_screen,
     screen_every_step: Annotated[bool, typer.Option(help="Apply the statistical boundary to every batch.")] = D.screen_every_step,
     alpha_pos: Annotated[float, typer.Option(help="Significance level of the positive sub-boundary.")] = D.alpha_pos,
     alpha_neg: Annotated[float, typer.Option(help="Significance level of the negative sub-boundary.")] = D.alpha_neg,
@@ -95,7 +108,9 @@ def finetune_cmd(
     cfg = FinetuneConfig(
         backbone=backbone, weights=weights, in_chans=in_chans, input_size=input_size, embed_dim=embed_dim,
         scale=scale, logit_scale=logit_scale, kind=kind.value if kind else None, margin=margin, margin2=margin2, ce_weight=ce_weight,
-        ce_on=ce_on.value, soft_label_prefix=soft_label_prefix, mining=mining.value, screen_every_step=screen_every_step, alpha_pos=alpha_pos,
+        ce_on=ce_on.value, soft_label_prefix=soft_label_prefix, mining=mining.value,
+        classes_per_batch=classes_per_batch, images_per_class=images_per_class, steps_per_epoch=steps_per_epoch,
+        margin_mode=margin_mode.value, metric_weight=metric_weight, face_screen=face_screen, screen_every_step=screen_every_step, alpha_pos=alpha_pos,
         alpha_neg=alpha_neg, null=null.value, center=center, screen_window=screen_window,
         screen_warmup_steps=screen_warmup_steps, exclude_suspects=exclude_suspects, suspect_share=suspect_share,
         suspect_min_visits=suspect_min_visits, suspect_per_class=suspect_per_class, epochs=epochs, max_steps=max_steps, batch_tuples=batch_tuples,

@@ -15,7 +15,8 @@ from curate.screens.nulls import CLASS_NULLS
 NULLS = (*st.NULLS, *CLASS_NULLS)   # global nulls, then the class-aware ones of ``curate screen``
 
 KINDS = ("triplet", "quadruplet")
-MINING = ("none", "hard", "semihard")
+MINING = ("none", "hard", "semihard", "batch-hard")   # none/hard/semihard: pre-sampled tuples
+MARGIN_MODES = ("global", "class-pair", "ordered-pair")   # curate.train.margins
 CE_ON = ("kept", "all")
 AUGMENT_KINDS = ("light", "photos")   # curate.train.data.AUGMENTS
 # Logits are computed from unit-length embeddings multiplied by this factor (NormFace,
@@ -64,7 +65,13 @@ class FinetuneConfig:
     ce_weight: float = 1.0
     ce_on: str = "kept"               # "kept": images of kept tuples; "all": every image of the batch
     soft_label_prefix: str | None = None   # images.parquet columns <prefix><class>: soft targets of the CE
-    mining: str = "none"
+    mining: str = "none"              # "batch-hard": P x K class-balanced batches, hardest triplets (train.mining)
+    classes_per_batch: int = 4        # batch-hard: P
+    images_per_class: int = 24        # batch-hard: K
+    steps_per_epoch: int | None = None   # batch-hard: None = ceil(training images / (P * K))
+    margin_mode: str = "global"       # global, class-pair or ordered-pair (train.margins)
+    metric_weight: float = 1.0        # weight of the tuple loss (0: classification only)
+    face_screen: str | None = None    # a `curate screen` folder: its face-rejected images are left out first
     screen_every_step: bool = True
     alpha_pos: float = _SCREEN.alpha_pos
     alpha_neg: float = _SCREEN.alpha_neg
@@ -101,6 +108,22 @@ class FinetuneConfig:
             raise CurateError(f"unknown --kind {self.kind!r}", hint="use triplet or quadruplet")
         if self.mining not in MINING:
             raise CurateError(f"unknown --mining {self.mining!r}", hint=f"use one of {', '.join(MINING)}")
+        if self.margin_mode not in MARGIN_MODES:
+            raise CurateError(f"unknown --margin-mode {self.margin_mode!r}", hint=f"use one of {', '.join(MARGIN_MODES)}")
+        if self.margin_mode != "global" and self.mining != "batch-hard":
+            raise CurateError(f"--margin-mode {self.margin_mode} needs --mining batch-hard",
+                              hint="pass --mining batch-hard, or --margin-mode global")
+        if self.mining == "batch-hard":
+            if self.classes_per_batch < 2 or self.images_per_class < 2:
+                raise CurateError("--classes-per-batch and --images-per-class must be at least 2",
+                                  hint="use for example --classes-per-batch 4 --images-per-class 24")
+            if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
+                raise CurateError(f"--steps-per-epoch must be at least 1, got {self.steps_per_epoch}")
+            if self.exclude_suspects:
+                raise CurateError("--exclude-suspects works on pre-sampled tuples only",
+                                  hint="drop --exclude-suspects, or use --mining none")
+        if self.metric_weight < 0:
+            raise CurateError(f"--metric-weight must not be negative, got {self.metric_weight}")
         if self.soft_label_prefix is not None and not self.soft_label_prefix.strip():
             raise CurateError("--soft-label-prefix must not be empty", hint="for example --soft-label-prefix soft_")
         if self.augment_kind not in AUGMENT_KINDS:

@@ -65,7 +65,15 @@ from curate.train.data import (
 )
 from curate.train.distributed import SINGLE, Parallel, from_env, sync_batchnorm
 from curate.train.evaluate import classification_metrics, embed_and_classify
-from curate.train.loss import InLoopScreen, mine_negatives, quadruplet_loss, triplet_loss
+from curate.train.loss import (
+    InLoopScreen,
+    mine_negatives,
+    quadruplet_loss,
+    triplet_loss,
+    triplet_loss_margins,
+)
+from curate.train.margins import PairMargins, margin_table
+from curate.train.mining import ClassBalancedSampler, batch_hard_triplets, mined_alphas
 
 TrainProgress = Callable[[str, int, int, dict[str, Any]], None]
 CKPT_DIR = "checkpoints"
@@ -73,7 +81,9 @@ CKPT_FORMAT = 2  # 2: last.json holds the sha256 of every checkpoint file (forma
 # settings that change the result; the others (device, workers, ...) may differ on resume
 _RUNTIME_ONLY = ("device", "workers", "preload_max_gb", "checkpoint_every", "eval_batch_size")
 RUN_OUTPUTS = ("model.safetensors", "config.json", "metrics.parquet", "tuple_drops.parquet", "evaluation.json",
-               "report.html", "run.json")
+               "report.html", "run.json", "mined_triplets.parquet", "class_pair_margins.parquet")
+# columns of a mined-triplet record (_State.mined): store rows and the boundary's verdict bits
+MINED_COLUMNS = ("step", "anchor", "positive", "negative", "bits")
 
 
 @dataclass
@@ -177,15 +187,19 @@ class _State:
     drops: np.ndarray | None = None        # [n_tuples, 4]: seen, too_far, too_close, suspect member
     epoch_drops: np.ndarray | None = None  # [epochs, n_tuples] uint8: TOO_FAR | TOO_CLOSE | SUSPECT bits
     suspicion: np.ndarray | None = None    # [n_store_rows, 2]: sum of label suspicion, screened visits
+    mined: np.ndarray | None = None        # batch-hard: [n, 5] MINED_COLUMNS, one row per mined triplet
+    margins: np.ndarray | None = None      # [epochs, K, K]: the class-pair margins at each epoch's end
 
     @classmethod
-    def new(cls, n_tuples: int, epochs: int, n_images: int) -> _State:
+    def new(cls, n_tuples: int, epochs: int, n_images: int, n_classes: int = 0) -> _State:
         return cls(drops=np.zeros((n_tuples, len(DROP_COLUMNS)), np.int64),
-                   epoch_drops=np.zeros((epochs, n_tuples), np.uint8), suspicion=np.zeros((n_images, 2)))
+                   epoch_drops=np.zeros((epochs, n_tuples), np.uint8), suspicion=np.zeros((n_images, 2)),
+                   mined=np.zeros((0, len(MINED_COLUMNS)), np.int64),
+                   margins=np.full((epochs, n_classes, n_classes), np.nan))
 
 
 def _save_checkpoint(run: Path, net: nn.Module, opt: torch.optim.Optimizer, sched: Any, screen: InLoopScreen,
-                     state: _State, fingerprint: str) -> None:
+                     state: _State, fingerprint: str, margins: PairMargins | None = None) -> None:
     ck = run / CKPT_DIR
     ck.mkdir(parents=True, exist_ok=True)
     tag = f"step_{state.step:07d}"
@@ -193,7 +207,9 @@ def _save_checkpoint(run: Path, net: nn.Module, opt: torch.optim.Optimizer, sche
     with atomic_path(ck / f"{tag}.state.pt") as tmp:
         torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "screen": screen.state(),
                     "drops": torch.from_numpy(state.drops), "epoch_drops": torch.from_numpy(state.epoch_drops),
-                    "suspicion": torch.from_numpy(state.suspicion)}, tmp)
+                    "suspicion": torch.from_numpy(state.suspicion), "mined": torch.from_numpy(state.mined),
+                    "margins": torch.from_numpy(state.margins),
+                    **({"pair_margins": margins.state()} if margins is not None else {})}, tmp)
     write_parquet(pd.DataFrame(state.rows), ck / f"{tag}.metrics.parquet")
     files = {name: file_sha256(ck / name) for name in _checkpoint_files(tag)}
     write_json({"format": CKPT_FORMAT, "step": state.step, "tag": tag, "fingerprint": fingerprint,
@@ -208,7 +224,8 @@ def _checkpoint_files(tag: str) -> tuple[str, str, str]:
 
 
 def _load_checkpoint(run: Path, net: nn.Module, opt: torch.optim.Optimizer, sched: Any, screen: InLoopScreen,
-                     fingerprints: tuple[str, ...], fresh: _State, total: int) -> _State | None:
+                     fingerprints: tuple[str, ...], fresh: _State, total: int,
+                     margins: PairMargins | None = None) -> _State | None:
     """The checkpoint of ``run``, checked before anything is loaded: ``last.json`` names a
     step within the run and its own files, every file has the sha256 it was written with
     (checkpoints of format 1 had none), its arrays have the shapes of ``fresh`` (the state
@@ -249,6 +266,11 @@ def _load_checkpoint(run: Path, net: nn.Module, opt: torch.optim.Optimizer, sche
         sched.load_state_dict(blob["scheduler"])
         screen.load_state(blob["screen"])
         arrays = {k: blob[k].numpy() for k in ("drops", "epoch_drops", "suspicion")}
+        # checkpoints of a curate without batch-hard mining have no mined triplets or margins
+        arrays["margins"] = blob["margins"].numpy() if "margins" in blob else fresh.margins
+        mined = blob["mined"].numpy() if "mined" in blob else fresh.mined
+        if margins is not None and "pair_margins" in blob:
+            margins.load_state(blob["pair_margins"])
         rows = read_parquet(ck / f"{tag}.metrics.parquet", what="checkpoint metrics").to_dict("records")
     except CurateError as exc:
         raise CurateError(f"corrupted checkpoint {ck / tag}: {exc.message}", hint=hint) from exc
@@ -262,7 +284,7 @@ def _load_checkpoint(run: Path, net: nn.Module, opt: torch.optim.Optimizer, sche
     if n_train != step:
         raise CurateError(f"corrupted checkpoint {ck / tag}: its metrics hold {n_train} training steps, "
                           f"its record says {step}", hint=hint)
-    return _State(step=step, rows=[{k: _plain(v) for k, v in r.items()} for r in rows],
+    return _State(step=step, rows=[{k: _plain(v) for k, v in r.items()} for r in rows], mined=mined.astype(np.int64),
                   **{k: v.astype(getattr(fresh, k).dtype) for k, v in arrays.items()})
 
 
@@ -337,8 +359,90 @@ class _Trainer:
             hazard = bf16_cpu_hazard(net, data_config)
             if hazard is not None:
                 self.amp, self.precision = False, hazard
-        self.screen = InLoopScreen(cfg.screen_settings(), net.embed_dim, net.scale)
+        settings = cfg.screen_settings()
+        self.sampler: ClassBalancedSampler | None = None   # batch-hard mining: set by _train
+        self.pool = np.zeros(0, np.int64)                  # ... the store rows it samples from
+        self.margins: PairMargins | None = None
+        if cfg.mining == "batch-hard":
+            # the boundary tests the hardest of K - 1 positives and of (P - 1) K negatives
+            p = min(cfg.classes_per_batch, len(data.classes))
+            a_pos, a_neg = mined_alphas(cfg.alpha_pos, cfg.alpha_neg, cfg.images_per_class - 1,
+                                        (p - 1) * cfg.images_per_class)
+            settings = replace(settings, alpha_pos=a_pos, alpha_neg=a_neg)
+            self.margins = PairMargins(cfg.margin_mode, cfg.margin, len(data.classes), net.embed_dim,
+                                       scale=net.scale, center=cfg.center, window=cfg.screen_window, seed=cfg.seed)
+        self.screen = InLoopScreen(settings, net.embed_dim, net.scale)
         self.params = list(net.parameters())
+
+    def image_batch(self, rows: np.ndarray, step: int) -> _Batch:
+        """A batch of images (batch-hard mining): ``rows`` are store rows; no tuples yet."""
+        x = self.store.get(rows).to(self.device, non_blocking=True)
+        x = self.augment(x, step_generator(self.cfg.seed, step))
+        x = to_model_input(x, self.data_config)
+        if self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        labels_np = self.label_codes[rows]
+        return _Batch(x, torch.from_numpy(labels_np).to(self.device), labels_np,
+                      np.zeros((0, 3), np.int64), np.asarray(rows, np.int64))
+
+    def mined_step(self, b: _Batch, step: int) -> tuple[torch.Tensor, dict[str, Any], np.ndarray]:
+        """Batch-hard step: mine each image's hardest triplet, screen the mined triplets with
+        the boundary, train on the kept ones. Returns the loss, the metrics row and the mined
+        triplets as ``[t, 5]`` MINED_COLUMNS rows (store rows)."""
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed * 7_777_777 + step)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            emb = self.par.forward(self.net, b.x)
+        emb = emb.float()
+        local_t = batch_hard_triplets(emb, b.labels)
+        local = local_t.cpu().numpy()
+        t = len(local)
+        emb_np = emb.detach().cpu().numpy()
+        info: dict[str, Any] = {"screen_active": False, "d_null": None, "mu": None, "sigma": None,
+                                "t_pos": None, "t_neg": None}
+        keep, too_far, too_close = np.ones(t, bool), np.zeros(t, bool), np.zeros(t, bool)
+        if cfg.screen_every_step and t:
+            res = self.screen(emb_np, b.labels_np, local, step=step, seed=cfg.seed)
+            keep, too_far, too_close = res.keep, res.too_far, res.too_close
+            info = {"screen_active": res.active, "d_null": res.d_null, "mu": res.mu, "sigma": res.sigma,
+                    "t_pos": res.t_pos, "t_neg": res.t_neg}
+        assert self.margins is not None
+        pair_margins = self.margins.update(emb_np, b.labels_np, step)
+        kept = local_t[torch.from_numpy(keep).to(local_t.device)]
+        metric = emb.sum() * 0.0
+        if cfg.metric_weight > 0 and len(kept):
+            m = torch.as_tensor(pair_margins[b.labels_np[kept[:, 0].cpu().numpy()], b.labels_np[kept[:, 2].cpu().numpy()]],
+                                dtype=emb.dtype, device=emb.device)
+            metric = triplet_loss_margins(emb, kept[:, 0], kept[:, 1], kept[:, 2], m)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            logits = self.net.logits_from_embeddings(emb if cfg.ce_weight > 0 else emb.detach())
+        logits = logits.float()
+        all_dropped = t > 0 and not keep.any()
+        ce_rows = np.arange(len(b.rows)) if all_dropped or cfg.ce_on == "all" or not cfg.screen_every_step \
+            else np.unique(local[keep])
+        ce_idx = torch.from_numpy(ce_rows).to(self.device)
+        if self.soft_targets is None:
+            ce = F.cross_entropy(logits[ce_idx], b.labels[ce_idx])
+        else:
+            target = self.soft_targets[torch.from_numpy(b.rows)].to(self.device)[ce_idx]
+            ce = -(target * F.log_softmax(logits[ce_idx], dim=1)).sum(dim=1).mean()
+        loss = cfg.metric_weight * metric + (cfg.ce_weight if cfg.ce_weight > 0 else 1.0) * ce
+        if not torch.isfinite(loss):
+            raise CurateError(f"the loss became {loss.item()} at step {step}",
+                              hint="lower --lr, or check the images for extreme values")
+        acc = (logits.argmax(1) == b.labels).float().mean().item()
+        off = ~np.eye(len(pair_margins), dtype=bool)
+        row = {"n_tuples": t, "n_images": len(b.rows), "n_kept": int(keep.sum()),
+               "share_dropped": float(1 - keep.mean()) if t else 0.0,
+               "share_too_far": float(too_far.mean()) if t else 0.0,
+               "share_too_close": float(too_close.mean()) if t else 0.0, "share_suspect": 0.0,
+               "images_excluded": 0, "all_dropped": bool(all_dropped), "metric_loss": float(metric.item()),
+               "ce_loss": float(ce.item()), "train_accuracy": acc,
+               "margin_mean": float(pair_margins[off].mean()), **info}
+        bits = TOO_FAR * too_far.astype(np.int64) + TOO_CLOSE * too_close.astype(np.int64)
+        rec = np.column_stack([np.full(t, step, np.int64), b.rows[local[:, 0]], b.rows[local[:, 1]],
+                               b.rows[local[:, 2]], bits]) if t else np.zeros((0, len(MINED_COLUMNS)), np.int64)
+        return loss, row, rec
 
     def batch(self, tuple_rows: np.ndarray, step: int) -> _Batch:
         rows, local = batch_members(self.member_rows[tuple_rows])
@@ -488,6 +592,8 @@ def finetune(source: str | Path, out: str | Path, config: FinetuneConfig | None 
     given = cfg
     cfg = replace(cfg, weights=path_setting(cfg.weights))
     data = load_training_data(source, val_split=cfg.val_split)
+    if cfg.face_screen is not None:
+        data = without_face_rejects(data, cfg.face_screen)
     kind = cfg.kind or data.kind
     if kind == "quadruplet" and data.kind != "quadruplet":
         raise CurateError(f"--kind quadruplet needs quadruplets, but {data.tuples_file} holds triplets",
@@ -548,6 +654,15 @@ def _train(claim: Claim | _Unclaimed, cfg: FinetuneConfig, given: FinetuneConfig
         trainer.soft_targets[np.searchsorted(ids, train_ids)] = torch.from_numpy(
             soft_targets(data, train_ids, cfg.soft_label_prefix))
     n_batches = len(epoch_batches(len(members), cfg.batch_tuples, cfg.seed, 0))
+    if cfg.mining == "batch-hard":
+        pool = np.unique(member_rows)
+        rejected = data.extra.get("face_rejected_ids")
+        if rejected is not None:
+            pool = pool[~np.isin(ids[pool], rejected)]
+        trainer.sampler = ClassBalancedSampler(label_codes[pool], cfg.classes_per_batch, cfg.images_per_class,
+                                               cfg.seed, cfg.steps_per_epoch)
+        trainer.pool = pool
+        n_batches = trainer.sampler.steps_per_epoch
     total = cfg.epochs * n_batches if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * n_batches)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(total, cfg.warmup_share))
@@ -557,10 +672,10 @@ def _train(claim: Claim | _Unclaimed, cfg: FinetuneConfig, given: FinetuneConfig
     if restart and par.is_main and (run / CKPT_DIR).exists():
         for f in (run / CKPT_DIR).iterdir():
             f.unlink()
-    fresh = _State.new(len(members), math.ceil(total / n_batches), len(ids))
+    fresh = _State.new(len(members), math.ceil(total / n_batches), len(ids), len(data.classes))
     par.barrier()  # rank 0 has claimed the folder (and cleared it): every rank reads the same checkpoint
     state = None if restart else _load_checkpoint(run, net, opt, sched, trainer.screen, (fingerprint, legacy),
-                                                  fresh, total)
+                                                  fresh, total, trainer.margins)
     resumed_from = state.step if state else 0
     state = state or fresh
 
@@ -576,11 +691,16 @@ def _train(claim: Claim | _Unclaimed, cfg: FinetuneConfig, given: FinetuneConfig
         net.train()
         while state.step < total:
             epoch, in_epoch = divmod(state.step, n_batches)
-            batches = epoch_batches(len(members), cfg.batch_tuples, cfg.seed, epoch)
             tic = time.perf_counter()
             before_step = _buffers(net)
-            b = trainer.batch(batches[in_epoch], state.step)
-            loss, row, drops, susp = trainer.step(b, state.step, state.suspicion)
+            if trainer.sampler is not None:   # batch-hard mining: P x K images, no pre-sampled tuples
+                b = trainer.image_batch(trainer.pool[trainer.sampler.epoch(epoch)[in_epoch]], state.step)
+                loss, row, mined = trainer.mined_step(b, state.step)
+                batches, drops, susp = None, None, None
+            else:
+                batches = epoch_batches(len(members), cfg.batch_tuples, cfg.seed, epoch)
+                b = trainer.batch(batches[in_epoch], state.step)
+                loss, row, drops, susp = trainer.step(b, state.step, state.suspicion)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             par.average_gradients(trainer.params)
@@ -589,9 +709,14 @@ def _train(claim: Claim | _Unclaimed, cfg: FinetuneConfig, given: FinetuneConfig
             sched.step()
             if cfg.screen_every_step:
                 trainer.screen.commit_pending()
-            np.add.at(state.drops, batches[in_epoch], drops)
-            state.epoch_drops[epoch, batches[in_epoch]] = (TOO_FAR * drops[:, 1] + TOO_CLOSE * drops[:, 2]
-                                                           + SUSPECT * drops[:, 3]).astype(np.uint8)
+            if trainer.margins is not None:
+                trainer.margins.commit_pending()
+            if batches is not None and drops is not None:
+                np.add.at(state.drops, batches[in_epoch], drops)
+                state.epoch_drops[epoch, batches[in_epoch]] = (TOO_FAR * drops[:, 1] + TOO_CLOSE * drops[:, 2]
+                                                               + SUSPECT * drops[:, 3]).astype(np.uint8)
+            else:
+                state.mined = np.concatenate([state.mined, mined])
             if susp is not None:
                 seen = np.isfinite(susp)
                 np.add.at(state.suspicion, (b.rows[seen], 0), susp[seen])
@@ -608,18 +733,22 @@ def _train(claim: Claim | _Unclaimed, cfg: FinetuneConfig, given: FinetuneConfig
             if progress is not None:
                 progress("train", state.step, total, row)
             end_of_epoch = state.step % n_batches == 0 or state.step == total
+            if end_of_epoch and trainer.margins is not None:
+                state.margins[epoch] = trainer.margins.margins
             if end_of_epoch and par.is_main:
                 last_val = _validate(trainer, state, epoch, n_batches, total, progress)
             if end_of_epoch or (cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0):
                 if par.is_main:
-                    _save_checkpoint(run, net, opt, sched, trainer.screen, state, fingerprint)
+                    _save_checkpoint(run, net, opt, sched, trainer.screen, state, fingerprint, trainer.margins)
                 saved_step = state.step
     except BaseException:
         if not in_update and state.step > saved_step and par.is_main:
             if before_step is not None:  # the interrupted forward pass moved the BatchNorm statistics
                 _restore_buffers(net, before_step)
             trainer.screen.discard_pending()
-            _save_checkpoint(run, net, opt, sched, trainer.screen, state, fingerprint)
+            if trainer.margins is not None:
+                trainer.margins.discard_pending()
+            _save_checkpoint(run, net, opt, sched, trainer.screen, state, fingerprint, trainer.margins)
         raise
 
     if not par.is_main:
@@ -661,6 +790,12 @@ def _finish(claim: Claim, cfg: FinetuneConfig, data: TrainingData, net: Embeddin
     drops = pd.DataFrame({"tuple_id": tuple_ids, **{c: state.drops[:, i] for i, c in enumerate(DROP_COLUMNS)}})
     write_parquet(drops, run / "tuple_drops.parquet")
     write_parquet(epoch_drop_table(state.epoch_drops, tuple_ids), run / "tuple_drops_by_epoch.parquet")
+    if cfg.mining == "batch-hard":
+        write_parquet(mined_triplet_table(state.mined, ids, state.rows, data), run / "mined_triplets.parquet")
+        write_parquet(pd.DataFrame([r for e in range(len(state.margins)) if np.isfinite(state.margins[e]).all()
+                                    for r in margin_table(state.margins[e], data.classes, e)],
+                                   columns=["epoch", "anchor_class", "negative_class", "margin"]),
+                      run / "class_pair_margins.parquet")
     if cfg.screen_every_step and cfg.null in CLASS_NULLS:
         write_parquet(image_suspicion_table(state.suspicion, ids, data, cfg), run / "image_suspicion.parquet")
     final = last_val.get("_metrics", {})
@@ -672,6 +807,8 @@ def _finish(claim: Claim, cfg: FinetuneConfig, data: TrainingData, net: Embeddin
         "mean_share_dropped": float(train["share_dropped"].mean()) if len(train) else None,
         "steps_all_dropped": int(train["all_dropped"].sum()) if len(train) else 0,
         "images_excluded": int(_final_suspects(state.suspicion, cfg, _label_codes(data, ids)).sum()),
+        "face_rejected_images": data.extra.get("face_rejected_images"),
+        "mined_triplets": int(len(state.mined)) if cfg.mining == "batch-hard" else None,
         "val_accuracy": final.get("accuracy"), "val_macro_f1": final.get("macro_f1"),
     }
     params = {**asdict(cfg), "source": str(Path(source).resolve()), "build_dir": str(data.build_dir),
@@ -686,6 +823,47 @@ def _finish(claim: Claim, cfg: FinetuneConfig, data: TrainingData, net: Embeddin
     claim.finish(record)  # last: the run is complete
     return FinetuneResult(run_dir=run, metrics=metrics, final=final, config=config, run=record,
                           resumed_from_step=resumed_from, notes=notes)
+
+
+# ----------------------------------------------------------------------------- batch-hard outputs
+
+def without_face_rejects(data: TrainingData, screen_dir: str | Path) -> TrainingData:
+    """The first stage: ``data`` without the images whose face screens (large head pose,
+    occlusion, no face) rejected them in the ``curate screen`` folder ``screen_dir``
+    (``images_suspect.parquet``, matched by path); tuples holding one are left out too.
+    ``extra`` records ``face_rejected_ids`` and ``face_rejected_images``."""
+    f = Path(screen_dir).expanduser() / "images_suspect.parquet"
+    hint = "pass the --out folder of a `curate screen` run with the face screens on"
+    if not f.is_file():
+        raise CurateError(f"--face-screen {screen_dir}: {f.name} not found", hint=hint)
+    sus = read_parquet(f, what="screen image verdicts")
+    if "face_reject" not in sus.columns:
+        raise CurateError(f"--face-screen {screen_dir}: that screen ran no face screens (no face_reject column)",
+                          hint=hint)
+    bad_paths = set(sus.loc[sus["face_reject"].fillna(False).astype(bool), "path"].astype(str))
+    bad = data.images.index[data.images["path"].astype(str).isin(bad_paths)].to_numpy(np.int64)
+    members = data.tuples[data.members].to_numpy(np.int64)
+    keep = ~np.isin(members, bad).any(axis=1)
+    if not keep.any():
+        raise CurateError(f"--face-screen {screen_dir} rejects an image of every training tuple", hint=hint)
+    return replace(data, tuples=data.tuples[keep].reset_index(drop=True),
+                   extra={**data.extra, "face_rejected_ids": bad, "face_rejected_images": int(len(bad))})
+
+
+def mined_triplet_table(mined: np.ndarray, ids: np.ndarray, rows: list[dict[str, Any]],
+                        data: TrainingData) -> pd.DataFrame:
+    """``mined_triplets.parquet``: one row per mined triplet of every step (``rows``: the
+    run's metrics rows, which give each step's epoch)."""
+    epoch_of = {int(r["step"]): int(r["epoch"]) for r in rows if r.get("phase") == "train"}
+    step = mined[:, 0]
+    labels = data.images["label"].astype(str)
+    anchor, positive, negative = (ids[mined[:, i]] for i in (1, 2, 3))
+    bits = mined[:, 4]
+    return pd.DataFrame({"epoch": np.array([epoch_of.get(int(v), -1) for v in step], np.int64),
+                         "step": step, "anchor": anchor, "positive": positive, "negative": negative,
+                         "anchor_label": labels.loc[anchor].to_numpy(), "negative_label": labels.loc[negative].to_numpy(),
+                         "positive_too_far": (bits & TOO_FAR) > 0, "negative_too_close": (bits & TOO_CLOSE) > 0,
+                         "kept": bits == 0})
 
 
 # ----------------------------------------------------------------------------- image suspicion

@@ -214,3 +214,13 @@ class InLoopScreen:
             if key in dist:
                 out |= dist[key] < t_neg
         return out
+
+
+def triplet_loss_margins(emb: torch.Tensor, a: torch.Tensor, p: torch.Tensor, n: torch.Tensor,
+                         margins: torch.Tensor) -> torch.Tensor:
+    """Mean of ``relu(d(a, p) - d(a, n) + margins)`` over the triplets, one margin per
+    triplet (the class-pair margin of its anchor's and negative's classes,
+    :mod:`curate.train.margins`); Euclidean distances."""
+    if a.numel() == 0:
+        return emb.sum() * 0.0
+    return F.relu(_pair_dist(emb, a, p) - _pair_dist(emb, a, n) + margins).mean()

@@ -153,8 +153,21 @@ def _per_class_table(final: Mapping[str, Any]) -> str:
             f"{body}</table>")
 
 
+def _margins_table(margins: pd.DataFrame | None) -> str:
+    """The class-pair margins of the last epoch (row: anchor class, column: negative class)."""
+    if margins is None or margins.empty:
+        return ""
+    last = margins[margins["epoch"] == margins["epoch"].max()]
+    grid = last.pivot(index="anchor_class", columns="negative_class", values="margin")
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in grid.columns)
+    body = "".join(f"<tr><th>{html.escape(str(i))}</th>" + "".join(f"<td>{_fmt(v)}</td>" for v in r) + "</tr>"
+                   for i, r in zip(grid.index, grid.to_numpy(dtype=float), strict=True))
+    return (f"<h2>Class-pair margins (epoch {int(last['epoch'].iloc[0]) + 1}; row: anchor class, column: negative "
+            f"class)</h2><table><tr><th></th>{head}</tr>{body}</table>")
+
+
 def build_report(*, metrics: pd.DataFrame, final: Mapping[str, Any], config: Mapping[str, Any],
-                 record: Mapping[str, Any]) -> str:
+                 record: Mapping[str, Any], margins: pd.DataFrame | None = None) -> str:
     """The report page as a string."""
     train = metrics[metrics["phase"] == "train"] if "phase" in metrics else metrics
     params = record.get("params", {})
@@ -164,6 +177,7 @@ def build_report(*, metrics: pd.DataFrame, final: Mapping[str, Any], config: Map
         ("classes", ", ".join(map(str, config.get("classes", [])))),
         ("tuples", counts.get("tuples")), ("steps", counts.get("steps")),
         ("in-loop screening", "every step" if params.get("screen_every_step") else "off"),
+        ("mining", params.get("mining")), ("margin", f"{params.get('margin')} ({params.get('margin_mode', 'global')})"),
         ("null", params.get("null")), ("alpha_pos / alpha_neg", f"{params.get('alpha_pos')} / {params.get('alpha_neg')}"),
         ("mean share dropped per step", counts.get("mean_share_dropped")),
         ("steps where every tuple was dropped", counts.get("steps_all_dropped")),
@@ -191,6 +205,7 @@ table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;paddi
 <body><h1>{html.escape(title)}</h1>{warn}
 <table>{rows}</table>{note}
 {''.join(parts)}
+{_margins_table(margins)}
 <h2>Per-class accuracy (validation)</h2>{_per_class_table(final)}
 </body></html>
 """
@@ -200,5 +215,7 @@ def write_report(run: str | Path, *, metrics: pd.DataFrame, final: Mapping[str, 
                  record: Mapping[str, Any]) -> Path:
     """Write ``RUN/report.html``."""
     path = Path(run) / "report.html"
-    write_text(build_report(metrics=metrics, final=final, config=config, record=record), path)
+    mfile = Path(run) / "class_pair_margins.parquet"
+    margins = pd.read_parquet(mfile) if mfile.is_file() else None
+    write_text(build_report(metrics=metrics, final=final, config=config, record=record, margins=margins), path)
     return path

@@ -1,0 +1,253 @@
+"""Batch-hard mining, class-balanced batches, the boundary on mined triplets and class-pair
+margins (curate.train.mining, curate.train.margins) against brute-force references."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from statistics import NormalDist
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from test_train import _comparable, _same_weights, make_build, tiny_config
+
+from curate.errors import CurateError
+from curate.screens import statistical as st
+from curate.screens.nulls import fit_class_boundary
+from curate.train.config import ScreenSettings
+from curate.train.loop import finetune
+from curate.train.loss import InLoopScreen, triplet_loss_margins
+from curate.train.margins import PairMargins, class_pair_margins
+from curate.train.mining import ClassBalancedSampler, batch_hard_triplets, mined_alphas
+
+torch.set_num_threads(1)
+
+
+def _brute_hard(emb: np.ndarray, labels: np.ndarray) -> list[tuple[int, int, int]]:
+    out = []
+    n = len(labels)
+    for a in range(n):
+        pos = [j for j in range(n) if j != a and labels[j] == labels[a]]
+        neg = [j for j in range(n) if labels[j] != labels[a]]
+        if not pos or not neg:
+            continue
+        d = np.sqrt(((emb[a] - emb) ** 2).sum(1))
+        p = max(pos, key=lambda j: (d[j], -j))
+        q = min(neg, key=lambda j: (d[j], j))
+        out.append((a, p, q))
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_batch_hard_triplets_match_a_brute_force_loop(seed: int):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, 13)
+    labels[0] = 3  # an image alone in its class anchors nothing
+    emb = rng.normal(size=(13, 5)).astype(np.float32)
+    got = batch_hard_triplets(torch.from_numpy(emb), torch.from_numpy(labels)).numpy()
+    assert [tuple(r) for r in got] == _brute_hard(emb, labels)
+    assert 0 not in got[:, 0]
+
+
+def test_sampler_draws_p_classes_times_k_images_seeded_and_covers_the_pool():
+    labels = np.repeat(np.arange(5), [40, 30, 8, 20, 2])
+    s = ClassBalancedSampler(labels, p=3, k=6, seed=1)
+    assert s.steps_per_epoch == int(np.ceil(len(labels) / 18))
+    batches = s.epoch(0)
+    for b in batches:
+        assert len(b) == 18
+        per = pd.Series(labels[b]).value_counts()
+        assert len(per) == 3 and (per == 6).all()   # class 4 (2 images) repeats within its block
+    again = ClassBalancedSampler(labels, p=3, k=6, seed=1).epoch(0)
+    assert all(np.array_equal(x, y) for x, y in zip(batches, again, strict=True))
+    assert not all(np.array_equal(x, y) for x, y in zip(batches, s.epoch(1), strict=True))
+    seen = np.concatenate([b for e in range(6) for b in s.epoch(e)])
+    big = np.flatnonzero(labels == 0)
+    assert np.isin(big, seen).all()  # a class's cycle visits every one of its images
+    counts = pd.Series(labels[seen]).value_counts()
+    assert counts[0] > counts[4]   # classes drawn by size: the prior is kept, not flattened
+    assert ClassBalancedSampler(labels, p=3, k=6, seed=1, steps_per_epoch=7).steps_per_epoch == 7
+    with pytest.raises(CurateError, match="at least 2"):
+        ClassBalancedSampler(labels, p=1, k=6, seed=0)
+
+
+def test_mined_alphas_keep_the_level_of_the_hardest_of_n_null_draws():
+    a_pos, a_neg = mined_alphas(0.05, 0.05, 23, 72)
+    assert a_pos == pytest.approx(1 - 0.95 ** (1 / 23))
+    # simulate: the max of 23 standard normals exceeds the adjusted quantile 5% of the time
+    rng = np.random.default_rng(0)
+    z = NormalDist().inv_cdf(1 - a_pos)
+    assert (rng.normal(size=(40000, 23)).max(1) > z).mean() == pytest.approx(0.05, abs=0.005)
+    zn = NormalDist().inv_cdf(a_neg)
+    assert (rng.normal(size=(20000, 72)).min(1) < zn).mean() == pytest.approx(0.05, abs=0.006)
+    assert mined_alphas(0.05, 0.1, 1, 1) == (0.05, 0.1)
+
+
+@pytest.mark.parametrize("null", ["class", "class_empirical", "effective"])
+def test_boundary_on_mined_triplets_drops_exactly_those_outside_the_thresholds(null: str):
+    """The in-loop screen on batch-hard triplets against the thresholds of the fitted null
+    (alphas of the hardest of K - 1 positives and (P - 1) K negatives). With a class-aware
+    null the planted mislabelled face is in every dropped triplet; the global null, whose
+    upper tail is that of random different-label pairs, cannot see a mislabelled positive
+    (it IS such a pair) and drops nothing here."""
+    rng = np.random.default_rng(0)
+    d = 32
+    labels = np.repeat(np.arange(3), 8)
+    centres = rng.normal(size=(3, d)) * 3
+    emb = centres[labels] + rng.normal(size=(24, d)) * 0.5
+    emb[5] = centres[2] + rng.normal(size=d) * 0.5   # labelled 0, looks like class 2: a mislabelled face
+    emb = emb.astype(np.float32)
+    local = batch_hard_triplets(torch.from_numpy(emb), torch.from_numpy(labels)).numpy()
+    a_pos, a_neg = mined_alphas(0.05, 0.05, 7, 16)
+    screen = InLoopScreen(ScreenSettings(alpha_pos=a_pos, alpha_neg=a_neg, null=null, window=64), d, 1.0)
+    res = screen(emb, labels, local, step=0, seed=0)
+    x = st.normalize(emb, center=True, scale=1.0)
+    d_ap = np.linalg.norm(x[local[:, 0]] - x[local[:, 1]], axis=1)
+    d_an = np.linalg.norm(x[local[:, 0]] - x[local[:, 2]], axis=1)
+    if null == "effective":
+        b = st.fit_boundary(x, labels=labels, null=null, alpha_pos=a_pos, alpha_neg=a_neg, scale=1.0,
+                            seed=0, n_pairs=2000)
+        t_pos, t_neg = np.full(len(local), b.t_pos), np.full(len(local), b.t_neg)
+    else:
+        fit = fit_class_boundary(x, labels.astype(str), null=null, alpha_pos=a_pos, alpha_neg=a_neg, scale=1.0,
+                                 seed=0, pairs_per_class_pair=500)
+        codes = fit.nulls.codes(labels.astype(str))
+        t_pos = fit.nulls.t_pos[codes[local[:, 0]]]
+        t_neg = fit.nulls.t_neg[codes[local[:, 0]], codes[local[:, 2]]]
+    np.testing.assert_array_equal(res.too_far, d_ap > t_pos)
+    np.testing.assert_array_equal(res.too_close, d_an < t_neg)
+    np.testing.assert_array_equal(res.keep, ~(res.too_far | res.too_close))
+    dropped = ~res.keep
+    holds = (local == 5).any(axis=1)
+    if null == "effective":
+        assert not dropped.any()
+    else:
+        assert dropped.any() and holds[dropped].all()
+        if null == "class":   # (the empirical quantile of 28 same-class pairs, 7 of them the planted face's, is loose)
+            assert res.too_far[local[:, 1] == 5].all()   # the planted face as the hardest positive: too far
+
+
+def test_class_pair_margins_follow_the_separation_and_order():
+    mu = np.array([[1.0, 1.2, 2.0], [1.2, 0.8, 1.9], [2.0, 1.9, 1.0]])
+    sigma = np.array([[0.2, 0.3, 0.3], [0.3, 0.1, 0.3], [0.3, 0.3, 0.4]])
+    g = class_pair_margins(mu, sigma, 0.2, "global")
+    assert (g == 0.2).all()
+    ordered = class_pair_margins(mu, sigma, 0.2, "ordered-pair")
+    s = (mu - np.diag(mu)[:, None]) / np.diag(sigma)[:, None]
+    off = ~np.eye(3, dtype=bool)
+    with np.errstate(divide="ignore"):   # the diagonal is 0 and unused
+        expect = 0.2 * np.clip(s[off].mean() / s, 0.5, 2.0)
+    np.testing.assert_allclose(ordered[off], expect[off])
+    assert ordered[0, 1] > ordered[0, 2]          # the confusable pair gets the larger margin
+    assert ordered[0, 1] != ordered[1, 0]         # order-aware
+    pair = class_pair_margins(mu, sigma, 0.2, "class-pair")
+    np.testing.assert_allclose(pair, pair.T)      # order-insensitive
+    assert pair[0, 1] > pair[0, 2]
+    # before the classes separate (random init) every pair keeps the global margin
+    flat = class_pair_margins(np.full((3, 3), 1.0), np.full((3, 3), 0.1), 0.2, "class-pair")
+    assert (flat == 0.2).all()
+
+
+def test_pair_margins_refit_from_the_window_and_commit_only_on_request():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 20)
+    centres = np.array([[0, 0], [1, 0], [6, 0]], float)
+    emb = np.concatenate([centres[labels] + rng.normal(size=(60, 2)) * 0.3, rng.normal(size=(60, 6)) * 0.3], 1)
+    pm = PairMargins("class-pair", 0.2, 3, 8, scale=1.0, window=200, refit_every=1)
+    m = pm.update(emb.astype(np.float32), labels, step=0)
+    assert pm.window.shape[0] == 0 and (pm.margins == 0.2).all()   # pending until committed
+    assert m[0, 1] > m[0, 2] and m[0, 1] > m[1, 2]               # 0 and 1 are the confusable pair
+    pm.commit_pending()
+    assert pm.window.shape[0] == 60 and np.array_equal(pm.margins, m)
+
+
+def test_triplet_loss_with_per_triplet_margins_matches_a_loop():
+    rng = np.random.default_rng(0)
+    emb = torch.from_numpy(rng.normal(size=(6, 4)).astype(np.float32))
+    a, p, n = torch.tensor([0, 1, 2]), torch.tensor([3, 4, 5]), torch.tensor([5, 0, 1])
+    m = torch.tensor([0.1, 0.5, 2.0])
+    want = np.mean([max(0.0, float(torch.dist(emb[i], emb[j]) - torch.dist(emb[i], emb[k]) + mm))
+                    for i, j, k, mm in zip(a, p, n, m, strict=True)])
+    assert float(triplet_loss_margins(emb, a, p, n, m)) == pytest.approx(want, rel=1e-5)
+
+
+# ----------------------------------------------------------------------------- in finetune
+
+@pytest.fixture(scope="module")
+def build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_build(tmp_path_factory.mktemp("data"))
+
+
+def _cfg(**kw: object):
+    base = dict(mining="batch-hard", classes_per_batch=2, images_per_class=4, steps_per_epoch=4,
+                screen_every_step=True, margin_mode="ordered-pair")
+    base.update(kw)
+    return tiny_config(**base)
+
+
+@pytest.fixture(scope="module")
+def mined_run(build: Path, tmp_path_factory: pytest.TempPathFactory):
+    return finetune(build, tmp_path_factory.mktemp("runs") / "mined", _cfg())
+
+
+def test_batch_hard_finetune_records_mined_triplets_and_margins(mined_run, build: Path):
+    run = mined_run.run_dir
+    mined = pd.read_parquet(run / "mined_triplets.parquet")
+    assert len(mined) == mined_run.run["counts"]["mined_triplets"] == 8 * 8   # 8 steps x 8 anchors
+    assert set(mined["epoch"]) == {0, 1}
+    images = pd.read_parquet(build / "images.parquet").set_index("image_id")
+    assert (images.loc[mined["anchor"], "label"].to_numpy() == images.loc[mined["positive"], "label"].to_numpy()).all()
+    assert (images.loc[mined["anchor"], "label"].to_numpy() != images.loc[mined["negative"], "label"].to_numpy()).all()
+    assert (mined["kept"] == ~(mined["positive_too_far"] | mined["negative_too_close"])).all()
+    train = mined_run.metrics[mined_run.metrics["phase"] == "train"]
+    assert (train["n_images"] == 8).all()
+    np.testing.assert_allclose(train["share_dropped"].to_numpy(),
+                               1 - mined.groupby("step")["kept"].mean().to_numpy())
+    margins = pd.read_parquet(run / "class_pair_margins.parquet")
+    assert len(margins) == 2 * 3 * 2   # 2 epochs x 6 ordered pairs
+    assert (margins["margin"] > 0).all()
+    assert "Class-pair margins" in (run / "report.html").read_text()
+
+
+def test_batch_hard_run_is_deterministic_and_resumes_bit_for_bit(mined_run, build: Path, tmp_path: Path):
+    run = tmp_path / "interrupted"
+
+    def stop_at_3(phase: str, done: int, total: int, info: dict) -> None:
+        if phase == "train" and done == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        finetune(build, run, _cfg(), progress=stop_at_3)
+    assert json.loads((run / "checkpoints" / "last.json").read_text())["step"] == 3
+    resumed = finetune(build, run, _cfg())
+    assert resumed.resumed_from_step == 3
+    pd.testing.assert_frame_equal(_comparable(resumed.metrics), _comparable(mined_run.metrics))
+    assert _same_weights(run, mined_run.run_dir)
+    pd.testing.assert_frame_equal(pd.read_parquet(run / "mined_triplets.parquet"),
+                                  pd.read_parquet(mined_run.run_dir / "mined_triplets.parquet"))
+
+
+def test_classification_only_and_face_screen_and_bad_settings(build: Path, tmp_path: Path):
+    ce = finetune(build, tmp_path / "ce", _cfg(metric_weight=0.0, screen_every_step=False, margin_mode="global"))
+    train = ce.metrics[ce.metrics["phase"] == "train"]
+    assert (train["metric_loss"] == 0).all() and (train["share_dropped"] == 0).all()
+    # the face screen's rejects leave the pool first
+    images = pd.read_parquet(build / "images.parquet")
+    screen = tmp_path / "screen"
+    screen.mkdir()
+    bad = images[(images["split"] == "train") & (images["label"] == "happy")]["path"].iloc[:3]
+    pd.DataFrame({"path": images["path"], "face_reject": images["path"].isin(bad)}).to_parquet(
+        screen / "images_suspect.parquet")
+    r = finetune(build, tmp_path / "faces", _cfg(face_screen=str(screen)))
+    assert r.run["counts"]["face_rejected_images"] == 3
+    mined = pd.read_parquet(tmp_path / "faces" / "mined_triplets.parquet")
+    ids = set(images.loc[images["path"].isin(bad), "image_id"])
+    assert not ids & set(mined[["anchor", "positive", "negative"]].to_numpy().ravel())
+    with pytest.raises(CurateError, match="needs --mining batch-hard"):
+        finetune(build, tmp_path / "x", tiny_config(margin_mode="class-pair"))
+    with pytest.raises(CurateError, match="no face screens"):
+        (tmp_path / "noface").mkdir()
+        pd.DataFrame({"path": images["path"]}).to_parquet(tmp_path / "noface" / "images_suspect.parquet")
+        finetune(build, tmp_path / "y", _cfg(face_screen=str(tmp_path / "noface")))
