@@ -271,3 +271,16 @@ def test_cli_finetune_batch_hard_with_class_pair_margins(build: Path, tmp_path: 
     bad = runner.invoke(app, ["finetune", str(build), "--out", str(tmp_path / "x"), *common,
                               "--margin-mode", "class-pair"])
     assert bad.exit_code == 2 and "needs --mining batch-hard" in bad.output
+
+
+def test_new_settings_at_their_defaults_keep_the_fingerprint_of_earlier_runs():
+    from dataclasses import asdict
+
+    from curate.train.config import FinetuneConfig
+    from curate.train.loop import _LATER_SETTINGS, _result_settings
+
+    d = FinetuneConfig()
+    assert all(getattr(d, k) == v for k, v in _LATER_SETTINGS.items())   # the defaults they stand for
+    assert not set(_LATER_SETTINGS) & set(_result_settings(d))
+    assert _result_settings(FinetuneConfig(mining="batch-hard", margin_mode="class-pair"))["margin_mode"] == "class-pair"
+    assert set(asdict(d)) - set(_result_settings(d)) >= set(_LATER_SETTINGS)
