@@ -251,3 +251,36 @@ def test_classification_only_and_face_screen_and_bad_settings(build: Path, tmp_p
         (tmp_path / "noface").mkdir()
         pd.DataFrame({"path": images["path"]}).to_parquet(tmp_path / "noface" / "images_suspect.parquet")
         finetune(build, tmp_path / "y", _cfg(face_screen=str(tmp_path / "noface")))
+
+
+def test_cli_finetune_batch_hard_with_class_pair_margins(build: Path, tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+
+    runner = CliRunner()
+    common = ["--backbone", "test_resnet", "--weights", "none", "--in-chans", "1", "--input-size", "16",
+              "--embed-dim", "8", "--epochs", "1", "--device", "cpu"]
+    res = runner.invoke(app, ["finetune", str(build), "--out", str(tmp_path / "run"), *common, "--mining", "batch-hard",
+                              "--classes-per-batch", "2", "--images-per-class", "4", "--steps-per-epoch", "3",
+                              "--margin-mode", "ordered-pair"])
+    assert res.exit_code == 0, res.output
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert record["params"]["margin_mode"] == "ordered-pair" and record["counts"]["steps"] == 3
+    assert (tmp_path / "run" / "class_pair_margins.parquet").is_file()
+    bad = runner.invoke(app, ["finetune", str(build), "--out", str(tmp_path / "x"), *common,
+                              "--margin-mode", "class-pair"])
+    assert bad.exit_code == 2 and "needs --mining batch-hard" in bad.output
+
+
+def test_new_settings_at_their_defaults_keep_the_fingerprint_of_earlier_runs():
+    from dataclasses import asdict
+
+    from curate.train.config import FinetuneConfig
+    from curate.train.loop import _LATER_SETTINGS, _result_settings
+
+    d = FinetuneConfig()
+    assert all(getattr(d, k) == v for k, v in _LATER_SETTINGS.items())   # the defaults they stand for
+    assert not set(_LATER_SETTINGS) & set(_result_settings(d))
+    assert _result_settings(FinetuneConfig(mining="batch-hard", margin_mode="class-pair"))["margin_mode"] == "class-pair"
+    assert set(asdict(d)) - set(_result_settings(d)) >= set(_LATER_SETTINGS)

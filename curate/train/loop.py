@@ -150,6 +150,18 @@ def init_network(cfg: FinetuneConfig, classes: list[str], notes: list[str] | Non
 
 # ----------------------------------------------------------------------------- checkpoints
 
+# settings added with batch-hard mining: at their defaults they are left out of the fingerprint
+# and the claimed settings, so runs and checkpoints of an earlier curate still match
+_LATER_SETTINGS = {"classes_per_batch": 4, "images_per_class": 24, "steps_per_epoch": None, "margin_mode": "global",
+                   "metric_weight": 1.0, "face_screen": None}
+
+
+def _result_settings(cfg: FinetuneConfig) -> dict[str, Any]:
+    """The settings that change the result (not the runtime ones), without later settings at their defaults."""
+    return {k: v for k, v in asdict(cfg).items()
+            if k not in _RUNTIME_ONLY and not (k in _LATER_SETTINGS and v == _LATER_SETTINGS[k])}
+
+
 def _fingerprint(cfg: FinetuneConfig, data: TrainingData, build_dir: Path | None = None) -> str:
     """What a checkpoint must match to be resumed: the settings, the tuples and the build
     folder (paths resolved, so ``../ex/tuples`` and its absolute spelling are one run)."""
