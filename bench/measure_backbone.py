@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -44,8 +45,12 @@ def ferplus_eval(run: str, table: pd.DataFrame, train_hashes: set[str], tmp: Pat
     manifest = tmp / "ferplus_val.csv"
     ok.assign(label=ok["ferplus_label"])[["path", "label"]].to_csv(manifest, index=False)
     res = evaluate(run, manifest, device="cpu")
-    preds = res.predictions.assign(path=lambda d: d["path"].astype(str))
-    preds = preds.merge(ok[["path", "sha256"]], on="path", how="left")
+    # evaluate resolves links (../shared is one): match on the resolved path
+    preds = res.predictions.assign(key=lambda d: [os.path.realpath(str(x)) for x in d["path"]])
+    preds = preds.merge(ok.assign(key=[os.path.realpath(x) for x in ok["path"]])[["key", "sha256"]],
+                        on="key", how="left")
+    if preds["sha256"].isna().any():
+        raise SystemExit(f"{int(preds['sha256'].isna().sum())} evaluated images not found in the votes table")
     classes = list(res.metrics["classes"])
     idx = {c: i for i, c in enumerate(classes)}
 

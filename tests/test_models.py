@@ -36,6 +36,42 @@ def test_bundled_model_forward_pass() -> None:
     assert emb.dtype == torch.float32  # fp16 file, fp32 compute
 
 
+def test_every_bundled_model_loads_within_25_mb_and_has_a_card() -> None:
+    from curate.models import MODELS_DIR, bundled_models
+
+    names = {e.name for e in bundled_models()}
+    assert {"fer_resnet10t", "ferplus_resnet10t"} <= names
+    for name in names:
+        d = MODELS_DIR / name
+        assert (d / "model.safetensors").stat().st_size <= 25_000_000 and (d / "README.md").exists()
+        net, cfg = load_run(d)
+        net.eval()
+        with torch.inference_mode():
+            emb = net(torch.randn(2, *cfg["data_config"]["input_size"]))
+        assert emb.shape == (2, cfg["embed_dim"]) and torch.isfinite(emb).all()
+
+
+def test_ferplus_model_beats_the_default_on_ferplus_plurality_labels(shared_data: Path, tmp_path: Path) -> None:
+    """The successor of issue 24 agrees more often with the FERPlus plurality on every 3rd
+    PublicTest face than the default does (its measured gap on all of PublicTest: 0.73 vs 0.62;
+    on a class-balanced sample the gap is small: the gain is in the frequent classes)."""
+    import pandas as pd
+
+    from curate.train.evaluate import evaluate
+
+    votes = pd.read_csv(shared_data / "ferplus" / "ferplus_votes_train_val.csv")
+    votes = votes[votes["split"] == "valid"].dropna(subset=["plurality_label_8cls"])
+    to_fer = {"anger": "angry", "happiness": "happy", "sadness": "sad", "neutral": "neutral",
+              "surprise": "surprise", "fear": "fear", "disgust": "disgust"}
+    votes = votes[votes["plurality_label_8cls"].isin(list(to_fer))]
+    rows = votes.sort_values("path").iloc[::3]
+    manifest = tmp_path / "m.csv"
+    pd.DataFrame({"path": [str(shared_data / "fer2013" / p) for p in rows["path"]],
+                  "label": rows["plurality_label_8cls"].map(to_fer)}).to_csv(manifest, index=False)
+    acc = {m: evaluate(m, manifest, device="cpu").metrics["accuracy"] for m in ("ferplus_resnet10t", "fer_resnet10t")}
+    assert acc["ferplus_resnet10t"] > acc["fer_resnet10t"] + 0.04, acc
+
+
 def test_bundled_model_recognises_real_expressions(shared_data: Path) -> None:
     """On 20 real FER2013 val faces per class it is far above chance (1/7)."""
     from curate.images import load_image
