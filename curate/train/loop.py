@@ -152,8 +152,10 @@ def init_network(cfg: FinetuneConfig, classes: list[str], notes: list[str] | Non
 
 # settings added with batch-hard mining: at their defaults they are left out of the fingerprint
 # and the claimed settings, so runs and checkpoints of an earlier curate still match
+# settings newer than the first checkpoints, at their defaults: left out of the fingerprint, so
+# the checkpoints and run folders of an earlier curate stay resumable
 _LATER_SETTINGS = {"classes_per_batch": 4, "images_per_class": 24, "steps_per_epoch": None, "margin_mode": "global",
-                   "metric_weight": 1.0, "face_screen": None}
+                   "metric_weight": 1.0, "face_screen": None, "augment_kind": "light"}
 
 
 def _result_settings(cfg: FinetuneConfig) -> dict[str, Any]:
@@ -169,15 +171,6 @@ def _fingerprint(cfg: FinetuneConfig, data: TrainingData, build_dir: Path | None
     cols = [c for c in ("tuple_id", *data.members) if c in data.tuples.columns]
     return json.dumps({"settings": settings, "tuples": fingerprint_table(data.tuples, cols),
                        "build_dir": str(build_dir if build_dir is not None else data.build_dir)}, sort_keys=True)
-
-
-def _result_settings(cfg: FinetuneConfig) -> dict[str, Any]:
-    """The settings that change the result; a newer setting at its default is left out, so
-    the checkpoints and run folders of an earlier curate stay resumable."""
-    settings = {k: v for k, v in asdict(cfg).items() if k not in _RUNTIME_ONLY}
-    if settings.get("augment_kind") == "light":
-        del settings["augment_kind"]
-    return settings
 
 
 def run_settings(cfg: FinetuneConfig, source: str | Path) -> dict[str, Any]:
