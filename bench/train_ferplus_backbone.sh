@@ -3,7 +3,7 @@
 # the CPU under bfloat16 autocast: FER2013 Training with the FERPlus votes as soft targets,
 # warm-started from fer_resnet10t (SCREEN=1: screened once by `curate screen` first).
 #
-#   OUT=runs/ferplus MAX_STEPS=220 bash bench/train_ferplus_backbone.sh
+#   OUT=runs/ferplus MAX_STEPS=900 bash bench/train_ferplus_backbone.sh
 #
 # DATA: FER2013 as DATA/<split>/<class>/<image> (train and val); VOTES: the FERPlus votes
 # file (bench/ferplus.py describes both). Everything is seeded.
@@ -13,8 +13,8 @@ VOTES=${VOTES:-../shared/data/ferplus/ferplus_votes_train_val.csv}
 OUT=${OUT:-runs/ferplus}
 RUN=${RUN:-$OUT/run}
 DEVICE=${DEVICE:-cpu}
-MAX_STEPS=${MAX_STEPS:-220}
-INPUT_SIZE=${INPUT_SIZE:-48}
+MAX_STEPS=${MAX_STEPS:-900}
+INPUT_SIZE=${INPUT_SIZE:-}   # empty: the weights' own size (64 px)
 CURATE=${CURATE:-curate}
 PYTHON=${PYTHON:-python}
 SEED=${SEED:-0}
@@ -39,12 +39,12 @@ if [ "${SCREEN:-0}" = 1 ]; then
     --workers 1 --device "$DEVICE" --seed "$SEED"
   TRAIN_ON="$OUT/screen"
 fi
-# 4. fine-tune the bundled network at 48 px, the votes as soft targets
-$CURATE finetune "$TRAIN_ON" --out "$RUN" --weights fer_resnet10t --input-size "$INPUT_SIZE" \
+# 4. fine-tune the bundled network at 64 px (its own size), the votes as soft targets
+$CURATE finetune "$TRAIN_ON" --out "$RUN" --weights fer_resnet10t ${INPUT_SIZE:+--input-size "$INPUT_SIZE"} \
   --soft-label-prefix soft_ --ce-on all --ce-weight 1.0 --no-screen-every-step \
   --augment-kind photos --batch-tuples 64 --lr 1e-3 --weight-decay 5e-4 \
   --epochs 10 --max-steps "$MAX_STEPS" --amp --seed "$SEED" --device "$DEVICE" \
-  --checkpoint-every 20 --val-split val
+  --checkpoint-every 100 --val-split val
 # 5. measure (FERPlus plurality on PublicTest, colour probe), beside the bundled network
 $PYTHON bench/measure_backbone.py "$RUN" fer_resnet10t --json "$OUT/measures.json"
 # 6. the bundled copy (float16 weights) and its measures
