@@ -13,9 +13,8 @@ cross-validated probe and uses the best (``docs/representations.md``).
 
 from __future__ import annotations
 
-from importlib import metadata
-
 from curate.errors import CurateError
+from curate.plugins import load_entry_points
 from curate.representations.base import Features, Representation, RepresentationContext
 
 ENTRY_POINT_GROUP = "curate.representations"
@@ -47,14 +46,7 @@ def _load_plugins() -> None:
     if _PLUGINS_LOADED:
         return
     _PLUGINS_LOADED = True
-    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        cls = ep.load()
-        if not (isinstance(cls, type) and issubclass(cls, Representation)):
-            raise CurateError(f"entry point {ep.name} = {ep.value} of group {ENTRY_POINT_GROUP} "
-                              "is not a curate Representation subclass",
-                              hint="point the entry point at a class decorated with "
-                                   "curate.representations.register")
-        register(cls)
+    load_entry_points(ENTRY_POINT_GROUP, Representation, register, "Representation")
 
 
 def registered() -> list[Representation]:

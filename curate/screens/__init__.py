@@ -18,10 +18,10 @@ the image screens, it keeps the copy the others passed), and ``boundary`` (tuple
 from __future__ import annotations
 
 from collections.abc import Mapping
-from importlib import metadata
 from typing import Any
 
 from curate.errors import CurateError
+from curate.plugins import load_entry_points
 from curate.screens.base import LEVELS, Option, Reason, Screen, ScreenContext, ScreenOutput
 
 ENTRY_POINT_GROUP = "curate.screens"
@@ -62,13 +62,7 @@ def _load_plugins() -> None:
     if _PLUGINS_LOADED:
         return
     _PLUGINS_LOADED = True
-    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        cls = ep.load()
-        if not (isinstance(cls, type) and issubclass(cls, Screen)):
-            raise CurateError(f"entry point {ep.name} = {ep.value} of group {ENTRY_POINT_GROUP} "
-                              "is not a curate Screen subclass",
-                              hint="point the entry point at a class decorated with curate.screens.register")
-        register(cls)
+    load_entry_points(ENTRY_POINT_GROUP, Screen, register, "Screen")
 
 
 def registered() -> list[Screen]:
