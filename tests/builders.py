@@ -76,7 +76,7 @@ def fake_screen_faces(side: int, seen: dict | None = None):
     last call."""
 
     def screen_faces(imgs, *, cache_dir, max_yaw=30.0, max_occlusion=0.5, no_face="reject",
-                     face_model=None, progress=None, engine=None):
+                     face_model=None, progress=None, engine=None, analysis=None):
         if seen is not None:
             seen.update(n=len(imgs), engine=engine, max_yaw=max_yaw, max_occlusion=max_occlusion,
                         cache_dir=cache_dir)

@@ -443,3 +443,31 @@ def test_occlusion_in_bfloat16_stays_close_to_float32():
     half = O.mean_probabilities(model._inference, faces, channels_last=True, bf16=True)
     assert half.shape == full.shape and np.abs(half - full).max() < 0.02
     assert isinstance(O.bf16_supported(), bool)
+
+
+def test_the_face_screens_use_an_analysis_made_earlier_in_the_run(monkeypatch, tmp_path):
+    """The representations' face pass hands its analysis to the face screens
+    (``ScreenContext.shared["faces"]``): with no cache the faces are not analysed twice."""
+    from curate.cache import OFF
+    from curate.screens import get as get_screen
+    from curate.screens.base import ScreenContext
+
+    def no_second_pass(*args, **kwargs):
+        raise AssertionError("analyze_faces called again")
+
+    monkeypatch.setattr(S, "analyze_faces", no_second_pass)
+    images = pd.DataFrame({"image_id": [7, 9], "path": ["a.png", "b.png"], "sha256": ["a" * 64, "b" * 64],
+                           "label": ["happy", "sad"]})
+    analysis = pd.DataFrame({"path": ["a.png", "b.png"], "face_found": [True, True], "yaw": [40.0, 2.0],
+                             "pitch": 0.0, "roll": 0.0, "occlusion": [0.0, 0.0], "occlusion_any": 0.1,
+                             "face_confidence": 0.9, "detail": None, "blendshapes": [[0.1] * 52, [0.2] * 52]})
+    faces = S.screen_faces(images, cache_dir=OFF, analysis=analysis)
+    assert faces["image_id"].tolist() == [7, 9] and faces["face_reason"].tolist() == ["side_face", None]
+    with pytest.raises(ValueError, match="in their order"):
+        S.screen_faces(images, cache_dir=OFF, analysis=analysis.iloc[::-1])
+    screen = get_screen("faces")
+    settings = {o.name: o.default for o in screen.options} | {"face_model": None}
+    ctx = ScreenContext(images=images, tuples=pd.DataFrame(), rows={}, settings=settings, out_dir=tmp_path)
+    ctx.shared["faces"] = analysis
+    out = screen.run(ctx)
+    assert out.table["face_reason"].tolist() == ["side_face", None]

@@ -52,7 +52,8 @@ def screen_faces(images: pd.DataFrame, *, cache_dir: str | os.PathLike[str] | Pa
                  max_yaw: float = DEFAULT_MAX_YAW, max_occlusion: float | None = None,
                  no_face: str = "reject", face_model: str | None = None,
                  progress: Callable[[int, int], None] | None = None,
-                 workers: int | None = None, engine: Any = None) -> pd.DataFrame:
+                 workers: int | None = None, engine: Any = None,
+                 analysis: pd.DataFrame | None = None) -> pd.DataFrame:
     """Analyse every image's face and give the face screens' verdict.
 
     Parameters
@@ -71,6 +72,10 @@ def screen_faces(images: pd.DataFrame, *, cache_dir: str | os.PathLike[str] | Pa
         ``"reject"`` (reason ``no_face``) or ``"keep"`` images without a face.
     face_model, progress, workers, engine:
         Passed to :func:`curate.faces.analyze_faces`.
+    analysis:
+        The :func:`curate.faces.analyze_faces` rows of these images (in their order) when
+        they were already made in this run (the representations' pass): used instead of
+        analysing again, which matters where there is no cache.
 
     Returns
     -------
@@ -83,9 +88,13 @@ def screen_faces(images: pd.DataFrame, *, cache_dir: str | os.PathLike[str] | Pa
         raise CurateError(f"images table has no column {', '.join(map(repr, missing))}",
                           hint="pass the rows of images.parquet written by `curate build-tuples`")
     max_occ = check_thresholds(max_yaw, max_occlusion, no_face)
-    analysis = analyze_faces(images["path"].tolist(), images["sha256"].tolist(),
-                             cache_dir=cache_dir, face_model=face_model, workers=workers,
-                             progress=progress, engine=engine)
+    if analysis is None:
+        analysis = analyze_faces(images["path"].tolist(), images["sha256"].tolist(),
+                                 cache_dir=cache_dir, face_model=face_model, workers=workers,
+                                 progress=progress, engine=engine)
+    elif len(analysis) != len(images) or (analysis["path"].to_numpy() != images["path"].to_numpy()).any():
+        raise ValueError("analysis rows must be those of images, in their order")
+    analysis = analysis[[c for c in analysis.columns if c != "image_id"]].reset_index(drop=True)
     analysis.insert(0, "image_id", images["image_id"].to_numpy(dtype=np.int64))
     return face_verdicts(analysis, max_yaw=max_yaw, max_occlusion=max_occ, no_face=no_face)
 
@@ -235,7 +244,7 @@ class FaceScreen(Screen):
             max_yaw=s["max_yaw"],
             max_occlusion=s["max_occlusion"], no_face=s["no_face"], face_model=s["face_model"],
             progress=(lambda done, total: progress("faces", done, total)) if progress else None,
-            engine=ctx.engine)
+            engine=ctx.engine, analysis=ctx.shared.get("faces"))
         faces = faces.reset_index(drop=True)
         if not np.array_equal(faces["image_id"].to_numpy(), ctx.images["image_id"].to_numpy()):
             raise CurateError("the face screen returned rows out of order")
