@@ -3,6 +3,7 @@ messages of example / build-tuples / evaluate, and no progress bar before an err
 
 from __future__ import annotations
 
+import importlib
 import re
 import shutil
 from pathlib import Path
@@ -198,7 +199,7 @@ def test_screen_of_an_image_folder_says_to_build_first(tmp_path, make_folder) ->
 def test_screen_options_are_checked_before_any_work(tmp_path, monkeypatch) -> None:
     from builders import make_build
 
-    from curate import screen as screen_module
+    screen_module = importlib.import_module("curate.screen")  # the module; curate.screen is the function
 
     build, _, _ = make_build(tmp_path, per_class=3, per_anchor=1)
 

@@ -290,13 +290,14 @@ def test_10_a_killed_screen_leaves_a_folder_that_report_export_and_finetune_refu
     script = textwrap.dedent(f"""
         import os, signal, sys
         sys.path.insert(0, {str(REPO / 'tests')!r})
-        import curate.screen as s
+        from curate.screen import screen
+        s = sys.modules['curate.screen']
         real = s.write_parquet
         def write_then_die(df, path):
             real(df, path)
             os.kill(os.getpid(), signal.SIGKILL)
         s.write_parquet = write_then_die
-        s.screen({str(build)!r}, {str(out)!r}, embeddings={str(emb)!r}, skip_face_screens=True)
+        screen({str(build)!r}, {str(out)!r}, embeddings={str(emb)!r}, skip_face_screens=True)
     """)
     proc = subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": str(REPO)},
                           capture_output=True, text=True, timeout=300)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import struct
+import sys
 import zlib
 from pathlib import Path
 
@@ -95,16 +96,15 @@ def test_unreadable_permissions_recorded(tmp_path: Path, monkeypatch: pytest.Mon
 
     f = face_png(tmp_path / "x.png", 1)
     if os.geteuid() == 0:  # root reads mode-000 files, so make the read fail like it would for a user
-        import curate.ingest
-
-        real = curate.ingest.read_image_file
+        ingest_module = sys.modules["curate.ingest"]  # the module; curate.ingest is the function
+        real = ingest_module.read_image_file
 
         def deny(path: str, max_pixels: int) -> bytes:
             if Path(path) == f:
                 raise PermissionError(13, "Permission denied", str(path))
             return real(path, max_pixels)
 
-        monkeypatch.setattr(curate.ingest, "read_image_file", deny)
+        monkeypatch.setattr(ingest_module, "read_image_file", deny)
     else:
         os.chmod(f, 0)
     res = validate_file(str(f))

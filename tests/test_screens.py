@@ -87,6 +87,12 @@ def test_reason_codes_and_options_are_unique_across_screens() -> None:
     assert levels == sorted(levels, key=lambda lv: lv != "tuple")
 
 
+def test_run_order_is_each_screens_declared_order_not_import_order() -> None:
+    assert screens.names() == ["faces", "label", "not_face", "quality", "near_duplicates", "boundary"]
+    orders = [s.order for s in screens.registered() if s.level == "image"]
+    assert orders == sorted(orders) and screens.get("near_duplicates").order == max(orders)
+
+
 def test_registry_refuses_clashes_and_unknown_options() -> None:
     class Clash(Screen):
         name = "clash"

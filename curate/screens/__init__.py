@@ -2,7 +2,7 @@
 
 Every screen is a :class:`~curate.screens.base.Screen` subclass registered here with
 :func:`register`. :func:`registered` lists them in run order (image screens first,
-then tuple screens, each in registration order); :func:`curate.screen.screen` runs
+then tuple screens, each by its ``order``); :func:`curate.screen.screen` runs
 them in one loop, and the report takes every reason's label and colour from
 :func:`reason`. Other packages add screens through the ``curate.screens`` entry-point
 group (each entry point names a Screen subclass).
@@ -10,13 +10,14 @@ group (each entry point names a Screen subclass).
 Built in: ``faces`` (image: ``side_face``, ``occluded``, ``no_face``), ``label`` (image:
 ``label_suspect``), the hygiene screens ``quality`` (image: ``blank``, ``too_dark``,
 ``too_bright``, ``blurry``, ``odd_aspect``, ``too_small``), ``not_face`` (image:
-``not_a_face``) and ``near_duplicates`` (image: ``near_duplicate``; registered last among
-the image screens, it keeps the copy the others passed), and ``boundary`` (tuple:
+``not_a_face``) and ``near_duplicates`` (image: ``near_duplicate``; order 90, last of the
+built-in image screens, so it keeps the copy the others passed), and ``boundary`` (tuple:
 ``positive_too_far``, ``negative_too_close``). ``docs/screens.md`` shows how to add one.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,12 +26,19 @@ from curate.plugins import load_entry_points
 from curate.screens.base import LEVELS, Option, Reason, Screen, ScreenContext, ScreenOutput
 
 ENTRY_POINT_GROUP = "curate.screens"
+# The built-in screens: imported on the registry's first use, not with this package, so
+# importing the maths (curate.screens.statistical, curate.screens.nulls) stays cheap.
+# Their run order is each screen's ``order``, not this list's.
+BUILTIN_MODULES = ("boundary", "faces", "label", "not_face", "quality", "near_duplicates")
 _REGISTRY: dict[str, type[Screen]] = {}
+_BUILTINS_LOADED = False
 _PLUGINS_LOADED = False
 
 
 def register(cls: type[Screen]) -> type[Screen]:
     """Class decorator: add a screen to the registry (its name, codes and options must be new)."""
+    if not cls.__module__.startswith(f"{__name__}."):
+        _load_builtins()  # another package's screen is checked against the built-in ones
     for attr in ("name", "level", "reasons", "summary"):
         if not hasattr(cls, attr):
             raise TypeError(f"screen {cls.__name__} must define {attr!r}")
@@ -57,6 +65,15 @@ def unregister(name: str) -> None:
     _REGISTRY.pop(name, None)
 
 
+def _load_builtins() -> None:
+    global _BUILTINS_LOADED
+    if _BUILTINS_LOADED:
+        return
+    _BUILTINS_LOADED = True
+    for name in BUILTIN_MODULES:
+        importlib.import_module(f"{__name__}.{name}")
+
+
 def _load_plugins() -> None:
     global _PLUGINS_LOADED
     if _PLUGINS_LOADED:
@@ -66,10 +83,12 @@ def _load_plugins() -> None:
 
 
 def registered() -> list[Screen]:
-    """One instance of every registered screen, in run order (image screens first)."""
+    """One instance of every registered screen, in run order: image screens first, then
+    tuple screens, each by its ``order`` (ties: registration order)."""
+    _load_builtins()
     _load_plugins()
-    screens = [cls() for cls in _REGISTRY.values()]
-    return [s for s in screens if s.level == "image"] + [s for s in screens if s.level == "tuple"]
+    screens = sorted((cls() for cls in _REGISTRY.values()), key=lambda s: (LEVELS.index(s.level), s.order))
+    return screens
 
 
 def get(name: str) -> Screen:
@@ -134,14 +153,3 @@ __all__ = ["ENTRY_POINT_GROUP", "Option", "Reason", "Screen", "ScreenContext", "
            "defaults", "get", "names", "options", "reason", "reasons", "register", "registered",
            "resolve_settings", "screen_of", "unregister"]
 
-# The built-in screens register themselves on import (kept last: they import this module).
-from curate.screens import boundary as _boundary  # noqa: E402,F401
-from curate.screens import faces as _faces  # noqa: E402,F401
-from curate.screens import label as _label  # noqa: E402,F401
-from curate.screens import not_face as _not_face  # noqa: E402,F401
-from curate.screens import quality as _quality  # noqa: E402,F401
-
-# isort: split
-# Registered last of the built-in image screens, so it runs after them and keeps, of a
-# group of copies, one that they passed (curate.screens.near_duplicates).
-from curate.screens import near_duplicates as _near_duplicates  # noqa: E402,F401

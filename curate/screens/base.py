@@ -15,10 +15,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from curate.errors import CurateError
 
@@ -153,6 +155,10 @@ class Screen(ABC):
     reasons: ClassVar[tuple[Reason, ...]]
     summary: ClassVar[str]
     options: ClassVar[tuple[Option, ...]] = ()
+    # Run order within the level (smaller first; ties: registration order). The built-in
+    # image screens: faces 10, label 20, not_face 30, quality 40, near_duplicates 90 (last:
+    # of a group of copies it keeps one the others passed); plug-ins default to 100.
+    order: ClassVar[int] = 100
     column_prefix: ClassVar[str | None] = None  # default: the name
     needs_embeddings: ClassVar[bool] = False
     # The screen whose score orders images_suspect.parquet (the label screen); at most one.

@@ -74,6 +74,7 @@ class BoundaryScreen(Screen):
     """Anchor-positive distances above T_pos, negative pairs below T_neg (the patent's boundary)."""
 
     name = "boundary"
+    order = 10
     level = "tuple"
     needs_embeddings = True
     summary = "anchor-positive too far or a negative pair too close under the statistical null"

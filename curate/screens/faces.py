@@ -206,6 +206,7 @@ class FaceScreen(Screen):
     """Side faces, occluded faces and images without a face (:func:`screen_faces`)."""
 
     name = "faces"
+    order = 10
     level = "image"
     column_prefix = "face"
     summary = "head turned beyond --max-yaw, face occluded, or no face found"

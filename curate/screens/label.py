@@ -356,6 +356,7 @@ class LabelScreen(Screen):
     """Images whose label does not fit: the image-level label verdict (:func:`label_posteriors`)."""
 
     name = "label"
+    order = 20
     level = "image"
     needs_embeddings = True
     ranks_images = True

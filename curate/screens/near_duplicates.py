@@ -5,9 +5,9 @@ crop or shift, a brightness or contrast change, or a mirror; and copies across s
 Method and measurements: :mod:`curate.hygiene.near_duplicates`, ``docs/hygiene.md``.
 Within each split one image of every group of copies is kept and the others are
 rejected as ``near_duplicate`` (``near_duplicate_of`` names the kept one). The image kept
-is the first by: no image screen that ran before this one rejected it (this screen is
-registered after ``faces``, ``label``, ``quality`` and ``not_face``, and image screens run
-in registration order, so a copy whose label the label screen rejects, or that is blank,
+is the first by: no image screen that ran before this one rejected it (its ``order``, 90,
+puts it after ``faces``, ``label``, ``not_face`` and ``quality``, and image screens run
+by order, so a copy whose label the label screen rejects, or that is blank,
 gives way to one that passes), the largest source, the lowest ``image_id``.
 
 Copies in two splits are **leakage**: both stay (one per split) and every confirmed pair is
@@ -47,6 +47,7 @@ class NearDuplicateScreen(Screen):
     """Near-duplicate images within a split, and leakage across splits (:func:`nd.near_duplicates`)."""
 
     name = "near_duplicates"
+    order = 90
     level = "image"
     column_prefix = "near_duplicate"
     summary = "the same photo again in its split (resized, re-encoded, cropped, re-toned or mirrored)"

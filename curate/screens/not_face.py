@@ -54,6 +54,7 @@ class NotFaceScreen(Screen):
     """Images that are not faces (:func:`not_face_table`)."""
 
     name = "not_face"
+    order = 30
     level = "image"
     summary = "drawings, text, icons and blank frames: not-a-face score above --max-not-face"
     reasons = (Reason(nf.NOT_A_FACE, "not a face", "#17becf",

@@ -44,13 +44,13 @@ import pandas as pd
 from curate.errors import CurateError
 from curate.screens.label import PRIOR_FLOOR, encode_labels, label_posteriors
 from curate.screens.statistical import (
+    CLASS_NULLS,
     NEGATIVE_TOO_CLOSE,
     POSITIVE_TOO_FAR,
     pair_distances,
     upper_quantile,
 )
 
-CLASS_NULLS = ("class", "class_empirical")
 PAIRS_PER_CLASS_PAIR = 2000
 MAX_PAIRS = 2_000_000
 MIN_PAIRS = 30

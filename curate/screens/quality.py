@@ -74,6 +74,7 @@ class QualityScreen(Screen):
     """Unusable image quality (:func:`curate.hygiene.quality.quality_table`)."""
 
     name = "quality"
+    order = 40
     level = "image"
     summary = "blank, very dark or bright, blurred, oddly shaped or tiny images"
     reasons = (

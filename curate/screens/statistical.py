@@ -31,7 +31,8 @@ import numpy as np
 from curate.errors import CurateError
 from curate.screens import fused
 
-NULLS = ("theory", "effective", "empirical")
+NULLS = ("theory", "effective", "empirical")   # global nulls (this module)
+CLASS_NULLS = ("class", "class_empirical")      # class-aware nulls (curate.screens.nulls)
 POSITIVE_TOO_FAR = "positive_too_far"
 NEGATIVE_TOO_CLOSE = "negative_too_close"
 MAD_TO_SIGMA = 1.4826

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from curate.errors import CurateError
 from curate.screens import statistical as st
-from curate.screens.nulls import CLASS_NULLS
+from curate.screens.statistical import CLASS_NULLS
 
 NULLS = (*st.NULLS, *CLASS_NULLS)   # global nulls, then the class-aware ones of ``curate screen``
 

@@ -1,0 +1,63 @@
+"""The public API: every command is a typed top-level function of ``curate``, and
+``import curate`` stays cheap."""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+from pathlib import Path
+
+from builders import make_build, write_embeddings
+
+import curate
+
+NO_IMAGE_SCREENS = {"skip_face_screens": True, "skip_quality_screen": True,
+                    "skip_not_face_screen": True, "skip_near_duplicate_screen": True}
+
+
+def test_every_export_is_what_its_module_defines() -> None:
+    import importlib
+
+    for name, module in curate._EXPORTS.items():
+        assert getattr(curate, name) is getattr(importlib.import_module(module), name), name
+    assert set(curate.__all__) == set(curate._EXPORTS)
+
+
+def test_screen_and_export_are_the_functions_even_after_their_modules_are_imported(tmp_path: Path) -> None:
+    import curate.export  # noqa: F401  (binds nothing over the function)
+    import curate.ingest  # noqa: F401
+    import curate.screen  # noqa: F401
+
+    assert inspect.isfunction(curate.screen) and curate.screen.__module__ == "curate.screen"
+    assert inspect.isfunction(curate.export) and curate.export.__module__ == "curate.export"
+    assert inspect.isfunction(curate.ingest) and curate.ingest.__module__ == "curate.ingest"
+    assert "build_dir" in inspect.signature(curate.screen).parameters
+
+    build, images, emb = make_build(tmp_path)
+    emb_file = write_embeddings(tmp_path / "emb.parquet", images, emb)
+    res = curate.screen(build, tmp_path / "screen", embeddings=emb_file, **NO_IMAGE_SCREENS)
+    assert res.n_tuples == res.n_kept + res.n_rejected > 0
+    assert "label" in res.screens_run and "boundary" in res.screens_run
+    out = curate.export(tmp_path / "screen", tmp_path / "clean", format="csv")
+    assert out.n_exported > 0 and (tmp_path / "clean").is_dir()
+    assert curate.write_report(tmp_path / "screen").name == "report.html"
+    assert {m.name for m in curate.list_models()} >= {"fer_resnet10t"}
+
+
+def test_type_checkers_see_every_export() -> None:
+    """The TYPE_CHECKING block of curate/__init__.py imports every public name (so mypy
+    types ``curate.screen`` as the function, not Any)."""
+    source = Path(curate.__file__).read_text()
+    block = source.split("if TYPE_CHECKING:")[1].split("\n\n")[0]
+    for name, module in curate._EXPORTS.items():
+        assert f"from {module} import {name} as {name}" in block, name
+
+
+def test_import_curate_and_the_finetune_config_stay_cheap() -> None:
+    code = ("import sys, curate, curate.train.config; "
+            "heavy = [m for m in ('torch', 'mediapipe', 'curate.faces', 'curate.screens.faces', "
+            "'curate.screens.label', 'curate.screens.near_duplicates', 'curate.hygiene', 'pandas', 'timm') "
+            "if m in sys.modules]; print(','.join(heavy))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"imported on `import curate.train.config`: {out.stdout}"
