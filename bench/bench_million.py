@@ -13,11 +13,11 @@ shares, splits train/val 90/10, a CSV manifest ``path,label,split``. The embeddi
 file holds one 128-d float32 row per image (class centre plus noise), keyed by
 ``image_id`` (the manifest row; 5 % of them at a random class's centre, so the screen
 has wrong labels to find), for ``curate screen --embeddings FILE
---skip-face-screens``. Files are written once per size under ``--work`` and reused.
+--skip-faces-screen``. Files are written once per size under ``--work`` and reused.
 
 The per-image stages that decode every image again are off, as the face screens are:
 build-tuples' leakage check (``--no-leakage-check``) and the hygiene screens
-(``--skip-near-duplicate-screen --skip-not-face-screen --skip-quality-screen``). Like
+(``--skip-near-duplicates-screen --skip-not-face-screen --skip-quality-screen``). Like
 embedding and face analysis they cost per image, not per tuple; the near-duplicate
 search has its own scale bench (``bench/bench_hygiene.py scale``, ``docs/hygiene.md``).
 
@@ -141,7 +141,7 @@ def main() -> None:
             "build-tuples": ["build-tuples", str(manifest), "--out", str(build), "--per-anchor",
                              str(args.per_anchor), "--seed", "0", "--no-leakage-check", *workers],
             "screen": ["screen", str(build), "--out", str(scr), "--embeddings", str(emb_file),
-                       "--skip-face-screens", "--skip-near-duplicate-screen", "--skip-not-face-screen",
+                       "--skip-faces-screen", "--skip-near-duplicates-screen", "--skip-not-face-screen",
                        "--skip-quality-screen", "--no-report"],
             "report": ["report", str(scr)],
             "export": ["export", str(scr), "--out", str(exp)],

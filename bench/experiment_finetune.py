@@ -263,7 +263,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     raise SystemExit("arm 'once' screens with the network of arm 'none': run that arm first")
                 sdir = args.work / f"screen_{cond}"
                 screen(build, sdir, weights=str(probe), alpha_pos=args.alpha, alpha_neg=args.alpha, null=args.null,
-                       device=args.device, seed=args.seed, skip_face_screens=True)
+                       device=args.device, seed=args.seed, skip_faces_screen=True)
                 extra = screen_diagnostics(sdir, build)
                 res = finetune(sdir, args.work / f"run_{cond}_once", finetune_config(args, screen_every_step=False),
                                restart=True)

@@ -130,7 +130,7 @@ def main() -> None:
     res = screen(args.out / "build", args.out / "screen", backbone=args.backbone, weights=args.weights,
                  alpha_pos=args.alpha_pos, alpha_neg=args.alpha_neg, null=args.null,
                  batch_size=args.batch_size, workers=args.workers, device=args.device,
-                 seed=args.seed, skip_face_screens=True)
+                 seed=args.seed, skip_faces_screen=True)
 
     images = pd.read_parquet(args.out / "build" / "images.parquet")
     noisy_ids = set(images.loc[images["label"] != images["true_label"], "image_id"])

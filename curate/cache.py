@@ -125,7 +125,7 @@ class CacheOffWarning(CurateWarning):
 
 
 def _cache_off(where: Path, exc: BaseException) -> None:
-    why = exc.message if isinstance(exc, CurateError) else (exc.strerror or str(exc))
+    why = exc.message if isinstance(exc, CurateError) else (getattr(exc, "strerror", None) or str(exc))
     warnings.warn(f"cannot write the cache {where} ({why}): going on without caching; free space or pass "
                   "--cache-dir DIR (a writable folder) or --cache-dir none", CacheOffWarning, stacklevel=3)
 

@@ -36,6 +36,7 @@ import time
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -277,7 +278,7 @@ def export(screen_dir: str | os.PathLike[str], out: str | os.PathLike[str], *,
             files = ["manifest.parquet"]
             write_parquet(manifest, target / "manifest.parquet")
         params = {**settings, "force": force}
-        counts = {"images": len(table), "exported": n_exported, "excluded": int((~keep).sum()),
+        counts: dict[str, Any] = {"images": len(table), "exported": n_exported, "excluded": int((~keep).sum()),
                   "suspect": int(suspect.sum()), "face_rejected": int(face_bad.sum()),
                   "image_rejected_by_screen": {k: int(v.sum()) for k, v in rejected_by.items()},
                   "relabelled": int((relabelled & keep).sum()),
@@ -417,7 +418,7 @@ def _drop_leaked(table: pd.DataFrame, leaked: np.ndarray | None, side: str, src:
         return none
     if leaked is None:
         raise CurateError(f"{src} has no near-duplicate verdicts (the near-duplicate screen did not run)",
-                          hint="re-run curate screen without --skip-near-duplicate-screen, or leave out --drop-leaked")
+                          hint="re-run curate screen without --skip-near-duplicates-screen, or leave out --drop-leaked")
     split = table["split"].astype("string") if "split" in table.columns else pd.Series(pd.NA, index=table.index)
     names = sorted(str(v) for v in split.dropna().unique())
     training = [n for n in names if n.strip().lower() in TRAINING_SPLITS]

@@ -213,11 +213,11 @@ def _discover_manifest(manifest: Path, path_column: str, label_column: str,
         "detail": None,
     })
     empty_path = np.array([not p for p in rel], dtype=bool)
-    for i in np.flatnonzero(empty_path):
+    for i in np.flatnonzero(empty_path).tolist():
         df.loc[i, ["status", "detail"]] = ["missing", f"{row_ref(manifest, i)}: the path is empty"]
     no_label = df["label"].isna().to_numpy() | df["label"].eq("").to_numpy()
     raw = table[label_column].tolist()
-    for i in np.flatnonzero(no_label & ~empty_path):
+    for i in np.flatnonzero(no_label & ~empty_path).tolist():
         what = "empty label" if is_missing(raw[i]) or not str(raw[i]).strip() else \
             f"label {str(raw[i]).strip()!r}, which stands for a missing value"
         df.loc[i, ["status", "detail"]] = ["no_label", f"{row_ref(manifest, i)}: {what} in column {label_column!r}"]

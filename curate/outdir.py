@@ -131,8 +131,8 @@ def claim_folder(out: str | os.PathLike[str], command: str, *, settings: Mapping
         others = [p for p in folder.iterdir() if p.name != LOCK_FILE and not _is_tmp(p.name)]
         previous = _previous_run(folder, command, others)
         _compare(claim, previous, force)
-        for sub in (folder, *(folder / s for s in scratch)):
-            remove_stale_tmp(sub)
+        for scratch_dir in (folder, *(folder / s for s in scratch)):
+            remove_stale_tmp(scratch_dir)
         files = list(owned) + [str(f) for f in (previous or {}).get("files", []) if isinstance(f, str)]
         if previous is not None and claim.changes:
             files += list(owned_dirs)
@@ -315,8 +315,9 @@ def _compare(claim: Claim, previous: Mapping[str, Any] | None, force: bool) -> N
     claim.previous_state = "legacy" if state is None else str(state)
     old = previous.get("settings")
     legacy = not isinstance(old, dict)
-    if legacy:
-        old = previous.get("params") if isinstance(previous.get("params"), dict) else {}
+    if not isinstance(old, dict):
+        params = previous.get("params")
+        old = params if isinstance(params, dict) else {}
     changes = {}
     for k, new in claim.settings.items():
         if k not in old or (legacy and new is None):
@@ -334,7 +335,8 @@ def _delete_owned(folder: Path, names: Sequence[str], *, keep: str) -> list[str]
     """Delete the files (and owned folders) of a previous run; never a path outside ``folder``,
     never through a link; then the folders they leave empty. Returns what was deleted."""
     base = _real(folder)
-    deleted, parents = [], set()
+    deleted: list[str] = []
+    parents: set[Path] = set()
     for name in dict.fromkeys(names):
         rel = Path(name)
         if rel.is_absolute() or ".." in rel.parts or not rel.parts or name == keep:

@@ -112,7 +112,7 @@ def create_backbone(name: str, in_chans: int | None = None) -> nn.Module:
     import timm
 
     check_backbone_name(name)
-    extra = {} if in_chans is None else {"in_chans": in_chans}
+    extra: dict[str, Any] = {} if in_chans is None else {"in_chans": in_chans}
     try:
         return timm.create_model(name, pretrained=False, num_classes=0, **extra)
     except RuntimeError as exc:  # timm raises RuntimeError for unknown names
@@ -154,7 +154,8 @@ def build_net(backbone: str, *, in_chans: int, embed_dim: int, classes: Sequence
               scale: float, logit_scale: float) -> EmbeddingNet:
     """A randomly initialised :class:`EmbeddingNet` for a timm ``backbone``."""
     body = create_backbone(backbone, in_chans)
-    return EmbeddingNet(body, int(body.num_features), embed_dim, len(classes), scale, logit_scale)
+    n_features = int(body.num_features)  # type: ignore[arg-type]  # a timm attribute, not a torch one
+    return EmbeddingNet(body, n_features, embed_dim, len(classes), scale, logit_scale)
 
 
 def run_config(net: EmbeddingNet, *, backbone: str, classes: Sequence[str], in_chans: int,

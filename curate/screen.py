@@ -94,7 +94,7 @@ def screen(build_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
     Runs every registered screen (:func:`curate.screens.registered`: image screens
     first, then tuple screens). ``options`` are the screens' settings by name (for
     example ``alpha_pos``, ``alpha_neg``, ``null``, ``max_yaw``, ``max_occlusion``,
-    ``no_face``, ``skip_face_screens``; :func:`curate.screens.defaults` lists them);
+    ``no_face``, ``skip_faces_screen``; :func:`curate.screens.defaults` lists them);
     every one is checked before any work and recorded, resolved, in ``run.json``.
 
     Embeddings come from ``embeddings`` (a Parquet file) when given, else from the

@@ -538,8 +538,9 @@ def screen_build_dir(folder: Path) -> Path | None:
     ``images.parquet``.
     """
     run = read_run_json(folder)
-    params = run.get("params") if isinstance(run.get("params"), dict) else {}
-    inputs = run.get("inputs") if isinstance(run.get("inputs"), dict) else {}
+    params, inputs = run.get("params"), run.get("inputs")
+    params = params if isinstance(params, dict) else {}
+    inputs = inputs if isinstance(inputs, dict) else {}
     for cand in (params.get("build_dir"), params.get("source"), inputs.get("build_dir")):
         if not cand:
             continue

@@ -23,6 +23,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -136,7 +137,7 @@ def make_example(
     subjects = [_make_subject(f"s{j + 1:02d}", rng) for j in range(n_subjects)]
     plan = _plan(per_class, classes, noise, n_subjects, side_faces, occluded, duplicates, rng)
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for k, row in enumerate(plan):
         rel = f"images/{row['true_label']}/{subjects[row['subject']].name}_{row['index']:04d}.png"
         target = out / rel
@@ -315,9 +316,9 @@ def render_face(subject: Subject, expression: Expression, rng: np.random.Generat
 
     angle = rng.uniform(-_MAX_ROTATION, _MAX_ROTATION)
     shift = rng.uniform(-_MAX_SHIFT, _MAX_SHIFT, size=2) * s
-    canvas = canvas.rotate(angle, resample=Image.BILINEAR, translate=(float(shift[0]), float(shift[1])),
+    canvas = canvas.rotate(angle, resample=Image.Resampling.BILINEAR, translate=(float(shift[0]), float(shift[1])),  # type: ignore[arg-type]  # PIL takes floats
                            fillcolor=int(background))
-    small = np.asarray(canvas.resize((size, size), Image.LANCZOS), dtype=np.float64)
+    small = np.asarray(canvas.resize((size, size), Image.Resampling.LANCZOS), dtype=np.float64)
     small = _shade(small, geo, size)
     contrast, brightness = rng.uniform(0.8, 1.2), rng.uniform(-18, 18)
     small = (small - small.mean()) * contrast + small.mean() + brightness

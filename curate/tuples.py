@@ -290,11 +290,11 @@ def _cap(out: pd.DataFrame, max_tuples: int, rng: np.random.Generator, balance: 
     present = np.unique(codes)
     per = np.full(len(present), max_tuples // len(present))
     per[: max_tuples % len(present)] += 1
-    keep = []
+    chosen: list[np.ndarray] = []
     for c, q in zip(present, per, strict=True):
         idx = np.flatnonzero(codes == c)
-        keep.append(rng.choice(idx, size=min(q, len(idx)), replace=False))
-    return out.iloc[np.sort(np.concatenate(keep))].reset_index(drop=True)
+        chosen.append(rng.choice(idx, size=min(q, len(idx)), replace=False))
+    return out.iloc[np.sort(np.concatenate(chosen))].reset_index(drop=True)
 
 
 def _finish(out: pd.DataFrame, kind: str, stats: TupleStats, positive_subject: str,

@@ -10,5 +10,5 @@ command -v "${CURATE%% *}" >/dev/null 2>&1 || CURATE=.venv/bin/curate
 
 $CURATE example "$OUT/data"
 $CURATE build-tuples "$OUT/data/manifest.csv" --out "$OUT/tuples" --per-anchor 3 --seed 0
-$CURATE screen "$OUT/tuples" --out "$OUT/screen" --alpha-pos 0.05 --alpha-neg 0.05 --max-occlusion 0.8 --no-face keep --skip-near-duplicate-screen
+$CURATE screen "$OUT/tuples" --out "$OUT/screen" --alpha-pos 0.05 --alpha-neg 0.05 --max-occlusion 0.8 --no-face keep --skip-near-duplicates-screen
 echo "open $OUT/screen/report.html"

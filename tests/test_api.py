@@ -12,8 +12,8 @@ from builders import make_build, write_embeddings
 
 import curate
 
-NO_IMAGE_SCREENS = {"skip_face_screens": True, "skip_quality_screen": True,
-                    "skip_not_face_screen": True, "skip_near_duplicate_screen": True}
+NO_IMAGE_SCREENS = {"skip_faces_screen": True, "skip_quality_screen": True,
+                    "skip_not_face_screen": True, "skip_near_duplicates_screen": True}
 
 
 def test_every_export_is_what_its_module_defines() -> None:

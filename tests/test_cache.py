@@ -134,7 +134,7 @@ def test_a_changed_image_is_never_embedded_under_its_old_hash(tmp_path):
     """Issue 16 item 9: an image replaced after build-tuples, then restored."""
     torch.set_num_threads(1)
     build, images, _ = make_build(tmp_path, per_class=3, per_anchor=2)
-    kw = dict(backbone="test_resnet", weights="none", skip_face_screens=True, workers=0,
+    kw = dict(backbone="test_resnet", weights="none", skip_faces_screen=True, workers=0,
               batch_size=8, cache_dir=tmp_path / "cache")
     first = screen(build, tmp_path / "a", **kw)
     victim = Path(images.loc[4, "path"])

@@ -42,8 +42,8 @@ def _cached(root: Path) -> dict[str, np.ndarray]:
 
 def test_ray_screen_writes_the_local_cache_and_the_local_verdicts(tmp_path, local_ray):
     build, images, _ = make_build(tmp_path)
-    screen(build, tmp_path / "local", skip_face_screens=True, device="cpu", cache_dir=tmp_path / "cl")
-    remote = screen(build, tmp_path / "ray", skip_face_screens=True, device="cpu",
+    screen(build, tmp_path / "local", skip_faces_screen=True, device="cpu", cache_dir=tmp_path / "cl")
+    remote = screen(build, tmp_path / "ray", skip_faces_screen=True, device="cpu",
                     cache_dir=tmp_path / "cr", engine=RayEngine(actors=1))  # one actor: the fast smoke test
     assert remote.n_embedded == len(images) and remote.n_cached == 0
     a, b = _cached(tmp_path / "cl"), _cached(tmp_path / "cr")
@@ -59,7 +59,7 @@ def test_ray_screen_writes_the_local_cache_and_the_local_verdicts(tmp_path, loca
     assert np.allclose(sa["d_ap"], sb["d_ap"], atol=1e-5)
     assert remote.run["params"]["engine"] == "ray:auto"
     # the Ray run's cache is the local path's cache: a local re-run computes nothing
-    again = screen(build, tmp_path / "ray", skip_face_screens=True, device="cpu", cache_dir=tmp_path / "cr")
+    again = screen(build, tmp_path / "ray", skip_faces_screen=True, device="cpu", cache_dir=tmp_path / "cr")
     assert again.n_embedded == 0 and again.n_cached == len(images)
 
 

@@ -47,7 +47,7 @@ def _cli(*args: str):
 
 
 def _screen(build: Path, out: Path, emb: Path, **kw):
-    return screen(build, out, embeddings=emb, skip_face_screens=True, **kw)
+    return screen(build, out, embeddings=emb, skip_faces_screen=True, **kw)
 
 
 @pytest.fixture
@@ -261,7 +261,7 @@ def test_5_out_policy_refuses_root_files_inputs_and_foreign_folders(tmp_path: Pa
     with pytest.raises(CurateError, match="root folder"):
         with claim_folder("/", "export", settings={}):
             pass
-    res = _cli("screen", build, "--out", emb, "--embeddings", emb, "--skip-face-screens")
+    res = _cli("screen", build, "--out", emb, "--embeddings", emb, "--skip-faces-screen")
     assert res.exit_code == 2 and "exists and is not a folder" in res.output
 
 
@@ -276,9 +276,9 @@ def test_5_same_settings_rerun_other_settings_need_force_and_say_what_they_repla
     replaced = _screen(build, out, emb, alpha_pos=0.2, force=True)
     assert "alpha_pos 0.05 -> 0.2" in replaced.notes[0]
     assert json.loads((out / "run.json").read_text())["params"]["alpha_pos"] == 0.2
-    res = _cli("screen", build, "--out", out, "--embeddings", emb, "--skip-face-screens", "--alpha-pos", "0.1")
+    res = _cli("screen", build, "--out", out, "--embeddings", emb, "--skip-faces-screen", "--alpha-pos", "0.1")
     assert res.exit_code == 2 and "--force" in res.output
-    res = _cli("screen", build, "--out", out, "--embeddings", emb, "--skip-face-screens", "--alpha-pos", "0.1",
+    res = _cli("screen", build, "--out", out, "--embeddings", emb, "--skip-faces-screen", "--alpha-pos", "0.1",
                "--force", "--no-report")
     assert res.exit_code == 0 and "replaced the previous screen run" in res.output
 
@@ -297,7 +297,7 @@ def test_10_a_killed_screen_leaves_a_folder_that_report_export_and_finetune_refu
             real(df, path)
             os.kill(os.getpid(), signal.SIGKILL)
         s.write_parquet = write_then_die
-        screen({str(build)!r}, {str(out)!r}, embeddings={str(emb)!r}, skip_face_screens=True)
+        screen({str(build)!r}, {str(out)!r}, embeddings={str(emb)!r}, skip_faces_screen=True)
     """)
     proc = subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": str(REPO)},
                           capture_output=True, text=True, timeout=300)
@@ -327,7 +327,7 @@ def test_10_a_failed_build_is_marked_and_refused(tmp_path: Path) -> None:
     assert (tmp_path / "b" / "images.parquet").is_file()
     assert json.loads((tmp_path / "b" / "run.json").read_text())["state"] == "failed"
     with pytest.raises(CurateError, match="incomplete `curate build-tuples` run: it failed"):
-        screen(tmp_path / "b", tmp_path / "s", skip_face_screens=True)
+        screen(tmp_path / "b", tmp_path / "s", skip_faces_screen=True)
 
 
 def test_11_a_second_run_into_a_locked_out_stops(tmp_path: Path, screened) -> None:
@@ -990,7 +990,7 @@ def test_r3_10_deeply_nested_json_is_a_clear_error_in_every_record(tmp_path: Pat
     (out / "run.json").write_text('{"command": "screen", "x": ' + deep + "}")
     res = _cli("report", out)
     assert res.exit_code == 2 and "levels deep" in res.output
-    res = _cli("screen", build, "--out", out, "--embeddings", emb, "--skip-face-screens")
+    res = _cli("screen", build, "--out", out, "--embeddings", emb, "--skip-faces-screen")
     assert res.exit_code == 2 and "levels deep" in res.output
 
 
@@ -1042,7 +1042,7 @@ def test_r3_13_and_14_counts_seeds_and_alphas_are_messages_not_tracebacks(tmp_pa
         build_tuples(src, tmp_path / "b3", seed=None)
     t_pos, _ = thresholds(0.0, 1.0, 1e-300, 0.05)
     assert 36 < t_pos < 38  # z(1 - 1e-300), where 1 - 1e-300 rounds to 1
-    res = _cli("screen", build, "--out", tmp_path / "s", "--embeddings", emb, "--skip-face-screens",
+    res = _cli("screen", build, "--out", tmp_path / "s", "--embeddings", emb, "--skip-faces-screen",
                "--alpha-pos", "1e-300", "--no-report")
     assert res.exit_code == 0, res.output
     for cmd in (["predict", "fer_resnet10t", str(next(src.rglob("*.png")))], ["evaluate", "fer_resnet10t", str(build)]):
@@ -1078,7 +1078,7 @@ def test_r3_9_full_or_read_only_disks_are_messages_and_the_cache_is_optional(tmp
 
     monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
     monkeypatch.setattr(Path, "mkdir", mkdir)
-    res = _cli("screen", build, "--out", full, "--embeddings", emb, "--skip-face-screens", "--no-report")
+    res = _cli("screen", build, "--out", full, "--embeddings", emb, "--skip-faces-screen", "--no-report")
     assert res.exit_code == 2 and "the disk is full" in res.output and "--cache-dir" in res.output, res.output
     res = _cli("build-tuples", build.parent / "images", "--out", ro)
     assert res.exit_code == 2 and "read-only" in res.output, res.output

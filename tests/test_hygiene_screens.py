@@ -111,7 +111,7 @@ def test_build_tuples_cli_prints_the_leak_and_can_skip_the_check(planted, tmp_pa
 @pytest.fixture(scope="module")
 def screened(planted) -> dict:
     out = planted["work"] / "screen"
-    res = screen(planted["build"], out, skip_face_screens=True, skip_label_screen=True, null="effective",
+    res = screen(planted["build"], out, skip_faces_screen=True, skip_label_screen=True, null="effective",
                  embeddings=_embeddings(planted))
     return {**planted, "out": out, "res": res,
             "suspect": pd.read_parquet(out / "images_suspect.parquet").set_index("rel_path")}
@@ -217,14 +217,14 @@ def test_each_image_is_decoded_once_per_run_and_skip_flags_work(planted, tmp_pat
     calls = []
     real = thumbnails.decode_one
     monkeypatch.setattr(thumbnails, "decode_one", lambda p, stats=True: calls.append(p) or real(p, stats))
-    res = screen(planted["build"], tmp_path / "s", skip_face_screens=True, skip_label_screen=True,
+    res = screen(planted["build"], tmp_path / "s", skip_faces_screen=True, skip_label_screen=True,
                  embeddings=_embeddings(planted))
     assert len(calls) == len(set(calls)) == res.n_images  # three screens, one decode each
     calls.clear()
     r = CliRunner().invoke(app, ["screen", str(planted["build"]), "--out", str(tmp_path / "cli"), "--embeddings",
-                                 str(_embeddings(planted)), "--skip-face-screens", "--skip-label-screen",
+                                 str(_embeddings(planted)), "--skip-faces-screen", "--skip-label-screen",
                                  "--skip-quality-screen", "--skip-not-face-screen",
-                                 "--skip-near-duplicate-screen"])
+                                 "--skip-near-duplicates-screen"])
     assert r.exit_code == 0, r.output
     assert not calls and not (tmp_path / "cli" / "near_duplicates.parquet").exists()
     assert json.loads((tmp_path / "cli" / "run.json").read_text())["params"]["screens"] == ["boundary"]
@@ -260,7 +260,7 @@ def test_report_counts_same_sequence_pairs_apart_from_copies(tmp_path) -> None:
     # the section must not call them "pairs of the same photo".
     from types import SimpleNamespace
 
-    from curate.report.leakage import leakage_section
+    from curate.report.leakage import leakage_body
     pairs = pd.DataFrame({
         "image_id_a": [0, 1, 4], "image_id_b": [1, 2, 5],
         "split_a": pd.array(["all"] * 3, dtype="string"), "split_b": pd.array(["all"] * 3, dtype="string"),
@@ -268,6 +268,6 @@ def test_report_counts_same_sequence_pairs_apart_from_copies(tmp_path) -> None:
         "relation": ["same_sequence", "same_sequence", "near_duplicate"],
         "cross_split": False, "group": [-1, -1, 0]})
     pairs.to_parquet(tmp_path / "near_duplicates.parquet")
-    html = str(leakage_section(SimpleNamespace(screen_dir=tmp_path, suspect=None), None, 12, 0))
+    html = "".join(map(str, leakage_body(SimpleNamespace(screen_dir=tmp_path, suspect=None), None, 12, 0)))
     assert "1 confirmed pairs of the same photo (1 within a split" in html
     assert "2 further confirmed pairs are frames of one sequence" in html

@@ -48,10 +48,10 @@ def test_embeddings_parquet_is_a_fixed_size_float32_list(screened):
 def test_embeddings_parquet_round_trips_as_embeddings_input(screened):
     again = screened["tmp"] / "again"
     screen(screened["build"], again, embeddings=screened["out"] / "embeddings.parquet",
-           skip_face_screens=True)
+           skip_faces_screen=True)
     first = screen(screened["build"], screened["tmp"] / "first",
                    embeddings=write_embeddings(screened["tmp"] / "e2.parquet", screened["images"],
-                                               screened["emb"]), skip_face_screens=True)
+                                               screened["emb"]), skip_faces_screen=True)
     a = pd.read_parquet(again / "scores.parquet")
     b = pd.read_parquet(screened["tmp"] / "first" / "scores.parquet")
     assert np.allclose(a["d_ap"], b["d_ap"], atol=1e-6) and a["keep"].sum() == first.n_kept

@@ -521,7 +521,7 @@ def test_report_of_a_default_screen_shows_class_nulls_label_suspects_and_calibra
     build, images, emb = make_build(tmp_path)
     out = tmp_path / "out"
     run_screen(build, out, embeddings=write_embeddings(tmp_path / "e.parquet", images, emb),
-               skip_face_screens=True)
+               skip_faces_screen=True)
     html = write_report(out).read_text(encoding="utf-8")
     text = " ".join(parse(html).text)
     b = json.loads((out / "boundary.json").read_text())

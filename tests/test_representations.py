@@ -19,7 +19,7 @@ from curate.representations.framing import crop_box, decide
 from curate.representations.probe import folds_of, probe
 from curate.screen import screen
 
-NO_HYGIENE = {"skip_quality_screen": True, "skip_not_face_screen": True, "skip_near_duplicate_screen": True}
+NO_HYGIENE = {"skip_quality_screen": True, "skip_not_face_screen": True, "skip_near_duplicates_screen": True}
 
 
 def _planted(n_per_class: int = 30, classes=("angry", "happy", "sad"), subjects: int = 6, seed: int = 0):
@@ -148,7 +148,7 @@ def test_screen_records_the_representation_and_embeddings_say_which(tmp_path, mo
     missing = np.zeros(len(images), bool)
     missing[3] = True
     _fake(monkeypatch, rng.normal(size=(len(images), 16)).astype(np.float32), emb.astype(np.float32), missing)
-    res = screen(build, tmp_path / "out", skip_face_screens=True, **NO_HYGIENE)
+    res = screen(build, tmp_path / "out", skip_faces_screen=True, **NO_HYGIENE)
     run = json.loads((tmp_path / "out" / "run.json").read_text())
     rep = run["params"]["representation"]
     assert rep["setting"] == "auto" and rep["used"] == "blendshapes" == res.run["params"]["representation"]["used"]
@@ -163,9 +163,9 @@ def test_screen_records_the_representation_and_embeddings_say_which(tmp_path, mo
     assert top["image_id"] == 5 and top["suggested_label"] == "happy"
     assert 0 <= suspect["suggested_confidence"].min() and suspect["suggested_confidence"].max() <= 1
     with pytest.raises(CurateError, match="unknown representation"):
-        screen(build, tmp_path / "bad", representation="pixels", skip_face_screens=True)
+        screen(build, tmp_path / "bad", representation="pixels", skip_faces_screen=True)
     with pytest.raises(CurateError, match="framing"):
-        screen(build, tmp_path / "bad", framing="tight", skip_face_screens=True)
+        screen(build, tmp_path / "bad", framing="tight", skip_faces_screen=True)
 
 
 def test_framing_crops_small_faces_only():

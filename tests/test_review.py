@@ -96,7 +96,7 @@ def test_review_table_without_images_suspect_is_a_note(fabricated, tmp_path):
 def example(tmp_path_factory) -> Path:
     """`curate example`, `build-tuples` and `screen` as examples/quickstart.sh runs them."""
     out = tmp_path_factory.mktemp("example") / "run"
-    env = {"CURATE": f"{sys.executable} -m curate", "PATH": "/usr/bin:/bin"}
+    env = {"CURATE": f"{sys.executable} -m curate", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
     res = subprocess.run(["bash", str(ROOT / "examples" / "quickstart.sh"), str(out)], env=env,
                          capture_output=True, text=True, timeout=900, cwd=out.parent)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]

@@ -16,13 +16,13 @@ from curate.errors import CurateError
 from curate.screen import screen
 from curate.screens import faces as face_screen_module
 
-NO_HYGIENE = {"skip_quality_screen": True, "skip_not_face_screen": True, "skip_near_duplicate_screen": True}
+NO_HYGIENE = {"skip_quality_screen": True, "skip_not_face_screen": True, "skip_near_duplicates_screen": True}
 
 
 def _screen(build: Path, out: Path, emb_file: Path, **kw):
     """The patent's boundary alone, with a global null (the tests of its math by hand)."""
     kw = {"null": "effective", "skip_label_screen": True, **NO_HYGIENE, **kw}
-    return screen(build, out, embeddings=emb_file, skip_face_screens=True, **kw)
+    return screen(build, out, embeddings=emb_file, skip_faces_screen=True, **kw)
 
 
 def test_planted_mislabeled_image_is_the_most_suspect(tmp_path):
@@ -30,7 +30,7 @@ def test_planted_mislabeled_image_is_the_most_suspect(tmp_path):
     whose cluster it sits in, rejects it, and its tuples are redrawn without it."""
     build, images, emb = make_build(tmp_path)
     res = screen(build, tmp_path / "out", embeddings=write_embeddings(tmp_path / "e.parquet", images, emb),
-                 skip_face_screens=True)
+                 skip_faces_screen=True)
     out = tmp_path / "out"
     suspect = pd.read_parquet(out / "images_suspect.parquet")
     top = suspect.iloc[0]
@@ -179,7 +179,7 @@ def test_backbone_path_embeds_once_and_reuses_the_cache(tmp_path):
 
     torch.set_num_threads(1)
     build, images, _ = make_build(tmp_path, per_class=3, per_anchor=2)
-    kw = dict(backbone="test_resnet", weights="none", skip_face_screens=True,
+    kw = dict(backbone="test_resnet", weights="none", skip_faces_screen=True,
               workers=0, batch_size=8)
     first = screen(build, tmp_path / "out", **kw)
     assert first.random_weights and first.n_embedded == 12 and first.n_cached == 0
@@ -248,18 +248,18 @@ def test_skipped_face_screens_leave_no_face_outputs(tmp_path, monkeypatch):
     out = tmp_path / "o"
     out.mkdir()
     (out / "faces.parquet").write_bytes(b"stale")  # from an earlier run with face screens
-    (out / "run.json").write_text(json.dumps({"command": "screen", "params": {"skip_face_screens": False}}))
+    (out / "run.json").write_text(json.dumps({"command": "screen", "params": {"skip_faces_screen": False}}))
 
     def boom(*a, **k):
         raise AssertionError("the face screen ran although it was skipped")
 
     monkeypatch.setattr(face_screen_module, "screen_faces", boom)
-    res = screen(build, out, embeddings=f, skip_face_screens=True, skip_label_screen=True, force=True,
+    res = screen(build, out, embeddings=f, skip_faces_screen=True, skip_label_screen=True, force=True,
                  **NO_HYGIENE)
     assert res.screens_run == ["boundary"] and not res.face_screens
     assert not (out / "faces.parquet").exists()
     run = json.loads((out / "run.json").read_text())
-    assert run["params"]["screens"] == ["boundary"] and run["params"]["skip_face_screens"] is True
+    assert run["params"]["screens"] == ["boundary"] and run["params"]["skip_faces_screen"] is True
 
 
 def test_cli_screen_prints_summary_and_random_weight_warning(tmp_path):
@@ -267,16 +267,16 @@ def test_cli_screen_prints_summary_and_random_weight_warning(tmp_path):
     f = write_embeddings(tmp_path / "e.parquet", images, emb)
     runner = CliRunner()
     r = runner.invoke(app, ["screen", str(build), "--out", str(tmp_path / "o"), "--embeddings", str(f),
-                            "--skip-face-screens", "--no-report", "--alpha-pos", "0.1"])
+                            "--skip-faces-screen", "--no-report", "--alpha-pos", "0.1"])
     assert r.exit_code == 0, r.output
     assert "kept" in r.output and "negative_too_close" in r.output and "calibration" in r.output
     assert json.loads((tmp_path / "o" / "boundary.json").read_text())["alpha_pos"] == 0.1
     bad = runner.invoke(app, ["screen", str(build), "--out", str(tmp_path / "o2"), "--embeddings",
-                              str(f), "--skip-face-screens", "--alpha-neg", "1.5", "--no-report"])
+                              str(f), "--skip-faces-screen", "--alpha-neg", "1.5", "--no-report"])
     assert bad.exit_code == 2 and "alpha_neg must be strictly between 0 and 1" in bad.output
     small, _, _ = make_build(tmp_path / "s", per_class=3, per_anchor=1)
     rw = runner.invoke(app, ["screen", str(small), "--out", str(tmp_path / "o3"), "--backbone",
-                             "test_resnet", "--weights", "none", "--skip-face-screens", "--no-report",
+                             "test_resnet", "--weights", "none", "--skip-faces-screen", "--no-report",
                              "--workers", "0", "--device", "cpu"])
     assert rw.exit_code == 0, rw.output
     assert "RANDOM weights" in rw.output

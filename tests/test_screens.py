@@ -23,8 +23,8 @@ from curate.screens.base import Option, Reason, Screen, ScreenContext, ScreenOut
 from curate.screens.statistical import normalize
 
 ROOT = Path(__file__).resolve().parents[1]
-NO_HYGIENE = {"skip_quality_screen": True, "skip_not_face_screen": True, "skip_near_duplicate_screen": True}
-NO_HYGIENE_FLAGS = ["--skip-quality-screen", "--skip-not-face-screen", "--skip-near-duplicate-screen"]
+NO_HYGIENE = {"skip_quality_screen": True, "skip_not_face_screen": True, "skip_near_duplicates_screen": True}
+NO_HYGIENE_FLAGS = ["--skip-quality-screen", "--skip-not-face-screen", "--skip-near-duplicates-screen"]
 ALL = screens.registered()
 IDS = [s.name for s in ALL]
 
@@ -48,15 +48,19 @@ def test_metadata_is_complete(scr: Screen) -> None:
         assert re.fullmatch(r"[a-z][a-z0-9_]*", r.code), r.code
         assert re.fullmatch(r"#[0-9a-f]{6}", r.color) and r.label and r.help
         assert screens.reason(r.code) == r and screens.screen_of(r.code).name == scr.name
-    for o in scr.options:
+    for o in scr.all_options():
         assert re.fullmatch(r"[a-z][a-z0-9_]*", o.name) and o.help
         assert o.flag == "--" + o.name.replace("_", "-")
-    assert set(scr.resolve(screens.defaults())) == {o.name for o in scr.options}
+        assert not o.choices or o.default in o.choices
+    assert set(scr.resolve(screens.defaults())) == {o.name for o in scr.all_options()}
+    skip = scr.skip_option
+    assert skip is None or (skip.name == f"skip_{scr.name}_screen" and skip.default is False)
+    assert all(screens.aliases()[old] == skip.name for old in scr.skip_aliases)
 
 
 @pytest.mark.parametrize("scr", ALL, ids=IDS)
 def test_checked_options_refuse_nonsense_with_a_curate_error(scr: Screen) -> None:
-    for o in scr.options:
+    for o in scr.all_options():
         if o.check is not None:
             with pytest.raises(CurateError, match=o.name):
                 o.check(object())
@@ -149,7 +153,7 @@ def test_worked_example_of_docs_plugs_in_everywhere(tmp_path: Path, large_image_
     images.to_parquet(build / "images.parquet", index=False)
     f = write_embeddings(tmp_path / "e.parquet", images, emb)
     out = tmp_path / "out"
-    res = screen(build, out, embeddings=f, skip_face_screens=True, skip_label_screen=True, max_side=4000,
+    res = screen(build, out, embeddings=f, skip_faces_screen=True, skip_label_screen=True, max_side=4000,
                  **NO_HYGIENE)
     assert res.screens_run == ["large_image", "boundary"]
     scores = pd.read_parquet(out / "scores.parquet")
@@ -181,11 +185,41 @@ def test_worked_example_of_docs_plugs_in_everywhere(tmp_path: Path, large_image_
     assert not set(exp.manifest["image_id"]) & set(small) and exp.n_image_rejected == {"large_image": 3}
     # from the command line through --option; bad values are refused before any work
     r = CliRunner().invoke(app, ["screen", str(build), "--out", str(tmp_path / "cli"), "--embeddings",
-                                 str(f), "--skip-face-screens", *NO_HYGIENE_FLAGS, "--no-report", "--option",
+                                 str(f), "--skip-faces-screen", *NO_HYGIENE_FLAGS, "--no-report", "--option",
                                  "max_side=4000"])
     assert r.exit_code == 0, r.output
     assert "oversized" in r.output
     r = CliRunner().invoke(app, ["screen", str(build), "--out", str(tmp_path / "cli2"), "--embeddings",
-                                 str(f), "--skip-face-screens", "--no-report", "--option", "max_side=-2"])
+                                 str(f), "--skip-faces-screen", "--no-report", "--option", "max_side=-2"])
     assert r.exit_code == 2 and "max_side must be a number" in r.output
     assert not (tmp_path / "cli2").exists()
+
+
+def test_old_skip_option_names_still_work_as_deprecated_aliases(tmp_path: Path) -> None:
+    build, images, emb = make_build(tmp_path)
+    f = write_embeddings(tmp_path / "e.parquet", images, emb)
+    with pytest.warns(DeprecationWarning, match="skip_face_screens is now called skip_faces_screen"):
+        res = screen(build, tmp_path / "lib", embeddings=f, skip_face_screens=True, skip_near_duplicate_screen=True,
+                     skip_quality_screen=True, skip_not_face_screen=True)
+    assert res.screens_run == ["label", "boundary"]
+    run = json.loads((tmp_path / "lib" / "run.json").read_text())
+    assert run["params"]["skip_faces_screen"] is True and "skip_face_screens" not in run["params"]
+    with pytest.raises(CurateError, match="both given"):
+        screens.resolve_settings({"skip_face_screens": True, "skip_faces_screen": False})
+    # the command line: hidden from --help, still accepted, with a warning naming the new flag
+    help_text = CliRunner().invoke(app, ["screen", "--help"]).output
+    assert "--skip-faces-screen" in help_text and "--skip-face-screens" not in help_text
+    r = CliRunner().invoke(app, ["screen", str(build), "--out", str(tmp_path / "cli"), "--embeddings", str(f),
+                                 "--skip-face-screens", "--skip-near-duplicate-screen", "--skip-quality-screen",
+                                 "--skip-not-face-screen", "--no-report"])
+    assert r.exit_code == 0, r.output
+    assert "--skip-face-screens is deprecated: use --skip-faces-screen" in r.output
+    run = json.loads((tmp_path / "cli" / "run.json").read_text())
+    assert run["params"]["screens"] == ["label", "boundary"]
+
+
+def test_every_screen_option_is_a_flag_of_curate_screen_unless_it_says_otherwise() -> None:
+    help_text = CliRunner().invoke(app, ["screen", "--help"], terminal_width=200).output
+    for o in screens.options().values():
+        assert (o.flag in help_text) == o.cli, o.name
+    assert "--center / --no-center" in help_text

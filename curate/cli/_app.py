@@ -187,4 +187,4 @@ def _interrupted_at_exit(signum: int, frame: object) -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

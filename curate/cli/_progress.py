@@ -7,7 +7,14 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator, Mapping
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
 
 from curate.cli._app import console, safe
 
@@ -19,7 +26,7 @@ class StageBars:
     def __init__(self, labels: Mapping[str, str], unit: str) -> None:
         self._labels, self._unit = labels, unit
         self._bar: Progress | None = None
-        self._tasks: dict[str, tuple[int, float, int]] = {}
+        self._tasks: dict[str, tuple[TaskID, float, int]] = {}
 
     def update(self, stage: str, done: int, total: int, text: str | None = None) -> None:
         """Move ``stage``'s bar to ``done`` of ``total``; ``text`` replaces the rate (items

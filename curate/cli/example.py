@@ -13,7 +13,7 @@ from curate.synthetic import make_example
 
 # The quickstart's settings (examples/quickstart.sh; tests/test_cli_ux.py keeps them equal).
 BUILD_ARGS = "--per-anchor 3 --seed 0"
-SCREEN_ARGS = "--alpha-pos 0.05 --alpha-neg 0.05 --max-occlusion 0.8 --no-face keep --skip-near-duplicate-screen"
+SCREEN_ARGS = "--alpha-pos 0.05 --alpha-neg 0.05 --max-occlusion 0.8 --no-face keep --skip-near-duplicates-screen"
 
 
 def next_commands(out: Path, manifest: Path) -> list[str]:

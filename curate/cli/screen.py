@@ -6,30 +6,23 @@ from __future__ import annotations
 import inspect
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
+from curate import screens as registry
 from curate.cli._app import CACHE_DIR_HELP, FORCE_HELP, app, console, handles_errors, safe
-from curate.cli._choices import RAY_ACTORS_HELP, RAY_HELP, NullOpt, ray_engine
+from curate.cli._choices import RAY_ACTORS_HELP, RAY_HELP, ray_engine
 from curate.cli._progress import stage_bars
-from curate.errors import CurateError
+from curate.cli._screen_flags import given_screen_options, screen_flags
 from curate.export import FORMATS, ExportResult, export
-from curate.io import loads_json
 from curate.representations import choices as representation_choices
-from curate.screen import ScreenResult, screen
-from curate.screens import options as screen_options
-
-OPT = screen_options()  # defaults and help of every screen option come from the screens
-OPT_WITH_FLAG = ("alpha_pos", "alpha_neg", "null", "max_yaw", "max_occlusion", "no_face",
-                 "skip_face_screens", "face_model", "alpha_label", "label_prior_floor",
-                 "label_max_class_share",
-                 "skip_label_screen", "min_pixel_sim", "max_not_face", "skip_quality_screen",
-                 "skip_not_face_screen", "skip_near_duplicate_screen")
+from curate.representations import progress_labels as representation_progress
+from curate.screen import ScreenResult, output_files, screen
 
 
-class NoFaceOpt(str, Enum):
+class NoFaceOpt(str, Enum):  # kept for importers; the flag's choices come from the face screen
     reject = "reject"
     keep = "keep"
 
@@ -56,6 +49,7 @@ _EXPORT = {n: p.default for n, p in inspect.signature(export).parameters.items()
 
 @app.command("screen", short_help="Embed, screen every tuple, sort into kept and rejected.")
 @handles_errors
+@screen_flags
 def screen_cmd(
     build_dir: Annotated[Path, typer.Argument(metavar="BUILD_DIR", help="Output folder of `curate build-tuples` (images.parquet, tuples.parquet).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (scores, kept/rejected tuples, suspect images, boundary, report).")],
@@ -64,79 +58,40 @@ def screen_cmd(
     embeddings: Annotated[Path | None, typer.Option(help="Parquet with image_id or path, and embedding (list of floats); no backbone is loaded.")] = None,
     representation: Annotated[str, typer.Option(metavar="|".join(representation_choices()), help="The space the label verdicts are made in: backbone (the embedding), blendshapes (the face's 52 blendshape scores), combined, or auto: measure each on the dataset's labels by a cross-validated probe and use the best (docs/representations.md).")] = _SCREEN["representation"],
     framing: Annotated[str, typer.Option(metavar="auto|face|full", help="What the backbone sees: face cut out from its landmarks, the full picture, or auto: the face when faces fill under 80% of the picture.")] = _SCREEN["framing"],
-    alpha_pos: Annotated[float, typer.Option(help=OPT["alpha_pos"].help)] = OPT["alpha_pos"].default,
-    alpha_neg: Annotated[float, typer.Option(help=OPT["alpha_neg"].help)] = OPT["alpha_neg"].default,
-    null: Annotated[NullOpt, typer.Option(help=OPT["null"].help)] = NullOpt(OPT["null"].default),
-    no_center: Annotated[bool, typer.Option("--no-center", help="Do not subtract the dataset mean before normalising.")] = not _SCREEN["center"],
+    center: Annotated[bool, typer.Option("--center/--no-center", help="Subtract the dataset mean before normalising.")] = _SCREEN["center"],
     scale: Annotated[float, typer.Option(help="Modulus s the embeddings are normalised to.")] = _SCREEN["scale"],
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = _SCREEN["batch_size"],
     workers: Annotated[int | None, typer.Option(help="Decoding processes (default: by device and CPU count).")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = _SCREEN["device"],
     seed: Annotated[int, typer.Option(help="Seed of random pairs (and of random weights).")] = _SCREEN["seed"],
     cache_dir: Annotated[str | None, typer.Option(metavar="DIR", help=CACHE_DIR_HELP)] = None,
-    max_yaw: Annotated[float, typer.Option(help=OPT["max_yaw"].help)] = OPT["max_yaw"].default,
-    max_occlusion: Annotated[float, typer.Option(help=OPT["max_occlusion"].help)] = OPT["max_occlusion"].default,
-    no_face: Annotated[NoFaceOpt, typer.Option(help=OPT["no_face"].help)] = NoFaceOpt(OPT["no_face"].default),
-    skip_face_screens: Annotated[bool, typer.Option("--skip-face-screens", help=OPT["skip_face_screens"].help)] = OPT["skip_face_screens"].default,
-    alpha_label: Annotated[float, typer.Option(help=OPT["alpha_label"].help)] = OPT["alpha_label"].default,
-    label_prior_floor: Annotated[float, typer.Option(help=OPT["label_prior_floor"].help)] = OPT["label_prior_floor"].default,
-    label_max_class_share: Annotated[float, typer.Option(help=OPT["label_max_class_share"].help)] = OPT["label_max_class_share"].default,
-    skip_label_screen: Annotated[bool, typer.Option("--skip-label-screen", help=OPT["skip_label_screen"].help)] = OPT["skip_label_screen"].default,
-    min_pixel_sim: Annotated[float, typer.Option(help=OPT["min_pixel_sim"].help)] = OPT["min_pixel_sim"].default,
-    skip_near_duplicate_screen: Annotated[bool, typer.Option("--skip-near-duplicate-screen", help=OPT["skip_near_duplicate_screen"].help)] = OPT["skip_near_duplicate_screen"].default,
-    max_not_face: Annotated[float, typer.Option(help=OPT["max_not_face"].help)] = OPT["max_not_face"].default,
-    skip_not_face_screen: Annotated[bool, typer.Option("--skip-not-face-screen", help=OPT["skip_not_face_screen"].help)] = OPT["skip_not_face_screen"].default,
-    skip_quality_screen: Annotated[bool, typer.Option("--skip-quality-screen", help=OPT["skip_quality_screen"].help + " Its thresholds: --option quality_min_edges=4 etc. (docs/hygiene.md).")] = OPT["skip_quality_screen"].default,
     calibrate: Annotated[bool, typer.Option("--calibrate", help="Inject known label noise into a copy of the labels and write the precision and recall of every screen at several alphas (calibration.parquet, shown in the report).")] = _SCREEN["calibrate"],
     redraw: Annotated[bool, typer.Option(help="Redraw tuples whose positive or negative an image screen rejected, from the remaining images.")] = _SCREEN["redraw"],
-    face_model: Annotated[str | None, typer.Option(help=OPT["face_model"].help)] = OPT["face_model"].default,
-    option: Annotated[list[str] | None, typer.Option("--option", help="NAME=VALUE for a screen option that has no flag of its own (plug-in screens; docs/screens.md). Repeatable.")] = None,
+    option: Annotated[list[str] | None, typer.Option("--option", help="NAME=VALUE for a screen option (those without a flag of their own: the quality thresholds, docs/hygiene.md; any plug-in screen's; docs/screens.md). Repeatable.")] = None,
     report: Annotated[bool, typer.Option(help="Write report.html (curate report SCREEN_DIR writes it later).")] = True,
     ray: Annotated[str | None, typer.Option("--ray", help=RAY_HELP)] = None,
     ray_actors: Annotated[int | None, typer.Option(help=RAY_ACTORS_HELP)] = None,
     force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,
+    **screen_settings: Any,
 ) -> None:
-    """Embed every image, apply the statistical boundary and face screens, and sort tuples into kept and rejected."""
-    with stage_bars({"embed": "embedding images", "faces": "face screens",
-                     "hygiene": "decoding for the hygiene screens"}) as bars:
+    """Embed every image, apply the statistical boundary and face screens, and sort tuples into kept and rejected.
+
+    Every screen's options (thresholds, --skip-<screen>-screen) come from the screen registry
+    (curate.screens; docs/screens.md)."""
+    given = given_screen_options(screen_settings, option or [])
+    stages = {**representation_progress(), **registry.progress_labels()}
+    with stage_bars(stages) as bars:
         result = screen(
             build_dir, out, backbone=backbone, weights=weights, embeddings=embeddings,
-            representation=representation, framing=framing,
-            alpha_pos=alpha_pos, alpha_neg=alpha_neg, null=null.value, center=not no_center,
+            representation=representation, framing=framing, center=center,
             scale=scale, batch_size=batch_size, workers=workers, device=device, seed=seed,
-            cache_dir=cache_dir, max_yaw=max_yaw, max_occlusion=max_occlusion, no_face=no_face.value,
-            skip_face_screens=skip_face_screens, face_model=face_model, alpha_label=alpha_label,
-            label_prior_floor=label_prior_floor, label_max_class_share=label_max_class_share,
-            skip_label_screen=skip_label_screen,
-            min_pixel_sim=min_pixel_sim, skip_near_duplicate_screen=skip_near_duplicate_screen,
-            max_not_face=max_not_face, skip_not_face_screen=skip_not_face_screen,
-            skip_quality_screen=skip_quality_screen, redraw=redraw,
-            calibrate=calibrate, force=force, engine=ray_engine(ray, ray_actors, device),
-            progress=bars.update, **parse_options(option or []),
+            cache_dir=cache_dir, redraw=redraw, calibrate=calibrate, force=force,
+            engine=ray_engine(ray, ray_actors, device), progress=bars.update, **given,
         )
     from curate.report import write_report  # matplotlib: only when a report is written
 
     report_path = write_report(result.out_dir) if report else None
     render_summary(result, report_path)
-
-
-def parse_options(pairs: list[str]) -> dict[str, object]:
-    """``NAME=VALUE`` pairs of ``--option``; values read as JSON when they parse (numbers,
-    true/false, null), else as text."""
-    out: dict[str, object] = {}
-    for pair in pairs:
-        name, sep, text = pair.partition("=")
-        name = name.strip().replace("-", "_")
-        if not sep or not name:
-            raise CurateError(f"--option {pair!r} is not NAME=VALUE", hint="for example --option min_side=24")
-        if name in OPT_WITH_FLAG:
-            raise CurateError(f"--option {name}=... duplicates a flag",
-                              hint=f"use --{name.replace('_', '-')} {text}")
-        try:
-            out[name] = loads_json(text)
-        except ValueError:
-            out[name] = text
-    return out
 
 
 def render_summary(result: ScreenResult, report_path: Path | None = None) -> None:
@@ -194,12 +149,8 @@ def render_summary(result: ScreenResult, report_path: Path | None = None) -> Non
     for note in result.notes:
         if not note.startswith("representation: "):
             console.print(f"[yellow]note:[/] {safe(note)}")
-    console.print(f"wrote {safe(str(result.out_dir))}/: scores.parquet, kept.parquet, "
-                  "rejected.parquet, images_suspect.parquet, boundary.json, run.json"
-                  + (", embeddings.parquet" if result.embeddings_file else "")
-                  + (", faces.parquet" if result.face_screens else "")
-                  + (", calibration.parquet" if result.run["params"].get("calibrate") else "")
-                  + (", report.html" if report_path else ""))
+    written = [name for name in output_files() if (result.out_dir / name).is_file()]
+    console.print(f"wrote {safe(str(result.out_dir))}/: {safe(', '.join(written))}")
 
 
 def render_face_rejects(rows: list[dict]) -> None:

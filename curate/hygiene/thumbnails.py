@@ -58,7 +58,7 @@ def decoded_images(paths: Sequence[str | os.PathLike[str]], sha256: Sequence[str
     """
     if len(paths) != len(sha256):
         raise ValueError(f"{len(paths)} paths for {len(sha256)} hashes")
-    table: dict[str, tuple[np.ndarray, dict[str, float]]]
+    table: dict[str, tuple[np.ndarray, dict[str, float] | None]]
     table = memo.setdefault(MEMO_KEY, {}) if memo is not None and stats else {}  # type: ignore[assignment]
     todo: dict[str, str] = {}
     for p, h in zip(paths, sha256, strict=True):

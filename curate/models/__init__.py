@@ -54,7 +54,7 @@ def cached_timm_models() -> list[ModelEntry]:
     """timm weights present in the local Hugging Face cache (usable offline)."""
     root = Path(os.environ.get("HF_HUB_CACHE")
                 or Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub")
-    out = []
+    out: list[ModelEntry] = []
     if not root.is_dir():
         return out
     for repo in sorted(root.glob("models--timm--*")):

@@ -58,7 +58,7 @@ def null_misfit(run: ScreenRun) -> Alert | None:
             ("above T_pos", "share_above_t_pos", "nominal_alpha_pos"),
             ("below T_neg", "share_below_t_neg", "nominal_alpha_neg")):
         share, nominal = cal.get(share_key), cal.get(nominal_key, b.get(nominal_key[8:]))
-        if calibration_misfit(share, nominal, n):
+        if share is not None and nominal is not None and calibration_misfit(share, nominal, n):
             bad.append(f"{100 * share:.1f}% of random different-label pairs fall {side} "
                        f"where {100 * nominal:.1f}% was expected")
     if not bad:
@@ -87,9 +87,10 @@ def fitting_nulls(b: dict[str, Any]) -> list[str]:
     """The nulls of ``boundary.json`` whose thresholds, at the run's alphas, cut the stored
     random-pair sample close to alpha on both sides (the calibration test, per null)."""
     sample = np.asarray(b.get("random_pair_distances") or [], dtype=float)
-    a_pos, a_neg = b.get("alpha_pos"), b.get("alpha_neg")
-    if sample.size < 100 or not all(isinstance(a, (int, float)) and 0 < a < 1 for a in (a_pos, a_neg)):
+    alphas = [float(a) for a in (b.get("alpha_pos"), b.get("alpha_neg")) if isinstance(a, (int, float)) and 0 < a < 1]
+    if sample.size < 100 or len(alphas) < 2:
         return []
+    a_pos, a_neg = alphas
     out = []
     for name, fit in (b.get("nulls") or {}).items():
         mu, sigma = (fit or {}).get("mu"), (fit or {}).get("sigma")

@@ -27,7 +27,7 @@ from curate.screens.statistical import NEGATIVE_TOO_CLOSE, POSITIVE_TOO_FAR  # n
 
 PAIR_NAMES = {"d_ap": "anchor-positive", "d_an": "anchor-negative",
               "d_an2": "anchor-negative2", "d_nn2": "negative-negative2"}
-_RC = {
+_RC: Any = {  # matplotlib rcParams (its stubs want literal keys)
     "svg.fonttype": "none",  # text stays text: smaller files, selectable labels
     "svg.hashsalt": "curate-report",  # deterministic element ids
     "text.parse_math": False,  # a label with '$' is text, not mathtext
@@ -58,7 +58,7 @@ def to_data_uri(fig: Figure) -> str:
     return "data:image/svg+xml;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _range(arrays: Sequence[np.ndarray], extra: Sequence[float]) -> tuple[float, float]:
+def _range(arrays: Sequence[np.ndarray], extra: Sequence[Any]) -> tuple[float, float]:
     finite = [a[np.isfinite(a)] for a in arrays if a.size]
     finite = [a for a in finite if a.size]
     lo_hi = [float(x) for x in extra if x is not None and np.isfinite(x)]

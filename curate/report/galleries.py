@@ -59,6 +59,10 @@ def thumb(thumbs: Thumbnails, path: str | None, *, caption: list[Any], title: st
     return Markup(f'<div class="thumb">{head}{img}{lines}</div>')
 
 
+def _number(value: Any, default: float) -> float:
+    return value if isinstance(value, (int, float)) else default
+
+
 def _severity(run: ScreenRun, code: str) -> np.ndarray:
     """How far past its sub-boundary each tuple is, in standard deviations of its null."""
     s = run.scores
@@ -67,11 +71,10 @@ def _severity(run: ScreenRun, code: str) -> np.ndarray:
     if {"z_ap", "z_neg"} <= set(s.columns) and isinstance(alpha, (int, float)) and 0 < alpha < 1:
         z = s["z_ap" if code == POSITIVE_TOO_FAR else "z_neg"].to_numpy(dtype=float)
         return z - float(norm.isf(alpha))
-    sigma = b.get("sigma") if isinstance(b.get("sigma"), (int, float)) and b.get("sigma") else 1.0
+    sigma = _number(b.get("sigma"), 0.0) or 1.0
     if code == POSITIVE_TOO_FAR:
-        t = b.get("t_pos") if isinstance(b.get("t_pos"), (int, float)) else 0.0
-        return (s["d_ap"].to_numpy(dtype=float) - t) / sigma
-    t = b.get("t_neg") if isinstance(b.get("t_neg"), (int, float)) else 0.0
+        return (s["d_ap"].to_numpy(dtype=float) - _number(b.get("t_pos"), 0.0)) / sigma
+    t = _number(b.get("t_neg"), 0.0)
     return (t - min_negative_distance(s)) / sigma
 
 
@@ -260,6 +263,7 @@ def image_screen_gallery(run: ScreenRun, thumbs: Thumbnails, max_items: int, see
         return note(run.notes.get("faces", "faces.parquet is missing")
                     if run.suspect is not None else run.notes.get("suspect", "images_suspect.parquet is missing"))
     f = run.suspect
+    assert f is not None  # _image_screen_groups found groups in it
     rng = np.random.default_rng(seed)
     per = max(1, max_items // 2)
     parts, empty = [], []

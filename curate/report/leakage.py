@@ -17,25 +17,24 @@ from curate.errors import CurateError
 from curate.hygiene.near_duplicates import NEAR_DUPLICATE
 from curate.io import read_parquet
 from curate.report.galleries import _image_info, _short, thumb
-from curate.report.html import Markup, chip, fmt_int, join, note, section, table, tag
+from curate.report.html import Markup, chip, fmt_int, join, note, table, tag
 from curate.report.inputs import ScreenRun
 from curate.report.thumbnails import Thumbnails
 from curate.screens.near_duplicates import PAIRS_FILE
 
-TITLE = "Leakage across splits"
 
-
-def leakage_section(run: ScreenRun, thumbs: Thumbnails, max_items: int, seed: int) -> Markup:
-    """The section: what leaks between which splits, and a sample of the pairs."""
+def leakage_body(run: ScreenRun, thumbs: Thumbnails, max_items: int, seed: int) -> list[Any]:
+    """The near-duplicate screen's section (:meth:`curate.screens.near_duplicates.NearDuplicateScreen.report`):
+    what leaks between which splits, and a sample of the pairs."""
     path = run.screen_dir / PAIRS_FILE
     if not path.exists():
-        return section("leakage", TITLE, [note(
+        return [note(
             f"{PAIRS_FILE} is missing: the near-duplicate screen did not run "
-            "(--skip-near-duplicate-screen), so leakage was not looked for.")])
+            "(--skip-near-duplicates-screen), so leakage was not looked for.")]
     try:
         pairs = read_parquet(path, what=PAIRS_FILE)
     except CurateError as exc:
-        return section("leakage", TITLE, [note(exc.message)])
+        return [note(exc.message)]
     cross = pairs[pairs["cross_split"].astype(bool).to_numpy()]
     near = cross[(cross["relation"] == NEAR_DUPLICATE).to_numpy(bool)]
     is_near = (pairs["relation"] == NEAR_DUPLICATE).to_numpy(bool)
@@ -55,7 +54,7 @@ def leakage_section(run: ScreenRun, thumbs: Thumbnails, max_items: int, seed: in
         body.append(note("No image has a near-duplicate in another split"
                          + ("." if splits > 1 or run.suspect is None else
                             " (the screened images are in one split, or none).")))
-        return section("leakage", TITLE, body)
+        return body
     body.append(_counts(cross))
     others = len(cross) - len(near)
     if others:
@@ -63,7 +62,7 @@ def leakage_section(run: ScreenRun, thumbs: Thumbnails, max_items: int, seed: in
                          "subject (same_sequence / same_subject): the same person in two splits, which "
                          "identity-disjoint splits avoid; they are in the table, not in the sample."))
     body.append(_sample(run, near if len(near) else cross, thumbs, max_items, seed))
-    return section("leakage", TITLE, body)
+    return body
 
 
 def _counts(cross: pd.DataFrame) -> Markup:

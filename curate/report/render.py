@@ -39,9 +39,9 @@ from curate.report.html import (
     tag,
 )
 from curate.report.inputs import ScreenRun, load_screen_dir
-from curate.report.leakage import leakage_section
 from curate.report.palette import reason_color
 from curate.report.review import MAX_THUMBNAILS, review_section
+from curate.report.sections import SectionContext, screen_sections
 from curate.report.sensitivity import alpha_grid, face_sensitivity, sensitivity, sensitivity_z
 from curate.report.tables import counts_by_class, counts_by_reason, negative_confusion, reason_flags
 from curate.report.thumbnails import Thumbnails
@@ -51,8 +51,13 @@ from curate.screens.statistical import NEGATIVE_TOO_CLOSE, POSITIVE_TOO_FAR
 MAX_CLASSES = 60  # rows of the by-class table and chart
 MAX_CONFUSION = 25  # labels on each axis of the confusion table
 MAX_PARAM_CHARS = 300
-NAV = (("summary", "Summary"), ("review", "Review"), ("boundary", "Boundary"), ("sensitivity", "Sensitivity"),
-       ("rejections", "Rejections"), ("faces", "Faces"), ("leakage", "Leakage"), ("galleries", "Galleries"))
+# the run's own sections; the registered screens' sections (curate.report.sections) go
+# between the rejections and the galleries
+NAV_BEFORE = (("summary", "Summary"), ("review", "Review"), ("boundary", "Boundary"),
+              ("sensitivity", "Sensitivity"), ("rejections", "Rejections"))
+NAV_AFTER = (("galleries", "Galleries"),)
+# short names of screen sections in the navigation bar
+_NAV_NAMES = {"Leakage across splits": "Leakage"}
 
 
 def write_report(screen_dir: str | Path, out: str | Path | None = None, *, max_gallery: int = 24,
@@ -127,11 +132,12 @@ def render_html(run: ScreenRun, *, max_gallery: int = 24, seed: int = 0, decisio
         lambda: _boundary(run),
         lambda: _sensitivity(run, flags),
         lambda: _rejections(run, flags, left_out),
-        lambda: _faces(run),
-        lambda: leakage_section(run, thumbs, max_gallery, seed),
-        lambda: _galleries(run, flags, thumbs, max_gallery, seed),
     ]
     body = [make() for make in sections]
+    by_screen = screen_sections(run, SectionContext(thumbs, max_gallery, seed))
+    body += [html for _, _, html in by_screen]
+    body.append(_galleries(run, flags, thumbs, max_gallery, seed))
+    nav = [*NAV_BEFORE, *((anchor, _NAV_NAMES.get(title, title)) for anchor, title, _ in by_screen), *NAV_AFTER]
     if left_out:
         body.append(section("left-out", "What this report leaves out",
                             [tag("ul", join(tag("li", x) for x in left_out))]))
@@ -141,7 +147,7 @@ def render_html(run: ScreenRun, *, max_gallery: int = 24, seed: int = 0, decisio
                     f'<div class="sub">screen output: {esc(run.screen_dir)}</div></header>')
     footer = (f"Rendered by curate {_curate_version()} from {run.screen_dir.name}/; "
               f"{thumbs.count} embedded thumbnails in the galleries, {n_review_thumbs} in the review.")
-    return page(title, header, NAV, body, footer, scripts=[script] if script else [])
+    return page(title, header, nav, body, footer, scripts=[script] if script else [])
 
 
 def _representation_text(rep: Any) -> str:
@@ -559,11 +565,12 @@ def _confusion(run: ScreenRun, flags: pd.DataFrame, left_out: list[str]) -> Mark
 
 
 # ---------------------------------------------------------------- faces
-def _faces(run: ScreenRun) -> Markup:
+def faces_body(run: ScreenRun) -> list[Any]:
+    """The face screens' section (:meth:`curate.screens.faces.FaceScreen.report`)."""
     f = run.faces
     if f is None:
-        return section("faces", "Faces", [note(run.notes.get("faces", "faces.parquet is missing")
-                                                + "; the side-face and occlusion screens did not run.")])
+        return [note(run.notes.get("faces", "faces.parquet is missing")
+                     + "; the side-face and occlusion screens did not run.")]
     p = run.params
     max_yaw, max_occ = _num(p.get("max_yaw")), _num(p.get("max_occlusion"))
     found = f["face_found"].fillna(False).astype(bool) if "face_found" in f else None
@@ -594,7 +601,7 @@ def _faces(run: ScreenRun) -> Markup:
     body.append(figure(figures.faces_figure(f, max_yaw, max_occ), "yaw and occlusion histograms"))
     if max_yaw is not None and max_occ is not None and {"yaw", "occlusion", "face_found"} <= set(f.columns):
         body.append(_face_sensitivity(run, f, max_yaw, max_occ))
-    return section("faces", "Faces", body)
+    return body
 
 
 def _face_sensitivity(run: ScreenRun, f: pd.DataFrame, max_yaw: float, max_occ: float) -> Markup:

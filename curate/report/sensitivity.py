@@ -56,8 +56,8 @@ def min_negative_distance(scores: pd.DataFrame) -> np.ndarray:
 
 def kept_share_grid(d_ap: np.ndarray, d_neg_min: np.ndarray, other_ok: np.ndarray,
                     mu: float, sigma: float,
-                    alphas_pos: Sequence[float] = DEFAULT_ALPHAS,
-                    alphas_neg: Sequence[float] = DEFAULT_ALPHAS) -> np.ndarray:
+                    alphas_pos: Sequence[float] | np.ndarray = DEFAULT_ALPHAS,
+                    alphas_neg: Sequence[float] | np.ndarray = DEFAULT_ALPHAS) -> np.ndarray:
     """Share of tuples kept for every (alpha_pos, alpha_neg) pair.
 
     ``other_ok`` is false for tuples another screen (faces, ...) rejected; they
@@ -90,8 +90,8 @@ def kept_share_grid(d_ap: np.ndarray, d_neg_min: np.ndarray, other_ok: np.ndarra
 
 
 def sensitivity(scores: pd.DataFrame, flags: pd.DataFrame, mu: float, sigma: float,
-                alphas_pos: Sequence[float] = DEFAULT_ALPHAS,
-                alphas_neg: Sequence[float] = DEFAULT_ALPHAS) -> Sensitivity:
+                alphas_pos: Sequence[float] | np.ndarray = DEFAULT_ALPHAS,
+                alphas_neg: Sequence[float] | np.ndarray = DEFAULT_ALPHAS) -> Sensitivity:
     """The kept-share grid for a screen's scores, with every other screen's verdicts held fixed."""
     boundary_codes = set(screens.get("boundary").codes)
     other = [c for c in flags.columns if c not in boundary_codes]
@@ -103,8 +103,8 @@ def sensitivity(scores: pd.DataFrame, flags: pd.DataFrame, mu: float, sigma: flo
 
 
 def sensitivity_z(scores: pd.DataFrame, flags: pd.DataFrame,
-                  alphas_pos: Sequence[float] = DEFAULT_ALPHAS,
-                  alphas_neg: Sequence[float] = DEFAULT_ALPHAS) -> Sensitivity:
+                  alphas_pos: Sequence[float] | np.ndarray = DEFAULT_ALPHAS,
+                  alphas_neg: Sequence[float] | np.ndarray = DEFAULT_ALPHAS) -> Sensitivity:
     """The kept-share grid from each tuple's standardised distances ``z_ap`` and ``z_neg``
     (toward rejection, against the tuple's own class or class-pair null): a tuple is kept
     at (alpha_pos, alpha_neg) when ``z_ap <= z(1 - alpha_pos)`` and ``z_neg <= z(1 - alpha_neg)``,
@@ -149,6 +149,7 @@ def face_sensitivity(faces: pd.DataFrame, tuples: pd.DataFrame | None, *, max_ya
         bad = face_verdicts(faces, max_yaw=y, max_occlusion=o, no_face=no_face)["face_reject"].to_numpy(bool)
         row: dict[str, float | str] = {"max_yaw": y, "max_occlusion": o, "images": float(bad.mean()) if len(bad) else 0.0}
         if members:
+            assert tuples is not None  # members come from its columns
             flagged = ids[bad]
             hit = np.logical_or.reduce([np.isin(tuples[c].to_numpy(np.int64), flagged) for c in members])
             row["tuples"] = float(hit.mean()) if len(hit) else 0.0

@@ -65,6 +65,11 @@ def choices() -> list[str]:
     return [AUTO, *names()]
 
 
+def progress_labels() -> dict[str, str]:
+    """The label of every progress stage a representation reports."""
+    return {stage: label for r in registered() for stage, label in r.progress_stages.items()}
+
+
 def get(name: str) -> Representation:
     """The registered representation called ``name``."""
     for r in registered():
@@ -74,7 +79,7 @@ def get(name: str) -> Representation:
 
 
 __all__ = ["AUTO", "ENTRY_POINT_GROUP", "Features", "Representation", "RepresentationContext",
-           "choices", "get", "names", "register", "registered", "unregister"]
+           "choices", "get", "names", "progress_labels", "register", "registered", "unregister"]
 
 # The built-in representations register themselves on import (kept last: they import this module).
 from curate.representations import backbone as _backbone  # noqa: E402,F401

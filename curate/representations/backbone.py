@@ -16,6 +16,7 @@ class Backbone(Representation):
 
     name = "backbone"
     summary = "the embedding of a timm backbone (the bundled one by default), faces framed when small"
+    progress_stages = {"embed": "embedding images"}
 
     def compute(self, ctx: RepresentationContext) -> Features:
         if "backbone" in ctx.shared:

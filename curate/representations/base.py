@@ -69,6 +69,8 @@ class Representation(ABC):
     candidate: ClassVar[bool] = True
     # needs the face analysis (the face landmarker) to run
     needs_faces: ClassVar[bool] = False
+    # progress stages it reports through ``ctx.progress``, and their labels
+    progress_stages: ClassVar[dict[str, str]] = {}
 
     @abstractmethod
     def compute(self, ctx: RepresentationContext) -> Features:

@@ -49,6 +49,7 @@ class Blendshapes(Representation):
     name = "blendshapes"
     summary = "MediaPipe's 52 face blendshape scores (expression movements), made with the face analysis"
     needs_faces = True
+    progress_stages = {"faces": "face screens"}
 
     def compute(self, ctx: RepresentationContext) -> Features:
         if "blendshapes" in ctx.shared:

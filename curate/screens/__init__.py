@@ -18,6 +18,7 @@ built-in image screens, so it keeps the copy the others passed), and ``boundary`
 from __future__ import annotations
 
 import importlib
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -47,13 +48,13 @@ def register(cls: type[Screen]) -> type[Screen]:
     if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
         raise TypeError(f"a screen named {cls.name!r} is already registered")
     taken_codes = {r.code for s in _REGISTRY.values() if s is not cls for r in s.reasons}
-    taken_opts = {o.name for s in _REGISTRY.values() if s is not cls for o in s.options}
+    taken_opts = {o.name for s in _REGISTRY.values() if s is not cls for o in s().all_options()}
     for r in cls.reasons:
         if ";" in r.code or not r.code:
             raise TypeError(f"screen {cls.name!r}: bad reason code {r.code!r}")
         if r.code in taken_codes:
             raise TypeError(f"screen {cls.name!r}: reason code {r.code!r} is taken")
-    for o in cls.options:
+    for o in cls().all_options():
         if o.name in taken_opts:
             raise TypeError(f"screen {cls.name!r}: option {o.name!r} is taken by another screen")
     _REGISTRY[cls.name] = cls
@@ -122,8 +123,23 @@ def screen_of(code: str) -> Screen | None:
 
 
 def options() -> dict[str, Option]:
-    """Every screen option by name."""
-    return {o.name: o for s in registered() for o in s.options}
+    """Every screen option by name, in run order (each screen's skip option last)."""
+    return {o.name: o for s in registered() for o in s.all_options()}
+
+
+def aliases() -> dict[str, str]:
+    """Earlier names of screen options (deprecated, still accepted) -> their names now."""
+    out: dict[str, str] = {}
+    for s in registered():
+        skip = s.skip_option
+        if skip is not None:
+            out.update(dict.fromkeys(s.skip_aliases, skip.name))
+    return out
+
+
+def progress_labels() -> dict[str, str]:
+    """The label of every progress stage a screen reports."""
+    return {stage: label for s in registered() for stage, label in s.progress_stages.items()}
 
 
 def defaults() -> dict[str, Any]:
@@ -135,8 +151,16 @@ def resolve_settings(given: Mapping[str, Any]) -> dict[str, Any]:
     """Every option's value to use: ``given`` over the defaults, each checked by its screen.
 
     Raises :class:`CurateError` for an unknown option name or a bad value, before any
-    work is done.
+    work is done. An earlier name of an option (:func:`aliases`) is read as its name now,
+    with a :class:`DeprecationWarning`.
     """
+    old = aliases()
+    given = dict(given)
+    for name in [n for n in given if n in old]:
+        if old[name] in given:
+            raise CurateError(f"{name} and {old[name]} both given", hint=f"pass {old[name]} only")
+        warnings.warn(f"screen option {name} is now called {old[name]}", DeprecationWarning, stacklevel=3)
+        given[old[name]] = given.pop(name)
     known = options()
     unknown = sorted(set(given) - set(known))
     if unknown:
@@ -150,6 +174,6 @@ def resolve_settings(given: Mapping[str, Any]) -> dict[str, Any]:
 
 
 __all__ = ["ENTRY_POINT_GROUP", "Option", "Reason", "Screen", "ScreenContext", "ScreenOutput",
-           "defaults", "get", "names", "options", "reason", "reasons", "register", "registered",
+           "aliases", "defaults", "get", "names", "options", "progress_labels", "reason", "reasons", "register", "registered",
            "resolve_settings", "screen_of", "unregister"]
 

@@ -47,12 +47,16 @@ class Option:
 
     ``check(value)`` returns the value to use (for example a resolved default) or raises
     :class:`CurateError` naming the value and the fix. ``None`` means no check.
+    ``choices``, when set, are the values the CLI offers; ``cli=False`` gives the option
+    no flag of its own (``curate screen --option NAME=VALUE`` sets it).
     """
 
     name: str
     default: Any
     help: str
     check: Callable[[Any], Any] | None = None
+    choices: tuple[str, ...] = ()
+    cli: bool = True
 
     @property
     def flag(self) -> str:
@@ -87,6 +91,14 @@ class ScreenContext:
     # (curate.hygiene.thumbnails, keyed by sha256); gone when the run ends.
     shared: dict[str, Any] = field(default_factory=dict)
     engine: Any = None
+
+    def require_embeddings(self, screen: str) -> np.ndarray:
+        """The embeddings, for a screen that declares ``needs_embeddings`` (the pipeline
+        computes them then); a :class:`CurateError` naming ``screen`` when there are none."""
+        if self.embeddings is None:
+            raise CurateError(f"screen {screen!r} needs embeddings and none were computed",
+                              hint="pass --embeddings FILE or let curate screen embed the images")
+        return self.embeddings
 
     @property
     def labels(self) -> np.ndarray:
@@ -168,6 +180,32 @@ class Screen(ABC):
     # Files this screen may write into the output folder (stale copies are removed
     # when it does not run).
     files: ClassVar[tuple[str, ...]] = ()
+    # Whether the screen can be left out: then it has the option ``skip_<name>_screen``
+    # (CLI ``--skip-<name>-screen``; :attr:`skip_option`), helped by ``skip_help``, and
+    # earlier names of that option still accepted (``skip_aliases``, deprecated).
+    skippable: ClassVar[bool] = True
+    skip_help: ClassVar[str | None] = None  # default: "Do not run the <name> screen."
+    skip_aliases: ClassVar[tuple[str, ...]] = ()
+    # Progress stages the screen reports through ``ctx.progress`` and their labels.
+    progress_stages: ClassVar[Mapping[str, str]] = {}
+    # The title and anchor of the screen's section of the report (:meth:`report`);
+    # default: "<Name> screen" and the name.
+    report_title: ClassVar[str | None] = None
+    report_anchor: ClassVar[str | None] = None
+
+    @property
+    def skip_option(self) -> Option | None:
+        """The option that leaves this screen out, or None when it cannot be skipped."""
+        if not self.skippable:
+            return None
+        name = f"skip_{self.name}_screen"
+        return Option(name, False, self.skip_help or f"Do not run the {self.name.replace('_', ' ')} screen.",
+                      check_flag(name))
+
+    def all_options(self) -> tuple[Option, ...]:
+        """:attr:`options` and, for a skippable screen, its skip option."""
+        skip = self.skip_option
+        return self.options + ((skip,) if skip is not None else ())
 
     @property
     def codes(self) -> tuple[str, ...]:
@@ -182,13 +220,34 @@ class Screen(ABC):
         return f"{self.prefix}_score", f"{self.prefix}_reject", f"{self.prefix}_reason"
 
     def enabled(self, settings: Mapping[str, Any]) -> bool:
-        """Whether the screen runs with these settings (default: always)."""
-        return True
+        """Whether the screen runs with these settings (default: unless its skip option is set)."""
+        skip = self.skip_option
+        return skip is None or not settings.get(skip.name, False)
 
     def resolve(self, settings: Mapping[str, Any]) -> dict[str, Any]:
         """Check this screen's options in ``settings``; return their values to use."""
         return {o.name: (o.check(settings[o.name]) if o.check else settings[o.name])
-                for o in self.options}
+                for o in self.all_options()}
+
+    @property
+    def section_title(self) -> str:
+        return self.report_title or f"{self.name.replace('_', ' ').capitalize()} screen"
+
+    @property
+    def section_anchor(self) -> str:
+        return self.report_anchor or self.name
+
+    def report(self, run: Any, ctx: Any) -> list[Any] | None:
+        """The body of this screen's section of the HTML report (blocks of
+        :mod:`curate.report.html`), read from the screen folder ``run``
+        (:class:`curate.report.inputs.ScreenRun`; ``ctx`` is a
+        :class:`curate.report.sections.SectionContext`: thumbnails, gallery size, seed);
+        None: no section. Default, when the screen ran: how many rows it rejected for each
+        of its reasons (``images_suspect.parquet`` for image screens, ``scores.parquet``
+        for tuple screens)."""
+        from curate.report.sections import reason_counts
+
+        return reason_counts(self, run)
 
     @abstractmethod
     def run(self, ctx: ScreenContext) -> ScreenOutput:

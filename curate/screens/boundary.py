@@ -92,9 +92,13 @@ class BoundaryScreen(Screen):
         Option("null", DEFAULT_NULL, "class_empirical: one null per class and class pair, fitted "
                "robustly (default); class: the same from class moments; global nulls for "
                "comparison: theory (embedding dim), effective (participation ratio), empirical.",
-               _check_null),
+               _check_null, choices=NULLS),
     )
     files = ("boundary.json",)
+    skippable = False  # the method itself; its report sections are the report's own (boundary, sensitivity)
+
+    def report(self, run: Any, ctx: Any) -> list[Any] | None:
+        return None
 
     def run(self, ctx: ScreenContext) -> ScreenOutput:
         if ctx.embeddings is None:
@@ -133,7 +137,7 @@ def _class_fit(ctx: ScreenContext, dist: dict[str, np.ndarray], b: Boundary
                ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, Any]]:
     """Fit the class-aware nulls (weighted by the label screen's posteriors) and test every pair."""
     s = ctx.settings
-    emb, labels, r = ctx.embeddings, ctx.labels, ctx.rows
+    emb, labels, r = ctx.require_embeddings("boundary"), ctx.labels, ctx.rows
     label = ctx.results.get("label")
     if label is not None and label.table is not None:
         verdicts, model = label.table, label.artifacts["model"]

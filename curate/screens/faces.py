@@ -193,13 +193,6 @@ def _check_face_model(value: object) -> str | None:
     return None if value is None else str(value)
 
 
-def _check_flag(name: str):
-    def check(value: object) -> bool:
-        if not isinstance(value, bool):
-            raise CurateError(f"{name} must be true or false, got {value!r}")
-        return value
-    return check
-
 
 @register
 class FaceScreen(Screen):
@@ -225,17 +218,16 @@ class FaceScreen(Screen):
                "Reject faces whose occlusion score (0-1) is above this (occluded; docs/faces.md).",
                _check_max_occlusion),
         Option("no_face", "reject", "What to do with images where no face is found: reject or keep.",
-               _check_no_face),
+               _check_no_face, choices=("reject", "keep")),
         Option("face_model", None, "Face landmark model file (default: the packaged or cached one).",
                _check_face_model),
-        Option("skip_face_screens", False, "Do not run the face screens.",
-               _check_flag("skip_face_screens")),
     )
+    skip_help = "Do not run the face screens."
+    skip_aliases = ("skip_face_screens",)
+    progress_stages = {"faces": "face screens"}
+    report_title = "Faces"
     suspect_columns = ("face_found", "yaw", "occlusion", "occlusion_any", "face_reject", "face_reason")
     files = ("faces.parquet",)
-
-    def enabled(self, settings) -> bool:
-        return not settings["skip_face_screens"]
 
     def run(self, ctx: ScreenContext) -> ScreenOutput:
         s = ctx.settings
@@ -256,6 +248,11 @@ class FaceScreen(Screen):
         return ScreenOutput(score=score, reject=faces["face_reject"].to_numpy(dtype=bool),
                             reason=faces["face_reason"].to_numpy(dtype=object), table=faces,
                             artifacts=artifacts)
+
+    def report(self, run: Any, ctx: Any) -> list[Any] | None:
+        from curate.report.render import faces_body
+
+        return faces_body(run)
 
     def caption(self, row, code: str) -> list[str]:
         yaw, occ = row.get("yaw"), row.get("occlusion")

@@ -345,12 +345,6 @@ def _check_prior_floor(value: float) -> float:
     return float(value)
 
 
-def _check_flag(value: object) -> bool:
-    if not isinstance(value, bool):
-        raise CurateError(f"skip_label_screen must be true or false, got {value!r}")
-    return value
-
-
 @register
 class LabelScreen(Screen):
     """Images whose label does not fit: the image-level label verdict (:func:`label_posteriors`)."""
@@ -360,6 +354,7 @@ class LabelScreen(Screen):
     level = "image"
     needs_embeddings = True
     ranks_images = True
+    skip_help = "Do not run the image-level label screen."
     summary = "the image fits another class better than its own label (label_pvalue < --alpha-label)"
     reasons = (Reason(LABEL_SUSPECT, "label suspect", "#bc5090",
                       "the image fits another class better than its label: label_pvalue below "
@@ -376,14 +371,10 @@ class LabelScreen(Screen):
                "Never reject more than this share of a class's images on label evidence (its most "
                "suspect first; 1: no cap), so that no class vanishes.",
                check_number("label_max_class_share", low=0, high=1, low_open=True, example=MAX_CLASS_SHARE)),
-        Option("skip_label_screen", False, "Do not run the image-level label screen.", _check_flag),
     )
     suspect_columns = ("suggested_label", "suggested_confidence", "suspicion", "label_posterior",
                        "suggested_posterior", "label_pvalue", "label_rank", "distance_own",
                        "distance_suggested")
-
-    def enabled(self, settings) -> bool:
-        return not settings["skip_label_screen"]
 
     def run(self, ctx: ScreenContext) -> ScreenOutput:
         if ctx.embeddings is None:

@@ -20,6 +20,7 @@ reported there too and never rejected.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -34,8 +35,8 @@ from curate.screens.base import (
     Screen,
     ScreenContext,
     ScreenOutput,
-    check_flag,
     check_number,
+    join_codes,
 )
 
 PAIRS_FILE = "near_duplicates.parquet"
@@ -59,14 +60,19 @@ class NearDuplicateScreen(Screen):
                "Pixel similarity (0-1) from which two images are the same photo (near_duplicate).",
                check_number("min_pixel_sim", low=0, high=1, low_open=True,
                             example=nd.DEFAULT_MIN_PIXEL_SIM)),
-        Option("skip_near_duplicate_screen", False, "Do not look for near-duplicates and leakage.",
-               check_flag("skip_near_duplicate_screen")),
     )
+    skip_help = "Do not look for near-duplicates and leakage."
+    skip_aliases = ("skip_near_duplicate_screen",)
+    progress_stages = {"hygiene": "decoding for the hygiene screens"}
+    report_title = "Leakage across splits"
+    report_anchor = "leakage"
     suspect_columns = PER_IMAGE
     files = (PAIRS_FILE,)
 
-    def enabled(self, settings) -> bool:
-        return not settings["skip_near_duplicate_screen"]
+    def report(self, run: Any, ctx: Any) -> list[Any] | None:
+        from curate.report.leakage import leakage_body
+
+        return leakage_body(run, ctx.thumbs, ctx.max_items, ctx.seed)
 
     def run(self, ctx: ScreenContext) -> ScreenOutput:
         thumbs = decoded_for(ctx.images, ctx.shared, ctx.progress).thumbs
@@ -78,7 +84,7 @@ class NearDuplicateScreen(Screen):
         reject = per_image["near_duplicate_of"].notna().to_numpy(bool)
         table = pd.concat([ctx.images[["image_id"]].reset_index(drop=True), per_image], axis=1)
         return ScreenOutput(score=per_image["near_duplicate_score"].to_numpy(np.float64), reject=reject,
-                            reason=np.where(reject, nd.NEAR_DUPLICATE, None).astype(object), table=table,
+                            reason=join_codes([(nd.NEAR_DUPLICATE, reject)]), table=table,
                             artifacts={"pairs": pairs, "groups": int(per_image["near_duplicate_group"].max()) + 1,
                                        **leakage_summary(pairs)})
 

@@ -24,8 +24,8 @@ from curate.screens.base import (
     Screen,
     ScreenContext,
     ScreenOutput,
-    check_flag,
     check_number,
+    join_codes,
 )
 
 MIN_IMAGES = 200
@@ -64,13 +64,10 @@ class NotFaceScreen(Screen):
         Option("max_not_face", nf.DEFAULT_MAX_SCORE,
                "Reject images whose not-a-face score (a robust z against the data set) is above this.",
                check_number("max_not_face", low=0, example=nf.DEFAULT_MAX_SCORE)),
-        Option("skip_not_face_screen", False, "Do not run the not-a-face screen.",
-               check_flag("skip_not_face_screen")),
     )
+    skip_help = "Do not run the not-a-face screen."
+    progress_stages = {"hygiene": "decoding for the hygiene screens"}
     suspect_columns = FEATURE_COLUMNS
-
-    def enabled(self, settings) -> bool:
-        return not settings["skip_not_face_screen"]
 
     def run(self, ctx: ScreenContext) -> ScreenOutput:
         thumbs = decoded_for(ctx.images, ctx.shared, ctx.progress).thumbs
@@ -78,7 +75,7 @@ class NotFaceScreen(Screen):
         table.insert(0, "image_id", ctx.images["image_id"].to_numpy(np.int64))
         reject = table["not_face_reject"].to_numpy(bool)
         return ScreenOutput(score=table["not_face_score"].to_numpy(np.float64), reject=reject,
-                            reason=np.where(reject, nf.NOT_A_FACE, None).astype(object), table=table,
+                            reason=join_codes([(nf.NOT_A_FACE, reject)]), table=table,
                             artifacts={"scored": len(thumbs) >= MIN_IMAGES})
 
     def caption(self, row, code: str) -> list[str]:

@@ -296,7 +296,7 @@ def stratified_pairs(codes: np.ndarray, n_classes: int, per_pair: int, rng: np.r
 
 
 def _moment_nulls(x: np.ndarray, codes: np.ndarray, k: int, w: np.ndarray,
-                  scale: float) -> tuple[np.ndarray, ...]:
+                  scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[bool, Any]]:
     d = x.shape[1]
     wsum = np.bincount(codes, weights=w, minlength=k)
     w2sum = np.bincount(codes, weights=w * w, minlength=k)
@@ -355,7 +355,8 @@ def _moment_normal(e_dot: np.ndarray | float, e_dot2: np.ndarray | float,
 
 
 def _empirical_nulls(x: np.ndarray, codes: np.ndarray, k: int, w: np.ndarray, alpha_pos: float,
-                     alpha_neg: float, per_pair: int, seed: int) -> tuple[np.ndarray, ...]:
+                     alpha_neg: float, per_pair: int, seed: int
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[bool, Any]]:
     i, j, a, b = stratified_pairs(codes, k, per_pair, np.random.default_rng(seed))
     d = pair_distances(x, i, j)
     pw = w[i] * w[j]

@@ -25,7 +25,6 @@ from curate.screens.base import (
     Screen,
     ScreenContext,
     ScreenOutput,
-    check_flag,
     check_number,
 )
 
@@ -94,15 +93,13 @@ class QualityScreen(Screen):
     )
     options = (
         *(Option(name, float(getattr(_T, field)), _HELP[name],
-                 check_number(name, low=0, example=getattr(_T, field)))
+                 check_number(name, low=0, example=getattr(_T, field)), cli=False)
           for name, (field, _, _) in THRESHOLDS.items()),
-        Option("skip_quality_screen", False, "Do not run the image-quality screen.",
-               check_flag("skip_quality_screen")),
     )
+    skip_help = ("Do not run the image-quality screen. Its thresholds: --option quality_min_edges=4 etc. "
+                 "(docs/hygiene.md).")
+    progress_stages = {"hygiene": "decoding for the hygiene screens"}
     suspect_columns = q.COLUMNS
-
-    def enabled(self, settings) -> bool:
-        return not settings["skip_quality_screen"]
 
     def run(self, ctx: ScreenContext) -> ScreenOutput:
         t = thresholds_of(ctx.settings)

@@ -185,15 +185,19 @@ TOO_FAR, TOO_CLOSE, SUSPECT = 1, 2, 4
 DROP_COLUMNS = ("n_seen", "n_too_far", "n_too_close", "n_suspect")
 
 
+def _no_array() -> np.ndarray:
+    return np.empty(0)
+
+
 @dataclass
-class _State:
+class _State:  # every array is set by _State.new or read from a checkpoint
     step: int = 0
     rows: list[dict[str, Any]] = field(default_factory=list)
-    drops: np.ndarray | None = None        # [n_tuples, 4]: seen, too_far, too_close, suspect member
-    epoch_drops: np.ndarray | None = None  # [epochs, n_tuples] uint8: TOO_FAR | TOO_CLOSE | SUSPECT bits
-    suspicion: np.ndarray | None = None    # [n_store_rows, 2]: sum of label suspicion, screened visits
-    mined: np.ndarray | None = None        # batch-hard: [n, 5] MINED_COLUMNS, one row per mined triplet
-    margins: np.ndarray | None = None      # [epochs, K, K]: the class-pair margins at each epoch's end
+    drops: np.ndarray = field(default_factory=_no_array)  # [n_tuples, 4]: seen, too_far, too_close, suspect member
+    epoch_drops: np.ndarray = field(default_factory=_no_array)  # [epochs, n_tuples] uint8: TOO_FAR | TOO_CLOSE | SUSPECT bits
+    suspicion: np.ndarray = field(default_factory=_no_array)  # [n_store_rows, 2]: sum of label suspicion, screened visits
+    mined: np.ndarray = field(default_factory=_no_array)  # batch-hard: [n, 5] MINED_COLUMNS, one row per mined triplet
+    margins: np.ndarray = field(default_factory=_no_array)  # [epochs, K, K]: the class-pair margins at each epoch's end
 
     @classmethod
     def new(cls, n_tuples: int, epochs: int, n_images: int, n_classes: int = 0) -> _State:
