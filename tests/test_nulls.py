@@ -257,3 +257,20 @@ def test_moment_fit_uses_no_pair_sampling(monkeypatch):
     x, labels = _clouds(seed=20)
     monkeypatch.setattr(nulls_mod, "stratified_pairs", None)   # would fail if called
     fit_class_nulls(x, labels, method="class", weights=np.ones(len(x)))
+
+
+def test_class_nulls_refuse_nan_embeddings_like_the_label_screen() -> None:
+    import numpy as np
+    import pytest
+
+    from curate.errors import CurateError
+    from curate.screens.label import label_posteriors
+    from curate.screens.nulls import fit_class_nulls
+
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(40, 4))
+    emb[3, 1] = np.nan
+    labels = np.array(["a", "b"] * 20)
+    for fit in (lambda: fit_class_nulls(emb, labels), lambda: label_posteriors(emb, labels)):
+        with pytest.raises(CurateError, match="NaN or infinity"):
+            fit()

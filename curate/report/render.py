@@ -45,6 +45,7 @@ from curate.report.sections import SectionContext, screen_sections
 from curate.report.sensitivity import alpha_grid, face_sensitivity, sensitivity, sensitivity_z
 from curate.report.tables import counts_by_class, counts_by_reason, negative_confusion, reason_flags
 from curate.report.thumbnails import Thumbnails
+from curate.screens.base import ROLES
 from curate.screens.faces import rejects_by_class
 from curate.screens.statistical import NEGATIVE_TOO_CLOSE, POSITIVE_TOO_FAR
 
@@ -634,8 +635,7 @@ def _build_tuples(run: ScreenRun) -> pd.DataFrame | None:
     if not path.is_file():
         return None
     try:
-        return pd.read_parquet(path, columns=[c for c in ("anchor", "positive", "negative", "negative2")
-                                              if c in pq.read_schema(path).names])
+        return pd.read_parquet(path, columns=[c for c in ROLES if c in pq.read_schema(path).names])
     except (OSError, ValueError):
         return None
 

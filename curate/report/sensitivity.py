@@ -14,21 +14,25 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.stats import norm
 
 from curate import screens
+from curate.screens.base import ROLES
+from curate.screens.statistical import upper_quantile
 
 DEFAULT_ALPHAS: tuple[float, ...] = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
 
 
+_Z = np.vectorize(upper_quantile, otypes=[float])  # z(1 - alpha), as the boundary computes it
+
+
 def t_pos(mu: float, sigma: float, alpha: float | np.ndarray) -> np.ndarray:
-    """Upper sub-boundary: mu + z(1 - alpha) * sigma."""
-    return mu + norm.isf(np.asarray(alpha, dtype=float)) * sigma
+    """Upper sub-boundary: mu + z(1 - alpha) * sigma (:func:`curate.screens.statistical.thresholds`)."""
+    return mu + _Z(np.asarray(alpha, dtype=float)) * sigma
 
 
 def t_neg(mu: float, sigma: float, alpha: float | np.ndarray) -> np.ndarray:
-    """Lower sub-boundary: mu - z(1 - alpha) * sigma."""
-    return mu - norm.isf(np.asarray(alpha, dtype=float)) * sigma
+    """Lower sub-boundary: mu - z(1 - alpha) * sigma (:func:`curate.screens.statistical.thresholds`)."""
+    return mu - _Z(np.asarray(alpha, dtype=float)) * sigma
 
 
 @dataclass
@@ -140,8 +144,7 @@ def face_sensitivity(faces: pd.DataFrame, tuples: pd.DataFrame | None, *, max_ya
     from curate.screens.faces import face_verdicts
 
     ids = faces["image_id"].to_numpy(np.int64)
-    members = [c for c in ("anchor", "positive", "negative", "negative2")
-               if tuples is not None and c in tuples.columns]
+    members = [c for c in ROLES if tuples is not None and c in tuples.columns]
     rows = []
     settings = sorted({(float(y), float(max_occlusion)) for y in (*YAW_GRID, max_yaw)}) + \
         sorted({(float(max_yaw), float(o)) for o in (*OCCLUSION_GRID, max_occlusion)} - {(max_yaw, max_occlusion)})

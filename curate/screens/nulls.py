@@ -458,7 +458,11 @@ def _as_matrix(emb: np.ndarray) -> np.ndarray:
     arr = np.asarray(emb)
     if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
         raise CurateError(f"embeddings must be a non-empty 2-D array (images x dimensions), got shape {arr.shape}")
-    return arr if arr.dtype == np.float64 else arr.astype(np.float32, copy=False)
+    arr = arr if arr.dtype == np.float64 else arr.astype(np.float32, copy=False)
+    if not np.isfinite(arr).all():
+        raise CurateError("embeddings contain NaN or infinity",
+                          hint="re-embed the images; check the backbone's weights")
+    return arr
 
 
 @dataclass(frozen=True)
