@@ -61,3 +61,10 @@ def test_import_curate_and_the_finetune_config_stay_cheap() -> None:
             "if m in sys.modules]; print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"imported on `import curate.train.config`: {out.stdout}"
+
+
+def test_renamed_modules_keep_their_old_import_path() -> None:
+    from curate.distributed import RayEngine as old
+    from curate.ray_engine import RayEngine
+
+    assert old is RayEngine

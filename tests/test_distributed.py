@@ -13,9 +13,9 @@ import pytest
 from builders import make_build
 
 from curate.backbone import load_backbone
-from curate.distributed import RayEngine
 from curate.embed import cache_key, embed_images_result
 from curate.errors import CurateError
+from curate.ray_engine import RayEngine
 from curate.screen import screen
 
 ray = pytest.importorskip("ray", reason="Ray Data is not installed (pip install 'curate[ray]')")

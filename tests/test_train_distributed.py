@@ -1,4 +1,4 @@
-"""Data-parallel fine-tuning (curate.train.distributed): two CPU ranks (gloo) against one
+"""Data-parallel fine-tuning (curate.train.data_parallel): two CPU ranks (gloo) against one
 process with the same global batch: the same tuples kept at every step, the same loss
 curve within float tolerance, and resume from a checkpoint under two ranks."""
 
@@ -18,7 +18,7 @@ import torch
 import torch.multiprocessing as mp
 from test_train import make_build, tiny_config
 
-from curate.train.distributed import SINGLE, Parallel, SyncBatchNorm, sync_batchnorm
+from curate.train.data_parallel import SINGLE, Parallel, SyncBatchNorm, sync_batchnorm
 from curate.train.loop import finetune
 
 ROOT = Path(__file__).resolve().parents[1]

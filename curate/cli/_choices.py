@@ -29,9 +29,9 @@ RAY_ACTORS_HELP = "With --ray: model copies (default: one per GPU of the cluster
 
 
 def ray_engine(address: str | None, actors: int | None, device: str = "auto"):
-    """The :class:`curate.distributed.RayEngine` of ``--ray`` (None without it)."""
+    """The :class:`curate.ray_engine.RayEngine` of ``--ray`` (None without it)."""
     if address is None:
         return None
-    from curate.distributed import RayEngine
+    from curate.ray_engine import RayEngine
 
     return RayEngine(address=address, actors=actors, device=device)

@@ -74,7 +74,7 @@ class ScreenContext:
     normalised row per image row. ``cache_dir`` is the shared cache root
     (:mod:`curate.cache`) a screen may keep expensive per-image work in, or None.
     ``shared`` is per-run scratch for work several screens need (decoded thumbnails).
-    ``engine``, when set, runs per-image work elsewhere (:class:`curate.distributed.RayEngine`);
+    ``engine``, when set, runs per-image work elsewhere (:class:`curate.ray_engine.RayEngine`);
     None: this machine.
     """
 

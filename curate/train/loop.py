@@ -63,7 +63,7 @@ from curate.train.data import (
     step_generator,
     to_model_input,
 )
-from curate.train.distributed import SINGLE, Parallel, from_env, sync_batchnorm
+from curate.train.data_parallel import SINGLE, Parallel, from_env, sync_batchnorm
 from curate.train.evaluate import classification_metrics, embed_and_classify
 from curate.train.loss import (
     InLoopScreen,
@@ -591,7 +591,7 @@ def finetune(source: str | Path, out: str | Path, config: FinetuneConfig | None 
     (per tuple: times seen and dropped by each sub-boundary), ``evaluation.json``,
     ``report.html`` and ``run.json``.
 
-    Under ``torchrun`` (:mod:`curate.train.distributed`) every rank runs this function on
+    Under ``torchrun`` (:mod:`curate.train.data_parallel`) every rank runs this function on
     its shard of each batch; ``progress`` is called on every rank; rank 0 claims and
     writes the run, the other ranks return a result with ``is_main`` false.
     """
