@@ -24,7 +24,7 @@ from curate.screens import options as screen_options
 OPT = screen_options()  # defaults and help of every screen option come from the screens
 OPT_WITH_FLAG = ("alpha_pos", "alpha_neg", "null", "max_yaw", "max_occlusion", "no_face",
                  "skip_face_screens", "face_model", "alpha_label", "label_prior_floor",
-                 "label_max_class_share",
+                 "label_max_class_share", "label_head",
                  "skip_label_screen", "min_pixel_sim", "max_not_face", "skip_quality_screen",
                  "skip_not_face_screen", "skip_near_duplicate_screen")
 
@@ -81,6 +81,7 @@ def screen_cmd(
     alpha_label: Annotated[float, typer.Option(help=OPT["alpha_label"].help)] = OPT["alpha_label"].default,
     label_prior_floor: Annotated[float, typer.Option(help=OPT["label_prior_floor"].help)] = OPT["label_prior_floor"].default,
     label_max_class_share: Annotated[float, typer.Option(help=OPT["label_max_class_share"].help)] = OPT["label_max_class_share"].default,
+    label_head: Annotated[str, typer.Option(metavar="auto|on|off", help=OPT["label_head"].help)] = OPT["label_head"].default,
     skip_label_screen: Annotated[bool, typer.Option("--skip-label-screen", help=OPT["skip_label_screen"].help)] = OPT["skip_label_screen"].default,
     min_pixel_sim: Annotated[float, typer.Option(help=OPT["min_pixel_sim"].help)] = OPT["min_pixel_sim"].default,
     skip_near_duplicate_screen: Annotated[bool, typer.Option("--skip-near-duplicate-screen", help=OPT["skip_near_duplicate_screen"].help)] = OPT["skip_near_duplicate_screen"].default,
@@ -107,7 +108,7 @@ def screen_cmd(
             cache_dir=cache_dir, max_yaw=max_yaw, max_occlusion=max_occlusion, no_face=no_face.value,
             skip_face_screens=skip_face_screens, face_model=face_model, alpha_label=alpha_label,
             label_prior_floor=label_prior_floor, label_max_class_share=label_max_class_share,
-            skip_label_screen=skip_label_screen,
+            label_head=label_head, skip_label_screen=skip_label_screen,
             min_pixel_sim=min_pixel_sim, skip_near_duplicate_screen=skip_near_duplicate_screen,
             max_not_face=max_not_face, skip_not_face_screen=skip_not_face_screen,
             skip_quality_screen=skip_quality_screen, redraw=redraw,
@@ -191,8 +192,11 @@ def render_summary(result: ScreenResult, report_path: Path | None = None) -> Non
     rep = result.run.get("params", {}).get("representation") or {}
     if rep.get("summary"):
         console.print(f"representation: {safe(rep['summary'])}")
+    evidence = result.run.get("params", {}).get("label_evidence") or {}
+    if evidence.get("summary"):
+        console.print(f"label evidence: {safe(evidence['summary'])}")
     for note in result.notes:
-        if not note.startswith("representation: "):
+        if not note.startswith(("representation: ", "label evidence: ")):
             console.print(f"[yellow]note:[/] {safe(note)}")
     console.print(f"wrote {safe(str(result.out_dir))}/: scores.parquet, kept.parquet, "
                   "rejected.parquet, images_suspect.parquet, boundary.json, run.json"
