@@ -206,7 +206,7 @@ def scores_for(df: pd.DataFrame, args: argparse.Namespace, split: str) -> dict[s
     out: dict[str, np.ndarray] = {}
     t = time.perf_counter()
     verdicts, _ = label_posteriors(x, labels)
-    out["curate label (default)"] = verdicts["suspicion_logit"].to_numpy()
+    out["curate label (embedding only)"] = verdicts["suspicion_logit"].to_numpy()
     out["_seconds_curate_label"] = np.array([time.perf_counter() - t])
     # with the network's head as a second judge, as --label-head auto decides it
     from curate.representations.head import HeadOutput, decide
@@ -321,7 +321,7 @@ def main() -> None:
                 print(f"{name:44s} {r['auroc']:6.3f} {r['ap']:6.3f} {r['p5']:6.3f} {r['p10']:6.3f}")
             cl = {k: v for k, v in res.items() if k.startswith("cleanlab")}
             best = max(cl, key=lambda k: cl[k]["auroc"])
-            cur = res["curate label (default)"]
+            cur = res["curate label (embedding only)"]
             print(f"curate label - best cleanlab by AUROC ({best}): AUROC {cur['auroc'] - cl[best]['auroc']:+.3f}, "
                   f"P@10% {cur['p10'] - cl[best]['p10']:+.3f}; vs max P@10% over cleanlab variants "
                   f"{cur['p10'] - max(v['p10'] for v in cl.values()):+.3f}")
