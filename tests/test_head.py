@@ -153,3 +153,51 @@ def test_decide_warns_when_the_dataset_is_the_networks_training_data():
     ev = decide(head, labels, classes, 0.7, sha256=sha)
     assert ev.overlap == 1.0
     assert any("mynet's training images" in n for n in ev.notes)
+
+
+def _fake_backbone_with_head(monkeypatch, vectors, head_classes, head_probs):
+    from curate.representations import get
+    from curate.representations.base import Features
+
+    def back(self, ctx):
+        ctx.shared["head"] = HeadOutput("planted-net", head_classes, head_probs)
+        return Features("backbone", vectors, np.zeros(len(vectors), bool), [None] * len(vectors),
+                        details={"backbone": "planted", "framing": {"used": "full"}})
+
+    monkeypatch.setattr(type(get("backbone")), "compute", back)
+
+
+@pytest.mark.parametrize("covered", [True, False])
+def test_screen_uses_a_covering_head_and_records_the_decision(tmp_path, monkeypatch, covered):
+    import json
+
+    from builders import make_build
+
+    from curate.screen import screen
+
+    build, images, emb = make_build(tmp_path, per_class=12)
+    classes = tuple(sorted(images["label"].unique()))
+    codes = np.searchsorted(classes, images["label"].to_numpy())
+    rng = np.random.default_rng(0)
+    head = _sharp_head(codes, len(classes), rng, right=1.0)
+    names = tuple(c.upper() for c in classes) if covered else classes[:-1]
+    _fake_backbone_with_head(monkeypatch, emb.astype(np.float32), names,
+                             head if covered else head[:, :-1] / head[:, :-1].sum(axis=1, keepdims=True))
+    res = screen(build, tmp_path / "out", representation="backbone", skip_face_screens=True,
+                 skip_quality_screen=True, skip_not_face_screen=True, skip_near_duplicate_screen=True)
+    ev = json.loads((tmp_path / "out" / "run.json").read_text())["params"]["label_evidence"]
+    assert ev["head_used"] is covered and ev["network"] == "planted-net"
+    assert any(n.startswith("label evidence: network head") for n in res.notes)
+    if covered:
+        assert ev["class_mapping"] == {c: c.upper() for c in classes} and ev["head_balanced_accuracy"] == 1.0
+    else:
+        assert ev["classes_missing"] == [classes[-1]] and "do not name" in ev["why"]
+
+
+def test_label_head_option_is_checked():
+    from curate.errors import CurateError
+    from curate.screens.label import _check_head_setting
+
+    assert _check_head_setting("off") == "off"
+    with pytest.raises(CurateError, match="label_head must be one of auto, on, off"):
+        _check_head_setting("yes")
