@@ -283,7 +283,7 @@ def _load_run(run_dir: Path, name: str | None) -> LoadedBackbone:
                           weights_fingerprint=file_sha256(run_dir / "model.safetensors"),
                           random_weights=False, embed_dim=int(config["embed_dim"]), in_chans=in_chans,
                           vector_settings={k: config.get(k) for k in RUN_VECTOR_KEYS},
-                          head_classes=tuple(str(c) for c in config["classes"]) or None, run_dir=run_dir)
+                          head_classes=tuple(str(c) for c in config.get("classes") or ()) or None, run_dir=run_dir)
 
 
 def bundled_model_dir() -> Path:
