@@ -6,7 +6,9 @@ votes are left out of the metrics but stay in the data every method sees). Every
 ranks the same images on the same embeddings (the bundled backbone, or ``--embeddings``):
 
 - curate ``label``: the image-level label screen (:func:`curate.screens.label.label_posteriors`,
-  ``suspicion_logit``), the ranking of ``images_suspect.parquet``;
+  ``suspicion_logit``), the ranking of ``images_suspect.parquet`` on the embedding alone, and
+  ``label + head``: with the network's classification head as a second judge
+  (:mod:`curate.representations.head`, what ``--label-head auto`` uses when it decides for it);
 - curate ``tuples/<null>``: the mean standardised distance of an image's pairs in one
   triplet per anchor (``build-tuples`` defaults) toward rejection, for every null
   (``theory``, ``effective``, ``empirical``: one global null; ``class``,
@@ -180,7 +182,8 @@ def via_cli(df: pd.DataFrame, data: Path, split: str, out: Path, seed: int,
         emb_file = out / f"{split}_embeddings.parquet"
         df[["path", "embedding"]].to_parquet(emb_file, index=False)
     build_tuples(data / "fer2013" / split, out / f"{split}_build", seed=seed, force=True)
-    screen(out / f"{split}_build", out / f"{split}_screen", embeddings=emb_file, seed=seed, force=True)
+    screen(out / f"{split}_build", out / f"{split}_screen", embeddings=emb_file, seed=seed, force=True,
+           weights=WEIGHTS if embeddings is None else None)
     rep = (json.loads((out / f"{split}_screen" / "run.json").read_text())["params"].get("representation") or {})
     print(f"CLI screen representation: {rep.get('summary') or rep.get('used')}")
     suspect = pd.read_parquet(out / f"{split}_screen" / "images_suspect.parquet")
@@ -203,8 +206,18 @@ def scores_for(df: pd.DataFrame, args: argparse.Namespace, split: str) -> dict[s
     out: dict[str, np.ndarray] = {}
     t = time.perf_counter()
     verdicts, _ = label_posteriors(x, labels)
-    out["curate label (default)"] = verdicts["suspicion_logit"].to_numpy()
+    out["curate label (embedding only)"] = verdicts["suspicion_logit"].to_numpy()
     out["_seconds_curate_label"] = np.array([time.perf_counter() - t])
+    # with the network's head as a second judge, as --label-head auto decides it
+    from curate.representations.head import HeadOutput, decide
+    from curate.representations.probe import probe
+
+    head = HeadOutput("network", CLASSES, np.stack(df["head_probs"].to_numpy()).astype(np.float64))
+    ev = decide(head, labels, CLASSES, probe(x, labels, seed=args.seed).balanced_accuracy)
+    print(f"{split}: label evidence: {ev.sentence()}")
+    out["curate label + head (--label-head on)"] = label_posteriors(
+        x, labels, head_probs=decide(head, labels, CLASSES, None, setting="on").probabilities)[0][
+        "suspicion_logit"].to_numpy()
     for null in NULL_NAMES:
         out[f"curate tuples/{null} mean_z"] = tuple_mean_z(x, labels, null, args.seed)
     if args.via_cli:
@@ -308,7 +321,7 @@ def main() -> None:
                 print(f"{name:44s} {r['auroc']:6.3f} {r['ap']:6.3f} {r['p5']:6.3f} {r['p10']:6.3f}")
             cl = {k: v for k, v in res.items() if k.startswith("cleanlab")}
             best = max(cl, key=lambda k: cl[k]["auroc"])
-            cur = res["curate label (default)"]
+            cur = res["curate label (embedding only)"]
             print(f"curate label - best cleanlab by AUROC ({best}): AUROC {cur['auroc'] - cl[best]['auroc']:+.3f}, "
                   f"P@10% {cur['p10'] - cl[best]['p10']:+.3f}; vs max P@10% over cleanlab variants "
                   f"{cur['p10'] - max(v['p10'] for v in cl.values()):+.3f}")

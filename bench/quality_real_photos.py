@@ -53,6 +53,7 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 REPRESENTATIONS = (("backbone (whole picture)", "backbone", "full"), ("backbone (face framed)", "backbone", "face"),
                    ("blendshapes", "blendshapes", "auto"), ("combined (framing auto)", "combined", "auto"))
 CONFIDENCE_BINS = (0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9)
+RELABEL_SWEEP = (0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
 
 
 def screen_default(source: Path, out: Path, seed: int, reuse: bool = False) -> tuple[pd.DataFrame, dict, float]:
@@ -133,13 +134,16 @@ def suggestions_by_confidence(suspect: pd.DataFrame, right: np.ndarray, judged: 
 
 
 def relabel_default(screen_dir: Path, out: Path, truth_label: pd.Series, judged_paths: set[str],
-                    halves: pd.Series | None = None, unjudged_labels: tuple[str, ...] = ()) -> dict:
+                    halves: pd.Series | None = None, unjudged_labels: tuple[str, ...] = (),
+                    to_truth: dict[str, str] | None = None, confidence: float | None = None) -> dict:
     """export --relabel with its defaults: the share of images relabelled and how many got
     the truth (among relabelled images in ``judged_paths`` whose new label is not one of
-    ``unjudged_labels``, labels the truth cannot give)."""
+    ``unjudged_labels``, labels the truth cannot give); ``to_truth`` renames curate's class
+    names to the truth's (FERPlus's ``happiness`` for ``happy``; the observers use curate's)."""
     from curate.export import export
 
-    res = export(screen_dir, out, relabel=True, format="parquet", force=True)
+    extra = {} if confidence is None else {"relabel_confidence": confidence}
+    res = export(screen_dir, out, relabel=True, format="parquet", force=True, **extra)
     m = res.manifest
     rel = m[m["label"] != m["original_label"]]
     total = pd.read_parquet(screen_dir / "images_suspect.parquet")
@@ -150,7 +154,7 @@ def relabel_default(screen_dir: Path, out: Path, truth_label: pd.Series, judged_
     report = {}
     for g, (tot, r) in groups.items():
         judged = r[r["path"].isin(judged_paths) & ~r["label"].isin(unjudged_labels)]
-        right = (judged["label"].map(lambda s: TO_FERPLUS.get(s, s)) == judged["path"].map(truth_label)).to_numpy()
+        right = (judged["label"].replace(to_truth or {}) == judged["path"].map(truth_label)).to_numpy()
         report[g] = {"images": len(tot), "relabelled": len(r), "share": round(len(r) / max(len(tot), 1), 4),
                      "with_truth": len(judged), "right": round(float(right.mean()), 3) if len(judged) else None}
     return report
@@ -229,10 +233,18 @@ def fer2013(args: argparse.Namespace, results: dict) -> None:
             f">={r['confidence_at_least']}: {r['right']} of {r['with_truth']} ({r['share_of_images']:.1%} of images)"
             for r in rows), flush=True)
     relabel = relabel_default(out / "screen", out / "export", by_path,
-                              set(images.loc[evaluable, "path"]), half_of)
+                              set(images.loc[evaluable, "path"]), half_of, to_truth=TO_FERPLUS)
     print(f"export --relabel (defaults): {relabel}", flush=True)
+    sweep = {}
+    for t in RELABEL_SWEEP:  # what --relabel-confidence T does: the default is read off the dev half
+        sweep[t] = relabel_default(out / "screen", out / "export_sweep", by_path, set(images.loc[evaluable, "path"]),
+                                   half_of, to_truth=TO_FERPLUS, confidence=t)
+        print(f"export --relabel --relabel-confidence {t}: " + "; ".join(
+            f"{h} {r['share']:.1%} relabelled, {r['right']} right of {r['with_truth']}" for h, r in sweep[t].items()),
+            flush=True)
     results["fer2013/val"] = {"default_auroc": default, "representation": rep, "screen_seconds": round(seconds, 1),
-                              "representations": reps, "suggestions": sugg, "relabel": relabel}
+                              "representations": reps, "suggestions": sugg, "relabel": relabel,
+                              "relabel_by_confidence": sweep}
     _save(args, results)
 
 

@@ -58,6 +58,9 @@ class LoadedBackbone:
     # settings outside the weights file that change a vector (a run's scale, embed_dim, ...):
     # part of the embedding cache key (curate.embed.cache_settings)
     vector_settings: dict[str, Any] = field(default_factory=dict)
+    # a curate run's classification head: its classes and the run folder (None otherwise)
+    head_classes: tuple[str, ...] | None = None
+    run_dir: Path | None = None
 
 
 def load_backbone(name: str | None, weights: str | None = None, *, device: str = "cpu",
@@ -279,7 +282,8 @@ def _load_run(run_dir: Path, name: str | None) -> LoadedBackbone:
                           weights_source=f"run:{run_dir.resolve()}",
                           weights_fingerprint=file_sha256(run_dir / "model.safetensors"),
                           random_weights=False, embed_dim=int(config["embed_dim"]), in_chans=in_chans,
-                          vector_settings={k: config.get(k) for k in RUN_VECTOR_KEYS})
+                          vector_settings={k: config.get(k) for k in RUN_VECTOR_KEYS},
+                          head_classes=tuple(str(c) for c in config.get("classes") or ()) or None, run_dir=run_dir)
 
 
 def bundled_model_dir() -> Path:

@@ -193,12 +193,12 @@ def _screen_into(claim: Claim, build: Path, images: pd.DataFrame, tuples: pd.Dat
     rows = {role: np.searchsorted(ids, tuples[role].to_numpy(np.int64)) for role in roles}
 
     got: _Embedded | None = None
-    chosen = rep_faces = None
+    chosen = rep_faces = rep_head = None
     emb = None
     if embeddings is not None:
         got = _embeddings_from_file(Path(embeddings), used)
     elif any(s.needs_embeddings for s in active):
-        got, chosen, rep_faces = _represent(used, cache_root, representation, framing, backbone, weights, device, seed,
+        got, chosen, rep_faces, rep_head = _represent(used, cache_root, representation, framing, backbone, weights, device, seed,
                                  batch_size, workers, progress, engine, settings)
     if got is not None:
         emb = normalize(got.emb, center=center, scale=scale)
@@ -210,6 +210,8 @@ def _screen_into(claim: Claim, build: Path, images: pd.DataFrame, tuples: pd.Dat
         ctx.shared["probe"] = chosen.probe  # the label screen's suggested_confidence
     if rep_faces is not None:
         ctx.shared["faces"] = rep_faces  # the face screens read it instead of analysing again
+    if rep_head is not None:
+        ctx.shared["head"] = rep_head  # the network's classification head: the label screen's second judge
     for level in ("image", "tuple"):
         if level == "tuple":
             redrawn = _redraw(ctx, active, build_run, seed) if redraw else None
@@ -276,6 +278,7 @@ def _screen_into(claim: Claim, build: Path, images: pd.DataFrame, tuples: pd.Dat
                            {"setting": representation, "used": "embeddings-file" if embeddings is not None
                             else None}),
         "framing": framing,
+        "label_evidence": (ctx.results["label"].artifacts.get("evidence") if "label" in ctx.results else None),
         **settings, "kind": kind, "screens": [s.name for s in active],
     }
     inputs = {
@@ -521,8 +524,9 @@ def _read_build(build: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]
 def _represent(used: pd.DataFrame, cache_root: Path | None, representation: str, framing: str,
                backbone: str | None, weights: str | None, device: str, seed: int, batch_size: int,
                workers: int | None, progress: StageProgress | None, engine: Engine | None,
-               settings: dict[str, Any]) -> tuple[_Embedded, Any, pd.DataFrame | None]:
-    """The chosen representation's vectors, the choice, and the face analysis it made (or None)."""
+               settings: dict[str, Any]) -> tuple[_Embedded, Any, pd.DataFrame | None, Any]:
+    """The chosen representation's vectors, the choice, the face analysis it made (or None)
+    and the network's classification head on the backbone's vectors (or None)."""
     from curate.representations.base import RepresentationContext
     from curate.representations.choose import represent
 
@@ -536,7 +540,7 @@ def _represent(used: pd.DataFrame, cache_root: Path | None, representation: str,
     f = chosen.features
     name = back.details["backbone"] if back is not None else f.name
     return _Embedded(f.vectors, name, f.weights_source or f.name, f.weights_fingerprint or "-",
-                     f.random_weights, f.n_computed, f.n_cached), chosen, ctx.shared.get("faces")
+                     f.random_weights, f.n_computed, f.n_cached), chosen, ctx.shared.get("faces"), ctx.shared.get("head")
 
 
 def _embeddings_from_file(path: Path, used: pd.DataFrame) -> _Embedded:

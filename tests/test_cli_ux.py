@@ -108,8 +108,10 @@ def _first_column(table: str, second: str) -> list[str]:
 @needs_bundled
 def test_model_names_work_wherever_a_run_or_weights_are_accepted(tmp_path, monkeypatch) -> None:
     bundled = str(default_model_dir())
-    assert resolve_run("fer_resnet10t") == default_model_dir()
-    assert resolve_weights("fer_resnet10t", None) == (None, bundled)
+    from curate.models import DEFAULT_MODEL
+
+    assert resolve_run(DEFAULT_MODEL) == default_model_dir()
+    assert resolve_weights(DEFAULT_MODEL, None) == (None, bundled)
     assert resolve_weights(None, "resnet18") == ("resnet18", None)  # nothing to resolve
     with pytest.raises(CurateError, match="run folder not found: nope") as err:
         resolve_run("nope")
@@ -122,10 +124,10 @@ def test_model_names_work_wherever_a_run_or_weights_are_accepted(tmp_path, monke
     from curate.train.config import FinetuneConfig
     from curate.train.loop import init_network
 
-    lb = load_backbone(None, "fer_resnet10t")  # screen --weights NAME
+    lb = load_backbone(None, DEFAULT_MODEL)  # screen --weights NAME
     assert lb.weights_source == f"run:{default_model_dir().resolve()}"
     classes = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
-    _, _, source, backbone = init_network(FinetuneConfig(weights="fer_resnet10t"), classes)
+    _, _, source, backbone = init_network(FinetuneConfig(weights=DEFAULT_MODEL), classes)
     assert source == str(default_model_dir().resolve()) and backbone == "resnet10t"
 
     monkeypatch.chdir(tmp_path)

@@ -104,4 +104,6 @@ def test_default_backbone_used_when_none_given() -> None:
 
     loaded = load_backbone(None)
     assert loaded.embed_dim == 128 and not loaded.random_weights
-    assert "fer_resnet10t" in loaded.weights_source
+    from curate.models import DEFAULT_MODEL
+
+    assert DEFAULT_MODEL in loaded.weights_source

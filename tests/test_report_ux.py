@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from test_report import make_screen_dir
 
-from curate.models import default_model_dir
+from curate.models import DEFAULT_MODEL, default_model_dir
 from curate.report import load_screen_dir, write_report
 from curate.report.alerts import fitting_nulls, null_misfit
 from curate.report.inputs import ScreenRun
@@ -26,9 +26,9 @@ def test_weights_row_names_the_bundled_model(tmp_path):
     run["inputs"].update(weights_source=f"run:{default_model_dir()}", weights_fingerprint="ab" * 32)
     run_json.write_text(json.dumps(run))
     assert weights_text(load_screen_dir(info["screen"])) == (
-        f"bundled model fer_resnet10t ({default_model_dir()}), sha256 abababababab\u2026")
+        f"bundled model {DEFAULT_MODEL} ({default_model_dir()}), sha256 abababababab\u2026")
     html = write_report(info["screen"]).read_text()
-    assert "bundled model fer_resnet10t" in html
+    assert f"bundled model {DEFAULT_MODEL}" in html
     run["inputs"].update(weights_source="random", weights_fingerprint="random-seed0")
     run_json.write_text(json.dumps(run))
     assert weights_text(load_screen_dir(info["screen"])) == "random (--weights none)"

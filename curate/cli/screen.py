@@ -146,8 +146,11 @@ def render_summary(result: ScreenResult, report_path: Path | None = None) -> Non
     rep = result.run.get("params", {}).get("representation") or {}
     if rep.get("summary"):
         console.print(f"representation: {safe(rep['summary'])}")
+    evidence = result.run.get("params", {}).get("label_evidence") or {}
+    if evidence.get("summary"):
+        console.print(f"label evidence: {safe(evidence['summary'])}")
     for note in result.notes:
-        if not note.startswith("representation: "):
+        if not note.startswith(("representation: ", "label evidence: ")):
             console.print(f"[yellow]note:[/] {safe(note)}")
     written = [name for name in output_files() if (result.out_dir / name).is_file()]
     console.print(f"wrote {safe(str(result.out_dir))}/: {safe(', '.join(written))}")

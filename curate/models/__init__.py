@@ -2,7 +2,8 @@
 
 ``default_model_dir()`` is the bundled expression-aware backbone that ``curate screen``
 and ``curate finetune`` use when no ``--backbone`` is given (model card:
-``curate/models/fer_resnet10t/README.md``).
+``curate/models/ferplus_resnet10t/README.md``). Switching the default is this one constant,
+:data:`DEFAULT_MODEL`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 from curate.sources import RUN_CONFIG_FILE, RUN_MODEL_FILE, is_run_dir
 
 MODELS_DIR = Path(__file__).resolve().parent
-DEFAULT_MODEL = "fer_resnet10t"
+DEFAULT_MODEL = "ferplus_resnet10t"
 
 
 @dataclass(frozen=True)

@@ -208,6 +208,7 @@ def _summary(run: ScreenRun) -> Markup:
         ("kind", "quadruplets" if run.is_quadruplet else "triplets"),
         ("backbone", p.get("backbone", "n/a")),
         ("representation", _representation_text(p.get("representation"))),
+        ("label evidence", str((p.get("label_evidence") or {}).get("summary") or "n/a")),
         ("weights", weights_text(run)),
         ("null", b.get("null", p.get("null", "n/a"))),
         ("alpha_pos / alpha_neg", f"{b.get('alpha_pos', p.get('alpha_pos'))} / "

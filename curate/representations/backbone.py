@@ -54,4 +54,23 @@ class Backbone(Representation):
             feats.notes.append(f"backbone: faces cover {framing['median_face_share']:.0%} of the picture's side "
                                f"(median); the backbone saw them cut out from their landmarks (--framing)")
         ctx.shared["backbone"] = feats
+        ctx.shared["head"] = _head_output(loaded, res.embeddings)
         return feats
+
+
+def _head_output(loaded, vectors):
+    """The run's classification head on the embedding vectors (:mod:`curate.representations.head`),
+    or None for a backbone without one."""
+    import torch
+
+    from curate.representations.head import HeadOutput, read_training_sample
+
+    logits_of = getattr(loaded.model, "logits_from_embeddings", None)
+    if loaded.head_classes is None or logits_of is None:
+        return None
+    with torch.no_grad():
+        logits = logits_of(torch.as_tensor(vectors, dtype=torch.float32, device=next(loaded.model.parameters()).device))
+        probs = torch.softmax(logits.float(), dim=1).cpu().numpy().astype("float64")
+    name = loaded.run_dir.name if loaded.run_dir is not None else loaded.name
+    return HeadOutput(name, loaded.head_classes, probs,
+                      read_training_sample(loaded.run_dir) if loaded.run_dir is not None else None)

@@ -133,12 +133,16 @@ def class_distances(emb: np.ndarray, codes: np.ndarray, n_classes: int) -> np.nd
 
 def label_posteriors(emb: np.ndarray, labels: np.ndarray | pd.Series | list[Any], *,
                      tau: float | None = None, prior_floor: float = PRIOR_FLOOR,
+                     head_probs: np.ndarray | None = None,
                      max_iter: int = 2000, tol: float = 1e-8) -> tuple[pd.DataFrame, LabelModel]:
     """Per image (rows of ``emb``, normalised as for the boundary): how well it fits its label.
 
     Returns a table aligned with the rows, columns :data:`LABEL_COLUMNS` (see
     ``docs/tables.md``), and the fitted :class:`LabelModel`. ``tau`` defaults to the
-    effective null's standard deviation ``s / sqrt(2 d_eff)``.
+    effective null's standard deviation ``s / sqrt(2 d_eff)``. ``head_probs`` (``N x K``,
+    the classes in sorted order): a second judge's class probabilities, a network's
+    classification head (:mod:`curate.representations.head`), whose logarithm is added to
+    the distance evidence of every class (the product of the two judges).
     """
     from curate.screens.statistical import effective_dimension
 
@@ -160,6 +164,11 @@ def label_posteriors(emb: np.ndarray, labels: np.ndarray | pd.Series | list[Any]
                           hint="the embeddings have no variance; check the backbone and weights")
     r = class_distances(x, codes, k)
     evidence = np.where(np.isnan(r), -np.inf, -r / tau)
+    if head_probs is not None:
+        hp = np.asarray(head_probs, dtype=np.float64)
+        if hp.shape != (n, k):
+            raise CurateError(f"head probabilities have shape {hp.shape}, expected {(n, k)}")
+        evidence = evidence + np.log(np.clip(hp, 1e-12, None))
     counts = np.bincount(codes, minlength=k).astype(np.float64)
     log_post, prior, iters, converged = _prior_em(evidence, counts, prior_floor, max_iter, tol)
     return _verdict_table(log_post, r, codes, classes), LabelModel(
@@ -304,13 +313,10 @@ def _as_matrix(emb: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- suggestions
-def suggested_confidence(ctx: ScreenContext, suggested: np.ndarray) -> np.ndarray:
-    """Per image, the probability that ``suggested`` is its class: the out-of-fold
-    probability a cross-validated linear probe on the representation gives that class
-    (:func:`curate.representations.probe.probe`, folds grouped by ``subject`` when the
-    images have one; the run's own probe when the representation stage made one). The
-    probe never saw the image's own label, so the number is not its label's echo;
-    ``curate export --relabel`` relabels only above ``--relabel-confidence``."""
+def run_probe(ctx: ScreenContext):
+    """The representation's cross-validated probe (:func:`curate.representations.probe.probe`,
+    folds grouped by ``subject`` when the images have one): the run's own when the
+    representation stage made one."""
     from curate.representations.probe import probe
 
     pr = ctx.shared.get("probe")
@@ -319,9 +325,29 @@ def suggested_confidence(ctx: ScreenContext, suggested: np.ndarray) -> np.ndarra
         if groups is not None and pd.isna(groups).all():
             groups = None
         pr = probe(ctx.embeddings, ctx.labels, groups=groups, seed=int(ctx.settings.get("seed", 0)))
+    return pr
+
+
+def probe_matrix(pr, classes: tuple[str, ...]) -> np.ndarray:
+    """The probe's probabilities over ``classes`` (a class it lacks gets ``1 / K``)."""
     col = {c: i for i, c in enumerate(pr.classes)}
-    idx = np.array([col.get(str(s), -1) for s in suggested])
-    out = np.where(idx >= 0, pr.probabilities[np.arange(len(idx)), np.maximum(idx, 0)], 0.0)
+    n = pr.probabilities.shape[0]
+    out = np.full((n, len(classes)), 1.0 / len(classes))
+    for j, c in enumerate(classes):
+        if c in col:
+            out[:, j] = pr.probabilities[:, col[c]]
+    return out
+
+
+def suggested_confidence(probs: np.ndarray, classes: tuple[str, ...], suggested: np.ndarray) -> np.ndarray:
+    """Per image, the probability that ``suggested`` is its class under ``probs`` (``N x K``
+    over ``classes``): the out-of-fold probabilities of the probe, or with the network's head
+    the calibrated product of both (:func:`curate.representations.head.combined_confidence`).
+    Neither saw the image's own label, so the number is not its label's echo;
+    ``curate export --relabel`` relabels only above ``--relabel-confidence``."""
+    col = {c: i for i, c in enumerate(classes)}
+    idx = np.array([col.get(str(s), -1) for s in suggested], dtype=np.int64)
+    out = np.where(idx >= 0, probs[np.arange(len(idx)), np.maximum(idx, 0)], 0.0)
     return out.astype(np.float64)
 
 
@@ -343,6 +369,15 @@ def _check_prior_floor(value: float) -> float:
                           hint=f"use for example --label-prior-floor {PRIOR_FLOOR:g} "
                                "(1 keeps the labelled class shares)")
     return float(value)
+
+
+def _check_head_setting(value: object) -> str:
+    from curate.representations.head import HEAD_SETTINGS
+
+    if value not in HEAD_SETTINGS:
+        raise CurateError(f"label_head must be one of {', '.join(HEAD_SETTINGS)}, got {value!r}",
+                          hint="use --label-head auto, on or off")
+    return str(value)
 
 
 @register
@@ -371,6 +406,11 @@ class LabelScreen(Screen):
                "Never reject more than this share of a class's images on label evidence (its most "
                "suspect first; 1: no cap), so that no class vanishes.",
                check_number("label_max_class_share", low=0, high=1, low_open=True, example=MAX_CLASS_SHARE)),
+        Option("label_head", "auto",
+               "Use the network's classification head as a second judge of the labels: auto (when its "
+               "classes cover the dataset's and it agrees with the labels at least 0.6 x as well as the "
+               "representation's probe), on, or off (docs/label.md).", _check_head_setting,
+               choices=("auto", "on", "off")),
     )
     suspect_columns = ("suggested_label", "suggested_confidence", "suspicion", "label_posterior",
                        "suggested_posterior", "label_pvalue", "label_rank", "distance_own",
@@ -379,20 +419,33 @@ class LabelScreen(Screen):
     def run(self, ctx: ScreenContext) -> ScreenOutput:
         if ctx.embeddings is None:
             raise CurateError("the label screen needs embeddings")
-        table, model = label_posteriors(ctx.embeddings, ctx.labels,
+        from curate.representations.head import combined_confidence, decide
+
+        codes, classes = encode_labels(ctx.labels, len(ctx.labels))
+        pr = run_probe(ctx)
+        sha = ctx.images["sha256"].to_numpy() if "sha256" in ctx.images.columns else None
+        evidence = decide(ctx.shared.get("head"), ctx.labels, classes, pr.balanced_accuracy,
+                          ctx.settings["label_head"], sha256=sha)
+        head = evidence.probabilities if evidence.used else None
+        table, model = label_posteriors(ctx.embeddings, ctx.labels, head_probs=head,
                                         prior_floor=ctx.settings["label_prior_floor"])
+        probs = probe_matrix(pr, classes)
+        if head is not None:
+            probs = combined_confidence(probs, head, codes)
         reject, capped = cap_per_class(label_reject(table, ctx.settings["alpha_label"]), table,
                                        ctx.settings["label_max_class_share"])
         reason = np.where(reject, LABEL_SUSPECT, None).astype(object)
         score = table["suspicion_logit"].to_numpy(np.float64)
-        table["suggested_confidence"] = suggested_confidence(ctx, table["suggested_label"].to_numpy())
+        table["suggested_confidence"] = suggested_confidence(probs, classes, table["suggested_label"].to_numpy())
         notes = [f"label screen: {c['would_reject']:,} of the {c['n_images']:,} images labelled "
                  f"{c['class']} have label p-values below {ctx.settings['alpha_label']:g}; only the "
                  f"{c['rejected']:,} most suspect are rejected (--label-max-class-share "
                  f"{ctx.settings['label_max_class_share']:g}), so the class does not vanish"
                  for c in capped]
+        notes = [f"label evidence: {evidence.sentence()}", *evidence.notes, *notes]
         return ScreenOutput(score=score, reject=reject, reason=reason, table=table,
-                            artifacts={"model": replace(model, capped=tuple(capped)), "notes": notes})
+                            artifacts={"model": replace(model, capped=tuple(capped)), "notes": notes,
+                                       "evidence": evidence.record()})
 
     def caption(self, row, code: str) -> list[str]:
         p, s = row.get("label_pvalue"), row.get("suggested_label")

@@ -1,0 +1,31 @@
+"""Write a bundled network's training sample (``training_images.txt``): the images it
+trained on, as the first 16 hex digits of the SHA-256 of those whose SHA-256 starts with
+``0`` (:func:`curate.representations.head.write_training_sample`). ``curate screen`` reads it
+to warn when the dataset it screens is the network's training data (its head has seen those
+labels).
+
+    python bench/training_sample.py MODEL_DIR IMAGE_FOLDER [WHAT]
+
+Both bundled networks trained on FER2013 Training (``../shared/data/fer2013/train``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+
+from curate.representations.head import TRAINING_SAMPLE_FILE, write_training_sample
+
+
+def main() -> None:
+    model, folder = Path(sys.argv[1]), Path(sys.argv[2])
+    what = sys.argv[3] if len(sys.argv) > 3 else folder.name
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    digests = [hashlib.sha256(p.read_bytes()).hexdigest() for p in files]
+    n = write_training_sample(digests, model / TRAINING_SAMPLE_FILE, what)
+    print(f"{model / TRAINING_SAMPLE_FILE}: {n} of {len(set(digests))} distinct training images")
+
+
+if __name__ == "__main__":
+    main()
