@@ -66,6 +66,7 @@ class NotFaceScreen(Screen):
                check_number("max_not_face", low=0, example=nf.DEFAULT_MAX_SCORE)),
     )
     skip_help = "Do not run the not-a-face screen."
+    report_title = "Not-a-face screen"
     progress_stages = {"hygiene": "decoding for the hygiene screens"}
     suspect_columns = FEATURE_COLUMNS
 
