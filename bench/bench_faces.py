@@ -21,8 +21,9 @@ Analyses (fresh cache, timed) face-conditions (1,760 in-the-wild faces), all of
   rejection is wrong): the share face-rejected per expression class, dev and holdout
   performers (``holdout_subjects``);
 - ``no_face`` among the ``fer2013/val`` images FERPlus kept as faces (a row in its votes,
-  plurality not ``NF``), dev and holdout (the file-name rule, share 0.5), with the reasons
-  the misses get.
+  plurality not ``NF``), dev and holdout (the file-name rule, share 0.5), by the screen's
+  rule (a face detected without landmarks whose keypoint yaw is past ``--max-yaw`` is a
+  side face, counted apart), with the reasons the misses get.
 
 Dev figures helped choose things (thresholds, recipe); holdout figures did not.
 
@@ -232,13 +233,17 @@ def ferplus_no_face(val: pd.DataFrame, data: Path) -> None:
     rel = [Path(p).resolve().relative_to((data / "fer2013").resolve()).as_posix() for p in val["path"]]
     is_kept = np.array([r in kept for r in rel])
     hold = is_holdout(rel, SHARES["fer2013_val"])
+    v = S.face_verdicts(val, max_yaw=S.DEFAULT_MAX_YAW, max_occlusion=S.DEFAULT_MAX_OCCLUSION, no_face="reject")
+    no_face = v["face_reason"].fillna("").str.split(";").map(lambda r: S.NO_FACE in r).to_numpy()
+    turned = ~val["face_found"].to_numpy() & ~no_face  # detected without landmarks, keypoint yaw past --max-yaw
     cells = {}
     for p in PARTS:
         m = is_kept & (hold if p == "holdout" else ~hold)
-        lost = m & ~val["face_found"].to_numpy()
-        cells[p] = f"{lost.sum()} of {m.sum()} ({lost.sum() / max(m.sum(), 1):.4f})"
+        lost = m & no_face
+        cells[p] = (f"{lost.sum()} of {m.sum()} ({lost.sum() / max(m.sum(), 1):.4f}; side faces without "
+                    f"landmarks {(m & turned).sum()})")
     print("fer2013/val images FERPlus kept as faces, rejected as no_face: " + side("{}", cells))
-    lost = is_kept & ~val["face_found"].to_numpy()
+    lost = is_kept & no_face
     why = val.loc[lost, "detail"].astype("string").str.extract(r"^[^:]*: ([^(]*)")[0].str.strip()
     print("  why: " + ", ".join(f"{k} {n}" for k, n in why.value_counts().items()))
 

@@ -15,6 +15,13 @@ matrix's yaw alone and for the calibrated yaw; the default ``--max-yaw`` is the 
 multiple of 5 whose DEV recall of the clearly turned faces found is at least 0.8 on both
 audits.
 
+Last, the keypoint yaw (``curate.faces.geometry.keypoint_yaw``, the turn of a face the
+detector finds without landmarks): the least-squares slope through 0 of the calibrated yaw
+on ``keypoint_offset`` (the FaceDetector's keypoints, as ``LiteLandmarker.find`` reports
+them) over the ``fer2013/val`` faces found with a detector score of at least 0.5, dev and
+holdout halves apart (``YAW_FROM_KEYPOINTS`` is the dev slope), and how it ranks the
+audits' clearly turned faces against the frontal ones.
+
 Usage::
 
     python bench/yaw_calibration.py [--data ../shared/data]
@@ -31,8 +38,15 @@ from holdout import is_holdout
 from scipy.optimize import minimize
 
 from curate.faces.fit_occlusion import auroc
-from curate.faces.geometry import YAW_FROM_CHEEKS, YAW_FROM_MATRIX, cheek_offset
-from curate.faces.litert import LiteFaceFinder
+from curate.faces.geometry import (
+    YAW_FROM_CHEEKS,
+    YAW_FROM_KEYPOINTS,
+    YAW_FROM_MATRIX,
+    cheek_offset,
+    keypoint_offset,
+    prepare_for_detection,
+)
+from curate.faces.litert import DETECTOR_NMS_IOU, MIN_SCORE, LiteFaceFinder
 from curate.faces.model_file import resolve_face_model
 from curate.images import load_arrays
 
@@ -50,13 +64,48 @@ def audited_faces(data: Path) -> pd.DataFrame:
     b = b.assign(path="face-conditions/" + b["path"], audit="first pose audit")
     out = pd.concat([a, b], ignore_index=True)
     out["holdout"] = is_holdout(out["path"], 0.5)
+    return pd.concat([out, analysed(data, out["path"])], axis=1)
+
+
+def analysed(data: Path, paths: pd.Series) -> pd.DataFrame:
+    """Per face: found, matrix yaw, cheek offset, calibrated yaw, and the FaceDetector's
+    score and keypoint offset (whether or not landmarks were found)."""
     finder = LiteFaceFinder(resolve_face_model(None))
+    lm = finder.landmarker
     rows = []
-    for p in out["path"]:
-        r = finder.find_face_in_array(*load_arrays(data / p))
-        rows.append({"found": r.face_found, "matrix_yaw": r.matrix_yaw,
-                     "cheek": cheek_offset(r.landmarks) if r.landmarks is not None else np.nan})
-    return pd.concat([out, pd.DataFrame(rows)], axis=1)
+    for p in paths:
+        rgb, gray = load_arrays(data / p)
+        r = finder.find_face_in_array(rgb, gray)
+        image = prepare_for_detection(rgb)[0]
+        boxes, kps, scores = lm.detections(image)
+        top = lm.top_face(boxes, kps, scores, MIN_SCORE, DETECTOR_NMS_IOU)
+        rows.append({"found": r.face_found, "matrix_yaw": r.matrix_yaw, "yaw": r.yaw,
+                     "cheek": cheek_offset(r.landmarks) if r.landmarks is not None else np.nan,
+                     "detector": float(scores.max()) if scores.size else 0.0,
+                     "kp_offset": keypoint_offset(top[1] * image.shape[1::-1]) if top is not None else np.nan})
+    return pd.DataFrame(rows)
+
+
+def keypoint_slope(data: Path, a: pd.DataFrame) -> None:
+    """The keypoint yaw's slope on fer2013/val (dev and holdout), and its AUROC on the audits."""
+    paths = pd.Series(sorted(p.relative_to(data).as_posix() for p in (data / "fer2013" / "val").rglob("*.jpg")))
+    v = analysed(data, paths).assign(holdout=is_holdout(paths, 0.5))
+    use = v["found"] & (v["detector"] >= 0.5)
+    cells = []
+    for part in ("dev", "holdout"):
+        d = v[use & (v["holdout"] == (part == "holdout"))]
+        x, y = d["kp_offset"].to_numpy(), d["yaw"].to_numpy()
+        cells.append(f"{part} {float(x @ y / (x @ x)):.2f} (n {len(d)}, r {np.corrcoef(x, y)[0, 1]:.2f})")
+    print(f"keypoint yaw: slope of the calibrated yaw on keypoint_offset over fer2013/val faces found with a "
+          f"detector score >= 0.5: {' | '.join(cells)} (in use: {YAW_FROM_KEYPOINTS})")
+    for part in ("dev", "holdout"):
+        d = a[(a["holdout"] == (part == "holdout")) & (a["detector"] >= 0.5) & (a["pose"] != 1)]
+        lost = d[~d["found"]]
+        kp = np.abs(YAW_FROM_KEYPOINTS * lost["kp_offset"])
+        print(f"  audits, {part}: AUROC |keypoint yaw| clearly turned vs frontal {auroc((d['pose'] == 2).to_numpy(), d['kp_offset'].abs().to_numpy()):.3f} "
+              f"(n {len(d)}); faces without landmarks: {len(lost)} ({int((lost['pose'] == 2).sum())} clearly turned, "
+              f"{int((kp[lost['pose'] == 2] > 25).sum())} of them past 25 degrees; {int((lost['pose'] == 0).sum())} frontal, "
+              f"{int((kp[lost['pose'] == 0] > 25).sum())} of them past 25)")
 
 
 def fit(dev: pd.DataFrame) -> tuple[float, float, float]:
@@ -115,6 +164,7 @@ def main() -> None:
                  for au in ("face audit", "first pose audit"))]
     print(f"default rule, yaw in use (largest multiple of 5 with dev recall >= {MIN_RECALL} on both audits): "
           f"{max(ok) if ok else 'none'}")
+    keypoint_slope(args.data, a)
 
 
 if __name__ == "__main__":

@@ -84,7 +84,7 @@ def lr1_threshold(abs_yaw: np.ndarray, turned: np.ndarray) -> float:
 
 def lr1_point(dev: pd.DataFrame) -> float:
     """Likelihood-ratio-1 point of clearly turned vs frontal faces (found) in ``dev``."""
-    f = dev[dev["face_found"] & (dev["pose"] != 1)]
+    f = dev[dev["yaw"].notna() & (dev["pose"] != 1)]
     return lr1_threshold(f["yaw"].abs().to_numpy(), (f["pose"] == 2).to_numpy())
 
 
@@ -98,13 +98,16 @@ def fit_default(dev: pd.DataFrame) -> int:
 
 
 def rates(d: pd.DataFrame, t: float) -> dict[str, float]:
-    """Weighted: recall of clearly turned faces (found; and counting no_face as caught),
-    share of frontal and of ambiguous faces rejected as side faces, at ``|yaw| > t``."""
-    side = d["face_found"] & (d["yaw"].abs() > t)
+    """Weighted: recall of clearly turned faces (those with a yaw: found, or detected without
+    landmarks, ``yaw`` from the detector's keypoints; and counting no_face as caught), share
+    of frontal and of ambiguous faces rejected as side faces, at ``|yaw| > t`` (the screen's
+    rule, ``curate.screens.faces.face_verdicts``)."""
+    judged = d["yaw"].notna()
+    side = judged & (d["yaw"].abs() > t)
     out = {}
     for name, k in (("turned", 2), ("frontal", 0), ("ambiguous", 1)):
         g = d[d["pose"] == k]
-        f = g[g["face_found"]]
+        f = g[judged[g.index]]
         out[name] = float(np.average(side[f.index], weights=f["w"])) if len(f) else np.nan
         out[name + "_or_no_face"] = float(np.average((side | ~d["face_found"])[g.index], weights=g["w"])) if len(g) else np.nan
     return out
@@ -119,7 +122,7 @@ def cross_validate(dev: pd.DataFrame, k: int = 5) -> tuple[list[int], dict[str, 
     for j in range(k):
         t = fit_default(dev[fold != j])
         ts.append(t)
-        te = dev[(fold == j) & dev["face_found"] & (dev["source"] == "fer2013/val")]
+        te = dev[(fold == j) & dev["yaw"].notna() & (dev["source"] == "fer2013/val")]
         for name, lab in (("turned", 2), ("frontal", 0)):
             g = te[te["pose"] == lab]
             hits[name][0] += int((g["yaw"].abs() > t).sum())
@@ -141,10 +144,10 @@ def report(a: pd.DataFrame, default: float) -> None:
         cells = {}
         for part in ("dev", "holdout"):
             d = a[(a["source"] == src) & (a["holdout"] == (part == "holdout"))]
-            f = d[d["face_found"] & (d["pose"] != 1)]
+            f = d[d["yaw"].notna() & (d["pose"] != 1)]
             n = {k: int((d["pose"] == k).sum()) for k in (0, 1, 2)}
-            cells[part] = (d, f"n frontal/ambiguous/turned {n[0]}/{n[1]}/{n[2]} (turned found "
-                              f"{int((d['face_found'] & (d['pose'] == 2)).sum())}), AUROC |yaw| turned vs "
+            cells[part] = (d, f"n frontal/ambiguous/turned {n[0]}/{n[1]}/{n[2]} (turned with a yaw "
+                              f"{int((d['yaw'].notna() & (d['pose'] == 2)).sum())}), AUROC |yaw| turned vs "
                               f"frontal {auroc((f['pose'] == 2).to_numpy(), f['yaw'].abs().to_numpy()):.3f}")
         print(f"{src}: dev {cells['dev'][1]} | holdout {cells['holdout'][1]}")
         print("  |yaw| >   recall turned (with no_face)   frontal rejected (with no_face)   ambiguous rejected"
@@ -174,9 +177,10 @@ def first_pose_audit(fc_faces: pd.DataFrame, default: float, data: Path = DATA) 
         cells = []
         for part in (False, True):
             d = p[hold == part]
-            side = d["face_found"] & (d["yaw"].abs() > thr)
+            judged = d["yaw"].notna()
+            side = judged & (d["yaw"].abs() > thr)
             t2, t0 = d["turned"] == 2, d["turned"] == 0
-            cells.append((f"{side[t2 & d['face_found']].mean():.3f} ({side[t2].mean():.3f}, n {int(t2.sum())})",
+            cells.append((f"{side[t2 & judged].mean():.3f} ({side[t2].mean():.3f}, n {int(t2.sum())})",
                           f"{side[t0].mean():.3f} (n {int(t0.sum())})"))
         mark = " <- default" if thr == default else ""
         print(f"  {thr:5g}   " + " | ".join(c[0] for c in cells) + "   " + " | ".join(c[1] for c in cells) + mark)

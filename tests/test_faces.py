@@ -334,6 +334,40 @@ def test_screen_faces_verdicts_on_planted_values(monkeypatch, tmp_path):
     assert kept["face_reason"].tolist() == [None, None, None, "occluded", None, None]
 
 
+def test_a_turned_face_without_landmarks_is_a_side_face_not_no_face():
+    """A face BlazeFace detects but whose landmarks cannot be placed carries the yaw of the
+    detector's keypoints (landmarks.missed_face): turned past --max-yaw it is a side face,
+    with --no-face keep too; below it, or with no yaw at all, it stays no_face."""
+    rows = _planted().iloc[[4, 4, 4]].reset_index(drop=True)
+    rows["yaw"] = [60.0, 10.0, np.nan]
+    out = S.face_verdicts(rows)
+    assert out["face_reason"].tolist() == ["side_face", "no_face", "no_face"]
+    keep = S.face_verdicts(rows, no_face="keep")
+    assert keep["face_reason"].tolist() == ["side_face", None, None]
+    assert np.isnan(S.face_score(rows, max_yaw=25, max_occlusion=0.5)[2])
+    assert S.face_score(rows, max_yaw=25, max_occlusion=0.5)[0] == pytest.approx(60 / 25)
+
+
+def test_keypoint_yaw_reads_the_nose_between_the_ears():
+    """keypoint_offset: the nose keypoint's place between the ear keypoints along the eye
+    line (0 frontal, +-1 at an ear), the sign as cheek_offset's; a profile whose ears meet
+    or swap reads 90 degrees towards the nose; yaw is YAW_FROM_KEYPOINTS times it."""
+    kp = np.array([[40, 50], [60, 50], [50, 60], [50, 70], [25, 55], [75, 55]], dtype=float)
+    assert G.keypoint_offset(kp) == pytest.approx(0.0)
+    kp[2] = (62.5, 60)  # half-way to the right ear
+    assert G.keypoint_offset(kp) == pytest.approx(0.5)
+    assert G.keypoint_yaw(kp) == pytest.approx(0.5 * G.YAW_FROM_KEYPOINTS)
+    mirrored = kp * (-1, 1) + (100, 0)
+    mirrored[[0, 1, 4, 5]] = mirrored[[1, 0, 5, 4]]
+    assert G.keypoint_offset(mirrored) == pytest.approx(-0.5)
+    t = np.radians(25)
+    rot = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    assert G.keypoint_offset(kp @ rot.T) == pytest.approx(0.5)
+    profile = kp.copy()
+    profile[4], profile[5], profile[2] = (70, 55), (66, 55), (35, 60)  # ears swapped, nose left
+    assert G.keypoint_yaw(profile) == pytest.approx(-90.0, abs=1)
+
+
 @pytest.mark.parametrize("kwargs, match", [
     ({"max_yaw": 0}, "max_yaw"), ({"max_yaw": float("nan")}, "max_yaw"),
     ({"max_occlusion": 1.5}, "max_occlusion"), ({"no_face": "drop"}, "no_face"),

@@ -415,3 +415,66 @@ def test_a_retried_face_must_hold_when_looked_at_again(face_model, shared_data):
     moved = R.LiteFace(face.confidence, face.landmarks.copy(), face.matrix)
     moved.landmarks[:, 0] = 0.5 + 0.6 * (moved.landmarks[:, 0] - 0.5)  # squashed: the points will not hold
     assert lm.refined(image, moved).landmarks is None
+
+
+def test_mirror_indices_swap_left_and_right(face_model):
+    """mirror_indices: an involution of the 478 landmarks that swaps the eyes, the cheeks and
+    the mouth corners and keeps the nose tip."""
+    pytest.importorskip("ai_edge_litert")
+    lm = R.LiteLandmarker(face_model)
+    m = lm.mirror
+    assert sorted(m.tolist()) == list(range(478)) and (m[m] == np.arange(478)).all()
+    assert m[1] == 1 and m[33] == 263 and m[133] == 362 and m[234] == 454 and m[61] == 291
+    assert m[468] == 473 and m[469] == 476 and m[470] == 475
+
+
+def test_a_face_found_in_the_mirror_image_comes_back_in_place(face_model, shared_data):
+    """LiteLandmarker.mirrored: the landmarks of the mirror image, mirrored and renumbered,
+    lie where the landmarks of the picture itself do, and the pose agrees."""
+    pytest.importorskip("ai_edge_litert")
+    from curate.faces.geometry import pose_from_matrix, prepare_for_detection
+    from curate.images import load_arrays
+
+    lm = R.LiteLandmarker(face_model)
+    checked = 0
+    for p in sorted((shared_data / "fer2013" / "val" / "happy").glob("*.jpg"))[:6]:
+        image = prepare_for_detection(load_arrays(p)[0])[0]
+        a, b = lm.find(image), lm.find(np.ascontiguousarray(image[:, ::-1]))
+        if a.landmarks is None or b.landmarks is None:
+            continue
+        back = lm.mirrored(b, image.shape[1], image.shape[0])
+        eyes = np.hypot(*(a.landmarks[33, :2] - a.landmarks[263, :2]))
+        assert np.median(np.hypot(*(back.landmarks[:, :2] - a.landmarks[:, :2]).T)) < 0.04 * eyes
+        assert np.abs(np.subtract(pose_from_matrix(back.matrix), pose_from_matrix(a.matrix))).max() < 8
+        checked += 1
+    assert checked >= 4
+
+
+def test_looking_again_in_the_mirror_image_finds_more_faces(face_model, shared_data):
+    """FER2013 crops that BlazeFace and the retry squares miss: some are found in the
+    mirror image (LiteFaceFinder.look_again), with landmarks in the picture's own frame."""
+    pytest.importorskip("ai_edge_litert")
+    from curate.faces.geometry import prepare_for_detection
+    from curate.images import load_arrays
+
+    finder = R.LiteFaceFinder(face_model)
+    lm = finder.landmarker
+    missed = mirrored = 0
+    for p in sorted((shared_data / "fer2013" / "val" / "fear").glob("*.jpg"))[140:200]:
+        rgb, gray = load_arrays(p)
+        image, _, scale = prepare_for_detection(rgb)
+        first = lm.find(image)
+        if first.landmarks is not None or first.confidence < R.RETRY_MIN_SCORE:
+            continue
+        side = max(gray.shape) * scale
+        if lm.retry(image, (image.shape[1] / 2, image.shape[0] / 2), side, first.confidence).landmarks is not None:
+            continue
+        missed += 1
+        again = finder.look_again(image, side, first)
+        if again.landmarks is not None:
+            mirrored += 1
+            found = finder.find_face_in_array(rgb, gray)
+            assert found.face_found and found.face_confidence == first.confidence
+            box = found.landmarks.min(axis=0), found.landmarks.max(axis=0)
+            assert (box[0] > -8).all() and (box[1] < 56).all()  # on the 48 px picture
+    assert missed >= 2 and mirrored >= 1, (missed, mirrored)

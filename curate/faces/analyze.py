@@ -30,8 +30,10 @@ from curate.limits import workers_for
 # ``occlusion`` by the occlusion policy (clear glasses alone do not count), ``occlusion_any``
 # replaces ``occlusion_region``; 5: ``yaw`` calibrated from the matrix and the landmarks
 # (geometry.calibrated_yaw), faces BlazeFace misses looked for again (litert retry); 6:
-# the retry on two squares, trying the next where a face does not hold
-ANALYSIS_VERSION = "faces-6"
+# the retry on two squares, trying the next where a face does not hold; 7: the mirror image
+# looked at too (litert), ``yaw`` from BlazeFace's keypoints where a face is detected
+# without landmarks
+ANALYSIS_VERSION = "faces-7"
 
 COLUMNS = ["path", "face_found", "yaw", "pitch", "roll", "occlusion", "occlusion_any",
            "face_confidence", "detail"]

@@ -97,6 +97,42 @@ def calibrated_yaw(matrix_yaw: float, landmarks: np.ndarray) -> float:
     return float(YAW_FROM_MATRIX * matrix_yaw + YAW_FROM_CHEEKS * cheek_offset(landmarks))
 
 
+# BlazeFace's six keypoints, in its order: the eyes (the image's left one first), the nose
+# tip, the mouth, the ear tragions (the image's left one first).
+KP_EYES, KP_NOSE, KP_EARS = (0, 1), 2, (4, 5)
+# Degrees of calibrated yaw per unit of :func:`keypoint_offset`: the least-squares slope
+# (through 0) of the calibrated yaw on the keypoint offset over the dev half of
+# fer2013/val's faces found with a BlazeFace score of at least 0.5 (1,748 faces, r 0.92;
+# 36.05 on the holdout half; bench/yaw_calibration.py). For faces whose landmarks cannot be
+# placed (docs/faces.md, "Faces BlazeFace misses"), where it is the only estimate of the turn.
+YAW_FROM_KEYPOINTS = 37.35
+
+
+def keypoint_offset(keypoints: np.ndarray) -> float:
+    """Where BlazeFace's nose keypoint sits between its two ear keypoints along the eye line:
+    0 in the middle, +-1 at an ear, beyond for a profile; positive when it sits right of the
+    middle in the image (as :func:`cheek_offset`). ``keypoints``: 6 x 2 pixels. Where the ears
+    swap sides or meet (a profile) it is +-3 (90 degrees of :func:`keypoint_yaw`) on the side
+    the nose points to."""
+    kp = np.asarray(keypoints, dtype=np.float64)[:, :2]
+    axis = kp[KP_EYES[1]] - kp[KP_EYES[0]]
+    norm = float(np.hypot(*axis))
+    if norm == 0:
+        return 0.0
+    axis /= norm
+    nose, left, right = kp[KP_NOSE] @ axis, kp[KP_EARS[0]] @ axis, kp[KP_EARS[1]] @ axis
+    half = (right - left) / 2
+    if half <= 0.05 * norm:  # the ears on one spot or swapped: a profile
+        return 3.0 * float(np.sign(nose - (kp[KP_EYES[0]] @ axis + kp[KP_EYES[1]] @ axis) / 2) or 1.0)
+    return float((nose - (left + right) / 2) / half)
+
+
+def keypoint_yaw(keypoints: np.ndarray) -> float:
+    """Yaw in calibrated degrees (as :func:`calibrated_yaw`) from BlazeFace's six keypoints
+    alone (:func:`keypoint_offset`), within +-90."""
+    return float(np.clip(YAW_FROM_KEYPOINTS * keypoint_offset(keypoints), -90.0, 90.0))
+
+
 PAD_FRACTION = 0.5
 MIN_SIDE = 256
 

@@ -23,6 +23,7 @@ from curate.faces.geometry import (
     align_face,
     calibrated_yaw,
     five_points,
+    keypoint_yaw,
     pose_from_matrix,
     prepare_for_detection,
 )
@@ -93,17 +94,28 @@ NO_FACE = "no face found by the landmarker"
 FACE_LIKE = 0.5
 
 
-def no_face_detail(confidence: float) -> str:
+def no_face_detail(confidence: float, yaw: float = math.nan) -> str:
     """``detail`` of an image where no face was found, saying what a curator can do: below
     BlazeFace's own threshold (:data:`FACE_LIKE`) most such pictures are not faces at all
     (or too dark, blurred or cut off: drop them); above it a face was detected whose
     landmarks could not be placed (a profile, or a face covered or tilted far: look at it,
-    or keep such images with ``--no-face keep``)."""
+    or keep such images with ``--no-face keep``). ``yaw``: the turn read from the detector's
+    keypoints (:func:`~curate.faces.geometry.keypoint_yaw`), said where known."""
     if confidence < FACE_LIKE:
         return (f"{NO_FACE}: no face detected (score {confidence:.2f}; not a face, "
                 "or one too dark, blurred or cut off)")
-    return (f"{NO_FACE}: a face detected (score {confidence:.2f}) without landmarks "
+    turned = "" if math.isnan(yaw) else f", turned {abs(yaw):.0f} degrees by its keypoints"
+    return (f"{NO_FACE}: a face detected (score {confidence:.2f}{turned}) without landmarks "
             "(a profile, or a face covered or tilted far)")
+
+
+def missed_face(confidence: float, keypoints: np.ndarray | None) -> FaceResult:
+    """The :class:`FaceResult` of an image whose landmarks could not be placed: where
+    BlazeFace found a face (score at least :data:`FACE_LIKE`, its six ``keypoints`` in
+    pixels) its ``yaw`` is :func:`~curate.faces.geometry.keypoint_yaw`, so the side-face
+    screen can name a turned face as one; else NaN."""
+    yaw = keypoint_yaw(keypoints) if keypoints is not None and confidence >= FACE_LIKE else math.nan
+    return FaceResult(False, no_face_detail(confidence, yaw), yaw=yaw, face_confidence=float(confidence))
 
 
 class FaceFinder:
@@ -168,11 +180,14 @@ class FaceAnalyzer(FaceFinder):
         """As :meth:`find_face`, for an already decoded image (RGB uint8 and its grey)."""
         prepared, pad, scale = prepare_for_detection(rgb)
         image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=prepared)
-        detections = self.detector.detect(image).detections
-        confidence = max((d.categories[0].score for d in detections if d.categories), default=0.0)
+        scored = [(d.categories[0].score, d) for d in self.detector.detect(image).detections if d.categories]
+        confidence, top = max(scored, key=lambda s: s[0], default=(0.0, None))
         result = self.landmarker.detect(image)
         if not result.face_landmarks:
-            return FaceResult(False, no_face_detail(float(confidence)), face_confidence=float(confidence))
+            h, w = prepared.shape[:2]
+            keypoints = (np.array([[k.x * w, k.y * h] for k in top.keypoints])
+                         if top is not None and len(top.keypoints) == 6 else None)
+            return missed_face(float(confidence), keypoints)
         points = np.array([[p.x, p.y] for p in result.face_landmarks[0]])
         found = found_face(points, np.asarray(result.facial_transformation_matrixes[0]), confidence,
                            prepared.shape, pad, scale, gray)

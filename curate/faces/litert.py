@@ -43,7 +43,7 @@ from curate.faces.landmarks import (
     FaceFinder,
     FaceResult,
     found_face,
-    no_face_detail,
+    missed_face,
 )
 
 DETECTOR_SIZE = 128
@@ -54,6 +54,7 @@ MIN_DETECTION = 0.5  # FaceLandmarkerOptions.min_face_detection_confidence
 MIN_PRESENCE = 0.5  # FaceLandmarkerOptions.min_face_presence_confidence
 MIN_SCORE = 0.05  # the FaceDetector that reports face_confidence
 NMS_IOU = 0.5  # FaceDetectorGraphOptions.min_suppression_threshold (its default)
+DETECTOR_NMS_IOU = 0.3  # the Tasks FaceDetectorOptions.min_suppression_threshold default
 ROI_SCALE = 1.5
 FOV_DEGREES = 63.0  # FaceGeometryEnvGeneratorCalculator's perspective camera
 NEAR = 1.0
@@ -336,6 +337,7 @@ class LiteFace:
     landmarks: np.ndarray | None  # 478 x 3, image-normalised (None: no face)
     matrix: np.ndarray | None  # 4x4 facial transformation matrix
     blendshapes: np.ndarray | None = None  # 52 scores (BLENDSHAPE_NAMES), when asked for
+    keypoints: np.ndarray | None = None  # without landmarks: the FaceDetector's 6 keypoints (pixels)
 
 
 class LiteLandmarker:
@@ -376,7 +378,9 @@ class LiteLandmarker:
                    if d["name"] in ("Identity", "Identity_1")}
         self._lmk_points, self._lmk_presence = by_size[N_LANDMARKS * 3], by_size[1]
         self.anchors = ssd_anchors()
-        self.geometry = FaceGeometry(*read_geometry_metadata(geometry))
+        canonical, weights = read_geometry_metadata(geometry)
+        self.geometry = FaceGeometry(canonical, weights)
+        self.mirror = mirror_indices(canonical)
         self._detector_maps: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
 
     def detections(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -410,12 +414,13 @@ class LiteLandmarker:
         return boxes, keypoints, scores
 
     @staticmethod
-    def top_face(boxes: np.ndarray, keypoints: np.ndarray,
-                 scores: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    def top_face(boxes: np.ndarray, keypoints: np.ndarray, scores: np.ndarray,
+                 min_score: float = MIN_DETECTION, iou: float = NMS_IOU) -> tuple[np.ndarray, np.ndarray] | None:
         """Box and keypoints of the first output of weighted non-maximum suppression
-        (IoU above 0.5) among scores of at least 0.5: the score-weighted mean of the top
-        detection and those overlapping it. None when no score reaches 0.5."""
-        keep = np.flatnonzero(scores >= MIN_DETECTION)
+        (IoU above ``iou``) among scores of at least ``min_score`` (the landmarker's 0.5 and
+        0.5; the ``FaceDetector``'s 0.05 and 0.3): the score-weighted mean of the top
+        detection and those overlapping it. None when no score reaches ``min_score``."""
+        keep = np.flatnonzero(scores >= min_score)
         if keep.size == 0:
             return None
         top = keep[np.argmax(scores[keep])]
@@ -424,8 +429,8 @@ class LiteLandmarker:
         ih = np.minimum(b[:, 3], t[3]) - np.maximum(b[:, 1], t[1])
         inter = np.where((iw > 0) & (ih > 0), iw * ih, 0.0)
         union = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) + (t[2] - t[0]) * (t[3] - t[1]) - inter
-        iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-        members = keep[iou > NMS_IOU]
+        overlap = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+        members = keep[overlap > iou]
         weight = scores[members] / scores[members].sum()
         return weight @ boxes[members], np.tensordot(weight, keypoints[members], axes=1)
 
@@ -446,7 +451,10 @@ class LiteLandmarker:
         angle -= 2 * math.pi * math.floor((angle + math.pi) / (2 * math.pi))
         roi = (0.5 * float(box[0] + box[2]) * w, 0.5 * float(box[1] + box[3]) * h,
                ROI_SCALE * float(box[2] - box[0]) * w, ROI_SCALE * float(box[3] - box[1]) * h, angle)
-        return self.landmarks_in(image, roi, confidence)
+        face = self.landmarks_in(image, roi, confidence)
+        if face.landmarks is None:  # the keypoints the FaceDetector reports (the Tasks path's)
+            face.keypoints = self.top_face(boxes, keypoints, scores, MIN_SCORE, DETECTOR_NMS_IOU)[1] * (w, h)  # type: ignore[index]
+        return face
 
     def landmarks_in(self, image: np.ndarray, roi: Roi, confidence: float) -> LiteFace:
         """The landmark network and the geometry pipeline on the rotated rectangle ``roi``
@@ -476,6 +484,17 @@ class LiteLandmarker:
         self.blendshaper.set_tensor(self._bs_in, points.astype(np.float32)[None])
         self.blendshaper.invoke()
         return np.array(self.blendshaper.get_tensor(self._bs_out), dtype=np.float32).reshape(-1)
+
+    def mirrored(self, face: LiteFace, width: int, height: int) -> LiteFace:
+        """``face``, found in the mirror image of a ``width`` x ``height`` picture, in the
+        picture itself: its points mirrored and renumbered (:attr:`mirror`), the
+        transformation matrix and blendshapes made again from them."""
+        if face.landmarks is None:
+            return LiteFace(face.confidence, None, None)
+        points = face.landmarks[self.mirror].copy()
+        points[:, 0] = 1.0 - points[:, 0]
+        return LiteFace(face.confidence, points, self.geometry.matrix(points, width, height),
+                        self.blendshapes(points, width, height) if self.blendshaper is not None else None)
 
     def retry(self, image: np.ndarray, centre: tuple[float, float], side: float,
               confidence: float) -> LiteFace:
@@ -508,6 +527,16 @@ class LiteLandmarker:
         return again if shift <= RETRY_MAX_SHIFT else LiteFace(face.confidence, None, None)
 
 
+def mirror_indices(canonical: np.ndarray) -> np.ndarray:
+    """For each of the 478 landmarks, the landmark at its mirror place (left and right
+    swapped), from the canonical face (3 x 468, symmetric about x = 0); the iris points
+    468-472 and 473-477 swap in order, the two horizontal ones of each crossing over."""
+    mirrored = canonical.copy()
+    mirrored[0] *= -1
+    mesh = ((canonical.T[:, None, :] - mirrored.T[None, :, :]) ** 2).sum(axis=-1).argmin(axis=1)
+    return np.concatenate([mesh, [473, 476, 475, 474, 477, 468, 471, 470, 469, 472]])
+
+
 class LiteFaceFinder(FaceFinder):
     """:class:`~curate.faces.landmarks.FaceFinder` on :class:`LiteLandmarker`: the same
     :class:`~curate.faces.landmarks.FaceResult` as the Tasks path's ``FaceAnalyzer``
@@ -524,12 +553,28 @@ class LiteFaceFinder(FaceFinder):
         prepared, pad, scale = prepare_for_detection(np.ascontiguousarray(rgb[..., 0]) if grey else rgb)
         face = self.landmarker.find(prepared)
         if face.landmarks is None and self.retry and face.confidence >= RETRY_MIN_SCORE:
-            h, w = gray.shape[:2]
-            face = self.landmarker.retry(prepared, (prepared.shape[1] / 2, prepared.shape[0] / 2),
-                                         max(h, w) * scale, face.confidence)
+            face = self.look_again(prepared, max(gray.shape[:2]) * scale, face)
         if face.landmarks is None or face.matrix is None:
-            return FaceResult(False, no_face_detail(face.confidence), face_confidence=face.confidence)
+            return missed_face(face.confidence, face.keypoints)
         found = found_face(face.landmarks, face.matrix, face.confidence, prepared.shape, pad, scale,
                            gray)
         found.blendshapes = face.blendshapes
         return found
+
+    def look_again(self, prepared: np.ndarray, side: float, first: LiteFace) -> LiteFace:
+        """Where the first look (``first``) found no face in the ``prepared`` image of a
+        picture of longer side ``side``: the squares of :meth:`LiteLandmarker.retry`, then
+        the mirror image (first look, then those squares; the networks are not symmetric:
+        they find some turned faces in the mirror image only), else ``first``."""
+        centre = (prepared.shape[1] / 2, prepared.shape[0] / 2)
+        face = self.landmarker.retry(prepared, centre, side, first.confidence)
+        if face.landmarks is not None:
+            return face
+        flipped = np.ascontiguousarray(prepared[:, ::-1])
+        face = self.landmarker.find(flipped)
+        if face.landmarks is None and face.confidence >= RETRY_MIN_SCORE:
+            face = self.landmarker.retry(flipped, centre, side, face.confidence)
+        if face.landmarks is None:
+            return first
+        face.confidence = first.confidence  # the picture's own detector score
+        return self.landmarker.mirrored(face, prepared.shape[1], prepared.shape[0])

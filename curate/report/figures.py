@@ -251,7 +251,7 @@ def faces_figure(faces: pd.DataFrame, max_yaw: float | None, max_occlusion: floa
             ax_yaw.legend(fontsize=8, frameon=False)
         ax_yaw.set_xlabel("yaw (degrees)")
         ax_yaw.set_ylabel("images")
-        ax_yaw.set_title(f"Yaw of {yaw.size:,} found faces")
+        ax_yaw.set_title(f"Yaw of {yaw.size:,} faces (found, or detected without landmarks)")
         occ = pd.to_numeric(faces.get("occlusion"), errors="coerce").to_numpy(dtype=float) \
             if "occlusion" in faces else np.array([])
         occ = occ[np.isfinite(occ)]

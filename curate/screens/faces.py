@@ -2,10 +2,11 @@
 
 Per image (the ``faces`` screen, level ``image``):
 
-* ``side_face`` when ``|yaw| > max_yaw`` degrees;
+* ``side_face`` when ``|yaw| > max_yaw`` degrees (also for a face the detector found
+  without landmarks: its yaw is read from the detector's keypoints);
 * ``occluded`` when ``occlusion > max_occlusion``;
-* ``no_face`` when the landmarker finds no face (or the file cannot be decoded) and
-  ``no_face="reject"``; with ``no_face="keep"`` such images pass.
+* ``no_face`` when no face is found (or the file cannot be decoded), unless it is a side
+  face, and ``no_face="reject"``; with ``no_face="keep"`` such images pass.
 
 The numbers come from :func:`curate.faces.analyze_faces`; ``docs/faces.md`` explains
 them and how the defaults were chosen.
@@ -125,9 +126,11 @@ def face_verdicts(analysis: pd.DataFrame, *, max_yaw: float = DEFAULT_MAX_YAW,
     found = analysis["face_found"].fillna(False).astype(bool).to_numpy()
     yaw = analysis["yaw"].astype("float64").to_numpy()
     occ = analysis["occlusion"].astype("float64").to_numpy()
-    side = found & (np.abs(np.nan_to_num(yaw, nan=0.0)) > max_yaw)
+    # a face detected without landmarks carries the yaw of its detector keypoints: a turned
+    # one is a side face, whatever --no-face says (curate.faces.landmarks.missed_face)
+    side = np.abs(np.nan_to_num(yaw, nan=0.0)) > max_yaw
     occluded = found & (np.nan_to_num(occ, nan=0.0) > max_occ)
-    lost = ~found & (no_face == "reject")
+    lost = ~found & ~side & (no_face == "reject")
     reasons = join_codes([(SIDE_FACE, side), (OCCLUDED, occluded), (NO_FACE, lost)])
     out = analysis.copy()
     out["face_reject"] = side | occluded | lost
