@@ -104,7 +104,7 @@ ARMS = ("none", "once", "every", "cleanlab", "oracle")
 MINING_ARMS = ("ce", "bh", "bh_boundary", "bh_margins", "full", "full_once", "bh_cleanlab", "ferplus")
 # ablations: the face screens alone (before the classification-only and the batch-hard arm), order-aware margins
 EXTRA_MINING_ARMS = ("bh_faces", "ce_faces", "bh_omargins", "full_suppress", "full_suppress_global",
-                     "full_suppress_margin")
+                     "full_suppress_margin", "faces_suppress_margin")
 ALL_ARMS = ARMS + MINING_ARMS + EXTRA_MINING_ARMS
 REPO = Path(__file__).resolve().parents[1]
 
@@ -573,11 +573,13 @@ def run_mining_arm(arm: str, seed: int, args: argparse.Namespace, prep: dict[str
         over = {"face_screen": str(screened())}
     elif arm == "ce_faces":
         over = {"metric_weight": 0.0, "face_screen": str(screened())}
-    elif arm in ("full_suppress", "full_suppress_global", "full_suppress_margin"):   # + multistage suppression
-        over = {**boundary, **margins, "face_screen": str(screened()), "exclude_suspects": True,
+    elif arm in ("full_suppress", "full_suppress_global", "full_suppress_margin", "faces_suppress_margin"):
+        # + multistage outlier suppression (faces_suppress_margin: without the boundary on the mined triplets)
+        over = {**(boundary if arm.startswith("full") else {}), **margins, "face_screen": str(screened()),
+                "exclude_suspects": True,
                 "suspect_share": args.suppress_share, "suspect_min_visits": 1,
                 "suspect_per_class": arm == "full_suppress",
-                "suspect_score": "margin" if arm == "full_suppress_margin" else "posterior"}
+                "suspect_score": "margin" if arm.endswith("_margin") else "posterior"}
     elif arm in ("full", "full_once"):
         sdir = screened()
         over = {**boundary, **margins, "face_screen": str(sdir)}
