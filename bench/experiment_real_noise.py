@@ -83,6 +83,23 @@ macro-F1, mean +- sd over seeds 0-2:
 The boundary drops 17-19% of the mined triplets; 0.78 of the discarded and 0.77 of all mined
 triplets hold a mislabelled image (positive: 0.40 against 0.39): no enrichment. Why:
 ``bench/mined_null_probe.py``.
+
+Multistage outlier suppression (``finetune --exclude-suspects`` with batch-hard mining; each
+arm = ``full`` + suppression of the ``--suppress-share`` 0.2 most suspect images, scored on
+every visit, suppressed from the next visit on): ``full_suppress`` ranks ``1 - p(label | x)``
+within each label, ``full_suppress_global`` over all images, ``full_suppress_margin`` ranks the
+in-batch margin (``--suspect-score margin``) over all images; ``faces_suppress_margin`` is the
+last without the boundary on the mined triplets (an ablation). The same command with
+``--arms full_suppress,full_suppress_global --results-csv bench/results/real_noise_mining_suppress.csv``,
+``--arms full_suppress_margin --results-csv bench/results/real_noise_mining_suppress_margin.csv``
+and ``--arms faces_suppress_margin --results-csv bench/results/real_noise_mining_suppress_ablation_s*.csv``
+(seeds split over two processes). Measured (2026-12-06, 113-317 s each on the shared CPU)::
+
+    full_suppress 0.464 +- 0.046 / 0.299    full_suppress_global 0.526 +- 0.046 / 0.288
+    full_suppress_margin 0.524 +- 0.053 / 0.332 (arm 5 + 5.4 points, every seed; bh_cleanlab + 0.4)
+
+The suppressed triplets hold a mislabelled anchor 1.16 / 1.73 / 1.54 times as often as all
+mined triplets (``suppressed_bad_anchor`` / ``mined_bad_anchor``).
 """
 
 from __future__ import annotations
