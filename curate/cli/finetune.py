@@ -77,7 +77,7 @@ def finetune_cmd(
     center: Annotated[bool, typer.Option(help="Centre embeddings on the window mean before the boundary.")] = D.center,
     screen_window: Annotated[int, typer.Option(help="Recent embeddings the in-loop boundary is fitted to.")] = D.screen_window,
     screen_warmup_steps: Annotated[int, typer.Option(help="Steps on every tuple before in-loop screening starts.")] = D.screen_warmup_steps,
-    exclude_suspects: Annotated[bool, typer.Option(help="Class-aware null: leave the images whose label stays most suspect out of both losses (image_suspicion.parquet lists them).")] = D.exclude_suspects,
+    exclude_suspects: Annotated[bool, typer.Option(help="Leave the images whose label stays most suspect out of both losses (image_suspicion.parquet lists them); needs a class-aware null, or --suspect-score margin. With --mining batch-hard they leave mining too (multistage outlier suppression).")] = D.exclude_suspects,
     suspect_share: Annotated[float, typer.Option(help="With --exclude-suspects: share of the screened images left out, most suspect first (about the share of wrong labels you expect).")] = D.suspect_share,
     suspect_min_visits: Annotated[int, typer.Option(help="With --exclude-suspects: screened visits before an image can be left out.")] = D.suspect_min_visits,
     suspect_per_class: Annotated[bool, typer.Option(help="With --exclude-suspects: rank within each label, so --suspect-share of every class (a global rank can leave out whole hard classes).")] = D.suspect_per_class,
