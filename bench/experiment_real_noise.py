@@ -97,6 +97,7 @@ and ``--arms faces_suppress_margin --results-csv bench/results/real_noise_mining
 
     full_suppress 0.464 +- 0.046 / 0.299    full_suppress_global 0.526 +- 0.046 / 0.288
     full_suppress_margin 0.524 +- 0.053 / 0.332 (arm 5 + 5.4 points, every seed; bh_cleanlab + 0.4)
+    faces_suppress_margin 0.522 +- 0.051 / 0.334 (without the boundary: within a point on every seed)
 
 The suppressed triplets hold a mislabelled anchor 1.16 / 1.73 / 1.54 times as often as all
 mined triplets (``suppressed_bad_anchor`` / ``mined_bad_anchor``).
