@@ -99,6 +99,12 @@ and ``--arms faces_suppress_margin --results-csv bench/results/real_noise_mining
     full_suppress_margin 0.524 +- 0.053 / 0.332 (arm 5 + 5.4 points, every seed; bh_cleanlab + 0.4)
     faces_suppress_margin 0.522 +- 0.051 / 0.334 (without the boundary: within a point on every seed)
 
+Seeds 3 and 4 of ``full_suppress_margin,bh_cleanlab,full,bh`` (``--seeds 3`` and ``--seeds 4``,
+``--results-csv bench/results/real_noise_mining_seed3.csv`` / ``..._seed4.csv``), over seeds 0-4:
+full_suppress_margin 0.540 +- 0.044 / 0.344, bh 0.460 +- 0.078 / 0.280, full 0.496 +- 0.056 /
+0.314, bh_cleanlab 0.524 +- 0.035 / 0.331 (full_suppress_margin - bh_cleanlab: +1.7 points,
+standard error 2.2).
+
 The suppressed triplets hold a mislabelled anchor 1.16 / 1.73 / 1.54 times as often as all
 mined triplets (``suppressed_bad_anchor`` / ``mined_bad_anchor``).
 """
