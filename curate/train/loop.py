@@ -399,17 +399,17 @@ class _Trainer:
                    ) -> tuple[torch.Tensor, dict[str, Any], np.ndarray, np.ndarray | None]:
         """Batch-hard step: mine each image's hardest triplet, screen the mined triplets with
         the boundary, train on the kept ones. Returns the loss, the metrics row, the mined
-        triplets as ``[t, 5]`` MINED_COLUMNS rows (store rows) and the batch images' label
-        suspicion (``None`` unless a class-aware null screened the batch).
+        triplets as ``[t, 5]`` MINED_COLUMNS rows (store rows) and the batch images' scores
+        (``suspect_score``: ``1 - p(label | x)`` against the window, ``None`` unless a
+        class-aware null screened the batch; or the in-batch margin of :func:`batch_margins`).
 
         With ``exclude_suspects`` this is multistage outlier suppression: ``suspicion`` (the
-        run's ``[n_images, 2]`` sum/visits before this step) ranks the images by their mean
-        label suspicion over their earlier visits (``suspect_score``: ``1 - p(label | x)``
-        against the window, or the in-batch margin of :func:`batch_margins`), and the most suspect ones are suppressed
-        before mining (they neither anchor nor serve as positive or negative, and leave the
-        classification loss); an image is scored on every visit and can be suppressed from
-        its ``suspect_min_visits + 1``-th on. The triplets they would have anchored are
-        recorded with the ``SUSPECT`` bit."""
+        run's ``[n_images, 2]`` sum/visits of those scores before this step) ranks the images
+        by their mean score over their earlier visits, and the most suspect ones are
+        suppressed before mining (they neither anchor nor serve as positive or negative, and
+        leave the classification loss); an image is scored on every visit and can be
+        suppressed from its ``suspect_min_visits + 1``-th on. The triplets they would have
+        anchored are recorded with the ``SUSPECT`` bit."""
         cfg = self.cfg
         torch.manual_seed(cfg.seed * 7_777_777 + step)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
