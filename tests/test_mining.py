@@ -357,3 +357,29 @@ def test_suppression_by_margin_and_its_settings(build: Path, tmp_path: Path):
         tiny_config(exclude_suspects=True, suspect_score="margin").check()
     with pytest.raises(CurateError, match="unknown --suspect-score"):
         _cfg(suspect_score="cleanlab").check()
+
+
+def test_suppression_leaves_out_exactly_the_images_with_a_high_score_from_their_second_visit(
+        build: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A planted score (1 for every image of the first class, 0 for the others) ranked over all
+    images: from its second visit on every image of that class is suppressed, no other is."""
+    import curate.train.loop as loop
+
+    monkeypatch.setattr(loop, "batch_margins", lambda emb, labels: (labels == 0).astype(np.float64))
+    finetune(build, tmp_path / "planted", _cfg(exclude_suspects=True, suspect_score="margin", suspect_share=0.05,
+                                               suspect_min_visits=1, suspect_per_class=False, epochs=3))
+    mined = pd.read_parquet(tmp_path / "planted" / "mined_triplets.parquet")
+    images = pd.read_parquet(build / "images.parquet").set_index("image_id")
+    first = sorted(images.loc[images["split"] == "train", "label"].astype(str).unique())[0]
+    seen_before: set[int] = set()
+    suppressed_any = False
+    for _, g in mined.sort_values("step").groupby("step"):
+        planted = {int(i) for i in g["anchor"] if images.loc[i, "label"] == first}
+        want = planted & seen_before          # earlier visit: suppressed now
+        got = set(g.loc[g["suppressed"], "anchor"].astype(int))
+        assert got == want
+        trained = set(g.loc[~g["suppressed"], ["anchor", "positive", "negative"]].to_numpy().ravel().tolist())
+        assert not trained & want
+        suppressed_any |= bool(got)
+        seen_before |= set(g["anchor"].astype(int))
+    assert suppressed_any

@@ -457,10 +457,13 @@ class _Trainer:
         all_dropped = t > 0 and not keep.any()
         ce_rows = np.arange(len(b.rows)) if all_dropped or cfg.ce_on == "all" or not cfg.screen_every_step \
             else np.unique(local[keep])
-        if (~excluded[ce_rows]).any():   # suppressed images leave the classification loss too
-            ce_rows = ce_rows[~excluded[ce_rows]]
+        ce_rows = ce_rows[~excluded[ce_rows]]   # suppressed images leave the classification loss too
+        if not len(ce_rows):   # no triplet left (suppression emptied a label): every image not suppressed
+            ce_rows = np.flatnonzero(~excluded)
         ce_idx = torch.from_numpy(ce_rows).to(self.device)
-        if self.soft_targets is None:
+        if not len(ce_rows):   # every image of the batch suppressed: nothing to learn from
+            ce = logits.sum() * 0.0
+        elif self.soft_targets is None:
             ce = F.cross_entropy(logits[ce_idx], b.labels[ce_idx])
         else:
             target = self.soft_targets[torch.from_numpy(b.rows)].to(self.device)[ce_idx]
