@@ -83,6 +83,30 @@ macro-F1, mean +- sd over seeds 0-2:
 The boundary drops 17-19% of the mined triplets; 0.78 of the discarded and 0.77 of all mined
 triplets hold a mislabelled image (positive: 0.40 against 0.39): no enrichment. Why:
 ``bench/mined_null_probe.py``.
+
+Multistage outlier suppression (``finetune --exclude-suspects`` with batch-hard mining; each
+arm = ``full`` + suppression of the ``--suppress-share`` 0.2 most suspect images, scored on
+every visit, suppressed from the next visit on): ``full_suppress`` ranks ``1 - p(label | x)``
+within each label, ``full_suppress_global`` over all images, ``full_suppress_margin`` ranks the
+in-batch margin (``--suspect-score margin``) over all images; ``faces_suppress_margin`` is the
+last without the boundary on the mined triplets (an ablation). The same command with
+``--arms full_suppress,full_suppress_global --results-csv bench/results/real_noise_mining_suppress.csv``,
+``--arms full_suppress_margin --results-csv bench/results/real_noise_mining_suppress_margin.csv``
+and ``--arms faces_suppress_margin --results-csv bench/results/real_noise_mining_suppress_ablation_s*.csv``
+(seeds split over two processes). Measured (2026-12-06, 113-317 s each on the shared CPU)::
+
+    full_suppress 0.464 +- 0.046 / 0.299    full_suppress_global 0.526 +- 0.046 / 0.288
+    full_suppress_margin 0.524 +- 0.053 / 0.332 (arm 5 + 5.4 points, every seed; bh_cleanlab + 0.4)
+    faces_suppress_margin 0.522 +- 0.051 / 0.334 (without the boundary: within a point on every seed)
+
+Seeds 3 and 4 of ``full_suppress_margin,bh_cleanlab,full,bh`` (``--seeds 3`` and ``--seeds 4``,
+``--results-csv bench/results/real_noise_mining_seed3.csv`` / ``..._seed4.csv``), over seeds 0-4:
+full_suppress_margin 0.540 +- 0.044 / 0.344, bh 0.460 +- 0.078 / 0.280, full 0.496 +- 0.056 /
+0.314, bh_cleanlab 0.524 +- 0.035 / 0.331 (full_suppress_margin - bh_cleanlab: +1.7 points,
+standard error 2.2).
+
+The suppressed triplets hold a mislabelled anchor 1.16 / 1.73 / 1.54 times as often as all
+mined triplets (``suppressed_bad_anchor`` / ``mined_bad_anchor``).
 """
 
 from __future__ import annotations
@@ -103,7 +127,8 @@ ARMS = ("none", "once", "every", "cleanlab", "oracle")
 # the eight arms of issue 25 (batch-hard mining, outlier suppression, class-pair margins): see run_mining_arm
 MINING_ARMS = ("ce", "bh", "bh_boundary", "bh_margins", "full", "full_once", "bh_cleanlab", "ferplus")
 # ablations: the face screens alone (before the classification-only and the batch-hard arm), order-aware margins
-EXTRA_MINING_ARMS = ("bh_faces", "ce_faces", "bh_omargins")
+EXTRA_MINING_ARMS = ("bh_faces", "ce_faces", "bh_omargins", "full_suppress", "full_suppress_global",
+                     "full_suppress_margin", "faces_suppress_margin")
 ALL_ARMS = ARMS + MINING_ARMS + EXTRA_MINING_ARMS
 REPO = Path(__file__).resolve().parents[1]
 
@@ -151,6 +176,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--margin", type=float, default=0.2)
     g.add_argument("--margin-mode", default="class-pair", help="of the margin arms: class-pair or ordered-pair")
     g.add_argument("--mined-null", default="class", help="null of the boundary on the mined triplets")
+    g.add_argument("--suppress-share", type=float, default=0.2,
+                   help="full_suppress arms: share of the images suppressed, most suspect first (finetune's "
+                        "--suspect-share default)")
     g.add_argument("--results-csv", type=Path, default=REPO / "bench" / "results" / "real_noise_mining.csv",
                    help="one row per finished batch-hard run, appended (the queue skips runs already in it)")
     g.add_argument("--init", default="base", choices=("base", "none"),
@@ -523,6 +551,9 @@ def mined_diagnostics(run: Path, build_dir: Path) -> tuple[dict[str, Any], list[
             out[f"mined_{k}"], out[f"discarded_{k}"] = base, share
             out[f"ratio_{k}"] = share / base if len(disc) and base > 0 else float("nan")
         far, close = d[d["positive_too_far"]], d[d["negative_too_close"]]
+        sup = d[d["suppressed"]] if "suppressed" in d else d.iloc[:0]
+        out["suppressed"] = len(sup)
+        out["suppressed_bad_anchor"] = float(sup["bad_anchor"].mean()) if len(sup) else float("nan")
         out["too_far_bad_positive"] = float(far["bad_positive"].mean()) if len(far) else float("nan")
         out["too_close_bad_negative"] = float(close["bad_negative"].mean()) if len(close) else float("nan")
         return out
@@ -566,6 +597,13 @@ def run_mining_arm(arm: str, seed: int, args: argparse.Namespace, prep: dict[str
         over = {"face_screen": str(screened())}
     elif arm == "ce_faces":
         over = {"metric_weight": 0.0, "face_screen": str(screened())}
+    elif arm in ("full_suppress", "full_suppress_global", "full_suppress_margin", "faces_suppress_margin"):
+        # + multistage outlier suppression (faces_suppress_margin: without the boundary on the mined triplets)
+        over = {**(boundary if arm.startswith("full") else {}), **margins, "face_screen": str(screened()),
+                "exclude_suspects": True,
+                "suspect_share": args.suppress_share, "suspect_min_visits": 1,
+                "suspect_per_class": arm == "full_suppress",
+                "suspect_score": "margin" if arm.endswith("_margin") else "posterior"}
     elif arm in ("full", "full_once"):
         sdir = screened()
         over = {**boundary, **margins, "face_screen": str(sdir)}
@@ -590,8 +628,11 @@ def run_mining_arm(arm: str, seed: int, args: argparse.Namespace, prep: dict[str
                            "face_rejected_images": counts.get("face_rejected_images"),
                            "mean_share_dropped": counts["mean_share_dropped"], **evaluate_once(run, paths, args.device)}
     mined, per_epoch = mined_diagnostics(run, orig if source == orig or arm.startswith("full") else source)
-    row.update({k: mined[k] for k in ("mined", "discarded", "mined_bad_any", "discarded_bad_any", "ratio_bad_any",
-                                      "mined_bad_positive", "discarded_bad_positive", "ratio_bad_positive",
+    row.update({k: mined[k] for k in ("mined", "discarded", "suppressed", "mined_bad_any", "discarded_bad_any",
+                                      "ratio_bad_any", "mined_bad_positive", "discarded_bad_positive",
+                                      "ratio_bad_positive", "mined_bad_anchor", "discarded_bad_anchor",
+                                      "ratio_bad_anchor", "mined_bad_negative", "discarded_bad_negative",
+                                      "ratio_bad_negative", "suppressed_bad_anchor",
                                       "too_far_bad_positive", "too_close_bad_negative")})
     for k, v in extra.items():
         if isinstance(v, dict):

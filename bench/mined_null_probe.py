@@ -9,7 +9,21 @@ K - 1 / (P - 1) K draws) with each null, and measures against the FERPlus votes:
 * a FALSE NEGATIVE: the mined negative's FERPlus plurality is the anchor's label;
 * AUROC of the mined distance for those (d_ap for a false positive, -d_an for a false
   negative): how well ANY threshold on the mined distance could separate them;
-* the share of each among the triplets each sub-boundary drops.
+* the share of each among the triplets each sub-boundary drops;
+* CALIBRATION of the Sidak-adjusted null: how often each sub-boundary fires on triplets
+  whose three members all carry their FERPlus label (the nominal rate is alpha);
+* a NULL FIT ON THE MINED DISTANCES themselves (the per-anchor hardest distances of each
+  label, flagged above their own 1 - alpha quantile): the share of false positives among
+  the flagged, i.e. the best any threshold on the mined maxima could do at that rate.
+
+``--per-image`` adds what ACCUMULATING per-image abnormality over ``--epochs`` epochs of
+batches could find (multistage suppression), each score's AUROC for a mislabelled image and
+the lift of its 20% most suspect images, ranked within each label and over all images:
+the class-aware window suspicion (1 - p(label | x), what ``--exclude-suspects`` ranks), the
+in-batch margin (mean distance to the own label's batch images minus the nearest other
+label's), the anchor's mined hinge (d_ap - d_an), how often an image is mined as a hardest
+positive or negative per visit; and, for reference, a 5-fold linear probe's out-of-fold
+1 - p(label) on the same embeddings (what cleanlab ranks).
 
 Two settings, no evaluation label used to choose anything::
 
@@ -42,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--k", type=int, default=24)
     p.add_argument("--alpha", type=float, default=0.05)
     p.add_argument("--max-batches", type=int, default=40)
+    p.add_argument("--per-image", action="store_true", help="also the per-image accumulated scores")
+    p.add_argument("--epochs", type=int, default=3, help="--per-image: epochs of batches to accumulate over")
     args = p.parse_args(argv)
     import torch
     from ferplus import sha256_of
@@ -83,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
             a, pos, neg = b[loc[:, 0]], b[loc[:, 1]], b[loc[:, 2]]
             rec.append(pd.DataFrame({
                 "false_pos": (fp[pos] >= 0) & (fp[pos] != y[a]), "false_neg": (fp[neg] >= 0) & (fp[neg] == y[a]),
-                "bad_anchor": (fp[a] >= 0) & (fp[a] != y[a]),
+                "bad_anchor": (fp[a] >= 0) & (fp[a] != y[a]), "anchor_label": y[a],
+                "known": (fp[a] >= 0) & (fp[pos] >= 0) & (fp[neg] >= 0),
+                "bad_member": ((fp[pos] >= 0) & (fp[pos] != y[pos])) | ((fp[neg] >= 0) & (fp[neg] != y[neg])),
                 "d_ap": np.linalg.norm(e[loc[:, 0]] - e[loc[:, 1]], axis=1),
                 "d_an": np.linalg.norm(e[loc[:, 0]] - e[loc[:, 2]], axis=1),
                 "far": r.too_far, "close": r.too_close}))
@@ -96,7 +114,84 @@ def main(argv: list[str] | None = None) -> int:
             sel = d[d[flag]]
             print(f"  {name}: {len(sel)} ({len(sel) / len(d):.3f}); false pos {sel.false_pos.mean():.3f}, "
                   f"false neg {sel.false_neg.mean():.3f}, anchor mislabelled {sel.bad_anchor.mean():.3f}", flush=True)
+        clean = d.known & ~(d.false_pos | d.false_neg | d.bad_anchor | d.bad_member)
+        print(f"  calibration on {int(clean.sum())} all-clean triplets (nominal {args.alpha}): too_far "
+              f"{d.far[clean].mean():.3f}, too_close {d.close[clean].mean():.3f}")
+    flagged = d.groupby("anchor_label")["d_ap"].transform(lambda v: v > v.quantile(1 - args.alpha))
+    print(f"null fit on the mined distances (top {args.alpha:.0%} of d_ap per label): {int(flagged.sum())} flagged, "
+          f"false positives {d.false_pos[flagged].mean():.3f} against {d.false_pos.mean():.3f} "
+          f"(lift {d.false_pos[flagged].mean() / d.false_pos.mean():.2f})")
+    if args.per_image:
+        per_image(emb, y, fp, classes, args, m)
     return 0
+
+
+def per_image(emb: np.ndarray, y: np.ndarray, fp: np.ndarray, classes: list[str], args: argparse.Namespace,
+              m: pd.DataFrame) -> None:
+    """Scores accumulated per image over the batches of ``--epochs`` epochs, against the FERPlus votes."""
+    import torch
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    from curate.train.config import ScreenSettings
+    from curate.train.loss import InLoopScreen
+    from curate.train.mining import ClassBalancedSampler, batch_hard_triplets, mined_alphas
+
+    bad = (fp >= 0) & (fp != y)
+    a_pos, a_neg = mined_alphas(args.alpha, args.alpha, args.k - 1, (args.p - 1) * args.k)
+    screen = InLoopScreen(ScreenSettings(alpha_pos=a_pos, alpha_neg=a_neg, null="class_empirical", window=2048),
+                          emb.shape[1], 1.0)
+    sampler = ClassBalancedSampler(y, args.p, args.k, 0)
+    names = ("window suspicion", "in-batch margin", "mined hinge", "mined as positive", "mined as negative")
+    acc = np.zeros((len(names), len(y), 2))
+    step = 0
+    for epoch in range(args.epochs):
+        for b in sampler.epoch(epoch):
+            e, lab = emb[b].astype(np.float32), y[b]
+            loc = batch_hard_triplets(torch.from_numpy(e), torch.from_numpy(lab)).numpy()
+            r = screen(e, lab, loc, step=step, seed=0)
+            screen.commit_pending()
+            step += 1
+            u = e / np.linalg.norm(e, axis=1, keepdims=True)
+            dist = np.linalg.norm(u[:, None] - u[None], axis=2)
+            same = (lab[:, None] == lab[None]) & ~np.eye(len(b), dtype=bool)
+            own = (dist * same).sum(1) / np.maximum(same.sum(1), 1)
+            other = np.full(len(b), np.inf)
+            for c in np.unique(lab):
+                other = np.where(lab != c, np.minimum(other, dist[:, lab == c].mean(1)), other)
+            hinge = np.full(len(b), np.nan)
+            hinge[loc[:, 0]] = dist[loc[:, 0], loc[:, 1]] - dist[loc[:, 0], loc[:, 2]]
+            as_pos = np.bincount(loc[:, 1], minlength=len(b)).astype(float)
+            as_neg = np.bincount(loc[:, 2], minlength=len(b)).astype(float)
+            susp = r.suspicion if r.suspicion is not None else np.full(len(b), np.nan)
+            for i, v in enumerate((susp, own - other, hinge, as_pos, as_neg)):
+                ok = np.isfinite(v)
+                np.add.at(acc[i], (b[ok], 0), v[ok])
+                np.add.at(acc[i], (b[ok], 1), 1.0)
+    unit = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    prob = cross_val_predict(LogisticRegression(C=1, max_iter=2000), unit, y,
+                             cv=StratifiedKFold(5, shuffle=True, random_state=0), method="predict_proba")
+    scores = {n: np.divide(acc[i, :, 0], acc[i, :, 1], out=np.full(len(y), np.nan), where=acc[i, :, 1] > 0)
+              for i, n in enumerate(names)}
+    scores["probe 1 - p(label), out-of-fold"] = 1 - prob[np.arange(len(y)), y]
+    print(f"\nper image, {args.epochs} epochs of batches; {bad.mean():.3f} of the images mislabelled; per label "
+          + ", ".join(f"{c} {bad[y == i].mean():.2f}" for i, c in enumerate(classes)))
+    for n, sc in scores.items():
+        ok = np.isfinite(sc)
+        top_label = np.zeros(len(y), bool)
+        for c in np.unique(y[ok]):
+            i = np.flatnonzero(ok & (y == c))
+            top_label[i[np.argsort(-sc[i], kind="stable")[:round(0.2 * len(i))]]] = True
+        i = np.flatnonzero(ok)
+        top_all = np.zeros(len(y), bool)
+        top_all[i[np.argsort(-sc[i], kind="stable")[:round(0.2 * len(i))]]] = True
+        within = np.nanmean([roc_auc_score(bad[ok & (y == c)], sc[ok & (y == c)]) for c in np.unique(y)
+                             if 0 < bad[ok & (y == c)].mean() < 1])
+        print(f"  {n:32} AUROC {roc_auc_score(bad[ok], sc[ok]):.3f} (mean within a label {within:.3f}); top 20% "
+              f"within each label: lift {bad[top_label].mean() / bad[ok].mean():.2f}; over all: lift "
+              f"{bad[top_all].mean() / bad[ok].mean():.2f}, leaving out "
+              + ", ".join(f"{c} {top_all[y == i].mean():.2f}" for i, c in enumerate(classes)), flush=True)
 
 
 if __name__ == "__main__":

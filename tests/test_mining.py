@@ -20,7 +20,12 @@ from curate.train.config import ScreenSettings
 from curate.train.loop import finetune
 from curate.train.loss import InLoopScreen, triplet_loss_margins
 from curate.train.margins import PairMargins, class_pair_margins
-from curate.train.mining import ClassBalancedSampler, batch_hard_triplets, mined_alphas
+from curate.train.mining import (
+    ClassBalancedSampler,
+    batch_hard_triplets,
+    batch_margins,
+    mined_alphas,
+)
 
 torch.set_num_threads(1)
 
@@ -49,6 +54,18 @@ def test_batch_hard_triplets_match_a_brute_force_loop(seed: int):
     got = batch_hard_triplets(torch.from_numpy(emb), torch.from_numpy(labels)).numpy()
     assert [tuple(r) for r in got] == _brute_hard(emb, labels)
     assert 0 not in got[:, 0]
+
+
+def test_batch_hard_triplets_leave_unusable_images_out_of_every_role():
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 3, 15)
+    emb = rng.normal(size=(15, 5)).astype(np.float32)
+    usable = rng.random(15) > 0.3
+    got = batch_hard_triplets(torch.from_numpy(emb), torch.from_numpy(labels), torch.from_numpy(usable)).numpy()
+    keep = np.flatnonzero(usable)   # the brute force on the usable images only, mapped back
+    want = [tuple(keep[list(r)]) for r in _brute_hard(emb[keep], labels[keep])]
+    assert [tuple(r) for r in got] == want and len(want) > 0
+    assert usable[got.ravel()].all()
 
 
 def test_sampler_draws_p_classes_times_k_images_seeded_and_covers_the_pool():
@@ -284,3 +301,85 @@ def test_new_settings_at_their_defaults_keep_the_fingerprint_of_earlier_runs():
     assert not set(_LATER_SETTINGS) & set(_result_settings(d))
     assert _result_settings(FinetuneConfig(mining="batch-hard", margin_mode="class-pair"))["margin_mode"] == "class-pair"
     assert set(asdict(d)) - set(_result_settings(d)) >= set(_LATER_SETTINGS)
+
+
+def test_multistage_suppression_leaves_out_the_most_suspect_images_after_their_first_visit(build: Path,
+                                                                                            tmp_path: Path):
+    """--exclude-suspects with batch-hard mining: an image is scored on every visit and, from its
+    second visit on, suppressed when its mean label suspicion is among the --suspect-share most
+    suspect of its label; a suppressed image takes no part in that step's triplets, and the
+    triplet it would have anchored is recorded as suppressed."""
+    cfg = _cfg(null="class_empirical", exclude_suspects=True, suspect_share=0.3, suspect_min_visits=1, epochs=3)
+    r = finetune(build, tmp_path / "suppress", cfg)
+    mined = pd.read_parquet(tmp_path / "suppress" / "mined_triplets.parquet")
+    sup = mined[mined["suppressed"]]
+    assert len(sup) > 0 and not sup["kept"].any()
+    assert (mined["kept"] == ~(mined["positive_too_far"] | mined["negative_too_close"] | mined["suppressed"])).all()
+    first_step = mined.groupby("anchor")["step"].min()
+    for step, g in mined.groupby("step"):
+        out = set(g.loc[g["suppressed"], "anchor"])
+        trained = g.loc[~g["suppressed"], ["anchor", "positive", "negative"]].to_numpy().ravel()
+        assert not out & set(trained)                       # no role in this step's triplets
+        assert all(first_step[a] < step for a in out)      # never on the first visit
+    train = r.metrics[r.metrics["phase"] == "train"]
+    assert train["images_excluded"].sum() >= sup["anchor"].nunique() and (train["share_suspect"] > 0).any()
+    suspicion = pd.read_parquet(tmp_path / "suppress" / "image_suspicion.parquet")
+    assert suspicion["visits"].max() >= 2 and suspicion["excluded"].any()
+
+
+def test_batch_margins_match_a_loop_and_rank_a_planted_mislabelled_face_first():
+    rng = np.random.default_rng(2)
+    labels = np.repeat(np.arange(3), 6)
+    centres = rng.normal(size=(3, 8)) * 3
+    emb = (centres[labels] + rng.normal(size=(18, 8)) * 0.5).astype(np.float32)
+    emb[4] = centres[2] + rng.normal(size=8) * 0.5     # labelled 0, looks like class 2
+    got = batch_margins(emb, labels)
+    u = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    for i in range(18):
+        d = np.linalg.norm(u[i] - u, axis=1)
+        own = np.mean([d[j] for j in range(18) if j != i and labels[j] == labels[i]])
+        other = min(d[labels == c].mean() for c in set(labels.tolist()) - {labels[i]})
+        assert got[i] == pytest.approx(own - other, abs=1e-5)
+    assert int(np.argmax(got)) == 4 and got[4] > 0
+    assert np.isnan(batch_margins(emb[:3], np.array([0, 1, 1]))[0])   # alone in its label
+
+
+def test_suppression_by_margin_and_its_settings(build: Path, tmp_path: Path):
+    r = finetune(build, tmp_path / "margin", _cfg(exclude_suspects=True, suspect_score="margin", suspect_share=0.3,
+                                                  suspect_min_visits=1, suspect_per_class=False, epochs=3,
+                                                  null="effective"))
+    mined = pd.read_parquet(tmp_path / "margin" / "mined_triplets.parquet")
+    assert mined["suppressed"].any()
+    table = pd.read_parquet(tmp_path / "margin" / "image_suspicion.parquet")
+    assert table["excluded"].any() and (table["mean_suspicion"] < 0).any()   # margins, not posteriors
+    assert r.run["params"]["suspect_score"] == "margin"
+    with pytest.raises(CurateError, match="needs --mining batch-hard"):
+        tiny_config(exclude_suspects=True, suspect_score="margin").check()
+    with pytest.raises(CurateError, match="unknown --suspect-score"):
+        _cfg(suspect_score="cleanlab").check()
+
+
+def test_suppression_leaves_out_exactly_the_images_with_a_high_score_from_their_second_visit(
+        build: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A planted score (1 for every image of the first class, 0 for the others) ranked over all
+    images: from its second visit on every image of that class is suppressed, no other is."""
+    import curate.train.loop as loop
+
+    monkeypatch.setattr(loop, "batch_margins", lambda emb, labels: (labels == 0).astype(np.float64))
+    finetune(build, tmp_path / "planted", _cfg(exclude_suspects=True, suspect_score="margin", suspect_share=0.05,
+                                               suspect_min_visits=1, suspect_per_class=False, epochs=3))
+    mined = pd.read_parquet(tmp_path / "planted" / "mined_triplets.parquet")
+    images = pd.read_parquet(build / "images.parquet").set_index("image_id")
+    first = sorted(images.loc[images["split"] == "train", "label"].astype(str).unique())[0]
+    seen_before: set[int] = set()
+    suppressed_any = False
+    for _, g in mined.sort_values("step").groupby("step"):
+        planted = {int(i) for i in g["anchor"] if images.loc[i, "label"] == first}
+        want = planted & seen_before          # earlier visit: suppressed now
+        got = set(g.loc[g["suppressed"], "anchor"].astype(int))
+        assert got == want
+        trained = set(g.loc[~g["suppressed"], ["anchor", "positive", "negative"]].to_numpy().ravel().tolist())
+        assert not trained & want
+        suppressed_any |= bool(got)
+        seen_before |= set(g["anchor"].astype(int))
+    assert suppressed_any

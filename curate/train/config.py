@@ -18,6 +18,7 @@ KINDS = ("triplet", "quadruplet")
 MINING = ("none", "hard", "semihard", "batch-hard")   # none/hard/semihard: pre-sampled tuples
 MARGIN_MODES = ("global", "class-pair", "ordered-pair")   # curate.train.margins
 CE_ON = ("kept", "all")
+SUSPECT_SCORES = ("posterior", "margin")   # what --exclude-suspects ranks (train.mining.batch_margins)
 AUGMENT_KINDS = ("light", "photos")   # curate.train.data.AUGMENTS
 # Logits are computed from unit-length embeddings multiplied by this factor (NormFace,
 # Wang et al. 2017): with unit features a plain linear layer starts with tiny logits and
@@ -83,6 +84,7 @@ class FinetuneConfig:
     suspect_share: float = 0.2        # ... this share of the images screened at least suspect_min_visits
     suspect_min_visits: int = 3       # ... times, ranked by their mean suspicion (1 - p(label | x))
     suspect_per_class: bool = True    # ... ranked within each label (a global rank left out whole hard classes)
+    suspect_score: str = "posterior"  # ... ranking 1 - p(label | x) against the window, or (batch-hard) the in-batch margin
     epochs: int = 10
     max_steps: int | None = None
     batch_tuples: int = 64
@@ -119,9 +121,6 @@ class FinetuneConfig:
                                   hint="use for example --classes-per-batch 4 --images-per-class 24")
             if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
                 raise CurateError(f"--steps-per-epoch must be at least 1, got {self.steps_per_epoch}")
-            if self.exclude_suspects:
-                raise CurateError("--exclude-suspects works on pre-sampled tuples only",
-                                  hint="drop --exclude-suspects, or use --mining none")
         if self.metric_weight < 0:
             raise CurateError(f"--metric-weight must not be negative, got {self.metric_weight}")
         if self.soft_label_prefix is not None and not self.soft_label_prefix.strip():
@@ -138,8 +137,13 @@ class FinetuneConfig:
         if not (self.scale > 0 and self.lr > 0 and self.logit_scale > 0 and self.ce_weight >= 0):
             raise CurateError("--scale, --logit-scale and --lr must be positive and --ce-weight not negative")
         self.screen_settings().check()
+        if self.suspect_score not in SUSPECT_SCORES:
+            raise CurateError(f"unknown --suspect-score {self.suspect_score!r}", hint=f"use one of {', '.join(SUSPECT_SCORES)}")
+        if self.suspect_score == "margin" and self.mining != "batch-hard":
+            raise CurateError("--suspect-score margin needs --mining batch-hard (it is measured in the P x K batches)",
+                              hint="pass --mining batch-hard, or --suspect-score posterior")
         if self.exclude_suspects:
-            if not self.screen_every_step or self.null not in CLASS_NULLS:
+            if self.suspect_score == "posterior" and (not self.screen_every_step or self.null not in CLASS_NULLS):
                 raise CurateError("--exclude-suspects needs the in-loop screen with a class-aware null "
                                   f"(--screen-every-step --null {CLASS_NULLS[-1]}), got "
                                   f"{'--no-screen-every-step' if not self.screen_every_step else '--null ' + self.null}",

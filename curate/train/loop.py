@@ -73,7 +73,12 @@ from curate.train.loss import (
     triplet_loss_margins,
 )
 from curate.train.margins import PairMargins, margin_table
-from curate.train.mining import ClassBalancedSampler, batch_hard_triplets, mined_alphas
+from curate.train.mining import (
+    ClassBalancedSampler,
+    batch_hard_triplets,
+    batch_margins,
+    mined_alphas,
+)
 
 TrainProgress = Callable[[str, int, int, dict[str, Any]], None]
 CKPT_DIR = "checkpoints"
@@ -155,7 +160,7 @@ def init_network(cfg: FinetuneConfig, classes: list[str], notes: list[str] | Non
 # settings newer than the first checkpoints, at their defaults: left out of the fingerprint, so
 # the checkpoints and run folders of an earlier curate stay resumable
 _LATER_SETTINGS = {"classes_per_batch": 4, "images_per_class": 24, "steps_per_epoch": None, "margin_mode": "global",
-                   "metric_weight": 1.0, "face_screen": None, "augment_kind": "light"}
+                   "metric_weight": 1.0, "face_screen": None, "augment_kind": "light", "suspect_score": "posterior"}
 
 
 def _result_settings(cfg: FinetuneConfig) -> dict[str, Any]:
@@ -394,27 +399,54 @@ class _Trainer:
         return _Batch(x, torch.from_numpy(labels_np).to(self.device), labels_np,
                       np.zeros((0, 3), np.int64), np.asarray(rows, np.int64))
 
-    def mined_step(self, b: _Batch, step: int) -> tuple[torch.Tensor, dict[str, Any], np.ndarray]:
+    def mined_step(self, b: _Batch, step: int, suspicion: np.ndarray | None = None
+                   ) -> tuple[torch.Tensor, dict[str, Any], np.ndarray, np.ndarray | None]:
         """Batch-hard step: mine each image's hardest triplet, screen the mined triplets with
-        the boundary, train on the kept ones. Returns the loss, the metrics row and the mined
-        triplets as ``[t, 5]`` MINED_COLUMNS rows (store rows)."""
+        the boundary, train on the kept ones. Returns the loss, the metrics row, the mined
+        triplets as ``[t, 5]`` MINED_COLUMNS rows (store rows) and the batch images' scores
+        (``suspect_score``: ``1 - p(label | x)`` against the window, ``None`` unless a
+        class-aware null screened the batch; or the in-batch margin of :func:`batch_margins`).
+
+        With ``exclude_suspects`` this is multistage outlier suppression: ``suspicion`` (the
+        run's ``[n_images, 2]`` sum/visits of those scores before this step) ranks the images
+        by their mean score over their earlier visits, and the most suspect ones are
+        suppressed before mining (they neither anchor nor serve as positive or negative, and
+        leave the classification loss); an image is scored on every visit and can be
+        suppressed from its ``suspect_min_visits + 1``-th on. The triplets they would have
+        anchored are recorded with the ``SUSPECT`` bit."""
         cfg = self.cfg
         torch.manual_seed(cfg.seed * 7_777_777 + step)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             emb = self.par.forward(self.net, b.x)
         emb = emb.float()
-        local_t = batch_hard_triplets(emb, b.labels)
+        excluded = np.zeros(len(b.rows), bool)
+        if cfg.exclude_suspects and suspicion is not None:
+            cut = suspicion_cut(suspicion, cfg.suspect_share, cfg.suspect_min_visits,
+                                self.label_codes if cfg.suspect_per_class else None)
+            excluded = suspect_images(suspicion[b.rows], None, cut[b.rows] if isinstance(cut, np.ndarray) else cut,
+                                      cfg.suspect_min_visits)
+        suppressed = np.zeros((0, 3), np.int64)
+        if excluded.any():
+            local_t = batch_hard_triplets(emb, b.labels, torch.from_numpy(~excluded).to(emb.device))
+            unmasked = batch_hard_triplets(emb, b.labels).cpu().numpy()
+            suppressed = unmasked[excluded[unmasked[:, 0]]]
+        else:
+            local_t = batch_hard_triplets(emb, b.labels)
         local = local_t.cpu().numpy()
         t = len(local)
         emb_np = emb.detach().cpu().numpy()
         info: dict[str, Any] = {"screen_active": False, "d_null": None, "mu": None, "sigma": None,
                                 "t_pos": None, "t_neg": None}
         keep, too_far, too_close = np.ones(t, bool), np.zeros(t, bool), np.zeros(t, bool)
+        batch_suspicion = None
         if cfg.screen_every_step and t:
             res = self.screen(emb_np, b.labels_np, local, step=step, seed=cfg.seed)
             keep, too_far, too_close = res.keep, res.too_far, res.too_close
+            batch_suspicion = res.suspicion
             info = {"screen_active": res.active, "d_null": res.d_null, "mu": res.mu, "sigma": res.sigma,
                     "t_pos": res.t_pos, "t_neg": res.t_neg}
+        if cfg.suspect_score == "margin":
+            batch_suspicion = batch_margins(emb_np, b.labels_np)
         assert self.margins is not None
         pair_margins = self.margins.update(emb_np, b.labels_np, step)
         kept = local_t[torch.from_numpy(keep).to(local_t.device)]
@@ -429,8 +461,13 @@ class _Trainer:
         all_dropped = t > 0 and not keep.any()
         ce_rows = np.arange(len(b.rows)) if all_dropped or cfg.ce_on == "all" or not cfg.screen_every_step \
             else np.unique(local[keep])
+        ce_rows = ce_rows[~excluded[ce_rows]]   # suppressed images leave the classification loss too
+        if not len(ce_rows):   # no triplet left (suppression emptied a label): every image not suppressed
+            ce_rows = np.flatnonzero(~excluded)
         ce_idx = torch.from_numpy(ce_rows).to(self.device)
-        if self.soft_targets is None:
+        if not len(ce_rows):   # every image of the batch suppressed: nothing to learn from
+            ce = logits.sum() * 0.0
+        elif self.soft_targets is None:
             ce = F.cross_entropy(logits[ce_idx], b.labels[ce_idx])
         else:
             target = self.soft_targets[torch.from_numpy(b.rows)].to(self.device)[ce_idx]
@@ -444,14 +481,18 @@ class _Trainer:
         row = {"n_tuples": t, "n_images": len(b.rows), "n_kept": int(keep.sum()),
                "share_dropped": float(1 - keep.mean()) if t else 0.0,
                "share_too_far": float(too_far.mean()) if t else 0.0,
-               "share_too_close": float(too_close.mean()) if t else 0.0, "share_suspect": 0.0,
-               "images_excluded": 0, "all_dropped": bool(all_dropped), "metric_loss": float(metric.item()),
+               "share_too_close": float(too_close.mean()) if t else 0.0,
+               "share_suspect": len(suppressed) / max(t + len(suppressed), 1),
+               "images_excluded": int(excluded.sum()), "all_dropped": bool(all_dropped),
+               "metric_loss": float(metric.item()),
                "ce_loss": float(ce.item()), "train_accuracy": acc,
                "margin_mean": float(pair_margins[off].mean()), **info}
-        bits = TOO_FAR * too_far.astype(np.int64) + TOO_CLOSE * too_close.astype(np.int64)
-        rec = np.column_stack([np.full(t, step, np.int64), b.rows[local[:, 0]], b.rows[local[:, 1]],
-                               b.rows[local[:, 2]], bits]) if t else np.zeros((0, len(MINED_COLUMNS)), np.int64)
-        return loss, row, rec
+        bits = np.concatenate([TOO_FAR * too_far.astype(np.int64) + TOO_CLOSE * too_close.astype(np.int64),
+                               np.full(len(suppressed), SUSPECT, np.int64)])
+        every = np.concatenate([local, suppressed]).astype(np.int64)
+        rec = np.column_stack([np.full(len(every), step, np.int64), b.rows[every[:, 0]], b.rows[every[:, 1]],
+                               b.rows[every[:, 2]], bits]) if len(every) else np.zeros((0, len(MINED_COLUMNS)), np.int64)
+        return loss, row, rec, batch_suspicion
 
     def batch(self, tuple_rows: np.ndarray, step: int) -> _Batch:
         rows, local = batch_members(self.member_rows[tuple_rows])
@@ -704,8 +745,8 @@ def _train(claim: Claim | _Unclaimed, cfg: FinetuneConfig, given: FinetuneConfig
             before_step = _buffers(net)
             if trainer.sampler is not None:   # batch-hard mining: P x K images, no pre-sampled tuples
                 b = trainer.image_batch(trainer.pool[trainer.sampler.epoch(epoch)[in_epoch]], state.step)
-                loss, row, mined = trainer.mined_step(b, state.step)
-                batches, drops, susp = None, None, None
+                loss, row, mined, susp = trainer.mined_step(b, state.step, state.suspicion)
+                batches, drops = None, None
             else:
                 batches = epoch_batches(len(members), cfg.batch_tuples, cfg.seed, epoch)
                 b = trainer.batch(batches[in_epoch], state.step)
@@ -805,7 +846,7 @@ def _finish(claim: Claim, cfg: FinetuneConfig, data: TrainingData, net: Embeddin
                                     for r in margin_table(state.margins[e], data.classes, e)],
                                    columns=["epoch", "anchor_class", "negative_class", "margin"]),
                       run / "class_pair_margins.parquet")
-    if cfg.screen_every_step and cfg.null in CLASS_NULLS:
+    if (cfg.screen_every_step and cfg.null in CLASS_NULLS) or cfg.suspect_score == "margin":
         write_parquet(image_suspicion_table(state.suspicion, ids, data, cfg), run / "image_suspicion.parquet")
     final = last_val.get("_metrics", {})
     write_json(final, run / "evaluation.json")
@@ -872,7 +913,7 @@ def mined_triplet_table(mined: np.ndarray, ids: np.ndarray, rows: list[dict[str,
                          "step": step, "anchor": anchor, "positive": positive, "negative": negative,
                          "anchor_label": labels.loc[anchor].to_numpy(), "negative_label": labels.loc[negative].to_numpy(),
                          "positive_too_far": (bits & TOO_FAR) > 0, "negative_too_close": (bits & TOO_CLOSE) > 0,
-                         "kept": bits == 0})
+                         "suppressed": (bits & SUSPECT) > 0, "kept": bits == 0})
 
 
 # ----------------------------------------------------------------------------- image suspicion

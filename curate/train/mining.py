@@ -91,20 +91,44 @@ class ClassBalancedSampler:
         return out
 
 
-def batch_hard_triplets(emb: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def batch_margins(emb: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per batch image, how much closer it sits to another label than to its own: the mean
+    distance of its unit embedding to the other images of its label minus the smallest mean
+    distance to the images of another label in the batch (``nan`` without both). Accumulated
+    over an image's visits, it is the abnormality score of multistage outlier suppression
+    (``--suspect-score margin``): on FER2013 it separates the mislabelled images within each
+    label as well as a cross-validated linear probe does, where the mined distances barely do
+    (``bench/mined_null_probe.py --per-image``)."""
+    u = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    d = np.sqrt(np.maximum(2.0 - 2.0 * (u @ u.T), 0.0))
+    same = (labels[:, None] == labels[None]) & ~np.eye(len(labels), dtype=bool)
+    n_same = same.sum(1)
+    own = np.divide((d * same).sum(1), n_same, out=np.full(len(labels), np.nan), where=n_same > 0)
+    other = np.full(len(labels), np.inf)
+    for c in np.unique(labels):
+        at = labels == c
+        other = np.where(~at, np.minimum(other, d[:, at].mean(1)), other)
+    return np.where(np.isfinite(other), own - other, np.nan)
+
+
+def batch_hard_triplets(emb: torch.Tensor, labels: torch.Tensor, usable: torch.Tensor | None = None) -> torch.Tensor:
     """``[t, 3]`` (anchor, hardest positive, hardest negative) indices into the batch.
 
     Every image that has another image of its label and an image of another label in the
     batch anchors one triplet: its positive is the farthest image of its label, its
     negative the closest image of any other label (Euclidean distance of the detached
-    embeddings; ties go to the lowest index). Anchors come in batch order.
+    embeddings; ties go to the lowest index). Anchors come in batch order. ``usable``
+    (bool per image, default all) leaves the other images out of every role: the
+    suppressed images of multistage outlier suppression neither anchor nor are mined.
     """
     with torch.no_grad():
         e = emb.detach().float()
         d = torch.cdist(e, e)
         same = labels.unsqueeze(0) == labels.unsqueeze(1)
         eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
-        pos_ok, neg_ok = same & ~eye, ~same
+        ok = torch.ones(len(labels), dtype=torch.bool, device=labels.device) if usable is None else usable
+        both = ok.unsqueeze(0) & ok.unsqueeze(1)
+        pos_ok, neg_ok = same & ~eye & both, ~same & both
         has = pos_ok.any(1) & neg_ok.any(1)
         hardest_pos = torch.where(pos_ok, d, torch.full_like(d, -1.0)).argmax(1)
         hardest_neg = torch.where(neg_ok, d, torch.full_like(d, float("inf"))).argmin(1)
