@@ -58,6 +58,8 @@ class LoadedBackbone:
     # settings outside the weights file that change a vector (a run's scale, embed_dim, ...):
     # part of the embedding cache key (curate.embed.cache_settings)
     vector_settings: dict[str, Any] = field(default_factory=dict)
+    # bfloat16 autocast for the forward on the CPU (curate.embed.embed_batch; its own cache key)
+    cpu_bf16: bool = False
 
 
 def load_backbone(name: str | None, weights: str | None = None, *, device: str = "cpu",
