@@ -245,6 +245,17 @@ def speed(args: argparse.Namespace, results: dict) -> None:
     from curate.screen import screen
 
     build = args.out / "taiwanese_dev" / "build"
+    if not (build / "images.parquet").exists():  # --sets speed alone: build the dev half (as taiwanese)
+        from curate.build import build_tuples
+
+        root = args.data / "taiwanese-posed"
+        manifest = pd.read_csv(root / "manifest.csv")
+        manifest["path"] = [str((root / p).resolve()) for p in manifest["path"]]
+        hold = taiwanese_holdout_subjects(manifest["subject"])
+        build.parent.mkdir(parents=True, exist_ok=True)
+        manifest[~manifest["subject"].isin(hold)].reset_index(drop=True).to_csv(build.parent / "manifest.csv",
+                                                                               index=False)
+        build_tuples(build.parent / "manifest.csv", build, seed=args.seed, force=True)
     images = pd.read_parquet(build / "images.parquet")
     images = images[images["status"] == "ok"]
     with tempfile.TemporaryDirectory() as c1, tempfile.TemporaryDirectory() as c2, \
@@ -283,7 +294,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--sets", default="taiwanese,speed,fer2013",
-                    help="parts to run: taiwanese, speed (needs taiwanese's build), fer2013")
+                    help="parts to run: taiwanese, speed (builds the taiwanese dev half if absent), fer2013")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--reuse-screens", action="store_true",
                     help="read back the default screens a previous run left in --out")
