@@ -22,6 +22,10 @@ mean); the share of each image's 10 nearest neighbours (cosine) that stay the sa
 measures the embeddings serve, for both: on PublicTest the kNN label-disagreement ranking
 (k = 10) AUROC against "the original label is not the FERPlus plurality", and on the colour
 set the performer-grouped probe (leave one performer out, as ``bench/measure_backbone.py``).
+With ``--screen``, also ``curate screen`` with its defaults on PublicTest, without and with
+``--amp``: AUROC of ``images_suspect.parquet``'s order against "the original label is not the
+FERPlus plurality" on the dev / holdout halves of ``bench/quality_real_noise.py``, and how many
+images the two runs reject differently.
 """
 
 from __future__ import annotations
@@ -123,6 +127,44 @@ def measure(name: str, loaded, paths: list[str], rounds: int, n_timed: int = 0, 
     return {**r, "_emb": (f32, b16)}
 
 
+def screen_ranking(data: Path, out: Path) -> dict:
+    """``curate screen`` defaults on PublicTest with ``amp`` off and on (see module doc)."""
+    import hashlib
+
+    from quality_real_noise import TO_FERPLUS
+
+    from curate.build import build_tuples
+    from curate.screen import screen
+
+    files = sorted((data / "fer2013" / "val").glob("*/*.jpg"))
+    df = pd.DataFrame({"path": [str(p.resolve()) for p in files], "rel": [f"val/{p.parent.name}/{p.name}" for p in files],
+                       "label": [p.parent.name for p in files]})
+    sha = [hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in df["path"]]
+    df["half"] = np.where([int(s[:8], 16) % 2 == 0 for s in sha], "dev", "holdout")
+    votes = pd.read_csv(data / "ferplus" / "ferplus_votes_train_val.csv")
+    df = df.merge(votes[["path", "plurality_label_8cls"]].rename(columns={"path": "rel"}).drop_duplicates("rel"),
+                  on="rel", how="left")
+    ok = df["plurality_label_8cls"].notna().to_numpy()
+    bad = (df["label"].map(lambda s: TO_FERPLUS.get(s, s)) != df["plurality_label_8cls"]).to_numpy() & ok
+    build_tuples(data / "fer2013" / "val", out / "build", seed=0, force=True)
+    res: dict = {}
+    rejected = {}
+    for amp in (False, True):
+        t = time.perf_counter()
+        screen(out / "build", out / f"screen_amp_{amp}", seed=0, force=True, amp=amp)
+        seconds = time.perf_counter() - t
+        suspect = pd.read_parquet(out / f"screen_amp_{amp}" / "images_suspect.parquet")
+        order = pd.Series(-np.arange(len(suspect), dtype=np.float64), index=suspect["path"].to_numpy())
+        score = order.reindex(df["path"]).fillna(-float(len(suspect))).to_numpy()
+        rejected[amp] = set(suspect.loc[suspect["label_reject"], "path"]) if "label_reject" in suspect else set()
+        res[f"amp_{amp}"] = {h: round(auroc(score[(df["half"] == h).to_numpy() & ok], bad[(df["half"] == h).to_numpy() & ok]), 4)
+                             for h in ("dev", "holdout")} | {"screen_s": round(seconds, 1),
+                                                              "label_rejected": len(rejected[amp])}
+    res["label_rejected_differently"] = len(rejected[False] ^ rejected[True])
+    print(f"== curate screen defaults on PublicTest, AUROC dev / holdout: {json.dumps(res)}", flush=True)
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--weights", default=None, help="a bundled model or run (default: the default network)")
@@ -131,6 +173,9 @@ def main() -> None:
     ap.add_argument("--e2e-rounds", type=int, default=2, help="end-to-end passes of each precision")
     ap.add_argument("--n-fer", type=int, default=0, help="time on the first N PublicTest images (0: all)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--screen", type=Path, metavar="DIR",
+                    help="also screen PublicTest with and without --amp into DIR (the ranking part)")
+    ap.add_argument("--only-screen", action="store_true", help="skip the speed and embedding parts")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -141,6 +186,12 @@ def main() -> None:
     print(f"torch {torch.__version__}, {args.threads} threads, CPU native bfloat16: {cpu_bf16_supported()}")
     loaded = load_backbone(None, args.weights, device="cpu")
     results: dict = {"weights": loaded.weights_source}
+    if args.screen:
+        results["screen_publictest"] = screen_ranking(args.data, args.screen)
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=1) + "\n")
+        if args.only_screen:
+            return
 
     table = load_table(args.data / "fer2013", args.data / "ferplus" / "ferplus_votes_train_val.csv")
     val = table[table["split"] == "val"].drop_duplicates("path").reset_index(drop=True)
