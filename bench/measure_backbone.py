@@ -17,7 +17,11 @@ new one on the same machine and code):
 2. ``colour_probe``: embeddings (``curate.embed``, the network's own preprocessing, whole
    256x256 photo) of ``taiwanese-posed``; a standardised multinomial logistic regression
    (scikit-learn, C = 1) on the posed label, leave-one-performer-out (14 folds); accuracy
-   and macro F1 of the out-of-fold predictions.
+   and macro F1 of the out-of-fold predictions; the same within the DEV performers and
+   within the HOLDOUT performers (``bench/holdout.py``: P01, P02, P05, P08, P10, P12, P14),
+   7 folds each. ``colour_probe_framed``: the same on the embeddings ``curate screen``
+   makes by default (``--framing auto``: on these portraits the face cut out from its
+   landmarks, :mod:`curate.representations.framing`).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ferplus import SHARED, load_table  # noqa: E402
-from holdout import is_holdout  # noqa: E402
+from holdout import holdout_subjects, is_holdout  # noqa: E402
 
 
 def ferplus_eval(run: str, table: pd.DataFrame, train_hashes: set[str], tmp: Path) -> dict:
@@ -67,29 +71,54 @@ def ferplus_eval(run: str, table: pd.DataFrame, train_hashes: set[str], tmp: Pat
             "duplicates_in_val_evaluated_once": int(res.skipped.get("duplicate", 0))}
 
 
-def colour_probe(run: str, root: Path) -> dict:
+def lopo(emb: np.ndarray, y: np.ndarray, groups: np.ndarray) -> dict:
+    """Leave-one-performer-out probe: accuracy and macro F1 of the out-of-fold predictions."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import accuracy_score, f1_score
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
 
+    pred = np.empty(len(y), dtype=object)
+    with threadpool_limits(1, user_api="blas"):  # small problems: BLAS threads only cost
+        for s in np.unique(groups):
+            test = groups == s
+            clf = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))
+            clf.fit(emb[~test], y[~test])
+            pred[test] = clf.predict(emb[test])
+    return {"images": int(len(y)), "performers": int(len(np.unique(groups))),
+            "accuracy": round(float(accuracy_score(y, pred)), 4),
+            "macro_f1": round(float(f1_score(y, pred, average="macro")), 4)}
+
+
+def colour_probe(run: str, root: Path, framing: str = "full") -> dict:
+    """The probe on all 14 performers, and within the DEV and the HOLDOUT performers
+    (``bench/holdout.py``) separately; ``framing`` as curate's ``--framing`` (``full``: the
+    whole picture; ``auto``: what ``curate screen`` embeds by default, the face cut out from
+    its landmarks when faces are small, :mod:`curate.representations.framing`)."""
     from curate.backbone import load_backbone
-    from curate.embed import embed_images
+    from curate.embed import embed_images_result
 
     m = pd.read_csv(root / "manifest.csv")
     paths = [str(root / p) for p in m["path"]]
     loaded = load_backbone(None, run, device="cpu")
-    emb = embed_images(paths, [None] * len(paths), loaded, cache_dir="none", workers=0)
+    boxes, record = None, {"setting": framing, "used": "full"}
+    if framing != "full":
+        from PIL import Image
+
+        from curate.faces.analyze import analyze_faces
+        from curate.representations.framing import decide
+
+        sizes = [Image.open(p).size for p in paths]
+        images = pd.DataFrame({"width": [w for w, _ in sizes], "height": [h for _, h in sizes]})
+        boxes, record = decide(framing, analyze_faces(paths, blendshapes=True), images)
+    emb = embed_images_result(paths, [None] * len(paths), loaded, cache_dir="none", workers=0,
+                              boxes=boxes).embeddings
     y, groups = m["label"].to_numpy(), m["subject"].to_numpy()
-    pred = np.empty(len(y), dtype=object)
-    for s in np.unique(groups):
-        test = groups == s
-        clf = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))
-        clf.fit(emb[~test], y[~test])
-        pred[test] = clf.predict(emb[test])
-    return {"images": int(len(y)), "performers": int(len(np.unique(groups))),
-            "accuracy": round(float(accuracy_score(y, pred)), 4),
-            "macro_f1": round(float(f1_score(y, pred, average="macro")), 4)}
+    hold = np.isin(groups, sorted(holdout_subjects(groups)))
+    return {**lopo(emb, y, groups), "framing": record,
+            "dev": lopo(emb[~hold], y[~hold], groups[~hold]),
+            "holdout": lopo(emb[hold], y[hold], groups[hold])}
 
 
 def main() -> None:
@@ -114,6 +143,7 @@ def main() -> None:
                 r["ferplus_publictest"] = ferplus_eval(run, table, train_hashes, Path(d))
             if not args.skip_probe:
                 r["colour_probe"] = colour_probe(run, args.data / "taiwanese-posed")
+                r["colour_probe_framed"] = colour_probe(run, args.data / "taiwanese-posed", "auto")
             out[run] = r
             print(run, json.dumps(r, indent=1), flush=True)
     if args.json:

@@ -61,6 +61,8 @@ class LoadedBackbone:
     # a curate run's classification head: its classes and the run folder (None otherwise)
     head_classes: tuple[str, ...] | None = None
     run_dir: Path | None = None
+    # bfloat16 autocast for the forward on the CPU (curate.embed.embed_batch; its own cache key)
+    cpu_bf16: bool = False
 
 
 def load_backbone(name: str | None, weights: str | None = None, *, device: str = "cpu",

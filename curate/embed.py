@@ -63,10 +63,11 @@ def build_transform(data_config: dict[str, Any]) -> Callable[[Image.Image], torc
     return timm.data.create_transform(**cfg, is_training=False)
 
 
-def embed_batch(model: torch.nn.Module, batch: torch.Tensor) -> np.ndarray:
+def embed_batch(model: torch.nn.Module, batch: torch.Tensor, *, bf16: bool = False) -> np.ndarray:
     """Embed one batch of prepared tensors; returns a float32 array (batch x dim).
 
-    Runs under ``torch.inference_mode`` with channels-last memory; on CUDA with autocast.
+    Runs under ``torch.inference_mode`` with channels-last memory; on CUDA with autocast;
+    on the CPU with bfloat16 autocast when ``bf16`` (:attr:`LoadedBackbone.cpu_bf16`).
     """
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
@@ -78,7 +79,8 @@ def embed_batch(model: torch.nn.Module, batch: torch.Tensor) -> np.ndarray:
             with torch.autocast("cuda"):
                 out = model(x)
         else:
-            out = model(x)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                out = model(x)
         if isinstance(out, (tuple, list)):
             out = out[0]
         out = out.reshape(out.shape[0], -1)
@@ -185,7 +187,7 @@ def embed_images_result(paths: Sequence[str], sha256s: Sequence[str | None], loa
         writer = (cache.ShardWriter(folder, SHARD_SUFFIX, _write_shard, max_items=shard_size,
                                     max_seconds=shard_seconds) if folder is not None else None)
         try:
-            computed = (((k, embed_batch(loaded.model, b)) for k, b in
+            computed = (((k, embed_batch(loaded.model, b, bf16=loaded.cpu_bf16)) for k, b in
                          _batches(todo, first_path, loaded, batch_size, workers, box_of)) if engine is None
                         else engine.embed(todo, [first_path[k] for k in todo], loaded, batch_size))
             for batch_keys, out in computed:
@@ -221,18 +223,22 @@ def cache_settings(loaded: LoadedBackbone, *, on_cuda: bool | None = None) -> di
 
     The backbone name, the weights' sha256, the input channels, the preprocessing, the
     model settings outside the weights file (a run's ``scale``, ``embed_dim``, ...), the
-    decoder version and the arithmetic (float32, or float16 autocast on CUDA). ``on_cuda``:
-    whether the forward runs on CUDA (None: where ``loaded.model`` is; an engine's
-    actors say for themselves).
+    decoder version and the arithmetic (float32, float16 autocast on CUDA, or bfloat16
+    autocast on the CPU with :attr:`LoadedBackbone.cpu_bf16`). ``on_cuda``: whether the
+    forward runs on CUDA (None: where ``loaded.model`` is; an engine's actors say for
+    themselves, in float32 on their CPUs).
     """
     prep = {k: loaded.data_config.get(k) for k in DATA_CONFIG_KEYS}
+    local = on_cuda is None
     if on_cuda is None:
         param = next(loaded.model.parameters(), None)
         on_cuda = param is not None and param.device.type == "cuda"
+    bf16 = local and not on_cuda and loaded.cpu_bf16
     return {"v": CACHE_VERSION, "backbone": loaded.name, "weights": loaded.weights_fingerprint,
             "in_chans": loaded.in_chans, "preprocessing": prep,
             "model": dict(sorted(loaded.vector_settings.items())), "decoder": DECODER_VERSION,
-            "precision": "cuda-autocast-float16" if on_cuda else "float32"}
+            "precision": "cuda-autocast-float16" if on_cuda else
+            "cpu-autocast-bfloat16" if bf16 else "float32"}
 
 
 def cache_key(loaded: LoadedBackbone) -> str:

@@ -9,6 +9,7 @@ deep inside numpy or torch.
 - :func:`cap_workers` bounds a worker count by the CPUs and the items to do.
 - :func:`check_memory` refuses a request whose estimated memory is beyond what the
   machine has, before it is allocated.
+- :func:`one_blas_thread` runs a block's BLAS on one thread (small matrix products).
 """
 
 from __future__ import annotations
@@ -100,6 +101,21 @@ def cap_workers(requested: Any, n_items: int, option: str = "--workers") -> tupl
         why = f"{cpu_count()} CPU(s)" if cap == cpu_count() else f"{n_items:,} item(s) to do"
         return cap, f"{option} {n} capped at {cap} ({why})"
     return n, None
+
+
+def one_blas_thread():
+    """A context in which NumPy's and SciPy's BLAS run on one thread (``threadpoolctl``).
+
+    For many small products (a 256-px image area-resampled to 48 px is two products of a
+    few million operations), and small eigen-decompositions, threads cost more in hand-offs
+    than they gain, and on a busy machine many times more: on taiwanese-posed's 256-px
+    portraits, with other jobs on the two cores, a thumbnail took 90 ms with OpenBLAS's
+    threads and 0.4 ms on one (``bench/bench_screen_speed.py``). Only BLAS libraries
+    already loaded are limited; torch's own threads are not touched. The results are the
+    same: the products split their outputs, not their sums, across threads."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(1, user_api="blas")
 
 
 def available_memory() -> int:

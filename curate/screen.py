@@ -87,7 +87,7 @@ def screen(build_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
            device: str = "auto", seed: int = 0, redraw: bool = True, calibrate: bool = False,
            force: bool = False, cache_dir: str | os.PathLike[str] | None = None,
            progress: StageProgress | None = None, engine: Engine | None = None,
-           representation: str = "auto", framing: str = "auto",
+           representation: str = "auto", framing: str = "auto", amp: bool = False,
            **options: Any) -> ScreenResult:
     """Screen every tuple of ``build_dir`` (a ``curate build-tuples`` folder) into ``out_dir``.
 
@@ -112,7 +112,9 @@ def screen(build_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
     the ``embed`` and ``faces`` stages. ``engine`` runs those per-image stages elsewhere,
     writing the same caches (:class:`curate.distributed.RayEngine`; None: this machine);
     it is no setting of the run (the results are the same), so a re-run with or without
-    it needs no ``force``.
+    it needs no ``force``. ``amp`` runs the backbone under bfloat16 autocast on a CPU that
+    computes bfloat16 natively (:func:`curate.backbone.autocast_precision`; elsewhere it
+    stays float32 and says so); its embeddings are cached apart from the float32 ones.
 
     Images an image screen rejects leave the pool: with ``redraw`` every tuple that holds
     one as its positive or negative is redrawn for the same anchor from the remaining
@@ -156,7 +158,7 @@ def screen(build_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
     claimed = {"build_dir": str(build.resolve()), "backbone": backbone, "weights": sources.path_setting(weights),
                "embeddings": None if embeddings is None else str(Path(embeddings).expanduser().resolve()),
                "redraw": redraw, "calibrate": calibrate, "representation": representation,
-               "framing": framing, **settings}
+               "framing": framing, "amp": bool(amp), **settings}
     with claim_folder(out_dir, "screen", settings=claimed, inputs=[build, embeddings], force=force,
                       owned=output_files()) as claim:
         return _screen_into(claim, build, images, tuples, build_run, active, settings, backbone=backbone,
@@ -164,7 +166,7 @@ def screen(build_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
                             batch_size=batch_size, workers=workers, device=device, seed=seed, redraw=redraw,
                             calibrate=calibrate, cache_root=cache_root, progress=progress,
                             started=started, engine=engine, representation=representation,
-                            framing=framing)
+                            framing=framing, amp=bool(amp))
 
 
 def output_files() -> list[str]:
@@ -183,7 +185,7 @@ def _screen_into(claim: Claim, build: Path, images: pd.DataFrame, tuples: pd.Dat
                  center: bool, scale: float, batch_size: int, workers: int | None, device: str, seed: int,
                  redraw: bool, calibrate: bool, cache_root: Path | None, progress: StageProgress | None,
                  started: float, engine: Engine | None = None, representation: str = "auto",
-                 framing: str = "auto") -> ScreenResult:
+                 framing: str = "auto", amp: bool = False) -> ScreenResult:
     out = claim.path
     kind = "quadruplet" if "negative2" in tuples.columns else "triplet"
     roles = [r for r in ROLES if r in tuples.columns]
@@ -199,7 +201,7 @@ def _screen_into(claim: Claim, build: Path, images: pd.DataFrame, tuples: pd.Dat
         got = _embeddings_from_file(Path(embeddings), used)
     elif any(s.needs_embeddings for s in active):
         got, chosen, rep_faces, rep_head = _represent(used, cache_root, representation, framing, backbone, weights, device, seed,
-                                 batch_size, workers, progress, engine, settings)
+                                 batch_size, workers, progress, engine, settings, amp)
     if got is not None:
         emb = normalize(got.emb, center=center, scale=scale)
 
@@ -277,7 +279,7 @@ def _screen_into(claim: Claim, build: Path, images: pd.DataFrame, tuples: pd.Dat
         "representation": (chosen.record() if chosen is not None else
                            {"setting": representation, "used": "embeddings-file" if embeddings is not None
                             else None}),
-        "framing": framing,
+        "framing": framing, "amp": amp,
         "label_evidence": (ctx.results["label"].artifacts.get("evidence") if "label" in ctx.results else None),
         **settings, "kind": kind, "screens": [s.name for s in active],
     }
@@ -524,7 +526,7 @@ def _read_build(build: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]
 def _represent(used: pd.DataFrame, cache_root: Path | None, representation: str, framing: str,
                backbone: str | None, weights: str | None, device: str, seed: int, batch_size: int,
                workers: int | None, progress: StageProgress | None, engine: Engine | None,
-               settings: dict[str, Any]) -> tuple[_Embedded, Any, pd.DataFrame | None, Any]:
+               settings: dict[str, Any], amp: bool = False) -> tuple[_Embedded, Any, pd.DataFrame | None, Any]:
     """The chosen representation's vectors, the choice, the face analysis it made (or None)
     and the network's classification head on the backbone's vectors (or None)."""
     from curate.representations.base import RepresentationContext
@@ -533,7 +535,7 @@ def _represent(used: pd.DataFrame, cache_root: Path | None, representation: str,
     ctx = RepresentationContext(
         images=used, cache_dir=cache_root, progress=progress, engine=engine,
         settings={"backbone": backbone, "weights": weights, "device": device, "seed": seed,
-                  "batch_size": batch_size, "workers": workers, "framing": framing,
+                  "batch_size": batch_size, "workers": workers, "framing": framing, "amp": amp,
                   "face_model": settings.get("face_model")})
     chosen = represent(ctx, representation, seed=seed)
     back = ctx.shared.get("backbone")

@@ -241,6 +241,28 @@ def test_cache_is_keyed_by_weights_and_preprocessing(tmp_path, tiny):
     assert len([d for d in (tmp_path / "c" / "embeddings").iterdir() if d.is_dir()]) == 2
 
 
+def test_cpu_bfloat16_embeddings_have_their_own_cache_key_and_stay_close(tmp_path, tiny):
+    """bfloat16 autocast on the CPU (``LoadedBackbone.cpu_bf16``) changes the arithmetic, so
+    its embeddings are cached apart from the float32 ones (never read back for a float32
+    run), and it changes them little."""
+    from curate.embed import cache_key
+
+    paths = [_png(tmp_path / f"{i}.png", i) for i in range(4)]
+    lb = _counting(tiny)
+    f32 = embed_images_result(paths, [None] * 4, lb, cache_dir=tmp_path / "c", batch_size=4, workers=0)
+    half = LoadedBackbone(lb.model, lb.data_config, lb.name, lb.weights_source, lb.weights_fingerprint,
+                          True, lb.embed_dim, 3, cpu_bf16=True)
+    b16 = embed_images_result(paths, [None] * 4, half, cache_dir=tmp_path / "c", batch_size=4, workers=0)
+    assert b16.n_computed == 4 and lb.model.images == 8  # not read from the float32 entries
+    assert cache_key(half) != cache_key(lb) and b16.cache_key != f32.cache_key
+    assert not np.array_equal(b16.embeddings, f32.embeddings)  # the autocast really ran
+    cos = (f32.embeddings * b16.embeddings).sum(1) / (
+        np.linalg.norm(f32.embeddings, axis=1) * np.linalg.norm(b16.embeddings, axis=1))
+    assert cos.min() > 0.99
+    again = embed_images_result(paths, [None] * 4, lb, cache_dir=tmp_path / "c", batch_size=4, workers=0)
+    assert again.n_cached == 4 and np.array_equal(again.embeddings, f32.embeddings)
+
+
 def test_worker_processes_give_the_same_embeddings(tmp_path, tiny):
     paths = [_png(tmp_path / f"{i}.png", i) for i in range(6)]
     lb = _counting(tiny)

@@ -340,3 +340,37 @@ def test_cell_order_is_the_stable_order_whatever_the_id_width():
     assert np.array_equal(_by_cell(cells + 70_000, 70_300), want)  # wide ids
     x = np.sort(np.random.default_rng(6).integers(0, 50, 200))
     assert np.array_equal(_unique_sorted(x), np.unique(x)) and len(_unique_sorted(x[:0])) == 0
+
+
+def test_hygiene_decodes_with_blas_on_one_thread_and_the_same_pixels(tmp_path, monkeypatch):
+    """The hygiene decode runs its small matrix products with BLAS on one thread
+    (``curate.limits.one_blas_thread``: threads made a 256-px thumbnail 200 times slower on
+    a busy machine) and gives exactly what the products give with BLAS's threads."""
+    from threadpoolctl import threadpool_info
+
+    from curate.hygiene import thumbnails as th
+    from curate.limits import one_blas_thread
+
+    rng = np.random.default_rng(0)
+    paths, shas = [], []
+    for i in range(3):
+        p = tmp_path / f"{i}.png"
+        Image.fromarray(rng.integers(0, 256, (256, 200, 3), dtype=np.uint8), "RGB").save(p)
+        paths.append(str(p))
+        shas.append(f"{i:064x}")
+    seen = []
+    inner = th.decode_one
+
+    def spy(path, stats=True):
+        seen.append(max((lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"), default=1))
+        return inner(path, stats)
+
+    monkeypatch.setattr(th, "decode_one", spy)
+    got = th.decoded_images(paths, shas, memo={}, workers=1)
+    assert seen == [1, 1, 1]
+    for p, thumb, (_, row) in zip(paths, got.thumbs, got.stats.iterrows(), strict=True):
+        grey = np.asarray(Image.open(p).convert("L"), dtype=np.float32)
+        assert np.array_equal(thumb, thumbnail(grey, th.THUMB_SIDE))  # threaded BLAS here
+        assert row.to_dict() == q.image_stats(grey)
+    with one_blas_thread():
+        assert all(lib["num_threads"] == 1 for lib in threadpool_info() if lib["user_api"] == "blas")

@@ -193,6 +193,35 @@ def test_backbone_path_embeds_once_and_reuses_the_cache(tmp_path):
     assert third.n_embedded == 0 and third.n_cached == 12
 
 
+def test_amp_embeds_in_bfloat16_on_a_cpu_that_has_it_cached_apart_and_recorded(tmp_path, monkeypatch):
+    import torch
+
+    from curate.backbone import CPU_BF16_ENV
+
+    torch.set_num_threads(1)
+    build, _, _ = make_build(tmp_path, per_class=3, per_anchor=2)
+    kw = dict(backbone="test_resnet", weights="none", skip_face_screens=True, workers=0, batch_size=8,
+              representation="backbone", framing="full", cache_dir=tmp_path / "cache")
+    monkeypatch.setenv(CPU_BF16_ENV, "1")
+    f32 = screen(build, tmp_path / "f32", **kw)
+    b16 = screen(build, tmp_path / "b16", amp=True, **kw)
+    assert b16.n_embedded == 12 and b16.n_cached == 0  # not the float32 entries
+    run = json.loads((tmp_path / "b16" / "run.json").read_text())
+    assert run["params"]["amp"] is True
+    assert "bfloat16" in run["params"]["representation"]["details"]["precision"]
+    assert json.loads((tmp_path / "f32" / "run.json").read_text())["params"]["representation"]["details"][
+        "precision"] == "float32"
+    a = np.stack(pd.read_parquet(tmp_path / "f32" / "embeddings.parquet")["embedding"].to_numpy())
+    b = np.stack(pd.read_parquet(tmp_path / "b16" / "embeddings.parquet")["embedding"].to_numpy())
+    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    assert not np.array_equal(a, b) and cos.min() > 0.99
+    assert f32.n_kept > 0 and b16.n_kept > 0
+    monkeypatch.setenv(CPU_BF16_ENV, "0")  # a CPU without native bfloat16: float32, said so
+    plain = screen(build, tmp_path / "plain", amp=True, **kw)
+    assert plain.n_embedded == 0 and plain.n_cached == 12  # the float32 entries
+    assert any("lacks native bfloat16" in n for n in plain.notes)
+
+
 def test_out_must_differ_from_build_and_build_must_exist(tmp_path):
     build, images, emb = make_build(tmp_path, per_class=3, per_anchor=1)
     f = write_embeddings(tmp_path / "e.parquet", images, emb)

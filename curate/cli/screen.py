@@ -58,6 +58,7 @@ def screen_cmd(
     embeddings: Annotated[Path | None, typer.Option(help="Parquet with image_id or path, and embedding (list of floats); no backbone is loaded.")] = None,
     representation: Annotated[str, typer.Option(metavar="|".join(representation_choices()), help="The space the label verdicts are made in: backbone (the embedding), blendshapes (the face's 52 blendshape scores), combined, or auto: measure each on the dataset's labels by a cross-validated probe and use the best (docs/representations.md).")] = _SCREEN["representation"],
     framing: Annotated[str, typer.Option(metavar="auto|face|full", help="What the backbone sees: face cut out from its landmarks, the full picture, or auto: the face when faces fill under 80% of the picture.")] = _SCREEN["framing"],
+    amp: Annotated[bool, typer.Option(help="Embed under bfloat16 autocast on a CPU that computes bfloat16 natively (AVX-512 BF16, AMX, Arm BF16); elsewhere float32, with a note. Cached apart from float32 embeddings.")] = _SCREEN["amp"],
     center: Annotated[bool, typer.Option("--center/--no-center", help="Subtract the dataset mean before normalising.")] = _SCREEN["center"],
     scale: Annotated[float, typer.Option(help="Modulus s the embeddings are normalised to.")] = _SCREEN["scale"],
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = _SCREEN["batch_size"],
@@ -83,7 +84,7 @@ def screen_cmd(
     with stage_bars(stages) as bars:
         result = screen(
             build_dir, out, backbone=backbone, weights=weights, embeddings=embeddings,
-            representation=representation, framing=framing, center=center,
+            representation=representation, framing=framing, center=center, amp=amp,
             scale=scale, batch_size=batch_size, workers=workers, device=device, seed=seed,
             cache_dir=cache_dir, redraw=redraw, calibrate=calibrate, force=force,
             engine=ray_engine(ray, ray_actors, device), progress=bars.update, **given,

@@ -49,6 +49,7 @@ from curate.hygiene.windows import (
     resample,
     standardize,
 )
+from curate.limits import one_blas_thread
 
 THUMB = 48
 DESCRIPTOR_SIZE = 8
@@ -111,8 +112,8 @@ def fit_projection(full: np.ndarray, *, dims: int = PROJECTION_DIMS, power: floa
     pick = full[rng.choice(len(full), min(sample, len(full)), replace=False)]
     pick = np.concatenate([pick, mirror_grid(pick, DESCRIPTOR_SIZE)])
     mean = pick.mean(0)
-    cov = np.cov((pick - mean).T)
-    evals, evecs = np.linalg.eigh(cov)
+    with one_blas_thread():  # a 64 x 64 covariance: threads only cost (curate.limits)
+        evals, evecs = np.linalg.eigh(np.cov((pick - mean).T))
     order = np.argsort(evals)[::-1][:dims]
     basis = evecs[:, order] / np.maximum(evals[order], 1e-9) ** (power / 2)
     return Projection(mean.astype(np.float32), basis.astype(np.float32))

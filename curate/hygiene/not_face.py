@@ -29,6 +29,7 @@ import numpy as np
 
 from curate.errors import CurateError
 from curate.hygiene.windows import FULL, resample, standardize
+from curate.limits import one_blas_thread
 
 NOT_A_FACE = "not_a_face"
 SIZE = 16
@@ -75,7 +76,8 @@ def fit_face_space(x: np.ndarray, *, dims: int = DIMS, sample: int = 20_000,
     rng = np.random.default_rng(seed)
     pick = live[rng.choice(len(live), min(sample, len(live)), replace=False)].astype(np.float64)
     mean = pick.mean(0)
-    evals, evecs = np.linalg.eigh(np.cov((pick - mean).T))
+    with one_blas_thread():  # a 256 x 256 covariance: threads only cost (curate.limits)
+        evals, evecs = np.linalg.eigh(np.cov((pick - mean).T))
     order = np.argsort(evals)[::-1]
     evals, evecs = np.maximum(evals[order], 1e-12), evecs[:, order]
     return FaceSpace(mean.astype(np.float32), evecs[:, :dims].astype(np.float32),

@@ -22,6 +22,7 @@ import pandas as pd
 from curate.hygiene.quality import COLUMNS, image_stats
 from curate.hygiene.windows import thumbnail
 from curate.images import load_image
+from curate.limits import one_blas_thread
 
 THUMB_SIDE = 48
 MEMO_KEY = "hygiene.decoded"  # the entry of ScreenContext.shared that holds the memo
@@ -65,9 +66,12 @@ def decoded_images(paths: Sequence[str | os.PathLike[str]], sha256: Sequence[str
         if h not in table and h not in todo:
             todo[h] = str(p)
     keys = list(todo)
-    n_threads = max(1, min(workers or min(4, os.cpu_count() or 1), len(keys) // _CHUNK + 1))
+    # a thread per 64 images at least (a 256-px photo takes ~2 ms: 313 of them were one thread's)
+    n_threads = max(1, min(workers or min(4, os.cpu_count() or 1), -(-len(keys) // 64)))
     done = 0
-    with ThreadPoolExecutor(n_threads) as pool:
+    # the thumbnail and the edge statistic are small matrix products: BLAS's own threads on
+    # top of these would only cost (curate.limits.one_blas_thread)
+    with one_blas_thread(), ThreadPoolExecutor(n_threads) as pool:
         for start in range(0, len(keys), _CHUNK * n_threads):
             batch = keys[start:start + _CHUNK * n_threads]
             got_all = pool.map(decode_one, [todo[h] for h in batch], [stats] * len(batch))

@@ -22,6 +22,7 @@ class Backbone(Representation):
         if "backbone" in ctx.shared:
             return ctx.shared["backbone"]
         import numpy as np
+        import torch
 
         from curate.backbone import load_backbone
         from curate.embed import embed_images_result
@@ -37,6 +38,18 @@ class Backbone(Representation):
         loaded = load_backbone(s.get("backbone"), s.get("weights"),
                                device="cpu" if engine is not None else s.get("device", "auto"),
                                seed=s.get("seed", 0))
+        param = next(loaded.model.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+        precision, amp_note = "float32", None
+        if device.type == "cuda":
+            precision = "float16 autocast (CUDA)"
+        elif s.get("amp") and engine is not None:
+            precision = amp_note = "float32: --amp is not used on an engine's workers"
+        elif s.get("amp"):
+            from curate.backbone import autocast_precision
+
+            loaded.cpu_bf16, precision = autocast_precision(device, True)
+            amp_note = None if loaded.cpu_bf16 else precision
         progress = ctx.progress
         res = embed_images_result(ctx.images["path"].tolist(), ctx.images["sha256"].tolist(), loaded,
                                   cache_dir=ctx.cache_dir if ctx.cache_dir is not None else OFF,
@@ -47,12 +60,14 @@ class Backbone(Representation):
         missing = np.zeros(n, dtype=bool)
         feats = Features(self.name, res.embeddings, missing, [None] * n,
                          details={"backbone": loaded.name, "dim": int(res.embeddings.shape[1]),
-                                  "framing": framing},
+                                  "framing": framing, "precision": precision},
                          weights_source=loaded.weights_source, weights_fingerprint=loaded.weights_fingerprint,
                          random_weights=loaded.random_weights, n_computed=res.n_computed, n_cached=res.n_cached)
         if framing.get("used") == "face":
             feats.notes.append(f"backbone: faces cover {framing['median_face_share']:.0%} of the picture's side "
                                f"(median); the backbone saw them cut out from their landmarks (--framing)")
+        if amp_note:
+            feats.notes.append(f"backbone: {amp_note}")
         ctx.shared["backbone"] = feats
         ctx.shared["head"] = _head_output(loaded, res.embeddings)
         return feats

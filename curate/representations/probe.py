@@ -174,14 +174,10 @@ def fit_temperature(probs: np.ndarray, codes: np.ndarray) -> float:
 
 def _one_blas_thread():
     """BLAS on one thread inside the block (the probe's small products lose more to
-    thread hand-offs than they gain; on a busy machine many times more), where
-    ``threadpoolctl`` is installed; else nothing."""
-    import contextlib
-
+    thread hand-offs than they gain; on a busy machine many times more):
+    :func:`curate.limits.one_blas_thread`, once SciPy's own BLAS is loaded."""
     import scipy.optimize  # noqa: F401  (loads SciPy's own BLAS before the limit is set)
 
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
-        return contextlib.nullcontext()
-    return threadpool_limits(1)
+    from curate.limits import one_blas_thread
+
+    return one_blas_thread()
