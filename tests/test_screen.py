@@ -200,7 +200,7 @@ def test_amp_embeds_in_bfloat16_on_a_cpu_that_has_it_cached_apart_and_recorded(t
 
     torch.set_num_threads(1)
     build, _, _ = make_build(tmp_path, per_class=3, per_anchor=2)
-    kw = dict(backbone="test_resnet", weights="none", skip_face_screens=True, workers=0, batch_size=8,
+    kw = dict(backbone="test_resnet", weights="none", skip_faces_screen=True, workers=0, batch_size=8,
               representation="backbone", framing="full", cache_dir=tmp_path / "cache")
     monkeypatch.setenv(CPU_BF16_ENV, "1")
     f32 = screen(build, tmp_path / "f32", **kw)
