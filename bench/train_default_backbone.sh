@@ -28,4 +28,4 @@ $CURATE finetune "$OUT/tuples" --out "$RUN" \
   --screen-every-step --alpha-pos 0.05 --alpha-neg 0.05 --null effective --screen-warmup-steps 500 \
   --seed "$SEED" --device "$DEVICE" --val-split val
 # 3. measure on the val split
-$CURATE evaluate "$RUN" "$DATA/val" --json "$OUT/evaluate_val.json" --device "$DEVICE"
+$CURATE evaluate "$RUN" "$DATA/val" --out-file "$OUT/evaluate_val.json" --device "$DEVICE"

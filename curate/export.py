@@ -169,6 +169,88 @@ def export(screen_dir: str | os.PathLike[str], out: str | os.PathLike[str], *,
     folder that holds anything but a curate export is never touched).
     """
     started = time.time()
+    _check_options(format, drop_leaked, relabel_confidence, relabel_rest, max_suspicion)
+    src = Path(screen_dir).expanduser()
+    require_complete(src, what="screen folder")
+    table = read_parquet(src / "images_suspect.parquet", what="suspect-images table")
+    verdicts = screen_verdicts(table, max_suspicion=max_suspicion, relabel=relabel,
+                               relabel_confidence=relabel_confidence, relabel_rest=relabel_rest,
+                               where=src / "images_suspect.parquet")
+    keep = verdicts.kept()
+    review = read_decisions(decisions, table) if decisions is not None else None
+    decided = _decision_column(table, review)
+    if review is not None:
+        keep = (keep | np.isin(decided, ("keep", "relabel"))) & (decided != "drop")
+    leaked = leaked_images(table, keep)
+    dropped = _drop_leaked(table, leaked, drop_leaked, src)
+    keep &= ~dropped
+    leaked = leaked_images(table, keep)  # what still leaks in the export
+    table, relabelled = _relabel(table, verdicts.relabelled, relabel, review, decided)
+    cols = MANIFEST_COLUMNS + (["original_label"] if relabel or review is not None else []) \
+        + (["decision"] if review is not None else [])
+    if format == "hf":  # every screened image, with its verdict in the screening columns
+        manifest = hf_columns(table, [c for c in cols if c in table.columns], keep, verdicts.suspect,
+                              verdicts.rejected_by, dropped)
+    else:
+        manifest = table.loc[keep, [c for c in cols if c in table.columns]]
+    unscreened = _unscreened_images(src, table)
+    if include_unscreened and unscreened is not None and len(unscreened):
+        manifest = _with_unscreened(manifest, unscreened, format)
+    n_unscreened = None if unscreened is None else len(unscreened)
+    n_exported = len(manifest)
+    manifest = manifest.sort_values("image_id", kind="mergesort").reset_index(drop=True)
+
+    _refuse_unlisted_export(Path(out).expanduser())
+    settings = {"screen_dir": str(src.resolve()), "max_suspicion": max_suspicion, "relabel": relabel,
+                "relabel_confidence": relabel_confidence if relabel else None,
+                "relabel_rest": relabel_rest if relabel else None,
+                "format": format, "copy": copy, "include_unscreened": include_unscreened,
+                "drop_leaked": drop_leaked, "decisions": None if review is None else review.source,
+                "decisions_sha256": None if review is None else review.sha256}
+    with claim_folder(out, "export", settings=settings, inputs=[src, screen_build_dir(src)], force=force,
+                      owned=MANIFESTS) as claim:
+        target = claim.path
+        manifest, folders, files = _write_export(manifest, target, format, copy, claim)
+        counts = _counts(len(table), n_exported, keep, verdicts, relabelled, n_unscreened, leaked, dropped,
+                         review, decided)
+        inputs = {"screen_dir": str(src.resolve())}
+        if review is not None:
+            inputs |= {"decisions": str(Path(review.source).resolve()), "decisions_sha256": review.sha256}
+        claim.finish(run_record("export", {**settings, "force": force}, inputs=inputs,
+                                counts=counts, started=started), files=files, folders=folders)
+    per_label = {str(k): int(v) for k, v in manifest["label"].value_counts().sort_index().items()}
+    return ExportResult(out_dir=target, target=target, n_exported=n_exported,
+                        n_excluded=counts["excluded"], n_suspect=counts["suspect"],
+                        n_face_rejected=counts["face_rejected"],
+                        n_image_rejected=counts["image_rejected_by_screen"],
+                        n_relabelled=counts["relabelled"], n_unscreened=n_unscreened, per_label=per_label,
+                        manifest=manifest, n_leaked=counts["leaked"], n_dropped_leaked=counts["dropped_leaked"],
+                        folders=folders, notes=[claim.note] if claim.note else [],
+                        decisions=counts.get("decisions"))
+
+
+def _counts(n_images: int, n_exported: int, keep: np.ndarray, verdicts: Verdicts, relabelled: np.ndarray,
+            n_unscreened: int | None, leaked: np.ndarray | None, dropped: np.ndarray,
+            review: Decisions | None, decided: np.ndarray) -> dict[str, Any]:
+    """``export.json``'s counts (``keep``: the rows exported)."""
+    counts: dict[str, Any] = {
+        "images": n_images, "exported": n_exported, "excluded": int((~keep).sum()),
+        "suspect": int(verdicts.suspect.sum()), "face_rejected": int(verdicts.face_bad.sum()),
+        "image_rejected_by_screen": {k: int(v.sum()) for k, v in verdicts.rejected_by.items()},
+        "relabelled": int((relabelled & keep).sum()),
+        "label_suspects_kept_unrelabelled": int((verdicts.kept_rest & keep).sum()), "unscreened": n_unscreened,
+        "leaked": None if leaked is None else int(leaked.sum()), "dropped_leaked": int(dropped.sum())}
+    if review is not None:
+        screens_kept = verdicts.kept()
+        counts["decisions"] = {**review.counts,
+                               "kept_against_screens": int(((decided == "keep") & ~screens_kept).sum()),
+                               "dropped_against_screens": int(((decided == "drop") & screens_kept).sum())}
+    return counts
+
+
+def _check_options(format: str, drop_leaked: str, relabel_confidence: float, relabel_rest: str,
+                   max_suspicion: float | None) -> None:
+    """Raise :class:`CurateError` naming the first of :func:`export`'s settings out of range."""
     if format not in FORMATS:
         raise CurateError(f"unknown export format {format!r}", hint=f"use --format one of {', '.join(FORMATS)}")
     if drop_leaked not in DROP_LEAKED:
@@ -183,11 +265,40 @@ def export(screen_dir: str | os.PathLike[str], out: str | os.PathLike[str], *,
     if max_suspicion is not None and not 0 < max_suspicion <= 1:
         raise CurateError(f"--max-suspicion must be in (0, 1], got {max_suspicion}",
                           hint="for example --max-suspicion 0.5")
-    src = Path(screen_dir).expanduser()
-    require_complete(src, what="screen folder")
-    table = read_parquet(src / "images_suspect.parquet", what="suspect-images table")
+
+
+@dataclass
+class Verdicts:
+    """Per row of the suspect-images table: what the screens decided, before the curator's
+    decisions and leakage (:func:`screen_verdicts`)."""
+
+    suspect: np.ndarray  # label suspicion at least max_suspicion
+    rejected_by: dict[str, np.ndarray]  # per image screen: rejected (label: less the relabelled and kept ones)
+    relabelled: np.ndarray  # exported under suggested_label (relabel)
+    kept_rest: np.ndarray  # label suspects kept under their own label (relabel_rest="keep")
+
+    @property
+    def image_bad(self) -> np.ndarray:
+        """Rejected by any image screen."""
+        return np.logical_or.reduce([*self.rejected_by.values(), np.zeros(len(self.suspect), dtype=bool)])
+
+    @property
+    def face_bad(self) -> np.ndarray:
+        """Rejected by the face screen."""
+        return self.rejected_by.get("faces", np.zeros(len(self.suspect), dtype=bool))
+
+    def kept(self) -> np.ndarray:
+        """What the screens keep: neither suspect nor rejected by an image screen."""
+        return ~self.suspect & ~self.image_bad
+
+
+def screen_verdicts(table: pd.DataFrame, *, max_suspicion: float | None = None, relabel: bool = False,
+                    relabel_confidence: float = RELABEL_CONFIDENCE, relabel_rest: str = "reject",
+                    where: Path | str = "images_suspect.parquet") -> Verdicts:
+    """The screens' verdicts on ``table`` (a suspect-images table) under :func:`export`'s
+    ``max_suspicion`` and ``relabel`` settings; ``where`` names the table in errors."""
     if (max_suspicion is not None or relabel) and "suspicion" not in table.columns:
-        raise CurateError(f"{src / 'images_suspect.parquet'} has no label suspicion (the label "
+        raise CurateError(f"{where} has no label suspicion (the label "
                           "screen did not run)", hint="re-run curate screen without --skip-label-screen, "
                           "or drop --max-suspicion / --relabel")
     suspect = np.zeros(len(table), dtype=bool)
@@ -198,7 +309,7 @@ def export(screen_dir: str | os.PathLike[str], out: str | os.PathLike[str], *,
     kept_rest = np.zeros(len(table), dtype=bool)
     if relabel and "label" in rejected_by:
         if "suggested_confidence" not in table.columns and relabel_confidence > 0:
-            raise CurateError(f"{src / 'images_suspect.parquet'} has no suggested_confidence (screened by "
+            raise CurateError(f"{where} has no suggested_confidence (screened by "
                               "an older curate)", hint="re-run curate screen, or pass --relabel-confidence 0 "
                               "to relabel every label suspect")
         others = [v for k, v in rejected_by.items() if k != "label"]
@@ -209,17 +320,14 @@ def export(screen_dir: str | os.PathLike[str], out: str | os.PathLike[str], *,
         if relabel_rest == "keep":
             kept_rest = label_only & ~relabelled
         rejected_by = {**rejected_by, "label": rejected_by["label"] & ~relabelled & ~kept_rest}
-    image_bad = np.logical_or.reduce([*rejected_by.values(), np.zeros(len(table), dtype=bool)])
-    face_bad = rejected_by.get("faces", np.zeros(len(table), dtype=bool))
-    keep = ~suspect & ~image_bad
-    review = read_decisions(decisions, table) if decisions is not None else None
-    decided = _decision_column(table, review)
-    if review is not None:
-        keep = (keep | np.isin(decided, ("keep", "relabel"))) & (decided != "drop")
-    leaked = leaked_images(table, keep)
-    dropped = _drop_leaked(table, leaked, drop_leaked, src)
-    keep &= ~dropped
-    leaked = leaked_images(table, keep)  # what still leaks in the export
+    return Verdicts(suspect=suspect, rejected_by=rejected_by, relabelled=relabelled, kept_rest=kept_rest)
+
+
+def _relabel(table: pd.DataFrame, relabelled: np.ndarray, relabel: bool, review: Decisions | None,
+             decided: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
+    """A copy of ``table`` with the exported labels (``relabelled`` rows under their
+    ``suggested_label`` unless the curator decided, the curator's relabels), the
+    ``original_label`` and ``decision`` columns where they apply, and the rows relabelled."""
     table = table.copy()
     if relabel or review is not None:
         table["original_label"] = table["label"]
@@ -232,77 +340,41 @@ def export(screen_dir: str | os.PathLike[str], out: str | os.PathLike[str], *,
             table.iat[i, table.columns.get_loc("label")] = relabels[int(table["image_id"].iat[i])]
         table["decision"] = decided
         relabelled = (relabelled & (decided == "")) | (decided == "relabel")
-    cols = MANIFEST_COLUMNS + (["original_label"] if relabel or review is not None else []) \
-        + (["decision"] if review is not None else [])
-    if format == "hf":  # every screened image, with its verdict in the screening columns
-        manifest = hf_columns(table, [c for c in cols if c in table.columns], keep, suspect, rejected_by,
-                              dropped)
-    else:
-        manifest = table.loc[keep, [c for c in cols if c in table.columns]]
-    unscreened = _unscreened_images(src, table)
-    if include_unscreened and unscreened is not None and len(unscreened):
-        extra = unscreened[[c for c in MANIFEST_COLUMNS if c in unscreened.columns]]
-        if format == "hf":
-            extra = extra.assign(kept=True, reasons="")
-        if "original_label" in manifest.columns:
-            extra = extra.assign(original_label=extra["label"])
-        if "decision" in manifest.columns:
-            extra = extra.assign(decision="")
-        manifest = pd.concat([manifest, extra], ignore_index=True)
-    n_unscreened = None if unscreened is None else len(unscreened)
-    n_exported = len(manifest)
-    manifest = manifest.sort_values("image_id", kind="mergesort").reset_index(drop=True)
+    return table, relabelled
 
-    _refuse_unlisted_export(Path(out).expanduser())
-    settings = {"screen_dir": str(src.resolve()), "max_suspicion": max_suspicion, "relabel": relabel,
-                "relabel_confidence": relabel_confidence if relabel else None,
-                "relabel_rest": relabel_rest if relabel else None,
-                "format": format, "copy": copy, "include_unscreened": include_unscreened,
-                "drop_leaked": drop_leaked, "decisions": None if review is None else review.source,
-                "decisions_sha256": None if review is None else review.sha256}
+
+def _with_unscreened(manifest: pd.DataFrame, unscreened: pd.DataFrame, format: str) -> pd.DataFrame:
+    """``manifest`` followed by the ``unscreened`` images (kept as they are labelled)."""
+    extra = unscreened[[c for c in MANIFEST_COLUMNS if c in unscreened.columns]]
+    if format == "hf":
+        extra = extra.assign(kept=True, reasons="")
+    if "original_label" in manifest.columns:
+        extra = extra.assign(original_label=extra["label"])
+    if "decision" in manifest.columns:
+        extra = extra.assign(decision="")
+    return pd.concat([manifest, extra], ignore_index=True)
+
+
+def _write_export(manifest: pd.DataFrame, target: Path, format: str, copy: bool,
+                  claim: Claim) -> tuple[pd.DataFrame, dict[str, dict[str, str]], list[str]]:
+    """Write ``manifest`` into ``target`` in ``format``: the manifest (with ``exported``
+    paths for the folder formats), the label/split folder names and the files written."""
     folders: dict[str, dict[str, str]] = {}
-    with claim_folder(out, "export", settings=settings, inputs=[src, screen_build_dir(src)], force=force,
-                      owned=MANIFESTS) as claim:
-        target = claim.path
-        if format == "imagefolder":
-            manifest, folders = plan_imagefolder(manifest, target)
-            files = manifest["exported"].tolist()
-            claim.will_write(files)
-            _write_imagefolder(manifest, target, copy)
-        elif format == "hf":
-            manifest, folders, files = _write_hf(manifest, target, copy, claim)
-        elif format == "csv":
-            files = ["manifest.csv"]
-            with atomic_path(target / "manifest.csv") as tmp:
-                csv_safe(manifest).to_csv(tmp, index=False)
-        else:
-            files = ["manifest.parquet"]
-            write_parquet(manifest, target / "manifest.parquet")
-        params = {**settings, "force": force}
-        counts: dict[str, Any] = {"images": len(table), "exported": n_exported, "excluded": int((~keep).sum()),
-                  "suspect": int(suspect.sum()), "face_rejected": int(face_bad.sum()),
-                  "image_rejected_by_screen": {k: int(v.sum()) for k, v in rejected_by.items()},
-                  "relabelled": int((relabelled & keep).sum()),
-                  "label_suspects_kept_unrelabelled": int((kept_rest & keep).sum()), "unscreened": n_unscreened,
-                  "leaked": None if leaked is None else int(leaked.sum()), "dropped_leaked": int(dropped.sum())}
-        inputs = {"screen_dir": str(src.resolve())}
-        if review is not None:
-            screens_kept = ~suspect & ~image_bad
-            counts["decisions"] = {**review.counts,
-                                   "kept_against_screens": int(((decided == "keep") & ~screens_kept).sum()),
-                                   "dropped_against_screens": int(((decided == "drop") & screens_kept).sum())}
-            inputs |= {"decisions": str(Path(review.source).resolve()), "decisions_sha256": review.sha256}
-        claim.finish(run_record("export", params, inputs=inputs,
-                                counts=counts, started=started), files=files, folders=folders)
-    per_label = {str(k): int(v) for k, v in manifest["label"].value_counts().sort_index().items()}
-    return ExportResult(out_dir=target, target=target, n_exported=n_exported,
-                        n_excluded=int((~keep).sum()), n_suspect=int(suspect.sum()),
-                        n_face_rejected=int(face_bad.sum()),
-                        n_image_rejected={k: int(v.sum()) for k, v in rejected_by.items()},
-                        n_relabelled=int((relabelled & keep).sum()), n_unscreened=n_unscreened, per_label=per_label, manifest=manifest,
-                        n_leaked=None if leaked is None else int(leaked.sum()), n_dropped_leaked=int(dropped.sum()),
-                        folders=folders, notes=[claim.note] if claim.note else [],
-                        decisions=counts.get("decisions"))
+    if format == "imagefolder":
+        manifest, folders = plan_imagefolder(manifest, target)
+        files = manifest["exported"].tolist()
+        claim.will_write(files)
+        _write_imagefolder(manifest, target, copy)
+    elif format == "hf":
+        manifest, folders, files = _write_hf(manifest, target, copy, claim)
+    elif format == "csv":
+        files = ["manifest.csv"]
+        with atomic_path(target / "manifest.csv") as tmp:
+            csv_safe(manifest).to_csv(tmp, index=False)
+    else:
+        files = ["manifest.parquet"]
+        write_parquet(manifest, target / "manifest.parquet")
+    return manifest, folders, files
 
 
 def _decision_column(table: pd.DataFrame, review: Decisions | None) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Output folders: one policy for every command that writes one, a lock, and a completion marker.
 
 ``build-tuples``, ``screen``, ``export`` and ``finetune`` write a folder (``--out``);
-``faces`` writes a file (``--out faces.parquet``, its record ``faces.run.json`` beside it).
+``faces`` writes a file (``--out-file faces.parquet``, its record ``faces.run.json`` beside it).
 Each claims its output with :func:`claim_folder` or :func:`claim_file`, which
 
 1. refuses ``/``, an existing file (for a folder) or folder (for a file), an input of
@@ -154,9 +154,9 @@ def claim_file(out: str | os.PathLike[str], command: str, *, settings: Mapping[s
         if os.path.lexists(target) or os.path.lexists(record_path):
             previous = _record(record_path) if os.path.lexists(record_path) else None
             if previous is None or previous.get("command") != command:
-                raise CurateError(f"--out {target} exists and was not written by curate {command} "
+                raise CurateError(f"--out-file {target} exists and was not written by curate {command} "
                                   f"(no {record_path.name} of a {command} run beside it); curate never replaces it",
-                                  hint="choose a new file name for --out")
+                                  hint="choose a new file name for --out-file")
         _compare(claim, previous, force)
         remove_stale_tmp(target.parent, names=(target.name, record_path.name))
         with _running(claim):
@@ -201,7 +201,7 @@ def check_output_file(out: str | os.PathLike[str], *, option: str, what: str,
                       inputs: Iterable[str | os.PathLike[str] | None] = (), force: bool = False,
                       ours: Any = None) -> Path:
     """The policy for a single output file that carries no run record of its own (the
-    report of ``curate report --out``, the metrics of ``curate evaluate --json``).
+    report of ``curate report --out-file``, the metrics of ``curate evaluate --out-file``).
 
     Refused, ``force`` or not: a folder, ``/``, one of the command's ``inputs`` (a file,
     or any existing file inside an input folder that ``ours`` does not recognise as an
@@ -263,22 +263,24 @@ def _check_target(out: str | os.PathLike[str], inputs: Iterable[str | os.PathLik
     target = Path(os.path.abspath(Path(out).expanduser()))
     real = _real(target)
     folder_of = real.parent if is_file else real
+    opt = "--out-file" if is_file else "--out"
     if folder_of == Path(folder_of.anchor):
-        raise CurateError(f"--out {out} is the root folder {real.anchor}; curate never writes there",
-                          hint="choose a new folder, for example --out runs/NAME")
+        raise CurateError(f"{opt} {out} is the root folder {real.anchor}; curate never writes there",
+                          hint="choose a file in another folder, for example --out-file runs/faces.parquet" if is_file
+                          else "choose a new folder, for example --out runs/NAME")
     if os.path.lexists(target) and not os.path.exists(target):
-        raise CurateError(f"--out {target} is a broken link", hint="remove the link or choose another --out")
+        raise CurateError(f"{opt} {target} is a broken link", hint=f"remove the link or choose another {opt}")
     if is_file and target.is_dir():
-        raise CurateError(f"--out {target} is a folder; this command writes one file",
-                          hint="name a file, for example --out faces.parquet")
+        raise CurateError(f"--out-file {target} is a folder; this command writes one file",
+                          hint="name a file, for example --out-file faces.parquet")
     if not is_file and os.path.exists(target) and not target.is_dir():
         raise CurateError(f"--out {target} exists and is not a folder", hint="choose a new or empty folder for --out")
     for given in inputs:
         if given is None:
             continue
         if _real(Path(given).expanduser()) == real:
-            raise CurateError(f"--out {target} is this command's input {given}; writing there would overwrite it",
-                              hint="choose a separate --out")
+            raise CurateError(f"{opt} {target} is this command's input {given}; writing there would overwrite it",
+                              hint=f"choose a separate {opt}")
     return target
 
 

@@ -137,6 +137,23 @@ def make_example(
     subjects = [_make_subject(f"s{j + 1:02d}", rng) for j in range(n_subjects)]
     plan = _plan(per_class, classes, noise, n_subjects, side_faces, occluded, duplicates, rng)
 
+    manifest = _draw_images(out, plan, subjects, seed=seed, size=size)
+    manifest_path = write_text(manifest.to_csv(index=False, lineterminator="\n"), out / "manifest.csv")
+    params = {
+        "per_class": per_class, "classes": list(classes), "noise": noise, "n_subjects": n_subjects,
+        "size": size, "seed": seed, "side_faces": side_faces, "occluded": occluded,
+        "duplicates": duplicates,
+    }
+    counts = _counts(manifest)
+    write_json(run_record("example", params, inputs={}, counts=counts, started=started), out / "run.json")
+    return manifest_path
+
+
+def _draw_images(out: Path, plan: list[dict], subjects: list[Subject], *, seed: int,
+                 size: int) -> pd.DataFrame:
+    """Write every image of ``plan`` under ``out/images`` (image ``k`` drawn from the
+    generator seeded ``[seed, k]``, a duplicate copied from its original) and return the
+    manifest, one row per image in plan order."""
     rows: list[dict[str, Any]] = []
     for k, row in enumerate(plan):
         rel = f"images/{row['true_label']}/{subjects[row['subject']].name}_{row['index']:04d}.png"
@@ -162,23 +179,18 @@ def make_example(
             "occluded_region": row["occluded_region"],
             "is_duplicate": row["copy_of"] is not None,
         })
+    return pd.DataFrame(rows)
 
-    manifest = pd.DataFrame(rows)
-    manifest_path = write_text(manifest.to_csv(index=False, lineterminator="\n"), out / "manifest.csv")
-    params = {
-        "per_class": per_class, "classes": list(classes), "noise": noise, "n_subjects": n_subjects,
-        "size": size, "seed": seed, "side_faces": side_faces, "occluded": occluded,
-        "duplicates": duplicates,
-    }
-    counts = {
+
+def _counts(manifest: pd.DataFrame) -> dict[str, int]:
+    """``run.json``'s counts: images, and how many of each planted problem."""
+    return {
         "images": len(manifest),
         "noisy": int(manifest["is_noisy"].sum()),
         "side_faces": int(manifest["is_side_face"].sum()),
         "occluded": int(manifest["is_occluded"].sum()),
         "duplicates": int(manifest["is_duplicate"].sum()),
     }
-    write_json(run_record("example", params, inputs={}, counts=counts, started=started), out / "run.json")
-    return manifest_path
 
 
 # ---------------------------------------------------------------- checks and layout

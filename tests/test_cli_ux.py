@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import re
 import shutil
+import warnings
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from curate.cli import app
-from curate.errors import CurateError
+from curate.errors import CurateError, CurateWarning
 from curate.models import default_model_dir, list_models, resolve_run, resolve_weights
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,6 +50,48 @@ def test_help_is_readable_at_80_columns(command: str) -> None:
     # squeezed help into the last 18 columns)
     indents = [len(line) - len(line.lstrip()) for line in text.splitlines() if line.strip()]
     assert max(indents) <= 34, max(indents)
+
+
+def test_one_meaning_per_option_name_across_commands() -> None:
+    """An option name shared by commands is a flag in all of them or takes a value in all;
+    --out is an output folder and --out-file one output file wherever they appear, and
+    --json prints JSON (issue 28). The hidden deprecated aliases are left out."""
+    kinds: dict[str, set[bool]] = {}
+    for name, cmd in typer.main.get_command(app).commands.items():
+        for p in cmd.params:
+            if p.param_type_name != "option" or p.hidden:
+                continue
+            for opt in (*p.opts, *p.secondary_opts):
+                kinds.setdefault(opt, set()).add(p.is_flag)
+            if "--out" in p.opts:
+                assert "folder" in (p.help or "").lower(), (name, p.help)
+            if "--out-file" in p.opts:
+                assert "file" in (p.help or "").lower() and "folder" not in (p.help or "").lower(), (name, p.help)
+            if "--json" in p.opts:
+                assert p.is_flag and "print" in (p.help or "").lower(), (name, p.help)
+    assert {k: v for k, v in kinds.items() if len(v) > 1} == {}
+    assert "--out-file" in kinds and "--json" in kinds
+
+
+@pytest.mark.parametrize("command", ["faces", "report"])
+def test_out_as_a_file_is_a_deprecated_alias_of_out_file(command: str, tmp_path: Path) -> None:
+    """The earlier --out FILE / -o FILE of faces and report still reaches the command, with
+    a warning that names --out-file; both at once is an error naming the fix."""
+    missing = tmp_path / "missing"  # the command then stops at its input, after the options
+    for flag in ("--out", "-o"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", CurateWarning)  # not once per place: once per call
+            res = _invoke(command, str(missing), flag, str(tmp_path / "x.parquet"))
+        assert res.exit_code == 2 and "not found" in res.output, res.output
+        assert f"warning: --out is deprecated in curate {command}: use --out-file" in res.output
+    res = _invoke(command, str(missing), "--out", str(tmp_path / "a.parquet"),
+                  "--out-file", str(tmp_path / "b.parquet"))
+    assert res.exit_code == 2 and "--out and --out-file both given" in res.output
+    assert "give --out-file only" in res.output
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", CurateWarning)
+        res = _invoke(command, str(missing), "--out-file", str(tmp_path / "x.parquet"))
+    assert res.exit_code == 2 and "not found" in res.output and "warning" not in res.output, res.output
 
 
 def test_command_list_is_not_cut_at_80_columns() -> None:

@@ -4,6 +4,7 @@ unknown classes, missing images, inputs by folder and glob, CLI output."""
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import torch
 from test_train import CLASSES, make_build, tiny_config
 from typer.testing import CliRunner
 
-from curate.errors import CurateError
+from curate.errors import CurateError, CurateWarning
 from curate.train.evaluate import classification_metrics, evaluate, expand_inputs, predict
 from curate.train.loop import finetune
 
@@ -117,11 +118,29 @@ def test_cli_evaluate_and_predict(setup, tmp_path: Path):
     root, _, run = setup
     runner = CliRunner()
     res = runner.invoke(app, ["evaluate", str(run), str(root / "images" / "val"), "--device", "cpu",
-                              "--json", str(tmp_path / "e.json")])
+                              "--out-file", str(tmp_path / "e.json")])
     assert res.exit_code == 0, res.output
-    assert "macro" in res.output and "confusion matrix" in res.output
+    assert "macro" in res.output and "confusion matrix" in res.output and "deprecated" not in res.output
     data = json.loads((tmp_path / "e.json").read_text())
     assert data["n_images"] == 12 and 0 <= data["accuracy"] <= 1
+    # --json prints the metrics as JSON, as it prints predict's records
+    res = runner.invoke(app, ["evaluate", str(run), str(root / "images" / "val"), "--device", "cpu", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output) == data
+    # --json FILE, the earlier spelling of --out-file FILE, still writes the file, with a warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", CurateWarning)
+        res = runner.invoke(app, ["evaluate", str(run), str(root / "images" / "val"), "--device", "cpu",
+                                  "--json", str(tmp_path / "old.json")])
+    assert res.exit_code == 0, res.output
+    assert "warning: --json FILE is deprecated in curate evaluate: use --out-file" in res.output
+    assert "confusion matrix" in res.output  # the tables, as before
+    assert json.loads((tmp_path / "old.json").read_text()) == data
+    res = runner.invoke(app, ["evaluate", str(run), str(root / "images" / "val"), "--json",
+                              str(tmp_path / "a.json"), "--out-file", str(tmp_path / "b.json")])
+    assert res.exit_code == 2 and "give --out-file only" in res.output
+    res = runner.invoke(app, ["evaluate", str(run), str(root / "images" / "val"), "stray"])
+    assert res.exit_code == 2 and "unexpected argument(s): stray" in res.output
     res = runner.invoke(app, ["predict", str(run), str(root / "images" / "val" / "angry"), "--json", "--device", "cpu"])
     assert res.exit_code == 0, res.output
     records = json.loads(res.output)

@@ -229,6 +229,39 @@ def test_relabel_gate_matches_a_brute_force_reference():
         assert relabel_gate(label_only, conf, t).tolist() == want
 
 
+def test_screen_verdicts_split_label_suspects_by_a_per_row_reference():
+    """``screen_verdicts`` on a table it can be checked by hand: a label suspect that no
+    other screen rejected is relabelled when confident enough, else kept (relabel_rest
+    keep) or left rejected; one a face screen also rejected is never relabelled."""
+    from curate.export import screen_verdicts
+
+    table = pd.DataFrame({
+        "image_id": range(6),
+        "label_reject": [True, True, True, False, False, True],
+        "face_reject": [False, False, True, True, False, False],
+        "suspicion": [0.9, 0.8, 0.9, 0.1, 0.6, 0.7],
+        "suggested_confidence": [0.9, 0.2, 0.9, np.nan, 0.9, np.nan],
+    })
+    for rest in ("reject", "keep"):
+        v = screen_verdicts(table, max_suspicion=0.75, relabel=True, relabel_confidence=0.6, relabel_rest=rest)
+        assert v.suspect.tolist() == [True, True, True, False, False, False]
+        assert v.relabelled.tolist() == [True, False, False, False, False, False]
+        kept_rest = [False, True, False, False, False, True] if rest == "keep" else [False] * 6
+        assert v.kept_rest.tolist() == kept_rest
+        label = [lr and not (r or k) for lr, r, k in zip(table["label_reject"], v.relabelled, kept_rest, strict=True)]
+        assert v.rejected_by["label"].tolist() == label
+        assert v.face_bad.tolist() == table["face_reject"].tolist()
+        assert v.kept().tolist() == [not (s or lb or f) for s, lb, f
+                                     in zip(v.suspect, label, table["face_reject"], strict=True)]
+    plain = screen_verdicts(table)
+    assert not plain.suspect.any() and not plain.relabelled.any()
+    assert plain.rejected_by["label"].tolist() == table["label_reject"].tolist()
+    with pytest.raises(CurateError, match="no label suspicion"):
+        screen_verdicts(table.drop(columns="suspicion"), relabel=True)
+    with pytest.raises(CurateError, match="no suggested_confidence"):
+        screen_verdicts(table.drop(columns="suggested_confidence"), relabel=True)
+
+
 def test_max_suspicion_needs_the_label_screen(tmp_path):
     src = _screen_dir(tmp_path)
     table = pd.read_parquet(src / "images_suspect.parquet").drop(columns="suspicion")

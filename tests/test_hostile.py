@@ -825,7 +825,7 @@ def test_r3_3_report_out_never_replaces_an_input_or_a_foreign_file(tmp_path: Pat
     assert (out / "scores.parquet").read_bytes() == before
     notes = tmp_path / "notes.txt"
     notes.write_text("my notes")
-    res = _cli("report", out, "--out", notes)
+    res = _cli("report", out, "--out-file", notes)
     assert res.exit_code == 2 and "--force" in res.output and notes.read_text() == "my notes"
     write_report(out, notes, force=True)
     assert notes.read_text().startswith("<!DOCTYPE html>")
@@ -837,12 +837,13 @@ def test_r3_3_report_out_never_replaces_an_input_or_a_foreign_file(tmp_path: Pat
 def test_r3_4_evaluate_json_never_replaces_its_input_or_a_foreign_file(tmp_path: Path) -> None:
     manifest = tmp_path / "m.csv"
     manifest.write_text("path,label\nnothing.png,happy\n")
-    res = _cli("evaluate", "fer_resnet10t", manifest, "--json", manifest)
-    assert res.exit_code == 2 and "is this command's input" in res.output
+    for flag in ("--out-file", "--json"):  # --json FILE: the deprecated spelling
+        res = _cli("evaluate", "fer_resnet10t", manifest, flag, manifest)
+        assert res.exit_code == 2 and "is this command's input" in res.output
     assert manifest.read_text() == "path,label\nnothing.png,happy\n"
     other = tmp_path / "other.json"
     other.write_text('{"mine": 1}')
-    res = _cli("evaluate", "fer_resnet10t", manifest, "--json", other)
+    res = _cli("evaluate", "fer_resnet10t", manifest, "--out-file", other)
     assert res.exit_code == 2 and "--force" in res.output and other.read_text() == '{"mine": 1}'
 
 

@@ -218,6 +218,35 @@ def test_group_pairs_keeps_largest_then_lowest_id_and_same_sequence_stays_apart(
     assert per_image.near_duplicate_of.tolist()[:4] == [12, 12, pd.NA, pd.NA]
 
 
+def test_number_groups_and_keep_per_split_match_a_brute_force_reference():
+    """Random components, splits, sizes and preferences against plain loops: groups are
+    numbered by their first image, the kept image of a group in a split is the first by
+    preferred, largest area, lowest id, and a group in two splits leaks."""
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        n = int(rng.integers(1, 25))
+        comp = rng.integers(0, n, n)
+        group = nd.number_groups(comp)
+        order: list[int] = []  # components with two or more images, by first image
+        for c in comp.tolist():
+            if (comp == c).sum() > 1 and c not in order:
+                order.append(c)
+        assert group.tolist() == [order.index(c) if c in order else -1 for c in comp.tolist()]
+        split = rng.choice(np.array(["train", "val", "\0"], dtype=object), n)
+        pref = rng.random(n) < 0.5
+        area = rng.choice([48.0 * 48, 96.0 * 96], n)
+        ids = rng.permutation(1000)[:n].astype(np.int64)
+        near_of, leak = nd.keep_per_split(group, split, pref, area, ids)
+        for i in range(n):
+            if group[i] < 0:
+                assert pd.isna(near_of[i]) and not leak[i]
+                continue
+            same = [j for j in range(n) if group[j] == group[i]]
+            assert leak[i] == (len({split[j] for j in same}) > 1)
+            kept = min((j for j in same if split[j] == split[i]), key=lambda j: (not pref[j], -area[j], ids[j]))
+            assert (pd.isna(near_of[i]) if kept == i else near_of[i] == ids[kept])
+
+
 def test_near_duplicate_inputs_are_checked():
     with pytest.raises(CurateError, match="thumbnails"):
         nd.candidate_descriptors(np.zeros((3, 32, 32)))

@@ -492,7 +492,7 @@ def test_cli_report(screen, tmp_path):
     from curate.cli._app import app
 
     out = tmp_path / "cli.html"
-    res = CliRunner().invoke(app, ["report", str(screen["screen"]), "--out", str(out)])
+    res = CliRunner().invoke(app, ["report", str(screen["screen"]), "--out-file", str(out)])
     assert res.exit_code == 0, res.output
     assert str(out) in res.output.replace("\n", "")
     assert out.read_text(encoding="utf-8") == screen["html"]

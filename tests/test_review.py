@@ -65,7 +65,7 @@ def test_report_loads_decisions_and_keys_the_browser_storage_by_run_and_file(fab
     dec = tmp_path / "decisions.csv"
     dec.write_text("image_id,path,decision,label,verdict,suspicion\n3,,keep,,,\n4,,relabel,sad,,\n5,,drop,,,\n")
     plain = _data(write_report(fabricated, tmp_path / "a.html").read_text(encoding="utf-8"))
-    r = CliRunner().invoke(app, ["report", str(fabricated), "--out", str(tmp_path / "b.html"),
+    r = CliRunner().invoke(app, ["report", str(fabricated), "--out-file", str(tmp_path / "b.html"),
                                  "--decisions", str(dec)])
     assert r.exit_code == 0, r.output
     html = (tmp_path / "b.html").read_text(encoding="utf-8")

@@ -193,3 +193,27 @@ def test_cli_example(tmp_path: Path) -> None:
     bad = runner.invoke(app, ["example", str(tmp_path / "bad"), "--noise", "-0.1"])
     assert bad.exit_code == 2
     assert "--noise must be in [0, 1), got -0.1" in bad.output
+
+
+def test_draw_images_follows_its_plan(tmp_path: Path) -> None:
+    """One image per plan row, drawn from the generator seeded ``[seed, k]`` (so a row's
+    pixels do not depend on the rows before it), a duplicate a byte copy of its original."""
+    from curate.synthetic import EXPRESSIONS, _draw_images, _make_subject, render_face
+
+    subjects = [_make_subject("s01", np.random.default_rng(0)), _make_subject("s02", np.random.default_rng(1))]
+    base = {"is_noisy": False, "is_side_face": False, "occluded_region": "none", "copy_of": None}
+    plan = [{**base, "true_label": "happy", "label": "happy", "subject": 0, "index": 0},
+            {**base, "true_label": "sad", "label": "happy", "is_noisy": True, "subject": 1, "index": 1,
+             "occluded_region": "mouth"},
+            {**base, "true_label": "happy", "label": "happy", "subject": 0, "index": 2, "copy_of": 0}]
+    manifest = _draw_images(tmp_path, plan, subjects, seed=7, size=32)
+    assert manifest["path"].tolist() == ["images/happy/s01_0000.png", "images/sad/s02_0001.png",
+                                         "images/happy/s01_0002.png"]
+    assert manifest["is_duplicate"].tolist() == [False, False, True]
+    assert manifest["is_occluded"].tolist() == [False, True, False]
+    assert manifest["subject"].tolist() == ["s01", "s02", "s01"]
+    second = render_face(subjects[1], EXPRESSIONS["sad"], np.random.default_rng([7, 1]), size=32,
+                         occlusion="mouth")
+    assert np.array_equal(np.asarray(Image.open(tmp_path / manifest["path"][1])), second)
+    first, copy = (tmp_path / manifest["path"][i] for i in (0, 2))
+    assert first.read_bytes() == copy.read_bytes()

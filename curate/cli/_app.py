@@ -118,6 +118,26 @@ def handles_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+# One meaning per option name in every command: --out is an output folder, --out-file one
+# output file, --json prints JSON on stdout instead of a table. Earlier spellings that
+# broke this stay working as hidden aliases that warn (:func:`renamed`).
+FOLDER_OUT = "--out names a folder in the other commands"
+
+
+def renamed(new: Any, old: Any, *, new_flag: str, old_flag: str, command: str, why: str = "") -> Any:
+    """The value of an option given under its name (``new_flag``) or under its earlier
+    name (``old_flag``, a hidden alias: a deprecation warning, ``why`` in brackets); None
+    when neither was given; both is an error."""
+    if old is None:
+        return new
+    if new is not None:
+        raise CurateError(f"{old_flag} and {new_flag} both given: {old_flag} is the earlier name of "
+                          f"{new_flag} in curate {command}", hint=f"give {new_flag} only")
+    warnings.warn(f"{old_flag} is deprecated in curate {command}: use {new_flag}" + (f" ({why})" if why else ""),
+                  CurateWarning, stacklevel=2)
+    return old
+
+
 def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
                   file: Any = None, line: str | None = None) -> None:
     """Print a warning with its control characters escaped (a label with ESC in a

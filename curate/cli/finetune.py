@@ -14,9 +14,10 @@ import typer
 from rich import box
 from rich.table import Table
 
-from curate.cli._app import FORCE_HELP, app, console, err_console, handles_errors, safe
+from curate.cli._app import FORCE_HELP, app, console, err_console, handles_errors, renamed, safe
 from curate.cli._choices import KindOpt, NullOpt
 from curate.cli._progress import stage_bars
+from curate.errors import CurateError
 from curate.train.config import FinetuneConfig
 
 D = FinetuneConfig()  # every option's default is the library's
@@ -169,17 +170,20 @@ def _render_finetune(result: Any) -> None:
     console.print(f"report: {safe(str(result.run_dir / 'report.html'))}")
 
 
-@app.command("evaluate", short_help="Accuracy, macro F1 and confusion matrix of a run.")
+@app.command("evaluate", short_help="Accuracy, macro F1 and confusion matrix of a run.",
+             context_settings={"allow_extra_args": True})  # the FILE of --json FILE (_earlier_json_file)
 @handles_errors
 def evaluate_cmd(
+    ctx: typer.Context,
     run: Annotated[Path, typer.Argument(metavar="RUN", help="Fine-tuning run folder, or a model name that `curate models` lists (fer_resnet10t).")],
     source: Annotated[Path, typer.Argument(metavar="SOURCE", help="Labelled images: class-per-folder, CSV/Parquet manifest, or build-tuples folder.")],
     split: Annotated[str | None, typer.Option(help="Only images of this split (e.g. val).")] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the metrics as JSON to this file ('-' for stdout).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON on stdout instead of the tables.")] = False,
+    out_file: Annotated[Path | None, typer.Option("--out-file", metavar="FILE", help="Also write the metrics as JSON to this file.")] = None,
     skip_unknown_classes: Annotated[bool, typer.Option(help="Leave out images of classes the run was not trained on.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 256,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing --json file that is not curate's "
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --out-file that is not curate's "
                                         "metrics (an input is never replaced).")] = False,
     amp: Annotated[bool | None, typer.Option("--amp/--no-amp", help="bfloat16 autocast (faster; on the CPU only where it has native bfloat16). Default: on CUDA only, float32 on the CPU.", show_default=False)] = None,
 ) -> None:
@@ -188,18 +192,19 @@ def evaluate_cmd(
     from curate.outdir import check_output_file
     from curate.train.evaluate import DUPLICATES_SKIPPED, evaluate
 
-    if json_out is not None and str(json_out) != "-":  # checked before the work, so a bad --json fails fast
-        json_out = check_output_file(json_out, option="--json", what="the metrics", inputs=[run, source],
+    json_out, out_file = _earlier_json_file(ctx.args, json_out, out_file)
+    if out_file is not None:  # checked before the work, so a bad --out-file fails fast
+        out_file = check_output_file(out_file, option="--out-file", what="the metrics", inputs=[run, source],
                                      force=force, ours=_is_metrics_json)
 
     result = evaluate(run, source, split=split, device=device, batch_size=batch_size,
                       skip_unknown_classes=skip_unknown_classes, amp=amp)
     data = result.to_dict()
-    if json_out is not None and str(json_out) == "-":
+    if out_file is not None:
+        write_json(data, out_file)
+    if json_out:
         typer.echo(json.dumps(data, indent=2))
         return
-    if json_out is not None:
-        write_json(data, json_out)
     m = result.metrics
     table = Table(title=f"{safe(str(run))} on {safe(str(source))}" + (f" ({safe(split)})" if split else ""))
     for col in ("class", "images", "accuracy", "precision", "F1"):
@@ -225,8 +230,23 @@ def evaluate_cmd(
             console.print(f"[yellow]skipped {v:,} image(s): {safe(k)}[/]")
 
 
+def _earlier_json_file(extra: list[str], json_out: bool, out_file: Path | None) -> tuple[bool, Path | None]:
+    """``--json`` and ``--out-file`` as given, reading ``RUN SOURCE --json FILE``, the earlier
+    spelling of ``--out-file FILE`` (``--json`` is a flag now, as in ``curate predict``), with
+    a warning: FILE arrives as the one extra argument (``-``: print, as ``--json``)."""
+    if not extra:
+        return json_out, out_file
+    if not json_out or len(extra) > 1:
+        raise CurateError(f"unexpected argument(s): {' '.join(extra)}",
+                          hint="curate evaluate takes RUN and SOURCE (see curate evaluate --help)")
+    if extra == ["-"]:
+        return True, out_file
+    return False, renamed(out_file, Path(extra[0]), new_flag="--out-file", old_flag="--json FILE",
+                          command="evaluate", why="--json alone prints the metrics as JSON")
+
+
 def _is_metrics_json(path: Path) -> bool:
-    """Whether ``path`` holds metrics an earlier ``curate evaluate --json`` wrote."""
+    """Whether ``path`` holds metrics an earlier ``curate evaluate --out-file`` wrote."""
     from curate.io import read_json_file
 
     data = read_json_file(path, what="metrics", hint="", max_bytes=64 * 2**20)

@@ -327,9 +327,7 @@ def group_pairs(images: pd.DataFrame, pairs: pd.DataFrame, *,
     pb = pairs["b"].to_numpy(np.int64)
     all_sim = pairs["pixel_sim"].to_numpy(np.float64)
     all_related = _related(seq, pa, pb) | _related(subj, pa, pb)
-    score = np.full(n, np.nan)
-    for rows in (pa[~all_related], pb[~all_related]):
-        np.fmax.at(score, rows, all_sim[~all_related])
+    score = _best_sim(n, pa[~all_related], pb[~all_related], all_sim[~all_related])
     conf = pairs[all_sim >= min_pixel_sim].reset_index(drop=True)
     a = conf["a"].to_numpy(np.int64)
     b = conf["b"].to_numpy(np.int64)
@@ -338,27 +336,9 @@ def group_pairs(images: pd.DataFrame, pairs: pd.DataFrame, *,
     relation = np.where(same_seq, SAME_SEQUENCE, np.where(same_subj, SAME_SUBJECT, NEAR_DUPLICATE))
     dup = ~same_seq & ~same_subj
     comp = _components(n, a[dup], b[dup])
-    size = np.bincount(comp, minlength=n)
-    grouped = size[comp] > 1
-    # groups numbered 0.. in order of their first image
-    _, first = np.unique(comp[grouped], return_index=True)
-    first_row = np.flatnonzero(grouped)[first]
-    number = np.full(n, -1, np.int64)
-    number[comp[first_row]] = np.argsort(np.argsort(first_row))
-    group = np.where(grouped, number[comp], -1)
+    group = number_groups(comp)
     split_key = pd.Series(split, dtype=object).fillna("\0").to_numpy()
-    near_of = pd.array([pd.NA] * n, dtype="Int64")
-    leak = np.zeros(n, bool)
-    rows = np.flatnonzero(group >= 0)
-    if rows.size:
-        frame = pd.DataFrame({"row": rows, "group": group[rows], "split": split_key[rows],
-                              "pref": pref[rows], "area": area[rows], "image_id": ids[rows]})
-        leak[rows] = frame.groupby("group")["split"].transform("nunique").to_numpy() > 1
-        frame = frame.sort_values(["group", "split", "pref", "area", "image_id"],
-                                  ascending=[True, True, False, False, True], kind="mergesort")
-        kept = frame.groupby(["group", "split"], sort=False)["image_id"].transform("first").to_numpy()
-        member = frame["image_id"].to_numpy() != kept
-        near_of[frame["row"].to_numpy()[member]] = kept[member]
+    near_of, leak = keep_per_split(group, split_key, pref, area, ids)
     seq_of = pd.array([pd.NA] * n, dtype="Int64")
     seq_of[b[same_seq]] = ids[a[same_seq]]
     seq_of[a[same_seq]] = ids[b[same_seq]]
@@ -383,6 +363,48 @@ def group_pairs(images: pd.DataFrame, pairs: pd.DataFrame, *,
     for col in ("split_a", "split_b", "label_a", "label_b", "relation"):
         out[col] = out[col].astype("string")
     return per_image, out
+
+
+def _best_sim(n: int, a: np.ndarray, b: np.ndarray, sim: np.ndarray) -> np.ndarray:
+    """Per image of ``n``: the best ``sim`` of the pairs ``(a, b)`` it is in (NaN when none)."""
+    score = np.full(n, np.nan)
+    for rows in (a, b):
+        np.fmax.at(score, rows, sim)
+    return score
+
+
+def number_groups(comp: np.ndarray) -> np.ndarray:
+    """Group number per image from its connected component ``comp``: -1 for an image alone
+    in its component, else 0, 1, ... in the order of each group's first image."""
+    n = len(comp)
+    size = np.bincount(comp, minlength=n)
+    grouped = size[comp] > 1
+    _, first = np.unique(comp[grouped], return_index=True)
+    first_row = np.flatnonzero(grouped)[first]
+    number = np.full(n, -1, np.int64)
+    number[comp[first_row]] = np.argsort(np.argsort(first_row))
+    return np.where(grouped, number[comp], -1)
+
+
+def keep_per_split(group: np.ndarray, split_key: np.ndarray, pref: np.ndarray, area: np.ndarray,
+                   ids: np.ndarray) -> tuple[pd.arrays.IntegerArray, np.ndarray]:
+    """Per image: the ``image_id`` of its group's kept image in its split (Int64, null for
+    kept or ungrouped images; the first by ``pref``, then the largest ``area``, then the
+    lowest ``image_id``) and whether its group spans more than one split (a leak)."""
+    n = len(group)
+    near_of = pd.array([pd.NA] * n, dtype="Int64")
+    leak = np.zeros(n, bool)
+    rows = np.flatnonzero(group >= 0)
+    if rows.size:
+        frame = pd.DataFrame({"row": rows, "group": group[rows], "split": split_key[rows],
+                              "pref": pref[rows], "area": area[rows], "image_id": ids[rows]})
+        leak[rows] = frame.groupby("group")["split"].transform("nunique").to_numpy() > 1
+        frame = frame.sort_values(["group", "split", "pref", "area", "image_id"],
+                                  ascending=[True, True, False, False, True], kind="mergesort")
+        kept = frame.groupby(["group", "split"], sort=False)["image_id"].transform("first").to_numpy()
+        member = frame["image_id"].to_numpy() != kept
+        near_of[frame["row"].to_numpy()[member]] = kept[member]
+    return near_of, leak
 
 
 def _related(values: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:

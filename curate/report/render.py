@@ -101,7 +101,7 @@ def write_report(screen_dir: str | Path, out: str | Path | None = None, *, max_g
             raise CurateError(f"{run.screen_dir} has no images_suspect.parquet, so there is nothing to review",
                               hint="re-run curate screen, or leave out --decisions")
         review = read_decisions(decisions, run.suspect)
-    target = check_output_file(out if out is not None else run.screen_dir / "report.html", option="--out",
+    target = check_output_file(out if out is not None else run.screen_dir / "report.html", option="--out-file",
                                what="a report", inputs=[run.screen_dir], force=force, ours=is_curate_report)
     inside = target.resolve().parent == run.screen_dir.resolve()
     with locked(run.screen_dir, "report") if inside else contextlib.nullcontext():
