@@ -139,7 +139,7 @@ def embed_images_result(paths: Sequence[str], sha256s: Sequence[str | None], loa
     when the run stops; non-finite ones are never cached (they are an error).
 
     ``engine`` computes the images missing from the cache elsewhere (for example
-    :class:`curate.distributed.RayEngine`: ``engine.embed(keys, paths, loaded,
+    :class:`curate.ray_engine.RayEngine`: ``engine.embed(keys, paths, loaded,
     batch_size)`` yields ``(keys, embeddings)`` batches in any order, each computed by
     :func:`prepare_batch` and :func:`embed_batch`); they are cached here as they arrive.
 

@@ -36,7 +36,7 @@ from curate.screens.statistical import Boundary, normalize
 from curate.tuples import redraw_tuples
 
 if TYPE_CHECKING:
-    from curate.distributed import RayEngine as Engine
+    from curate.ray_engine import RayEngine as Engine
 
 SUSPECT_BASE_COLUMNS = ["image_id", "path", "rel_path", "label", "split"]
 EMBEDDINGS_FILE = "embeddings.parquet"
@@ -110,7 +110,7 @@ def screen(build_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
     cache, ``"none"`` for no cache; ``docs/cache.md``), so another screen of the same
     images with other thresholds reuses them. ``progress(stage, done, total)`` reports
     the ``embed`` and ``faces`` stages. ``engine`` runs those per-image stages elsewhere,
-    writing the same caches (:class:`curate.distributed.RayEngine`; None: this machine);
+    writing the same caches (:class:`curate.ray_engine.RayEngine`; None: this machine);
     it is no setting of the run (the results are the same), so a re-run with or without
     it needs no ``force``. ``amp`` runs the backbone under bfloat16 autocast on a CPU that
     computes bfloat16 natively (:func:`curate.backbone.autocast_precision`; elsewhere it

@@ -118,7 +118,7 @@ def analyze_faces(paths: Sequence[str | os.PathLike[str]], sha256s: Sequence[str
     backend:
         One of :data:`BACKENDS`; default :func:`default_backend`.
     engine:
-        Runs the analyses elsewhere (:class:`curate.distributed.RayEngine`):
+        Runs the analyses elsewhere (:class:`curate.ray_engine.RayEngine`):
         ``engine.analyze_faces(keys, paths, model_path, backend)`` yields lists of
         ``(key, row)`` made by :func:`~curate.faces.landmarks.find_one` and
         :func:`~curate.faces.landmarks.face_rows`, in any order; they are cached as they

@@ -288,7 +288,7 @@ def _find_in_worker(paths: list[str]) -> list[FaceResult]:
 
 def find_one(finder: FaceFinder, path: str) -> FaceResult:
     """The face in one file; a failed analysis is a result that says why (never raises for
-    a bad image). Local workers and the Ray actors (:mod:`curate.distributed`) call it."""
+    a bad image). Local workers and the Ray actors (:mod:`curate.ray_engine`) call it."""
     import cv2
 
     try:

@@ -119,14 +119,14 @@ def faces_for_source(source: str | os.PathLike[str], out: str | os.PathLike[str]
     ``out`` follows :func:`curate.outdir.claim_file`: a new file, or the output of an
     earlier ``curate faces`` (other settings need ``force``); the record is written last
     and says whether the run completed. ``engine`` runs the analyses elsewhere
-    (:class:`curate.distributed.RayEngine`), writing the same cache; it is no setting of
+    (:class:`curate.ray_engine.RayEngine`), writing the same cache; it is no setting of
     the run (the rows are the same).
     """
     started = time.time()
     out_path = Path(out).expanduser()
     if out_path.suffix.lower() not in {".parquet", ".pq"}:
-        raise CurateError(f"--out must be a .parquet file, got {out_path}",
-                          hint="for example --out faces.parquet")
+        raise CurateError(f"--out-file must be a .parquet file, got {out_path}",
+                          hint="for example --out-file faces.parquet")
     backend = resolve_backend(backend)
     images = source_images(source, path_column=path_column)
     model = resolve_face_model(face_model)
