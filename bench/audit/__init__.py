@@ -1,0 +1,1 @@
+"""bench: audit (bench/README.md)."""

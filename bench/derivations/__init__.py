@@ -1,0 +1,1 @@
+"""bench: derivations (bench/README.md)."""

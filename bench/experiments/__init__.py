@@ -1,0 +1,1 @@
+"""bench: experiments (bench/README.md)."""

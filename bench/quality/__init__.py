@@ -1,0 +1,1 @@
+"""bench: quality (bench/README.md)."""

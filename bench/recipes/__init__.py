@@ -1,0 +1,1 @@
+"""bench: recipes (bench/README.md)."""

@@ -1,0 +1,1 @@
+"""bench: speed (bench/README.md)."""
