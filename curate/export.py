@@ -123,7 +123,7 @@ class ExportResult:
 # network's head when the label screen used it, calibrated) is at least this: the lowest floor
 # at which at least 85% of the relabels of FER2013 PublicTest's dev half get FERPlus's
 # plurality, with the default network and its head (dev: 6.1% relabelled, 86.5% right; holdout:
-# 5.1%, 82.6%). bench/quality_real_photos.py; docs/label.md "Suggested labels".
+# 5.1%, 82.6%). bench/quality/quality_real_photos.py; docs/label.md "Suggested labels".
 RELABEL_CONFIDENCE = 0.6
 RELABEL_REST = ("reject", "keep")
 

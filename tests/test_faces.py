@@ -38,7 +38,7 @@ def face_model() -> Path:
 @pytest.fixture(scope="module")
 def analyzer(face_model: Path):
     if not O.OCCLUSION_WEIGHTS.is_file():
-        pytest.skip("occlusion weights not fitted (run bench/fit_occlusion.py)")
+        pytest.skip("occlusion weights not fitted (run bench/recipes/fit_occlusion.py)")
     a = L.FaceAnalyzer(face_model, occlusion_model=O.OcclusionModel())
     yield a
     a.close()
@@ -127,7 +127,7 @@ def test_occluder_over_the_eyes_raises_occlusion(analyzer, fer_faces):
 
 def test_occlusion_scores_a_face_and_its_mirror_alike():
     if not O.OCCLUSION_WEIGHTS.is_file():
-        pytest.skip("occlusion weights not fitted (run bench/fit_occlusion.py)")
+        pytest.skip("occlusion weights not fitted (run bench/recipes/fit_occlusion.py)")
     model = O.OcclusionModel()
     rng = np.random.default_rng(0)
     faces = rng.integers(0, 256, (3, 48, 48)).astype(np.uint8)

@@ -148,7 +148,7 @@ def test_match_labels_names_faces_outside_the_sample():
 
 
 def test_fit_script_needs_an_explicit_out():
-    res = subprocess.run([sys.executable, str(ROOT / "bench" / "fit_occlusion.py"), "--epochs", "1"],
+    res = subprocess.run([sys.executable, "-m", "bench.recipes.fit_occlusion", "--epochs", "1"],
                          capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert res.returncode == 2 and "--out" in res.stderr
 

@@ -7,7 +7,7 @@ annotator can label the sheets blind and compare. Nothing is written to the repo
 
 Usage::
 
-    python bench/audit_sheets.py --out /tmp/audit [--data ../shared/data/face-conditions]
+    python -m bench.audit.audit_sheets --out /tmp/audit [--data ../shared/data/face-conditions]
 
 Samples (seeds fixed, so the sheets are those the shipped labels were made from):
 

@@ -24,8 +24,8 @@ repository. The protocol is in ``bench/audit/README.md``.
 
 Usage::
 
-    python bench/face_audit_sheets.py --out /tmp/face_audit [--data ../shared/data]
-    python bench/face_audit_sheets.py --out /tmp/face_audit2 --round 2 --faces faces_fer2013_val.parquet
+    python -m bench.audit.face_audit_sheets --out /tmp/face_audit [--data ../shared/data]
+    python -m bench.audit.face_audit_sheets --out /tmp/face_audit2 --round 2 --faces faces_fer2013_val.parquet
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Draw labelling sheets of FER2013 training faces and merge the labels back.
 
-The occlusion network's last fitting stage (``bench/fit_occlusion.py --real-labels``)
+The occlusion network's last fitting stage (``bench/recipes/fit_occlusion.py --real-labels``)
 learns from hand labels in ``bench/audit/fer2013_train_occlusion_labels.csv``. This
 script makes more of them, the way the shipped ones were made:
 
@@ -18,15 +18,15 @@ rounds 1-5) or the kinds of cover of every face (``--kinds``: ``TAG: numbers`` l
 
 Usage::
 
-    python bench/label_sheets.py draw --out /tmp/sheets --random 640 --ranked 320 --seed 45 \\
+    python -m bench.audit.label_sheets draw --out /tmp/sheets --random 640 --ranked 320 --seed 45 \\
         --crops-cache /tmp/fer_aligned.npz
-    python bench/label_sheets.py merge --key /tmp/sheets/key.csv --positives /tmp/sheets/occluded.txt
+    python -m bench.audit.label_sheets merge --key /tmp/sheets/key.csv --positives /tmp/sheets/occluded.txt
 
 Round 6 (kinds; ranked by weights fitted on the dev labels only, holdout copies left out)::
 
-    python bench/label_sheets.py draw --out /tmp/r6 --random 640 --ranked 320 --seed 47 --rows 6 \\
+    python -m bench.audit.label_sheets draw --out /tmp/r6 --random 640 --ranked 320 --seed 47 --rows 6 \\
         --crops-cache /tmp/fer_aligned.npz --rank-with DEV_WEIGHTS --skip-holdout-copies
-    python bench/label_sheets.py merge --key /tmp/r6/key.csv --kinds /tmp/r6/kinds.txt
+    python -m bench.audit.label_sheets merge --key /tmp/r6/key.csv --kinds /tmp/r6/kinds.txt
 """
 
 from __future__ import annotations

@@ -5,12 +5,12 @@ crop). A pair counts when the mean absolute difference of the two 48x48 grey ima
 below 4 (re-encodings of one face differ by about 1-1.6; different faces by 10 or
 more); candidates come from a cosine above 0.98 between 16x16 mean-pooled, centred
 images. Writes ``bench/audit/near_duplicates.csv`` (``a``, ``b``: paths relative to the
-data folder, ``a`` < ``b``; ``mad``), which ``bench/holdout.py`` uses to keep copies of
+data folder, ``a`` < ``b``; ``mad``), which ``curate/faces/holdout.py`` uses to keep copies of
 holdout faces out of fitting. About two minutes on one core.
 
 Usage::
 
-    python bench/near_duplicates.py [--data ../shared/data]
+    python -m bench.audit.near_duplicates [--data ../shared/data]
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ them. Nothing is written to the repository.
 
 Usage::
 
-    python bench/occlusion_kind_sheets.py --out /tmp/kinds
+    python -m bench.audit.occlusion_kind_sheets --out /tmp/kinds
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ of the votes file (false for ties and images without votes).
 Write a manifest for ``curate build-tuples`` with the FERPlus labels (what a user who has the
 votes would train on; images without a clean label are left out and counted)::
 
-    python bench/ferplus.py manifest --out runs/ferplus/manifest.csv
+    python -m bench.common.ferplus manifest --out runs/ferplus/manifest.csv
     curate build-tuples runs/ferplus/manifest.csv --out runs/ferplus/tuples
     curate finetune runs/ferplus/tuples --soft-label-prefix soft_ ...   # or train on the plurality label
 """

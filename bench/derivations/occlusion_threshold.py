@@ -1,6 +1,6 @@
 """Pool the cross-validated occlusion scores and pick the default threshold.
 
-Reads the ``FOLD.heldout.csv`` files that ``bench/fit_occlusion.py --real-labels --dev-only
+Reads the ``FOLD.heldout.csv`` files that ``bench/recipes/fit_occlusion.py --real-labels --dev-only
 --cv-fold K --out FOLD.safetensors`` writes (K = 0..4: the dev hand labels only) and prints
 the out-of-fold AUROC of ``occlusion_any`` (``score``) against the first labelling's
 ``occluded`` and of ``occlusion`` against the occlusion policy
@@ -10,7 +10,7 @@ the randomly sampled ones: the rule behind ``curate.faces.occlusion.OCCLUSION_TH
 
 Usage::
 
-    python bench/occlusion_threshold.py /tmp/cv/fold*.heldout.csv
+    python -m bench.derivations.occlusion_threshold /tmp/cv/fold*.heldout.csv
 """
 
 from __future__ import annotations

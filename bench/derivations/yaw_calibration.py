@@ -4,7 +4,7 @@ The transformation matrix's yaw reads three-quarter views low on small crops; th
 place between the outer cheeks (``cheek_offset``) carries more of the turn. This script
 runs the landmarker (litert, in this process) on every face of ``bench/audit/face_audit.csv``
 (pose 0 frontal, 1 ambiguous, 2 clearly turned) and ``face_conditions_pose_audit.csv``
-(``turned`` 0 / 1 / 2), and fits, on their DEV parts only (``bench/holdout.py``: the
+(``turned`` 0 / 1 / 2), and fits, on their DEV parts only (``curate/faces/holdout.py``: the
 file-name rule, share 0.5), ``yaw = a * matrix_yaw + b * cheek_offset`` (a, b >= 0) by an
 ordinal logistic model whose class boundaries are the audits' own definitions: frontal below
 15 degrees, clearly turned (three-quarter or profile) above 30 degrees, the three classes
@@ -24,7 +24,7 @@ audits' clearly turned faces against the frontal ones.
 
 Usage::
 
-    python bench/yaw_calibration.py [--data ../shared/data]
+    python -m bench.derivations.yaw_calibration [--data ../shared/data]
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Reads ``bench/audit/face_audit.csv`` (pose labelled from the picture: 0 frontal, 1
 ambiguous, 2 clearly turned) and ``curate faces`` tables of ``fer2013/val`` and
 ``face-conditions`` (the audited faces' ``yaw``). The rule, on the DEV part of the
-``fer2013/val`` audit only (``bench/holdout.py``; stratum-weighted): the largest multiple
+``fer2013/val`` audit only (``curate/faces/holdout.py``; stratum-weighted): the largest multiple
 of 5 degrees at which the screen still catches at least 90% of the clearly turned faces
 the landmarker finds, so that it rejects as few frontal and ambiguous faces as it can
 while catching nine clearly turned faces in ten. For reference it also prints where a
@@ -19,7 +19,7 @@ those over face-conditions by its flag stratum, so they estimate the whole set.
 
 Usage::
 
-    python bench/yaw_threshold.py --val-faces faces_val.parquet --fc-faces faces_fc.parquet
+    python -m bench.derivations.yaw_threshold --val-faces faces_val.parquet --fc-faces faces_fc.parquet
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """What limits a network's colour probe (issue 24): cheap changes to how the embedding is made,
 measured on taiwanese-posed before any training.
 
-    python bench/colour_probe_variants.py [RUN_OR_MODEL ...] [--variants V;V;...] [--json OUT.json]
+    python -m bench.experiments.colour_probe_variants [RUN_OR_MODEL ...] [--variants V;V;...] [--json OUT.json]
 
 For each network and each variant, the 629 colour portraits are embedded and probed as in
-``bench/measure_backbone.py`` (a standardised multinomial logistic regression, C = 1,
+``bench/quality/measure_backbone.py`` (a standardised multinomial logistic regression, C = 1,
 leave one performer out), three times: on all 14 performers (the figure of the model card),
-on the DEV performers only and on the HOLDOUT performers only (``bench/holdout.py``:
+on the DEV performers only and on the HOLDOUT performers only (``curate/faces/holdout.py``:
 P01, P02, P05, P08, P10, P12, P14 are held out; choices are made on DEV). Each variant is
 ``FRAMING,SIZE,GREY,FLIP,LAYER`` (default: one factor at a time from measure_backbone.py's):
 
@@ -24,7 +24,7 @@ The face boxes come from curate's face analysis (cached). The run behind the mod
 (``bench/results/issue24_colour_probe_variants.json``; the ``fer_resnet10t`` rows from the
 default variants, the ``ferplus_resnet10t`` rows from)::
 
-    python bench/colour_probe_variants.py ferplus_resnet10t --variants \
+    python -m bench.experiments.colour_probe_variants ferplus_resnet10t --variants \
       "full,0,plain,none,embedding;1.2,0,plain,none,embedding;1.0,0,plain,none,embedding;\
     0.9,0,plain,none,embedding;1.1,0,plain,none,embedding;0.8,0,plain,none,embedding;\
     1.0,0,plain,flip,embedding;full,0,plain,flip,embedding;1.5,0,plain,none,embedding;\

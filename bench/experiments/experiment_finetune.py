@@ -18,15 +18,15 @@ six, and for the noisy runs whether the drops hit the tuples that hold a noisy i
 The budget is set by flags, so the same script runs small on a laptop CPU and large
 on a GPU box::
 
-    python bench/experiment_finetune.py --max-train-images 3000 --epochs 4 --device cpu
-    python bench/experiment_finetune.py --max-train-images 0 --epochs 20 --device cuda
+    python -m bench.experiments.experiment_finetune --max-train-images 3000 --epochs 4 --device cpu
+    python -m bench.experiments.experiment_finetune --max-train-images 0 --epochs 20 --device cuda
 
 ``--max-train-images 0`` uses the whole train split. Results: a table on stdout and
 ``WORK/results.json``.
 
 Measured (2026-11-26, this project's shared 2-core CPU, one torch thread)::
 
-    python bench/experiment_finetune.py --backbone test_resnet --max-train-images 3000 \
+    python -m bench.experiments.experiment_finetune --backbone test_resnet --max-train-images 3000 \
         --max-val-images 1000 --epochs 6 --batch-tuples 32 --lr 3e-3 --device cpu \
         --conditions noisy,clean --work /tmp/exp_cpu            # 31 min
 

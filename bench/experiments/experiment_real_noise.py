@@ -39,7 +39,7 @@ pair), against the share of such tuples (what dropping at random would give):
 ``lift`` = precision / that share; ``drop_rate_ratio`` = drop rate of tuples with a truly
 mislabelled image / drop rate of the others. Recall is the drop rate of the former.
 
-    python bench/experiment_real_noise.py --arms none,cleanlab,oracle --seeds 0,1,2 \
+    python -m bench.experiments.experiment_real_noise --arms none,cleanlab,oracle --seeds 0,1,2 \
         --max-train-images 10000 --epochs 10 --screener-epochs 6 --work /tmp/real_noise
 
 A reduced experiment on a subset of that subset reuses its screener (copy WORK/screener):
@@ -82,7 +82,7 @@ macro-F1, mean +- sd over seeds 0-2:
 
 The boundary drops 17-19% of the mined triplets; 0.78 of the discarded and 0.77 of all mined
 triplets hold a mislabelled image (positive: 0.40 against 0.39): no enrichment. Why:
-``bench/mined_null_probe.py``.
+``bench/experiments/mined_null_probe.py``.
 
 Multistage outlier suppression (``finetune --exclude-suspects`` with batch-hard mining; each
 arm = ``full`` + suppression of the ``--suppress-share`` 0.2 most suspect images, scored on

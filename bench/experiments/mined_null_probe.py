@@ -28,11 +28,11 @@ positive or negative per visit; and, for reference, a 5-fold linear probe's out-
 Two settings, no evaluation label used to choose anything::
 
     # the experiment's base network (trained on train images outside the subset) on the subset
-    python bench/mined_null_probe.py --work /work/scratch/mining/exp --model screener --images train
-    # the bundled network (trained on FER2013 Training) on the dev half of PublicTest (bench/holdout.py)
-    python bench/mined_null_probe.py --work /work/scratch/mining/exp --model bundled --images val-dev
+    python -m bench.experiments.mined_null_probe --work /work/scratch/mining/exp --model screener --images train
+    # the bundled network (trained on FER2013 Training) on the dev half of PublicTest (curate/faces/holdout.py)
+    python -m bench.experiments.mined_null_probe --work /work/scratch/mining/exp --model bundled --images val-dev
 
-``--work`` is the folder of ``bench/experiment_real_noise.py`` (its ``orig.csv`` and
+``--work`` is the folder of ``bench/experiments/experiment_real_noise.py`` (its ``orig.csv`` and
 ``screener_bh``).
 """
 

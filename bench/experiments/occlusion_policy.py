@@ -21,7 +21,7 @@ in ``bench/audit/README.md``: clear glasses (and hats) do not hurt, hands do.
 Usage (embeds all FER2013 train + val images with the bundled backbone once; a few
 minutes on 2 cores, seconds with a filled cache)::
 
-    python bench/occlusion_policy.py [--data ../shared/data] [--cache-dir /tmp/curate_emb]
+    python -m bench.experiments.occlusion_policy [--data ../shared/data] [--cache-dir /tmp/curate_emb]
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ references; a head turned away shows the same ratio everywhere, and in the matri
 
 Usage::
 
-    python bench/yaw_expression.py [--data ../shared/data]
+    python -m bench.experiments.yaw_expression [--data ../shared/data]
 """
 
 from __future__ import annotations

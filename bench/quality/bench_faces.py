@@ -2,10 +2,10 @@
 
 Analyses (fresh cache, timed) face-conditions (1,760 in-the-wild faces), all of
 ``fer2013/val`` (3,589) and the hand-labelled FER2013 training faces of the holdout part
-(``bench/holdout.py``), then prints:
+(``curate/faces/holdout.py``), then prints:
 
 - faces found, and images/s per core (face-conditions);
-- pose: the ``--max-yaw`` rule on the blind face audit (``bench/yaw_threshold.py``):
+- pose: the ``--max-yaw`` rule on the blind face audit (``bench/derivations/yaw_threshold.py``):
   recall of clearly turned faces and the share of frontal faces rejected, per set and
   threshold; the benchmark's own yaw flags for reference;
 - occlusion: AUROC of ``occlusion_any`` against face-conditions' ``occluded`` flag (the
@@ -29,7 +29,7 @@ Dev figures helped choose things (thresholds, recipe); holdout figures did not.
 
 Usage::
 
-    python bench/bench_faces.py [--data ../shared/data] [--workers 2] [--save DIR]
+    python -m bench.quality.bench_faces [--data ../shared/data] [--workers 2] [--save DIR]
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """Hygiene screens on real FER data and at scale (issue #15). Prints every figure of
 docs/hygiene.md; each subcommand states what it measures.
 
-    python bench/bench_hygiene.py planted   # planted copies of fer2013/val: recall, precision
-    python bench/bench_hygiene.py real --sheet DIR   # FER2013 train+val: groups, leakage, 100-pair sheet
-    python bench/bench_hygiene.py ckplus    # CK+: same-sequence frames, same-subject pairs
-    python bench/bench_hygiene.py scale     # 1,000,000 synthetic descriptors vs brute force
-    python bench/bench_hygiene.py notface   # not-a-face AUROC on the hand-labelled FERPlus drops
-    python bench/bench_hygiene.py quality   # quality flag rates
+    python -m bench.quality.bench_hygiene planted   # planted copies of fer2013/val: recall, precision
+    python -m bench.quality.bench_hygiene real --sheet DIR   # FER2013 train+val: groups, leakage, 100-pair sheet
+    python -m bench.quality.bench_hygiene ckplus    # CK+: same-sequence frames, same-subject pairs
+    python -m bench.quality.bench_hygiene scale     # 1,000,000 synthetic descriptors vs brute force
+    python -m bench.quality.bench_hygiene notface   # not-a-face AUROC on the hand-labelled FERPlus drops
+    python -m bench.quality.bench_hygiene quality   # quality flag rates
 
 Data: ``../shared/data`` beside the checkout (``--data``). Thumbnails are decoded once with
 ``curate.images.load_image`` and cached under ``--cache`` (default /tmp/curate-hygiene).

@@ -1,24 +1,24 @@
 """Measures of a bundled network or fine-tuning run (issue 24): FERPlus-plurality accuracy on
 FER2013 PublicTest, and a performer-grouped linear probe on the colour photos.
 
-    python bench/measure_backbone.py RUN_OR_MODEL [RUN_OR_MODEL ...] [--json OUT.json]
+    python -m bench.quality.measure_backbone RUN_OR_MODEL [RUN_OR_MODEL ...] [--json OUT.json]
 
 For each network, in one run (so the bundled ``fer_resnet10t`` can be measured beside a
 new one on the same machine and code):
 
 1. ``ferplus``: ``curate evaluate`` (float32) on FER2013 PublicTest (``fer2013/val``) with
-   the FERPlus plurality labels (the convention of ``bench/ferplus.py``: plurality over all
+   the FERPlus plurality labels (the convention of ``bench/common/ferplus.py``: plurality over all
    ten vote categories; images whose top vote is tied or is contempt, unknown or not-a-face,
    and images without votes, have no label and are left out, counted). Accuracy and macro
    F1 on all such images (``all``; byte-identical copies within PublicTest evaluated once),
    on those that are not byte-copies of a FER2013 Training image (``held_out``), and on
-   the ``dev`` / ``holdout`` halves of ``held_out`` by ``bench/holdout.py``'s file-name
+   the ``dev`` / ``holdout`` halves of ``held_out`` by ``curate/faces/holdout.py``'s file-name
    hash (share 0.5).
 2. ``colour_probe``: embeddings (``curate.embed``, the network's own preprocessing, whole
    256x256 photo) of ``taiwanese-posed``; a standardised multinomial logistic regression
    (scikit-learn, C = 1) on the posed label, leave-one-performer-out (14 folds); accuracy
    and macro F1 of the out-of-fold predictions; the same within the DEV performers and
-   within the HOLDOUT performers (``bench/holdout.py``: P01, P02, P05, P08, P10, P12, P14),
+   within the HOLDOUT performers (``curate/faces/holdout.py``: P01, P02, P05, P08, P10, P12, P14),
    7 folds each. ``colour_probe_framed``: the same on the embeddings ``curate screen``
    makes by default (``--framing auto``: on these portraits the face cut out from its
    landmarks, :mod:`curate.representations.framing`).
@@ -82,7 +82,7 @@ def lopo(emb: np.ndarray, y: np.ndarray, groups: np.ndarray) -> dict:
 
 def colour_probe(run: str, root: Path, framing: str = "full") -> dict:
     """The probe on all 14 performers, and within the DEV and the HOLDOUT performers
-    (``bench/holdout.py``) separately; ``framing`` as curate's ``--framing`` (``full``: the
+    (``curate/faces/holdout.py``) separately; ``framing`` as curate's ``--framing`` (``full``: the
     whole picture; ``auto``: what ``curate screen`` embeds by default, the face cut out from
     its landmarks when faces are small, :mod:`curate.representations.framing`)."""
     from curate.backbone import load_backbone

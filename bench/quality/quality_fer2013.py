@@ -20,7 +20,7 @@ train-split numbers as optimistic. With ``--split-half``
 only one half of train is screened and the other half's clean manifest is written
 to ``OUT/train_half_a.csv`` to fine-tune a backbone on images the screen never sees.
 
-    python bench/quality_fer2013.py --weights RUN [--backbone NAME] [--max-images 6000]
+    python -m bench.quality.quality_fer2013 --weights RUN [--backbone NAME] [--max-images 6000]
         [--noise 0.2] [--per-anchor 3] [--k 10] [--split-half] [--out /tmp/q]
 """
 

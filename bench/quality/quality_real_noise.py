@@ -27,7 +27,7 @@ is the split the backbone was trained on (it has memorised those labels).
 Metrics: AUROC, average precision, precision among the top 5% and 10% (ties at the cut
 count by their share). cleanlab (AGPL-3.0) is imported here only, never by curate.
 
-    python bench/quality_real_noise.py [--splits val,train] [--embeddings PARQUET]
+    python -m bench.quality.quality_real_noise [--splits val,train] [--embeddings PARQUET]
         [--via-cli] [--out DIR] [--seed 0]
 """
 

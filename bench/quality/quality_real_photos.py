@@ -10,7 +10,7 @@ Two data sets, each with an independent truth about its labels:
   (:func:`holdout.taiwanese_holdout_subjects`, fixed before any tuning); each half is
   built and screened on its own, as a user would screen a new data set.
 - FER2013 PublicTest (``fer2013/val``) with the FERPlus plurality as truth, split into dev
-  and holdout halves by the file bytes' SHA-256 (as ``bench/quality_real_noise.py``);
+  and holdout halves by the file bytes' SHA-256 (as ``bench/quality/quality_real_noise.py``);
   screened whole, measured per half.
 
 For each: curate with DEFAULT settings (``build_tuples`` + ``screen``: ``--representation
@@ -26,7 +26,7 @@ speed target: the default screen against its per-image network stages (the backb
 embedding plus the face analysis), both from an empty cache, on the colour set, after the
 one-time imports (timm, the face models), which neither is charged.
 
-    python bench/quality_real_photos.py [--out DIR] [--sets taiwanese,speed,fer2013]
+    python -m bench.quality.quality_real_photos [--out DIR] [--sets taiwanese,speed,fer2013]
 
 cleanlab (AGPL-3.0) is imported here only, never by curate. Results go to
 ``DIR/quality_real_photos.json`` as each part finishes.

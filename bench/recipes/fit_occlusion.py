@@ -8,7 +8,7 @@ written into the package unless ``--out`` names it.
 
 The shipped weights (stage 5; about 7 minutes of training on one core)::
 
-    python bench/fit_occlusion.py --crops-cache /tmp/fer_aligned.npz \\
+    python -m bench.recipes.fit_occlusion --crops-cache /tmp/fer_aligned.npz \\
         --real-labels bench/audit/fer2013_train_occlusion_labels.csv \\
         --epochs 6 --seeds 0,1,2 --out /tmp/occlusion.safetensors
 
@@ -17,10 +17,10 @@ The shipped weights (stage 5; about 7 minutes of training on one core)::
 writes the held-out scores to ``OUT.heldout.csv``. The synthetic stages 1-4 (how the
 stage-4 weights were made; docs/faces.md, "Fitting the occlusion weights")::
 
-    python bench/fit_occlusion.py --crops-cache /tmp/fer_aligned.npz --first-fit-hands --out /tmp/w1.safetensors
-    python bench/fit_occlusion.py --crops-cache /tmp/fer_aligned.npz --clean-with /tmp/w1.safetensors --out /tmp/w2.safetensors
-    python bench/fit_occlusion.py --crops-cache /tmp/fer_aligned.npz --clean-with /tmp/w2.safetensors --pseudo-labels --out /tmp/w3.safetensors
-    python bench/fit_occlusion.py --crops-cache /tmp/fer_aligned.npz --clean-with /tmp/w3.safetensors --pseudo-labels --out /tmp/w4.safetensors
+    python -m bench.recipes.fit_occlusion --crops-cache /tmp/fer_aligned.npz --first-fit-hands --out /tmp/w1.safetensors
+    python -m bench.recipes.fit_occlusion --crops-cache /tmp/fer_aligned.npz --clean-with /tmp/w1.safetensors --out /tmp/w2.safetensors
+    python -m bench.recipes.fit_occlusion --crops-cache /tmp/fer_aligned.npz --clean-with /tmp/w2.safetensors --pseudo-labels --out /tmp/w3.safetensors
+    python -m bench.recipes.fit_occlusion --crops-cache /tmp/fer_aligned.npz --clean-with /tmp/w3.safetensors --pseudo-labels --out /tmp/w4.safetensors
 
 Prints the held-out AUROC (synthetic occluders, or the held-out labelled fold) after every epoch.
 """
@@ -133,13 +133,13 @@ def main() -> None:
                     help="with --real-labels: hold out fold K of 5 (seeded) and print its AUROC")
     ap.add_argument("--dev-only", action="store_true",
                     help="with --real-labels: fit on the dev part only: leave out the holdout labels "
-                         "and every copy of a holdout face (bench/holdout.py)")
+                         "and every copy of a holdout face (curate/faces/holdout.py)")
     ap.add_argument("--balance-classes", action="store_true",
                     help="with --real-labels: draw the uncovered labelled faces with every expression "
                          "class (the FER2013 folder) equally likely")
     ap.add_argument("--posed-bare", type=Path, default=None,
                     help="with --real-labels: a taiwanese-posed folder (manifest.csv): the aligned faces "
-                         "of its DEV performers (bench/holdout.py) join the uncovered faces")
+                         "of its DEV performers (curate/faces/holdout.py) join the uncovered faces")
     args = ap.parse_args()
 
     import torch
@@ -173,7 +173,7 @@ def main() -> None:
             held[["path", "occluded", "kind", "sample", "score", "occlusion"]].to_csv(
                 args.out.with_suffix(".heldout.csv"), index=False)
         fit.save_occlusion_weights(result.states, args.out, {
-            "fitted_by": "bench/fit_occlusion.py --real-labels", "seeds": ",".join(map(str, seeds)),
+            "fitted_by": "bench/recipes/fit_occlusion.py --real-labels", "seeds": ",".join(map(str, seeds)),
             "labels": str(result.n_train), "epochs": str(args.epochs), "real_frac": str(args.real_frac),
             "dev_only": str(bool(args.dev_only)), "outputs": ",".join(OUTPUTS),
             "balance_classes": str(bool(args.balance_classes)),
@@ -183,7 +183,7 @@ def main() -> None:
                                    clean_with=args.clean_with, pseudo_labels=args.pseudo_labels,
                                    hands=FIRST_FIT_HANDS if args.first_fit_hands else HANDS,
                                    progress=_synthetic_progress)
-        meta = {"fitted_by": "bench/fit_occlusion.py", "seed": str(args.seed),
+        meta = {"fitted_by": "bench/recipes/fit_occlusion.py", "seed": str(args.seed),
                 "n_faces": str(result.n_faces), "epochs": str(args.epochs)}
         if args.first_fit_hands:
             meta["hands"] = "first-fit"

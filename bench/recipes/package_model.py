@@ -2,7 +2,7 @@
 ``config.json`` (``pretrained_from`` reduced to a bundled model's name when it was one) and
 its weights stored as float16 (half the size; curate loads them into float32).
 
-    python bench/package_model.py RUN curate/models/NAME
+    python -m bench.recipes.package_model RUN curate/models/NAME
 """
 
 from __future__ import annotations

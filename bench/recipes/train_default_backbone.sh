@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Train the bundled default backbone (issue 7) with curate's own commands.
 #
-#   DATA=../shared/data/fer2013 OUT=runs/default DEVICE=cuda EPOCHS=30 bash bench/train_default_backbone.sh
+#   DATA=../shared/data/fer2013 OUT=runs/default DEVICE=cuda EPOCHS=30 bash bench/recipes/train_default_backbone.sh
 #
 # DATA: FER2013 laid out as DATA/<split>/<class>/<image> (train and val);
 # the train split is learnt, the val split measured. Everything is seeded.

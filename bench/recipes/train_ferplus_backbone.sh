@@ -3,10 +3,10 @@
 # the CPU under bfloat16 autocast: FER2013 Training with the FERPlus votes as soft targets,
 # warm-started from fer_resnet10t (SCREEN=1: screened once by `curate screen` first).
 #
-#   OUT=runs/ferplus MAX_STEPS=900 bash bench/train_ferplus_backbone.sh
+#   OUT=runs/ferplus MAX_STEPS=900 bash bench/recipes/train_ferplus_backbone.sh
 #
 # DATA: FER2013 as DATA/<split>/<class>/<image> (train and val); VOTES: the FERPlus votes
-# file (bench/ferplus.py describes both). Everything is seeded.
+# file (bench/common/ferplus.py describes both). Everything is seeded.
 set -euo pipefail
 DATA=${DATA:-../shared/data/fer2013}
 VOTES=${VOTES:-../shared/data/ferplus/ferplus_votes_train_val.csv}
@@ -21,8 +21,8 @@ SEED=${SEED:-0}
 
 mkdir -p "$OUT"
 # 1. the manifest: every image with its votes for the seven classes (soft_<class>; contempt,
-#    unknown and not-a-face votes dropped); label = plurality (see bench/ferplus.py soft-manifest)
-[ -f "$OUT/manifest.csv" ] || $PYTHON bench/ferplus.py soft-manifest --out "$OUT/manifest.csv" \
+#    unknown and not-a-face votes dropped); label = plurality (see bench/common/ferplus.py soft-manifest)
+[ -f "$OUT/manifest.csv" ] || $PYTHON -m bench.common.ferplus soft-manifest --out "$OUT/manifest.csv" \
   --data-root "$DATA" --votes "$VOTES"
 # 2. validate the images (byte-identical duplicates excluded) and sample one triplet per anchor
 [ -f "$OUT/tuples/tuples.parquet" ] || $CURATE build-tuples "$OUT/manifest.csv" --out "$OUT/tuples" \
@@ -46,9 +46,9 @@ $CURATE finetune "$TRAIN_ON" --out "$RUN" --weights fer_resnet10t ${INPUT_SIZE:+
   --epochs 10 --max-steps "$MAX_STEPS" --amp --seed "$SEED" --device "$DEVICE" \
   --checkpoint-every 100 --val-split val
 # 5. measure (FERPlus plurality on PublicTest, colour probe), beside the bundled network
-$PYTHON bench/measure_backbone.py "$RUN" fer_resnet10t --json "$OUT/measures.json"
+$PYTHON -m bench.quality.measure_backbone "$RUN" fer_resnet10t --json "$OUT/measures.json"
 # 6. the bundled copy (float16 weights) and its measures
 if [ -n "${PACKAGE:-}" ]; then
-  $PYTHON bench/package_model.py "$RUN" "$PACKAGE"
-  $PYTHON bench/measure_backbone.py "$PACKAGE" --json "$OUT/measures_packaged.json"
+  $PYTHON -m bench.recipes.package_model "$RUN" "$PACKAGE"
+  $PYTHON -m bench.quality.measure_backbone "$PACKAGE" --json "$OUT/measures_packaged.json"
 fi

@@ -4,7 +4,7 @@ trained on, as the first 16 hex digits of the SHA-256 of those whose SHA-256 sta
 to warn when the dataset it screens is the network's training data (its head has seen those
 labels).
 
-    python bench/training_sample.py MODEL_DIR IMAGE_FOLDER [WHAT]
+    python -m bench.recipes.training_sample MODEL_DIR IMAGE_FOLDER [WHAT]
 
 Both bundled networks trained on FER2013 Training (``../shared/data/fer2013/train``).
 """

@@ -7,7 +7,7 @@ default model unless --weights) and train the same ``--steps`` batches; the firs
 ``--skip`` steps of each (allocator warm-up) are left out of the median. The validation
 accuracy of both runs after those steps is printed too: bf16 should not cost accuracy.
 
-    python bench/bench_amp.py [--data ../shared/data/fer2013] [--n-images 2000] [--steps 30]
+    python -m bench.speed.bench_amp [--data ../shared/data/fer2013] [--n-images 2000] [--steps 30]
                               [--batch-tuples 64] [--input-size 64] [--threads 2]
 
 Without FER2013 (``--data`` absent) it draws grey 48x48 images of noise with random labels

@@ -7,7 +7,7 @@ thread pool) in the same run, alternating A B B A, and prints the ratio. Target:
 for distances + verdicts; memory bounded by the tuple count (the embedding matrix is
 N x d; nothing N x N is ever built).
 
-    python bench/bench_boundary.py [--tuples 10000000] [--images 30000] [--dim 128]
+    python -m bench.speed.bench_boundary [--tuples 10000000] [--images 30000] [--dim 128]
                                    [--quadruplet] [--sorted-anchors] [--workers N]
 
 On a shared machine the wall time depends on the load: the CPU time of the process

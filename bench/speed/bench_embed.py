@@ -16,7 +16,7 @@ channels-last, the faster layout on oneDNN CPUs, hence end-to-end / bare = 1.17.
 share. CPU time per image, this process and its decode workers together, is printed
 too: on a shared machine the decode workers add CPU share as well.
 
-    python bench/bench_embed.py [--backbone resnet18 --weights none] [--images DIR]
+    python -m bench.speed.bench_embed [--backbone resnet18 --weights none] [--images DIR]
                                 [--n-images 2048] [--batch-size 64] [--threads N] [--device cpu]
 
 Default model: the bundled default backbone (resnet10t, 64x64 grayscale), whose cheap

@@ -2,7 +2,7 @@
 screen ... if it helps there too"), against float32 in the same run, and what it does to the
 embeddings.
 
-    python bench/bench_embed_bf16.py [--weights fer_resnet10t] [--rounds 5] [--threads 2] [--n-fer N]
+    python -m bench.speed.bench_embed_bf16 [--weights fer_resnet10t] [--rounds 5] [--threads 2] [--n-fer N]
 
 On two sets, the bundled network's own preprocessing:
 
@@ -21,10 +21,10 @@ Embeddings: cosine similarity of each image's bfloat16 embedding to its float32 
 mean); the share of each image's 10 nearest neighbours (cosine) that stay the same; and the
 measures the embeddings serve, for both: on PublicTest the kNN label-disagreement ranking
 (k = 10) AUROC against "the original label is not the FERPlus plurality", and on the colour
-set the performer-grouped probe (leave one performer out, as ``bench/measure_backbone.py``).
+set the performer-grouped probe (leave one performer out, as ``bench/quality/measure_backbone.py``).
 With ``--screen``, also ``curate screen`` with its defaults on PublicTest, without and with
 ``--amp``: AUROC of ``images_suspect.parquet``'s order against "the original label is not the
-FERPlus plurality" on the dev / holdout halves of ``bench/quality_real_noise.py``, and how many
+FERPlus plurality" on the dev / holdout halves of ``bench/quality/quality_real_noise.py``, and how many
 images the two runs reject differently.
 """
 

@@ -15,7 +15,7 @@ every backend N times (interleaved) and reports the best.
 
 Usage::
 
-    python bench/bench_faces_speed.py [--n-fer 2000] [--face-conditions 1760] [--workers 2]
+    python -m bench.speed.bench_faces_speed [--n-fer 2000] [--face-conditions 1760] [--workers 2]
                                       [--backends tasks,litert] [--repeat 1] [--seed 0]
                                       [--save DIR]
 """

@@ -1,6 +1,6 @@
 """Benchmark: parallel image validation throughput on real FER2013 train (28,709 images).
 
-    python bench/bench_ingest.py [--source ../shared/data/fer2013/train] [--workers N]
+    python -m bench.speed.bench_ingest [--source ../shared/data/fer2013/train] [--workers N]
 
 Prints images/s for 1 worker and for N workers (default: CPU count) in the same run.
 """

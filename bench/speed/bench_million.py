@@ -1,7 +1,7 @@
 """Benchmark: one box, a million images: build-tuples, screen (boundary on precomputed
 embeddings), report and export end to end, at 100,000 and 1,000,000 images.
 
-    python bench/bench_million.py [--sizes 100000 1000000] [--per-anchor 3]
+    python -m bench.speed.bench_million [--sizes 100000 1000000] [--per-anchor 3]
                                   [--work /work/research/scale/million] [--workers N]
 
 Data: ``curate build-tuples`` reads and decodes every file (ingest hashes and fully
@@ -19,7 +19,7 @@ The per-image stages that decode every image again are off, as the face screens 
 build-tuples' leakage check (``--no-leakage-check``) and the hygiene screens
 (``--skip-near-duplicates-screen --skip-not-face-screen --skip-quality-screen``). Like
 embedding and face analysis they cost per image, not per tuple; the near-duplicate
-search has its own scale bench (``bench/bench_hygiene.py scale``, ``docs/hygiene.md``).
+search has its own scale bench (``bench/quality/bench_hygiene.py scale``, ``docs/hygiene.md``).
 
 Each stage runs as its own ``python -m curate`` process; the bench prints its wall time,
 CPU time (user + system, including its worker processes) and peak RSS (the largest

@@ -14,7 +14,7 @@ filter, a sort and a scroll (measured inside the page with ``performance.now()``
 the change event to the list drawn). Targets (issue 26): opens in under 5 s, filters in
 under 200 ms at 10^5 images.
 
-    python bench/bench_report.py [--images 10000 100000] [--tuples N] [--keep DIR]
+    python -m bench.speed.bench_report [--images 10000 100000] [--tuples N] [--keep DIR]
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Benchmark: vectorised tuple sampling vs a plain NumPy per-anchor loop, same run.
 
-    python bench/bench_tuples.py [--images 1000000] [--tuples 1000000]
+    python -m bench.speed.bench_tuples [--images 1000000] [--tuples 1000000]
 
 Synthetic images table (validation skipped): 7 classes with FER2013-like proportions.
 Prints seconds for both and the speed-up ratio. Target (issue 2): the vectorised

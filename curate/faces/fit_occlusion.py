@@ -1,7 +1,7 @@
 """The recipe of the occlusion weights shipped in ``curate/models/faces/occlusion.safetensors``.
 
 Everything here is seeded: the same faces, labels, starting weights and seed give the
-same weights (on the CPU, with the same number of torch threads). ``bench/fit_occlusion.py``
+same weights (on the CPU, with the same number of torch threads). ``bench/recipes/fit_occlusion.py``
 is the command line around it (it reads FER2013, caches the aligned faces and prints
 progress); ``docs/faces.md`` ("Fitting the occlusion weights") lists the runs.
 

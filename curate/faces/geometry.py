@@ -67,7 +67,7 @@ ROLL_SIGN = -1.0
 # Landmarks at the outer cheeks (the face contour at eye height), left then right in the image.
 CHEEKS = (234, 454)
 # The calibrated yaw (:func:`calibrated_yaw`): degrees of the matrix's yaw and of the nose's
-# offset between the cheeks (fraction of the half-width). Fitted by bench/yaw_calibration.py
+# offset between the cheeks (fraction of the half-width). Fitted by bench/derivations/yaw_calibration.py
 # on the dev parts of both blind pose audits (an ordinal fit, classes weighted alike, with the
 # audits' own boundaries: frontal below 15 degrees, clearly turned above 30).
 YAW_FROM_MATRIX = 0.2618
@@ -103,7 +103,7 @@ KP_EYES, KP_NOSE, KP_EARS = (0, 1), 2, (4, 5)
 # Degrees of calibrated yaw per unit of :func:`keypoint_offset`: the least-squares slope
 # (through 0) of the calibrated yaw on the keypoint offset over the dev half of
 # fer2013/val's faces found with a BlazeFace score of at least 0.5 (1,748 faces, r 0.92;
-# 36.05 on the holdout half; bench/yaw_calibration.py). For faces whose landmarks cannot be
+# 36.05 on the holdout half; bench/derivations/yaw_calibration.py). For faces whose landmarks cannot be
 # placed (docs/faces.md, "Faces BlazeFace misses"), where it is the only estimate of the turn.
 YAW_FROM_KEYPOINTS = 37.35
 

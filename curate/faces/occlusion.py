@@ -36,7 +36,7 @@ OCCLUSION_CHANNELS = (12, 24, 48)
 # Above this ``occlusion`` a face counts as occluded: the face screen's default. Chosen
 # without the face-conditions benchmark and without any holdout face: the best-F1
 # threshold of ``occlusion`` against the occlusion policy on the 5-fold out-of-fold scores
-# of the randomly sampled dev hand labels (bench/occlusion_threshold.py, docs/faces.md),
+# of the randomly sampled dev hand labels (bench/derivations/occlusion_threshold.py, docs/faces.md),
 # re-derived for the expression-balanced weights (0.41 was the rule on the weights before).
 OCCLUSION_THRESHOLD = 0.44
 
@@ -179,7 +179,7 @@ class OcclusionModel:
 
         if not weights.is_file():
             raise CurateError(f"occlusion weights not found: {weights}",
-                              hint="reinstall curate, or refit them with bench/fit_occlusion.py (docs/faces.md)")
+                              hint="reinstall curate, or refit them with bench/recipes/fit_occlusion.py (docs/faces.md)")
         from safetensors import safe_open
 
         with safe_open(str(weights), framework="pt") as f:

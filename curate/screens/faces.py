@@ -40,7 +40,7 @@ NO_FACE_CHOICES = ("reject", "keep")
 # "clearly turned"); the default sits below it so that it catches most of those faces
 # although the estimate scatters by about 6 degrees: the largest multiple of 5 that catches
 # at least 80% of the clearly turned faces found on the dev parts of both blind pose audits
-# (bench/yaw_calibration.py, docs/faces.md).
+# (bench/derivations/yaw_calibration.py, docs/faces.md).
 DEFAULT_MAX_YAW = 25.0
 # The occlusion network's own threshold (curate.faces.occlusion.OCCLUSION_THRESHOLD),
 # chosen on the dev hand labels only; face-conditions is not used to choose it.

@@ -46,7 +46,7 @@ from curate.screens.base import Option, Reason, Screen, ScreenContext, ScreenOut
 
 LABEL_SUSPECT = "label_suspect"
 # Floor of the EM class priors, as a share of each class's labelled share. 0.01 ranks
-# FER2013's real noise best (dev AUROC 0.868 vs 0.852 at 0.1, bench/quality_real_noise.py),
+# FER2013's real noise best (dev AUROC 0.868 vs 0.852 at 0.1, bench/quality/quality_real_noise.py),
 # because FER2013's fear and disgust hold far fewer true members than labels; below 0.1 a
 # backbone that cannot separate the classes (the cartoon example: AUROC 0.647 at 0.01, 0.701
 # at 0.1, 0.810 at 1) makes whole classes look mislabelled. docs/label.md has the table.
