@@ -7,7 +7,7 @@ Two data sets, each with an independent truth about its labels:
   disagreement when its label is not neutral and the observers read another expression
   (observers had no neutral option, so neutral images are left out of the metrics but
   stay in the data, and a suggested ``neutral`` cannot be judged). The performers are split into DEV and HOLDOUT halves
-  (:func:`holdout.taiwanese_holdout_subjects`, fixed before any tuning); each half is
+  (:func:`curate.faces.holdout.taiwanese_holdout_subjects`, fixed before any tuning); each half is
   built and screened on its own, as a user would screen a new data set.
 - FER2013 PublicTest (``fer2013/val``) with the FERPlus plurality as truth, split into dev
   and holdout halves by the file bytes' SHA-256 (as ``bench/quality/quality_real_noise.py``);
