@@ -110,8 +110,9 @@ def one_blas_thread():
     few million operations), and small eigen-decompositions, threads cost more in hand-offs
     than they gain, and on a busy machine many times more: on taiwanese-posed's 256-px
     portraits, with other jobs on the two cores, a thumbnail took 90 ms with OpenBLAS's
-    threads and 0.4 ms on one (measured while profiling ``bench/quality/quality_real_photos.py --sets speed``). Only BLAS libraries
-    already loaded are limited; torch's own threads are not touched. The results are the
+    threads and 0.4 ms on one (measured while profiling
+    ``bench/quality/quality_real_photos.py --sets speed``). Only BLAS libraries already
+    loaded are limited; torch's own threads are not touched. The results are the
     same: the products split their outputs, not their sums, across threads."""
     from threadpoolctl import threadpool_limits
 
