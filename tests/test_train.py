@@ -794,3 +794,21 @@ def test_report_escapes_data_strings():
     page = build_report(metrics=metrics, final=final, config={"backbone": "<b>", "classes": final["classes"]},
                         record={"params": {}, "counts": {}})
     assert "<script>x" not in page and "&lt;script&gt;x&lt;/script&gt;" in page and "b&amp;c" in page
+
+
+def test_run_images_are_the_members_and_validation_images_as_store_rows():
+    from curate.train.data import TrainingData
+    from curate.train.loop import RunImages
+
+    images = pd.DataFrame({"label": ["happy", "sad", "happy", "angry", "sad", "fear"]},
+                          index=pd.Index([10, 11, 12, 13, 14, 15], name="image_id"))
+    tuples = pd.DataFrame({"anchor": [12, 10], "positive": [10, 12], "negative": [11, 14]})
+    val = pd.DataFrame({"image_id": [15, 13], "label": ["fear", "angry"]})
+    data = TrainingData(images=images, tuples=tuples, kind="triplet", classes=["happy", "sad", "angry"],
+                        val_images=val, build_dir=Path("."), tuples_file=Path("t.parquet"))
+    got = RunImages.of(data)
+    assert got.ids.tolist() == [10, 11, 12, 13, 14, 15]
+    assert got.member_rows.tolist() == [[2, 0, 1], [0, 2, 4]]
+    assert got.ids[got.member_rows].tolist() == tuples.to_numpy().tolist()
+    assert got.val_rows.tolist() == [5, 3]  # in the validation table's order
+    assert got.label_codes.tolist() == [0, 1, 0, 2, 1, -1]  # "fear" is no class of the run

@@ -679,135 +679,220 @@ def _train(claim: Claim | _Unclaimed, cfg: FinetuneConfig, given: FinetuneConfig
         cfg = replace(cfg, backbone=backbone)
         given = replace(given, backbone=backbone)
 
-    # every image the run touches, decoded once
-    members = data.tuples[data.members].to_numpy(dtype=np.int64)
-    ids = np.unique(np.concatenate([members.ravel(), data.val_images["image_id"].to_numpy(dtype=np.int64)]))
-    pos = {int(i): r for r, i in enumerate(ids)}
-    member_rows = np.vectorize(pos.__getitem__, otypes=[np.int64])(members) if members.size else members
-    label_codes = _label_codes(data, ids)
-    val_rows = np.array([pos[int(i)] for i in data.val_images["image_id"]], dtype=np.int64)
+    images = RunImages.of(data)  # every image the run touches, decoded once
     decode_cb = (lambda ph, d, t: progress(ph, d, t, {})) if progress else None
-    store = ImageStore(data.images.loc[ids, "path"].astype(str).tolist(), data_config,
+    store = ImageStore(data.images.loc[images.ids, "path"].astype(str).tolist(), data_config,
                        max_bytes=int(cfg.preload_max_gb * 1024**3), workers=cfg.workers, progress=decode_cb,
                        colour=cfg.augment and cfg.augment_kind == "photos")
+    net = _place_network(net, device, par)
+    trainer = _Trainer(cfg, data, net, data_config, store, images.member_rows, images.label_codes,
+                       images.val_rows, device, par)
+    n_batches = _set_up_sampling(trainer, images)
+    total = cfg.epochs * n_batches if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * n_batches)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(total, cfg.warmup_share))
+    fingerprint = _fingerprint(cfg, data)
+    fresh = _State.new(len(images.member_rows), math.ceil(total / n_batches), len(images.ids), len(data.classes))
+    loaded = _resume(run, trainer, opt, sched, fresh, total, restart,
+                     (fingerprint, _fingerprint(given, data, build_dir=data.build_dir_as_given)))
+    resumed_from = loaded.step if loaded else 0
+    state = loaded or fresh
 
+    if cfg.amp and not trainer.amp:
+        notes.append(trainer.precision)
+    loop = _Loop(run, trainer, opt, sched, state, fingerprint, n_batches, total, progress, notes)
+    last_val = loop.run()
+    if not par.is_main:
+        return FinetuneResult(run_dir=run, metrics=pd.DataFrame(state.rows), final={}, config={}, run={},
+                              resumed_from_step=resumed_from, notes=notes, is_main=False)
+    if not last_val and len(images.val_rows):
+        last_val = trainer.validate()
+    return _finish(claim, cfg, data, net, data_config, pretrained_from, state, last_val, started, resumed_from,
+                   notes, source, images.ids, trainer.precision)
+
+
+@dataclass
+class RunImages:
+    """Every image a run touches (the tuples' members and the validation images) as rows
+    of one store: ``ids`` sorted; ``member_rows`` the tuples' members as store rows
+    (``[n_tuples, members]``); ``label_codes`` per store row; ``val_rows`` the validation
+    images' rows, in their order."""
+
+    ids: np.ndarray
+    members: np.ndarray
+    member_rows: np.ndarray
+    label_codes: np.ndarray
+    val_rows: np.ndarray
+
+    @classmethod
+    def of(cls, data: TrainingData) -> RunImages:
+        members = data.tuples[data.members].to_numpy(dtype=np.int64)
+        ids = np.unique(np.concatenate([members.ravel(), data.val_images["image_id"].to_numpy(dtype=np.int64)]))
+        pos = {int(i): r for r, i in enumerate(ids)}
+        member_rows = np.vectorize(pos.__getitem__, otypes=[np.int64])(members) if members.size else members
+        val_rows = np.array([pos[int(i)] for i in data.val_images["image_id"]], dtype=np.int64)
+        return cls(ids, members, member_rows, _label_codes(data, ids), val_rows)
+
+
+def _place_network(net: EmbeddingNet, device: torch.device, par: Parallel) -> EmbeddingNet:
+    """The network on ``device`` (channels-last on CUDA; synchronised BatchNorm and rank 0's
+    weights under torchrun)."""
     if par.enabled:
         net = sync_batchnorm(net)  # statistics of the global batch, as in one process
     net = net.to(device)
     if device.type == "cuda":
         net = net.to(memory_format=torch.channels_last)
     par.broadcast_from_main(net)
-    trainer = _Trainer(cfg, data, net, data_config, store, member_rows, label_codes, val_rows, device, par)
+    return net
+
+
+def _set_up_sampling(trainer: _Trainer, images: RunImages) -> int:
+    """Soft targets (``soft_label_prefix``) and, for batch-hard mining, the class-balanced
+    sampler and the pool it draws from (face-rejected images left out); the steps per epoch."""
+    cfg, data, ids = trainer.cfg, trainer.data, images.ids
     if cfg.soft_label_prefix is not None:
-        train_ids = ids[np.isin(ids, members)]
+        train_ids = ids[np.isin(ids, images.members)]
         trainer.soft_targets = torch.zeros((len(ids), len(data.classes)))
         trainer.soft_targets[np.searchsorted(ids, train_ids)] = torch.from_numpy(
             soft_targets(data, train_ids, cfg.soft_label_prefix))
-    n_batches = len(epoch_batches(len(members), cfg.batch_tuples, cfg.seed, 0))
+    n_batches = len(epoch_batches(len(images.members), cfg.batch_tuples, cfg.seed, 0))
     if cfg.mining == "batch-hard":
-        pool = np.unique(member_rows)
+        pool = np.unique(images.member_rows)
         rejected = data.extra.get("face_rejected_ids")
         if rejected is not None:
             pool = pool[~np.isin(ids[pool], rejected)]
-        trainer.sampler = ClassBalancedSampler(label_codes[pool], cfg.classes_per_batch, cfg.images_per_class,
-                                               cfg.seed, cfg.steps_per_epoch)
+        trainer.sampler = ClassBalancedSampler(images.label_codes[pool], cfg.classes_per_batch,
+                                               cfg.images_per_class, cfg.seed, cfg.steps_per_epoch)
         trainer.pool = pool
         n_batches = trainer.sampler.steps_per_epoch
-    total = cfg.epochs * n_batches if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * n_batches)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(total, cfg.warmup_share))
-    fingerprint = _fingerprint(cfg, data)
-    # a checkpoint of an earlier curate keyed the paths as they were typed: still resumable
-    legacy = _fingerprint(given, data, build_dir=data.build_dir_as_given)
+    return n_batches
+
+
+def _resume(run: Path, trainer: _Trainer, opt: torch.optim.Optimizer, sched: Any, fresh: _State, total: int,
+            restart: bool, fingerprints: tuple[str, ...]) -> _State | None:
+    """The checkpoint's state loaded into the network, optimiser, scheduler, screen and
+    margins, or None (no checkpoint, or ``restart``: rank 0 clears the checkpoints)."""
+    par = trainer.par
     if restart and par.is_main and (run / CKPT_DIR).exists():
         for f in (run / CKPT_DIR).iterdir():
             f.unlink()
-    fresh = _State.new(len(members), math.ceil(total / n_batches), len(ids), len(data.classes))
     par.barrier()  # rank 0 has claimed the folder (and cleared it): every rank reads the same checkpoint
-    state = None if restart else _load_checkpoint(run, net, opt, sched, trainer.screen, (fingerprint, legacy),
-                                                  fresh, total, trainer.margins)
-    resumed_from = state.step if state else 0
-    state = state or fresh
+    if restart:
+        return None
+    # a checkpoint of an earlier curate keyed the paths as they were typed (the second fingerprint)
+    return _load_checkpoint(run, trainer.net, opt, sched, trainer.screen, fingerprints, fresh, total,
+                            trainer.margins)
 
-    if cfg.amp and not trainer.amp:
-        notes.append(trainer.precision)
-    in_update = False
-    before_step: dict[str, torch.Tensor] | None = None  # buffers before the step now in its forward pass
-    saved_step = state.step
-    last_val: dict[str, Any] = {}
-    try:
-        if par.is_main and _val_row_missing(state, n_batches, total) and len(val_rows):
-            last_val = _validate(trainer, state, (state.step - 1) // n_batches, n_batches, total, progress)
-        net.train()
-        while state.step < total:
-            epoch, in_epoch = divmod(state.step, n_batches)
-            tic = time.perf_counter()
-            before_step = _buffers(net)
-            if trainer.sampler is not None:   # batch-hard mining: P x K images, no pre-sampled tuples
-                b = trainer.image_batch(trainer.pool[trainer.sampler.epoch(epoch)[in_epoch]], state.step)
-                loss, row, mined, susp = trainer.mined_step(b, state.step, state.suspicion)
-                batches, drops = None, None
-            else:
-                batches = epoch_batches(len(members), cfg.batch_tuples, cfg.seed, epoch)
-                b = trainer.batch(batches[in_epoch], state.step)
-                loss, row, drops, susp = trainer.step(b, state.step, state.suspicion)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            par.average_gradients(trainer.params)
-            in_update = True
-            opt.step()
-            sched.step()
-            if cfg.screen_every_step:
-                trainer.screen.commit_pending()
-            if trainer.margins is not None:
-                trainer.margins.commit_pending()
-            if batches is not None and drops is not None:
-                np.add.at(state.drops, batches[in_epoch], drops)
-                state.epoch_drops[epoch, batches[in_epoch]] = (TOO_FAR * drops[:, 1] + TOO_CLOSE * drops[:, 2]
-                                                               + SUSPECT * drops[:, 3]).astype(np.uint8)
-            else:
-                state.mined = np.concatenate([state.mined, mined])
-            if susp is not None:
-                seen = np.isfinite(susp)
-                np.add.at(state.suspicion, (b.rows[seen], 0), susp[seen])
-                np.add.at(state.suspicion, (b.rows[seen], 1), 1.0)
-            row.update({"phase": "train", "epoch": epoch, "step": state.step, "loss": float(loss.item()),
-                        "lr": float(opt.param_groups[0]["lr"]),
-                        "images_per_s": len(b.rows) / max(time.perf_counter() - tic, 1e-9)})
-            if row["all_dropped"]:
-                notes.append(f"step {state.step}: the boundary dropped every tuple; trained on the classification loss only")
-            state.rows.append(row)
-            state.step += 1
-            before_step = None
-            in_update = False
-            if progress is not None:
-                progress("train", state.step, total, row)
-            end_of_epoch = state.step % n_batches == 0 or state.step == total
-            if end_of_epoch and trainer.margins is not None:
-                state.margins[epoch] = trainer.margins.margins
-            if end_of_epoch and par.is_main:
-                last_val = _validate(trainer, state, epoch, n_batches, total, progress)
-            if end_of_epoch or (cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0):
-                if par.is_main:
-                    _save_checkpoint(run, net, opt, sched, trainer.screen, state, fingerprint, trainer.margins)
-                saved_step = state.step
-    except BaseException:
-        if not in_update and state.step > saved_step and par.is_main:
-            if before_step is not None:  # the interrupted forward pass moved the BatchNorm statistics
-                _restore_buffers(net, before_step)
-            trainer.screen.discard_pending()
-            if trainer.margins is not None:
-                trainer.margins.discard_pending()
-            _save_checkpoint(run, net, opt, sched, trainer.screen, state, fingerprint, trainer.margins)
-        raise
 
-    if not par.is_main:
-        return FinetuneResult(run_dir=run, metrics=pd.DataFrame(state.rows), final={}, config={}, run={},
-                              resumed_from_step=resumed_from, notes=notes, is_main=False)
-    if not last_val and len(val_rows):
-        last_val = trainer.validate()
-    return _finish(claim, cfg, data, net, data_config, pretrained_from, state, last_val, started, resumed_from,
-                   notes, source, ids, trainer.precision)
+class _Loop:
+    """The training loop: steps until ``total``, a validation at each epoch's end, a
+    checkpoint at each epoch's end and every ``checkpoint_every`` steps. An exception
+    outside the optimiser's update saves a checkpoint of the last completed step first."""
+
+    def __init__(self, run: Path, trainer: _Trainer, opt: torch.optim.Optimizer, sched: Any, state: _State,
+                 fingerprint: str, n_batches: int, total: int, progress: TrainProgress | None,
+                 notes: list[str]) -> None:
+        self.run_dir, self.trainer, self.opt, self.sched, self.state = run, trainer, opt, sched, state
+        self.fingerprint, self.n_batches, self.total = fingerprint, n_batches, total
+        self.progress, self.notes = progress, notes
+        self.cfg, self.par = trainer.cfg, trainer.par
+        self.in_update = False
+        self.before_step: dict[str, torch.Tensor] | None = None  # buffers before the step now in its forward pass
+        self.saved_step = state.step
+        self.last_val: dict[str, Any] = {}
+
+    def run(self) -> dict[str, Any]:
+        """Train to the end; the last validation's metrics ({} when none ran)."""
+        trainer, state = self.trainer, self.state
+        try:
+            if self.par.is_main and _val_row_missing(state, self.n_batches, self.total) and len(trainer.val_rows):
+                self.last_val = _validate(trainer, state, (state.step - 1) // self.n_batches, self.n_batches,
+                                          self.total, self.progress)
+            trainer.net.train()
+            while state.step < self.total:
+                epoch = state.step // self.n_batches
+                self.step()
+                self.end_step(epoch)
+        except BaseException:
+            if not self.in_update and state.step > self.saved_step and self.par.is_main:
+                self.save_interrupted()
+            raise
+        return self.last_val
+
+    def step(self) -> None:
+        """One optimisation step: its batch, loss and update, its drops and suspicion in the
+        state, its metrics row."""
+        trainer, state, cfg = self.trainer, self.state, self.cfg
+        epoch, in_epoch = divmod(state.step, self.n_batches)
+        tic = time.perf_counter()
+        self.before_step = _buffers(trainer.net)
+        if trainer.sampler is not None:   # batch-hard mining: P x K images, no pre-sampled tuples
+            b = trainer.image_batch(trainer.pool[trainer.sampler.epoch(epoch)[in_epoch]], state.step)
+            loss, row, mined, susp = trainer.mined_step(b, state.step, state.suspicion)
+            batches, drops = None, None
+        else:
+            batches = epoch_batches(len(trainer.member_rows), cfg.batch_tuples, cfg.seed, epoch)
+            b = trainer.batch(batches[in_epoch], state.step)
+            loss, row, drops, susp = trainer.step(b, state.step, state.suspicion)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.par.average_gradients(trainer.params)
+        self.in_update = True
+        self.opt.step()
+        self.sched.step()
+        if cfg.screen_every_step:
+            trainer.screen.commit_pending()
+        if trainer.margins is not None:
+            trainer.margins.commit_pending()
+        if batches is not None and drops is not None:
+            np.add.at(state.drops, batches[in_epoch], drops)
+            state.epoch_drops[epoch, batches[in_epoch]] = (TOO_FAR * drops[:, 1] + TOO_CLOSE * drops[:, 2]
+                                                           + SUSPECT * drops[:, 3]).astype(np.uint8)
+        else:
+            state.mined = np.concatenate([state.mined, mined])
+        if susp is not None:
+            seen = np.isfinite(susp)
+            np.add.at(state.suspicion, (b.rows[seen], 0), susp[seen])
+            np.add.at(state.suspicion, (b.rows[seen], 1), 1.0)
+        row.update({"phase": "train", "epoch": epoch, "step": state.step, "loss": float(loss.item()),
+                    "lr": float(self.opt.param_groups[0]["lr"]),
+                    "images_per_s": len(b.rows) / max(time.perf_counter() - tic, 1e-9)})
+        if row["all_dropped"]:
+            self.notes.append(f"step {state.step}: the boundary dropped every tuple; "
+                              "trained on the classification loss only")
+        state.rows.append(row)
+        state.step += 1
+        self.before_step = None
+        self.in_update = False
+        if self.progress is not None:
+            self.progress("train", state.step, self.total, row)
+
+    def end_step(self, epoch: int) -> None:
+        """After a step: at an epoch's end the margins and the validation; the checkpoint."""
+        trainer, state = self.trainer, self.state
+        end_of_epoch = state.step % self.n_batches == 0 or state.step == self.total
+        if end_of_epoch and trainer.margins is not None:
+            state.margins[epoch] = trainer.margins.margins
+        if end_of_epoch and self.par.is_main:
+            self.last_val = _validate(trainer, state, epoch, self.n_batches, self.total, self.progress)
+        if end_of_epoch or (self.cfg.checkpoint_every and state.step % self.cfg.checkpoint_every == 0):
+            if self.par.is_main:
+                self.save()
+            self.saved_step = state.step
+
+    def save(self) -> None:
+        trainer = self.trainer
+        _save_checkpoint(self.run_dir, trainer.net, self.opt, self.sched, trainer.screen, self.state,
+                         self.fingerprint, trainer.margins)
+
+    def save_interrupted(self) -> None:
+        """The checkpoint of an interrupted run: the state before the step in progress."""
+        if self.before_step is not None:  # the interrupted forward pass moved the BatchNorm statistics
+            _restore_buffers(self.trainer.net, self.before_step)
+        self.trainer.screen.discard_pending()
+        if self.trainer.margins is not None:
+            self.trainer.margins.discard_pending()
+        self.save()
 
 
 def _validate(trainer: _Trainer, state: _State, epoch: int, n_batches: int, total: int,
