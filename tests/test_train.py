@@ -812,3 +812,20 @@ def test_run_images_are_the_members_and_validation_images_as_store_rows():
     assert got.ids[got.member_rows].tolist() == tuples.to_numpy().tolist()
     assert got.val_rows.tolist() == [5, 3]  # in the validation table's order
     assert got.label_codes.tolist() == [0, 1, 0, 2, 1, -1]  # "fear" is no class of the run
+
+
+def test_finetune_options_are_the_config_fields_and_their_defaults_the_librarys():
+    import dataclasses
+    import inspect
+
+    from curate.cli.finetune import finetune_cmd, finetune_config
+    from curate.train.config import FinetuneConfig
+
+    params = inspect.signature(finetune_cmd).parameters
+    names = {f.name for f in dataclasses.fields(FinetuneConfig)}
+    # the settings the command leaves at the library's default (runtime details, the warm-up share)
+    assert names - set(params) == {"warmup_share", "workers", "eval_batch_size"}
+    defaults = finetune_config(**{k: p.default for k, p in params.items() if k in names})
+    assert defaults == FinetuneConfig()
+    got = finetune_config(val_split="NONE", epochs=3)
+    assert got.val_split is None and got.epochs == 3
