@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -149,7 +149,7 @@ def init_network(cfg: FinetuneConfig, classes: list[str], notes: list[str] | Non
         if cfg.in_chans is not None and cfg.in_chans != in_chans:
             raise CurateError(f"--in-chans {cfg.in_chans} does not match the weights of {cfg.backbone!r} "
                               f"({in_chans} channels)", hint=f"pass --in-chans {in_chans} or leave it out")
-    net = EmbeddingNet(body, int(body.num_features), cfg.embed_dim, len(classes), cfg.scale, cfg.logit_scale)
+    net = EmbeddingNet(body, int(cast(Any, body).num_features), cfg.embed_dim, len(classes), cfg.scale, cfg.logit_scale)
     return net, make_data_config(body, in_chans, cfg.input_size), source, cfg.backbone
 
 
@@ -702,7 +702,7 @@ def _train(claim: Claim | _Unclaimed, cfg: FinetuneConfig, given: FinetuneConfig
         notes.append(trainer.precision)
     loop = _Loop(run, trainer, opt, sched, state, fingerprint, n_batches, total, progress, notes)
     last_val = loop.run()
-    if not par.is_main:
+    if not par.is_main or isinstance(claim, _Unclaimed):
         return FinetuneResult(run_dir=run, metrics=pd.DataFrame(state.rows), final={}, config={}, run={},
                               resumed_from_step=resumed_from, notes=notes, is_main=False)
     if not last_val and len(images.val_rows):
@@ -738,7 +738,7 @@ def _place_network(net: EmbeddingNet, device: torch.device, par: Parallel) -> Em
     """The network on ``device`` (channels-last on CUDA; synchronised BatchNorm and rank 0's
     weights under torchrun)."""
     if par.enabled:
-        net = sync_batchnorm(net)  # statistics of the global batch, as in one process
+        net = cast(EmbeddingNet, sync_batchnorm(net))  # statistics of the global batch, as in one process
     net = net.to(device)
     if device.type == "cuda":
         net = net.to(memory_format=torch.channels_last)
@@ -915,7 +915,7 @@ def _finish(claim: Claim, cfg: FinetuneConfig, data: TrainingData, net: Embeddin
     from curate.train.report import write_report
 
     run = claim.path
-    config = run_config(net, backbone=cfg.backbone, classes=data.classes, in_chans=int(data_config["input_size"][0]),
+    config = run_config(net, backbone=str(cfg.backbone), classes=data.classes, in_chans=int(data_config["input_size"][0]),
                         data_config=data_config, pretrained_from=pretrained_from,
                         extra={"kind": cfg.kind or data.kind, "seed": cfg.seed})
     save_run(net, run, config)
