@@ -153,22 +153,9 @@ def embed_images_result(paths: Sequence[str], sha256s: Sequence[str | None], loa
         raise CurateError(f"{len(paths)} paths but {len(sha256s)} sha256 values")
     if batch_size < 1:
         raise CurateError(f"--batch-size must be at least 1, got {batch_size}")
-    now = cache.content_hashes(paths, sha256s)
-    unreadable = [p for p, h in zip(paths, now, strict=True) if h is None]
-    if unreadable:
-        raise CurateError(f"cannot read {len(unreadable):,} image(s), e.g. {unreadable[0]}",
-                          hint="check that the files exist and are readable, then re-run "
-                               "`curate build-tuples`")
-    keys = [str(h) for h in now]
-    box_of: dict[str, Box] = {}
     if boxes is not None:
-        if len(boxes) != len(paths):
-            raise CurateError(f"{len(boxes)} boxes for {len(paths)} paths")
-        engine = None
-        for row, b in enumerate(boxes):
-            if b is not None:
-                keys[row] = box_key(keys[row], b)
-                box_of[keys[row]] = tuple(float(v) for v in b)  # type: ignore[assignment]
+        engine = None  # framed images are embedded here
+    keys, box_of = _content_keys(paths, sha256s, boxes)
     first_path: dict[str, str] = {}
     for p, k in zip(paths, keys, strict=True):
         first_path.setdefault(k, str(p))
@@ -184,24 +171,15 @@ def embed_images_result(paths: Sequence[str], sha256s: Sequence[str | None], loa
     if progress is not None:
         progress(done, total)
     if todo:
-        writer = (cache.ShardWriter(folder, SHARD_SUFFIX, _write_shard, max_items=shard_size,
-                                    max_seconds=shard_seconds) if folder is not None else None)
+        writer: cache.ShardWriter[np.ndarray] | None = (
+            cache.ShardWriter(folder, SHARD_SUFFIX, _write_shard, max_items=shard_size, max_seconds=shard_seconds)
+            if folder is not None else None)
         try:
             computed = (((k, embed_batch(loaded.model, b, bf16=loaded.cpu_bf16)) for k, b in
                          _batches(todo, first_path, loaded, batch_size, workers, box_of)) if engine is None
                         else engine.embed(todo, [first_path[k] for k in todo], loaded, batch_size))
             for batch_keys, out in computed:
-                finite = np.isfinite(out).all(axis=1)
-                if writer is not None:
-                    writer.add([k for k, f in zip(batch_keys, finite, strict=True) if f], out[finite])
-                if not finite.all():
-                    bad = [first_path[k] for k, f in zip(batch_keys, finite, strict=True) if not f]
-                    raise CurateError(
-                        f"the backbone {loaded.name} ({loaded.weights_source}) returned NaN or infinite "
-                        f"embeddings for {len(bad)} of {len(batch_keys)} images of a batch, e.g. {bad[0]}; "
-                        "they were not cached",
-                        hint="check the weights and the run's config.json (scale, mean, std); "
-                             "a diverged fine-tuning run gives NaN")
+                _check_finite(batch_keys, out, first_path, loaded, writer)
                 cached.update(zip(batch_keys, out, strict=True))
                 done += len(batch_keys)
                 if progress is not None:
@@ -216,6 +194,44 @@ def embed_images_result(paths: Sequence[str], sha256s: Sequence[str | None], loa
     for row, k in enumerate(keys):
         emb[row] = cached[k]
     return EmbedResult(emb, total, total - len(todo), len(todo), key, folder)
+
+
+def _content_keys(paths: Sequence[str], sha256s: Sequence[str | None],
+                  boxes: Sequence[Box | None] | None) -> tuple[list[str], dict[str, Box]]:
+    """Each path's cache key (its content's sha256, checked afresh; with a box, the sha256
+    and the box: :func:`box_key`) and the box of each framed key."""
+    now = cache.content_hashes(paths, sha256s)
+    unreadable = [p for p, h in zip(paths, now, strict=True) if h is None]
+    if unreadable:
+        raise CurateError(f"cannot read {len(unreadable):,} image(s), e.g. {unreadable[0]}",
+                          hint="check that the files exist and are readable, then re-run "
+                               "`curate build-tuples`")
+    keys = [str(h) for h in now]
+    box_of: dict[str, Box] = {}
+    if boxes is not None:
+        if len(boxes) != len(paths):
+            raise CurateError(f"{len(boxes)} boxes for {len(paths)} paths")
+        for row, b in enumerate(boxes):
+            if b is not None:
+                keys[row] = box_key(keys[row], b)
+                box_of[keys[row]] = tuple(float(v) for v in b)  # type: ignore[assignment]
+    return keys, box_of
+
+
+def _check_finite(batch_keys: Sequence[str], out: np.ndarray, first_path: dict[str, str], loaded: LoadedBackbone,
+                  writer: cache.ShardWriter[np.ndarray] | None) -> None:
+    """Cache a batch's finite embeddings; a NaN or infinite one is a :class:`CurateError`."""
+    finite = np.isfinite(out).all(axis=1)
+    if writer is not None:
+        writer.add([k for k, f in zip(batch_keys, finite, strict=True) if f], out[finite])
+    if not finite.all():
+        bad = [first_path[k] for k, f in zip(batch_keys, finite, strict=True) if not f]
+        raise CurateError(
+            f"the backbone {loaded.name} ({loaded.weights_source}) returned NaN or infinite "
+            f"embeddings for {len(bad)} of {len(batch_keys)} images of a batch, e.g. {bad[0]}; "
+            "they were not cached",
+            hint="check the weights and the run's config.json (scale, mean, std); "
+                 "a diverged fine-tuning run gives NaN")
 
 
 def cache_settings(loaded: LoadedBackbone, *, on_cuda: bool | None = None) -> dict[str, Any]:
@@ -266,7 +282,10 @@ class _ImageDataset(torch.utils.data.Dataset):
         """The decoded image ``i``, cut to its box when it has one."""
         im = load_image(self.paths[i], self.in_chans)
         box = self.boxes[i] if self.boxes is not None else None
-        return im if box is None else im.crop(tuple(int(round(v)) for v in box))
+        if box is None:
+            return im
+        x0, y0, x1, y1 = (int(round(v)) for v in box)
+        return im.crop((x0, y0, x1, y1))
 
     def __getitem__(self, i: int) -> torch.Tensor:
         arr = np.asarray(self.geometry(self.image(i)), dtype=np.uint8)

@@ -186,19 +186,10 @@ def export(screen_dir: str | os.PathLike[str], out: str | os.PathLike[str], *,
     keep &= ~dropped
     leaked = leaked_images(table, keep)  # what still leaks in the export
     table, relabelled = _relabel(table, verdicts.relabelled, relabel, review, decided)
-    cols = MANIFEST_COLUMNS + (["original_label"] if relabel or review is not None else []) \
-        + (["decision"] if review is not None else [])
-    if format == "hf":  # every screened image, with its verdict in the screening columns
-        manifest = hf_columns(table, [c for c in cols if c in table.columns], keep, verdicts.suspect,
-                              verdicts.rejected_by, dropped)
-    else:
-        manifest = table.loc[keep, [c for c in cols if c in table.columns]]
-    unscreened = _unscreened_images(src, table)
-    if include_unscreened and unscreened is not None and len(unscreened):
-        manifest = _with_unscreened(manifest, unscreened, format)
-    n_unscreened = None if unscreened is None else len(unscreened)
+    manifest, n_unscreened = _manifest(src, table, keep, verdicts, dropped, format=format,
+                                       original_label=relabel or review is not None,
+                                       decision=review is not None, include_unscreened=include_unscreened)
     n_exported = len(manifest)
-    manifest = manifest.sort_values("image_id", kind="mergesort").reset_index(drop=True)
 
     _refuse_unlisted_export(Path(out).expanduser())
     settings = {"screen_dir": str(src.resolve()), "max_suspicion": max_suspicion, "relabel": relabel,
@@ -227,6 +218,26 @@ def export(screen_dir: str | os.PathLike[str], out: str | os.PathLike[str], *,
                         manifest=manifest, n_leaked=counts["leaked"], n_dropped_leaked=counts["dropped_leaked"],
                         folders=folders, notes=[claim.note] if claim.note else [],
                         decisions=counts.get("decisions"))
+
+
+def _manifest(src: Path, table: pd.DataFrame, keep: np.ndarray, verdicts: Verdicts, dropped: np.ndarray, *,
+              format: str, original_label: bool, decision: bool,
+              include_unscreened: bool) -> tuple[pd.DataFrame, int | None]:
+    """The export's manifest, by ``image_id`` (``hf``: every screened image with its
+    verdict; else the kept ones; the build's unscreened images added with
+    ``include_unscreened``), and how many images the build holds that were not screened
+    (None when the build's table is not there)."""
+    cols = MANIFEST_COLUMNS + (["original_label"] if original_label else []) + (["decision"] if decision else [])
+    if format == "hf":  # every screened image, with its verdict in the screening columns
+        manifest = hf_columns(table, [c for c in cols if c in table.columns], keep, verdicts.suspect,
+                              verdicts.rejected_by, dropped)
+    else:
+        manifest = table.loc[keep, [c for c in cols if c in table.columns]]
+    unscreened = _unscreened_images(src, table)
+    if include_unscreened and unscreened is not None and len(unscreened):
+        manifest = _with_unscreened(manifest, unscreened, format)
+    n_unscreened = None if unscreened is None else len(unscreened)
+    return manifest.sort_values("image_id", kind="mergesort").reset_index(drop=True), n_unscreened
 
 
 def _counts(n_images: int, n_exported: int, keep: np.ndarray, verdicts: Verdicts, relabelled: np.ndarray,

@@ -161,12 +161,12 @@ def screen(build_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
                "framing": framing, "amp": bool(amp), **settings}
     with claim_folder(out_dir, "screen", settings=claimed, inputs=[build, embeddings], force=force,
                       owned=output_files()) as claim:
-        return _screen_into(claim, build, images, tuples, build_run, active, settings, backbone=backbone,
-                            weights=weights, embeddings=embeddings, center=center, scale=scale,
-                            batch_size=batch_size, workers=workers, device=device, seed=seed, redraw=redraw,
-                            calibrate=calibrate, cache_root=cache_root, progress=progress,
-                            started=started, engine=engine, representation=representation,
-                            framing=framing, amp=bool(amp))
+        req = _Request(build=build, settings=settings, backbone=backbone, weights=weights,
+                       embeddings=embeddings, center=center, scale=scale, batch_size=batch_size,
+                       workers=workers, device=device, seed=seed, redraw=redraw, calibrate=calibrate,
+                       cache_root=cache_root, progress=progress, started=started, engine=engine,
+                       representation=representation, framing=framing, amp=bool(amp))
+        return _screen_into(claim, req, images, tuples, build_run, active)
 
 
 def output_files() -> list[str]:
@@ -179,53 +179,119 @@ def output_files() -> list[str]:
     return names
 
 
-def _screen_into(claim: Claim, build: Path, images: pd.DataFrame, tuples: pd.DataFrame,
-                 build_run: dict[str, Any], active: list[Screen], settings: dict[str, Any], *,
-                 backbone: str | None, weights: str | None, embeddings: str | os.PathLike[str] | None,
-                 center: bool, scale: float, batch_size: int, workers: int | None, device: str, seed: int,
-                 redraw: bool, calibrate: bool, cache_root: Path | None, progress: StageProgress | None,
-                 started: float, engine: Engine | None = None, representation: str = "auto",
-                 framing: str = "auto", amp: bool = False) -> ScreenResult:
-    out = claim.path
-    kind = "quadruplet" if "negative2" in tuples.columns else "triplet"
-    roles = [r for r in ROLES if r in tuples.columns]
+@dataclass(frozen=True)
+class _Request:
+    """One screen run's inputs, checked by :func:`screen`: what every piece of the run reads."""
 
-    ids = np.unique(np.concatenate([tuples[r].to_numpy(np.int64) for r in roles]))
-    used = images.set_index("image_id").loc[ids].reset_index()
-    rows = {role: np.searchsorted(ids, tuples[role].to_numpy(np.int64)) for role in roles}
+    build: Path
+    settings: dict[str, Any]
+    backbone: str | None
+    weights: str | None
+    embeddings: str | os.PathLike[str] | None
+    center: bool
+    scale: float
+    batch_size: int
+    workers: int | None
+    device: str
+    seed: int
+    redraw: bool
+    calibrate: bool
+    cache_root: Path | None
+    progress: StageProgress | None
+    started: float
+    engine: Engine | None = None
+    representation: str = "auto"
+    framing: str = "auto"
+    amp: bool = False
+
+
+@dataclass
+class _Space:
+    """The vectors the screens judge in (normalised: ``emb``), where they came from
+    (``got``), the representation chosen (or None for an embeddings file or no
+    embedding screen), and the face analysis and head it made on the way."""
 
     got: _Embedded | None = None
-    chosen = rep_faces = rep_head = None
-    emb = None
-    if embeddings is not None:
-        got = _embeddings_from_file(Path(embeddings), used)
-    elif any(s.needs_embeddings for s in active):
-        got, chosen, rep_faces, rep_head = _represent(used, cache_root, representation, framing, backbone, weights, device, seed,
-                                 batch_size, workers, progress, engine, settings, amp)
-    if got is not None:
-        emb = normalize(got.emb, center=center, scale=scale)
+    chosen: Any = None
+    faces: pd.DataFrame | None = None
+    head: Any = None
+    emb: np.ndarray | None = None
 
-    build_tuples = tuples
-    ctx = ScreenContext(images=used, tuples=tuples, rows=rows, settings=settings, out_dir=out,
-                        embeddings=emb, progress=progress, cache_dir=cache_root, engine=engine)
-    if chosen is not None and chosen.probe is not None:
-        ctx.shared["probe"] = chosen.probe  # the label screen's suggested_confidence
-    if rep_faces is not None:
-        ctx.shared["faces"] = rep_faces  # the face screens read it instead of analysing again
-    if rep_head is not None:
-        ctx.shared["head"] = rep_head  # the network's classification head: the label screen's second judge
+
+def _screen_into(claim: Claim, req: _Request, images: pd.DataFrame, tuples: pd.DataFrame,
+                 build_run: dict[str, Any], active: list[Screen]) -> ScreenResult:
+    out = claim.path
+    kind = "quadruplet" if "negative2" in tuples.columns else "triplet"
+    used, rows = tuple_members(images, tuples)
+    space = _embed(req, used, active)
+    ctx = ScreenContext(images=used, tuples=tuples, rows=rows, settings=req.settings, out_dir=out,
+                        embeddings=space.emb, progress=req.progress, cache_dir=req.cache_root,
+                        engine=req.engine)
+    if space.chosen is not None and space.chosen.probe is not None:
+        ctx.shared["probe"] = space.chosen.probe  # the label screen's suggested_confidence
+    if space.faces is not None:
+        ctx.shared["faces"] = space.faces  # the face screens read it instead of analysing again
+    if space.head is not None:
+        ctx.shared["head"] = space.head  # the network's classification head: the label screen's second judge
+    redrawn = _run_screens(ctx, active, build_run, req)
+
+    keep, reason = tuple_verdicts(ctx, active)
+    scores = _scores_table(ctx, active, redrawn, keep, reason)
+    _write_tables(out, ctx, active, space, scores, keep)
+    if req.calibrate:
+        _write_calibration(out, ctx, req, space)
+    run = run_record("screen", _run_params(req, ctx, active, space, kind),
+                     inputs=_run_inputs(req, space, build_run, tuples),
+                     counts=_run_counts(ctx, active, space, scores, keep, redrawn), started=req.started)
+    claim.finish(run)
+    return _result(claim, req, ctx, active, space, scores, keep, redrawn, kind, run)
+
+
+def tuple_members(images: pd.DataFrame, tuples: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """The images the tuples use (sorted by ``image_id``) and, per role, each tuple's row
+    in that table."""
+    roles = [r for r in ROLES if r in tuples.columns]
+    ids = np.unique(np.concatenate([tuples[r].to_numpy(np.int64) for r in roles]))
+    used = images.set_index("image_id").loc[ids].reset_index()
+    return used, {role: np.searchsorted(ids, tuples[role].to_numpy(np.int64)) for role in roles}
+
+
+def _embed(req: _Request, used: pd.DataFrame, active: list[Screen]) -> _Space:
+    """The embeddings file's vectors, or the chosen representation's when a screen needs
+    embeddings, normalised; an empty space otherwise."""
+    space = _Space()
+    if req.embeddings is not None:
+        space.got = _embeddings_from_file(Path(req.embeddings), used)
+    elif any(s.needs_embeddings for s in active):
+        space.got, space.chosen, space.faces, space.head = _represent(
+            used, req.cache_root, req.representation, req.framing, req.backbone, req.weights, req.device,
+            req.seed, req.batch_size, req.workers, req.progress, req.engine, req.settings, req.amp)
+    if space.got is not None:
+        space.emb = normalize(space.got.emb, center=req.center, scale=req.scale)
+    return space
+
+
+def _run_screens(ctx: ScreenContext, active: list[Screen], build_run: dict[str, Any],
+                 req: _Request) -> _Redrawn | None:
+    """Run the image screens, redraw the tuples they broke (``req.redraw``), then run the
+    tuple screens; their results go to ``ctx.results``."""
+    redrawn = None
     for level in ("image", "tuple"):
         if level == "tuple":
-            redrawn = _redraw(ctx, active, build_run, seed) if redraw else None
+            redrawn = _redraw(ctx, active, build_run, req.seed) if req.redraw else None
         for s in active:
             if s.level == level:
                 result = s.run(ctx)
                 result.validate(s, ctx.n_rows(s.level))
                 ctx.results[s.name] = result
-    tuples = ctx.tuples
+    return redrawn
 
-    keep, reason = tuple_verdicts(ctx, active)
-    scores = tuples.copy()
+
+def _scores_table(ctx: ScreenContext, active: list[Screen], redrawn: _Redrawn | None, keep: np.ndarray,
+                  reason: np.ndarray) -> pd.DataFrame:
+    """``scores.parquet``: every tuple with each tuple screen's columns, the members'
+    reasons, what was redrawn, and the verdict."""
+    scores = ctx.tuples.copy()
     for s in active:
         if s.level != "tuple":
             continue
@@ -244,58 +310,83 @@ def _screen_into(claim: Claim, build: Path, images: pd.DataFrame, tuples: pd.Dat
         scores["redrawn_members"] = pd.array(redrawn.members, dtype="string")
     scores["keep"] = keep
     scores["reason"] = pd.array(reason, dtype="string")
-    suspect = suspect_images(ctx, active, keep)
+    return scores
 
+
+def _write_tables(out: Path, ctx: ScreenContext, active: list[Screen], space: _Space, scores: pd.DataFrame,
+                  keep: np.ndarray) -> None:
+    """The run's tables: scores, kept, rejected, suspect images, the embeddings used, and
+    each screen's own outputs."""
     write_parquet(scores, out / "scores.parquet")
-    write_parquet(tuples[keep].reset_index(drop=True), out / "kept.parquet")
-    write_parquet(tuples[~keep].reset_index(drop=True), out / "rejected.parquet")
-    write_parquet(suspect, out / "images_suspect.parquet")
-    if got is not None:
-        write_embeddings_table(used, got.emb, out / EMBEDDINGS_FILE,
-                               representation=chosen.name if chosen is not None else got.backbone,
+    write_parquet(ctx.tuples[keep].reset_index(drop=True), out / "kept.parquet")
+    write_parquet(ctx.tuples[~keep].reset_index(drop=True), out / "rejected.parquet")
+    write_parquet(suspect_images(ctx, active, keep), out / "images_suspect.parquet")
+    if space.got is not None:
+        chosen = space.chosen
+        write_embeddings_table(ctx.images, space.got.emb, out / EMBEDDINGS_FILE,
+                               representation=chosen.name if chosen is not None else space.got.backbone,
                                missing_reason=chosen.features.missing_reason if chosen is not None else None)
     for s in active:  # the outputs of screens that did not run are gone: the claim removed them
         for name, obj in s.outputs(ctx.results[s.name], ctx).items():
             (write_parquet if isinstance(obj, pd.DataFrame) else write_json)(obj, out / name)
 
-    if calibrate:
-        if emb is None:
-            raise CurateError("--calibrate needs embeddings", hint="do not skip the screens that embed")
-        null = settings["null"] if settings["null"] in CLASS_NULLS else "class_empirical"
-        write_parquet(simulate_alpha(emb, ctx.labels, null=null, scale=scale,
-                                     prior_floor=settings["label_prior_floor"], seed=seed),
-                      out / "calibration.parquet")
-    boundary = _boundary_of(ctx)
-    reasons = _reason_counts(scores["reason"])
-    faces_out = ctx.results.get("faces")
-    params = {
-        "build_dir": str(build.resolve()),
-        "backbone": got.backbone if got is not None else backbone, "weights": weights,
+
+def _write_calibration(out: Path, ctx: ScreenContext, req: _Request, space: _Space) -> None:
+    """``calibration.parquet`` (``--calibrate``): the screens' precision and recall under
+    injected noise."""
+    if space.emb is None:
+        raise CurateError("--calibrate needs embeddings", hint="do not skip the screens that embed")
+    settings = req.settings
+    null = settings["null"] if settings["null"] in CLASS_NULLS else "class_empirical"
+    write_parquet(simulate_alpha(space.emb, ctx.labels, null=null, scale=req.scale,
+                                 prior_floor=settings["label_prior_floor"], seed=req.seed),
+                  out / "calibration.parquet")
+
+
+def _run_params(req: _Request, ctx: ScreenContext, active: list[Screen], space: _Space,
+                kind: str) -> dict[str, Any]:
+    """``run.json``'s params: the resolved settings of the run."""
+    got, chosen, embeddings = space.got, space.chosen, req.embeddings
+    return {
+        "build_dir": str(req.build.resolve()),
+        "backbone": got.backbone if got is not None else req.backbone, "weights": req.weights,
         "embeddings": str(Path(embeddings).resolve()) if embeddings is not None else None,
-        "batch_size": batch_size, "workers": workers, "device": device, "redraw": redraw,
-        "engine": engine.describe() if engine is not None else None,
-        "calibrate": calibrate,
-        "cache_dir": str(cache_root) if cache_root is not None else OFF,
+        "batch_size": req.batch_size, "workers": req.workers, "device": req.device, "redraw": req.redraw,
+        "engine": req.engine.describe() if req.engine is not None else None,
+        "calibrate": req.calibrate,
+        "cache_dir": str(req.cache_root) if req.cache_root is not None else OFF,
         "representation": (chosen.record() if chosen is not None else
-                           {"setting": representation, "used": "embeddings-file" if embeddings is not None
+                           {"setting": req.representation, "used": "embeddings-file" if embeddings is not None
                             else None}),
-        "framing": framing, "amp": amp,
+        "framing": req.framing, "amp": req.amp,
         "label_evidence": (ctx.results["label"].artifacts.get("evidence") if "label" in ctx.results else None),
-        **settings, "kind": kind, "screens": [s.name for s in active],
+        **req.settings, "kind": kind, "screens": [s.name for s in active],
     }
-    inputs = {
-        "build_dir": str(build.resolve()),
+
+
+def _run_inputs(req: _Request, space: _Space, build_run: dict[str, Any], build_tuples: pd.DataFrame) -> dict[str, Any]:
+    """``run.json``'s inputs: the build, its tuples as drawn, and the weights."""
+    got = space.got
+    return {
+        "build_dir": str(req.build.resolve()),
         "build_fingerprint": (build_run.get("inputs") or {}).get("fingerprint"),
         "tuples_fingerprint": fingerprint_table(build_tuples),
         "weights_source": got.weights_source if got else None,
         "weights_fingerprint": got.fingerprint if got else None,
         "random_weights": got.random_weights if got else False,
     }
-    counts = {
-        "images": len(used), "embedded": got.n_computed if got else 0,
+
+
+def _run_counts(ctx: ScreenContext, active: list[Screen], space: _Space, scores: pd.DataFrame,
+                keep: np.ndarray, redrawn: _Redrawn | None) -> dict[str, Any]:
+    """``run.json``'s counts."""
+    got, chosen = space.got, space.chosen
+    faces_out = ctx.results.get("faces")
+    return {
+        "images": len(ctx.images), "embedded": got.n_computed if got else 0,
         "embeddings_cached": got.n_cached if got else 0,
         "tuples": len(scores), "kept": int(keep.sum()), "rejected": int((~keep).sum()),
-        "rejected_by_reason": reasons,
+        "rejected_by_reason": _reason_counts(scores["reason"]),
         "rejected_images_by_screen": {s.name: int(ctx.results[s.name].reject.sum())
                                       for s in active if s.level == "image"},
         "face_rejected_images": int(faces_out.reject.sum()) if faces_out is not None else None,
@@ -303,16 +394,20 @@ def _screen_into(claim: Claim, build: Path, images: pd.DataFrame, tuples: pd.Dat
         "images_without_representation": int(chosen.features.missing.sum()) if chosen is not None else 0,
         "tuples_with_rejected_member": int(redrawn.n_lost) if redrawn is not None else None,
     }
-    run = run_record("screen", params, inputs=inputs, counts=counts, started=started)
-    claim.finish(run)
+
+
+def _result(claim: Claim, req: _Request, ctx: ScreenContext, active: list[Screen], space: _Space,
+            scores: pd.DataFrame, keep: np.ndarray, redrawn: _Redrawn | None, kind: str,
+            run: dict[str, Any]) -> ScreenResult:
+    got, chosen, out = space.got, space.chosen, claim.path
     return ScreenResult(
-        out_dir=out, kind=kind, n_images=len(used), n_tuples=len(scores), n_kept=int(keep.sum()),
-        n_rejected=int((~keep).sum()), reasons=reasons, boundary=boundary,
-        backbone=got.backbone if got else str(backbone),
+        out_dir=out, kind=kind, n_images=len(ctx.images), n_tuples=len(scores), n_kept=int(keep.sum()),
+        n_rejected=int((~keep).sum()), reasons=_reason_counts(scores["reason"]), boundary=_boundary_of(ctx),
+        backbone=got.backbone if got else str(req.backbone),
         weights_source=got.weights_source if got else "none",
         random_weights=got.random_weights if got else False,
         n_embedded=got.n_computed if got else 0, n_cached=got.n_cached if got else 0,
-        face_screens=faces_out is not None,
+        face_screens=ctx.results.get("faces") is not None,
         screens_run=[s.name for s in active], outputs=ctx.results, run=run,
         n_redrawn=int(redrawn.redrawn.sum()) if redrawn is not None else 0,
         boundary_record=(ctx.results["boundary"].artifacts.get("record")
@@ -339,7 +434,9 @@ def _redraw(ctx: ScreenContext, active: list[Screen], build_run: dict[str, Any],
             bad |= ctx.results[s.name].reject
     if not bad.any():
         return None
-    params = build_run.get("params") if isinstance(build_run.get("params"), dict) else {}
+    params = build_run.get("params")
+    if not isinstance(params, dict):
+        params = {}
     before = member_reasons(ctx, active)
     ids = ctx.images["image_id"].to_numpy(np.int64)
     done = redraw_tuples(ctx.tuples, ctx.images, ids[bad], seed=seed + 1,
@@ -347,7 +444,7 @@ def _redraw(ctx: ScreenContext, active: list[Screen], build_run: dict[str, Any],
                          negative_subject=params.get("negative_subject", "any"))
     ctx.tuples = done.tuples
     ctx.rows = {r: np.searchsorted(ids, done.tuples[r].to_numpy(np.int64)) for r in ctx.rows}
-    return _Redrawn(done.redrawn, np.where(done.redrawn, before, None).astype(object),
+    return _Redrawn(done.redrawn, np.where(done.redrawn, before, np.array(None, dtype=object)).astype(object),
                     int(done.lost.sum()))
 
 

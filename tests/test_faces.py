@@ -505,3 +505,38 @@ def test_the_face_screens_use_an_analysis_made_earlier_in_the_run(monkeypatch, t
     ctx.shared["faces"] = analysis
     out = screen.run(ctx)
     assert out.table["face_reason"].tolist() == ["side_face", None]
+
+
+def test_work_list_analyses_each_missing_content_once_and_blendshapes_alone_on_an_engine():
+    from curate.faces.analyze import work_list
+
+    paths = ["a.png", "a_copy.png", "b.png", "c.png"]
+    keys = ["ka", "ka", "kb", "kc"]  # a and its copy share their content
+    plain = work_list(paths, keys, {"kb"}, set(), blendshapes=False, on_engine=False)
+    assert plain.todo == {"ka": "a.png", "kc": "c.png"} and plain.weight == {"ka": 2, "kc": 1}
+    assert plain.bs_todo == {}
+    # kb is cached without its blendshapes: analysed again here, only its blendshapes on an engine
+    here = work_list(paths, keys, {"kb"}, set(), blendshapes=True, on_engine=False)
+    assert here.todo == {"ka": "a.png", "kb": "b.png", "kc": "c.png"} and here.bs_todo == {}
+    engine = work_list(paths, keys, {"kb"}, set(), blendshapes=True, on_engine=True)
+    assert engine.todo == {"ka": "a.png", "kc": "c.png"} and engine.bs_todo == {"kb": "b.png"}
+    assert work_list(paths, keys, {"ka", "kb", "kc"}, {"ka", "kb", "kc"}, blendshapes=True,
+                     on_engine=False).todo == {}
+
+
+def test_analysis_table_is_one_row_per_path_in_input_order_with_fixed_dtypes():
+    from curate.faces.analyze import COLUMNS, analysis_table
+
+    face = {"sha256": "k1", "face_found": True, "yaw": 10, "pitch": 1, "roll": 0, "occlusion": 0.1,
+            "occlusion_any": 0.2, "face_confidence": 0.9, "detail": None}
+    none = {"face_found": False, "yaw": None, "pitch": None, "roll": None, "occlusion": None,
+            "occlusion_any": None, "face_confidence": 0.0, "detail": "no face detected"}
+    out = analysis_table(["x.png", "y.png", "x2.png"], ["k1", "k2", "k1"], {"k1": face, "k2": none}, None)
+    assert list(out.columns) == COLUMNS
+    assert out["path"].tolist() == ["x.png", "y.png", "x2.png"]
+    assert out["face_found"].tolist() == [True, False, True] and out["yaw"].dtype == "float64"
+    assert np.isnan(out["yaw"][1]) and out["detail"].dtype == "string"
+    bs = analysis_table(["x.png", "y.png"], ["k1", "k2"], {"k1": face, "k2": none},
+                        {"k1": {"blendshapes": [0.5] * 52, "box": [1, 2, 3, 4]}, "k2": {}})
+    assert bs["blendshapes"][0].dtype == np.float32 and bs["face_box"][0] == (1.0, 2.0, 3.0, 4.0)
+    assert bs["blendshapes"][1] is None and bs["face_box"][1] is None

@@ -383,3 +383,19 @@ def test_suppression_leaves_out_exactly_the_images_with_a_high_score_from_their_
         suppressed_any |= bool(got)
         seen_before |= set(g["anchor"].astype(int))
     assert suppressed_any
+
+
+def test_mined_record_maps_batch_positions_to_store_rows_with_the_verdict_bits():
+    from curate.train.checkpoints import MINED_COLUMNS, SUSPECT, TOO_CLOSE, TOO_FAR
+    from curate.train.loop import mined_record
+
+    rows = np.array([40, 41, 42, 43])  # store rows of the batch's four images
+    local = np.array([[0, 1, 2], [3, 2, 1]])
+    suppressed = np.array([[1, 0, 3]])
+    rec = mined_record(7, rows, local, suppressed, np.array([True, False]), np.array([True, True]))
+    assert rec.shape == (3, len(MINED_COLUMNS))
+    assert rec.tolist() == [[7, 40, 41, 42, TOO_FAR | TOO_CLOSE], [7, 43, 42, 41, TOO_CLOSE],
+                            [7, 41, 40, 43, SUSPECT]]
+    empty = mined_record(7, rows, np.zeros((0, 3), np.int64), np.zeros((0, 3), np.int64),
+                         np.zeros(0, bool), np.zeros(0, bool))
+    assert empty.shape == (0, len(MINED_COLUMNS)) and empty.dtype == np.int64

@@ -352,3 +352,16 @@ def test_cli_screen_prints_face_rejections_per_class(tmp_path, monkeypatch):
     n = int((images["label"] == side_label).sum())
     cells = [c.strip() for c in row.split("\u2502")]
     assert cells[1:] == [str(n), "1", f"{1 / n:.1%}", "1", "0", "0"], row
+
+
+def test_tuple_members_are_the_used_images_in_id_order_and_each_roles_row():
+    from curate.screen import tuple_members
+
+    images = pd.DataFrame({"image_id": [9, 3, 5, 7, 1], "label": ["a", "b", "c", "d", "e"]})
+    tuples = pd.DataFrame({"tuple_id": [0, 1], "anchor": [7, 3], "positive": [3, 9], "negative": [9, 7]})
+    used, rows = tuple_members(images, tuples)
+    assert used["image_id"].tolist() == [3, 7, 9]  # image 5 and 1 are in no tuple
+    assert used["label"].tolist() == ["b", "d", "a"]
+    assert set(rows) == {"anchor", "positive", "negative"}
+    for role, r in rows.items():  # every tuple's member found at its row
+        assert used["image_id"].to_numpy()[r].tolist() == tuples[role].tolist()

@@ -794,3 +794,38 @@ def test_report_escapes_data_strings():
     page = build_report(metrics=metrics, final=final, config={"backbone": "<b>", "classes": final["classes"]},
                         record={"params": {}, "counts": {}})
     assert "<script>x" not in page and "&lt;script&gt;x&lt;/script&gt;" in page and "b&amp;c" in page
+
+
+def test_run_images_are_the_members_and_validation_images_as_store_rows():
+    from curate.train.data import TrainingData
+    from curate.train.loop import RunImages
+
+    images = pd.DataFrame({"label": ["happy", "sad", "happy", "angry", "sad", "fear"]},
+                          index=pd.Index([10, 11, 12, 13, 14, 15], name="image_id"))
+    tuples = pd.DataFrame({"anchor": [12, 10], "positive": [10, 12], "negative": [11, 14]})
+    val = pd.DataFrame({"image_id": [15, 13], "label": ["fear", "angry"]})
+    data = TrainingData(images=images, tuples=tuples, kind="triplet", classes=["happy", "sad", "angry"],
+                        val_images=val, build_dir=Path("."), tuples_file=Path("t.parquet"))
+    got = RunImages.of(data)
+    assert got.ids.tolist() == [10, 11, 12, 13, 14, 15]
+    assert got.member_rows.tolist() == [[2, 0, 1], [0, 2, 4]]
+    assert got.ids[got.member_rows].tolist() == tuples.to_numpy().tolist()
+    assert got.val_rows.tolist() == [5, 3]  # in the validation table's order
+    assert got.label_codes.tolist() == [0, 1, 0, 2, 1, -1]  # "fear" is no class of the run
+
+
+def test_finetune_options_are_the_config_fields_and_their_defaults_the_librarys():
+    import dataclasses
+    import inspect
+
+    from curate.cli.finetune import finetune_cmd, finetune_config
+    from curate.train.config import FinetuneConfig
+
+    params = inspect.signature(finetune_cmd).parameters
+    names = {f.name for f in dataclasses.fields(FinetuneConfig)}
+    # the settings the command leaves at the library's default (runtime details, the warm-up share)
+    assert names - set(params) == {"warmup_share", "workers", "eval_batch_size"}
+    defaults = finetune_config(**{k: p.default for k, p in params.items() if k in names})
+    assert defaults == FinetuneConfig()
+    got = finetune_config(val_split="NONE", epochs=3)
+    assert got.val_split is None and got.epochs == 3

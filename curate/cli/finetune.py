@@ -6,6 +6,8 @@ import contextlib
 import json
 import math
 import os
+from collections.abc import Callable
+from dataclasses import fields
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -107,42 +109,48 @@ def finetune_cmd(
     """
     from curate.train.loop import finetune
 
-    cfg = FinetuneConfig(
-        backbone=backbone, weights=weights, in_chans=in_chans, input_size=input_size, embed_dim=embed_dim,
-        scale=scale, logit_scale=logit_scale, kind=kind.value if kind else None, margin=margin, margin2=margin2, ce_weight=ce_weight,
-        ce_on=ce_on.value, soft_label_prefix=soft_label_prefix, mining=mining.value,
-        classes_per_batch=classes_per_batch, images_per_class=images_per_class, steps_per_epoch=steps_per_epoch,
-        margin_mode=margin_mode.value, metric_weight=metric_weight, face_screen=face_screen, screen_every_step=screen_every_step, alpha_pos=alpha_pos,
-        alpha_neg=alpha_neg, null=null.value, center=center, screen_window=screen_window,
-        screen_warmup_steps=screen_warmup_steps, exclude_suspects=exclude_suspects, suspect_share=suspect_share,
-        suspect_min_visits=suspect_min_visits, suspect_per_class=suspect_per_class, suspect_score=suspect_score, epochs=epochs, max_steps=max_steps, batch_tuples=batch_tuples,
-        lr=lr, weight_decay=weight_decay, augment=augment, augment_kind=augment_kind.value, seed=seed,
-        val_split=None if val_split.lower() == "none" else val_split, reset_head=reset_head, device=device,
-        amp=amp, checkpoint_every=checkpoint_every, preload_max_gb=preload_max_gb,
-    )
+    cfg = finetune_config(**{k: v for k, v in locals().items() if k in _CONFIG_FIELDS})
     main = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 draws bars and reports
     bar_ctx = stage_bars({"decode": "decoding images", "train": "training", "val": "epochs"}) if main \
         else contextlib.nullcontext(None)
     try:
         with bar_ctx as bars:
-
-            def progress(phase: str, done: int, total: int, info: dict[str, Any]) -> None:
-                if bars is None:
-                    return
-                text = None  # decoding: the rate
-                if phase == "train":
-                    text = (f"loss {info['loss']:.3f}  kept {1 - info['share_dropped']:.0%}  "
-                            f"{info['images_per_s']:,.0f} img/s")
-                elif phase == "val":
-                    text = f"val acc {info.get('val_accuracy', float('nan')):.3f}  F1 {info.get('val_macro_f1', float('nan')):.3f}"
-                bars.update(phase, done, total, text)
-
-            result = finetune(tuples, out, cfg, restart=restart, force=force, progress=progress)
+            result = finetune(tuples, out, cfg, restart=restart, force=force, progress=_train_progress(bars))
     except KeyboardInterrupt:
         err_console.print(f"[red]interrupted[/]: the last completed step is checkpointed in {safe(str(out))}; "
                           "run the same command again to resume")
         raise typer.Exit(code=130) from None
     _render_finetune(result)
+
+
+_CONFIG_FIELDS = frozenset(f.name for f in fields(FinetuneConfig))
+
+
+def finetune_config(**options: Any) -> FinetuneConfig:
+    """The :class:`FinetuneConfig` of ``curate finetune``'s options (each named as its
+    field): choices as their values, ``--val-split none`` as None."""
+    values = {k: v.value if isinstance(v, Enum) else v for k, v in options.items()}
+    if isinstance(values.get("val_split"), str) and values["val_split"].lower() == "none":
+        values["val_split"] = None
+    return FinetuneConfig(**values)
+
+
+def _train_progress(bars: Any) -> Callable[[str, int, int, dict[str, Any]], None]:
+    """The progress callback of :func:`curate.train.loop.finetune`: the decode, train and
+    val bars (``bars`` None: on a torchrun rank other than 0, nothing)."""
+
+    def progress(phase: str, done: int, total: int, info: dict[str, Any]) -> None:
+        if bars is None:
+            return
+        text = None  # decoding: the rate
+        if phase == "train":
+            text = (f"loss {info['loss']:.3f}  kept {1 - info['share_dropped']:.0%}  "
+                    f"{info['images_per_s']:,.0f} img/s")
+        elif phase == "val":
+            text = f"val acc {info.get('val_accuracy', float('nan')):.3f}  F1 {info.get('val_macro_f1', float('nan')):.3f}"
+        bars.update(phase, done, total, text)
+
+    return progress
 
 
 def _render_finetune(result: Any) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from importlib import util as importlib_util
 from pathlib import Path
 from typing import Any, Protocol
@@ -153,14 +154,7 @@ def analyze_faces(paths: Sequence[str | os.PathLike[str]], sha256s: Sequence[str
     backend = resolve_backend(backend)
     workers = workers_for(workers, len(path_list))  # 0 or more, at most the CPUs and the images
     model_path = resolve_face_model(face_model)
-    root = cache.resolve_cache_dir(cache_dir)
-    folder = (cache.namespace_dir(root, CACHE_KIND, cache_key(model_path, backend),
-                                  cache_settings(model_path, backend))
-              if root is not None else None)
-
-    bs_folder = (cache.namespace_dir(root, BLENDSHAPES_KIND, blendshapes_cache_key(model_path, backend),
-                                     blendshapes_cache_settings(model_path, backend))
-                 if root is not None and blendshapes else None)
+    folder, bs_folder = _cache_folders(cache.resolve_cache_dir(cache_dir), model_path, backend, blendshapes)
 
     # one analysis per distinct content; files without a hash are analysed by path
     keys = [h if h is not None else f"path:{p}" for p, h in zip(path_list, hashes, strict=True)]
@@ -168,31 +162,76 @@ def analyze_faces(paths: Sequence[str | os.PathLike[str]], sha256s: Sequence[str
               if folder is not None else {})
     bs_cached = (cache.read_shards(bs_folder, SHARD_SUFFIX, _read_bs_shard, set(keys))
                  if bs_folder is not None else {})
-    todo: dict[str, str] = {}
-    bs_todo: dict[str, str] = {}
-    weight: dict[str, int] = {}  # input rows each analysis stands for
-    for p, key in zip(path_list, keys, strict=True):
-        if key not in cached or (blendshapes and key not in bs_cached and engine is None):
-            todo.setdefault(key, p)
-            weight[key] = weight.get(key, 0) + 1
-        elif blendshapes and key not in bs_cached:
-            bs_todo.setdefault(key, p)
+    work = work_list(path_list, keys, set(cached), set(bs_cached), blendshapes=blendshapes,
+                     on_engine=engine is not None)
     total = len(path_list)
-    done = total - sum(weight.values())
+    done = total - sum(work.weight.values())
     if progress is not None:
         progress(done, total)
-    writer = (cache.ShardWriter(folder, SHARD_SUFFIX, _write_shard, max_items=shard_size,
-                                max_seconds=shard_seconds) if folder is not None else None)
-    bs_writer = (cache.ShardWriter(bs_folder, SHARD_SUFFIX, _write_bs_shard, max_items=shard_size,
+    fresh, fresh_bs = _analyse(work, folder, bs_folder, set(cached), set(bs_cached), model_path, backend,
+                               workers, progress, done, total, engine, blendshapes, shard_size, shard_seconds)
+    return analysis_table(path_list, keys, {**cached, **fresh}, {**bs_cached, **fresh_bs} if blendshapes else None)
+
+
+def _cache_folders(root: Path | None, model_path: Path, backend: str,
+                   blendshapes: bool) -> tuple[Path | None, Path | None]:
+    """The cache namespaces of the analyses and of the blendshapes (None: no cache, or no
+    blendshapes asked for)."""
+    folder = (cache.namespace_dir(root, CACHE_KIND, cache_key(model_path, backend),
+                                  cache_settings(model_path, backend))
+              if root is not None else None)
+    bs_folder = (cache.namespace_dir(root, BLENDSHAPES_KIND, blendshapes_cache_key(model_path, backend),
+                                     blendshapes_cache_settings(model_path, backend))
+                 if root is not None and blendshapes else None)
+    return folder, bs_folder
+
+
+@dataclass
+class WorkList:
+    """What :func:`analyze_faces` still has to analyse: ``todo`` (key -> a path of that
+    content) in full, ``bs_todo`` for the blendshapes alone (analysed, but without them,
+    and run on an engine), and ``weight``: the input rows each ``todo`` key stands for."""
+
+    todo: dict[str, str] = field(default_factory=dict)
+    bs_todo: dict[str, str] = field(default_factory=dict)
+    weight: dict[str, int] = field(default_factory=dict)
+
+
+def work_list(paths: list[str], keys: list[str], cached: set[str], bs_cached: set[str], *,
+              blendshapes: bool, on_engine: bool) -> WorkList:
+    """The analyses missing from the cache, one per distinct key (the first path of each).
+    Without an engine an image that lacks its blendshapes is analysed again in full; with
+    one, only its blendshapes are made (here)."""
+    work = WorkList()
+    for p, key in zip(paths, keys, strict=True):
+        if key not in cached or (blendshapes and key not in bs_cached and not on_engine):
+            work.todo.setdefault(key, p)
+            work.weight[key] = work.weight.get(key, 0) + 1
+        elif blendshapes and key not in bs_cached:
+            work.bs_todo.setdefault(key, p)
+    return work
+
+
+def _analyse(work: WorkList, folder: Path | None, bs_folder: Path | None, cached: set[str], bs_cached: set[str],
+             model_path: Path, backend: str, workers: int, progress: ProgressFn | None, done: int, total: int,
+             engine: Engine | None, blendshapes: bool, shard_size: int,
+             shard_seconds: float) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Run the work list (here or on ``engine``), caching the rows as they come and
+    compacting the caches after; the new rows and the new blendshape rows by key."""
+    writer: cache.ShardWriter[dict[str, Any]] | None = (
+        cache.ShardWriter(folder, SHARD_SUFFIX, _write_shard, max_items=shard_size, max_seconds=shard_seconds)
+        if folder is not None else None)
+    bs_writer: cache.ShardWriter[dict[str, Any]] | None = (cache.ShardWriter(bs_folder, SHARD_SUFFIX, _write_bs_shard, max_items=shard_size,
                                    max_seconds=shard_seconds) if bs_folder is not None else None)
+    todo, bs_todo = work.todo, work.bs_todo
     fresh_bs: dict[str, dict[str, Any]] = {}
     try:
         if engine is None:
-            fresh = _run(todo, weight, model_path, backend, workers, progress, done, total, writer,
+            fresh = _run(todo, work.weight, model_path, backend, workers, progress, done, total, writer,
                          bs_writer=bs_writer, bs_out=fresh_bs if blendshapes else None,
-                         skip_rows=set(cached))
+                         skip_rows=cached)
         else:
-            fresh = _run_on(engine, todo, weight, model_path, backend, progress, done, total, writer)
+            fresh = _run_on(engine, todo, work.weight, model_path, backend, progress, done, total, writer)
             if blendshapes:  # the engine's rows carry no blendshapes: made here
                 bs_todo.update({k: p for k, p in todo.items() if k not in bs_cached})
                 _run(bs_todo, dict.fromkeys(bs_todo, 0), model_path, backend, workers, None, 0, 0, None,
@@ -206,21 +245,25 @@ def analyze_faces(paths: Sequence[str | os.PathLike[str]], sha256s: Sequence[str
         cache.compact(folder, SHARD_SUFFIX, _read_shard, _write_shard)
     if bs_folder is not None:
         cache.compact(bs_folder, SHARD_SUFFIX, _read_bs_shard, _write_bs_shard)
-    results = {**cached, **fresh}
-    bs_results = {**bs_cached, **fresh_bs}
+    return fresh, fresh_bs
 
+
+def analysis_table(paths: list[str], keys: list[str], results: dict[str, dict[str, Any]],
+                   bs_results: dict[str, dict[str, Any]] | None) -> pd.DataFrame:
+    """:func:`analyze_faces`' table: one row per path from the analysis of its key (and,
+    with ``bs_results``, its blendshapes and face box), with the documented dtypes."""
     rows = []
-    for p, key in zip(path_list, keys, strict=True):
+    for p, key in zip(paths, keys, strict=True):
         rec = dict(results[key])
         rec.pop("sha256", None)
         rec["path"] = p
-        if blendshapes:
+        if bs_results is not None:
             extra = bs_results[key]
             rec["blendshapes"] = (None if extra.get("blendshapes") is None
                                   else np.asarray(extra["blendshapes"], dtype=np.float32))
             rec["face_box"] = None if extra.get("box") is None else tuple(float(v) for v in extra["box"])
         rows.append(rec)
-    out = pd.DataFrame(rows, columns=COLUMNS + (BLENDSHAPE_COLUMNS if blendshapes else []))
+    out = pd.DataFrame(rows, columns=COLUMNS + (BLENDSHAPE_COLUMNS if bs_results is not None else []))
     out["face_found"] = out["face_found"].astype(bool)
     for c in ("yaw", "pitch", "roll", "occlusion", "occlusion_any", "face_confidence"):
         out[c] = out[c].astype("float64")

@@ -10,7 +10,7 @@ import math
 import os
 import sys
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -230,7 +230,7 @@ _WORKER: FaceFinder | None = None
 
 
 def find_faces(paths: list[str], model_path: Path, backend: str,
-               n_workers: int, *, blendshapes: bool = False) -> Iterator[list[FaceResult]]:
+               n_workers: int, *, blendshapes: bool = False) -> Generator[list[FaceResult], None, None]:
     """The faces of ``paths``, a batch of at most :data:`BATCH` at a time, in order: in this
     process (``n_workers <= 1``) or in ``n_workers`` spawned processes. ``backend``:
     ``litert`` or ``tasks`` (:data:`curate.faces.analyze.BACKENDS`); with ``blendshapes``

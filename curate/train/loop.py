@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -27,10 +27,7 @@ from torch import nn
 from curate.backbone import autocast_precision, bundled_model_dir, load_backbone, resolve_device
 from curate.errors import CurateError
 from curate.io import (
-    atomic_path,
-    file_sha256,
     fingerprint_table,
-    read_json_file,
     read_parquet,
     run_record,
     write_json,
@@ -42,15 +39,26 @@ from curate.runs import (
     EmbeddingNet,
     create_backbone,
     load_run,
-    load_weights_file,
     make_data_config,
     run_config,
     save_run,
-    save_weights,
-    torch_load,
 )
 from curate.screens.nulls import CLASS_NULLS
 from curate.sources import is_run_dir, path_setting
+from curate.train.checkpoints import (
+    CKPT_DIR,
+    DROP_COLUMNS,
+    MINED_COLUMNS,
+    SUSPECT,
+    TOO_CLOSE,
+    TOO_FAR,
+    TrainState,
+    copy_buffers,
+    load_checkpoint,
+    restore_buffers,
+    save_checkpoint,
+    val_row_missing,
+)
 from curate.train.config import FinetuneConfig
 from curate.train.data import (
     AUGMENTS,
@@ -79,16 +87,19 @@ from curate.train.mining import (
     batch_margins,
     mined_alphas,
 )
+from curate.train.suspicion import (
+    class_codes,
+    final_suspects,
+    image_suspicion_table,
+    suspect_images,
+    suspicion_cut,
+)
 
 TrainProgress = Callable[[str, int, int, dict[str, Any]], None]
-CKPT_DIR = "checkpoints"
-CKPT_FORMAT = 2  # 2: last.json holds the sha256 of every checkpoint file (format 1 had none)
 # settings that change the result; the others (device, workers, ...) may differ on resume
 _RUNTIME_ONLY = ("device", "workers", "preload_max_gb", "checkpoint_every", "eval_batch_size")
 RUN_OUTPUTS = ("model.safetensors", "config.json", "metrics.parquet", "tuple_drops.parquet", "evaluation.json",
                "report.html", "run.json", "mined_triplets.parquet", "class_pair_margins.parquet")
-# columns of a mined-triplet record (_State.mined): store rows and the boundary's verdict bits
-MINED_COLUMNS = ("step", "anchor", "positive", "negative", "bits")
 
 
 @dataclass
@@ -149,11 +160,11 @@ def init_network(cfg: FinetuneConfig, classes: list[str], notes: list[str] | Non
         if cfg.in_chans is not None and cfg.in_chans != in_chans:
             raise CurateError(f"--in-chans {cfg.in_chans} does not match the weights of {cfg.backbone!r} "
                               f"({in_chans} channels)", hint=f"pass --in-chans {in_chans} or leave it out")
-    net = EmbeddingNet(body, int(body.num_features), cfg.embed_dim, len(classes), cfg.scale, cfg.logit_scale)
+    net = EmbeddingNet(body, int(cast(Any, body).num_features), cfg.embed_dim, len(classes), cfg.scale, cfg.logit_scale)
     return net, make_data_config(body, in_chans, cfg.input_size), source, cfg.backbone
 
 
-# ----------------------------------------------------------------------------- checkpoints
+# ----------------------------------------------------------------------------- run settings
 
 # settings added with batch-hard mining: at their defaults they are left out of the fingerprint
 # and the claimed settings, so runs and checkpoints of an earlier curate still match
@@ -185,148 +196,6 @@ def run_settings(cfg: FinetuneConfig, source: str | Path) -> dict[str, Any]:
     return {**settings, "source": str(Path(source).expanduser().resolve())}
 
 
-# bits of a tuple's verdict in one epoch (``_State.epoch_drops``)
-TOO_FAR, TOO_CLOSE, SUSPECT = 1, 2, 4
-DROP_COLUMNS = ("n_seen", "n_too_far", "n_too_close", "n_suspect")
-
-
-def _no_array() -> np.ndarray:
-    return np.empty(0)
-
-
-@dataclass
-class _State:  # every array is set by _State.new or read from a checkpoint
-    step: int = 0
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    drops: np.ndarray = field(default_factory=_no_array)  # [n_tuples, 4]: seen, too_far, too_close, suspect member
-    epoch_drops: np.ndarray = field(default_factory=_no_array)  # [epochs, n_tuples] uint8: TOO_FAR | TOO_CLOSE | SUSPECT bits
-    suspicion: np.ndarray = field(default_factory=_no_array)  # [n_store_rows, 2]: sum of label suspicion, screened visits
-    mined: np.ndarray = field(default_factory=_no_array)  # batch-hard: [n, 5] MINED_COLUMNS, one row per mined triplet
-    margins: np.ndarray = field(default_factory=_no_array)  # [epochs, K, K]: the class-pair margins at each epoch's end
-
-    @classmethod
-    def new(cls, n_tuples: int, epochs: int, n_images: int, n_classes: int = 0) -> _State:
-        return cls(drops=np.zeros((n_tuples, len(DROP_COLUMNS)), np.int64),
-                   epoch_drops=np.zeros((epochs, n_tuples), np.uint8), suspicion=np.zeros((n_images, 2)),
-                   mined=np.zeros((0, len(MINED_COLUMNS)), np.int64),
-                   margins=np.full((epochs, n_classes, n_classes), np.nan))
-
-
-def _save_checkpoint(run: Path, net: nn.Module, opt: torch.optim.Optimizer, sched: Any, screen: InLoopScreen,
-                     state: _State, fingerprint: str, margins: PairMargins | None = None) -> None:
-    ck = run / CKPT_DIR
-    ck.mkdir(parents=True, exist_ok=True)
-    tag = f"step_{state.step:07d}"
-    save_weights(net, ck / f"{tag}.safetensors")
-    with atomic_path(ck / f"{tag}.state.pt") as tmp:
-        torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "screen": screen.state(),
-                    "drops": torch.from_numpy(state.drops), "epoch_drops": torch.from_numpy(state.epoch_drops),
-                    "suspicion": torch.from_numpy(state.suspicion), "mined": torch.from_numpy(state.mined),
-                    "margins": torch.from_numpy(state.margins),
-                    **({"pair_margins": margins.state()} if margins is not None else {})}, tmp)
-    write_parquet(pd.DataFrame(state.rows), ck / f"{tag}.metrics.parquet")
-    files = {name: file_sha256(ck / name) for name in _checkpoint_files(tag)}
-    write_json({"format": CKPT_FORMAT, "step": state.step, "tag": tag, "fingerprint": fingerprint,
-                "sha256": files}, ck / "last.json")
-    for old in ck.glob("step_*"):
-        if not old.name.startswith(tag + "."):
-            old.unlink(missing_ok=True)
-
-
-def _checkpoint_files(tag: str) -> tuple[str, str, str]:
-    return f"{tag}.safetensors", f"{tag}.state.pt", f"{tag}.metrics.parquet"
-
-
-def _load_checkpoint(run: Path, net: nn.Module, opt: torch.optim.Optimizer, sched: Any, screen: InLoopScreen,
-                     fingerprints: tuple[str, ...], fresh: _State, total: int,
-                     margins: PairMargins | None = None) -> _State | None:
-    """The checkpoint of ``run``, checked before anything is loaded: ``last.json`` names a
-    step within the run and its own files, every file has the sha256 it was written with
-    (checkpoints of format 1 had none), its arrays have the shapes of ``fresh`` (the state
-    of a new run on the same tuples), and the metrics agree with the step."""
-    last = run / CKPT_DIR / "last.json"
-    if not last.exists():
-        return None
-    hint = "pass --restart to discard the checkpoint and train from the start"
-    meta = read_json_file(last, what="checkpoint record", hint=hint, max_bytes=2**20)
-    step = meta.get("step") if isinstance(meta, dict) else None
-    if not (isinstance(step, int) and not isinstance(step, bool) and 0 < step <= total):
-        raise CurateError(f"corrupted checkpoint record {last}: step must be a whole number from 1 to the run's "
-                          f"{total:,} steps, got {step!r}", hint=hint)
-    tag = f"step_{step:07d}"
-    if meta.get("tag") != tag:
-        raise CurateError(f"corrupted checkpoint record {last}: tag {meta.get('tag')!r} does not match step {step}",
-                          hint=hint)
-    if meta.get("fingerprint") not in fingerprints:
-        raise CurateError(f"{run} holds a checkpoint of a run with other settings or other tuples",
-                          hint="use another --out, run the same command as before, or pass --restart")
-    ck = run / CKPT_DIR
-    sums = meta.get("sha256")
-    if not (meta.get("format") is None and sums is None):  # format 1 (no checksums) resumes unchecked
-        for name in _checkpoint_files(tag):
-            want = sums.get(name) if isinstance(sums, dict) else None
-            try:
-                got = file_sha256(ck / name)
-            except OSError as exc:
-                raise CurateError(f"corrupted checkpoint {ck / name}: {exc.strerror or exc}", hint=hint) from exc
-            if got != want:
-                raise CurateError(f"corrupted checkpoint {ck / name}: its sha256 differs from the one recorded "
-                                  "when it was written (the file was damaged or changed)", hint=hint)
-    weights = load_weights_file(ck / f"{tag}.safetensors")
-    try:
-        net.load_state_dict(weights, strict=True)
-        blob = torch_load(ck / f"{tag}.state.pt")
-        opt.load_state_dict(blob["optimizer"])
-        sched.load_state_dict(blob["scheduler"])
-        screen.load_state(blob["screen"])
-        arrays = {k: blob[k].numpy() for k in ("drops", "epoch_drops", "suspicion")}
-        # checkpoints of a curate without batch-hard mining have no mined triplets or margins
-        arrays["margins"] = blob["margins"].numpy() if "margins" in blob else fresh.margins
-        mined = blob["mined"].numpy() if "mined" in blob else fresh.mined
-        if margins is not None and "pair_margins" in blob:
-            margins.load_state(blob["pair_margins"])
-        rows = read_parquet(ck / f"{tag}.metrics.parquet", what="checkpoint metrics").to_dict("records")
-    except CurateError as exc:
-        raise CurateError(f"corrupted checkpoint {ck / tag}: {exc.message}", hint=hint) from exc
-    except Exception as exc:  # torch raises many types for a damaged file
-        raise CurateError(f"corrupted checkpoint {ck / tag}: {str(exc).splitlines()[0][:300] if str(exc) else exc!r}",
-                          hint=hint) from exc
-    for k, v in arrays.items():
-        if v.shape != getattr(fresh, k).shape:
-            raise CurateError(f"checkpoint {ck / tag} does not match the tuples ({k} {v.shape})", hint="pass --restart")
-    n_train = sum(1 for r in rows if r.get("phase") == "train")
-    if n_train != step:
-        raise CurateError(f"corrupted checkpoint {ck / tag}: its metrics hold {n_train} training steps, "
-                          f"its record says {step}", hint=hint)
-    return _State(step=step, rows=[{k: _plain(v) for k, v in r.items()} for r in rows], mined=mined.astype(np.int64),
-                  **{k: v.astype(getattr(fresh, k).dtype) for k, v in arrays.items()})
-
-
-def _buffers(net: nn.Module) -> dict[str, torch.Tensor]:
-    """Copies of the network's buffers (BatchNorm running statistics)."""
-    return {k: v.detach().clone() for k, v in net.named_buffers()}
-
-
-def _restore_buffers(net: nn.Module, saved: dict[str, torch.Tensor]) -> None:
-    with torch.no_grad():
-        for k, v in net.named_buffers():
-            v.copy_(saved[k])
-
-
-def _val_row_missing(state: _State, n_batches: int, total: int) -> bool:
-    """True when the last completed step ended an epoch and that epoch's validation row is
-    missing (the run was interrupted while validating)."""
-    if state.step == 0 or not (state.step % n_batches == 0 or state.step == total):
-        return False
-    return not any(r.get("phase") == "val" and r.get("step") == state.step - 1 for r in state.rows)
-
-
-def _plain(v: Any) -> Any:
-    if isinstance(v, float) and math.isnan(v):
-        return None
-    return v.item() if hasattr(v, "item") else v
-
-
 # ----------------------------------------------------------------------------- one step
 
 @dataclass
@@ -343,6 +212,31 @@ def _tuple_loss(kind: str, emb: torch.Tensor, local: torch.Tensor, cfg: Finetune
     if kind == "quadruplet":
         return quadruplet_loss(emb, a, p, n, local[:, 3], cfg.margin, cfg.margin2)
     return triplet_loss(emb, a, p, n, cfg.margin)
+
+
+def _mine_triplets(emb: torch.Tensor, labels: torch.Tensor,
+                   excluded: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+    """Each image's hardest triplet among the images not ``excluded`` (batch positions),
+    and the triplets the excluded images would have anchored (``[s, 3]``, suppressed)."""
+    if not excluded.any():
+        return batch_hard_triplets(emb, labels), np.zeros((0, 3), np.int64)
+    local_t = batch_hard_triplets(emb, labels, torch.from_numpy(~excluded).to(emb.device))
+    unmasked = batch_hard_triplets(emb, labels).cpu().numpy()
+    return local_t, unmasked[excluded[unmasked[:, 0]]]
+
+
+def mined_record(step: int, rows: np.ndarray, local: np.ndarray, suppressed: np.ndarray, too_far: np.ndarray,
+                 too_close: np.ndarray) -> np.ndarray:
+    """A step's mined triplets as :data:`MINED_COLUMNS` rows of store rows (``rows``: the
+    batch's store rows): the ``local`` ones with the boundary's bits, then the ``suppressed``
+    ones with the ``SUSPECT`` bit."""
+    bits = np.concatenate([TOO_FAR * too_far.astype(np.int64) + TOO_CLOSE * too_close.astype(np.int64),
+                           np.full(len(suppressed), SUSPECT, np.int64)])
+    every = np.concatenate([local, suppressed]).astype(np.int64)
+    if not len(every):
+        return np.zeros((0, len(MINED_COLUMNS)), np.int64)
+    return np.column_stack([np.full(len(every), step, np.int64), rows[every[:, 0]], rows[every[:, 1]],
+                            rows[every[:, 2]], bits])
 
 
 def _lr_lambda(total: int, warmup_share: float) -> Callable[[int], float]:
@@ -425,13 +319,7 @@ class _Trainer:
                                 self.label_codes if cfg.suspect_per_class else None)
             excluded = suspect_images(suspicion[b.rows], None, cut[b.rows] if isinstance(cut, np.ndarray) else cut,
                                       cfg.suspect_min_visits)
-        suppressed = np.zeros((0, 3), np.int64)
-        if excluded.any():
-            local_t = batch_hard_triplets(emb, b.labels, torch.from_numpy(~excluded).to(emb.device))
-            unmasked = batch_hard_triplets(emb, b.labels).cpu().numpy()
-            suppressed = unmasked[excluded[unmasked[:, 0]]]
-        else:
-            local_t = batch_hard_triplets(emb, b.labels)
+        local_t, suppressed = _mine_triplets(emb, b.labels, excluded)
         local = local_t.cpu().numpy()
         t = len(local)
         emb_np = emb.detach().cpu().numpy()
@@ -487,12 +375,7 @@ class _Trainer:
                "metric_loss": float(metric.item()),
                "ce_loss": float(ce.item()), "train_accuracy": acc,
                "margin_mean": float(pair_margins[off].mean()), **info}
-        bits = np.concatenate([TOO_FAR * too_far.astype(np.int64) + TOO_CLOSE * too_close.astype(np.int64),
-                               np.full(len(suppressed), SUSPECT, np.int64)])
-        every = np.concatenate([local, suppressed]).astype(np.int64)
-        rec = np.column_stack([np.full(len(every), step, np.int64), b.rows[every[:, 0]], b.rows[every[:, 1]],
-                               b.rows[every[:, 2]], bits]) if len(every) else np.zeros((0, len(MINED_COLUMNS)), np.int64)
-        return loss, row, rec, batch_suspicion
+        return loss, row, mined_record(step, b.rows, local, suppressed, too_far, too_close), batch_suspicion
 
     def batch(self, tuple_rows: np.ndarray, step: int) -> _Batch:
         rows, local = batch_members(self.member_rows[tuple_rows])
@@ -679,138 +562,223 @@ def _train(claim: Claim | _Unclaimed, cfg: FinetuneConfig, given: FinetuneConfig
         cfg = replace(cfg, backbone=backbone)
         given = replace(given, backbone=backbone)
 
-    # every image the run touches, decoded once
-    members = data.tuples[data.members].to_numpy(dtype=np.int64)
-    ids = np.unique(np.concatenate([members.ravel(), data.val_images["image_id"].to_numpy(dtype=np.int64)]))
-    pos = {int(i): r for r, i in enumerate(ids)}
-    member_rows = np.vectorize(pos.__getitem__, otypes=[np.int64])(members) if members.size else members
-    label_codes = _label_codes(data, ids)
-    val_rows = np.array([pos[int(i)] for i in data.val_images["image_id"]], dtype=np.int64)
+    images = RunImages.of(data)  # every image the run touches, decoded once
     decode_cb = (lambda ph, d, t: progress(ph, d, t, {})) if progress else None
-    store = ImageStore(data.images.loc[ids, "path"].astype(str).tolist(), data_config,
+    store = ImageStore(data.images.loc[images.ids, "path"].astype(str).tolist(), data_config,
                        max_bytes=int(cfg.preload_max_gb * 1024**3), workers=cfg.workers, progress=decode_cb,
                        colour=cfg.augment and cfg.augment_kind == "photos")
-
-    if par.enabled:
-        net = sync_batchnorm(net)  # statistics of the global batch, as in one process
-    net = net.to(device)
-    if device.type == "cuda":
-        net = net.to(memory_format=torch.channels_last)
-    par.broadcast_from_main(net)
-    trainer = _Trainer(cfg, data, net, data_config, store, member_rows, label_codes, val_rows, device, par)
-    if cfg.soft_label_prefix is not None:
-        train_ids = ids[np.isin(ids, members)]
-        trainer.soft_targets = torch.zeros((len(ids), len(data.classes)))
-        trainer.soft_targets[np.searchsorted(ids, train_ids)] = torch.from_numpy(
-            soft_targets(data, train_ids, cfg.soft_label_prefix))
-    n_batches = len(epoch_batches(len(members), cfg.batch_tuples, cfg.seed, 0))
-    if cfg.mining == "batch-hard":
-        pool = np.unique(member_rows)
-        rejected = data.extra.get("face_rejected_ids")
-        if rejected is not None:
-            pool = pool[~np.isin(ids[pool], rejected)]
-        trainer.sampler = ClassBalancedSampler(label_codes[pool], cfg.classes_per_batch, cfg.images_per_class,
-                                               cfg.seed, cfg.steps_per_epoch)
-        trainer.pool = pool
-        n_batches = trainer.sampler.steps_per_epoch
+    net = _place_network(net, device, par)
+    trainer = _Trainer(cfg, data, net, data_config, store, images.member_rows, images.label_codes,
+                       images.val_rows, device, par)
+    n_batches = _set_up_sampling(trainer, images)
     total = cfg.epochs * n_batches if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * n_batches)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(total, cfg.warmup_share))
     fingerprint = _fingerprint(cfg, data)
-    # a checkpoint of an earlier curate keyed the paths as they were typed: still resumable
-    legacy = _fingerprint(given, data, build_dir=data.build_dir_as_given)
-    if restart and par.is_main and (run / CKPT_DIR).exists():
-        for f in (run / CKPT_DIR).iterdir():
-            f.unlink()
-    fresh = _State.new(len(members), math.ceil(total / n_batches), len(ids), len(data.classes))
-    par.barrier()  # rank 0 has claimed the folder (and cleared it): every rank reads the same checkpoint
-    state = None if restart else _load_checkpoint(run, net, opt, sched, trainer.screen, (fingerprint, legacy),
-                                                  fresh, total, trainer.margins)
-    resumed_from = state.step if state else 0
-    state = state or fresh
+    fresh = TrainState.new(len(images.member_rows), math.ceil(total / n_batches), len(images.ids), len(data.classes))
+    loaded = _resume(run, trainer, opt, sched, fresh, total, restart,
+                     (fingerprint, _fingerprint(given, data, build_dir=data.build_dir_as_given)))
+    resumed_from = loaded.step if loaded else 0
+    state = loaded or fresh
 
     if cfg.amp and not trainer.amp:
         notes.append(trainer.precision)
-    in_update = False
-    before_step: dict[str, torch.Tensor] | None = None  # buffers before the step now in its forward pass
-    saved_step = state.step
-    last_val: dict[str, Any] = {}
-    try:
-        if par.is_main and _val_row_missing(state, n_batches, total) and len(val_rows):
-            last_val = _validate(trainer, state, (state.step - 1) // n_batches, n_batches, total, progress)
-        net.train()
-        while state.step < total:
-            epoch, in_epoch = divmod(state.step, n_batches)
-            tic = time.perf_counter()
-            before_step = _buffers(net)
-            if trainer.sampler is not None:   # batch-hard mining: P x K images, no pre-sampled tuples
-                b = trainer.image_batch(trainer.pool[trainer.sampler.epoch(epoch)[in_epoch]], state.step)
-                loss, row, mined, susp = trainer.mined_step(b, state.step, state.suspicion)
-                batches, drops = None, None
-            else:
-                batches = epoch_batches(len(members), cfg.batch_tuples, cfg.seed, epoch)
-                b = trainer.batch(batches[in_epoch], state.step)
-                loss, row, drops, susp = trainer.step(b, state.step, state.suspicion)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            par.average_gradients(trainer.params)
-            in_update = True
-            opt.step()
-            sched.step()
-            if cfg.screen_every_step:
-                trainer.screen.commit_pending()
-            if trainer.margins is not None:
-                trainer.margins.commit_pending()
-            if batches is not None and drops is not None:
-                np.add.at(state.drops, batches[in_epoch], drops)
-                state.epoch_drops[epoch, batches[in_epoch]] = (TOO_FAR * drops[:, 1] + TOO_CLOSE * drops[:, 2]
-                                                               + SUSPECT * drops[:, 3]).astype(np.uint8)
-            else:
-                state.mined = np.concatenate([state.mined, mined])
-            if susp is not None:
-                seen = np.isfinite(susp)
-                np.add.at(state.suspicion, (b.rows[seen], 0), susp[seen])
-                np.add.at(state.suspicion, (b.rows[seen], 1), 1.0)
-            row.update({"phase": "train", "epoch": epoch, "step": state.step, "loss": float(loss.item()),
-                        "lr": float(opt.param_groups[0]["lr"]),
-                        "images_per_s": len(b.rows) / max(time.perf_counter() - tic, 1e-9)})
-            if row["all_dropped"]:
-                notes.append(f"step {state.step}: the boundary dropped every tuple; trained on the classification loss only")
-            state.rows.append(row)
-            state.step += 1
-            before_step = None
-            in_update = False
-            if progress is not None:
-                progress("train", state.step, total, row)
-            end_of_epoch = state.step % n_batches == 0 or state.step == total
-            if end_of_epoch and trainer.margins is not None:
-                state.margins[epoch] = trainer.margins.margins
-            if end_of_epoch and par.is_main:
-                last_val = _validate(trainer, state, epoch, n_batches, total, progress)
-            if end_of_epoch or (cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0):
-                if par.is_main:
-                    _save_checkpoint(run, net, opt, sched, trainer.screen, state, fingerprint, trainer.margins)
-                saved_step = state.step
-    except BaseException:
-        if not in_update and state.step > saved_step and par.is_main:
-            if before_step is not None:  # the interrupted forward pass moved the BatchNorm statistics
-                _restore_buffers(net, before_step)
-            trainer.screen.discard_pending()
-            if trainer.margins is not None:
-                trainer.margins.discard_pending()
-            _save_checkpoint(run, net, opt, sched, trainer.screen, state, fingerprint, trainer.margins)
-        raise
-
-    if not par.is_main:
+    loop = _Loop(run, trainer, opt, sched, state, fingerprint, n_batches, total, progress, notes)
+    last_val = loop.run()
+    if not par.is_main or isinstance(claim, _Unclaimed):
         return FinetuneResult(run_dir=run, metrics=pd.DataFrame(state.rows), final={}, config={}, run={},
                               resumed_from_step=resumed_from, notes=notes, is_main=False)
-    if not last_val and len(val_rows):
+    if not last_val and len(images.val_rows):
         last_val = trainer.validate()
     return _finish(claim, cfg, data, net, data_config, pretrained_from, state, last_val, started, resumed_from,
-                   notes, source, ids, trainer.precision)
+                   notes, source, images.ids, trainer.precision)
 
 
-def _validate(trainer: _Trainer, state: _State, epoch: int, n_batches: int, total: int,
+@dataclass
+class RunImages:
+    """Every image a run touches (the tuples' members and the validation images) as rows
+    of one store: ``ids`` sorted; ``member_rows`` the tuples' members as store rows
+    (``[n_tuples, members]``); ``label_codes`` per store row; ``val_rows`` the validation
+    images' rows, in their order."""
+
+    ids: np.ndarray
+    members: np.ndarray
+    member_rows: np.ndarray
+    label_codes: np.ndarray
+    val_rows: np.ndarray
+
+    @classmethod
+    def of(cls, data: TrainingData) -> RunImages:
+        members = data.tuples[data.members].to_numpy(dtype=np.int64)
+        ids = np.unique(np.concatenate([members.ravel(), data.val_images["image_id"].to_numpy(dtype=np.int64)]))
+        pos = {int(i): r for r, i in enumerate(ids)}
+        member_rows = np.vectorize(pos.__getitem__, otypes=[np.int64])(members) if members.size else members
+        val_rows = np.array([pos[int(i)] for i in data.val_images["image_id"]], dtype=np.int64)
+        return cls(ids, members, member_rows, class_codes(data, ids), val_rows)
+
+
+def _place_network(net: EmbeddingNet, device: torch.device, par: Parallel) -> EmbeddingNet:
+    """The network on ``device`` (channels-last on CUDA; synchronised BatchNorm and rank 0's
+    weights under torchrun)."""
+    if par.enabled:
+        net = cast(EmbeddingNet, sync_batchnorm(net))  # statistics of the global batch, as in one process
+    net = net.to(device)
+    if device.type == "cuda":
+        net = net.to(memory_format=torch.channels_last)
+    par.broadcast_from_main(net)
+    return net
+
+
+def _set_up_sampling(trainer: _Trainer, images: RunImages) -> int:
+    """Soft targets (``soft_label_prefix``) and, for batch-hard mining, the class-balanced
+    sampler and the pool it draws from (face-rejected images left out); the steps per epoch."""
+    cfg, data, ids = trainer.cfg, trainer.data, images.ids
+    if cfg.soft_label_prefix is not None:
+        train_ids = ids[np.isin(ids, images.members)]
+        trainer.soft_targets = torch.zeros((len(ids), len(data.classes)))
+        trainer.soft_targets[np.searchsorted(ids, train_ids)] = torch.from_numpy(
+            soft_targets(data, train_ids, cfg.soft_label_prefix))
+    n_batches = len(epoch_batches(len(images.members), cfg.batch_tuples, cfg.seed, 0))
+    if cfg.mining == "batch-hard":
+        pool = np.unique(images.member_rows)
+        rejected = data.extra.get("face_rejected_ids")
+        if rejected is not None:
+            pool = pool[~np.isin(ids[pool], rejected)]
+        trainer.sampler = ClassBalancedSampler(images.label_codes[pool], cfg.classes_per_batch,
+                                               cfg.images_per_class, cfg.seed, cfg.steps_per_epoch)
+        trainer.pool = pool
+        n_batches = trainer.sampler.steps_per_epoch
+    return n_batches
+
+
+def _resume(run: Path, trainer: _Trainer, opt: torch.optim.Optimizer, sched: Any, fresh: TrainState, total: int,
+            restart: bool, fingerprints: tuple[str, ...]) -> TrainState | None:
+    """The checkpoint's state loaded into the network, optimiser, scheduler, screen and
+    margins, or None (no checkpoint, or ``restart``: rank 0 clears the checkpoints)."""
+    par = trainer.par
+    if restart and par.is_main and (run / CKPT_DIR).exists():
+        for f in (run / CKPT_DIR).iterdir():
+            f.unlink()
+    par.barrier()  # rank 0 has claimed the folder (and cleared it): every rank reads the same checkpoint
+    if restart:
+        return None
+    # a checkpoint of an earlier curate keyed the paths as they were typed (the second fingerprint)
+    return load_checkpoint(run, trainer.net, opt, sched, trainer.screen, fingerprints, fresh, total,
+                            trainer.margins)
+
+
+class _Loop:
+    """The training loop: steps until ``total``, a validation at each epoch's end, a
+    checkpoint at each epoch's end and every ``checkpoint_every`` steps. An exception
+    outside the optimiser's update saves a checkpoint of the last completed step first."""
+
+    def __init__(self, run: Path, trainer: _Trainer, opt: torch.optim.Optimizer, sched: Any, state: TrainState,
+                 fingerprint: str, n_batches: int, total: int, progress: TrainProgress | None,
+                 notes: list[str]) -> None:
+        self.run_dir, self.trainer, self.opt, self.sched, self.state = run, trainer, opt, sched, state
+        self.fingerprint, self.n_batches, self.total = fingerprint, n_batches, total
+        self.progress, self.notes = progress, notes
+        self.cfg, self.par = trainer.cfg, trainer.par
+        self.in_update = False
+        self.before_step: dict[str, torch.Tensor] | None = None  # buffers before the step now in its forward pass
+        self.saved_step = state.step
+        self.last_val: dict[str, Any] = {}
+
+    def run(self) -> dict[str, Any]:
+        """Train to the end; the last validation's metrics ({} when none ran)."""
+        trainer, state = self.trainer, self.state
+        try:
+            if self.par.is_main and val_row_missing(state, self.n_batches, self.total) and len(trainer.val_rows):
+                self.last_val = _validate(trainer, state, (state.step - 1) // self.n_batches, self.n_batches,
+                                          self.total, self.progress)
+            trainer.net.train()
+            while state.step < self.total:
+                epoch = state.step // self.n_batches
+                self.step()
+                self.end_step(epoch)
+        except BaseException:
+            if not self.in_update and state.step > self.saved_step and self.par.is_main:
+                self.save_interrupted()
+            raise
+        return self.last_val
+
+    def step(self) -> None:
+        """One optimisation step: its batch, loss and update, its drops and suspicion in the
+        state, its metrics row."""
+        trainer, state, cfg = self.trainer, self.state, self.cfg
+        epoch, in_epoch = divmod(state.step, self.n_batches)
+        tic = time.perf_counter()
+        self.before_step = copy_buffers(trainer.net)
+        if trainer.sampler is not None:   # batch-hard mining: P x K images, no pre-sampled tuples
+            b = trainer.image_batch(trainer.pool[trainer.sampler.epoch(epoch)[in_epoch]], state.step)
+            loss, row, mined, susp = trainer.mined_step(b, state.step, state.suspicion)
+            batches, drops = None, None
+        else:
+            batches = epoch_batches(len(trainer.member_rows), cfg.batch_tuples, cfg.seed, epoch)
+            b = trainer.batch(batches[in_epoch], state.step)
+            loss, row, drops, susp = trainer.step(b, state.step, state.suspicion)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.par.average_gradients(trainer.params)
+        self.in_update = True
+        self.opt.step()
+        self.sched.step()
+        if cfg.screen_every_step:
+            trainer.screen.commit_pending()
+        if trainer.margins is not None:
+            trainer.margins.commit_pending()
+        if batches is not None and drops is not None:
+            np.add.at(state.drops, batches[in_epoch], drops)
+            state.epoch_drops[epoch, batches[in_epoch]] = (TOO_FAR * drops[:, 1] + TOO_CLOSE * drops[:, 2]
+                                                           + SUSPECT * drops[:, 3]).astype(np.uint8)
+        else:
+            state.mined = np.concatenate([state.mined, mined])
+        if susp is not None:
+            seen = np.isfinite(susp)
+            np.add.at(state.suspicion, (b.rows[seen], 0), susp[seen])
+            np.add.at(state.suspicion, (b.rows[seen], 1), 1.0)
+        row.update({"phase": "train", "epoch": epoch, "step": state.step, "loss": float(loss.item()),
+                    "lr": float(self.opt.param_groups[0]["lr"]),
+                    "images_per_s": len(b.rows) / max(time.perf_counter() - tic, 1e-9)})
+        if row["all_dropped"]:
+            self.notes.append(f"step {state.step}: the boundary dropped every tuple; "
+                              "trained on the classification loss only")
+        state.rows.append(row)
+        state.step += 1
+        self.before_step = None
+        self.in_update = False
+        if self.progress is not None:
+            self.progress("train", state.step, self.total, row)
+
+    def end_step(self, epoch: int) -> None:
+        """After a step: at an epoch's end the margins and the validation; the checkpoint."""
+        trainer, state = self.trainer, self.state
+        end_of_epoch = state.step % self.n_batches == 0 or state.step == self.total
+        if end_of_epoch and trainer.margins is not None:
+            state.margins[epoch] = trainer.margins.margins
+        if end_of_epoch and self.par.is_main:
+            self.last_val = _validate(trainer, state, epoch, self.n_batches, self.total, self.progress)
+        if end_of_epoch or (self.cfg.checkpoint_every and state.step % self.cfg.checkpoint_every == 0):
+            if self.par.is_main:
+                self.save()
+            self.saved_step = state.step
+
+    def save(self) -> None:
+        trainer = self.trainer
+        save_checkpoint(self.run_dir, trainer.net, self.opt, self.sched, trainer.screen, self.state,
+                         self.fingerprint, trainer.margins)
+
+    def save_interrupted(self) -> None:
+        """The checkpoint of an interrupted run: the state before the step in progress."""
+        if self.before_step is not None:  # the interrupted forward pass moved the BatchNorm statistics
+            restore_buffers(self.trainer.net, self.before_step)
+        self.trainer.screen.discard_pending()
+        if self.trainer.margins is not None:
+            self.trainer.margins.discard_pending()
+        self.save()
+
+
+def _validate(trainer: _Trainer, state: TrainState, epoch: int, n_batches: int, total: int,
               progress: TrainProgress | None) -> dict[str, Any]:
     """The end-of-epoch validation, its row added to the metrics."""
     last_val = trainer.validate()
@@ -824,13 +792,13 @@ def _validate(trainer: _Trainer, state: _State, epoch: int, n_batches: int, tota
 
 
 def _finish(claim: Claim, cfg: FinetuneConfig, data: TrainingData, net: EmbeddingNet, data_config: dict[str, Any],
-            pretrained_from: str | None, state: _State, last_val: dict[str, Any], started: float,
+            pretrained_from: str | None, state: TrainState, last_val: dict[str, Any], started: float,
             resumed_from: int, notes: list[str], source: str | Path, ids: np.ndarray,
             precision: str = "float32") -> FinetuneResult:
     from curate.train.report import write_report
 
     run = claim.path
-    config = run_config(net, backbone=cfg.backbone, classes=data.classes, in_chans=int(data_config["input_size"][0]),
+    config = run_config(net, backbone=str(cfg.backbone), classes=data.classes, in_chans=int(data_config["input_size"][0]),
                         data_config=data_config, pretrained_from=pretrained_from,
                         extra={"kind": cfg.kind or data.kind, "seed": cfg.seed})
     save_run(net, run, config)
@@ -856,7 +824,7 @@ def _finish(claim: Claim, cfg: FinetuneConfig, data: TrainingData, net: Embeddin
         "val_images": len(data.val_images),
         "mean_share_dropped": float(train["share_dropped"].mean()) if len(train) else None,
         "steps_all_dropped": int(train["all_dropped"].sum()) if len(train) else 0,
-        "images_excluded": int(_final_suspects(state.suspicion, cfg, _label_codes(data, ids)).sum()),
+        "images_excluded": int(final_suspects(state.suspicion, cfg, class_codes(data, ids)).sum()),
         "face_rejected_images": data.extra.get("face_rejected_images"),
         "mined_triplets": int(len(state.mined)) if cfg.mining == "batch-hard" else None,
         "val_accuracy": final.get("accuracy"), "val_macro_f1": final.get("macro_f1"),
@@ -918,60 +886,6 @@ def mined_triplet_table(mined: np.ndarray, ids: np.ndarray, rows: list[dict[str,
 
 # ----------------------------------------------------------------------------- image suspicion
 
-def suspicion_cut(history: np.ndarray, share: float, min_visits: int,
-                  groups: np.ndarray | None = None) -> float | np.ndarray:
-    """The mean suspicion at or above which an image is among the ``share`` most suspect of the
-    images screened at least ``min_visits`` times (``inf`` when none has been).
-
-    ``history`` is ``[n, 2]``: sum of label suspicion, screened visits, per image. With
-    ``groups`` (``[n]``, e.g. label codes) the rank is taken within each group and the result
-    is each image's cut, ``[n]``."""
-    if groups is not None:
-        cuts = np.full(len(history), math.inf)
-        for g in np.unique(groups):
-            at = groups == g
-            cuts[at] = suspicion_cut(history[at], share, min_visits)
-        return cuts
-    visits = history[:, 1]
-    ok = visits >= min_visits
-    if not ok.any():
-        return math.inf
-    mean = history[ok, 0] / visits[ok]
-    k = max(1, int(round(share * mean.size)))
-    return float(np.partition(mean, mean.size - k)[mean.size - k])
-
-
-def suspect_images(history: np.ndarray, batch: np.ndarray | None, cut: float | np.ndarray,
-                   min_visits: int) -> np.ndarray:
-    """Bool per image: screened at least ``min_visits`` times and its mean suspicion is at least
-    ``cut`` (one value, or one per image).
-
-    ``history`` is ``[n, 2]`` (sum of suspicion, visits) before this step; ``batch`` (``[n]``,
-    ``nan`` = not scored) adds this step's suspicion, so an image can be excluded at the very
-    visit that makes its record long enough.
-    """
-    total, visits = history[:, 0].copy(), history[:, 1].copy()
-    if batch is not None:
-        seen = np.isfinite(batch)
-        total[seen] += batch[seen]
-        visits[seen] += 1
-    return (visits >= min_visits) & (total >= cut * np.maximum(visits, 1))
-
-
-def _label_codes(data: TrainingData, ids: np.ndarray) -> np.ndarray:
-    """Class index of each image of ``ids`` (-1: a label outside the classes)."""
-    class_index = {c: i for i, c in enumerate(data.classes)}
-    return data.images.loc[ids, "label"].astype(str).map(class_index).fillna(-1).to_numpy(dtype=np.int64)
-
-
-def _final_suspects(suspicion: np.ndarray, cfg: FinetuneConfig, label_codes: np.ndarray) -> np.ndarray:
-    if not cfg.exclude_suspects:
-        return np.zeros(len(suspicion), bool)
-    cut = suspicion_cut(suspicion, cfg.suspect_share, cfg.suspect_min_visits,
-                        label_codes if cfg.suspect_per_class else None)
-    return suspect_images(suspicion, None, cut, cfg.suspect_min_visits)
-
-
 def soft_targets(data: TrainingData, ids: np.ndarray, prefix: str) -> np.ndarray:
     """``[len(ids), K]`` float32 targets of the classification loss: the images' ``<prefix><class>``
     columns of ``images.parquet`` (for example annotator votes), each row divided by its sum.
@@ -1002,16 +916,3 @@ def epoch_drop_table(epoch_drops: np.ndarray, tuple_ids: np.ndarray) -> pd.DataF
     return pd.DataFrame({"epoch": epoch.astype(np.int64), "tuple_id": tuple_ids[row],
                          "positive_too_far": (bits & TOO_FAR) > 0, "negative_too_close": (bits & TOO_CLOSE) > 0,
                          "suspect_member": (bits & SUSPECT) > 0})
-
-
-def image_suspicion_table(suspicion: np.ndarray, ids: np.ndarray, data: TrainingData,
-                          cfg: FinetuneConfig) -> pd.DataFrame:
-    """``image_suspicion.parquet``: per training image, its in-loop label suspicion record."""
-    visits = suspicion[:, 1]
-    seen = visits > 0
-    mean = np.divide(suspicion[:, 0], visits, out=np.full(len(visits), np.nan), where=seen)
-    excluded = _final_suspects(suspicion, cfg, _label_codes(data, ids))
-    table = pd.DataFrame({"image_id": ids[seen], "label": data.images.loc[ids[seen], "label"].astype(str).to_numpy(),
-                          "visits": visits[seen].astype(np.int64), "mean_suspicion": mean[seen],
-                          "excluded": excluded[seen]})
-    return table.sort_values(["mean_suspicion", "image_id"], ascending=[False, True]).reset_index(drop=True)
