@@ -98,7 +98,7 @@ def batch_margins(emb: np.ndarray, labels: np.ndarray) -> np.ndarray:
     over an image's visits, it is the abnormality score of multistage outlier suppression
     (``--suspect-score margin``): on FER2013 it separates the mislabelled images within each
     label as well as a cross-validated linear probe does, where the mined distances barely do
-    (``bench/mined_null_probe.py --per-image``)."""
+    (``bench/experiments/mined_null_probe.py --per-image``)."""
     u = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
     d = np.sqrt(np.maximum(2.0 - 2.0 * (u @ u.T), 0.0))
     same = (labels[:, None] == labels[None]) & ~np.eye(len(labels), dtype=bool)
