@@ -65,35 +65,48 @@ class LoadedBackbone:
     cpu_bf16: bool = False
 
 
-def load_backbone(name: str | None, weights: str | None = None, *, device: str = "cpu",
-                  seed: int = 0) -> LoadedBackbone:
+def load_backbone(
+    name: str | None, weights: str | None = None, *, device: str = "cpu", seed: int = 0
+) -> LoadedBackbone:
     """Create the backbone ``name`` (a timm model name) and resolve its weights (see module doc).
 
     ``device`` is ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``. ``seed`` fixes the
     random weights of ``weights="none"``. The model is returned in eval mode.
     """
     dev = resolve_device(device)
-    name, weights = resolve_weights(weights, name)  # a name `curate models` lists works as --weights
+    name, weights = resolve_weights(
+        weights, name
+    )  # a name `curate models` lists works as --weights
     if name is None and weights is None:
         loaded = _load_run(bundled_model_dir(), None)
     elif weights is not None and weights.lower() == "none":
         if name is None:
-            raise CurateError("--weights none needs a backbone name",
-                              hint="pass --backbone NAME, for example --backbone resnet18")
+            raise CurateError(
+                "--weights none needs a backbone name",
+                hint="pass --backbone NAME, for example --backbone resnet18",
+            )
         loaded = _load_random(name, seed)
     elif weights is not None and is_run_dir(weights):
         loaded = _load_run(Path(weights), name)
-    elif weights is not None and Path(weights).is_file() and is_run_dir(Path(weights).parent) \
-            and Path(weights).name == "model.safetensors":
+    elif (
+        weights is not None
+        and Path(weights).is_file()
+        and is_run_dir(Path(weights).parent)
+        and Path(weights).name == "model.safetensors"
+    ):
         loaded = _load_run(Path(weights).parent, name)
     elif weights is not None and Path(weights).is_dir():
-        raise CurateError(f"--weights {weights} is a folder but not a curate fine-tuning run: "
-                          f"{run_dir_problem(weights)}",
-                          hint="pass a run folder (config.json and model.safetensors), or a weights file")
+        raise CurateError(
+            f"--weights {weights} is a folder but not a curate fine-tuning run: "
+            f"{run_dir_problem(weights)}",
+            hint="pass a run folder (config.json and model.safetensors), or a weights file",
+        )
     elif weights is not None:
         if name is None:
-            raise CurateError(f"--weights {weights} is a weight file; curate needs the architecture",
-                              hint="pass --backbone NAME (the timm model the checkpoint belongs to)")
+            raise CurateError(
+                f"--weights {weights} is a weight file; curate needs the architecture",
+                hint="pass --backbone NAME (the timm model the checkpoint belongs to)",
+            )
         loaded = _load_file(name, Path(weights))
     else:
         assert name is not None
@@ -109,14 +122,18 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     try:
         dev = torch.device(device)
     except RuntimeError as exc:
-        raise CurateError(f"unknown device {device!r}", hint="use --device auto, cpu or cuda") from exc
+        raise CurateError(
+            f"unknown device {device!r}", hint="use --device auto, cpu or cuda"
+        ) from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise CurateError(f"--device {device}: CUDA is not available on this machine",
-                          hint="use --device cpu (or --device auto)")
+        raise CurateError(
+            f"--device {device}: CUDA is not available on this machine",
+            hint="use --device cpu (or --device auto)",
+        )
     return dev
 
 
-CPU_BF16_ENV = "CURATE_CPU_BF16"   # "0"/"1" overrides the detection (tests, other CPUs)
+CPU_BF16_ENV = "CURATE_CPU_BF16"  # "0"/"1" overrides the detection (tests, other CPUs)
 
 
 def cpu_bf16_supported() -> bool:
@@ -137,7 +154,9 @@ def cpu_bf16_supported() -> bool:
         key, _, value = line.partition(":")
         if key.strip().lower() in ("flags", "features"):
             flags = set(value.split())
-            return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"}) and bool(torch.backends.mkldnn.is_available())
+            return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"}) and bool(
+                torch.backends.mkldnn.is_available()
+            )
     return False
 
 
@@ -155,8 +174,10 @@ def autocast_precision(device: torch.device, amp: bool) -> tuple[bool, str]:
     if device.type == "cpu":
         if cpu_bf16_supported():
             return True, "bfloat16 autocast (CPU with native bfloat16)"
-        return False, ("float32: --amp is off on this CPU, which lacks native bfloat16 "
-                       "(AVX-512 BF16, AMX or Arm BF16), where autocast would be slower")
+        return False, (
+            "float32: --amp is off on this CPU, which lacks native bfloat16 "
+            "(AVX-512 BF16, AMX or Arm BF16), where autocast would be slower"
+        )
     return False, f"float32 (no autocast on {device.type})"
 
 
@@ -167,13 +188,20 @@ def _data_config(model: nn.Module) -> dict[str, Any]:
     return {k: cfg[k] for k in DATA_CONFIG_KEYS if k in cfg}
 
 
-def _from_timm(model: nn.Module, name: str, source: str, fingerprint: str,
-               random_weights: bool) -> LoadedBackbone:
+def _from_timm(
+    model: nn.Module, name: str, source: str, fingerprint: str, random_weights: bool
+) -> LoadedBackbone:
     cfg = _data_config(model)
-    return LoadedBackbone(model=model, data_config=cfg, name=name, weights_source=source,
-                          weights_fingerprint=fingerprint, random_weights=random_weights,
-                          embed_dim=int(model.num_features),
-                          in_chans=int(cfg["input_size"][0]))
+    return LoadedBackbone(
+        model=model,
+        data_config=cfg,
+        name=name,
+        weights_source=source,
+        weights_fingerprint=fingerprint,
+        random_weights=random_weights,
+        embed_dim=int(model.num_features),
+        in_chans=int(cfg["input_size"][0]),
+    )
 
 
 def _load_random(name: str, seed: int) -> LoadedBackbone:
@@ -188,8 +216,10 @@ def _load_random(name: str, seed: int) -> LoadedBackbone:
 
 def _load_file(name: str, path: Path) -> LoadedBackbone:
     if not path.exists():
-        raise CurateError(f"weights file not found: {path}",
-                          hint="check the path given to --weights, or use --weights none")
+        raise CurateError(
+            f"weights file not found: {path}",
+            hint="check the path given to --weights, or use --weights none",
+        )
     model = create_backbone(name)
     state = read_state_dict(path)
     _load_into(model, state, path, name)
@@ -205,7 +235,8 @@ def _load_cached_pretrained(name: str) -> LoadedBackbone:
         raise CurateError(
             f"no pretrained weights for {name!r} in the local cache (Hugging Face hub id {repo!r}); "
             "curate never downloads weights at run time, and the hub is not reachable from here",
-            hint=_WAYS_OUT.format(repo=repo))
+            hint=_WAYS_OUT.format(repo=repo),
+        )
     state = read_state_dict(found)
     _load_into(model, state, found, name)
     return _from_timm(model, name, f"pretrained-cache:{found}", file_sha256(found), False)
@@ -237,15 +268,19 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     ``module.`` prefixes (DataParallel / DDP).
     """
     if not path.is_file():  # a FIFO or a device would block or never end
-        raise CurateError(f"weights {path} is not a regular file", hint="pass a .safetensors or .pth file")
+        raise CurateError(
+            f"weights {path} is not a regular file", hint="pass a .safetensors or .pth file"
+        )
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
         try:
             obj: Any = load_file(str(path))
         except Exception as exc:  # safetensors raises several types
-            raise CurateError(f"cannot read weights {path}: {exc}",
-                              hint="pass a .safetensors file or a torch checkpoint of tensors") from exc
+            raise CurateError(
+                f"cannot read weights {path}: {exc}",
+                hint="pass a .safetensors file or a torch checkpoint of tensors",
+            ) from exc
     else:
         obj = torch_load(path)
     for key in ("state_dict", "model", "state_dict_ema", "model_ema"):
@@ -253,8 +288,10 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             obj = obj[key]
             break
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CurateError(f"{path} does not hold a state dict of tensors",
-                          hint="save the model with torch.save(model.state_dict(), FILE)")
+        raise CurateError(
+            f"{path} does not hold a state dict of tensors",
+            hint="save the model with torch.save(model.state_dict(), FILE)",
+        )
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
@@ -267,7 +304,8 @@ def _load_into(model: nn.Module, state: dict[str, torch.Tensor], path: Path, nam
         raise CurateError(
             f"weights {path} do not fit backbone {name!r}: "
             f"{len(missing)} missing and {len(wrong)} mis-shaped tensors (e.g. {', '.join(bad)})",
-            hint="pass the --backbone the checkpoint was trained with")
+            hint="pass the --backbone the checkpoint was trained with",
+        )
     # keys the feature extractor lacks (classifier head, EMA extras) are dropped
     model.load_state_dict({k: state[k] for k in own}, strict=True)
 
@@ -276,16 +314,26 @@ def _load_run(run_dir: Path, name: str | None) -> LoadedBackbone:
     model, config = load_run(run_dir)
     backbone = str(config.get("backbone", "unknown"))
     if name is not None and name != backbone:
-        raise CurateError(f"--backbone {name} does not match the run {run_dir}, which was trained "
-                          f"from {backbone!r}", hint="drop --backbone when --weights is a run folder")
+        raise CurateError(
+            f"--backbone {name} does not match the run {run_dir}, which was trained "
+            f"from {backbone!r}",
+            hint="drop --backbone when --weights is a run folder",
+        )
     data_config = dict(config["data_config"])
     in_chans = config["in_chans"]
-    return LoadedBackbone(model=model, data_config=data_config, name=backbone,
-                          weights_source=f"run:{run_dir.resolve()}",
-                          weights_fingerprint=file_sha256(run_dir / "model.safetensors"),
-                          random_weights=False, embed_dim=int(config["embed_dim"]), in_chans=in_chans,
-                          vector_settings={k: config.get(k) for k in RUN_VECTOR_KEYS},
-                          head_classes=tuple(str(c) for c in config.get("classes") or ()) or None, run_dir=run_dir)
+    return LoadedBackbone(
+        model=model,
+        data_config=data_config,
+        name=backbone,
+        weights_source=f"run:{run_dir.resolve()}",
+        weights_fingerprint=file_sha256(run_dir / "model.safetensors"),
+        random_weights=False,
+        embed_dim=int(config["embed_dim"]),
+        in_chans=in_chans,
+        vector_settings={k: config.get(k) for k in RUN_VECTOR_KEYS},
+        head_classes=tuple(str(c) for c in config.get("classes") or ()) or None,
+        run_dir=run_dir,
+    )
 
 
 def bundled_model_dir() -> Path:
@@ -293,6 +341,7 @@ def bundled_model_dir() -> Path:
     hint = "pass --backbone NAME and --weights FILE (or --weights none), or --embeddings FILE"
     path = Path(default_model_dir())
     if not is_run_dir(path):
-        raise CurateError(f"the bundled default model folder {path} is missing or incomplete",
-                          hint=hint)
+        raise CurateError(
+            f"the bundled default model folder {path} is missing or incomplete", hint=hint
+        )
     return path

@@ -75,35 +75,71 @@ def build_tuples(
     started = time.time()
     seed = seed_value(seed)
     whole_number(per_anchor, "--per-anchor", lo=1)
-    whole_number(max_pixels, "--max-pixels", lo=1, hint="pass --max-pixels N with N at least 1 (the largest image "
-                                                         "allowed, in pixels; the default allows 40 megapixels)")
+    whole_number(
+        max_pixels,
+        "--max-pixels",
+        lo=1,
+        hint="pass --max-pixels N with N at least 1 (the largest image "
+        "allowed, in pixels; the default allows 40 megapixels)",
+    )
     if max_tuples is not None:
         whole_number(max_tuples, "--max-tuples", lo=1)
     if workers is not None:
         whole_number(workers, "--workers", lo=0)
     params = {
-        "source": str(Path(source).expanduser().resolve()), "kind": kind, "per_anchor": per_anchor,
-        "max_tuples": max_tuples, "seed": seed, "balance_classes": balance_classes,
-        "positive_subject": positive_subject, "negative_subject": negative_subject,
-        "path_column": path_column, "label_column": label_column, "split_column": split_column,
-        "subject_column": subject_column, "max_pixels": max_pixels, "check_leakage": check_leakage,
+        "source": str(Path(source).expanduser().resolve()),
+        "kind": kind,
+        "per_anchor": per_anchor,
+        "max_tuples": max_tuples,
+        "seed": seed,
+        "balance_classes": balance_classes,
+        "positive_subject": positive_subject,
+        "negative_subject": negative_subject,
+        "path_column": path_column,
+        "label_column": label_column,
+        "split_column": split_column,
+        "subject_column": subject_column,
+        "max_pixels": max_pixels,
+        "check_leakage": check_leakage,
     }
-    with claim_folder(out, "build-tuples", settings=params, inputs=[source], force=force,
-                      owned=OUTPUTS) as claim:
-        return _build(claim.path, source, params, claim, started, workers, progress, leakage_progress)
+    with claim_folder(
+        out, "build-tuples", settings=params, inputs=[source], force=force, owned=OUTPUTS
+    ) as claim:
+        return _build(
+            claim.path, source, params, claim, started, workers, progress, leakage_progress
+        )
 
 
-def _build(out_dir: Path, source: str | os.PathLike[str], params: dict[str, Any], claim: Any,
-           started: float, workers: int | None, progress: Progress | None,
-           leakage_progress: Progress | None) -> BuildResult:
-    images = ingest(source, path_column=params["path_column"], label_column=params["label_column"],
-                    split_column=params["split_column"], subject_column=params["subject_column"],
-                    max_pixels=params["max_pixels"], workers=workers, progress=progress)
+def _build(
+    out_dir: Path,
+    source: str | os.PathLike[str],
+    params: dict[str, Any],
+    claim: Any,
+    started: float,
+    workers: int | None,
+    progress: Progress | None,
+    leakage_progress: Progress | None,
+) -> BuildResult:
+    images = ingest(
+        source,
+        path_column=params["path_column"],
+        label_column=params["label_column"],
+        split_column=params["split_column"],
+        subject_column=params["subject_column"],
+        max_pixels=params["max_pixels"],
+        workers=workers,
+        progress=progress,
+    )
     try:
         tuples, stats = sample_tuples(
-            images, kind=params["kind"], per_anchor=params["per_anchor"], max_tuples=params["max_tuples"],
-            seed=params["seed"], balance_classes=params["balance_classes"],
-            positive_subject=params["positive_subject"], negative_subject=params["negative_subject"],
+            images,
+            kind=params["kind"],
+            per_anchor=params["per_anchor"],
+            max_tuples=params["max_tuples"],
+            seed=params["seed"],
+            balance_classes=params["balance_classes"],
+            positive_subject=params["positive_subject"],
+            negative_subject=params["negative_subject"],
         )
     except CurateError:
         # Keep the statuses for inspection (the earlier run's outputs are gone: the claim
@@ -112,7 +148,9 @@ def _build(out_dir: Path, source: str | os.PathLike[str], params: dict[str, Any]
         raise
     write_parquet(images, out_dir / "images.parquet")
     write_parquet(tuples, out_dir / "tuples.parquet")
-    leakage = cross_split_pairs(images, progress=leakage_progress) if params["check_leakage"] else None
+    leakage = (
+        cross_split_pairs(images, progress=leakage_progress) if params["check_leakage"] else None
+    )
     counts = {
         "images": len(images),
         "images_ok": int(images["status"].eq("ok").sum()),
@@ -123,7 +161,9 @@ def _build(out_dir: Path, source: str | os.PathLike[str], params: dict[str, Any]
     }
     inputs = {
         "source": params["source"],
-        "fingerprint": fingerprint_table(images, ["rel_path", "label", "split", "subject", "sha256", "status"]),
+        "fingerprint": fingerprint_table(
+            images, ["rel_path", "label", "split", "subject", "sha256", "status"]
+        ),
     }
     notes = [*([claim.note] if claim.note else []), *images.attrs.get("notes", [])]
     run = run_record("build-tuples", params, inputs=inputs, counts=counts, started=started)
@@ -132,8 +172,15 @@ def _build(out_dir: Path, source: str | os.PathLike[str], params: dict[str, Any]
     if "layout" in images.attrs:
         run["layout"] = images.attrs["layout"]  # how the folder was read, and why
     claim.finish(run)
-    return BuildResult(out_dir=out_dir, images=images, tuples=tuples, stats=stats, run=run,
-                       notes=notes, leakage=leakage)
+    return BuildResult(
+        out_dir=out_dir,
+        images=images,
+        tuples=tuples,
+        stats=stats,
+        run=run,
+        notes=notes,
+        leakage=leakage,
+    )
 
 
 def _status_counts(images: pd.DataFrame) -> dict[str, int]:

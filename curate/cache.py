@@ -80,15 +80,19 @@ def resolve_cache_dir(cache_dir: str | os.PathLike[str] | None) -> Path | None:
         where = f"--cache-dir {root}"
     real = Path(os.path.realpath(root))
     if real == Path(real.anchor):
-        raise CurateError(f"{where} is the root folder {real.anchor}; curate never writes its cache there",
-                          hint=f"pass --cache-dir DIR with a folder of its own (default: {default_cache_dir()}), "
-                               "or --cache-dir none")
+        raise CurateError(
+            f"{where} is the root folder {real.anchor}; curate never writes its cache there",
+            hint=f"pass --cache-dir DIR with a folder of its own (default: {default_cache_dir()}), "
+            "or --cache-dir none",
+        )
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise CurateError(f"cannot create {where}: {exc.strerror or exc}",
-                          hint=f"pass --cache-dir DIR (or set {ENV_VAR}) to a writable folder, "
-                               "or --cache-dir none to run without a cache") from exc
+        raise CurateError(
+            f"cannot create {where}: {exc.strerror or exc}",
+            hint=f"pass --cache-dir DIR (or set {ENV_VAR}) to a writable folder, "
+            "or --cache-dir none to run without a cache",
+        ) from exc
     if not root.is_dir():
         raise CurateError(f"{where} is not a folder", hint="pass --cache-dir DIR, a folder")
     return root.resolve()
@@ -125,18 +129,31 @@ class CacheOffWarning(CurateWarning):
 
 
 def _cache_off(where: Path, exc: BaseException) -> None:
-    why = exc.message if isinstance(exc, CurateError) else (getattr(exc, "strerror", None) or str(exc))
-    warnings.warn(f"cannot write the cache {where} ({why}): going on without caching; free space or pass "
-                  "--cache-dir DIR (a writable folder) or --cache-dir none", CacheOffWarning, stacklevel=3)
+    why = (
+        exc.message
+        if isinstance(exc, CurateError)
+        else (getattr(exc, "strerror", None) or str(exc))
+    )
+    warnings.warn(
+        f"cannot write the cache {where} ({why}): going on without caching; free space or pass "
+        "--cache-dir DIR (a writable folder) or --cache-dir none",
+        CacheOffWarning,
+        stacklevel=3,
+    )
 
 
 # ----------------------------------------------------------------------------- content hashes
-_HASHES: dict[tuple[str, int, int, int, int], str] = {}  # (path, dev, inode, size, mtime_ns) -> sha256
+_HASHES: dict[
+    tuple[str, int, int, int, int], str
+] = {}  # (path, dev, inode, size, mtime_ns) -> sha256
 
 
-def content_hashes(paths: Sequence[str | os.PathLike[str]],
-                   recorded: Sequence[str | None] | None = None, *,
-                   workers: int = 8) -> list[str | None]:
+def content_hashes(
+    paths: Sequence[str | os.PathLike[str]],
+    recorded: Sequence[str | None] | None = None,
+    *,
+    workers: int = 8,
+) -> list[str | None]:
     """The sha256 of every file's bytes now (None for a file that cannot be read).
 
     ``recorded`` are the hashes a table holds (``images.parquet``'s ``sha256``); a file
@@ -146,23 +163,29 @@ def content_hashes(paths: Sequence[str | os.PathLike[str]],
     """
     items = [str(p) for p in paths]
     if recorded is not None and len(recorded) != len(items):
-        raise CurateError(f"{len(recorded)} sha256 values for {len(items)} paths",
-                          hint="pass one sha256 per path, or none")
+        raise CurateError(
+            f"{len(recorded)} sha256 values for {len(items)} paths",
+            hint="pass one sha256 per path, or none",
+        )
     if len(items) > 64 and workers > 1:
         with ThreadPoolExecutor(workers) as pool:
             now = list(pool.map(_hash_now, items, chunksize=64))
     else:
         now = [_hash_now(p) for p in items]
     if recorded is not None:
-        changed = [(p, r, h) for p, r, h in zip(items, recorded, now, strict=True)
-                   if isinstance(r, str) and r and h is not None and h != r]
+        changed = [
+            (p, r, h)
+            for p, r, h in zip(items, recorded, now, strict=True)
+            if isinstance(r, str) and r and h is not None and h != r
+        ]
         if changed:
             p, r, h = changed[0]
             raise CurateError(
                 f"{len(changed):,} image(s) changed since their sha256 was recorded, e.g. {p} "
                 f"(recorded {r[:12]}..., now {h[:12]}...)",
                 hint="re-run `curate build-tuples` on the source so images.parquet matches the "
-                     "files (cached results are keyed by the files' bytes)")
+                "files (cached results are keyed by the files' bytes)",
+            )
     return now
 
 
@@ -185,7 +208,9 @@ def _hash_now(path: str) -> str | None:
 # ----------------------------------------------------------------------------- shards
 ReadShard = Callable[[Path], dict[str, V]]
 CHECK_DIGITS = 16  # hex digits of the sha256 of a shard's bytes, at the end of its name
-_SHARD_NAME = re.compile(rf"shard-(?P<keys>[0-9a-f]{{20}})(?:-(?P<check>[0-9a-f]{{{CHECK_DIGITS}}}))?")
+_SHARD_NAME = re.compile(
+    rf"shard-(?P<keys>[0-9a-f]{{20}})(?:-(?P<check>[0-9a-f]{{{CHECK_DIGITS}}}))?"
+)
 
 
 class DamagedShardWarning(CurateWarning):
@@ -195,6 +220,7 @@ class DamagedShardWarning(CurateWarning):
 
 class DamagedShard(ValueError):
     """Raised by a shard reader for a shard whose entries are not what it writes."""
+
 
 WriteShard = Callable[[Path, list[str], list[V]], None]
 
@@ -207,9 +233,16 @@ class ShardWriter(Generic[V]):
     path that is renamed into place, so a shard is never seen half-written.
     """
 
-    def __init__(self, folder: Path, suffix: str, write: WriteShard, *,
-                 max_items: int = SHARD_ITEMS, max_seconds: float = SHARD_SECONDS,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        suffix: str,
+        write: WriteShard,
+        *,
+        max_items: int = SHARD_ITEMS,
+        max_seconds: float = SHARD_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.folder, self.suffix, self._write = folder, suffix, write
         self.max_items, self.max_seconds, self._clock = max_items, max_seconds, clock
         self._keys: list[str] = []
@@ -245,14 +278,18 @@ class ShardWriter(Generic[V]):
     def _write_shard(self, keys: list[str], values: list[V]) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)
         stem = f"shard-{_digest(keys)}"
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{stem}{self.suffix}.", suffix=TMP_SUFFIX, dir=self.folder)
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{stem}{self.suffix}.", suffix=TMP_SUFFIX, dir=self.folder
+        )
         os.close(fd)
         tmp = Path(tmp_name)
         try:
             self._write(tmp, keys, values)
             path = self.folder / f"{stem}-{file_sha256(tmp)[:CHECK_DIGITS]}{self.suffix}"
             os.chmod(tmp, 0o666 & ~current_umask())
-            os.replace(tmp, path)  # the name carries the checksum, so a shard is never seen half-written
+            os.replace(
+                tmp, path
+            )  # the name carries the checksum, so a shard is never seen half-written
         finally:
             tmp.unlink(missing_ok=True)
         return path
@@ -267,8 +304,9 @@ class ShardWriter(Generic[V]):
         self.close()
 
 
-def read_shards(folder: Path, suffix: str, read: ReadShard[V],
-                wanted: set[str] | None = None) -> dict[str, V]:
+def read_shards(
+    folder: Path, suffix: str, read: ReadShard[V], wanted: set[str] | None = None
+) -> dict[str, V]:
     """Every entry of the shards in ``folder`` (only the ``wanted`` keys when given).
 
     A shard whose bytes do not match the checksum in its name, that cannot be read, or
@@ -287,8 +325,11 @@ def read_shards(folder: Path, suffix: str, read: ReadShard[V],
             except Exception as exc:  # npz and Parquet readers raise many types for a damaged file
                 why = f"{type(exc).__name__}: {str(exc)[:200]}"
         if why is not None:
-            warnings.warn(f"damaged cache shard {f} ({why}): deleted, its entries are recomputed",
-                          DamagedShardWarning, stacklevel=2)
+            warnings.warn(
+                f"damaged cache shard {f} ({why}): deleted, its entries are recomputed",
+                DamagedShardWarning,
+                stacklevel=2,
+            )
             f.unlink(missing_ok=True)
             continue
         if wanted is None:
@@ -315,8 +356,9 @@ def shard_damage(path: Path, suffix: str) -> str | None:
     return None if actual == m.group("check") else f"checksum {actual} does not match its name"
 
 
-def compact(folder: Path, suffix: str, read: ReadShard[V], write: WriteShard[V], *,
-            at: int = COMPACT_AT) -> bool:
+def compact(
+    folder: Path, suffix: str, read: ReadShard[V], write: WriteShard[V], *, at: int = COMPACT_AT
+) -> bool:
     """Merge the shards of ``folder`` into one when there are more than ``at``; True when
     it did. The merged shard is written before the old ones are removed, so a reader at
     any moment sees every entry (some twice)."""
@@ -326,8 +368,9 @@ def compact(folder: Path, suffix: str, read: ReadShard[V], write: WriteShard[V],
     entries = read_shards(folder, suffix, read)
     if not entries:
         return False
-    writer: ShardWriter[V] = ShardWriter(folder, suffix, write, max_items=len(entries) + 1,
-                                         max_seconds=float("inf"))
+    writer: ShardWriter[V] = ShardWriter(
+        folder, suffix, write, max_items=len(entries) + 1, max_seconds=float("inf")
+    )
     writer.add(entries.keys(), entries.values())
     writer.close()
     if writer.off or not writer.written:  # the merged shard was not written: keep the old ones

@@ -70,17 +70,24 @@ def _unquote(value: str) -> str:
 
 def _read_rows(path: Path) -> tuple[list[str], list[list[str]]]:
     if not path.is_file():
-        raise CurateError(f"decisions file not found: {path}" if not os.path.lexists(path)
-                          else f"decisions file {path} is not a regular file",
-                          hint="pass the decisions.csv the report downloaded (--decisions FILE)")
+        raise CurateError(
+            f"decisions file not found: {path}"
+            if not os.path.lexists(path)
+            else f"decisions file {path} is not a regular file",
+            hint="pass the decisions.csv the report downloaded (--decisions FILE)",
+        )
     if path.stat().st_size > MAX_BYTES:
-        raise CurateError(f"decisions file {path} is larger than {MAX_BYTES // 2**20} MiB",
-                          hint="a decisions file has one short row per reviewed image; check the file")
+        raise CurateError(
+            f"decisions file {path} is larger than {MAX_BYTES // 2**20} MiB",
+            hint="a decisions file has one short row per reviewed image; check the file",
+        )
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise CurateError(f"decisions file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})",
-                          hint="save it as CSV UTF-8") from exc
+        raise CurateError(
+            f"decisions file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})",
+            hint="save it as CSV UTF-8",
+        ) from exc
     try:
         rows = list(csv.reader(io.StringIO(text, newline="")))
     except csv.Error as exc:
@@ -90,8 +97,9 @@ def _read_rows(path: Path) -> tuple[list[str], list[list[str]]]:
     return [h.strip() for h in rows[0]], rows[1:]
 
 
-def read_decisions(path: str | os.PathLike[str], images: pd.DataFrame,
-                   classes: list[str] | None = None) -> Decisions:
+def read_decisions(
+    path: str | os.PathLike[str], images: pd.DataFrame, classes: list[str] | None = None
+) -> Decisions:
     """Read and check ``decisions.csv`` against ``images`` (``images_suspect.parquet``:
     ``image_id``, ``path``, ``rel_path``, ``label``).
 
@@ -104,21 +112,31 @@ def read_decisions(path: str | os.PathLike[str], images: pd.DataFrame,
     header, rows = _read_rows(p)
     where = {name: header.index(name) for name in COLUMNS if name in header}
     if "decision" not in where or not ({"image_id", "path"} & set(where)):
-        raise CurateError(f"decisions file {p} needs the columns decision and image_id (or path); "
-                          f"it has {', '.join(header) or 'none'}",
-                          hint=f"the columns are {', '.join(COLUMNS)} (docs/tables.md)")
+        raise CurateError(
+            f"decisions file {p} needs the columns decision and image_id (or path); "
+            f"it has {', '.join(header) or 'none'}",
+            hint=f"the columns are {', '.join(COLUMNS)} (docs/tables.md)",
+        )
     known = images.drop_duplicates("image_id").set_index("image_id", drop=False)
     own_label = {int(k): str(v) for k, v in known["label"].items()} if "label" in known else {}
-    paths = {int(k): {str(v) for v in vals if isinstance(v, str)}
-             for k, *vals in zip(known.index, known["path"],
-                                 known["rel_path"] if "rel_path" in known else known["path"], strict=True)}
+    paths = {
+        int(k): {str(v) for v in vals if isinstance(v, str)}
+        for k, *vals in zip(
+            known.index,
+            known["path"],
+            known["rel_path"] if "rel_path" in known else known["path"],
+            strict=True,
+        )
+    }
     by_path: dict[str, int] = {}
     for k, names in paths.items():
         for name in names:
             by_path.setdefault(name, k)
     if classes is None:
-        labels = [*known.get("label", pd.Series(dtype=object)).dropna().astype(str),
-                  *known.get("suggested_label", pd.Series(dtype=object)).dropna().astype(str)]
+        labels = [
+            *known.get("label", pd.Series(dtype=object)).dropna().astype(str),
+            *known.get("suggested_label", pd.Series(dtype=object)).dropna().astype(str),
+        ]
         classes = sorted(set(labels))
     class_set = set(classes)
 
@@ -137,24 +155,34 @@ def read_decisions(path: str | os.PathLike[str], images: pd.DataFrame,
         decision = cell(row, "decision").lower()
         label = cell(row, "label")
         if decision not in (*DECISIONS, ""):
-            raise CurateError(f"{p} line {line} (image {image_id}): decision {cell(row, 'decision')!r} is not "
-                              f"{', '.join(DECISIONS)} or empty", hint="write keep, drop or relabel in that row")
+            raise CurateError(
+                f"{p} line {line} (image {image_id}): decision {cell(row, 'decision')!r} is not "
+                f"{', '.join(DECISIONS)} or empty",
+                hint="write keep, drop or relabel in that row",
+            )
         if label and label not in class_set and _unquote(label) in class_set:
             label = _unquote(label)
         if decision == "relabel":
             if not label:
-                raise CurateError(f"{p} line {line} (image {image_id}): relabel without a label",
-                                  hint="write the new class in the label column")
+                raise CurateError(
+                    f"{p} line {line} (image {image_id}): relabel without a label",
+                    hint="write the new class in the label column",
+                )
             if label not in class_set:
                 shown = ", ".join(classes[:20]) + (", ..." if len(classes) > 20 else "")
-                raise CurateError(f"{p} line {line} (image {image_id}): label {label!r} is not a class of "
-                                  f"this data ({shown})", hint="relabel to one of those classes")
+                raise CurateError(
+                    f"{p} line {line} (image {image_id}): label {label!r} is not a class of "
+                    f"this data ({shown})",
+                    hint="relabel to one of those classes",
+                )
             if label == own_label.get(image_id):
                 decision, label = "keep", ""
         elif label and label != own_label.get(image_id):
-            raise CurateError(f"{p} line {line} (image {image_id}): a label ({label!r}) on a "
-                              f"{decision or 'undecided'} row; only relabel rows take a new label",
-                              hint="make the decision relabel, or empty the label column")
+            raise CurateError(
+                f"{p} line {line} (image {image_id}): a label ({label!r}) on a "
+                f"{decision or 'undecided'} row; only relabel rows take a new label",
+                hint="make the decision relabel, or empty the label column",
+            )
         else:
             label = ""
         if not decision:
@@ -162,27 +190,46 @@ def read_decisions(path: str | os.PathLike[str], images: pd.DataFrame,
             continue
         if image_id in seen and seen[image_id][1:] != (decision, label):
             first, d0, l0 = seen[image_id]
-            raise CurateError(f"{p} lines {first} and {line} disagree about image {image_id}: "
-                              f"{d0}{' ' + l0 if l0 else ''} vs {decision}{' ' + label if label else ''}",
-                              hint="keep one row per image")
+            raise CurateError(
+                f"{p} lines {first} and {line} disagree about image {image_id}: "
+                f"{d0}{' ' + l0 if l0 else ''} vs {decision}{' ' + label if label else ''}",
+                hint="keep one row per image",
+            )
         seen.setdefault(image_id, (line, decision, label))
-    table = pd.DataFrame({"image_id": pd.Series(list(seen), dtype="int64"),
-                          "decision": [v[1] for v in seen.values()],
-                          "label": [v[2] for v in seen.values()]})
-    return Decisions(table=table.sort_values("image_id", kind="stable").reset_index(drop=True),
-                     source=str(p), sha256=file_sha256(p), n_undecided=undecided)
+    table = pd.DataFrame(
+        {
+            "image_id": pd.Series(list(seen), dtype="int64"),
+            "decision": [v[1] for v in seen.values()],
+            "label": [v[2] for v in seen.values()],
+        }
+    )
+    return Decisions(
+        table=table.sort_values("image_id", kind="stable").reset_index(drop=True),
+        source=str(p),
+        sha256=file_sha256(p),
+        n_undecided=undecided,
+    )
 
 
-def _image_id(p: Path, line: int, raw_id: str, raw_path: str, paths: dict[int, set[str]],
-              by_path: dict[str, int]) -> int:
+def _image_id(
+    p: Path,
+    line: int,
+    raw_id: str,
+    raw_path: str,
+    paths: dict[int, set[str]],
+    by_path: dict[str, int],
+) -> int:
     """The image a row names, checked: its id, its path, or both agreeing."""
     if not raw_id:
         if not raw_path:
-            raise CurateError(f"{p} line {line}: neither image_id nor path is given",
-                              hint="fill in the image_id of that row")
+            raise CurateError(
+                f"{p} line {line}: neither image_id nor path is given",
+                hint="fill in the image_id of that row",
+            )
         if raw_path not in by_path:
-            raise CurateError(f"{p} line {line}: path {raw_path!r} is not an image of this screen run",
-                              hint=_HINT)
+            raise CurateError(
+                f"{p} line {line}: path {raw_path!r} is not an image of this screen run", hint=_HINT
+            )
         return by_path[raw_path]
     try:
         number = float(raw_id)
@@ -190,13 +237,21 @@ def _image_id(p: Path, line: int, raw_id: str, raw_path: str, paths: dict[int, s
             raise ValueError(raw_id)
         image_id = int(number)
     except ValueError:
-        raise CurateError(f"{p} line {line}: image_id {raw_id!r} is not a whole number",
-                          hint="write the image_id the report shows") from None
+        raise CurateError(
+            f"{p} line {line}: image_id {raw_id!r} is not a whole number",
+            hint="write the image_id the report shows",
+        ) from None
     if image_id not in paths:
-        raise CurateError(f"{p} line {line}: image_id {image_id} is not an image of this screen run "
-                          "(images_suspect.parquet)", hint=_HINT)
+        raise CurateError(
+            f"{p} line {line}: image_id {image_id} is not an image of this screen run "
+            "(images_suspect.parquet)",
+            hint=_HINT,
+        )
     if raw_path and raw_path not in paths[image_id]:
         shown = sorted(paths[image_id])[0] if paths[image_id] else "no path"
-        raise CurateError(f"{p} line {line}: image_id {image_id} is {shown!r} in this screen run, the "
-                          f"decisions file says {raw_path!r}", hint=_HINT)
+        raise CurateError(
+            f"{p} line {line}: image_id {image_id} is {shown!r} in this screen run, the "
+            f"decisions file says {raw_path!r}",
+            hint=_HINT,
+        )
     return image_id

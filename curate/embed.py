@@ -46,8 +46,9 @@ class Engine(Protocol):
 
     def embeds_on_cuda(self) -> bool: ...
 
-    def embed(self, keys: list[str], paths: list[str], loaded: LoadedBackbone,
-              batch_size: int) -> Iterator[tuple[list[str], np.ndarray]]: ...
+    def embed(
+        self, keys: list[str], paths: list[str], loaded: LoadedBackbone, batch_size: int
+    ) -> Iterator[tuple[list[str], np.ndarray]]: ...
 
 
 def build_transform(data_config: dict[str, Any]) -> Callable[[Image.Image], torch.Tensor]:
@@ -111,26 +112,47 @@ class EmbedResult:
     cache_dir: Path | None = None  # the namespace folder, None without a cache
 
 
-def embed_images(paths: Sequence[str], sha256s: Sequence[str | None], loaded: LoadedBackbone, *,
-                 cache_dir: str | os.PathLike[str] | None = None, batch_size: int = 64,
-                 workers: int | None = None, progress: Progress | None = None) -> np.ndarray:
+def embed_images(
+    paths: Sequence[str],
+    sha256s: Sequence[str | None],
+    loaded: LoadedBackbone,
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    batch_size: int = 64,
+    workers: int | None = None,
+    progress: Progress | None = None,
+) -> np.ndarray:
     """Embeddings (float32, one row per path) computed once per distinct image and cached.
 
     ``cache_dir`` is the shared cache root (:func:`curate.cache.resolve_cache_dir`: None
     for the default, ``"none"`` for no cache). ``progress(done, total)`` is called after
     every batch, with counts of distinct images.
     """
-    return embed_images_result(paths, sha256s, loaded, cache_dir=cache_dir, batch_size=batch_size,
-                               workers=workers, progress=progress).embeddings
+    return embed_images_result(
+        paths,
+        sha256s,
+        loaded,
+        cache_dir=cache_dir,
+        batch_size=batch_size,
+        workers=workers,
+        progress=progress,
+    ).embeddings
 
 
-def embed_images_result(paths: Sequence[str], sha256s: Sequence[str | None], loaded: LoadedBackbone,
-                        *, cache_dir: str | os.PathLike[str] | None = None, batch_size: int = 64,
-                        workers: int | None = None, progress: Progress | None = None,
-                        shard_size: int = cache.SHARD_ITEMS,
-                        shard_seconds: float = cache.SHARD_SECONDS,
-                        engine: Engine | None = None,
-                        boxes: Sequence[Box | None] | None = None) -> EmbedResult:
+def embed_images_result(
+    paths: Sequence[str],
+    sha256s: Sequence[str | None],
+    loaded: LoadedBackbone,
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    batch_size: int = 64,
+    workers: int | None = None,
+    progress: Progress | None = None,
+    shard_size: int = cache.SHARD_ITEMS,
+    shard_seconds: float = cache.SHARD_SECONDS,
+    engine: Engine | None = None,
+    boxes: Sequence[Box | None] | None = None,
+) -> EmbedResult:
     """Like :func:`embed_images`, returning counts of cached and computed images too.
 
     Every file is hashed first (:func:`curate.cache.content_hashes`): a file whose bytes
@@ -164,20 +186,37 @@ def embed_images_result(paths: Sequence[str], sha256s: Sequence[str | None], loa
     key = cache.namespace(CACHE_KIND, settings)
     root = cache.resolve_cache_dir(cache_dir)
     folder = cache.namespace_dir(root, CACHE_KIND, key, settings) if root else None
-    cached = (cache.read_shards(folder, SHARD_SUFFIX, functools.partial(_read_shard, dim=loaded.embed_dim),
-                                set(first_path)) if folder is not None else {})
+    cached = (
+        cache.read_shards(
+            folder,
+            SHARD_SUFFIX,
+            functools.partial(_read_shard, dim=loaded.embed_dim),
+            set(first_path),
+        )
+        if folder is not None
+        else {}
+    )
     todo = [k for k in first_path if k not in cached]
     total, done = len(first_path), len(first_path) - len(todo)
     if progress is not None:
         progress(done, total)
     if todo:
         writer: cache.ShardWriter[np.ndarray] | None = (
-            cache.ShardWriter(folder, SHARD_SUFFIX, _write_shard, max_items=shard_size, max_seconds=shard_seconds)
-            if folder is not None else None)
+            cache.ShardWriter(
+                folder, SHARD_SUFFIX, _write_shard, max_items=shard_size, max_seconds=shard_seconds
+            )
+            if folder is not None
+            else None
+        )
         try:
-            computed = (((k, embed_batch(loaded.model, b, bf16=loaded.cpu_bf16)) for k, b in
-                         _batches(todo, first_path, loaded, batch_size, workers, box_of)) if engine is None
-                        else engine.embed(todo, [first_path[k] for k in todo], loaded, batch_size))
+            computed = (
+                (
+                    (k, embed_batch(loaded.model, b, bf16=loaded.cpu_bf16))
+                    for k, b in _batches(todo, first_path, loaded, batch_size, workers, box_of)
+                )
+                if engine is None
+                else engine.embed(todo, [first_path[k] for k in todo], loaded, batch_size)
+            )
             for batch_keys, out in computed:
                 _check_finite(batch_keys, out, first_path, loaded, writer)
                 cached.update(zip(batch_keys, out, strict=True))
@@ -196,16 +235,18 @@ def embed_images_result(paths: Sequence[str], sha256s: Sequence[str | None], loa
     return EmbedResult(emb, total, total - len(todo), len(todo), key, folder)
 
 
-def _content_keys(paths: Sequence[str], sha256s: Sequence[str | None],
-                  boxes: Sequence[Box | None] | None) -> tuple[list[str], dict[str, Box]]:
+def _content_keys(
+    paths: Sequence[str], sha256s: Sequence[str | None], boxes: Sequence[Box | None] | None
+) -> tuple[list[str], dict[str, Box]]:
     """Each path's cache key (its content's sha256, checked afresh; with a box, the sha256
     and the box: :func:`box_key`) and the box of each framed key."""
     now = cache.content_hashes(paths, sha256s)
     unreadable = [p for p, h in zip(paths, now, strict=True) if h is None]
     if unreadable:
-        raise CurateError(f"cannot read {len(unreadable):,} image(s), e.g. {unreadable[0]}",
-                          hint="check that the files exist and are readable, then re-run "
-                               "`curate build-tuples`")
+        raise CurateError(
+            f"cannot read {len(unreadable):,} image(s), e.g. {unreadable[0]}",
+            hint="check that the files exist and are readable, then re-run `curate build-tuples`",
+        )
     keys = [str(h) for h in now]
     box_of: dict[str, Box] = {}
     if boxes is not None:
@@ -218,8 +259,13 @@ def _content_keys(paths: Sequence[str], sha256s: Sequence[str | None],
     return keys, box_of
 
 
-def _check_finite(batch_keys: Sequence[str], out: np.ndarray, first_path: dict[str, str], loaded: LoadedBackbone,
-                  writer: cache.ShardWriter[np.ndarray] | None) -> None:
+def _check_finite(
+    batch_keys: Sequence[str],
+    out: np.ndarray,
+    first_path: dict[str, str],
+    loaded: LoadedBackbone,
+    writer: cache.ShardWriter[np.ndarray] | None,
+) -> None:
     """Cache a batch's finite embeddings; a NaN or infinite one is a :class:`CurateError`."""
     finite = np.isfinite(out).all(axis=1)
     if writer is not None:
@@ -231,7 +277,8 @@ def _check_finite(batch_keys: Sequence[str], out: np.ndarray, first_path: dict[s
             f"embeddings for {len(bad)} of {len(batch_keys)} images of a batch, e.g. {bad[0]}; "
             "they were not cached",
             hint="check the weights and the run's config.json (scale, mean, std); "
-                 "a diverged fine-tuning run gives NaN")
+            "a diverged fine-tuning run gives NaN",
+        )
 
 
 def cache_settings(loaded: LoadedBackbone, *, on_cuda: bool | None = None) -> dict[str, Any]:
@@ -250,11 +297,20 @@ def cache_settings(loaded: LoadedBackbone, *, on_cuda: bool | None = None) -> di
         param = next(loaded.model.parameters(), None)
         on_cuda = param is not None and param.device.type == "cuda"
     bf16 = local and not on_cuda and loaded.cpu_bf16
-    return {"v": CACHE_VERSION, "backbone": loaded.name, "weights": loaded.weights_fingerprint,
-            "in_chans": loaded.in_chans, "preprocessing": prep,
-            "model": dict(sorted(loaded.vector_settings.items())), "decoder": DECODER_VERSION,
-            "precision": "cuda-autocast-float16" if on_cuda else
-            "cpu-autocast-bfloat16" if bf16 else "float32"}
+    return {
+        "v": CACHE_VERSION,
+        "backbone": loaded.name,
+        "weights": loaded.weights_fingerprint,
+        "in_chans": loaded.in_chans,
+        "preprocessing": prep,
+        "model": dict(sorted(loaded.vector_settings.items())),
+        "decoder": DECODER_VERSION,
+        "precision": "cuda-autocast-float16"
+        if on_cuda
+        else "cpu-autocast-bfloat16"
+        if bf16
+        else "float32",
+    }
 
 
 def cache_key(loaded: LoadedBackbone) -> str:
@@ -270,8 +326,13 @@ class _ImageDataset(torch.utils.data.Dataset):
     times smaller to ship from worker processes; so that part runs once per batch.
     """
 
-    def __init__(self, paths: list[str], in_chans: int, geometry: Callable[[Image.Image], Any],
-                 boxes: list[Box | None] | None = None):
+    def __init__(
+        self,
+        paths: list[str],
+        in_chans: int,
+        geometry: Callable[[Image.Image], Any],
+        boxes: list[Box | None] | None = None,
+    ):
         self.paths, self.in_chans, self.geometry = paths, in_chans, geometry
         self.boxes = boxes
 
@@ -299,20 +360,27 @@ class _FullTransformDataset(_ImageDataset):
         return self.geometry(self.image(i))
 
 
-def split_transform(transform: Any) -> tuple[Callable[[Image.Image], Any], torch.Tensor, torch.Tensor] | None:
+def split_transform(
+    transform: Any,
+) -> tuple[Callable[[Image.Image], Any], torch.Tensor, torch.Tensor] | None:
     """Split timm's eval transform into (PIL geometry, mean, std) when it ends in ToTensor + Normalize."""
     from torchvision import transforms as T
 
     steps = list(getattr(transform, "transforms", []))
-    if len(steps) < 2 or not isinstance(steps[-2], T.ToTensor) or not isinstance(steps[-1], T.Normalize):
+    if (
+        len(steps) < 2
+        or not isinstance(steps[-2], T.ToTensor)
+        or not isinstance(steps[-1], T.Normalize)
+    ):
         return None
     mean = torch.as_tensor(steps[-1].mean, dtype=torch.float32).reshape(1, -1, 1, 1)
     std = torch.as_tensor(steps[-1].std, dtype=torch.float32).reshape(1, -1, 1, 1)
     return T.Compose(steps[:-2]), mean, std
 
 
-def normalize_uint8_batch(batch: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
-                          device: torch.device | None = None) -> torch.Tensor:
+def normalize_uint8_batch(
+    batch: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, device: torch.device | None = None
+) -> torch.Tensor:
     """B x H x W x C uint8 -> B x C x H x W float, as ToTensor + Normalize (on ``device``)."""
     x = batch.to(device) if device is not None else batch
     x = x.permute(0, 3, 1, 2).float().div_(255.0)
@@ -321,12 +389,15 @@ def normalize_uint8_batch(batch: torch.Tensor, mean: torch.Tensor, std: torch.Te
 
 def default_workers(device_type: str) -> int:
     """Decoding processes: most cores on CUDA; on CPU half of them (the forward needs the rest)."""
-    ncpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    ncpu = (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    )
     return min(8, max(ncpu - 1, 0)) if device_type == "cuda" else min(4, ncpu // 2)
 
 
-def prepare_batch(paths: Sequence[str], loaded: LoadedBackbone,
-                  device: torch.device | None = None) -> torch.Tensor:
+def prepare_batch(
+    paths: Sequence[str], loaded: LoadedBackbone, device: torch.device | None = None
+) -> torch.Tensor:
     """Decode and preprocess image files into one batch for :func:`embed_batch`: the
     pixels the local loader of :func:`embed_images` produces (same decoder, same transform)."""
     ds, split = _dataset([str(p) for p in paths], loaded)
@@ -343,31 +414,50 @@ def box_key(sha256: str, box: Box) -> str:
     return sha256 + "@" + ",".join(str(int(round(v))) for v in box)
 
 
-def _dataset(files: list[str], loaded: LoadedBackbone,
-             boxes: list[Box | None] | None = None) -> tuple[_ImageDataset, Any]:
+def _dataset(
+    files: list[str], loaded: LoadedBackbone, boxes: list[Box | None] | None = None
+) -> tuple[_ImageDataset, Any]:
     transform = build_transform(loaded.data_config)
     split = split_transform(transform)
-    ds = (_ImageDataset(files, loaded.in_chans, split[0], boxes) if split is not None
-          else _FullTransformDataset(files, loaded.in_chans, transform, boxes))
+    ds = (
+        _ImageDataset(files, loaded.in_chans, split[0], boxes)
+        if split is not None
+        else _FullTransformDataset(files, loaded.in_chans, transform, boxes)
+    )
     return ds, split
 
 
-def _batches(todo: list[str], first_path: dict[str, str], loaded: LoadedBackbone, batch_size: int,
-             workers: int | None, box_of: dict[str, Box] | None = None):
+def _batches(
+    todo: list[str],
+    first_path: dict[str, str],
+    loaded: LoadedBackbone,
+    batch_size: int,
+    workers: int | None,
+    box_of: dict[str, Box] | None = None,
+):
     param = next(loaded.model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
-    n_workers = default_workers(device.type) if workers is None else \
-        workers_for(workers, -(-len(todo) // max(batch_size, 1)))  # at most the CPUs and the batches
-    ds, split = _dataset([first_path[k] for k in todo], loaded,
-                         [box_of.get(k) for k in todo] if box_of else None)
+    n_workers = (
+        default_workers(device.type)
+        if workers is None
+        else workers_for(workers, -(-len(todo) // max(batch_size, 1)))
+    )  # at most the CPUs and the batches
+    ds, split = _dataset(
+        [first_path[k] for k in todo], loaded, [box_of.get(k) for k in todo] if box_of else None
+    )
     loader = torch.utils.data.DataLoader(
-        ds, batch_size=batch_size, shuffle=False, num_workers=n_workers,
-        pin_memory=device.type == "cuda", prefetch_factor=4 if n_workers else None)
+        ds,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=n_workers,
+        pin_memory=device.type == "cuda",
+        prefetch_factor=4 if n_workers else None,
+    )
     start = 0
     for batch in loader:
         if split is not None:
             batch = normalize_uint8_batch(batch, split[1], split[2], device)
-        yield todo[start:start + len(batch)], batch
+        yield todo[start : start + len(batch)], batch
         start += len(batch)
 
 
@@ -377,9 +467,13 @@ def _read_shard(path: Path, dim: int | None = None) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as z:
         keys, emb = z["sha256"], z["embedding"]
         if keys.ndim != 1 or emb.ndim != 2 or len(keys) != len(emb) or emb.dtype != np.float32:
-            raise cache.DamagedShard(f"{len(keys)} keys for embeddings of shape {emb.shape} and type {emb.dtype}")
+            raise cache.DamagedShard(
+                f"{len(keys)} keys for embeddings of shape {emb.shape} and type {emb.dtype}"
+            )
         if dim is not None and emb.shape[1] != dim:
-            raise cache.DamagedShard(f"embeddings of {emb.shape[1]} dimensions, the backbone gives {dim}")
+            raise cache.DamagedShard(
+                f"embeddings of {emb.shape[1]} dimensions, the backbone gives {dim}"
+            )
         if not np.isfinite(emb).all():
             raise cache.DamagedShard("NaN or infinite embeddings")
         names = keys.tolist()

@@ -59,13 +59,29 @@ from curate.outdir import Claim, claim_folder, require_complete
 from curate.sources import BUILD_IMAGES_FILE, screen_build_dir
 
 FORMATS = ("imagefolder", "csv", "parquet", "hf")
-MANIFEST_COLUMNS = ["image_id", "path", "rel_path", "label", "split", "suspicion", "suggested_label"]
+MANIFEST_COLUMNS = [
+    "image_id",
+    "path",
+    "rel_path",
+    "label",
+    "split",
+    "suspicion",
+    "suggested_label",
+]
 NO_SPLIT = "unsplit"
 RECORD = "export.json"
 MANIFESTS = ("manifest.csv", "manifest.parquet")
 # kept as they are in folder and file names; every other character is %XX-encoded
-_PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 -_+,=@()[]{}!~&;#$'")
-_PLAIN_NAME = re.compile("[" + re.escape("".join(sorted(_PLAIN))) + "][" + re.escape("".join(sorted(_PLAIN | {"."}))) + "]*")
+_PLAIN = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 -_+,=@()[]{}!~&;#$'"
+)
+_PLAIN_NAME = re.compile(
+    "["
+    + re.escape("".join(sorted(_PLAIN)))
+    + "]["
+    + re.escape("".join(sorted(_PLAIN | {"."})))
+    + "]*"
+)
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 HF_DEFAULT_SPLIT = "train"  # --format hf: the split of images without one
 HIGH_SUSPICION = "high_suspicion"  # --format hf: reason code for suspicion >= --max-suspicion
@@ -75,8 +91,18 @@ TRAINING_SPLITS = ("train", "training")  # split names --drop-leaked takes for t
 HF_METADATA = "metadata.parquet"  # one of the metadata files datasets' imagefolder reads
 # names export writes itself (and datasets reads) beside label and split folders: a label or
 # split of that name gets its first character %XX-encoded (still reversed by unquote)
-RESERVED_NAMES = frozenset(n.lower() for n in (RECORD, *MANIFESTS, "README.md", HF_METADATA, "metadata.csv",
-                                                "metadata.jsonl", "run.json"))
+RESERVED_NAMES = frozenset(
+    n.lower()
+    for n in (
+        RECORD,
+        *MANIFESTS,
+        "README.md",
+        HF_METADATA,
+        "metadata.csv",
+        "metadata.jsonl",
+        "run.json",
+    )
+)
 HF_CARD = """---
 configs:
 - config_name: default
@@ -113,7 +139,9 @@ class ExportResult:
     manifest: pd.DataFrame
     folders: dict[str, dict[str, str]] = field(default_factory=dict)  # label/split -> folder name
     notes: list[str] = field(default_factory=list)
-    n_leaked: int | None = None  # exported images with a near-duplicate exported in another split (None: not screened)
+    n_leaked: int | None = (
+        None  # exported images with a near-duplicate exported in another split (None: not screened)
+    )
     n_dropped_leaked: int = 0  # images drop_leaked left out
     decisions: dict[str, int] | None = None  # counts per curator decision (None: no --decisions)
 
@@ -132,15 +160,28 @@ def relabel_gate(label_only: np.ndarray, confidence: np.ndarray, threshold: floa
     """Bool per image: relabel it. ``label_only``: the label screen (and no other screen)
     rejected it; ``confidence``: its ``suggested_confidence`` (NaN never passes)."""
     conf = np.asarray(confidence, dtype=np.float64)
-    return np.asarray(label_only, dtype=bool) & ~np.isnan(conf) & (np.nan_to_num(conf, nan=-1.0) >= threshold)
+    return (
+        np.asarray(label_only, dtype=bool)
+        & ~np.isnan(conf)
+        & (np.nan_to_num(conf, nan=-1.0) >= threshold)
+    )
 
 
-def export(screen_dir: str | os.PathLike[str], out: str | os.PathLike[str], *,
-           max_suspicion: float | None = None, relabel: bool = False,
-           relabel_confidence: float = RELABEL_CONFIDENCE, relabel_rest: str = "reject",
-           format: str = "imagefolder", copy: bool = False, force: bool = False,
-           include_unscreened: bool = False, drop_leaked: str = "none",
-           decisions: str | os.PathLike[str] | None = None) -> ExportResult:
+def export(
+    screen_dir: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    max_suspicion: float | None = None,
+    relabel: bool = False,
+    relabel_confidence: float = RELABEL_CONFIDENCE,
+    relabel_rest: str = "reject",
+    format: str = "imagefolder",
+    copy: bool = False,
+    force: bool = False,
+    include_unscreened: bool = False,
+    drop_leaked: str = "none",
+    decisions: str | os.PathLike[str] | None = None,
+) -> ExportResult:
     """Export the surviving images of ``screen_dir`` into ``out`` (see module doc).
 
     Every image an image screen rejected is left out. ``max_suspicion`` also leaves out
@@ -173,9 +214,14 @@ def export(screen_dir: str | os.PathLike[str], out: str | os.PathLike[str], *,
     src = Path(screen_dir).expanduser()
     require_complete(src, what="screen folder")
     table = read_parquet(src / "images_suspect.parquet", what="suspect-images table")
-    verdicts = screen_verdicts(table, max_suspicion=max_suspicion, relabel=relabel,
-                               relabel_confidence=relabel_confidence, relabel_rest=relabel_rest,
-                               where=src / "images_suspect.parquet")
+    verdicts = screen_verdicts(
+        table,
+        max_suspicion=max_suspicion,
+        relabel=relabel,
+        relabel_confidence=relabel_confidence,
+        relabel_rest=relabel_rest,
+        where=src / "images_suspect.parquet",
+    )
     keep = verdicts.kept()
     review = read_decisions(decisions, table) if decisions is not None else None
     decided = _decision_column(table, review)
@@ -186,51 +232,123 @@ def export(screen_dir: str | os.PathLike[str], out: str | os.PathLike[str], *,
     keep &= ~dropped
     leaked = leaked_images(table, keep)  # what still leaks in the export
     table, relabelled = _relabel(table, verdicts.relabelled, relabel, review, decided)
-    manifest, n_unscreened = _manifest(src, table, keep, verdicts, dropped, format=format,
-                                       original_label=relabel or review is not None,
-                                       decision=review is not None, include_unscreened=include_unscreened)
+    manifest, n_unscreened = _manifest(
+        src,
+        table,
+        keep,
+        verdicts,
+        dropped,
+        format=format,
+        original_label=relabel or review is not None,
+        decision=review is not None,
+        include_unscreened=include_unscreened,
+    )
     n_exported = len(manifest)
 
     _refuse_unlisted_export(Path(out).expanduser())
-    settings = {"screen_dir": str(src.resolve()), "max_suspicion": max_suspicion, "relabel": relabel,
-                "relabel_confidence": relabel_confidence if relabel else None,
-                "relabel_rest": relabel_rest if relabel else None,
-                "format": format, "copy": copy, "include_unscreened": include_unscreened,
-                "drop_leaked": drop_leaked, "decisions": None if review is None else review.source,
-                "decisions_sha256": None if review is None else review.sha256}
-    with claim_folder(out, "export", settings=settings, inputs=[src, screen_build_dir(src)], force=force,
-                      owned=MANIFESTS) as claim:
+    settings = {
+        "screen_dir": str(src.resolve()),
+        "max_suspicion": max_suspicion,
+        "relabel": relabel,
+        "relabel_confidence": relabel_confidence if relabel else None,
+        "relabel_rest": relabel_rest if relabel else None,
+        "format": format,
+        "copy": copy,
+        "include_unscreened": include_unscreened,
+        "drop_leaked": drop_leaked,
+        "decisions": None if review is None else review.source,
+        "decisions_sha256": None if review is None else review.sha256,
+    }
+    with claim_folder(
+        out,
+        "export",
+        settings=settings,
+        inputs=[src, screen_build_dir(src)],
+        force=force,
+        owned=MANIFESTS,
+    ) as claim:
         target = claim.path
         manifest, folders, files = _write_export(manifest, target, format, copy, claim)
-        counts = _counts(len(table), n_exported, keep, verdicts, relabelled, n_unscreened, leaked, dropped,
-                         review, decided)
+        counts = _counts(
+            len(table),
+            n_exported,
+            keep,
+            verdicts,
+            relabelled,
+            n_unscreened,
+            leaked,
+            dropped,
+            review,
+            decided,
+        )
         inputs = {"screen_dir": str(src.resolve())}
         if review is not None:
-            inputs |= {"decisions": str(Path(review.source).resolve()), "decisions_sha256": review.sha256}
-        claim.finish(run_record("export", {**settings, "force": force}, inputs=inputs,
-                                counts=counts, started=started), files=files, folders=folders)
+            inputs |= {
+                "decisions": str(Path(review.source).resolve()),
+                "decisions_sha256": review.sha256,
+            }
+        claim.finish(
+            run_record(
+                "export",
+                {**settings, "force": force},
+                inputs=inputs,
+                counts=counts,
+                started=started,
+            ),
+            files=files,
+            folders=folders,
+        )
     per_label = {str(k): int(v) for k, v in manifest["label"].value_counts().sort_index().items()}
-    return ExportResult(out_dir=target, target=target, n_exported=n_exported,
-                        n_excluded=counts["excluded"], n_suspect=counts["suspect"],
-                        n_face_rejected=counts["face_rejected"],
-                        n_image_rejected=counts["image_rejected_by_screen"],
-                        n_relabelled=counts["relabelled"], n_unscreened=n_unscreened, per_label=per_label,
-                        manifest=manifest, n_leaked=counts["leaked"], n_dropped_leaked=counts["dropped_leaked"],
-                        folders=folders, notes=[claim.note] if claim.note else [],
-                        decisions=counts.get("decisions"))
+    return ExportResult(
+        out_dir=target,
+        target=target,
+        n_exported=n_exported,
+        n_excluded=counts["excluded"],
+        n_suspect=counts["suspect"],
+        n_face_rejected=counts["face_rejected"],
+        n_image_rejected=counts["image_rejected_by_screen"],
+        n_relabelled=counts["relabelled"],
+        n_unscreened=n_unscreened,
+        per_label=per_label,
+        manifest=manifest,
+        n_leaked=counts["leaked"],
+        n_dropped_leaked=counts["dropped_leaked"],
+        folders=folders,
+        notes=[claim.note] if claim.note else [],
+        decisions=counts.get("decisions"),
+    )
 
 
-def _manifest(src: Path, table: pd.DataFrame, keep: np.ndarray, verdicts: Verdicts, dropped: np.ndarray, *,
-              format: str, original_label: bool, decision: bool,
-              include_unscreened: bool) -> tuple[pd.DataFrame, int | None]:
+def _manifest(
+    src: Path,
+    table: pd.DataFrame,
+    keep: np.ndarray,
+    verdicts: Verdicts,
+    dropped: np.ndarray,
+    *,
+    format: str,
+    original_label: bool,
+    decision: bool,
+    include_unscreened: bool,
+) -> tuple[pd.DataFrame, int | None]:
     """The export's manifest, by ``image_id`` (``hf``: every screened image with its
     verdict; else the kept ones; the build's unscreened images added with
     ``include_unscreened``), and how many images the build holds that were not screened
     (None when the build's table is not there)."""
-    cols = MANIFEST_COLUMNS + (["original_label"] if original_label else []) + (["decision"] if decision else [])
+    cols = (
+        MANIFEST_COLUMNS
+        + (["original_label"] if original_label else [])
+        + (["decision"] if decision else [])
+    )
     if format == "hf":  # every screened image, with its verdict in the screening columns
-        manifest = hf_columns(table, [c for c in cols if c in table.columns], keep, verdicts.suspect,
-                              verdicts.rejected_by, dropped)
+        manifest = hf_columns(
+            table,
+            [c for c in cols if c in table.columns],
+            keep,
+            verdicts.suspect,
+            verdicts.rejected_by,
+            dropped,
+        )
     else:
         manifest = table.loc[keep, [c for c in cols if c in table.columns]]
     unscreened = _unscreened_images(src, table)
@@ -240,42 +358,74 @@ def _manifest(src: Path, table: pd.DataFrame, keep: np.ndarray, verdicts: Verdic
     return manifest.sort_values("image_id", kind="mergesort").reset_index(drop=True), n_unscreened
 
 
-def _counts(n_images: int, n_exported: int, keep: np.ndarray, verdicts: Verdicts, relabelled: np.ndarray,
-            n_unscreened: int | None, leaked: np.ndarray | None, dropped: np.ndarray,
-            review: Decisions | None, decided: np.ndarray) -> dict[str, Any]:
+def _counts(
+    n_images: int,
+    n_exported: int,
+    keep: np.ndarray,
+    verdicts: Verdicts,
+    relabelled: np.ndarray,
+    n_unscreened: int | None,
+    leaked: np.ndarray | None,
+    dropped: np.ndarray,
+    review: Decisions | None,
+    decided: np.ndarray,
+) -> dict[str, Any]:
     """``export.json``'s counts (``keep``: the rows exported)."""
     counts: dict[str, Any] = {
-        "images": n_images, "exported": n_exported, "excluded": int((~keep).sum()),
-        "suspect": int(verdicts.suspect.sum()), "face_rejected": int(verdicts.face_bad.sum()),
+        "images": n_images,
+        "exported": n_exported,
+        "excluded": int((~keep).sum()),
+        "suspect": int(verdicts.suspect.sum()),
+        "face_rejected": int(verdicts.face_bad.sum()),
         "image_rejected_by_screen": {k: int(v.sum()) for k, v in verdicts.rejected_by.items()},
         "relabelled": int((relabelled & keep).sum()),
-        "label_suspects_kept_unrelabelled": int((verdicts.kept_rest & keep).sum()), "unscreened": n_unscreened,
-        "leaked": None if leaked is None else int(leaked.sum()), "dropped_leaked": int(dropped.sum())}
+        "label_suspects_kept_unrelabelled": int((verdicts.kept_rest & keep).sum()),
+        "unscreened": n_unscreened,
+        "leaked": None if leaked is None else int(leaked.sum()),
+        "dropped_leaked": int(dropped.sum()),
+    }
     if review is not None:
         screens_kept = verdicts.kept()
-        counts["decisions"] = {**review.counts,
-                               "kept_against_screens": int(((decided == "keep") & ~screens_kept).sum()),
-                               "dropped_against_screens": int(((decided == "drop") & screens_kept).sum())}
+        counts["decisions"] = {
+            **review.counts,
+            "kept_against_screens": int(((decided == "keep") & ~screens_kept).sum()),
+            "dropped_against_screens": int(((decided == "drop") & screens_kept).sum()),
+        }
     return counts
 
 
-def _check_options(format: str, drop_leaked: str, relabel_confidence: float, relabel_rest: str,
-                   max_suspicion: float | None) -> None:
+def _check_options(
+    format: str,
+    drop_leaked: str,
+    relabel_confidence: float,
+    relabel_rest: str,
+    max_suspicion: float | None,
+) -> None:
     """Raise :class:`CurateError` naming the first of :func:`export`'s settings out of range."""
     if format not in FORMATS:
-        raise CurateError(f"unknown export format {format!r}", hint=f"use --format one of {', '.join(FORMATS)}")
+        raise CurateError(
+            f"unknown export format {format!r}", hint=f"use --format one of {', '.join(FORMATS)}"
+        )
     if drop_leaked not in DROP_LEAKED:
-        raise CurateError(f"--drop-leaked must be one of {', '.join(DROP_LEAKED)}, got {drop_leaked!r}",
-                          hint="use --drop-leaked test (leave the evaluation copies out) or none")
+        raise CurateError(
+            f"--drop-leaked must be one of {', '.join(DROP_LEAKED)}, got {drop_leaked!r}",
+            hint="use --drop-leaked test (leave the evaluation copies out) or none",
+        )
     if not (isinstance(relabel_confidence, (int, float)) and 0 <= relabel_confidence <= 1):
-        raise CurateError(f"--relabel-confidence must be in [0, 1], got {relabel_confidence!r}",
-                          hint=f"for example --relabel-confidence {RELABEL_CONFIDENCE}")
+        raise CurateError(
+            f"--relabel-confidence must be in [0, 1], got {relabel_confidence!r}",
+            hint=f"for example --relabel-confidence {RELABEL_CONFIDENCE}",
+        )
     if relabel_rest not in RELABEL_REST:
-        raise CurateError(f"--relabel-rest must be one of {', '.join(RELABEL_REST)}, got {relabel_rest!r}",
-                          hint="use --relabel-rest reject (leave them out) or keep (keep their label)")
+        raise CurateError(
+            f"--relabel-rest must be one of {', '.join(RELABEL_REST)}, got {relabel_rest!r}",
+            hint="use --relabel-rest reject (leave them out) or keep (keep their label)",
+        )
     if max_suspicion is not None and not 0 < max_suspicion <= 1:
-        raise CurateError(f"--max-suspicion must be in (0, 1], got {max_suspicion}",
-                          hint="for example --max-suspicion 0.5")
+        raise CurateError(
+            f"--max-suspicion must be in (0, 1], got {max_suspicion}",
+            hint="for example --max-suspicion 0.5",
+        )
 
 
 @dataclass
@@ -284,14 +434,18 @@ class Verdicts:
     decisions and leakage (:func:`screen_verdicts`)."""
 
     suspect: np.ndarray  # label suspicion at least max_suspicion
-    rejected_by: dict[str, np.ndarray]  # per image screen: rejected (label: less the relabelled and kept ones)
+    rejected_by: dict[
+        str, np.ndarray
+    ]  # per image screen: rejected (label: less the relabelled and kept ones)
     relabelled: np.ndarray  # exported under suggested_label (relabel)
     kept_rest: np.ndarray  # label suspects kept under their own label (relabel_rest="keep")
 
     @property
     def image_bad(self) -> np.ndarray:
         """Rejected by any image screen."""
-        return np.logical_or.reduce([*self.rejected_by.values(), np.zeros(len(self.suspect), dtype=bool)])
+        return np.logical_or.reduce(
+            [*self.rejected_by.values(), np.zeros(len(self.suspect), dtype=bool)]
+        )
 
     @property
     def face_bad(self) -> np.ndarray:
@@ -303,39 +457,61 @@ class Verdicts:
         return ~self.suspect & ~self.image_bad
 
 
-def screen_verdicts(table: pd.DataFrame, *, max_suspicion: float | None = None, relabel: bool = False,
-                    relabel_confidence: float = RELABEL_CONFIDENCE, relabel_rest: str = "reject",
-                    where: Path | str = "images_suspect.parquet") -> Verdicts:
+def screen_verdicts(
+    table: pd.DataFrame,
+    *,
+    max_suspicion: float | None = None,
+    relabel: bool = False,
+    relabel_confidence: float = RELABEL_CONFIDENCE,
+    relabel_rest: str = "reject",
+    where: Path | str = "images_suspect.parquet",
+) -> Verdicts:
     """The screens' verdicts on ``table`` (a suspect-images table) under :func:`export`'s
     ``max_suspicion`` and ``relabel`` settings; ``where`` names the table in errors."""
     if (max_suspicion is not None or relabel) and "suspicion" not in table.columns:
-        raise CurateError(f"{where} has no label suspicion (the label "
-                          "screen did not run)", hint="re-run curate screen without --skip-label-screen, "
-                          "or drop --max-suspicion / --relabel")
+        raise CurateError(
+            f"{where} has no label suspicion (the label screen did not run)",
+            hint="re-run curate screen without --skip-label-screen, "
+            "or drop --max-suspicion / --relabel",
+        )
     suspect = np.zeros(len(table), dtype=bool)
     if max_suspicion is not None:
-        suspect = pd.to_numeric(table["suspicion"], errors="coerce").fillna(0).to_numpy() >= max_suspicion
+        suspect = (
+            pd.to_numeric(table["suspicion"], errors="coerce").fillna(0).to_numpy() >= max_suspicion
+        )
     rejected_by = image_rejects(table)
     relabelled = np.zeros(len(table), dtype=bool)
     kept_rest = np.zeros(len(table), dtype=bool)
     if relabel and "label" in rejected_by:
         if "suggested_confidence" not in table.columns and relabel_confidence > 0:
-            raise CurateError(f"{where} has no suggested_confidence (screened by "
-                              "an older curate)", hint="re-run curate screen, or pass --relabel-confidence 0 "
-                              "to relabel every label suspect")
+            raise CurateError(
+                f"{where} has no suggested_confidence (screened by an older curate)",
+                hint="re-run curate screen, or pass --relabel-confidence 0 "
+                "to relabel every label suspect",
+            )
         others = [v for k, v in rejected_by.items() if k != "label"]
         label_only = rejected_by["label"] & ~np.logical_or.reduce([*others, relabelled])
-        conf = (pd.to_numeric(table["suggested_confidence"], errors="coerce").to_numpy(np.float64)
-                if "suggested_confidence" in table.columns else np.ones(len(table)))
+        conf = (
+            pd.to_numeric(table["suggested_confidence"], errors="coerce").to_numpy(np.float64)
+            if "suggested_confidence" in table.columns
+            else np.ones(len(table))
+        )
         relabelled = relabel_gate(label_only, conf, relabel_confidence)
         if relabel_rest == "keep":
             kept_rest = label_only & ~relabelled
         rejected_by = {**rejected_by, "label": rejected_by["label"] & ~relabelled & ~kept_rest}
-    return Verdicts(suspect=suspect, rejected_by=rejected_by, relabelled=relabelled, kept_rest=kept_rest)
+    return Verdicts(
+        suspect=suspect, rejected_by=rejected_by, relabelled=relabelled, kept_rest=kept_rest
+    )
 
 
-def _relabel(table: pd.DataFrame, relabelled: np.ndarray, relabel: bool, review: Decisions | None,
-             decided: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
+def _relabel(
+    table: pd.DataFrame,
+    relabelled: np.ndarray,
+    relabel: bool,
+    review: Decisions | None,
+    decided: np.ndarray,
+) -> tuple[pd.DataFrame, np.ndarray]:
     """A copy of ``table`` with the exported labels (``relabelled`` rows under their
     ``suggested_label`` unless the curator decided, the curator's relabels), the
     ``original_label`` and ``decision`` columns where they apply, and the rows relabelled."""
@@ -343,7 +519,9 @@ def _relabel(table: pd.DataFrame, relabelled: np.ndarray, relabel: bool, review:
     if relabel or review is not None:
         table["original_label"] = table["label"]
     if relabel:
-        table.loc[relabelled & (decided == ""), "label"] = table.loc[relabelled & (decided == ""), "suggested_label"]
+        table.loc[relabelled & (decided == ""), "label"] = table.loc[
+            relabelled & (decided == ""), "suggested_label"
+        ]
     if review is not None:
         relabels = review.relabels()
         table["label"] = table["label"].astype(object)
@@ -366,8 +544,9 @@ def _with_unscreened(manifest: pd.DataFrame, unscreened: pd.DataFrame, format: s
     return pd.concat([manifest, extra], ignore_index=True)
 
 
-def _write_export(manifest: pd.DataFrame, target: Path, format: str, copy: bool,
-                  claim: Claim) -> tuple[pd.DataFrame, dict[str, dict[str, str]], list[str]]:
+def _write_export(
+    manifest: pd.DataFrame, target: Path, format: str, copy: bool, claim: Claim
+) -> tuple[pd.DataFrame, dict[str, dict[str, str]], list[str]]:
     """Write ``manifest`` into ``target`` in ``format``: the manifest (with ``exported``
     paths for the folder formats), the label/split folder names and the files written."""
     folders: dict[str, dict[str, str]] = {}
@@ -392,7 +571,9 @@ def _decision_column(table: pd.DataFrame, review: Decisions | None) -> np.ndarra
     """Per row of ``table``: the curator's decision (``keep``, ``drop``, ``relabel``) or ``""``."""
     out = np.full(len(table), "", dtype=object)
     if review is not None:
-        by_id = dict(zip(review.table["image_id"].tolist(), review.table["decision"].tolist(), strict=True))
+        by_id = dict(
+            zip(review.table["image_id"].tolist(), review.table["decision"].tolist(), strict=True)
+        )
         out[:] = [by_id.get(int(i), "") for i in table["image_id"].tolist()]
     return out
 
@@ -404,7 +585,9 @@ def csv_safe(table: pd.DataFrame) -> pd.DataFrame:
     out = table.copy()
     for col in out.columns:
         if out[col].dtype == object or pd.api.types.is_string_dtype(out[col]):
-            out[col] = out[col].map(lambda v: f"'{v}" if isinstance(v, str) and v.startswith(_FORMULA_START) else v)
+            out[col] = out[col].map(
+                lambda v: f"'{v}" if isinstance(v, str) and v.startswith(_FORMULA_START) else v
+            )
     return out
 
 
@@ -412,21 +595,32 @@ def folder_name(part: str) -> str:
     """The folder (or file) name of a label, split or file name: plain characters as they
     are, every other one (and a leading ``.``) as ``%XX`` of its UTF-8 bytes. Injective,
     reversed by ``urllib.parse.unquote``, never hidden, never empty."""
-    if _PLAIN_NAME.fullmatch(part) and len(part) <= 255:  # the usual case, without a loop per character
+    if (
+        _PLAIN_NAME.fullmatch(part) and len(part) <= 255
+    ):  # the usual case, without a loop per character
         return part
     out = []
     for i, ch in enumerate(part):
-        if ch in _PLAIN or (ch == "." and i > 0) or (ord(ch) > 127 and unicodedata.category(ch)[0] in "LN"):
+        if (
+            ch in _PLAIN
+            or (ch == "." and i > 0)
+            or (ord(ch) > 127 and unicodedata.category(ch)[0] in "LN")
+        ):
             out.append(ch)
         else:
             out.append("".join(f"%{b:02X}" for b in ch.encode("utf-8", "surrogatepass")))
     name = "".join(out)
     if not name:
-        raise CurateError("an empty label or split cannot be a folder name", hint="use --format csv or --format parquet")
+        raise CurateError(
+            "an empty label or split cannot be a folder name",
+            hint="use --format csv or --format parquet",
+        )
     if len(name.encode("utf-8")) > 255:
-        raise CurateError(f"label, split or file name {part[:60]!r}... is too long for a folder or file name "
-                          f"({len(name.encode('utf-8'))} bytes encoded, at most 255)",
-                          hint="use --format csv or --format parquet")
+        raise CurateError(
+            f"label, split or file name {part[:60]!r}... is too long for a folder or file name "
+            f"({len(name.encode('utf-8'))} bytes encoded, at most 255)",
+            hint="use --format csv or --format parquet",
+        )
     return name
 
 
@@ -456,13 +650,21 @@ def _refuse_unlisted_export(target: Path) -> None:
     rec = target / RECORD
     if not rec.is_file():
         return
-    old = read_json_file(rec, what="export record", hint="delete the folder or choose another --out")
+    old = read_json_file(
+        rec, what="export record", hint="delete the folder or choose another --out"
+    )
     params = old.get("params") if isinstance(old, dict) else None
-    if isinstance(old, dict) and "state" not in old and isinstance(params, dict) \
-            and params.get("format") == "imagefolder":
-        raise CurateError(f"--out {target} holds an ImageFolder export of an earlier curate, which did not record "
-                          "the files it wrote; curate cannot replace it without risking other files there",
-                          hint="delete that folder yourself, or choose another --out")
+    if (
+        isinstance(old, dict)
+        and "state" not in old
+        and isinstance(params, dict)
+        and params.get("format") == "imagefolder"
+    ):
+        raise CurateError(
+            f"--out {target} holds an ImageFolder export of an earlier curate, which did not record "
+            "the files it wrote; curate cannot replace it without risking other files there",
+            hint="delete that folder yourself, or choose another --out",
+        )
 
 
 def image_rejects(table: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -485,9 +687,14 @@ def leaked_images(table: pd.DataFrame, keep: np.ndarray) -> np.ndarray | None:
     another kept member in another split. None when the near-duplicate screen did not run."""
     if "near_duplicate_group" not in table.columns:
         return None
-    group = pd.to_numeric(table["near_duplicate_group"], errors="coerce").fillna(-1).to_numpy(np.int64)
-    split = table["split"].astype(object).fillna("\0").to_numpy() if "split" in table.columns \
+    group = (
+        pd.to_numeric(table["near_duplicate_group"], errors="coerce").fillna(-1).to_numpy(np.int64)
+    )
+    split = (
+        table["split"].astype(object).fillna("\0").to_numpy()
+        if "split" in table.columns
         else np.full(len(table), "\0", dtype=object)
+    )
     live = keep & (group >= 0)
     n_splits = pd.Series(split[live]).groupby(group[live]).nunique()
     out = np.zeros(len(table), bool)
@@ -495,26 +702,38 @@ def leaked_images(table: pd.DataFrame, keep: np.ndarray) -> np.ndarray | None:
     return out
 
 
-def _drop_leaked(table: pd.DataFrame, leaked: np.ndarray | None, side: str, src: Path) -> np.ndarray:
+def _drop_leaked(
+    table: pd.DataFrame, leaked: np.ndarray | None, side: str, src: Path
+) -> np.ndarray:
     """The rows ``--drop-leaked side`` leaves out (see :func:`export`)."""
     none = np.zeros(len(table), bool)
     if side == "none":
         return none
     if leaked is None:
-        raise CurateError(f"{src} has no near-duplicate verdicts (the near-duplicate screen did not run)",
-                          hint="re-run curate screen without --skip-near-duplicates-screen, or leave out --drop-leaked")
-    split = table["split"].astype("string") if "split" in table.columns else pd.Series(pd.NA, index=table.index)
+        raise CurateError(
+            f"{src} has no near-duplicate verdicts (the near-duplicate screen did not run)",
+            hint="re-run curate screen without --skip-near-duplicates-screen, or leave out --drop-leaked",
+        )
+    split = (
+        table["split"].astype("string")
+        if "split" in table.columns
+        else pd.Series(pd.NA, index=table.index)
+    )
     names = sorted(str(v) for v in split.dropna().unique())
     training = [n for n in names if n.strip().lower() in TRAINING_SPLITS]
     if leaked.any() and len(training) != 1:
-        raise CurateError(f"--drop-leaked {side} needs one training split named {' or '.join(TRAINING_SPLITS)}; "
-                          f"the splits are {', '.join(names) or '(none)'}",
-                          hint="rename the training split in the manifest, or leave out --drop-leaked")
+        raise CurateError(
+            f"--drop-leaked {side} needs one training split named {' or '.join(TRAINING_SPLITS)}; "
+            f"the splits are {', '.join(names) or '(none)'}",
+            hint="rename the training split in the manifest, or leave out --drop-leaked",
+        )
     in_train = (split == training[0]).fillna(False).to_numpy(bool) if training else none
     return leaked & (~in_train if side == "test" else in_train)
 
 
-def plan_imagefolder(manifest: pd.DataFrame, root: Path) -> tuple[pd.DataFrame, dict[str, dict[str, str]]]:
+def plan_imagefolder(
+    manifest: pd.DataFrame, root: Path
+) -> tuple[pd.DataFrame, dict[str, dict[str, str]]]:
     """Where each image goes, ``[split/]label/name`` (the ``exported`` column), and the
     label and split folder names (:func:`folder_name`). A file name taken by an earlier
     row, or by a file already in ``root``, gets the ``image_id`` as a prefix.
@@ -527,15 +746,22 @@ def plan_imagefolder(manifest: pd.DataFrame, root: Path) -> tuple[pd.DataFrame, 
     if with_split:
         named = {str(v) for v in manifest["split"].dropna().unique()}
         if NO_SPLIT in named and manifest["split"].isna().any():
-            raise CurateError(f"the split {NO_SPLIT!r} is also the folder for images without a split",
-                              hint="rename that split, or use --format csv or --format parquet")
+            raise CurateError(
+                f"the split {NO_SPLIT!r} is also the folder for images without a split",
+                hint="rename that split, or use --format csv or --format parquet",
+            )
         splits = {v: unreserved(folder_name(v)) for v in sorted(named)}
     taken = _entries_under(root)
     used: set[str] = set()
     written: list[str] = []
     split_values = manifest["split"].tolist() if with_split else [None] * len(manifest)
-    for image_id, path, label, split in zip(manifest["image_id"].tolist(), manifest["path"].astype(str).tolist(),
-                                            manifest["label"].astype(str).tolist(), split_values, strict=True):
+    for image_id, path, label, split in zip(
+        manifest["image_id"].tolist(),
+        manifest["path"].astype(str).tolist(),
+        manifest["label"].astype(str).tolist(),
+        split_values,
+        strict=True,
+    ):
         folder = labels[label]
         if with_split:
             folder = f"{splits[split] if isinstance(split, str) else NO_SPLIT}/{folder}"
@@ -567,30 +793,46 @@ def _write_imagefolder(manifest: pd.DataFrame, root: Path, copy: bool) -> None:
     base = str(root)
     made: set[str] = set()
     try:
-        for dest, path, rel_path in zip(manifest["exported"].tolist(), manifest["path"].astype(str).tolist(),
-                                        manifest["rel_path"].tolist(), strict=True):
+        for dest, path, rel_path in zip(
+            manifest["exported"].tolist(),
+            manifest["path"].astype(str).tolist(),
+            manifest["rel_path"].tolist(),
+            strict=True,
+        ):
             folder = dest.rpartition("/")[0]
             if folder not in made:
                 make_folders(base, folder)  # never through a link: nothing is written outside root
                 made.add(folder)
             if not os.path.isfile(path):
-                raise CurateError(f"image {rel_path} is gone: {path}",
-                                  hint="re-run curate build-tuples and curate screen on the current data")
+                raise CurateError(
+                    f"image {rel_path} is gone: {path}",
+                    hint="re-run curate build-tuples and curate screen on the current data",
+                )
             if copy:
                 copy_new_file(path, os.path.join(base, dest))
             else:
                 os.symlink(path, os.path.join(base, dest))
     except LinkInOutput as exc:
-        raise CurateError(f"{exc.strerror} inside --out {root}; curate never writes through a link, so nothing "
-                          "was written outside --out", hint="remove it (or choose another --out), then export "
-                                                            "again") from None
+        raise CurateError(
+            f"{exc.strerror} inside --out {root}; curate never writes through a link, so nothing "
+            "was written outside --out",
+            hint="remove it (or choose another --out), then export again",
+        ) from None
     except FileExistsError as exc:
-        raise CurateError(f"{exc.filename} appeared inside --out {root} while exporting",
-                          hint="run the export again; keep other programs out of --out meanwhile") from None
+        raise CurateError(
+            f"{exc.filename} appeared inside --out {root} while exporting",
+            hint="run the export again; keep other programs out of --out meanwhile",
+        ) from None
 
 
-def hf_columns(table: pd.DataFrame, columns: list[str], keep: np.ndarray, suspect: np.ndarray,
-               rejected_by: dict[str, np.ndarray], dropped: np.ndarray | None = None) -> pd.DataFrame:
+def hf_columns(
+    table: pd.DataFrame,
+    columns: list[str],
+    keep: np.ndarray,
+    suspect: np.ndarray,
+    rejected_by: dict[str, np.ndarray],
+    dropped: np.ndarray | None = None,
+) -> pd.DataFrame:
     """The rows of ``--format hf``: every screened image with ``columns`` of ``table``,
     ``kept`` (what the other formats export) and ``reasons`` (``;``-joined here, a list
     in the dataset: the codes of the image screens that rejected it, and
@@ -613,8 +855,9 @@ def hf_columns(table: pd.DataFrame, columns: list[str], keep: np.ndarray, suspec
     return out
 
 
-def _write_hf(manifest: pd.DataFrame, root: Path, copy: bool,
-              claim: Claim) -> tuple[pd.DataFrame, dict[str, dict[str, str]], list[str]]:
+def _write_hf(
+    manifest: pd.DataFrame, root: Path, copy: bool, claim: Claim
+) -> tuple[pd.DataFrame, dict[str, dict[str, str]], list[str]]:
     """A Hugging Face ``imagefolder`` dataset: ``root/<split>/<label>/<file>`` (links or
     copies, named as :func:`plan_imagefolder` names them), one
     ``root/<split>/metadata.parquet`` per split (``file_name`` relative to it, then the
@@ -625,13 +868,20 @@ def _write_hf(manifest: pd.DataFrame, root: Path, copy: bool,
     ``train``; in other split names every character but letters, digits and ``_``
     becomes ``_`` (a split name of ``datasets``). Returns the placed rows, the folder
     names and the files written."""
-    split = manifest["split"] if "split" in manifest.columns else pd.Series(None, index=manifest.index)
-    names = split.map(lambda v: re.sub(r"\W", "_", v) if isinstance(v, str) and v.strip() else HF_DEFAULT_SPLIT)
+    split = (
+        manifest["split"] if "split" in manifest.columns else pd.Series(None, index=manifest.index)
+    )
+    names = split.map(
+        lambda v: re.sub(r"\W", "_", v) if isinstance(v, str) and v.strip() else HF_DEFAULT_SPLIT
+    )
     merged = pd.DataFrame({"split": split.astype("string"), "name": names}).drop_duplicates()
     clash = merged[merged["name"].duplicated(keep=False)]
     if len(clash):
-        raise CurateError(f"the splits {sorted(clash['split'].dropna().astype(str))} would share the "
-                          f"dataset split {clash['name'].iloc[0]!r}", hint="rename them, or use --format parquet")
+        raise CurateError(
+            f"the splits {sorted(clash['split'].dropna().astype(str))} would share the "
+            f"dataset split {clash['name'].iloc[0]!r}",
+            hint="rename them, or use --format parquet",
+        )
     placed, folders = plan_imagefolder(manifest.assign(split=names.to_numpy()), root)
     placed["split"] = manifest["split"].to_numpy() if "split" in manifest.columns else None
     splits = sorted(names.unique())
@@ -642,9 +892,11 @@ def _write_hf(manifest: pd.DataFrame, root: Path, copy: bool,
     for name in splits:
         rows = placed[(names == name).to_numpy()]
         meta = rows.drop(columns=["path", "rel_path", "exported", "split"], errors="ignore")
-        meta.insert(0, "file_name", [Path(e).relative_to(name).as_posix() for e in rows["exported"]])
+        meta.insert(
+            0, "file_name", [Path(e).relative_to(name).as_posix() for e in rows["exported"]]
+        )
         meta["reasons"] = [r.split(";") if r else [] for r in meta["reasons"]]
         write_parquet(meta, root / name / HF_METADATA)
-        configs.append(f"  - split: {name}\n    path: \"{name}/**\"")
+        configs.append(f'  - split: {name}\n    path: "{name}/**"')
     write_text(HF_CARD.format(configs="\n".join(configs), high=HIGH_SUSPICION), root / "README.md")
     return placed, folders, files

@@ -57,7 +57,8 @@ def load_arrays(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
     rgb = im if im.mode == "RGB" else im.convert("RGB")
     grey = im if im.mode == "L" else im.convert("L")
     return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8)), np.ascontiguousarray(
-        np.asarray(grey, dtype=np.uint8))
+        np.asarray(grey, dtype=np.uint8)
+    )
 
 
 def max_file_bytes(max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
@@ -89,7 +90,9 @@ def _decoded(path: str | os.PathLike[str]) -> Image.Image:
     except FileTooLarge as exc:
         raise CurateError(f"too_large: {exc.strerror}", hint=_HINT) from exc
     except OSError as exc:
-        raise CurateError(f"unreadable: cannot read {p}: {exc.strerror or exc}", hint=_HINT) from exc
+        raise CurateError(
+            f"unreadable: cannot read {p}: {exc.strerror or exc}", hint=_HINT
+        ) from exc
     if not data:
         raise CurateError(f"empty_file: {p} has 0 bytes", hint=_HINT)
     try:
@@ -97,8 +100,9 @@ def _decoded(path: str | os.PathLike[str]) -> Image.Image:
             im = ImageOps.exif_transpose(im)
             im.load()
     except UnidentifiedImageError as exc:  # its text names the in-memory buffer: say it plainly
-        raise CurateError(f"unreadable: cannot decode image {p}: not a recognised image format",
-                          hint=_HINT) from exc
+        raise CurateError(
+            f"unreadable: cannot decode image {p}: not a recognised image format", hint=_HINT
+        ) from exc
     except Exception as exc:  # Pillow raises many types for broken files
         raise CurateError(f"unreadable: cannot decode image {p}: {exc}", hint=_HINT) from exc
     im = _to_8bit(im)
@@ -125,6 +129,7 @@ def _to_8bit(im: Image.Image) -> Image.Image:
 
 # ----------------------------------------------------------------------------- validation
 
+
 @dataclass(frozen=True)
 class Probe:
     """What decoding one file's bytes told :func:`probe_image`."""
@@ -132,7 +137,7 @@ class Probe:
     width: int | None
     height: int | None
     mode: str | None
-    status: str          # "ok" or a reason code of images.parquet (docs/tables.md)
+    status: str  # "ok" or a reason code of images.parquet (docs/tables.md)
     detail: str | None
 
 
@@ -150,14 +155,21 @@ def probe_image(data: bytes, max_pixels: int) -> Probe:
                 w, h = im.size
                 mode = im.mode
                 if w * h > max_pixels:
-                    return Probe(w, h, mode, "too_large",
-                                 f"declared size {w}x{h} = {w * h:,} pixels exceeds the limit "
-                                 f"of {max_pixels:,} (decompression-bomb guard; raise --max-pixels)")
+                    return Probe(
+                        w,
+                        h,
+                        mode,
+                        "too_large",
+                        f"declared size {w}x{h} = {w * h:,} pixels exceeds the limit "
+                        f"of {max_pixels:,} (decompression-bomb guard; raise --max-pixels)",
+                    )
                 im.load()
     except UnidentifiedImageError:
         head = data[:16]
         kind = "text" if all(32 <= b < 127 or b in (9, 10, 13) for b in head) else "binary"
-        return Probe(None, None, None, "not_an_image", f"not a recognised image format ({kind} content)")
+        return Probe(
+            None, None, None, "not_an_image", f"not a recognised image format ({kind} content)"
+        )
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         return Probe(None, None, None, "too_large", f"decompression-bomb guard: {exc}")
     except (OSError, SyntaxError, ValueError) as exc:

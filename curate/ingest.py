@@ -53,8 +53,18 @@ from curate.sources import (
 )
 
 IMAGE_COLUMNS = [
-    "image_id", "path", "rel_path", "label", "split", "subject",
-    "width", "height", "mode", "sha256", "status", "detail",
+    "image_id",
+    "path",
+    "rel_path",
+    "label",
+    "split",
+    "subject",
+    "width",
+    "height",
+    "mode",
+    "sha256",
+    "status",
+    "detail",
 ]
 Progress = Callable[[int, int], None]
 
@@ -88,8 +98,11 @@ def ingest(
     ``ok`` or a reason code, and a human-readable ``detail``.
     """
     entries = discover(
-        source, path_column=path_column, label_column=label_column,
-        split_column=split_column, subject_column=subject_column,
+        source,
+        path_column=path_column,
+        label_column=label_column,
+        split_column=split_column,
+        subject_column=subject_column,
     )
     return validate(entries, max_pixels=max_pixels, workers=workers, progress=progress)
 
@@ -107,8 +120,11 @@ def discover(
 ) -> pd.DataFrame:
     """List the input images without decoding them; statuses for rows that cannot be images."""
     src = Path(source).expanduser()
-    kind = source_kind(src, hint="pass an image folder (ROOT/<class>/<image> or "
-                                 "ROOT/<split>/<class>/<image>) or a CSV/Parquet manifest")
+    kind = source_kind(
+        src,
+        hint="pass an image folder (ROOT/<class>/<image> or "
+        "ROOT/<split>/<class>/<image>) or a CSV/Parquet manifest",
+    )
     if kind == "manifest":
         df = _discover_manifest(src, path_column, label_column, split_column, subject_column)
     else:  # any folder is read as a dataset laid out in class folders
@@ -136,15 +152,21 @@ def _discover_folder(root: Path) -> pd.DataFrame:
         if split_layout:
             inner = _entries(d, junk)
             classes = [e.path for e in inner if e.status is None and e.path.is_dir()]
-            rows.extend(_unlabelled(root, [e for e in inner if e.path not in classes], split=d.name))
+            rows.extend(
+                _unlabelled(root, [e for e in inner if e.path not in classes], split=d.name)
+            )
             for cls in classes:
                 rows.extend(_rows_in_class(root, cls, split=d.name, junk=junk))
         else:
             rows.extend(_rows_in_class(root, d, split=None, junk=junk))
-    df = pd.DataFrame(rows, columns=["path", "rel_path", "label", "split", "subject", "status", "detail"])
+    df = pd.DataFrame(
+        rows, columns=["path", "rel_path", "label", "split", "subject", "status", "detail"]
+    )
     if df.empty:
-        raise CurateError(f"no image files found under {root}",
-                          hint="check the folder; hidden files (starting with '.') are ignored")
+        raise CurateError(
+            f"no image files found under {root}",
+            hint="check the folder; hidden files (starting with '.') are ignored",
+        )
     layout.junk = sorted(set(junk))
     df.attrs["notes"] = layout.notes()
     df.attrs["layout"] = f"{layout.kind}: {layout.why}"
@@ -166,23 +188,41 @@ def _entries(folder: Path, junk: list[Path] | None = None) -> list[Entry]:
 
 def _unlabelled(root: Path, entries: list[Entry], split: str | None) -> list[dict[str, object]]:
     why = "not inside a class folder, so it has no label"
-    return [_row(root, e.path, label=None, split=split, status=e.status or "no_label",
-                 detail=e.detail or f"{'folder' if e.path.is_dir() else 'file'} is {why}")
-            for e in entries]
+    return [
+        _row(
+            root,
+            e.path,
+            label=None,
+            split=split,
+            status=e.status or "no_label",
+            detail=e.detail or f"{'folder' if e.path.is_dir() else 'file'} is {why}",
+        )
+        for e in entries
+    ]
 
 
-def _rows_in_class(root: Path, cls_dir: Path, split: str | None,
-                   junk: list[Path] | None = None) -> list[dict[str, object]]:
+def _rows_in_class(
+    root: Path, cls_dir: Path, split: str | None, junk: list[Path] | None = None
+) -> list[dict[str, object]]:
     label = _normalise_label(display_path(cls_dir.name))
     entries = walk_entries(cls_dir, junk=junk)
     resolved = resolve_paths([str(e.path) for e in entries])  # each folder resolved once
-    return [_row(root, e.path, label=label, split=split, status=e.status, detail=e.detail, resolved=r)
-            for e, r in zip(entries, resolved, strict=True)]
+    return [
+        _row(root, e.path, label=label, split=split, status=e.status, detail=e.detail, resolved=r)
+        for e, r in zip(entries, resolved, strict=True)
+    ]
 
 
-def _row(root: Path, f: Path, *, label: str | None, split: str | None,
-         status: str | None = None, detail: str | None = None,
-         resolved: str | None = None) -> dict[str, object]:
+def _row(
+    root: Path,
+    f: Path,
+    *,
+    label: str | None,
+    split: str | None,
+    status: str | None = None,
+    detail: str | None = None,
+    resolved: str | None = None,
+) -> dict[str, object]:
     if has_bad_name(f) and status is None:
         status, detail = entry_problem(f) or ("bad_name", "the name is not valid UTF-8")
     return {
@@ -196,34 +236,47 @@ def _row(root: Path, f: Path, *, label: str | None, split: str | None,
     }
 
 
-def _discover_manifest(manifest: Path, path_column: str, label_column: str,
-                       split_column: str, subject_column: str) -> pd.DataFrame:
+def _discover_manifest(
+    manifest: Path, path_column: str, label_column: str, split_column: str, subject_column: str
+) -> pd.DataFrame:
     table = read_manifest(manifest)
     require_columns(table, manifest, {path_column: "--path-column", label_column: "--label-column"})
     rel, resolved = manifest_paths(table, path_column, manifest)
     _refuse_list_labels(table, label_column, manifest)
-    labels = table[label_column].map(lambda v: None if is_missing_label(v) else _normalise_label(str(v)))
-    df = pd.DataFrame({
-        "path": resolved,
-        "rel_path": rel,
-        "label": labels.tolist(),
-        "split": _optional_str(table, split_column),
-        "subject": _optional_str(table, subject_column),
-        "status": None,
-        "detail": None,
-    })
+    labels = table[label_column].map(
+        lambda v: None if is_missing_label(v) else _normalise_label(str(v))
+    )
+    df = pd.DataFrame(
+        {
+            "path": resolved,
+            "rel_path": rel,
+            "label": labels.tolist(),
+            "split": _optional_str(table, split_column),
+            "subject": _optional_str(table, subject_column),
+            "status": None,
+            "detail": None,
+        }
+    )
     empty_path = np.array([not p for p in rel], dtype=bool)
     for i in np.flatnonzero(empty_path).tolist():
         df.loc[i, ["status", "detail"]] = ["missing", f"{row_ref(manifest, i)}: the path is empty"]
     no_label = df["label"].isna().to_numpy() | df["label"].eq("").to_numpy()
     raw = table[label_column].tolist()
     for i in np.flatnonzero(no_label & ~empty_path).tolist():
-        what = "empty label" if is_missing(raw[i]) or not str(raw[i]).strip() else \
-            f"label {str(raw[i]).strip()!r}, which stands for a missing value"
-        df.loc[i, ["status", "detail"]] = ["no_label", f"{row_ref(manifest, i)}: {what} in column {label_column!r}"]
+        what = (
+            "empty label"
+            if is_missing(raw[i]) or not str(raw[i]).strip()
+            else f"label {str(raw[i]).strip()!r}, which stands for a missing value"
+        )
+        df.loc[i, ["status", "detail"]] = [
+            "no_label",
+            f"{row_ref(manifest, i)}: {what} in column {label_column!r}",
+        ]
     for i in bad_path_rows(table, path_column):
-        df.loc[i, ["status", "detail"]] = ["bad_name", f"{row_ref(manifest, i)}: the path is not valid UTF-8 "
-                                                       "(shown with \\x escapes)"]
+        df.loc[i, ["status", "detail"]] = [
+            "bad_name",
+            f"{row_ref(manifest, i)}: the path is not valid UTF-8 (shown with \\x escapes)",
+        ]
     df.loc[no_label, "label"] = None
     known = {path_column, label_column, split_column, subject_column}
     renamed = []
@@ -231,36 +284,56 @@ def _discover_manifest(manifest: Path, path_column: str, label_column: str,
         if col in known:
             continue
         name = str(col)
-        while name in df.columns or name in RESERVED_COLUMNS:  # curate's own column: the user's keeps a prefix
+        while (
+            name in df.columns or name in RESERVED_COLUMNS
+        ):  # curate's own column: the user's keeps a prefix
             name = USER_PREFIX + name
         if name != col:
             renamed.append(f"{col} -> {name}")
         df[name] = table[col].to_numpy()
     if renamed:
-        df.attrs["notes"] = [f"manifest columns named like curate's own were kept under a prefix: "
-                             f"{', '.join(renamed[:6])}" + (", ..." if len(renamed) > 6 else "")]
+        df.attrs["notes"] = [
+            f"manifest columns named like curate's own were kept under a prefix: "
+            f"{', '.join(renamed[:6])}" + (", ..." if len(renamed) > 6 else "")
+        ]
     return df
 
 
 USER_PREFIX = "user_"  # the prefix of a manifest column named like a column curate writes
 # columns curate writes into the images table (IMAGE_COLUMNS) and later tables
-RESERVED_COLUMNS = frozenset({*IMAGE_COLUMNS, "duplicate_of", "exported", "kept", "reasons", "suspicion",
-                              "suggested_label", "original_label"})
+RESERVED_COLUMNS = frozenset(
+    {
+        *IMAGE_COLUMNS,
+        "duplicate_of",
+        "exported",
+        "kept",
+        "reasons",
+        "suspicion",
+        "suggested_label",
+        "original_label",
+    }
+)
 
 
 def _refuse_list_labels(table: pd.DataFrame, label_column: str, manifest: Path) -> None:
     """A label that is a list, an array or a mapping (Parquet list columns) names no class."""
     for i, v in enumerate(table[label_column].tolist()):
         if isinstance(v, (list, tuple, dict, set, np.ndarray)):
-            raise CurateError(f"{row_ref(manifest, i)}: the label in column {label_column!r} is a list "
-                              f"({str(v)[:60]}), not one class name; curate reads one label per image", hint="write one class name per row (for several labels per image, "
-                                                      "pick one, or add one row per label)")
+            raise CurateError(
+                f"{row_ref(manifest, i)}: the label in column {label_column!r} is a list "
+                f"({str(v)[:60]}), not one class name; curate reads one label per image",
+                hint="write one class name per row (for several labels per image, "
+                "pick one, or add one row per label)",
+            )
 
 
 def _optional_str(table: pd.DataFrame, column: str) -> list[str | None]:
     if column not in table.columns:
         return [None] * len(table)
-    return [None if is_missing(v) else display_path(str(v)).strip() or None for v in table[column].tolist()]
+    return [
+        None if is_missing(v) else display_path(str(v)).strip() or None
+        for v in table[column].tolist()
+    ]
 
 
 def _normalise_label(label: str) -> str:
@@ -278,14 +351,21 @@ def _mark_duplicate_rows(df: pd.DataFrame) -> None:
     first_id = df[pending].drop_duplicates("path").set_index("path")["image_id"]
     for i in np.flatnonzero(dup.to_numpy()):
         df.at[i, "status"] = "duplicate_row"
-        df.at[i, "detail"] = f"the same file is listed again: first listed as image_id {first_id[df.at[i, 'path']]}"
+        df.at[i, "detail"] = (
+            f"the same file is listed again: first listed as image_id {first_id[df.at[i, 'path']]}"
+        )
 
 
 # --------------------------------------------------------------------------- validation
 
 
-def validate(entries: pd.DataFrame, *, max_pixels: int = DEFAULT_MAX_PIXELS,
-             workers: int | None = None, progress: Progress | None = None) -> pd.DataFrame:
+def validate(
+    entries: pd.DataFrame,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    workers: int | None = None,
+    progress: Progress | None = None,
+) -> pd.DataFrame:
     """Decode every pending entry (in parallel), hash it, and mark content duplicates."""
     df = entries.copy()
     todo = np.flatnonzero(df["status"].isna().to_numpy())
@@ -326,17 +406,23 @@ def _mark_content_duplicates(df: pd.DataFrame) -> None:
     for i in np.flatnonzero(dup.to_numpy()):
         keeper = first.loc[df.at[i, "sha256"]]
         df.at[i, "status"] = f"duplicate_of:{int(keeper['image_id'])}"
-        same = "same label" if keeper["label"] == df.at[i, "label"] else (
-            f"CONFLICTING label {keeper['label']!r} vs {df.at[i, 'label']!r}")
+        same = (
+            "same label"
+            if keeper["label"] == df.at[i, "label"]
+            else (f"CONFLICTING label {keeper['label']!r} vs {df.at[i, 'label']!r}")
+        )
         df.at[i, "detail"] = f"byte-identical to {keeper['rel_path']} ({same})"
 
 
-def _validate_many(paths: list[str], *, max_pixels: int, workers: int | None,
-                   progress: Progress | None) -> list[Validation]:
+def _validate_many(
+    paths: list[str], *, max_pixels: int, workers: int | None, progress: Progress | None
+) -> list[Validation]:
     total = len(paths)
     if progress:
         progress(0, total)
-    n_workers = workers_for(workers, max(total, 1)) if workers is not None else min(os.cpu_count() or 1, 8)
+    n_workers = (
+        workers_for(workers, max(total, 1)) if workers is not None else min(os.cpu_count() or 1, 8)
+    )
     if n_workers <= 1 or total < 256:
         out = []
         for k, p in enumerate(paths, 1):
@@ -345,7 +431,7 @@ def _validate_many(paths: list[str], *, max_pixels: int, workers: int | None,
                 progress(k, total)
         return out
     chunk = 512
-    chunks = [paths[i:i + chunk] for i in range(0, total, chunk)]
+    chunks = [paths[i : i + chunk] for i in range(0, total, chunk)]
     out = []
     with ProcessPoolExecutor(max_workers=n_workers) as pool:
         for part in pool.map(_validate_chunk, chunks, [max_pixels] * len(chunks)):
@@ -369,14 +455,28 @@ def validate_file(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Validation
     except IsADirectoryError:
         return Validation(None, None, None, None, "not_an_image", "path is a folder, not a file")
     except NotARegularFile as exc:
-        return Validation(None, None, None, None, "not_a_file", f"{exc.strerror}: curate reads regular files only")
+        return Validation(
+            None, None, None, None, "not_a_file", f"{exc.strerror}: curate reads regular files only"
+        )
     except FileTooLarge as exc:
-        return Validation(None, None, None, None, "too_large",
-                          f"the file has {exc.size:,} bytes, more than the limit of {max_file_bytes(max_pixels):,} "
-                          "(16 bytes per allowed pixel; raise --max-pixels)")
+        return Validation(
+            None,
+            None,
+            None,
+            None,
+            "too_large",
+            f"the file has {exc.size:,} bytes, more than the limit of {max_file_bytes(max_pixels):,} "
+            "(16 bytes per allowed pixel; raise --max-pixels)",
+        )
     except PermissionError:
-        return Validation(None, None, None, None, "unreadable",
-                          "permission denied: make the file readable (chmod +r)")
+        return Validation(
+            None,
+            None,
+            None,
+            None,
+            "unreadable",
+            "permission denied: make the file readable (chmod +r)",
+        )
     except OSError as exc:
         return Validation(None, None, None, None, "unreadable", f"cannot read file: {exc}")
     if not data:

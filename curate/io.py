@@ -27,8 +27,20 @@ import pandas as pd
 from curate.errors import CurateError
 
 TRACKED_PACKAGES = (
-    "numpy", "pandas", "pyarrow", "pillow", "torch", "torchvision", "timm", "scipy",
-    "typer", "rich", "matplotlib", "safetensors", "mediapipe", "ai-edge-litert",
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "pillow",
+    "torch",
+    "torchvision",
+    "timm",
+    "scipy",
+    "typer",
+    "rich",
+    "matplotlib",
+    "safetensors",
+    "mediapipe",
+    "ai-edge-litert",
 )
 
 
@@ -49,7 +61,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise IsADirectoryError(errno.EISDIR, f"{target} is a folder, not a file")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TMP_SUFFIX, dir=target.parent)
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{target.name}.", suffix=TMP_SUFFIX, dir=target.parent
+        )
     except OSError as exc:
         raise disk_error(target, exc) if exc.errno in DISK_ERRNOS else exc from exc
     os.close(fd)
@@ -60,7 +74,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         os.replace(tmp, target)
     except OSError as exc:
         # a full or read-only disk while writing; no permission on this file (not on an input read meanwhile)
-        if exc.errno in FULL_ERRNOS or (exc.errno in DISK_ERRNOS and exc.filename in (None, tmp_name, str(target))):
+        if exc.errno in FULL_ERRNOS or (
+            exc.errno in DISK_ERRNOS and exc.filename in (None, tmp_name, str(target))
+        ):
             raise disk_error(target, exc) from exc
         raise
     finally:
@@ -68,21 +84,28 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             tmp.unlink()
 
 
-FULL_ERRNOS = frozenset(e for e in (errno.ENOSPC, getattr(errno, "EDQUOT", None), errno.EROFS) if e is not None)
+FULL_ERRNOS = frozenset(
+    e for e in (errno.ENOSPC, getattr(errno, "EDQUOT", None), errno.EROFS) if e is not None
+)
 DISK_ERRNOS = FULL_ERRNOS | {errno.EACCES, errno.EPERM}
 
 
 def disk_error(path: str | os.PathLike[str], exc: OSError) -> CurateError:
     """The :class:`CurateError` for a write that the disk refused (full, read-only, no
     permission), naming the file and the fix."""
-    why = {errno.ENOSPC: "the disk is full", errno.EROFS: "the file system is read-only",
-           errno.EACCES: "permission denied", errno.EPERM: "permission denied"}.get(
-        exc.errno or 0, exc.strerror or str(exc))
+    why = {
+        errno.ENOSPC: "the disk is full",
+        errno.EROFS: "the file system is read-only",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "permission denied",
+    }.get(exc.errno or 0, exc.strerror or str(exc))
     if getattr(errno, "EDQUOT", None) == exc.errno:
         why = "the disk quota is used up"
-    return CurateError(f"cannot write {os.fspath(path)}: {why} ({exc.strerror or exc})",
-                       hint="free space or choose a writable place: another --out (and --cache-dir DIR, or "
-                            "--cache-dir none for no cache)")
+    return CurateError(
+        f"cannot write {os.fspath(path)}: {why} ({exc.strerror or exc})",
+        hint="free space or choose a writable place: another --out (and --cache-dir DIR, or "
+        "--cache-dir none for no cache)",
+    )
 
 
 def current_umask() -> int:
@@ -102,7 +125,9 @@ def current_umask() -> int:
 _TMP_NAME = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}" + re.escape(TMP_SUFFIX))
 
 
-def remove_stale_tmp(folder: str | os.PathLike[str], names: Iterable[str] | None = None) -> list[Path]:
+def remove_stale_tmp(
+    folder: str | os.PathLike[str], names: Iterable[str] | None = None
+) -> list[Path]:
     """Remove the temporary files that :func:`atomic_path` left in ``folder`` when its
     process was killed (``.<name>.<8 random characters>.tmp``; only for the target
     ``names`` when given); returns them. Call it only while holding the folder's lock
@@ -143,8 +168,11 @@ def open_lock_file(path: str | os.PathLike[str]) -> int:
     there would write into another file."""
     name = os.fspath(path)
     try:
-        fd = os.open(name, os.O_RDWR | os.O_CREAT | _NOFOLLOW | _CLOEXEC | getattr(os, "O_NONBLOCK", 0),
-                     0o666 & ~current_umask())
+        fd = os.open(
+            name,
+            os.O_RDWR | os.O_CREAT | _NOFOLLOW | _CLOEXEC | getattr(os, "O_NONBLOCK", 0),
+            0o666 & ~current_umask(),
+        )
     except OSError as exc:
         if exc.errno == errno.ELOOP or os.path.islink(name):
             raise LinkInOutput(errno.ELOOP, f"{name} is a symbolic link") from None
@@ -152,7 +180,11 @@ def open_lock_file(path: str | os.PathLike[str]) -> int:
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
         os.close(fd)
-        why = "has other hard links" if stat.S_ISREG(st.st_mode) else f"is {describe_mode(st.st_mode)}"
+        why = (
+            "has other hard links"
+            if stat.S_ISREG(st.st_mode)
+            else f"is {describe_mode(st.st_mode)}"
+        )
         raise LinkInOutput(errno.EINVAL, f"{name} {why}")
     return fd
 
@@ -160,8 +192,11 @@ def open_lock_file(path: str | os.PathLike[str]) -> int:
 def open_new_file(path: str | os.PathLike[str]) -> Any:
     """``path`` created for binary writing; it must not exist (``FileExistsError``, also
     for a link there, which is never followed)."""
-    fd = os.open(os.fspath(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC,
-                 0o666 & ~current_umask())
+    fd = os.open(
+        os.fspath(path),
+        os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC,
+        0o666 & ~current_umask(),
+    )
     return os.fdopen(fd, "wb")
 
 
@@ -194,11 +229,14 @@ def make_folders(root: str | os.PathLike[str], rel: str) -> str:
         if stat.S_ISLNK(st.st_mode):
             raise LinkInOutput(errno.ELOOP, f"{path} is a symbolic link")
         if not stat.S_ISDIR(st.st_mode):
-            raise LinkInOutput(errno.ENOTDIR, f"{path} is {describe_mode(st.st_mode)}, not a folder")
+            raise LinkInOutput(
+                errno.ENOTDIR, f"{path} is {describe_mode(st.st_mode)}, not a folder"
+            )
     return path
 
 
 # ----------------------------------------------------------------------------- reading files
+
 
 class NotARegularFile(OSError):
     """A path that is a FIFO, a device, a socket or a symbolic-link loop: curate reads
@@ -209,15 +247,22 @@ class FileTooLarge(OSError):
     """A file larger than the reader's byte limit."""
 
     def __init__(self, path: str | os.PathLike[str], size: int, limit: int) -> None:
-        super().__init__(errno.EFBIG, f"{os.fspath(path)} has {size:,} bytes, more than the limit of {limit:,}")
+        super().__init__(
+            errno.EFBIG, f"{os.fspath(path)} has {size:,} bytes, more than the limit of {limit:,}"
+        )
         self.size, self.limit = size, limit
 
 
 def describe_mode(mode: int) -> str:
     """What a ``stat`` mode is, in words (``a FIFO (named pipe)``, ``a character device``, ...)."""
-    for test, words in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
-                        (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-                        (stat.S_ISSOCK, "a socket"), (stat.S_ISREG, "a regular file")):
+    for test, words in (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISREG, "a regular file"),
+    ):
         if test(mode):
             return words
     return "not a regular file"
@@ -244,7 +289,9 @@ def open_regular(path: str | os.PathLike[str]) -> Any:
         st = os.fstat(fd)
         _require_regular(name, st.st_mode)
         if st.st_dev in _kernel_file_systems():
-            raise NotARegularFile(errno.EINVAL, f"{name} is a file of the kernel (/proc, /sys), not data")
+            raise NotARegularFile(
+                errno.EINVAL, f"{name} is a file of the kernel (/proc, /sys), not data"
+            )
         return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
@@ -339,8 +386,14 @@ def loads_json(text: str | bytes, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
         raise JSONTooDeep(f"nested more than {max_depth} levels deep") from None
 
 
-def read_json_file(path: str | os.PathLike[str], *, what: str, hint: str,
-                   max_bytes: int = 64 * 2**20, max_depth: int = MAX_JSON_DEPTH) -> Any:
+def read_json_file(
+    path: str | os.PathLike[str],
+    *,
+    what: str,
+    hint: str,
+    max_bytes: int = 64 * 2**20,
+    max_depth: int = MAX_JSON_DEPTH,
+) -> Any:
     """A small JSON file (a config, a run record) read safely: a missing, non-regular,
     oversized (``max_bytes``), too deeply nested (``max_depth``), non-UTF-8 or malformed
     file is a :class:`CurateError` naming it. Every JSON file curate reads comes here."""
@@ -350,7 +403,10 @@ def read_json_file(path: str | os.PathLike[str], *, what: str, hint: str,
         return loads_json(text, max_depth=max_depth)
     except FileNotFoundError as exc:
         raise CurateError(f"{what} not found: {p}", hint=hint) from exc
-    except (OSError, ValueError) as exc:  # JSONDecodeError, UnicodeDecodeError, JSONTooDeep are ValueErrors
+    except (
+        OSError,
+        ValueError,
+    ) as exc:  # JSONDecodeError, UnicodeDecodeError, JSONTooDeep are ValueErrors
         raise CurateError(f"cannot read {what} {p}: {exc}", hint=hint) from exc
 
 
@@ -375,15 +431,17 @@ def write_text(text: str, path: str | os.PathLike[str]) -> Path:
     return Path(path)
 
 
-def read_parquet(path: str | os.PathLike[str], *, what: str = "table",
-                 columns: list[str] | None = None) -> pd.DataFrame:
+def read_parquet(
+    path: str | os.PathLike[str], *, what: str = "table", columns: list[str] | None = None
+) -> pd.DataFrame:
     """Read a Parquet file (only ``columns`` when given), turning a missing, non-regular or
     broken file into a :class:`CurateError`."""
     return _parquet(path, what, lambda p: pd.read_parquet(p, columns=columns))
 
 
-def read_parquet_arrow(path: str | os.PathLike[str], *, what: str = "table",
-                       columns: list[str] | None = None) -> Any:
+def read_parquet_arrow(
+    path: str | os.PathLike[str], *, what: str = "table", columns: list[str] | None = None
+) -> Any:
     """:func:`read_parquet` as a ``pyarrow.Table`` (columns stay Arrow arrays)."""
     import pyarrow.parquet as pq
 
@@ -401,17 +459,22 @@ def read_parquet_schema(path: str | os.PathLike[str], *, what: str = "table") ->
 def _parquet(path: str | os.PathLike[str], what: str, read: Any) -> Any:
     p = Path(path)
     if not p.exists():
-        raise CurateError(f"{what} not found: {p}", hint="check the path, or run the stage that writes it")
+        raise CurateError(
+            f"{what} not found: {p}", hint="check the path, or run the stage that writes it"
+        )
     try:
         if not p.is_dir():  # a folder is a partitioned dataset; a FIFO or a device would block
             open_regular(p).close()
     except OSError as exc:
-        raise CurateError(f"cannot read {what} {p}: {exc.strerror or exc}",
-                          hint="pass a regular Parquet file") from exc
+        raise CurateError(
+            f"cannot read {what} {p}: {exc.strerror or exc}", hint="pass a regular Parquet file"
+        ) from exc
     try:
         return read(p)
     except Exception as exc:  # pyarrow raises several types for broken files
-        raise CurateError(f"cannot read {what} {p}: {exc}", hint="re-run the stage that writes it") from exc
+        raise CurateError(
+            f"cannot read {what} {p}: {exc}", hint="re-run the stage that writes it"
+        ) from exc
 
 
 def _json_default(obj: Any) -> Any:
@@ -463,8 +526,14 @@ def fingerprint_table(df: pd.DataFrame, columns: list[str] | None = None) -> str
     return h.hexdigest()
 
 
-def run_record(command: str, params: Mapping[str, Any], *, inputs: Mapping[str, Any],
-               counts: Mapping[str, Any], started: float) -> dict[str, Any]:
+def run_record(
+    command: str,
+    params: Mapping[str, Any],
+    *,
+    inputs: Mapping[str, Any],
+    counts: Mapping[str, Any],
+    started: float,
+) -> dict[str, Any]:
     """The ``run.json`` every stage writes next to its outputs."""
     return {
         "command": command,

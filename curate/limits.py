@@ -23,46 +23,79 @@ from curate.errors import CurateError, CurateWarning
 MAX_SEED = 2**32 - 1  # numpy and torch seeds are unsigned 32-bit (and 64-bit) numbers
 
 
-def whole_number(value: Any, option: str, *, lo: int | None = None, hi: int | None = None,
-                 hint: str | None = None) -> int:
+def whole_number(
+    value: Any,
+    option: str,
+    *,
+    lo: int | None = None,
+    hi: int | None = None,
+    hint: str | None = None,
+) -> int:
     """``value`` as an ``int`` when it is a whole number in ``[lo, hi]``; a
     :class:`CurateError` naming ``option`` otherwise (``2.5``, ``"3"``, ``True`` and
     ``None`` included; ``3.0`` and numpy integers are accepted)."""
     ok = isinstance(value, int) and not isinstance(value, bool)
-    if not ok and hasattr(value, "dtype") and getattr(value.dtype, "kind", "") in "iu" and getattr(value, "ndim", 1) == 0:
+    if (
+        not ok
+        and hasattr(value, "dtype")
+        and getattr(value.dtype, "kind", "") in "iu"
+        and getattr(value, "ndim", 1) == 0
+    ):
         value, ok = int(value), True
     if not ok and isinstance(value, float) and math.isfinite(value) and value.is_integer():
         value, ok = int(value), True
     if not ok or (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise CurateError(f"{option} must be a whole number{_range(lo, hi)}, got {_shown(value)}",
-                          hint=hint or f"pass {option} {lo if lo is not None else 0}"
-                                       + (f" or more (at most {hi:,})" if hi is not None else " or more"))
+        raise CurateError(
+            f"{option} must be a whole number{_range(lo, hi)}, got {_shown(value)}",
+            hint=hint
+            or f"pass {option} {lo if lo is not None else 0}"
+            + (f" or more (at most {hi:,})" if hi is not None else " or more"),
+        )
     return int(value)
 
 
-def real_number(value: Any, option: str, *, lo: float | None = None, hi: float | None = None,
-                lo_open: bool = False, hi_open: bool = False, hint: str | None = None) -> float:
+def real_number(
+    value: Any,
+    option: str,
+    *,
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_open: bool = False,
+    hi_open: bool = False,
+    hint: str | None = None,
+) -> float:
     """``value`` as a ``float`` when it is a finite number in the range (``lo_open`` /
     ``hi_open`` exclude the ends); a :class:`CurateError` naming ``option`` otherwise."""
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if ok:
         v = float(value)
-        ok = not ((lo is not None and (v < lo or (lo_open and v == lo)))
-                  or (hi is not None and (v > hi or (hi_open and v == hi))))
+        ok = not (
+            (lo is not None and (v < lo or (lo_open and v == lo)))
+            or (hi is not None and (v > hi or (hi_open and v == hi)))
+        )
     if not ok:
         left = "" if lo is None else ("(" if lo_open else "[") + f"{lo:g}"
         right = "" if hi is None else f"{hi:g}" + (")" if hi_open else "]")
-        where = f" in {left or '(-inf'}, {right or 'inf)'}" if lo is not None or hi is not None else ""
-        raise CurateError(f"{option} must be a finite number{where}, got {_shown(value)}",
-                          hint=hint or f"pass a value for {option}{where}")
+        where = (
+            f" in {left or '(-inf'}, {right or 'inf)'}" if lo is not None or hi is not None else ""
+        )
+        raise CurateError(
+            f"{option} must be a finite number{where}, got {_shown(value)}",
+            hint=hint or f"pass a value for {option}{where}",
+        )
     return float(value)
 
 
 def seed_value(value: Any, option: str = "--seed") -> int:
     """A seed: a whole number from 0 to 2**32 - 1 (``None`` is refused: a run must be
     reproducible, so its seed is always recorded)."""
-    return whole_number(value, option, lo=0, hi=MAX_SEED,
-                        hint=f"pass {option} N with N from 0 to {MAX_SEED:,} (the same seed gives the same result)")
+    return whole_number(
+        value,
+        option,
+        lo=0,
+        hi=MAX_SEED,
+        hint=f"pass {option} N with N from 0 to {MAX_SEED:,} (the same seed gives the same result)",
+    )
 
 
 def cpu_count() -> int:
@@ -94,8 +127,13 @@ def cap_workers(requested: Any, n_items: int, option: str = "--workers") -> tupl
     """``(workers, note)``: ``requested`` (0 or more; a negative or fractional count is a
     :class:`CurateError`) capped at the CPU count and at ``n_items``, with a note when
     it was capped."""
-    n = whole_number(requested, option, lo=0, hint=f"pass {option} N with N from 0 to the number of CPUs "
-                                                   f"({cpu_count()}); 0 runs in this process")
+    n = whole_number(
+        requested,
+        option,
+        lo=0,
+        hint=f"pass {option} N with N from 0 to the number of CPUs "
+        f"({cpu_count()}); 0 runs in this process",
+    )
     cap = max(1, min(cpu_count(), n_items))
     if n > cap:
         why = f"{cpu_count()} CPU(s)" if cap == cpu_count() else f"{n_items:,} item(s) to do"
@@ -139,17 +177,26 @@ def check_memory(nbytes: float, what: str, *, hint: str, share: float = 0.8) -> 
     than ``share`` of the memory available, before anything is allocated."""
     have = available_memory()
     if nbytes > share * have:
-        raise CurateError(f"{what} would need about {_gib(nbytes)} of memory; this machine has "
-                          f"{_gib(have)} available", hint=hint)
+        raise CurateError(
+            f"{what} would need about {_gib(nbytes)} of memory; this machine has "
+            f"{_gib(have)} available",
+            hint=hint,
+        )
 
 
-ACTIVATIONS_PER_VALUE = 16  # float32 activations per input value of a CNN batch (a rough lower bound)
+ACTIVATIONS_PER_VALUE = (
+    16  # float32 activations per input value of a CNN batch (a rough lower bound)
+)
 
 
 def check_batch_memory(images: int, input_size: Any, what: str, *, hint: str) -> None:
     """:func:`check_memory` for a batch of ``images`` network inputs of ``input_size``
     (``[channels, height, width]``, or one side for 3-channel squares)."""
-    shape = [3, int(input_size), int(input_size)] if isinstance(input_size, int) else [int(v) for v in input_size]
+    shape = (
+        [3, int(input_size), int(input_size)]
+        if isinstance(input_size, int)
+        else [int(v) for v in input_size]
+    )
     values = images * math.prod(shape)
     check_memory(values * 4 * ACTIVATIONS_PER_VALUE, what, hint=hint)
 

@@ -61,15 +61,19 @@ else:  # pragma: no cover
 LOCK_FILE = ".curate.lock"
 RUNNING, COMPLETE, FAILED, INTERRUPTED = "running", "complete", "failed", "interrupted"
 # the record each command writes last; a folder's previous command is read from it
-RECORD_FILES = {"build-tuples": "run.json", "screen": "run.json", "finetune": "run.json",
-                "export": "export.json"}
+RECORD_FILES = {
+    "build-tuples": "run.json",
+    "screen": "run.json",
+    "finetune": "run.json",
+    "export": "export.json",
+}
 
 
 @dataclass
 class Claim:
     """An output claimed by one run (see the module doc)."""
 
-    path: Path                        # the output folder, or the output file
+    path: Path  # the output folder, or the output file
     command: str
     record_path: Path
     settings: dict[str, Any]
@@ -86,9 +90,15 @@ class Claim:
         what = f"the previous {self.command} run in {self.path}"
         if self.previous_state not in (COMPLETE, "legacy"):
             what = f"the incomplete ({self.previous_state}) {self.command} run in {self.path}"
-        how = ("settings changed: " + "; ".join(f"{k} {_short(a)} -> {_short(b)}" for k, (a, b) in self.changes.items())
-               if self.changes else "same settings")
-        files = ", ".join(self.replaced[:8]) + (f" and {len(self.replaced) - 8:,} more" if len(self.replaced) > 8 else "")
+        how = (
+            "settings changed: "
+            + "; ".join(f"{k} {_short(a)} -> {_short(b)}" for k, (a, b) in self.changes.items())
+            if self.changes
+            else "same settings"
+        )
+        files = ", ".join(self.replaced[:8]) + (
+            f" and {len(self.replaced) - 8:,} more" if len(self.replaced) > 8 else ""
+        )
         return f"replaced {what} ({how})" + (f": {files}" if files else "")
 
     def will_write(self, files: Sequence[str]) -> None:
@@ -105,11 +115,19 @@ class Claim:
 
 # ----------------------------------------------------------------------------- claiming
 
+
 @contextlib.contextmanager
-def claim_folder(out: str | os.PathLike[str], command: str, *, settings: Mapping[str, Any],
-                 inputs: Iterable[str | os.PathLike[str] | None] = (), force: bool = False,
-                 owned: Iterable[str] = (), owned_dirs: Iterable[str] = (),
-                 scratch: Iterable[str] = ()) -> Iterator[Claim]:
+def claim_folder(
+    out: str | os.PathLike[str],
+    command: str,
+    *,
+    settings: Mapping[str, Any],
+    inputs: Iterable[str | os.PathLike[str] | None] = (),
+    force: bool = False,
+    owned: Iterable[str] = (),
+    owned_dirs: Iterable[str] = (),
+    scratch: Iterable[str] = (),
+) -> Iterator[Claim]:
     """Claim the output folder ``out`` for ``command`` (see the module doc).
 
     ``settings`` are the run's result-changing settings (JSON values); ``inputs`` the
@@ -123,17 +141,23 @@ def claim_folder(out: str | os.PathLike[str], command: str, *, settings: Mapping
     _mkdir(folder)
     with _locked(folder / LOCK_FILE, folder, command) as lock:
         claim = Claim(folder, command, record_path, _plain(settings), _lock=lock)
-        for sub in dict.fromkeys([*owned_dirs, *scratch]):  # folders the run writes into: never a link
+        for sub in dict.fromkeys(
+            [*owned_dirs, *scratch]
+        ):  # folders the run writes into: never a link
             if (folder / sub).is_symlink():
-                raise CurateError(f"{folder / sub} is a symbolic link inside --out; curate never writes through a "
-                                  "link, so nothing was written", hint="remove the link (curate makes the folder), "
-                                                                       "or choose another --out")
+                raise CurateError(
+                    f"{folder / sub} is a symbolic link inside --out; curate never writes through a "
+                    "link, so nothing was written",
+                    hint="remove the link (curate makes the folder), or choose another --out",
+                )
         others = [p for p in folder.iterdir() if p.name != LOCK_FILE and not _is_tmp(p.name)]
         previous = _previous_run(folder, command, others)
         _compare(claim, previous, force)
         for scratch_dir in (folder, *(folder / s for s in scratch)):
             remove_stale_tmp(scratch_dir)
-        files = list(owned) + [str(f) for f in (previous or {}).get("files", []) if isinstance(f, str)]
+        files = list(owned) + [
+            str(f) for f in (previous or {}).get("files", []) if isinstance(f, str)
+        ]
         if previous is not None and claim.changes:
             files += list(owned_dirs)
         with _running(claim):
@@ -142,8 +166,14 @@ def claim_folder(out: str | os.PathLike[str], command: str, *, settings: Mapping
 
 
 @contextlib.contextmanager
-def claim_file(out: str | os.PathLike[str], command: str, *, settings: Mapping[str, Any],
-               inputs: Iterable[str | os.PathLike[str] | None] = (), force: bool = False) -> Iterator[Claim]:
+def claim_file(
+    out: str | os.PathLike[str],
+    command: str,
+    *,
+    settings: Mapping[str, Any],
+    inputs: Iterable[str | os.PathLike[str] | None] = (),
+    force: bool = False,
+) -> Iterator[Claim]:
     """Claim the output file ``out`` (and its record ``<stem>.run.json``) for ``command``."""
     target = _check_target(out, inputs, is_file=True)
     record_path = target.with_suffix(".run.json")
@@ -154,9 +184,11 @@ def claim_file(out: str | os.PathLike[str], command: str, *, settings: Mapping[s
         if os.path.lexists(target) or os.path.lexists(record_path):
             previous = _record(record_path) if os.path.lexists(record_path) else None
             if previous is None or previous.get("command") != command:
-                raise CurateError(f"--out-file {target} exists and was not written by curate {command} "
-                                  f"(no {record_path.name} of a {command} run beside it); curate never replaces it",
-                                  hint="choose a new file name for --out-file")
+                raise CurateError(
+                    f"--out-file {target} exists and was not written by curate {command} "
+                    f"(no {record_path.name} of a {command} run beside it); curate never replaces it",
+                    hint="choose a new file name for --out-file",
+                )
         _compare(claim, previous, force)
         remove_stale_tmp(target.parent, names=(target.name, record_path.name))
         with _running(claim):
@@ -164,7 +196,9 @@ def claim_file(out: str | os.PathLike[str], command: str, *, settings: Mapping[s
             yield claim
 
 
-def require_complete(folder: str | os.PathLike[str], *, record: str = "run.json", what: str = "folder") -> None:
+def require_complete(
+    folder: str | os.PathLike[str], *, record: str = "run.json", what: str = "folder"
+) -> None:
     """Refuse a folder whose run record says the run did not complete (see the module doc).
 
     A folder without a record, or with a record of an earlier curate (no ``state``), passes.
@@ -179,13 +213,21 @@ def require_complete(folder: str | os.PathLike[str], *, record: str = "run.json"
         return
     command = rec.get("command", "curate")
     if _lock_held(p / LOCK_FILE):
-        raise CurateError(f"{what} {p} is being written by `curate {command}` right now (its run is not finished)",
-                          hint="wait for that command to finish, then run this one again")
-    why = {RUNNING: "was killed before it finished", INTERRUPTED: "was interrupted",
-           FAILED: f"failed: {rec.get('error') or 'see its output'}"}.get(str(state), f"is in state {state!r}")
-    raise CurateError(f"{what} {p} holds an incomplete `curate {command}` run: it {why}, so its files do not "
-                      "belong together", hint=f"run `curate {command}` into it again (same settings: no --force "
-                                              "needed), or pass a complete folder")
+        raise CurateError(
+            f"{what} {p} is being written by `curate {command}` right now (its run is not finished)",
+            hint="wait for that command to finish, then run this one again",
+        )
+    why = {
+        RUNNING: "was killed before it finished",
+        INTERRUPTED: "was interrupted",
+        FAILED: f"failed: {rec.get('error') or 'see its output'}",
+    }.get(str(state), f"is in state {state!r}")
+    raise CurateError(
+        f"{what} {p} holds an incomplete `curate {command}` run: it {why}, so its files do not "
+        "belong together",
+        hint=f"run `curate {command}` into it again (same settings: no --force "
+        "needed), or pass a complete folder",
+    )
 
 
 @contextlib.contextmanager
@@ -197,9 +239,15 @@ def locked(folder: str | os.PathLike[str], command: str) -> Iterator[None]:
         yield
 
 
-def check_output_file(out: str | os.PathLike[str], *, option: str, what: str,
-                      inputs: Iterable[str | os.PathLike[str] | None] = (), force: bool = False,
-                      ours: Any = None) -> Path:
+def check_output_file(
+    out: str | os.PathLike[str],
+    *,
+    option: str,
+    what: str,
+    inputs: Iterable[str | os.PathLike[str] | None] = (),
+    force: bool = False,
+    ours: Any = None,
+) -> Path:
     """The policy for a single output file that carries no run record of its own (the
     report of ``curate report --out-file``, the metrics of ``curate evaluate --out-file``).
 
@@ -211,12 +259,16 @@ def check_output_file(out: str | os.PathLike[str], *, option: str, what: str,
     """
     target = Path(os.path.abspath(Path(out).expanduser()))
     if target.is_dir() and not target.is_symlink():
-        raise CurateError(f"{option} {target} is a folder; {what} is one file",
-                          hint=f"name a file, for example {option} {target / _example_name(target, what)}")
+        raise CurateError(
+            f"{option} {target} is a folder; {what} is one file",
+            hint=f"name a file, for example {option} {target / _example_name(target, what)}",
+        )
     parent = _real(target.parent)
     if parent == Path(parent.anchor):
-        raise CurateError(f"{option} {target} is in the root folder {parent.anchor}; curate never writes there",
-                          hint=f"choose a file in another folder for {option}")
+        raise CurateError(
+            f"{option} {target} is in the root folder {parent.anchor}; curate never writes there",
+            hint=f"choose a file in another folder for {option}",
+        )
     if not os.path.lexists(target):
         return target
     is_link = target.is_symlink()
@@ -227,15 +279,23 @@ def check_output_file(out: str | os.PathLike[str], *, option: str, what: str,
             continue
         src = _real(Path(given).expanduser())
         if real == src:
-            raise CurateError(f"{option} {target} is this command's input {given}; writing {what} there would "
-                              "overwrite it", hint=f"choose another file for {option}")
+            raise CurateError(
+                f"{option} {target} is this command's input {given}; writing {what} there would "
+                "overwrite it",
+                hint=f"choose another file for {option}",
+            )
         if not mine and (src == parent or src in parent.parents):
-            raise CurateError(f"{option} {target} is a file inside this command's input {given}; writing {what} "
-                              "there would overwrite it", hint=f"choose a new file for {option}")
+            raise CurateError(
+                f"{option} {target} is a file inside this command's input {given}; writing {what} "
+                "there would overwrite it",
+                hint=f"choose a new file for {option}",
+            )
     if not mine and not force:
         kind = "a symbolic link" if is_link else f"not {what} written by curate"
-        raise CurateError(f"{option} {target} exists and is {kind}; curate does not replace it without asking",
-                          hint=f"pass --force to replace it, or choose a new file for {option}")
+        raise CurateError(
+            f"{option} {target} exists and is {kind}; curate does not replace it without asking",
+            hint=f"pass --force to replace it, or choose a new file for {option}",
+        )
     return target
 
 
@@ -258,29 +318,43 @@ def head_bytes(path: Path, n: int = 4096) -> bytes:
 
 # ----------------------------------------------------------------------------- the policy
 
-def _check_target(out: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str] | None],
-                  *, is_file: bool) -> Path:
+
+def _check_target(
+    out: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str] | None], *, is_file: bool
+) -> Path:
     target = Path(os.path.abspath(Path(out).expanduser()))
     real = _real(target)
     folder_of = real.parent if is_file else real
     opt = "--out-file" if is_file else "--out"
     if folder_of == Path(folder_of.anchor):
-        raise CurateError(f"{opt} {out} is the root folder {real.anchor}; curate never writes there",
-                          hint="choose a file in another folder, for example --out-file runs/faces.parquet" if is_file
-                          else "choose a new folder, for example --out runs/NAME")
+        raise CurateError(
+            f"{opt} {out} is the root folder {real.anchor}; curate never writes there",
+            hint="choose a file in another folder, for example --out-file runs/faces.parquet"
+            if is_file
+            else "choose a new folder, for example --out runs/NAME",
+        )
     if os.path.lexists(target) and not os.path.exists(target):
-        raise CurateError(f"{opt} {target} is a broken link", hint=f"remove the link or choose another {opt}")
+        raise CurateError(
+            f"{opt} {target} is a broken link", hint=f"remove the link or choose another {opt}"
+        )
     if is_file and target.is_dir():
-        raise CurateError(f"--out-file {target} is a folder; this command writes one file",
-                          hint="name a file, for example --out-file faces.parquet")
+        raise CurateError(
+            f"--out-file {target} is a folder; this command writes one file",
+            hint="name a file, for example --out-file faces.parquet",
+        )
     if not is_file and os.path.exists(target) and not target.is_dir():
-        raise CurateError(f"--out {target} exists and is not a folder", hint="choose a new or empty folder for --out")
+        raise CurateError(
+            f"--out {target} exists and is not a folder",
+            hint="choose a new or empty folder for --out",
+        )
     for given in inputs:
         if given is None:
             continue
         if _real(Path(given).expanduser()) == real:
-            raise CurateError(f"{opt} {target} is this command's input {given}; writing there would overwrite it",
-                              hint=f"choose a separate {opt}")
+            raise CurateError(
+                f"{opt} {target} is this command's input {given}; writing there would overwrite it",
+                hint=f"choose a separate {opt}",
+            )
     return target
 
 
@@ -301,11 +375,17 @@ def _previous_run(folder: Path, command: str, others: list[Path]) -> dict[str, A
         prev_cmd, rec = "finetune", {"command": "finetune", "state": INTERRUPTED}
     if prev_cmd is None:
         names = ", ".join(sorted(p.name for p in others)[:5]) + (", ..." if len(others) > 5 else "")
-        raise CurateError(f"--out {folder} is not empty ({names}) and holds no curate run; curate never writes into "
-                          "a folder it did not make", hint="choose a new or empty folder for --out")
+        raise CurateError(
+            f"--out {folder} is not empty ({names}) and holds no curate run; curate never writes into "
+            "a folder it did not make",
+            hint="choose a new or empty folder for --out",
+        )
     if prev_cmd != command:
-        raise CurateError(f"--out {folder} holds the output of `curate {prev_cmd}`, not of `curate {command}`; "
-                          "each command writes its own folder", hint="choose another --out")
+        raise CurateError(
+            f"--out {folder} holds the output of `curate {prev_cmd}`, not of `curate {command}`; "
+            "each command writes its own folder",
+            hint="choose another --out",
+        )
     assert rec is not None
     return rec
 
@@ -329,8 +409,11 @@ def _compare(claim: Claim, previous: Mapping[str, Any] | None, force: bool) -> N
     claim.changes = changes
     if changes and not force:
         diff = "; ".join(f"{k}: {_short(a)} -> {_short(b)}" for k, (a, b) in changes.items())
-        raise CurateError(f"--out {claim.path} holds a previous `curate {claim.command}` run with other settings "
-                          f"({diff})", hint="pass --force to replace it, or choose another --out")
+        raise CurateError(
+            f"--out {claim.path} holds a previous `curate {claim.command}` run with other settings "
+            f"({diff})",
+            hint="pass --force to replace it, or choose another --out",
+        )
 
 
 def _delete_owned(folder: Path, names: Sequence[str], *, keep: str) -> list[str]:
@@ -345,7 +428,9 @@ def _delete_owned(folder: Path, names: Sequence[str], *, keep: str) -> list[str]
             continue
         p = folder / rel
         parent = _real(p.parent)
-        if parent != base and base not in parent.parents:  # a link on the way leads out of the folder
+        if (
+            parent != base and base not in parent.parents
+        ):  # a link on the way leads out of the folder
             continue
         if p.is_symlink() or p.is_file():
             p.unlink()
@@ -364,20 +449,28 @@ def _delete_owned(folder: Path, names: Sequence[str], *, keep: str) -> list[str]
 @contextlib.contextmanager
 def _running(claim: Claim) -> Iterator[None]:
     """The record says ``running`` while the run writes, ``failed`` or ``interrupted`` if it stops."""
-    start = {"command": claim.command, "state": RUNNING, "settings": claim.settings, "pid": os.getpid(),
-             "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    start = {
+        "command": claim.command,
+        "state": RUNNING,
+        "settings": claim.settings,
+        "pid": os.getpid(),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
     write_json(start, claim.record_path)
     try:
         yield
     except BaseException as exc:
         if _record(claim.record_path).get("state") != COMPLETE:
             state = FAILED if isinstance(exc, Exception) else INTERRUPTED
-            write_json({**start, "state": state, "error": str(exc)[:2000] or type(exc).__name__},
-                       claim.record_path)
+            write_json(
+                {**start, "state": state, "error": str(exc)[:2000] or type(exc).__name__},
+                claim.record_path,
+            )
         raise
 
 
 # ----------------------------------------------------------------------------- the lock
+
 
 @contextlib.contextmanager
 def _locked(lock_path: Path, target: Path, command: str) -> Iterator[Any]:
@@ -389,17 +482,21 @@ def _locked(lock_path: Path, target: Path, command: str) -> Iterator[Any]:
     except OSError as exc:
         if not isinstance(exc, LinkInOutput):
             raise disk_error(lock_path, exc) if exc.errno in DISK_ERRNOS else exc from exc
-        raise CurateError(f"the lock file {exc.strerror}; curate never writes through a link, so it did not "
-                          f"take the lock of --out {target}",
-                          hint=f"delete {lock_path} (curate makes a new one), or choose another --out") from None
+        raise CurateError(
+            f"the lock file {exc.strerror}; curate never writes through a link, so it did not "
+            f"take the lock of --out {target}",
+            hint=f"delete {lock_path} (curate makes a new one), or choose another --out",
+        ) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = _lock_holder(fd)
-            raise CurateError(f"--out {target} is being written by another curate command{holder}; two runs into "
-                              "one output would mix or replace each other's files",
-                              hint="wait for it to finish, or choose another --out") from None
+            raise CurateError(
+                f"--out {target} is being written by another curate command{holder}; two runs into "
+                "one output would mix or replace each other's files",
+                hint="wait for it to finish, or choose another --out",
+            ) from None
         os.ftruncate(fd, 0)
         os.write(fd, json.dumps({"pid": os.getpid(), "command": command}).encode())
         yield fd
@@ -419,8 +516,13 @@ def _lock_held(lock_path: Path) -> bool:
     if fcntl is None or lock_path.is_symlink() or not lock_path.is_file():  # pragma: no cover
         return False
     try:
-        fd = os.open(lock_path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
-                     | getattr(os, "O_NONBLOCK", 0))
+        fd = os.open(
+            lock_path,
+            os.O_RDONLY
+            | getattr(os, "O_CLOEXEC", 0)
+            | getattr(os, "O_NOFOLLOW", 0)
+            | getattr(os, "O_NONBLOCK", 0),
+        )
     except OSError:
         return False
     try:
@@ -434,12 +536,18 @@ def _lock_held(lock_path: Path) -> bool:
 
 # ----------------------------------------------------------------------------- helpers
 
+
 def _record(path: Path) -> dict[str, Any]:
-    rec = read_json_file(path, what="run record", hint="delete the folder (it holds a broken run record) or "
-                                                       "choose another --out")
+    rec = read_json_file(
+        path,
+        what="run record",
+        hint="delete the folder (it holds a broken run record) or choose another --out",
+    )
     if not isinstance(rec, dict):
-        raise CurateError(f"run record {path} does not hold a JSON object",
-                          hint="delete it, or choose another --out")
+        raise CurateError(
+            f"run record {path} does not hold a JSON object",
+            hint="delete it, or choose another --out",
+        )
     return rec
 
 
@@ -451,7 +559,9 @@ def _mkdir(folder: Path) -> None:
 
 
 def _is_tmp(name: str) -> bool:
-    return name.startswith(".") and name.endswith(TMP_SUFFIX)  # an atomic write's (see remove_stale_tmp)
+    return name.startswith(".") and name.endswith(
+        TMP_SUFFIX
+    )  # an atomic write's (see remove_stale_tmp)
 
 
 def _real(p: Path) -> Path:

@@ -15,6 +15,8 @@ def load_entry_points(group: str, base: type, register: Callable[[type], type], 
     for ep in metadata.entry_points(group=group):
         cls = ep.load()
         if not (isinstance(cls, type) and issubclass(cls, base)):
-            raise CurateError(f"entry point {ep.name} = {ep.value} of group {group} is not a curate {what} subclass",
-                              hint=f"point the entry point at a class decorated with {register.__module__}.register")
+            raise CurateError(
+                f"entry point {ep.name} = {ep.value} of group {group} is not a curate {what} subclass",
+                hint=f"point the entry point at a class decorated with {register.__module__}.register",
+            )
         register(cls)

@@ -66,31 +66,45 @@ class RayEngine:
         return bool(self._actors(self._connect())[1])
 
     # ------------------------------------------------------------------ stages
-    def embed(self, keys: list[str], paths: list[str], loaded: LoadedBackbone,
-              batch_size: int) -> Iterator[tuple[list[str], np.ndarray]]:
+    def embed(
+        self, keys: list[str], paths: list[str], loaded: LoadedBackbone, batch_size: int
+    ) -> Iterator[tuple[list[str], np.ndarray]]:
         """Embeddings of ``paths`` (cache ``keys``) in batches of ``batch_size``, in any order."""
         ray = self._connect()
         n, gpus = self._actors(ray)
-        ref = ray.put(replace(loaded, model=loaded.model.to("cpu")))  # shipped once to the object store
+        ref = ray.put(
+            replace(loaded, model=loaded.model.to("cpu"))
+        )  # shipped once to the object store
         ds = ray.data.from_items([{"key": k, "path": p} for k, p in zip(keys, paths, strict=True)])
-        out = ds.map_batches(_EmbedActor, batch_size=batch_size, batch_format="numpy",
-                             compute=ray.data.ActorPoolStrategy(size=n),
-                             num_cpus=None if gpus else 1, num_gpus=1 if gpus else None,
-                             fn_constructor_kwargs={"refs": [ref], "use_gpu": bool(gpus)})
+        out = ds.map_batches(
+            _EmbedActor,
+            batch_size=batch_size,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=n),
+            num_cpus=None if gpus else 1,
+            num_gpus=1 if gpus else None,
+            fn_constructor_kwargs={"refs": [ref], "use_gpu": bool(gpus)},
+        )
         for batch in out.iter_batches(batch_size=None, batch_format="numpy"):
             yield [str(k) for k in batch["key"]], np.asarray(batch["embedding"], dtype=np.float32)
 
-    def analyze_faces(self, keys: list[str], paths: list[str], model_path: Path,
-                      backend: str) -> Iterator[list[tuple[str, dict[str, Any]]]]:
+    def analyze_faces(
+        self, keys: list[str], paths: list[str], model_path: Path, backend: str
+    ) -> Iterator[list[tuple[str, dict[str, Any]]]]:
         """Face rows of ``paths`` (:func:`curate.faces.landmarks.face_rows`), in any order."""
         from curate.faces.analyze import COLUMNS
 
         ray = self._connect()
         n = self._actors(ray, gpu_capable=False)[0]
         ds = ray.data.from_items([{"key": k, "path": p} for k, p in zip(keys, paths, strict=True)])
-        out = ds.map_batches(_FaceActor, batch_size=FACE_BATCH, batch_format="pandas",
-                             compute=ray.data.ActorPoolStrategy(size=n), num_cpus=1,
-                             fn_constructor_kwargs={"model_path": str(model_path), "backend": backend})
+        out = ds.map_batches(
+            _FaceActor,
+            batch_size=FACE_BATCH,
+            batch_format="pandas",
+            compute=ray.data.ActorPoolStrategy(size=n),
+            num_cpus=1,
+            fn_constructor_kwargs={"model_path": str(model_path), "backend": backend},
+        )
         for df in out.iter_batches(batch_size=None, batch_format="pandas"):
             yield [(str(rec.pop("key")), _plain_row(rec, COLUMNS)) for rec in df.to_dict("records")]
 
@@ -109,9 +123,11 @@ class RayEngine:
                 else:
                     ray.init(address=self.address, **kwargs)
             except (ConnectionError, RuntimeError, ValueError) as exc:
-                raise CurateError(f"cannot connect to the Ray cluster at --ray {self.address}: {exc}",
-                                  hint="start one with `ray start --head` (then --ray auto), pass its "
-                                       "address, or use --ray local for a Ray instance on this machine") from exc
+                raise CurateError(
+                    f"cannot connect to the Ray cluster at --ray {self.address}: {exc}",
+                    hint="start one with `ray start --head` (then --ray auto), pass its "
+                    "address, or use --ray local for a Ray instance on this machine",
+                ) from exc
         ray.data.DataContext.get_current().enable_progress_bars = False
         return ray
 
@@ -120,8 +136,10 @@ class RayEngine:
         res = ray.cluster_resources()
         gpus = int(res.get("GPU", 0)) if gpu_capable and self.device != "cpu" else 0
         if self.device.startswith("cuda") and gpu_capable and not gpus:
-            raise CurateError(f"--device {self.device} with --ray, but the Ray cluster has no GPUs",
-                              hint="use --device auto or cpu, or add GPU nodes to the cluster")
+            raise CurateError(
+                f"--device {self.device} with --ray, but the Ray cluster has no GPUs",
+                hint="use --device auto or cpu, or add GPU nodes to the cluster",
+            )
         if self.actors is not None and self.actors < 1:
             raise CurateError(f"--ray-actors must be at least 1, got {self.actors}")
         n = self.actors or (gpus or max(1, int(res.get("CPU", 1))))

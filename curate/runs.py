@@ -47,8 +47,10 @@ CROP_MODES = ("center", "squash", "border")
 # a timm model name, optionally with a pretrained tag (resnet18, vit_small_patch16_224.augreg_in21k);
 # never a source prefix (hf-hub:, local-dir:, timm:) or a path, which make timm fetch code or weights
 TIMM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)?")
-_UNTRUSTED_HINT = ("this config.json was not written by `curate finetune` or was edited; use a run folder you "
-                   "trust, or re-run `curate finetune`")
+_UNTRUSTED_HINT = (
+    "this config.json was not written by `curate finetune` or was edited; use a run folder you "
+    "trust, or re-run `curate finetune`"
+)
 
 
 class EmbeddingNet(nn.Module):
@@ -60,8 +62,15 @@ class EmbeddingNet(nn.Module):
     :data:`curate.train.config.DEFAULT_LOGIT_SCALE`).
     """
 
-    def __init__(self, backbone: nn.Module, feature_dim: int, embed_dim: int,
-                 n_classes: int, scale: float, logit_scale: float) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        feature_dim: int,
+        embed_dim: int,
+        n_classes: int,
+        scale: float,
+        logit_scale: float,
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = nn.Linear(feature_dim, embed_dim)
@@ -93,17 +102,25 @@ def check_backbone_name(name: object, where: str = "--backbone") -> str:
     folder, whether it comes from the command line or from a run's ``config.json``.
     """
     if isinstance(name, str) and len(name) > MAX_BACKBONE_NAME:
-        raise CurateError(f"{where}: a backbone name of {len(name):,} characters ({name[:40]!r}...) is longer than "
-                          f"any timm model name (at most {MAX_BACKBONE_NAME})",
-                          hint="pass a model name such as resnet18 (`curate models` lists them)")
+        raise CurateError(
+            f"{where}: a backbone name of {len(name):,} characters ({name[:40]!r}...) is longer than "
+            f"any timm model name (at most {MAX_BACKBONE_NAME})",
+            hint="pass a model name such as resnet18 (`curate models` lists them)",
+        )
     if isinstance(name, str) and TIMM_NAME.fullmatch(name):
         return name
     text = repr(name) if not isinstance(name, str) else repr(name[:200])
-    why = ("a timm source prefix (hf-hub:, local-dir:, ...), which would load the model from the network or "
-           "another folder" if isinstance(name, str) and ":" in name else "not a timm model name")
-    raise CurateError(f"{where}: {text} is {why}; curate accepts plain timm model names only "
-                      "(letters, digits, _ and -, an optional .tag)",
-                      hint="pass a model name such as resnet18, and the weights with --weights FILE")
+    why = (
+        "a timm source prefix (hf-hub:, local-dir:, ...), which would load the model from the network or "
+        "another folder"
+        if isinstance(name, str) and ":" in name
+        else "not a timm model name"
+    )
+    raise CurateError(
+        f"{where}: {text} is {why}; curate accepts plain timm model names only "
+        "(letters, digits, _ and -, an optional .tag)",
+        hint="pass a model name such as resnet18, and the weights with --weights FILE",
+    )
 
 
 def create_backbone(name: str, in_chans: int | None = None) -> nn.Module:
@@ -116,12 +133,15 @@ def create_backbone(name: str, in_chans: int | None = None) -> nn.Module:
     try:
         return timm.create_model(name, pretrained=False, num_classes=0, **extra)
     except RuntimeError as exc:  # timm raises RuntimeError for unknown names
-        raise CurateError(f"unknown timm backbone {name!r}: {exc}",
-                          hint="run `python -c 'import timm; print(timm.list_models())'` for names") from exc
+        raise CurateError(
+            f"unknown timm backbone {name!r}: {exc}",
+            hint="run `python -c 'import timm; print(timm.list_models())'` for names",
+        ) from exc
 
 
-def make_data_config(model: nn.Module, in_chans: int,
-                     input_size: int | Sequence[int] | None = None) -> dict[str, Any]:
+def make_data_config(
+    model: nn.Module, in_chans: int, input_size: int | Sequence[int] | None = None
+) -> dict[str, Any]:
     """timm's data config for ``model``, adapted to ``in_chans`` and an optional input size.
 
     For one input channel the mean and standard deviation are averaged over the RGB
@@ -138,7 +158,11 @@ def make_data_config(model: nn.Module, in_chans: int,
     size = list(cfg["input_size"][1:])
     crop_pct = float(cfg.get("crop_pct", 1.0))
     if input_size is not None:
-        size = [int(input_size), int(input_size)] if isinstance(input_size, int) else [int(s) for s in input_size]
+        size = (
+            [int(input_size), int(input_size)]
+            if isinstance(input_size, int)
+            else [int(s) for s in input_size]
+        )
         crop_pct = 1.0  # an explicit size means: resize the whole image to it
     return {
         "input_size": [int(in_chans), *size],
@@ -150,17 +174,31 @@ def make_data_config(model: nn.Module, in_chans: int,
     }
 
 
-def build_net(backbone: str, *, in_chans: int, embed_dim: int, classes: Sequence[str],
-              scale: float, logit_scale: float) -> EmbeddingNet:
+def build_net(
+    backbone: str,
+    *,
+    in_chans: int,
+    embed_dim: int,
+    classes: Sequence[str],
+    scale: float,
+    logit_scale: float,
+) -> EmbeddingNet:
     """A randomly initialised :class:`EmbeddingNet` for a timm ``backbone``."""
     body = create_backbone(backbone, in_chans)
     n_features = int(body.num_features)  # type: ignore[arg-type]  # a timm attribute, not a torch one
     return EmbeddingNet(body, n_features, embed_dim, len(classes), scale, logit_scale)
 
 
-def run_config(net: EmbeddingNet, *, backbone: str, classes: Sequence[str], in_chans: int,
-               data_config: Mapping[str, Any], pretrained_from: str | None,
-               extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def run_config(
+    net: EmbeddingNet,
+    *,
+    backbone: str,
+    classes: Sequence[str],
+    in_chans: int,
+    data_config: Mapping[str, Any],
+    pretrained_from: str | None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """The ``config.json`` of a run."""
     cfg: dict[str, Any] = {
         "format": FORMAT,
@@ -201,19 +239,32 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
     run = Path(run_dir)
     cfg_path = run / CONFIG_FILE
     if not run.is_dir():
-        raise CurateError(f"run folder not found: {run}", hint="pass the --out folder of `curate finetune`")
+        raise CurateError(
+            f"run folder not found: {run}", hint="pass the --out folder of `curate finetune`"
+        )
     if not cfg_path.exists() and not cfg_path.is_symlink():
-        raise CurateError(f"{cfg_path} is missing: {run} is not a curate fine-tuning run",
-                          hint="pass the --out folder of a finished `curate finetune`")
-    cfg = read_json_file(cfg_path, what="run config", hint="re-run `curate finetune`", max_bytes=16 * 2**20)
+        raise CurateError(
+            f"{cfg_path} is missing: {run} is not a curate fine-tuning run",
+            hint="pass the --out folder of a finished `curate finetune`",
+        )
+    cfg = read_json_file(
+        cfg_path, what="run config", hint="re-run `curate finetune`", max_bytes=16 * 2**20
+    )
     if not isinstance(cfg, dict):
-        raise CurateError(f"{cfg_path} does not hold a JSON object", hint="re-run `curate finetune`")
+        raise CurateError(
+            f"{cfg_path} does not hold a JSON object", hint="re-run `curate finetune`"
+        )
     data_config = cfg.get("data_config")
     missing = [k for k in REQUIRED_KEYS if k not in cfg]
-    missing += [f"data_config.{k}" for k in DATA_CONFIG_KEYS
-                if not isinstance(data_config, dict) or k not in data_config]
+    missing += [
+        f"data_config.{k}"
+        for k in DATA_CONFIG_KEYS
+        if not isinstance(data_config, dict) or k not in data_config
+    ]
     if missing:
-        raise CurateError(f"{cfg_path} lacks the keys {', '.join(missing)}", hint="re-run `curate finetune`")
+        raise CurateError(
+            f"{cfg_path} lacks the keys {', '.join(missing)}", hint="re-run `curate finetune`"
+        )
     check_run_config(cfg, cfg_path)
     return cfg
 
@@ -222,10 +273,17 @@ def check_run_config(cfg: Mapping[str, Any], where: str | Path = CONFIG_FILE) ->
     """Raise a :class:`CurateError` naming the first value of a run config that is of the
     wrong type or out of range (a run folder may come from anyone: nothing it says is
     used unchecked)."""
+
     def bad(key: str, want: str) -> CurateError:
-        value = cfg.get(key) if "." not in key else (cfg.get("data_config") or {}).get(key.split(".", 1)[1])
+        value = (
+            cfg.get(key)
+            if "." not in key
+            else (cfg.get("data_config") or {}).get(key.split(".", 1)[1])
+        )
         shown = repr(value)
-        return CurateError(f"{where}: {key} must be {want}, got {shown[:200]}", hint=_UNTRUSTED_HINT)
+        return CurateError(
+            f"{where}: {key} must be {want}, got {shown[:200]}", hint=_UNTRUSTED_HINT
+        )
 
     fmt = cfg.get("format", FORMAT)
     if fmt != FORMAT:
@@ -240,28 +298,45 @@ def check_run_config(cfg: Mapping[str, Any], where: str | Path = CONFIG_FILE) ->
     if not _is_int(in_chans, 1, MAX_IN_CHANS):
         raise bad("in_chans", f"a whole number from 1 to {MAX_IN_CHANS} (1: grey, 3: RGB)")
     classes = cfg["classes"]
-    if not (isinstance(classes, list) and 1 <= len(classes) <= MAX_CLASSES
-            and all(isinstance(c, str) and c for c in classes) and len(set(classes)) == len(classes)):
+    if not (
+        isinstance(classes, list)
+        and 1 <= len(classes) <= MAX_CLASSES
+        and all(isinstance(c, str) and c for c in classes)
+        and len(set(classes)) == len(classes)
+    ):
         raise bad("classes", f"a list of 1 to {MAX_CLASSES:,} different, non-empty class names")
     head = cfg["embed_dim"] * (len(classes) + MAX_FEATURES)
     if head > MAX_HEAD_PARAMS:
-        raise CurateError(f"{where}: embed_dim {cfg['embed_dim']:,} with {len(classes):,} classes asks for heads of "
-                          f"about {head * 4 / 2**30:,.1f} GiB (at most {MAX_HEAD_PARAMS * 4 / 2**30:g} GiB)",
-                          hint=_UNTRUSTED_HINT)
+        raise CurateError(
+            f"{where}: embed_dim {cfg['embed_dim']:,} with {len(classes):,} classes asks for heads of "
+            f"about {head * 4 / 2**30:,.1f} GiB (at most {MAX_HEAD_PARAMS * 4 / 2**30:g} GiB)",
+            hint=_UNTRUSTED_HINT,
+        )
     if "kind" in cfg and cfg["kind"] not in ("triplet", "quadruplet"):
         raise bad("kind", "'triplet' or 'quadruplet'")
     if cfg.get("pretrained_from") is not None and not isinstance(cfg["pretrained_from"], str):
         raise bad("pretrained_from", "a path or null")
     dc = cfg["data_config"]
     size = dc["input_size"]
-    if not (isinstance(size, list) and len(size) == 3 and all(_is_int(v, 1, MAX_INPUT_SIDE) for v in size)
-            and size[0] == in_chans):
-        raise bad("data_config.input_size", f"[in_chans ({in_chans}), height, width], sides from 1 to "
-                                            f"{MAX_INPUT_SIDE:,} pixels")
+    if not (
+        isinstance(size, list)
+        and len(size) == 3
+        and all(_is_int(v, 1, MAX_INPUT_SIDE) for v in size)
+        and size[0] == in_chans
+    ):
+        raise bad(
+            "data_config.input_size",
+            f"[in_chans ({in_chans}), height, width], sides from 1 to {MAX_INPUT_SIDE:,} pixels",
+        )
     for key in ("mean", "std"):
         vals = dc[key]
-        if not (isinstance(vals, list) and len(vals) == in_chans and all(_is_finite(v) for v in vals)):
-            raise bad(f"data_config.{key}", f"a list of {in_chans} finite number(s), one per input channel")
+        if not (
+            isinstance(vals, list) and len(vals) == in_chans and all(_is_finite(v) for v in vals)
+        ):
+            raise bad(
+                f"data_config.{key}",
+                f"a list of {in_chans} finite number(s), one per input channel",
+            )
     if not all(_is_positive(v) for v in dc["std"]):
         raise bad("data_config.std", "positive (an image is divided by it)")
     if dc["interpolation"] not in INTERPOLATIONS:
@@ -294,14 +369,18 @@ def torch_load(path: str | Path) -> Any:
     try:
         return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise CurateError(f"refused to load {p}: it holds Python objects other than tensors, and unpickling those "
-                          "can run code; curate reads torch checkpoints with weights_only=True only",
-                          hint="pass a .safetensors file, or convert the checkpoint on a machine where you trust "
-                               "its origin") from exc
+        raise CurateError(
+            f"refused to load {p}: it holds Python objects other than tensors, and unpickling those "
+            "can run code; curate reads torch checkpoints with weights_only=True only",
+            hint="pass a .safetensors file, or convert the checkpoint on a machine where you trust "
+            "its origin",
+        ) from exc
     except Exception as exc:  # torch raises many types for a damaged file
         first = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
-        raise CurateError(f"cannot read {p}: {first}",
-                          hint="pass a .safetensors file or a torch checkpoint of tensors") from exc
+        raise CurateError(
+            f"cannot read {p}: {first}",
+            hint="pass a .safetensors file or a torch checkpoint of tensors",
+        ) from exc
 
 
 def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
@@ -312,15 +391,22 @@ def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
     if p.exists() and not p.is_file():
         raise CurateError(f"weights file {p} is not a regular file", hint="pass the right folder")
     if not p.is_file():
-        raise CurateError(f"weights file not found: {p}", hint="re-run `curate finetune`, or pass the right folder")
+        raise CurateError(
+            f"weights file not found: {p}",
+            hint="re-run `curate finetune`, or pass the right folder",
+        )
     try:
         return load_file(str(p))
     except Exception as exc:  # safetensors raises SafetensorError / OSError / ValueError
-        raise CurateError(f"corrupted checkpoint {p}: {exc}",
-                          hint="re-run `curate finetune` (it resumes from RUN/checkpoints when they are intact)") from exc
+        raise CurateError(
+            f"corrupted checkpoint {p}: {exc}",
+            hint="re-run `curate finetune` (it resumes from RUN/checkpoints when they are intact)",
+        ) from exc
 
 
-def load_run(run_dir: str | Path, *, device: str | torch.device = "cpu") -> tuple[EmbeddingNet, dict[str, Any]]:
+def load_run(
+    run_dir: str | Path, *, device: str | torch.device = "cpu"
+) -> tuple[EmbeddingNet, dict[str, Any]]:
     """Load a fine-tuning run: the :class:`EmbeddingNet` (in eval mode) and its config.
 
     Raises :class:`CurateError` when ``config.json`` or ``model.safetensors`` is missing,
@@ -329,16 +415,25 @@ def load_run(run_dir: str | Path, *, device: str | torch.device = "cpu") -> tupl
     run = Path(run_dir)
     cfg = read_run_config(run)
     state = load_weights_file(run / MODEL_FILE)
-    net = build_net(cfg["backbone"], in_chans=cfg["in_chans"], embed_dim=cfg["embed_dim"],
-                    classes=cfg["classes"], scale=float(cfg["scale"]),
-                    logit_scale=float(cfg.get("logit_scale", 1.0)))  # runs before logit_scale existed used 1
+    net = build_net(
+        cfg["backbone"],
+        in_chans=cfg["in_chans"],
+        embed_dim=cfg["embed_dim"],
+        classes=cfg["classes"],
+        scale=float(cfg["scale"]),
+        logit_scale=float(cfg.get("logit_scale", 1.0)),
+    )  # runs before logit_scale existed used 1
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise CurateError(f"{run / MODEL_FILE} does not match {run / CONFIG_FILE} "
-                          f"(backbone {cfg['backbone']!r}, embed_dim {cfg['embed_dim']}): {str(exc)[:300]}",
-                          hint="the two files come from different runs; re-run `curate finetune`") from exc
+        raise CurateError(
+            f"{run / MODEL_FILE} does not match {run / CONFIG_FILE} "
+            f"(backbone {cfg['backbone']!r}, embed_dim {cfg['embed_dim']}): {str(exc)[:300]}",
+            hint="the two files come from different runs; re-run `curate finetune`",
+        ) from exc
     if not all(torch.isfinite(t).all() for t in state.values() if t.is_floating_point()):
-        raise CurateError(f"{run / MODEL_FILE} holds NaN or infinite weights",
-                          hint="the run diverged; lower --lr and re-run `curate finetune`")
+        raise CurateError(
+            f"{run / MODEL_FILE} holds NaN or infinite weights",
+            hint="the run diverged; lower --lr and re-run `curate finetune`",
+        )
     return net.to(device).eval(), cfg

@@ -71,11 +71,36 @@ RUN_MODEL_FILE = "model.safetensors"
 
 KINDS = ("run", "screen", "build", "labelled_folder", "image_folder", "manifest")
 # files that file managers and operating systems leave in folders: never images, never labels
-JUNK_NAMES = frozenset({"thumbs.db", "ehthumbs.db", "ehthumbs_vista.db", "desktop.ini", ".ds_store",
-                        "icon\r", ".directory", "$recycle.bin", "system volume information", "__macosx"})
+JUNK_NAMES = frozenset(
+    {
+        "thumbs.db",
+        "ehthumbs.db",
+        "ehthumbs_vista.db",
+        "desktop.ini",
+        ".ds_store",
+        "icon\r",
+        ".directory",
+        "$recycle.bin",
+        "system volume information",
+        "__macosx",
+    }
+)
 # folder names that mean a split of the data, not a class
-SPLIT_NAMES = frozenset({"train", "training", "val", "valid", "validation", "dev", "test", "testing",
-                         "publictest", "privatetest", "holdout"})
+SPLIT_NAMES = frozenset(
+    {
+        "train",
+        "training",
+        "val",
+        "valid",
+        "validation",
+        "dev",
+        "test",
+        "testing",
+        "publictest",
+        "privatetest",
+        "holdout",
+    }
+)
 PSEUDO_FILE_SYSTEMS = ("/proc", "/sys", "/dev", "/run")
 MISSING_LABEL_TEXTS = frozenset({"nan", "none", "na", "n/a", "null", "<na>"})
 
@@ -101,11 +126,15 @@ def source_kind(source: str | os.PathLike[str], *, hint: str) -> str:
         try:
             open_regular(src).close()
         except OSError as exc:
-            raise CurateError(f"cannot read manifest {src}: {exc.strerror or exc}",
-                              hint="pass a regular CSV or Parquet file") from exc
+            raise CurateError(
+                f"cannot read manifest {src}: {exc.strerror or exc}",
+                hint="pass a regular CSV or Parquet file",
+            ) from exc
         return "manifest"
-    raise CurateError(f"cannot read {src}: expected a folder, a .csv or a .parquet manifest",
-                      hint="point SOURCE at the image folder or at its manifest")
+    raise CurateError(
+        f"cannot read {src}: expected a folder, a .csv or a .parquet manifest",
+        hint="point SOURCE at the image folder or at its manifest",
+    )
 
 
 def not_found_hint(given: str, hint: str) -> str:
@@ -172,8 +201,10 @@ class Layout:
         if not self.junk:
             return []
         names = sorted({p.name for p in self.junk})
-        return [f"ignored {len(self.junk):,} file(s) that operating systems leave in folders "
-                f"({', '.join(display_path(n) for n in names[:4])}), e.g. {display_path(self.junk[0])}"]
+        return [
+            f"ignored {len(self.junk):,} file(s) that operating systems leave in folders "
+            f"({', '.join(display_path(n) for n in names[:4])}), e.g. {display_path(self.junk[0])}"
+        ]
 
 
 def folder_layout(root: Path, dirs: list[Path]) -> Layout:
@@ -204,7 +235,9 @@ def folder_layout(root: Path, dirs: list[Path]) -> Layout:
     class_like = [d for d in dirs if images[d]]
     top_names = {_key(d.name) for d in dirs}
     inner_names = {_key(n) for d in split_like for n in subs[d]}
-    for d in class_like:  # images beside folders: a split folder with stray images, or a half-moved class
+    for d in (
+        class_like
+    ):  # images beside folders: a split folder with stray images, or a half-moved class
         shared = sorted(n for n in subs[d] if _key(n) in top_names | inner_names)
         if subs[d] and (_key(d.name) in SPLIT_NAMES or shared):
             raise CurateError(
@@ -212,9 +245,14 @@ def folder_layout(root: Path, dirs: list[Path]) -> Layout:
                 f"beside folders ({', '.join(display_path(n) for n in (shared or subs[d])[:4])}), so it is neither "
                 "a class folder nor a split folder of class folders",
                 hint=f"move the images of {display_path(d)} into the class folder they belong to "
-                     f"({display_path(d)}/<class>/), or the folders out of it")
+                f"({display_path(d)}/<class>/), or the folders out of it",
+            )
     if split_like and class_like:
-        named = [d for d in split_like if _key(d.name) in SPLIT_NAMES or {_key(n) for n in subs[d]} & top_names]
+        named = [
+            d
+            for d in split_like
+            if _key(d.name) in SPLIT_NAMES or {_key(n) for n in subs[d]} & top_names
+        ]
         if named:
             d = named[0]
             raise CurateError(
@@ -222,9 +260,14 @@ def folder_layout(root: Path, dirs: list[Path]) -> Layout:
                 f"split folder of ROOT/<split>/<class>/<image>, but {display_path(class_like[0])} holds images "
                 "directly, like a class folder of ROOT/<class>/<image>",
                 hint="use one layout: move every class folder into a split folder (ROOT/<split>/<class>/), or "
-                     f"move the class folders out of {display_path(d)} (ROOT/<class>/)")
+                f"move the class folders out of {display_path(d)} (ROOT/<class>/)",
+            )
     if dirs and len(split_like) == len(dirs):
-        return Layout("split", "every first-level folder holds only folders: ROOT/<split>/<class>/<image>", junk)
+        return Layout(
+            "split",
+            "every first-level folder holds only folders: ROOT/<split>/<class>/<image>",
+            junk,
+        )
     return Layout("class", "first-level folders hold images: ROOT/<class>/<image>", junk)
 
 
@@ -279,8 +322,11 @@ def path_setting(value: str | None) -> str | None:
 def entry_problem(path: Path) -> tuple[str, str] | None:
     """(status, detail) when ``path`` is no regular file to read (for :class:`Entry`)."""
     if has_bad_name(path):
-        return ("bad_name", f"the name {display_path(path.name)!r} is not valid UTF-8 "
-                            "(shown with \\x escapes): rename the file")
+        return (
+            "bad_name",
+            f"the name {display_path(path.name)!r} is not valid UTF-8 "
+            "(shown with \\x escapes): rename the file",
+        )
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -295,8 +341,9 @@ def entry_problem(path: Path) -> tuple[str, str] | None:
     return ("not_a_file", f"{describe_mode(st.st_mode)}, not a regular file")
 
 
-def walk_entries(root: Path, suffixes: Iterable[str] | None = None,
-                 junk: list[Path] | None = None) -> list[Entry]:
+def walk_entries(
+    root: Path, suffixes: Iterable[str] | None = None, junk: list[Path] | None = None
+) -> list[Entry]:
     """Every non-hidden entry under ``root`` that is not a folder, in sorted walk order (a
     folder's entries, then its sub-folders); only names ending in ``suffixes`` (any case)
     when given.
@@ -318,7 +365,9 @@ def walk_entries(root: Path, suffixes: Iterable[str] | None = None,
         try:
             names = sorted(os.listdir(folder))
         except OSError as exc:
-            out.append(Entry(folder, "unreadable", f"cannot list the folder: {exc.strerror or exc}"))
+            out.append(
+                Entry(folder, "unreadable", f"cannot list the folder: {exc.strerror or exc}")
+            )
             return
         subfolders = []
         for name in names:
@@ -334,8 +383,14 @@ def walk_entries(root: Path, suffixes: Iterable[str] | None = None,
                 if outside:
                     out.append(Entry(p, "not_a_file", outside))
                 elif (st.st_dev, st.st_ino) in seen:
-                    out.append(Entry(p, "not_a_file", f"a link to the folder {display_path(absolute(p))}, "
-                                                      "which is read already (a loop or a second link)"))
+                    out.append(
+                        Entry(
+                            p,
+                            "not_a_file",
+                            f"a link to the folder {display_path(absolute(p))}, "
+                            "which is read already (a loop or a second link)",
+                        )
+                    )
                 else:
                     subfolders.append(p)
                 continue
@@ -344,8 +399,14 @@ def walk_entries(root: Path, suffixes: Iterable[str] | None = None,
         for sub in subfolders:
             st = os.stat(sub)
             if (st.st_dev, st.st_ino) in seen:  # reached twice within this folder's links
-                out.append(Entry(sub, "not_a_file", f"a link to the folder {display_path(absolute(sub))}, "
-                                                    "which is read already (a loop or a second link)"))
+                out.append(
+                    Entry(
+                        sub,
+                        "not_a_file",
+                        f"a link to the folder {display_path(absolute(sub))}, "
+                        "which is read already (a loop or a second link)",
+                    )
+                )
                 continue
             visit(sub)
 
@@ -360,8 +421,10 @@ def _unwalkable_link(p: Path, real_root: Path) -> str | None:
         return None
     target = Path(absolute(p))
     if target == real_root or target in real_root.parents:
-        return (f"a link to the folder {display_path(target)}, which holds the dataset itself: not followed "
-                "(the walk would never end)")
+        return (
+            f"a link to the folder {display_path(target)}, which holds the dataset itself: not followed "
+            "(the walk would never end)"
+        )
     for pseudo in PSEUDO_FILE_SYSTEMS:
         if target == Path(pseudo) or Path(pseudo) in target.parents:
             return f"a link to {display_path(target)}, a system folder: not followed"
@@ -380,6 +443,7 @@ def walk_files(root: Path, suffixes: Iterable[str] | None = None) -> list[Path]:
 
 # ----------------------------------------------------------------------------- manifests
 
+
 def read_manifest(manifest: Path) -> pd.DataFrame:
     """A CSV (every cell text, empty cells missing) or Parquet manifest as a table. A
     column name given twice is a :class:`CurateError` naming it (pandas would rename the
@@ -394,13 +458,17 @@ def read_manifest(manifest: Path) -> pd.DataFrame:
             table = pd.read_parquet(manifest)
             columns = [str(c) for c in table.columns]
     except Exception as exc:  # parser errors come in many types
-        raise CurateError(f"cannot read manifest {manifest}: {exc}",
-                          hint="check that it is a valid CSV (with a header row) or Parquet file") from exc
+        raise CurateError(
+            f"cannot read manifest {manifest}: {exc}",
+            hint="check that it is a valid CSV (with a header row) or Parquet file",
+        ) from exc
     twice = sorted({c for c in columns if columns.count(c) > 1})
     if twice:
-        raise CurateError(f"manifest {manifest} has the column {twice[0]!r} more than once "
-                          f"({', '.join(repr(c) for c in twice)}); curate cannot tell which one you mean",
-                          hint="rename or delete the extra column in the header row")
+        raise CurateError(
+            f"manifest {manifest} has the column {twice[0]!r} more than once "
+            f"({', '.join(repr(c) for c in twice)}); curate cannot tell which one you mean",
+            hint="rename or delete the extra column in the header row",
+        )
     return table
 
 
@@ -439,9 +507,12 @@ def require_columns(table: pd.DataFrame, manifest: Path, options: Mapping[str, s
                     f"manifest {manifest} has one column {str(table.columns[0])!r}: its fields look separated "
                     f"by {delim!r}, and curate reads comma-separated CSV",
                     hint=f"save it with commas, e.g. python -c \"import pandas as pd; pd.read_csv('{manifest}', "
-                         f"sep='{delim}', dtype=str).to_csv('fixed.csv', index=False)\"")
-            raise CurateError(f"manifest {manifest} has no column {col!r}; columns found: {found}",
-                              hint=f"name the right column with {option} COLUMN")
+                    f"sep='{delim}', dtype=str).to_csv('fixed.csv', index=False)\"",
+                )
+            raise CurateError(
+                f"manifest {manifest} has no column {col!r}; columns found: {found}",
+                hint=f"name the right column with {option} COLUMN",
+            )
 
 
 def _other_delimiter(table: pd.DataFrame, manifest: Path) -> str | None:
@@ -461,8 +532,12 @@ def manifest_paths(table: pd.DataFrame, column: str, manifest: Path) -> tuple[li
     first list and are ``""`` in the second (see :func:`bad_path_rows`)."""
     rel = [_path_text(v) for v in table[column].tolist()]
     base = str(manifest.parent.resolve())
-    return rel, resolve_paths([os.path.join(base, p) if p and not _is_bad_text(v) else ""
-                               for p, v in zip(rel, table[column].tolist(), strict=True)])
+    return rel, resolve_paths(
+        [
+            os.path.join(base, p) if p and not _is_bad_text(v) else ""
+            for p, v in zip(rel, table[column].tolist(), strict=True)
+        ]
+    )
 
 
 def resolve_paths(paths: Iterable[str]) -> list[str]:
@@ -511,6 +586,7 @@ def _path_text(v: object) -> str:
 
 
 # ----------------------------------------------------------------------------- curate's folders
+
 
 def read_run_json(folder: Path) -> dict[str, Any]:
     """A stage's ``run.json`` in ``folder`` (empty when there is none)."""

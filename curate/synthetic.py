@@ -129,7 +129,9 @@ def make_example(
         Number of extra byte-identical copies of clean images.
     """
     started = time.time()
-    classes = _check_params(per_class, classes, noise, n_subjects, size, side_faces, occluded, duplicates)
+    classes = _check_params(
+        per_class, classes, noise, n_subjects, size, side_faces, occluded, duplicates
+    )
     out = Path(out_dir)
     _prepare_out_dir(out)
 
@@ -138,19 +140,30 @@ def make_example(
     plan = _plan(per_class, classes, noise, n_subjects, side_faces, occluded, duplicates, rng)
 
     manifest = _draw_images(out, plan, subjects, seed=seed, size=size)
-    manifest_path = write_text(manifest.to_csv(index=False, lineterminator="\n"), out / "manifest.csv")
+    manifest_path = write_text(
+        manifest.to_csv(index=False, lineterminator="\n"), out / "manifest.csv"
+    )
     params = {
-        "per_class": per_class, "classes": list(classes), "noise": noise, "n_subjects": n_subjects,
-        "size": size, "seed": seed, "side_faces": side_faces, "occluded": occluded,
+        "per_class": per_class,
+        "classes": list(classes),
+        "noise": noise,
+        "n_subjects": n_subjects,
+        "size": size,
+        "seed": seed,
+        "side_faces": side_faces,
+        "occluded": occluded,
         "duplicates": duplicates,
     }
     counts = _counts(manifest)
-    write_json(run_record("example", params, inputs={}, counts=counts, started=started), out / "run.json")
+    write_json(
+        run_record("example", params, inputs={}, counts=counts, started=started), out / "run.json"
+    )
     return manifest_path
 
 
-def _draw_images(out: Path, plan: list[dict], subjects: list[Subject], *, seed: int,
-                 size: int) -> pd.DataFrame:
+def _draw_images(
+    out: Path, plan: list[dict], subjects: list[Subject], *, seed: int, size: int
+) -> pd.DataFrame:
     """Write every image of ``plan`` under ``out/images`` (image ``k`` drawn from the
     generator seeded ``[seed, k]``, a duplicate copied from its original) and return the
     manifest, one row per image in plan order."""
@@ -164,21 +177,27 @@ def _draw_images(out: Path, plan: list[dict], subjects: list[Subject], *, seed: 
         else:
             img_rng = np.random.default_rng([seed, k])
             pixels = render_face(
-                subjects[row["subject"]], EXPRESSIONS[row["true_label"]], img_rng, size=size,
-                side=row["is_side_face"], occlusion=row["occluded_region"],
+                subjects[row["subject"]],
+                EXPRESSIONS[row["true_label"]],
+                img_rng,
+                size=size,
+                side=row["is_side_face"],
+                occlusion=row["occluded_region"],
             )
             Image.fromarray(pixels).save(target, format="PNG")
-        rows.append({
-            "path": rel,
-            "label": row["label"],
-            "true_label": row["true_label"],
-            "is_noisy": row["is_noisy"],
-            "subject": subjects[row["subject"]].name,
-            "is_side_face": row["is_side_face"],
-            "is_occluded": row["occluded_region"] != "none",
-            "occluded_region": row["occluded_region"],
-            "is_duplicate": row["copy_of"] is not None,
-        })
+        rows.append(
+            {
+                "path": rel,
+                "label": row["label"],
+                "true_label": row["true_label"],
+                "is_noisy": row["is_noisy"],
+                "subject": subjects[row["subject"]].name,
+                "is_side_face": row["is_side_face"],
+                "is_occluded": row["occluded_region"] != "none",
+                "occluded_region": row["occluded_region"],
+                "is_duplicate": row["copy_of"] is not None,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -196,34 +215,58 @@ def _counts(manifest: pd.DataFrame) -> dict[str, int]:
 # ---------------------------------------------------------------- checks and layout
 
 
-def _check_params(per_class: int, classes: Sequence[str], noise: float, n_subjects: int, size: int,
-                  side_faces: float, occluded: float, duplicates: int) -> tuple[str, ...]:
+def _check_params(
+    per_class: int,
+    classes: Sequence[str],
+    noise: float,
+    n_subjects: int,
+    size: int,
+    side_faces: float,
+    occluded: float,
+    duplicates: int,
+) -> tuple[str, ...]:
     if isinstance(classes, str):
         classes = [classes]
     names = tuple(str(c).strip().lower() for c in classes)
     unknown = [c for c in names if c not in EXPRESSIONS]
     if unknown:
-        raise CurateError(f"unknown expression(s) for the synthetic example: {', '.join(map(repr, unknown))}",
-                          hint=f"choose classes among {', '.join(EXPRESSIONS)}")
+        raise CurateError(
+            f"unknown expression(s) for the synthetic example: {', '.join(map(repr, unknown))}",
+            hint=f"choose classes among {', '.join(EXPRESSIONS)}",
+        )
     if len(set(names)) != len(names) or len(names) < 2:
-        raise CurateError(f"classes must be at least two distinct expressions, got {list(classes)!r}",
-                          hint="pass two or more different class names")
+        raise CurateError(
+            f"classes must be at least two distinct expressions, got {list(classes)!r}",
+            hint="pass two or more different class names",
+        )
     if per_class < 2:
-        raise CurateError(f"--per-class must be at least 2, got {per_class}", hint="use --per-class 40")
+        raise CurateError(
+            f"--per-class must be at least 2, got {per_class}", hint="use --per-class 40"
+        )
     if not 0 <= noise < 1:
-        raise CurateError(f"--noise must be in [0, 1), got {noise}", hint="use --noise 0.15 (15% wrong labels)")
+        raise CurateError(
+            f"--noise must be in [0, 1), got {noise}", hint="use --noise 0.15 (15% wrong labels)"
+        )
     for name, share in (("side_faces", side_faces), ("occluded", occluded)):
         if not 0 <= share < 1:
             raise CurateError(f"{name} must be in [0, 1), got {share}", hint=f"use {name}=0.05")
     if n_subjects < 1:
-        raise CurateError(f"n_subjects must be at least 1, got {n_subjects}", hint="use n_subjects=12")
+        raise CurateError(
+            f"n_subjects must be at least 1, got {n_subjects}", hint="use n_subjects=12"
+        )
     if size < 16:
-        raise CurateError(f"--size must be at least 16 pixels, got {size}", hint="use --size 48 (as FER2013)")
+        raise CurateError(
+            f"--size must be at least 16 pixels, got {size}", hint="use --size 48 (as FER2013)"
+        )
     if duplicates < 0:
         raise CurateError(f"duplicates must be >= 0, got {duplicates}", hint="use duplicates=2")
     total = per_class * len(names)
-    planted = (len(names) * round(noise * per_class) + round(side_faces * total)
-               + round(occluded * total) + duplicates)
+    planted = (
+        len(names) * round(noise * per_class)
+        + round(side_faces * total)
+        + round(occluded * total)
+        + duplicates
+    )
     if planted > total:
         raise CurateError(
             f"cannot plant {planted} problems (noisy, side, occluded, duplicated) in {total} images",
@@ -235,18 +278,24 @@ def _check_params(per_class: int, classes: Sequence[str], noise: float, n_subjec
 def _prepare_out_dir(out: Path) -> None:
     """Accept an absent or empty folder; replace an earlier example; refuse anything else."""
     if out.exists() and not out.is_dir():
-        raise CurateError(f"output path {out} is a file, not a folder", hint="choose another OUT folder")
+        raise CurateError(
+            f"output path {out} is a file, not a folder", hint="choose another OUT folder"
+        )
     if not out.exists() or not any(out.iterdir()):
         out.mkdir(parents=True, exist_ok=True)
         return
     record = out / "run.json"
     try:
-        previous = loads_json(read_capped(record, 2**20)).get("command") if record.is_file() else None
+        previous = (
+            loads_json(read_capped(record, 2**20)).get("command") if record.is_file() else None
+        )
     except (OSError, ValueError, AttributeError):
         previous = None
     if previous != "example":
-        raise CurateError(f"output folder {out} is not empty and does not hold an earlier example",
-                          hint="choose an empty or new OUT folder")
+        raise CurateError(
+            f"output folder {out} is not empty and does not hold an earlier example",
+            hint="choose an empty or new OUT folder",
+        )
     shutil.rmtree(out / "images", ignore_errors=True)
     (out / "manifest.csv").unlink(missing_ok=True)
 
@@ -270,9 +319,16 @@ def _make_subject(name: str, rng: np.random.Generator) -> Subject:
     )
 
 
-def _plan(per_class: int, classes: tuple[str, ...], noise: float, n_subjects: int,
-          side_faces: float, occluded: float, duplicates: int,
-          rng: np.random.Generator) -> list[dict]:
+def _plan(
+    per_class: int,
+    classes: tuple[str, ...],
+    noise: float,
+    n_subjects: int,
+    side_faces: float,
+    occluded: float,
+    duplicates: int,
+    rng: np.random.Generator,
+) -> list[dict]:
     """One dict per image: true and observed label, subject, planted problems."""
     rows: list[dict] = []
     for c, name in enumerate(classes):
@@ -282,29 +338,50 @@ def _plan(per_class: int, classes: tuple[str, ...], noise: float, n_subjects: in
             label = name
             if i in noisy:
                 label = classes[int(rng.choice([j for j in range(len(classes)) if j != c]))]
-            rows.append({"true_label": name, "label": label, "is_noisy": i in noisy,
-                         "subject": int(subject_of[i]), "index": i, "is_side_face": False,
-                         "occluded_region": "none", "copy_of": None})
+            rows.append(
+                {
+                    "true_label": name,
+                    "label": label,
+                    "is_noisy": i in noisy,
+                    "subject": int(subject_of[i]),
+                    "index": i,
+                    "is_side_face": False,
+                    "occluded_region": "none",
+                    "copy_of": None,
+                }
+            )
     total = len(rows)
     clean = [k for k, r in enumerate(rows) if not r["is_noisy"]]
     picked = rng.permutation(clean)
     n_side, n_occ = round(side_faces * total), round(occluded * total)
     for k in picked[:n_side]:
         rows[k]["is_side_face"] = True
-    for k in picked[n_side:n_side + n_occ]:
+    for k in picked[n_side : n_side + n_occ]:
         rows[k]["occluded_region"] = "eyes" if rng.random() < 0.5 else "mouth"
-    for k in sorted(picked[n_side + n_occ:n_side + n_occ + duplicates].tolist()):
+    for k in sorted(picked[n_side + n_occ : n_side + n_occ + duplicates].tolist()):
         original = rows[k]
-        rows.append({**original, "index": per_class + sum(r["copy_of"] is not None for r in rows),
-                     "copy_of": k})
+        rows.append(
+            {
+                **original,
+                "index": per_class + sum(r["copy_of"] is not None for r in rows),
+                "copy_of": k,
+            }
+        )
     return rows
 
 
 # ---------------------------------------------------------------- drawing
 
 
-def render_face(subject: Subject, expression: Expression, rng: np.random.Generator, *,
-                size: int = 48, side: bool = False, occlusion: str = "none") -> np.ndarray:
+def render_face(
+    subject: Subject,
+    expression: Expression,
+    rng: np.random.Generator,
+    *,
+    size: int = 48,
+    side: bool = False,
+    occlusion: str = "none",
+) -> np.ndarray:
     """Draw one face; return a ``size`` x ``size`` uint8 array.
 
     ``rng`` supplies the per-image jitter: expression intensity, small translation and
@@ -328,8 +405,12 @@ def render_face(subject: Subject, expression: Expression, rng: np.random.Generat
 
     angle = rng.uniform(-_MAX_ROTATION, _MAX_ROTATION)
     shift = rng.uniform(-_MAX_SHIFT, _MAX_SHIFT, size=2) * s
-    canvas = canvas.rotate(angle, resample=Image.Resampling.BILINEAR, translate=(float(shift[0]), float(shift[1])),  # type: ignore[arg-type]  # PIL takes floats
-                           fillcolor=int(background))
+    canvas = canvas.rotate(
+        angle,
+        resample=Image.Resampling.BILINEAR,
+        translate=(float(shift[0]), float(shift[1])),  # type: ignore[arg-type]  # PIL takes floats
+        fillcolor=int(background),
+    )
     small = np.asarray(canvas.resize((size, size), Image.Resampling.LANCZOS), dtype=np.float64)
     small = _shade(small, geo, size)
     contrast, brightness = rng.uniform(0.8, 1.2), rng.uniform(-18, 18)
@@ -387,8 +468,14 @@ def _draw_head(draw: ImageDraw.ImageDraw, g: _Geometry, sub: Subject) -> None:
     for side in (-1, 1):  # ears; the far one is hidden on a turned head
         if g.yaw and side != g.yaw:
             continue
-        _ellipse(draw, g.cx + side * rx * 0.98 - g.shift * 0.3, g.y(-sub.eye_y + 0.06),
-                 0.07 * g.W, 0.11 * g.H, fill=int(sub.skin * 0.85))
+        _ellipse(
+            draw,
+            g.cx + side * rx * 0.98 - g.shift * 0.3,
+            g.y(-sub.eye_y + 0.06),
+            0.07 * g.W,
+            0.11 * g.H,
+            fill=int(sub.skin * 0.85),
+        )
     _ellipse(draw, g.cx, g.cy, rx, ry, fill=int(sub.skin))
     # hair over the forehead: the part of the face ellipse above a (slanted) hairline
     theta = np.linspace(math.pi, 2 * math.pi, 64)
@@ -406,8 +493,16 @@ def _draw_eyes(draw: ImageDraw.ImageDraw, g: _Geometry, e: Expression, sub: Subj
         far = bool(g.yaw) and side != g.yaw
         squeeze = 0.55 if far else 1.0  # the far eye is foreshortened on a turned head
         cx, cy = g.x(side * sub.eye_dx * (0.8 if far else 1.0)), g.y(-sub.eye_y)
-        _ellipse(draw, cx, cy, ew * squeeze, eh, fill=235, outline=int(sub.skin * 0.35),
-                 width=max(1, int(0.02 * g.H)))
+        _ellipse(
+            draw,
+            cx,
+            cy,
+            ew * squeeze,
+            eh,
+            fill=235,
+            outline=int(sub.skin * 0.35),
+            width=max(1, int(0.02 * g.H)),
+        )
         r = min(eh, ew * 0.45) * 0.95
         _ellipse(draw, cx + g.yaw * ew * 0.3, cy, r * squeeze, r, fill=25)
 
@@ -454,8 +549,9 @@ def _draw_mouth(draw: ImageDraw.ImageDraw, g: _Geometry, e: Expression, sub: Sub
         draw.line(upper, fill=lip, width=width, joint="curve")
 
 
-def _draw_occluder(draw: ImageDraw.ImageDraw, g: _Geometry, sub: Subject, region: str,
-                   rng: np.random.Generator) -> None:
+def _draw_occluder(
+    draw: ImageDraw.ImageDraw, g: _Geometry, sub: Subject, region: str, rng: np.random.Generator
+) -> None:
     dark = int(rng.uniform(15, 55))
     if region == "eyes":  # a dark bar (sunglasses, a strip) over both eyes
         y = g.y(-sub.eye_y - 0.02)
@@ -467,8 +563,11 @@ def _draw_occluder(draw: ImageDraw.ImageDraw, g: _Geometry, sub: Subject, region
     _ellipse(draw, palm_x, palm_y, 0.32 * g.W, 0.13 * g.H, fill=dark)
     for f in range(4):
         fy = palm_y - 0.10 * g.H + f * 0.065 * g.H
-        draw.rounded_rectangle([palm_x - 0.55 * g.W, fy - 0.028 * g.H, palm_x + 0.05 * g.W, fy + 0.028 * g.H],
-                               radius=int(0.025 * g.H), fill=dark)
+        draw.rounded_rectangle(
+            [palm_x - 0.55 * g.W, fy - 0.028 * g.H, palm_x + 0.05 * g.W, fy + 0.028 * g.H],
+            radius=int(0.025 * g.H),
+            fill=dark,
+        )
 
 
 def _shade(img: np.ndarray, g: _Geometry, size: int) -> np.ndarray:

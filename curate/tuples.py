@@ -25,7 +25,9 @@ from curate.errors import CurateError
 from curate.limits import check_memory, seed_value, whole_number
 
 Kind = Literal["triplet", "quadruplet"]
-BYTES_PER_TUPLE = 400  # peak bytes per tuple while sampling (index arrays, the table, its Parquet copy)
+BYTES_PER_TUPLE = (
+    400  # peak bytes per tuple while sampling (index arrays, the table, its Parquet copy)
+)
 NO_SPLIT = "\x00none"  # group key for images without a split
 
 
@@ -81,9 +83,17 @@ def sample_tuples(
     for split in sorted(split_keys.unique()):
         sub = ok[split_keys.eq(split).to_numpy()]
         name = None if split == NO_SPLIT else split
-        part = _sample_split(sub, name, kind=kind, per_anchor=per_anchor, rng=rng,
-                             balance=balance_classes, pos_other=positive_subject == "other",
-                             neg_same=negative_subject == "same", stats=stats)
+        part = _sample_split(
+            sub,
+            name,
+            kind=kind,
+            per_anchor=per_anchor,
+            rng=rng,
+            balance=balance_classes,
+            pos_other=positive_subject == "other",
+            neg_same=negative_subject == "same",
+            stats=stats,
+        )
         if part is not None:
             parts.append(part)
     if not parts:
@@ -99,17 +109,28 @@ def sample_tuples(
     return out, stats
 
 
-def _check_options(images: pd.DataFrame, kind: str, per_anchor: int, max_tuples: int | None,
-                   positive_subject: str, negative_subject: str) -> None:
+def _check_options(
+    images: pd.DataFrame,
+    kind: str,
+    per_anchor: int,
+    max_tuples: int | None,
+    positive_subject: str,
+    negative_subject: str,
+) -> None:
     if kind not in ("triplet", "quadruplet"):
-        raise CurateError(f"unknown tuple kind {kind!r}", hint="use --kind triplet or --kind quadruplet")
+        raise CurateError(
+            f"unknown tuple kind {kind!r}", hint="use --kind triplet or --kind quadruplet"
+        )
     whole_number(per_anchor, "--per-anchor", lo=1)
     if max_tuples is not None:
         whole_number(max_tuples, "--max-tuples", lo=1)
     n_ok = int(images["status"].eq("ok").sum()) if "status" in images.columns else len(images)
     n = n_ok * per_anchor
-    check_memory(n * BYTES_PER_TUPLE, f"--per-anchor {per_anchor:,} ({n:,} tuples of {n_ok:,} images)",
-                 hint="lower --per-anchor (1 to 10 is usual), or pass --max-tuples")
+    check_memory(
+        n * BYTES_PER_TUPLE,
+        f"--per-anchor {per_anchor:,} ({n:,} tuples of {n_ok:,} images)",
+        hint="lower --per-anchor (1 to 10 is usual), or pass --max-tuples",
+    )
     if positive_subject not in ("any", "other"):
         raise CurateError(f"--positive-subject must be 'any' or 'other', got {positive_subject!r}")
     if negative_subject not in ("any", "same"):
@@ -138,8 +159,9 @@ def _blocks(codes_sorted: np.ndarray, n_codes: int) -> _Blocks:
     return _Blocks(start=start, size=size)
 
 
-def _draw_outside(rng: np.random.Generator, n: int, lo: np.ndarray, size: np.ndarray,
-                  total: int | np.ndarray) -> np.ndarray:
+def _draw_outside(
+    rng: np.random.Generator, n: int, lo: np.ndarray, size: np.ndarray, total: int | np.ndarray
+) -> np.ndarray:
     """Uniform index in [0, total) excluding the block [lo, lo + size), per row.
 
     Rows where nothing is left outside the block get 0 (callers mask them out)."""
@@ -147,9 +169,18 @@ def _draw_outside(rng: np.random.Generator, n: int, lo: np.ndarray, size: np.nda
     return u + (u >= lo) * size
 
 
-def _sample_split(sub: pd.DataFrame, split: str | None, *, kind: str, per_anchor: int,
-                  rng: np.random.Generator, balance: bool, pos_other: bool, neg_same: bool,
-                  stats: TupleStats) -> pd.DataFrame | None:
+def _sample_split(
+    sub: pd.DataFrame,
+    split: str | None,
+    *,
+    kind: str,
+    per_anchor: int,
+    rng: np.random.Generator,
+    balance: bool,
+    pos_other: bool,
+    neg_same: bool,
+    stats: TupleStats,
+) -> pd.DataFrame | None:
     label_name = split if split is not None else "(no split)"
     classes, cls_codes = np.unique(sub["label"].to_numpy().astype(str), return_inverse=True)
     n_cls = len(classes)
@@ -168,7 +199,8 @@ def _sample_split(sub: pd.DataFrame, split: str | None, *, kind: str, per_anchor
     anchor_classes = np.flatnonzero(cb.size >= 2)
     for c in np.flatnonzero(cb.size < 2):
         stats.classes_without_anchors[f"{label_name}/{classes[c]}"] = (
-            f"{cb.size[c]} valid image(s); a positive needs a second image of the class")
+            f"{cb.size[c]} valid image(s); a positive needs a second image of the class"
+        )
     if len(anchor_classes) == 0:
         stats.splits_skipped[label_name] = "no class has two valid images"
         return None
@@ -192,8 +224,13 @@ def _sample_split(sub: pd.DataFrame, split: str | None, *, kind: str, per_anchor
         n_pos, neg_ok = _negative_same_subject(rng, a_pos, cls, subj, n_pos)
     n_cls_ = cls[n_pos]
 
-    data = {"anchor": ids[a_pos], "positive": ids[p_pos], "negative": ids[n_pos],
-            "anchor_label": a_cls, "negative_label": n_cls_}
+    data = {
+        "anchor": ids[a_pos],
+        "positive": ids[p_pos],
+        "negative": ids[n_pos],
+        "anchor_label": a_cls,
+        "negative_label": n_cls_,
+    }
     if kind == "quadruplet":
         n2_pos = _draw_outside_two(rng, cb, a_cls, n_cls_, n)
         data["negative2"] = ids[n2_pos]
@@ -217,15 +254,22 @@ def _subject_codes(sub: pd.DataFrame) -> np.ndarray:
     return codes
 
 
-def _anchor_positions(cb: _Blocks, anchor_classes: np.ndarray, per_anchor: int, balance: bool,
-                      rng: np.random.Generator) -> np.ndarray:
+def _anchor_positions(
+    cb: _Blocks,
+    anchor_classes: np.ndarray,
+    per_anchor: int,
+    balance: bool,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """Positions (in the sorted order) of the anchors, per_anchor times each image.
 
     Balanced: every anchor class gets the same number of anchor slots (per_anchor times
     the smallest anchor class), drawn without replacement from a shuffled class.
     """
     if not balance:
-        pos = np.concatenate([np.arange(cb.start[c], cb.start[c] + cb.size[c]) for c in anchor_classes])
+        pos = np.concatenate(
+            [np.arange(cb.start[c], cb.start[c] + cb.size[c]) for c in anchor_classes]
+        )
         return np.repeat(pos, per_anchor)
     quota = int(cb.size[anchor_classes].min())
     picks = []
@@ -235,9 +279,15 @@ def _anchor_positions(cb: _Blocks, anchor_classes: np.ndarray, per_anchor: int, 
     return np.concatenate(picks)
 
 
-def _positive_other_subject(rng: np.random.Generator, a_pos: np.ndarray, a_cls: np.ndarray,
-                            cls: np.ndarray, subj: np.ndarray, cb: _Blocks,
-                            fallback: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _positive_other_subject(
+    rng: np.random.Generator,
+    a_pos: np.ndarray,
+    a_cls: np.ndarray,
+    cls: np.ndarray,
+    subj: np.ndarray,
+    cb: _Blocks,
+    fallback: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
     """Positive of the same class from another subject, where the class has one."""
     key = cls * (subj.max() + 1) + subj  # (class, subject) blocks, contiguous in the sort
     uniq, first = np.unique(key, return_index=True)
@@ -251,8 +301,13 @@ def _positive_other_subject(rng: np.random.Generator, a_pos: np.ndarray, a_cls: 
     return chosen, ok
 
 
-def _negative_same_subject(rng: np.random.Generator, a_pos: np.ndarray, cls: np.ndarray,
-                           subj: np.ndarray, fallback: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _negative_same_subject(
+    rng: np.random.Generator,
+    a_pos: np.ndarray,
+    cls: np.ndarray,
+    subj: np.ndarray,
+    fallback: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
     """Negative of another class from the anchor's own subject, where one exists."""
     by_subject = np.lexsort((cls, subj))  # positions sorted by (subject, class)
     s_sorted, c_sorted = subj[by_subject], cls[by_subject]
@@ -270,8 +325,9 @@ def _negative_same_subject(rng: np.random.Generator, a_pos: np.ndarray, cls: np.
     return chosen, ok
 
 
-def _draw_outside_two(rng: np.random.Generator, cb: _Blocks, c1: np.ndarray, c2: np.ndarray,
-                      n: int) -> np.ndarray:
+def _draw_outside_two(
+    rng: np.random.Generator, cb: _Blocks, c1: np.ndarray, c2: np.ndarray, n: int
+) -> np.ndarray:
     """Uniform index outside two disjoint class blocks (shift past the lower, then the upper)."""
     lo_c, hi_c = np.minimum(c1, c2), np.maximum(c1, c2)
     excluded = cb.size[c1] + cb.size[c2]
@@ -281,7 +337,9 @@ def _draw_outside_two(rng: np.random.Generator, cb: _Blocks, c1: np.ndarray, c2:
     return u
 
 
-def _cap(out: pd.DataFrame, max_tuples: int, rng: np.random.Generator, balance: bool) -> pd.DataFrame:
+def _cap(
+    out: pd.DataFrame, max_tuples: int, rng: np.random.Generator, balance: bool
+) -> pd.DataFrame:
     """Keep ``max_tuples`` tuples, chosen at random (evenly per class when balancing)."""
     if not balance:
         keep = np.sort(rng.choice(len(out), size=max_tuples, replace=False))
@@ -297,8 +355,9 @@ def _cap(out: pd.DataFrame, max_tuples: int, rng: np.random.Generator, balance: 
     return out.iloc[np.sort(np.concatenate(chosen))].reset_index(drop=True)
 
 
-def _finish(out: pd.DataFrame, kind: str, stats: TupleStats, positive_subject: str,
-            negative_subject: str) -> pd.DataFrame:
+def _finish(
+    out: pd.DataFrame, kind: str, stats: TupleStats, positive_subject: str, negative_subject: str
+) -> pd.DataFrame:
     if positive_subject == "other":
         stats.positive_subject_honoured = int(out["_pos_ok"].sum())
     if negative_subject == "same":
@@ -325,15 +384,21 @@ def _finish(out: pd.DataFrame, kind: str, stats: TupleStats, positive_subject: s
 class Redraw:
     """What :func:`redraw_tuples` did."""
 
-    tuples: pd.DataFrame          # same rows and tuple_ids as the input, affected rows redrawn
-    redrawn: np.ndarray           # bool per row: its rejected members were replaced
-    lost: np.ndarray              # bool per row: it could not be redrawn (anchor rejected, or
-                                  # no replacement left); it keeps its members
+    tuples: pd.DataFrame  # same rows and tuple_ids as the input, affected rows redrawn
+    redrawn: np.ndarray  # bool per row: its rejected members were replaced
+    lost: np.ndarray  # bool per row: it could not be redrawn (anchor rejected, or
+    # no replacement left); it keeps its members
 
 
-def redraw_tuples(tuples: pd.DataFrame, images: pd.DataFrame, rejected: np.ndarray, *,
-                  seed: int = 0, positive_subject: Literal["any", "other"] = "any",
-                  negative_subject: Literal["any", "same"] = "any") -> Redraw:
+def redraw_tuples(
+    tuples: pd.DataFrame,
+    images: pd.DataFrame,
+    rejected: np.ndarray,
+    *,
+    seed: int = 0,
+    positive_subject: Literal["any", "other"] = "any",
+    negative_subject: Literal["any", "same"] = "any",
+) -> Redraw:
     """Replace the tuples that hold a rejected image by tuples drawn from the other images.
 
     A tuple whose positive or negative (or second negative) an image screen rejected is
@@ -353,23 +418,36 @@ def redraw_tuples(tuples: pd.DataFrame, images: pd.DataFrame, rejected: np.ndarr
     out = tuples.copy()
     redrawn = np.zeros(len(tuples), dtype=bool)
     if todo.any():
-        pool = images.loc[images["status"].eq("ok") & ~images["image_id"].isin(rejected),
-                          ["image_id", "label", "split"]].copy()
+        pool = images.loc[
+            images["status"].eq("ok") & ~images["image_id"].isin(rejected),
+            ["image_id", "label", "split"],
+        ].copy()
         pool["subject"] = images.loc[pool.index, "subject"] if "subject" in images.columns else None
         pool["status"] = "ok"
         anchors = tuples.loc[todo, "anchor"].to_numpy(np.int64)
         need = pd.Series(anchors).value_counts()
         try:
-            fresh, _ = sample_tuples(pool, kind=kind, per_anchor=int(need.max()), seed=seed,
-                                     positive_subject=positive_subject, negative_subject=negative_subject)
+            fresh, _ = sample_tuples(
+                pool,
+                kind=kind,
+                per_anchor=int(need.max()),
+                seed=seed,
+                positive_subject=positive_subject,
+                negative_subject=negative_subject,
+            )
         except CurateError:  # too few images left to draw from: nothing is redrawn
             fresh = pd.DataFrame(columns=tuples.columns)
         fresh = fresh[fresh["anchor"].isin(need.index)]
         # the k-th affected tuple of an anchor takes the anchor's k-th fresh tuple
         fresh = fresh.assign(_k=fresh.groupby("anchor").cumcount())
         rows = np.flatnonzero(todo)
-        slot = pd.DataFrame({"row": rows, "anchor": anchors,
-                             "_k": pd.Series(anchors).groupby(anchors).cumcount().to_numpy()})
+        slot = pd.DataFrame(
+            {
+                "row": rows,
+                "anchor": anchors,
+                "_k": pd.Series(anchors).groupby(anchors).cumcount().to_numpy(),
+            }
+        )
         matched = slot.merge(fresh, on=["anchor", "_k"], how="inner")
         cols = [c for c in tuples.columns if c != "tuple_id" and c in matched.columns]
         for c in cols:

@@ -23,7 +23,9 @@ def _own_cache(tmp_path_factory, monkeypatch):
 def shared_data() -> Path:
     """``../shared/data`` beside the checkout; skips the test when it is absent."""
     if not (SHARED_DATA / "README.md").exists():
-        pytest.skip(f"real FER data not available at {SHARED_DATA} (only present in the dev workspace)")
+        pytest.skip(
+            f"real FER data not available at {SHARED_DATA} (only present in the dev workspace)"
+        )
     return SHARED_DATA
 
 

@@ -11,14 +11,29 @@ from pathlib import Path
 import pytest
 
 CHROMIUM = Path("/usr/bin/chromium")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--host-resolver-rules=MAP * ~NOTFOUND", "--window-size=1280,1000"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--host-resolver-rules=MAP * ~NOTFOUND",
+    "--window-size=1280,1000",
+]
 
 
 def chromedriver() -> str | None:
     return shutil.which("chromedriver") or next(
-        (p for p in ("/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver") if Path(p).exists()), None)
+        (
+            p
+            for p in ("/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver")
+            if Path(p).exists()
+        ),
+        None,
+    )
 
 
 def missing() -> str | None:
@@ -44,11 +59,15 @@ def open_browser(download_dir: Path):
     opts.binary_location = str(CHROMIUM)
     for f in FLAGS:
         opts.add_argument(f)
-    opts.add_experimental_option("prefs", {"download.default_directory": str(download_dir),
-                                           "download.prompt_for_download": False})
+    opts.add_experimental_option(
+        "prefs",
+        {"download.default_directory": str(download_dir), "download.prompt_for_download": False},
+    )
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(chromedriver()), options=opts)
-    driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(download_dir)})
+    driver.execute_cdp_cmd(
+        "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(download_dir)}
+    )
     return driver
 
 
@@ -56,11 +75,15 @@ def wait_ready(driver, timeout: float = 60) -> None:
     """Until the review script has drawn its first list."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        if driver.execute_script("var l = document.getElementById('rv-list'); return l && l.dataset.ready"):
+        if driver.execute_script(
+            "var l = document.getElementById('rv-list'); return l && l.dataset.ready"
+        ):
             return
         time.sleep(0.05)
-    raise AssertionError("the review view never became ready: "
-                         + repr([e["message"] for e in driver.get_log("browser")]))
+    raise AssertionError(
+        "the review view never became ready: "
+        + repr([e["message"] for e in driver.get_log("browser")])
+    )
 
 
 def wait_file(path: Path, timeout: float = 30) -> Path:

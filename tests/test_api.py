@@ -12,8 +12,12 @@ from builders import make_build, write_embeddings
 
 import curate
 
-NO_IMAGE_SCREENS = {"skip_faces_screen": True, "skip_quality_screen": True,
-                    "skip_not_face_screen": True, "skip_near_duplicates_screen": True}
+NO_IMAGE_SCREENS = {
+    "skip_faces_screen": True,
+    "skip_quality_screen": True,
+    "skip_not_face_screen": True,
+    "skip_near_duplicates_screen": True,
+}
 
 
 def test_every_export_is_what_its_module_defines() -> None:
@@ -24,7 +28,9 @@ def test_every_export_is_what_its_module_defines() -> None:
     assert set(curate.__all__) == set(curate._EXPORTS)
 
 
-def test_screen_and_export_are_the_functions_even_after_their_modules_are_imported(tmp_path: Path) -> None:
+def test_screen_and_export_are_the_functions_even_after_their_modules_are_imported(
+    tmp_path: Path,
+) -> None:
     import curate.export  # noqa: F401  (binds nothing over the function)
     import curate.ingest  # noqa: F401
     import curate.screen  # noqa: F401
@@ -55,10 +61,12 @@ def test_type_checkers_see_every_export() -> None:
 
 
 def test_import_curate_and_the_finetune_config_stay_cheap() -> None:
-    code = ("import sys, curate, curate.train.config; "
-            "heavy = [m for m in ('torch', 'mediapipe', 'curate.faces', 'curate.screens.faces', "
-            "'curate.screens.label', 'curate.screens.near_duplicates', 'curate.hygiene', 'pandas', 'timm') "
-            "if m in sys.modules]; print(','.join(heavy))")
+    code = (
+        "import sys, curate, curate.train.config; "
+        "heavy = [m for m in ('torch', 'mediapipe', 'curate.faces', 'curate.screens.faces', "
+        "'curate.screens.label', 'curate.screens.near_duplicates', 'curate.hygiene', 'pandas', 'timm') "
+        "if m in sys.modules]; print(','.join(heavy))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"imported on `import curate.train.config`: {out.stdout}"
 

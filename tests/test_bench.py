@@ -39,9 +39,18 @@ def _imports(path: Path) -> set[str]:
 
 
 def _help(script: Path) -> tuple[Path, int, str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    res = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, env=env,
-                         timeout=300, cwd=ROOT)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    res = subprocess.run(
+        [sys.executable, str(script), "--help"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=ROOT,
+    )
     return script, res.returncode, res.stdout + res.stderr
 
 
@@ -50,13 +59,18 @@ def test_every_bench_script_answers_help() -> None:
     assert len(scripts) >= 25
     with ThreadPoolExecutor(max_workers=2) as pool:
         results = list(pool.map(_help, scripts))
-    bad = [f"{s.relative_to(ROOT)}: exit {rc}: {out[-300:]}" for s, rc, out in results
-           if rc != 0 or "usage:" not in out]
+    bad = [
+        f"{s.relative_to(ROOT)}: exit {rc}: {out[-300:]}"
+        for s, rc, out in results
+        if rc != 0 or "usage:" not in out
+    ]
     assert not bad, "\n".join(bad)
 
 
 def test_scripts_live_in_their_kinds_folder() -> None:
-    loose = sorted(p.name for p in BENCH.iterdir() if p.suffix in (".py", ".sh") and p.name != "__init__.py")
+    loose = sorted(
+        p.name for p in BENCH.iterdir() if p.suffix in (".py", ".sh") and p.name != "__init__.py"
+    )
     assert not loose, f"scripts outside a kind's folder: {loose}"
     folders = {p.relative_to(BENCH).parts[0] for p in _modules()}
     assert folders <= set(KINDS) | {"common"}, folders
@@ -78,8 +92,13 @@ def test_shared_code_is_imported_one_way() -> None:
 
 def test_recipes_and_package_depend_on_no_bench_script() -> None:
     for path in (BENCH / "recipes").glob("*.py"):
-        others = sorted(n for n in _imports(path) if n.startswith("bench.") and not n.startswith("bench.common"))
+        others = sorted(
+            n for n in _imports(path) if n.startswith("bench.") and not n.startswith("bench.common")
+        )
         assert not others, f"{path.name} imports {others}"
-    in_package = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "curate").rglob("*.py")
-                        if any(n == "bench" or n.startswith("bench.") for n in _imports(p)))
+    in_package = sorted(
+        p.relative_to(ROOT).as_posix()
+        for p in (ROOT / "curate").rglob("*.py")
+        if any(n == "bench" or n.startswith("bench.") for n in _imports(p))
+    )
     assert not in_package, in_package

@@ -90,8 +90,14 @@ def _read_json_shard(path: Path) -> dict[str, int]:
 
 def test_shard_writer_flushes_by_count_by_time_and_on_error(tmp_path):
     now = [0.0]
-    w = cache.ShardWriter(tmp_path / "ns", ".json", _write_json_shard, max_items=3,
-                          max_seconds=10.0, clock=lambda: now[0])
+    w = cache.ShardWriter(
+        tmp_path / "ns",
+        ".json",
+        _write_json_shard,
+        max_items=3,
+        max_seconds=10.0,
+        clock=lambda: now[0],
+    )
     w.add(["a", "b"], [1, 2])
     assert not list((tmp_path / "ns").glob("shard-*"))  # 2 < 3 and no time passed
     w.add(["c"], [3])
@@ -116,7 +122,10 @@ def test_damaged_shard_is_dropped_and_many_shards_are_compacted(tmp_path):
         w.add([f"k{i}"], [i])
     (ns / "shard-broken.json").write_text("{not json")
     with pytest.warns(cache.DamagedShardWarning, match="shard-broken.json"):
-        assert cache.read_shards(ns, ".json", _read_json_shard, wanted={"k1", "k7"}) == {"k1": 1, "k7": 7}
+        assert cache.read_shards(ns, ".json", _read_json_shard, wanted={"k1", "k7"}) == {
+            "k1": 1,
+            "k7": 7,
+        }
     assert not (ns / "shard-broken.json").exists()
     assert cache.compact(ns, ".json", _read_json_shard, _write_json_shard, at=3)
     assert len(list(ns.glob("shard-*.json"))) == 1
@@ -134,8 +143,14 @@ def test_a_changed_image_is_never_embedded_under_its_old_hash(tmp_path):
     """Issue 16 item 9: an image replaced after build-tuples, then restored."""
     torch.set_num_threads(1)
     build, images, _ = make_build(tmp_path, per_class=3, per_anchor=2)
-    kw = dict(backbone="test_resnet", weights="none", skip_faces_screen=True, workers=0,
-              batch_size=8, cache_dir=tmp_path / "cache")
+    kw = dict(
+        backbone="test_resnet",
+        weights="none",
+        skip_faces_screen=True,
+        workers=0,
+        batch_size=8,
+        cache_dir=tmp_path / "cache",
+    )
     first = screen(build, tmp_path / "a", **kw)
     victim = Path(images.loc[4, "path"])
     original = victim.read_bytes()
@@ -153,7 +168,9 @@ def test_a_changed_image_is_never_embedded_under_its_old_hash(tmp_path):
 def test_wrong_recorded_hash_caches_nothing(tmp_path, tiny):
     paths = [_png(tmp_path / f"{i}.png", i) for i in range(3)]
     with pytest.raises(CurateError, match="changed since"):
-        embed_images_result(paths, ["0" * 64, None, None], tiny, cache_dir=tmp_path / "c", workers=0)
+        embed_images_result(
+            paths, ["0" * 64, None, None], tiny, cache_dir=tmp_path / "c", workers=0
+        )
     assert not list((tmp_path / "c").rglob("shard-*"))
 
 
@@ -237,8 +254,9 @@ def test_pool_workers_end_when_their_parent_is_killed(tmp_path):
     """)
     (tmp_path / "parent.py").write_text(script)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, str(tmp_path / "parent.py")], env=env,
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(tmp_path / "parent.py")], env=env, stdout=subprocess.PIPE, text=True
+    )
     try:
         workers = [int(p) for p in proc.stdout.readline().split()]
         assert workers and all(_alive(p) for p in workers)

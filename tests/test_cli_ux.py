@@ -19,12 +19,24 @@ from curate.errors import CurateError, CurateWarning
 from curate.models import default_model_dir, list_models, resolve_run, resolve_weights
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMANDS = ["example", "build-tuples", "faces", "screen", "export", "report", "finetune",
-            "evaluate", "predict", "models"]
+COMMANDS = [
+    "example",
+    "build-tuples",
+    "faces",
+    "screen",
+    "export",
+    "report",
+    "finetune",
+    "evaluate",
+    "predict",
+    "models",
+]
 WIDE = CliRunner(env={"COLUMNS": "80", "TERMINAL_WIDTH": "80"})
 
-needs_bundled = pytest.mark.skipif(not (default_model_dir() / "model.safetensors").is_file(),
-                                   reason="no bundled model in this checkout")
+needs_bundled = pytest.mark.skipif(
+    not (default_model_dir() / "model.safetensors").is_file(),
+    reason="no bundled model in this checkout",
+)
 
 
 def _invoke(*args: str):
@@ -44,7 +56,9 @@ def test_help_is_readable_at_80_columns(command: str) -> None:
     cmd = typer.main.get_command(app).commands[command]
     for param in cmd.params:
         for name in [*param.opts, *param.secondary_opts]:
-            if name.startswith("-") and not getattr(param, "hidden", False):  # hidden: deprecated aliases
+            if name.startswith("-") and not getattr(
+                param, "hidden", False
+            ):  # hidden: deprecated aliases
                 assert re.search(rf"(^|[\s,]){re.escape(name)}([\s,=]|$)", text, re.M), name
     # the help column is wide: continuation lines start by column 34 (rich's panels
     # squeezed help into the last 18 columns)
@@ -66,7 +80,9 @@ def test_one_meaning_per_option_name_across_commands() -> None:
             if "--out" in p.opts:
                 assert "folder" in (p.help or "").lower(), (name, p.help)
             if "--out-file" in p.opts:
-                assert "file" in (p.help or "").lower() and "folder" not in (p.help or "").lower(), (name, p.help)
+                assert (
+                    "file" in (p.help or "").lower() and "folder" not in (p.help or "").lower()
+                ), (name, p.help)
             if "--json" in p.opts:
                 assert p.is_flag and "print" in (p.help or "").lower(), (name, p.help)
     assert {k: v for k, v in kinds.items() if len(v) > 1} == {}
@@ -84,14 +100,22 @@ def test_out_as_a_file_is_a_deprecated_alias_of_out_file(command: str, tmp_path:
             res = _invoke(command, str(missing), flag, str(tmp_path / "x.parquet"))
         assert res.exit_code == 2 and "not found" in res.output, res.output
         assert f"warning: --out is deprecated in curate {command}: use --out-file" in res.output
-    res = _invoke(command, str(missing), "--out", str(tmp_path / "a.parquet"),
-                  "--out-file", str(tmp_path / "b.parquet"))
+    res = _invoke(
+        command,
+        str(missing),
+        "--out",
+        str(tmp_path / "a.parquet"),
+        "--out-file",
+        str(tmp_path / "b.parquet"),
+    )
     assert res.exit_code == 2 and "--out and --out-file both given" in res.output
     assert "give --out-file only" in res.output
     with warnings.catch_warnings():
         warnings.simplefilter("always", CurateWarning)
         res = _invoke(command, str(missing), "--out-file", str(tmp_path / "x.parquet"))
-    assert res.exit_code == 2 and "not found" in res.output and "warning" not in res.output, res.output
+    assert res.exit_code == 2 and "not found" in res.output and "warning" not in res.output, (
+        res.output
+    )
 
 
 def test_command_list_is_not_cut_at_80_columns() -> None:
@@ -137,10 +161,10 @@ def _first_column(table: str, second: str) -> list[str]:
     head = next(i for i, line in enumerate(lines) if second in line and "image" in line)
     cut = lines[head].index(second)
     cells: list[str] = []
-    for line in lines[head + 2:]:
+    for line in lines[head + 2 :]:
         if not line.strip():
             continue
-        if line[cut:].strip() and not line[cut:cut + 1].isspace():
+        if line[cut:].strip() and not line[cut : cut + 1].isspace():
             cells.append(line[:cut].strip())
         else:
             cells[-1] += line[:cut].strip()
@@ -197,9 +221,13 @@ def test_example_next_commands_are_the_quickstarts(tmp_path) -> None:
     assert res.exit_code == 0, res.output
     said = [line for line in res.output.splitlines() if line.startswith(("next:", "then:"))]
     script = (ROOT / "examples" / "quickstart.sh").read_text()
-    quick = [line.replace("$CURATE", "curate").replace('"$OUT', str(tmp_path / "runs" / "example"))
-             .replace('"', "") for line in script.splitlines()
-             if line.startswith(("$CURATE build-tuples", "$CURATE screen"))]
+    quick = [
+        line.replace("$CURATE", "curate")
+        .replace('"$OUT', str(tmp_path / "runs" / "example"))
+        .replace('"', "")
+        for line in script.splitlines()
+        if line.startswith(("$CURATE build-tuples", "$CURATE screen"))
+    ]
     assert [s.split(": ", 1)[1] for s in said] == quick
 
 
@@ -244,7 +272,9 @@ def test_screen_of_an_image_folder_says_to_build_first(tmp_path, make_folder) ->
 def test_screen_options_are_checked_before_any_work(tmp_path, monkeypatch) -> None:
     from builders import make_build
 
-    screen_module = importlib.import_module("curate.screen")  # the module; curate.screen is the function
+    screen_module = importlib.import_module(
+        "curate.screen"
+    )  # the module; curate.screen is the function
 
     build, _, _ = make_build(tmp_path, per_class=3, per_anchor=1)
 
@@ -252,11 +282,17 @@ def test_screen_options_are_checked_before_any_work(tmp_path, monkeypatch) -> No
         raise AssertionError("embedding started before the options were checked")
 
     monkeypatch.setattr(screen_module, "_represent", no_work)
-    for flag, value, match in (("--max-occlusion", "1.5", "max_occlusion"),
-                               ("--max-yaw", "-3", "max_yaw"), ("--alpha-pos", "5", "alpha_pos"),
-                               ("--scale", "0", "--scale"), ("--representation", "pixels", "representation"),
-                               ("--framing", "tight", "framing")):
-        res = _invoke("screen", str(build), "--out", str(tmp_path / "o"), flag, value, "--no-report")
+    for flag, value, match in (
+        ("--max-occlusion", "1.5", "max_occlusion"),
+        ("--max-yaw", "-3", "max_yaw"),
+        ("--alpha-pos", "5", "alpha_pos"),
+        ("--scale", "0", "--scale"),
+        ("--representation", "pixels", "representation"),
+        ("--framing", "tight", "framing"),
+    ):
+        res = _invoke(
+            "screen", str(build), "--out", str(tmp_path / "o"), flag, value, "--no-report"
+        )
         assert res.exit_code == 2 and match in res.output, res.output
     assert not (tmp_path / "o").exists()
 
@@ -288,4 +324,3 @@ def test_every_screen_table_is_documented() -> None:
     for name in ("embeddings.parquet", "scores.parquet", "images_suspect.parquet"):
         assert f"`{name}`" in tables
     assert "docs/cache.md" in tables and (ROOT / "docs" / "cache.md").is_file()
-

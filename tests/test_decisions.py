@@ -32,9 +32,12 @@ def _images(src: Path) -> pd.DataFrame:
 def test_export_applies_keep_drop_and_relabel(tmp_path):
     # the screens keep 0 and 3; 1 is a label suspect, 2 a label suspect and a side face
     src = _label_screen_dir(tmp_path)
-    dec = _write(tmp_path, "0,,drop,,kept,0.1\n"
-                           f"1,{tmp_path / 'src' / '1.png'},relabel,sad,label_suspect,0.95\n"
-                           "2,2.png,keep,,label_suspect;side_face,0.9\n")
+    dec = _write(
+        tmp_path,
+        "0,,drop,,kept,0.1\n"
+        f"1,{tmp_path / 'src' / '1.png'},relabel,sad,label_suspect,0.95\n"
+        "2,2.png,keep,,label_suspect;side_face,0.9\n",
+    )
     res = export(src, tmp_path / "out", format="csv", decisions=dec)
     m = res.manifest.set_index("image_id")
     assert m.index.tolist() == [1, 2, 3]  # 0 dropped, 2 put back, 3 follows the screens
@@ -46,21 +49,31 @@ def test_export_applies_keep_drop_and_relabel(tmp_path):
     assert on_disk["label"].tolist() == ["sad", "sad", "sad"]
     record = json.loads((tmp_path / "out" / "export.json").read_text())
     assert record["inputs"]["decisions_sha256"] == file_sha256(dec)
-    assert record["counts"]["decisions"] == {"keep": 1, "drop": 1, "relabel": 1, "undecided": 0,
-                                             "kept_against_screens": 1, "dropped_against_screens": 1}
+    assert record["counts"]["decisions"] == {
+        "keep": 1,
+        "drop": 1,
+        "relabel": 1,
+        "undecided": 0,
+        "kept_against_screens": 1,
+        "dropped_against_screens": 1,
+    }
     assert record["counts"]["exported"] == 3
     # another decisions file is another setting: it needs --force
     other = _write(tmp_path, "0,,keep,,,\n", name="other.csv")
     with pytest.raises(CurateError, match="force"):
         export(src, tmp_path / "out", format="csv", decisions=other)
-    assert export(src, tmp_path / "out", format="csv", decisions=other, force=True).manifest["image_id"].tolist() == [0, 3]
+    assert export(src, tmp_path / "out", format="csv", decisions=other, force=True).manifest[
+        "image_id"
+    ].tolist() == [0, 3]
 
 
 def test_imagefolder_export_puts_relabelled_images_under_the_new_label(tmp_path):
     src = _label_screen_dir(tmp_path)
     dec = _write(tmp_path, "1,,relabel,sad,,\n3,,drop,,,\n")
     export(src, tmp_path / "out", decisions=dec)
-    files = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.png"))
+    files = sorted(
+        p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.png")
+    )
     assert files == ["happy/0.png", "sad/1.png"]
 
 
@@ -68,7 +81,9 @@ def test_decisions_override_relabel_and_max_suspicion(tmp_path):
     src = _label_screen_dir(tmp_path)
     # --relabel would move 1 to sad; the curator keeps it as happy. --max-suspicion 0.2 drops 3; kept back
     dec = _write(tmp_path, "1,,keep,,,\n3,,keep,,,\n")
-    res = export(src, tmp_path / "out", format="csv", relabel=True, max_suspicion=0.2, decisions=dec)
+    res = export(
+        src, tmp_path / "out", format="csv", relabel=True, max_suspicion=0.2, decisions=dec
+    )
     m = res.manifest.set_index("image_id")
     assert m.index.tolist() == [0, 1, 3] and m.loc[1, "label"] == "happy"
 
@@ -76,14 +91,20 @@ def test_decisions_override_relabel_and_max_suspicion(tmp_path):
 def test_reader_accepts_paths_quoted_formulas_repeats_and_empty_decisions(tmp_path):
     src = _label_screen_dir(tmp_path)
     images = _images(src)
-    dec = _write(tmp_path, "\ufeff" * 0 + ",3.png,drop,,,\n"   # a path alone names the image
-                 "1,,relabel,happy,,\n"                       # relabel to its own label: keep
-                 "2,,Drop,,,\n2,,drop,,,\n"                   # a repeated row counts once
-                 "0,,,,,\n"                                   # no decision
-                 "\n")
+    dec = _write(
+        tmp_path,
+        "\ufeff" * 0 + ",3.png,drop,,,\n"  # a path alone names the image
+        "1,,relabel,happy,,\n"  # relabel to its own label: keep
+        "2,,Drop,,,\n2,,drop,,,\n"  # a repeated row counts once
+        "0,,,,,\n"  # no decision
+        "\n",
+    )
     d = read_decisions(dec, images)
-    assert d.table.to_dict("list") == {"image_id": [1, 2, 3], "decision": ["keep", "drop", "drop"],
-                                       "label": ["", "", ""]}
+    assert d.table.to_dict("list") == {
+        "image_id": [1, 2, 3],
+        "decision": ["keep", "drop", "drop"],
+        "label": ["", "", ""],
+    }
     assert d.counts == {"keep": 1, "drop": 2, "relabel": 0, "undecided": 1}
     # a label the report wrote formula-safe ('=x) reads back as the class =x
     images.loc[images["image_id"] == 3, "label"] = "=x"
@@ -95,18 +116,36 @@ def test_reader_accepts_paths_quoted_formulas_repeats_and_empty_decisions(tmp_pa
     assert read_decisions(bom, images).ids("drop") == {0}
 
 
-@pytest.mark.parametrize(("body", "message"), [
-    ("0,,keep,,,\n9,,drop,,,\n", r"line 3: image_id 9 is not an image of this screen run"),
-    ("0,,keep,,,\n,nowhere.png,drop,,,\n", r"line 3: path 'nowhere.png' is not an image of this screen run"),
-    ("1,0.png,drop,,,\n", r"line 2: image_id 1 is '.*1.png' in this screen run, the decisions file says '0.png'"),
-    ("1,,relabel,joyful,,\n", r"line 2 \(image 1\): label 'joyful' is not a class of this data \(happy, sad\)"),
-    ("1,,relabel,,,\n", r"line 2 \(image 1\): relabel without a label"),
-    ("0,,maybe,,,\n", r"line 2 \(image 0\): decision 'maybe' is not keep, drop, relabel or empty"),
-    ("0,,keep,sad,,\n", r"line 2 \(image 0\): a label \('sad'\) on a keep row"),
-    ("0,,keep,,,\n1,,drop,,,\n0,,drop,,,\n", r"lines 2 and 4 disagree about image 0: keep vs drop"),
-    ("x1,,keep,,,\n", r"line 2: image_id 'x1' is not a whole number"),
-    (",,keep,,,\n", r"line 2: neither image_id nor path is given"),
-])
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("0,,keep,,,\n9,,drop,,,\n", r"line 3: image_id 9 is not an image of this screen run"),
+        (
+            "0,,keep,,,\n,nowhere.png,drop,,,\n",
+            r"line 3: path 'nowhere.png' is not an image of this screen run",
+        ),
+        (
+            "1,0.png,drop,,,\n",
+            r"line 2: image_id 1 is '.*1.png' in this screen run, the decisions file says '0.png'",
+        ),
+        (
+            "1,,relabel,joyful,,\n",
+            r"line 2 \(image 1\): label 'joyful' is not a class of this data \(happy, sad\)",
+        ),
+        ("1,,relabel,,,\n", r"line 2 \(image 1\): relabel without a label"),
+        (
+            "0,,maybe,,,\n",
+            r"line 2 \(image 0\): decision 'maybe' is not keep, drop, relabel or empty",
+        ),
+        ("0,,keep,sad,,\n", r"line 2 \(image 0\): a label \('sad'\) on a keep row"),
+        (
+            "0,,keep,,,\n1,,drop,,,\n0,,drop,,,\n",
+            r"lines 2 and 4 disagree about image 0: keep vs drop",
+        ),
+        ("x1,,keep,,,\n", r"line 2: image_id 'x1' is not a whole number"),
+        (",,keep,,,\n", r"line 2: neither image_id nor path is given"),
+    ],
+)
 def test_bad_rows_are_errors_naming_the_line(tmp_path, body, message):
     src = _label_screen_dir(tmp_path)
     dec = _write(tmp_path, body)
@@ -134,12 +173,28 @@ def test_missing_columns_and_files(tmp_path):
 def test_cli_export_with_decisions(tmp_path):
     src = _label_screen_dir(tmp_path)
     dec = _write(tmp_path, "2,,keep,,,\n0,,drop,,,\n")
-    r = CliRunner().invoke(app, ["export", str(src), "--out", str(tmp_path / "o"), "--format", "csv",
-                                 "--decisions", str(dec)])
+    r = CliRunner().invoke(
+        app,
+        [
+            "export",
+            str(src),
+            "--out",
+            str(tmp_path / "o"),
+            "--format",
+            "csv",
+            "--decisions",
+            str(dec),
+        ],
+    )
     assert r.exit_code == 0, r.output
-    assert "curator's decisions: 1 keep (1 of them rejected by the screens), 1 drop, 0 relabel" in " ".join(r.output.split())
+    assert (
+        "curator's decisions: 1 keep (1 of them rejected by the screens), 1 drop, 0 relabel"
+        in " ".join(r.output.split())
+    )
     bad = _write(tmp_path, "7,,keep,,,\n", "bad.csv")
-    r = CliRunner().invoke(app, ["export", str(src), "--out", str(tmp_path / "o2"), "--decisions", str(bad)])
+    r = CliRunner().invoke(
+        app, ["export", str(src), "--out", str(tmp_path / "o2"), "--decisions", str(bad)]
+    )
     assert r.exit_code == 2 and "image_id 7 is not an image of this screen run" in r.output
 
 

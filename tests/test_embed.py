@@ -32,6 +32,7 @@ def tiny() -> LoadedBackbone:
 
 # --- preprocessing and one batch ---------------------------------------------------------
 
+
 def test_build_transform_handles_48px_grayscale(tmp_path, tiny):
     t = build_transform(tiny.data_config)
     x = t(load_image(_png(tmp_path / "x.png", 0)))
@@ -52,10 +53,13 @@ def test_embed_batch_is_float32_and_deterministic(tiny):
 
 # --- weights resolution --------------------------------------------------------------------
 
+
 def test_random_weights_are_flagged_and_seeded():
     a, b = load_backbone(TINY, "none", seed=3), load_backbone(TINY, "NONE", seed=3)
     assert a.random_weights and a.weights_source == "random" and a.embed_dim == 96
-    assert all(torch.equal(x, y) for x, y in zip(a.model.parameters(), b.model.parameters(), strict=True))
+    assert all(
+        torch.equal(x, y) for x, y in zip(a.model.parameters(), b.model.parameters(), strict=True)
+    )
 
 
 def _saved_state(tmp_path: Path) -> tuple[dict[str, torch.Tensor], Path, Path]:
@@ -80,7 +84,10 @@ def test_weights_file_safetensors_and_ddp_checkpoint(tmp_path):
         own = lb.model.state_dict()
         assert "fc.weight" not in own  # classifier dropped: a feature extractor
         assert all(torch.equal(own[k], state[k]) for k in own)
-    assert load_backbone(TINY, str(st)).weights_fingerprint != load_backbone(TINY, str(pth)).weights_fingerprint
+    assert (
+        load_backbone(TINY, str(st)).weights_fingerprint
+        != load_backbone(TINY, str(pth)).weights_fingerprint
+    )
 
 
 def test_weights_for_another_backbone_are_a_clear_error(tmp_path):
@@ -103,8 +110,12 @@ def test_pretrained_comes_from_the_local_cache_only(tmp_path, monkeypatch):
     with pytest.raises(CurateError) as err:
         load_backbone(TINY)  # nothing cached: fails at once, no network
     msg = str(err.value)
-    for way in ("--weights FILE", "--weights none", "huggingface-cli download timm/test_resnet",
-                "--embeddings FILE"):
+    for way in (
+        "--weights FILE",
+        "--weights none",
+        "huggingface-cli download timm/test_resnet",
+        "--embeddings FILE",
+    ):
         assert way in msg
 
     seen = []
@@ -128,9 +139,19 @@ def test_run_folder_is_loaded_with_load_run(tmp_path, monkeypatch):
     (run / "config.json").write_text("{}")
     (run / "model.safetensors").write_bytes(b"weights")
     net = torch.nn.Linear(3, 2)
-    cfg = {"backbone": TINY, "embed_dim": 2, "in_chans": 1,
-           "data_config": {"input_size": [1, 48, 48], "mean": [0.5], "std": [0.5],
-                           "interpolation": "bilinear", "crop_pct": 1.0, "crop_mode": "center"}}
+    cfg = {
+        "backbone": TINY,
+        "embed_dim": 2,
+        "in_chans": 1,
+        "data_config": {
+            "input_size": [1, 48, 48],
+            "mean": [0.5],
+            "std": [0.5],
+            "interpolation": "bilinear",
+            "crop_pct": 1.0,
+            "crop_mode": "center",
+        },
+    }
     calls = []
     monkeypatch.setattr(curate.backbone, "load_run", lambda d: calls.append(Path(d)) or (net, cfg))
     lb = load_backbone(None, str(run))
@@ -151,6 +172,7 @@ def test_no_backbone_and_no_default_model_is_a_clear_error(tmp_path, monkeypatch
 
 # --- embed_images: dedup, cache, resume ---------------------------------------------------
 
+
 class _Counting(torch.nn.Module):
     def __init__(self, inner: torch.nn.Module):
         super().__init__()
@@ -164,23 +186,33 @@ class _Counting(torch.nn.Module):
 
 def _counting(tiny: LoadedBackbone) -> LoadedBackbone:
     small = dict(tiny.data_config, input_size=(3, 32, 32))
-    return LoadedBackbone(_Counting(tiny.model), small, tiny.name, tiny.weights_source,
-                          tiny.weights_fingerprint, True, tiny.embed_dim, 3)
+    return LoadedBackbone(
+        _Counting(tiny.model),
+        small,
+        tiny.name,
+        tiny.weights_source,
+        tiny.weights_fingerprint,
+        True,
+        tiny.embed_dim,
+        3,
+    )
 
 
 def test_each_distinct_image_is_embedded_once_and_cached(tmp_path, tiny):
     paths = [_png(tmp_path / f"{i}.png", i) for i in range(5)]
     shas = [file_sha256(p) for p in paths]
     lb = _counting(tiny)
-    res = embed_images_result(paths + paths[:2], shas + shas[:2], lb, cache_dir=tmp_path / "c",
-                              batch_size=2, workers=0)
+    res = embed_images_result(
+        paths + paths[:2], shas + shas[:2], lb, cache_dir=tmp_path / "c", batch_size=2, workers=0
+    )
     assert lb.model.images == 5 and res.n_computed == 5 and res.n_cached == 0
     assert np.array_equal(res.embeddings[5], res.embeddings[0])
     again = embed_images(paths, shas, lb, cache_dir=tmp_path / "c", batch_size=2, workers=0)
     assert lb.model.images == 5  # nothing recomputed
     assert np.array_equal(again, res.embeddings[:5])
-    direct = embed_batch(lb.model.inner, torch.stack(
-        [build_transform(lb.data_config)(load_image(p)) for p in paths]))
+    direct = embed_batch(
+        lb.model.inner, torch.stack([build_transform(lb.data_config)(load_image(p)) for p in paths])
+    )
     assert np.allclose(again, direct, atol=1e-5)
 
 
@@ -195,12 +227,15 @@ def test_embeddings_of_framed_faces_are_cached_and_read_back(tmp_path, tiny):
     shas = [file_sha256(p) for p in paths]
     boxes = [(2.0, 2.0, 14.0, 14.0), None, (0.0, 1.0, 10.0, 12.0)]
     lb = _counting(tiny)
-    first = embed_images_result(paths, shas, lb, cache_dir=tmp_path / "c", batch_size=2, workers=0, boxes=boxes)
+    first = embed_images_result(
+        paths, shas, lb, cache_dir=tmp_path / "c", batch_size=2, workers=0, boxes=boxes
+    )
     assert lb.model.images == 3 and first.n_computed == 3
     with warnings.catch_warnings():
         warnings.simplefilter("error", DamagedShardWarning)
-        again = embed_images_result(paths, shas, lb, cache_dir=tmp_path / "c", batch_size=2, workers=0,
-                                    boxes=boxes)
+        again = embed_images_result(
+            paths, shas, lb, cache_dir=tmp_path / "c", batch_size=2, workers=0, boxes=boxes
+        )
     assert lb.model.images == 3 and again.n_cached == 3  # nothing recomputed
     assert np.array_equal(again.embeddings, first.embeddings)
 
@@ -217,15 +252,25 @@ def test_interrupted_run_resumes_from_the_cache(tmp_path, tiny):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        embed_images_result(paths, shas, lb, cache_dir=tmp_path / "c", batch_size=2, workers=0,
-                            progress=stop_after_two_batches, shard_size=2)
+        embed_images_result(
+            paths,
+            shas,
+            lb,
+            cache_dir=tmp_path / "c",
+            batch_size=2,
+            workers=0,
+            progress=stop_after_two_batches,
+            shard_size=2,
+        )
     assert lb.model.calls == 2
     lb.model.calls = lb.model.images = 0
-    res = embed_images_result(paths, shas, lb, cache_dir=tmp_path / "c", batch_size=2, workers=0,
-                              shard_size=2)
+    res = embed_images_result(
+        paths, shas, lb, cache_dir=tmp_path / "c", batch_size=2, workers=0, shard_size=2
+    )
     assert (res.n_cached, res.n_computed) == (4, 6) and lb.model.images == 6
-    fresh = embed_images(paths, shas, _counting(tiny), cache_dir=tmp_path / "fresh", batch_size=10,
-                         workers=0)
+    fresh = embed_images(
+        paths, shas, _counting(tiny), cache_dir=tmp_path / "fresh", batch_size=10, workers=0
+    )
     assert np.allclose(res.embeddings, fresh, atol=1e-5)
 
 
@@ -234,8 +279,16 @@ def test_cache_is_keyed_by_weights_and_preprocessing(tmp_path, tiny):
     shas = [None] * 3
     lb = _counting(tiny)
     embed_images(paths, shas, lb, cache_dir=tmp_path / "c", batch_size=4, workers=0)
-    other = LoadedBackbone(lb.model, dict(lb.data_config, input_size=(3, 48, 48)), lb.name,
-                           lb.weights_source, lb.weights_fingerprint, True, lb.embed_dim, 3)
+    other = LoadedBackbone(
+        lb.model,
+        dict(lb.data_config, input_size=(3, 48, 48)),
+        lb.name,
+        lb.weights_source,
+        lb.weights_fingerprint,
+        True,
+        lb.embed_dim,
+        3,
+    )
     embed_images(paths, shas, other, cache_dir=tmp_path / "c", batch_size=4, workers=0)
     assert lb.model.images == 6
     assert len([d for d in (tmp_path / "c" / "embeddings").iterdir() if d.is_dir()]) == 2
@@ -249,17 +302,33 @@ def test_cpu_bfloat16_embeddings_have_their_own_cache_key_and_stay_close(tmp_pat
 
     paths = [_png(tmp_path / f"{i}.png", i) for i in range(4)]
     lb = _counting(tiny)
-    f32 = embed_images_result(paths, [None] * 4, lb, cache_dir=tmp_path / "c", batch_size=4, workers=0)
-    half = LoadedBackbone(lb.model, lb.data_config, lb.name, lb.weights_source, lb.weights_fingerprint,
-                          True, lb.embed_dim, 3, cpu_bf16=True)
-    b16 = embed_images_result(paths, [None] * 4, half, cache_dir=tmp_path / "c", batch_size=4, workers=0)
+    f32 = embed_images_result(
+        paths, [None] * 4, lb, cache_dir=tmp_path / "c", batch_size=4, workers=0
+    )
+    half = LoadedBackbone(
+        lb.model,
+        lb.data_config,
+        lb.name,
+        lb.weights_source,
+        lb.weights_fingerprint,
+        True,
+        lb.embed_dim,
+        3,
+        cpu_bf16=True,
+    )
+    b16 = embed_images_result(
+        paths, [None] * 4, half, cache_dir=tmp_path / "c", batch_size=4, workers=0
+    )
     assert b16.n_computed == 4 and lb.model.images == 8  # not read from the float32 entries
     assert cache_key(half) != cache_key(lb) and b16.cache_key != f32.cache_key
     assert not np.array_equal(b16.embeddings, f32.embeddings)  # the autocast really ran
     cos = (f32.embeddings * b16.embeddings).sum(1) / (
-        np.linalg.norm(f32.embeddings, axis=1) * np.linalg.norm(b16.embeddings, axis=1))
+        np.linalg.norm(f32.embeddings, axis=1) * np.linalg.norm(b16.embeddings, axis=1)
+    )
     assert cos.min() > 0.99
-    again = embed_images_result(paths, [None] * 4, lb, cache_dir=tmp_path / "c", batch_size=4, workers=0)
+    again = embed_images_result(
+        paths, [None] * 4, lb, cache_dir=tmp_path / "c", batch_size=4, workers=0
+    )
     assert again.n_cached == 4 and np.array_equal(again.embeddings, f32.embeddings)
 
 

@@ -40,7 +40,9 @@ def test_metrics_match_hand_counts():
     f1 = [2 / 3, 2 * (1 / 3) * (1 / 2) / (1 / 3 + 1 / 2), 2 * (2 / 3) * (1 / 2) / (2 / 3 + 1 / 2)]
     assert m["macro_f1"] == pytest.approx(sum(f1) / 3)
     per = {r["class"]: r for r in m["per_class"]}
-    assert per["a"]["accuracy"] == pytest.approx(2 / 3) and per["c"]["accuracy"] == pytest.approx(0.5)
+    assert per["a"]["accuracy"] == pytest.approx(2 / 3) and per["c"]["accuracy"] == pytest.approx(
+        0.5
+    )
     assert per["d"]["n"] == 0 and per["d"]["accuracy"] is None
 
 
@@ -76,7 +78,9 @@ def test_unknown_class_at_evaluation_is_a_clear_error(setup, tmp_path: Path):
     val.loc[val.index[:2], "label"] = "contempt"
     manifest = tmp_path / "m.csv"
     val.to_csv(manifest, index=False)
-    with pytest.raises(CurateError, match=r"classes the run was not trained on: 'contempt' \(2 images\)") as exc:
+    with pytest.raises(
+        CurateError, match=r"classes the run was not trained on: 'contempt' \(2 images\)"
+    ) as exc:
         evaluate(run, manifest, device="cpu")
     assert "--skip-unknown-classes" in str(exc.value)
     res = evaluate(run, manifest, device="cpu", skip_unknown_classes=True)
@@ -90,14 +94,18 @@ def test_missing_image_at_evaluation_is_a_clear_error(setup, tmp_path: Path):
     val.loc[val.index[0], "path"] = str(tmp_path / "gone.png")
     manifest = tmp_path / "m.csv"
     val.to_csv(manifest, index=False)
-    with pytest.raises(CurateError, match=r"1 image\(s\) .* cannot be evaluated.*gone.png: missing"):
+    with pytest.raises(
+        CurateError, match=r"1 image\(s\) .* cannot be evaluated.*gone.png: missing"
+    ):
         evaluate(run, manifest, device="cpu")
 
 
 def test_predict_folders_and_globs_gives_probabilities(setup):
     root, _, run = setup
     folder = root / "images" / "val" / "happy"
-    table = predict(run, [str(folder), str(root / "images" / "val" / "sad" / "*.png")], device="cpu")
+    table = predict(
+        run, [str(folder), str(root / "images" / "val" / "sad" / "*.png")], device="cpu"
+    )
     assert len(table) == 8
     probs = table[[f"p_{c}" for c in CLASSES]].to_numpy()
     assert np.allclose(probs.sum(axis=1), 1, atol=1e-5)
@@ -117,31 +125,70 @@ def test_cli_evaluate_and_predict(setup, tmp_path: Path):
 
     root, _, run = setup
     runner = CliRunner()
-    res = runner.invoke(app, ["evaluate", str(run), str(root / "images" / "val"), "--device", "cpu",
-                              "--out-file", str(tmp_path / "e.json")])
+    res = runner.invoke(
+        app,
+        [
+            "evaluate",
+            str(run),
+            str(root / "images" / "val"),
+            "--device",
+            "cpu",
+            "--out-file",
+            str(tmp_path / "e.json"),
+        ],
+    )
     assert res.exit_code == 0, res.output
-    assert "macro" in res.output and "confusion matrix" in res.output and "deprecated" not in res.output
+    assert (
+        "macro" in res.output
+        and "confusion matrix" in res.output
+        and "deprecated" not in res.output
+    )
     data = json.loads((tmp_path / "e.json").read_text())
     assert data["n_images"] == 12 and 0 <= data["accuracy"] <= 1
     # --json prints the metrics as JSON, as it prints predict's records
-    res = runner.invoke(app, ["evaluate", str(run), str(root / "images" / "val"), "--device", "cpu", "--json"])
+    res = runner.invoke(
+        app, ["evaluate", str(run), str(root / "images" / "val"), "--device", "cpu", "--json"]
+    )
     assert res.exit_code == 0, res.output
     assert json.loads(res.output) == data
     # --json FILE, the earlier spelling of --out-file FILE, still writes the file, with a warning
     with warnings.catch_warnings():
         warnings.simplefilter("always", CurateWarning)
-        res = runner.invoke(app, ["evaluate", str(run), str(root / "images" / "val"), "--device", "cpu",
-                                  "--json", str(tmp_path / "old.json")])
+        res = runner.invoke(
+            app,
+            [
+                "evaluate",
+                str(run),
+                str(root / "images" / "val"),
+                "--device",
+                "cpu",
+                "--json",
+                str(tmp_path / "old.json"),
+            ],
+        )
     assert res.exit_code == 0, res.output
     assert "warning: --json FILE is deprecated in curate evaluate: use --out-file" in res.output
     assert "confusion matrix" in res.output  # the tables, as before
     assert json.loads((tmp_path / "old.json").read_text()) == data
-    res = runner.invoke(app, ["evaluate", str(run), str(root / "images" / "val"), "--json",
-                              str(tmp_path / "a.json"), "--out-file", str(tmp_path / "b.json")])
+    res = runner.invoke(
+        app,
+        [
+            "evaluate",
+            str(run),
+            str(root / "images" / "val"),
+            "--json",
+            str(tmp_path / "a.json"),
+            "--out-file",
+            str(tmp_path / "b.json"),
+        ],
+    )
     assert res.exit_code == 2 and "give --out-file only" in res.output
     res = runner.invoke(app, ["evaluate", str(run), str(root / "images" / "val"), "stray"])
     assert res.exit_code == 2 and "unexpected argument(s): stray" in res.output
-    res = runner.invoke(app, ["predict", str(run), str(root / "images" / "val" / "angry"), "--json", "--device", "cpu"])
+    res = runner.invoke(
+        app,
+        ["predict", str(run), str(root / "images" / "val" / "angry"), "--json", "--device", "cpu"],
+    )
     assert res.exit_code == 0, res.output
     records = json.loads(res.output)
     assert len(records) == 4 and {"path", "prediction", "confidence", "p_angry"} <= set(records[0])

@@ -22,22 +22,40 @@ def _screen_dir(tmp_path: Path) -> Path:
     Rows 0/1 (happy) and 3/4 (sad) share a file name from two source folders; row 2 is
     a side face; rows 1 and 4 are at or above suspicion 0.5.
     """
-    plan = [("happy", "a.png", 0.0, False), ("happy", "a.png", 0.6, False),
-            ("sad", "c.png", 0.1, True), ("sad", "b.png", 0.49, False), ("sad", "b.png", 0.5, False)]
+    plan = [
+        ("happy", "a.png", 0.0, False),
+        ("happy", "a.png", 0.6, False),
+        ("sad", "c.png", 0.1, True),
+        ("sad", "b.png", 0.49, False),
+        ("sad", "b.png", 0.5, False),
+    ]
     rows = []
     for i, (label, name, susp, face) in enumerate(plan):
         src = tmp_path / "src" / f"dir{i % 2}" / name
         src.parent.mkdir(parents=True, exist_ok=True)
         src.write_bytes(b"png %d" % i)
-        rows.append({"image_id": i, "path": str(src), "rel_path": f"dir{i % 2}/{name}",
-                     "label": label, "split": "train", "n_tuples": 10, "n_rejected": int(susp * 10),
-                     "suspicion": susp, "face_found": True, "yaw": 50.0 if face else 1.0,
-                     "occlusion": 0.0, "face_reject": face,
-                     "face_reason": "side_face" if face else None})
+        rows.append(
+            {
+                "image_id": i,
+                "path": str(src),
+                "rel_path": f"dir{i % 2}/{name}",
+                "label": label,
+                "split": "train",
+                "n_tuples": 10,
+                "n_rejected": int(susp * 10),
+                "suspicion": susp,
+                "face_found": True,
+                "yaw": 50.0 if face else 1.0,
+                "occlusion": 0.0,
+                "face_reject": face,
+                "face_reason": "side_face" if face else None,
+            }
+        )
     d = tmp_path / "screen"
     d.mkdir()
     pd.DataFrame(rows).sort_values("suspicion", ascending=False).to_parquet(
-        d / "images_suspect.parquet", index=False)
+        d / "images_suspect.parquet", index=False
+    )
     return d
 
 
@@ -50,7 +68,9 @@ def test_imagefolder_of_symlinks_keeps_survivors_only(tmp_path):
     files = sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*.png"))
     assert files == ["train/happy/a.png", "train/sad/b.png"]
     link = tmp_path / "out" / "train" / "sad" / "b.png"
-    assert link.is_symlink() and os.readlink(link) == str((tmp_path / "src" / "dir1" / "b.png").resolve())
+    assert link.is_symlink() and os.readlink(link) == str(
+        (tmp_path / "src" / "dir1" / "b.png").resolve()
+    )
     assert link.read_bytes() == b"png 3"
     record = json.loads((tmp_path / "out" / "export.json").read_text())
     assert record["counts"]["exported"] == 2 and record["params"]["format"] == "imagefolder"
@@ -66,8 +86,12 @@ def test_copy_and_name_collisions(tmp_path):
     assert sorted(p.name for p in sad.iterdir()) == ["4_b.png", "b.png"]
     assert not any(p.is_symlink() for p in [*happy.iterdir(), *sad.iterdir()])
     assert (happy / "1_a.png").read_bytes() == b"png 1" and (sad / "b.png").read_bytes() == b"png 3"
-    assert set(res.manifest["exported"]) == {"train/happy/a.png", "train/happy/1_a.png",
-                                            "train/sad/b.png", "train/sad/4_b.png"}
+    assert set(res.manifest["exported"]) == {
+        "train/happy/a.png",
+        "train/happy/1_a.png",
+        "train/sad/b.png",
+        "train/sad/4_b.png",
+    }
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
@@ -99,7 +123,10 @@ def test_never_overwrites_a_non_empty_out_without_force(tmp_path):
     assert "--force" in str(err.value)
     res = export(src, prev, max_suspicion=0.5, force=True)
     assert res.n_exported == 2 and len(list(prev.rglob("*.png"))) == 2
-    assert "replaced the previous export run" in res.notes[0] and "max_suspicion 1.0 -> 0.5" in res.notes[0]
+    assert (
+        "replaced the previous export run" in res.notes[0]
+        and "max_suspicion 1.0 -> 0.5" in res.notes[0]
+    )
     again = export(src, prev, max_suspicion=0.5)  # the same settings re-export without --force
     assert again.n_exported == 2 and "same settings" in again.notes[0]
     empty = tmp_path / "empty"
@@ -120,8 +147,19 @@ def test_export_validates_options_and_inputs(tmp_path):
 
 def test_cli_export(tmp_path):
     src = _screen_dir(tmp_path)
-    r = CliRunner().invoke(app, ["export", str(src), "--out", str(tmp_path / "o"), "--format", "csv",
-                                 "--max-suspicion", "0.5"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "export",
+            str(src),
+            "--out",
+            str(tmp_path / "o"),
+            "--format",
+            "csv",
+            "--max-suspicion",
+            "0.5",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "exported 2 images" in r.output and "happy: 1" in r.output
     again = CliRunner().invoke(app, ["export", str(src), "--out", str(tmp_path / "o")])
@@ -134,11 +172,31 @@ def test_valid_images_in_no_tuple_are_counted_and_exported_on_request(tmp_path):
     suspect = pd.read_parquet(src / "images_suspect.parquet")
     extra = tmp_path / "src" / "lonely.png"
     extra.write_bytes(b"png lonely")
-    images = pd.concat([suspect[["image_id", "path", "rel_path", "label", "split"]].assign(status="ok"),
-                        pd.DataFrame([{"image_id": 9, "path": str(extra), "rel_path": "lonely.png",
-                                       "label": "sad", "split": "train", "status": "ok"},
-                                      {"image_id": 10, "path": str(extra), "rel_path": "bad.png",
-                                       "label": "sad", "split": "train", "status": "corrupt"}])])
+    images = pd.concat(
+        [
+            suspect[["image_id", "path", "rel_path", "label", "split"]].assign(status="ok"),
+            pd.DataFrame(
+                [
+                    {
+                        "image_id": 9,
+                        "path": str(extra),
+                        "rel_path": "lonely.png",
+                        "label": "sad",
+                        "split": "train",
+                        "status": "ok",
+                    },
+                    {
+                        "image_id": 10,
+                        "path": str(extra),
+                        "rel_path": "bad.png",
+                        "label": "sad",
+                        "split": "train",
+                        "status": "corrupt",
+                    },
+                ]
+            ),
+        ]
+    )
     build = tmp_path / "build"
     build.mkdir()
     images.to_parquet(build / "images.parquet", index=False)
@@ -155,17 +213,32 @@ def _label_screen_dir(tmp_path: Path) -> Path:
     (looks like sad), image 2 a label suspect AND a side face, image 3 fine."""
     rows = []
     for i, (label, lab_rej, face_rej, susp) in enumerate(
-            [("happy", False, False, 0.1), ("happy", True, False, 0.95), ("sad", True, True, 0.9),
-             ("sad", False, False, 0.3)]):
+        [
+            ("happy", False, False, 0.1),
+            ("happy", True, False, 0.95),
+            ("sad", True, True, 0.9),
+            ("sad", False, False, 0.3),
+        ]
+    ):
         src = tmp_path / "src" / f"{i}.png"
         src.parent.mkdir(parents=True, exist_ok=True)
         src.write_bytes(b"png %d" % i)
-        rows.append({"image_id": i, "path": str(src), "rel_path": f"{i}.png", "label": label,
-                     "split": None, "suggested_label": "sad" if label == "happy" else "happy",
-                     "suspicion": susp, "suggested_confidence": 0.9 if lab_rej else 0.2,
-                     "label_reject": lab_rej,
-                     "label_reason": "label_suspect" if lab_rej else None,
-                     "face_reject": face_rej, "face_reason": "side_face" if face_rej else None})
+        rows.append(
+            {
+                "image_id": i,
+                "path": str(src),
+                "rel_path": f"{i}.png",
+                "label": label,
+                "split": None,
+                "suggested_label": "sad" if label == "happy" else "happy",
+                "suspicion": susp,
+                "suggested_confidence": 0.9 if lab_rej else 0.2,
+                "label_reject": lab_rej,
+                "label_reason": "label_suspect" if lab_rej else None,
+                "face_reject": face_rej,
+                "face_reason": "side_face" if face_rej else None,
+            }
+        )
     d = tmp_path / "screen"
     d.mkdir()
     pd.DataFrame(rows).to_parquet(d / "images_suspect.parquet", index=False)
@@ -178,7 +251,9 @@ def test_default_export_leaves_out_every_image_screen_reject(tmp_path):
     assert res.manifest["image_id"].tolist() == [0, 3]
     assert res.n_image_rejected == {"faces": 1, "label": 2} and res.n_relabelled == 0
     # --max-suspicion also drops by the label suspicion
-    assert export(src, tmp_path / "o2", format="csv", max_suspicion=0.2).manifest["image_id"].tolist() == [0]
+    assert export(src, tmp_path / "o2", format="csv", max_suspicion=0.2).manifest[
+        "image_id"
+    ].tolist() == [0]
 
 
 def test_relabel_keeps_label_suspects_under_their_suggested_label(tmp_path):
@@ -191,8 +266,9 @@ def test_relabel_keeps_label_suspects_under_their_suggested_label(tmp_path):
     assert m.loc[0, "label"] == m.loc[0, "original_label"] == "happy"
     record = json.loads((tmp_path / "out" / "export.json").read_text())
     assert record["params"]["relabel"] is True and record["counts"]["relabelled"] == 1
-    r = CliRunner().invoke(app, ["export", str(src), "--out", str(tmp_path / "cli"), "--format", "csv",
-                                 "--relabel"])
+    r = CliRunner().invoke(
+        app, ["export", str(src), "--out", str(tmp_path / "cli"), "--format", "csv", "--relabel"]
+    )
     assert r.exit_code == 0 and "relabelled 1 image" in r.output
 
 
@@ -202,7 +278,10 @@ def test_relabel_only_above_the_confidence_gate(tmp_path):
     table.loc[table["image_id"] == 1, "suggested_confidence"] = 0.5  # below the default gate
     table.to_parquet(src / "images_suspect.parquet", index=False)
     res = export(src, tmp_path / "out", format="csv", relabel=True)
-    assert res.n_relabelled == 0 and res.manifest["image_id"].tolist() == [0, 3]  # image 1 stays out
+    assert res.n_relabelled == 0 and res.manifest["image_id"].tolist() == [
+        0,
+        3,
+    ]  # image 1 stays out
     kept = export(src, tmp_path / "keep", format="csv", relabel=True, relabel_rest="keep").manifest
     assert kept["image_id"].tolist() == [0, 1, 3]
     assert kept.set_index("image_id").loc[1, "label"] == "happy"  # kept under its own label
@@ -235,24 +314,33 @@ def test_screen_verdicts_split_label_suspects_by_a_per_row_reference():
     keep) or left rejected; one a face screen also rejected is never relabelled."""
     from curate.export import screen_verdicts
 
-    table = pd.DataFrame({
-        "image_id": range(6),
-        "label_reject": [True, True, True, False, False, True],
-        "face_reject": [False, False, True, True, False, False],
-        "suspicion": [0.9, 0.8, 0.9, 0.1, 0.6, 0.7],
-        "suggested_confidence": [0.9, 0.2, 0.9, np.nan, 0.9, np.nan],
-    })
+    table = pd.DataFrame(
+        {
+            "image_id": range(6),
+            "label_reject": [True, True, True, False, False, True],
+            "face_reject": [False, False, True, True, False, False],
+            "suspicion": [0.9, 0.8, 0.9, 0.1, 0.6, 0.7],
+            "suggested_confidence": [0.9, 0.2, 0.9, np.nan, 0.9, np.nan],
+        }
+    )
     for rest in ("reject", "keep"):
-        v = screen_verdicts(table, max_suspicion=0.75, relabel=True, relabel_confidence=0.6, relabel_rest=rest)
+        v = screen_verdicts(
+            table, max_suspicion=0.75, relabel=True, relabel_confidence=0.6, relabel_rest=rest
+        )
         assert v.suspect.tolist() == [True, True, True, False, False, False]
         assert v.relabelled.tolist() == [True, False, False, False, False, False]
         kept_rest = [False, True, False, False, False, True] if rest == "keep" else [False] * 6
         assert v.kept_rest.tolist() == kept_rest
-        label = [lr and not (r or k) for lr, r, k in zip(table["label_reject"], v.relabelled, kept_rest, strict=True)]
+        label = [
+            lr and not (r or k)
+            for lr, r, k in zip(table["label_reject"], v.relabelled, kept_rest, strict=True)
+        ]
         assert v.rejected_by["label"].tolist() == label
         assert v.face_bad.tolist() == table["face_reject"].tolist()
-        assert v.kept().tolist() == [not (s or lb or f) for s, lb, f
-                                     in zip(v.suspect, label, table["face_reject"], strict=True)]
+        assert v.kept().tolist() == [
+            not (s or lb or f)
+            for s, lb, f in zip(v.suspect, label, table["face_reject"], strict=True)
+        ]
     plain = screen_verdicts(table)
     assert not plain.suspect.any() and not plain.relabelled.any()
     assert plain.rejected_by["label"].tolist() == table["label_reject"].tolist()

@@ -48,7 +48,10 @@ def analyzer(face_model: Path):
 def fer_faces() -> list[Path]:
     if not FER_VAL.is_dir():
         pytest.skip(f"shared data not found at {FER_VAL}")
-    return sorted((FER_VAL / "neutral").glob("*.jpg"))[:60] + sorted((FER_VAL / "happy").glob("*.jpg"))[:60]
+    return (
+        sorted((FER_VAL / "neutral").glob("*.jpg"))[:60]
+        + sorted((FER_VAL / "happy").glob("*.jpg"))[:60]
+    )
 
 
 def _first(paths: list[Path], analyzer: L.FaceAnalyzer, want, n: int = 1) -> list[Path]:
@@ -149,9 +152,13 @@ def test_occlusion_weights_file_with_several_networks_averages_them(tmp_path):
     for i, st in enumerate(states):
         save_file(st, str(tmp_path / f"one{i}.safetensors"))
     save_file(FO.join_members(states), str(tmp_path / "both.safetensors"))
-    assert [sorted(m) for m in O.split_members(FO.join_members(states))] == [sorted(st) for st in states]
+    assert [sorted(m) for m in O.split_members(FO.join_members(states))] == [
+        sorted(st) for st in states
+    ]
     faces = np.random.default_rng(0).integers(0, 256, (4, 48, 48)).astype(np.uint8)
-    single = [O.OcclusionModel(tmp_path / f"one{i}.safetensors").probabilities(faces) for i in (0, 1)]
+    single = [
+        O.OcclusionModel(tmp_path / f"one{i}.safetensors").probabilities(faces) for i in (0, 1)
+    ]
     both = O.OcclusionModel(tmp_path / "both.safetensors")
     assert len(both.nets) == 2
     assert np.allclose(both.probabilities(faces), (single[0] + single[1]) / 2, atol=1e-6)
@@ -197,8 +204,9 @@ def test_non_face_and_corrupt_files(face_model, analyzer, tmp_path):
 def test_cache_hit_on_second_call(face_model, analyzer, fer_faces, tmp_path, monkeypatch):
     paths = [str(p) for p in fer_faces[:3]] + [str(fer_faces[0])]  # a duplicate too
     calls: list[tuple[int, int]] = []
-    first = A.analyze_faces(paths, cache_dir=tmp_path, workers=1,
-                            progress=lambda d, t: calls.append((d, t)))
+    first = A.analyze_faces(
+        paths, cache_dir=tmp_path, workers=1, progress=lambda d, t: calls.append((d, t))
+    )
     assert calls[0] == (0, 4) and calls[-1] == (4, 4)
     assert len(list((tmp_path / "faces").rglob("shard-*.parquet"))) == 1
 
@@ -208,8 +216,9 @@ def test_cache_hit_on_second_call(face_model, analyzer, fer_faces, tmp_path, mon
     monkeypatch.setattr(A, "find_faces", boom)
     monkeypatch.setattr(A, "OcclusionModel", boom)
     calls.clear()
-    second = A.analyze_faces(paths, cache_dir=tmp_path, workers=1,
-                             progress=lambda d, t: calls.append((d, t)))
+    second = A.analyze_faces(
+        paths, cache_dir=tmp_path, workers=1, progress=lambda d, t: calls.append((d, t))
+    )
     assert calls == [(4, 4)]
     pd.testing.assert_frame_equal(first, second)
     assert first.loc[0, "yaw"] == first.loc[3, "yaw"]
@@ -253,8 +262,10 @@ def test_resolve_face_model_order(tmp_path, monkeypatch):
     assert M.resolve_face_model(str(explicit)) == explicit.resolve()
     assert M.resolve_face_model() == env.resolve()
     monkeypatch.delenv(M.FACE_MODEL_ENV)
-    cached = _fake_task((tmp_path / "cache" / "curate").mkdir(parents=True) or
-                        tmp_path / "cache" / "curate" / M.FACE_MODEL_NAME)
+    cached = _fake_task(
+        (tmp_path / "cache" / "curate").mkdir(parents=True)
+        or tmp_path / "cache" / "curate" / M.FACE_MODEL_NAME
+    )
     assert M.resolve_face_model() == cached.resolve()
 
 
@@ -299,16 +310,19 @@ def test_download_is_verified_by_checksum(tmp_path, monkeypatch):
 
 # --------------------------------------------------------------------------- screen verdicts
 def _planted() -> pd.DataFrame:
-    return pd.DataFrame({
-        "path": [f"/x/{i}.png" for i in range(6)],
-        "face_found": [True, True, True, True, False, True],
-        "yaw": [5.0, -S.DEFAULT_MAX_YAW - 1, S.DEFAULT_MAX_YAW - 0.1, 40.0, np.nan, 0.0],
-        "pitch": 0.0, "roll": 0.0,
-        "occlusion": [0.1, 0.2, 0.9, 0.95, np.nan, S.DEFAULT_MAX_OCCLUSION],
-        "occlusion_any": [0.2, 0.3, 0.9, 0.95, np.nan, 0.9],
-        "face_confidence": 0.9,
-        "detail": [None, None, None, None, "no face found by the landmarker", None],
-    })
+    return pd.DataFrame(
+        {
+            "path": [f"/x/{i}.png" for i in range(6)],
+            "face_found": [True, True, True, True, False, True],
+            "yaw": [5.0, -S.DEFAULT_MAX_YAW - 1, S.DEFAULT_MAX_YAW - 0.1, 40.0, np.nan, 0.0],
+            "pitch": 0.0,
+            "roll": 0.0,
+            "occlusion": [0.1, 0.2, 0.9, 0.95, np.nan, S.DEFAULT_MAX_OCCLUSION],
+            "occlusion_any": [0.2, 0.3, 0.9, 0.95, np.nan, 0.9],
+            "face_confidence": 0.9,
+            "detail": [None, None, None, None, "no face found by the landmarker", None],
+        }
+    )
 
 
 def test_screen_faces_verdicts_on_planted_values(monkeypatch, tmp_path):
@@ -319,18 +333,31 @@ def test_screen_faces_verdicts_on_planted_values(monkeypatch, tmp_path):
         return _planted()
 
     monkeypatch.setattr(S, "analyze_faces", fake_analyze)
-    images = pd.DataFrame({"image_id": [10, 11, 12, 13, 14, 15],
-                           "path": [f"/x/{i}.png" for i in range(6)],
-                           "sha256": [f"h{i}" for i in range(6)], "label": "happy"})
+    images = pd.DataFrame(
+        {
+            "image_id": [10, 11, 12, 13, 14, 15],
+            "path": [f"/x/{i}.png" for i in range(6)],
+            "sha256": [f"h{i}" for i in range(6)],
+            "label": "happy",
+        }
+    )
     out = S.screen_faces(images, cache_dir=tmp_path)
     assert list(out.columns) == S.OUTPUT_COLUMNS
     assert out["image_id"].tolist() == [10, 11, 12, 13, 14, 15]
-    assert out["face_reason"].tolist() == [None, "side_face", "occluded", "side_face;occluded",
-                                           "no_face", None]
+    assert out["face_reason"].tolist() == [
+        None,
+        "side_face",
+        "occluded",
+        "side_face;occluded",
+        "no_face",
+        None,
+    ]
     assert out["face_reject"].tolist() == [False, True, True, True, True, False]
     assert seen["sha"] == [f"h{i}" for i in range(6)] and seen["cache_dir"] == tmp_path
 
-    kept = S.screen_faces(images, cache_dir=tmp_path, max_yaw=45, max_occlusion=0.92, no_face="keep")
+    kept = S.screen_faces(
+        images, cache_dir=tmp_path, max_yaw=45, max_occlusion=0.92, no_face="keep"
+    )
     assert kept["face_reason"].tolist() == [None, None, None, "occluded", None, None]
 
 
@@ -368,10 +395,15 @@ def test_keypoint_yaw_reads_the_nose_between_the_ears():
     assert G.keypoint_yaw(profile) == pytest.approx(-90.0, abs=1)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"max_yaw": 0}, "max_yaw"), ({"max_yaw": float("nan")}, "max_yaw"),
-    ({"max_occlusion": 1.5}, "max_occlusion"), ({"no_face": "drop"}, "no_face"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"max_yaw": 0}, "max_yaw"),
+        ({"max_yaw": float("nan")}, "max_yaw"),
+        ({"max_occlusion": 1.5}, "max_occlusion"),
+        ({"no_face": "drop"}, "no_face"),
+    ],
+)
 def test_screen_faces_rejects_bad_settings(kwargs, match, tmp_path):
     with pytest.raises(CurateError, match=match):
         S.face_verdicts(_planted(), **kwargs)
@@ -411,9 +443,21 @@ def test_cli_faces_end_to_end(face_model, analyzer, fer_faces, tmp_path):
     pd.DataFrame({"file": [f"imgs/face{i}.jpg" for i in range(2)]}).to_csv(manifest, index=False)
     bad = CliRunner().invoke(app, ["faces", str(manifest), "--out", str(tmp_path / "m.parquet")])
     assert bad.exit_code == 2 and "--path-column" in bad.output
-    ok = CliRunner().invoke(app, ["faces", str(manifest), "--out", str(tmp_path / "m.parquet"),
-                                  "--path-column", "file", "--workers", "1",
-                                  "--cache-dir", str(tmp_path / "out" / "faces_cache")])
+    ok = CliRunner().invoke(
+        app,
+        [
+            "faces",
+            str(manifest),
+            "--out",
+            str(tmp_path / "m.parquet"),
+            "--path-column",
+            "file",
+            "--workers",
+            "1",
+            "--cache-dir",
+            str(tmp_path / "out" / "faces_cache"),
+        ],
+    )
     assert ok.exit_code == 0, ok.output
     m = pd.read_parquet(tmp_path / "m.parquet")
     pd.testing.assert_frame_equal(m.drop(columns="image_id"), df.loc[:1].drop(columns="image_id"))
@@ -430,8 +474,10 @@ def test_parallel_workers_match_one_process(face_model, analyzer, fer_faces):
 def test_zero_workers_means_this_process(face_model, analyzer, fer_faces):
     """--workers 0 runs in this process (as for the embedder), like 1; a negative count is an error."""
     paths = [str(p) for p in fer_faces[:2]]
-    pd.testing.assert_frame_equal(A.analyze_faces(paths, workers=0, cache_dir="none"),
-                                  A.analyze_faces(paths, workers=1, cache_dir="none"))
+    pd.testing.assert_frame_equal(
+        A.analyze_faces(paths, workers=0, cache_dir="none"),
+        A.analyze_faces(paths, workers=1, cache_dir="none"),
+    )
     with pytest.raises(CurateError, match="workers"):
         A.analyze_faces(paths, workers=-1, cache_dir="none")
 
@@ -439,12 +485,22 @@ def test_zero_workers_means_this_process(face_model, analyzer, fer_faces):
 def test_rejects_by_class_counts_each_reason_per_label():
     from curate.screens.faces import REJECTS_BY_CLASS_COLUMNS, rejects_by_class
 
-    faces = pd.DataFrame({"face_reject": [True, False, True, True, False],
-                          "face_reason": ["occluded", None, "side_face;occluded", "no_face", None]})
+    faces = pd.DataFrame(
+        {
+            "face_reject": [True, False, True, True, False],
+            "face_reason": ["occluded", None, "side_face;occluded", "no_face", None],
+        }
+    )
     t = rejects_by_class(faces, ["angry", "angry", "happy", "angry", "happy"]).set_index("label")
     assert list(t.reset_index().columns) == REJECTS_BY_CLASS_COLUMNS
     assert t.index.tolist() == ["angry", "happy", "all"]
-    assert t.loc["angry", ["images", "rejected", "side_face", "occluded", "no_face"]].tolist() == [3, 2, 0, 1, 1]
+    assert t.loc["angry", ["images", "rejected", "side_face", "occluded", "no_face"]].tolist() == [
+        3,
+        2,
+        0,
+        1,
+        1,
+    ]
     assert t.loc["happy", ["images", "rejected", "side_face", "occluded"]].tolist() == [2, 1, 1, 1]
     assert t.loc["all", "rejected"] == 3 and t.loc["all", "share"] == pytest.approx(0.6)
 
@@ -459,13 +515,21 @@ def test_calibrated_yaw_adds_the_noses_place_between_the_cheeks():
     marks[G.NOSE_TIP] = (60, 62)  # half-way from the middle to the right cheek
     assert G.cheek_offset(marks) == pytest.approx(0.5)
     mirrored = marks * (-1, 1) + (100, 0)
-    mirrored[list(G.LEFT_EYE)], mirrored[list(G.RIGHT_EYE)] = mirrored[list(G.RIGHT_EYE)].copy(), mirrored[list(G.LEFT_EYE)].copy()
-    mirrored[G.CHEEKS[0]], mirrored[G.CHEEKS[1]] = mirrored[G.CHEEKS[1]].copy(), mirrored[G.CHEEKS[0]].copy()
+    mirrored[list(G.LEFT_EYE)], mirrored[list(G.RIGHT_EYE)] = (
+        mirrored[list(G.RIGHT_EYE)].copy(),
+        mirrored[list(G.LEFT_EYE)].copy(),
+    )
+    mirrored[G.CHEEKS[0]], mirrored[G.CHEEKS[1]] = (
+        mirrored[G.CHEEKS[1]].copy(),
+        mirrored[G.CHEEKS[0]].copy(),
+    )
     assert G.cheek_offset(mirrored) == pytest.approx(-0.5)
     t = np.radians(30)
     rot = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
     assert G.cheek_offset(marks @ rot.T) == pytest.approx(0.5)
-    assert G.calibrated_yaw(10.0, marks) == pytest.approx(G.YAW_FROM_MATRIX * 10 + G.YAW_FROM_CHEEKS * 0.5)
+    assert G.calibrated_yaw(10.0, marks) == pytest.approx(
+        G.YAW_FROM_MATRIX * 10 + G.YAW_FROM_CHEEKS * 0.5
+    )
 
 
 def test_occlusion_in_bfloat16_stays_close_to_float32():
@@ -490,18 +554,40 @@ def test_the_face_screens_use_an_analysis_made_earlier_in_the_run(monkeypatch, t
         raise AssertionError("analyze_faces called again")
 
     monkeypatch.setattr(S, "analyze_faces", no_second_pass)
-    images = pd.DataFrame({"image_id": [7, 9], "path": ["a.png", "b.png"], "sha256": ["a" * 64, "b" * 64],
-                           "label": ["happy", "sad"]})
-    analysis = pd.DataFrame({"path": ["a.png", "b.png"], "face_found": [True, True], "yaw": [40.0, 2.0],
-                             "pitch": 0.0, "roll": 0.0, "occlusion": [0.0, 0.0], "occlusion_any": 0.1,
-                             "face_confidence": 0.9, "detail": None, "blendshapes": [[0.1] * 52, [0.2] * 52]})
+    images = pd.DataFrame(
+        {
+            "image_id": [7, 9],
+            "path": ["a.png", "b.png"],
+            "sha256": ["a" * 64, "b" * 64],
+            "label": ["happy", "sad"],
+        }
+    )
+    analysis = pd.DataFrame(
+        {
+            "path": ["a.png", "b.png"],
+            "face_found": [True, True],
+            "yaw": [40.0, 2.0],
+            "pitch": 0.0,
+            "roll": 0.0,
+            "occlusion": [0.0, 0.0],
+            "occlusion_any": 0.1,
+            "face_confidence": 0.9,
+            "detail": None,
+            "blendshapes": [[0.1] * 52, [0.2] * 52],
+        }
+    )
     faces = S.screen_faces(images, cache_dir=OFF, analysis=analysis)
-    assert faces["image_id"].tolist() == [7, 9] and faces["face_reason"].tolist() == ["side_face", None]
+    assert faces["image_id"].tolist() == [7, 9] and faces["face_reason"].tolist() == [
+        "side_face",
+        None,
+    ]
     with pytest.raises(ValueError, match="in their order"):
         S.screen_faces(images, cache_dir=OFF, analysis=analysis.iloc[::-1])
     screen = get_screen("faces")
     settings = {o.name: o.default for o in screen.options} | {"face_model": None}
-    ctx = ScreenContext(images=images, tuples=pd.DataFrame(), rows={}, settings=settings, out_dir=tmp_path)
+    ctx = ScreenContext(
+        images=images, tuples=pd.DataFrame(), rows={}, settings=settings, out_dir=tmp_path
+    )
     ctx.shared["faces"] = analysis
     out = screen.run(ctx)
     assert out.table["face_reason"].tolist() == ["side_face", None]
@@ -520,23 +606,50 @@ def test_work_list_analyses_each_missing_content_once_and_blendshapes_alone_on_a
     assert here.todo == {"ka": "a.png", "kb": "b.png", "kc": "c.png"} and here.bs_todo == {}
     engine = work_list(paths, keys, {"kb"}, set(), blendshapes=True, on_engine=True)
     assert engine.todo == {"ka": "a.png", "kc": "c.png"} and engine.bs_todo == {"kb": "b.png"}
-    assert work_list(paths, keys, {"ka", "kb", "kc"}, {"ka", "kb", "kc"}, blendshapes=True,
-                     on_engine=False).todo == {}
+    assert (
+        work_list(
+            paths, keys, {"ka", "kb", "kc"}, {"ka", "kb", "kc"}, blendshapes=True, on_engine=False
+        ).todo
+        == {}
+    )
 
 
 def test_analysis_table_is_one_row_per_path_in_input_order_with_fixed_dtypes():
     from curate.faces.analyze import COLUMNS, analysis_table
 
-    face = {"sha256": "k1", "face_found": True, "yaw": 10, "pitch": 1, "roll": 0, "occlusion": 0.1,
-            "occlusion_any": 0.2, "face_confidence": 0.9, "detail": None}
-    none = {"face_found": False, "yaw": None, "pitch": None, "roll": None, "occlusion": None,
-            "occlusion_any": None, "face_confidence": 0.0, "detail": "no face detected"}
-    out = analysis_table(["x.png", "y.png", "x2.png"], ["k1", "k2", "k1"], {"k1": face, "k2": none}, None)
+    face = {
+        "sha256": "k1",
+        "face_found": True,
+        "yaw": 10,
+        "pitch": 1,
+        "roll": 0,
+        "occlusion": 0.1,
+        "occlusion_any": 0.2,
+        "face_confidence": 0.9,
+        "detail": None,
+    }
+    none = {
+        "face_found": False,
+        "yaw": None,
+        "pitch": None,
+        "roll": None,
+        "occlusion": None,
+        "occlusion_any": None,
+        "face_confidence": 0.0,
+        "detail": "no face detected",
+    }
+    out = analysis_table(
+        ["x.png", "y.png", "x2.png"], ["k1", "k2", "k1"], {"k1": face, "k2": none}, None
+    )
     assert list(out.columns) == COLUMNS
     assert out["path"].tolist() == ["x.png", "y.png", "x2.png"]
     assert out["face_found"].tolist() == [True, False, True] and out["yaw"].dtype == "float64"
     assert np.isnan(out["yaw"][1]) and out["detail"].dtype == "string"
-    bs = analysis_table(["x.png", "y.png"], ["k1", "k2"], {"k1": face, "k2": none},
-                        {"k1": {"blendshapes": [0.5] * 52, "box": [1, 2, 3, 4]}, "k2": {}})
+    bs = analysis_table(
+        ["x.png", "y.png"],
+        ["k1", "k2"],
+        {"k1": face, "k2": none},
+        {"k1": {"blendshapes": [0.5] * 52, "box": [1, 2, 3, 4]}, "k2": {}},
+    )
     assert bs["blendshapes"][0].dtype == np.float32 and bs["face_box"][0] == (1.0, 2.0, 3.0, 4.0)
     assert bs["blendshapes"][1] is None and bs["face_box"][1] is None

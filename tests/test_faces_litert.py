@@ -85,8 +85,15 @@ def test_synthetic_faces_of_several_sizes_agree_with_the_tasks_path(finders, tmp
 
     images = []
     for size in (48, 100, 160):
-        make_example(tmp_path / str(size), per_class=2, size=size, seed=size, side_faces=0.3,
-                     occluded=0.3, duplicates=0)
+        make_example(
+            tmp_path / str(size),
+            per_class=2,
+            size=size,
+            seed=size,
+            side_faces=0.3,
+            occluded=0.3,
+            duplicates=0,
+        )
         for p in sorted((tmp_path / str(size) / "images").rglob("*.png")):
             rgb, gray = _arrays(p)
             images.append((rgb, gray))
@@ -113,10 +120,18 @@ def test_analyze_faces_backends_agree_row_by_row(face_model, shared_data):
     # every face the Tasks path finds, and agrees on why the rest were not analysed
     assert (lite["face_found"] >= tasks["face_found"]).all()
     neither = ~lite["face_found"].to_numpy()
-    assert lite["detail"][neither].fillna("").tolist() == tasks["detail"][neither].fillna("").tolist()
+    assert (
+        lite["detail"][neither].fillna("").tolist() == tasks["detail"][neither].fillna("").tolist()
+    )
     both = tasks["face_found"]
-    for col, tol in (("yaw", 0.5), ("pitch", 0.5), ("roll", 0.5), ("occlusion", 0.05),
-                     ("occlusion_any", 0.05), ("face_confidence", 1e-5)):
+    for col, tol in (
+        ("yaw", 0.5),
+        ("pitch", 0.5),
+        ("roll", 0.5),
+        ("occlusion", 0.05),
+        ("occlusion_any", 0.05),
+        ("face_confidence", 1e-5),
+    ):
         assert np.abs(lite.loc[both, col] - tasks.loc[both, col]).max() < tol, col
 
 
@@ -166,8 +181,10 @@ def test_top_face_is_the_first_output_of_weighted_nms():
         boxes = np.concatenate([centre - half, centre + half], axis=1).astype(np.float32)
         keypoints = rng.uniform(0, 1, (n, 6, 2)).astype(np.float32)
         scores = rng.uniform(0.05, 1.0, n).astype(np.float32)
-        got, want = R.LiteLandmarker.top_face(boxes, keypoints, scores), _weighted_nms_first(
-            boxes, keypoints, scores)
+        got, want = (
+            R.LiteLandmarker.top_face(boxes, keypoints, scores),
+            _weighted_nms_first(boxes, keypoints, scores),
+        )
         if want is None:
             assert got is None
             continue
@@ -190,8 +207,10 @@ def _opencv4_maps(roi, size):
     return xy, alpha
 
 
-@pytest.mark.parametrize("roi", [(15.5, 15.5, 31.0, 31.0, 0.0), (20.3, 14.1, 25.7, 21.2, 0.4),
-                                 (12.0, 18.0, 40.0, 40.0, -2.9)])
+@pytest.mark.parametrize(
+    "roi",
+    [(15.5, 15.5, 31.0, 31.0, 0.0), (20.3, 14.1, 25.7, 21.2, 0.4), (12.0, 18.0, 40.0, 40.0, -2.9)],
+)
 def test_warp_maps_are_opencv4s(roi):
     xy, alpha = R.warp_maps(roi, 16)
     ref_xy, ref_alpha = _opencv4_maps(roi, 16)
@@ -262,15 +281,22 @@ def test_geometry_metadata_is_read_from_its_protobuf():
 def test_geometry_recovers_the_pose_of_a_projected_canonical_face(face_model):
     with zipfile.ZipFile(face_model) as bundle:
         canonical, weights = R.read_geometry_metadata(
-            bundle.read("geometry_pipeline_metadata_landmarks.binarypb"))
+            bundle.read("geometry_pipeline_metadata_landmarks.binarypb")
+        )
     geometry = R.FaceGeometry(canonical, weights)
     width = height = 256
     focal = 0.5 / math.tan(0.5 * math.radians(R.FOV_DEGREES))  # image heights
     for yaw, pitch, roll in ((0, 0, 0), (25, -10, 5), (-40, 15, -12)):
         ry, rx, rz = (math.radians(a) for a in (yaw, -pitch, -roll))  # pose_from_matrix's signs
-        rot = (np.array([[math.cos(rz), -math.sin(rz), 0], [math.sin(rz), math.cos(rz), 0], [0, 0, 1]])
-               @ np.array([[math.cos(ry), 0, math.sin(ry)], [0, 1, 0], [-math.sin(ry), 0, math.cos(ry)]])
-               @ np.array([[1, 0, 0], [0, math.cos(rx), -math.sin(rx)], [0, math.sin(rx), math.cos(rx)]]))
+        rot = (
+            np.array([[math.cos(rz), -math.sin(rz), 0], [math.sin(rz), math.cos(rz), 0], [0, 0, 1]])
+            @ np.array(
+                [[math.cos(ry), 0, math.sin(ry)], [0, 1, 0], [-math.sin(ry), 0, math.cos(ry)]]
+            )
+            @ np.array(
+                [[1, 0, 0], [0, math.cos(rx), -math.sin(rx)], [0, math.sin(rx), math.cos(rx)]]
+            )
+        )
         camera = rot @ canonical + np.array([[0.0], [0.0], [-60.0]])  # 60 cm in front
         depth = -camera[2]
         x = 0.5 + focal * camera[0] / depth
@@ -306,15 +332,24 @@ def test_face_rows_score_a_batch_as_one_face_at_a_time():
         pytest.skip("occlusion weights not fitted")
     model = O.OcclusionModel()
     rng = np.random.default_rng(3)
-    found = [L.FaceResult(True, None, 1.0, 2.0, 3.0, 0.9, rng.integers(0, 256, (48, 48)).astype(np.uint8)),
-             L.FaceResult(False, "no face found by the landmarker", face_confidence=0.2),
-             L.FaceResult(True, None, -5.0, 0.0, 1.0, 0.8, rng.integers(0, 256, (48, 48)).astype(np.uint8))]
+    found = [
+        L.FaceResult(
+            True, None, 1.0, 2.0, 3.0, 0.9, rng.integers(0, 256, (48, 48)).astype(np.uint8)
+        ),
+        L.FaceResult(False, "no face found by the landmarker", face_confidence=0.2),
+        L.FaceResult(
+            True, None, -5.0, 0.0, 1.0, 0.8, rng.integers(0, 256, (48, 48)).astype(np.uint8)
+        ),
+    ]
     rows = L.face_rows(["a", "b", "c"], found, model)
     assert [r["path"] for r in rows] == ["a", "b", "c"]
     for row, f in zip(rows, found, strict=True):
         if f.face_found:
             occlusion, covered = model.score(f.aligned)
-            assert abs(row["occlusion"] - occlusion) < 1e-6 and abs(row["occlusion_any"] - covered) < 1e-6
+            assert (
+                abs(row["occlusion"] - occlusion) < 1e-6
+                and abs(row["occlusion_any"] - covered) < 1e-6
+            )
         else:
             assert math.isnan(row["occlusion"]) and math.isnan(row["occlusion_any"])
             assert row["detail"] == f.detail and row["face_confidence"] == 0.2
@@ -338,14 +373,20 @@ def test_backend_is_checked_and_keys_the_cache(tmp_path, monkeypatch):
 def test_litert_backend_on_files_that_are_not_faces(face_model, tmp_path):
     pytest.importorskip("ai_edge_litert")
     noise = tmp_path / "noise.png"
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 48)).astype(np.uint8)).save(noise)
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 48)).astype(np.uint8)).save(
+        noise
+    )
     blank = tmp_path / "blank.png"
     Image.fromarray(np.full((30, 70), 128, np.uint8)).save(blank)
     corrupt = tmp_path / "corrupt.jpg"
     corrupt.write_bytes(b"\xff\xd8 not a jpeg")
-    df = A.analyze_faces([noise, blank, corrupt, tmp_path / "missing.png"], workers=1, backend="litert")
+    df = A.analyze_faces(
+        [noise, blank, corrupt, tmp_path / "missing.png"], workers=1, backend="litert"
+    )
     assert not df["face_found"].any()
-    assert all(d.startswith("no face found by the landmarker: no face detected") for d in df["detail"][:2])
+    assert all(
+        d.startswith("no face found by the landmarker: no face detected") for d in df["detail"][:2]
+    )
     assert df["detail"][2].startswith("unreadable:") and df["detail"][3].startswith("missing:")
     assert df["yaw"].isna().all() and df["occlusion"].isna().all()
 
@@ -363,8 +404,9 @@ def test_cli_faces_backend_option(face_model, shared_data, tmp_path):
     tables = {}
     for backend in ("tasks", "litert"):
         out = tmp_path / backend / "faces.parquet"
-        result = CliRunner().invoke(app, ["faces", str(folder), "--out", str(out), "--workers", "1",
-                                          "--backend", backend])
+        result = CliRunner().invoke(
+            app, ["faces", str(folder), "--out", str(out), "--workers", "1", "--backend", backend]
+        )
         assert result.exit_code == 0, result.output
         record = json.loads(out.with_suffix(".run.json").read_text())
         assert record["params"]["backend"] == backend
@@ -372,8 +414,9 @@ def test_cli_faces_backend_option(face_model, shared_data, tmp_path):
         tables[backend] = pd.read_parquet(out)
     assert tables["tasks"]["face_found"].tolist() == tables["litert"]["face_found"].tolist()
     assert np.abs(tables["tasks"]["yaw"] - tables["litert"]["yaw"]).max() < 0.5
-    bad = CliRunner().invoke(app, ["faces", str(folder), "--out", str(tmp_path / "x.parquet"),
-                                   "--backend", "gpu"])
+    bad = CliRunner().invoke(
+        app, ["faces", str(folder), "--out", str(tmp_path / "x.parquet"), "--backend", "gpu"]
+    )
     assert bad.exit_code == 2 and "unknown face backend" in bad.output
 
 
@@ -407,13 +450,20 @@ def test_a_retried_face_must_hold_when_looked_at_again(face_model, shared_data):
     from curate.images import load_arrays
 
     lm = R.LiteLandmarker(face_model)
-    image = prepare_for_detection(load_arrays(sorted((shared_data / "fer2013" / "val" / "happy").glob("*.jpg"))[0])[1])[0]
+    image = prepare_for_detection(
+        load_arrays(sorted((shared_data / "fer2013" / "val" / "happy").glob("*.jpg"))[0])[1]
+    )[0]
     face = lm.find(image)
     assert face.landmarks is not None
     again = lm.refined(image, face)
-    assert again.landmarks is not None and np.abs(again.landmarks[:, :2] - face.landmarks[:, :2]).max() < 0.05
+    assert (
+        again.landmarks is not None
+        and np.abs(again.landmarks[:, :2] - face.landmarks[:, :2]).max() < 0.05
+    )
     moved = R.LiteFace(face.confidence, face.landmarks.copy(), face.matrix)
-    moved.landmarks[:, 0] = 0.5 + 0.6 * (moved.landmarks[:, 0] - 0.5)  # squashed: the points will not hold
+    moved.landmarks[:, 0] = 0.5 + 0.6 * (
+        moved.landmarks[:, 0] - 0.5
+    )  # squashed: the points will not hold
     assert lm.refined(image, moved).landmarks is None
 
 
@@ -445,7 +495,9 @@ def test_a_face_found_in_the_mirror_image_comes_back_in_place(face_model, shared
         back = lm.mirrored(b, image.shape[1], image.shape[0])
         eyes = np.hypot(*(a.landmarks[33, :2] - a.landmarks[263, :2]))
         assert np.median(np.hypot(*(back.landmarks[:, :2] - a.landmarks[:, :2]).T)) < 0.04 * eyes
-        assert np.abs(np.subtract(pose_from_matrix(back.matrix), pose_from_matrix(a.matrix))).max() < 8
+        assert (
+            np.abs(np.subtract(pose_from_matrix(back.matrix), pose_from_matrix(a.matrix))).max() < 8
+        )
         checked += 1
     assert checked >= 4
 
@@ -467,7 +519,12 @@ def test_looking_again_in_the_mirror_image_finds_more_faces(face_model, shared_d
         if first.landmarks is not None or first.confidence < R.RETRY_MIN_SCORE:
             continue
         side = max(gray.shape) * scale
-        if lm.retry(image, (image.shape[1] / 2, image.shape[0] / 2), side, first.confidence).landmarks is not None:
+        if (
+            lm.retry(
+                image, (image.shape[1] / 2, image.shape[0] / 2), side, first.confidence
+            ).landmarks
+            is not None
+        ):
             continue
         missed += 1
         again = finder.look_again(image, side, first)

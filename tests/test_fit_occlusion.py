@@ -26,7 +26,10 @@ def _crops(n: int, seed: int = 0) -> np.ndarray:
     import cv2
 
     rng = np.random.default_rng(seed)
-    out = [cv2.GaussianBlur(rng.uniform(0, 255, (48, 48)).astype(np.float32), (0, 0), 2.0) for _ in range(n)]
+    out = [
+        cv2.GaussianBlur(rng.uniform(0, 255, (48, 48)).astype(np.float32), (0, 0), 2.0)
+        for _ in range(n)
+    ]
     return np.clip(np.stack(out) * 2 - 128, 0, 255).astype(np.uint8)
 
 
@@ -44,8 +47,14 @@ def _save_net(path: Path, seed: int, occluded_bias: float | None = None) -> Path
 
 
 def _labels(n: int) -> pd.DataFrame:
-    return pd.DataFrame({"path": [f"c/{i}.jpg" for i in range(n)], "occluded": [i % 2 for i in range(n)],
-                         "sample": ["random" if i % 3 else "ranked" for i in range(n)], "idx": np.arange(n)})
+    return pd.DataFrame(
+        {
+            "path": [f"c/{i}.jpg" for i in range(n)],
+            "occluded": [i % 2 for i in range(n)],
+            "sample": ["random" if i % 3 else "ranked" for i in range(n)],
+            "idx": np.arange(n),
+        }
+    )
 
 
 def _same(a: dict, b: dict) -> bool:
@@ -68,7 +77,9 @@ def test_synthetic_fit_is_seeded_and_its_file_loads(tmp_path):
     from safetensors import safe_open
 
     with safe_open(str(path), "pt") as f:
-        assert f.metadata()["fitted_by"] == "test" and f.metadata()["analysis_version"].startswith("faces-")
+        assert f.metadata()["fitted_by"] == "test" and f.metadata()["analysis_version"].startswith(
+            "faces-"
+        )
 
 
 def test_clean_with_drops_the_faces_an_earlier_fit_finds_occluded(tmp_path):
@@ -107,7 +118,9 @@ def test_labelled_fold_never_trains_on_its_held_out_faces(tmp_path, monkeypatch)
 
     monkeypatch.setattr(occluders, "jitter", spy_jitter)
     monkeypatch.setattr(occluders, "labelled_stage_batch", spy_batch)
-    res = fit.fit_labelled(crops, labels, init=init, clean_with=clean, seeds=(0,), epochs=2, cv_fold=2)
+    res = fit.fit_labelled(
+        crops, labels, init=init, clean_with=clean, seeds=(0,), epochs=2, cv_fold=2
+    )
 
     faces = {i: crops[i].astype(np.float32) for i in range(len(crops))}
     seen = {i for img in jittered for i, f in faces.items() if np.array_equal(img, f)}
@@ -148,8 +161,13 @@ def test_match_labels_names_faces_outside_the_sample():
 
 
 def test_fit_script_needs_an_explicit_out():
-    res = subprocess.run([sys.executable, "-m", "bench.recipes.fit_occlusion", "--epochs", "1"],
-                         capture_output=True, text=True, cwd=ROOT, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-m", "bench.recipes.fit_occlusion", "--epochs", "1"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert res.returncode == 2 and "--out" in res.stderr
 
 
@@ -166,9 +184,19 @@ def test_the_committed_stage4_weights_start_the_labelled_stage():
 
 # --------------------------------------------------------------------------- the two outputs
 
+
 def test_glasses_only_reads_the_kind_of_cover():
     assert fit.glasses_only("clear_glasses") and fit.glasses_only("clear_glasses;hat")
-    for kind in ("", "none", "hand", "hand;clear_glasses", "sunglasses", "clear_glasses;other", None, float("nan")):
+    for kind in (
+        "",
+        "none",
+        "hand",
+        "hand;clear_glasses",
+        "sunglasses",
+        "clear_glasses;other",
+        None,
+        float("nan"),
+    ):
         assert not fit.glasses_only(kind), kind
 
 
@@ -179,7 +207,9 @@ def test_covered_scores_discount_clear_glasses_only():
     occlusion, covered = covered_scores(two)
     assert np.allclose(covered, two[:, 0]) and np.allclose(occlusion, [0.9, 0.0, 0.4, 0.01])
     five = np.array([[0.7, 0.1, 0.2, 0.3, 0.4]])  # a synthetic-stage network has no glasses output
-    assert covered_scores(five)[0] == pytest.approx([0.7]) and covered_scores(five)[1] == pytest.approx([0.7])
+    assert covered_scores(five)[0] == pytest.approx([0.7]) and covered_scores(five)[
+        1
+    ] == pytest.approx([0.7])
 
 
 def test_labelled_stage_synthetic_targets():
@@ -199,8 +229,9 @@ def test_labelled_stage_synthetic_targets():
     for _ in range(50):
         _, y = occluders.covered_targets(crops[1], rng, crops, (occluders.face_mask,))
         assert y[1] == 0
-    x, y = occluders.labelled_stage_batch(crops, np.arange(8), np.random.default_rng(1), crops,
-                                          occluders.labelled_stage_mix())
+    x, y = occluders.labelled_stage_batch(
+        crops, np.arange(8), np.random.default_rng(1), crops, occluders.labelled_stage_mix()
+    )
     assert x.shape == (8, 1, 48, 48) and y.shape == (8, 2)
 
 
@@ -208,7 +239,9 @@ def test_labelled_fit_makes_two_outputs_from_the_first_two_of_init(tmp_path):
     from safetensors.torch import load_file
 
     crops = _crops(70, seed=3)
-    labels = _labels(30).assign(kind=["clear_glasses" if i % 4 == 1 else ("hand" if i % 2 else "") for i in range(30)])
+    labels = _labels(30).assign(
+        kind=["clear_glasses" if i % 4 == 1 else ("hand" if i % 2 else "") for i in range(30)]
+    )
     init = _save_net(tmp_path / "init.safetensors", 1)
     clean = _save_net(tmp_path / "clean.safetensors", 2, occluded_bias=-10.0)
     start = fit._start_from(init)
@@ -219,7 +252,9 @@ def test_labelled_fit_makes_two_outputs_from_the_first_two_of_init(tmp_path):
     x = torch.randn(3, 1, 48, 48)
     with torch.no_grad():
         assert torch.allclose(two.eval()(x), full.eval()(x)[:, :2])
-    res = fit.fit_labelled(crops, labels, init=init, clean_with=clean, seeds=(0,), epochs=1, cv_fold=0)
+    res = fit.fit_labelled(
+        crops, labels, init=init, clean_with=clean, seeds=(0,), epochs=1, cv_fold=0
+    )
     model = OcclusionModel(fit.save_occlusion_weights(res.states, tmp_path / "w.safetensors", {}))
     assert model.probabilities(crops[:4]).shape == (4, 2)
     assert all(o <= c + 1e-12 for o, c in model.scores(crops[:4]))
@@ -240,7 +275,9 @@ def test_excluded_faces_never_enter_the_clean_pool(tmp_path, monkeypatch):
         return real(crops_, idx, rng, donors, *args, **kwargs)
 
     monkeypatch.setattr(occluders, "labelled_stage_batch", spy)
-    res = fit.fit_labelled(crops, labels, init=init, clean_with=clean, seeds=(0,), epochs=1, exclude=exclude)
+    res = fit.fit_labelled(
+        crops, labels, init=init, clean_with=clean, seeds=(0,), epochs=1, exclude=exclude
+    )
     assert res.n_clean == 80 - 20 - 20
     for idx, donors in batches:
         assert not set(idx.tolist()) & set(exclude)
@@ -250,7 +287,9 @@ def test_excluded_faces_never_enter_the_clean_pool(tmp_path, monkeypatch):
 def test_a_weights_file_of_mixed_networks_is_refused(tmp_path):
     from safetensors.torch import save_file
 
-    states = [{k: v.contiguous() for k, v in build_occlusion_net(n).state_dict().items()} for n in (2, 5)]
+    states = [
+        {k: v.contiguous() for k, v in build_occlusion_net(n).state_dict().items()} for n in (2, 5)
+    ]
     save_file(fit.join_members(states), str(tmp_path / "mixed.safetensors"))
     with pytest.raises(CurateError, match="outputs"):
         OcclusionModel(tmp_path / "mixed.safetensors")
@@ -276,13 +315,24 @@ def test_extra_uncovered_faces_and_balanced_classes(tmp_path, monkeypatch):
         return real_jitter(img, rng)
 
     monkeypatch.setattr(occluders, "jitter", spy_jitter)
-    res = fit.fit_labelled(crops, labels, init=init, clean_with=clean, seeds=(0,), epochs=3,
-                           classes=classes.tolist(), extra_bare=extra, extra_classes=["posed"] * len(extra))
+    res = fit.fit_labelled(
+        crops,
+        labels,
+        init=init,
+        clean_with=clean,
+        seeds=(0,),
+        epochs=3,
+        classes=classes.tolist(),
+        extra_bare=extra,
+        extra_classes=["posed"] * len(extra),
+    )
     assert res.n_clean == len(crops) - len(labels) + len(extra)
     assert res.n_train == len(labels) + len(extra)
     seen = jittered
     rare = sum(any(np.array_equal(s, crops[i].astype(np.float32)) for i in bare[:2]) for s in seen)
-    common = sum(any(np.array_equal(s, crops[i].astype(np.float32)) for i in bare[2:]) for s in seen)
+    common = sum(
+        any(np.array_equal(s, crops[i].astype(np.float32)) for i in bare[2:]) for s in seen
+    )
     posed = sum(any(np.array_equal(s, e.astype(np.float32)) for e in extra) for s in seen)
     assert posed > 0
     # three classes drawn alike: the 2 rare faces make about a third of the uncovered draws

@@ -24,8 +24,15 @@ FERPLUS = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "f
 def test_fer2013_classes_are_covered_by_ferplus_head_classes_renamed():
     m = map_classes(FERPLUS, FER)
     assert m.covered and m.missing == []
-    assert m.mapping == {"angry": "anger", "disgust": "disgust", "fear": "fear", "happy": "happiness",
-                         "neutral": "neutral", "sad": "sadness", "surprise": "surprise"}
+    assert m.mapping == {
+        "angry": "anger",
+        "disgust": "disgust",
+        "fear": "fear",
+        "happy": "happiness",
+        "neutral": "neutral",
+        "sad": "sadness",
+        "surprise": "surprise",
+    }
     assert m.renamed() == {"angry": "anger", "happy": "happiness", "sad": "sadness"}
     assert m.unused == ["contempt"]
 
@@ -80,7 +87,7 @@ def test_a_head_covering_only_some_classes_is_not_used_with_a_note():
 
 def test_head_classes_the_dataset_lacks_are_dropped_and_renormalised():
     rng, classes, codes, labels = _planted(k=3)
-    p = np.tile([0.5, 0.2, 0.2, 0.1], (codes.size, 1))   # head classes: c0 c1 c2 extra
+    p = np.tile([0.5, 0.2, 0.2, 0.1], (codes.size, 1))  # head classes: c0 c1 c2 extra
     ev = decide(HeadOutput("net", (*classes, "extra"), p), labels, classes, None, setting="on")
     assert ev.mapping.unused == ["extra"]
     np.testing.assert_allclose(ev.probabilities.sum(axis=1), 1.0)
@@ -111,9 +118,9 @@ def test_combined_confidence_matches_a_brute_force_reference():
 
 def test_the_head_finds_a_mislabel_the_embedding_cannot_see():
     rng, classes, codes, labels = _planted(n_per=40, k=3)
-    emb = rng.normal(size=(codes.size, 8)).astype(np.float32)      # no class structure at all
+    emb = rng.normal(size=(codes.size, 8)).astype(np.float32)  # no class structure at all
     labels = labels.copy()
-    labels[5] = "c2"                                                 # truly c0
+    labels[5] = "c2"  # truly c0
     head = np.full((codes.size, 3), 0.05)
     head[np.arange(codes.size), codes] = 0.9
     table, _ = label_posteriors(emb, labels, head_probs=head)
@@ -161,8 +168,13 @@ def _fake_backbone_with_head(monkeypatch, vectors, head_classes, head_probs):
 
     def back(self, ctx):
         ctx.shared["head"] = HeadOutput("planted-net", head_classes, head_probs)
-        return Features("backbone", vectors, np.zeros(len(vectors), bool), [None] * len(vectors),
-                        details={"backbone": "planted", "framing": {"used": "full"}})
+        return Features(
+            "backbone",
+            vectors,
+            np.zeros(len(vectors), bool),
+            [None] * len(vectors),
+            details={"backbone": "planted", "framing": {"used": "full"}},
+        )
 
     monkeypatch.setattr(type(get("backbone")), "compute", back)
 
@@ -181,15 +193,29 @@ def test_screen_uses_a_covering_head_and_records_the_decision(tmp_path, monkeypa
     rng = np.random.default_rng(0)
     head = _sharp_head(codes, len(classes), rng, right=1.0)
     names = tuple(c.upper() for c in classes) if covered else classes[:-1]
-    _fake_backbone_with_head(monkeypatch, emb.astype(np.float32), names,
-                             head if covered else head[:, :-1] / head[:, :-1].sum(axis=1, keepdims=True))
-    res = screen(build, tmp_path / "out", representation="backbone", skip_faces_screen=True,
-                 skip_quality_screen=True, skip_not_face_screen=True, skip_near_duplicates_screen=True)
+    _fake_backbone_with_head(
+        monkeypatch,
+        emb.astype(np.float32),
+        names,
+        head if covered else head[:, :-1] / head[:, :-1].sum(axis=1, keepdims=True),
+    )
+    res = screen(
+        build,
+        tmp_path / "out",
+        representation="backbone",
+        skip_faces_screen=True,
+        skip_quality_screen=True,
+        skip_not_face_screen=True,
+        skip_near_duplicates_screen=True,
+    )
     ev = json.loads((tmp_path / "out" / "run.json").read_text())["params"]["label_evidence"]
     assert ev["head_used"] is covered and ev["network"] == "planted-net"
     assert any(n.startswith("label evidence: network head") for n in res.notes)
     if covered:
-        assert ev["class_mapping"] == {c: c.upper() for c in classes} and ev["head_balanced_accuracy"] == 1.0
+        assert (
+            ev["class_mapping"] == {c: c.upper() for c in classes}
+            and ev["head_balanced_accuracy"] == 1.0
+        )
     else:
         assert ev["classes_missing"] == [classes[-1]] and "do not name" in ev["why"]
 

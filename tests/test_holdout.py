@@ -35,16 +35,29 @@ def test_kept_out_follows_near_duplicates(tmp_path: Path) -> None:
     names = [f"happy/Training_{i}.jpg" for i in range(200)]
     held = [n for n in names if holdout.is_holdout([n], 0.3)[0]]
     dev = [n for n in names if n not in held]
-    pd.DataFrame({"path": names, "occluded": 0}).to_csv(tmp_path / holdout.TRAIN_LABELS, index=False)
+    pd.DataFrame({"path": names, "occluded": 0}).to_csv(
+        tmp_path / holdout.TRAIN_LABELS, index=False
+    )
     # a chain: holdout face -> copy -> copy of the copy; and a pair of two dev faces
-    chain = ["fer2013/train/" + held[0], "fer2013/train/sad/Training_x.jpg", "fer2013/val/sad/Val_y.jpg",
-             "fer2013/train/sad/Training_z.jpg"]
-    pairs = pd.DataFrame({"a": chain[:3] + ["fer2013/train/" + dev[0]],
-                          "b": chain[1:] + ["fer2013/train/" + dev[1]], "mad": 1.0})
+    chain = [
+        "fer2013/train/" + held[0],
+        "fer2013/train/sad/Training_x.jpg",
+        "fer2013/val/sad/Val_y.jpg",
+        "fer2013/train/sad/Training_z.jpg",
+    ]
+    pairs = pd.DataFrame(
+        {
+            "a": chain[:3] + ["fer2013/train/" + dev[0]],
+            "b": chain[1:] + ["fer2013/train/" + dev[1]],
+            "mad": 1.0,
+        }
+    )
     pairs.to_csv(tmp_path / holdout.NEAR_DUPLICATES, index=False)
     data = tmp_path / "data"
     (data / "face-conditions").mkdir(parents=True)
-    pd.DataFrame({"path": ["images/fer0000001.png"]}).to_csv(data / "face-conditions" / "labels.csv", index=False)
+    pd.DataFrame({"path": ["images/fer0000001.png"]}).to_csv(
+        data / "face-conditions" / "labels.csv", index=False
+    )
     out = holdout.kept_out_of_fitting(tmp_path, data)
     assert out == set(held) | {"sad/Training_x.jpg", "sad/Training_z.jpg"}
     assert dev[0] not in out and dev[1] not in out

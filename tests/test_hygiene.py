@@ -24,8 +24,9 @@ def _faces(n: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     subjects = [_make_subject(f"s{i}", rng) for i in range(4)]
     names = list(EXPRESSIONS)
-    return np.stack([render_face(subjects[i % 4], EXPRESSIONS[names[i % len(names)]], rng)
-                     for i in range(n)]).astype(np.float32)
+    return np.stack(
+        [render_face(subjects[i % 4], EXPRESSIONS[names[i % len(names)]], rng) for i in range(n)]
+    ).astype(np.float32)
 
 
 def _textures(n: int, seed: int = 0) -> np.ndarray:
@@ -33,8 +34,13 @@ def _textures(n: int, seed: int = 0) -> np.ndarray:
     from scipy.ndimage import gaussian_filter
 
     rng = np.random.default_rng(seed)
-    x = np.stack([gaussian_filter(rng.normal(size=(48, 48)), 2.5) + 0.3 * gaussian_filter(rng.normal(size=(48, 48)), 1)
-                  for _ in range(n)])
+    x = np.stack(
+        [
+            gaussian_filter(rng.normal(size=(48, 48)), 2.5)
+            + 0.3 * gaussian_filter(rng.normal(size=(48, 48)), 1)
+            for _ in range(n)
+        ]
+    )
     x = (x - x.mean((1, 2), keepdims=True)) / x.std((1, 2), keepdims=True)
     return np.clip(128 + 45 * x, 0, 255).astype(np.float32)
 
@@ -47,13 +53,13 @@ def _jpeg(a: np.ndarray, quality: int) -> np.ndarray:
 
 def _crop(a: np.ndarray, keep: float, x: int, y: int) -> np.ndarray:
     side = round(a.shape[0] * keep)
-    win = Image.fromarray(a[y:y + side, x:x + side].astype(np.uint8))
+    win = Image.fromarray(a[y : y + side, x : x + side].astype(np.uint8))
     return np.asarray(win.resize(a.shape[::-1], Image.BICUBIC), dtype=np.float32)
 
 
 def _shift(a: np.ndarray, dx: int, dy: int) -> np.ndarray:
     p = np.pad(a, 4, mode="edge")
-    return p[4 + dy:4 + dy + a.shape[0], 4 + dx:4 + dx + a.shape[1]].copy()
+    return p[4 + dy : 4 + dy + a.shape[0], 4 + dx : 4 + dx + a.shape[1]].copy()
 
 
 EDITS = {
@@ -61,7 +67,9 @@ EDITS = {
     "brighter": lambda a: np.clip(a + 40, 0, 255),
     "contrast": lambda a: np.clip((a - a.mean()) * 0.6 + a.mean(), 0, 255),
     "jpeg": lambda a: _jpeg(a, 30),
-    "resize": lambda a: thumbnail(np.asarray(Image.fromarray(a.astype(np.uint8)).resize((24, 24), Image.BILINEAR), np.float32)),
+    "resize": lambda a: thumbnail(
+        np.asarray(Image.fromarray(a.astype(np.uint8)).resize((24, 24), Image.BILINEAR), np.float32)
+    ),
     "crop": lambda a: _crop(a, 0.9, 3, 1),
     "shift": lambda a: _shift(a, 2, -2),
 }
@@ -97,7 +105,9 @@ def _loop_join(index, queries, k, min_sim):
     out = set()
     n, o, _ = index.shape
     for i, w in itertools.product(range(n), range(queries.shape[1])):
-        sims = [(float(queries[i, w] @ index[j, r]), j, r) for j in range(n) if j != i for r in range(o)]
+        sims = [
+            (float(queries[i, w] @ index[j, r]), j, r) for j in range(n) if j != i for r in range(o)
+        ]
         for s, j, r in sorted(sims, reverse=True)[:k]:
             if s >= min_sim:
                 out.add((i, w, j, r))
@@ -105,8 +115,15 @@ def _loop_join(index, queries, k, min_sim):
 
 
 def _as_set(c):
-    return set(zip(c.query_image.tolist(), c.query_window.tolist(), c.index_image.tolist(),
-                   c.index_orientation.tolist(), strict=True))
+    return set(
+        zip(
+            c.query_image.tolist(),
+            c.query_window.tolist(),
+            c.index_image.tolist(),
+            c.index_orientation.tolist(),
+            strict=True,
+        )
+    )
 
 
 def test_brute_join_equals_plain_loop():
@@ -129,7 +146,9 @@ def test_cell_join_finds_planted_close_pairs_like_brute_force():
     exact = brute_join(index, queries, k=1, min_sim=0.5)
     approx = cell_join(index, queries, k=1, min_sim=0.5, points_per_cell=64, seed=0)
     planted = {(i, i + 1) for i in range(0, n, 2)}
-    found = {(min(a, b), max(a, b)) for a, b in zip(approx.query_image, approx.index_image, strict=True)}
+    found = {
+        (min(a, b), max(a, b)) for a, b in zip(approx.query_image, approx.index_image, strict=True)
+    }
     assert len(planted & found) >= 0.99 * len(planted)
     assert len(_as_set(approx) & _as_set(exact)) >= 0.97 * len(exact)
 
@@ -176,8 +195,9 @@ def test_near_duplicates_finds_exactly_the_planted_copies_and_the_leak():
     copies = np.stack([EDITS[e](faces[i]) for i, e in enumerate(EDITS)])
     thumbs = np.concatenate([faces, copies])
     n = len(thumbs)
-    images = pd.DataFrame({"image_id": np.arange(100, 100 + n), "split": ["train"] * n,
-                           "width": 48, "height": 48})
+    images = pd.DataFrame(
+        {"image_id": np.arange(100, 100 + n), "split": ["train"] * n, "width": 48, "height": 48}
+    )
     images.loc[len(faces), "split"] = "test"  # the mirrored copy of face 0 sits in test
     per_image, pairs = nd.near_duplicates(thumbs, images)
     got = {(int(a), int(b)) for a, b in zip(pairs.image_id_a, pairs.image_id_b, strict=True)}
@@ -192,16 +212,25 @@ def test_near_duplicates_finds_exactly_the_planted_copies_and_the_leak():
 
 
 def test_group_pairs_keeps_largest_then_lowest_id_and_same_sequence_stays_apart():
-    images = pd.DataFrame({
-        "image_id": [10, 11, 12, 13, 14, 15],
-        "split": ["train", "train", "train", "val", "train", "train"],
-        "width": [48, 96, 96, 48, 48, 48], "height": [48, 96, 96, 48, 48, 48],
-        "sequence": [None, None, None, None, "S1", "S1"],
-        "subject": [None, None, None, None, "P", "P"],
-    })
+    images = pd.DataFrame(
+        {
+            "image_id": [10, 11, 12, 13, 14, 15],
+            "split": ["train", "train", "train", "val", "train", "train"],
+            "width": [48, 96, 96, 48, 48, 48],
+            "height": [48, 96, 96, 48, 48, 48],
+            "sequence": [None, None, None, None, "S1", "S1"],
+            "subject": [None, None, None, None, "P", "P"],
+        }
+    )
     images.loc[6] = [16, "train", 48, 48, "S2", "P"]
-    pairs = pd.DataFrame({"a": [0, 1, 2, 4, 0, 4], "b": [1, 2, 3, 5, 4, 6],
-                          "candidate_sim": 0.9, "pixel_sim": [0.99, 0.97, 0.95, 0.99, 0.5, 0.98]})
+    pairs = pd.DataFrame(
+        {
+            "a": [0, 1, 2, 4, 0, 4],
+            "b": [1, 2, 3, 5, 4, 6],
+            "candidate_sim": 0.9,
+            "pixel_sim": [0.99, 0.97, 0.95, 0.99, 0.5, 0.98],
+        }
+    )
     per_image, conf = nd.group_pairs(images, pairs, min_pixel_sim=0.9)
     # brute force: component {0,1,2,3}; in train 1 and 2 are largest, 11 < 12 -> keep 11
     assert per_image.near_duplicate_group.tolist() == [0, 0, 0, 0, -1, -1, -1]
@@ -211,7 +240,9 @@ def test_group_pairs_keeps_largest_then_lowest_id_and_same_sequence_stays_apart(
     assert conf.cross_split.tolist() == [False, False, True, False, False]
     assert per_image.same_sequence_of.tolist()[4:] == [15, 14, pd.NA]
     assert np.allclose(per_image.near_duplicate_score[:5], [0.99, 0.99, 0.97, 0.95, 0.5])
-    assert per_image.near_duplicate_score[5:].isna().all()  # only partners of its own sequence/subject
+    assert (
+        per_image.near_duplicate_score[5:].isna().all()
+    )  # only partners of its own sequence/subject
     # an image another screen rejected is kept last: prefer 12 over 11 (same size)
     prefer = np.array([True, False, True, True, True, True, True])
     per_image, _ = nd.group_pairs(images, pairs, min_pixel_sim=0.9, prefer=prefer)
@@ -243,8 +274,11 @@ def test_number_groups_and_keep_per_split_match_a_brute_force_reference():
                 continue
             same = [j for j in range(n) if group[j] == group[i]]
             assert leak[i] == (len({split[j] for j in same}) > 1)
-            kept = min((j for j in same if split[j] == split[i]), key=lambda j: (not pref[j], -area[j], ids[j]))
-            assert (pd.isna(near_of[i]) if kept == i else near_of[i] == ids[kept])
+            kept = min(
+                (j for j in same if split[j] == split[i]),
+                key=lambda j: (not pref[j], -area[j], ids[j]),
+            )
+            assert pd.isna(near_of[i]) if kept == i else near_of[i] == ids[kept]
 
 
 def test_near_duplicate_inputs_are_checked():
@@ -269,7 +303,7 @@ def _loop_laplacian_std(g):
     vals = []
     for y in range(1, g.shape[0] - 1):
         for x in range(1, g.shape[1] - 1):
-            vals.append(8 * g[y, x] - (g[y - 1:y + 2, x - 1:x + 2].sum() - g[y, x]))
+            vals.append(8 * g[y, x] - (g[y - 1 : y + 2, x - 1 : x + 2].sum() - g[y, x]))
     return float(np.std(vals))
 
 
@@ -278,8 +312,12 @@ def test_quality_stats_match_loops_and_flag_the_planted_problems():
     face = _faces(1)[0]
     assert q.image_stats(face)["quality_entropy"] == pytest.approx(_loop_entropy(face))
     assert q.edge_strength(face) == pytest.approx(_loop_laplacian_std(face.astype(np.float64)))
-    blurred = np.asarray(Image.fromarray(face.astype(np.uint8)).resize((6, 6), Image.BILINEAR)
-                         .resize((48, 48), Image.BICUBIC), np.float32)
+    blurred = np.asarray(
+        Image.fromarray(face.astype(np.uint8))
+        .resize((6, 6), Image.BILINEAR)
+        .resize((48, 48), Image.BICUBIC),
+        np.float32,
+    )
     cases = {
         "face": (face, 48, 48, None),
         "blank": (np.full((48, 48), 128.0) + rng.normal(0, 0.5, (48, 48)), 48, 48, "blank"),
@@ -305,7 +343,7 @@ def test_face_space_score_matches_formula_and_ranks_non_faces_high():
     text = np.full((6, 48, 48), 240.0)
     for t in text:
         for row in range(8, 40, 6):
-            t[row:row + 2, rng.integers(2, 10):rng.integers(30, 46)] = 20.0
+            t[row : row + 2, rng.integers(2, 10) : rng.integers(30, 46)] = 20.0
     blank = np.zeros((1, 48, 48))
     thumbs = np.concatenate([faces, text, blank]).astype(np.float32)
     x = nf.face_vectors(thumbs)
@@ -313,7 +351,7 @@ def test_face_space_score_matches_formula_and_ranks_non_faces_high():
     s = model.score(x)
     c = x[0] - model.mean
     y = model.axes.T @ c
-    ref = ((y ** 2 / model.variances).sum() + (c @ c - y @ y) / model.residual_variance) / x.shape[1]
+    ref = ((y**2 / model.variances).sum() + (c @ c - y @ y) / model.residual_variance) / x.shape[1]
     assert s[0] == pytest.approx(ref, rel=1e-4)
     assert s[-1] == nf.BLANK_SCORE
     assert s[300:306].min() > np.quantile(s[:300], 0.99)
@@ -327,8 +365,13 @@ def test_not_face_score_is_the_max_robust_z_and_flags_flat_images():
     feats = nf.not_face_features(thumbs)
     flat = feats["flat"]
     t = thumbs[200]
-    loop = np.mean([abs(t[y, x + 1] - t[y, x]) < 2 and abs(t[y + 1, x] - t[y, x]) < 2
-                    for y in range(47) for x in range(47)])
+    loop = np.mean(
+        [
+            abs(t[y, x + 1] - t[y, x]) < 2 and abs(t[y + 1, x] - t[y, x]) < 2
+            for y in range(47)
+            for x in range(47)
+        ]
+    )
     assert flat[200] == pytest.approx(loop)
 
     def z(v):
@@ -346,8 +389,12 @@ def test_ckplus_frames_of_one_sequence_are_same_sequence_not_merged(shared_data)
     from curate.images import load_image
 
     ck = pd.read_csv(shared_data / "ckplus48" / "manifest.csv")
-    thumbs = np.stack([thumbnail(np.asarray(load_image(shared_data / "ckplus48" / p, in_chans=1), np.float32))
-                       for p in ck.path])
+    thumbs = np.stack(
+        [
+            thumbnail(np.asarray(load_image(shared_data / "ckplus48" / p, in_chans=1), np.float32))
+            for p in ck.path
+        ]
+    )
     ck.insert(0, "image_id", np.arange(len(ck)))
     per_image, pairs = nd.near_duplicates(thumbs, ck)
     seq = pairs[pairs.relation == nd.SAME_SEQUENCE]
@@ -363,6 +410,7 @@ def test_ckplus_frames_of_one_sequence_are_same_sequence_not_merged(shared_data)
 
 def test_cell_order_is_the_stable_order_whatever_the_id_width():
     from curate.hygiene.search import _by_cell, _unique_sorted
+
     cells = np.random.default_rng(5).integers(0, 300, 5000)
     want = np.argsort(cells, kind="stable")
     assert np.array_equal(_by_cell(cells, 300), want)  # 16-bit radix path
@@ -391,7 +439,12 @@ def test_hygiene_decodes_with_blas_on_one_thread_and_the_same_pixels(tmp_path, m
     inner = th.decode_one
 
     def spy(path, stats=True):
-        seen.append(max((lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"), default=1))
+        seen.append(
+            max(
+                (lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"),
+                default=1,
+            )
+        )
         return inner(path, stats)
 
     monkeypatch.setattr(th, "decode_one", spy)
@@ -402,4 +455,6 @@ def test_hygiene_decodes_with_blas_on_one_thread_and_the_same_pixels(tmp_path, m
         assert np.array_equal(thumb, thumbnail(grey, th.THUMB_SIDE))  # threaded BLAS here
         assert row.to_dict() == q.image_stats(grey)
     with one_blas_thread():
-        assert all(lib["num_threads"] == 1 for lib in threadpool_info() if lib["user_api"] == "blas")
+        assert all(
+            lib["num_threads"] == 1 for lib in threadpool_info() if lib["user_api"] == "blas"
+        )

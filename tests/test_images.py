@@ -48,7 +48,11 @@ def test_load_image_error_names_the_file(tmp_path):
 def test_load_errors_start_with_a_reason_code(tmp_path):
     empty = tmp_path / "empty.png"
     empty.write_bytes(b"")
-    for path, code in ((tmp_path / "nope.png", "missing:"), (empty, "empty_file:"), (tmp_path, "missing:")):
+    for path, code in (
+        (tmp_path / "nope.png", "missing:"),
+        (empty, "empty_file:"),
+        (tmp_path, "missing:"),
+    ):
         with pytest.raises(CurateError) as err:
             load_arrays(path)
         assert err.value.message.startswith(code) and str(path) in err.value.message
@@ -69,9 +73,9 @@ def test_probe_classifies_bytes(tmp_path):
 
 def _rgba(path):
     arr = np.zeros((6, 8, 4), np.uint8)
-    arr[:, :4] = (200, 30, 60, 255)   # opaque red
-    arr[:, 4:6] = (0, 0, 0, 0)        # transparent black: white once composited
-    arr[:, 6:] = (0, 0, 255, 128)     # half-transparent blue
+    arr[:, :4] = (200, 30, 60, 255)  # opaque red
+    arr[:, 4:6] = (0, 0, 0, 0)  # transparent black: white once composited
+    arr[:, 6:] = (0, 0, 255, 128)  # half-transparent blue
     Image.fromarray(arr, "RGBA").save(path)
     return path
 
@@ -108,9 +112,13 @@ def test_face_screen_and_embedder_see_the_same_pixels(tmp_path, make):
     assert np.array_equal(rgb, _embedder_pixels(path, 3))
     assert np.array_equal(gray, _embedder_pixels(path, 1)[..., 0])
     if make is _rgba:
-        assert (rgb[:, 4:6] == 255).all()           # alpha on white, not black
+        assert (rgb[:, 4:6] == 255).all()  # alpha on white, not black
         assert tuple(rgb[0, 0]) == (200, 30, 60)
         assert tuple(rgb[0, 7]) == (127, 127, 255)  # blue at half alpha over white
     else:
-        assert rgb[0, 0].tolist() == [0, 0, 0] and rgb[-1, -1].tolist() == [233, 233, 233]  # 60000 / 257
-        assert 0 < gray[3, 4] < 233                 # scaled, not clipped at 255
+        assert rgb[0, 0].tolist() == [0, 0, 0] and rgb[-1, -1].tolist() == [
+            233,
+            233,
+            233,
+        ]  # 60000 / 257
+        assert 0 < gray[3, 4] < 233  # scaled, not clipped at 255

@@ -25,11 +25,20 @@ runner = CliRunner()
 
 def _png_bomb(path: Path, width: int = 100_000, height: int = 100_000) -> None:
     """A tiny PNG whose header declares a 10-gigapixel image."""
+
     def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(data))
+            + tag
+            + data
+            + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+        )
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     idat = zlib.compress(b"\x00" * 64)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
 
 
 @pytest.fixture
@@ -41,12 +50,16 @@ def messy(tmp_path: Path) -> Path:
         face_png(root / "sad" / f"ok_{i}.png", 100 + i)
     # corrupt / truncated JPEG
     buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(5).integers(0, 255, (64, 64), dtype=np.uint8)).save(buf, "JPEG")
+    Image.fromarray(np.random.default_rng(5).integers(0, 255, (64, 64), dtype=np.uint8)).save(
+        buf, "JPEG"
+    )
     (root / "happy" / "truncated.jpg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
     (root / "happy" / "zero.jpg").write_bytes(b"")
     (root / "sad" / "text.jpg").write_text("this is not an image\n")
     face_png(root / "sad" / "alpha.png", 7, mode="RGBA")
-    Image.fromarray(np.arange(24 * 24, dtype=np.uint16).reshape(24, 24) * 100).save(root / "happy" / "deep16.png")
+    Image.fromarray(np.arange(24 * 24, dtype=np.uint16).reshape(24, 24) * 100).save(
+        root / "happy" / "deep16.png"
+    )
     Image.new("CMYK", (20, 20), (10, 20, 30, 40)).save(root / "sad" / "cmyk.jpg")
     _png_bomb(root / "happy" / "bomb.png")
     unreadable = face_png(root / "sad" / "locked.png", 8)
@@ -95,7 +108,9 @@ def test_unreadable_permissions_recorded(tmp_path: Path, monkeypatch: pytest.Mon
     from curate.ingest import validate_file
 
     f = face_png(tmp_path / "x.png", 1)
-    if os.geteuid() == 0:  # root reads mode-000 files, so make the read fail like it would for a user
+    if (
+        os.geteuid() == 0
+    ):  # root reads mode-000 files, so make the read fail like it would for a user
         ingest_module = sys.modules["curate.ingest"]  # the module; curate.ingest is the function
         real = ingest_module.read_image_file
 
@@ -114,7 +129,9 @@ def test_unreadable_permissions_recorded(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_bad_folder_through_cli_has_no_traceback(messy: Path, tmp_path: Path) -> None:
-    res = runner.invoke(app, ["build-tuples", str(messy), "--out", str(tmp_path / "out"), "--workers", "1"])
+    res = runner.invoke(
+        app, ["build-tuples", str(messy), "--out", str(tmp_path / "out"), "--workers", "1"]
+    )
     assert res.exit_code == 0, res.output
     assert "Traceback" not in res.output
     assert "excluded" in res.output and "corrupt" in res.output
@@ -166,11 +183,19 @@ def test_manifest_without_label_column_names_columns_and_option(tmp_path: Path) 
     m.write_text("file,emotion\na.png,happy\n")
     with pytest.raises(CurateError) as e:
         ingest(m)
-    assert "'path'" in str(e.value) and "file, emotion" in str(e.value) and "--path-column" in str(e.value)
+    assert (
+        "'path'" in str(e.value)
+        and "file, emotion" in str(e.value)
+        and "--path-column" in str(e.value)
+    )
     m.write_text("path,emotion\na.png,happy\n")
     with pytest.raises(CurateError) as e:
         ingest(m)
-    assert "'label'" in str(e.value) and "path, emotion" in str(e.value) and "--label-column" in str(e.value)
+    assert (
+        "'label'" in str(e.value)
+        and "path, emotion" in str(e.value)
+        and "--label-column" in str(e.value)
+    )
     df = ingest(m, label_column="emotion")
     assert df["status"].tolist() == ["missing"]
 

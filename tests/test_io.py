@@ -10,7 +10,9 @@ import pytest
 from curate.io import write_json, write_parquet
 
 
-def test_interrupted_parquet_write_keeps_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_parquet_write_keeps_old_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     target = tmp_path / "t.parquet"
     write_parquet(pd.DataFrame({"a": [1, 2]}), target)
     before = target.read_bytes()

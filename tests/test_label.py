@@ -32,7 +32,9 @@ def _brute_rms(x: np.ndarray, codes: np.ndarray, k: int) -> np.ndarray:
     out = np.full((len(x), k), np.nan)
     for i in range(len(x)):
         for c in range(k):
-            d2 = [float(np.sum((x[i] - x[j]) ** 2)) for j in range(len(x)) if codes[j] == c and j != i]
+            d2 = [
+                float(np.sum((x[i] - x[j]) ** 2)) for j in range(len(x)) if codes[j] == c and j != i
+            ]
             if d2:
                 out[i, c] = math.sqrt(sum(d2) / len(d2))
     return out
@@ -40,8 +42,8 @@ def _brute_rms(x: np.ndarray, codes: np.ndarray, k: int) -> np.ndarray:
 
 def test_class_distances_match_a_brute_force_loop_and_leave_the_row_out():
     rng = np.random.default_rng(3)
-    x = rng.normal(size=(23, 5)) * rng.uniform(0.5, 2, size=(23, 1))   # rows of different moduli
-    codes = np.array([0] * 9 + [1] * 13 + [2])                           # class 2 has one member
+    x = rng.normal(size=(23, 5)) * rng.uniform(0.5, 2, size=(23, 1))  # rows of different moduli
+    codes = np.array([0] * 9 + [1] * 13 + [2])  # class 2 has one member
     got = class_distances(x, codes, 3)
     want = _brute_rms(x, codes, 3)
     assert np.isnan(got[22, 2]) and np.isnan(want[22, 2])
@@ -59,7 +61,7 @@ def test_class_distances_are_the_same_in_chunks(monkeypatch):
 def test_a_planted_mislabelled_image_ranks_first_with_its_true_class_suggested():
     x, labels = _clusters(n_per=30, k=3, seed=1)
     labels = labels.copy()
-    labels[5] = "c2"                                                     # truly c0
+    labels[5] = "c2"  # truly c0
     verdicts, model = label_posteriors(x, labels)
     assert list(verdicts.columns) == list(LABEL_COLUMNS)
     order = np.argsort(-verdicts["suspicion_logit"].to_numpy(), kind="stable")
@@ -101,7 +103,10 @@ def test_a_class_the_embedding_cannot_separate_gets_a_smaller_prior_than_its_sha
     verdicts, model = label_posteriors(x, labels)
     share = 30 / len(labels)
     assert dict(zip(model.classes, model.prior, strict=True))["mixed"] < share
-    assert verdicts.loc[labels == "mixed", "suspicion"].mean() > verdicts.loc[labels != "mixed", "suspicion"].mean()
+    assert (
+        verdicts.loc[labels == "mixed", "suspicion"].mean()
+        > verdicts.loc[labels != "mixed", "suspicion"].mean()
+    )
 
 
 def test_prior_floor_keeps_every_class_alive():
@@ -131,12 +136,12 @@ def test_label_pvalue_is_the_posterior_weighted_share_at_or_above_and_rejects_be
     labels[[3, 40]] = ["c1", "c2"]
     v, _ = label_posteriors(x, labels)
     t, w = v["suspicion_logit"].to_numpy(), v["label_posterior"].to_numpy()
-    want = np.array([w[t >= ti].sum() / w.sum() for ti in t])      # brute force
+    want = np.array([w[t >= ti].sum() / w.sum() for ti in t])  # brute force
     assert np.allclose(v["label_pvalue"], want)
     assert v["label_pvalue"].idxmin() in (3, 40)
     reject = label_reject(v, 0.05)
     assert (reject == (want < 0.05)).all()
-    assert (label_reject(v, 0.01) <= label_reject(v, 0.2)).all()            # monotone in alpha
+    assert (label_reject(v, 0.01) <= label_reject(v, 0.2)).all()  # monotone in alpha
     with pytest.raises(CurateError, match="alpha must be strictly between 0 and 1"):
         label_reject(v, 1.0)
 
@@ -148,13 +153,16 @@ def test_same_input_gives_the_same_verdicts():
     pd.testing.assert_frame_equal(a, b)
 
 
-@pytest.mark.parametrize("bad,match", [
-    (dict(labels=["a"] * 5), "label verdicts need at least two classes"),
-    (dict(labels=["a", "b"]), "2 labels for 5 embeddings"),
-    (dict(labels=["a", None, "b", "a", "b"]), "labels are missing for rows \\[1\\]"),
-    (dict(prior_floor=-1.0), "prior_floor must be a non-negative number"),
-    (dict(tau=0.0), "tau must be a positive number"),
-])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        (dict(labels=["a"] * 5), "label verdicts need at least two classes"),
+        (dict(labels=["a", "b"]), "2 labels for 5 embeddings"),
+        (dict(labels=["a", None, "b", "a", "b"]), "labels are missing for rows \\[1\\]"),
+        (dict(prior_floor=-1.0), "prior_floor must be a non-negative number"),
+        (dict(tau=0.0), "tau must be a positive number"),
+    ],
+)
 def test_bad_input_raises_a_curate_error_naming_it(bad, match):
     x = normalize(np.random.default_rng(0).normal(size=(5, 3)))
     kwargs = {"labels": ["a", "b", "a", "b", "a"], **bad}
@@ -187,17 +195,27 @@ def test_the_per_class_cap_keeps_a_class_from_vanishing_and_keeps_its_most_suspe
     v, _ = label_posteriors(x, labels)
     uncapped = label_reject(v, 0.5)
     mixed_rows = np.flatnonzero(labels == "mixed")
-    assert uncapped[mixed_rows].sum() > 10          # without a cap most of the class goes
+    assert uncapped[mixed_rows].sum() > 10  # without a cap most of the class goes
     capped, acted = label_mod.cap_per_class(uncapped, v, 0.5)
     assert capped[mixed_rows].sum() == 10
     worst = mixed_rows[np.argsort(-v["suspicion_logit"].to_numpy()[mixed_rows], kind="stable")[:10]]
     assert capped[worst].all()
-    assert (capped <= uncapped).all()               # the cap only ever keeps
-    assert {"class": "mixed", "n_images": 20, "would_reject": int(uncapped[mixed_rows].sum()),
-            "rejected": 10} in acted
-    for c in acted:                                 # every class it acted on keeps half
+    assert (capped <= uncapped).all()  # the cap only ever keeps
+    assert {
+        "class": "mixed",
+        "n_images": 20,
+        "would_reject": int(uncapped[mixed_rows].sum()),
+        "rejected": 10,
+    } in acted
+    for c in acted:  # every class it acted on keeps half
         rows = labels == c["class"]
-        assert capped[rows].sum() == c["rejected"] == c["n_images"] // 2 < c["would_reject"] == uncapped[rows].sum()
+        assert (
+            capped[rows].sum()
+            == c["rejected"]
+            == c["n_images"] // 2
+            < c["would_reject"]
+            == uncapped[rows].sum()
+        )
     same, none = label_mod.cap_per_class(uncapped, v, 1.0)
     assert (same == uncapped).all() and none == []
     with pytest.raises(CurateError, match="max_share"):

@@ -61,8 +61,10 @@ def test_batch_hard_triplets_leave_unusable_images_out_of_every_role():
     labels = rng.integers(0, 3, 15)
     emb = rng.normal(size=(15, 5)).astype(np.float32)
     usable = rng.random(15) > 0.3
-    got = batch_hard_triplets(torch.from_numpy(emb), torch.from_numpy(labels), torch.from_numpy(usable)).numpy()
-    keep = np.flatnonzero(usable)   # the brute force on the usable images only, mapped back
+    got = batch_hard_triplets(
+        torch.from_numpy(emb), torch.from_numpy(labels), torch.from_numpy(usable)
+    ).numpy()
+    keep = np.flatnonzero(usable)  # the brute force on the usable images only, mapped back
     want = [tuple(keep[list(r)]) for r in _brute_hard(emb[keep], labels[keep])]
     assert [tuple(r) for r in got] == want and len(want) > 0
     assert usable[got.ravel()].all()
@@ -76,7 +78,7 @@ def test_sampler_draws_p_classes_times_k_images_seeded_and_covers_the_pool():
     for b in batches:
         assert len(b) == 18
         per = pd.Series(labels[b]).value_counts()
-        assert len(per) == 3 and (per == 6).all()   # class 4 (2 images) repeats within its block
+        assert len(per) == 3 and (per == 6).all()  # class 4 (2 images) repeats within its block
     again = ClassBalancedSampler(labels, p=3, k=6, seed=1).epoch(0)
     assert all(np.array_equal(x, y) for x, y in zip(batches, again, strict=True))
     assert not all(np.array_equal(x, y) for x, y in zip(batches, s.epoch(1), strict=True))
@@ -84,7 +86,7 @@ def test_sampler_draws_p_classes_times_k_images_seeded_and_covers_the_pool():
     big = np.flatnonzero(labels == 0)
     assert np.isin(big, seen).all()  # a class's cycle visits every one of its images
     counts = pd.Series(labels[seen]).value_counts()
-    assert counts[0] > counts[4]   # classes drawn by size: the prior is kept, not flattened
+    assert counts[0] > counts[4]  # classes drawn by size: the prior is kept, not flattened
     assert ClassBalancedSampler(labels, p=3, k=6, seed=1, steps_per_epoch=7).steps_per_epoch == 7
     with pytest.raises(CurateError, match="at least 2"):
         ClassBalancedSampler(labels, p=1, k=6, seed=0)
@@ -114,22 +116,42 @@ def test_boundary_on_mined_triplets_drops_exactly_those_outside_the_thresholds(n
     labels = np.repeat(np.arange(3), 8)
     centres = rng.normal(size=(3, d)) * 3
     emb = centres[labels] + rng.normal(size=(24, d)) * 0.5
-    emb[5] = centres[2] + rng.normal(size=d) * 0.5   # labelled 0, looks like class 2: a mislabelled face
+    emb[5] = (
+        centres[2] + rng.normal(size=d) * 0.5
+    )  # labelled 0, looks like class 2: a mislabelled face
     emb = emb.astype(np.float32)
     local = batch_hard_triplets(torch.from_numpy(emb), torch.from_numpy(labels)).numpy()
     a_pos, a_neg = mined_alphas(0.05, 0.05, 7, 16)
-    screen = InLoopScreen(ScreenSettings(alpha_pos=a_pos, alpha_neg=a_neg, null=null, window=64), d, 1.0)
+    screen = InLoopScreen(
+        ScreenSettings(alpha_pos=a_pos, alpha_neg=a_neg, null=null, window=64), d, 1.0
+    )
     res = screen(emb, labels, local, step=0, seed=0)
     x = st.normalize(emb, center=True, scale=1.0)
     d_ap = np.linalg.norm(x[local[:, 0]] - x[local[:, 1]], axis=1)
     d_an = np.linalg.norm(x[local[:, 0]] - x[local[:, 2]], axis=1)
     if null == "effective":
-        b = st.fit_boundary(x, labels=labels, null=null, alpha_pos=a_pos, alpha_neg=a_neg, scale=1.0,
-                            seed=0, n_pairs=2000)
+        b = st.fit_boundary(
+            x,
+            labels=labels,
+            null=null,
+            alpha_pos=a_pos,
+            alpha_neg=a_neg,
+            scale=1.0,
+            seed=0,
+            n_pairs=2000,
+        )
         t_pos, t_neg = np.full(len(local), b.t_pos), np.full(len(local), b.t_neg)
     else:
-        fit = fit_class_boundary(x, labels.astype(str), null=null, alpha_pos=a_pos, alpha_neg=a_neg, scale=1.0,
-                                 seed=0, pairs_per_class_pair=500)
+        fit = fit_class_boundary(
+            x,
+            labels.astype(str),
+            null=null,
+            alpha_pos=a_pos,
+            alpha_neg=a_neg,
+            scale=1.0,
+            seed=0,
+            pairs_per_class_pair=500,
+        )
         codes = fit.nulls.codes(labels.astype(str))
         t_pos = fit.nulls.t_pos[codes[local[:, 0]]]
         t_neg = fit.nulls.t_neg[codes[local[:, 0]], codes[local[:, 2]]]
@@ -142,8 +164,12 @@ def test_boundary_on_mined_triplets_drops_exactly_those_outside_the_thresholds(n
         assert not dropped.any()
     else:
         assert dropped.any() and holds[dropped].all()
-        if null == "class":   # (the empirical quantile of 28 same-class pairs, 7 of them the planted face's, is loose)
-            assert res.too_far[local[:, 1] == 5].all()   # the planted face as the hardest positive: too far
+        if (
+            null == "class"
+        ):  # (the empirical quantile of 28 same-class pairs, 7 of them the planted face's, is loose)
+            assert res.too_far[
+                local[:, 1] == 5
+            ].all()  # the planted face as the hardest positive: too far
 
 
 def test_class_pair_margins_follow_the_separation_and_order():
@@ -154,13 +180,13 @@ def test_class_pair_margins_follow_the_separation_and_order():
     ordered = class_pair_margins(mu, sigma, 0.2, "ordered-pair")
     s = (mu - np.diag(mu)[:, None]) / np.diag(sigma)[:, None]
     off = ~np.eye(3, dtype=bool)
-    with np.errstate(divide="ignore"):   # the diagonal is 0 and unused
+    with np.errstate(divide="ignore"):  # the diagonal is 0 and unused
         expect = 0.2 * np.clip(s[off].mean() / s, 0.5, 2.0)
     np.testing.assert_allclose(ordered[off], expect[off])
-    assert ordered[0, 1] > ordered[0, 2]          # the confusable pair gets the larger margin
-    assert ordered[0, 1] != ordered[1, 0]         # order-aware
+    assert ordered[0, 1] > ordered[0, 2]  # the confusable pair gets the larger margin
+    assert ordered[0, 1] != ordered[1, 0]  # order-aware
     pair = class_pair_margins(mu, sigma, 0.2, "class-pair")
-    np.testing.assert_allclose(pair, pair.T)      # order-insensitive
+    np.testing.assert_allclose(pair, pair.T)  # order-insensitive
     assert pair[0, 1] > pair[0, 2]
     # before the classes separate (random init) every pair keeps the global margin
     flat = class_pair_margins(np.full((3, 3), 1.0), np.full((3, 3), 0.1), 0.2, "class-pair")
@@ -171,11 +197,13 @@ def test_pair_margins_refit_from_the_window_and_commit_only_on_request():
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(3), 20)
     centres = np.array([[0, 0], [1, 0], [6, 0]], float)
-    emb = np.concatenate([centres[labels] + rng.normal(size=(60, 2)) * 0.3, rng.normal(size=(60, 6)) * 0.3], 1)
+    emb = np.concatenate(
+        [centres[labels] + rng.normal(size=(60, 2)) * 0.3, rng.normal(size=(60, 6)) * 0.3], 1
+    )
     pm = PairMargins("class-pair", 0.2, 3, 8, scale=1.0, window=200, refit_every=1)
     m = pm.update(emb.astype(np.float32), labels, step=0)
-    assert pm.window.shape[0] == 0 and (pm.margins == 0.2).all()   # pending until committed
-    assert m[0, 1] > m[0, 2] and m[0, 1] > m[1, 2]               # 0 and 1 are the confusable pair
+    assert pm.window.shape[0] == 0 and (pm.margins == 0.2).all()  # pending until committed
+    assert m[0, 1] > m[0, 2] and m[0, 1] > m[1, 2]  # 0 and 1 are the confusable pair
     pm.commit_pending()
     assert pm.window.shape[0] == 60 and np.array_equal(pm.margins, m)
 
@@ -185,12 +213,17 @@ def test_triplet_loss_with_per_triplet_margins_matches_a_loop():
     emb = torch.from_numpy(rng.normal(size=(6, 4)).astype(np.float32))
     a, p, n = torch.tensor([0, 1, 2]), torch.tensor([3, 4, 5]), torch.tensor([5, 0, 1])
     m = torch.tensor([0.1, 0.5, 2.0])
-    want = np.mean([max(0.0, float(torch.dist(emb[i], emb[j]) - torch.dist(emb[i], emb[k]) + mm))
-                    for i, j, k, mm in zip(a, p, n, m, strict=True)])
+    want = np.mean(
+        [
+            max(0.0, float(torch.dist(emb[i], emb[j]) - torch.dist(emb[i], emb[k]) + mm))
+            for i, j, k, mm in zip(a, p, n, m, strict=True)
+        ]
+    )
     assert float(triplet_loss_margins(emb, a, p, n, m)) == pytest.approx(want, rel=1e-5)
 
 
 # ----------------------------------------------------------------------------- in finetune
+
 
 @pytest.fixture(scope="module")
 def build(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -198,8 +231,14 @@ def build(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _cfg(**kw: object):
-    base = dict(mining="batch-hard", classes_per_batch=2, images_per_class=4, steps_per_epoch=4,
-                screen_every_step=True, margin_mode="ordered-pair")
+    base = dict(
+        mining="batch-hard",
+        classes_per_batch=2,
+        images_per_class=4,
+        steps_per_epoch=4,
+        screen_every_step=True,
+        margin_mode="ordered-pair",
+    )
     base.update(kw)
     return tiny_config(**base)
 
@@ -212,23 +251,32 @@ def mined_run(build: Path, tmp_path_factory: pytest.TempPathFactory):
 def test_batch_hard_finetune_records_mined_triplets_and_margins(mined_run, build: Path):
     run = mined_run.run_dir
     mined = pd.read_parquet(run / "mined_triplets.parquet")
-    assert len(mined) == mined_run.run["counts"]["mined_triplets"] == 8 * 8   # 8 steps x 8 anchors
+    assert len(mined) == mined_run.run["counts"]["mined_triplets"] == 8 * 8  # 8 steps x 8 anchors
     assert set(mined["epoch"]) == {0, 1}
     images = pd.read_parquet(build / "images.parquet").set_index("image_id")
-    assert (images.loc[mined["anchor"], "label"].to_numpy() == images.loc[mined["positive"], "label"].to_numpy()).all()
-    assert (images.loc[mined["anchor"], "label"].to_numpy() != images.loc[mined["negative"], "label"].to_numpy()).all()
+    assert (
+        images.loc[mined["anchor"], "label"].to_numpy()
+        == images.loc[mined["positive"], "label"].to_numpy()
+    ).all()
+    assert (
+        images.loc[mined["anchor"], "label"].to_numpy()
+        != images.loc[mined["negative"], "label"].to_numpy()
+    ).all()
     assert (mined["kept"] == ~(mined["positive_too_far"] | mined["negative_too_close"])).all()
     train = mined_run.metrics[mined_run.metrics["phase"] == "train"]
     assert (train["n_images"] == 8).all()
-    np.testing.assert_allclose(train["share_dropped"].to_numpy(),
-                               1 - mined.groupby("step")["kept"].mean().to_numpy())
+    np.testing.assert_allclose(
+        train["share_dropped"].to_numpy(), 1 - mined.groupby("step")["kept"].mean().to_numpy()
+    )
     margins = pd.read_parquet(run / "class_pair_margins.parquet")
-    assert len(margins) == 2 * 3 * 2   # 2 epochs x 6 ordered pairs
+    assert len(margins) == 2 * 3 * 2  # 2 epochs x 6 ordered pairs
     assert (margins["margin"] > 0).all()
     assert "Class-pair margins" in (run / "report.html").read_text()
 
 
-def test_batch_hard_run_is_deterministic_and_resumes_bit_for_bit(mined_run, build: Path, tmp_path: Path):
+def test_batch_hard_run_is_deterministic_and_resumes_bit_for_bit(
+    mined_run, build: Path, tmp_path: Path
+):
     run = tmp_path / "interrupted"
 
     def stop_at_3(phase: str, done: int, total: int, info: dict) -> None:
@@ -242,12 +290,18 @@ def test_batch_hard_run_is_deterministic_and_resumes_bit_for_bit(mined_run, buil
     assert resumed.resumed_from_step == 3
     pd.testing.assert_frame_equal(_comparable(resumed.metrics), _comparable(mined_run.metrics))
     assert _same_weights(run, mined_run.run_dir)
-    pd.testing.assert_frame_equal(pd.read_parquet(run / "mined_triplets.parquet"),
-                                  pd.read_parquet(mined_run.run_dir / "mined_triplets.parquet"))
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(run / "mined_triplets.parquet"),
+        pd.read_parquet(mined_run.run_dir / "mined_triplets.parquet"),
+    )
 
 
 def test_classification_only_and_face_screen_and_bad_settings(build: Path, tmp_path: Path):
-    ce = finetune(build, tmp_path / "ce", _cfg(metric_weight=0.0, screen_every_step=False, margin_mode="global"))
+    ce = finetune(
+        build,
+        tmp_path / "ce",
+        _cfg(metric_weight=0.0, screen_every_step=False, margin_mode="global"),
+    )
     train = ce.metrics[ce.metrics["phase"] == "train"]
     assert (train["metric_loss"] == 0).all() and (train["share_dropped"] == 0).all()
     # the face screen's rejects leave the pool first
@@ -256,7 +310,8 @@ def test_classification_only_and_face_screen_and_bad_settings(build: Path, tmp_p
     screen.mkdir()
     bad = images[(images["split"] == "train") & (images["label"] == "happy")]["path"].iloc[:3]
     pd.DataFrame({"path": images["path"], "face_reject": images["path"].isin(bad)}).to_parquet(
-        screen / "images_suspect.parquet")
+        screen / "images_suspect.parquet"
+    )
     r = finetune(build, tmp_path / "faces", _cfg(face_screen=str(screen)))
     assert r.run["counts"]["face_rejected_images"] == 3
     mined = pd.read_parquet(tmp_path / "faces" / "mined_triplets.parquet")
@@ -266,7 +321,9 @@ def test_classification_only_and_face_screen_and_bad_settings(build: Path, tmp_p
         finetune(build, tmp_path / "x", tiny_config(margin_mode="class-pair"))
     with pytest.raises(CurateError, match="no face screens"):
         (tmp_path / "noface").mkdir()
-        pd.DataFrame({"path": images["path"]}).to_parquet(tmp_path / "noface" / "images_suspect.parquet")
+        pd.DataFrame({"path": images["path"]}).to_parquet(
+            tmp_path / "noface" / "images_suspect.parquet"
+        )
         finetune(build, tmp_path / "y", _cfg(face_screen=str(tmp_path / "noface")))
 
 
@@ -276,17 +333,58 @@ def test_cli_finetune_batch_hard_with_class_pair_margins(build: Path, tmp_path: 
     from curate.cli import app
 
     runner = CliRunner()
-    common = ["--backbone", "test_resnet", "--weights", "none", "--in-chans", "1", "--input-size", "16",
-              "--embed-dim", "8", "--epochs", "1", "--device", "cpu"]
-    res = runner.invoke(app, ["finetune", str(build), "--out", str(tmp_path / "run"), *common, "--mining", "batch-hard",
-                              "--classes-per-batch", "2", "--images-per-class", "4", "--steps-per-epoch", "3",
-                              "--margin-mode", "ordered-pair"])
+    common = [
+        "--backbone",
+        "test_resnet",
+        "--weights",
+        "none",
+        "--in-chans",
+        "1",
+        "--input-size",
+        "16",
+        "--embed-dim",
+        "8",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+    ]
+    res = runner.invoke(
+        app,
+        [
+            "finetune",
+            str(build),
+            "--out",
+            str(tmp_path / "run"),
+            *common,
+            "--mining",
+            "batch-hard",
+            "--classes-per-batch",
+            "2",
+            "--images-per-class",
+            "4",
+            "--steps-per-epoch",
+            "3",
+            "--margin-mode",
+            "ordered-pair",
+        ],
+    )
     assert res.exit_code == 0, res.output
     record = json.loads((tmp_path / "run" / "run.json").read_text())
     assert record["params"]["margin_mode"] == "ordered-pair" and record["counts"]["steps"] == 3
     assert (tmp_path / "run" / "class_pair_margins.parquet").is_file()
-    bad = runner.invoke(app, ["finetune", str(build), "--out", str(tmp_path / "x"), *common,
-                              "--margin-mode", "class-pair"])
+    bad = runner.invoke(
+        app,
+        [
+            "finetune",
+            str(build),
+            "--out",
+            str(tmp_path / "x"),
+            *common,
+            "--margin-mode",
+            "class-pair",
+        ],
+    )
     assert bad.exit_code == 2 and "needs --mining batch-hard" in bad.output
 
 
@@ -297,32 +395,52 @@ def test_new_settings_at_their_defaults_keep_the_fingerprint_of_earlier_runs():
     from curate.train.loop import _LATER_SETTINGS, _result_settings
 
     d = FinetuneConfig()
-    assert all(getattr(d, k) == v for k, v in _LATER_SETTINGS.items())   # the defaults they stand for
+    assert all(
+        getattr(d, k) == v for k, v in _LATER_SETTINGS.items()
+    )  # the defaults they stand for
     assert not set(_LATER_SETTINGS) & set(_result_settings(d))
-    assert _result_settings(FinetuneConfig(mining="batch-hard", margin_mode="class-pair"))["margin_mode"] == "class-pair"
+    assert (
+        _result_settings(FinetuneConfig(mining="batch-hard", margin_mode="class-pair"))[
+            "margin_mode"
+        ]
+        == "class-pair"
+    )
     assert set(asdict(d)) - set(_result_settings(d)) >= set(_LATER_SETTINGS)
 
 
-def test_multistage_suppression_leaves_out_the_most_suspect_images_after_their_first_visit(build: Path,
-                                                                                            tmp_path: Path):
+def test_multistage_suppression_leaves_out_the_most_suspect_images_after_their_first_visit(
+    build: Path, tmp_path: Path
+):
     """--exclude-suspects with batch-hard mining: an image is scored on every visit and, from its
     second visit on, suppressed when its mean label suspicion is among the --suspect-share most
     suspect of its label; a suppressed image takes no part in that step's triplets, and the
     triplet it would have anchored is recorded as suppressed."""
-    cfg = _cfg(null="class_empirical", exclude_suspects=True, suspect_share=0.3, suspect_min_visits=1, epochs=3)
+    cfg = _cfg(
+        null="class_empirical",
+        exclude_suspects=True,
+        suspect_share=0.3,
+        suspect_min_visits=1,
+        epochs=3,
+    )
     r = finetune(build, tmp_path / "suppress", cfg)
     mined = pd.read_parquet(tmp_path / "suppress" / "mined_triplets.parquet")
     sup = mined[mined["suppressed"]]
     assert len(sup) > 0 and not sup["kept"].any()
-    assert (mined["kept"] == ~(mined["positive_too_far"] | mined["negative_too_close"] | mined["suppressed"])).all()
+    assert (
+        mined["kept"]
+        == ~(mined["positive_too_far"] | mined["negative_too_close"] | mined["suppressed"])
+    ).all()
     first_step = mined.groupby("anchor")["step"].min()
     for step, g in mined.groupby("step"):
         out = set(g.loc[g["suppressed"], "anchor"])
         trained = g.loc[~g["suppressed"], ["anchor", "positive", "negative"]].to_numpy().ravel()
-        assert not out & set(trained)                       # no role in this step's triplets
-        assert all(first_step[a] < step for a in out)      # never on the first visit
+        assert not out & set(trained)  # no role in this step's triplets
+        assert all(first_step[a] < step for a in out)  # never on the first visit
     train = r.metrics[r.metrics["phase"] == "train"]
-    assert train["images_excluded"].sum() >= sup["anchor"].nunique() and (train["share_suspect"] > 0).any()
+    assert (
+        train["images_excluded"].sum() >= sup["anchor"].nunique()
+        and (train["share_suspect"] > 0).any()
+    )
     suspicion = pd.read_parquet(tmp_path / "suppress" / "image_suspicion.parquet")
     assert suspicion["visits"].max() >= 2 and suspicion["excluded"].any()
 
@@ -332,7 +450,7 @@ def test_batch_margins_match_a_loop_and_rank_a_planted_mislabelled_face_first():
     labels = np.repeat(np.arange(3), 6)
     centres = rng.normal(size=(3, 8)) * 3
     emb = (centres[labels] + rng.normal(size=(18, 8)) * 0.5).astype(np.float32)
-    emb[4] = centres[2] + rng.normal(size=8) * 0.5     # labelled 0, looks like class 2
+    emb[4] = centres[2] + rng.normal(size=8) * 0.5  # labelled 0, looks like class 2
     got = batch_margins(emb, labels)
     u = emb / np.linalg.norm(emb, axis=1, keepdims=True)
     for i in range(18):
@@ -341,17 +459,29 @@ def test_batch_margins_match_a_loop_and_rank_a_planted_mislabelled_face_first():
         other = min(d[labels == c].mean() for c in set(labels.tolist()) - {labels[i]})
         assert got[i] == pytest.approx(own - other, abs=1e-5)
     assert int(np.argmax(got)) == 4 and got[4] > 0
-    assert np.isnan(batch_margins(emb[:3], np.array([0, 1, 1]))[0])   # alone in its label
+    assert np.isnan(batch_margins(emb[:3], np.array([0, 1, 1]))[0])  # alone in its label
 
 
 def test_suppression_by_margin_and_its_settings(build: Path, tmp_path: Path):
-    r = finetune(build, tmp_path / "margin", _cfg(exclude_suspects=True, suspect_score="margin", suspect_share=0.3,
-                                                  suspect_min_visits=1, suspect_per_class=False, epochs=3,
-                                                  null="effective"))
+    r = finetune(
+        build,
+        tmp_path / "margin",
+        _cfg(
+            exclude_suspects=True,
+            suspect_score="margin",
+            suspect_share=0.3,
+            suspect_min_visits=1,
+            suspect_per_class=False,
+            epochs=3,
+            null="effective",
+        ),
+    )
     mined = pd.read_parquet(tmp_path / "margin" / "mined_triplets.parquet")
     assert mined["suppressed"].any()
     table = pd.read_parquet(tmp_path / "margin" / "image_suspicion.parquet")
-    assert table["excluded"].any() and (table["mean_suspicion"] < 0).any()   # margins, not posteriors
+    assert (
+        table["excluded"].any() and (table["mean_suspicion"] < 0).any()
+    )  # margins, not posteriors
     assert r.run["params"]["suspect_score"] == "margin"
     with pytest.raises(CurateError, match="needs --mining batch-hard"):
         tiny_config(exclude_suspects=True, suspect_score="margin").check()
@@ -360,14 +490,25 @@ def test_suppression_by_margin_and_its_settings(build: Path, tmp_path: Path):
 
 
 def test_suppression_leaves_out_exactly_the_images_with_a_high_score_from_their_second_visit(
-        build: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    build: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     """A planted score (1 for every image of the first class, 0 for the others) ranked over all
     images: from its second visit on every image of that class is suppressed, no other is."""
     import curate.train.loop as loop
 
     monkeypatch.setattr(loop, "batch_margins", lambda emb, labels: (labels == 0).astype(np.float64))
-    finetune(build, tmp_path / "planted", _cfg(exclude_suspects=True, suspect_score="margin", suspect_share=0.05,
-                                               suspect_min_visits=1, suspect_per_class=False, epochs=3))
+    finetune(
+        build,
+        tmp_path / "planted",
+        _cfg(
+            exclude_suspects=True,
+            suspect_score="margin",
+            suspect_share=0.05,
+            suspect_min_visits=1,
+            suspect_per_class=False,
+            epochs=3,
+        ),
+    )
     mined = pd.read_parquet(tmp_path / "planted" / "mined_triplets.parquet")
     images = pd.read_parquet(build / "images.parquet").set_index("image_id")
     first = sorted(images.loc[images["split"] == "train", "label"].astype(str).unique())[0]
@@ -375,10 +516,12 @@ def test_suppression_leaves_out_exactly_the_images_with_a_high_score_from_their_
     suppressed_any = False
     for _, g in mined.sort_values("step").groupby("step"):
         planted = {int(i) for i in g["anchor"] if images.loc[i, "label"] == first}
-        want = planted & seen_before          # earlier visit: suppressed now
+        want = planted & seen_before  # earlier visit: suppressed now
         got = set(g.loc[g["suppressed"], "anchor"].astype(int))
         assert got == want
-        trained = set(g.loc[~g["suppressed"], ["anchor", "positive", "negative"]].to_numpy().ravel().tolist())
+        trained = set(
+            g.loc[~g["suppressed"], ["anchor", "positive", "negative"]].to_numpy().ravel().tolist()
+        )
         assert not trained & want
         suppressed_any |= bool(got)
         seen_before |= set(g["anchor"].astype(int))
@@ -394,8 +537,17 @@ def test_mined_record_maps_batch_positions_to_store_rows_with_the_verdict_bits()
     suppressed = np.array([[1, 0, 3]])
     rec = mined_record(7, rows, local, suppressed, np.array([True, False]), np.array([True, True]))
     assert rec.shape == (3, len(MINED_COLUMNS))
-    assert rec.tolist() == [[7, 40, 41, 42, TOO_FAR | TOO_CLOSE], [7, 43, 42, 41, TOO_CLOSE],
-                            [7, 41, 40, 43, SUSPECT]]
-    empty = mined_record(7, rows, np.zeros((0, 3), np.int64), np.zeros((0, 3), np.int64),
-                         np.zeros(0, bool), np.zeros(0, bool))
+    assert rec.tolist() == [
+        [7, 40, 41, 42, TOO_FAR | TOO_CLOSE],
+        [7, 43, 42, 41, TOO_CLOSE],
+        [7, 41, 40, 43, SUSPECT],
+    ]
+    empty = mined_record(
+        7,
+        rows,
+        np.zeros((0, 3), np.int64),
+        np.zeros((0, 3), np.int64),
+        np.zeros(0, bool),
+        np.zeros(0, bool),
+    )
     assert empty.shape == (0, len(MINED_COLUMNS)) and empty.dtype == np.int64

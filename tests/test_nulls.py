@@ -29,7 +29,9 @@ from curate.screens.statistical import normalize, tuple_distances
 def _clouds(n_per=(40, 30, 25), d=6, sep=1.2, spread=1.0, seed=0):
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(len(n_per), d)) * sep
-    x = np.concatenate([c + spread * rng.normal(size=(n, d)) for c, n in zip(centres, n_per, strict=True)])
+    x = np.concatenate(
+        [c + spread * rng.normal(size=(n, d)) for c, n in zip(centres, n_per, strict=True)]
+    )
     labels = np.concatenate([np.full(n, f"k{i}") for i, n in enumerate(n_per)])
     return normalize(x, center=False), labels
 
@@ -69,7 +71,7 @@ def test_moment_null_of_centred_isotropic_data_is_the_patents_formula():
     rng = np.random.default_rng(3)
     d, s = 16, 2.0
     x = normalize(rng.normal(size=(6000, d)), scale=s)
-    labels = np.where(rng.random(6000) < 0.5, "a", "b")   # two labels, same distribution
+    labels = np.where(rng.random(6000) < 0.5, "a", "b")  # two labels, same distribution
     nl = fit_class_nulls(x, labels, method="class", weights=np.ones(6000), scale=s)
     assert np.allclose(nl.mu, math.sqrt(2) * s, rtol=0.01)
     assert np.allclose(nl.sigma, s / math.sqrt(2 * d), rtol=0.05)
@@ -97,8 +99,16 @@ def test_empirical_nulls_are_weighted_median_and_tail_quantiles_of_the_sampled_p
     x, labels = _clouds(seed=4)
     codes = np.unique(labels, return_inverse=True)[1]
     w = np.random.default_rng(5).uniform(0.1, 1.0, len(x))
-    nl = fit_class_nulls(x, labels, weights=w, alpha_pos=0.1, alpha_neg=0.02,
-                         pairs_per_class_pair=300, seed=7, min_pairs=1)
+    nl = fit_class_nulls(
+        x,
+        labels,
+        weights=w,
+        alpha_pos=0.1,
+        alpha_neg=0.02,
+        pairs_per_class_pair=300,
+        seed=7,
+        min_pairs=1,
+    )
     i, j, a, b = stratified_pairs(codes, 3, 300, np.random.default_rng(7))
     d = np.sqrt(((x[i] - x[j]) ** 2).sum(1))
     z = NormalDist().inv_cdf
@@ -122,7 +132,7 @@ def test_stratified_pairs_never_pair_an_image_with_itself_and_respect_classes():
     i, j, a, b = stratified_pairs(codes, 3, 500, np.random.default_rng(0))
     assert (i != j).all()
     assert (codes[i] == a).all() and (codes[j] == b).all() and (a <= b).all()
-    assert not ((a == 2) & (b == 2)).any()            # class 2 has one image: no same-class pair
+    assert not ((a == 2) & (b == 2)).any()  # class 2 has one image: no same-class pair
     i2, j2, _, _ = stratified_pairs(codes, 3, 500, np.random.default_rng(0))
     assert (i == i2).all() and (j == j2).all()
 
@@ -133,13 +143,22 @@ def test_calibration_holds_on_fresh_data_drawn_from_the_model(method):
     # Fit on one draw, measure on fresh members around the same class centres.
     n_per, d = (700, 600, 500), 48
     fit_x, fit_labels = _clouds(n_per=n_per, d=d, sep=0.25, seed=10)
-    centres = np.random.default_rng(10).normal(size=(3, d)) * 0.25     # the centres _clouds drew
+    centres = np.random.default_rng(10).normal(size=(3, d)) * 0.25  # the centres _clouds drew
     rng = np.random.default_rng(11)
-    fresh = np.concatenate([c + rng.normal(size=(n, d)) for c, n in zip(centres, n_per, strict=True)])
+    fresh = np.concatenate(
+        [c + rng.normal(size=(n, d)) for c, n in zip(centres, n_per, strict=True)]
+    )
     new_x, new_labels = normalize(fresh, center=False), fit_labels
     for alpha in (0.05, 0.01):
-        nl = fit_class_nulls(fit_x, fit_labels, method=method, weights=np.ones(len(fit_x)),
-                             alpha_pos=alpha, alpha_neg=alpha, pairs_per_class_pair=20000)
+        nl = fit_class_nulls(
+            fit_x,
+            fit_labels,
+            method=method,
+            weights=np.ones(len(fit_x)),
+            alpha_pos=alpha,
+            alpha_neg=alpha,
+            pairs_per_class_pair=20000,
+        )
         cal = class_calibration(new_x, new_labels, nl, pairs_per_class_pair=20000, seed=3)
         assert abs(cal["share_above_t_pos"] - alpha) < 0.01, cal
         assert abs(cal["share_below_t_neg"] - alpha) < 0.01, cal
@@ -198,8 +217,15 @@ def test_rejections_are_monotone_in_alpha(a1, a2, method):
     dist = tuple_distances(x, a, p, n)
     out = []
     for alpha in (lo, hi):
-        nl = fit_class_nulls(x, labels, method=method, weights=np.ones(len(x)), alpha_pos=alpha,
-                             alpha_neg=alpha, pairs_per_class_pair=400)
+        nl = fit_class_nulls(
+            x,
+            labels,
+            method=method,
+            weights=np.ones(len(x)),
+            alpha_pos=alpha,
+            alpha_neg=alpha,
+            pairs_per_class_pair=400,
+        )
         out.append(class_verdicts(dist, nl, codes[a], codes[n]))
     (far_lo, close_lo), (far_hi, close_hi) = out
     assert (far_lo <= far_hi).all() and (close_lo <= close_hi).all()
@@ -208,7 +234,7 @@ def test_rejections_are_monotone_in_alpha(a1, a2, method):
 def test_sparse_class_pairs_fall_back_to_the_pooled_null_and_the_record_is_json():
     x, labels = _clouds(n_per=(40, 40, 3), seed=17)
     nl = fit_class_nulls(x, labels, weights=np.ones(len(x)), min_pairs=10)
-    assert nl.pooled[2, 2] and not nl.pooled[0, 0]          # 3 images: 3 distinct pairs < 10
+    assert nl.pooled[2, 2] and not nl.pooled[0, 0]  # 3 images: 3 distinct pairs < 10
     rec = nl.to_dict()
     text = json.dumps(rec, allow_nan=False)
     assert '"method": "class_empirical"' in text
@@ -255,7 +281,7 @@ def test_class_nulls_refuse_bad_settings_and_unknown_labels():
 
 def test_moment_fit_uses_no_pair_sampling(monkeypatch):
     x, labels = _clouds(seed=20)
-    monkeypatch.setattr(nulls_mod, "stratified_pairs", None)   # would fail if called
+    monkeypatch.setattr(nulls_mod, "stratified_pairs", None)  # would fail if called
     fit_class_nulls(x, labels, method="class", weights=np.ones(len(x)))
 
 

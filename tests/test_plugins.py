@@ -23,8 +23,11 @@ class _EntryPoint:
 def _fake_entry_points(monkeypatch, group: str, *eps: _EntryPoint) -> None:
     real = metadata.entry_points
     wanted = group
-    monkeypatch.setattr(plugins.metadata, "entry_points",
-                        lambda group=None, **kw: list(eps) if group == wanted else real(group=group, **kw))
+    monkeypatch.setattr(
+        plugins.metadata,
+        "entry_points",
+        lambda group=None, **kw: list(eps) if group == wanted else real(group=group, **kw),
+    )
 
 
 def test_a_plug_in_representation_is_registered_from_its_entry_point(monkeypatch):
@@ -50,11 +53,15 @@ def test_a_plug_in_representation_is_registered_from_its_entry_point(monkeypatch
 def test_an_entry_point_that_is_not_a_plug_in_class_is_a_clear_error(monkeypatch, module):
     _fake_entry_points(monkeypatch, module.ENTRY_POINT_GROUP, _EntryPoint("oops", len))
     monkeypatch.setattr(module, "_PLUGINS_LOADED", False)
-    with pytest.raises(CurateError, match=r"entry point oops = pkg:oops of group curate\.\w+ is not a curate"):
+    with pytest.raises(
+        CurateError, match=r"entry point oops = pkg:oops of group curate\.\w+ is not a curate"
+    ):
         module._load_plugins()
 
 
-def test_a_plug_in_screen_from_its_entry_point_gets_a_flag_a_report_section_and_export_columns(tmp_path):
+def test_a_plug_in_screen_from_its_entry_point_gets_a_flag_a_report_section_and_export_columns(
+    tmp_path,
+):
     """A package that ships a screen through the ``curate.screens`` entry point (here a
     distribution on the path, no file of curate touched) gets its ``--max-side`` and
     ``--skip-large-image-screen`` flags, runs in ``curate screen``, has its report
@@ -70,19 +77,28 @@ def test_a_plug_in_screen_from_its_entry_point_gets_a_flag_a_report_section_and_
     from builders import make_build, write_embeddings
 
     root = Path(__file__).resolve().parents[1]
-    code = re.search(r"## Adding a screen.*?```python\n(.*?)```", (root / "docs" / "screens.md").read_text(),
-                     re.S).group(1)
+    code = re.search(
+        r"## Adding a screen.*?```python\n(.*?)```",
+        (root / "docs" / "screens.md").read_text(),
+        re.S,
+    ).group(1)
     site = tmp_path / "site"
     site.mkdir()
-    (site / "largescreen.py").write_text(code.replace("@register\n", ""))  # the entry point registers it
+    (site / "largescreen.py").write_text(
+        code.replace("@register\n", "")
+    )  # the entry point registers it
     dist = site / "largescreen-1.0.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: largescreen\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text("[curate.screens]\nlarge_image = largescreen:LargeImageScreen\n")
+    (dist / "entry_points.txt").write_text(
+        "[curate.screens]\nlarge_image = largescreen:LargeImageScreen\n"
+    )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(root)])}
 
     def curate(*args: str) -> str:
-        res = subprocess.run([sys.executable, "-m", "curate", *args], env=env, capture_output=True, text=True)
+        res = subprocess.run(
+            [sys.executable, "-m", "curate", *args], env=env, capture_output=True, text=True
+        )
         assert res.returncode == 0, res.stdout + res.stderr
         return res.stdout
 
@@ -94,17 +110,36 @@ def test_a_plug_in_screen_from_its_entry_point_gets_a_flag_a_report_section_and_
     images.to_parquet(build / "images.parquet", index=False)
     f = write_embeddings(tmp_path / "e.parquet", images, emb)
     out = tmp_path / "screen"
-    curate("screen", str(build), "--out", str(out), "--embeddings", str(f), "--max-side", "4000",
-           "--skip-faces-screen", "--skip-label-screen", "--skip-quality-screen", "--skip-not-face-screen",
-           "--skip-near-duplicates-screen")
+    curate(
+        "screen",
+        str(build),
+        "--out",
+        str(out),
+        "--embeddings",
+        str(f),
+        "--max-side",
+        "4000",
+        "--skip-faces-screen",
+        "--skip-label-screen",
+        "--skip-quality-screen",
+        "--skip-not-face-screen",
+        "--skip-near-duplicates-screen",
+    )
     run = json.loads((out / "run.json").read_text())
-    assert run["params"]["screens"] == ["large_image", "boundary"] and run["params"]["max_side"] == 4000
+    assert (
+        run["params"]["screens"] == ["large_image", "boundary"]
+        and run["params"]["max_side"] == 4000
+    )
     suspect = pd.read_parquet(out / "images_suspect.parquet")
     assert set(suspect.loc[suspect["large_image_reject"], "image_id"]) == set(big)
     html = (out / "report.html").read_text()
-    section = re.search(r'<section id="large_image"><h2>Large image screen</h2>(.*?)</section>', html, re.S)
+    section = re.search(
+        r'<section id="large_image"><h2>Large image screen</h2>(.*?)</section>', html, re.S
+    )
     assert section and "3 of" in section.group(1) and "oversized" in section.group(1)
     assert 'href="#large_image"' in html
     curate("export", str(out), "--out", str(tmp_path / "hf"), "--format", "hf")
     meta = pd.read_parquet(next((tmp_path / "hf").rglob("*.parquet")))
-    assert set(meta.loc[meta["reasons"].map(lambda r: "oversized" in list(r)), "image_id"]) == set(big)
+    assert set(meta.loc[meta["reasons"].map(lambda r: "oversized" in list(r)), "image_id"]) == set(
+        big
+    )

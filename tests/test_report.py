@@ -31,7 +31,7 @@ from curate.report.tables import counts_by_class, negative_confusion, reason_fla
 from curate.report.thumbnails import Thumbnails
 
 LABELS = ["angry", "happy", "sad", "surprise", "neutral", "<script>alert(1)</script>"]
-EVIL_NAME = 'say "cheese" \'now\'.png'
+EVIL_NAME = "say \"cheese\" 'now'.png"
 SECTIONS = ["Summary", "The boundary", "Sensitivity to alpha", "Rejections", "Faces", "Galleries"]
 
 
@@ -47,10 +47,20 @@ def _face(label_idx: int, size: int = 48) -> Image.Image:
     return im
 
 
-def make_screen_dir(root: Path, *, n_images: int = 36, n_tuples: int = 240, quadruplet: bool = False,
-                    faces: bool = True, random_weights: bool = False, misfit: bool = False,
-                    no_face_share: float = 0.05, write_images: bool = True, labels=LABELS,
-                    seed: int = 0) -> dict[str, Any]:
+def make_screen_dir(
+    root: Path,
+    *,
+    n_images: int = 36,
+    n_tuples: int = 240,
+    quadruplet: bool = False,
+    faces: bool = True,
+    random_weights: bool = False,
+    misfit: bool = False,
+    no_face_share: float = 0.05,
+    write_images: bool = True,
+    labels=LABELS,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Fabricate a build folder and a screen output folder under ``root``."""
     rng = np.random.default_rng(seed)
     build, screen, img_dir = root / "build", root / "screen", root / "images"
@@ -63,11 +73,22 @@ def make_screen_dir(root: Path, *, n_images: int = 36, n_tuples: int = 240, quad
     if write_images:
         for i, p in enumerate(paths):
             _face(int(lab_idx[i])).save(p)
-    images = pd.DataFrame({
-        "image_id": np.arange(n_images, dtype="int64"), "path": paths,
-        "rel_path": [f"images/{n}" for n in names], "label": [labels[k] for k in lab_idx],
-        "split": "train", "subject": None, "width": 48, "height": 48, "mode": "L",
-        "sha256": None, "status": "ok", "detail": None})
+    images = pd.DataFrame(
+        {
+            "image_id": np.arange(n_images, dtype="int64"),
+            "path": paths,
+            "rel_path": [f"images/{n}" for n in names],
+            "label": [labels[k] for k in lab_idx],
+            "split": "train",
+            "subject": None,
+            "width": 48,
+            "height": 48,
+            "mode": "L",
+            "sha256": None,
+            "status": "ok",
+            "detail": None,
+        }
+    )
     images.to_parquet(build / "images.parquet", index=False)
     (build / "run.json").write_text(json.dumps({"params": {"source": str(img_dir)}}))
 
@@ -83,8 +104,14 @@ def make_screen_dir(root: Path, *, n_images: int = 36, n_tuples: int = 240, quad
             out[where] = rng.choice(members_k, size=int(where.sum()))
         return out
 
-    t = pd.DataFrame({"tuple_id": np.arange(n_tuples), "anchor": pick(a_lab), "positive": pick(a_lab),
-                      "negative": pick(n_lab)})
+    t = pd.DataFrame(
+        {
+            "tuple_id": np.arange(n_tuples),
+            "anchor": pick(a_lab),
+            "positive": pick(a_lab),
+            "negative": pick(n_lab),
+        }
+    )
     t["anchor_label"] = [labels[k] for k in a_lab]
     t["negative_label"] = [labels[k] for k in n_lab]
     d_null = 6.0
@@ -117,24 +144,43 @@ def make_screen_dir(root: Path, *, n_images: int = 36, n_tuples: int = 240, quad
     occ = np.where(found, rng.beta(1.5, 6, n_images), np.nan)
     occ[5] = 0.9
     fdf["face_found"] = found
-    fdf["yaw"], fdf["pitch"], fdf["roll"] = yaw, np.where(found, 0.0, np.nan), np.where(found, 0.0, np.nan)
+    fdf["yaw"], fdf["pitch"], fdf["roll"] = (
+        yaw,
+        np.where(found, 0.0, np.nan),
+        np.where(found, 0.0, np.nan),
+    )
     fdf["occlusion"] = occ
     fdf["occlusion_any"] = np.maximum(occ, 0.3)
     fdf["face_confidence"] = np.where(found, 0.9, 0.0)
     fdf["detail"] = None
-    codes = [";".join(c for c, on in (("side_face", abs(y) > max_yaw), ("occluded", o > max_occ),
-                                      ("no_face", not f)) if on) or None
-             for y, o, f in zip(yaw, occ, found, strict=True)]
+    codes = [
+        ";".join(
+            c
+            for c, on in (
+                ("side_face", abs(y) > max_yaw),
+                ("occluded", o > max_occ),
+                ("no_face", not f),
+            )
+            if on
+        )
+        or None
+        for y, o, f in zip(yaw, occ, found, strict=True)
+    ]
     fdf["face_reason"] = pd.Series(codes, dtype="string")
     fdf["face_reject"] = [c is not None for c in codes]
 
     # verdicts, following the screen's rules (vectorised: the benchmark makes a million)
     members = ["anchor", "positive", "negative"] + (["negative2"] if quadruplet else [])
     neg_cols = ["d_an"] + (["d_an2", "d_nn2"] if quadruplet else [])
-    face_flags = {"side_face": np.abs(np.nan_to_num(yaw)) > max_yaw,
-                  "occluded": np.nan_to_num(occ) > max_occ, "no_face": ~found}
-    verdicts = {"positive_too_far": t["d_ap"].to_numpy() > tp,
-                "negative_too_close": t[neg_cols].min(axis=1).to_numpy() < tn}
+    face_flags = {
+        "side_face": np.abs(np.nan_to_num(yaw)) > max_yaw,
+        "occluded": np.nan_to_num(occ) > max_occ,
+        "no_face": ~found,
+    }
+    verdicts = {
+        "positive_too_far": t["d_ap"].to_numpy() > tp,
+        "negative_too_close": t[neg_cols].min(axis=1).to_numpy() < tn,
+    }
     for code, per_image in face_flags.items():
         hit = np.zeros(n_tuples, bool)
         if faces:
@@ -143,8 +189,10 @@ def make_screen_dir(root: Path, *, n_images: int = 36, n_tuples: int = 240, quad
         verdicts[code] = hit
     bits = sum(v.astype(np.int64) << k for k, v in enumerate(verdicts.values()))
     names = list(verdicts)
-    table = [";".join(c for k, c in enumerate(names) if b >> k & 1) or None
-             for b in range(2 ** len(names))]
+    table = [
+        ";".join(c for k, c in enumerate(names) if b >> k & 1) or None
+        for b in range(2 ** len(names))
+    ]
     t["reason"] = pd.Series(np.array(table, dtype=object)[bits], dtype="string")
     t["keep"] = bits == 0
     t.to_parquet(screen / "scores.parquet", index=False)
@@ -156,45 +204,89 @@ def make_screen_dir(root: Path, *, n_images: int = 36, n_tuples: int = 240, quad
 
     # images_suspect
     long = pd.concat([pd.DataFrame({"image_id": t[m], "rej": ~t["keep"]}) for m in members])
-    agg = long.groupby("image_id")["rej"].agg(["size", "sum"]).rename(
-        columns={"size": "n_tuples", "sum": "n_rejected"})
+    agg = (
+        long.groupby("image_id")["rej"]
+        .agg(["size", "sum"])
+        .rename(columns={"size": "n_tuples", "sum": "n_rejected"})
+    )
     sus = images[["image_id", "path", "rel_path", "label", "split"]].merge(
-        agg, left_on="image_id", right_index=True)
+        agg, left_on="image_id", right_index=True
+    )
     sus["n_rejected"] = sus["n_rejected"].astype("int64")
     sus["suspicion"] = sus["n_rejected"] / sus["n_tuples"]
     if faces:
-        sus = sus.merge(fdf[["image_id", "face_found", "yaw", "occlusion", "face_reason"]], on="image_id")
+        sus = sus.merge(
+            fdf[["image_id", "face_found", "yaw", "occlusion", "face_reason"]], on="image_id"
+        )
     sus = sus.sort_values("suspicion", ascending=False, kind="stable")
     sus.to_parquet(screen / "images_suspect.parquet", index=False)
 
     # boundary.json
     rp = rng.normal(mu, sigma * (2.0 if misfit else 1.0), 2000)
     share_above, share_below = float((rp > tp).mean()), float((rp < tn).mean())
-    boundary = {"s": 1.0, "d": 128, "center": True, "null": "effective", "d_null": d_null,
-                "mu": mu, "sigma": sigma, "alpha_pos": 0.05, "alpha_neg": 0.05,
-                "t_pos": tp, "t_neg": tn,
-                "nulls": {"theory": {"d_null": 128, "mu": mu, "sigma": 1 / np.sqrt(256)},
-                          "effective": {"d_null": d_null, "mu": mu, "sigma": sigma},
-                          "empirical": {"d_null": None, "mu": float(np.median(rp)),
-                                        "sigma": float(1.4826 * np.median(np.abs(rp - np.median(rp))))}},
-                "calibration": {"n_pairs": rp.size, "share_above_t_pos": share_above,
-                                "share_below_t_neg": share_below,
-                                "nominal_alpha_pos": 0.05, "nominal_alpha_neg": 0.05},
-                "random_pair_distances": [round(float(x), 4) for x in rp]}
+    boundary = {
+        "s": 1.0,
+        "d": 128,
+        "center": True,
+        "null": "effective",
+        "d_null": d_null,
+        "mu": mu,
+        "sigma": sigma,
+        "alpha_pos": 0.05,
+        "alpha_neg": 0.05,
+        "t_pos": tp,
+        "t_neg": tn,
+        "nulls": {
+            "theory": {"d_null": 128, "mu": mu, "sigma": 1 / np.sqrt(256)},
+            "effective": {"d_null": d_null, "mu": mu, "sigma": sigma},
+            "empirical": {
+                "d_null": None,
+                "mu": float(np.median(rp)),
+                "sigma": float(1.4826 * np.median(np.abs(rp - np.median(rp)))),
+            },
+        },
+        "calibration": {
+            "n_pairs": rp.size,
+            "share_above_t_pos": share_above,
+            "share_below_t_neg": share_below,
+            "nominal_alpha_pos": 0.05,
+            "nominal_alpha_neg": 0.05,
+        },
+        "random_pair_distances": [round(float(x), 4) for x in rp],
+    }
     (screen / "boundary.json").write_text(json.dumps(boundary))
     # like curate screen: the --weights value in params, the outcome in inputs
-    params = {"build_dir": str(build), "backbone": "resnet18", "weights": "none" if random_weights
-              else "/models/fer.safetensors", "null": "effective",
-              "alpha_pos": 0.05, "alpha_neg": 0.05, "max_yaw": max_yaw, "max_occlusion": max_occ,
-              "kind": "quadruplet" if quadruplet else "triplet"}
-    run = {"command": "screen", "params": params,
-           "inputs": {"build_dir": str(build), "random_weights": random_weights},
-           "counts": {"images": n_images, "tuples": n_tuples},
-           "versions": {"curate": "0.1.0", "python": "3.11"},
-           "started_at": "2026-11-26T14:00:00+0000", "seconds": 12.5}
+    params = {
+        "build_dir": str(build),
+        "backbone": "resnet18",
+        "weights": "none" if random_weights else "/models/fer.safetensors",
+        "null": "effective",
+        "alpha_pos": 0.05,
+        "alpha_neg": 0.05,
+        "max_yaw": max_yaw,
+        "max_occlusion": max_occ,
+        "kind": "quadruplet" if quadruplet else "triplet",
+    }
+    run = {
+        "command": "screen",
+        "params": params,
+        "inputs": {"build_dir": str(build), "random_weights": random_weights},
+        "counts": {"images": n_images, "tuples": n_tuples},
+        "versions": {"curate": "0.1.0", "python": "3.11"},
+        "started_at": "2026-11-26T14:00:00+0000",
+        "seconds": 12.5,
+    }
     (screen / "run.json").write_text(json.dumps(run))
-    return {"screen": screen, "build": build, "scores": t, "faces": fdf, "t_pos": tp, "t_neg": tn,
-            "mu": mu, "sigma": sigma}
+    return {
+        "screen": screen,
+        "build": build,
+        "scores": t,
+        "faces": fdf,
+        "t_pos": tp,
+        "t_neg": tn,
+        "mu": mu,
+        "sigma": sigma,
+    }
 
 
 # ----------------------------------------------------------------------------- HTML parsing
@@ -233,8 +325,12 @@ def parse(html: str) -> _Collect:
 def external_references(html: str) -> list[str]:
     """Every src/href/url() that is not an inline data: URI or a # anchor."""
     p = parse(html)
-    refs = [v for _, attrs in p.tags for k, v in attrs.items()
-            if k in ("src", "href", "srcset", "poster", "action", "data", "background") and v]
+    refs = [
+        v
+        for _, attrs in p.tags
+        for k, v in attrs.items()
+        if k in ("src", "href", "srcset", "poster", "action", "data", "background") and v
+    ]
     refs += re.findall(r"url\(\s*['\"]?([^'\")]+)", html)
     refs += re.findall(r"@import\s+['\"]?([^'\";]+)", html)
     return [r for r in refs if not (r.startswith("data:") or r.startswith("#"))]
@@ -244,7 +340,9 @@ def check_scripts(html: str) -> None:
     """The only scripts are the review's: one inline script allowed by its sha256 in the
     Content-Security-Policy (no 'unsafe-inline'), and JSON data blocks in which no ``<``
     can end the block; nothing else in the page can run."""
-    policy = re.search(r'<meta http-equiv="Content-Security-Policy" content="([^"]*)">', html).group(1)
+    policy = re.search(
+        r'<meta http-equiv="Content-Security-Policy" content="([^"]*)">', html
+    ).group(1)
     assert "unsafe-inline" not in policy.split("script-src")[-1] and "unsafe-eval" not in policy
     assert policy.startswith("default-src 'none'; img-src data:;")
     p = parse(html)
@@ -260,7 +358,9 @@ def check_scripts(html: str) -> None:
         else:
             digest = base64.b64encode(hashlib.sha256(body.encode("utf-8")).digest()).decode()
             assert f"script-src 'sha256-{digest}'" in policy
-            assert "innerHTML" not in body and "insertAdjacentHTML" not in body and "eval(" not in body
+            assert (
+                "innerHTML" not in body and "insertAdjacentHTML" not in body and "eval(" not in body
+            )
     assert not any(k.startswith("on") for _, a in p.tags for k in a)  # no inline event handlers
 
 
@@ -304,9 +404,11 @@ def test_report_is_self_contained(screen):
     assert "http://" not in html and "https://" not in html
     # the detector itself finds an external reference
     assert external_references('<img src="http://x.invalid/a.png"><a href="#ok">') == [
-        "http://x.invalid/a.png"]
+        "http://x.invalid/a.png"
+    ]
     assert external_references("<div style=\"background:url('//cdn.invalid/a.png')\">") == [
-        "//cdn.invalid/a.png"]
+        "//cdn.invalid/a.png"
+    ]
 
 
 def test_data_strings_are_escaped(screen):
@@ -324,7 +426,7 @@ def test_data_strings_are_escaped(screen):
     assert 'say "cheese"' not in re.sub(r">[^<]*<", "><", html)  # never raw inside a tag
     titles = [a.get("title") for _, a in p.tags if a.get("title") and "cheese" in a.get("title")]
     assert titles and all(tt.endswith(EVIL_NAME) for tt in titles)
-    assert not any(k in ("now'.png", "cheese\"") for _, a in p.tags for k in a)
+    assert not any(k in ("now'.png", 'cheese"') for _, a in p.tags for k in a)
 
 
 def test_galleries_show_the_most_abnormal_first_and_are_capped(screen, tmp_path):
@@ -363,7 +465,9 @@ def test_sensitivity_grid_matches_brute_force():
             assert grid[i, j] == pytest.approx(expected)
     # monotone: raising either alpha never keeps more
     order = np.argsort(alphas)
-    g = kept_share_grid(d_ap, d_neg, ok, mu, sigma, np.array(alphas)[order], np.array(alphas)[order])
+    g = kept_share_grid(
+        d_ap, d_neg, ok, mu, sigma, np.array(alphas)[order], np.array(alphas)[order]
+    )
     assert np.all(np.diff(g, axis=0) <= 1e-12) and np.all(np.diff(g, axis=1) <= 1e-12)
 
 
@@ -376,12 +480,15 @@ def test_sensitivity_reproduces_the_screen_at_its_own_alphas(screen):
 
 
 def test_tables_count_reasons_and_classes():
-    s = pd.DataFrame({"anchor_label": ["a", "a", "b", "b", "b"],
-                      "negative_label": ["b", "b", "a", "a", "a"],
-                      "keep": [True, False, False, False, True],
-                      "reason": [None, "positive_too_far;side_face", "negative_too_close",
-                                 "side_face", None],
-                      "d_an": [1.0, 1.0, 0.2, 1.0, 1.0]})
+    s = pd.DataFrame(
+        {
+            "anchor_label": ["a", "a", "b", "b", "b"],
+            "negative_label": ["b", "b", "a", "a", "a"],
+            "keep": [True, False, False, False, True],
+            "reason": [None, "positive_too_far;side_face", "negative_too_close", "side_face", None],
+            "d_an": [1.0, 1.0, 0.2, 1.0, 1.0],
+        }
+    )
     flags = reason_flags(s["reason"])
     assert list(flags.columns) == ["positive_too_far", "negative_too_close", "side_face"]
     assert flags.sum().tolist() == [1, 1, 2]
@@ -402,8 +509,11 @@ def test_quadruplet_report_counts_every_negative_pair(tmp_path):
     flagged, _ = negative_confusion(s, flags, info["t_neg"])
     tn = info["t_neg"]
     close = s["reason"].fillna("").str.contains("negative_too_close")
-    expected = int(((s["d_an"] < tn) & close).sum() + ((s["d_an2"] < tn) & close).sum()
-                   + ((s["d_nn2"] < tn) & close).sum())
+    expected = int(
+        ((s["d_an"] < tn) & close).sum()
+        + ((s["d_an2"] < tn) & close).sum()
+        + ((s["d_nn2"] < tn) & close).sum()
+    )
     assert flagged.to_numpy().sum() == expected
     row = s.loc[2]  # planted close negative-negative2 pair
     assert flagged.loc[row["negative_label"], row["negative2_label"]] >= 1
@@ -471,7 +581,9 @@ def test_missing_scores_is_a_clear_error(tmp_path):
 
 
 def test_thumbnails_of_odd_images(tmp_path):
-    Image.fromarray((np.arange(64 * 64).reshape(64, 64) * 16).astype(np.uint16)).save(tmp_path / "a.png")
+    Image.fromarray((np.arange(64 * 64).reshape(64, 64) * 16).astype(np.uint16)).save(
+        tmp_path / "a.png"
+    )
     Image.new("RGBA", (300, 200), (255, 0, 0, 128)).save(tmp_path / "b.png")
     Image.new("CMYK", (40, 40), (0, 50, 50, 0)).save(tmp_path / "c.jpg")
     (tmp_path / "d.jpg").write_bytes(b"\xff\xd8\xff not really")
@@ -520,8 +632,12 @@ def test_report_of_a_default_screen_shows_class_nulls_label_suspects_and_calibra
 
     build, images, emb = make_build(tmp_path)
     out = tmp_path / "out"
-    run_screen(build, out, embeddings=write_embeddings(tmp_path / "e.parquet", images, emb),
-               skip_faces_screen=True)
+    run_screen(
+        build,
+        out,
+        embeddings=write_embeddings(tmp_path / "e.parquet", images, emb),
+        skip_faces_screen=True,
+    )
     html = write_report(out).read_text(encoding="utf-8")
     text = " ".join(parse(html).text)
     b = json.loads((out / "boundary.json").read_text())
@@ -545,8 +661,14 @@ def test_face_sensitivity_matches_a_brute_force_count():
 
     rng = np.random.default_rng(3)
     n = 60
-    faces = pd.DataFrame({"image_id": np.arange(n), "face_found": rng.random(n) > 0.1,
-                          "yaw": rng.normal(0, 25, n), "occlusion": rng.random(n)})
+    faces = pd.DataFrame(
+        {
+            "image_id": np.arange(n),
+            "face_found": rng.random(n) > 0.1,
+            "yaw": rng.normal(0, 25, n),
+            "occlusion": rng.random(n),
+        }
+    )
     faces.loc[~faces["face_found"], ["yaw", "occlusion"]] = np.nan
     tuples = pd.DataFrame({r: rng.integers(0, n, 200) for r in ("anchor", "positive", "negative")})
     sens = face_sensitivity(faces, tuples, max_yaw=30.0, max_occlusion=0.5, no_face="reject")
@@ -556,7 +678,11 @@ def test_face_sensitivity_matches_a_brute_force_count():
         flagged = set(faces.loc[bad, "image_id"])
         assert row["images"] == pytest.approx(bad.mean())
         assert row["tuples"] == pytest.approx(tuples.isin(flagged).any(axis=1).mean())
-    assert {(r["max_yaw"], r["max_occlusion"]) for r in sens.rows} >= {(30.0, 0.5), (20.0, 0.5), (30.0, 0.8)}
+    assert {(r["max_yaw"], r["max_occlusion"]) for r in sens.rows} >= {
+        (30.0, 0.5),
+        (20.0, 0.5),
+        (30.0, 0.8),
+    }
 
 
 def test_faces_section_tables_rejections_per_class(tmp_path):
@@ -573,4 +699,6 @@ def test_faces_section_tables_rejections_per_class(tmp_path):
     assert "Face-rejected images per expression class" in html
     for r in by_class.itertuples():  # labels escaped (one of them is a script tag)
         assert f"<td>{escape(r.label)}</td><td class=num>{r.images}</td>" in html
-    assert by_class.iloc[-1]["label"] == "all" and by_class.iloc[-1]["rejected"] == int(f["face_reject"].sum())
+    assert by_class.iloc[-1]["label"] == "all" and by_class.iloc[-1]["rejected"] == int(
+        f["face_reject"].sum()
+    )

@@ -24,18 +24,34 @@ from curate.report import write_report
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "
-                       "(apt-get install -y chromium)"),
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason="needs Debian's chromium at /usr/bin/chromium (apt-get install -y chromium)",
+    ),
 ]
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--hide-scrollbars", '--host-resolver-rules=MAP * ~NOTFOUND']
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+    "--host-resolver-rules=MAP * ~NOTFOUND",
+]
 
 
 def chromium(tmp: Path, *args: str, timeout: int = 90) -> subprocess.CompletedProcess[str]:
     profile = tmp / f"profile-{len(list(tmp.glob('profile-*')))}"
-    return subprocess.run([str(CHROMIUM), *FLAGS, f"--user-data-dir={profile}", *args],
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [str(CHROMIUM), *FLAGS, f"--user-data-dir={profile}", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def page_requests(netlog: Path) -> list[str]:
@@ -53,7 +69,9 @@ def page_requests(netlog: Path) -> list[str]:
     urls = []
     for ev in log["events"]:
         params = ev.get("params") or {}
-        if ev["type"] == start_job and str(params.get("network_isolation_key", "")).startswith("file:"):
+        if ev["type"] == start_job and str(params.get("network_isolation_key", "")).startswith(
+            "file:"
+        ):
             url = str(params.get("url", ""))
             if not url.startswith(("file:", "data:")):
                 urls.append(url)
@@ -103,11 +121,15 @@ def test_rendered_dom_has_the_sections_and_no_request_leaves_the_page(report, tm
 
 def test_network_check_catches_a_page_that_calls_out(tmp_path):
     canary = tmp_path / "canary.html"
-    canary.write_text('<!DOCTYPE html><html><body><h1>canary</h1>'
-                      '<img src="http://canary.invalid/a.png">'
-                      '<div style="background:url(https://canary2.invalid/b.png)">x</div>'
-                      "</body></html>")
+    canary.write_text(
+        "<!DOCTYPE html><html><body><h1>canary</h1>"
+        '<img src="http://canary.invalid/a.png">'
+        '<div style="background:url(https://canary2.invalid/b.png)">x</div>'
+        "</body></html>"
+    )
     netlog = tmp_path / "netlog.json"
     chromium(tmp_path, f"--log-net-log={netlog}", "--dump-dom", canary.as_uri())
-    assert sorted(page_requests(netlog)) == ["http://canary.invalid/a.png",
-                                             "https://canary2.invalid/b.png"]
+    assert sorted(page_requests(netlog)) == [
+        "http://canary.invalid/a.png",
+        "https://canary2.invalid/b.png",
+    ]

@@ -26,7 +26,8 @@ def test_weights_row_names_the_bundled_model(tmp_path):
     run["inputs"].update(weights_source=f"run:{default_model_dir()}", weights_fingerprint="ab" * 32)
     run_json.write_text(json.dumps(run))
     assert weights_text(load_screen_dir(info["screen"])) == (
-        f"bundled model {DEFAULT_MODEL} ({default_model_dir()}), sha256 abababababab\u2026")
+        f"bundled model {DEFAULT_MODEL} ({default_model_dir()}), sha256 abababababab\u2026"
+    )
     html = write_report(info["screen"]).read_text()
     assert f"bundled model {DEFAULT_MODEL}" in html
     run["inputs"].update(weights_source="random", weights_fingerprint="random-seed0")
@@ -45,15 +46,23 @@ def test_tuple_gallery_says_which_member_a_face_reason_belongs_to(tmp_path):
     scores.loc[0, "member_reasons"] = "negative:occluded"
     scores.to_parquet(scores_path, index=False)
     html = write_report(info["screen"]).read_text()
-    block = re.search(r'<div class="tuple"><div class="meta"><div>tuple 0</div>(.*?)</div></div>(?=<div class="tuple">|</div>)',
-                      html, re.S)
+    block = re.search(
+        r'<div class="tuple"><div class="meta"><div>tuple 0</div>(.*?)</div></div>(?=<div class="tuple">|</div>)',
+        html,
+        re.S,
+    )
     assert block, "tuple 0 is not in the gallery"
     text = block.group(0)
     assert re.search(r"<div>negative: <span class=\"chip\"[^>]*>occluded</span></div>", text)
-    boxes = re.findall(r'<div class="thumb"><div class="role">(\w+)</div>(.*?)</div></div>', text, re.S)
+    boxes = re.findall(
+        r'<div class="thumb"><div class="role">(\w+)</div>(.*?)</div></div>', text, re.S
+    )
     by_role = dict(boxes)
     assert ">occluded</span>" in by_role["negative"]
-    assert ">occluded</span>" not in by_role["anchor"] and ">occluded</span>" not in by_role["positive"]
+    assert (
+        ">occluded</span>" not in by_role["anchor"]
+        and ">occluded</span>" not in by_role["positive"]
+    )
 
 
 def _boundary(sample: np.ndarray, null: str, fits: dict[str, tuple[float, float]]) -> dict:
@@ -61,13 +70,24 @@ def _boundary(sample: np.ndarray, null: str, fits: dict[str, tuple[float, float]
     from curate.screens.statistical import thresholds
 
     tp, tn = thresholds(mu, sigma, 0.05, 0.05)
-    return {"null": null, "mu": mu, "sigma": sigma, "alpha_pos": 0.05, "alpha_neg": 0.05,
-            "t_pos": tp, "t_neg": tn,
-            "nulls": {k: {"mu": m, "sigma": s, "d_null": None} for k, (m, s) in fits.items()},
-            "calibration": {"n_pairs": sample.size, "share_above_t_pos": float(np.mean(sample > tp)),
-                            "share_below_t_neg": float(np.mean(sample < tn)),
-                            "nominal_alpha_pos": 0.05, "nominal_alpha_neg": 0.05},
-            "random_pair_distances": sample.tolist()}
+    return {
+        "null": null,
+        "mu": mu,
+        "sigma": sigma,
+        "alpha_pos": 0.05,
+        "alpha_neg": 0.05,
+        "t_pos": tp,
+        "t_neg": tn,
+        "nulls": {k: {"mu": m, "sigma": s, "d_null": None} for k, (m, s) in fits.items()},
+        "calibration": {
+            "n_pairs": sample.size,
+            "share_above_t_pos": float(np.mean(sample > tp)),
+            "share_below_t_neg": float(np.mean(sample < tn)),
+            "nominal_alpha_pos": 0.05,
+            "nominal_alpha_neg": 0.05,
+        },
+        "random_pair_distances": sample.tolist(),
+    }
 
 
 def _run(tmp_path, boundary: dict) -> ScreenRun:
@@ -126,5 +146,8 @@ def test_tuple_gallery_prefers_tuples_whose_members_passed_the_image_screens(tmp
     scores.to_parquet(scores_path, index=False)
     html = write_report(info["screen"]).read_text()
     n_pos = int(scores["reason"].fillna("").str.contains("positive_too_far").sum())
-    assert f"of {n_pos:,} tuples ({n_pos - 1:,} of them with every member passing the image screens)" in html
+    assert (
+        f"of {n_pos:,} tuples ({n_pos - 1:,} of them with every member passing the image screens)"
+        in html
+    )
     assert not re.search(r'<div class="meta"><div>tuple 0</div>', html)

@@ -19,10 +19,16 @@ from curate.representations.framing import crop_box, decide
 from curate.representations.probe import folds_of, probe
 from curate.screen import screen
 
-NO_HYGIENE = {"skip_quality_screen": True, "skip_not_face_screen": True, "skip_near_duplicates_screen": True}
+NO_HYGIENE = {
+    "skip_quality_screen": True,
+    "skip_not_face_screen": True,
+    "skip_near_duplicates_screen": True,
+}
 
 
-def _planted(n_per_class: int = 30, classes=("angry", "happy", "sad"), subjects: int = 6, seed: int = 0):
+def _planted(
+    n_per_class: int = 30, classes=("angry", "happy", "sad"), subjects: int = 6, seed: int = 0
+):
     """Images with labels and subjects; ``signal`` separates the classes, ``noise`` does not."""
     rng = np.random.default_rng(seed)
     labels = np.repeat(classes, n_per_class)
@@ -30,22 +36,38 @@ def _planted(n_per_class: int = 30, classes=("angry", "happy", "sad"), subjects:
     centres = rng.normal(size=(len(classes), 8)) * 3
     signal = (centres[codes] + rng.normal(size=(len(labels), 8))).astype(np.float32)
     noise = rng.normal(size=(len(labels), 20)).astype(np.float32)
-    images = pd.DataFrame({"image_id": np.arange(len(labels)), "path": [f"/x/{i}.png" for i in range(len(labels))],
-                           "sha256": [f"{i:064x}" for i in range(len(labels))], "label": labels,
-                           "subject": [f"S{i % subjects}" for i in range(len(labels))]})
+    images = pd.DataFrame(
+        {
+            "image_id": np.arange(len(labels)),
+            "path": [f"/x/{i}.png" for i in range(len(labels))],
+            "sha256": [f"{i:064x}" for i in range(len(labels))],
+            "label": labels,
+            "subject": [f"S{i % subjects}" for i in range(len(labels))],
+        }
+    )
     return images, signal, noise
 
 
 def _fake(monkeypatch, backbone: np.ndarray, shapes: np.ndarray, missing: np.ndarray | None = None):
     """Planted vectors for the built-in backbone and blendshapes representations."""
+
     def back(self, ctx):
-        return Features("backbone", backbone, np.zeros(len(backbone), bool), [None] * len(backbone),
-                        details={"backbone": "planted", "framing": {"used": "full"}})
+        return Features(
+            "backbone",
+            backbone,
+            np.zeros(len(backbone), bool),
+            [None] * len(backbone),
+            details={"backbone": "planted", "framing": {"used": "full"}},
+        )
 
     def shp(self, ctx):
         miss = np.zeros(len(shapes), bool) if missing is None else missing
-        return Features("blendshapes", np.where(miss[:, None], 0.0, shapes).astype(np.float32), miss,
-                        ["no face found by the landmarker" if m else None for m in miss])
+        return Features(
+            "blendshapes",
+            np.where(miss[:, None], 0.0, shapes).astype(np.float32),
+            miss,
+            ["no face found by the landmarker" if m else None for m in miss],
+        )
 
     monkeypatch.setattr(type(get("backbone")), "compute", back)
     monkeypatch.setattr(type(get("blendshapes")), "compute", shp)
@@ -72,7 +94,12 @@ def test_a_plug_in_representation_is_measured_by_auto(monkeypatch):
     try:
         assert "planted" in choices()
         chosen = represent(RepresentationContext(images=images, settings={}), AUTO)
-        assert chosen.name == "planted" and set(chosen.measures) == {"backbone", "blendshapes", "combined", "planted"}
+        assert chosen.name == "planted" and set(chosen.measures) == {
+            "backbone",
+            "blendshapes",
+            "combined",
+            "planted",
+        }
     finally:
         unregister("planted")
     assert "planted" not in [r.name for r in registered()]
@@ -91,7 +118,10 @@ def test_auto_picks_the_representation_that_separates_the_classes(monkeypatch, s
     other = "blendshapes" if separates == "backbone" else "backbone"
     assert m[separates] > 0.9 and m[other] < 0.6
     assert chosen.measures[separates]["grouped_by"] == "subject"  # folds hold whole performers
-    assert chosen.sentence.endswith(f"using {separates}") and f"{separates} {m[separates]:.2f}" in chosen.sentence
+    assert (
+        chosen.sentence.endswith(f"using {separates}")
+        and f"{separates} {m[separates]:.2f}" in chosen.sentence
+    )
     # asked for by name: that one, measured alone
     fixed = represent(RepresentationContext(images=images, settings={}), other)
     assert fixed.name == other and list(fixed.measures) == [other]
@@ -121,25 +151,47 @@ def test_a_face_without_landmarks_falls_back_and_is_recorded(monkeypatch):
     """The blendshapes of a face the landmarker missed are missing, say why, and sit at the
     origin; combined keeps its backbone block."""
     images, signal, noise = _planted()
-    analysis = pd.DataFrame({"blendshapes": [np.abs(s[:8]).tolist() * 6 + [0.1] * 4 if i != 7 else None
-                                             for i, s in enumerate(signal)],
-                             "detail": [None if i != 7 else "no face found by the landmarker"
-                                        for i in range(len(signal))]})
-    analysis["blendshapes"] = [None if v is None else np.asarray(v, np.float32) for v in analysis["blendshapes"]]
+    analysis = pd.DataFrame(
+        {
+            "blendshapes": [
+                np.abs(s[:8]).tolist() * 6 + [0.1] * 4 if i != 7 else None
+                for i, s in enumerate(signal)
+            ],
+            "detail": [
+                None if i != 7 else "no face found by the landmarker" for i in range(len(signal))
+            ],
+        }
+    )
+    analysis["blendshapes"] = [
+        None if v is None else np.asarray(v, np.float32) for v in analysis["blendshapes"]
+    ]
     monkeypatch.setattr(bs_module, "face_analysis", lambda ctx: analysis)
     ctx = RepresentationContext(images=images, settings={})
     feats = get("blendshapes").compute(ctx)
     assert feats.missing.tolist() == [i == 7 for i in range(len(images))]
-    assert feats.missing_reason[7] == "no face found by the landmarker" and feats.missing_reason[0] is None
+    assert (
+        feats.missing_reason[7] == "no face found by the landmarker"
+        and feats.missing_reason[0] is None
+    )
     assert np.all(feats.vectors[7] == 0) and feats.details["images_without"] == 1
     assert any("1 of 90 images have no face landmarks" in n for n in feats.notes)
 
-    monkeypatch.setattr(type(get("backbone")), "compute",
-                        lambda self, c: Features("backbone", noise, np.zeros(len(noise), bool), [None] * len(noise),
-                                                 details={"backbone": "planted"}))
+    monkeypatch.setattr(
+        type(get("backbone")),
+        "compute",
+        lambda self, c: Features(
+            "backbone",
+            noise,
+            np.zeros(len(noise), bool),
+            [None] * len(noise),
+            details={"backbone": "planted"},
+        ),
+    )
     comb = get("combined").compute(ctx)
     assert comb.missing[7] and "backbone alone" in comb.missing_reason[7]
-    assert np.all(comb.vectors[7, noise.shape[1]:] == 0) and np.any(comb.vectors[7, :noise.shape[1]] != 0)
+    assert np.all(comb.vectors[7, noise.shape[1] :] == 0) and np.any(
+        comb.vectors[7, : noise.shape[1]] != 0
+    )
 
 
 def test_screen_records_the_representation_and_embeddings_say_which(tmp_path, monkeypatch):
@@ -147,13 +199,24 @@ def test_screen_records_the_representation_and_embeddings_say_which(tmp_path, mo
     rng = np.random.default_rng(1)
     missing = np.zeros(len(images), bool)
     missing[3] = True
-    _fake(monkeypatch, rng.normal(size=(len(images), 16)).astype(np.float32), emb.astype(np.float32), missing)
+    _fake(
+        monkeypatch,
+        rng.normal(size=(len(images), 16)).astype(np.float32),
+        emb.astype(np.float32),
+        missing,
+    )
     res = screen(build, tmp_path / "out", skip_faces_screen=True, **NO_HYGIENE)
     run = json.loads((tmp_path / "out" / "run.json").read_text())
     rep = run["params"]["representation"]
-    assert rep["setting"] == "auto" and rep["used"] == "blendshapes" == res.run["params"]["representation"]["used"]
+    assert (
+        rep["setting"] == "auto"
+        and rep["used"] == "blendshapes" == res.run["params"]["representation"]["used"]
+    )
     assert set(rep["measures"]) == {"backbone", "blendshapes", "combined"}
-    assert rep["summary"].endswith("using blendshapes") and run["counts"]["images_without_representation"] == 1
+    assert (
+        rep["summary"].endswith("using blendshapes")
+        and run["counts"]["images_without_representation"] == 1
+    )
     assert any(n.startswith("representation: ") for n in res.notes)
     table = pd.read_parquet(tmp_path / "out" / "embeddings.parquet")
     assert set(table["representation"]) == {"blendshapes"}
@@ -170,7 +233,9 @@ def test_screen_records_the_representation_and_embeddings_say_which(tmp_path, mo
 
 def test_framing_crops_small_faces_only():
     images = pd.DataFrame({"width": [256, 256, 48], "height": [256, 256, 48]})
-    small = pd.DataFrame({"face_box": [(60.0, 70.0, 200.0, 230.0), (50.0, 60.0, 190.0, 220.0), None]})
+    small = pd.DataFrame(
+        {"face_box": [(60.0, 70.0, 200.0, 230.0), (50.0, 60.0, 190.0, 220.0), None]}
+    )
     boxes, record = decide("auto", small, images)
     assert record["used"] == "face" and record["median_face_share"] < 0.8 and boxes[2] is None
     assert boxes[0] == crop_box((60.0, 70.0, 200.0, 230.0))
@@ -204,8 +269,12 @@ def test_litert_blendshapes_match_mediapipe_tasks(shared_data, tmp_path):
     from curate.faces.landmarks import BLENDSHAPE_NAMES
 
     files = sorted((shared_data / "taiwanese-posed" / "images").glob("*.jpg"))[:3]
-    lite = analyze_faces(files, cache_dir=tmp_path / "a", workers=0, blendshapes=True, backend="litert")
-    tasks = analyze_faces(files, cache_dir=tmp_path / "b", workers=0, blendshapes=True, backend="tasks")
+    lite = analyze_faces(
+        files, cache_dir=tmp_path / "a", workers=0, blendshapes=True, backend="litert"
+    )
+    tasks = analyze_faces(
+        files, cache_dir=tmp_path / "b", workers=0, blendshapes=True, backend="tasks"
+    )
     for a, b in zip(lite["blendshapes"], tasks["blendshapes"], strict=True):
         assert a.shape == (len(BLENDSHAPE_NAMES),) and np.abs(a - b).max() < 0.01
     assert all(box is not None and box[2] > box[0] for box in lite["face_box"])

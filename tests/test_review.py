@@ -36,14 +36,18 @@ def fabricated(tmp_path_factory) -> Path:
     return make_screen_dir(tmp_path_factory.mktemp("review"))["screen"]
 
 
-def test_review_data_lists_every_screened_image_with_thumbnails_for_the_flagged(fabricated, tmp_path):
+def test_review_data_lists_every_screened_image_with_thumbnails_for_the_flagged(
+    fabricated, tmp_path
+):
     html = write_report(fabricated, tmp_path / "r.html").read_text(encoding="utf-8")
     d, thumbs = _data(html), _data(html, "rv-thumbs")
     s = pd.read_parquet(fabricated / "images_suspect.parquet").sort_values("image_id")
     assert d["id"] == s["image_id"].tolist()
     assert d["classes"] == sorted(LABELS)
     assert [d["classes"][k] for k in d["label"]] == s["label"].tolist()
-    rejected = s["face_reject"].to_numpy() if "face_reject" in s else s["face_reason"].notna().to_numpy()
+    rejected = (
+        s["face_reject"].to_numpy() if "face_reject" in s else s["face_reason"].notna().to_numpy()
+    )
     assert d["rejected"] == rejected.astype(int).tolist()
     flagged = rejected | (s["suspicion"].to_numpy() >= REVIEW_SUSPICION)
     assert [t >= 0 for t in d["thumb"]] == flagged.tolist() and len(thumbs) == int(flagged.sum())
@@ -56,17 +60,30 @@ def test_review_data_lists_every_screened_image_with_thumbnails_for_the_flagged(
     assert d["reasons"][d["reason"][i] - 1] == first["face_reason"]
     assert re.search(r"36 screened images; thumbnails are embedded for the \d+ that", html)
     # a cap on the thumbnails is said in the report
-    capped = write_report(fabricated, tmp_path / "c.html", max_thumbnails=2).read_text(encoding="utf-8")
+    capped = write_report(fabricated, tmp_path / "c.html", max_thumbnails=2).read_text(
+        encoding="utf-8"
+    )
     assert len(_data(capped, "rv-thumbs")) == 2
     assert f"embeds thumbnails for 2 of the {int(flagged.sum())} images" in capped
 
 
 def test_report_loads_decisions_and_keys_the_browser_storage_by_run_and_file(fabricated, tmp_path):
     dec = tmp_path / "decisions.csv"
-    dec.write_text("image_id,path,decision,label,verdict,suspicion\n3,,keep,,,\n4,,relabel,sad,,\n5,,drop,,,\n")
+    dec.write_text(
+        "image_id,path,decision,label,verdict,suspicion\n3,,keep,,,\n4,,relabel,sad,,\n5,,drop,,,\n"
+    )
     plain = _data(write_report(fabricated, tmp_path / "a.html").read_text(encoding="utf-8"))
-    r = CliRunner().invoke(app, ["report", str(fabricated), "--out-file", str(tmp_path / "b.html"),
-                                 "--decisions", str(dec)])
+    r = CliRunner().invoke(
+        app,
+        [
+            "report",
+            str(fabricated),
+            "--out-file",
+            str(tmp_path / "b.html"),
+            "--decisions",
+            str(dec),
+        ],
+    )
     assert r.exit_code == 0, r.output
     html = (tmp_path / "b.html").read_text(encoding="utf-8")
     loaded = _data(html)
@@ -77,7 +94,9 @@ def test_report_loads_decisions_and_keys_the_browser_storage_by_run_and_file(fab
     assert plain["run"] == f"{run_key}:none" and file_key != "none"
     bad = tmp_path / "bad.csv"
     bad.write_text("image_id,decision\n999,keep\n")
-    with pytest.raises(CurateError, match="line 2: image_id 999 is not an image of this screen run"):
+    with pytest.raises(
+        CurateError, match="line 2: image_id 999 is not an image of this screen run"
+    ):
         write_report(fabricated, tmp_path / "c.html", decisions=bad)
 
 
@@ -96,9 +115,19 @@ def test_review_table_without_images_suspect_is_a_note(fabricated, tmp_path):
 def example(tmp_path_factory) -> Path:
     """`curate example`, `build-tuples` and `screen` as examples/quickstart.sh runs them."""
     out = tmp_path_factory.mktemp("example") / "run"
-    env = {"CURATE": f"{sys.executable} -m curate", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
-    res = subprocess.run(["bash", str(ROOT / "examples" / "quickstart.sh"), str(out)], env=env,
-                         capture_output=True, text=True, timeout=900, cwd=out.parent)
+    env = {
+        "CURATE": f"{sys.executable} -m curate",
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": str(ROOT),
+    }
+    res = subprocess.run(
+        ["bash", str(ROOT / "examples" / "quickstart.sh"), str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=out.parent,
+    )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     return out / "screen"
 
@@ -109,15 +138,26 @@ def test_example_decisions_round_trip_through_export(example, tmp_path):
     rej = s[s["label_reject"]].sort_values("image_id")
     kept = s[~s["label_reject"] & ~s["face_reject"]].sort_values("image_id")
     back, relabel, drop = rej.iloc[0], rej.iloc[1], kept.iloc[0]
-    new = next(c for c in sorted(s["label"].unique()) if c not in (relabel["label"], relabel["suggested_label"]))
+    new = next(
+        c
+        for c in sorted(s["label"].unique())
+        if c not in (relabel["label"], relabel["suggested_label"])
+    )
     dec = tmp_path / "decisions.csv"
-    dec.write_text("image_id,path,decision,label,verdict,suspicion\n"
-                   f"{back['image_id']},{back['path']},keep,,label_suspect,\n"
-                   f"{relabel['image_id']},{relabel['path']},relabel,{new},label_suspect,\n"
-                   f"{drop['image_id']},{drop['path']},drop,,kept,\n")
+    dec.write_text(
+        "image_id,path,decision,label,verdict,suspicion\n"
+        f"{back['image_id']},{back['path']},keep,,label_suspect,\n"
+        f"{relabel['image_id']},{relabel['path']},relabel,{new},label_suspect,\n"
+        f"{drop['image_id']},{drop['path']},drop,,kept,\n"
+    )
     base = export(example, tmp_path / "base", format="csv").manifest.set_index("image_id")
-    res = export(example, tmp_path / "out", format="csv", decisions=dec).manifest.set_index("image_id")
-    assert set(res.index) == set(base.index) - {drop["image_id"]} | {back["image_id"], relabel["image_id"]}
+    res = export(example, tmp_path / "out", format="csv", decisions=dec).manifest.set_index(
+        "image_id"
+    )
+    assert set(res.index) == set(base.index) - {drop["image_id"]} | {
+        back["image_id"],
+        relabel["image_id"],
+    }
     assert res.loc[relabel["image_id"], "label"] == new
     assert res.loc[relabel["image_id"], "original_label"] == relabel["label"]
     assert res.loc[back["image_id"], "label"] == back["label"]
@@ -145,7 +185,9 @@ def review_round_trip(screen: Path, tmp_path: Path) -> None:
         ids = [int(c.get_attribute("data-id")) for c in cards[:4]]
         rejected = np.logical_or.reduce(list(image_rejects(s).values()))
         flagged = s[rejected | (s["suspicion"] >= REVIEW_SUSPICION).to_numpy()]
-        expect = flagged.assign(i=flagged.index).sort_values(["suspicion", "i"], ascending=[False, True])
+        expect = flagged.assign(i=flagged.index).sort_values(
+            ["suspicion", "i"], ascending=[False, True]
+        )
         assert ids == expect.index[:4].tolist()  # most suspect first
         progress = driver.find_element(By.ID, "rv-progress").text
         assert progress.startswith(f"0 of {len(flagged)} reviewed")
@@ -153,20 +195,33 @@ def review_round_trip(screen: Path, tmp_path: Path) -> None:
         driver.execute_script("arguments[0].focus()", lst)  # a click would pick the card under it
         lst.send_keys("r")  # card 0: relabel to the suggested label
         lst.send_keys("k")  # card 1: keep
-        drop = driver.find_element(By.CSS_SELECTOR, '.rv-card[data-pos="2"] button[data-act="drop"]')
+        drop = driver.find_element(
+            By.CSS_SELECTOR, '.rv-card[data-pos="2"] button[data-act="drop"]'
+        )
         drop.click()  # card 2: drop, by mouse
-        other = next(c for c in sorted(s["label"].unique())
-                     if c not in (s.loc[ids[3], "label"], s.loc[ids[3], "suggested_label"]))
-        Select(driver.find_element(By.CSS_SELECTOR, '.rv-card[data-pos="3"] .rv-pick')).select_by_visible_text(other)
-        assert driver.find_element(By.ID, "rv-progress").text.startswith(f"4 of {len(flagged)} reviewed")
+        other = next(
+            c
+            for c in sorted(s["label"].unique())
+            if c not in (s.loc[ids[3], "label"], s.loc[ids[3], "suggested_label"])
+        )
+        Select(
+            driver.find_element(By.CSS_SELECTOR, '.rv-card[data-pos="3"] .rv-pick')
+        ).select_by_visible_text(other)
+        assert driver.find_element(By.ID, "rv-progress").text.startswith(
+            f"4 of {len(flagged)} reviewed"
+        )
         state = driver.find_element(By.CSS_SELECTOR, '.rv-card[data-pos="0"] .rv-state').text
         assert state == f"relabel \u2192 {s.loc[ids[0], 'suggested_label']}"
         driver.refresh()  # saved in this browser, keyed by the run
         wait_ready(driver)
-        assert driver.find_element(By.ID, "rv-progress").text.startswith(f"4 of {len(flagged)} reviewed")
+        assert driver.find_element(By.ID, "rv-progress").text.startswith(
+            f"4 of {len(flagged)} reviewed"
+        )
         # the decision filter shows the drop alone
         Select(driver.find_element(By.ID, "rv-decision")).select_by_value("drop")
-        assert [c.get_attribute("data-id") for c in driver.find_elements(By.CSS_SELECTOR, ".rv-card")] == [str(ids[2])]
+        assert [
+            c.get_attribute("data-id") for c in driver.find_elements(By.CSS_SELECTOR, ".rv-card")
+        ] == [str(ids[2])]
         driver.find_element(By.ID, "rv-download").click()
         csv = wait_file(downloads / "decisions.csv")
     finally:
@@ -175,24 +230,38 @@ def review_round_trip(screen: Path, tmp_path: Path) -> None:
     assert got.columns.tolist() == ["image_id", "path", "decision", "label", "verdict", "suspicion"]
     got = got.set_index("image_id")
     assert sorted(got.index) == sorted(ids)
-    assert got.loc[ids[0], "decision"] == "relabel" and got.loc[ids[0], "label"] == s.loc[ids[0], "suggested_label"]
+    assert (
+        got.loc[ids[0], "decision"] == "relabel"
+        and got.loc[ids[0], "label"] == s.loc[ids[0], "suggested_label"]
+    )
     assert got.loc[ids[1], "decision"] == "keep" and got.loc[ids[2], "decision"] == "drop"
     assert got.loc[ids[3], "decision"] == "relabel" and got.loc[ids[3], "label"] == other
     assert got.loc[ids[1], "path"] == s.loc[ids[1], "path"]
     assert abs(got.loc[ids[1], "suspicion"] - s.loc[ids[1], "suspicion"]) < 1e-3
 
     base = export(screen, tmp_path / "base", format="csv").manifest.set_index("image_id")
-    r = CliRunner().invoke(app, ["export", str(screen), "--out", str(tmp_path / "clean"), "--decisions", str(csv)])
+    r = CliRunner().invoke(
+        app, ["export", str(screen), "--out", str(tmp_path / "clean"), "--decisions", str(csv)]
+    )
     assert r.exit_code == 0, r.output
     clean = tmp_path / "clean"  # an ImageFolder of links: label folder -> the image it points at
-    exported = {str(Path(os.readlink(p)).resolve()): p.parent.name for p in clean.rglob("*") if p.is_symlink()}
-    for i, label in ((ids[0], s.loc[ids[0], "suggested_label"]), (ids[1], s.loc[ids[1], "label"]),
-                     (ids[3], other)):
+    exported = {
+        str(Path(os.readlink(p)).resolve()): p.parent.name
+        for p in clean.rglob("*")
+        if p.is_symlink()
+    }
+    for i, label in (
+        (ids[0], s.loc[ids[0], "suggested_label"]),
+        (ids[1], s.loc[ids[1], "label"]),
+        (ids[3], other),
+    ):
         assert exported[str(Path(s.loc[i, "path"]).resolve())] == label
     assert str(Path(s.loc[ids[2], "path"]).resolve()) not in exported
     assert len(exported) == len(set(base.index) - {ids[2]} | {ids[0], ids[1], ids[3]})
     record = json.loads((clean / "export.json").read_text())
-    assert record["counts"]["decisions"]["relabel"] == 2 and record["counts"]["decisions"]["drop"] == 1
+    assert (
+        record["counts"]["decisions"]["relabel"] == 2 and record["counts"]["decisions"]["drop"] == 1
+    )
 
     # the decisions loaded into a fresh report, in a fresh browser
     again = write_report(screen, tmp_path / "again.html", decisions=csv)
@@ -200,7 +269,10 @@ def review_round_trip(screen: Path, tmp_path: Path) -> None:
     try:
         driver.get(again.as_uri())
         wait_ready(driver)
-        assert "decisions in all: 1 keep, 1 drop, 2 relabel" in driver.find_element(By.ID, "rv-progress").text
+        assert (
+            "decisions in all: 1 keep, 1 drop, 2 relabel"
+            in driver.find_element(By.ID, "rv-progress").text
+        )
     finally:
         driver.quit()
 
@@ -253,20 +325,28 @@ def test_csp_runs_the_hashed_script_and_nothing_else(fabricated, tmp_path):
 
     html = write_report(fabricated, tmp_path / "r.html").read_text(encoding="utf-8")
     planted = tmp_path / "planted.html"
-    planted.write_text(html.replace("</footer>", "</footer><script>document.title = 'pwned';</script>"),
-                       encoding="utf-8")
+    planted.write_text(
+        html.replace("</footer>", "</footer><script>document.title = 'pwned';</script>"),
+        encoding="utf-8",
+    )
     edited = tmp_path / "edited.html"
-    edited.write_text(html.replace('listEl.dataset.ready = "1";', 'listEl.dataset.ready = "2";'), encoding="utf-8")
+    edited.write_text(
+        html.replace('listEl.dataset.ready = "1";', 'listEl.dataset.ready = "2";'), encoding="utf-8"
+    )
     driver = open_browser(tmp_path)
     try:
         driver.get(planted.as_uri())
         wait_ready(driver)  # the review script still runs
         assert driver.title != "pwned"
         assert any("Content Security Policy" in e["message"] for e in driver.get_log("browser"))
-        assert "<script>alert(1)</script>" in driver.find_element(By.ID, "rv-list").text or \
-            "<script>alert(1)</script>" in driver.execute_script(
-                "return Array.from(document.querySelectorAll('.rv-card b')).map(b => b.textContent).join('|')")
+        assert "<script>alert(1)</script>" in driver.find_element(
+            By.ID, "rv-list"
+        ).text or "<script>alert(1)</script>" in driver.execute_script(
+            "return Array.from(document.querySelectorAll('.rv-card b')).map(b => b.textContent).join('|')"
+        )
         driver.get(edited.as_uri())
-        assert driver.execute_script("return document.getElementById('rv-list').dataset.ready") is None
+        assert (
+            driver.execute_script("return document.getElementById('rv-list').dataset.ready") is None
+        )
     finally:
         driver.quit()

@@ -23,8 +23,16 @@ from curate.screens.base import Option, Reason, Screen, ScreenContext, ScreenOut
 from curate.screens.statistical import normalize
 
 ROOT = Path(__file__).resolve().parents[1]
-NO_HYGIENE = {"skip_quality_screen": True, "skip_not_face_screen": True, "skip_near_duplicates_screen": True}
-NO_HYGIENE_FLAGS = ["--skip-quality-screen", "--skip-not-face-screen", "--skip-near-duplicates-screen"]
+NO_HYGIENE = {
+    "skip_quality_screen": True,
+    "skip_not_face_screen": True,
+    "skip_near_duplicates_screen": True,
+}
+NO_HYGIENE_FLAGS = [
+    "--skip-quality-screen",
+    "--skip-not-face-screen",
+    "--skip-near-duplicates-screen",
+]
 ALL = screens.registered()
 IDS = [s.name for s in ALL]
 
@@ -33,11 +41,19 @@ def _context(tmp_path: Path, **settings) -> ScreenContext:
     build, images, emb = make_build(tmp_path, per_class=4, per_anchor=2)
     tuples = pd.read_parquet(build / "tuples.parquet")
     ids = images["image_id"].to_numpy()
-    rows = {r: np.searchsorted(ids, tuples[r].to_numpy()) for r in ("anchor", "positive", "negative")}
+    rows = {
+        r: np.searchsorted(ids, tuples[r].to_numpy()) for r in ("anchor", "positive", "negative")
+    }
     resolved = screens.resolve_settings(settings)
     resolved.update(center=True, scale=1.0, seed=0)
-    return ScreenContext(images=images, tuples=tuples, rows=rows, settings=resolved,
-                         out_dir=tmp_path / "out", embeddings=normalize(emb))
+    return ScreenContext(
+        images=images,
+        tuples=tuples,
+        rows=rows,
+        settings=resolved,
+        out_dir=tmp_path / "out",
+        embeddings=normalize(emb),
+    )
 
 
 @pytest.mark.parametrize("scr", ALL, ids=IDS)
@@ -71,7 +87,10 @@ def test_output_has_the_common_shape_and_is_deterministic(scr: Screen, tmp_path:
     ctx = _context(tmp_path, no_face="keep")
     first = scr.run(ctx)
     first.validate(scr, ctx.n_rows(scr.level))
-    assert first.reject.dtype == bool and np.asarray(first.score, dtype=float).shape == first.reject.shape
+    assert (
+        first.reject.dtype == bool
+        and np.asarray(first.score, dtype=float).shape == first.reject.shape
+    )
     again = scr.run(_context(tmp_path / "again", no_face="keep"))
     np.testing.assert_array_equal(first.reject, again.reject)
     np.testing.assert_array_equal(np.asarray(first.score, float), np.asarray(again.score, float))
@@ -92,7 +111,14 @@ def test_reason_codes_and_options_are_unique_across_screens() -> None:
 
 
 def test_run_order_is_each_screens_declared_order_not_import_order() -> None:
-    assert screens.names() == ["faces", "label", "not_face", "quality", "near_duplicates", "boundary"]
+    assert screens.names() == [
+        "faces",
+        "label",
+        "not_face",
+        "quality",
+        "near_duplicates",
+        "boundary",
+    ]
     orders = [s.order for s in screens.registered() if s.level == "image"]
     assert orders == sorted(orders) and screens.get("near_duplicates").order == max(orders)
 
@@ -122,13 +148,18 @@ def test_registry_refuses_clashes_and_unknown_options() -> None:
 
 def test_validate_catches_a_screen_that_breaks_the_shape(tmp_path: Path) -> None:
     scr = screens.get("boundary")
-    bad = ScreenOutput(score=np.zeros(3), reject=np.array([True, False, False]),
-                       reason=np.array([None, None, None], dtype=object))
+    bad = ScreenOutput(
+        score=np.zeros(3),
+        reject=np.array([True, False, False]),
+        reason=np.array([None, None, None], dtype=object),
+    )
     with pytest.raises(CurateError, match="reason to a kept row or none to a rejected"):
         bad.validate(scr, 3)
     with pytest.raises(CurateError, match="shape"):
         bad.validate(scr, 4)
-    odd = ScreenOutput(score=np.zeros(1), reject=np.array([True]), reason=np.array(["made_up"], dtype=object))
+    odd = ScreenOutput(
+        score=np.zeros(1), reject=np.array([True]), reason=np.array(["made_up"], dtype=object)
+    )
     with pytest.raises(CurateError, match="made_up"):
         odd.validate(scr, 1)
 
@@ -153,8 +184,15 @@ def test_worked_example_of_docs_plugs_in_everywhere(tmp_path: Path, large_image_
     images.to_parquet(build / "images.parquet", index=False)
     f = write_embeddings(tmp_path / "e.parquet", images, emb)
     out = tmp_path / "out"
-    res = screen(build, out, embeddings=f, skip_faces_screen=True, skip_label_screen=True, max_side=4000,
-                 **NO_HYGIENE)
+    res = screen(
+        build,
+        out,
+        embeddings=f,
+        skip_faces_screen=True,
+        skip_label_screen=True,
+        max_side=4000,
+        **NO_HYGIENE,
+    )
     assert res.screens_run == ["large_image", "boundary"]
     scores = pd.read_parquet(out / "scores.parquet")
     tuples = pd.read_parquet(build / "tuples.parquet")
@@ -176,21 +214,51 @@ def test_worked_example_of_docs_plugs_in_everywhere(tmp_path: Path, large_image_
     assert set(suspect.loc[suspect["large_image_reject"], "image_id"]) == set(small)
     assert suspect.head(3)["image_id"].isin(small).all()  # image rejects sort first
     run = json.loads((out / "run.json").read_text())
-    assert run["params"]["max_side"] == 4000 and run["counts"]["rejected_images_by_screen"] == {"large_image": 3}
+    assert run["params"]["max_side"] == 4000 and run["counts"]["rejected_images_by_screen"] == {
+        "large_image": 3
+    }
     # the report shows the reason in its registered colour, with a gallery of the rejected images
     html = write_report(out).read_text()
     assert "#8c564b" in html and "oversized" in html and "a random sample of 3 of 3 images" in html
     # export leaves the rejected images out
     exp = export(out, tmp_path / "exp", format="csv")
-    assert not set(exp.manifest["image_id"]) & set(small) and exp.n_image_rejected == {"large_image": 3}
+    assert not set(exp.manifest["image_id"]) & set(small) and exp.n_image_rejected == {
+        "large_image": 3
+    }
     # from the command line through --option; bad values are refused before any work
-    r = CliRunner().invoke(app, ["screen", str(build), "--out", str(tmp_path / "cli"), "--embeddings",
-                                 str(f), "--skip-faces-screen", *NO_HYGIENE_FLAGS, "--no-report", "--option",
-                                 "max_side=4000"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "screen",
+            str(build),
+            "--out",
+            str(tmp_path / "cli"),
+            "--embeddings",
+            str(f),
+            "--skip-faces-screen",
+            *NO_HYGIENE_FLAGS,
+            "--no-report",
+            "--option",
+            "max_side=4000",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "oversized" in r.output
-    r = CliRunner().invoke(app, ["screen", str(build), "--out", str(tmp_path / "cli2"), "--embeddings",
-                                 str(f), "--skip-faces-screen", "--no-report", "--option", "max_side=-2"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "screen",
+            str(build),
+            "--out",
+            str(tmp_path / "cli2"),
+            "--embeddings",
+            str(f),
+            "--skip-faces-screen",
+            "--no-report",
+            "--option",
+            "max_side=-2",
+        ],
+    )
     assert r.exit_code == 2 and "max_side must be a number" in r.output
     assert not (tmp_path / "cli2").exists()
 
@@ -198,9 +266,18 @@ def test_worked_example_of_docs_plugs_in_everywhere(tmp_path: Path, large_image_
 def test_old_skip_option_names_still_work_as_deprecated_aliases(tmp_path: Path) -> None:
     build, images, emb = make_build(tmp_path)
     f = write_embeddings(tmp_path / "e.parquet", images, emb)
-    with pytest.warns(DeprecationWarning, match="skip_face_screens is now called skip_faces_screen"):
-        res = screen(build, tmp_path / "lib", embeddings=f, skip_face_screens=True, skip_near_duplicate_screen=True,
-                     skip_quality_screen=True, skip_not_face_screen=True)
+    with pytest.warns(
+        DeprecationWarning, match="skip_face_screens is now called skip_faces_screen"
+    ):
+        res = screen(
+            build,
+            tmp_path / "lib",
+            embeddings=f,
+            skip_face_screens=True,
+            skip_near_duplicate_screen=True,
+            skip_quality_screen=True,
+            skip_not_face_screen=True,
+        )
     assert res.screens_run == ["label", "boundary"]
     run = json.loads((tmp_path / "lib" / "run.json").read_text())
     assert run["params"]["skip_faces_screen"] is True and "skip_face_screens" not in run["params"]
@@ -209,9 +286,22 @@ def test_old_skip_option_names_still_work_as_deprecated_aliases(tmp_path: Path) 
     # the command line: hidden from --help, still accepted, with a warning naming the new flag
     help_text = CliRunner().invoke(app, ["screen", "--help"]).output
     assert "--skip-faces-screen" in help_text and "--skip-face-screens" not in help_text
-    r = CliRunner().invoke(app, ["screen", str(build), "--out", str(tmp_path / "cli"), "--embeddings", str(f),
-                                 "--skip-face-screens", "--skip-near-duplicate-screen", "--skip-quality-screen",
-                                 "--skip-not-face-screen", "--no-report"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "screen",
+            str(build),
+            "--out",
+            str(tmp_path / "cli"),
+            "--embeddings",
+            str(f),
+            "--skip-face-screens",
+            "--skip-near-duplicate-screen",
+            "--skip-quality-screen",
+            "--skip-not-face-screen",
+            "--no-report",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "--skip-face-screens is deprecated: use --skip-faces-screen" in r.output
     run = json.loads((tmp_path / "cli" / "run.json").read_text())

@@ -14,7 +14,7 @@ def _clusters(n_per=60, k=4, d=8, spread=0.3, seed=0, adjacent=True):
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(k, d)) * 2.0
     if adjacent:
-        centres[1] = centres[0] + 0.8 * rng.normal(size=d)       # class 1 sits next to class 0
+        centres[1] = centres[0] + 0.8 * rng.normal(size=d)  # class 1 sits next to class 0
     x = np.concatenate([c + spread * rng.normal(size=(n_per, d)) for c in centres])
     return normalize(x), np.repeat(np.array([f"c{i}" for i in range(k)]), n_per)
 
@@ -40,12 +40,16 @@ def test_simulation_finds_injected_noise_and_recall_grows_with_alpha():
     assert list(out.columns) == list(SIMULATION_COLUMNS)
     assert set(out["screen"]) == {"label_suspect", "positive_too_far", "negative_too_close"}
     img = out[(out["screen"] == "label_suspect") & (out["noise"] == "symmetric")].set_index("alpha")
-    assert img.loc[0.01, "precision"] > 0.9                    # clean clusters: rejects are flips
+    assert img.loc[0.01, "precision"] > 0.9  # clean clusters: rejects are flips
     assert (img["precision"] > img["base_rate"]).all()
     for _, grp in out.groupby(["noise", "screen"]):
         rec = grp.sort_values("alpha")["recall"].to_numpy()
         assert (np.diff(rec) >= 0).all()
-    far = out[(out["screen"] == "positive_too_far") & (out["noise"] == "symmetric") & (out["alpha"] == 0.05)]
+    far = out[
+        (out["screen"] == "positive_too_far")
+        & (out["noise"] == "symmetric")
+        & (out["alpha"] == 0.05)
+    ]
     assert float(far["precision"].iloc[0]) > float(far["base_rate"].iloc[0])
 
 
@@ -55,10 +59,13 @@ def test_alpha_of_one_half_runs_the_image_screen_only():
     assert out["screen"].tolist() == ["label_suspect"]
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(kind="pairs", rate=0.1), "unknown noise kind 'pairs'"),
-    (dict(kind="symmetric", rate=1.0), "noise rate must be strictly between 0 and 1"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(kind="pairs", rate=0.1), "unknown noise kind 'pairs'"),
+        (dict(kind="symmetric", rate=1.0), "noise rate must be strictly between 0 and 1"),
+    ],
+)
 def test_inject_noise_refuses_bad_settings(kwargs, match):
     x, labels = _clusters()
     with pytest.raises(CurateError, match=match):

@@ -47,9 +47,17 @@ def test_source_kind_of_every_kind(tmp_path):
     (run / "model.safetensors").write_bytes(b"")
     manifest = tmp_path / "m.CSV"
     manifest.write_text("path\n")
-    kinds = {p.name: source_kind(p, hint="h") for p in (flat, labelled, build, screen, run, manifest)}
-    assert kinds == {"flat": "image_folder", "labelled": "labelled_folder", "build": "build",
-                     "screen": "screen", "run": "run", "m.CSV": "manifest"}
+    kinds = {
+        p.name: source_kind(p, hint="h") for p in (flat, labelled, build, screen, run, manifest)
+    }
+    assert kinds == {
+        "flat": "image_folder",
+        "labelled": "labelled_folder",
+        "build": "build",
+        "screen": "screen",
+        "run": "run",
+        "m.CSV": "manifest",
+    }
     with pytest.raises(CurateError, match="source not found") as err:
         source_kind(tmp_path / "nope", hint="the hint")
     assert err.value.hint == "the hint"
@@ -61,7 +69,7 @@ def test_manifest_missing_values_are_one_rule(tmp_path):
     csv = tmp_path / "m.csv"
     csv.write_text("path,label,note\na.png,NA,\n,happy,x\n")
     table = read_manifest(csv)
-    assert table["label"].tolist() == ["NA", "happy"]           # text is a value, "NA" included
+    assert table["label"].tolist() == ["NA", "happy"]  # text is a value, "NA" included
     assert is_missing(table.loc[0, "note"]) and is_missing(table.loc[1, "path"])
     pq = tmp_path / "m.parquet"
     pd.DataFrame({"path": ["a.png", None], "label": ["NA", "happy"]}).to_parquet(pq)
@@ -77,19 +85,19 @@ def test_ingest_and_the_face_listing_agree_on_a_blank_path(tmp_path):
     images = ingest(labelled, workers=1)
     assert images["status"].tolist() == ["ok", "missing", "ok"]
     listed = source_images(labelled)
-    assert listed["image_id"].tolist() == [0, 2]                # the blank row keeps its position, unlisted
+    assert listed["image_id"].tolist() == [0, 2]  # the blank row keeps its position, unlisted
     unlabelled = tmp_path / "paths.csv"
     unlabelled.write_text("file,note\n0.png,a\n,b\n1.png,c\n  ,d\n2.png,e\n")
     listed = source_images(unlabelled, path_column="file")
     assert [Path(p).name for p in listed["path"]] == ["0.png", "1.png", "2.png"]
-    assert listed["image_id"].tolist() == [0, 2, 4]             # rows without a path are left out
+    assert listed["image_id"].tolist() == [0, 2, 4]  # rows without a path are left out
 
 
 def test_walk_order_and_hidden_files(tmp_path):
     for rel in ("b.png", "a/z.png", "a/.hidden.png", ".git/x.png", "c.txt", "A.PNG"):
         _img(tmp_path / rel) if rel.endswith(("png", "PNG")) else (tmp_path / rel).write_text("x")
     names = [p.relative_to(tmp_path).as_posix() for p in walk_files(tmp_path, (".png",))]
-    assert names == ["A.PNG", "b.png", "a/z.png"]              # a folder's files, then its sub-folders
+    assert names == ["A.PNG", "b.png", "a/z.png"]  # a folder's files, then its sub-folders
     assert [p.name for p in walk_files(tmp_path)] == ["A.PNG", "b.png", "c.txt", "z.png"]
 
 
@@ -102,8 +110,9 @@ def test_screen_build_dir_reads_the_run_record(tmp_path):
     assert screen_build_dir(screen) is None
     (screen / "run.json").write_text(json.dumps({"params": {"build_dir": "../build"}}))
     assert screen_build_dir(screen) == build.resolve()
-    (screen / "run.json").write_text(json.dumps({"params": {"build_dir": "gone"},
-                                                 "inputs": {"build_dir": str(build)}}))
+    (screen / "run.json").write_text(
+        json.dumps({"params": {"build_dir": "gone"}, "inputs": {"build_dir": str(build)}})
+    )
     assert screen_build_dir(screen) == build.resolve()
     (screen / "run.json").write_text("{not json")
     with pytest.raises(CurateError, match="cannot read"):
@@ -113,8 +122,14 @@ def test_screen_build_dir_reads_the_run_record(tmp_path):
 def test_a_screen_folder_stands_for_the_images_of_its_build(tmp_path):
     build = tmp_path / "build"
     build.mkdir()
-    pd.DataFrame({"image_id": [0, 1, 2], "path": ["/a.png", "/b.png", "/c.png"], "sha256": ["x", "y", "z"],
-                  "status": ["ok", "corrupt", "ok"]}).to_parquet(build / "images.parquet")
+    pd.DataFrame(
+        {
+            "image_id": [0, 1, 2],
+            "path": ["/a.png", "/b.png", "/c.png"],
+            "sha256": ["x", "y", "z"],
+            "status": ["ok", "corrupt", "ok"],
+        }
+    ).to_parquet(build / "images.parquet")
     screen = tmp_path / "screen"
     screen.mkdir()
     (screen / "kept.parquet").write_bytes(b"")
@@ -137,9 +152,19 @@ def test_resolve_paths_equals_absolute_path_by_path(tmp_path):
     (real / "rel_link.png").symlink_to("sub/b.png")
     (real / "broken.png").symlink_to(real / "gone.png")
     (real / "loop.png").symlink_to(real / "loop.png")
-    cases = [str(real / "a.png"), str(tmp_path / "linkdir" / "a.png"), str(tmp_path / "linkfile.png"),
-             str(real / "rel_link.png"), str(tmp_path / "linkdir" / "sub" / ".." / "a.png"),
-             str(tmp_path / "linkdir" / "missing.png"), str(tmp_path / "nowhere" / "x.png"),
-             str(tmp_path / "linkdir" / "sub" / ".."), str(tmp_path / "linkdir" / "."), "", "a.png",
-             str(tmp_path / "linkdir" / "broken.png"), str(tmp_path / "linkdir" / "loop.png")]
+    cases = [
+        str(real / "a.png"),
+        str(tmp_path / "linkdir" / "a.png"),
+        str(tmp_path / "linkfile.png"),
+        str(real / "rel_link.png"),
+        str(tmp_path / "linkdir" / "sub" / ".." / "a.png"),
+        str(tmp_path / "linkdir" / "missing.png"),
+        str(tmp_path / "nowhere" / "x.png"),
+        str(tmp_path / "linkdir" / "sub" / ".."),
+        str(tmp_path / "linkdir" / "."),
+        "",
+        "a.png",
+        str(tmp_path / "linkdir" / "broken.png"),
+        str(tmp_path / "linkdir" / "loop.png"),
+    ]
     assert resolve_paths(cases) == [absolute(p) if p else "" for p in cases]

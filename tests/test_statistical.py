@@ -55,7 +55,7 @@ def test_effective_dimension_matches_numpy_cov_eigenvalues(n, d):
     rng = np.random.default_rng(n)
     x = rng.normal(size=(n, d)) * rng.uniform(0.1, 3, size=d)
     lam = np.linalg.eigvalsh(np.cov(x, rowvar=False))
-    assert effective_dimension(x) == pytest.approx(lam.sum() ** 2 / (lam ** 2).sum(), rel=1e-9)
+    assert effective_dimension(x) == pytest.approx(lam.sum() ** 2 / (lam**2).sum(), rel=1e-9)
 
 
 def test_effective_dimension_isotropic_is_d_and_rank_k_is_k():
@@ -82,7 +82,9 @@ def test_thresholds_reject_alpha_outside_open_unit_interval(alpha):
         thresholds(1.4, 0.1, alpha, 0.05)
 
 
-needs_numba = pytest.mark.skipif(not fused.available(), reason="numba is not installed (curate[fast])")
+needs_numba = pytest.mark.skipif(
+    not fused.available(), reason="numba is not installed (curate[fast])"
+)
 KERNEL_PARAMS = ["numpy", pytest.param("fused", marks=needs_numba)]
 
 
@@ -138,7 +140,9 @@ def test_fused_kernel_without_numba_names_the_extra(monkeypatch):
     assert "curate[fast]" in err.value.hint
     fused._kernels.cache_clear()
     monkeypatch.setattr(fused, "MIN_TUPLES", 1)
-    assert tuple_distances(emb, [0], [1], [2])["d_ap"][0] == pytest.approx(math.sqrt(2))  # auto: numpy
+    assert tuple_distances(emb, [0], [1], [2])["d_ap"][0] == pytest.approx(
+        math.sqrt(2)
+    )  # auto: numpy
     with pytest.raises(CurateError, match="unknown distance kernel"):
         tuple_distances(emb, [0], [1], [2], kernel="gpu")
 
@@ -152,8 +156,18 @@ def test_tuple_distances_validate_indices():
 
 
 def _boundary(t_pos: float, t_neg: float) -> Boundary:
-    return Boundary(s=1.0, d=4, d_null=4.0, null="theory", mu=1.41, sigma=0.3, alpha_pos=0.05,
-                    alpha_neg=0.05, t_pos=t_pos, t_neg=t_neg)
+    return Boundary(
+        s=1.0,
+        d=4,
+        d_null=4.0,
+        null="theory",
+        mu=1.41,
+        sigma=0.3,
+        alpha_pos=0.05,
+        alpha_neg=0.05,
+        t_pos=t_pos,
+        t_neg=t_neg,
+    )
 
 
 def test_apply_boundary_matches_a_python_loop_with_quadruplet_pairs():
@@ -170,8 +184,12 @@ def test_apply_boundary_matches_a_python_loop_with_quadruplet_pairs():
         assert keep[i] == (not codes)
         assert reason[i] == (";".join(codes) if codes else None)
     # only the negative-negative2 pair is too close: still rejected
-    only_nn2 = {"d_ap": np.array([1.0]), "d_an": np.array([1.5]), "d_an2": np.array([1.5]),
-                "d_nn2": np.array([0.2])}
+    only_nn2 = {
+        "d_ap": np.array([1.0]),
+        "d_an": np.array([1.5]),
+        "d_an2": np.array([1.5]),
+        "d_nn2": np.array([0.2]),
+    }
     k, r = apply_boundary(only_nn2, b)
     assert not k[0] and r[0] == "negative_too_close"
 
@@ -180,8 +198,9 @@ def test_fit_boundary_records_three_nulls_and_calibration_brute_force():
     rng = np.random.default_rng(4)
     emb = normalize(rng.normal(size=(400, 12)))
     labels = np.array(list("abcd"))[rng.integers(0, 4, 400)]
-    b = fit_boundary(emb, labels=labels, null="empirical", alpha_pos=0.1, alpha_neg=0.02,
-                     n_pairs=3000, seed=7)
+    b = fit_boundary(
+        emb, labels=labels, null="empirical", alpha_pos=0.1, alpha_neg=0.02, n_pairs=3000, seed=7
+    )
     i, j, kind = random_pairs(400, labels, n_pairs=3000, seed=7)
     assert kind == "different_label" and len(i) == 3000 and np.all(labels[i] != labels[j])
     dist = np.array([_brute_distance(emb[x], emb[y]) for x, y in zip(i, j, strict=True)])
@@ -195,11 +214,24 @@ def test_fit_boundary_records_three_nulls_and_calibration_brute_force():
     assert b.nulls["theory"]["d_null"] == 12
     assert b.nulls["theory"]["sigma"] == pytest.approx(1 / math.sqrt(24))
     lam = np.linalg.eigvalsh(np.cov(emb, rowvar=False))
-    assert b.nulls["effective"]["d_null"] == pytest.approx(lam.sum() ** 2 / (lam ** 2).sum())
+    assert b.nulls["effective"]["d_null"] == pytest.approx(lam.sum() ** 2 / (lam**2).sum())
     d = b.to_dict()
-    assert d["d_null"] is None and d["null"] == "empirical" and len(d["random_pair_distances"]) == 3000
-    assert list(d)[:11] == ["s", "d", "center", "null", "d_null", "mu", "sigma", "alpha_pos",
-                            "alpha_neg", "t_pos", "t_neg"]
+    assert (
+        d["d_null"] is None and d["null"] == "empirical" and len(d["random_pair_distances"]) == 3000
+    )
+    assert list(d)[:11] == [
+        "s",
+        "d",
+        "center",
+        "null",
+        "d_null",
+        "mu",
+        "sigma",
+        "alpha_pos",
+        "alpha_neg",
+        "t_pos",
+        "t_neg",
+    ]
 
 
 def test_calibration_is_near_nominal_alpha_for_isotropic_embeddings():
@@ -244,8 +276,15 @@ _DIST = st.lists(st.floats(0.0, 2.0), min_size=1, max_size=40)
 
 
 @settings(max_examples=60, deadline=None)
-@given(ap=_DIST, an=_DIST, a1=st.floats(0.001, 0.999), a2=st.floats(0.001, 0.999),
-       b1=st.floats(0.001, 0.999), b2=st.floats(0.001, 0.999), d_null=st.floats(1.0, 600.0))
+@given(
+    ap=_DIST,
+    an=_DIST,
+    a1=st.floats(0.001, 0.999),
+    a2=st.floats(0.001, 0.999),
+    b1=st.floats(0.001, 0.999),
+    b2=st.floats(0.001, 0.999),
+    d_null=st.floats(1.0, 600.0),
+)
 def test_raising_alpha_never_keeps_more_tuples(ap, an, a1, a2, b1, b2, d_null):
     n = min(len(ap), len(an))
     dist = {"d_ap": np.array(ap[:n]), "d_an": np.array(an[:n])}

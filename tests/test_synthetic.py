@@ -30,8 +30,17 @@ def example(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFram
 
 def test_manifest_layout_and_counts(example: tuple[Path, pd.DataFrame]) -> None:
     out, m = example
-    assert list(m.columns) == ["path", "label", "true_label", "is_noisy", "subject", "is_side_face",
-                               "is_occluded", "occluded_region", "is_duplicate"]
+    assert list(m.columns) == [
+        "path",
+        "label",
+        "true_label",
+        "is_noisy",
+        "subject",
+        "is_side_face",
+        "is_occluded",
+        "occluded_region",
+        "is_duplicate",
+    ]
     assert len(m) == 40 * 6 + 2
     assert m["path"].is_unique
     for rel, true in zip(m["path"], m["true_label"], strict=True):
@@ -45,7 +54,9 @@ def test_manifest_layout_and_counts(example: tuple[Path, pd.DataFrame]) -> None:
     assert drawn["subject"].nunique() == 12
     assert drawn["subject"].value_counts().max() - drawn["subject"].value_counts().min() <= 6
     # subject names appear in the file names
-    assert all(Path(p).name.startswith(s + "_") for p, s in zip(m["path"], m["subject"], strict=True))
+    assert all(
+        Path(p).name.startswith(s + "_") for p, s in zip(m["path"], m["subject"], strict=True)
+    )
 
 
 def test_label_noise_is_planted_as_recorded(example: tuple[Path, pd.DataFrame]) -> None:
@@ -89,13 +100,17 @@ def test_planted_side_occluded_and_duplicates(example: tuple[Path, pd.DataFrame]
         original = m[m["path"] == same[0]].iloc[0]
         assert not original["is_duplicate"]
         assert (original["label"], original["true_label"], original["subject"]) == (
-            dup["label"], dup["true_label"], dup["subject"])
+            dup["label"],
+            dup["true_label"],
+            dup["subject"],
+        )
     # apart from the planted duplicates, every file is unique
     assert len(set(hashes.values())) == len(m) - 2
 
 
-def test_images_are_8bit_grayscale_of_the_requested_size(example: tuple[Path, pd.DataFrame],
-                                                         tmp_path: Path) -> None:
+def test_images_are_8bit_grayscale_of_the_requested_size(
+    example: tuple[Path, pd.DataFrame], tmp_path: Path
+) -> None:
     out, m = example
     for rel in m["path"]:
         with Image.open(out / rel) as im:
@@ -107,8 +122,9 @@ def test_images_are_8bit_grayscale_of_the_requested_size(example: tuple[Path, pd
         assert (im.mode, im.size) == ("L", (32, 32))
 
 
-def test_same_seed_same_bytes_other_seed_other_bytes(example: tuple[Path, pd.DataFrame],
-                                                     tmp_path: Path) -> None:
+def test_same_seed_same_bytes_other_seed_other_bytes(
+    example: tuple[Path, pd.DataFrame], tmp_path: Path
+) -> None:
     out, _ = example
     again = tmp_path / "again"
     make_example(again, seed=0)
@@ -129,8 +145,13 @@ def _hog(img: np.ndarray, cell: int = 8, bins: int = 8) -> np.ndarray:
     mag, ang = np.hypot(gx, gy), np.mod(np.arctan2(gy, gx), np.pi)
     which = np.minimum((ang / np.pi * bins).astype(int), bins - 1)
     n = img.shape[0] // cell
-    hist = np.stack([(mag * (which == k))[: n * cell, : n * cell].reshape(n, cell, n, cell).sum((1, 3))
-                     for k in range(bins)], axis=-1).ravel()
+    hist = np.stack(
+        [
+            (mag * (which == k))[: n * cell, : n * cell].reshape(n, cell, n, cell).sum((1, 3))
+            for k in range(bins)
+        ],
+        axis=-1,
+    ).ravel()
     return hist / (np.linalg.norm(hist) + 1e-12)
 
 
@@ -179,8 +200,10 @@ def test_cli_example(tmp_path: Path) -> None:
 
     runner = CliRunner()
     out = tmp_path / "demo"
-    result = runner.invoke(app, ["example", str(out), "--per-class", "5", "--noise", "0.2", "--seed", "4",
-                                 "--size", "40"])
+    result = runner.invoke(
+        app,
+        ["example", str(out), "--per-class", "5", "--noise", "0.2", "--seed", "4", "--size", "40"],
+    )
     assert result.exit_code == 0, result.output
     m = pd.read_csv(out / "manifest.csv")
     assert len(m) == 5 * 6 + 2 and m["is_noisy"].sum() == 6
@@ -200,20 +223,36 @@ def test_draw_images_follows_its_plan(tmp_path: Path) -> None:
     pixels do not depend on the rows before it), a duplicate a byte copy of its original."""
     from curate.synthetic import EXPRESSIONS, _draw_images, _make_subject, render_face
 
-    subjects = [_make_subject("s01", np.random.default_rng(0)), _make_subject("s02", np.random.default_rng(1))]
+    subjects = [
+        _make_subject("s01", np.random.default_rng(0)),
+        _make_subject("s02", np.random.default_rng(1)),
+    ]
     base = {"is_noisy": False, "is_side_face": False, "occluded_region": "none", "copy_of": None}
-    plan = [{**base, "true_label": "happy", "label": "happy", "subject": 0, "index": 0},
-            {**base, "true_label": "sad", "label": "happy", "is_noisy": True, "subject": 1, "index": 1,
-             "occluded_region": "mouth"},
-            {**base, "true_label": "happy", "label": "happy", "subject": 0, "index": 2, "copy_of": 0}]
+    plan = [
+        {**base, "true_label": "happy", "label": "happy", "subject": 0, "index": 0},
+        {
+            **base,
+            "true_label": "sad",
+            "label": "happy",
+            "is_noisy": True,
+            "subject": 1,
+            "index": 1,
+            "occluded_region": "mouth",
+        },
+        {**base, "true_label": "happy", "label": "happy", "subject": 0, "index": 2, "copy_of": 0},
+    ]
     manifest = _draw_images(tmp_path, plan, subjects, seed=7, size=32)
-    assert manifest["path"].tolist() == ["images/happy/s01_0000.png", "images/sad/s02_0001.png",
-                                         "images/happy/s01_0002.png"]
+    assert manifest["path"].tolist() == [
+        "images/happy/s01_0000.png",
+        "images/sad/s02_0001.png",
+        "images/happy/s01_0002.png",
+    ]
     assert manifest["is_duplicate"].tolist() == [False, False, True]
     assert manifest["is_occluded"].tolist() == [False, True, False]
     assert manifest["subject"].tolist() == ["s01", "s02", "s01"]
-    second = render_face(subjects[1], EXPRESSIONS["sad"], np.random.default_rng([7, 1]), size=32,
-                         occlusion="mouth")
+    second = render_face(
+        subjects[1], EXPRESSIONS["sad"], np.random.default_rng([7, 1]), size=32, occlusion="mouth"
+    )
     assert np.array_equal(np.asarray(Image.open(tmp_path / manifest["path"][1])), second)
     first, copy = (tmp_path / manifest["path"][i] for i in (0, 2))
     assert first.read_bytes() == copy.read_bytes()

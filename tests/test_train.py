@@ -58,8 +58,14 @@ def draw(cls: int, rng: np.random.Generator) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def make_build(root: Path, *, per_class_train: int = 10, per_class_val: int = 4, quadruplets: bool = False,
-               seed: int = 0) -> Path:
+def make_build(
+    root: Path,
+    *,
+    per_class_train: int = 10,
+    per_class_val: int = 4,
+    quadruplets: bool = False,
+    seed: int = 0,
+) -> Path:
     """Write ``root/images/<split>/<class>/*.png`` and a build-tuples folder ``root/build``."""
     rng = np.random.default_rng(seed)
     rows = []
@@ -70,10 +76,21 @@ def make_build(root: Path, *, per_class_train: int = 10, per_class_val: int = 4,
             for i in range(n):
                 p = d / f"{cls}_{i:03d}.png"
                 Image.fromarray(draw(ci, rng), mode="L").save(p)
-                rows.append({"path": str(p.resolve()), "rel_path": str(p.relative_to(root)), "label": cls,
-                             "split": split, "subject": None, "width": SIZE, "height": SIZE, "mode": "L",
-                             "sha256": hashlib.sha256(p.read_bytes()).hexdigest(), "status": "ok",
-                             "detail": None})
+                rows.append(
+                    {
+                        "path": str(p.resolve()),
+                        "rel_path": str(p.relative_to(root)),
+                        "label": cls,
+                        "split": split,
+                        "subject": None,
+                        "width": SIZE,
+                        "height": SIZE,
+                        "mode": "L",
+                        "sha256": hashlib.sha256(p.read_bytes()).hexdigest(),
+                        "status": "ok",
+                        "detail": None,
+                    }
+                )
     images = pd.DataFrame(rows)
     images.insert(0, "image_id", np.arange(len(images), dtype=np.int64))
     tuples = []
@@ -101,7 +118,9 @@ def make_build(root: Path, *, per_class_train: int = 10, per_class_val: int = 4,
     images.to_parquet(build / "images.parquet", index=False)
     tdf.to_parquet(build / "tuples.parquet", index=False)
     kind = "quadruplet" if quadruplets else "triplet"
-    (build / "run.json").write_text(json.dumps({"command": "build-tuples", "params": {"kind": kind}}))
+    (build / "run.json").write_text(
+        json.dumps({"command": "build-tuples", "params": {"kind": kind}})
+    )
     return build
 
 
@@ -109,14 +128,27 @@ def tiny_config(**overrides: object):  # -> FinetuneConfig
     """Settings small enough for a test: a tiny timm CNN at 16x16, CPU, 2 epochs."""
     from curate.train.config import FinetuneConfig
 
-    base = dict(backbone="test_resnet", weights="none", in_chans=1, input_size=SIZE, embed_dim=16,
-                epochs=2, batch_tuples=8, device="cpu", seed=3, screen_window=64, checkpoint_every=0,
-                lr=3e-3, workers=1)
+    base = dict(
+        backbone="test_resnet",
+        weights="none",
+        in_chans=1,
+        input_size=SIZE,
+        embed_dim=16,
+        epochs=2,
+        batch_tuples=8,
+        device="cpu",
+        seed=3,
+        screen_window=64,
+        checkpoint_every=0,
+        lr=3e-3,
+        workers=1,
+    )
     base.update(overrides)
     return FinetuneConfig(**base)  # type: ignore[arg-type]
 
 
 # ----------------------------------------------------------------------------- fixtures
+
 
 @pytest.fixture(scope="module")
 def build(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -146,6 +178,7 @@ def _comparable(metrics: pd.DataFrame) -> pd.DataFrame:
 
 # ----------------------------------------------------------------------------- losses
 
+
 def test_quadruplet_loss_matches_brute_force_loop():
     g = torch.Generator().manual_seed(0)
     emb = torch.randn(12, 5, generator=g)
@@ -159,9 +192,10 @@ def test_quadruplet_loss_matches_brute_force_loop():
 
     total = 0.0
     for i in range(9):
-
         dap = d(int(a[i]), int(p[i]))
-        total += max(0.0, dap - d(int(a[i]), int(n[i])) + 0.5) + max(0.0, dap - d(int(n[i]), int(n2[i])) + 0.2)
+        total += max(0.0, dap - d(int(a[i]), int(n[i])) + 0.5) + max(
+            0.0, dap - d(int(n[i]), int(n2[i])) + 0.2
+        )
     assert got.item() == pytest.approx(total / 9, rel=1e-5)
 
 
@@ -171,8 +205,13 @@ def test_triplet_loss_matches_brute_force_loop_and_has_gradients():
     a, p, n = torch.tensor([0, 1, 2, 3]), torch.tensor([4, 5, 6, 7]), torch.tensor([8, 9, 0, 1])
     got = triplet_loss(emb, a, p, n, margin=0.3)
     e = emb.detach()
-    want = sum(max(0.0, (e[x] - e[y]).norm().item() - (e[x] - e[z]).norm().item() + 0.3)
-               for x, y, z in zip(a.tolist(), p.tolist(), n.tolist(), strict=True)) / 4
+    want = (
+        sum(
+            max(0.0, (e[x] - e[y]).norm().item() - (e[x] - e[z]).norm().item() + 0.3)
+            for x, y, z in zip(a.tolist(), p.tolist(), n.tolist(), strict=True)
+        )
+        / 4
+    )
     assert got.item() == pytest.approx(want, rel=1e-5)
     got.backward()
     assert emb.grad is not None and torch.isfinite(emb.grad).all() and emb.grad.abs().sum() > 0
@@ -193,13 +232,19 @@ def test_hard_mining_picks_closest_allowed_other_label_negative():
     semi = mine_negatives(emb, a, p, n, labels, allowed, "semihard")
     for t in range(3):
         dap = (emb[a[t]] - emb[p[t]]).norm().item()
-        cands = [j for j in range(9) if labels[j] != labels[a[t]] and allowed[j]
-                 and (emb[a[t]] - emb[j]).norm().item() > dap]
-        want = min(cands, key=lambda j: (emb[a[t]] - emb[j]).norm().item()) if cands else n[t].item()
+        cands = [
+            j
+            for j in range(9)
+            if labels[j] != labels[a[t]] and allowed[j] and (emb[a[t]] - emb[j]).norm().item() > dap
+        ]
+        want = (
+            min(cands, key=lambda j: (emb[a[t]] - emb[j]).norm().item()) if cands else n[t].item()
+        )
         assert semi[t].item() == want
 
 
 # ----------------------------------------------------------------------------- in-loop boundary
+
 
 def _brute_boundary(window: np.ndarray, alpha_pos: float, alpha_neg: float, null: str):
     centred = window - window.mean(axis=0)
@@ -208,10 +253,15 @@ def _brute_boundary(window: np.ndarray, alpha_pos: float, alpha_neg: float, null
         d_null = window.shape[1]
     else:
         ev = np.linalg.eigvalsh(np.cov(unit, rowvar=False))
-        d_null = ev.sum() ** 2 / (ev ** 2).sum()
+        d_null = ev.sum() ** 2 / (ev**2).sum()
     mu, sigma = math.sqrt(2), 1 / math.sqrt(2 * d_null)
     z = NormalDist()
-    return window.mean(axis=0), mu + z.inv_cdf(1 - alpha_pos) * sigma, mu - z.inv_cdf(1 - alpha_neg) * sigma, d_null
+    return (
+        window.mean(axis=0),
+        mu + z.inv_cdf(1 - alpha_pos) * sigma,
+        mu - z.inv_cdf(1 - alpha_neg) * sigma,
+        d_null,
+    )
 
 
 @pytest.mark.parametrize("null", ["effective", "theory"])
@@ -231,15 +281,21 @@ def test_in_loop_screen_matches_brute_force_boundary_on_planted_tuples(null: str
     res = screen(emb, labels, local, step=0, seed=0)
     mean, t_pos, t_neg, d_null = _brute_boundary(emb, 0.05, 0.05, null)
     assert res.d_null == pytest.approx(d_null, rel=1e-4)
-    assert res.t_pos == pytest.approx(t_pos, rel=1e-5) and res.t_neg == pytest.approx(t_neg, rel=1e-5)
+    assert res.t_pos == pytest.approx(t_pos, rel=1e-5) and res.t_neg == pytest.approx(
+        t_neg, rel=1e-5
+    )
     x = emb - mean
     x = x / np.linalg.norm(x, axis=1, keepdims=True)
     for i, (a, p, n) in enumerate(tuples):
         far = np.linalg.norm(x[a] - x[p]) > t_pos
         close = np.linalg.norm(x[a] - x[n]) < t_neg
-        assert res.too_far[i] == far and res.too_close[i] == close and res.keep[i] == (not far and not close)
-    assert res.too_far[3] and res.too_close[4]          # the planted ones
-    assert res.keep[:3].all()                          # the clean ones
+        assert (
+            res.too_far[i] == far
+            and res.too_close[i] == close
+            and res.keep[i] == (not far and not close)
+        )
+    assert res.too_far[3] and res.too_close[4]  # the planted ones
+    assert res.keep[:3].all()  # the clean ones
 
 
 def test_in_loop_screen_is_monotone_in_alpha_and_window_commits_only_on_request():
@@ -255,7 +311,7 @@ def test_in_loop_screen_is_monotone_in_alpha_and_window_commits_only_on_request(
         screen.commit_pending()
         assert screen.window.shape == (40, 6)
     for looser, stricter in zip(kept, kept[1:], strict=False):
-        assert not (stricter & ~looser).any()     # raising alpha never keeps a tuple more
+        assert not (stricter & ~looser).any()  # raising alpha never keeps a tuple more
 
 
 def test_in_loop_class_aware_screen_is_the_screen_fit_and_flags_a_planted_mislabelled_positive():
@@ -277,12 +333,16 @@ def test_in_loop_class_aware_screen_is_the_screen_fit_and_flags_a_planted_mislab
     assert res.active and res.d_null is None and res.suspicion is not None
     # the very fit of `curate screen` on the window (here the batch itself)
     x = st.normalize(emb, center=True)
-    fit = fit_class_boundary(x, labels.astype(str), alpha_pos=0.05, alpha_neg=0.05, seed=0, pairs_per_class_pair=500)
+    fit = fit_class_boundary(
+        x, labels.astype(str), alpha_pos=0.05, alpha_neg=0.05, seed=0, pairs_per_class_pair=500
+    )
     codes = fit.nulls.codes(labels.astype(str))
     for k, (a, p, n) in enumerate(tuples):
         assert res.too_far[k] == (np.linalg.norm(x[a] - x[p]) > fit.nulls.t_pos[codes[a]])
-        assert res.too_close[k] == (np.linalg.norm(x[a] - x[n]) < fit.nulls.t_neg[codes[a], codes[n]])
-    assert res.too_far[0] and res.too_far[1:].mean() < 0.15     # the planted positive; few clean ones
+        assert res.too_close[k] == (
+            np.linalg.norm(x[a] - x[n]) < fit.nulls.t_neg[codes[a], codes[n]]
+        )
+    assert res.too_far[0] and res.too_far[1:].mean() < 0.15  # the planted positive; few clean ones
     assert res.suspicion[180] > 0.9 and res.suspicion[180] > np.nanmax(res.suspicion[:180])
     assert res.t_pos == pytest.approx(float(np.mean(fit.nulls.t_pos)))
 
@@ -290,13 +350,13 @@ def test_in_loop_class_aware_screen_is_the_screen_fit_and_flags_a_planted_mislab
 def test_suspect_images_match_a_brute_force_loop():
     rng = np.random.default_rng(2)
     history = np.column_stack([rng.uniform(0, 4, 50), rng.integers(0, 6, 50)]).astype(float)
-    history[:, 0] = np.minimum(history[:, 0], history[:, 1])        # a sum of values in [0, 1]
+    history[:, 0] = np.minimum(history[:, 0], history[:, 1])  # a sum of values in [0, 1]
     batch = np.where(rng.random(50) < 0.2, np.nan, rng.random(50))
     eligible = history[:, 1] >= 3
     means = sorted(history[eligible, 0] / history[eligible, 1])
     cut = suspicion_cut(history, 0.25, 3)
     assert cut == means[len(means) - round(0.25 * len(means))]
-    assert sum(m >= cut for m in means) == round(0.25 * len(means))   # no ties in random data
+    assert sum(m >= cut for m in means) == round(0.25 * len(means))  # no ties in random data
     got = suspect_images(history, batch, cut, 3)
     for i in range(50):
         total, visits = history[i]
@@ -320,34 +380,50 @@ def test_suspect_images_match_a_brute_force_loop():
 def test_excluding_suspects_records_them_and_leaves_them_out(build: Path, tmp_path: Path):
     with pytest.raises(CurateError, match="class-aware null"):
         tiny_config(exclude_suspects=True).check()
-    res = finetune(build, tmp_path / "ex", tiny_config(null="class_empirical", exclude_suspects=True, suspect_share=0.25,
-                                                       suspect_min_visits=2, suspect_per_class=False, epochs=2))
+    res = finetune(
+        build,
+        tmp_path / "ex",
+        tiny_config(
+            null="class_empirical",
+            exclude_suspects=True,
+            suspect_share=0.25,
+            suspect_min_visits=2,
+            suspect_per_class=False,
+            epochs=2,
+        ),
+    )
     run = res.run_dir
     sus = pd.read_parquet(run / "image_suspicion.parquet")
     n_train = 3 * 10
     assert len(sus) == n_train and sus["visits"].gt(0).all()
     assert sus["mean_suspicion"].is_monotonic_decreasing
     eligible = sus[sus["visits"] >= 2]
-    assert sus["excluded"].sum() == round(0.25 * len(eligible)) > 0       # the most suspect quarter
+    assert sus["excluded"].sum() == round(0.25 * len(eligible)) > 0  # the most suspect quarter
     assert eligible["excluded"].tolist() == sorted(eligible["excluded"].tolist(), reverse=True)
     assert res.run["counts"]["images_excluded"] == int(sus["excluded"].sum())
     by_epoch = pd.read_parquet(run / "tuple_drops_by_epoch.parquet")
     drops = pd.read_parquet(run / "tuple_drops.parquet")
     assert sorted(by_epoch["epoch"].unique()) <= [0, 1]
-    for col, flag in (("n_too_far", "positive_too_far"), ("n_too_close", "negative_too_close"),
-                      ("n_suspect", "suspect_member")):
+    for col, flag in (
+        ("n_too_far", "positive_too_far"),
+        ("n_too_close", "negative_too_close"),
+        ("n_suspect", "suspect_member"),
+    ):
         assert drops[col].sum() == by_epoch[flag].sum()
     train = res.metrics[res.metrics["phase"] == "train"]
     assert np.allclose(1 - train["n_kept"] / train["n_tuples"], train["share_dropped"])
-    assert ((train["share_too_far"] + train["share_too_close"] + train["share_suspect"])
-            >= train["share_dropped"] - 1e-9).all()
+    assert (
+        (train["share_too_far"] + train["share_too_close"] + train["share_suspect"])
+        >= train["share_dropped"] - 1e-9
+    ).all()
     # a tuple dropped as suspect has an excluded anchor or positive at the end of the run
     if by_epoch["suspect_member"].any():
         assert sus["excluded"].any()
 
 
-
-def test_an_image_the_screen_keeps_calling_suspect_leaves_both_losses(build: Path, tmp_path: Path, monkeypatch):
+def test_an_image_the_screen_keeps_calling_suspect_leaves_both_losses(
+    build: Path, tmp_path: Path, monkeypatch
+):
     """Plant the suspicion (global rank): the screen calls every image labelled angry (code 0)
     suspect and no other. Once such an image has its visits, no tuple with it as anchor or positive reaches
     the metric loss and it never reaches the classification loss; the other images do."""
@@ -362,7 +438,9 @@ def test_an_image_the_screen_keeps_calling_suspect_leaves_both_losses(build: Pat
     seen_labels: list[np.ndarray] = []
 
     def planted(self, emb, labels, local, **kw):
-        return replace(real_screen(self, emb, labels, local, **kw), suspicion=(labels == 0).astype(float))
+        return replace(
+            real_screen(self, emb, labels, local, **kw), suspicion=(labels == 0).astype(float)
+        )
 
     def spy(logits, target, *a, **kw):
         seen_labels.append(target.cpu().numpy())
@@ -370,38 +448,60 @@ def test_an_image_the_screen_keeps_calling_suspect_leaves_both_losses(build: Pat
 
     monkeypatch.setattr(InLoopScreen, "__call__", planted)
     monkeypatch.setattr(loop.F, "cross_entropy", spy)
-    res = finetune(build, tmp_path / "planted", tiny_config(null="class_empirical", exclude_suspects=True,
-                                                            suspect_share=0.2, suspect_min_visits=2,
-                                                            suspect_per_class=False, epochs=3))
+    res = finetune(
+        build,
+        tmp_path / "planted",
+        tiny_config(
+            null="class_empirical",
+            exclude_suspects=True,
+            suspect_share=0.2,
+            suspect_min_visits=2,
+            suspect_per_class=False,
+            epochs=3,
+        ),
+    )
     sus = pd.read_parquet(res.run_dir / "image_suspicion.parquet")
     images = pd.read_parquet(build / "images.parquet").set_index("image_id")
     angry = images.loc[sus["image_id"], "label"].eq("angry").to_numpy()
-    assert sus["excluded"].to_numpy().tolist() == angry.tolist()      # ties at the top: all angry, nothing else
+    assert (
+        sus["excluded"].to_numpy().tolist() == angry.tolist()
+    )  # ties at the top: all angry, nothing else
     by_epoch = pd.read_parquet(res.run_dir / "tuple_drops_by_epoch.parquet")
     tuples = pd.read_parquet(build / "tuples.parquet")
     tuples = tuples[tuples["split"].fillna("") != "val"].set_index("tuple_id")
     flags = ["positive_too_far", "negative_too_close", "suspect_member"]
-    last = (by_epoch[by_epoch["epoch"] == 2].set_index("tuple_id")[flags]   # rows only for dropped tuples
-            .reindex(tuples.index, fill_value=False).astype(bool))
+    last = (
+        by_epoch[by_epoch["epoch"] == 2]
+        .set_index("tuple_id")[flags]  # rows only for dropped tuples
+        .reindex(tuples.index, fill_value=False)
+        .astype(bool)
+    )
     anchor_angry = images.loc[tuples["anchor"], "label"].eq("angry").to_numpy()
     assert anchor_angry.any() and not anchor_angry.all()
-    assert last["suspect_member"].to_numpy().tolist() == anchor_angry.tolist()  # anchor and positive share a label
+    assert (
+        last["suspect_member"].to_numpy().tolist() == anchor_angry.tolist()
+    )  # anchor and positive share a label
     train = res.metrics[res.metrics["phase"] == "train"]
-    assert len(seen_labels) == len(train)                              # one classification loss per step
+    assert len(seen_labels) == len(train)  # one classification loss per step
     steps_per_epoch = len(train) // 3
-    late = seen_labels[2 * steps_per_epoch:3 * steps_per_epoch]      # the last epoch's classification targets
+    late = seen_labels[
+        2 * steps_per_epoch : 3 * steps_per_epoch
+    ]  # the last epoch's classification targets
     assert len(late) == steps_per_epoch and all(len(t) and not (t == 0).any() for t in late)
     assert any((t == 1).any() for t in late) and any((t == 2).any() for t in late)
-    assert (train["images_excluded"].iloc[2 * steps_per_epoch:] > 0).all()
+    assert (train["images_excluded"].iloc[2 * steps_per_epoch :] > 0).all()
     # the metric loss of the last epoch saw exactly the tuples neither the boundary nor the suspects dropped
     kept = ~last.any(axis=1)
-    assert train["n_kept"].iloc[2 * steps_per_epoch:].sum() == kept.sum() < (~last["positive_too_far"]
-                                                                            & ~last["negative_too_close"]).sum()
+    assert (
+        train["n_kept"].iloc[2 * steps_per_epoch :].sum()
+        == kept.sum()
+        < (~last["positive_too_far"] & ~last["negative_too_close"]).sum()
+    )
 
 
-
-def test_per_class_rank_leaves_out_the_share_of_every_class_never_a_whole_class(build: Path, tmp_path: Path,
-                                                                                 monkeypatch):
+def test_per_class_rank_leaves_out_the_share_of_every_class_never_a_whole_class(
+    build: Path, tmp_path: Path, monkeypatch
+):
     """Plant a suspicion far higher for one class (as FER2013's hard classes get): the global
     rank leaves out that whole class, the per-class rank (the default) the most suspect
     quarter of every class."""
@@ -412,35 +512,56 @@ def test_per_class_rank_leaves_out_the_share_of_every_class_never_a_whole_class(
     real_screen = InLoopScreen.__call__
 
     def planted(self, emb, labels, local, *, step, seed):
-        noise = np.random.default_rng(step).random(len(labels)) * 0.1       # no ties
-        return replace(real_screen(self, emb, labels, local, step=step, seed=seed),
-                       suspicion=np.where(labels == 0, 0.8, 0.2) + noise)
+        noise = np.random.default_rng(step).random(len(labels)) * 0.1  # no ties
+        return replace(
+            real_screen(self, emb, labels, local, step=step, seed=seed),
+            suspicion=np.where(labels == 0, 0.8, 0.2) + noise,
+        )
 
     monkeypatch.setattr(InLoopScreen, "__call__", planted)
     images = pd.read_parquet(build / "images.parquet").set_index("image_id")
     share = {}
     for per_class in (True, False):
-        res = finetune(build, tmp_path / f"pc{per_class}", tiny_config(
-            null="class_empirical", exclude_suspects=True, suspect_share=0.25, suspect_min_visits=2,
-            suspect_per_class=per_class, epochs=2))
+        res = finetune(
+            build,
+            tmp_path / f"pc{per_class}",
+            tiny_config(
+                null="class_empirical",
+                exclude_suspects=True,
+                suspect_share=0.25,
+                suspect_min_visits=2,
+                suspect_per_class=per_class,
+                epochs=2,
+            ),
+        )
         sus = pd.read_parquet(res.run_dir / "image_suspicion.parquet")
-        sus = sus[sus["visits"] >= 2].assign(label=lambda d: images.loc[d["image_id"], "label"].to_numpy())
+        sus = sus[sus["visits"] >= 2].assign(
+            label=lambda d: images.loc[d["image_id"], "label"].to_numpy()
+        )
         share[per_class] = sus.groupby("label")["excluded"].agg(["sum", "size"])
     for label, row in share[True].iterrows():
         assert row["sum"] == max(1, round(0.25 * row["size"])) < row["size"], label
     glob = share[False]
-    assert glob.loc["angry", "sum"] == min(glob.loc["angry", "size"], max(1, round(0.25 * glob["size"].sum())))
+    assert glob.loc["angry", "sum"] == min(
+        glob.loc["angry", "size"], max(1, round(0.25 * glob["size"].sum()))
+    )
     assert glob.drop("angry")["sum"].sum() == 0
 
 
 # ----------------------------------------------------------------------------- data
 
+
 def test_batches_cover_every_tuple_once_and_members_index_unique_images():
     batches = epoch_batches(23, 5, seed=1, epoch=0)
     assert sorted(np.concatenate(batches).tolist()) == list(range(23))
     assert [len(b) for b in batches] == [5, 5, 5, 5, 3]
-    assert all(np.array_equal(x, y) for x, y in zip(batches, epoch_batches(23, 5, seed=1, epoch=0), strict=True))
-    assert not np.array_equal(np.concatenate(batches), np.concatenate(epoch_batches(23, 5, seed=1, epoch=1)))
+    assert all(
+        np.array_equal(x, y)
+        for x, y in zip(batches, epoch_batches(23, 5, seed=1, epoch=0), strict=True)
+    )
+    assert not np.array_equal(
+        np.concatenate(batches), np.concatenate(epoch_batches(23, 5, seed=1, epoch=1))
+    )
     members = np.array([[4, 9, 4], [9, 2, 7]])
     unique, local = batch_members(members)
     assert unique.tolist() == [2, 4, 7, 9] and np.array_equal(unique[local], members)
@@ -471,8 +592,11 @@ def test_photos_augment_jitters_colour_before_grey_and_zooms_in_and_out():
     assert torch.equal(out, to_grey(colour, step_generator(1, 2)))
     # a grey image stored as three equal channels gets the same geometry and brightness: the
     # colour jitter does nothing to it, so grey and colour storage train alike on grey data
-    assert torch.allclose(to_grey(grey.expand(-1, 3, -1, -1), step_generator(1, 2)),
-                          to_grey(grey, step_generator(1, 2)), atol=1e-5)
+    assert torch.allclose(
+        to_grey(grey.expand(-1, 3, -1, -1), step_generator(1, 2)),
+        to_grey(grey, step_generator(1, 2)),
+        atol=1e-5,
+    )
     # the colour jitter acts before the conversion: the same colours, other grey values than
     # converting first (saturation and hue change the luma of coloured pixels)
     no_colour = replace(to_grey, saturation=0.0, hue=0.0)
@@ -482,15 +606,22 @@ def test_photos_augment_jitters_colour_before_grey_and_zooms_in_and_out():
     h = hue_only(colour, step_generator(1, 2))
     luma = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
     x = colour.float() / 255
-    inside = ((h > 0.001) & (h < 0.999)).all(1, keepdim=True)   # not clipped
-    assert torch.allclose(((h * luma).sum(1, keepdim=True))[inside], ((x * luma).sum(1, keepdim=True))[inside],
-                          atol=1e-4)
+    inside = ((h > 0.001) & (h < 0.999)).all(1, keepdim=True)  # not clipped
+    assert torch.allclose(
+        ((h * luma).sum(1, keepdim=True))[inside],
+        ((x * luma).sum(1, keepdim=True))[inside],
+        atol=1e-4,
+    )
     assert (h - x).abs().max() > 0.1
     # zoom below 1 frames the face more loosely (a centred bright square shrinks), above 1 crops
     square = torch.zeros((1, 1, 32, 32), dtype=torch.uint8)
     square[..., 8:24, 8:24] = 255
-    area = {z: float(replace(NO_AUGMENT, zoom=(z, z))(square, step_generator(0, 0)).gt(0.5).float().mean())
-            for z in (0.75, 1.0, 1.2)}
+    area = {
+        z: float(
+            replace(NO_AUGMENT, zoom=(z, z))(square, step_generator(0, 0)).gt(0.5).float().mean()
+        )
+        for z in (0.75, 1.0, 1.2)
+    }
     assert area[0.75] < area[1.0] < area[1.2] and abs(area[1.0] - 0.25) < 0.01
 
 
@@ -506,15 +637,22 @@ def test_image_store_matches_the_screen_preprocessing(tmp_path: Path):
         p = tmp_path / f"im{i}.png"
         Image.fromarray(rng.integers(0, 256, (30, 22, 3), dtype=np.uint8), "RGB").save(p)
         paths.append(str(p))
-    cfg = {"input_size": [3, 16, 16], "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3],
-           "interpolation": "bicubic", "crop_pct": 0.875, "crop_mode": "center"}
+    cfg = {
+        "input_size": [3, 16, 16],
+        "mean": [0.5, 0.4, 0.3],
+        "std": [0.2, 0.25, 0.3],
+        "interpolation": "bicubic",
+        "crop_pct": 0.875,
+        "crop_mode": "center",
+    }
     for max_bytes in (10**9, 0):  # preloaded and decoded on demand
         store = ImageStore(paths, cfg, max_bytes=max_bytes, workers=1)
         got = to_model_input(store.get([2, 0]), cfg)
         want = torch.stack([build_transform(cfg)(load_image(paths[i])) for i in (2, 0)])
         assert store.preloaded == (max_bytes > 0)
-        assert torch.allclose(got, want, atol=1.01 / 255 / 0.2)  # 8-bit rounding of the stored pixels
-
+        assert torch.allclose(
+            got, want, atol=1.01 / 255 / 0.2
+        )  # 8-bit rounding of the stored pixels
 
     # a colour store of a grey model: get() is the grey store's pixels exactly, colour=True the RGB ones
     grey_cfg = {**cfg, "input_size": [1, 16, 16], "mean": [0.45], "std": [0.25]}
@@ -523,12 +661,18 @@ def test_image_store_matches_the_screen_preprocessing(tmp_path: Path):
         both = ImageStore(paths, grey_cfg, max_bytes=max_bytes, workers=1, colour=True)
         rgb = ImageStore(paths, cfg | {"input_size": [3, 16, 16]}, max_bytes=max_bytes, workers=1)
         assert both.colour and not plain.colour and both.shape == (4, 16, 16)
-        assert torch.equal(both.get([2, 0]), plain.get([2, 0])) and both.get([1]).shape == (1, 1, 16, 16)
+        assert torch.equal(both.get([2, 0]), plain.get([2, 0])) and both.get([1]).shape == (
+            1,
+            1,
+            16,
+            16,
+        )
         assert torch.equal(both.get([2, 0], colour=True), rgb.get([2, 0]))
 
 
-def test_finetune_with_photos_augment_trains_a_grey_net_from_colour_pixels(build: Path, tmp_path: Path,
-                                                                         monkeypatch):
+def test_finetune_with_photos_augment_trains_a_grey_net_from_colour_pixels(
+    build: Path, tmp_path: Path, monkeypatch
+):
     from curate.train import data as train_data
 
     seen = []
@@ -549,10 +693,18 @@ def test_finetune_with_photos_augment_trains_a_grey_net_from_colour_pixels(build
 
 # ----------------------------------------------------------------------------- finetune
 
+
 def test_finetune_writes_a_loadable_run_with_normalised_embeddings(trained, build: Path):
     run = trained.run_dir
-    for name in ("model.safetensors", "config.json", "metrics.parquet", "report.html", "run.json",
-                 "tuple_drops.parquet", "evaluation.json"):
+    for name in (
+        "model.safetensors",
+        "config.json",
+        "metrics.parquet",
+        "report.html",
+        "run.json",
+        "tuple_drops.parquet",
+        "evaluation.json",
+    ):
         assert (run / name).is_file(), name
     net, cfg = load_run(run)
     assert cfg["classes"] == list(CLASSES) and cfg["in_chans"] == 1 and cfg["embed_dim"] == 16
@@ -568,11 +720,13 @@ def test_finetune_writes_a_loadable_run_with_normalised_embeddings(trained, buil
     assert len(train) == 2 * math.ceil(n_tuples / 8) and len(val) == 2
     assert (train["n_kept"] <= train["n_tuples"]).all()
     assert np.allclose(train["share_dropped"], 1 - train["n_kept"] / train["n_tuples"])
-    assert ((train["share_too_far"] + train["share_too_close"]) >= train["share_dropped"] - 1e-9).all()
+    assert (
+        (train["share_too_far"] + train["share_too_close"]) >= train["share_dropped"] - 1e-9
+    ).all()
     assert train["screen_active"].all() and train["d_null"].gt(0).all()
     assert (train["n_images"] <= 3 * train["n_tuples"]).all()
     drops = pd.read_parquet(run / "tuple_drops.parquet")
-    assert drops["n_seen"].tolist() == [2] * n_tuples     # every tuple seen once per epoch
+    assert drops["n_seen"].tolist() == [2] * n_tuples  # every tuple seen once per epoch
     assert drops["n_too_far"].sum() == round((train["share_too_far"] * train["n_tuples"]).sum())
     assert 0 <= val["val_accuracy"].iloc[-1] <= 1 and trained.final["n_images"] == 12
     html = (run / "report.html").read_text()
@@ -607,7 +761,9 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(trained, build: Pat
 
 
 def test_batch_that_drops_everything_trains_on_classification_only(build: Path, tmp_path: Path):
-    res = finetune(build, tmp_path / "strict", tiny_config(alpha_pos=0.99, alpha_neg=0.99, epochs=1))
+    res = finetune(
+        build, tmp_path / "strict", tiny_config(alpha_pos=0.99, alpha_neg=0.99, epochs=1)
+    )
     train = res.metrics[res.metrics["phase"] == "train"]
     assert train["all_dropped"].any()
     dropped = train[train["all_dropped"]]
@@ -618,7 +774,9 @@ def test_batch_that_drops_everything_trains_on_classification_only(build: Path, 
 
 def test_no_screening_keeps_every_tuple_and_quadruplets_train_with_mining(tmp_path: Path):
     qbuild = make_build(tmp_path / "q", quadruplets=True, per_class_train=6, per_class_val=2)
-    res = finetune(qbuild, tmp_path / "q_run", tiny_config(screen_every_step=False, mining="hard", epochs=1))
+    res = finetune(
+        qbuild, tmp_path / "q_run", tiny_config(screen_every_step=False, mining="hard", epochs=1)
+    )
     train = res.metrics[res.metrics["phase"] == "train"]
     assert (train["share_dropped"] == 0).all() and train["metric_loss"].gt(0).any()
     assert res.run["params"]["kind"] == "quadruplet"
@@ -631,7 +789,8 @@ def test_no_screening_keeps_every_tuple_and_quadruplets_train_with_mining(tmp_pa
 
 
 def test_soft_labels_of_one_hot_votes_train_like_the_labels_and_bad_votes_are_clear_errors(
-        trained, build: Path, tmp_path: Path):
+    trained, build: Path, tmp_path: Path
+):
     soft = tmp_path / "soft"
     shutil.copytree(build, soft)
     images = pd.read_parquet(soft / "images.parquet")
@@ -644,7 +803,9 @@ def test_soft_labels_of_one_hot_votes_train_like_the_labels_and_bad_votes_are_cl
     # votes that disagree with the label change the classification loss
     images.loc[images["split"] == "train", "votes_sad"] += 5.0
     images.to_parquet(soft / "images.parquet", index=False)
-    other = finetune(soft, tmp_path / "soft_run2", tiny_config(soft_label_prefix="votes_", epochs=1))
+    other = finetune(
+        soft, tmp_path / "soft_run2", tiny_config(soft_label_prefix="votes_", epochs=1)
+    )
     first = other.metrics[other.metrics["phase"] == "train"]["ce_loss"].iloc[0]
     assert first != pytest.approx(b[b["phase"] == "train"]["ce_loss"].iloc[0], rel=1e-3)
     with pytest.raises(CurateError, match="lacks the columns .*soft_angry"):
@@ -668,10 +829,13 @@ def test_screen_output_folder_is_used_through_kept_parquet(build: Path, tmp_path
 
 # ----------------------------------------------------------------------------- bad input
 
+
 def test_empty_kept_set_is_a_clear_error(build: Path, tmp_path: Path):
     screen_dir = tmp_path / "screen"
     screen_dir.mkdir()
-    pd.read_parquet(build / "tuples.parquet").iloc[:0].to_parquet(screen_dir / "kept.parquet", index=False)
+    pd.read_parquet(build / "tuples.parquet").iloc[:0].to_parquet(
+        screen_dir / "kept.parquet", index=False
+    )
     (screen_dir / "run.json").write_text(json.dumps({"params": {"build_dir": str(build)}}))
     with pytest.raises(CurateError, match="kept set is empty"):
         finetune(screen_dir, tmp_path / "run", tiny_config())
@@ -681,7 +845,10 @@ def test_missing_image_is_a_clear_error(tmp_path: Path):
     b = make_build(tmp_path / "m", per_class_train=4, per_class_val=1)
     images = pd.read_parquet(b / "images.parquet")
     Path(images["path"].iloc[2]).unlink()
-    with pytest.raises(CurateError, match=r"1 image file\(s\) are missing.*" + images["path"].iloc[2].split("/")[-1]):
+    with pytest.raises(
+        CurateError,
+        match=r"1 image file\(s\) are missing.*" + images["path"].iloc[2].split("/")[-1],
+    ):
         finetune(b, tmp_path / "run", tiny_config())
 
 
@@ -695,7 +862,9 @@ def test_tuples_of_another_dataset_than_the_weights_expect(trained, tmp_path: Pa
                 t[col] = t[col].replace({"sad": "surprise"})
         t.to_parquet(b / f, index=False)
     # transfer by default: the embedding network is kept, a new head is trained, with a note
-    res = finetune(b, tmp_path / "run", tiny_config(weights=str(trained.run_dir), backbone=None, epochs=1))
+    res = finetune(
+        b, tmp_path / "run", tiny_config(weights=str(trained.run_dir), backbone=None, epochs=1)
+    )
     assert res.config["classes"] == ["angry", "happy", "surprise"]
     assert res.config["pretrained_from"] == str(trained.run_dir.resolve())
     head_notes = [n for n in res.notes if n.startswith("new classification head")]
@@ -706,26 +875,34 @@ def test_tuples_of_another_dataset_than_the_weights_expect(trained, tmp_path: Pa
     from curate.train.loop import init_network
 
     src, _ = load_run(trained.run_dir)
-    net, _, _, _ = init_network(tiny_config(weights=str(trained.run_dir), backbone=None), ["angry", "happy", "surprise"])
+    net, _, _, _ = init_network(
+        tiny_config(weights=str(trained.run_dir), backbone=None), ["angry", "happy", "surprise"]
+    )
     x = torch.rand(3, 1, SIZE, SIZE)
     src.eval()
     net.eval()
     assert torch.equal(src(x), net(x)) and net.classifier.out_features == 3
     # same classes: the head is kept unless --reset-head
-    same, _, _, _ = init_network(tiny_config(weights=str(trained.run_dir), backbone=None), list(trained.config["classes"]))
+    same, _, _, _ = init_network(
+        tiny_config(weights=str(trained.run_dir), backbone=None), list(trained.config["classes"])
+    )
     assert torch.equal(same.classifier.weight, src.classifier.weight)
-    reset, _, _, _ = init_network(tiny_config(weights=str(trained.run_dir), backbone=None, reset_head=True),
-                                  list(trained.config["classes"]))
+    reset, _, _, _ = init_network(
+        tiny_config(weights=str(trained.run_dir), backbone=None, reset_head=True),
+        list(trained.config["classes"]),
+    )
     assert not torch.equal(reset.classifier.weight, src.classifier.weight)
 
 
-def test_amp_uses_bf16_on_a_cpu_that_has_it_and_records_the_precision(build: Path, tmp_path: Path, monkeypatch):
+def test_amp_uses_bf16_on_a_cpu_that_has_it_and_records_the_precision(
+    build: Path, tmp_path: Path, monkeypatch
+):
     from curate.backbone import CPU_BF16_ENV, autocast_precision
 
     cpu = torch.device("cpu")
     monkeypatch.setenv(CPU_BF16_ENV, "1")
     assert autocast_precision(cpu, True)[0] and not autocast_precision(cpu, False)[0]
-    big = {"epochs": 1, "input_size": 2 * SIZE}   # at 16 px the net's last stage is 1x1: see below
+    big = {"epochs": 1, "input_size": 2 * SIZE}  # at 16 px the net's last stage is 1x1: see below
     on = finetune(build, tmp_path / "on", tiny_config(amp=True, **big))
     assert "bfloat16" in json.loads((on.run_dir / "run.json").read_text())["precision"]
     # at 16 px a strided convolution sees 1x1 maps, where oneDNN's bf16 weight gradient is garbage
@@ -772,40 +949,109 @@ def test_cli_finetune_runs_and_reports_bad_input(build: Path, tmp_path: Path):
     from curate.cli import app
 
     runner = CliRunner()
-    res = runner.invoke(app, ["finetune", str(build), "--out", str(tmp_path / "cli_run"), "--backbone", "test_resnet",
-                              "--weights", "none", "--in-chans", "1", "--input-size", "16", "--embed-dim", "8",
-                              "--epochs", "1", "--batch-tuples", "8", "--device", "cpu"])
+    res = runner.invoke(
+        app,
+        [
+            "finetune",
+            str(build),
+            "--out",
+            str(tmp_path / "cli_run"),
+            "--backbone",
+            "test_resnet",
+            "--weights",
+            "none",
+            "--in-chans",
+            "1",
+            "--input-size",
+            "16",
+            "--embed-dim",
+            "8",
+            "--epochs",
+            "1",
+            "--batch-tuples",
+            "8",
+            "--device",
+            "cpu",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "val accuracy" in res.output and (tmp_path / "cli_run" / "model.safetensors").is_file()
-    bad = runner.invoke(app, ["finetune", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x"),
-                              "--backbone", "test_resnet", "--weights", "none"])
+    bad = runner.invoke(
+        app,
+        [
+            "finetune",
+            str(tmp_path / "nowhere"),
+            "--out",
+            str(tmp_path / "x"),
+            "--backbone",
+            "test_resnet",
+            "--weights",
+            "none",
+        ],
+    )
     assert bad.exit_code == 2 and "TUPLES folder not found" in bad.output
 
 
 def test_report_escapes_data_strings():
     from curate.train.report import build_report
 
-    metrics = pd.DataFrame([{"phase": "train", "step": 0, "epoch": 0, "loss": 1.0, "metric_loss": 0.5,
-                             "ce_loss": 0.5, "train_accuracy": 0.5, "share_dropped": 0.1, "share_too_far": 0.1,
-                             "share_too_close": 0.0, "d_null": 3.0, "all_dropped": False}])
-    final = {"classes": ["<script>x</script>", "b&c"], "confusion": [[1, 0], [0, 1]], "accuracy": 1.0,
-             "macro_f1": 1.0, "per_class": [{"class": "<script>x</script>", "n": 1, "accuracy": 1.0,
-                                             "precision": 1.0, "f1": 1.0}]}
-    page = build_report(metrics=metrics, final=final, config={"backbone": "<b>", "classes": final["classes"]},
-                        record={"params": {}, "counts": {}})
-    assert "<script>x" not in page and "&lt;script&gt;x&lt;/script&gt;" in page and "b&amp;c" in page
+    metrics = pd.DataFrame(
+        [
+            {
+                "phase": "train",
+                "step": 0,
+                "epoch": 0,
+                "loss": 1.0,
+                "metric_loss": 0.5,
+                "ce_loss": 0.5,
+                "train_accuracy": 0.5,
+                "share_dropped": 0.1,
+                "share_too_far": 0.1,
+                "share_too_close": 0.0,
+                "d_null": 3.0,
+                "all_dropped": False,
+            }
+        ]
+    )
+    final = {
+        "classes": ["<script>x</script>", "b&c"],
+        "confusion": [[1, 0], [0, 1]],
+        "accuracy": 1.0,
+        "macro_f1": 1.0,
+        "per_class": [
+            {"class": "<script>x</script>", "n": 1, "accuracy": 1.0, "precision": 1.0, "f1": 1.0}
+        ],
+    }
+    page = build_report(
+        metrics=metrics,
+        final=final,
+        config={"backbone": "<b>", "classes": final["classes"]},
+        record={"params": {}, "counts": {}},
+    )
+    assert (
+        "<script>x" not in page and "&lt;script&gt;x&lt;/script&gt;" in page and "b&amp;c" in page
+    )
 
 
 def test_run_images_are_the_members_and_validation_images_as_store_rows():
     from curate.train.data import TrainingData
     from curate.train.loop import RunImages
 
-    images = pd.DataFrame({"label": ["happy", "sad", "happy", "angry", "sad", "fear"]},
-                          index=pd.Index([10, 11, 12, 13, 14, 15], name="image_id"))
+    images = pd.DataFrame(
+        {"label": ["happy", "sad", "happy", "angry", "sad", "fear"]},
+        index=pd.Index([10, 11, 12, 13, 14, 15], name="image_id"),
+    )
     tuples = pd.DataFrame({"anchor": [12, 10], "positive": [10, 12], "negative": [11, 14]})
     val = pd.DataFrame({"image_id": [15, 13], "label": ["fear", "angry"]})
-    data = TrainingData(images=images, tuples=tuples, kind="triplet", classes=["happy", "sad", "angry"],
-                        val_images=val, build_dir=Path("."), tuples_file=Path("t.parquet"))
+    data = TrainingData(
+        images=images,
+        tuples=tuples,
+        kind="triplet",
+        classes=["happy", "sad", "angry"],
+        val_images=val,
+        build_dir=Path("."),
+        tuples_file=Path("t.parquet"),
+    )
     got = RunImages.of(data)
     assert got.ids.tolist() == [10, 11, 12, 13, 14, 15]
     assert got.member_rows.tolist() == [[2, 0, 1], [0, 2, 4]]

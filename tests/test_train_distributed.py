@@ -22,9 +22,32 @@ from curate.train.data_parallel import SINGLE, Parallel, SyncBatchNorm, sync_bat
 from curate.train.loop import finetune
 
 ROOT = Path(__file__).resolve().parents[1]
-CLI_TINY = ["--backbone", "test_resnet", "--weights", "none", "--in-chans", "1", "--input-size", "16",
-            "--embed-dim", "16", "--epochs", "2", "--batch-tuples", "8", "--device", "cpu", "--seed", "3",
-            "--screen-window", "64", "--checkpoint-every", "0", "--lr", "3e-3"]
+CLI_TINY = [
+    "--backbone",
+    "test_resnet",
+    "--weights",
+    "none",
+    "--in-chans",
+    "1",
+    "--input-size",
+    "16",
+    "--embed-dim",
+    "16",
+    "--epochs",
+    "2",
+    "--batch-tuples",
+    "8",
+    "--device",
+    "cpu",
+    "--seed",
+    "3",
+    "--screen-window",
+    "64",
+    "--checkpoint-every",
+    "0",
+    "--lr",
+    "3e-3",
+]
 
 
 def _free_port() -> int:
@@ -34,8 +57,13 @@ def _free_port() -> int:
 
 
 def _join(rank: int, world: int, port: int) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+    )
     torch.set_num_threads(1)
 
 
@@ -53,8 +81,14 @@ def _grad_worker(rank: int, world: int, port: int, out: str) -> None:
     _join(rank, world, port)
     dist.init_process_group("gloo")
     torch.manual_seed(0)
-    net = sync_batchnorm(torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4),
-                                             torch.nn.Flatten(), torch.nn.Linear(4 * 36, 5)))
+    net = sync_batchnorm(
+        torch.nn.Sequential(
+            torch.nn.Conv2d(1, 4, 3),
+            torch.nn.BatchNorm2d(4),
+            torch.nn.Flatten(),
+            torch.nn.Linear(4 * 36, 5),
+        )
+    )
     head = torch.nn.Linear(5, 3)
     par = Parallel(rank, world, rank)
     x = torch.randn(7, 1, 8, 8, generator=torch.Generator().manual_seed(1))
@@ -64,19 +98,32 @@ def _grad_worker(rank: int, world: int, port: int, out: str) -> None:
     params = [*net.parameters(), *head.parameters()]
     par.average_gradients(params)
     if rank == 0:
-        torch.save({"emb": emb.detach(), "loss": loss.detach(), "grads": [p.grad for p in params],
-                    "running_mean": net[1].running_mean.clone(), "running_var": net[1].running_var.clone()},
-                   out)
+        torch.save(
+            {
+                "emb": emb.detach(),
+                "loss": loss.detach(),
+                "grads": [p.grad for p in params],
+                "running_mean": net[1].running_mean.clone(),
+                "running_var": net[1].running_var.clone(),
+            },
+            out,
+        )
     dist.destroy_process_group()
 
 
 def test_sharded_forward_gathered_batch_and_averaged_gradients_equal_one_process(tmp_path):
     out = tmp_path / "ranks.pt"
-    mp.start_processes(_grad_worker, args=(2, _free_port(), str(out)), nprocs=2, start_method="spawn")
+    mp.start_processes(
+        _grad_worker, args=(2, _free_port(), str(out)), nprocs=2, start_method="spawn"
+    )
     got = torch.load(out)
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(),
-                              torch.nn.Linear(4 * 36, 5))
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3),
+        torch.nn.BatchNorm2d(4),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4 * 36, 5),
+    )
     head = torch.nn.Linear(5, 3)
     x = torch.randn(7, 1, 8, 8, generator=torch.Generator().manual_seed(1))
     emb = net(x)
@@ -102,6 +149,7 @@ def test_sync_batchnorm_is_plain_batchnorm_in_one_process_and_names_what_it_cann
         pass
 
     from curate.errors import CurateError
+
     with pytest.raises(CurateError, match="FusedBN"):
         sync_batchnorm(torch.nn.Sequential(FusedBN(3)))
 
@@ -114,13 +162,45 @@ def _train(train: pd.DataFrame) -> pd.DataFrame:
 def test_torchrun_two_cpu_ranks_keep_the_same_tuples_and_loss_as_one_process(tmp_path):
     build = make_build(tmp_path / "data")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    one = subprocess.run([sys.executable, "-m", "curate", "finetune", str(build), "--out", str(tmp_path / "one"),
-                          *CLI_TINY], env=env, capture_output=True, text=True, timeout=900)
+    one = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "curate",
+            "finetune",
+            str(build),
+            "--out",
+            str(tmp_path / "one"),
+            *CLI_TINY,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert one.returncode == 0, one.stdout[-2000:] + one.stderr[-2000:]
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-                          "--master-port", str(_free_port()), "-m", "curate", "finetune", str(build),
-                          "--out", str(tmp_path / "two"), *CLI_TINY],
-                         env=env, capture_output=True, text=True, timeout=900)
+    two = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            "2",
+            "--master-port",
+            str(_free_port()),
+            "-m",
+            "curate",
+            "finetune",
+            str(build),
+            "--out",
+            str(tmp_path / "two"),
+            *CLI_TINY,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert two.returncode == 0, two.stdout[-2000:] + two.stderr[-2000:]
     assert two.stdout.count("finetune:") == 1  # rank 0 alone reports
     a = _train(pd.read_parquet(tmp_path / "one" / "metrics.parquet"))
@@ -135,7 +215,9 @@ def test_torchrun_two_cpu_ranks_keep_the_same_tuples_and_loss_as_one_process(tmp
     assert json.loads((tmp_path / "two" / "run.json").read_text())["counts"]["steps"] == 8
 
 
-def _ddp_finetune(rank: int, world: int, port: int, build: str, run: str, stop_at: int | None) -> None:
+def _ddp_finetune(
+    rank: int, world: int, port: int, build: str, run: str, stop_at: int | None
+) -> None:
     _join(rank, world, port)
 
     def stop(phase: str, done: int, total: int, info: dict) -> None:
@@ -157,12 +239,20 @@ def _ddp_finetune(rank: int, world: int, port: int, build: str, run: str, stop_a
 def test_an_interrupted_two_rank_run_resumes_to_the_uninterrupted_one(tmp_path):
     build = str(make_build(tmp_path / "data"))
     for run, stop_at in (("full", None), ("cut", 3)):
-        mp.start_processes(_ddp_finetune, args=(2, _free_port(), build, str(tmp_path / run), stop_at),
-                           nprocs=2, start_method="spawn")
+        mp.start_processes(
+            _ddp_finetune,
+            args=(2, _free_port(), build, str(tmp_path / run), stop_at),
+            nprocs=2,
+            start_method="spawn",
+        )
     assert json.loads((tmp_path / "cut" / "checkpoints" / "last.json").read_text())["step"] == 3
     assert not (tmp_path / "cut" / "model.safetensors").exists()
-    mp.start_processes(_ddp_finetune, args=(2, _free_port(), build, str(tmp_path / "cut"), None),
-                       nprocs=2, start_method="spawn")
+    mp.start_processes(
+        _ddp_finetune,
+        args=(2, _free_port(), build, str(tmp_path / "cut"), None),
+        nprocs=2,
+        start_method="spawn",
+    )
     full = pd.read_parquet(tmp_path / "full" / "metrics.parquet")
     cut = pd.read_parquet(tmp_path / "cut" / "metrics.parquet")
     assert json.loads((tmp_path / "cut" / "run.json").read_text())["resumed_from_step"] == 3

@@ -15,8 +15,14 @@ from curate.errors import CurateError
 from curate.tuples import sample_tuples
 
 
-def synthetic_images(n_per_class: dict[str, int], *, splits: tuple[str | None, ...] = (None,),
-                     n_subjects: int | None = None, bad_every: int = 0, seed: int = 0) -> pd.DataFrame:
+def synthetic_images(
+    n_per_class: dict[str, int],
+    *,
+    splits: tuple[str | None, ...] = (None,),
+    n_subjects: int | None = None,
+    bad_every: int = 0,
+    seed: int = 0,
+) -> pd.DataFrame:
     """An images table without files: rows as ingest would write them."""
     rng = np.random.default_rng(seed)
     rows = []
@@ -24,11 +30,15 @@ def synthetic_images(n_per_class: dict[str, int], *, splits: tuple[str | None, .
         for cls, n in n_per_class.items():
             for i in range(n):
                 status = "ok" if not bad_every or (len(rows) % bad_every) else "corrupt"
-                rows.append({
-                    "label": cls, "split": split, "status": status,
-                    "subject": None if n_subjects is None else f"p{rng.integers(n_subjects)}",
-                    "sha256": f"{split}-{cls}-{i}",
-                })
+                rows.append(
+                    {
+                        "label": cls,
+                        "split": split,
+                        "status": status,
+                        "subject": None if n_subjects is None else f"p{rng.integers(n_subjects)}",
+                        "sha256": f"{split}-{cls}-{i}",
+                    }
+                )
     df = pd.DataFrame(rows, columns=["label", "split", "status", "subject", "sha256"])
     df.insert(0, "image_id", np.arange(len(df), dtype=np.int64))
     return df
@@ -42,7 +52,10 @@ def check_rules(images: pd.DataFrame, tuples: pd.DataFrame, kind: str = "triplet
     split = {m: info.loc[tuples[m], "split"].astype(object).to_numpy() for m in members}
     for m in members:
         assert (info.loc[tuples[m], "status"] == "ok").all(), f"{m} not ok"
-        same_split = pd.Series(split[m]).fillna("~").to_numpy() == pd.Series(split["anchor"]).fillna("~").to_numpy()
+        same_split = (
+            pd.Series(split[m]).fillna("~").to_numpy()
+            == pd.Series(split["anchor"]).fillna("~").to_numpy()
+        )
         assert same_split.all(), f"{m} from another split"
     assert (lab["anchor"] == lab["positive"]).all()
     assert (tuples["anchor"] != tuples["positive"]).all()
@@ -60,7 +73,9 @@ def check_rules(images: pd.DataFrame, tuples: pd.DataFrame, kind: str = "triplet
 
 @pytest.mark.parametrize("kind", ["triplet", "quadruplet"])
 def test_rules_hold_with_splits_and_bad_images(kind: str) -> None:
-    images = synthetic_images({"a": 30, "b": 5, "c": 12, "d": 1}, splits=("train", "val"), bad_every=7)
+    images = synthetic_images(
+        {"a": 30, "b": 5, "c": 12, "d": 1}, splits=("train", "val"), bad_every=7
+    )
     tuples, stats = sample_tuples(images, kind=kind, per_anchor=3, seed=1)
     check_rules(images, tuples, kind)
     ok = images[images["status"].eq("ok")]
@@ -99,8 +114,12 @@ def test_seed_determinism_and_variation(tmp_path: Path, make_folder) -> None:
     a = build_tuples(root, tmp_path / "a", seed=3, workers=1)
     build_tuples(root, tmp_path / "b", seed=3, workers=1)
     c = build_tuples(root, tmp_path / "c", seed=4, workers=1)
-    assert (tmp_path / "a" / "tuples.parquet").read_bytes() == (tmp_path / "b" / "tuples.parquet").read_bytes()
-    assert (tmp_path / "a" / "images.parquet").read_bytes() == (tmp_path / "b" / "images.parquet").read_bytes()
+    assert (tmp_path / "a" / "tuples.parquet").read_bytes() == (
+        tmp_path / "b" / "tuples.parquet"
+    ).read_bytes()
+    assert (tmp_path / "a" / "images.parquet").read_bytes() == (
+        tmp_path / "b" / "images.parquet"
+    ).read_bytes()
     assert not a.tuples.equals(c.tuples)
     assert a.run["inputs"]["fingerprint"] == c.run["inputs"]["fingerprint"]
 
@@ -120,10 +139,22 @@ def test_max_tuples_and_balance() -> None:
 def test_positive_other_subject_and_negative_same_subject() -> None:
     images = synthetic_images({"happy": 40, "sad": 40, "angry": 40}, n_subjects=6, seed=2)
     # a subject that appears in one class only: no same-subject negative possible
-    images.loc[len(images)] = {"image_id": len(images), "label": "happy", "split": None,
-                               "status": "ok", "subject": "loner", "sha256": "x1"}
-    images.loc[len(images)] = {"image_id": len(images), "label": "happy", "split": None,
-                               "status": "ok", "subject": "loner", "sha256": "x2"}
+    images.loc[len(images)] = {
+        "image_id": len(images),
+        "label": "happy",
+        "split": None,
+        "status": "ok",
+        "subject": "loner",
+        "sha256": "x1",
+    }
+    images.loc[len(images)] = {
+        "image_id": len(images),
+        "label": "happy",
+        "split": None,
+        "status": "ok",
+        "subject": "loner",
+        "sha256": "x2",
+    }
     tuples, stats = sample_tuples(images, positive_subject="other", negative_subject="same", seed=0)
     check_rules(images, tuples)
     subj = images.set_index("image_id")["subject"]

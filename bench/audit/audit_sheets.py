@@ -34,19 +34,33 @@ def samples(labels: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """The pose and occlusion audit samples, in sheet order."""
     d = labels
     unf = d[(d.yaw_over_30 == 0) & (d.occluded == 0)]
-    pose = pd.concat([unf.sample(40, random_state=7),
-                      d[(d.yaw_over_30 == 1) & (d.yaw_over_45 == 0)].sample(40, random_state=7),
-                      d[d.yaw_over_45 == 1].sample(40, random_state=7)])
+    pose = pd.concat(
+        [
+            unf.sample(40, random_state=7),
+            d[(d.yaw_over_30 == 1) & (d.yaw_over_45 == 0)].sample(40, random_state=7),
+            d[d.yaw_over_45 == 1].sample(40, random_state=7),
+        ]
+    )
     pose = pose.sample(frac=1, random_state=11).reset_index(drop=True)
     rest = d[~d.path.isin(pose.path)]
     unf = rest[(rest.yaw_over_30 == 0) & (rest.occluded == 0)]
-    occ = pd.concat([unf.sample(60, random_state=5), rest[rest.occluded == 1].sample(60, random_state=5)])
+    occ = pd.concat(
+        [unf.sample(60, random_state=5), rest[rest.occluded == 1].sample(60, random_state=5)]
+    )
     occ = occ.sample(frac=1, random_state=13).reset_index(drop=True)
     return {"pose": pose, "occlusion": occ}
 
 
-def contact_sheets(images: list[Path], out: Path, name: str, *, cols: int, rows: int,
-                   px: int, first_number: int = 0) -> int:
+def contact_sheets(
+    images: list[Path],
+    out: Path,
+    name: str,
+    *,
+    cols: int,
+    rows: int,
+    px: int,
+    first_number: int = 0,
+) -> int:
     """Numbered sheets of ``cols`` x ``rows`` grey faces at ``px`` pixels, saved as
     ``OUT/NAME_<k>.png``; face ``j`` is labelled ``first_number + j``. Returns the count."""
     per_sheet = cols * rows

@@ -55,9 +55,14 @@ def sample(data: Path) -> pd.DataFrame:
     turned = fc.loc[fc["yaw_over_45"] == 1, "path"].to_numpy()
     other = fc.loc[fc["yaw_over_45"] == 0, "path"].to_numpy()
     picked_fc = list(rng.choice(turned, N_FC_TURNED, replace=False)) + list(
-        rng.choice(other, N_FC_OTHER, replace=False))
-    d = pd.DataFrame({"path": picked_val + picked_fc,
-                      "source": ["fer2013/val"] * N_VAL + ["face-conditions"] * (N_FC_TURNED + N_FC_OTHER)})
+        rng.choice(other, N_FC_OTHER, replace=False)
+    )
+    d = pd.DataFrame(
+        {
+            "path": picked_val + picked_fc,
+            "source": ["fer2013/val"] * N_VAL + ["face-conditions"] * (N_FC_TURNED + N_FC_OTHER),
+        }
+    )
     d = d.iloc[np.random.default_rng(2028).permutation(len(d))].reset_index(drop=True)
     return d.rename_axis("number").reset_index()
 
@@ -93,8 +98,12 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--round", type=int, choices=(1, 2), default=1)
-    ap.add_argument("--faces", type=Path, default=None,
-                    help="round 2: a `curate faces` table of fer2013/val (face_confidence)")
+    ap.add_argument(
+        "--faces",
+        type=Path,
+        default=None,
+        help="round 2: a `curate faces` table of fer2013/val (face_confidence)",
+    )
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.round == 2:
@@ -104,8 +113,15 @@ def main() -> None:
     else:
         d = sample(args.data)
     d[["number", "path"]].to_csv(args.out / "key.csv", index=False)
-    n = contact_sheets([args.data / p for p in d["path"]], args.out, "sheet", cols=8, rows=5, px=120,
-                       first_number=int(d["number"].iloc[0]))
+    n = contact_sheets(
+        [args.data / p for p in d["path"]],
+        args.out,
+        "sheet",
+        cols=8,
+        rows=5,
+        px=120,
+        first_number=int(d["number"].iloc[0]),
+    )
     print(f"wrote {len(d)} faces on {n} sheets and key.csv to {args.out}")
 
 

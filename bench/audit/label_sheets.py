@@ -44,14 +44,31 @@ from curate.faces.holdout import kept_out_of_fitting
 from curate.faces.occlusion import OcclusionModel
 
 LABELS = AUDIT / "fer2013_train_occlusion_labels.csv"
-KINDS = ["hand", "hand_edge", "sunglasses", "clear_glasses", "mask", "hair", "hat", "other", "not_a_face"]
-TAGS = {"handedge": "hand_edge", "sun": "sunglasses", "glasses": "clear_glasses", "notface": "not_a_face"}
+KINDS = [
+    "hand",
+    "hand_edge",
+    "sunglasses",
+    "clear_glasses",
+    "mask",
+    "hair",
+    "hat",
+    "other",
+    "not_a_face",
+]
+TAGS = {
+    "handedge": "hand_edge",
+    "sun": "sunglasses",
+    "glasses": "clear_glasses",
+    "notface": "not_a_face",
+}
 
 
 def draw(args: argparse.Namespace) -> None:
     crops, paths = aligned_fer_faces(args.n_faces, args.sample_seed, args.crops_cache)
     labels = pd.read_csv(args.labels)
-    taken = set(labels["path"]) | (kept_out_of_fitting(paths.AUDIT, paths.DATA) if args.skip_holdout_copies else set())
+    taken = set(labels["path"]) | (
+        kept_out_of_fitting(paths.AUDIT, paths.DATA) if args.skip_holdout_copies else set()
+    )
     free = np.flatnonzero(~np.isin(paths, list(taken)))
     rng = np.random.default_rng(args.seed)
     rand = rng.choice(free, args.random, replace=False)
@@ -62,11 +79,18 @@ def draw(args: argparse.Namespace) -> None:
     chosen = np.concatenate([rand, ranked])
     rng.shuffle(chosen)
     args.out.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"number": np.arange(len(chosen)), "path": paths[chosen],
-                  "sample": np.where(np.isin(chosen, rand), "random", "ranked")}).to_csv(
-        args.out / "key.csv", index=False)
-    n = contact_sheets([DATA / p for p in paths[chosen]], args.out, "sheet", cols=10, rows=args.rows, px=96)
+    pd.DataFrame(
+        {
+            "number": np.arange(len(chosen)),
+            "path": paths[chosen],
+            "sample": np.where(np.isin(chosen, rand), "random", "ranked"),
+        }
+    ).to_csv(args.out / "key.csv", index=False)
+    n = contact_sheets(
+        [DATA / p for p in paths[chosen]], args.out, "sheet", cols=10, rows=args.rows, px=96
+    )
     print(f"wrote {len(chosen)} faces on {n} sheets and key.csv to {args.out}")
+
 
 def read_kinds(text: str, numbers: set[int]) -> dict[int, list[str]]:
     """Parse ``TAG: n n n`` lines (``#`` comments and ``sheet K`` lines ignored) into the
@@ -103,11 +127,16 @@ def merge(args: argparse.Namespace) -> None:
     unknown = occluded - set(key["number"])
     if unknown:
         raise SystemExit(f"{args.positives}: numbers not on the sheets: {sorted(unknown)[:10]}")
-    new = key.assign(occluded=key["number"].isin(occluded).astype(int), kind=kind,
-                     round=int(labels["round"].max()) + 1)[labels.columns]
+    new = key.assign(
+        occluded=key["number"].isin(occluded).astype(int),
+        kind=kind,
+        round=int(labels["round"].max()) + 1,
+    )[labels.columns]
     clash = new["path"].isin(labels["path"])
     if clash.any():
-        raise SystemExit(f"{clash.sum()} faces are labelled already, e.g. {new.loc[clash, 'path'].iloc[0]}")
+        raise SystemExit(
+            f"{clash.sum()} faces are labelled already, e.g. {new.loc[clash, 'path'].iloc[0]}"
+        )
     pd.concat([labels, new]).to_csv(args.labels, index=False)
     print(f"added {len(new)} labels ({new['occluded'].sum()} occluded) to {args.labels}")
 
@@ -124,16 +153,25 @@ def main() -> None:
     d.add_argument("--sample-seed", type=int, default=0)
     d.add_argument("--crops-cache", type=Path, default=None)
     d.add_argument("--labels", type=Path, default=LABELS)
-    d.add_argument("--rank-with", type=Path, default=None,
-                   help="weights that rank the faces for the ranked draw (default: the shipped ones)")
-    d.add_argument("--skip-holdout-copies", action="store_true",
-                   help="leave out faces kept out of fitting (holdout faces and their near-duplicates)")
+    d.add_argument(
+        "--rank-with",
+        type=Path,
+        default=None,
+        help="weights that rank the faces for the ranked draw (default: the shipped ones)",
+    )
+    d.add_argument(
+        "--skip-holdout-copies",
+        action="store_true",
+        help="leave out faces kept out of fitting (holdout faces and their near-duplicates)",
+    )
     d.add_argument("--rows", type=int, default=8, help="rows of 10 faces per sheet")
     m = sub.add_parser("merge")
     m.add_argument("--key", type=Path, required=True)
     src = m.add_mutually_exclusive_group(required=True)
     src.add_argument("--positives", type=Path, help="numbers of the occluded faces")
-    src.add_argument("--kinds", type=Path, help="'TAG: numbers' lines, the kinds of cover (see read_kinds)")
+    src.add_argument(
+        "--kinds", type=Path, help="'TAG: numbers' lines, the kinds of cover (see read_kinds)"
+    )
     m.add_argument("--labels", type=Path, default=LABELS)
     args = ap.parse_args()
     draw(args) if args.command == "draw" else merge(args)

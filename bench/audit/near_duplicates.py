@@ -30,9 +30,11 @@ MIN_COSINE = 0.98
 
 
 def images(data: Path) -> list[Path]:
-    return (sorted((data / "face-conditions" / "images").glob("*.png"))
-            + sorted((data / "fer2013" / "val").rglob("*.jpg"))
-            + sorted((data / "fer2013" / "train").rglob("*.jpg")))
+    return (
+        sorted((data / "face-conditions" / "images").glob("*.png"))
+        + sorted((data / "fer2013" / "val").rglob("*.jpg"))
+        + sorted((data / "fer2013" / "train").rglob("*.jpg"))
+    )
 
 
 def near_duplicates(grey: np.ndarray, names: np.ndarray, chunk: int = 1000) -> pd.DataFrame:
@@ -43,7 +45,7 @@ def near_duplicates(grey: np.ndarray, names: np.ndarray, chunk: int = 1000) -> p
     small /= np.linalg.norm(small, axis=1, keepdims=True) + 1e-6
     rows = []
     for i in range(0, len(x), chunk):
-        sim = small[i:i + chunk] @ small.T
+        sim = small[i : i + chunk] @ small.T
         for a, b in zip(*np.nonzero(sim > MIN_COSINE), strict=True):
             a += i
             if b > a:
@@ -59,12 +61,16 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
     paths = images(args.data)
-    grey = np.stack([np.asarray(Image.open(p).convert("L").resize((48, 48)), np.float32) for p in paths])
+    grey = np.stack(
+        [np.asarray(Image.open(p).convert("L").resize((48, 48)), np.float32) for p in paths]
+    )
     names = np.array([p.relative_to(args.data).as_posix() for p in paths])
     pairs = near_duplicates(grey, names)
     pairs.to_csv(args.out, index=False)
     kind = lambda s: s.str.split("/").str[:2].str.join("/")  # noqa: E731
-    print(f"{len(pairs)} pairs; by sets: {pairs.groupby([kind(pairs['a']), kind(pairs['b'])]).size().to_dict()}")
+    print(
+        f"{len(pairs)} pairs; by sets: {pairs.groupby([kind(pairs['a']), kind(pairs['b'])]).size().to_dict()}"
+    )
 
 
 if __name__ == "__main__":

@@ -33,7 +33,9 @@ def sample(labels: pd.DataFrame) -> pd.DataFrame:
     """The faces on the sheets, in sheet order: ``number``, ``path``."""
     occluded = labels.loc[labels["occluded"] == 1, "path"].tolist()
     clean = labels.loc[labels["occluded"] == 0, "path"].to_numpy()
-    check = clean[np.sort(np.random.default_rng(31).choice(len(clean), N_CHECK, replace=False))].tolist()
+    check = clean[
+        np.sort(np.random.default_rng(31).choice(len(clean), N_CHECK, replace=False))
+    ].tolist()
     paths = np.array(occluded + check)
     paths = paths[np.random.default_rng(32).permutation(len(paths))]
     return pd.DataFrame({"number": np.arange(len(paths)), "path": paths})

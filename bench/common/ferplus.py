@@ -28,12 +28,29 @@ import pandas as pd
 from bench.common.paths import DATA as SHARED
 
 IMAGE_EXT = (".jpg", ".jpeg", ".png")
-FERPLUS_TO_FER = {"anger": "angry", "disgust": "disgust", "fear": "fear", "happiness": "happy",
-                  "neutral": "neutral", "sadness": "sad", "surprise": "surprise"}
+FERPLUS_TO_FER = {
+    "anger": "angry",
+    "disgust": "disgust",
+    "fear": "fear",
+    "happiness": "happy",
+    "neutral": "neutral",
+    "sadness": "sad",
+    "surprise": "surprise",
+}
 # FER2013 class names whose FERPlus name differs
 TO_FERPLUS = {"angry": "anger", "happy": "happiness", "sad": "sadness"}
-VOTE_CATEGORIES = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt",
-                   "unknown", "NF")
+VOTE_CATEGORIES = (
+    "neutral",
+    "happiness",
+    "surprise",
+    "sadness",
+    "anger",
+    "disgust",
+    "fear",
+    "contempt",
+    "unknown",
+    "NF",
+)
 
 
 def sha256_of(path: str) -> str:
@@ -47,9 +64,14 @@ def load_table(data_root: Path, votes_csv: Path) -> pd.DataFrame:
     ``votes_<category>`` columns. The votes file lists ``train/angry/Training_15784307.jpg``
     twice (identical rows), so that image has two rows here; the real-noise experiment's
     subset was drawn from this table, so it stays as it is (the manifest writer drops the copy)."""
-    rows = [{"path": str(f), "rel": f"{split}/{cls.name}/{f.name}", "split": split, "label": cls.name}
-            for split in ("train", "val") for cls in sorted((data_root / split).iterdir()) if cls.is_dir()
-            for f in sorted(cls.iterdir()) if f.suffix.lower() in IMAGE_EXT]
+    rows = [
+        {"path": str(f), "rel": f"{split}/{cls.name}/{f.name}", "split": split, "label": cls.name}
+        for split in ("train", "val")
+        for cls in sorted((data_root / split).iterdir())
+        if cls.is_dir()
+        for f in sorted(cls.iterdir())
+        if f.suffix.lower() in IMAGE_EXT
+    ]
     if not rows:
         raise SystemExit(f"no images under {data_root}/train/<class>/")
     df = pd.DataFrame(rows)
@@ -65,13 +87,26 @@ def load_table(data_root: Path, votes_csv: Path) -> pd.DataFrame:
     top_cat = np.array(VOTE_CATEGORIES, dtype=object)[v.argmax(axis=1)]
     status = np.where(~has, "no_votes", np.where(tied, "tied", top_cat))
     df["ferplus_status"] = [s if s not in FERPLUS_TO_FER else "ok" for s in status]
-    df["ferplus_label"] = [FERPLUS_TO_FER.get(s) if st == "ok" else None
-                           for s, st in zip(status, df["ferplus_status"], strict=True)]
+    df["ferplus_label"] = [
+        FERPLUS_TO_FER.get(s) if st == "ok" else None
+        for s, st in zip(status, df["ferplus_status"], strict=True)
+    ]
     orig8 = df["label"].map({fer: plus for plus, fer in FERPLUS_TO_FER.items()})
     plural8 = df["plurality_label_8cls"]
     df["mislabelled"] = plural8.notna() & (orig8 != plural8)
-    return df[["path", "rel", "split", "label", "sha256", "ferplus_label", "ferplus_status", "mislabelled",
-               *vote_cols]]
+    return df[
+        [
+            "path",
+            "rel",
+            "split",
+            "label",
+            "sha256",
+            "ferplus_label",
+            "ferplus_status",
+            "mislabelled",
+            *vote_cols,
+        ]
+    ]
 
 
 def write_manifest(out: Path, data_root: Path, votes_csv: Path) -> dict[str, int]:
@@ -118,14 +153,24 @@ def write_soft_manifest(out: Path, data_root: Path, votes_csv: Path) -> dict[str
     fer = np.array(list(FERPLUS_TO_FER.values()), dtype=object)
     train = (table["split"] == "train") & has & (votes.sum(axis=1) > 0)
     val = (table["split"] == "val") & table["ferplus_label"].notna()
-    m = table.assign(original_label=table["label"],
-                     label=np.where(table["split"] == "train", fer[pick], table["ferplus_label"]))
+    m = table.assign(
+        original_label=table["label"],
+        label=np.where(table["split"] == "train", fer[pick], table["ferplus_label"]),
+    )
     for i, f in enumerate(FERPLUS_TO_FER.values()):
         m[f"soft_{f}"] = votes[:, i].astype(int)
     keep = train | val
     out.parent.mkdir(parents=True, exist_ok=True)
-    m[keep][["path", "label", "split", "original_label", "ferplus_status",
-             *[f"soft_{f}" for f in FERPLUS_TO_FER.values()]]].to_csv(out, index=False)
+    m[keep][
+        [
+            "path",
+            "label",
+            "split",
+            "original_label",
+            "ferplus_status",
+            *[f"soft_{f}" for f in FERPLUS_TO_FER.values()],
+        ]
+    ].to_csv(out, index=False)
     left = table[~keep].groupby(["split", "ferplus_status"]).size()
     return {f"{s}/{r}": int(n) for (s, r), n in left.items()}
 
@@ -134,13 +179,19 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     mp = sub.add_parser("manifest", help="write a build-tuples manifest with the FERPlus labels")
-    sp = sub.add_parser("soft-manifest", help="write the training manifest of issue 24 (soft vote targets)")
+    sp = sub.add_parser(
+        "soft-manifest", help="write the training manifest of issue 24 (soft vote targets)"
+    )
     for q in (mp, sp):
         q.add_argument("--out", type=Path, required=True)
         q.add_argument("--data-root", type=Path, default=SHARED / "fer2013")
-        q.add_argument("--votes", type=Path, default=SHARED / "ferplus" / "ferplus_votes_train_val.csv")
+        q.add_argument(
+            "--votes", type=Path, default=SHARED / "ferplus" / "ferplus_votes_train_val.csv"
+        )
     args = p.parse_args(argv)
-    left = (write_manifest if args.cmd == "manifest" else write_soft_manifest)(args.out, args.data_root, args.votes)
+    left = (write_manifest if args.cmd == "manifest" else write_soft_manifest)(
+        args.out, args.data_root, args.votes
+    )
     print(f"wrote {args.out}; left out (no clean FERPlus label): {left}")
     return 0
 

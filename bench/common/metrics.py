@@ -25,9 +25,9 @@ def knn_disagreement(emb: np.ndarray, labels: np.ndarray, k: int, block: int = 1
     codes = np.unique(labels, return_inverse=True)[1]
     out = np.empty(len(x))
     for s in range(0, len(x), block):
-        sims = x[s:s + block] @ x.T
+        sims = x[s : s + block] @ x.T
         rows = np.arange(sims.shape[0])
         sims[rows, s + rows] = -np.inf
         nn = np.argpartition(-sims, k, axis=1)[:, :k]
-        out[s:s + block] = (codes[nn] != codes[s:s + block, None]).mean(axis=1)
+        out[s : s + block] = (codes[nn] != codes[s : s + block, None]).mean(axis=1)
     return out

@@ -78,33 +78,49 @@ def analysed(data: Path, paths: pd.Series) -> pd.DataFrame:
         image = prepare_for_detection(rgb)[0]
         boxes, kps, scores = lm.detections(image)
         top = lm.top_face(boxes, kps, scores, MIN_SCORE, DETECTOR_NMS_IOU)
-        rows.append({"found": r.face_found, "matrix_yaw": r.matrix_yaw, "yaw": r.yaw,
-                     "cheek": cheek_offset(r.landmarks) if r.landmarks is not None else np.nan,
-                     "detector": float(scores.max()) if scores.size else 0.0,
-                     "kp_offset": keypoint_offset(top[1] * image.shape[1::-1]) if top is not None else np.nan})
+        rows.append(
+            {
+                "found": r.face_found,
+                "matrix_yaw": r.matrix_yaw,
+                "yaw": r.yaw,
+                "cheek": cheek_offset(r.landmarks) if r.landmarks is not None else np.nan,
+                "detector": float(scores.max()) if scores.size else 0.0,
+                "kp_offset": keypoint_offset(top[1] * image.shape[1::-1])
+                if top is not None
+                else np.nan,
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def keypoint_slope(data: Path, a: pd.DataFrame) -> None:
     """The keypoint yaw's slope on fer2013/val (dev and holdout), and its AUROC on the audits."""
-    paths = pd.Series(sorted(p.relative_to(data).as_posix() for p in (data / "fer2013" / "val").rglob("*.jpg")))
+    paths = pd.Series(
+        sorted(p.relative_to(data).as_posix() for p in (data / "fer2013" / "val").rglob("*.jpg"))
+    )
     v = analysed(data, paths).assign(holdout=is_holdout(paths, 0.5))
     use = v["found"] & (v["detector"] >= 0.5)
     cells = []
     for part in ("dev", "holdout"):
         d = v[use & (v["holdout"] == (part == "holdout"))]
         x, y = d["kp_offset"].to_numpy(), d["yaw"].to_numpy()
-        cells.append(f"{part} {float(x @ y / (x @ x)):.2f} (n {len(d)}, r {np.corrcoef(x, y)[0, 1]:.2f})")
-    print(f"keypoint yaw: slope of the calibrated yaw on keypoint_offset over fer2013/val faces found with a "
-          f"detector score >= 0.5: {' | '.join(cells)} (in use: {YAW_FROM_KEYPOINTS})")
+        cells.append(
+            f"{part} {float(x @ y / (x @ x)):.2f} (n {len(d)}, r {np.corrcoef(x, y)[0, 1]:.2f})"
+        )
+    print(
+        f"keypoint yaw: slope of the calibrated yaw on keypoint_offset over fer2013/val faces found with a "
+        f"detector score >= 0.5: {' | '.join(cells)} (in use: {YAW_FROM_KEYPOINTS})"
+    )
     for part in ("dev", "holdout"):
         d = a[(a["holdout"] == (part == "holdout")) & (a["detector"] >= 0.5) & (a["pose"] != 1)]
         lost = d[~d["found"]]
         kp = np.abs(YAW_FROM_KEYPOINTS * lost["kp_offset"])
-        print(f"  audits, {part}: AUROC |keypoint yaw| clearly turned vs frontal {auroc((d['pose'] == 2).to_numpy(), d['kp_offset'].abs().to_numpy()):.3f} "
-              f"(n {len(d)}); faces without landmarks: {len(lost)} ({int((lost['pose'] == 2).sum())} clearly turned, "
-              f"{int((kp[lost['pose'] == 2] > 25).sum())} of them past 25 degrees; {int((lost['pose'] == 0).sum())} frontal, "
-              f"{int((kp[lost['pose'] == 0] > 25).sum())} of them past 25)")
+        print(
+            f"  audits, {part}: AUROC |keypoint yaw| clearly turned vs frontal {auroc((d['pose'] == 2).to_numpy(), d['kp_offset'].abs().to_numpy()):.3f} "
+            f"(n {len(d)}); faces without landmarks: {len(lost)} ({int((lost['pose'] == 2).sum())} clearly turned, "
+            f"{int((kp[lost['pose'] == 2] > 25).sum())} of them past 25 degrees; {int((lost['pose'] == 0).sum())} frontal, "
+            f"{int((kp[lost['pose'] == 0] > 25).sum())} of them past 25)"
+        )
 
 
 def fit(dev: pd.DataFrame) -> tuple[float, float, float]:
@@ -119,7 +135,12 @@ def fit(dev: pd.DataFrame) -> tuple[float, float, float]:
         pr = np.where(y == 0, 1 - f1, np.where(y == 1, f1 - f2, f2))
         return float(-(w * np.log(np.clip(pr, 1e-12, 1))).sum())
 
-    r = minimize(nll, np.array([0.5, 0.5, 5.0]), method="Nelder-Mead", options={"maxiter": 8000, "maxfev": 8000})
+    r = minimize(
+        nll,
+        np.array([0.5, 0.5, 5.0]),
+        method="Nelder-Mead",
+        options={"maxiter": 8000, "maxfev": 8000},
+    )
     return float(abs(r.x[0])), float(abs(r.x[1]) * CHEEK_UNITS), float(abs(r.x[2]))
 
 
@@ -137,12 +158,17 @@ def main() -> None:
     a = audited_faces(args.data)
     dev = a[~a["holdout"] & a["found"]]
     ka, kb, tau = fit(dev)
-    print(f"fit on {len(dev)} dev faces found: yaw = {ka:.4f} * matrix_yaw + {kb:.2f} * cheek_offset "
-          f"(logistic scale {tau:.2f} degrees)")
-    yaws = {"matrix yaw": a["matrix_yaw"].to_numpy(),
-            "calibrated, this fit": (ka * a["matrix_yaw"] + kb * a["cheek"]).to_numpy(),
-            f"calibrated, in use ({YAW_FROM_MATRIX} * matrix_yaw + {YAW_FROM_CHEEKS} * cheek_offset)":
-                (YAW_FROM_MATRIX * a["matrix_yaw"] + YAW_FROM_CHEEKS * a["cheek"]).to_numpy()}
+    print(
+        f"fit on {len(dev)} dev faces found: yaw = {ka:.4f} * matrix_yaw + {kb:.2f} * cheek_offset "
+        f"(logistic scale {tau:.2f} degrees)"
+    )
+    yaws = {
+        "matrix yaw": a["matrix_yaw"].to_numpy(),
+        "calibrated, this fit": (ka * a["matrix_yaw"] + kb * a["cheek"]).to_numpy(),
+        f"calibrated, in use ({YAW_FROM_MATRIX} * matrix_yaw + {YAW_FROM_CHEEKS} * cheek_offset)": (
+            YAW_FROM_MATRIX * a["matrix_yaw"] + YAW_FROM_CHEEKS * a["cheek"]
+        ).to_numpy(),
+    }
     for name, yaw in yaws.items():
         print(f"{name}:")
         for audit in ("face audit", "first pose audit"):
@@ -151,18 +177,37 @@ def main() -> None:
                 d, y = a[m], yaw[m]
                 c = d["found"].to_numpy() & (d["pose"] != 1).to_numpy()
                 n = {k: int((d["pose"] == k).sum()) for k in (0, 1, 2)}
-                print(f"  {audit}, {part} (frontal/ambiguous/clearly turned {n[0]}/{n[1]}/{n[2]}): AUROC |yaw| "
-                      f"clearly turned vs frontal {auroc((d['pose'] == 2).to_numpy()[c], np.abs(y[c])):.3f}")
-                print("    " + "  ".join(
-                    "|yaw|>{}: recall {:.2f} (of all, no_face as missed: {:.2f}), frontal {:.3f}".format(t, *rates(d, y, t))
-                    for t in THRESHOLDS))
+                print(
+                    f"  {audit}, {part} (frontal/ambiguous/clearly turned {n[0]}/{n[1]}/{n[2]}): AUROC |yaw| "
+                    f"clearly turned vs frontal {auroc((d['pose'] == 2).to_numpy()[c], np.abs(y[c])):.3f}"
+                )
+                print(
+                    "    "
+                    + "  ".join(
+                        "|yaw|>{}: recall {:.2f} (of all, no_face as missed: {:.2f}), frontal {:.3f}".format(
+                            t, *rates(d, y, t)
+                        )
+                        for t in THRESHOLDS
+                    )
+                )
     cal = list(yaws.values())[-1]
-    ok = [t for t in range(5, 50, 5)
-          if all(rates(a[(a["audit"] == au).to_numpy() & ~a["holdout"].to_numpy()],
-                       cal[(a["audit"] == au).to_numpy() & ~a["holdout"].to_numpy()], t)[0] >= MIN_RECALL
-                 for au in ("face audit", "first pose audit"))]
-    print(f"default rule, yaw in use (largest multiple of 5 with dev recall >= {MIN_RECALL} on both audits): "
-          f"{max(ok) if ok else 'none'}")
+    ok = [
+        t
+        for t in range(5, 50, 5)
+        if all(
+            rates(
+                a[(a["audit"] == au).to_numpy() & ~a["holdout"].to_numpy()],
+                cal[(a["audit"] == au).to_numpy() & ~a["holdout"].to_numpy()],
+                t,
+            )[0]
+            >= MIN_RECALL
+            for au in ("face audit", "first pose audit")
+        )
+    ]
+    print(
+        f"default rule, yaw in use (largest multiple of 5 with dev recall >= {MIN_RECALL} on both audits): "
+        f"{max(ok) if ok else 'none'}"
+    )
     keypoint_slope(args.data, a)
 
 

@@ -35,7 +35,9 @@ from bench.common.paths import AUDIT, DATA
 from curate.faces.fit_occlusion import auroc
 from curate.faces.holdout import SHARES, is_holdout, split_key
 
-N_VAL_LOW_SHARE = 0.2  # the round-2 stratum: the lowest fifth of face_confidence (face_audit_sheets.py)
+N_VAL_LOW_SHARE = (
+    0.2  # the round-2 stratum: the lowest fifth of face_confidence (face_audit_sheets.py)
+)
 THRESHOLDS = (15, 18, 20, 22, 25, 30)
 GRID = (15, 20, 25, 30, 35, 40)  # candidate defaults
 MIN_RECALL = 0.9
@@ -46,15 +48,22 @@ def audit_table(val_faces: pd.DataFrame, fc_faces: pd.DataFrame, data: Path = DA
     ``holdout``, ``w`` (stratum weight) and the analysis columns."""
     a = pd.read_csv(AUDIT / "face_audit.csv").fillna({"cover": "", "stratum": ""})
     faces = pd.concat([val_faces, fc_faces], ignore_index=True)
-    faces = faces.assign(path=[Path(p).resolve().relative_to(data.resolve()).as_posix() for p in faces["path"]])
+    faces = faces.assign(
+        path=[Path(p).resolve().relative_to(data.resolve()).as_posix() for p in faces["path"]]
+    )
     a = a.merge(faces.drop_duplicates("path"), on="path", how="left", validate="one_to_one")
     if a["face_found"].isna().any():
-        raise SystemExit(f"{int(a['face_found'].isna().sum())} audited faces are not in the faces tables")
+        raise SystemExit(
+            f"{int(a['face_found'].isna().sum())} audited faces are not in the faces tables"
+        )
     a["face_found"] = a["face_found"].astype(bool)
     a["holdout"] = is_holdout(a["path"], SHARES["pose_audit"])
     val = (a["source"] == "fer2013/val").to_numpy()
     n_val = len(val_faces)
-    size = {"low_confidence": round(N_VAL_LOW_SHARE * n_val), "rest": n_val - round(N_VAL_LOW_SHARE * n_val)}
+    size = {
+        "low_confidence": round(N_VAL_LOW_SHARE * n_val),
+        "rest": n_val - round(N_VAL_LOW_SHARE * n_val),
+    }
     counts = a.loc[val, "stratum"].value_counts()
     a["w"] = 0.0
     a.loc[val, "w"] = a.loc[val, "stratum"].map(lambda s: size[s] / counts[s])
@@ -76,8 +85,12 @@ def lr1_threshold(abs_yaw: np.ndarray, turned: np.ndarray) -> float:
         z = p[0] + p[1] * x
         return float((w * (np.logaddexp(0, z) - y * z)).sum())
 
-    r = minimize(nll, np.array([-3.0, 0.2]), method="Nelder-Mead",
-                 options={"xatol": 1e-8, "fatol": 1e-12, "maxiter": 4000})
+    r = minimize(
+        nll,
+        np.array([-3.0, 0.2]),
+        method="Nelder-Mead",
+        options={"xatol": 1e-8, "fatol": 1e-12, "maxiter": 4000},
+    )
     return float(-r.x[0] / r.x[1])
 
 
@@ -108,7 +121,11 @@ def rates(d: pd.DataFrame, t: float) -> dict[str, float]:
         g = d[d["pose"] == k]
         f = g[judged[g.index]]
         out[name] = float(np.average(side[f.index], weights=f["w"])) if len(f) else np.nan
-        out[name + "_or_no_face"] = float(np.average((side | ~d["face_found"])[g.index], weights=g["w"])) if len(g) else np.nan
+        out[name + "_or_no_face"] = (
+            float(np.average((side | ~d["face_found"])[g.index], weights=g["w"]))
+            if len(g)
+            else np.nan
+        )
     return out
 
 
@@ -134,29 +151,42 @@ def report(a: pd.DataFrame, default: float) -> None:
     dev = a[~a["holdout"]]
     rule = fit_default(dev)
     ts, cv = cross_validate(dev)
-    print(f"yaw rule on the dev part of the face audit (largest multiple of 5 catching >= {MIN_RECALL:.0%} "
-          f"of the clearly turned faces found): {rule} (in use: {default:g}); 5-fold CV within dev: "
-          f"{', '.join(str(x) for x in ts)}, held-out recall of clearly turned {cv['turned']:.3f}, "
-          f"frontal rejected {cv['frontal']:.3f}; for reference, clearly turned and frontal are equally "
-          f"likely at {lr1_point(dev):.1f} degrees")
+    print(
+        f"yaw rule on the dev part of the face audit (largest multiple of 5 catching >= {MIN_RECALL:.0%} "
+        f"of the clearly turned faces found): {rule} (in use: {default:g}); 5-fold CV within dev: "
+        f"{', '.join(str(x) for x in ts)}, held-out recall of clearly turned {cv['turned']:.3f}, "
+        f"frontal rejected {cv['frontal']:.3f}; for reference, clearly turned and frontal are equally "
+        f"likely at {lr1_point(dev):.1f} degrees"
+    )
     for src in ("fer2013/val", "face-conditions"):
         cells = {}
         for part in ("dev", "holdout"):
             d = a[(a["source"] == src) & (a["holdout"] == (part == "holdout"))]
             f = d[d["yaw"].notna() & (d["pose"] != 1)]
             n = {k: int((d["pose"] == k).sum()) for k in (0, 1, 2)}
-            cells[part] = (d, f"n frontal/ambiguous/turned {n[0]}/{n[1]}/{n[2]} (turned with a yaw "
-                              f"{int((d['yaw'].notna() & (d['pose'] == 2)).sum())}), AUROC |yaw| turned vs "
-                              f"frontal {auroc((f['pose'] == 2).to_numpy(), f['yaw'].abs().to_numpy()):.3f}")
+            cells[part] = (
+                d,
+                f"n frontal/ambiguous/turned {n[0]}/{n[1]}/{n[2]} (turned with a yaw "
+                f"{int((d['yaw'].notna() & (d['pose'] == 2)).sum())}), AUROC |yaw| turned vs "
+                f"frontal {auroc((f['pose'] == 2).to_numpy(), f['yaw'].abs().to_numpy()):.3f}",
+            )
         print(f"{src}: dev {cells['dev'][1]} | holdout {cells['holdout'][1]}")
-        print("  |yaw| >   recall turned (with no_face)   frontal rejected (with no_face)   ambiguous rejected"
-              "      [dev | holdout]")
+        print(
+            "  |yaw| >   recall turned (with no_face)   frontal rejected (with no_face)   ambiguous rejected"
+            "      [dev | holdout]"
+        )
         for thr in sorted({*THRESHOLDS, default}):
             r = [rates(cells[p][0], thr) for p in ("dev", "holdout")]
             mark = " <- default" if thr == default else ""
-            print(f"  {thr:5g}   " + " | ".join(f"{x['turned']:.3f} ({x['turned_or_no_face']:.3f})" for x in r)
-                  + "   " + " | ".join(f"{x['frontal']:.3f} ({x['frontal_or_no_face']:.3f})" for x in r)
-                  + "   " + " | ".join(f"{x['ambiguous']:.3f}" for x in r) + mark)
+            print(
+                f"  {thr:5g}   "
+                + " | ".join(f"{x['turned']:.3f} ({x['turned_or_no_face']:.3f})" for x in r)
+                + "   "
+                + " | ".join(f"{x['frontal']:.3f} ({x['frontal_or_no_face']:.3f})" for x in r)
+                + "   "
+                + " | ".join(f"{x['ambiguous']:.3f}" for x in r)
+                + mark
+            )
 
 
 def first_pose_audit(fc_faces: pd.DataFrame, default: float, data: Path = DATA) -> None:
@@ -165,13 +195,19 @@ def first_pose_audit(fc_faces: pd.DataFrame, default: float, data: Path = DATA) 
     rule must satisfy: recall of the clearly turned faces and frontal faces rejected at
     several thresholds, dev and holdout (face-conditions' rule, unweighted)."""
     p = pd.read_csv(AUDIT / "face_conditions_pose_audit.csv")
-    faces = fc_faces.assign(path=[Path(x).resolve().relative_to((data / "face-conditions").resolve()).as_posix()
-                                  for x in fc_faces["path"]])
+    faces = fc_faces.assign(
+        path=[
+            Path(x).resolve().relative_to((data / "face-conditions").resolve()).as_posix()
+            for x in fc_faces["path"]
+        ]
+    )
     p = p.merge(faces, on="path", how="left", validate="one_to_one")
     p["face_found"] = p["face_found"].fillna(False).astype(bool)
     hold = is_holdout(p["path"], SHARES["face-conditions"])
-    print("first pose audit (face-conditions, 120 faces): |yaw| >   recall clearly turned (with no_face)   "
-          "frontal rejected   [dev | holdout]")
+    print(
+        "first pose audit (face-conditions, 120 faces): |yaw| >   recall clearly turned (with no_face)   "
+        "frontal rejected   [dev | holdout]"
+    )
     for thr in sorted({*THRESHOLDS, default}):
         cells = []
         for part in (False, True):
@@ -179,18 +215,32 @@ def first_pose_audit(fc_faces: pd.DataFrame, default: float, data: Path = DATA) 
             judged = d["yaw"].notna()
             side = judged & (d["yaw"].abs() > thr)
             t2, t0 = d["turned"] == 2, d["turned"] == 0
-            cells.append((f"{side[t2 & judged].mean():.3f} ({side[t2].mean():.3f}, n {int(t2.sum())})",
-                          f"{side[t0].mean():.3f} (n {int(t0.sum())})"))
+            cells.append(
+                (
+                    f"{side[t2 & judged].mean():.3f} ({side[t2].mean():.3f}, n {int(t2.sum())})",
+                    f"{side[t0].mean():.3f} (n {int(t0.sum())})",
+                )
+            )
         mark = " <- default" if thr == default else ""
-        print(f"  {thr:5g}   " + " | ".join(c[0] for c in cells) + "   " + " | ".join(c[1] for c in cells) + mark)
+        print(
+            f"  {thr:5g}   "
+            + " | ".join(c[0] for c in cells)
+            + "   "
+            + " | ".join(c[1] for c in cells)
+            + mark
+        )
 
 
 def main() -> None:
     from curate.screens.faces import DEFAULT_MAX_YAW
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--val-faces", type=Path, required=True, help="curate faces table of fer2013/val")
-    ap.add_argument("--fc-faces", type=Path, required=True, help="curate faces table of face-conditions")
+    ap.add_argument(
+        "--val-faces", type=Path, required=True, help="curate faces table of fer2013/val"
+    )
+    ap.add_argument(
+        "--fc-faces", type=Path, required=True, help="curate faces table of face-conditions"
+    )
     ap.add_argument("--data", type=Path, default=DATA)
     args = ap.parse_args()
     fc = pd.read_parquet(args.fc_faces)

@@ -48,24 +48,48 @@ from curate.faces.holdout import holdout_subjects
 
 # one factor at a time from the first (measure_backbone.py's: whole picture, own size, plain grey,
 # no flip, the embedding)
-VARIANTS = ("full,0,plain,none,embedding", "full,0,plain,flip,embedding", "1.0,0,plain,none,embedding",
-            "1.2,0,plain,none,embedding", "1.5,0,plain,none,embedding", "1.8,0,plain,none,embedding",
-            "full,0,equalize,none,embedding", "full,96,plain,none,embedding", "full,0,plain,none,logits",
-            "full,0,plain,none,pooled")
+VARIANTS = (
+    "full,0,plain,none,embedding",
+    "full,0,plain,flip,embedding",
+    "1.0,0,plain,none,embedding",
+    "1.2,0,plain,none,embedding",
+    "1.5,0,plain,none,embedding",
+    "1.8,0,plain,none,embedding",
+    "full,0,equalize,none,embedding",
+    "full,96,plain,none,embedding",
+    "full,0,plain,none,logits",
+    "full,0,plain,none,pooled",
+)
 
 
-def outputs(model, images: list[Image.Image], size: int, mean: float, std: float, flip: bool) -> dict:
+def outputs(
+    model, images: list[Image.Image], size: int, mean: float, std: float, flip: bool
+) -> dict:
     """The three layers' outputs (pooled, embedding, logits) of grey PIL images."""
-    x = torch.stack([torch.from_numpy(np.asarray(im.resize((size, size), Image.BICUBIC), dtype=np.float32))
-                     for im in images])[:, None] / 255.0
+    x = (
+        torch.stack(
+            [
+                torch.from_numpy(
+                    np.asarray(im.resize((size, size), Image.BICUBIC), dtype=np.float32)
+                )
+                for im in images
+            ]
+        )[:, None]
+        / 255.0
+    )
     x = (x - mean) / std
     outs = []
     with torch.inference_mode():
-        for xx in ([x, torch.flip(x, dims=[3])] if flip else [x]):
+        for xx in [x, torch.flip(x, dims=[3])] if flip else [x]:
             pooled = model.backbone(xx)
             emb = model(xx)
-            outs.append({"pooled": pooled.numpy(), "embedding": emb.numpy(),
-                         "logits": model.logits_from_embeddings(emb).numpy()})
+            outs.append(
+                {
+                    "pooled": pooled.numpy(),
+                    "embedding": emb.numpy(),
+                    "logits": model.logits_from_embeddings(emb).numpy(),
+                }
+            )
     return {k: np.mean([o[k] for o in outs], axis=0) for k in outs[0]}
 
 
@@ -73,8 +97,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("runs", nargs="*", default=["fer_resnet10t", "ferplus_resnet10t"])
     ap.add_argument("--data", type=Path, default=DATA)
-    ap.add_argument("--variants", default=";".join(VARIANTS),
-                    help="semicolon-separated variants, each FRAMING,SIZE,GREY,FLIP,LAYER (SIZE 0: the network's own)")
+    ap.add_argument(
+        "--variants",
+        default=";".join(VARIANTS),
+        help="semicolon-separated variants, each FRAMING,SIZE,GREY,FLIP,LAYER (SIZE 0: the network's own)",
+    )
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     torch.set_num_threads(2)
@@ -106,10 +133,17 @@ def main() -> None:
                     im = im.crop(tuple(int(round(v)) for v in crop_box(b, margin=float(margin))))
                 ims.append(ImageOps.equalize(im) if grey_s == "equalize" else im)
             emb = outputs(model, ims, size, mean, std, flip_s == "flip")[layer]
-            r = {"network": run, "framing": margin, "size": size, "grey": grey_s, "flip": flip_s == "flip",
-                 "layer": layer, "all14": round(lopo(emb, y, groups), 4),
-                 "dev": round(lopo(emb[~hold], y[~hold], groups[~hold]), 4),
-                 "holdout": round(lopo(emb[hold], y[hold], groups[hold]), 4)}
+            r = {
+                "network": run,
+                "framing": margin,
+                "size": size,
+                "grey": grey_s,
+                "flip": flip_s == "flip",
+                "layer": layer,
+                "all14": round(lopo(emb, y, groups), 4),
+                "dev": round(lopo(emb[~hold], y[~hold], groups[~hold]), 4),
+                "holdout": round(lopo(emb[hold], y[hold], groups[hold]), 4),
+            }
             results.append(r)
             print(json.dumps(r), flush=True)
             if args.json:

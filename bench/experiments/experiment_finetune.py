@@ -87,10 +87,21 @@ IMAGE_EXT = (".jpg", ".jpeg", ".png")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data-root", type=Path, default=DEFAULT_DATA, help="folder with train/<class>/ and val/<class>/")
-    p.add_argument("--work", type=Path, default=Path("/tmp/curate_experiment_finetune"), help="output folder")
-    p.add_argument("--max-train-images", type=int, default=3000, help="stratified train subsample (0: all)")
-    p.add_argument("--max-val-images", type=int, default=0, help="stratified val subsample (0: all)")
+    p.add_argument(
+        "--data-root",
+        type=Path,
+        default=DEFAULT_DATA,
+        help="folder with train/<class>/ and val/<class>/",
+    )
+    p.add_argument(
+        "--work", type=Path, default=Path("/tmp/curate_experiment_finetune"), help="output folder"
+    )
+    p.add_argument(
+        "--max-train-images", type=int, default=3000, help="stratified train subsample (0: all)"
+    )
+    p.add_argument(
+        "--max-val-images", type=int, default=0, help="stratified val subsample (0: all)"
+    )
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--batch-tuples", type=int, default=64)
     p.add_argument("--backbone", default="resnet10t")
@@ -99,10 +110,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--embed-dim", type=int, default=128)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--logit-scale", type=float, default=16.0)
-    p.add_argument("--noise", type=float, default=0.2, help="share of train images given a wrong label")
-    p.add_argument("--alpha", type=float, default=0.05, help="alpha_pos = alpha_neg of both screens")
+    p.add_argument(
+        "--noise", type=float, default=0.2, help="share of train images given a wrong label"
+    )
+    p.add_argument(
+        "--alpha", type=float, default=0.05, help="alpha_pos = alpha_neg of both screens"
+    )
     p.add_argument("--null", default="effective")
-    p.add_argument("--screen-warmup-steps", type=int, default=0, help="arm 3: steps before in-loop screening starts")
+    p.add_argument(
+        "--screen-warmup-steps",
+        type=int,
+        default=0,
+        help="arm 3: steps before in-loop screening starts",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -118,15 +138,21 @@ def stratified_subset(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
         return df
     rng = np.random.default_rng(seed)
     frac = n / len(df)
-    keep = [rng.choice(idx, max(1, int(round(len(idx) * frac))), replace=False)
-            for _, idx in sorted(df.groupby("label").indices.items())]
+    keep = [
+        rng.choice(idx, max(1, int(round(len(idx) * frac))), replace=False)
+        for _, idx in sorted(df.groupby("label").indices.items())
+    ]
     return df.iloc[np.sort(np.concatenate(keep))]
 
 
 def list_split(root: Path, split: str) -> pd.DataFrame:
-    rows = [{"path": str(f), "label": cls.name, "split": split}
-            for cls in sorted((root / split).iterdir()) if cls.is_dir()
-            for f in sorted(cls.iterdir()) if f.suffix.lower() in IMAGE_EXT]
+    rows = [
+        {"path": str(f), "label": cls.name, "split": split}
+        for cls in sorted((root / split).iterdir())
+        if cls.is_dir()
+        for f in sorted(cls.iterdir())
+        if f.suffix.lower() in IMAGE_EXT
+    ]
     if not rows:
         raise SystemExit(f"no images under {root / split}/<class>/")
     return pd.DataFrame(rows)
@@ -134,20 +160,27 @@ def list_split(root: Path, split: str) -> pd.DataFrame:
 
 def make_manifests(args: argparse.Namespace) -> dict[str, Path]:
     """Write ``clean.csv`` and ``noisy.csv`` (train subsample + val) with ``true_label``/``is_noisy``."""
-    train = stratified_subset(list_split(args.data_root, "train"), args.max_train_images,
-                              args.seed).reset_index(drop=True)
-    val = stratified_subset(list_split(args.data_root, "val"), args.max_val_images,
-                            args.seed).reset_index(drop=True)
+    train = stratified_subset(
+        list_split(args.data_root, "train"), args.max_train_images, args.seed
+    ).reset_index(drop=True)
+    val = stratified_subset(
+        list_split(args.data_root, "val"), args.max_val_images, args.seed
+    ).reset_index(drop=True)
     classes = sorted(train["label"].unique())
     rng = np.random.default_rng(args.seed + 1)
     noisy = train.copy()
     flip = rng.random(len(noisy)) < args.noise
     others = [[c for c in classes if c != lab] for lab in noisy["label"]]
-    noisy.loc[flip, "label"] = [others[i][rng.integers(len(classes) - 1)] for i in np.flatnonzero(flip)]
+    noisy.loc[flip, "label"] = [
+        others[i][rng.integers(len(classes) - 1)] for i in np.flatnonzero(flip)
+    ]
     out: dict[str, Path] = {}
     args.work.mkdir(parents=True, exist_ok=True)
     for name, tr in (("clean", train), ("noisy", noisy)):
-        df = pd.concat([tr.assign(true_label=train["label"]), val.assign(true_label=val["label"])], ignore_index=True)
+        df = pd.concat(
+            [tr.assign(true_label=train["label"]), val.assign(true_label=val["label"])],
+            ignore_index=True,
+        )
         df["is_noisy"] = df["label"] != df["true_label"]
         path = args.work / f"{name}.csv"
         df.to_csv(path, index=False)
@@ -158,10 +191,24 @@ def make_manifests(args: argparse.Namespace) -> dict[str, Path]:
 def finetune_config(args: argparse.Namespace, **overrides: Any):
     from curate.train.config import FinetuneConfig
 
-    base = dict(backbone=args.backbone, weights="none", in_chans=args.in_chans, input_size=args.input_size,
-                embed_dim=args.embed_dim, logit_scale=args.logit_scale, epochs=args.epochs, batch_tuples=args.batch_tuples, lr=args.lr,
-                alpha_pos=args.alpha, alpha_neg=args.alpha, null=args.null, seed=args.seed, device=args.device,
-                checkpoint_every=0, screen_warmup_steps=args.screen_warmup_steps)
+    base = dict(
+        backbone=args.backbone,
+        weights="none",
+        in_chans=args.in_chans,
+        input_size=args.input_size,
+        embed_dim=args.embed_dim,
+        logit_scale=args.logit_scale,
+        epochs=args.epochs,
+        batch_tuples=args.batch_tuples,
+        lr=args.lr,
+        alpha_pos=args.alpha,
+        alpha_neg=args.alpha,
+        null=args.null,
+        seed=args.seed,
+        device=args.device,
+        checkpoint_every=0,
+        screen_warmup_steps=args.screen_warmup_steps,
+    )
     base.update(overrides)
     return FinetuneConfig(**base)
 
@@ -175,7 +222,9 @@ def tuple_noise(build: Path, tuples: pd.DataFrame) -> pd.DataFrame:
         noisy = pd.Series(False, index=images.index)
     members = [c for c in ("anchor", "positive", "negative", "negative2") if c in tuples]
     out = pd.DataFrame({"tuple_id": tuples["tuple_id"]})
-    out["noisy_pos_pair"] = noisy.loc[tuples["anchor"]].to_numpy() | noisy.loc[tuples["positive"]].to_numpy()
+    out["noisy_pos_pair"] = (
+        noisy.loc[tuples["anchor"]].to_numpy() | noisy.loc[tuples["positive"]].to_numpy()
+    )
     out["noisy_any"] = np.any([noisy.loc[tuples[c]].to_numpy() for c in members], axis=0)
     return out
 
@@ -183,7 +232,11 @@ def tuple_noise(build: Path, tuples: pd.DataFrame) -> pd.DataFrame:
 def _share(mask: pd.Series, weights: pd.Series | None = None) -> float | None:
     if len(mask) == 0:
         return None
-    return float(mask.mean()) if weights is None else float((mask * weights).sum() / max(weights.sum(), 1))
+    return (
+        float(mask.mean())
+        if weights is None
+        else float((mask * weights).sum() / max(weights.sum(), 1))
+    )
 
 
 def drop_diagnostics(run: Path, build: Path) -> dict[str, Any]:
@@ -197,12 +250,22 @@ def drop_diagnostics(run: Path, build: Path) -> dict[str, Any]:
     for key in ("noisy_any", "noisy_pos_pair"):
         g = d[d[key]]
         c = d[~d[key]]
-        out[f"drop_rate_{key}"] = float(g["dropped"].sum() / max(g["n_seen"].sum(), 1)) if len(g) else None
-        out[f"drop_rate_not_{key}"] = float(c["dropped"].sum() / max(c["n_seen"].sum(), 1)) if len(c) else None
-        out[f"too_far_rate_{key}"] = float(g["n_too_far"].sum() / max(g["n_seen"].sum(), 1)) if len(g) else None
-        out[f"too_far_rate_not_{key}"] = float(c["n_too_far"].sum() / max(c["n_seen"].sum(), 1)) if len(c) else None
+        out[f"drop_rate_{key}"] = (
+            float(g["dropped"].sum() / max(g["n_seen"].sum(), 1)) if len(g) else None
+        )
+        out[f"drop_rate_not_{key}"] = (
+            float(c["dropped"].sum() / max(c["n_seen"].sum(), 1)) if len(c) else None
+        )
+        out[f"too_far_rate_{key}"] = (
+            float(g["n_too_far"].sum() / max(g["n_seen"].sum(), 1)) if len(g) else None
+        )
+        out[f"too_far_rate_not_{key}"] = (
+            float(c["n_too_far"].sum() / max(c["n_seen"].sum(), 1)) if len(c) else None
+        )
     out["share_noisy_any"] = float(d["noisy_any"].mean())
-    out["share_of_drops_on_noisy_any"] = float(d.loc[d["noisy_any"], "dropped"].sum() / max(d["dropped"].sum(), 1))
+    out["share_of_drops_on_noisy_any"] = float(
+        d.loc[d["noisy_any"], "dropped"].sum() / max(d["dropped"].sum(), 1)
+    )
     metrics = pd.read_parquet(run / "metrics.parquet")
     train = metrics[metrics["phase"] == "train"]
     out["drop_rate_by_epoch"] = train.groupby("epoch")["share_dropped"].mean().round(4).tolist()
@@ -244,39 +307,72 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         build = args.work / f"build_{cond}"
         t0 = time.time()
         b = build_tuples(manifests[cond], build, seed=args.seed)
-        results.setdefault("builds", {})[cond] = {"images": len(b.images), "tuples": len(b.tuples),
-                                                   "seconds": round(time.time() - t0, 1)}
+        results.setdefault("builds", {})[cond] = {
+            "images": len(b.images),
+            "tuples": len(b.tuples),
+            "seconds": round(time.time() - t0, 1),
+        }
         print(f"[{cond}] build-tuples: {len(b.tuples)} tuples, {time.time() - t0:.0f}s", flush=True)
         for arm in args.arms.split(","):
             key = f"{cond}/{arm}"
             t0 = time.time()
             extra: dict[str, Any] = {}
             if arm == "none":
-                res = finetune(build, args.work / f"run_{cond}_none", finetune_config(args, screen_every_step=False),
-                               restart=True)
+                res = finetune(
+                    build,
+                    args.work / f"run_{cond}_none",
+                    finetune_config(args, screen_every_step=False),
+                    restart=True,
+                )
             elif arm == "every":
-                res = finetune(build, args.work / f"run_{cond}_every", finetune_config(args, screen_every_step=True),
-                               restart=True)
+                res = finetune(
+                    build,
+                    args.work / f"run_{cond}_every",
+                    finetune_config(args, screen_every_step=True),
+                    restart=True,
+                )
                 extra = drop_diagnostics(res.run_dir, build)
             elif arm == "once":
                 probe = args.work / f"run_{cond}_none"
                 if not (probe / "model.safetensors").is_file():
-                    raise SystemExit("arm 'once' screens with the network of arm 'none': run that arm first")
+                    raise SystemExit(
+                        "arm 'once' screens with the network of arm 'none': run that arm first"
+                    )
                 sdir = args.work / f"screen_{cond}"
-                screen(build, sdir, weights=str(probe), alpha_pos=args.alpha, alpha_neg=args.alpha, null=args.null,
-                       device=args.device, seed=args.seed, skip_faces_screen=True)
+                screen(
+                    build,
+                    sdir,
+                    weights=str(probe),
+                    alpha_pos=args.alpha,
+                    alpha_neg=args.alpha,
+                    null=args.null,
+                    device=args.device,
+                    seed=args.seed,
+                    skip_faces_screen=True,
+                )
                 extra = screen_diagnostics(sdir, build)
-                res = finetune(sdir, args.work / f"run_{cond}_once", finetune_config(args, screen_every_step=False),
-                               restart=True)
+                res = finetune(
+                    sdir,
+                    args.work / f"run_{cond}_once",
+                    finetune_config(args, screen_every_step=False),
+                    restart=True,
+                )
             else:
                 raise SystemExit(f"unknown arm {arm!r}")
-            results["arms"][key] = {"val_accuracy": res.final.get("accuracy"), "val_macro_f1": res.final.get("macro_f1"),
-                                    "tuples_trained": len(pd.read_parquet(res.run_dir / "tuple_drops.parquet")),
-                                    "steps": res.run["counts"]["steps"], "seconds": round(time.time() - t0, 1),
-                                    **extra}
+            results["arms"][key] = {
+                "val_accuracy": res.final.get("accuracy"),
+                "val_macro_f1": res.final.get("macro_f1"),
+                "tuples_trained": len(pd.read_parquet(res.run_dir / "tuple_drops.parquet")),
+                "steps": res.run["counts"]["steps"],
+                "seconds": round(time.time() - t0, 1),
+                **extra,
+            }
             r = results["arms"][key]
-            print(f"[{key}] acc {r['val_accuracy']:.4f}  macro-F1 {r['val_macro_f1']:.4f}  "
-                  f"({r['seconds']:.0f}s)", flush=True)
+            print(
+                f"[{key}] acc {r['val_accuracy']:.4f}  macro-F1 {r['val_macro_f1']:.4f}  "
+                f"({r['seconds']:.0f}s)",
+                flush=True,
+            )
             (args.work / "results.json").write_text(json.dumps(results, indent=2))
     results["seconds"] = round(time.time() - started, 1)
     (args.work / "results.json").write_text(json.dumps(results, indent=2))
@@ -284,17 +380,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def print_table(results: dict[str, Any]) -> None:
-    print("\ncondition  arm    val_acc  macro_F1  tuples  steps  drop/reject share  drop rate noisy / clean tuples")
+    print(
+        "\ncondition  arm    val_acc  macro_F1  tuples  steps  drop/reject share  drop rate noisy / clean tuples"
+    )
     for key, r in results["arms"].items():
         cond, arm = key.split("/")
         share = r.get("mean_drop_rate", r.get("rejected_share"))
         noisy = ""
-        if r.get("drop_rate_noisy_any") is not None and r.get("drop_rate_not_noisy_any") is not None:
+        if (
+            r.get("drop_rate_noisy_any") is not None
+            and r.get("drop_rate_not_noisy_any") is not None
+        ):
             noisy = f"{r['drop_rate_noisy_any']:.3f} / {r['drop_rate_not_noisy_any']:.3f}"
         elif r.get("precision_noisy_any") is not None:
             noisy = f"precision {r['precision_noisy_any']:.3f} recall {r['recall_noisy_any']:.3f}"
-        print(f"{cond:9}  {arm:5}  {r['val_accuracy']:.4f}   {r['val_macro_f1']:.4f}   {r['tuples_trained']:6d}  "
-              f"{r['steps']:5d}  {'' if share is None else f'{share:.3f}':17}  {noisy}")
+        print(
+            f"{cond:9}  {arm:5}  {r['val_accuracy']:.4f}   {r['val_macro_f1']:.4f}   {r['tuples_trained']:6d}  "
+            f"{r['steps']:5d}  {'' if share is None else f'{share:.3f}':17}  {noisy}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

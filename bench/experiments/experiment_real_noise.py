@@ -127,66 +127,147 @@ from bench.experiments.experiment_finetune import stratified_subset
 
 ARMS = ("none", "once", "every", "cleanlab", "oracle")
 # the eight arms of issue 25 (batch-hard mining, outlier suppression, class-pair margins): see run_mining_arm
-MINING_ARMS = ("ce", "bh", "bh_boundary", "bh_margins", "full", "full_once", "bh_cleanlab", "ferplus")
+MINING_ARMS = (
+    "ce",
+    "bh",
+    "bh_boundary",
+    "bh_margins",
+    "full",
+    "full_once",
+    "bh_cleanlab",
+    "ferplus",
+)
 # ablations: the face screens alone (before the classification-only and the batch-hard arm), order-aware margins
-EXTRA_MINING_ARMS = ("bh_faces", "ce_faces", "bh_omargins", "full_suppress", "full_suppress_global",
-                     "full_suppress_margin", "faces_suppress_margin")
+EXTRA_MINING_ARMS = (
+    "bh_faces",
+    "ce_faces",
+    "bh_omargins",
+    "full_suppress",
+    "full_suppress_global",
+    "full_suppress_margin",
+    "faces_suppress_margin",
+)
 ALL_ARMS = ARMS + MINING_ARMS + EXTRA_MINING_ARMS
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data-root", type=Path, default=SHARED / "fer2013", help="folder with train/<class>/, val/<class>/")
+    p.add_argument(
+        "--data-root",
+        type=Path,
+        default=SHARED / "fer2013",
+        help="folder with train/<class>/, val/<class>/",
+    )
     p.add_argument("--votes", type=Path, default=SHARED / "ferplus" / "ferplus_votes_train_val.csv")
-    p.add_argument("--work", type=Path, default=Path("/tmp/curate_real_noise"), help="output folder")
-    p.add_argument("--arms", default="none,cleanlab,oracle", help=f"comma-separated, of {', '.join(ARMS)}")
+    p.add_argument(
+        "--work", type=Path, default=Path("/tmp/curate_real_noise"), help="output folder"
+    )
+    p.add_argument(
+        "--arms", default="none,cleanlab,oracle", help=f"comma-separated, of {', '.join(ARMS)}"
+    )
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--max-train-images", type=int, default=10000, help="stratified train subset (0: all)")
-    p.add_argument("--subset-seed", type=int, default=0, help="seed of the subset (the same for every arm and seed)")
-    p.add_argument("--outer-subset", type=int, default=0,
-                   help="draw the subset from this stratified outer subset (same seed); the screener trains on the "
-                        "train images outside the OUTER subset, so a screener of a run with --max-train-images "
-                        "OUTER stays out-of-sample for a reduced experiment (0: no outer subset)")
+    p.add_argument(
+        "--max-train-images", type=int, default=10000, help="stratified train subset (0: all)"
+    )
+    p.add_argument(
+        "--subset-seed",
+        type=int,
+        default=0,
+        help="seed of the subset (the same for every arm and seed)",
+    )
+    p.add_argument(
+        "--outer-subset",
+        type=int,
+        default=0,
+        help="draw the subset from this stratified outer subset (same seed); the screener trains on the "
+        "train images outside the OUTER subset, so a screener of a run with --max-train-images "
+        "OUTER stays out-of-sample for a reduced experiment (0: no outer subset)",
+    )
     p.add_argument("--per-anchor", type=int, default=1)
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--screener-epochs", type=int, default=None, help="default: --epochs")
-    p.add_argument("--max-screener-images", type=int, default=0,
-                   help="stratified subset of the train images outside the subset for the screener (0: all)")
+    p.add_argument(
+        "--max-screener-images",
+        type=int,
+        default=0,
+        help="stratified subset of the train images outside the subset for the screener (0: all)",
+    )
     p.add_argument("--batch-tuples", type=int, default=64)
     p.add_argument("--backbone", default="resnet10t")
     p.add_argument("--input-size", type=int, default=48)
     p.add_argument("--embed-dim", type=int, default=128)
     p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--screener-lr", type=float, default=2e-3, help="batch-hard arms: the screener's learning rate")
+    p.add_argument(
+        "--screener-lr",
+        type=float,
+        default=2e-3,
+        help="batch-hard arms: the screener's learning rate",
+    )
     p.add_argument("--weight-decay", type=float, default=5e-4)
-    p.add_argument("--alpha", type=float, default=0.05, help="alpha_pos = alpha_neg of arms 2 and 3")
+    p.add_argument(
+        "--alpha", type=float, default=0.05, help="alpha_pos = alpha_neg of arms 2 and 3"
+    )
     p.add_argument("--once-null", default="class_empirical", help="null of arm 2's `curate screen`")
     p.add_argument("--once-faces", action="store_true", help="arm 2: also apply the face screens")
     p.add_argument("--every-null", default="effective", help="null of arm 3's in-loop boundary")
-    p.add_argument("--screen-warmup-steps", type=int, default=0, help="arm 3: steps before screening starts")
-    p.add_argument("--every-exclude-suspects", action="store_true",
-                   help="arm 3: also leave out images whose in-loop label suspicion stays high")
+    p.add_argument(
+        "--screen-warmup-steps", type=int, default=0, help="arm 3: steps before screening starts"
+    )
+    p.add_argument(
+        "--every-exclude-suspects",
+        action="store_true",
+        help="arm 3: also leave out images whose in-loop label suspicion stays high",
+    )
     p.add_argument("--suspect-share", type=float, default=None, help="arm 3 (default: finetune's)")
-    p.add_argument("--suspect-min-visits", type=int, default=None, help="arm 3 (default: finetune's)")
-    p.add_argument("--suspect-global", action="store_true",
-                   help="arm 3: rank the suspects over all images, not within each label (finetune's default)")
-    p.add_argument("--tag", default="", help="suffix of the run names and result keys of this invocation's arms")
+    p.add_argument(
+        "--suspect-min-visits", type=int, default=None, help="arm 3 (default: finetune's)"
+    )
+    p.add_argument(
+        "--suspect-global",
+        action="store_true",
+        help="arm 3: rank the suspects over all images, not within each label (finetune's default)",
+    )
+    p.add_argument(
+        "--tag",
+        default="",
+        help="suffix of the run names and result keys of this invocation's arms",
+    )
     g = p.add_argument_group("batch-hard arms (issue 25)")
     g.add_argument("--classes-per-batch", type=int, default=4, help="P")
     g.add_argument("--images-per-class", type=int, default=24, help="K")
     g.add_argument("--margin", type=float, default=0.2)
-    g.add_argument("--margin-mode", default="class-pair", help="of the margin arms: class-pair or ordered-pair")
-    g.add_argument("--mined-null", default="class", help="null of the boundary on the mined triplets")
-    g.add_argument("--suppress-share", type=float, default=0.2,
-                   help="full_suppress arms: share of the images suppressed, most suspect first (finetune's "
-                        "--suspect-share default)")
-    g.add_argument("--results-csv", type=Path, default=REPO / "bench" / "results" / "real_noise_mining.csv",
-                   help="one row per finished batch-hard run, appended (the queue skips runs already in it)")
-    g.add_argument("--init", default="base", choices=("base", "none"),
-                   help="base: every arm fine-tunes the screener network (classification only on train images "
-                        "outside the subset, so it has not seen the subset's labels); none: random init")
-    g.add_argument("--max-minutes", type=float, default=0,
-                   help="start no new run after this many minutes (0: no limit); a re-run resumes the queue")
+    g.add_argument(
+        "--margin-mode", default="class-pair", help="of the margin arms: class-pair or ordered-pair"
+    )
+    g.add_argument(
+        "--mined-null", default="class", help="null of the boundary on the mined triplets"
+    )
+    g.add_argument(
+        "--suppress-share",
+        type=float,
+        default=0.2,
+        help="full_suppress arms: share of the images suppressed, most suspect first (finetune's "
+        "--suspect-share default)",
+    )
+    g.add_argument(
+        "--results-csv",
+        type=Path,
+        default=REPO / "bench" / "results" / "real_noise_mining.csv",
+        help="one row per finished batch-hard run, appended (the queue skips runs already in it)",
+    )
+    g.add_argument(
+        "--init",
+        default="base",
+        choices=("base", "none"),
+        help="base: every arm fine-tunes the screener network (classification only on train images "
+        "outside the subset, so it has not seen the subset's labels); none: random init",
+    )
+    g.add_argument(
+        "--max-minutes",
+        type=float,
+        default=0,
+        help="start no new run after this many minutes (0: no limit); a re-run resumes the queue",
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     return p.parse_args(argv)
@@ -194,22 +275,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 # ----------------------------------------------------------------------------- data
 
+
 def make_manifests(args: argparse.Namespace) -> dict[str, Any]:
     """Write the manifests of every arm and the two evaluation manifests into WORK."""
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
     table = load_table(args.data_root, args.votes)
     train, val = table[table["split"] == "train"], table[table["split"] == "val"]
-    outer = stratified_subset(train, args.outer_subset, args.subset_seed) if args.outer_subset > 0 else train
+    outer = (
+        stratified_subset(train, args.outer_subset, args.subset_seed)
+        if args.outer_subset > 0
+        else train
+    )
     subset = stratified_subset(outer, args.max_train_images, args.subset_seed)
     held = outer if args.outer_subset > 0 else subset  # the screener never sees these labels
     rest = train[~train.index.isin(held.index) & ~train["sha256"].isin(held["sha256"])]
     rest = stratified_subset(rest, args.max_screener_images, args.subset_seed + 1)
     cols = ["path", "label", "split", "ferplus_label", "mislabelled"]
-    m = {"orig": pd.concat([subset, val])[cols],
-         "oracle": pd.concat([subset[subset["ferplus_label"].notna()].assign(label=lambda d: d["ferplus_label"]),
-                              val])[cols],
-         "screener": pd.concat([rest, val])[cols]}
+    m = {
+        "orig": pd.concat([subset, val])[cols],
+        "oracle": pd.concat(
+            [
+                subset[subset["ferplus_label"].notna()].assign(label=lambda d: d["ferplus_label"]),
+                val,
+            ]
+        )[cols],
+        "screener": pd.concat([rest, val])[cols],
+    }
     copies = val["sha256"].isin(train["sha256"])
     ev = val[~copies & val["ferplus_label"].notna()]
     m["eval_ferplus"] = ev.assign(label=ev["ferplus_label"])[["path", "label"]]
@@ -219,14 +311,20 @@ def make_manifests(args: argparse.Namespace) -> dict[str, Any]:
         paths[name] = work / f"{name}.csv"
         frame.to_csv(paths[name], index=False)
     info = {
-        "train_images": len(train), "outer_subset_images": len(outer) if args.outer_subset > 0 else None,
+        "train_images": len(train),
+        "outer_subset_images": len(outer) if args.outer_subset > 0 else None,
         "subset_images": len(subset),
         "subset_mislabelled_share": float(subset["mislabelled"].mean()),
         "subset_with_clean_label": int(subset["ferplus_label"].notna().sum()),
-        "screener_images": len(rest), "val_images": len(val),
+        "screener_images": len(rest),
+        "val_images": len(val),
         "val_copies_of_train": int(copies.sum()),
-        "val_left_out_by_ferplus_status": val[~copies]["ferplus_status"].value_counts().drop("ok").to_dict(),
-        "eval_images": len(ev), "eval_original_agrees_with_ferplus": float((ev["label"] == ev["ferplus_label"]).mean()),
+        "val_left_out_by_ferplus_status": val[~copies]["ferplus_status"]
+        .value_counts()
+        .drop("ok")
+        .to_dict(),
+        "eval_images": len(ev),
+        "eval_original_agrees_with_ferplus": float((ev["label"] == ev["ferplus_label"]).mean()),
     }
     (work / "data.json").write_text(json.dumps(info, indent=2))
     return {"paths": paths, "info": info, "subset": subset}
@@ -234,14 +332,30 @@ def make_manifests(args: argparse.Namespace) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- training
 
+
 def finetune_config(args: argparse.Namespace, seed: int, **overrides: Any):
     from curate.train.loop import FinetuneConfig
 
-    base = dict(backbone=args.backbone, weights="none", in_chans=1, input_size=args.input_size,
-                embed_dim=args.embed_dim, epochs=args.epochs, batch_tuples=args.batch_tuples, lr=args.lr,
-                weight_decay=args.weight_decay, screen_every_step=False, alpha_pos=args.alpha,
-                alpha_neg=args.alpha, null=args.every_null, screen_warmup_steps=args.screen_warmup_steps,
-                seed=seed, device=args.device, workers=1, checkpoint_every=200)
+    base = dict(
+        backbone=args.backbone,
+        weights="none",
+        in_chans=1,
+        input_size=args.input_size,
+        embed_dim=args.embed_dim,
+        epochs=args.epochs,
+        batch_tuples=args.batch_tuples,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        screen_every_step=False,
+        alpha_pos=args.alpha,
+        alpha_neg=args.alpha,
+        null=args.every_null,
+        screen_warmup_steps=args.screen_warmup_steps,
+        seed=seed,
+        device=args.device,
+        workers=1,
+        checkpoint_every=200,
+    )
     base.update(overrides)
     return FinetuneConfig(**base)
 
@@ -283,18 +397,23 @@ def screener_run(args: argparse.Namespace, paths: dict[str, Path]) -> Path:
 
 # ----------------------------------------------------------------------------- diagnostics
 
+
 def tuple_truth(build_dir: Path, tuples: pd.DataFrame) -> pd.DataFrame:
     """Per tuple: any member truly mislabelled, anchor or positive truly mislabelled."""
     images = pd.read_parquet(build_dir / "images.parquet").set_index("image_id")
     bad = images["mislabelled"].astype(str).str.lower().isin(["true", "1"])
     members = [c for c in ("anchor", "positive", "negative", "negative2") if c in tuples]
     out = pd.DataFrame({"tuple_id": tuples["tuple_id"].to_numpy()})
-    out["bad_pos_pair"] = bad.loc[tuples["anchor"]].to_numpy() | bad.loc[tuples["positive"]].to_numpy()
+    out["bad_pos_pair"] = (
+        bad.loc[tuples["anchor"]].to_numpy() | bad.loc[tuples["positive"]].to_numpy()
+    )
     out["bad_any"] = np.any([bad.loc[tuples[c]].to_numpy() for c in members], axis=0)
     return out
 
 
-def _pr(dropped: np.ndarray, truth: np.ndarray, weight: np.ndarray | None = None) -> dict[str, float | None]:
+def _pr(
+    dropped: np.ndarray, truth: np.ndarray, weight: np.ndarray | None = None
+) -> dict[str, float | None]:
     """Precision/recall of drops (counts per tuple) for tuples with a truly mislabelled image."""
     seen = np.ones(len(truth)) if weight is None else weight
     tp = float(dropped[truth].sum())
@@ -302,10 +421,14 @@ def _pr(dropped: np.ndarray, truth: np.ndarray, weight: np.ndarray | None = None
     precision = tp / dropped.sum() if dropped.sum() else None
     rate_bad = tp / seen[truth].sum() if seen[truth].sum() else None
     rate_clean = float(dropped[~truth].sum() / seen[~truth].sum()) if seen[~truth].sum() else None
-    return {"precision": precision, "recall": rate_bad, "base_rate": base,
-            "lift": precision / base if precision is not None and base else None,
-            "drop_rate_ratio": rate_bad / rate_clean if rate_bad is not None and rate_clean else None,
-            "drop_share": float(dropped.sum() / seen.sum())}
+    return {
+        "precision": precision,
+        "recall": rate_bad,
+        "base_rate": base,
+        "lift": precision / base if precision is not None and base else None,
+        "drop_rate_ratio": rate_bad / rate_clean if rate_bad is not None and rate_clean else None,
+        "drop_share": float(dropped.sum() / seen.sum()),
+    }
 
 
 def screen_diagnostics(screen_dir: Path, build_dir: Path) -> dict[str, Any]:
@@ -323,11 +446,17 @@ def screen_diagnostics(screen_dir: Path, build_dir: Path) -> dict[str, Any]:
     sus = sus[sus["split"].fillna("") != "val"]
     if "label_reject" in sus:
         images = pd.read_parquet(build_dir / "images.parquet").set_index("image_id")
-        bad = images.loc[sus["image_id"], "mislabelled"].astype(str).str.lower().eq("true").to_numpy()
+        bad = (
+            images.loc[sus["image_id"], "mislabelled"].astype(str).str.lower().eq("true").to_numpy()
+        )
         rej = sus["label_reject"].fillna(False).to_numpy(bool)
-        out["label_screen_images"] = {"scored": len(sus), "rejected": int(rej.sum()),
-                                      "precision": float(bad[rej].mean()) if rej.any() else None,
-                                      "recall": float(rej[bad].mean()), "base_rate": float(bad.mean())}
+        out["label_screen_images"] = {
+            "scored": len(sus),
+            "rejected": int(rej.sum()),
+            "precision": float(bad[rej].mean()) if rej.any() else None,
+            "recall": float(rej[bad].mean()),
+            "base_rate": float(bad.mean()),
+        }
     return out
 
 
@@ -339,9 +468,12 @@ def drop_diagnostics(run: Path, build_dir: Path) -> dict[str, Any]:
     truth = tuple_truth(build_dir, tuples[tuples["split"].fillna("") != "val"])
     by_epoch = pd.read_parquet(run / "tuple_drops_by_epoch.parquet")
     epochs = int(pd.read_parquet(run / "metrics.parquet")["epoch"].max()) + 1
-    reasons = {"any": ["positive_too_far", "negative_too_close", "suspect_member"],
-               "positive_too_far": ["positive_too_far"], "negative_too_close": ["negative_too_close"],
-               "suspect_member": ["suspect_member"]}
+    reasons = {
+        "any": ["positive_too_far", "negative_too_close", "suspect_member"],
+        "positive_too_far": ["positive_too_far"],
+        "negative_too_close": ["negative_too_close"],
+        "suspect_member": ["suspect_member"],
+    }
     out: dict[str, Any] = {"per_epoch": []}
     total = {r: np.zeros(len(truth)) for r in reasons}
     for e in range(epochs):
@@ -350,33 +482,50 @@ def drop_diagnostics(run: Path, build_dir: Path) -> dict[str, Any]:
         for r, cols in reasons.items():
             dropped = ep[cols].fillna(False).astype(bool).any(axis=1).to_numpy()
             total[r] += dropped
-            row[r] = {k: _pr(dropped.astype(float), truth[k].to_numpy()) for k in ("bad_any", "bad_pos_pair")}
+            row[r] = {
+                k: _pr(dropped.astype(float), truth[k].to_numpy())
+                for k in ("bad_any", "bad_pos_pair")
+            }
         out["per_epoch"].append(row)
     seen = np.full(len(truth), float(epochs))
-    out["run"] = {r: {k: _pr(total[r], truth[k].to_numpy(), seen) for k in ("bad_any", "bad_pos_pair")}
-                  for r in reasons}
+    out["run"] = {
+        r: {k: _pr(total[r], truth[k].to_numpy(), seen) for k in ("bad_any", "bad_pos_pair")}
+        for r in reasons
+    }
     metrics = pd.read_parquet(run / "metrics.parquet")
     tr = metrics[metrics["phase"] == "train"]
-    for col in ("share_dropped", "share_too_far", "share_too_close", "share_suspect", "images_excluded"):
+    for col in (
+        "share_dropped",
+        "share_too_far",
+        "share_too_close",
+        "share_suspect",
+        "images_excluded",
+    ):
         if col in tr:
             out[f"{col}_by_epoch"] = tr.groupby("epoch")[col].mean().round(4).tolist()
     sus_file = run / "image_suspicion.parquet"
     if sus_file.is_file():
         sus = pd.read_parquet(sus_file)
         images = pd.read_parquet(build_dir / "images.parquet").set_index("image_id")
-        bad = images.loc[sus["image_id"], "mislabelled"].astype(str).str.lower().eq("true").to_numpy()
+        bad = (
+            images.loc[sus["image_id"], "mislabelled"].astype(str).str.lower().eq("true").to_numpy()
+        )
         ex = sus["excluded"].to_numpy(bool)
         from sklearn.metrics import roc_auc_score
 
-        out["images"] = {"scored": len(sus), "excluded": int(ex.sum()),
-                         "excluded_precision": float(bad[ex].mean()) if ex.any() else None,
-                         "excluded_recall": float(ex[bad].mean()) if bad.any() else None,
-                         "base_rate": float(bad.mean()),
-                         "auroc_mean_suspicion": float(roc_auc_score(bad, sus["mean_suspicion"]))}
+        out["images"] = {
+            "scored": len(sus),
+            "excluded": int(ex.sum()),
+            "excluded_precision": float(bad[ex].mean()) if ex.any() else None,
+            "excluded_recall": float(ex[bad].mean()) if bad.any() else None,
+            "base_rate": float(bad.mean()),
+            "auroc_mean_suspicion": float(roc_auc_score(bad, sus["mean_suspicion"])),
+        }
     return out
 
 
 # ----------------------------------------------------------------------------- arms
+
 
 def run_arm(arm: str, seed: int, args: argparse.Namespace, prep: dict[str, Any]) -> dict[str, Any]:
     from curate.screen import screen
@@ -387,11 +536,21 @@ def run_arm(arm: str, seed: int, args: argparse.Namespace, prep: dict[str, Any])
     extra: dict[str, Any] = {}
     if arm in ("none", "every"):
         b = build(paths["orig"], work / "builds" / f"orig_s{seed}", args, seed)
-        every = {} if arm != "every" else {k: v for k, v in (
-            ("screen_every_step", True), ("exclude_suspects", args.every_exclude_suspects),
-            ("suspect_share", args.suspect_share), ("suspect_min_visits", args.suspect_min_visits),
-            ("suspect_per_class", False if args.suspect_global else None))
-            if v is not None}
+        every = (
+            {}
+            if arm != "every"
+            else {
+                k: v
+                for k, v in (
+                    ("screen_every_step", True),
+                    ("exclude_suspects", args.every_exclude_suspects),
+                    ("suspect_share", args.suspect_share),
+                    ("suspect_min_visits", args.suspect_min_visits),
+                    ("suspect_per_class", False if args.suspect_global else None),
+                )
+                if v is not None
+            }
+        )
         res = train(b, run, finetune_config(args, seed, **every))
         if arm == "every":
             extra = drop_diagnostics(run, b)
@@ -402,9 +561,18 @@ def run_arm(arm: str, seed: int, args: argparse.Namespace, prep: dict[str, Any])
         b = build(paths["orig"], work / "builds" / f"orig_s{seed}", args, seed)
         sdir = work / "screens" / f"once{args.tag}_s{seed}"
         if not (sdir / "kept.parquet").is_file():
-            screen(b, sdir, weights=str(screener_run(args, paths)), device=args.device, seed=seed, workers=1,
-                   alpha_pos=args.alpha, alpha_neg=args.alpha, null=args.once_null,
-                   skip_face_screens=not args.once_faces)
+            screen(
+                b,
+                sdir,
+                weights=str(screener_run(args, paths)),
+                device=args.device,
+                seed=seed,
+                workers=1,
+                alpha_pos=args.alpha,
+                alpha_neg=args.alpha,
+                null=args.once_null,
+                skip_face_screens=not args.once_faces,
+            )
         extra = screen_diagnostics(sdir, b)
         res = train(sdir, run, finetune_config(args, seed))
     elif arm == "cleanlab":
@@ -413,14 +581,25 @@ def run_arm(arm: str, seed: int, args: argparse.Namespace, prep: dict[str, Any])
         res = train(b, run, finetune_config(args, seed))
     else:
         raise SystemExit(f"unknown arm {arm!r}; use one of {', '.join(ARMS)}")
-    out = {"arm": arm + args.tag, "seed": seed, "steps": res.run["counts"]["steps"], "tuples": res.run["counts"]["tuples"],
-           "mean_share_dropped": res.run["counts"]["mean_share_dropped"],
-           "val_accuracy_in_run": res.final.get("accuracy"), **evaluate_run(run, paths, args.device), **extra}
+    out = {
+        "arm": arm + args.tag,
+        "seed": seed,
+        "steps": res.run["counts"]["steps"],
+        "tuples": res.run["counts"]["tuples"],
+        "mean_share_dropped": res.run["counts"]["mean_share_dropped"],
+        "val_accuracy_in_run": res.final.get("accuracy"),
+        **evaluate_run(run, paths, args.device),
+        **extra,
+    }
     return out
 
 
-def cleanlab_manifest(args: argparse.Namespace, paths: dict[str, Path], screener: Path | None = None,
-                      name: str = "cleanlab") -> tuple[Path, dict[str, Any]]:
+def cleanlab_manifest(
+    args: argparse.Namespace,
+    paths: dict[str, Path],
+    screener: Path | None = None,
+    name: str = "cleanlab",
+) -> tuple[Path, dict[str, Any]]:
     """Arm 4: the orig manifest without the training images cleanlab flags (computed once),
     on the embeddings of ``screener`` (default: :func:`screener_run`)."""
     out = args.work / f"{name}.csv"
@@ -437,20 +616,34 @@ def cleanlab_manifest(args: argparse.Namespace, paths: dict[str, Path], screener
     orig = pd.read_csv(paths["orig"])
     tr = orig[orig["split"] == "train"].reset_index(drop=True)
     loaded = load_backbone(None, str(screener or screener_run(args, paths)), device=args.device)
-    emb = embed_images(tr["path"].tolist(), [sha256_of(p) for p in tr["path"]], loaded,
-                       cache_dir=args.work / "emb_cache", workers=1)
+    emb = embed_images(
+        tr["path"].tolist(),
+        [sha256_of(p) for p in tr["path"]],
+        loaded,
+        cache_dir=args.work / "emb_cache",
+        workers=1,
+    )
     emb = emb / np.linalg.norm(emb, axis=1, keepdims=True)
     classes = sorted(tr["label"].unique())
     y = tr["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
-    probs = cross_val_predict(LogisticRegression(max_iter=2000, C=1.0), emb, y,
-                              cv=StratifiedKFold(5, shuffle=True, random_state=0), method="predict_proba")
+    probs = cross_val_predict(
+        LogisticRegression(max_iter=2000, C=1.0),
+        emb,
+        y,
+        cv=StratifiedKFold(5, shuffle=True, random_state=0),
+        method="predict_proba",
+    )
     flagged = find_label_issues(y, probs)
     truth = tr["mislabelled"].astype(bool).to_numpy()
-    info = {"probe": "5-fold OOF LogisticRegression(C=1) on the screener's unit embeddings",
-            "probe_oof_accuracy": float((probs.argmax(1) == y).mean()),
-            "flagged": int(flagged.sum()), "flagged_share": float(flagged.mean()),
-            "precision": float(truth[flagged].mean()) if flagged.any() else None,
-            "recall": float(flagged[truth].mean()), "base_rate": float(truth.mean())}
+    info = {
+        "probe": "5-fold OOF LogisticRegression(C=1) on the screener's unit embeddings",
+        "probe_oof_accuracy": float((probs.argmax(1) == y).mean()),
+        "flagged": int(flagged.sum()),
+        "flagged_share": float(flagged.mean()),
+        "precision": float(truth[flagged].mean()) if flagged.any() else None,
+        "recall": float(flagged[truth].mean()),
+        "base_rate": float(truth.mean()),
+    }
     drop = set(tr.loc[flagged, "path"])
     orig[~orig["path"].isin(drop)].to_csv(out, index=False)
     info_file.write_text(json.dumps(info, indent=2))
@@ -489,25 +682,56 @@ def mining_manifest(paths: dict[str, Path], name: str, args: argparse.Namespace)
 def mining_config(args: argparse.Namespace, seed: int, steps: int | None, **overrides: Any):
     from curate.train.loop import FinetuneConfig
 
-    base = dict(backbone=args.backbone, weights="none", in_chans=1, input_size=args.input_size,
-                embed_dim=args.embed_dim, epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay,
-                mining="batch-hard", classes_per_batch=args.classes_per_batch,
-                images_per_class=args.images_per_class, steps_per_epoch=steps, margin=args.margin,
-                screen_every_step=False, null=args.mined_null, alpha_pos=args.alpha, alpha_neg=args.alpha,
-                screen_warmup_steps=args.screen_warmup_steps, seed=seed, device=args.device, workers=1,
-                checkpoint_every=100)
+    base = dict(
+        backbone=args.backbone,
+        weights="none",
+        in_chans=1,
+        input_size=args.input_size,
+        embed_dim=args.embed_dim,
+        epochs=args.epochs,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        mining="batch-hard",
+        classes_per_batch=args.classes_per_batch,
+        images_per_class=args.images_per_class,
+        steps_per_epoch=steps,
+        margin=args.margin,
+        screen_every_step=False,
+        null=args.mined_null,
+        alpha_pos=args.alpha,
+        alpha_neg=args.alpha,
+        screen_warmup_steps=args.screen_warmup_steps,
+        seed=seed,
+        device=args.device,
+        workers=1,
+        checkpoint_every=100,
+    )
     base.update(overrides)
     return FinetuneConfig(**base)
 
 
-def mining_screener(args: argparse.Namespace, paths: dict[str, Path], steps: int | None = None) -> Path:
+def mining_screener(
+    args: argparse.Namespace, paths: dict[str, Path], steps: int | None = None
+) -> Path:
     """The network arms 6 and 7 screen with: arm 1's settings (classification only) on train
     images outside the subset, so it has not seen the subset's labels."""
     run = args.work / "screener_bh"
     if not (run / "model.safetensors").is_file():
-        b = build(mining_manifest(paths, "screener", args), args.work / "builds" / "screener_bh", args, 0)
-        train(b, run, mining_config(args, 0, None, metric_weight=0.0, epochs=args.screener_epochs or args.epochs,
-                                    lr=args.screener_lr))
+        b = build(
+            mining_manifest(paths, "screener", args), args.work / "builds" / "screener_bh", args, 0
+        )
+        train(
+            b,
+            run,
+            mining_config(
+                args,
+                0,
+                None,
+                metric_weight=0.0,
+                epochs=args.screener_epochs or args.epochs,
+                lr=args.screener_lr,
+            ),
+        )
     return run
 
 
@@ -524,10 +748,14 @@ def evaluate_once(run: Path, paths: dict[str, Path], device: str) -> dict[str, A
     orig = pd.read_csv(paths["eval_orig"]).rename(columns={"label": "orig"})
     key = lambda d: d.assign(path=[os.path.realpath(p) for p in d["path"]])  # noqa: E731
     preds = key(r.predictions).merge(key(orig), on="path")
-    return {"ferplus_accuracy": r.metrics["accuracy"], "ferplus_macro_f1": r.metrics["macro_f1"],
-            "ferplus_n": r.metrics["n_images"], "orig_accuracy": float((preds["prediction"] == preds["orig"]).mean()),
-            "orig_macro_f1": float(f1_score(preds["orig"], preds["prediction"], average="macro")),
-            "orig_n": len(preds)}
+    return {
+        "ferplus_accuracy": r.metrics["accuracy"],
+        "ferplus_macro_f1": r.metrics["macro_f1"],
+        "ferplus_n": r.metrics["n_images"],
+        "orig_accuracy": float((preds["prediction"] == preds["orig"]).mean()),
+        "orig_macro_f1": float(f1_score(preds["orig"], preds["prediction"], average="macro")),
+        "orig_n": len(preds),
+    }
 
 
 def mined_diagnostics(run: Path, build_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -543,9 +771,13 @@ def mined_diagnostics(run: Path, build_dir: Path) -> tuple[dict[str, Any], list[
 
     def summary(d: pd.DataFrame) -> dict[str, Any]:
         disc = d[d["discarded"]]
-        out: dict[str, Any] = {"mined": len(d), "discarded": len(disc), "discarded_share": len(disc) / max(len(d), 1),
-                               "too_far": int(d["positive_too_far"].sum()),
-                               "too_close": int(d["negative_too_close"].sum())}
+        out: dict[str, Any] = {
+            "mined": len(d),
+            "discarded": len(disc),
+            "discarded_share": len(disc) / max(len(d), 1),
+            "too_far": int(d["positive_too_far"].sum()),
+            "too_close": int(d["negative_too_close"].sum()),
+        }
         for k in ("bad_any", "bad_anchor", "bad_positive", "bad_negative"):
             base = float(d[k].mean()) if len(d) else float("nan")
             share = float(disc[k].mean()) if len(disc) else float("nan")
@@ -555,30 +787,46 @@ def mined_diagnostics(run: Path, build_dir: Path) -> tuple[dict[str, Any], list[
         sup = d[d["suppressed"]] if "suppressed" in d else d.iloc[:0]
         out["suppressed"] = len(sup)
         out["suppressed_bad_anchor"] = float(sup["bad_anchor"].mean()) if len(sup) else float("nan")
-        out["too_far_bad_positive"] = float(far["bad_positive"].mean()) if len(far) else float("nan")
-        out["too_close_bad_negative"] = float(close["bad_negative"].mean()) if len(close) else float("nan")
+        out["too_far_bad_positive"] = (
+            float(far["bad_positive"].mean()) if len(far) else float("nan")
+        )
+        out["too_close_bad_negative"] = (
+            float(close["bad_negative"].mean()) if len(close) else float("nan")
+        )
         return out
 
     per_epoch = [{"epoch": int(e), **summary(g)} for e, g in mined.groupby("epoch")]
     return summary(mined), per_epoch
 
 
-def run_mining_arm(arm: str, seed: int, args: argparse.Namespace, prep: dict[str, Any], steps: int
-                   ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def run_mining_arm(
+    arm: str, seed: int, args: argparse.Namespace, prep: dict[str, Any], steps: int
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """One batch-hard arm and seed: its result row and its per-epoch mined-triplet rows."""
     from curate.screen import screen
 
     paths = prep["paths"]
     work = args.work
     run = work / "runs" / f"{arm}{args.tag}_s{seed}"
-    orig = build(mining_manifest(paths, "orig", args), work / "builds" / f"orig_train_s{seed}", args, seed)
+    orig = build(
+        mining_manifest(paths, "orig", args), work / "builds" / f"orig_train_s{seed}", args, seed
+    )
 
-    def screened() -> Path:   # `curate screen` with the face screens on, with the screener network
+    def screened() -> Path:  # `curate screen` with the face screens on, with the screener network
         sdir = work / "screens" / f"bh_once_s{seed}"
         if not (sdir / "kept.parquet").is_file():
-            screen(orig, sdir, weights=str(mining_screener(args, paths, steps)), device=args.device, seed=seed,
-                   workers=1, alpha_pos=args.alpha, alpha_neg=args.alpha, null=args.once_null,
-                   skip_face_screens=False)
+            screen(
+                orig,
+                sdir,
+                weights=str(mining_screener(args, paths, steps)),
+                device=args.device,
+                seed=seed,
+                workers=1,
+                alpha_pos=args.alpha,
+                alpha_neg=args.alpha,
+                null=args.once_null,
+                skip_face_screens=False,
+            )
         return sdir
 
     margins = {"margin_mode": args.margin_mode}
@@ -598,43 +846,93 @@ def run_mining_arm(arm: str, seed: int, args: argparse.Namespace, prep: dict[str
         over = {"face_screen": str(screened())}
     elif arm == "ce_faces":
         over = {"metric_weight": 0.0, "face_screen": str(screened())}
-    elif arm in ("full_suppress", "full_suppress_global", "full_suppress_margin", "faces_suppress_margin"):
+    elif arm in (
+        "full_suppress",
+        "full_suppress_global",
+        "full_suppress_margin",
+        "faces_suppress_margin",
+    ):
         # + multistage outlier suppression (faces_suppress_margin: without the boundary on the mined triplets)
-        over = {**(boundary if arm.startswith("full") else {}), **margins, "face_screen": str(screened()),
-                "exclude_suspects": True,
-                "suspect_share": args.suppress_share, "suspect_min_visits": 1,
-                "suspect_per_class": arm == "full_suppress",
-                "suspect_score": "margin" if arm.endswith("_margin") else "posterior"}
+        over = {
+            **(boundary if arm.startswith("full") else {}),
+            **margins,
+            "face_screen": str(screened()),
+            "exclude_suspects": True,
+            "suspect_share": args.suppress_share,
+            "suspect_min_visits": 1,
+            "suspect_per_class": arm == "full_suppress",
+            "suspect_score": "margin" if arm.endswith("_margin") else "posterior",
+        }
     elif arm in ("full", "full_once"):
         sdir = screened()
         over = {**boundary, **margins, "face_screen": str(sdir)}
         if arm == "full_once":
             source = sdir
-            extra = {k: v for k, v in screen_diagnostics(sdir, orig).items() if k in ("bad_any", "label_screen_images")}
+            extra = {
+                k: v
+                for k, v in screen_diagnostics(sdir, orig).items()
+                if k in ("bad_any", "label_screen_images")
+            }
     elif arm == "bh_cleanlab":
-        manifest, extra = cleanlab_manifest(args, paths, screener=mining_screener(args, paths, steps),
-                                            name="cleanlab_bh")
-        source = build(mining_manifest({"cleanlab_bh": manifest}, "cleanlab_bh", args),
-                       work / "builds" / f"cleanlab_bh_s{seed}", args, seed)
+        manifest, extra = cleanlab_manifest(
+            args, paths, screener=mining_screener(args, paths, steps), name="cleanlab_bh"
+        )
+        source = build(
+            mining_manifest({"cleanlab_bh": manifest}, "cleanlab_bh", args),
+            work / "builds" / f"cleanlab_bh_s{seed}",
+            args,
+            seed,
+        )
     elif arm == "ferplus":
-        source = build(mining_manifest(paths, "oracle", args), work / "builds" / f"oracle_train_s{seed}", args, seed)
+        source = build(
+            mining_manifest(paths, "oracle", args),
+            work / "builds" / f"oracle_train_s{seed}",
+            args,
+            seed,
+        )
     else:
         raise SystemExit(f"unknown arm {arm!r}; use one of {', '.join(ALL_ARMS)}")
     if args.init == "base":
         over = {"weights": str(mining_screener(args, paths)), **over}
     res = train(source, run, mining_config(args, seed, steps, **over))
     counts = res.run["counts"]
-    row: dict[str, Any] = {"arm": arm + args.tag, "seed": seed, "steps": counts["steps"],
-                           "run_margin_mode": res.run["params"]["margin_mode"],  # margin_mode: the option's
-                           "face_rejected_images": counts.get("face_rejected_images"),
-                           "mean_share_dropped": counts["mean_share_dropped"], **evaluate_once(run, paths, args.device)}
-    mined, per_epoch = mined_diagnostics(run, orig if source == orig or arm.startswith("full") else source)
-    row.update({k: mined[k] for k in ("mined", "discarded", "suppressed", "mined_bad_any", "discarded_bad_any",
-                                      "ratio_bad_any", "mined_bad_positive", "discarded_bad_positive",
-                                      "ratio_bad_positive", "mined_bad_anchor", "discarded_bad_anchor",
-                                      "ratio_bad_anchor", "mined_bad_negative", "discarded_bad_negative",
-                                      "ratio_bad_negative", "suppressed_bad_anchor",
-                                      "too_far_bad_positive", "too_close_bad_negative")})
+    row: dict[str, Any] = {
+        "arm": arm + args.tag,
+        "seed": seed,
+        "steps": counts["steps"],
+        "run_margin_mode": res.run["params"]["margin_mode"],  # margin_mode: the option's
+        "face_rejected_images": counts.get("face_rejected_images"),
+        "mean_share_dropped": counts["mean_share_dropped"],
+        **evaluate_once(run, paths, args.device),
+    }
+    mined, per_epoch = mined_diagnostics(
+        run, orig if source == orig or arm.startswith("full") else source
+    )
+    row.update(
+        {
+            k: mined[k]
+            for k in (
+                "mined",
+                "discarded",
+                "suppressed",
+                "mined_bad_any",
+                "discarded_bad_any",
+                "ratio_bad_any",
+                "mined_bad_positive",
+                "discarded_bad_positive",
+                "ratio_bad_positive",
+                "mined_bad_anchor",
+                "discarded_bad_anchor",
+                "ratio_bad_anchor",
+                "mined_bad_negative",
+                "discarded_bad_negative",
+                "ratio_bad_negative",
+                "suppressed_bad_anchor",
+                "too_far_bad_positive",
+                "too_close_bad_negative",
+            )
+        }
+    )
     for k, v in extra.items():
         if isinstance(v, dict):
             row.update({f"{k}_{kk}": vv for kk, vv in v.items() if not isinstance(vv, dict)})
@@ -664,21 +962,37 @@ def mining_queue(args: argparse.Namespace, prep: dict[str, Any]) -> list[str]:
             if (arm + args.tag, seed) in finished:
                 continue
             if args.max_minutes and (time.time() - t_start) / 60 > args.max_minutes:
-                print(f"--max-minutes {args.max_minutes} reached: stopping before {arm}/s{seed}", flush=True)
+                print(
+                    f"--max-minutes {args.max_minutes} reached: stopping before {arm}/s{seed}",
+                    flush=True,
+                )
                 return summarise_mining(csv)
             t0 = time.time()
             row, epochs = run_mining_arm(arm, seed, args, prep, steps)
-            row.update(wall_s=round(time.time() - t0, 1), train_images=n_train, steps_per_epoch=steps,
-                       epochs=args.epochs, backbone=args.backbone, input_size=args.input_size,
-                       p=args.classes_per_batch, k=args.images_per_class, margin=args.margin,
-                       margin_mode=args.margin_mode, mined_null=args.mined_null, alpha=args.alpha,
-                       finished_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+            row.update(
+                wall_s=round(time.time() - t0, 1),
+                train_images=n_train,
+                steps_per_epoch=steps,
+                epochs=args.epochs,
+                backbone=args.backbone,
+                input_size=args.input_size,
+                p=args.classes_per_batch,
+                k=args.images_per_class,
+                margin=args.margin,
+                margin_mode=args.margin_mode,
+                mined_null=args.mined_null,
+                alpha=args.alpha,
+                finished_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            )
             for frame, path in ((pd.DataFrame([row]), csv), (pd.DataFrame(epochs), epochs_csv)):
                 if path.is_file():
                     frame = pd.concat([pd.read_csv(path), frame], ignore_index=True)
                 frame.to_csv(path, index=False)
-            print(f"[{arm}{args.tag}/s{seed}] FERPlus acc {row['ferplus_accuracy']:.4f}  F1 {row['ferplus_macro_f1']:.4f}  "
-                  f"discarded {row['discarded']}/{row['mined']}  ({row['wall_s']:.0f} s)", flush=True)
+            print(
+                f"[{arm}{args.tag}/s{seed}] FERPlus acc {row['ferplus_accuracy']:.4f}  F1 {row['ferplus_macro_f1']:.4f}  "
+                f"discarded {row['discarded']}/{row['mined']}  ({row['wall_s']:.0f} s)",
+                flush=True,
+            )
     return summarise_mining(csv)
 
 
@@ -687,44 +1001,64 @@ def summarise_mining(csv: Path) -> list[str]:
     if not csv.is_file():
         return ["no results yet"]
     d = pd.read_csv(csv)
-    lines = ["arm             seeds  FERPlus acc (mean +- sd)  FERPlus macro-F1 (mean +- sd)  orig acc  "
-             "discarded share  mislabelled: discarded / mined (any member)"]
+    lines = [
+        "arm             seeds  FERPlus acc (mean +- sd)  FERPlus macro-F1 (mean +- sd)  orig acc  "
+        "discarded share  mislabelled: discarded / mined (any member)"
+    ]
     order = {a: i for i, a in enumerate(ALL_ARMS)}
-    for arm, g in sorted(d.groupby("arm"), key=lambda kv: (order.get(kv[0].split("_t")[0], 99), kv[0])):
+    for arm, g in sorted(
+        d.groupby("arm"), key=lambda kv: (order.get(kv[0].split("_t")[0], 99), kv[0])
+    ):
         f, m, o = g["ferplus_accuracy"], g["ferplus_macro_f1"], g["orig_accuracy"]
         disc = (g["discarded"] / g["mined"]).mean()
-        ratio = f"{g['discarded_bad_any'].mean():.3f} / {g['mined_bad_any'].mean():.3f}" if disc > 0 else "-"
-        lines.append(f"{arm:15} {len(g):5}  {f.mean():.4f} +- {f.std(ddof=1) if len(g) > 1 else float('nan'):.4f}"
-                     f"          {m.mean():.4f} +- {m.std(ddof=1) if len(g) > 1 else float('nan'):.4f}"
-                     f"            {o.mean():.4f}    {disc:.3f}            {ratio}")
+        ratio = (
+            f"{g['discarded_bad_any'].mean():.3f} / {g['mined_bad_any'].mean():.3f}"
+            if disc > 0
+            else "-"
+        )
+        lines.append(
+            f"{arm:15} {len(g):5}  {f.mean():.4f} +- {f.std(ddof=1) if len(g) > 1 else float('nan'):.4f}"
+            f"          {m.mean():.4f} +- {m.std(ddof=1) if len(g) > 1 else float('nan'):.4f}"
+            f"            {o.mean():.4f}    {disc:.3f}            {ratio}"
+        )
     return lines
 
 
 # ----------------------------------------------------------------------------- main
+
 
 def _sd(a: np.ndarray) -> float:
     return float(a.std(ddof=1)) if len(a) > 1 else float("nan")
 
 
 def summarise(results: dict[str, Any]) -> list[str]:
-    lines = ["arm            seeds  FERPlus acc (mean +- sd)  orig acc (mean +- sd)  FERPlus macro-F1  steps"]
+    lines = [
+        "arm            seeds  FERPlus acc (mean +- sd)  orig acc (mean +- sd)  FERPlus macro-F1  steps"
+    ]
     by_arm: dict[str, list[dict[str, Any]]] = {}
     for r in results["runs"].values():
         by_arm.setdefault(r["arm"], []).append(r)
-    for arm in sorted(by_arm, key=lambda a: (next((i for i, x in enumerate(ARMS) if a.startswith(x)), 9), a)):
+    for arm in sorted(
+        by_arm, key=lambda a: (next((i for i, x in enumerate(ARMS) if a.startswith(x)), 9), a)
+    ):
         rs = by_arm[arm]
         f = np.array([r["ferplus_accuracy"] for r in rs])
         o = np.array([r["orig_accuracy"] for r in rs])
         m = np.array([r["ferplus_macro_f1"] for r in rs])
-        lines.append(f"{arm:14} {len(rs):5}  {f.mean():.4f} +- {_sd(f):.4f}        {o.mean():.4f} +- {_sd(o):.4f}"
-                     f"       {m.mean():.4f}           {rs[0]['steps']}")
+        lines.append(
+            f"{arm:14} {len(rs):5}  {f.mean():.4f} +- {_sd(f):.4f}        {o.mean():.4f} +- {_sd(o):.4f}"
+            f"       {m.mean():.4f}           {rs[0]['steps']}"
+        )
     return lines
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not args.data_root.is_dir() or not args.votes.is_file():
-        print(f"FER2013 ({args.data_root}) or the FERPlus votes ({args.votes}) not found", file=sys.stderr)
+        print(
+            f"FER2013 ({args.data_root}) or the FERPlus votes ({args.votes}) not found",
+            file=sys.stderr,
+        )
         return 2
     import torch
 
@@ -738,7 +1072,9 @@ def main(argv: list[str] | None = None) -> int:
     arms = args.arms.split(",")
     if any(a in MINING_ARMS + EXTRA_MINING_ARMS for a in arms):
         if not all(a in MINING_ARMS + EXTRA_MINING_ARMS for a in arms):
-            raise SystemExit(f"run the batch-hard arms ({', '.join(MINING_ARMS)}) apart from the others")
+            raise SystemExit(
+                f"run the batch-hard arms ({', '.join(MINING_ARMS)}) apart from the others"
+            )
         print("\n".join(mining_queue(args, prep)))
         print(f"\nresults: {args.results_csv}")
         return 0
@@ -752,8 +1088,11 @@ def main(argv: list[str] | None = None) -> int:
             r.update(wall_s=round(time.time() - t0, 1), cpu_s=round(time.process_time() - c0, 1))
             results["runs"][key] = r
             res_file.write_text(json.dumps(results, indent=2, default=str))
-            print(f"[{key}] FERPlus acc {r['ferplus_accuracy']:.4f}  orig acc {r['orig_accuracy']:.4f}  "
-                  f"({r['wall_s']:.0f} s wall, {r['cpu_s']:.0f} s CPU)", flush=True)
+            print(
+                f"[{key}] FERPlus acc {r['ferplus_accuracy']:.4f}  orig acc {r['orig_accuracy']:.4f}  "
+                f"({r['wall_s']:.0f} s wall, {r['cpu_s']:.0f} s CPU)",
+                flush=True,
+            )
     print("\n".join(summarise(results)))
     print(f"\nresults: {res_file}")
     return 0

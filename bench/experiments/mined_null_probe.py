@@ -57,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--alpha", type=float, default=0.05)
     p.add_argument("--max-batches", type=int, default=40)
     p.add_argument("--per-image", action="store_true", help="also the per-image accumulated scores")
-    p.add_argument("--epochs", type=int, default=3, help="--per-image: epochs of batches to accumulate over")
+    p.add_argument(
+        "--epochs", type=int, default=3, help="--per-image: epochs of batches to accumulate over"
+    )
     args = p.parse_args(argv)
     import torch
     from sklearn.metrics import roc_auc_score
@@ -80,54 +82,91 @@ def main(argv: list[str] | None = None) -> int:
     m = m.reset_index(drop=True)
     weights = str(args.work / "screener_bh") if args.model == "screener" else None
     loaded = load_backbone(None, weights, device="cpu")
-    emb = embed_images(m["path"].tolist(), [sha256_of(x) for x in m["path"]], loaded, cache_dir=None, workers=1)
+    emb = embed_images(
+        m["path"].tolist(), [sha256_of(x) for x in m["path"]], loaded, cache_dir=None, workers=1
+    )
     classes = sorted(m["label"].unique())
     y = m["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
-    fp = m["ferplus_label"].map({c: i for i, c in enumerate(classes)}).fillna(-1).to_numpy().astype(int)
+    fp = (
+        m["ferplus_label"]
+        .map({c: i for i, c in enumerate(classes)})
+        .fillna(-1)
+        .to_numpy()
+        .astype(int)
+    )
     sampler = ClassBalancedSampler(y, args.p, args.k, 0)
     print(f"{len(m)} images ({args.images}), model {args.model}, P={args.p} K={args.k}")
     for null in args.nulls.split(","):
         a_pos, a_neg = mined_alphas(args.alpha, args.alpha, args.k - 1, (args.p - 1) * args.k)
-        screen = InLoopScreen(ScreenSettings(alpha_pos=a_pos, alpha_neg=a_neg, null=null, window=2048),
-                              emb.shape[1], 1.0)
+        screen = InLoopScreen(
+            ScreenSettings(alpha_pos=a_pos, alpha_neg=a_neg, null=null, window=2048),
+            emb.shape[1],
+            1.0,
+        )
         rec = []
-        for step, b in enumerate(sampler.epoch(0)[:args.max_batches]):
+        for step, b in enumerate(sampler.epoch(0)[: args.max_batches]):
             e, lab = emb[b].astype(np.float32), y[b]
             loc = batch_hard_triplets(torch.from_numpy(e), torch.from_numpy(lab)).numpy()
             r = screen(e, lab, loc, step=step, seed=0)
             screen.commit_pending()
             a, pos, neg = b[loc[:, 0]], b[loc[:, 1]], b[loc[:, 2]]
-            rec.append(pd.DataFrame({
-                "false_pos": (fp[pos] >= 0) & (fp[pos] != y[a]), "false_neg": (fp[neg] >= 0) & (fp[neg] == y[a]),
-                "bad_anchor": (fp[a] >= 0) & (fp[a] != y[a]), "anchor_label": y[a],
-                "known": (fp[a] >= 0) & (fp[pos] >= 0) & (fp[neg] >= 0),
-                "bad_member": ((fp[pos] >= 0) & (fp[pos] != y[pos])) | ((fp[neg] >= 0) & (fp[neg] != y[neg])),
-                "d_ap": np.linalg.norm(e[loc[:, 0]] - e[loc[:, 1]], axis=1),
-                "d_an": np.linalg.norm(e[loc[:, 0]] - e[loc[:, 2]], axis=1),
-                "far": r.too_far, "close": r.too_close}))
+            rec.append(
+                pd.DataFrame(
+                    {
+                        "false_pos": (fp[pos] >= 0) & (fp[pos] != y[a]),
+                        "false_neg": (fp[neg] >= 0) & (fp[neg] == y[a]),
+                        "bad_anchor": (fp[a] >= 0) & (fp[a] != y[a]),
+                        "anchor_label": y[a],
+                        "known": (fp[a] >= 0) & (fp[pos] >= 0) & (fp[neg] >= 0),
+                        "bad_member": ((fp[pos] >= 0) & (fp[pos] != y[pos]))
+                        | ((fp[neg] >= 0) & (fp[neg] != y[neg])),
+                        "d_ap": np.linalg.norm(e[loc[:, 0]] - e[loc[:, 1]], axis=1),
+                        "d_an": np.linalg.norm(e[loc[:, 0]] - e[loc[:, 2]], axis=1),
+                        "far": r.too_far,
+                        "close": r.too_close,
+                    }
+                )
+            )
         d = pd.concat(rec, ignore_index=True)
-        print(f"{null}: mined {len(d)}; false positives {d.false_pos.mean():.3f}, false negatives "
-              f"{d.false_neg.mean():.3f}, anchor mislabelled {d.bad_anchor.mean():.3f}")
-        print(f"  AUROC d_ap for a false positive {roc_auc_score(d.false_pos, d.d_ap):.3f}; -d_an for a false "
-              f"negative {roc_auc_score(d.false_neg, -d.d_an):.3f}")
+        print(
+            f"{null}: mined {len(d)}; false positives {d.false_pos.mean():.3f}, false negatives "
+            f"{d.false_neg.mean():.3f}, anchor mislabelled {d.bad_anchor.mean():.3f}"
+        )
+        print(
+            f"  AUROC d_ap for a false positive {roc_auc_score(d.false_pos, d.d_ap):.3f}; -d_an for a false "
+            f"negative {roc_auc_score(d.false_neg, -d.d_an):.3f}"
+        )
         for name, flag in (("too_far", "far"), ("too_close", "close")):
             sel = d[d[flag]]
-            print(f"  {name}: {len(sel)} ({len(sel) / len(d):.3f}); false pos {sel.false_pos.mean():.3f}, "
-                  f"false neg {sel.false_neg.mean():.3f}, anchor mislabelled {sel.bad_anchor.mean():.3f}", flush=True)
+            print(
+                f"  {name}: {len(sel)} ({len(sel) / len(d):.3f}); false pos {sel.false_pos.mean():.3f}, "
+                f"false neg {sel.false_neg.mean():.3f}, anchor mislabelled {sel.bad_anchor.mean():.3f}",
+                flush=True,
+            )
         clean = d.known & ~(d.false_pos | d.false_neg | d.bad_anchor | d.bad_member)
-        print(f"  calibration on {int(clean.sum())} all-clean triplets (nominal {args.alpha}): too_far "
-              f"{d.far[clean].mean():.3f}, too_close {d.close[clean].mean():.3f}")
+        print(
+            f"  calibration on {int(clean.sum())} all-clean triplets (nominal {args.alpha}): too_far "
+            f"{d.far[clean].mean():.3f}, too_close {d.close[clean].mean():.3f}"
+        )
     flagged = d.groupby("anchor_label")["d_ap"].transform(lambda v: v > v.quantile(1 - args.alpha))
-    print(f"null fit on the mined distances (top {args.alpha:.0%} of d_ap per label): {int(flagged.sum())} flagged, "
-          f"false positives {d.false_pos[flagged].mean():.3f} against {d.false_pos.mean():.3f} "
-          f"(lift {d.false_pos[flagged].mean() / d.false_pos.mean():.2f})")
+    print(
+        f"null fit on the mined distances (top {args.alpha:.0%} of d_ap per label): {int(flagged.sum())} flagged, "
+        f"false positives {d.false_pos[flagged].mean():.3f} against {d.false_pos.mean():.3f} "
+        f"(lift {d.false_pos[flagged].mean() / d.false_pos.mean():.2f})"
+    )
     if args.per_image:
         per_image(emb, y, fp, classes, args, m)
     return 0
 
 
-def per_image(emb: np.ndarray, y: np.ndarray, fp: np.ndarray, classes: list[str], args: argparse.Namespace,
-              m: pd.DataFrame) -> None:
+def per_image(
+    emb: np.ndarray,
+    y: np.ndarray,
+    fp: np.ndarray,
+    classes: list[str],
+    args: argparse.Namespace,
+    m: pd.DataFrame,
+) -> None:
     """Scores accumulated per image over the batches of ``--epochs`` epochs, against the FERPlus votes."""
     import torch
     from sklearn.linear_model import LogisticRegression
@@ -140,10 +179,19 @@ def per_image(emb: np.ndarray, y: np.ndarray, fp: np.ndarray, classes: list[str]
 
     bad = (fp >= 0) & (fp != y)
     a_pos, a_neg = mined_alphas(args.alpha, args.alpha, args.k - 1, (args.p - 1) * args.k)
-    screen = InLoopScreen(ScreenSettings(alpha_pos=a_pos, alpha_neg=a_neg, null="class_empirical", window=2048),
-                          emb.shape[1], 1.0)
+    screen = InLoopScreen(
+        ScreenSettings(alpha_pos=a_pos, alpha_neg=a_neg, null="class_empirical", window=2048),
+        emb.shape[1],
+        1.0,
+    )
     sampler = ClassBalancedSampler(y, args.p, args.k, 0)
-    names = ("window suspicion", "in-batch margin", "mined hinge", "mined as positive", "mined as negative")
+    names = (
+        "window suspicion",
+        "in-batch margin",
+        "mined hinge",
+        "mined as positive",
+        "mined as negative",
+    )
     acc = np.zeros((len(names), len(y), 2))
     step = 0
     for epoch in range(args.epochs):
@@ -170,28 +218,47 @@ def per_image(emb: np.ndarray, y: np.ndarray, fp: np.ndarray, classes: list[str]
                 np.add.at(acc[i], (b[ok], 0), v[ok])
                 np.add.at(acc[i], (b[ok], 1), 1.0)
     unit = emb / np.linalg.norm(emb, axis=1, keepdims=True)
-    prob = cross_val_predict(LogisticRegression(C=1, max_iter=2000), unit, y,
-                             cv=StratifiedKFold(5, shuffle=True, random_state=0), method="predict_proba")
-    scores = {n: np.divide(acc[i, :, 0], acc[i, :, 1], out=np.full(len(y), np.nan), where=acc[i, :, 1] > 0)
-              for i, n in enumerate(names)}
+    prob = cross_val_predict(
+        LogisticRegression(C=1, max_iter=2000),
+        unit,
+        y,
+        cv=StratifiedKFold(5, shuffle=True, random_state=0),
+        method="predict_proba",
+    )
+    scores = {
+        n: np.divide(
+            acc[i, :, 0], acc[i, :, 1], out=np.full(len(y), np.nan), where=acc[i, :, 1] > 0
+        )
+        for i, n in enumerate(names)
+    }
     scores["probe 1 - p(label), out-of-fold"] = 1 - prob[np.arange(len(y)), y]
-    print(f"\nper image, {args.epochs} epochs of batches; {bad.mean():.3f} of the images mislabelled; per label "
-          + ", ".join(f"{c} {bad[y == i].mean():.2f}" for i, c in enumerate(classes)))
+    print(
+        f"\nper image, {args.epochs} epochs of batches; {bad.mean():.3f} of the images mislabelled; per label "
+        + ", ".join(f"{c} {bad[y == i].mean():.2f}" for i, c in enumerate(classes))
+    )
     for n, sc in scores.items():
         ok = np.isfinite(sc)
         top_label = np.zeros(len(y), bool)
         for c in np.unique(y[ok]):
             i = np.flatnonzero(ok & (y == c))
-            top_label[i[np.argsort(-sc[i], kind="stable")[:round(0.2 * len(i))]]] = True
+            top_label[i[np.argsort(-sc[i], kind="stable")[: round(0.2 * len(i))]]] = True
         i = np.flatnonzero(ok)
         top_all = np.zeros(len(y), bool)
-        top_all[i[np.argsort(-sc[i], kind="stable")[:round(0.2 * len(i))]]] = True
-        within = np.nanmean([roc_auc_score(bad[ok & (y == c)], sc[ok & (y == c)]) for c in np.unique(y)
-                             if 0 < bad[ok & (y == c)].mean() < 1])
-        print(f"  {n:32} AUROC {roc_auc_score(bad[ok], sc[ok]):.3f} (mean within a label {within:.3f}); top 20% "
-              f"within each label: lift {bad[top_label].mean() / bad[ok].mean():.2f}; over all: lift "
-              f"{bad[top_all].mean() / bad[ok].mean():.2f}, leaving out "
-              + ", ".join(f"{c} {top_all[y == i].mean():.2f}" for i, c in enumerate(classes)), flush=True)
+        top_all[i[np.argsort(-sc[i], kind="stable")[: round(0.2 * len(i))]]] = True
+        within = np.nanmean(
+            [
+                roc_auc_score(bad[ok & (y == c)], sc[ok & (y == c)])
+                for c in np.unique(y)
+                if 0 < bad[ok & (y == c)].mean() < 1
+            ]
+        )
+        print(
+            f"  {n:32} AUROC {roc_auc_score(bad[ok], sc[ok]):.3f} (mean within a label {within:.3f}); top 20% "
+            f"within each label: lift {bad[top_label].mean() / bad[ok].mean():.2f}; over all: lift "
+            f"{bad[top_all].mean() / bad[ok].mean():.2f}, leaving out "
+            + ", ".join(f"{c} {top_all[y == i].mean():.2f}" for i, c in enumerate(classes)),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

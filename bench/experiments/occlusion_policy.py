@@ -69,25 +69,31 @@ def ferplus_table(data: Path, cache_dir: Path) -> tuple[pd.DataFrame, np.ndarray
     from curate.embed import embed_images_result
     from curate.runs import load_run
 
-    votes = pd.read_csv(data / "ferplus" / "ferplus_votes_train_val.csv").rename(columns={"path": "rel"})
+    votes = pd.read_csv(data / "ferplus" / "ferplus_votes_train_val.csv").rename(
+        columns={"path": "rel"}
+    )
     votes = votes[votes["n_votes"] > 0].reset_index(drop=True)
     paths = [str(data / "fer2013" / r) for r in votes["rel"]]
     sha = [hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths]
-    emb = embed_images_result(paths, sha, load_backbone(None, None), cache_dir=cache_dir,
-                              batch_size=256).embeddings
+    emb = embed_images_result(
+        paths, sha, load_backbone(None, None), cache_dir=cache_dir, batch_size=256
+    ).embeddings
     net, cfg = load_run(bundled_model_dir())
     with torch.no_grad():
         pred = net.logits_from_embeddings(torch.from_numpy(emb)).numpy().argmax(1)
     v = votes[[f"votes_{e}" for e in EMOTIONS]].to_numpy(float)
     orig = votes["fer2013_orig_label"].map(lambda s: TO_FERPLUS.get(s, s))
     plural = votes["plurality_label_8cls"].fillna("")
-    t = pd.DataFrame({
-        "rel": votes["rel"], "plurality": plural,
-        "top vote": v.max(1) / np.maximum(v.sum(1), 1),
-        "unknown/NF": (votes["votes_unknown"] + votes["votes_NF"]) / votes["n_votes"],
-        "mislabelled": np.where(plural != "", (orig != plural).astype(float), np.nan),
-        "pred": [TO_FERPLUS.get(c, c) for c in np.asarray(cfg["classes"])[pred]],
-    })
+    t = pd.DataFrame(
+        {
+            "rel": votes["rel"],
+            "plurality": plural,
+            "top vote": v.max(1) / np.maximum(v.sum(1), 1),
+            "unknown/NF": (votes["votes_unknown"] + votes["votes_NF"]) / votes["n_votes"],
+            "mislabelled": np.where(plural != "", (orig != plural).astype(float), np.nan),
+            "pred": [TO_FERPLUS.get(c, c) for c in np.asarray(cfg["classes"])[pred]],
+        }
+    )
     t["head acc"] = np.where(plural != "", (t["pred"] == plural).astype(float), np.nan)
     return t, emb / np.linalg.norm(emb, axis=1, keepdims=True)
 
@@ -104,12 +110,17 @@ def knn_agreement(rows: np.ndarray, emb: np.ndarray, plural: np.ndarray, k: int 
     return out
 
 
-def print_groups(title: str, faces: pd.DataFrame, table: pd.DataFrame, emb: np.ndarray, by: str) -> None:
+def print_groups(
+    title: str, faces: pd.DataFrame, table: pd.DataFrame, emb: np.ndarray, by: str
+) -> None:
     """``faces``: ``rel`` (relative to fer2013/) and a ``by`` column."""
     where = {r: i for i, r in enumerate(table["rel"])}
     faces = faces[faces["rel"].isin(where)].copy()
     rows = faces["rel"].map(where).to_numpy()
-    faces = pd.concat([faces.reset_index(drop=True), table.iloc[rows].reset_index(drop=True).drop(columns="rel")], axis=1)
+    faces = pd.concat(
+        [faces.reset_index(drop=True), table.iloc[rows].reset_index(drop=True).drop(columns="rel")],
+        axis=1,
+    )
     faces["kNN agree"] = knn_agreement(rows, emb, table["plurality"].to_numpy())
     rng = np.random.default_rng(0)
     cols = ["top vote", "unknown/NF", "mislabelled", "kNN agree", "head acc"]
@@ -119,7 +130,9 @@ def print_groups(title: str, faces: pd.DataFrame, table: pd.DataFrame, emb: np.n
         cells = []
         for c in cols:
             x = d[c].dropna().to_numpy(float)
-            se = np.std([rng.choice(x, len(x)).mean() for _ in range(300)]) if len(x) > 1 else np.nan
+            se = (
+                np.std([rng.choice(x, len(x)).mean() for _ in range(300)]) if len(x) > 1 else np.nan
+            )
             cells.append(f"{x.mean():.3f} ±{se:.3f}")
         print(f"{str(g):32s} {len(d):5d} " + " ".join(f"{c:>13s}" for c in cells))
 
@@ -132,8 +145,17 @@ def main() -> None:
     table, emb = ferplus_table(args.data, args.cache_dir)
     labels = pd.read_csv(AUDIT / "fer2013_train_occlusion_labels.csv").fillna({"kind": ""})
     labels["rel"] = "train/" + labels["path"]
-    labels["cover"] = [cover_group(k if o == 1 or k else "") for o, k in zip(labels["occluded"], labels["kind"], strict=True)]
-    print_groups("FER2013 training faces with occlusion hand labels, by kind of cover", labels, table, emb, "cover")
+    labels["cover"] = [
+        cover_group(k if o == 1 or k else "")
+        for o, k in zip(labels["occluded"], labels["kind"], strict=True)
+    ]
+    print_groups(
+        "FER2013 training faces with occlusion hand labels, by kind of cover",
+        labels,
+        table,
+        emb,
+        "cover",
+    )
     audit = pd.read_csv(AUDIT / "face_audit.csv").fillna({"cover": ""})
     audit = audit[audit["source"] == "fer2013/val"].copy()
     audit["rel"] = audit["path"].str.removeprefix("fer2013/")
@@ -141,7 +163,13 @@ def main() -> None:
     print_groups("face audit, fer2013/val faces, by kind of cover", audit, table, emb, "group")
     plain = audit[audit["cover"] == ""].copy()
     plain["pose"] = plain["pose"].map({0: "0 frontal", 1: "1 ambiguous", 2: "2 clearly turned"})
-    print_groups("face audit, fer2013/val faces with nothing over the face, by pose", plain, table, emb, "pose")
+    print_groups(
+        "face audit, fer2013/val faces with nothing over the face, by pose",
+        plain,
+        table,
+        emb,
+        "pose",
+    )
 
 
 if __name__ == "__main__":

@@ -31,8 +31,13 @@ from curate.faces.litert import LiteFaceFinder
 from curate.faces.model_file import resolve_face_model
 from curate.images import load_arrays
 
-REFERENCES = {"cheeks": (234, 454), "temples": (127, 356), "forehead": (54, 284), "jaw": (172, 397),
-              "eye corners": (33, 263)}
+REFERENCES = {
+    "cheeks": (234, 454),
+    "temples": (127, 356),
+    "forehead": (54, 284),
+    "jaw": (172, 397),
+    "eye corners": (33, 263),
+}
 POINTS = {"nose tip": 1, "nose bridge": 168}
 
 
@@ -56,16 +61,25 @@ def main() -> None:
         r = finder.find_face_in_array(*load_arrays(root / p))
         row = {"matrix yaw": abs(r.matrix_yaw), "calibrated yaw": abs(r.yaw)}
         if r.landmarks is not None:
-            row |= {f"{n} / {k}": abs(offset(r.landmarks, i, ref)) for n, i in POINTS.items()
-                    for k, ref in REFERENCES.items()}
+            row |= {
+                f"{n} / {k}": abs(offset(r.landmarks, i, ref))
+                for n, i in POINTS.items()
+                for k, ref in REFERENCES.items()
+            }
         rows.append(row)
     d = pd.DataFrame(rows).assign(label=tw["label"])
     means = d.groupby("label").mean()
     pd.set_option("display.width", 200)
-    print(f"mean |offset| per expression class ({int(d['nose tip / cheeks'].notna().sum())} faces with landmarks):")
+    print(
+        f"mean |offset| per expression class ({int(d['nose tip / cheeks'].notna().sum())} faces with landmarks):"
+    )
     print(means.T.round(3).to_string())
-    print("disgust / neutral: " + ", ".join(f"{c} {means.loc['disgust', c] / means.loc['neutral', c]:.2f}"
-                                             for c in means.columns))
+    print(
+        "disgust / neutral: "
+        + ", ".join(
+            f"{c} {means.loc['disgust', c] / means.loc['neutral', c]:.2f}" for c in means.columns
+        )
+    )
 
 
 if __name__ == "__main__":

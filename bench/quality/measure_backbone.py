@@ -50,24 +50,40 @@ def ferplus_eval(run: str, table: pd.DataFrame, train_hashes: set[str], tmp: Pat
     res = evaluate(run, manifest, device="cpu")
     # evaluate resolves links (../shared is one): match on the resolved path
     preds = res.predictions.assign(key=lambda d: [os.path.realpath(str(x)) for x in d["path"]])
-    preds = preds.merge(ok.assign(key=[os.path.realpath(x) for x in ok["path"]])[["key", "sha256"]],
-                        on="key", how="left")
+    preds = preds.merge(
+        ok.assign(key=[os.path.realpath(x) for x in ok["path"]])[["key", "sha256"]],
+        on="key",
+        how="left",
+    )
     if preds["sha256"].isna().any():
-        raise SystemExit(f"{int(preds['sha256'].isna().sum())} evaluated images not found in the votes table")
+        raise SystemExit(
+            f"{int(preds['sha256'].isna().sum())} evaluated images not found in the votes table"
+        )
     classes = list(res.metrics["classes"])
     idx = {c: i for i, c in enumerate(classes)}
 
     def measure(d: pd.DataFrame) -> dict:
-        m = classification_metrics(d["label"].map(idx).to_numpy(), d["prediction"].map(idx).to_numpy(), classes)
-        return {"images": int(len(d)), "accuracy": round(float(m["accuracy"]), 4),
-                "macro_f1": round(float(m["macro_f1"]), 4)}
+        m = classification_metrics(
+            d["label"].map(idx).to_numpy(), d["prediction"].map(idx).to_numpy(), classes
+        )
+        return {
+            "images": int(len(d)),
+            "accuracy": round(float(m["accuracy"]), 4),
+            "macro_f1": round(float(m["macro_f1"]), 4),
+        }
 
     held = preds[~preds["sha256"].isin(train_hashes)]
     hold = is_holdout(held["path"].tolist(), 0.5)
-    return {"all": measure(preds), "held_out": measure(held), "dev": measure(held[~hold]),
-            "holdout": measure(held[hold]),
-            "left_out_no_label": val[val["ferplus_label"].isna()]["ferplus_status"].value_counts().to_dict(),
-            "duplicates_in_val_evaluated_once": int(res.skipped.get("duplicate", 0))}
+    return {
+        "all": measure(preds),
+        "held_out": measure(held),
+        "dev": measure(held[~hold]),
+        "holdout": measure(held[hold]),
+        "left_out_no_label": val[val["ferplus_label"].isna()]["ferplus_status"]
+        .value_counts()
+        .to_dict(),
+        "duplicates_in_val_evaluated_once": int(res.skipped.get("duplicate", 0)),
+    }
 
 
 def lopo(emb: np.ndarray, y: np.ndarray, groups: np.ndarray) -> dict:
@@ -75,9 +91,12 @@ def lopo(emb: np.ndarray, y: np.ndarray, groups: np.ndarray) -> dict:
     from sklearn.metrics import accuracy_score, f1_score
 
     pred = lopo_predictions(emb, y, groups)
-    return {"images": int(len(y)), "performers": int(len(np.unique(groups))),
-            "accuracy": round(float(accuracy_score(y, pred)), 4),
-            "macro_f1": round(float(f1_score(y, pred, average="macro")), 4)}
+    return {
+        "images": int(len(y)),
+        "performers": int(len(np.unique(groups))),
+        "accuracy": round(float(accuracy_score(y, pred)), 4),
+        "macro_f1": round(float(f1_score(y, pred, average="macro")), 4),
+    }
 
 
 def colour_probe(run: str, root: Path, framing: str = "full") -> dict:
@@ -101,13 +120,17 @@ def colour_probe(run: str, root: Path, framing: str = "full") -> dict:
         sizes = [Image.open(p).size for p in paths]
         images = pd.DataFrame({"width": [w for w, _ in sizes], "height": [h for _, h in sizes]})
         boxes, record = decide(framing, analyze_faces(paths, blendshapes=True), images)
-    emb = embed_images_result(paths, [None] * len(paths), loaded, cache_dir="none", workers=0,
-                              boxes=boxes).embeddings
+    emb = embed_images_result(
+        paths, [None] * len(paths), loaded, cache_dir="none", workers=0, boxes=boxes
+    ).embeddings
     y, groups = m["label"].to_numpy(), m["subject"].to_numpy()
     hold = np.isin(groups, sorted(holdout_subjects(groups)))
-    return {**lopo(emb, y, groups), "framing": record,
-            "dev": lopo(emb[~hold], y[~hold], groups[~hold]),
-            "holdout": lopo(emb[hold], y[hold], groups[hold])}
+    return {
+        **lopo(emb, y, groups),
+        "framing": record,
+        "dev": lopo(emb[~hold], y[~hold], groups[~hold]),
+        "holdout": lopo(emb[hold], y[hold], groups[hold]),
+    }
 
 
 def main() -> None:
@@ -122,8 +145,13 @@ def main() -> None:
 
     torch.set_num_threads(2)
     out = {}
-    table = None if args.skip_ferplus else load_table(args.data / "fer2013", args.data / "ferplus" /
-                                                      "ferplus_votes_train_val.csv")
+    table = (
+        None
+        if args.skip_ferplus
+        else load_table(
+            args.data / "fer2013", args.data / "ferplus" / "ferplus_votes_train_val.csv"
+        )
+    )
     train_hashes = set() if table is None else set(table.loc[table["split"] == "train", "sha256"])
     with tempfile.TemporaryDirectory() as d:
         for run in args.runs:

@@ -40,17 +40,28 @@ from bench.common.paths import DATA
 DEFAULT_DATA = DATA / "fer2013"
 
 
-def make_manifest(data: Path, out: Path, *, split: str, noise: float, max_images: int | None,
-                  split_half: bool, seed: int) -> pd.DataFrame:
+def make_manifest(
+    data: Path,
+    out: Path,
+    *,
+    split: str,
+    noise: float,
+    max_images: int | None,
+    split_half: bool,
+    seed: int,
+) -> pd.DataFrame:
     files = sorted((data / split).glob("*/*.jpg"))
     if not files:
         raise SystemExit(f"no FER2013 images under {data / split}")
-    df = pd.DataFrame({"path": [str(p) for p in files], "true_label": [p.parent.name for p in files]})
+    df = pd.DataFrame(
+        {"path": [str(p) for p in files], "true_label": [p.parent.name for p in files]}
+    )
     rng = np.random.default_rng(seed)
     if split_half:
         half = rng.permutation(len(df)) < len(df) // 2
         df.loc[half, ["path", "true_label"]].rename(columns={"true_label": "label"}).to_csv(
-            out / "train_half_a.csv", index=False)
+            out / "train_half_a.csv", index=False
+        )
         df = df.loc[~half].reset_index(drop=True)
     if max_images and max_images < len(df):
         df = df.iloc[np.sort(rng.choice(len(df), max_images, replace=False))].reset_index(drop=True)
@@ -69,9 +80,13 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--backbone", default=None)
     ap.add_argument("--weights", default=None)
-    ap.add_argument("--split", default="train", choices=["train", "val"],
-                    help="FER2013 folder to inject noise into; use val when the backbone was "
-                         "trained on train (it has seen the true labels of those images)")
+    ap.add_argument(
+        "--split",
+        default="train",
+        choices=["train", "val"],
+        help="FER2013 folder to inject noise into; use val when the backbone was "
+        "trained on train (it has seen the true labels of those images)",
+    )
     ap.add_argument("--noise", type=float, default=0.2)
     ap.add_argument("--max-images", type=int, default=None)
     ap.add_argument("--per-anchor", type=int, default=3)
@@ -85,8 +100,11 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("/tmp/curate_quality_fer2013"))
-    ap.add_argument("--prepare-only", action="store_true",
-                    help="write the manifests (and train_half_a.csv with --split-half), then stop")
+    ap.add_argument(
+        "--prepare-only",
+        action="store_true",
+        help="write the manifests (and train_half_a.csv with --split-half), then stop",
+    )
     args = ap.parse_args()
 
     from curate.build import build_tuples
@@ -94,19 +112,42 @@ def main() -> None:
 
     t0 = time.time()
     args.out.mkdir(parents=True, exist_ok=True)
-    manifest = make_manifest(args.data, args.out, split=args.split, noise=args.noise, max_images=args.max_images,
-                             split_half=args.split_half, seed=args.seed)
+    manifest = make_manifest(
+        args.data,
+        args.out,
+        split=args.split,
+        noise=args.noise,
+        max_images=args.max_images,
+        split_half=args.split_half,
+        seed=args.seed,
+    )
     manifest.to_csv(args.out / "manifest_noisy.csv", index=False)
     if args.prepare_only:
-        print(f"wrote {args.out / 'manifest_noisy.csv'}" + (
-            f" and {args.out / 'train_half_a.csv'}" if args.split_half else ""))
+        print(
+            f"wrote {args.out / 'manifest_noisy.csv'}"
+            + (f" and {args.out / 'train_half_a.csv'}" if args.split_half else "")
+        )
         return
-    build_tuples(args.out / "manifest_noisy.csv", args.out / "build", per_anchor=args.per_anchor,
-                 seed=args.seed)
-    res = screen(args.out / "build", args.out / "screen", backbone=args.backbone, weights=args.weights,
-                 alpha_pos=args.alpha_pos, alpha_neg=args.alpha_neg, null=args.null,
-                 batch_size=args.batch_size, workers=args.workers, device=args.device,
-                 seed=args.seed, skip_faces_screen=True)
+    build_tuples(
+        args.out / "manifest_noisy.csv",
+        args.out / "build",
+        per_anchor=args.per_anchor,
+        seed=args.seed,
+    )
+    res = screen(
+        args.out / "build",
+        args.out / "screen",
+        backbone=args.backbone,
+        weights=args.weights,
+        alpha_pos=args.alpha_pos,
+        alpha_neg=args.alpha_neg,
+        null=args.null,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        device=args.device,
+        seed=args.seed,
+        skip_faces_screen=True,
+    )
 
     images = pd.read_parquet(args.out / "build" / "images.parquet")
     noisy_ids = set(images.loc[images["label"] != images["true_label"], "image_id"])
@@ -131,18 +172,37 @@ def main() -> None:
 
     b = res.boundary
     result = {
-        "backbone": res.backbone, "weights_source": res.weights_source,
-        "random_weights": res.random_weights, "split": args.split, "images": int(len(suspect)),
-        "noisy_images": int(suspect["noisy"].sum()), "noise": args.noise, "tuples": res.n_tuples,
-        "rejected": res.n_rejected, "rejected_share": res.n_rejected / res.n_tuples,
-        "reasons": res.reasons, "tuples_with_noisy_share": float(has_noisy.mean()),
-        "precision_rejected_has_noisy": precision, "recall_noisy_tuples_rejected": recall,
-        "auroc_suspicion": auc_suspicion, "auroc_images_suspect_order": auc_order,
-        "auroc_mean_z": auc_mean_z, "auroc_knn_disagreement": auc_knn, "k": args.k,
+        "backbone": res.backbone,
+        "weights_source": res.weights_source,
+        "random_weights": res.random_weights,
+        "split": args.split,
+        "images": int(len(suspect)),
+        "noisy_images": int(suspect["noisy"].sum()),
+        "noise": args.noise,
+        "tuples": res.n_tuples,
+        "rejected": res.n_rejected,
+        "rejected_share": res.n_rejected / res.n_tuples,
+        "reasons": res.reasons,
+        "tuples_with_noisy_share": float(has_noisy.mean()),
+        "precision_rejected_has_noisy": precision,
+        "recall_noisy_tuples_rejected": recall,
+        "auroc_suspicion": auc_suspicion,
+        "auroc_images_suspect_order": auc_order,
+        "auroc_mean_z": auc_mean_z,
+        "auroc_knn_disagreement": auc_knn,
+        "k": args.k,
         "per_anchor": args.per_anchor,
         "embeddings_recomputed_for_knn": emb.n_computed,
-        "boundary": {"null": b.null, "d": b.d, "d_null": b.d_null, "mu": b.mu, "sigma": b.sigma,
-                     "t_pos": b.t_pos, "t_neg": b.t_neg, "calibration": b.calibration},
+        "boundary": {
+            "null": b.null,
+            "d": b.d,
+            "d_null": b.d_null,
+            "mu": b.mu,
+            "sigma": b.sigma,
+            "t_pos": b.t_pos,
+            "t_neg": b.t_neg,
+            "calibration": b.calibration,
+        },
         "seconds": round(time.time() - t0, 1),
     }
     (args.out / "quality.json").write_text(json.dumps(result, indent=2, default=float))

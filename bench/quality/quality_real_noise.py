@@ -62,45 +62,65 @@ def metrics(score: np.ndarray, positive: np.ndarray) -> dict[str, float]:
     from sklearn.metrics import average_precision_score
 
     score = np.asarray(score, np.float64)
-    return {"auroc": auroc(score, positive), "ap": float(average_precision_score(positive, score)),
-            "p5": precision_at(score, positive, 0.05), "p10": precision_at(score, positive, 0.10)}
+    return {
+        "auroc": auroc(score, positive),
+        "ap": float(average_precision_score(positive, score)),
+        "p5": precision_at(score, positive, 0.05),
+        "p10": precision_at(score, positive, 0.10),
+    }
 
 
-def load_images(data: Path, split: str, embeddings: Path | None, batch_size: int,
-                cache: Path) -> pd.DataFrame:
+def load_images(
+    data: Path, split: str, embeddings: Path | None, batch_size: int, cache: Path
+) -> pd.DataFrame:
     """One row per image file of ``fer2013/<split>``: path, label, sha256, half, truth,
     embedding (raw backbone output) and head_probs."""
     files = sorted((data / "fer2013" / split).glob("*/*.jpg"))
     if not files:
         raise SystemExit(f"no images under {data / 'fer2013' / split}")
     # paths resolved, as build-tuples records them
-    df = pd.DataFrame({"path": [str(p.resolve()) for p in files], "rel": [f"{split}/{p.parent.name}/{p.name}" for p in files],
-                       "label": [p.parent.name for p in files]})
+    df = pd.DataFrame(
+        {
+            "path": [str(p.resolve()) for p in files],
+            "rel": [f"{split}/{p.parent.name}/{p.name}" for p in files],
+            "label": [p.parent.name for p in files],
+        }
+    )
     df["sha256"] = [hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in df["path"]]
     if split == "val":
         df["half"] = np.where([int(s[:8], 16) % 2 == 0 for s in df["sha256"]], "dev", "holdout")
     else:
         df["half"] = split
     votes = pd.read_csv(data / "ferplus" / "ferplus_votes_train_val.csv")
-    df = df.merge(votes[["path", "plurality_label_8cls"]].rename(columns={"path": "rel"}), on="rel", how="left")
+    df = df.merge(
+        votes[["path", "plurality_label_8cls"]].rename(columns={"path": "rel"}),
+        on="rel",
+        how="left",
+    )
     df["evaluable"] = df["plurality_label_8cls"].notna()
-    df["mislabelled"] = df["evaluable"] & (df["label"].map(lambda s: TO_FERPLUS.get(s, s)) != df["plurality_label_8cls"])
+    df["mislabelled"] = df["evaluable"] & (
+        df["label"].map(lambda s: TO_FERPLUS.get(s, s)) != df["plurality_label_8cls"]
+    )
     if embeddings is not None:
         pre = pd.read_parquet(embeddings, columns=["path", "embedding", "head_probs"])
         pre["path"] = [str(Path(p).resolve()) for p in pre["path"]]
         df["path"] = [str(Path(p).resolve()) for p in df["path"]]
         df = df.merge(pre.drop_duplicates("path"), on="path", how="left")
         if df["embedding"].isna().any():
-            raise SystemExit(f"{embeddings} lacks embeddings for {int(df['embedding'].isna().sum())} images")
+            raise SystemExit(
+                f"{embeddings} lacks embeddings for {int(df['embedding'].isna().sum())} images"
+            )
     else:
         df["embedding"], df["head_probs"] = _embed(df, batch_size, cache)
     return df
 
 
-WEIGHTS: str | None = None   # --weights: a run folder or bundled model name (None: the default)
+WEIGHTS: str | None = None  # --weights: a run folder or bundled model name (None: the default)
 
 
-def _embed(df: pd.DataFrame, batch_size: int, cache: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def _embed(
+    df: pd.DataFrame, batch_size: int, cache: Path
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
     import torch
 
     from curate.backbone import bundled_model_dir, load_backbone
@@ -109,8 +129,9 @@ def _embed(df: pd.DataFrame, batch_size: int, cache: Path) -> tuple[list[np.ndar
     from curate.runs import load_run
 
     loaded = load_backbone(None, WEIGHTS)
-    emb = embed_images_result(df["path"].tolist(), df["sha256"].tolist(), loaded, cache_dir=cache,
-                              batch_size=batch_size).embeddings
+    emb = embed_images_result(
+        df["path"].tolist(), df["sha256"].tolist(), loaded, cache_dir=cache, batch_size=batch_size
+    ).embeddings
     net, cfg = load_run(bundled_model_dir() if WEIGHTS is None else resolve_run(WEIGHTS))
     if tuple(cfg["classes"]) != CLASSES:
         raise SystemExit(f"bundled head classes {cfg['classes']} are not {CLASSES}")
@@ -136,8 +157,15 @@ def tuple_mean_z(x: np.ndarray, labels: np.ndarray, null: str, seed: int) -> np.
     from curate.screens.nulls import fit_class_nulls, image_weights, tuple_z
     from curate.tuples import sample_tuples
 
-    images = pd.DataFrame({"image_id": np.arange(len(labels)), "label": labels, "split": None,
-                           "subject": None, "status": "ok"})
+    images = pd.DataFrame(
+        {
+            "image_id": np.arange(len(labels)),
+            "label": labels,
+            "split": None,
+            "subject": None,
+            "status": "ok",
+        }
+    )
     tuples, _ = sample_tuples(images, seed=seed)
     a, p, n = (tuples[c].to_numpy(np.int64) for c in ("anchor", "positive", "negative"))
     dist = st.tuple_distances(x, a, p, n)
@@ -156,8 +184,9 @@ def tuple_mean_z(x: np.ndarray, labels: np.ndarray, null: str, seed: int) -> np.
     return total / np.maximum(count, 1)
 
 
-def via_cli(df: pd.DataFrame, data: Path, split: str, out: Path, seed: int,
-            embeddings: Path | None = None) -> np.ndarray:
+def via_cli(
+    df: pd.DataFrame, data: Path, split: str, out: Path, seed: int, embeddings: Path | None = None
+) -> np.ndarray:
     """Rank by the order of images_suspect.parquet after build-tuples + screen with default settings.
 
     With the bundled backbone (no ``--embeddings``) the screen runs as a user's would: the
@@ -172,9 +201,20 @@ def via_cli(df: pd.DataFrame, data: Path, split: str, out: Path, seed: int,
         emb_file = out / f"{split}_embeddings.parquet"
         df[["path", "embedding"]].to_parquet(emb_file, index=False)
     build_tuples(data / "fer2013" / split, out / f"{split}_build", seed=seed, force=True)
-    screen(out / f"{split}_build", out / f"{split}_screen", embeddings=emb_file, seed=seed, force=True,
-           weights=WEIGHTS if embeddings is None else None)
-    rep = (json.loads((out / f"{split}_screen" / "run.json").read_text())["params"].get("representation") or {})
+    screen(
+        out / f"{split}_build",
+        out / f"{split}_screen",
+        embeddings=emb_file,
+        seed=seed,
+        force=True,
+        weights=WEIGHTS if embeddings is None else None,
+    )
+    rep = (
+        json.loads((out / f"{split}_screen" / "run.json").read_text())["params"].get(
+            "representation"
+        )
+        or {}
+    )
     print(f"CLI screen representation: {rep.get('summary') or rep.get('used')}")
     suspect = pd.read_parquet(out / f"{split}_screen" / "images_suspect.parquet")
     order = pd.Series(-np.arange(len(suspect), dtype=np.float64), index=suspect["path"].to_numpy())
@@ -206,23 +246,30 @@ def scores_for(df: pd.DataFrame, args: argparse.Namespace, split: str) -> dict[s
     ev = decide(head, labels, CLASSES, probe(x, labels, seed=args.seed).balanced_accuracy)
     print(f"{split}: label evidence: {ev.sentence()}")
     out["curate label + head (--label-head on)"] = label_posteriors(
-        x, labels, head_probs=decide(head, labels, CLASSES, None, setting="on").probabilities)[0][
-        "suspicion_logit"].to_numpy()
+        x, labels, head_probs=decide(head, labels, CLASSES, None, setting="on").probabilities
+    )[0]["suspicion_logit"].to_numpy()
     for null in NULL_NAMES:
         out[f"curate tuples/{null} mean_z"] = tuple_mean_z(x, labels, null, args.seed)
     if args.via_cli:
-        out["curate CLI defaults (file order)"] = via_cli(df, args.data, split, args.out, args.seed,
-                                                          args.embeddings)
+        out["curate CLI defaults (file order)"] = via_cli(
+            df, args.data, split, args.out, args.seed, args.embeddings
+        )
     for k in (10, 50):
         out[f"kNN k={k}"] = knn_disagreement(raw, labels, k)  # centres and normalises like x
     t = time.perf_counter()
-    probs = {"probe OOF": oof_probe(x, codes, args.seed),
-             "head": np.stack(df["head_probs"].to_numpy()).astype(np.float64)}
+    probs = {
+        "probe OOF": oof_probe(x, codes, args.seed),
+        "head": np.stack(df["head_probs"].to_numpy()).astype(np.float64),
+    }
     for name, p in probs.items():
         for method in ("self_confidence", "normalized_margin"):
-            out[f"cleanlab rank {method} [{name}]"] = -get_label_quality_scores(codes, p, method=method)
+            out[f"cleanlab rank {method} [{name}]"] = -get_label_quality_scores(
+                codes, p, method=method
+            )
         flagged = find_label_issues(codes, p)
-        out[f"cleanlab find_label_issues [{name}]"] = flagged + 0.5 * (1 - get_label_quality_scores(codes, p))
+        out[f"cleanlab find_label_issues [{name}]"] = flagged + 0.5 * (
+            1 - get_label_quality_scores(codes, p)
+        )
     out["_seconds_cleanlab_probe_and_rank"] = np.array([time.perf_counter() - t])
     return out
 
@@ -239,17 +286,24 @@ def cli_boundary_report(df: pd.DataFrame, screen_dir: Path, build_dir: Path) -> 
     known = by_id["evaluable"].fillna(False).astype(bool)
     b = json.loads((screen_dir / "boundary.json").read_text())
     print(f"\n== tuple screens of the CLI run ({len(scores):,} tuples, null {b['null']})")
-    for code, roles in (("positive_too_far", ("anchor", "positive")), ("negative_too_close", ("anchor", "negative"))):
+    for code, roles in (
+        ("positive_too_far", ("anchor", "positive")),
+        ("negative_too_close", ("anchor", "negative")),
+    ):
         ok = np.logical_and.reduce([known.loc[scores[r]].to_numpy() for r in roles])
         has = np.logical_or.reduce([bad.loc[scores[r]].to_numpy() for r in roles])[ok]
         fired = scores["boundary_reason"].fillna("").str.contains(code).to_numpy()[ok]
         prec = has[fired].mean() if fired.any() else float("nan")
-        print(f"{code:20s} fires on {fired.mean():.1%} of {ok.sum():,} tuples with known members: "
-              f"precision {prec:.3f} (base rate {has.mean():.3f}), recall {fired[has].mean():.3f}")
+        print(
+            f"{code:20s} fires on {fired.mean():.1%} of {ok.sum():,} tuples with known members: "
+            f"precision {prec:.3f} (base rate {has.mean():.3f}), recall {fired[has].mean():.3f}"
+        )
     cal = b.get("calibration") or {}
-    print(f"calibration ({cal.get('pairs')} pairs): {cal.get('share_above_t_pos'):.3f} above T_pos "
-          f"(alpha {cal.get('nominal_alpha_pos')}), {cal.get('share_below_t_neg'):.3f} below T_neg "
-          f"(alpha {cal.get('nominal_alpha_neg')})")
+    print(
+        f"calibration ({cal.get('pairs')} pairs): {cal.get('share_above_t_pos'):.3f} above T_pos "
+        f"(alpha {cal.get('nominal_alpha_pos')}), {cal.get('share_below_t_neg'):.3f} below T_neg "
+        f"(alpha {cal.get('nominal_alpha_neg')})"
+    )
 
 
 def cli_label_report(df: pd.DataFrame, screen_dir: Path) -> None:
@@ -257,7 +311,9 @@ def cli_label_report(df: pd.DataFrame, screen_dir: Path) -> None:
     (``label_suspect``), their precision and recall for truly mislabelled images, the
     rejected share of each labelled class, and the classes its per-class cap acted on."""
     suspect = pd.read_parquet(screen_dir / "images_suspect.parquet")[["path", "label_reject"]]
-    t = df[["path", "label", "half", "mislabelled", "evaluable"]].merge(suspect, on="path", how="inner")
+    t = df[["path", "label", "half", "mislabelled", "evaluable"]].merge(
+        suspect, on="path", how="inner"
+    )
     rej = t["label_reject"].fillna(False).astype(bool).to_numpy()
     bad, known = t["mislabelled"].to_numpy(bool), t["evaluable"].to_numpy(bool)
     print(f"\n== label screen of the CLI run ({rej.sum():,} of {len(t):,} images label_suspect)")
@@ -265,26 +321,42 @@ def cli_label_report(df: pd.DataFrame, screen_dir: Path) -> None:
         h = (t["half"] == half).to_numpy()
         m = h & known
         share = pd.Series(rej[h]).groupby(t["label"].to_numpy()[h]).mean()
-        print(f"{half:8s}: rejected {rej[h].sum():,}, precision {bad[rej & m].mean():.3f} (base rate "
-              f"{bad[m].mean():.3f}), recall {rej[bad & m].mean():.3f}; rejected share by class "
-              + ", ".join(f"{k} {v:.0%}" for k, v in share.items()))
-    capped = (json.loads((screen_dir / "boundary.json").read_text()).get("label_model") or {}).get("capped_classes")
+        print(
+            f"{half:8s}: rejected {rej[h].sum():,}, precision {bad[rej & m].mean():.3f} (base rate "
+            f"{bad[m].mean():.3f}), recall {rej[bad & m].mean():.3f}; rejected share by class "
+            + ", ".join(f"{k} {v:.0%}" for k, v in share.items())
+        )
+    capped = (json.loads((screen_dir / "boundary.json").read_text()).get("label_model") or {}).get(
+        "capped_classes"
+    )
     for c in capped or []:
-        print(f"  per-class cap acted on {c['class']}: {c['would_reject']} of {c['n_images']} below "
-              f"alpha_label, {c['rejected']} rejected")
+        print(
+            f"  per-class cap acted on {c['class']}: {c['would_reject']} of {c['n_images']} below "
+            f"alpha_label, {c['rejected']} rejected"
+        )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--splits", default="val,train")
-    ap.add_argument("--embeddings", type=Path, default=None,
-                    help="Parquet with path, embedding, head_probs (skips embedding the images)")
-    ap.add_argument("--via-cli", action="store_true",
-                    help="also rank by curate build-tuples + screen with default settings")
+    ap.add_argument(
+        "--embeddings",
+        type=Path,
+        default=None,
+        help="Parquet with path, embedding, head_probs (skips embedding the images)",
+    )
+    ap.add_argument(
+        "--via-cli",
+        action="store_true",
+        help="also rank by curate build-tuples + screen with default settings",
+    )
     ap.add_argument("--batch-size", type=int, default=256)
-    ap.add_argument("--weights", default=None,
-                    help="network to embed with: a fine-tuning run or a bundled model's name (default: the default)")
+    ap.add_argument(
+        "--weights",
+        default=None,
+        help="network to embed with: a fine-tuning run or a bundled model's name (default: the default)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("/tmp/curate_quality_real_noise"))
     args = ap.parse_args()
@@ -293,14 +365,18 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict[str, dict[str, float]]] = {}
     for split in args.splits.split(","):
-        df = load_images(args.data, split, args.embeddings, args.batch_size, args.out / "embeddings")
+        df = load_images(
+            args.data, split, args.embeddings, args.batch_size, args.out / "embeddings"
+        )
         scores = scores_for(df, args, split)
         halves = ("dev", "holdout") if split == "val" else (split,)
         for half in halves:
             m = (df["half"] == half).to_numpy() & df["evaluable"].to_numpy()
             truth = df["mislabelled"].to_numpy()[m]
-            print(f"\n== {split}/{half}: {int(m.sum())} images with a FERPlus plurality, "
-                  f"{int(truth.sum())} mislabelled ({truth.mean():.1%}); all {len(df)} images screened")
+            print(
+                f"\n== {split}/{half}: {int(m.sum())} images with a FERPlus plurality, "
+                f"{int(truth.sum())} mislabelled ({truth.mean():.1%}); all {len(df)} images screened"
+            )
             print(f"{'method':44s} {'AUROC':>6s} {'AP':>6s} {'P@5%':>6s} {'P@10%':>6s}")
             res = {}
             for name, s in scores.items():
@@ -312,15 +388,19 @@ def main() -> None:
             cl = {k: v for k, v in res.items() if k.startswith("cleanlab")}
             best = max(cl, key=lambda k: cl[k]["auroc"])
             cur = res["curate label (embedding only)"]
-            print(f"curate label - best cleanlab by AUROC ({best}): AUROC {cur['auroc'] - cl[best]['auroc']:+.3f}, "
-                  f"P@10% {cur['p10'] - cl[best]['p10']:+.3f}; vs max P@10% over cleanlab variants "
-                  f"{cur['p10'] - max(v['p10'] for v in cl.values()):+.3f}")
+            print(
+                f"curate label - best cleanlab by AUROC ({best}): AUROC {cur['auroc'] - cl[best]['auroc']:+.3f}, "
+                f"P@10% {cur['p10'] - cl[best]['p10']:+.3f}; vs max P@10% over cleanlab variants "
+                f"{cur['p10'] - max(v['p10'] for v in cl.values()):+.3f}"
+            )
             results[f"{split}/{half}"] = res
         if args.via_cli:
             cli_boundary_report(df, args.out / f"{split}_screen", args.out / f"{split}_build")
             cli_label_report(df, args.out / f"{split}_screen")
-        print(f"seconds ({split}): curate label {float(scores['_seconds_curate_label'][0]):.2f}, "
-              f"cleanlab probe+rank {float(scores['_seconds_cleanlab_probe_and_rank'][0]):.2f}")
+        print(
+            f"seconds ({split}): curate label {float(scores['_seconds_curate_label'][0]):.2f}, "
+            f"cleanlab probe+rank {float(scores['_seconds_cleanlab_probe_and_rank'][0]):.2f}"
+        )
     (args.out / "quality_real_noise.json").write_text(json.dumps(results, indent=2))
     print(f"\nwrote {args.out / 'quality_real_noise.json'}")
 

@@ -44,7 +44,9 @@ DATA = paths.DATA / "fer2013" / "train"
 STAGE4 = paths.AUDIT / "occlusion_stage4.safetensors"
 
 
-def aligned_fer_faces(n: int, seed: int, cache: Path | None, data: Path = DATA) -> tuple[np.ndarray, np.ndarray]:
+def aligned_fer_faces(
+    n: int, seed: int, cache: Path | None, data: Path = DATA
+) -> tuple[np.ndarray, np.ndarray]:
     """Aligned 48x48 crops of ``n`` seeded FER2013 training faces (faces found only) and
     their paths relative to the train folder (``happy/Training_123.jpg``)."""
     if cache is not None and cache.is_file():
@@ -66,8 +68,10 @@ def posed_bare(folder: Path) -> tuple[np.ndarray, list[str]]:
     manifest = pd.read_csv(folder / "manifest.csv")
     dev = manifest[~manifest["subject"].isin(holdout_subjects(manifest["subject"]))]
     crops, found = fit.aligned_crops([folder / p for p in dev["path"]])
-    print(f"--posed-bare: {int(found.sum())} faces of {dev['subject'].nunique()} dev performers "
-          f"({', '.join(sorted(dev['subject'].unique()))})")
+    print(
+        f"--posed-bare: {int(found.sum())} faces of {dev['subject'].nunique()} dev performers "
+        f"({', '.join(sorted(dev['subject'].unique()))})"
+    )
     return crops[found], dev["label"].to_numpy()[found].tolist()
 
 
@@ -76,70 +80,131 @@ def _synthetic_progress(event: str, info: dict[str, Any]) -> None:
         if info["n_dropped"]:
             print(f"--clean-with: dropping {info['n_dropped']} faces scored > {fit.CLEAN_MAX}")
         if info["n_pseudo"]:
-            print(f"pseudo-labelled occluded faces: {info['n_pseudo']} (score >= {info['pseudo_min_score']:.3f})")
-        print(f"{info['n_faces']} aligned FER2013 training faces: {info['n_train']} fit, {info['n_val']} held out")
+            print(
+                f"pseudo-labelled occluded faces: {info['n_pseudo']} (score >= {info['pseudo_min_score']:.3f})"
+            )
+        print(
+            f"{info['n_faces']} aligned FER2013 training faces: {info['n_train']} fit, {info['n_val']} held out"
+        )
     else:
-        print(f"epoch {info['epoch']}/{info['epochs']} loss {info['loss']:.4f} "
-              f"held-out synthetic AUROC {info['auroc']:.4f} "
-              f"region accuracy {info['region_accuracy']:.3f} ({info['seconds']:.0f} s)", flush=True)
+        print(
+            f"epoch {info['epoch']}/{info['epochs']} loss {info['loss']:.4f} "
+            f"held-out synthetic AUROC {info['auroc']:.4f} "
+            f"region accuracy {info['region_accuracy']:.3f} ({info['seconds']:.0f} s)",
+            flush=True,
+        )
 
 
 def _labelled_progress(event: str, info: dict[str, Any]) -> None:
     if event == "data":
-        print(f"{info['n_train']} labelled faces to fit ({info['n_occluded']} occluded, "
-              f"{info['n_glasses_only']} of them by clear glasses only), {info['n_held_out']} "
-              f"held out; clean pool {info['n_clean']} of {info['n_crops']}")
+        print(
+            f"{info['n_train']} labelled faces to fit ({info['n_occluded']} occluded, "
+            f"{info['n_glasses_only']} of them by clear glasses only), {info['n_held_out']} "
+            f"held out; clean pool {info['n_clean']} of {info['n_crops']}"
+        )
         base = info["baseline"]
         a = fit.held_out_aurocs(base, base["score"].to_numpy())
-        print(f"--init on all {len(base)} labelled faces (it was fitted on none of them): AUROC "
-              f"{a['auroc']:.4f} (randomly sampled faces {a['auroc_random']:.4f}, n={a['n_random']})")
+        print(
+            f"--init on all {len(base)} labelled faces (it was fitted on none of them): AUROC "
+            f"{a['auroc']:.4f} (randomly sampled faces {a['auroc_random']:.4f}, n={a['n_random']})"
+        )
         return
     msg = ""
     if "auroc" in info:
-        msg = (f" held-out AUROC {info['auroc']:.4f} (randomly sampled faces "
-               f"{info['auroc_random']:.4f}, n={info['n_random']})")
-    print(f"seed {info['seed']} epoch {info['epoch']}/{info['epochs']}{msg} ({info['seconds']:.0f} s)", flush=True)
+        msg = (
+            f" held-out AUROC {info['auroc']:.4f} (randomly sampled faces "
+            f"{info['auroc_random']:.4f}, n={info['n_random']})"
+        )
+    print(
+        f"seed {info['seed']} epoch {info['epoch']}/{info['epochs']}{msg} ({info['seconds']:.0f} s)",
+        flush=True,
+    )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, required=True,
-                    help="weights file to write (the shipped one is curate/models/faces/occlusion.safetensors)")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="weights file to write (the shipped one is curate/models/faces/occlusion.safetensors)",
+    )
     ap.add_argument("--data", type=Path, default=DATA, help="FER2013 train folder")
     ap.add_argument("--n-faces", type=int, default=12000)
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--crops-cache", type=Path, default=None)
-    ap.add_argument("--clean-with", type=Path, default=None,
-                    help="weights of a previous fit: its occluded-looking faces leave the clean pool "
-                         "(with --real-labels: default the stage-4 weights)")
-    ap.add_argument("--pseudo-labels", action="store_true",
-                    help="with --clean-with: the previous fit's top 5%% become occluded examples")
-    ap.add_argument("--first-fit-hands", action="store_true",
-                    help="the synthetic hands of the first fit (stage 1)")
-    ap.add_argument("--real-labels", type=Path, default=None,
-                    help="hand labels (CSV: path relative to fer2013/train, occluded 0/1, sample): "
-                         "fine-tune --init on them, mixed with synthetic occluders")
-    ap.add_argument("--init", type=Path, default=STAGE4, help="with --real-labels: starting weights")
-    ap.add_argument("--real-frac", type=float, default=0.85,
-                    help="with --real-labels: share of each batch drawn from the labelled faces")
-    ap.add_argument("--lr", type=float, default=None,
-                    help="peak learning rate (default 1e-3 with --real-labels, else 3e-3)")
-    ap.add_argument("--seeds", default=None,
-                    help="with --real-labels: comma-separated seeds; one network each, all "
-                         "saved in one file whose score is their mean (default: --seed alone)")
-    ap.add_argument("--cv-fold", type=int, default=None,
-                    help="with --real-labels: hold out fold K of 5 (seeded) and print its AUROC")
-    ap.add_argument("--dev-only", action="store_true",
-                    help="with --real-labels: fit on the dev part only: leave out the holdout labels "
-                         "and every copy of a holdout face (curate/faces/holdout.py)")
-    ap.add_argument("--balance-classes", action="store_true",
-                    help="with --real-labels: draw the uncovered labelled faces with every expression "
-                         "class (the FER2013 folder) equally likely")
-    ap.add_argument("--posed-bare", type=Path, default=None,
-                    help="with --real-labels: a taiwanese-posed folder (manifest.csv): the aligned faces "
-                         "of its DEV performers (curate/faces/holdout.py) join the uncovered faces")
+    ap.add_argument(
+        "--clean-with",
+        type=Path,
+        default=None,
+        help="weights of a previous fit: its occluded-looking faces leave the clean pool "
+        "(with --real-labels: default the stage-4 weights)",
+    )
+    ap.add_argument(
+        "--pseudo-labels",
+        action="store_true",
+        help="with --clean-with: the previous fit's top 5%% become occluded examples",
+    )
+    ap.add_argument(
+        "--first-fit-hands",
+        action="store_true",
+        help="the synthetic hands of the first fit (stage 1)",
+    )
+    ap.add_argument(
+        "--real-labels",
+        type=Path,
+        default=None,
+        help="hand labels (CSV: path relative to fer2013/train, occluded 0/1, sample): "
+        "fine-tune --init on them, mixed with synthetic occluders",
+    )
+    ap.add_argument(
+        "--init", type=Path, default=STAGE4, help="with --real-labels: starting weights"
+    )
+    ap.add_argument(
+        "--real-frac",
+        type=float,
+        default=0.85,
+        help="with --real-labels: share of each batch drawn from the labelled faces",
+    )
+    ap.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="peak learning rate (default 1e-3 with --real-labels, else 3e-3)",
+    )
+    ap.add_argument(
+        "--seeds",
+        default=None,
+        help="with --real-labels: comma-separated seeds; one network each, all "
+        "saved in one file whose score is their mean (default: --seed alone)",
+    )
+    ap.add_argument(
+        "--cv-fold",
+        type=int,
+        default=None,
+        help="with --real-labels: hold out fold K of 5 (seeded) and print its AUROC",
+    )
+    ap.add_argument(
+        "--dev-only",
+        action="store_true",
+        help="with --real-labels: fit on the dev part only: leave out the holdout labels "
+        "and every copy of a holdout face (curate/faces/holdout.py)",
+    )
+    ap.add_argument(
+        "--balance-classes",
+        action="store_true",
+        help="with --real-labels: draw the uncovered labelled faces with every expression "
+        "class (the FER2013 folder) equally likely",
+    )
+    ap.add_argument(
+        "--posed-bare",
+        type=Path,
+        default=None,
+        help="with --real-labels: a taiwanese-posed folder (manifest.csv): the aligned faces "
+        "of its DEV performers (curate/faces/holdout.py) join the uncovered faces",
+    )
     args = ap.parse_args()
 
     import torch
@@ -155,36 +220,71 @@ def main() -> None:
             n_all = len(labels)
             labels = labels[~labels["path"].isin(kept_out)].reset_index(drop=True)
             exclude = [i for i, p in enumerate(rel_paths) if p in kept_out]
-            print(f"--dev-only: {n_all - len(labels)} holdout labels (or copies of holdout faces) left out, "
-                  f"{len(exclude)} faces kept out of the clean pool")
+            print(
+                f"--dev-only: {n_all - len(labels)} holdout labels (or copies of holdout faces) left out, "
+                f"{len(exclude)} faces kept out of the clean pool"
+            )
         seeds = [int(x) for x in str(args.seeds).split(",")] if args.seeds else [args.seed]
         classes = [p.split("/")[0] for p in rel_paths] if args.balance_classes else None
         extra, extra_classes = posed_bare(args.posed_bare) if args.posed_bare else (None, None)
-        result = fit.fit_labelled(crops, labels, init=args.init, clean_with=args.clean_with or args.init,
-                                  seeds=seeds, epochs=args.epochs, lr=args.lr or 1e-3,
-                                  real_frac=args.real_frac, cv_fold=args.cv_fold, exclude=exclude,
-                                  classes=classes, extra_bare=extra, extra_classes=extra_classes,
-                                  progress=_labelled_progress)
+        result = fit.fit_labelled(
+            crops,
+            labels,
+            init=args.init,
+            clean_with=args.clean_with or args.init,
+            seeds=seeds,
+            epochs=args.epochs,
+            lr=args.lr or 1e-3,
+            real_frac=args.real_frac,
+            cv_fold=args.cv_fold,
+            exclude=exclude,
+            classes=classes,
+            extra_bare=extra,
+            extra_classes=extra_classes,
+            progress=_labelled_progress,
+        )
         held = result.held_out
         if len(held):
             a = fit.held_out_aurocs(held, held["score"].to_numpy())
-            print(f"held-out AUROC of the {len(seeds)}-network file: {a['auroc']:.4f} "
-                  f"(randomly sampled faces {a['auroc_random']:.4f}, n={a['n_random']})")
+            print(
+                f"held-out AUROC of the {len(seeds)}-network file: {a['auroc']:.4f} "
+                f"(randomly sampled faces {a['auroc_random']:.4f}, n={a['n_random']})"
+            )
             held[["path", "occluded", "kind", "sample", "score", "occlusion"]].to_csv(
-                args.out.with_suffix(".heldout.csv"), index=False)
-        fit.save_occlusion_weights(result.states, args.out, {
-            "fitted_by": "bench/recipes/fit_occlusion.py --real-labels", "seeds": ",".join(map(str, seeds)),
-            "labels": str(result.n_train), "epochs": str(args.epochs), "real_frac": str(args.real_frac),
-            "dev_only": str(bool(args.dev_only)), "outputs": ",".join(OUTPUTS),
-            "balance_classes": str(bool(args.balance_classes)),
-            "posed_bare": "dev performers" if args.posed_bare else "none"})
+                args.out.with_suffix(".heldout.csv"), index=False
+            )
+        fit.save_occlusion_weights(
+            result.states,
+            args.out,
+            {
+                "fitted_by": "bench/recipes/fit_occlusion.py --real-labels",
+                "seeds": ",".join(map(str, seeds)),
+                "labels": str(result.n_train),
+                "epochs": str(args.epochs),
+                "real_frac": str(args.real_frac),
+                "dev_only": str(bool(args.dev_only)),
+                "outputs": ",".join(OUTPUTS),
+                "balance_classes": str(bool(args.balance_classes)),
+                "posed_bare": "dev performers" if args.posed_bare else "none",
+            },
+        )
     else:
-        result = fit.fit_synthetic(crops, epochs=args.epochs, seed=args.seed, lr=args.lr or 3e-3,
-                                   clean_with=args.clean_with, pseudo_labels=args.pseudo_labels,
-                                   hands=FIRST_FIT_HANDS if args.first_fit_hands else HANDS,
-                                   progress=_synthetic_progress)
-        meta = {"fitted_by": "bench/recipes/fit_occlusion.py", "seed": str(args.seed),
-                "n_faces": str(result.n_faces), "epochs": str(args.epochs)}
+        result = fit.fit_synthetic(
+            crops,
+            epochs=args.epochs,
+            seed=args.seed,
+            lr=args.lr or 3e-3,
+            clean_with=args.clean_with,
+            pseudo_labels=args.pseudo_labels,
+            hands=FIRST_FIT_HANDS if args.first_fit_hands else HANDS,
+            progress=_synthetic_progress,
+        )
+        meta = {
+            "fitted_by": "bench/recipes/fit_occlusion.py",
+            "seed": str(args.seed),
+            "n_faces": str(result.n_faces),
+            "epochs": str(args.epochs),
+        }
         if args.first_fit_hands:
             meta["hands"] = "first-fit"
         fit.save_occlusion_weights([result.state], args.out, meta)

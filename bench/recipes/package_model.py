@@ -32,8 +32,10 @@ def main() -> None:
     save_file(half, str(args.dest / "model.safetensors"))
     (args.dest / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
     size = (args.dest / "model.safetensors").stat().st_size
-    print(f"wrote {args.dest}: model.safetensors {size / 1e6:.1f} MB, "
-          f"sha256 {file_sha256(args.dest / 'model.safetensors')}")
+    print(
+        f"wrote {args.dest}: model.safetensors {size / 1e6:.1f} MB, "
+        f"sha256 {file_sha256(args.dest / 'model.safetensors')}"
+    )
 
 
 if __name__ == "__main__":

@@ -20,13 +20,21 @@ from curate.representations.head import TRAINING_SAMPLE_FILE, write_training_sam
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("model_dir", type=Path, help="the bundled network's folder (curate/models/NAME)")
+    ap.add_argument(
+        "model_dir", type=Path, help="the bundled network's folder (curate/models/NAME)"
+    )
     ap.add_argument("image_folder", type=Path, help="the images it trained on")
-    ap.add_argument("what", nargs="?", help="how training_images.txt names them (default: the folder's name)")
+    ap.add_argument(
+        "what", nargs="?", help="how training_images.txt names them (default: the folder's name)"
+    )
     args = ap.parse_args()
     model, folder = args.model_dir, args.image_folder
     what = args.what if args.what is not None else folder.name
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    files = sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and p.suffix.lower() in (".jpg", ".jpeg", ".png")
+    )
     digests = [hashlib.sha256(p.read_bytes()).hexdigest() for p in files]
     n = write_training_sample(digests, model / TRAINING_SAMPLE_FILE, what)
     print(f"{model / TRAINING_SAMPLE_FILE}: {n} of {len(set(digests))} distinct training images")

@@ -46,8 +46,13 @@ def _manifest(args: argparse.Namespace, tmp: Path) -> Path:
         for i in range(args.n_images + args.n_images // 4):
             p = tmp / f"img{i}.png"
             Image.fromarray(rng.integers(0, 255, (48, 48), dtype=np.uint8)).save(p)
-            rows.append({"path": str(p), "label": classes[i % 3],
-                         "split": "val" if i >= args.n_images else "train"})
+            rows.append(
+                {
+                    "path": str(p),
+                    "label": classes[i % 3],
+                    "split": "val" if i >= args.n_images else "train",
+                }
+            )
     out = tmp / "manifest.csv"
     pd.DataFrame(rows).to_csv(out, index=False)
     return out
@@ -60,15 +65,22 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--skip", type=int, default=3)
     p.add_argument("--batch-tuples", type=int, default=64)
-    p.add_argument("--input-size", type=int, default=None, help="default: the weights' (64 for the bundled model)")
+    p.add_argument(
+        "--input-size",
+        type=int,
+        default=None,
+        help="default: the weights' (64 for the bundled model)",
+    )
     p.add_argument("--weights", default="fer_resnet10t")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--reps", type=int, default=2, help="runs of each arm, alternating")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
-          f"{torch.backends.cpu.get_cpu_capability()}; --amp on this CPU: "
-          f"{autocast_precision(torch.device('cpu'), True)[1]}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
+        f"{torch.backends.cpu.get_cpu_capability()}; --amp on this CPU: "
+        f"{autocast_precision(torch.device('cpu'), True)[1]}"
+    )
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         build = tmp / "tuples"
@@ -78,21 +90,35 @@ def main() -> None:
         # the arms alternate (fp32, bf16, fp32, bf16, ...) so a change of load on a shared
         # machine falls on both
         for i, amp in enumerate([False, True] * args.reps):
-            cfg = FinetuneConfig(weights=args.weights, input_size=args.input_size, epochs=100,
-                                 max_steps=args.steps, batch_tuples=args.batch_tuples, amp=amp, device="cpu",
-                                 workers=1, checkpoint_every=0, seed=0, screen_every_step=False)
+            cfg = FinetuneConfig(
+                weights=args.weights,
+                input_size=args.input_size,
+                epochs=100,
+                max_steps=args.steps,
+                batch_tuples=args.batch_tuples,
+                amp=amp,
+                device="cpu",
+                workers=1,
+                checkpoint_every=0,
+                seed=0,
+                screen_every_step=False,
+            )
             tic = time.perf_counter()
             res = finetune(build, tmp / f"run_amp{int(amp)}_{i}", cfg)
             train = res.metrics[res.metrics["phase"] == "train"]
-            step_s = (train["n_images"] / train["images_per_s"]).to_numpy()[args.skip:]
+            step_s = (train["n_images"] / train["images_per_s"]).to_numpy()[args.skip :]
             times[amp].extend(step_s.tolist())
             accs[amp] = res.final.get("accuracy")
-            print(f"{res.run['precision']:<45} median step {float(np.median(step_s)):.3f} s "
-                  f"({float(np.median(train['images_per_s'].to_numpy()[args.skip:])):,.0f} img/s), "
-                  f"run {time.perf_counter() - tic:.0f} s, val accuracy after {args.steps} steps "
-                  f"{accs[amp] if accs[amp] is None else round(accs[amp], 3)}")
+            print(
+                f"{res.run['precision']:<45} median step {float(np.median(step_s)):.3f} s "
+                f"({float(np.median(train['images_per_s'].to_numpy()[args.skip :])):,.0f} img/s), "
+                f"run {time.perf_counter() - tic:.0f} s, val accuracy after {args.steps} steps "
+                f"{accs[amp] if accs[amp] is None else round(accs[amp], 3)}"
+            )
     ratio = float(np.median(times[True]) / np.median(times[False]))
-    print(f"bf16 / fp32 median step time over all runs: {ratio:.2f} (target <= 0.75) -> {'MET' if ratio <= 0.75 else 'NOT MET'}")
+    print(
+        f"bf16 / fp32 median step time over all runs: {ratio:.2f} (target <= 0.75) -> {'MET' if ratio <= 0.75 else 'NOT MET'}"
+    )
 
 
 if __name__ == "__main__":

@@ -34,8 +34,11 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=30_000)
     ap.add_argument("--dim", type=int, default=128)
     ap.add_argument("--quadruplet", action="store_true")
-    ap.add_argument("--sorted-anchors", action="store_true",
-                    help="anchors in order, as build-tuples writes them (per_anchor tuples each)")
+    ap.add_argument(
+        "--sorted-anchors",
+        action="store_true",
+        help="anchors in order, as build-tuples writes them (per_anchor tuples each)",
+    )
     ap.add_argument("--workers", type=int, default=None, help="threads (default: CPU count, max 8)")
     ap.add_argument("--rounds", type=int, default=2, help="A B B A rounds (each runs both kernels)")
     args = ap.parse_args()
@@ -63,12 +66,18 @@ def main() -> None:
         w1, c1 = time.perf_counter(), time.process_time()
         keep, _ = apply_boundary(dist, b)
         w2, c2 = time.perf_counter(), time.process_time()
-        return {"dist": w1 - w0, "dist_cpu": c1 - c0, "verdicts": w2 - w1, "total": w2 - w0,
-                "total_cpu": c2 - c0, "kept": float(keep.mean())}
+        return {
+            "dist": w1 - w0,
+            "dist_cpu": c1 - c0,
+            "verdicts": w2 - w1,
+            "total": w2 - w0,
+            "total_cpu": c2 - c0,
+            "kept": float(keep.mean()),
+        }
 
     runs: dict[str, list[dict[str, float]]] = {"numpy": [], "fused": []}
     for r in range(args.rounds):
-        for kernel in (("numpy", "fused") if r % 2 == 0 else ("fused", "numpy")):
+        for kernel in ("numpy", "fused") if r % 2 == 0 else ("fused", "numpy"):
             runs[kernel].append(run(kernel))
     dn = tuple_distances(emb, *[i[:200_000] for i in idx], kernel="numpy")
     df = tuple_distances(emb, *[i[:200_000] for i in idx], kernel="fused")
@@ -84,29 +93,42 @@ def main() -> None:
     kind = "quadruplets" if args.quadruplet else "triplets"
     order = "sorted" if args.sorted_anchors else "random"
     best = {k: min(v, key=lambda x: x["total"]) for k, v in runs.items()}
-    print(f"{args.tuples:,} {kind}, {args.images:,} images x {args.dim} dims (float32), {order} anchors, "
-          f"{args.rounds} rounds A B B A")
+    print(
+        f"{args.tuples:,} {kind}, {args.images:,} images x {args.dim} dims (float32), {order} anchors, "
+        f"{args.rounds} rounds A B B A"
+    )
     print(f"  normalize + fit_boundary (d_null={b.d_null:.1f}): {t_fit:6.2f} s")
     print(f"  fused kernel compile / cache load (once):  {t_compile:6.2f} s")
-    print(f"  {'kernel':8s} {'distances':>10s} {'verdicts':>9s} {'total':>7s} {'total CPU':>10s}   (best of runs; all runs' totals)")
+    print(
+        f"  {'kernel':8s} {'distances':>10s} {'verdicts':>9s} {'total':>7s} {'total CPU':>10s}   (best of runs; all runs' totals)"
+    )
+
     def totals(rs: list[dict[str, float]]) -> str:
         return ", ".join(f"{r['total']:.2f}" for r in rs)
 
     for k in ("numpy", "fused"):
         x = best[k]
-        print(f"  {k:8s} {x['dist']:9.2f}s {x['verdicts']:8.2f}s {x['total']:6.2f}s {x['total_cpu']:9.2f}s   "
-              f"({totals(runs[k])})")
+        print(
+            f"  {k:8s} {x['dist']:9.2f}s {x['verdicts']:8.2f}s {x['total']:6.2f}s {x['total_cpu']:9.2f}s   "
+            f"({totals(runs[k])})"
+        )
     ratio = best["numpy"]["total"] / best["fused"]["total"]
     ratio_cpu = best["numpy"]["total_cpu"] / best["fused"]["total_cpu"]
-    print(f"  speed-up fused vs numpy (today's code): {ratio:.2f}x wall, {ratio_cpu:.2f}x CPU time "
-          f"(target: fused total < 2 s)")
+    print(
+        f"  speed-up fused vs numpy (today's code): {ratio:.2f}x wall, {ratio_cpu:.2f}x CPU time "
+        f"(target: fused total < 2 s)"
+    )
     print(f"  distances agree within {max_diff:.1e} (first 200,000 tuples); kept {keep.mean():.1%}")
     out_bytes = sum(v.nbytes for v in dist.values()) + keep.nbytes + reason.nbytes
-    print(f"  peak traced memory of distances + verdicts (fused): {peak / 2**20:,.0f} MiB "
-          f"(outputs alone {out_bytes / 2**20:,.0f} MiB; an N x N float32 matrix would be "
-          f"{args.images ** 2 * 4 / 2**20:,.0f} MiB)")
+    print(
+        f"  peak traced memory of distances + verdicts (fused): {peak / 2**20:,.0f} MiB "
+        f"(outputs alone {out_bytes / 2**20:,.0f} MiB; an N x N float32 matrix would be "
+        f"{args.images**2 * 4 / 2**20:,.0f} MiB)"
+    )
     print(f"  load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-    print(f"  process max RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB")
+    print(
+        f"  process max RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB"
+    )
 
 
 if __name__ == "__main__":

@@ -51,7 +51,9 @@ from curate.images import load_image
 
 def _images(args: argparse.Namespace, tmp: Path) -> list[str]:
     if args.images:
-        files = sorted(p for p in Path(args.images).rglob("*") if p.suffix.lower() in {".jpg", ".png", ".jpeg"})
+        files = sorted(
+            p for p in Path(args.images).rglob("*") if p.suffix.lower() in {".jpg", ".png", ".jpeg"}
+        )
         if not files:
             raise SystemExit(f"no images under {args.images}")
         return [str(p) for p in files[: args.n_images]]
@@ -85,18 +87,30 @@ def main() -> None:
         tmp = Path(td)
         paths = _images(args, tmp)
         n = len(paths)
-        chunks = [paths[i:i + args.batch_size] for i in range(0, n, args.batch_size)]
+        chunks = [paths[i : i + args.batch_size] for i in range(0, n, args.batch_size)]
         batches = [prepare_batch(c, loaded, dev) for c in chunks]  # the pipeline's tensors
         transform = build_transform(loaded.data_config)
-        nchw = list(torch.stack([transform(load_image(p, loaded.in_chans)) for p in paths])
-                    .to(dev).split(args.batch_size))  # the former baseline
+        nchw = list(
+            torch.stack([transform(load_image(p, loaded.in_chans)) for p in paths])
+            .to(dev)
+            .split(args.batch_size)
+        )  # the former baseline
         embed_batch(loaded.model, batches[0])  # warm-up (allocator, cudnn, first-call costs)
         with torch.inference_mode():
-            diff = float((loaded.model(nchw[0]).float().cpu() - torch.from_numpy(
-                embed_batch(loaded.model, batches[0]))).abs().max())
+            diff = float(
+                (
+                    loaded.model(nchw[0]).float().cpu()
+                    - torch.from_numpy(embed_batch(loaded.model, batches[0]))
+                )
+                .abs()
+                .max()
+            )
 
         def cpu() -> float:
-            own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+            own, kids = (
+                resource.getrusage(resource.RUSAGE_SELF),
+                resource.getrusage(resource.RUSAGE_CHILDREN),
+            )
             return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
         def bare(which: list[torch.Tensor], layout_as_given: bool = False) -> tuple[float, float]:
@@ -115,8 +129,14 @@ def main() -> None:
 
         def end_to_end(run: int) -> tuple[float, float]:
             t, c = time.perf_counter(), cpu()
-            res = embed_images_result(paths, [None] * n, loaded, cache_dir=tmp / f"cache{run}",
-                                      batch_size=args.batch_size, workers=args.workers)
+            res = embed_images_result(
+                paths,
+                [None] * n,
+                loaded,
+                cache_dir=tmp / f"cache{run}",
+                batch_size=args.batch_size,
+                workers=args.workers,
+            )
             rate = n / (time.perf_counter() - t)
             assert res.n_computed == res.n_unique  # nothing came from a cache
             return rate, (cpu() - c) / n
@@ -126,25 +146,44 @@ def main() -> None:
         for run in range(args.rounds):  # ABBA order: a drifting load favours none
             order = ("bare", "nchw", "e2e") if run % 2 == 0 else ("e2e", "nchw", "bare")
             for k in order:
-                runs[k].append(end_to_end(run) if k == "e2e" else
-                               bare(batches) if k == "bare" else bare(nchw, layout_as_given=True))
+                runs[k].append(
+                    end_to_end(run)
+                    if k == "e2e"
+                    else bare(batches)
+                    if k == "bare"
+                    else bare(nchw, layout_as_given=True)
+                )
     bare_rates, e2e_rates = [r for r, _ in runs["bare"]], [r for r, _ in runs["e2e"]]
     nchw_rates = [r for r, _ in runs["nchw"]]
     b, e = max(bare_rates), max(e2e_rates)
     workers = default_workers(dev.type) if args.workers is None else args.workers
-    print(f"{loaded.name} ({loaded.weights_source}), input {tuple(loaded.data_config['input_size'])}, "
-          f"{n} images, batch {args.batch_size}, {torch.get_num_threads()} torch threads, "
-          f"{workers} decode workers, device {dev}")
-    print(f"  bare forward on prepared tensors: {b:8.1f} images/s   (runs: {', '.join(f'{r:.1f}' for r in bare_rates)})")
-    print(f"  end to end (decode+prep+forward): {e:8.1f} images/s   (runs: {', '.join(f'{r:.1f}' for r in e2e_rates)})")
-    print(f"  bare NCHW (the former baseline): {max(nchw_rates):8.1f} images/s   (runs: {', '.join(f'{r:.1f}' for r in nchw_rates)})")
-    print(f"  ratio end-to-end / bare: {e / b:.3f} best-of-runs, "
-          f"{np.median(e2e_rates) / np.median(bare_rates):.3f} median-of-runs   (target >= 0.85)")
-    print(f"  ratio end-to-end / bare NCHW: {e / max(nchw_rates):.3f} best-of-runs; bare / bare NCHW: "
-          f"{b / max(nchw_rates):.3f} (memory layout alone); embeddings differ by {diff:.1e}")
+    print(
+        f"{loaded.name} ({loaded.weights_source}), input {tuple(loaded.data_config['input_size'])}, "
+        f"{n} images, batch {args.batch_size}, {torch.get_num_threads()} torch threads, "
+        f"{workers} decode workers, device {dev}"
+    )
+    print(
+        f"  bare forward on prepared tensors: {b:8.1f} images/s   (runs: {', '.join(f'{r:.1f}' for r in bare_rates)})"
+    )
+    print(
+        f"  end to end (decode+prep+forward): {e:8.1f} images/s   (runs: {', '.join(f'{r:.1f}' for r in e2e_rates)})"
+    )
+    print(
+        f"  bare NCHW (the former baseline): {max(nchw_rates):8.1f} images/s   (runs: {', '.join(f'{r:.1f}' for r in nchw_rates)})"
+    )
+    print(
+        f"  ratio end-to-end / bare: {e / b:.3f} best-of-runs, "
+        f"{np.median(e2e_rates) / np.median(bare_rates):.3f} median-of-runs   (target >= 0.85)"
+    )
+    print(
+        f"  ratio end-to-end / bare NCHW: {e / max(nchw_rates):.3f} best-of-runs; bare / bare NCHW: "
+        f"{b / max(nchw_rates):.3f} (memory layout alone); embeddings differ by {diff:.1e}"
+    )
     med = {k: np.median([c for _, c in v]) * 1e3 for k, v in runs.items()}
-    print(f"  CPU ms per image (this process + decode workers, median): bare {med['bare']:.2f}, "
-          f"bare NCHW {med['nchw']:.2f}, end to end {med['e2e']:.2f}")
+    print(
+        f"  CPU ms per image (this process + decode workers, median): bare {med['bare']:.2f}, "
+        f"bare NCHW {med['nchw']:.2f}, end to end {med['e2e']:.2f}"
+    )
     print(f"  load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (shared machine)")
 
 

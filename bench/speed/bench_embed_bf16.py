@@ -78,11 +78,13 @@ def knn_disagreement(emb: np.ndarray, labels: np.ndarray, k: int = 10) -> np.nda
     return (labels[nn] != labels[:, None]).mean(axis=1)
 
 
-def measure(name: str, loaded, paths: list[str], rounds: int, n_timed: int = 0, e2e_rounds: int = 2) -> dict:
+def measure(
+    name: str, loaded, paths: list[str], rounds: int, n_timed: int = 0, e2e_rounds: int = 2
+) -> dict:
     from curate.embed import prepare_batch
 
     timed = paths[:n_timed] if n_timed else paths
-    batches = [prepare_batch(timed[i:i + 64], loaded) for i in range(0, len(timed), 64)]
+    batches = [prepare_batch(timed[i : i + 64], loaded) for i in range(0, len(timed), 64)]
     times: dict[bool, list[float]] = {False: [], True: []}
     outs = {}
     for _ in range(rounds):
@@ -98,14 +100,25 @@ def measure(name: str, loaded, paths: list[str], rounds: int, n_timed: int = 0, 
     nn32, nn16 = neighbours(f32), neighbours(b16)
     kept = np.mean([len(set(a) & set(b)) / len(a) for a, b in zip(nn32, nn16, strict=True)])
     fwd32, fwd16 = statistics.median(times[False]), statistics.median(times[True])
-    r = {"images": len(paths), "images_timed": len(timed), "forward_f32_s": round(fwd32, 3), "forward_bf16_s": round(fwd16, 3),
-         "forward_ratio_bf16_over_f32": round(fwd16 / fwd32, 3),
-         "end_to_end_f32_s": round(min(e2e[False]), 3), "end_to_end_bf16_s": round(min(e2e[True]), 3),
-         "end_to_end_ratio": round(min(e2e[True]) / min(e2e[False]), 3),
-         "end_to_end_ratio_of_medians": round(statistics.median(e2e[True]) / statistics.median(e2e[False]), 3),
-         "cosine_min": round(float(cos.min()), 5), "cosine_mean": round(float(cos.mean()), 6),
-         "knn10_kept": round(float(kept), 4),
-         "forward_equals_end_to_end_f32": bool(np.allclose(outs[False], f32[:len(timed)], atol=1e-5))}
+    r = {
+        "images": len(paths),
+        "images_timed": len(timed),
+        "forward_f32_s": round(fwd32, 3),
+        "forward_bf16_s": round(fwd16, 3),
+        "forward_ratio_bf16_over_f32": round(fwd16 / fwd32, 3),
+        "end_to_end_f32_s": round(min(e2e[False]), 3),
+        "end_to_end_bf16_s": round(min(e2e[True]), 3),
+        "end_to_end_ratio": round(min(e2e[True]) / min(e2e[False]), 3),
+        "end_to_end_ratio_of_medians": round(
+            statistics.median(e2e[True]) / statistics.median(e2e[False]), 3
+        ),
+        "cosine_min": round(float(cos.min()), 5),
+        "cosine_mean": round(float(cos.mean()), 6),
+        "knn10_kept": round(float(kept), 4),
+        "forward_equals_end_to_end_f32": bool(
+            np.allclose(outs[False], f32[: len(timed)], atol=1e-5)
+        ),
+    }
     print(f"== {name}: {json.dumps(r)}", flush=True)
     return {**r, "_emb": (f32, b16)}
 
@@ -118,15 +131,27 @@ def screen_ranking(data: Path, out: Path) -> dict:
     from curate.screen import screen
 
     files = sorted((data / "fer2013" / "val").glob("*/*.jpg"))
-    df = pd.DataFrame({"path": [str(p.resolve()) for p in files], "rel": [f"val/{p.parent.name}/{p.name}" for p in files],
-                       "label": [p.parent.name for p in files]})
+    df = pd.DataFrame(
+        {
+            "path": [str(p.resolve()) for p in files],
+            "rel": [f"val/{p.parent.name}/{p.name}" for p in files],
+            "label": [p.parent.name for p in files],
+        }
+    )
     sha = [hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in df["path"]]
     df["half"] = np.where([int(s[:8], 16) % 2 == 0 for s in sha], "dev", "holdout")
     votes = pd.read_csv(data / "ferplus" / "ferplus_votes_train_val.csv")
-    df = df.merge(votes[["path", "plurality_label_8cls"]].rename(columns={"path": "rel"}).drop_duplicates("rel"),
-                  on="rel", how="left")
+    df = df.merge(
+        votes[["path", "plurality_label_8cls"]]
+        .rename(columns={"path": "rel"})
+        .drop_duplicates("rel"),
+        on="rel",
+        how="left",
+    )
     ok = df["plurality_label_8cls"].notna().to_numpy()
-    bad = (df["label"].map(lambda s: TO_FERPLUS.get(s, s)) != df["plurality_label_8cls"]).to_numpy() & ok
+    bad = (
+        df["label"].map(lambda s: TO_FERPLUS.get(s, s)) != df["plurality_label_8cls"]
+    ).to_numpy() & ok
     build_tuples(data / "fer2013" / "val", out / "build", seed=0, force=True)
     res: dict = {}
     rejected = {}
@@ -135,27 +160,50 @@ def screen_ranking(data: Path, out: Path) -> dict:
         screen(out / "build", out / f"screen_amp_{amp}", seed=0, force=True, amp=amp)
         seconds = time.perf_counter() - t
         suspect = pd.read_parquet(out / f"screen_amp_{amp}" / "images_suspect.parquet")
-        order = pd.Series(-np.arange(len(suspect), dtype=np.float64), index=suspect["path"].to_numpy())
+        order = pd.Series(
+            -np.arange(len(suspect), dtype=np.float64), index=suspect["path"].to_numpy()
+        )
         score = order.reindex(df["path"]).fillna(-float(len(suspect))).to_numpy()
-        rejected[amp] = set(suspect.loc[suspect["label_reject"], "path"]) if "label_reject" in suspect else set()
-        res[f"amp_{amp}"] = {h: round(auroc(score[(df["half"] == h).to_numpy() & ok], bad[(df["half"] == h).to_numpy() & ok]), 4)
-                             for h in ("dev", "holdout")} | {"screen_s": round(seconds, 1),
-                                                              "label_rejected": len(rejected[amp])}
+        rejected[amp] = (
+            set(suspect.loc[suspect["label_reject"], "path"])
+            if "label_reject" in suspect
+            else set()
+        )
+        res[f"amp_{amp}"] = {
+            h: round(
+                auroc(
+                    score[(df["half"] == h).to_numpy() & ok], bad[(df["half"] == h).to_numpy() & ok]
+                ),
+                4,
+            )
+            for h in ("dev", "holdout")
+        } | {"screen_s": round(seconds, 1), "label_rejected": len(rejected[amp])}
     res["label_rejected_differently"] = len(rejected[False] ^ rejected[True])
-    print(f"== curate screen defaults on PublicTest, AUROC dev / holdout: {json.dumps(res)}", flush=True)
+    print(
+        f"== curate screen defaults on PublicTest, AUROC dev / holdout: {json.dumps(res)}",
+        flush=True,
+    )
     return res
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--weights", default=None, help="a bundled model or run (default: the default network)")
+    ap.add_argument(
+        "--weights", default=None, help="a bundled model or run (default: the default network)"
+    )
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--e2e-rounds", type=int, default=2, help="end-to-end passes of each precision")
-    ap.add_argument("--n-fer", type=int, default=0, help="time on the first N PublicTest images (0: all)")
+    ap.add_argument(
+        "--n-fer", type=int, default=0, help="time on the first N PublicTest images (0: all)"
+    )
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--screen", type=Path, metavar="DIR",
-                    help="also screen PublicTest with and without --amp into DIR (the ranking part)")
+    ap.add_argument(
+        "--screen",
+        type=Path,
+        metavar="DIR",
+        help="also screen PublicTest with and without --amp into DIR (the ranking part)",
+    )
     ap.add_argument("--only-screen", action="store_true", help="skip the speed and embedding parts")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
@@ -163,7 +211,9 @@ def main() -> None:
 
     from curate.backbone import cpu_bf16_supported, load_backbone
 
-    print(f"torch {torch.__version__}, {args.threads} threads, CPU native bfloat16: {cpu_bf16_supported()}")
+    print(
+        f"torch {torch.__version__}, {args.threads} threads, CPU native bfloat16: {cpu_bf16_supported()}"
+    )
     loaded = load_backbone(None, args.weights, device="cpu")
     results: dict = {"weights": loaded.weights_source}
     if args.screen:
@@ -175,23 +225,36 @@ def main() -> None:
 
     table = load_table(args.data / "fer2013", args.data / "ferplus" / "ferplus_votes_train_val.csv")
     val = table[table["split"] == "val"].drop_duplicates("path").reset_index(drop=True)
-    r = measure("FER2013 PublicTest", loaded, val["path"].tolist(), args.rounds, args.n_fer, args.e2e_rounds)
+    r = measure(
+        "FER2013 PublicTest", loaded, val["path"].tolist(), args.rounds, args.n_fer, args.e2e_rounds
+    )
     f32, b16 = r.pop("_emb")
     ok = val["ferplus_label"].notna().to_numpy()
     noisy = (val["label"] != val["ferplus_label"]).to_numpy()
     labels = val["label"].to_numpy()
     r["knn_auroc_f32"] = round(auroc(knn_disagreement(f32, labels)[ok], noisy[ok]), 4)
     r["knn_auroc_bf16"] = round(auroc(knn_disagreement(b16, labels)[ok], noisy[ok]), 4)
-    print(f"   kNN ranking AUROC vs FERPlus: float32 {r['knn_auroc_f32']}, bfloat16 {r['knn_auroc_bf16']}")
+    print(
+        f"   kNN ranking AUROC vs FERPlus: float32 {r['knn_auroc_f32']}, bfloat16 {r['knn_auroc_bf16']}"
+    )
     results["fer2013_val"] = r
 
     root = args.data / "taiwanese-posed"
     m = pd.read_csv(root / "manifest.csv")
-    r = measure("taiwanese-posed", loaded, [str(root / p) for p in m["path"]], args.rounds, 0, args.e2e_rounds)
+    r = measure(
+        "taiwanese-posed",
+        loaded,
+        [str(root / p) for p in m["path"]],
+        args.rounds,
+        0,
+        args.e2e_rounds,
+    )
     f32, b16 = r.pop("_emb")
     y, groups = m["label"].to_numpy(), m["subject"].to_numpy()
     r["probe_f32"], r["probe_bf16"] = round(lopo(f32, y, groups), 4), round(lopo(b16, y, groups), 4)
-    print(f"   colour probe (leave one performer out): float32 {r['probe_f32']}, bfloat16 {r['probe_bf16']}")
+    print(
+        f"   colour probe (leave one performer out): float32 {r['probe_f32']}, bfloat16 {r['probe_bf16']}"
+    )
     results["taiwanese"] = r
     if args.json:
         args.json.write_text(json.dumps(results, indent=1) + "\n")

@@ -34,7 +34,10 @@ COMPARED = ("yaw", "pitch", "roll", "occlusion", "occlusion_any", "face_confiden
 
 def cpu_seconds() -> float:
     """CPU time of this process and of its finished children (the worker processes)."""
-    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    me, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
@@ -43,7 +46,9 @@ def timed(paths: list[str], backend: str, workers: int):
     from curate.faces.analyze import analyze_faces
 
     c0, t0 = cpu_seconds(), time.perf_counter()
-    faces = analyze_faces(paths, workers=workers, backend=backend, cache_dir="none")  # never the shared cache
+    faces = analyze_faces(
+        paths, workers=workers, backend=backend, cache_dir="none"
+    )  # never the shared cache
     return faces, cpu_seconds() - c0, time.perf_counter() - t0
 
 
@@ -52,19 +57,24 @@ def agreement(ref, other) -> list[str]:
     import numpy as np
 
     both = (ref["face_found"] & other["face_found"]).to_numpy()
-    lines = [f"  face_found agrees on {(ref['face_found'] == other['face_found']).mean():.2%} "
-             f"({int((ref['face_found'] != other['face_found']).sum())} of {len(ref)} differ); "
-             f"compared below: {both.sum()} faces both found"]
+    lines = [
+        f"  face_found agrees on {(ref['face_found'] == other['face_found']).mean():.2%} "
+        f"({int((ref['face_found'] != other['face_found']).sum())} of {len(ref)} differ); "
+        f"compared below: {both.sum()} faces both found"
+    ]
     for col in COMPARED:
         d = np.abs(ref[col].to_numpy()[both] - other[col].to_numpy()[both])
         unit = " deg" if col in ("yaw", "pitch", "roll") else ""
-        lines.append(f"  |diff| {col:15s} median {np.median(d):.2g}{unit}, p99 "
-                     f"{np.quantile(d, 0.99):.2g}{unit}, max {d.max():.2g}{unit}")
+        lines.append(
+            f"  |diff| {col:15s} median {np.median(d):.2g}{unit}, p99 "
+            f"{np.quantile(d, 0.99):.2g}{unit}, max {d.max():.2g}{unit}"
+        )
     return lines
 
 
-def run_set(name: str, paths: list[str], backends: list[str], workers: int, repeat: int,
-            save: Path | None) -> None:
+def run_set(
+    name: str, paths: list[str], backends: list[str], workers: int, repeat: int, save: Path | None
+) -> None:
     """Time every backend on ``paths`` and print speeds, ratios and agreement; with ``save``,
     write each backend's table to ``save/<set>.<backend>.parquet``."""
     print(f"\n{name}: {len(paths)} images, {workers} worker(s)")
@@ -83,10 +93,12 @@ def run_set(name: str, paths: list[str], backends: list[str], workers: int, repe
             table.to_parquet(save / f"{name.replace(' ', '_')}.{backend}.parquet", index=False)
     for backend in backends:
         cpu, wall = best[backend]
-        print(f"  {backend:7s} {len(paths) / cpu:6.1f} images/s per core (CPU {cpu:6.1f} s)  "
-              f"{len(paths) / wall:6.1f} images/s wall ({len(paths) / wall / max(workers, 1):5.1f} "
-              f"per worker)  speed x{best[base][0] / cpu:.2f} per core, "
-              f"x{best[base][1] / wall:.2f} wall vs {base}")
+        print(
+            f"  {backend:7s} {len(paths) / cpu:6.1f} images/s per core (CPU {cpu:6.1f} s)  "
+            f"{len(paths) / wall:6.1f} images/s wall ({len(paths) / wall / max(workers, 1):5.1f} "
+            f"per worker)  speed x{best[base][0] / cpu:.2f} per core, "
+            f"x{best[base][1] / wall:.2f} wall vs {base}"
+        )
     for backend in backends[1:]:
         print(f" {backend} against {base}:")
         for line in agreement(tables[base], tables[backend]):
@@ -97,8 +109,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--n-fer", type=int, default=2000, help="FER2013 val images (random sample)")
-    ap.add_argument("--face-conditions", type=int, default=1760,
-                    help="face-conditions images (random sample; 0 to skip)")
+    ap.add_argument(
+        "--face-conditions",
+        type=int,
+        default=1760,
+        help="face-conditions images (random sample; 0 to skip)",
+    )
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--backends", default="tasks,litert", help="the first is the baseline")
     ap.add_argument("--repeat", type=int, default=1)

@@ -33,10 +33,14 @@ def main() -> None:
         df = validate(entries, workers=workers)
         dt = time.perf_counter() - t0
         results[workers] = len(df) / dt
-        print(f"workers={workers}: {dt:6.2f} s  {results[workers]:8,.0f} images/s  "
-              f"({df['status'].eq('ok').sum():,} ok)")
+        print(
+            f"workers={workers}: {dt:6.2f} s  {results[workers]:8,.0f} images/s  "
+            f"({df['status'].eq('ok').sum():,} ok)"
+        )
     if len(results) > 1:
-        print(f"parallel speed-up: {results[args.workers] / results[1]:.2f}x on {args.workers} workers")
+        print(
+            f"parallel speed-up: {results[args.workers] / results[1]:.2f}x on {args.workers} workers"
+        )
 
 
 if __name__ == "__main__":

@@ -45,8 +45,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-SHARES = {"angry": .14, "disgust": .015, "fear": .14, "happy": .25, "neutral": .17, "sad": .17,
-          "surprise": .115}
+SHARES = {
+    "angry": 0.14,
+    "disgust": 0.015,
+    "fear": 0.14,
+    "happy": 0.25,
+    "neutral": 0.17,
+    "sad": 0.17,
+    "surprise": 0.115,
+}
 SIDE = 8
 DIM = 128
 PLANTED = 0.05  # share of images whose embedding sits at a random class centre (wrong label)
@@ -64,7 +71,7 @@ def tiny_png(i: int, rng: np.random.Generator) -> bytes:
     """An 8 x 8 8-bit grey PNG whose first 8 pixels are the bytes of ``i`` (unique per image)."""
     pixels = rng.integers(0, 256, SIDE * SIDE, dtype=np.uint8)
     pixels[:8] = np.frombuffer(struct.pack(">Q", i), dtype=np.uint8)
-    raw = b"".join(b"\x00" + pixels[r * SIDE:(r + 1) * SIDE].tobytes() for r in range(SIDE))
+    raw = b"".join(b"\x00" + pixels[r * SIDE : (r + 1) * SIDE].tobytes() for r in range(SIDE))
     return _HEADER + _chunk(b"IDAT", zlib.compress(raw, 1)) + _END
 
 
@@ -77,7 +84,9 @@ def make_dataset(root: Path, n: int, seed: int = 0) -> tuple[Path, Path]:
         shutil.rmtree(root)
     rng = np.random.default_rng(seed)
     names = list(SHARES)
-    labels = rng.choice(len(names), size=n, p=np.array(list(SHARES.values())) / sum(SHARES.values()))
+    labels = rng.choice(
+        len(names), size=n, p=np.array(list(SHARES.values())) / sum(SHARES.values())
+    )
     split = np.where(rng.random(n) < 0.9, "train", "val")
     rel = [f"img/{i // 1000:04d}/{i:07d}.png" for i in range(n)]
     for d in sorted({r.rsplit("/", 1)[0] for r in rel}):
@@ -92,8 +101,9 @@ def make_dataset(root: Path, n: int, seed: int = 0) -> tuple[Path, Path]:
     emb = centres[looks_like] * 0.35 + rng.normal(size=(n, DIM)).astype(np.float32) / np.sqrt(DIM)
     values = pa.array(emb.ravel(), type=pa.float32())
     col = pa.FixedSizeListArray.from_arrays(values, DIM)
-    pq.write_table(pa.table({"image_id": pa.array(np.arange(n, dtype=np.int64)), "embedding": col}),
-                   emb_file)
+    pq.write_table(
+        pa.table({"image_id": pa.array(np.arange(n, dtype=np.int64)), "embedding": col}), emb_file
+    )
     done.write_text(str(n))
     return manifest, emb_file
 
@@ -101,8 +111,12 @@ def make_dataset(root: Path, n: int, seed: int = 0) -> tuple[Path, Path]:
 def run_stage(args: list[str]) -> dict[str, float]:
     """Run ``python -m curate ARGS``; wall, CPU (user + sys, with its children) and peak RSS."""
     t = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "curate", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, env={**os.environ, "COLUMNS": "120"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "curate", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "COLUMNS": "120"},
+    )
     out = proc.stdout.read() if proc.stdout else b""
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t
@@ -116,7 +130,9 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     ap.add_argument("--per-anchor", type=int, default=3)
     ap.add_argument("--work", type=Path, default=Path("/work/research/scale/million"))
-    ap.add_argument("--workers", type=int, default=None, help="ingest processes (default: curate's)")
+    ap.add_argument(
+        "--workers", type=int, default=None, help="ingest processes (default: curate's)"
+    )
     ap.add_argument("--make-data", nargs=2, metavar=("N", "DIR"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.make_data:
@@ -130,43 +146,76 @@ def main() -> None:
         t = time.perf_counter()
         # in a child process: a child's peak RSS starts at its parent's (Linux keeps the
         # high-water mark across fork and exec), so this process stays small
-        subprocess.run([sys.executable, __file__, "--make-data", str(n), str(root / "data")], check=True)
+        subprocess.run(
+            [sys.executable, __file__, "--make-data", str(n), str(root / "data")], check=True
+        )
         manifest, emb_file = root / "data" / "manifest.csv", root / "data" / "embeddings.parquet"
-        print(f"{n:,} images: dataset ready in {time.perf_counter() - t:.0f} s ({root / 'data'})", flush=True)
+        print(
+            f"{n:,} images: dataset ready in {time.perf_counter() - t:.0f} s ({root / 'data'})",
+            flush=True,
+        )
         build, scr, exp = root / "build", root / "screen", root / "export"
         for d in (build, scr, exp):  # rm is much quicker than shutil.rmtree on a million links
             subprocess.run(["rm", "-rf", str(d)], check=True)
         workers = [] if args.workers is None else ["--workers", str(args.workers)]
         stages = {
-            "build-tuples": ["build-tuples", str(manifest), "--out", str(build), "--per-anchor",
-                             str(args.per_anchor), "--seed", "0", "--no-leakage-check", *workers],
-            "screen": ["screen", str(build), "--out", str(scr), "--embeddings", str(emb_file),
-                       "--skip-faces-screen", "--skip-near-duplicates-screen", "--skip-not-face-screen",
-                       "--skip-quality-screen", "--no-report"],
+            "build-tuples": [
+                "build-tuples",
+                str(manifest),
+                "--out",
+                str(build),
+                "--per-anchor",
+                str(args.per_anchor),
+                "--seed",
+                "0",
+                "--no-leakage-check",
+                *workers,
+            ],
+            "screen": [
+                "screen",
+                str(build),
+                "--out",
+                str(scr),
+                "--embeddings",
+                str(emb_file),
+                "--skip-faces-screen",
+                "--skip-near-duplicates-screen",
+                "--skip-not-face-screen",
+                "--skip-quality-screen",
+                "--no-report",
+            ],
             "report": ["report", str(scr)],
             "export": ["export", str(scr), "--out", str(exp)],
         }
         results[n] = {}
         for name, cmd in stages.items():
             results[n][name] = r = run_stage(cmd)
-            print(f"  {name:13s} {r['wall']:8.1f} s wall {r['cpu']:8.1f} s CPU {r['rss_mib']:8,.0f} MiB peak RSS",
-                  flush=True)
+            print(
+                f"  {name:13s} {r['wall']:8.1f} s wall {r['cpu']:8.1f} s CPU {r['rss_mib']:8,.0f} MiB peak RSS",
+                flush=True,
+            )
         n_tuples = pq.read_metadata(build / "tuples.parquet").num_rows
         n_exported = json.loads((exp / "export.json").read_text())["counts"]["exported"]
         print(f"  {n_tuples:,} triplets; {n_exported:,} images exported", flush=True)
 
     lo, hi = min(args.sizes), max(args.sizes)
-    print(f"\nper stage: {lo:,} -> {hi:,} images (x{hi / lo:g}); CPU and RSS above those of the bare "
-          f"command line (`curate --help`: {base['cpu']:.1f} s CPU, {base['rss_mib']:,.0f} MiB)")
-    print(f"  {'stage':13s} {'CPU s':>8s} {'CPU s':>8s} {'growth':>7s}   {'MiB':>7s} {'MiB':>7s} {'growth':>7s}")
+    print(
+        f"\nper stage: {lo:,} -> {hi:,} images (x{hi / lo:g}); CPU and RSS above those of the bare "
+        f"command line (`curate --help`: {base['cpu']:.1f} s CPU, {base['rss_mib']:,.0f} MiB)"
+    )
+    print(
+        f"  {'stage':13s} {'CPU s':>8s} {'CPU s':>8s} {'growth':>7s}   {'MiB':>7s} {'MiB':>7s} {'growth':>7s}"
+    )
     tot = {lo: 0.0, hi: 0.0}
     for name in results[lo]:
         a, b = results[lo][name], results[hi][name]
         ca, cb = a["cpu"] - base["cpu"], b["cpu"] - base["cpu"]
         ma, mb = a["rss_mib"] - base["rss_mib"], b["rss_mib"] - base["rss_mib"]
         tot[lo], tot[hi] = tot[lo] + ca, tot[hi] + cb
-        print(f"  {name:13s} {ca:8.1f} {cb:8.1f} {cb / max(ca, 0.05):6.1f}x   "
-              f"{ma:7,.0f} {mb:7,.0f} {mb / max(ma, 1):6.1f}x")
+        print(
+            f"  {name:13s} {ca:8.1f} {cb:8.1f} {cb / max(ca, 0.05):6.1f}x   "
+            f"{ma:7,.0f} {mb:7,.0f} {mb / max(ma, 1):6.1f}x"
+        )
     print(f"  {'total':13s} {tot[lo]:8.1f} {tot[hi]:8.1f} {tot[hi] / max(tot[lo], 0.05):6.1f}x")
     print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
 

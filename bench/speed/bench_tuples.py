@@ -17,19 +17,31 @@ import pandas as pd
 
 from curate.tuples import sample_tuples
 
-SHARES = {"angry": .14, "disgust": .015, "fear": .14, "happy": .25, "neutral": .17, "sad": .17, "surprise": .115}
+SHARES = {
+    "angry": 0.14,
+    "disgust": 0.015,
+    "fear": 0.14,
+    "happy": 0.25,
+    "neutral": 0.17,
+    "sad": 0.17,
+    "surprise": 0.115,
+}
 
 
 def synthetic_table(n: int, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    labels = rng.choice(list(SHARES), size=n, p=np.array(list(SHARES.values())) / sum(SHARES.values()))
-    return pd.DataFrame({
-        "image_id": np.arange(n, dtype=np.int64),
-        "label": labels,
-        "split": pd.array([None] * n, dtype=object),
-        "subject": pd.array([None] * n, dtype=object),
-        "status": "ok",
-    })
+    labels = rng.choice(
+        list(SHARES), size=n, p=np.array(list(SHARES.values())) / sum(SHARES.values())
+    )
+    return pd.DataFrame(
+        {
+            "image_id": np.arange(n, dtype=np.int64),
+            "label": labels,
+            "split": pd.array([None] * n, dtype=object),
+            "subject": pd.array([None] * n, dtype=object),
+            "status": "ok",
+        }
+    )
 
 
 def baseline(images: pd.DataFrame, n_tuples: int, seed: int) -> pd.DataFrame:
@@ -61,14 +73,21 @@ def main() -> None:
     images = synthetic_table(args.images, args.seed)
 
     t0 = time.perf_counter()
-    tuples, _ = sample_tuples(images, per_anchor=max(1, args.tuples // args.images), max_tuples=args.tuples, seed=args.seed)
+    tuples, _ = sample_tuples(
+        images,
+        per_anchor=max(1, args.tuples // args.images),
+        max_tuples=args.tuples,
+        seed=args.seed,
+    )
     t_vec = time.perf_counter() - t0
     t0 = time.perf_counter()
     base = baseline(images, args.tuples, args.seed)
     t_base = time.perf_counter() - t0
     assert len(tuples) == len(base) == args.tuples
     print(f"images={args.images:,} triplets={len(tuples):,}")
-    print(f"curate.sample_tuples (vectorised): {t_vec:8.2f} s   target < 5 s: {'PASS' if t_vec < 5 else 'FAIL'}")
+    print(
+        f"curate.sample_tuples (vectorised): {t_vec:8.2f} s   target < 5 s: {'PASS' if t_vec < 5 else 'FAIL'}"
+    )
     print(f"plain numpy per-anchor loop      : {t_base:8.2f} s")
     print(f"speed-up ratio baseline/vectorised: {t_base / t_vec:8.1f}x")
 

@@ -31,9 +31,11 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-CACHE_DIR_HELP = ("Shared cache of embeddings and face analyses, keyed by image content "
-                  "(default: $CURATE_CACHE, else $XDG_CACHE_HOME/curate or ~/.cache/curate; "
-                  "'none' for no cache; docs/cache.md).")
+CACHE_DIR_HELP = (
+    "Shared cache of embeddings and face analyses, keyed by image content "
+    "(default: $CURATE_CACHE, else $XDG_CACHE_HOME/curate or ~/.cache/curate; "
+    "'none' for no cache; docs/cache.md)."
+)
 
 console = Console(stderr=False, highlight=False)
 
@@ -48,16 +50,24 @@ def _version_callback(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True,
-                                 help="Show the version and exit."),
+    version: bool = typer.Option(
+        False,
+        "--version",
+        callback=_version_callback,
+        is_eager=True,
+        help="Show the version and exit.",
+    ),
 ) -> None:
     """Clean facial-expression training data before and during metric-learning fine-tuning."""
 
+
 err_console = Console(stderr=True, highlight=False)
 
-FORCE_HELP = ("Replace a previous run of this command in --out that had other settings (the same settings "
-              "re-run without it). Never needed for a new or empty folder; a folder holding anything else is "
-              "never written.")
+FORCE_HELP = (
+    "Replace a previous run of this command in --out that had other settings (the same settings "
+    "re-run without it). Never needed for a new or empty folder; a folder holding anything else is "
+    "never written."
+)
 
 # characters a terminal acts on: C0/C1 controls (ESC starts colour, cursor, OSC-8 link and
 # title sequences), DEL, and the Unicode format characters that reorder or hide text
@@ -84,6 +94,7 @@ def safe(value: object, *, newlines: bool = False) -> str:
 def _acts_on_terminal(ch: str) -> bool:
     return unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp")
 
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -92,15 +103,23 @@ def handles_errors(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        warnings.showwarning = _show_warning  # warnings carry data (labels, paths): printed through safe()
+        warnings.showwarning = (
+            _show_warning  # warnings carry data (labels, paths): printed through safe()
+        )
         os.environ.setdefault("MPLCONFIGDIR", _matplotlib_dir())
         try:
             kwargs = {k: _path_argument(v) for k, v in kwargs.items()}
             return fn(*args, **kwargs)
         except CurateError as exc:
-            err_console.print(f"[bold red]error:[/] {safe(exc.message, newlines=True)}", markup=True, soft_wrap=True)
+            err_console.print(
+                f"[bold red]error:[/] {safe(exc.message, newlines=True)}",
+                markup=True,
+                soft_wrap=True,
+            )
             if exc.hint:
-                err_console.print(f"[yellow]fix:[/] {safe(exc.hint, newlines=True)}", soft_wrap=True)
+                err_console.print(
+                    f"[yellow]fix:[/] {safe(exc.hint, newlines=True)}", soft_wrap=True
+                )
             raise typer.Exit(code=2) from None
         except OSError as exc:
             from curate.io import DISK_ERRNOS, disk_error
@@ -112,7 +131,9 @@ def handles_errors(fn: F) -> F:
             err_console.print(f"[yellow]fix:[/] {safe(err.hint)}", soft_wrap=True)
             raise typer.Exit(code=2) from None
         except KeyboardInterrupt:
-            err_console.print("[red]interrupted[/]: outputs are written atomically, so no half-written file was left")
+            err_console.print(
+                "[red]interrupted[/]: outputs are written atomically, so no half-written file was left"
+            )
             raise typer.Exit(code=130) from None
 
     return wrapper  # type: ignore[return-value]
@@ -124,22 +145,37 @@ def handles_errors(fn: F) -> F:
 FOLDER_OUT = "--out names a folder in the other commands"
 
 
-def renamed(new: Any, old: Any, *, new_flag: str, old_flag: str, command: str, why: str = "") -> Any:
+def renamed(
+    new: Any, old: Any, *, new_flag: str, old_flag: str, command: str, why: str = ""
+) -> Any:
     """The value of an option given under its name (``new_flag``) or under its earlier
     name (``old_flag``, a hidden alias: a deprecation warning, ``why`` in brackets); None
     when neither was given; both is an error."""
     if old is None:
         return new
     if new is not None:
-        raise CurateError(f"{old_flag} and {new_flag} both given: {old_flag} is the earlier name of "
-                          f"{new_flag} in curate {command}", hint=f"give {new_flag} only")
-    warnings.warn(f"{old_flag} is deprecated in curate {command}: use {new_flag}" + (f" ({why})" if why else ""),
-                  CurateWarning, stacklevel=2)
+        raise CurateError(
+            f"{old_flag} and {new_flag} both given: {old_flag} is the earlier name of "
+            f"{new_flag} in curate {command}",
+            hint=f"give {new_flag} only",
+        )
+    warnings.warn(
+        f"{old_flag} is deprecated in curate {command}: use {new_flag}"
+        + (f" ({why})" if why else ""),
+        CurateWarning,
+        stacklevel=2,
+    )
     return old
 
 
-def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-                  file: Any = None, line: str | None = None) -> None:
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
     """Print a warning with its control characters escaped (a label with ESC in a
     plotting library's "glyph missing" warning must not reach the terminal raw); curate's
     own warnings as a yellow ``warning:`` line."""
@@ -147,7 +183,10 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
     if issubclass(category, CurateWarning):
         err_console.print(f"[yellow]warning:[/] {text}", soft_wrap=True)
     else:
-        err_console.print(f"{safe(os.path.basename(filename))}:{lineno}: {category.__name__}: {text}", soft_wrap=True)
+        err_console.print(
+            f"{safe(os.path.basename(filename))}:{lineno}: {category.__name__}: {text}",
+            soft_wrap=True,
+        )
 
 
 def _matplotlib_dir() -> str:
@@ -172,13 +211,18 @@ def _path_argument(value: Any) -> Any:
     text = str(value)
     if isinstance(value, Path) and _URL.match(text) and not Path(text).exists():
         url = _URL.sub(lambda m: m.group(0) + "/", text, count=1)
-        raise CurateError(f"{url} looks like a URL; curate reads local files only",
-                          hint="download it first, then pass the local file or folder")
+        raise CurateError(
+            f"{url} looks like a URL; curate reads local files only",
+            hint="download it first, then pass the local file or folder",
+        )
     if text.startswith("~"):
         expanded = os.path.expanduser(text)
         if expanded == text:
-            raise CurateError(f"{text}: {text.split('/')[0]} names no user on this machine, so '~' cannot "
-                              "be expanded", hint="write the path out in full")
+            raise CurateError(
+                f"{text}: {text.split('/')[0]} names no user on this machine, so '~' cannot "
+                "be expanded",
+                hint="write the path out in full",
+            )
         return type(value)(expanded) if isinstance(value, Path) else expanded
     return value
 

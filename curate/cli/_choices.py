@@ -22,10 +22,14 @@ class NullOpt(str, Enum):
     empirical = "empirical"
 
 
-RAY_HELP = ("Run embedding and face analysis as Ray Data jobs: auto (the cluster of this machine: "
-            "`ray start` or RAY_ADDRESS), local (a Ray instance started here) or HOST:PORT. "
-            "Same caches and results as without it; needs curate[ray].")
-RAY_ACTORS_HELP = "With --ray: model copies (default: one per GPU of the cluster, else one per CPU)."
+RAY_HELP = (
+    "Run embedding and face analysis as Ray Data jobs: auto (the cluster of this machine: "
+    "`ray start` or RAY_ADDRESS), local (a Ray instance started here) or HOST:PORT. "
+    "Same caches and results as without it; needs curate[ray]."
+)
+RAY_ACTORS_HELP = (
+    "With --ray: model copies (default: one per GPU of the cluster, else one per CPU)."
+)
 
 
 def ray_engine(address: str | None, actors: int | None, device: str = "auto"):

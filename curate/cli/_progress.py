@@ -33,18 +33,33 @@ class StageBars:
         per second since the stage's first report, so items counted at once, such as
         cached ones, do not inflate it)."""
         if self._bar is None:
-            self._bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                                 MofNCompleteColumn(), TextColumn("[cyan]{task.fields[info]}"),
-                                 TimeRemainingColumn(), console=console)
+            self._bar = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("[cyan]{task.fields[info]}"),
+                TimeRemainingColumn(),
+                console=console,
+            )
             self._bar.start()
         if stage not in self._tasks:
             label = safe(self._labels.get(stage, stage))
-            self._tasks[stage] = (self._bar.add_task(label, total=total, info=""), time.perf_counter(), done)
+            self._tasks[stage] = (
+                self._bar.add_task(label, total=total, info=""),
+                time.perf_counter(),
+                done,
+            )
         task, t0, first = self._tasks[stage]
         if text is None:
             dt = time.perf_counter() - t0
             rate = (done - first) / dt if dt > 0 else 0.0
-            text = f"{rate:,.1f} {self._unit}/s" if 0 < rate < 100 else f"{rate:,.0f} {self._unit}/s" if rate else ""
+            text = (
+                f"{rate:,.1f} {self._unit}/s"
+                if 0 < rate < 100
+                else f"{rate:,.0f} {self._unit}/s"
+                if rate
+                else ""
+            )
         self._bar.update(task, completed=done, total=total, info=text)
 
     def close(self) -> None:

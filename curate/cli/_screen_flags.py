@@ -40,15 +40,21 @@ def _param(o: Option) -> inspect.Parameter:
     default = kind(o.default) if o.choices and o.default is not None else o.default
     if o.default is None:
         kind = kind | None
-    return inspect.Parameter(o.name, inspect.Parameter.KEYWORD_ONLY, default=default,
-                             annotation=Annotated[kind, info])
+    return inspect.Parameter(
+        o.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[kind, info]
+    )
 
 
 def _alias_param(old: str, new: str) -> inspect.Parameter:
-    info = typer.Option("--" + old.replace("_", "-"), hidden=True,
-                        help=f"Deprecated: --{new.replace('_', '-')}.")
-    return inspect.Parameter(_ALIAS_PREFIX + old, inspect.Parameter.KEYWORD_ONLY, default=False,
-                             annotation=Annotated[bool, info])
+    info = typer.Option(
+        "--" + old.replace("_", "-"), hidden=True, help=f"Deprecated: --{new.replace('_', '-')}."
+    )
+    return inspect.Parameter(
+        _ALIAS_PREFIX + old,
+        inspect.Parameter.KEYWORD_ONLY,
+        default=False,
+        annotation=Annotated[bool, info],
+    )
 
 
 def screen_flags(fn: F) -> F:
@@ -71,11 +77,14 @@ def given_screen_options(values: Mapping[str, Any], pairs: Sequence[str]) -> dic
     out: dict[str, Any] = {}
     for name, value in values.items():
         if name.startswith(_ALIAS_PREFIX):
-            old = name[len(_ALIAS_PREFIX):]
+            old = name[len(_ALIAS_PREFIX) :]
             if value:
                 new = registry.aliases()[old]
-                warnings.warn(f"--{old.replace('_', '-')} is deprecated: use --{new.replace('_', '-')}",
-                              CurateWarning, stacklevel=2)
+                warnings.warn(
+                    f"--{old.replace('_', '-')} is deprecated: use --{new.replace('_', '-')}",
+                    CurateWarning,
+                    stacklevel=2,
+                )
                 out[new] = True
             continue
         if isinstance(value, Enum):
@@ -85,8 +94,10 @@ def given_screen_options(values: Mapping[str, Any], pairs: Sequence[str]) -> dic
     for name, value in parse_options(pairs).items():
         name = registry.aliases().get(name, name)
         if name in out:
-            raise CurateError(f"--option {name}=... repeats --{name.replace('_', '-')}",
-                              hint="give the option once")
+            raise CurateError(
+                f"--option {name}=... repeats --{name.replace('_', '-')}",
+                hint="give the option once",
+            )
         out[name] = value
     return out
 
@@ -99,7 +110,9 @@ def parse_options(pairs: Sequence[str]) -> dict[str, object]:
         name, sep, text = pair.partition("=")
         name = name.strip().replace("-", "_")
         if not sep or not name:
-            raise CurateError(f"--option {pair!r} is not NAME=VALUE", hint="for example --option min_side=24")
+            raise CurateError(
+                f"--option {pair!r} is not NAME=VALUE", hint="for example --option min_side=24"
+            )
         try:
             out[name] = loads_json(text)
         except ValueError:

@@ -21,18 +21,32 @@ def next_commands(out: Path, manifest: Path) -> list[str]:
     screen folders beside it, as ``examples/quickstart.sh`` lays them out."""
     root = Path(out).parent
     tuples, screen = root / "tuples", root / "screen"
-    return [f"next: curate build-tuples {manifest} --out {tuples} {BUILD_ARGS}",
-            f"then: curate screen {tuples} --out {screen} {SCREEN_ARGS}"]
+    return [
+        f"next: curate build-tuples {manifest} --out {tuples} {BUILD_ARGS}",
+        f"then: curate screen {tuples} --out {screen} {SCREEN_ARGS}",
+    ]
 
 
 @app.command("example", short_help="Draw a small SYNTHETIC dataset with planted label noise.")
 @handles_errors
 def example_cmd(
-    out: Annotated[Path, typer.Argument(metavar="OUT", help="Folder to write (absent, empty, or an earlier example, which is replaced).")],
+    out: Annotated[
+        Path,
+        typer.Argument(
+            metavar="OUT",
+            help="Folder to write (absent, empty, or an earlier example, which is replaced).",
+        ),
+    ],
     per_class: Annotated[int, typer.Option(help="Drawn images per expression.")] = 40,
-    noise: Annotated[float, typer.Option(help="Share of each class given a wrong observed label.")] = 0.15,
-    seed: Annotated[int, typer.Option(help="Random seed: the same seed writes byte-identical files.")] = 0,
-    size: Annotated[int, typer.Option(help="Image side in pixels (8-bit grayscale, like FER2013).")] = 48,
+    noise: Annotated[
+        float, typer.Option(help="Share of each class given a wrong observed label.")
+    ] = 0.15,
+    seed: Annotated[
+        int, typer.Option(help="Random seed: the same seed writes byte-identical files.")
+    ] = 0,
+    size: Annotated[
+        int, typer.Option(help="Image side in pixels (8-bit grayscale, like FER2013).")
+    ] = 48,
 ) -> None:
     """Draw a small SYNTHETIC facial-expression dataset with planted label noise.
 
@@ -50,6 +64,8 @@ def example_cmd(
         f"  planted: {int(m['is_noisy'].sum())} wrong labels, {int(m['is_side_face'].sum())} side faces, "
         f"{int(m['is_occluded'].sum())} occluded faces, {int(m['is_duplicate'].sum())} duplicate files"
     )
-    console.print(f"  manifest: {safe(str(manifest_path))} (ground truth in columns true_label, is_noisy, ...)")
+    console.print(
+        f"  manifest: {safe(str(manifest_path))} (ground truth in columns true_label, is_noisy, ...)"
+    )
     for line in next_commands(out, manifest_path):
         console.print(safe(line), soft_wrap=True)

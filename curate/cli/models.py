@@ -19,13 +19,21 @@ def models_cmd() -> None:
     Each name works wherever a run folder or weights are accepted.
     """
     entries = list_models()
-    console.print("[bold]backbones usable offline[/] (a name works wherever a run folder or "
-                  "weights are accepted)")
+    console.print(
+        "[bold]backbones usable offline[/] (a name works wherever a run folder or "
+        "weights are accepted)"
+    )
     for e in entries:
         console.print(f"\n[bold cyan]{safe(e.name)}[/]  [dim]{e.kind}[/]")
         # one fact per line, never cut: paths wrap instead of ending in an ellipsis
-        for line in (e.detail, f"location: {e.location}", "use: " + USE[e.kind].format(name=e.name)):
+        for line in (
+            e.detail,
+            f"location: {e.location}",
+            "use: " + USE[e.kind].format(name=e.name),
+        ):
             console.print(f"  {safe(line)}")
     if not any(e.kind == "hf-cache" for e in entries):
-        console.print("\nno timm weights in the local Hugging Face cache; "
-                      "use --weights FILE for other timm backbones")
+        console.print(
+            "\nno timm weights in the local Hugging Face cache; "
+            "use --weights FILE for other timm backbones"
+        )

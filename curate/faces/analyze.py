@@ -36,8 +36,17 @@ from curate.limits import workers_for
 # without landmarks
 ANALYSIS_VERSION = "faces-7"
 
-COLUMNS = ["path", "face_found", "yaw", "pitch", "roll", "occlusion", "occlusion_any",
-           "face_confidence", "detail"]
+COLUMNS = [
+    "path",
+    "face_found",
+    "yaw",
+    "pitch",
+    "roll",
+    "occlusion",
+    "occlusion_any",
+    "face_confidence",
+    "detail",
+]
 
 ProgressFn = Callable[[int, int], None]
 CACHE_KIND = "faces"
@@ -55,8 +64,10 @@ class Engine(Protocol):
 
     def describe(self) -> str: ...
 
-    def analyze_faces(self, keys: list[str], paths: list[str], model_path: Path,
-                      backend: str) -> Iterator[list[tuple[str, dict[str, Any]]]]: ...
+    def analyze_faces(
+        self, keys: list[str], paths: list[str], model_path: Path, backend: str
+    ) -> Iterator[list[tuple[str, dict[str, Any]]]]: ...
+
 
 # How faces are found: "litert" runs the .task bundle's models directly with ai-edge-litert
 # (curate.faces.litert, the default where it is installed); "tasks" runs MediaPipe's Tasks
@@ -74,10 +85,14 @@ def resolve_backend(backend: str | None) -> str:
     if backend is None:
         return default_backend()
     if backend not in BACKENDS:
-        raise CurateError(f"unknown face backend {backend!r}", hint=f"use one of {', '.join(BACKENDS)}")
+        raise CurateError(
+            f"unknown face backend {backend!r}", hint=f"use one of {', '.join(BACKENDS)}"
+        )
     if backend == "litert" and importlib_util.find_spec("ai_edge_litert") is None:
-        raise CurateError("the litert face backend needs the ai-edge-litert package",
-                          hint="pip install ai-edge-litert, or use the tasks backend")
+        raise CurateError(
+            "the litert face backend needs the ai-edge-litert package",
+            hint="pip install ai-edge-litert, or use the tasks backend",
+        )
     return backend
 
 
@@ -86,12 +101,20 @@ def default_workers(n_images: int) -> int:
     return max(1, min(os.cpu_count() or 1, 8, n_images // 32))
 
 
-def analyze_faces(paths: Sequence[str | os.PathLike[str]], sha256s: Sequence[str | None] | None = None,
-                  *, cache_dir: str | os.PathLike[str] | None = None, face_model: str | None = None,
-                  workers: int | None = None, progress: ProgressFn | None = None,
-                  backend: str | None = None, shard_size: int = cache.SHARD_ITEMS,
-                  shard_seconds: float = cache.SHARD_SECONDS, engine: Engine | None = None,
-                  blendshapes: bool = False) -> pd.DataFrame:
+def analyze_faces(
+    paths: Sequence[str | os.PathLike[str]],
+    sha256s: Sequence[str | None] | None = None,
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    face_model: str | None = None,
+    workers: int | None = None,
+    progress: ProgressFn | None = None,
+    backend: str | None = None,
+    shard_size: int = cache.SHARD_ITEMS,
+    shard_seconds: float = cache.SHARD_SECONDS,
+    engine: Engine | None = None,
+    blendshapes: bool = False,
+) -> pd.DataFrame:
     """Analyse faces in image files: one row per path, in input order.
 
     Parameters
@@ -147,42 +170,87 @@ def analyze_faces(paths: Sequence[str | os.PathLike[str]], sha256s: Sequence[str
     path_list = [str(p) for p in paths]
     given = list(sha256s) if sha256s is not None else [None] * len(path_list)
     if len(given) != len(path_list):
-        raise CurateError(f"{len(given)} sha256 values for {len(path_list)} paths",
-                          hint="pass one sha256 per path, or none")
+        raise CurateError(
+            f"{len(given)} sha256 values for {len(path_list)} paths",
+            hint="pass one sha256 per path, or none",
+        )
     # every file hashed now (a changed file is an error); an unreadable one keeps None
     hashes = cache.content_hashes(path_list, given)
     backend = resolve_backend(backend)
     workers = workers_for(workers, len(path_list))  # 0 or more, at most the CPUs and the images
     model_path = resolve_face_model(face_model)
-    folder, bs_folder = _cache_folders(cache.resolve_cache_dir(cache_dir), model_path, backend, blendshapes)
+    folder, bs_folder = _cache_folders(
+        cache.resolve_cache_dir(cache_dir), model_path, backend, blendshapes
+    )
 
     # one analysis per distinct content; files without a hash are analysed by path
     keys = [h if h is not None else f"path:{p}" for p, h in zip(path_list, hashes, strict=True)]
-    cached = (cache.read_shards(folder, SHARD_SUFFIX, _read_shard, set(keys))
-              if folder is not None else {})
-    bs_cached = (cache.read_shards(bs_folder, SHARD_SUFFIX, _read_bs_shard, set(keys))
-                 if bs_folder is not None else {})
-    work = work_list(path_list, keys, set(cached), set(bs_cached), blendshapes=blendshapes,
-                     on_engine=engine is not None)
+    cached = (
+        cache.read_shards(folder, SHARD_SUFFIX, _read_shard, set(keys))
+        if folder is not None
+        else {}
+    )
+    bs_cached = (
+        cache.read_shards(bs_folder, SHARD_SUFFIX, _read_bs_shard, set(keys))
+        if bs_folder is not None
+        else {}
+    )
+    work = work_list(
+        path_list,
+        keys,
+        set(cached),
+        set(bs_cached),
+        blendshapes=blendshapes,
+        on_engine=engine is not None,
+    )
     total = len(path_list)
     done = total - sum(work.weight.values())
     if progress is not None:
         progress(done, total)
-    fresh, fresh_bs = _analyse(work, folder, bs_folder, set(cached), set(bs_cached), model_path, backend,
-                               workers, progress, done, total, engine, blendshapes, shard_size, shard_seconds)
-    return analysis_table(path_list, keys, {**cached, **fresh}, {**bs_cached, **fresh_bs} if blendshapes else None)
+    fresh, fresh_bs = _analyse(
+        work,
+        folder,
+        bs_folder,
+        set(cached),
+        set(bs_cached),
+        model_path,
+        backend,
+        workers,
+        progress,
+        done,
+        total,
+        engine,
+        blendshapes,
+        shard_size,
+        shard_seconds,
+    )
+    return analysis_table(
+        path_list, keys, {**cached, **fresh}, {**bs_cached, **fresh_bs} if blendshapes else None
+    )
 
 
-def _cache_folders(root: Path | None, model_path: Path, backend: str,
-                   blendshapes: bool) -> tuple[Path | None, Path | None]:
+def _cache_folders(
+    root: Path | None, model_path: Path, backend: str, blendshapes: bool
+) -> tuple[Path | None, Path | None]:
     """The cache namespaces of the analyses and of the blendshapes (None: no cache, or no
     blendshapes asked for)."""
-    folder = (cache.namespace_dir(root, CACHE_KIND, cache_key(model_path, backend),
-                                  cache_settings(model_path, backend))
-              if root is not None else None)
-    bs_folder = (cache.namespace_dir(root, BLENDSHAPES_KIND, blendshapes_cache_key(model_path, backend),
-                                     blendshapes_cache_settings(model_path, backend))
-                 if root is not None and blendshapes else None)
+    folder = (
+        cache.namespace_dir(
+            root, CACHE_KIND, cache_key(model_path, backend), cache_settings(model_path, backend)
+        )
+        if root is not None
+        else None
+    )
+    bs_folder = (
+        cache.namespace_dir(
+            root,
+            BLENDSHAPES_KIND,
+            blendshapes_cache_key(model_path, backend),
+            blendshapes_cache_settings(model_path, backend),
+        )
+        if root is not None and blendshapes
+        else None
+    )
     return folder, bs_folder
 
 
@@ -197,8 +265,15 @@ class WorkList:
     weight: dict[str, int] = field(default_factory=dict)
 
 
-def work_list(paths: list[str], keys: list[str], cached: set[str], bs_cached: set[str], *,
-              blendshapes: bool, on_engine: bool) -> WorkList:
+def work_list(
+    paths: list[str],
+    keys: list[str],
+    cached: set[str],
+    bs_cached: set[str],
+    *,
+    blendshapes: bool,
+    on_engine: bool,
+) -> WorkList:
     """The analyses missing from the cache, one per distinct key (the first path of each).
     Without an engine an image that lacks its blendshapes is analysed again in full; with
     one, only its blendshapes are made (here)."""
@@ -212,30 +287,81 @@ def work_list(paths: list[str], keys: list[str], cached: set[str], bs_cached: se
     return work
 
 
-def _analyse(work: WorkList, folder: Path | None, bs_folder: Path | None, cached: set[str], bs_cached: set[str],
-             model_path: Path, backend: str, workers: int, progress: ProgressFn | None, done: int, total: int,
-             engine: Engine | None, blendshapes: bool, shard_size: int,
-             shard_seconds: float) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+def _analyse(
+    work: WorkList,
+    folder: Path | None,
+    bs_folder: Path | None,
+    cached: set[str],
+    bs_cached: set[str],
+    model_path: Path,
+    backend: str,
+    workers: int,
+    progress: ProgressFn | None,
+    done: int,
+    total: int,
+    engine: Engine | None,
+    blendshapes: bool,
+    shard_size: int,
+    shard_seconds: float,
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
     """Run the work list (here or on ``engine``), caching the rows as they come and
     compacting the caches after; the new rows and the new blendshape rows by key."""
     writer: cache.ShardWriter[dict[str, Any]] | None = (
-        cache.ShardWriter(folder, SHARD_SUFFIX, _write_shard, max_items=shard_size, max_seconds=shard_seconds)
-        if folder is not None else None)
-    bs_writer: cache.ShardWriter[dict[str, Any]] | None = (cache.ShardWriter(bs_folder, SHARD_SUFFIX, _write_bs_shard, max_items=shard_size,
-                                   max_seconds=shard_seconds) if bs_folder is not None else None)
+        cache.ShardWriter(
+            folder, SHARD_SUFFIX, _write_shard, max_items=shard_size, max_seconds=shard_seconds
+        )
+        if folder is not None
+        else None
+    )
+    bs_writer: cache.ShardWriter[dict[str, Any]] | None = (
+        cache.ShardWriter(
+            bs_folder,
+            SHARD_SUFFIX,
+            _write_bs_shard,
+            max_items=shard_size,
+            max_seconds=shard_seconds,
+        )
+        if bs_folder is not None
+        else None
+    )
     todo, bs_todo = work.todo, work.bs_todo
     fresh_bs: dict[str, dict[str, Any]] = {}
     try:
         if engine is None:
-            fresh = _run(todo, work.weight, model_path, backend, workers, progress, done, total, writer,
-                         bs_writer=bs_writer, bs_out=fresh_bs if blendshapes else None,
-                         skip_rows=cached)
+            fresh = _run(
+                todo,
+                work.weight,
+                model_path,
+                backend,
+                workers,
+                progress,
+                done,
+                total,
+                writer,
+                bs_writer=bs_writer,
+                bs_out=fresh_bs if blendshapes else None,
+                skip_rows=cached,
+            )
         else:
-            fresh = _run_on(engine, todo, work.weight, model_path, backend, progress, done, total, writer)
+            fresh = _run_on(
+                engine, todo, work.weight, model_path, backend, progress, done, total, writer
+            )
             if blendshapes:  # the engine's rows carry no blendshapes: made here
                 bs_todo.update({k: p for k, p in todo.items() if k not in bs_cached})
-                _run(bs_todo, dict.fromkeys(bs_todo, 0), model_path, backend, workers, None, 0, 0, None,
-                     bs_writer=bs_writer, bs_out=fresh_bs, skip_rows=set(bs_todo))
+                _run(
+                    bs_todo,
+                    dict.fromkeys(bs_todo, 0),
+                    model_path,
+                    backend,
+                    workers,
+                    None,
+                    0,
+                    0,
+                    None,
+                    bs_writer=bs_writer,
+                    bs_out=fresh_bs,
+                    skip_rows=set(bs_todo),
+                )
     finally:
         if writer is not None:
             writer.close()
@@ -248,8 +374,12 @@ def _analyse(work: WorkList, folder: Path | None, bs_folder: Path | None, cached
     return fresh, fresh_bs
 
 
-def analysis_table(paths: list[str], keys: list[str], results: dict[str, dict[str, Any]],
-                   bs_results: dict[str, dict[str, Any]] | None) -> pd.DataFrame:
+def analysis_table(
+    paths: list[str],
+    keys: list[str],
+    results: dict[str, dict[str, Any]],
+    bs_results: dict[str, dict[str, Any]] | None,
+) -> pd.DataFrame:
     """:func:`analyze_faces`' table: one row per path from the analysis of its key (and,
     with ``bs_results``, its blendshapes and face box), with the documented dtypes."""
     rows = []
@@ -259,11 +389,18 @@ def analysis_table(paths: list[str], keys: list[str], results: dict[str, dict[st
         rec["path"] = p
         if bs_results is not None:
             extra = bs_results[key]
-            rec["blendshapes"] = (None if extra.get("blendshapes") is None
-                                  else np.asarray(extra["blendshapes"], dtype=np.float32))
-            rec["face_box"] = None if extra.get("box") is None else tuple(float(v) for v in extra["box"])
+            rec["blendshapes"] = (
+                None
+                if extra.get("blendshapes") is None
+                else np.asarray(extra["blendshapes"], dtype=np.float32)
+            )
+            rec["face_box"] = (
+                None if extra.get("box") is None else tuple(float(v) for v in extra["box"])
+            )
         rows.append(rec)
-    out = pd.DataFrame(rows, columns=COLUMNS + (BLENDSHAPE_COLUMNS if bs_results is not None else []))
+    out = pd.DataFrame(
+        rows, columns=COLUMNS + (BLENDSHAPE_COLUMNS if bs_results is not None else [])
+    )
     out["face_found"] = out["face_found"].astype(bool)
     for c in ("yaw", "pitch", "roll", "occlusion", "occlusion_any", "face_confidence"):
         out[c] = out[c].astype("float64")
@@ -272,12 +409,21 @@ def analysis_table(paths: list[str], keys: list[str], results: dict[str, dict[st
     return out
 
 
-def _run(todo: dict[str, str], weight: dict[str, int], model_path: Path, backend: str,
-         workers: int | None, progress: ProgressFn | None, done: int, total: int,
-         writer: cache.ShardWriter[dict[str, Any]] | None, *,
-         bs_writer: cache.ShardWriter[dict[str, Any]] | None = None,
-         bs_out: dict[str, dict[str, Any]] | None = None,
-         skip_rows: set[str] = frozenset()) -> dict[str, dict[str, Any]]:  # type: ignore[assignment]
+def _run(
+    todo: dict[str, str],
+    weight: dict[str, int],
+    model_path: Path,
+    backend: str,
+    workers: int | None,
+    progress: ProgressFn | None,
+    done: int,
+    total: int,
+    writer: cache.ShardWriter[dict[str, Any]] | None,
+    *,
+    bs_writer: cache.ShardWriter[dict[str, Any]] | None = None,
+    bs_out: dict[str, dict[str, Any]] | None = None,
+    skip_rows: set[str] | frozenset[str] = frozenset(),
+) -> dict[str, dict[str, Any]]:
     """Analyse the files in ``todo`` (key -> path); return rows by key. Each batch of rows
     goes to ``writer`` (the cache) as it arrives, except rows of files without a hash and
     rows of ``skip_rows`` (cached already). With ``bs_out`` the faces' blendshapes and boxes
@@ -289,12 +435,14 @@ def _run(todo: dict[str, str], weight: dict[str, int], model_path: Path, backend
     n_workers = workers if workers is not None else default_workers(len(todo_paths))
     occlusion = OcclusionModel()
     start = 0
-    with contextlib.closing(find_faces(todo_paths, model_path, backend, n_workers,
-                                       blendshapes=bs_out is not None)) as batches:
+    with contextlib.closing(
+        find_faces(todo_paths, model_path, backend, n_workers, blendshapes=bs_out is not None)
+    ) as batches:
         for found in batches:
             batch = slice(start, start + len(found))
-            for key, row, f in zip(keys[batch], face_rows(todo_paths[batch], found, occlusion), found,
-                                   strict=True):
+            for key, row, f in zip(
+                keys[batch], face_rows(todo_paths[batch], found, occlusion), found, strict=True
+            ):
                 out[key] = row
                 done += weight[key]
                 if writer is not None and not key.startswith("path:") and key not in skip_rows:
@@ -310,9 +458,17 @@ def _run(todo: dict[str, str], weight: dict[str, int], model_path: Path, backend
     return out
 
 
-def _run_on(engine: Engine, todo: dict[str, str], weight: dict[str, int], model_path: Path, backend: str,
-            progress: ProgressFn | None, done: int, total: int,
-            writer: cache.ShardWriter[dict[str, Any]] | None) -> dict[str, dict[str, Any]]:
+def _run_on(
+    engine: Engine,
+    todo: dict[str, str],
+    weight: dict[str, int],
+    model_path: Path,
+    backend: str,
+    progress: ProgressFn | None,
+    done: int,
+    total: int,
+    writer: cache.ShardWriter[dict[str, Any]] | None,
+) -> dict[str, dict[str, Any]]:
     """Analyse ``todo`` on ``engine``; each part of rows goes to ``writer`` (the cache) as
     it arrives, except rows of files without a hash (as :func:`_run`)."""
     out: dict[str, dict[str, Any]] = {}
@@ -336,18 +492,27 @@ def blendshape_row(found: Any) -> dict[str, Any]:
     box = getattr(found, "box", None)
     detail = None
     if bs is None:
-        detail = found.detail or ("no face found by the landmarker" if not found.face_found
-                                  else "the landmarker gave no blendshapes")
-    return {"blendshapes": None if bs is None else [float(v) for v in bs],
-            "box": None if box is None or bs is None else [float(v) for v in box], "detail": detail}
+        detail = found.detail or (
+            "no face found by the landmarker"
+            if not found.face_found
+            else "the landmarker gave no blendshapes"
+        )
+    return {
+        "blendshapes": None if bs is None else [float(v) for v in bs],
+        "box": None if box is None or bs is None else [float(v) for v in box],
+        "detail": detail,
+    }
 
 
 # --------------------------------------------------------------------------- cache
 def blendshapes_cache_settings(model_path: Path, backend: str) -> dict[str, str]:
     """Everything that changes a blendshapes entry: their version, the backend and the
     landmarker model file's sha256."""
-    return {"blendshapes_version": BLENDSHAPES_VERSION, "backend": backend,
-            "landmarker": file_sha256(model_path) if model_path.is_file() else "-"}
+    return {
+        "blendshapes_version": BLENDSHAPES_VERSION,
+        "backend": backend,
+        "landmarker": file_sha256(model_path) if model_path.is_file() else "-",
+    }
 
 
 def blendshapes_cache_key(model_path: Path, backend: str) -> str:
@@ -364,27 +529,42 @@ def _read_bs_shard(path: Path) -> dict[str, dict[str, Any]]:
         raise cache.DamagedShard(f"no column {missing[0]}")
     if not table["sha256"].map(lambda k: isinstance(k, str) and len(k) == 64).all():
         raise cache.DamagedShard("keys that are not sha256 digests")
-    for column, size, lo, hi in (("blendshapes", len(BLENDSHAPE_NAMES), 0.0, 1.0), ("box", 4, -np.inf, np.inf)):
+    for column, size, lo, hi in (
+        ("blendshapes", len(BLENDSHAPE_NAMES), 0.0, 1.0),
+        ("box", 4, -np.inf, np.inf),
+    ):
         for v in table[column]:
             if v is None:
                 continue
             a = np.asarray(v, dtype=float)
             if a.shape != (size,) or not np.isfinite(a).all() or (a < lo).any() or (a > hi).any():
-                raise cache.DamagedShard(f"{column} entries that are not {size} finite numbers in [{lo:g}, {hi:g}]")
-    return {sha: {"blendshapes": None if bs is None else list(bs), "box": None if box is None else list(box),
-                  "detail": None if pd.isna(d) else str(d)}
-            for sha, bs, box, d in zip(table["sha256"], table["blendshapes"], table["box"], table["detail"],
-                                       strict=True)}
+                raise cache.DamagedShard(
+                    f"{column} entries that are not {size} finite numbers in [{lo:g}, {hi:g}]"
+                )
+    return {
+        sha: {
+            "blendshapes": None if bs is None else list(bs),
+            "box": None if box is None else list(box),
+            "detail": None if pd.isna(d) else str(d),
+        }
+        for sha, bs, box, d in zip(
+            table["sha256"], table["blendshapes"], table["box"], table["detail"], strict=True
+        )
+    }
 
 
 def _write_bs_shard(path: Path, keys: list[str], rows: list[dict[str, Any]]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.table({"sha256": pa.array(keys, pa.string()),
-                      "blendshapes": pa.array([r["blendshapes"] for r in rows], pa.list_(pa.float32())),
-                      "box": pa.array([r["box"] for r in rows], pa.list_(pa.float32())),
-                      "detail": pa.array([r["detail"] for r in rows], pa.string())})
+    table = pa.table(
+        {
+            "sha256": pa.array(keys, pa.string()),
+            "blendshapes": pa.array([r["blendshapes"] for r in rows], pa.list_(pa.float32())),
+            "box": pa.array([r["box"] for r in rows], pa.list_(pa.float32())),
+            "detail": pa.array([r["detail"] for r in rows], pa.string()),
+        }
+    )
     pq.write_table(table, path)
 
 
@@ -395,9 +575,12 @@ def cache_settings(model_path: Path, backend: str) -> dict[str, str]:
     from curate.faces.occlusion import bf16_supported
 
     files = {"landmarker": model_path, "occlusion_weights": OCCLUSION_WEIGHTS}
-    return {"analysis_version": ANALYSIS_VERSION, "backend": backend,
-            "occlusion_precision": "bfloat16" if bf16_supported() else "float32",
-            **{k: file_sha256(f) if f.is_file() else "-" for k, f in files.items()}}
+    return {
+        "analysis_version": ANALYSIS_VERSION,
+        "backend": backend,
+        "occlusion_precision": "bfloat16" if bf16_supported() else "float32",
+        **{k: file_sha256(f) if f.is_file() else "-" for k, f in files.items()},
+    }
 
 
 def cache_key(model_path: Path, backend: str) -> str:
@@ -424,14 +607,20 @@ def _read_shard(path: Path) -> dict[str, dict[str, Any]]:
     for c in (*_BOUNDS, *_UNIT):
         v = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=float)
         lo, hi = (-_BOUNDS[c], _BOUNDS[c]) if c in _BOUNDS else (0.0, 1.0)
-        if ((v < lo) | (v > hi) | np.isinf(v)).any() or (np.isnan(v) & df[c].notna().to_numpy()).any():
+        if ((v < lo) | (v > hi) | np.isinf(v)).any() or (
+            np.isnan(v) & df[c].notna().to_numpy()
+        ).any():
             raise cache.DamagedShard(f"{c} values outside [{lo:g}, {hi:g}]")
     return {rec["sha256"]: rec for rec in df.to_dict("records")}
 
 
 def _write_shard(path: Path, keys: list[str], rows: list[dict[str, Any]]) -> None:
-    df = pd.DataFrame([{"sha256": sha, **{k: v for k, v in r.items() if k not in ("path", "sha256")}}
-                       for sha, r in zip(keys, rows, strict=True)])
+    df = pd.DataFrame(
+        [
+            {"sha256": sha, **{k: v for k, v in r.items() if k not in ("path", "sha256")}}
+            for sha, r in zip(keys, rows, strict=True)
+        ]
+    )
     for c in ("detail",):  # same schema whether any value is set
         if c in df.columns:
             df[c] = df[c].astype("string")

@@ -53,7 +53,7 @@ from curate.io import atomic_path
 BATCH = 128
 N_FOLDS = 5
 FOLD_SEED = 123
-CLEAN_MAX = 0.5      # faces an earlier fit scores above this leave the clean pool
+CLEAN_MAX = 0.5  # faces an earlier fit scores above this leave the clean pool
 PSEUDO_SHARE = 0.05  # with pseudo labels: the earlier fit's top share become occluded examples
 
 # progress(event, info): "data" once (pool sizes), then "epoch" after every epoch
@@ -62,18 +62,22 @@ FitProgress = Callable[[str, dict[str, Any]], None]
 
 # ----------------------------------------------------------------------------- data
 
+
 def sample_images(folder: Path, n: int, seed: int) -> list[Path]:
     """``n`` of the ``*.jpg`` files under ``folder``, drawn with ``seed``, in sorted order."""
     paths = sorted(folder.rglob("*.jpg"))
     if n > len(paths):
-        raise CurateError(f"{folder} holds {len(paths)} .jpg files, fewer than the {n} asked for",
-                          hint="lower --n-faces")
+        raise CurateError(
+            f"{folder} holds {len(paths)} .jpg files, fewer than the {n} asked for",
+            hint="lower --n-faces",
+        )
     idx = np.random.default_rng(seed).choice(len(paths), n, replace=False)
     return [paths[i] for i in sorted(idx)]
 
 
-def aligned_crops(paths: Sequence[str | os.PathLike[str]],
-                  face_model: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+def aligned_crops(
+    paths: Sequence[str | os.PathLike[str]], face_model: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(crops uint8 N x 48 x 48, found bool N): each file's face aligned as ``curate faces``
     aligns it (zeros where no face is found)."""
     with quiet_native_stderr():
@@ -91,14 +95,18 @@ def match_labels(labels: pd.DataFrame, rel_paths: Sequence[str]) -> pd.DataFrame
     ``idx``, the row of each labelled face among the crops of ``rel_paths``."""
     for col in ("path", "occluded", "sample"):
         if col not in labels.columns:
-            raise CurateError(f"the hand labels lack the column {col!r}",
-                              hint="use bench/audit/fer2013_train_occlusion_labels.csv")
+            raise CurateError(
+                f"the hand labels lack the column {col!r}",
+                hint="use bench/audit/fer2013_train_occlusion_labels.csv",
+            )
     where = {str(p): i for i, p in enumerate(rel_paths)}
     missing = labels.loc[~labels["path"].isin(where), "path"]
     if len(missing):
-        raise CurateError(f"{len(missing)} labelled faces are not in the sample of faces with a face "
-                          f"found, e.g. {missing.iloc[0]}",
-                          hint="use the --n-faces/--seed the labels came from (12000, 0)")
+        raise CurateError(
+            f"{len(missing)} labelled faces are not in the sample of faces with a face "
+            f"found, e.g. {missing.iloc[0]}",
+            hint="use the --n-faces/--seed the labels came from (12000, 0)",
+        )
     out = labels.copy()
     out["idx"] = out["path"].map(where).astype(np.int64)
     return out
@@ -124,21 +132,29 @@ def auroc(y: np.ndarray, s: np.ndarray) -> float:
 
 # ----------------------------------------------------------------------------- stages 1-4
 
+
 @dataclass
 class SyntheticFit:
     """What :func:`fit_synthetic` made."""
 
     state: dict[str, Any]
-    n_faces: int                 # faces in the clean pool (fitted and held out)
-    n_dropped: int               # faces ``clean_with`` scored above 0.5
-    n_pseudo: int                # pseudo-labelled occluded faces
+    n_faces: int  # faces in the clean pool (fitted and held out)
+    n_dropped: int  # faces ``clean_with`` scored above 0.5
+    n_pseudo: int  # pseudo-labelled occluded faces
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def fit_synthetic(crops: np.ndarray, *, epochs: int = 12, seed: int = 0, lr: float = 3e-3,
-                  clean_with: Path | None = None, pseudo_labels: bool = False,
-                  hands: occluders.HandStyle = occluders.HANDS,
-                  progress: FitProgress | None = None) -> SyntheticFit:
+def fit_synthetic(
+    crops: np.ndarray,
+    *,
+    epochs: int = 12,
+    seed: int = 0,
+    lr: float = 3e-3,
+    clean_with: Path | None = None,
+    pseudo_labels: bool = False,
+    hands: occluders.HandStyle = occluders.HANDS,
+    progress: FitProgress | None = None,
+) -> SyntheticFit:
     """A network trained from scratch on ``crops`` with synthetic occluders (stages 1-4).
 
     A tenth of the clean pool is held out; after every epoch the held-out synthetic
@@ -160,11 +176,15 @@ def fit_synthetic(crops: np.ndarray, *, epochs: int = 12, seed: int = 0, lr: flo
             pseudo_min = float(prev[top].min())
         crops = crops[prev <= CLEAN_MAX]
     elif pseudo_labels:
-        raise CurateError("pseudo labels need clean_with (the earlier fit that provides them)",
-                          hint="pass --clean-with WEIGHTS with --pseudo-labels")
+        raise CurateError(
+            "pseudo labels need clean_with (the earlier fit that provides them)",
+            hint="pass --clean-with WEIGHTS with --pseudo-labels",
+        )
     if len(crops) < 10:
-        raise CurateError(f"{len(crops)} faces left in the clean pool: no face left to fit on",
-                          hint="sample more faces (--n-faces), or use a cleaner --clean-with fit")
+        raise CurateError(
+            f"{len(crops)} faces left in the clean pool: no face left to fit on",
+            hint="sample more faces (--n-faces), or use a cleaner --clean-with fit",
+        )
     mix = occluders.occluder_mix(hands)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(crops))
@@ -172,13 +192,23 @@ def fit_synthetic(crops: np.ndarray, *, epochs: int = 12, seed: int = 0, lr: flo
     val, train = order[:n_val], order[n_val:]
     donors = crops[train]
     if progress is not None:
-        progress("data", {"n_faces": len(crops), "n_train": len(train), "n_val": len(val),
-                          "n_dropped": n_dropped, "n_pseudo": 0 if pseudo is None else len(pseudo[0]),
-                          "pseudo_min_score": pseudo_min})
+        progress(
+            "data",
+            {
+                "n_faces": len(crops),
+                "n_train": len(train),
+                "n_val": len(val),
+                "n_dropped": n_dropped,
+                "n_pseudo": 0 if pseudo is None else len(pseudo[0]),
+                "pseudo_min_score": pseudo_min,
+            },
+        )
     xv, yv = occluders.make_batch(crops, val, np.random.default_rng(seed + 1), donors, pseudo, mix)
     net = build_occlusion_net()
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * math.ceil(len(train) / BATCH))
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=lr, total_steps=epochs * math.ceil(len(train) / BATCH)
+    )
     loss_fn = torch.nn.BCEWithLogitsLoss()
     history = []
     t0 = time.time()
@@ -187,7 +217,7 @@ def fit_synthetic(crops: np.ndarray, *, epochs: int = 12, seed: int = 0, lr: flo
         perm = rng.permutation(train)
         total = 0.0
         for b in range(0, len(perm), BATCH):
-            x, y = occluders.make_batch(crops, perm[b:b + BATCH], rng, donors, pseudo, mix)
+            x, y = occluders.make_batch(crops, perm[b : b + BATCH], rng, donors, pseudo, mix)
             loss = loss_fn(net(torch.from_numpy(x)), torch.from_numpy(y))
             opt.zero_grad()
             loss.backward()
@@ -198,36 +228,56 @@ def fit_synthetic(crops: np.ndarray, *, epochs: int = 12, seed: int = 0, lr: flo
         with torch.inference_mode():
             pv = torch.sigmoid(net(torch.from_numpy(xv))).numpy()
         occluded = yv[:, 0] == 1
-        region_acc = np.mean([(pv[occluded, 1 + k] >= 0.5) == (yv[occluded, 1 + k] == 1)
-                              for k in range(len(REGIONS))])
-        info = {"epoch": epoch + 1, "epochs": epochs, "loss": total / max(len(perm), 1),
-                "auroc": auroc(yv[:, 0], pv[:, 0]),
-                "region_accuracy": float(region_acc), "seconds": time.time() - t0}
+        region_acc = np.mean(
+            [
+                (pv[occluded, 1 + k] >= 0.5) == (yv[occluded, 1 + k] == 1)
+                for k in range(len(REGIONS))
+            ]
+        )
+        info = {
+            "epoch": epoch + 1,
+            "epochs": epochs,
+            "loss": total / max(len(perm), 1),
+            "auroc": auroc(yv[:, 0], pv[:, 0]),
+            "region_accuracy": float(region_acc),
+            "seconds": time.time() - t0,
+        }
         history.append(info)
         if progress is not None:
             progress("epoch", info)
     state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
-    return SyntheticFit(state, len(crops), n_dropped, 0 if pseudo is None else len(pseudo[0]), history)
+    return SyntheticFit(
+        state, len(crops), n_dropped, 0 if pseudo is None else len(pseudo[0]), history
+    )
 
 
 # ----------------------------------------------------------------------------- stage 5
+
 
 @dataclass
 class LabelledFit:
     """What :func:`fit_labelled` made."""
 
-    states: list[dict[str, Any]]   # one network per seed
+    states: list[dict[str, Any]]  # one network per seed
     seeds: list[int]
-    n_train: int                   # labelled faces fitted on
-    n_clean: int                   # unlabelled faces in the clean pool
-    baseline: pd.DataFrame         # every labelled face with ``score``, the starting weights' score
-    held_out: pd.DataFrame         # the held-out fold with ``score`` (the members' mean); empty without cv_fold
+    n_train: int  # labelled faces fitted on
+    n_clean: int  # unlabelled faces in the clean pool
+    baseline: pd.DataFrame  # every labelled face with ``score``, the starting weights' score
+    held_out: (
+        pd.DataFrame
+    )  # the held-out fold with ``score`` (the members' mean); empty without cv_fold
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-GLASSES_ONLY_KINDS = {"clear_glasses", "hat"}  # kinds whose faces are "clear glasses only" when glasses are among them
-SHARE_COVERED, SHARE_GLASSES_ONLY = 0.37, 0.13   # of the labelled part of a batch; the rest uncovered
-GLASSES_WEIGHT = 0.5                             # loss weight of the clear-glasses output
+GLASSES_ONLY_KINDS = {
+    "clear_glasses",
+    "hat",
+}  # kinds whose faces are "clear glasses only" when glasses are among them
+SHARE_COVERED, SHARE_GLASSES_ONLY = (
+    0.37,
+    0.13,
+)  # of the labelled part of a batch; the rest uncovered
+GLASSES_WEIGHT = 0.5  # loss weight of the clear-glasses output
 
 
 # The occlusion policy (docs/faces.md): the kinds of cover that make a face occluded for
@@ -251,12 +301,23 @@ def glasses_only(kind: object) -> bool:
     return "clear_glasses" in kinds and kinds <= GLASSES_ONLY_KINDS
 
 
-def fit_labelled(crops: np.ndarray, labels: pd.DataFrame, *, init: Path, clean_with: Path,
-                 seeds: Sequence[int] = (0,), epochs: int = 6, lr: float = 1e-3, real_frac: float = 0.85,
-                 cv_fold: int | None = None, exclude: Sequence[int] = (),
-                 classes: Sequence[str] | None = None, extra_bare: np.ndarray | None = None,
-                 extra_classes: Sequence[str] | None = None,
-                 progress: FitProgress | None = None) -> LabelledFit:
+def fit_labelled(
+    crops: np.ndarray,
+    labels: pd.DataFrame,
+    *,
+    init: Path,
+    clean_with: Path,
+    seeds: Sequence[int] = (0,),
+    epochs: int = 6,
+    lr: float = 1e-3,
+    real_frac: float = 0.85,
+    cv_fold: int | None = None,
+    exclude: Sequence[int] = (),
+    classes: Sequence[str] | None = None,
+    extra_bare: np.ndarray | None = None,
+    extra_classes: Sequence[str] | None = None,
+    progress: FitProgress | None = None,
+) -> LabelledFit:
     """Fine-tune ``init`` on hand-labelled real faces, once per seed (stage 5).
 
     ``labels`` has ``idx`` (row of ``crops``), ``occluded`` (0/1: anything over the face
@@ -286,14 +347,26 @@ def fit_labelled(crops: np.ndarray, labels: pd.DataFrame, *, init: Path, clean_w
     if extra_bare is not None and len(extra_bare):
         n0 = len(crops)
         crops = np.concatenate([crops, np.asarray(extra_bare, dtype=crops.dtype)])
-        extra = pd.DataFrame({"idx": np.arange(n0, len(crops)), "occluded": 0, "kind": "",
-                              "sample": "extra", "path": [f"extra/{i}" for i in range(len(extra_bare))]})
+        extra = pd.DataFrame(
+            {
+                "idx": np.arange(n0, len(crops)),
+                "occluded": 0,
+                "kind": "",
+                "sample": "extra",
+                "path": [f"extra/{i}" for i in range(len(extra_bare))],
+            }
+        )
         if classes is not None:
-            classes = [*classes, *(extra_classes if extra_classes is not None else ["extra"] * len(extra_bare))]
+            classes = [
+                *classes,
+                *(extra_classes if extra_classes is not None else ["extra"] * len(extra_bare)),
+            ]
     else:
         extra = None
     if cv_fold is not None and not 0 <= cv_fold < N_FOLDS:
-        raise CurateError(f"cv_fold must be 0..{N_FOLDS - 1}, got {cv_fold}", hint="pass --cv-fold 0 to 4")
+        raise CurateError(
+            f"cv_fold must be 0..{N_FOLDS - 1}, got {cv_fold}", hint="pass --cv-fold 0 to 4"
+        )
     if "kind" not in labels.columns:
         labels = labels.assign(kind="")
     fold = cv_folds(len(labels))
@@ -304,12 +377,19 @@ def fit_labelled(crops: np.ndarray, labels: pd.DataFrame, *, init: Path, clean_w
         train["occluded"] = train["occluded"].astype(int)
         train["kind"] = train["kind"].fillna("")
     gonly = train["kind"].map(glasses_only).to_numpy() & (train["occluded"] == 1).to_numpy()
-    target = {int(i): np.array([o, g], np.float32)
-              for i, o, g in zip(train["idx"], train["occluded"].astype(np.float32), gonly, strict=True)}
-    groups = (train.loc[(train["occluded"] == 1).to_numpy() & ~gonly, "idx"].to_numpy(),
-              train.loc[gonly, "idx"].to_numpy(), train.loc[train["occluded"] == 0, "idx"].to_numpy())
+    target = {
+        int(i): np.array([o, g], np.float32)
+        for i, o, g in zip(train["idx"], train["occluded"].astype(np.float32), gonly, strict=True)
+    }
+    groups = (
+        train.loc[(train["occluded"] == 1).to_numpy() & ~gonly, "idx"].to_numpy(),
+        train.loc[gonly, "idx"].to_numpy(),
+        train.loc[train["occluded"] == 0, "idx"].to_numpy(),
+    )
     prev = OcclusionModel(clean_with).probabilities(crops)[:, 0]
-    banned = np.isin(np.arange(len(crops)), np.concatenate([labels["idx"].to_numpy(), np.asarray(exclude, int)]))
+    banned = np.isin(
+        np.arange(len(crops)), np.concatenate([labels["idx"].to_numpy(), np.asarray(exclude, int)])
+    )
     clean = np.flatnonzero((prev <= CLEAN_MAX) & ~banned)
     if extra is not None:
         clean = np.union1d(clean, extra["idx"].to_numpy())
@@ -319,31 +399,66 @@ def fit_labelled(crops: np.ndarray, labels: pd.DataFrame, *, init: Path, clean_w
         bare_p = 1.0 / bare_cls.map(bare_cls.value_counts()).to_numpy(dtype=np.float64)
         bare_p /= bare_p.sum()
     if len(clean) == 0 or len(groups[0]) + len(groups[1]) == 0 or len(groups[2]) == 0:
-        raise CurateError(f"nothing to fit on: {len(clean)} unlabelled clean faces, "
-                          f"{len(groups[0]) + len(groups[1])} occluded and {len(groups[2])} clean "
-                          "labelled faces for training",
-                          hint="sample more faces, or label both occluded and clean faces")
-    baseline = labels.assign(score=OcclusionModel(init).probabilities(crops[labels["idx"].to_numpy()])[:, 0])
+        raise CurateError(
+            f"nothing to fit on: {len(clean)} unlabelled clean faces, "
+            f"{len(groups[0]) + len(groups[1])} occluded and {len(groups[2])} clean "
+            "labelled faces for training",
+            hint="sample more faces, or label both occluded and clean faces",
+        )
+    baseline = labels.assign(
+        score=OcclusionModel(init).probabilities(crops[labels["idx"].to_numpy()])[:, 0]
+    )
     if progress is not None:
-        progress("data", {"n_train": len(train), "n_occluded": len(groups[0]) + len(groups[1]),
-                          "n_glasses_only": len(groups[1]), "n_held_out": len(held),
-                          "n_clean": len(clean), "n_crops": len(crops), "baseline": baseline})
+        progress(
+            "data",
+            {
+                "n_train": len(train),
+                "n_occluded": len(groups[0]) + len(groups[1]),
+                "n_glasses_only": len(groups[1]),
+                "n_held_out": len(held),
+                "n_clean": len(clean),
+                "n_crops": len(crops),
+                "baseline": baseline,
+            },
+        )
     states, held_scores, history = [], [], []
     for seed in seeds:
-        net = _fit_one_labelled(crops, clean, target, groups, held, init=init, seed=int(seed),
-                                epochs=epochs, lr=lr, real_frac=real_frac, history=history,
-                                progress=progress, bare_p=bare_p)
+        net = _fit_one_labelled(
+            crops,
+            clean,
+            target,
+            groups,
+            held,
+            init=init,
+            seed=int(seed),
+            epochs=epochs,
+            lr=lr,
+            real_frac=real_frac,
+            history=history,
+            progress=progress,
+            bare_p=bare_p,
+        )
         states.append({k: v.detach().contiguous() for k, v in net.state_dict().items()})
-        held_scores.append(mean_probabilities([net.eval()], crops[held["idx"].to_numpy()])
-                           if len(held) else np.zeros((0, len(OUTPUTS))))
+        held_scores.append(
+            mean_probabilities([net.eval()], crops[held["idx"].to_numpy()])
+            if len(held)
+            else np.zeros((0, len(OUTPUTS)))
+        )
     probs = np.mean(held_scores, axis=0) if len(held) else np.zeros((0, len(OUTPUTS)))
     occlusion, covered = covered_scores(probs)
-    return LabelledFit(states, [int(s) for s in seeds], len(train), len(clean), baseline,
-                       held.assign(score=covered, occlusion=occlusion), history)
+    return LabelledFit(
+        states,
+        [int(s) for s in seeds],
+        len(train),
+        len(clean),
+        baseline,
+        held.assign(score=covered, occlusion=occlusion),
+        history,
+    )
 
 
 def _held_out_scores(net: Any, crops: np.ndarray, held: pd.DataFrame) -> np.ndarray:
-    """"Occluded" probabilities of the held-out labelled faces, as curate scores them."""
+    """ "Occluded" probabilities of the held-out labelled faces, as curate scores them."""
     if not len(held):
         return np.zeros(0)
     return mean_probabilities([net.eval()], crops[held["idx"].to_numpy()])[:, 0]
@@ -353,7 +468,11 @@ def held_out_aurocs(held: pd.DataFrame, score: np.ndarray) -> dict[str, Any]:
     """AUROC of ``score`` on the held-out faces, all and the randomly sampled ones."""
     rnd = (held["sample"] == "random").to_numpy()
     y = held["occluded"].to_numpy()
-    return {"auroc": auroc(y, score), "auroc_random": auroc(y[rnd], score[rnd]), "n_random": int(rnd.sum())}
+    return {
+        "auroc": auroc(y, score),
+        "auroc_random": auroc(y[rnd], score[rnd]),
+        "n_random": int(rnd.sum()),
+    }
 
 
 def _start_from(init: Path) -> dict[str, Any]:
@@ -364,13 +483,29 @@ def _start_from(init: Path) -> dict[str, Any]:
     state = split_members(load_file(str(init)))[0]
     last = max((k for k in state if k.endswith(".weight")), key=lambda k: int(k.split(".")[0]))
     bias = last.removesuffix("weight") + "bias"
-    return {**state, last: state[last][:len(OUTPUTS)].clone(), bias: state[bias][:len(OUTPUTS)].clone()}
+    return {
+        **state,
+        last: state[last][: len(OUTPUTS)].clone(),
+        bias: state[bias][: len(OUTPUTS)].clone(),
+    }
 
 
-def _fit_one_labelled(crops: np.ndarray, clean: np.ndarray, target: Mapping[int, np.ndarray],
-                      groups: tuple[np.ndarray, np.ndarray, np.ndarray], held: pd.DataFrame, *, init: Path,
-                      seed: int, epochs: int, lr: float, real_frac: float, history: list[dict[str, Any]],
-                      progress: FitProgress | None, bare_p: np.ndarray | None = None) -> Any:
+def _fit_one_labelled(
+    crops: np.ndarray,
+    clean: np.ndarray,
+    target: Mapping[int, np.ndarray],
+    groups: tuple[np.ndarray, np.ndarray, np.ndarray],
+    held: pd.DataFrame,
+    *,
+    init: Path,
+    seed: int,
+    epochs: int,
+    lr: float,
+    real_frac: float,
+    history: list[dict[str, Any]],
+    progress: FitProgress | None,
+    bare_p: np.ndarray | None = None,
+) -> Any:
     """One network of :func:`fit_labelled`."""
     import torch
 
@@ -380,7 +515,9 @@ def _fit_one_labelled(crops: np.ndarray, clean: np.ndarray, target: Mapping[int,
     net = build_occlusion_net(len(OUTPUTS))
     net.load_state_dict(_start_from(init))
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * math.ceil(len(clean) / BATCH))
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=lr, total_steps=epochs * math.ceil(len(clean) / BATCH)
+    )
     bce = torch.nn.BCEWithLogitsLoss(reduction="none")
     covered, gonly, bare = groups
     shares = np.array([SHARE_COVERED, SHARE_GLASSES_ONLY, 1 - SHARE_COVERED - SHARE_GLASSES_ONLY])
@@ -395,7 +532,7 @@ def _fit_one_labelled(crops: np.ndarray, clean: np.ndarray, target: Mapping[int,
         net.train()
         perm = rng.permutation(clean)
         for b in range(0, len(perm), BATCH):
-            idx = perm[b:b + BATCH]
+            idx = perm[b : b + BATCH]
             n_real = int(round(real_frac * len(idx)))
             x, y = occluders.labelled_stage_batch(crops, idx[n_real:], rng, donors, mix)
             if n_real:
@@ -411,7 +548,12 @@ def _fit_one_labelled(crops: np.ndarray, clean: np.ndarray, target: Mapping[int,
             loss.backward()
             opt.step()
             sched.step()
-        info: dict[str, Any] = {"seed": seed, "epoch": epoch + 1, "epochs": epochs, "seconds": time.time() - t0}
+        info: dict[str, Any] = {
+            "seed": seed,
+            "epoch": epoch + 1,
+            "epochs": epochs,
+            "seconds": time.time() - t0,
+        }
         if len(held):
             info.update(held_out_aurocs(held, _held_out_scores(net, crops, held)))
         history.append(info)
@@ -422,14 +564,16 @@ def _fit_one_labelled(crops: np.ndarray, clean: np.ndarray, target: Mapping[int,
 
 # ----------------------------------------------------------------------------- the weights file
 
+
 def join_members(states: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """One state dict for several networks (the inverse of
     :func:`curate.faces.occlusion.split_members`): ``member0.``, ``member1.``, ... prefixes."""
     return {f"member{i}.{k}": v for i, st in enumerate(states) for k, v in st.items()}
 
 
-def save_occlusion_weights(states: Sequence[dict[str, Any]], path: str | os.PathLike[str],
-                           metadata: Mapping[str, str]) -> Path:
+def save_occlusion_weights(
+    states: Sequence[dict[str, Any]], path: str | os.PathLike[str], metadata: Mapping[str, str]
+) -> Path:
     """Write one network (plain names) or several (joined) as safetensors, atomically;
     ``analysis_version`` is added to ``metadata``. The file loads with
     :class:`curate.faces.occlusion.OcclusionModel`."""
@@ -438,5 +582,7 @@ def save_occlusion_weights(states: Sequence[dict[str, Any]], path: str | os.Path
     out = Path(path)
     tensors = join_members(states) if len(states) > 1 else dict(states[0])
     with atomic_path(out) as tmp:
-        save_file(tensors, str(tmp), metadata={**dict(metadata), "analysis_version": ANALYSIS_VERSION})
+        save_file(
+            tensors, str(tmp), metadata={**dict(metadata), "analysis_version": ANALYSIS_VERSION}
+        )
     return out

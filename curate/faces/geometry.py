@@ -15,19 +15,22 @@ MOUTH = (61, 291)
 ALIGN_SIZE = 48
 # Where those five points sit in the 48x48 aligned crop; the mean positions on frontal
 # FER2013 training faces with |yaw| and |roll| under 10 degrees (298 of 600 sampled).
-TEMPLATE = np.array([[14.7, 18.2], [33.2, 18.2], [24.0, 29.4], [16.5, 37.2], [31.6, 37.2]],
-                    dtype=np.float32)
+TEMPLATE = np.array(
+    [[14.7, 18.2], [33.2, 18.2], [24.0, 29.4], [16.5, 37.2], [31.6, 37.2]], dtype=np.float32
+)
 
 
 def five_points(landmarks: np.ndarray) -> np.ndarray:
     """The five alignment points (pixels, shape 5x2) from the 478x2 landmark array."""
-    return np.stack([
-        landmarks[list(LEFT_EYE)].mean(axis=0),
-        landmarks[list(RIGHT_EYE)].mean(axis=0),
-        landmarks[NOSE_TIP],
-        landmarks[MOUTH[0]],
-        landmarks[MOUTH[1]],
-    ]).astype(np.float32)
+    return np.stack(
+        [
+            landmarks[list(LEFT_EYE)].mean(axis=0),
+            landmarks[list(RIGHT_EYE)].mean(axis=0),
+            landmarks[NOSE_TIP],
+            landmarks[MOUTH[0]],
+            landmarks[MOUTH[1]],
+        ]
+    ).astype(np.float32)
 
 
 def align_face(gray: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -37,8 +40,13 @@ def align_face(gray: np.ndarray, points: np.ndarray) -> np.ndarray:
     matrix, _ = cv2.estimateAffinePartial2D(points, TEMPLATE, method=cv2.LMEDS)
     if matrix is None:  # degenerate points: fall back to a plain resize
         return cv2.resize(gray, (ALIGN_SIZE, ALIGN_SIZE), interpolation=cv2.INTER_AREA)
-    return cv2.warpAffine(gray, matrix, (ALIGN_SIZE, ALIGN_SIZE), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REPLICATE)
+    return cv2.warpAffine(
+        gray,
+        matrix,
+        (ALIGN_SIZE, ALIGN_SIZE),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
 
 
 def pose_from_matrix(matrix: np.ndarray) -> tuple[float, float, float]:
@@ -123,7 +131,9 @@ def keypoint_offset(keypoints: np.ndarray) -> float:
     nose, left, right = kp[KP_NOSE] @ axis, kp[KP_EARS[0]] @ axis, kp[KP_EARS[1]] @ axis
     half = (right - left) / 2
     if half <= 0.05 * norm:  # the ears on one spot or swapped: a profile
-        return 3.0 * float(np.sign(nose - (kp[KP_EYES[0]] @ axis + kp[KP_EYES[1]] @ axis) / 2) or 1.0)
+        return 3.0 * float(
+            np.sign(nose - (kp[KP_EYES[0]] @ axis + kp[KP_EYES[1]] @ axis) / 2) or 1.0
+        )
     return float((nose - (left + right) / 2) / half)
 
 
@@ -156,4 +166,3 @@ def prepare_for_detection(rgb: np.ndarray) -> tuple[np.ndarray, int, float]:
     if scale != 1.0:
         padded = cv2.resize(padded, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
     return np.ascontiguousarray(padded), pad, scale
-

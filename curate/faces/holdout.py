@@ -28,7 +28,12 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-SHARES = {"face-conditions": 0.5, "fer2013_train_labels": 0.3, "pose_audit": 0.5, "fer2013_val": 0.5}
+SHARES = {
+    "face-conditions": 0.5,
+    "fer2013_train_labels": 0.3,
+    "pose_audit": 0.5,
+    "fer2013_val": 0.5,
+}
 TRAIN_LABELS = "fer2013_train_occlusion_labels.csv"
 NEAR_DUPLICATES = "near_duplicates.csv"
 
@@ -49,7 +54,7 @@ def holdout_subjects(subjects: Iterable[str]) -> set[str]:
     ``ceil(n / 2)`` distinct subjects with the lowest :func:`split_key` of their name.
     (The plain 0.5 share would split its 14 performers 9 / 5.)"""
     names = sorted(set(subjects), key=split_key)
-    return set(names[:(len(names) + 1) // 2])
+    return set(names[: (len(names) + 1) // 2])
 
 
 # taiwanese-posed (../shared/data/taiwanese-posed, 14 performers): the representation work
@@ -69,7 +74,10 @@ def holdout_faces(audit: Path, data: Path) -> set[str]:
     import pandas as pd
 
     labels = pd.read_csv(Path(audit) / TRAIN_LABELS)
-    train = {"fer2013/train/" + p for p in labels.loc[is_holdout(labels["path"], SHARES["fer2013_train_labels"]), "path"]}
+    train = {
+        "fer2013/train/" + p
+        for p in labels.loc[is_holdout(labels["path"], SHARES["fer2013_train_labels"]), "path"]
+    }
     fc = pd.read_csv(Path(data) / "face-conditions" / "labels.csv")["path"]
     return train | {"face-conditions/" + p for p in fc[is_holdout(fc, SHARES["face-conditions"])]}
 
@@ -93,5 +101,7 @@ def kept_out_of_fitting(audit: Path, data: Path) -> set[str]:
     (``audit/near_duplicates.csv``, followed transitively)."""
     import pandas as pd
 
-    out = with_near_duplicates(holdout_faces(audit, data), pd.read_csv(Path(audit) / NEAR_DUPLICATES))
+    out = with_near_duplicates(
+        holdout_faces(audit, data), pd.read_csv(Path(audit) / NEAR_DUPLICATES)
+    )
     return {p.removeprefix("fer2013/train/") for p in out if p.startswith("fer2013/train/")}

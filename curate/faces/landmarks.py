@@ -51,30 +51,218 @@ class FaceResult:
 # MediaPipe's face blendshapes (``FaceBlendshapesGraph``, face_blendshapes_graph.cc): the
 # 146 landmarks its model reads (kLandmarksSubsetIdxs) and its 52 outputs in order.
 BLENDSHAPE_LANDMARKS = (
-    0, 1, 4, 5, 6, 7, 8, 10, 13, 14, 17, 21, 33, 37, 39, 40, 46, 52, 53, 54, 55, 58, 61, 63, 65,
-    66, 67, 70, 78, 80, 81, 82, 84, 87, 88, 91, 93, 95, 103, 105, 107, 109, 127, 132, 133, 136,
-    144, 145, 146, 148, 149, 150, 152, 153, 154, 155, 157, 158, 159, 160, 161, 162, 163, 168, 172,
-    173, 176, 178, 181, 185, 191, 195, 197, 234, 246, 249, 251, 263, 267, 269, 270, 276, 282, 283,
-    284, 285, 288, 291, 293, 295, 296, 297, 300, 308, 310, 311, 312, 314, 317, 318, 321, 323, 324,
-    332, 334, 336, 338, 356, 361, 362, 365, 373, 374, 375, 377, 378, 379, 380, 381, 382, 384, 385,
-    386, 387, 388, 389, 390, 397, 398, 400, 402, 405, 409, 415, 454, 466, 468, 469, 470, 471, 472,
-    473, 474, 475, 476, 477)
+    0,
+    1,
+    4,
+    5,
+    6,
+    7,
+    8,
+    10,
+    13,
+    14,
+    17,
+    21,
+    33,
+    37,
+    39,
+    40,
+    46,
+    52,
+    53,
+    54,
+    55,
+    58,
+    61,
+    63,
+    65,
+    66,
+    67,
+    70,
+    78,
+    80,
+    81,
+    82,
+    84,
+    87,
+    88,
+    91,
+    93,
+    95,
+    103,
+    105,
+    107,
+    109,
+    127,
+    132,
+    133,
+    136,
+    144,
+    145,
+    146,
+    148,
+    149,
+    150,
+    152,
+    153,
+    154,
+    155,
+    157,
+    158,
+    159,
+    160,
+    161,
+    162,
+    163,
+    168,
+    172,
+    173,
+    176,
+    178,
+    181,
+    185,
+    191,
+    195,
+    197,
+    234,
+    246,
+    249,
+    251,
+    263,
+    267,
+    269,
+    270,
+    276,
+    282,
+    283,
+    284,
+    285,
+    288,
+    291,
+    293,
+    295,
+    296,
+    297,
+    300,
+    308,
+    310,
+    311,
+    312,
+    314,
+    317,
+    318,
+    321,
+    323,
+    324,
+    332,
+    334,
+    336,
+    338,
+    356,
+    361,
+    362,
+    365,
+    373,
+    374,
+    375,
+    377,
+    378,
+    379,
+    380,
+    381,
+    382,
+    384,
+    385,
+    386,
+    387,
+    388,
+    389,
+    390,
+    397,
+    398,
+    400,
+    402,
+    405,
+    409,
+    415,
+    454,
+    466,
+    468,
+    469,
+    470,
+    471,
+    472,
+    473,
+    474,
+    475,
+    476,
+    477,
+)
 BLENDSHAPE_NAMES = (
-    "_neutral", "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft", "browOuterUpRight",
-    "cheekPuff", "cheekSquintLeft", "cheekSquintRight", "eyeBlinkLeft", "eyeBlinkRight",
-    "eyeLookDownLeft", "eyeLookDownRight", "eyeLookInLeft", "eyeLookInRight", "eyeLookOutLeft",
-    "eyeLookOutRight", "eyeLookUpLeft", "eyeLookUpRight", "eyeSquintLeft", "eyeSquintRight",
-    "eyeWideLeft", "eyeWideRight", "jawForward", "jawLeft", "jawOpen", "jawRight", "mouthClose",
-    "mouthDimpleLeft", "mouthDimpleRight", "mouthFrownLeft", "mouthFrownRight", "mouthFunnel",
-    "mouthLeft", "mouthLowerDownLeft", "mouthLowerDownRight", "mouthPressLeft", "mouthPressRight",
-    "mouthPucker", "mouthRight", "mouthRollLower", "mouthRollUpper", "mouthShrugLower",
-    "mouthShrugUpper", "mouthSmileLeft", "mouthSmileRight", "mouthStretchLeft", "mouthStretchRight",
-    "mouthUpperUpLeft", "mouthUpperUpRight", "noseSneerLeft", "noseSneerRight")
+    "_neutral",
+    "browDownLeft",
+    "browDownRight",
+    "browInnerUp",
+    "browOuterUpLeft",
+    "browOuterUpRight",
+    "cheekPuff",
+    "cheekSquintLeft",
+    "cheekSquintRight",
+    "eyeBlinkLeft",
+    "eyeBlinkRight",
+    "eyeLookDownLeft",
+    "eyeLookDownRight",
+    "eyeLookInLeft",
+    "eyeLookInRight",
+    "eyeLookOutLeft",
+    "eyeLookOutRight",
+    "eyeLookUpLeft",
+    "eyeLookUpRight",
+    "eyeSquintLeft",
+    "eyeSquintRight",
+    "eyeWideLeft",
+    "eyeWideRight",
+    "jawForward",
+    "jawLeft",
+    "jawOpen",
+    "jawRight",
+    "mouthClose",
+    "mouthDimpleLeft",
+    "mouthDimpleRight",
+    "mouthFrownLeft",
+    "mouthFrownRight",
+    "mouthFunnel",
+    "mouthLeft",
+    "mouthLowerDownLeft",
+    "mouthLowerDownRight",
+    "mouthPressLeft",
+    "mouthPressRight",
+    "mouthPucker",
+    "mouthRight",
+    "mouthRollLower",
+    "mouthRollUpper",
+    "mouthShrugLower",
+    "mouthShrugUpper",
+    "mouthSmileLeft",
+    "mouthSmileRight",
+    "mouthStretchLeft",
+    "mouthStretchRight",
+    "mouthUpperUpLeft",
+    "mouthUpperUpRight",
+    "noseSneerLeft",
+    "noseSneerRight",
+)
 
 
-def found_face(points: np.ndarray, matrix: np.ndarray, confidence: float,
-               prepared_shape: tuple[int, ...], pad: int, scale: float,
-               gray: np.ndarray) -> FaceResult:
+def found_face(
+    points: np.ndarray,
+    matrix: np.ndarray,
+    confidence: float,
+    prepared_shape: tuple[int, ...],
+    pad: int,
+    scale: float,
+    gray: np.ndarray,
+) -> FaceResult:
     """The :class:`FaceResult` of a face the landmarker found.
 
     ``points``: its 478 landmarks normalised to the prepared image (x and y first);
@@ -85,8 +273,17 @@ def found_face(points: np.ndarray, matrix: np.ndarray, confidence: float,
     marks = (np.asarray(points, dtype=np.float64)[:, :2] * (w, h)).astype(np.float32) / scale - pad
     matrix_yaw, pitch, roll = pose_from_matrix(matrix)
     aligned = align_face(gray, five_points(marks))
-    return FaceResult(True, None, calibrated_yaw(matrix_yaw, marks), pitch, roll, float(confidence), aligned,
-                      marks, matrix_yaw)
+    return FaceResult(
+        True,
+        None,
+        calibrated_yaw(matrix_yaw, marks),
+        pitch,
+        roll,
+        float(confidence),
+        aligned,
+        marks,
+        matrix_yaw,
+    )
 
 
 NO_FACE = "no face found by the landmarker"
@@ -102,11 +299,15 @@ def no_face_detail(confidence: float, yaw: float = math.nan) -> str:
     or keep such images with ``--no-face keep``). ``yaw``: the turn read from the detector's
     keypoints (:func:`~curate.faces.geometry.keypoint_yaw`), said where known."""
     if confidence < FACE_LIKE:
-        return (f"{NO_FACE}: no face detected (score {confidence:.2f}; not a face, "
-                "or one too dark, blurred or cut off)")
+        return (
+            f"{NO_FACE}: no face detected (score {confidence:.2f}; not a face, "
+            "or one too dark, blurred or cut off)"
+        )
     turned = "" if math.isnan(yaw) else f", turned {abs(yaw):.0f} degrees by its keypoints"
-    return (f"{NO_FACE}: a face detected (score {confidence:.2f}{turned}) without landmarks "
-            "(a profile, or a face covered or tilted far)")
+    return (
+        f"{NO_FACE}: a face detected (score {confidence:.2f}{turned}) without landmarks "
+        "(a profile, or a face covered or tilted far)"
+    )
 
 
 def missed_face(confidence: float, keypoints: np.ndarray | None) -> FaceResult:
@@ -115,7 +316,9 @@ def missed_face(confidence: float, keypoints: np.ndarray | None) -> FaceResult:
     pixels) its ``yaw`` is :func:`~curate.faces.geometry.keypoint_yaw`, so the side-face
     screen can name a turned face as one; else NaN."""
     yaw = keypoint_yaw(keypoints) if keypoints is not None and confidence >= FACE_LIKE else math.nan
-    return FaceResult(False, no_face_detail(confidence, yaw), yaw=yaw, face_confidence=float(confidence))
+    return FaceResult(
+        False, no_face_detail(confidence, yaw), yaw=yaw, face_confidence=float(confidence)
+    )
 
 
 class FaceFinder:
@@ -146,29 +349,34 @@ class FaceAnalyzer(FaceFinder):
     Not thread-safe; create one per worker process.
     """
 
-    def __init__(self, model_path: Path, *, occlusion_model: Any | None = None,
-                 blendshapes: bool = False) -> None:
+    def __init__(
+        self, model_path: Path, *, occlusion_model: Any | None = None, blendshapes: bool = False
+    ) -> None:
         import mediapipe as mp
         from mediapipe.tasks.python import vision
         from mediapipe.tasks.python.core.base_options import BaseOptions
 
         self._mp = mp
-        self.landmarker = vision.FaceLandmarker.create_from_options(vision.FaceLandmarkerOptions(
-            base_options=BaseOptions(model_asset_path=str(model_path)),
-            running_mode=vision.RunningMode.IMAGE,
-            num_faces=1,
-            min_face_detection_confidence=0.5,
-            min_face_presence_confidence=0.5,
-            output_face_blendshapes=blendshapes,
-            output_facial_transformation_matrixes=True,
-        ))
+        self.landmarker = vision.FaceLandmarker.create_from_options(
+            vision.FaceLandmarkerOptions(
+                base_options=BaseOptions(model_asset_path=str(model_path)),
+                running_mode=vision.RunningMode.IMAGE,
+                num_faces=1,
+                min_face_detection_confidence=0.5,
+                min_face_presence_confidence=0.5,
+                output_face_blendshapes=blendshapes,
+                output_facial_transformation_matrixes=True,
+            )
+        )
         with zipfile.ZipFile(model_path) as bundle:
             detector_bytes = bundle.read("face_detector.tflite")
-        self.detector = vision.FaceDetector.create_from_options(vision.FaceDetectorOptions(
-            base_options=BaseOptions(model_asset_buffer=detector_bytes),
-            running_mode=vision.RunningMode.IMAGE,
-            min_detection_confidence=0.05,
-        ))
+        self.detector = vision.FaceDetector.create_from_options(
+            vision.FaceDetectorOptions(
+                base_options=BaseOptions(model_asset_buffer=detector_bytes),
+                running_mode=vision.RunningMode.IMAGE,
+                min_detection_confidence=0.05,
+            )
+        )
         self.occlusion_model = occlusion_model
 
     def close(self) -> None:
@@ -180,19 +388,35 @@ class FaceAnalyzer(FaceFinder):
         """As :meth:`find_face`, for an already decoded image (RGB uint8 and its grey)."""
         prepared, pad, scale = prepare_for_detection(rgb)
         image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=prepared)
-        scored = [(d.categories[0].score, d) for d in self.detector.detect(image).detections if d.categories]
+        scored = [
+            (d.categories[0].score, d)
+            for d in self.detector.detect(image).detections
+            if d.categories
+        ]
         confidence, top = max(scored, key=lambda s: s[0], default=(0.0, None))
         result = self.landmarker.detect(image)
         if not result.face_landmarks:
             h, w = prepared.shape[:2]
-            keypoints = (np.array([[k.x * w, k.y * h] for k in top.keypoints])
-                         if top is not None and len(top.keypoints) == 6 else None)
+            keypoints = (
+                np.array([[k.x * w, k.y * h] for k in top.keypoints])
+                if top is not None and len(top.keypoints) == 6
+                else None
+            )
             return missed_face(float(confidence), keypoints)
         points = np.array([[p.x, p.y] for p in result.face_landmarks[0]])
-        found = found_face(points, np.asarray(result.facial_transformation_matrixes[0]), confidence,
-                           prepared.shape, pad, scale, gray)
+        found = found_face(
+            points,
+            np.asarray(result.facial_transformation_matrixes[0]),
+            confidence,
+            prepared.shape,
+            pad,
+            scale,
+            gray,
+        )
         if result.face_blendshapes:
-            found.blendshapes = np.array([c.score for c in result.face_blendshapes[0]], dtype=np.float32)
+            found.blendshapes = np.array(
+                [c.score for c in result.face_blendshapes[0]], dtype=np.float32
+            )
         return found
 
     def analyze(self, path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -204,8 +428,9 @@ class FaceAnalyzer(FaceFinder):
         return face_rows([path], [found], self.occlusion_model)[0]
 
 
-def face_rows(paths: Sequence[str], found: Sequence[FaceResult],
-              occlusion_model: Any | None) -> list[dict[str, Any]]:
+def face_rows(
+    paths: Sequence[str], found: Sequence[FaceResult], occlusion_model: Any | None
+) -> list[dict[str, Any]]:
     """Output rows (without ``image_id``) for faces found in ``paths``; the occlusion model
     (:class:`~curate.faces.occlusion.OcclusionModel`, or None for no score) reads all
     aligned faces in one batch."""
@@ -217,9 +442,19 @@ def face_rows(paths: Sequence[str], found: Sequence[FaceResult],
     rows = []
     for i, (path, f) in enumerate(zip(paths, found, strict=True)):
         occlusion, covered = scores.get(i, (math.nan, math.nan))
-        rows.append({"path": path, "face_found": f.face_found, "yaw": f.yaw, "pitch": f.pitch,
-                     "roll": f.roll, "occlusion": occlusion, "occlusion_any": covered,
-                     "face_confidence": f.face_confidence, "detail": f.detail})
+        rows.append(
+            {
+                "path": path,
+                "face_found": f.face_found,
+                "yaw": f.yaw,
+                "pitch": f.pitch,
+                "roll": f.roll,
+                "occlusion": occlusion,
+                "occlusion_any": covered,
+                "face_confidence": f.face_confidence,
+                "detail": f.detail,
+            }
+        )
     return rows
 
 
@@ -229,14 +464,15 @@ BATCH = 64  # most images per task sent to a worker (and so per occlusion batch)
 _WORKER: FaceFinder | None = None
 
 
-def find_faces(paths: list[str], model_path: Path, backend: str,
-               n_workers: int, *, blendshapes: bool = False) -> Generator[list[FaceResult], None, None]:
+def find_faces(
+    paths: list[str], model_path: Path, backend: str, n_workers: int, *, blendshapes: bool = False
+) -> Generator[list[FaceResult], None, None]:
     """The faces of ``paths``, a batch of at most :data:`BATCH` at a time, in order: in this
     process (``n_workers <= 1``) or in ``n_workers`` spawned processes. ``backend``:
     ``litert`` or ``tasks`` (:data:`curate.faces.analyze.BACKENDS`); with ``blendshapes``
     every found face carries its 52 blendshape scores."""
     size = max(1, min(BATCH, len(paths) // (max(n_workers, 1) * 4)))
-    batches = [paths[i:i + size] for i in range(0, len(paths), size)]
+    batches = [paths[i : i + size] for i in range(0, len(paths), size)]
     if n_workers <= 1:
         with quiet_native_stderr():
             finder = make_finder(backend, model_path, blendshapes=blendshapes)
@@ -249,8 +485,12 @@ def find_faces(paths: list[str], model_path: Path, backend: str,
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=_init_worker,
-                             initargs=(backend, str(model_path), blendshapes)) as pool:
+    with ProcessPoolExecutor(
+        n_workers,
+        mp_context=ctx,
+        initializer=_init_worker,
+        initargs=(backend, str(model_path), blendshapes),
+    ) as pool:
         yield from pool.map(_find_in_worker, batches)
 
 

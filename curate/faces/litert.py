@@ -103,12 +103,12 @@ def _fields(buf: bytes) -> Iterator[tuple[int, int, int | bytes]]:
         if wire == 0:
             value, i = _varint(buf, i)
         elif wire == 1:
-            value, i = buf[i:i + 8], i + 8
+            value, i = buf[i : i + 8], i + 8
         elif wire == 2:
             n, i = _varint(buf, i)
-            value, i = buf[i:i + n], i + n
+            value, i = buf[i : i + n], i + n
         elif wire == 5:
-            value, i = buf[i:i + 4], i + 4
+            value, i = buf[i : i + 4], i + 4
         else:
             raise ValueError(f"unsupported protobuf wire type {wire}")
         yield key >> 3, wire, value
@@ -162,7 +162,9 @@ def ssd_anchors() -> np.ndarray:
         cells = math.ceil(DETECTOR_SIZE / strides[layer])
         grid = (np.arange(cells, dtype=np.float32) + 0.5) / cells
         yy, xx = np.meshgrid(grid, grid, indexing="ij")
-        out.append(np.repeat(np.stack([xx.ravel(), yy.ravel()], axis=1), 2 * (last - layer), axis=0))
+        out.append(
+            np.repeat(np.stack([xx.ravel(), yy.ravel()], axis=1), 2 * (last - layer), axis=0)
+        )
         layer = last
     return np.concatenate(out)
 
@@ -178,8 +180,10 @@ def _box_points(roi: Roi) -> np.ndarray:
     b, a = math.cos(rotation) * 0.5, math.sin(rotation) * 0.5
     p0 = (cx - a * h - b * w, cy + b * h - a * w)
     p1 = (cx + a * h - b * w, cy - b * h - a * w)
-    return np.array([p0, p1, (2 * cx - p0[0], 2 * cy - p0[1]), (2 * cx - p1[0], 2 * cy - p1[1])],
-                    dtype=np.float32)
+    return np.array(
+        [p0, p1, (2 * cx - p0[0], 2 * cy - p0[1]), (2 * cx - p1[0], 2 * cy - p1[1])],
+        dtype=np.float32,
+    )
 
 
 def _inverse_warp(roi: Roi, size: int) -> np.ndarray:
@@ -247,8 +251,12 @@ def roi_to_image(roi: Roi, width: int, height: int) -> np.ndarray:
     (``GetRotatedSubRectToRectTransformMatrix``)."""
     cx, cy, a, b, rotation = roi
     c, d = math.cos(rotation), math.sin(rotation)
-    return np.array([[a * c / width, -b * d / width, (-0.5 * a * c + 0.5 * b * d + cx) / width],
-                     [a * d / height, b * c / height, (-0.5 * b * c - 0.5 * a * d + cy) / height]])
+    return np.array(
+        [
+            [a * c / width, -b * d / width, (-0.5 * a * c + 0.5 * b * d + cx) / width],
+            [a * d / height, b * c / height, (-0.5 * b * c - 0.5 * a * d + cy) / height],
+        ]
+    )
 
 
 # --------------------------------------------------------------------------- geometry pipeline
@@ -280,7 +288,9 @@ class WeightedProcrustes:
         scale = float(((rotation @ self.centred) * wt).sum()) / self.spread
         out = np.eye(4)
         out[:3, :3] = scale * rotation
-        out[:3, 3] = ((wt - scale * rotation @ self.weighted) * self.sqrt_weights).sum(axis=1) / self.total
+        out[:3, 3] = ((wt - scale * rotation @ self.weighted) * self.sqrt_weights).sum(
+            axis=1
+        ) / self.total
         return out
 
 
@@ -299,9 +309,13 @@ class FaceGeometry:
         points = landmarks[:N_MESH]
         depth_offset = float(points[:, 2].mean()) * width_at_near
         points = points[self.procrustes.used].T
-        screen = np.stack([(points[0] - 0.5) * width_at_near,  # ProjectXY, origin top left
-                           (0.5 - points[1]) * height_at_near,
-                           points[2] * width_at_near])
+        screen = np.stack(
+            [
+                (points[0] - 0.5) * width_at_near,  # ProjectXY, origin top left
+                (0.5 - points[1]) * height_at_near,
+                points[2] * width_at_near,
+            ]
+        )
 
         def metric(scale: float) -> np.ndarray:  # MoveAndRescaleZ, UnprojectXY, ChangeHandedness
             z = (screen[2] - depth_offset + NEAR) / scale
@@ -337,7 +351,9 @@ class LiteFace:
     landmarks: np.ndarray | None  # 478 x 3, image-normalised (None: no face)
     matrix: np.ndarray | None  # 4x4 facial transformation matrix
     blendshapes: np.ndarray | None = None  # 52 scores (BLENDSHAPE_NAMES), when asked for
-    keypoints: np.ndarray | None = None  # without landmarks: the FaceDetector's 6 keypoints (pixels)
+    keypoints: np.ndarray | None = (
+        None  # without landmarks: the FaceDetector's 6 keypoints (pixels)
+    )
 
 
 class LiteLandmarker:
@@ -351,7 +367,9 @@ class LiteLandmarker:
     Not thread-safe; create one per process.
     """
 
-    def __init__(self, model_path: str | Path, *, threads: int = 1, blendshapes: bool = False) -> None:
+    def __init__(
+        self, model_path: str | Path, *, threads: int = 1, blendshapes: bool = False
+    ) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
         with zipfile.ZipFile(model_path) as bundle:
@@ -374,8 +392,11 @@ class LiteLandmarker:
         self._det_boxes, self._det_scores = outs["regressors"], outs["classificators"]
         self._lmk_in = self.landmarker.get_input_details()[0]["index"]
         # the graph reads output 0 (478 x 3 points) and output 1 (face presence logit)
-        by_size = {int(np.prod(d["shape"])): d["index"] for d in self.landmarker.get_output_details()
-                   if d["name"] in ("Identity", "Identity_1")}
+        by_size = {
+            int(np.prod(d["shape"])): d["index"]
+            for d in self.landmarker.get_output_details()
+            if d["name"] in ("Identity", "Identity_1")
+        }
         self._lmk_points, self._lmk_presence = by_size[N_LANDMARKS * 3], by_size[1]
         self.anchors = ssd_anchors()
         canonical, weights = read_geometry_metadata(geometry)
@@ -393,8 +414,9 @@ class LiteLandmarker:
         if maps is None:  # the same for every image of this size
             if len(self._detector_maps) >= MAP_CACHE:
                 self._detector_maps.pop(next(iter(self._detector_maps)))
-            maps = self._detector_maps[(h, w)] = warp_maps((0.5 * w, 0.5 * h, side, side, 0.0),
-                                                           DETECTOR_SIZE)
+            maps = self._detector_maps[(h, w)] = warp_maps(
+                (0.5 * w, 0.5 * h, side, side, 0.0), DETECTOR_SIZE
+            )
         tile = crop(image, maps, replicate=False)
         _set_image(self.detector, self._det_in, tile, 2.0 / 255.0, -1.0)  # [-1, 1]
         self.detector.invoke()
@@ -409,13 +431,22 @@ class LiteLandmarker:
         # crop-normalised -> image-normalised: the crop is a square of side max(w, h)
         scale = np.array([side / w, side / h], dtype=np.float32)
         shift = 0.5 - 0.5 * scale
-        boxes = np.concatenate([(centre - half) * scale + shift, (centre + half) * scale + shift], axis=1)
-        keypoints = (raw[:, 4:16].reshape(-1, 6, 2) / DETECTOR_SIZE + anchors[:, None]) * scale + shift
+        boxes = np.concatenate(
+            [(centre - half) * scale + shift, (centre + half) * scale + shift], axis=1
+        )
+        keypoints = (
+            raw[:, 4:16].reshape(-1, 6, 2) / DETECTOR_SIZE + anchors[:, None]
+        ) * scale + shift
         return boxes, keypoints, scores
 
     @staticmethod
-    def top_face(boxes: np.ndarray, keypoints: np.ndarray, scores: np.ndarray,
-                 min_score: float = MIN_DETECTION, iou: float = NMS_IOU) -> tuple[np.ndarray, np.ndarray] | None:
+    def top_face(
+        boxes: np.ndarray,
+        keypoints: np.ndarray,
+        scores: np.ndarray,
+        min_score: float = MIN_DETECTION,
+        iou: float = NMS_IOU,
+    ) -> tuple[np.ndarray, np.ndarray] | None:
         """Box and keypoints of the first output of weighted non-maximum suppression
         (IoU above ``iou``) among scores of at least ``min_score`` (the landmarker's 0.5 and
         0.5; the ``FaceDetector``'s 0.05 and 0.3): the score-weighted mean of the top
@@ -449,11 +480,18 @@ class LiteLandmarker:
         (x0, y0), (x1, y1) = points[0] * (w, h), points[1] * (w, h)
         angle = -math.atan2(-(y1 - y0), x1 - x0)
         angle -= 2 * math.pi * math.floor((angle + math.pi) / (2 * math.pi))
-        roi = (0.5 * float(box[0] + box[2]) * w, 0.5 * float(box[1] + box[3]) * h,
-               ROI_SCALE * float(box[2] - box[0]) * w, ROI_SCALE * float(box[3] - box[1]) * h, angle)
+        roi = (
+            0.5 * float(box[0] + box[2]) * w,
+            0.5 * float(box[1] + box[3]) * h,
+            ROI_SCALE * float(box[2] - box[0]) * w,
+            ROI_SCALE * float(box[3] - box[1]) * h,
+            angle,
+        )
         face = self.landmarks_in(image, roi, confidence)
         if face.landmarks is None:  # the keypoints the FaceDetector reports (the Tasks path's)
-            face.keypoints = self.top_face(boxes, keypoints, scores, MIN_SCORE, DETECTOR_NMS_IOU)[1] * (w, h)  # type: ignore[index]
+            face.keypoints = self.top_face(boxes, keypoints, scores, MIN_SCORE, DETECTOR_NMS_IOU)[
+                1
+            ] * (w, h)  # type: ignore[index]
         return face
 
     def landmarks_in(self, image: np.ndarray, roi: Roi, confidence: float) -> LiteFace:
@@ -472,15 +510,22 @@ class LiteLandmarker:
         landmarks = np.empty((N_LANDMARKS, 3))
         landmarks[:, :2] = raw[:, :2] @ to_image[:, :2].T + to_image[:, 2]
         landmarks[:, 2] = raw[:, 2] * math.hypot(to_image[0, 0], to_image[1, 0])
-        return LiteFace(confidence, landmarks, self.geometry.matrix(landmarks, w, h),
-                        self.blendshapes(landmarks, w, h) if self.blendshaper is not None else None)
+        return LiteFace(
+            confidence,
+            landmarks,
+            self.geometry.matrix(landmarks, w, h),
+            self.blendshapes(landmarks, w, h) if self.blendshaper is not None else None,
+        )
 
     def blendshapes(self, landmarks: np.ndarray, width: int, height: int) -> np.ndarray:
         """The 52 blendshape scores (:data:`BLENDSHAPE_NAMES`) of image-normalised
         ``landmarks`` (478 x 2 or 3) of a ``width`` x ``height`` image
         (``LandmarksToTensorCalculator``: x and y of the subset, in pixels)."""
         assert self.blendshaper is not None, "created without blendshapes"
-        points = np.asarray(landmarks, dtype=np.float64)[list(BLENDSHAPE_LANDMARKS), :2] * (width, height)
+        points = np.asarray(landmarks, dtype=np.float64)[list(BLENDSHAPE_LANDMARKS), :2] * (
+            width,
+            height,
+        )
         self.blendshaper.set_tensor(self._bs_in, points.astype(np.float32)[None])
         self.blendshaper.invoke()
         return np.array(self.blendshaper.get_tensor(self._bs_out), dtype=np.float32).reshape(-1)
@@ -493,18 +538,24 @@ class LiteLandmarker:
             return LiteFace(face.confidence, None, None)
         points = face.landmarks[self.mirror].copy()
         points[:, 0] = 1.0 - points[:, 0]
-        return LiteFace(face.confidence, points, self.geometry.matrix(points, width, height),
-                        self.blendshapes(points, width, height) if self.blendshaper is not None else None)
+        return LiteFace(
+            face.confidence,
+            points,
+            self.geometry.matrix(points, width, height),
+            self.blendshapes(points, width, height) if self.blendshaper is not None else None,
+        )
 
-    def retry(self, image: np.ndarray, centre: tuple[float, float], side: float,
-              confidence: float) -> LiteFace:
+    def retry(
+        self, image: np.ndarray, centre: tuple[float, float], side: float, confidence: float
+    ) -> LiteFace:
         """The landmark network on the squares :data:`RETRY_ROIS` around a picture of
         longer side ``side`` centred at ``centre`` in the prepared ``image``: the first face
         whose presence passes and that holds (:meth:`refined`), else no face. For a picture
         where :meth:`find` found none."""
         for k, degrees in RETRY_ROIS:
-            face = self.landmarks_in(image, (centre[0], centre[1], k * side, k * side, math.radians(degrees)),
-                                     confidence)
+            face = self.landmarks_in(
+                image, (centre[0], centre[1], k * side, k * side, math.radians(degrees)), confidence
+            )
             if face.landmarks is not None:
                 face = self.refined(image, face)
                 if face.landmarks is not None:
@@ -519,11 +570,16 @@ class LiteLandmarker:
         (x0, y0), (x1, y1) = points.min(axis=0), points.max(axis=0)
         (ax, ay), (bx, by) = points[33], points[263]  # outer eye corners
         side = ROI_SCALE * max(x1 - x0, y1 - y0)
-        again = self.landmarks_in(image, (0.5 * (x0 + x1), 0.5 * (y0 + y1), side, side,
-                                          math.atan2(by - ay, bx - ax)), face.confidence)
+        again = self.landmarks_in(
+            image,
+            (0.5 * (x0 + x1), 0.5 * (y0 + y1), side, side, math.atan2(by - ay, bx - ax)),
+            face.confidence,
+        )
         if again.landmarks is None:
             return LiteFace(face.confidence, None, None)
-        shift = np.median(np.hypot(*(again.landmarks[:, :2] * (w, h) - points).T)) / max(x1 - x0, 1e-6)
+        shift = np.median(np.hypot(*(again.landmarks[:, :2] * (w, h) - points).T)) / max(
+            x1 - x0, 1e-6
+        )
         return again if shift <= RETRY_MAX_SHIFT else LiteFace(face.confidence, None, None)
 
 
@@ -542,22 +598,29 @@ class LiteFaceFinder(FaceFinder):
     :class:`~curate.faces.landmarks.FaceResult` as the Tasks path's ``FaceAnalyzer``
     (with ``blendshapes``, its ``blendshapes`` too)."""
 
-    def __init__(self, model_path: str | Path, *, retry: bool = True, blendshapes: bool = False) -> None:
+    def __init__(
+        self, model_path: str | Path, *, retry: bool = True, blendshapes: bool = False
+    ) -> None:
         self.landmarker = LiteLandmarker(model_path, blendshapes=blendshapes)
         self.retry = retry  # look again where BlazeFace finds nothing (LiteLandmarker.retry)
 
     def find_face_in_array(self, rgb: np.ndarray, gray: np.ndarray) -> FaceResult:
         """As :meth:`find_face`, for an already decoded image (RGB uint8 and its grey)."""
-        grey = rgb.ndim == 3 and bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
+        grey = rgb.ndim == 3 and bool(
+            (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()
+        )
         # a grey picture is padded, upscaled and cropped once instead of three times alike
-        prepared, pad, scale = prepare_for_detection(np.ascontiguousarray(rgb[..., 0]) if grey else rgb)
+        prepared, pad, scale = prepare_for_detection(
+            np.ascontiguousarray(rgb[..., 0]) if grey else rgb
+        )
         face = self.landmarker.find(prepared)
         if face.landmarks is None and self.retry and face.confidence >= RETRY_MIN_SCORE:
             face = self.look_again(prepared, max(gray.shape[:2]) * scale, face)
         if face.landmarks is None or face.matrix is None:
             return missed_face(face.confidence, face.keypoints)
-        found = found_face(face.landmarks, face.matrix, face.confidence, prepared.shape, pad, scale,
-                           gray)
+        found = found_face(
+            face.landmarks, face.matrix, face.confidence, prepared.shape, pad, scale, gray
+        )
         found.blendshapes = face.blendshapes
         return found
 

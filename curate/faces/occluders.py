@@ -46,17 +46,33 @@ def _down(mask: np.ndarray) -> np.ndarray:
     return cv2.resize(mask, (48, 48), interpolation=cv2.INTER_AREA)
 
 
-def _ellipse(mask: np.ndarray, c: tuple[float, float], ax: tuple[float, float], ang: float,
-             value: float = 1.0, thick: int = -1) -> None:
+def _ellipse(
+    mask: np.ndarray,
+    c: tuple[float, float],
+    ax: tuple[float, float],
+    ang: float,
+    value: float = 1.0,
+    thick: int = -1,
+) -> None:
     """Draw in crop coordinates on a 48x48 mask or a :func:`_canvas` (sub-pixel precise)."""
     f = 4 * mask.shape[0] / 48  # shift=2 adds two fractional bits
-    cv2.ellipse(mask, (int(round(c[0] * f)), int(round(c[1] * f))),
-                (max(1, int(round(ax[0] * f))), max(1, int(round(ax[1] * f)))), ang, 0, 360,
-                value, thick if thick < 0 else max(1, int(thick * mask.shape[0] / 48)),
-                lineType=cv2.LINE_8, shift=2)
+    cv2.ellipse(
+        mask,
+        (int(round(c[0] * f)), int(round(c[1] * f))),
+        (max(1, int(round(ax[0] * f))), max(1, int(round(ax[1] * f)))),
+        ang,
+        0,
+        360,
+        value,
+        thick if thick < 0 else max(1, int(thick * mask.shape[0] / 48)),
+        lineType=cv2.LINE_8,
+        shift=2,
+    )
 
 
-def _texture(rng: np.random.Generator, donors: np.ndarray, mean: float, spread: float) -> np.ndarray:
+def _texture(
+    rng: np.random.Generator, donors: np.ndarray, mean: float, spread: float
+) -> np.ndarray:
     """A 48x48 texture: a random donor face, shifted, flipped and re-levelled."""
     d = donors[rng.integers(len(donors))].astype(np.float32)
     d = np.roll(d, (rng.integers(-20, 20), rng.integers(-20, 20)), axis=(0, 1))
@@ -70,8 +86,9 @@ def _texture(rng: np.random.Generator, donors: np.ndarray, mean: float, spread: 
 DARK_LENSES = "dark lenses"  # glasses() says so when it painted sunglasses (not a region)
 
 
-def glasses(img: np.ndarray, rng: np.random.Generator, donors: np.ndarray,
-            dark: bool | None = None) -> tuple[np.ndarray, list[str]]:
+def glasses(
+    img: np.ndarray, rng: np.random.Generator, donors: np.ndarray, dark: bool | None = None
+) -> tuple[np.ndarray, list[str]]:
     """Eyeglasses (frames, sometimes tinted) or sunglasses over both eyes; the returned
     tags are ``eyes`` (and :data:`DARK_LENSES` for sunglasses). ``dark`` forces dark
     lenses (True) or see-through ones (False); the random draws are the same either way."""
@@ -115,15 +132,16 @@ def glasses(img: np.ndarray, rng: np.random.Generator, donors: np.ndarray,
 def _skin(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A 48x48 skin texture from the face's own cheeks and forehead, re-levelled."""
     y0, x0 = int(rng.choice([2, 26])), int(rng.choice([8, 28]))
-    patch = img[y0:y0 + 12, x0:x0 + 12].astype(np.float32)
+    patch = img[y0 : y0 + 12, x0 : x0 + 12].astype(np.float32)
     tile = np.tile(np.concatenate([patch, patch[:, ::-1]], axis=1), (4, 2))[:48, :48]
     tile = cv2.GaussianBlur(tile, (0, 0), rng.uniform(0.8, 1.6))
     level = float(np.percentile(img[14:40, 10:38], 70)) * rng.uniform(0.9, 1.25)
     return np.clip(level + (tile - tile.mean()) * rng.uniform(0.5, 1.0), 0, 255)
 
 
-def _hand_mask(rng: np.random.Generator, base: tuple[float, float], angle: float,
-               scale: float) -> tuple[np.ndarray, np.ndarray]:
+def _hand_mask(
+    rng: np.random.Generator, base: tuple[float, float], angle: float, scale: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Palm behind ``base`` and 3-4 adjacent fingers pointing along ``angle``; (mask, seams)."""
     mask = _canvas()
     seams = _canvas()
@@ -152,21 +170,27 @@ class HandStyle:
 
     places: tuple[str, ...] = ("side", "side", "side", "mouth", "chin", "eye")  # drawn uniformly
     scale: tuple[float, float] = (0.85, 1.5)
-    side_x: tuple[float, float] = (-6.0, 8.0)      # base of a hand on the cheek (left side)
+    side_x: tuple[float, float] = (-6.0, 8.0)  # base of a hand on the cheek (left side)
     side_y: tuple[float, float] = (24.0, 44.0)
-    side_turn: tuple[float, float] = (-0.1, 0.7)   # radians from straight up, inwards
-    both_hands: float = 0.6                        # chance of the mirrored second hand
+    side_turn: tuple[float, float] = (-0.1, 0.7)  # radians from straight up, inwards
+    both_hands: float = 0.6  # chance of the mirrored second hand
 
 
 HANDS = HandStyle()
 # The first fit (stage 1 of docs/faces.md; commit bc9308e): hands on one cheek mostly.
-FIRST_FIT_HANDS = HandStyle(places=("side", "side", "mouth", "chin", "eye"), scale=(0.85, 1.3),
-                            side_x=(-2.0, 8.0), side_y=(26.0, 42.0), side_turn=(0.0, 0.7),
-                            both_hands=0.4)
+FIRST_FIT_HANDS = HandStyle(
+    places=("side", "side", "mouth", "chin", "eye"),
+    scale=(0.85, 1.3),
+    side_x=(-2.0, 8.0),
+    side_y=(26.0, 42.0),
+    side_turn=(0.0, 0.7),
+    both_hands=0.4,
+)
 
 
-def hand(img: np.ndarray, rng: np.random.Generator, donors: np.ndarray,
-         style: HandStyle = HANDS) -> tuple[np.ndarray, list[str]]:
+def hand(
+    img: np.ndarray, rng: np.random.Generator, donors: np.ndarray, style: HandStyle = HANDS
+) -> tuple[np.ndarray, list[str]]:
     """One or two hands of the face's own skin: on the cheeks and jaw, or over the mouth."""
     where = rng.choice(list(style.places))
     scale = rng.uniform(*style.scale)
@@ -205,7 +229,9 @@ def hand(img: np.ndarray, rng: np.random.Generator, donors: np.ndarray,
     return out * (1 - alpha) + tex * alpha, []
 
 
-def hair(img: np.ndarray, rng: np.random.Generator, donors: np.ndarray) -> tuple[np.ndarray, list[str]]:
+def hair(
+    img: np.ndarray, rng: np.random.Generator, donors: np.ndarray
+) -> tuple[np.ndarray, list[str]]:
     """A fringe or strands of dark hair falling over the forehead and eyes."""
     out = img.copy()
     tone = rng.uniform(5, 80) if rng.random() < 0.8 else rng.uniform(150, 230)
@@ -231,7 +257,9 @@ def hair(img: np.ndarray, rng: np.random.Generator, donors: np.ndarray) -> tuple
     return out, []
 
 
-def hat(img: np.ndarray, rng: np.random.Generator, donors: np.ndarray) -> tuple[np.ndarray, list[str]]:
+def hat(
+    img: np.ndarray, rng: np.random.Generator, donors: np.ndarray
+) -> tuple[np.ndarray, list[str]]:
     """A hat or cap covering the forehead down to (or over) the brows."""
     x = np.arange(48)
     low = rng.uniform(11, 22)
@@ -241,30 +269,34 @@ def hat(img: np.ndarray, rng: np.random.Generator, donors: np.ndarray) -> tuple[
     brim = np.zeros_like(img)
     for xi in x:
         yi = int(np.clip(edge[xi], 0, 47))
-        brim[max(0, yi - 2):yi, xi] = 1
+        brim[max(0, yi - 2) : yi, xi] = 1
     tex = tex * (1 - 0.4 * brim)
     return img * (1 - mask) + tex * mask, []
 
 
-def face_mask(img: np.ndarray, rng: np.random.Generator, donors: np.ndarray) -> tuple[np.ndarray, list[str]]:
+def face_mask(
+    img: np.ndarray, rng: np.random.Generator, donors: np.ndarray
+) -> tuple[np.ndarray, list[str]]:
     """A medical or cloth mask, or a scarf, over the lower face."""
     top = rng.uniform(26, 36)
     x = np.arange(48)
     half = rng.uniform(17, 23)
     top_edge = top + 0.01 * (x - 24) ** 2 * rng.uniform(0, 1)
-    mask = ((np.arange(48)[:, None] > top_edge[None, :]) & (np.abs(x - 24)[None, :] < half))
+    mask = (np.arange(48)[:, None] > top_edge[None, :]) & (np.abs(x - 24)[None, :] < half)
     mask = mask.astype(np.float32)
     tone = rng.uniform(120, 250) if rng.random() < 0.6 else rng.uniform(10, 120)
     tex = tone + rng.normal(0, 3, img.shape)
     for _ in range(int(rng.integers(0, 4))):  # folds
         y = int(rng.uniform(top + 2, 47))
-        tex[y:y + 1] *= rng.uniform(0.75, 0.9)
+        tex[y : y + 1] *= rng.uniform(0.75, 0.9)
     shade = np.linspace(rng.uniform(0.8, 1.0), rng.uniform(0.9, 1.1), 48)[None, :]
     tex = tex * shade
     return img * (1 - mask) + tex * mask, []
 
 
-def thing(img: np.ndarray, rng: np.random.Generator, donors: np.ndarray) -> tuple[np.ndarray, list[str]]:
+def thing(
+    img: np.ndarray, rng: np.random.Generator, donors: np.ndarray
+) -> tuple[np.ndarray, list[str]]:
     """A textured object (microphone, cup, phone, food, paper) over a random part of the face."""
     mask = np.zeros_like(img)
     c = (rng.uniform(8, 40), rng.uniform(12, 46))
@@ -276,15 +308,23 @@ def thing(img: np.ndarray, rng: np.random.Generator, donors: np.ndarray) -> tupl
         box = cv2.boxPoints(((c[0], c[1]), (2 * size[0], 2 * size[1]), rng.uniform(0, 90)))
         cv2.fillPoly(mask, [np.int32(box)], 1.0)
     else:
-        pts = np.array([(c[0] + size[0] * math.cos(t) * rng.uniform(0.5, 1.3),
-                         c[1] + size[1] * math.sin(t) * rng.uniform(0.5, 1.3))
-                        for t in np.linspace(0, 2 * math.pi, 7)[:-1]])
+        pts = np.array(
+            [
+                (
+                    c[0] + size[0] * math.cos(t) * rng.uniform(0.5, 1.3),
+                    c[1] + size[1] * math.sin(t) * rng.uniform(0.5, 1.3),
+                )
+                for t in np.linspace(0, 2 * math.pi, 7)[:-1]
+            ]
+        )
         cv2.fillPoly(mask, [np.int32(pts)], 1.0)
     if rng.random() < 0.5:
         tex = _texture(rng, donors, rng.uniform(0, 255), rng.uniform(5, 40))
     else:
         g = np.linspace(0, 1, 48)
-        tex = rng.uniform(0, 255) + rng.uniform(-80, 80) * (g[None, :] if rng.random() < 0.5 else g[:, None])
+        tex = rng.uniform(0, 255) + rng.uniform(-80, 80) * (
+            g[None, :] if rng.random() < 0.5 else g[:, None]
+        )
         tex = tex + rng.normal(0, 5, img.shape)
     alpha = cv2.GaussianBlur(mask, (0, 0), 0.5)
     return img * (1 - alpha) + tex * alpha, []
@@ -303,8 +343,9 @@ def occluder_mix(hands: HandStyle = HANDS) -> tuple[Occluder, ...]:
 MIX = occluder_mix()
 
 
-def occlude(img: np.ndarray, rng: np.random.Generator, donors: np.ndarray,
-            mix: Sequence[Occluder] = MIX) -> tuple[np.ndarray, np.ndarray]:
+def occlude(
+    img: np.ndarray, rng: np.random.Generator, donors: np.ndarray, mix: Sequence[Occluder] = MIX
+) -> tuple[np.ndarray, np.ndarray]:
     """Paint one (sometimes two) occluders; return the image and the 5 targets."""
     out = img.astype(np.float32)
     forced: list[str] = []
@@ -334,13 +375,22 @@ def jitter(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     if rng.random() < 0.3:
         out = cv2.GaussianBlur(out, (0, 0), rng.uniform(0.4, 1.0))
     out = 255 * (np.clip(out, 0, 255) / 255) ** rng.uniform(0.8, 1.25)
-    out = out * rng.uniform(0.8, 1.2) + rng.uniform(-20, 20) + rng.normal(0, rng.uniform(0, 5), out.shape)
+    out = (
+        out * rng.uniform(0.8, 1.2)
+        + rng.uniform(-20, 20)
+        + rng.normal(0, rng.uniform(0, 5), out.shape)
+    )
     return np.clip(out, 0, 255)
 
 
-def make_batch(crops: np.ndarray, idx: np.ndarray, rng: np.random.Generator, donors: np.ndarray,
-               pseudo: tuple[np.ndarray, np.ndarray] | None = None,
-               mix: Sequence[Occluder] = MIX) -> tuple[np.ndarray, np.ndarray]:
+def make_batch(
+    crops: np.ndarray,
+    idx: np.ndarray,
+    rng: np.random.Generator,
+    donors: np.ndarray,
+    pseudo: tuple[np.ndarray, np.ndarray] | None = None,
+    mix: Sequence[Occluder] = MIX,
+) -> tuple[np.ndarray, np.ndarray]:
     """Inputs (standardised, N x 1 x 48 x 48) and targets (N x 5) for the faces ``idx``.
 
     Half the faces get a synthetic occluder; with ``pseudo`` (real faces an earlier fit
@@ -362,7 +412,9 @@ def make_batch(crops: np.ndarray, idx: np.ndarray, rng: np.random.Generator, don
     return standardize_faces(np.stack(xs)), np.stack(ys)
 
 
-def sunglasses(img: np.ndarray, rng: np.random.Generator, donors: np.ndarray) -> tuple[np.ndarray, list[str]]:
+def sunglasses(
+    img: np.ndarray, rng: np.random.Generator, donors: np.ndarray
+) -> tuple[np.ndarray, list[str]]:
     """:func:`glasses` with dark lenses."""
     return glasses(img, rng, donors, dark=True)
 
@@ -375,8 +427,9 @@ def labelled_stage_mix(hands: HandStyle = HANDS) -> tuple[Occluder, ...]:
     return (*(fn for fn in occluder_mix(hands) if fn is not hat), sunglasses, sunglasses)
 
 
-def covered_targets(img: np.ndarray, rng: np.random.Generator, donors: np.ndarray,
-                    mix: Sequence[Occluder]) -> tuple[np.ndarray, np.ndarray]:
+def covered_targets(
+    img: np.ndarray, rng: np.random.Generator, donors: np.ndarray, mix: Sequence[Occluder]
+) -> tuple[np.ndarray, np.ndarray]:
     """One synthetic occluder and the two targets of the shipped networks
     (:data:`curate.faces.occlusion.OUTPUTS`): covered (glasses always; anything else when it
     changes 8% of the face ellipse), and clear glasses only (glasses without dark lenses)."""
@@ -392,8 +445,13 @@ def covered_targets(img: np.ndarray, rng: np.random.Generator, donors: np.ndarra
     return np.clip(out, 0, 255), targets
 
 
-def labelled_stage_batch(crops: np.ndarray, idx: np.ndarray, rng: np.random.Generator,
-                         donors: np.ndarray, mix: Sequence[Occluder]) -> tuple[np.ndarray, np.ndarray]:
+def labelled_stage_batch(
+    crops: np.ndarray,
+    idx: np.ndarray,
+    rng: np.random.Generator,
+    donors: np.ndarray,
+    mix: Sequence[Occluder],
+) -> tuple[np.ndarray, np.ndarray]:
     """Inputs (standardised) and the two targets for the synthetic part of a labelled-stage
     batch: half the faces ``idx`` get an occluder (:func:`covered_targets`), all jittered."""
     xs, ys = [], []

@@ -24,14 +24,18 @@ import numpy as np
 from curate.errors import CurateError
 from curate.faces.geometry import ALIGN_SIZE
 
-SCORE_CHUNK = 8  # faces per forward pass of the occlusion networks: a fixed shape, bit-identical scores
+SCORE_CHUNK = (
+    8  # faces per forward pass of the occlusion networks: a fixed shape, bit-identical scores
+)
 
 # Outputs of the networks of the synthetic stages (1-4): occluded, then one per region.
 REGIONS = ("eyes", "nose", "mouth", "lower face")
 # Outputs of the shipped networks (the labelled stage): anything over the face, and clear
 # glasses being all there is.
 OUTPUTS = ("covered", "clear_glasses_only")
-OCCLUSION_WEIGHTS = Path(__file__).resolve().parents[1] / "models" / "faces" / "occlusion.safetensors"
+OCCLUSION_WEIGHTS = (
+    Path(__file__).resolve().parents[1] / "models" / "faces" / "occlusion.safetensors"
+)
 OCCLUSION_CHANNELS = (12, 24, 48)
 # Above this ``occlusion`` a face counts as occluded: the face screen's default. Chosen
 # without the face-conditions benchmark and without any holdout face: the best-F1
@@ -52,14 +56,24 @@ def build_occlusion_net(n_outputs: int = 1 + len(REGIONS)) -> Any:
     layers: list[nn.Module] = []
     c_in = 1
     for c_out in OCCLUSION_CHANNELS:
-        layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
-                   nn.ReLU(inplace=True),
-                   nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
-                   nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+        layers += [
+            nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+        ]
         c_in = c_out
-    layers += [nn.Conv2d(c_in, c_in, 3, padding=1), nn.ReLU(inplace=True),
-               nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2),
-               nn.Linear(c_in, n_outputs)]
+    layers += [
+        nn.Conv2d(c_in, c_in, 3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Dropout(0.2),
+        nn.Linear(c_in, n_outputs),
+    ]
     return nn.Sequential(*layers)
 
 
@@ -84,7 +98,6 @@ def split_members(state: dict[str, Any]) -> list[dict[str, Any]]:
         head, _, name = key.partition(".")
         members.setdefault(int(head.removeprefix("member")), {})[name] = value
     return [members[i] for i in sorted(members)]
-
 
 
 def n_outputs(state: dict[str, Any]) -> int:
@@ -114,9 +127,15 @@ def bf16_supported() -> bool:
     return bool((check is not None and check()) or (amx is not None and amx()))
 
 
-def mean_probabilities(nets: Sequence[Any], aligned: np.ndarray, *,
-                       channels_last: bool = False, chunk: int = 1024, mirror: bool = True,
-                       bf16: bool = False) -> np.ndarray:
+def mean_probabilities(
+    nets: Sequence[Any],
+    aligned: np.ndarray,
+    *,
+    channels_last: bool = False,
+    chunk: int = 1024,
+    mirror: bool = True,
+    bf16: bool = False,
+) -> np.ndarray:
     """Sigmoid outputs of occlusion networks in eval mode, shape (N, outputs), for aligned faces,
     ``chunk`` faces at a time (memory stays small for any N).
 
@@ -132,13 +151,15 @@ def mean_probabilities(nets: Sequence[Any], aligned: np.ndarray, *,
     faces = np.asarray(aligned).reshape(-1, ALIGN_SIZE, ALIGN_SIZE)
     out = []
     for i in range(0, max(len(faces), 1), chunk):
-        part = faces[i:i + chunk]
-        views = torch.from_numpy(standardize_faces(np.concatenate([part, part[:, :, ::-1]]) if mirror else part))
+        part = faces[i : i + chunk]
+        views = torch.from_numpy(
+            standardize_faces(np.concatenate([part, part[:, :, ::-1]]) if mirror else part)
+        )
         if channels_last:
             views = views.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             probs = np.mean([torch.sigmoid(net(views)).float().numpy() for net in nets], axis=0)
-        out.append(0.5 * (probs[:len(part)] + probs[len(part):]) if mirror else probs)
+        out.append(0.5 * (probs[: len(part)] + probs[len(part) :]) if mirror else probs)
     return np.concatenate(out).astype(np.float64)
 
 
@@ -157,12 +178,18 @@ def inference_copy(net: Any) -> Any:
     while i < len(layers):
         layer = layers[i]
         following = layers[i + 1] if i + 1 < len(layers) else None
-        if isinstance(layer, nn.Conv2d) and isinstance(following, nn.BatchNorm2d) and layer.groups == 1:
+        if (
+            isinstance(layer, nn.Conv2d)
+            and isinstance(following, nn.BatchNorm2d)
+            and layer.groups == 1
+        ):
             conv = copy.deepcopy(layer)
             scale = following.weight.detach() / torch.sqrt(following.running_var + following.eps)
             bias = layer.bias.detach() if layer.bias is not None else torch.zeros_like(scale)
             conv.weight = nn.Parameter(layer.weight.detach() * scale[:, None, None, None])
-            conv.bias = nn.Parameter((bias - following.running_mean) * scale + following.bias.detach())
+            conv.bias = nn.Parameter(
+                (bias - following.running_mean) * scale + following.bias.detach()
+            )
             out.append(conv)
             i += 2
         else:
@@ -178,8 +205,10 @@ class OcclusionModel:
         from safetensors.torch import load_file
 
         if not weights.is_file():
-            raise CurateError(f"occlusion weights not found: {weights}",
-                              hint="reinstall curate, or refit them with bench/recipes/fit_occlusion.py (docs/faces.md)")
+            raise CurateError(
+                f"occlusion weights not found: {weights}",
+                hint="reinstall curate, or refit them with bench/recipes/fit_occlusion.py (docs/faces.md)",
+            )
         from safetensors import safe_open
 
         with safe_open(str(weights), framework="pt") as f:
@@ -190,9 +219,11 @@ class OcclusionModel:
         members = split_members(load_file(str(weights)))
         outputs = {n_outputs(state) for state in members}
         if len(outputs) != 1 or not outputs <= {len(OUTPUTS), 1 + len(REGIONS)}:
-            raise CurateError(f"occlusion weights {weights} hold networks with {sorted(outputs)} outputs",
-                              hint=f"one weights file holds networks of {len(OUTPUTS)} (or "
-                                   f"{1 + len(REGIONS)}) outputs, all alike")
+            raise CurateError(
+                f"occlusion weights {weights} hold networks with {sorted(outputs)} outputs",
+                hint=f"one weights file holds networks of {len(OUTPUTS)} (or "
+                f"{1 + len(REGIONS)}) outputs, all alike",
+            )
         for state in members:
             net = build_occlusion_net(n_outputs(state))
             net.load_state_dict(state)
@@ -215,12 +246,20 @@ class OcclusionModel:
         n = len(faces)
         pad = (-n) % SCORE_CHUNK
         if pad:
-            faces = np.concatenate([faces, np.zeros((pad, ALIGN_SIZE, ALIGN_SIZE), dtype=faces.dtype)])
+            faces = np.concatenate(
+                [faces, np.zeros((pad, ALIGN_SIZE, ALIGN_SIZE), dtype=faces.dtype)]
+            )
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # small batches: more threads only spin, the more so when busy
         try:
-            return mean_probabilities(self._inference, faces, channels_last=True, chunk=SCORE_CHUNK,
-                                      mirror=self.mirror, bf16=self.bf16)[:n]
+            return mean_probabilities(
+                self._inference,
+                faces,
+                channels_last=True,
+                chunk=SCORE_CHUNK,
+                mirror=self.mirror,
+                bf16=self.bf16,
+            )[:n]
         finally:
             torch.set_num_threads(threads)
 

@@ -54,7 +54,12 @@ from curate.limits import one_blas_thread
 THUMB = 48
 DESCRIPTOR_SIZE = 8
 CANDIDATE_WINDOWS: tuple[Window, ...] = (
-    FULL, (0.9, 0.0, 0.0), (0.9, 1.0, 0.0), (0.9, 0.0, 1.0), (0.9, 1.0, 1.0), (0.9, 0.5, 0.5),
+    FULL,
+    (0.9, 0.0, 0.0),
+    (0.9, 1.0, 0.0),
+    (0.9, 0.0, 1.0),
+    (0.9, 1.0, 1.0),
+    (0.9, 0.5, 0.5),
 )
 PROJECTION_DIMS = 32
 WHITEN_POWER = 0.5
@@ -84,8 +89,10 @@ def candidate_descriptors(thumbs: np.ndarray) -> np.ndarray:
 
 def _check_thumbs(thumbs: np.ndarray) -> None:
     if thumbs.ndim != 3 or thumbs.shape[1:] != (THUMB, THUMB):
-        raise CurateError(f"expected (N, {THUMB}, {THUMB}) thumbnails, got shape {thumbs.shape}",
-                          hint="make them with curate.hygiene.windows.thumbnail(gray, 48)")
+        raise CurateError(
+            f"expected (N, {THUMB}, {THUMB}) thumbnails, got shape {thumbs.shape}",
+            hint="make them with curate.hygiene.windows.thumbnail(gray, 48)",
+        )
 
 
 @dataclass(frozen=True)
@@ -105,8 +112,14 @@ def standardize_norm(y: np.ndarray) -> np.ndarray:
     return (y / np.maximum(n, 1e-9)).astype(np.float32)
 
 
-def fit_projection(full: np.ndarray, *, dims: int = PROJECTION_DIMS, power: float = WHITEN_POWER,
-                   sample: int = 20_000, seed: int = 0) -> Projection:
+def fit_projection(
+    full: np.ndarray,
+    *,
+    dims: int = PROJECTION_DIMS,
+    power: float = WHITEN_POWER,
+    sample: int = 20_000,
+    seed: int = 0,
+) -> Projection:
     """Fit :class:`Projection` on whole-frame descriptors ``(N, 64)`` and their mirrors."""
     rng = np.random.default_rng(seed)
     pick = full[rng.choice(len(full), min(sample, len(full)), replace=False)]
@@ -126,16 +139,29 @@ def index_and_queries(desc: np.ndarray, projection: Projection) -> tuple[np.ndar
     return index, projection(desc)
 
 
-def find_candidates(desc: np.ndarray, *, k: int = DEFAULT_K,
-                    min_sim: float = DEFAULT_MIN_CANDIDATE_SIM, seed: int = 0,
-                    projection: Projection | None = None, search: dict | None = None) -> pd.DataFrame:
+def find_candidates(
+    desc: np.ndarray,
+    *,
+    k: int = DEFAULT_K,
+    min_sim: float = DEFAULT_MIN_CANDIDATE_SIM,
+    seed: int = 0,
+    projection: Projection | None = None,
+    search: dict | None = None,
+) -> pd.DataFrame:
     """Unordered candidate pairs ``a < b`` (rows of ``desc``) with their best ``candidate_sim``."""
     if len(desc) < 2:
-        return pd.DataFrame({"a": np.empty(0, np.int64), "b": np.empty(0, np.int64),
-                             "candidate_sim": np.empty(0, np.float32)})
+        return pd.DataFrame(
+            {
+                "a": np.empty(0, np.int64),
+                "b": np.empty(0, np.int64),
+                "candidate_sim": np.empty(0, np.float32),
+            }
+        )
     projection = projection or fit_projection(desc[:, 0], seed=seed)
     index, queries = index_and_queries(desc, projection)
-    return unordered_pairs(cell_join(index, queries, k=k, min_sim=min_sim, seed=seed, **(search or {})))
+    return unordered_pairs(
+        cell_join(index, queries, k=k, min_sim=min_sim, seed=seed, **(search or {}))
+    )
 
 
 def unordered_pairs(c: Candidates) -> pd.DataFrame:
@@ -144,8 +170,11 @@ def unordered_pairs(c: Candidates) -> pd.DataFrame:
     b = np.maximum(c.query_image, c.index_image)
     df = pd.DataFrame({"a": a, "b": b, "candidate_sim": c.sim})
     df = df[df.a != df.b]
-    return (df.groupby(["a", "b"], as_index=False, sort=True)["candidate_sim"].max()
-            .reset_index(drop=True))
+    return (
+        df.groupby(["a", "b"], as_index=False, sort=True)["candidate_sim"]
+        .max()
+        .reset_index(drop=True)
+    )
 
 
 # ----------------------------------------------------------------------------- pixel check
@@ -174,8 +203,9 @@ def _bank(thumbs: np.ndarray, windows: list[Window]) -> tuple[np.ndarray, np.nda
     return raw, inv
 
 
-def pixel_similarity(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *,
-                     block: int = 256) -> np.ndarray:
+def pixel_similarity(
+    thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, block: int = 256
+) -> np.ndarray:
     """Best normalised cross-correlation of each pair ``(a[i], b[i])`` after alignment.
 
     Coarse: the central region of one image against the window bank of the other
@@ -199,13 +229,19 @@ def pixel_similarity(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *,
     direction = (order >= n_pairs).astype(np.int64)
     involved, small_row = np.unique(small, return_inverse=True)
     target = standardize(resample(thumbs[involved], [(VERIFY_REGION, 0.5, 0.5)], VERIFY_SIZE))[:, 0]
-    target = np.concatenate([target, mirror_grid(target, VERIFY_SIZE)])  # rows + len(involved): mirrored
+    target = np.concatenate(
+        [target, mirror_grid(target, VERIFY_SIZE)]
+    )  # rows + len(involved): mirrored
     uniq, start = np.unique(big, return_index=True)
     stop = np.append(start[1:], len(big))
-    top = np.empty((2, len(big)), np.float32)  # per entry, as is and mirrored: best coarse score ...
+    top = np.empty(
+        (2, len(big)), np.float32
+    )  # per entry, as is and mirrored: best coarse score ...
     arg = np.empty((2, len(big)), np.int64)  # ... and its window
     for s0 in range(0, len(uniq), block):
-        bank, inv = _bank(thumbs[uniq[s0:s0 + block]], windows)  # (m, W, d), each image's bank once
+        bank, inv = _bank(
+            thumbs[uniq[s0 : s0 + block]], windows
+        )  # (m, W, d), each image's bank once
         for j in range(len(bank)):
             rows = slice(start[s0 + j], stop[s0 + j])
             t = small_row[rows]
@@ -225,16 +261,25 @@ def pixel_similarity(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *,
     best = np.full(n_pairs, -np.inf, np.float32)
     how = np.zeros((n_pairs, 3), np.int64)  # direction, mirrored, window of the best match
     best[flat_pair[first]] = flat_top[first]
-    how[flat_pair[first]] = np.stack([flat_combo[first] // 2, flat_combo[first] % 2, flat_arg[first]], 1)
+    how[flat_pair[first]] = np.stack(
+        [flat_combo[first] // 2, flat_combo[first] % 2, flat_arg[first]], 1
+    )
     refine = best >= REFINE_FROM
     if refine.any():
-        best[refine] = np.maximum(best[refine], _refine(thumbs, a[refine], b[refine], how[refine],
-                                                        windows))
+        best[refine] = np.maximum(
+            best[refine], _refine(thumbs, a[refine], b[refine], how[refine], windows)
+        )
     return np.maximum(best, -1.0)
 
 
-def _refine(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, how: np.ndarray,
-            windows: list[Window], chunk: int = 512) -> np.ndarray:
+def _refine(
+    thumbs: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    how: np.ndarray,
+    windows: list[Window],
+    chunk: int = 512,
+) -> np.ndarray:
     """Best correlation over 27 windows around each pair's best coarse window."""
     h = thumbs.shape[1]
     wins = np.array(windows)[how[:, 2]]  # (P, 3): side, fx, fy
@@ -273,9 +318,13 @@ def _components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return connected_components(g, directed=False)[1]
 
 
-def group_pairs(images: pd.DataFrame, pairs: pd.DataFrame, *,
-                min_pixel_sim: float = DEFAULT_MIN_PIXEL_SIM,
-                prefer: np.ndarray | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def group_pairs(
+    images: pd.DataFrame,
+    pairs: pd.DataFrame,
+    *,
+    min_pixel_sim: float = DEFAULT_MIN_PIXEL_SIM,
+    prefer: np.ndarray | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Turn scored pairs into groups, kept representatives and leakage.
 
     Parameters
@@ -317,9 +366,14 @@ def group_pairs(images: pd.DataFrame, pairs: pd.DataFrame, *,
     seq = _column(images, "sequence")
     subj = _column(images, "subject")
     label = _column(images, "label")
-    area = (pd.to_numeric(images["width"], errors="coerce").fillna(0).to_numpy()
-            * pd.to_numeric(images["height"], errors="coerce").fillna(0).to_numpy()) \
-        if {"width", "height"} <= set(images.columns) else np.zeros(n)
+    area = (
+        (
+            pd.to_numeric(images["width"], errors="coerce").fillna(0).to_numpy()
+            * pd.to_numeric(images["height"], errors="coerce").fillna(0).to_numpy()
+        )
+        if {"width", "height"} <= set(images.columns)
+        else np.zeros(n)
+    )
     pref = np.zeros(n, bool) if prefer is None else np.asarray(prefer, bool)
     if pref.shape != (n,):
         raise CurateError(f"prefer has {pref.size} entries for {n} images")
@@ -342,24 +396,32 @@ def group_pairs(images: pd.DataFrame, pairs: pd.DataFrame, *,
     seq_of = pd.array([pd.NA] * n, dtype="Int64")
     seq_of[b[same_seq]] = ids[a[same_seq]]
     seq_of[a[same_seq]] = ids[b[same_seq]]
-    per_image = pd.DataFrame({
-        "near_duplicate_group": group,
-        "near_duplicate_of": near_of,
-        "near_duplicate_score": score,
-        "near_duplicate_leak": leak,
-        "same_sequence_of": seq_of,
-    })
-    out = pd.DataFrame({
-        "image_id_a": ids[a], "image_id_b": ids[b],
-        "split_a": split[a], "split_b": split[b],
-        "label_a": label[a], "label_b": label[b],
-        "candidate_sim": conf["candidate_sim"].to_numpy(np.float32) if "candidate_sim" in conf
-        else np.full(len(conf), np.nan, np.float32),
-        "pixel_sim": conf["pixel_sim"].to_numpy(np.float32),
-        "relation": relation,
-        "cross_split": split_key[a] != split_key[b],
-        "group": np.where(dup, group[a], -1),
-    })
+    per_image = pd.DataFrame(
+        {
+            "near_duplicate_group": group,
+            "near_duplicate_of": near_of,
+            "near_duplicate_score": score,
+            "near_duplicate_leak": leak,
+            "same_sequence_of": seq_of,
+        }
+    )
+    out = pd.DataFrame(
+        {
+            "image_id_a": ids[a],
+            "image_id_b": ids[b],
+            "split_a": split[a],
+            "split_b": split[b],
+            "label_a": label[a],
+            "label_b": label[b],
+            "candidate_sim": conf["candidate_sim"].to_numpy(np.float32)
+            if "candidate_sim" in conf
+            else np.full(len(conf), np.nan, np.float32),
+            "pixel_sim": conf["pixel_sim"].to_numpy(np.float32),
+            "relation": relation,
+            "cross_split": split_key[a] != split_key[b],
+            "group": np.where(dup, group[a], -1),
+        }
+    )
     for col in ("split_a", "split_b", "label_a", "label_b", "relation"):
         out[col] = out[col].astype("string")
     return per_image, out
@@ -386,8 +448,9 @@ def number_groups(comp: np.ndarray) -> np.ndarray:
     return np.where(grouped, number[comp], -1)
 
 
-def keep_per_split(group: np.ndarray, split_key: np.ndarray, pref: np.ndarray, area: np.ndarray,
-                   ids: np.ndarray) -> tuple[pd.arrays.IntegerArray, np.ndarray]:
+def keep_per_split(
+    group: np.ndarray, split_key: np.ndarray, pref: np.ndarray, area: np.ndarray, ids: np.ndarray
+) -> tuple[pd.arrays.IntegerArray, np.ndarray]:
     """Per image: the ``image_id`` of its group's kept image in its split (Int64, null for
     kept or ungrouped images; the first by ``pref``, then the largest ``area``, then the
     lowest ``image_id``) and whether its group spans more than one split (a leak)."""
@@ -396,12 +459,25 @@ def keep_per_split(group: np.ndarray, split_key: np.ndarray, pref: np.ndarray, a
     leak = np.zeros(n, bool)
     rows = np.flatnonzero(group >= 0)
     if rows.size:
-        frame = pd.DataFrame({"row": rows, "group": group[rows], "split": split_key[rows],
-                              "pref": pref[rows], "area": area[rows], "image_id": ids[rows]})
+        frame = pd.DataFrame(
+            {
+                "row": rows,
+                "group": group[rows],
+                "split": split_key[rows],
+                "pref": pref[rows],
+                "area": area[rows],
+                "image_id": ids[rows],
+            }
+        )
         leak[rows] = frame.groupby("group")["split"].transform("nunique").to_numpy() > 1
-        frame = frame.sort_values(["group", "split", "pref", "area", "image_id"],
-                                  ascending=[True, True, False, False, True], kind="mergesort")
-        kept = frame.groupby(["group", "split"], sort=False)["image_id"].transform("first").to_numpy()
+        frame = frame.sort_values(
+            ["group", "split", "pref", "area", "image_id"],
+            ascending=[True, True, False, False, True],
+            kind="mergesort",
+        )
+        kept = (
+            frame.groupby(["group", "split"], sort=False)["image_id"].transform("first").to_numpy()
+        )
         member = frame["image_id"].to_numpy() != kept
         near_of[frame["row"].to_numpy()[member]] = kept[member]
     return near_of, leak
@@ -419,11 +495,18 @@ def _column(images: pd.DataFrame, name: str) -> np.ndarray:
     return np.full(len(images), None, dtype=object)
 
 
-def near_duplicates(thumbs: np.ndarray, images: pd.DataFrame, *, k: int = DEFAULT_K,
-                    min_candidate_sim: float = DEFAULT_MIN_CANDIDATE_SIM,
-                    min_pixel_sim: float = DEFAULT_MIN_PIXEL_SIM, prefer: np.ndarray | None = None,
-                    cross_split_only: bool = False, seed: int = 0,
-                    search: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def near_duplicates(
+    thumbs: np.ndarray,
+    images: pd.DataFrame,
+    *,
+    k: int = DEFAULT_K,
+    min_candidate_sim: float = DEFAULT_MIN_CANDIDATE_SIM,
+    min_pixel_sim: float = DEFAULT_MIN_PIXEL_SIM,
+    prefer: np.ndarray | None = None,
+    cross_split_only: bool = False,
+    seed: int = 0,
+    search: dict | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Candidates, pixel check and groups in one call (see :func:`group_pairs` for outputs).
 
     ``cross_split_only`` pixel-checks only candidate pairs whose images sit in different
@@ -432,10 +515,13 @@ def near_duplicates(thumbs: np.ndarray, images: pd.DataFrame, *, k: int = DEFAUL
     """
     if len(thumbs) != len(images):
         raise CurateError(f"{len(thumbs)} thumbnails for {len(images)} images")
-    cand = find_candidates(candidate_descriptors(thumbs), k=k, min_sim=min_candidate_sim, seed=seed,
-                           search=search)
+    cand = find_candidates(
+        candidate_descriptors(thumbs), k=k, min_sim=min_candidate_sim, seed=seed, search=search
+    )
     if cross_split_only:
         split = pd.Series(_column(images, "split"), dtype=object).fillna("\0").to_numpy()
-        cand = cand[split[cand["a"].to_numpy()] != split[cand["b"].to_numpy()]].reset_index(drop=True)
+        cand = cand[split[cand["a"].to_numpy()] != split[cand["b"].to_numpy()]].reset_index(
+            drop=True
+        )
     cand["pixel_sim"] = pixel_similarity(thumbs, cand["a"].to_numpy(), cand["b"].to_numpy())
     return group_pairs(images, cand, min_pixel_sim=min_pixel_sim, prefer=prefer)

@@ -66,13 +66,16 @@ class FaceSpace:
         return np.where(blank, BLANK_SCORE, out)
 
 
-def fit_face_space(x: np.ndarray, *, dims: int = DIMS, sample: int = 20_000,
-                   seed: int = 0) -> FaceSpace:
+def fit_face_space(
+    x: np.ndarray, *, dims: int = DIMS, sample: int = 20_000, seed: int = 0
+) -> FaceSpace:
     """Fit :class:`FaceSpace` on a seeded sample of the non-blank rows of ``x``."""
     live = x[np.any(x != 0, axis=1)]
     if len(live) <= dims:
-        raise CurateError(f"the not-a-face model needs more than {dims} non-blank images, "
-                          f"got {len(live)}", hint="run the screen on a larger data set")
+        raise CurateError(
+            f"the not-a-face model needs more than {dims} non-blank images, got {len(live)}",
+            hint="run the screen on a larger data set",
+        )
     rng = np.random.default_rng(seed)
     pick = live[rng.choice(len(live), min(sample, len(live)), replace=False)].astype(np.float64)
     mean = pick.mean(0)
@@ -80,12 +83,17 @@ def fit_face_space(x: np.ndarray, *, dims: int = DIMS, sample: int = 20_000,
         evals, evecs = np.linalg.eigh(np.cov((pick - mean).T))
     order = np.argsort(evals)[::-1]
     evals, evecs = np.maximum(evals[order], 1e-12), evecs[:, order]
-    return FaceSpace(mean.astype(np.float32), evecs[:, :dims].astype(np.float32),
-                     evals[:dims].astype(np.float32), float(evals[dims:].mean()))
+    return FaceSpace(
+        mean.astype(np.float32),
+        evecs[:, :dims].astype(np.float32),
+        evals[:dims].astype(np.float32),
+        float(evals[dims:].mean()),
+    )
 
 
-def face_space_distance(thumbs: np.ndarray, *, model: FaceSpace | None = None,
-                        seed: int = 0) -> np.ndarray:
+def face_space_distance(
+    thumbs: np.ndarray, *, model: FaceSpace | None = None, seed: int = 0
+) -> np.ndarray:
     """:meth:`FaceSpace.score` with the model fitted on the same thumbnails (or ``model``)."""
     x = face_vectors(thumbs)
     return (model or fit_face_space(x, seed=seed)).score(x)
@@ -120,11 +128,19 @@ def robust_z(v: np.ndarray) -> np.ndarray:
 
 def not_face_features(thumbs: np.ndarray, *, seed: int = 0) -> dict[str, np.ndarray]:
     """The three signals of the module docstring, one value per thumbnail."""
-    return {"flat": flat_fraction(thumbs), "entropy": grey_entropy(thumbs),
-            "face_space": np.log(np.clip(face_space_distance(thumbs, seed=seed), 1e-6, None))}
+    return {
+        "flat": flat_fraction(thumbs),
+        "entropy": grey_entropy(thumbs),
+        "face_space": np.log(np.clip(face_space_distance(thumbs, seed=seed), 1e-6, None)),
+    }
 
 
 def not_face_score(features: dict[str, np.ndarray]) -> np.ndarray:
     """``max(z(flat), -z(entropy), z(face_space))`` with robust z over the data set."""
-    return np.maximum.reduce([robust_z(features["flat"]), -robust_z(features["entropy"]),
-                              robust_z(features["face_space"])])
+    return np.maximum.reduce(
+        [
+            robust_z(features["flat"]),
+            -robust_z(features["entropy"]),
+            robust_z(features["face_space"]),
+        ]
+    )

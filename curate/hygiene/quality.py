@@ -34,8 +34,15 @@ BLURRY = "blurry"
 ODD_ASPECT = "odd_aspect"
 TOO_SMALL = "too_small"
 REASONS = (BLANK, TOO_DARK, TOO_BRIGHT, BLURRY, ODD_ASPECT, TOO_SMALL)
-COLUMNS = ("quality_std", "quality_entropy", "quality_p99", "quality_p05", "quality_edges",
-           "quality_aspect", "quality_min_side")
+COLUMNS = (
+    "quality_std",
+    "quality_entropy",
+    "quality_p99",
+    "quality_p05",
+    "quality_edges",
+    "quality_aspect",
+    "quality_min_side",
+)
 EDGE_MAX_SIDE = 64
 
 
@@ -52,7 +59,9 @@ class QualityThresholds:
     min_side: int = 24
 
 
-def image_stats(gray: np.ndarray, width: int | None = None, height: int | None = None) -> dict[str, float]:
+def image_stats(
+    gray: np.ndarray, width: int | None = None, height: int | None = None
+) -> dict[str, float]:
     """The :data:`COLUMNS` of one grey image (``width``/``height``: source size, default its own)."""
     g = np.asarray(gray, dtype=np.float64)
     if g.ndim != 2 or g.size == 0:
@@ -80,12 +89,24 @@ def edge_strength(gray: np.ndarray) -> float:
     f = EDGE_MAX_SIDE / max(h, w)
     if f < 1:
         nh, nw = max(3, round(h * f)), max(3, round(w * f))
-        g = area_matrix(h, 0, h, nh).astype(np.float64) @ g @ area_matrix(w, 0, w, nw).T.astype(np.float64)
+        g = (
+            area_matrix(h, 0, h, nh).astype(np.float64)
+            @ g
+            @ area_matrix(w, 0, w, nw).T.astype(np.float64)
+        )
     if min(g.shape) < 3:
         return 0.0
     c = g[1:-1, 1:-1]
-    neigh = (g[:-2, :-2] + g[:-2, 1:-1] + g[:-2, 2:] + g[1:-1, :-2] + g[1:-1, 2:]
-             + g[2:, :-2] + g[2:, 1:-1] + g[2:, 2:])
+    neigh = (
+        g[:-2, :-2]
+        + g[:-2, 1:-1]
+        + g[:-2, 2:]
+        + g[1:-1, :-2]
+        + g[1:-1, 2:]
+        + g[2:, :-2]
+        + g[2:, 1:-1]
+        + g[2:, 2:]
+    )
     return float((8 * c - neigh).std())
 
 
@@ -97,7 +118,9 @@ def quality_table(stats: pd.DataFrame, thresholds: QualityThresholds | None = No
     t = thresholds or QualityThresholds()
     missing = [c for c in COLUMNS if c not in stats.columns]
     if missing:
-        raise CurateError(f"quality stats lack columns {missing}", hint="make rows with image_stats()")
+        raise CurateError(
+            f"quality stats lack columns {missing}", hint="make rows with image_stats()"
+        )
     blank = (stats.quality_std < t.min_std) | (stats.quality_entropy < t.min_entropy)
     flags = {
         BLANK: blank,

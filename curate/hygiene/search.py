@@ -45,16 +45,23 @@ class Candidates:
 
 
 def _check(index: np.ndarray, queries: np.ndarray) -> tuple[int, int, int, int]:
-    if index.ndim != 3 or queries.ndim != 3 or index.shape[0] != queries.shape[0] \
-            or index.shape[2] != queries.shape[2]:
-        raise CurateError(f"index must be (N, orientations, d) and queries (N, windows, d) with the "
-                          f"same N and d; got {index.shape} and {queries.shape}")
+    if (
+        index.ndim != 3
+        or queries.ndim != 3
+        or index.shape[0] != queries.shape[0]
+        or index.shape[2] != queries.shape[2]
+    ):
+        raise CurateError(
+            f"index must be (N, orientations, d) and queries (N, windows, d) with the "
+            f"same N and d; got {index.shape} and {queries.shape}"
+        )
     n, o, d = index.shape
     return n, o, queries.shape[1], d
 
 
-def brute_join(index: np.ndarray, queries: np.ndarray, *, k: int, min_sim: float,
-               block: int = 2048) -> Candidates:
+def brute_join(
+    index: np.ndarray, queries: np.ndarray, *, k: int, min_sim: float, block: int = 2048
+) -> Candidates:
     """Exact top-``k`` per query over all index vectors of other images (reference)."""
     n, o, w, d = _check(index, queries)
     flat_index = index.reshape(n * o, d)
@@ -62,7 +69,7 @@ def brute_join(index: np.ndarray, queries: np.ndarray, *, k: int, min_sim: float
     parts = []
     flat_q = queries.reshape(n * w, d)
     for start in range(0, n * w, block):
-        q = flat_q[start:start + block]
+        q = flat_q[start : start + block]
         rows = np.arange(start, start + len(q))
         sims = q @ flat_index.T
         sims[owner[None, :] == (rows // w)[:, None]] = -np.inf
@@ -70,8 +77,9 @@ def brute_join(index: np.ndarray, queries: np.ndarray, *, k: int, min_sim: float
     return _assemble(parts, w, o)
 
 
-def _top_k(rows: np.ndarray, cols: np.ndarray, sims: np.ndarray, k: int,
-           min_sim: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _top_k(
+    rows: np.ndarray, cols: np.ndarray, sims: np.ndarray, k: int, min_sim: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per row of ``sims``, its ``k`` largest entries at or above ``min_sim``.
 
     Threshold first, then rank only the survivors: near-duplicate candidates are rare, so
@@ -101,7 +109,9 @@ def _assemble(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], w: int, o:
     else:
         qrow = irow = np.empty(0, np.int64)
         sim = np.empty(0, np.float32)
-    return Candidates(qrow // w, (qrow % w).astype(np.int16), irow // o, (irow % o).astype(np.int8), sim)
+    return Candidates(
+        qrow // w, (qrow % w).astype(np.int16), irow // o, (irow % o).astype(np.int8), sim
+    )
 
 
 def _mask_self(sims: np.ndarray, row_owner: np.ndarray, col_owner: np.ndarray) -> None:
@@ -125,8 +135,13 @@ def _dedupe(c: Candidates) -> Candidates:
     key = ((c.query_image * n_w + c.query_window) * n_i + c.index_image) * n_o + c.index_orientation
     _, first = np.unique(key, return_index=True)
     first = np.sort(first)
-    return Candidates(c.query_image[first], c.query_window[first], c.index_image[first],
-                      c.index_orientation[first], c.sim[first])
+    return Candidates(
+        c.query_image[first],
+        c.query_window[first],
+        c.index_image[first],
+        c.index_orientation[first],
+        c.sim[first],
+    )
 
 
 def _by_cell(cells: np.ndarray, n_cells: int) -> np.ndarray:
@@ -156,8 +171,13 @@ def _top_k_per_query(c: Candidates, k: int, n_windows: int) -> Candidates:
     keep = np.ones(len(q), bool)
     keep[over] = False
     keep[order[rank < k]] = True
-    return Candidates(c.query_image[keep], c.query_window[keep], c.index_image[keep],
-                      c.index_orientation[keep], c.sim[keep])
+    return Candidates(
+        c.query_image[keep],
+        c.query_window[keep],
+        c.index_image[keep],
+        c.index_orientation[keep],
+        c.sim[keep],
+    )
 
 
 def spherical_kmeans(x: np.ndarray, k: int, *, iters: int = 10, seed: int = 0) -> np.ndarray:
@@ -198,7 +218,7 @@ class CellTree:
         off = self.offsets
         out = np.empty((len(x), spill), np.int64)
         for s in range(0, len(x), chunk):
-            xs = x[s:s + chunk]
+            xs = x[s : s + chunk]
             best, second = _top2(xs @ self.coarse.T)
             res = np.empty((len(xs), 3), np.int64)
             for c, m in _members(best, len(self.coarse)):
@@ -208,7 +228,7 @@ class CellTree:
             if spill == 3:
                 for c, m in _members(second, len(self.coarse)):
                     res[m, 2] = off[c] + np.argmax(xs[m] @ self.fine[c].T, axis=1)
-            out[s:s + chunk] = res[:, :spill]
+            out[s : s + chunk] = res[:, :spill]
         return out
 
 
@@ -233,7 +253,7 @@ def _members(label: np.ndarray, n_labels: int):
     bounds = np.searchsorted(label[order], np.arange(n_labels + 1))
     for c in range(n_labels):
         if bounds[c + 1] > bounds[c]:
-            yield c, order[bounds[c]:bounds[c + 1]]
+            yield c, order[bounds[c] : bounds[c + 1]]
 
 
 def fit_cells(x: np.ndarray, n_cells: int, *, sample: int = 50_000, seed: int = 0) -> CellTree:
@@ -247,17 +267,25 @@ def fit_cells(x: np.ndarray, n_cells: int, *, sample: int = 50_000, seed: int = 
     for c in range(len(coarse)):
         members = xs[lab == c]
         if len(members) == 0:
-            fine.append(coarse[c:c + 1].copy())
+            fine.append(coarse[c : c + 1].copy())
             continue
         k2 = max(1, int(round(n_cells / len(coarse) * len(members) / (len(xs) / len(coarse)))))
         fine.append(spherical_kmeans(members, min(k2, len(members)), seed=seed + 1 + c))
     return CellTree(coarse, fine)
 
 
-def cell_join(index: np.ndarray, queries: np.ndarray, *, k: int, min_sim: float,
-              points_per_cell: int = POINTS_PER_CELL, spill: int = SPILL, query_spill: int = QUERY_SPILL,
-              seed: int = 0,
-              progress=None) -> Candidates:
+def cell_join(
+    index: np.ndarray,
+    queries: np.ndarray,
+    *,
+    k: int,
+    min_sim: float,
+    points_per_cell: int = POINTS_PER_CELL,
+    spill: int = SPILL,
+    query_spill: int = QUERY_SPILL,
+    seed: int = 0,
+    progress=None,
+) -> Candidates:
     """Approximate :func:`brute_join` through a cell partition (see module docstring)."""
     n, o, w, d = _check(index, queries)
     flat_index = np.ascontiguousarray(index.reshape(n * o, d), dtype=np.float32)
@@ -287,8 +315,8 @@ def cell_join(index: np.ndarray, queries: np.ndarray, *, k: int, min_sim: float,
         block = np.ascontiguousarray(flat_index[entries].T)
         rows_all = _unique_sorted(qorder[qs:qe])
         for r0 in range(0, len(rows_all), ROW_BLOCK):  # blocks that stay in cache
-            rows = rows_all[r0:r0 + ROW_BLOCK]
-            sims = buffer[:len(rows) * len(entries)].reshape(len(rows), len(entries))
+            rows = rows_all[r0 : r0 + ROW_BLOCK]
+            sims = buffer[: len(rows) * len(entries)].reshape(len(rows), len(entries))
             np.matmul(flat_q[rows], block, out=sims)
             _mask_self(sims, rows // w, entries // o)
             parts.append(_top_k(rows, entries, sims, k, min_sim))

@@ -40,15 +40,23 @@ class Decoded:
     stats: pd.DataFrame | None
 
 
-def decode_one(path: str | os.PathLike[str], stats: bool = True) -> tuple[np.ndarray, dict[str, float] | None]:
+def decode_one(
+    path: str | os.PathLike[str], stats: bool = True
+) -> tuple[np.ndarray, dict[str, float] | None]:
     """The thumbnail and (with ``stats``) the quality statistics of one image file."""
     grey = np.asarray(load_image(path, in_chans=1), dtype=np.float32)
     return thumbnail(grey, THUMB_SIDE), image_stats(grey) if stats else None
 
 
-def decoded_images(paths: Sequence[str | os.PathLike[str]], sha256: Sequence[str], *,
-                   memo: MutableMapping[str, object] | None = None, workers: int | None = None,
-                   stats: bool = True, progress: Callable[[int, int], None] | None = None) -> Decoded:
+def decoded_images(
+    paths: Sequence[str | os.PathLike[str]],
+    sha256: Sequence[str],
+    *,
+    memo: MutableMapping[str, object] | None = None,
+    workers: int | None = None,
+    stats: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+) -> Decoded:
     """Thumbnails and quality statistics of ``paths``, decoding only what ``memo`` lacks.
 
     ``memo`` (a dict, e.g. ``ctx.shared``) keeps a ``{sha256: (thumb, stats)}`` table under
@@ -73,7 +81,7 @@ def decoded_images(paths: Sequence[str | os.PathLike[str]], sha256: Sequence[str
     # top of these would only cost (curate.limits.one_blas_thread)
     with one_blas_thread(), ThreadPoolExecutor(n_threads) as pool:
         for start in range(0, len(keys), _CHUNK * n_threads):
-            batch = keys[start:start + _CHUNK * n_threads]
+            batch = keys[start : start + _CHUNK * n_threads]
             got_all = pool.map(decode_one, [todo[h] for h in batch], [stats] * len(batch))
             for h, got in zip(batch, got_all, strict=True):
                 table[h] = got
@@ -81,17 +89,28 @@ def decoded_images(paths: Sequence[str | os.PathLike[str]], sha256: Sequence[str
             if progress is not None:
                 progress(done, len(keys))
     if not len(paths):
-        return Decoded(np.empty((0, THUMB_SIDE, THUMB_SIDE), np.float32),
-                       pd.DataFrame(columns=list(COLUMNS)) if stats else None)
+        return Decoded(
+            np.empty((0, THUMB_SIDE, THUMB_SIDE), np.float32),
+            pd.DataFrame(columns=list(COLUMNS)) if stats else None,
+        )
     rows = [table[h] for h in sha256]
-    return Decoded(np.stack([r[0] for r in rows]).astype(np.float32, copy=False),
-                   pd.DataFrame([r[1] for r in rows], columns=list(COLUMNS)) if stats else None)
+    return Decoded(
+        np.stack([r[0] for r in rows]).astype(np.float32, copy=False),
+        pd.DataFrame([r[1] for r in rows], columns=list(COLUMNS)) if stats else None,
+    )
 
 
-def decoded_for(images: pd.DataFrame, memo: MutableMapping[str, object] | None,
-                progress: Callable[[str, int, int], None] | None = None) -> Decoded:
+def decoded_for(
+    images: pd.DataFrame,
+    memo: MutableMapping[str, object] | None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> Decoded:
     """:func:`decoded_images` of the rows of an images table (``path``, ``sha256``), with
     ``progress`` as a screen's stage callback (stage ``hygiene``)."""
     cb = (lambda done, total: progress("hygiene", done, total)) if progress else None
-    return decoded_images(images["path"].astype(str).tolist(), images["sha256"].astype(str).tolist(),
-                          memo=memo, progress=cb)
+    return decoded_images(
+        images["path"].astype(str).tolist(),
+        images["sha256"].astype(str).tolist(),
+        memo=memo,
+        progress=cb,
+    )

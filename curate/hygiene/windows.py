@@ -26,8 +26,9 @@ def area_matrix(n_in: int, start: float, length: float, n_out: int) -> np.ndarra
     The interval is clipped to ``[0, n_in)``; every row sums to one.
     """
     if n_in < 1 or n_out < 1 or length <= 0:
-        raise CurateError(f"area_matrix needs positive sizes, got n_in={n_in}, n_out={n_out}, "
-                          f"length={length}")
+        raise CurateError(
+            f"area_matrix needs positive sizes, got n_in={n_in}, n_out={n_out}, length={length}"
+        )
     edges = start + np.arange(n_out + 1) * (length / n_out)
     lo = np.clip(edges[:-1], 0, n_in)
     hi = np.clip(edges[1:], 0, n_in)
@@ -36,7 +37,9 @@ def area_matrix(n_in: int, start: float, length: float, n_out: int) -> np.ndarra
     overlap = np.clip(overlap, 0.0, None)
     total = overlap.sum(1, keepdims=True)
     if np.any(total <= 0):
-        raise CurateError(f"window [{start}, {start + length}) lies outside an image of {n_in} pixels")
+        raise CurateError(
+            f"window [{start}, {start + length}) lies outside an image of {n_in} pixels"
+        )
     return (overlap / total).astype(np.float32)
 
 
@@ -53,7 +56,9 @@ def area_matrices(n_in: int, starts: np.ndarray, lengths: np.ndarray, n_out: int
 
 
 @lru_cache(maxsize=4096)
-def window_operators(height: int, width: int, window: Window, size: int) -> tuple[np.ndarray, np.ndarray]:
+def window_operators(
+    height: int, width: int, window: Window, size: int
+) -> tuple[np.ndarray, np.ndarray]:
     """``(Ry, Rx)`` such that ``Ry @ image @ Rx.T`` is the window resampled to ``size x size``
     (cached: the same few windows are resampled again and again; do not modify them)."""
     scale, fx, fy = window

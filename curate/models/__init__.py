@@ -44,17 +44,21 @@ def bundled_models() -> list[ModelEntry]:
         conf = json.loads(cfg.read_text())
         size = (folder / RUN_MODEL_FILE).stat().st_size / 1e6
         default = " (default)" if folder.name == DEFAULT_MODEL else ""
-        detail = (f"{conf.get('backbone')} -> {conf.get('embed_dim')}-d embedding, input "
-                  f"{'x'.join(map(str, conf.get('data_config', {}).get('input_size', [])))}, "
-                  f"{len(conf.get('classes', []))} classes, {size:.1f} MB{default}")
+        detail = (
+            f"{conf.get('backbone')} -> {conf.get('embed_dim')}-d embedding, input "
+            f"{'x'.join(map(str, conf.get('data_config', {}).get('input_size', [])))}, "
+            f"{len(conf.get('classes', []))} classes, {size:.1f} MB{default}"
+        )
         out.append(ModelEntry(folder.name, "bundled", str(folder), detail))
     return out
 
 
 def cached_timm_models() -> list[ModelEntry]:
     """timm weights present in the local Hugging Face cache (usable offline)."""
-    root = Path(os.environ.get("HF_HUB_CACHE")
-                or Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub")
+    root = Path(
+        os.environ.get("HF_HUB_CACHE")
+        or Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub"
+    )
     out: list[ModelEntry] = []
     if not root.is_dir():
         return out
@@ -63,7 +67,9 @@ def cached_timm_models() -> list[ModelEntry]:
         files = list(repo.glob("snapshots/*/*.safetensors")) + list(repo.glob("snapshots/*/*.bin"))
         if files:
             size = sum(f.stat().st_size for f in files) / 1e6
-            out.append(ModelEntry(name, "hf-cache", str(repo), f"timm pretrained weights, {size:.1f} MB"))
+            out.append(
+                ModelEntry(name, "hf-cache", str(repo), f"timm pretrained weights, {size:.1f} MB")
+            )
     return out
 
 
@@ -97,13 +103,17 @@ def resolve_run(value: str | os.PathLike[str]) -> Path:
     if entry is not None and entry.kind == "bundled":
         return Path(entry.location)
     if entry is not None:
-        raise CurateError(f"{value} is a timm backbone ({entry.detail}) without an expression head; "
-                          "this command needs a fine-tuning run",
-                          hint=_names_hint("the --out folder of `curate finetune`"))
+        raise CurateError(
+            f"{value} is a timm backbone ({entry.detail}) without an expression head; "
+            "this command needs a fine-tuning run",
+            hint=_names_hint("the --out folder of `curate finetune`"),
+        )
     from curate.sources import not_found_hint
 
-    raise CurateError(f"run folder not found: {value}",
-                      hint=not_found_hint(str(value), _names_hint("the --out folder of `curate finetune`")))
+    raise CurateError(
+        f"run folder not found: {value}",
+        hint=not_found_hint(str(value), _names_hint("the --out folder of `curate finetune`")),
+    )
 
 
 def resolve_weights(weights: str | None, backbone: str | None) -> tuple[str | None, str | None]:
@@ -122,13 +132,18 @@ def resolve_weights(weights: str | None, backbone: str | None) -> tuple[str | No
     if entry is None:
         from curate.sources import not_found_hint
 
-        raise CurateError(f"weights file not found: {weights} (and no model has that name)",
-                          hint=not_found_hint(weights, _names_hint("a .safetensors/.pth file, a fine-tuning run "
-                                                                   "folder, 'none'")))
+        raise CurateError(
+            f"weights file not found: {weights} (and no model has that name)",
+            hint=not_found_hint(
+                weights, _names_hint("a .safetensors/.pth file, a fine-tuning run folder, 'none'")
+            ),
+        )
     if entry.kind == "bundled":
         return backbone, entry.location
     if backbone is not None and backbone != entry.name:
-        raise CurateError(f"--weights {weights} are the cached weights of {entry.name}, "
-                          f"not of --backbone {backbone}",
-                          hint=f"drop --backbone, or pass --backbone {entry.name}")
+        raise CurateError(
+            f"--weights {weights} are the cached weights of {entry.name}, "
+            f"not of --backbone {backbone}",
+            hint=f"drop --backbone, or pass --backbone {entry.name}",
+        )
     return entry.name, None

@@ -25,7 +25,7 @@ PATH_CHARS = 40
 
 
 def _short(path: str) -> str:
-    return path if len(path) <= PATH_CHARS else "\u2026" + path[-(PATH_CHARS - 1):]
+    return path if len(path) <= PATH_CHARS else "\u2026" + path[-(PATH_CHARS - 1) :]
 
 
 def _image_info(run: ScreenRun, image_id: Any) -> tuple[str | None, str, str | None]:
@@ -45,8 +45,9 @@ def _image_info(run: ScreenRun, image_id: Any) -> tuple[str | None, str, str | N
     return (path if isinstance(path, str) else None), str(shown), label
 
 
-def thumb(thumbs: Thumbnails, path: str | None, *, caption: list[Any], title: str,
-          role: str | None = None) -> Markup:
+def thumb(
+    thumbs: Thumbnails, path: str | None, *, caption: list[Any], title: str, role: str | None = None
+) -> Markup:
     """One thumbnail box: role, image (or why it is missing), caption lines."""
     uri, why = thumbs.get(path) if path else (None, "no path known")
     if uri:
@@ -54,8 +55,11 @@ def thumb(thumbs: Thumbnails, path: str | None, *, caption: list[Any], title: st
     else:
         img = tag("div", why or "not shown", class_="missing", title=title)
     head = tag("div", role, class_="role") if role else Markup("")
-    lines = join(tag("div", c, class_="path" if i == len(caption) - 1 else None)
-                 for i, c in enumerate(caption) if c is not None)
+    lines = join(
+        tag("div", c, class_="path" if i == len(caption) - 1 else None)
+        for i, c in enumerate(caption)
+        if c is not None
+    )
     return Markup(f'<div class="thumb">{head}{img}{lines}</div>')
 
 
@@ -86,8 +90,12 @@ def _top(mask: np.ndarray, score: np.ndarray, k: int) -> np.ndarray:
     return idx[np.argsort(-np.nan_to_num(score[idx], nan=-np.inf), kind="stable")]
 
 
-MEMBERS = (("anchor", "anchor_label"), ("positive", "anchor_label"),
-           ("negative", "negative_label"), ("negative2", "negative2_label"))
+MEMBERS = (
+    ("anchor", "anchor_label"),
+    ("positive", "anchor_label"),
+    ("negative", "negative_label"),
+    ("negative2", "negative2_label"),
+)
 
 
 def member_codes(member_reasons: Any) -> dict[str, list[str]]:
@@ -106,7 +114,11 @@ def _tuple_chips(reason: Any, by_member: dict[str, list[str]]) -> Markup:
     """The tuple's reasons: a tuple screen's codes as chips, then one line per member an
     image screen rejected, naming it (``negative: occluded``)."""
     member = {c for codes in by_member.values() for c in codes}
-    own = [c for c in str(reason).split(";") if c and c not in member] if isinstance(reason, str) else []
+    own = (
+        [c for c in str(reason).split(";") if c and c not in member]
+        if isinstance(reason, str)
+        else []
+    )
     parts = [tag("div", join(chip(c) for c in own))] if own else []
     for role, codes in by_member.items():
         parts.append(tag("div", join([f"{role}: ", *[chip(c) for c in codes]])))
@@ -123,33 +135,63 @@ def _tuple_row(run: ScreenRun, thumbs: Thumbnails, row: pd.Series, severity: flo
         path, shown, img_label = _image_info(run, row[role])
         label = row.get(label_col) if label_col in row.index else img_label
         codes = by_member.get(role)
-        boxes.append(thumb(thumbs, path, role=role, title=shown,
-                           caption=[tag("b", label), join(chip(c) for c in codes) if codes else None,
-                                    _short(shown)]))
+        boxes.append(
+            thumb(
+                thumbs,
+                path,
+                role=role,
+                title=shown,
+                caption=[
+                    tag("b", label),
+                    join(chip(c) for c in codes) if codes else None,
+                    _short(shown),
+                ],
+            )
+        )
     dists = []
-    for col, key, worse in (("d_ap", "t_pos", np.greater), ("d_an", "t_neg", np.less),
-                            ("d_an2", "t_neg", np.less), ("d_nn2", "t_neg", np.less)):
+    for col, key, worse in (
+        ("d_ap", "t_pos", np.greater),
+        ("d_an", "t_neg", np.less),
+        ("d_an2", "t_neg", np.less),
+        ("d_nn2", "t_neg", np.less),
+    ):
         if col in row.index and pd.notna(row[col]):
             t = b.get(key)
             bad = isinstance(t, (int, float)) and bool(worse(row[col], t))
-            cls = ("c-positive_too_far" if key == "t_pos" else "c-negative_too_close") if bad else None
-            dists.append(join([f"{col} = ", tag("b" if bad else "span", f"{row[col]:.3f}", class_=cls)]))
+            cls = (
+                ("c-positive_too_far" if key == "t_pos" else "c-negative_too_close")
+                if bad
+                else None
+            )
+            dists.append(
+                join([f"{col} = ", tag("b" if bad else "span", f"{row[col]:.3f}", class_=cls)])
+            )
     tid = row.get("tuple_id", row.name)
-    meta = join([tag("div", f"tuple {tid}"), _tuple_chips(row.get("reason"), by_member),
-                 join(Markup("<div>") + d + Markup("</div>") for d in dists),
-                 tag("div", f"{severity:.1f} sigma past the boundary")])
+    meta = join(
+        [
+            tag("div", f"tuple {tid}"),
+            _tuple_chips(row.get("reason"), by_member),
+            join(Markup("<div>") + d + Markup("</div>") for d in dists),
+            tag("div", f"{severity:.1f} sigma past the boundary"),
+        ]
+    )
     return Markup(f'<div class="tuple"><div class="meta">{meta}</div>{join(boxes)}</div>')
 
 
-def tuple_gallery(run: ScreenRun, flags: pd.DataFrame, thumbs: Thumbnails, max_items: int) -> Markup:
+def tuple_gallery(
+    run: ScreenRun, flags: pd.DataFrame, thumbs: Thumbnails, max_items: int
+) -> Markup:
     """The most abnormal rejected tuples, one group per statistical reason."""
     codes = [c for c in screens.get("boundary").codes if c in flags.columns]
     if not codes:
         return note("No tuple was rejected by the statistical boundary.")
     per = max(1, max_items // len(codes))
     # tuples whose members all passed the image screens show what the boundary alone finds
-    clean = (run.scores["member_reasons"].isna().to_numpy() if "member_reasons" in run.scores.columns
-             else np.ones(len(run.scores), dtype=bool))
+    clean = (
+        run.scores["member_reasons"].isna().to_numpy()
+        if "member_reasons" in run.scores.columns
+        else np.ones(len(run.scores), dtype=bool)
+    )
     parts = []
     for code in codes:
         mask = flags[code].to_numpy()
@@ -157,14 +199,31 @@ def tuple_gallery(run: ScreenRun, flags: pd.DataFrame, thumbs: Thumbnails, max_i
         pick = mask & clean if (mask & clean).any() else mask
         idx = _top(pick, sev, per)
         total = int(mask.sum())
-        among = (f" ({int(pick.sum()):,} of them with every member passing the image screens)"
-                 if pick is not mask else "")
-        parts.append(tag("h4", join([chips(code), f" \u2014 the {idx.size:,} most abnormal of "
-                                     f"{total:,} tuples{among}"])))
+        among = (
+            f" ({int(pick.sum()):,} of them with every member passing the image screens)"
+            if pick is not mask
+            else ""
+        )
+        parts.append(
+            tag(
+                "h4",
+                join(
+                    [
+                        chips(code),
+                        f" \u2014 the {idx.size:,} most abnormal of {total:,} tuples{among}",
+                    ]
+                ),
+            )
+        )
         rows = run.scores.iloc[idx]
-        parts.append(Markup('<div class="tuples">') + join(
-            _tuple_row(run, thumbs, r, float(sev[i]))
-            for (_, r), i in zip(rows.iterrows(), idx, strict=True)) + Markup("</div>"))
+        parts.append(
+            Markup('<div class="tuples">')
+            + join(
+                _tuple_row(run, thumbs, r, float(sev[i]))
+                for (_, r), i in zip(rows.iterrows(), idx, strict=True)
+            )
+            + Markup("</div>")
+        )
     return join(parts)
 
 
@@ -181,44 +240,90 @@ def suspect_gallery(run: ScreenRun, thumbs: Thumbnails, max_items: int) -> Marku
     if share not in s.columns:
         return note("images_suspect.parquet has no label verdicts and no `rejected_share` column")
     flagged = s[pd.to_numeric(s[share], errors="coerce").fillna(0) > 0]
-    order = flagged.sort_values([share] + (["n_rejected"] if "n_rejected" in s else []),
-                                ascending=False, kind="stable")
+    order = flagged.sort_values(
+        [share] + (["n_rejected"] if "n_rejected" in s else []), ascending=False, kind="stable"
+    )
     top = order.head(max_items)
     boxes = []
     for _, r in top.iterrows():
         path, shown = _row_path(run, r)
-        counts = (f"{int(r['n_rejected'])} of {int(r['n_tuples'])} tuples rejected"
-                  if {"n_rejected", "n_tuples"} <= set(r.index) else "")
-        boxes.append(thumb(thumbs, path, title=shown, caption=[
-            tag("b", r.get("label")), f"rejected share {fmt_num(float(r[share]), 2)}", counts,
-            _image_chips(r), _short(shown)]))
-    head = tag("p", f"The label screen did not run. Showing the {len(top):,} images most often in "
-               f"rejected tuples of {len(flagged):,} images that are in at least one rejected tuple "
-               f"({len(s):,} images in tuples).")
+        counts = (
+            f"{int(r['n_rejected'])} of {int(r['n_tuples'])} tuples rejected"
+            if {"n_rejected", "n_tuples"} <= set(r.index)
+            else ""
+        )
+        boxes.append(
+            thumb(
+                thumbs,
+                path,
+                title=shown,
+                caption=[
+                    tag("b", r.get("label")),
+                    f"rejected share {fmt_num(float(r[share]), 2)}",
+                    counts,
+                    _image_chips(r),
+                    _short(shown),
+                ],
+            )
+        )
+    head = tag(
+        "p",
+        f"The label screen did not run. Showing the {len(top):,} images most often in "
+        f"rejected tuples of {len(flagged):,} images that are in at least one rejected tuple "
+        f"({len(s):,} images in tuples).",
+    )
     return join([head, Markup('<div class="wall">'), join(boxes), Markup("</div>")])
 
 
 def _label_suspects(run: ScreenRun, s: pd.DataFrame, thumbs: Thumbnails, max_items: int) -> Markup:
     score = pd.to_numeric(s["label_score"], errors="coerce")
-    order = s.assign(_k=score.fillna(-np.inf)).sort_values(["_k", "image_id"], ascending=[False, True],
-                                                          kind="stable")
+    order = s.assign(_k=score.fillna(-np.inf)).sort_values(
+        ["_k", "image_id"], ascending=[False, True], kind="stable"
+    )
     rejected = order["label_reject"].fillna(False).astype(bool) if "label_reject" in order else None
     top = order.head(max_items)
     boxes = []
     for _, r in top.iterrows():
         path, shown = _row_path(run, r)
         p, post = r.get("label_pvalue"), r.get("suspicion")
-        facts = " \u00b7 ".join(x for x in (
-            f"suspicion {fmt_num(float(post), 2)}" if isinstance(post, float) and not np.isnan(post) else None,
-            f"p = {float(p):.2g}" if isinstance(p, float) and not np.isnan(p) else None) if x)
-        boxes.append(thumb(thumbs, path, title=shown, caption=[
-            join(["labelled ", tag("b", r.get("label")), ", looks like ", tag("b", r.get("suggested_label"))]),
-            facts or None, _image_chips(r), _short(shown)]))
+        facts = " \u00b7 ".join(
+            x
+            for x in (
+                f"suspicion {fmt_num(float(post), 2)}"
+                if isinstance(post, float) and not np.isnan(post)
+                else None,
+                f"p = {float(p):.2g}" if isinstance(p, float) and not np.isnan(p) else None,
+            )
+            if x
+        )
+        boxes.append(
+            thumb(
+                thumbs,
+                path,
+                title=shown,
+                caption=[
+                    join(
+                        [
+                            "labelled ",
+                            tag("b", r.get("label")),
+                            ", looks like ",
+                            tag("b", r.get("suggested_label")),
+                        ]
+                    ),
+                    facts or None,
+                    _image_chips(r),
+                    _short(shown),
+                ],
+            )
+        )
     n_rej = int(rejected.sum()) if rejected is not None else 0
-    head = tag("p", f"The {len(top):,} images whose label fits worst, of {len(s):,} images in tuples; "
-               f"{n_rej:,} are rejected as label_suspect (label p-value below alpha_label). "
-               "Suspicion is the probability that the label is wrong; the suggested label is the "
-               "class the image fits best.")
+    head = tag(
+        "p",
+        f"The {len(top):,} images whose label fits worst, of {len(s):,} images in tuples; "
+        f"{n_rej:,} are rejected as label_suspect (label p-value below alpha_label). "
+        "Suspicion is the probability that the label is wrong; the suggested label is the "
+        "class the image fits best.",
+    )
     return join([head, Markup('<div class="wall">'), join(boxes), Markup("</div>")])
 
 
@@ -251,7 +356,9 @@ def _image_screen_groups(run: ScreenRun) -> list[tuple[Screen, str, np.ndarray]]
             continue
         codes = s[col].astype("string").fillna("").str.split(";")
         for code in scr.codes:
-            groups.append((scr, code, codes.map(lambda parts, c=code: c in parts).to_numpy(dtype=bool)))
+            groups.append(
+                (scr, code, codes.map(lambda parts, c=code: c in parts).to_numpy(dtype=bool))
+            )
     return groups
 
 
@@ -260,8 +367,11 @@ def image_screen_gallery(run: ScreenRun, thumbs: Thumbnails, max_items: int, see
     images without a face, ...), one group per reason."""
     groups = _image_screen_groups(run)
     if not groups:
-        return note(run.notes.get("faces", "faces.parquet is missing")
-                    if run.suspect is not None else run.notes.get("suspect", "images_suspect.parquet is missing"))
+        return note(
+            run.notes.get("faces", "faces.parquet is missing")
+            if run.suspect is not None
+            else run.notes.get("suspect", "images_suspect.parquet is missing")
+        )
     f = run.suspect
     assert f is not None  # _image_screen_groups found groups in it
     rng = np.random.default_rng(seed)
@@ -275,8 +385,12 @@ def image_screen_gallery(run: ScreenRun, thumbs: Thumbnails, max_items: int, see
             continue
         if total > per:
             idx = np.sort(rng.choice(idx, size=per, replace=False))
-        parts.append(tag("h4", join([chips(code), f" \u2014 a random sample of {idx.size:,} "
-                                     f"of {total:,} images"])))
+        parts.append(
+            tag(
+                "h4",
+                join([chips(code), f" \u2014 a random sample of {idx.size:,} of {total:,} images"]),
+            )
+        )
         boxes = []
         for _, r in f.iloc[idx].iterrows():
             path = r.get("path") if isinstance(r.get("path"), str) else None
@@ -288,15 +402,41 @@ def image_screen_gallery(run: ScreenRun, thumbs: Thumbnails, max_items: int, see
                     path = path or known_path
             desc = scr.caption(r.to_dict(), code)
             other = scr.partner(r.to_dict(), code)
-            box = thumb(thumbs, path, title=shown, role="rejected" if other is not None else None,
-                        caption=[tag("b", label) if label else None, " \u00b7 ".join(desc) or None,
-                                 _short(shown)])
+            box = thumb(
+                thumbs,
+                path,
+                title=shown,
+                role="rejected" if other is not None else None,
+                caption=[
+                    tag("b", label) if label else None,
+                    " \u00b7 ".join(desc) or None,
+                    _short(shown),
+                ],
+            )
             if other is not None:  # e.g. the copy a near-duplicate gave way to, beside it
                 o_path, o_shown, o_label = _image_info(run, other)
-                box = join([Markup('<div class="pair">'), box, thumb(thumbs, o_path, title=o_shown, role="kept", caption=[
-                    tag("b", o_label) if o_label else None, f"image {other}", _short(o_shown)]), Markup("</div>")])
+                box = join(
+                    [
+                        Markup('<div class="pair">'),
+                        box,
+                        thumb(
+                            thumbs,
+                            o_path,
+                            title=o_shown,
+                            role="kept",
+                            caption=[
+                                tag("b", o_label) if o_label else None,
+                                f"image {other}",
+                                _short(o_shown),
+                            ],
+                        ),
+                        Markup("</div>"),
+                    ]
+                )
             boxes.append(box)
         parts.append(join([Markup('<div class="wall">'), join(boxes), Markup("</div>")]))
     if empty:
-        parts.append(tag("p", join(["No image rejected as ", join([chips(c) for c in empty]), "."])))
+        parts.append(
+            tag("p", join(["No image rejected as ", join([chips(c) for c in empty]), "."]))
+        )
     return join(parts)

@@ -44,8 +44,9 @@ def join(parts: Iterable[Any], sep: str = "") -> Markup:
 
 def tag(name: str, content: Any = "", **attrs: Any) -> Markup:
     """``<name attrs>content</name>`` with escaped attribute values and content."""
-    attr = "".join(f' {k.rstrip("_").replace("_", "-")}="{esc(v)}"'
-                   for k, v in attrs.items() if v is not None)
+    attr = "".join(
+        f' {k.rstrip("_").replace("_", "-")}="{esc(v)}"' for k, v in attrs.items() if v is not None
+    )
     return Markup(f"<{name}{attr}>{esc(content)}</{name}>")
 
 
@@ -73,24 +74,31 @@ def fmt_num(x: Any, digits: int = 3) -> str:
     return str(x)
 
 
-def table(header: Sequence[Any], rows: Iterable[Sequence[Any]], *, cls: str = "",
-          numeric_from: int = 1) -> Markup:
+def table(
+    header: Sequence[Any], rows: Iterable[Sequence[Any]], *, cls: str = "", numeric_from: int = 1
+) -> Markup:
     """A table; columns from ``numeric_from`` on are right-aligned."""
-    head = "".join(f"<th{' class=num' if i >= numeric_from else ''}>{esc(h)}</th>"
-                   for i, h in enumerate(header))
+    head = "".join(
+        f"<th{' class=num' if i >= numeric_from else ''}>{esc(h)}</th>"
+        for i, h in enumerate(header)
+    )
     thead = f"<thead><tr>{head}</tr></thead>" if any(str(h) for h in header) else ""
     body = []
     for row in rows:
-        cells = "".join(f"<td{' class=num' if i >= numeric_from else ''}>{esc(c)}</td>"
-                        for i, c in enumerate(row))
+        cells = "".join(
+            f"<td{' class=num' if i >= numeric_from else ''}>{esc(c)}</td>"
+            for i, c in enumerate(row)
+        )
         body.append(f"<tr>{cells}</tr>")
     return Markup(f'<table class="{esc(cls)}">{thead}<tbody>{"".join(body)}</tbody></table>')
 
 
 def chip(code: str) -> Markup:
     """A coloured label for a reason code."""
-    return Markup(f'<span class="chip" style="background:{reason_color(code)}" '
-                  f'title="{esc(reason_help(code))}">{esc(code)}</span>')
+    return Markup(
+        f'<span class="chip" style="background:{reason_color(code)}" '
+        f'title="{esc(reason_help(code))}">{esc(code)}</span>'
+    )
 
 
 def chips(reason: Any) -> Markup:
@@ -204,7 +212,11 @@ CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
 def script_hash(source: str) -> str:
     """The CSP source that allows exactly this inline script: ``'sha256-<base64>'``."""
-    return "'sha256-" + base64.b64encode(hashlib.sha256(source.encode("utf-8")).digest()).decode("ascii") + "'"
+    return (
+        "'sha256-"
+        + base64.b64encode(hashlib.sha256(source.encode("utf-8")).digest()).decode("ascii")
+        + "'"
+    )
 
 
 def csp(script_hashes: Sequence[str] = ()) -> str:
@@ -217,8 +229,14 @@ def csp(script_hashes: Sequence[str] = ()) -> str:
     return f"{CSP}; script-src {' '.join(script_hashes)}"
 
 
-def page(title: str, header: Markup, nav: Sequence[tuple[str, str]], body: Sequence[Markup],
-         footer: str, scripts: Sequence[str] = ()) -> str:
+def page(
+    title: str,
+    header: Markup,
+    nav: Sequence[tuple[str, str]],
+    body: Sequence[Markup],
+    footer: str,
+    scripts: Sequence[str] = (),
+) -> str:
     """The whole document. ``scripts`` are inlined at the end of the body and allowed by
     their sha256 in the Content-Security-Policy (nothing else can run)."""
     if any("</script" in s.lower() for s in scripts):
@@ -227,7 +245,7 @@ def page(title: str, header: Markup, nav: Sequence[tuple[str, str]], body: Seque
     policy = csp([script_hash(s) for s in scripts])
     tail = "".join(f"<script>{s}</script>" for s in scripts)
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{policy}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{esc(title)}</title><style>{css()}</style></head><body>"

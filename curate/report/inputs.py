@@ -19,10 +19,26 @@ from curate.io import loads_json, read_capped, read_parquet
 JSON_BYTES = 64 * 2**20  # the most bytes of a JSON file of the screen folder read
 
 SCORE_COLUMNS = (
-    "tuple_id", "anchor", "positive", "negative", "negative2",
-    "anchor_label", "negative_label", "negative2_label", "split",
-    "d_ap", "d_an", "d_an2", "d_nn2", "z_ap", "z_neg", "member_reasons", "redrawn",
-    "redrawn_members", "keep", "reason",
+    "tuple_id",
+    "anchor",
+    "positive",
+    "negative",
+    "negative2",
+    "anchor_label",
+    "negative_label",
+    "negative2_label",
+    "split",
+    "d_ap",
+    "d_an",
+    "d_an2",
+    "d_nn2",
+    "z_ap",
+    "z_neg",
+    "member_reasons",
+    "redrawn",
+    "redrawn_members",
+    "keep",
+    "reason",
 )
 REQUIRED_SCORE_COLUMNS = ("d_ap", "d_an", "keep", "reason", "anchor_label")
 IMAGE_COLUMNS = ("image_id", "path", "rel_path", "label", "subject", "status")
@@ -65,8 +81,10 @@ def load_screen_dir(screen_dir: str | Path) -> ScreenRun:
     """
     root = Path(screen_dir)
     if not root.is_dir():
-        raise CurateError(f"screen output folder not found: {root}",
-                          hint="pass the --out folder of `curate screen`")
+        raise CurateError(
+            f"screen output folder not found: {root}",
+            hint="pass the --out folder of `curate screen`",
+        )
     scores = _read_scores(root / "scores.parquet")
     out = ScreenRun(screen_dir=root, scores=scores)
     out.run = _read_json(root / "run.json", out, "run")
@@ -83,16 +101,20 @@ def load_screen_dir(screen_dir: str | Path) -> ScreenRun:
 
 def _read_scores(path: Path) -> pd.DataFrame:
     if not path.exists():
-        raise CurateError(f"scores.parquet not found in {path.parent}",
-                          hint="run `curate screen BUILD_DIR --out DIR` first, then `curate report DIR`")
+        raise CurateError(
+            f"scores.parquet not found in {path.parent}",
+            hint="run `curate screen BUILD_DIR --out DIR` first, then `curate report DIR`",
+        )
     try:
         names = set(pq.read_schema(path).names)
     except Exception as exc:  # pyarrow raises several types for broken files
         raise CurateError(f"cannot read {path}: {exc}", hint="re-run `curate screen`") from exc
     missing = [c for c in REQUIRED_SCORE_COLUMNS if c not in names]
     if missing:
-        raise CurateError(f"{path} lacks column(s) {', '.join(missing)}",
-                          hint="re-run `curate screen` with this version of curate")
+        raise CurateError(
+            f"{path} lacks column(s) {', '.join(missing)}",
+            hint="re-run `curate screen` with this version of curate",
+        )
     cols = [c for c in SCORE_COLUMNS if c in names]
     df = pd.read_parquet(path, columns=cols)
     df["keep"] = df["keep"].astype(bool)
@@ -168,16 +190,23 @@ def _attach_images(out: ScreenRun) -> None:
                 out.build_run = None
         return
     # Fall back on the per-image tables of the screen itself: they carry paths too.
-    parts = [t for t in (out.suspect, out.faces)
-             if t is not None and {"image_id", "path"} <= set(t.columns)]
+    parts = [
+        t
+        for t in (out.suspect, out.faces)
+        if t is not None and {"image_id", "path"} <= set(t.columns)
+    ]
     if parts:
         cols = [c for c in IMAGE_COLUMNS if c in parts[0].columns]
         merged = pd.concat([p[[c for c in cols if c in p.columns]] for p in parts])
         merged = merged.drop_duplicates("image_id").set_index("image_id", drop=False)
         out.images = merged
         out.images_origin = "images_suspect.parquet / faces.parquet of the screen"
-        out.notes["images"] = ("the build's images.parquet was not found; image paths come from "
-                               "images_suspect.parquet and faces.parquet")
+        out.notes["images"] = (
+            "the build's images.parquet was not found; image paths come from "
+            "images_suspect.parquet and faces.parquet"
+        )
     else:
-        out.notes["images"] = ("no image table was found (images.parquet of the build folder, "
-                               "images_suspect.parquet or faces.parquet), so thumbnails are left out")
+        out.notes["images"] = (
+            "no image table was found (images.parquet of the build folder, "
+            "images_suspect.parquet or faces.parquet), so thumbnails are left out"
+        )

@@ -54,16 +54,28 @@ MAX_CONFUSION = 25  # labels on each axis of the confusion table
 MAX_PARAM_CHARS = 300
 # the run's own sections; the registered screens' sections (curate.report.sections) go
 # between the rejections and the galleries
-NAV_BEFORE = (("summary", "Summary"), ("review", "Review"), ("boundary", "Boundary"),
-              ("sensitivity", "Sensitivity"), ("rejections", "Rejections"))
+NAV_BEFORE = (
+    ("summary", "Summary"),
+    ("review", "Review"),
+    ("boundary", "Boundary"),
+    ("sensitivity", "Sensitivity"),
+    ("rejections", "Rejections"),
+)
 NAV_AFTER = (("galleries", "Galleries"),)
 # short names of screen sections in the navigation bar
 _NAV_NAMES = {"Leakage across splits": "Leakage"}
 
 
-def write_report(screen_dir: str | Path, out: str | Path | None = None, *, max_gallery: int = 24,
-                 seed: int = 0, decisions: str | Path | None = None,
-                 max_thumbnails: int = MAX_THUMBNAILS, force: bool = False) -> Path:
+def write_report(
+    screen_dir: str | Path,
+    out: str | Path | None = None,
+    *,
+    max_gallery: int = 24,
+    seed: int = 0,
+    decisions: str | Path | None = None,
+    max_thumbnails: int = MAX_THUMBNAILS,
+    force: bool = False,
+) -> Path:
     """Render the HTML screening report of a ``curate screen`` output folder.
 
     Parameters
@@ -93,20 +105,38 @@ def write_report(screen_dir: str | Path, out: str | Path | None = None, *, max_g
     """
     seed = seed_value(seed)
     max_gallery = whole_number(max_gallery, "--max-gallery", lo=1, hi=10_000)
-    require_complete(Path(screen_dir), what="screen folder")  # a killed screen's files do not belong together
+    require_complete(
+        Path(screen_dir), what="screen folder"
+    )  # a killed screen's files do not belong together
     run = load_screen_dir(screen_dir)
     review = None
     if decisions is not None:
         if run.suspect is None:
-            raise CurateError(f"{run.screen_dir} has no images_suspect.parquet, so there is nothing to review",
-                              hint="re-run curate screen, or leave out --decisions")
+            raise CurateError(
+                f"{run.screen_dir} has no images_suspect.parquet, so there is nothing to review",
+                hint="re-run curate screen, or leave out --decisions",
+            )
         review = read_decisions(decisions, run.suspect)
-    target = check_output_file(out if out is not None else run.screen_dir / "report.html", option="--out-file",
-                               what="a report", inputs=[run.screen_dir], force=force, ours=is_curate_report)
+    target = check_output_file(
+        out if out is not None else run.screen_dir / "report.html",
+        option="--out-file",
+        what="a report",
+        inputs=[run.screen_dir],
+        force=force,
+        ours=is_curate_report,
+    )
     inside = target.resolve().parent == run.screen_dir.resolve()
     with locked(run.screen_dir, "report") if inside else contextlib.nullcontext():
-        write_text(render_html(run, max_gallery=max_gallery, seed=seed, decisions=review,
-                               max_thumbnails=max_thumbnails), target)
+        write_text(
+            render_html(
+                run,
+                max_gallery=max_gallery,
+                seed=seed,
+                decisions=review,
+                max_thumbnails=max_thumbnails,
+            ),
+            target,
+        )
     return target
 
 
@@ -116,8 +146,14 @@ def is_curate_report(path: Path) -> bool:
     return head.startswith(b"<!DOCTYPE html>") and CSP.encode() in head
 
 
-def render_html(run: ScreenRun, *, max_gallery: int = 24, seed: int = 0, decisions: Decisions | None = None,
-                max_thumbnails: int = MAX_THUMBNAILS) -> str:
+def render_html(
+    run: ScreenRun,
+    *,
+    max_gallery: int = 24,
+    seed: int = 0,
+    decisions: Decisions | None = None,
+    max_thumbnails: int = MAX_THUMBNAILS,
+) -> str:
     """The report of a loaded screen run, as one HTML string."""
     if max_gallery < 1:
         raise ValueError("max_gallery must be at least 1")
@@ -138,16 +174,29 @@ def render_html(run: ScreenRun, *, max_gallery: int = 24, seed: int = 0, decisio
     by_screen = screen_sections(run, SectionContext(thumbs, max_gallery, seed))
     body += [html for _, _, html in by_screen]
     body.append(_galleries(run, flags, thumbs, max_gallery, seed))
-    nav = [*NAV_BEFORE, *((anchor, _NAV_NAMES.get(title, title)) for anchor, title, _ in by_screen), *NAV_AFTER]
+    nav = [
+        *NAV_BEFORE,
+        *((anchor, _NAV_NAMES.get(title, title)) for anchor, title, _ in by_screen),
+        *NAV_AFTER,
+    ]
     if left_out:
-        body.append(section("left-out", "What this report leaves out",
-                            [tag("ul", join(tag("li", x) for x in left_out))]))
+        body.append(
+            section(
+                "left-out",
+                "What this report leaves out",
+                [tag("ul", join(tag("li", x) for x in left_out))],
+            )
+        )
     title = f"curate screening report \u2014 {_dataset(run)}"
-    header = Markup(f"<header><h1>{esc('curate screening report')}</h1>"
-                    f'<div class="sub">dataset: {esc(_dataset(run))}</div>'
-                    f'<div class="sub">screen output: {esc(run.screen_dir)}</div></header>')
-    footer = (f"Rendered by curate {_curate_version()} from {run.screen_dir.name}/; "
-              f"{thumbs.count} embedded thumbnails in the galleries, {n_review_thumbs} in the review.")
+    header = Markup(
+        f"<header><h1>{esc('curate screening report')}</h1>"
+        f'<div class="sub">dataset: {esc(_dataset(run))}</div>'
+        f'<div class="sub">screen output: {esc(run.screen_dir)}</div></header>'
+    )
+    footer = (
+        f"Rendered by curate {_curate_version()} from {run.screen_dir.name}/; "
+        f"{thumbs.count} embedded thumbnails in the galleries, {n_review_thumbs} in the review."
+    )
     return page(title, header, nav, body, footer, scripts=[script] if script else [])
 
 
@@ -190,17 +239,26 @@ def _summary(run: ScreenRun) -> Markup:
     n = len(s)
     kept = int(s["keep"].sum())
     counts = (run.run or {}).get("counts") or {}
-    n_images = run.n_images_input or counts.get("images") or (
-        len(run.suspect) if run.suspect is not None else None)
+    n_images = (
+        run.n_images_input
+        or counts.get("images")
+        or (len(run.suspect) if run.suspect is not None else None)
+    )
     in_tuples = f" ({fmt_int(len(run.suspect))} in tuples)" if run.suspect is not None else ""
-    cards = [("images" + in_tuples, fmt_int(n_images) if n_images is not None else "n/a"),
-             ("tuples", fmt_int(n)),
-             (f"kept ({fmt_pct(kept / n if n else None)})", fmt_int(kept)),
-             (f"rejected ({fmt_pct((n - kept) / n if n else None)})", fmt_int(n - kept))]
+    cards = [
+        ("images" + in_tuples, fmt_int(n_images) if n_images is not None else "n/a"),
+        ("tuples", fmt_int(n)),
+        (f"kept ({fmt_pct(kept / n if n else None)})", fmt_int(kept)),
+        (f"rejected ({fmt_pct((n - kept) / n if n else None)})", fmt_int(n - kept)),
+    ]
     body: list[Any] = [join(banner(a.text, a.level) for a in alerts(run))]
-    body.append(Markup('<div class="cards">') + join(
-        Markup(f"<div class=card><b>{esc(v)}</b><span>{esc(k)}</span></div>") for k, v in cards)
-        + Markup("</div>"))
+    body.append(
+        Markup('<div class="cards">')
+        + join(
+            Markup(f"<div class=card><b>{esc(v)}</b><span>{esc(k)}</span></div>") for k, v in cards
+        )
+        + Markup("</div>")
+    )
     p = run.params
     b = run.boundary or {}
     r = run.run or {}
@@ -211,8 +269,10 @@ def _summary(run: ScreenRun) -> Markup:
         ("label evidence", str((p.get("label_evidence") or {}).get("summary") or "n/a")),
         ("weights", weights_text(run)),
         ("null", b.get("null", p.get("null", "n/a"))),
-        ("alpha_pos / alpha_neg", f"{b.get('alpha_pos', p.get('alpha_pos'))} / "
-                                  f"{b.get('alpha_neg', p.get('alpha_neg'))}"),
+        (
+            "alpha_pos / alpha_neg",
+            f"{b.get('alpha_pos', p.get('alpha_pos'))} / {b.get('alpha_neg', p.get('alpha_neg'))}",
+        ),
         ("started", r.get("started_at", "n/a")),
         ("run time", f"{r['seconds']:.1f} s" if _num(r.get("seconds")) is not None else "n/a"),
         ("image table", run.images_origin or "none found"),
@@ -223,13 +283,25 @@ def _summary(run: ScreenRun) -> Markup:
     if "images" in run.notes:
         body.append(note(run.notes["images"]))
     if p:
-        body.append(_details("All parameters", table(
-            ["parameter", "value"], [(k, _short_value(v)) for k, v in p.items()], cls="kv",
-            numeric_from=9)))
+        body.append(
+            _details(
+                "All parameters",
+                table(
+                    ["parameter", "value"],
+                    [(k, _short_value(v)) for k, v in p.items()],
+                    cls="kv",
+                    numeric_from=9,
+                ),
+            )
+        )
     versions = r.get("versions") or {}
     if versions:
-        body.append(_details("Versions", table(["package", "version"], versions.items(),
-                                               cls="kv", numeric_from=9)))
+        body.append(
+            _details(
+                "Versions",
+                table(["package", "version"], versions.items(), cls="kv", numeric_from=9),
+            )
+        )
     return section("summary", "Summary", body)
 
 
@@ -251,8 +323,9 @@ def weights_text(run: ScreenRun) -> str:
     elif kind == "random":
         text = "random (--weights none)"
     else:
-        text = {"run": "fine-tuning run", "file": "file", "pretrained-cache": "timm cache"}.get(kind, kind) \
-            + (f" {where}" if where else "")
+        text = {"run": "fine-tuning run", "file": "file", "pretrained-cache": "timm cache"}.get(
+            kind, kind
+        ) + (f" {where}" if where else "")
     fp = inputs.get("weights_fingerprint")
     return text + (f", sha256 {fp[:12]}\u2026" if isinstance(fp, str) and len(fp) == 64 else "")
 
@@ -271,48 +344,109 @@ def _boundary(run: ScreenRun) -> Markup:
     b = run.boundary
     body: list[Any] = []
     if b is None:
-        body.append(note(run.notes.get("boundary", "boundary.json is missing")
-                         + "; the thresholds and null curves cannot be drawn."))
+        body.append(
+            note(
+                run.notes.get("boundary", "boundary.json is missing")
+                + "; the thresholds and null curves cannot be drawn."
+            )
+        )
     if b is not None and isinstance(b.get("class_nulls"), dict):
         return section("boundary", "The boundary", body + _class_boundary(run, b))
-    body.append(figure(figures.boundary_figure(run.scores, b),
-                       "histograms of tuple distances with the boundary"))
+    body.append(
+        figure(
+            figures.boundary_figure(run.scores, b),
+            "histograms of tuple distances with the boundary",
+        )
+    )
     if b is None:
         return section("boundary", "The boundary", body)
-    body.append(tag("p", "Tuples whose anchor-positive distance lies right of T_pos are rejected as "
-                    f"{POSITIVE_TOO_FAR}; tuples with a negative pair left of T_neg as "
-                    f"{NEGATIVE_TOO_CLOSE}."))
-    rows = [(k, fmt_num(b.get(k)) if not isinstance(b.get(k), str) else b.get(k))
-            for k in ("null", "s", "d", "d_null", "center", "mu", "sigma", "alpha_pos", "alpha_neg",
-                      "t_pos", "t_neg") if k in b]
+    body.append(
+        tag(
+            "p",
+            "Tuples whose anchor-positive distance lies right of T_pos are rejected as "
+            f"{POSITIVE_TOO_FAR}; tuples with a negative pair left of T_neg as "
+            f"{NEGATIVE_TOO_CLOSE}.",
+        )
+    )
+    rows = [
+        (k, fmt_num(b.get(k)) if not isinstance(b.get(k), str) else b.get(k))
+        for k in (
+            "null",
+            "s",
+            "d",
+            "d_null",
+            "center",
+            "mu",
+            "sigma",
+            "alpha_pos",
+            "alpha_neg",
+            "t_pos",
+            "t_neg",
+        )
+        if k in b
+    ]
     body.append(table(["quantity", "value"], rows, cls="kv", numeric_from=9))
     null_fig = figures.null_fit_figure(b)
     body.append(tag("h3", "Which null fits?"))
     if null_fig:
-        body.append(figure(null_fig, "random different-label pair distances with three null curves"))
+        body.append(
+            figure(null_fig, "random different-label pair distances with three null curves")
+        )
     if not b.get("random_pair_distances"):
-        body.append(note("boundary.json holds no random_pair_distances sample, so the histogram "
-                         "of random different-label pairs is empty."))
+        body.append(
+            note(
+                "boundary.json holds no random_pair_distances sample, so the histogram "
+                "of random different-label pairs is empty."
+            )
+        )
     nulls = b.get("nulls") or {}
     if "empirical" not in nulls:
         body.append(note("No empirical null was fitted in this run."))
     if nulls:
-        body.append(table(["null", "d_null", "mu", "sigma"],
-                          [(("\u2192 " if k == b.get("null") else "") + k, fmt_num(v.get("d_null")),
-                            fmt_num(v.get("mu")), fmt_num(v.get("sigma")))
-                           for k, v in nulls.items() if isinstance(v, dict)]))
+        body.append(
+            table(
+                ["null", "d_null", "mu", "sigma"],
+                [
+                    (
+                        ("\u2192 " if k == b.get("null") else "") + k,
+                        fmt_num(v.get("d_null")),
+                        fmt_num(v.get("mu")),
+                        fmt_num(v.get("sigma")),
+                    )
+                    for k, v in nulls.items()
+                    if isinstance(v, dict)
+                ],
+            )
+        )
     body.append(tag("h3", "Calibration check"))
     cal = b.get("calibration")
     if isinstance(cal, dict) and cal:
         n_pairs = cal.get("n_pairs")
-        body.append(tag("p", f"Share of {fmt_int(n_pairs) if n_pairs else 'the'} random "
-                        "different-label pairs the boundary calls abnormal, next to the nominal "
-                        "alpha. Close values mean the null fits."))
-        body.append(table(["side", "observed share", "nominal alpha"], [
-            (f"above T_pos (would be {POSITIVE_TOO_FAR})", fmt_pct(cal.get("share_above_t_pos"), 2),
-             fmt_pct(cal.get("nominal_alpha_pos", b.get("alpha_pos")), 2)),
-            (f"below T_neg (would be {NEGATIVE_TOO_CLOSE})", fmt_pct(cal.get("share_below_t_neg"), 2),
-             fmt_pct(cal.get("nominal_alpha_neg", b.get("alpha_neg")), 2))]))
+        body.append(
+            tag(
+                "p",
+                f"Share of {fmt_int(n_pairs) if n_pairs else 'the'} random "
+                "different-label pairs the boundary calls abnormal, next to the nominal "
+                "alpha. Close values mean the null fits.",
+            )
+        )
+        body.append(
+            table(
+                ["side", "observed share", "nominal alpha"],
+                [
+                    (
+                        f"above T_pos (would be {POSITIVE_TOO_FAR})",
+                        fmt_pct(cal.get("share_above_t_pos"), 2),
+                        fmt_pct(cal.get("nominal_alpha_pos", b.get("alpha_pos")), 2),
+                    ),
+                    (
+                        f"below T_neg (would be {NEGATIVE_TOO_CLOSE})",
+                        fmt_pct(cal.get("share_below_t_neg"), 2),
+                        fmt_pct(cal.get("nominal_alpha_neg", b.get("alpha_neg")), 2),
+                    ),
+                ],
+            )
+        )
     else:
         body.append(note("boundary.json has no calibration check."))
     return section("boundary", "The boundary", body)
@@ -321,12 +455,23 @@ def _boundary(run: ScreenRun) -> Markup:
 def _class_boundary(run: ScreenRun, b: dict[str, Any]) -> list[Any]:
     """The class-aware boundary: its figure, every fitted null, and its calibration."""
     cn = b["class_nulls"]
-    body: list[Any] = [tag("p", join([
-        f"Null: {b.get('null')}. Each anchor-positive distance is tested against the null of two "
-        "faces of the anchor's class (", chip(POSITIVE_TOO_FAR), " above its T_pos), each negative "
-        "pair against the null of its two classes (", chip(NEGATIVE_TOO_CLOSE), " below its T_neg). "
-        "The nulls are fitted to random pairs weighted by how well each image fits its label, so "
-        "the label noise being hunted does not pull them."]))]
+    body: list[Any] = [
+        tag(
+            "p",
+            join(
+                [
+                    f"Null: {b.get('null')}. Each anchor-positive distance is tested against the null of two "
+                    "faces of the anchor's class (",
+                    chip(POSITIVE_TOO_FAR),
+                    " above its T_pos), each negative pair against the null of its two classes (",
+                    chip(NEGATIVE_TOO_CLOSE),
+                    " below its T_neg). "
+                    "The nulls are fitted to random pairs weighted by how well each image fits its label, so "
+                    "the label noise being hunted does not pull them.",
+                ]
+            ),
+        )
+    ]
     z_fig = figures.z_figure(run.scores, b)
     if z_fig:
         body.append(figure(z_fig, "standardised tuple distances with the cut-offs"))
@@ -336,27 +481,64 @@ def _class_boundary(run: ScreenRun, b: dict[str, Any]) -> list[Any]:
     for c in cn.get("same") or []:
         p = priors.get(c.get("class"), {})
         share = p.get("n_labelled") / n_all if n_all and p.get("n_labelled") is not None else None
-        rows.append((c.get("class"), fmt_int(p.get("n_labelled")), fmt_pct(share), fmt_pct(p.get("prior")),
-                     fmt_num(c.get("mu")), fmt_num(c.get("sigma")), fmt_num(c.get("t_pos")),
-                     fmt_int(c.get("n_pairs")) + (" (pooled)" if c.get("pooled") else "")))
+        rows.append(
+            (
+                c.get("class"),
+                fmt_int(p.get("n_labelled")),
+                fmt_pct(share),
+                fmt_pct(p.get("prior")),
+                fmt_num(c.get("mu")),
+                fmt_num(c.get("sigma")),
+                fmt_num(c.get("t_pos")),
+                fmt_int(c.get("n_pairs")) + (" (pooled)" if c.get("pooled") else ""),
+            )
+        )
     body.append(tag("h3", "Same-class nulls and T_pos"))
-    body.append(table(["class", "labelled images", "labelled share", "estimated true share", "mu",
-                       "sigma", "T_pos", "pairs fitted"], rows))
-    body.append(note("The estimated true share is the class prior the label screen estimates (EM, "
-                     "floored at label_prior_floor times the labelled share): a class far below its "
-                     "labelled share holds many images that look like other classes."))
+    body.append(
+        table(
+            [
+                "class",
+                "labelled images",
+                "labelled share",
+                "estimated true share",
+                "mu",
+                "sigma",
+                "T_pos",
+                "pairs fitted",
+            ],
+            rows,
+        )
+    )
+    body.append(
+        note(
+            "The estimated true share is the class prior the label screen estimates (EM, "
+            "floored at label_prior_floor times the labelled share): a class far below its "
+            "labelled share holds many images that look like other classes."
+        )
+    )
     capped = (b.get("label_model") or {}).get("capped_classes") or []
     if capped:
-        body.append(note("The label screen's per-class cap (label_max_class_share) acted on "
-                         + "; ".join(f"{c.get('class')}: {fmt_int(c.get('would_reject'))} of its "
-                                     f"{fmt_int(c.get('n_images'))} images have label p-values below "
-                                     f"alpha_label, only the {fmt_int(c.get('rejected'))} most suspect "
-                                     "are rejected" for c in capped)
-                         + ", so no class vanishes from the data."))
+        body.append(
+            note(
+                "The label screen's per-class cap (label_max_class_share) acted on "
+                + "; ".join(
+                    f"{c.get('class')}: {fmt_int(c.get('would_reject'))} of its "
+                    f"{fmt_int(c.get('n_images'))} images have label p-values below "
+                    f"alpha_label, only the {fmt_int(c.get('rejected'))} most suspect "
+                    "are rejected"
+                    for c in capped
+                )
+                + ", so no class vanishes from the data."
+            )
+        )
     classes = list(cn.get("classes") or [])
     t_neg = {tuple(p["classes"]): p.get("t_neg") for p in cn.get("pairs") or []}
     if len(classes) <= MAX_CONFUSION:
-        head = Markup("<tr><th>T_neg</th>" + "".join(f"<th class=num>{esc(c)}</th>" for c in classes) + "</tr>")
+        head = Markup(
+            "<tr><th>T_neg</th>"
+            + "".join(f"<th class=num>{esc(c)}</th>" for c in classes)
+            + "</tr>"
+        )
         cells = []
         for a in classes:
             row = []
@@ -365,35 +547,73 @@ def _class_boundary(run: ScreenRun, b: dict[str, Any]) -> list[Any]:
                 row.append(f"<td class=num>{esc(fmt_num(v) if v is not None else chr(8211))}</td>")
             cells.append(f"<tr><th>{esc(a)}</th>{''.join(row)}</tr>")
         body.append(tag("h3", "Class-pair nulls: T_neg"))
-        body.append(Markup(f'<div class="grid"><table><thead>{head}</thead><tbody>{"".join(cells)}'
-                           "</tbody></table></div>"))
+        body.append(
+            Markup(
+                f'<div class="grid"><table><thead>{head}</thead><tbody>{"".join(cells)}'
+                "</tbody></table></div>"
+            )
+        )
     body.append(tag("h3", "Calibration check"))
     cal = b.get("calibration") or {}
     acc = (cn.get("calibration") or {}).get("accepted_pairs") or {}
     every = (cn.get("calibration") or {}).get("all_labelled_pairs") or {}
     glob = cal.get("global_null") or {}
     a_pos, a_neg = b.get("alpha_pos"), b.get("alpha_neg")
-    body.append(tag("p", "Share of fresh random pairs the boundary calls abnormal, next to the nominal "
-                    "alpha. The pairs it should accept are weighted by how well both images fit their "
-                    "labels; close to alpha means the nulls fit. All labelled pairs include the label "
-                    "noise, so they are rejected more often; the global null is shown for comparison."))
-    body.append(table(["pairs", "above T_pos", "alpha_pos", "below T_neg", "alpha_neg"], [
-        ("pairs the boundary should accept", fmt_pct(acc.get("share_above_t_pos"), 2), fmt_pct(a_pos, 2),
-         fmt_pct(acc.get("share_below_t_neg"), 2), fmt_pct(a_neg, 2)),
-        ("all labelled pairs", fmt_pct(every.get("share_above_t_pos"), 2), fmt_pct(a_pos, 2),
-         fmt_pct(every.get("share_below_t_neg"), 2), fmt_pct(a_neg, 2)),
-        ("global effective null, random different-label pairs",
-         fmt_pct(glob.get("share_above_t_pos"), 2), fmt_pct(a_pos, 2),
-         fmt_pct(glob.get("share_below_t_neg"), 2), fmt_pct(a_neg, 2)),
-    ]))
+    body.append(
+        tag(
+            "p",
+            "Share of fresh random pairs the boundary calls abnormal, next to the nominal "
+            "alpha. The pairs it should accept are weighted by how well both images fit their "
+            "labels; close to alpha means the nulls fit. All labelled pairs include the label "
+            "noise, so they are rejected more often; the global null is shown for comparison.",
+        )
+    )
+    body.append(
+        table(
+            ["pairs", "above T_pos", "alpha_pos", "below T_neg", "alpha_neg"],
+            [
+                (
+                    "pairs the boundary should accept",
+                    fmt_pct(acc.get("share_above_t_pos"), 2),
+                    fmt_pct(a_pos, 2),
+                    fmt_pct(acc.get("share_below_t_neg"), 2),
+                    fmt_pct(a_neg, 2),
+                ),
+                (
+                    "all labelled pairs",
+                    fmt_pct(every.get("share_above_t_pos"), 2),
+                    fmt_pct(a_pos, 2),
+                    fmt_pct(every.get("share_below_t_neg"), 2),
+                    fmt_pct(a_neg, 2),
+                ),
+                (
+                    "global effective null, random different-label pairs",
+                    fmt_pct(glob.get("share_above_t_pos"), 2),
+                    fmt_pct(a_pos, 2),
+                    fmt_pct(glob.get("share_below_t_neg"), 2),
+                    fmt_pct(a_neg, 2),
+                ),
+            ],
+        )
+    )
     per_class = acc.get("per_class") or {}
     if per_class:
-        body.append(_details("Per class: share of accepted same-class pairs above T_pos", table(
-            ["class", "above T_pos"], [(k, fmt_pct(v, 2)) for k, v in per_class.items()], cls="kv")))
+        body.append(
+            _details(
+                "Per class: share of accepted same-class pairs above T_pos",
+                table(
+                    ["class", "above T_pos"],
+                    [(k, fmt_pct(v, 2)) for k, v in per_class.items()],
+                    cls="kv",
+                ),
+            )
+        )
     null_fig = figures.null_fit_figure(b)
     if null_fig:
         body.append(tag("h3", "For comparison: the global nulls"))
-        body.append(figure(null_fig, "random different-label pair distances with three global null curves"))
+        body.append(
+            figure(null_fig, "random different-label pair distances with three global null curves")
+        )
     return body
 
 
@@ -410,30 +630,52 @@ def _sensitivity(run: ScreenRun, flags: pd.DataFrame) -> Markup:
         sens = sensitivity(run.scores, flags, mu, sigma, alphas, alphas)
         null_words = f"the same null (mu = {mu:.3f}, sigma = {sigma:.3f})"
     else:
-        return section("sensitivity", "Sensitivity to alpha", [note(
-            "scores.parquet has no standardised distances (z_ap, z_neg) and the boundary's mu and "
-            "sigma are unknown, so the kept share cannot be recomputed for other alphas.")])
-    body: list[Any] = [tag("p", "Share of tuples the screen would keep at other significance levels, "
-                           f"from the same distances and {null_words}; the other screens held fixed"
-                           f" ({fmt_int(sens.n_other_rejected)} tuples rejected by them). "
-                           "Pick alpha here, then re-run with --alpha-pos / --alpha-neg.")]
+        return section(
+            "sensitivity",
+            "Sensitivity to alpha",
+            [
+                note(
+                    "scores.parquet has no standardised distances (z_ap, z_neg) and the boundary's mu and "
+                    "sigma are unknown, so the kept share cannot be recomputed for other alphas."
+                )
+            ],
+        )
+    body: list[Any] = [
+        tag(
+            "p",
+            "Share of tuples the screen would keep at other significance levels, "
+            f"from the same distances and {null_words}; the other screens held fixed"
+            f" ({fmt_int(sens.n_other_rejected)} tuples rejected by them). "
+            "Pick alpha here, then re-run with --alpha-pos / --alpha-neg.",
+        )
+    ]
     i_pos = int(np.argmin(np.abs(alphas - a_pos))) if a_pos else None
     i_neg = int(np.argmin(np.abs(alphas - a_neg))) if a_neg else None
     along_pos = sens.kept_share[:, i_neg] if i_neg is not None else sens.kept_share.diagonal()
     along_neg = sens.kept_share[i_pos, :] if i_pos is not None else sens.kept_share.diagonal()
-    body.append(figure(figures.sensitivity_figure(alphas, along_pos, along_neg, (a_pos, a_neg)),
-                       "kept share against alpha"))
+    body.append(
+        figure(
+            figures.sensitivity_figure(alphas, along_pos, along_neg, (a_pos, a_neg)),
+            "kept share against alpha",
+        )
+    )
     actual = float(run.scores["keep"].mean()) if len(run.scores) else 0.0
     if i_pos is not None and i_neg is not None:
         recomputed = float(sens.kept_share[i_pos, i_neg])
         if abs(recomputed - actual) > 0.005:
-            body.append(banner(
-                f"At the run's own alphas this table keeps {fmt_pct(recomputed, 2)} of tuples but the "
-                f"screen kept {fmt_pct(actual, 2)}: the screen used another rule than "
-                "T = mu \u00b1 z(1 - alpha) sigma on these distances, so read the table as a guide.",
-                "amber"))
-    head = Markup("<tr><th>alpha_pos \u2193 / alpha_neg \u2192</th>" + "".join(
-        f"<th class=num>{esc(_alpha(a))}</th>" for a in alphas) + "</tr>")
+            body.append(
+                banner(
+                    f"At the run's own alphas this table keeps {fmt_pct(recomputed, 2)} of tuples but the "
+                    f"screen kept {fmt_pct(actual, 2)}: the screen used another rule than "
+                    "T = mu \u00b1 z(1 - alpha) sigma on these distances, so read the table as a guide.",
+                    "amber",
+                )
+            )
+    head = Markup(
+        "<tr><th>alpha_pos \u2193 / alpha_neg \u2192</th>"
+        + "".join(f"<th class=num>{esc(_alpha(a))}</th>" for a in alphas)
+        + "</tr>"
+    )
     rows = []
     lo, hi = float(sens.kept_share.min()), float(sens.kept_share.max())
     for i, ap in enumerate(alphas):
@@ -445,10 +687,18 @@ def _sensitivity(run: ScreenRun, flags: pd.DataFrame) -> Markup:
             style = f"background:{_heat(rel)}" + (";outline:2px solid #000" if own else "")
             cells.append(f'<td class="num heat" style="{style}">{esc(fmt_pct(v))}</td>')
         rows.append(f"<tr><th>{esc(_alpha(ap))}</th>{''.join(cells)}</tr>")
-    body.append(Markup(f'<div class="grid"><table><thead>{head}</thead><tbody>{"".join(rows)}'
-                       "</tbody></table></div>"))
-    body.append(note("The outlined cell is this run's setting. Kept share = tuples kept / all "
-                     f"{fmt_int(sens.n_tuples)} tuples; darker cells keep fewer."))
+    body.append(
+        Markup(
+            f'<div class="grid"><table><thead>{head}</thead><tbody>{"".join(rows)}'
+            "</tbody></table></div>"
+        )
+    )
+    body.append(
+        note(
+            "The outlined cell is this run's setting. Kept share = tuples kept / all "
+            f"{fmt_int(sens.n_tuples)} tuples; darker cells keep fewer."
+        )
+    )
     body.append(_simulation(run))
     return section("sensitivity", "Sensitivity to alpha", body)
 
@@ -459,23 +709,45 @@ def _simulation(run: ScreenRun) -> Markup:
     title = tag("h3", "Choosing alpha by simulation")
     cal = run.calibration
     if cal is None or not len(cal):
-        return join([title, note("Run `curate screen ... --calibrate` to inject known label noise "
-                                 "into a copy of the labels and see the precision and recall of "
-                                 "every screen at several alphas here.")])
-    parts = [title, tag("p", "A copy of the labels got known noise (symmetric: any other class; "
-                        "class: the most similar class), then every screen ran again. Precision: "
-                        "share of rejections that hold a flipped label; recall: share of flipped "
-                        "labels caught. The data's own label noise counts as clean here, so "
-                        "precision is a lower bound.")]
+        return join(
+            [
+                title,
+                note(
+                    "Run `curate screen ... --calibrate` to inject known label noise "
+                    "into a copy of the labels and see the precision and recall of "
+                    "every screen at several alphas here."
+                ),
+            ]
+        )
+    parts = [
+        title,
+        tag(
+            "p",
+            "A copy of the labels got known noise (symmetric: any other class; "
+            "class: the most similar class), then every screen ran again. Precision: "
+            "share of rejections that hold a flipped label; recall: share of flipped "
+            "labels caught. The data's own label noise counts as clean here, so "
+            "precision is a lower bound.",
+        ),
+    ]
     for (kind, rate), part in cal.groupby(["noise", "rate"], sort=False):
         names = list(dict.fromkeys(part["screen"]))
         head = ["alpha"] + [f"{n}: share / precision / recall" for n in names]
         rows = []
         for alpha, at in part.groupby("alpha", sort=True):
             by = at.set_index("screen")
-            rows.append([_g(float(alpha))] + [
-                (f"{fmt_pct(by.at[n, 'share'])} / {fmt_pct(by.at[n, 'precision'])} / "
-                 f"{fmt_pct(by.at[n, 'recall'])}") if n in by.index else "\u2013" for n in names])
+            rows.append(
+                [_g(float(alpha))]
+                + [
+                    (
+                        f"{fmt_pct(by.at[n, 'share'])} / {fmt_pct(by.at[n, 'precision'])} / "
+                        f"{fmt_pct(by.at[n, 'recall'])}"
+                    )
+                    if n in by.index
+                    else "\u2013"
+                    for n in names
+                ]
+            )
         parts += [tag("h4", f"{kind} noise, rate {float(rate):g}"), table(head, rows)]
     return join(parts)
 
@@ -500,54 +772,97 @@ def _rejections(run: ScreenRun, flags: pd.DataFrame, left_out: list[str]) -> Mar
     s = run.scores
     n = len(s)
     rejected = n - int(s["keep"].sum())
-    body: list[Any] = [tag("p", f"{fmt_int(rejected)} of {fmt_int(n)} tuples rejected "
-                       f"({fmt_pct(rejected / n if n else None)}). A tuple with several reasons "
-                       "counts under each.")]
+    body: list[Any] = [
+        tag(
+            "p",
+            f"{fmt_int(rejected)} of {fmt_int(n)} tuples rejected "
+            f"({fmt_pct(rejected / n if n else None)}). A tuple with several reasons "
+            "counts under each.",
+        )
+    ]
     if not len(flags.columns):
         body.append(note("No tuple was rejected."))
         return section("rejections", "Rejections", body)
     by_reason = counts_by_reason(flags, n)
     body.append(tag("h3", "By reason"))
-    body.append(table(["reason", "tuples", "share of all tuples"],
-                      [(chip(r), fmt_int(t), fmt_pct(sh, 2)) for r, t, sh in by_reason.itertuples(
-                          index=False)]))
+    body.append(
+        table(
+            ["reason", "tuples", "share of all tuples"],
+            [
+                (chip(r), fmt_int(t), fmt_pct(sh, 2))
+                for r, t, sh in by_reason.itertuples(index=False)
+            ],
+        )
+    )
     body.append(figure(figures.reason_bar_figure(by_reason), "tuples per reason"))
     by_class = counts_by_class(s, flags)
     shown = by_class
     if len(by_class) > MAX_CLASSES:
         shown = by_class.sort_values("rejected", ascending=False).head(MAX_CLASSES).sort_index()
-        left_out.append(f"The by-class table and chart show the {MAX_CLASSES} labels with most "
-                        f"rejections of {len(by_class):,} labels.")
+        left_out.append(
+            f"The by-class table and chart show the {MAX_CLASSES} labels with most "
+            f"rejections of {len(by_class):,} labels."
+        )
     codes = list(flags.columns)
     body.append(tag("h3", "By class (anchor label)"))
-    body.append(table(
-        ["label", "tuples", "kept", "rejected", "rejected share", *[chip(c) for c in codes]],
-        [(lab, fmt_int(r["tuples"]), fmt_int(r["kept"]), fmt_int(r["rejected"]),
-          fmt_pct(r["rejected_share"]), *[fmt_int(r[c]) for c in codes])
-         for lab, r in shown.iterrows()]))
-    body.append(figure(figures.class_bar_figure(shown, codes), "rejected share per class and reason"))
+    body.append(
+        table(
+            ["label", "tuples", "kept", "rejected", "rejected share", *[chip(c) for c in codes]],
+            [
+                (
+                    lab,
+                    fmt_int(r["tuples"]),
+                    fmt_int(r["kept"]),
+                    fmt_int(r["rejected"]),
+                    fmt_pct(r["rejected_share"]),
+                    *[fmt_int(r[c]) for c in codes],
+                )
+                for lab, r in shown.iterrows()
+            ],
+        )
+    )
+    body.append(
+        figure(figures.class_bar_figure(shown, codes), "rejected share per class and reason")
+    )
     body.append(_confusion(run, flags, left_out))
     return section("rejections", "Rejections", body)
 
 
 def _confusion(run: ScreenRun, flags: pd.DataFrame, left_out: list[str]) -> Markup:
-    title = tag("h3", join(["Which expressions the data confuses: ", chip(NEGATIVE_TOO_CLOSE),
-                            " by label pair"]))
+    title = tag(
+        "h3",
+        join(["Which expressions the data confuses: ", chip(NEGATIVE_TOO_CLOSE), " by label pair"]),
+    )
     t_neg = _num((run.boundary or {}).get("t_neg"))
     conf = negative_confusion(run.scores, flags, t_neg)
     if conf is None:
-        return join([title, note(f"No tuple was rejected as {NEGATIVE_TOO_CLOSE} (or the scores "
-                                 "carry no negative_label).")])
+        return join(
+            [
+                title,
+                note(
+                    f"No tuple was rejected as {NEGATIVE_TOO_CLOSE} (or the scores "
+                    "carry no negative_label)."
+                ),
+            ]
+        )
     flagged, total = conf
     if len(total.index) > MAX_CONFUSION or len(total.columns) > MAX_CONFUSION:
         rows = flagged.sum(axis=1).sort_values(ascending=False).index[:MAX_CONFUSION]
         cols = flagged.sum(axis=0).sort_values(ascending=False).index[:MAX_CONFUSION]
-        flagged, total = flagged.loc[sorted(rows), sorted(cols)], total.loc[sorted(rows), sorted(cols)]
-        left_out.append(f"The confusion table shows the {MAX_CONFUSION} labels with most "
-                        f"{NEGATIVE_TOO_CLOSE} pairs on each axis.")
+        flagged, total = (
+            flagged.loc[sorted(rows), sorted(cols)],
+            total.loc[sorted(rows), sorted(cols)],
+        )
+        left_out.append(
+            f"The confusion table shows the {MAX_CONFUSION} labels with most "
+            f"{NEGATIVE_TOO_CLOSE} pairs on each axis."
+        )
     color = reason_color(NEGATIVE_TOO_CLOSE)
-    head = Markup("<tr><th>anchor \u2193 / negative \u2192</th>" + "".join(
-        f"<th class=num>{esc(c)}</th>" for c in flagged.columns) + "</tr>")
+    head = Markup(
+        "<tr><th>anchor \u2193 / negative \u2192</th>"
+        + "".join(f"<th class=num>{esc(c)}</th>" for c in flagged.columns)
+        + "</tr>"
+    )
     rows = []
     for a in flagged.index:
         cells = []
@@ -556,14 +871,26 @@ def _confusion(run: ScreenRun, flags: pd.DataFrame, left_out: list[str]) -> Mark
             share = k / t if t else 0.0
             alpha = min(1.0, share * 4) if k else 0.0
             text = f"{k:,} ({share:.0%})" if t else "\u2013"
-            cells.append(f'<td class="num heat" style="background:{color}{int(alpha * 200):02x}">'
-                         f"{esc(text)}</td>")
+            cells.append(
+                f'<td class="num heat" style="background:{color}{int(alpha * 200):02x}">'
+                f"{esc(text)}</td>"
+            )
         rows.append(f"<tr><th>{esc(a)}</th>{''.join(cells)}</tr>")
-    return join([title, tag("p", "Pairs closer than T_neg in rejected tuples; in brackets, their "
-                            "share of all tuples with that label pair. Dark cells are expressions "
-                            "the backbone cannot tell apart on this data, or labels that are mixed up."),
-                 Markup(f'<div class="grid"><table><thead>{head}</thead><tbody>{"".join(rows)}'
-                        "</tbody></table></div>")])
+    return join(
+        [
+            title,
+            tag(
+                "p",
+                "Pairs closer than T_neg in rejected tuples; in brackets, their "
+                "share of all tuples with that label pair. Dark cells are expressions "
+                "the backbone cannot tell apart on this data, or labels that are mixed up.",
+            ),
+            Markup(
+                f'<div class="grid"><table><thead>{head}</thead><tbody>{"".join(rows)}'
+                "</tbody></table></div>"
+            ),
+        ]
+    )
 
 
 # ---------------------------------------------------------------- faces
@@ -571,8 +898,12 @@ def faces_body(run: ScreenRun) -> list[Any]:
     """The face screens' section (:meth:`curate.screens.faces.FaceScreen.report`)."""
     f = run.faces
     if f is None:
-        return [note(run.notes.get("faces", "faces.parquet is missing")
-                     + "; the side-face and occlusion screens did not run.")]
+        return [
+            note(
+                run.notes.get("faces", "faces.parquet is missing")
+                + "; the side-face and occlusion screens did not run."
+            )
+        ]
     p = run.params
     max_yaw, max_occ = _num(p.get("max_yaw")), _num(p.get("max_occlusion"))
     found = f["face_found"].fillna(False).astype(bool) if "face_found" in f else None
@@ -584,48 +915,112 @@ def faces_body(run: ScreenRun) -> list[Any]:
         for code in screens.get("faces").codes:
             k = int(reason.str.contains(code, regex=False).sum())
             rows.append((chip(code), f"{fmt_int(k)} ({fmt_pct(k / len(f) if len(f) else None)})"))
-    rows.append(("thresholds", f"|yaw| > {_g(max_yaw)}\u00b0 is a side face; occlusion > "
-                 f"{_g(max_occ)} is occluded"))
+    rows.append(
+        (
+            "thresholds",
+            f"|yaw| > {_g(max_yaw)}\u00b0 is a side face; occlusion > {_g(max_occ)} is occluded",
+        )
+    )
     body: list[Any] = [table(["", "images"], rows, cls="kv")]
-    labels = (run.images["label"].reindex(f["image_id"]).to_numpy()
-              if run.images is not None and "label" in run.images and "image_id" in f else None)
+    labels = (
+        run.images["label"].reindex(f["image_id"]).to_numpy()
+        if run.images is not None and "label" in run.images and "image_id" in f
+        else None
+    )
     if labels is not None and {"face_reject", "face_reason"} <= set(f.columns):
         by_class = rejects_by_class(f, labels)
-        body.append(tag("p", "Face-rejected images per expression class: a screen that rejects "
-                             "one expression more than the others biases the data against it."))
-        body.append(table(["class", "images", "rejected", "share", chip("side_face"), chip("occluded"),
-                           chip("no_face")],
-                          [(r.label, fmt_int(r.images), fmt_int(r.rejected), fmt_pct(r.share),
-                            fmt_int(r.side_face), fmt_int(r.occluded), fmt_int(r.no_face))
-                           for r in by_class.itertuples()]))
+        body.append(
+            tag(
+                "p",
+                "Face-rejected images per expression class: a screen that rejects "
+                "one expression more than the others biases the data against it.",
+            )
+        )
+        body.append(
+            table(
+                [
+                    "class",
+                    "images",
+                    "rejected",
+                    "share",
+                    chip("side_face"),
+                    chip("occluded"),
+                    chip("no_face"),
+                ],
+                [
+                    (
+                        r.label,
+                        fmt_int(r.images),
+                        fmt_int(r.rejected),
+                        fmt_pct(r.share),
+                        fmt_int(r.side_face),
+                        fmt_int(r.occluded),
+                        fmt_int(r.no_face),
+                    )
+                    for r in by_class.itertuples()
+                ],
+            )
+        )
     if max_yaw is None or max_occ is None:
-        body.append(note("run.json does not give max_yaw / max_occlusion, so thresholds are not drawn."))
+        body.append(
+            note("run.json does not give max_yaw / max_occlusion, so thresholds are not drawn.")
+        )
     body.append(figure(figures.faces_figure(f, max_yaw, max_occ), "yaw and occlusion histograms"))
-    if max_yaw is not None and max_occ is not None and {"yaw", "occlusion", "face_found"} <= set(f.columns):
+    if (
+        max_yaw is not None
+        and max_occ is not None
+        and {"yaw", "occlusion", "face_found"} <= set(f.columns)
+    ):
         body.append(_face_sensitivity(run, f, max_yaw, max_occ))
     return body
 
 
 def _face_sensitivity(run: ScreenRun, f: pd.DataFrame, max_yaw: float, max_occ: float) -> Markup:
     tuples = _build_tuples(run)
-    sens = face_sensitivity(f, tuples, max_yaw=max_yaw, max_occlusion=max_occ,
-                            no_face=str(run.params.get("no_face", "reject")))
+    sens = face_sensitivity(
+        f,
+        tuples,
+        max_yaw=max_yaw,
+        max_occlusion=max_occ,
+        no_face=str(run.params.get("no_face", "reject")),
+    )
     with_tuples = tuples is not None
-    head = ["--max-yaw", "--max-occlusion", "images rejected"] + (["tuples holding one"] if with_tuples else [])
+    head = ["--max-yaw", "--max-occlusion", "images rejected"] + (
+        ["tuples holding one"] if with_tuples else []
+    )
     rows = []
     for r in sens.rows:
         own = r["max_yaw"] == max_yaw and r["max_occlusion"] == max_occ
         mark = (lambda x: tag("b", x)) if own else (lambda x: x)
-        rows.append([mark(_g(float(r["max_yaw"]))), mark(_g(float(r["max_occlusion"]))),
-                     mark(fmt_pct(float(r["images"])))] +
-                    ([mark(fmt_pct(float(r["tuples"])))] if with_tuples else []))
-    return join([tag("h3", "Sensitivity to the face thresholds"), tag("p", (
-        "Share of the images the face screens would reject at other thresholds (one moves, the "
-        "other stays at this run's value, in bold), by the screen's own rule"
-        + (", and share of the build's tuples that hold at least one of them (they are redrawn, "
-           "or rejected when the image is their anchor)" if with_tuples else "")
-        + ". Pick thresholds here, then re-run with --max-yaw / --max-occlusion; the analyses "
-        "come from the cache.")), table(head, rows)])
+        rows.append(
+            [
+                mark(_g(float(r["max_yaw"]))),
+                mark(_g(float(r["max_occlusion"]))),
+                mark(fmt_pct(float(r["images"]))),
+            ]
+            + ([mark(fmt_pct(float(r["tuples"])))] if with_tuples else [])
+        )
+    return join(
+        [
+            tag("h3", "Sensitivity to the face thresholds"),
+            tag(
+                "p",
+                (
+                    "Share of the images the face screens would reject at other thresholds (one moves, the "
+                    "other stays at this run's value, in bold), by the screen's own rule"
+                    + (
+                        ", and share of the build's tuples that hold at least one of them (they are redrawn, "
+                        "or rejected when the image is their anchor)"
+                        if with_tuples
+                        else ""
+                    )
+                    + ". Pick thresholds here, then re-run with --max-yaw / --max-occlusion; the analyses "
+                    "come from the cache."
+                ),
+            ),
+            table(head, rows),
+        ]
+    )
 
 
 def _build_tuples(run: ScreenRun) -> pd.DataFrame | None:
@@ -642,14 +1037,18 @@ def _build_tuples(run: ScreenRun) -> pd.DataFrame | None:
 
 
 # ---------------------------------------------------------------- galleries
-def _galleries(run: ScreenRun, flags: pd.DataFrame, thumbs: Thumbnails, max_gallery: int,
-               seed: int) -> Markup:
+def _galleries(
+    run: ScreenRun, flags: pd.DataFrame, thumbs: Thumbnails, max_gallery: int, seed: int
+) -> Markup:
     body: list[Any] = []
     if run.images is None:
         body.append(note(run.notes.get("images", "no image table") + "."))
-    body += [tag("h3", "Most abnormal rejected tuples"),
-             tuple_gallery(run, flags, thumbs, max_gallery),
-             tag("h3", "Label suspects"), suspect_gallery(run, thumbs, max_gallery),
-             tag("h3", "Images the image screens rejected (side faces, occluded faces, ...)"),
-             image_screen_gallery(run, thumbs, max_gallery, seed)]
+    body += [
+        tag("h3", "Most abnormal rejected tuples"),
+        tuple_gallery(run, flags, thumbs, max_gallery),
+        tag("h3", "Label suspects"),
+        suspect_gallery(run, thumbs, max_gallery),
+        tag("h3", "Images the image screens rejected (side faces, occluded faces, ...)"),
+        image_screen_gallery(run, thumbs, max_gallery, seed),
+    ]
     return section("galleries", "Galleries", body)

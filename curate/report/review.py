@@ -42,9 +42,15 @@ REVIEW_SUSPICION = 0.9  # kept images at or above this label suspicion get a thu
 MAX_THUMBNAILS = 20_000
 THUMB_SIZE = 64
 JPEG_QUALITY = 70  # a 48x48 FER2013 face: ~970 bytes as a data: URI
-KEYS = (("k", "keep"), ("d", "drop"), ("r", "relabel to the chosen label (the suggested one first)"),
-        ("1-9", "relabel to class 1-9"), ("u", "undo the decision"),
-        ("\u2192 / j, \u2190", "next / previous image"), ("\u2193 \u2191", "next / previous row"))
+KEYS = (
+    ("k", "keep"),
+    ("d", "drop"),
+    ("r", "relabel to the chosen label (the suggested one first)"),
+    ("1-9", "relabel to class 1-9"),
+    ("u", "undo the decision"),
+    ("\u2192 / j, \u2190", "next / previous image"),
+    ("\u2193 \u2191", "next / previous row"),
+)
 
 
 def script() -> str:
@@ -86,18 +92,27 @@ def review_table(run: ScreenRun) -> pd.DataFrame | None:
             continue
         for i in np.flatnonzero(rejects[scr.name]):
             r = s[col].iat[i]
-            codes[i] += [c for c in r.split(";") if c] if isinstance(r, str) and r else [scr.codes[0]]
+            codes[i] += (
+                [c for c in r.split(";") if c] if isinstance(r, str) and r else [scr.codes[0]]
+            )
     path = s["path"] if "path" in s.columns else pd.Series(None, index=s.index)
-    out = pd.DataFrame({
-        "image_id": s["image_id"].astype("int64"),
-        "path": [p if isinstance(p, str) else "" for p in path],
-        "label": s["label"].astype(object).map(lambda v: v if isinstance(v, str) else ""),
-        "suggested_label": (s["suggested_label"].astype(object).map(lambda v: v if isinstance(v, str) else None)
-                            if "suggested_label" in s.columns else None),
-        "suspicion": pd.to_numeric(s["suspicion"], errors="coerce") if "suspicion" in s.columns else np.nan,
-        "rejected": rejected,
-        "reason": [";".join(dict.fromkeys(c)) for c in codes],
-    })
+    out = pd.DataFrame(
+        {
+            "image_id": s["image_id"].astype("int64"),
+            "path": [p if isinstance(p, str) else "" for p in path],
+            "label": s["label"].astype(object).map(lambda v: v if isinstance(v, str) else ""),
+            "suggested_label": (
+                s["suggested_label"].astype(object).map(lambda v: v if isinstance(v, str) else None)
+                if "suggested_label" in s.columns
+                else None
+            ),
+            "suspicion": pd.to_numeric(s["suspicion"], errors="coerce")
+            if "suspicion" in s.columns
+            else np.nan,
+            "rejected": rejected,
+            "reason": [";".join(dict.fromkeys(c)) for c in codes],
+        }
+    )
     return out
 
 
@@ -106,14 +121,19 @@ def thumbnail_rows(table: pd.DataFrame, max_thumbnails: int) -> np.ndarray:
     susp = table["suspicion"].fillna(-1).to_numpy(float)
     want = table["rejected"].to_numpy(bool) | (susp >= REVIEW_SUSPICION)
     idx = np.flatnonzero(want)
-    order = np.lexsort((table["image_id"].to_numpy()[idx], -susp[idx], ~table["rejected"].to_numpy(bool)[idx]))
+    order = np.lexsort(
+        (table["image_id"].to_numpy()[idx], -susp[idx], ~table["rejected"].to_numpy(bool)[idx])
+    )
     return np.sort(idx[order][:max_thumbnails])
 
 
-def review_payload(run: ScreenRun, table: pd.DataFrame, decisions: Decisions | None,
-                   max_thumbnails: int) -> tuple[dict[str, Any], list[str], int]:
+def review_payload(
+    run: ScreenRun, table: pd.DataFrame, decisions: Decisions | None, max_thumbnails: int
+) -> tuple[dict[str, Any], list[str], int]:
     """(the data of the review script, the thumbnails, how many images wanted one)."""
-    classes = sorted({*table["label"], *[v for v in table["suggested_label"] if isinstance(v, str)]} - {""})
+    classes = sorted(
+        {*table["label"], *[v for v in table["suggested_label"] if isinstance(v, str)]} - {""}
+    )
     cls = {c: i for i, c in enumerate(classes)}
     reasons = sorted(set(table["reason"]) - {""})
     rsn = {r: i + 1 for i, r in enumerate(reasons)}
@@ -137,20 +157,31 @@ def review_payload(run: ScreenRun, table: pd.DataFrame, decisions: Decisions | N
     if decisions is not None:
         for image_id, d, lab in decisions.table.itertuples(index=False):
             initial[str(int(image_id))] = [d, cls[lab]] if d == "relabel" else [d]
-    flagged = (table["rejected"] | (table["suspicion"].fillna(-1) >= REVIEW_SUSPICION)).to_numpy(bool)
+    flagged = (table["rejected"] | (table["suspicion"].fillna(-1) >= REVIEW_SUSPICION)).to_numpy(
+        bool
+    )
     n_flagged = int(flagged.sum())
     payload = {
-        "run": run_fingerprint(run) + ":" + (decisions.sha256[:12] if decisions is not None else "none"),
-        "classes": classes, "reasons": reasons,
+        "run": run_fingerprint(run)
+        + ":"
+        + (decisions.sha256[:12] if decisions is not None else "none"),
+        "classes": classes,
+        "reasons": reasons,
         "colors": {c: reason_colors().get(c, "#777") for r in reasons for c in r.split(";")},
         "review_suspicion": REVIEW_SUSPICION,
-        "dirs": [d + "/" if d else "" for d in dirs], "dir": dir_idx, "name": names,
+        "dirs": [d + "/" if d else "" for d in dirs],
+        "dir": dir_idx,
+        "name": names,
         "id": table["image_id"].tolist(),
         "label": [cls.get(v, -1) for v in table["label"]],
-        "suggested": [cls.get(v, -1) if isinstance(v, str) else -1 for v in table["suggested_label"]],
+        "suggested": [
+            cls.get(v, -1) if isinstance(v, str) else -1 for v in table["suggested_label"]
+        ],
         "suspicion": [None if math.isnan(x) else round(float(x), 4) for x in susp],
         "rejected": table["rejected"].astype(int).tolist(),
-        "flagged": flagged.astype(int).tolist(),  # to review: rejected, or suspicion >= REVIEW_SUSPICION
+        "flagged": flagged.astype(
+            int
+        ).tolist(),  # to review: rejected, or suspicion >= REVIEW_SUSPICION
         "reason": [rsn.get(r, 0) for r in table["reason"]],
         "thumb": thumb_of.tolist(),
         "decisions": initial,
@@ -159,46 +190,80 @@ def review_payload(run: ScreenRun, table: pd.DataFrame, decisions: Decisions | N
     return payload, uris, n_flagged
 
 
-def review_section(run: ScreenRun, decisions: Decisions | None, max_thumbnails: int,
-                   left_out: list[str]) -> tuple[Markup, str | None, int]:
+def review_section(
+    run: ScreenRun, decisions: Decisions | None, max_thumbnails: int, left_out: list[str]
+) -> tuple[Markup, str | None, int]:
     """(the Review section, the script to inline or None, thumbnails embedded)."""
     table = review_table(run)
     if table is None:
-        return section("review", "Review", [note(
-            run.notes.get("suspect", "images_suspect.parquet is missing")
-            + "; there are no per-image verdicts to review.")]), None, 0
+        return (
+            section(
+                "review",
+                "Review",
+                [
+                    note(
+                        run.notes.get("suspect", "images_suspect.parquet is missing")
+                        + "; there are no per-image verdicts to review."
+                    )
+                ],
+            ),
+            None,
+            0,
+        )
     payload, uris, n_flagged = review_payload(run, table, decisions, max_thumbnails)
     if n_flagged > len(uris):
-        left_out.append(f"The review view embeds thumbnails for {len(uris):,} of the {n_flagged:,} images "
-                        "the screens reject or suspect (--max-thumbnails, or unreadable files).")
+        left_out.append(
+            f"The review view embeds thumbnails for {len(uris):,} of the {n_flagged:,} images "
+            "the screens reject or suspect (--max-thumbnails, or unreadable files)."
+        )
     keys = join((Markup("<kbd>") + k + Markup("</kbd> ") + v for k, v in KEYS), " \u00b7 ")
-    loaded = ([tag("p", f"Decisions loaded from {payload['decisions_source']} ({len(payload['decisions']):,} "
-                        "images); changes made here are saved in this browser.", class_="note")]
-              if decisions is not None else [])
+    loaded = (
+        [
+            tag(
+                "p",
+                f"Decisions loaded from {payload['decisions_source']} ({len(payload['decisions']):,} "
+                "images); changes made here are saved in this browser.",
+                class_="note",
+            )
+        ]
+        if decisions is not None
+        else []
+    )
     body = [
-        tag("p", join([
-            f"Decide per image: keep (export it even though a screen rejects it), drop (leave it "
-            f"out) or relabel (export it under another class). {len(table):,} screened images; "
-            f"thumbnails are embedded for the {len(uris):,} that an image screen rejects or whose label "
-            f"suspicion is at least {REVIEW_SUSPICION:g}, the others are listed without a picture. "
-            "Decisions are saved in this browser (for this run) and download as decisions.csv, which ",
-            tag("code", "curate export SCREEN_DIR --decisions decisions.csv"), " applies."])),
+        tag(
+            "p",
+            join(
+                [
+                    f"Decide per image: keep (export it even though a screen rejects it), drop (leave it "
+                    f"out) or relabel (export it under another class). {len(table):,} screened images; "
+                    f"thumbnails are embedded for the {len(uris):,} that an image screen rejects or whose label "
+                    f"suspicion is at least {REVIEW_SUSPICION:g}, the others are listed without a picture. "
+                    "Decisions are saved in this browser (for this run) and download as decisions.csv, which ",
+                    tag("code", "curate export SCREEN_DIR --decisions decisions.csv"),
+                    " applies.",
+                ]
+            ),
+        ),
         *loaded,
         Markup('<p class="keys">') + keys + Markup("</p>"),
-        Markup('<noscript><p class="note">The review needs JavaScript; the rest of the report does not.'
-               "</p></noscript>"),
-        Markup('<div class="rv-bar">'
-               '<label>show <select id="rv-reason"></select></label>'
-               '<label>class <select id="rv-class"></select></label>'
-               '<label>suggested <select id="rv-suggested"></select></label>'
-               '<label>suspicion \u2265 <input id="rv-min" type="number" min="0" max="1" step="0.05" '
-               'value="0"></label>'
-               '<label>decision <select id="rv-decision"></select></label>'
-               '<label>sort <select id="rv-sort"></select></label>'
-               '<button type="button" id="rv-download">Download decisions.csv</button></div>'
-               '<div id="rv-progress" class="rv-progress"></div>'
-               '<div id="rv-list" class="rv-list" tabindex="0"><div id="rv-spacer" class="rv-spacer">'
-               "</div></div>"),
+        Markup(
+            '<noscript><p class="note">The review needs JavaScript; the rest of the report does not.'
+            "</p></noscript>"
+        ),
+        Markup(
+            '<div class="rv-bar">'
+            '<label>show <select id="rv-reason"></select></label>'
+            '<label>class <select id="rv-class"></select></label>'
+            '<label>suggested <select id="rv-suggested"></select></label>'
+            '<label>suspicion \u2265 <input id="rv-min" type="number" min="0" max="1" step="0.05" '
+            'value="0"></label>'
+            '<label>decision <select id="rv-decision"></select></label>'
+            '<label>sort <select id="rv-sort"></select></label>'
+            '<button type="button" id="rv-download">Download decisions.csv</button></div>'
+            '<div id="rv-progress" class="rv-progress"></div>'
+            '<div id="rv-list" class="rv-list" tabindex="0"><div id="rv-spacer" class="rv-spacer">'
+            "</div></div>"
+        ),
         json_block("rv-data", payload),
         json_block("rv-thumbs", uris),
     ]

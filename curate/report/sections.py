@@ -30,7 +30,13 @@ def screen_sections(run: ScreenRun, ctx: SectionContext) -> list[tuple[str, str,
     for s in screens.registered():
         body = s.report(run, ctx)
         if body is not None:
-            out.append((s.section_anchor, s.section_title, section(s.section_anchor, s.section_title, body)))
+            out.append(
+                (
+                    s.section_anchor,
+                    s.section_title,
+                    section(s.section_anchor, s.section_title, body),
+                )
+            )
     return out
 
 
@@ -43,7 +49,10 @@ def reason_counts(screen: Screen, run: ScreenRun) -> list[Any] | None:
     what = "images" if screen.level == "image" else "tuples"
     reason_col = screen.columns()[2]
     if rows_table is None or reason_col not in rows_table.columns:
-        return [tag("p", screen.summary), note(f"the {reason_col} column is missing, so its verdicts are not shown")]
+        return [
+            tag("p", screen.summary),
+            note(f"the {reason_col} column is missing, so its verdicts are not shown"),
+        ]
     reason = rows_table[reason_col].astype("string").fillna("")
     n = len(reason)
     rows = []
@@ -51,9 +60,14 @@ def reason_counts(screen: Screen, run: ScreenRun) -> list[Any] | None:
         k = int(reason.map(lambda v, code=r.code: code in str(v).split(";")).sum()) if n else 0
         rows.append((chip(r.code), fmt_int(k), fmt_pct(k / n if n else None), r.help))
     hit = int((reason != "").sum()) if n else 0
-    return [tag("p", f"{screen.summary[:1].upper()}{screen.summary[1:]}: {fmt_int(hit)} of {fmt_int(n)} "
-                     f"{what} rejected ({fmt_pct(hit / n if n else None)})."),
-            table(["reason", what, "share", "what it means"], rows)]
+    return [
+        tag(
+            "p",
+            f"{screen.summary[:1].upper()}{screen.summary[1:]}: {fmt_int(hit)} of {fmt_int(n)} "
+            f"{what} rejected ({fmt_pct(hit / n if n else None)}).",
+        ),
+        table(["reason", what, "share", "what it means"], rows),
+    ]
 
 
 __all__ = ["SectionContext", "reason_counts", "screen_sections"]

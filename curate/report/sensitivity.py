@@ -46,8 +46,11 @@ class Sensitivity:
     n_other_rejected: int  # tuples rejected by other screens, whatever alpha
 
     def table(self) -> pd.DataFrame:
-        return pd.DataFrame(self.kept_share, index=pd.Index(self.alphas_pos, name="alpha_pos"),
-                            columns=pd.Index(self.alphas_neg, name="alpha_neg"))
+        return pd.DataFrame(
+            self.kept_share,
+            index=pd.Index(self.alphas_pos, name="alpha_pos"),
+            columns=pd.Index(self.alphas_neg, name="alpha_neg"),
+        )
 
 
 def min_negative_distance(scores: pd.DataFrame) -> np.ndarray:
@@ -58,10 +61,15 @@ def min_negative_distance(scores: pd.DataFrame) -> np.ndarray:
     return np.where(np.isnan(arr), np.inf, arr).min(axis=1)
 
 
-def kept_share_grid(d_ap: np.ndarray, d_neg_min: np.ndarray, other_ok: np.ndarray,
-                    mu: float, sigma: float,
-                    alphas_pos: Sequence[float] | np.ndarray = DEFAULT_ALPHAS,
-                    alphas_neg: Sequence[float] | np.ndarray = DEFAULT_ALPHAS) -> np.ndarray:
+def kept_share_grid(
+    d_ap: np.ndarray,
+    d_neg_min: np.ndarray,
+    other_ok: np.ndarray,
+    mu: float,
+    sigma: float,
+    alphas_pos: Sequence[float] | np.ndarray = DEFAULT_ALPHAS,
+    alphas_neg: Sequence[float] | np.ndarray = DEFAULT_ALPHAS,
+) -> np.ndarray:
     """Share of tuples kept for every (alpha_pos, alpha_neg) pair.
 
     ``other_ok`` is false for tuples another screen (faces, ...) rejected; they
@@ -93,22 +101,42 @@ def kept_share_grid(d_ap: np.ndarray, d_neg_min: np.ndarray, other_ok: np.ndarra
     return grid
 
 
-def sensitivity(scores: pd.DataFrame, flags: pd.DataFrame, mu: float, sigma: float,
-                alphas_pos: Sequence[float] | np.ndarray = DEFAULT_ALPHAS,
-                alphas_neg: Sequence[float] | np.ndarray = DEFAULT_ALPHAS) -> Sensitivity:
+def sensitivity(
+    scores: pd.DataFrame,
+    flags: pd.DataFrame,
+    mu: float,
+    sigma: float,
+    alphas_pos: Sequence[float] | np.ndarray = DEFAULT_ALPHAS,
+    alphas_neg: Sequence[float] | np.ndarray = DEFAULT_ALPHAS,
+) -> Sensitivity:
     """The kept-share grid for a screen's scores, with every other screen's verdicts held fixed."""
     boundary_codes = set(screens.get("boundary").codes)
     other = [c for c in flags.columns if c not in boundary_codes]
     other_ok = ~flags[other].to_numpy().any(axis=1) if other else np.ones(len(scores), bool)
-    grid = kept_share_grid(scores["d_ap"].to_numpy(dtype=float), min_negative_distance(scores),
-                           other_ok, mu, sigma, alphas_pos, alphas_neg)
-    return Sensitivity(np.asarray(alphas_pos, float), np.asarray(alphas_neg, float), grid,
-                       len(scores), int((~other_ok).sum()))
+    grid = kept_share_grid(
+        scores["d_ap"].to_numpy(dtype=float),
+        min_negative_distance(scores),
+        other_ok,
+        mu,
+        sigma,
+        alphas_pos,
+        alphas_neg,
+    )
+    return Sensitivity(
+        np.asarray(alphas_pos, float),
+        np.asarray(alphas_neg, float),
+        grid,
+        len(scores),
+        int((~other_ok).sum()),
+    )
 
 
-def sensitivity_z(scores: pd.DataFrame, flags: pd.DataFrame,
-                  alphas_pos: Sequence[float] | np.ndarray = DEFAULT_ALPHAS,
-                  alphas_neg: Sequence[float] | np.ndarray = DEFAULT_ALPHAS) -> Sensitivity:
+def sensitivity_z(
+    scores: pd.DataFrame,
+    flags: pd.DataFrame,
+    alphas_pos: Sequence[float] | np.ndarray = DEFAULT_ALPHAS,
+    alphas_neg: Sequence[float] | np.ndarray = DEFAULT_ALPHAS,
+) -> Sensitivity:
     """The kept-share grid from each tuple's standardised distances ``z_ap`` and ``z_neg``
     (toward rejection, against the tuple's own class or class-pair null): a tuple is kept
     at (alpha_pos, alpha_neg) when ``z_ap <= z(1 - alpha_pos)`` and ``z_neg <= z(1 - alpha_neg)``,
@@ -119,8 +147,13 @@ def sensitivity_z(scores: pd.DataFrame, flags: pd.DataFrame,
     z_ap = scores["z_ap"].to_numpy(dtype=float)
     z_neg = scores["z_neg"].to_numpy(dtype=float)
     grid = kept_share_grid(z_ap, -z_neg, other_ok, 0.0, 1.0, alphas_pos, alphas_neg)
-    return Sensitivity(np.asarray(alphas_pos, float), np.asarray(alphas_neg, float), grid,
-                       len(scores), int((~other_ok).sum()))
+    return Sensitivity(
+        np.asarray(alphas_pos, float),
+        np.asarray(alphas_neg, float),
+        grid,
+        len(scores),
+        int((~other_ok).sum()),
+    )
 
 
 YAW_GRID: tuple[float, ...] = (15, 20, 25, 30, 35, 40, 45, 60)
@@ -136,8 +169,14 @@ class FaceSensitivity:
     n_tuples: int
 
 
-def face_sensitivity(faces: pd.DataFrame, tuples: pd.DataFrame | None, *, max_yaw: float,
-                     max_occlusion: float, no_face: str) -> FaceSensitivity:
+def face_sensitivity(
+    faces: pd.DataFrame,
+    tuples: pd.DataFrame | None,
+    *,
+    max_yaw: float,
+    max_occlusion: float,
+    no_face: str,
+) -> FaceSensitivity:
     """Share of images the face screens reject (by the screen's own rule,
     :func:`curate.screens.faces.face_verdicts`) and share of ``tuples`` (the build's, before
     any redraw) holding at least one such image, when one threshold moves and the other stays."""
@@ -146,15 +185,25 @@ def face_sensitivity(faces: pd.DataFrame, tuples: pd.DataFrame | None, *, max_ya
     ids = faces["image_id"].to_numpy(np.int64)
     members = [c for c in ROLES if tuples is not None and c in tuples.columns]
     rows = []
-    settings = sorted({(float(y), float(max_occlusion)) for y in (*YAW_GRID, max_yaw)}) + \
-        sorted({(float(max_yaw), float(o)) for o in (*OCCLUSION_GRID, max_occlusion)} - {(max_yaw, max_occlusion)})
+    settings = sorted({(float(y), float(max_occlusion)) for y in (*YAW_GRID, max_yaw)}) + sorted(
+        {(float(max_yaw), float(o)) for o in (*OCCLUSION_GRID, max_occlusion)}
+        - {(max_yaw, max_occlusion)}
+    )
     for y, o in settings:
-        bad = face_verdicts(faces, max_yaw=y, max_occlusion=o, no_face=no_face)["face_reject"].to_numpy(bool)
-        row: dict[str, float | str] = {"max_yaw": y, "max_occlusion": o, "images": float(bad.mean()) if len(bad) else 0.0}
+        bad = face_verdicts(faces, max_yaw=y, max_occlusion=o, no_face=no_face)[
+            "face_reject"
+        ].to_numpy(bool)
+        row: dict[str, float | str] = {
+            "max_yaw": y,
+            "max_occlusion": o,
+            "images": float(bad.mean()) if len(bad) else 0.0,
+        }
         if members:
             assert tuples is not None  # members come from its columns
             flagged = ids[bad]
-            hit = np.logical_or.reduce([np.isin(tuples[c].to_numpy(np.int64), flagged) for c in members])
+            hit = np.logical_or.reduce(
+                [np.isin(tuples[c].to_numpy(np.int64), flagged) for c in members]
+            )
             row["tuples"] = float(hit.mean()) if len(hit) else 0.0
         rows.append(row)
     return FaceSensitivity(rows, len(faces), 0 if tuples is None else len(tuples))

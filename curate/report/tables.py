@@ -31,15 +31,17 @@ def counts_by_reason(flags: pd.DataFrame, n_tuples: int) -> pd.DataFrame:
     """Tuples per reason code (a tuple with two reasons counts under both)."""
     counts = flags.sum(axis=0).astype("int64")
     share = counts / n_tuples if n_tuples else counts * 0.0
-    return pd.DataFrame({"reason": counts.index, "tuples": counts.to_numpy(),
-                         "share": share.to_numpy()})
+    return pd.DataFrame(
+        {"reason": counts.index, "tuples": counts.to_numpy(), "share": share.to_numpy()}
+    )
 
 
 def counts_by_class(scores: pd.DataFrame, flags: pd.DataFrame) -> pd.DataFrame:
     """Per anchor label: tuples, kept, rejected, rejected share, and tuples per reason."""
     label = scores["anchor_label"].astype("string").fillna("(none)")
-    frame = pd.DataFrame({"label": label.to_numpy(), "tuples": 1,
-                          "kept": scores["keep"].to_numpy().astype("int64")})
+    frame = pd.DataFrame(
+        {"label": label.to_numpy(), "tuples": 1, "kept": scores["keep"].to_numpy().astype("int64")}
+    )
     for code in flags.columns:
         frame[code] = flags[code].to_numpy().astype("int64")
     out = frame.groupby("label", sort=True).sum()
@@ -59,12 +61,18 @@ def negative_pairs(scores: pd.DataFrame, t_neg: float | None) -> list[tuple[str,
         pairs.append(("anchor_label", "negative2_label", "d_an2"))
     if "d_nn2" in scores.columns and "negative2_label" in scores.columns:
         pairs.append(("negative_label", "negative2_label", "d_nn2"))
-    return [(a, b, d) for a, b, d in pairs if a in scores.columns and b in scores.columns
-            and (d == "d_an" or t_neg is not None)]
+    return [
+        (a, b, d)
+        for a, b, d in pairs
+        if a in scores.columns and b in scores.columns and (d == "d_an" or t_neg is not None)
+    ]
 
 
-def negative_confusion(scores: pd.DataFrame, flags: pd.DataFrame, t_neg: float | None,
-                       ) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+def negative_confusion(
+    scores: pd.DataFrame,
+    flags: pd.DataFrame,
+    t_neg: float | None,
+) -> tuple[pd.DataFrame, pd.DataFrame] | None:
     """Label-pair table of ``negative_too_close`` rejections.
 
     Returns ``(flagged, total)``: rows are the first label of the pair (the anchor),
@@ -89,5 +97,6 @@ def negative_confusion(scores: pd.DataFrame, flags: pd.DataFrame, t_neg: float |
     flagged = pd.concat(flagged_parts, ignore_index=True)
     total_t = pd.crosstab(total["a"], total["b"])
     flagged_t = pd.crosstab(flagged["a"], flagged["b"]).reindex(
-        index=total_t.index, columns=total_t.columns, fill_value=0)
+        index=total_t.index, columns=total_t.columns, fill_value=0
+    )
     return flagged_t.astype("int64"), total_t.astype("int64")

@@ -78,8 +78,20 @@ def get(name: str) -> Representation:
     raise CurateError(f"unknown representation {name!r}", hint=f"use one of {', '.join(choices())}")
 
 
-__all__ = ["AUTO", "ENTRY_POINT_GROUP", "Features", "Representation", "RepresentationContext",
-           "choices", "get", "names", "progress_labels", "register", "registered", "unregister"]
+__all__ = [
+    "AUTO",
+    "ENTRY_POINT_GROUP",
+    "Features",
+    "Representation",
+    "RepresentationContext",
+    "choices",
+    "get",
+    "names",
+    "progress_labels",
+    "register",
+    "registered",
+    "unregister",
+]
 
 # The built-in representations register themselves on import (kept last: they import this module).
 from curate.representations import backbone as _backbone  # noqa: E402,F401

@@ -15,7 +15,9 @@ class Backbone(Representation):
     """The backbone's embedding of every image (cached, :mod:`curate.embed`)."""
 
     name = "backbone"
-    summary = "the embedding of a timm backbone (the bundled one by default), faces framed when small"
+    summary = (
+        "the embedding of a timm backbone (the bundled one by default), faces framed when small"
+    )
     progress_stages = {"embed": "embedding images"}
 
     def compute(self, ctx: RepresentationContext) -> Features:
@@ -35,9 +37,12 @@ class Backbone(Representation):
 
             boxes, framing = decide(s["framing"], face_analysis(ctx), ctx.images)
         engine = ctx.engine
-        loaded = load_backbone(s.get("backbone"), s.get("weights"),
-                               device="cpu" if engine is not None else s.get("device", "auto"),
-                               seed=s.get("seed", 0))
+        loaded = load_backbone(
+            s.get("backbone"),
+            s.get("weights"),
+            device="cpu" if engine is not None else s.get("device", "auto"),
+            seed=s.get("seed", 0),
+        )
         param = next(loaded.model.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
         precision, amp_note = "float32", None
@@ -51,21 +56,41 @@ class Backbone(Representation):
             loaded.cpu_bf16, precision = autocast_precision(device, True)
             amp_note = None if loaded.cpu_bf16 else precision
         progress = ctx.progress
-        res = embed_images_result(ctx.images["path"].tolist(), ctx.images["sha256"].tolist(), loaded,
-                                  cache_dir=ctx.cache_dir if ctx.cache_dir is not None else OFF,
-                                  batch_size=s.get("batch_size", 64), workers=s.get("workers"),
-                                  progress=(lambda d, t: progress("embed", d, t)) if progress else None,
-                                  engine=engine, boxes=boxes)
+        res = embed_images_result(
+            ctx.images["path"].tolist(),
+            ctx.images["sha256"].tolist(),
+            loaded,
+            cache_dir=ctx.cache_dir if ctx.cache_dir is not None else OFF,
+            batch_size=s.get("batch_size", 64),
+            workers=s.get("workers"),
+            progress=(lambda d, t: progress("embed", d, t)) if progress else None,
+            engine=engine,
+            boxes=boxes,
+        )
         n = len(ctx.images)
         missing = np.zeros(n, dtype=bool)
-        feats = Features(self.name, res.embeddings, missing, [None] * n,
-                         details={"backbone": loaded.name, "dim": int(res.embeddings.shape[1]),
-                                  "framing": framing, "precision": precision},
-                         weights_source=loaded.weights_source, weights_fingerprint=loaded.weights_fingerprint,
-                         random_weights=loaded.random_weights, n_computed=res.n_computed, n_cached=res.n_cached)
+        feats = Features(
+            self.name,
+            res.embeddings,
+            missing,
+            [None] * n,
+            details={
+                "backbone": loaded.name,
+                "dim": int(res.embeddings.shape[1]),
+                "framing": framing,
+                "precision": precision,
+            },
+            weights_source=loaded.weights_source,
+            weights_fingerprint=loaded.weights_fingerprint,
+            random_weights=loaded.random_weights,
+            n_computed=res.n_computed,
+            n_cached=res.n_cached,
+        )
         if framing.get("used") == "face":
-            feats.notes.append(f"backbone: faces cover {framing['median_face_share']:.0%} of the picture's side "
-                               f"(median); the backbone saw them cut out from their landmarks (--framing)")
+            feats.notes.append(
+                f"backbone: faces cover {framing['median_face_share']:.0%} of the picture's side "
+                f"(median); the backbone saw them cut out from their landmarks (--framing)"
+            )
         if amp_note:
             feats.notes.append(f"backbone: {amp_note}")
         ctx.shared["backbone"] = feats
@@ -84,8 +109,16 @@ def _head_output(loaded, vectors):
     if loaded.head_classes is None or logits_of is None:
         return None
     with torch.no_grad():
-        logits = logits_of(torch.as_tensor(vectors, dtype=torch.float32, device=next(loaded.model.parameters()).device))
+        logits = logits_of(
+            torch.as_tensor(
+                vectors, dtype=torch.float32, device=next(loaded.model.parameters()).device
+            )
+        )
         probs = torch.softmax(logits.float(), dim=1).cpu().numpy().astype("float64")
     name = loaded.run_dir.name if loaded.run_dir is not None else loaded.name
-    return HeadOutput(name, loaded.head_classes, probs,
-                      read_training_sample(loaded.run_dir) if loaded.run_dir is not None else None)
+    return HeadOutput(
+        name,
+        loaded.head_classes,
+        probs,
+        read_training_sample(loaded.run_dir) if loaded.run_dir is not None else None,
+    )

@@ -47,7 +47,9 @@ class Blendshapes(Representation):
     """The face's 52 blendshape scores (MediaPipe's ``output_face_blendshapes``)."""
 
     name = "blendshapes"
-    summary = "MediaPipe's 52 face blendshape scores (expression movements), made with the face analysis"
+    summary = (
+        "MediaPipe's 52 face blendshape scores (expression movements), made with the face analysis"
+    )
     needs_faces = True
     progress_stages = {"faces": "face screens"}
 
@@ -57,12 +59,20 @@ class Blendshapes(Representation):
         scores, missing, reasons = blendshape_matrix(face_analysis(ctx))
         notes = []
         if missing.any():
-            notes.append(f"blendshapes: {int(missing.sum()):,} of {len(missing):,} images have no face "
-                         "landmarks and so no blendshapes; they speak for no class in this representation "
-                         "(embeddings.parquet: missing_reason)")
+            notes.append(
+                f"blendshapes: {int(missing.sum()):,} of {len(missing):,} images have no face "
+                "landmarks and so no blendshapes; they speak for no class in this representation "
+                "(embeddings.parquet: missing_reason)"
+            )
         vectors = block_normalize(impute_missing(scores, missing), standardize=True)
         vectors[missing] = 0.0
-        feats = Features(self.name, vectors, missing, reasons,
-                         details={"dim": N_BLENDSHAPES, "images_without": int(missing.sum())}, notes=notes)
+        feats = Features(
+            self.name,
+            vectors,
+            missing,
+            reasons,
+            details={"dim": N_BLENDSHAPES, "images_without": int(missing.sum())},
+            notes=notes,
+        )
         ctx.shared["blendshapes"] = feats
         return feats

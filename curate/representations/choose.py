@@ -42,9 +42,15 @@ class Chosen:
 
     def record(self) -> dict[str, Any]:
         """JSON-ready, for ``run.json``'s ``representation``."""
-        return {"setting": self.setting, "used": self.name, "measure": "probe balanced accuracy",
-                "measures": self.measures, "summary": self.sentence, "details": self.features.details,
-                "images_missing": int(self.features.missing.sum())}
+        return {
+            "setting": self.setting,
+            "used": self.name,
+            "measure": "probe balanced accuracy",
+            "measures": self.measures,
+            "summary": self.sentence,
+            "details": self.features.details,
+            "images_missing": int(self.features.missing.sum()),
+        }
 
 
 def represent(ctx: RepresentationContext, setting: str = AUTO, *, seed: int = 0) -> Chosen:
@@ -57,13 +63,18 @@ def represent(ctx: RepresentationContext, setting: str = AUTO, *, seed: int = 0)
         feats = get(setting).compute(ctx)
         pr = _probe(feats, labels, groups, seed)
         measures = {feats.name: pr.to_dict()} if pr is not None else {}
-        sentence = (f"{feats.name} {pr.balanced_accuracy:.2f}: using {feats.name} (--representation {setting})"
-                    if pr is not None else f"using {feats.name} (--representation {setting})")
+        sentence = (
+            f"{feats.name} {pr.balanced_accuracy:.2f}: using {feats.name} (--representation {setting})"
+            if pr is not None
+            else f"using {feats.name} (--representation {setting})"
+        )
         return Chosen(setting, feats, measures, pr, sentence)
     candidates = [r for r in registered() if r.candidate]
     if not candidates:
-        raise CurateError("no representation is registered as a candidate for --representation auto",
-                          hint="pass --representation NAME")
+        raise CurateError(
+            "no representation is registered as a candidate for --representation auto",
+            hint="pass --representation NAME",
+        )
     results: list[tuple[Features, ProbeResult | None]] = []
     for rep in candidates:
         feats = rep.compute(ctx)
@@ -71,16 +82,24 @@ def represent(ctx: RepresentationContext, setting: str = AUTO, *, seed: int = 0)
     best = 0
     for i, (_, pr) in enumerate(results):
         top = results[best][1]
-        if pr is not None and (top is None or pr.balanced_accuracy > top.balanced_accuracy + MIN_GAIN):
+        if pr is not None and (
+            top is None or pr.balanced_accuracy > top.balanced_accuracy + MIN_GAIN
+        ):
             best = i
     measures = {f.name: pr.to_dict() for f, pr in results if pr is not None}
     feats, pr = results[best]
     sentence = ", ".join(f"{f.name} {p.balanced_accuracy:.2f}" for f, p in results if p is not None)
-    sentence = f"{sentence}: using {feats.name}" if sentence else f"too few labels to measure: using {feats.name}"
+    sentence = (
+        f"{sentence}: using {feats.name}"
+        if sentence
+        else f"too few labels to measure: using {feats.name}"
+    )
     return Chosen(AUTO, feats, measures, pr, sentence)
 
 
-def _probe(feats: Features, labels: np.ndarray, groups: np.ndarray | None, seed: int) -> ProbeResult | None:
+def _probe(
+    feats: Features, labels: np.ndarray, groups: np.ndarray | None, seed: int
+) -> ProbeResult | None:
     """The probe of ``feats`` on the images whose class has at least :data:`MIN_PER_CLASS`
     labelled images (None when fewer than two such classes); rows outside get uniform
     probabilities."""
@@ -89,7 +108,12 @@ def _probe(feats: Features, labels: np.ndarray, groups: np.ndarray | None, seed:
     if keep_classes.size < 2:
         return None
     rows = np.flatnonzero(np.isin(labels, keep_classes))
-    pr = probe(feats.vectors[rows], labels[rows], groups=None if groups is None else groups[rows], seed=seed)
+    pr = probe(
+        feats.vectors[rows],
+        labels[rows],
+        groups=None if groups is None else groups[rows],
+        seed=seed,
+    )
     if rows.size == labels.size:
         return pr
     full = np.full((labels.size, pr.probabilities.shape[1]), 1.0 / pr.probabilities.shape[1])

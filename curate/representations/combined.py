@@ -35,12 +35,28 @@ class Combined(Representation):
         back = get("backbone").compute(ctx)
         shapes = get("blendshapes").compute(ctx)
         parts = [block_normalize(back.vectors), shapes.vectors]
-        reasons = [f"no blendshapes ({r}): backbone alone" if r else None for r in shapes.missing_reason]
-        return Features(self.name, np.hstack(parts).astype(np.float32), shapes.missing.copy(), reasons,
-                        details={"dim": int(sum(p.shape[1] for p in parts)),
-                                 "blocks": {"backbone": int(parts[0].shape[1]), "blendshapes": int(parts[1].shape[1])},
-                                 "images_without_blendshapes": int(shapes.missing.sum()),
-                                 "backbone": back.details.get("backbone"), "framing": back.details.get("framing")},
-                        notes=back.notes + shapes.notes,
-                        weights_source=back.weights_source, weights_fingerprint=back.weights_fingerprint,
-                        random_weights=back.random_weights, n_computed=back.n_computed, n_cached=back.n_cached)
+        reasons = [
+            f"no blendshapes ({r}): backbone alone" if r else None for r in shapes.missing_reason
+        ]
+        return Features(
+            self.name,
+            np.hstack(parts).astype(np.float32),
+            shapes.missing.copy(),
+            reasons,
+            details={
+                "dim": int(sum(p.shape[1] for p in parts)),
+                "blocks": {
+                    "backbone": int(parts[0].shape[1]),
+                    "blendshapes": int(parts[1].shape[1]),
+                },
+                "images_without_blendshapes": int(shapes.missing.sum()),
+                "backbone": back.details.get("backbone"),
+                "framing": back.details.get("framing"),
+            },
+            notes=back.notes + shapes.notes,
+            weights_source=back.weights_source,
+            weights_fingerprint=back.weights_fingerprint,
+            random_weights=back.random_weights,
+            n_computed=back.n_computed,
+            n_cached=back.n_cached,
+        )

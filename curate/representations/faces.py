@@ -18,8 +18,12 @@ def face_analysis(ctx: RepresentationContext) -> pd.DataFrame:
 
         progress = ctx.progress
         ctx.shared["faces"] = analyze_faces(
-            ctx.images["path"].tolist(), ctx.images["sha256"].tolist(),
+            ctx.images["path"].tolist(),
+            ctx.images["sha256"].tolist(),
             cache_dir=ctx.cache_dir if ctx.cache_dir is not None else OFF,
-            face_model=ctx.settings.get("face_model"), engine=ctx.engine, blendshapes=True,
-            progress=(lambda done, total: progress("faces", done, total)) if progress else None)
+            face_model=ctx.settings.get("face_model"),
+            engine=ctx.engine,
+            blendshapes=True,
+            progress=(lambda done, total: progress("faces", done, total)) if progress else None,
+        )
     return ctx.shared["faces"]

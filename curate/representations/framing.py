@@ -29,8 +29,10 @@ FACE_LIFT = 0.05
 
 def check_framing(value: Any) -> str:
     if value not in FRAMINGS:
-        raise CurateError(f"framing must be one of {', '.join(FRAMINGS)}, got {value!r}",
-                          hint="use --framing auto")
+        raise CurateError(
+            f"framing must be one of {', '.join(FRAMINGS)}, got {value!r}",
+            hint="use --framing auto",
+        )
     return str(value)
 
 
@@ -49,8 +51,9 @@ def frame_shares(analysis: pd.DataFrame, images: pd.DataFrame) -> np.ndarray:
     return out
 
 
-def crop_box(box: tuple[float, float, float, float], margin: float = FACE_MARGIN,
-             lift: float = FACE_LIFT) -> tuple[float, float, float, float]:
+def crop_box(
+    box: tuple[float, float, float, float], margin: float = FACE_MARGIN, lift: float = FACE_LIFT
+) -> tuple[float, float, float, float]:
     """The square crop around a landmarks' box ``(x0, y0, x1, y1)`` (see module doc)."""
     x0, y0, x1, y1 = box
     side = margin * max(x1 - x0, y1 - y0)
@@ -58,16 +61,27 @@ def crop_box(box: tuple[float, float, float, float], margin: float = FACE_MARGIN
     return cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2
 
 
-def decide(framing: str, analysis: pd.DataFrame, images: pd.DataFrame
-           ) -> tuple[list[tuple[float, float, float, float] | None] | None, dict[str, Any]]:
+def decide(
+    framing: str, analysis: pd.DataFrame, images: pd.DataFrame
+) -> tuple[list[tuple[float, float, float, float] | None] | None, dict[str, Any]]:
     """The crop boxes to embed with (None: whole pictures) and the record of the choice."""
     shares = frame_shares(analysis, images)
     median = float(np.nanmedian(shares)) if np.isfinite(shares).any() else float("nan")
     use = framing == "face" or (framing == "auto" and np.isfinite(median) and median < FRAME_SHARE)
-    boxes = [crop_box(b) if b is not None else None for b in analysis["face_box"].tolist()] if use else None
-    record = {"setting": framing, "used": "face" if use else "full",
-              "median_face_share": None if not np.isfinite(median) else round(median, 3),
-              "frame_share_threshold": FRAME_SHARE, "margin": FACE_MARGIN, "lift": FACE_LIFT,
-              "images_without_landmarks": int(sum(b is None for b in analysis["face_box"].tolist()))
-              if use else None}
+    boxes = (
+        [crop_box(b) if b is not None else None for b in analysis["face_box"].tolist()]
+        if use
+        else None
+    )
+    record = {
+        "setting": framing,
+        "used": "face" if use else "full",
+        "median_face_share": None if not np.isfinite(median) else round(median, 3),
+        "frame_share_threshold": FRAME_SHARE,
+        "margin": FACE_MARGIN,
+        "lift": FACE_LIFT,
+        "images_without_landmarks": int(sum(b is None for b in analysis["face_box"].tolist()))
+        if use
+        else None,
+    }
     return boxes, record

@@ -106,14 +106,22 @@ class HeadEvidence:
     def record(self) -> dict[str, Any]:
         """JSON-ready, for ``run.json``'s ``label_evidence``."""
         m = self.mapping
-        return {"setting": self.setting, "head_used": self.used, "why": self.why, "network": self.network,
-                "measure": "balanced accuracy against the labels",
-                "head_balanced_accuracy": _round(self.balanced_accuracy),
-                "probe_balanced_accuracy": _round(self.probe_balanced_accuracy),
-                "min_share": HEAD_MIN_SHARE,
-                "class_mapping": m.mapping if m else None, "classes_missing": m.missing if m else None,
-                "head_classes_dropped": m.unused if m else None,
-                "temperature": _round(self.temperature), "training_overlap": _round(self.overlap), "summary": self.sentence()}
+        return {
+            "setting": self.setting,
+            "head_used": self.used,
+            "why": self.why,
+            "network": self.network,
+            "measure": "balanced accuracy against the labels",
+            "head_balanced_accuracy": _round(self.balanced_accuracy),
+            "probe_balanced_accuracy": _round(self.probe_balanced_accuracy),
+            "min_share": HEAD_MIN_SHARE,
+            "class_mapping": m.mapping if m else None,
+            "classes_missing": m.missing if m else None,
+            "head_classes_dropped": m.unused if m else None,
+            "temperature": _round(self.temperature),
+            "training_overlap": _round(self.overlap),
+            "summary": self.sentence(),
+        }
 
     def sentence(self) -> str:
         if self.used:
@@ -127,8 +135,9 @@ def canonical(name: str) -> str:
     return _CANONICAL.get(key, key)
 
 
-def map_classes(head_classes: tuple[str, ...] | list[str], dataset_classes: tuple[str, ...] | list[str]
-                ) -> HeadMapping:
+def map_classes(
+    head_classes: tuple[str, ...] | list[str], dataset_classes: tuple[str, ...] | list[str]
+) -> HeadMapping:
     """Which head class stands for each dataset class (see module doc)."""
     by_canon: dict[str, str] = {}
     for h in head_classes:
@@ -144,10 +153,14 @@ def map_classes(head_classes: tuple[str, ...] | list[str], dataset_classes: tupl
     return HeadMapping(mapping, missing, unused)
 
 
-def restrict(head: HeadOutput, mapping: HeadMapping, dataset_classes: tuple[str, ...]) -> np.ndarray:
+def restrict(
+    head: HeadOutput, mapping: HeadMapping, dataset_classes: tuple[str, ...]
+) -> np.ndarray:
     """The head's probabilities over ``dataset_classes`` (in that order), renormalised."""
     col = {c: i for i, c in enumerate(head.classes)}
-    p = np.asarray(head.probabilities, dtype=np.float64)[:, [col[mapping.mapping[c]] for c in dataset_classes]]
+    p = np.asarray(head.probabilities, dtype=np.float64)[
+        :, [col[mapping.mapping[c]] for c in dataset_classes]
+    ]
     total = p.sum(axis=1, keepdims=True)
     return np.where(total > 0, p / np.where(total > 0, total, 1.0), 1.0 / p.shape[1])
 
@@ -158,19 +171,33 @@ def balanced_accuracy(probs: np.ndarray, codes: np.ndarray) -> float:
     return float(np.mean([hit[codes == c].mean() for c in np.unique(codes)]))
 
 
-def decide(head: HeadOutput | None, labels: np.ndarray, dataset_classes: tuple[str, ...],
-           probe_balanced_accuracy: float | None, setting: str = "auto",
-           sha256: np.ndarray | None = None) -> HeadEvidence:
+def decide(
+    head: HeadOutput | None,
+    labels: np.ndarray,
+    dataset_classes: tuple[str, ...],
+    probe_balanced_accuracy: float | None,
+    setting: str = "auto",
+    sha256: np.ndarray | None = None,
+) -> HeadEvidence:
     """Whether the label screen uses the head (``setting``: ``auto``, ``on`` or ``off``)."""
     if setting == "off":
         return HeadEvidence(setting, False, "--label-head off")
     if head is None:
-        return HeadEvidence(setting, False, "the network has no classification head here (embeddings from a file, "
-                                            "a timm backbone, or the backbone not run)")
+        return HeadEvidence(
+            setting,
+            False,
+            "the network has no classification head here (embeddings from a file, "
+            "a timm backbone, or the backbone not run)",
+        )
     mapping = map_classes(head.classes, dataset_classes)
     if not mapping.covered:
-        return HeadEvidence(setting, False, f"its classes ({', '.join(head.classes)}) do not name "
-                                            f"{', '.join(mapping.missing)}", head.network, mapping)
+        return HeadEvidence(
+            setting,
+            False,
+            f"its classes ({', '.join(head.classes)}) do not name {', '.join(mapping.missing)}",
+            head.network,
+            mapping,
+        )
     from curate.representations.probe import fit_temperature, with_temperature
 
     probs = restrict(head, mapping, dataset_classes)
@@ -179,25 +206,43 @@ def decide(head: HeadOutput | None, labels: np.ndarray, dataset_classes: tuple[s
     temperature = fit_temperature(probs, codes)
     probs = with_temperature(probs, temperature)
     overlap = training_overlap(head.training_sample, sha256) if sha256 is not None else None
-    ev = HeadEvidence(setting, False, "", head.network, mapping, bal, probe_balanced_accuracy, probs, overlap,
-                      temperature)
+    ev = HeadEvidence(
+        setting,
+        False,
+        "",
+        head.network,
+        mapping,
+        bal,
+        probe_balanced_accuracy,
+        probs,
+        overlap,
+        temperature,
+    )
     if overlap is not None and overlap >= OVERLAP_WARN:
-        ev.notes.append(f"about {overlap:.0%} of these images are {head.network}'s training images: on them its "
-                        "head has seen the (re-annotated) labels and is no independent judge of them")
+        ev.notes.append(
+            f"about {overlap:.0%} of these images are {head.network}'s training images: on them its "
+            "head has seen the (re-annotated) labels and is no independent judge of them"
+        )
     if setting == "on":
         ev.used, ev.why = True, "used with the representation (--label-head on)"
     elif probe_balanced_accuracy is None or bal >= HEAD_MIN_SHARE * probe_balanced_accuracy:
         ev.used, ev.why = True, "used with the representation"
     else:
-        ev.why = (f"it agrees with the labels on balanced accuracy {bal:.2f}, under {HEAD_MIN_SHARE:g} x the "
-                  f"probe's {probe_balanced_accuracy:.2f}")
+        ev.why = (
+            f"it agrees with the labels on balanced accuracy {bal:.2f}, under {HEAD_MIN_SHARE:g} x the "
+            f"probe's {probe_balanced_accuracy:.2f}"
+        )
     if mapping.renamed():
-        ev.notes.append("network head classes mapped by name: "
-                        + ", ".join(f"{d} = {h}" for d, h in mapping.renamed().items()))
+        ev.notes.append(
+            "network head classes mapped by name: "
+            + ", ".join(f"{d} = {h}" for d, h in mapping.renamed().items())
+        )
     return ev
 
 
-def combined_confidence(probe_probs: np.ndarray, head_probs: np.ndarray, codes: np.ndarray) -> np.ndarray:
+def combined_confidence(
+    probe_probs: np.ndarray, head_probs: np.ndarray, codes: np.ndarray
+) -> np.ndarray:
     """``probe x head``, renormalised and temperature-calibrated on the labels ``codes``."""
     from curate.representations.probe import fit_temperature, with_temperature
 
@@ -237,9 +282,12 @@ def write_training_sample(sha256: list[str], path: str | Path, what: str) -> int
 
     picked = sorted({s.lower()[:16] for s in sha256 if s.lower().startswith(SAMPLE_PREFIX)})
     with atomic_path(path) as tmp:
-        Path(tmp).write_text(f"# {what}: SHA-256 (first 16 hex digits) of the {len(picked):,} training images whose "
-                             f"SHA-256 starts with {SAMPLE_PREFIX!r}, of {len(set(sha256)):,}\n"
-                             + "".join(f"{s}\n" for s in picked), encoding="utf-8")
+        Path(tmp).write_text(
+            f"# {what}: SHA-256 (first 16 hex digits) of the {len(picked):,} training images whose "
+            f"SHA-256 starts with {SAMPLE_PREFIX!r}, of {len(set(sha256)):,}\n"
+            + "".join(f"{s}\n" for s in picked),
+            encoding="utf-8",
+        )
     return len(picked)
 
 

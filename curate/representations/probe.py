@@ -43,13 +43,25 @@ class ProbeResult:
     temperature: float = 1.0
 
     def to_dict(self) -> dict[str, object]:
-        return {"balanced_accuracy": round(self.balanced_accuracy, 4), "accuracy": round(self.accuracy, 4),
-                "folds": self.folds, "grouped_by": "subject" if self.grouped else None,
-                "images": self.n_probed, "temperature": round(self.temperature, 3)}
+        return {
+            "balanced_accuracy": round(self.balanced_accuracy, 4),
+            "accuracy": round(self.accuracy, 4),
+            "folds": self.folds,
+            "grouped_by": "subject" if self.grouped else None,
+            "images": self.n_probed,
+            "temperature": round(self.temperature, 3),
+        }
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, n_classes: int, *, l2: float = PROBE_L2,
-                 iterations: int = PROBE_ITERATIONS, seed: int = 0):
+def fit_logistic(
+    x: np.ndarray,
+    y: np.ndarray,
+    n_classes: int,
+    *,
+    l2: float = PROBE_L2,
+    iterations: int = PROBE_ITERATIONS,
+    seed: int = 0,
+):
     """A fitted probe: a function from features to class probabilities (``N x K``).
 
     Multinomial logistic regression on standardised features, L2 penalty ``l2`` per
@@ -75,8 +87,13 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, n_classes: int, *, l2: float = PR
         grad[:d] += 2 * l2 * w[:d]
         return float(value), grad.ravel()
 
-    res = minimize(loss, np.zeros((d + 1) * n_classes), jac=True, method="L-BFGS-B",
-                   options={"maxiter": iterations})
+    res = minimize(
+        loss,
+        np.zeros((d + 1) * n_classes),
+        jac=True,
+        method="L-BFGS-B",
+        options={"maxiter": iterations},
+    )
     w = res.x.reshape(d + 1, n_classes)
 
     def predict(q: np.ndarray) -> np.ndarray:
@@ -113,16 +130,30 @@ def folds_of(codes: np.ndarray, groups: np.ndarray | None, k: int, seed: int) ->
     return fold
 
 
-def probe(x: np.ndarray, labels: np.ndarray, *, groups: np.ndarray | None = None,
-          folds: int = PROBE_FOLDS, max_images: int = PROBE_MAX_IMAGES, seed: int = 0) -> ProbeResult:
+def probe(
+    x: np.ndarray,
+    labels: np.ndarray,
+    *,
+    groups: np.ndarray | None = None,
+    folds: int = PROBE_FOLDS,
+    max_images: int = PROBE_MAX_IMAGES,
+    seed: int = 0,
+) -> ProbeResult:
     """Cross-validated probe of features ``x`` (``N x d``) for ``labels`` (see module doc)."""
     with _one_blas_thread():
-        return _probe(np.asarray(x, dtype=np.float64), np.asarray(labels).astype(str), groups, folds,
-                      max_images, seed)
+        return _probe(
+            np.asarray(x, dtype=np.float64),
+            np.asarray(labels).astype(str),
+            groups,
+            folds,
+            max_images,
+            seed,
+        )
 
 
-def _probe(x: np.ndarray, labels: np.ndarray, groups: np.ndarray | None, k: int, max_images: int,
-           seed: int) -> ProbeResult:
+def _probe(
+    x: np.ndarray, labels: np.ndarray, groups: np.ndarray | None, k: int, max_images: int, seed: int
+) -> ProbeResult:
     classes, codes = np.unique(labels, return_inverse=True)
     n, n_classes = len(codes), len(classes)
     rng = np.random.default_rng(seed)
@@ -144,10 +175,20 @@ def _probe(x: np.ndarray, labels: np.ndarray, groups: np.ndarray | None, k: int,
     if rest.size:
         probs[rest] = fit_logistic(x[probed], codes[probed], n_classes, seed=seed)(x[rest])
     hit = probs[probed].argmax(axis=1) == codes[probed]
-    recalls = [hit[codes[probed] == c].mean() for c in range(n_classes) if (codes[probed] == c).any()]
+    recalls = [
+        hit[codes[probed] == c].mean() for c in range(n_classes) if (codes[probed] == c).any()
+    ]
     t = fit_temperature(probs[probed], codes[probed])
-    return ProbeResult(float(np.mean(recalls)), float(hit.mean()), with_temperature(probs, t),
-                       tuple(map(str, classes)), k, bool(grouped), int(probed.size), t)
+    return ProbeResult(
+        float(np.mean(recalls)),
+        float(hit.mean()),
+        with_temperature(probs, t),
+        tuple(map(str, classes)),
+        k,
+        bool(grouped),
+        int(probed.size),
+        t,
+    )
 
 
 def with_temperature(probs: np.ndarray, t: float) -> np.ndarray:
@@ -166,7 +207,9 @@ def fit_temperature(probs: np.ndarray, codes: np.ndarray) -> float:
     rows = np.arange(len(codes))
 
     def nll(log_t: float) -> float:
-        return float(-np.log(with_temperature(probs, float(np.exp(log_t)))[rows, codes] + 1e-300).mean())
+        return float(
+            -np.log(with_temperature(probs, float(np.exp(log_t)))[rows, codes] + 1e-300).mean()
+        )
 
     res = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
     return float(np.exp(res.x))

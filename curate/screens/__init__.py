@@ -88,7 +88,9 @@ def registered() -> list[Screen]:
     tuple screens, each by its ``order`` (ties: registration order)."""
     _load_builtins()
     _load_plugins()
-    screens = sorted((cls() for cls in _REGISTRY.values()), key=lambda s: (LEVELS.index(s.level), s.order))
+    screens = sorted(
+        (cls() for cls in _REGISTRY.values()), key=lambda s: (LEVELS.index(s.level), s.order)
+    )
     return screens
 
 
@@ -109,7 +111,9 @@ def reasons() -> list[Reason]:
     """Every registered reason in the order of the ``reason`` columns and the report: the
     tuple screens' codes, then the image screens' codes."""
     screens = registered()
-    return [r for level in ("tuple", "image") for s in screens if s.level == level for r in s.reasons]
+    return [
+        r for level in ("tuple", "image") for s in screens if s.level == level for r in s.reasons
+    ]
 
 
 def reason(code: str) -> Reason | None:
@@ -159,13 +163,17 @@ def resolve_settings(given: Mapping[str, Any]) -> dict[str, Any]:
     for name in [n for n in given if n in old]:
         if old[name] in given:
             raise CurateError(f"{name} and {old[name]} both given", hint=f"pass {old[name]} only")
-        warnings.warn(f"screen option {name} is now called {old[name]}", DeprecationWarning, stacklevel=3)
+        warnings.warn(
+            f"screen option {name} is now called {old[name]}", DeprecationWarning, stacklevel=3
+        )
         given[old[name]] = given.pop(name)
     known = options()
     unknown = sorted(set(given) - set(known))
     if unknown:
-        raise CurateError(f"unknown screen option(s) {', '.join(unknown)}",
-                          hint=f"known options: {', '.join(sorted(known))}")
+        raise CurateError(
+            f"unknown screen option(s) {', '.join(unknown)}",
+            hint=f"known options: {', '.join(sorted(known))}",
+        )
     merged = {**defaults(), **given}
     out: dict[str, Any] = {}
     for s in registered():
@@ -173,7 +181,24 @@ def resolve_settings(given: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-__all__ = ["ENTRY_POINT_GROUP", "Option", "Reason", "Screen", "ScreenContext", "ScreenOutput",
-           "aliases", "defaults", "get", "names", "options", "progress_labels", "reason", "reasons", "register", "registered",
-           "resolve_settings", "screen_of", "unregister"]
-
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Option",
+    "Reason",
+    "Screen",
+    "ScreenContext",
+    "ScreenOutput",
+    "aliases",
+    "defaults",
+    "get",
+    "names",
+    "options",
+    "progress_labels",
+    "reason",
+    "reasons",
+    "register",
+    "registered",
+    "resolve_settings",
+    "screen_of",
+    "unregister",
+]

@@ -34,10 +34,10 @@ StageProgress = Callable[[str, int, int], None]
 class Reason:
     """A reason code a screen writes into ``reason`` columns, and how the report shows it."""
 
-    code: str    # machine-readable, e.g. ``side_face``; never contains ``;``
-    label: str   # for people, e.g. ``side face``
-    color: str   # ``#rrggbb``, used by every figure and chip of the report
-    help: str    # one sentence: what it means and which option moves it
+    code: str  # machine-readable, e.g. ``side_face``; never contains ``;``
+    label: str  # for people, e.g. ``side face``
+    color: str  # ``#rrggbb``, used by every figure and chip of the report
+    help: str  # one sentence: what it means and which option moves it
 
 
 @dataclass(frozen=True)
@@ -96,8 +96,10 @@ class ScreenContext:
         """The embeddings, for a screen that declares ``needs_embeddings`` (the pipeline
         computes them then); a :class:`CurateError` naming ``screen`` when there are none."""
         if self.embeddings is None:
-            raise CurateError(f"screen {screen!r} needs embeddings and none were computed",
-                              hint="pass --embeddings FILE or let curate screen embed the images")
+            raise CurateError(
+                f"screen {screen!r} needs embeddings and none were computed",
+                hint="pass --embeddings FILE or let curate screen embed the images",
+            )
         return self.embeddings
 
     @property
@@ -145,8 +147,10 @@ class ScreenOutput:
         for name in ("score", "reject", "reason"):
             arr = getattr(self, name)
             if np.shape(arr) != (n_rows,):
-                raise CurateError(f"{where} returned {name} of shape {np.shape(arr)}, "
-                                  f"expected ({n_rows},) ({screen.level} rows)")
+                raise CurateError(
+                    f"{where} returned {name} of shape {np.shape(arr)}, "
+                    f"expected ({n_rows},) ({screen.level} rows)"
+                )
         known = set(screen.codes)
         has_reason = np.array([isinstance(r, str) and r != "" for r in self.reason], dtype=bool)
         if not np.array_equal(has_reason, np.asarray(self.reject, dtype=bool)):
@@ -154,9 +158,13 @@ class ScreenOutput:
         for r in set(self.reason[has_reason].tolist()):
             unknown = set(r.split(";")) - known
             if unknown:
-                raise CurateError(f"{where} wrote reason code(s) {sorted(unknown)} it does not register")
+                raise CurateError(
+                    f"{where} wrote reason code(s) {sorted(unknown)} it does not register"
+                )
         if self.table is not None and len(self.table) != n_rows:
-            raise CurateError(f"{where} returned a table of {len(self.table)} rows, expected {n_rows}")
+            raise CurateError(
+                f"{where} returned a table of {len(self.table)} rows, expected {n_rows}"
+            )
 
 
 class Screen(ABC):
@@ -199,8 +207,12 @@ class Screen(ABC):
         if not self.skippable:
             return None
         name = f"skip_{self.name}_screen"
-        return Option(name, False, self.skip_help or f"Do not run the {self.name.replace('_', ' ')} screen.",
-                      check_flag(name))
+        return Option(
+            name,
+            False,
+            self.skip_help or f"Do not run the {self.name.replace('_', ' ')} screen.",
+            check_flag(name),
+        )
 
     def all_options(self) -> tuple[Option, ...]:
         """:attr:`options` and, for a skippable screen, its skip option."""
@@ -226,8 +238,10 @@ class Screen(ABC):
 
     def resolve(self, settings: Mapping[str, Any]) -> dict[str, Any]:
         """Check this screen's options in ``settings``; return their values to use."""
-        return {o.name: (o.check(settings[o.name]) if o.check else settings[o.name])
-                for o in self.all_options()}
+        return {
+            o.name: (o.check(settings[o.name]) if o.check else settings[o.name])
+            for o in self.all_options()
+        }
 
     @property
     def section_title(self) -> str:
@@ -262,7 +276,9 @@ class Screen(ABC):
         near-duplicate's kept copy), or None."""
         return None
 
-    def outputs(self, out: ScreenOutput, ctx: ScreenContext) -> dict[str, pd.DataFrame | dict[str, Any]]:
+    def outputs(
+        self, out: ScreenOutput, ctx: ScreenContext
+    ) -> dict[str, pd.DataFrame | dict[str, Any]]:
         """Files to write into the output folder (name -> table or JSON object)."""
         return {}
 
@@ -276,20 +292,31 @@ def join_codes(flags: Sequence[tuple[str, np.ndarray]]) -> np.ndarray:
     bits = np.zeros(n, dtype=np.int64)
     for k, (_, hit) in enumerate(flags):
         bits |= np.asarray(hit, dtype=bool).astype(np.int64) << k
-    table = {b: ";".join(code for k, (code, _) in enumerate(flags) if b >> k & 1) or None
-             for b in np.unique(bits).tolist()}
+    table = {
+        b: ";".join(code for k, (code, _) in enumerate(flags) if b >> k & 1) or None
+        for b in np.unique(bits).tolist()
+    }
     return np.array([table[b] for b in bits.tolist()], dtype=object)
 
 
-def check_number(name: str, *, low: float | None = None, high: float | None = None,
-                 low_open: bool = False, high_open: bool = False, example: Any = None,
-                 allow_none: bool = False) -> Callable[[Any], Any]:
+def check_number(
+    name: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    example: Any = None,
+    allow_none: bool = False,
+) -> Callable[[Any], Any]:
     """An :class:`Option` check: a finite number within the bounds."""
 
     def check(value: Any) -> Any:
         if value is None and allow_none:
             return None
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        ok = (
+            isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        )
         if ok and low is not None:
             ok = value > low if low_open else value >= low
         if ok and high is not None:
@@ -297,11 +324,16 @@ def check_number(name: str, *, low: float | None = None, high: float | None = No
         if not ok:
             lo = "" if low is None else ("(" if low_open else "[") + f"{low:g}"
             hi = "" if high is None else f"{high:g}" + (")" if high_open else "]")
-            span = f"in {lo}, {hi}" if low is not None and high is not None else (
-                f"above {low:g}" if low is not None else f"at most {high:g}")
+            span = (
+                f"in {lo}, {hi}"
+                if low is not None and high is not None
+                else (f"above {low:g}" if low is not None else f"at most {high:g}")
+            )
             flag = "--" + name.replace("_", "-")
-            raise CurateError(f"{name} must be a number {span}, got {value!r}",
-                              hint=f"use for example {flag} {example}" if example is not None else None)
+            raise CurateError(
+                f"{name} must be a number {span}, got {value!r}",
+                hint=f"use for example {flag} {example}" if example is not None else None,
+            )
         return float(value)
 
     return check
@@ -312,8 +344,10 @@ def check_flag(name: str) -> Callable[[Any], Any]:
 
     def check(value: Any) -> Any:
         if not isinstance(value, bool):
-            raise CurateError(f"{name} must be true or false, got {value!r}",
-                              hint=f"use --{name.replace('_', '-')} (a flag) or --option {name}=true")
+            raise CurateError(
+                f"{name} must be true or false, got {value!r}",
+                hint=f"use --{name.replace('_', '-')} (a flag) or --option {name}=true",
+            )
         return value
 
     return check
@@ -324,8 +358,10 @@ def check_choice(name: str, choices: Sequence[str]) -> Callable[[Any], Any]:
 
     def check(value: Any) -> Any:
         if value not in choices:
-            raise CurateError(f"{name} must be one of {', '.join(choices)}, got {value!r}",
-                              hint=f"use --{name.replace('_', '-')} {choices[0]}")
+            raise CurateError(
+                f"{name} must be one of {', '.join(choices)}, got {value!r}",
+                hint=f"use --{name.replace('_', '-')} {choices[0]}",
+            )
         return value
 
     return check

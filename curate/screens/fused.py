@@ -37,8 +37,9 @@ def available() -> bool:
 @cache
 def _kernels() -> tuple[Any, Any]:
     if not available():
-        raise CurateError("the fused boundary kernel needs numba, which is not installed",
-                          hint=INSTALL_HINT)
+        raise CurateError(
+            "the fused boundary kernel needs numba, which is not installed", hint=INSTALL_HINT
+        )
     import numba
 
     # reassoc lets LLVM vectorise the sums; NaN and infinity keep their IEEE meaning
@@ -89,15 +90,26 @@ def _kernels() -> tuple[Any, Any]:
     return triplet, quadruplet
 
 
-def fused_chunk(e: np.ndarray, cols: dict[str, np.ndarray], out: dict[str, np.ndarray],
-                sl: slice) -> None:
+def fused_chunk(
+    e: np.ndarray, cols: dict[str, np.ndarray], out: dict[str, np.ndarray], sl: slice
+) -> None:
     """Fill ``out[name][sl]`` (``d_ap``, ``d_an`` and, for quadruplets, ``d_an2``, ``d_nn2``)
     from the rows ``cols[role][sl]`` of ``e`` (C-contiguous float32 or float64)."""
     triplet, quadruplet = _kernels()
     zero = e.dtype.type(0)
     a, p, n = cols["anchor"][sl], cols["positive"][sl], cols["negative"][sl]
     if "negative2" in cols:
-        quadruplet(e, a, p, n, cols["negative2"][sl], zero, out["d_ap"][sl], out["d_an"][sl],
-                   out["d_an2"][sl], out["d_nn2"][sl])
+        quadruplet(
+            e,
+            a,
+            p,
+            n,
+            cols["negative2"][sl],
+            zero,
+            out["d_ap"][sl],
+            out["d_an"][sl],
+            out["d_an2"][sl],
+            out["d_nn2"][sl],
+        )
     else:
         triplet(e, a, p, n, zero, out["d_ap"][sl], out["d_an"][sl])

@@ -58,9 +58,18 @@ PRIOR_FLOOR = 0.1
 # its precision on FERPlus-mislabelled images rises (dev 0.856 -> 0.872; docs/label.md).
 MAX_CLASS_SHARE = 0.5
 _CHUNK = 65536
-LABEL_COLUMNS = ("label", "suggested_label", "label_posterior", "suggested_posterior",
-                 "suspicion", "suspicion_logit", "label_pvalue", "label_rank", "distance_own",
-                 "distance_suggested")
+LABEL_COLUMNS = (
+    "label",
+    "suggested_label",
+    "label_posterior",
+    "suggested_posterior",
+    "suspicion",
+    "suspicion_logit",
+    "label_pvalue",
+    "label_rank",
+    "distance_own",
+    "distance_suggested",
+)
 
 
 @dataclass(frozen=True)
@@ -79,22 +88,33 @@ class LabelModel:
     def to_dict(self) -> dict[str, Any]:
         """Plain data: per class its labelled count and estimated prior, and the settings."""
         return {
-            "tau": self.tau, "prior_floor": self.prior_floor, "iterations": self.iterations,
-            "converged": self.converged, "capped_classes": [dict(c) for c in self.capped],
-            "classes": [{"class": c, "n_labelled": n, "prior": p}
-                        for c, n, p in zip(self.classes, self.counts, self.prior, strict=True)],
+            "tau": self.tau,
+            "prior_floor": self.prior_floor,
+            "iterations": self.iterations,
+            "converged": self.converged,
+            "capped_classes": [dict(c) for c in self.capped],
+            "classes": [
+                {"class": c, "n_labelled": n, "prior": p}
+                for c, n, p in zip(self.classes, self.counts, self.prior, strict=True)
+            ],
         }
 
 
-def encode_labels(labels: np.ndarray | pd.Series | list[Any], n: int) -> tuple[np.ndarray, tuple[str, ...]]:
+def encode_labels(
+    labels: np.ndarray | pd.Series | list[Any], n: int
+) -> tuple[np.ndarray, tuple[str, ...]]:
     """Class codes (int64, one per row) and the sorted class names of ``labels`` (as strings)."""
     arr = np.asarray(labels, dtype=object)
     if arr.ndim != 1 or arr.size != n:
-        raise CurateError(f"{arr.size} labels for {n} embeddings", hint="give one label per embedding row")
+        raise CurateError(
+            f"{arr.size} labels for {n} embeddings", hint="give one label per embedding row"
+        )
     missing = pd.isna(arr)
     if missing.any():
-        raise CurateError(f"labels are missing for rows {np.flatnonzero(missing)[:5].tolist()}",
-                          hint="drop the unlabelled images or give them a label")
+        raise CurateError(
+            f"labels are missing for rows {np.flatnonzero(missing)[:5].tolist()}",
+            hint="drop the unlabelled images or give them a label",
+        )
     classes, codes = np.unique(arr.astype(str), return_inverse=True)
     return codes.astype(np.int64), tuple(str(c) for c in classes)
 
@@ -120,7 +140,7 @@ def class_distances(emb: np.ndarray, codes: np.ndarray, n_classes: int) -> np.nd
         ci, si = codes[sl], sq[sl]
         rows = np.arange(ci.size)
         dot = x[sl].astype(np.float64) @ sums.T
-        dot[rows, ci] -= si                                   # leave the row out of its own class
+        dot[rows, ci] -= si  # leave the row out of its own class
         cnt = np.broadcast_to(counts, dot.shape).copy()
         cnt[rows, ci] -= 1
         qs = np.broadcast_to(sq_sums, dot.shape).copy()
@@ -131,10 +151,16 @@ def class_distances(emb: np.ndarray, codes: np.ndarray, n_classes: int) -> np.nd
     return out
 
 
-def label_posteriors(emb: np.ndarray, labels: np.ndarray | pd.Series | list[Any], *,
-                     tau: float | None = None, prior_floor: float = PRIOR_FLOOR,
-                     head_probs: np.ndarray | None = None,
-                     max_iter: int = 2000, tol: float = 1e-8) -> tuple[pd.DataFrame, LabelModel]:
+def label_posteriors(
+    emb: np.ndarray,
+    labels: np.ndarray | pd.Series | list[Any],
+    *,
+    tau: float | None = None,
+    prior_floor: float = PRIOR_FLOOR,
+    head_probs: np.ndarray | None = None,
+    max_iter: int = 2000,
+    tol: float = 1e-8,
+) -> tuple[pd.DataFrame, LabelModel]:
     """Per image (rows of ``emb``, normalised as for the boundary): how well it fits its label.
 
     Returns a table aligned with the rows, columns :data:`LABEL_COLUMNS` (see
@@ -151,8 +177,10 @@ def label_posteriors(emb: np.ndarray, labels: np.ndarray | pd.Series | list[Any]
     codes, classes = encode_labels(labels, n)
     k = len(classes)
     if k < 2:
-        raise CurateError(f"label verdicts need at least two classes, got {list(classes)}",
-                          hint="screen a dataset with two or more labelled classes")
+        raise CurateError(
+            f"label verdicts need at least two classes, got {list(classes)}",
+            hint="screen a dataset with two or more labelled classes",
+        )
     if not (prior_floor >= 0 and math.isfinite(prior_floor)):
         raise CurateError(f"prior_floor must be a non-negative number, got {prior_floor!r}")
     if tau is None:
@@ -160,8 +188,10 @@ def label_posteriors(emb: np.ndarray, labels: np.ndarray | pd.Series | list[Any]
         d_eff = effective_dimension(x)
         tau = scale / math.sqrt(2.0 * d_eff) if d_eff > 0 else 0.0
     if not (tau > 0 and math.isfinite(tau)):
-        raise CurateError(f"tau must be a positive number, got {tau!r}",
-                          hint="the embeddings have no variance; check the backbone and weights")
+        raise CurateError(
+            f"tau must be a positive number, got {tau!r}",
+            hint="the embeddings have no variance; check the backbone and weights",
+        )
     r = class_distances(x, codes, k)
     evidence = np.where(np.isnan(r), -np.inf, -r / tau)
     if head_probs is not None:
@@ -172,8 +202,14 @@ def label_posteriors(emb: np.ndarray, labels: np.ndarray | pd.Series | list[Any]
     counts = np.bincount(codes, minlength=k).astype(np.float64)
     log_post, prior, iters, converged = _prior_em(evidence, counts, prior_floor, max_iter, tol)
     return _verdict_table(log_post, r, codes, classes), LabelModel(
-        classes=classes, counts=tuple(int(c) for c in counts), prior=tuple(float(p) for p in prior),
-        tau=float(tau), prior_floor=float(prior_floor), iterations=iters, converged=converged)
+        classes=classes,
+        counts=tuple(int(c) for c in counts),
+        prior=tuple(float(p) for p in prior),
+        tau=float(tau),
+        prior_floor=float(prior_floor),
+        iterations=iters,
+        converged=converged,
+    )
 
 
 def label_reject(verdicts: pd.DataFrame, alpha: float) -> np.ndarray:
@@ -183,8 +219,9 @@ def label_reject(verdicts: pd.DataFrame, alpha: float) -> np.ndarray:
     return verdicts["label_pvalue"].to_numpy(np.float64) < alpha
 
 
-def cap_per_class(reject: np.ndarray, verdicts: pd.DataFrame, max_share: float
-                  ) -> tuple[np.ndarray, list[dict[str, Any]]]:
+def cap_per_class(
+    reject: np.ndarray, verdicts: pd.DataFrame, max_share: float
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """``reject`` with at most ``floor(max_share * n)`` rejections in each labelled class of
     ``n`` images: where a class has more, only its most suspect (largest
     ``suspicion_logit``, then the first row) stay rejected.
@@ -207,7 +244,9 @@ def cap_per_class(reject: np.ndarray, verdicts: pd.DataFrame, max_share: float
         keep = rows[np.argsort(-logit[rows], kind="stable")[:allowed]]
         out[rows] = False
         out[keep] = True
-        capped.append({"class": c, "n_images": int(rows.size), "would_reject": would, "rejected": allowed})
+        capped.append(
+            {"class": c, "n_images": int(rows.size), "would_reject": would, "rejected": allowed}
+        )
     return out, capped
 
 
@@ -218,14 +257,15 @@ def _class_sums(x: np.ndarray, codes: np.ndarray, n_classes: int) -> np.ndarray:
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     out = np.zeros((n_classes, x.shape[1]))
     for c in np.flatnonzero(counts):
-        rows = order[starts[c]:starts[c] + counts[c]]
+        rows = order[starts[c] : starts[c] + counts[c]]
         for b in range(0, rows.size, _CHUNK):
-            out[c] += x[rows[b:b + _CHUNK]].sum(axis=0, dtype=np.float64)
+            out[c] += x[rows[b : b + _CHUNK]].sum(axis=0, dtype=np.float64)
     return out
 
 
-def _prior_em(evidence: np.ndarray, counts: np.ndarray, floor: float, max_iter: int,
-              tol: float) -> tuple[np.ndarray, np.ndarray, int, bool]:
+def _prior_em(
+    evidence: np.ndarray, counts: np.ndarray, floor: float, max_iter: int, tol: float
+) -> tuple[np.ndarray, np.ndarray, int, bool]:
     """Fixed point of ``pi_k <- mean_i p(k | x_i) + floor * n_k / N``, renormalised.
 
     ``a = exp(evidence - row max)`` is computed once; an iteration is then two
@@ -253,34 +293,37 @@ def _log_softmax(z: np.ndarray) -> np.ndarray:
         return z - m - np.log(np.sum(np.exp(z - m), axis=1, keepdims=True))
 
 
-def _verdict_table(log_post: np.ndarray, r: np.ndarray, codes: np.ndarray,
-                   classes: tuple[str, ...]) -> pd.DataFrame:
+def _verdict_table(
+    log_post: np.ndarray, r: np.ndarray, codes: np.ndarray, classes: tuple[str, ...]
+) -> pd.DataFrame:
     n = len(codes)
     rows = np.arange(n)
     names = np.asarray(classes, dtype=object)
     own = log_post[rows, codes]
     other = log_post.copy()
     other[rows, codes] = -np.inf
-    best = np.argmax(other, axis=1)                  # the best class other than the label
+    best = np.argmax(other, axis=1)  # the best class other than the label
     m = other[rows, best]
     with np.errstate(divide="ignore", invalid="ignore"):
         log_other = m + np.log(np.sum(np.exp(other - m[:, None]), axis=1))
-    alone = np.isnan(r[rows, codes])                 # the only image of its class: no evidence
+    alone = np.isnan(r[rows, codes])  # the only image of its class: no evidence
     post = np.exp(own)
     rank = 1 + np.sum(log_post > own[:, None], axis=1)
     logit = np.where(alone, np.nan, log_other - own)
-    return pd.DataFrame({
-        "label": names[codes],
-        "suggested_label": names[best],
-        "label_posterior": np.where(alone, np.nan, post),
-        "suggested_posterior": np.exp(m),
-        "suspicion": np.where(alone, np.nan, 1.0 - post),
-        "suspicion_logit": logit,
-        "label_pvalue": _pvalues(logit, np.where(alone, 0.0, post)),
-        "label_rank": np.where(alone, 0, rank).astype(np.int64),
-        "distance_own": r[rows, codes],
-        "distance_suggested": r[rows, best],
-    })
+    return pd.DataFrame(
+        {
+            "label": names[codes],
+            "suggested_label": names[best],
+            "label_posterior": np.where(alone, np.nan, post),
+            "suggested_posterior": np.exp(m),
+            "suspicion": np.where(alone, np.nan, 1.0 - post),
+            "suspicion_logit": logit,
+            "label_pvalue": _pvalues(logit, np.where(alone, 0.0, post)),
+            "label_rank": np.where(alone, 0, rank).astype(np.int64),
+            "distance_own": r[rows, codes],
+            "distance_suggested": r[rows, best],
+        }
+    )
 
 
 def _pvalues(stat: np.ndarray, weight: np.ndarray) -> np.ndarray:
@@ -294,7 +337,7 @@ def _pvalues(stat: np.ndarray, weight: np.ndarray) -> np.ndarray:
         return out
     order = np.argsort(stat[ok], kind="stable")
     ref, w = stat[ok][order], weight[ok][order]
-    tail = np.concatenate([np.cumsum(w[::-1])[::-1], [0.0]])      # weight at or above each position
+    tail = np.concatenate([np.cumsum(w[::-1])[::-1], [0.0]])  # weight at or above each position
     first = np.searchsorted(ref, stat[ok], side="left")
     out[ok] = tail[first] / tail[0]
     return out
@@ -303,12 +346,16 @@ def _pvalues(stat: np.ndarray, weight: np.ndarray) -> np.ndarray:
 def _as_matrix(emb: np.ndarray) -> np.ndarray:
     arr = np.asarray(emb)
     if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise CurateError(f"embeddings must be a non-empty 2-D array (images x dimensions), got shape {arr.shape}")
+        raise CurateError(
+            f"embeddings must be a non-empty 2-D array (images x dimensions), got shape {arr.shape}"
+        )
     if arr.dtype != np.float64:
         arr = arr.astype(np.float32, copy=False)
     if not np.isfinite(arr).all():
-        raise CurateError("embeddings contain NaN or infinity",
-                          hint="re-embed the images; check the backbone's weights")
+        raise CurateError(
+            "embeddings contain NaN or infinity",
+            hint="re-embed the images; check the backbone's weights",
+        )
     return arr
 
 
@@ -339,7 +386,9 @@ def probe_matrix(pr, classes: tuple[str, ...]) -> np.ndarray:
     return out
 
 
-def suggested_confidence(probs: np.ndarray, classes: tuple[str, ...], suggested: np.ndarray) -> np.ndarray:
+def suggested_confidence(
+    probs: np.ndarray, classes: tuple[str, ...], suggested: np.ndarray
+) -> np.ndarray:
     """Per image, the probability that ``suggested`` is its class under ``probs`` (``N x K``
     over ``classes``): the out-of-fold probabilities of the probe, or with the network's head
     the calibrated product of both (:func:`curate.representations.head.combined_confidence`).
@@ -357,17 +406,25 @@ DEFAULT_ALPHA_LABEL = 0.01
 
 def _check_alpha_label(value: float) -> float:
     if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1):
-        raise CurateError(f"alpha_label must be a number strictly between 0 and 1, got {value!r}",
-                          hint=f"use for example --alpha-label {DEFAULT_ALPHA_LABEL:g}")
+        raise CurateError(
+            f"alpha_label must be a number strictly between 0 and 1, got {value!r}",
+            hint=f"use for example --alpha-label {DEFAULT_ALPHA_LABEL:g}",
+        )
     return float(value)
 
 
 def _check_prior_floor(value: float) -> float:
-    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-            and value >= 0):
-        raise CurateError(f"label_prior_floor must be a non-negative number, got {value!r}",
-                          hint=f"use for example --label-prior-floor {PRIOR_FLOOR:g} "
-                               "(1 keeps the labelled class shares)")
+    if not (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value >= 0
+    ):
+        raise CurateError(
+            f"label_prior_floor must be a non-negative number, got {value!r}",
+            hint=f"use for example --label-prior-floor {PRIOR_FLOOR:g} "
+            "(1 keeps the labelled class shares)",
+        )
     return float(value)
 
 
@@ -375,8 +432,10 @@ def _check_head_setting(value: object) -> str:
     from curate.representations.head import HEAD_SETTINGS
 
     if value not in HEAD_SETTINGS:
-        raise CurateError(f"label_head must be one of {', '.join(HEAD_SETTINGS)}, got {value!r}",
-                          hint="use --label-head auto, on or off")
+        raise CurateError(
+            f"label_head must be one of {', '.join(HEAD_SETTINGS)}, got {value!r}",
+            hint="use --label-head auto, on or off",
+        )
     return str(value)
 
 
@@ -390,31 +449,62 @@ class LabelScreen(Screen):
     needs_embeddings = True
     ranks_images = True
     skip_help = "Do not run the image-level label screen."
-    summary = "the image fits another class better than its own label (label_pvalue < --alpha-label)"
-    reasons = (Reason(LABEL_SUSPECT, "label suspect", "#bc5090",
-                      "the image fits another class better than its label: label_pvalue below "
-                      "--alpha-label (see suggested_label)"),)
-    options = (
-        Option("alpha_label", DEFAULT_ALPHA_LABEL,
-               "Reject an image's label when its label p-value is below this (label_suspect).",
-               _check_alpha_label),
-        Option("label_prior_floor", PRIOR_FLOOR,
-               "Floor of the estimated class priors, as a share of each class's labelled share "
-               "(lower: trust the embedding more about classes that are over-labelled).",
-               _check_prior_floor),
-        Option("label_max_class_share", MAX_CLASS_SHARE,
-               "Never reject more than this share of a class's images on label evidence (its most "
-               "suspect first; 1: no cap), so that no class vanishes.",
-               check_number("label_max_class_share", low=0, high=1, low_open=True, example=MAX_CLASS_SHARE)),
-        Option("label_head", "auto",
-               "Use the network's classification head as a second judge of the labels: auto (when its "
-               "classes cover the dataset's and it agrees with the labels at least 0.6 x as well as the "
-               "representation's probe), on, or off (docs/label.md).", _check_head_setting,
-               choices=("auto", "on", "off")),
+    summary = (
+        "the image fits another class better than its own label (label_pvalue < --alpha-label)"
     )
-    suspect_columns = ("suggested_label", "suggested_confidence", "suspicion", "label_posterior",
-                       "suggested_posterior", "label_pvalue", "label_rank", "distance_own",
-                       "distance_suggested")
+    reasons = (
+        Reason(
+            LABEL_SUSPECT,
+            "label suspect",
+            "#bc5090",
+            "the image fits another class better than its label: label_pvalue below "
+            "--alpha-label (see suggested_label)",
+        ),
+    )
+    options = (
+        Option(
+            "alpha_label",
+            DEFAULT_ALPHA_LABEL,
+            "Reject an image's label when its label p-value is below this (label_suspect).",
+            _check_alpha_label,
+        ),
+        Option(
+            "label_prior_floor",
+            PRIOR_FLOOR,
+            "Floor of the estimated class priors, as a share of each class's labelled share "
+            "(lower: trust the embedding more about classes that are over-labelled).",
+            _check_prior_floor,
+        ),
+        Option(
+            "label_max_class_share",
+            MAX_CLASS_SHARE,
+            "Never reject more than this share of a class's images on label evidence (its most "
+            "suspect first; 1: no cap), so that no class vanishes.",
+            check_number(
+                "label_max_class_share", low=0, high=1, low_open=True, example=MAX_CLASS_SHARE
+            ),
+        ),
+        Option(
+            "label_head",
+            "auto",
+            "Use the network's classification head as a second judge of the labels: auto (when its "
+            "classes cover the dataset's and it agrees with the labels at least 0.6 x as well as the "
+            "representation's probe), on, or off (docs/label.md).",
+            _check_head_setting,
+            choices=("auto", "on", "off"),
+        ),
+    )
+    suspect_columns = (
+        "suggested_label",
+        "suggested_confidence",
+        "suspicion",
+        "label_posterior",
+        "suggested_posterior",
+        "label_pvalue",
+        "label_rank",
+        "distance_own",
+        "distance_suggested",
+    )
 
     def run(self, ctx: ScreenContext) -> ScreenOutput:
         if ctx.embeddings is None:
@@ -424,31 +514,61 @@ class LabelScreen(Screen):
         codes, classes = encode_labels(ctx.labels, len(ctx.labels))
         pr = run_probe(ctx)
         sha = ctx.images["sha256"].to_numpy() if "sha256" in ctx.images.columns else None
-        evidence = decide(ctx.shared.get("head"), ctx.labels, classes, pr.balanced_accuracy,
-                          ctx.settings["label_head"], sha256=sha)
+        evidence = decide(
+            ctx.shared.get("head"),
+            ctx.labels,
+            classes,
+            pr.balanced_accuracy,
+            ctx.settings["label_head"],
+            sha256=sha,
+        )
         head = evidence.probabilities if evidence.used else None
-        table, model = label_posteriors(ctx.embeddings, ctx.labels, head_probs=head,
-                                        prior_floor=ctx.settings["label_prior_floor"])
+        table, model = label_posteriors(
+            ctx.embeddings,
+            ctx.labels,
+            head_probs=head,
+            prior_floor=ctx.settings["label_prior_floor"],
+        )
         probs = probe_matrix(pr, classes)
         if head is not None:
             probs = combined_confidence(probs, head, codes)
-        reject, capped = cap_per_class(label_reject(table, ctx.settings["alpha_label"]), table,
-                                       ctx.settings["label_max_class_share"])
+        reject, capped = cap_per_class(
+            label_reject(table, ctx.settings["alpha_label"]),
+            table,
+            ctx.settings["label_max_class_share"],
+        )
         reason = np.where(reject, LABEL_SUSPECT, None).astype(object)
         score = table["suspicion_logit"].to_numpy(np.float64)
-        table["suggested_confidence"] = suggested_confidence(probs, classes, table["suggested_label"].to_numpy())
-        notes = [f"label screen: {c['would_reject']:,} of the {c['n_images']:,} images labelled "
-                 f"{c['class']} have label p-values below {ctx.settings['alpha_label']:g}; only the "
-                 f"{c['rejected']:,} most suspect are rejected (--label-max-class-share "
-                 f"{ctx.settings['label_max_class_share']:g}), so the class does not vanish"
-                 for c in capped]
+        table["suggested_confidence"] = suggested_confidence(
+            probs, classes, table["suggested_label"].to_numpy()
+        )
+        notes = [
+            f"label screen: {c['would_reject']:,} of the {c['n_images']:,} images labelled "
+            f"{c['class']} have label p-values below {ctx.settings['alpha_label']:g}; only the "
+            f"{c['rejected']:,} most suspect are rejected (--label-max-class-share "
+            f"{ctx.settings['label_max_class_share']:g}), so the class does not vanish"
+            for c in capped
+        ]
         notes = [f"label evidence: {evidence.sentence()}", *evidence.notes, *notes]
-        return ScreenOutput(score=score, reject=reject, reason=reason, table=table,
-                            artifacts={"model": replace(model, capped=tuple(capped)), "notes": notes,
-                                       "evidence": evidence.record()})
+        return ScreenOutput(
+            score=score,
+            reject=reject,
+            reason=reason,
+            table=table,
+            artifacts={
+                "model": replace(model, capped=tuple(capped)),
+                "notes": notes,
+                "evidence": evidence.record(),
+            },
+        )
 
     def caption(self, row, code: str) -> list[str]:
         p, s = row.get("label_pvalue"), row.get("suggested_label")
-        return [d for d in (f"looks like {s}" if isinstance(s, str) else None,
-                            f"p = {p:.3g}" if isinstance(p, float) and not math.isnan(p) else None) if d]
-
+        return [
+            d
+            for d in (
+                f"looks like {s}" if isinstance(s, str) else None,
+                f"p = {p:.3g}" if isinstance(p, float) and not math.isnan(p) else None,
+            )
+            if d
+        ]

@@ -51,15 +51,27 @@ class NearDuplicateScreen(Screen):
     order = 90
     level = "image"
     column_prefix = "near_duplicate"
-    summary = "the same photo again in its split (resized, re-encoded, cropped, re-toned or mirrored)"
-    reasons = (Reason(nd.NEAR_DUPLICATE, "near-duplicate", "#e377c2",
-                      "the same photo as another image of its split (near_duplicate_of: the one kept); "
-                      "confirmed when the aligned pixel similarity is at least --min-pixel-sim"),)
+    summary = (
+        "the same photo again in its split (resized, re-encoded, cropped, re-toned or mirrored)"
+    )
+    reasons = (
+        Reason(
+            nd.NEAR_DUPLICATE,
+            "near-duplicate",
+            "#e377c2",
+            "the same photo as another image of its split (near_duplicate_of: the one kept); "
+            "confirmed when the aligned pixel similarity is at least --min-pixel-sim",
+        ),
+    )
     options = (
-        Option("min_pixel_sim", nd.DEFAULT_MIN_PIXEL_SIM,
-               "Pixel similarity (0-1) from which two images are the same photo (near_duplicate).",
-               check_number("min_pixel_sim", low=0, high=1, low_open=True,
-                            example=nd.DEFAULT_MIN_PIXEL_SIM)),
+        Option(
+            "min_pixel_sim",
+            nd.DEFAULT_MIN_PIXEL_SIM,
+            "Pixel similarity (0-1) from which two images are the same photo (near_duplicate).",
+            check_number(
+                "min_pixel_sim", low=0, high=1, low_open=True, example=nd.DEFAULT_MIN_PIXEL_SIM
+            ),
+        ),
     )
     skip_help = "Do not look for near-duplicates and leakage."
     skip_aliases = ("skip_near_duplicate_screen",)
@@ -79,14 +91,26 @@ class NearDuplicateScreen(Screen):
         rejected_before = np.zeros(len(ctx.images), bool)
         for out in ctx.results.values():  # the image screens that ran before this one
             rejected_before |= np.asarray(out.reject, bool)
-        per_image, pairs = nd.near_duplicates(thumbs, ctx.images, min_pixel_sim=ctx.settings["min_pixel_sim"],
-                                              prefer=~rejected_before, seed=ctx.settings["seed"])
+        per_image, pairs = nd.near_duplicates(
+            thumbs,
+            ctx.images,
+            min_pixel_sim=ctx.settings["min_pixel_sim"],
+            prefer=~rejected_before,
+            seed=ctx.settings["seed"],
+        )
         reject = per_image["near_duplicate_of"].notna().to_numpy(bool)
         table = pd.concat([ctx.images[["image_id"]].reset_index(drop=True), per_image], axis=1)
-        return ScreenOutput(score=per_image["near_duplicate_score"].to_numpy(np.float64), reject=reject,
-                            reason=join_codes([(nd.NEAR_DUPLICATE, reject)]), table=table,
-                            artifacts={"pairs": pairs, "groups": int(per_image["near_duplicate_group"].max()) + 1,
-                                       **leakage_summary(pairs)})
+        return ScreenOutput(
+            score=per_image["near_duplicate_score"].to_numpy(np.float64),
+            reject=reject,
+            reason=join_codes([(nd.NEAR_DUPLICATE, reject)]),
+            table=table,
+            artifacts={
+                "pairs": pairs,
+                "groups": int(per_image["near_duplicate_group"].max()) + 1,
+                **leakage_summary(pairs),
+            },
+        )
 
     def outputs(self, out: ScreenOutput, ctx: ScreenContext) -> dict[str, pd.DataFrame]:
         return {PAIRS_FILE: out.artifacts["pairs"]}
@@ -97,6 +121,11 @@ class NearDuplicateScreen(Screen):
 
     def caption(self, row, code: str) -> list[str]:
         of, s = row.get("near_duplicate_of"), row.get("near_duplicate_score")
-        return [d for d in (f"copy of image {int(of)}" if of is not None and not pd.isna(of) else None,
-                            f"pixel similarity {s:.3f}" if isinstance(s, float) and not math.isnan(s) else None)
-                if d]
+        return [
+            d
+            for d in (
+                f"copy of image {int(of)}" if of is not None and not pd.isna(of) else None,
+                f"pixel similarity {s:.3f}" if isinstance(s, float) and not math.isnan(s) else None,
+            )
+            if d
+        ]

@@ -95,14 +95,27 @@ class ClassNulls:
         out = np.fromiter((index.get(v, -1) for v in arr), dtype=np.int64, count=arr.size)
         if (out < 0).any():
             bad = sorted(set(arr[out < 0].tolist()))[:5]
-            raise CurateError(f"labels {bad} are not among the fitted classes {list(self.classes)}",
-                              hint="fit the nulls on embeddings that include every class being screened")
+            raise CurateError(
+                f"labels {bad} are not among the fitted classes {list(self.classes)}",
+                hint="fit the nulls on embeddings that include every class being screened",
+            )
         return out
 
     def with_calibration(self, calibration: dict[str, Any]) -> ClassNulls:
         """A copy with ``calibration`` recorded."""
-        return ClassNulls(self.method, self.classes, self.scale, self.alpha_pos, self.alpha_neg,
-                          self.mu, self.sigma, self.n_pairs, self.d_eff, self.pooled, calibration)
+        return ClassNulls(
+            self.method,
+            self.classes,
+            self.scale,
+            self.alpha_pos,
+            self.alpha_neg,
+            self.mu,
+            self.sigma,
+            self.n_pairs,
+            self.d_eff,
+            self.pooled,
+            calibration,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Every fitted distribution: ``same`` (one per class) and ``pairs`` (one per class pair)."""
@@ -110,16 +123,32 @@ class ClassNulls:
         k = len(self.classes)
 
         def rec(a: int, b: int) -> dict[str, Any]:
-            return {"mu": _num(self.mu[a, b]), "sigma": _num(self.sigma[a, b]),
-                    "n_pairs": int(self.n_pairs[a, b]), "d_eff": _num(self.d_eff[a, b]),
-                    "pooled": bool(self.pooled[a, b])}
+            return {
+                "mu": _num(self.mu[a, b]),
+                "sigma": _num(self.sigma[a, b]),
+                "n_pairs": int(self.n_pairs[a, b]),
+                "d_eff": _num(self.d_eff[a, b]),
+                "pooled": bool(self.pooled[a, b]),
+            }
 
         return {
-            "method": self.method, "scale": self.scale, "alpha_pos": self.alpha_pos,
-            "alpha_neg": self.alpha_neg, "classes": list(self.classes),
-            "same": [{"class": self.classes[a], **rec(a, a), "t_pos": _num(t_pos[a])} for a in range(k)],
-            "pairs": [{"classes": [self.classes[a], self.classes[b]], **rec(a, b), "t_neg": _num(t_neg[a, b])}
-                      for a in range(k) for b in range(a + 1, k)],
+            "method": self.method,
+            "scale": self.scale,
+            "alpha_pos": self.alpha_pos,
+            "alpha_neg": self.alpha_neg,
+            "classes": list(self.classes),
+            "same": [
+                {"class": self.classes[a], **rec(a, a), "t_pos": _num(t_pos[a])} for a in range(k)
+            ],
+            "pairs": [
+                {
+                    "classes": [self.classes[a], self.classes[b]],
+                    **rec(a, b),
+                    "t_neg": _num(t_neg[a, b]),
+                }
+                for a in range(k)
+                for b in range(a + 1, k)
+            ],
             "calibration": self.calibration,
         }
 
@@ -132,46 +161,69 @@ def image_weights(emb: np.ndarray, labels: np.ndarray | pd.Series | list[Any]) -
     return np.sqrt(np.where(np.isnan(p), 1.0, p))
 
 
-def fit_class_nulls(emb: np.ndarray, labels: np.ndarray | pd.Series | list[Any], *,
-                    method: str = "class_empirical", weights: np.ndarray | None = None,
-                    alpha_pos: float = 0.05, alpha_neg: float = 0.05, scale: float = 1.0,
-                    pairs_per_class_pair: int = PAIRS_PER_CLASS_PAIR, min_pairs: int = MIN_PAIRS,
-                    seed: int = 0) -> ClassNulls:
+def fit_class_nulls(
+    emb: np.ndarray,
+    labels: np.ndarray | pd.Series | list[Any],
+    *,
+    method: str = "class_empirical",
+    weights: np.ndarray | None = None,
+    alpha_pos: float = 0.05,
+    alpha_neg: float = 0.05,
+    scale: float = 1.0,
+    pairs_per_class_pair: int = PAIRS_PER_CLASS_PAIR,
+    min_pairs: int = MIN_PAIRS,
+    seed: int = 0,
+) -> ClassNulls:
     """Fit the class-aware nulls to normalised embeddings (rows of modulus ``scale``).
 
     ``weights`` (one per row, >= 0) default to :func:`image_weights`; pass ones for an
     unweighted fit. Deterministic under ``seed``.
     """
     if method not in CLASS_NULLS:
-        raise CurateError(f"unknown class null {method!r}", hint=f"use one of {', '.join(CLASS_NULLS)}")
+        raise CurateError(
+            f"unknown class null {method!r}", hint=f"use one of {', '.join(CLASS_NULLS)}"
+        )
     _check_alphas(alpha_pos, alpha_neg)
     if method == "class_empirical" and max(alpha_pos, alpha_neg) >= 0.5:
-        raise CurateError(f"the class_empirical null needs alphas below 0.5, got alpha_pos={alpha_pos}, "
-                          f"alpha_neg={alpha_neg}", hint="a sub-boundary at alpha >= 0.5 rejects half the pairs; use 0.05")
+        raise CurateError(
+            f"the class_empirical null needs alphas below 0.5, got alpha_pos={alpha_pos}, "
+            f"alpha_neg={alpha_neg}",
+            hint="a sub-boundary at alpha >= 0.5 rejects half the pairs; use 0.05",
+        )
     x = _as_matrix(emb)
     codes, classes = encode_labels(labels, x.shape[0])
     k = len(classes)
     if k < 2:
-        raise CurateError(f"class-aware nulls need at least two classes, got {list(classes)}",
-                          hint="use --null effective for a single class")
+        raise CurateError(
+            f"class-aware nulls need at least two classes, got {list(classes)}",
+            hint="use --null effective for a single class",
+        )
     w = image_weights(x, labels) if weights is None else _check_weights(weights, x.shape[0])
     if method == "class":
         mu, sigma, n_pairs, d_eff, pooled_nulls = _moment_nulls(x, codes, k, w, scale)
     else:
-        mu, sigma, n_pairs, pooled_nulls = _empirical_nulls(x, codes, k, w, alpha_pos, alpha_neg,
-                                                            pairs_per_class_pair, seed)
+        mu, sigma, n_pairs, pooled_nulls = _empirical_nulls(
+            x, codes, k, w, alpha_pos, alpha_neg, pairs_per_class_pair, seed
+        )
         d_eff = np.full((k, k), np.nan)
     pooled = _fill_pooled(mu, sigma, _distinct_pairs(codes, k), min_pairs, pooled_nulls)
     if not np.isfinite(mu).all() or not (sigma > 0).all():
-        raise CurateError("the class-aware nulls cannot be fitted: every class needs images with weight > 0",
-                          hint="use --null effective, or check the labels")
-    return ClassNulls(method, classes, float(scale), alpha_pos, alpha_neg, mu, sigma, n_pairs,
-                      d_eff, pooled)
+        raise CurateError(
+            "the class-aware nulls cannot be fitted: every class needs images with weight > 0",
+            hint="use --null effective, or check the labels",
+        )
+    return ClassNulls(
+        method, classes, float(scale), alpha_pos, alpha_neg, mu, sigma, n_pairs, d_eff, pooled
+    )
 
 
-def apply_class_boundary(dist: dict[str, np.ndarray], nulls: ClassNulls, anchor: np.ndarray,
-                         negative: np.ndarray, negative2: np.ndarray | None = None
-                         ) -> tuple[np.ndarray, np.ndarray]:
+def apply_class_boundary(
+    dist: dict[str, np.ndarray],
+    nulls: ClassNulls,
+    anchor: np.ndarray,
+    negative: np.ndarray,
+    negative2: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Apply ``nulls`` to tuple distances (from :func:`tuple_distances`).
 
     ``anchor``, ``negative``, ``negative2`` are class codes (``nulls.codes(labels)``) of the
@@ -180,14 +232,20 @@ def apply_class_boundary(dist: dict[str, np.ndarray], nulls: ClassNulls, anchor:
     """
     too_far, too_close = class_verdicts(dist, nulls, anchor, negative, negative2)
     code = too_far.astype(np.int8) + 2 * too_close.astype(np.int8)
-    table = np.array([None, POSITIVE_TOO_FAR, NEGATIVE_TOO_CLOSE,
-                      f"{POSITIVE_TOO_FAR};{NEGATIVE_TOO_CLOSE}"], dtype=object)
+    table = np.array(
+        [None, POSITIVE_TOO_FAR, NEGATIVE_TOO_CLOSE, f"{POSITIVE_TOO_FAR};{NEGATIVE_TOO_CLOSE}"],
+        dtype=object,
+    )
     return code == 0, table[code]
 
 
-def class_pair_verdicts(dist: dict[str, np.ndarray], nulls: ClassNulls, anchor: np.ndarray,
-                        negative: np.ndarray, negative2: np.ndarray | None = None
-                        ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def class_pair_verdicts(
+    dist: dict[str, np.ndarray],
+    nulls: ClassNulls,
+    anchor: np.ndarray,
+    negative: np.ndarray,
+    negative2: np.ndarray | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Per distance pair (``d_ap``, ``d_an``, ``d_an2``, ``d_nn2``): whether it fails its
     class-aware sub-boundary, and its standardised distance toward rejection (the shape of
     :func:`curate.screens.boundary.pair_verdicts`). A negative pair of two images of the
@@ -195,8 +253,10 @@ def class_pair_verdicts(dist: dict[str, np.ndarray], nulls: ClassNulls, anchor: 
     a = np.asarray(anchor, dtype=np.int64)
     n = np.asarray(negative, dtype=np.int64)
     t_pos, t_neg = nulls.t_pos, nulls.t_neg
-    fail = {"d_ap": np.asarray(dist["d_ap"]) > t_pos[a],
-            "d_an": np.asarray(dist["d_an"]) < t_neg[a, n]}
+    fail = {
+        "d_ap": np.asarray(dist["d_ap"]) > t_pos[a],
+        "d_an": np.asarray(dist["d_an"]) < t_neg[a, n],
+    }
     z = tuple_z(dist, nulls, a, n, negative2)
     if negative2 is not None and "d_an2" in dist:
         n2 = np.asarray(negative2, dtype=np.int64)
@@ -205,23 +265,34 @@ def class_pair_verdicts(dist: dict[str, np.ndarray], nulls: ClassNulls, anchor: 
     return fail, z
 
 
-def class_verdicts(dist: dict[str, np.ndarray], nulls: ClassNulls, anchor: np.ndarray,
-                   negative: np.ndarray, negative2: np.ndarray | None = None
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def class_verdicts(
+    dist: dict[str, np.ndarray],
+    nulls: ClassNulls,
+    anchor: np.ndarray,
+    negative: np.ndarray,
+    negative2: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """``(too_far, too_close)`` per tuple: the positive and the negative sub-boundary failed."""
     fail, _ = class_pair_verdicts(dist, nulls, anchor, negative, negative2)
     too_close = np.logical_or.reduce([fail[k] for k in ("d_an", "d_an2", "d_nn2") if k in fail])
     return fail["d_ap"], too_close
 
 
-def tuple_z(dist: dict[str, np.ndarray], nulls: ClassNulls, anchor: np.ndarray,
-            negative: np.ndarray, negative2: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def tuple_z(
+    dist: dict[str, np.ndarray],
+    nulls: ClassNulls,
+    anchor: np.ndarray,
+    negative: np.ndarray,
+    negative2: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
     """Standardised distances toward rejection: ``(d_ap - mu_aa) / sigma_aa`` and
     ``(mu_ab - d) / sigma_ab`` for each negative pair (0 for a same-class negative pair)."""
     a = np.asarray(anchor, dtype=np.int64)
     n = np.asarray(negative, dtype=np.int64)
-    out = {"d_ap": (np.asarray(dist["d_ap"]) - nulls.mu[a, a]) / nulls.sigma[a, a],
-           "d_an": _neg_z(dist["d_an"], nulls, a, n)}
+    out = {
+        "d_ap": (np.asarray(dist["d_ap"]) - nulls.mu[a, a]) / nulls.sigma[a, a],
+        "d_an": _neg_z(dist["d_an"], nulls, a, n),
+    }
     if negative2 is not None and "d_an2" in dist:
         n2 = np.asarray(negative2, dtype=np.int64)
         out["d_an2"] = _neg_z(dist["d_an2"], nulls, a, n2)
@@ -229,10 +300,15 @@ def tuple_z(dist: dict[str, np.ndarray], nulls: ClassNulls, anchor: np.ndarray,
     return out
 
 
-def class_calibration(emb: np.ndarray, labels: np.ndarray | pd.Series | list[Any],
-                      nulls: ClassNulls, *, weights: np.ndarray | None = None,
-                      pairs_per_class_pair: int = PAIRS_PER_CLASS_PAIR,
-                      seed: int = 1) -> dict[str, Any]:
+def class_calibration(
+    emb: np.ndarray,
+    labels: np.ndarray | pd.Series | list[Any],
+    nulls: ClassNulls,
+    *,
+    weights: np.ndarray | None = None,
+    pairs_per_class_pair: int = PAIRS_PER_CLASS_PAIR,
+    seed: int = 1,
+) -> dict[str, Any]:
     """Realised rejection shares next to the nominal alphas, on fresh random pairs.
 
     ``share_above_t_pos``: weighted share of same-label pairs above their ``T_pos``;
@@ -257,17 +333,25 @@ def class_calibration(emb: np.ndarray, labels: np.ndarray | pd.Series | list[Any
         if pw[sel].sum() > 0:
             per_class[nulls.classes[c]] = _share(above[sel], pw[sel])
     return {
-        "nominal_alpha_pos": nulls.alpha_pos, "nominal_alpha_neg": nulls.alpha_neg,
+        "nominal_alpha_pos": nulls.alpha_pos,
+        "nominal_alpha_neg": nulls.alpha_neg,
         "share_above_t_pos": _share(above[same], pw[same]),
         "share_below_t_neg": _share(below[~same], pw[~same]),
-        "n_same_pairs": int(same.sum()), "n_different_pairs": int((~same).sum()),
-        "weight_same_pairs": float(pw[same].sum()), "weight_different_pairs": float(pw[~same].sum()),
+        "n_same_pairs": int(same.sum()),
+        "n_different_pairs": int((~same).sum()),
+        "weight_same_pairs": float(pw[same].sum()),
+        "weight_different_pairs": float(pw[~same].sum()),
         "per_class": per_class,
     }
 
 
-def stratified_pairs(codes: np.ndarray, n_classes: int, per_pair: int, rng: np.random.Generator,
-                     max_pairs: int = MAX_PAIRS) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def stratified_pairs(
+    codes: np.ndarray,
+    n_classes: int,
+    per_pair: int,
+    rng: np.random.Generator,
+    max_pairs: int = MAX_PAIRS,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Random pairs ``(i, j)``, ``i != j``, up to ``per_pair`` for every class pair ``a <= b``
     (fewer when ``K (K + 1) / 2 * per_pair`` would exceed ``max_pairs``). Returns ``i, j`` and
     their classes ``a <= b``."""
@@ -295,8 +379,9 @@ def stratified_pairs(codes: np.ndarray, n_classes: int, per_pair: int, rng: np.r
     return tuple(np.concatenate(p) for p in zip(*got, strict=True))  # type: ignore[return-value]
 
 
-def _moment_nulls(x: np.ndarray, codes: np.ndarray, k: int, w: np.ndarray,
-                  scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[bool, Any]]:
+def _moment_nulls(
+    x: np.ndarray, codes: np.ndarray, k: int, w: np.ndarray, scale: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[bool, Any]]:
     d = x.shape[1]
     wsum = np.bincount(codes, weights=w, minlength=k)
     w2sum = np.bincount(codes, weights=w * w, minlength=k)
@@ -308,8 +393,8 @@ def _moment_nulls(x: np.ndarray, codes: np.ndarray, k: int, w: np.ndarray,
         xc, wc = x[rows].astype(np.float64), w[rows]
         means[c] = wc @ xc
         m2[c] = (xc * wc[:, None]).T @ xc
-    dot = means @ means.T                                       # (sum w x)_a . (sum w x)_b
-    cross = np.einsum("aij,bij->ab", m2, m2)                    # tr(S_a S_b), S = sum w x x^T
+    dot = means @ means.T  # (sum w x)_a . (sum w x)_b
+    cross = np.einsum("aij,bij->ab", m2, m2)  # tr(S_a S_b), S = sum w x x^T
     e_dot = np.full((k, k), np.nan)
     e_dot2 = np.full((k, k), np.nan)
     n_pairs = np.zeros((k, k), dtype=np.int64)
@@ -330,33 +415,50 @@ def _moment_nulls(x: np.ndarray, codes: np.ndarray, k: int, w: np.ndarray,
                 e_dot[a, b] = dot[a, b] / den
                 e_dot2[a, b] = cross[a, b] / den
                 n_pairs[a, b] = counts[a] * counts[b]
-    den = np.where(np.eye(k, dtype=bool), (wsum ** 2 - w2sum)[:, None] * np.eye(k), np.outer(wsum, wsum))
+    den = np.where(
+        np.eye(k, dtype=bool), (wsum**2 - w2sum)[:, None] * np.eye(k), np.outer(wsum, wsum)
+    )
     ok = np.isfinite(e_dot) & (den > 0)
     pooled = {}
     for flag, sel in ((True, ok & np.eye(k, dtype=bool)), (False, ok & ~np.eye(k, dtype=bool))):
         tot = den[sel].sum()
-        pooled[flag] = _moment_normal(np.sum(den[sel] * e_dot[sel]) / tot,
-                                      np.sum(den[sel] * e_dot2[sel]) / tot, scale) if tot > 0 else None
+        pooled[flag] = (
+            _moment_normal(
+                np.sum(den[sel] * e_dot[sel]) / tot, np.sum(den[sel] * e_dot2[sel]) / tot, scale
+            )
+            if tot > 0
+            else None
+        )
     mu, sigma = _moment_normal(e_dot, e_dot2, scale)
     with np.errstate(invalid="ignore", divide="ignore"):
-        d_eff = scale ** 4 / e_dot2
+        d_eff = scale**4 / e_dot2
     return mu, sigma, n_pairs, d_eff, pooled
 
 
-def _moment_normal(e_dot: np.ndarray | float, e_dot2: np.ndarray | float,
-                   scale: float) -> tuple[Any, Any]:
+def _moment_normal(
+    e_dot: np.ndarray | float, e_dot2: np.ndarray | float, scale: float
+) -> tuple[Any, Any]:
     """Normal approximation of ``D = sqrt(2 s^2 - 2 x.y)`` from ``E[x.y]`` and ``E[(x.y)^2]``."""
     with np.errstate(invalid="ignore", divide="ignore"):
         e_d2 = 2 * scale * scale - 2 * np.asarray(e_dot, dtype=np.float64)
-        var_d2 = np.maximum(4 * (np.asarray(e_dot2, dtype=np.float64) - np.asarray(e_dot) ** 2), 0.0)
-        mu = np.sqrt(e_d2) * (1 - var_d2 / (8 * e_d2 ** 2))
+        var_d2 = np.maximum(
+            4 * (np.asarray(e_dot2, dtype=np.float64) - np.asarray(e_dot) ** 2), 0.0
+        )
+        mu = np.sqrt(e_d2) * (1 - var_d2 / (8 * e_d2**2))
         sigma = np.sqrt(var_d2 / (4 * e_d2))
     return mu, sigma
 
 
-def _empirical_nulls(x: np.ndarray, codes: np.ndarray, k: int, w: np.ndarray, alpha_pos: float,
-                     alpha_neg: float, per_pair: int, seed: int
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[bool, Any]]:
+def _empirical_nulls(
+    x: np.ndarray,
+    codes: np.ndarray,
+    k: int,
+    w: np.ndarray,
+    alpha_pos: float,
+    alpha_neg: float,
+    per_pair: int,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[bool, Any]]:
     i, j, a, b = stratified_pairs(codes, k, per_pair, np.random.default_rng(seed))
     d = pair_distances(x, i, j)
     pw = w[i] * w[j]
@@ -369,7 +471,7 @@ def _empirical_nulls(x: np.ndarray, codes: np.ndarray, k: int, w: np.ndarray, al
     order = np.argsort(key, kind="stable")
     bounds = np.searchsorted(key[order], np.arange(k * k + 1))
     for ab in range(k * k):
-        sel = order[bounds[ab]:bounds[ab + 1]]
+        sel = order[bounds[ab] : bounds[ab + 1]]
         if sel.size == 0 or pw[sel].sum() <= 0:
             continue
         ca, cb = divmod(ab, k)
@@ -397,8 +499,9 @@ def _empirical_nulls(x: np.ndarray, codes: np.ndarray, k: int, w: np.ndarray, al
     return mu, sigma, n_pairs, pooled
 
 
-def _fill_pooled(mu: np.ndarray, sigma: np.ndarray, distinct: np.ndarray, min_pairs: int,
-                 pooled: dict[bool, Any]) -> np.ndarray:
+def _fill_pooled(
+    mu: np.ndarray, sigma: np.ndarray, distinct: np.ndarray, min_pairs: int, pooled: dict[bool, Any]
+) -> np.ndarray:
     """Replace, in place, the nulls of class pairs with fewer than ``min_pairs`` distinct pairs
     (or no fit) by the pooled same-label / different-label null. Returns the mask replaced."""
     k = mu.shape[0]
@@ -438,8 +541,10 @@ def _share(flags: np.ndarray, w: np.ndarray) -> float | None:
 def _check_alphas(alpha_pos: float, alpha_neg: float) -> None:
     for name, alpha in (("alpha_pos", alpha_pos), ("alpha_neg", alpha_neg)):
         if not 0 < alpha < 1:
-            raise CurateError(f"{name} must be strictly between 0 and 1, got {alpha!r}",
-                              hint=f"use for example --{name.replace('_', '-')} 0.05")
+            raise CurateError(
+                f"{name} must be strictly between 0 and 1, got {alpha!r}",
+                hint=f"use for example --{name.replace('_', '-')} 0.05",
+            )
 
 
 def _check_weights(weights: np.ndarray, n: int) -> np.ndarray:
@@ -457,11 +562,15 @@ def _num(v: float) -> float | None:
 def _as_matrix(emb: np.ndarray) -> np.ndarray:
     arr = np.asarray(emb)
     if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise CurateError(f"embeddings must be a non-empty 2-D array (images x dimensions), got shape {arr.shape}")
+        raise CurateError(
+            f"embeddings must be a non-empty 2-D array (images x dimensions), got shape {arr.shape}"
+        )
     arr = arr if arr.dtype == np.float64 else arr.astype(np.float32, copy=False)
     if not np.isfinite(arr).all():
-        raise CurateError("embeddings contain NaN or infinity",
-                          hint="re-embed the images; check the backbone's weights")
+        raise CurateError(
+            "embeddings contain NaN or infinity",
+            hint="re-embed the images; check the backbone's weights",
+        )
     return arr
 
 
@@ -479,11 +588,18 @@ class ClassBoundaryFit:
         return {"class_nulls": self.nulls.to_dict(), "label_model": self.model.to_dict()}
 
 
-def fit_class_boundary(emb: np.ndarray, labels: np.ndarray | pd.Series | list[Any], *,
-                       null: str = "class_empirical", alpha_pos: float = 0.05,
-                       alpha_neg: float = 0.05, scale: float = 1.0, seed: int = 0,
-                       prior_floor: float = PRIOR_FLOOR,
-                       pairs_per_class_pair: int = PAIRS_PER_CLASS_PAIR) -> ClassBoundaryFit:
+def fit_class_boundary(
+    emb: np.ndarray,
+    labels: np.ndarray | pd.Series | list[Any],
+    *,
+    null: str = "class_empirical",
+    alpha_pos: float = 0.05,
+    alpha_neg: float = 0.05,
+    scale: float = 1.0,
+    seed: int = 0,
+    prior_floor: float = PRIOR_FLOOR,
+    pairs_per_class_pair: int = PAIRS_PER_CLASS_PAIR,
+) -> ClassBoundaryFit:
     """The whole class-aware fit on normalised embeddings with labels, as ``curate screen``
     and the training loop use it: image verdicts (:func:`label_posteriors`), nulls weighted by
     ``sqrt(label_posterior)``, and their calibration on fresh pairs (``accepted_pairs``: pairs
@@ -491,13 +607,23 @@ def fit_class_boundary(emb: np.ndarray, labels: np.ndarray | pd.Series | list[An
     verdicts, model = label_posteriors(emb, labels, prior_floor=prior_floor)
     p = verdicts["label_posterior"].to_numpy(np.float64)
     w = np.sqrt(np.where(np.isnan(p), 1.0, p))
-    nulls = fit_class_nulls(emb, labels, method=null, weights=w, alpha_pos=alpha_pos,
-                            alpha_neg=alpha_neg, scale=scale, seed=seed,
-                            pairs_per_class_pair=pairs_per_class_pair)
+    nulls = fit_class_nulls(
+        emb,
+        labels,
+        method=null,
+        weights=w,
+        alpha_pos=alpha_pos,
+        alpha_neg=alpha_neg,
+        scale=scale,
+        seed=seed,
+        pairs_per_class_pair=pairs_per_class_pair,
+    )
     calibration = {
-        "accepted_pairs": class_calibration(emb, labels, nulls, weights=w, seed=seed + 1,
-                                            pairs_per_class_pair=pairs_per_class_pair),
-        "all_labelled_pairs": class_calibration(emb, labels, nulls, seed=seed + 1,
-                                                pairs_per_class_pair=pairs_per_class_pair),
+        "accepted_pairs": class_calibration(
+            emb, labels, nulls, weights=w, seed=seed + 1, pairs_per_class_pair=pairs_per_class_pair
+        ),
+        "all_labelled_pairs": class_calibration(
+            emb, labels, nulls, seed=seed + 1, pairs_per_class_pair=pairs_per_class_pair
+        ),
     }
     return ClassBoundaryFit(nulls.with_calibration(calibration), verdicts, model)

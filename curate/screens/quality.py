@@ -53,7 +53,9 @@ _HELP = {
 
 def thresholds_of(settings: Mapping[str, Any]) -> q.QualityThresholds:
     """The :class:`~curate.hygiene.quality.QualityThresholds` the options give."""
-    return q.QualityThresholds(**{field: settings[name] for name, (field, _, _) in THRESHOLDS.items()})
+    return q.QualityThresholds(
+        **{field: settings[name] for name, (field, _, _) in THRESHOLDS.items()}
+    )
 
 
 def quality_score(stats: pd.DataFrame, t: q.QualityThresholds) -> np.ndarray:
@@ -77,27 +79,57 @@ class QualityScreen(Screen):
     level = "image"
     summary = "blank, very dark or bright, blurred, oddly shaped or tiny images"
     reasons = (
-        Reason(q.BLANK, "blank", "#c7c7c7",
-               "near-constant image: grey std below --option quality_min_std or entropy below "
-               "quality_min_entropy"),
-        Reason(q.TOO_DARK, "too dark", "#3d3d3d",
-               "the 99th grey percentile is below quality_min_p99 (almost no bright pixel)"),
-        Reason(q.TOO_BRIGHT, "too bright", "#dbdb8d",
-               "the 5th grey percentile is above quality_max_p05 (almost no dark pixel)"),
-        Reason(q.BLURRY, "blurry", "#9edae5",
-               "edge strength (Laplacian std) below quality_min_edges"),
-        Reason(q.ODD_ASPECT, "odd aspect", "#f7b6d2",
-               "the source is much longer than wide (min(w/h, h/w) below quality_min_aspect)"),
-        Reason(q.TOO_SMALL, "too small", "#ad494a",
-               "the source's shorter side is below quality_min_side pixels"),
+        Reason(
+            q.BLANK,
+            "blank",
+            "#c7c7c7",
+            "near-constant image: grey std below --option quality_min_std or entropy below "
+            "quality_min_entropy",
+        ),
+        Reason(
+            q.TOO_DARK,
+            "too dark",
+            "#3d3d3d",
+            "the 99th grey percentile is below quality_min_p99 (almost no bright pixel)",
+        ),
+        Reason(
+            q.TOO_BRIGHT,
+            "too bright",
+            "#dbdb8d",
+            "the 5th grey percentile is above quality_max_p05 (almost no dark pixel)",
+        ),
+        Reason(
+            q.BLURRY, "blurry", "#9edae5", "edge strength (Laplacian std) below quality_min_edges"
+        ),
+        Reason(
+            q.ODD_ASPECT,
+            "odd aspect",
+            "#f7b6d2",
+            "the source is much longer than wide (min(w/h, h/w) below quality_min_aspect)",
+        ),
+        Reason(
+            q.TOO_SMALL,
+            "too small",
+            "#ad494a",
+            "the source's shorter side is below quality_min_side pixels",
+        ),
     )
     options = (
-        *(Option(name, float(getattr(_T, field)), _HELP[name],
-                 check_number(name, low=0, example=getattr(_T, field)), cli=False)
-          for name, (field, _, _) in THRESHOLDS.items()),
+        *(
+            Option(
+                name,
+                float(getattr(_T, field)),
+                _HELP[name],
+                check_number(name, low=0, example=getattr(_T, field)),
+                cli=False,
+            )
+            for name, (field, _, _) in THRESHOLDS.items()
+        ),
     )
-    skip_help = ("Do not run the image-quality screen. Its thresholds: --option quality_min_edges=4 etc. "
-                 "(docs/hygiene.md).")
+    skip_help = (
+        "Do not run the image-quality screen. Its thresholds: --option quality_min_edges=4 etc. "
+        "(docs/hygiene.md)."
+    )
     progress_stages = {"hygiene": "decoding for the hygiene screens"}
     suspect_columns = q.COLUMNS
 
@@ -107,8 +139,12 @@ class QualityScreen(Screen):
         table = q.quality_table(stats, t)
         table.insert(0, "image_id", ctx.images["image_id"].to_numpy(np.int64))
         reason = table["quality_reason"].astype(object).where(table["quality_reason"].notna(), None)
-        return ScreenOutput(score=quality_score(stats, t), reject=table["quality_reject"].to_numpy(bool),
-                            reason=reason.to_numpy(dtype=object), table=table)
+        return ScreenOutput(
+            score=quality_score(stats, t),
+            reject=table["quality_reject"].to_numpy(bool),
+            reason=reason.to_numpy(dtype=object),
+            table=table,
+        )
 
     def caption(self, row, code: str) -> list[str]:
         def num(col: str, fmt: str) -> str | None:

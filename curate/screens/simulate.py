@@ -37,15 +37,33 @@ from curate.tuples import sample_tuples
 
 NOISE_KINDS = ("symmetric", "class")
 ALPHAS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
-SIMULATION_COLUMNS = ("noise", "rate", "alpha", "screen", "n", "rejected", "share", "precision",
-                      "recall", "base_rate")
+SIMULATION_COLUMNS = (
+    "noise",
+    "rate",
+    "alpha",
+    "screen",
+    "n",
+    "rejected",
+    "share",
+    "precision",
+    "recall",
+    "base_rate",
+)
 
 
-def inject_noise(labels: np.ndarray | pd.Series | list[Any], emb: np.ndarray, *, kind: str,
-                 rate: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def inject_noise(
+    labels: np.ndarray | pd.Series | list[Any],
+    emb: np.ndarray,
+    *,
+    kind: str,
+    rate: float,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
     """A noisy copy of ``labels`` (str array) and the bool mask of the rows that were flipped."""
     if kind not in NOISE_KINDS:
-        raise CurateError(f"unknown noise kind {kind!r}", hint=f"use one of {', '.join(NOISE_KINDS)}")
+        raise CurateError(
+            f"unknown noise kind {kind!r}", hint=f"use one of {', '.join(NOISE_KINDS)}"
+        )
     if not 0 < rate < 1:
         raise CurateError(f"noise rate must be strictly between 0 and 1, got {rate!r}")
     x = np.asarray(emb, dtype=np.float64)
@@ -57,7 +75,7 @@ def inject_noise(labels: np.ndarray | pd.Series | list[Any], emb: np.ndarray, *,
     flip = rng.random(codes.size) < rate
     new = codes.copy()
     if kind == "symmetric":
-        shift = rng.integers(1, k, codes.size)           # uniform over the other classes
+        shift = rng.integers(1, k, codes.size)  # uniform over the other classes
         new[flip] = (codes[flip] + shift[flip]) % k
     else:
         means = np.stack([x[codes == c].mean(axis=0) for c in range(k)])
@@ -67,10 +85,18 @@ def inject_noise(labels: np.ndarray | pd.Series | list[Any], emb: np.ndarray, *,
     return np.asarray(classes, dtype=object)[new].astype(str), flip
 
 
-def simulate_alpha(emb: np.ndarray, labels: np.ndarray | pd.Series | list[Any], *,
-                   alphas: Sequence[float] = ALPHAS, noise: Sequence[str] = NOISE_KINDS,
-                   rate: float = 0.2, null: str = "class_empirical", scale: float = 1.0,
-                   prior_floor: float = PRIOR_FLOOR, seed: int = 0) -> pd.DataFrame:
+def simulate_alpha(
+    emb: np.ndarray,
+    labels: np.ndarray | pd.Series | list[Any],
+    *,
+    alphas: Sequence[float] = ALPHAS,
+    noise: Sequence[str] = NOISE_KINDS,
+    rate: float = 0.2,
+    null: str = "class_empirical",
+    scale: float = 1.0,
+    prior_floor: float = PRIOR_FLOOR,
+    seed: int = 0,
+) -> pd.DataFrame:
     """Precision and recall of every screen's rejections for injected noise, per alpha.
 
     ``emb`` are normalised embeddings (as for the boundary), ``labels`` their labels;
@@ -86,19 +112,36 @@ def simulate_alpha(emb: np.ndarray, labels: np.ndarray | pd.Series | list[Any], 
         verdicts, _ = label_posteriors(x, noisy, prior_floor=prior_floor)
         p = verdicts["label_posterior"].to_numpy(np.float64)
         weights = np.sqrt(np.where(np.isnan(p), 1.0, p))
-        images = pd.DataFrame({"image_id": np.arange(len(noisy)), "label": noisy, "split": None,
-                               "subject": None, "status": "ok"})
+        images = pd.DataFrame(
+            {
+                "image_id": np.arange(len(noisy)),
+                "label": noisy,
+                "split": None,
+                "subject": None,
+                "status": "ok",
+            }
+        )
         tuples, _ = sample_tuples(images, seed=seed)
         a, pos, neg = (tuples[c].to_numpy(np.int64) for c in ("anchor", "positive", "negative"))
         dist = tuple_distances(x, a, pos, neg)
         bad_ap, bad_an = flipped[a] | flipped[pos], flipped[a] | flipped[neg]
         for alpha in alphas:
             base = {"noise": kind, "rate": rate, "alpha": float(alpha)}
-            rows.append({**base, "screen": LABEL_SUSPECT, **_pr(label_reject(verdicts, alpha), flipped)})
+            rows.append(
+                {**base, "screen": LABEL_SUSPECT, **_pr(label_reject(verdicts, alpha), flipped)}
+            )
             if alpha >= 0.5:  # not a sub-boundary: the image screen only
                 continue
-            nulls = fit_class_nulls(x, noisy, method=null, weights=weights, alpha_pos=alpha,
-                                    alpha_neg=alpha, scale=scale, seed=seed)
+            nulls = fit_class_nulls(
+                x,
+                noisy,
+                method=null,
+                weights=weights,
+                alpha_pos=alpha,
+                alpha_neg=alpha,
+                scale=scale,
+                seed=seed,
+            )
             codes = nulls.codes(noisy)
             far, close = class_verdicts(dist, nulls, codes[a], codes[neg])
             rows.append({**base, "screen": "positive_too_far", **_pr(far, bad_ap)})
@@ -108,7 +151,11 @@ def simulate_alpha(emb: np.ndarray, labels: np.ndarray | pd.Series | list[Any], 
 
 def _pr(rejected: np.ndarray, bad: np.ndarray) -> dict[str, Any]:
     n_rej = int(rejected.sum())
-    return {"n": int(rejected.size), "rejected": n_rej, "share": n_rej / max(rejected.size, 1),
-            "precision": float(bad[rejected].mean()) if n_rej else float("nan"),
-            "recall": float(rejected[bad].mean()) if bad.any() else float("nan"),
-            "base_rate": float(bad.mean())}
+    return {
+        "n": int(rejected.size),
+        "rejected": n_rej,
+        "share": n_rej / max(rejected.size, 1),
+        "precision": float(bad[rejected].mean()) if n_rej else float("nan"),
+        "recall": float(rejected[bad].mean()) if bad.any() else float("nan"),
+        "base_rate": float(bad.mean()),
+    }

@@ -31,8 +31,8 @@ import numpy as np
 from curate.errors import CurateError
 from curate.screens import fused
 
-NULLS = ("theory", "effective", "empirical")   # global nulls (this module)
-CLASS_NULLS = ("class", "class_empirical")      # class-aware nulls (curate.screens.nulls)
+NULLS = ("theory", "effective", "empirical")  # global nulls (this module)
+CLASS_NULLS = ("class", "class_empirical")  # class-aware nulls (curate.screens.nulls)
 POSITIVE_TOO_FAR = "positive_too_far"
 NEGATIVE_TOO_CLOSE = "negative_too_close"
 MAD_TO_SIGMA = 1.4826
@@ -41,8 +41,9 @@ _CHUNK = 1024
 KERNELS = ("auto", "fused", "numpy")
 
 
-def normalize(x: np.ndarray, *, center: bool = True, scale: float = 1.0,
-              mean: np.ndarray | None = None) -> np.ndarray:
+def normalize(
+    x: np.ndarray, *, center: bool = True, scale: float = 1.0, mean: np.ndarray | None = None
+) -> np.ndarray:
     """Centre the rows of ``x`` (on their mean, or on ``mean``) and L2-normalise them to ``scale``.
 
     Returns a new float32 array (float64 stays float64). A row that is exactly the
@@ -88,8 +89,10 @@ def effective_dimension(x: np.ndarray) -> float:
 def null_params(scale: float, d_null: float) -> tuple[float, float]:
     """Mean and standard deviation of the null distance: ``(sqrt(2) * s, s / sqrt(2 * d_null))``."""
     if not d_null > 0:
-        raise CurateError(f"the null dimension must be positive, got {d_null!r}",
-                          hint="the embeddings have no variance; check the backbone and weights")
+        raise CurateError(
+            f"the null dimension must be positive, got {d_null!r}",
+            hint="the embeddings have no variance; check the backbone and weights",
+        )
     return math.sqrt(2.0) * scale, scale / math.sqrt(2.0 * d_null)
 
 
@@ -97,8 +100,10 @@ def thresholds(mu: float, sigma: float, alpha_pos: float, alpha_neg: float) -> t
     """``(T_pos, T_neg) = (mu + z(1 - alpha_pos) * sigma, mu - z(1 - alpha_neg) * sigma)``."""
     for name, alpha in (("alpha_pos", alpha_pos), ("alpha_neg", alpha_neg)):
         if not 0 < alpha < 1:
-            raise CurateError(f"{name} must be strictly between 0 and 1, got {alpha!r}",
-                              hint=f"use for example --{name.replace('_', '-')} 0.05")
+            raise CurateError(
+                f"{name} must be strictly between 0 and 1, got {alpha!r}",
+                hint=f"use for example --{name.replace('_', '-')} 0.05",
+            )
     return mu + upper_quantile(alpha_pos) * sigma, mu - upper_quantile(alpha_neg) * sigma
 
 
@@ -131,19 +136,35 @@ class Boundary:
     def to_dict(self) -> dict[str, Any]:
         """The boundary as plain JSON-ready data, in the order of ``docs/tables.md``."""
         return {
-            "s": self.s, "d": self.d, "center": self.center, "null": self.null,
-            "d_null": self.d_null, "mu": self.mu, "sigma": self.sigma,
-            "alpha_pos": self.alpha_pos, "alpha_neg": self.alpha_neg,
-            "t_pos": self.t_pos, "t_neg": self.t_neg,
-            "nulls": self.nulls, "calibration": self.calibration,
+            "s": self.s,
+            "d": self.d,
+            "center": self.center,
+            "null": self.null,
+            "d_null": self.d_null,
+            "mu": self.mu,
+            "sigma": self.sigma,
+            "alpha_pos": self.alpha_pos,
+            "alpha_neg": self.alpha_neg,
+            "t_pos": self.t_pos,
+            "t_neg": self.t_neg,
+            "nulls": self.nulls,
+            "calibration": self.calibration,
             "random_pair_distances": list(self.random_pair_distances),
         }
 
 
-def fit_boundary(emb_normalized: np.ndarray, *, labels: np.ndarray | None = None,
-                 null: str = "effective", alpha_pos: float = 0.05, alpha_neg: float = 0.05,
-                 scale: float = 1.0, seed: int = 0, n_pairs: int = 20000,
-                 center: bool = True) -> Boundary:
+def fit_boundary(
+    emb_normalized: np.ndarray,
+    *,
+    labels: np.ndarray | None = None,
+    null: str = "effective",
+    alpha_pos: float = 0.05,
+    alpha_neg: float = 0.05,
+    scale: float = 1.0,
+    seed: int = 0,
+    n_pairs: int = 20000,
+    center: bool = True,
+) -> Boundary:
     """Fit the boundary to already normalised embeddings (one row per image).
 
     ``labels`` (one per row) restricts the random pairs used by the ``empirical``
@@ -166,8 +187,11 @@ def fit_boundary(emb_normalized: np.ndarray, *, labels: np.ndarray | None = None
         nulls[name] = {"d_null": d_null, "mu": mu, "sigma": sigma}
     if labels is not None and dist.size >= 2:
         med = float(np.median(dist))
-        nulls["empirical"] = {"d_null": None, "mu": med,
-                              "sigma": MAD_TO_SIGMA * float(np.median(np.abs(dist - med)))}
+        nulls["empirical"] = {
+            "d_null": None,
+            "mu": med,
+            "sigma": MAD_TO_SIGMA * float(np.median(np.abs(dist - med))),
+        }
     else:
         nulls["empirical"] = {"d_null": None, "mu": None, "sigma": None}
 
@@ -175,34 +199,57 @@ def fit_boundary(emb_normalized: np.ndarray, *, labels: np.ndarray | None = None
     if chosen["mu"] is None or not (chosen["sigma"] or 0) > 0:
         raise CurateError(
             f"the {null} null cannot be fitted: "
-            + ("no labels or fewer than 2 different-label pairs" if null == "empirical"
-               else "the embeddings have no variance"),
-            hint="use --null effective or --null theory" if null == "empirical"
-            else "check the backbone and weights; embeddings are all identical")
+            + (
+                "no labels or fewer than 2 different-label pairs"
+                if null == "empirical"
+                else "the embeddings have no variance"
+            ),
+            hint="use --null effective or --null theory"
+            if null == "empirical"
+            else "check the backbone and weights; embeddings are all identical",
+        )
     mu, sigma = float(chosen["mu"]), float(chosen["sigma"])  # type: ignore[arg-type]
     t_pos, t_neg = thresholds(mu, sigma, alpha_pos, alpha_neg)
     calibration = {
-        "n_pairs": int(dist.size), "pairs": pair_kind,
+        "n_pairs": int(dist.size),
+        "pairs": pair_kind,
         "share_above_t_pos": float(np.mean(dist > t_pos)) if dist.size else None,
         "share_below_t_neg": float(np.mean(dist < t_neg)) if dist.size else None,
-        "nominal_alpha_pos": alpha_pos, "nominal_alpha_neg": alpha_neg,
+        "nominal_alpha_pos": alpha_pos,
+        "nominal_alpha_neg": alpha_neg,
     }
     sample = tuple(round(float(v), 6) for v in dist[:RANDOM_PAIR_SAMPLE])
-    return Boundary(s=float(scale), d=int(d), d_null=chosen["d_null"], null=null, mu=mu,
-                    sigma=sigma, alpha_pos=alpha_pos, alpha_neg=alpha_neg, t_pos=t_pos,
-                    t_neg=t_neg, center=center, nulls=nulls, calibration=calibration,
-                    random_pair_distances=sample)
+    return Boundary(
+        s=float(scale),
+        d=int(d),
+        d_null=chosen["d_null"],
+        null=null,
+        mu=mu,
+        sigma=sigma,
+        alpha_pos=alpha_pos,
+        alpha_neg=alpha_neg,
+        t_pos=t_pos,
+        t_neg=t_neg,
+        center=center,
+        nulls=nulls,
+        calibration=calibration,
+        random_pair_distances=sample,
+    )
 
 
-def random_pairs(n: int, labels: np.ndarray | None, *, n_pairs: int = 20000,
-                 seed: int = 0) -> tuple[np.ndarray, np.ndarray, str]:
+def random_pairs(
+    n: int, labels: np.ndarray | None, *, n_pairs: int = 20000, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, str]:
     """Up to ``n_pairs`` random pairs ``(i, j)`` of distinct rows, with different labels when given.
 
     Returns the two index arrays and ``"different_label"`` or ``"any"``.
     """
     rng = np.random.default_rng(seed)
-    codes = None if labels is None else np.unique(np.asarray(labels, dtype=object).astype(str),
-                                                   return_inverse=True)[1]
+    codes = (
+        None
+        if labels is None
+        else np.unique(np.asarray(labels, dtype=object).astype(str), return_inverse=True)[1]
+    )
     kind = "any" if codes is None else "different_label"
     got_i: list[np.ndarray] = []
     got_j: list[np.ndarray] = []
@@ -227,9 +274,16 @@ def pair_distances(emb: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     return tuple_distances(emb, i, j, j)["d_ap"]
 
 
-def tuple_distances(emb: np.ndarray, anchor: np.ndarray, positive: np.ndarray,
-                    negative: np.ndarray, negative2: np.ndarray | None = None,
-                    *, workers: int | None = None, kernel: str = "auto") -> dict[str, np.ndarray]:
+def tuple_distances(
+    emb: np.ndarray,
+    anchor: np.ndarray,
+    positive: np.ndarray,
+    negative: np.ndarray,
+    negative2: np.ndarray | None = None,
+    *,
+    workers: int | None = None,
+    kernel: str = "auto",
+) -> dict[str, np.ndarray]:
     """Distances of every tuple, from index arrays into the rows of ``emb``.
 
     Returns float64 arrays ``d_ap`` and ``d_an`` (and ``d_an2``, ``d_nn2`` when
@@ -240,7 +294,9 @@ def tuple_distances(emb: np.ndarray, anchor: np.ndarray, positive: np.ndarray,
     :data:`curate.screens.fused.MIN_TUPLES` tuples on when numba is installed.
     """
     if kernel not in KERNELS:
-        raise CurateError(f"unknown distance kernel {kernel!r}", hint=f"use one of {', '.join(KERNELS)}")
+        raise CurateError(
+            f"unknown distance kernel {kernel!r}", hint=f"use one of {', '.join(KERNELS)}"
+        )
     e = _as_float_matrix(emb, "embeddings")
     idx = {"anchor": anchor, "positive": positive, "negative": negative}
     if negative2 is not None:
@@ -248,7 +304,9 @@ def tuple_distances(emb: np.ndarray, anchor: np.ndarray, positive: np.ndarray,
     cols = {k: _as_index(v, k, e.shape[0]) for k, v in idx.items()}
     lengths = {v.size for v in cols.values()}
     if len(lengths) != 1:
-        raise CurateError(f"index arrays have different lengths: { {k: v.size for k, v in cols.items()} }")
+        raise CurateError(
+            f"index arrays have different lengths: { {k: v.size for k, v in cols.items()} }"
+        )
     t = lengths.pop()
     names = ["d_ap", "d_an"] + (["d_an2", "d_nn2"] if negative2 is not None else [])
     if kernel == "fused" or (kernel == "auto" and t >= fused.MIN_TUPLES and fused.available()):
@@ -266,8 +324,12 @@ def tuple_distances(emb: np.ndarray, anchor: np.ndarray, positive: np.ndarray,
     # normalised rows all have the modulus s: then |a - b|^2 = 2 s^2 - 2 a.b needs no norms
     const = float(sq.mean()) if np.ptp(sq) <= 1e-5 * max(float(sq.max()), 1e-30) else None
     out = {k: np.empty(t, dtype=np.float64) for k in names}
-    pairs = [("d_ap", "anchor", "positive"), ("d_an", "anchor", "negative"),
-             ("d_an2", "anchor", "negative2"), ("d_nn2", "negative", "negative2")][: len(names)]
+    pairs = [
+        ("d_ap", "anchor", "positive"),
+        ("d_an", "anchor", "negative"),
+        ("d_an2", "anchor", "negative2"),
+        ("d_nn2", "negative", "negative2"),
+    ][: len(names)]
 
     def work(start: int) -> None:
         sl = slice(start, min(start + _CHUNK, t))
@@ -289,13 +351,16 @@ def apply_boundary(dist: dict[str, np.ndarray], b: Boundary) -> tuple[np.ndarray
         if key in dist:
             too_close |= np.asarray(dist[key]) < b.t_neg
     code = too_far.astype(np.int8) + 2 * too_close.astype(np.int8)
-    table = np.array([None, POSITIVE_TOO_FAR, NEGATIVE_TOO_CLOSE,
-                      f"{POSITIVE_TOO_FAR};{NEGATIVE_TOO_CLOSE}"], dtype=object)
+    table = np.array(
+        [None, POSITIVE_TOO_FAR, NEGATIVE_TOO_CLOSE, f"{POSITIVE_TOO_FAR};{NEGATIVE_TOO_CLOSE}"],
+        dtype=object,
+    )
     return code == 0, table[code]
 
 
-def _from_dot(dot: np.ndarray, sq: np.ndarray, const: float | None, i: np.ndarray,
-              j: np.ndarray) -> np.ndarray:
+def _from_dot(
+    dot: np.ndarray, sq: np.ndarray, const: float | None, i: np.ndarray, j: np.ndarray
+) -> np.ndarray:
     """Distances from dot products: sqrt(|a|^2 + |b|^2 - 2 a.b), exactly 0 where i == j."""
     if const is None:
         d2 = sq[i] + sq[j] - 2.0 * dot
@@ -310,8 +375,10 @@ def _from_dot(dot: np.ndarray, sq: np.ndarray, const: float | None, i: np.ndarra
 
 
 def _run_chunks(fn: Callable[[int], None], starts: range, workers: int | None) -> None:
-    n = workers or min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                       else (os.cpu_count() or 1))
+    n = workers or min(
+        8,
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1),
+    )
     if n <= 1 or len(starts) <= 1:
         for s in starts:
             fn(s)
@@ -324,7 +391,9 @@ def _run_chunks(fn: Callable[[int], None], starts: range, workers: int | None) -
 def _as_float_matrix(x: np.ndarray, what: str) -> np.ndarray:
     arr = np.asarray(x)
     if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise CurateError(f"{what} must be a non-empty 2-D array (images x dimensions), got shape {arr.shape}")
+        raise CurateError(
+            f"{what} must be a non-empty 2-D array (images x dimensions), got shape {arr.shape}"
+        )
     if arr.dtype != np.float64:
         arr = arr.astype(np.float32, copy=False)
     return arr

@@ -12,14 +12,17 @@ from curate.errors import CurateError
 from curate.screens import statistical as st
 from curate.screens.statistical import CLASS_NULLS
 
-NULLS = (*st.NULLS, *CLASS_NULLS)   # global nulls, then the class-aware ones of ``curate screen``
+NULLS = (*st.NULLS, *CLASS_NULLS)  # global nulls, then the class-aware ones of ``curate screen``
 
 KINDS = ("triplet", "quadruplet")
-MINING = ("none", "hard", "semihard", "batch-hard")   # none/hard/semihard: pre-sampled tuples
-MARGIN_MODES = ("global", "class-pair", "ordered-pair")   # curate.train.margins
+MINING = ("none", "hard", "semihard", "batch-hard")  # none/hard/semihard: pre-sampled tuples
+MARGIN_MODES = ("global", "class-pair", "ordered-pair")  # curate.train.margins
 CE_ON = ("kept", "all")
-SUSPECT_SCORES = ("posterior", "margin")   # what --exclude-suspects ranks (train.mining.batch_margins)
-AUGMENT_KINDS = ("light", "photos")   # curate.train.data.AUGMENTS
+SUSPECT_SCORES = (
+    "posterior",
+    "margin",
+)  # what --exclude-suspects ranks (train.mining.batch_margins)
+AUGMENT_KINDS = ("light", "photos")  # curate.train.data.AUGMENTS
 # Logits are computed from unit-length embeddings multiplied by this factor (NormFace,
 # Wang et al. 2017): with unit features a plain linear layer starts with tiny logits and
 # learns slowly. Stored in config.json as ``logit_scale``.
@@ -34,13 +37,15 @@ class ScreenSettings:
     alpha_neg: float = 0.05
     null: str = "effective"
     center: bool = True
-    window: int = 2048          # recent embeddings the boundary is fitted to
-    warmup_steps: int = 0       # steps trained on every tuple before screening starts
+    window: int = 2048  # recent embeddings the boundary is fitted to
+    warmup_steps: int = 0  # steps trained on every tuple before screening starts
 
     def check(self) -> None:
         """Raise a :class:`CurateError` for options out of range."""
         if self.null not in NULLS:
-            raise CurateError(f"unknown null {self.null!r}", hint=f"use --null one of {', '.join(NULLS)}")
+            raise CurateError(
+                f"unknown null {self.null!r}", hint=f"use --null one of {', '.join(NULLS)}"
+            )
         st.thresholds(1.0, 1.0, self.alpha_pos, self.alpha_neg)  # validates the alphas
         if self.window < 2:
             raise CurateError(f"--screen-window must be at least 2, got {self.window}")
@@ -53,26 +58,34 @@ _SCREEN = ScreenSettings()
 class FinetuneConfig:
     """Settings of ``curate finetune`` (unset means the default shown)."""
 
-    backbone: str | None = None       # None: the bundled default model (then weights must be None)
-    weights: str | None = None        # None: the backbone's pretrained weights; "none": random; a file or a RUN
-    in_chans: int | None = None       # None: from the weights, else 3
-    input_size: int | None = None     # None: the backbone's input size
+    backbone: str | None = None  # None: the bundled default model (then weights must be None)
+    weights: str | None = (
+        None  # None: the backbone's pretrained weights; "none": random; a file or a RUN
+    )
+    in_chans: int | None = None  # None: from the weights, else 3
+    input_size: int | None = None  # None: the backbone's input size
     embed_dim: int = 128
     scale: float = 1.0
-    logit_scale: float = DEFAULT_LOGIT_SCALE   # logits = linear(unit embedding * logit_scale)
-    kind: str | None = None           # None: from the tuples
+    logit_scale: float = DEFAULT_LOGIT_SCALE  # logits = linear(unit embedding * logit_scale)
+    kind: str | None = None  # None: from the tuples
     margin: float = 0.2
     margin2: float = 0.1
     ce_weight: float = 1.0
-    ce_on: str = "kept"               # "kept": images of kept tuples; "all": every image of the batch
-    soft_label_prefix: str | None = None   # images.parquet columns <prefix><class>: soft targets of the CE
-    mining: str = "none"              # "batch-hard": P x K class-balanced batches, hardest triplets (train.mining)
-    classes_per_batch: int = 4        # batch-hard: P
-    images_per_class: int = 24        # batch-hard: K
-    steps_per_epoch: int | None = None   # batch-hard: None = ceil(training images / (P * K))
-    margin_mode: str = "global"       # global, class-pair or ordered-pair (train.margins)
-    metric_weight: float = 1.0        # weight of the tuple loss (0: classification only)
-    face_screen: str | None = None    # a `curate screen` folder: its face-rejected images are left out first
+    ce_on: str = "kept"  # "kept": images of kept tuples; "all": every image of the batch
+    soft_label_prefix: str | None = (
+        None  # images.parquet columns <prefix><class>: soft targets of the CE
+    )
+    mining: str = (
+        "none"  # "batch-hard": P x K class-balanced batches, hardest triplets (train.mining)
+    )
+    classes_per_batch: int = 4  # batch-hard: P
+    images_per_class: int = 24  # batch-hard: K
+    steps_per_epoch: int | None = None  # batch-hard: None = ceil(training images / (P * K))
+    margin_mode: str = "global"  # global, class-pair or ordered-pair (train.margins)
+    metric_weight: float = 1.0  # weight of the tuple loss (0: classification only)
+    face_screen: str | None = (
+        None  # a `curate screen` folder: its face-rejected images are left out first
+    )
     screen_every_step: bool = True
     alpha_pos: float = _SCREEN.alpha_pos
     alpha_neg: float = _SCREEN.alpha_neg
@@ -80,10 +93,14 @@ class FinetuneConfig:
     center: bool = _SCREEN.center
     screen_window: int = _SCREEN.window
     screen_warmup_steps: int = _SCREEN.warmup_steps
-    exclude_suspects: bool = False    # class-aware null: leave out the images whose label stays most suspect:
-    suspect_share: float = 0.2        # ... this share of the images screened at least suspect_min_visits
-    suspect_min_visits: int = 3       # ... times, ranked by their mean suspicion (1 - p(label | x))
-    suspect_per_class: bool = True    # ... ranked within each label (a global rank left out whole hard classes)
+    exclude_suspects: bool = (
+        False  # class-aware null: leave out the images whose label stays most suspect:
+    )
+    suspect_share: float = 0.2  # ... this share of the images screened at least suspect_min_visits
+    suspect_min_visits: int = 3  # ... times, ranked by their mean suspicion (1 - p(label | x))
+    suspect_per_class: bool = (
+        True  # ... ranked within each label (a global rank left out whole hard classes)
+    )
     suspect_score: str = "posterior"  # ... ranking 1 - p(label | x) against the window, or (batch-hard) the in-batch margin
     epochs: int = 10
     max_steps: int | None = None
@@ -92,7 +109,9 @@ class FinetuneConfig:
     weight_decay: float = 1e-4
     warmup_share: float = 0.05
     augment: bool = True
-    augment_kind: str = "light"       # "light", or "photos": stronger zoom/shift, colour jitter before grey
+    augment_kind: str = (
+        "light"  # "light", or "photos": stronger zoom/shift, colour jitter before grey
+    )
     seed: int = 0
     val_split: str | None = "val"
     reset_head: bool = False
@@ -109,56 +128,95 @@ class FinetuneConfig:
         if self.kind is not None and self.kind not in KINDS:
             raise CurateError(f"unknown --kind {self.kind!r}", hint="use triplet or quadruplet")
         if self.mining not in MINING:
-            raise CurateError(f"unknown --mining {self.mining!r}", hint=f"use one of {', '.join(MINING)}")
+            raise CurateError(
+                f"unknown --mining {self.mining!r}", hint=f"use one of {', '.join(MINING)}"
+            )
         if self.margin_mode not in MARGIN_MODES:
-            raise CurateError(f"unknown --margin-mode {self.margin_mode!r}", hint=f"use one of {', '.join(MARGIN_MODES)}")
+            raise CurateError(
+                f"unknown --margin-mode {self.margin_mode!r}",
+                hint=f"use one of {', '.join(MARGIN_MODES)}",
+            )
         if self.margin_mode != "global" and self.mining != "batch-hard":
-            raise CurateError(f"--margin-mode {self.margin_mode} needs --mining batch-hard",
-                              hint="pass --mining batch-hard, or --margin-mode global")
+            raise CurateError(
+                f"--margin-mode {self.margin_mode} needs --mining batch-hard",
+                hint="pass --mining batch-hard, or --margin-mode global",
+            )
         if self.mining == "batch-hard":
             if self.classes_per_batch < 2 or self.images_per_class < 2:
-                raise CurateError("--classes-per-batch and --images-per-class must be at least 2",
-                                  hint="use for example --classes-per-batch 4 --images-per-class 24")
+                raise CurateError(
+                    "--classes-per-batch and --images-per-class must be at least 2",
+                    hint="use for example --classes-per-batch 4 --images-per-class 24",
+                )
             if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
-                raise CurateError(f"--steps-per-epoch must be at least 1, got {self.steps_per_epoch}")
+                raise CurateError(
+                    f"--steps-per-epoch must be at least 1, got {self.steps_per_epoch}"
+                )
         if self.metric_weight < 0:
             raise CurateError(f"--metric-weight must not be negative, got {self.metric_weight}")
         if self.soft_label_prefix is not None and not self.soft_label_prefix.strip():
-            raise CurateError("--soft-label-prefix must not be empty", hint="for example --soft-label-prefix soft_")
+            raise CurateError(
+                "--soft-label-prefix must not be empty",
+                hint="for example --soft-label-prefix soft_",
+            )
         if self.augment_kind not in AUGMENT_KINDS:
-            raise CurateError(f"unknown --augment-kind {self.augment_kind!r}", hint=f"use one of {', '.join(AUGMENT_KINDS)}")
+            raise CurateError(
+                f"unknown --augment-kind {self.augment_kind!r}",
+                hint=f"use one of {', '.join(AUGMENT_KINDS)}",
+            )
         if self.ce_on not in CE_ON:
             raise CurateError(f"unknown --ce-on {self.ce_on!r}", hint="use kept or all")
         for name in ("epochs", "batch_tuples", "embed_dim"):
             if getattr(self, name) < 1:
-                raise CurateError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+                raise CurateError(
+                    f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}"
+                )
         if self.batch_tuples < 2:
             raise CurateError("--batch-tuples must be at least 2")
         if not (self.scale > 0 and self.lr > 0 and self.logit_scale > 0 and self.ce_weight >= 0):
-            raise CurateError("--scale, --logit-scale and --lr must be positive and --ce-weight not negative")
+            raise CurateError(
+                "--scale, --logit-scale and --lr must be positive and --ce-weight not negative"
+            )
         self.screen_settings().check()
         if self.suspect_score not in SUSPECT_SCORES:
-            raise CurateError(f"unknown --suspect-score {self.suspect_score!r}", hint=f"use one of {', '.join(SUSPECT_SCORES)}")
+            raise CurateError(
+                f"unknown --suspect-score {self.suspect_score!r}",
+                hint=f"use one of {', '.join(SUSPECT_SCORES)}",
+            )
         if self.suspect_score == "margin" and self.mining != "batch-hard":
-            raise CurateError("--suspect-score margin needs --mining batch-hard (it is measured in the P x K batches)",
-                              hint="pass --mining batch-hard, or --suspect-score posterior")
+            raise CurateError(
+                "--suspect-score margin needs --mining batch-hard (it is measured in the P x K batches)",
+                hint="pass --mining batch-hard, or --suspect-score posterior",
+            )
         if self.exclude_suspects:
-            if self.suspect_score == "posterior" and (not self.screen_every_step or self.null not in CLASS_NULLS):
-                raise CurateError("--exclude-suspects needs the in-loop screen with a class-aware null "
-                                  f"(--screen-every-step --null {CLASS_NULLS[-1]}), got "
-                                  f"{'--no-screen-every-step' if not self.screen_every_step else '--null ' + self.null}",
-                                  hint=f"pass --null {' or '.join(CLASS_NULLS)}, or drop --exclude-suspects")
+            if self.suspect_score == "posterior" and (
+                not self.screen_every_step or self.null not in CLASS_NULLS
+            ):
+                raise CurateError(
+                    "--exclude-suspects needs the in-loop screen with a class-aware null "
+                    f"(--screen-every-step --null {CLASS_NULLS[-1]}), got "
+                    f"{'--no-screen-every-step' if not self.screen_every_step else '--null ' + self.null}",
+                    hint=f"pass --null {' or '.join(CLASS_NULLS)}, or drop --exclude-suspects",
+                )
             if not 0 < self.suspect_share < 1:
-                raise CurateError(f"--suspect-share must be strictly between 0 and 1, got {self.suspect_share}",
-                                  hint="use for example --suspect-share 0.2 (about the share of wrong labels you expect)")
+                raise CurateError(
+                    f"--suspect-share must be strictly between 0 and 1, got {self.suspect_share}",
+                    hint="use for example --suspect-share 0.2 (about the share of wrong labels you expect)",
+                )
             if self.suspect_min_visits < 1:
-                raise CurateError(f"--suspect-min-visits must be at least 1, got {self.suspect_min_visits}")
+                raise CurateError(
+                    f"--suspect-min-visits must be at least 1, got {self.suspect_min_visits}"
+                )
 
     def screen_settings(self) -> ScreenSettings:
         """The in-loop boundary options."""
-        return ScreenSettings(alpha_pos=self.alpha_pos, alpha_neg=self.alpha_neg, null=self.null,
-                              center=self.center, window=self.screen_window,
-                              warmup_steps=self.screen_warmup_steps)
+        return ScreenSettings(
+            alpha_pos=self.alpha_pos,
+            alpha_neg=self.alpha_neg,
+            null=self.null,
+            center=self.center,
+            window=self.screen_window,
+            warmup_steps=self.screen_warmup_steps,
+        )
 
 
 def check_numbers(cfg: FinetuneConfig) -> None:
@@ -180,17 +238,38 @@ def check_numbers(cfg: FinetuneConfig) -> None:
     if cfg.in_chans is not None:
         whole_number(cfg.in_chans, "--in-chans", lo=1, hi=16)
     for name in ("lr", "scale", "logit_scale"):
-        real_number(getattr(cfg, name), "--" + name.replace("_", "-"), lo=0, lo_open=True,
-                    hi=MAX_SCALE if name != "lr" else 10.0)
-    real_number(cfg.weight_decay, "--weight-decay", lo=0, hi=10.0, hint="pass for example --weight-decay 1e-4")
+        real_number(
+            getattr(cfg, name),
+            "--" + name.replace("_", "-"),
+            lo=0,
+            lo_open=True,
+            hi=MAX_SCALE if name != "lr" else 10.0,
+        )
+    real_number(
+        cfg.weight_decay,
+        "--weight-decay",
+        lo=0,
+        hi=10.0,
+        hint="pass for example --weight-decay 1e-4",
+    )
     real_number(cfg.ce_weight, "--ce-weight", lo=0)
     real_number(cfg.margin, "--margin", lo=0)
     real_number(cfg.margin2, "--margin2", lo=0)
     real_number(cfg.warmup_share, "--warmup-share", lo=0, hi=1)
     real_number(cfg.preload_max_gb, "--preload-max-gb", lo=0)
     if cfg.input_size is not None:
-        side = whole_number(cfg.input_size, "--input-size", lo=8, hi=MAX_INPUT_SIDE,
-                            hint=f"pass --input-size N with N from 8 to {MAX_INPUT_SIDE} pixels (48 for FER2013)")
+        side = whole_number(
+            cfg.input_size,
+            "--input-size",
+            lo=8,
+            hi=MAX_INPUT_SIDE,
+            hint=f"pass --input-size N with N from 8 to {MAX_INPUT_SIDE} pixels (48 for FER2013)",
+        )
         images = cfg.batch_tuples * 4
-        check_batch_memory(images, side, f"--input-size {side} with --batch-tuples {cfg.batch_tuples} "
-                                         f"({images:,} images a step)", hint="lower --input-size or --batch-tuples")
+        check_batch_memory(
+            images,
+            side,
+            f"--input-size {side} with --batch-tuples {cfg.batch_tuples} "
+            f"({images:,} images a step)",
+            hint="lower --input-size or --batch-tuples",
+        )

@@ -44,20 +44,22 @@ Progress = Callable[[str, int, int], None]
 class TrainingData:
     """Everything ``finetune`` reads from a TUPLES folder, checked once."""
 
-    images: pd.DataFrame            # images.parquet, ok rows only, indexed by image_id
-    tuples: pd.DataFrame            # training tuples (kept.parquet or tuples.parquet)
-    kind: str                       # "triplet" or "quadruplet"
+    images: pd.DataFrame  # images.parquet, ok rows only, indexed by image_id
+    tuples: pd.DataFrame  # training tuples (kept.parquet or tuples.parquet)
+    kind: str  # "triplet" or "quadruplet"
     classes: list[str]
-    val_images: pd.DataFrame        # labelled images of the validation split (may be empty)
-    build_dir: Path                 # resolved
+    val_images: pd.DataFrame  # labelled images of the validation split (may be empty)
+    build_dir: Path  # resolved
     tuples_file: Path
     extra: dict[str, Any] = field(default_factory=dict)
-    build_dir_as_given: Path | None = None  # as the TUPLES argument spelled it (keys older checkpoints)
+    build_dir_as_given: Path | None = (
+        None  # as the TUPLES argument spelled it (keys older checkpoints)
+    )
 
     @property
     def members(self) -> list[str]:
         """The member columns of the tuples (3 for triplets, 4 for quadruplets)."""
-        return list(MEMBER_COLUMNS[:4 if self.kind == "quadruplet" else 3])
+        return list(MEMBER_COLUMNS[: 4 if self.kind == "quadruplet" else 3])
 
 
 def resolve_tuples_source(source: str | Path) -> tuple[Path, Path]:
@@ -80,16 +82,19 @@ def resolve_tuples_source(source: str | Path) -> tuple[Path, Path]:
             return build, src / SCREEN_KEPT_FILE
         if (src / BUILD_IMAGES_FILE).is_file():
             return src, src / SCREEN_KEPT_FILE
-        raise CurateError(f"{src / SCREEN_KEPT_FILE} found, but {src / RUN_JSON_FILE} names no build-tuples "
-                          "folder with images.parquet (params.build_dir / params.source)",
-                          hint="re-run `curate screen`, or pass the build-tuples folder itself")
+        raise CurateError(
+            f"{src / SCREEN_KEPT_FILE} found, but {src / RUN_JSON_FILE} names no build-tuples "
+            "folder with images.parquet (params.build_dir / params.source)",
+            hint="re-run `curate screen`, or pass the build-tuples folder itself",
+        )
     if (src / BUILD_TUPLES_FILE).is_file():
         return src, src / BUILD_TUPLES_FILE
     raise CurateError(f"{src} holds neither tuples.parquet nor kept.parquet", hint=hint)
 
 
-def load_training_data(source: str | Path, *, val_split: str | None = "val",
-                       check_files: bool = True) -> TrainingData:
+def load_training_data(
+    source: str | Path, *, val_split: str | None = "val", check_files: bool = True
+) -> TrainingData:
     """Read and check the tuples and images of a TUPLES folder.
 
     Training tuples are those whose ``split`` is not ``val_split``; validation images
@@ -103,34 +108,48 @@ def load_training_data(source: str | Path, *, val_split: str | None = "val",
     tuples = read_parquet(tuples_file, what="tuples table")
     for col in ("image_id", "path", "label", "status"):
         if col not in images.columns:
-            raise CurateError(f"{build_dir / 'images.parquet'} lacks the column {col!r}",
-                              hint="re-run `curate build-tuples`")
+            raise CurateError(
+                f"{build_dir / 'images.parquet'} lacks the column {col!r}",
+                hint="re-run `curate build-tuples`",
+            )
     kind = "quadruplet" if "negative2" in tuples.columns else "triplet"
-    members = list(MEMBER_COLUMNS[:4 if kind == "quadruplet" else 3])
+    members = list(MEMBER_COLUMNS[: 4 if kind == "quadruplet" else 3])
     missing_cols = [c for c in members if c not in tuples.columns]
     if missing_cols:
-        raise CurateError(f"{tuples_file} lacks the columns {missing_cols}", hint="re-run `curate build-tuples`")
+        raise CurateError(
+            f"{tuples_file} lacks the columns {missing_cols}", hint="re-run `curate build-tuples`"
+        )
     if "split" in tuples.columns and val_split is not None:
         tuples = tuples[tuples["split"].isna() | (tuples["split"] != val_split)]
     if len(tuples) == 0:
-        what = "kept set is empty: the screen rejected every tuple" if tuples_file.name == "kept.parquet" \
+        what = (
+            "kept set is empty: the screen rejected every tuple"
+            if tuples_file.name == "kept.parquet"
             else "no training tuples"
-        raise CurateError(f"{what} ({tuples_file})",
-                          hint="raise --alpha-pos/--alpha-neg in `curate screen`, use a backbone that knows faces, "
-                               "or train on the build-tuples folder")
+        )
+        raise CurateError(
+            f"{what} ({tuples_file})",
+            hint="raise --alpha-pos/--alpha-neg in `curate screen`, use a backbone that knows faces, "
+            "or train on the build-tuples folder",
+        )
     tuples = tuples.reset_index(drop=True)
     images = images.set_index("image_id", drop=False)
     ids = np.unique(tuples[members].to_numpy().ravel())
     unknown = [int(i) for i in ids if i not in images.index]
     if unknown:
-        raise CurateError(f"{tuples_file} names image_ids not in {build_dir / 'images.parquet'}: {unknown[:5]}",
-                          hint="the tuples come from another build; re-run `curate build-tuples`")
+        raise CurateError(
+            f"{tuples_file} names image_ids not in {build_dir / 'images.parquet'}: {unknown[:5]}",
+            hint="the tuples come from another build; re-run `curate build-tuples`",
+        )
     used = images.loc[ids]
     bad = used[used["status"] != "ok"]
     if len(bad):
         row = bad.iloc[0]
-        raise CurateError(f"{len(bad)} tuple image(s) have status other than ok, e.g. image_id {int(row['image_id'])} "
-                          f"{row['path']}: {row['status']}", hint="re-run `curate build-tuples`")
+        raise CurateError(
+            f"{len(bad)} tuple image(s) have status other than ok, e.g. image_id {int(row['image_id'])} "
+            f"{row['path']}: {row['status']}",
+            hint="re-run `curate build-tuples`",
+        )
     labels = images["label"].astype(str)
     classes = sorted(set(labels.loc[ids]))
     val_images = images.iloc[0:0]
@@ -138,23 +157,36 @@ def load_training_data(source: str | Path, *, val_split: str | None = "val",
         val_images = images[(images["split"] == val_split) & (images["status"] == "ok")]
         unknown_cls = sorted(set(val_images["label"].astype(str)) - set(classes))
         if unknown_cls:
-            raise CurateError(f"validation split {val_split!r} has classes that no training tuple has: {unknown_cls}",
-                              hint="build tuples for every class, or pass --val-split none")
+            raise CurateError(
+                f"validation split {val_split!r} has classes that no training tuple has: {unknown_cls}",
+                hint="build tuples for every class, or pass --val-split none",
+            )
     if check_files:
         check_image_files(pd.concat([used, val_images]))
-    return TrainingData(images=images, tuples=tuples, kind=kind, classes=classes, val_images=val_images,
-                        build_dir=build_dir, tuples_file=tuples_file, build_dir_as_given=given)
+    return TrainingData(
+        images=images,
+        tuples=tuples,
+        kind=kind,
+        classes=classes,
+        val_images=val_images,
+        build_dir=build_dir,
+        tuples_file=tuples_file,
+        build_dir_as_given=given,
+    )
 
 
 def check_image_files(images: pd.DataFrame) -> None:
     """Raise a :class:`CurateError` naming the image files that no longer exist."""
     missing = [p for p in images["path"].astype(str).unique() if not Path(p).is_file()]
     if missing:
-        raise CurateError(f"{len(missing)} image file(s) are missing, e.g. {missing[0]}",
-                          hint="restore the files, or re-run `curate build-tuples` on the current folder")
+        raise CurateError(
+            f"{len(missing)} image file(s) are missing, e.g. {missing[0]}",
+            hint="restore the files, or re-run `curate build-tuples` on the current folder",
+        )
 
 
 # ----------------------------------------------------------------------------- images
+
 
 def geometry_transform(data_config: dict[str, Any]) -> Callable[[Any], Any]:
     """The embedder's evaluation transform (:func:`curate.embed.build_transform`) without
@@ -162,8 +194,10 @@ def geometry_transform(data_config: dict[str, Any]) -> Callable[[Any], Any]:
     tf = build_transform(data_config)
     split = split_transform(tf)
     if split is None:
-        raise CurateError(f"timm's transform for {data_config} does not end in ToTensor + Normalize",
-                          hint="use a data_config with input_size, mean, std, interpolation, crop_pct, crop_mode")
+        raise CurateError(
+            f"timm's transform for {data_config} does not end in ToTensor + Normalize",
+            hint="use a data_config with input_size, mean, std, interpolation, crop_pct, crop_mode",
+        )
     return split[0]
 
 
@@ -173,7 +207,11 @@ def decode_image(path: str, in_chans: int, geometry: Callable[[Any], Any]) -> np
     arr = np.asarray(geometry(load_image(path, in_chans)), dtype=np.uint8)
     if arr.ndim == 2:
         arr = arr[:, :, None]
-    arr = arr[:, :, :in_chans] if arr.shape[2] >= in_chans else np.repeat(arr[:, :, :1], in_chans, axis=2)
+    arr = (
+        arr[:, :, :in_chans]
+        if arr.shape[2] >= in_chans
+        else np.repeat(arr[:, :, :1], in_chans, axis=2)
+    )
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
@@ -198,9 +236,16 @@ class ImageStore:
     grey image as without it.
     """
 
-    def __init__(self, paths: Sequence[str], data_config: dict[str, Any], *,
-                 max_bytes: int = DEFAULT_PRELOAD_BYTES, workers: int = 4,
-                 progress: Progress | None = None, colour: bool = False) -> None:
+    def __init__(
+        self,
+        paths: Sequence[str],
+        data_config: dict[str, Any],
+        *,
+        max_bytes: int = DEFAULT_PRELOAD_BYTES,
+        workers: int = 4,
+        progress: Progress | None = None,
+        colour: bool = False,
+    ) -> None:
         self.paths = [str(p) for p in paths]
         self.in_chans = int(data_config["input_size"][0])
         self.colour = bool(colour) and self.in_chans == 1
@@ -233,7 +278,7 @@ class ImageStore:
         chunk = 1024
         for start in range(0, len(self.paths), chunk):
             rows = list(range(start, min(start + chunk, len(self.paths))))
-            out[start:start + len(rows)] = torch.from_numpy(np.stack(self._decode(rows)))
+            out[start : start + len(rows)] = torch.from_numpy(np.stack(self._decode(rows)))
             if progress is not None:
                 progress("decode", start + len(rows), len(self.paths))
         return out
@@ -262,6 +307,7 @@ def to_model_input(x: torch.Tensor, data_config: dict[str, Any]) -> torch.Tensor
 
 # ----------------------------------------------------------------------------- augmentation
 
+
 @dataclass(frozen=True)
 class Augment:
     """Augmentation on the training device: horizontal flip, rotation, zoom (scale and
@@ -279,9 +325,9 @@ class Augment:
     brightness: float = 0.2
     contrast: float = 0.2
     saturation: float = 0.2
-    hue: float = 0.0                            # max hue rotation, in turns (0.05 = 18 degrees)
+    hue: float = 0.0  # max hue rotation, in turns (0.05 = 18 degrees)
     zoom: tuple[float, float] | None = None
-    grey: bool = False                          # colour in, grey out (ITU-R 601 weights, after the jitter)
+    grey: bool = False  # colour in, grey out (ITU-R 601 weights, after the jitter)
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Augment a ``uint8`` batch ``[B, C, H, W]``; returns floats in ``[0, 1]``
@@ -311,16 +357,20 @@ class Augment:
         x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
         if self.degrees or self.scale or self.translate or self.zoom is not None:
             cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
-            theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+            theta = torch.stack(
+                [torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1
+            )
             grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-            x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+            x = F.grid_sample(
+                x, grid, mode="bilinear", padding_mode="reflection", align_corners=False
+            )
         x = x * bright.view(-1, 1, 1, 1)
         mean = x.mean(dim=(1, 2, 3), keepdim=True)
         x = (x - mean) * contrast.view(-1, 1, 1, 1) + mean
         if x.shape[1] == 3 and hue is not None:
             x = _rotate_hue(x, hue)
         if x.shape[1] == 3 and self.saturation:
-            grey = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+            grey = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
             x = (x - grey) * sat.view(-1, 1, 1, 1) + grey
         x = x.clamp_(0.0, 1.0)
         if self.grey and x.shape[1] == 3:
@@ -331,8 +381,11 @@ class Augment:
 def _rotate_hue(x: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
     """Rotate the hue of RGB images ``[B, 3, H, W]`` by ``angle`` (radians, ``[B]``) about
     the grey axis (in YIQ: luma kept, the chroma plane rotated)."""
-    to_yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]],
-                          dtype=x.dtype, device=x.device)
+    to_yiq = torch.tensor(
+        [[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]],
+        dtype=x.dtype,
+        device=x.device,
+    )
     yiq = torch.einsum("ij,bjhw->bihw", to_yiq, x)
     c, s = torch.cos(angle).view(-1, 1, 1), torch.sin(angle).view(-1, 1, 1)
     i, q = yiq[:, 1], yiq[:, 2]
@@ -340,20 +393,30 @@ def _rotate_hue(x: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
     return torch.einsum("ij,bjhw->bihw", torch.linalg.inv(to_yiq), yiq)
 
 
-NO_AUGMENT = Augment(flip=0.0, degrees=0.0, scale=0.0, translate=0.0, brightness=0.0, contrast=0.0, saturation=0.0)
+NO_AUGMENT = Augment(
+    flip=0.0, degrees=0.0, scale=0.0, translate=0.0, brightness=0.0, contrast=0.0, saturation=0.0
+)
 # --augment-kind photos: prepares a network trained on face crops for colour photos and looser
 # framing (stronger zoom in and out, shift and rotation, colour jitter before the grey conversion)
-PHOTOS_AUGMENT = Augment(degrees=15.0, translate=0.1, zoom=(0.75, 1.2), brightness=0.3, contrast=0.3,
-                         saturation=0.5, hue=0.05)
+PHOTOS_AUGMENT = Augment(
+    degrees=15.0,
+    translate=0.1,
+    zoom=(0.75, 1.2),
+    brightness=0.3,
+    contrast=0.3,
+    saturation=0.5,
+    hue=0.05,
+)
 AUGMENTS = {"light": Augment(), "photos": PHOTOS_AUGMENT}
 
 
 # ----------------------------------------------------------------------------- batches
 
+
 def epoch_batches(n_tuples: int, batch_tuples: int, seed: int, epoch: int) -> list[np.ndarray]:
     """A seeded shuffle of tuple rows cut into batches (the last may be smaller)."""
     order = np.random.default_rng([int(seed), int(epoch)]).permutation(n_tuples)
-    return [order[i:i + batch_tuples] for i in range(0, n_tuples, batch_tuples)]
+    return [order[i : i + batch_tuples] for i in range(0, n_tuples, batch_tuples)]
 
 
 def batch_members(member_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

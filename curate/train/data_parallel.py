@@ -73,7 +73,7 @@ class Parallel:
         offset = 0
         for p, g in zip(params, grads, strict=True):
             n = g.numel()
-            p.grad = flat[offset:offset + n].view_as(p).clone()
+            p.grad = flat[offset : offset + n].view_as(p).clone()
             offset += n
 
     def broadcast_from_main(self, module: nn.Module) -> None:
@@ -98,8 +98,11 @@ def from_env(device: torch.device) -> tuple[Parallel, torch.device]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return SINGLE, device
-    par = Parallel(rank=int(os.environ.get("RANK", "0")), world=world,
-                   local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+    par = Parallel(
+        rank=int(os.environ.get("RANK", "0")),
+        world=world,
+        local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+    )
     if device.type == "cuda":
         device = torch.device("cuda", par.local_rank)
         torch.cuda.set_device(device)
@@ -107,8 +110,10 @@ def from_env(device: torch.device) -> tuple[Parallel, torch.device]:
         try:
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         except (RuntimeError, ValueError) as exc:
-            raise CurateError(f"cannot join the torchrun process group (rank {par.rank} of {world}): {exc}",
-                              hint="start with `torchrun --nproc-per-node N -m curate finetune ...`") from exc
+            raise CurateError(
+                f"cannot join the torchrun process group (rank {par.rank} of {world}): {exc}",
+                hint="start with `torchrun --nproc-per-node N -m curate finetune ...`",
+            ) from exc
     return par, device
 
 
@@ -123,11 +128,11 @@ class _GatherShards(torch.autograd.Function):
         ctx.par, ctx.n = par, n
         size = Parallel(0, par.world).shard(n).stop  # the largest shard (rank 0's)
         padded = local.new_zeros((size, *local.shape[1:]))
-        padded[:len(local)] = local
+        padded[: len(local)] = local
         parts = [torch.empty_like(padded) for _ in range(par.world)]
         dist.all_gather(parts, padded.contiguous())
         rows = [Parallel(r, par.world).shard(n) for r in range(par.world)]
-        return torch.cat([p[:s.stop - s.start] for p, s in zip(parts, rows, strict=True)])
+        return torch.cat([p[: s.stop - s.start] for p, s in zip(parts, rows, strict=True)])
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
@@ -171,11 +176,19 @@ class SyncBatchNorm(nn.BatchNorm2d):
         c = x.shape[1]
         n = stats[-1]
         mean = stats[:c] / n
-        var = (stats[c:2 * c] / n - mean * mean).clamp_min(0.0)
-        if self.track_running_stats and self.running_mean is not None and self.running_var is not None:
+        var = (stats[c : 2 * c] / n - mean * mean).clamp_min(0.0)
+        if (
+            self.track_running_stats
+            and self.running_mean is not None
+            and self.running_var is not None
+        ):
             with torch.no_grad():
                 self.num_batches_tracked += 1
-                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                m = (
+                    self.momentum
+                    if self.momentum is not None
+                    else 1.0 / float(self.num_batches_tracked)
+                )
                 unbiased = var * (n / (n - 1).clamp_min(1.0))
                 self.running_mean.mul_(1 - m).add_(mean.to(self.running_mean.dtype), alpha=m)
                 self.running_var.mul_(1 - m).add_(unbiased.to(self.running_var.dtype), alpha=m)
@@ -194,17 +207,24 @@ def sync_batchnorm(module: nn.Module) -> nn.Module:
     plain = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
     for name, child in list(module.named_children()):
         if type(child) in plain:
-            new = SyncBatchNorm(child.num_features, eps=child.eps, momentum=child.momentum,
-                                affine=child.affine, track_running_stats=child.track_running_stats)
+            new = SyncBatchNorm(
+                child.num_features,
+                eps=child.eps,
+                momentum=child.momentum,
+                affine=child.affine,
+                track_running_stats=child.track_running_stats,
+            )
             new.load_state_dict(child.state_dict())
             new.to(next(child.buffers(), torch.empty(0)).device)
             new.train(child.training)
             setattr(module, name, new)
         elif isinstance(child, _BatchNorm) and not isinstance(child, SyncBatchNorm):
-            raise CurateError(f"layer {name} ({type(child).__name__}) of this backbone is a batch norm "
-                              "curate cannot synchronise across torchrun ranks",
-                              hint="fine-tune this backbone in one process, or choose a backbone with "
-                                   "plain BatchNorm layers (the resnet family)")
+            raise CurateError(
+                f"layer {name} ({type(child).__name__}) of this backbone is a batch norm "
+                "curate cannot synchronise across torchrun ranks",
+                hint="fine-tune this backbone in one process, or choose a backbone with "
+                "plain BatchNorm layers (the resnet family)",
+            )
         else:
             sync_batchnorm(child)
     return module

@@ -38,16 +38,33 @@ from curate.train.data import ImageStore, to_model_input
 
 MAX_BATCH = 65_536  # images per forward pass
 DUPLICATES_SKIPPED = "duplicate"  # key of EvaluationResult.skipped: copies evaluated once
-BAD_STATUSES = ("missing", "unreadable", "empty_file", "not_an_image", "corrupt", "too_large", "no_label",
-                "not_a_file", "bad_name")
+BAD_STATUSES = (
+    "missing",
+    "unreadable",
+    "empty_file",
+    "not_an_image",
+    "corrupt",
+    "too_large",
+    "no_label",
+    "not_a_file",
+    "bad_name",
+)
 
 Progress = Callable[[str, int, int], None]
 
 
 @torch.inference_mode()
-def embed_and_classify(net: EmbeddingNet, store: ImageStore, rows: np.ndarray, data_config: dict[str, Any], *,
-                       device: torch.device, batch_size: int = 256, amp: bool | None = True,
-                       progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
+def embed_and_classify(
+    net: EmbeddingNet,
+    store: ImageStore,
+    rows: np.ndarray,
+    data_config: dict[str, Any],
+    *,
+    device: torch.device,
+    batch_size: int = 256,
+    amp: bool | None = True,
+    progress: Progress | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Embeddings ``[n, d]`` and class probabilities ``[n, C]`` (float32) of store rows.
 
     ``amp``: bfloat16 autocast where :func:`curate.backbone.autocast_precision` allows it
@@ -58,7 +75,7 @@ def embed_and_classify(net: EmbeddingNet, store: ImageStore, rows: np.ndarray, d
     use_amp = autocast_precision(device, device.type == "cuda" if amp is None else amp)[0]
     try:
         for start in range(0, len(rows), batch_size):
-            chunk = rows[start:start + batch_size]
+            chunk = rows[start : start + batch_size]
             x = to_model_input(store.get(chunk).to(device, non_blocking=True), data_config)
             if device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -72,11 +89,15 @@ def embed_and_classify(net: EmbeddingNet, store: ImageStore, rows: np.ndarray, d
     finally:
         net.train(was_training)
     if not embs:
-        return np.zeros((0, net.embed_dim), np.float32), np.zeros((0, net.classifier.out_features), np.float32)
+        return np.zeros((0, net.embed_dim), np.float32), np.zeros(
+            (0, net.classifier.out_features), np.float32
+        )
     return np.concatenate(embs), np.concatenate(probs)
 
 
-def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
+def classification_metrics(
+    y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str]
+) -> dict[str, Any]:
     """Accuracy, macro F1, per-class accuracy (recall), precision, F1 and confusion matrix.
 
     ``y_true`` and ``y_pred`` are class indices into ``classes``. Macro F1 averages the
@@ -93,12 +114,19 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequ
     predicted = cm.sum(axis=0).astype(float)
     recall = np.divide(tp, support, out=np.zeros(k), where=support > 0)
     precision = np.divide(tp, predicted, out=np.zeros(k), where=predicted > 0)
-    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(k), where=(precision + recall) > 0)
+    f1 = np.divide(
+        2 * precision * recall, precision + recall, out=np.zeros(k), where=(precision + recall) > 0
+    )
     present = (support > 0) | (predicted > 0)
     n = int(len(y_true))
     per_class = [
-        {"class": c, "n": int(support[i]), "accuracy": float(recall[i]) if support[i] else None,
-         "precision": float(precision[i]) if predicted[i] else None, "f1": float(f1[i])}
+        {
+            "class": c,
+            "n": int(support[i]),
+            "accuracy": float(recall[i]) if support[i] else None,
+            "precision": float(precision[i]) if predicted[i] else None,
+            "f1": float(f1[i]),
+        }
         for i, c in enumerate(classes)
     ]
     return {
@@ -112,6 +140,7 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequ
 
 
 # ----------------------------------------------------------------------------- evaluate
+
 
 @dataclass
 class EvaluationResult:
@@ -127,11 +156,19 @@ class EvaluationResult:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data."""
-        return {"run": self.run, "source": self.source, "split": self.split, "skipped": self.skipped,
-                "precision": self.precision, **self.metrics}
+        return {
+            "run": self.run,
+            "source": self.source,
+            "split": self.split,
+            "skipped": self.skipped,
+            "precision": self.precision,
+            **self.metrics,
+        }
 
 
-def read_labelled_source(source: str | Path, *, split: str | None = None) -> tuple[pd.DataFrame, int]:
+def read_labelled_source(
+    source: str | Path, *, split: str | None = None
+) -> tuple[pd.DataFrame, int]:
     """The labelled images of a folder, CSV/Parquet manifest, build-tuples folder or screen
     output folder (the images of the build it screened).
 
@@ -154,25 +191,39 @@ def read_labelled_source(source: str | Path, *, split: str | None = None) -> tup
     if split is not None:
         if "split" not in images.columns or not (images["split"] == split).any():
             have = sorted(images["split"].dropna().unique()) if "split" in images.columns else []
-            raise CurateError(f"{src} has no images of split {split!r} (splits: {have or 'none'})",
-                              hint="pass --split with one of those, or leave it out")
+            raise CurateError(
+                f"{src} has no images of split {split!r} (splits: {have or 'none'})",
+                hint="pass --split with one of those, or leave it out",
+            )
         images = images[images["split"] == split]
     bad = images[images["status"].isin(BAD_STATUSES)]
     if len(bad):
         row = bad.iloc[0]
-        raise CurateError(f"{len(bad)} image(s) of {src} cannot be evaluated, e.g. {row['path']}: {row['status']}"
-                          + (f" ({row['detail']})" if isinstance(row.get("detail"), str) else ""),
-                          hint="fix or remove those files / manifest rows")
+        raise CurateError(
+            f"{len(bad)} image(s) of {src} cannot be evaluated, e.g. {row['path']}: {row['status']}"
+            + (f" ({row['detail']})" if isinstance(row.get("detail"), str) else ""),
+            hint="fix or remove those files / manifest rows",
+        )
     ok = images[images["status"] == "ok"].reset_index(drop=True)
     if ok.empty:
-        raise CurateError(f"{src} holds no usable labelled image", hint="check the folder layout or the manifest")
+        raise CurateError(
+            f"{src} holds no usable labelled image", hint="check the folder layout or the manifest"
+        )
     status = images["status"].astype(str)
     return ok, int((status.str.startswith("duplicate_of:") | status.eq("duplicate_row")).sum())
 
 
-def evaluate(run: str | Path, source: str | Path, *, split: str | None = None, device: str = "auto",
-             batch_size: int = 256, skip_unknown_classes: bool = False, amp: bool | None = None,
-             progress: Progress | None = None) -> EvaluationResult:
+def evaluate(
+    run: str | Path,
+    source: str | Path,
+    *,
+    split: str | None = None,
+    device: str = "auto",
+    batch_size: int = 256,
+    skip_unknown_classes: bool = False,
+    amp: bool | None = None,
+    progress: Progress | None = None,
+) -> EvaluationResult:
     """Evaluate a fine-tuning run (a run folder, or a bundled model's name) on a labelled split.
 
     A label in ``source`` that the run was not trained on is a :class:`CurateError`,
@@ -199,7 +250,8 @@ def evaluate(run: str | Path, source: str | Path, *, split: str | None = None, d
                 f"{source} has classes the run was not trained on: "
                 + ", ".join(f"{k!r} ({v} images)" for k, v in sorted(counts.items()))
                 + f"; the run knows {classes}",
-                hint="evaluate on a split with the training classes, or pass --skip-unknown-classes")
+                hint="evaluate on a split with the training classes, or pass --skip-unknown-classes",
+            )
         skipped.update({f"unknown_class:{k}": int(v) for k, v in counts.items()})
         images = images[labels.isin(classes)].reset_index(drop=True)
         labels = images["label"].astype(str)
@@ -207,26 +259,52 @@ def evaluate(run: str | Path, source: str | Path, *, split: str | None = None, d
     net = net.to(dev)
     store = ImageStore(images["path"].tolist(), cfg["data_config"], progress=progress)
     use_amp, precision = autocast_precision(dev, dev.type == "cuda" if amp is None else amp)
-    _, probs = embed_and_classify(net, store, np.arange(len(images)), cfg["data_config"], device=dev,
-                                  batch_size=batch_size, amp=use_amp, progress=progress)
+    _, probs = embed_and_classify(
+        net,
+        store,
+        np.arange(len(images)),
+        cfg["data_config"],
+        device=dev,
+        batch_size=batch_size,
+        amp=use_amp,
+        progress=progress,
+    )
     index = {c: i for i, c in enumerate(classes)}
     y_true = labels.map(index).to_numpy()
     y_pred = probs.argmax(axis=1)
     metrics = classification_metrics(y_true, y_pred, classes)
-    preds = pd.DataFrame({"path": images["path"], "label": labels, "prediction": [classes[i] for i in y_pred],
-                          "confidence": probs.max(axis=1).astype(np.float64)})
-    return EvaluationResult(run=str(run), source=str(source), split=split, metrics=metrics,
-                            predictions=preds, skipped=skipped, precision=precision)
+    preds = pd.DataFrame(
+        {
+            "path": images["path"],
+            "label": labels,
+            "prediction": [classes[i] for i in y_pred],
+            "confidence": probs.max(axis=1).astype(np.float64),
+        }
+    )
+    return EvaluationResult(
+        run=str(run),
+        source=str(source),
+        split=split,
+        metrics=metrics,
+        predictions=preds,
+        skipped=skipped,
+        precision=precision,
+    )
 
 
 # ----------------------------------------------------------------------------- predict
+
 
 def _check_batch(batch_size: int, n_images: int, cfg: dict[str, Any]) -> None:
     """Refuse a batch (``--batch-size``, at most the images to do) whose inputs and
     activations would not fit in memory at the run's input size."""
     size = cfg["data_config"]["input_size"]
-    check_batch_memory(min(batch_size, max(n_images, 1)), size,
-                       f"--batch-size {batch_size} at the run's input size {size}", hint="lower --batch-size")
+    check_batch_memory(
+        min(batch_size, max(n_images, 1)),
+        size,
+        f"--batch-size {batch_size} at the run's input size {size}",
+        hint="lower --batch-size",
+    )
 
 
 def expand_inputs(inputs: Sequence[str | Path]) -> list[str]:
@@ -250,24 +328,45 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[str]:
         if p.is_dir():
             files = walk_files(p, IMAGE_SUFFIXES)
             if not files:
-                raise CurateError(f"folder {p} holds no image file", hint=f"image types: {' '.join(IMAGE_SUFFIXES)}")
+                raise CurateError(
+                    f"folder {p} holds no image file",
+                    hint=f"image types: {' '.join(IMAGE_SUFFIXES)}",
+                )
             for f in files:
                 add(f)
         elif p.is_file() or (os.path.lexists(p) and not p.is_dir()):
-            add(p)  # a FIFO, a device or a broken link is listed too: predict records why it cannot be read
+            add(
+                p
+            )  # a FIFO, a device or a broken link is listed too: predict records why it cannot be read
         elif glob.has_magic(s):
-            matches = sorted(m for m in glob.glob(os.path.expanduser(s), recursive=True) if Path(m).is_file())
+            matches = sorted(
+                m for m in glob.glob(os.path.expanduser(s), recursive=True) if Path(m).is_file()
+            )
             if not matches:
-                raise CurateError(f"the pattern {s!r} matches no file", hint="check the pattern (quote it in the shell)")
+                raise CurateError(
+                    f"the pattern {s!r} matches no file",
+                    hint="check the pattern (quote it in the shell)",
+                )
             for m in matches:
                 add(Path(m))
         else:
-            raise CurateError(f"image not found: {s}", hint=not_found_hint(s, "pass image files, folders or glob patterns"))
+            raise CurateError(
+                f"image not found: {s}",
+                hint=not_found_hint(s, "pass image files, folders or glob patterns"),
+            )
     return out
 
 
-def predict(run: str | Path, inputs: Sequence[str | Path], *, device: str = "auto", batch_size: int = 256,
-            faces: bool = False, amp: bool | None = None, progress: Progress | None = None) -> pd.DataFrame:
+def predict(
+    run: str | Path,
+    inputs: Sequence[str | Path],
+    *,
+    device: str = "auto",
+    batch_size: int = 256,
+    faces: bool = False,
+    amp: bool | None = None,
+    progress: Progress | None = None,
+) -> pd.DataFrame:
     """Predicted expression and class probabilities for each image.
 
     Columns: ``path``, ``status`` (``ok`` or the reason code of ``images.parquet``:
@@ -281,19 +380,38 @@ def predict(run: str | Path, inputs: Sequence[str | Path], *, device: str = "aut
     classes = list(cfg["classes"])
     paths = expand_inputs(inputs)
     _check_batch(batch_size, len(paths), cfg)
-    checks = [validate_file(p) for p in paths]  # a truncated or unreadable file is recorded, not fatal
+    checks = [
+        validate_file(p) for p in paths
+    ]  # a truncated or unreadable file is recorded, not fatal
     ok = np.array([c.status == "ok" for c in checks], dtype=bool)
     dev = resolve_device(device)
-    store = ImageStore([p for p, good in zip(paths, ok, strict=True) if good], cfg["data_config"], progress=progress)
-    _, probs_ok = embed_and_classify(net.to(dev), store, np.arange(int(ok.sum())), cfg["data_config"], device=dev,
-                                     batch_size=batch_size, amp=amp, progress=progress)
+    store = ImageStore(
+        [p for p, good in zip(paths, ok, strict=True) if good],
+        cfg["data_config"],
+        progress=progress,
+    )
+    _, probs_ok = embed_and_classify(
+        net.to(dev),
+        store,
+        np.arange(int(ok.sum())),
+        cfg["data_config"],
+        device=dev,
+        batch_size=batch_size,
+        amp=amp,
+        progress=progress,
+    )
     probs = np.full((len(paths), len(classes)), np.nan)
     probs[ok] = probs_ok
     best = np.where(ok, np.nan_to_num(probs, nan=-1.0).argmax(axis=1), -1)
-    table = pd.DataFrame({"path": paths, "status": [c.status for c in checks],
-                          "detail": pd.Series([c.detail for c in checks], dtype="object"),
-                          "prediction": pd.Series([classes[i] if i >= 0 else None for i in best], dtype="object"),
-                          "confidence": np.where(ok, np.nan_to_num(probs, nan=0.0).max(axis=1), np.nan)})
+    table = pd.DataFrame(
+        {
+            "path": paths,
+            "status": [c.status for c in checks],
+            "detail": pd.Series([c.detail for c in checks], dtype="object"),
+            "prediction": pd.Series([classes[i] if i >= 0 else None for i in best], dtype="object"),
+            "confidence": np.where(ok, np.nan_to_num(probs, nan=0.0).max(axis=1), np.nan),
+        }
+    )
     for i, c in enumerate(classes):
         table[f"p_{c}"] = probs[:, i].astype(np.float64)
     if faces:

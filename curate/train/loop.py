@@ -98,8 +98,17 @@ from curate.train.suspicion import (
 TrainProgress = Callable[[str, int, int, dict[str, Any]], None]
 # settings that change the result; the others (device, workers, ...) may differ on resume
 _RUNTIME_ONLY = ("device", "workers", "preload_max_gb", "checkpoint_every", "eval_batch_size")
-RUN_OUTPUTS = ("model.safetensors", "config.json", "metrics.parquet", "tuple_drops.parquet", "evaluation.json",
-               "report.html", "run.json", "mined_triplets.parquet", "class_pair_margins.parquet")
+RUN_OUTPUTS = (
+    "model.safetensors",
+    "config.json",
+    "metrics.parquet",
+    "tuple_drops.parquet",
+    "evaluation.json",
+    "report.html",
+    "run.json",
+    "mined_triplets.parquet",
+    "class_pair_margins.parquet",
+)
 
 
 @dataclass
@@ -118,8 +127,12 @@ class FinetuneResult:
 
 # ----------------------------------------------------------------------------- network init
 
-def init_network(cfg: FinetuneConfig, classes: list[str], notes: list[str] | None = None,
-                 ) -> tuple[EmbeddingNet, dict[str, Any], str | None, str]:
+
+def init_network(
+    cfg: FinetuneConfig,
+    classes: list[str],
+    notes: list[str] | None = None,
+) -> tuple[EmbeddingNet, dict[str, Any], str | None, str]:
     """The network to fine-tune, its data config, where its weights came from, and its backbone name.
 
     ``cfg.weights``: ``"none"`` (random), a fine-tuning RUN folder, a weights file, or
@@ -134,20 +147,27 @@ def init_network(cfg: FinetuneConfig, classes: list[str], notes: list[str] | Non
     if cfg.backbone is None and w is None:
         w = str(bundled_model_dir())
     if cfg.backbone is None and not (w is not None and is_run_dir(w)):
-        raise CurateError("--weights other than a fine-tuning run needs --backbone NAME",
-                          hint="pass --backbone (a timm model name), for example --backbone resnet18")
+        raise CurateError(
+            "--weights other than a fine-tuning run needs --backbone NAME",
+            hint="pass --backbone (a timm model name), for example --backbone resnet18",
+        )
     if w is not None and is_run_dir(w):
         net, rc = load_run(w)
         if list(rc["classes"]) != list(classes) or cfg.reset_head:
             if list(rc["classes"]) != list(classes) and notes is not None:
-                notes.append(f"new classification head: the weights {w} were trained on {list(rc['classes'])}, "
-                             f"the tuples have {list(classes)}; the embedding network is transferred and a "
-                             "new head for the tuples' classes is trained from scratch")
+                notes.append(
+                    f"new classification head: the weights {w} were trained on {list(rc['classes'])}, "
+                    f"the tuples have {list(classes)}; the embedding network is transferred and a "
+                    "new head for the tuples' classes is trained from scratch"
+                )
             net.classifier = nn.Linear(net.embed_dim, len(classes))
         data_config = dict(rc["data_config"])
         if cfg.input_size is not None:
-            data_config = {**data_config, "input_size": [int(rc["in_chans"]), cfg.input_size, cfg.input_size],
-                           "crop_pct": 1.0}
+            data_config = {
+                **data_config,
+                "input_size": [int(rc["in_chans"]), cfg.input_size, cfg.input_size],
+                "crop_pct": 1.0,
+            }
         return net, data_config, str(Path(w).resolve()), str(rc["backbone"])
     assert cfg.backbone is not None
     in_chans = cfg.in_chans or 3
@@ -158,9 +178,19 @@ def init_network(cfg: FinetuneConfig, classes: list[str], notes: list[str] | Non
         body, source = loaded.model, loaded.weights_source
         in_chans = int(loaded.in_chans)
         if cfg.in_chans is not None and cfg.in_chans != in_chans:
-            raise CurateError(f"--in-chans {cfg.in_chans} does not match the weights of {cfg.backbone!r} "
-                              f"({in_chans} channels)", hint=f"pass --in-chans {in_chans} or leave it out")
-    net = EmbeddingNet(body, int(cast(Any, body).num_features), cfg.embed_dim, len(classes), cfg.scale, cfg.logit_scale)
+            raise CurateError(
+                f"--in-chans {cfg.in_chans} does not match the weights of {cfg.backbone!r} "
+                f"({in_chans} channels)",
+                hint=f"pass --in-chans {in_chans} or leave it out",
+            )
+    net = EmbeddingNet(
+        body,
+        int(cast(Any, body).num_features),
+        cfg.embed_dim,
+        len(classes),
+        cfg.scale,
+        cfg.logit_scale,
+    )
     return net, make_data_config(body, in_chans, cfg.input_size), source, cfg.backbone
 
 
@@ -170,14 +200,25 @@ def init_network(cfg: FinetuneConfig, classes: list[str], notes: list[str] | Non
 # and the claimed settings, so runs and checkpoints of an earlier curate still match
 # settings newer than the first checkpoints, at their defaults: left out of the fingerprint, so
 # the checkpoints and run folders of an earlier curate stay resumable
-_LATER_SETTINGS = {"classes_per_batch": 4, "images_per_class": 24, "steps_per_epoch": None, "margin_mode": "global",
-                   "metric_weight": 1.0, "face_screen": None, "augment_kind": "light", "suspect_score": "posterior"}
+_LATER_SETTINGS = {
+    "classes_per_batch": 4,
+    "images_per_class": 24,
+    "steps_per_epoch": None,
+    "margin_mode": "global",
+    "metric_weight": 1.0,
+    "face_screen": None,
+    "augment_kind": "light",
+    "suspect_score": "posterior",
+}
 
 
 def _result_settings(cfg: FinetuneConfig) -> dict[str, Any]:
     """The settings that change the result (not the runtime ones), without later settings at their defaults."""
-    return {k: v for k, v in asdict(cfg).items()
-            if k not in _RUNTIME_ONLY and not (k in _LATER_SETTINGS and v == _LATER_SETTINGS[k])}
+    return {
+        k: v
+        for k, v in asdict(cfg).items()
+        if k not in _RUNTIME_ONLY and not (k in _LATER_SETTINGS and v == _LATER_SETTINGS[k])
+    }
 
 
 def _fingerprint(cfg: FinetuneConfig, data: TrainingData, build_dir: Path | None = None) -> str:
@@ -185,8 +226,14 @@ def _fingerprint(cfg: FinetuneConfig, data: TrainingData, build_dir: Path | None
     folder (paths resolved, so ``../ex/tuples`` and its absolute spelling are one run)."""
     settings = _result_settings(cfg)
     cols = [c for c in ("tuple_id", *data.members) if c in data.tuples.columns]
-    return json.dumps({"settings": settings, "tuples": fingerprint_table(data.tuples, cols),
-                       "build_dir": str(build_dir if build_dir is not None else data.build_dir)}, sort_keys=True)
+    return json.dumps(
+        {
+            "settings": settings,
+            "tuples": fingerprint_table(data.tuples, cols),
+            "build_dir": str(build_dir if build_dir is not None else data.build_dir),
+        },
+        sort_keys=True,
+    )
 
 
 def run_settings(cfg: FinetuneConfig, source: str | Path) -> dict[str, Any]:
@@ -198,6 +245,7 @@ def run_settings(cfg: FinetuneConfig, source: str | Path) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- one step
 
+
 @dataclass
 class _Batch:
     x: torch.Tensor
@@ -207,15 +255,18 @@ class _Batch:
     rows: np.ndarray
 
 
-def _tuple_loss(kind: str, emb: torch.Tensor, local: torch.Tensor, cfg: FinetuneConfig) -> torch.Tensor:
+def _tuple_loss(
+    kind: str, emb: torch.Tensor, local: torch.Tensor, cfg: FinetuneConfig
+) -> torch.Tensor:
     a, p, n = local[:, 0], local[:, 1], local[:, 2]
     if kind == "quadruplet":
         return quadruplet_loss(emb, a, p, n, local[:, 3], cfg.margin, cfg.margin2)
     return triplet_loss(emb, a, p, n, cfg.margin)
 
 
-def _mine_triplets(emb: torch.Tensor, labels: torch.Tensor,
-                   excluded: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+def _mine_triplets(
+    emb: torch.Tensor, labels: torch.Tensor, excluded: np.ndarray
+) -> tuple[torch.Tensor, np.ndarray]:
     """Each image's hardest triplet among the images not ``excluded`` (batch positions),
     and the triplets the excluded images would have anchored (``[s, 3]``, suppressed)."""
     if not excluded.any():
@@ -225,41 +276,79 @@ def _mine_triplets(emb: torch.Tensor, labels: torch.Tensor,
     return local_t, unmasked[excluded[unmasked[:, 0]]]
 
 
-def mined_record(step: int, rows: np.ndarray, local: np.ndarray, suppressed: np.ndarray, too_far: np.ndarray,
-                 too_close: np.ndarray) -> np.ndarray:
+def mined_record(
+    step: int,
+    rows: np.ndarray,
+    local: np.ndarray,
+    suppressed: np.ndarray,
+    too_far: np.ndarray,
+    too_close: np.ndarray,
+) -> np.ndarray:
     """A step's mined triplets as :data:`MINED_COLUMNS` rows of store rows (``rows``: the
     batch's store rows): the ``local`` ones with the boundary's bits, then the ``suppressed``
     ones with the ``SUSPECT`` bit."""
-    bits = np.concatenate([TOO_FAR * too_far.astype(np.int64) + TOO_CLOSE * too_close.astype(np.int64),
-                           np.full(len(suppressed), SUSPECT, np.int64)])
+    bits = np.concatenate(
+        [
+            TOO_FAR * too_far.astype(np.int64) + TOO_CLOSE * too_close.astype(np.int64),
+            np.full(len(suppressed), SUSPECT, np.int64),
+        ]
+    )
     every = np.concatenate([local, suppressed]).astype(np.int64)
     if not len(every):
         return np.zeros((0, len(MINED_COLUMNS)), np.int64)
-    return np.column_stack([np.full(len(every), step, np.int64), rows[every[:, 0]], rows[every[:, 1]],
-                            rows[every[:, 2]], bits])
+    return np.column_stack(
+        [
+            np.full(len(every), step, np.int64),
+            rows[every[:, 0]],
+            rows[every[:, 1]],
+            rows[every[:, 2]],
+            bits,
+        ]
+    )
 
 
 def _lr_lambda(total: int, warmup_share: float) -> Callable[[int], float]:
     warm = max(1, int(round(total * warmup_share)))
 
     def f(step: int) -> float:
-        return min(1.0, (step + 1) / warm) * 0.5 * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
+        return (
+            min(1.0, (step + 1) / warm)
+            * 0.5
+            * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
+        )
 
     return f
 
 
 class _Trainer:
-    def __init__(self, cfg: FinetuneConfig, data: TrainingData, net: EmbeddingNet, data_config: dict[str, Any],
-                 store: ImageStore, member_rows: np.ndarray, label_codes: np.ndarray, val_rows: np.ndarray,
-                 device: torch.device, par: Parallel = SINGLE) -> None:
+    def __init__(
+        self,
+        cfg: FinetuneConfig,
+        data: TrainingData,
+        net: EmbeddingNet,
+        data_config: dict[str, Any],
+        store: ImageStore,
+        member_rows: np.ndarray,
+        label_codes: np.ndarray,
+        val_rows: np.ndarray,
+        device: torch.device,
+        par: Parallel = SINGLE,
+    ) -> None:
         self.cfg, self.data, self.net, self.data_config = cfg, data, net, data_config
         self.par = par
-        self.store, self.member_rows, self.label_codes, self.val_rows = store, member_rows, label_codes, val_rows
-        self.soft_targets: torch.Tensor | None = None   # [n_images, K] rows summing to 1, or None
+        self.store, self.member_rows, self.label_codes, self.val_rows = (
+            store,
+            member_rows,
+            label_codes,
+            val_rows,
+        )
+        self.soft_targets: torch.Tensor | None = None  # [n_images, K] rows summing to 1, or None
         self.device = device
         self.kind = cfg.kind or data.kind
         self.augment = AUGMENTS[cfg.augment_kind] if cfg.augment else NO_AUGMENT
-        self.colour = bool(store.colour)   # RGB pixels jittered, then made grey (augment "photos", grey model)
+        self.colour = bool(
+            store.colour
+        )  # RGB pixels jittered, then made grey (augment "photos", grey model)
         if self.colour:
             self.augment = replace(self.augment, grey=True)
         self.amp, self.precision = autocast_precision(device, cfg.amp)
@@ -268,17 +357,29 @@ class _Trainer:
             if hazard is not None:
                 self.amp, self.precision = False, hazard
         settings = cfg.screen_settings()
-        self.sampler: ClassBalancedSampler | None = None   # batch-hard mining: set by _train
-        self.pool = np.zeros(0, np.int64)                  # ... the store rows it samples from
+        self.sampler: ClassBalancedSampler | None = None  # batch-hard mining: set by _train
+        self.pool = np.zeros(0, np.int64)  # ... the store rows it samples from
         self.margins: PairMargins | None = None
         if cfg.mining == "batch-hard":
             # the boundary tests the hardest of K - 1 positives and of (P - 1) K negatives
             p = min(cfg.classes_per_batch, len(data.classes))
-            a_pos, a_neg = mined_alphas(cfg.alpha_pos, cfg.alpha_neg, cfg.images_per_class - 1,
-                                        (p - 1) * cfg.images_per_class)
+            a_pos, a_neg = mined_alphas(
+                cfg.alpha_pos,
+                cfg.alpha_neg,
+                cfg.images_per_class - 1,
+                (p - 1) * cfg.images_per_class,
+            )
             settings = replace(settings, alpha_pos=a_pos, alpha_neg=a_neg)
-            self.margins = PairMargins(cfg.margin_mode, cfg.margin, len(data.classes), net.embed_dim,
-                                       scale=net.scale, center=cfg.center, window=cfg.screen_window, seed=cfg.seed)
+            self.margins = PairMargins(
+                cfg.margin_mode,
+                cfg.margin,
+                len(data.classes),
+                net.embed_dim,
+                scale=net.scale,
+                center=cfg.center,
+                window=cfg.screen_window,
+                seed=cfg.seed,
+            )
         self.screen = InLoopScreen(settings, net.embed_dim, net.scale)
         self.params = list(net.parameters())
 
@@ -290,11 +391,17 @@ class _Trainer:
         if self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         labels_np = self.label_codes[rows]
-        return _Batch(x, torch.from_numpy(labels_np).to(self.device), labels_np,
-                      np.zeros((0, 3), np.int64), np.asarray(rows, np.int64))
+        return _Batch(
+            x,
+            torch.from_numpy(labels_np).to(self.device),
+            labels_np,
+            np.zeros((0, 3), np.int64),
+            np.asarray(rows, np.int64),
+        )
 
-    def mined_step(self, b: _Batch, step: int, suspicion: np.ndarray | None = None
-                   ) -> tuple[torch.Tensor, dict[str, Any], np.ndarray, np.ndarray | None]:
+    def mined_step(
+        self, b: _Batch, step: int, suspicion: np.ndarray | None = None
+    ) -> tuple[torch.Tensor, dict[str, Any], np.ndarray, np.ndarray | None]:
         """Batch-hard step: mine each image's hardest triplet, screen the mined triplets with
         the boundary, train on the kept ones. Returns the loss, the metrics row, the mined
         triplets as ``[t, 5]`` MINED_COLUMNS rows (store rows) and the batch images' scores
@@ -315,24 +422,44 @@ class _Trainer:
         emb = emb.float()
         excluded = np.zeros(len(b.rows), bool)
         if cfg.exclude_suspects and suspicion is not None:
-            cut = suspicion_cut(suspicion, cfg.suspect_share, cfg.suspect_min_visits,
-                                self.label_codes if cfg.suspect_per_class else None)
-            excluded = suspect_images(suspicion[b.rows], None, cut[b.rows] if isinstance(cut, np.ndarray) else cut,
-                                      cfg.suspect_min_visits)
+            cut = suspicion_cut(
+                suspicion,
+                cfg.suspect_share,
+                cfg.suspect_min_visits,
+                self.label_codes if cfg.suspect_per_class else None,
+            )
+            excluded = suspect_images(
+                suspicion[b.rows],
+                None,
+                cut[b.rows] if isinstance(cut, np.ndarray) else cut,
+                cfg.suspect_min_visits,
+            )
         local_t, suppressed = _mine_triplets(emb, b.labels, excluded)
         local = local_t.cpu().numpy()
         t = len(local)
         emb_np = emb.detach().cpu().numpy()
-        info: dict[str, Any] = {"screen_active": False, "d_null": None, "mu": None, "sigma": None,
-                                "t_pos": None, "t_neg": None}
+        info: dict[str, Any] = {
+            "screen_active": False,
+            "d_null": None,
+            "mu": None,
+            "sigma": None,
+            "t_pos": None,
+            "t_neg": None,
+        }
         keep, too_far, too_close = np.ones(t, bool), np.zeros(t, bool), np.zeros(t, bool)
         batch_suspicion = None
         if cfg.screen_every_step and t:
             res = self.screen(emb_np, b.labels_np, local, step=step, seed=cfg.seed)
             keep, too_far, too_close = res.keep, res.too_far, res.too_close
             batch_suspicion = res.suspicion
-            info = {"screen_active": res.active, "d_null": res.d_null, "mu": res.mu, "sigma": res.sigma,
-                    "t_pos": res.t_pos, "t_neg": res.t_neg}
+            info = {
+                "screen_active": res.active,
+                "d_null": res.d_null,
+                "mu": res.mu,
+                "sigma": res.sigma,
+                "t_pos": res.t_pos,
+                "t_neg": res.t_neg,
+            }
         if cfg.suspect_score == "margin":
             batch_suspicion = batch_margins(emb_np, b.labels_np)
         assert self.margins is not None
@@ -340,20 +467,30 @@ class _Trainer:
         kept = local_t[torch.from_numpy(keep).to(local_t.device)]
         metric = emb.sum() * 0.0
         if cfg.metric_weight > 0 and len(kept):
-            m = torch.as_tensor(pair_margins[b.labels_np[kept[:, 0].cpu().numpy()], b.labels_np[kept[:, 2].cpu().numpy()]],
-                                dtype=emb.dtype, device=emb.device)
+            m = torch.as_tensor(
+                pair_margins[
+                    b.labels_np[kept[:, 0].cpu().numpy()], b.labels_np[kept[:, 2].cpu().numpy()]
+                ],
+                dtype=emb.dtype,
+                device=emb.device,
+            )
             metric = triplet_loss_margins(emb, kept[:, 0], kept[:, 1], kept[:, 2], m)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             logits = self.net.logits_from_embeddings(emb if cfg.ce_weight > 0 else emb.detach())
         logits = logits.float()
         all_dropped = t > 0 and not keep.any()
-        ce_rows = np.arange(len(b.rows)) if all_dropped or cfg.ce_on == "all" or not cfg.screen_every_step \
+        ce_rows = (
+            np.arange(len(b.rows))
+            if all_dropped or cfg.ce_on == "all" or not cfg.screen_every_step
             else np.unique(local[keep])
-        ce_rows = ce_rows[~excluded[ce_rows]]   # suppressed images leave the classification loss too
-        if not len(ce_rows):   # no triplet left (suppression emptied a label): every image not suppressed
+        )
+        ce_rows = ce_rows[~excluded[ce_rows]]  # suppressed images leave the classification loss too
+        if not len(
+            ce_rows
+        ):  # no triplet left (suppression emptied a label): every image not suppressed
             ce_rows = np.flatnonzero(~excluded)
         ce_idx = torch.from_numpy(ce_rows).to(self.device)
-        if not len(ce_rows):   # every image of the batch suppressed: nothing to learn from
+        if not len(ce_rows):  # every image of the batch suppressed: nothing to learn from
             ce = logits.sum() * 0.0
         elif self.soft_targets is None:
             ce = F.cross_entropy(logits[ce_idx], b.labels[ce_idx])
@@ -362,20 +499,34 @@ class _Trainer:
             ce = -(target * F.log_softmax(logits[ce_idx], dim=1)).sum(dim=1).mean()
         loss = cfg.metric_weight * metric + (cfg.ce_weight if cfg.ce_weight > 0 else 1.0) * ce
         if not torch.isfinite(loss):
-            raise CurateError(f"the loss became {loss.item()} at step {step}",
-                              hint="lower --lr, or check the images for extreme values")
+            raise CurateError(
+                f"the loss became {loss.item()} at step {step}",
+                hint="lower --lr, or check the images for extreme values",
+            )
         acc = (logits.argmax(1) == b.labels).float().mean().item()
         off = ~np.eye(len(pair_margins), dtype=bool)
-        row = {"n_tuples": t, "n_images": len(b.rows), "n_kept": int(keep.sum()),
-               "share_dropped": float(1 - keep.mean()) if t else 0.0,
-               "share_too_far": float(too_far.mean()) if t else 0.0,
-               "share_too_close": float(too_close.mean()) if t else 0.0,
-               "share_suspect": len(suppressed) / max(t + len(suppressed), 1),
-               "images_excluded": int(excluded.sum()), "all_dropped": bool(all_dropped),
-               "metric_loss": float(metric.item()),
-               "ce_loss": float(ce.item()), "train_accuracy": acc,
-               "margin_mean": float(pair_margins[off].mean()), **info}
-        return loss, row, mined_record(step, b.rows, local, suppressed, too_far, too_close), batch_suspicion
+        row = {
+            "n_tuples": t,
+            "n_images": len(b.rows),
+            "n_kept": int(keep.sum()),
+            "share_dropped": float(1 - keep.mean()) if t else 0.0,
+            "share_too_far": float(too_far.mean()) if t else 0.0,
+            "share_too_close": float(too_close.mean()) if t else 0.0,
+            "share_suspect": len(suppressed) / max(t + len(suppressed), 1),
+            "images_excluded": int(excluded.sum()),
+            "all_dropped": bool(all_dropped),
+            "metric_loss": float(metric.item()),
+            "ce_loss": float(ce.item()),
+            "train_accuracy": acc,
+            "margin_mean": float(pair_margins[off].mean()),
+            **info,
+        }
+        return (
+            loss,
+            row,
+            mined_record(step, b.rows, local, suppressed, too_far, too_close),
+            batch_suspicion,
+        )
 
     def batch(self, tuple_rows: np.ndarray, step: int) -> _Batch:
         rows, local = batch_members(self.member_rows[tuple_rows])
@@ -387,50 +538,89 @@ class _Trainer:
         labels_np = self.label_codes[rows]
         return _Batch(x, torch.from_numpy(labels_np).to(self.device), labels_np, local, rows)
 
-    def step(self, b: _Batch, step: int, suspicion: np.ndarray
-             ) -> tuple[torch.Tensor, dict[str, Any], np.ndarray, np.ndarray | None]:
+    def step(
+        self, b: _Batch, step: int, suspicion: np.ndarray
+    ) -> tuple[torch.Tensor, dict[str, Any], np.ndarray, np.ndarray | None]:
         """Loss, metrics row, per-tuple drop counts ``[t, 4]`` and the batch images' label
         suspicion (``None`` unless a class-aware null screened the batch). ``suspicion`` is the
         run's ``[n_images, 2]`` sum/visits before this step (read only)."""
         cfg = self.cfg
-        torch.manual_seed(cfg.seed * 7_777_777 + step)   # dropout / drop-path, reproducible per step
+        torch.manual_seed(cfg.seed * 7_777_777 + step)  # dropout / drop-path, reproducible per step
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             emb = self.par.forward(self.net, b.x)  # under torchrun: this rank's shard, all-gathered
         emb = emb.float()
         t = len(b.local)
         batch_suspicion = None
         if cfg.screen_every_step:
-            res = self.screen(emb.detach().cpu().numpy(), b.labels_np, b.local, step=step, seed=cfg.seed)
+            res = self.screen(
+                emb.detach().cpu().numpy(), b.labels_np, b.local, step=step, seed=cfg.seed
+            )
             keep, too_far, too_close, neg_ok = res.keep, res.too_far, res.too_close, res.neg_ok
             batch_suspicion = res.suspicion
-            info = {"screen_active": res.active, "d_null": res.d_null, "mu": res.mu, "sigma": res.sigma,
-                    "t_pos": res.t_pos, "t_neg": res.t_neg}
+            info = {
+                "screen_active": res.active,
+                "d_null": res.d_null,
+                "mu": res.mu,
+                "sigma": res.sigma,
+                "t_pos": res.t_pos,
+                "t_neg": res.t_neg,
+            }
         else:
             keep, too_far, too_close = np.ones(t, bool), np.zeros(t, bool), np.zeros(t, bool)
             neg_ok = np.ones(len(b.rows), bool)
-            info = {"screen_active": False, "d_null": None, "mu": None, "sigma": None, "t_pos": None, "t_neg": None}
+            info = {
+                "screen_active": False,
+                "d_null": None,
+                "mu": None,
+                "sigma": None,
+                "t_pos": None,
+                "t_neg": None,
+            }
         excluded = np.zeros(len(b.rows), bool)
         if cfg.exclude_suspects and batch_suspicion is not None:
-            cut = suspicion_cut(suspicion, cfg.suspect_share, cfg.suspect_min_visits,
-                                self.label_codes if cfg.suspect_per_class else None)
-            excluded = suspect_images(suspicion[b.rows], batch_suspicion,
-                                      cut[b.rows] if isinstance(cut, np.ndarray) else cut, cfg.suspect_min_visits)
+            cut = suspicion_cut(
+                suspicion,
+                cfg.suspect_share,
+                cfg.suspect_min_visits,
+                self.label_codes if cfg.suspect_per_class else None,
+            )
+            excluded = suspect_images(
+                suspicion[b.rows],
+                batch_suspicion,
+                cut[b.rows] if isinstance(cut, np.ndarray) else cut,
+                cfg.suspect_min_visits,
+            )
         suspect = excluded[b.local[:, 0]] | excluded[b.local[:, 1]]
         keep = keep & ~suspect
         all_dropped = not keep.any()
         local = torch.from_numpy(b.local[keep]).to(self.device)
         if cfg.mining != "none" and len(local):
-            mined = mine_negatives(emb, local[:, 0], local[:, 1], local[:, 2], b.labels,
-                                   torch.from_numpy(neg_ok).to(self.device), cfg.mining)
+            mined = mine_negatives(
+                emb,
+                local[:, 0],
+                local[:, 1],
+                local[:, 2],
+                b.labels,
+                torch.from_numpy(neg_ok).to(self.device),
+                cfg.mining,
+            )
             local = torch.cat([local[:, :2], mined.unsqueeze(1), local[:, 3:]], dim=1)
         metric = _tuple_loss(self.kind, emb, local, cfg) if len(local) else emb.sum() * 0.0
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             logits = self.net.logits_from_embeddings(emb if cfg.ce_weight > 0 else emb.detach())
         logits = logits.float()
-        ce_rows = np.arange(len(b.rows)) if all_dropped or cfg.ce_on == "all" else np.unique(b.local[keep])
-        if excluded[ce_rows].all():   # nothing but suspects left: train the head on the batch as given
+        ce_rows = (
+            np.arange(len(b.rows))
+            if all_dropped or cfg.ce_on == "all"
+            else np.unique(b.local[keep])
+        )
+        if excluded[
+            ce_rows
+        ].all():  # nothing but suspects left: train the head on the batch as given
             ce_rows = np.arange(len(b.rows))
-        ce_idx = torch.from_numpy(ce_rows[~excluded[ce_rows]] if (~excluded[ce_rows]).any() else ce_rows)
+        ce_idx = torch.from_numpy(
+            ce_rows[~excluded[ce_rows]] if (~excluded[ce_rows]).any() else ce_rows
+        )
         ce_idx = ce_idx.to(self.device)
         if self.soft_targets is None:
             ce = F.cross_entropy(logits[ce_idx], b.labels[ce_idx])
@@ -439,14 +629,26 @@ class _Trainer:
             ce = -(target * F.log_softmax(logits[ce_idx], dim=1)).sum(dim=1).mean()
         loss = metric + (cfg.ce_weight if cfg.ce_weight > 0 else 1.0) * ce
         if not torch.isfinite(loss):
-            raise CurateError(f"the loss became {loss.item()} at step {step}",
-                              hint="lower --lr, or check the images for extreme values")
+            raise CurateError(
+                f"the loss became {loss.item()} at step {step}",
+                hint="lower --lr, or check the images for extreme values",
+            )
         acc = (logits.argmax(1) == b.labels).float().mean().item()
-        row = {"n_tuples": t, "n_images": len(b.rows), "n_kept": int(keep.sum()),
-               "share_dropped": float(1 - keep.mean()), "share_too_far": float(too_far.mean()),
-               "share_too_close": float(too_close.mean()), "share_suspect": float(suspect.mean()),
-               "images_excluded": int(excluded.sum()), "all_dropped": bool(all_dropped),
-               "metric_loss": float(metric.item()), "ce_loss": float(ce.item()), "train_accuracy": acc, **info}
+        row = {
+            "n_tuples": t,
+            "n_images": len(b.rows),
+            "n_kept": int(keep.sum()),
+            "share_dropped": float(1 - keep.mean()),
+            "share_too_far": float(too_far.mean()),
+            "share_too_close": float(too_close.mean()),
+            "share_suspect": float(suspect.mean()),
+            "images_excluded": int(excluded.sum()),
+            "all_dropped": bool(all_dropped),
+            "metric_loss": float(metric.item()),
+            "ce_loss": float(ce.item()),
+            "train_accuracy": acc,
+            **info,
+        }
         drops = np.stack([np.ones(t, np.int64), too_far, too_close, suspect], 1).astype(np.int64)
         return loss, row, drops, batch_suspicion
 
@@ -454,12 +656,24 @@ class _Trainer:
     def validate(self) -> dict[str, Any]:
         if len(self.val_rows) == 0:
             return {}
-        _, probs = embed_and_classify(self.net, self.store, self.val_rows, self.data_config, device=self.device,
-                                      batch_size=self.cfg.eval_batch_size, amp=self.amp)
+        _, probs = embed_and_classify(
+            self.net,
+            self.store,
+            self.val_rows,
+            self.data_config,
+            device=self.device,
+            batch_size=self.cfg.eval_batch_size,
+            amp=self.amp,
+        )
         y = self.label_codes[self.val_rows]
         m = classification_metrics(y, probs.argmax(1), self.data.classes)
         val_loss = float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, None)).mean())
-        return {"val_loss": val_loss, "val_accuracy": m["accuracy"], "val_macro_f1": m["macro_f1"], "_metrics": m}
+        return {
+            "val_loss": val_loss,
+            "val_accuracy": m["accuracy"],
+            "val_macro_f1": m["macro_f1"],
+            "_metrics": m,
+        }
 
 
 def bf16_cpu_hazard(net: nn.Module, data_config: dict[str, Any]) -> str | None:
@@ -470,10 +684,17 @@ def bf16_cpu_hazard(net: nn.Module, data_config: dict[str, Any]) -> str | None:
     ResNet at 16 px reaches its last stage at 1x1. One forward pass with hooks finds such
     a convolution."""
     hits: list[str] = []
-    hooks = [m.register_forward_pre_hook(
-        lambda mod, inp, name=name: hits.append(name) if any(
-            inp[0].shape[-2 + i] == 1 and mod.stride[i] > 1 for i in (0, 1)) else None)
-        for name, m in net.named_modules() if isinstance(m, nn.Conv2d)]
+    hooks = [
+        m.register_forward_pre_hook(
+            lambda mod, inp, name=name: (
+                hits.append(name)
+                if any(inp[0].shape[-2 + i] == 1 and mod.stride[i] > 1 for i in (0, 1))
+                else None
+            )
+        )
+        for name, m in net.named_modules()
+        if isinstance(m, nn.Conv2d)
+    ]
     was_training = net.training
     try:
         net.eval()
@@ -487,14 +708,24 @@ def bf16_cpu_hazard(net: nn.Module, data_config: dict[str, Any]) -> str | None:
     if not hits:
         return None
     side = data_config["input_size"][-1]
-    return (f"float32: --amp is off because at {side} px the strided convolution {hits[0]} sees 1-pixel maps, "
-            "where bfloat16 weight gradients on the CPU are wrong (oneDNN); a larger --input-size allows it")
+    return (
+        f"float32: --amp is off because at {side} px the strided convolution {hits[0]} sees 1-pixel maps, "
+        "where bfloat16 weight gradients on the CPU are wrong (oneDNN); a larger --input-size allows it"
+    )
 
 
 # ----------------------------------------------------------------------------- finetune
 
-def finetune(source: str | Path, out: str | Path, config: FinetuneConfig | None = None, *,
-             restart: bool = False, force: bool = False, progress: TrainProgress | None = None) -> FinetuneResult:
+
+def finetune(
+    source: str | Path,
+    out: str | Path,
+    config: FinetuneConfig | None = None,
+    *,
+    restart: bool = False,
+    force: bool = False,
+    progress: TrainProgress | None = None,
+) -> FinetuneResult:
     """Fine-tune an embedding network on the tuples of ``source`` and write the run to ``out``.
 
     ``source`` is a build-tuples folder or a screen output folder (its ``kept.parquet``
@@ -529,16 +760,35 @@ def finetune(source: str | Path, out: str | Path, config: FinetuneConfig | None 
         data = without_face_rejects(data, cfg.face_screen)
     kind = cfg.kind or data.kind
     if kind == "quadruplet" and data.kind != "quadruplet":
-        raise CurateError(f"--kind quadruplet needs quadruplets, but {data.tuples_file} holds triplets",
-                          hint="build tuples with --kind quadruplet, or train with --kind triplet")
+        raise CurateError(
+            f"--kind quadruplet needs quadruplets, but {data.tuples_file} holds triplets",
+            hint="build tuples with --kind quadruplet, or train with --kind triplet",
+        )
     par, device = from_env(resolve_device(cfg.device))  # torchrun: this rank and its device
     if not par.is_main:  # the other ranks write nothing; they resume from rank 0's checkpoints
-        return _train(_Unclaimed(Path(os.path.abspath(Path(out).expanduser()))), cfg, given, data, device,
-                      source, restart, progress, started, par)
+        return _train(
+            _Unclaimed(Path(os.path.abspath(Path(out).expanduser()))),
+            cfg,
+            given,
+            data,
+            device,
+            source,
+            restart,
+            progress,
+            started,
+            par,
+        )
     weights_run = cfg.weights if cfg.weights is not None and is_run_dir(cfg.weights) else None
-    with claim_folder(out, "finetune", settings=run_settings(cfg, source), force=force,
-                      inputs=[source, data.build_dir, weights_run], owned=RUN_OUTPUTS, owned_dirs=(CKPT_DIR,),
-                      scratch=(CKPT_DIR,)) as claim:
+    with claim_folder(
+        out,
+        "finetune",
+        settings=run_settings(cfg, source),
+        force=force,
+        inputs=[source, data.build_dir, weights_run],
+        owned=RUN_OUTPUTS,
+        owned_dirs=(CKPT_DIR,),
+        scratch=(CKPT_DIR,),
+    ) as claim:
         return _train(claim, cfg, given, data, device, source, restart, progress, started, par)
 
 
@@ -550,9 +800,18 @@ class _Unclaimed:
     note: str | None = None
 
 
-def _train(claim: Claim | _Unclaimed, cfg: FinetuneConfig, given: FinetuneConfig, data: TrainingData,
-           device: torch.device, source: str | Path, restart: bool, progress: TrainProgress | None,
-           started: float, par: Parallel = SINGLE) -> FinetuneResult:
+def _train(
+    claim: Claim | _Unclaimed,
+    cfg: FinetuneConfig,
+    given: FinetuneConfig,
+    data: TrainingData,
+    device: torch.device,
+    source: str | Path,
+    restart: bool,
+    progress: TrainProgress | None,
+    started: float,
+    par: Parallel = SINGLE,
+) -> FinetuneResult:
     run = claim.path
     notes: list[str] = [claim.note] if claim.note else []
     with torch.random.fork_rng(devices=[]):
@@ -564,20 +823,49 @@ def _train(claim: Claim | _Unclaimed, cfg: FinetuneConfig, given: FinetuneConfig
 
     images = RunImages.of(data)  # every image the run touches, decoded once
     decode_cb = (lambda ph, d, t: progress(ph, d, t, {})) if progress else None
-    store = ImageStore(data.images.loc[images.ids, "path"].astype(str).tolist(), data_config,
-                       max_bytes=int(cfg.preload_max_gb * 1024**3), workers=cfg.workers, progress=decode_cb,
-                       colour=cfg.augment and cfg.augment_kind == "photos")
+    store = ImageStore(
+        data.images.loc[images.ids, "path"].astype(str).tolist(),
+        data_config,
+        max_bytes=int(cfg.preload_max_gb * 1024**3),
+        workers=cfg.workers,
+        progress=decode_cb,
+        colour=cfg.augment and cfg.augment_kind == "photos",
+    )
     net = _place_network(net, device, par)
-    trainer = _Trainer(cfg, data, net, data_config, store, images.member_rows, images.label_codes,
-                       images.val_rows, device, par)
+    trainer = _Trainer(
+        cfg,
+        data,
+        net,
+        data_config,
+        store,
+        images.member_rows,
+        images.label_codes,
+        images.val_rows,
+        device,
+        par,
+    )
     n_batches = _set_up_sampling(trainer, images)
-    total = cfg.epochs * n_batches if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * n_batches)
+    total = (
+        cfg.epochs * n_batches
+        if cfg.max_steps is None
+        else min(cfg.max_steps, cfg.epochs * n_batches)
+    )
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(total, cfg.warmup_share))
     fingerprint = _fingerprint(cfg, data)
-    fresh = TrainState.new(len(images.member_rows), math.ceil(total / n_batches), len(images.ids), len(data.classes))
-    loaded = _resume(run, trainer, opt, sched, fresh, total, restart,
-                     (fingerprint, _fingerprint(given, data, build_dir=data.build_dir_as_given)))
+    fresh = TrainState.new(
+        len(images.member_rows), math.ceil(total / n_batches), len(images.ids), len(data.classes)
+    )
+    loaded = _resume(
+        run,
+        trainer,
+        opt,
+        sched,
+        fresh,
+        total,
+        restart,
+        (fingerprint, _fingerprint(given, data, build_dir=data.build_dir_as_given)),
+    )
     resumed_from = loaded.step if loaded else 0
     state = loaded or fresh
 
@@ -586,12 +874,34 @@ def _train(claim: Claim | _Unclaimed, cfg: FinetuneConfig, given: FinetuneConfig
     loop = _Loop(run, trainer, opt, sched, state, fingerprint, n_batches, total, progress, notes)
     last_val = loop.run()
     if not par.is_main or isinstance(claim, _Unclaimed):
-        return FinetuneResult(run_dir=run, metrics=pd.DataFrame(state.rows), final={}, config={}, run={},
-                              resumed_from_step=resumed_from, notes=notes, is_main=False)
+        return FinetuneResult(
+            run_dir=run,
+            metrics=pd.DataFrame(state.rows),
+            final={},
+            config={},
+            run={},
+            resumed_from_step=resumed_from,
+            notes=notes,
+            is_main=False,
+        )
     if not last_val and len(images.val_rows):
         last_val = trainer.validate()
-    return _finish(claim, cfg, data, net, data_config, pretrained_from, state, last_val, started, resumed_from,
-                   notes, source, images.ids, trainer.precision)
+    return _finish(
+        claim,
+        cfg,
+        data,
+        net,
+        data_config,
+        pretrained_from,
+        state,
+        last_val,
+        started,
+        resumed_from,
+        notes,
+        source,
+        images.ids,
+        trainer.precision,
+    )
 
 
 @dataclass
@@ -610,9 +920,13 @@ class RunImages:
     @classmethod
     def of(cls, data: TrainingData) -> RunImages:
         members = data.tuples[data.members].to_numpy(dtype=np.int64)
-        ids = np.unique(np.concatenate([members.ravel(), data.val_images["image_id"].to_numpy(dtype=np.int64)]))
+        ids = np.unique(
+            np.concatenate([members.ravel(), data.val_images["image_id"].to_numpy(dtype=np.int64)])
+        )
         pos = {int(i): r for r, i in enumerate(ids)}
-        member_rows = np.vectorize(pos.__getitem__, otypes=[np.int64])(members) if members.size else members
+        member_rows = (
+            np.vectorize(pos.__getitem__, otypes=[np.int64])(members) if members.size else members
+        )
         val_rows = np.array([pos[int(i)] for i in data.val_images["image_id"]], dtype=np.int64)
         return cls(ids, members, member_rows, class_codes(data, ids), val_rows)
 
@@ -621,7 +935,9 @@ def _place_network(net: EmbeddingNet, device: torch.device, par: Parallel) -> Em
     """The network on ``device`` (channels-last on CUDA; synchronised BatchNorm and rank 0's
     weights under torchrun)."""
     if par.enabled:
-        net = cast(EmbeddingNet, sync_batchnorm(net))  # statistics of the global batch, as in one process
+        net = cast(
+            EmbeddingNet, sync_batchnorm(net)
+        )  # statistics of the global batch, as in one process
     net = net.to(device)
     if device.type == "cuda":
         net = net.to(memory_format=torch.channels_last)
@@ -637,22 +953,36 @@ def _set_up_sampling(trainer: _Trainer, images: RunImages) -> int:
         train_ids = ids[np.isin(ids, images.members)]
         trainer.soft_targets = torch.zeros((len(ids), len(data.classes)))
         trainer.soft_targets[np.searchsorted(ids, train_ids)] = torch.from_numpy(
-            soft_targets(data, train_ids, cfg.soft_label_prefix))
+            soft_targets(data, train_ids, cfg.soft_label_prefix)
+        )
     n_batches = len(epoch_batches(len(images.members), cfg.batch_tuples, cfg.seed, 0))
     if cfg.mining == "batch-hard":
         pool = np.unique(images.member_rows)
         rejected = data.extra.get("face_rejected_ids")
         if rejected is not None:
             pool = pool[~np.isin(ids[pool], rejected)]
-        trainer.sampler = ClassBalancedSampler(images.label_codes[pool], cfg.classes_per_batch,
-                                               cfg.images_per_class, cfg.seed, cfg.steps_per_epoch)
+        trainer.sampler = ClassBalancedSampler(
+            images.label_codes[pool],
+            cfg.classes_per_batch,
+            cfg.images_per_class,
+            cfg.seed,
+            cfg.steps_per_epoch,
+        )
         trainer.pool = pool
         n_batches = trainer.sampler.steps_per_epoch
     return n_batches
 
 
-def _resume(run: Path, trainer: _Trainer, opt: torch.optim.Optimizer, sched: Any, fresh: TrainState, total: int,
-            restart: bool, fingerprints: tuple[str, ...]) -> TrainState | None:
+def _resume(
+    run: Path,
+    trainer: _Trainer,
+    opt: torch.optim.Optimizer,
+    sched: Any,
+    fresh: TrainState,
+    total: int,
+    restart: bool,
+    fingerprints: tuple[str, ...],
+) -> TrainState | None:
     """The checkpoint's state loaded into the network, optimiser, scheduler, screen and
     margins, or None (no checkpoint, or ``restart``: rank 0 clears the checkpoints)."""
     par = trainer.par
@@ -663,8 +993,9 @@ def _resume(run: Path, trainer: _Trainer, opt: torch.optim.Optimizer, sched: Any
     if restart:
         return None
     # a checkpoint of an earlier curate keyed the paths as they were typed (the second fingerprint)
-    return load_checkpoint(run, trainer.net, opt, sched, trainer.screen, fingerprints, fresh, total,
-                            trainer.margins)
+    return load_checkpoint(
+        run, trainer.net, opt, sched, trainer.screen, fingerprints, fresh, total, trainer.margins
+    )
 
 
 class _Loop:
@@ -672,15 +1003,33 @@ class _Loop:
     checkpoint at each epoch's end and every ``checkpoint_every`` steps. An exception
     outside the optimiser's update saves a checkpoint of the last completed step first."""
 
-    def __init__(self, run: Path, trainer: _Trainer, opt: torch.optim.Optimizer, sched: Any, state: TrainState,
-                 fingerprint: str, n_batches: int, total: int, progress: TrainProgress | None,
-                 notes: list[str]) -> None:
-        self.run_dir, self.trainer, self.opt, self.sched, self.state = run, trainer, opt, sched, state
+    def __init__(
+        self,
+        run: Path,
+        trainer: _Trainer,
+        opt: torch.optim.Optimizer,
+        sched: Any,
+        state: TrainState,
+        fingerprint: str,
+        n_batches: int,
+        total: int,
+        progress: TrainProgress | None,
+        notes: list[str],
+    ) -> None:
+        self.run_dir, self.trainer, self.opt, self.sched, self.state = (
+            run,
+            trainer,
+            opt,
+            sched,
+            state,
+        )
         self.fingerprint, self.n_batches, self.total = fingerprint, n_batches, total
         self.progress, self.notes = progress, notes
         self.cfg, self.par = trainer.cfg, trainer.par
         self.in_update = False
-        self.before_step: dict[str, torch.Tensor] | None = None  # buffers before the step now in its forward pass
+        self.before_step: dict[str, torch.Tensor] | None = (
+            None  # buffers before the step now in its forward pass
+        )
         self.saved_step = state.step
         self.last_val: dict[str, Any] = {}
 
@@ -688,9 +1037,19 @@ class _Loop:
         """Train to the end; the last validation's metrics ({} when none ran)."""
         trainer, state = self.trainer, self.state
         try:
-            if self.par.is_main and val_row_missing(state, self.n_batches, self.total) and len(trainer.val_rows):
-                self.last_val = _validate(trainer, state, (state.step - 1) // self.n_batches, self.n_batches,
-                                          self.total, self.progress)
+            if (
+                self.par.is_main
+                and val_row_missing(state, self.n_batches, self.total)
+                and len(trainer.val_rows)
+            ):
+                self.last_val = _validate(
+                    trainer,
+                    state,
+                    (state.step - 1) // self.n_batches,
+                    self.n_batches,
+                    self.total,
+                    self.progress,
+                )
             trainer.net.train()
             while state.step < self.total:
                 epoch = state.step // self.n_batches
@@ -709,8 +1068,10 @@ class _Loop:
         epoch, in_epoch = divmod(state.step, self.n_batches)
         tic = time.perf_counter()
         self.before_step = copy_buffers(trainer.net)
-        if trainer.sampler is not None:   # batch-hard mining: P x K images, no pre-sampled tuples
-            b = trainer.image_batch(trainer.pool[trainer.sampler.epoch(epoch)[in_epoch]], state.step)
+        if trainer.sampler is not None:  # batch-hard mining: P x K images, no pre-sampled tuples
+            b = trainer.image_batch(
+                trainer.pool[trainer.sampler.epoch(epoch)[in_epoch]], state.step
+            )
             loss, row, mined, susp = trainer.mined_step(b, state.step, state.suspicion)
             batches, drops = None, None
         else:
@@ -729,20 +1090,30 @@ class _Loop:
             trainer.margins.commit_pending()
         if batches is not None and drops is not None:
             np.add.at(state.drops, batches[in_epoch], drops)
-            state.epoch_drops[epoch, batches[in_epoch]] = (TOO_FAR * drops[:, 1] + TOO_CLOSE * drops[:, 2]
-                                                           + SUSPECT * drops[:, 3]).astype(np.uint8)
+            state.epoch_drops[epoch, batches[in_epoch]] = (
+                TOO_FAR * drops[:, 1] + TOO_CLOSE * drops[:, 2] + SUSPECT * drops[:, 3]
+            ).astype(np.uint8)
         else:
             state.mined = np.concatenate([state.mined, mined])
         if susp is not None:
             seen = np.isfinite(susp)
             np.add.at(state.suspicion, (b.rows[seen], 0), susp[seen])
             np.add.at(state.suspicion, (b.rows[seen], 1), 1.0)
-        row.update({"phase": "train", "epoch": epoch, "step": state.step, "loss": float(loss.item()),
-                    "lr": float(self.opt.param_groups[0]["lr"]),
-                    "images_per_s": len(b.rows) / max(time.perf_counter() - tic, 1e-9)})
+        row.update(
+            {
+                "phase": "train",
+                "epoch": epoch,
+                "step": state.step,
+                "loss": float(loss.item()),
+                "lr": float(self.opt.param_groups[0]["lr"]),
+                "images_per_s": len(b.rows) / max(time.perf_counter() - tic, 1e-9),
+            }
+        )
         if row["all_dropped"]:
-            self.notes.append(f"step {state.step}: the boundary dropped every tuple; "
-                              "trained on the classification loss only")
+            self.notes.append(
+                f"step {state.step}: the boundary dropped every tuple; "
+                "trained on the classification loss only"
+            )
         state.rows.append(row)
         state.step += 1
         self.before_step = None
@@ -757,20 +1128,34 @@ class _Loop:
         if end_of_epoch and trainer.margins is not None:
             state.margins[epoch] = trainer.margins.margins
         if end_of_epoch and self.par.is_main:
-            self.last_val = _validate(trainer, state, epoch, self.n_batches, self.total, self.progress)
-        if end_of_epoch or (self.cfg.checkpoint_every and state.step % self.cfg.checkpoint_every == 0):
+            self.last_val = _validate(
+                trainer, state, epoch, self.n_batches, self.total, self.progress
+            )
+        if end_of_epoch or (
+            self.cfg.checkpoint_every and state.step % self.cfg.checkpoint_every == 0
+        ):
             if self.par.is_main:
                 self.save()
             self.saved_step = state.step
 
     def save(self) -> None:
         trainer = self.trainer
-        save_checkpoint(self.run_dir, trainer.net, self.opt, self.sched, trainer.screen, self.state,
-                         self.fingerprint, trainer.margins)
+        save_checkpoint(
+            self.run_dir,
+            trainer.net,
+            self.opt,
+            self.sched,
+            trainer.screen,
+            self.state,
+            self.fingerprint,
+            trainer.margins,
+        )
 
     def save_interrupted(self) -> None:
         """The checkpoint of an interrupted run: the state before the step in progress."""
-        if self.before_step is not None:  # the interrupted forward pass moved the BatchNorm statistics
+        if (
+            self.before_step is not None
+        ):  # the interrupted forward pass moved the BatchNorm statistics
             restore_buffers(self.trainer.net, self.before_step)
         self.trainer.screen.discard_pending()
         if self.trainer.margins is not None:
@@ -778,72 +1163,140 @@ class _Loop:
         self.save()
 
 
-def _validate(trainer: _Trainer, state: TrainState, epoch: int, n_batches: int, total: int,
-              progress: TrainProgress | None) -> dict[str, Any]:
+def _validate(
+    trainer: _Trainer,
+    state: TrainState,
+    epoch: int,
+    n_batches: int,
+    total: int,
+    progress: TrainProgress | None,
+) -> dict[str, Any]:
     """The end-of-epoch validation, its row added to the metrics."""
     last_val = trainer.validate()
     if last_val:
-        vrow = {"phase": "val", "epoch": epoch, "step": state.step - 1,
-                **{k: v for k, v in last_val.items() if not k.startswith("_")}}
+        vrow = {
+            "phase": "val",
+            "epoch": epoch,
+            "step": state.step - 1,
+            **{k: v for k, v in last_val.items() if not k.startswith("_")},
+        }
         state.rows.append(vrow)
         if progress is not None:
             progress("val", epoch + 1, math.ceil(total / n_batches), vrow)
     return last_val
 
 
-def _finish(claim: Claim, cfg: FinetuneConfig, data: TrainingData, net: EmbeddingNet, data_config: dict[str, Any],
-            pretrained_from: str | None, state: TrainState, last_val: dict[str, Any], started: float,
-            resumed_from: int, notes: list[str], source: str | Path, ids: np.ndarray,
-            precision: str = "float32") -> FinetuneResult:
+def _finish(
+    claim: Claim,
+    cfg: FinetuneConfig,
+    data: TrainingData,
+    net: EmbeddingNet,
+    data_config: dict[str, Any],
+    pretrained_from: str | None,
+    state: TrainState,
+    last_val: dict[str, Any],
+    started: float,
+    resumed_from: int,
+    notes: list[str],
+    source: str | Path,
+    ids: np.ndarray,
+    precision: str = "float32",
+) -> FinetuneResult:
     from curate.train.report import write_report
 
     run = claim.path
-    config = run_config(net, backbone=str(cfg.backbone), classes=data.classes, in_chans=int(data_config["input_size"][0]),
-                        data_config=data_config, pretrained_from=pretrained_from,
-                        extra={"kind": cfg.kind or data.kind, "seed": cfg.seed})
+    config = run_config(
+        net,
+        backbone=str(cfg.backbone),
+        classes=data.classes,
+        in_chans=int(data_config["input_size"][0]),
+        data_config=data_config,
+        pretrained_from=pretrained_from,
+        extra={"kind": cfg.kind or data.kind, "seed": cfg.seed},
+    )
     save_run(net, run, config)
     metrics = pd.DataFrame(state.rows)
     write_parquet(metrics, run / "metrics.parquet")
-    tuple_ids = data.tuples["tuple_id"].to_numpy() if "tuple_id" in data.tuples else np.arange(len(data.tuples))
-    drops = pd.DataFrame({"tuple_id": tuple_ids, **{c: state.drops[:, i] for i, c in enumerate(DROP_COLUMNS)}})
+    tuple_ids = (
+        data.tuples["tuple_id"].to_numpy()
+        if "tuple_id" in data.tuples
+        else np.arange(len(data.tuples))
+    )
+    drops = pd.DataFrame(
+        {"tuple_id": tuple_ids, **{c: state.drops[:, i] for i, c in enumerate(DROP_COLUMNS)}}
+    )
     write_parquet(drops, run / "tuple_drops.parquet")
-    write_parquet(epoch_drop_table(state.epoch_drops, tuple_ids), run / "tuple_drops_by_epoch.parquet")
+    write_parquet(
+        epoch_drop_table(state.epoch_drops, tuple_ids), run / "tuple_drops_by_epoch.parquet"
+    )
     if cfg.mining == "batch-hard":
-        write_parquet(mined_triplet_table(state.mined, ids, state.rows, data), run / "mined_triplets.parquet")
-        write_parquet(pd.DataFrame([r for e in range(len(state.margins)) if np.isfinite(state.margins[e]).all()
-                                    for r in margin_table(state.margins[e], data.classes, e)],
-                                   columns=["epoch", "anchor_class", "negative_class", "margin"]),
-                      run / "class_pair_margins.parquet")
+        write_parquet(
+            mined_triplet_table(state.mined, ids, state.rows, data), run / "mined_triplets.parquet"
+        )
+        write_parquet(
+            pd.DataFrame(
+                [
+                    r
+                    for e in range(len(state.margins))
+                    if np.isfinite(state.margins[e]).all()
+                    for r in margin_table(state.margins[e], data.classes, e)
+                ],
+                columns=["epoch", "anchor_class", "negative_class", "margin"],
+            ),
+            run / "class_pair_margins.parquet",
+        )
     if (cfg.screen_every_step and cfg.null in CLASS_NULLS) or cfg.suspect_score == "margin":
-        write_parquet(image_suspicion_table(state.suspicion, ids, data, cfg), run / "image_suspicion.parquet")
+        write_parquet(
+            image_suspicion_table(state.suspicion, ids, data, cfg), run / "image_suspicion.parquet"
+        )
     final = last_val.get("_metrics", {})
     write_json(final, run / "evaluation.json")
     train = metrics[metrics["phase"] == "train"] if len(metrics) else metrics
     counts = {
-        "tuples": len(data.tuples), "steps": int(state.step), "classes": len(data.classes),
+        "tuples": len(data.tuples),
+        "steps": int(state.step),
+        "classes": len(data.classes),
         "val_images": len(data.val_images),
         "mean_share_dropped": float(train["share_dropped"].mean()) if len(train) else None,
         "steps_all_dropped": int(train["all_dropped"].sum()) if len(train) else 0,
         "images_excluded": int(final_suspects(state.suspicion, cfg, class_codes(data, ids)).sum()),
         "face_rejected_images": data.extra.get("face_rejected_images"),
         "mined_triplets": int(len(state.mined)) if cfg.mining == "batch-hard" else None,
-        "val_accuracy": final.get("accuracy"), "val_macro_f1": final.get("macro_f1"),
+        "val_accuracy": final.get("accuracy"),
+        "val_macro_f1": final.get("macro_f1"),
     }
-    params = {**asdict(cfg), "source": str(Path(source).resolve()), "build_dir": str(data.build_dir),
-              "kind": cfg.kind or data.kind, "resolved_data_config": data_config}
-    record = run_record("finetune", params, inputs={"tuples_file": str(data.tuples_file),
-                                                    "pretrained_from": pretrained_from},
-                        counts=counts, started=started)
+    params = {
+        **asdict(cfg),
+        "source": str(Path(source).resolve()),
+        "build_dir": str(data.build_dir),
+        "kind": cfg.kind or data.kind,
+        "resolved_data_config": data_config,
+    }
+    record = run_record(
+        "finetune",
+        params,
+        inputs={"tuples_file": str(data.tuples_file), "pretrained_from": pretrained_from},
+        counts=counts,
+        started=started,
+    )
     record["resumed_from_step"] = resumed_from
     record["precision"] = precision
     record["notes"] = notes[:20]
     write_report(run, metrics=metrics, final=final, config=config, record=record)
     claim.finish(record)  # last: the run is complete
-    return FinetuneResult(run_dir=run, metrics=metrics, final=final, config=config, run=record,
-                          resumed_from_step=resumed_from, notes=notes)
+    return FinetuneResult(
+        run_dir=run,
+        metrics=metrics,
+        final=final,
+        config=config,
+        run=record,
+        resumed_from_step=resumed_from,
+        notes=notes,
+    )
 
 
 # ----------------------------------------------------------------------------- batch-hard outputs
+
 
 def without_face_rejects(data: TrainingData, screen_dir: str | Path) -> TrainingData:
     """The first stage: ``data`` without the images whose face screens (large head pose,
@@ -856,20 +1309,28 @@ def without_face_rejects(data: TrainingData, screen_dir: str | Path) -> Training
         raise CurateError(f"--face-screen {screen_dir}: {f.name} not found", hint=hint)
     sus = read_parquet(f, what="screen image verdicts")
     if "face_reject" not in sus.columns:
-        raise CurateError(f"--face-screen {screen_dir}: that screen ran no face screens (no face_reject column)",
-                          hint=hint)
+        raise CurateError(
+            f"--face-screen {screen_dir}: that screen ran no face screens (no face_reject column)",
+            hint=hint,
+        )
     bad_paths = set(sus.loc[sus["face_reject"].fillna(False).astype(bool), "path"].astype(str))
     bad = data.images.index[data.images["path"].astype(str).isin(bad_paths)].to_numpy(np.int64)
     members = data.tuples[data.members].to_numpy(np.int64)
     keep = ~np.isin(members, bad).any(axis=1)
     if not keep.any():
-        raise CurateError(f"--face-screen {screen_dir} rejects an image of every training tuple", hint=hint)
-    return replace(data, tuples=data.tuples[keep].reset_index(drop=True),
-                   extra={**data.extra, "face_rejected_ids": bad, "face_rejected_images": int(len(bad))})
+        raise CurateError(
+            f"--face-screen {screen_dir} rejects an image of every training tuple", hint=hint
+        )
+    return replace(
+        data,
+        tuples=data.tuples[keep].reset_index(drop=True),
+        extra={**data.extra, "face_rejected_ids": bad, "face_rejected_images": int(len(bad))},
+    )
 
 
-def mined_triplet_table(mined: np.ndarray, ids: np.ndarray, rows: list[dict[str, Any]],
-                        data: TrainingData) -> pd.DataFrame:
+def mined_triplet_table(
+    mined: np.ndarray, ids: np.ndarray, rows: list[dict[str, Any]], data: TrainingData
+) -> pd.DataFrame:
     """``mined_triplets.parquet``: one row per mined triplet of every step (``rows``: the
     run's metrics rows, which give each step's epoch)."""
     epoch_of = {int(r["step"]): int(r["epoch"]) for r in rows if r.get("phase") == "train"}
@@ -877,14 +1338,25 @@ def mined_triplet_table(mined: np.ndarray, ids: np.ndarray, rows: list[dict[str,
     labels = data.images["label"].astype(str)
     anchor, positive, negative = (ids[mined[:, i]] for i in (1, 2, 3))
     bits = mined[:, 4]
-    return pd.DataFrame({"epoch": np.array([epoch_of.get(int(v), -1) for v in step], np.int64),
-                         "step": step, "anchor": anchor, "positive": positive, "negative": negative,
-                         "anchor_label": labels.loc[anchor].to_numpy(), "negative_label": labels.loc[negative].to_numpy(),
-                         "positive_too_far": (bits & TOO_FAR) > 0, "negative_too_close": (bits & TOO_CLOSE) > 0,
-                         "suppressed": (bits & SUSPECT) > 0, "kept": bits == 0})
+    return pd.DataFrame(
+        {
+            "epoch": np.array([epoch_of.get(int(v), -1) for v in step], np.int64),
+            "step": step,
+            "anchor": anchor,
+            "positive": positive,
+            "negative": negative,
+            "anchor_label": labels.loc[anchor].to_numpy(),
+            "negative_label": labels.loc[negative].to_numpy(),
+            "positive_too_far": (bits & TOO_FAR) > 0,
+            "negative_too_close": (bits & TOO_CLOSE) > 0,
+            "suppressed": (bits & SUSPECT) > 0,
+            "kept": bits == 0,
+        }
+    )
 
 
 # ----------------------------------------------------------------------------- image suspicion
+
 
 def soft_targets(data: TrainingData, ids: np.ndarray, prefix: str) -> np.ndarray:
     """``[len(ids), K]`` float32 targets of the classification loss: the images' ``<prefix><class>``
@@ -893,19 +1365,23 @@ def soft_targets(data: TrainingData, ids: np.ndarray, prefix: str) -> np.ndarray
     cols = [f"{prefix}{c}" for c in data.classes]
     missing = [c for c in cols if c not in data.images.columns]
     if missing:
-        raise CurateError(f"--soft-label-prefix {prefix!r}: {data.build_dir / 'images.parquet'} lacks the columns "
-                          f"{missing} (one per class: {cols})",
-                          hint="add them to the manifest given to `curate build-tuples`, or drop --soft-label-prefix")
+        raise CurateError(
+            f"--soft-label-prefix {prefix!r}: {data.build_dir / 'images.parquet'} lacks the columns "
+            f"{missing} (one per class: {cols})",
+            hint="add them to the manifest given to `curate build-tuples`, or drop --soft-label-prefix",
+        )
     table = data.images.loc[ids, cols].apply(pd.to_numeric, errors="coerce")
     values = table.to_numpy(np.float64)
     sums = values.sum(axis=1)
     bad = ~np.isfinite(values).all(axis=1) | (values < 0).any(axis=1) | ~(sums > 0)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise CurateError(f"soft labels of {int(bad.sum())} training image(s) are not non-negative numbers with a "
-                          f"positive sum, e.g. image_id {int(ids[i])} {data.images.loc[ids[i], 'path']}: "
-                          f"{dict(zip(cols, table.iloc[i].tolist(), strict=True))}",
-                          hint=f"fix the {prefix}* columns of the manifest, or drop --soft-label-prefix")
+        raise CurateError(
+            f"soft labels of {int(bad.sum())} training image(s) are not non-negative numbers with a "
+            f"positive sum, e.g. image_id {int(ids[i])} {data.images.loc[ids[i], 'path']}: "
+            f"{dict(zip(cols, table.iloc[i].tolist(), strict=True))}",
+            hint=f"fix the {prefix}* columns of the manifest, or drop --soft-label-prefix",
+        )
     return (values / sums[:, None]).astype(np.float32)
 
 
@@ -913,6 +1389,12 @@ def epoch_drop_table(epoch_drops: np.ndarray, tuple_ids: np.ndarray) -> pd.DataF
     """``tuple_drops_by_epoch.parquet``: one row per epoch and dropped tuple."""
     epoch, row = np.nonzero(epoch_drops)
     bits = epoch_drops[epoch, row]
-    return pd.DataFrame({"epoch": epoch.astype(np.int64), "tuple_id": tuple_ids[row],
-                         "positive_too_far": (bits & TOO_FAR) > 0, "negative_too_close": (bits & TOO_CLOSE) > 0,
-                         "suspect_member": (bits & SUSPECT) > 0})
+    return pd.DataFrame(
+        {
+            "epoch": epoch.astype(np.int64),
+            "tuple_id": tuple_ids[row],
+            "positive_too_far": (bits & TOO_FAR) > 0,
+            "negative_too_close": (bits & TOO_CLOSE) > 0,
+            "suspect_member": (bits & SUSPECT) > 0,
+        }
+    )

@@ -26,8 +26,10 @@ from curate.train.config import MINING, ScreenSettings
 
 # ----------------------------------------------------------------------------- losses
 
-def triplet_loss(emb: torch.Tensor, a: torch.Tensor, p: torch.Tensor, n: torch.Tensor,
-                 margin: float) -> torch.Tensor:
+
+def triplet_loss(
+    emb: torch.Tensor, a: torch.Tensor, p: torch.Tensor, n: torch.Tensor, margin: float
+) -> torch.Tensor:
     """Mean of ``relu(d(a, p) - d(a, n) + margin)`` over the given triplets
     (pytorch-metric-learning's ``TripletMarginLoss``, Euclidean distance, mean reduction)."""
     from pytorch_metric_learning.distances import LpDistance
@@ -36,8 +38,9 @@ def triplet_loss(emb: torch.Tensor, a: torch.Tensor, p: torch.Tensor, n: torch.T
 
     if a.numel() == 0:
         return emb.sum() * 0.0
-    loss_fn = TripletMarginLoss(margin=margin, distance=LpDistance(normalize_embeddings=False, p=2),
-                                reducer=MeanReducer())
+    loss_fn = TripletMarginLoss(
+        margin=margin, distance=LpDistance(normalize_embeddings=False, p=2), reducer=MeanReducer()
+    )
     return loss_fn(emb, indices_tuple=(a, p, n))
 
 
@@ -46,8 +49,15 @@ def _pair_dist(emb: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> torch.Ten
     return (emb[i] - emb[j]).pow(2).sum(1).add(1e-12).sqrt()
 
 
-def quadruplet_loss(emb: torch.Tensor, a: torch.Tensor, p: torch.Tensor, n: torch.Tensor,
-                    n2: torch.Tensor, margin: float, margin2: float) -> torch.Tensor:
+def quadruplet_loss(
+    emb: torch.Tensor,
+    a: torch.Tensor,
+    p: torch.Tensor,
+    n: torch.Tensor,
+    n2: torch.Tensor,
+    margin: float,
+    margin2: float,
+) -> torch.Tensor:
     """Quadruplet loss of Chen et al. (CVPR 2017), on Euclidean distances, mean over tuples:
 
     ``relu(d(a,p) - d(a,n) + margin) + relu(d(a,p) - d(n,n2) + margin2)``.
@@ -66,8 +76,16 @@ def quadruplet_loss(emb: torch.Tensor, a: torch.Tensor, p: torch.Tensor, n: torc
 
 # ----------------------------------------------------------------------------- mining
 
-def mine_negatives(emb: torch.Tensor, a: torch.Tensor, p: torch.Tensor, n: torch.Tensor,
-                   labels: torch.Tensor, allowed: torch.Tensor, mode: str) -> torch.Tensor:
+
+def mine_negatives(
+    emb: torch.Tensor,
+    a: torch.Tensor,
+    p: torch.Tensor,
+    n: torch.Tensor,
+    labels: torch.Tensor,
+    allowed: torch.Tensor,
+    mode: str,
+) -> torch.Tensor:
     """Replace each tuple's negative by a harder one among the batch's images.
 
     Candidates are images with a label other than the anchor's and with ``allowed``
@@ -81,7 +99,7 @@ def mine_negatives(emb: torch.Tensor, a: torch.Tensor, p: torch.Tensor, n: torch
         raise CurateError(f"unknown mining {mode!r}", hint=f"use one of {', '.join(MINING)}")
     with torch.no_grad():
         e = emb.detach().float()
-        d = torch.cdist(e[a], e)                                  # [t, m]
+        d = torch.cdist(e[a], e)  # [t, m]
         ok = (labels[a].unsqueeze(1) != labels.unsqueeze(0)) & allowed.unsqueeze(0)
         if mode == "semihard":
             d_ap = (e[a] - e[p]).pow(2).sum(1).sqrt()
@@ -94,21 +112,22 @@ def mine_negatives(emb: torch.Tensor, a: torch.Tensor, p: torch.Tensor, n: torch
 
 # ----------------------------------------------------------------------------- in-loop screen
 
+
 @dataclass
 class BatchVerdict:
     """Verdict of the in-loop boundary on one batch."""
 
-    keep: np.ndarray            # bool per tuple
-    too_far: np.ndarray         # bool per tuple: positive sub-boundary failed
-    too_close: np.ndarray       # bool per tuple: negative sub-boundary failed
-    neg_ok: np.ndarray          # bool per batch image: no negative pair of it fell below T_neg
+    keep: np.ndarray  # bool per tuple
+    too_far: np.ndarray  # bool per tuple: positive sub-boundary failed
+    too_close: np.ndarray  # bool per tuple: negative sub-boundary failed
+    neg_ok: np.ndarray  # bool per batch image: no negative pair of it fell below T_neg
     d_null: float | None
     mu: float
     sigma: float
-    t_pos: float                # class-aware nulls: the mean of the per-class T_pos
-    t_neg: float                # class-aware nulls: the mean of the per-class-pair T_neg
+    t_pos: float  # class-aware nulls: the mean of the per-class T_pos
+    t_neg: float  # class-aware nulls: the mean of the per-class-pair T_neg
     active: bool
-    suspicion: np.ndarray | None = None   # per batch image, class-aware nulls only: 1 - p(label | x)
+    suspicion: np.ndarray | None = None  # per batch image, class-aware nulls only: 1 - p(label | x)
 
 
 class InLoopScreen:
@@ -125,8 +144,10 @@ class InLoopScreen:
 
     def state(self) -> dict[str, torch.Tensor]:
         """Tensors to checkpoint."""
-        return {"window": torch.from_numpy(self.window.copy()),
-                "window_labels": torch.from_numpy(self.window_labels.copy())}
+        return {
+            "window": torch.from_numpy(self.window.copy()),
+            "window_labels": torch.from_numpy(self.window_labels.copy()),
+        }
 
     def load_state(self, state: dict[str, torch.Tensor]) -> None:
         """Restore :meth:`state`."""
@@ -135,8 +156,10 @@ class InLoopScreen:
 
     def _extended(self, emb: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         w = self.settings.window
-        return (np.concatenate([self.window, emb.astype(np.float32)])[-w:],
-                np.concatenate([self.window_labels, labels.astype(np.int64)])[-w:])
+        return (
+            np.concatenate([self.window, emb.astype(np.float32)])[-w:],
+            np.concatenate([self.window_labels, labels.astype(np.int64)])[-w:],
+        )
 
     def commit_pending(self) -> None:
         """Make the window that the last call fitted the boundary to the current one
@@ -149,8 +172,9 @@ class InLoopScreen:
         """Forget the window of a step that did not complete."""
         self._pending = None
 
-    def __call__(self, emb: np.ndarray, labels: np.ndarray, local: np.ndarray, *, step: int,
-                 seed: int) -> BatchVerdict:
+    def __call__(
+        self, emb: np.ndarray, labels: np.ndarray, local: np.ndarray, *, step: int, seed: int
+    ) -> BatchVerdict:
         """Screen the tuples of a batch.
 
         ``emb`` are the batch's unique-image embeddings (detached, ``[m, d]``), ``labels``
@@ -163,16 +187,34 @@ class InLoopScreen:
         t = local.shape[0]
         ones = np.ones(t, dtype=bool)
         if step < self.settings.warmup_steps or window.shape[0] < 2:
-            return BatchVerdict(ones, ~ones, ~ones, np.ones(len(emb), bool), None,
-                                float("nan"), float("nan"), float("inf"), float("-inf"), False)
+            return BatchVerdict(
+                ones,
+                ~ones,
+                ~ones,
+                np.ones(len(emb), bool),
+                None,
+                float("nan"),
+                float("nan"),
+                float("inf"),
+                float("-inf"),
+                False,
+            )
         s = self.settings
         mean = window.mean(axis=0) if s.center else None
         win = st.normalize(window, center=s.center, scale=self.scale, mean=mean)
         if s.null in CLASS_NULLS:
             return self._class_aware(win, window_labels, len(emb), local, seed * 100_003 + step)
-        b = st.fit_boundary(win, labels=window_labels, null=s.null, alpha_pos=s.alpha_pos,
-                            alpha_neg=s.alpha_neg, scale=self.scale, seed=seed * 100_003 + step,
-                            n_pairs=2000, center=s.center)
+        b = st.fit_boundary(
+            win,
+            labels=window_labels,
+            null=s.null,
+            alpha_pos=s.alpha_pos,
+            alpha_neg=s.alpha_neg,
+            scale=self.scale,
+            seed=seed * 100_003 + step,
+            n_pairs=2000,
+            center=s.center,
+        )
         x = st.normalize(emb, center=s.center, scale=self.scale, mean=mean)
         cols = [local[:, i] for i in range(local.shape[1])]
         dist = st.tuple_distances(x, *cols, workers=1)
@@ -183,29 +225,54 @@ class InLoopScreen:
         neg_ok = np.ones(len(emb), bool)
         close = dist["d_an"] < b.t_neg
         neg_ok[local[close, 2]] = False
-        return BatchVerdict(keep, too_far, too_close, neg_ok, b.d_null, b.mu, b.sigma, b.t_pos, b.t_neg, True)
+        return BatchVerdict(
+            keep, too_far, too_close, neg_ok, b.d_null, b.mu, b.sigma, b.t_pos, b.t_neg, True
+        )
 
-    def _class_aware(self, win: np.ndarray, window_labels: np.ndarray, m: int, local: np.ndarray,
-                     seed: int) -> BatchVerdict:
+    def _class_aware(
+        self, win: np.ndarray, window_labels: np.ndarray, m: int, local: np.ndarray, seed: int
+    ) -> BatchVerdict:
         """The class-aware boundary fitted to the normalised window, whose last ``m`` rows
         are the batch (``m`` <= window size: the batch never outgrows the window)."""
         s = self.settings
         names = window_labels.astype(str)
-        fit = fit_class_boundary(win, names, null=s.null, alpha_pos=s.alpha_pos, alpha_neg=s.alpha_neg,
-                                 scale=self.scale, seed=seed, pairs_per_class_pair=500)
+        fit = fit_class_boundary(
+            win,
+            names,
+            null=s.null,
+            alpha_pos=s.alpha_pos,
+            alpha_neg=s.alpha_neg,
+            scale=self.scale,
+            seed=seed,
+            pairs_per_class_pair=500,
+        )
         x, batch_names = win[-m:], names[-m:]
         codes = fit.nulls.codes(batch_names)
         cols = [local[:, i] for i in range(local.shape[1])]
         dist = st.tuple_distances(x, *cols, workers=1)
         n2 = codes[local[:, 3]] if local.shape[1] > 3 else None
-        too_far, too_close = class_verdicts(dist, fit.nulls, codes[local[:, 0]], codes[local[:, 2]], n2)
+        too_far, too_close = class_verdicts(
+            dist, fit.nulls, codes[local[:, 0]], codes[local[:, 2]], n2
+        )
         neg_ok = np.ones(m, bool)
-        neg_ok[local[dist["d_an"] < fit.nulls.t_neg[codes[local[:, 0]], codes[local[:, 2]]], 2]] = False
+        neg_ok[local[dist["d_an"] < fit.nulls.t_neg[codes[local[:, 0]], codes[local[:, 2]]], 2]] = (
+            False
+        )
         t_neg = fit.nulls.t_neg[np.triu_indices(len(fit.nulls.classes), 1)]
         suspicion = fit.verdicts["suspicion"].to_numpy(np.float64)[-m:]
-        return BatchVerdict(~(too_far | too_close), too_far, too_close, neg_ok, None, float("nan"),
-                            float("nan"), float(np.mean(fit.nulls.t_pos)), float(np.mean(t_neg)), True,
-                            suspicion)
+        return BatchVerdict(
+            ~(too_far | too_close),
+            too_far,
+            too_close,
+            neg_ok,
+            None,
+            float("nan"),
+            float("nan"),
+            float(np.mean(fit.nulls.t_pos)),
+            float(np.mean(t_neg)),
+            True,
+            suspicion,
+        )
 
     @staticmethod
     def _too_close(dist: dict[str, np.ndarray], t_neg: float) -> np.ndarray:
@@ -216,8 +283,9 @@ class InLoopScreen:
         return out
 
 
-def triplet_loss_margins(emb: torch.Tensor, a: torch.Tensor, p: torch.Tensor, n: torch.Tensor,
-                         margins: torch.Tensor) -> torch.Tensor:
+def triplet_loss_margins(
+    emb: torch.Tensor, a: torch.Tensor, p: torch.Tensor, n: torch.Tensor, margins: torch.Tensor
+) -> torch.Tensor:
     """Mean of ``relu(d(a, p) - d(a, n) + margins)`` over the triplets, one margin per
     triplet (the class-pair margin of its anchor's and negative's classes,
     :mod:`curate.train.margins`); Euclidean distances."""

@@ -66,21 +66,40 @@ class PairMargins:
     """The class-pair margins, refitted to a running window of the network's embeddings.
     The window and margins are part of the checkpoint."""
 
-    def __init__(self, mode: str, margin: float, n_classes: int, dim: int, *, scale: float, center: bool = True,
-                 window: int = 2048, refit_every: int = 10, seed: int = 0) -> None:
+    def __init__(
+        self,
+        mode: str,
+        margin: float,
+        n_classes: int,
+        dim: int,
+        *,
+        scale: float,
+        center: bool = True,
+        window: int = 2048,
+        refit_every: int = 10,
+        seed: int = 0,
+    ) -> None:
         if mode not in MARGIN_MODES:
             raise ValueError(f"unknown margin mode {mode!r}")
         self.mode, self.margin, self.k = mode, float(margin), int(n_classes)
-        self.scale, self.center, self.size, self.refit_every, self.seed = scale, center, window, refit_every, seed
+        self.scale, self.center, self.size, self.refit_every, self.seed = (
+            scale,
+            center,
+            window,
+            refit_every,
+            seed,
+        )
         self.window = np.zeros((0, dim), dtype=np.float32)
         self.window_labels = np.zeros(0, dtype=np.int64)
         self.margins = np.full((self.k, self.k), self.margin)
         self._pending: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def state(self) -> dict[str, torch.Tensor]:
-        return {"window": torch.from_numpy(self.window.copy()),
-                "window_labels": torch.from_numpy(self.window_labels.copy()),
-                "margins": torch.from_numpy(self.margins.copy())}
+        return {
+            "window": torch.from_numpy(self.window.copy()),
+            "window_labels": torch.from_numpy(self.window_labels.copy()),
+            "margins": torch.from_numpy(self.margins.copy()),
+        }
 
     def load_state(self, state: dict[str, torch.Tensor]) -> None:
         self.window = state["window"].numpy().astype(np.float32)
@@ -93,14 +112,22 @@ class PairMargins:
         once the step is complete (an interrupted step leaves the state unchanged)."""
         if self.mode == "global":
             return self.margins
-        window = np.concatenate([self.window, emb.astype(np.float32)])[-self.size:]
-        window_labels = np.concatenate([self.window_labels, labels.astype(np.int64)])[-self.size:]
+        window = np.concatenate([self.window, emb.astype(np.float32)])[-self.size :]
+        window_labels = np.concatenate([self.window_labels, labels.astype(np.int64)])[-self.size :]
         margins = self.margins
         if step % self.refit_every == 0 and len(np.unique(window_labels)) == self.k:
             x = st.normalize(window, center=self.center, scale=self.scale)
-            nulls = fit_class_nulls(x, window_labels.astype(str), method="class_empirical", scale=self.scale,
-                                    pairs_per_class_pair=300, seed=self.seed * 100_003 + step)
-            order = np.argsort(np.array(nulls.classes).astype(np.int64))  # codes as strings: back to code order
+            nulls = fit_class_nulls(
+                x,
+                window_labels.astype(str),
+                method="class_empirical",
+                scale=self.scale,
+                pairs_per_class_pair=300,
+                seed=self.seed * 100_003 + step,
+            )
+            order = np.argsort(
+                np.array(nulls.classes).astype(np.int64)
+            )  # codes as strings: back to code order
             mu, sigma = nulls.mu[np.ix_(order, order)], nulls.sigma[np.ix_(order, order)]
             margins = class_pair_margins(mu, sigma, self.margin, self.mode)
         self._pending = (window, window_labels, margins)
@@ -118,5 +145,14 @@ class PairMargins:
 def margin_table(margins: np.ndarray, classes: list[str], epoch: int) -> list[dict[str, object]]:
     """Rows of ``class_pair_margins.parquet`` for one epoch: every ordered class pair."""
     k = len(classes)
-    return [{"epoch": int(epoch), "anchor_class": classes[i], "negative_class": classes[j],
-             "margin": float(margins[i, j])} for i in range(k) for j in range(k) if i != j]
+    return [
+        {
+            "epoch": int(epoch),
+            "anchor_class": classes[i],
+            "negative_class": classes[j],
+            "margin": float(margins[i, j]),
+        }
+        for i in range(k)
+        for j in range(k)
+        if i != j
+    ]

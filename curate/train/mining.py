@@ -28,11 +28,14 @@ import torch
 from curate.errors import CurateError
 
 
-def mined_alphas(alpha_pos: float, alpha_neg: float, n_positives: int, n_negatives: int) -> tuple[float, float]:
+def mined_alphas(
+    alpha_pos: float, alpha_neg: float, n_positives: int, n_negatives: int
+) -> tuple[float, float]:
     """Significance levels of the boundary tested on the hardest of ``n_positives`` same-label
     and ``n_negatives`` other-label distances: the maximum of ``n`` independent null draws
     exceeds the null's ``1 - a`` quantile with probability ``1 - (1 - a) ** n``, so testing the
     maximum at ``1 - (1 - alpha) ** (1 / n)`` keeps the level ``alpha`` (Sidak)."""
+
     def one(alpha: float, n: int) -> float:
         return alpha if n <= 1 else 1.0 - (1.0 - alpha) ** (1.0 / n)
 
@@ -49,21 +52,36 @@ class ClassBalancedSampler:
     epoch depend only on ``(seed, epoch)``, so a resumed run draws the same ones.
     """
 
-    def __init__(self, labels: np.ndarray, p: int, k: int, seed: int, steps_per_epoch: int | None = None) -> None:
+    def __init__(
+        self, labels: np.ndarray, p: int, k: int, seed: int, steps_per_epoch: int | None = None
+    ) -> None:
         labels = np.asarray(labels, dtype=np.int64)
         self.classes = np.unique(labels)
         if p < 2 or k < 2:
-            raise CurateError(f"batch-hard mining needs at least 2 classes and 2 images per class per batch, "
-                              f"got --classes-per-batch {p} --images-per-class {k}",
-                              hint="use for example --classes-per-batch 4 --images-per-class 24")
+            raise CurateError(
+                f"batch-hard mining needs at least 2 classes and 2 images per class per batch, "
+                f"got --classes-per-batch {p} --images-per-class {k}",
+                hint="use for example --classes-per-batch 4 --images-per-class 24",
+            )
         if len(self.classes) < 2:
-            raise CurateError("batch-hard mining needs images of at least two classes",
-                              hint="train with --mining none on tuples of one class")
-        self.labels, self.p, self.k, self.seed = labels, min(int(p), len(self.classes)), int(k), int(seed)
+            raise CurateError(
+                "batch-hard mining needs images of at least two classes",
+                hint="train with --mining none on tuples of one class",
+            )
+        self.labels, self.p, self.k, self.seed = (
+            labels,
+            min(int(p), len(self.classes)),
+            int(k),
+            int(seed),
+        )
         self.members = [np.flatnonzero(labels == c) for c in self.classes]
         sizes = np.array([len(m) for m in self.members], dtype=np.float64)
         self.class_p = sizes / sizes.sum()
-        self.steps_per_epoch = int(steps_per_epoch) if steps_per_epoch else max(1, math.ceil(len(labels) / (self.p * self.k)))
+        self.steps_per_epoch = (
+            int(steps_per_epoch)
+            if steps_per_epoch
+            else max(1, math.ceil(len(labels) / (self.p * self.k)))
+        )
         self._plan: tuple[int, list[np.ndarray]] | None = None
 
     @property
@@ -111,7 +129,9 @@ def batch_margins(emb: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(other), own - other, np.nan)
 
 
-def batch_hard_triplets(emb: torch.Tensor, labels: torch.Tensor, usable: torch.Tensor | None = None) -> torch.Tensor:
+def batch_hard_triplets(
+    emb: torch.Tensor, labels: torch.Tensor, usable: torch.Tensor | None = None
+) -> torch.Tensor:
     """``[t, 3]`` (anchor, hardest positive, hardest negative) indices into the batch.
 
     Every image that has another image of its label and an image of another label in the
@@ -126,7 +146,11 @@ def batch_hard_triplets(emb: torch.Tensor, labels: torch.Tensor, usable: torch.T
         d = torch.cdist(e, e)
         same = labels.unsqueeze(0) == labels.unsqueeze(1)
         eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
-        ok = torch.ones(len(labels), dtype=torch.bool, device=labels.device) if usable is None else usable
+        ok = (
+            torch.ones(len(labels), dtype=torch.bool, device=labels.device)
+            if usable is None
+            else usable
+        )
         both = ok.unsqueeze(0) & ok.unsqueeze(1)
         pos_ok, neg_ok = same & ~eye & both, ~same & both
         has = pos_ok.any(1) & neg_ok.any(1)

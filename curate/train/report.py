@@ -57,7 +57,11 @@ def curves_figure(metrics: pd.DataFrame) -> str | None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
     w = max(1, len(train) // 50)
     steps = train["step"].to_numpy()
-    for col, lab in (("loss", "total loss"), ("metric_loss", "tuple loss"), ("ce_loss", "classification loss")):
+    for col, lab in (
+        ("loss", "total loss"),
+        ("metric_loss", "tuple loss"),
+        ("ce_loss", "classification loss"),
+    ):
         if col in train:
             axes[0].plot(steps, _smooth(train[col].to_numpy(float), w), label=lab)
     if "val_loss" in val and val["val_loss"].notna().any():
@@ -66,7 +70,9 @@ def curves_figure(metrics: pd.DataFrame) -> str | None:
     axes[0].set_title("losses (train smoothed)")
     axes[0].legend(fontsize=8)
     if "train_accuracy" in train:
-        axes[1].plot(steps, _smooth(train["train_accuracy"].to_numpy(float), w), label="train batch accuracy")
+        axes[1].plot(
+            steps, _smooth(train["train_accuracy"].to_numpy(float), w), label="train batch accuracy"
+        )
     for col, lab in (("val_accuracy", "val accuracy"), ("val_macro_f1", "val macro F1")):
         if col in val and val[col].notna().any():
             axes[1].plot(val["step"], val[col], "o-", label=lab)
@@ -90,14 +96,20 @@ def drops_figure(metrics: pd.DataFrame) -> str | None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
     steps = train["step"].to_numpy()
     w = max(1, len(train) // 50)
-    for col, lab in (("share_dropped", "dropped (any)"), ("share_too_far", "positive_too_far"),
-                     ("share_too_close", "negative_too_close")):
+    for col, lab in (
+        ("share_dropped", "dropped (any)"),
+        ("share_too_far", "positive_too_far"),
+        ("share_too_close", "negative_too_close"),
+    ):
         axes[0].plot(steps, _smooth(train[col].to_numpy(float), w), label=lab)
     axes[0].set_ylim(0, 1)
     axes[0].set_xlabel("step")
     active = "screen_active" in train and train["screen_active"].fillna(False).astype(bool).any()
-    axes[0].set_title("share of batch tuples dropped by the in-loop boundary" if active
-                      else "in-loop screening was off: nothing dropped")
+    axes[0].set_title(
+        "share of batch tuples dropped by the in-loop boundary"
+        if active
+        else "in-loop screening was off: nothing dropped"
+    )
     axes[0].legend(fontsize=8)
     if "d_null" in train and pd.to_numeric(train["d_null"], errors="coerce").notna().any():
         axes[1].plot(steps, pd.to_numeric(train["d_null"], errors="coerce"), label="d_null")
@@ -128,8 +140,15 @@ def confusion_figure(final: Mapping[str, Any]) -> str | None:
     ax.set_ylabel("true")
     for i in range(len(classes)):
         for j in range(len(classes)):
-            ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", fontsize=8,
-                    color="white" if norm[i, j] > 0.5 else "black")
+            ax.text(
+                j,
+                i,
+                f"{int(cm[i, j])}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if norm[i, j] > 0.5 else "black",
+            )
     ax.set_title("validation confusion matrix (counts; colour = row share)")
     return _figure_png(fig)
 
@@ -148,9 +167,13 @@ def _per_class_table(final: Mapping[str, Any]) -> str:
         return "<p>No validation split: no per-class accuracy.</p>"
     body = "".join(
         f"<tr><td>{html.escape(str(r['class']))}</td><td>{r['n']}</td><td>{_fmt(r['accuracy'])}</td>"
-        f"<td>{_fmt(r.get('precision'))}</td><td>{_fmt(r['f1'])}</td></tr>" for r in rows)
-    return ("<table><tr><th>class</th><th>images</th><th>accuracy (recall)</th><th>precision</th><th>F1</th></tr>"
-            f"{body}</table>")
+        f"<td>{_fmt(r.get('precision'))}</td><td>{_fmt(r['f1'])}</td></tr>"
+        for r in rows
+    )
+    return (
+        "<table><tr><th>class</th><th>images</th><th>accuracy (recall)</th><th>precision</th><th>F1</th></tr>"
+        f"{body}</table>"
+    )
 
 
 def _margins_table(margins: pd.DataFrame | None) -> str:
@@ -160,41 +183,65 @@ def _margins_table(margins: pd.DataFrame | None) -> str:
     last = margins[margins["epoch"] == margins["epoch"].max()]
     grid = last.pivot(index="anchor_class", columns="negative_class", values="margin")
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in grid.columns)
-    body = "".join(f"<tr><th>{html.escape(str(i))}</th>" + "".join(f"<td>{_fmt(v)}</td>" for v in r) + "</tr>"
-                   for i, r in zip(grid.index, grid.to_numpy(dtype=float), strict=True))
-    return (f"<h2>Class-pair margins (epoch {int(last['epoch'].iloc[0]) + 1}; row: anchor class, column: negative "
-            f"class)</h2><table><tr><th></th>{head}</tr>{body}</table>")
+    body = "".join(
+        f"<tr><th>{html.escape(str(i))}</th>" + "".join(f"<td>{_fmt(v)}</td>" for v in r) + "</tr>"
+        for i, r in zip(grid.index, grid.to_numpy(dtype=float), strict=True)
+    )
+    return (
+        f"<h2>Class-pair margins (epoch {int(last['epoch'].iloc[0]) + 1}; row: anchor class, column: negative "
+        f"class)</h2><table><tr><th></th>{head}</tr>{body}</table>"
+    )
 
 
-def build_report(*, metrics: pd.DataFrame, final: Mapping[str, Any], config: Mapping[str, Any],
-                 record: Mapping[str, Any], margins: pd.DataFrame | None = None) -> str:
+def build_report(
+    *,
+    metrics: pd.DataFrame,
+    final: Mapping[str, Any],
+    config: Mapping[str, Any],
+    record: Mapping[str, Any],
+    margins: pd.DataFrame | None = None,
+) -> str:
     """The report page as a string."""
     train = metrics[metrics["phase"] == "train"] if "phase" in metrics else metrics
     params = record.get("params", {})
     counts = record.get("counts", {})
     summary = [
-        ("backbone", config.get("backbone")), ("weights", config.get("pretrained_from") or "random initialisation"),
+        ("backbone", config.get("backbone")),
+        ("weights", config.get("pretrained_from") or "random initialisation"),
         ("classes", ", ".join(map(str, config.get("classes", [])))),
-        ("tuples", counts.get("tuples")), ("steps", counts.get("steps")),
+        ("tuples", counts.get("tuples")),
+        ("steps", counts.get("steps")),
         ("in-loop screening", "every step" if params.get("screen_every_step") else "off"),
-        ("mining", params.get("mining")), ("margin", f"{params.get('margin')} ({params.get('margin_mode', 'global')})"),
-        ("null", params.get("null")), ("alpha_pos / alpha_neg", f"{params.get('alpha_pos')} / {params.get('alpha_neg')}"),
+        ("mining", params.get("mining")),
+        ("margin", f"{params.get('margin')} ({params.get('margin_mode', 'global')})"),
+        ("null", params.get("null")),
+        ("alpha_pos / alpha_neg", f"{params.get('alpha_pos')} / {params.get('alpha_neg')}"),
         ("mean share dropped per step", counts.get("mean_share_dropped")),
         ("steps where every tuple was dropped", counts.get("steps_all_dropped")),
-        ("validation accuracy", final.get("accuracy")), ("validation macro F1", final.get("macro_f1")),
+        ("validation accuracy", final.get("accuracy")),
+        ("validation macro F1", final.get("macro_f1")),
     ]
     rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{_fmt(v)}</td></tr>" for k, v in summary)
     warn = ""
     if not config.get("pretrained_from"):
         warn = '<p class="warn">This network started from random weights.</p>'
     parts = []
-    for title, b64 in (("Curves", curves_figure(metrics)), ("In-loop screening", drops_figure(metrics)),
-                       ("Confusion matrix", confusion_figure(final))):
+    for title, b64 in (
+        ("Curves", curves_figure(metrics)),
+        ("In-loop screening", drops_figure(metrics)),
+        ("Confusion matrix", confusion_figure(final)),
+    ):
         if b64:
             parts.append(f"<h2>{html.escape(title)}</h2>{_img(b64, title)}")
     all_dropped = int(train["all_dropped"].sum()) if "all_dropped" in train else 0
-    note = (f"<p>{all_dropped} step(s) dropped every tuple of the batch and trained on the classification "
-            "loss only.</p>") if all_dropped else ""
+    note = (
+        (
+            f"<p>{all_dropped} step(s) dropped every tuple of the batch and trained on the classification "
+            "loss only.</p>"
+        )
+        if all_dropped
+        else ""
+    )
     title = f"curate finetune: {config.get('backbone', '')}"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -204,18 +251,27 @@ table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;paddi
 .warn{{color:#b00;font-weight:bold}}img{{max-width:100%}}</style></head>
 <body><h1>{html.escape(title)}</h1>{warn}
 <table>{rows}</table>{note}
-{''.join(parts)}
+{"".join(parts)}
 {_margins_table(margins)}
 <h2>Per-class accuracy (validation)</h2>{_per_class_table(final)}
 </body></html>
 """
 
 
-def write_report(run: str | Path, *, metrics: pd.DataFrame, final: Mapping[str, Any], config: Mapping[str, Any],
-                 record: Mapping[str, Any]) -> Path:
+def write_report(
+    run: str | Path,
+    *,
+    metrics: pd.DataFrame,
+    final: Mapping[str, Any],
+    config: Mapping[str, Any],
+    record: Mapping[str, Any],
+) -> Path:
     """Write ``RUN/report.html``."""
     path = Path(run) / "report.html"
     mfile = Path(run) / "class_pair_margins.parquet"
     margins = pd.read_parquet(mfile) if mfile.is_file() else None
-    write_text(build_report(metrics=metrics, final=final, config=config, record=record, margins=margins), path)
+    write_text(
+        build_report(metrics=metrics, final=final, config=config, record=record, margins=margins),
+        path,
+    )
     return path

@@ -13,8 +13,9 @@ from curate.train.config import FinetuneConfig
 from curate.train.data import TrainingData
 
 
-def suspicion_cut(history: np.ndarray, share: float, min_visits: int,
-                  groups: np.ndarray | None = None) -> float | np.ndarray:
+def suspicion_cut(
+    history: np.ndarray, share: float, min_visits: int, groups: np.ndarray | None = None
+) -> float | np.ndarray:
     """The mean suspicion at or above which an image is among the ``share`` most suspect of the
     images screened at least ``min_visits`` times (``inf`` when none has been).
 
@@ -36,8 +37,9 @@ def suspicion_cut(history: np.ndarray, share: float, min_visits: int,
     return float(np.partition(mean, mean.size - k)[mean.size - k])
 
 
-def suspect_images(history: np.ndarray, batch: np.ndarray | None, cut: float | np.ndarray,
-                   min_visits: int) -> np.ndarray:
+def suspect_images(
+    history: np.ndarray, batch: np.ndarray | None, cut: float | np.ndarray, min_visits: int
+) -> np.ndarray:
     """Bool per image: screened at least ``min_visits`` times and its mean suspicion is at least
     ``cut`` (one value, or one per image).
 
@@ -56,25 +58,46 @@ def suspect_images(history: np.ndarray, batch: np.ndarray | None, cut: float | n
 def class_codes(data: TrainingData, ids: np.ndarray) -> np.ndarray:
     """Class index of each image of ``ids`` (-1: a label outside the classes)."""
     class_index = {c: i for i, c in enumerate(data.classes)}
-    return data.images.loc[ids, "label"].astype(str).map(class_index).fillna(-1).to_numpy(dtype=np.int64)
+    return (
+        data.images.loc[ids, "label"]
+        .astype(str)
+        .map(class_index)
+        .fillna(-1)
+        .to_numpy(dtype=np.int64)
+    )
 
 
-def final_suspects(suspicion: np.ndarray, cfg: FinetuneConfig, label_codes: np.ndarray) -> np.ndarray:
+def final_suspects(
+    suspicion: np.ndarray, cfg: FinetuneConfig, label_codes: np.ndarray
+) -> np.ndarray:
     if not cfg.exclude_suspects:
         return np.zeros(len(suspicion), bool)
-    cut = suspicion_cut(suspicion, cfg.suspect_share, cfg.suspect_min_visits,
-                        label_codes if cfg.suspect_per_class else None)
+    cut = suspicion_cut(
+        suspicion,
+        cfg.suspect_share,
+        cfg.suspect_min_visits,
+        label_codes if cfg.suspect_per_class else None,
+    )
     return suspect_images(suspicion, None, cut, cfg.suspect_min_visits)
 
 
-def image_suspicion_table(suspicion: np.ndarray, ids: np.ndarray, data: TrainingData,
-                          cfg: FinetuneConfig) -> pd.DataFrame:
+def image_suspicion_table(
+    suspicion: np.ndarray, ids: np.ndarray, data: TrainingData, cfg: FinetuneConfig
+) -> pd.DataFrame:
     """``image_suspicion.parquet``: per training image, its in-loop label suspicion record."""
     visits = suspicion[:, 1]
     seen = visits > 0
     mean = np.divide(suspicion[:, 0], visits, out=np.full(len(visits), np.nan), where=seen)
     excluded = final_suspects(suspicion, cfg, class_codes(data, ids))
-    table = pd.DataFrame({"image_id": ids[seen], "label": data.images.loc[ids[seen], "label"].astype(str).to_numpy(),
-                          "visits": visits[seen].astype(np.int64), "mean_suspicion": mean[seen],
-                          "excluded": excluded[seen]})
-    return table.sort_values(["mean_suspicion", "image_id"], ascending=[False, True]).reset_index(drop=True)
+    table = pd.DataFrame(
+        {
+            "image_id": ids[seen],
+            "label": data.images.loc[ids[seen], "label"].astype(str).to_numpy(),
+            "visits": visits[seen].astype(np.int64),
+            "mean_suspicion": mean[seen],
+            "excluded": excluded[seen],
+        }
+    )
+    return table.sort_values(["mean_suspicion", "image_id"], ascending=[False, True]).reset_index(
+        drop=True
+    )
