@@ -27,7 +27,7 @@ mkdir -p "$OUT"
 # 2. validate the images (byte-identical duplicates excluded) and sample one triplet per anchor
 [ -f "$OUT/tuples/tuples.parquet" ] || $CURATE build-tuples "$OUT/manifest.csv" --out "$OUT/tuples" \
   --kind triplet --per-anchor 1 --seed "$SEED"
-# 3. (not used for the shipped network: see its model card) screen once with the bundled network
+# 3. (not used for the shipped network; measured not to help with votes: see its model card) screen once with the bundled network
 #    before training: SCREEN=1 trains on the kept tuples of the near-duplicate/leakage screen and
 #    the statistical tuple boundary; not the label screen (the bundled network learnt FER2013's
 #    original labels, so it would reject exactly the images the votes relabel), not the face,
@@ -35,7 +35,7 @@ mkdir -p "$OUT"
 TRAIN_ON="$OUT/tuples"
 if [ "${SCREEN:-0}" = 1 ]; then
   [ -f "$OUT/screen/kept.parquet" ] || $CURATE screen "$OUT/tuples" --out "$OUT/screen" \
-    --skip-face-screens --skip-label-screen --skip-not-face-screen --skip-quality-screen --no-report \
+    --skip-faces-screen --skip-label-screen --skip-not-face-screen --skip-quality-screen --no-report \
     --workers 1 --device "$DEVICE" --seed "$SEED"
   TRAIN_ON="$OUT/screen"
 fi
