@@ -399,6 +399,26 @@ class _Trainer:
             np.asarray(rows, np.int64),
         )
 
+    def _suspects(
+        self, b: _Batch, suspicion: np.ndarray, batch_suspicion: np.ndarray | None
+    ) -> np.ndarray:
+        """Which of the batch's images ``--exclude-suspects`` leaves out: the run's most suspect
+        share by their mean score over earlier visits (``suspicion``: sum/visits before this
+        step), counting this step's scores (``batch_suspicion``) where given."""
+        cfg = self.cfg
+        cut = suspicion_cut(
+            suspicion,
+            cfg.suspect_share,
+            cfg.suspect_min_visits,
+            self.label_codes if cfg.suspect_per_class else None,
+        )
+        return suspect_images(
+            suspicion[b.rows],
+            batch_suspicion,
+            cut[b.rows] if isinstance(cut, np.ndarray) else cut,
+            cfg.suspect_min_visits,
+        )
+
     def mined_step(
         self, b: _Batch, step: int, suspicion: np.ndarray | None = None
     ) -> tuple[torch.Tensor, dict[str, Any], np.ndarray, np.ndarray | None]:
@@ -422,18 +442,7 @@ class _Trainer:
         emb = emb.float()
         excluded = np.zeros(len(b.rows), bool)
         if cfg.exclude_suspects and suspicion is not None:
-            cut = suspicion_cut(
-                suspicion,
-                cfg.suspect_share,
-                cfg.suspect_min_visits,
-                self.label_codes if cfg.suspect_per_class else None,
-            )
-            excluded = suspect_images(
-                suspicion[b.rows],
-                None,
-                cut[b.rows] if isinstance(cut, np.ndarray) else cut,
-                cfg.suspect_min_visits,
-            )
+            excluded = self._suspects(b, suspicion, None)
         local_t, suppressed = _mine_triplets(emb, b.labels, excluded)
         local = local_t.cpu().numpy()
         t = len(local)
@@ -578,18 +587,7 @@ class _Trainer:
             }
         excluded = np.zeros(len(b.rows), bool)
         if cfg.exclude_suspects and batch_suspicion is not None:
-            cut = suspicion_cut(
-                suspicion,
-                cfg.suspect_share,
-                cfg.suspect_min_visits,
-                self.label_codes if cfg.suspect_per_class else None,
-            )
-            excluded = suspect_images(
-                suspicion[b.rows],
-                batch_suspicion,
-                cut[b.rows] if isinstance(cut, np.ndarray) else cut,
-                cfg.suspect_min_visits,
-            )
+            excluded = self._suspects(b, suspicion, batch_suspicion)
         suspect = excluded[b.local[:, 0]] | excluded[b.local[:, 1]]
         keep = keep & ~suspect
         all_dropped = not keep.any()
