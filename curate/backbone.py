@@ -199,7 +199,7 @@ def _from_timm(
         weights_source=source,
         weights_fingerprint=fingerprint,
         random_weights=random_weights,
-        embed_dim=int(model.num_features),
+        embed_dim=int(getattr(model, "num_features")),  # noqa: B009 (a timm attribute torch types as Tensor | Module)
         in_chans=int(cfg["input_size"][0]),
     )
 

@@ -421,7 +421,9 @@ def fit_labelled(
                 "baseline": baseline,
             },
         )
-    states, held_scores, history = [], [], []
+    states: list[Any] = []
+    held_scores: list[Any] = []
+    history: list[Any] = []
     for seed in seeds:
         net = _fit_one_labelled(
             crops,

@@ -137,7 +137,7 @@ def read_geometry_metadata(buf: bytes) -> tuple[np.ndarray, np.ndarray]:
     floats = []
     for field, _, value in _fields(mesh):
         if field == 1 and value != 0:
-            raise ValueError(f"canonical mesh has vertex type {value}, expected VERTEX_PT")
+            raise ValueError(f"canonical mesh has vertex type {value!r}, expected VERTEX_PT")
         if field == 3 and isinstance(value, bytes):  # packed floats
             floats.append(np.frombuffer(value, dtype="<f4"))
     if not floats or not basis:

@@ -184,12 +184,12 @@ def inference_copy(net: Any) -> Any:
             and layer.groups == 1
         ):
             conv = copy.deepcopy(layer)
-            scale = following.weight.detach() / torch.sqrt(following.running_var + following.eps)
+            var, mean = following.running_var, following.running_mean
+            assert var is not None and mean is not None  # track_running_stats: always kept here
+            scale = following.weight.detach() / torch.sqrt(var + following.eps)
             bias = layer.bias.detach() if layer.bias is not None else torch.zeros_like(scale)
             conv.weight = nn.Parameter(layer.weight.detach() * scale[:, None, None, None])
-            conv.bias = nn.Parameter(
-                (bias - following.running_mean) * scale + following.bias.detach()
-            )
+            conv.bias = nn.Parameter((bias - mean) * scale + following.bias.detach())
             out.append(conv)
             i += 2
         else:

@@ -142,13 +142,14 @@ def map_classes(
     by_canon: dict[str, str] = {}
     for h in head_classes:
         by_canon.setdefault(canonical(h), str(h))
-    mapping, missing = {}, []
+    mapping: dict[str, str] = {}
+    missing: list[str] = []
     for d in dataset_classes:
-        h = by_canon.get(canonical(d))
-        if h is None or h in mapping.values():
+        found = by_canon.get(canonical(d))
+        if found is None or found in mapping.values():
             missing.append(str(d))
         else:
-            mapping[str(d)] = h
+            mapping[str(d)] = found
     unused = [str(h) for h in head_classes if str(h) not in mapping.values()]
     return HeadMapping(mapping, missing, unused)
 

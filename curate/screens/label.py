@@ -371,6 +371,7 @@ def run_probe(ctx: ScreenContext):
         groups = ctx.images["subject"].to_numpy() if "subject" in ctx.images.columns else None
         if groups is not None and pd.isna(groups).all():
             groups = None
+        assert ctx.embeddings is not None  # the label screen needs embeddings (needs_embeddings)
         pr = probe(ctx.embeddings, ctx.labels, groups=groups, seed=int(ctx.settings.get("seed", 0)))
     return pr
 
@@ -537,7 +538,7 @@ class LabelScreen(Screen):
             table,
             ctx.settings["label_max_class_share"],
         )
-        reason = np.where(reject, LABEL_SUSPECT, None).astype(object)
+        reason = np.where(reject, LABEL_SUSPECT, np.array(None, dtype=object)).astype(object)
         score = table["suspicion_logit"].to_numpy(np.float64)
         table["suggested_confidence"] = suggested_confidence(
             probs, classes, table["suggested_label"].to_numpy()
