@@ -47,7 +47,7 @@ from curate.report.tables import counts_by_class, counts_by_reason, negative_con
 from curate.report.thumbnails import Thumbnails
 from curate.screens.base import ROLES
 from curate.screens.faces import rejects_by_class
-from curate.screens.statistical import NEGATIVE_TOO_CLOSE, POSITIVE_TOO_FAR
+from curate.stats.statistical import NEGATIVE_TOO_CLOSE, POSITIVE_TOO_FAR
 
 MAX_CLASSES = 60  # rows of the by-class table and chart
 MAX_CONFUSION = 25  # labels on each axis of the confusion table
