@@ -29,11 +29,11 @@ from curate.io import (
 )
 from curate.limits import seed_value, whole_number
 from curate.outdir import Claim, claim_folder, require_complete
-from curate.screens.base import ROLES, Screen, ScreenContext, ScreenOutput, StageProgress
+from curate.screens.base import Screen, ScreenContext, ScreenOutput, StageProgress
 from curate.stats.nulls import CLASS_NULLS
 from curate.stats.simulate import simulate_alpha
 from curate.stats.statistical import Boundary, normalize
-from curate.tuples import redraw_tuples
+from curate.tuples import ROLES, redraw_tuples
 
 if TYPE_CHECKING:
     from curate.ray_engine import RayEngine as Engine

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from curate import screens
-from curate.screens.base import ROLES
 from curate.stats.statistical import upper_quantile
+from curate.tuples import ROLES
 
 DEFAULT_ALPHAS: tuple[float, ...] = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
 
