@@ -37,7 +37,7 @@ _EXPORTS = {
     "sample_tuples": "curate.tuples",
     "load_backbone": "curate.backbone",
     "embed_images": "curate.embed",
-    "fit_boundary": "curate.screens.statistical",
+    "fit_boundary": "curate.stats.statistical",
     "screen": "curate.screen",
     "export": "curate.export",
     "finetune": "curate.train.loop",
@@ -68,7 +68,7 @@ if TYPE_CHECKING:  # what type checkers see; at run time __getattr__ imports on 
     from curate.runs import load_run as load_run
     from curate.screen import screen as screen
     from curate.screens.faces import screen_faces as screen_faces
-    from curate.screens.statistical import fit_boundary as fit_boundary
+    from curate.stats.statistical import fit_boundary as fit_boundary
     from curate.synthetic import make_example as make_example
     from curate.train.config import FinetuneConfig as FinetuneConfig
     from curate.train.evaluate import evaluate as evaluate

@@ -32,6 +32,7 @@ DEFAULT_MAX_PIXELS = 40_000_000  # 40 megapixels: far above any face crop, far b
 DECODER_VERSION = 1
 _DEEP_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 _ALPHA_MODES = ("RGBA", "LA", "PA")
+_GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 _HINT = "re-run curate build-tuples, which marks unreadable images"
 
 
@@ -47,6 +48,15 @@ def load_image(path: str | os.PathLike[str], in_chans: int = 3) -> Image.Image:
     """
     im = _decoded(path)
     target = "L" if in_chans == 1 else "RGB"
+    return im if im.mode == target else im.convert(target)
+
+
+def load_display_image(path: str | os.PathLike[str]) -> Image.Image:
+    """Decode an image file to 8-bit ``L`` when the file stores grey (modes ``1``, ``L``,
+    ``LA``, ``I``, ``I;16*``, ``F``), else to ``RGB``: the pixels of :func:`load_image` with
+    the channels the file has (the report's thumbnails). Raises as :func:`load_image`."""
+    im, stored_mode = _decoded_with_mode(path)
+    target = "L" if stored_mode in _GREY_MODES else "RGB"
     return im if im.mode == target else im.convert(target)
 
 
@@ -78,6 +88,11 @@ def read_image_file(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_
 def _decoded(path: str | os.PathLike[str]) -> Image.Image:
     """The file decoded, oriented, 8-bit and without alpha (mode ``L``, ``RGB`` or another
     colour mode such as ``CMYK`` that converts directly)."""
+    return _decoded_with_mode(path)[0]
+
+
+def _decoded_with_mode(path: str | os.PathLike[str]) -> tuple[Image.Image, str]:
+    """:func:`_decoded` and the mode the file stores its pixels in (before any conversion)."""
     p = Path(path)
     try:
         data = read_image_file(p)
@@ -105,6 +120,7 @@ def _decoded(path: str | os.PathLike[str]) -> Image.Image:
         ) from exc
     except Exception as exc:  # Pillow raises many types for broken files
         raise CurateError(f"unreadable: cannot decode image {p}: {exc}", hint=_HINT) from exc
+    stored_mode = im.mode
     im = _to_8bit(im)
     if im.mode == "P":
         im = im.convert("RGBA" if "transparency" in im.info else "RGB")
@@ -112,7 +128,7 @@ def _decoded(path: str | os.PathLike[str]) -> Image.Image:
         rgba = im.convert("RGBA")
         back = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         im = Image.alpha_composite(back, rgba).convert("RGB")
-    return im
+    return im, stored_mode
 
 
 def _to_8bit(im: Image.Image) -> Image.Image:

@@ -29,11 +29,11 @@ from curate.io import (
 )
 from curate.limits import seed_value, whole_number
 from curate.outdir import Claim, claim_folder, require_complete
-from curate.screens.base import ROLES, Screen, ScreenContext, ScreenOutput, StageProgress
-from curate.screens.nulls import CLASS_NULLS
-from curate.screens.simulate import simulate_alpha
-from curate.screens.statistical import Boundary, normalize
-from curate.tuples import redraw_tuples
+from curate.screens.base import Screen, ScreenContext, ScreenOutput, StageProgress
+from curate.stats.nulls import CLASS_NULLS
+from curate.stats.simulate import simulate_alpha
+from curate.stats.statistical import Boundary, normalize
+from curate.tuples import ROLES, redraw_tuples
 
 if TYPE_CHECKING:
     from curate.ray_engine import RayEngine as Engine
@@ -138,7 +138,7 @@ def screen(
 
     With ``calibrate`` known noise is injected into a copy of the labels (symmetric and
     class-dependent) and the precision and recall of every screen's rejections at several
-    alphas go to ``calibration.parquet`` (:func:`curate.screens.simulate.simulate_alpha`), so
+    alphas go to ``calibration.parquet`` (:func:`curate.stats.simulate.simulate_alpha`), so
     alpha can be chosen from numbers. The HTML report is a later stage:
     :func:`curate.report.write_report` (the CLI runs it unless ``--no-report``).
 

@@ -25,6 +25,9 @@ from curate.errors import CurateError
 from curate.limits import check_memory, seed_value, whole_number
 
 Kind = Literal["triplet", "quadruplet"]
+# The member columns of a tuple, in order (``negative2`` only in quadruplets): the one
+# definition, used by the screens (curate/screens/base.py), the report and the trainer.
+ROLES: tuple[str, ...] = ("anchor", "positive", "negative", "negative2")
 BYTES_PER_TUPLE = (
     400  # peak bytes per tuple while sampling (index arrays, the table, its Parquet copy)
 )
@@ -408,7 +411,7 @@ def redraw_tuples(
     pool, and so are the tuples anchored on it). Same inputs and seed, same tuples.
     """
     rejected = np.asarray(rejected, dtype=np.int64)
-    roles = [r for r in ("anchor", "positive", "negative", "negative2") if r in tuples.columns]
+    roles = [r for r in ROLES if r in tuples.columns]
     kind: Kind = "quadruplet" if "negative2" in roles else "triplet"
     hit = np.zeros(len(tuples), dtype=bool)
     for r in roles:

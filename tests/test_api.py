@@ -76,3 +76,15 @@ def test_renamed_modules_keep_their_old_import_path() -> None:
     from curate.ray_engine import RayEngine
 
     assert old is RayEngine
+
+
+def test_the_boundary_maths_keeps_its_old_import_path_and_is_no_screen() -> None:
+    import importlib
+
+    import curate.screens as screens
+
+    for name in ("statistical", "nulls", "fused", "simulate"):
+        old = importlib.import_module(f"curate.screens.{name}")
+        assert old is importlib.import_module(f"curate.stats.{name}"), name
+        assert name not in screens.BUILTIN_MODULES
+        assert name not in screens.names()

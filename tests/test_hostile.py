@@ -1226,7 +1226,7 @@ def test_r3_13_and_14_counts_seeds_and_alphas_are_messages_not_tracebacks(
     tmp_path: Path, screened
 ) -> None:
     from curate.limits import cap_workers, cpu_count
-    from curate.screens.statistical import thresholds
+    from curate.stats.statistical import thresholds
 
     build, out, emb = screened
     src = build.parent / "images"

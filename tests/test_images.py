@@ -10,7 +10,7 @@ from PIL import Image
 from curate.embed import _ImageDataset
 from curate.errors import CurateError
 from curate.faces.landmarks import FaceAnalyzer, FaceResult
-from curate.images import load_arrays, load_image, probe_image
+from curate.images import load_arrays, load_display_image, load_image, probe_image
 
 
 def test_load_image_converts_every_mode(tmp_path):
@@ -36,6 +36,33 @@ def test_load_image_converts_every_mode(tmp_path):
     pal = tmp_path / "p.png"
     Image.new("RGB", (4, 4), (10, 200, 30)).convert("P").save(pal)
     assert load_image(pal).mode == "RGB"
+
+
+def test_load_display_image_keeps_the_channels_the_file_stores(tmp_path):
+    """Grey files (1, L, LA, 16-bit, float) decode to L, colour ones to RGB, with the pixels
+    of load_image (the report's thumbnails: one decoder, grey thumbnails stay grey)."""
+    rng = np.random.default_rng(0)
+    grey = rng.integers(0, 256, (6, 5), dtype=np.uint8)
+    colour = rng.integers(0, 256, (6, 5, 3), dtype=np.uint8)
+    files = {
+        "1.png": (Image.fromarray(grey > 128), "L"),
+        "l.png": (Image.fromarray(grey, "L"), "L"),
+        "la.png": (Image.fromarray(np.dstack([grey, grey[::-1]]), "LA"), "L"),
+        "i16.png": (Image.fromarray(grey.astype(np.uint16) * 257), "L"),
+        "f.tiff": (Image.fromarray(grey.astype(np.float32) / 3), "L"),
+        "rgb.png": (Image.fromarray(colour, "RGB"), "RGB"),
+        "rgba.png": (Image.fromarray(np.dstack([colour, grey]), "RGBA"), "RGB"),
+        "p.png": (Image.fromarray(colour, "RGB").convert("P"), "RGB"),
+        "cmyk.jpg": (Image.new("CMYK", (5, 6), (0, 255, 255, 0)), "RGB"),
+    }
+    for name, (im, mode) in files.items():
+        im.save(tmp_path / name)
+        got = load_display_image(tmp_path / name)
+        assert got.mode == mode, name
+        want = load_image(tmp_path / name, in_chans=1 if mode == "L" else 3)
+        assert np.array_equal(np.asarray(got), np.asarray(want)), name
+    with pytest.raises(CurateError, match="^missing"):
+        load_display_image(tmp_path / "gone.png")
 
 
 def test_load_image_error_names_the_file(tmp_path):

@@ -17,7 +17,7 @@ from curate.screens.label import (
     label_posteriors,
     label_reject,
 )
-from curate.screens.statistical import effective_dimension, normalize
+from curate.stats.statistical import effective_dimension, normalize
 
 
 def _clusters(n_per: int = 30, k: int = 3, d: int = 8, spread: float = 0.25, seed: int = 0):

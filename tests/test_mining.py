@@ -14,8 +14,8 @@ import torch
 from test_train import _comparable, _same_weights, make_build, tiny_config
 
 from curate.errors import CurateError
-from curate.screens import statistical as st
-from curate.screens.nulls import fit_class_boundary
+from curate.stats import statistical as st
+from curate.stats.nulls import fit_class_boundary
 from curate.train.config import ScreenSettings
 from curate.train.loop import finetune
 from curate.train.loss import InLoopScreen, triplet_loss_margins

@@ -12,8 +12,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from curate.errors import CurateError
-from curate.screens import nulls as nulls_mod
-from curate.screens.nulls import (
+from curate.stats import nulls as nulls_mod
+from curate.stats.nulls import (
     apply_class_boundary,
     class_calibration,
     class_pair_verdicts,
@@ -23,7 +23,7 @@ from curate.screens.nulls import (
     stratified_pairs,
     tuple_z,
 )
-from curate.screens.statistical import normalize, tuple_distances
+from curate.stats.statistical import normalize, tuple_distances
 
 
 def _clouds(n_per=(40, 30, 25), d=6, sep=1.2, spread=1.0, seed=0):
@@ -291,7 +291,7 @@ def test_class_nulls_refuse_nan_embeddings_like_the_label_screen() -> None:
 
     from curate.errors import CurateError
     from curate.screens.label import label_posteriors
-    from curate.screens.nulls import fit_class_nulls
+    from curate.stats.nulls import fit_class_nulls
 
     rng = np.random.default_rng(0)
     emb = rng.normal(size=(40, 4))

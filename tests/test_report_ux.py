@@ -67,7 +67,7 @@ def test_tuple_gallery_says_which_member_a_face_reason_belongs_to(tmp_path):
 
 def _boundary(sample: np.ndarray, null: str, fits: dict[str, tuple[float, float]]) -> dict:
     mu, sigma = fits[null]
-    from curate.screens.statistical import thresholds
+    from curate.stats.statistical import thresholds
 
     tp, tn = thresholds(mu, sigma, 0.05, 0.05)
     return {

@@ -20,7 +20,7 @@ from curate.export import export
 from curate.report import write_report
 from curate.screen import screen
 from curate.screens.base import Option, Reason, Screen, ScreenContext, ScreenOutput
-from curate.screens.statistical import normalize
+from curate.stats.statistical import normalize
 
 ROOT = Path(__file__).resolve().parents[1]
 NO_HYGIENE = {

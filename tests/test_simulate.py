@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from curate.errors import CurateError
-from curate.screens.simulate import SIMULATION_COLUMNS, inject_noise, simulate_alpha
-from curate.screens.statistical import normalize
+from curate.stats.simulate import SIMULATION_COLUMNS, inject_noise, simulate_alpha
+from curate.stats.statistical import normalize
 
 
 def _clusters(n_per=60, k=4, d=8, spread=0.3, seed=0, adjacent=True):

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from scipy.stats import norm
 
 from curate.errors import CurateError
-from curate.screens import fused
-from curate.screens.statistical import (
+from curate.stats import fused
+from curate.stats.statistical import (
     Boundary,
     apply_boundary,
     effective_dimension,

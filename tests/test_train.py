@@ -315,8 +315,8 @@ def test_in_loop_screen_is_monotone_in_alpha_and_window_commits_only_on_request(
 
 
 def test_in_loop_class_aware_screen_is_the_screen_fit_and_flags_a_planted_mislabelled_positive():
-    from curate.screens import statistical as st
-    from curate.screens.nulls import fit_class_boundary
+    from curate.stats import statistical as st
+    from curate.stats.nulls import fit_class_boundary
 
     rng = np.random.default_rng(0)
     d = 16

@@ -153,8 +153,8 @@ def oof_probe(x: np.ndarray, codes: np.ndarray, seed: int) -> np.ndarray:
 
 def tuple_mean_z(x: np.ndarray, labels: np.ndarray, null: str, seed: int) -> np.ndarray:
     """Per image: mean z toward rejection of its pairs in one triplet per anchor (build-tuples defaults)."""
-    from curate.screens import statistical as st
-    from curate.screens.nulls import fit_class_nulls, image_weights, tuple_z
+    from curate.stats import statistical as st
+    from curate.stats.nulls import fit_class_nulls, image_weights, tuple_z
     from curate.tuples import sample_tuples
 
     images = pd.DataFrame(
@@ -227,7 +227,7 @@ def scores_for(df: pd.DataFrame, args: argparse.Namespace, split: str) -> dict[s
     from cleanlab.rank import get_label_quality_scores
 
     from curate.screens.label import label_posteriors
-    from curate.screens.statistical import normalize
+    from curate.stats.statistical import normalize
 
     raw = np.stack(df["embedding"].to_numpy()).astype(np.float32)
     x = normalize(raw)

@@ -105,7 +105,7 @@ def per_representation(
     from curate.representations.base import RepresentationContext
     from curate.representations.choose import _probe
     from curate.screens.label import label_posteriors
-    from curate.screens.statistical import normalize
+    from curate.stats.statistical import normalize
 
     labels = images["label"].astype(str).to_numpy()
     groups = images["subject"].to_numpy() if "subject" in images.columns else None

@@ -1,7 +1,7 @@
 """Benchmark: the statistical boundary over 10,000,000 triplets with embeddings in memory.
 
 Runs the boundary (distances + verdicts) with the fused kernel (``kernel="fused"``,
-:mod:`curate.screens.fused`, needs ``curate[fast]``) and with the numpy kernel
+:mod:`curate.stats.fused`, needs ``curate[fast]``) and with the numpy kernel
 (``kernel="numpy"``: the code before the fused kernel, chunked gathers and dot products on a
 thread pool) in the same run, alternating A B B A, and prints the ratio. Target: under 2 s
 for distances + verdicts; memory bounded by the tuple count (the embedding matrix is
@@ -24,8 +24,8 @@ import tracemalloc
 
 import numpy as np
 
-from curate.screens import fused
-from curate.screens.statistical import apply_boundary, fit_boundary, normalize, tuple_distances
+from curate.stats import fused
+from curate.stats.statistical import apply_boundary, fit_boundary, normalize, tuple_distances
 
 
 def main() -> None:

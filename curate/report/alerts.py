@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from curate.report.inputs import ScreenRun
-from curate.screens.statistical import thresholds
+from curate.stats.statistical import thresholds
 
 # More than this share of analysed images without a face is worth a warning.
 MAX_NO_FACE_SHARE = 0.10

@@ -23,7 +23,7 @@ from scipy.stats import norm  # noqa: E402
 
 from curate.report.palette import NULL_COLORS, PAIR_COLORS, reason_color  # noqa: E402
 from curate.screens.faces import OCCLUDED, SIDE_FACE  # noqa: E402
-from curate.screens.statistical import NEGATIVE_TOO_CLOSE, POSITIVE_TOO_FAR  # noqa: E402
+from curate.stats.statistical import NEGATIVE_TOO_CLOSE, POSITIVE_TOO_FAR  # noqa: E402
 
 PAIR_NAMES = {
     "d_ap": "anchor-positive",

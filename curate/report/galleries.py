@@ -19,7 +19,7 @@ from curate.report.inputs import ScreenRun
 from curate.report.sensitivity import min_negative_distance
 from curate.report.thumbnails import Thumbnails
 from curate.screens.base import Screen
-from curate.screens.statistical import POSITIVE_TOO_FAR
+from curate.stats.statistical import POSITIVE_TOO_FAR
 
 PATH_CHARS = 40
 

@@ -45,9 +45,9 @@ from curate.report.sections import SectionContext, screen_sections
 from curate.report.sensitivity import alpha_grid, face_sensitivity, sensitivity, sensitivity_z
 from curate.report.tables import counts_by_class, counts_by_reason, negative_confusion, reason_flags
 from curate.report.thumbnails import Thumbnails
-from curate.screens.base import ROLES
 from curate.screens.faces import rejects_by_class
-from curate.screens.statistical import NEGATIVE_TOO_CLOSE, POSITIVE_TOO_FAR
+from curate.stats.statistical import NEGATIVE_TOO_CLOSE, POSITIVE_TOO_FAR
+from curate.tuples import ROLES
 
 MAX_CLASSES = 60  # rows of the by-class table and chart
 MAX_CONFUSION = 25  # labels on each axis of the confusion table

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from curate import screens
-from curate.screens.base import ROLES
-from curate.screens.statistical import upper_quantile
+from curate.stats.statistical import upper_quantile
+from curate.tuples import ROLES
 
 DEFAULT_ALPHAS: tuple[float, ...] = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
 
@@ -26,12 +26,12 @@ _Z = np.vectorize(upper_quantile, otypes=[float])  # z(1 - alpha), as the bounda
 
 
 def t_pos(mu: float, sigma: float, alpha: float | np.ndarray) -> np.ndarray:
-    """Upper sub-boundary: mu + z(1 - alpha) * sigma (:func:`curate.screens.statistical.thresholds`)."""
+    """Upper sub-boundary: mu + z(1 - alpha) * sigma (:func:`curate.stats.statistical.thresholds`)."""
     return mu + _Z(np.asarray(alpha, dtype=float)) * sigma
 
 
 def t_neg(mu: float, sigma: float, alpha: float | np.ndarray) -> np.ndarray:
-    """Lower sub-boundary: mu - z(1 - alpha) * sigma (:func:`curate.screens.statistical.thresholds`)."""
+    """Lower sub-boundary: mu - z(1 - alpha) * sigma (:func:`curate.stats.statistical.thresholds`)."""
     return mu - _Z(np.asarray(alpha, dtype=float)) * sigma
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from curate.report.palette import order_reasons
-from curate.screens.statistical import NEGATIVE_TOO_CLOSE as NEG_REASON
+from curate.stats.statistical import NEGATIVE_TOO_CLOSE as NEG_REASON
 
 
 def reason_flags(reason: pd.Series) -> pd.DataFrame:

@@ -10,7 +10,7 @@ from pathlib import Path
 from PIL import Image
 
 from curate.errors import CurateError
-from curate.images import load_image
+from curate.images import load_display_image
 
 THUMB_SIZE = 96  # longest side in pixels; small faces are shown upscaled by CSS
 
@@ -38,7 +38,7 @@ class Thumbnails:
 
     def _encode(self, path: Path) -> tuple[str | None, str | None]:
         try:
-            small = load_image(path, 3 if _is_colour(path) else 1)
+            small = load_display_image(path)  # grey files stay grey
         except CurateError as exc:  # the reason code the decoder gives: missing, unreadable, ...
             code = exc.message.split(":", 1)[0]
             return None, {"missing": "file not found"}.get(code, f"{code}: not a readable image")
@@ -46,15 +46,6 @@ class Thumbnails:
         uri = _jpeg_uri(small, self.jpeg_quality) if self.jpeg_quality else _smallest_uri(small)
         self.bytes_total += len(uri)
         return uri, None
-
-
-def _is_colour(path: Path) -> bool:
-    """Whether the file holds colour (so the thumbnail keeps it); grey files stay grey."""
-    try:
-        with Image.open(path) as im:
-            return im.mode not in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):  # the decoder says why
-        return True
 
 
 def _jpeg_uri(im: Image.Image, quality: int) -> str:

@@ -23,10 +23,10 @@ if TYPE_CHECKING:
     import pandas as pd
 
 from curate.errors import CurateError
+from curate.tuples import ROLES
 
 Level = Literal["image", "tuple"]
 LEVELS: tuple[str, ...] = ("image", "tuple")
-ROLES: tuple[str, ...] = ("anchor", "positive", "negative", "negative2")
 StageProgress = Callable[[str, int, int], None]
 
 

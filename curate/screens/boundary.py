@@ -2,11 +2,11 @@
 ``negative_too_close``.
 
 With a class-aware null (``class_empirical``, the default, or ``class``; the math is in
-:mod:`curate.screens.nulls`) the positive sub-boundary asks whether an anchor-positive
+:mod:`curate.stats.nulls`) the positive sub-boundary asks whether an anchor-positive
 distance is abnormally large for two faces of the anchor's class, the negative one
 whether a negative pair is abnormally close for its class pair; the fit is weighted by
 the label screen's posteriors so the noise being hunted does not pull it. With a global
-null (``theory``, ``effective``, ``empirical``; :mod:`curate.screens.statistical`) every
+null (``theory``, ``effective``, ``empirical``; :mod:`curate.stats.statistical`) every
 pair is tested against the distance of two unrelated faces. Either way the screen writes
 each tuple's standardised distances ``z_ap`` and ``z_neg`` (toward rejection), which the
 report's alpha-sensitivity grid reads.
@@ -23,13 +23,13 @@ from curate.errors import CurateError
 from curate.screens import register
 from curate.screens.base import Option, Reason, Screen, ScreenContext, ScreenOutput
 from curate.screens.label import label_posteriors
-from curate.screens.nulls import (
+from curate.stats.nulls import (
     CLASS_NULLS,
     class_calibration,
     class_pair_verdicts,
     fit_class_nulls,
 )
-from curate.screens.statistical import (
+from curate.stats.statistical import (
     NEGATIVE_TOO_CLOSE,
     POSITIVE_TOO_FAR,
     Boundary,
@@ -37,7 +37,7 @@ from curate.screens.statistical import (
     thresholds,
     tuple_distances,
 )
-from curate.screens.statistical import (
+from curate.stats.statistical import (
     NULLS as GLOBAL_NULLS,
 )
 

@@ -170,7 +170,7 @@ def label_posteriors(
     classification head (:mod:`curate.representations.head`), whose logarithm is added to
     the distance evidence of every class (the product of the two judges).
     """
-    from curate.screens.statistical import effective_dimension
+    from curate.stats.statistical import effective_dimension
 
     x = _as_matrix(emb)
     n = x.shape[0]

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from curate.errors import CurateError
-from curate.screens import statistical as st
-from curate.screens.statistical import CLASS_NULLS
+from curate.stats import statistical as st
+from curate.stats.statistical import CLASS_NULLS
 
 NULLS = (*st.NULLS, *CLASS_NULLS)  # global nulls, then the class-aware ones of ``curate screen``
 

@@ -32,8 +32,8 @@ from curate.sources import (
     screen_build_dir,
     source_kind,
 )
+from curate.tuples import ROLES
 
-MEMBER_COLUMNS = ("anchor", "positive", "negative", "negative2")
 VAL_SPLIT_NAMES = ("val", "valid", "validation")
 DEFAULT_PRELOAD_BYTES = 4 * 1024**3
 
@@ -59,7 +59,7 @@ class TrainingData:
     @property
     def members(self) -> list[str]:
         """The member columns of the tuples (3 for triplets, 4 for quadruplets)."""
-        return list(MEMBER_COLUMNS[: 4 if self.kind == "quadruplet" else 3])
+        return list(ROLES[: 4 if self.kind == "quadruplet" else 3])
 
 
 def resolve_tuples_source(source: str | Path) -> tuple[Path, Path]:
@@ -113,7 +113,7 @@ def load_training_data(
                 hint="re-run `curate build-tuples`",
             )
     kind = "quadruplet" if "negative2" in tuples.columns else "triplet"
-    members = list(MEMBER_COLUMNS[: 4 if kind == "quadruplet" else 3])
+    members = list(ROLES[: 4 if kind == "quadruplet" else 3])
     missing_cols = [c for c in members if c not in tuples.columns]
     if missing_cols:
         raise CurateError(

@@ -43,8 +43,8 @@ from curate.runs import (
     run_config,
     save_run,
 )
-from curate.screens.nulls import CLASS_NULLS
 from curate.sources import is_run_dir, path_setting
+from curate.stats.nulls import CLASS_NULLS
 from curate.train.checkpoints import (
     CKPT_DIR,
     DROP_COLUMNS,

@@ -3,8 +3,8 @@
 At every step the embeddings of the batch (detached) are centred on the mean of a
 running window of recent embeddings, normalised to the modulus ``s``, and each tuple's
 distances are tested against the boundary of ``curate screen``, fitted to that window with
-the current weights: one global null (:mod:`curate.screens.statistical`) or the class-aware
-nulls (:func:`curate.screens.nulls.fit_class_boundary`: one null per class for the positive
+the current weights: one global null (:mod:`curate.stats.statistical`) or the class-aware
+nulls (:func:`curate.stats.nulls.fit_class_boundary`: one null per class for the positive
 pair, one per class pair for the negatives, weighted by the image verdicts of
 :mod:`curate.screens.label`). Only the kept tuples contribute to the metric loss. With a
 class-aware null each batch image also gets its label suspicion against the window's
@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from curate.errors import CurateError
-from curate.screens import statistical as st
-from curate.screens.nulls import CLASS_NULLS, class_verdicts, fit_class_boundary
+from curate.stats import statistical as st
+from curate.stats.nulls import CLASS_NULLS, class_verdicts, fit_class_boundary
 from curate.train.config import MINING, ScreenSettings
 
 # ----------------------------------------------------------------------------- losses

@@ -6,7 +6,7 @@ One global ``--margin`` asks every pair of expressions to be equally far apart. 
 fear-to-surprise need not equal surprise-to-fear).
 
 Here the margins are ADAPTED, not learnt, from the statistics the class-aware boundary
-already fits (:func:`curate.screens.nulls.fit_class_nulls`, ``class_empirical``, image
+already fits (:func:`curate.stats.nulls.fit_class_nulls`, ``class_empirical``, image
 weights ``sqrt(p(label | x))`` so suspect labels weigh less) on a running window of the
 network's own embeddings, refitted every ``refit_every`` steps: ``mu[i, i]``/``sigma[i, i]``
 describe the distance between two images of class ``i``, ``mu[i, j]`` between images of
@@ -29,8 +29,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from curate.screens import statistical as st
-from curate.screens.nulls import fit_class_nulls
+from curate.stats import statistical as st
+from curate.stats.nulls import fit_class_nulls
 from curate.train.config import MARGIN_MODES
 
 RATIO_CLIP = (0.5, 2.0)
