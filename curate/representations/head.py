@@ -166,12 +166,6 @@ def restrict(
     return np.where(total > 0, p / np.where(total > 0, total, 1.0), 1.0 / p.shape[1])
 
 
-def balanced_accuracy(probs: np.ndarray, codes: np.ndarray) -> float:
-    """The mean over classes of the share of a class's images whose top class is their label."""
-    hit = np.asarray(probs).argmax(axis=1) == codes
-    return float(np.mean([hit[codes == c].mean() for c in np.unique(codes)]))
-
-
 def decide(
     head: HeadOutput | None,
     labels: np.ndarray,
@@ -199,7 +193,7 @@ def decide(
             head.network,
             mapping,
         )
-    from curate.representations.probe import fit_temperature, with_temperature
+    from curate.representations.probe import balanced_accuracy, fit_temperature, with_temperature
 
     probs = restrict(head, mapping, dataset_classes)
     codes = np.searchsorted(np.asarray(dataset_classes), np.asarray(labels).astype(str))

@@ -130,6 +130,13 @@ def folds_of(codes: np.ndarray, groups: np.ndarray | None, k: int, seed: int) ->
     return fold
 
 
+def balanced_accuracy(probs: np.ndarray, codes: np.ndarray) -> float:
+    """The mean over the classes present in ``codes`` of the share of a class's images whose
+    top class is their label."""
+    hit = np.asarray(probs).argmax(axis=1) == codes
+    return float(np.mean([hit[codes == c].mean() for c in np.unique(codes)]))
+
+
 def probe(
     x: np.ndarray,
     labels: np.ndarray,
@@ -174,14 +181,10 @@ def _probe(
     rest = np.setdiff1d(np.arange(n), probed)
     if rest.size:
         probs[rest] = fit_logistic(x[probed], codes[probed], n_classes, seed=seed)(x[rest])
-    hit = probs[probed].argmax(axis=1) == codes[probed]
-    recalls = [
-        hit[codes[probed] == c].mean() for c in range(n_classes) if (codes[probed] == c).any()
-    ]
     t = fit_temperature(probs[probed], codes[probed])
     return ProbeResult(
-        float(np.mean(recalls)),
-        float(hit.mean()),
+        balanced_accuracy(probs[probed], codes[probed]),
+        float(np.mean(probs[probed].argmax(axis=1) == codes[probed])),
         with_temperature(probs, t),
         tuple(map(str, classes)),
         k,
