@@ -237,10 +237,12 @@ def hair(
     tone = rng.uniform(5, 80) if rng.random() < 0.8 else rng.uniform(150, 230)
     mask = np.zeros_like(img)
     if rng.random() < 0.6:  # solid fringe with a wavy lower edge, from one side
-        x = np.arange(48)
+        cols = np.arange(48)
         depth = rng.uniform(14, 30)
         slope = rng.uniform(-0.5, 0.5)
-        edge = depth + slope * (x - 24) + 2 * np.sin(x / rng.uniform(2, 5) + rng.uniform(0, 6))
+        edge = (
+            depth + slope * (cols - 24) + 2 * np.sin(cols / rng.uniform(2, 5) + rng.uniform(0, 6))
+        )
         mask = (np.arange(48)[:, None] < edge[None, :]).astype(np.float32)
     for _ in range(int(rng.integers(10, 40))):  # strands
         x, y = rng.uniform(0, 48), rng.uniform(-5, 10)
@@ -350,7 +352,7 @@ def occlude(
     out = img.astype(np.float32)
     forced: list[str] = []
     for _ in range(1 if rng.random() < 0.85 else 2):
-        fn = mix[rng.integers(len(mix))]
+        fn = mix[int(rng.integers(len(mix)))]
         out, f = fn(out, rng, donors)
         forced += f
     diff = (np.abs(out - img) > 12).astype(np.float32)
@@ -367,7 +369,7 @@ def occlude(
 def jitter(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Alignment jitter, flips and photometric changes, for clean and occluded faces alike."""
     ang, s = rng.uniform(-8, 8), rng.uniform(0.93, 1.07)
-    m = cv2.getRotationMatrix2D((24, 24), ang, s)
+    m = np.asarray(cv2.getRotationMatrix2D((24, 24), ang, s), dtype=np.float64)
     m[:, 2] += rng.uniform(-2, 2, 2)
     out = cv2.warpAffine(img.astype(np.float32), m, (48, 48), borderMode=cv2.BORDER_REPLICATE)
     if rng.random() < 0.5:
@@ -433,7 +435,7 @@ def covered_targets(
     """One synthetic occluder and the two targets of the shipped networks
     (:data:`curate.faces.occlusion.OUTPUTS`): covered (glasses always; anything else when it
     changes 8% of the face ellipse), and clear glasses only (glasses without dark lenses)."""
-    fn = mix[rng.integers(len(mix))]
+    fn = mix[int(rng.integers(len(mix)))]
     out, tags = fn(img.astype(np.float32), rng, donors)
     targets = np.zeros(2, np.float32)
     if "eyes" in tags:  # glasses of any kind

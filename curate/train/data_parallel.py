@@ -124,7 +124,7 @@ class _GatherShards(torch.autograd.Function):
     of a shard is the sum over the ranks of the gradient of their copy of it."""
 
     @staticmethod
-    def forward(ctx, local: torch.Tensor, par: Parallel, n: int) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, local: torch.Tensor, par: Parallel, n: int) -> torch.Tensor:
         ctx.par, ctx.n = par, n
         size = Parallel(0, par.world).shard(n).stop  # the largest shard (rank 0's)
         padded = local.new_zeros((size, *local.shape[1:]))
@@ -135,7 +135,7 @@ class _GatherShards(torch.autograd.Function):
         return torch.cat([p[: s.stop - s.start] for p, s in zip(parts, rows, strict=True)])
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+    def backward(ctx, grad: torch.Tensor):
         total = grad.contiguous().clone()
         dist.all_reduce(total)
         return total[ctx.par.shard(ctx.n)], None, None
@@ -145,13 +145,13 @@ class _AllReduceSum(torch.autograd.Function):
     """Sum over the ranks; the gradient is summed over the ranks as well."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
         out = x.clone()
         dist.all_reduce(out)
         return out
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         out = grad.contiguous().clone()
         dist.all_reduce(out)
         return out
@@ -181,6 +181,7 @@ class SyncBatchNorm(nn.BatchNorm2d):
             self.track_running_stats
             and self.running_mean is not None
             and self.running_var is not None
+            and self.num_batches_tracked is not None
         ):
             with torch.no_grad():
                 self.num_batches_tracked += 1
@@ -206,7 +207,7 @@ def sync_batchnorm(module: nn.Module) -> nn.Module:
     activation, for example) cannot be synced here: a :class:`CurateError` names them."""
     plain = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
     for name, child in list(module.named_children()):
-        if type(child) in plain:
+        if isinstance(child, _BatchNorm) and type(child) in plain:
             new = SyncBatchNorm(
                 child.num_features,
                 eps=child.eps,
