@@ -78,6 +78,22 @@ def test_renamed_modules_keep_their_old_import_path() -> None:
     assert old is RayEngine
 
 
+def test_the_maths_imports_no_screen() -> None:
+    """curate.stats is below the screens: importing all of it loads no screen module, and the
+    label screen's maths keeps its old names in curate.screens.label (the same objects)."""
+    code = (
+        "import sys; import curate.stats.nulls, curate.stats.simulate, curate.stats.label_model; "
+        "print(','.join(m for m in sys.modules if m.startswith('curate.screens')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"imported with curate.stats: {out.stdout}"
+    from curate.screens import label
+    from curate.stats import label_model
+
+    for name in ("label_posteriors", "encode_labels", "cap_per_class", "LabelModel", "PRIOR_FLOOR"):
+        assert getattr(label, name) is getattr(label_model, name), name
+
+
 def test_the_boundary_maths_keeps_its_old_import_path_and_is_no_screen() -> None:
     import importlib
 

@@ -15,7 +15,7 @@ from curate.representations.head import (
     training_overlap,
     write_training_sample,
 )
-from curate.screens.label import label_posteriors
+from curate.stats.label_model import label_posteriors
 
 FER = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
 FERPLUS = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt")

@@ -9,9 +9,10 @@ import pandas as pd
 import pytest
 
 from curate.errors import CurateError
-from curate.screens import label as label_mod
-from curate.screens.label import (
+from curate.stats import label_model as label_mod
+from curate.stats.label_model import (
     LABEL_COLUMNS,
+    cap_per_class,
     class_distances,
     encode_labels,
     label_posteriors,
@@ -196,7 +197,7 @@ def test_the_per_class_cap_keeps_a_class_from_vanishing_and_keeps_its_most_suspe
     uncapped = label_reject(v, 0.5)
     mixed_rows = np.flatnonzero(labels == "mixed")
     assert uncapped[mixed_rows].sum() > 10  # without a cap most of the class goes
-    capped, acted = label_mod.cap_per_class(uncapped, v, 0.5)
+    capped, acted = cap_per_class(uncapped, v, 0.5)
     assert capped[mixed_rows].sum() == 10
     worst = mixed_rows[np.argsort(-v["suspicion_logit"].to_numpy()[mixed_rows], kind="stable")[:10]]
     assert capped[worst].all()
@@ -216,7 +217,7 @@ def test_the_per_class_cap_keeps_a_class_from_vanishing_and_keeps_its_most_suspe
             < c["would_reject"]
             == uncapped[rows].sum()
         )
-    same, none = label_mod.cap_per_class(uncapped, v, 1.0)
+    same, none = cap_per_class(uncapped, v, 1.0)
     assert (same == uncapped).all() and none == []
     with pytest.raises(CurateError, match="max_share"):
-        label_mod.cap_per_class(uncapped, v, 0.0)
+        cap_per_class(uncapped, v, 0.0)

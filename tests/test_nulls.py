@@ -290,7 +290,7 @@ def test_class_nulls_refuse_nan_embeddings_like_the_label_screen() -> None:
     import pytest
 
     from curate.errors import CurateError
-    from curate.screens.label import label_posteriors
+    from curate.stats.label_model import label_posteriors
     from curate.stats.nulls import fit_class_nulls
 
     rng = np.random.default_rng(0)

@@ -5,7 +5,7 @@ plurality of ten FERPlus annotators (``../shared/data/ferplus``; ties and images
 votes are left out of the metrics but stay in the data every method sees). Every method
 ranks the same images on the same embeddings (the bundled backbone, or ``--embeddings``):
 
-- curate ``label``: the image-level label screen (:func:`curate.screens.label.label_posteriors`,
+- curate ``label``: the image-level label screen (:func:`curate.stats.label_model.label_posteriors`,
   ``suspicion_logit``), the ranking of ``images_suspect.parquet`` on the embedding alone, and
   ``label + head``: with the network's classification head as a second judge
   (:mod:`curate.representations.head`, what ``--label-head auto`` uses when it decides for it);
@@ -226,7 +226,7 @@ def scores_for(df: pd.DataFrame, args: argparse.Namespace, split: str) -> dict[s
     from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
 
-    from curate.screens.label import label_posteriors
+    from curate.stats.label_model import label_posteriors
     from curate.stats.statistical import normalize
 
     raw = np.stack(df["embedding"].to_numpy()).astype(np.float32)

@@ -18,7 +18,7 @@ auto``, ``--framing auto``), ranked by ``images_suspect.parquet``; then every
 representation (the backbone on the whole picture and framed from the landmarks, the
 blendshapes, both combined): its cross-validated probe's balanced accuracy (folds grouped
 by performer on taiwanese-posed), curate's label ranking on it
-(:func:`curate.screens.label.label_posteriors`), cleanlab (``rank.get_label_quality_scores``
+(:func:`curate.stats.label_model.label_posteriors`), cleanlab (``rank.get_label_quality_scores``
 self_confidence / normalized_margin and ``filter.find_label_issues`` on out-of-fold probe
 probabilities) and kNN label disagreement (k = 10); then the suggested labels by confidence
 (``suggested_confidence``) and what ``export --relabel`` does with its defaults. Last, the
@@ -104,7 +104,7 @@ def per_representation(
     from curate.representations import get
     from curate.representations.base import RepresentationContext
     from curate.representations.choose import _probe
-    from curate.screens.label import label_posteriors
+    from curate.stats.label_model import label_posteriors
     from curate.stats.statistical import normalize
 
     labels = images["label"].astype(str).to_numpy()

@@ -28,7 +28,7 @@ from curate.screens.base import LEVELS, Option, Reason, Screen, ScreenContext, S
 
 ENTRY_POINT_GROUP = "curate.screens"
 # The built-in screens: imported on the registry's first use, not with this package, so
-# importing the maths (curate.stats; nulls uses curate.screens.label) stays cheap.
+# importing the maths (curate.stats) stays cheap.
 # Their run order is each screen's ``order``, not this list's.
 BUILTIN_MODULES = ("boundary", "faces", "label", "not_face", "quality", "near_duplicates")
 _REGISTRY: dict[str, type[Screen]] = {}

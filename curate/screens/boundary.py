@@ -22,7 +22,7 @@ import pandas as pd
 from curate.errors import CurateError
 from curate.screens import register
 from curate.screens.base import Option, Reason, Screen, ScreenContext, ScreenOutput
-from curate.screens.label import label_posteriors
+from curate.stats.label_model import label_posteriors
 from curate.stats.nulls import (
     CLASS_NULLS,
     class_calibration,

@@ -10,7 +10,7 @@ classes ``a`` and ``b``" against the class-pair null ``N(mu_ab, sigma_ab^2)``:
     T_pos(a) = mu_aa + z(1 - alpha_pos) sigma_aa,     T_neg(a, b) = mu_ab - z(1 - alpha_neg) sigma_ab.
 
 Two fits, both weighted by ``v_i`` per image (default: the square root of the image's
-label posterior from :func:`curate.screens.label.label_posteriors`, so images whose label
+label posterior from :func:`curate.stats.label_model.label_posteriors`, so images whose label
 does not fit count less and the noise being hunted does not pull the fit):
 
 ``class`` (moments): for rows of modulus ``s``, ``D^2 = 2 s^2 - 2 x.y``, so the mean and
@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from curate.errors import CurateError
-from curate.screens.label import PRIOR_FLOOR, encode_labels, label_posteriors
+from curate.stats.label_model import PRIOR_FLOOR, encode_labels, label_posteriors
 from curate.stats.statistical import (
     CLASS_NULLS,
     NEGATIVE_TOO_CLOSE,

@@ -8,7 +8,7 @@ Two kinds of noise, each flipping a share ``rate`` of the images:
   embedding is closest to the image's class mean: the confusion a real annotator makes.
 
 For each alpha the screens are refitted on the noisy copy: the image screen (label
-posterior below alpha, :func:`curate.screens.label.label_reject`) and the class-aware
+posterior below alpha, :func:`curate.stats.label_model.label_reject`) and the class-aware
 tuple boundary at ``alpha_pos = alpha_neg = alpha`` on one triplet per anchor
 (``positive_too_far``: precision of containing a flipped anchor or positive;
 ``negative_too_close``: a flipped anchor or negative; alphas below 0.5 only). Real datasets carry their own
@@ -24,8 +24,7 @@ import numpy as np
 import pandas as pd
 
 from curate.errors import CurateError
-from curate.screens.label import (
-    LABEL_SUSPECT,
+from curate.stats.label_model import (
     PRIOR_FLOOR,
     encode_labels,
     label_posteriors,
@@ -128,7 +127,7 @@ def simulate_alpha(
         for alpha in alphas:
             base = {"noise": kind, "rate": rate, "alpha": float(alpha)}
             rows.append(
-                {**base, "screen": LABEL_SUSPECT, **_pr(label_reject(verdicts, alpha), flipped)}
+                {**base, "screen": "label_suspect", **_pr(label_reject(verdicts, alpha), flipped)}
             )
             if alpha >= 0.5:  # not a sub-boundary: the image screen only
                 continue

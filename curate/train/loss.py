@@ -6,7 +6,7 @@ distances are tested against the boundary of ``curate screen``, fitted to that w
 the current weights: one global null (:mod:`curate.stats.statistical`) or the class-aware
 nulls (:func:`curate.stats.nulls.fit_class_boundary`: one null per class for the positive
 pair, one per class pair for the negatives, weighted by the image verdicts of
-:mod:`curate.screens.label`). Only the kept tuples contribute to the metric loss. With a
+:mod:`curate.stats.label_model`). Only the kept tuples contribute to the metric loss. With a
 class-aware null each batch image also gets its label suspicion against the window's
 classes (``BatchVerdict.suspicion``), which the training loop may accumulate per image.
 """
