@@ -71,6 +71,19 @@ def test_import_curate_and_the_finetune_config_stay_cheap() -> None:
     assert out.stdout.strip() == "", f"imported on `import curate.train.config`: {out.stdout}"
 
 
+def test_import_curate_screens_stays_cheap() -> None:
+    """The registry's package loads no pandas, no torch and no built-in screen until it is used
+    (the plug-in packages and the CLI import it to register and list screens)."""
+    code = (
+        "import sys, curate.screens; "
+        "heavy = [m for m in ('pandas', 'pyarrow', 'torch', 'curate.tuples', 'curate.screens.label', "
+        "'curate.screens.boundary', 'curate.screens.faces', 'curate.faces') "
+        "if m in sys.modules]; print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"imported on `import curate.screens`: {out.stdout}"
+
+
 def test_renamed_modules_keep_their_old_import_path() -> None:
     from curate.distributed import RayEngine as old
     from curate.ray_engine import RayEngine

@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
 from curate.errors import CurateError
-from curate.tuples import ROLES
 
 Level = Literal["image", "tuple"]
 LEVELS: tuple[str, ...] = ("image", "tuple")
@@ -110,6 +109,8 @@ class ScreenContext:
     @property
     def roles(self) -> list[str]:
         """The member roles of the tuples (``negative2`` only for quadruplets)."""
+        from curate.tuples import ROLES  # here, not at the top: curate.tuples loads pandas
+
         return [r for r in ROLES if r in self.rows]
 
     def n_rows(self, level: str) -> int:
