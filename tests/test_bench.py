@@ -16,7 +16,13 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 KINDS = ("speed", "quality", "experiments", "derivations", "recipes", "audit")
 # modules the scripts import, not scripts themselves
-LIBRARIES = {"common/paths.py", "common/metrics.py", "common/probe.py"}
+LIBRARIES = {
+    "common/paths.py",
+    "common/metrics.py",
+    "common/probe.py",
+    "common/browser.py",
+    "common/screen_folder.py",
+}
 
 
 def _modules() -> list[Path]:
@@ -88,6 +94,19 @@ def test_shared_code_is_imported_one_way() -> None:
         if bare:
             bad[path.relative_to(ROOT).as_posix()] = bare
     assert not bad, f"bench modules imported by bare name (use bench.common...): {bad}"
+
+
+def test_bench_depends_on_no_test_module() -> None:
+    """The tests may use bench.common (the fabricated screen folder, the browser); bench never
+    imports a test module, by name or through a sys.path edit."""
+    test_modules = {p.stem for p in (ROOT / "tests").glob("*.py")}
+    bad = {}
+    for path in _modules():
+        names = _imports(path)
+        hits = sorted(n for n in names if n.split(".")[0] in test_modules | {"tests"})
+        if hits or "sys.path" in path.read_text(encoding="utf-8"):
+            bad[path.relative_to(ROOT).as_posix()] = hits or ["sys.path"]
+    assert not bad, f"bench modules that reach into tests/: {bad}"
 
 
 def test_recipes_and_package_depend_on_no_bench_script() -> None:

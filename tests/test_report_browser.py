@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from test_report import SECTIONS, external_references, make_screen_dir, parse  # noqa: I001
+from test_report import SECTIONS, external_references, parse  # noqa: I001
 
+from bench.common.screen_folder import make_screen_dir
 from curate.report import write_report
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -9,8 +9,8 @@ import re
 
 import numpy as np
 import pandas as pd
-from test_report import make_screen_dir
 
+from bench.common.screen_folder import make_screen_dir
 from curate.models import DEFAULT_MODEL, default_model_dir
 from curate.report import load_screen_dir, write_report
 from curate.report.alerts import fitting_nulls, null_misfit

@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from review_driver import needs_browser, open_browser, wait_file, wait_ready
-from test_report import LABELS, make_screen_dir  # noqa: I001
 from typer.testing import CliRunner
 
+from bench.common.screen_folder import LABELS, make_screen_dir
 from curate.cli import app
 from curate.errors import CurateError
 from curate.export import export, image_rejects

@@ -1,11 +1,12 @@
 """Benchmark the HTML report and its review view at 10^4 and 10^5 images.
 
-For each size, fabricates a screen folder (``tests/test_report.py::make_screen_dir``: three
-tuples per image, planted distances) whose ``images_suspect.parquet`` carries verdicts at
-the rates the default screen gives on FER2013 PublicTest (``fer2013/val``: the label screen
-rejects 7.3%, the face screens 30%, the near-duplicate screen 2.9%, and 11.5% of the images
-have a label suspicion of at least 0.9), with 48x48 grey faces plus noise (their JPEG
-thumbnails are about the size of FER2013's) for the images that get a thumbnail.
+For each size, fabricates a screen folder (``make_screen_dir`` of
+``bench/common/screen_folder.py``: three tuples per image, planted distances) whose
+``images_suspect.parquet`` carries verdicts at the rates the default screen gives on FER2013
+PublicTest (``fer2013/val``: the label screen rejects 7.3%, the face screens 30%, the
+near-duplicate screen 2.9%, and 11.5% of the images have a label suspicion of at least 0.9),
+with 48x48 grey faces plus noise (their JPEG thumbnails are about the size of FER2013's) for
+the images that get a thumbnail.
 
 Prints, per size: the report's size (and how much of it is review thumbnails and data),
 the render time, and in headless Chromium (Selenium + chromedriver): the time until the
@@ -23,7 +24,6 @@ import argparse
 import json
 import re
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,15 +32,10 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from bench.common.paths import ROOT
-
-sys.path.insert(0, str(ROOT / "tests"))
-
-from review_driver import missing, open_browser, wait_ready  # noqa: E402
-from test_report import _face, make_screen_dir  # noqa: E402
-
-from curate.report import write_report  # noqa: E402
-from curate.report.review import MAX_THUMBNAILS, thumbnail_rows  # noqa: E402
+from bench.common.browser import missing, open_browser, wait_ready
+from bench.common.screen_folder import face_image, make_screen_dir
+from curate.report import write_report
+from curate.report.review import MAX_THUMBNAILS, thumbnail_rows
 
 EXPRESSIONS = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
 RATES = {"label": 0.073, "face": 0.30, "near_duplicate": 0.029, "suspicion_ge_0.9": 0.115}
@@ -84,7 +79,7 @@ def fabricate(root: Path, n: int, n_tuples: int | None = None, seed: int = 0) ->
     s.to_parquet(screen / "images_suspect.parquet", index=False)
     table = s.assign(rejected=label_rej | face | dup)
     for i in thumbnail_rows(table, MAX_THUMBNAILS):  # the images the report will embed
-        im = np.asarray(_face(int(lab[i])), dtype=float) + rng.normal(0, 14, (48, 48))
+        im = np.asarray(face_image(int(lab[i])), dtype=float) + rng.normal(0, 14, (48, 48))
         Path(s["path"].iat[i]).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(im.clip(0, 255).astype(np.uint8)).save(s["path"].iat[i])
     return screen
