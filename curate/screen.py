@@ -109,8 +109,9 @@ def screen(
     Runs every registered screen (:func:`curate.screens.registered`: image screens
     first, then tuple screens). ``options`` are the screens' settings by name (for
     example ``alpha_pos``, ``alpha_neg``, ``null``, ``max_yaw``, ``max_occlusion``,
-    ``no_face``, ``skip_faces_screen``; :func:`curate.screens.defaults` lists them);
-    every one is checked before any work and recorded, resolved, in ``run.json``.
+    ``no_face``, ``skip_faces_screen``; :func:`curate.screens.defaults` lists them) and
+    the representations' (a plug-in's; :func:`curate.representations.defaults`); every
+    one is checked before any work and recorded, resolved, in ``run.json``.
 
     Embeddings come from ``embeddings`` (a Parquet file) when given, else from the
     representation ``representation`` (:mod:`curate.representations`: ``backbone``, the
@@ -147,8 +148,15 @@ def screen(
     what was replaced). The caches live outside it (``cache_dir``);
     ``run.json`` is written last and says whether the run completed.
     """
+    from curate import representations
+
     started = time.time()
-    settings = registry.resolve_settings(options)  # every option checked before any work
+    # every option checked before any work; the representations' options are flags too
+    own = set(representations.options())
+    settings = {
+        **representations.resolve_settings({k: v for k, v in options.items() if k in own}),
+        **registry.resolve_settings({k: v for k, v in options.items() if k not in own}),
+    }
     if not (isinstance(scale, (int, float)) and scale > 0 and math.isfinite(scale)):
         raise CurateError(f"--scale must be a positive number, got {scale}", hint="use --scale 1.0")
     seed = seed_value(seed)
@@ -844,6 +852,7 @@ def _represent(
 ) -> tuple[_Embedded, Any, pd.DataFrame | None, Any]:
     """The chosen representation's vectors, the choice, the face analysis it made (or None)
     and the network's classification head on the backbone's vectors (or None)."""
+    from curate import representations
     from curate.representations.base import RepresentationContext
     from curate.representations.choose import represent
 
@@ -862,6 +871,7 @@ def _represent(
             "framing": framing,
             "amp": amp,
             "face_model": settings.get("face_model"),
+            **{name: settings[name] for name in representations.options()},
         },
     )
     chosen = represent(ctx, representation, seed=seed)

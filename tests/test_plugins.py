@@ -49,6 +49,40 @@ def test_a_plug_in_representation_is_registered_from_its_entry_point(monkeypatch
         representations.unregister("mine_for_test")
 
 
+def test_a_representation_option_is_checked_and_must_be_new():
+    from curate.plugins import Option, check_number
+    from curate.representations.base import Representation
+
+    class One(Representation):
+        name = "one_for_test"
+        summary = "a plug-in"
+        options = (Option("one_side", 8, "a side", check_number("one_side", low=2)),)
+
+        def compute(self, ctx):  # pragma: no cover - never run here
+            raise NotImplementedError
+
+    class Two(One):
+        name = "two_for_test"
+
+    representations.register(One)
+    try:
+        assert representations.defaults()["one_side"] == 8
+        assert representations.resolve_settings({"one_side": 12})["one_side"] == 12
+        with pytest.raises(CurateError, match="one_side must be a number above 2, got 1"):
+            representations.resolve_settings({"one_side": 1})
+        with pytest.raises(CurateError, match="unknown representation option"):
+            representations.resolve_settings({"max_yaw": 30})
+        with pytest.raises(TypeError, match="option 'one_side' is taken"):
+            representations.register(Two)
+        assert (
+            One().section_anchor == "one_for_test-representation"
+            and One().report(None, None) is None
+        )
+    finally:
+        representations.unregister("one_for_test")
+        representations.unregister("two_for_test")
+
+
 @pytest.mark.parametrize("module", [screens, representations], ids=["screens", "representations"])
 def test_an_entry_point_that_is_not_a_plug_in_class_is_a_clear_error(monkeypatch, module):
     _fake_entry_points(monkeypatch, module.ENTRY_POINT_GROUP, _EntryPoint("oops", len))
@@ -143,3 +177,73 @@ def test_a_plug_in_screen_from_its_entry_point_gets_a_flag_a_report_section_and_
     assert set(meta.loc[meta["reasons"].map(lambda r: "oversized" in list(r)), "image_id"]) == set(
         big
     )
+
+
+def test_a_plug_in_representation_from_its_entry_point_gets_a_flag_and_a_report_section(tmp_path):
+    """A package that ships a representation through the ``curate.representations`` entry
+    point (docs/representations.md's example, a distribution on the path, no file of curate
+    touched) gets its ``--pixels-side`` flag, is a choice of ``--representation``, and its
+    setting reaches its vectors, ``run.json`` and its section of the report."""
+    import json
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pandas as pd
+    from builders import make_build
+
+    root = Path(__file__).resolve().parents[1]
+    code = re.search(
+        r"## Adding a representation.*?```python\n(.*?)```",
+        (root / "docs" / "representations.md").read_text(),
+        re.S,
+    ).group(1)
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "pixelrep.py").write_text(code.replace("@register\n", ""))
+    dist = site / "pixelrep-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: pixelrep\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[curate.representations]\npixels = pixelrep:Pixels\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(root)])}
+
+    def curate(*args: str) -> str:
+        res = subprocess.run(
+            [sys.executable, "-m", "curate", *args], env=env, capture_output=True, text=True
+        )
+        assert res.returncode == 0, res.stdout + res.stderr
+        return res.stdout
+
+    help_text = curate("screen", "--help")
+    assert "--pixels-side" in help_text and "pixels" in help_text
+    build, _, _ = make_build(tmp_path)
+    out = tmp_path / "screen"
+    curate(
+        "screen",
+        str(build),
+        "--out",
+        str(out),
+        "--representation",
+        "pixels",
+        "--pixels-side",
+        "6",
+        "--skip-faces-screen",
+        "--skip-quality-screen",
+        "--skip-not-face-screen",
+        "--skip-near-duplicates-screen",
+    )
+    run = json.loads((out / "run.json").read_text())
+    assert run["params"]["pixels_side"] == 6
+    assert run["params"]["representation"]["used"] == "pixels"
+    emb = pd.read_parquet(out / "embeddings.parquet")
+    assert len(emb["embedding"].iat[0]) == 36  # 6 x 6 pixels
+    html = (out / "report.html").read_text()
+    section = re.search(
+        r'<section id="pixels-representation"><h2>Pixels representation</h2>(.*?)</section>',
+        html,
+        re.S,
+    )
+    assert section and "6 x 6 thumbnails" in section.group(1)
+    assert 'href="#pixels-representation"' in html

@@ -1,8 +1,8 @@
-"""The flags of ``curate screen`` that come from the screen registry: every registered
+"""The flags of ``curate screen`` that come from the registries: every registered
 screen's options (``--max-yaw``, ``--alpha-label``, ..., a plug-in screen's own) and its
-``--skip-<name>-screen``, with the defaults, help and choices the screen declares
-(:class:`curate.screens.base.Option`), plus the earlier names of skip options as hidden,
-deprecated aliases (``--skip-face-screens``)."""
+``--skip-<name>-screen``, and every representation's options (a plug-in's), with the
+defaults, help and choices the plug-in declares (:class:`curate.plugins.Option`), plus the
+earlier names of skip options as hidden, deprecated aliases (``--skip-face-screens``)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from curate import representations
 from curate import screens as registry
 from curate.errors import CurateError, CurateWarning
 from curate.io import loads_json
-from curate.screens.base import Option
+from curate.plugins import Option
 
 F = TypeVar("F", bound=Callable[..., Any])
 _ALIAS_PREFIX = "deprecated__"
@@ -57,23 +58,34 @@ def _alias_param(old: str, new: str) -> inspect.Parameter:
     )
 
 
+def declared_options() -> dict[str, Option]:
+    """The options of every registered representation, then of every screen in run order."""
+    reps, screens = representations.options(), registry.options()
+    both = sorted(set(reps) & set(screens))
+    if both:
+        raise TypeError(
+            f"option(s) {', '.join(both)} are declared by a representation and a screen"
+        )
+    return {**reps, **screens}
+
+
 def screen_flags(fn: F) -> F:
     """Give ``fn`` (a command taking ``**screen_settings``) one keyword parameter per screen
-    option with a flag (``Option.cli``), in run order, and the hidden deprecated aliases."""
+    or representation option with a flag (``Option.cli``), and the hidden deprecated aliases."""
     sig = inspect.signature(fn, eval_str=True)
     fixed = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
     taken = {p.name for p in fixed}
-    flagged = [o for o in registry.options().values() if o.cli and o.name not in taken]
+    flagged = [o for o in declared_options().values() if o.cli and o.name not in taken]
     aliases = [_alias_param(old, new) for old, new in registry.aliases().items()]
     fn.__signature__ = sig.replace(parameters=[*fixed, *map(_param, flagged), *aliases])  # type: ignore[attr-defined]
     return fn
 
 
 def given_screen_options(values: Mapping[str, Any], pairs: Sequence[str]) -> dict[str, Any]:
-    """The screen options given on the command line: the flags whose value is not the
-    screen's default and the ``--option NAME=VALUE`` pairs; an old flag name is read as its
-    name now, with a warning."""
-    known = registry.options()
+    """The screen and representation options given on the command line: the flags whose
+    value is not the plug-in's default and the ``--option NAME=VALUE`` pairs; an old flag
+    name is read as its name now, with a warning."""
+    known = declared_options()
     out: dict[str, Any] = {}
     for name, value in values.items():
         if name.startswith(_ALIAS_PREFIX):

@@ -139,7 +139,7 @@ def screen_cmd(
         list[str] | None,
         typer.Option(
             "--option",
-            help="NAME=VALUE for a screen option (those without a flag of their own: the quality thresholds, docs/hygiene.md; any plug-in screen's; docs/screens.md). Repeatable.",
+            help="NAME=VALUE for a screen or representation option (those without a flag of their own: the quality thresholds, docs/hygiene.md; any plug-in screen's; docs/screens.md). Repeatable.",
         ),
     ] = None,
     report: Annotated[

@@ -41,7 +41,7 @@ from curate.report.html import (
 from curate.report.inputs import ScreenRun, load_screen_dir
 from curate.report.palette import reason_color
 from curate.report.review import MAX_THUMBNAILS, review_section
-from curate.report.sections import SectionContext, screen_sections
+from curate.report.sections import SectionContext, plugin_sections
 from curate.report.sensitivity import alpha_grid, face_sensitivity, sensitivity, sensitivity_z
 from curate.report.tables import counts_by_class, counts_by_reason, negative_confusion, reason_flags
 from curate.report.thumbnails import Thumbnails
@@ -171,7 +171,7 @@ def render_html(
         lambda: _rejections(run, flags, left_out),
     ]
     body = [make() for make in sections]
-    by_screen = screen_sections(run, SectionContext(thumbs, max_gallery, seed))
+    by_screen = plugin_sections(run, SectionContext(thumbs, max_gallery, seed))
     body += [html for _, _, html in by_screen]
     body.append(_galleries(run, flags, thumbs, max_gallery, seed))
     nav = [

@@ -1,13 +1,15 @@
-"""The report's sections of the registered screens: each screen renders its own
-(:meth:`curate.screens.base.Screen.report`; the default is :func:`reason_counts`), and
-the report places them, in run order, between the rejections and the galleries."""
+"""The report's sections of the registered plug-ins: each representation and screen renders
+its own (:meth:`curate.plugins.Plugin.report`; a screen's default is :func:`reason_counts`, a
+representation's none), and the report places them, the representations' first, then the
+screens' in run order, between the rejections and the galleries."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from curate import screens
+from curate import representations, screens
+from curate.plugins import Plugin
 from curate.report.html import Markup, chip, fmt_int, fmt_pct, note, section, table, tag
 from curate.report.inputs import ScreenRun
 from curate.report.thumbnails import Thumbnails
@@ -24,10 +26,12 @@ class SectionContext:
     seed: int
 
 
-def screen_sections(run: ScreenRun, ctx: SectionContext) -> list[tuple[str, str, Markup]]:
-    """``(anchor, title, section)`` of every registered screen that has one, in run order."""
+def plugin_sections(run: ScreenRun, ctx: SectionContext) -> list[tuple[str, str, Markup]]:
+    """``(anchor, title, section)`` of every registered representation, then screen (in run
+    order), that has one."""
     out = []
-    for s in screens.registered():
+    plugins: list[Plugin] = [*representations.registered(), *screens.registered()]
+    for s in plugins:
         body = s.report(run, ctx)
         if body is not None:
             out.append(
@@ -70,4 +74,4 @@ def reason_counts(screen: Screen, run: ScreenRun) -> list[Any] | None:
     ]
 
 
-__all__ = ["SectionContext", "reason_counts", "screen_sections"]
+__all__ = ["SectionContext", "plugin_sections", "reason_counts"]

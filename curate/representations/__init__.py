@@ -6,15 +6,20 @@ registered here with :func:`register`, one module each (like the screens): ``bac
 landmarks when it fills only part of the picture), ``blendshapes`` (MediaPipe's 52 face
 blendshape scores, made with the face analysis) and ``combined`` (both, each block
 normalised). Other packages add one through the ``curate.representations`` entry-point
-group. :func:`curate.representations.choose.represent` computes the one asked for, or with
+group. Like a screen, a representation may declare options (``curate screen`` flags,
+:func:`options`) and a report section (:class:`curate.plugins.Plugin`).
+:func:`curate.representations.choose.represent` computes the one asked for, or with
 ``auto`` (the default) measures each candidate on the dataset's own labels with a
 cross-validated probe and uses the best (``docs/representations.md``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from curate.errors import CurateError
-from curate.plugins import load_entry_points
+from curate.plugins import Option, check_new_options, load_entry_points, resolve_options
 from curate.representations.base import Features, Representation, RepresentationContext
 
 ENTRY_POINT_GROUP = "curate.representations"
@@ -24,7 +29,7 @@ _PLUGINS_LOADED = False
 
 
 def register(cls: type[Representation]) -> type[Representation]:
-    """Class decorator: add a representation to the registry (its name must be new)."""
+    """Class decorator: add a representation to the registry (its name and options must be new)."""
     for attr in ("name", "summary"):
         if not hasattr(cls, attr):
             raise TypeError(f"representation {cls.__name__} must define {attr!r}")
@@ -32,6 +37,7 @@ def register(cls: type[Representation]) -> type[Representation]:
         raise TypeError(f"representation {cls.__name__}: {cls.name!r} is not a usable name")
     if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
         raise TypeError(f"a representation named {cls.name!r} is already registered")
+    check_new_options(cls, list(_REGISTRY.values()), "representation")
     _REGISTRY[cls.name] = cls
     return cls
 
@@ -70,6 +76,23 @@ def progress_labels() -> dict[str, str]:
     return {stage: label for r in registered() for stage, label in r.progress_stages.items()}
 
 
+def options() -> dict[str, Option]:
+    """Every representation's option by name (``curate screen`` gives each a flag, like the
+    screens' options)."""
+    return {o.name: o for r in registered() for o in r.all_options()}
+
+
+def defaults() -> dict[str, Any]:
+    """The default value of every representation option."""
+    return {name: o.default for name, o in options().items()}
+
+
+def resolve_settings(given: Mapping[str, Any]) -> dict[str, Any]:
+    """Every representation option's value to use: ``given`` over the defaults, each checked
+    by its representation (a :class:`CurateError` for an unknown name or a bad value)."""
+    return resolve_options(registered(), given, "representation")
+
+
 def get(name: str) -> Representation:
     """The registered representation called ``name``."""
     for r in registered():
@@ -85,11 +108,14 @@ __all__ = [
     "Representation",
     "RepresentationContext",
     "choices",
+    "defaults",
     "get",
     "names",
+    "options",
     "progress_labels",
     "register",
     "registered",
+    "resolve_settings",
     "unregister",
 ]
 

@@ -19,13 +19,15 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from curate.plugins import Plugin
+
 
 @dataclass
 class RepresentationContext:
     """What a representation sees: the images (``image_id``, ``path``, ``sha256``,
     ``label``, and ``subject`` when the build has it), the run's settings (``backbone``,
     ``weights``, ``device``, ``seed``, ``batch_size``, ``workers``, ``face_model``,
-    ``framing``), the shared cache, progress and engine, and ``shared``: work one
+    ``framing``, and every representation's own options), the shared cache, progress and engine, and ``shared``: work one
     representation did that another reuses (the face analysis, the backbone's vectors)."""
 
     images: pd.DataFrame
@@ -59,10 +61,15 @@ class Features:
     n_cached: int = 0
 
 
-class Representation(ABC):
-    """Base class of every representation. Subclasses set the class attributes and :meth:`compute`."""
+class Representation(Plugin, ABC):
+    """Base class of every representation. Subclasses set the class attributes and :meth:`compute`.
 
-    name: ClassVar[str]
+    Like a screen (:class:`curate.plugins.Plugin`), a representation may declare settings
+    (:attr:`options`: flags of ``curate screen``, their values in ``ctx.settings`` and
+    ``run.json``'s params) and a section of the report (:meth:`report`, default none;
+    anchored at ``<name>-representation`` unless ``report_anchor`` says otherwise)."""
+
+    kind: ClassVar[str] = "representation"
     summary: ClassVar[str]
     # measured by ``--representation auto`` (a representation that cannot run everywhere,
     # or that only makes sense asked for, sets False)
@@ -71,6 +78,10 @@ class Representation(ABC):
     needs_faces: ClassVar[bool] = False
     # progress stages it reports through ``ctx.progress``, and their labels
     progress_stages: ClassVar[dict[str, str]] = {}
+
+    @property
+    def section_anchor(self) -> str:
+        return self.report_anchor or f"{self.name}-representation"
 
     @abstractmethod
     def compute(self, ctx: RepresentationContext) -> Features:

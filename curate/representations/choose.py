@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from curate.errors import CurateError
-from curate.representations import AUTO, get, registered
+from curate.representations import AUTO, defaults, get, registered
 from curate.representations.base import Features, RepresentationContext
 from curate.representations.probe import ProbeResult, probe
 
@@ -54,7 +54,10 @@ class Chosen:
 
 
 def represent(ctx: RepresentationContext, setting: str = AUTO, *, seed: int = 0) -> Chosen:
-    """Compute the representation ``setting`` (a registered name, or ``auto``) of ``ctx.images``."""
+    """Compute the representation ``setting`` (a registered name, or ``auto``) of ``ctx.images``.
+
+    The representations' options missing from ``ctx.settings`` take their defaults."""
+    ctx.settings = {**defaults(), **ctx.settings}
     labels = ctx.images["label"].astype(str).to_numpy()
     groups = ctx.images["subject"].to_numpy() if "subject" in ctx.images.columns else None
     if groups is not None and ctx.images["subject"].isna().all():

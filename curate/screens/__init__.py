@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from curate.errors import CurateError
-from curate.plugins import load_entry_points
+from curate.plugins import check_new_options, load_entry_points, resolve_options
 from curate.screens.base import LEVELS, Option, Reason, Screen, ScreenContext, ScreenOutput
 
 ENTRY_POINT_GROUP = "curate.screens"
@@ -48,15 +48,12 @@ def register(cls: type[Screen]) -> type[Screen]:
     if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
         raise TypeError(f"a screen named {cls.name!r} is already registered")
     taken_codes = {r.code for s in _REGISTRY.values() if s is not cls for r in s.reasons}
-    taken_opts = {o.name for s in _REGISTRY.values() if s is not cls for o in s().all_options()}
     for r in cls.reasons:
         if ";" in r.code or not r.code:
             raise TypeError(f"screen {cls.name!r}: bad reason code {r.code!r}")
         if r.code in taken_codes:
             raise TypeError(f"screen {cls.name!r}: reason code {r.code!r} is taken")
-    for o in cls().all_options():
-        if o.name in taken_opts:
-            raise TypeError(f"screen {cls.name!r}: option {o.name!r} is taken by another screen")
+    check_new_options(cls, list(_REGISTRY.values()), "screen")
     _REGISTRY[cls.name] = cls
     return cls
 
@@ -167,18 +164,7 @@ def resolve_settings(given: Mapping[str, Any]) -> dict[str, Any]:
             f"screen option {name} is now called {old[name]}", DeprecationWarning, stacklevel=3
         )
         given[old[name]] = given.pop(name)
-    known = options()
-    unknown = sorted(set(given) - set(known))
-    if unknown:
-        raise CurateError(
-            f"unknown screen option(s) {', '.join(unknown)}",
-            hint=f"known options: {', '.join(sorted(known))}",
-        )
-    merged = {**defaults(), **given}
-    out: dict[str, Any] = {}
-    for s in registered():
-        out.update(s.resolve(merged))
-    return out
+    return resolve_options(registered(), given, "screen")
 
 
 __all__ = [

@@ -10,7 +10,6 @@ its test. ``docs/screens.md`` has a worked example.
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +22,13 @@ if TYPE_CHECKING:
     import pandas as pd
 
 from curate.errors import CurateError
+from curate.plugins import (  # noqa: F401  (screens import them from here)
+    Option,
+    Plugin,
+    check_choice,
+    check_flag,
+    check_number,
+)
 
 Level = Literal["image", "tuple"]
 LEVELS: tuple[str, ...] = ("image", "tuple")
@@ -37,29 +43,6 @@ class Reason:
     label: str  # for people, e.g. ``side face``
     color: str  # ``#rrggbb``, used by every figure and chip of the report
     help: str  # one sentence: what it means and which option moves it
-
-
-@dataclass(frozen=True)
-class Option:
-    """A setting of a screen: its name (the CLI flag is ``--`` + name with dashes), the
-    default the library and the CLI use, a help line, and a check run before any work.
-
-    ``check(value)`` returns the value to use (for example a resolved default) or raises
-    :class:`CurateError` naming the value and the fix. ``None`` means no check.
-    ``choices``, when set, are the values the CLI offers; ``cli=False`` gives the option
-    no flag of its own (``curate screen --option NAME=VALUE`` sets it).
-    """
-
-    name: str
-    default: Any
-    help: str
-    check: Callable[[Any], Any] | None = None
-    choices: tuple[str, ...] = ()
-    cli: bool = True
-
-    @property
-    def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
 
 
 @dataclass
@@ -168,14 +151,14 @@ class ScreenOutput:
             )
 
 
-class Screen(ABC):
-    """Base class of every screen. Subclasses set the class attributes and :meth:`run`."""
+class Screen(Plugin, ABC):
+    """Base class of every screen. Subclasses set the class attributes and :meth:`run`
+    (:class:`curate.plugins.Plugin`: the options and the report section every plug-in has)."""
 
-    name: ClassVar[str]
+    kind: ClassVar[str] = "screen"
     level: ClassVar[Level]
     reasons: ClassVar[tuple[Reason, ...]]
     summary: ClassVar[str]
-    options: ClassVar[tuple[Option, ...]] = ()
     # Run order within the level (smaller first; ties: registration order). The built-in
     # image screens: faces 10, label 20, not_face 30, quality 40, near_duplicates 90 (last:
     # of a group of copies it keeps one the others passed); plug-ins default to 100.
@@ -197,10 +180,6 @@ class Screen(ABC):
     skip_aliases: ClassVar[tuple[str, ...]] = ()
     # Progress stages the screen reports through ``ctx.progress`` and their labels.
     progress_stages: ClassVar[Mapping[str, str]] = {}
-    # The title and anchor of the screen's section of the report (:meth:`report`);
-    # default: "<Name> screen" and the name.
-    report_title: ClassVar[str | None] = None
-    report_anchor: ClassVar[str | None] = None
 
     @property
     def skip_option(self) -> Option | None:
@@ -236,21 +215,6 @@ class Screen(ABC):
         """Whether the screen runs with these settings (default: unless its skip option is set)."""
         skip = self.skip_option
         return skip is None or not settings.get(skip.name, False)
-
-    def resolve(self, settings: Mapping[str, Any]) -> dict[str, Any]:
-        """Check this screen's options in ``settings``; return their values to use."""
-        return {
-            o.name: (o.check(settings[o.name]) if o.check else settings[o.name])
-            for o in self.all_options()
-        }
-
-    @property
-    def section_title(self) -> str:
-        return self.report_title or f"{self.name.replace('_', ' ').capitalize()} screen"
-
-    @property
-    def section_anchor(self) -> str:
-        return self.report_anchor or self.name
 
     def report(self, run: Any, ctx: Any) -> list[Any] | None:
         """The body of this screen's section of the HTML report (blocks of
@@ -298,71 +262,3 @@ def join_codes(flags: Sequence[tuple[str, np.ndarray]]) -> np.ndarray:
         for b in np.unique(bits).tolist()
     }
     return np.array([table[b] for b in bits.tolist()], dtype=object)
-
-
-def check_number(
-    name: str,
-    *,
-    low: float | None = None,
-    high: float | None = None,
-    low_open: bool = False,
-    high_open: bool = False,
-    example: Any = None,
-    allow_none: bool = False,
-) -> Callable[[Any], Any]:
-    """An :class:`Option` check: a finite number within the bounds."""
-
-    def check(value: Any) -> Any:
-        if value is None and allow_none:
-            return None
-        ok = (
-            isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        )
-        if ok and low is not None:
-            ok = value > low if low_open else value >= low
-        if ok and high is not None:
-            ok = value < high if high_open else value <= high
-        if not ok:
-            lo = "" if low is None else ("(" if low_open else "[") + f"{low:g}"
-            hi = "" if high is None else f"{high:g}" + (")" if high_open else "]")
-            span = (
-                f"in {lo}, {hi}"
-                if low is not None and high is not None
-                else (f"above {low:g}" if low is not None else f"at most {high:g}")
-            )
-            flag = "--" + name.replace("_", "-")
-            raise CurateError(
-                f"{name} must be a number {span}, got {value!r}",
-                hint=f"use for example {flag} {example}" if example is not None else None,
-            )
-        return float(value)
-
-    return check
-
-
-def check_flag(name: str) -> Callable[[Any], Any]:
-    """An :class:`Option` check: ``True`` or ``False``."""
-
-    def check(value: Any) -> Any:
-        if not isinstance(value, bool):
-            raise CurateError(
-                f"{name} must be true or false, got {value!r}",
-                hint=f"use --{name.replace('_', '-')} (a flag) or --option {name}=true",
-            )
-        return value
-
-    return check
-
-
-def check_choice(name: str, choices: Sequence[str]) -> Callable[[Any], Any]:
-    """An :class:`Option` check: one of ``choices``."""
-
-    def check(value: Any) -> Any:
-        if value not in choices:
-            raise CurateError(
-                f"{name} must be one of {', '.join(choices)}, got {value!r}",
-                hint=f"use --{name.replace('_', '-')} {choices[0]}",
-            )
-        return value
-
-    return check
