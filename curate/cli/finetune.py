@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import math
 import os
 from collections.abc import Callable
-from dataclasses import fields
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar, get_args, get_type_hints
 
 import typer
 from rich import box
@@ -20,7 +20,7 @@ from curate.cli._app import FORCE_HELP, app, console, err_console, handles_error
 from curate.cli._choices import KindOpt, NullOpt
 from curate.cli._progress import stage_bars
 from curate.errors import CurateError
-from curate.train.config import FinetuneConfig
+from curate.train.config import CLI_HELP, FinetuneConfig
 
 D = FinetuneConfig()  # every option's default is the library's
 
@@ -48,8 +48,61 @@ class CeOn(str, Enum):
     all = "all"
 
 
+# the choices of the fields that have them (the tuple kind and the null are shared with
+# build-tuples and screen)
+_CHOICES: dict[str, type[Enum]] = {
+    "kind": KindOpt,
+    "ce_on": CeOn,
+    "mining": MiningOpt,
+    "margin_mode": MarginMode,
+    "null": NullOpt,
+    "augment_kind": AugmentKind,
+}
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _optional(kind: Any) -> bool:
+    return type(None) in get_args(kind)
+
+
+_HINTS = get_type_hints(FinetuneConfig)
+# optional fields with a default other than None: ``none`` on the command line is None
+_NONE_SPELLED = {n for n in CLI_HELP if _optional(_HINTS[n]) and getattr(D, n) is not None}
+
+
+def _config_param(name: str, kind: Any, default: Any) -> inspect.Parameter:
+    """The option of one :class:`FinetuneConfig` field: its type (or its choices,
+    :data:`_CHOICES`), its default and its help line (:data:`curate.train.config.CLI_HELP`).
+    An optional field whose default is not None takes ``none`` for None
+    (:func:`finetune_config`)."""
+    inner = _CHOICES.get(name) or next((a for a in get_args(kind) if a is not type(None)), kind)
+    if name in _CHOICES and default is not None:
+        default = inner(default)
+    if _optional(kind) and default is None:
+        inner = inner | None
+    return inspect.Parameter(
+        name,
+        inspect.Parameter.KEYWORD_ONLY,
+        default=default,
+        annotation=Annotated[inner, typer.Option(help=CLI_HELP[name])],
+    )
+
+
+def config_options(fn: F) -> F:
+    """Give ``fn`` (a command taking ``**settings``) one option per field of
+    :data:`curate.train.config.CLI_HELP`, in its order, after the arguments and the required
+    options: the command line is made from the config, so its defaults are the library's."""
+    sig = inspect.signature(fn, eval_str=True)
+    fixed = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    lead = [p for p in fixed if p.default is inspect.Parameter.empty]
+    made = [_config_param(name, _HINTS[name], getattr(D, name)) for name in CLI_HELP]
+    fn.__signature__ = sig.replace(parameters=[*lead, *made, *fixed[len(lead) :]])  # type: ignore[attr-defined]
+    return fn
+
+
 @app.command("finetune", short_help="Fine-tune on tuples, screening every batch.")
 @handles_errors
+@config_options
 def finetune_cmd(
     tuples: Annotated[
         Path,
@@ -64,198 +117,14 @@ def finetune_cmd(
             "--out", "-o", help="Run folder: model.safetensors, config.json, metrics, report."
         ),
     ],
-    backbone: Annotated[
-        str | None, typer.Option(help="timm model name (default: the bundled model).")
-    ] = D.backbone,
-    weights: Annotated[
-        str | None,
-        typer.Option(
-            help="'none' (random), a weights file, a fine-tuning RUN folder, or a model name that `curate models` lists; default: timm's cached pretrained weights."
-        ),
-    ] = D.weights,
-    in_chans: Annotated[
-        int | None,
-        typer.Option(
-            help="Input channels: 1 for grayscale, 3 for RGB (default: the weights', else 3)."
-        ),
-    ] = D.in_chans,
-    input_size: Annotated[
-        int | None,
-        typer.Option(help="Square input side in pixels, e.g. 48 (default: the backbone's)."),
-    ] = D.input_size,
-    embed_dim: Annotated[int, typer.Option(help="Dimension of the embedding layer.")] = D.embed_dim,
-    scale: Annotated[float, typer.Option(help="Modulus s of the embeddings.")] = D.scale,
-    logit_scale: Annotated[
-        float,
-        typer.Option(help="Class logits = linear layer on the unit embedding times this factor."),
-    ] = D.logit_scale,
-    kind: Annotated[
-        KindOpt | None,
-        typer.Option(help="Loss: triplet or quadruplet (default: the tuples' kind)."),
-    ] = None if D.kind is None else KindOpt(D.kind),
-    margin: Annotated[
-        float, typer.Option(help="Margin of the anchor-positive vs anchor-negative term.")
-    ] = D.margin,
-    margin2: Annotated[
-        float,
-        typer.Option(help="Quadruplet: margin of the anchor-positive vs negative-negative2 term."),
-    ] = D.margin2,
-    ce_weight: Annotated[
-        float,
-        typer.Option(
-            help="Weight of the classification loss on the embedding (0: head trained on detached embeddings)."
-        ),
-    ] = D.ce_weight,
-    ce_on: Annotated[
-        CeOn,
-        typer.Option(help="Images the classification loss uses: those of kept tuples, or all."),
-    ] = CeOn(D.ce_on),
-    soft_label_prefix: Annotated[
-        str | None,
-        typer.Option(
-            help="Soft targets of the classification loss from the manifest columns PREFIX<class> (e.g. annotator votes; each row is normalised); tuples still use the label."
-        ),
-    ] = D.soft_label_prefix,
-    mining: Annotated[
-        MiningOpt,
-        typer.Option(
-            help="none/hard/semihard: pre-sampled tuples (hard, semihard: in-batch negative mining among images that pass the negative sub-boundary); batch-hard: class-balanced batches of --classes-per-batch x --images-per-class images, each image's hardest positive and negative, the boundary on the mined triplets."
-        ),
-    ] = MiningOpt(D.mining),
-    classes_per_batch: Annotated[
-        int, typer.Option(help="Batch-hard: classes per batch (P).")
-    ] = D.classes_per_batch,
-    images_per_class: Annotated[
-        int, typer.Option(help="Batch-hard: images per class per batch (K).")
-    ] = D.images_per_class,
-    steps_per_epoch: Annotated[
-        int | None,
-        typer.Option(help="Batch-hard: steps per epoch (default: training images / (P x K))."),
-    ] = D.steps_per_epoch,
-    margin_mode: Annotated[
-        MarginMode,
-        typer.Option(
-            help="Batch-hard: global (one --margin), class-pair (one per pair of classes) or ordered-pair (one per anchor class and negative class), adapted from the class-pair distance nulls."
-        ),
-    ] = MarginMode(D.margin_mode),
-    metric_weight: Annotated[
-        float, typer.Option(help="Weight of the triplet/quadruplet loss (0: classification only).")
-    ] = D.metric_weight,
-    face_screen: Annotated[
-        str | None,
-        typer.Option(
-            help="A `curate screen` folder with the face screens on: the images they rejected (large head pose, occlusion, no face) are left out before training."
-        ),
-    ] = D.face_screen,
-    screen_every_step: Annotated[
-        bool, typer.Option(help="Apply the statistical boundary to every batch.")
-    ] = D.screen_every_step,
-    alpha_pos: Annotated[
-        float, typer.Option(help="Significance level of the positive sub-boundary.")
-    ] = D.alpha_pos,
-    alpha_neg: Annotated[
-        float, typer.Option(help="Significance level of the negative sub-boundary.")
-    ] = D.alpha_neg,
-    null: Annotated[
-        NullOpt,
-        typer.Option(
-            help="class_empirical / class: one null per class and class pair (as curate screen); theory (d), effective (participation ratio) or empirical: one global null."
-        ),
-    ] = NullOpt(D.null),
-    center: Annotated[
-        bool, typer.Option(help="Centre embeddings on the window mean before the boundary.")
-    ] = D.center,
-    screen_window: Annotated[
-        int, typer.Option(help="Recent embeddings the in-loop boundary is fitted to.")
-    ] = D.screen_window,
-    screen_warmup_steps: Annotated[
-        int, typer.Option(help="Steps on every tuple before in-loop screening starts.")
-    ] = D.screen_warmup_steps,
-    exclude_suspects: Annotated[
-        bool,
-        typer.Option(
-            help="Leave the images whose label stays most suspect out of both losses (image_suspicion.parquet lists them); needs a class-aware null, or --suspect-score margin. With --mining batch-hard they leave mining too (multistage outlier suppression)."
-        ),
-    ] = D.exclude_suspects,
-    suspect_share: Annotated[
-        float,
-        typer.Option(
-            help="With --exclude-suspects: share of the screened images left out, most suspect first (about the share of wrong labels you expect)."
-        ),
-    ] = D.suspect_share,
-    suspect_min_visits: Annotated[
-        int,
-        typer.Option(
-            help="With --exclude-suspects: screened visits before an image can be left out."
-        ),
-    ] = D.suspect_min_visits,
-    suspect_per_class: Annotated[
-        bool,
-        typer.Option(
-            help="With --exclude-suspects: rank within each label, so --suspect-share of every class (a global rank can leave out whole hard classes)."
-        ),
-    ] = D.suspect_per_class,
-    suspect_score: Annotated[
-        str,
-        typer.Option(
-            help="With --exclude-suspects: what is ranked: posterior (1 - p(label | x) against the in-loop window; needs a class-aware --null) or margin (--mining batch-hard: how much closer the image sits to another label than to its own in the batch)."
-        ),
-    ] = D.suspect_score,
-    epochs: Annotated[int, typer.Option(help="Passes over the tuples.")] = D.epochs,
-    max_steps: Annotated[
-        int | None, typer.Option(help="Stop after this many steps.")
-    ] = D.max_steps,
-    batch_tuples: Annotated[
-        int, typer.Option(help="Tuples per batch (their unique images are forwarded once).")
-    ] = D.batch_tuples,
-    lr: Annotated[
-        float, typer.Option(help="Peak learning rate (AdamW, warm-up then cosine).")
-    ] = D.lr,
-    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = D.weight_decay,
-    augment: Annotated[
-        bool,
-        typer.Option(
-            help="Flip, small rotation/scale/shift, brightness/contrast (saturation for RGB)."
-        ),
-    ] = D.augment,
-    augment_kind: Annotated[
-        AugmentKind,
-        typer.Option(
-            help="light; or photos: for colour photos and looser framing (zoom 0.75-1.2, shift 10 %, rotation 15 degrees, stronger brightness/contrast, saturation and hue jitter before the grey conversion)."
-        ),
-    ] = AugmentKind(D.augment_kind),
-    seed: Annotated[
-        int, typer.Option(help="Seed: same seed and input, same run (bit for bit on CPU).")
-    ] = D.seed,
-    val_split: Annotated[
-        str,
-        typer.Option(help="Split of images.parquet measured after each epoch ('none' to skip)."),
-    ] = D.val_split or "none",
-    reset_head: Annotated[
-        bool,
-        typer.Option(
-            help="Train a new classification head even when --weights RUN has the tuples' classes (with other classes a new head is always trained, with a note)."
-        ),
-    ] = D.reset_head,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = D.device,
-    amp: Annotated[
-        bool,
-        typer.Option(
-            help="bfloat16 autocast on CUDA, and on CPUs with native bfloat16 (AVX-512 BF16, AMX, Arm BF16; off with a note elsewhere); run.json records the precision."
-        ),
-    ] = D.amp,
-    checkpoint_every: Annotated[
-        int, typer.Option(help="Steps between checkpoints (also at each epoch end).")
-    ] = D.checkpoint_every,
-    preload_max_gb: Annotated[
-        float, typer.Option(help="Decode all images into memory when they fit this size.")
-    ] = D.preload_max_gb,
+    *,
     restart: Annotated[
         bool, typer.Option(help="Discard a checkpoint in --out instead of resuming from it.")
     ] = False,
     force: Annotated[
         bool, typer.Option("--force", help=FORCE_HELP + " Its checkpoints are discarded.")
     ] = False,
+    **settings: Any,
 ) -> None:
     """Fine-tune an embedding network on tuples, screening every batch with the statistical boundary.
 
@@ -264,7 +133,7 @@ def finetune_cmd(
     """
     from curate.train.loop import finetune
 
-    cfg = finetune_config(**{k: v for k, v in locals().items() if k in _CONFIG_FIELDS})
+    cfg = finetune_config(**settings)
     main = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 draws bars and reports
     bar_ctx = (
         stage_bars({"decode": "decoding images", "train": "training", "val": "epochs"})
@@ -285,15 +154,14 @@ def finetune_cmd(
     _render_finetune(result)
 
 
-_CONFIG_FIELDS = frozenset(f.name for f in fields(FinetuneConfig))
-
-
 def finetune_config(**options: Any) -> FinetuneConfig:
     """The :class:`FinetuneConfig` of ``curate finetune``'s options (each named as its
-    field): choices as their values, ``--val-split none`` as None."""
+    field): choices as their values, ``none`` (``--val-split none``) as None for an optional
+    field whose default is not None."""
     values = {k: v.value if isinstance(v, Enum) else v for k, v in options.items()}
-    if isinstance(values.get("val_split"), str) and values["val_split"].lower() == "none":
-        values["val_split"] = None
+    for name, value in values.items():
+        if isinstance(value, str) and value.lower() == "none" and name in _NONE_SPELLED:
+            values[name] = None
     return FinetuneConfig(**values)
 
 

@@ -273,3 +273,58 @@ def check_numbers(cfg: FinetuneConfig) -> None:
             f"({images:,} images a step)",
             hint="lower --input-size or --batch-tuples",
         )
+
+
+# ----------------------------------------------------------------------------- the command line
+# `curate finetune`'s options, in the order its --help lists them: one per field named here, with
+# its help line (the flag is `--` + the name with dashes; the type and the default are the
+# field's; curate/cli/finetune.py builds the options from them). The fields not named here
+# (warmup_share, workers, eval_batch_size) keep their defaults on the command line.
+CLI_HELP: dict[str, str] = {
+    "backbone": "timm model name (default: the bundled model).",
+    "weights": "'none' (random), a weights file, a fine-tuning RUN folder, or a model name that `curate models` lists; default: timm's cached pretrained weights.",
+    "in_chans": "Input channels: 1 for grayscale, 3 for RGB (default: the weights', else 3).",
+    "input_size": "Square input side in pixels, e.g. 48 (default: the backbone's).",
+    "embed_dim": "Dimension of the embedding layer.",
+    "scale": "Modulus s of the embeddings.",
+    "logit_scale": "Class logits = linear layer on the unit embedding times this factor.",
+    "kind": "Loss: triplet or quadruplet (default: the tuples' kind).",
+    "margin": "Margin of the anchor-positive vs anchor-negative term.",
+    "margin2": "Quadruplet: margin of the anchor-positive vs negative-negative2 term.",
+    "ce_weight": "Weight of the classification loss on the embedding (0: head trained on detached embeddings).",
+    "ce_on": "Images the classification loss uses: those of kept tuples, or all.",
+    "soft_label_prefix": "Soft targets of the classification loss from the manifest columns PREFIX<class> (e.g. annotator votes; each row is normalised); tuples still use the label.",
+    "mining": "none/hard/semihard: pre-sampled tuples (hard, semihard: in-batch negative mining among images that pass the negative sub-boundary); batch-hard: class-balanced batches of --classes-per-batch x --images-per-class images, each image's hardest positive and negative, the boundary on the mined triplets.",
+    "classes_per_batch": "Batch-hard: classes per batch (P).",
+    "images_per_class": "Batch-hard: images per class per batch (K).",
+    "steps_per_epoch": "Batch-hard: steps per epoch (default: training images / (P x K)).",
+    "margin_mode": "Batch-hard: global (one --margin), class-pair (one per pair of classes) or ordered-pair (one per anchor class and negative class), adapted from the class-pair distance nulls.",
+    "metric_weight": "Weight of the triplet/quadruplet loss (0: classification only).",
+    "face_screen": "A `curate screen` folder with the face screens on: the images they rejected (large head pose, occlusion, no face) are left out before training.",
+    "screen_every_step": "Apply the statistical boundary to every batch.",
+    "alpha_pos": "Significance level of the positive sub-boundary.",
+    "alpha_neg": "Significance level of the negative sub-boundary.",
+    "null": "class_empirical / class: one null per class and class pair (as curate screen); theory (d), effective (participation ratio) or empirical: one global null.",
+    "center": "Centre embeddings on the window mean before the boundary.",
+    "screen_window": "Recent embeddings the in-loop boundary is fitted to.",
+    "screen_warmup_steps": "Steps on every tuple before in-loop screening starts.",
+    "exclude_suspects": "Leave the images whose label stays most suspect out of both losses (image_suspicion.parquet lists them); needs a class-aware null, or --suspect-score margin. With --mining batch-hard they leave mining too (multistage outlier suppression).",
+    "suspect_share": "With --exclude-suspects: share of the screened images left out, most suspect first (about the share of wrong labels you expect).",
+    "suspect_min_visits": "With --exclude-suspects: screened visits before an image can be left out.",
+    "suspect_per_class": "With --exclude-suspects: rank within each label, so --suspect-share of every class (a global rank can leave out whole hard classes).",
+    "suspect_score": "With --exclude-suspects: what is ranked: posterior (1 - p(label | x) against the in-loop window; needs a class-aware --null) or margin (--mining batch-hard: how much closer the image sits to another label than to its own in the batch).",
+    "epochs": "Passes over the tuples.",
+    "max_steps": "Stop after this many steps.",
+    "batch_tuples": "Tuples per batch (their unique images are forwarded once).",
+    "lr": "Peak learning rate (AdamW, warm-up then cosine).",
+    "weight_decay": "AdamW weight decay.",
+    "augment": "Flip, small rotation/scale/shift, brightness/contrast (saturation for RGB).",
+    "augment_kind": "light; or photos: for colour photos and looser framing (zoom 0.75-1.2, shift 10 %, rotation 15 degrees, stronger brightness/contrast, saturation and hue jitter before the grey conversion).",
+    "seed": "Seed: same seed and input, same run (bit for bit on CPU).",
+    "val_split": "Split of images.parquet measured after each epoch ('none' to skip).",
+    "reset_head": "Train a new classification head even when --weights RUN has the tuples' classes (with other classes a new head is always trained, with a note).",
+    "device": "auto, cpu, cuda or cuda:N.",
+    "amp": "bfloat16 autocast on CUDA, and on CPUs with native bfloat16 (AVX-512 BF16, AMX, Arm BF16; off with a note elsewhere); run.json records the precision.",
+    "checkpoint_every": "Steps between checkpoints (also at each epoch end).",
+    "preload_max_gb": "Decode all images into memory when they fit this size.",
+}
