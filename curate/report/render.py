@@ -370,24 +370,34 @@ def _boundary(run: ScreenRun) -> Markup:
     )
     rows = [
         (k, fmt_num(b.get(k)) if not isinstance(b.get(k), str) else b.get(k))
-        for k in (
-            "null",
-            "s",
-            "d",
-            "d_null",
-            "center",
-            "mu",
-            "sigma",
-            "alpha_pos",
-            "alpha_neg",
-            "t_pos",
-            "t_neg",
-        )
+        for k in _BOUNDARY_QUANTITIES
         if k in b
     ]
     body.append(table(["quantity", "value"], rows, cls="kv", numeric_from=9))
+    body += _global_nulls(b)
+    body += _global_calibration(b)
+    return section("boundary", "The boundary", body)
+
+
+_BOUNDARY_QUANTITIES = (
+    "null",
+    "s",
+    "d",
+    "d_null",
+    "center",
+    "mu",
+    "sigma",
+    "alpha_pos",
+    "alpha_neg",
+    "t_pos",
+    "t_neg",
+)
+
+
+def _global_nulls(b: dict[str, Any]) -> list[Any]:
+    """ "Which null fits?": the random-pair histogram under the three global null curves."""
+    body: list[Any] = [tag("h3", "Which null fits?")]
     null_fig = figures.null_fit_figure(b)
-    body.append(tag("h3", "Which null fits?"))
     if null_fig:
         body.append(
             figure(null_fig, "random different-label pair distances with three null curves")
@@ -418,43 +428,46 @@ def _boundary(run: ScreenRun) -> Markup:
                 ],
             )
         )
-    body.append(tag("h3", "Calibration check"))
+    return body
+
+
+def _global_calibration(b: dict[str, Any]) -> list[Any]:
+    """The global boundary's calibration check: observed share abnormal against alpha."""
+    body: list[Any] = [tag("h3", "Calibration check")]
     cal = b.get("calibration")
-    if isinstance(cal, dict) and cal:
-        n_pairs = cal.get("n_pairs")
-        body.append(
-            tag(
-                "p",
-                f"Share of {fmt_int(n_pairs) if n_pairs else 'the'} random "
-                "different-label pairs the boundary calls abnormal, next to the nominal "
-                "alpha. Close values mean the null fits.",
-            )
+    if not (isinstance(cal, dict) and cal):
+        return body + [note("boundary.json has no calibration check.")]
+    n_pairs = cal.get("n_pairs")
+    body.append(
+        tag(
+            "p",
+            f"Share of {fmt_int(n_pairs) if n_pairs else 'the'} random "
+            "different-label pairs the boundary calls abnormal, next to the nominal "
+            "alpha. Close values mean the null fits.",
         )
-        body.append(
-            table(
-                ["side", "observed share", "nominal alpha"],
-                [
-                    (
-                        f"above T_pos (would be {POSITIVE_TOO_FAR})",
-                        fmt_pct(cal.get("share_above_t_pos"), 2),
-                        fmt_pct(cal.get("nominal_alpha_pos", b.get("alpha_pos")), 2),
-                    ),
-                    (
-                        f"below T_neg (would be {NEGATIVE_TOO_CLOSE})",
-                        fmt_pct(cal.get("share_below_t_neg"), 2),
-                        fmt_pct(cal.get("nominal_alpha_neg", b.get("alpha_neg")), 2),
-                    ),
-                ],
-            )
+    )
+    body.append(
+        table(
+            ["side", "observed share", "nominal alpha"],
+            [
+                (
+                    f"above T_pos (would be {POSITIVE_TOO_FAR})",
+                    fmt_pct(cal.get("share_above_t_pos"), 2),
+                    fmt_pct(cal.get("nominal_alpha_pos", b.get("alpha_pos")), 2),
+                ),
+                (
+                    f"below T_neg (would be {NEGATIVE_TOO_CLOSE})",
+                    fmt_pct(cal.get("share_below_t_neg"), 2),
+                    fmt_pct(cal.get("nominal_alpha_neg", b.get("alpha_neg")), 2),
+                ),
+            ],
         )
-    else:
-        body.append(note("boundary.json has no calibration check."))
-    return section("boundary", "The boundary", body)
+    )
+    return body
 
 
 def _class_boundary(run: ScreenRun, b: dict[str, Any]) -> list[Any]:
     """The class-aware boundary: its figure, every fitted null, and its calibration."""
-    cn = b["class_nulls"]
     body: list[Any] = [
         tag(
             "p",
@@ -475,10 +488,24 @@ def _class_boundary(run: ScreenRun, b: dict[str, Any]) -> list[Any]:
     z_fig = figures.z_figure(run.scores, b)
     if z_fig:
         body.append(figure(z_fig, "standardised tuple distances with the cut-offs"))
+    body += _same_class_nulls(b)
+    body += _class_pair_grid(b["class_nulls"])
+    body += _class_calibration(b)
+    null_fig = figures.null_fit_figure(b)
+    if null_fig:
+        body.append(tag("h3", "For comparison: the global nulls"))
+        body.append(
+            figure(null_fig, "random different-label pair distances with three global null curves")
+        )
+    return body
+
+
+def _same_class_nulls(b: dict[str, Any]) -> list[Any]:
+    """The same-class nulls and T_pos per class, with the label model's priors and cap."""
     priors = {c.get("class"): c for c in ((b.get("label_model") or {}).get("classes") or [])}
     n_all = sum(int(c.get("n_labelled") or 0) for c in priors.values()) or None
     rows = []
-    for c in cn.get("same") or []:
+    for c in b["class_nulls"].get("same") or []:
         p = priors.get(c.get("class"), {})
         share = p.get("n_labelled") / n_all if n_all and p.get("n_labelled") is not None else None
         rows.append(
@@ -493,22 +520,17 @@ def _class_boundary(run: ScreenRun, b: dict[str, Any]) -> list[Any]:
                 fmt_int(c.get("n_pairs")) + (" (pooled)" if c.get("pooled") else ""),
             )
         )
-    body.append(tag("h3", "Same-class nulls and T_pos"))
-    body.append(
-        table(
-            [
-                "class",
-                "labelled images",
-                "labelled share",
-                "estimated true share",
-                "mu",
-                "sigma",
-                "T_pos",
-                "pairs fitted",
-            ],
-            rows,
-        )
-    )
+    header = [
+        "class",
+        "labelled images",
+        "labelled share",
+        "estimated true share",
+        "mu",
+        "sigma",
+        "T_pos",
+        "pairs fitted",
+    ]
+    body: list[Any] = [tag("h3", "Same-class nulls and T_pos"), table(header, rows)]
     body.append(
         note(
             "The estimated true share is the class prior the label screen estimates (EM, "
@@ -531,34 +553,40 @@ def _class_boundary(run: ScreenRun, b: dict[str, Any]) -> list[Any]:
                 + ", so no class vanishes from the data."
             )
         )
+    return body
+
+
+def _class_pair_grid(cn: dict[str, Any]) -> list[Any]:
+    """T_neg of every class pair as a grid (none past MAX_CONFUSION classes)."""
     classes = list(cn.get("classes") or [])
+    if len(classes) > MAX_CONFUSION:
+        return []
     t_neg = {tuple(p["classes"]): p.get("t_neg") for p in cn.get("pairs") or []}
-    if len(classes) <= MAX_CONFUSION:
-        head = Markup(
-            "<tr><th>T_neg</th>"
-            + "".join(f"<th class=num>{esc(c)}</th>" for c in classes)
-            + "</tr>"
-        )
-        cells = []
-        for a in classes:
-            row = []
-            for c in classes:
-                v = t_neg.get((a, c), t_neg.get((c, a)))
-                row.append(f"<td class=num>{esc(fmt_num(v) if v is not None else chr(8211))}</td>")
-            cells.append(f"<tr><th>{esc(a)}</th>{''.join(row)}</tr>")
-        body.append(tag("h3", "Class-pair nulls: T_neg"))
-        body.append(
-            Markup(
-                f'<div class="grid"><table><thead>{head}</thead><tbody>{"".join(cells)}'
-                "</tbody></table></div>"
-            )
-        )
-    body.append(tag("h3", "Calibration check"))
+    head = Markup(
+        "<tr><th>T_neg</th>" + "".join(f"<th class=num>{esc(c)}</th>" for c in classes) + "</tr>"
+    )
+    cells = []
+    for a in classes:
+        row = []
+        for c in classes:
+            v = t_neg.get((a, c), t_neg.get((c, a)))
+            row.append(f"<td class=num>{esc(fmt_num(v) if v is not None else chr(8211))}</td>")
+        cells.append(f"<tr><th>{esc(a)}</th>{''.join(row)}</tr>")
+    grid = Markup(
+        f'<div class="grid"><table><thead>{head}</thead><tbody>{"".join(cells)}</tbody></table></div>'
+    )
+    return [tag("h3", "Class-pair nulls: T_neg"), grid]
+
+
+def _class_calibration(b: dict[str, Any]) -> list[Any]:
+    """The class-aware boundary's calibration: accepted, all labelled and global pairs."""
+    cn = b["class_nulls"]
     cal = b.get("calibration") or {}
     acc = (cn.get("calibration") or {}).get("accepted_pairs") or {}
     every = (cn.get("calibration") or {}).get("all_labelled_pairs") or {}
     glob = cal.get("global_null") or {}
     a_pos, a_neg = b.get("alpha_pos"), b.get("alpha_neg")
+    body: list[Any] = [tag("h3", "Calibration check")]
     body.append(
         tag(
             "p",
@@ -568,34 +596,21 @@ def _class_boundary(run: ScreenRun, b: dict[str, Any]) -> list[Any]:
             "noise, so they are rejected more often; the global null is shown for comparison.",
         )
     )
-    body.append(
-        table(
-            ["pairs", "above T_pos", "alpha_pos", "below T_neg", "alpha_neg"],
-            [
-                (
-                    "pairs the boundary should accept",
-                    fmt_pct(acc.get("share_above_t_pos"), 2),
-                    fmt_pct(a_pos, 2),
-                    fmt_pct(acc.get("share_below_t_neg"), 2),
-                    fmt_pct(a_neg, 2),
-                ),
-                (
-                    "all labelled pairs",
-                    fmt_pct(every.get("share_above_t_pos"), 2),
-                    fmt_pct(a_pos, 2),
-                    fmt_pct(every.get("share_below_t_neg"), 2),
-                    fmt_pct(a_neg, 2),
-                ),
-                (
-                    "global effective null, random different-label pairs",
-                    fmt_pct(glob.get("share_above_t_pos"), 2),
-                    fmt_pct(a_pos, 2),
-                    fmt_pct(glob.get("share_below_t_neg"), 2),
-                    fmt_pct(a_neg, 2),
-                ),
-            ],
+    rows = [
+        (
+            name,
+            fmt_pct(shares.get("share_above_t_pos"), 2),
+            fmt_pct(a_pos, 2),
+            fmt_pct(shares.get("share_below_t_neg"), 2),
+            fmt_pct(a_neg, 2),
         )
-    )
+        for name, shares in (
+            ("pairs the boundary should accept", acc),
+            ("all labelled pairs", every),
+            ("global effective null, random different-label pairs", glob),
+        )
+    ]
+    body.append(table(["pairs", "above T_pos", "alpha_pos", "below T_neg", "alpha_neg"], rows))
     per_class = acc.get("per_class") or {}
     if per_class:
         body.append(
@@ -607,12 +622,6 @@ def _class_boundary(run: ScreenRun, b: dict[str, Any]) -> list[Any]:
                     cls="kv",
                 ),
             )
-        )
-    null_fig = figures.null_fit_figure(b)
-    if null_fig:
-        body.append(tag("h3", "For comparison: the global nulls"))
-        body.append(
-            figure(null_fig, "random different-label pair distances with three global null curves")
         )
     return body
 
