@@ -246,19 +246,18 @@ def export(
     n_exported = len(manifest)
 
     _refuse_unlisted_export(Path(out).expanduser())
-    settings = {
-        "screen_dir": str(src.resolve()),
-        "max_suspicion": max_suspicion,
-        "relabel": relabel,
-        "relabel_confidence": relabel_confidence if relabel else None,
-        "relabel_rest": relabel_rest if relabel else None,
-        "format": format,
-        "copy": copy,
-        "include_unscreened": include_unscreened,
-        "drop_leaked": drop_leaked,
-        "decisions": None if review is None else review.source,
-        "decisions_sha256": None if review is None else review.sha256,
-    }
+    settings = _settings(
+        src,
+        max_suspicion=max_suspicion,
+        relabel=relabel,
+        relabel_confidence=relabel_confidence,
+        relabel_rest=relabel_rest,
+        format=format,
+        copy=copy,
+        include_unscreened=include_unscreened,
+        drop_leaked=drop_leaked,
+        review=review,
+    )
     with claim_folder(
         out,
         "export",
@@ -298,6 +297,48 @@ def export(
             files=files,
             folders=folders,
         )
+    return _result(target, manifest, n_exported, counts, n_unscreened, folders, claim.note)
+
+
+def _settings(
+    src: Path,
+    *,
+    max_suspicion: float | None,
+    relabel: bool,
+    relabel_confidence: float,
+    relabel_rest: str,
+    format: str,
+    copy: bool,
+    include_unscreened: bool,
+    drop_leaked: str,
+    review: Decisions | None,
+) -> dict[str, Any]:
+    """The export's settings as recorded in export.json (the same settings re-export)."""
+    return {
+        "screen_dir": str(src.resolve()),
+        "max_suspicion": max_suspicion,
+        "relabel": relabel,
+        "relabel_confidence": relabel_confidence if relabel else None,
+        "relabel_rest": relabel_rest if relabel else None,
+        "format": format,
+        "copy": copy,
+        "include_unscreened": include_unscreened,
+        "drop_leaked": drop_leaked,
+        "decisions": None if review is None else review.source,
+        "decisions_sha256": None if review is None else review.sha256,
+    }
+
+
+def _result(
+    target: Path,
+    manifest: pd.DataFrame,
+    n_exported: int,
+    counts: dict[str, Any],
+    n_unscreened: int | None,
+    folders: dict[str, dict[str, str]],
+    claim_note: str | None,
+) -> ExportResult:
+    """The :class:`ExportResult` of a finished export."""
     per_label = {str(k): int(v) for k, v in manifest["label"].value_counts().sort_index().items()}
     return ExportResult(
         out_dir=target,
@@ -314,7 +355,7 @@ def export(
         n_leaked=counts["leaked"],
         n_dropped_leaked=counts["dropped_leaked"],
         folders=folders,
-        notes=[claim.note] if claim.note else [],
+        notes=[claim_note] if claim_note else [],
         decisions=counts.get("decisions"),
     )
 
