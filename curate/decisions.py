@@ -119,26 +119,9 @@ def read_decisions(
         )
     known = images.drop_duplicates("image_id").set_index("image_id", drop=False)
     own_label = {int(k): str(v) for k, v in known["label"].items()} if "label" in known else {}
-    paths = {
-        int(k): {str(v) for v in vals if isinstance(v, str)}
-        for k, *vals in zip(
-            known.index,
-            known["path"],
-            known["rel_path"] if "rel_path" in known else known["path"],
-            strict=True,
-        )
-    }
-    by_path: dict[str, int] = {}
-    for k, names in paths.items():
-        for name in names:
-            by_path.setdefault(name, k)
+    paths, by_path = _image_paths(known)
     if classes is None:
-        labels = [
-            *known.get("label", pd.Series(dtype=object)).dropna().astype(str),
-            *known.get("suggested_label", pd.Series(dtype=object)).dropna().astype(str),
-        ]
-        classes = sorted(set(labels))
-    class_set = set(classes)
+        classes = _known_classes(known)
 
     def cell(row: list[str], name: str) -> str:
         i = where.get(name)
@@ -152,39 +135,11 @@ def read_decisions(
         raw_id, raw_path = cell(row, "image_id"), cell(row, "path")
         raw_path = raw_path if not raw_path or raw_path in by_path else _unquote(raw_path)
         image_id = _image_id(p, line, raw_id, raw_path, paths, by_path)
-        decision = cell(row, "decision").lower()
+        decision = cell(row, "decision")
         label = cell(row, "label")
-        if decision not in (*DECISIONS, ""):
-            raise CurateError(
-                f"{p} line {line} (image {image_id}): decision {cell(row, 'decision')!r} is not "
-                f"{', '.join(DECISIONS)} or empty",
-                hint="write keep, drop or relabel in that row",
-            )
-        if label and label not in class_set and _unquote(label) in class_set:
-            label = _unquote(label)
-        if decision == "relabel":
-            if not label:
-                raise CurateError(
-                    f"{p} line {line} (image {image_id}): relabel without a label",
-                    hint="write the new class in the label column",
-                )
-            if label not in class_set:
-                shown = ", ".join(classes[:20]) + (", ..." if len(classes) > 20 else "")
-                raise CurateError(
-                    f"{p} line {line} (image {image_id}): label {label!r} is not a class of "
-                    f"this data ({shown})",
-                    hint="relabel to one of those classes",
-                )
-            if label == own_label.get(image_id):
-                decision, label = "keep", ""
-        elif label and label != own_label.get(image_id):
-            raise CurateError(
-                f"{p} line {line} (image {image_id}): a label ({label!r}) on a "
-                f"{decision or 'undecided'} row; only relabel rows take a new label",
-                hint="make the decision relabel, or empty the label column",
-            )
-        else:
-            label = ""
+        decision, label = _check_decision(
+            f"{p} line {line} (image {image_id})", decision, label, classes, own_label.get(image_id)
+        )
         if not decision:
             undecided += 1
             continue
@@ -209,6 +164,71 @@ def read_decisions(
         sha256=file_sha256(p),
         n_undecided=undecided,
     )
+
+
+def _check_decision(
+    at: str, decision: str, label: str, classes: list[str], own_label: str | None
+) -> tuple[str, str]:
+    """Check one row's decision and label (``at`` names the row); a relabel to the image's
+    own label becomes a keep, and rows other than relabel carry no label."""
+    class_set = set(classes)
+    written, decision = decision, decision.lower()
+    if decision not in (*DECISIONS, ""):
+        raise CurateError(
+            f"{at}: decision {written!r} is not {', '.join(DECISIONS)} or empty",
+            hint="write keep, drop or relabel in that row",
+        )
+    if label and label not in class_set and _unquote(label) in class_set:
+        label = _unquote(label)
+    if decision == "relabel":
+        if not label:
+            raise CurateError(
+                f"{at}: relabel without a label",
+                hint="write the new class in the label column",
+            )
+        if label not in class_set:
+            shown = ", ".join(classes[:20]) + (", ..." if len(classes) > 20 else "")
+            raise CurateError(
+                f"{at}: label {label!r} is not a class of this data ({shown})",
+                hint="relabel to one of those classes",
+            )
+        if label == own_label:
+            return "keep", ""
+        return decision, label
+    if label and label != own_label:
+        raise CurateError(
+            f"{at}: a label ({label!r}) on a {decision or 'undecided'} row; only relabel rows "
+            "take a new label",
+            hint="make the decision relabel, or empty the label column",
+        )
+    return decision, ""
+
+
+def _image_paths(known: pd.DataFrame) -> tuple[dict[int, set[str]], dict[str, int]]:
+    """Each image's names (``path`` and ``rel_path``) and, for each name, its first image."""
+    paths = {
+        int(k): {str(v) for v in vals if isinstance(v, str)}
+        for k, *vals in zip(
+            known.index,
+            known["path"],
+            known["rel_path"] if "rel_path" in known else known["path"],
+            strict=True,
+        )
+    }
+    by_path: dict[str, int] = {}
+    for k, names in paths.items():
+        for name in names:
+            by_path.setdefault(name, k)
+    return paths, by_path
+
+
+def _known_classes(known: pd.DataFrame) -> list[str]:
+    """Every ``label`` and ``suggested_label`` of the images, sorted."""
+    labels = [
+        *known.get("label", pd.Series(dtype=object)).dropna().astype(str),
+        *known.get("suggested_label", pd.Series(dtype=object)).dropna().astype(str),
+    ]
+    return sorted(set(labels))
 
 
 def _image_id(
