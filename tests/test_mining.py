@@ -24,7 +24,9 @@ from curate.train.mining import (
     ClassBalancedSampler,
     batch_hard_triplets,
     batch_margins,
+    head_margins,
     mined_alphas,
+    rank_average,
 )
 
 torch.set_num_threads(1)
@@ -487,6 +489,63 @@ def test_suppression_by_margin_and_its_settings(build: Path, tmp_path: Path):
         tiny_config(exclude_suspects=True, suspect_score="margin").check()
     with pytest.raises(CurateError, match="unknown --suspect-score"):
         _cfg(suspect_score="cleanlab").check()
+
+
+def test_the_negative_sub_boundary_switched_off_drops_only_too_far_positives():
+    rng = np.random.default_rng(1)
+    d = 16
+    labels = np.repeat(np.arange(3), 8)
+    centres = rng.normal(size=(3, d))  # close classes: the negative side fires
+    emb = (centres[labels] + rng.normal(size=(24, d)) * 0.8).astype(np.float32)
+    local = batch_hard_triplets(torch.from_numpy(emb), torch.from_numpy(labels)).numpy()
+    both, pos_only = (
+        InLoopScreen(ScreenSettings(alpha_pos=0.3, alpha_neg=0.3, negatives=n, window=64), d, 1.0)(
+            emb, labels, local, step=0, seed=0
+        )
+        for n in (True, False)
+    )
+    assert both.too_close.any() and not pos_only.too_close.any() and pos_only.neg_ok.all()
+    np.testing.assert_array_equal(pos_only.too_far, both.too_far)
+    np.testing.assert_array_equal(pos_only.keep, ~both.too_far)
+    cfg = _cfg(screen_negatives=False)
+    assert cfg.screen_settings().negatives is False
+
+
+def test_head_margins_are_the_best_other_logit_minus_the_own_and_rank_average_the_mean_rank():
+    logits = np.array([[3.0, 1.0, 0.5], [0.0, 2.0, 5.0], [1.0, 1.0, -2.0]])
+    labels = np.array([0, 1, 2])
+    assert head_margins(logits, labels).tolist() == [-2.0, 3.0, 3.0]
+    a = np.array([0.1, 0.5, 0.3, np.nan])
+    b = np.array([3.0, 1.0, 2.0, 0.0])
+    got = rank_average(a, b)
+    # ranks of a: 1, 3, 2; of b: 3, 1, 2 (of 3 finite rows) -> (1 + 3) / 6, (3 + 1) / 6, (2 + 2) / 6
+    assert got[:3] == pytest.approx([4 / 6, 4 / 6, 4 / 6]) and np.isnan(got[3])
+    assert rank_average(np.array([1.0, 1.0, 2.0])).tolist() == pytest.approx([0.5, 0.5, 1.0])
+
+
+@pytest.mark.parametrize("score", ["head", "rank"])
+def test_suppression_by_the_head_margin_or_the_rank_average(
+    score: str, build: Path, tmp_path: Path
+):
+    r = finetune(
+        build,
+        tmp_path / score,
+        _cfg(
+            exclude_suspects=True,
+            suspect_score=score,
+            suspect_share=0.3,
+            suspect_min_visits=1,
+            epochs=3,
+            null="effective",
+        ),
+    )
+    assert pd.read_parquet(tmp_path / score / "mined_triplets.parquet")["suppressed"].any()
+    table = pd.read_parquet(tmp_path / score / "image_suspicion.parquet")
+    assert table["excluded"].any() and r.run["params"]["suspect_score"] == score
+    if score == "rank":  # mean ranks within each batch
+        assert table["mean_suspicion"].between(0, 1).all()
+    with pytest.raises(CurateError, match=f"--suspect-score {score} needs --mining batch-hard"):
+        tiny_config(exclude_suspects=True, suspect_score=score).check()
 
 
 def test_suppression_leaves_out_exactly_the_images_with_a_high_score_from_their_second_visit(

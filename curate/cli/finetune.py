@@ -156,6 +156,12 @@ def finetune_cmd(
     alpha_neg: Annotated[
         float, typer.Option(help="Significance level of the negative sub-boundary.")
     ] = D.alpha_neg,
+    screen_negatives: Annotated[
+        bool,
+        typer.Option(
+            help="The negative sub-boundary drops tuples too; --no-screen-negatives: only too-far positives do."
+        ),
+    ] = D.screen_negatives,
     null: Annotated[
         NullOpt,
         typer.Option(
@@ -198,7 +204,7 @@ def finetune_cmd(
     suspect_score: Annotated[
         str,
         typer.Option(
-            help="With --exclude-suspects: what is ranked: posterior (1 - p(label | x) against the in-loop window; needs a class-aware --null) or margin (--mining batch-hard: how much closer the image sits to another label than to its own in the batch)."
+            help="With --exclude-suspects: what is ranked: posterior (1 - p(label | x) against the in-loop window; needs a class-aware --null); with --mining batch-hard also margin (how much closer the image sits to another label than to its own in the batch), head (the classification head's best other logit minus its label's: AUM, negated) or rank (the mean of those two's ranks in the batch)."
         ),
     ] = D.suspect_score,
     epochs: Annotated[int, typer.Option(help="Passes over the tuples.")] = D.epochs,

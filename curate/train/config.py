@@ -21,7 +21,10 @@ CE_ON = ("kept", "all")
 SUSPECT_SCORES = (
     "posterior",
     "margin",
-)  # what --exclude-suspects ranks (train.mining.batch_margins)
+    "head",
+    "rank",
+)  # what --exclude-suspects ranks (train.mining: batch_margins, head_margins, rank_average)
+MINED_SCORES = ("margin", "head", "rank")  # the scores measured in the P x K batches
 AUGMENT_KINDS = ("light", "photos")  # curate.train.data.AUGMENTS
 # Logits are computed from unit-length embeddings multiplied by this factor (NormFace,
 # Wang et al. 2017): with unit features a plain linear layer starts with tiny logits and
@@ -39,6 +42,7 @@ class ScreenSettings:
     center: bool = True
     window: int = 2048  # recent embeddings the boundary is fitted to
     warmup_steps: int = 0  # steps trained on every tuple before screening starts
+    negatives: bool = True  # the negative sub-boundary drops tuples too (off: the positive only)
 
     def check(self) -> None:
         """Raise a :class:`CurateError` for options out of range."""
@@ -89,6 +93,7 @@ class FinetuneConfig:
     screen_every_step: bool = True
     alpha_pos: float = _SCREEN.alpha_pos
     alpha_neg: float = _SCREEN.alpha_neg
+    screen_negatives: bool = _SCREEN.negatives  # off: only too-far positives drop tuples
     null: str = _SCREEN.null
     center: bool = _SCREEN.center
     screen_window: int = _SCREEN.window
@@ -182,9 +187,10 @@ class FinetuneConfig:
                 f"unknown --suspect-score {self.suspect_score!r}",
                 hint=f"use one of {', '.join(SUSPECT_SCORES)}",
             )
-        if self.suspect_score == "margin" and self.mining != "batch-hard":
+        if self.suspect_score in MINED_SCORES and self.mining != "batch-hard":
             raise CurateError(
-                "--suspect-score margin needs --mining batch-hard (it is measured in the P x K batches)",
+                f"--suspect-score {self.suspect_score} needs --mining batch-hard (it is measured "
+                "in the P x K batches)",
                 hint="pass --mining batch-hard, or --suspect-score posterior",
             )
         if self.exclude_suspects:
@@ -216,6 +222,7 @@ class FinetuneConfig:
             center=self.center,
             window=self.screen_window,
             warmup_steps=self.screen_warmup_steps,
+            negatives=self.screen_negatives,
         )
 
 
