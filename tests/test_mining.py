@@ -16,7 +16,7 @@ from test_train import _comparable, _same_weights, make_build, tiny_config
 from curate.errors import CurateError
 from curate.stats import statistical as st
 from curate.stats.nulls import fit_class_boundary
-from curate.train.config import ScreenSettings
+from curate.train.config import EARLIER_DEFAULTS, ScreenSettings
 from curate.train.loop import finetune
 from curate.train.loss import InLoopScreen, triplet_loss_margins
 from curate.train.margins import PairMargins, class_pair_margins
@@ -383,6 +383,8 @@ def test_cli_finetune_batch_hard_with_class_pair_margins(build: Path, tmp_path: 
             "--out",
             str(tmp_path / "x"),
             *common,
+            "--mining",
+            "none",
             "--margin-mode",
             "class-pair",
         ],
@@ -396,10 +398,8 @@ def test_new_settings_at_their_defaults_keep_the_fingerprint_of_earlier_runs():
     from curate.train.config import FinetuneConfig
     from curate.train.loop import _LATER_SETTINGS, _result_settings
 
-    d = FinetuneConfig()
-    assert all(
-        getattr(d, k) == v for k, v in _LATER_SETTINGS.items()
-    )  # the defaults they stand for
+    d = FinetuneConfig(**EARLIER_DEFAULTS).resolved()  # an earlier curate's defaults
+    assert all(getattr(d, k) == v for k, v in _LATER_SETTINGS.items())  # the values they stand for
     assert not set(_LATER_SETTINGS) & set(_result_settings(d))
     assert (
         _result_settings(FinetuneConfig(mining="batch-hard", margin_mode="class-pair"))[
@@ -610,3 +610,68 @@ def test_mined_record_maps_batch_positions_to_store_rows_with_the_verdict_bits()
         np.zeros(0, bool),
     )
     assert empty.shape == (0, len(MINED_COLUMNS)) and empty.dtype == np.int64
+
+
+def _default_config(**kw: object):
+    """finetune's defaults but for the size of the network and the run (no EARLIER_DEFAULTS)."""
+    from curate.train.config import FinetuneConfig
+
+    base = dict(
+        backbone="test_resnet",
+        weights="none",
+        in_chans=1,
+        input_size=16,
+        embed_dim=8,
+        epochs=2,
+        device="cpu",
+        workers=1,
+        checkpoint_every=0,
+        seed=0,
+    )
+    base.update(kw)
+    return FinetuneConfig(**base)  # type: ignore[arg-type]
+
+
+def test_default_finetune_is_batch_hard_with_suppression_by_the_head_on_the_synthetic_example(
+    tmp_path: Path,
+):
+    """The defaults follow the arm that won on real noise (issue 25): batch-hard mining in P x K
+    batches, class-pair margins, the boundary's positive side on the mined triplets (class-aware
+    null) and multistage suppression of the 20% most suspect images by the head's margin."""
+    from curate.build import build_tuples
+    from curate.synthetic import make_example
+
+    manifest = make_example(tmp_path / "data", per_class=8, size=16, duplicates=0)
+    build = build_tuples(manifest, tmp_path / "tuples", seed=0, workers=1).out_dir
+    r = finetune(build, tmp_path / "run", _default_config())
+    params = r.run["params"]
+    assert params["mining"] == "batch-hard" and params["margin_mode"] == "class-pair"
+    assert params["null"] == "class_empirical" and params["screen_negatives"] is False
+    assert params["exclude_suspects"] is True and params["suspect_score"] == "head"
+    assert params["suspect_per_class"] is False and params["suspect_min_visits"] == 1
+    mined = pd.read_parquet(tmp_path / "run" / "mined_triplets.parquet")
+    assert mined["suppressed"].any() and not mined["negative_too_close"].any()
+    table = pd.read_parquet(tmp_path / "run" / "image_suspicion.parquet")
+    assert table["excluded"].any()
+
+
+@pytest.mark.parametrize("per_class", [1, 2])
+def test_default_finetune_on_fewer_classes_than_p_and_fewer_images_than_k(
+    per_class: int, tmp_path: Path
+):
+    """Three classes of one or two training images each (P = 4, K = 24 by default): the batches
+    take every class and repeat its images; the run finishes."""
+    build = make_build(tmp_path / "data", per_class_train=max(per_class, 2), per_class_val=1)
+    if per_class == 1:  # one training image per class: keep each class's first image's tuples
+        tuples = pd.read_parquet(build / "tuples.parquet")
+        images = pd.read_parquet(build / "images.parquet").set_index("image_id")
+        train = images[images["split"] == "train"]
+        first = train.groupby("label").head(1).index
+        keep = tuples[tuples["anchor"].isin(first)].copy()
+        keep["positive"] = keep["anchor"]
+        keep["negative"] = [first[(list(first).index(a) + 1) % len(first)] for a in keep["anchor"]]
+        keep.to_parquet(build / "tuples.parquet")
+    r = finetune(build, tmp_path / "run", _default_config(epochs=2))
+    assert r.run["counts"]["steps"] >= 2
+    mined = pd.read_parquet(tmp_path / "run" / "mined_triplets.parquet")
+    assert len(mined) and mined["anchor_label"].nunique() == 3

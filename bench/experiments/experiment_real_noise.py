@@ -354,9 +354,11 @@ def make_manifests(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def finetune_config(args: argparse.Namespace, seed: int, **overrides: Any):
+    from curate.train.config import EARLIER_DEFAULTS
     from curate.train.loop import FinetuneConfig
 
-    base = dict(
+    base: dict[str, Any] = {**EARLIER_DEFAULTS}  # the settings these arms were measured with
+    base.update(
         backbone=args.backbone,
         weights="none",
         in_chans=1,
@@ -700,9 +702,11 @@ def mining_manifest(paths: dict[str, Path], name: str, args: argparse.Namespace)
 
 
 def mining_config(args: argparse.Namespace, seed: int, steps: int | None, **overrides: Any):
+    from curate.train.config import EARLIER_DEFAULTS
     from curate.train.loop import FinetuneConfig
 
-    base = dict(
+    base: dict[str, Any] = {**EARLIER_DEFAULTS}  # each arm sets what it changes
+    base.update(
         backbone=args.backbone,
         weights="none",
         in_chans=1,

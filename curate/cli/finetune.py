@@ -33,6 +33,7 @@ class MiningOpt(str, Enum):
 
 
 class MarginMode(str, Enum):
+    auto = "auto"
     global_ = "global"
     class_pair = "class-pair"
     ordered_pair = "ordered-pair"
@@ -135,7 +136,7 @@ def finetune_cmd(
     margin_mode: Annotated[
         MarginMode,
         typer.Option(
-            help="Batch-hard: global (one --margin), class-pair (one per pair of classes) or ordered-pair (one per anchor class and negative class), adapted from the class-pair distance nulls."
+            help="Batch-hard: global (one --margin), class-pair (one per pair of classes) or ordered-pair (one per anchor class and negative class), adapted from the class-pair distance nulls; auto: class-pair with --mining batch-hard, else global."
         ),
     ] = MarginMode(D.margin_mode),
     metric_weight: Annotated[
@@ -157,9 +158,9 @@ def finetune_cmd(
         float, typer.Option(help="Significance level of the negative sub-boundary.")
     ] = D.alpha_neg,
     screen_negatives: Annotated[
-        bool,
+        bool | None,
         typer.Option(
-            help="The negative sub-boundary drops tuples too; --no-screen-negatives: only too-far positives do."
+            help="The negative sub-boundary drops tuples too; --no-screen-negatives: only too-far positives do. Default: off with --mining batch-hard (on real noise it dropped clean hard negatives as often as any), else on."
         ),
     ] = D.screen_negatives,
     null: Annotated[
@@ -178,9 +179,9 @@ def finetune_cmd(
         int, typer.Option(help="Steps on every tuple before in-loop screening starts.")
     ] = D.screen_warmup_steps,
     exclude_suspects: Annotated[
-        bool,
+        bool | None,
         typer.Option(
-            help="Leave the images whose label stays most suspect out of both losses (image_suspicion.parquet lists them); needs a class-aware null, or --suspect-score margin. With --mining batch-hard they leave mining too (multistage outlier suppression)."
+            help="Leave the images whose label stays most suspect out of both losses (image_suspicion.parquet lists them); needs a class-aware null, or a batch-hard --suspect-score. With --mining batch-hard they leave mining too (multistage outlier suppression). Default: on with --mining batch-hard, else off."
         ),
     ] = D.exclude_suspects,
     suspect_share: Annotated[
@@ -204,7 +205,7 @@ def finetune_cmd(
     suspect_score: Annotated[
         str,
         typer.Option(
-            help="With --exclude-suspects: what is ranked: posterior (1 - p(label | x) against the in-loop window; needs a class-aware --null); with --mining batch-hard also margin (how much closer the image sits to another label than to its own in the batch), head (the classification head's best other logit minus its label's: AUM, negated) or rank (the mean of those two's ranks in the batch)."
+            help="With --exclude-suspects: what is ranked: posterior (1 - p(label | x) against the in-loop window; needs a class-aware --null); with --mining batch-hard also margin (how much closer the image sits to another label than to its own in the batch), head (the classification head's best other logit minus its label's: AUM, negated) or rank (the mean of those two's ranks in the batch); auto: head with --mining batch-hard, else posterior."
         ),
     ] = D.suspect_score,
     epochs: Annotated[int, typer.Option(help="Passes over the tuples.")] = D.epochs,

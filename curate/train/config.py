@@ -6,7 +6,7 @@ Free of torch, so the command line reads its defaults from here without loading 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from curate.errors import CurateError
 from curate.stats import statistical as st
@@ -17,6 +17,37 @@ NULLS = (*st.NULLS, *CLASS_NULLS)  # global nulls, then the class-aware ones of 
 KINDS = ("triplet", "quadruplet")
 MINING = ("none", "hard", "semihard", "batch-hard")  # none/hard/semihard: pre-sampled tuples
 MARGIN_MODES = ("global", "class-pair", "ordered-pair")  # curate.train.margins
+AUTO = (
+    "auto"  # margin_mode / suspect_score: the value of the --mining mode (FinetuneConfig.resolved)
+)
+# What the settings left at auto (None for the switches) become, by --mining: batch-hard takes
+# the setting that won on real FER2013 noise (bench/experiments/experiment_real_noise.py, arm
+# full_suppress_head_pos); the pre-sampled tuple modes keep their earlier defaults.
+AUTO_BATCH_HARD = {
+    "margin_mode": "class-pair",
+    "exclude_suspects": True,
+    "suspect_score": "head",
+    "screen_negatives": False,
+}
+# finetune's defaults before batch-hard mining with outlier suppression became the default
+# (issue 25): pass them to train as an earlier curate did by default (the benches that measured
+# with them, the tests written for them)
+EARLIER_DEFAULTS = {
+    "mining": "none",
+    "null": "effective",
+    "margin_mode": "global",
+    "exclude_suspects": False,
+    "suspect_score": "posterior",
+    "suspect_min_visits": 3,
+    "suspect_per_class": True,
+    "screen_negatives": True,
+}
+AUTO_TUPLES = {
+    "margin_mode": "global",
+    "exclude_suspects": False,
+    "suspect_score": "posterior",
+    "screen_negatives": True,
+}
 CE_ON = ("kept", "all")
 SUSPECT_SCORES = (
     "posterior",
@@ -79,13 +110,12 @@ class FinetuneConfig:
     soft_label_prefix: str | None = (
         None  # images.parquet columns <prefix><class>: soft targets of the CE
     )
-    mining: str = (
-        "none"  # "batch-hard": P x K class-balanced batches, hardest triplets (train.mining)
-    )
+    mining: str = "batch-hard"  # P x K class-balanced batches, hardest triplets (train.mining);
+    # none / hard / semihard: the pre-sampled tuples of the build
     classes_per_batch: int = 4  # batch-hard: P
     images_per_class: int = 24  # batch-hard: K
     steps_per_epoch: int | None = None  # batch-hard: None = ceil(training images / (P * K))
-    margin_mode: str = "global"  # global, class-pair or ordered-pair (train.margins)
+    margin_mode: str = AUTO  # global, class-pair or ordered-pair (train.margins); auto: AUTO_*
     metric_weight: float = 1.0  # weight of the tuple loss (0: classification only)
     face_screen: str | None = (
         None  # a `curate screen` folder: its face-rejected images are left out first
@@ -93,20 +123,17 @@ class FinetuneConfig:
     screen_every_step: bool = True
     alpha_pos: float = _SCREEN.alpha_pos
     alpha_neg: float = _SCREEN.alpha_neg
-    screen_negatives: bool = _SCREEN.negatives  # off: only too-far positives drop tuples
-    null: str = _SCREEN.null
+    screen_negatives: bool | None = None  # off: only too-far positives drop tuples; None: AUTO_*
+    null: str = "class_empirical"
     center: bool = _SCREEN.center
     screen_window: int = _SCREEN.window
     screen_warmup_steps: int = _SCREEN.warmup_steps
-    exclude_suspects: bool = (
-        False  # class-aware null: leave out the images whose label stays most suspect:
-    )
+    exclude_suspects: bool | None = None  # leave out the images whose label stays most suspect
+    # (None: AUTO_*): ...
     suspect_share: float = 0.2  # ... this share of the images screened at least suspect_min_visits
-    suspect_min_visits: int = 3  # ... times, ranked by their mean suspicion (1 - p(label | x))
-    suspect_per_class: bool = (
-        True  # ... ranked within each label (a global rank left out whole hard classes)
-    )
-    suspect_score: str = "posterior"  # ... ranking 1 - p(label | x) against the window, or (batch-hard) the in-batch margin
+    suspect_min_visits: int = 1  # ... times, ranked by their mean suspicion score
+    suspect_per_class: bool = False  # ... over all images (True: within each label)
+    suspect_score: str = AUTO  # ... posterior (1 - p(label | x)), or batch-hard: margin, head, rank
     epochs: int = 10
     max_steps: int | None = None
     batch_tuples: int = 64
@@ -127,8 +154,18 @@ class FinetuneConfig:
     checkpoint_every: int = 200
     eval_batch_size: int = 256
 
+    def resolved(self) -> FinetuneConfig:
+        """These settings with the ones left at auto (``None`` for the switches) set from
+        :data:`AUTO_BATCH_HARD` or :data:`AUTO_TUPLES` by ``mining``."""
+        auto = AUTO_BATCH_HARD if self.mining == "batch-hard" else AUTO_TUPLES
+        unset = {k: v for k, v in auto.items() if getattr(self, k) in (None, AUTO)}
+        return replace(self, **unset) if unset else self
+
     def check(self) -> None:
         """Raise a :class:`CurateError` for settings out of range."""
+        if self.resolved() is not self:
+            self.resolved().check()
+            return
         check_numbers(self)
         if self.kind is not None and self.kind not in KINDS:
             raise CurateError(f"unknown --kind {self.kind!r}", hint="use triplet or quadruplet")
@@ -139,7 +176,7 @@ class FinetuneConfig:
         if self.margin_mode not in MARGIN_MODES:
             raise CurateError(
                 f"unknown --margin-mode {self.margin_mode!r}",
-                hint=f"use one of {', '.join(MARGIN_MODES)}",
+                hint=f"use one of {', '.join(MARGIN_MODES)} or {AUTO}",
             )
         if self.margin_mode != "global" and self.mining != "batch-hard":
             raise CurateError(
@@ -185,7 +222,7 @@ class FinetuneConfig:
         if self.suspect_score not in SUSPECT_SCORES:
             raise CurateError(
                 f"unknown --suspect-score {self.suspect_score!r}",
-                hint=f"use one of {', '.join(SUSPECT_SCORES)}",
+                hint=f"use one of {', '.join(SUSPECT_SCORES)} or {AUTO}",
             )
         if self.suspect_score in MINED_SCORES and self.mining != "batch-hard":
             raise CurateError(
@@ -222,7 +259,7 @@ class FinetuneConfig:
             center=self.center,
             window=self.screen_window,
             warmup_steps=self.screen_warmup_steps,
-            negatives=self.screen_negatives,
+            negatives=bool(self.resolved().screen_negatives),
         )
 
 

@@ -768,6 +768,7 @@ def finetune(
     started = time.time()
     cfg = config or FinetuneConfig()
     cfg.check()
+    cfg = cfg.resolved()  # auto settings as --mining has them
     given = cfg
     cfg = replace(cfg, weights=path_setting(cfg.weights))
     data = load_training_data(source, val_split=cfg.val_split)
