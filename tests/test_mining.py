@@ -369,11 +369,13 @@ def test_cli_finetune_batch_hard_with_class_pair_margins(build: Path, tmp_path: 
             "3",
             "--margin-mode",
             "ordered-pair",
+            "--screen-negatives",
         ],
     )
     assert res.exit_code == 0, res.output
     record = json.loads((tmp_path / "run" / "run.json").read_text())
     assert record["params"]["margin_mode"] == "ordered-pair" and record["counts"]["steps"] == 3
+    assert record["params"]["screen_negatives"] is True  # the batch-hard default is off
     assert (tmp_path / "run" / "class_pair_margins.parquet").is_file()
     bad = runner.invoke(
         app,
@@ -675,3 +677,8 @@ def test_default_finetune_on_fewer_classes_than_p_and_fewer_images_than_k(
     assert r.run["counts"]["steps"] >= 2
     mined = pd.read_parquet(tmp_path / "run" / "mined_triplets.parquet")
     assert len(mined) and mined["anchor_label"].nunique() == 3
+
+
+def test_batch_hard_on_one_class_is_a_clear_error():
+    with pytest.raises(CurateError, match="at least two classes"):
+        ClassBalancedSampler(np.zeros(10, np.int64), p=4, k=24, seed=0)
