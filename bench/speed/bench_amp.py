@@ -91,7 +91,7 @@ def main() -> None:
         # machine falls on both
         for i, amp in enumerate([False, True] * args.reps):
             cfg = FinetuneConfig(
-                **EARLIER_DEFAULTS,  # type: ignore[arg-type]  # the tuple steps it measured
+                **EARLIER_DEFAULTS,  # the tuple steps it measured
                 weights=args.weights,
                 input_size=args.input_size,
                 epochs=100,

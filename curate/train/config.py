@@ -7,6 +7,7 @@ Free of torch, so the command line reads its defaults from here without loading 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 from curate.errors import CurateError
 from curate.stats import statistical as st
@@ -23,7 +24,7 @@ AUTO = (
 # What the settings left at auto (None for the switches) become, by --mining: batch-hard takes
 # the setting that won on real FER2013 noise (bench/experiments/experiment_real_noise.py, arm
 # full_suppress_head_pos); the pre-sampled tuple modes keep their earlier defaults.
-AUTO_BATCH_HARD = {
+AUTO_BATCH_HARD: dict[str, Any] = {
     "margin_mode": "class-pair",
     "exclude_suspects": True,
     "suspect_score": "head",
@@ -32,7 +33,7 @@ AUTO_BATCH_HARD = {
 # finetune's defaults before batch-hard mining with outlier suppression became the default
 # (issue 25): pass them to train as an earlier curate did by default (the benches that measured
 # with them, the tests written for them)
-EARLIER_DEFAULTS = {
+EARLIER_DEFAULTS: dict[str, Any] = {
     "mining": "none",
     "null": "effective",
     "margin_mode": "global",
@@ -42,7 +43,7 @@ EARLIER_DEFAULTS = {
     "suspect_per_class": True,
     "screen_negatives": True,
 }
-AUTO_TUPLES = {
+AUTO_TUPLES: dict[str, Any] = {
     "margin_mode": "global",
     "exclude_suspects": False,
     "suspect_score": "posterior",
