@@ -16,7 +16,7 @@ from test_train import _comparable, _same_weights, make_build, tiny_config
 from curate.errors import CurateError
 from curate.stats import statistical as st
 from curate.stats.nulls import fit_class_boundary
-from curate.train.config import ScreenSettings
+from curate.train.config import EARLIER_DEFAULTS, ScreenSettings
 from curate.train.loop import finetune
 from curate.train.loss import InLoopScreen, triplet_loss_margins
 from curate.train.margins import PairMargins, class_pair_margins
@@ -24,7 +24,9 @@ from curate.train.mining import (
     ClassBalancedSampler,
     batch_hard_triplets,
     batch_margins,
+    head_margins,
     mined_alphas,
+    rank_average,
 )
 
 torch.set_num_threads(1)
@@ -367,11 +369,13 @@ def test_cli_finetune_batch_hard_with_class_pair_margins(build: Path, tmp_path: 
             "3",
             "--margin-mode",
             "ordered-pair",
+            "--screen-negatives",
         ],
     )
     assert res.exit_code == 0, res.output
     record = json.loads((tmp_path / "run" / "run.json").read_text())
     assert record["params"]["margin_mode"] == "ordered-pair" and record["counts"]["steps"] == 3
+    assert record["params"]["screen_negatives"] is True  # the batch-hard default is off
     assert (tmp_path / "run" / "class_pair_margins.parquet").is_file()
     bad = runner.invoke(
         app,
@@ -381,6 +385,8 @@ def test_cli_finetune_batch_hard_with_class_pair_margins(build: Path, tmp_path: 
             "--out",
             str(tmp_path / "x"),
             *common,
+            "--mining",
+            "none",
             "--margin-mode",
             "class-pair",
         ],
@@ -394,10 +400,8 @@ def test_new_settings_at_their_defaults_keep_the_fingerprint_of_earlier_runs():
     from curate.train.config import FinetuneConfig
     from curate.train.loop import _LATER_SETTINGS, _result_settings
 
-    d = FinetuneConfig()
-    assert all(
-        getattr(d, k) == v for k, v in _LATER_SETTINGS.items()
-    )  # the defaults they stand for
+    d = FinetuneConfig(**EARLIER_DEFAULTS).resolved()  # an earlier curate's defaults
+    assert all(getattr(d, k) == v for k, v in _LATER_SETTINGS.items())  # the values they stand for
     assert not set(_LATER_SETTINGS) & set(_result_settings(d))
     assert (
         _result_settings(FinetuneConfig(mining="batch-hard", margin_mode="class-pair"))[
@@ -489,6 +493,63 @@ def test_suppression_by_margin_and_its_settings(build: Path, tmp_path: Path):
         _cfg(suspect_score="cleanlab").check()
 
 
+def test_the_negative_sub_boundary_switched_off_drops_only_too_far_positives():
+    rng = np.random.default_rng(1)
+    d = 16
+    labels = np.repeat(np.arange(3), 8)
+    centres = rng.normal(size=(3, d))  # close classes: the negative side fires
+    emb = (centres[labels] + rng.normal(size=(24, d)) * 0.8).astype(np.float32)
+    local = batch_hard_triplets(torch.from_numpy(emb), torch.from_numpy(labels)).numpy()
+    both, pos_only = (
+        InLoopScreen(ScreenSettings(alpha_pos=0.3, alpha_neg=0.3, negatives=n, window=64), d, 1.0)(
+            emb, labels, local, step=0, seed=0
+        )
+        for n in (True, False)
+    )
+    assert both.too_close.any() and not pos_only.too_close.any() and pos_only.neg_ok.all()
+    np.testing.assert_array_equal(pos_only.too_far, both.too_far)
+    np.testing.assert_array_equal(pos_only.keep, ~both.too_far)
+    cfg = _cfg(screen_negatives=False)
+    assert cfg.screen_settings().negatives is False
+
+
+def test_head_margins_are_the_best_other_logit_minus_the_own_and_rank_average_the_mean_rank():
+    logits = np.array([[3.0, 1.0, 0.5], [0.0, 2.0, 5.0], [1.0, 1.0, -2.0]])
+    labels = np.array([0, 1, 2])
+    assert head_margins(logits, labels).tolist() == [-2.0, 3.0, 3.0]
+    a = np.array([0.1, 0.5, 0.3, np.nan])
+    b = np.array([3.0, 1.0, 2.0, 0.0])
+    got = rank_average(a, b)
+    # ranks of a: 1, 3, 2; of b: 3, 1, 2 (of 3 finite rows) -> (1 + 3) / 6, (3 + 1) / 6, (2 + 2) / 6
+    assert got[:3] == pytest.approx([4 / 6, 4 / 6, 4 / 6]) and np.isnan(got[3])
+    assert rank_average(np.array([1.0, 1.0, 2.0])).tolist() == pytest.approx([0.5, 0.5, 1.0])
+
+
+@pytest.mark.parametrize("score", ["head", "rank"])
+def test_suppression_by_the_head_margin_or_the_rank_average(
+    score: str, build: Path, tmp_path: Path
+):
+    r = finetune(
+        build,
+        tmp_path / score,
+        _cfg(
+            exclude_suspects=True,
+            suspect_score=score,
+            suspect_share=0.3,
+            suspect_min_visits=1,
+            epochs=3,
+            null="effective",
+        ),
+    )
+    assert pd.read_parquet(tmp_path / score / "mined_triplets.parquet")["suppressed"].any()
+    table = pd.read_parquet(tmp_path / score / "image_suspicion.parquet")
+    assert table["excluded"].any() and r.run["params"]["suspect_score"] == score
+    if score == "rank":  # mean ranks within each batch
+        assert table["mean_suspicion"].between(0, 1).all()
+    with pytest.raises(CurateError, match=f"--suspect-score {score} needs --mining batch-hard"):
+        tiny_config(exclude_suspects=True, suspect_score=score).check()
+
+
 def test_suppression_leaves_out_exactly_the_images_with_a_high_score_from_their_second_visit(
     build: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
@@ -551,3 +612,73 @@ def test_mined_record_maps_batch_positions_to_store_rows_with_the_verdict_bits()
         np.zeros(0, bool),
     )
     assert empty.shape == (0, len(MINED_COLUMNS)) and empty.dtype == np.int64
+
+
+def _default_config(**kw: object):
+    """finetune's defaults but for the size of the network and the run (no EARLIER_DEFAULTS)."""
+    from curate.train.config import FinetuneConfig
+
+    base = dict(
+        backbone="test_resnet",
+        weights="none",
+        in_chans=1,
+        input_size=16,
+        embed_dim=8,
+        epochs=2,
+        device="cpu",
+        workers=1,
+        checkpoint_every=0,
+        seed=0,
+    )
+    base.update(kw)
+    return FinetuneConfig(**base)  # type: ignore[arg-type]
+
+
+def test_default_finetune_is_batch_hard_with_suppression_by_the_head_on_the_synthetic_example(
+    tmp_path: Path,
+):
+    """The defaults follow the arm that won on real noise (issue 25): batch-hard mining in P x K
+    batches, class-pair margins, the boundary's positive side on the mined triplets (class-aware
+    null) and multistage suppression of the 20% most suspect images by the head's margin."""
+    from curate.build import build_tuples
+    from curate.synthetic import make_example
+
+    manifest = make_example(tmp_path / "data", per_class=8, size=16, duplicates=0)
+    build = build_tuples(manifest, tmp_path / "tuples", seed=0, workers=1).out_dir
+    r = finetune(build, tmp_path / "run", _default_config())
+    params = r.run["params"]
+    assert params["mining"] == "batch-hard" and params["margin_mode"] == "class-pair"
+    assert params["null"] == "class_empirical" and params["screen_negatives"] is False
+    assert params["exclude_suspects"] is True and params["suspect_score"] == "head"
+    assert params["suspect_per_class"] is False and params["suspect_min_visits"] == 1
+    mined = pd.read_parquet(tmp_path / "run" / "mined_triplets.parquet")
+    assert mined["suppressed"].any() and not mined["negative_too_close"].any()
+    table = pd.read_parquet(tmp_path / "run" / "image_suspicion.parquet")
+    assert table["excluded"].any()
+
+
+@pytest.mark.parametrize("per_class", [1, 2])
+def test_default_finetune_on_fewer_classes_than_p_and_fewer_images_than_k(
+    per_class: int, tmp_path: Path
+):
+    """Three classes of one or two training images each (P = 4, K = 24 by default): the batches
+    take every class and repeat its images; the run finishes."""
+    build = make_build(tmp_path / "data", per_class_train=max(per_class, 2), per_class_val=1)
+    if per_class == 1:  # one training image per class: keep each class's first image's tuples
+        tuples = pd.read_parquet(build / "tuples.parquet")
+        images = pd.read_parquet(build / "images.parquet").set_index("image_id")
+        train = images[images["split"] == "train"]
+        first = train.groupby("label").head(1).index
+        keep = tuples[tuples["anchor"].isin(first)].copy()
+        keep["positive"] = keep["anchor"]
+        keep["negative"] = [first[(list(first).index(a) + 1) % len(first)] for a in keep["anchor"]]
+        keep.to_parquet(build / "tuples.parquet")
+    r = finetune(build, tmp_path / "run", _default_config(epochs=2))
+    assert r.run["counts"]["steps"] >= 2
+    mined = pd.read_parquet(tmp_path / "run" / "mined_triplets.parquet")
+    assert len(mined) and mined["anchor_label"].nunique() == 3
+
+
+def test_batch_hard_on_one_class_is_a_clear_error():
+    with pytest.raises(CurateError, match="at least two classes"):
+        ClassBalancedSampler(np.zeros(10, np.int64), p=4, k=24, seed=0)

@@ -126,7 +126,7 @@ def make_build(
 
 def tiny_config(**overrides: object):  # -> FinetuneConfig
     """Settings small enough for a test: a tiny timm CNN at 16x16, CPU, 2 epochs."""
-    from curate.train.config import FinetuneConfig
+    from curate.train.config import EARLIER_DEFAULTS, FinetuneConfig
 
     base = dict(
         backbone="test_resnet",
@@ -142,6 +142,7 @@ def tiny_config(**overrides: object):  # -> FinetuneConfig
         checkpoint_every=0,
         lr=3e-3,
         workers=1,
+        **EARLIER_DEFAULTS,
     )
     base.update(overrides)
     return FinetuneConfig(**base)  # type: ignore[arg-type]

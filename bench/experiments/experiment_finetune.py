@@ -189,9 +189,10 @@ def make_manifests(args: argparse.Namespace) -> dict[str, Path]:
 
 
 def finetune_config(args: argparse.Namespace, **overrides: Any):
-    from curate.train.config import FinetuneConfig
+    from curate.train.config import EARLIER_DEFAULTS, FinetuneConfig
 
-    base = dict(
+    base: dict[str, Any] = {**EARLIER_DEFAULTS}  # the settings this bench measured with
+    base.update(
         backbone=args.backbone,
         weights="none",
         in_chans=args.in_chans,

@@ -107,11 +107,37 @@ standard error 2.2).
 
 The suppressed triplets hold a mislabelled anchor 1.16 / 1.73 / 1.54 times as often as all
 mined triplets (``suppressed_bad_anchor`` / ``mined_bad_anchor``).
+
+Second round, the suspicion score (``full_suppress_{head,rank}[_pc][_pos]``: suppression by
+``--suspect-score head`` or ``rank``, ``_pc`` within each label, ``_pos`` with
+``--no-screen-negatives``). ``--record-scores`` records every visit's ``margin``, ``head`` and
+``rank`` scores whatever the arm ranks by, and adds to the epochs CSV each score's AUROC for a
+wrong label (the training images' FERPlus votes) and the precision of its ``--suppress-share``
+cut over all images (``_global``) and within each label (``_pc``); the result row has the last
+epoch's as ``last_*``. Run from the repository root, one arm per file::
+
+    PYTHONPATH=. nice -n 10 python -m bench.experiments.experiment_real_noise \
+        --arms full_suppress_head_pos --seeds 0,1,2,3,4 --epochs 3 --record-scores \
+        --max-train-images 3000 --max-screener-images 8000 --screener-epochs 4 --lr 1e-3 \
+        --init base --mined-null class_empirical --margin-mode class-pair --threads 1 \
+        --work /work/scratch/mining/exp --results-csv bench/results/real_noise_mining_head_pos.csv
+
+(and ``--arms full_suppress_head`` into ``real_noise_mining_head.csv``). Measured (2026-12-06,
+82-204 s each), seeds 0-4: ``full_suppress_head_pos`` (``curate finetune``'s defaults since)
+0.545 +- 0.032 / 0.327 +- 0.013, ``full_suppress_head`` 0.545 +- 0.032 / 0.326; against ``bh``
++8.5 points (standard error 4.2), against ``bh_cleanlab`` +2.1 (1.6). Last epoch, mean of 5
+seeds: AUROC head 0.81, rank 0.79, margin 0.76; the 20% cut over all images 0.60 / 0.58 / 0.51
+wrong (base 0.30), within each label 0.42 / 0.43 / 0.42. Suppressed triplets hold a
+mislabelled anchor 1.68 times as often as all mined triplets (1.88, 1.62, 1.65, 1.42, 1.81).
+Twice the epochs (``--epochs 6 --tag _e6 --seeds 0``, ``real_noise_mining_head_pos_e6.csv``, a
+diagnostic with no baseline at that length): 1.91 against 1.88 on seed 0, per epoch 1.80 to
+2.00; the head's AUROC levels off at 0.84.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -146,7 +172,19 @@ EXTRA_MINING_ARMS = (
     "full_suppress_global",
     "full_suppress_margin",
     "faces_suppress_margin",
+    # the suspicion scores side by side (issue 25, second round): the head's margin (AUM), its
+    # rank-average with the in-batch margin; _pc ranks within each label; _pos: the boundary's
+    # negative side off (--no-screen-negatives), as it dropped clean hard negatives only
+    "full_suppress_head",
+    "full_suppress_rank",
+    "full_suppress_head_pc",
+    "full_suppress_rank_pc",
+    "full_suppress_head_pos",
+    "full_suppress_rank_pos",
+    "full_suppress_head_pc_pos",
+    "full_suppress_rank_pc_pos",
 )
+SCORES = ("margin", "head", "rank")  # finetune's batch-hard --suspect-score choices
 ALL_ARMS = ARMS + MINING_ARMS + EXTRA_MINING_ARMS
 
 
@@ -256,6 +294,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="one row per finished batch-hard run, appended (the queue skips runs already in it)",
     )
     g.add_argument(
+        "--record-scores",
+        action="store_true",
+        help="suppression arms: record every visit's margin, head and rank scores (whatever the arm "
+        "ranks by) and log per epoch each score's AUROC for a wrong label (FERPlus votes) and the "
+        "precision of its --suppress-share cut, global and within each label, in the epochs CSV",
+    )
+    g.add_argument(
         "--init",
         default="base",
         choices=("base", "none"),
@@ -334,9 +379,11 @@ def make_manifests(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def finetune_config(args: argparse.Namespace, seed: int, **overrides: Any):
+    from curate.train.config import EARLIER_DEFAULTS
     from curate.train.loop import FinetuneConfig
 
-    base = dict(
+    base: dict[str, Any] = {**EARLIER_DEFAULTS}  # the settings these arms were measured with
+    base.update(
         backbone=args.backbone,
         weights="none",
         in_chans=1,
@@ -680,9 +727,11 @@ def mining_manifest(paths: dict[str, Path], name: str, args: argparse.Namespace)
 
 
 def mining_config(args: argparse.Namespace, seed: int, steps: int | None, **overrides: Any):
+    from curate.train.config import EARLIER_DEFAULTS
     from curate.train.loop import FinetuneConfig
 
-    base = dict(
+    base: dict[str, Any] = {**EARLIER_DEFAULTS}  # each arm sets what it changes
+    base.update(
         backbone=args.backbone,
         weights="none",
         in_chans=1,
@@ -846,6 +895,19 @@ def run_mining_arm(
         over = {"face_screen": str(screened())}
     elif arm == "ce_faces":
         over = {"metric_weight": 0.0, "face_screen": str(screened())}
+    elif arm.startswith("full_suppress_") and arm.split("_")[2] in ("head", "rank"):
+        parts = arm.split("_")[2:]
+        over = {
+            **boundary,
+            **margins,
+            "face_screen": str(screened()),
+            "exclude_suspects": True,
+            "suspect_share": args.suppress_share,
+            "suspect_min_visits": 1,
+            "suspect_per_class": "pc" in parts,
+            "suspect_score": parts[0],
+            **({"screen_negatives": False} if "pos" in parts else {}),
+        }
     elif arm in (
         "full_suppress",
         "full_suppress_global",
@@ -894,7 +956,13 @@ def run_mining_arm(
         raise SystemExit(f"unknown arm {arm!r}; use one of {', '.join(ALL_ARMS)}")
     if args.init == "base":
         over = {"weights": str(mining_screener(args, paths)), **over}
-    res = train(source, run, mining_config(args, seed, steps, **over))
+    cfg = mining_config(args, seed, steps, **over)
+    if args.record_scores and cfg.exclude_suspects and cfg.suspect_score in SCORES:
+        with recording_scores() as visits:
+            res = train(source, run, cfg)
+        pd.DataFrame(visits).to_parquet(run / "visit_scores.parquet")
+    else:
+        res = train(source, run, cfg)
     counts = res.run["counts"]
     row: dict[str, Any] = {
         "arm": arm + args.tag,
@@ -938,8 +1006,87 @@ def run_mining_arm(
             row.update({f"{k}_{kk}": vv for kk, vv in v.items() if not isinstance(vv, dict)})
         elif not isinstance(v, (list, tuple)):
             row[k] = v
+    if (run / "visit_scores.parquet").is_file():
+        by_epoch = score_diagnostics(run, orig, steps, args.suppress_share)
+        per_epoch = [{**r, **by_epoch.get(r["epoch"], {})} for r in per_epoch]
+        row.update({f"last_{k}": v for k, v in by_epoch[max(by_epoch)].items()})
     epochs = [{"arm": arm + args.tag, "seed": seed, **r} for r in per_epoch]
     return row, epochs
+
+
+@contextlib.contextmanager
+def recording_scores():
+    """Within the block, every batch-hard suspicion scoring also records each image's margin,
+    head and rank scores with its store row and step (a list of dicts, yielded)."""
+    from curate.train import loop
+
+    visits: list[dict[str, Any]] = []
+    ctx: dict[str, Any] = {}
+    step0, susp0 = loop._Trainer.mined_step, loop.mined_suspicion
+
+    def mined_step(self, b, step, suspicion=None):  # noqa: ANN001, ANN202
+        if "ids" not in ctx:  # store row -> image_id, as the run's tables map them
+            ctx["ids"] = loop.RunImages.of(self.data).ids
+        ctx.update(rows=b.rows, step=step)
+        return step0(self, b, step, suspicion)
+
+    def mined_suspicion(score, emb, logits, labels):  # noqa: ANN001, ANN202
+        got = {s: susp0(s, emb, logits, labels) for s in SCORES}
+        for i, r in enumerate(ctx["rows"]):
+            visits.append(
+                {
+                    "step": ctx["step"],
+                    "image_id": int(ctx["ids"][r]),
+                    **{s: got[s][i] for s in SCORES},
+                    **{f"logit_{j}": float(z) for j, z in enumerate(logits[i])},
+                }
+            )
+        return got[score]
+
+    loop._Trainer.mined_step, loop.mined_suspicion = mined_step, mined_suspicion
+    try:
+        yield visits
+    finally:
+        loop._Trainer.mined_step, loop.mined_suspicion = step0, susp0
+
+
+def score_diagnostics(
+    run: Path, build_dir: Path, steps: int, share: float
+) -> dict[int, dict[str, float]]:
+    """Per epoch, for each score averaged over every image's visits up to the epoch's end: its
+    AUROC for a wrong label (FERPlus votes) and the precision (share truly mislabelled) of its
+    ``share`` most suspect images, ranked over all images (``_global``) and within each label
+    (``_pc``), the way ``--exclude-suspects`` cuts."""
+    from sklearn.metrics import roc_auc_score
+
+    from curate.train.suspicion import suspicion_cut
+
+    v = pd.read_parquet(run / "visit_scores.parquet")
+    images = pd.read_parquet(build_dir / "images.parquet").set_index("image_id")
+    v["label"] = images.loc[v["image_id"], "label"].astype(str).to_numpy()
+    v["bad"] = (
+        images.loc[v["image_id"], "mislabelled"].astype(str).str.lower().eq("true").to_numpy()
+    )
+    v["epoch"] = v["step"] // steps
+    out: dict[int, dict[str, float]] = {}
+    for e in sorted(v["epoch"].unique()):
+        g = (
+            v[v["epoch"] <= e]
+            .groupby("image_id")
+            .agg({**{s: ["sum", "count"] for s in SCORES}, "bad": "first", "label": "first"})
+        )
+        bad = g[("bad", "first")].to_numpy(bool)
+        codes = pd.factorize(g[("label", "first")])[0]
+        row: dict[str, float] = {"base_rate_bad": float(bad.mean())}
+        for s in SCORES:
+            hist = np.column_stack([g[(s, "sum")], g[(s, "count")]]).astype(float)
+            row[f"auroc_{s}"] = float(roc_auc_score(bad, hist[:, 0] / hist[:, 1]))
+            for kind, groups in (("global", None), ("pc", codes)):
+                cut = suspicion_cut(hist, share, 1, groups)
+                sel = hist[:, 0] >= cut * hist[:, 1]
+                row[f"precision_{s}_{kind}"] = float(bad[sel].mean()) if sel.any() else float("nan")
+        out[int(e)] = row
+    return out
 
 
 def mining_queue(args: argparse.Namespace, prep: dict[str, Any]) -> list[str]:

@@ -29,7 +29,7 @@ from PIL import Image
 import curate
 from bench.common.paths import DATA as SHARED
 from curate.backbone import autocast_precision
-from curate.train.config import FinetuneConfig
+from curate.train.config import EARLIER_DEFAULTS, FinetuneConfig
 from curate.train.loop import finetune
 
 
@@ -91,6 +91,7 @@ def main() -> None:
         # machine falls on both
         for i, amp in enumerate([False, True] * args.reps):
             cfg = FinetuneConfig(
+                **EARLIER_DEFAULTS,  # the tuple steps it measured
                 weights=args.weights,
                 input_size=args.input_size,
                 epochs=100,

@@ -33,6 +33,7 @@ class MiningOpt(str, Enum):
 
 
 class MarginMode(str, Enum):
+    auto = "auto"
     global_ = "global"
     class_pair = "class-pair"
     ordered_pair = "ordered-pair"

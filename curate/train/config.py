@@ -6,7 +6,8 @@ Free of torch, so the command line reads its defaults from here without loading 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 from curate.errors import CurateError
 from curate.stats import statistical as st
@@ -17,11 +18,45 @@ NULLS = (*st.NULLS, *CLASS_NULLS)  # global nulls, then the class-aware ones of 
 KINDS = ("triplet", "quadruplet")
 MINING = ("none", "hard", "semihard", "batch-hard")  # none/hard/semihard: pre-sampled tuples
 MARGIN_MODES = ("global", "class-pair", "ordered-pair")  # curate.train.margins
+AUTO = (
+    "auto"  # margin_mode / suspect_score: the value of the --mining mode (FinetuneConfig.resolved)
+)
+# What the settings left at auto (None for the switches) become, by --mining: batch-hard takes
+# the setting that won on real FER2013 noise (bench/experiments/experiment_real_noise.py, arm
+# full_suppress_head_pos); the pre-sampled tuple modes keep their earlier defaults.
+AUTO_BATCH_HARD: dict[str, Any] = {
+    "margin_mode": "class-pair",
+    "exclude_suspects": True,
+    "suspect_score": "head",
+    "screen_negatives": False,
+}
+# finetune's defaults before batch-hard mining with outlier suppression became the default
+# (issue 25): pass them to train as an earlier curate did by default (the benches that measured
+# with them, the tests written for them)
+EARLIER_DEFAULTS: dict[str, Any] = {
+    "mining": "none",
+    "null": "effective",
+    "margin_mode": "global",
+    "exclude_suspects": False,
+    "suspect_score": "posterior",
+    "suspect_min_visits": 3,
+    "suspect_per_class": True,
+    "screen_negatives": True,
+}
+AUTO_TUPLES: dict[str, Any] = {
+    "margin_mode": "global",
+    "exclude_suspects": False,
+    "suspect_score": "posterior",
+    "screen_negatives": True,
+}
 CE_ON = ("kept", "all")
 SUSPECT_SCORES = (
     "posterior",
     "margin",
-)  # what --exclude-suspects ranks (train.mining.batch_margins)
+    "head",
+    "rank",
+)  # what --exclude-suspects ranks (train.mining: batch_margins, head_margins, rank_average)
+MINED_SCORES = ("margin", "head", "rank")  # the scores measured in the P x K batches
 AUGMENT_KINDS = ("light", "photos")  # curate.train.data.AUGMENTS
 # Logits are computed from unit-length embeddings multiplied by this factor (NormFace,
 # Wang et al. 2017): with unit features a plain linear layer starts with tiny logits and
@@ -39,6 +74,7 @@ class ScreenSettings:
     center: bool = True
     window: int = 2048  # recent embeddings the boundary is fitted to
     warmup_steps: int = 0  # steps trained on every tuple before screening starts
+    negatives: bool = True  # the negative sub-boundary drops tuples too (off: the positive only)
 
     def check(self) -> None:
         """Raise a :class:`CurateError` for options out of range."""
@@ -75,13 +111,12 @@ class FinetuneConfig:
     soft_label_prefix: str | None = (
         None  # images.parquet columns <prefix><class>: soft targets of the CE
     )
-    mining: str = (
-        "none"  # "batch-hard": P x K class-balanced batches, hardest triplets (train.mining)
-    )
+    mining: str = "batch-hard"  # P x K class-balanced batches, hardest triplets (train.mining);
+    # none / hard / semihard: the pre-sampled tuples of the build
     classes_per_batch: int = 4  # batch-hard: P
     images_per_class: int = 24  # batch-hard: K
     steps_per_epoch: int | None = None  # batch-hard: None = ceil(training images / (P * K))
-    margin_mode: str = "global"  # global, class-pair or ordered-pair (train.margins)
+    margin_mode: str = AUTO  # global, class-pair or ordered-pair (train.margins); auto: AUTO_*
     metric_weight: float = 1.0  # weight of the tuple loss (0: classification only)
     face_screen: str | None = (
         None  # a `curate screen` folder: its face-rejected images are left out first
@@ -89,19 +124,17 @@ class FinetuneConfig:
     screen_every_step: bool = True
     alpha_pos: float = _SCREEN.alpha_pos
     alpha_neg: float = _SCREEN.alpha_neg
-    null: str = _SCREEN.null
+    screen_negatives: bool | None = None  # off: only too-far positives drop tuples; None: AUTO_*
+    null: str = "class_empirical"
     center: bool = _SCREEN.center
     screen_window: int = _SCREEN.window
     screen_warmup_steps: int = _SCREEN.warmup_steps
-    exclude_suspects: bool = (
-        False  # class-aware null: leave out the images whose label stays most suspect:
-    )
+    exclude_suspects: bool | None = None  # leave out the images whose label stays most suspect
+    # (None: AUTO_*): ...
     suspect_share: float = 0.2  # ... this share of the images screened at least suspect_min_visits
-    suspect_min_visits: int = 3  # ... times, ranked by their mean suspicion (1 - p(label | x))
-    suspect_per_class: bool = (
-        True  # ... ranked within each label (a global rank left out whole hard classes)
-    )
-    suspect_score: str = "posterior"  # ... ranking 1 - p(label | x) against the window, or (batch-hard) the in-batch margin
+    suspect_min_visits: int = 1  # ... times, ranked by their mean suspicion score
+    suspect_per_class: bool = False  # ... over all images (True: within each label)
+    suspect_score: str = AUTO  # ... posterior (1 - p(label | x)), or batch-hard: margin, head, rank
     epochs: int = 10
     max_steps: int | None = None
     batch_tuples: int = 64
@@ -122,8 +155,18 @@ class FinetuneConfig:
     checkpoint_every: int = 200
     eval_batch_size: int = 256
 
+    def resolved(self) -> FinetuneConfig:
+        """These settings with the ones left at auto (``None`` for the switches) set from
+        :data:`AUTO_BATCH_HARD` or :data:`AUTO_TUPLES` by ``mining``."""
+        auto = AUTO_BATCH_HARD if self.mining == "batch-hard" else AUTO_TUPLES
+        unset = {k: v for k, v in auto.items() if getattr(self, k) in (None, AUTO)}
+        return replace(self, **unset) if unset else self
+
     def check(self) -> None:
         """Raise a :class:`CurateError` for settings out of range."""
+        if self.resolved() is not self:
+            self.resolved().check()
+            return
         check_numbers(self)
         if self.kind is not None and self.kind not in KINDS:
             raise CurateError(f"unknown --kind {self.kind!r}", hint="use triplet or quadruplet")
@@ -134,7 +177,7 @@ class FinetuneConfig:
         if self.margin_mode not in MARGIN_MODES:
             raise CurateError(
                 f"unknown --margin-mode {self.margin_mode!r}",
-                hint=f"use one of {', '.join(MARGIN_MODES)}",
+                hint=f"use one of {', '.join(MARGIN_MODES)} or {AUTO}",
             )
         if self.margin_mode != "global" and self.mining != "batch-hard":
             raise CurateError(
@@ -180,11 +223,12 @@ class FinetuneConfig:
         if self.suspect_score not in SUSPECT_SCORES:
             raise CurateError(
                 f"unknown --suspect-score {self.suspect_score!r}",
-                hint=f"use one of {', '.join(SUSPECT_SCORES)}",
+                hint=f"use one of {', '.join(SUSPECT_SCORES)} or {AUTO}",
             )
-        if self.suspect_score == "margin" and self.mining != "batch-hard":
+        if self.suspect_score in MINED_SCORES and self.mining != "batch-hard":
             raise CurateError(
-                "--suspect-score margin needs --mining batch-hard (it is measured in the P x K batches)",
+                f"--suspect-score {self.suspect_score} needs --mining batch-hard (it is measured "
+                "in the P x K batches)",
                 hint="pass --mining batch-hard, or --suspect-score posterior",
             )
         if self.exclude_suspects:
@@ -216,6 +260,7 @@ class FinetuneConfig:
             center=self.center,
             window=self.screen_window,
             warmup_steps=self.screen_warmup_steps,
+            negatives=bool(self.resolved().screen_negatives),
         )
 
 
@@ -298,21 +343,22 @@ CLI_HELP: dict[str, str] = {
     "classes_per_batch": "Batch-hard: classes per batch (P).",
     "images_per_class": "Batch-hard: images per class per batch (K).",
     "steps_per_epoch": "Batch-hard: steps per epoch (default: training images / (P x K)).",
-    "margin_mode": "Batch-hard: global (one --margin), class-pair (one per pair of classes) or ordered-pair (one per anchor class and negative class), adapted from the class-pair distance nulls.",
+    "margin_mode": "Batch-hard: global (one --margin), class-pair (one per pair of classes) or ordered-pair (one per anchor class and negative class), adapted from the class-pair distance nulls; auto: class-pair with --mining batch-hard, else global.",
     "metric_weight": "Weight of the triplet/quadruplet loss (0: classification only).",
     "face_screen": "A `curate screen` folder with the face screens on: the images they rejected (large head pose, occlusion, no face) are left out before training.",
     "screen_every_step": "Apply the statistical boundary to every batch.",
     "alpha_pos": "Significance level of the positive sub-boundary.",
     "alpha_neg": "Significance level of the negative sub-boundary.",
+    "screen_negatives": "The negative sub-boundary drops tuples too; --no-screen-negatives: only too-far positives do. Default: off with --mining batch-hard (on real noise it dropped clean hard negatives as often as any), else on.",
     "null": "class_empirical / class: one null per class and class pair (as curate screen); theory (d), effective (participation ratio) or empirical: one global null.",
     "center": "Centre embeddings on the window mean before the boundary.",
     "screen_window": "Recent embeddings the in-loop boundary is fitted to.",
     "screen_warmup_steps": "Steps on every tuple before in-loop screening starts.",
-    "exclude_suspects": "Leave the images whose label stays most suspect out of both losses (image_suspicion.parquet lists them); needs a class-aware null, or --suspect-score margin. With --mining batch-hard they leave mining too (multistage outlier suppression).",
+    "exclude_suspects": "Leave the images whose label stays most suspect out of both losses (image_suspicion.parquet lists them); needs a class-aware null, or a batch-hard --suspect-score. With --mining batch-hard they leave mining too (multistage outlier suppression). Default: on with --mining batch-hard, else off.",
     "suspect_share": "With --exclude-suspects: share of the screened images left out, most suspect first (about the share of wrong labels you expect).",
     "suspect_min_visits": "With --exclude-suspects: screened visits before an image can be left out.",
     "suspect_per_class": "With --exclude-suspects: rank within each label, so --suspect-share of every class (a global rank can leave out whole hard classes).",
-    "suspect_score": "With --exclude-suspects: what is ranked: posterior (1 - p(label | x) against the in-loop window; needs a class-aware --null) or margin (--mining batch-hard: how much closer the image sits to another label than to its own in the batch).",
+    "suspect_score": "With --exclude-suspects: what is ranked: posterior (1 - p(label | x) against the in-loop window; needs a class-aware --null); with --mining batch-hard also margin (how much closer the image sits to another label than to its own in the batch), head (the classification head's best other logit minus its label's: AUM, negated) or rank (the mean of those two's ranks in the batch); auto: head with --mining batch-hard, else posterior.",
     "epochs": "Passes over the tuples.",
     "max_steps": "Stop after this many steps.",
     "batch_tuples": "Tuples per batch (their unique images are forwarded once).",

@@ -59,7 +59,7 @@ from curate.train.checkpoints import (
     save_checkpoint,
     val_row_missing,
 )
-from curate.train.config import FinetuneConfig
+from curate.train.config import MINED_SCORES, FinetuneConfig
 from curate.train.data import (
     AUGMENTS,
     NO_AUGMENT,
@@ -85,7 +85,9 @@ from curate.train.mining import (
     ClassBalancedSampler,
     batch_hard_triplets,
     batch_margins,
+    head_margins,
     mined_alphas,
+    rank_average,
 )
 from curate.train.suspicion import (
     class_codes,
@@ -209,6 +211,7 @@ _LATER_SETTINGS = {
     "face_screen": None,
     "augment_kind": "light",
     "suspect_score": "posterior",
+    "screen_negatives": True,
 }
 
 
@@ -274,6 +277,18 @@ def _mine_triplets(
     local_t = batch_hard_triplets(emb, labels, torch.from_numpy(~excluded).to(emb.device))
     unmasked = batch_hard_triplets(emb, labels).cpu().numpy()
     return local_t, unmasked[excluded[unmasked[:, 0]]]
+
+
+def mined_suspicion(
+    score: str, emb: np.ndarray, logits: np.ndarray, labels: np.ndarray
+) -> np.ndarray:
+    """The batch images' suspicion by ``--suspect-score`` (``margin``, ``head`` or ``rank``) from
+    their embeddings and logits: :func:`batch_margins`, :func:`head_margins` or the
+    :func:`rank_average` of both."""
+    if score == "margin":
+        return batch_margins(emb, labels)
+    head = head_margins(logits, labels)
+    return head if score == "head" else rank_average(head, batch_margins(emb, labels))
 
 
 def mined_record(
@@ -426,7 +441,7 @@ class _Trainer:
         the boundary, train on the kept ones. Returns the loss, the metrics row, the mined
         triplets as ``[t, 5]`` MINED_COLUMNS rows (store rows) and the batch images' scores
         (``suspect_score``: ``1 - p(label | x)`` against the window, ``None`` unless a
-        class-aware null screened the batch; or the in-batch margin of :func:`batch_margins`).
+        class-aware null screened the batch; or the batch-hard score of :func:`mined_suspicion`).
 
         With ``exclude_suspects`` this is multistage outlier suppression: ``suspicion`` (the
         run's ``[n_images, 2]`` sum/visits of those scores before this step) ranks the images
@@ -469,8 +484,6 @@ class _Trainer:
                 "t_pos": res.t_pos,
                 "t_neg": res.t_neg,
             }
-        if cfg.suspect_score == "margin":
-            batch_suspicion = batch_margins(emb_np, b.labels_np)
         assert self.margins is not None
         pair_margins = self.margins.update(emb_np, b.labels_np, step)
         kept = local_t[torch.from_numpy(keep).to(local_t.device)]
@@ -487,6 +500,10 @@ class _Trainer:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             logits = self.net.logits_from_embeddings(emb if cfg.ce_weight > 0 else emb.detach())
         logits = logits.float()
+        if cfg.suspect_score in MINED_SCORES:
+            batch_suspicion = mined_suspicion(
+                cfg.suspect_score, emb_np, logits.detach().cpu().numpy(), b.labels_np
+            )
         all_dropped = t > 0 and not keep.any()
         ce_rows = (
             np.arange(len(b.rows))
@@ -751,6 +768,7 @@ def finetune(
     started = time.time()
     cfg = config or FinetuneConfig()
     cfg.check()
+    cfg = cfg.resolved()  # auto settings as --mining has them
     given = cfg
     cfg = replace(cfg, weights=path_setting(cfg.weights))
     data = load_training_data(source, val_split=cfg.val_split)
@@ -1243,7 +1261,7 @@ def _finish(
             ),
             run / "class_pair_margins.parquet",
         )
-    if (cfg.screen_every_step and cfg.null in CLASS_NULLS) or cfg.suspect_score == "margin":
+    if (cfg.screen_every_step and cfg.null in CLASS_NULLS) or cfg.suspect_score in MINED_SCORES:
         write_parquet(
             image_suspicion_table(state.suspicion, ids, data, cfg), run / "image_suspicion.parquet"
         )

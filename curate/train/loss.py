@@ -13,7 +13,7 @@ classes (``BatchVerdict.suspicion``), which the training loop may accumulate per
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -175,7 +175,19 @@ class InLoopScreen:
     def __call__(
         self, emb: np.ndarray, labels: np.ndarray, local: np.ndarray, *, step: int, seed: int
     ) -> BatchVerdict:
-        """Screen the tuples of a batch.
+        """Screen the tuples of a batch (:meth:`verdict`); with ``negatives`` off in the
+        settings only the positive sub-boundary drops tuples."""
+        v = self.verdict(emb, labels, local, step=step, seed=seed)
+        if self.settings.negatives:
+            return v
+        return replace(
+            v, keep=~v.too_far, too_close=np.zeros_like(v.too_close), neg_ok=np.ones_like(v.neg_ok)
+        )
+
+    def verdict(
+        self, emb: np.ndarray, labels: np.ndarray, local: np.ndarray, *, step: int, seed: int
+    ) -> BatchVerdict:
+        """Screen the tuples of a batch with both sub-boundaries.
 
         ``emb`` are the batch's unique-image embeddings (detached, ``[m, d]``), ``labels``
         their class codes, ``local`` the tuples as ``[t, k]`` indices into ``emb``.

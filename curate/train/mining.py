@@ -129,6 +129,33 @@ def batch_margins(emb: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(other), own - other, np.nan)
 
 
+def head_margins(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per image, how far the classification head prefers another label to its own: the largest
+    other logit minus the logit of its label (the negated margin of AUM, Pleiss et al. 2020,
+    "Identifying mislabeled data using the area under the margin ranking"). Accumulated over an
+    image's visits it is its area under the margin, negated: ``--suspect-score head``."""
+    z = np.asarray(logits, dtype=np.float64)
+    idx = np.arange(len(z))
+    own = z[idx, labels].copy()
+    z = z.copy()
+    z[idx, labels] = -np.inf
+    return z.max(1) - own
+
+
+def rank_average(*scores: np.ndarray) -> np.ndarray:
+    """The mean of the scores' percentile ranks within the batch (each in ``(0, 1]``, ties
+    averaged; ``nan`` where any score is ``nan``): ``--suspect-score rank`` averages the ranks of
+    :func:`head_margins` and :func:`batch_margins`, so neither's scale dominates."""
+    from scipy.stats import rankdata
+
+    out = np.zeros(len(scores[0]))
+    ok = np.all([np.isfinite(s) for s in scores], axis=0)
+    for s in scores:
+        out[ok] += rankdata(s[ok]) / max(int(ok.sum()), 1)
+    out[~ok] = np.nan
+    return out / len(scores)
+
+
 def batch_hard_triplets(
     emb: torch.Tensor, labels: torch.Tensor, usable: torch.Tensor | None = None
 ) -> torch.Tensor:
