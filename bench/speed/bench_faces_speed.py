@@ -273,6 +273,12 @@ def main() -> None:
         "command": "python -m bench.speed.bench_faces_speed " + " ".join(sys.argv[1:]),
         "load_average_at_start": os.getloadavg(),
         "baseline_ref": args.baseline_ref or None,
+        "code_commit": subprocess.run(
+            ["git", "-C", str(REPO), "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip(),
         "sets": {},
     }
     with tempfile.TemporaryDirectory(prefix="bench_faces_speed_") as tmp:
