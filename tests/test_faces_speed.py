@@ -129,3 +129,18 @@ def test_the_fast_path_gives_the_old_table_and_verdicts_on_real_photos(shared_da
             face_verdicts(old, max_yaw=max_yaw, max_occlusion=max_occlusion),
             check_exact=True,
         )
+
+
+def test_the_tasks_backend_gives_the_old_table_too(shared_data, old_path):
+    """The Tasks backend shares the padding and the occlusion scoring: unchanged as well."""
+    pytest.importorskip("mediapipe")
+    try:
+        M.resolve_face_model()
+    except CurateError as exc:
+        pytest.skip(f"no MediaPipe face model available: {exc.message}")
+    paths = real_sample(shared_data)[::4]
+    new = A.analyze_faces(paths, workers=0, backend="tasks", cache_dir="none")
+    old_path()
+    old = A.analyze_faces(paths, workers=0, backend="tasks", cache_dir="none")
+    assert new["face_found"].sum() > 30
+    pd.testing.assert_frame_equal(new, old, check_exact=True)
