@@ -71,6 +71,20 @@ def load_arrays(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
+def load_face_arrays(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
+    """As :func:`load_arrays`, except that a file decoded to grey (mode ``L``) gives its grey
+    array (H x W) for the colour one too: the same pixels, one channel instead of three
+    equal ones, without making the copy (the face analysis reads one channel of grey)."""
+    im = _decoded(path)
+    grey = np.ascontiguousarray(
+        np.asarray(im if im.mode == "L" else im.convert("L"), dtype=np.uint8)
+    )
+    if im.mode == "L":
+        return grey, grey
+    rgb = im if im.mode == "RGB" else im.convert("RGB")
+    return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8)), grey
+
+
 def max_file_bytes(max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
     """The most bytes an image file may have: 16 bytes per allowed pixel (four 32-bit
     channels, uncompressed) plus 16 MiB of metadata. Reads stop there, so a huge file

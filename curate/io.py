@@ -20,11 +20,12 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from curate.errors import CurateError
+
+if TYPE_CHECKING:  # pandas is imported where it is used: the face workers never need it
+    import pandas as pd
 
 TRACKED_PACKAGES = (
     "numpy",
@@ -436,6 +437,8 @@ def read_parquet(
 ) -> pd.DataFrame:
     """Read a Parquet file (only ``columns`` when given), turning a missing, non-regular or
     broken file into a :class:`CurateError`."""
+    import pandas as pd
+
     return _parquet(path, what, lambda p: pd.read_parquet(p, columns=columns))
 
 
@@ -518,6 +521,8 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 
 def fingerprint_table(df: pd.DataFrame, columns: list[str] | None = None) -> str:
     """A sha256 over the given columns of a table: same rows, same fingerprint."""
+    import pandas as pd
+
     cols = columns or list(df.columns)
     h = hashlib.sha256()
     h.update(json.dumps(cols).encode())

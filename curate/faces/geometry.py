@@ -147,6 +147,22 @@ PAD_FRACTION = 0.5
 MIN_SIDE = 256
 
 
+def channel_medians(pixels: np.ndarray) -> list[int]:
+    """``int(np.median(pixels[:, c]))`` for each column ``c`` of an N x C pixel array; for
+    uint8 counted in a histogram (the same integers, several times faster than sorting:
+    the middle value, or the floored mean of the two middle values)."""
+    if pixels.dtype != np.uint8 or len(pixels) == 0:
+        return [int(v) for v in np.median(pixels, axis=0)]
+    n = len(pixels)
+    out = []
+    for c in range(pixels.shape[1]):
+        cumulative = np.cumsum(np.bincount(pixels[:, c], minlength=256))
+        upper = int(np.searchsorted(cumulative, n // 2 + 1))  # the value at sorted index n // 2
+        lower = upper if n % 2 else int(np.searchsorted(cumulative, n // 2))  # at n // 2 - 1
+        out.append((lower + upper) // 2)
+    return out
+
+
 def prepare_for_detection(rgb: np.ndarray) -> tuple[np.ndarray, int, float]:
     """Pad with the median grey and upscale small images; return (image, pad, scale).
 
@@ -159,7 +175,7 @@ def prepare_for_detection(rgb: np.ndarray) -> tuple[np.ndarray, int, float]:
     h, w = rgb.shape[:2]
     pad = int(round(PAD_FRACTION * max(h, w)))
     channels = rgb.shape[2] if rgb.ndim == 3 else 1
-    fill = [int(v) for v in np.median(rgb.reshape(-1, channels), axis=0)]
+    fill = channel_medians(rgb.reshape(-1, channels))
     padded = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=fill)
     side = max(padded.shape[:2])
     scale = MIN_SIDE / side if side < MIN_SIDE else 1.0

@@ -29,6 +29,7 @@ with the Tasks path to about 0.01 degrees (``docs/faces.md``, "Speed").
 from __future__ import annotations
 
 import math
+import os
 import struct
 import zipfile
 from collections.abc import Iterator
@@ -37,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from curate.errors import CurateError
 from curate.faces.geometry import prepare_for_detection
 from curate.faces.landmarks import (
     BLENDSHAPE_LANDMARKS,
@@ -45,6 +47,7 @@ from curate.faces.landmarks import (
     found_face,
     missed_face,
 )
+from curate.images import load_face_arrays
 
 DETECTOR_SIZE = 128
 LANDMARKS_SIZE = 256
@@ -604,8 +607,18 @@ class LiteFaceFinder(FaceFinder):
         self.landmarker = LiteLandmarker(model_path, blendshapes=blendshapes)
         self.retry = retry  # look again where BlazeFace finds nothing (LiteLandmarker.retry)
 
+    def find_face(self, path: str | os.PathLike[str]) -> FaceResult:
+        """As :meth:`FaceFinder.find_face`; a grey file is decoded to one channel only
+        (:func:`~curate.images.load_face_arrays`: the same pixels)."""
+        try:
+            image, gray = load_face_arrays(path)
+        except CurateError as exc:
+            return FaceResult(False, exc.message)
+        return self.find_face_in_array(image, gray)
+
     def find_face_in_array(self, rgb: np.ndarray, gray: np.ndarray) -> FaceResult:
-        """As :meth:`find_face`, for an already decoded image (RGB uint8 and its grey)."""
+        """As :meth:`find_face`, for an already decoded image (RGB uint8 and its grey; a
+        grey image may come as H x W alone)."""
         grey = rgb.ndim == 3 and bool(
             (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()
         )

@@ -25,7 +25,7 @@ from curate.errors import CurateError
 from curate.faces.geometry import ALIGN_SIZE
 
 SCORE_CHUNK = (
-    8  # faces per forward pass of the occlusion networks: a fixed shape, bit-identical scores
+    32  # faces per forward pass of the occlusion networks: a fixed shape, bit-identical scores
 )
 
 # Outputs of the networks of the synthetic stages (1-4): occluded, then one per region.
@@ -163,10 +163,36 @@ def mean_probabilities(
     return np.concatenate(out).astype(np.float64)
 
 
+def strided_max_pool() -> Any:
+    """A module computing ``nn.MaxPool2d(2)`` (floor mode) as the largest of the four
+    strided quarters of its input: the same numbers, several times faster than torch's
+    channels-last bfloat16 kernel on the 12-channel 48x48 maps of the first stage."""
+    global _StridedMax2d
+    if _StridedMax2d is None:
+        import torch
+        from torch import nn
+
+        class StridedMax2d(nn.Module):
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                h, w = x.shape[2] // 2 * 2, x.shape[3] // 2 * 2
+                return torch.maximum(
+                    torch.maximum(x[:, :, 0:h:2, 0:w:2], x[:, :, 1:h:2, 0:w:2]),
+                    torch.maximum(x[:, :, 0:h:2, 1:w:2], x[:, :, 1:h:2, 1:w:2]),
+                )
+
+        _StridedMax2d = StridedMax2d
+    return _StridedMax2d()
+
+
+_StridedMax2d: Any = None
+
+
 def inference_copy(net: Any) -> Any:
     """A copy of an occlusion network for inference only: each batch norm folded into the
-    convolution before it, weights in channels-last order. Twice as fast on one CPU thread;
-    the outputs agree with the eval-mode network to about 1e-7."""
+    convolution before it, weights in channels-last order, each ``ReLU, MaxPool2d(2)`` pair
+    run as the pooling (:func:`strided_max_pool`) first, the ReLU on the four times smaller
+    result (max and ReLU commute: the same numbers). Twice as fast on one CPU thread; the
+    outputs agree with the eval-mode network to about 1e-7."""
     import copy
 
     import torch
@@ -179,6 +205,13 @@ def inference_copy(net: Any) -> Any:
         layer = layers[i]
         following = layers[i + 1] if i + 1 < len(layers) else None
         if (
+            isinstance(layer, nn.ReLU)
+            and isinstance(following, nn.MaxPool2d)
+            and _is_plain_2x2_pool(following)
+        ):
+            out += [strided_max_pool(), nn.ReLU(inplace=True)]
+            i += 2
+        elif (
             isinstance(layer, nn.Conv2d)
             and isinstance(following, nn.BatchNorm2d)
             and layer.groups == 1
@@ -196,6 +229,22 @@ def inference_copy(net: Any) -> Any:
             out.append(copy.deepcopy(layer))
             i += 1
     return nn.Sequential(*out).eval().to(memory_format=torch.channels_last)
+
+
+def _is_plain_2x2_pool(pool: Any) -> bool:
+    """Whether ``pool`` is ``nn.MaxPool2d(2)``: 2x2 windows, stride 2, no padding, floor mode."""
+
+    def pair(v: Any) -> tuple[Any, Any]:
+        return tuple(v) if isinstance(v, tuple | list) else (v, v)  # type: ignore[return-value]
+
+    return (
+        pair(pool.kernel_size) == (2, 2)
+        and pair(pool.stride) == (2, 2)
+        and pair(pool.padding) == (0, 0)
+        and pair(pool.dilation) == (1, 1)
+        and not pool.ceil_mode
+        and not pool.return_indices
+    )
 
 
 class OcclusionModel:

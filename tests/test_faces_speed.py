@@ -1,0 +1,146 @@
+"""The faster face analysis (issue 23, speed) gives the numbers of the path it replaced, bit
+for bit: each shortcut against the code it replaced, and the whole analysis, table and
+verdicts, on real grey and colour photos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from curate.errors import CurateError
+from curate.faces import analyze as A
+from curate.faces import geometry as G
+from curate.faces import litert as R
+from curate.faces import model_file as M
+from curate.faces import occlusion as O
+from curate.images import load_arrays, load_face_arrays
+from curate.screens.faces import face_verdicts
+
+
+def old_channel_medians(pixels: np.ndarray) -> list[int]:
+    """The padding colour as it was computed before (a sort per channel)."""
+    return [int(v) for v in np.median(pixels, axis=0)]
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 2304, 2305, 65536])
+def test_channel_medians_are_numpys_medians(n):
+    rng = np.random.default_rng(n)
+    for pixels in (
+        rng.integers(0, 256, (n, 3), dtype=np.uint8),
+        rng.integers(100, 103, (n, 1), dtype=np.uint8),  # many ties
+        np.full((n, 1), 255, dtype=np.uint8),
+        (rng.integers(0, 2, (n, 3)) * 255).astype(np.uint8),  # two values: the floored mean
+    ):
+        assert G.channel_medians(pixels) == old_channel_medians(pixels)
+    floats = rng.random((n, 3)) * 255
+    assert G.channel_medians(floats) == old_channel_medians(floats)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "P", "I;16", "LA"])
+def test_load_face_arrays_gives_load_arrays_pixels(tmp_path, mode):
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    image = Image.fromarray(rgb)
+    if mode == "I;16":
+        image = Image.fromarray((rng.integers(0, 65536, (20, 30))).astype(np.uint16))
+    else:
+        image = image.convert(mode)
+    path = tmp_path / f"x_{mode.replace(';', '')}.png"
+    image.save(path)
+    colour, grey = load_face_arrays(path)
+    ref_rgb, ref_grey = load_arrays(path)
+    assert np.array_equal(grey, ref_grey)
+    if colour.ndim == 2:  # a grey file: its one channel is each of the three
+        for c in range(3):
+            assert np.array_equal(colour, ref_rgb[..., c])
+        assert mode in ("L", "I;16")
+    else:
+        assert np.array_equal(colour, ref_rgb) and mode not in ("L", "I;16")
+    with pytest.raises(CurateError, match="missing"):
+        load_face_arrays(tmp_path / "absent.png")
+
+
+def test_strided_max_pool_is_max_pool(tmp_path):
+    import torch
+
+    rng = np.random.default_rng(1)
+    pool = O.strided_max_pool()
+    for shape in ((3, 12, 48, 48), (2, 5, 7, 9), (1, 1, 2, 2)):
+        x = torch.from_numpy(rng.standard_normal(shape).astype(np.float32))
+        for t in (x, x.contiguous(memory_format=torch.channels_last), x.bfloat16()):
+            assert torch.equal(pool(t), torch.nn.functional.max_pool2d(t, 2))
+    assert O._is_plain_2x2_pool(torch.nn.MaxPool2d(2))
+    assert not O._is_plain_2x2_pool(torch.nn.MaxPool2d(3))
+    assert not O._is_plain_2x2_pool(torch.nn.MaxPool2d(2, ceil_mode=True))
+    assert not O._is_plain_2x2_pool(torch.nn.MaxPool2d(2, stride=1))
+    net = O.inference_copy(O.build_occlusion_net())
+    assert not any(isinstance(m, torch.nn.MaxPool2d) for m in net.modules())
+
+
+@pytest.fixture
+def old_path(monkeypatch):
+    """Switches the analysis back to the code the speed work replaced: the padding colour by
+    sorting, grey files decoded to three equal channels, the occlusion networks with torch's
+    max pooling after each ReLU, eight faces per forward pass."""
+
+    def use_old() -> None:
+        monkeypatch.setattr(G, "channel_medians", old_channel_medians)
+        monkeypatch.setattr(R, "load_face_arrays", load_arrays)
+        monkeypatch.setattr(O, "_is_plain_2x2_pool", lambda pool: False)
+        monkeypatch.setattr(O, "SCORE_CHUNK", 8)
+
+    return use_old
+
+
+def real_sample(data: Path) -> list[str]:
+    """48 px grey crops (FER2013 val across its classes, face-conditions: turned and covered
+    faces) and 256 px colour portraits (taiwanese-posed), a fixed sample."""
+    rng = np.random.default_rng(0)
+    fer = sorted((data / "fer2013" / "val").rglob("*.jpg"))
+    conditions = sorted((data / "face-conditions" / "images").glob("*.png"))
+    colour = sorted((data / "taiwanese-posed" / "images").glob("*.jpg"))
+    picks = []
+    for files, n in ((fer, 80), (conditions, 40), (colour, 40)):
+        picks += [str(files[i]) for i in np.sort(rng.choice(len(files), n, replace=False))]
+    return picks
+
+
+def test_the_fast_path_gives_the_old_table_and_verdicts_on_real_photos(shared_data, old_path):
+    pytest.importorskip("ai_edge_litert")
+    try:
+        M.resolve_face_model()
+    except CurateError as exc:
+        pytest.skip(f"no MediaPipe face model available: {exc.message}")
+    paths = real_sample(shared_data)
+    new = A.analyze_faces(paths, workers=0, backend="litert", cache_dir="none")
+    old_path()
+    old = A.analyze_faces(paths, workers=0, backend="litert", cache_dir="none")
+    # the sample exercises every branch: grey and colour, faces found, found on a second
+    # look, and none found
+    assert new["face_found"].sum() > 140 and (~new["face_found"]).any()
+    pd.testing.assert_frame_equal(new, old, check_exact=True)
+    for max_yaw, max_occlusion in ((25.0, None), (15.0, 0.2)):
+        pd.testing.assert_frame_equal(
+            face_verdicts(new, max_yaw=max_yaw, max_occlusion=max_occlusion),
+            face_verdicts(old, max_yaw=max_yaw, max_occlusion=max_occlusion),
+            check_exact=True,
+        )
+
+
+def test_the_tasks_backend_gives_the_old_table_too(shared_data, old_path):
+    """The Tasks backend shares the padding and the occlusion scoring: unchanged as well."""
+    pytest.importorskip("mediapipe")
+    try:
+        M.resolve_face_model()
+    except CurateError as exc:
+        pytest.skip(f"no MediaPipe face model available: {exc.message}")
+    paths = real_sample(shared_data)[::4]
+    new = A.analyze_faces(paths, workers=0, backend="tasks", cache_dir="none")
+    old_path()
+    old = A.analyze_faces(paths, workers=0, backend="tasks", cache_dir="none")
+    assert new["face_found"].sum() > 30
+    pd.testing.assert_frame_equal(new, old, check_exact=True)
