@@ -84,6 +84,24 @@ def test_import_curate_screens_stays_cheap() -> None:
     assert out.stdout.strip() == "", f"imported on `import curate.screens`: {out.stdout}"
 
 
+def test_the_console_scripts_import_of_main_stays_cheap() -> None:
+    """The face workers that `curate screen` spawns re-run the console script, which imports
+    ``main`` from curate.cli: that must load no command (pandas, typer, the library), and the
+    commands must all be there once ``app`` is asked for, in pipeline order."""
+    code = (
+        "import sys; from curate.cli import main; "
+        "heavy = [m for m in ('pandas', 'typer', 'torch', 'curate.cli._app', 'curate.cli.screen', "
+        "'curate.screen') if m in sys.modules]; print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"imported on `from curate.cli import main`: {out.stdout}"
+    from curate.cli import app
+
+    names = [c.name for c in app.registered_commands]
+    assert names[:2] == ["example", "build-tuples"] and names[-1] == "models"
+    assert {"screen", "export", "report", "finetune", "evaluate", "predict", "faces"} <= set(names)
+
+
 def test_renamed_modules_keep_their_old_import_path() -> None:
     from curate.distributed import RayEngine as old
     from curate.ray_engine import RayEngine

@@ -235,7 +235,7 @@ def _is_plain_2x2_pool(pool: Any) -> bool:
     """Whether ``pool`` is ``nn.MaxPool2d(2)``: 2x2 windows, stride 2, no padding, floor mode."""
 
     def pair(v: Any) -> tuple[Any, Any]:
-        return tuple(v) if isinstance(v, tuple | list) else (v, v)  # type: ignore[return-value]
+        return tuple(v) if isinstance(v, tuple | list) else (v, v)
 
     return (
         pair(pool.kernel_size) == (2, 2)
