@@ -462,41 +462,20 @@ class _Trainer:
         local = local_t.cpu().numpy()
         t = len(local)
         emb_np = emb.detach().cpu().numpy()
-        info: dict[str, Any] = {
-            "screen_active": False,
-            "d_null": None,
-            "mu": None,
-            "sigma": None,
-            "t_pos": None,
-            "t_neg": None,
-        }
+        info: dict[str, Any] = {"screen_active": False} | dict.fromkeys(_SCREEN_INFO)
         keep, too_far, too_close = np.ones(t, bool), np.zeros(t, bool), np.zeros(t, bool)
         batch_suspicion = None
         if cfg.screen_every_step and t:
             res = self.screen(emb_np, b.labels_np, local, step=step, seed=cfg.seed)
             keep, too_far, too_close = res.keep, res.too_far, res.too_close
             batch_suspicion = res.suspicion
-            info = {
-                "screen_active": res.active,
-                "d_null": res.d_null,
-                "mu": res.mu,
-                "sigma": res.sigma,
-                "t_pos": res.t_pos,
-                "t_neg": res.t_neg,
-            }
+            info = {"screen_active": res.active} | {k: getattr(res, k) for k in _SCREEN_INFO}
         assert self.margins is not None
         pair_margins = self.margins.update(emb_np, b.labels_np, step)
         kept = local_t[torch.from_numpy(keep).to(local_t.device)]
         metric = emb.sum() * 0.0
         if cfg.metric_weight > 0 and len(kept):
-            m = torch.as_tensor(
-                pair_margins[
-                    b.labels_np[kept[:, 0].cpu().numpy()], b.labels_np[kept[:, 2].cpu().numpy()]
-                ],
-                dtype=emb.dtype,
-                device=emb.device,
-            )
-            metric = triplet_loss_margins(emb, kept[:, 0], kept[:, 1], kept[:, 2], m)
+            metric = _margin_triplet_loss(emb, kept, pair_margins, b.labels_np)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             logits = self.net.logits_from_embeddings(emb if cfg.ce_weight > 0 else emb.detach())
         logits = logits.float()
@@ -515,20 +494,9 @@ class _Trainer:
             ce_rows
         ):  # no triplet left (suppression emptied a label): every image not suppressed
             ce_rows = np.flatnonzero(~excluded)
-        ce_idx = torch.from_numpy(ce_rows).to(self.device)
-        if not len(ce_rows):  # every image of the batch suppressed: nothing to learn from
-            ce = logits.sum() * 0.0
-        elif self.soft_targets is None:
-            ce = F.cross_entropy(logits[ce_idx], b.labels[ce_idx])
-        else:
-            target = self.soft_targets[torch.from_numpy(b.rows)].to(self.device)[ce_idx]
-            ce = -(target * F.log_softmax(logits[ce_idx], dim=1)).sum(dim=1).mean()
+        ce = self._cross_entropy(logits, b, ce_rows)
         loss = cfg.metric_weight * metric + (cfg.ce_weight if cfg.ce_weight > 0 else 1.0) * ce
-        if not torch.isfinite(loss):
-            raise CurateError(
-                f"the loss became {loss.item()} at step {step}",
-                hint="lower --lr, or check the images for extreme values",
-            )
+        _check_finite(loss, step)
         acc = (logits.argmax(1) == b.labels).float().mean().item()
         off = ~np.eye(len(pair_margins), dtype=bool)
         row = {
@@ -553,6 +521,18 @@ class _Trainer:
             mined_record(step, b.rows, local, suppressed, too_far, too_close),
             batch_suspicion,
         )
+
+    def _cross_entropy(self, logits: torch.Tensor, b: _Batch, rows: np.ndarray) -> torch.Tensor:
+        """The classification loss on the batch images ``rows`` (their labels, or their soft
+        targets with ``--soft-label-prefix``); zero when ``rows`` is empty (every image of the
+        batch suppressed: nothing to learn from)."""
+        if not len(rows):
+            return logits.sum() * 0.0
+        idx = torch.from_numpy(rows).to(self.device)
+        if self.soft_targets is None:
+            return F.cross_entropy(logits[idx], b.labels[idx])
+        target = self.soft_targets[torch.from_numpy(b.rows)].to(self.device)[idx]
+        return -(target * F.log_softmax(logits[idx], dim=1)).sum(dim=1).mean()
 
     def batch(self, tuple_rows: np.ndarray, step: int) -> _Batch:
         rows, local = batch_members(self.member_rows[tuple_rows])
@@ -636,18 +616,9 @@ class _Trainer:
         ce_idx = torch.from_numpy(
             ce_rows[~excluded[ce_rows]] if (~excluded[ce_rows]).any() else ce_rows
         )
-        ce_idx = ce_idx.to(self.device)
-        if self.soft_targets is None:
-            ce = F.cross_entropy(logits[ce_idx], b.labels[ce_idx])
-        else:
-            target = self.soft_targets[torch.from_numpy(b.rows)].to(self.device)[ce_idx]
-            ce = -(target * F.log_softmax(logits[ce_idx], dim=1)).sum(dim=1).mean()
+        ce = self._cross_entropy(logits, b, ce_idx.numpy())
         loss = metric + (cfg.ce_weight if cfg.ce_weight > 0 else 1.0) * ce
-        if not torch.isfinite(loss):
-            raise CurateError(
-                f"the loss became {loss.item()} at step {step}",
-                hint="lower --lr, or check the images for extreme values",
-            )
+        _check_finite(loss, step)
         acc = (logits.argmax(1) == b.labels).float().mean().item()
         row = {
             "n_tuples": t,
@@ -814,6 +785,31 @@ class _Unclaimed:
 
     path: Path
     note: str | None = None
+
+
+# the boundary's quantities a batch-hard step records (None before the screen is active)
+_SCREEN_INFO = ("d_null", "mu", "sigma", "t_pos", "t_neg")
+
+
+def _check_finite(loss: torch.Tensor, step: int) -> None:
+    if not torch.isfinite(loss):
+        raise CurateError(
+            f"the loss became {loss.item()} at step {step}",
+            hint="lower --lr, or check the images for extreme values",
+        )
+
+
+def _margin_triplet_loss(
+    emb: torch.Tensor, kept: torch.Tensor, pair_margins: np.ndarray, labels: np.ndarray
+) -> torch.Tensor:
+    """The triplet loss of the ``kept`` mined triplets (``[t, 3]`` local rows), each with
+    the margin of its anchor's and negative's class pair."""
+    m = torch.as_tensor(
+        pair_margins[labels[kept[:, 0].cpu().numpy()], labels[kept[:, 2].cpu().numpy()]],
+        dtype=emb.dtype,
+        device=emb.device,
+    )
+    return triplet_loss_margins(emb, kept[:, 0], kept[:, 1], kept[:, 2], m)
 
 
 def _train(
