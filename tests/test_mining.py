@@ -375,6 +375,10 @@ def test_cli_finetune_batch_hard_with_class_pair_margins(build: Path, tmp_path: 
     assert res.exit_code == 0, res.output
     record = json.loads((tmp_path / "run" / "run.json").read_text())
     assert record["params"]["margin_mode"] == "ordered-pair" and record["counts"]["steps"] == 3
+    # the summary shows what batch-hard training did: triplets mined, images suppressed
+    out = " ".join(res.output.split())
+    assert f"mined triplets │ {record['counts']['mined_triplets']}" in out
+    assert f"images suppressed (outliers) │ {record['counts']['images_excluded']}" in out
     assert record["params"]["screen_negatives"] is True  # the batch-hard default is off
     assert (tmp_path / "run" / "class_pair_margins.parquet").is_file()
     bad = runner.invoke(

@@ -204,19 +204,32 @@ def _render_finetune(result: Any) -> None:
     table = Table(title=f"finetune: {safe(str(result.run_dir))}")
     table.add_column("measure")
     table.add_column("value", justify="right")
-    for key in (
-        "tuples",
-        "steps",
-        "mean_share_dropped",
-        "val_images",
-        "val_accuracy",
-        "val_macro_f1",
-    ):
+    params = result.run.get("params") or {}
+    batch_hard = params.get("mining") == "batch-hard"
+    rows = {
+        "tuples": "tuples",
+        "steps": "steps",
+        **(
+            {
+                "mined_triplets": "mined triplets",
+                "images_excluded": "images suppressed (outliers)",
+                "face_rejected_images": "images left out by --face-screen",
+            }
+            if batch_hard
+            else {"images_excluded": "images excluded (suspects)"}
+        ),
+        "mean_share_dropped": "mean share dropped",
+        "val_images": "val images",
+        "val_accuracy": "val accuracy",
+        "val_macro_f1": "val macro f1",
+    }
+    for key, name in rows.items():
         v = counts.get(key)
-        table.add_row(
-            key.replace("_", " "),
-            "–" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v)),
-        )
+        if key == "face_rejected_images" and v is None:
+            continue  # no --face-screen
+        if key == "images_excluded" and not params.get("exclude_suspects"):
+            continue  # no --exclude-suspects
+        table.add_row(name, "–" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v)))
     console.print(table)
     if not result.config.get("pretrained_from"):
         console.print("[bold red]the network started from random weights[/]")
