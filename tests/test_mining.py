@@ -659,6 +659,10 @@ def test_default_finetune_is_batch_hard_with_suppression_by_the_head_on_the_synt
     assert mined["suppressed"].any() and not mined["negative_too_close"].any()
     table = pd.read_parquet(tmp_path / "run" / "image_suspicion.parquet")
     assert table["excluded"].any()
+    report = (tmp_path / "run" / "report.html").read_text()
+    n = int(table["excluded"].sum())
+    assert f"the 0.2 most suspect by head, over all images: {n} images" in report
+    assert "boundary sides on the mined triplets</th><td>positive only" in report
 
 
 @pytest.mark.parametrize("per_class", [1, 2])

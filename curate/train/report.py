@@ -193,6 +193,28 @@ def _margins_table(margins: pd.DataFrame | None) -> str:
     )
 
 
+def _stage_rows(params: Mapping[str, Any], counts: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """Summary rows of the stages that ran: the boundary's sides on the mined triplets, the
+    outlier suppression (what it ranked, how many images it left out) and the face screen."""
+    rows: list[tuple[str, Any]] = []
+    if params.get("mining") == "batch-hard":
+        rows.append(("mined triplets", counts.get("mined_triplets")))
+        sides = "both" if params.get("screen_negatives", True) else "positive only"
+        rows.append(("boundary sides on the mined triplets", sides))
+    if params.get("exclude_suspects"):
+        rank = "within each label" if params.get("suspect_per_class") else "over all images"
+        rows.append(
+            (
+                "outlier suppression",
+                f"the {params.get('suspect_share')} most suspect by {params.get('suspect_score')}, "
+                f"{rank}: {counts.get('images_excluded')} images",
+            )
+        )
+    if counts.get("face_rejected_images") is not None:
+        rows.append(("images left out by the face screen", counts.get("face_rejected_images")))
+    return rows
+
+
 def build_report(
     *,
     metrics: pd.DataFrame,
@@ -216,6 +238,7 @@ def build_report(
         ("margin", f"{params.get('margin')} ({params.get('margin_mode', 'global')})"),
         ("null", params.get("null")),
         ("alpha_pos / alpha_neg", f"{params.get('alpha_pos')} / {params.get('alpha_neg')}"),
+        *_stage_rows(params, counts),
         ("mean share dropped per step", counts.get("mean_share_dropped")),
         ("steps where every tuple was dropped", counts.get("steps_all_dropped")),
         ("validation accuracy", final.get("accuracy")),
