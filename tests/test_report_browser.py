@@ -19,10 +19,10 @@ import pytest
 from PIL import Image
 from test_report import SECTIONS, external_references, parse  # noqa: I001
 
+from bench.common.browser import CHROMIUM, HEADLESS
 from bench.common.screen_folder import make_screen_dir
 from curate.report import write_report
 
-CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(
@@ -30,18 +30,7 @@ pytestmark = [
         reason="needs Debian's chromium at /usr/bin/chromium (apt-get install -y chromium)",
     ),
 ]
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--hide-scrollbars",
-    "--host-resolver-rules=MAP * ~NOTFOUND",
-]
+FLAGS = [*HEADLESS, "--hide-scrollbars"]
 
 
 def chromium(tmp: Path, *args: str, timeout: int = 90) -> subprocess.CompletedProcess[str]:

@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 CHROMIUM = Path("/usr/bin/chromium")
-FLAGS = [
+# headless, offline (no request may leave the page: every host name resolves to nothing)
+HEADLESS = [
     "--headless",
     "--no-sandbox",
     "--disable-gpu",
@@ -20,8 +21,8 @@ FLAGS = [
     "--disable-component-update",
     "--disable-sync",
     "--host-resolver-rules=MAP * ~NOTFOUND",
-    "--window-size=1280,1000",
 ]
+FLAGS = [*HEADLESS, "--window-size=1280,1000"]  # the review view's driver
 
 
 def chromedriver() -> str | None:
