@@ -4,7 +4,13 @@ clear error naming the entry point."""
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable
 from importlib import metadata
+from pathlib import Path
 
 import pytest
 
@@ -101,40 +107,18 @@ def test_a_plug_in_screen_from_its_entry_point_gets_a_flag_a_report_section_and_
     ``--skip-large-image-screen`` flags, runs in ``curate screen``, has its report
     section, and its verdict reaches ``curate export``."""
     import json
-    import os
     import re
-    import subprocess
-    import sys
-    from pathlib import Path
 
     import pandas as pd
     from builders import make_build, write_embeddings
 
-    root = Path(__file__).resolve().parents[1]
-    code = re.search(
-        r"## Adding a screen.*?```python\n(.*?)```",
-        (root / "docs" / "screens.md").read_text(),
-        re.S,
-    ).group(1)
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "largescreen.py").write_text(
-        code.replace("@register\n", "")
-    )  # the entry point registers it
-    dist = site / "largescreen-1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: largescreen\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text(
-        "[curate.screens]\nlarge_image = largescreen:LargeImageScreen\n"
+    curate = _install_documented_plugin(
+        tmp_path,
+        doc="screens.md",
+        heading="Adding a screen",
+        module="largescreen",
+        entry_point="[curate.screens]\nlarge_image = largescreen:LargeImageScreen\n",
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(root)])}
-
-    def curate(*args: str) -> str:
-        res = subprocess.run(
-            [sys.executable, "-m", "curate", *args], env=env, capture_output=True, text=True
-        )
-        assert res.returncode == 0, res.stdout + res.stderr
-        return res.stdout
 
     help_text = curate("screen", "--help")
     assert "--max-side" in help_text and "--skip-large-image-screen" in help_text
@@ -185,36 +169,18 @@ def test_a_plug_in_representation_from_its_entry_point_gets_a_flag_and_a_report_
     touched) gets its ``--pixels-side`` flag, is a choice of ``--representation``, and its
     setting reaches its vectors, ``run.json`` and its section of the report."""
     import json
-    import os
     import re
-    import subprocess
-    import sys
-    from pathlib import Path
 
     import pandas as pd
     from builders import make_build
 
-    root = Path(__file__).resolve().parents[1]
-    code = re.search(
-        r"## Adding a representation.*?```python\n(.*?)```",
-        (root / "docs" / "representations.md").read_text(),
-        re.S,
-    ).group(1)
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "pixelrep.py").write_text(code.replace("@register\n", ""))
-    dist = site / "pixelrep-1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: pixelrep\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text("[curate.representations]\npixels = pixelrep:Pixels\n")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(root)])}
-
-    def curate(*args: str) -> str:
-        res = subprocess.run(
-            [sys.executable, "-m", "curate", *args], env=env, capture_output=True, text=True
-        )
-        assert res.returncode == 0, res.stdout + res.stderr
-        return res.stdout
+    curate = _install_documented_plugin(
+        tmp_path,
+        doc="representations.md",
+        heading="Adding a representation",
+        module="pixelrep",
+        entry_point="[curate.representations]\npixels = pixelrep:Pixels\n",
+    )
 
     help_text = curate("screen", "--help")
     assert "--pixels-side" in help_text and "pixels" in help_text
@@ -247,3 +213,33 @@ def test_a_plug_in_representation_from_its_entry_point_gets_a_flag_and_a_report_
     )
     assert section and "6 x 6 thumbnails" in section.group(1)
     assert 'href="#pixels-representation"' in html
+
+
+def _install_documented_plugin(
+    tmp_path: Path, *, doc: str, heading: str, module: str, entry_point: str
+) -> Callable[..., str]:
+    """Install the worked example under ``## heading`` of docs/``doc`` as the module ``module``
+    of a distribution whose entry point is ``entry_point`` (its ``@register`` removed: the
+    entry point registers it), and return a runner of ``python -m curate`` that sees it."""
+    root = Path(__file__).resolve().parents[1]
+    found = re.search(
+        rf"## {heading}.*?```python\n(.*?)```", (root / "docs" / doc).read_text(), re.S
+    )
+    assert found, f"docs/{doc} has no worked example under {heading!r}"
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / f"{module}.py").write_text(found.group(1).replace("@register\n", ""))
+    dist = site / f"{module}-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(entry_point)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(root)])}
+
+    def curate(*args: str) -> str:
+        res = subprocess.run(
+            [sys.executable, "-m", "curate", *args], env=env, capture_output=True, text=True
+        )
+        assert res.returncode == 0, res.stdout + res.stderr
+        return res.stdout
+
+    return curate
