@@ -60,41 +60,33 @@ def test_type_checkers_see_every_export() -> None:
         assert f"from {module} import {name} as {name}" in block, name
 
 
-def test_import_curate_and_the_finetune_config_stay_cheap() -> None:
-    code = (
-        "import sys, curate, curate.train.config; "
-        "heavy = [m for m in ('torch', 'mediapipe', 'curate.faces', 'curate.screens.faces', "
-        "'curate.screens.label', 'curate.screens.near_duplicates', 'curate.hygiene', 'pandas', 'timm') "
-        "if m in sys.modules]; print(','.join(heavy))"
-    )
+def _loaded_by(statement: str, modules: tuple[str, ...]) -> list[str]:
+    """Which of ``modules`` a fresh interpreter has loaded after running ``statement``."""
+    code = f"import sys; {statement}; print(','.join(m for m in {modules!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "", f"imported on `import curate.train.config`: {out.stdout}"
+    return [m for m in out.stdout.strip().split(",") if m]
+
+
+def test_import_curate_and_the_finetune_config_stay_cheap() -> None:
+    heavy = ("torch", "mediapipe", "curate.faces", "curate.screens.faces", "curate.screens.label")
+    heavy += ("curate.screens.near_duplicates", "curate.hygiene", "pandas", "timm")
+    assert _loaded_by("import curate, curate.train.config", heavy) == []
 
 
 def test_import_curate_screens_stays_cheap() -> None:
     """The registry's package loads no pandas, no torch and no built-in screen until it is used
     (the plug-in packages and the CLI import it to register and list screens)."""
-    code = (
-        "import sys, curate.screens; "
-        "heavy = [m for m in ('pandas', 'pyarrow', 'torch', 'curate.tuples', 'curate.screens.label', "
-        "'curate.screens.boundary', 'curate.screens.faces', 'curate.faces') "
-        "if m in sys.modules]; print(','.join(heavy))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "", f"imported on `import curate.screens`: {out.stdout}"
+    heavy = ("pandas", "pyarrow", "torch", "curate.tuples", "curate.screens.label")
+    heavy += ("curate.screens.boundary", "curate.screens.faces", "curate.faces")
+    assert _loaded_by("import curate.screens", heavy) == []
 
 
 def test_the_console_scripts_import_of_main_stays_cheap() -> None:
     """The face workers that `curate screen` spawns re-run the console script, which imports
     ``main`` from curate.cli: that must load no command (pandas, typer, the library), and the
     commands must all be there once ``app`` is asked for, in pipeline order."""
-    code = (
-        "import sys; from curate.cli import main; "
-        "heavy = [m for m in ('pandas', 'typer', 'torch', 'curate.cli._app', 'curate.cli.screen', "
-        "'curate.screen') if m in sys.modules]; print(','.join(heavy))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "", f"imported on `from curate.cli import main`: {out.stdout}"
+    heavy = ("pandas", "typer", "torch", "curate.cli._app", "curate.cli.screen", "curate.screen")
+    assert _loaded_by("from curate.cli import main", heavy) == []
     from curate.cli import app
 
     names = [c.name for c in app.registered_commands]
