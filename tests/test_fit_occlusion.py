@@ -338,3 +338,50 @@ def test_extra_uncovered_faces_and_balanced_classes(tmp_path, monkeypatch):
     # three classes drawn alike: the 2 rare faces make about a third of the uncovered draws
     # (unbalanced: 2 of 25 faces, 8%)
     assert rare / (rare + common + posed) > 0.2, (rare, common, posed)
+
+
+def test_balance_covered_draws_covered_faces_of_every_class_alike(tmp_path, monkeypatch):
+    """With balance_covered the covered labelled faces are drawn with each class equally
+    likely too (the class says nothing about the target); without it, as they come."""
+    crops = _crops(70, seed=7)
+    labels = _labels(30)
+    init = _save_net(tmp_path / "init.safetensors", 1)
+    clean = _save_net(tmp_path / "clean.safetensors", 2, occluded_bias=-10.0)
+    covered = labels.loc[labels["occluded"] == 1, "idx"].to_numpy()
+    classes = np.array(["common"] * len(crops), dtype=object)
+    classes[covered[:2]] = "rare"  # 2 of the 15 covered faces
+    real_jitter = occluders.jitter
+
+    def rare_share(balance_covered: bool) -> float:
+        jittered: list[np.ndarray] = []
+
+        def spy_jitter(img, rng):
+            jittered.append(np.array(img, copy=True))
+            return real_jitter(img, rng)
+
+        monkeypatch.setattr(occluders, "jitter", spy_jitter)
+        fit.fit_labelled(
+            crops,
+            labels,
+            init=init,
+            clean_with=clean,
+            seeds=(0,),
+            epochs=3,
+            classes=classes.tolist(),
+            balance_covered=balance_covered,
+        )
+        drawn = [
+            sum(any(np.array_equal(s, crops[i].astype(np.float32)) for s in jittered) for i in g)
+            for g in (covered[:2], covered[2:])
+        ]
+        hits = [
+            sum(np.array_equal(s, crops[i].astype(np.float32)) for s in jittered for i in g)
+            for g in (covered[:2], covered[2:])
+        ]
+        assert drawn[0] > 0
+        return hits[0] / (hits[0] + hits[1])
+
+    # two classes drawn alike: the 2 rare faces make about half of the covered draws
+    # (as they come: 2 of 15 faces, 13%)
+    assert rare_share(True) > 0.35
+    assert rare_share(False) < 0.3
