@@ -205,6 +205,13 @@ def main() -> None:
         "class equally likely too (the class then says nothing about the target)",
     )
     ap.add_argument(
+        "--clothing",
+        type=float,
+        default=0.0,
+        help="with --real-labels: share of the faces drawn (whatever their target) that get "
+        "a painted collar under the chin (curate.faces.occluders.clothing)",
+    )
+    ap.add_argument(
         "--posed-bare",
         type=Path,
         default=None,
@@ -248,6 +255,7 @@ def main() -> None:
             extra_bare=extra,
             extra_classes=extra_classes,
             balance_covered=args.balance_covered,
+            clothing=args.clothing,
             progress=_labelled_progress,
         )
         held = result.held_out
@@ -273,6 +281,7 @@ def main() -> None:
                 "outputs": ",".join(OUTPUTS),
                 "balance_classes": str(bool(args.balance_classes)),
                 "balance_covered": str(bool(args.balance_covered)),
+                "clothing": str(args.clothing),
                 "posed_bare": "dev performers" if args.posed_bare else "none",
             },
         )

@@ -317,6 +317,7 @@ def fit_labelled(
     extra_bare: np.ndarray | None = None,
     extra_classes: Sequence[str] | None = None,
     balance_covered: bool = False,
+    clothing: float = 0.0,
     progress: FitProgress | None = None,
 ) -> LabelledFit:
     """Fine-tune ``init`` on hand-labelled real faces, once per seed (stage 5).
@@ -348,7 +349,9 @@ def fit_labelled(
     glasses only) are drawn with every class equally likely too, so the expression class
     says nothing about the target. Without it, the hand labels' own mix leaks in: half of
     the labelled fear and surprise faces are covered (hands at the face), a fifth of the
-    disgust ones, and the network learns an expression as a sign of cover.
+    disgust ones, and the network learns an expression as a sign of cover. ``clothing``:
+    the share of all faces drawn (labelled and synthetic, whatever their target) that get
+    a collar under the chin first (:func:`curate.faces.occluders.clothing`).
     """
     if extra_bare is not None and len(extra_bare):
         n0 = len(crops)
@@ -446,6 +449,7 @@ def fit_labelled(
             history=history,
             progress=progress,
             group_p=group_p,
+            clothing=clothing,
         )
         states.append({k: v.detach().contiguous() for k, v in net.state_dict().items()})
         held_scores.append(
@@ -464,6 +468,16 @@ def fit_labelled(
         held.assign(score=covered, occlusion=occlusion),
         history,
     )
+
+
+def _dressed(face: np.ndarray, rng: np.random.Generator, share: float) -> np.ndarray:
+    """``face`` as float32, with :func:`curate.faces.occluders.clothing` painted on with
+    probability ``share`` (no draw at all when ``share`` is 0: the recipe without it is
+    unchanged)."""
+    img = face.astype(np.float32)
+    if share and rng.random() < share:
+        img = occluders.clothing(img, rng)
+    return img
 
 
 def class_balanced(classes: np.ndarray) -> np.ndarray:
@@ -521,6 +535,7 @@ def _fit_one_labelled(
     history: list[dict[str, Any]],
     progress: FitProgress | None,
     group_p: Sequence[np.ndarray | None] = (None, None, None),
+    clothing: float = 0.0,
 ) -> Any:
     """One network of :func:`fit_labelled`."""
     import torch
@@ -551,11 +566,15 @@ def _fit_one_labelled(
         for b in range(0, len(perm), BATCH):
             idx = perm[b : b + BATCH]
             n_real = int(round(real_frac * len(idx)))
-            x, y = occluders.labelled_stage_batch(crops, idx[n_real:], rng, donors, mix)
+            x, y = occluders.labelled_stage_batch(
+                crops, idx[n_real:], rng, donors, mix, clothing_share=clothing
+            )
             if n_real:
                 group = rng.choice(3, n_real, p=shares)
                 take = np.array([rng.choice(pools[g], p=pool_p[g]) for g in group])
-                xr = np.stack([occluders.jitter(crops[i].astype(np.float32), rng) for i in take])
+                xr = np.stack(
+                    [occluders.jitter(_dressed(crops[i], rng, clothing), rng) for i in take]
+                )
                 x = np.concatenate([standardize_faces(xr), x])
                 y = np.concatenate([np.stack([target[int(i)] for i in take]), y])
             w = torch.ones(y.shape)
