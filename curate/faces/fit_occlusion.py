@@ -349,7 +349,8 @@ def fit_labelled(
     glasses only) are drawn with every class equally likely too, so the expression class
     says nothing about the target. Without it, the hand labels' own mix leaks in: half of
     the labelled fear and surprise faces are covered (hands at the face), a fifth of the
-    disgust ones, and the network learns an expression as a sign of cover. ``clothing``:
+    disgust ones, so an expression could pass for a sign of cover (measured: it did not
+    help, docs/faces.md; the shipped weights are fitted without it). ``clothing``:
     the share of all faces drawn (labelled and synthetic, whatever their target) that get
     a collar under the chin first (:func:`curate.faces.occluders.clothing`).
     """
