@@ -338,3 +338,87 @@ def test_extra_uncovered_faces_and_balanced_classes(tmp_path, monkeypatch):
     # three classes drawn alike: the 2 rare faces make about a third of the uncovered draws
     # (unbalanced: 2 of 25 faces, 8%)
     assert rare / (rare + common + posed) > 0.2, (rare, common, posed)
+
+
+def test_balance_covered_draws_covered_faces_of_every_class_alike(tmp_path, monkeypatch):
+    """With balance_covered the covered labelled faces are drawn with each class equally
+    likely too (the class says nothing about the target); without it, as they come."""
+    crops = _crops(70, seed=7)
+    labels = _labels(30)
+    init = _save_net(tmp_path / "init.safetensors", 1)
+    clean = _save_net(tmp_path / "clean.safetensors", 2, occluded_bias=-10.0)
+    covered = labels.loc[labels["occluded"] == 1, "idx"].to_numpy()
+    classes = np.array(["common"] * len(crops), dtype=object)
+    classes[covered[:2]] = "rare"  # 2 of the 15 covered faces
+    real_jitter = occluders.jitter
+
+    def rare_share(balance_covered: bool) -> float:
+        jittered: list[np.ndarray] = []
+
+        def spy_jitter(img, rng):
+            jittered.append(np.array(img, copy=True))
+            return real_jitter(img, rng)
+
+        monkeypatch.setattr(occluders, "jitter", spy_jitter)
+        fit.fit_labelled(
+            crops,
+            labels,
+            init=init,
+            clean_with=clean,
+            seeds=(0,),
+            epochs=3,
+            classes=classes.tolist(),
+            balance_covered=balance_covered,
+        )
+        drawn = [
+            sum(any(np.array_equal(s, crops[i].astype(np.float32)) for s in jittered) for i in g)
+            for g in (covered[:2], covered[2:])
+        ]
+        hits = [
+            sum(np.array_equal(s, crops[i].astype(np.float32)) for s in jittered for i in g)
+            for g in (covered[:2], covered[2:])
+        ]
+        assert drawn[0] > 0
+        return hits[0] / (hits[0] + hits[1])
+
+    # two classes drawn alike: the 2 rare faces make about half of the covered draws
+    # (as they come: 2 of 15 faces, 13%)
+    assert rare_share(True) > 0.35
+    assert rare_share(False) < 0.3
+
+
+def test_clothing_paints_only_under_the_chin_and_is_seeded():
+    """The painted collar changes the bottom rows of the crop only (never the eyes, nose or
+    mouth of the template) and is the same for the same seed."""
+    face = _crops(1, seed=8)[0].astype(np.float32)
+    lowest = int(min(occluders.CLOTHING_TOP) - 5.0)  # the edge rises at most 5 rows at the sides
+    for seed in range(20):
+        a = occluders.clothing(face, np.random.default_rng(seed))
+        b = occluders.clothing(face, np.random.default_rng(seed))
+        assert np.array_equal(a, b)
+        assert np.array_equal(a[: lowest - 1], face[: lowest - 1])
+        assert not np.allclose(a[-2:], face[-2:])
+
+
+def test_clothing_is_painted_only_when_asked(tmp_path, monkeypatch):
+    """Without clothing no collar is painted (the recipe without it is unchanged); with it
+    faces do get one, and the labelled faces and the clean pool stay the same."""
+    crops = _crops(70, seed=9)
+    labels = _labels(30)
+    init = _save_net(tmp_path / "init.safetensors", 1)
+    clean = _save_net(tmp_path / "clean.safetensors", 2, occluded_bias=-10.0)
+    painted = []
+    real = occluders.clothing
+
+    def spy(img, rng):
+        painted.append(1)
+        return real(img, rng)
+
+    monkeypatch.setattr(occluders, "clothing", spy)
+    res = fit.fit_labelled(crops, labels, init=init, clean_with=clean, seeds=(0,), epochs=1)
+    assert not painted
+    res2 = fit.fit_labelled(
+        crops, labels, init=init, clean_with=clean, seeds=(0,), epochs=1, clothing=0.5
+    )
+    assert painted
+    assert res.n_train == res2.n_train and res.n_clean == res2.n_clean

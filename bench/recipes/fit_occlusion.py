@@ -199,6 +199,19 @@ def main() -> None:
         "class (the FER2013 folder) equally likely",
     )
     ap.add_argument(
+        "--balance-covered",
+        action="store_true",
+        help="with --balance-classes: draw the covered labelled faces with every expression "
+        "class equally likely too (the class then says nothing about the target)",
+    )
+    ap.add_argument(
+        "--clothing",
+        type=float,
+        default=0.0,
+        help="with --real-labels: share of the faces drawn (whatever their target) that get "
+        "a painted collar under the chin (curate.faces.occluders.clothing)",
+    )
+    ap.add_argument(
         "--posed-bare",
         type=Path,
         default=None,
@@ -241,6 +254,8 @@ def main() -> None:
             classes=classes,
             extra_bare=extra,
             extra_classes=extra_classes,
+            balance_covered=args.balance_covered,
+            clothing=args.clothing,
             progress=_labelled_progress,
         )
         held = result.held_out
@@ -265,6 +280,8 @@ def main() -> None:
                 "dev_only": str(bool(args.dev_only)),
                 "outputs": ",".join(OUTPUTS),
                 "balance_classes": str(bool(args.balance_classes)),
+                "balance_covered": str(bool(args.balance_covered)),
+                "clothing": str(args.clothing),
                 "posed_bare": "dev performers" if args.posed_bare else "none",
             },
         )

@@ -33,8 +33,9 @@ from curate.limits import workers_for
 # (geometry.calibrated_yaw), faces BlazeFace misses looked for again (litert retry); 6:
 # the retry on two squares, trying the next where a face does not hold; 7: the mirror image
 # looked at too (litert), ``yaw`` from BlazeFace's keypoints where a face is detected
-# without landmarks
-ANALYSIS_VERSION = "faces-7"
+# without landmarks; 8: occlusion weights refitted with painted collars under the chin
+# (``--clothing 0.2``: a dark collar under a lowered chin read as the edge of a scarf)
+ANALYSIS_VERSION = "faces-8"
 
 COLUMNS = [
     "path",

@@ -447,19 +447,57 @@ def covered_targets(
     return np.clip(out, 0, 255), targets
 
 
+# Where clothing starts below the chin in the aligned crop (rows, at the middle): the chin
+# sits near the bottom edge of the template, a lowered chin a little higher.
+CLOTHING_TOP = (42.0, 47.0)
+
+
+def clothing(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A collar or neckline across the bottom rows of the crop, under the chin: a band of
+    one random tone (dark to light, lightly textured) whose top edge curves up or down at
+    the sides (V, U or straight), half the time a collar stripe of another tone along that
+    edge. Not a cover of the face: fitting paints it on faces whatever their target
+    (``fit_labelled(clothing=...)``), so that a dark collar under a lowered chin, which
+    studio portraits show and tight FER2013 crops rarely do, stops reading as the bottom
+    edge of a scarf or mask."""
+    h = HI * 48
+    x = (np.arange(h, dtype=np.float32) + 0.5) / HI - 24.0
+    top = rng.uniform(*CLOTHING_TOP)
+    bend = rng.uniform(-3.0, 5.0)  # rows the edge rises (+) or falls (-) at the sides
+    shape = np.abs(x) / 24.0 if rng.random() < 0.5 else (x / 24.0) ** 2
+    edge = HI * (top - bend * shape)
+    rows = np.arange(h, dtype=np.float32)[:, None] + 0.5
+    below = _down((rows >= edge[None, :]).astype(np.float32))
+    out = (
+        img * (1 - below)
+        + (rng.uniform(0, 255) + rng.normal(0, rng.uniform(0, 12), (48, 48))) * below
+    )
+    if rng.random() < 0.5:  # a collar stripe of another tone along the edge
+        width = HI * rng.uniform(1.5, 4.0)
+        stripe = _down(
+            ((rows >= edge[None, :]) & (rows < edge[None, :] + width)).astype(np.float32)
+        )
+        out = out * (1 - stripe) + rng.uniform(0, 255) * stripe
+    return out
+
+
 def labelled_stage_batch(
     crops: np.ndarray,
     idx: np.ndarray,
     rng: np.random.Generator,
     donors: np.ndarray,
     mix: Sequence[Occluder],
+    clothing_share: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Inputs (standardised) and the two targets for the synthetic part of a labelled-stage
-    batch: half the faces ``idx`` get an occluder (:func:`covered_targets`), all jittered."""
+    batch: half the faces ``idx`` get an occluder (:func:`covered_targets`), all jittered;
+    ``clothing_share`` of them (whatever their target) first get :func:`clothing`."""
     xs, ys = [], []
     for i in idx:
         img = crops[i].astype(np.float32)
         y = np.zeros(2, np.float32)
+        if clothing_share and rng.random() < clothing_share:
+            img = clothing(img, rng)
         if rng.random() < 0.5:
             img, y = covered_targets(img, rng, donors, mix)
         xs.append(jitter(img, rng))
