@@ -354,48 +354,14 @@ def fit_labelled(
     the share of all faces drawn (labelled and synthetic, whatever their target) that get
     a collar under the chin first (:func:`curate.faces.occluders.clothing`).
     """
-    if extra_bare is not None and len(extra_bare):
-        n0 = len(crops)
-        crops = np.concatenate([crops, np.asarray(extra_bare, dtype=crops.dtype)])
-        extra = pd.DataFrame(
-            {
-                "idx": np.arange(n0, len(crops)),
-                "occluded": 0,
-                "kind": "",
-                "sample": "extra",
-                "path": [f"extra/{i}" for i in range(len(extra_bare))],
-            }
-        )
-        if classes is not None:
-            classes = [
-                *classes,
-                *(extra_classes if extra_classes is not None else ["extra"] * len(extra_bare)),
-            ]
-    else:
-        extra = None
+    crops, classes, extra = _with_extra_bare(crops, classes, extra_bare, extra_classes)
     if cv_fold is not None and not 0 <= cv_fold < N_FOLDS:
         raise CurateError(
             f"cv_fold must be 0..{N_FOLDS - 1}, got {cv_fold}", hint="pass --cv-fold 0 to 4"
         )
     if "kind" not in labels.columns:
         labels = labels.assign(kind="")
-    fold = cv_folds(len(labels))
-    held = labels[fold == cv_fold] if cv_fold is not None else labels.iloc[:0]
-    train = labels[fold != cv_fold] if cv_fold is not None else labels
-    if extra is not None:  # never held out: not hand labels
-        train = pd.concat([train, extra.reindex(columns=train.columns)], ignore_index=True)
-        train["occluded"] = train["occluded"].astype(int)
-        train["kind"] = train["kind"].fillna("")
-    gonly = train["kind"].map(glasses_only).to_numpy() & (train["occluded"] == 1).to_numpy()
-    target = {
-        int(i): np.array([o, g], np.float32)
-        for i, o, g in zip(train["idx"], train["occluded"].astype(np.float32), gonly, strict=True)
-    }
-    groups = (
-        train.loc[(train["occluded"] == 1).to_numpy() & ~gonly, "idx"].to_numpy(),
-        train.loc[gonly, "idx"].to_numpy(),
-        train.loc[train["occluded"] == 0, "idx"].to_numpy(),
-    )
+    held, train, target, groups = _labelled_draws(labels, cv_fold, extra)
     prev = OcclusionModel(clean_with).probabilities(crops)[:, 0]
     banned = np.isin(
         np.arange(len(crops)), np.concatenate([labels["idx"].to_numpy(), np.asarray(exclude, int)])
@@ -469,6 +435,64 @@ def fit_labelled(
         held.assign(score=covered, occlusion=occlusion),
         history,
     )
+
+
+def _with_extra_bare(
+    crops: np.ndarray,
+    classes: Sequence[str] | None,
+    extra_bare: np.ndarray | None,
+    extra_classes: Sequence[str] | None,
+) -> tuple[np.ndarray, Sequence[str] | None, pd.DataFrame | None]:
+    """``crops`` with the known-uncovered ``extra_bare`` faces appended, their classes, and
+    their label rows (``occluded`` 0, ``sample`` ``extra``), or None without extra faces."""
+    if extra_bare is None or not len(extra_bare):
+        return crops, classes, None
+    n0 = len(crops)
+    crops = np.concatenate([crops, np.asarray(extra_bare, dtype=crops.dtype)])
+    extra = pd.DataFrame(
+        {
+            "idx": np.arange(n0, len(crops)),
+            "occluded": 0,
+            "kind": "",
+            "sample": "extra",
+            "path": [f"extra/{i}" for i in range(len(extra_bare))],
+        }
+    )
+    if classes is not None:
+        classes = [
+            *classes,
+            *(extra_classes if extra_classes is not None else ["extra"] * len(extra_bare)),
+        ]
+    return crops, classes, extra
+
+
+def _labelled_draws(
+    labels: pd.DataFrame, cv_fold: int | None, extra: pd.DataFrame | None
+) -> tuple[
+    pd.DataFrame, pd.DataFrame, dict[int, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]
+]:
+    """The held-out labels (fold ``cv_fold``), the training labels (the rest, plus the
+    ``extra`` uncovered faces, never held out: not hand labels), each training face's
+    targets (occluded, clear glasses only) and the three draw groups of :func:`fit_labelled`
+    (covered by more than clear glasses, clear glasses only, uncovered)."""
+    fold = cv_folds(len(labels))
+    held = labels[fold == cv_fold] if cv_fold is not None else labels.iloc[:0]
+    train = labels[fold != cv_fold] if cv_fold is not None else labels
+    if extra is not None:
+        train = pd.concat([train, extra.reindex(columns=train.columns)], ignore_index=True)
+        train["occluded"] = train["occluded"].astype(int)
+        train["kind"] = train["kind"].fillna("")
+    gonly = train["kind"].map(glasses_only).to_numpy() & (train["occluded"] == 1).to_numpy()
+    target = {
+        int(i): np.array([o, g], np.float32)
+        for i, o, g in zip(train["idx"], train["occluded"].astype(np.float32), gonly, strict=True)
+    }
+    groups = (
+        train.loc[(train["occluded"] == 1).to_numpy() & ~gonly, "idx"].to_numpy(),
+        train.loc[gonly, "idx"].to_numpy(),
+        train.loc[train["occluded"] == 0, "idx"].to_numpy(),
+    )
+    return held, train, target, groups
 
 
 def _dressed(face: np.ndarray, rng: np.random.Generator, share: float) -> np.ndarray:
