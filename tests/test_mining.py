@@ -378,6 +378,11 @@ def test_cli_finetune_batch_hard_with_class_pair_margins(build: Path, tmp_path: 
     # the summary shows what batch-hard training did: triplets mined, images suppressed
     out = " ".join(res.output.split())
     assert f"mined triplets │ {record['counts']['mined_triplets']}" in out
+    n_pool = record["counts"]["training_images"]
+    tuples = pd.read_parquet(build / "tuples.parquet")
+    members = pd.unique(tuples[["anchor", "positive", "negative"]].to_numpy().ravel())
+    assert n_pool == len(members)  # every image of the training tuples, no face screen
+    assert f"training images (drawn P x K a batch) │ {n_pool}" in out
     assert f"images suppressed (outliers) │ {record['counts']['images_excluded']}" in out
     assert record["params"]["screen_negatives"] is True  # the batch-hard default is off
     assert (tmp_path / "run" / "class_pair_margins.parquet").is_file()

@@ -207,7 +207,11 @@ def _render_finetune(result: Any) -> None:
     params = result.run.get("params") or {}
     batch_hard = params.get("mining") == "batch-hard"
     rows = {
-        "tuples": "tuples",
+        **(
+            {"training_images": "training images (drawn P x K a batch)"}
+            if batch_hard
+            else {"tuples": "tuples"}
+        ),
         "steps": "steps",
         **(
             {

@@ -981,6 +981,7 @@ def _set_up_sampling(trainer: _Trainer, images: RunImages) -> int:
             cfg.steps_per_epoch,
         )
         trainer.pool = pool
+        data.extra["training_images"] = int(len(pool))  # what batch-hard mining draws from
         n_batches = trainer.sampler.steps_per_epoch
     return n_batches
 
@@ -1266,6 +1267,7 @@ def _finish(
     train = metrics[metrics["phase"] == "train"] if len(metrics) else metrics
     counts = {
         "tuples": len(data.tuples),
+        "training_images": data.extra.get("training_images"),
         "steps": int(state.step),
         "classes": len(data.classes),
         "val_images": len(data.val_images),

@@ -198,6 +198,7 @@ def _stage_rows(params: Mapping[str, Any], counts: Mapping[str, Any]) -> list[tu
     outlier suppression (what it ranked, how many images it left out) and the face screen."""
     rows: list[tuple[str, Any]] = []
     if params.get("mining") == "batch-hard":
+        rows.append(("training images (batch-hard pool)", counts.get("training_images")))
         rows.append(("mined triplets", counts.get("mined_triplets")))
         sides = "both" if params.get("screen_negatives", True) else "positive only"
         rows.append(("boundary sides on the mined triplets", sides))
