@@ -695,3 +695,22 @@ def test_default_finetune_on_fewer_classes_than_p_and_fewer_images_than_k(
 def test_batch_hard_on_one_class_is_a_clear_error():
     with pytest.raises(CurateError, match="at least two classes"):
         ClassBalancedSampler(np.zeros(10, np.int64), p=4, k=24, seed=0)
+
+
+def test_default_finetune_on_quadruplets_says_it_trains_mined_triplets(tmp_path: Path):
+    """Batch-hard mining trains triplets: on a quadruplet build the default run says so (note,
+    run.json's kind), --kind quadruplet with batch-hard mining is a clear error, and
+    --mining none still trains the quadruplet loss on the tuples."""
+    from dataclasses import replace
+
+    build = make_build(tmp_path / "data", quadruplets=True)
+    r = finetune(build, tmp_path / "run", _default_config())
+    assert r.run["params"]["kind"] == "triplet"
+    assert any("quadruplets" in n and "--mining none" in n for n in r.notes), r.notes
+    assert any("quadruplets" in n for n in r.run["notes"])
+    with pytest.raises(CurateError, match="--kind quadruplet") as err:
+        finetune(build, tmp_path / "run2", _default_config(kind="quadruplet"))
+    assert "--mining none" in (err.value.hint or "")
+    none = finetune(build, tmp_path / "run3", replace(_default_config(), mining="none"))
+    assert none.run["params"]["kind"] == "quadruplet"
+    assert not any("quadruplets" in n for n in none.notes)

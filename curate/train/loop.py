@@ -751,6 +751,19 @@ def finetune(
             f"--kind quadruplet needs quadruplets, but {data.tuples_file} holds triplets",
             hint="build tuples with --kind quadruplet, or train with --kind triplet",
         )
+    if kind == "quadruplet" and cfg.mining == "batch-hard":
+        if cfg.kind == "quadruplet":
+            raise CurateError(
+                "--kind quadruplet trains on pre-sampled tuples; --mining batch-hard (the "
+                "default) mines triplets in every batch",
+                hint="pass --mining none (or hard, semihard) to train the quadruplet loss",
+            )
+        cfg = replace(cfg, kind="triplet")
+        data.extra["notes"] = [
+            f"{data.tuples_file.name} holds quadruplets, but batch-hard mining trains triplets: "
+            "each batch image with its hardest positive and negative (the tuples' images are "
+            "the pool); pass --mining none to train the quadruplet loss on the tuples"
+        ]
     par, device = from_env(resolve_device(cfg.device))  # torchrun: this rank and its device
     if not par.is_main:  # the other ranks write nothing; they resume from rank 0's checkpoints
         return _train(
@@ -826,6 +839,7 @@ def _train(
 ) -> FinetuneResult:
     run = claim.path
     notes: list[str] = [claim.note] if claim.note else []
+    notes += data.extra.get("notes", [])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)  # the random parts of the network's initialisation
         net, data_config, pretrained_from, backbone = init_network(cfg, data.classes, notes)
