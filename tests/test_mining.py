@@ -714,3 +714,31 @@ def test_default_finetune_on_quadruplets_says_it_trains_mined_triplets(tmp_path:
     none = finetune(build, tmp_path / "run3", replace(_default_config(), mining="none"))
     assert none.run["params"]["kind"] == "quadruplet"
     assert not any("quadruplets" in n for n in none.notes)
+
+
+def test_an_interrupted_default_run_resumes_to_the_uninterrupted_one(tmp_path: Path):
+    """The defaults (batch-hard, suppression by the head's margin from the second visit): the
+    images' running suspicion survives the checkpoint, so a run stopped mid-way and resumed
+    trains the same weights, suppresses the same images and mines the same triplets."""
+    build = make_build(tmp_path / "data")
+    cfg = _default_config(epochs=3, steps_per_epoch=3, classes_per_batch=2, images_per_class=4)
+    whole = finetune(build, tmp_path / "whole", cfg)
+    run = tmp_path / "interrupted"
+
+    def stop_at_5(phase: str, done: int, total: int, info: dict) -> None:
+        if phase == "train" and done == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        finetune(build, run, cfg, progress=stop_at_5)
+    resumed = finetune(build, run, cfg)
+    assert resumed.resumed_from_step == 5
+    assert whole.run["counts"]["images_excluded"] > 0
+    assert _same_weights(run, whole.run_dir)
+    metrics = [_comparable(pd.read_parquet(r / "metrics.parquet")) for r in (run, whole.run_dir)]
+    pd.testing.assert_frame_equal(*metrics)
+    for table in ("mined_triplets", "image_suspicion"):
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(run / f"{table}.parquet"),
+            pd.read_parquet(whole.run_dir / f"{table}.parquet"),
+        )
