@@ -38,7 +38,6 @@ from curate.faces.landmarks import quiet_native_stderr
 from curate.faces.litert import LiteFaceFinder
 from curate.faces.model_file import resolve_face_model
 from curate.faces.occlusion import OCCLUSION_THRESHOLD, OCCLUSION_WEIGHTS, OcclusionModel
-from curate.images import load_arrays
 
 POLICY = {"hand", "hand_edge", "sunglasses", "mask", "hair", "other"}
 
@@ -64,7 +63,7 @@ def aligned(data: Path, cache: Path | None) -> tuple[pd.Series, np.ndarray, np.n
     found = np.zeros(len(paths), bool)
     faces = np.zeros((len(paths), 48, 48), np.uint8)
     for i, p in enumerate(paths):
-        r = finder.find_face_in_array(*load_arrays(data / p))
+        r = finder.find_face(data / p)
         found[i] = r.face_found
         if r.aligned is not None:
             faces[i] = r.aligned
@@ -177,7 +176,7 @@ def main() -> None:
     man["part"] = np.where(man["subject"].isin(held), "holdout", "dev")
     lab = pd.read_csv(args.data / "face-conditions" / "labels.csv")
     lab["path"] = "face-conditions/" + lab["path"]
-    lab["part"] = np.where(is_holdout(lab["path"], 0.5), "holdout", "dev")
+    lab["part"] = np.where(is_holdout(lab["path"], SHARES["face-conditions"]), "holdout", "dev")
     d = d.merge(man[["path", "label", "part"]], on="path", how="left").merge(
         lab[["path", "yaw_over_30", "yaw_over_45", "occluded", "part"]],
         on="path",

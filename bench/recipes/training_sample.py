@@ -12,9 +12,9 @@ Both bundled networks trained on FER2013 Training (``../shared/data/fer2013/trai
 from __future__ import annotations
 
 import argparse
-import hashlib
 from pathlib import Path
 
+from curate.io import file_sha256
 from curate.representations.head import TRAINING_SAMPLE_FILE, write_training_sample
 
 
@@ -35,7 +35,7 @@ def main() -> None:
         for p in folder.rglob("*")
         if p.is_file() and p.suffix.lower() in (".jpg", ".jpeg", ".png")
     )
-    digests = [hashlib.sha256(p.read_bytes()).hexdigest() for p in files]
+    digests = [file_sha256(p) for p in files]
     n = write_training_sample(digests, model / TRAINING_SAMPLE_FILE, what)
     print(f"{model / TRAINING_SAMPLE_FILE}: {n} of {len(set(digests))} distinct training images")
 

@@ -495,16 +495,6 @@ def _labelled_draws(
     return held, train, target, groups
 
 
-def _dressed(face: np.ndarray, rng: np.random.Generator, share: float) -> np.ndarray:
-    """``face`` as float32, with :func:`curate.faces.occluders.clothing` painted on with
-    probability ``share`` (no draw at all when ``share`` is 0: the recipe without it is
-    unchanged)."""
-    img = face.astype(np.float32)
-    if share and rng.random() < share:
-        img = occluders.clothing(img, rng)
-    return img
-
-
 def class_balanced(classes: np.ndarray) -> np.ndarray:
     """Draw probabilities that make every class of ``classes`` (one per face) equally likely."""
     cls = pd.Series(classes)
@@ -598,7 +588,10 @@ def _fit_one_labelled(
                 group = rng.choice(3, n_real, p=shares)
                 take = np.array([rng.choice(pools[g], p=pool_p[g]) for g in group])
                 xr = np.stack(
-                    [occluders.jitter(_dressed(crops[i], rng, clothing), rng) for i in take]
+                    [
+                        occluders.jitter(occluders.dressed(crops[i], rng, clothing), rng)
+                        for i in take
+                    ]
                 )
                 x = np.concatenate([standardize_faces(xr), x])
                 y = np.concatenate([np.stack([target[int(i)] for i in take]), y])

@@ -481,6 +481,15 @@ def clothing(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
+def dressed(face: np.ndarray, rng: np.random.Generator, share: float) -> np.ndarray:
+    """``face`` as float32, with :func:`clothing` painted on with probability ``share`` (no
+    draw at all when ``share`` is 0: a recipe without collars is unchanged)."""
+    img = face.astype(np.float32)
+    if share and rng.random() < share:
+        img = clothing(img, rng)
+    return img
+
+
 def labelled_stage_batch(
     crops: np.ndarray,
     idx: np.ndarray,
@@ -494,10 +503,8 @@ def labelled_stage_batch(
     ``clothing_share`` of them (whatever their target) first get :func:`clothing`."""
     xs, ys = [], []
     for i in idx:
-        img = crops[i].astype(np.float32)
+        img = dressed(crops[i], rng, clothing_share)
         y = np.zeros(2, np.float32)
-        if clothing_share and rng.random() < clothing_share:
-            img = clothing(img, rng)
         if rng.random() < 0.5:
             img, y = covered_targets(img, rng, donors, mix)
         xs.append(jitter(img, rng))
