@@ -198,8 +198,6 @@ def init_network(
 
 # ----------------------------------------------------------------------------- run settings
 
-# settings added with batch-hard mining: at their defaults they are left out of the fingerprint
-# and the claimed settings, so runs and checkpoints of an earlier curate still match
 # settings newer than the first checkpoints, at their defaults: left out of the fingerprint, so
 # the checkpoints and run folders of an earlier curate stay resumable
 _LATER_SETTINGS = {
@@ -247,6 +245,10 @@ def run_settings(cfg: FinetuneConfig, source: str | Path) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- one step
+
+
+# the boundary's quantities a training step records (None before the screen is active)
+_SCREEN_INFO = ("d_null", "mu", "sigma", "t_pos", "t_neg")
 
 
 @dataclass
@@ -472,7 +474,7 @@ class _Trainer:
             info = {"screen_active": res.active} | {k: getattr(res, k) for k in _SCREEN_INFO}
         assert self.margins is not None
         pair_margins = self.margins.update(emb_np, b.labels_np, step)
-        kept = local_t[torch.from_numpy(keep).to(local_t.device)]
+        kept = local[keep]
         metric = emb.sum() * 0.0
         if cfg.metric_weight > 0 and len(kept):
             metric = _margin_triplet_loss(emb, kept, pair_margins, b.labels_np)
@@ -563,25 +565,11 @@ class _Trainer:
             )
             keep, too_far, too_close, neg_ok = res.keep, res.too_far, res.too_close, res.neg_ok
             batch_suspicion = res.suspicion
-            info = {
-                "screen_active": res.active,
-                "d_null": res.d_null,
-                "mu": res.mu,
-                "sigma": res.sigma,
-                "t_pos": res.t_pos,
-                "t_neg": res.t_neg,
-            }
+            info = {"screen_active": res.active} | {k: getattr(res, k) for k in _SCREEN_INFO}
         else:
             keep, too_far, too_close = np.ones(t, bool), np.zeros(t, bool), np.zeros(t, bool)
             neg_ok = np.ones(len(b.rows), bool)
-            info = {
-                "screen_active": False,
-                "d_null": None,
-                "mu": None,
-                "sigma": None,
-                "t_pos": None,
-                "t_neg": None,
-            }
+            info = {"screen_active": False} | dict.fromkeys(_SCREEN_INFO)
         excluded = np.zeros(len(b.rows), bool)
         if cfg.exclude_suspects and batch_suspicion is not None:
             excluded = self._suspects(b, suspicion, batch_suspicion)
@@ -613,10 +601,9 @@ class _Trainer:
             ce_rows
         ].all():  # nothing but suspects left: train the head on the batch as given
             ce_rows = np.arange(len(b.rows))
-        ce_idx = torch.from_numpy(
-            ce_rows[~excluded[ce_rows]] if (~excluded[ce_rows]).any() else ce_rows
+        ce = self._cross_entropy(
+            logits, b, ce_rows[~excluded[ce_rows]] if (~excluded[ce_rows]).any() else ce_rows
         )
-        ce = self._cross_entropy(logits, b, ce_idx.numpy())
         loss = metric + (cfg.ce_weight if cfg.ce_weight > 0 else 1.0) * ce
         _check_finite(loss, step)
         acc = (logits.argmax(1) == b.labels).float().mean().item()
@@ -800,10 +787,6 @@ class _Unclaimed:
     note: str | None = None
 
 
-# the boundary's quantities a batch-hard step records (None before the screen is active)
-_SCREEN_INFO = ("d_null", "mu", "sigma", "t_pos", "t_neg")
-
-
 def _check_finite(loss: torch.Tensor, step: int) -> None:
     if not torch.isfinite(loss):
         raise CurateError(
@@ -813,16 +796,15 @@ def _check_finite(loss: torch.Tensor, step: int) -> None:
 
 
 def _margin_triplet_loss(
-    emb: torch.Tensor, kept: torch.Tensor, pair_margins: np.ndarray, labels: np.ndarray
+    emb: torch.Tensor, kept: np.ndarray, pair_margins: np.ndarray, labels: np.ndarray
 ) -> torch.Tensor:
     """The triplet loss of the ``kept`` mined triplets (``[t, 3]`` local rows), each with
     the margin of its anchor's and negative's class pair."""
     m = torch.as_tensor(
-        pair_margins[labels[kept[:, 0].cpu().numpy()], labels[kept[:, 2].cpu().numpy()]],
-        dtype=emb.dtype,
-        device=emb.device,
+        pair_margins[labels[kept[:, 0]], labels[kept[:, 2]]], dtype=emb.dtype, device=emb.device
     )
-    return triplet_loss_margins(emb, kept[:, 0], kept[:, 1], kept[:, 2], m)
+    rows = torch.from_numpy(kept).to(emb.device)
+    return triplet_loss_margins(emb, rows[:, 0], rows[:, 1], rows[:, 2], m)
 
 
 def _train(
