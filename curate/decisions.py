@@ -122,6 +122,7 @@ def read_decisions(
     paths, by_path = _image_paths(known)
     if classes is None:
         classes = _known_classes(known)
+    class_set = frozenset(classes)
 
     def cell(row: list[str], name: str) -> str:
         i = where.get(name)
@@ -138,7 +139,11 @@ def read_decisions(
         decision = cell(row, "decision")
         label = cell(row, "label")
         decision, label = _check_decision(
-            f"{p} line {line} (image {image_id})", decision, label, classes, own_label.get(image_id)
+            f"{p} line {line} (image {image_id})",
+            decision,
+            label,
+            (classes, class_set),
+            own_label.get(image_id),
         )
         if not decision:
             undecided += 1
@@ -167,11 +172,16 @@ def read_decisions(
 
 
 def _check_decision(
-    at: str, decision: str, label: str, classes: list[str], own_label: str | None
+    at: str,
+    decision: str,
+    label: str,
+    known: tuple[list[str], frozenset[str]],
+    own_label: str | None,
 ) -> tuple[str, str]:
-    """Check one row's decision and label (``at`` names the row); a relabel to the image's
-    own label becomes a keep, and rows other than relabel carry no label."""
-    class_set = set(classes)
+    """Check one row's decision and label (``at`` names the row; ``known``: the classes a
+    relabel may name, and the same as a set); a relabel to the image's own label becomes a
+    keep, and rows other than relabel carry no label."""
+    classes, class_set = known
     written, decision = decision, decision.lower()
     if decision not in (*DECISIONS, ""):
         raise CurateError(

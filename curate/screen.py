@@ -570,7 +570,7 @@ def _result(
         n_tuples=len(scores),
         n_kept=int(keep.sum()),
         n_rejected=int((~keep).sum()),
-        reasons=_reason_counts(scores["reason"]),
+        reasons=dict(run["counts"]["rejected_by_reason"]),  # counted once, for run.json
         boundary=_boundary_of(ctx),
         backbone=got.backbone if got else str(req.backbone),
         weights_source=got.weights_source if got else "none",

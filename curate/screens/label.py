@@ -15,6 +15,7 @@ from curate.screens import register
 from curate.screens.base import Option, Reason, Screen, ScreenContext, ScreenOutput, check_number
 from curate.stats.label_model import (  # noqa: F401  (the maths' old import path)
     LABEL_COLUMNS,
+    LABEL_SUSPECT,
     MAX_CLASS_SHARE,
     PRIOR_FLOOR,
     LabelModel,
@@ -24,8 +25,6 @@ from curate.stats.label_model import (  # noqa: F401  (the maths' old import pat
     label_posteriors,
     label_reject,
 )
-
-LABEL_SUSPECT = "label_suspect"
 
 
 # ----------------------------------------------------------------------------- suggestions

@@ -56,6 +56,7 @@ PRIOR_FLOOR = 0.1
 # FERPlus) and the class would vanish from training. At 0.5 the screen keeps half of it, and
 # its precision on FERPlus-mislabelled images rises (dev 0.856 -> 0.872; docs/label.md).
 MAX_CLASS_SHARE = 0.5
+LABEL_SUSPECT = "label_suspect"  # the label screen's reason
 _CHUNK = 65536
 LABEL_COLUMNS = (
     "label",

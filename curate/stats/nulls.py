@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from curate.errors import CurateError
-from curate.stats.label_model import PRIOR_FLOOR, encode_labels, label_posteriors
+from curate.stats.label_model import PRIOR_FLOOR, _as_matrix, encode_labels, label_posteriors
 from curate.stats.statistical import (
     CLASS_NULLS,
     NEGATIVE_TOO_CLOSE,
@@ -557,21 +557,6 @@ def _check_weights(weights: np.ndarray, n: int) -> np.ndarray:
 def _num(v: float) -> float | None:
     v = float(v)
     return v if math.isfinite(v) else None
-
-
-def _as_matrix(emb: np.ndarray) -> np.ndarray:
-    arr = np.asarray(emb)
-    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise CurateError(
-            f"embeddings must be a non-empty 2-D array (images x dimensions), got shape {arr.shape}"
-        )
-    arr = arr if arr.dtype == np.float64 else arr.astype(np.float32, copy=False)
-    if not np.isfinite(arr).all():
-        raise CurateError(
-            "embeddings contain NaN or infinity",
-            hint="re-embed the images; check the backbone's weights",
-        )
-    return arr
 
 
 @dataclass(frozen=True)

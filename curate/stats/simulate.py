@@ -25,6 +25,7 @@ import pandas as pd
 
 from curate.errors import CurateError
 from curate.stats.label_model import (
+    LABEL_SUSPECT,
     PRIOR_FLOOR,
     encode_labels,
     label_posteriors,
@@ -127,7 +128,7 @@ def simulate_alpha(
         for alpha in alphas:
             base = {"noise": kind, "rate": rate, "alpha": float(alpha)}
             rows.append(
-                {**base, "screen": "label_suspect", **_pr(label_reject(verdicts, alpha), flipped)}
+                {**base, "screen": LABEL_SUSPECT, **_pr(label_reject(verdicts, alpha), flipped)}
             )
             if alpha >= 0.5:  # not a sub-boundary: the image screen only
                 continue
