@@ -64,7 +64,7 @@ def test_load_face_arrays_gives_load_arrays_pixels(tmp_path, mode):
         load_face_arrays(tmp_path / "absent.png")
 
 
-def test_strided_max_pool_is_max_pool(tmp_path):
+def test_strided_max_pool_is_max_pool():
     import torch
 
     rng = np.random.default_rng(1)

@@ -7,6 +7,7 @@ import pytest
 
 from curate.representations.head import (
     HEAD_MIN_SHARE,
+    TRAINING_SAMPLE_FILE,
     HeadOutput,
     combined_confidence,
     decide,
@@ -135,19 +136,17 @@ def test_training_overlap_from_the_sample(tmp_path):
 
     train = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(2000)]
     other = [hashlib.sha256(f"x{i}".encode()).hexdigest() for i in range(2000)]
-    n = write_training_sample(train, tmp_path / "t.txt", "test")
+    net = tmp_path / "net"
+    net.mkdir()
+    n = write_training_sample(train, net / TRAINING_SAMPLE_FILE, "test")
     assert n == sum(d.startswith("0") for d in train)
-    sample = frozenset(read_training_sample_path(tmp_path / "t.txt"))
+    sample = read_training_sample(net)  # the reader curate uses, on what the writer wrote
     assert training_overlap(sample, np.array(train[:500])) == 1.0
     assert training_overlap(sample, np.array(other)) == 0.0
     mixed = training_overlap(sample, np.array(train[:1000] + other[:1000]))
     assert 0.35 < mixed < 0.65
     assert training_overlap(None, np.array(train)) is None
     assert read_training_sample(tmp_path) is None
-
-
-def read_training_sample_path(path):
-    return [s for s in path.read_text().splitlines() if s and not s.startswith("#")]
 
 
 def test_decide_warns_when_the_dataset_is_the_networks_training_data():

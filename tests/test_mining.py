@@ -384,7 +384,9 @@ def test_cli_finetune_batch_hard_with_class_pair_margins(build: Path, tmp_path: 
     assert n_pool == len(members)  # every image of the training tuples, no face screen
     assert f"training images (drawn P x K a batch) │ {n_pool}" in out
     assert f"images suppressed (outliers) │ {record['counts']['images_excluded']}" in out
-    assert record["params"]["screen_negatives"] is True  # the batch-hard default is off
+    assert (
+        record["params"]["screen_negatives"] is True
+    )  # --screen-negatives given (the batch-hard default is off)
     assert (tmp_path / "run" / "class_pair_margins.parquet").is_file()
     bad = runner.invoke(
         app,
