@@ -61,9 +61,7 @@ def pool(faces: pd.DataFrame, data: Path) -> pd.DataFrame:
     ``stratum``, sorted by path."""
     fc = data / "face-conditions"
     rel = faces["path"].map(lambda p: Path(p).resolve().relative_to(fc.resolve()).as_posix())
-    d = pd.DataFrame(
-        {"path": "face-conditions/" + rel, "stratum": faces["yaw"].abs().map(stratum)}
-    )
+    d = pd.DataFrame({"path": "face-conditions/" + rel, "stratum": faces["yaw"].abs().map(stratum)})
     done = set(pd.read_csv(AUDIT / "face_audit.csv")["path"]) | set(
         "face-conditions/" + pd.read_csv(AUDIT / "face_conditions_pose_audit.csv")["path"]
     )
