@@ -8,7 +8,7 @@ clearly turned above 30, classes weighted alike) on the DEV parts of the three a
 per set: the fitted weights and logistic scale, the AUROC of ``|yaw|`` (clearly turned vs frontal,
 faces found) on dev and holdout of each audit (the face audit's ``fer2013/val`` and
 face-conditions parts apart; unweighted), and the largest readings on the colour portraits
-(what a lower ``--max-yaw`` would start rejecting there).
+(what a lower ``--max-yaw`` would start rejecting there); the same for the calibration in use.
 
 Measures (each 0 for a frontal face, signed like the yaw; ``|.|`` is fitted):
 ``matrix_yaw`` (the transformation matrix's angle), ``cheek`` (the nose tip between the outer
@@ -34,13 +34,20 @@ from scipy.optimize import minimize
 from bench.common.paths import DATA
 from bench.derivations.yaw_calibration import BOUNDS, audited_faces
 from curate.faces.fit_occlusion import auroc
-from curate.faces.geometry import LEFT_EYE, NOSE_TIP, RIGHT_EYE, cheek_offset
+from curate.faces.geometry import (
+    LEFT_EYE,
+    NOSE_TIP,
+    RIGHT_EYE,
+    YAW_FROM_CHEEKS,
+    YAW_FROM_MATRIX,
+    cheek_offset,
+)
 from curate.faces.litert import LiteFaceFinder
 from curate.faces.model_file import resolve_face_model
 from curate.images import load_arrays
 
 SETS = {
-    "in use: matrix_yaw + cheek": ["matrix_yaw", "cheek"],
+    "matrix_yaw + cheek (the form in use), refitted": ["matrix_yaw", "cheek"],
     "matrix_yaw alone": ["matrix_yaw"],
     "cheek alone": ["cheek"],
     "+ bridge": ["matrix_yaw", "cheek", "bridge"],
@@ -125,8 +132,16 @@ def main() -> None:
     tw = measures("taiwanese-posed/" + manifest["path"], args.data)
     dev = a[~a["holdout"] & a["found"]]
     parts = list(dict.fromkeys(a["part"]))
+    fits = {
+        "the calibration in use": (
+            ["matrix_yaw", "cheek"],
+            np.array([YAW_FROM_MATRIX, YAW_FROM_CHEEKS]),
+            np.nan,
+        )
+    }
     for name, cols in SETS.items():
-        coef, tau = ordinal_fit(dev[cols].abs().to_numpy(), dev["pose"].to_numpy())
+        fits[name] = (cols, *ordinal_fit(dev[cols].abs().to_numpy(), dev["pose"].to_numpy()))
+    for name, (cols, coef, tau) in fits.items():
         yaw = a[cols].abs().to_numpy() @ coef
         cells = []
         for part in parts:
@@ -137,10 +152,13 @@ def main() -> None:
                 ).to_numpy()
                 v.append(f"{auroc((a['pose'] == 2).to_numpy()[m], yaw[m]):.3f}")
             cells.append(f"{part} {' | '.join(v)}")
-        top = np.sort(tw.loc[tw["found"], cols].abs().to_numpy() @ coef)[-7:][::-1]
+        colour = np.sort(tw.loc[tw["found"], cols].abs().to_numpy() @ coef)[::-1]
         print(f"{name}: weights {np.round(coef, 4).tolist()}, logistic scale {tau:.2f}")
         print(f"  AUROC clearly turned vs frontal [dev | holdout]: {'; '.join(cells)}")
-        print(f"  colour portraits, largest |yaw|: {', '.join(f'{x:.1f}' for x in top)}")
+        print(
+            f"  colour portraits ({len(tw)}), largest |yaw|: {', '.join(f'{x:.1f}' for x in colour[:7])}; "
+            f"past 20 / 22 / 25: {', '.join(str(int((colour > t).sum())) for t in (20, 22, 25))}"
+        )
 
 
 if __name__ == "__main__":
