@@ -263,6 +263,30 @@ def second_pose_audit(fc_faces: pd.DataFrame, default: float, data: Path = DATA)
             + " | ".join(f"{x['ambiguous']:.3f}" for x in r)
             + mark
         )
+    cells = []
+    for part in (False, True):
+        lo, hi = bootstrap_recall(p[hold == part].reset_index(drop=True), default)
+        cells.append(f"{lo:.3f}-{hi:.3f}")
+    print(
+        f"  recall at {default:g}, 95% bootstrap interval (faces resampled within strata, "
+        f"{N_BOOT} draws): {' | '.join(cells)}"
+    )
+
+
+N_BOOT = 1000
+
+
+def bootstrap_recall(d: pd.DataFrame, t: float, seed: int = 0) -> tuple[float, float]:
+    """2.5% and 97.5% quantiles of the weighted recall of clearly turned faces at ``|yaw| > t``
+    over :data:`N_BOOT` resamples of ``d``'s faces, each stratum resampled to its own size."""
+    rng = np.random.default_rng(seed)
+    groups = [g.index.to_numpy() for _, g in d.groupby("stratum")]
+    draws = []
+    for _ in range(N_BOOT):
+        idx = np.concatenate([rng.choice(g, len(g)) for g in groups])
+        draws.append(rates(d.loc[idx].reset_index(drop=True), t)["turned"])
+    lo, hi = np.nanquantile(draws, [0.025, 0.975])
+    return float(lo), float(hi)
 
 
 def pose_audit2(fc_faces: pd.DataFrame, data: Path = DATA) -> pd.DataFrame:
