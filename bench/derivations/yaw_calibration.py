@@ -2,18 +2,24 @@
 
 The transformation matrix's yaw reads three-quarter views low on small crops; the nose's
 place between the outer cheeks (``cheek_offset``) carries more of the turn. This script
-runs the landmarker (litert, in this process) on every face of ``bench/audit/face_audit.csv``
-(pose 0 frontal, 1 ambiguous, 2 clearly turned) and ``face_conditions_pose_audit.csv``
-(``turned`` 0 / 1 / 2), and fits, on their DEV parts only (``curate/faces/holdout.py``: the
-file-name rule, share 0.5), ``yaw = a * matrix_yaw + b * cheek_offset`` (a, b >= 0) by an
-ordinal logistic model whose class boundaries are the audits' own definitions: frontal below
-15 degrees, clearly turned (three-quarter or profile) above 30 degrees, the three classes
-weighted alike. Then it prints AUROC (clearly turned vs frontal) and, for several
-thresholds, the recall of clearly turned faces (found, and counting no_face) and the share
-of frontal faces rejected, on dev and holdout of both audits (unweighted), for the
-matrix's yaw alone and for the calibrated yaw; the default ``--max-yaw`` is the largest
-multiple of 5 whose DEV recall of the clearly turned faces found is at least 0.8 on both
-audits.
+runs the landmarker (litert, in this process) on every face of the blind pose audits:
+``bench/audit/face_audit.csv`` (pose 0 frontal, 1 ambiguous, 2 clearly turned),
+``face_conditions_pose_audit.csv`` (``turned`` 0 / 1 / 2) and
+``face_conditions_pose_audit2.csv`` (``pose``; sampled by strata of ``|yaw|``), and fits, on
+their DEV parts only (``curate/faces/holdout.py``: the file-name rule, share 0.5),
+``yaw = a * matrix_yaw + b * cheek_offset`` (a, b >= 0) by an ordinal logistic model whose
+class boundaries are the audits' own definitions: frontal below 15 degrees, clearly turned
+(three-quarter or profile) above 30 degrees, the three classes weighted alike (a model of
+the label given the yaw, so the second pose audit's sampling by yaw needs no weights there).
+``--fit-audits 2`` fits on the first two audits only, as the weights in use were. Then it
+prints AUROC (clearly turned vs frontal) and, for several thresholds, the recall of clearly
+turned faces (found, and counting no_face) and the share of frontal faces rejected, on dev
+and holdout of each audit, for the matrix's yaw alone and for the calibrated yaw: the face
+audit and the first pose audit unweighted, the second pose audit weighted by its strata
+(stratum size over audited count), so its rates estimate its pool. The default
+``--max-yaw`` is the largest multiple of 5 whose DEV recall of the clearly turned faces found
+is at least 0.8 on every audit, and whose DEV share of frontal faces rejected is at most 5%
+on every audit.
 
 Last, the keypoint yaw (``curate.faces.geometry.keypoint_yaw``, the turn of a face the
 detector finds without landmarks): the least-squares slope through 0 of the calibrated yaw
@@ -54,14 +60,18 @@ from curate.images import load_arrays
 BOUNDS = (15.0, 30.0)  # the audits' class boundaries, degrees
 CHEEK_UNITS = 30.0  # cheek_offset is fitted in units of 30 (same order as degrees)
 MIN_RECALL = 0.8
-THRESHOLDS = (15, 20, 25, 30, 35)
+MAX_FRONTAL = 0.05
+THRESHOLDS = (15, 20, 22, 25, 30, 35)
+AUDITS = ("face audit", "first pose audit", "second pose audit")
 
 
 def audited_faces(data: Path) -> pd.DataFrame:
-    a = pd.read_csv(AUDIT / "face_audit.csv")[["path", "pose"]].assign(audit="face audit")
+    a = pd.read_csv(AUDIT / "face_audit.csv")[["path", "pose"]].assign(audit=AUDITS[0], w=1.0)
     b = pd.read_csv(AUDIT / "face_conditions_pose_audit.csv").rename(columns={"turned": "pose"})
-    b = b.assign(path="face-conditions/" + b["path"], audit="first pose audit")
-    out = pd.concat([a, b], ignore_index=True)
+    b = b.assign(path="face-conditions/" + b["path"], audit=AUDITS[1], w=1.0)
+    c = pd.read_csv(AUDIT / "face_conditions_pose_audit2.csv")
+    c = c.assign(audit=AUDITS[2], w=c["stratum_size"] / c["stratum_audited"])
+    out = pd.concat([a, b, c[["path", "pose", "audit", "w"]]], ignore_index=True)
     out["holdout"] = is_holdout(out["path"], 0.5)
     return pd.concat([out, analysed(data, out["path"])], axis=1)
 
@@ -145,22 +155,53 @@ def fit(dev: pd.DataFrame) -> tuple[float, float, float]:
 
 
 def rates(d: pd.DataFrame, yaw: np.ndarray, t: float) -> tuple[float, float, float]:
+    """(recall of the clearly turned faces found, of all clearly turned faces with no_face as
+    missed, share of frontal faces rejected) at ``|yaw| > t``, weighted by ``d["w"]``."""
     side = d["found"].to_numpy() & (np.abs(yaw) > t)
     t2, t0 = (d["pose"] == 2).to_numpy(), (d["pose"] == 0).to_numpy()
-    found = d["found"].to_numpy()
-    return side[t2 & found].mean(), side[t2].mean(), side[t0].mean()
+    found, w = d["found"].to_numpy(), d["w"].to_numpy()
+
+    def mean(m: np.ndarray) -> float:
+        return float(np.average(side[m], weights=w[m])) if m.any() else np.nan
+
+    return mean(t2 & found), mean(t2), mean(t0)
+
+
+def default_rule(a: pd.DataFrame, yaw: np.ndarray) -> tuple[int | None, int | None]:
+    """(largest multiple of 5 with DEV recall of the clearly turned faces found >= MIN_RECALL on
+    every audit; the same, with DEV frontal faces rejected <= MAX_FRONTAL on every audit too)."""
+    dev = ~a["holdout"].to_numpy()
+    r = {
+        t: [
+            rates(
+                a[(a["audit"] == au).to_numpy() & dev], yaw[(a["audit"] == au).to_numpy() & dev], t
+            )
+            for au in AUDITS
+        ]
+        for t in range(5, 50, 5)
+    }
+    recall = [t for t, x in r.items() if all(v[0] >= MIN_RECALL for v in x)]
+    both = [t for t in recall if all(v[2] <= MAX_FRONTAL for v in r[t])]
+    return (max(recall) if recall else None), (max(both) if both else None)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument(
+        "--fit-audits",
+        type=int,
+        choices=(2, 3),
+        default=3,
+        help="fit on the dev parts of the first 2 audits (as the weights in use) or of all 3",
+    )
     args = ap.parse_args()
     a = audited_faces(args.data)
-    dev = a[~a["holdout"] & a["found"]]
+    dev = a[~a["holdout"] & a["found"] & a["audit"].isin(AUDITS[: args.fit_audits])]
     ka, kb, tau = fit(dev)
     print(
-        f"fit on {len(dev)} dev faces found: yaw = {ka:.4f} * matrix_yaw + {kb:.2f} * cheek_offset "
-        f"(logistic scale {tau:.2f} degrees)"
+        f"fit on {len(dev)} dev faces found of {args.fit_audits} audits: yaw = {ka:.4f} * matrix_yaw + "
+        f"{kb:.2f} * cheek_offset (logistic scale {tau:.2f} degrees)"
     )
     yaws = {
         "matrix yaw": a["matrix_yaw"].to_numpy(),
@@ -171,7 +212,7 @@ def main() -> None:
     }
     for name, yaw in yaws.items():
         print(f"{name}:")
-        for audit in ("face audit", "first pose audit"):
+        for audit in AUDITS:
             for part in ("dev", "holdout"):
                 m = ((a["audit"] == audit) & (a["holdout"] == (part == "holdout"))).to_numpy()
                 d, y = a[m], yaw[m]
@@ -180,6 +221,11 @@ def main() -> None:
                 print(
                     f"  {audit}, {part} (frontal/ambiguous/clearly turned {n[0]}/{n[1]}/{n[2]}): AUROC |yaw| "
                     f"clearly turned vs frontal {auroc((d['pose'] == 2).to_numpy()[c], np.abs(y[c])):.3f}"
+                    + (
+                        " (unweighted: the sample is enriched by |yaw|)"
+                        if audit == AUDITS[2]
+                        else ""
+                    )
                 )
                 print(
                     "    "
@@ -190,24 +236,13 @@ def main() -> None:
                         for t in THRESHOLDS
                     )
                 )
-    cal = list(yaws.values())[-1]
-    ok = [
-        t
-        for t in range(5, 50, 5)
-        if all(
-            rates(
-                a[(a["audit"] == au).to_numpy() & ~a["holdout"].to_numpy()],
-                cal[(a["audit"] == au).to_numpy() & ~a["holdout"].to_numpy()],
-                t,
-            )[0]
-            >= MIN_RECALL
-            for au in ("face audit", "first pose audit")
+    for name, yaw in list(yaws.items())[1:]:
+        recall, both = default_rule(a, yaw)
+        print(
+            f"default rule, {name.split(' (')[0]}: largest multiple of 5 with dev recall >= {MIN_RECALL} "
+            f"on every audit: {recall or 'none'}; and dev frontal rejected <= {MAX_FRONTAL} on every "
+            f"audit: {both or 'none'}"
         )
-    ]
-    print(
-        f"default rule, yaw in use (largest multiple of 5 with dev recall >= {MIN_RECALL} on both audits): "
-        f"{max(ok) if ok else 'none'}"
-    )
     keypoint_slope(args.data, a)
 
 

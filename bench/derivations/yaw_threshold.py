@@ -15,7 +15,9 @@ rejects a third of them.
 Printed: the fit on dev, a 5-fold cross-validation within dev (folds by the same file-name
 hash), and recall / rejection at several thresholds on dev and holdout. Figures over
 ``fer2013/val`` weigh each audited image by its sampling stratum (``stratum`` column),
-those over face-conditions by its flag stratum, so they estimate the whole set.
+those over face-conditions by its flag stratum, so they estimate the whole set. Then the
+first pose audit (``face_conditions_pose_audit.csv``, unweighted) and the second
+(``face_conditions_pose_audit2.csv``, weighted by its ``|yaw|`` strata), face-conditions faces.
 
 Usage::
 
@@ -231,6 +233,79 @@ def first_pose_audit(fc_faces: pd.DataFrame, default: float, data: Path = DATA) 
         )
 
 
+def second_pose_audit(fc_faces: pd.DataFrame, default: float, data: Path = DATA) -> None:
+    """The second blind pose audit (``face_conditions_pose_audit2.csv``: 438 face-conditions
+    faces sampled by strata of ``|yaw|``, pose 0 frontal / 1 ambiguous / 2 clearly turned):
+    recall of the clearly turned faces with a yaw (found, or detected without landmarks) and
+    the shares of frontal and ambiguous faces rejected, each face weighted by its stratum's
+    size over its audited count, so the rates estimate the audit's pool (every face-conditions
+    face in neither earlier audit); dev and holdout (face-conditions' rule)."""
+    p = pose_audit2(fc_faces, data)
+    hold = is_holdout(p["path"], SHARES["face-conditions"])
+    n = {
+        part: "/".join(str(int(((p["pose"] == k) & (hold == part)).sum())) for k in (0, 1, 2))
+        for part in (False, True)
+    }
+    print(
+        f"second pose audit (face-conditions, {len(p)} faces, stratum-weighted; frontal/ambiguous/turned "
+        f"dev {n[False]}, holdout {n[True]}): |yaw| >   recall clearly turned (with no_face)   "
+        "frontal rejected   ambiguous rejected   [dev | holdout]"
+    )
+    for thr in sorted({*THRESHOLDS, default}):
+        r = [rates(p[hold == part], thr) for part in (False, True)]
+        mark = " <- default" if thr == default else ""
+        print(
+            f"  {thr:5g}   "
+            + " | ".join(f"{x['turned']:.3f} ({x['turned_or_no_face']:.3f})" for x in r)
+            + "   "
+            + " | ".join(f"{x['frontal']:.3f}" for x in r)
+            + "   "
+            + " | ".join(f"{x['ambiguous']:.3f}" for x in r)
+            + mark
+        )
+    cells = []
+    for part in (False, True):
+        lo, hi = bootstrap_recall(p[hold == part].reset_index(drop=True), default)
+        cells.append(f"{lo:.3f}-{hi:.3f}")
+    print(
+        f"  recall at {default:g}, 95% bootstrap interval (faces resampled within strata, "
+        f"{N_BOOT} draws): {' | '.join(cells)}"
+    )
+
+
+N_BOOT = 1000
+
+
+def bootstrap_recall(d: pd.DataFrame, t: float, seed: int = 0) -> tuple[float, float]:
+    """2.5% and 97.5% quantiles of the weighted recall of clearly turned faces at ``|yaw| > t``
+    over :data:`N_BOOT` resamples of ``d``'s faces, each stratum resampled to its own size."""
+    rng = np.random.default_rng(seed)
+    groups = [g.index.to_numpy() for _, g in d.groupby("stratum")]
+    draws = []
+    for _ in range(N_BOOT):
+        idx = np.concatenate([rng.choice(g, len(g)) for g in groups])
+        draws.append(rates(d.loc[idx].reset_index(drop=True), t)["turned"])
+    lo, hi = np.nanquantile(draws, [0.025, 0.975])
+    return float(lo), float(hi)
+
+
+def pose_audit2(fc_faces: pd.DataFrame, data: Path = DATA) -> pd.DataFrame:
+    """``face_conditions_pose_audit2.csv`` joined with a ``curate faces`` table of
+    face-conditions, with ``w``: the stratum weight (``stratum_size / stratum_audited``)."""
+    p = pd.read_csv(AUDIT / "face_conditions_pose_audit2.csv")
+    faces = fc_faces.assign(
+        path=[Path(x).resolve().relative_to(data.resolve()).as_posix() for x in fc_faces["path"]]
+    )
+    p = p.merge(faces, on="path", how="left", validate="one_to_one")
+    if p["face_found"].isna().any():
+        raise SystemExit(
+            f"{int(p['face_found'].isna().sum())} audited faces are not in the faces table"
+        )
+    p["face_found"] = p["face_found"].astype(bool)
+    p["w"] = p["stratum_size"] / p["stratum_audited"]
+    return p
+
+
 def main() -> None:
     from curate.screens.faces import DEFAULT_MAX_YAW
 
@@ -247,6 +322,7 @@ def main() -> None:
     a = audit_table(pd.read_parquet(args.val_faces), fc, args.data)
     report(a, DEFAULT_MAX_YAW)
     first_pose_audit(fc, DEFAULT_MAX_YAW, args.data)
+    second_pose_audit(fc, DEFAULT_MAX_YAW, args.data)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ Analyses (fresh cache, timed) face-conditions (1,760 in-the-wild faces), all of
 - defaults: the share of ``fer2013/val`` images the face screens flag at their defaults,
   against the share the blind audit finds truly unusable (clearly turned, occluded by the
   policy, or not a face), and on a grid of ``--max-yaw`` x ``--max-occlusion``;
-- the first two blind audits of face-conditions (``bench/audit/README.md``);
+- the first two blind audits of face-conditions (``bench/audit/README.md``), and the second
+  pose audit (stratified by ``|yaw|``, weighted back to its pool);
 - the colour studio portraits of ``taiwanese-posed`` (all frontal and uncovered, so every
   rejection is wrong): the share face-rejected per expression class, dev and holdout
   performers (``holdout_subjects``);
@@ -45,7 +46,7 @@ import numpy as np
 import pandas as pd
 
 from bench.common.paths import AUDIT, DATA
-from bench.derivations.yaw_threshold import audit_table, first_pose_audit
+from bench.derivations.yaw_threshold import audit_table, first_pose_audit, second_pose_audit
 from bench.derivations.yaw_threshold import report as pose_report
 from curate.faces import analyze_faces
 from curate.faces.fit_occlusion import auroc
@@ -401,6 +402,7 @@ def main() -> None:
     a = audit_table(val, fc, args.data)
     pose_report(a, S.DEFAULT_MAX_YAW)
     first_pose_audit(fc, S.DEFAULT_MAX_YAW, args.data)
+    second_pose_audit(fc, S.DEFAULT_MAX_YAW, args.data)
     print()
     fer_holdout(pd.concat([hand, train.drop(columns="path")], axis=1))
     audit_occlusion(a)
