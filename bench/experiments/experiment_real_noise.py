@@ -183,6 +183,15 @@ EXTRA_MINING_ARMS = (
     "full_suppress_rank_pos",
     "full_suppress_head_pc_pos",
     "full_suppress_rank_pc_pos",
+    # third round: arm 6 at finetune's defaults (screened once with `curate screen`, then the default
+    # method: batch-hard, class-pair margins, the positive boundary, suppression by the head's margin)
+    "full_suppress_head_pos_once",
+    # third round: the head's running margin rank-averaged (over all scored images) with an
+    # out-of-sample prior, the label suspicion of the face-screen folder's `curate screen` (whose
+    # network has not seen the subset's labels); _s10: --suppress-share 0.1 (set by the arm)
+    "full_suppress_head_pos_prior",
+    "full_suppress_head_pos_s10",
+    "full_suppress_head_pos_prior_once",
 )
 SCORES = ("margin", "head", "rank")  # finetune's batch-hard --suspect-score choices
 ALL_ARMS = ARMS + MINING_ARMS + EXTRA_MINING_ARMS
@@ -908,6 +917,17 @@ def run_mining_arm(
             "suspect_score": parts[0],
             **({"screen_negatives": False} if "pos" in parts else {}),
         }
+        if "s10" in parts:
+            over["suspect_share"] = 0.1
+        if "prior" in parts:  # finetune --suspect-prior: the face-screen folder's label suspicion
+            over["suspect_prior"] = str(screened())
+        if "once" in parts:  # trained on the kept tuples of `curate screen` (arm 6)
+            source = screened()
+            extra = {
+                k: v
+                for k, v in screen_diagnostics(source, orig).items()
+                if k in ("bad_any", "label_screen_images")
+            }
     elif arm in (
         "full_suppress",
         "full_suppress_global",
@@ -1007,11 +1027,25 @@ def run_mining_arm(
         elif not isinstance(v, (list, tuple)):
             row[k] = v
     if (run / "visit_scores.parquet").is_file():
-        by_epoch = score_diagnostics(run, orig, steps, args.suppress_share)
+        by_epoch = score_diagnostics(
+            run,
+            orig,
+            steps,
+            cfg.suspect_share,
+            screen_prior(screened())
+            if "prior" in arm or ("_once" not in arm and arm.startswith("full_suppress"))
+            else None,
+        )
         per_epoch = [{**r, **by_epoch.get(r["epoch"], {})} for r in per_epoch]
         row.update({f"last_{k}": v for k, v in by_epoch[max(by_epoch)].items()})
     epochs = [{"arm": arm + args.tag, "seed": seed, **r} for r in per_epoch]
     return row, epochs
+
+
+def screen_prior(screen_dir: Path) -> pd.Series:
+    """The label suspicion of a `curate screen` folder per image_id (its build's ids)."""
+    sus = pd.read_parquet(screen_dir / "images_suspect.parquet")
+    return sus.set_index("image_id")["suspicion"].astype(float)
 
 
 @contextlib.contextmanager
@@ -1051,15 +1085,17 @@ def recording_scores():
 
 
 def score_diagnostics(
-    run: Path, build_dir: Path, steps: int, share: float
+    run: Path, build_dir: Path, steps: int, share: float, prior: pd.Series | None = None
 ) -> dict[int, dict[str, float]]:
     """Per epoch, for each score averaged over every image's visits up to the epoch's end: its
     AUROC for a wrong label (FERPlus votes) and the precision (share truly mislabelled) of its
     ``share`` most suspect images, ranked over all images (``_global``) and within each label
-    (``_pc``), the way ``--exclude-suspects`` cuts."""
+    (``_pc``), the way ``--exclude-suspects`` cuts. With ``prior`` (per image_id) also the head's
+    score rank-averaged with it (``--suspect-prior``: ``curate.train.suspicion.with_prior``,
+    ``headprior``) and the prior alone."""
     from sklearn.metrics import roc_auc_score
 
-    from curate.train.suspicion import suspicion_cut
+    from curate.train.suspicion import suspicion_cut, with_prior
 
     v = pd.read_parquet(run / "visit_scores.parquet")
     images = pd.read_parquet(build_dir / "images.parquet").set_index("image_id")
@@ -1078,8 +1114,12 @@ def score_diagnostics(
         bad = g[("bad", "first")].to_numpy(bool)
         codes = pd.factorize(g[("label", "first")])[0]
         row: dict[str, float] = {"base_rate_bad": float(bad.mean())}
-        for s in SCORES:
-            hist = np.column_stack([g[(s, "sum")], g[(s, "count")]]).astype(float)
+        hists = {s: np.column_stack([g[(s, "sum")], g[(s, "count")]]).astype(float) for s in SCORES}
+        if prior is not None:
+            p = prior.reindex(g.index).fillna(prior.median()).to_numpy(float)
+            hists["headprior"] = with_prior(hists["head"], p)
+            hists["prior"] = np.column_stack([p, np.ones(len(p))])
+        for s, hist in hists.items():
             row[f"auroc_{s}"] = float(roc_auc_score(bad, hist[:, 0] / hist[:, 1]))
             for kind, groups in (("global", None), ("pc", codes)):
                 cut = suspicion_cut(hist, share, 1, groups)
