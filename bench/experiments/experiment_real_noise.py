@@ -132,6 +132,32 @@ mislabelled anchor 1.68 times as often as all mined triplets (1.88, 1.62, 1.65, 
 Twice the epochs (``--epochs 6 --tag _e6 --seeds 0``, ``real_noise_mining_head_pos_e6.csv``, a
 diagnostic with no baseline at that length): 1.91 against 1.88 on seed 0, per epoch 1.80 to
 2.00; the head's AUROC levels off at 0.84.
+
+Third round (the suspicion score, the cut's share, arm 6 at the defaults): ``_once`` = the
+defaults trained on the kept tuples of the face-screen folder's ``curate screen`` (arm 6 at the
+new defaults); ``_prior`` = the defaults with ``finetune --suspect-prior`` naming that folder
+(each image ranked by the mean percentile rank of its running head score and the screen's label
+suspicion, a prior from the base network, which has not seen the subset's labels); ``_s10`` =
+the defaults with ``--suspect-share 0.1``; ``_prior_once`` = both. The command of the second
+round with ``--arms full_suppress_head_pos_once`` (``_prior``, ``_s10``, ``_prior_once``) and
+``--results-csv bench/results/real_noise_mining_head_pos_once.csv`` (``..._prior.csv``,
+``..._s10.csv``, ``..._prior_once.csv``). Measured (2026-12-06, 50-171 s each), seeds 0-4,
+FERPlus accuracy / macro-F1, and the suppressed triplets' mislabelled-anchor ratio (suppressed /
+all mined)::
+
+    full_suppress_head_pos (defaults)  0.545 +- 0.032 / 0.327 +- 0.013   ratio 1.68 +- 0.18
+    full_suppress_head_pos_once        0.581 +- 0.020 / 0.323 +- 0.024   ratio 1.86 +- 0.11
+    full_suppress_head_pos_prior       0.548 +- 0.037 / 0.310 +- 0.006   ratio 1.84 +- 0.14
+    full_suppress_head_pos_s10         0.519 +- 0.042 / 0.320 +- 0.019   ratio 1.72 +- 0.21
+    full_suppress_head_pos_prior_once  0.569 +- 0.024 / 0.293 +- 0.012   ratio 1.97 +- 0.03
+
+``_once`` is ahead of the defaults on every seed (+2.0, +5.0, +8.6, +1.5, +0.9 points) and of
+``bh_cleanlab`` by 5.7 points; ``_prior`` raises the ratio on every seed (+0.06 to +0.33) at the
+same accuracy (+0.1, -0.1, -0.5, +5.1, -2.8) but lowers macro-F1 on every seed (-0.5 to -3.3):
+it suppresses more of the noisiest labels (fear anchors 45% of the suppressed triplets against 28%,
+angry 33% against 24%). ``_prior_once`` comes closest to 2x (1.93-2.00 per seed) but is behind ``_once`` on every seed
+(accuracy -1.2, macro-F1 -3.0 points). Which scores could do better:
+``bench/experiments/suspicion_scores.py`` (``bench/results/real_noise_suspicion_scores.csv``).
 """
 
 from __future__ import annotations
