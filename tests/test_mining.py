@@ -744,3 +744,101 @@ def test_an_interrupted_default_run_resumes_to_the_uninterrupted_one(tmp_path: P
             pd.read_parquet(run / f"{table}.parquet"),
             pd.read_parquet(whole.run_dir / f"{table}.parquet"),
         )
+
+
+def test_with_prior_averages_the_percentile_ranks_of_the_running_mean_and_the_prior():
+    from curate.train.suspicion import with_prior
+
+    history = np.array([[3.0, 3.0], [0.0, 0.0], [1.0, 2.0], [-2.0, 1.0]])  # means 1, -, 0.5, -2
+    prior = np.array([0.1, 5.0, np.nan, 0.9])  # nan takes the median prior, 0.9
+    got = with_prior(history, prior)
+    # screened rows 0, 2, 3: mean ranks 3, 2, 1; prior ranks 1, 2.5, 2.5 (of 3) -> their mean / 3
+    want = np.array([(3 + 1) / 6, (2 + 2.5) / 6, (1 + 2.5) / 6])
+    np.testing.assert_allclose(got[[0, 2, 3], 0] / got[[0, 2, 3], 1], want)
+    np.testing.assert_array_equal(got[:, 1], history[:, 1])  # visits unchanged
+    assert got[1].tolist() == [0.0, 0.0]  # never screened: left as it is
+    assert with_prior(np.zeros((2, 2)), np.array([1.0, 2.0])).tolist() == [[0, 0], [0, 0]]
+
+
+def _planted_prior(build: Path, screen: Path) -> str:
+    """A fake `curate screen` folder whose label suspicion is 1 for every training image of the
+    first class and 0 for the others; returns that class."""
+    images = pd.read_parquet(build / "images.parquet")
+    train = images[images["split"] == "train"]
+    first = sorted(train["label"].astype(str).unique())[0]
+    screen.mkdir()
+    pd.DataFrame(
+        {
+            "path": train["path"].astype(str),
+            "suspicion": (train["label"].astype(str) == first).astype(float),
+        }
+    ).to_parquet(screen / "images_suspect.parquet")
+    return first
+
+
+def test_a_suspect_prior_ranks_with_the_running_score_and_decides_between_equal_scores(
+    build: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """--suspect-prior: with a running head score equal for every image, the prior's rank decides:
+    from its second visit on every image of the planted class is suppressed, no other is; the
+    image table records the prior."""
+    import curate.train.loop as loop
+
+    monkeypatch.setattr(loop, "head_margins", lambda logits, labels: np.zeros(len(labels)))
+    first = _planted_prior(build, tmp_path / "screen")
+    r = finetune(
+        build,
+        tmp_path / "prior",
+        _cfg(
+            exclude_suspects=True,
+            suspect_score="head",
+            suspect_share=0.05,
+            suspect_min_visits=1,
+            suspect_per_class=False,
+            suspect_prior=str(tmp_path / "screen"),
+            epochs=3,
+        ),
+    )
+    mined = pd.read_parquet(tmp_path / "prior" / "mined_triplets.parquet")
+    images = pd.read_parquet(build / "images.parquet").set_index("image_id")
+    seen_before: set[int] = set()
+    for _, g in mined.sort_values("step").groupby("step"):
+        planted = {int(i) for i in g["anchor"] if images.loc[i, "label"] == first}
+        assert set(g.loc[g["suppressed"], "anchor"].astype(int)) == planted & seen_before
+        seen_before |= set(g["anchor"].astype(int))
+    assert mined["suppressed"].any()
+    table = pd.read_parquet(tmp_path / "prior" / "image_suspicion.parquet")
+    is_first = images.loc[table["image_id"], "label"].astype(str).to_numpy() == first
+    np.testing.assert_array_equal(table["prior_suspicion"].to_numpy(), is_first.astype(float))
+    assert (
+        table.loc[table["excluded"], "image_id"].isin(images.index[images["label"] == first]).all()
+    )
+    assert r.run["params"]["suspect_prior"] == str(tmp_path / "screen")
+
+
+def test_suspect_prior_settings_and_a_folder_without_label_suspicion(build: Path, tmp_path: Path):
+    with pytest.raises(CurateError, match="--suspect-prior ranks the suspects"):
+        tiny_config(suspect_prior=str(tmp_path)).check()  # pre-sampled tuples: no mined score
+    with pytest.raises(CurateError, match="--suspect-prior ranks the suspects"):
+        _cfg(exclude_suspects=False, suspect_prior=str(tmp_path)).check()
+    _cfg(exclude_suspects=True, suspect_score="head", suspect_prior=str(tmp_path)).check()
+    with pytest.raises(CurateError, match="images_suspect.parquet not found"):
+        finetune(
+            build,
+            tmp_path / "r1",
+            _cfg(
+                exclude_suspects=True, suspect_score="head", suspect_prior=str(tmp_path / "nowhere")
+            ),
+        )
+    (tmp_path / "other").mkdir()
+    pd.DataFrame({"path": ["/elsewhere/a.png"], "suspicion": [0.5]}).to_parquet(
+        tmp_path / "other" / "images_suspect.parquet"
+    )
+    with pytest.raises(CurateError, match="none of its images is a training image"):
+        finetune(
+            build,
+            tmp_path / "r2",
+            _cfg(
+                exclude_suspects=True, suspect_score="head", suspect_prior=str(tmp_path / "other")
+            ),
+        )

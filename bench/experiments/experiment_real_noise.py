@@ -132,6 +132,32 @@ mislabelled anchor 1.68 times as often as all mined triplets (1.88, 1.62, 1.65, 
 Twice the epochs (``--epochs 6 --tag _e6 --seeds 0``, ``real_noise_mining_head_pos_e6.csv``, a
 diagnostic with no baseline at that length): 1.91 against 1.88 on seed 0, per epoch 1.80 to
 2.00; the head's AUROC levels off at 0.84.
+
+Third round (the suspicion score, the cut's share, arm 6 at the defaults): ``_once`` = the
+defaults trained on the kept tuples of the face-screen folder's ``curate screen`` (arm 6 at the
+new defaults); ``_prior`` = the defaults with ``finetune --suspect-prior`` naming that folder
+(each image ranked by the mean percentile rank of its running head score and the screen's label
+suspicion, a prior from the base network, which has not seen the subset's labels); ``_s10`` =
+the defaults with ``--suspect-share 0.1``; ``_prior_once`` = both. The command of the second
+round with ``--arms full_suppress_head_pos_once`` (``_prior``, ``_s10``, ``_prior_once``) and
+``--results-csv bench/results/real_noise_mining_head_pos_once.csv`` (``..._prior.csv``,
+``..._s10.csv``, ``..._prior_once.csv``). Measured (2026-12-06, 50-171 s each), seeds 0-4,
+FERPlus accuracy / macro-F1, and the suppressed triplets' mislabelled-anchor ratio (suppressed /
+all mined)::
+
+    full_suppress_head_pos (defaults)  0.545 +- 0.032 / 0.327 +- 0.013   ratio 1.68 +- 0.18
+    full_suppress_head_pos_once        0.581 +- 0.020 / 0.323 +- 0.024   ratio 1.86 +- 0.11
+    full_suppress_head_pos_prior       0.548 +- 0.037 / 0.310 +- 0.006   ratio 1.84 +- 0.14
+    full_suppress_head_pos_s10         0.519 +- 0.042 / 0.320 +- 0.019   ratio 1.72 +- 0.21
+    full_suppress_head_pos_prior_once  0.569 +- 0.024 / 0.293 +- 0.012   ratio 1.97 +- 0.03
+
+``_once`` is ahead of the defaults on every seed (+2.0, +5.0, +8.6, +1.5, +0.9 points) and of
+``bh_cleanlab`` by 5.7 points; ``_prior`` raises the ratio on every seed (+0.06 to +0.33) at the
+same accuracy (+0.1, -0.1, -0.5, +5.1, -2.8) but lowers macro-F1 on every seed (-0.5 to -3.3):
+it suppresses more of the noisiest labels (fear anchors 45% of the suppressed triplets against 28%,
+angry 33% against 24%). ``_prior_once`` comes closest to 2x (1.93-2.00 per seed) but is behind ``_once`` on every seed
+(accuracy -1.2, macro-F1 -3.0 points). Which scores could do better:
+``bench/experiments/suspicion_scores.py`` (``bench/results/real_noise_suspicion_scores.csv``).
 """
 
 from __future__ import annotations
@@ -183,6 +209,15 @@ EXTRA_MINING_ARMS = (
     "full_suppress_rank_pos",
     "full_suppress_head_pc_pos",
     "full_suppress_rank_pc_pos",
+    # third round: arm 6 at finetune's defaults (screened once with `curate screen`, then the default
+    # method: batch-hard, class-pair margins, the positive boundary, suppression by the head's margin)
+    "full_suppress_head_pos_once",
+    # third round: the head's running margin rank-averaged (over all scored images) with an
+    # out-of-sample prior, the label suspicion of the face-screen folder's `curate screen` (whose
+    # network has not seen the subset's labels); _s10: --suppress-share 0.1 (set by the arm)
+    "full_suppress_head_pos_prior",
+    "full_suppress_head_pos_s10",
+    "full_suppress_head_pos_prior_once",
 )
 SCORES = ("margin", "head", "rank")  # finetune's batch-hard --suspect-score choices
 ALL_ARMS = ARMS + MINING_ARMS + EXTRA_MINING_ARMS
@@ -908,6 +943,17 @@ def run_mining_arm(
             "suspect_score": parts[0],
             **({"screen_negatives": False} if "pos" in parts else {}),
         }
+        if "s10" in parts:
+            over["suspect_share"] = 0.1
+        if "prior" in parts:  # finetune --suspect-prior: the face-screen folder's label suspicion
+            over["suspect_prior"] = str(screened())
+        if "once" in parts:  # trained on the kept tuples of `curate screen` (arm 6)
+            source = screened()
+            extra = {
+                k: v
+                for k, v in screen_diagnostics(source, orig).items()
+                if k in ("bad_any", "label_screen_images")
+            }
     elif arm in (
         "full_suppress",
         "full_suppress_global",
@@ -1007,11 +1053,25 @@ def run_mining_arm(
         elif not isinstance(v, (list, tuple)):
             row[k] = v
     if (run / "visit_scores.parquet").is_file():
-        by_epoch = score_diagnostics(run, orig, steps, args.suppress_share)
+        by_epoch = score_diagnostics(
+            run,
+            orig,
+            steps,
+            cfg.suspect_share,
+            screen_prior(screened())
+            if "prior" in arm or ("_once" not in arm and arm.startswith("full_suppress"))
+            else None,
+        )
         per_epoch = [{**r, **by_epoch.get(r["epoch"], {})} for r in per_epoch]
         row.update({f"last_{k}": v for k, v in by_epoch[max(by_epoch)].items()})
     epochs = [{"arm": arm + args.tag, "seed": seed, **r} for r in per_epoch]
     return row, epochs
+
+
+def screen_prior(screen_dir: Path) -> pd.Series:
+    """The label suspicion of a `curate screen` folder per image_id (its build's ids)."""
+    sus = pd.read_parquet(screen_dir / "images_suspect.parquet")
+    return sus.set_index("image_id")["suspicion"].astype(float)
 
 
 @contextlib.contextmanager
@@ -1051,15 +1111,17 @@ def recording_scores():
 
 
 def score_diagnostics(
-    run: Path, build_dir: Path, steps: int, share: float
+    run: Path, build_dir: Path, steps: int, share: float, prior: pd.Series | None = None
 ) -> dict[int, dict[str, float]]:
     """Per epoch, for each score averaged over every image's visits up to the epoch's end: its
     AUROC for a wrong label (FERPlus votes) and the precision (share truly mislabelled) of its
     ``share`` most suspect images, ranked over all images (``_global``) and within each label
-    (``_pc``), the way ``--exclude-suspects`` cuts."""
+    (``_pc``), the way ``--exclude-suspects`` cuts. With ``prior`` (per image_id) also the head's
+    score rank-averaged with it (``--suspect-prior``: ``curate.train.suspicion.with_prior``,
+    ``headprior``) and the prior alone."""
     from sklearn.metrics import roc_auc_score
 
-    from curate.train.suspicion import suspicion_cut
+    from curate.train.suspicion import suspicion_cut, with_prior
 
     v = pd.read_parquet(run / "visit_scores.parquet")
     images = pd.read_parquet(build_dir / "images.parquet").set_index("image_id")
@@ -1078,8 +1140,12 @@ def score_diagnostics(
         bad = g[("bad", "first")].to_numpy(bool)
         codes = pd.factorize(g[("label", "first")])[0]
         row: dict[str, float] = {"base_rate_bad": float(bad.mean())}
-        for s in SCORES:
-            hist = np.column_stack([g[(s, "sum")], g[(s, "count")]]).astype(float)
+        hists = {s: np.column_stack([g[(s, "sum")], g[(s, "count")]]).astype(float) for s in SCORES}
+        if prior is not None:
+            p = prior.reindex(g.index).fillna(prior.median()).to_numpy(float)
+            hists["headprior"] = with_prior(hists["head"], p)
+            hists["prior"] = np.column_stack([p, np.ones(len(p))])
+        for s, hist in hists.items():
             row[f"auroc_{s}"] = float(roc_auc_score(bad, hist[:, 0] / hist[:, 1]))
             for kind, groups in (("global", None), ("pc", codes)):
                 cut = suspicion_cut(hist, share, 1, groups)

@@ -132,6 +132,9 @@ class FinetuneConfig:
     suspect_min_visits: int = 1  # ... times, ranked by their mean suspicion score
     suspect_per_class: bool = False  # ... over all images (True: within each label)
     suspect_score: str = AUTO  # ... posterior (1 - p(label | x)), or batch-hard: margin, head, rank
+    suspect_prior: str | None = (
+        None  # a `curate screen` folder: its label suspicion, rank-averaged with the score
+    )
     epochs: int = 10
     max_steps: int | None = None
     batch_tuples: int = 64
@@ -227,6 +230,15 @@ class FinetuneConfig:
                 f"--suspect-score {self.suspect_score} needs --mining batch-hard (it is measured "
                 "in the P x K batches)",
                 hint="pass --mining batch-hard, or --suspect-score posterior",
+            )
+        if self.suspect_prior is not None and not (
+            self.exclude_suspects and self.suspect_score in MINED_SCORES
+        ):
+            raise CurateError(
+                "--suspect-prior ranks the suspects of --exclude-suspects with a batch-hard "
+                f"--suspect-score ({', '.join(MINED_SCORES)})",
+                hint="pass --mining batch-hard --exclude-suspects --suspect-score head, or drop "
+                "--suspect-prior",
             )
         if self.exclude_suspects:
             if self.suspect_score == "posterior" and (
@@ -356,6 +368,7 @@ CLI_HELP: dict[str, str] = {
     "suspect_min_visits": "With --exclude-suspects: screened visits before an image can be left out.",
     "suspect_per_class": "With --exclude-suspects: rank within each label, so --suspect-share of every class (a global rank can leave out whole hard classes).",
     "suspect_score": "With --exclude-suspects: what is ranked: posterior (1 - p(label | x) against the in-loop window; needs a class-aware --null); with --mining batch-hard also margin (how much closer the image sits to another label than to its own in the batch), head (the classification head's best other logit minus its label's: AUM, negated) or rank (the mean of those two's ranks in the batch); auto: head with --mining batch-hard, else posterior.",
+    "suspect_prior": "With --exclude-suspects and a batch-hard --suspect-score: a `curate screen` folder whose label screen scored these images (images_suspect.parquet, matched by path); each image is ranked by the mean of two percentile ranks, its running score's and its label suspicion there (a prior from a network that, ideally, has not seen these labels; usually the --face-screen folder). Images the screen did not score take its median.",
     "epochs": "Passes over the tuples.",
     "max_steps": "Stop after this many steps.",
     "batch_tuples": "Tuples per batch (their unique images are forwarded once).",

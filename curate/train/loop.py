@@ -95,6 +95,7 @@ from curate.train.suspicion import (
     image_suspicion_table,
     suspect_images,
     suspicion_cut,
+    with_prior,
 )
 
 TrainProgress = Callable[[str, int, int, dict[str, Any]], None]
@@ -207,6 +208,7 @@ _LATER_SETTINGS = {
     "margin_mode": "global",
     "metric_weight": 1.0,
     "face_screen": None,
+    "suspect_prior": None,
     "augment_kind": "light",
     "suspect_score": "posterior",
     "screen_negatives": True,
@@ -350,8 +352,10 @@ class _Trainer:
         val_rows: np.ndarray,
         device: torch.device,
         par: Parallel = SINGLE,
+        prior: np.ndarray | None = None,
     ) -> None:
         self.cfg, self.data, self.net, self.data_config = cfg, data, net, data_config
+        self.prior = prior  # --suspect-prior per store row (nan: not scored), or None
         self.par = par
         self.store, self.member_rows, self.label_codes, self.val_rows = (
             store,
@@ -423,6 +427,8 @@ class _Trainer:
         share by their mean score over earlier visits (``suspicion``: sum/visits before this
         step), counting this step's scores (``batch_suspicion``) where given."""
         cfg = self.cfg
+        if self.prior is not None:  # batch-hard only: batch_suspicion is None there
+            suspicion = with_prior(suspicion, self.prior)
         cut = suspicion_cut(
             suspicion,
             cfg.suspect_share,
@@ -732,6 +738,10 @@ def finetune(
     data = load_training_data(source, val_split=cfg.val_split)
     if cfg.face_screen is not None:
         data = without_face_rejects(data, cfg.face_screen)
+    if cfg.suspect_prior is not None:
+        data = replace(
+            data, extra={**data.extra, "suspect_prior": suspect_prior(data, cfg.suspect_prior)}
+        )
     kind = cfg.kind or data.kind
     if kind == "quadruplet" and data.kind != "quadruplet":
         raise CurateError(
@@ -851,6 +861,7 @@ def _train(
         images.val_rows,
         device,
         par,
+        prior=_prior_rows(data, images.ids),
     )
     n_batches = _set_up_sampling(trainer, images)
     total = (
@@ -1256,7 +1267,8 @@ def _finish(
         )
     if (cfg.screen_every_step and cfg.null in CLASS_NULLS) or cfg.suspect_score in MINED_SCORES:
         write_parquet(
-            image_suspicion_table(state.suspicion, ids, data, cfg), run / "image_suspicion.parquet"
+            image_suspicion_table(state.suspicion, ids, data, cfg, _prior_rows(data, ids)),
+            run / "image_suspicion.parquet",
         )
     final = last_val.get("_metrics", {})
     write_json(final, run / "evaluation.json")
@@ -1269,7 +1281,11 @@ def _finish(
         "val_images": len(data.val_images),
         "mean_share_dropped": float(train["share_dropped"].mean()) if len(train) else None,
         "steps_all_dropped": int(train["all_dropped"].sum()) if len(train) else 0,
-        "images_excluded": int(final_suspects(state.suspicion, cfg, class_codes(data, ids)).sum()),
+        "images_excluded": int(
+            final_suspects(
+                state.suspicion, cfg, class_codes(data, ids), _prior_rows(data, ids)
+            ).sum()
+        ),
         "face_rejected_images": data.extra.get("face_rejected_images"),
         "mined_triplets": int(len(state.mined)) if cfg.mining == "batch-hard" else None,
         "val_accuracy": final.get("accuracy"),
@@ -1336,6 +1352,35 @@ def without_face_rejects(data: TrainingData, screen_dir: str | Path) -> Training
         tuples=data.tuples[keep].reset_index(drop=True),
         extra={**data.extra, "face_rejected_ids": bad, "face_rejected_images": int(len(bad))},
     )
+
+
+def suspect_prior(data: TrainingData, screen_dir: str | Path) -> pd.Series:
+    """``--suspect-prior``: the label suspicion (``suspicion`` of ``images_suspect.parquet``)
+    that the `curate screen` folder ``screen_dir`` gave the training images, matched by path,
+    indexed by image_id (images it did not score are absent)."""
+    f = Path(screen_dir).expanduser() / "images_suspect.parquet"
+    hint = "pass the --out folder of a `curate screen` run over the same images (label screen on)"
+    if not f.is_file():
+        raise CurateError(f"--suspect-prior {screen_dir}: {f.name} not found", hint=hint)
+    sus = read_parquet(f, what="screen image verdicts")
+    if "suspicion" not in sus.columns or not sus["suspicion"].notna().any():
+        raise CurateError(
+            f"--suspect-prior {screen_dir}: that screen scored no label suspicion", hint=hint
+        )
+    by_path = sus.dropna(subset=["suspicion"]).drop_duplicates("path").set_index("path")
+    paths = data.images["path"].astype(str)
+    prior = paths.map(by_path["suspicion"].astype(np.float64)).dropna()
+    if prior.empty:
+        raise CurateError(
+            f"--suspect-prior {screen_dir}: none of its images is a training image", hint=hint
+        )
+    return prior
+
+
+def _prior_rows(data: TrainingData, ids: np.ndarray) -> np.ndarray | None:
+    """The ``--suspect-prior`` of each store row (``nan``: not scored), or None without one."""
+    prior = data.extra.get("suspect_prior")
+    return None if prior is None else prior.reindex(ids).to_numpy(np.float64)
 
 
 def mined_triplet_table(

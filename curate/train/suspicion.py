@@ -55,6 +55,26 @@ def suspect_images(
     return (visits >= min_visits) & (total >= cut * np.maximum(visits, 1))
 
 
+def with_prior(history: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """``history`` (``[n, 2]``: sum of suspicion, visits) with each screened image's mean score
+    replaced by the mean of two percentile ranks among the screened images: its mean score's
+    and its ``prior``'s (``[n]``, ``--suspect-prior``; an image without one, ``nan``, takes the
+    median prior). Rows never screened are left as they are. Ranks put the running score and a
+    prior of another scale on one footing, as ``--suspect-score rank`` does within a batch."""
+    from scipy.stats import rankdata
+
+    out = np.array(history, dtype=np.float64, copy=True)
+    seen = out[:, 1] > 0
+    n = int(seen.sum())
+    if not n:
+        return out
+    finite = np.isfinite(prior)
+    p = np.where(finite, prior, np.median(prior[finite]) if finite.any() else 0.0)[seen]
+    mean = out[seen, 0] / out[seen, 1]
+    out[seen, 0] = (rankdata(mean) + rankdata(p)) / (2 * n) * out[seen, 1]
+    return out
+
+
 def class_codes(data: TrainingData, ids: np.ndarray) -> np.ndarray:
     """Class index of each image of ``ids`` (-1: a label outside the classes)."""
     class_index = {c: i for i, c in enumerate(data.classes)}
@@ -68,10 +88,17 @@ def class_codes(data: TrainingData, ids: np.ndarray) -> np.ndarray:
 
 
 def final_suspects(
-    suspicion: np.ndarray, cfg: FinetuneConfig, label_codes: np.ndarray
+    suspicion: np.ndarray,
+    cfg: FinetuneConfig,
+    label_codes: np.ndarray,
+    prior: np.ndarray | None = None,
 ) -> np.ndarray:
+    """The images ``--exclude-suspects`` leaves out at the end of the run (``prior``: the
+    ``--suspect-prior`` per image, ranked with the running score by :func:`with_prior`)."""
     if not cfg.exclude_suspects:
         return np.zeros(len(suspicion), bool)
+    if prior is not None:
+        suspicion = with_prior(suspicion, prior)
     cut = suspicion_cut(
         suspicion,
         cfg.suspect_share,
@@ -82,13 +109,18 @@ def final_suspects(
 
 
 def image_suspicion_table(
-    suspicion: np.ndarray, ids: np.ndarray, data: TrainingData, cfg: FinetuneConfig
+    suspicion: np.ndarray,
+    ids: np.ndarray,
+    data: TrainingData,
+    cfg: FinetuneConfig,
+    prior: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """``image_suspicion.parquet``: per training image, its in-loop label suspicion record."""
+    """``image_suspicion.parquet``: per training image, its in-loop label suspicion record
+    (with ``prior``, the ``--suspect-prior`` per image, as ``prior_suspicion``)."""
     visits = suspicion[:, 1]
     seen = visits > 0
     mean = np.divide(suspicion[:, 0], visits, out=np.full(len(visits), np.nan), where=seen)
-    excluded = final_suspects(suspicion, cfg, class_codes(data, ids))
+    excluded = final_suspects(suspicion, cfg, class_codes(data, ids), prior)
     table = pd.DataFrame(
         {
             "image_id": ids[seen],
@@ -98,6 +130,8 @@ def image_suspicion_table(
             "excluded": excluded[seen],
         }
     )
+    if prior is not None:
+        table["prior_suspicion"] = np.asarray(prior, np.float64)[seen]
     return table.sort_values(["mean_suspicion", "image_id"], ascending=[False, True]).reset_index(
         drop=True
     )
