@@ -25,10 +25,9 @@ from curate.errors import CurateError
 from curate.faces.geometry import ALIGN_SIZE
 
 # Faces per forward pass of the occlusion networks: a fixed shape, bit-identical scores
-# (the same at any size). 16 faces (32 views with their mirror images) take a fifth less
-# CPU per face than 32 on this project's 2-core machine (the larger batch's activations
-# outgrow the cache; docs/faces.md, "Speed"), and the worker batches of 64 images pad less.
-SCORE_CHUNK = 16
+# (the same at any size). 16 take a fifth less CPU per face than 32 alone on an otherwise
+# idle core, but not in analyze_faces beside busy face workers (docs/faces.md, "Speed").
+SCORE_CHUNK = 32
 
 # Outputs of the networks of the synthetic stages (1-4): occluded, then one per region.
 REGIONS = ("eyes", "nose", "mouth", "lower face")
