@@ -18,7 +18,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -503,6 +502,10 @@ def versions() -> dict[str, str]:
 
 
 def _version(name: str) -> str:
+    # imported here: importlib.metadata (and the email package it loads) costs every face
+    # worker, which reads files through this module, 20 ms of CPU at start-up
+    from importlib import metadata
+
     try:
         return metadata.version(name)
     except metadata.PackageNotFoundError:

@@ -81,17 +81,92 @@ def test_strided_max_pool_is_max_pool():
     assert not any(isinstance(m, torch.nn.MaxPool2d) for m in net.modules())
 
 
+def old_set_image(interpreter, index, tile, scale, offset):
+    """The network input as it was written before: a grey tile converted to RGB first."""
+    import cv2
+
+    view = interpreter.tensor(index)()[0]
+    rgb = tile if tile.ndim == 3 else cv2.cvtColor(tile, cv2.COLOR_GRAY2RGB)
+    np.multiply(rgb, np.float32(scale), out=view, casting="unsafe")
+    if offset:
+        view += np.float32(offset)
+    del view
+
+
+def old_estimate_scale(procrustes, points):
+    """The scale estimate of the geometry pipeline as it was made before: the whole
+    similarity solved, then the length of its first column."""
+    return float(np.linalg.norm(procrustes.solve(points)[:3, 0]))
+
+
+class _Tensor:
+    """A stand-in for a LiteRT interpreter's input tensor (``tensor(index)()``)."""
+
+    def __init__(self, shape):
+        self.buffer = np.full(shape, np.nan, dtype=np.float32)
+
+    def tensor(self, index):
+        return lambda: self.buffer
+
+
+@pytest.mark.parametrize("scale,offset", [(2.0 / 255.0, -1.0), (1.0 / 255.0, 0.0)])
+def test_set_image_broadcasts_grey_as_rgb_would(scale, offset):
+    rng = np.random.default_rng(2)
+    for tile in (
+        rng.integers(0, 256, (128, 128), dtype=np.uint8),
+        rng.integers(0, 256, (128, 128, 3), dtype=np.uint8),
+        np.arange(128 * 128).reshape(128, 128).astype(np.uint8),
+    ):
+        new, old = _Tensor((1, 128, 128, 3)), _Tensor((1, 128, 128, 3))
+        R._set_image(new, 0, tile, scale, offset)
+        old_set_image(old, 0, tile, scale, offset)
+        assert np.array_equal(new.buffer, old.buffer) and not np.isnan(new.buffer).any()
+
+
+def test_procrustes_scale_is_the_solved_matrix_scale():
+    rng = np.random.default_rng(3)
+    canonical = rng.standard_normal((3, 468)) * 5
+    weights = np.where(rng.random(468) < 0.1, rng.random(468), 0.0)
+    procrustes = R.WeightedProcrustes(canonical, weights)
+    for _ in range(200):
+        turn = np.linalg.qr(rng.standard_normal((3, 3)))[0]  # rotations and reflections
+        target = rng.uniform(0.2, 3) * turn @ canonical + rng.standard_normal((3, 1))
+        target += 0.05 * rng.standard_normal(target.shape)
+        for points in (target, target[:, procrustes.used]):
+            assert procrustes.scale(points) == old_estimate_scale(procrustes, points)
+
+
+def test_occlusion_scores_do_not_depend_on_the_chunk(monkeypatch):
+    """A face's occlusion scores are the same bit for bit whatever the number of faces per
+    forward pass (SCORE_CHUNK may be tuned for speed alone)."""
+    rng = np.random.default_rng(4)
+    faces = rng.integers(0, 256, (40, 48, 48), dtype=np.uint8)
+    faces[::3] = np.clip(faces[::3] // 4 + np.arange(48, dtype=np.uint8), 0, 255)  # smoother
+    model = O.OcclusionModel()
+    scores = {}
+    for chunk in (O.SCORE_CHUNK, 16, 8):
+        monkeypatch.setattr(O, "SCORE_CHUNK", chunk)
+        scores[chunk] = model.probabilities(faces)
+        assert np.array_equal(model.probabilities(faces[5:7]), scores[chunk][5:7])
+    assert len(scores) == 3
+    for chunk, probs in scores.items():
+        assert probs.shape == (40, len(O.OUTPUTS)) and np.array_equal(probs, scores[16]), chunk
+
+
 @pytest.fixture
 def old_path(monkeypatch):
     """Switches the analysis back to the code the speed work replaced: the padding colour by
     sorting, grey files decoded to three equal channels, the occlusion networks with torch's
-    max pooling after each ReLU, eight faces per forward pass."""
+    max pooling after each ReLU, eight faces per forward pass, grey network inputs converted
+    to RGB first, the geometry pipeline's scale from the whole solved similarity."""
 
     def use_old() -> None:
         monkeypatch.setattr(G, "channel_medians", old_channel_medians)
         monkeypatch.setattr(R, "load_face_arrays", load_arrays)
         monkeypatch.setattr(O, "_is_plain_2x2_pool", lambda pool: False)
         monkeypatch.setattr(O, "SCORE_CHUNK", 8)
+        monkeypatch.setattr(R, "_set_image", old_set_image)
+        monkeypatch.setattr(R.WeightedProcrustes, "scale", old_estimate_scale)
 
     return use_old
 

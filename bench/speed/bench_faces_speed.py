@@ -23,7 +23,7 @@ Usage::
 
     python -m bench.speed.bench_faces_speed [--n-fer 2000] [--face-conditions 1760] [--workers 2]
                                       [--backends tasks,litert] [--repeat 1] [--seed 0]
-                                      [--baseline-ref 4f15301] [--save DIR] [--json FILE]
+                                      [--baseline-ref ceb99a4] [--save DIR] [--json FILE]
 """
 
 from __future__ import annotations
@@ -42,9 +42,10 @@ from pathlib import Path
 from bench.common.paths import DATA
 
 REPO = Path(__file__).resolve().parents[2]
-# ``main`` before the speed work of issue 23 (faces-7: the mirror-image look and the
-# keypoint yaw, occlusion networks with torch's pooling, eight faces a pass)
-BASELINE_REF = "4f15301"
+# ``main`` before the third round of issue 23's speed work (faces-8: the occlusion weights
+# with painted collars; 4f15301, the first baseline, has older occlusion weights, so its
+# tables differ)
+BASELINE_REF = "ceb99a4"
 COMPARED = ("yaw", "pitch", "roll", "occlusion", "occlusion_any", "face_confidence")
 
 

@@ -278,8 +278,8 @@ class WeightedProcrustes:
         self.centred = self.weighted - centre * self.sqrt_weights
         self.spread = float((self.centred * self.weighted).sum())
 
-    def solve(self, target: np.ndarray) -> np.ndarray:
-        """``M`` for a 3 x N ``target`` (all N points, or only those of :attr:`used`)."""
+    def _rotation_scale(self, target: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
+        """The rotation and scale of :meth:`solve`, and the weighted target."""
         if target.shape[1] != self.used.size:
             target = target[:, self.used]
         wt = target * self.sqrt_weights
@@ -288,7 +288,17 @@ class WeightedProcrustes:
         if np.linalg.det(rotation) < 0:  # det(U) det(V^T) < 0: flip U's last column
             u[:, 2] *= -1
             rotation = u @ vt
-        scale = float(((rotation @ self.centred) * wt).sum()) / self.spread
+        return rotation, float(((rotation @ self.centred) * wt).sum()) / self.spread, wt
+
+    def scale(self, target: np.ndarray) -> float:
+        """The length of the first column of :meth:`solve`'s ``M`` (its scale), the same
+        float, without the translation."""
+        rotation, scale, _ = self._rotation_scale(target)
+        return float(np.linalg.norm(scale * rotation[:, 0]))
+
+    def solve(self, target: np.ndarray) -> np.ndarray:
+        """``M`` for a 3 x N ``target`` (all N points, or only those of :attr:`used`)."""
+        rotation, scale, wt = self._rotation_scale(target)
         out = np.eye(4)
         out[:3, :3] = scale * rotation
         out[:3, 3] = ((wt - scale * rotation @ self.weighted) * self.sqrt_weights).sum(
@@ -324,11 +334,8 @@ class FaceGeometry:
             z = (screen[2] - depth_offset + NEAR) / scale
             return np.stack([screen[0] * z / NEAR, screen[1] * z / NEAR, -z])
 
-        def estimate_scale(points: np.ndarray) -> float:
-            return float(np.linalg.norm(self.procrustes.solve(points)[:3, 0]))
-
-        first = estimate_scale(screen * np.array([[1.0], [1.0], [-1.0]]))
-        second = estimate_scale(metric(first))
+        first = self.procrustes.scale(screen * np.array([[1.0], [1.0], [-1.0]]))
+        second = self.procrustes.scale(metric(first))
         return self.procrustes.solve(metric(first * second))
 
 
@@ -336,10 +343,10 @@ class FaceGeometry:
 def _set_image(interpreter, index: int, tile: np.ndarray, scale: float, offset: float) -> None:
     """Write ``tile * scale + offset`` (float32; a grey tile into all three channels) into
     the model's input tensor in place."""
-    import cv2
-
     view = interpreter.tensor(index)()[0]
-    rgb = tile if tile.ndim == 3 else cv2.cvtColor(tile, cv2.COLOR_GRAY2RGB)
+    # a grey tile is broadcast into the three channels (the floats of converting it to RGB
+    # first, without making that copy)
+    rgb = tile if tile.ndim == 3 else tile[..., None]
     np.multiply(rgb, np.float32(scale), out=view, casting="unsafe")
     if offset:
         view += np.float32(offset)

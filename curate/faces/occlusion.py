@@ -24,9 +24,10 @@ import numpy as np
 from curate.errors import CurateError
 from curate.faces.geometry import ALIGN_SIZE
 
-SCORE_CHUNK = (
-    32  # faces per forward pass of the occlusion networks: a fixed shape, bit-identical scores
-)
+# Faces per forward pass of the occlusion networks: a fixed shape, bit-identical scores
+# (the same at any size). 16 take a fifth less CPU per face than 32 alone on an otherwise
+# idle core, but not in analyze_faces beside busy face workers (docs/faces.md, "Speed").
+SCORE_CHUNK = 32
 
 # Outputs of the networks of the synthetic stages (1-4): occluded, then one per region.
 REGIONS = ("eyes", "nose", "mouth", "lower face")
