@@ -212,6 +212,12 @@ def main() -> None:
         "a painted collar under the chin (curate.faces.occluders.clothing)",
     )
     ap.add_argument(
+        "--soup",
+        action="store_true",
+        help="with --real-labels: average the seeds' networks into one (a model soup: scores "
+        "like their mean at the cost of one network)",
+    )
+    ap.add_argument(
         "--posed-bare",
         type=Path,
         default=None,
@@ -256,13 +262,15 @@ def main() -> None:
             extra_classes=extra_classes,
             balance_covered=args.balance_covered,
             clothing=args.clothing,
+            soup=args.soup,
             progress=_labelled_progress,
         )
         held = result.held_out
         if len(held):
             a = fit.held_out_aurocs(held, held["score"].to_numpy())
+            what = f"soup of {len(seeds)} networks" if args.soup else f"{len(seeds)}-network file"
             print(
-                f"held-out AUROC of the {len(seeds)}-network file: {a['auroc']:.4f} "
+                f"held-out AUROC of the {what}: {a['auroc']:.4f} "
                 f"(randomly sampled faces {a['auroc_random']:.4f}, n={a['n_random']})"
             )
             held[["path", "occluded", "kind", "sample", "score", "occlusion"]].to_csv(
@@ -282,6 +290,7 @@ def main() -> None:
                 "balance_classes": str(bool(args.balance_classes)),
                 "balance_covered": str(bool(args.balance_covered)),
                 "clothing": str(args.clothing),
+                "soup": str(bool(args.soup)),
                 "posed_bare": "dev performers" if args.posed_bare else "none",
             },
         )
