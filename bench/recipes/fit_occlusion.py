@@ -6,11 +6,13 @@ faces`` (``--crops-cache FILE`` keeps them: landmarking 12,000 faces takes about
 minutes on one core). Nothing here reads the face-conditions benchmark, and nothing is
 written into the package unless ``--out`` names it.
 
-The shipped weights (stage 5; about 7 minutes of training on one core)::
+The shipped weights (stage 5; about 35 minutes of training on one busy core; the full
+command with every flag is in docs/faces.md, "Fitting the occlusion weights")::
 
     python -m bench.recipes.fit_occlusion --crops-cache /tmp/fer_aligned.npz \\
-        --real-labels bench/audit/fer2013_train_occlusion_labels.csv \\
-        --epochs 6 --seeds 0,1,2 --out /tmp/occlusion.safetensors
+        --real-labels bench/audit/fer2013_train_occlusion_labels.csv --dev-only \\
+        --balance-classes --posed-bare ../shared/data/taiwanese-posed --clothing 0.2 \\
+        --epochs 12 --seeds 0,1,2 --soup --out /tmp/occlusion.safetensors
 
 ``--init`` and ``--clean-with`` default to the stage-4 weights committed in
 ``bench/audit/occlusion_stage4.safetensors``; ``--cv-fold K`` holds out fold K of 5 and

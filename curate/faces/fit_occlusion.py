@@ -16,7 +16,8 @@ Data: aligned 48x48 crops (:func:`aligned_crops`) of a seeded sample of FER2013
 * :func:`fit_labelled` (stage 5, the shipped weights): the stage-4 weights
   (``bench/audit/occlusion_stage4.safetensors``) fine-tuned on hand-labelled faces into
   networks of two outputs (covered, clear glasses only), one network per seed; :func:`save_occlusion_weights` writes them into one file whose score
-  is their mean. ``cv_fold`` holds out one of :data:`N_FOLDS` seeded folds of the
+  is their mean, or (``soup``, the shipped weights since ``faces-9``) their average
+  (:func:`soup_states`), one network that scores as well at a third of the work. ``cv_fold`` holds out one of :data:`N_FOLDS` seeded folds of the
   labelled faces (:func:`cv_folds`), which then never enter training.
 """
 
