@@ -422,3 +422,31 @@ def test_clothing_is_painted_only_when_asked(tmp_path, monkeypatch):
     )
     assert painted
     assert res.n_train == res2.n_train and res.n_clean == res2.n_clean
+
+
+def test_soup_averages_the_seeds_into_one_network(tmp_path):
+    crops = _crops(70, seed=2)
+    labels = _labels(30)
+    init = _save_net(tmp_path / "init.safetensors", 1)
+    clean = _save_net(tmp_path / "clean.safetensors", 2, occluded_bias=-10.0)
+    kw = {"init": init, "clean_with": clean, "seeds": (0, 1), "epochs": 1, "cv_fold": 0}
+    both = fit.fit_labelled(crops, labels, **kw)
+    souped = fit.fit_labelled(crops, labels, **kw, soup=True)
+    assert len(souped.states) == 1
+    one = souped.states[0]
+    assert not any(torch.equal(one["0.weight"], st["0.weight"]) for st in both.states)
+    for k, v in one.items():
+        if v.dtype.is_floating_point:
+            want = (both.states[0][k] + both.states[1][k]) / 2
+            assert torch.allclose(v, want, atol=1e-7), k
+        else:
+            assert torch.equal(v, both.states[0][k])
+    # the held-out fold is scored by the soup, not by the two networks
+    path = fit.save_occlusion_weights(souped.states, tmp_path / "soup.safetensors", {})
+    model = OcclusionModel(path)
+    assert len(model.nets) == 1
+    held = crops[souped.held_out["idx"].to_numpy()]
+    assert np.allclose(model.probabilities(held)[:, 0], souped.held_out["score"], atol=0.02)
+    assert not np.array_equal(souped.held_out["score"], both.held_out["score"])
+    with pytest.raises(CurateError, match="different parameters"):
+        fit.soup_states([one, {k: v for k, v in one.items() if not k.startswith("0.")}])

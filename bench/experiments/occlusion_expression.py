@@ -20,7 +20,7 @@ Dev figures may choose between weights; holdout figures report.
 Usage::
 
     python -m bench.experiments.occlusion_expression [WEIGHTS ...] --crops /tmp/occ_eval.npz \\
-        --fer-crops /tmp/fer_aligned.npz [--max-occlusion 0.44]
+        --fer-crops /tmp/fer_aligned.npz [--max-occlusion 0.45]
 """
 
 from __future__ import annotations

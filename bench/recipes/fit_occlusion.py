@@ -6,11 +6,13 @@ faces`` (``--crops-cache FILE`` keeps them: landmarking 12,000 faces takes about
 minutes on one core). Nothing here reads the face-conditions benchmark, and nothing is
 written into the package unless ``--out`` names it.
 
-The shipped weights (stage 5; about 7 minutes of training on one core)::
+The shipped weights (stage 5; about 35 minutes of training on one busy core; the full
+command with every flag is in docs/faces.md, "Fitting the occlusion weights")::
 
     python -m bench.recipes.fit_occlusion --crops-cache /tmp/fer_aligned.npz \\
-        --real-labels bench/audit/fer2013_train_occlusion_labels.csv \\
-        --epochs 6 --seeds 0,1,2 --out /tmp/occlusion.safetensors
+        --real-labels bench/audit/fer2013_train_occlusion_labels.csv --dev-only \\
+        --balance-classes --posed-bare ../shared/data/taiwanese-posed --clothing 0.2 \\
+        --epochs 12 --seeds 0,1,2 --soup --out /tmp/occlusion.safetensors
 
 ``--init`` and ``--clean-with`` default to the stage-4 weights committed in
 ``bench/audit/occlusion_stage4.safetensors``; ``--cv-fold K`` holds out fold K of 5 and
@@ -212,6 +214,12 @@ def main() -> None:
         "a painted collar under the chin (curate.faces.occluders.clothing)",
     )
     ap.add_argument(
+        "--soup",
+        action="store_true",
+        help="with --real-labels: average the seeds' networks into one (a model soup: scores "
+        "like their mean at the cost of one network)",
+    )
+    ap.add_argument(
         "--posed-bare",
         type=Path,
         default=None,
@@ -256,13 +264,15 @@ def main() -> None:
             extra_classes=extra_classes,
             balance_covered=args.balance_covered,
             clothing=args.clothing,
+            soup=args.soup,
             progress=_labelled_progress,
         )
         held = result.held_out
         if len(held):
             a = fit.held_out_aurocs(held, held["score"].to_numpy())
+            what = f"soup of {len(seeds)} networks" if args.soup else f"{len(seeds)}-network file"
             print(
-                f"held-out AUROC of the {len(seeds)}-network file: {a['auroc']:.4f} "
+                f"held-out AUROC of the {what}: {a['auroc']:.4f} "
                 f"(randomly sampled faces {a['auroc_random']:.4f}, n={a['n_random']})"
             )
             held[["path", "occluded", "kind", "sample", "score", "occlusion"]].to_csv(
@@ -282,6 +292,7 @@ def main() -> None:
                 "balance_classes": str(bool(args.balance_classes)),
                 "balance_covered": str(bool(args.balance_covered)),
                 "clothing": str(args.clothing),
+                "soup": str(bool(args.soup)),
                 "posed_bare": "dev performers" if args.posed_bare else "none",
             },
         )

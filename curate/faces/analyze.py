@@ -34,8 +34,10 @@ from curate.limits import workers_for
 # the retry on two squares, trying the next where a face does not hold; 7: the mirror image
 # looked at too (litert), ``yaw`` from BlazeFace's keypoints where a face is detected
 # without landmarks; 8: occlusion weights refitted with painted collars under the chin
-# (``--clothing 0.2``: a dark collar under a lowered chin read as the edge of a scarf)
-ANALYSIS_VERSION = "faces-8"
+# (``--clothing 0.2``: a dark collar under a lowered chin read as the edge of a scarf); 9:
+# occlusion weights fitted twice as long (``--epochs 12``) and averaged into one network
+# (``--soup``: a third of the work per face)
+ANALYSIS_VERSION = "faces-9"
 
 COLUMNS = [
     "path",

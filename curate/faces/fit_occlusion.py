@@ -16,7 +16,8 @@ Data: aligned 48x48 crops (:func:`aligned_crops`) of a seeded sample of FER2013
 * :func:`fit_labelled` (stage 5, the shipped weights): the stage-4 weights
   (``bench/audit/occlusion_stage4.safetensors``) fine-tuned on hand-labelled faces into
   networks of two outputs (covered, clear glasses only), one network per seed; :func:`save_occlusion_weights` writes them into one file whose score
-  is their mean. ``cv_fold`` holds out one of :data:`N_FOLDS` seeded folds of the
+  is their mean, or (``soup``, the shipped weights since ``faces-9``) their average
+  (:func:`soup_states`), one network that scores as well at a third of the work. ``cv_fold`` holds out one of :data:`N_FOLDS` seeded folds of the
   labelled faces (:func:`cv_folds`), which then never enter training.
 """
 
@@ -318,6 +319,7 @@ def fit_labelled(
     extra_classes: Sequence[str] | None = None,
     balance_covered: bool = False,
     clothing: float = 0.0,
+    soup: bool = False,
     progress: FitProgress | None = None,
 ) -> LabelledFit:
     """Fine-tune ``init`` on hand-labelled real faces, once per seed (stage 5).
@@ -353,6 +355,11 @@ def fit_labelled(
     help, docs/faces.md; the shipped weights are fitted without it). ``clothing``:
     the share of all faces drawn (labelled and synthetic, whatever their target) that get
     a collar under the chin first (:func:`curate.faces.occluders.clothing`).
+
+    ``soup``: the networks of the seeds are averaged, parameter by parameter and batch-norm
+    statistic by statistic, into one (:func:`soup_states`; ``states`` then holds that one
+    network, and the held-out fold is scored by it): as good as scoring all of them, at the
+    cost of one.
     """
     crops, classes, extra = _with_extra_bare(crops, classes, extra_bare, extra_classes)
     if cv_fold is not None and not 0 <= cv_fold < N_FOLDS:
@@ -399,7 +406,7 @@ def fit_labelled(
             },
         )
     states: list[Any] = []
-    held_scores: list[Any] = []
+    nets: list[Any] = []
     history: list[Any] = []
     for seed in seeds:
         net = _fit_one_labelled(
@@ -419,11 +426,18 @@ def fit_labelled(
             clothing=clothing,
         )
         states.append({k: v.detach().contiguous() for k, v in net.state_dict().items()})
-        held_scores.append(
-            mean_probabilities([net.eval()], crops[held["idx"].to_numpy()])
-            if len(held)
-            else np.zeros((0, len(OUTPUTS)))
-        )
+        nets.append(net.eval())
+    if soup:
+        states = [soup_states(states)]
+        nets = [build_occlusion_net(len(OUTPUTS))]
+        nets[0].load_state_dict(states[0])
+        nets[0].eval()
+    held_scores = [
+        mean_probabilities([net], crops[held["idx"].to_numpy()])
+        if len(held)
+        else np.zeros((0, len(OUTPUTS)))
+        for net in nets
+    ]
     probs = np.mean(held_scores, axis=0) if len(held) else np.zeros((0, len(OUTPUTS)))
     occlusion, covered = covered_scores(probs)
     return LabelledFit(
@@ -617,6 +631,33 @@ def _fit_one_labelled(
 
 
 # ----------------------------------------------------------------------------- the weights file
+
+
+def soup_states(states: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One network from several fine-tuned from the same starting weights (a uniform "model
+    soup", Wortsman et al., 2022): each floating-point tensor (weights, biases, batch-norm
+    running means and variances) is the mean of the networks'; integer counters are the
+    first's. Networks fine-tuned from one start lie in one basin of the loss, so their
+    average scores like the mean of their scores, at the cost of one network
+    (docs/faces.md, "Fitting the occlusion weights")."""
+    import torch
+
+    if not states:
+        raise CurateError("no networks to average", hint="fit at least one seed")
+    keys = list(states[0])
+    if any(list(st) != keys for st in states[1:]):
+        raise CurateError(
+            "the networks to average have different parameters",
+            hint="average networks of one architecture only",
+        )
+    return {
+        k: (
+            torch.stack([st[k] for st in states]).mean(0).contiguous()
+            if states[0][k].dtype.is_floating_point
+            else states[0][k].clone()
+        )
+        for k in keys
+    }
 
 
 def join_members(states: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -43,8 +43,9 @@ OCCLUSION_CHANNELS = (12, 24, 48)
 # threshold of ``occlusion`` against the occlusion policy on the 5-fold out-of-fold scores
 # of the randomly sampled dev hand labels (bench/derivations/occlusion_threshold.py, docs/faces.md),
 # re-derived for the expression-balanced weights (0.41 was the rule on the weights before)
-# and again for the weights fitted with painted collars (``faces-8``): 0.44 again.
-OCCLUSION_THRESHOLD = 0.44
+# and again for the weights fitted with painted collars (``faces-8``): 0.44 again; for the
+# weights fitted twice as long and averaged into one network (``faces-9``): 0.45.
+OCCLUSION_THRESHOLD = 0.45
 
 
 def build_occlusion_net(n_outputs: int = 1 + len(REGIONS)) -> Any:
