@@ -17,11 +17,14 @@ hash), and recall / rejection at several thresholds on dev and holdout. Figures 
 ``fer2013/val`` weigh each audited image by its sampling stratum (``stratum`` column),
 those over face-conditions by its flag stratum, so they estimate the whole set. Then the
 first pose audit (``face_conditions_pose_audit.csv``, unweighted) and the second
-(``face_conditions_pose_audit2.csv``, weighted by its ``|yaw|`` strata), face-conditions faces.
+(``face_conditions_pose_audit2.csv``, weighted by its ``|yaw|`` strata), face-conditions faces,
+and that audit's second annotator (agreement, and the rates under each annotator and their
+consensus).
 
 Usage::
 
     python -m bench.derivations.yaw_threshold --val-faces faces_val.parquet --fc-faces faces_fc.parquet
+    python -m bench.derivations.yaw_threshold --second-audit-only --fc-faces faces_fc.parquet
 """
 
 from __future__ import annotations
@@ -273,6 +276,75 @@ def second_pose_audit(fc_faces: pd.DataFrame, default: float, data: Path = DATA)
     )
 
 
+SECOND_ANNOTATOR_THRESHOLDS = (20, 22, 25, 30)
+
+
+def cohen_kappa(a: np.ndarray, b: np.ndarray, w: np.ndarray | None = None) -> float:
+    """Cohen's kappa of two labellings over classes 0, 1, 2; with ``w``, each face weighted
+    (the agreement and the chance agreement taken over weighted proportions)."""
+    m = confusion(a, b, w)
+    m = m / m.sum()
+    chance = float(m.sum(axis=1) @ m.sum(axis=0))
+    return (float(np.trace(m)) - chance) / (1 - chance)
+
+
+def confusion(a: np.ndarray, b: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
+    """3 x 3 (weighted) counts: rows ``a``'s class 0, 1, 2; columns ``b``'s."""
+    a, b = np.asarray(a, int), np.asarray(b, int)
+    m = np.zeros((3, 3))
+    np.add.at(m, (a, b), np.ones(len(a)) if w is None else np.asarray(w, float))
+    return m
+
+
+def consensus(a: pd.Series, b: pd.Series) -> pd.Series:
+    """2 where both annotators say clearly turned, 0 where both say frontal, -1 otherwise
+    (excluded: :func:`rates` counts no class -1)."""
+    return pd.Series(
+        np.where((a == 2) & (b == 2), 2, np.where((a == 0) & (b == 0), 0, -1)), a.index
+    )
+
+
+def second_annotator(fc_faces: pd.DataFrame, default: float, data: Path = DATA) -> None:
+    """The second annotator of the second pose audit (``pose_b``, labelled blind to ``pose`` and
+    to the yaw): agreement with ``pose`` (confusion matrix, Cohen's kappa unweighted and
+    stratum-weighted), then recall of the clearly turned faces with a yaw / share of frontal
+    faces rejected at ``|yaw| >`` :data:`SECOND_ANNOTATOR_THRESHOLDS`, dev | holdout,
+    stratum-weighted, under annotator A (``pose``), B (``pose_b``) and their consensus (both 2
+    clearly turned, both 0 frontal, the rest left out)."""
+    p = pose_audit2(fc_faces, data)
+    m = confusion(p["pose"], p["pose_b"]).astype(int)
+    print(
+        "second pose audit, second annotator: confusion (rows A frontal/ambiguous/turned, columns B) "
+        + " / ".join(" ".join(str(x) for x in row) for row in m)
+        + f"; agreement {np.trace(m) / m.sum():.3f}, Cohen's kappa {cohen_kappa(p['pose'], p['pose_b']):.3f}"
+        f" (stratum-weighted {cohen_kappa(p['pose'], p['pose_b'], p['w']):.3f})"
+    )
+    hold = is_holdout(p["path"], SHARES["face-conditions"])
+    labellings = {
+        "A": p["pose"],
+        "B": p["pose_b"],
+        "A and B": consensus(p["pose"], p["pose_b"]),
+    }
+    heads = []
+    for name, pose in labellings.items():
+        n = [
+            f"{int(((pose == 2) & (hold == part)).sum())}/{int(((pose == 0) & (hold == part)).sum())}"
+            for part in (False, True)
+        ]
+        heads.append(f"{name} (turned/frontal dev {n[0]}, holdout {n[1]})")
+    print(
+        "  |yaw| >   recall clearly turned / frontal rejected [dev | holdout]: " + "; ".join(heads)
+    )
+    for thr in sorted({*SECOND_ANNOTATOR_THRESHOLDS, default}):
+        cells = []
+        for pose in labellings.values():
+            q = p.assign(pose=pose)
+            r = [rates(q[hold == part], thr) for part in (False, True)]
+            cells.append(" | ".join(f"{x['turned']:.3f} / {x['frontal']:.3f}" for x in r))
+        mark = " <- default" if thr == default else ""
+        print(f"  {thr:5g}   " + "   ".join(cells) + mark)
+
+
 N_BOOT = 1000
 
 
@@ -310,19 +382,29 @@ def main() -> None:
     from curate.screens.faces import DEFAULT_MAX_YAW
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument(
-        "--val-faces", type=Path, required=True, help="curate faces table of fer2013/val"
-    )
+    ap.add_argument("--val-faces", type=Path, help="curate faces table of fer2013/val")
     ap.add_argument(
         "--fc-faces", type=Path, required=True, help="curate faces table of face-conditions"
     )
     ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument(
+        "--second-audit-only",
+        action="store_true",
+        help="print only the second pose audit and its second annotator (no --val-faces needed)",
+    )
     args = ap.parse_args()
     fc = pd.read_parquet(args.fc_faces)
+    if args.second_audit_only:
+        second_pose_audit(fc, DEFAULT_MAX_YAW, args.data)
+        second_annotator(fc, DEFAULT_MAX_YAW, args.data)
+        return
+    if args.val_faces is None:
+        ap.error("--val-faces is required without --second-audit-only")
     a = audit_table(pd.read_parquet(args.val_faces), fc, args.data)
     report(a, DEFAULT_MAX_YAW)
     first_pose_audit(fc, DEFAULT_MAX_YAW, args.data)
     second_pose_audit(fc, DEFAULT_MAX_YAW, args.data)
+    second_annotator(fc, DEFAULT_MAX_YAW, args.data)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,12 @@ import numpy as np
 import pandas as pd
 
 from bench.common.paths import AUDIT, DATA
-from bench.derivations.yaw_threshold import audit_table, first_pose_audit, second_pose_audit
+from bench.derivations.yaw_threshold import (
+    audit_table,
+    first_pose_audit,
+    second_annotator,
+    second_pose_audit,
+)
 from bench.derivations.yaw_threshold import report as pose_report
 from curate.faces import analyze_faces
 from curate.faces.fit_occlusion import auroc
@@ -403,6 +408,7 @@ def main() -> None:
     pose_report(a, S.DEFAULT_MAX_YAW)
     first_pose_audit(fc, S.DEFAULT_MAX_YAW, args.data)
     second_pose_audit(fc, S.DEFAULT_MAX_YAW, args.data)
+    second_annotator(fc, S.DEFAULT_MAX_YAW, args.data)
     print()
     fer_holdout(pd.concat([hand, train.drop(columns="path")], axis=1))
     audit_occlusion(a)
