@@ -134,6 +134,29 @@ def rates(d: pd.DataFrame, t: float) -> dict[str, float]:
     return out
 
 
+def print_rates(parts: list[pd.DataFrame], default: float, *, frontal_no_face: bool) -> None:
+    """One row per threshold of :data:`THRESHOLDS` (and ``default``, marked): :func:`rates` of
+    each of ``parts`` (dev, holdout): recall of the clearly turned faces (with no_face), frontal
+    faces rejected (with no_face when ``frontal_no_face``), ambiguous faces rejected."""
+    for thr in sorted({*THRESHOLDS, default}):
+        r = [rates(d, thr) for d in parts]
+        frontal = (
+            (f"{x['frontal']:.3f} ({x['frontal_or_no_face']:.3f})" for x in r)
+            if frontal_no_face
+            else (f"{x['frontal']:.3f}" for x in r)
+        )
+        mark = " <- default" if thr == default else ""
+        print(
+            f"  {thr:5g}   "
+            + " | ".join(f"{x['turned']:.3f} ({x['turned_or_no_face']:.3f})" for x in r)
+            + "   "
+            + " | ".join(frontal)
+            + "   "
+            + " | ".join(f"{x['ambiguous']:.3f}" for x in r)
+            + mark
+        )
+
+
 def cross_validate(dev: pd.DataFrame, k: int = 5) -> tuple[list[int], dict[str, float]]:
     """The rule fitted on k-1 folds of dev, rates over the held-out folds (fer2013/val
     faces found, unweighted)."""
@@ -180,18 +203,7 @@ def report(a: pd.DataFrame, default: float) -> None:
             "  |yaw| >   recall turned (with no_face)   frontal rejected (with no_face)   ambiguous rejected"
             "      [dev | holdout]"
         )
-        for thr in sorted({*THRESHOLDS, default}):
-            r = [rates(cells[p][0], thr) for p in ("dev", "holdout")]
-            mark = " <- default" if thr == default else ""
-            print(
-                f"  {thr:5g}   "
-                + " | ".join(f"{x['turned']:.3f} ({x['turned_or_no_face']:.3f})" for x in r)
-                + "   "
-                + " | ".join(f"{x['frontal']:.3f} ({x['frontal_or_no_face']:.3f})" for x in r)
-                + "   "
-                + " | ".join(f"{x['ambiguous']:.3f}" for x in r)
-                + mark
-            )
+        print_rates([cells["dev"][0], cells["holdout"][0]], default, frontal_no_face=True)
 
 
 def first_pose_audit(fc_faces: pd.DataFrame, default: float, data: Path = DATA) -> None:
@@ -254,18 +266,7 @@ def second_pose_audit(fc_faces: pd.DataFrame, default: float, data: Path = DATA)
         f"dev {n[False]}, holdout {n[True]}): |yaw| >   recall clearly turned (with no_face)   "
         "frontal rejected   ambiguous rejected   [dev | holdout]"
     )
-    for thr in sorted({*THRESHOLDS, default}):
-        r = [rates(p[hold == part], thr) for part in (False, True)]
-        mark = " <- default" if thr == default else ""
-        print(
-            f"  {thr:5g}   "
-            + " | ".join(f"{x['turned']:.3f} ({x['turned_or_no_face']:.3f})" for x in r)
-            + "   "
-            + " | ".join(f"{x['frontal']:.3f}" for x in r)
-            + "   "
-            + " | ".join(f"{x['ambiguous']:.3f}" for x in r)
-            + mark
-        )
+    print_rates([p[hold == part] for part in (False, True)], default, frontal_no_face=False)
     cells = []
     for part in (False, True):
         lo, hi = bootstrap_recall(p[hold == part].reset_index(drop=True), default)

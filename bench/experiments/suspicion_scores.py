@@ -39,17 +39,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.common.ferplus import SHARED, sha256_of
+from bench.common.ferplus import FERPLUS_TO_FER, SHARED, sha256_of
 
-EMOTION_VOTES = {
-    "angry": "anger",
-    "disgust": "disgust",
-    "fear": "fear",
-    "happy": "happiness",
-    "neutral": "neutral",
-    "sad": "sadness",
-    "surprise": "surprise",
-}
+# FER2013 class -> its FERPlus vote column
+EMOTION_VOTES = {fer: plus for plus, fer in FERPLUS_TO_FER.items()}
 
 
 def pct(x: np.ndarray) -> np.ndarray:
