@@ -1265,9 +1265,10 @@ def _finish(
             ),
             run / "class_pair_margins.parquet",
         )
+    prior = _prior_rows(data, ids)
     if (cfg.screen_every_step and cfg.null in CLASS_NULLS) or cfg.suspect_score in MINED_SCORES:
         write_parquet(
-            image_suspicion_table(state.suspicion, ids, data, cfg, _prior_rows(data, ids)),
+            image_suspicion_table(state.suspicion, ids, data, cfg, prior),
             run / "image_suspicion.parquet",
         )
     final = last_val.get("_metrics", {})
@@ -1282,9 +1283,7 @@ def _finish(
         "mean_share_dropped": float(train["share_dropped"].mean()) if len(train) else None,
         "steps_all_dropped": int(train["all_dropped"].sum()) if len(train) else 0,
         "images_excluded": int(
-            final_suspects(
-                state.suspicion, cfg, class_codes(data, ids), _prior_rows(data, ids)
-            ).sum()
+            final_suspects(state.suspicion, cfg, class_codes(data, ids), prior).sum()
         ),
         "face_rejected_images": data.extra.get("face_rejected_images"),
         "mined_triplets": int(len(state.mined)) if cfg.mining == "batch-hard" else None,
@@ -1324,16 +1323,22 @@ def _finish(
 # ----------------------------------------------------------------------------- batch-hard outputs
 
 
+def _screen_verdicts(screen_dir: str | Path, option: str, hint: str) -> pd.DataFrame:
+    """``images_suspect.parquet`` of the `curate screen` folder ``screen_dir`` that ``option``
+    (``--face-screen``, ``--suspect-prior``) names; a clear error where there is none."""
+    f = Path(screen_dir).expanduser() / "images_suspect.parquet"
+    if not f.is_file():
+        raise CurateError(f"{option} {screen_dir}: {f.name} not found", hint=hint)
+    return read_parquet(f, what="screen image verdicts")
+
+
 def without_face_rejects(data: TrainingData, screen_dir: str | Path) -> TrainingData:
     """The first stage: ``data`` without the images whose face screens (large head pose,
     occlusion, no face) rejected them in the ``curate screen`` folder ``screen_dir``
     (``images_suspect.parquet``, matched by path); tuples holding one are left out too.
     ``extra`` records ``face_rejected_ids`` and ``face_rejected_images``."""
-    f = Path(screen_dir).expanduser() / "images_suspect.parquet"
     hint = "pass the --out folder of a `curate screen` run with the face screens on"
-    if not f.is_file():
-        raise CurateError(f"--face-screen {screen_dir}: {f.name} not found", hint=hint)
-    sus = read_parquet(f, what="screen image verdicts")
+    sus = _screen_verdicts(screen_dir, "--face-screen", hint)
     if "face_reject" not in sus.columns:
         raise CurateError(
             f"--face-screen {screen_dir}: that screen ran no face screens (no face_reject column)",
@@ -1358,11 +1363,8 @@ def suspect_prior(data: TrainingData, screen_dir: str | Path) -> pd.Series:
     """``--suspect-prior``: the label suspicion (``suspicion`` of ``images_suspect.parquet``)
     that the `curate screen` folder ``screen_dir`` gave the training images, matched by path,
     indexed by image_id (images it did not score are absent)."""
-    f = Path(screen_dir).expanduser() / "images_suspect.parquet"
     hint = "pass the --out folder of a `curate screen` run over the same images (label screen on)"
-    if not f.is_file():
-        raise CurateError(f"--suspect-prior {screen_dir}: {f.name} not found", hint=hint)
-    sus = read_parquet(f, what="screen image verdicts")
+    sus = _screen_verdicts(screen_dir, "--suspect-prior", hint)
     if "suspicion" not in sus.columns or not sus["suspicion"].notna().any():
         raise CurateError(
             f"--suspect-prior {screen_dir}: that screen scored no label suspicion", hint=hint
