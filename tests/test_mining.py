@@ -814,6 +814,12 @@ def test_a_suspect_prior_ranks_with_the_running_score_and_decides_between_equal_
         table.loc[table["excluded"], "image_id"].isin(images.index[images["label"] == first]).all()
     )
     assert r.run["params"]["suspect_prior"] == str(tmp_path / "screen")
+    report = (tmp_path / "prior" / "report.html").read_text()
+    n = int(table["excluded"].sum())
+    assert (
+        f"the 0.05 most suspect by head and the label suspicion of the --suspect-prior screen, "
+        f"over all images: {n} images"
+    ) in report
 
 
 def test_suspect_prior_settings_and_a_folder_without_label_suspicion(build: Path, tmp_path: Path):

@@ -204,10 +204,13 @@ def _stage_rows(params: Mapping[str, Any], counts: Mapping[str, Any]) -> list[tu
         rows.append(("boundary sides on the mined triplets", sides))
     if params.get("exclude_suspects"):
         rank = "within each label" if params.get("suspect_per_class") else "over all images"
+        score = str(params.get("suspect_score"))
+        if params.get("suspect_prior"):
+            score += " and the label suspicion of the --suspect-prior screen"
         rows.append(
             (
                 "outlier suppression",
-                f"the {params.get('suspect_share')} most suspect by {params.get('suspect_score')}, "
+                f"the {params.get('suspect_share')} most suspect by {score}, "
                 f"{rank}: {counts.get('images_excluded')} images",
             )
         )
