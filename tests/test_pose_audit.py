@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from bench.derivations.yaw_threshold import (
+    adjudicated,
     cohen_kappa,
     confusion,
     consensus,
@@ -90,7 +91,34 @@ def test_second_annotator_labelled_every_face() -> None:
         "pose",
         "pose_again",
         "pose_b",
+        "pose_c",
     ]
+
+
+def test_third_annotator_labelled_the_disagreements_and_some_agreements() -> None:
+    """pose_c is set on every face where A and B disagree, plus 60 where they agree, and
+    nowhere else; so every face has an adjudicated label."""
+    a = audit2()
+    split = a["pose"] != a["pose_b"]
+    assert a.loc[split, "pose_c"].notna().all()
+    assert a.loc[~split, "pose_c"].notna().sum() == 60
+    assert set(a["pose_c"].dropna()) <= {0, 1, 2}
+    adj = adjudicated(a)
+    assert adj[~split].equals(a.loc[~split, "pose"].astype(int))
+
+
+def test_adjudicated_is_the_median_of_three() -> None:
+    d = pd.DataFrame(
+        {
+            "pose": [0, 0, 2, 0, 1],
+            "pose_b": [0, 2, 1, 2, 1],
+            "pose_c": [np.nan, 2, 2, 1, 0],
+        }
+    )
+    # agreed (C absent), C sides with B, C sides with A, all three differ, agreed (C ignored)
+    assert adjudicated(d).tolist() == [0, 2, 2, 1, 1]
+    with pytest.raises(SystemExit, match="1 faces where pose and pose_b disagree have no pose_c"):
+        adjudicated(d.assign(pose_c=[np.nan, np.nan, 2, 1, 0]))
 
 
 def test_cohen_kappa() -> None:
@@ -135,5 +163,5 @@ def test_second_annotator_report(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert len(rows) == 4 and rows[2].endswith("<- default")
     for row in rows:
         cells = re.findall(r"\d\.\d{3} / \d\.\d{3} \| \d\.\d{3} / \d\.\d{3}", row)
-        assert len(cells) == 3  # A, B, A and B
+        assert len(cells) == 4  # A, B, A and B, adjudicated
         assert cells[1] == cells[2] == "1.000 / 0.000 | 1.000 / 0.000"

@@ -18,8 +18,8 @@ hash), and recall / rejection at several thresholds on dev and holdout. Figures 
 those over face-conditions by its flag stratum, so they estimate the whole set. Then the
 first pose audit (``face_conditions_pose_audit.csv``, unweighted) and the second
 (``face_conditions_pose_audit2.csv``, weighted by its ``|yaw|`` strata), face-conditions faces,
-and that audit's second annotator (agreement, and the rates under each annotator and their
-consensus).
+and that audit's second and third annotators (agreement, and the rates under each annotator,
+the consensus of the first two and the adjudicated median of all three).
 
 Usage::
 
@@ -305,13 +305,44 @@ def consensus(a: pd.Series, b: pd.Series) -> pd.Series:
     )
 
 
+def adjudicated(p: pd.DataFrame) -> pd.Series:
+    """Each face's adjudicated pose: the median of the annotators' labels, ``pose`` (A),
+    ``pose_b`` (B) and, where A and B disagree, ``pose_c`` (C, the third annotator); where they
+    agree it is their label. With all three different (0, 1, 2) that is 1, ambiguous."""
+    c = p["pose_c"] if "pose_c" in p else pd.Series(np.nan, p.index)
+    a, b = p["pose"], p["pose_b"]
+    if ((a != b) & c.isna()).any():
+        n = int(((a != b) & c.isna()).sum())
+        raise SystemExit(f"{n} faces where pose and pose_b disagree have no pose_c")
+    votes = np.stack([a, b, c.fillna(a)], axis=1)
+    return pd.Series(np.median(votes, axis=1).astype(int), p.index)
+
+
+def third_annotator(p: pd.DataFrame) -> None:
+    """The third annotator (``pose_c``): on the faces where A and B agree (shown among the
+    disagreements so C could not tell them apart), how often C agrees with both; on the
+    disagreements, which side C takes."""
+    c = p[p["pose_c"].notna()]
+    agree = c[c["pose"] == c["pose_b"]]
+    split = c[c["pose"] != c["pose_b"]]
+    print(
+        f"  third annotator (pose_c, {len(c)} faces: the {len(split)} where A and B disagree and "
+        f"{len(agree)} where they agree, shuffled together): agrees with A and B on "
+        f"{int((agree['pose_c'] == agree['pose']).sum())} of {len(agree)}; on the disagreements "
+        f"sides with A {int((split['pose_c'] == split['pose']).sum())}, with B "
+        f"{int((split['pose_c'] == split['pose_b']).sum())}, neither "
+        f"{int(((split['pose_c'] != split['pose']) & (split['pose_c'] != split['pose_b'])).sum())}"
+    )
+
+
 def second_annotator(fc_faces: pd.DataFrame, default: float, data: Path = DATA) -> None:
     """The second annotator of the second pose audit (``pose_b``, labelled blind to ``pose`` and
     to the yaw): agreement with ``pose`` (confusion matrix, Cohen's kappa unweighted and
     stratum-weighted), then recall of the clearly turned faces with a yaw / share of frontal
     faces rejected at ``|yaw| >`` :data:`SECOND_ANNOTATOR_THRESHOLDS`, dev | holdout,
-    stratum-weighted, under annotator A (``pose``), B (``pose_b``) and their consensus (both 2
-    clearly turned, both 0 frontal, the rest left out)."""
+    stratum-weighted, under annotator A (``pose``), B (``pose_b``), their consensus (both 2
+    clearly turned, both 0 frontal, the rest left out) and the adjudicated labels (the median of
+    A, B and the third annotator ``pose_c``, :func:`adjudicated`)."""
     p = pose_audit2(fc_faces, data)
     m = confusion(p["pose"], p["pose_b"]).astype(int)
     print(
@@ -325,7 +356,9 @@ def second_annotator(fc_faces: pd.DataFrame, default: float, data: Path = DATA) 
         "A": p["pose"],
         "B": p["pose_b"],
         "A and B": consensus(p["pose"], p["pose_b"]),
+        "adjudicated": adjudicated(p),
     }
+    third_annotator(p)
     heads = []
     for name, pose in labellings.items():
         n = [
