@@ -35,14 +35,20 @@ mean), ``min(a,b)`` (agreement: suspect by both), ``vote2(a,b,c)`` (in the top s
 two of the three; its suppressed share is then not the nominal one and is printed).
 
 Also the structure of the noise: how many FERPlus votes a wrong label's own class got, and the
-precision of each cut for the clearly wrong labels (own class <= 1 vote of 10) against the
-borderline ones::
+share of the clearly wrong labels (own class <= 1 vote of 10), of the borderline wrong ones and
+of the clean ones that each cut flags::
 
-    PYTHONPATH=. nice -n 10 python -m bench.experiments.suppression_purity \\
-        --work /work/scratch/mining/exp \\
-        --arms full_suppress_head_pos,full_suppress_head_pos_once --seeds 0,1,2,3,4 \\
-        --fixed-cache /work/scratch/ratio/fixed.parquet \\
+    PYTHONPATH=. nice -n 10 python -m bench.experiments.suppression_purity --work WORK \\
+        --arms full_suppress_head_pos,full_suppress_head_pos_once,full_suppress_head_pos_prior,\\
+full_suppress_head_pos_prior_once,full_suppress_head_pos_s10,full_suppress_head_pos_once_s10,\\
+full_suppress_head_pos_prior_once_s10 --seeds 0,1,2,3,4 \\
+        --fixed-cache SCRATCH/purity_fixed.parquet \\
         --out bench/results/issue25_suppression_purity.txt
+
+(WORK: the work folder of ``experiment_real_noise.py`` holding those arms' runs; ``.online.csv``
+beside the output: the replayed cuts, mean and sd over seeds, per arm, score, rank and share.
+Measured 2026-12-06, about 40 s per run on the shared CPU; what it found: ``docs/finetune.md``,
+fourth round.)
 """
 
 from __future__ import annotations
@@ -589,7 +595,15 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if args.out:
         args.out.write_text(text + "\n")
-        on.to_csv(args.out.with_suffix(".online.csv"), index=False)
+        (
+            on.groupby(["arm", "score", "rank", "share"], sort=False)[
+                ["suppressed_share", "precision", "base", "ratio", "label_mix_ratio"]
+            ]
+            .agg(["mean", "std"])
+            .round(4)
+            .pipe(lambda d: d.set_axis([f"{a}_{b}" for a, b in d.columns], axis=1))
+            .to_csv(args.out.with_suffix(".online.csv"))
+        )
         print(args.out)
     return 0
 
