@@ -158,6 +158,21 @@ it suppresses more of the noisiest labels (fear anchors 45% of the suppressed tr
 angry 33% against 24%). ``_prior_once`` comes closest to 2x (1.93-2.00 per seed) but is behind ``_once`` on every seed
 (accuracy -1.2, macro-F1 -3.0 points). Which scores could do better:
 ``bench/experiments/suspicion_scores.py`` (``bench/results/real_noise_suspicion_scores.csv``).
+
+Fourth round (``bench/experiments/suppression_purity.py`` replays the recorded runs' cut for every
+score, combination and share; only prior combinations at 5-10% passed 2x, by suppressing the
+noisiest labels): ``_once_s10`` and ``_prior_once_s10`` = ``_once`` / ``_prior_once`` with
+``--suspect-share 0.1``. The second round's command with ``--arms
+full_suppress_head_pos_once_s10,full_suppress_head_pos_prior_once_s10 --results-csv
+bench/results/real_noise_mining_head_pos_once_s10.csv``. Measured (2026-12-06, 40-89 s each),
+seeds 0-4, accuracy / macro-F1, suppressed / mined and discarded / mined mislabelled anchor::
+
+    full_suppress_head_pos_once_s10        0.571 +- 0.027 / 0.325 +- 0.015   1.93 / 1.82
+    full_suppress_head_pos_prior_once_s10  0.567 +- 0.030 / 0.317 +- 0.022   2.12 / 1.94
+
+``_prior_once_s10``'s suppressed anchors pass 2x on every seed (2.03-2.24), 59% of them fear
+images, but it is behind ``_once`` by 1.5 points of accuracy and 0.6 of macro-F1; neither is a
+default. Why: ``docs/finetune.md``, fourth round.
 """
 
 from __future__ import annotations
@@ -218,6 +233,10 @@ EXTRA_MINING_ARMS = (
     "full_suppress_head_pos_prior",
     "full_suppress_head_pos_s10",
     "full_suppress_head_pos_prior_once",
+    # fourth round (bench/experiments/suppression_purity.py): the settings whose replayed cut came
+    # nearest twice the base rate, screened once with --suspect-share 0.1, without / with the prior
+    "full_suppress_head_pos_once_s10",
+    "full_suppress_head_pos_prior_once_s10",
 )
 SCORES = ("margin", "head", "rank")  # finetune's batch-hard --suspect-score choices
 ALL_ARMS = ARMS + MINING_ARMS + EXTRA_MINING_ARMS
