@@ -375,6 +375,56 @@ def test_a_turned_face_without_landmarks_is_a_side_face_not_no_face():
     assert S.face_score(rows, max_yaw=25, max_occlusion=0.5)[0] == pytest.approx(60 / 25)
 
 
+def test_a_covered_face_without_landmarks_is_occluded_not_no_face():
+    """A face BlazeFace detects without landmarks carries the occlusion of its crop aligned
+    by the detector's keypoints (landmarks.missed_face): past --max-occlusion it is occluded,
+    with --no-face keep too; turned as well, both reasons; under it, or with no score at all
+    (nothing detected), it stays no_face."""
+    rows = _planted().iloc[[4, 4, 4, 4]].reset_index(drop=True)
+    rows["yaw"] = [10.0, 10.0, 60.0, np.nan]
+    rows["occlusion"] = [0.9, 0.1, 0.9, np.nan]
+    out = S.face_verdicts(rows)
+    assert out["face_reason"].tolist() == ["occluded", "no_face", "side_face;occluded", "no_face"]
+    keep = S.face_verdicts(rows, no_face="keep")
+    assert keep["face_reason"].tolist() == ["occluded", None, "side_face;occluded", None]
+    score = S.face_score(rows, max_yaw=25, max_occlusion=0.45)
+    assert score[0] == pytest.approx(0.9 / 0.45) and np.isnan(score[3])
+
+
+def test_align_by_keypoints_puts_the_detector_keypoints_on_the_template():
+    """Bright dots at BlazeFace's eye, nose and mouth keypoints of a turned, scaled face land
+    on KEYPOINT_TEMPLATE in the 48x48 crop (the ear keypoints are not used)."""
+    t = np.radians(20)
+    rot = 2.5 * np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    kp = np.vstack([G.KEYPOINT_TEMPLATE, [[2.0, 24.0], [46.0, 24.0]]]) @ rot.T + (30.0, 10.0)
+    gray = np.zeros((200, 200), np.uint8)
+    for x, y in kp[:4]:
+        gray[int(round(y)) - 1 : int(round(y)) + 2, int(round(x)) - 1 : int(round(x)) + 2] = 255
+    crop = G.align_by_keypoints(gray, kp)
+    assert crop.shape == (48, 48) and crop.dtype == np.uint8
+    for x, y in G.KEYPOINT_TEMPLATE:
+        r, c = int(round(y)), int(round(x))
+        assert crop[r - 1 : r + 2, c - 1 : c + 2].max() > 100, (x, y)
+    assert np.allclose(G.KEYPOINT_TEMPLATE[3], G.TEMPLATE[3:5].mean(axis=0))
+
+
+def test_missed_face_aligns_by_the_keypoints_of_the_prepared_image():
+    """missed_face maps the keypoints back from the prepared image (pad, scale) before
+    aligning; without the grey picture, or below BlazeFace's threshold, there is no crop."""
+    rng = np.random.default_rng(0)
+    gray = rng.integers(0, 256, (48, 48)).astype(np.uint8)
+    kp = np.array([[15, 18], [33, 18], [24, 29], [24, 37], [5, 22], [43, 22]], float)
+    pad, scale = 24, 2.5
+    prepared_kp = (kp + pad) * scale
+    f = L.missed_face(0.8, prepared_kp, gray, pad, scale)
+    assert not f.face_found and f.aligned is not None
+    assert np.array_equal(f.aligned, G.align_by_keypoints(gray, kp))
+    assert f.yaw == pytest.approx(G.keypoint_yaw(prepared_kp))
+    assert L.missed_face(0.8, prepared_kp).aligned is None
+    low = L.missed_face(0.3, prepared_kp, gray, pad, scale)
+    assert low.aligned is None and np.isnan(low.yaw)
+
+
 def test_keypoint_yaw_reads_the_nose_between_the_ears():
     """keypoint_offset: the nose keypoint's place between the ear keypoints along the eye
     line (0 frontal, +-1 at an ear), the sign as cheek_offset's; a profile whose ears meet

@@ -340,11 +340,20 @@ def test_face_rows_score_a_batch_as_one_face_at_a_time():
         L.FaceResult(
             True, None, -5.0, 0.0, 1.0, 0.8, rng.integers(0, 256, (48, 48)).astype(np.uint8)
         ),
+        # detected without landmarks: aligned by the detector's keypoints, scored too
+        L.FaceResult(
+            False,
+            "no face found by the landmarker: a face detected",
+            yaw=10.0,
+            face_confidence=0.2,
+            aligned=rng.integers(0, 256, (48, 48)).astype(np.uint8),
+        ),
     ]
-    rows = L.face_rows(["a", "b", "c"], found, model)
-    assert [r["path"] for r in rows] == ["a", "b", "c"]
+    rows = L.face_rows(["a", "b", "c", "d"], found, model)
+    assert [r["path"] for r in rows] == ["a", "b", "c", "d"]
+    assert not rows[3]["face_found"] and rows[3]["yaw"] == 10.0
     for row, f in zip(rows, found, strict=True):
-        if f.face_found:
+        if f.aligned is not None:
             occlusion, covered = model.score(f.aligned)
             assert (
                 abs(row["occlusion"] - occlusion) < 1e-6
@@ -500,6 +509,30 @@ def test_a_face_found_in_the_mirror_image_comes_back_in_place(face_model, shared
         )
         checked += 1
     assert checked >= 4
+
+
+def test_faces_detected_without_landmarks_get_an_occlusion_score(face_model, shared_data):
+    """End to end on real FER2013 crops: every image whose face BlazeFace detects (score at
+    least 0.5) without landmarks has occlusion and occlusion_any from its keypoint crop, equal
+    to the model's score of that crop; images with nothing detected have none."""
+    pytest.importorskip("ai_edge_litert")
+    from curate.images import load_face_arrays
+
+    paths = sorted((shared_data / "fer2013" / "val" / "fear").glob("*.jpg"))[:400]
+    df = A.analyze_faces(paths, workers=1, backend="litert")
+    detected = ~df["face_found"] & (df["face_confidence"] >= L.FACE_LIKE)
+    assert detected.sum() >= 2
+    assert df.loc[detected, "occlusion"].notna().all()
+    assert df.loc[detected, "occlusion_any"].notna().all()
+    assert df.loc[~df["face_found"] & ~detected, "occlusion"].isna().all()
+    finder, model = R.LiteFaceFinder(face_model), O.OcclusionModel()
+    for i in np.flatnonzero(detected.to_numpy())[:3]:
+        rgb, gray = load_face_arrays(paths[i])
+        f = finder.find_face_in_array(rgb, gray)
+        assert not f.face_found and f.aligned is not None
+        occlusion, covered = model.score(f.aligned)
+        assert abs(df["occlusion"][i] - occlusion) < 1e-6
+        assert abs(df["occlusion_any"][i] - covered) < 1e-6
 
 
 def test_looking_again_in_the_mirror_image_finds_more_faces(face_model, shared_data):

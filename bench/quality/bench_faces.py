@@ -25,7 +25,8 @@ Analyses (fresh cache, timed) face-conditions (1,760 in-the-wild faces), all of
 - ``no_face`` among the ``fer2013/val`` images FERPlus kept as faces (a row in its votes,
   plurality not ``NF``), dev and holdout (the file-name rule, share 0.5), by the screen's
   rule (a face detected without landmarks whose keypoint yaw is past ``--max-yaw`` is a
-  side face, counted apart), with the reasons the misses get.
+  side face, one whose crop aligned by the keypoints scores past ``--max-occlusion`` is
+  occluded; both counted apart), with the reasons the misses get.
 
 Dev figures helped choose things (thresholds, recipe); holdout figures did not.
 
@@ -339,17 +340,19 @@ def ferplus_no_face(val: pd.DataFrame, data: Path) -> None:
     v = S.face_verdicts(
         val, max_yaw=S.DEFAULT_MAX_YAW, max_occlusion=S.DEFAULT_MAX_OCCLUSION, no_face="reject"
     )
-    no_face = v["face_reason"].fillna("").str.split(";").map(lambda r: S.NO_FACE in r).to_numpy()
-    turned = (
-        ~val["face_found"].to_numpy() & ~no_face
-    )  # detected without landmarks, keypoint yaw past --max-yaw
+    codes = v["face_reason"].fillna("").str.split(";")
+    no_face = codes.map(lambda r: S.NO_FACE in r).to_numpy()
+    # detected without landmarks: keypoint yaw past --max-yaw, or keypoint crop occluded
+    unlandmarked = ~val["face_found"].to_numpy() & ~no_face
+    turned = unlandmarked & codes.map(lambda r: S.SIDE_FACE in r).to_numpy()
+    covered = unlandmarked & ~turned
     cells = {}
     for p in PARTS:
         m = is_kept & (hold if p == "holdout" else ~hold)
         lost = m & no_face
         cells[p] = (
-            f"{lost.sum()} of {m.sum()} ({lost.sum() / max(m.sum(), 1):.4f}; side faces without "
-            f"landmarks {(m & turned).sum()})"
+            f"{lost.sum()} of {m.sum()} ({lost.sum() / max(m.sum(), 1):.4f}; without landmarks: "
+            f"side faces {(m & turned).sum()}, occluded only {(m & covered).sum()})"
         )
     print("fer2013/val images FERPlus kept as faces, rejected as no_face: " + side("{}", cells))
     lost = is_kept & no_face

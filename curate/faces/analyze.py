@@ -36,8 +36,9 @@ from curate.limits import workers_for
 # without landmarks; 8: occlusion weights refitted with painted collars under the chin
 # (``--clothing 0.2``: a dark collar under a lowered chin read as the edge of a scarf); 9:
 # occlusion weights fitted twice as long (``--epochs 12``) and averaged into one network
-# (``--soup``: a third of the work per face)
-ANALYSIS_VERSION = "faces-9"
+# (``--soup``: a third of the work per face); 10: occlusion scored on faces detected
+# without landmarks too, on their crop aligned by the detector's keypoints
+ANALYSIS_VERSION = "faces-10"
 
 COLUMNS = [
     "path",

@@ -87,7 +87,10 @@ def aligned_crops(
             results = [analyzer.find_face(p) for p in paths]
         finally:
             analyzer.close()
-    crops = [r.aligned if r.aligned is not None else np.zeros((48, 48), np.uint8) for r in results]
+    crops = [
+        r.aligned if r.face_found and r.aligned is not None else np.zeros((48, 48), np.uint8)
+        for r in results
+    ]
     return np.stack(crops), np.array([r.face_found for r in results], dtype=bool)
 
 

@@ -49,6 +49,35 @@ def align_face(gray: np.ndarray, points: np.ndarray) -> np.ndarray:
     )
 
 
+# Where BlazeFace's eye, nose and mouth keypoints land in the 48x48 aligned crop: the
+# template's eyes and nose, and the middle of its mouth corners (the detector has one
+# mouth keypoint).
+KEYPOINT_TEMPLATE = np.array(
+    [TEMPLATE[0], TEMPLATE[1], TEMPLATE[2], TEMPLATE[3:5].mean(axis=0)], dtype=np.float32
+)
+
+
+def align_by_keypoints(gray: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
+    """Warp ``gray`` so BlazeFace's eye, nose and mouth keypoints (the first four of its six,
+    pixels of ``gray``) land on :data:`KEYPOINT_TEMPLATE`; 48x48 uint8. The crop of a face
+    detected without landmarks, where occlusion is still scored (it ranks occlusion on
+    face-conditions about as the landmark crop does: docs/faces.md, "Faces BlazeFace
+    detects without landmarks")."""
+    import cv2
+
+    points = np.asarray(keypoints, dtype=np.float32)[:4, :2]
+    matrix, _ = cv2.estimateAffinePartial2D(points, KEYPOINT_TEMPLATE, method=cv2.LMEDS)
+    if matrix is None:
+        return cv2.resize(gray, (ALIGN_SIZE, ALIGN_SIZE), interpolation=cv2.INTER_AREA)
+    return cv2.warpAffine(
+        gray,
+        matrix,
+        (ALIGN_SIZE, ALIGN_SIZE),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
+
+
 def pose_from_matrix(matrix: np.ndarray) -> tuple[float, float, float]:
     """(yaw, pitch, roll) in degrees from MediaPipe's 4x4 facial transformation matrix.
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from curate.errors import CurateError
 from curate.faces.geometry import (
+    align_by_keypoints,
     align_face,
     calibrated_yaw,
     five_points,
@@ -41,7 +42,9 @@ class FaceResult:
     pitch: float = math.nan
     roll: float = math.nan
     face_confidence: float = 0.0
-    aligned: np.ndarray | None = None  # 48x48 uint8 aligned face
+    aligned: np.ndarray | None = (
+        None  # 48x48 uint8 aligned face (by the keypoints when no landmarks)
+    )
     landmarks: np.ndarray | None = None  # 478x2 pixels of the original image
     matrix_yaw: float = math.nan  # the transformation matrix's yaw alone (yaw is calibrated)
     blendshapes: np.ndarray | None = None  # 52 scores (BLENDSHAPE_NAMES) when asked for
@@ -310,14 +313,34 @@ def no_face_detail(confidence: float, yaw: float = math.nan) -> str:
     )
 
 
-def missed_face(confidence: float, keypoints: np.ndarray | None) -> FaceResult:
+def missed_face(
+    confidence: float,
+    keypoints: np.ndarray | None,
+    gray: np.ndarray | None = None,
+    pad: int = 0,
+    scale: float = 1.0,
+) -> FaceResult:
     """The :class:`FaceResult` of an image whose landmarks could not be placed: where
     BlazeFace found a face (score at least :data:`FACE_LIKE`, its six ``keypoints`` in
-    pixels) its ``yaw`` is :func:`~curate.faces.geometry.keypoint_yaw`, so the side-face
-    screen can name a turned face as one; else NaN."""
-    yaw = keypoint_yaw(keypoints) if keypoints is not None and confidence >= FACE_LIKE else math.nan
+    pixels of the prepared image) its ``yaw`` is :func:`~curate.faces.geometry.keypoint_yaw`,
+    so the side-face screen can name a turned face as one, and, given the picture's ``gray``
+    (and the ``pad`` and ``scale`` of :func:`~curate.faces.geometry.prepare_for_detection`),
+    its ``aligned`` crop is :func:`~curate.faces.geometry.align_by_keypoints`, so occlusion
+    is scored and the occlusion screen can name a covered face as one; else NaN and None."""
+    if keypoints is None or confidence < FACE_LIKE:
+        return FaceResult(False, no_face_detail(confidence), face_confidence=float(confidence))
+    yaw = keypoint_yaw(keypoints)
+    aligned = (
+        None
+        if gray is None
+        else align_by_keypoints(gray, np.asarray(keypoints, np.float32) / scale - pad)
+    )
     return FaceResult(
-        False, no_face_detail(confidence, yaw), yaw=yaw, face_confidence=float(confidence)
+        False,
+        no_face_detail(confidence, yaw),
+        yaw=yaw,
+        face_confidence=float(confidence),
+        aligned=aligned,
     )
 
 
@@ -402,7 +425,7 @@ class FaceAnalyzer(FaceFinder):
                 if top is not None and len(top.keypoints) == 6
                 else None
             )
-            return missed_face(float(confidence), keypoints)
+            return missed_face(float(confidence), keypoints, gray, pad, scale)
         points = np.array([[p.x, p.y] for p in result.face_landmarks[0]])
         found = found_face(
             points,
@@ -434,7 +457,8 @@ def face_rows(
     """Output rows (without ``image_id``) for faces found in ``paths``; the occlusion model
     (:class:`~curate.faces.occlusion.OcclusionModel`, or None for no score) reads all
     aligned faces in one batch."""
-    with_face = [i for i, f in enumerate(found) if f.face_found and f.aligned is not None]
+    # faces found, and faces detected without landmarks (aligned by the detector's keypoints)
+    with_face = [i for i, f in enumerate(found) if f.aligned is not None]
     scores: dict[int, tuple[float, float]] = {}
     if occlusion_model is not None and with_face:
         batch = np.stack([found[i].aligned for i in with_face])  # type: ignore[misc]

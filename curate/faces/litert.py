@@ -637,7 +637,7 @@ class LiteFaceFinder(FaceFinder):
         if face.landmarks is None and self.retry and face.confidence >= RETRY_MIN_SCORE:
             face = self.look_again(prepared, max(gray.shape[:2]) * scale, face)
         if face.landmarks is None or face.matrix is None:
-            return missed_face(face.confidence, face.keypoints)
+            return missed_face(face.confidence, face.keypoints, gray, pad, scale)
         found = found_face(
             face.landmarks, face.matrix, face.confidence, prepared.shape, pad, scale, gray
         )

@@ -4,9 +4,10 @@ Per image (the ``faces`` screen, level ``image``):
 
 * ``side_face`` when ``|yaw| > max_yaw`` degrees (also for a face the detector found
   without landmarks: its yaw is read from the detector's keypoints);
-* ``occluded`` when ``occlusion > max_occlusion``;
+* ``occluded`` when ``occlusion > max_occlusion`` (also for a face the detector found
+  without landmarks: its crop is aligned by the detector's keypoints);
 * ``no_face`` when no face is found (or the file cannot be decoded), unless it is a side
-  face, and ``no_face="reject"``; with ``no_face="keep"`` such images pass.
+  face or occluded, and ``no_face="reject"``; with ``no_face="keep"`` such images pass.
 
 The numbers come from :func:`curate.faces.analyze_faces`; ``docs/faces.md`` explains
 them and how the defaults were chosen.
@@ -155,11 +156,12 @@ def face_verdicts(
     found = analysis["face_found"].fillna(False).astype(bool).to_numpy()
     yaw = analysis["yaw"].astype("float64").to_numpy()
     occ = analysis["occlusion"].astype("float64").to_numpy()
-    # a face detected without landmarks carries the yaw of its detector keypoints: a turned
-    # one is a side face, whatever --no-face says (curate.faces.landmarks.missed_face)
+    # a face detected without landmarks carries the yaw of its detector keypoints and the
+    # occlusion of its crop aligned by them: a turned one is a side face, a covered one
+    # occluded, whatever --no-face says (curate.faces.landmarks.missed_face)
     side = np.abs(np.nan_to_num(yaw, nan=0.0)) > max_yaw
-    occluded = found & (np.nan_to_num(occ, nan=0.0) > max_occ)
-    lost = ~found & ~side & (no_face == "reject")
+    occluded = np.nan_to_num(occ, nan=0.0) > max_occ
+    lost = ~found & ~side & ~occluded & (no_face == "reject")
     reasons = join_codes([(SIDE_FACE, side), (OCCLUDED, occluded), (NO_FACE, lost)])
     out = analysis.copy()
     out["face_reject"] = side | occluded | lost
