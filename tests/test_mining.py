@@ -310,15 +310,25 @@ def test_classification_only_and_face_screen_and_bad_settings(build: Path, tmp_p
     images = pd.read_parquet(build / "images.parquet")
     screen = tmp_path / "screen"
     screen.mkdir()
-    bad = images[(images["split"] == "train") & (images["label"] == "happy")]["path"].iloc[:3]
+    bad = images[(images["split"] == "train") & (images["label"] == "happy")]["path"].iloc[:5]
     pd.DataFrame({"path": images["path"], "face_reject": images["path"].isin(bad)}).to_parquet(
         screen / "images_suspect.parquet"
     )
     r = finetune(build, tmp_path / "faces", _cfg(face_screen=str(screen)))
-    assert r.run["counts"]["face_rejected_images"] == 3
+    assert r.run["counts"]["face_rejected_images"] == 5
     mined = pd.read_parquet(tmp_path / "faces" / "mined_triplets.parquet")
     ids = set(images.loc[images["path"].isin(bad), "image_id"])
     assert not ids & set(mined[["anchor", "positive", "negative"]].to_numpy().ravel())
+    # ... and batch-hard mining draws from every other training image, those whose every
+    # tuple held a rejected face included (their tuples are gone, they are not)
+    tuples = pd.read_parquet(build / "tuples.parquet")
+    tuples = tuples[tuples["split"] == "train"] if "split" in tuples else tuples
+    cols = [c for c in ("anchor", "positive", "negative", "negative2") if c in tuples]
+    members = set(tuples[cols].to_numpy().ravel())
+    kept = tuples[~tuples[cols].isin(ids).any(axis=1)]
+    orphans = members - ids - set(kept[cols].to_numpy().ravel())
+    assert orphans  # the case this checks: images left in no kept tuple
+    assert r.run["counts"]["training_images"] == len(members - ids)
     with pytest.raises(CurateError, match="needs --mining batch-hard"):
         finetune(build, tmp_path / "x", tiny_config(margin_mode="class-pair"))
     with pytest.raises(CurateError, match="no face screens"):

@@ -925,29 +925,44 @@ def _train(
 
 @dataclass
 class RunImages:
-    """Every image a run touches (the tuples' members and the validation images) as rows
-    of one store: ``ids`` sorted; ``member_rows`` the tuples' members as store rows
-    (``[n_tuples, members]``); ``label_codes`` per store row; ``val_rows`` the validation
-    images' rows, in their order."""
+    """Every image a run touches (the tuples' members, the images the face screen kept and
+    the validation images) as rows of one store: ``ids`` sorted; ``member_rows`` the tuples'
+    members as store rows (``[n_tuples, members]``); ``label_codes`` per store row;
+    ``val_rows`` the validation images' rows, in their order; ``pool_rows`` the training
+    images batch-hard mining draws from: every member of the training tuples the face screen
+    kept (``face_screen_kept_ids`` of :func:`without_face_rejects`, also those whose every
+    tuple held a rejected image), else every member of the tuples."""
 
     ids: np.ndarray
     members: np.ndarray
     member_rows: np.ndarray
     label_codes: np.ndarray
     val_rows: np.ndarray
+    pool_rows: np.ndarray
 
     @classmethod
     def of(cls, data: TrainingData) -> RunImages:
         members = data.tuples[data.members].to_numpy(dtype=np.int64)
+        kept = data.extra.get("face_screen_kept_ids")
+        extra_ids = np.zeros(0, np.int64) if kept is None else np.asarray(kept, np.int64)
         ids = np.unique(
-            np.concatenate([members.ravel(), data.val_images["image_id"].to_numpy(dtype=np.int64)])
+            np.concatenate(
+                [
+                    members.ravel(),
+                    extra_ids,
+                    data.val_images["image_id"].to_numpy(dtype=np.int64),
+                ]
+            )
         )
         pos = {int(i): r for r, i in enumerate(ids)}
         member_rows = (
             np.vectorize(pos.__getitem__, otypes=[np.int64])(members) if members.size else members
         )
         val_rows = np.array([pos[int(i)] for i in data.val_images["image_id"]], dtype=np.int64)
-        return cls(ids, members, member_rows, class_codes(data, ids), val_rows)
+        pool_rows = (
+            np.unique(member_rows) if kept is None else np.searchsorted(ids, np.unique(extra_ids))
+        )
+        return cls(ids, members, member_rows, class_codes(data, ids), val_rows, pool_rows)
 
 
 def _place_network(net: EmbeddingNet, device: torch.device, par: Parallel) -> EmbeddingNet:
@@ -976,10 +991,7 @@ def _set_up_sampling(trainer: _Trainer, images: RunImages) -> int:
         )
     n_batches = len(epoch_batches(len(images.members), cfg.batch_tuples, cfg.seed, 0))
     if cfg.mining == "batch-hard":
-        pool = np.unique(images.member_rows)
-        rejected = data.extra.get("face_rejected_ids")
-        if rejected is not None:
-            pool = pool[~np.isin(ids[pool], rejected)]
+        pool = images.pool_rows
         trainer.sampler = ClassBalancedSampler(
             images.label_codes[pool],
             cfg.classes_per_batch,
@@ -1336,7 +1348,9 @@ def without_face_rejects(data: TrainingData, screen_dir: str | Path) -> Training
     """The first stage: ``data`` without the images whose face screens (large head pose,
     occlusion, no face) rejected them in the ``curate screen`` folder ``screen_dir``
     (``images_suspect.parquet``, matched by path); tuples holding one are left out too.
-    ``extra`` records ``face_rejected_ids`` and ``face_rejected_images``."""
+    ``extra`` records ``face_rejected_ids``, ``face_rejected_images`` and
+    ``face_screen_kept_ids``: every member of the training tuples not rejected, those whose
+    every tuple held a rejected image included (batch-hard mining draws from them all)."""
     hint = "pass the --out folder of a `curate screen` run with the face screens on"
     sus = _screen_verdicts(screen_dir, "--face-screen", hint)
     if "face_reject" not in sus.columns:
@@ -1348,6 +1362,7 @@ def without_face_rejects(data: TrainingData, screen_dir: str | Path) -> Training
     bad = data.images.index[data.images["path"].astype(str).isin(bad_paths)].to_numpy(np.int64)
     members = data.tuples[data.members].to_numpy(np.int64)
     keep = ~np.isin(members, bad).any(axis=1)
+    passed = np.setdiff1d(np.unique(members), bad)  # batch-hard mining draws from all of them
     if not keep.any():
         raise CurateError(
             f"--face-screen {screen_dir} rejects an image of every training tuple", hint=hint
@@ -1355,7 +1370,12 @@ def without_face_rejects(data: TrainingData, screen_dir: str | Path) -> Training
     return replace(
         data,
         tuples=data.tuples[keep].reset_index(drop=True),
-        extra={**data.extra, "face_rejected_ids": bad, "face_rejected_images": int(len(bad))},
+        extra={
+            **data.extra,
+            "face_rejected_ids": bad,
+            "face_rejected_images": int(len(bad)),
+            "face_screen_kept_ids": passed,
+        },
     )
 
 
