@@ -123,6 +123,41 @@ def test_set_image_broadcasts_grey_as_rgb_would(scale, offset):
         assert np.array_equal(new.buffer, old.buffer) and not np.isnan(new.buffer).any()
 
 
+def broadcast_set_image(interpreter, index, tile, scale, offset):
+    """The network input as it was written before the lookup table: a grey tile broadcast
+    into the three channels by numpy's float32 multiply, then the offset added."""
+    view = interpreter.tensor(index)()[0]
+    np.multiply(
+        tile if tile.ndim == 3 else tile[..., None], np.float32(scale), out=view, casting="unsafe"
+    )
+    if offset:
+        view += np.float32(offset)
+    del view
+
+
+@pytest.mark.parametrize("scale,offset", [(2.0 / 255.0, -1.0), (1.0 / 255.0, 0.0)])
+@pytest.mark.parametrize("size", [128, 256])
+def test_set_image_gives_every_grey_level_as_the_broadcast_did(scale, offset, size):
+    """The network input of every one of the 256 grey levels, anywhere in the tile, is the
+    float the broadcast multiply (and the conversion to RGB before it) wrote: exhaustive
+    over the values a uint8 tile can hold; colour tiles too."""
+    rng = np.random.default_rng(size)
+    every = np.resize(np.arange(256, dtype=np.uint8), size * size)
+    for tile in (
+        rng.permutation(every).reshape(size, size),
+        every.reshape(size, size),
+        rng.integers(0, 256, (size, size, 3), dtype=np.uint8),
+        np.ascontiguousarray(rng.integers(0, 256, (size, 2 * size), dtype=np.uint8)[:, ::2]),
+    ):
+        new, ref, old = (_Tensor((1, size, size, 3)) for _ in range(3))
+        R._set_image(new, 0, tile, scale, offset)
+        broadcast_set_image(ref, 0, tile, scale, offset)
+        old_set_image(old, 0, tile, scale, offset)
+        assert not np.isnan(new.buffer).any()
+        assert np.array_equal(new.buffer, ref.buffer) and np.array_equal(new.buffer, old.buffer)
+        assert new.buffer.tobytes() == ref.buffer.tobytes()  # the same bits, -0.0 included
+
+
 def test_procrustes_scale_is_the_solved_matrix_scale():
     rng = np.random.default_rng(3)
     canonical = rng.standard_normal((3, 468)) * 5
