@@ -158,6 +158,67 @@ def test_set_image_gives_every_grey_level_as_the_broadcast_did(scale, offset, si
         assert new.buffer.tobytes() == ref.buffer.tobytes()  # the same bits, -0.0 included
 
 
+def sampled_detections(self, image):
+    """BlazeFace's detections as they were made before :class:`R.DetectorCrop`: the input
+    always sampled by ``cv2.remap`` with the letterbox's maps."""
+    h, w = image.shape[:2]
+    side = float(max(w, h))
+    maps = R.warp_maps((0.5 * w, 0.5 * h, side, side, 0.0), R.DETECTOR_SIZE)
+    tile = R.crop(image, maps, replicate=False)
+    R._set_image(self.detector, self._det_in, tile, 2.0 / 255.0, -1.0)
+    self.detector.invoke()
+    raw = self.detector.get_tensor(self._det_boxes)[0]
+    logits = self.detector.get_tensor(self._det_scores)[0, :, 0]
+    keep = np.flatnonzero((logits >= R.MIN_LOGIT) & (raw[:, 2] >= 0) & (raw[:, 3] >= 0))
+    raw, anchors = raw[keep], self.anchors[keep]
+    logits = np.clip(logits[keep].astype(np.float64), -100.0, 100.0)
+    scores = (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+    centre = raw[:, :2] / R.DETECTOR_SIZE + anchors
+    half = raw[:, 2:4] / (2 * R.DETECTOR_SIZE)
+    scale = np.array([side / w, side / h], dtype=np.float32)
+    shift = 0.5 - 0.5 * scale
+    boxes = np.concatenate(
+        [(centre - half) * scale + shift, (centre + half) * scale + shift], axis=1
+    )
+    keypoints = (
+        raw[:, 4:16].reshape(-1, 6, 2) / R.DETECTOR_SIZE + anchors[:, None]
+    ) * scale + shift
+    return boxes, keypoints, scores
+
+
+@pytest.mark.parametrize(
+    "h,w",
+    [
+        (256, 256),
+        (512, 512),
+        (128, 128),
+        (384, 384),
+        (96, 96),
+        (256, 200),
+        (200, 256),
+        (300, 300),
+        (640, 480),
+    ],
+)
+def test_detector_crop_picks_the_pixels_remap_samples(h, w):
+    """BlazeFace's input crop picks pixels only where ``cv2.remap`` would sample exactly
+    them (the 256 px image a 48 px crop is prepared to, and its multiples), grey and colour."""
+    rng = np.random.default_rng(h * 1000 + w)
+    side = float(max(w, h))
+    maps = R.warp_maps((0.5 * w, 0.5 * h, side, side, 0.0), R.DETECTOR_SIZE)
+    frame = R.DetectorCrop.of(h, w)
+    assert (frame.pick is not None) == ((h, w) in ((256, 256), (512, 512), (128, 128), (384, 384)))
+    for image in (
+        rng.integers(0, 256, (h, w), dtype=np.uint8),
+        rng.integers(0, 256, (h, w, 3), dtype=np.uint8),
+    ):
+        tile = frame.crop(image)
+        assert tile.flags.c_contiguous and tile.dtype == np.uint8
+        assert np.array_equal(tile, R.crop(image, maps, replicate=False))
+    scale = np.array([side / w, side / h], dtype=np.float32)
+    assert np.array_equal(frame.scale, scale) and np.array_equal(frame.shift, 0.5 - 0.5 * scale)
+
+
 def test_procrustes_scale_is_the_solved_matrix_scale():
     rng = np.random.default_rng(3)
     canonical = rng.standard_normal((3, 468)) * 5
@@ -193,7 +254,8 @@ def old_path(monkeypatch):
     """Switches the analysis back to the code the speed work replaced: the padding colour by
     sorting, grey files decoded to three equal channels, the occlusion networks with torch's
     max pooling after each ReLU, eight faces per forward pass, grey network inputs converted
-    to RGB first, the geometry pipeline's scale from the whole solved similarity."""
+    to RGB first, the geometry pipeline's scale from the whole solved similarity, BlazeFace's
+    input always sampled by ``cv2.remap``."""
 
     def use_old() -> None:
         monkeypatch.setattr(G, "channel_medians", old_channel_medians)
@@ -202,6 +264,7 @@ def old_path(monkeypatch):
         monkeypatch.setattr(O, "SCORE_CHUNK", 8)
         monkeypatch.setattr(R, "_set_image", old_set_image)
         monkeypatch.setattr(R.WeightedProcrustes, "scale", old_estimate_scale)
+        monkeypatch.setattr(R.LiteLandmarker, "detections", sampled_detections)
 
     return use_old
 

@@ -36,6 +36,7 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -263,6 +264,63 @@ def roi_to_image(roi: Roi, width: int, height: int) -> np.ndarray:
     )
 
 
+@dataclass
+class DetectorCrop:
+    """BlazeFace's input crop of every ``h`` x ``w`` image: the whole image letterboxed into
+    a square of side ``max(w, h)`` and sampled at 128x128 (:func:`warp_maps`), and the map
+    of its coordinates back to the image's (``scale``, ``shift``: float32 x, y).
+
+    Where every sample falls on a pixel (no fraction of one) inside the image, as for a
+    square image whose side is a multiple of 128 (the 256 px a 48 px crop is prepared to),
+    the bilinear crop is those pixels exactly (their weight is 1, the others' 0): they are
+    picked (:attr:`pick`: slices where evenly spaced) instead of sampled by ``cv2.remap``."""
+
+    maps: tuple[np.ndarray, np.ndarray]
+    scale: np.ndarray
+    shift: np.ndarray
+    pick: tuple[Any, Any] | None = None  # (rows, columns) of the pixels, where they are all
+
+    @classmethod
+    def of(cls, h: int, w: int) -> DetectorCrop:
+        side = float(max(w, h))  # keep_aspect_ratio: the whole image, letterboxed
+        maps = warp_maps((0.5 * w, 0.5 * h, side, side, 0.0), DETECTOR_SIZE)
+        scale = np.array([side / w, side / h], dtype=np.float32)
+        crop = cls(maps, scale, 0.5 - 0.5 * scale)
+        xy, fraction = maps
+        x, y = xy[..., 0].astype(np.int64), xy[..., 1].astype(np.int64)
+        if (
+            not fraction.any()
+            and (x == x[:1]).all()  # each column samples one image column, each row one row
+            and (y == y[:, :1]).all()
+            and 0 <= x.min()
+            and x.max() < w
+            and 0 <= y.min()
+            and y.max() < h
+        ):
+            rows, cols = _as_slice(y[:, 0]), _as_slice(x[0])
+            if isinstance(rows, slice) and isinstance(cols, slice):
+                crop.pick = (rows, cols)
+            else:
+                crop.pick = (y[:, :1], x[:1])
+        return crop
+
+    def crop(self, image: np.ndarray) -> np.ndarray:
+        """The 128x128 crop of ``image`` (uint8, H x W or H x W x 3): :func:`crop` with
+        :attr:`maps` (black outside the image), or the same pixels picked."""
+        if self.pick is None:
+            return crop(image, self.maps, replicate=False)
+        return np.ascontiguousarray(image[self.pick])
+
+
+def _as_slice(index: np.ndarray) -> slice | np.ndarray:
+    """``index`` (integers) as the slice that gives them where evenly spaced and
+    increasing, else ``index``."""
+    step = int(index[1] - index[0]) if index.size > 1 else 1
+    if step > 0 and (np.diff(index) == step).all():
+        return slice(int(index[0]), int(index[-1]) + 1, step)
+    return index
+
+
 # --------------------------------------------------------------------------- geometry pipeline
 class WeightedProcrustes:
     """Weighted orthogonal Procrustes with scale from a fixed 3 x N ``source`` (MediaPipe's
@@ -433,23 +491,19 @@ class LiteLandmarker:
         canonical, weights = read_geometry_metadata(geometry)
         self.geometry = FaceGeometry(canonical, weights)
         self.mirror = mirror_indices(canonical)
-        self._detector_maps: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        self._detector_crops: dict[tuple[int, int], DetectorCrop] = {}
 
     def detections(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """BlazeFace on an RGB (or grey, as :meth:`find`) uint8 image: the boxes (N x 4: xmin, ymin, xmax, ymax),
         keypoints (N x 6 x 2) and scores (N) of the anchors scoring at least 0.05, in
         image-normalised coordinates."""
         h, w = image.shape[:2]
-        side = float(max(w, h))  # keep_aspect_ratio: the whole image, letterboxed
-        maps = self._detector_maps.get((h, w))
-        if maps is None:  # the same for every image of this size
-            if len(self._detector_maps) >= MAP_CACHE:
-                self._detector_maps.pop(next(iter(self._detector_maps)))
-            maps = self._detector_maps[(h, w)] = warp_maps(
-                (0.5 * w, 0.5 * h, side, side, 0.0), DETECTOR_SIZE
-            )
-        tile = crop(image, maps, replicate=False)
-        _set_image(self.detector, self._det_in, tile, 2.0 / 255.0, -1.0)  # [-1, 1]
+        frame = self._detector_crops.get((h, w))
+        if frame is None:  # the same for every image of this size
+            if len(self._detector_crops) >= MAP_CACHE:
+                self._detector_crops.pop(next(iter(self._detector_crops)))
+            frame = self._detector_crops[(h, w)] = DetectorCrop.of(h, w)
+        _set_image(self.detector, self._det_in, frame.crop(image), 2.0 / 255.0, -1.0)  # [-1, 1]
         self.detector.invoke()
         raw = self.detector.get_tensor(self._det_boxes)[0]
         logits = self.detector.get_tensor(self._det_scores)[0, :, 0]
@@ -460,8 +514,7 @@ class LiteLandmarker:
         centre = raw[:, :2] / DETECTOR_SIZE + anchors
         half = raw[:, 2:4] / (2 * DETECTOR_SIZE)
         # crop-normalised -> image-normalised: the crop is a square of side max(w, h)
-        scale = np.array([side / w, side / h], dtype=np.float32)
-        shift = 0.5 - 0.5 * scale
+        scale, shift = frame.scale, frame.shift
         boxes = np.concatenate(
             [(centre - half) * scale + shift, (centre + half) * scale + shift], axis=1
         )
