@@ -344,7 +344,7 @@ class WeightedProcrustes:
         wt = target * self.sqrt_weights
         u, _, vt = np.linalg.svd(wt @ self.centred.T)
         rotation = u @ vt
-        if np.linalg.det(rotation) < 0:  # det(U) det(V^T) < 0: flip U's last column
+        if _det3(rotation) < 0:  # det(U) det(V^T) < 0: flip U's last column
             u[:, 2] *= -1
             rotation = u @ vt
         return rotation, float(((rotation @ self.centred) * wt).sum()) / self.spread, wt
@@ -366,6 +366,19 @@ class WeightedProcrustes:
         return out
 
 
+def _det3(m: np.ndarray) -> float:
+    """The determinant of a 3x3 matrix by its rule of Sarrus (for the sign of an orthogonal
+    matrix's, +-1 up to rounding: the sign of ``np.linalg.det``, without its overhead)."""
+    (a, b, c), (d, e, f), (g, h, i) = m.tolist()
+    return a * (e * i - f * h) - b * (d * i - f * g) + c * (d * h - e * g)
+
+
+# the perspective camera's height at the near plane, and the sign flip of the first scale
+# estimate (ChangeHandedness on the screen points)
+HEIGHT_AT_NEAR = 2.0 * NEAR * math.tan(0.5 * math.radians(FOV_DEGREES))
+_FLIP_Z = np.array([[1.0], [1.0], [-1.0]])
+
+
 class FaceGeometry:
     """The geometry pipeline for landmarks: screen points to metric space, then the facial
     transformation matrix (the canonical face's pose in the camera frame)."""
@@ -376,7 +389,7 @@ class FaceGeometry:
     def matrix(self, landmarks: np.ndarray, width: int, height: int) -> np.ndarray:
         """4x4 transformation matrix from normalised landmarks (x, y in 0..1 of a
         ``width`` x ``height`` image, z in image widths; the first 468 are used)."""
-        height_at_near = 2.0 * NEAR * math.tan(0.5 * math.radians(FOV_DEGREES))
+        height_at_near = HEIGHT_AT_NEAR
         width_at_near = width * height_at_near / height
         points = landmarks[:N_MESH]
         depth_offset = float(points[:, 2].mean()) * width_at_near
@@ -393,7 +406,7 @@ class FaceGeometry:
             z = (screen[2] - depth_offset + NEAR) / scale
             return np.stack([screen[0] * z / NEAR, screen[1] * z / NEAR, -z])
 
-        first = self.procrustes.scale(screen * np.array([[1.0], [1.0], [-1.0]]))
+        first = self.procrustes.scale(screen * _FLIP_Z)
         second = self.procrustes.scale(metric(first))
         return self.procrustes.solve(metric(first * second))
 
@@ -490,8 +503,14 @@ class LiteLandmarker:
         self.anchors = ssd_anchors()
         canonical, weights = read_geometry_metadata(geometry)
         self.geometry = FaceGeometry(canonical, weights)
-        self.mirror = mirror_indices(canonical)
+        self._canonical = canonical
         self._detector_crops: dict[tuple[int, int], DetectorCrop] = {}
+
+    @functools.cached_property
+    def mirror(self) -> np.ndarray:
+        """:func:`mirror_indices` of the bundle's canonical face (made when first needed:
+        only a face found in the mirror image needs them)."""
+        return mirror_indices(self._canonical)
 
     def detections(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """BlazeFace on an RGB (or grey, as :meth:`find`) uint8 image: the boxes (N x 4: xmin, ymin, xmax, ymax),
@@ -549,10 +568,12 @@ class LiteLandmarker:
         weight = scores[members] / scores[members].sum()
         return weight @ boxes[members], np.tensordot(weight, keypoints[members], axes=1)
 
-    def find(self, image: np.ndarray) -> LiteFace:
+    def find(self, image: np.ndarray, *, pose: bool = True) -> LiteFace:
         """Face, landmarks and transformation matrix in an RGB uint8 image, or a grey one
         (H x W) standing for RGB with three equal channels, already padded and upscaled by
-        :func:`~curate.faces.geometry.prepare_for_detection`."""
+        :func:`~curate.faces.geometry.prepare_for_detection`. ``pose=False``: the
+        landmarks alone (no matrix, no blendshapes: for a look whose points are used
+        only to place another, or are mirrored and posed again)."""
         h, w = image.shape[:2]
         boxes, keypoints, scores = self.detections(image)
         confidence = float(scores.max()) if scores.size else 0.0
@@ -571,16 +592,18 @@ class LiteLandmarker:
             ROI_SCALE * float(box[3] - box[1]) * h,
             angle,
         )
-        face = self.landmarks_in(image, roi, confidence)
+        face = self.landmarks_in(image, roi, confidence, pose=pose)
         if face.landmarks is None:  # the keypoints the FaceDetector reports (the Tasks path's)
             face.keypoints = self.top_face(boxes, keypoints, scores, MIN_SCORE, DETECTOR_NMS_IOU)[
                 1
             ] * (w, h)  # type: ignore[index]
         return face
 
-    def landmarks_in(self, image: np.ndarray, roi: Roi, confidence: float) -> LiteFace:
+    def landmarks_in(
+        self, image: np.ndarray, roi: Roi, confidence: float, *, pose: bool = True
+    ) -> LiteFace:
         """The landmark network and the geometry pipeline on the rotated rectangle ``roi``
-        of a prepared image (as :meth:`find` after BlazeFace)."""
+        of a prepared image (as :meth:`find` after BlazeFace; ``pose=False`` as there)."""
         h, w = image.shape[:2]
         maps = (warp_maps if max(h, w) > EXACT_CROPS_ABOVE else affine_maps)(roi, LANDMARKS_SIZE)
         tile = crop(image, maps, replicate=True)
@@ -594,6 +617,8 @@ class LiteLandmarker:
         landmarks = np.empty((N_LANDMARKS, 3))
         landmarks[:, :2] = raw[:, :2] @ to_image[:, :2].T + to_image[:, 2]
         landmarks[:, 2] = raw[:, 2] * math.hypot(to_image[0, 0], to_image[1, 0])
+        if not pose:
+            return LiteFace(confidence, landmarks, None)
         return LiteFace(
             confidence,
             landmarks,
@@ -630,25 +655,34 @@ class LiteLandmarker:
         )
 
     def retry(
-        self, image: np.ndarray, centre: tuple[float, float], side: float, confidence: float
+        self,
+        image: np.ndarray,
+        centre: tuple[float, float],
+        side: float,
+        confidence: float,
+        *,
+        pose: bool = True,
     ) -> LiteFace:
         """The landmark network on the squares :data:`RETRY_ROIS` around a picture of
         longer side ``side`` centred at ``centre`` in the prepared ``image``: the first face
         whose presence passes and that holds (:meth:`refined`), else no face. For a picture
-        where :meth:`find` found none."""
+        where :meth:`find` found none (``pose`` as there)."""
         for k, degrees in RETRY_ROIS:
             face = self.landmarks_in(
-                image, (centre[0], centre[1], k * side, k * side, math.radians(degrees)), confidence
+                image,
+                (centre[0], centre[1], k * side, k * side, math.radians(degrees)),
+                confidence,
+                pose=False,  # its points only place the square of the look that must hold
             )
             if face.landmarks is not None:
-                face = self.refined(image, face)
+                face = self.refined(image, face, pose=pose)
                 if face.landmarks is not None:
                     return face
         return LiteFace(confidence, None, None)
 
-    def refined(self, image: np.ndarray, face: LiteFace) -> LiteFace:
+    def refined(self, image: np.ndarray, face: LiteFace, *, pose: bool = True) -> LiteFace:
         """``face`` found again on the square its landmarks span (see :data:`RETRY_MAX_SHIFT`),
-        or no face when it does not hold."""
+        or no face when it does not hold (``pose`` as in :meth:`find`)."""
         h, w = image.shape[:2]
         points = face.landmarks[:, :2] * (w, h)  # type: ignore[index]
         (x0, y0), (x1, y1) = points.min(axis=0), points.max(axis=0)
@@ -658,6 +692,7 @@ class LiteLandmarker:
             image,
             (0.5 * (x0 + x1), 0.5 * (y0 + y1), side, side, math.atan2(by - ay, bx - ax)),
             face.confidence,
+            pose=pose,
         )
         if again.landmarks is None:
             return LiteFace(face.confidence, None, None)
@@ -728,9 +763,10 @@ class LiteFaceFinder(FaceFinder):
         if face.landmarks is not None:
             return face
         flipped = np.ascontiguousarray(prepared[:, ::-1])
-        face = self.landmarker.find(flipped)
+        # the flipped picture's points are mirrored back and posed there (mirrored)
+        face = self.landmarker.find(flipped, pose=False)
         if face.landmarks is None and face.confidence >= RETRY_MIN_SCORE:
-            face = self.landmarker.retry(flipped, centre, side, face.confidence)
+            face = self.landmarker.retry(flipped, centre, side, face.confidence, pose=False)
         if face.landmarks is None:
             return first
         face.confidence = first.confidence  # the picture's own detector score
