@@ -386,8 +386,9 @@ def test_the_fast_path_gives_the_old_table_and_verdicts_on_real_photos(shared_da
     new = A.analyze_faces(paths, workers=0, backend="litert", cache_dir="none")
     old_path()
     old = A.analyze_faces(paths, workers=0, backend="litert", cache_dir="none")
-    # the sample exercises every branch: grey and colour, faces found, found on a second
-    # look, and none found
+    # the sample holds grey and colour pictures, faces found and none found (four pictures
+    # get a second look, which finds none of their faces; faces found on a second look:
+    # test_second_looks_give_the_old_rows)
     assert new["face_found"].sum() > 140 and (~new["face_found"]).any()
     pd.testing.assert_frame_equal(new, old, check_exact=True)
     for max_yaw, max_occlusion in ((25.0, None), (15.0, 0.2)):
