@@ -4,6 +4,7 @@ verdicts, on real grey and colour photos."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -123,6 +124,102 @@ def test_set_image_broadcasts_grey_as_rgb_would(scale, offset):
         assert np.array_equal(new.buffer, old.buffer) and not np.isnan(new.buffer).any()
 
 
+def broadcast_set_image(interpreter, index, tile, scale, offset):
+    """The network input as it was written before the lookup table: a grey tile broadcast
+    into the three channels by numpy's float32 multiply, then the offset added."""
+    view = interpreter.tensor(index)()[0]
+    np.multiply(
+        tile if tile.ndim == 3 else tile[..., None], np.float32(scale), out=view, casting="unsafe"
+    )
+    if offset:
+        view += np.float32(offset)
+    del view
+
+
+@pytest.mark.parametrize("scale,offset", [(2.0 / 255.0, -1.0), (1.0 / 255.0, 0.0)])
+@pytest.mark.parametrize("size", [128, 256])
+def test_set_image_gives_every_grey_level_as_the_broadcast_did(scale, offset, size):
+    """The network input of every one of the 256 grey levels, anywhere in the tile, is the
+    float the broadcast multiply (and the conversion to RGB before it) wrote: exhaustive
+    over the values a uint8 tile can hold; colour tiles too."""
+    rng = np.random.default_rng(size)
+    every = np.resize(np.arange(256, dtype=np.uint8), size * size)
+    for tile in (
+        rng.permutation(every).reshape(size, size),
+        every.reshape(size, size),
+        rng.integers(0, 256, (size, size, 3), dtype=np.uint8),
+        np.ascontiguousarray(rng.integers(0, 256, (size, 2 * size), dtype=np.uint8)[:, ::2]),
+    ):
+        new, ref, old = (_Tensor((1, size, size, 3)) for _ in range(3))
+        R._set_image(new, 0, tile, scale, offset)
+        broadcast_set_image(ref, 0, tile, scale, offset)
+        old_set_image(old, 0, tile, scale, offset)
+        assert not np.isnan(new.buffer).any()
+        assert np.array_equal(new.buffer, ref.buffer) and np.array_equal(new.buffer, old.buffer)
+        assert new.buffer.tobytes() == ref.buffer.tobytes()  # the same bits, -0.0 included
+
+
+def sampled_detections(self, image):
+    """BlazeFace's detections as they were made before :class:`R.DetectorCrop`: the input
+    always sampled by ``cv2.remap`` with the letterbox's maps."""
+    h, w = image.shape[:2]
+    side = float(max(w, h))
+    maps = R.warp_maps((0.5 * w, 0.5 * h, side, side, 0.0), R.DETECTOR_SIZE)
+    tile = R.crop(image, maps, replicate=False)
+    R._set_image(self.detector, self._det_in, tile, 2.0 / 255.0, -1.0)
+    self.detector.invoke()
+    raw = self.detector.get_tensor(self._det_boxes)[0]
+    logits = self.detector.get_tensor(self._det_scores)[0, :, 0]
+    keep = np.flatnonzero((logits >= R.MIN_LOGIT) & (raw[:, 2] >= 0) & (raw[:, 3] >= 0))
+    raw, anchors = raw[keep], self.anchors[keep]
+    logits = np.clip(logits[keep].astype(np.float64), -100.0, 100.0)
+    scores = (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+    centre = raw[:, :2] / R.DETECTOR_SIZE + anchors
+    half = raw[:, 2:4] / (2 * R.DETECTOR_SIZE)
+    scale = np.array([side / w, side / h], dtype=np.float32)
+    shift = 0.5 - 0.5 * scale
+    boxes = np.concatenate(
+        [(centre - half) * scale + shift, (centre + half) * scale + shift], axis=1
+    )
+    keypoints = (
+        raw[:, 4:16].reshape(-1, 6, 2) / R.DETECTOR_SIZE + anchors[:, None]
+    ) * scale + shift
+    return boxes, keypoints, scores
+
+
+@pytest.mark.parametrize(
+    "h,w",
+    [
+        (256, 256),
+        (512, 512),
+        (128, 128),
+        (384, 384),
+        (96, 96),
+        (256, 200),
+        (200, 256),
+        (300, 300),
+        (640, 480),
+    ],
+)
+def test_detector_crop_picks_the_pixels_remap_samples(h, w):
+    """BlazeFace's input crop picks pixels only where ``cv2.remap`` would sample exactly
+    them (the 256 px image a 48 px crop is prepared to, and its multiples), grey and colour."""
+    rng = np.random.default_rng(h * 1000 + w)
+    side = float(max(w, h))
+    maps = R.warp_maps((0.5 * w, 0.5 * h, side, side, 0.0), R.DETECTOR_SIZE)
+    frame = R.DetectorCrop.of(h, w)
+    assert (frame.pick is not None) == ((h, w) in ((256, 256), (512, 512), (128, 128), (384, 384)))
+    for image in (
+        rng.integers(0, 256, (h, w), dtype=np.uint8),
+        rng.integers(0, 256, (h, w, 3), dtype=np.uint8),
+    ):
+        tile = frame.crop(image)
+        assert tile.flags.c_contiguous and tile.dtype == np.uint8
+        assert np.array_equal(tile, R.crop(image, maps, replicate=False))
+    scale = np.array([side / w, side / h], dtype=np.float32)
+    assert np.array_equal(frame.scale, scale) and np.array_equal(frame.shift, 0.5 - 0.5 * scale)
+
+
 def test_procrustes_scale_is_the_solved_matrix_scale():
     rng = np.random.default_rng(3)
     canonical = rng.standard_normal((3, 468)) * 5
@@ -153,12 +250,97 @@ def test_occlusion_scores_do_not_depend_on_the_chunk(monkeypatch):
         assert probs.shape == (40, len(O.OUTPUTS)) and np.array_equal(probs, scores[16]), chunk
 
 
+class StraightProcrustes:
+    """The weighted Procrustes solver as it was before (``np.linalg.det`` for the sign),
+    on the precomputed sums of a :class:`R.WeightedProcrustes`."""
+
+    def __init__(self, fast):
+        self.__dict__.update(fast.__dict__)
+
+    def _rotation_scale(self, target):
+        if target.shape[1] != self.used.size:
+            target = target[:, self.used]
+        wt = target * self.sqrt_weights
+        u, _, vt = np.linalg.svd(wt @ self.centred.T)
+        rotation = u @ vt
+        if np.linalg.det(rotation) < 0:
+            u[:, 2] *= -1
+            rotation = u @ vt
+        return rotation, float(((rotation @ self.centred) * wt).sum()) / self.spread, wt
+
+    def scale(self, target):
+        rotation, scale, _ = self._rotation_scale(target)
+        return float(np.linalg.norm(scale * rotation[:, 0]))
+
+    def solve(self, target):
+        rotation, scale, wt = self._rotation_scale(target)
+        out = np.eye(4)
+        out[:3, :3] = scale * rotation
+        out[:3, 3] = ((wt - scale * rotation @ self.weighted) * self.sqrt_weights).sum(
+            axis=1
+        ) / self.total
+        return out
+
+
+def straight_matrix(self, landmarks, width, height):
+    """The geometry pipeline's matrix as it was computed before (constants made each time,
+    the solver of :class:`StraightProcrustes`)."""
+    procrustes = StraightProcrustes(self.procrustes)
+    height_at_near = 2.0 * R.NEAR * math.tan(0.5 * math.radians(R.FOV_DEGREES))
+    width_at_near = width * height_at_near / height
+    points = landmarks[: R.N_MESH]
+    depth_offset = float(points[:, 2].mean()) * width_at_near
+    points = points[procrustes.used].T
+    screen = np.stack(
+        [
+            (points[0] - 0.5) * width_at_near,
+            (0.5 - points[1]) * height_at_near,
+            points[2] * width_at_near,
+        ]
+    )
+
+    def metric(scale):
+        z = (screen[2] - depth_offset + R.NEAR) / scale
+        return np.stack([screen[0] * z / R.NEAR, screen[1] * z / R.NEAR, -z])
+
+    first = procrustes.scale(screen * np.array([[1.0], [1.0], [-1.0]]))
+    second = procrustes.scale(metric(first))
+    return procrustes.solve(metric(first * second))
+
+
+def test_det3_has_the_sign_of_numpys_det():
+    rng = np.random.default_rng(5)
+    for _ in range(20000):
+        q = np.linalg.qr(rng.standard_normal((3, 3)))[0]  # rotations and reflections
+        u, _, vt = np.linalg.svd(q * rng.uniform(0.1, 10) + 1e-3 * rng.standard_normal((3, 3)))
+        for m in (q, u @ vt):
+            assert (R._det3(m) < 0) == (np.linalg.det(m) < 0)
+    m = rng.standard_normal((3, 3))
+    assert R._det3(m) == pytest.approx(np.linalg.det(m), rel=1e-12)
+
+
+def test_geometry_matrix_is_the_straight_computation():
+    """The transformation matrix, bit for bit, on landmarks of faces turned every way."""
+    rng = np.random.default_rng(6)
+    canonical = rng.standard_normal((3, 468)) * 5
+    weights = np.where(rng.random(468) < 0.1, rng.random(468), 0.0)
+    geometry = R.FaceGeometry(canonical, weights)
+    for _ in range(300):
+        landmarks = np.c_[rng.uniform(0.2, 0.8, (478, 2)), 0.05 * rng.standard_normal(478)]
+        for w, h in ((256, 256), (512, 384)):
+            assert np.array_equal(
+                geometry.matrix(landmarks, w, h), straight_matrix(geometry, landmarks, w, h)
+            )
+
+
 @pytest.fixture
 def old_path(monkeypatch):
     """Switches the analysis back to the code the speed work replaced: the padding colour by
     sorting, grey files decoded to three equal channels, the occlusion networks with torch's
     max pooling after each ReLU, eight faces per forward pass, grey network inputs converted
-    to RGB first, the geometry pipeline's scale from the whole solved similarity."""
+    to RGB first, the geometry pipeline's scale from the whole solved similarity, BlazeFace's
+    input always sampled by ``cv2.remap``, the geometry pipeline's matrix as it was computed,
+    every landmark look posed (its matrix made whether used or not)."""
 
     def use_old() -> None:
         monkeypatch.setattr(G, "channel_medians", old_channel_medians)
@@ -167,6 +349,16 @@ def old_path(monkeypatch):
         monkeypatch.setattr(O, "SCORE_CHUNK", 8)
         monkeypatch.setattr(R, "_set_image", old_set_image)
         monkeypatch.setattr(R.WeightedProcrustes, "scale", old_estimate_scale)
+        monkeypatch.setattr(R.LiteLandmarker, "detections", sampled_detections)
+        monkeypatch.setattr(R.FaceGeometry, "matrix", straight_matrix)
+        landmarks_in = R.LiteLandmarker.landmarks_in
+        monkeypatch.setattr(  # every look posed, its matrix used or not
+            R.LiteLandmarker,
+            "landmarks_in",
+            lambda self, image, roi, confidence, pose=True: landmarks_in(
+                self, image, roi, confidence, pose=True
+            ),
+        )
 
     return use_old
 
@@ -194,8 +386,9 @@ def test_the_fast_path_gives_the_old_table_and_verdicts_on_real_photos(shared_da
     new = A.analyze_faces(paths, workers=0, backend="litert", cache_dir="none")
     old_path()
     old = A.analyze_faces(paths, workers=0, backend="litert", cache_dir="none")
-    # the sample exercises every branch: grey and colour, faces found, found on a second
-    # look, and none found
+    # the sample holds grey and colour pictures, faces found and none found (four pictures
+    # get a second look, which finds none of their faces; faces found on a second look:
+    # test_second_looks_give_the_old_rows)
     assert new["face_found"].sum() > 140 and (~new["face_found"]).any()
     pd.testing.assert_frame_equal(new, old, check_exact=True)
     for max_yaw, max_occlusion in ((25.0, None), (15.0, 0.2)):
@@ -218,4 +411,40 @@ def test_the_tasks_backend_gives_the_old_table_too(shared_data, old_path):
     old_path()
     old = A.analyze_faces(paths, workers=0, backend="tasks", cache_dir="none")
     assert new["face_found"].sum() > 30
+    pd.testing.assert_frame_equal(new, old, check_exact=True)
+
+
+# fer2013/val pictures whose face BlazeFace misses: found on the squares of the second look,
+# found in the mirror image, and found nowhere (the branches of LiteFaceFinder.look_again)
+SECOND_LOOKS = {
+    "retry": ["angry/PublicTest_17487264.jpg", "fear/PublicTest_47196221.jpg"],
+    "mirror": ["angry/PublicTest_28848742.jpg", "disgust/PublicTest_31237465.jpg"],
+    "none": ["angry/PublicTest_2489773.jpg"],
+}
+
+
+def test_second_looks_give_the_old_rows(shared_data, old_path, monkeypatch):
+    """Faces found on a second look (the squares, the mirror image) and faces found nowhere
+    get the rows of the straight path, whose every look was posed."""
+    pytest.importorskip("ai_edge_litert")
+    try:
+        M.resolve_face_model()
+    except CurateError as exc:
+        pytest.skip(f"no MediaPipe face model available: {exc.message}")
+    paths = [
+        str(shared_data / "fer2013" / "val" / n) for names in SECOND_LOOKS.values() for n in names
+    ]
+    mirrored = []
+    real_mirrored = R.LiteLandmarker.mirrored
+    monkeypatch.setattr(
+        R.LiteLandmarker,
+        "mirrored",
+        lambda self, face, w, h: mirrored.append(face) or real_mirrored(self, face, w, h),
+    )
+    new = A.analyze_faces(paths, workers=0, backend="litert", cache_dir="none")
+    # the branches are exercised: faces found on both kinds of second look, one found nowhere
+    assert new["face_found"].tolist() == [True, True, True, True, False]
+    assert len(mirrored) == 2 and all(f.matrix is None for f in mirrored)  # posed there
+    old_path()
+    old = A.analyze_faces(paths, workers=0, backend="litert", cache_dir="none")
     pd.testing.assert_frame_equal(new, old, check_exact=True)

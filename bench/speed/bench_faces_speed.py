@@ -13,6 +13,13 @@ baseline, and, against the first backend and against the baseline, the agreement
 (median, 99th percentile, max) over faces both found (the baseline: whether the tables are
 identical).
 
+``--finder-only`` times the face finding alone, in the timing process (no workers, no
+occlusion network, no worker start-up): :func:`curate.faces.landmarks.find_one` over the
+images, the landmarker made before the clock starts; the tables then hold what it found
+(``face_found``, yaw, pitch, roll, ``face_confidence``, ``detail`` and a hash of each
+aligned face, the occlusion network's input). One process is less disturbed by other jobs
+than three, so its ratios are steadier.
+
 Every run is timed in a fresh Python process (``--child``), the current code and the
 baseline alike: the baseline is ``git archive <ref> curate`` unpacked in a temporary folder
 and put first on that process's path. Speeds on a shared machine are noisy: compare the
@@ -23,7 +30,8 @@ Usage::
 
     python -m bench.speed.bench_faces_speed [--n-fer 2000] [--face-conditions 1760] [--workers 2]
                                       [--backends tasks,litert] [--repeat 1] [--seed 0]
-                                      [--baseline-ref ceb99a4] [--save DIR] [--json FILE]
+                                      [--baseline-ref ceb99a4] [--finder-only] [--save DIR]
+                                      [--json FILE]
 """
 
 from __future__ import annotations
@@ -47,6 +55,7 @@ REPO = Path(__file__).resolve().parents[2]
 # tables differ)
 BASELINE_REF = "ceb99a4"
 COMPARED = ("yaw", "pitch", "roll", "occlusion", "occlusion_any", "face_confidence")
+FINDER_COMPARED = ("yaw", "pitch", "roll", "face_confidence")  # --finder-only: no occlusion
 
 
 def cpu_seconds() -> float:
@@ -69,6 +78,36 @@ def timed(paths: list[str], backend: str, workers: int):
     return faces, cpu_seconds() - c0, time.perf_counter() - t0
 
 
+def timed_finder(paths: list[str], backend: str):
+    """(table of what was found, CPU seconds, wall seconds) of ``find_one`` over ``paths`` in
+    this process (``--finder-only``), the landmarker made before the clock starts."""
+    import hashlib
+
+    import pandas as pd
+
+    from curate.faces.landmarks import find_one, make_finder
+    from curate.faces.model_file import resolve_face_model
+
+    finder = make_finder(backend, resolve_face_model())
+    c0, t0 = cpu_seconds(), time.perf_counter()
+    found = [find_one(finder, p) for p in paths]
+    cpu, wall = cpu_seconds() - c0, time.perf_counter() - t0
+    finder.close()
+    table = pd.DataFrame(
+        {
+            "path": paths,
+            "face_found": [f.face_found for f in found],
+            **{c: [float(getattr(f, c)) for f in found] for c in FINDER_COMPARED},
+            "detail": [f.detail for f in found],
+            "aligned_sha256": [
+                None if f.aligned is None else hashlib.sha256(f.aligned.tobytes()).hexdigest()
+                for f in found
+            ],
+        }
+    )
+    return table, cpu, wall
+
+
 def child(spec_file: str) -> None:
     """One timed run in this (fresh) process, as ``spec_file`` (JSON: paths, backend,
     workers, out) asks: the table goes to ``out`` (Parquet), the times to stdout (JSON)."""
@@ -81,22 +120,40 @@ def child(spec_file: str) -> None:
 
     OcclusionModel()
     resolve_face_model()
-    faces, cpu, wall = timed(spec["paths"], spec["backend"], spec["workers"])
+    if spec.get("finder_only"):
+        faces, cpu, wall = timed_finder(spec["paths"], spec["backend"])
+    else:
+        faces, cpu, wall = timed(spec["paths"], spec["backend"], spec["workers"])
     faces.to_parquet(spec["out"], index=False)
     print(json.dumps({"cpu": cpu, "wall": wall, "curate": curate.__file__}))
 
 
 def run_in_child(
-    paths: list[str], backend: str, workers: int, code: Path, scratch: Path, name: str
+    paths: list[str],
+    backend: str,
+    workers: int,
+    code: Path,
+    scratch: Path,
+    name: str,
+    finder_only: bool = False,
 ) -> tuple[object, float, float]:
-    """(faces table, CPU seconds, wall seconds) of :func:`timed` in a fresh process whose
-    ``curate`` is the one in the folder ``code``."""
+    """(faces table, CPU seconds, wall seconds) of :func:`timed` (``finder_only``:
+    :func:`timed_finder`) in a fresh process whose ``curate`` is the one in the folder
+    ``code``."""
     import pandas as pd
 
     spec = scratch / f"{name}.json"
     out = scratch / f"{name}.parquet"
     spec.write_text(
-        json.dumps({"paths": paths, "backend": backend, "workers": workers, "out": str(out)})
+        json.dumps(
+            {
+                "paths": paths,
+                "backend": backend,
+                "workers": workers,
+                "out": str(out),
+                "finder_only": finder_only,
+            }
+        )
     )
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(code), str(REPO)]))
     done = subprocess.run(
@@ -144,7 +201,7 @@ def agreement(ref, other) -> list[str]:
         f"({int((ref['face_found'] != other['face_found']).sum())} of {len(ref)} differ); "
         f"compared below: {both.sum()} faces both found"
     ]
-    for col in COMPARED:
+    for col in [c for c in COMPARED if c in ref.columns]:
         d = np.abs(ref[col].to_numpy()[both] - other[col].to_numpy()[both])
         unit = " deg" if col in ("yaw", "pitch", "roll") else ""
         lines.append(
@@ -163,17 +220,21 @@ def run_set(
     scratch: Path,
     save: Path | None,
     baseline: str | None,
+    finder_only: bool = False,
 ) -> dict[str, object]:
     """Time every entry (label, backend, code folder) on ``paths`` and print speeds, ratios
     and agreement; with ``save``, write each entry's table to ``save/<set>.<label>.parquet``.
     Returns the numbers (for ``--json``)."""
-    print(f"\n{name}: {len(paths)} images, {workers} worker(s)", flush=True)
+    what = "the face finding alone, one process" if finder_only else f"{workers} worker(s)"
+    print(f"\n{name}: {len(paths)} images, {what}", flush=True)
     runs: dict[str, list[tuple[float, float]]] = {label: [] for label, _, _ in entries}
     tables = {}
     for r in range(repeat):
         for label, backend, code in entries:
             tag = f"{name.replace(' ', '_')}.{label.replace('@', '_at_')}.{r}"
-            faces, cpu, wall = run_in_child(paths, backend, workers, code, scratch, tag)
+            faces, cpu, wall = run_in_child(
+                paths, backend, workers, code, scratch, tag, finder_only
+            )
             tables.setdefault(label, faces)
             runs[label].append((cpu, wall))
             print(
@@ -248,6 +309,11 @@ def main() -> None:
         default=BASELINE_REF,
         help="git commit whose curate is timed too, with the last backend ('' for none)",
     )
+    ap.add_argument(
+        "--finder-only",
+        action="store_true",
+        help="time the face finding alone in one process (no workers, no occlusion)",
+    )
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--save", type=Path, default=None, help="folder for the per-backend tables")
@@ -274,6 +340,7 @@ def main() -> None:
         "command": "python -m bench.speed.bench_faces_speed " + " ".join(sys.argv[1:]),
         "load_average_at_start": os.getloadavg(),
         "baseline_ref": args.baseline_ref or None,
+        "finder_only": args.finder_only,
         "code_commit": subprocess.run(
             ["git", "-C", str(REPO), "describe", "--always", "--dirty"],
             capture_output=True,
@@ -292,7 +359,15 @@ def main() -> None:
             entries.append((baseline, backends[-1], code))
         for name, paths in sets:
             results["sets"][name] = run_set(  # type: ignore[index]
-                name, paths, entries, args.workers, args.repeat, scratch, args.save, baseline
+                name,
+                paths,
+                entries,
+                0 if args.finder_only else args.workers,
+                args.repeat,
+                scratch,
+                args.save,
+                baseline,
+                args.finder_only,
             )
     results["load_average_at_end"] = os.getloadavg()
     if args.json is not None:

@@ -28,6 +28,7 @@ with the Tasks path to about 0.01 degrees (``docs/faces.md``, "Speed").
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import struct
@@ -35,6 +36,7 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -262,6 +264,63 @@ def roi_to_image(roi: Roi, width: int, height: int) -> np.ndarray:
     )
 
 
+@dataclass
+class DetectorCrop:
+    """BlazeFace's input crop of every ``h`` x ``w`` image: the whole image letterboxed into
+    a square of side ``max(w, h)`` and sampled at 128x128 (:func:`warp_maps`), and the map
+    of its coordinates back to the image's (``scale``, ``shift``: float32 x, y).
+
+    Where every sample falls on a pixel (no fraction of one) inside the image, as for a
+    square image whose side is a multiple of 128 (the 256 px a 48 px crop is prepared to),
+    the bilinear crop is those pixels exactly (their weight is 1, the others' 0): they are
+    picked (:attr:`pick`: slices where evenly spaced) instead of sampled by ``cv2.remap``."""
+
+    maps: tuple[np.ndarray, np.ndarray]
+    scale: np.ndarray
+    shift: np.ndarray
+    pick: tuple[Any, Any] | None = None  # (rows, columns) of the pixels, where they are all
+
+    @classmethod
+    def of(cls, h: int, w: int) -> DetectorCrop:
+        side = float(max(w, h))  # keep_aspect_ratio: the whole image, letterboxed
+        maps = warp_maps((0.5 * w, 0.5 * h, side, side, 0.0), DETECTOR_SIZE)
+        scale = np.array([side / w, side / h], dtype=np.float32)
+        crop = cls(maps, scale, 0.5 - 0.5 * scale)
+        xy, fraction = maps
+        x, y = xy[..., 0].astype(np.int64), xy[..., 1].astype(np.int64)
+        if (
+            not fraction.any()
+            and (x == x[:1]).all()  # each column samples one image column, each row one row
+            and (y == y[:, :1]).all()
+            and 0 <= x.min()
+            and x.max() < w
+            and 0 <= y.min()
+            and y.max() < h
+        ):
+            rows, cols = _as_slice(y[:, 0]), _as_slice(x[0])
+            if isinstance(rows, slice) and isinstance(cols, slice):
+                crop.pick = (rows, cols)
+            else:
+                crop.pick = (y[:, :1], x[:1])
+        return crop
+
+    def crop(self, image: np.ndarray) -> np.ndarray:
+        """The 128x128 crop of ``image`` (uint8, H x W or H x W x 3): :func:`crop` with
+        :attr:`maps` (black outside the image), or the same pixels picked."""
+        if self.pick is None:
+            return crop(image, self.maps, replicate=False)
+        return np.ascontiguousarray(image[self.pick])
+
+
+def _as_slice(index: np.ndarray) -> slice | np.ndarray:
+    """``index`` (integers) as the slice that gives them where evenly spaced and
+    increasing, else ``index``."""
+    step = int(index[1] - index[0]) if index.size > 1 else 1
+    if step > 0 and (np.diff(index) == step).all():
+        return slice(int(index[0]), int(index[-1]) + 1, step)
+    return index
+
+
 # --------------------------------------------------------------------------- geometry pipeline
 class WeightedProcrustes:
     """Weighted orthogonal Procrustes with scale from a fixed 3 x N ``source`` (MediaPipe's
@@ -285,7 +344,7 @@ class WeightedProcrustes:
         wt = target * self.sqrt_weights
         u, _, vt = np.linalg.svd(wt @ self.centred.T)
         rotation = u @ vt
-        if np.linalg.det(rotation) < 0:  # det(U) det(V^T) < 0: flip U's last column
+        if _det3(rotation) < 0:  # det(U) det(V^T) < 0: flip U's last column
             u[:, 2] *= -1
             rotation = u @ vt
         return rotation, float(((rotation @ self.centred) * wt).sum()) / self.spread, wt
@@ -307,6 +366,19 @@ class WeightedProcrustes:
         return out
 
 
+def _det3(m: np.ndarray) -> float:
+    """The determinant of a 3x3 matrix by its rule of Sarrus (for the sign of an orthogonal
+    matrix's, +-1 up to rounding: the sign of ``np.linalg.det``, without its overhead)."""
+    (a, b, c), (d, e, f), (g, h, i) = m.tolist()
+    return a * (e * i - f * h) - b * (d * i - f * g) + c * (d * h - e * g)
+
+
+# the perspective camera's height at the near plane, and the sign flip of the first scale
+# estimate (ChangeHandedness on the screen points)
+HEIGHT_AT_NEAR = 2.0 * NEAR * math.tan(0.5 * math.radians(FOV_DEGREES))
+_FLIP_Z = np.array([[1.0], [1.0], [-1.0]])
+
+
 class FaceGeometry:
     """The geometry pipeline for landmarks: screen points to metric space, then the facial
     transformation matrix (the canonical face's pose in the camera frame)."""
@@ -317,7 +389,7 @@ class FaceGeometry:
     def matrix(self, landmarks: np.ndarray, width: int, height: int) -> np.ndarray:
         """4x4 transformation matrix from normalised landmarks (x, y in 0..1 of a
         ``width`` x ``height`` image, z in image widths; the first 468 are used)."""
-        height_at_near = 2.0 * NEAR * math.tan(0.5 * math.radians(FOV_DEGREES))
+        height_at_near = HEIGHT_AT_NEAR
         width_at_near = width * height_at_near / height
         points = landmarks[:N_MESH]
         depth_offset = float(points[:, 2].mean()) * width_at_near
@@ -334,7 +406,7 @@ class FaceGeometry:
             z = (screen[2] - depth_offset + NEAR) / scale
             return np.stack([screen[0] * z / NEAR, screen[1] * z / NEAR, -z])
 
-        first = self.procrustes.scale(screen * np.array([[1.0], [1.0], [-1.0]]))
+        first = self.procrustes.scale(screen * _FLIP_Z)
         second = self.procrustes.scale(metric(first))
         return self.procrustes.solve(metric(first * second))
 
@@ -343,14 +415,34 @@ class FaceGeometry:
 def _set_image(interpreter, index: int, tile: np.ndarray, scale: float, offset: float) -> None:
     """Write ``tile * scale + offset`` (float32; a grey tile into all three channels) into
     the model's input tensor in place."""
+    import cv2
+
     view = interpreter.tensor(index)()[0]
-    # a grey tile is broadcast into the three channels (the floats of converting it to RGB
-    # first, without making that copy)
-    rgb = tile if tile.ndim == 3 else tile[..., None]
-    np.multiply(rgb, np.float32(scale), out=view, casting="unsafe")
-    if offset:
-        view += np.float32(offset)
+    if tile.ndim == 3:
+        np.multiply(tile, np.float32(scale), out=view, casting="unsafe")
+        if offset:
+            view += np.float32(offset)
+    else:
+        # a grey tile: its 256 possible floats looked up, then copied into the three
+        # channels (the floats of converting it to RGB first and multiplying, a fifth of
+        # the work: numpy's broadcast into three channels was the slowest step)
+        grey = cv2.LUT(tile, _input_table(scale, offset))
+        written = cv2.merge((grey, grey, grey), dst=view)
+        if not np.shares_memory(written, view):  # never expected: OpenCV made a new array
+            view[...] = written
     del view  # no reference to the buffer may outlive the call (LiteRT's rule)
+
+
+@functools.lru_cache(maxsize=8)
+def _input_table(scale: float, offset: float) -> np.ndarray:
+    """The network input of each grey level 0..255 (256 x 1 float32): ``level * scale +
+    offset`` computed as numpy computes it on a tile (a float32 multiply, then a float32
+    add), so a lookup gives the same bits."""
+    table = np.arange(256, dtype=np.uint8).astype(np.float32) * np.float32(scale)
+    if offset:
+        table += np.float32(offset)
+    table.flags.writeable = False
+    return table.reshape(256, 1)
 
 
 @dataclass
@@ -411,24 +503,26 @@ class LiteLandmarker:
         self.anchors = ssd_anchors()
         canonical, weights = read_geometry_metadata(geometry)
         self.geometry = FaceGeometry(canonical, weights)
-        self.mirror = mirror_indices(canonical)
-        self._detector_maps: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        self._canonical = canonical
+        self._detector_crops: dict[tuple[int, int], DetectorCrop] = {}
+
+    @functools.cached_property
+    def mirror(self) -> np.ndarray:
+        """:func:`mirror_indices` of the bundle's canonical face (made when first needed:
+        only a face found in the mirror image needs them)."""
+        return mirror_indices(self._canonical)
 
     def detections(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """BlazeFace on an RGB (or grey, as :meth:`find`) uint8 image: the boxes (N x 4: xmin, ymin, xmax, ymax),
         keypoints (N x 6 x 2) and scores (N) of the anchors scoring at least 0.05, in
         image-normalised coordinates."""
         h, w = image.shape[:2]
-        side = float(max(w, h))  # keep_aspect_ratio: the whole image, letterboxed
-        maps = self._detector_maps.get((h, w))
-        if maps is None:  # the same for every image of this size
-            if len(self._detector_maps) >= MAP_CACHE:
-                self._detector_maps.pop(next(iter(self._detector_maps)))
-            maps = self._detector_maps[(h, w)] = warp_maps(
-                (0.5 * w, 0.5 * h, side, side, 0.0), DETECTOR_SIZE
-            )
-        tile = crop(image, maps, replicate=False)
-        _set_image(self.detector, self._det_in, tile, 2.0 / 255.0, -1.0)  # [-1, 1]
+        frame = self._detector_crops.get((h, w))
+        if frame is None:  # the same for every image of this size
+            if len(self._detector_crops) >= MAP_CACHE:
+                self._detector_crops.pop(next(iter(self._detector_crops)))
+            frame = self._detector_crops[(h, w)] = DetectorCrop.of(h, w)
+        _set_image(self.detector, self._det_in, frame.crop(image), 2.0 / 255.0, -1.0)  # [-1, 1]
         self.detector.invoke()
         raw = self.detector.get_tensor(self._det_boxes)[0]
         logits = self.detector.get_tensor(self._det_scores)[0, :, 0]
@@ -439,8 +533,7 @@ class LiteLandmarker:
         centre = raw[:, :2] / DETECTOR_SIZE + anchors
         half = raw[:, 2:4] / (2 * DETECTOR_SIZE)
         # crop-normalised -> image-normalised: the crop is a square of side max(w, h)
-        scale = np.array([side / w, side / h], dtype=np.float32)
-        shift = 0.5 - 0.5 * scale
+        scale, shift = frame.scale, frame.shift
         boxes = np.concatenate(
             [(centre - half) * scale + shift, (centre + half) * scale + shift], axis=1
         )
@@ -475,10 +568,12 @@ class LiteLandmarker:
         weight = scores[members] / scores[members].sum()
         return weight @ boxes[members], np.tensordot(weight, keypoints[members], axes=1)
 
-    def find(self, image: np.ndarray) -> LiteFace:
+    def find(self, image: np.ndarray, *, pose: bool = True) -> LiteFace:
         """Face, landmarks and transformation matrix in an RGB uint8 image, or a grey one
         (H x W) standing for RGB with three equal channels, already padded and upscaled by
-        :func:`~curate.faces.geometry.prepare_for_detection`."""
+        :func:`~curate.faces.geometry.prepare_for_detection`. ``pose=False``: the
+        landmarks alone (no matrix, no blendshapes: for a look whose points are used
+        only to place another, or are mirrored and posed again)."""
         h, w = image.shape[:2]
         boxes, keypoints, scores = self.detections(image)
         confidence = float(scores.max()) if scores.size else 0.0
@@ -497,16 +592,18 @@ class LiteLandmarker:
             ROI_SCALE * float(box[3] - box[1]) * h,
             angle,
         )
-        face = self.landmarks_in(image, roi, confidence)
+        face = self.landmarks_in(image, roi, confidence, pose=pose)
         if face.landmarks is None:  # the keypoints the FaceDetector reports (the Tasks path's)
             face.keypoints = self.top_face(boxes, keypoints, scores, MIN_SCORE, DETECTOR_NMS_IOU)[
                 1
             ] * (w, h)  # type: ignore[index]
         return face
 
-    def landmarks_in(self, image: np.ndarray, roi: Roi, confidence: float) -> LiteFace:
+    def landmarks_in(
+        self, image: np.ndarray, roi: Roi, confidence: float, *, pose: bool = True
+    ) -> LiteFace:
         """The landmark network and the geometry pipeline on the rotated rectangle ``roi``
-        of a prepared image (as :meth:`find` after BlazeFace)."""
+        of a prepared image (as :meth:`find` after BlazeFace; ``pose=False`` as there)."""
         h, w = image.shape[:2]
         maps = (warp_maps if max(h, w) > EXACT_CROPS_ABOVE else affine_maps)(roi, LANDMARKS_SIZE)
         tile = crop(image, maps, replicate=True)
@@ -520,6 +617,8 @@ class LiteLandmarker:
         landmarks = np.empty((N_LANDMARKS, 3))
         landmarks[:, :2] = raw[:, :2] @ to_image[:, :2].T + to_image[:, 2]
         landmarks[:, 2] = raw[:, 2] * math.hypot(to_image[0, 0], to_image[1, 0])
+        if not pose:
+            return LiteFace(confidence, landmarks, None)
         return LiteFace(
             confidence,
             landmarks,
@@ -556,25 +655,34 @@ class LiteLandmarker:
         )
 
     def retry(
-        self, image: np.ndarray, centre: tuple[float, float], side: float, confidence: float
+        self,
+        image: np.ndarray,
+        centre: tuple[float, float],
+        side: float,
+        confidence: float,
+        *,
+        pose: bool = True,
     ) -> LiteFace:
         """The landmark network on the squares :data:`RETRY_ROIS` around a picture of
         longer side ``side`` centred at ``centre`` in the prepared ``image``: the first face
         whose presence passes and that holds (:meth:`refined`), else no face. For a picture
-        where :meth:`find` found none."""
+        where :meth:`find` found none (``pose`` as there)."""
         for k, degrees in RETRY_ROIS:
             face = self.landmarks_in(
-                image, (centre[0], centre[1], k * side, k * side, math.radians(degrees)), confidence
+                image,
+                (centre[0], centre[1], k * side, k * side, math.radians(degrees)),
+                confidence,
+                pose=False,  # its points only place the square of the look that must hold
             )
             if face.landmarks is not None:
-                face = self.refined(image, face)
+                face = self.refined(image, face, pose=pose)
                 if face.landmarks is not None:
                     return face
         return LiteFace(confidence, None, None)
 
-    def refined(self, image: np.ndarray, face: LiteFace) -> LiteFace:
+    def refined(self, image: np.ndarray, face: LiteFace, *, pose: bool = True) -> LiteFace:
         """``face`` found again on the square its landmarks span (see :data:`RETRY_MAX_SHIFT`),
-        or no face when it does not hold."""
+        or no face when it does not hold (``pose`` as in :meth:`find`)."""
         h, w = image.shape[:2]
         points = face.landmarks[:, :2] * (w, h)  # type: ignore[index]
         (x0, y0), (x1, y1) = points.min(axis=0), points.max(axis=0)
@@ -584,6 +692,7 @@ class LiteLandmarker:
             image,
             (0.5 * (x0 + x1), 0.5 * (y0 + y1), side, side, math.atan2(by - ay, bx - ax)),
             face.confidence,
+            pose=pose,
         )
         if again.landmarks is None:
             return LiteFace(face.confidence, None, None)
@@ -654,9 +763,10 @@ class LiteFaceFinder(FaceFinder):
         if face.landmarks is not None:
             return face
         flipped = np.ascontiguousarray(prepared[:, ::-1])
-        face = self.landmarker.find(flipped)
+        # the flipped picture's points are mirrored back and posed there (mirrored)
+        face = self.landmarker.find(flipped, pose=False)
         if face.landmarks is None and face.confidence >= RETRY_MIN_SCORE:
-            face = self.landmarker.retry(flipped, centre, side, face.confidence)
+            face = self.landmarker.retry(flipped, centre, side, face.confidence, pose=False)
         if face.landmarks is None:
             return first
         face.confidence = first.confidence  # the picture's own detector score
