@@ -42,9 +42,7 @@ class FaceResult:
     pitch: float = math.nan
     roll: float = math.nan
     face_confidence: float = 0.0
-    aligned: np.ndarray | None = (
-        None  # 48x48 uint8 aligned face (by the keypoints when no landmarks)
-    )
+    aligned: np.ndarray | None = None  # 48x48 uint8 (by the keypoints without landmarks)
     landmarks: np.ndarray | None = None  # 478x2 pixels of the original image
     matrix_yaw: float = math.nan  # the transformation matrix's yaw alone (yaw is calibrated)
     blendshapes: np.ndarray | None = None  # 52 scores (BLENDSHAPE_NAMES) when asked for

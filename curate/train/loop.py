@@ -839,7 +839,8 @@ def _train(
         cfg = replace(cfg, backbone=backbone)
         given = replace(given, backbone=backbone)
 
-    images = RunImages.of(data)  # every image the run touches, decoded once
+    # every image the run touches, decoded once
+    images = RunImages.of(data, whole_pool=cfg.mining == "batch-hard")
     decode_cb = (lambda ph, d, t: progress(ph, d, t, {})) if progress else None
     store = ImageStore(
         data.images.loc[images.ids, "path"].astype(str).tolist(),
@@ -929,9 +930,10 @@ class RunImages:
     the validation images) as rows of one store: ``ids`` sorted; ``member_rows`` the tuples'
     members as store rows (``[n_tuples, members]``); ``label_codes`` per store row;
     ``val_rows`` the validation images' rows, in their order; ``pool_rows`` the training
-    images batch-hard mining draws from: every member of the training tuples the face screen
-    kept (``face_screen_kept_ids`` of :func:`without_face_rejects`, also those whose every
-    tuple held a rejected image), else every member of the tuples."""
+    images batch-hard mining draws from: with ``whole_pool``, every member of the training
+    tuples the face screen kept (``face_screen_kept_ids`` of :func:`without_face_rejects`,
+    also those whose every tuple held a rejected image), else every member of the tuples
+    (training on the tuples themselves needs no other image)."""
 
     ids: np.ndarray
     members: np.ndarray
@@ -941,9 +943,9 @@ class RunImages:
     pool_rows: np.ndarray
 
     @classmethod
-    def of(cls, data: TrainingData) -> RunImages:
+    def of(cls, data: TrainingData, *, whole_pool: bool = True) -> RunImages:
         members = data.tuples[data.members].to_numpy(dtype=np.int64)
-        kept = data.extra.get("face_screen_kept_ids")
+        kept = data.extra.get("face_screen_kept_ids") if whole_pool else None
         extra_ids = np.zeros(0, np.int64) if kept is None else np.asarray(kept, np.int64)
         ids = np.unique(
             np.concatenate(
