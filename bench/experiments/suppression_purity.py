@@ -60,7 +60,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.common.ferplus import FERPLUS_TO_FER, SHARED, sha256_of
+from bench.common.ferplus import FERPLUS_TO_FER, SHARED
+from bench.experiments.suspicion_scores import base_probabilities, out_of_sample_scores
 
 SHARES = (0.01, 0.02, 0.05, 0.10, 0.20, 0.30)
 RUNNING = ("head", "margin", "rank", "1-p")
@@ -120,45 +121,11 @@ def fixed_scores(
     image_id); kept in ``cache`` when given."""
     if cache is not None and cache.is_file():
         return pd.read_parquet(cache)
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
-
-    from curate.backbone import load_backbone
-    from curate.embed import embed_images
-    from curate.train.evaluate import predict
-
-    paths = images["path"].tolist()
     y = images["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
-    n = len(images)
-    base = predict(work / "screener_bh", paths, device="cpu")
-    lp = np.log(np.clip(base[[f"p_{c}" for c in classes]].to_numpy(), 1e-12, 1))
-    other = np.where(np.eye(len(classes))[y] > 0, -np.inf, lp)
-    emb = embed_images(
-        paths,
-        [sha256_of(p) for p in paths],
-        load_backbone(None, str(work / "screener_bh"), device="cpu"),
-        cache_dir=None,
-        workers=1,
-    )
-    e = emb / np.linalg.norm(emb, axis=1, keepdims=True)
-    probe = cross_val_predict(
-        LogisticRegression(max_iter=2000, C=1.0),
-        e,
-        y,
-        cv=StratifiedKFold(5, shuffle=True, random_state=0),
-        method="predict_proba",
-    )
-    sim = e @ e.T
-    np.fill_diagonal(sim, -9)
-    nn = np.argsort(-sim, 1)[:, :30]
-    out = pd.DataFrame(
-        {
-            "image_id": images["image_id"].to_numpy(),
-            "base_head": other.max(1) - lp[np.arange(n), y],
-            "probe": 1 - probe[np.arange(n), y],
-            "knn30": 1 - (y[nn] == y[:, None]).mean(1),
-        }
-    )
+    paths = images["path"].tolist()
+    pb = base_probabilities(work / "screener_bh", paths, classes)
+    scores = out_of_sample_scores(work / "screener_bh", paths, y, pb)
+    out = pd.DataFrame({"image_id": images["image_id"].to_numpy(), **scores})
     if cache is not None:
         out.to_parquet(cache)
     return out

@@ -87,6 +87,56 @@ def confident_learning(p: np.ndarray, y: np.ndarray) -> np.ndarray:
     return above.any(1) & (best != y) & ~above[np.arange(len(y)), y]
 
 
+def base_probabilities(screener: Path, paths: list[str], classes: list[str]) -> np.ndarray:
+    """N x classes: the head probabilities of the network ``screener`` for ``paths``."""
+    from curate.train.evaluate import predict
+
+    base = predict(screener, paths, device="cpu")
+    return base[[f"p_{c}" for c in classes]].to_numpy()
+
+
+def out_of_sample_scores(
+    screener: Path, paths: list[str], y: np.ndarray, pb: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Per image, scores of the network ``screener`` (which has not seen these labels):
+    ``base_head`` (its head's margin against the label: best other log-probability minus the
+    label's), ``probe`` (1 - the label's probability by a 5-fold logistic probe on its
+    normalised embeddings) and ``knn30`` (the share of the 30 nearest embeddings with another
+    label). ``y``: label codes; ``pb``: :func:`base_probabilities` of the same images."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    from curate.backbone import load_backbone
+    from curate.embed import embed_images
+
+    n = len(paths)
+    lp = np.log(np.clip(pb, 1e-12, 1))
+    other = np.where(np.eye(pb.shape[1])[y] > 0, -np.inf, lp)
+    emb = embed_images(
+        paths,
+        [sha256_of(p) for p in paths],
+        load_backbone(None, str(screener), device="cpu"),
+        cache_dir=None,
+        workers=1,
+    )
+    e = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    probe = cross_val_predict(
+        LogisticRegression(max_iter=2000, C=1.0),
+        e,
+        y,
+        cv=StratifiedKFold(5, shuffle=True, random_state=0),
+        method="predict_proba",
+    )
+    sim = e @ e.T
+    np.fill_diagonal(sim, -9)
+    nn = np.argsort(-sim, 1)[:, :30]
+    return {
+        "base_head": other.max(1) - lp[np.arange(n), y],
+        "probe": 1 - probe[np.arange(n), y],
+        "knn30": 1 - (y[nn] == y[:, None]).mean(1),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", type=Path, required=True)
@@ -99,45 +149,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     import torch
 
-    from curate.backbone import load_backbone
-    from curate.embed import embed_images
-    from curate.train.evaluate import predict
-
     torch.set_num_threads(1)
     m = pd.read_csv(args.work / "orig_train.csv")
     m["rp"] = [os.path.realpath(p) for p in m["path"]]
     classes = sorted(m["label"].unique())
     y = m["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
     bad = m["mislabelled"].astype(bool).to_numpy()
-    n = len(m)
-    base = predict(args.work / "screener_bh", m["path"].tolist(), device="cpu")
-    pb = base[[f"p_{c}" for c in classes]].to_numpy()
-    lp = np.log(np.clip(pb, 1e-12, 1))
-    other = np.where(np.eye(len(classes))[y] > 0, -np.inf, lp)
-    fixed = {"base_head": other.max(1) - lp[np.arange(n), y]}
-    emb = embed_images(
-        m["path"].tolist(),
-        [sha256_of(p) for p in m["path"]],
-        load_backbone(None, str(args.work / "screener_bh"), device="cpu"),
-        cache_dir=None,
-        workers=1,
-    )
-    e = emb / np.linalg.norm(emb, axis=1, keepdims=True)
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
-
-    probe = cross_val_predict(
-        LogisticRegression(max_iter=2000, C=1.0),
-        e,
-        y,
-        cv=StratifiedKFold(5, shuffle=True, random_state=0),
-        method="predict_proba",
-    )
-    fixed["probe"] = 1 - probe[np.arange(n), y]
-    sim = e @ e.T
-    np.fill_diagonal(sim, -9)
-    nn = np.argsort(-sim, 1)[:, :30]
-    fixed["knn30"] = 1 - (y[nn] == y[:, None]).mean(1)
+    pb = base_probabilities(args.work / "screener_bh", m["path"].tolist(), classes)
+    fixed = out_of_sample_scores(args.work / "screener_bh", m["path"].tolist(), y, pb)
     rows = []
     for seed in [int(s) for s in args.seeds.split(",")]:
         sus = pd.read_parquet(args.work / "screens" / f"bh_once_s{seed}" / "images_suspect.parquet")
