@@ -33,11 +33,12 @@ def five_points(landmarks: np.ndarray) -> np.ndarray:
     ).astype(np.float32)
 
 
-def align_face(gray: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Warp ``gray`` so the five ``points`` land on :data:`TEMPLATE`; 48x48 uint8."""
+def align_face(gray: np.ndarray, points: np.ndarray, template: np.ndarray = TEMPLATE) -> np.ndarray:
+    """Warp ``gray`` so the ``points`` land on ``template`` (the five of :data:`TEMPLATE`
+    unless told); 48x48 uint8."""
     import cv2
 
-    matrix, _ = cv2.estimateAffinePartial2D(points, TEMPLATE, method=cv2.LMEDS)
+    matrix, _ = cv2.estimateAffinePartial2D(points, template, method=cv2.LMEDS)
     if matrix is None:  # degenerate points: fall back to a plain resize
         return cv2.resize(gray, (ALIGN_SIZE, ALIGN_SIZE), interpolation=cv2.INTER_AREA)
     return cv2.warpAffine(
@@ -62,20 +63,9 @@ def align_by_keypoints(gray: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
     pixels of ``gray``) land on :data:`KEYPOINT_TEMPLATE`; 48x48 uint8. The crop of a face
     detected without landmarks, where occlusion is still scored (it ranks occlusion on
     face-conditions about as the landmark crop does: docs/faces.md, "Faces BlazeFace
-    detects without landmarks")."""
-    import cv2
-
+    misses", covered faces without landmarks)."""
     points = np.asarray(keypoints, dtype=np.float32)[:4, :2]
-    matrix, _ = cv2.estimateAffinePartial2D(points, KEYPOINT_TEMPLATE, method=cv2.LMEDS)
-    if matrix is None:
-        return cv2.resize(gray, (ALIGN_SIZE, ALIGN_SIZE), interpolation=cv2.INTER_AREA)
-    return cv2.warpAffine(
-        gray,
-        matrix,
-        (ALIGN_SIZE, ALIGN_SIZE),
-        flags=cv2.INTER_LINEAR,
-        borderMode=cv2.BORDER_REPLICATE,
-    )
+    return align_face(gray, points, KEYPOINT_TEMPLATE)
 
 
 def pose_from_matrix(matrix: np.ndarray) -> tuple[float, float, float]:
