@@ -63,22 +63,31 @@ def audit_table(val_faces: pd.DataFrame, fc_faces: pd.DataFrame, data: Path = DA
         )
     a["face_found"] = a["face_found"].astype(bool)
     a["holdout"] = is_holdout(a["path"], SHARES["pose_audit"])
+    a["w"] = face_audit_weights(a, len(val_faces), data)
+    return a
+
+
+def face_audit_weights(a: pd.DataFrame, n_val: int, data: Path = DATA) -> np.ndarray:
+    """Each face of the face audit ``a`` (``face_audit.csv``: ``source``, ``stratum``,
+    ``path``) weighted by its sampling stratum, so rates estimate the whole set: a
+    ``fer2013/val`` face by its round's share of the ``n_val`` images (the lowest
+    :data:`N_VAL_LOW_SHARE` of face_confidence, or the rest) over its audited count, a
+    face-conditions face by its ``yaw_over_45`` flag stratum."""
     val = (a["source"] == "fer2013/val").to_numpy()
-    n_val = len(val_faces)
     size = {
         "low_confidence": round(N_VAL_LOW_SHARE * n_val),
         "rest": n_val - round(N_VAL_LOW_SHARE * n_val),
     }
     counts = a.loc[val, "stratum"].value_counts()
-    a["w"] = 0.0
-    a.loc[val, "w"] = a.loc[val, "stratum"].map(lambda s: size[s] / counts[s])
+    w = np.zeros(len(a))
+    w[val] = a.loc[val, "stratum"].map(lambda s: size[s] / counts[s]).to_numpy()
     flags = pd.read_csv(data / "face-conditions" / "labels.csv")
     flags["path"] = "face-conditions/" + flags["path"]
     fc = a.loc[~val, ["path"]].merge(flags, on="path", how="left")
     turned45 = (fc["yaw_over_45"] == 1).to_numpy()
     n45, n_all = int((flags["yaw_over_45"] == 1).sum()), len(flags)
-    a.loc[~val, "w"] = np.where(turned45, n45 / turned45.sum(), (n_all - n45) / (~turned45).sum())
-    return a
+    w[~val] = np.where(turned45, n45 / turned45.sum(), (n_all - n45) / (~turned45).sum())
+    return w
 
 
 def lr1_threshold(abs_yaw: np.ndarray, turned: np.ndarray) -> float:

@@ -52,6 +52,7 @@ import numpy as np
 import pandas as pd
 
 from bench.common.paths import AUDIT, DATA
+from bench.derivations.yaw_threshold import face_audit_weights
 from bench.experiments.yaw_features import along_eyes, ordinal_fit
 from curate.faces.fit_occlusion import auroc
 from curate.faces.geometry import (
@@ -189,16 +190,7 @@ def audits(data: Path) -> pd.DataFrame:
     fa = pd.read_csv(AUDIT / "face_audit.csv").fillna({"stratum": ""})
     val = (fa["source"] == "fer2013/val").to_numpy()
     n_val = sum(1 for _ in (data / "fer2013" / "val").rglob("*.jpg"))
-    size = {"low_confidence": round(0.2 * n_val), "rest": n_val - round(0.2 * n_val)}
-    counts = fa.loc[val, "stratum"].value_counts()
-    fa["w"] = 0.0
-    fa.loc[val, "w"] = fa.loc[val, "stratum"].map(lambda s: size[s] / counts[s])
-    flags = pd.read_csv(data / "face-conditions" / "labels.csv")
-    flags["path"] = "face-conditions/" + flags["path"]
-    fc = fa.loc[~val, ["path"]].merge(flags, on="path", how="left")
-    t45 = (fc["yaw_over_45"] == 1).to_numpy()
-    n45 = int((flags["yaw_over_45"] == 1).sum())
-    fa.loc[~val, "w"] = np.where(t45, n45 / t45.sum(), (len(flags) - n45) / (~t45).sum())
+    fa["w"] = face_audit_weights(fa, n_val, data)
     fa["part"] = np.where(val, "FA-val", "FA-fc")
     p1 = pd.read_csv(AUDIT / "face_conditions_pose_audit.csv").rename(columns={"turned": "pose"})
     p1 = p1.assign(path="face-conditions/" + p1["path"], w=1.0, part="P1")
