@@ -101,6 +101,13 @@ def combine(kind: str, ranks: list[np.ndarray]) -> np.ndarray:
     raise ValueError(kind)
 
 
+def by_share(rows: pd.DataFrame, value: str) -> pd.DataFrame:
+    """Mean ``value`` per score (rows, in order of appearance) and cut (columns "1%", ...)."""
+    t = rows.groupby(["score", "share"], sort=False)[value].mean().unstack("share")
+    t.columns = [f"{int(c * 100)}%" for c in t.columns]
+    return t
+
+
 def top_share(x: np.ndarray, share: float, groups: np.ndarray | None) -> np.ndarray:
     """Bool: at or above the cut of the ``share`` highest (``suspicion_cut``'s rule: the k-th
     largest value, ties included), over all or within each group."""
@@ -450,27 +457,14 @@ def main(argv: list[str] | None = None) -> int:
         o = on[on["arm"] == arm]
         lines.append(f"=== {arm}: base share mislabelled among visits {o['base'].mean():.3f}")
         for kind in ("global", "pc"):
-            t = (
-                o[(o["rank"] == kind) & o["score"].isin(names)]
-                .groupby(["score", "share"], sort=False)["ratio"]
-                .mean()
-                .unstack("share")
-            )
-            t.columns = [f"{int(c * 100)}%" for c in t.columns]
             lines += fmt_table(
-                t,
+                by_share(o[(o["rank"] == kind) & o["score"].isin(names)], "ratio"),
                 f"ONLINE (the finetune rule replayed), ratio of suppressed-anchor precision to base, "
                 f"rank {kind}:",
             )
-            p = (
-                o[(o["rank"] == kind) & o["score"].isin(names)]
-                .groupby(["score", "share"], sort=False)["precision"]
-                .mean()
-                .unstack("share")
-            )
-            p.columns = [f"{int(c * 100)}%" for c in p.columns]
             lines += fmt_table(
-                p, f"ONLINE precision (share mislabelled among suppressed anchors), rank {kind}:"
+                by_share(o[(o["rank"] == kind) & o["score"].isin(names)], "precision"),
+                f"ONLINE precision (share mislabelled among suppressed anchors), rank {kind}:",
             )
         dec = (
             o[(o["rank"] == "global") & o["score"].isin(names) & o["share"].isin([0.05, 0.1, 0.2])]
@@ -499,15 +493,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         s = st[st["arm"] == arm]
         for kind in ("global", "pc"):
-            t = (
-                s[s["rank"] == kind]
-                .groupby(["score", "share"], sort=False)["ratio_w"]
-                .mean()
-                .unstack("share")
-            )
-            t.columns = [f"{int(c * 100)}%" for c in t.columns]
             lines += fmt_table(
-                t,
+                by_share(s[s["rank"] == kind], "ratio_w"),
                 f"STATIC (end-of-run means), visit-weighted ratio, rank {kind} "
                 f"(base_w {s['base_w'].mean():.3f}, image base {s['base'].mean():.3f}):",
             )
