@@ -8,7 +8,8 @@ this process, writes every result into the same caches the local path writes
 results arrive, so the rest of the pipeline, a later local run and an interrupted Ray
 run all reuse them. The actors compute with the local path's own functions:
 :func:`curate.embed.prepare_batch` and :func:`curate.embed.embed_batch` for a batch of
-embeddings, :func:`curate.faces.landmarks.find_one` and ``face_rows`` for a batch of faces.
+embeddings, ``FaceFinder.find_many`` and ``face_rows`` (:mod:`curate.faces.landmarks`)
+for a batch of faces.
 
 Every node must see the image files under the same paths (a shared file system) and
 have curate installed; the caches live where the driver runs.
@@ -168,7 +169,7 @@ class _EmbedActor:
 
 class _FaceActor:
     """One face finder and one occlusion network per actor; each call is one batch of the
-    local path's functions (:func:`curate.faces.landmarks.find_one`, ``face_rows``)."""
+    local path's functions (``FaceFinder.find_many``, ``face_rows``)."""
 
     def __init__(self, model_path: str, backend: str) -> None:
         import torch
@@ -185,10 +186,10 @@ class _FaceActor:
         import pandas as pd
 
         from curate.faces.analyze import COLUMNS
-        from curate.faces.landmarks import face_rows, find_one
+        from curate.faces.landmarks import face_rows
 
         paths = batch["path"].tolist()
-        found = [find_one(self.finder, p) for p in paths]
+        found = self.finder.find_many(paths)
         out = pd.DataFrame(face_rows(paths, found, self.occlusion), columns=COLUMNS)
         out.insert(0, "key", batch["key"].to_numpy())
         return out

@@ -15,6 +15,7 @@ from PIL import Image
 from curate.errors import CurateError
 from curate.faces import analyze as A
 from curate.faces import geometry as G
+from curate.faces import landmarks as L
 from curate.faces import litert as R
 from curate.faces import model_file as M
 from curate.faces import occlusion as O
@@ -340,9 +341,11 @@ def old_path(monkeypatch):
     max pooling after each ReLU, eight faces per forward pass, grey network inputs converted
     to RGB first, the geometry pipeline's scale from the whole solved similarity, BlazeFace's
     input always sampled by ``cv2.remap``, the geometry pipeline's matrix as it was computed,
-    every landmark look posed (its matrix made whether used or not)."""
+    every landmark look posed (its matrix made whether used or not), every picture's face
+    found alone (no groups: ``LiteFaceFinder.find_many``)."""
 
     def use_old() -> None:
+        monkeypatch.setattr(R.LiteFaceFinder, "find_many", L.FaceFinder.find_many)
         monkeypatch.setattr(G, "channel_medians", old_channel_medians)
         monkeypatch.setattr(R, "load_face_arrays", load_arrays)
         monkeypatch.setattr(O, "_is_plain_2x2_pool", lambda pool: False)
@@ -448,3 +451,98 @@ def test_second_looks_give_the_old_rows(shared_data, old_path, monkeypatch):
     old_path()
     old = A.analyze_faces(paths, workers=0, backend="litert", cache_dir="none")
     pd.testing.assert_frame_equal(new, old, check_exact=True)
+
+
+RESULT_FIELDS = (
+    "face_found",
+    "detail",
+    "yaw",
+    "pitch",
+    "roll",
+    "face_confidence",
+    "matrix_yaw",
+    "box",
+    "aligned",
+    "landmarks",
+    "blendshapes",
+)
+
+
+def assert_same_results(many: list, ones: list) -> None:
+    """Two lists of FaceResults alike in every field, bit for bit (NaN equal to NaN)."""
+    assert len(many) == len(ones)
+    for a, b in zip(many, ones, strict=True):
+        for name in RESULT_FIELDS:
+            u, v = getattr(a, name), getattr(b, name)
+            if isinstance(u, np.ndarray) or isinstance(v, np.ndarray):
+                assert isinstance(u, np.ndarray) and isinstance(v, np.ndarray), name
+                assert u.dtype == v.dtype and np.array_equal(u, v), name
+            elif isinstance(u, float) and math.isnan(u):
+                assert isinstance(v, float) and math.isnan(v), name
+            else:
+                assert u == v and type(u) is type(v), name
+
+
+@pytest.fixture(scope="module")
+def lite_finder():
+    pytest.importorskip("ai_edge_litert")
+    try:
+        model = M.resolve_face_model()
+    except CurateError as exc:
+        pytest.skip(f"no MediaPipe face model available: {exc.message}")
+    return R.LiteFaceFinder(model, blendshapes=True)
+
+
+def test_find_many_finds_what_find_one_finds_on_real_photos(
+    shared_data, lite_finder, tmp_path, monkeypatch
+):
+    """Pictures found together (groups of 7, colour portraits fewer by their bytes) give
+    every field of each picture's result as found alone: grey and colour photos, faces
+    found on the first look, on a second look, nowhere, and files that cannot be read."""
+    not_an_image = tmp_path / "not_an_image.jpg"
+    not_an_image.write_text("no picture")
+    seconds = [
+        str(shared_data / "fer2013" / "val" / n) for names in SECOND_LOOKS.values() for n in names
+    ]
+    sample = real_sample(shared_data)  # 80 FER2013, 40 face-conditions, 40 colour portraits
+    missing = str(tmp_path / "missing.png")
+    paths = sample[:30] + seconds + [str(not_an_image)] + sample[30:100] + [missing] + sample[100:]
+    monkeypatch.setattr(R, "GROUP_IMAGES", 7)
+    monkeypatch.setattr(R, "GROUP_BYTES", 3 * 512 * 512 * 3)  # three colour portraits
+    groups = []
+    real_find_many = R.LiteLandmarker.find_many
+    monkeypatch.setattr(
+        R.LiteLandmarker,
+        "find_many",
+        lambda self, images, **kw: groups.append(len(images)) or real_find_many(self, images, **kw),
+    )
+    many = lite_finder.find_many(paths)
+    ones = [L.find_one(lite_finder, p) for p in paths]
+    assert_same_results(many, ones)
+    # the groups were used: full ones of 7 grey pictures, and ones cut short by the bytes
+    assert sum(groups) == len(paths) - 2 and 7 in groups and 3 in groups
+    assert [f.face_found for f in many[30:36]] == [True, True, True, True, False, False]
+    assert many[35].detail.startswith("unreadable") and many[106].detail.startswith("missing")
+    assert sum(f.face_found for f in many) > 140 and all(
+        f.blendshapes is not None for f in many if f.face_found
+    )
+
+
+def test_find_many_records_an_error_on_its_own_picture(shared_data, lite_finder, monkeypatch):
+    """Where one picture of a group raises, the group's other pictures get their own
+    results and that one the error, as when each is found alone."""
+    paths = real_sample(shared_data)[:20]
+    broken = R.LiteFaceFinder.prepare(lite_finder, load_face_arrays(paths[5])[0])[0]
+    real_tile = R.LiteLandmarker.landmark_tile
+
+    def tile(self, image, roi):
+        if image.shape == broken.shape and np.array_equal(image, broken):
+            raise ValueError("a broken crop")
+        return real_tile(self, image, roi)
+
+    monkeypatch.setattr(R.LiteLandmarker, "landmark_tile", tile)
+    many = lite_finder.find_many(paths)
+    ones = [L.find_one(lite_finder, p) for p in paths]
+    assert_same_results(many, ones)
+    assert many[5].detail == "analysis_failed: ValueError: a broken crop"
+    assert sum(f.face_found for f in many) == sum(f.face_found for f in ones) >= 18

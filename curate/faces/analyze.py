@@ -148,7 +148,7 @@ def analyze_faces(
     engine:
         Runs the analyses elsewhere (:class:`curate.ray_engine.RayEngine`):
         ``engine.analyze_faces(keys, paths, model_path, backend)`` yields lists of
-        ``(key, row)`` made by :func:`~curate.faces.landmarks.find_one` and
+        ``(key, row)`` made by :meth:`~curate.faces.landmarks.FaceFinder.find_many` and
         :func:`~curate.faces.landmarks.face_rows`, in any order; they are cached as they
         arrive, so an interrupted run resumes. ``None``: worker processes here.
     blendshapes:

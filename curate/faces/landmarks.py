@@ -362,6 +362,40 @@ class FaceFinder:
         """As :meth:`find_face`, for an already decoded image (RGB uint8 and its grey)."""
         raise NotImplementedError
 
+    def find_many(self, paths: Sequence[str]) -> list[FaceResult]:
+        """:func:`find_one` of each of ``paths``, in order: here one at a time; a subclass
+        may find them together, with the same results
+        (:meth:`curate.faces.litert.LiteFaceFinder.find_many`)."""
+        results = []
+        for path in paths:
+            try:
+                found = self.find_face(path)
+            except find_errors() as exc:  # recorded, not hidden
+                found = failed_analysis(exc)
+            results.append(with_box(found))
+        return results
+
+
+def find_errors() -> tuple[type[Exception], ...]:
+    """The errors of one image's analysis that its row records (``analysis_failed``)
+    instead of stopping the run."""
+    import cv2
+
+    return (RuntimeError, ValueError, OSError, cv2.error)
+
+
+def failed_analysis(exc: Exception) -> FaceResult:
+    """The :class:`FaceResult` of an analysis that raised one of :func:`find_errors`."""
+    return FaceResult(False, f"analysis_failed: {type(exc).__name__}: {exc}")
+
+
+def with_box(found: FaceResult) -> FaceResult:
+    """``found`` with its landmarks' box (x0, y0, x1, y1) set where it has landmarks."""
+    if found.landmarks is not None and found.box is None:
+        lo, hi = found.landmarks.min(axis=0), found.landmarks.max(axis=0)
+        found.box = (float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1]))
+    return found
+
 
 class FaceAnalyzer(FaceFinder):
     """MediaPipe Tasks landmarker + detector (+ an occlusion model) for one process: the
@@ -500,7 +534,7 @@ def find_faces(
             finder = make_finder(backend, model_path, blendshapes=blendshapes)
             try:
                 for batch in batches:
-                    yield [find_one(finder, p) for p in batch]
+                    yield finder.find_many(batch)
             finally:
                 finder.close()
         return
@@ -542,7 +576,7 @@ def _init_worker(backend: str, model_path: str, blendshapes: bool = False) -> No
 
 def _find_in_worker(paths: list[str]) -> list[FaceResult]:
     assert _WORKER is not None, "worker not initialised"
-    found = [find_one(_WORKER, p) for p in paths]
+    found = _WORKER.find_many(paths)
     for f in found:
         f.landmarks = None  # not needed by the rows: less to send back
     return found
@@ -550,17 +584,9 @@ def _find_in_worker(paths: list[str]) -> list[FaceResult]:
 
 def find_one(finder: FaceFinder, path: str) -> FaceResult:
     """The face in one file; a failed analysis is a result that says why (never raises for
-    a bad image). Local workers and the Ray actors (:mod:`curate.ray_engine`) call it."""
-    import cv2
-
-    try:
-        found = finder.find_face(path)
-    except (RuntimeError, ValueError, OSError, cv2.error) as exc:  # recorded, not hidden
-        return FaceResult(False, f"analysis_failed: {type(exc).__name__}: {exc}")
-    if found.landmarks is not None and found.box is None:
-        lo, hi = found.landmarks.min(axis=0), found.landmarks.max(axis=0)
-        found.box = (float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1]))
-    return found
+    a bad image: :func:`find_errors`). For many files, :meth:`FaceFinder.find_many` (the
+    local workers and the Ray actors of :mod:`curate.ray_engine` call it) gives the same."""
+    return FaceFinder.find_many(finder, [path])[0]
 
 
 @contextlib.contextmanager
