@@ -582,6 +582,36 @@ def test_calibrated_yaw_adds_the_noses_place_between_the_cheeks():
     )
 
 
+def test_calibrated_yaw_stays_within_a_profile_and_its_shard_reads_back(tmp_path):
+    """A profile whose outer cheeks nearly meet along the eye line gave a nose offset of many
+    half-widths and a "yaw" of 340 degrees, which the cache's reader then rejected as a damaged
+    shard on every run (its faces recomputed each time). The calibrated yaw stops at a profile,
+    +-90, as the keypoint yaw does, and keeps its sign."""
+    from curate.faces import analyze as A
+
+    marks = np.zeros((478, 2))
+    marks[list(G.LEFT_EYE)] = (40, 50)
+    marks[list(G.RIGHT_EYE)] = (60, 50)
+    marks[G.CHEEKS[0]], marks[G.CHEEKS[1]] = (49.9, 55), (50.1, 55)  # 0.1 px half-width
+    marks[G.NOSE_TIP] = (51.2, 62)  # 12 half-widths right of the middle
+    assert G.cheek_offset(marks) == pytest.approx(12.0)
+    assert G.calibrated_yaw(80.0, marks) == 90.0
+    marks[G.NOSE_TIP] = (48.8, 62)  # as far left: turned the other way
+    assert G.calibrated_yaw(-80.0, marks) == -90.0
+    marks[G.NOSE_TIP] = (51.2, 62)
+    row = dict.fromkeys(A.COLUMNS[1:], None) | {
+        "face_found": True,
+        "yaw": G.calibrated_yaw(80.0, marks),
+        "pitch": 5.0,
+        "roll": 1.0,
+        "occlusion": 0.1,
+        "occlusion_any": 0.1,
+        "face_confidence": 0.9,
+    }
+    A._write_shard(tmp_path / "shard.parquet", ["a" * 64], [row])
+    assert A._read_shard(tmp_path / "shard.parquet")["a" * 64]["yaw"] == 90.0
+
+
 def test_occlusion_in_bfloat16_stays_close_to_float32():
     from curate.faces import occlusion as O
 

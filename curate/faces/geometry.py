@@ -120,8 +120,11 @@ def cheek_offset(landmarks: np.ndarray) -> float:
 def calibrated_yaw(matrix_yaw: float, landmarks: np.ndarray) -> float:
     """Yaw in the degrees of two blind pose audits: ``YAW_FROM_MATRIX * matrix_yaw +
     YAW_FROM_CHEEKS * cheek_offset``. The matrix alone reads three-quarter views low on small
-    crops; the nose's place between the cheeks carries most of the turn (docs/faces.md)."""
-    return float(YAW_FROM_MATRIX * matrix_yaw + YAW_FROM_CHEEKS * cheek_offset(landmarks))
+    crops; the nose's place between the cheeks carries most of the turn (docs/faces.md).
+    Within +-90 (a profile), as :func:`keypoint_yaw`: where the outer cheeks nearly meet along
+    the eye line the offset runs to many half-widths."""
+    yaw = YAW_FROM_MATRIX * matrix_yaw + YAW_FROM_CHEEKS * cheek_offset(landmarks)
+    return float(np.clip(yaw, -90.0, 90.0))
 
 
 # BlazeFace's six keypoints, in its order: the eyes (the image's left one first), the nose
