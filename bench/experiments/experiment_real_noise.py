@@ -173,6 +173,21 @@ seeds 0-4, accuracy / macro-F1, suppressed / mined and discarded / mined mislabe
 ``_prior_once_s10``'s suppressed anchors pass 2x on every seed (2.03-2.24), 59% of them fear
 images, but it is behind ``_once`` by 1.5 points of accuracy and 0.6 of macro-F1; neither is a
 default. Why: ``docs/finetune.md``, fourth round.
+
+Sixth round, the same arms at a larger size (``docs/finetune.md``, sixth round): 7,999 training
+images (``--outer-subset 8000 --max-train-images 8000``; the outer subset keeps the base network's
+manifest if a smaller subset is drawn from the same images), 6 epochs of 84 steps, the base
+network trained 4 epochs on 16,000 other Training images; seeds 0-2, then 3-6 as time allowed::
+
+    PYTHONPATH=. nice -n 10 python -m bench.experiments.experiment_real_noise \
+        --arms full_suppress_head_pos,bh_cleanlab,bh,full_suppress_head_pos_once --seeds 0,1,2 \
+        --epochs 6 --record-scores --outer-subset 8000 --max-train-images 8000 \
+        --max-screener-images 16000 --screener-epochs 4 --lr 1e-3 --init base \
+        --mined-null class_empirical --margin-mode class-pair --threads 1 \
+        --work /work/scratch/scale/exp8k --results-csv bench/results/real_noise_mining_scale8k.csv
+
+(158-265 s per run on the shared CPU with one thread; the first run, which also trains the base
+network and screens seed 0, 1,690 s with two threads).
 """
 
 from __future__ import annotations
