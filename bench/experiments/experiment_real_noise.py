@@ -687,7 +687,7 @@ def run_arm(arm: str, seed: int, args: argparse.Namespace, prep: dict[str, Any])
                 alpha_pos=args.alpha,
                 alpha_neg=args.alpha,
                 null=args.once_null,
-                skip_face_screens=not args.once_faces,
+                skip_faces_screen=not args.once_faces,
             )
         extra = screen_diagnostics(sdir, b)
         res = train(sdir, run, finetune_config(args, seed))
@@ -943,7 +943,7 @@ def run_mining_arm(
                 alpha_pos=args.alpha,
                 alpha_neg=args.alpha,
                 null=args.once_null,
-                skip_face_screens=False,
+                skip_faces_screen=False,
             )
         return sdir
 
