@@ -5,7 +5,12 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from bench.experiments.arm_classes import class_table, find_runs, suppression_table
+from bench.experiments.arm_classes import (
+    class_table,
+    find_runs,
+    paired_differences,
+    suppression_table,
+)
 
 
 def test_class_table_counts_predictions_by_column() -> None:
@@ -52,3 +57,21 @@ def test_find_runs_first_folder_wins_and_skips_unfinished(tmp_path) -> None:
     runs = find_runs([tmp_path / "a", tmp_path / "b"], ["bh"])
     assert runs[["arm", "seed"]].values.tolist() == [["bh", 0], ["bh", 1]]
     assert runs["run"].tolist() == [tmp_path / "a/runs/bh_s0", tmp_path / "b/runs/bh_s1"]
+
+
+def test_paired_differences_by_seed_in_points() -> None:
+    runs = pd.DataFrame(
+        {
+            "arm": ["bh", "bh", "bh", "full", "full", "full", "full"],
+            "seed": [0, 1, 2, 0, 1, 2, 3],  # seed 3 has no bh run: left out
+            "accuracy": [0.50, 0.60, 0.55, 0.52, 0.61, 0.54, 0.90],
+            "macro_f1": [0.30, 0.30, 0.30, 0.31, 0.33, 0.32, 0.90],
+        }
+    )
+    d = paired_differences(runs, "bh").set_index("arm").loc["full"]
+    assert d["seeds"] == 3
+    assert d["accuracy"] == pytest.approx((2 + 1 - 1) / 3)
+    assert d["accuracy_se"] == pytest.approx(pd.Series([2.0, 1.0, -1.0]).std() / 3**0.5)
+    assert d["accuracy_ahead"] == 2
+    assert d["macro_f1"] == pytest.approx(2.0)
+    assert d["macro_f1_ahead"] == 3

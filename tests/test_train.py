@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from curate.errors import CurateError
 from curate.runs import load_run
-from curate.train.config import ScreenSettings
+from curate.train.config import FinetuneConfig, ScreenSettings
 from curate.train.data import (
     NO_AUGMENT,
     Augment,
@@ -30,13 +30,14 @@ from curate.train.data import (
     step_generator,
     to_model_input,
 )
-from curate.train.loop import finetune, suspect_images, suspicion_cut
+from curate.train.loop import finetune
 from curate.train.loss import (
     InLoopScreen,
     mine_negatives,
     quadruplet_loss,
     triplet_loss,
 )
+from curate.train.suspicion import suspect_images, suspicion_cut
 
 torch.set_num_threads(1)  # 2 shared cores: threads only contend
 
@@ -348,6 +349,29 @@ def test_in_loop_class_aware_screen_is_the_screen_fit_and_flags_a_planted_mislab
     assert res.t_pos == pytest.approx(float(np.mean(fit.nulls.t_pos)))
 
 
+def test_class_cap_limits_each_label_of_the_rank_over_all_images():
+    # label 0 holds the 6 most suspect images of 20, label 1 the rest; a 25% cut over all images
+    # takes 5 images, all of label 0; capped at a third of a label it takes 2 of label 0's 6
+    history = np.column_stack(
+        [np.r_[np.linspace(0.9, 0.8, 6), np.linspace(0.5, 0.1, 14)], np.ones(20)]
+    )
+    groups = np.r_[np.zeros(6, int), np.ones(14, int)]
+    overall = suspicion_cut(history, 0.25, 1)
+    assert suspect_images(history, None, overall, 1).tolist() == [True] * 5 + [False] * 15
+    capped = suspicion_cut(history, 0.25, 1, groups, cap=1 / 3)
+    assert suspect_images(history, None, capped, 1).tolist() == [True] * 2 + [False] * 18
+    assert np.all(capped[groups == 1] == overall)  # under its cap a label keeps the overall cut
+    loose = suspicion_cut(history, 0.25, 1, groups, cap=1.0)  # a cap that never binds
+    assert np.all(loose == overall)
+
+
+def test_class_cap_is_checked():
+    with pytest.raises(CurateError, match="--suspect-class-cap must be"):
+        FinetuneConfig(mining="batch-hard", suspect_class_cap=0.0).check()
+    with pytest.raises(CurateError, match="--suspect-per-class"):
+        FinetuneConfig(mining="batch-hard", suspect_class_cap=0.5, suspect_per_class=True).check()
+
+
 def test_suspect_images_match_a_brute_force_loop():
     rng = np.random.default_rng(2)
     history = np.column_stack([rng.uniform(0, 4, 50), rng.integers(0, 6, 50)]).astype(float)
@@ -522,7 +546,7 @@ def test_per_class_rank_leaves_out_the_share_of_every_class_never_a_whole_class(
     monkeypatch.setattr(InLoopScreen, "__call__", planted)
     images = pd.read_parquet(build / "images.parquet").set_index("image_id")
     share = {}
-    for per_class in (True, False):
+    for per_class in (True, False, "cap"):
         res = finetune(
             build,
             tmp_path / f"pc{per_class}",
@@ -531,7 +555,8 @@ def test_per_class_rank_leaves_out_the_share_of_every_class_never_a_whole_class(
                 exclude_suspects=True,
                 suspect_share=0.25,
                 suspect_min_visits=2,
-                suspect_per_class=per_class,
+                suspect_per_class=per_class is True,
+                suspect_class_cap=0.5 if per_class == "cap" else None,
                 epochs=2,
             ),
         )
@@ -547,6 +572,10 @@ def test_per_class_rank_leaves_out_the_share_of_every_class_never_a_whole_class(
         glob.loc["angry", "size"], max(1, round(0.25 * glob["size"].sum()))
     )
     assert glob.drop("angry")["sum"].sum() == 0
+    assert glob.loc["angry", "sum"] > round(0.5 * glob.loc["angry", "size"])  # the cap binds
+    capped = share["cap"]  # the same rank over all images, at most half of any label
+    assert capped.loc["angry", "sum"] == round(0.5 * capped.loc["angry", "size"])
+    assert capped.drop("angry")["sum"].sum() == 0
 
 
 # ----------------------------------------------------------------------------- data

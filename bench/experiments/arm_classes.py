@@ -12,6 +12,12 @@ the classification loss), which is how outlier suppression moves the head's clas
     python -m bench.experiments.arm_classes --work WORK \\
         --arms full_suppress_head_pos,bh_cleanlab,bh,full_suppress_head_pos_once --suppression
 
+``--eval`` takes another evaluation CSV (``path``, ``label``), for example the experiment's
+development set ``WORK/dev_ferplus.csv`` (Training images neither the subset nor the screener saw,
+by their FERPlus labels), to compare the arms without PublicTest. ``--runs-csv`` writes each
+run's accuracy and macro-F1; ``--against ARM`` prints every other arm's difference from ``ARM``,
+paired by seed (mean, standard error, seeds ahead).
+
 ``--work`` may be given more than once (runs of one arm split over work folders, for example seeds
 0-4 in one and 5-9 in another; an arm's seed found in two folders counts once, the first).
 """
@@ -73,6 +79,24 @@ def suppression_table(run: Path) -> pd.DataFrame | None:
     return t.reset_index().rename(columns={"anchor_label": "label"})
 
 
+def paired_differences(runs: pd.DataFrame, against: str) -> pd.DataFrame:
+    """Per arm other than ``against``: its accuracy and macro-F1 minus ``against``'s on the same
+    seed (``runs``: ``arm``, ``seed``, ``accuracy``, ``macro_f1``), in points: ``seeds``,
+    ``accuracy``/``macro_f1`` (mean difference), ``*_se`` (its standard error) and ``*_ahead``
+    (seeds where the arm is higher). Seeds that ``against`` lacks are left out."""
+    base = runs[runs["arm"] == against].set_index("seed")[["accuracy", "macro_f1"]]
+    rows = []
+    for arm, t in runs[runs["arm"] != against].groupby("arm", sort=False):
+        d = (t.set_index("seed")[["accuracy", "macro_f1"]] - base).dropna() * 100
+        row: dict = {"arm": arm, "against": against, "seeds": len(d)}
+        for col in ("accuracy", "macro_f1"):
+            row[col] = d[col].mean() if len(d) else np.nan
+            row[f"{col}_se"] = d[col].std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else np.nan
+            row[f"{col}_ahead"] = int((d[col] > 0).sum())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", type=Path, action="append", required=True)
@@ -80,6 +104,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--eval", type=Path, help="evaluation CSV (default: the first WORK's)")
     ap.add_argument("--suppression", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--runs-csv", type=Path, help="write arm, seed, accuracy, macro_f1, n here")
+    ap.add_argument("--against", help="print the other arms' differences from this arm, by seed")
     args = ap.parse_args(argv)
 
     import torch
@@ -90,10 +116,19 @@ def main(argv: list[str] | None = None) -> None:
     arms = args.arms.split(",")
     runs = find_runs(args.work, arms)
     evaluation = args.eval or args.work[0] / "eval_ferplus.csv"
-    per_class, supp = [], []
+    per_class, supp, scores = [], [], []
     for r in runs.itertuples():
         metrics = evaluate(r.run, evaluation, device="cpu").metrics
         per_class.append(class_table(metrics).assign(arm=r.arm, seed=r.seed))
+        scores.append(
+            {
+                "arm": r.arm,
+                "seed": r.seed,
+                "accuracy": metrics["accuracy"],
+                "macro_f1": metrics["macro_f1"],
+                "n": metrics["n_images"],
+            }
+        )
         print(
             f"{r.arm} s{r.seed}: accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}",
             flush=True,
@@ -101,6 +136,14 @@ def main(argv: list[str] | None = None) -> None:
         if args.suppression and (s := suppression_table(r.run)) is not None:
             supp.append(s.assign(arm=r.arm, seed=r.seed))
     table = pd.concat(per_class)
+    runs_table = pd.DataFrame(scores)
+    if args.runs_csv:
+        runs_table.to_csv(args.runs_csv, index=False)
+    summary = runs_table.groupby("arm", sort=False)[["accuracy", "macro_f1"]].agg(["mean", "std"])
+    print(f"\n{evaluation}: mean and sd over seeds\n{summary.round(3).to_string()}")
+    if args.against:
+        print(f"\npaired by seed, points against {args.against}")
+        print(paired_differences(runs_table, args.against).round(2).to_string(index=False))
     for arm in arms:
         t = table[table["arm"] == arm]
         if t.empty:

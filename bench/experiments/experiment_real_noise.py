@@ -252,6 +252,12 @@ EXTRA_MINING_ARMS = (
     # nearest twice the base rate, screened once with --suspect-share 0.1, without / with the prior
     "full_suppress_head_pos_once_s10",
     "full_suppress_head_pos_prior_once_s10",
+    # seventh round (7,999 images): the defaults without the face screens (_nf), against bh_faces
+    "full_suppress_head_pos_nf",
+    # seventh round: the defaults with --suspect-share 0.3; screened once, then the defaults with
+    # --suspect-class-cap 0.5 (arm 6 suppressed 90% of the fear images' visits and never predicted fear)
+    "full_suppress_head_pos_s30",
+    "full_suppress_head_pos_once_cap50",
 )
 SCORES = ("margin", "head", "rank")  # finetune's batch-hard --suspect-score choices
 ALL_ARMS = ARMS + MINING_ARMS + EXTRA_MINING_ARMS
@@ -420,6 +426,16 @@ def make_manifests(args: argparse.Namespace) -> dict[str, Any]:
     ev = val[~copies & val["ferplus_label"].notna()]
     m["eval_ferplus"] = ev.assign(label=ev["ferplus_label"])[["path", "label"]]
     m["eval_orig"] = ev[["path", "label"]]
+    # a development set for choosing among settings without PublicTest: the Training images that
+    # neither the subset nor the screener saw (nor a copy of one), by their FERPlus plurality label
+    seen = pd.concat([held, rest])
+    dev = train[
+        ~train.index.isin(seen.index)
+        & ~train["sha256"].isin(seen["sha256"])
+        & ~train["sha256"].isin(val["sha256"])
+        & train["ferplus_label"].notna()
+    ]
+    m["dev_ferplus"] = dev.assign(label=dev["ferplus_label"])[["path", "label"]]
     paths = {}
     for name, frame in m.items():
         paths[name] = work / f"{name}.csv"
@@ -438,6 +454,7 @@ def make_manifests(args: argparse.Namespace) -> dict[str, Any]:
         .drop("ok")
         .to_dict(),
         "eval_images": len(ev),
+        "dev_images": len(dev),
         "eval_original_agrees_with_ferplus": float((ev["label"] == ev["ferplus_label"]).mean()),
     }
     (work / "data.json").write_text(json.dumps(info, indent=2))
@@ -969,7 +986,7 @@ def run_mining_arm(
         over = {
             **boundary,
             **margins,
-            "face_screen": str(screened()),
+            **({} if "nf" in parts else {"face_screen": str(screened())}),
             "exclude_suspects": True,
             "suspect_share": args.suppress_share,
             "suspect_min_visits": 1,
@@ -979,6 +996,10 @@ def run_mining_arm(
         }
         if "s10" in parts:
             over["suspect_share"] = 0.1
+        if "s30" in parts:
+            over["suspect_share"] = 0.3
+        if "cap50" in parts:  # --suspect-class-cap 0.5: at most half of any label left out
+            over["suspect_class_cap"] = 0.5
         if "prior" in parts:  # finetune --suspect-prior: the face-screen folder's label suspicion
             over["suspect_prior"] = str(screened())
         if "once" in parts:  # trained on the kept tuples of `curate screen` (arm 6)

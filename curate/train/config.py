@@ -131,6 +131,7 @@ class FinetuneConfig:
     suspect_share: float = 0.2  # ... this share of the images screened at least suspect_min_visits
     suspect_min_visits: int = 1  # ... times, ranked by their mean suspicion score
     suspect_per_class: bool = False  # ... over all images (True: within each label)
+    suspect_class_cap: float | None = None  # ... none of a label's images past this share
     suspect_score: str = AUTO  # ... posterior (1 - p(label | x)), or batch-hard: margin, head, rank
     suspect_prior: str | None = (
         None  # a `curate screen` folder: its label suspicion, rank-averaged with the score
@@ -255,6 +256,18 @@ class FinetuneConfig:
                     f"--suspect-share must be strictly between 0 and 1, got {self.suspect_share}",
                     hint="use for example --suspect-share 0.2 (about the share of wrong labels you expect)",
                 )
+            if self.suspect_class_cap is not None:
+                if not 0 < self.suspect_class_cap <= 1:
+                    raise CurateError(
+                        f"--suspect-class-cap must be in (0, 1], got {self.suspect_class_cap}",
+                        hint="use for example --suspect-class-cap 0.5 (at most half of any label left out)",
+                    )
+                if self.suspect_per_class:
+                    raise CurateError(
+                        "--suspect-class-cap caps a rank over all images; --suspect-per-class "
+                        "already leaves out --suspect-share of every label",
+                        hint="drop one of --suspect-class-cap and --suspect-per-class",
+                    )
             if self.suspect_min_visits < 1:
                 raise CurateError(
                     f"--suspect-min-visits must be at least 1, got {self.suspect_min_visits}"
@@ -367,6 +380,7 @@ CLI_HELP: dict[str, str] = {
     "suspect_share": "With --exclude-suspects: share of the screened images left out, most suspect first (about the share of wrong labels you expect).",
     "suspect_min_visits": "With --exclude-suspects: screened visits before an image can be left out.",
     "suspect_per_class": "With --exclude-suspects: rank within each label, so --suspect-share of every class (a global rank can leave out whole hard classes).",
+    "suspect_class_cap": "With --exclude-suspects, ranked over all images: leave out at most this share of any label's screened images (the rank over all images can otherwise take most of a noisy class, and the network stops predicting it). Default: no cap.",
     "suspect_score": "With --exclude-suspects: what is ranked: posterior (1 - p(label | x) against the in-loop window; needs a class-aware --null); with --mining batch-hard also margin (how much closer the image sits to another label than to its own in the batch), head (the classification head's best other logit minus its label's: AUM, negated) or rank (the mean of those two's ranks in the batch); auto: head with --mining batch-hard, else posterior.",
     "suspect_prior": "With --exclude-suspects and a batch-hard --suspect-score: a `curate screen` folder whose label screen scored these images (images_suspect.parquet, matched by path); each image is ranked by the mean of two percentile ranks, its running score's and its label suspicion there (a prior from a network that, ideally, has not seen these labels; usually the --face-screen folder). Images the screen did not score take its median.",
     "epochs": "Passes over the tuples.",

@@ -91,10 +91,10 @@ from curate.train.mining import (
 )
 from curate.train.suspicion import (
     class_codes,
+    config_cut,
     final_suspects,
     image_suspicion_table,
     suspect_images,
-    suspicion_cut,
     with_prior,
 )
 
@@ -429,12 +429,7 @@ class _Trainer:
         cfg = self.cfg
         if self.prior is not None:  # batch-hard only: batch_suspicion is None there
             suspicion = with_prior(suspicion, self.prior)
-        cut = suspicion_cut(
-            suspicion,
-            cfg.suspect_share,
-            cfg.suspect_min_visits,
-            self.label_codes if cfg.suspect_per_class else None,
-        )
+        cut = config_cut(cfg, suspicion, self.label_codes)
         return suspect_images(
             suspicion[b.rows],
             batch_suspicion,

@@ -14,19 +14,29 @@ from curate.train.data import TrainingData
 
 
 def suspicion_cut(
-    history: np.ndarray, share: float, min_visits: int, groups: np.ndarray | None = None
+    history: np.ndarray,
+    share: float,
+    min_visits: int,
+    groups: np.ndarray | None = None,
+    cap: float | None = None,
 ) -> float | np.ndarray:
     """The mean suspicion at or above which an image is among the ``share`` most suspect of the
     images screened at least ``min_visits`` times (``inf`` when none has been).
 
     ``history`` is ``[n, 2]``: sum of label suspicion, screened visits, per image. With
     ``groups`` (``[n]``, e.g. label codes) the rank is taken within each group and the result
-    is each image's cut, ``[n]``."""
+    is each image's cut, ``[n]``. With ``groups`` and ``cap`` the rank is over all images, but no
+    group loses more than ``cap`` of its screened images: each image's cut is the higher of the
+    overall cut and its group's cut at ``cap`` (``--suspect-class-cap``)."""
     if groups is not None:
+        overall = suspicion_cut(history, share, min_visits) if cap is not None else None
         cuts = np.full(len(history), math.inf)
         for g in np.unique(groups):
             at = groups == g
-            cuts[at] = suspicion_cut(history[at], share, min_visits)
+            if overall is None:
+                cuts[at] = suspicion_cut(history[at], share, min_visits)
+            else:
+                cuts[at] = max(overall, suspicion_cut(history[at], cap, min_visits))
         return cuts
     visits = history[:, 1]
     ok = visits >= min_visits
@@ -35,6 +45,21 @@ def suspicion_cut(
     mean = history[ok, 0] / visits[ok]
     k = max(1, int(round(share * mean.size)))
     return float(np.partition(mean, mean.size - k)[mean.size - k])
+
+
+def config_cut(
+    cfg: FinetuneConfig, history: np.ndarray, label_codes: np.ndarray
+) -> float | np.ndarray:
+    """:func:`suspicion_cut` with ``cfg``'s share, visits and rank (within each label,
+    ``--suspect-per-class``; over all images, capped per label with ``--suspect-class-cap``)."""
+    by_label = cfg.suspect_per_class or cfg.suspect_class_cap is not None
+    return suspicion_cut(
+        history,
+        cfg.suspect_share,
+        cfg.suspect_min_visits,
+        label_codes if by_label else None,
+        None if cfg.suspect_per_class else cfg.suspect_class_cap,
+    )
 
 
 def suspect_images(
@@ -99,12 +124,7 @@ def final_suspects(
         return np.zeros(len(suspicion), bool)
     if prior is not None:
         suspicion = with_prior(suspicion, prior)
-    cut = suspicion_cut(
-        suspicion,
-        cfg.suspect_share,
-        cfg.suspect_min_visits,
-        label_codes if cfg.suspect_per_class else None,
-    )
+    cut = config_cut(cfg, suspicion, label_codes)
     return suspect_images(suspicion, None, cut, cfg.suspect_min_visits)
 
 
