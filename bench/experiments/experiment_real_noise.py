@@ -258,6 +258,7 @@ EXTRA_MINING_ARMS = (
     # --suspect-class-cap 0.5 (arm 6 suppressed 90% of the fear images' visits and never predicted fear)
     "full_suppress_head_pos_s30",
     "full_suppress_head_pos_once_cap50",
+    "full_suppress_head_pos_cap50",
 )
 SCORES = ("margin", "head", "rank")  # finetune's batch-hard --suspect-score choices
 ALL_ARMS = ARMS + MINING_ARMS + EXTRA_MINING_ARMS
