@@ -259,6 +259,7 @@ EXTRA_MINING_ARMS = (
     "full_suppress_head_pos_s30",
     "full_suppress_head_pos_once_cap50",
     "full_suppress_head_pos_cap50",
+    "full_suppress_head_pos_s30_cap50",
 )
 SCORES = ("margin", "head", "rank")  # finetune's batch-hard --suspect-score choices
 ALL_ARMS = ARMS + MINING_ARMS + EXTRA_MINING_ARMS
