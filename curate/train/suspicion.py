@@ -29,14 +29,14 @@ def suspicion_cut(
     group loses more than ``cap`` of its screened images: each image's cut is the higher of the
     overall cut and its group's cut at ``cap`` (``--suspect-class-cap``)."""
     if groups is not None:
-        overall = suspicion_cut(history, share, min_visits) if cap is not None else None
+        overall = float(suspicion_cut(history, share, min_visits)) if cap is not None else None
         cuts = np.full(len(history), math.inf)
         for g in np.unique(groups):
             at = groups == g
-            if overall is None:
+            if cap is None or overall is None:
                 cuts[at] = suspicion_cut(history[at], share, min_visits)
             else:
-                cuts[at] = max(overall, suspicion_cut(history[at], cap, min_visits))
+                cuts[at] = max(overall, float(suspicion_cut(history[at], cap, min_visits)))
         return cuts
     visits = history[:, 1]
     ok = visits >= min_visits
