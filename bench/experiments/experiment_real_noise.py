@@ -188,6 +188,18 @@ network trained 4 epochs on 16,000 other Training images; seeds 0-2, then 3-6 as
 
 (158-265 s per run on the shared CPU with one thread; the first run, which also trains the base
 network and screens seed 0, 1,690 s with two threads).
+
+Seventh round (``docs/finetune.md``, seventh round): the same command and work folder with
+``--arms ARM --seeds 0,1,2,3,4,5,6`` for ``bh_faces`` (arm 2 after the face screens),
+``full_suppress_head_pos_nf`` (the defaults without them), ``full_suppress_head_pos_s30``
+(``--suspect-share 0.3``), ``full_suppress_head_pos_cap50`` and ``full_suppress_head_pos_once_cap50``
+(arms 5 and 6 with ``--suspect-class-cap 0.5``) and ``full_suppress_head_pos_s30_cap50``, two
+queues at a time, into ``bench/results/real_noise_mining_scale8k_round7.csv`` (212-280 s per
+run). ``WORK/dev_ferplus.csv`` (written with the manifests) is a development set: the 3,652
+Training images that neither the subset nor the base network saw, by their FERPlus labels; every
+run's network is evaluated on it with ``python -m bench.experiments.arm_classes --work WORK --arms
+ARMS --eval WORK/dev_ferplus.csv --runs-csv CSV --against bh``
+(``bench/results/issue25_dev_scale8k.csv``).
 """
 
 from __future__ import annotations
