@@ -6,8 +6,8 @@ FERPlus-labelled PublicTest, ``WORK/eval_ferplus.csv``) and splits each run's ac
 face screens' verdict on the evaluation images (``--faces``: a ``curate faces`` table of them, the
 verdict taken at the screen's defaults by :func:`curate.screens.faces.face_verdicts`; a ``curate
 screen`` folder's ``faces.parquet`` works too). It asks whether networks fine-tuned without the
-rejected faces (``--face-screen``) lose accuracy on such faces at test time, which the
-evaluation sets hold in different shares::
+rejected faces (``--face-screen``) lose accuracy on such faces at test time (about 28% of
+PublicTest and of the experiment's development set)::
 
     curate faces WORK/dev_ferplus.csv --out-file DEV_FACES
     python -m bench.experiments.arm_faces --work WORK --eval WORK/dev_ferplus.csv \\

@@ -204,7 +204,7 @@ def _stage_rows(params: Mapping[str, Any], counts: Mapping[str, Any]) -> list[tu
         rows.append(("boundary sides on the mined triplets", sides))
     if params.get("exclude_suspects"):
         rank = "within each label" if params.get("suspect_per_class") else "over all images"
-        if params.get("suspect_class_cap") is not None and not params.get("suspect_per_class"):
+        if params.get("suspect_class_cap") is not None:
             rank += f", at most {params['suspect_class_cap']} of any label"
         score = str(params.get("suspect_score"))
         if params.get("suspect_prior"):

@@ -29,14 +29,12 @@ def suspicion_cut(
     group loses more than ``cap`` of its screened images: each image's cut is the higher of the
     overall cut and its group's cut at ``cap`` (``--suspect-class-cap``)."""
     if groups is not None:
-        overall = float(suspicion_cut(history, share, min_visits)) if cap is not None else None
+        floor = -math.inf if cap is None else float(suspicion_cut(history, share, min_visits))
         cuts = np.full(len(history), math.inf)
         for g in np.unique(groups):
             at = groups == g
-            if cap is None or overall is None:
-                cuts[at] = suspicion_cut(history[at], share, min_visits)
-            else:
-                cuts[at] = max(overall, float(suspicion_cut(history[at], cap, min_visits)))
+            own = suspicion_cut(history[at], share if cap is None else cap, min_visits)
+            cuts[at] = max(floor, float(own))
         return cuts
     visits = history[:, 1]
     ok = visits >= min_visits
@@ -52,13 +50,13 @@ def config_cut(
 ) -> float | np.ndarray:
     """:func:`suspicion_cut` with ``cfg``'s share, visits and rank (within each label,
     ``--suspect-per-class``; over all images, capped per label with ``--suspect-class-cap``)."""
-    by_label = cfg.suspect_per_class or cfg.suspect_class_cap is not None
+    by_label = cfg.suspect_per_class or cfg.suspect_class_cap is not None  # never both (check)
     return suspicion_cut(
         history,
         cfg.suspect_share,
         cfg.suspect_min_visits,
         label_codes if by_label else None,
-        None if cfg.suspect_per_class else cfg.suspect_class_cap,
+        cfg.suspect_class_cap,
     )
 
 
