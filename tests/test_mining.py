@@ -339,6 +339,67 @@ def test_classification_only_and_face_screen_and_bad_settings(build: Path, tmp_p
         finetune(build, tmp_path / "y", _cfg(face_screen=str(tmp_path / "noface")))
 
 
+def test_mined_triplets_keep_outside_images_out_of_every_role_and_every_suppressed_triplet():
+    from curate.train.loop import _mine_triplets
+
+    rng = np.random.default_rng(7)
+    labels = rng.integers(0, 3, 24)
+    emb = torch.from_numpy(rng.normal(size=(24, 5)).astype(np.float32))
+    outside, excluded = rng.random(24) < 0.25, rng.random(24) < 0.2
+    excluded &= ~outside
+    local, suppressed = _mine_triplets(emb, torch.from_numpy(labels), excluded, outside)
+    local = local.numpy()
+    assert len(local) and len(suppressed)
+    assert not (outside | excluded)[local.ravel()].any()
+    assert excluded[suppressed[:, 0]].all() and not outside[suppressed.ravel()].any()
+    # without outside images: as before
+    plain, plain_sup = _mine_triplets(emb, torch.from_numpy(labels), excluded)
+    again, again_sup = _mine_triplets(emb, torch.from_numpy(labels), excluded, np.zeros(24, bool))
+    assert torch.equal(plain, again) and np.array_equal(plain_sup, again_sup)
+
+
+def test_face_rejects_classify_keeps_them_in_the_batches_and_the_classification_loss_only(
+    build: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from curate.train import loop
+
+    images = pd.read_parquet(build / "images.parquet")
+    screen = tmp_path / "screen"
+    screen.mkdir()
+    train = images[images["split"] == "train"]
+    bad = pd.concat([train[train["label"] == c]["path"].iloc[:4] for c in ("happy", "sad")])
+    pd.DataFrame({"path": images["path"], "face_reject": images["path"].isin(bad)}).to_parquet(
+        screen / "images_suspect.parquet"
+    )
+    ids = set(images.loc[images["path"].isin(bad), "image_id"])
+    seen: list[tuple[int, int]] = []  # per step: classify-only images in the batch, in the CE
+    ce = loop._Trainer._cross_entropy
+
+    def spy(self, logits, b, rows):  # type: ignore[no-untyped-def]
+        seen.append((int(self.metric_out[b.rows].sum()), int(self.metric_out[b.rows[rows]].sum())))
+        return ce(self, logits, b, rows)
+
+    monkeypatch.setattr(loop._Trainer, "_cross_entropy", spy)
+    cfg = _cfg(face_screen=str(screen), face_rejects="classify", steps_per_epoch=6)
+    r = finetune(build, tmp_path / "classify", cfg)
+    dropped = finetune(build, tmp_path / "drop", _cfg(face_screen=str(screen), steps_per_epoch=6))
+    mined = pd.read_parquet(tmp_path / "classify" / "mined_triplets.parquet")
+    assert not ids & set(mined[["anchor", "positive", "negative"]].to_numpy().ravel())
+    assert r.run["counts"]["face_rejected_images"] == 8
+    # the pool keeps them: eight more training images than when they are dropped
+    assert r.run["counts"]["training_images"] == dropped.run["counts"]["training_images"] + 8
+    in_batch = [s for s in seen[: len(seen) // 2] if s[0]]  # the classify run's steps
+    assert in_batch and all(got == want for want, got in in_batch)
+    assert "kept out of the mined triplets" in (tmp_path / "classify" / "report.html").read_text()
+    for bad_cfg, match in (
+        (_cfg(face_rejects="classify"), "--face-rejects classify"),
+        (tiny_config(face_screen=str(screen), face_rejects="classify"), "--face-rejects classify"),
+        (_cfg(face_screen=str(screen), face_rejects="keep"), "unknown --face-rejects"),
+    ):
+        with pytest.raises(CurateError, match=match):
+            finetune(build, tmp_path / "bad", bad_cfg)
+
+
 def test_cli_finetune_batch_hard_with_class_pair_margins(build: Path, tmp_path: Path):
     from typer.testing import CliRunner
 

@@ -272,6 +272,10 @@ EXTRA_MINING_ARMS = (
     "full_suppress_head_pos_once_cap50",
     "full_suppress_head_pos_cap50",
     "full_suppress_head_pos_s30_cap50",
+    # eighth round: the defaults with --face-rejects classify (the face screen's rejects stay in
+    # the batches for the classification loss, out of every mined triplet); bh_faces likewise
+    "full_suppress_head_pos_fce",
+    "bh_faces_fce",
 )
 SCORES = ("margin", "head", "rank")  # finetune's batch-hard --suspect-score choices
 ALL_ARMS = ARMS + MINING_ARMS + EXTRA_MINING_ARMS
@@ -991,8 +995,10 @@ def run_mining_arm(
         over = margins
     elif arm == "bh_omargins":
         over = {"margin_mode": "ordered-pair"}
-    elif arm == "bh_faces":
+    elif arm in ("bh_faces", "bh_faces_fce"):
         over = {"face_screen": str(screened())}
+        if arm.endswith("_fce"):
+            over["face_rejects"] = "classify"
     elif arm == "ce_faces":
         over = {"metric_weight": 0.0, "face_screen": str(screened())}
     elif arm.startswith("full_suppress_") and arm.split("_")[2] in ("head", "rank"):
@@ -1014,6 +1020,8 @@ def run_mining_arm(
             over["suspect_share"] = 0.3
         if "cap50" in parts:  # --suspect-class-cap 0.5: at most half of any label left out
             over["suspect_class_cap"] = 0.5
+        if "fce" in parts:  # --face-rejects classify: rejects in the classification loss only
+            over["face_rejects"] = "classify"
         if "prior" in parts:  # finetune --suspect-prior: the face-screen folder's label suspicion
             over["suspect_prior"] = str(screened())
         if "once" in parts:  # trained on the kept tuples of `curate screen` (arm 6)

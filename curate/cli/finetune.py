@@ -217,7 +217,11 @@ def _render_finetune(result: Any) -> None:
             {
                 "mined_triplets": "mined triplets",
                 "images_excluded": "images suppressed (outliers)",
-                "face_rejected_images": "images left out by --face-screen",
+                "face_rejected_images": (
+                    "images kept out of the mined triplets by --face-screen"
+                    if params.get("face_rejects") == "classify"
+                    else "images left out by --face-screen"
+                ),
             }
             if batch_hard
             else {"images_excluded": "images excluded (suspects)"}

@@ -17,6 +17,7 @@ NULLS = (*st.NULLS, *CLASS_NULLS)  # global nulls, then the class-aware ones of 
 
 KINDS = ("triplet", "quadruplet")
 MINING = ("none", "hard", "semihard", "batch-hard")  # none/hard/semihard: pre-sampled tuples
+FACE_REJECTS = ("drop", "classify")  # --face-rejects: what --face-screen does with its rejects
 MARGIN_MODES = ("global", "class-pair", "ordered-pair")  # curate.train.margins
 AUTO = (
     "auto"  # margin_mode / suspect_score: the value of the --mining mode (FinetuneConfig.resolved)
@@ -118,6 +119,7 @@ class FinetuneConfig:
     face_screen: str | None = (
         None  # a `curate screen` folder: its face-rejected images are left out first
     )
+    face_rejects: str = "drop"  # ... or "classify": kept for the classification loss only
     screen_every_step: bool = True
     alpha_pos: float = _SCREEN.alpha_pos
     alpha_neg: float = _SCREEN.alpha_neg
@@ -231,6 +233,19 @@ class FinetuneConfig:
                 f"--suspect-score {self.suspect_score} needs --mining batch-hard (it is measured "
                 "in the P x K batches)",
                 hint="pass --mining batch-hard, or --suspect-score posterior",
+            )
+        if self.face_rejects not in FACE_REJECTS:
+            raise CurateError(
+                f"unknown --face-rejects {self.face_rejects!r}",
+                hint=f"use one of {', '.join(FACE_REJECTS)}",
+            )
+        if self.face_rejects == "classify" and (
+            self.face_screen is None or self.mining != "batch-hard"
+        ):
+            raise CurateError(
+                "--face-rejects classify keeps the --face-screen rejects in the batch-hard "
+                "batches for the classification loss",
+                hint="pass --face-screen SCREEN with --mining batch-hard, or drop --face-rejects",
             )
         if self.suspect_prior is not None and not (
             self.exclude_suspects and self.suspect_score in MINED_SCORES
@@ -367,7 +382,8 @@ CLI_HELP: dict[str, str] = {
     "steps_per_epoch": "Batch-hard: steps per epoch (default: training images / (P x K)).",
     "margin_mode": "Batch-hard: global (one --margin), class-pair (one per pair of classes) or ordered-pair (one per anchor class and negative class), adapted from the class-pair distance nulls; auto: class-pair with --mining batch-hard, else global.",
     "metric_weight": "Weight of the triplet/quadruplet loss (0: classification only).",
-    "face_screen": "A `curate screen` folder with the face screens on: the images they rejected (large head pose, occlusion, no face) are left out before training.",
+    "face_screen": "A `curate screen` folder with the face screens on: the images they rejected (large head pose, occlusion, no face) are left out before training (see --face-rejects).",
+    "face_rejects": "With --face-screen: drop (leave the rejected images out of training) or classify (with --mining batch-hard: keep them in the batches and the classification loss, but out of every mined triplet, as anchor, positive or negative; the network still sees turned and covered faces, the metric loss does not).",
     "screen_every_step": "Apply the statistical boundary to every batch.",
     "alpha_pos": "Significance level of the positive sub-boundary.",
     "alpha_neg": "Significance level of the negative sub-boundary.",

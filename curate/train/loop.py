@@ -272,15 +272,26 @@ def _tuple_loss(
 
 
 def _mine_triplets(
-    emb: torch.Tensor, labels: torch.Tensor, excluded: np.ndarray
+    emb: torch.Tensor,
+    labels: torch.Tensor,
+    excluded: np.ndarray,
+    outside: np.ndarray | None = None,
 ) -> tuple[torch.Tensor, np.ndarray]:
-    """Each image's hardest triplet among the images not ``excluded`` (batch positions),
-    and the triplets the excluded images would have anchored (``[s, 3]``, suppressed)."""
+    """Each image's hardest triplet among the images neither ``excluded`` (suppressed) nor
+    ``outside`` (kept out of every triplet: ``--face-rejects classify``), as batch positions,
+    and the triplets the excluded images would have anchored among the images not
+    ``outside`` (``[s, 3]``, suppressed)."""
+    usable = np.ones(len(excluded), bool) if outside is None else ~outside
+
+    def mine(ok: np.ndarray) -> torch.Tensor:
+        return batch_hard_triplets(
+            emb, labels, None if ok.all() else torch.from_numpy(ok).to(emb.device)
+        )
+
     if not excluded.any():
-        return batch_hard_triplets(emb, labels), np.zeros((0, 3), np.int64)
-    local_t = batch_hard_triplets(emb, labels, torch.from_numpy(~excluded).to(emb.device))
-    unmasked = batch_hard_triplets(emb, labels).cpu().numpy()
-    return local_t, unmasked[excluded[unmasked[:, 0]]]
+        return mine(usable), np.zeros((0, 3), np.int64)
+    unmasked = mine(usable).cpu().numpy()
+    return mine(usable & ~excluded), unmasked[excluded[unmasked[:, 0]]]
 
 
 def mined_suspicion(
@@ -380,6 +391,8 @@ class _Trainer:
         settings = cfg.screen_settings()
         self.sampler: ClassBalancedSampler | None = None  # batch-hard mining: set by _train
         self.pool = np.zeros(0, np.int64)  # ... the store rows it samples from
+        # ... and those it keeps out of every mined triplet (--face-rejects classify)
+        self.metric_out = np.zeros(len(label_codes), bool)
         self.margins: PairMargins | None = None
         if cfg.mining == "batch-hard":
             # the boundary tests the hardest of K - 1 positives and of (P - 1) K negatives
@@ -461,7 +474,8 @@ class _Trainer:
         excluded = np.zeros(len(b.rows), bool)
         if cfg.exclude_suspects and suspicion is not None:
             excluded = self._suspects(b, suspicion, None)
-        local_t, suppressed = _mine_triplets(emb, b.labels, excluded)
+        outside = self.metric_out[b.rows]  # --face-rejects classify: classification only
+        local_t, suppressed = _mine_triplets(emb, b.labels, excluded, outside)
         local = local_t.cpu().numpy()
         t = len(local)
         emb_np = emb.detach().cpu().numpy()
@@ -469,12 +483,18 @@ class _Trainer:
         keep, too_far, too_close = np.ones(t, bool), np.zeros(t, bool), np.zeros(t, bool)
         batch_suspicion = None
         if cfg.screen_every_step and t:
-            res = self.screen(emb_np, b.labels_np, local, step=step, seed=cfg.seed)
+            inside = np.flatnonzero(~outside)  # the null's window holds no classify-only image
+            at = np.cumsum(~outside) - 1  # batch position -> place among them
+            res = self.screen(
+                emb_np[inside], b.labels_np[inside], at[local], step=step, seed=cfg.seed
+            )
             keep, too_far, too_close = res.keep, res.too_far, res.too_close
-            batch_suspicion = res.suspicion
+            if res.suspicion is not None:
+                batch_suspicion = np.full(len(b.rows), np.nan)
+                batch_suspicion[inside] = res.suspicion
             info = {"screen_active": res.active} | {k: getattr(res, k) for k in _SCREEN_INFO}
         assert self.margins is not None
-        pair_margins = self.margins.update(emb_np, b.labels_np, step)
+        pair_margins = self.margins.update(emb_np[~outside], b.labels_np[~outside], step)
         kept = local[keep]
         metric = emb.sum() * 0.0
         if cfg.metric_weight > 0 and len(kept):
@@ -490,7 +510,7 @@ class _Trainer:
         ce_rows = (
             np.arange(len(b.rows))
             if all_dropped or cfg.ce_on == "all" or not cfg.screen_every_step
-            else np.unique(local[keep])
+            else np.union1d(local[keep].ravel(), np.flatnonzero(outside))
         )
         ce_rows = ce_rows[~excluded[ce_rows]]  # suppressed images leave the classification loss too
         if not len(
@@ -732,7 +752,7 @@ def finetune(
     cfg = replace(cfg, weights=path_setting(cfg.weights))
     data = load_training_data(source, val_split=cfg.val_split)
     if cfg.face_screen is not None:
-        data = without_face_rejects(data, cfg.face_screen)
+        data = without_face_rejects(data, cfg.face_screen, classify=cfg.face_rejects == "classify")
     if cfg.suspect_prior is not None:
         data = replace(
             data, extra={**data.extra, "suspect_prior": suspect_prior(data, cfg.suspect_prior)}
@@ -997,6 +1017,7 @@ def _set_up_sampling(trainer: _Trainer, images: RunImages) -> int:
             cfg.steps_per_epoch,
         )
         trainer.pool = pool
+        trainer.metric_out = np.isin(ids, data.extra.get("face_classify_only_ids", []))
         data.extra["training_images"] = int(len(pool))  # what batch-hard mining draws from
         n_batches = trainer.sampler.steps_per_epoch
     return n_batches
@@ -1341,13 +1362,20 @@ def _screen_verdicts(screen_dir: str | Path, option: str, hint: str) -> pd.DataF
     return read_parquet(f, what="screen image verdicts")
 
 
-def without_face_rejects(data: TrainingData, screen_dir: str | Path) -> TrainingData:
+def without_face_rejects(
+    data: TrainingData, screen_dir: str | Path, *, classify: bool = False
+) -> TrainingData:
     """The first stage: ``data`` without the images whose face screens (large head pose,
     occlusion, no face) rejected them in the ``curate screen`` folder ``screen_dir``
     (``images_suspect.parquet``, matched by path); tuples holding one are left out too.
     ``extra`` records ``face_rejected_ids``, ``face_rejected_images`` and
     ``face_screen_kept_ids``: every member of the training tuples not rejected, those whose
-    every tuple held a rejected image included (batch-hard mining draws from them all)."""
+    every tuple held a rejected image included (batch-hard mining draws from them all).
+
+    With ``classify`` (``--face-rejects classify``, batch-hard mining) the rejected members
+    stay in the pool: ``face_screen_kept_ids`` holds every member, and
+    ``face_classify_only_ids`` the rejected ones, which the batches keep for the
+    classification loss and mining keeps out of every triplet."""
     hint = "pass the --out folder of a `curate screen` run with the face screens on"
     sus = _screen_verdicts(screen_dir, "--face-screen", hint)
     if "face_reject" not in sus.columns:
@@ -1364,6 +1392,7 @@ def without_face_rejects(data: TrainingData, screen_dir: str | Path) -> Training
         raise CurateError(
             f"--face-screen {screen_dir} rejects an image of every training tuple", hint=hint
         )
+    every = np.unique(members)
     return replace(
         data,
         tuples=data.tuples[keep].reset_index(drop=True),
@@ -1371,7 +1400,8 @@ def without_face_rejects(data: TrainingData, screen_dir: str | Path) -> Training
             **data.extra,
             "face_rejected_ids": bad,
             "face_rejected_images": int(len(bad)),
-            "face_screen_kept_ids": passed,
+            "face_screen_kept_ids": every if classify else passed,
+            **({"face_classify_only_ids": np.intersect1d(every, bad)} if classify else {}),
         },
     )
 

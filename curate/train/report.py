@@ -193,6 +193,13 @@ def _margins_table(margins: pd.DataFrame | None) -> str:
     )
 
 
+def face_rejects_row(params: Mapping[str, Any]) -> str:
+    """What the face screen's rejected images count as, by ``--face-rejects``."""
+    if params.get("face_rejects") == "classify":
+        return "images the face screen kept out of the mined triplets (classification only)"
+    return "images left out by the face screen"
+
+
 def _stage_rows(params: Mapping[str, Any], counts: Mapping[str, Any]) -> list[tuple[str, Any]]:
     """Summary rows of the stages that ran: the boundary's sides on the mined triplets, the
     outlier suppression (what it ranked, how many images it left out) and the face screen."""
@@ -217,7 +224,7 @@ def _stage_rows(params: Mapping[str, Any], counts: Mapping[str, Any]) -> list[tu
             )
         )
     if counts.get("face_rejected_images") is not None:
-        rows.append(("images left out by the face screen", counts.get("face_rejected_images")))
+        rows.append((face_rejects_row(params), counts.get("face_rejected_images")))
     return rows
 
 
