@@ -314,7 +314,7 @@ def test_classification_only_and_face_screen_and_bad_settings(build: Path, tmp_p
     pd.DataFrame({"path": images["path"], "face_reject": images["path"].isin(bad)}).to_parquet(
         screen / "images_suspect.parquet"
     )
-    r = finetune(build, tmp_path / "faces", _cfg(face_screen=str(screen)))
+    r = finetune(build, tmp_path / "faces", _cfg(face_screen=str(screen), face_rejects="drop"))
     assert r.run["counts"]["face_rejected_images"] == 5
     mined = pd.read_parquet(tmp_path / "faces" / "mined_triplets.parquet")
     ids = set(images.loc[images["path"].isin(bad), "image_id"])
@@ -382,7 +382,11 @@ def test_face_rejects_classify_keeps_them_in_the_batches_and_the_classification_
     monkeypatch.setattr(loop._Trainer, "_cross_entropy", spy)
     cfg = _cfg(face_screen=str(screen), face_rejects="classify", steps_per_epoch=6)
     r = finetune(build, tmp_path / "classify", cfg)
-    dropped = finetune(build, tmp_path / "drop", _cfg(face_screen=str(screen), steps_per_epoch=6))
+    dropped = finetune(
+        build,
+        tmp_path / "drop",
+        _cfg(face_screen=str(screen), face_rejects="drop", steps_per_epoch=6),
+    )
     mined = pd.read_parquet(tmp_path / "classify" / "mined_triplets.parquet")
     assert not ids & set(mined[["anchor", "positive", "negative"]].to_numpy().ravel())
     assert r.run["counts"]["face_rejected_images"] == 8
@@ -398,6 +402,54 @@ def test_face_rejects_classify_keeps_them_in_the_batches_and_the_classification_
     ):
         with pytest.raises(CurateError, match=match):
             finetune(build, tmp_path / "bad", bad_cfg)
+
+
+def test_the_face_screen_folder_is_the_default_suspect_prior_with_a_class_cap():
+    from curate.train.config import FinetuneConfig
+
+    r = FinetuneConfig(face_screen="S").resolved()
+    assert (r.suspect_prior, r.suspect_class_cap, r.face_rejects) == ("S", 0.5, "classify")
+    assert FinetuneConfig(face_screen="S", mining="none").resolved().face_rejects == "drop"
+    assert FinetuneConfig().resolved().face_rejects == "drop"
+    assert FinetuneConfig(face_screen="S", face_rejects="drop").resolved().face_rejects == "drop"
+    r = FinetuneConfig(face_screen="S", suspect_class_cap=0.8).resolved()
+    assert (r.suspect_prior, r.suspect_class_cap) == ("S", 0.8)
+    r = FinetuneConfig(face_screen="S", suspect_prior="P").resolved()  # given: no cap added
+    assert (r.suspect_prior, r.suspect_class_cap) == ("P", None)
+    for off in (
+        FinetuneConfig(face_screen="S", suspect_prior="none"),
+        FinetuneConfig(),  # no face screen
+        FinetuneConfig(face_screen="S", mining="none"),
+        FinetuneConfig(face_screen="S", exclude_suspects=False),
+        FinetuneConfig(face_screen="S", suspect_per_class=True),
+        FinetuneConfig(face_screen="S", suspect_score="posterior"),
+    ):
+        r = off.resolved()
+        assert (r.suspect_prior, r.suspect_class_cap) == (None, None), off
+        assert r.resolved() == r
+
+
+def test_default_prior_is_read_from_the_face_screen_folder_or_left_out_with_a_note(
+    build: Path, tmp_path: Path
+):
+    images = pd.read_parquet(build / "images.parquet")
+    bad = images[(images["split"] == "train") & (images["label"] == "happy")]["path"].iloc[:3]
+    verdicts = pd.DataFrame({"path": images["path"], "face_reject": images["path"].isin(bad)})
+    plain, labelled = tmp_path / "faces_only", tmp_path / "with_labels"
+    for folder, frame in (
+        (plain, verdicts),
+        (labelled, verdicts.assign(suspicion=np.linspace(0, 1, len(verdicts)))),
+    ):
+        folder.mkdir()
+        frame.to_parquet(folder / "images_suspect.parquet")
+    cfg = dict(exclude_suspects=True, suspect_score="head", suspect_per_class=False)
+    r = finetune(build, tmp_path / "labelled", _cfg(face_screen=str(labelled), **cfg))
+    assert r.run["params"]["suspect_prior"] == str(labelled)
+    assert r.run["params"]["suspect_class_cap"] == 0.5
+    r = finetune(build, tmp_path / "plain", _cfg(face_screen=str(plain), **cfg))
+    assert r.run["params"]["suspect_prior"] is None
+    assert r.run["params"]["suspect_class_cap"] is None
+    assert any("holds no label screen" in n for n in r.notes)
 
 
 def test_cli_finetune_batch_hard_with_class_pair_margins(build: Path, tmp_path: Path):

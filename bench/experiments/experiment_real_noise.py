@@ -276,6 +276,11 @@ EXTRA_MINING_ARMS = (
     # the batches for the classification loss, out of every mined triplet); bh_faces likewise
     "full_suppress_head_pos_fce",
     "bh_faces_fce",
+    # eighth round: the defaults with --suspect-prior (the face-screen folder's label suspicion),
+    # with --suspect-class-cap 0.5 too, and with --face-rejects classify
+    "full_suppress_head_pos_prior_cap50",
+    "full_suppress_head_pos_prior_fce",
+    "full_suppress_head_pos_prior_cap50_fce",
 )
 SCORES = ("margin", "head", "rank")  # finetune's batch-hard --suspect-score choices
 ALL_ARMS = ARMS + MINING_ARMS + EXTRA_MINING_ARMS
@@ -834,7 +839,10 @@ def mining_config(args: argparse.Namespace, seed: int, steps: int | None, **over
     from curate.train.config import EARLIER_DEFAULTS
     from curate.train.loop import FinetuneConfig
 
-    base: dict[str, Any] = {**EARLIER_DEFAULTS}  # each arm sets what it changes
+    # each arm sets what it changes; no --suspect-prior and the face rejects dropped unless the
+    # arm says otherwise (finetune's defaults since the eighth round: the --face-screen folder's
+    # prior, its rejects kept for the classification loss)
+    base: dict[str, Any] = {**EARLIER_DEFAULTS, "suspect_prior": None, "face_rejects": "drop"}
     base.update(
         backbone=args.backbone,
         weights="none",

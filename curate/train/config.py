@@ -17,6 +17,8 @@ NULLS = (*st.NULLS, *CLASS_NULLS)  # global nulls, then the class-aware ones of 
 
 KINDS = ("triplet", "quadruplet")
 MINING = ("none", "hard", "semihard", "batch-hard")  # none/hard/semihard: pre-sampled tuples
+NO_PRIOR = "none"  # --suspect-prior none: no prior, also with --face-screen
+PRIOR_CLASS_CAP = 0.5  # --suspect-class-cap where the --face-screen folder is the prior by default
 FACE_REJECTS = ("drop", "classify")  # --face-rejects: what --face-screen does with its rejects
 MARGIN_MODES = ("global", "class-pair", "ordered-pair")  # curate.train.margins
 AUTO = (
@@ -119,7 +121,8 @@ class FinetuneConfig:
     face_screen: str | None = (
         None  # a `curate screen` folder: its face-rejected images are left out first
     )
-    face_rejects: str = "drop"  # ... or "classify": kept for the classification loss only
+    face_rejects: str = AUTO  # ... drop, or classify: kept for the classification loss only;
+    # auto: classify with batch-hard mining, else drop
     screen_every_step: bool = True
     alpha_pos: float = _SCREEN.alpha_pos
     alpha_neg: float = _SCREEN.alpha_neg
@@ -136,7 +139,9 @@ class FinetuneConfig:
     suspect_class_cap: float | None = None  # ... none of a label's images past this share
     suspect_score: str = AUTO  # ... posterior (1 - p(label | x)), or batch-hard: margin, head, rank
     suspect_prior: str | None = (
-        None  # a `curate screen` folder: its label suspicion, rank-averaged with the score
+        AUTO  # a `curate screen` folder: its label suspicion, rank-averaged with the score;
+        # auto: the --face-screen folder under batch-hard suppression (then PRIOR_CLASS_CAP);
+        # None ("none"): no prior
     )
     epochs: int = 10
     max_steps: int | None = None
@@ -163,7 +168,28 @@ class FinetuneConfig:
         :data:`AUTO_BATCH_HARD` or :data:`AUTO_TUPLES` by ``mining``."""
         auto = AUTO_BATCH_HARD if self.mining == "batch-hard" else AUTO_TUPLES
         unset = {k: v for k, v in auto.items() if getattr(self, k) in (None, AUTO)}
-        return replace(self, **unset) if unset else self
+        out = replace(self, **unset) if unset else self
+        if out.face_rejects == AUTO:  # the eighth round's winning arm keeps them for the head
+            classify = out.face_screen is not None and out.mining == "batch-hard"
+            out = replace(out, face_rejects="classify" if classify else "drop")
+        if out.suspect_prior in (AUTO, NO_PRIOR):
+            # the winning arm of the eighth round: the face screen's `curate screen` folder also
+            # ranks the suspects, and no label loses more than PRIOR_CLASS_CAP of its images
+            prior = (
+                out.face_screen
+                if out.suspect_prior == AUTO
+                and out.face_screen is not None
+                and out.mining == "batch-hard"
+                and out.exclude_suspects
+                and out.suspect_score in MINED_SCORES
+                and not out.suspect_per_class
+                else None
+            )
+            cap = out.suspect_class_cap
+            if prior is not None and cap is None:
+                cap = PRIOR_CLASS_CAP
+            out = replace(out, suspect_prior=prior, suspect_class_cap=cap)
+        return out
 
     def check(self) -> None:
         """Raise a :class:`CurateError` for settings out of range."""
@@ -237,7 +263,7 @@ class FinetuneConfig:
         if self.face_rejects not in FACE_REJECTS:
             raise CurateError(
                 f"unknown --face-rejects {self.face_rejects!r}",
-                hint=f"use one of {', '.join(FACE_REJECTS)}",
+                hint=f"use one of {', '.join(FACE_REJECTS)} or {AUTO}",
             )
         if self.face_rejects == "classify" and (
             self.face_screen is None or self.mining != "batch-hard"
@@ -383,7 +409,7 @@ CLI_HELP: dict[str, str] = {
     "margin_mode": "Batch-hard: global (one --margin), class-pair (one per pair of classes) or ordered-pair (one per anchor class and negative class), adapted from the class-pair distance nulls; auto: class-pair with --mining batch-hard, else global.",
     "metric_weight": "Weight of the triplet/quadruplet loss (0: classification only).",
     "face_screen": "A `curate screen` folder with the face screens on: the images they rejected (large head pose, occlusion, no face) are left out before training (see --face-rejects).",
-    "face_rejects": "With --face-screen: drop (leave the rejected images out of training) or classify (with --mining batch-hard: keep them in the batches and the classification loss, but out of every mined triplet, as anchor, positive or negative; the network still sees turned and covered faces, the metric loss does not).",
+    "face_rejects": "With --face-screen: drop (leave the rejected images out of training) or classify (with --mining batch-hard: keep them in the batches and the classification loss, but out of every mined triplet, as anchor, positive or negative; the network still sees turned and covered faces, the metric loss does not); auto (the default): classify with --mining batch-hard, else drop.",
     "screen_every_step": "Apply the statistical boundary to every batch.",
     "alpha_pos": "Significance level of the positive sub-boundary.",
     "alpha_neg": "Significance level of the negative sub-boundary.",
@@ -396,9 +422,9 @@ CLI_HELP: dict[str, str] = {
     "suspect_share": "With --exclude-suspects: share of the screened images left out, most suspect first (about the share of wrong labels you expect).",
     "suspect_min_visits": "With --exclude-suspects: screened visits before an image can be left out.",
     "suspect_per_class": "With --exclude-suspects: rank within each label, so --suspect-share of every class (a global rank can leave out whole hard classes).",
-    "suspect_class_cap": "With --exclude-suspects, ranked over all images: leave out at most this share of any label's screened images (the rank over all images can otherwise take most of a noisy class, and the network stops predicting it). Default: no cap.",
+    "suspect_class_cap": "With --exclude-suspects, ranked over all images: leave out at most this share of any label's screened images (the rank over all images can otherwise take most of a noisy class, and the network stops predicting it). Default: 0.5 where --suspect-prior is the --face-screen folder by default, else no cap.",
     "suspect_score": "With --exclude-suspects: what is ranked: posterior (1 - p(label | x) against the in-loop window; needs a class-aware --null); with --mining batch-hard also margin (how much closer the image sits to another label than to its own in the batch), head (the classification head's best other logit minus its label's: AUM, negated) or rank (the mean of those two's ranks in the batch); auto: head with --mining batch-hard, else posterior.",
-    "suspect_prior": "With --exclude-suspects and a batch-hard --suspect-score: a `curate screen` folder whose label screen scored these images (images_suspect.parquet, matched by path); each image is ranked by the mean of two percentile ranks, its running score's and its label suspicion there (a prior from a network that, ideally, has not seen these labels; usually the --face-screen folder). Images the screen did not score take its median.",
+    "suspect_prior": "With --exclude-suspects and a batch-hard --suspect-score: a `curate screen` folder whose label screen scored these images (images_suspect.parquet, matched by path); each image is ranked by the mean of two percentile ranks, its running score's and its label suspicion there (a prior from a network that, ideally, has not seen these labels). Images the screen did not score take its median. auto (the default): the --face-screen folder, where it holds a label screen, with --suspect-class-cap 0.5 unless given (pass --suspect-class-cap 1 for no cap); none: no prior.",
     "epochs": "Passes over the tuples.",
     "max_steps": "Stop after this many steps.",
     "batch_tuples": "Tuples per batch (their unique images are forwarded once).",

@@ -59,7 +59,7 @@ from curate.train.checkpoints import (
     save_checkpoint,
     val_row_missing,
 )
-from curate.train.config import MINED_SCORES, FinetuneConfig
+from curate.train.config import AUTO, MINED_SCORES, FinetuneConfig
 from curate.train.data import (
     AUGMENTS,
     NO_AUGMENT,
@@ -209,6 +209,8 @@ _LATER_SETTINGS = {
     "metric_weight": 1.0,
     "face_screen": None,
     "suspect_prior": None,
+    "suspect_class_cap": None,
+    "face_rejects": "drop",
     "augment_kind": "light",
     "suspect_score": "posterior",
     "screen_negatives": True,
@@ -753,6 +755,15 @@ def finetune(
     data = load_training_data(source, val_split=cfg.val_split)
     if cfg.face_screen is not None:
         data = without_face_rejects(data, cfg.face_screen, classify=cfg.face_rejects == "classify")
+    if cfg.suspect_prior is not None and (config or FinetuneConfig()).suspect_prior == AUTO:
+        if not has_label_suspicion(cfg.suspect_prior):  # a screen without its label screen
+            cap = (config or FinetuneConfig()).suspect_class_cap
+            cfg = replace(cfg, suspect_prior=None, suspect_class_cap=cap)
+            given = replace(given, suspect_prior=None, suspect_class_cap=cap)
+            data.extra.setdefault("notes", []).append(
+                f"--face-screen {cfg.face_screen} holds no label screen, so no --suspect-prior "
+                "ranks the suspects with it (screen with the label screen on to add it)"
+            )
     if cfg.suspect_prior is not None:
         data = replace(
             data, extra={**data.extra, "suspect_prior": suspect_prior(data, cfg.suspect_prior)}
@@ -1404,6 +1415,16 @@ def without_face_rejects(
             **({"face_classify_only_ids": np.intersect1d(every, bad)} if classify else {}),
         },
     )
+
+
+def has_label_suspicion(screen_dir: str | Path) -> bool:
+    """Whether the `curate screen` folder ``screen_dir`` scored label suspicion (its label
+    screen ran): what the default ``--suspect-prior`` (the ``--face-screen`` folder) needs."""
+    f = Path(screen_dir).expanduser() / "images_suspect.parquet"
+    if not f.is_file():
+        return False
+    sus = read_parquet(f, what="screen image verdicts")
+    return "suspicion" in sus.columns and bool(sus["suspicion"].notna().any())
 
 
 def suspect_prior(data: TrainingData, screen_dir: str | Path) -> pd.Series:
