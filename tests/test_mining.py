@@ -446,6 +446,9 @@ def test_default_prior_is_read_from_the_face_screen_folder_or_left_out_with_a_no
     r = finetune(build, tmp_path / "labelled", _cfg(face_screen=str(labelled), **cfg))
     assert r.run["params"]["suspect_prior"] == str(labelled)
     assert r.run["params"]["suspect_class_cap"] == 0.5
+    report = (tmp_path / "labelled" / "report.html").read_text()
+    assert "label suspicion of the --face-screen folder" in report
+    assert "at most 0.5 of any label" in report
     r = finetune(build, tmp_path / "plain", _cfg(face_screen=str(plain), **cfg))
     assert r.run["params"]["suspect_prior"] is None
     assert r.run["params"]["suspect_class_cap"] is None

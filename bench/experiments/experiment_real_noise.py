@@ -200,6 +200,15 @@ Training images that neither the subset nor the base network saw, by their FERPl
 run's network is evaluated on it with ``python -m bench.experiments.arm_classes --work WORK --arms
 ARMS --eval WORK/dev_ferplus.csv --runs-csv CSV --against bh``
 (``bench/results/issue25_dev_scale8k.csv``).
+
+Eighth round (``docs/finetune.md``, eighth round): the same command and work folder with
+``--arms ARM --seeds 0,1,2,3,4,5,6`` for ``full_suppress_head_pos_fce`` (``--face-rejects
+classify``), ``full_suppress_head_pos_prior``, ``full_suppress_head_pos_prior_cap50`` and
+``full_suppress_head_pos_prior_cap50_fce`` (finetune's defaults with ``--face-screen`` since this
+round), into ``bench/results/real_noise_mining_scale8k_round8.csv``; the development set as above
+(``bench/results/issue25_dev_scale8k_round8.csv``). Every named arm pins ``--suspect-prior none``
+and ``--face-rejects drop`` unless its name says otherwise, so the earlier rounds' arms keep their
+meaning.
 """
 
 from __future__ import annotations

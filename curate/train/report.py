@@ -214,7 +214,9 @@ def _stage_rows(params: Mapping[str, Any], counts: Mapping[str, Any]) -> list[tu
         if params.get("suspect_class_cap") is not None:
             rank += f", at most {params['suspect_class_cap']} of any label"
         score = str(params.get("suspect_score"))
-        if params.get("suspect_prior"):
+        if params.get("suspect_prior") and params.get("suspect_prior") == params.get("face_screen"):
+            score += " and the label suspicion of the --face-screen folder's screen"
+        elif params.get("suspect_prior"):
             score += " and the label suspicion of the --suspect-prior screen"
         rows.append(
             (
