@@ -266,8 +266,9 @@ def test_worked_example_of_docs_plugs_in_everywhere(tmp_path: Path, large_image_
 def test_old_skip_option_names_still_work_as_deprecated_aliases(tmp_path: Path) -> None:
     build, images, emb = make_build(tmp_path)
     f = write_embeddings(tmp_path / "e.parquet", images, emb)
-    with pytest.warns(
-        DeprecationWarning, match="skip_face_screens is now called skip_faces_screen"
+    with (
+        pytest.warns(DeprecationWarning, match="skip_face_screens is now called skip_faces_screen"),
+        pytest.warns(DeprecationWarning, match="skip_near_duplicate_screen is now called"),
     ):
         res = screen(
             build,
