@@ -282,13 +282,12 @@ EXTRA_MINING_ARMS = (
     "full_suppress_head_pos_cap50",
     "full_suppress_head_pos_s30_cap50",
     # eighth round: the defaults with --face-rejects classify (the face screen's rejects stay in
-    # the batches for the classification loss, out of every mined triplet); bh_faces likewise
+    # the batches for the classification loss, out of every mined triplet)
     "full_suppress_head_pos_fce",
-    "bh_faces_fce",
-    # eighth round: the defaults with --suspect-prior (the face-screen folder's label suspicion),
-    # with --suspect-class-cap 0.5 too, and with --face-rejects classify
+    # eighth round: the defaults with --suspect-prior (the face-screen folder's label suspicion)
+    # and --suspect-class-cap 0.5; then with --face-rejects classify too (finetune's defaults
+    # with --face-screen since this round)
     "full_suppress_head_pos_prior_cap50",
-    "full_suppress_head_pos_prior_fce",
     "full_suppress_head_pos_prior_cap50_fce",
 )
 SCORES = ("margin", "head", "rank")  # finetune's batch-hard --suspect-score choices
@@ -1012,10 +1011,8 @@ def run_mining_arm(
         over = margins
     elif arm == "bh_omargins":
         over = {"margin_mode": "ordered-pair"}
-    elif arm in ("bh_faces", "bh_faces_fce"):
+    elif arm == "bh_faces":
         over = {"face_screen": str(screened())}
-        if arm.endswith("_fce"):
-            over["face_rejects"] = "classify"
     elif arm == "ce_faces":
         over = {"metric_weight": 0.0, "face_screen": str(screened())}
     elif arm.startswith("full_suppress_") and arm.split("_")[2] in ("head", "rank"):

@@ -187,6 +187,8 @@ def _train_progress(bars: Any) -> Callable[[str, int, int, dict[str, Any]], None
 
 
 def _render_finetune(result: Any) -> None:
+    from curate.train.report import face_rejects_row
+
     if not result.is_main:  # torchrun: rank 0 reports
         return
     counts = result.run["counts"]
@@ -217,11 +219,7 @@ def _render_finetune(result: Any) -> None:
             {
                 "mined_triplets": "mined triplets",
                 "images_excluded": "images suppressed (outliers)",
-                "face_rejected_images": (
-                    "images kept out of the mined triplets by --face-screen"
-                    if params.get("face_rejects") == "classify"
-                    else "images left out by --face-screen"
-                ),
+                "face_rejected_images": face_rejects_row(params),
             }
             if batch_hard
             else {"images_excluded": "images excluded (suspects)"}

@@ -747,7 +747,7 @@ def finetune(
     writes the run, the other ranks return a result with ``is_main`` false.
     """
     started = time.time()
-    cfg = config or FinetuneConfig()
+    asked = cfg = config or FinetuneConfig()
     cfg.check()
     cfg = cfg.resolved()  # auto settings as --mining has them
     given = cfg
@@ -755,19 +755,18 @@ def finetune(
     data = load_training_data(source, val_split=cfg.val_split)
     if cfg.face_screen is not None:
         data = without_face_rejects(data, cfg.face_screen, classify=cfg.face_rejects == "classify")
-    if cfg.suspect_prior is not None and (config or FinetuneConfig()).suspect_prior == AUTO:
-        if not has_label_suspicion(cfg.suspect_prior):  # a screen without its label screen
-            cap = (config or FinetuneConfig()).suspect_class_cap
-            cfg = replace(cfg, suspect_prior=None, suspect_class_cap=cap)
-            given = replace(given, suspect_prior=None, suspect_class_cap=cap)
+    if cfg.suspect_prior is not None:
+        auto = asked.suspect_prior == AUTO  # the --face-screen folder, if it has a label screen
+        prior = suspect_prior(data, cfg.suspect_prior, required=not auto)
+        if prior is not None:
+            data = replace(data, extra={**data.extra, "suspect_prior": prior})
+        else:  # nor the cap that came with it
+            cfg = replace(cfg, suspect_prior=None, suspect_class_cap=asked.suspect_class_cap)
+            given = replace(given, suspect_prior=None, suspect_class_cap=asked.suspect_class_cap)
             data.extra.setdefault("notes", []).append(
                 f"--face-screen {cfg.face_screen} holds no label screen, so no --suspect-prior "
                 "ranks the suspects with it (screen with the label screen on to add it)"
             )
-    if cfg.suspect_prior is not None:
-        data = replace(
-            data, extra={**data.extra, "suspect_prior": suspect_prior(data, cfg.suspect_prior)}
-        )
     kind = cfg.kind or data.kind
     if kind == "quadruplet" and data.kind != "quadruplet":
         raise CurateError(
@@ -958,8 +957,9 @@ class RunImages:
     ``val_rows`` the validation images' rows, in their order; ``pool_rows`` the training
     images batch-hard mining draws from: with ``whole_pool``, every member of the training
     tuples the face screen kept (``face_screen_kept_ids`` of :func:`without_face_rejects`,
-    also those whose every tuple held a rejected image), else every member of the tuples
-    (training on the tuples themselves needs no other image)."""
+    also those whose every tuple held a rejected image; with ``--face-rejects classify`` the
+    rejected ones too), else every member of the tuples (training on the tuples themselves
+    needs no other image)."""
 
     ids: np.ndarray
     members: np.ndarray
@@ -1417,23 +1417,19 @@ def without_face_rejects(
     )
 
 
-def has_label_suspicion(screen_dir: str | Path) -> bool:
-    """Whether the `curate screen` folder ``screen_dir`` scored label suspicion (its label
-    screen ran): what the default ``--suspect-prior`` (the ``--face-screen`` folder) needs."""
-    f = Path(screen_dir).expanduser() / "images_suspect.parquet"
-    if not f.is_file():
-        return False
-    sus = read_parquet(f, what="screen image verdicts")
-    return "suspicion" in sus.columns and bool(sus["suspicion"].notna().any())
-
-
-def suspect_prior(data: TrainingData, screen_dir: str | Path) -> pd.Series:
+def suspect_prior(
+    data: TrainingData, screen_dir: str | Path, *, required: bool = True
+) -> pd.Series | None:
     """``--suspect-prior``: the label suspicion (``suspicion`` of ``images_suspect.parquet``)
     that the `curate screen` folder ``screen_dir`` gave the training images, matched by path,
-    indexed by image_id (images it did not score are absent)."""
+    indexed by image_id (images it did not score are absent). A screen whose label screen did
+    not run is an error, or ``None`` when not ``required`` (the default prior, the
+    ``--face-screen`` folder)."""
     hint = "pass the --out folder of a `curate screen` run over the same images (label screen on)"
     sus = _screen_verdicts(screen_dir, "--suspect-prior", hint)
     if "suspicion" not in sus.columns or not sus["suspicion"].notna().any():
+        if not required:
+            return None
         raise CurateError(
             f"--suspect-prior {screen_dir}: that screen scored no label suspicion", hint=hint
         )

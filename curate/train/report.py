@@ -214,10 +214,14 @@ def _stage_rows(params: Mapping[str, Any], counts: Mapping[str, Any]) -> list[tu
         if params.get("suspect_class_cap") is not None:
             rank += f", at most {params['suspect_class_cap']} of any label"
         score = str(params.get("suspect_score"))
-        if params.get("suspect_prior") and params.get("suspect_prior") == params.get("face_screen"):
-            score += " and the label suspicion of the --face-screen folder's screen"
-        elif params.get("suspect_prior"):
-            score += " and the label suspicion of the --suspect-prior screen"
+        prior = params.get("suspect_prior")
+        if prior:
+            whose = (
+                "--face-screen folder's"
+                if prior == params.get("face_screen")
+                else "--suspect-prior"
+            )
+            score += f" and the label suspicion of the {whose} screen"
         rows.append(
             (
                 "outlier suppression",
