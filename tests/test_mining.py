@@ -394,7 +394,10 @@ def test_face_rejects_classify_keeps_them_in_the_batches_and_the_classification_
     assert r.run["counts"]["training_images"] == dropped.run["counts"]["training_images"] + 8
     in_batch = [s for s in seen[: len(seen) // 2] if s[0]]  # the classify run's steps
     assert in_batch and all(got == want for want, got in in_batch)
-    assert "kept out of the mined triplets" in (tmp_path / "classify" / "report.html").read_text()
+    assert (
+        "face-screen rejects, in the classification loss only"
+        in (tmp_path / "classify" / "report.html").read_text()
+    )
     for bad_cfg, match in (
         (_cfg(face_rejects="classify"), "--face-rejects classify"),
         (tiny_config(face_screen=str(screen), face_rejects="classify"), "--face-rejects classify"),

@@ -196,7 +196,7 @@ def _margins_table(margins: pd.DataFrame | None) -> str:
 def face_rejects_row(params: Mapping[str, Any]) -> str:
     """What the face screen's rejected images count as, by ``--face-rejects``."""
     if params.get("face_rejects") == "classify":
-        return "images the face screen kept out of the mined triplets (classification only)"
+        return "face-screen rejects, in the classification loss only"
     return "images left out by the face screen"
 
 
