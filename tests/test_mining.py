@@ -28,6 +28,7 @@ from curate.train.mining import (
     mined_alphas,
     rank_average,
 )
+from curate.train.suspicion import LEFT_OUT_BY_LABEL_COLUMNS, left_out_by_label
 
 torch.set_num_threads(1)
 
@@ -407,6 +408,85 @@ def test_face_rejects_classify_keeps_them_in_the_batches_and_the_classification_
             finetune(build, tmp_path / "bad", bad_cfg)
 
 
+def test_images_left_out_are_counted_by_label_training_images_only(build: Path, tmp_path: Path):
+    """The run counts what it left out per label (face-screen rejects, suppressed images),
+    so a bias shows at once; a rejected validation image is no training image left out."""
+    images = pd.read_parquet(build / "images.parquet")
+    train = images[images["split"] == "train"]
+    val = images[images["split"] == "val"]
+    bad = pd.concat(
+        [train[train["label"] == "happy"]["path"].iloc[:3], val["path"].iloc[:2]]
+    )  # 3 training images, 2 validation images
+    screen = tmp_path / "screen"
+    screen.mkdir()
+    pd.DataFrame({"path": images["path"], "face_reject": images["path"].isin(bad)}).to_parquet(
+        screen / "images_suspect.parquet"
+    )
+    cfg = _cfg(
+        face_screen=str(screen),
+        exclude_suspects=True,
+        suspect_score="head",
+        suspect_per_class=False,
+        suspect_share=0.25,
+        suspect_min_visits=1,
+    )
+    r = finetune(build, tmp_path / "run", cfg)
+    counts = r.run["counts"]
+    assert counts["face_rejected_images"] == 3
+    by_label = pd.DataFrame(counts["left_out_by_label"]).set_index("label")
+    assert list(by_label.columns) == LEFT_OUT_BY_LABEL_COLUMNS[1:]
+    assert list(by_label.index) == [*sorted(train["label"].unique()), "all"]
+    assert by_label.loc["happy", "face_rejected"] == 3
+    assert by_label["face_rejected"].drop("all").sum() == 3
+    assert by_label.loc["all", "images"] == counts["training_images"]  # classify: all in the pool
+    expected = train["label"].value_counts()
+    assert by_label["images"].drop("all").to_dict() == expected.to_dict()
+    suspicion = pd.read_parquet(tmp_path / "run" / "image_suspicion.parquet")
+    excluded = suspicion[suspicion["excluded"]]["label"].value_counts()
+    assert counts["images_excluded"] > 0
+    assert by_label.loc["all", "suppressed"] == counts["images_excluded"]
+    for label, n in by_label["suppressed"].drop("all").items():
+        assert n == excluded.get(label, 0)
+        share = by_label.loc[label, "suppressed_share"]
+        assert share == pytest.approx(n / by_label.loc[label, "images"])
+    report = (tmp_path / "run" / "report.html").read_text()
+    assert "Images left out, by label" in report
+
+
+def test_left_out_by_label_table():
+    table = left_out_by_label(
+        np.array(["sad", "happy", "sad", "sad"]),
+        face_rejected=np.array([False, True, False, False]),
+        suppressed=np.array([True, False, True, False]),
+    )
+    assert table.to_dict("records") == [
+        {
+            "label": "happy",
+            "images": 1,
+            "face_rejected": 1,
+            "face_rejected_share": 1.0,
+            "suppressed": 0,
+            "suppressed_share": 0.0,
+        },
+        {
+            "label": "sad",
+            "images": 3,
+            "face_rejected": 0,
+            "face_rejected_share": 0.0,
+            "suppressed": 2,
+            "suppressed_share": pytest.approx(2 / 3),
+        },
+        {
+            "label": "all",
+            "images": 4,
+            "face_rejected": 1,
+            "face_rejected_share": 0.25,
+            "suppressed": 2,
+            "suppressed_share": 0.5,
+        },
+    ]
+
+
 def test_the_face_screen_folder_is_the_default_suspect_prior_with_a_class_cap():
     from curate.train.config import FinetuneConfig
 
@@ -513,6 +593,9 @@ def test_cli_finetune_batch_hard_with_class_pair_margins(build: Path, tmp_path: 
     assert n_pool == len(members)  # every image of the training tuples, no face screen
     assert f"training images (drawn P x K a batch) │ {n_pool}" in out
     assert f"images suppressed (outliers) │ {record['counts']['images_excluded']}" in out
+    # ... and what it left out of each label
+    assert "training images left out, by label" in out
+    assert f"all │ {n_pool} │ {record['counts']['images_excluded']} │" in out
     assert (
         record["params"]["screen_negatives"] is True
     )  # --screen-negatives given (the batch-hard default is off)

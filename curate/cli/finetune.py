@@ -187,7 +187,7 @@ def _train_progress(bars: Any) -> Callable[[str, int, int, dict[str, Any]], None
 
 
 def _render_finetune(result: Any) -> None:
-    from curate.train.report import face_rejects_row
+    from curate.train.report import face_rejects_row, left_out_columns
 
     if not result.is_main:  # torchrun: rank 0 reports
         return
@@ -237,9 +237,35 @@ def _render_finetune(result: Any) -> None:
             continue  # no --exclude-suspects
         table.add_row(name, "–" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v)))
     console.print(table)
+    _render_left_out(params, counts, left_out_columns(params, counts))
     if not result.config.get("pretrained_from"):
         console.print("[bold red]the network started from random weights[/]")
     console.print(f"report: {safe(str(result.run_dir / 'report.html'))}")
+
+
+def _render_left_out(params: dict, counts: dict, cols: list[str]) -> None:
+    """The training images left out per label (``counts["left_out_by_label"]``)."""
+    rows = counts.get("left_out_by_label") or []
+    if not rows or not cols:
+        return
+    table = Table(title="training images left out, by label", show_edge=False)
+    table.add_column("label")
+    table.add_column("images", justify="right")
+    names = {
+        "face_rejected": "face rejects"
+        + (" (CE only)" if params.get("face_rejects") == "classify" else ""),
+        "suppressed": "suppressed",
+    }
+    for c in cols:
+        table.add_column(names[c], justify="right")
+        table.add_column("share", justify="right")
+    for r in rows:
+        table.add_row(
+            safe(str(r["label"])),
+            f"{r['images']:,}",
+            *(v for c in cols for v in (f"{r[c]:,}", f"{r[c + '_share']:.1%}")),
+        )
+    console.print(table)
 
 
 @app.command(

@@ -94,6 +94,7 @@ from curate.train.suspicion import (
     config_cut,
     final_suspects,
     image_suspicion_table,
+    left_out_by_label,
     suspect_images,
     with_prior,
 )
@@ -1312,6 +1313,7 @@ def _finish(
             image_suspicion_table(state.suspicion, ids, data, cfg, prior),
             run / "image_suspicion.parquet",
         )
+    suppressed = final_suspects(state.suspicion, cfg, class_codes(data, ids), prior)
     final = last_val.get("_metrics", {})
     write_json(final, run / "evaluation.json")
     train = metrics[metrics["phase"] == "train"] if len(metrics) else metrics
@@ -1323,10 +1325,9 @@ def _finish(
         "val_images": len(data.val_images),
         "mean_share_dropped": float(train["share_dropped"].mean()) if len(train) else None,
         "steps_all_dropped": int(train["all_dropped"].sum()) if len(train) else 0,
-        "images_excluded": int(
-            final_suspects(state.suspicion, cfg, class_codes(data, ids), prior).sum()
-        ),
+        "images_excluded": int(suppressed.sum()),
         "face_rejected_images": data.extra.get("face_rejected_images"),
+        "left_out_by_label": _left_out_by_label(data, ids, suppressed),
         "mined_triplets": int(len(state.mined)) if cfg.mining == "batch-hard" else None,
         "val_accuracy": final.get("accuracy"),
         "val_macro_f1": final.get("macro_f1"),
@@ -1379,7 +1380,8 @@ def without_face_rejects(
     """The first stage: ``data`` without the images whose face screens (large head pose,
     occlusion, no face) rejected them in the ``curate screen`` folder ``screen_dir``
     (``images_suspect.parquet``, matched by path); tuples holding one are left out too.
-    ``extra`` records ``face_rejected_ids``, ``face_rejected_images`` and
+    ``extra`` records ``face_rejected_ids`` and ``face_rejected_images`` (the rejected
+    training images: a rejected validation image stays in validation) and
     ``face_screen_kept_ids``: every member of the training tuples not rejected, those whose
     every tuple held a rejected image included (batch-hard mining draws from them all).
 
@@ -1404,15 +1406,16 @@ def without_face_rejects(
             f"--face-screen {screen_dir} rejects an image of every training tuple", hint=hint
         )
     every = np.unique(members)
+    rejected = np.intersect1d(every, bad)  # training images: not the validation split's
     return replace(
         data,
         tuples=data.tuples[keep].reset_index(drop=True),
         extra={
             **data.extra,
-            "face_rejected_ids": bad,
-            "face_rejected_images": int(len(bad)),
+            "face_rejected_ids": rejected,
+            "face_rejected_images": int(len(rejected)),
             "face_screen_kept_ids": every if classify else passed,
-            **({"face_classify_only_ids": np.intersect1d(every, bad)} if classify else {}),
+            **({"face_classify_only_ids": rejected} if classify else {}),
         },
     )
 
@@ -1441,6 +1444,31 @@ def suspect_prior(
             f"--suspect-prior {screen_dir}: none of its images is a training image", hint=hint
         )
     return prior
+
+
+def _left_out_by_label(
+    data: TrainingData, ids: np.ndarray, suppressed: np.ndarray
+) -> list[dict[str, Any]]:
+    """``counts["left_out_by_label"]``: :func:`~curate.train.suspicion.left_out_by_label`
+    over the training images before the face screen (the tuples' members, the images
+    batch-hard mining draws from and the face screen's rejects), ``suppressed`` given per
+    store row (``ids``)."""
+    rejected = np.asarray(data.extra.get("face_rejected_ids", []), np.int64)
+    train = np.unique(
+        np.concatenate(
+            [
+                data.tuples[data.members].to_numpy(np.int64).ravel(),
+                np.asarray(data.extra.get("face_screen_kept_ids", []), np.int64),
+                rejected,
+            ]
+        )
+    )
+    left_out = pd.Series(suppressed, index=ids).reindex(train, fill_value=False)
+    return left_out_by_label(
+        data.images.loc[train, "label"].astype(str).to_numpy(),
+        face_rejected=np.isin(train, rejected),
+        suppressed=left_out.to_numpy(bool),
+    ).to_dict("records")
 
 
 def _prior_rows(data: TrainingData, ids: np.ndarray) -> np.ndarray | None:

@@ -200,6 +200,43 @@ def face_rejects_row(params: Mapping[str, Any]) -> str:
     return "images left out by the face screen"
 
 
+def left_out_columns(params: Mapping[str, Any], counts: Mapping[str, Any]) -> list[str]:
+    """The stages of ``counts["left_out_by_label"]`` that ran: ``face_rejected`` with a
+    ``--face-screen``, ``suppressed`` with ``--exclude-suspects``."""
+    return [
+        col
+        for col, ran in (
+            ("face_rejected", counts.get("face_rejected_images") is not None),
+            ("suppressed", bool(params.get("exclude_suspects"))),
+        )
+        if ran
+    ]
+
+
+def _left_out_table(params: Mapping[str, Any], counts: Mapping[str, Any]) -> str:
+    """Images left out per label (face screen, outlier suppression), so a bias shows."""
+    rows = counts.get("left_out_by_label") or []
+    cols = left_out_columns(params, counts)
+    if not rows or not cols:
+        return ""
+    names = {
+        "face_rejected": "face-screen rejects"
+        + (" (classification only)" if params.get("face_rejects") == "classify" else ""),
+        "suppressed": "suppressed (outliers)",
+    }
+    head = "".join(f"<th>{html.escape(names[c])}</th><th>share</th>" for c in cols)
+    body = "".join(
+        f"<tr><td>{html.escape(str(r['label']))}</td><td>{r['images']}</td>"
+        + "".join(f"<td>{r[c]}</td><td>{r[c + '_share']:.1%}</td>" for c in cols)
+        + "</tr>"
+        for r in rows
+    )
+    return (
+        "<h2>Images left out, by label (training images)</h2>"
+        f"<table><tr><th>label</th><th>images</th>{head}</tr>{body}</table>"
+    )
+
+
 def _stage_rows(params: Mapping[str, Any], counts: Mapping[str, Any]) -> list[tuple[str, Any]]:
     """Summary rows of the stages that ran: the boundary's sides on the mined triplets, the
     outlier suppression (what it ranked, how many images it left out) and the face screen."""
@@ -293,6 +330,7 @@ table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;paddi
 .warn{{color:#b00;font-weight:bold}}img{{max-width:100%}}</style></head>
 <body><h1>{html.escape(title)}</h1>{warn}
 <table>{rows}</table>{note}
+{_left_out_table(params, counts)}
 {"".join(parts)}
 {_margins_table(margins)}
 <h2>Per-class accuracy (validation)</h2>{_per_class_table(final)}

@@ -1,6 +1,7 @@
 """The images' label suspicion during fine-tuning: which images rank as the most suspect
-(``--exclude-suspects``: :func:`suspicion_cut`, :func:`suspect_images`) and the run's
-``image_suspicion.parquet`` (:func:`image_suspicion_table`)."""
+(``--exclude-suspects``: :func:`suspicion_cut`, :func:`suspect_images`), the run's
+``image_suspicion.parquet`` (:func:`image_suspicion_table`) and what the run left out of
+each label (:func:`left_out_by_label`)."""
 
 from __future__ import annotations
 
@@ -153,3 +154,53 @@ def image_suspicion_table(
     return table.sort_values(["mean_suspicion", "image_id"], ascending=[False, True]).reset_index(
         drop=True
     )
+
+
+LEFT_OUT_BY_LABEL_COLUMNS = [
+    "label",
+    "images",
+    "face_rejected",
+    "face_rejected_share",
+    "suppressed",
+    "suppressed_share",
+]
+
+
+def left_out_by_label(
+    labels: np.ndarray, *, face_rejected: np.ndarray, suppressed: np.ndarray
+) -> pd.DataFrame:
+    """What a run left out of each label, so that a bias shows at once (suppression that
+    takes half of one expression and none of another, say): one row per label in sorted
+    order, then ``all``.
+
+    ``labels``: the label of each training image (the images the run could train on
+    before the face screen); ``face_rejected``, ``suppressed``: per image, whether the face
+    screen rejected it (with ``--face-rejects classify`` kept for the classification loss
+    only) and whether outlier suppression left it out at the end of the run. Columns
+    :data:`LEFT_OUT_BY_LABEL_COLUMNS`; the shares are of the label's ``images``.
+    """
+    df = pd.DataFrame(
+        {
+            "label": pd.Series(labels, dtype="string").fillna("(none)").to_numpy(),
+            "face_rejected": np.asarray(face_rejected, bool),
+            "suppressed": np.asarray(suppressed, bool),
+        }
+    )
+    rows = []
+    for label, g in [*sorted(df.groupby("label", sort=True)), ("all", df)]:
+        n = len(g)
+        rows.append(
+            {
+                "label": str(label),
+                "images": n,
+                **{
+                    part: value
+                    for col in ("face_rejected", "suppressed")
+                    for part, value in (
+                        (col, int(g[col].sum())),
+                        (f"{col}_share", float(g[col].mean()) if n else math.nan),
+                    )
+                },
+            }
+        )
+    return pd.DataFrame(rows, columns=LEFT_OUT_BY_LABEL_COLUMNS)
