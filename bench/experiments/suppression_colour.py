@@ -17,7 +17,7 @@ Printed per half and seed: the share of disputed labels among all scored non-neu
 
 Usage::
 
-    python -m bench.experiments.suppression_colour --work DIR [--seeds 0,1,2]
+    python -m bench.experiments.suppression_colour --work DIR [--seeds 0,1,2] [--suspect-prior none]
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--suspect-prior", default="auto", help="as curate finetune's (auto, none)")
     args = ap.parse_args()
     from curate.build import build_tuples
     from curate.screen import screen
@@ -70,7 +71,9 @@ def main() -> None:
             finetune(
                 work / "build",
                 run,
-                FinetuneConfig(face_screen=str(work / "screen"), seed=seed),
+                FinetuneConfig(
+                    face_screen=str(work / "screen"), seed=seed, suspect_prior=args.suspect_prior
+                ),
                 force=True,
             )
             scored = pd.read_parquet(run / "image_suspicion.parquet")
