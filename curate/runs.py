@@ -269,6 +269,9 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
     return cfg
 
 
+MAX_FRAMING_MARGIN = 4.0  # --framing face: the crop's side in landmark boxes, at most
+
+
 def check_run_config(cfg: Mapping[str, Any], where: str | Path = CONFIG_FILE) -> None:
     """Raise a :class:`CurateError` naming the first value of a run config that is of the
     wrong type or out of range (a run folder may come from anyone: nothing it says is
@@ -316,6 +319,21 @@ def check_run_config(cfg: Mapping[str, Any], where: str | Path = CONFIG_FILE) ->
         raise bad("kind", "'triplet' or 'quadruplet'")
     if cfg.get("pretrained_from") is not None and not isinstance(cfg["pretrained_from"], str):
         raise bad("pretrained_from", "a path or null")
+    framing = cfg.get("framing")
+    if framing is not None and not (
+        isinstance(framing, dict)
+        and framing.get("used") in ("face", "full")
+        and _is_positive(framing.get("margin", 1.0))
+        and framing.get("margin", 1.0) <= MAX_FRAMING_MARGIN
+        and isinstance(framing.get("lift", 0.0), int | float)
+        and not isinstance(framing.get("lift", 0.0), bool)
+        and abs(framing.get("lift", 0.0)) <= 1
+    ):
+        raise bad(
+            "framing",
+            f'{{"used": "face" or "full", "margin": a number above 0 and at most '
+            f'{MAX_FRAMING_MARGIN:g}, "lift": a number from -1 to 1}} (curate finetune --framing)',
+        )
     dc = cfg["data_config"]
     size = dc["input_size"]
     if not (

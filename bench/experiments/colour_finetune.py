@@ -13,11 +13,16 @@ neutral option). Arms, seeds ``--seeds``:
 * ``ce_only``: the same with ``--metric-weight 0`` (the classification loss alone);
 * ``bundled``: the bundled ``ferplus_resnet10t`` as it is (once).
 
+Every arm trains and is evaluated with the same ``--framing`` (``face``, the default: the
+faces cut out around their landmarks, which ``curate finetune --face-screen`` does by default
+on these portraits since the screen's backbone framed them; ``full``: whole pictures, as every
+run did before ``--framing``).
+
 Printed: accuracy and macro-F1 per arm and seed, then mean and sd per arm and truth.
 
 Usage::
 
-    python -m bench.experiments.colour_finetune --work DIR [--seeds 0,1,2]
+    python -m bench.experiments.colour_finetune --work DIR [--seeds 0,1,2] [--framing face|full]
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--framing", default="face", choices=("face", "full"))
     args = ap.parse_args()
     from curate.build import build_tuples
     from curate.screen import screen
@@ -87,7 +93,8 @@ def main() -> None:
     for seed in (int(s) for s in args.seeds.split(",")):
         for arm, settings in arms.items():
             run = w / f"run_{arm}_{seed}"
-            finetune(w / "build", run, FinetuneConfig(seed=seed, **settings), force=True)
+            cfg = FinetuneConfig(seed=seed, framing=args.framing, **settings)
+            finetune(w / "build", run, cfg, force=True)
             measure(run, arm, seed)
     table = pd.DataFrame(rows)
     table.to_csv(w / "colour_finetune.csv", index=False)

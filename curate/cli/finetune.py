@@ -137,7 +137,14 @@ def finetune_cmd(
     cfg = finetune_config(**settings)
     main = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 draws bars and reports
     bar_ctx = (
-        stage_bars({"decode": "decoding images", "train": "training", "val": "epochs"})
+        stage_bars(
+            {
+                "faces": "face analysis (framing)",
+                "decode": "decoding images",
+                "train": "training",
+                "val": "epochs",
+            }
+        )
         if main
         else contextlib.nullcontext(None)
     )

@@ -201,10 +201,25 @@ def geometry_transform(data_config: dict[str, Any]) -> Callable[[Any], Any]:
     return split[0]
 
 
-def decode_image(path: str, in_chans: int, geometry: Callable[[Any], Any]) -> np.ndarray:
+Box = tuple[float, float, float, float]
+
+
+def _framed(im: Any, box: Box | None) -> Any:
+    """The PIL image ``im`` cut to ``box`` (x0, y0, x1, y1; black outside the picture), or
+    itself (as :class:`curate.embed` frames images for the backbone)."""
+    if box is None:
+        return im
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    return im.crop((x0, y0, x1, y1))
+
+
+def decode_image(
+    path: str, in_chans: int, geometry: Callable[[Any], Any], box: Box | None = None
+) -> np.ndarray:
     """One image as a ``uint8`` array ``[C, H, W]`` at the model's input size
-    (decoded by :func:`curate.images.load_image`, which names a file it cannot read)."""
-    arr = np.asarray(geometry(load_image(path, in_chans)), dtype=np.uint8)
+    (decoded by :func:`curate.images.load_image`, which names a file it cannot read), cut to
+    ``box`` first where given (``--framing face``)."""
+    arr = np.asarray(geometry(_framed(load_image(path, in_chans), box)), dtype=np.uint8)
     if arr.ndim == 2:
         arr = arr[:, :, None]
     arr = (
@@ -215,14 +230,18 @@ def decode_image(path: str, in_chans: int, geometry: Callable[[Any], Any]) -> np
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
-def decode_colour_and_grey(path: str, geometry: Callable[[Any], Any]) -> np.ndarray:
+def decode_colour_and_grey(
+    path: str, geometry: Callable[[Any], Any], box: Box | None = None
+) -> np.ndarray:
     """One image as ``uint8`` ``[4, H, W]``: its RGB channels, then the grey channel exactly as
-    :func:`decode_image` makes it for a one-channel model (each resized from its own decode)."""
+    :func:`decode_image` makes it for a one-channel model (each resized from its own decode;
+    both cut to ``box`` first where given)."""
     rgb, grey = load_arrays(path)
     from PIL import Image
 
-    c = np.asarray(geometry(Image.fromarray(rgb, "RGB")), dtype=np.uint8).transpose(2, 0, 1)
-    g = np.asarray(geometry(Image.fromarray(grey, "L")), dtype=np.uint8)
+    c = np.asarray(geometry(_framed(Image.fromarray(rgb, "RGB"), box)), dtype=np.uint8)
+    c = c.transpose(2, 0, 1)
+    g = np.asarray(geometry(_framed(Image.fromarray(grey, "L"), box)), dtype=np.uint8)
     return np.ascontiguousarray(np.concatenate([c, g[None]], 0))
 
 
@@ -233,7 +252,8 @@ class ImageStore:
     otherwise each request decodes its images on a thread pool. With ``colour`` a
     one-channel model's store also keeps the RGB pixels, for augmentation that jitters
     colours before the grey conversion (``get(rows, colour=True)``); ``get(rows)`` is the
-    grey image as without it.
+    grey image as without it. ``boxes`` (one per path, None: the whole picture) cuts each
+    image to its face first (``--framing face``, :mod:`curate.train.framing`).
     """
 
     def __init__(
@@ -245,8 +265,12 @@ class ImageStore:
         workers: int = 4,
         progress: Progress | None = None,
         colour: bool = False,
+        boxes: Sequence[Box | None] | None = None,
     ) -> None:
         self.paths = [str(p) for p in paths]
+        if boxes is not None and len(boxes) != len(self.paths):
+            raise CurateError(f"{len(boxes)} boxes for {len(self.paths)} images")
+        self.boxes = list(boxes) if boxes is not None else [None] * len(self.paths)
         self.in_chans = int(data_config["input_size"][0])
         self.colour = bool(colour) and self.in_chans == 1
         shape = [int(s) for s in data_config["input_size"]]
@@ -265,8 +289,8 @@ class ImageStore:
     def _decode(self, rows: Sequence[int]) -> list[np.ndarray]:
         def one(i: int) -> np.ndarray:
             if self.colour:
-                return decode_colour_and_grey(self.paths[i], self._geometry)
-            return decode_image(self.paths[i], self.in_chans, self._geometry)
+                return decode_colour_and_grey(self.paths[i], self._geometry, self.boxes[i])
+            return decode_image(self.paths[i], self.in_chans, self._geometry, self.boxes[i])
 
         if len(rows) < 16 or self.workers == 1:
             return [one(i) for i in rows]

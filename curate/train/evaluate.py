@@ -35,6 +35,7 @@ from curate.sources import (
     walk_files,
 )
 from curate.train.data import ImageStore, to_model_input
+from curate.train.framing import run_boxes
 
 MAX_BATCH = 65_536  # images per forward pass
 DUPLICATES_SKIPPED = "duplicate"  # key of EvaluationResult.skipped: copies evaluated once
@@ -257,7 +258,12 @@ def evaluate(
         labels = images["label"].astype(str)
     dev = resolve_device(device)
     net = net.to(dev)
-    store = ImageStore(images["path"].tolist(), cfg["data_config"], progress=progress)
+    store = ImageStore(
+        images["path"].tolist(),
+        cfg["data_config"],
+        progress=progress,
+        boxes=run_boxes(cfg, images["path"].tolist(), progress),
+    )
     use_amp, precision = autocast_precision(dev, dev.type == "cuda" if amp is None else amp)
     _, probs = embed_and_classify(
         net,
@@ -385,10 +391,12 @@ def predict(
     ]  # a truncated or unreadable file is recorded, not fatal
     ok = np.array([c.status == "ok" for c in checks], dtype=bool)
     dev = resolve_device(device)
+    good_paths = [p for p, good in zip(paths, ok, strict=True) if good]
     store = ImageStore(
-        [p for p, good in zip(paths, ok, strict=True) if good],
+        good_paths,
         cfg["data_config"],
         progress=progress,
+        boxes=run_boxes(cfg, good_paths, progress),
     )
     _, probs_ok = embed_and_classify(
         net.to(dev),

@@ -73,6 +73,7 @@ from curate.train.data import (
 )
 from curate.train.data_parallel import SINGLE, Parallel, from_env, sync_batchnorm
 from curate.train.evaluate import classification_metrics, embed_and_classify
+from curate.train.framing import face_boxes, framing_record, resolve_framing
 from curate.train.loss import (
     InLoopScreen,
     mine_negatives,
@@ -212,6 +213,7 @@ _LATER_SETTINGS = {
     "suspect_prior": None,
     "suspect_class_cap": None,
     "face_rejects": "drop",
+    "framing": "full",
     "augment_kind": "light",
     "suspect_score": "posterior",
     "screen_negatives": True,
@@ -768,6 +770,8 @@ def finetune(
                 f"--face-screen {cfg.face_screen} holds no label screen, so no --suspect-prior "
                 "ranks the suspects with it (screen with the label screen on to add it)"
             )
+    framing = resolve_framing(cfg.framing, cfg.face_screen)
+    cfg, given = replace(cfg, framing=framing), replace(given, framing=framing)
     kind = cfg.kind or data.kind
     if kind == "quadruplet" and data.kind != "quadruplet":
         raise CurateError(
@@ -868,13 +872,28 @@ def _train(
     # every image the run touches, decoded once
     images = RunImages.of(data, whole_pool=cfg.mining == "batch-hard")
     decode_cb = (lambda ph, d, t: progress(ph, d, t, {})) if progress else None
+    paths = data.images.loc[images.ids, "path"].astype(str).tolist()
+    boxes = None
+    if cfg.framing == "face":
+        sha = data.images.loc[images.ids, "sha256"] if "sha256" in data.images else None
+        boxes = face_boxes(
+            paths,
+            None if sha is None else sha.tolist(),
+            progress=(lambda d, t: progress("faces", d, t, {})) if progress else None,
+        )
+        unframed = sum(b is None for b in boxes)
+        notes.append(
+            "framing: the network saw the faces cut out around their landmarks (--framing)"
+            + (f"; {unframed} image(s) without landmarks whole" if unframed else "")
+        )
     store = ImageStore(
-        data.images.loc[images.ids, "path"].astype(str).tolist(),
+        paths,
         data_config,
         max_bytes=int(cfg.preload_max_gb * 1024**3),
         workers=cfg.workers,
         progress=decode_cb,
         colour=cfg.augment and cfg.augment_kind == "photos",
+        boxes=boxes,
     )
     net = _place_network(net, device, par)
     trainer = _Trainer(
@@ -1274,7 +1293,11 @@ def _finish(
         in_chans=int(data_config["input_size"][0]),
         data_config=data_config,
         pretrained_from=pretrained_from,
-        extra={"kind": cfg.kind or data.kind, "seed": cfg.seed},
+        extra={
+            "kind": cfg.kind or data.kind,
+            "seed": cfg.seed,
+            "framing": framing_record(cfg.framing),
+        },
     )
     save_run(net, run, config)
     metrics = pd.DataFrame(state.rows)

@@ -1,0 +1,114 @@
+"""Face framing for fine-tuning and evaluation: the network sees each face cut out around its
+landmarks, as ``curate screen``'s backbone does on pictures where faces fill only part of the
+frame (:mod:`curate.representations.framing`).
+
+``--framing`` of ``curate finetune``: ``auto`` (the default) follows the ``--face-screen``
+folder: faces framed where that screen's backbone saw them framed (its ``run.json``,
+``params.representation.details.framing.used``), whole pictures otherwise and without
+``--face-screen``; ``face`` always frames, ``full`` never. A run records what it used in its
+``config.json`` (``framing``), and ``curate evaluate`` / ``predict`` frame the images they are
+given the same way. The boxes come from the face analysis (``curate faces``, the shared
+cache): a square :data:`~curate.representations.framing.FACE_MARGIN` times the landmarks'
+box, lifted by :data:`~curate.representations.framing.FACE_LIFT`; an image without landmarks
+is seen whole, and counted.
+
+Measured on the colour portraits of ``taiwanese-posed`` (docs/finetune.md, "On colour
+photos"): fine-tuned on framed faces, the network is about 6 points more accurate on held-out
+performers than on whole pictures.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from curate.errors import CurateError
+from curate.representations.framing import FACE_LIFT, FACE_MARGIN, crop_box
+
+FRAMING_SETTINGS = ("auto", "face", "full")
+Box = tuple[float, float, float, float]
+
+
+def check_framing(value: Any) -> str:
+    if value not in FRAMING_SETTINGS:
+        raise CurateError(
+            f"unknown --framing {value!r}", hint=f"use one of {', '.join(FRAMING_SETTINGS)}"
+        )
+    return str(value)
+
+
+def screen_framing(screen_dir: str | Path) -> str | None:
+    """What the backbone of the ``curate screen`` folder ``screen_dir`` saw: ``face`` or
+    ``full`` (None where its ``run.json`` does not say, e.g. a blendshapes-only screen)."""
+    f = Path(screen_dir).expanduser() / "run.json"
+    try:
+        run = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    details = ((run.get("params") or {}).get("representation") or {}).get("details") or {}
+    used = (details.get("framing") or {}).get("used")
+    return used if used in ("face", "full") else None
+
+
+def resolve_framing(setting: str, face_screen: str | None) -> str:
+    """``face`` or ``full`` for the ``--framing`` ``setting`` (``auto``: the ``--face-screen``
+    folder's choice, else ``full``)."""
+    check_framing(setting)
+    if setting != "auto":
+        return setting
+    return (screen_framing(face_screen) if face_screen is not None else None) or "full"
+
+
+def framing_record(used: str) -> dict[str, Any]:
+    """``config.json``'s ``framing``: what the run's network saw, for evaluation to repeat."""
+    return {"used": used, "margin": FACE_MARGIN, "lift": FACE_LIFT}
+
+
+def face_boxes(
+    paths: Sequence[str],
+    sha256s: Sequence[str | None] | None = None,
+    *,
+    margin: float = FACE_MARGIN,
+    lift: float = FACE_LIFT,
+    progress: Callable[[int, int], None] | None = None,
+    cache_dir: str | Path | None = None,
+    workers: int | None = None,
+) -> list[Box | None]:
+    """The crop box of each image's face (None: no landmarks, seen whole), from the face
+    analysis in the shared cache (``cache_dir`` as ``curate faces``' ``--cache-dir``;
+    computed where missing, by ``workers`` processes)."""
+    from curate.faces.analyze import analyze_faces
+
+    analysis = analyze_faces(
+        list(paths),
+        sha256s,
+        blendshapes=True,
+        progress=progress,
+        cache_dir=cache_dir,
+        workers=workers,
+    )
+    return [
+        None if box is None else crop_box(tuple(box), margin, lift)
+        for box in analysis["face_box"].tolist()
+    ]
+
+
+def run_boxes(
+    config: dict[str, Any],
+    paths: Sequence[str],
+    progress: Callable[[str, int, int], None] | None = None,
+) -> list[Box | None] | None:
+    """For a run's ``config.json`` (``config``): the crop boxes of ``paths`` when its network
+    saw framed faces (``framing.used`` is ``face``), else None (whole pictures, as runs made
+    before ``--framing`` did)."""
+    rec = config.get("framing") or {}
+    if rec.get("used") != "face":
+        return None
+    return face_boxes(
+        paths,
+        margin=float(rec.get("margin", FACE_MARGIN)),
+        lift=float(rec.get("lift", FACE_LIFT)),
+        progress=(lambda d, t: progress("faces", d, t)) if progress is not None else None,
+    )
