@@ -100,6 +100,18 @@ def test_framed_fine_tuning_records_it_and_evaluation_frames_the_same_way(
     assert len(asked) == 2 and len(asked[1]) == len(r.predictions)
     evaluate(tmp_path / "whole", build, split="val")
     assert len(asked) == 2
+    # --framing overrides the run: face for a run trained on whole pictures, full for a framed one
+    evaluate(tmp_path / "whole", build, split="val", framing="face")
+    assert len(asked) == 3
+    evaluate(tmp_path / "framed", build, split="val", framing="full")
+    assert len(asked) == 3
+    from curate.train.evaluate import predict
+
+    paths = [str(p) for p in r.predictions["path"][:4]]
+    predict(tmp_path / "whole", paths, framing="face")
+    assert len(asked) == 4 and asked[-1] == paths
+    with pytest.raises(CurateError, match="unknown --framing"):
+        evaluate(tmp_path / "whole", build, split="val", framing="crop")
     # a run folder may come from anyone: its framing is checked before anything is cut
     from curate.runs import load_run
 

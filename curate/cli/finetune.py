@@ -329,6 +329,14 @@ def evaluate_cmd(
             show_default=False,
         ),
     ] = None,
+    framing: Annotated[
+        str,
+        typer.Option(
+            help="auto: cut the faces out around their landmarks where the run trained so; "
+            "face: always (a network trained on tight crops, on pictures where the face fills "
+            "part of the frame); full: whole pictures.",
+        ),
+    ] = "auto",
 ) -> None:
     """Accuracy, per-class accuracy, macro F1 and confusion matrix of a run on a labelled split."""
     from curate.io import write_json
@@ -354,6 +362,7 @@ def evaluate_cmd(
         batch_size=batch_size,
         skip_unknown_classes=skip_unknown_classes,
         amp=amp,
+        framing=framing,
     )
     data = result.to_dict()
     if out_file is not None:
@@ -467,11 +476,27 @@ def predict_cmd(
             show_default=False,
         ),
     ] = None,
+    framing: Annotated[
+        str,
+        typer.Option(
+            help="auto: cut the faces out around their landmarks where the run trained so; "
+            "face: always (a network trained on tight crops, on pictures where the face fills "
+            "part of the frame); full: whole pictures.",
+        ),
+    ] = "auto",
 ) -> None:
     """Predicted expression and class probabilities for each image."""
     from curate.train.evaluate import predict
 
-    table = predict(run, images, device=device, batch_size=batch_size, faces=faces, amp=amp)
+    table = predict(
+        run,
+        images,
+        device=device,
+        batch_size=batch_size,
+        faces=faces,
+        amp=amp,
+        framing=framing,
+    )
     if json_out:
         typer.echo(table.to_json(orient="records", indent=2))
         return

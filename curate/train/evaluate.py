@@ -224,6 +224,7 @@ def evaluate(
     skip_unknown_classes: bool = False,
     amp: bool | None = None,
     progress: Progress | None = None,
+    framing: str = "auto",
 ) -> EvaluationResult:
     """Evaluate a fine-tuning run (a run folder, or a bundled model's name) on a labelled split.
 
@@ -232,7 +233,9 @@ def evaluate(
     Duplicates (byte-identical copies, repeated manifest rows) are evaluated once and
     counted in ``skipped["duplicate"]``. ``amp``: bfloat16 autocast where the device supports
     it (:func:`curate.backbone.autocast_precision`); None (default): on CUDA only, so CPU
-    figures are float32 and reproducible on every CPU.
+    figures are float32 and reproducible on every CPU. ``framing``: ``auto`` cuts the faces
+    out around their landmarks where the run trained so (its ``config.json``), ``face`` or
+    ``full`` whatever it did (:mod:`curate.train.framing`).
     """
     batch_size = whole_number(batch_size, "--batch-size", lo=1, hi=MAX_BATCH)
     net, cfg = load_run(resolve_run(run))
@@ -262,7 +265,7 @@ def evaluate(
         images["path"].tolist(),
         cfg["data_config"],
         progress=progress,
-        boxes=run_boxes(cfg, images["path"].tolist(), progress),
+        boxes=run_boxes(cfg, images["path"].tolist(), progress, framing),
     )
     use_amp, precision = autocast_precision(dev, dev.type == "cuda" if amp is None else amp)
     _, probs = embed_and_classify(
@@ -372,6 +375,7 @@ def predict(
     faces: bool = False,
     amp: bool | None = None,
     progress: Progress | None = None,
+    framing: str = "auto",
 ) -> pd.DataFrame:
     """Predicted expression and class probabilities for each image.
 
@@ -379,7 +383,8 @@ def predict(
     ``missing``, ``not_a_file``, ``corrupt``, ...), ``detail``, ``prediction``,
     ``confidence``, then ``p_<class>`` per class (``amp`` as in :func:`evaluate`); an image that cannot be read keeps its
     row with its status and no prediction, and the others are predicted. With
-    ``faces=True`` also the face-screen columns of :mod:`curate.faces`.
+    ``faces=True`` also the face-screen columns of :mod:`curate.faces`; ``framing`` as in
+    :func:`evaluate`.
     """
     batch_size = whole_number(batch_size, "--batch-size", lo=1, hi=MAX_BATCH)
     net, cfg = load_run(resolve_run(run))
@@ -396,7 +401,7 @@ def predict(
         good_paths,
         cfg["data_config"],
         progress=progress,
-        boxes=run_boxes(cfg, good_paths, progress),
+        boxes=run_boxes(cfg, good_paths, progress, framing),
     )
     _, probs_ok = embed_and_classify(
         net.to(dev),

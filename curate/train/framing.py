@@ -99,11 +99,17 @@ def run_boxes(
     config: dict[str, Any],
     paths: Sequence[str],
     progress: Callable[[str, int, int], None] | None = None,
+    framing: str = "auto",
 ) -> list[Box | None] | None:
     """For a run's ``config.json`` (``config``): the crop boxes of ``paths`` when its network
     saw framed faces (``framing.used`` is ``face``), else None (whole pictures, as runs made
-    before ``--framing`` did)."""
-    rec = config.get("framing") or {}
+    before ``--framing`` did). ``framing`` (``curate evaluate`` / ``predict --framing``):
+    ``auto`` as the run, ``face`` or ``full`` whatever it did (a bundled network, trained on
+    tight crops, on pictures where the face fills only part of the frame)."""
+    check_framing(framing)
+    rec = dict(config.get("framing") or {})
+    if framing != "auto":
+        rec["used"] = framing
     if rec.get("used") != "face":
         return None
     return face_boxes(
