@@ -89,7 +89,13 @@ def test_framed_fine_tuning_records_it_and_evaluation_frames_the_same_way(
     assert config["framing"] == framing_record("face")
     assert framed.run["params"]["framing"] == "face"
     assert len(asked) == 1 and len(asked[0]) > 0
-    assert any(n.startswith("framing: ") and "without landmarks whole" in n for n in framed.notes)
+    assert any(
+        n.startswith("framing: ") and "(--framing face)" in n and "without landmarks whole" in n
+        for n in framed.notes
+    )
+    assert (
+        "faces cut out around their landmarks" in (tmp_path / "framed" / "report.html").read_text()
+    )
     whole = finetune(build, tmp_path / "whole", tiny_config())
     assert json.loads((tmp_path / "whole" / "config.json").read_text())["framing"]["used"] == (
         "full"
@@ -112,6 +118,21 @@ def test_framed_fine_tuning_records_it_and_evaluation_frames_the_same_way(
     assert len(asked) == 4 and asked[-1] == paths
     with pytest.raises(CurateError, match="unknown --framing"):
         evaluate(tmp_path / "whole", build, split="val", framing="crop")
+    # auto: as the --face-screen folder's backbone saw them
+    import pandas as pd
+
+    screen = tmp_path / "screen"
+    screen.mkdir()
+    images = pd.read_parquet(build / "images.parquet")
+    pd.DataFrame({"path": images["path"], "face_reject": False}).to_parquet(
+        screen / "images_suspect.parquet"
+    )
+    (screen / "run.json").write_text(
+        json.dumps({"params": {"representation": {"details": {"framing": {"used": "face"}}}}})
+    )
+    auto = finetune(build, tmp_path / "auto", tiny_config(face_screen=str(screen)))
+    assert auto.run["params"]["framing"] == "face" and len(asked) == 5
+    assert any("--framing auto: the --face-screen folder's backbone" in n for n in auto.notes)
     # a run folder may come from anyone: its framing is checked before anything is cut
     from curate.runs import load_run
 

@@ -772,6 +772,10 @@ def finetune(
             )
     framing = resolve_framing(cfg.framing, cfg.face_screen)
     cfg, given = replace(cfg, framing=framing), replace(given, framing=framing)
+    if asked.framing == AUTO:
+        data.extra["framing_why"] = (
+            "--framing auto: the --face-screen folder's backbone saw them so"
+        )
     kind = cfg.kind or data.kind
     if kind == "quadruplet" and data.kind != "quadruplet":
         raise CurateError(
@@ -882,8 +886,9 @@ def _train(
             progress=(lambda d, t: progress("faces", d, t, {})) if progress else None,
         )
         unframed = sum(b is None for b in boxes)
+        why = data.extra.get("framing_why", "--framing face")
         notes.append(
-            "framing: the network saw the faces cut out around their landmarks (--framing)"
+            f"framing: the network saw the faces cut out around their landmarks ({why})"
             + (f"; {unframed} image(s) without landmarks whole" if unframed else "")
         )
     store = ImageStore(

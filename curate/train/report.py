@@ -289,6 +289,12 @@ def build_report(
         ("classes", ", ".join(map(str, config.get("classes", [])))),
         ("tuples", counts.get("tuples")),
         ("steps", counts.get("steps")),
+        (
+            "framing",
+            "faces cut out around their landmarks"
+            if params.get("framing") == "face"
+            else "whole pictures",
+        ),
         ("in-loop screening", "every step" if params.get("screen_every_step") else "off"),
         ("mining", params.get("mining")),
         ("margin", f"{params.get('margin')} ({params.get('margin_mode', 'global')})"),
