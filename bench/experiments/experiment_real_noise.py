@@ -849,8 +849,14 @@ def mining_config(args: argparse.Namespace, seed: int, steps: int | None, **over
 
     # each arm sets what it changes; no --suspect-prior and the face rejects dropped unless the
     # arm says otherwise (finetune's defaults since the eighth round: the --face-screen folder's
-    # prior, its rejects kept for the classification loss)
-    base: dict[str, Any] = {**EARLIER_DEFAULTS, "suspect_prior": None, "face_rejects": "drop"}
+    # prior, its rejects kept for the classification loss); whole pictures (FER2013's tight
+    # crops, what --framing auto gives there)
+    base: dict[str, Any] = {
+        **EARLIER_DEFAULTS,
+        "suspect_prior": None,
+        "face_rejects": "drop",
+        "framing": "full",
+    }
     base.update(
         backbone=args.backbone,
         weights="none",
