@@ -62,9 +62,7 @@ def test_auto_framing_follows_the_face_screen_folder(tmp_path: Path):
     assert resolve_framing("face", None) == "face"
     with pytest.raises(CurateError, match="unknown --framing"):
         resolve_framing("crop", None)
-    # a run made before --framing has no record: evaluation sees whole pictures
-    assert run_boxes({}, ["a.png"]) is None
-    assert run_boxes({"framing": framing_record("full")}, ["a.png"]) is None
+    assert run_boxes({"framing": framing_record("full")}, ["a.png"]) == (None, "full")
 
 
 def test_framed_fine_tuning_records_it_and_evaluation_frames_the_same_way(
@@ -104,6 +102,7 @@ def test_framed_fine_tuning_records_it_and_evaluation_frames_the_same_way(
     assert not np.allclose(framed.metrics["loss"].to_numpy(), whole.metrics["loss"].to_numpy())
     r = evaluate(tmp_path / "framed", build, split="val")
     assert len(asked) == 2 and len(asked[1]) == len(r.predictions)
+    assert r.framing == "face" and r.to_dict()["framing"] == "face"
     evaluate(tmp_path / "whole", build, split="val")
     assert len(asked) == 2
     # --framing overrides the run: face for a run trained on whole pictures, full for a framed one
@@ -114,8 +113,8 @@ def test_framed_fine_tuning_records_it_and_evaluation_frames_the_same_way(
     from curate.train.evaluate import predict
 
     paths = [str(p) for p in r.predictions["path"][:4]]
-    predict(tmp_path / "whole", paths, framing="face")
-    assert len(asked) == 4 and asked[-1] == paths
+    table = predict(tmp_path / "whole", paths, framing="face")
+    assert len(asked) == 4 and asked[-1] == paths and table.attrs["framing"] == "face"
     with pytest.raises(CurateError, match="unknown --framing"):
         evaluate(tmp_path / "whole", build, split="val", framing="crop")
     # auto: as the --face-screen folder's backbone saw them
@@ -144,7 +143,12 @@ def test_framed_fine_tuning_records_it_and_evaluation_frames_the_same_way(
 
 
 def test_face_boxes_frame_real_portraits(shared_data: Path, tmp_path: Path):
+    from curate.train.framing import picture_framing
+
     files = sorted((shared_data / "taiwanese-posed" / "images").glob("*.jpg"))[:3]
+    assert picture_framing([str(f) for f in files]) == "face"  # head and shoulders
+    crops = sorted((shared_data / "fer2013" / "val" / "happy").glob("*.jpg"))[:8]
+    assert picture_framing([str(f) for f in crops]) == "full"  # FER2013's tight crops
     boxes = face_boxes([str(f) for f in files], cache_dir=tmp_path / "c", workers=0)
     for f, box in zip(files, boxes, strict=True):
         w, h = Image.open(f).size
@@ -153,3 +157,35 @@ def test_face_boxes_frame_real_portraits(shared_data: Path, tmp_path: Path):
         assert x1 - x0 == pytest.approx(y1 - y0)  # a square
         assert 0.5 < (x1 - x0) / w < 1.2  # the face fills about two thirds of the portrait
         assert 0 < (x0 + x1) / 2 / w < 1 and 0 < (y0 + y1) / 2 / h < 1
+
+
+def test_a_network_without_a_framing_record_is_framed_as_its_pictures_ask(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The bundled networks and runs made before --framing: faces framed where the median
+    face of a sample fills less than FRAME_SHARE of its picture's side, as curate screen."""
+    import pandas as pd
+
+    import curate.faces.analyze as analyze
+    import curate.train.framing as framing
+
+    pictures = []
+    for i in range(5):
+        p = tmp_path / f"{i}.png"
+        Image.fromarray(np.full((40, 50), 128, np.uint8), "L").save(p)
+        pictures.append(str(p))
+    box: dict[str, tuple[float, float, float, float] | None] = {}
+
+    def analysis(paths, sha256s=None, **kw):  # type: ignore[no-untyped-def]
+        return pd.DataFrame({"path": paths, "face_box": [box["v"] for _ in paths]})
+
+    monkeypatch.setattr(analyze, "analyze_faces", analysis)
+    box["v"] = (10.0, 8.0, 30.0, 30.0)  # 22 of 40 rows: 0.55 of the side
+    assert framing.picture_framing(pictures) == "face"
+    boxes, used = run_boxes({}, pictures)
+    assert used == "face" and boxes is not None and len(boxes) == 5
+    assert run_boxes({}, pictures, framing="full") == (None, "full")
+    box["v"] = (1.0, 1.0, 48.0, 39.0)  # a tight crop
+    assert run_boxes({}, pictures) == (None, "full")
+    box["v"] = None  # no face anywhere
+    assert run_boxes({}, pictures) == (None, "full")

