@@ -54,12 +54,13 @@ def test_auto_framing_follows_the_face_screen_folder(tmp_path: Path):
         )
         return str(folder)
 
-    assert resolve_framing("auto", screen("face")) == "face"
-    assert resolve_framing("auto", screen("full")) == "full"
-    assert resolve_framing("auto", screen(None)) == "full"  # e.g. a blendshapes-only screen
-    assert resolve_framing("auto", str(tmp_path / "absent")) == "full"
-    assert resolve_framing("auto", None) == "full"
-    assert resolve_framing("face", None) == "face"
+    assert resolve_framing("auto", screen("face")) == ("face", "screen")
+    assert resolve_framing("auto", screen("full")) == ("full", "screen")
+    # e.g. a blendshapes-only screen, or none: the pictures decide (none here: whole)
+    assert resolve_framing("auto", screen(None)) == ("full", "pictures")
+    assert resolve_framing("auto", str(tmp_path / "absent")) == ("full", "pictures")
+    assert resolve_framing("auto", None) == ("full", "pictures")
+    assert resolve_framing("face", None) == ("face", None)
     with pytest.raises(CurateError, match="unknown --framing"):
         resolve_framing("crop", None)
     assert run_boxes({"framing": framing_record("full")}, ["a.png"]) == (None, "full")
@@ -129,7 +130,7 @@ def test_framed_fine_tuning_records_it_and_evaluation_frames_the_same_way(
     (screen / "run.json").write_text(
         json.dumps({"params": {"representation": {"details": {"framing": {"used": "face"}}}}})
     )
-    auto = finetune(build, tmp_path / "auto", tiny_config(face_screen=str(screen)))
+    auto = finetune(build, tmp_path / "auto", tiny_config(face_screen=str(screen), framing="auto"))
     assert auto.run["params"]["framing"] == "face" and len(asked) == 5
     assert any("--framing auto: the --face-screen folder's backbone" in n for n in auto.notes)
     # a run folder may come from anyone: its framing is checked before anything is cut
@@ -182,6 +183,7 @@ def test_a_network_without_a_framing_record_is_framed_as_its_pictures_ask(
     monkeypatch.setattr(analyze, "analyze_faces", analysis)
     box["v"] = (10.0, 8.0, 30.0, 30.0)  # 22 of 40 rows: 0.55 of the side
     assert framing.picture_framing(pictures) == "face"
+    assert resolve_framing("auto", None, pictures) == ("face", "pictures")
     boxes, used = run_boxes({}, pictures)
     assert used == "face" and boxes is not None and len(boxes) == 5
     assert run_boxes({}, pictures, framing="full") == (None, "full")
@@ -189,3 +191,22 @@ def test_a_network_without_a_framing_record_is_framed_as_its_pictures_ask(
     assert run_boxes({}, pictures) == (None, "full")
     box["v"] = None  # no face anywhere
     assert run_boxes({}, pictures) == (None, "full")
+
+
+def test_auto_framing_without_a_face_screen_asks_the_training_pictures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import pandas as pd
+
+    import curate.faces.analyze as analyze
+    from curate.train.loop import finetune
+
+    build = make_build(tmp_path / "data")  # 24 x 24 pictures
+
+    def analysis(paths, sha256s=None, **kw):  # type: ignore[no-untyped-def]
+        return pd.DataFrame({"path": paths, "face_box": [(4.0, 4.0, 16.0, 16.0)] * len(paths)})
+
+    monkeypatch.setattr(analyze, "analyze_faces", analysis)
+    r = finetune(build, tmp_path / "run", tiny_config(framing="auto"))
+    assert r.run["params"]["framing"] == "face"
+    assert any("training pictures' faces fill only part" in n for n in r.notes)

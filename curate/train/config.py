@@ -48,6 +48,7 @@ EARLIER_DEFAULTS: dict[str, Any] = {
     "null": "effective",
     "suspect_min_visits": 3,
     "suspect_per_class": True,
+    "framing": "full",  # whole pictures, as every run before --framing
 }
 CE_ON = ("kept", "all")
 SUSPECT_SCORES = (
@@ -124,7 +125,7 @@ class FinetuneConfig:
     face_rejects: str = AUTO  # ... drop, or classify: kept for the classification loss only;
     # auto: classify with batch-hard mining, else drop
     framing: str = AUTO  # face (cut out around the landmarks), full, or auto: as the
-    # --face-screen folder's backbone saw them (curate.train.framing)
+    # --face-screen folder's backbone saw them, else as the pictures ask (curate.train.framing)
     screen_every_step: bool = True
     alpha_pos: float = _SCREEN.alpha_pos
     alpha_neg: float = _SCREEN.alpha_neg
@@ -174,8 +175,6 @@ class FinetuneConfig:
         if out.face_rejects == AUTO:  # the eighth round's winning arm keeps them for the head
             classify = out.face_screen is not None and out.mining == "batch-hard"
             out = replace(out, face_rejects="classify" if classify else "drop")
-        if out.framing == AUTO and out.face_screen is None:  # with one: as that screen's
-            out = replace(out, framing="full")  # backbone saw them (curate.train.framing)
         if out.suspect_prior in (AUTO, NO_PRIOR):
             # the winning arm of the eighth round: the face screen's `curate screen` folder also
             # ranks the suspects, and no label loses more than PRIOR_CLASS_CAP of its images
@@ -418,7 +417,7 @@ CLI_HELP: dict[str, str] = {
     "metric_weight": "Weight of the triplet/quadruplet loss (0: classification only).",
     "face_screen": "A `curate screen` folder with the face screens on: the images they rejected (large head pose, occlusion, no face) are left out before training (see --face-rejects).",
     "face_rejects": "With --face-screen: drop (leave the rejected images out of training) or classify (with --mining batch-hard: keep them in the batches and the classification loss, but out of every mined triplet, as anchor, positive or negative; the network still sees turned and covered faces, the metric loss does not); auto (the default): classify with --mining batch-hard, else drop.",
-    "framing": "face: the network sees each face cut out around its landmarks (the face analysis, cached), as curate screen's backbone does where faces fill only part of the picture; full: whole pictures; auto (the default): as the --face-screen folder's backbone saw them, else full. The run records it, and curate evaluate and predict frame the same way.",
+    "framing": "face: the network sees each face cut out around its landmarks (the face analysis, cached), as curate screen's backbone does where faces fill only part of the picture; full: whole pictures; auto (the default): as the --face-screen folder's backbone saw them, or without one where the training pictures' faces fill only part of the frame (as curate screen decides). The run records it, and curate evaluate and predict frame the same way.",
     "screen_every_step": "Apply the statistical boundary to every batch.",
     "alpha_pos": "Significance level of the positive sub-boundary.",
     "alpha_neg": "Significance level of the negative sub-boundary.",

@@ -4,8 +4,8 @@ frame (:mod:`curate.representations.framing`).
 
 ``--framing`` of ``curate finetune``: ``auto`` (the default) follows the ``--face-screen``
 folder: faces framed where that screen's backbone saw them framed (its ``run.json``,
-``params.representation.details.framing.used``), whole pictures otherwise and without
-``--face-screen``; ``face`` always frames, ``full`` never. A run records what it used in its
+``params.representation.details.framing.used``); without one it asks the training pictures
+as below (:func:`picture_framing`); ``face`` always frames, ``full`` never. A run records what it used in its
 ``config.json`` (``framing``), and ``curate evaluate`` / ``predict`` frame the images they are
 given the same way. A network without that record (the bundled ones, trained on tight
 FER2013 crops, and runs made before ``--framing``) is judged by the pictures, as ``curate
@@ -60,13 +60,26 @@ def screen_framing(screen_dir: str | Path) -> str | None:
     return used if used in ("face", "full") else None
 
 
-def resolve_framing(setting: str, face_screen: str | None) -> str:
-    """``face`` or ``full`` for the ``--framing`` ``setting`` (``auto``: the ``--face-screen``
-    folder's choice, else ``full``)."""
+AUTO_WHY = {
+    "screen": "--framing auto: the --face-screen folder's backbone saw them so",
+    "pictures": "--framing auto: the training pictures' faces fill only part of the frame",
+}
+
+
+def resolve_framing(
+    setting: str, face_screen: str | None, paths: Sequence[str] = ()
+) -> tuple[str, str | None]:
+    """``face`` or ``full`` for the ``--framing`` ``setting``, and for ``auto`` what decided
+    (``screen``: the ``--face-screen`` folder's backbone; ``pictures``: a sample of the
+    training pictures ``paths``, :func:`picture_framing`, where there is no such folder or
+    it does not say)."""
     check_framing(setting)
     if setting != "auto":
-        return setting
-    return (screen_framing(face_screen) if face_screen is not None else None) or "full"
+        return setting, None
+    seen = screen_framing(face_screen) if face_screen is not None else None
+    if seen is not None:
+        return seen, "screen"
+    return picture_framing(paths), "pictures"
 
 
 def framing_record(used: str) -> dict[str, Any]:

@@ -73,7 +73,7 @@ from curate.train.data import (
 )
 from curate.train.data_parallel import SINGLE, Parallel, from_env, sync_batchnorm
 from curate.train.evaluate import classification_metrics, embed_and_classify
-from curate.train.framing import face_boxes, framing_record, resolve_framing
+from curate.train.framing import AUTO_WHY, face_boxes, framing_record, resolve_framing
 from curate.train.loss import (
     InLoopScreen,
     mine_negatives,
@@ -770,12 +770,16 @@ def finetune(
                 f"--face-screen {cfg.face_screen} holds no label screen, so no --suspect-prior "
                 "ranks the suspects with it (screen with the label screen on to add it)"
             )
-    framing = resolve_framing(cfg.framing, cfg.face_screen)
+    framing, decided_by = resolve_framing(
+        cfg.framing,
+        cfg.face_screen,
+        data.images.loc[np.unique(data.tuples[data.members].to_numpy()), "path"]
+        .astype(str)
+        .tolist(),
+    )
     cfg, given = replace(cfg, framing=framing), replace(given, framing=framing)
-    if asked.framing == AUTO:
-        data.extra["framing_why"] = (
-            "--framing auto: the --face-screen folder's backbone saw them so"
-        )
+    if decided_by is not None:
+        data.extra["framing_why"] = AUTO_WHY[decided_by]
     kind = cfg.kind or data.kind
     if kind == "quadruplet" and data.kind != "quadruplet":
         raise CurateError(
