@@ -7,7 +7,7 @@ import inspect
 import json
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar, get_args, get_type_hints
@@ -354,16 +354,18 @@ def evaluate_cmd(
             ours=_is_metrics_json,
         )
 
-    result = evaluate(
-        run,
-        source,
-        split=split,
-        device=device,
-        batch_size=batch_size,
-        skip_unknown_classes=skip_unknown_classes,
-        amp=amp,
-        framing=framing,
-    )
+    with _eval_bars(not json_out) as bars:
+        result = evaluate(
+            run,
+            source,
+            split=split,
+            device=device,
+            batch_size=batch_size,
+            skip_unknown_classes=skip_unknown_classes,
+            amp=amp,
+            framing=framing,
+            progress=bars,
+        )
     data = result.to_dict()
     if out_file is not None:
         write_json(data, out_file)
@@ -433,6 +435,22 @@ def _earlier_json_file(
     )
 
 
+@contextlib.contextmanager
+def _eval_bars(show: bool) -> Iterator[Callable[[str, int, int], None] | None]:
+    """The progress callback of ``evaluate`` / ``predict``: bars for the face analysis (with
+    framing), the decoding and the network (None with ``--json``, whose stdout is the JSON)."""
+    if not show:
+        yield None
+        return
+    labels = {
+        "faces": "face analysis (framing)",
+        "decode": "decoding images",
+        "predict": "classifying",
+    }
+    with stage_bars(labels) as bars:
+        yield lambda stage, done, total: bars.update(stage, done, total)
+
+
 def _is_metrics_json(path: Path) -> bool:
     """Whether ``path`` holds metrics an earlier ``curate evaluate --out-file`` wrote."""
     from curate.io import read_json_file
@@ -490,15 +508,17 @@ def predict_cmd(
     """Predicted expression and class probabilities for each image."""
     from curate.train.evaluate import predict
 
-    table = predict(
-        run,
-        images,
-        device=device,
-        batch_size=batch_size,
-        faces=faces,
-        amp=amp,
-        framing=framing,
-    )
+    with _eval_bars(not json_out) as bars:
+        table = predict(
+            run,
+            images,
+            device=device,
+            batch_size=batch_size,
+            faces=faces,
+            amp=amp,
+            framing=framing,
+            progress=bars,
+        )
     if json_out:
         typer.echo(table.to_json(orient="records", indent=2))
         return
