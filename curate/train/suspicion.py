@@ -188,19 +188,9 @@ def left_out_by_label(
     )
     rows = []
     for label, g in [*sorted(df.groupby("label", sort=True)), ("all", df)]:
-        n = len(g)
-        rows.append(
-            {
-                "label": str(label),
-                "images": n,
-                **{
-                    part: value
-                    for col in ("face_rejected", "suppressed")
-                    for part, value in (
-                        (col, int(g[col].sum())),
-                        (f"{col}_share", float(g[col].mean()) if n else math.nan),
-                    )
-                },
-            }
-        )
+        row: dict[str, object] = {"label": str(label), "images": len(g)}
+        for col in ("face_rejected", "suppressed"):
+            row[col] = int(g[col].sum())
+            row[f"{col}_share"] = float(g[col].mean()) if len(g) else math.nan
+        rows.append(row)
     return pd.DataFrame(rows, columns=LEFT_OUT_BY_LABEL_COLUMNS)
