@@ -12,7 +12,6 @@ from typing import Any
 from curate.errors import CurateError
 from curate.stats import statistical as st
 from curate.stats.statistical import CLASS_NULLS
-from curate.train.framing import check_framing
 
 NULLS = (*st.NULLS, *CLASS_NULLS)  # global nulls, then the class-aware ones of ``curate screen``
 
@@ -269,6 +268,8 @@ class FinetuneConfig:
                 f"unknown --face-rejects {self.face_rejects!r}",
                 hint=f"use one of {', '.join(FACE_REJECTS)} or {AUTO}",
             )
+        from curate.train.framing import check_framing  # here: importing config stays cheap
+
         check_framing(self.framing)
         if self.face_rejects == "classify" and (
             self.face_screen is None or self.mining != "batch-hard"
