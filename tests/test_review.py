@@ -350,3 +350,62 @@ def test_csp_runs_the_hashed_script_and_nothing_else(fabricated, tmp_path):
         )
     finally:
         driver.quit()
+
+
+def test_review_data_carries_the_face_measures(fabricated, tmp_path):
+    """A side face's chip can say how turned it is, an occluded face's how covered: the data
+    holds |yaw|, occlusion and the face screen's score of each image, from images_suspect."""
+    html = write_report(fabricated, tmp_path / "r.html").read_text(encoding="utf-8")
+    d = _data(html)
+    s = pd.read_parquet(fabricated / "images_suspect.parquet").sort_values("image_id")
+    face = d["face"]
+    for key, col, digits in (("occlusion", "occlusion", 2), ("score", "face_score", 3)):
+        want = [None if pd.isna(x) else round(float(x), digits) for x in s[col]]
+        assert face[key] == want
+    assert face["yaw"] == [None if pd.isna(x) else round(abs(float(x)), 1) for x in s["yaw"]]
+    side = s[s["face_reason"].fillna("").str.contains("side_face")]
+    assert len(side) and all(face["yaw"][d["id"].index(int(i))] > 30 for i in side["image_id"])
+
+
+def test_review_data_without_face_columns_has_no_face_measures(tmp_path):
+    screen = make_screen_dir(tmp_path / "nofaces", faces=False)["screen"]
+    d = _data(write_report(screen, tmp_path / "r.html").read_text(encoding="utf-8"))
+    assert "face" not in d
+
+
+@pytest.mark.browser
+@needs_browser
+def test_review_shows_face_measures_and_sorts_by_the_face_threshold(fabricated, tmp_path):
+    """On the page: a side face's chip gives its |yaw| in degrees, an occluded face's chip its
+    occlusion; the face sort puts the faces nearest their threshold first."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    report = write_report(fabricated, tmp_path / "r.html")
+    s = pd.read_parquet(fabricated / "images_suspect.parquet").set_index("image_id")
+    driver = open_browser(tmp_path)
+    try:
+        driver.get(report.as_uri())
+        wait_ready(driver)
+        Select(driver.find_element(By.ID, "rv-reason")).select_by_value("all")
+        Select(driver.find_element(By.ID, "rv-sort")).select_by_value("face")
+        cards = driver.find_elements(By.CSS_SELECTOR, ".rv-card")
+        ids = [int(c.get_attribute("data-id")) for c in cards]
+        score = s.loc[ids, "face_score"].to_numpy(float)
+        near = np.abs(np.log(score[np.isfinite(score)]))
+        assert len(near) >= 4 and (np.diff(near) >= -1e-3).all()  # nearest the line first
+        chips = {
+            int(c.get_attribute("data-id")): [
+                x.text for x in c.find_elements(By.CSS_SELECTOR, ".chip")
+            ]
+            for c in cards
+        }
+        for i, texts in chips.items():
+            reason = s.loc[i, "face_reason"]
+            if isinstance(reason, str) and "side_face" in reason:
+                assert f"side_face {abs(s.loc[i, 'yaw']):.0f}\u00b0" in texts
+            if isinstance(reason, str) and "occluded" in reason:
+                assert f"occluded {s.loc[i, 'occlusion']:.2f}" in texts
+        assert any("\u00b0" in t for texts in chips.values() for t in texts)
+    finally:
+        driver.quit()

@@ -204,8 +204,11 @@ def make_screen_dir(
     sus["n_rejected"] = sus["n_rejected"].astype("int64")
     sus["suspicion"] = sus["n_rejected"] / sus["n_tuples"]
     if faces:
+        # as the face screen scores: past 1 on either measure is rejected
+        fdf["face_score"] = np.fmax(np.abs(yaw) / max_yaw, occ / max_occ)
         sus = sus.merge(
-            fdf[["image_id", "face_found", "yaw", "occlusion", "face_reason"]], on="image_id"
+            fdf[["image_id", "face_found", "yaw", "occlusion", "face_score", "face_reason"]],
+            on="image_id",
         )
     sus = sus.sort_values("suspicion", ascending=False, kind="stable")
     sus.to_parquet(screen / "images_suspect.parquet", index=False)

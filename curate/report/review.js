@@ -9,6 +9,7 @@
   if (!dataEl || !listEl) { return; }
   var D = JSON.parse(dataEl.textContent);
   var N = D.id.length;
+  var F = D.face || null;  // the face screens' measures: yaw (|degrees|), occlusion, score
   var spacer = document.getElementById("rv-spacer");
   var progress = document.getElementById("rv-progress");
   var sel = {
@@ -69,6 +70,9 @@
     .forEach(function (p) { option(sel.dec, p[0], p[1]); });
   [["susp", "suspicion, highest first"], ["id", "image id"], ["class", "class, then suspicion"]]
     .forEach(function (p) { option(sel.sort, p[0], p[1]); });
+  if (F && F.score.some(function (x) { return x !== null; })) {
+    option(sel.sort, "face", "nearest a face threshold");
+  }
 
   // ------------------------------------------------------------ sorting and filtering
   var orders = {};
@@ -78,6 +82,10 @@
     for (var k = 0; k < N; k++) { idx[k] = k; }
     if (kind === "susp") {
       idx.sort(function (a, b) { return susp(b) - susp(a) || D.id[a] - D.id[b]; });
+    } else if (kind === "face") {
+      // |log(score)|: 0 on the line (--max-yaw or --max-occlusion), larger either side of it
+      var near = function (i) { var x = F.score[i]; return x === null || x <= 0 ? Infinity : Math.abs(Math.log(x)); };
+      idx.sort(function (a, b) { return near(a) - near(b) || D.id[a] - D.id[b]; });
     } else if (kind === "class") {
       idx.sort(function (a, b) { return D.label[a] - D.label[b] || susp(b) - susp(a) || D.id[a] - D.id[b]; });
     } else {
@@ -136,8 +144,15 @@
     spacer.replaceChildren.apply(spacer, cards);
     showProgress();
   }
-  function chip(code) {
-    var c = el("span", "chip", code);
+  function measure(code, i) {
+    // how far the face screens' measure went, so a curator can tell a borderline reject
+    if (!F) { return ""; }
+    if (code === "side_face" && F.yaw[i] !== null) { return " " + F.yaw[i].toFixed(0) + "\u00b0"; }
+    if (code === "occluded" && F.occlusion[i] !== null) { return " " + F.occlusion[i].toFixed(2); }
+    return "";
+  }
+  function chip(code, i) {
+    var c = el("span", "chip", code + (i === undefined ? "" : measure(code, i)));
     c.style.background = D.colors[code] || (code === "kept" ? "#2ca02c" : "#777");
     return c;
   }
@@ -169,7 +184,7 @@
     }
     box.appendChild(l2);
     var chips = el("div", "rv-chips");
-    (D.reason[i] ? codesOf[D.reason[i] - 1] : ["kept"]).forEach(function (c) { chips.appendChild(chip(c)); });
+    (D.reason[i] ? codesOf[D.reason[i] - 1] : ["kept"]).forEach(function (c) { chips.appendChild(chip(c, i)); });
     box.appendChild(chips);
     var full = path(i);
     var p = el("div", "rv-path", full.length > PATH_CHARS ? "\u2026" + full.slice(-(PATH_CHARS - 1)) : full);

@@ -76,7 +76,8 @@ def run_fingerprint(run: ScreenRun) -> str:
 
 def review_table(run: ScreenRun) -> pd.DataFrame | None:
     """One row per screened image, by image_id: path, label, suggested_label, suspicion,
-    ``rejected`` (an image screen rejects it: what export leaves out) and ``reason``."""
+    ``rejected`` (an image screen rejects it: what export leaves out), ``reason``, and the
+    face screens' ``yaw``, ``occlusion`` and ``face_score`` (NaN where they did not run)."""
     s = run.suspect
     if s is None or "image_id" not in s.columns or "label" not in s.columns:
         return None
@@ -96,6 +97,10 @@ def review_table(run: ScreenRun) -> pd.DataFrame | None:
                 [c for c in r.split(";") if c] if isinstance(r, str) and r else [scr.codes[0]]
             )
     path = s["path"] if "path" in s.columns else pd.Series(None, index=s.index)
+
+    def number(col: str) -> pd.Series | float:
+        return pd.to_numeric(s[col], errors="coerce") if col in s.columns else np.nan
+
     out = pd.DataFrame(
         {
             "image_id": s["image_id"].astype("int64"),
@@ -111,9 +116,20 @@ def review_table(run: ScreenRun) -> pd.DataFrame | None:
             else np.nan,
             "rejected": rejected,
             "reason": [";".join(dict.fromkeys(c)) for c in codes],
+            # the face screens' measures, shown on their reasons and sorted by
+            "yaw": number("yaw"),
+            "occlusion": number("occlusion"),
+            "face_score": number("face_score"),
         }
     )
     return out
+
+
+def rounded(values: pd.Series, digits: int) -> list[float | None]:
+    """JSON-safe: None where missing or not finite."""
+    return [
+        round(float(x), digits) if math.isfinite(x) else None for x in values.to_numpy(dtype=float)
+    ]
 
 
 def thumbnail_rows(table: pd.DataFrame, max_thumbnails: int) -> np.ndarray:
@@ -187,6 +203,13 @@ def review_payload(
         "decisions": initial,
         "decisions_source": None if decisions is None else Path(decisions.source).name,
     }
+    if table[["yaw", "occlusion", "face_score"]].notna().any(axis=None):
+        # |yaw| in degrees, occlusion 0..1, and the face screen's score (above 1 rejected)
+        payload["face"] = {
+            "yaw": rounded(table["yaw"].abs(), 1),
+            "occlusion": rounded(table["occlusion"], 2),
+            "score": rounded(table["face_score"], 3),
+        }
     return payload, uris, n_flagged
 
 
