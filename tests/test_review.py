@@ -403,7 +403,7 @@ def test_review_shows_face_measures_and_sorts_by_the_face_threshold(fabricated, 
         for i, texts in chips.items():
             reason = s.loc[i, "face_reason"]
             if isinstance(reason, str) and "side_face" in reason:
-                assert f"side_face {abs(s.loc[i, 'yaw']):.0f}\u00b0" in texts
+                assert f"side_face {round(abs(s.loc[i, 'yaw']), 1):.1f}\u00b0" in texts
             if isinstance(reason, str) and "occluded" in reason:
                 assert f"occluded {s.loc[i, 'occlusion']:.2f}" in texts
         assert any("\u00b0" in t for texts in chips.values() for t in texts)

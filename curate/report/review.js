@@ -147,7 +147,7 @@
   function measure(code, i) {
     // how far the face screens' measure went, so a curator can tell a borderline reject
     if (!F) { return ""; }
-    if (code === "side_face" && F.yaw[i] !== null) { return " " + F.yaw[i].toFixed(0) + "\u00b0"; }
+    if (code === "side_face" && F.yaw[i] !== null) { return " " + F.yaw[i].toFixed(1) + "\u00b0"; }
     if (code === "occluded" && F.occlusion[i] !== null) { return " " + F.occlusion[i].toFixed(2); }
     return "";
   }
