@@ -407,5 +407,13 @@ def test_review_shows_face_measures_and_sorts_by_the_face_threshold(fabricated, 
             if isinstance(reason, str) and "occluded" in reason:
                 assert f"occluded {s.loc[i, 'occlusion']:.2f}" in texts
         assert any("\u00b0" in t for texts in chips.values() for t in texts)
+        # every card's reasons carry both measures as a tooltip, kept faces too
+        first = cards[0]
+        i = int(first.get_attribute("data-id"))
+        title = first.find_element(By.CSS_SELECTOR, ".rv-chips").get_attribute("title")
+        assert title == (
+            f"|yaw| {round(abs(s.loc[i, 'yaw']), 1):.1f}\u00b0, "
+            f"occlusion {round(s.loc[i, 'occlusion'], 2):.2f}"
+        )
     finally:
         driver.quit()

@@ -180,7 +180,7 @@ code{white-space:nowrap;font-size:13px}
  border-radius:6px;background:#fafbfc;outline:none}
 .rv-list:focus{border-color:#22517f}
 .rv-spacer{position:relative}
-.rv-card{position:absolute;width:220px;height:236px;margin:4px;padding:6px;background:#fff;
+.rv-card{position:absolute;width:220px;height:254px;margin:4px;padding:6px;background:#fff;
  border:2px solid #e1e4e8;border-radius:6px;font-size:12px;overflow:hidden}
 .rv-card.rv-cur{box-shadow:0 0 0 3px #22517f}
 .rv-card.rv-keep{border-color:#2ca02c}.rv-card.rv-drop{border-color:#d62728;background:#fdf0f0}
@@ -190,7 +190,7 @@ code{white-space:nowrap;font-size:13px}
 .rv-img .missing{width:96px;height:96px;background:#f0f0f0;color:#888;display:flex;align-items:center;
  justify-content:center;text-align:center;border-radius:4px;font-size:11px}
 .rv-path{color:#666;white-space:nowrap;overflow:hidden}
-.rv-chips{height:20px;overflow:hidden}
+.rv-card>div.rv-chips{height:38px;overflow:hidden;white-space:normal;line-height:18px}
 .rv-card>div{white-space:nowrap;overflow:hidden;text-overflow:ellipsis;height:17px}
 .rv-card>div.rv-img{height:98px}.rv-card>div.rv-acts{height:24px}.rv-id{color:#555}
 .rv-acts{display:flex;gap:3px;margin-top:3px}.rv-acts select{max-width:80px;font-size:11px}

@@ -3,7 +3,7 @@
 // as a property, never parsed as markup.
 (function () {
   "use strict";
-  var CARD_W = 228, CARD_H = 244, OVERSCAN = 2, PATH_CHARS = 28;
+  var CARD_W = 228, CARD_H = 262, OVERSCAN = 2, PATH_CHARS = 28;
   var dataEl = document.getElementById("rv-data");
   var listEl = document.getElementById("rv-list");
   if (!dataEl || !listEl) { return; }
@@ -185,6 +185,10 @@
     box.appendChild(l2);
     var chips = el("div", "rv-chips");
     (D.reason[i] ? codesOf[D.reason[i] - 1] : ["kept"]).forEach(function (c) { chips.appendChild(chip(c, i)); });
+    if (F && (F.yaw[i] !== null || F.occlusion[i] !== null)) {
+      chips.title = "|yaw| " + (F.yaw[i] === null ? "n/a" : F.yaw[i].toFixed(1) + "\u00b0") +
+        ", occlusion " + (F.occlusion[i] === null ? "n/a" : F.occlusion[i].toFixed(2));
+    }
     box.appendChild(chips);
     var full = path(i);
     var p = el("div", "rv-path", full.length > PATH_CHARS ? "\u2026" + full.slice(-(PATH_CHARS - 1)) : full);
