@@ -216,3 +216,43 @@ def test_auto_framing_without_a_face_screen_asks_the_training_pictures(
     r = finetune(build, tmp_path / "run", tiny_config(framing="auto"))
     assert r.run["params"]["framing"] == "face"
     assert any("training pictures' faces fill only part" in n for n in r.notes)
+
+
+def test_a_run_made_before_framing_is_evaluated_on_whole_pictures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Every fine-tuning run before --framing trained on whole pictures, so evaluation and
+    prediction repeat that, even where the pictures would ask for framed faces; a bundled
+    network (no metrics.parquet beside its config.json) is still framed as they ask."""
+    import curate.train.framing as framing
+    from curate.train.evaluate import evaluate, predict
+    from curate.train.framing import with_framing_record
+    from curate.train.loop import finetune
+
+    build = make_build(tmp_path / "data")
+    finetune(build, tmp_path / "old", tiny_config())
+    cfg_file = tmp_path / "old" / "config.json"
+    config = json.loads(cfg_file.read_text())
+    del config["framing"]  # as a run of an earlier curate wrote it
+    cfg_file.write_text(json.dumps(config))
+    asked: list[int] = []
+
+    def boxes(paths, sha256s=None, **kw):  # type: ignore[no-untyped-def]
+        asked.append(len(paths))
+        return [(2.0, 2.0, 22.0, 22.0)] * len(paths)
+
+    monkeypatch.setattr(framing, "face_boxes", boxes)
+    monkeypatch.setattr(framing, "picture_framing", lambda paths: "face")  # portraits, say
+    assert with_framing_record(tmp_path / "old", config)["framing"] == framing_record("full")
+    r = evaluate(tmp_path / "old", build, split="val")
+    assert r.framing == "full" and asked == []
+    paths = [str(p) for p in r.predictions["path"][:3]]
+    assert predict(tmp_path / "old", paths).attrs["framing"] == "full" and asked == []
+    # --framing face still frames it when asked
+    assert evaluate(tmp_path / "old", build, split="val", framing="face").framing == "face"
+    assert len(asked) == 1
+    # a network folder without metrics.parquet (a bundled one) is framed as the pictures ask
+    (tmp_path / "old" / "metrics.parquet").unlink()
+    assert with_framing_record(tmp_path / "old", config) == config
+    assert evaluate(tmp_path / "old", build, split="val").framing == "face"
+    assert len(asked) == 2
