@@ -21,7 +21,8 @@ Analyses (fresh cache, timed) face-conditions (1,760 in-the-wild faces), all of
   pose audit (stratified by ``|yaw|``, weighted back to its pool);
 - the colour studio portraits of ``taiwanese-posed`` (all frontal and uncovered, so every
   rejection is wrong): the share face-rejected per expression class, dev and holdout
-  performers (``holdout_subjects``);
+  performers (``holdout_subjects``); the same for CK+ (``ckplus48``: 48 px grey crops of
+  posed expressions at their peak, frontal and uncovered, never used in fitting), by subject;
 - ``no_face`` among the ``fer2013/val`` images FERPlus kept as faces (a row in its votes,
   plurality not ``NF``), dev and holdout (the file-name rule, share 0.5), by the screen's
   rule (a face detected without landmarks whose keypoint yaw is past ``--max-yaw`` is a
@@ -299,31 +300,34 @@ def first_audits(d: pd.DataFrame) -> None:
     )
 
 
-def colour_set(tw: pd.DataFrame) -> None:
-    """``tw``: taiwanese-posed manifest rows with the analysis. All frontal and uncovered:
-    every face rejection is a wrong one. Target: at most 0.5% overall, 1% per class."""
+def frontal_uncovered(title: str, t: pd.DataFrame, per: str = "performers") -> None:
+    """``t``: manifest rows (``label``, ``subject``) with the analysis, of a set whose faces are
+    all frontal and uncovered: every face rejection is a wrong one. Target (the colour set):
+    at most 0.5% overall, 1% per class."""
     v = S.face_verdicts(
-        tw, max_yaw=S.DEFAULT_MAX_YAW, max_occlusion=S.DEFAULT_MAX_OCCLUSION, no_face="reject"
+        t, max_yaw=S.DEFAULT_MAX_YAW, max_occlusion=S.DEFAULT_MAX_OCCLUSION, no_face="reject"
     )
-    hold = tw["subject"].isin(holdout_subjects(tw["subject"])).to_numpy()
+    held = holdout_subjects(t["subject"])
+    hold = t["subject"].isin(held).to_numpy()
+    names = f": {', '.join(sorted(held))}" if len(held) <= 10 else ""
     print(
-        f"taiwanese-posed colour portraits (all frontal, uncovered; {len(tw)} images, holdout performers "
-        f"{', '.join(sorted(holdout_subjects(tw['subject'])))}): face-rejected (side_face / occluded / no_face)"
+        f"{title} ({len(t)} images, {t['subject'].nunique()} {per}, {len(held)} of them "
+        f"holdout{names}): face-rejected (side_face / occluded / no_face)"
     )
     for p in PARTS:
         m = hold if p == "holdout" else ~hold
-        t = S.rejects_by_class(v[m], tw["label"].to_numpy()[m])
+        r = S.rejects_by_class(v[m], t["label"].to_numpy()[m])
         cells = [
-            f"{r.label} {r.share:.3f} ({r.side_face}/{r.occluded}/{r.no_face} of {r.images})"
-            for r in t.itertuples()
+            f"{x.label} {x.share:.3f} ({x.side_face}/{x.occluded}/{x.no_face} of {x.images})"
+            for x in r.itertuples()
         ]
         print(f"  {p}: " + ", ".join(cells))
-    occ = tw["occlusion"].to_numpy()
+    occ = t["occlusion"].to_numpy()
     print(
         "  median occlusion by class: "
         + ", ".join(
-            f"{k} {np.nanmedian(occ[(tw['label'] == k).to_numpy()]):.3f}"
-            for k in sorted(tw["label"].unique())
+            f"{k} {np.nanmedian(occ[(t['label'] == k).to_numpy()]):.3f}"
+            for k in sorted(t["label"].unique())
         )
     )
 
@@ -374,6 +378,7 @@ def main() -> None:
     hand = pd.read_csv(AUDIT / "fer2013_train_occlusion_labels.csv").fillna({"kind": ""})
     hand = hand[is_holdout(hand["path"], SHARES["fer2013_train_labels"])].reset_index(drop=True)
     tw_manifest = pd.read_csv(args.data / "taiwanese-posed" / "manifest.csv")
+    ck_manifest = pd.read_csv(args.data / "ckplus48" / "manifest.csv")
     with tempfile.TemporaryDirectory() as cache:  # fresh cache: time the real work
         t0, c0 = time.perf_counter(), cpu_seconds()
         fc = analyse(
@@ -389,6 +394,9 @@ def main() -> None:
             cache,
             args.workers,
         )
+        ck = analyse(
+            [str(args.data / "ckplus48" / p) for p in ck_manifest["path"]], cache, args.workers
+        )
     if args.save:
         args.save.mkdir(parents=True, exist_ok=True)
         for name, t in (
@@ -396,6 +404,7 @@ def main() -> None:
             ("fer2013_val", val),
             ("fer2013_train_holdout_labels", train),
             ("taiwanese_posed", tw),
+            ("ckplus48", ck),
         ):
             t.to_parquet(args.save / f"faces_{name}.parquet", index=False)
 
@@ -405,7 +414,18 @@ def main() -> None:
     print(f"fer2013/val: faces found {val['face_found'].mean():.3f} of {len(val)}")
     ferplus_no_face(val, args.data)
     print()
-    colour_set(pd.concat([tw_manifest, tw.drop(columns="path")], axis=1))
+    frontal_uncovered(
+        "taiwanese-posed colour portraits (all frontal, uncovered)",
+        pd.concat([tw_manifest, tw.drop(columns="path")], axis=1),
+    )
+    # CK+: 48 px grey crops of posed expressions at their peak, frontal and uncovered, never
+    # used in fitting: does the occlusion screen respond to intense expressions on FER-like
+    # crops, apart from FER2013's own labels?
+    frontal_uncovered(
+        "ckplus48 posed 48 px grey faces at peak expression (frontal, uncovered, never fitted on)",
+        pd.concat([ck_manifest, ck.drop(columns="path")], axis=1),
+        per="subjects",
+    )
     print()
     a = audit_table(val, fc, args.data)
     pose_report(a, S.DEFAULT_MAX_YAW)
