@@ -185,8 +185,10 @@ def review_round_trip(screen: Path, tmp_path: Path) -> None:
         ids = [int(c.get_attribute("data-id")) for c in cards[:4]]
         rejected = np.logical_or.reduce(list(image_rejects(s).values()))
         flagged = s[rejected | (s["suspicion"] >= REVIEW_SUSPICION).to_numpy()]
-        expect = flagged.assign(i=flagged.index).sort_values(
-            ["suspicion", "i"], ascending=[False, True]
+        # the page sorts by the suspicion it holds (4 decimals), ties by image id
+        shown = [round(float(x), 4) for x in flagged["suspicion"]]
+        expect = flagged.assign(i=flagged.index, shown=shown).sort_values(
+            ["shown", "i"], ascending=[False, True]
         )
         assert ids == expect.index[:4].tolist()  # most suspect first
         progress = driver.find_element(By.ID, "rv-progress").text

@@ -349,6 +349,28 @@ def test_in_loop_class_aware_screen_is_the_screen_fit_and_flags_a_planted_mislab
     assert res.t_pos == pytest.approx(float(np.mean(fit.nulls.t_pos)))
 
 
+@pytest.mark.parametrize("null", ["class_empirical", "effective"])
+def test_in_loop_screen_fits_a_batch_larger_than_its_window(null: str):
+    """A P x K batch of 96 images with --screen-window 64 (the torchrun test's CLI): the
+    boundary is fitted to the batch itself, never to fewer rows than the batch indexes."""
+    rng = np.random.default_rng(4)
+    d = 6
+    labels = np.repeat(np.arange(4), 24)
+    emb = (rng.normal(size=(4, d))[labels] * 3 + rng.normal(size=(96, d))).astype(np.float32)
+    tuples = np.array([(i, i + 1, (i + 30) % 96) for i in range(0, 94, 3) if i % 24 < 22])
+    small = InLoopScreen(ScreenSettings(null=null, window=64), dim=d, scale=1.0)
+    big = InLoopScreen(ScreenSettings(null=null, window=96), dim=d, scale=1.0)
+    got = small(emb, labels, tuples, step=0, seed=0)
+    want = big(emb, labels, tuples, step=0, seed=0)
+    assert got.active and (got.keep == want.keep).all() and (got.too_far == want.too_far).all()
+    small.commit_pending()
+    assert small.window.shape[0] == 96  # the batch, whole
+    # the next batch is fitted with the window back to its size (its last 64 rows and the batch)
+    small(emb[:10], labels[:10], np.array([(0, 1, 9)]), step=1, seed=0)
+    small.commit_pending()
+    assert small.window.shape[0] == 64
+
+
 def test_class_cap_limits_each_label_of_the_rank_over_all_images():
     # label 0 holds the 6 most suspect images of 20, label 1 the rest; a 25% cut over all images
     # takes 5 images, all of label 0; capped at a third of a label it takes 2 of label 0's 6

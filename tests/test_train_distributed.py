@@ -205,14 +205,15 @@ def test_torchrun_two_cpu_ranks_keep_the_same_tuples_and_loss_as_one_process(tmp
     assert two.stdout.count("finetune:") == 1  # rank 0 alone reports
     a = _train(pd.read_parquet(tmp_path / "one" / "metrics.parquet"))
     b = _train(pd.read_parquet(tmp_path / "two" / "metrics.parquet"))
-    assert len(a) == len(b) == 8
+    # batch-hard mining (the default): one P x K batch of the 30 train tuples' images per epoch
+    assert len(a) == len(b) == 2
     assert a["n_kept"].tolist() == b["n_kept"].tolist()
     assert np.allclose(a["loss"], b["loss"], rtol=1e-4, atol=1e-5)
     assert np.allclose(a["t_pos"], b["t_pos"], rtol=1e-5)
     da = pd.read_parquet(tmp_path / "one" / "tuple_drops.parquet")
     db = pd.read_parquet(tmp_path / "two" / "tuple_drops.parquet")
     pd.testing.assert_frame_equal(da, db)
-    assert json.loads((tmp_path / "two" / "run.json").read_text())["counts"]["steps"] == 8
+    assert json.loads((tmp_path / "two" / "run.json").read_text())["counts"]["steps"] == 2
 
 
 def _ddp_finetune(

@@ -423,7 +423,7 @@ CLI_HELP: dict[str, str] = {
     "screen_negatives": "The negative sub-boundary drops tuples too; --no-screen-negatives: only too-far positives do. Default: off with --mining batch-hard (on real noise it dropped clean hard negatives as often as any), else on.",
     "null": "class_empirical / class: one null per class and class pair (as curate screen); theory (d), effective (participation ratio) or empirical: one global null.",
     "center": "Centre embeddings on the window mean before the boundary.",
-    "screen_window": "Recent embeddings the in-loop boundary is fitted to.",
+    "screen_window": "Recent embeddings the in-loop boundary is fitted to (at least the batch's images: a larger batch is fitted on its own).",
     "screen_warmup_steps": "Steps on every tuple before in-loop screening starts.",
     "exclude_suspects": "Leave the images whose label stays most suspect out of both losses (image_suspicion.parquet lists them); needs a class-aware null, or a batch-hard --suspect-score. With --mining batch-hard they leave mining too (multistage outlier suppression). Default: on with --mining batch-hard, else off.",
     "suspect_share": "With --exclude-suspects: share of the screened images left out, most suspect first (about the share of wrong labels you expect).",

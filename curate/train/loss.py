@@ -155,7 +155,10 @@ class InLoopScreen:
         self.window_labels = state["window_labels"].numpy().astype(np.int64)
 
     def _extended(self, emb: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        w = self.settings.window
+        """The window extended by the batch: its last ``window`` rows, or the whole batch where
+        the batch is larger (a P x K batch of batch-hard mining can outgrow a small
+        ``--screen-window``; the boundary is then fitted to the batch itself)."""
+        w = max(self.settings.window, len(emb))
         return (
             np.concatenate([self.window, emb.astype(np.float32)])[-w:],
             np.concatenate([self.window_labels, labels.astype(np.int64)])[-w:],
@@ -245,7 +248,7 @@ class InLoopScreen:
         self, win: np.ndarray, window_labels: np.ndarray, m: int, local: np.ndarray, seed: int
     ) -> BatchVerdict:
         """The class-aware boundary fitted to the normalised window, whose last ``m`` rows
-        are the batch (``m`` <= window size: the batch never outgrows the window)."""
+        are the batch (:meth:`_extended` keeps at least the batch)."""
         s = self.settings
         names = window_labels.astype(str)
         fit = fit_class_boundary(
