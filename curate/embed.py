@@ -24,7 +24,7 @@ from PIL import Image
 
 from curate import cache
 from curate.errors import CurateError
-from curate.images import DECODER_VERSION, load_image
+from curate.images import DECODER_VERSION, Box, cut_to_box, load_image
 from curate.limits import workers_for
 from curate.runs import DATA_CONFIG_KEYS
 
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from curate.backbone import LoadedBackbone
 
 Progress = Callable[[int, int], None]
-Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels of the decoded image
 # 2: the shared cache (curate.cache), keyed also by the model settings, decoder and precision
 CACHE_VERSION = 2
 CACHE_KIND = "embeddings"
@@ -342,11 +341,7 @@ class _ImageDataset(torch.utils.data.Dataset):
     def image(self, i: int) -> Image.Image:
         """The decoded image ``i``, cut to its box when it has one."""
         im = load_image(self.paths[i], self.in_chans)
-        box = self.boxes[i] if self.boxes is not None else None
-        if box is None:
-            return im
-        x0, y0, x1, y1 = (int(round(v)) for v in box)
-        return im.crop((x0, y0, x1, y1))
+        return cut_to_box(im, self.boxes[i] if self.boxes is not None else None)
 
     def __getitem__(self, i: int) -> torch.Tensor:
         arr = np.asarray(self.geometry(self.image(i)), dtype=np.uint8)

@@ -51,6 +51,18 @@ def load_image(path: str | os.PathLike[str], in_chans: int = 3) -> Image.Image:
     return im if im.mode == target else im.convert(target)
 
 
+Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels of the decoded image
+
+
+def cut_to_box(im: Image.Image, box: Box | None) -> Image.Image:
+    """``im`` cut to ``box`` (rounded to whole pixels; black outside the picture), or ``im``
+    itself without one: how the embedder and fine-tuning frame a face (``--framing face``)."""
+    if box is None:
+        return im
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    return im.crop((x0, y0, x1, y1))
+
+
 def load_display_image(path: str | os.PathLike[str]) -> Image.Image:
     """Decode an image file to 8-bit ``L`` when the file stores grey (modes ``1``, ``L``,
     ``LA``, ``I``, ``I;16*``, ``F``), else to ``RGB``: the pixels of :func:`load_image` with

@@ -168,7 +168,6 @@ def review_payload(
         if uri:
             thumb_of[i] = len(uris)
             uris.append(uri)
-    susp = table["suspicion"].to_numpy(float)
     initial: dict[str, list[Any]] = {}
     if decisions is not None:
         for image_id, d, lab in decisions.table.itertuples(index=False):
@@ -193,7 +192,7 @@ def review_payload(
         "suggested": [
             cls.get(v, -1) if isinstance(v, str) else -1 for v in table["suggested_label"]
         ],
-        "suspicion": [None if math.isnan(x) else round(float(x), 4) for x in susp],
+        "suspicion": rounded(table["suspicion"], 4),
         "rejected": table["rejected"].astype(int).tolist(),
         "flagged": flagged.astype(
             int

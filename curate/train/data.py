@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from curate.embed import build_transform, split_transform
 from curate.errors import CurateError
-from curate.images import load_arrays, load_image
+from curate.images import Box, cut_to_box, load_arrays, load_image
 from curate.io import read_parquet
 from curate.outdir import require_complete
 from curate.sources import (
@@ -201,25 +201,13 @@ def geometry_transform(data_config: dict[str, Any]) -> Callable[[Any], Any]:
     return split[0]
 
 
-Box = tuple[float, float, float, float]
-
-
-def _framed(im: Any, box: Box | None) -> Any:
-    """The PIL image ``im`` cut to ``box`` (x0, y0, x1, y1; black outside the picture), or
-    itself (as :class:`curate.embed` frames images for the backbone)."""
-    if box is None:
-        return im
-    x0, y0, x1, y1 = (int(round(v)) for v in box)
-    return im.crop((x0, y0, x1, y1))
-
-
 def decode_image(
     path: str, in_chans: int, geometry: Callable[[Any], Any], box: Box | None = None
 ) -> np.ndarray:
     """One image as a ``uint8`` array ``[C, H, W]`` at the model's input size
     (decoded by :func:`curate.images.load_image`, which names a file it cannot read), cut to
     ``box`` first where given (``--framing face``)."""
-    arr = np.asarray(geometry(_framed(load_image(path, in_chans), box)), dtype=np.uint8)
+    arr = np.asarray(geometry(cut_to_box(load_image(path, in_chans), box)), dtype=np.uint8)
     if arr.ndim == 2:
         arr = arr[:, :, None]
     arr = (
@@ -239,9 +227,9 @@ def decode_colour_and_grey(
     rgb, grey = load_arrays(path)
     from PIL import Image
 
-    c = np.asarray(geometry(_framed(Image.fromarray(rgb, "RGB"), box)), dtype=np.uint8)
+    c = np.asarray(geometry(cut_to_box(Image.fromarray(rgb, "RGB"), box)), dtype=np.uint8)
     c = c.transpose(2, 0, 1)
-    g = np.asarray(geometry(_framed(Image.fromarray(grey, "L"), box)), dtype=np.uint8)
+    g = np.asarray(geometry(cut_to_box(Image.fromarray(grey, "L"), box)), dtype=np.uint8)
     return np.ascontiguousarray(np.concatenate([c, g[None]], 0))
 
 

@@ -31,10 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from curate.errors import CurateError
+from curate.images import Box
 from curate.representations.framing import FACE_LIFT, FACE_MARGIN, FRAMINGS, crop_box, decide
 
 SAMPLE = 64  # pictures whose faces decide the framing of a network without a record
-Box = tuple[float, float, float, float]
 
 
 def check_framing(value: Any) -> str:
