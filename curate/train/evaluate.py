@@ -35,7 +35,7 @@ from curate.sources import (
     walk_files,
 )
 from curate.train.data import ImageStore, to_model_input
-from curate.train.framing import run_boxes, with_framing_record
+from curate.train.framing import run_boxes
 
 MAX_BATCH = 65_536  # images per forward pass
 DUPLICATES_SKIPPED = "duplicate"  # key of EvaluationResult.skipped: copies evaluated once
@@ -240,9 +240,7 @@ def evaluate(
     ``full`` whatever it did (:mod:`curate.train.framing`).
     """
     batch_size = whole_number(batch_size, "--batch-size", lo=1, hi=MAX_BATCH)
-    run_dir = resolve_run(run)
-    net, cfg = load_run(run_dir)
-    cfg = with_framing_record(run_dir, cfg)
+    net, cfg = load_run(resolve_run(run))
     classes = list(cfg["classes"])
     images, n_dup = read_labelled_source(source, split=split)
     _check_batch(batch_size, len(images), cfg)
@@ -388,9 +386,7 @@ def predict(
     :func:`evaluate` (what was used: ``table.attrs["framing"]``).
     """
     batch_size = whole_number(batch_size, "--batch-size", lo=1, hi=MAX_BATCH)
-    run_dir = resolve_run(run)
-    net, cfg = load_run(run_dir)
-    cfg = with_framing_record(run_dir, cfg)
+    net, cfg = load_run(resolve_run(run))
     classes = list(cfg["classes"])
     paths = expand_inputs(inputs)
     _check_batch(batch_size, len(paths), cfg)

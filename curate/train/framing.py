@@ -7,10 +7,9 @@ folder: faces framed where that screen's backbone saw them framed (its ``run.jso
 ``params.representation.details.framing.used``); without one it asks the training pictures
 as below (:func:`picture_framing`); ``face`` always frames, ``full`` never. A run records what it used in its
 ``config.json`` (``framing``), and ``curate evaluate`` / ``predict`` frame the images they are
-given the same way; a fine-tuning run made before ``--framing`` trained on whole pictures and
-is evaluated on them (:func:`with_framing_record`). A network without a record (the bundled
-ones, trained on tight FER2013 crops) is judged by the pictures, as ``curate screen
---framing auto`` judges them: faces framed where the landmarks' box of the median face
+given the same way. A network without that record (the bundled ones, trained on tight
+FER2013 crops, and runs made before ``--framing``) is judged by the pictures, as ``curate
+screen --framing auto`` judges them: faces framed where the landmarks' box of the median face
 of a sample (:data:`SAMPLE` pictures) covers less than
 :data:`~curate.representations.framing.FRAME_SHARE` of the picture's side. The boxes come
 from the face analysis (``curate faces``, the shared cache): a square
@@ -136,17 +135,6 @@ def picture_framing(paths: Sequence[str]) -> str:
     ]
     images = pd.DataFrame(sizes, columns=["width", "height"])
     return str(decide("auto", analysis, images)[1]["used"])
-
-
-def with_framing_record(run_dir: str | Path, config: dict[str, Any]) -> dict[str, Any]:
-    """``config`` (a run's ``config.json``) with the framing its network saw: its own record, or
-    whole pictures (``full``) for a fine-tuning run made before ``--framing`` (a ``curate
-    finetune`` folder, ``metrics.parquet`` beside ``config.json``, without the record): every
-    such run trained on whole pictures. A bundled network has no record and stays without one,
-    to be framed as the pictures ask."""
-    if config.get("framing") or not (Path(run_dir) / "metrics.parquet").is_file():
-        return config
-    return {**config, "framing": framing_record("full")}
 
 
 def run_boxes(
